@@ -1,0 +1,143 @@
+"""The pipeline file's models (ARCHITECTURE.md §1.3).
+
+These check the *shape* of a pipeline file. A connector's ``config:`` mapping and a transform's
+options are checked in a second pass against the model that plugin declares
+(:mod:`meshconnect.config.loader`), so problems are reported with the full path
+(``pipelines[0].sinks[1].config.table``) and the file position.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Duration",
+    "ErrorPolicy",
+    "PipelineConfig",
+    "PipelineFile",
+    "RetentionConfig",
+    "RetryPolicy",
+    "SinkConfig",
+    "SourceConfig",
+    "TransformConfig",
+    "parse_duration",
+]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``200ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 200ms, 30s, 5m, 2h or 7d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    raise ValueError(f"{value!r} is not a duration such as 200ms, 30s, 5m, 2h or 7d")
+
+
+#: Seconds, written in YAML as ``200ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a number.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetryPolicy(_Model):
+    """Retries of retriable errors, with exponential backoff and full jitter."""
+
+    max_attempts: int = Field(5, ge=1, description="Attempts in all, the first included.")
+    initial_backoff: Duration = Field(0.2, description="Wait before the second attempt.")
+    max_backoff: Duration = Field(30.0, description="Upper bound of any single wait.")
+
+
+class ErrorPolicy(_Model):
+    """What happens when a record fails (the ``errors:`` block of a source or a sink)."""
+
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    tolerance: Literal["none", "all"] = Field(
+        "none",
+        description="none: a failing record fails the connector; all: it goes to the "
+        "dead-letter topic (when set, else it is logged and skipped) and processing goes on.",
+    )
+    dead_letter_topic: str | None = Field(
+        None, description="Topic that receives failed records with their error context."
+    )
+
+
+class TransformConfig(BaseModel):
+    """One step of a transform chain: ``type``, an optional ``when`` and the type's options."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    when: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The options besides ``type`` and ``when``."""
+        return dict(self.model_extra or {})
+
+
+class SourceConfig(_Model):
+    connector: str
+    name: str | None = Field(None, description="Defaults to the connector name.")
+    config: dict[str, Any] = Field(default_factory=dict)
+    errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
+
+
+class SinkConfig(_Model):
+    connector: str
+    name: str | None = Field(None, description="Defaults to the connector name.")
+    topics: list[str] | None = Field(
+        None, description="Topic names or globs; default: the topics this pipeline writes."
+    )
+    config: dict[str, Any] = Field(default_factory=dict)
+    transforms: list[TransformConfig] = Field(default_factory=list)
+    errors: ErrorPolicy = Field(default_factory=ErrorPolicy)
+    batch_size: int = Field(2000, ge=1, description="Records handed to the sink per write.")
+    commit_interval: Duration = Field(
+        1.0, description="Longest time between flush-and-commit while records flow."
+    )
+
+
+class PipelineConfig(_Model):
+    name: str
+    source: SourceConfig | None = None
+    transforms: list[TransformConfig] = Field(default_factory=list)
+    topic: str | None = Field(
+        None, description="Topic name or template; defaults to the pipeline name."
+    )
+    sinks: list[SinkConfig] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '_', '-' and '.', starting with a letter or digit")
+        return value
+
+
+class RetentionConfig(_Model):
+    max_age: Duration | None = Field(None, description="Delete records older than this.")
+    max_records: int | None = Field(None, ge=1, description="Keep at most this many per topic.")
+
+
+class PipelineFile(_Model):
+    store: str | None = Field(None, description="Mesh store URL; default: sqlite under state.")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    pipelines: list[PipelineConfig] = Field(default_factory=list)
+
+
+#: The kinds of thing a config problem can be about (for messages).
+Kind = Literal["source", "sink", "transform"]

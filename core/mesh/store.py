@@ -1,0 +1,142 @@
+"""The mesh store interface: topics, source positions and consumer offsets.
+
+A store holds ordered, append-only topics of records. Each record in a topic has an offset
+(0, 1, 2, ... per topic). Its contract, which every backend keeps and
+``tests/test_store.py`` checks against each one:
+
+* :meth:`MeshStore.append` appends records to their topics **and** sets source positions in
+  one atomic step: after a crash either both are there or neither is. This is what makes the
+  path into the mesh exactly-once.
+* :meth:`MeshStore.commit` sets a consumer group's next offsets per topic together with a
+  small sink state (e.g. the size of the file the sink wrote), atomically. The worker calls it
+  only after the sink's flush, so a committed offset never runs ahead of durable output.
+* Offsets are "next to read": a group whose committed offset for ``t`` is 5 reads from offset 5.
+* Retention removes the oldest records of a topic by age or count; it never moves offsets.
+  A group whose offset falls below the earliest retained one resumes at the earliest.
+
+Nothing here assumes SQLite: a backend is free to be a Redis Stream or a JetStream stream, with
+its own notion of a transaction for ``append`` (e.g. one Lua script or a KV CAS on the
+position bucket). Methods are ``async`` so network backends fit; the embedded backends run
+their blocking calls on a private thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..records import Record
+
+__all__ = ["GroupInfo", "MeshStore", "Retention", "StoreSpec", "TopicInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much a topic keeps: records older than ``max_age_s`` seconds or beyond the newest
+    ``max_records`` may be deleted. ``None`` means no limit."""
+
+    max_age_s: float | None = None
+    max_records: int | None = None
+
+
+@dataclass(slots=True)
+class TopicInfo:
+    name: str
+    #: Offset of the oldest record still stored (== end when empty).
+    start: int
+    #: Offset the next appended record will get (== number of records ever appended).
+    end: int
+
+
+@dataclass(slots=True)
+class GroupInfo:
+    group: str
+    offsets: dict[str, int] = field(default_factory=dict)
+    state: dict[str, Any] | None = None
+
+
+class MeshStore:
+    """Abstract mesh store. See the module docstring for the contract."""
+
+    #: The URL this store was opened with (for messages; never contains a password).
+    url: str = ""
+
+    async def open(self) -> None:
+        """Connect / create tables. Called once before anything else."""
+
+    async def close(self) -> None:
+        """Release connections; safe to call twice and after a failed ``open``."""
+
+    async def append(
+        self,
+        records: Sequence[Record],
+        positions: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+    ) -> list[int]:
+        """Append ``records`` (each to ``record.topic``) and set ``positions`` atomically.
+
+        ``positions`` maps ``(connector_id, partition)`` to the position to store (JSON-able).
+        Returns the offset each record got, in order, and sets ``record.offset``.
+        """
+        raise NotImplementedError
+
+    async def positions(self, connector_id: str) -> dict[str, dict[str, Any]]:
+        """The committed source positions of one connector, by partition."""
+        raise NotImplementedError
+
+    async def set_positions(
+        self, connector_id: str, positions: Mapping[str, Mapping[str, Any]] | None
+    ) -> None:
+        """Replace one connector's positions (``None``: forget them all; used by reset)."""
+        raise NotImplementedError
+
+    async def read(self, topic: str, offset: int, limit: int) -> list[Record]:
+        """Up to ``limit`` records of ``topic`` from ``offset`` on, in order, with
+        ``topic`` and ``offset`` set. Offsets below the retained start read from the start."""
+        raise NotImplementedError
+
+    async def topics(self) -> list[TopicInfo]:
+        """Every topic with its start and end offsets."""
+        raise NotImplementedError
+
+    async def end_offsets(self, topics: Sequence[str]) -> dict[str, int]:
+        """The end offset (next to be assigned) of each named topic; 0 for unknown topics."""
+        raise NotImplementedError
+
+    async def group(self, group: str) -> GroupInfo:
+        """A consumer group's committed offsets and sink state (empty if never committed)."""
+        raise NotImplementedError
+
+    async def groups(self) -> list[GroupInfo]:
+        """Every consumer group."""
+        raise NotImplementedError
+
+    async def commit(
+        self, group: str, offsets: Mapping[str, int], state: Mapping[str, Any] | None = None
+    ) -> None:
+        """Set the group's next offsets for the given topics and its sink state, atomically.
+        Topics not named keep their offsets; ``state`` replaces the previous one."""
+        raise NotImplementedError
+
+    async def reset_group(self, group: str, offsets: Mapping[str, int] | None) -> None:
+        """Replace a group's offsets (``None``: delete the group, so it starts from the
+        beginning) and clear its state."""
+        raise NotImplementedError
+
+    async def apply_retention(self, topic: str, retention: Retention) -> int:
+        """Delete what ``retention`` allows in ``topic``; returns how many records went."""
+        raise NotImplementedError
+
+    def data_changed(self) -> Any:
+        """An awaitable that completes when new records may be readable (or after a short
+        while; readers also poll, since other processes may append)."""
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class StoreSpec:
+    """A store backend, chosen by URL scheme (``sqlite:///path``, ``memory://``)."""
+
+    scheme: str
+    factory: Callable[[str], MeshStore]
+    description: str = ""

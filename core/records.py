@@ -1,0 +1,217 @@
+"""Records: every record in the mesh is a CloudEvent 1.0.
+
+Inside the worker a record is a :class:`Record`, a slotted object that is cheaper to create and
+read than the ``cloudevents`` SDK's event. The conversion is lossless both ways
+(:meth:`Record.to_cloudevent` / :meth:`Record.from_cloudevent`), and :meth:`Record.to_dict` /
+:meth:`Record.from_dict` give the CloudEvents JSON (structured mode) form.
+
+Besides the CloudEvent, a record carries two pieces of mesh metadata that are *not* part of the
+event: ``topic`` (set by the router or a transform; where it is stored) and ``offset`` (its
+position in that topic once stored). Both are ``None`` until known.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["CONTEXT_ATTRIBUTES", "Record", "new_id", "now_iso"]
+
+SPECVERSION = "1.0"
+
+#: The CloudEvents context attributes a record has as fields (besides ``data``).
+CONTEXT_ATTRIBUTES = (
+    "id",
+    "source",
+    "type",
+    "specversion",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+)
+_OPTIONAL = ("subject", "time", "datacontenttype", "dataschema")
+_RESERVED = frozenset((*CONTEXT_ATTRIBUTES, "data", "data_base64"))
+
+
+def new_id() -> str:
+    """A fresh, unique CloudEvent id."""
+    return uuid.uuid4().hex
+
+
+def now_iso() -> str:
+    """The current time as an RFC 3339 timestamp in UTC."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Record:
+    """One CloudEvent plus its place in the mesh (``topic``, ``offset``).
+
+    ``data`` is any JSON value (dict, list, str, number, bool, None) or ``bytes``; ``bytes``
+    travel as ``data_base64`` in the JSON form. ``extensions`` maps extension attribute names
+    (lower-case alphanumerics, as CloudEvents requires) to str, int or bool values.
+    """
+
+    __slots__ = (
+        "data",
+        "datacontenttype",
+        "dataschema",
+        "extensions",
+        "id",
+        "offset",
+        "source",
+        "subject",
+        "time",
+        "topic",
+        "type",
+    )
+
+    specversion = SPECVERSION
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        id: str | None = None,
+        source: str = "meshconnect",
+        type: str = "meshconnect.record",
+        subject: str | None = None,
+        time: str | None = None,
+        datacontenttype: str | None = "application/json",
+        dataschema: str | None = None,
+        extensions: dict[str, Any] | None = None,
+        topic: str | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.data = data
+        self.id = id if id is not None else uuid.uuid4().hex
+        self.source = source
+        self.type = type
+        self.subject = subject
+        self.time = time
+        self.datacontenttype = datacontenttype
+        self.dataschema = dataschema
+        self.extensions = extensions if extensions is not None else {}
+        self.topic = topic
+        self.offset = offset
+
+    # -- comparison and display ---------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        where = f" topic={self.topic!r} offset={self.offset}" if self.topic is not None else ""
+        return f"<Record id={self.id!r} type={self.type!r}{where} data={self.data!r}>"
+
+    def copy(self) -> Record:
+        """A shallow copy whose ``data`` dict and extensions can be changed independently."""
+        data = self.data
+        if isinstance(data, dict):
+            data = dict(data)
+        return Record(
+            data,
+            id=self.id,
+            source=self.source,
+            type=self.type,
+            subject=self.subject,
+            time=self.time,
+            datacontenttype=self.datacontenttype,
+            dataschema=self.dataschema,
+            extensions=dict(self.extensions),
+            topic=self.topic,
+            offset=self.offset,
+        )
+
+    # -- attribute access by name (expressions, templates) ------------------------------------
+
+    def attribute(self, name: str) -> Any:
+        """A context attribute or extension by name; ``None`` when absent."""
+        if name in _RESERVED:
+            return getattr(self, name) if name != "data_base64" else None
+        return self.extensions.get(name)
+
+    # -- CloudEvents JSON form -----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CloudEvents JSON (structured mode) form: attributes, extensions and data."""
+        out: dict[str, Any] = {
+            "specversion": SPECVERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+        }
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out.update(self.extensions)
+        if isinstance(self.data, bytes | bytearray):
+            out["data_base64"] = base64.b64encode(self.data).decode("ascii")
+        elif self.data is not None:
+            out["data"] = self.data
+        return out
+
+    @classmethod
+    def from_dict(cls, event: Mapping[str, Any]) -> Record:
+        """Build a record from the CloudEvents JSON form; unknown keys become extensions."""
+        try:
+            specversion = event.get("specversion", SPECVERSION)
+            if specversion != SPECVERSION:
+                raise ValueError(f"unsupported CloudEvents specversion {specversion!r}")
+            data: Any
+            if "data_base64" in event:
+                data = base64.b64decode(event["data_base64"])
+            else:
+                data = event.get("data")
+            extensions = {k: v for k, v in event.items() if k not in _RESERVED}
+            return cls(
+                data,
+                id=str(event["id"]),
+                source=str(event["source"]),
+                type=str(event["type"]),
+                subject=event.get("subject"),
+                time=event.get("time"),
+                datacontenttype=event.get("datacontenttype"),
+                dataschema=event.get("dataschema"),
+                extensions=extensions,
+            )
+        except KeyError as exc:
+            raise ValueError(f"not a CloudEvent: missing required attribute {exc.args[0]!r}") from None
+
+    # -- the cloudevents SDK (used at the HTTP boundary) ---------------------------------------
+
+    def to_cloudevent(self) -> Any:
+        """This record as a ``cloudevents.http.CloudEvent`` (the SDK is imported lazily)."""
+        from cloudevents.http import CloudEvent
+
+        attributes = {k: v for k, v in self.to_dict().items() if k not in ("data", "data_base64")}
+        return CloudEvent(attributes, self.data)
+
+    @classmethod
+    def from_cloudevent(cls, event: Any) -> Record:
+        """Build a record from a ``cloudevents`` SDK event, keeping every attribute."""
+        attributes = dict(event.get_attributes())
+        data = event.get_data()
+        extensions = {k: v for k, v in attributes.items() if k not in _RESERVED}
+        time = attributes.get("time")
+        if isinstance(time, datetime):
+            time = time.isoformat().replace("+00:00", "Z")
+        return cls(
+            data,
+            id=str(attributes["id"]),
+            source=str(attributes["source"]),
+            type=str(attributes["type"]),
+            subject=attributes.get("subject"),
+            time=time,
+            datacontenttype=attributes.get("datacontenttype"),
+            dataschema=attributes.get("dataschema"),
+            extensions=extensions,
+        )
