@@ -70,6 +70,10 @@ class SourceBatch:
 
     records: list[Record]
     positions: dict[str, Position] = field(default_factory=dict)
+    #: Items the source could not decode (bad JSON, a short CSV row): each a record whose
+    #: ``data`` holds the raw input, with the DataError. The worker routes them by the
+    #: source's ``errors:`` policy (dead-letter topic or failure) in the same transaction.
+    failures: list[tuple[Record, BaseException]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

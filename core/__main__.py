@@ -1,0 +1,5 @@
+"""``python -m meshconnect``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,574 @@
+"""The ``meshconnect`` command line.
+
+Heavy imports (the worker, pydantic models, client libraries) happen inside the commands, so
+``meshconnect --help`` stays fast and never imports a connector's client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from .config.loader import LoadedConfig
+    from .mesh.store import MeshStore
+    from .plugins import Registry
+
+__all__ = ["main"]
+
+
+class _Options:
+    def __init__(
+        self, state: str | None, store: str | None, plugins: str | None, strict: bool
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.plugins = plugins
+        self.strict = strict
+        self._registry: Registry | None = None
+
+    def registry(self) -> Registry:
+        if self._registry is None:
+            from .errors import PluginError
+            from .plugins import PluginPolicy, load_registry
+
+            try:
+                policy = PluginPolicy.read(self.plugins)
+                self._registry = load_registry(policy, strict=self.strict or None)
+            except PluginError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._registry
+
+    def store_url(self, config: LoadedConfig | None = None) -> str:
+        from .mesh import default_store_url
+
+        if self.store:
+            return self.store
+        if config is not None and config.store:
+            return config.store
+        if os.environ.get("MESHCONNECT_STORE"):
+            return os.environ["MESHCONNECT_STORE"]
+        return default_store_url(self.state)
+
+    def load(self, files: Sequence[str]) -> LoadedConfig:
+        from .config.loader import load_pipeline_files
+        from .errors import ValidationErrors
+
+        try:
+            return load_pipeline_files(files, self.registry())
+        except ValidationErrors as exc:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            click.echo(f"{len(exc.problems)} problem(s) found", err=True)
+            sys.exit(1)
+
+    def open_store(self, url: str) -> MeshStore:
+        from .errors import MeshconnectError
+        from .mesh import open_store
+
+        try:
+            return open_store(url, self.registry())
+        except MeshconnectError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+pass_options = click.make_pass_decorator(_Options)
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="meshconnect")
+@click.option(
+    "--state",
+    metavar="DIR",
+    envvar="MESHCONNECT_STATE",
+    help="State directory of the embedded store (default ./.meshconnect).",
+)
+@click.option("--store", metavar="URL", help="Mesh store URL; overrides `store:` in the files.")
+@click.option(
+    "--plugins",
+    "plugins_file",
+    metavar="FILE",
+    help="Plugin policy file (default ./plugins.toml or $MESHCONNECT_PLUGINS).",
+)
+@click.option("--strict", is_flag=True, help="Fail when any plugin fails to load.")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+@click.option(
+    "--log-format", default="text", show_default=True, type=click.Choice(["text", "json"])
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    state: str | None,
+    store: str | None,
+    plugins_file: str | None,
+    strict: bool,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """meshconnect: connectors, transforms and a durable mesh, declared in YAML."""
+    _setup_logging(log_level, log_format)
+    ctx.obj = _Options(state, store, plugins_file, strict)
+
+
+# -- run / validate ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@pass_options
+def run(options: _Options, files: tuple[str, ...]) -> None:
+    """Run every pipeline in FILES in one worker, in the foreground.
+
+    SIGINT/SIGTERM stop polling, drain, flush sinks, commit offsets and exit 0. When every
+    source is bounded the run exits 0 once every record is delivered and committed. A re-run
+    resumes from the committed offsets.
+    """
+    config = options.load(files)
+    store = options.open_store(options.store_url(config))
+    sys.exit(asyncio.run(_run(config, store)))
+
+
+async def _run(config: LoadedConfig, store: MeshStore) -> int:
+    from .worker import Worker
+
+    await store.open()
+    worker = Worker(config, store)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            logging.getLogger("meshconnect").warning("second signal: exiting without draining")
+            os._exit(130)
+        worker.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        return await worker.run()
+    finally:
+        await store.close()
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@pass_options
+def validate(options: _Options, files: tuple[str, ...]) -> None:
+    """Check pipeline FILES; print each problem as FILE:LINE:COL: message.
+
+    Exit 0 when valid, 1 otherwise. Secret values are never printed.
+    """
+    config = options.load(files)
+    count = len(config.pipelines)
+    click.echo(f"ok: {count} pipeline{'s' if count != 1 else ''} in {len(files)} file(s)")
+
+
+@cli.command()
+@click.option("--connector", metavar="NAME", help="Only this connector's config schema.")
+@click.option("--kind", type=click.Choice(["source", "sink"]), default=None)
+@pass_options
+def schema(options: _Options, connector: str | None, kind: str | None) -> None:
+    """Print the JSON Schema of pipeline files (for editor completion), with every installed
+    connector's and transform's options."""
+    from .schema import connector_schema, pipeline_file_schema
+
+    registry = options.registry()
+    if connector:
+        try:
+            out = connector_schema(registry, connector, kind)
+        except KeyError as exc:
+            raise click.ClickException(str(exc.args[0])) from None
+    else:
+        out = pipeline_file_schema(registry)
+    click.echo(json.dumps(out, indent=2))
+
+
+# -- plugins ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def plugins() -> None:
+    """List and install plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_options
+def plugins_list(options: _Options, as_json: bool) -> None:
+    """Every connector and transform with kind, version, distribution and status."""
+    registry = options.registry()
+    rows = [e.as_dict() for e in registry.entries]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    headers = ["NAME", "KIND", "VERSION", "DISTRIBUTION", "STATUS"]
+    table = [
+        [
+            r["name"],
+            r["kind"],
+            r["version"] or "-",
+            r["distribution"] or "-",
+            r["status"] + (f" ({r['reason']})" if r["reason"] else ""),
+        ]
+        for r in rows
+    ]
+    click.echo(_table(headers, table))
+
+
+@plugins.command("install")
+@click.argument("spec")
+@click.option("--yes", is_flag=True, help="Do not ask before running pip.")
+@pass_options
+def plugins_install(options: _Options, spec: str, yes: bool) -> None:
+    """pip-install a plugin distribution SPEC and record it in plugins.toml."""
+    import subprocess
+
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"pip install {spec!r} into {sys.prefix}?", abort=True)
+    command = [sys.executable, "-m", "pip", "install", spec]
+    click.echo(" ".join(command), err=True)
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        raise click.ClickException(f"pip install {spec} failed (exit {result.returncode})")
+    path = Path(options.plugins or os.environ.get("MESHCONNECT_PLUGINS") or "plugins.toml")
+    _record_install(path, spec)
+    click.echo(f"installed {spec}; recorded in {path}")
+
+
+def _record_install(path: Path, spec: str) -> None:
+    import tomlkit
+
+    doc = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    section = doc.setdefault("plugins", tomlkit.table())
+    installed = section.setdefault("installed", tomlkit.array())
+    if spec not in installed:
+        installed.append(spec)
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+
+
+# -- offsets ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def offsets() -> None:
+    """Show and reset source positions and sink consumer offsets."""
+
+
+@offsets.command("show")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+@pass_options
+def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> None:
+    """Source positions and sink offsets (with lag); only those of FILES' pipelines if given."""
+    config = options.load(files) if files else None
+    store = options.open_store(options.store_url(config))
+    report = asyncio.run(_offsets_report(store, config))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for source in report["sources"]:
+        click.echo(f"source {source['id']}")
+        if not source["positions"]:
+            click.echo("  (no committed position: starts from the beginning)")
+        for part, pos in source["positions"].items():
+            click.echo(f"  {part}: {json.dumps(pos)}")
+    for group in report["sinks"]:
+        click.echo(f"sink {group['group']}")
+        if not group["topics"]:
+            click.echo("  (nothing committed)")
+        for t in group["topics"]:
+            click.echo(f"  {t['topic']}: offset {t['offset']} of {t['end']} (lag {t['lag']})")
+
+
+async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
+    from .worker import sink_group, source_id
+
+    await store.open()
+    try:
+        if config is not None:
+            source_ids = [
+                source_id(p.name, p.source.name) for p in config.pipelines if p.source is not None
+            ]
+            wanted_groups: set[str] | None = {
+                sink_group(p.name, s.name) for p in config.pipelines for s in p.sinks
+            }
+        else:
+            source_ids = await _all_source_ids(store)
+            wanted_groups = None
+        sources = [{"id": i, "positions": await store.positions(i)} for i in source_ids]
+        groups = await store.groups()
+        names = {g.group for g in groups}
+        if wanted_groups is not None:
+            groups = [g for g in groups if g.group in wanted_groups]
+            groups += [await store.group(g) for g in sorted(wanted_groups - names)]
+        sinks = []
+        for g in groups:
+            ends = await store.end_offsets(sorted(g.offsets))
+            sinks.append(
+                {
+                    "group": g.group,
+                    "topics": [
+                        {"topic": t, "offset": o, "end": ends[t], "lag": max(0, ends[t] - o)}
+                        for t, o in sorted(g.offsets.items())
+                    ],
+                    "state": g.state,
+                }
+            )
+        return {"store": store.url, "sources": sources, "sinks": sinks}
+    finally:
+        await store.close()
+
+
+async def _all_source_ids(store: MeshStore) -> list[str]:
+    lister = getattr(store, "source_ids", None)
+    return list(await lister()) if lister is not None else []
+
+
+@offsets.command("reset")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("pipeline")
+@click.option("--sink", "sink_name", metavar="NAME", help="Reset this sink (default: the source).")
+@click.option(
+    "--to",
+    "target",
+    default="beginning",
+    show_default=True,
+    help="beginning | end | a topic offset (sinks) | a JSON position per partition (sources).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_options
+def offsets_reset(
+    options: _Options, file: str, pipeline: str, sink_name: str | None, target: str, yes: bool
+) -> None:
+    """Reset the source (or --sink NAME) of PIPELINE in FILE to the beginning, the end or a
+    given position. Stop the worker first."""
+    config = options.load([file])
+    matches = [p for p in config.pipelines if p.name == pipeline]
+    if not matches:
+        names = ", ".join(p.name for p in config.pipelines)
+        raise click.ClickException(f"no pipeline {pipeline!r} in {file} (pipelines: {names})")
+    store = options.open_store(options.store_url(config))
+    plan = asyncio.run(_reset_plan(store, matches[0], sink_name, target))
+    click.echo(plan["describe"])
+    if not yes and not click.confirm("Apply this reset?", default=False):
+        click.echo("nothing changed")
+        sys.exit(1)
+    asyncio.run(_apply_reset(store, plan))
+    click.echo("reset done")
+
+
+async def _reset_plan(
+    store: MeshStore, pipeline: Any, sink_name: str | None, target: str
+) -> dict[str, Any]:
+    from .worker import sink_group, source_id
+
+    await store.open()
+    try:
+        if sink_name is None:
+            if pipeline.source is None:
+                raise click.ClickException(f"pipeline {pipeline.name!r} has no source")
+            ident = source_id(pipeline.name, pipeline.source.name)
+            current = await store.positions(ident)
+            new: Any
+            if target == "beginning":
+                new = None
+            elif target == "end":
+                raise click.ClickException(
+                    "--to end is for sinks; for a source give a JSON position per partition"
+                )
+            else:
+                try:
+                    new = json.loads(target)
+                except json.JSONDecodeError:
+                    raise click.ClickException(f"--to: not JSON: {target!r}") from None
+            describe = (
+                f"source {ident}: positions {json.dumps(current)} -> "
+                + ("(none: read from the beginning)" if new is None else json.dumps(new))
+            )
+            return {"kind": "source", "id": ident, "new": new, "describe": describe}
+        sinks = [s for s in pipeline.sinks if s.name == sink_name]
+        if not sinks:
+            names = ", ".join(s.name for s in pipeline.sinks)
+            raise click.ClickException(f"no sink {sink_name!r} in {pipeline.name} ({names})")
+        group = sink_group(pipeline.name, sink_name)
+        info = await store.group(group)
+        topics = sorted(info.offsets)
+        if not topics:
+            raise click.ClickException(f"sink {group} has no committed offsets")
+        ends = await store.end_offsets(topics)
+        if target == "beginning":
+            new_offsets: dict[str, int] | None = None
+        elif target == "end":
+            new_offsets = dict(ends)
+        else:
+            try:
+                value = int(target)
+            except ValueError:
+                raise click.ClickException(f"--to: beginning, end or an offset: {target!r}") from None
+            new_offsets = {t: value for t in topics}
+        describe = f"sink {group}: offsets {info.offsets} -> " + (
+            "(none: from the beginning)" if new_offsets is None else str(new_offsets)
+        )
+        return {"kind": "sink", "id": group, "new": new_offsets, "describe": describe}
+    finally:
+        await store.close()
+
+
+async def _apply_reset(store: MeshStore, plan: dict[str, Any]) -> None:
+    await store.open()
+    try:
+        if plan["kind"] == "source":
+            await store.set_positions(plan["id"], plan["new"])
+        else:
+            await store.reset_group(plan["id"], plan["new"])
+    finally:
+        await store.close()
+
+
+# -- topics -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def topics() -> None:
+    """Inspect topics stored in the mesh."""
+
+
+@topics.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_options
+def topics_list(options: _Options, as_json: bool) -> None:
+    """Every topic with its record count and each consumer group's lag."""
+    store = options.open_store(options.store_url())
+    rows = asyncio.run(_topics_report(store))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = [
+        [
+            r["topic"],
+            str(r["records"]),
+            f"{r['start']}..{r['end']}",
+            ", ".join(f"{g}={lag}" for g, lag in r["lag"].items()) or "-",
+        ]
+        for r in rows
+    ]
+    click.echo(_table(["TOPIC", "RECORDS", "OFFSETS", "LAG"], table))
+
+
+async def _topics_report(store: MeshStore) -> list[dict[str, Any]]:
+    await store.open()
+    try:
+        infos = await store.topics()
+        groups = await store.groups()
+        rows = []
+        for info in infos:
+            lag = {
+                g.group: max(0, info.end - g.offsets[info.name])
+                for g in groups
+                if info.name in g.offsets
+            }
+            rows.append(
+                {
+                    "topic": info.name,
+                    "records": info.end - info.start,
+                    "start": info.start,
+                    "end": info.end,
+                    "lag": lag,
+                }
+            )
+        return rows
+    finally:
+        await store.close()
+
+
+@topics.command("tail")
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest stored record.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records.")
+@click.option("-n", "lines", default=10, show_default=True, help="Records from the end.")
+@pass_options
+def topics_tail(
+    options: _Options, topic: str, from_beginning: bool, follow: bool, lines: int
+) -> None:
+    """Print a topic's records as CloudEvents JSON lines."""
+    store = options.open_store(options.store_url())
+    try:
+        asyncio.run(_tail(store, topic, from_beginning, follow, lines))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int) -> None:
+    import orjson
+
+    await store.open()
+    try:
+        end = (await store.end_offsets([topic]))[topic]
+        offset = 0 if from_beginning else max(0, end - n)
+        out = sys.stdout.buffer
+        while True:
+            records = await store.read(topic, offset, 1000)
+            for record in records:
+                out.write(orjson.dumps(record.to_dict()) + b"\n")
+            out.flush()
+            if records:
+                offset = records[-1].offset + 1  # type: ignore[operator]
+                continue
+            if not follow:
+                return
+            await asyncio.wait([asyncio.ensure_future(store.data_changed())], timeout=1.0)
+    finally:
+        await store.close()
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+             for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="meshconnect")

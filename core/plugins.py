@@ -1,0 +1,351 @@
+"""Plugin discovery and the registry of connectors, transforms, stores and functions.
+
+Plugins are found through the ``meshconnect`` entry-point group (built-ins included) and, when
+``plugins.toml`` lists them, as local modules by path. Each entry point is loaded in its own
+``try``: a broken package is recorded with its reason and skipped, never crashing the worker,
+unless ``strict`` is set (``--strict`` / ``MESHCONNECT_STRICT_PLUGINS=1``).
+
+``plugins.toml`` is the worker's plugin policy::
+
+    [plugins]
+    load = "all"            # "all" installed plugins, or "listed": only those in `enabled`
+    enabled = ["file"]      # entry-point names loaded when load = "listed"
+    disabled = ["slack"]    # entry-point names, or connector/transform names, never loaded
+    paths = ["./my_plugin.py"]          # local plugin modules, relative to plugins.toml
+    installed = ["meshconnect-foo==1.2"]  # recorded by `meshconnect plugins install`
+
+    [plugins.pins]
+    meshconnect-foo = ">=1.2,<2"        # distribution version requirements
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+import pluggy
+
+from . import hookspecs
+from .api import ConnectorSpec, TransformSpec
+from .errors import PluginError
+from .mesh.store import StoreSpec
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PluginEntry",
+    "PluginPolicy",
+    "Registry",
+    "load_registry",
+]
+
+log = logging.getLogger("meshconnect.plugins")
+
+ENTRY_POINT_GROUP = "meshconnect"
+Status = Literal["loaded", "disabled", "missing-extra", "failed"]
+
+
+@dataclass(slots=True)
+class PluginEntry:
+    """One connector, transform, store or plugin module, with its load status."""
+
+    name: str
+    kind: Literal["source", "sink", "transform", "store", "plugin"]
+    plugin: str
+    distribution: str | None
+    version: str | None
+    status: Status
+    reason: str = ""
+    spec: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+
+@dataclass(slots=True)
+class PluginPolicy:
+    load: Literal["all", "listed"] = "all"
+    enabled: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    pins: dict[str, str] = field(default_factory=dict)
+    installed: list[str] = field(default_factory=list)
+    base_dir: Path = field(default_factory=Path.cwd)
+    file: Path | None = None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str] | None = None) -> PluginPolicy:
+        """Read ``plugins.toml`` (``path``, ``$MESHCONNECT_PLUGINS`` or ``./plugins.toml``)."""
+        candidate = Path(path or os.environ.get("MESHCONNECT_PLUGINS") or "plugins.toml")
+        if not candidate.exists():
+            if path is not None:
+                raise PluginError(f"{candidate}: plugin policy file not found")
+            return cls()
+        try:
+            data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise PluginError(f"{candidate}: {exc}") from None
+        section = data.get("plugins", {})
+        known = {"load", "enabled", "disabled", "paths", "pins", "installed"}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise PluginError(
+                f"{candidate}: unknown key(s) in [plugins]: {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        load = section.get("load", "all")
+        if load not in ("all", "listed"):
+            raise PluginError(f'{candidate}: plugins.load must be "all" or "listed", not {load!r}')
+        return cls(
+            load=load,
+            enabled=list(section.get("enabled", [])),
+            disabled=list(section.get("disabled", [])),
+            paths=list(section.get("paths", [])),
+            pins=dict(section.get("pins", {})),
+            installed=list(section.get("installed", [])),
+            base_dir=candidate.resolve().parent,
+            file=candidate,
+        )
+
+
+class Registry:
+    """Everything the loaded plugins provide, plus what failed to load and why."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        #: Every entry listed by ``plugins list``, in discovery order.
+        self.entries: list[PluginEntry] = []
+        self.connectors: dict[tuple[str, str], PluginEntry] = {}
+        self.transforms: dict[str, PluginEntry] = {}
+        self.stores: dict[str, PluginEntry] = {}
+        self.functions: dict[str, Callable[..., Any]] = {}
+
+    # -- lookup --------------------------------------------------------------------------------
+
+    def connector(self, name: str, kind: Literal["source", "sink"]) -> ConnectorSpec:
+        """The spec of a loaded connector; PluginError naming the cause otherwise."""
+        entry = self.connectors.get((name, kind))
+        if entry is None:
+            raise PluginError(self.unknown_message(name, kind))
+        if entry.status != "loaded":
+            raise PluginError(f"{kind} connector {name!r} is {entry.status}: {entry.reason}")
+        spec: ConnectorSpec = entry.spec
+        return spec
+
+    def transform(self, name: str) -> TransformSpec:
+        entry = self.transforms.get(name)
+        if entry is None:
+            raise PluginError(self.unknown_message(name, "transform"))
+        if entry.status != "loaded":
+            raise PluginError(f"transform {name!r} is {entry.status}: {entry.reason}")
+        spec: TransformSpec = entry.spec
+        return spec
+
+    def store(self, scheme: str) -> StoreSpec:
+        entry = self.stores.get(scheme)
+        if entry is None or entry.status != "loaded":
+            known = ", ".join(sorted(self.stores)) or "none"
+            raise PluginError(f"no mesh store backend for {scheme!r}:// (installed: {known})")
+        spec: StoreSpec = entry.spec
+        return spec
+
+    def names(self, kind: str) -> list[str]:
+        """Names of the installed (any status) connectors of ``kind`` or transforms."""
+        if kind == "transform":
+            return sorted(self.transforms)
+        return sorted(name for (name, k) in self.connectors if k == kind)
+
+    def unknown_message(self, name: str, kind: str) -> str:
+        import difflib
+
+        names = self.names(kind)
+        what = "transform" if kind == "transform" else f"{kind} connector"
+        hint = difflib.get_close_matches(name, names, n=1)
+        maybe = f"did you mean {hint[0]!r}? " if hint else ""
+        return f"unknown {what} {name!r} ({maybe}installed: {', '.join(names) or 'none'})"
+
+    # -- registration --------------------------------------------------------------------------
+
+    def register(
+        self,
+        plugin: object,
+        name: str,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+        disabled: Iterable[str] = (),
+    ) -> None:
+        """Register one plugin module/object and collect what its hooks provide.
+
+        A hook that raises marks this plugin failed; nothing it provided is kept.
+        """
+        blocked = set(disabled)
+        self.pm.register(plugin, name=name)
+        caller = self.pm.subset_hook_caller  # call only this plugin's implementations
+        others = [p for p in self.pm.get_plugins() if p is not plugin]
+        try:
+            connectors = _flatten(caller("meshconnect_connectors", others)())
+            transforms = _flatten(caller("meshconnect_transforms", others)())
+            stores = _flatten(caller("meshconnect_stores", others)())
+            functions: dict[str, Callable[..., Any]] = {}
+            for mapping in caller("meshconnect_functions", others)():
+                functions.update(mapping)
+        except Exception as exc:
+            self.pm.unregister(plugin)
+            self._failed(name, distribution, version, f"{type(exc).__name__}: {exc}")
+            return
+
+        def entry(item_name: str, kind: Any, spec: Any) -> PluginEntry:
+            status: Status = "loaded"
+            reason = ""
+            if item_name in blocked:
+                status, reason = "disabled", "disabled in plugins.toml"
+            elif isinstance(spec, ConnectorSpec):
+                missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
+                if missing:
+                    extra = spec.extra or item_name
+                    status = "missing-extra"
+                    reason = (
+                        f"needs {', '.join(missing)}: pip install 'meshconnect[{extra}]'"
+                    )
+            return PluginEntry(item_name, kind, name, distribution, version, status, reason, spec)
+
+        for spec in connectors:
+            if not isinstance(spec, ConnectorSpec):
+                self._failed(name, distribution, version, f"not a ConnectorSpec: {spec!r}")
+                continue
+            item = entry(spec.name, spec.kind, spec)
+            self._add(self.connectors, (spec.name, spec.kind), item)
+        for tspec in transforms:
+            item = entry(tspec.name, "transform", tspec)
+            self._add(self.transforms, tspec.name, item)
+        for sspec in stores:
+            item = entry(sspec.scheme, "store", sspec)
+            self._add(self.stores, sspec.scheme, item)
+        self.functions.update(functions)
+
+    def _add(self, table: dict[Any, PluginEntry], key: Any, item: PluginEntry) -> None:
+        existing = table.get(key)
+        if existing is not None and existing.status == "loaded":
+            item.status = "failed"
+            item.reason = f"name clash: {item.name!r} is already provided by {existing.plugin!r}"
+            self.entries.append(item)
+            return
+        table[key] = item
+        self.entries.append(item)
+
+    def _failed(self, plugin: str, dist: str | None, version: str | None, reason: str) -> None:
+        log.warning("plugin %s (%s %s) failed to load: %s", plugin, dist, version, reason)
+        self.entries.append(PluginEntry(plugin, "plugin", plugin, dist, version, "failed", reason))
+
+
+def _flatten(results: Iterable[Any]) -> list[Any]:
+    out: list[Any] = []
+    for result in results:
+        if result:
+            out.extend(result)
+    return out
+
+
+def _load_path(path: Path) -> ModuleType:
+    module_name = "meshconnect_local_" + path.stem.replace("-", "_")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pin_problem(dist: str | None, version: str | None, pins: dict[str, str]) -> str | None:
+    if dist is None or dist not in pins:
+        return None
+    try:
+        from packaging.specifiers import SpecifierSet
+    except ImportError:  # pragma: no cover - packaging ships with pip
+        return None
+    if version is None or version not in SpecifierSet(pins[dist]):
+        return f"version {version} does not satisfy the pin {dist}{pins[dist]} in plugins.toml"
+    return None
+
+
+def load_registry(
+    policy: PluginPolicy | None = None,
+    *,
+    strict: bool | None = None,
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+) -> Registry:
+    """Discover and load every plugin the policy allows, each in isolation."""
+    policy = policy or PluginPolicy()
+    if strict is None:
+        strict = os.environ.get("MESHCONNECT_STRICT_PLUGINS", "") not in ("", "0")
+    registry = Registry()
+    eps = entry_points
+    if eps is None:
+        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    seen: set[str] = set()
+    for ep in eps:
+        if ep.name in seen:
+            continue
+        seen.add(ep.name)
+        dist = getattr(ep, "dist", None)
+        dist_name = dist.metadata["Name"] if dist is not None else None
+        version = dist.version if dist is not None else None
+        if ep.name in policy.disabled or (policy.load == "listed" and ep.name not in policy.enabled):
+            why = "disabled in plugins.toml" if ep.name in policy.disabled else "not listed"
+            registry.entries.append(
+                PluginEntry(ep.name, "plugin", ep.name, dist_name, version, "disabled", why)
+            )
+            continue
+        problem = _pin_problem(dist_name, version, policy.pins)
+        if problem:
+            if strict:
+                raise PluginError(f"plugin {ep.name!r}: {problem}")
+            registry._failed(ep.name, dist_name, version, problem)
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            if strict:
+                raise PluginError(
+                    f"plugin {ep.name!r} from {dist_name} {version} failed to load: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            registry._failed(ep.name, dist_name, version, f"{type(exc).__name__}: {exc}")
+            continue
+        before = len([e for e in registry.entries if e.status == "failed"])
+        registry.register(
+            plugin, ep.name, distribution=dist_name, version=version, disabled=policy.disabled
+        )
+        if strict and len([e for e in registry.entries if e.status == "failed"]) > before:
+            raise PluginError(f"plugin {ep.name!r}: {registry.entries[-1].reason}")
+    for raw in policy.paths:
+        path = (policy.base_dir / raw).resolve()
+        name = f"local:{raw}"
+        try:
+            module = _load_path(path)
+        except Exception as exc:
+            if strict:
+                raise PluginError(f"local plugin {path} failed to load: {exc}") from exc
+            registry._failed(name, None, None, f"{type(exc).__name__}: {exc}")
+            continue
+        registry.register(module, name, distribution=None, version=None, disabled=policy.disabled)
+    return registry

@@ -1,0 +1,72 @@
+"""JSON Schema of pipeline files, with every installed connector's and transform's options.
+
+``meshconnect schema`` prints it; point an editor's YAML language server at it for completion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config.model import PipelineFile
+from .plugins import Registry
+
+__all__ = ["connector_schema", "pipeline_file_schema"]
+
+
+def connector_schema(registry: Registry, name: str, kind: str | None = None) -> dict[str, Any]:
+    """The JSON Schema of one connector's ``config:`` (KeyError naming the installed ones)."""
+    for (cname, ckind), entry in sorted(registry.connectors.items()):
+        if cname == name and (kind is None or ckind == kind) and entry.spec is not None:
+            schema: dict[str, Any] = entry.spec.config_model.model_json_schema()
+            schema.setdefault("title", f"{name} {ckind} config")
+            return schema
+    raise KeyError(registry.unknown_message(name, kind or "source"))
+
+
+def _variants(registry: Registry, kind: str) -> list[dict[str, Any]]:
+    out = []
+    for (name, ckind), entry in sorted(registry.connectors.items()):
+        if ckind != kind or entry.spec is None:
+            continue
+        out.append(
+            {
+                "if": {"properties": {"connector": {"const": name}}},
+                "then": {"properties": {"config": entry.spec.config_model.model_json_schema()}},
+            }
+        )
+    return out
+
+
+def _transform_variants(registry: Registry) -> list[dict[str, Any]]:
+    out = []
+    for name, entry in sorted(registry.transforms.items()):
+        if entry.spec is None:
+            continue
+        options = entry.spec.options_model.model_json_schema()
+        props = dict(options.get("properties", {}))
+        props["type"] = {"const": name}
+        props["when"] = {"type": "string", "description": "Apply only when this is true."}
+        out.append(
+            {
+                "if": {"properties": {"type": {"const": name}}},
+                "then": {
+                    "properties": props,
+                    "required": ["type", *options.get("required", [])],
+                    "additionalProperties": False,
+                    **({"$defs": options["$defs"]} if "$defs" in options else {}),
+                },
+            }
+        )
+    return out
+
+
+def pipeline_file_schema(registry: Registry) -> dict[str, Any]:
+    """The pipeline file schema with per-connector ``config`` and per-transform options."""
+    schema = PipelineFile.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    defs.setdefault("SourceConfig", {})["allOf"] = _variants(registry, "source")
+    defs.setdefault("SinkConfig", {})["allOf"] = _variants(registry, "sink")
+    defs.setdefault("TransformConfig", {})["allOf"] = _transform_variants(registry)
+    defs["TransformConfig"]["properties"]["type"]["enum"] = sorted(registry.transforms)
+    schema["title"] = "meshconnect pipeline file"
+    return schema

@@ -1,0 +1,578 @@
+"""The worker: runs every pipeline of a set of files in one asyncio process.
+
+::
+
+    source.poll ─▶ chain ─▶ router ─▶ [bounded queue] ─▶ store.append(records, positions)
+                                                                      │
+    sink.write ◀─ sink chain ◀─ store.read(topic, offset) ◀───────────┘
+         └─ sink.flush ─▶ store.commit(group, offsets, state)
+
+* A source's batch and the positions it reached are appended in one store transaction, so the
+  mesh holds each record exactly once. Between polling and appending sits a bounded queue: a
+  slow store slows the source instead of filling memory.
+* A sink reads from its committed offsets, writes, and only after ``flush()`` commits the
+  offsets with the sink's state. After a crash it is re-fed what it wrote since the last
+  commit; its ``open(state)`` discards that (truncate-to-checkpoint) or it is idempotent.
+* Every source and sink runs under a supervisor: an exception marks it FAILED with the reason
+  and it is restarted with backoff from its committed offsets; the others keep running.
+* SIGINT/SIGTERM stop the sources, drain what was polled into the store, flush the sinks and
+  commit. When every source is bounded, the run ends once all is delivered and committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .api import ConnectorContext, Sink, Source, SourceBatch
+from .errorpolicy import dead_letter_record, retrying
+from .errors import ConfigError, DataError, classify
+from .records import Record
+
+if TYPE_CHECKING:
+    from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
+    from .mesh.store import MeshStore
+
+__all__ = ["ConnectorStatus", "Worker", "sink_group", "source_id"]
+
+log = logging.getLogger("meshconnect.worker")
+
+#: Restarts of a failing connector in a bounded run before the run gives up (exit 1).
+BOUNDED_MAX_RESTARTS = 5
+#: Cap of the supervisor's restart backoff.
+MAX_RESTART_BACKOFF = 60.0
+_DONE = object()
+
+
+def source_id(pipeline: str, name: str) -> str:
+    """The id under which a source's positions are stored: ``<pipeline>/<source name>``."""
+    return f"{pipeline}/{name}"
+
+
+def sink_group(pipeline: str, name: str) -> str:
+    """The consumer group of a sink: ``<pipeline>/<sink name>``."""
+    return f"{pipeline}/{name}"
+
+
+@dataclass(slots=True)
+class ConnectorStatus:
+    """What the worker knows about one running source or sink (never holds config values)."""
+
+    id: str
+    kind: str
+    connector: str
+    state: str = "STARTING"  # STARTING RUNNING FAILED DONE STOPPED
+    reason: str = ""
+    records_in: int = 0
+    records_out: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    restarts: int = 0
+    last_batch_seconds: float = 0.0
+    updated: float = field(default_factory=time.time)
+
+    def set(self, state: str, reason: str = "") -> None:
+        self.state = state
+        self.reason = reason
+        self.updated = time.time()
+
+
+class Worker:
+    """Runs loaded pipelines against a store until they are done or it is told to stop."""
+
+    def __init__(
+        self,
+        config: LoadedConfig,
+        store: MeshStore,
+        *,
+        queue_batches: int = 4,
+        idle_commit: float = 0.2,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.queue_batches = queue_batches
+        self.idle_commit = idle_commit
+        self.statuses: dict[str, ConnectorStatus] = {}
+        self._stopping = asyncio.Event()
+        self._sources_done = asyncio.Event()
+        self._gave_up: list[str] = []
+        self.bounded = False
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask everything to stop: sources stop polling, sinks flush and commit."""
+        if not self._stopping.is_set():
+            log.info("stopping: draining sources, flushing sinks, committing offsets")
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> int:
+        """Run until done (bounded) or stopped; returns the exit code (0 ok, 1 a connector gave
+        up)."""
+        pipelines = self.config.pipelines
+        with_source = [p for p in pipelines if p.source is not None]
+        sources: list[tuple[LoadedPipeline, Source[Any]]] = []
+        for p in with_source:
+            assert p.source is not None
+            sources.append((p, self._make_source(p)))
+        # A run is bounded when it has sources and every one of them is bounded.
+        self.bounded = bool(sources) and all(s.bounded for _, s in sources)
+        source_tasks = [
+            asyncio.create_task(
+                self._supervise(
+                    source_id(p.name, p.source.name),  # type: ignore[union-attr]
+                    lambda p=p, first=s: self._run_source(p, first),  # type: ignore[misc]
+                ),
+                name=f"source:{p.name}",
+            )
+            for p, s in sources
+        ]
+        sink_tasks = [
+            asyncio.create_task(
+                self._supervise(
+                    sink_group(p.name, sink.name),
+                    lambda p=p, sink=sink: self._run_sink(p, sink),  # type: ignore[misc]
+                ),
+                name=f"sink:{p.name}/{sink.name}",
+            )
+            for p in pipelines
+            for sink in p.sinks
+        ]
+        for p in pipelines:
+            for sink in p.sinks:
+                ident = sink_group(p.name, sink.name)
+                self.statuses.setdefault(ident, ConnectorStatus(ident, "sink", sink.connector))
+        if not sources:
+            log.info("no sources in this run: sinks follow their topics until stopped")
+        try:
+            if source_tasks:
+                await asyncio.gather(*source_tasks)
+            if not self.stopping:
+                self._sources_done.set()
+                if not self.bounded:
+                    await self._stopping.wait()
+            await asyncio.gather(*sink_tasks)
+        finally:
+            for task in (*source_tasks, *sink_tasks):
+                task.cancel()
+            await asyncio.gather(*source_tasks, *sink_tasks, return_exceptions=True)
+        if self._gave_up:
+            log.error("run failed: %s", "; ".join(self._gave_up))
+            return 1
+        return 0
+
+    # -- supervision ---------------------------------------------------------------------------
+
+    async def _supervise(self, ident: str, start: Callable[[], Awaitable[None]]) -> None:
+        status = self.statuses[ident]
+        while True:
+            try:
+                await start()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                status.set("FAILED", reason)
+                status.restarts += 1
+                log.error("%s %s FAILED: %s", status.kind, ident, reason, exc_info=exc)
+                fatal = isinstance(exc, ConfigError)
+                if fatal or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS) or (
+                    self.stopping
+                ):
+                    if not self.stopping or fatal:
+                        self._gave_up.append(f"{status.kind} {ident}: {reason}")
+                    if status.kind == "source":
+                        return
+                    # A sink that gives up must not hold the run open.
+                    return
+                delay = min(MAX_RESTART_BACKOFF, 2 ** min(status.restarts - 1, 8))
+                delay = random.uniform(delay / 2, delay)
+                log.info("restarting %s %s in %.1fs (restart %d)", status.kind, ident, delay,
+                         status.restarts)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+
+    # -- sources -------------------------------------------------------------------------------
+
+    def _context(self, pipeline: LoadedPipeline, name: str) -> ConnectorContext:
+        return ConnectorContext(
+            pipeline=pipeline.name,
+            name=name,
+            logger=logging.getLogger(f"meshconnect.connector.{pipeline.name}.{name}"),
+            base_dir=pipeline.base_dir,
+        )
+
+    def _make_source(self, pipeline: LoadedPipeline) -> Source[Any]:
+        loaded = pipeline.source
+        assert loaded is not None
+        ident = source_id(pipeline.name, loaded.name)
+        self.statuses.setdefault(ident, ConnectorStatus(ident, "source", loaded.connector))
+        cls = loaded.spec.load()
+        source = cls(loaded.config, self._context(pipeline, loaded.name))
+        assert isinstance(source, Source)
+        return source
+
+    async def _run_source(self, pipeline: LoadedPipeline, first: Source[Any] | None) -> None:
+        loaded = pipeline.source
+        assert loaded is not None
+        ident = source_id(pipeline.name, loaded.name)
+        status = self.statuses[ident]
+        # The first attempt uses the instance made in run(); restarts make a fresh one.
+        source = first if status.restarts == 0 and first is not None else self._make_source(
+            pipeline
+        )
+        queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
+        appender = asyncio.create_task(self._append_loop(pipeline, queue, status))
+        try:
+            positions = await self.store.positions(ident)
+            await source.start(positions)
+            status.set("RUNNING")
+            log.info("source %s started (%d committed partition positions)", ident,
+                     len(positions))
+            while not self.stopping:
+                batch, _ = await retrying(
+                    source.poll, loaded.errors.retry, log, f"source {ident} poll"
+                )
+                if batch is None:
+                    break
+                if not batch.records and not batch.positions and not batch.failures:
+                    continue
+                if not await _put(queue, self._route_source_batch(pipeline, batch, status),
+                                  appender):
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                await source.stop()
+            await _put(queue, _DONE, appender)
+            # Everything polled is appended before the source counts as stopped.
+            await appender
+        status.set("STOPPED" if self.stopping else "DONE")
+        log.info(
+            "source %s %s: %d records in, %d stored, %d failed (%d dead-lettered)",
+            ident,
+            status.state.lower(),
+            status.records_in,
+            status.records_out,
+            status.failed,
+            status.dead_lettered,
+        )
+
+    def _route_source_batch(
+        self, pipeline: LoadedPipeline, batch: SourceBatch, status: ConnectorStatus
+    ) -> tuple[list[Record], dict[tuple[str, str], Any]]:
+        loaded = pipeline.source
+        assert loaded is not None
+        status.records_in += len(batch.records) + len(batch.failures)
+        records, failures = pipeline.chain.process(batch.records)
+        self._route(pipeline, records)
+        out = records
+        problems: list[tuple[Record, BaseException, str]] = [
+            (r, e, "source") for r, e in batch.failures
+        ]
+        problems.extend((f.record, f.error, f.stage) for f in failures)
+        if problems:
+            out = list(records)
+            out.extend(
+                self._dead_letters(pipeline.name, loaded.name, loaded.errors, problems, status)
+            )
+        status.records_out += len(records)
+        ident = source_id(pipeline.name, loaded.name)
+        positions = {(ident, part): pos for part, pos in batch.positions.items()}
+        return out, positions
+
+    def _route(self, pipeline: LoadedPipeline, records: list[Record]) -> None:
+        template = pipeline.topic
+        if template.is_literal:
+            literal = template.literal
+            for record in records:
+                if record.topic is None:
+                    record.topic = literal
+        else:
+            render = template.render
+            for record in records:
+                if record.topic is None:
+                    record.topic = render(record)
+
+    def _dead_letters(
+        self,
+        pipeline: str,
+        connector: str,
+        policy: Any,
+        problems: list[tuple[Record, BaseException, str]],
+        status: ConnectorStatus,
+    ) -> list[Record]:
+        status.failed += len(problems)
+        if policy.tolerance == "none":
+            record, error, stage = problems[0]
+            raise DataError(
+                f"{stage}: {error} (record id {record.id!r}"
+                + (f", topic {record.topic!r} offset {record.offset}" if record.topic else "")
+                + "); set errors.tolerance: all to dead-letter such records"
+            ) from error
+        out: list[Record] = []
+        for record, error, stage in problems:
+            dead = dead_letter_record(
+                record, error, stage=stage, pipeline=pipeline, connector=connector, policy=policy
+            )
+            if dead is None:
+                log.warning("%s/%s: skipped a failed record (%s): %s", pipeline, connector,
+                            stage, error)
+            else:
+                out.append(dead)
+        status.dead_lettered += len(out)
+        return out
+
+    async def _append_loop(
+        self, pipeline: LoadedPipeline, queue: asyncio.Queue[Any], status: ConnectorStatus
+    ) -> None:
+        loaded = pipeline.source
+        assert loaded is not None
+        ident = source_id(pipeline.name, loaded.name)
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            records, positions = item
+            started = time.perf_counter()
+            await retrying(
+                lambda r=records, p=positions: self.store.append(r, p),
+                loaded.errors.retry,
+                log,
+                f"source {ident} append to the mesh store",
+            )
+            status.last_batch_seconds = time.perf_counter() - started
+
+    # -- sinks ---------------------------------------------------------------------------------
+
+    def _sink_patterns(self, pipeline: LoadedPipeline, sink: LoadedSink) -> list[str]:
+        if sink.topics:
+            return list(sink.topics)
+        if pipeline.source is None:
+            raise ConfigError(
+                f"pipeline {pipeline.name!r}: sink {sink.name!r} needs `topics:` since the "
+                "pipeline has no source"
+            )
+        template = pipeline.topic
+        if template.is_literal:
+            return [template.literal]
+        # A templated topic: subscribe to everything the template can produce.
+        return [_template_glob(template.text)]
+
+    async def _resolve_topics(self, patterns: list[str]) -> list[str]:
+        literal = [p for p in patterns if not any(c in p for c in "*?[")]
+        globs = [p for p in patterns if p not in literal]
+        names = set(literal)
+        if globs:
+            for info in await self.store.topics():
+                if any(fnmatch.fnmatchcase(info.name, g) for g in globs):
+                    names.add(info.name)
+        return sorted(names)
+
+    async def _run_sink(self, pipeline: LoadedPipeline, loaded: LoadedSink) -> None:
+        group = sink_group(pipeline.name, loaded.name)
+        status = self.statuses[group]
+        patterns = self._sink_patterns(pipeline, loaded)
+        cls = loaded.spec.load()
+        sink = cls(loaded.config, self._context(pipeline, loaded.name))
+        assert isinstance(sink, Sink)
+        try:
+            info = await self.store.group(group)
+            await sink.open(info.state)
+            status.set("RUNNING")
+            log.info("sink %s started at %s", group, info.offsets or "the beginning")
+            await _SinkLoop(self, pipeline, loaded, sink, status, patterns, info.offsets).run()
+        finally:
+            with contextlib.suppress(Exception):
+                await sink.close()
+        status.set("STOPPED" if self.stopping else "DONE")
+        log.info(
+            "sink %s %s: %d records read, %d written, %d failed (%d dead-lettered)",
+            group,
+            status.state.lower(),
+            status.records_in,
+            status.records_out,
+            status.failed,
+            status.dead_lettered,
+        )
+
+
+class _SinkLoop:
+    """One sink's read-write-commit loop (one instance per start)."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        pipeline: LoadedPipeline,
+        loaded: LoadedSink,
+        sink: Sink[Any],
+        status: ConnectorStatus,
+        patterns: list[str],
+        committed: dict[str, int],
+    ) -> None:
+        self.worker = worker
+        self.store = worker.store
+        self.pipeline = pipeline
+        self.loaded = loaded
+        self.sink = sink
+        self.status = status
+        self.patterns = patterns
+        self.group = sink_group(pipeline.name, loaded.name)
+        self.offsets: dict[str, int] = dict(committed)
+        self.committed: dict[str, int] = dict(committed)
+        self.topics: list[str] = []
+        self.last_commit = time.monotonic()
+
+    async def run(self) -> None:
+        worker = self.worker
+        batch_size = self.loaded.batch_size
+        self.topics = await worker._resolve_topics(self.patterns)
+        last_resolve = time.monotonic()
+        while not worker.stopping:
+            progressed = False
+            for topic in self.topics:
+                offset = self.offsets.get(topic, 0)
+                records = await self.store.read(topic, offset, batch_size)
+                if not records:
+                    continue
+                progressed = True
+                await self._deliver(records)
+                self.offsets[topic] = records[-1].offset + 1  # type: ignore[operator]
+                if time.monotonic() - self.last_commit >= self.loaded.commit_interval:
+                    await self._commit()
+                if worker.stopping:
+                    break
+            if progressed:
+                continue
+            # Idle: commit what is pending, see whether the run is over, wait for data.
+            await self._commit()
+            if worker._sources_done.is_set() and worker.bounded and await self._caught_up():
+                return
+            changed = self.store.data_changed()
+            stop = asyncio.ensure_future(worker._stopping.wait())
+            try:
+                await asyncio.wait(
+                    [asyncio.ensure_future(changed), stop],
+                    timeout=1.0,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                stop.cancel()
+            if time.monotonic() - last_resolve > 1.0 or worker._sources_done.is_set():
+                self.topics = await worker._resolve_topics(self.patterns)
+                last_resolve = time.monotonic()
+        await self._commit()
+
+    async def _caught_up(self) -> bool:
+        self.topics = await self.worker._resolve_topics(self.patterns)
+        ends = await self.store.end_offsets(self.topics)
+        return all(self.committed.get(t, 0) >= end for t, end in ends.items())
+
+    async def _commit(self) -> None:
+        if self.offsets == self.committed:
+            self.last_commit = time.monotonic()
+            return
+        state, _ = await retrying(
+            self.sink.flush, self.loaded.errors.retry, log, f"sink {self.group} flush"
+        )
+        offsets = dict(self.offsets)
+        await retrying(
+            lambda: self.store.commit(self.group, offsets, state),
+            self.loaded.errors.retry,
+            log,
+            f"sink {self.group} commit",
+        )
+        self.committed = offsets
+        self.last_commit = time.monotonic()
+
+    async def _deliver(self, records: list[Record]) -> None:
+        status = self.status
+        status.records_in += len(records)
+        out, failures = self.loaded.chain.process(records)
+        problems: list[tuple[Record, BaseException, str]] = [
+            (f.record, f.error, f.stage) for f in failures
+        ]
+        if out:
+            started = time.perf_counter()
+            problems.extend(await self._write(out))
+            status.last_batch_seconds = time.perf_counter() - started
+        if problems:
+            dead = self.worker._dead_letters(
+                self.pipeline.name, self.loaded.name, self.loaded.errors, problems, status
+            )
+            if dead:
+                await retrying(
+                    lambda: self.store.append(dead),
+                    self.loaded.errors.retry,
+                    log,
+                    f"sink {self.group} dead-letter append",
+                )
+        status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
+
+    async def _write(self, records: list[Record]) -> list[tuple[Record, BaseException, str]]:
+        """Write a batch; on a data error, find the bad records by writing one at a time."""
+        policy = self.loaded.errors.retry
+        what = f"sink {self.group} write"
+        try:
+            await retrying(lambda: self.sink.write(records), policy, log, what)
+            return []
+        except Exception as exc:
+            if classify(exc) is not DataError:
+                raise
+            if len(records) == 1:
+                return [(records[0], exc, "sink")]
+        failed: list[tuple[Record, BaseException, str]] = []
+        for record in records:
+            try:
+                await retrying(lambda r=record: self.sink.write([r]), policy, log, what)
+            except Exception as exc:
+                if classify(exc) is not DataError:
+                    raise
+                failed.append((record, exc, "sink"))
+        return failed
+
+
+async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None]) -> bool:
+    """Put ``item`` unless the consumer has ended (then a full queue would block forever)."""
+    if consumer.done():
+        return False
+    put = asyncio.ensure_future(queue.put(item))
+    await asyncio.wait([put, consumer], return_when=asyncio.FIRST_COMPLETED)
+    if not put.done():
+        put.cancel()
+        return False
+    return True
+
+
+def _template_glob(text: str) -> str:
+    """``cdc.{data.db}.{data.table}`` -> ``cdc.*.*`` (what a templated topic can produce)."""
+    out: list[str] = []
+    depth = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if depth == 0 and text.startswith(("{{", "}}"), i):
+            out.append(ch)
+            i += 2
+            continue
+        if ch == "{":
+            if depth == 0:
+                out.append("*")
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+        i += 1
+    return "".join(out)
