@@ -156,7 +156,7 @@ class ConnectorSpec:
             obj: Any = importlib.import_module(module_name)
             for part in attr.split("."):
                 obj = getattr(obj, part)
-            return obj  # type: ignore[no-any-return]
+            return obj
         return self.factory
 
 

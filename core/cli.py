@@ -110,7 +110,9 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "terminal_width": 100}
+)
 @click.version_option(package_name="meshconnect")
 @click.option(
     "--state",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import logging
 import random
 import time
@@ -347,7 +348,7 @@ class Worker:
             records, positions = item
             started = time.perf_counter()
             await retrying(
-                lambda r=records, p=positions: self.store.append(r, p),
+                functools.partial(self.store.append, records, positions),
                 loaded.errors.retry,
                 log,
                 f"source {ident} append to the mesh store",
@@ -366,7 +367,7 @@ class Worker:
             )
         template = pipeline.topic
         if template.is_literal:
-            return [template.literal]
+            return [str(template.literal)]
         # A templated topic: subscribe to everything the template can produce.
         return [_template_glob(template.text)]
 
@@ -535,7 +536,7 @@ class _SinkLoop:
         failed: list[tuple[Record, BaseException, str]] = []
         for record in records:
             try:
-                await retrying(lambda r=record: self.sink.write([r]), policy, log, what)
+                await retrying(functools.partial(self.sink.write, [record]), policy, log, what)
             except Exception as exc:
                 if classify(exc) is not DataError:
                     raise

@@ -124,7 +124,9 @@ class PipelineConfig(_Model):
     @classmethod
     def _check_name(cls, value: str) -> str:
         if not _NAME.match(value):
-            raise ValueError("use letters, digits, '_', '-' and '.', starting with a letter or digit")
+            raise ValueError(
+                "use letters, digits, '_', '-' and '.', starting with a letter or digit"
+            )
         return value
 
 

@@ -1,0 +1,166 @@
+"""``${env:…}`` and ``${file:…}`` interpolation in a pipeline file's string values.
+
+Syntax, inside any string scalar (mapping keys are never interpolated):
+
+* ``${env:NAME}``: the environment variable ``NAME``; undefined is an error.
+* ``${env:NAME:-default}``: ``NAME``, or ``default`` when it is undefined *or empty* (as in the
+  shell). The default is literal text up to the closing ``}``; it cannot nest another ``${``.
+* ``${file:PATH}``: the contents of a file (UTF-8), with one trailing newline removed. A
+  relative ``PATH`` resolves against the pipeline file's directory; ``~`` expands.
+* ``$${`` is a literal ``${``. Any other ``${…}`` is an error, so a typo never passes silently.
+
+Typing: a substituted value is always a **string**, even when the scalar is exactly one
+reference (``port: ${env:PORT}`` gives ``"5432"``). It is never re-read as YAML, so a secret
+such as ``yes`` or ``0123`` arrives as written; pydantic's lax mode then converts ``"5432"`` for
+an ``int`` field.
+
+Every path whose value came from a reference is recorded in :attr:`Interpolated.secrets`: such
+values are treated as secrets and never printed (messages, ``config show``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .yamlpos import YamlPath
+
+__all__ = ["Interpolated", "interpolate"]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SYNTAX = "use ${env:NAME}, ${env:NAME:-default} or ${file:PATH}; write $${ for a literal ${"
+
+
+@dataclass(slots=True)
+class Interpolated:
+    """The data with references replaced, and what happened where."""
+
+    data: Any
+    #: Paths of string values that contained at least one reference (their values are secret),
+    #: each with its whole value and the texts its references took from the environment or
+    #: from files (a ``:-default`` is written in the file, so it is not listed).
+    secrets: dict[YamlPath, list[str]] = field(default_factory=dict)
+    #: Paths whose value differs from the file's text (references or ``$${`` escapes), so an
+    #: offset inside the value no longer maps to a column in the file.
+    rewritten: set[YamlPath] = field(default_factory=set)
+    #: ``(path, message)`` for each reference that could not be resolved.
+    errors: list[tuple[YamlPath, str]] = field(default_factory=list)
+
+
+def interpolate(
+    data: Any, *, env: Mapping[str, str] | None = None, base_dir: str | os.PathLike[str] = "."
+) -> Interpolated:
+    """Replace references in every string of ``data`` (dicts and lists are rebuilt, not changed).
+
+    A value with an unresolvable reference keeps its original text (and its path is reported in
+    ``errors``), so later checks can go on.
+    """
+    resolver = _Resolver(os.environ if env is None else env, Path(base_dir))
+    result = Interpolated(None)
+    result.data = resolver.walk(data, (), result)
+    return result
+
+
+class _Resolver:
+    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
+        self.env = env
+        self.base_dir = base_dir
+
+    def walk(self, value: Any, path: YamlPath, out: Interpolated) -> Any:
+        if isinstance(value, dict):
+            return {k: self.walk(v, (*path, k), out) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.walk(v, (*path, i), out) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            return self.string(value, path, out)
+        return value
+
+    def string(self, text: str, path: YamlPath, out: Interpolated) -> str:
+        parts: list[str] = []
+        resolved: list[str] = []
+        references = 0
+        i = 0
+        while True:
+            start = text.find("$", i)
+            if start < 0:
+                parts.append(text[i:])
+                break
+            parts.append(text[i:start])
+            if text.startswith("$${", start):
+                parts.append("${")
+                i = start + 3
+                continue
+            if not text.startswith("${", start):
+                parts.append("$")
+                i = start + 1
+                continue
+            end = text.find("}", start + 2)
+            if end < 0:
+                out.errors.append((path, f"unterminated '${{' ({_SYNTAX})"))
+                return text
+            body = text[start + 2 : end]
+            try:
+                value, secret = self.resolve(body)
+            except _Unresolved as exc:
+                out.errors.append((path, str(exc)))
+                return text
+            parts.append(value)
+            references += 1
+            if secret:
+                resolved.append(value)
+            i = end + 1
+        result = "".join(parts)
+        if references:
+            out.secrets[path] = [result, *resolved] if resolved else []
+        if result != text:
+            out.rewritten.add(path)
+        return result
+
+    def resolve(self, body: str) -> tuple[str, bool]:
+        """The text ``${body}`` stands for, and whether it is secret (not a default)."""
+        kind, sep, arg = body.partition(":")
+        if "${" in body:
+            raise _Unresolved(f"nested '${{' inside a reference is not supported ({_SYNTAX})")
+        if sep and kind == "env":
+            name, has_default, default = arg.partition(":-")
+            if not _ENV_NAME.match(name):
+                raise _Unresolved(f"invalid environment variable name in ${{env:…}} ({_SYNTAX})")
+            value = self.env.get(name)
+            if has_default and not value:
+                return default, False
+            if value is None:
+                raise _Unresolved(
+                    f"undefined environment variable {name} "
+                    f"(set it, or write ${{env:{name}:-default}})"
+                )
+            return value, True
+        if sep and kind == "file":
+            return self.read(arg), True
+        shown = f"${{{kind}:…}}" if sep else f"${{{body}}}"
+        raise _Unresolved(f"unknown reference '{shown}' ({_SYNTAX})")
+
+    def read(self, raw: str) -> str:
+        if not raw.strip():
+            raise _Unresolved("${file:} needs a path")
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise _Unresolved(f"secret file {path} is not UTF-8 text") from None
+        except OSError as exc:
+            raise _Unresolved(f"cannot read secret file {path}: {exc.strerror or exc}") from None
+        if text.endswith("\r\n"):
+            return text[:-2]
+        if text.endswith("\n"):
+            return text[:-1]
+        return text
+
+
+class _Unresolved(Exception):
+    """A reference that cannot be resolved (the message says why and what to do)."""

@@ -1,0 +1,186 @@
+"""Regenerate the parts of docs/ that come from code; ``--check`` fails on drift (CI runs it).
+
+Generated regions sit between ``<!-- BEGIN GENERATED: NAME -->`` and ``<!-- END GENERATED -->``
+markers in hand-written pages, so prose and generated reference live in one file:
+
+* ``cli.md``: the ``--help`` of every command.
+* ``connectors/<name>.md``: the ``config`` reference of each built-in connector (source, sink),
+  from its pydantic model.
+* ``transforms.md``: the options of each built-in transform.
+* ``yaml.md``: the pipeline file's own keys, from :mod:`meshconnect.config.model`.
+
+    python docs/generate.py          # rewrite
+    python docs/generate.py --check  # exit 1 if anything is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+from pydantic import BaseModel
+
+DOCS = Path(__file__).resolve().parent
+MARKER = re.compile(
+    r"(<!-- BEGIN GENERATED: (?P<name>[\w./-]+) -->\n)(?P<body>.*?)(<!-- END GENERATED -->)",
+    re.S,
+)
+
+
+def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "$ref" in prop:
+        ref = prop["$ref"].rsplit("/", 1)[-1]
+        target = defs.get(ref, {})
+        if "enum" in target:
+            return " \\| ".join(f"`{v}`" for v in target["enum"])
+        return ref
+    if "enum" in prop:
+        return " \\| ".join(f"`{v}`" for v in prop["enum"])
+    if "const" in prop:
+        return f"`{prop['const']}`"
+    if "anyOf" in prop:
+        parts = [_type_of(p, defs) for p in prop["anyOf"]]
+        return " \\| ".join(p for p in parts if p != "null") + (
+            " (optional)" if "null" in parts else ""
+        )
+    kind = prop.get("type")
+    if kind == "array":
+        return f"list of {_type_of(prop.get('items', {}), defs)}"
+    if kind == "object":
+        return "mapping"
+    if prop.get("format") == "password":
+        return "secret string"
+    return str(kind or "any")
+
+
+def fields_table(model: type[BaseModel]) -> str:
+    """A Markdown table of a model's fields: name, type, default, description."""
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+    required = set(schema.get("required", []))
+    rows = ["| field | type | default | description |", "| --- | --- | --- | --- |"]
+    for name, prop in schema.get("properties", {}).items():
+        if name in required:
+            default = "**required**"
+        elif "default" in prop:
+            default = f"`{prop['default']!r}`" if prop["default"] is not None else "—"
+        else:
+            default = "—"
+        description = " ".join(prop.get("description", "").split()).replace("|", "\\|")
+        rows.append(f"| `{name}` | {_type_of(prop, defs)} | {default} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+def cli_reference() -> str:
+    from meshconnect.cli import cli
+
+    runner = CliRunner()
+    out: list[str] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        result = runner.invoke(cli, [*path, "--help"], prog_name="meshconnect")
+        title = " ".join(["meshconnect", *path])
+        out.append(f"### `{title}`\n\n```text\n{result.output.rstrip()}\n```\n")
+        for name in sorted(getattr(command, "commands", {})):
+            walk(command.commands[name], [*path, name])
+
+    walk(cli, [])
+    return "\n".join(out)
+
+
+def connector_reference(name: str) -> str:
+    from meshconnect.plugins import load_registry
+
+    registry = load_registry()
+    parts = []
+    for kind in ("source", "sink"):
+        entry = registry.connectors.get((name, kind))
+        if entry is None or entry.spec is None:
+            continue
+        spec = entry.spec
+        parts.append(f"### {kind.capitalize()} `config`\n\n")
+        if spec.description:
+            parts.append(spec.description.strip() + "\n\n")
+        parts.append(fields_table(spec.config_model) + "\n")
+    return "".join(parts)
+
+
+def transforms_reference() -> str:
+    from meshconnect.plugins import load_registry
+
+    registry = load_registry()
+    parts = []
+    for name, entry in sorted(registry.transforms.items()):
+        if entry.distribution != "meshconnect" or entry.spec is None:
+            continue
+        spec = entry.spec
+        parts.append(f"### `{name}`\n\n{spec.description.strip()}\n\n")
+        parts.append("Every transform also takes `when: EXPR`.\n\n")
+        parts.append(fields_table(spec.options_model) + "\n")
+        for example in spec.examples:
+            parts.append(f"```yaml\n{example.strip()}\n```\n\n")
+    return "".join(parts)
+
+
+def yaml_reference() -> str:
+    from meshconnect.config import model
+
+    parts = []
+    for title, cls in [
+        ("Top level", model.PipelineFile),
+        ("`pipelines[]`", model.PipelineConfig),
+        ("`source`", model.SourceConfig),
+        ("`sinks[]`", model.SinkConfig),
+        ("`errors`", model.ErrorPolicy),
+        ("`errors.retry`", model.RetryPolicy),
+        ("`retention`", model.RetentionConfig),
+    ]:
+        parts.append(f"### {title}\n\n{fields_table(cls)}\n")
+    return "".join(parts)
+
+
+def generators() -> dict[str, Any]:
+    return {
+        "cli": cli_reference,
+        "transforms": transforms_reference,
+        "yaml": yaml_reference,
+        "connector/file": lambda: connector_reference("file"),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    gens = generators()
+    cache: dict[str, str] = {}
+    stale: list[str] = []
+    for page in sorted(DOCS.rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+
+        def replace(match: re.Match[str], page: Path = page) -> str:
+            name = match.group("name")
+            if name not in gens:
+                raise SystemExit(f"{page}: unknown generated region {name!r}")
+            if name not in cache:
+                cache[name] = gens[name]()
+            return match.group(1) + cache[name] + match.group(4)
+
+        new = MARKER.sub(replace, text)
+        if new != text:
+            stale.append(str(page.relative_to(DOCS.parent)))
+            if not args.check:
+                page.write_text(new, encoding="utf-8")
+    if args.check and stale:
+        print("out of date (run python docs/generate.py):", ", ".join(stale), file=sys.stderr)
+        return 1
+    print(("checked" if args.check else "generated") + f": {len(stale)} page(s) changed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Benchmark: N JSON records through file -> filter -> mask -> insert_field -> sqlite mesh store
+-> file sink, against bare Python loops doing the same parse/filter/mask/insert/write with no
+store in between, all measured in this run.
+
+    python integration/bench/file_pipeline.py            # 1,000,000 records
+    python integration/bench/file_pipeline.py --records 200000
+    python integration/bench/file_pipeline.py --smoke    # tiny N, for CI
+
+Each contender runs in a fresh subprocess, so peak RSS (ru_maxrss of that child) is its own.
+Prints records/s, the ratio to each baseline and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PIPELINE = """
+pipelines:
+  - name: orders
+    source:
+      connector: file
+      config: {path: in.jsonl, format: json, follow: false}
+    transforms:
+      - type: filter
+        where: "data.total >= 10"
+      - type: mask
+        fields: [data.email]
+      - type: insert_field
+        field: data.region
+        value: eu
+        when: "data.country == 'DE'"
+    topic: orders
+    sinks:
+      - name: out
+        connector: file
+        config: {path: out.jsonl, format: json}
+"""
+
+BARE_STDLIB = """
+import json, sys
+src, dst = sys.argv[1], sys.argv[2]
+with open(src, encoding="utf-8") as f, open(dst, "w", encoding="utf-8") as out:
+    for line in f:
+        data = json.loads(line)
+        if not data["total"] >= 10:
+            continue
+        if "email" in data:
+            data["email"] = "****"
+        if data["country"] == "DE":
+            data["region"] = "eu"
+        out.write(json.dumps(data, separators=(",", ":")) + "\\n")
+"""
+
+BARE_ORJSON = """
+import orjson, sys
+src, dst = sys.argv[1], sys.argv[2]
+with open(src, "rb") as f, open(dst, "wb") as out:
+    for line in f:
+        data = orjson.loads(line)
+        if not data["total"] >= 10:
+            continue
+        if "email" in data:
+            data["email"] = "****"
+        if data["country"] == "DE":
+            data["region"] = "eu"
+        out.write(orjson.dumps(data) + b"\\n")
+"""
+
+
+def make_input(path: Path, n: int) -> None:
+    rng = random.Random(1)
+    countries = ["DE", "FR", "NL", "US", "GB", "IT"]
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            record = {
+                "id": i,
+                "customer": f"customer{i % 1000}",
+                "email": f"customer{i % 1000}@example.com",
+                "country": countries[i % 6],
+                "total": round(rng.uniform(1, 250), 2),
+                "items": i % 7,
+            }
+            f.write(json.dumps(record) + "\n")
+
+
+def timed_child(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """Run a child; its wall seconds and peak RSS in MB."""
+    started = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.chdir(cwd)
+        os.execv(argv[0], argv)
+    _, status, usage = os.wait4(pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark child failed: {' '.join(argv)}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
+    args = parser.parse_args()
+    n = 5_000 if args.smoke else args.records
+    with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
+        work = Path(tmp)
+        make_input(work / "in.jsonl", n)
+        (work / "pipeline.yaml").write_text(PIPELINE)
+        (work / "bare_stdlib.py").write_text(BARE_STDLIB)
+        (work / "bare_orjson.py").write_text(BARE_ORJSON)
+        results: dict[str, tuple[float, float]] = {}
+        results["bare loop, json (stdlib)"] = timed_child(
+            [sys.executable, "bare_stdlib.py", "in.jsonl", "bare1.jsonl"], work
+        )
+        results["bare loop, orjson"] = timed_child(
+            [sys.executable, "bare_orjson.py", "in.jsonl", "bare2.jsonl"], work
+        )
+        results["meshconnect"] = timed_child(
+            [sys.executable, "-m", "meshconnect", "--log-level", "warning",
+             "--state", str(work / "state"), "run", "pipeline.yaml"],
+            work,
+        )
+        expected = (work / "bare2.jsonl").read_bytes()
+        got = (work / "out.jsonl").read_bytes()
+        if got != expected:
+            raise SystemExit("meshconnect output differs from the bare loop's output")
+        mesh_s = results["meshconnect"][0]
+        print(f"records: {n:,}   (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+        print(f"{'contender':28} {'seconds':>8} {'records/s':>12} {'peak RSS MB':>12} "
+              f"{'meshconnect ratio':>18}")
+        for name, (seconds, rss) in results.items():
+            ratio = seconds / mesh_s
+            print(f"{name:28} {seconds:8.2f} {n / seconds:12,.0f} {rss:12.1f} "
+                  f"{ratio:18.2f}")
+        print("ratio = baseline seconds / meshconnect seconds "
+              "(meshconnect throughput relative to that baseline)")
+
+
+if __name__ == "__main__":
+    main()
