@@ -164,8 +164,8 @@ class ConnectorSpec:
 class TransformSpec:
     """How a plugin declares a transform (returned by the ``meshconnect_transforms`` hook).
 
-    ``factory(options, env)`` builds a :class:`meshconnect.transforms.Transform` from the
-    validated options model; ``options_model`` is its pydantic model (without ``type``/``when``,
+    ``factory(options, compiler)`` builds a :class:`meshconnect.transforms.Transform` from the
+    validated options model and a :class:`meshconnect.expr.Compiler`; ``options_model`` is its pydantic model (without ``type``/``when``,
     which every transform takes).
     """
 
@@ -174,4 +174,3 @@ class TransformSpec:
     factory: Callable[..., Any]
     description: str = ""
     examples: Sequence[str] = ()
-
