@@ -165,8 +165,8 @@ class TransformSpec:
     """How a plugin declares a transform (returned by the ``meshconnect_transforms`` hook).
 
     ``factory(options, compiler)`` builds a :class:`meshconnect.transforms.Transform` from the
-    validated options model and a :class:`meshconnect.expr.Compiler`; ``options_model`` is its pydantic model (without ``type``/``when``,
-    which every transform takes).
+    validated options model and a :class:`meshconnect.expr.Compiler`; ``options_model`` is its
+    pydantic model (without ``type``/``when``, which every transform takes).
     """
 
     name: str

@@ -89,9 +89,7 @@ def _setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -110,9 +108,7 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
-@click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "terminal_width": 100}
-)
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "terminal_width": 100})
 @click.version_option(package_name="meshconnect")
 @click.option(
     "--state",
@@ -425,9 +421,8 @@ async def _reset_plan(
                     new = json.loads(target)
                 except json.JSONDecodeError:
                     raise click.ClickException(f"--to: not JSON: {target!r}") from None
-            describe = (
-                f"source {ident}: positions {json.dumps(current)} -> "
-                + ("(none: read from the beginning)" if new is None else json.dumps(new))
+            describe = f"source {ident}: positions {json.dumps(current)} -> " + (
+                "(none: read from the beginning)" if new is None else json.dumps(new)
             )
             return {"kind": "source", "id": ident, "new": new, "describe": describe}
         sinks = [s for s in pipeline.sinks if s.name == sink_name]
@@ -448,7 +443,9 @@ async def _reset_plan(
             try:
                 value = int(target)
             except ValueError:
-                raise click.ClickException(f"--to: beginning, end or an offset: {target!r}") from None
+                raise click.ClickException(
+                    f"--to: beginning, end or an offset: {target!r}"
+                ) from None
             new_offsets = {t: value for t in topics}
         describe = f"sink {group}: offsets {info.offsets} -> " + (
             "(none: from the beginning)" if new_offsets is None else str(new_offsets)
@@ -567,8 +564,10 @@ async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-             for row in [headers, *rows]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [headers, *rows]
+    ]
     return "\n".join(lines)
 
 

@@ -222,9 +222,7 @@ class Registry:
                 if missing:
                     extra = spec.extra or item_name
                     status = "missing-extra"
-                    reason = (
-                        f"needs {', '.join(missing)}: pip install 'meshconnect[{extra}]'"
-                    )
+                    reason = f"needs {', '.join(missing)}: pip install 'meshconnect[{extra}]'"
             return PluginEntry(item_name, kind, name, distribution, version, status, reason, spec)
 
         for spec in connectors:
@@ -309,7 +307,9 @@ def load_registry(
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else None
         version = dist.version if dist is not None else None
-        if ep.name in policy.disabled or (policy.load == "listed" and ep.name not in policy.enabled):
+        if ep.name in policy.disabled or (
+            policy.load == "listed" and ep.name not in policy.enabled
+        ):
             why = "disabled in plugins.toml" if ep.name in policy.disabled else "not listed"
             registry.entries.append(
                 PluginEntry(ep.name, "plugin", ep.name, dist_name, version, "disabled", why)

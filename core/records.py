@@ -184,7 +184,9 @@ class Record:
                 extensions=extensions,
             )
         except KeyError as exc:
-            raise ValueError(f"not a CloudEvent: missing required attribute {exc.args[0]!r}") from None
+            raise ValueError(
+                f"not a CloudEvent: missing required attribute {exc.args[0]!r}"
+            ) from None
 
     # -- the cloudevents SDK (used at the HTTP boundary) ---------------------------------------
 

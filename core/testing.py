@@ -17,7 +17,6 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -131,15 +130,29 @@ class MemorySink(Sink[MemorySinkConfig]):
 @hookimpl
 def meshconnect_connectors() -> list[ConnectorSpec]:
     return [
-        ConnectorSpec("memory", "source", MemorySourceConfig, MemorySource,
-                      description="Records given in the config (tests)."),
-        ConnectorSpec("memory", "sink", MemorySinkConfig, MemorySink,
-                      description="Collects records in memory (tests)."),
+        ConnectorSpec(
+            "memory",
+            "source",
+            MemorySourceConfig,
+            MemorySource,
+            description="Records given in the config (tests).",
+        ),
+        ConnectorSpec(
+            "memory",
+            "sink",
+            MemorySinkConfig,
+            MemorySink,
+            description="Collects records in memory (tests).",
+        ),
     ]
 
 
+class _TestingPlugin:
+    meshconnect_connectors = staticmethod(meshconnect_connectors)
+
+
 #: The plugin object to register for the ``memory`` test connector.
-plugin = SimpleNamespace(meshconnect_connectors=meshconnect_connectors)
+plugin = _TestingPlugin()
 
 
 def test_registry() -> Any:
@@ -160,9 +173,15 @@ def collect(name: str = "default") -> list[Any]:
 
 
 async def run_pipelines(
-    files: Sequence[str | Path], store_url: str = "memory://", registry: Any = None
+    files: Sequence[str | Path],
+    store_url: str = "memory://",
+    registry: Any = None,
+    **worker_options: Any,
 ) -> int:
-    """Load pipeline files and run them in this process until done; the exit code."""
+    """Load pipeline files and run them in this process until done; the exit code.
+
+    ``worker_options`` go to :class:`~meshconnect.worker.Worker` (e.g. ``restart_backoff``).
+    """
     from .config.loader import load_pipeline_files
     from .mesh import open_store
     from .worker import Worker
@@ -172,7 +191,7 @@ async def run_pipelines(
     store = open_store(store_url, registry)
     await store.open()
     try:
-        return await Worker(config, store).run()
+        return await Worker(config, store, **worker_options).run()
     finally:
         await store.close()
 
@@ -221,4 +240,3 @@ class SourceConformance:
         first = await self._drain(self.make_source(tmp_path), {})
         second = await self._drain(self.make_source(tmp_path), {})
         assert self._keys(first) == self._keys(second)
-

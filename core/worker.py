@@ -94,12 +94,12 @@ class Worker:
         store: MeshStore,
         *,
         queue_batches: int = 4,
-        idle_commit: float = 0.2,
+        restart_backoff: float = 1.0,
     ) -> None:
         self.config = config
         self.store = store
         self.queue_batches = queue_batches
-        self.idle_commit = idle_commit
+        self.restart_backoff = restart_backoff
         self.statuses: dict[str, ConnectorStatus] = {}
         self._stopping = asyncio.Event()
         self._sources_done = asyncio.Event()
@@ -189,8 +189,10 @@ class Worker:
                 status.restarts += 1
                 log.error("%s %s FAILED: %s", status.kind, ident, reason, exc_info=exc)
                 fatal = isinstance(exc, ConfigError)
-                if fatal or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS) or (
-                    self.stopping
+                if (
+                    fatal
+                    or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
+                    or (self.stopping)
                 ):
                     if not self.stopping or fatal:
                         self._gave_up.append(f"{status.kind} {ident}: {reason}")
@@ -198,10 +200,17 @@ class Worker:
                         return
                     # A sink that gives up must not hold the run open.
                     return
-                delay = min(MAX_RESTART_BACKOFF, 2 ** min(status.restarts - 1, 8))
+                delay = min(
+                    MAX_RESTART_BACKOFF, self.restart_backoff * 2 ** min(status.restarts - 1, 8)
+                )
                 delay = random.uniform(delay / 2, delay)
-                log.info("restarting %s %s in %.1fs (restart %d)", status.kind, ident, delay,
-                         status.restarts)
+                log.info(
+                    "restarting %s %s in %.1fs (restart %d)",
+                    status.kind,
+                    ident,
+                    delay,
+                    status.restarts,
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
 
@@ -231,8 +240,8 @@ class Worker:
         ident = source_id(pipeline.name, loaded.name)
         status = self.statuses[ident]
         # The first attempt uses the instance made in run(); restarts make a fresh one.
-        source = first if status.restarts == 0 and first is not None else self._make_source(
-            pipeline
+        source = (
+            first if status.restarts == 0 and first is not None else self._make_source(pipeline)
         )
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
         appender = asyncio.create_task(self._append_loop(pipeline, queue, status))
@@ -240,8 +249,7 @@ class Worker:
             positions = await self.store.positions(ident)
             await source.start(positions)
             status.set("RUNNING")
-            log.info("source %s started (%d committed partition positions)", ident,
-                     len(positions))
+            log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:
                 batch, _ = await retrying(
                     source.poll, loaded.errors.retry, log, f"source {ident} poll"
@@ -250,8 +258,9 @@ class Worker:
                     break
                 if not batch.records and not batch.positions and not batch.failures:
                     continue
-                if not await _put(queue, self._route_source_batch(pipeline, batch, status),
-                                  appender):
+                if not await _put(
+                    queue, self._route_source_batch(pipeline, batch, status), appender
+                ):
                     break
         finally:
             with contextlib.suppress(Exception):
@@ -328,8 +337,9 @@ class Worker:
                 record, error, stage=stage, pipeline=pipeline, connector=connector, policy=policy
             )
             if dead is None:
-                log.warning("%s/%s: skipped a failed record (%s): %s", pipeline, connector,
-                            stage, error)
+                log.warning(
+                    "%s/%s: skipped a failed record (%s): %s", pipeline, connector, stage, error
+                )
             else:
                 out.append(dead)
         status.dead_lettered += len(out)

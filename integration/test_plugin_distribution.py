@@ -40,7 +40,11 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     fixtures = REPO / "tests" / "fixtures"
     subprocess.run(
         [
-            str(python), "-m", "pip", "install", "-q",
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
             str(REPO),  # a regular (non-editable) install of meshconnect itself
             str(fixtures / "example-plugin"),
             str(fixtures / "broken-plugin"),
@@ -70,7 +74,9 @@ def test_plugins_list_shows_the_third_party_plugin_and_the_broken_one(
     rows = {(r["name"], r["kind"]): r for r in json.loads(result.stdout)}
     counter = rows[("counter", "source")]
     assert (counter["status"], counter["distribution"], counter["version"]) == (
-        "loaded", "meshconnect-example", "1.2.3"
+        "loaded",
+        "meshconnect-example",
+        "1.2.3",
     )
     assert rows[("shout", "transform")]["status"] == "loaded"
     broken = rows[("broken", "plugin")]
@@ -96,4 +102,3 @@ def test_strict_mode_refuses_to_start_with_a_broken_plugin(
     result = mc(fresh_venv, tmp_path, "--strict", "run", "p.yaml")
     assert result.returncode != 0
     assert "broken on purpose" in result.stderr
-

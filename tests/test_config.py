@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, SecretStr
+
 from meshconnect import ConnectorConfig, ConnectorSpec, Transform, TransformSpec, hookimpl
 from meshconnect.config.interpolate import interpolate
 from meshconnect.config.loader import LoadedConfig, load_pipeline_files, redacted_config
@@ -21,7 +23,6 @@ from meshconnect.errors import ValidationErrors
 from meshconnect.expr import Compiler
 from meshconnect.plugins import Registry
 from meshconnect.records import Record
-from pydantic import BaseModel, ConfigDict, SecretStr
 
 # -- test plugins ------------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -125,8 +124,17 @@ def main() -> None:
             [sys.executable, "bare_orjson.py", "in.jsonl", "bare2.jsonl"], work
         )
         results["meshconnect"] = timed_child(
-            [sys.executable, "-m", "meshconnect", "--log-level", "warning",
-             "--state", str(work / "state"), "run", "pipeline.yaml"],
+            [
+                sys.executable,
+                "-m",
+                "meshconnect",
+                "--log-level",
+                "warning",
+                "--state",
+                str(work / "state"),
+                "run",
+                "pipeline.yaml",
+            ],
             work,
         )
         expected = (work / "bare2.jsonl").read_bytes()
@@ -135,14 +143,17 @@ def main() -> None:
             raise SystemExit("meshconnect output differs from the bare loop's output")
         mesh_s = results["meshconnect"][0]
         print(f"records: {n:,}   (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
-        print(f"{'contender':28} {'seconds':>8} {'records/s':>12} {'peak RSS MB':>12} "
-              f"{'meshconnect ratio':>18}")
+        print(
+            f"{'contender':28} {'seconds':>8} {'records/s':>12} {'peak RSS MB':>12} "
+            f"{'meshconnect ratio':>18}"
+        )
         for name, (seconds, rss) in results.items():
             ratio = seconds / mesh_s
-            print(f"{name:28} {seconds:8.2f} {n / seconds:12,.0f} {rss:12.1f} "
-                  f"{ratio:18.2f}")
-        print("ratio = baseline seconds / meshconnect seconds "
-              "(meshconnect throughput relative to that baseline)")
+            print(f"{name:28} {seconds:8.2f} {n / seconds:12,.0f} {rss:12.1f} {ratio:18.2f}")
+        print(
+            "ratio = baseline seconds / meshconnect seconds "
+            "(meshconnect throughput relative to that baseline)"
+        )
 
 
 if __name__ == "__main__":

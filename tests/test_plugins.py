@@ -1,0 +1,154 @@
+"""Plugin discovery: isolation of broken plugins, the plugins.toml policy, missing extras."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from meshconnect.cli import cli
+from meshconnect.errors import PluginError
+from meshconnect.plugins import PluginPolicy, load_registry
+
+PLUGIN_SOURCE = """
+from meshconnect import ConnectorConfig, ConnectorSpec, Sink, hookimpl
+
+class Cfg(ConnectorConfig):
+    pass
+
+@hookimpl
+def meshconnect_connectors():
+    return [
+        ConnectorSpec("{name}", "sink", Cfg, "nowhere:Missing", requires={requires}, extra="x"),
+    ]
+"""
+
+
+def make_module(tmp_path: Path, name: str, body: str) -> None:
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("mcplug_")]:
+        del sys.modules[name]
+
+
+def eps(*pairs: tuple[str, str]) -> list[importlib.metadata.EntryPoint]:
+    builtin = list(importlib.metadata.entry_points(group="meshconnect"))
+    extra = [importlib.metadata.EntryPoint(n, v, "meshconnect") for n, v in pairs]
+    return builtin + extra
+
+
+def test_a_plugin_that_raises_on_import_is_listed_as_failed(plugin_dir: Path) -> None:
+    make_module(plugin_dir, "mcplug_bad", "raise ImportError('no such library: frobnicate')")
+    registry = load_registry(entry_points=eps(("bad", "mcplug_bad")), strict=False)
+    failed = [e for e in registry.entries if e.status == "failed"]
+    assert [(e.name, e.reason) for e in failed] == [
+        ("bad", "ImportError: no such library: frobnicate")
+    ]
+    assert registry.connectors[("file", "source")].status == "loaded"
+
+
+def test_strict_mode_makes_a_broken_plugin_fatal(plugin_dir: Path) -> None:
+    make_module(plugin_dir, "mcplug_bad", "raise RuntimeError('boom')")
+    with pytest.raises(PluginError, match=r"'bad'.*boom"):
+        load_registry(entry_points=eps(("bad", "mcplug_bad")), strict=True)
+
+
+def test_a_connector_whose_library_is_missing_shows_the_install_hint(plugin_dir: Path) -> None:
+    make_module(
+        plugin_dir, "mcplug_x", PLUGIN_SOURCE.format(name="xsink", requires="['no_such_lib_42']")
+    )
+    registry = load_registry(entry_points=eps(("x", "mcplug_x")))
+    entry = registry.connectors[("xsink", "sink")]
+    assert (entry.status, entry.reason) == (
+        "missing-extra",
+        "needs no_such_lib_42: pip install 'meshconnect[x]'",
+    )
+    with pytest.raises(PluginError, match="missing-extra"):
+        registry.connector("xsink", "sink")
+
+
+def test_policy_disables_plugins_by_name(plugin_dir: Path) -> None:
+    make_module(plugin_dir, "mcplug_x", PLUGIN_SOURCE.format(name="xsink", requires="[]"))
+    policy = PluginPolicy(disabled=["x"])
+    registry = load_registry(policy, entry_points=eps(("x", "mcplug_x")))
+    assert ("xsink", "sink") not in registry.connectors
+    assert [e.status for e in registry.entries if e.name == "x"] == ["disabled"]
+
+
+def test_policy_can_disable_a_single_connector(plugin_dir: Path) -> None:
+    policy = PluginPolicy(disabled=["mask"])
+    registry = load_registry(policy)
+    assert registry.transforms["mask"].status == "disabled"
+    with pytest.raises(PluginError, match="disabled"):
+        registry.transform("mask")
+
+
+def test_policy_listed_loads_only_the_enabled(plugin_dir: Path) -> None:
+    policy = PluginPolicy(load="listed", enabled=["file", "stores"])
+    registry = load_registry(policy)
+    assert ("file", "sink") in registry.connectors
+    assert "filter" not in registry.transforms
+
+
+def test_local_plugin_modules_load_by_path(tmp_path: Path) -> None:
+    (tmp_path / "plugins.toml").write_text('[plugins]\npaths = ["local_plugin.py"]\n')
+    make_module(tmp_path, "local_plugin", PLUGIN_SOURCE.format(name="localsink", requires="[]"))
+    registry = load_registry(PluginPolicy.read(tmp_path / "plugins.toml"))
+    assert registry.connectors[("localsink", "sink")].plugin == "local:local_plugin.py"
+
+
+def test_unknown_keys_in_plugins_toml_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "plugins.toml").write_text('[plugins]\ndisable = ["x"]\n')
+    with pytest.raises(PluginError, match=r"unknown key.*disable"):
+        PluginPolicy.read(tmp_path / "plugins.toml")
+
+
+def test_a_name_clash_keeps_the_first_and_reports_the_second(plugin_dir: Path) -> None:
+    make_module(plugin_dir, "mcplug_clash", PLUGIN_SOURCE.format(name="file", requires="[]"))
+    registry = load_registry(entry_points=eps(("clash", "mcplug_clash")))
+    clash = [e for e in registry.entries if e.plugin == "clash"]
+    assert clash[0].status == "failed" and "already provided" in clash[0].reason
+    assert registry.connectors[("file", "sink")].plugin == "file"
+
+
+def test_plugins_list_json_shows_builtins_with_their_distribution() -> None:
+    result = CliRunner().invoke(cli, ["plugins", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {(r["name"], r["kind"]): r for r in json.loads(result.output)}
+    assert rows[("file", "source")]["distribution"] == "meshconnect"
+    assert rows[("filter", "transform")]["status"] == "loaded"
+
+
+def test_plugins_install_records_the_spec_in_plugins_toml(tmp_path: Path) -> None:
+    from meshconnect.cli import _record_install
+
+    path = tmp_path / "plugins.toml"
+    path.write_text('# policy\n[plugins]\nload = "all"\n')
+    _record_install(path, "meshconnect-example==1.2.3")
+    text = path.read_text()
+    assert "# policy" in text
+    assert PluginPolicy.read(path).installed == ["meshconnect-example==1.2.3"]
+
+
+def test_help_imports_no_heavy_library() -> None:
+    import subprocess
+
+    code = (
+        "import sys; from meshconnect.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit: pass\n"
+        "heavy = [m for m in ('boto3', 'openai', 'sqlalchemy', 'pymysql', 'aiohttp',"
+        " 'meshconnect.worker', 'meshconnect.config.loader') if m in sys.modules]\n"
+        "print(heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stderr.strip() == "[]"

@@ -1,0 +1,211 @@
+"""The worker end to end in one process: delivery, resume, restarts, retries, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from meshconnect.mesh import open_store
+from meshconnect.testing import MemorySink, MemorySource, collect, run_pipelines, test_registry
+
+
+@pytest.fixture(autouse=True)
+def clean_memory() -> None:
+    MemorySink.outputs.clear()
+    MemorySource.crashed.clear()
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mesh.db'}"
+
+
+def pipeline(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def records(n: int, **extra: object) -> str:
+    return "[" + ", ".join(f"{{n: {i}}}" for i in range(n)) + "]"
+
+
+async def test_a_bounded_run_delivers_everything_and_a_rerun_nothing_more(
+    tmp_path: Path, store_url: str
+) -> None:
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source: {{connector: memory, config: {{records: {records(1000)}, batch_size: 64}}}}
+            transforms:
+              - {{type: filter, where: "data.n % 2 == 0"}}
+            sinks:
+              - {{connector: memory, config: {{name: out}}}}
+        """,
+    )
+    assert await run_pipelines([config], store_url) == 0
+    assert await run_pipelines([config], store_url) == 0
+    assert collect("out") == [{"n": i} for i in range(0, 1000, 2)]
+
+
+async def test_a_source_that_crashes_is_restarted_and_resumes_exactly(
+    tmp_path: Path, store_url: str
+) -> None:
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source:
+              connector: memory
+              config: {{records: {records(500)}, batch_size: 50, fail_at: 260}}
+            sinks:
+              - {{connector: memory, config: {{name: out}}}}
+        """,
+    )
+    assert await run_pipelines([config], store_url, restart_backoff=0.01) == 0
+    assert collect("out") == [{"n": i} for i in range(500)]
+
+
+async def test_a_sink_rejecting_records_dead_letters_them_with_context(
+    tmp_path: Path, store_url: str
+) -> None:
+    config = pipeline(
+        tmp_path,
+        """
+        pipelines:
+          - name: p
+            source:
+              connector: memory
+              config:
+                records: [{n: 0}, {n: 1, bad: true}, {n: 2}, {n: 3, bad: true}, {n: 4}]
+            topic: things
+            sinks:
+              - connector: memory
+                config: {name: out, reject_when: bad}
+                errors: {tolerance: all, dead_letter_topic: dlq.things}
+        """,
+    )
+    assert await run_pipelines([config], store_url) == 0
+    assert collect("out") == [{"n": 0}, {"n": 2}, {"n": 4}]
+    store = open_store(store_url, test_registry())
+    await store.open()
+    dead = await store.read("dlq.things", 0, 10)
+    await store.close()
+    assert [
+        (r.data["n"], r.extensions["errortopic"], r.extensions["erroroffset"]) for r in dead
+    ] == [
+        (1, "things", 1),
+        (3, "things", 3),
+    ]
+    assert dead[0].extensions["errorstage"] == "sink"
+    assert dead[0].extensions["errortype"] == "DataError"
+    assert "rejects" in dead[0].extensions["errormessage"]
+
+
+async def test_with_tolerance_none_the_sink_fails_then_resumes_once_fixed(
+    tmp_path: Path, store_url: str
+) -> None:
+    text = """
+        pipelines:
+          - name: p
+            source:
+              connector: memory
+              config:
+                records: [{n: 0}, {n: 1}, {n: 2, bad: true}, {n: 3}]
+                batch_size: 1
+            sinks:
+              - connector: memory
+                batch_size: 1
+                config: {name: out, reject_when: %s}
+        """
+    broken = pipeline(tmp_path, text % "bad")
+    assert await run_pipelines([broken], store_url, restart_backoff=0.01) == 1
+    assert collect("out") == [{"n": 0}, {"n": 1}]
+    fixed = pipeline(tmp_path, text % "nothing")
+    assert await run_pipelines([fixed], store_url) == 0
+    assert collect("out") == [{"n": 0}, {"n": 1}, {"n": 2, "bad": True}, {"n": 3}]
+
+
+async def test_a_transiently_failing_sink_gets_everything_through_with_backoff(
+    tmp_path: Path, store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source: {{connector: memory, config: {{records: {records(100)}}}}}
+            sinks:
+              - connector: memory
+                config: {{name: out, fail_for: 1.0}}
+                errors:
+                  retry: {{max_attempts: 50, initial_backoff: 50ms, max_backoff: 200ms}}
+        """,
+    )
+    with caplog.at_level(logging.WARNING, logger="meshconnect.worker"):
+        assert await run_pipelines([config], store_url) == 0
+    assert collect("out") == [{"n": i} for i in range(100)]
+    assert "retrying in" in caplog.text
+
+
+async def test_failing_transform_records_go_to_the_dead_letter_topic(
+    tmp_path: Path, store_url: str
+) -> None:
+    config = pipeline(
+        tmp_path,
+        """
+        pipelines:
+          - name: p
+            source:
+              connector: memory
+              config: {records: [{a: {b: 1}}, {a: "flat"}, {a: {b: 2}}]}
+              errors: {tolerance: all, dead_letter_topic: dlq}
+            transforms:
+              - {type: mask, fields: [data.a.b]}
+            topic: t
+            sinks:
+              - {connector: memory, topics: [t], config: {name: out}}
+              - {connector: memory, name: dead, topics: [dlq], config: {name: dead}}
+        """,
+    )
+    assert await run_pipelines([config], store_url) == 0
+    assert collect("out") == [{"a": {"b": "****"}}, {"a": {"b": "****"}}]
+    dead = MemorySink.outputs["dead"]
+    assert [r.data for r in dead] == [{"a": "flat"}]
+    assert dead[0].extensions["errorstage"].startswith("transforms[0]")
+
+
+async def test_stop_drains_and_commits_a_following_source(tmp_path: Path, store_url: str) -> None:
+    from meshconnect.config.loader import load_pipeline_files
+    from meshconnect.worker import Worker
+
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source: {{connector: memory, config: {{records: {records(300)}, follow: true}}}}
+            sinks:
+              - {{connector: memory, config: {{name: out}}}}
+        """,
+    )
+    registry = test_registry()
+    loaded = load_pipeline_files([str(config)], registry)
+    store = open_store(store_url, registry)
+    await store.open()
+    worker = Worker(loaded, store)
+    task = asyncio.create_task(worker.run())
+    while len(collect("out")) < 300:
+        await asyncio.sleep(0.02)
+    worker.stop()
+    assert await asyncio.wait_for(task, 10) == 0
+    group = await store.group("p/memory")
+    await store.close()
+    assert group.offsets == {"p": 300}
