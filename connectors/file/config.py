@@ -1,0 +1,179 @@
+"""Config models of the ``file`` source and sink (the docs are generated from these fields)."""
+
+from __future__ import annotations
+
+import codecs
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from meshconnect.api import ConnectorConfig
+
+__all__ = ["FileSinkConfig", "FileSourceConfig"]
+
+
+def _check_encoding(value: str) -> str:
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {value!r}") from None
+    return value
+
+
+class FileSourceConfig(ConnectorConfig):
+    """Read lines from local files: JSON lines, plain text, CSV or structured CloudEvents."""
+
+    path: str | list[str] = Field(
+        description=(
+            "A file path or glob (`logs/*.jsonl`, `data/**/*.csv`), or a list of them. Relative "
+            "paths resolve against the directory of the pipeline file. Every matching regular "
+            "file is one source partition, keyed by its absolute path."
+        ),
+        min_length=1,
+    )
+    format: Literal["json", "text", "csv", "cloudevents"] = Field(
+        default="json",
+        description=(
+            "How a line becomes a record. `json`: JSON lines, each line's JSON value is the "
+            "record's data. `text`: the line (without its newline) as a string. `csv`: each "
+            "row as an object keyed by the header row (values stay strings). `cloudevents`: "
+            "each line is a CloudEvent in structured JSON form and is kept as it is. Blank "
+            "lines are skipped, except in `text`."
+        ),
+    )
+    follow: bool = Field(
+        default=False,
+        description=(
+            "false: bounded; read every matching file to its end, then the source is done (a "
+            "last line without newline counts). true: tail the files forever like `tail -F`: "
+            "pick up new files matching the glob, follow rotation (rename and re-create) and "
+            "truncation (copytruncate)."
+        ),
+    )
+    poll_interval: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description=(
+            "Seconds an idle `follow` source waits before it looks for new lines and new files "
+            "again (each idle poll returns an empty batch after this wait; at most 1 so the "
+            "worker can always stop the source promptly)."
+        ),
+    )
+    batch_size: int = Field(
+        default=5000,
+        ge=1,
+        description="The most lines read into one batch (one transaction in the mesh store).",
+    )
+    encoding: str = Field(
+        default="utf-8",
+        description=(
+            "Text encoding of the files (any Python codec name). A line that does not decode "
+            "goes to the failures with its raw text."
+        ),
+    )
+    start_at: Literal["beginning", "end"] = Field(
+        default="beginning",
+        description=(
+            "Where to start in a file found at start-up without a stored position: at its "
+            "`beginning`, or at its `end` (only lines appended later are read). Files that "
+            "appear while the source runs, and new files after a rotation, are always read "
+            "from their beginning."
+        ),
+    )
+    type: str = Field(
+        default="meshconnect.file.line",
+        min_length=1,
+        description="CloudEvent `type` of the records (not used by `format: cloudevents`).",
+    )
+    delimiter: str = Field(
+        default=",",
+        min_length=1,
+        max_length=1,
+        description="CSV only: the field delimiter (one character, e.g. `;` or a tab).",
+    )
+    header: bool = Field(
+        default=True,
+        description=(
+            "CSV only: the first row of each file is the header naming the fields. With "
+            "`false`, `fieldnames` names them and every row is data."
+        ),
+    )
+    fieldnames: list[str] | None = Field(
+        default=None,
+        description=(
+            "CSV only: the field names. Required when `header` is false; with `header: true` "
+            "they replace the names in the header row."
+        ),
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding_exists(cls, value: str) -> str:
+        return _check_encoding(value)
+
+    @field_validator("path")
+    @classmethod
+    def _paths_not_blank(cls, value: str | list[str]) -> str | list[str]:
+        for item in [value] if isinstance(value, str) else value:
+            if not item.strip():
+                raise ValueError("a path may not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _csv_needs_names(self) -> FileSourceConfig:
+        if self.format == "csv" and not self.header and not self.fieldnames:
+            raise ValueError("format csv with header: false needs fieldnames")
+        return self
+
+    @property
+    def patterns(self) -> list[str]:
+        """``path`` as a list of patterns."""
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+class FileSinkConfig(ConnectorConfig):
+    """Append records to a local file, one line each, exactly once across restarts."""
+
+    path: str = Field(
+        description=(
+            "The file to write (its directory is created). Relative paths resolve against the "
+            "directory of the pipeline file. With `rotate_bytes`, files are named "
+            "`<stem>-<seq>.<suffix>`, e.g. `out-00001.jsonl`."
+        ),
+        min_length=1,
+    )
+    format: Literal["json", "text", "cloudevents"] = Field(
+        default="json",
+        description=(
+            "What a line holds. `json`: the record's data as JSON. `text`: string data as it "
+            "is (a string holding newlines spans several lines; other data is written as "
+            "JSON). `cloudevents`: the whole record as a structured-mode CloudEvent "
+            "(attributes, extensions and data)."
+        ),
+    )
+    rotate_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Start a new file when the current one would grow past this many bytes (between "
+            "records: a record larger than this gets a file of its own). Unset: one file."
+        ),
+    )
+    fsync: bool = Field(
+        default=False,
+        description=(
+            "fsync the file on every flush (commit). Without it a crashed or killed worker "
+            "loses nothing (the data is in the OS page cache), but a power loss or kernel "
+            "crash may lose the last committed lines."
+        ),
+    )
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of the written lines (any Python codec name).",
+    )
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding_exists(cls, value: str) -> str:
+        return _check_encoding(value)

@@ -1,0 +1,300 @@
+"""The ``file`` sink: records appended as lines, exactly once by truncate-to-checkpoint.
+
+State and exactly-once
+    ``flush()`` writes every buffered line to the OS (and fsyncs with ``fsync: true``) and
+    returns ``{"file": <path>, "size": <bytes>}`` — plus ``"seq"`` with ``rotate_bytes`` —
+    which the worker commits with the sink's offsets. ``open(state)`` truncates the file to
+    that size and, with rotation, deletes files with a higher sequence number: whatever is
+    there was written after the last commit, and the worker delivers those records again.
+
+    With ``state=None`` (nothing was ever committed for this sink) the sink starts a fresh
+    file: an existing file is truncated to 0 (with rotation, every ``<stem>-<seq>`` file goes)
+    and a warning says how much was discarded. Appending instead would duplicate the lines
+    of a first run that crashed before its first commit; keeping exactly-once wins over
+    keeping a file the sink has no record of writing. Point the sink at a new path to keep
+    an old file.
+
+    A file found shorter than its committed size (a power loss without ``fsync``, or an edit
+    outside meshconnect) is appended to at its end, with a warning: the lost lines are not
+    delivered again.
+
+Blocking I/O
+    ``write()`` encodes a whole batch into one bytes blob (orjson, one ``dumps`` per record)
+    and buffers it; the buffer goes to the file through ``asyncio.to_thread`` once it holds
+    4 MiB, at rotation and at ``flush()``. Opening, truncating and fsync go through the same
+    thread hop, so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import codecs
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import IO, Any
+
+import orjson
+
+from meshconnect.api import ConnectorContext, Sink
+from meshconnect.errors import DataError
+from meshconnect.records import Record
+
+from .config import FileSinkConfig
+
+__all__ = ["FileSink"]
+
+_WRITE_BEHIND = 4 << 20
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+
+def _default(value: Any) -> Any:
+    """orjson fallback for values CDC and database sources produce."""
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value)) if value.is_finite() else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, set | frozenset):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class FileSink(Sink[FileSinkConfig]):
+    """Appends records to ``path`` (rotated by size); see the module docstring."""
+
+    config_model = FileSinkConfig
+
+    def __init__(self, config: FileSinkConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        self._log = context.logger
+        self._path = os.path.normpath(
+            os.path.join(os.path.abspath(context.base_dir), os.path.expanduser(config.path))
+        )
+        self._stem, self._suffix = os.path.splitext(self._path)
+        self._rotating = config.rotate_bytes is not None
+        self._file: IO[bytes] | None = None
+        self._current = self._path
+        self._seq = 1
+        #: Bytes in the current file, counting those still buffered.
+        self._size = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        utf8 = codecs.lookup(config.encoding).name == "utf-8"
+        self._transcode: str | None = None if utf8 else config.encoding
+        encoders: dict[str, Callable[[Sequence[Record]], list[bytes]]] = {
+            "json": self._encode_json,
+            "text": self._encode_text,
+            "cloudevents": self._encode_cloudevents,
+        }
+        self._encode = encoders[config.format]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self, state: Mapping[str, Any] | None) -> None:
+        await asyncio.to_thread(self._open, state)
+
+    async def write(self, records: Sequence[Record]) -> None:
+        if self._file is None:
+            raise RuntimeError("file sink: write() before open()")
+        if not records:
+            return
+        lines = self._encode(records)
+        limit = self.config.rotate_bytes
+        if limit is None:
+            self._buffer(b"".join(lines))
+        else:
+            size, first = self._size, 0
+            for i, line in enumerate(lines):
+                if size and size + len(line) > limit:
+                    self._buffer(b"".join(lines[first:i]))
+                    await asyncio.to_thread(self._rotate, self._take())
+                    size, first = 0, i
+                size += len(line)
+            self._buffer(b"".join(lines[first:]))
+        if self._pending_bytes >= _WRITE_BEHIND:
+            await asyncio.to_thread(self._write, self._take(), False)
+
+    async def flush(self) -> dict[str, Any] | None:
+        if self._file is None:
+            return None
+        await asyncio.to_thread(self._write, self._take(), self.config.fsync)
+        return self._state()
+
+    async def close(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is None:
+            return
+        self._file = None
+        try:
+            await asyncio.to_thread(self._write_to, file, self._take(), False)
+        finally:
+            await asyncio.to_thread(file.close)
+
+    # -- state, files and buffers --------------------------------------------------------------
+
+    def _state(self) -> dict[str, Any]:
+        if self._rotating:
+            return {"file": self._current, "seq": self._seq, "size": self._size}
+        return {"file": self._current, "size": self._size}
+
+    def _seq_path(self, seq: int) -> str:
+        return f"{self._stem}-{seq:05d}{self._suffix}"
+
+    def _seq_files(self) -> dict[int, str]:
+        """The rotated files that exist now, by sequence number."""
+        folder, stem = os.path.split(self._stem)
+        pattern = re.compile(re.escape(stem) + r"-(\d{5,})" + re.escape(self._suffix))
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return {}
+        found = {}
+        for name in names:
+            match = pattern.fullmatch(name)
+            if match:
+                found[int(match.group(1))] = os.path.join(folder, name)
+        return found
+
+    def _open(self, state: Mapping[str, Any] | None) -> None:
+        """Runs in a thread: truncate to the checkpoint in ``state`` and open for appending."""
+        if state is not None and ("seq" in state) != self._rotating:
+            self._log.warning(
+                "file sink %s: rotate_bytes was %s since the last commit; starting fresh files",
+                self._path,
+                "turned on" if self._rotating else "turned off",
+            )
+            state = None
+        size = int(state["size"]) if state is not None else 0
+        self._seq = int(state["seq"]) if state is not None and self._rotating else 1
+        self._current = self._seq_path(self._seq) if self._rotating else self._path
+        if self._rotating:
+            for seq, path in sorted(self._seq_files().items()):
+                if seq > self._seq:
+                    self._log.info("file sink: deleting %s, not covered by a commit", path)
+                    os.remove(path)
+        os.makedirs(os.path.dirname(self._current), exist_ok=True)
+        try:
+            found = os.path.getsize(self._current)
+        except FileNotFoundError:
+            found = None
+        if state is None:
+            if found:
+                self._log.warning(
+                    "file sink: no committed state; starting a fresh %s and discarding the "
+                    "%d bytes it holds (move the file away or use another path to keep it)",
+                    self._current,
+                    found,
+                )
+        elif found is None or found < size:
+            self._log.warning(
+                "file sink: %s holds %s bytes, fewer than the %d committed: lines delivered "
+                "before were lost (power loss without fsync, or a change outside meshconnect); "
+                "appending at its end",
+                self._current,
+                found or 0,
+                size,
+            )
+            size = found or 0
+        elif found > size:
+            self._log.info(
+                "file sink: truncating %s from %d to the committed %d bytes; the records "
+                "after the checkpoint are delivered again",
+                self._current,
+                found,
+                size,
+            )
+        self._file = open(self._current, "ab")  # noqa: SIM115 - closed by close()
+        self._file.truncate(size)
+        self._size = size
+        if found is None and self.config.fsync:
+            self._sync_folder()
+
+    def _buffer(self, blob: bytes) -> None:
+        if blob:
+            self._pending.append(blob)
+            self._pending_bytes += len(blob)
+            self._size += len(blob)
+
+    def _take(self) -> list[bytes]:
+        pending = self._pending
+        self._pending = []
+        self._pending_bytes = 0
+        return pending
+
+    def _write(self, blobs: list[bytes], sync: bool) -> None:
+        assert self._file is not None
+        self._write_to(self._file, blobs, sync)
+
+    @staticmethod
+    def _write_to(file: IO[bytes], blobs: list[bytes], sync: bool) -> None:
+        if blobs:
+            file.write(blobs[0] if len(blobs) == 1 else b"".join(blobs))
+        file.flush()
+        if sync:
+            os.fsync(file.fileno())
+
+    def _rotate(self, blobs: list[bytes]) -> None:
+        """Runs in a thread: finish the current file and start the next one."""
+        assert self._file is not None
+        self._write_to(self._file, blobs, self.config.fsync)
+        self._file.close()
+        self._seq += 1
+        self._current = self._seq_path(self._seq)
+        self._file = open(self._current, "wb")  # noqa: SIM115 - closed by close()
+        self._size = 0
+        if self.config.fsync:
+            self._sync_folder()
+
+    def _sync_folder(self) -> None:
+        """fsync the directory, so that a new file's entry survives a power loss too."""
+        folder = os.open(os.path.dirname(self._current), os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    # -- encoding: one line (with its newline) per record --------------------------------------
+
+    def _encode_json(self, records: Sequence[Record]) -> list[bytes]:
+        dumps = orjson.dumps
+        try:
+            lines = [dumps(r.data, _default, _NEWLINE) for r in records]
+        except TypeError:
+            lines = [self._dumps(r, r.data) for r in records]
+        return self._recode(lines)
+
+    def _encode_cloudevents(self, records: Sequence[Record]) -> list[bytes]:
+        return self._recode([self._dumps(r, r.to_dict()) for r in records])
+
+    def _encode_text(self, records: Sequence[Record]) -> list[bytes]:
+        encoding = self.config.encoding
+        lines = []
+        for r in records:
+            data = r.data
+            try:
+                if isinstance(data, str):
+                    lines.append((data + "\n").encode(encoding))
+                elif isinstance(data, bytes | bytearray):
+                    lines.append(bytes(data) + b"\n")
+                else:
+                    lines.append(self._recode([self._dumps(r, data)])[0])
+            except UnicodeEncodeError as exc:
+                raise DataError(f"file sink: record {r.id}: {exc}") from exc
+        return lines
+
+    def _dumps(self, record: Record, value: Any) -> bytes:
+        try:
+            return orjson.dumps(value, _default, _NEWLINE)
+        except TypeError as exc:
+            raise DataError(f"file sink: record {record.id}: cannot write as JSON: {exc}") from exc
+
+    def _recode(self, lines: list[bytes]) -> list[bytes]:
+        """orjson writes UTF-8; re-encode for another ``encoding``."""
+        if self._transcode is None:
+            return lines
+        try:
+            return [line.decode("utf-8").encode(self._transcode) for line in lines]
+        except UnicodeEncodeError as exc:
+            raise DataError(f"file sink: cannot encode a line as {self._transcode}: {exc}") from exc
