@@ -61,7 +61,7 @@ class _Options:
 
     def load(self, files: Sequence[str]) -> LoadedConfig:
         from .config.loader import load_pipeline_files
-        from .errors import ValidationErrors
+        from .errors import MeshconnectError, ValidationErrors
 
         try:
             return load_pipeline_files(files, self.registry())
@@ -69,6 +69,9 @@ class _Options:
             for problem in exc.problems:
                 click.echo(str(problem), err=True)
             click.echo(f"{len(exc.problems)} problem(s) found", err=True)
+            sys.exit(1)
+        except MeshconnectError as exc:
+            click.echo(f"error: {exc}", err=True)
             sys.exit(1)
 
     def open_store(self, url: str) -> MeshStore:

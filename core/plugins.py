@@ -331,12 +331,13 @@ def load_registry(
                 ) from exc
             registry._failed(ep.name, dist_name, version, f"{type(exc).__name__}: {exc}")
             continue
-        before = len([e for e in registry.entries if e.status == "failed"])
+        before = len(registry.entries)
         registry.register(
             plugin, ep.name, distribution=dist_name, version=version, disabled=policy.disabled
         )
-        if strict and len([e for e in registry.entries if e.status == "failed"]) > before:
-            raise PluginError(f"plugin {ep.name!r}: {registry.entries[-1].reason}")
+        failed = [e for e in registry.entries[before:] if e.status == "failed"]
+        if strict and failed:
+            raise PluginError(f"plugin {ep.name!r}: {failed[0].reason}")
     for raw in policy.paths:
         path = (policy.base_dir / raw).resolve()
         name = f"local:{raw}"

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .api import ConnectorContext, Sink, Source, SourceBatch
 from .errorpolicy import dead_letter_record, retrying
 from .errors import ConfigError, DataError, classify
+from .mesh.store import Retention
 from .records import Record
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ log = logging.getLogger("meshconnect.worker")
 BOUNDED_MAX_RESTARTS = 5
 #: Cap of the supervisor's restart backoff.
 MAX_RESTART_BACKOFF = 60.0
+#: Seconds between two retention passes.
+RETENTION_EVERY = 60.0
 _DONE = object()
 
 
@@ -154,6 +157,7 @@ class Worker:
             for sink in p.sinks:
                 ident = sink_group(p.name, sink.name)
                 self.statuses.setdefault(ident, ConnectorStatus(ident, "sink", sink.connector))
+        retention = asyncio.create_task(self._retention_loop(), name="retention")
         if not sources:
             log.info("no sources in this run: sinks follow their topics until stopped")
         try:
@@ -165,13 +169,29 @@ class Worker:
                     await self._stopping.wait()
             await asyncio.gather(*sink_tasks)
         finally:
-            for task in (*source_tasks, *sink_tasks):
+            for task in (*source_tasks, *sink_tasks, retention):
                 task.cancel()
-            await asyncio.gather(*source_tasks, *sink_tasks, return_exceptions=True)
+            await asyncio.gather(*source_tasks, *sink_tasks, retention, return_exceptions=True)
         if self._gave_up:
             log.error("run failed: %s", "; ".join(self._gave_up))
             return 1
         return 0
+
+    async def _retention_loop(self) -> None:
+        """Apply the files' ``retention:`` to every topic now and every ``RETENTION_EVERY``."""
+        config = self.config.retention
+        if config.max_age is None and config.max_records is None:
+            return
+        retention = Retention(max_age_s=config.max_age, max_records=config.max_records)
+        while True:
+            try:
+                for info in await self.store.topics():
+                    removed = await self.store.apply_retention(info.name, retention)
+                    if removed:
+                        log.info("retention: removed %d records from %s", removed, info.name)
+            except Exception as exc:  # retention must never stop a pipeline
+                log.warning("retention failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(RETENTION_EVERY)
 
     # -- supervision ---------------------------------------------------------------------------
 
@@ -286,12 +306,13 @@ class Worker:
         assert loaded is not None
         status.records_in += len(batch.records) + len(batch.failures)
         records, failures = pipeline.chain.process(batch.records)
-        self._route(pipeline, records)
+        records, unroutable = self._route(pipeline, records)
         out = records
         problems: list[tuple[Record, BaseException, str]] = [
             (r, e, "source") for r, e in batch.failures
         ]
         problems.extend((f.record, f.error, f.stage) for f in failures)
+        problems.extend(unroutable)
         if problems:
             out = list(records)
             out.extend(
@@ -302,18 +323,33 @@ class Worker:
         positions = {(ident, part): pos for part, pos in batch.positions.items()}
         return out, positions
 
-    def _route(self, pipeline: LoadedPipeline, records: list[Record]) -> None:
+    def _route(
+        self, pipeline: LoadedPipeline, records: list[Record]
+    ) -> tuple[list[Record], list[tuple[Record, BaseException, str]]]:
+        """Give each record without a topic the pipeline's topic; the ones whose topic
+        template cannot be rendered are failures of the ``topic`` stage."""
         template = pipeline.topic
         if template.is_literal:
             literal = template.literal
             for record in records:
                 if record.topic is None:
                     record.topic = literal
-        else:
-            render = template.render
-            for record in records:
-                if record.topic is None:
-                    record.topic = render(record)
+            return records, []
+        render = template.render
+        routed: list[Record] = []
+        failures: list[tuple[Record, BaseException, str]] = []
+        for record in records:
+            if record.topic is None:
+                try:
+                    topic = render(record)
+                    if not topic:
+                        raise DataError(f"topic template {template.text!r} rendered ''")
+                except Exception as exc:
+                    failures.append((record, exc, "topic"))
+                    continue
+                record.topic = topic
+            routed.append(record)
+        return routed, failures
 
     def _dead_letters(
         self,

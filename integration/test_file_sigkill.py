@@ -42,7 +42,7 @@ pipelines:
         config: {path: out/events.jsonl, format: json}
 """
 
-TOTAL = 30_000
+TOTAL = 40_000
 
 
 def expected() -> list[str]:
@@ -74,7 +74,7 @@ def writer(path: Path, done: threading.Event) -> None:
             f.write(text[cut:])
             f.flush()
             n += burst
-            time.sleep(rng.uniform(0.005, 0.03))
+            time.sleep(rng.uniform(0.02, 0.06))
     done.set()
 
 
@@ -89,19 +89,19 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     thread = threading.Thread(target=writer, args=(source, done), daemon=True)
     thread.start()
     rng = random.Random(7)
-    kills = 0
+    out = tmp_path / "out" / "events.jsonl"
+    want = expected()
+    progress = []  # output lines at each kill: proves the kills landed mid-stream
     log = (tmp_path / "worker.log").open("w")
-    while not done.is_set() or kills < 6:
+    while not done.is_set() or len(progress) < 8:
         proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
-        time.sleep(rng.uniform(0.4, 1.6))
+        time.sleep(rng.uniform(0.5, 1.5))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        kills += 1
+        progress.append(len(lines(out)))
     thread.join()
     # A last run, stopped gracefully once the output is complete (or after a generous wait).
     proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
-    want = expected()
-    out = tmp_path / "out" / "events.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(lines(out)) < len(want):
         time.sleep(0.2)
@@ -109,5 +109,6 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     got = [json.dumps(json.loads(line), separators=(",", ":")) for line in lines(out)]
-    assert kills >= 5
+    mid_stream = [n for n in progress if 0 < n < len(want)]
+    assert len(mid_stream) >= 5, progress
     assert got == want

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from meshconnect.api import ConnectorConfig
+from meshconnect.config.model import Duration
 
 __all__ = ["FileSinkConfig", "FileSourceConfig"]
 
@@ -50,7 +51,7 @@ class FileSourceConfig(ConnectorConfig):
             "truncation (copytruncate)."
         ),
     )
-    poll_interval: float = Field(
+    poll_interval: Duration = Field(
         default=0.25,
         gt=0,
         le=1,

@@ -139,6 +139,17 @@ class FileSink(Sink[FileSinkConfig]):
             return {"file": self._current, "seq": self._seq, "size": self._size}
         return {"file": self._current, "size": self._size}
 
+    def _same_target(self, committed: str) -> bool:
+        """Whether a committed file name belongs to this sink's configured path."""
+        if not self._rotating:
+            return os.path.abspath(committed) == os.path.abspath(self._path)
+        folder, name = os.path.split(os.path.abspath(committed))
+        stem = os.path.basename(self._stem)
+        pattern = re.escape(stem) + r"-\d{5,}" + re.escape(self._suffix)
+        return folder == os.path.dirname(os.path.abspath(self._stem)) and bool(
+            re.fullmatch(pattern, name)
+        )
+
     def _seq_path(self, seq: int) -> str:
         return f"{self._stem}-{seq:05d}{self._suffix}"
 
@@ -159,6 +170,13 @@ class FileSink(Sink[FileSinkConfig]):
 
     def _open(self, state: Mapping[str, Any] | None) -> None:
         """Runs in a thread: truncate to the checkpoint in ``state`` and open for appending."""
+        if state is not None and "file" in state and not self._same_target(str(state["file"])):
+            self._log.warning(
+                "file sink %s: the last commit was for %s; starting fresh at the new path",
+                self._path,
+                state["file"],
+            )
+            state = None
         if state is not None and ("seq" in state) != self._rotating:
             self._log.warning(
                 "file sink %s: rotate_bytes was %s since the last commit; starting fresh files",

@@ -476,7 +476,7 @@ class FileSource(Source[FileSourceConfig]):
             source=t.source,
             type=self._type,
             subject=t.subject,
-            datacontenttype=self._ct,
+            datacontenttype="text/plain",  # the raw line, whatever the format promised
         )
         return record, DataError(f"{where}: {problem}")
 
