@@ -406,11 +406,8 @@ class Worker:
     def _sink_patterns(self, pipeline: LoadedPipeline, sink: LoadedSink) -> list[str]:
         if sink.topics:
             return list(sink.topics)
-        if pipeline.source is None:
-            raise ConfigError(
-                f"pipeline {pipeline.name!r}: sink {sink.name!r} needs `topics:` since the "
-                "pipeline has no source"
-            )
+        # The pipeline's topic: what its source writes, or for a sink-only pipeline the topic
+        # named like the pipeline (or its `topic:`), written by other pipelines or workers.
         template = pipeline.topic
         if template.is_literal:
             return [str(template.literal)]

@@ -447,19 +447,6 @@ class _Session:
         sinks = raw.get("sinks")
         if isinstance(sinks, list):
             self.sinks(file, built, sinks, path)
-            if source is None:
-                for j, sink in enumerate(sinks):
-                    # (a sink with unknown keys already has a problem, e.g. `topcs:`)
-                    if (
-                        isinstance(sink, dict)
-                        and not sink.get("topics")
-                        and set(sink) <= set(SinkConfig.model_fields)
-                    ):
-                        file.report(
-                            (*path, "sinks", j),
-                            "a sink in a pipeline without a source needs `topics:` "
-                            "(names or globs of the topics to read)",
-                        )
         if source is None and (sinks is None or sinks == []):
             file.report(path, "a pipeline needs a source, sinks, or both")
 

@@ -1,0 +1,604 @@
+"""The embedded default mesh store: one SQLite file in WAL mode.
+
+URL: ``sqlite:///relative/path.db`` (relative to the current directory) or
+``sqlite:////absolute/path.db``; parent directories are created. Query options:
+``?synchronous=FULL`` (default ``NORMAL``) and ``?busy_timeout=MILLISECONDS`` (default 5000).
+
+**Durability.** WAL with ``synchronous=NORMAL``: a committed append survives the process being
+killed (SIGKILL, OOM), because the WAL lives in the OS page cache. A power loss or OS crash may
+lose the last commits before the next checkpoint, but never corrupts the file and never splits
+a transaction, so records and the source positions committed with them still come back
+together (the source re-reads what was lost). ``synchronous=FULL`` makes every commit durable
+at the price of an fsync per commit.
+
+**Threads and processes.** Every SQLite call of a store runs on one private worker thread that
+owns the connection; the ``async`` methods await it, so the event loop never blocks. Several
+processes may open the same file (``meshconnect topics tail`` next to a running worker): WAL
+lets readers run while one writer commits, and writers queue on SQLite's lock, waiting up to
+``busy_timeout`` before the store raises a (retriable) :class:`~meshconnect.errors.StoreError`.
+Write transactions start with ``BEGIN IMMEDIATE`` so they never deadlock on a lock upgrade.
+The next offset of each topic is cached; ``PRAGMA data_version`` (which changes only when
+*another* connection commits) tells each append whether to reload the cache first.
+
+**Schema** (version 1; ``meta.schema_version`` drives the migrations in :data:`_MIGRATIONS`)::
+
+    meta          (key TEXT PRIMARY KEY, value TEXT)           -- schema_version
+    topics        (id INTEGER PRIMARY KEY, name TEXT UNIQUE, start_offset, next_offset)
+    records       (key INTEGER PRIMARY KEY,                     -- topic id << 44 | offset
+                   appended_at REAL,                            -- unix seconds, for retention
+                   id, source, type, subject, time, datacontenttype, dataschema TEXT,
+                   extensions TEXT,                             -- JSON object; NULL when empty
+                   data)                                        -- NULL, TEXT (JSON) or BLOB
+    positions     (connector, partition, position TEXT JSON)    -- PK (connector, partition)
+    group_offsets (group_name, topic, next_offset)              -- PK (group_name, topic)
+    group_states  (group_name PRIMARY KEY, state TEXT JSON)
+    records_by_topic                                            -- a view with topic and offset
+
+``records`` is keyed by one integer, ``topic id << 44 | offset``: the table *is* its primary
+key B-tree, a topic is a contiguous key range, and appends go to the end of that range. (A
+``WITHOUT ROWID`` table keyed by ``(topic_id, offset)`` stores rows of 1-2 KB in about twice
+the space and appends them ~30 % slower.) That allows 2**44 (1.7e13) offsets per topic and
+2**19 - 1 topics; the store says so rather than wrap around. ``records_by_topic`` shows the
+records with their topic name and offset for ad-hoc SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+from ..errors import ConfigError, StoreError
+from ..records import Record
+from .codec import (
+    ChangeSignal,
+    check_offsets,
+    decode_json,
+    decode_rows,
+    encode_positions,
+    encode_row,
+    encode_rows,
+    encode_state,
+)
+from .store import GroupInfo, MeshStore, Retention, TopicInfo
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+_OFFSET_BITS = 44
+_SPAN = 1 << _OFFSET_BITS  # offsets per topic
+_MAX_TOPIC_ID = (1 << (63 - _OFFSET_BITS)) - 1
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+        """CREATE TABLE topics (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            start_offset INTEGER NOT NULL DEFAULT 0,
+            next_offset INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE records (
+            key INTEGER PRIMARY KEY,
+            appended_at REAL NOT NULL,
+            id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            type TEXT NOT NULL,
+            subject TEXT,
+            time TEXT,
+            datacontenttype TEXT,
+            dataschema TEXT,
+            extensions TEXT,
+            data
+        )""",
+        """CREATE TABLE positions (
+            connector TEXT NOT NULL,
+            partition TEXT NOT NULL,
+            position TEXT NOT NULL,
+            PRIMARY KEY (connector, partition)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE group_offsets (
+            group_name TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            next_offset INTEGER NOT NULL,
+            PRIMARY KEY (group_name, topic)
+        ) WITHOUT ROWID""",
+        "CREATE TABLE group_states (group_name TEXT PRIMARY KEY, state TEXT) WITHOUT ROWID",
+        f"""CREATE VIEW records_by_topic AS
+            SELECT t.name AS topic, r.key - (t.id << {_OFFSET_BITS}) AS offset,
+                   r.appended_at, r.id, r.source, r.type, r.subject, r.time,
+                   r.datacontenttype, r.dataschema, r.extensions, r.data
+            FROM records AS r JOIN topics AS t ON r.key >> {_OFFSET_BITS} = t.id""",
+    ),
+}
+
+# ABSENT (0) stands for NULL in bound values: see meshconnect.mesh.codec.
+_INSERT_RECORD = (
+    "INSERT INTO records (key, appended_at, id, source, type, subject, time, datacontenttype,"
+    " dataschema, extensions, data) VALUES (?, ?, ?, ?, ?, NULLIF(?, 0), NULLIF(?, 0),"
+    " NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, 0))"
+)
+_SELECT_RECORDS = (
+    "SELECT key - ?1, id, source, type, subject, time, datacontenttype, dataschema, extensions,"
+    " data FROM records WHERE key >= ?2 AND key < ?3 ORDER BY key LIMIT ?4"
+)
+_UPSERT_POSITION = (
+    "INSERT INTO positions (connector, partition, position) VALUES (?, ?, ?)"
+    " ON CONFLICT (connector, partition) DO UPDATE SET position = excluded.position"
+)
+_UPSERT_GROUP_OFFSET = (
+    "INSERT INTO group_offsets (group_name, topic, next_offset) VALUES (?, ?, ?)"
+    " ON CONFLICT (group_name, topic) DO UPDATE SET next_offset = excluded.next_offset"
+)
+_UPSERT_GROUP_STATE = (
+    "INSERT INTO group_states (group_name, state) VALUES (?, ?)"
+    " ON CONFLICT (group_name) DO UPDATE SET state = excluded.state"
+)
+
+
+class SqliteStore(MeshStore):
+    """The mesh store in one SQLite file; see the module docstring for URL, schema and
+    guarantees. ``clock`` (unix seconds) stamps appends and judges retention by age; tests
+    inject one. ``poll_interval`` bounds how long :meth:`data_changed` waits."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.url = url
+        self.path, self.synchronous, self.busy_timeout_ms = _parse_url(url)
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._changes = ChangeSignal()
+        self._executor: ThreadPoolExecutor | None = None
+        # Touched only on the executor thread:
+        self._conn: sqlite3.Connection | None = None
+        self._topics: dict[str, tuple[int, int]] = {}  # name -> (id, next offset)
+        self._data_version: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the file, its directory and the tables if needed; migrate older schemas."""
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshconnect-sqlite")
+        try:
+            await self._run(self._open_sync)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread (after the calls already queued)."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
+        finally:
+            executor.shutdown(wait=False)
+
+    def _open_sync(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            where = self.path.parent
+            raise StoreError(f"mesh store {self.url}: cannot create {where}: {exc}") from exc
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"mesh store {self.url}: SQLite refused WAL mode (journal_mode={mode}); "
+                    "is the file on a network file system?"
+                )
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            _migrate(conn, self.url)
+            self._conn = conn
+            self._load_topics(conn)
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+
+    def _close_sync(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        self._topics = {}
+        self._data_version = None
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the store thread; SQLite errors become StoreError."""
+        executor = self._executor
+        if executor is None:
+            raise StoreError(f"mesh store {self.url} is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        except sqlite3.Error as exc:
+            hint = ""
+            if "locked" in str(exc) or "busy" in str(exc):
+                hint = (
+                    f" (another process held the write lock longer than busy_timeout="
+                    f"{self.busy_timeout_ms} ms; retried later)"
+                )
+            raise StoreError(f"mesh store {self.url}: {exc}{hint}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"mesh store {self.url} is not open")
+        return self._conn
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T], write: bool = True) -> T:
+        """Run ``work`` in one transaction (``BEGIN IMMEDIATE`` when it writes)."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._data_version = None  # whatever happened, reload the topic cache next time
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+        return result
+
+    async def _query(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` (one statement) on the store thread, outside a transaction."""
+        return await self._run(lambda: work(self._connection()))
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._transaction, work)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(self._transaction, work, False)
+
+    def _load_topics(self, conn: sqlite3.Connection) -> None:
+        self._topics = {
+            name: (topic_id, end)
+            for topic_id, name, end in conn.execute("SELECT id, name, next_offset FROM topics")
+        }
+        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _topic_id(self, conn: sqlite3.Connection, name: str) -> int | None:
+        cached = self._topics.get(name)
+        if cached is not None:
+            return cached[0]
+        row = conn.execute("SELECT id FROM topics WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    # -- append --------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        records: Sequence[Record],
+        positions: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+    ) -> list[int]:
+        """Append ``records`` and upsert ``positions`` in one transaction; see
+        :meth:`MeshStore.append`. Nothing is written when anything fails:
+        :class:`~meshconnect.mesh.codec.RecordEncodingError` (a ``DataError``) names a record
+        that cannot be stored, ``StoreError`` reports a position that is not JSON or a
+        failure of SQLite, ``ValueError`` a record without a topic."""
+        names = {r.topic for r in records}
+        if None in names:
+            raise ValueError("cannot append a record whose topic is None (route it first)")
+        position_rows = encode_positions(positions)
+        if not records and not position_rows:
+            return []
+        offsets = await self._run(self._append_sync, records, names, position_rows)
+        if records:
+            self._changes.notify()
+        return offsets
+
+    def _append_sync(
+        self,
+        records: Sequence[Record],
+        names: set[str | None],
+        position_rows: list[tuple[str, str, str]],
+    ) -> list[int]:
+        appended_at = self._clock()
+        ends: dict[str, tuple[int, int]] = {}  # topics this append moves: name -> (id, end)
+
+        def work(conn: sqlite3.Connection) -> Sequence[int]:
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:  # another connection committed: reload
+                self._load_topics(conn)
+            offsets: Sequence[int]
+            keys: Sequence[int]
+            if len(names) == 1:  # the usual batch: one topic, its offsets are a range
+                name = str(records[0].topic)
+                topic_id, start = self._topic_for_append(conn, name)
+                end = start + len(records)
+                base = topic_id << _OFFSET_BITS
+                offsets = range(start, end)
+                keys = range(base + start, base + end)
+                ends[name] = (topic_id, end)
+            else:
+                offsets, keys = self._assign_mixed(conn, records, ends)
+            for name, (_, end) in ends.items():
+                if end > _SPAN:
+                    raise StoreError(f"topic {name!r} is full: at most {_SPAN} offsets per topic")
+            if records:
+                rows = encode_rows(records, keys, appended_at)
+                try:
+                    conn.executemany(_INSERT_RECORD, rows)
+                except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError):
+                    for i, (key, r) in enumerate(zip(keys, records, strict=True)):
+                        encode_row(i, r, key, appended_at)  # names a record SQLite cannot bind
+                    raise
+                conn.executemany(
+                    "UPDATE topics SET next_offset = ? WHERE id = ?",
+                    [(end, topic_id) for topic_id, end in ends.values()],
+                )
+            if position_rows:
+                conn.executemany(_UPSERT_POSITION, position_rows)
+            return offsets
+
+        offsets = self._transaction(work)
+        self._topics.update(ends)
+        for r, offset in zip(records, offsets, strict=True):
+            r.offset = offset
+        return list(offsets)
+
+    def _assign_mixed(
+        self, conn: sqlite3.Connection, records: Sequence[Record], ends: dict[str, tuple[int, int]]
+    ) -> tuple[list[int], list[int]]:
+        """Offsets and keys of a batch that spans several topics; ``ends`` learns each
+        topic's id and new end."""
+        offsets: list[int] = []
+        keys: list[int] = []
+        for r in records:
+            name = str(r.topic)
+            topic_id, offset = ends.get(name) or self._topic_for_append(conn, name)
+            offsets.append(offset)
+            keys.append((topic_id << _OFFSET_BITS) + offset)
+            ends[name] = (topic_id, offset + 1)
+        return offsets, keys
+
+    def _topic_for_append(self, conn: sqlite3.Connection, name: str) -> tuple[int, int]:
+        """``(id, next offset)`` of a topic, created (inside the caller's transaction) when
+        new; the cache learns of it only after the commit."""
+        cached = self._topics.get(name)
+        if cached is not None:
+            return cached
+        topic_id = conn.execute("INSERT INTO topics (name) VALUES (?)", (name,)).lastrowid
+        assert topic_id is not None
+        if topic_id > _MAX_TOPIC_ID:
+            raise StoreError(
+                f"mesh store {self.url}: too many topics (at most {_MAX_TOPIC_ID}); "
+                f"cannot create {name!r}"
+            )
+        return topic_id, 0
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def read(self, topic: str, offset: int, limit: int) -> list[Record]:
+        """Up to ``limit`` records of ``topic`` from ``offset`` on (from the retained start
+        when ``offset`` is below it); ``[]`` for an unknown topic."""
+        if limit <= 0:
+            return []
+        return await self._run(self._read_sync, topic, max(offset, 0), limit)
+
+    def _read_sync(self, topic: str, offset: int, limit: int) -> list[Record]:
+        conn = self._connection()
+        topic_id = self._topic_id(conn, topic)
+        if topic_id is None:
+            return []
+        base = topic_id << _OFFSET_BITS
+        rows = conn.execute(_SELECT_RECORDS, (base, base + offset, base + _SPAN, limit))
+        return decode_rows(rows.fetchall(), topic)
+
+    async def topics(self) -> list[TopicInfo]:
+        def work(conn: sqlite3.Connection) -> list[TopicInfo]:
+            rows = conn.execute("SELECT name, start_offset, next_offset FROM topics ORDER BY name")
+            return [TopicInfo(name, start, end) for name, start, end in rows]
+
+        return await self._query(work)
+
+    async def end_offsets(self, topics: Sequence[str]) -> dict[str, int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
+            ends = dict(conn.execute("SELECT name, next_offset FROM topics").fetchall())
+            return {name: int(ends.get(name, 0)) for name in topics}
+
+        return await self._query(work)
+
+    # -- source positions ----------------------------------------------------------------------
+
+    async def positions(self, connector_id: str) -> dict[str, dict[str, Any]]:
+        def work(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT partition, position FROM positions WHERE connector = ?", (connector_id,)
+            )
+            return {partition: decode_json(position) for partition, position in rows}
+
+        return await self._query(work)
+
+    async def set_positions(
+        self, connector_id: str, positions: Mapping[str, Mapping[str, Any]] | None
+    ) -> None:
+        rows = encode_positions(
+            {(connector_id, partition): p for partition, p in (positions or {}).items()}
+        )
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM positions WHERE connector = ?", (connector_id,))
+            conn.executemany(_UPSERT_POSITION, rows)
+
+        await self._write(work)
+
+    # -- consumer groups -----------------------------------------------------------------------
+
+    async def group(self, group: str) -> GroupInfo:
+        def work(conn: sqlite3.Connection) -> GroupInfo:
+            offsets = conn.execute(
+                "SELECT topic, next_offset FROM group_offsets WHERE group_name = ?", (group,)
+            ).fetchall()
+            state = conn.execute(
+                "SELECT state FROM group_states WHERE group_name = ?", (group,)
+            ).fetchone()
+            return GroupInfo(group, dict(offsets), decode_json(state[0] if state else None))
+
+        return await self._read(work)
+
+    async def groups(self) -> list[GroupInfo]:
+        def work(conn: sqlite3.Connection) -> list[GroupInfo]:
+            found: dict[str, GroupInfo] = {}
+            for name, state in conn.execute("SELECT group_name, state FROM group_states"):
+                found[name] = GroupInfo(name, {}, decode_json(state))
+            for name, topic, offset in conn.execute(
+                "SELECT group_name, topic, next_offset FROM group_offsets"
+            ):
+                found.setdefault(name, GroupInfo(name)).offsets[topic] = offset
+            return [found[name] for name in sorted(found)]
+
+        return await self._read(work)
+
+    async def commit(
+        self, group: str, offsets: Mapping[str, int], state: Mapping[str, Any] | None = None
+    ) -> None:
+        """Upsert the group's offsets for the named topics and replace its state, atomically."""
+        rows = [(group, topic, offset) for topic, offset in check_offsets(offsets).items()]
+        state_text = encode_state(group, state)
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(_UPSERT_GROUP_OFFSET, rows)
+            conn.execute(_UPSERT_GROUP_STATE, (group, state_text))
+
+        await self._write(work)
+
+    async def reset_group(self, group: str, offsets: Mapping[str, int] | None) -> None:
+        rows = [(group, t, o) for t, o in check_offsets(offsets or {}).items()]
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM group_offsets WHERE group_name = ?", (group,))
+            if offsets is None:
+                conn.execute("DELETE FROM group_states WHERE group_name = ?", (group,))
+                return
+            conn.executemany(_UPSERT_GROUP_OFFSET, rows)
+            conn.execute(_UPSERT_GROUP_STATE, (group, None))
+
+        await self._write(work)
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def apply_retention(self, topic: str, retention: Retention) -> int:
+        """Delete the oldest records of ``topic`` that ``retention`` allows: those beyond the
+        newest ``max_records`` and those appended more than ``max_age_s`` seconds ago (up to
+        the first younger one, so the retained records stay contiguous). Offsets never change;
+        the topic's start moves up. Returns how many records were deleted."""
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT id, start_offset, next_offset FROM topics WHERE name = ?", (topic,)
+            ).fetchone()
+            if row is None:
+                return 0
+            topic_id, start, end = row
+            base = topic_id << _OFFSET_BITS
+            cut = start
+            if retention.max_records is not None:
+                cut = max(cut, end - max(retention.max_records, 0))
+            if retention.max_age_s is not None and cut < end:
+                young = conn.execute(
+                    "SELECT key FROM records WHERE key >= ? AND key < ? AND appended_at >= ?"
+                    " ORDER BY key LIMIT 1",
+                    (base + cut, base + end, now - retention.max_age_s),
+                ).fetchone()
+                cut = end if young is None else young[0] - base
+            if cut <= start:
+                return 0
+            deleted = conn.execute(
+                "DELETE FROM records WHERE key >= ? AND key < ?", (base, base + cut)
+            ).rowcount
+            conn.execute("UPDATE topics SET start_offset = ? WHERE id = ?", (cut, topic_id))
+            return deleted
+
+        return await self._write(work)
+
+    def data_changed(self) -> Awaitable[None]:
+        """Completes when this store appended records, or after ``poll_interval`` seconds
+        (other processes may append to the same file)."""
+        return self._changes.wait(self._poll_interval)
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.url!r}>"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _parse_url(url: str) -> tuple[Path, str, int]:
+    scheme, sep, rest = url.partition("://")
+    if scheme != "sqlite" or not sep or not rest.startswith("/") or len(rest) < 2:
+        raise ConfigError(
+            f"invalid sqlite store URL {url!r}: use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
+    raw_path, _, query = rest[1:].partition("?")
+    synchronous = "NORMAL"
+    busy_timeout_ms = 5000
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "synchronous" and value.upper() in ("NORMAL", "FULL"):
+            synchronous = value.upper()
+        elif key == "busy_timeout" and value.isdigit():
+            busy_timeout_ms = int(value)
+        else:
+            raise ConfigError(
+                f"invalid sqlite store URL {url!r}: unknown option {key}={value!r} "
+                "(known: synchronous=NORMAL|FULL, busy_timeout=MILLISECONDS)"
+            )
+    return Path(unquote(raw_path)), synchronous, busy_timeout_ms
+
+
+def _migrate(conn: sqlite3.Connection, url: str) -> None:
+    """Bring the schema to :data:`SCHEMA_VERSION`; refuse a file from a newer version."""
+    if _schema_version(conn) == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _schema_version(conn)  # another process may have migrated meanwhile
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"mesh store {url} has schema version {version}, newer than this meshconnect "
+                f"understands ({SCHEMA_VERSION}); upgrade meshconnect"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise
+    return 0 if row is None else int(row[0])
