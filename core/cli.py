@@ -363,8 +363,7 @@ async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict
 
 
 async def _all_source_ids(store: MeshStore) -> list[str]:
-    lister = getattr(store, "source_ids", None)
-    return list(await lister()) if lister is not None else []
+    return await store.source_ids()
 
 
 @offsets.command("reset")

@@ -117,6 +117,7 @@ async def test_append_commits_source_positions_with_the_records(store: MeshStore
     assert await store.positions("file") == {"a.jsonl": {"offset": 15}, "b": {"x": 1}}
     assert await store.positions("other") == {"p": {"n": 1}}
     assert await store.positions("unknown") == {}
+    assert await store.source_ids() == ["file", "other"]
 
 
 async def test_append_with_a_bad_position_writes_nothing(store: MeshStore) -> None:

@@ -175,6 +175,9 @@ class MemoryStore(MeshStore):
         stored = self._state().positions.get(connector_id, {})
         return {partition: decode_json(text) for partition, text in stored.items()}
 
+    async def source_ids(self) -> list[str]:
+        return sorted(c for c, positions in self._state().positions.items() if positions)
+
     async def set_positions(
         self, connector_id: str, positions: Mapping[str, Mapping[str, Any]] | None
     ) -> None:

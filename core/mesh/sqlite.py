@@ -429,6 +429,13 @@ class SqliteStore(MeshStore):
 
         return await self._query(work)
 
+    async def source_ids(self) -> list[str]:
+        def work(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT DISTINCT connector FROM positions ORDER BY connector")
+            return [connector for (connector,) in rows]
+
+        return await self._query(work)
+
     async def set_positions(
         self, connector_id: str, positions: Mapping[str, Mapping[str, Any]] | None
     ) -> None:

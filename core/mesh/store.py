@@ -84,6 +84,10 @@ class MeshStore:
         """The committed source positions of one connector, by partition."""
         raise NotImplementedError
 
+    async def source_ids(self) -> list[str]:
+        """Every connector id that has committed positions, sorted."""
+        raise NotImplementedError
+
     async def set_positions(
         self, connector_id: str, positions: Mapping[str, Mapping[str, Any]] | None
     ) -> None:
