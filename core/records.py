@@ -5,9 +5,10 @@ read than the ``cloudevents`` SDK's event. The conversion is lossless both ways
 (:meth:`Record.to_cloudevent` / :meth:`Record.from_cloudevent`), and :meth:`Record.to_dict` /
 :meth:`Record.from_dict` give the CloudEvents JSON (structured mode) form.
 
-Besides the CloudEvent, a record carries two pieces of mesh metadata that are *not* part of the
-event: ``topic`` (set by the router or a transform; where it is stored) and ``offset`` (its
-position in that topic once stored). Both are ``None`` until known.
+Besides the CloudEvent (and a cache of its encoded ``data``), a record carries two pieces of
+mesh metadata that are *not* part of the event: ``topic`` (set by the router or a transform;
+where it is stored) and ``offset`` (its position in that topic once stored). Both are ``None``
+until known.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Record:
         "data",
         "datacontenttype",
         "dataschema",
+        "encoded_data",
         "extensions",
         "id",
         "offset",
@@ -97,6 +99,11 @@ class Record:
         self.extensions = extensions if extensions is not None else {}
         self.topic = topic
         self.offset = offset
+        #: ``data`` as JSON bytes, as the mesh store encoded it, or None. A cache that sinks
+        #: may write instead of encoding again; valid only while ``data`` is unchanged, which
+        #: holds for records read from the mesh (readers change copies, see
+        #: :meth:`copy`, which drops it).
+        self.encoded_data: bytes | None = None
 
     # -- comparison and display ---------------------------------------------------------------
 

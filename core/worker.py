@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import fnmatch
 import functools
+import gc
 import logging
 import random
 import time
@@ -124,6 +125,7 @@ class Worker:
     async def run(self) -> int:
         """Run until done (bounded) or stopped; returns the exit code (0 ok, 1 a connector gave
         up)."""
+        _tune_gc()
         pipelines = self.config.pipelines
         with_source = [p for p in pipelines if p.source is not None]
         sources: list[tuple[LoadedPipeline, Source[Any]]] = []
@@ -543,7 +545,10 @@ class _SinkLoop:
     async def _deliver(self, records: list[Record]) -> None:
         status = self.status
         status.records_in += len(records)
-        out, failures = self.loaded.chain.process(records)
+        chain = self.loaded.chain
+        if len(chain):  # stored records may be shared with other sinks: change copies
+            records = [r.copy() for r in records]
+        out, failures = chain.process(records)
         problems: list[tuple[Record, BaseException, str]] = [
             (f.record, f.error, f.stage) for f in failures
         ]
@@ -585,6 +590,17 @@ class _SinkLoop:
                     raise
                 failed.append((record, exc, "sink"))
         return failed
+
+
+def _tune_gc() -> None:
+    """Records are short-lived containers made by the hundred thousand: with CPython's default
+    thresholds the cyclic collector runs every 700 allocations and rescans the long-lived heap
+    often, which cost ~40% of a file pipeline's time. Freeze what start-up made and collect
+    less often; reference counting still frees records as soon as they are delivered."""
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
 
 
 async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None]) -> bool:

@@ -278,7 +278,11 @@ class FileSink(Sink[FileSinkConfig]):
     def _encode_json(self, records: Sequence[Record]) -> list[bytes]:
         dumps = orjson.dumps
         try:
-            lines = [dumps(r.data, _default, _NEWLINE) for r in records]
+            # A record read from the mesh carries its data's JSON as the store encoded it.
+            lines = [
+                dumps(r.data, _default, _NEWLINE) if (e := r.encoded_data) is None else e + b"\n"
+                for r in records
+            ]
         except TypeError:
             lines = [self._dumps(r, r.data) for r in records]
         return self._recode(lines)

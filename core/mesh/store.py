@@ -96,7 +96,10 @@ class MeshStore:
 
     async def read(self, topic: str, offset: int, limit: int) -> list[Record]:
         """Up to ``limit`` records of ``topic`` from ``offset`` on, in order, with
-        ``topic`` and ``offset`` set. Offsets below the retained start read from the start."""
+        ``topic`` and ``offset`` set. Offsets below the retained start read from the start.
+
+        The records may be shared with other readers (a backend may serve recent records from
+        memory): a reader that changes one must change a copy (``Record.copy()``)."""
         raise NotImplementedError
 
     async def topics(self) -> list[TopicInfo]:
