@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import fnmatch
 import functools
-import gc
 import logging
 import random
 import time
@@ -125,7 +124,6 @@ class Worker:
     async def run(self) -> int:
         """Run until done (bounded) or stopped; returns the exit code (0 ok, 1 a connector gave
         up)."""
-        _tune_gc()
         pipelines = self.config.pipelines
         with_source = [p for p in pipelines if p.source is not None]
         sources: list[tuple[LoadedPipeline, Source[Any]]] = []
@@ -590,17 +588,6 @@ class _SinkLoop:
                     raise
                 failed.append((record, exc, "sink"))
         return failed
-
-
-def _tune_gc() -> None:
-    """Records are short-lived containers made by the hundred thousand: with CPython's default
-    thresholds the cyclic collector runs every 700 allocations and rescans the long-lived heap
-    often, which cost ~40% of a file pipeline's time. Freeze what start-up made and collect
-    less often; reference counting still frees records as soon as they are delivered."""
-    gc.collect()
-    gc.freeze()
-    gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
 
 
 async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None]) -> bool:

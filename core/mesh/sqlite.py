@@ -300,9 +300,24 @@ class SqliteStore(MeshStore):
         position_rows = encode_positions(positions)
         if not records and not position_rows:
             return []
+        # Encoding is Python work: it runs here, on the loop's thread. The store thread only
+        # runs SQLite, which releases the GIL, so the two really overlap.
+        groups: dict[str, list[Record]]
+        if len(names) == 1:  # the usual batch: one topic
+            groups = {str(records[0].topic): list(records)} if records else {}
+        else:
+            groups = {}
+            for r in records:
+                groups.setdefault(str(r.topic), []).append(r)
+        bodies = [(name, len(group), encode_segment(group)) for name, group in groups.items()]
         self._appending += 1
         try:
-            offsets = await self._run(self._append_sync, records, names, position_rows)
+            starts = await self._run(self._append_sync, bodies, position_rows)
+            for name, group in groups.items():
+                first = starts[name]
+                for i, r in enumerate(group, first):
+                    r.offset = i
+            offsets: list[int] = [r.offset for r in records]  # type: ignore[misc]
             if records:
                 self._remember(records)
         finally:
@@ -338,34 +353,28 @@ class SqliteStore(MeshStore):
 
     def _append_sync(
         self,
-        records: Sequence[Record],
-        names: set[str | None],
+        bodies: list[tuple[str, int, bytes]],
         position_rows: list[tuple[str, str, str]],
-    ) -> list[int]:
+    ) -> dict[str, int]:
+        """Store the encoded segments and positions in one transaction; the first offset of
+        each topic's segment."""
         appended_at = self._clock()
         ends: dict[str, tuple[int, int]] = {}  # topics this append moves: name -> (id, end)
 
-        groups: dict[str, list[Record]]
-        if len(names) == 1:  # the usual batch: one topic
-            groups = {str(records[0].topic): list(records)} if records else {}
-        else:
-            groups = {}
-            for r in records:
-                groups.setdefault(str(r.topic), []).append(r)
-
-        def work(conn: sqlite3.Connection) -> list[int]:
+        def work(conn: sqlite3.Connection) -> dict[str, int]:
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version:  # another connection committed: reload
                 self._load_topics(conn)
             segments = []
-            for name, group in groups.items():
+            starts: dict[str, int] = {}
+            for name, count, body in bodies:
                 topic_id, start = self._topic_for_append(conn, name)
-                end = start + len(group)
+                end = start + count
                 if end > _SPAN:
                     raise StoreError(f"topic {name!r} is full: at most {_SPAN} offsets per topic")
                 ends[name] = (topic_id, end)
-                key = (topic_id << _OFFSET_BITS) + start
-                segments.append((key, len(group), appended_at, encode_segment(group)))
+                starts[name] = start
+                segments.append(((topic_id << _OFFSET_BITS) + start, count, appended_at, body))
             if segments:
                 conn.executemany(_INSERT_SEGMENT, segments)
                 conn.executemany(
@@ -374,20 +383,11 @@ class SqliteStore(MeshStore):
                 )
             if position_rows:
                 conn.executemany(_UPSERT_POSITION, position_rows)
-            # offsets in the order of ``records``: each topic's run from its old end
-            starts = {name: end - len(groups[name]) for name, (_, end) in ends.items()}
-            offsets = []
-            for r in records:
-                name = str(r.topic)
-                offsets.append(starts[name])
-                starts[name] += 1
-            return offsets
+            return starts
 
-        offsets = self._transaction(work)
+        starts = self._transaction(work)
         self._topics.update(ends)
-        for r, offset in zip(records, offsets, strict=True):
-            r.offset = offset
-        return offsets
+        return starts
 
     def _topic_for_append(self, conn: sqlite3.Connection, name: str) -> tuple[int, int]:
         """``(id, next offset)`` of a topic, created (inside the caller's transaction) when
