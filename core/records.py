@@ -38,6 +38,9 @@ _OPTIONAL = ("subject", "time", "datacontenttype", "dataschema")
 _RESERVED = frozenset((*CONTEXT_ATTRIBUTES, "data", "data_base64"))
 
 
+_new = object.__new__
+
+
 def new_id() -> str:
     """A fresh, unique CloudEvent id."""
     return uuid.uuid4().hex
@@ -104,6 +107,33 @@ class Record:
         #: holds for records read from the mesh (readers change copies, see
         #: :meth:`copy`, which drops it).
         self.encoded_data: bytes | None = None
+
+    @classmethod
+    def fast(
+        cls,
+        data: Any,
+        id: str,
+        source: str,
+        type: str,
+        subject: str | None,
+        datacontenttype: str | None,
+    ) -> Record:
+        """A record from positional values, about twice as fast as the constructor: for the
+        hot loops of sources that make hundreds of thousands of records a second."""
+        r = _new(cls)
+        r.data = data
+        r.id = id
+        r.source = source
+        r.type = type
+        r.subject = subject
+        r.time = None
+        r.datacontenttype = datacontenttype
+        r.dataschema = None
+        r.extensions = {}
+        r.topic = None
+        r.offset = None
+        r.encoded_data = None
+        return r
 
     # -- comparison and display ---------------------------------------------------------------
 

@@ -484,6 +484,7 @@ class FileSource(Source[FileSourceConfig]):
         self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
         loads, decode, append = orjson.loads, self._decode, records.append
+        make = Record.fast
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, f"{t.ino}-"
         offset = t.offset
         for i, line in enumerate(lines):
@@ -493,16 +494,7 @@ class FileSource(Source[FileSourceConfig]):
                 if line.strip():
                     failures.append(self._failure(t, line, offset, i, f"invalid JSON: {exc}"))
             else:
-                append(
-                    Record(
-                        data,
-                        id=prefix + str(offset),
-                        source=source,
-                        type=type_,
-                        subject=subject,
-                        datacontenttype=ct,
-                    )
-                )
+                append(make(data, prefix + str(offset), source, type_, subject, ct))
             offset += len(line) + 1
         t.offset = offset
         return len(lines)
@@ -511,6 +503,7 @@ class FileSource(Source[FileSourceConfig]):
         self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
         encoding, append = self._encoding, records.append
+        make = Record.fast
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, f"{t.ino}-"
         offset = t.offset
         for i, line in enumerate(lines):
@@ -521,16 +514,7 @@ class FileSource(Source[FileSourceConfig]):
             else:
                 if text[-1:] == "\r":
                     text = text[:-1]
-                append(
-                    Record(
-                        text,
-                        id=prefix + str(offset),
-                        source=source,
-                        type=type_,
-                        subject=subject,
-                        datacontenttype=ct,
-                    )
-                )
+                append(make(text, prefix + str(offset), source, type_, subject, ct))
             offset += len(line) + 1
         t.offset = offset
         return len(lines)
