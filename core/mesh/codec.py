@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import operator
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -198,46 +200,59 @@ _STR = {str}
 _STR_OR_NONE = {str, type(None)}
 
 
+_ATTRIBUTES = ("id", "source", "type", "subject", "time", "datacontenttype", "dataschema")
+_GETTERS = tuple((name, name.encode(), operator.attrgetter(name)) for name in _ATTRIBUTES)
+_REQUIRED = frozenset(("id", "source", "type"))
+
+
 def encode_segment(records: Sequence[Record]) -> bytes:
-    """One JSON array holding a batch of records of one topic, in order: each record is
-    ``[id, source, type, subject, time, datacontenttype, dataschema, extensions|null, data]``
-    plus a tenth element ``1`` when ``data`` is bytes (then base64 text). One ``orjson.dumps``
-    per batch is what makes appends cheap. Each record's ``encoded_data`` is set to its data's
-    JSON (embedded as is), so sinks can write it without encoding again. Raises
-    :class:`RecordEncodingError`."""
+    """The records of one topic and batch as one JSON document, in one of two layouts.
+
+    *Columns* (the usual one, starts with ``{``): ``{"n": count, "id": [...], "source":
+    "file:///x", ..., "ext": [...] | null, "data": [...]}``; an attribute column that holds one
+    value for the whole batch is stored once, as that value. Each record's ``data`` is encoded
+    on its own (and kept in ``record.encoded_data`` for sinks), then the column is a byte join:
+    no per-record Python objects besides that one encoding.
+
+    *Rows* (starts with ``[``): one array per record, ``[id, source, type, subject, time,
+    datacontenttype, dataschema, extensions|null, data]`` plus ``1`` when ``data`` is bytes
+    (then base64 text). Used for batches with bytes data.
+
+    Raises :class:`RecordEncodingError` naming a record that cannot be stored."""
+    n = len(records)
+    if not n:
+        return b"[]"
     dumps = _dumps
-    fragment = orjson.Fragment
     newline = orjson.OPT_APPEND_NEWLINE
-    rows: list[list[Any]] = []
     try:
-        append = rows.append
-        for r in records:
-            # orjson's output buffer holds ~4 KiB whatever the size: the slice keeps an exact
-            # copy (records stay in the tail cache for a while).
-            encoded = r.encoded_data = dumps(r.data, None, newline)[:-1]
-            append(
-                [
-                    r.id,
-                    r.source,
-                    r.type,
-                    r.subject,
-                    r.time,
-                    r.datacontenttype,
-                    r.dataschema,
-                    r.extensions or None,
-                    fragment(encoded),
-                ]
-            )
-        # Attributes are strings (id, source, type) or strings/None, checked column-wise.
-        columns = list(zip(*rows, strict=True)) if rows else []
-        if not columns or (
-            all(set(map(type, columns[i])) == _STR for i in (0, 1, 2))
-            and all(set(map(type, columns[i])) <= _STR_OR_NONE for i in (3, 4, 5, 6))
-        ):
-            return dumps(rows)
-    except TypeError:  # bytes data, or data that cannot be stored: the careful path
-        pass
-    rows.clear()
+        # orjson's output buffer holds ~4 KiB whatever the size: the slice keeps an exact
+        # copy (records stay in the tail cache for a while).
+        encoded = [dumps(r.data, None, newline)[:-1] for r in records]
+    except TypeError:  # bytes data, or data that cannot be stored
+        return _encode_rows_segment(records)
+    parts = [b'{"n":', str(n).encode()]
+    for name, key, getter in _GETTERS:
+        values = list(map(getter, records))
+        kinds = set(map(type, values))
+        if not (kinds == _STR if name in _REQUIRED else kinds <= _STR_OR_NONE):
+            return _encode_rows_segment(records)  # names the culprit
+        first = values[0]
+        column = first if values.count(first) == n else values
+        parts += (b',"', key, b'":', dumps(column))
+    extensions = [r.extensions or None for r in records]
+    if any(extensions):
+        try:
+            parts += (b',"ext":', dumps(extensions))
+        except TypeError:
+            return _encode_rows_segment(records)
+    parts += (b',"data":[', b",".join(encoded), b"]}")
+    for r, e in zip(records, encoded, strict=True):
+        r.encoded_data = e
+    return b"".join(parts)
+
+
+def _encode_rows_segment(records: Sequence[Record]) -> bytes:
+    rows: list[list[Any]] = []
     for index, r in enumerate(records):
         encode_row(index, r, 0, 0.0)  # raises RecordEncodingError naming what is wrong
         row: list[Any] = [
@@ -264,8 +279,36 @@ def decode_segment(body: bytes | str, topic: str, first: int) -> list[Record]:
     new = Record.__new__
     out: list[Record] = []
     append = out.append
+    doc = _loads(body)
+    if isinstance(doc, dict):
+        n = doc["n"]
+        columns = [
+            col if isinstance(col := doc.get(name), list) else repeat(col, n)
+            for name in _ATTRIBUTES
+        ]
+        ext = doc.get("ext") or repeat(None, n)
+        offset = first
+        for id_, source, type_, subject, time, dct, schema, extensions, data in zip(
+            *columns, ext, doc["data"], strict=True
+        ):
+            r = new(Record)
+            r.id = id_
+            r.source = source
+            r.type = type_
+            r.subject = subject
+            r.time = time
+            r.datacontenttype = dct
+            r.dataschema = schema
+            r.extensions = extensions or {}
+            r.data = data
+            r.topic = topic
+            r.offset = offset
+            r.encoded_data = None
+            offset += 1
+            append(r)
+        return out
     offset = first
-    for row in _loads(body):
+    for row in doc:
         r = new(Record)
         r.id, r.source, r.type, r.subject, r.time, r.datacontenttype, r.dataschema = row[:7]
         r.extensions = row[7] or {}

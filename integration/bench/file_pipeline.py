@@ -16,6 +16,8 @@ import argparse
 import json
 import os
 import random
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -107,42 +109,57 @@ def timed_child(argv: list[str], cwd: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; medians shown")
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
     args = parser.parse_args()
     n = 5_000 if args.smoke else args.records
+    repeat = 1 if args.smoke else args.repeat
     with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
         work = Path(tmp)
         make_input(work / "in.jsonl", n)
         (work / "pipeline.yaml").write_text(PIPELINE)
         (work / "bare_stdlib.py").write_text(BARE_STDLIB)
         (work / "bare_orjson.py").write_text(BARE_ORJSON)
-        results: dict[str, tuple[float, float]] = {}
-        results["bare loop, json (stdlib)"] = timed_child(
-            [sys.executable, "bare_stdlib.py", "in.jsonl", "bare1.jsonl"], work
-        )
-        results["bare loop, orjson"] = timed_child(
-            [sys.executable, "bare_orjson.py", "in.jsonl", "bare2.jsonl"], work
-        )
-        results["meshconnect"] = timed_child(
-            [
+        contenders = {
+            "bare loop, json (stdlib)": [
+                sys.executable,
+                "bare_stdlib.py",
+                "in.jsonl",
+                "bare1.jsonl",
+            ],
+            "bare loop, orjson": [sys.executable, "bare_orjson.py", "in.jsonl", "bare2.jsonl"],
+            "meshconnect": [
                 sys.executable,
                 "-m",
                 "meshconnect",
                 "--log-level",
                 "warning",
                 "--state",
-                str(work / "state"),
+                "state",
                 "run",
                 "pipeline.yaml",
             ],
-            work,
-        )
+        }
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+        for _ in range(repeat):  # interleaved, so a noisy neighbour hits every contender
+            for name, argv in contenders.items():
+                if name == "meshconnect":
+                    shutil.rmtree(work / "state", ignore_errors=True)
+                    (work / "out.jsonl").unlink(missing_ok=True)
+                runs[name].append(timed_child(argv, work))
+        results = {
+            name: (statistics.median(s for s, _ in r), max(m for _, m in r))
+            for name, r in runs.items()
+        }
         expected = (work / "bare2.jsonl").read_bytes()
         got = (work / "out.jsonl").read_bytes()
         if got != expected:
             raise SystemExit("meshconnect output differs from the bare loop's output")
         mesh_s = results["meshconnect"][0]
-        print(f"records: {n:,}   (python {sys.version.split()[0]}, {os.cpu_count()} cpus)")
+        print(
+            f"records: {n:,}, median of {repeat} interleaved runs each "
+            f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)"
+        )
         print(
             f"{'contender':28} {'seconds':>8} {'records/s':>12} {'peak RSS MB':>12} "
             f"{'meshconnect ratio':>18}"
