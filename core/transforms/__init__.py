@@ -91,11 +91,10 @@ class TransformChain:
         for index, step in enumerate(self._steps):
             out: list[Record] = []
             append = out.append
-            done = 0
+            record = None
             try:
                 for record in current:
                     result = step(record)
-                    done += 1
                     if result is None:
                         continue
                     if result.__class__ is list:
@@ -103,7 +102,8 @@ class TransformChain:
                     else:
                         append(result)
             except Exception as exc:
-                # The record at ``done`` failed: record it, then go on record by record.
+                # ``record`` failed: note it, then go on record by record after it.
+                done = next(i for i, r in enumerate(current) if r is record)
                 failures.append(self._failure(current[done], exc, self.stages[index]))
                 rest, more = self._isolate(step, current[done + 1 :], self.stages[index])
                 out.extend(rest)
