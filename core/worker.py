@@ -288,16 +288,7 @@ class Worker:
             await _put(queue, _DONE, appender)
             # Everything polled is appended before the source counts as stopped.
             await appender
-        status.set("STOPPED" if self.stopping else "DONE")
-        log.info(
-            "source %s %s: %d records in, %d stored, %d failed (%d dead-lettered)",
-            ident,
-            status.state.lower(),
-            status.records_in,
-            status.records_out,
-            status.failed,
-            status.dead_lettered,
-        )
+        self._finished(status, "in", "stored")
 
     def _route_source_batch(
         self, pipeline: LoadedPipeline, batch: SourceBatch, status: ConnectorStatus
@@ -440,17 +431,22 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await sink.close()
+        self._finished(status, "read", "written")
+
+    def _finished(self, status: ConnectorStatus, came: str, went: str) -> None:
         status.set("STOPPED" if self.stopping else "DONE")
         log.info(
-            "sink %s %s: %d records read, %d written, %d failed (%d dead-lettered)",
-            group,
+            "%s %s %s: %d records %s, %d %s, %d failed (%d dead-lettered)",
+            status.kind,
+            status.id,
             status.state.lower(),
             status.records_in,
+            came,
             status.records_out,
+            went,
             status.failed,
             status.dead_lettered,
         )
-
 
 class _SinkLoop:
     """One sink's read-write-commit loop (one instance per start)."""
