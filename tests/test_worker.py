@@ -209,3 +209,23 @@ async def test_stop_drains_and_commits_a_following_source(tmp_path: Path, store_
     group = await store.group("p/memory")
     await store.close()
     assert group.offsets == {"p": 300}
+
+
+async def test_a_failing_connector_does_not_stop_the_others(tmp_path: Path, store_url: str) -> None:
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: healthy
+            source: {{connector: memory, config: {{records: {records(200)}, batch_size: 10}}}}
+            sinks:
+              - {{connector: memory, config: {{name: healthy}}}}
+          - name: broken
+            source: {{connector: memory, config: {{records: [{{bad: true}}]}}}}
+            sinks:
+              - {{connector: memory, config: {{name: broken, reject_when: bad}}}}
+        """,
+    )
+    assert await run_pipelines([config], store_url, restart_backoff=0.01) == 1
+    assert collect("healthy") == [{"n": i} for i in range(200)]
+    assert collect("broken") == []
