@@ -106,6 +106,12 @@ class Worker:
         self.statuses: dict[str, ConnectorStatus] = {}
         self._stopping = asyncio.Event()
         self._sources_done = asyncio.Event()
+        # Bounded runs end when every sink has seen the end of its topics *after the last
+        # append of this worker* (a sink's dead letters may feed another sink):
+        self._appends = 0  # appends so far, a generation number
+        self._verified: dict[str, int] = {}  # sink group -> generation it was caught up at
+        self._live_sinks: set[str] = set()  # sinks that have not given up
+        self._sinks_done = asyncio.Event()
         self._gave_up: list[str] = []
         self.bounded = False
 
@@ -157,6 +163,7 @@ class Worker:
             for sink in p.sinks:
                 ident = sink_group(p.name, sink.name)
                 self.statuses.setdefault(ident, ConnectorStatus(ident, "sink", sink.connector))
+                self._live_sinks.add(ident)
         retention = asyncio.create_task(self._retention_loop(), name="retention")
         if not sources:
             log.info("no sources in this run: sinks follow their topics until stopped")
@@ -212,13 +219,13 @@ class Worker:
                 if (
                     fatal
                     or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
-                    or (self.stopping)
+                    or self.stopping
                 ):
                     if not self.stopping or fatal:
                         self._gave_up.append(f"{status.kind} {ident}: {reason}")
-                    if status.kind == "source":
-                        return
                     # A sink that gives up must not hold the run open.
+                    self._live_sinks.discard(ident)
+                    self._check_sinks_done()
                     return
                 delay = min(
                     MAX_RESTART_BACKOFF, self.restart_backoff * 2 ** min(status.restarts - 1, 8)
@@ -233,6 +240,16 @@ class Worker:
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _appended(self) -> None:
+        self._appends += 1
+
+    def _check_sinks_done(self) -> None:
+        """In a bounded run: done once every live sink was caught up at the latest append."""
+        if self._sources_done.is_set() and all(
+            self._verified.get(group) == self._appends for group in self._live_sinks
+        ):
+            self._sinks_done.set()
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -390,6 +407,7 @@ class Worker:
                 log,
                 f"source {ident} append to the mesh store",
             )
+            self._appended()
             status.last_batch_seconds = time.perf_counter() - started
 
     # -- sinks ---------------------------------------------------------------------------------
@@ -497,18 +515,25 @@ class _SinkLoop:
                 continue
             # Idle: commit what is pending, see whether the run is over, wait for data.
             await self._commit()
-            if worker._sources_done.is_set() and worker.bounded and await self._caught_up():
-                return
+            if worker._sources_done.is_set() and worker.bounded:
+                generation = worker._appends
+                if await self._caught_up():
+                    worker._verified[self.group] = generation
+                    worker._check_sinks_done()
+                if worker._sinks_done.is_set():
+                    return
             changed = self.store.data_changed()
             stop = asyncio.ensure_future(worker._stopping.wait())
+            done = asyncio.ensure_future(worker._sinks_done.wait())
             try:
                 await asyncio.wait(
-                    [asyncio.ensure_future(changed), stop],
+                    [asyncio.ensure_future(changed), stop, done],
                     timeout=1.0,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
                 stop.cancel()
+                done.cancel()
             if time.monotonic() - last_resolve > 1.0 or worker._sources_done.is_set():
                 self.topics = await worker._resolve_topics(self.patterns)
                 last_resolve = time.monotonic()
@@ -561,6 +586,7 @@ class _SinkLoop:
                     log,
                     f"sink {self.group} dead-letter append",
                 )
+                self.worker._appended()
         status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
 
     async def _write(self, records: list[Record]) -> list[tuple[Record, BaseException, str]]:

@@ -229,3 +229,33 @@ async def test_a_failing_connector_does_not_stop_the_others(tmp_path: Path, stor
     assert await run_pipelines([config], store_url, restart_backoff=0.01) == 1
     assert collect("healthy") == [{"n": i} for i in range(200)]
     assert collect("broken") == []
+
+
+async def test_a_bounded_run_waits_for_sinks_that_read_another_sinks_dead_letters(
+    tmp_path: Path, store_url: str
+) -> None:
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source:
+              connector: memory
+              config: {{records: {records(50)}, batch_size: 5}}
+            sinks:
+              - connector: memory
+                batch_size: 3
+                # rejects all but n == 0, after failing for a while (so "dead" idles first)
+                config: {{name: out, reject_when: n, fail_for: 0.5}}
+                errors:
+                  tolerance: all
+                  dead_letter_topic: dlq
+                  retry: {{max_attempts: 100, initial_backoff: 20ms, max_backoff: 50ms}}
+          - name: dead
+            sinks:
+              - {{connector: memory, topics: [dlq], config: {{name: dead}}}}
+        """,
+    )
+    assert await run_pipelines([config], store_url) == 0
+    assert collect("out") == [{"n": 0}]
+    assert collect("dead") == [{"n": i} for i in range(1, 50)]
