@@ -131,6 +131,7 @@ class Worker:
         """Run until done (bounded) or stopped; returns the exit code (0 ok, 1 a connector gave
         up)."""
         pipelines = self.config.pipelines
+        await self._apply_retention()
         with_source = [p for p in pipelines if p.source is not None]
         sources: list[tuple[LoadedPipeline, Source[Any]]] = []
         for p in with_source:
@@ -185,20 +186,24 @@ class Worker:
         return 0
 
     async def _retention_loop(self) -> None:
-        """Apply the files' ``retention:`` to every topic now and every ``RETENTION_EVERY``."""
+        """Apply the files' ``retention:`` every ``RETENTION_EVERY`` seconds (``run`` applies
+        it once before anything starts)."""
+        while True:
+            await asyncio.sleep(RETENTION_EVERY)
+            await self._apply_retention()
+
+    async def _apply_retention(self) -> None:
         config = self.config.retention
         if config.max_age is None and config.max_records is None:
             return
         retention = Retention(max_age_s=config.max_age, max_records=config.max_records)
-        while True:
-            try:
-                for info in await self.store.topics():
-                    removed = await self.store.apply_retention(info.name, retention)
-                    if removed:
-                        log.info("retention: removed %d records from %s", removed, info.name)
-            except Exception as exc:  # retention must never stop a pipeline
-                log.warning("retention failed: %s: %s", type(exc).__name__, exc)
-            await asyncio.sleep(RETENTION_EVERY)
+        try:
+            for info in await self.store.topics():
+                removed = await self.store.apply_retention(info.name, retention)
+                if removed:
+                    log.info("retention: removed %d records from %s", removed, info.name)
+        except Exception as exc:  # retention must never stop a pipeline
+            log.warning("retention failed: %s: %s", type(exc).__name__, exc)
 
     # -- supervision ---------------------------------------------------------------------------
 

@@ -259,3 +259,24 @@ async def test_a_bounded_run_waits_for_sinks_that_read_another_sinks_dead_letter
     assert await run_pipelines([config], store_url) == 0
     assert collect("out") == [{"n": 0}]
     assert collect("dead") == [{"n": i} for i in range(1, 50)]
+
+
+async def test_the_files_retention_is_applied_to_the_topics(tmp_path: Path, store_url: str) -> None:
+    config = pipeline(
+        tmp_path,
+        f"""
+        retention: {{max_records: 10}}
+        pipelines:
+          - name: p
+            source: {{connector: memory, config: {{records: {records(100)}, batch_size: 7}}}}
+        """,
+    )
+    assert await run_pipelines([config], store_url) == 0
+    assert await run_pipelines([config], store_url) == 0  # retention runs as a run starts
+    store = open_store(store_url, test_registry())
+    await store.open()
+    (topic,) = await store.topics()
+    kept = await store.read("p", 0, 1000)
+    await store.close()
+    assert (topic.start, topic.end) == (90, 100)
+    assert [r.data["n"] for r in kept] == list(range(90, 100))
