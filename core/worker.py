@@ -98,11 +98,14 @@ class Worker:
         *,
         queue_batches: int = 4,
         restart_backoff: float = 1.0,
+        progress_every: float = 30.0,
     ) -> None:
         self.config = config
         self.store = store
         self.queue_batches = queue_batches
         self.restart_backoff = restart_backoff
+        self.progress_every = progress_every
+        #: By ``"source <id>"`` / ``"sink <group>"`` (a source and a sink may share a name).
         self.statuses: dict[str, ConnectorStatus] = {}
         self._stopping = asyncio.Event()
         self._sources_done = asyncio.Event()
@@ -142,7 +145,7 @@ class Worker:
         source_tasks = [
             asyncio.create_task(
                 self._supervise(
-                    source_id(p.name, p.source.name),  # type: ignore[union-attr]
+                    f"source {source_id(p.name, p.source.name)}",  # type: ignore[union-attr]
                     lambda p=p, first=s: self._run_source(p, first),  # type: ignore[misc]
                 ),
                 name=f"source:{p.name}",
@@ -152,7 +155,7 @@ class Worker:
         sink_tasks = [
             asyncio.create_task(
                 self._supervise(
-                    sink_group(p.name, sink.name),
+                    f"sink {sink_group(p.name, sink.name)}",
                     lambda p=p, sink=sink: self._run_sink(p, sink),  # type: ignore[misc]
                 ),
                 name=f"sink:{p.name}/{sink.name}",
@@ -163,9 +166,12 @@ class Worker:
         for p in pipelines:
             for sink in p.sinks:
                 ident = sink_group(p.name, sink.name)
-                self.statuses.setdefault(ident, ConnectorStatus(ident, "sink", sink.connector))
+                self.statuses.setdefault(
+                    f"sink {ident}", ConnectorStatus(ident, "sink", sink.connector)
+                )
                 self._live_sinks.add(ident)
         retention = asyncio.create_task(self._retention_loop(), name="retention")
+        progress = asyncio.create_task(self._progress_loop(), name="progress")
         if not sources:
             log.info("no sources in this run: sinks follow their topics until stopped")
         try:
@@ -177,9 +183,10 @@ class Worker:
                     await self._stopping.wait()
             await asyncio.gather(*sink_tasks)
         finally:
-            for task in (*source_tasks, *sink_tasks, retention):
+            background = (retention, progress)
+            for task in (*source_tasks, *sink_tasks, *background):
                 task.cancel()
-            await asyncio.gather(*source_tasks, *sink_tasks, retention, return_exceptions=True)
+            await asyncio.gather(*source_tasks, *sink_tasks, *background, return_exceptions=True)
         if self._gave_up:
             log.error("run failed: %s", "; ".join(self._gave_up))
             return 1
@@ -191,6 +198,27 @@ class Worker:
         while True:
             await asyncio.sleep(RETENTION_EVERY)
             await self._apply_retention()
+
+    async def _progress_loop(self) -> None:
+        """A progress line per connector every ``progress_every`` seconds (long runs)."""
+        last: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(self.progress_every)
+            for key, s in self.statuses.items():
+                rate = (s.records_in - last.get(key, 0)) / self.progress_every
+                last[key] = s.records_in
+                log.info(
+                    "progress: %s %s %s: %d in, %d out, %d failed, %d dead-lettered, %.0f/s%s",
+                    s.kind,
+                    s.id,
+                    s.state,
+                    s.records_in,
+                    s.records_out,
+                    s.failed,
+                    s.dead_lettered,
+                    rate,
+                    f" ({s.reason})" if s.state == "FAILED" else "",
+                )
 
     async def _apply_retention(self) -> None:
         config = self.config.retention
@@ -207,8 +235,9 @@ class Worker:
 
     # -- supervision ---------------------------------------------------------------------------
 
-    async def _supervise(self, ident: str, start: Callable[[], Awaitable[None]]) -> None:
-        status = self.statuses[ident]
+    async def _supervise(self, key: str, start: Callable[[], Awaitable[None]]) -> None:
+        status = self.statuses[key]
+        ident = status.id
         while True:
             try:
                 await start()
@@ -270,7 +299,9 @@ class Worker:
         loaded = pipeline.source
         assert loaded is not None
         ident = source_id(pipeline.name, loaded.name)
-        self.statuses.setdefault(ident, ConnectorStatus(ident, "source", loaded.connector))
+        self.statuses.setdefault(
+            f"source {ident}", ConnectorStatus(ident, "source", loaded.connector)
+        )
         cls = loaded.spec.load()
         source = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(source, Source)
@@ -280,7 +311,7 @@ class Worker:
         loaded = pipeline.source
         assert loaded is not None
         ident = source_id(pipeline.name, loaded.name)
-        status = self.statuses[ident]
+        status = self.statuses[f"source {ident}"]
         # The first attempt uses the instance made in run(); restarts make a fresh one.
         source = (
             first if status.restarts == 0 and first is not None else self._make_source(pipeline)
@@ -440,7 +471,7 @@ class Worker:
 
     async def _run_sink(self, pipeline: LoadedPipeline, loaded: LoadedSink) -> None:
         group = sink_group(pipeline.name, loaded.name)
-        status = self.statuses[group]
+        status = self.statuses[f"sink {group}"]
         patterns = self._sink_patterns(pipeline, loaded)
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name))
@@ -470,6 +501,7 @@ class Worker:
             status.failed,
             status.dead_lettered,
         )
+
 
 class _SinkLoop:
     """One sink's read-write-commit loop (one instance per start)."""

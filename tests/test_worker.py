@@ -280,3 +280,35 @@ async def test_the_files_retention_is_applied_to_the_topics(tmp_path: Path, stor
     await store.close()
     assert (topic.start, topic.end) == (90, 100)
     assert [r.data["n"] for r in kept] == list(range(90, 100))
+
+
+async def test_long_runs_log_progress_per_connector(
+    tmp_path: Path, store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source:
+              connector: memory
+              config: {{records: {records(20)}, batch_size: 1, follow: true}}
+            sinks:
+              - {{connector: memory, config: {{name: out}}}}
+        """,
+    )
+    from meshconnect.config.loader import load_pipeline_files
+    from meshconnect.worker import Worker
+
+    registry = test_registry()
+    store = open_store(store_url, registry)
+    await store.open()
+    worker = Worker(load_pipeline_files([str(config)], registry), store, progress_every=0.05)
+    with caplog.at_level(logging.INFO, logger="meshconnect.worker"):
+        task = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.3)
+        worker.stop()
+        assert await task == 0
+    await store.close()
+    assert "progress: source p/memory RUNNING: 20 in, 20 out" in caplog.text
+    assert "progress: sink p/memory RUNNING" in caplog.text
