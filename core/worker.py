@@ -222,9 +222,11 @@ class Worker:
 
     async def _apply_retention(self) -> None:
         config = self.config.retention
-        if config.max_age is None and config.max_records is None:
+        if config.max_age is None and config.max_records is None and config.max_bytes is None:
             return
-        retention = Retention(max_age_s=config.max_age, max_records=config.max_records)
+        retention = Retention(
+            max_age_s=config.max_age, max_records=config.max_records, max_bytes=config.max_bytes
+        )
         try:
             for info in await self.store.topics():
                 removed = await self.store.apply_retention(info.name, retention)

@@ -348,6 +348,24 @@ async def test_retention_by_count_keeps_the_newest(store: MeshStore) -> None:
     ]
 
 
+async def test_retention_by_size_drops_the_oldest_batches_and_keeps_the_newest(
+    store: MeshStore,
+) -> None:
+    for start in range(0, 100, 10):
+        await store.append([rec(data={"i": i, "pad": "x" * 200}) for i in range(start, start + 10)])
+
+    deleted = await store.apply_retention("orders", Retention(max_bytes=6_000))
+    alone = await store.apply_retention("orders", Retention(max_bytes=1))
+
+    (topic,) = await store.topics()
+    kept = [r.data["i"] for r in await read_all(store, "orders")]
+    assert 40 <= deleted < 100  # ~2.3 kB a batch: about a quarter of them fit in 6 kB
+    # what stays is the newest: at least its last record (the last batch, where the backend
+    # stores batches)
+    assert topic.end == 100 and 1 <= len(kept) <= 10
+    assert kept == list(range(100 - len(kept), 100)) and deleted + alone == 100 - len(kept)
+
+
 async def test_retention_by_age_drops_what_is_older(store: MeshStore, clock: FakeClock) -> None:
     await store.append(batch(4))
     clock.now += 100

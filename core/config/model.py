@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 __all__ = [
+    "ByteSize",
     "Duration",
     "ErrorPolicy",
     "PipelineConfig",
@@ -24,6 +25,7 @@ __all__ = [
     "SourceConfig",
     "TransformConfig",
     "parse_duration",
+    "parse_size",
 ]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -45,6 +47,34 @@ def parse_duration(value: Any) -> float:
             return float(match.group(1)) * _UNITS[match.group(2) or "s"]
     raise ValueError(f"{value!r} is not a duration such as 200ms, 30s, 5m, 2h or 7d")
 
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from ``512MB``, ``2GiB``, ``100kB`` or a plain number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            return int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+    raise ValueError("a size such as 512MB, 2GiB or a number of bytes")
+
+
+#: Bytes, written in YAML as ``512MB``, ``2GiB`` or a number.
+ByteSize = Annotated[int, BeforeValidator(parse_size)]
 
 #: Seconds, written in YAML as ``200ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a number.
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -133,6 +163,11 @@ class PipelineConfig(_Model):
 class RetentionConfig(_Model):
     max_age: Duration | None = Field(None, description="Delete records older than this.")
     max_records: int | None = Field(None, ge=1, description="Keep at most this many per topic.")
+    max_bytes: ByteSize | None = Field(
+        None,
+        description="Keep about this much stored data per topic (e.g. 512MB, 2GiB); the "
+        "oldest batches go first.",
+    )
 
 
 class PipelineFile(_Model):

@@ -231,6 +231,14 @@ class MemoryStore(MeshStore):
             while index < len(times) and times[index] < oldest_kept:
                 index += 1
             cut = stored.start + index
+        if retention.max_bytes is not None:
+            sizes = [_row_size(row) for row in stored.rows]
+            excess = sum(sizes) - retention.max_bytes
+            index = 0
+            while excess > 0 and index < len(sizes) - 1:
+                excess -= sizes[index]
+                index += 1
+            cut = max(cut, stored.start + index)
         dropped = cut - stored.start
         del stored.rows[:dropped]
         del stored.appended_at[:dropped]
@@ -239,3 +247,8 @@ class MemoryStore(MeshStore):
 
     def __repr__(self) -> str:
         return f"<MemoryStore {self.url!r}>"
+
+
+def _row_size(row: tuple[object, ...]) -> int:
+    """About how many bytes a stored row takes (its text and bytes fields)."""
+    return sum(len(v) for v in row if isinstance(v, str | bytes))

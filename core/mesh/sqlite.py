@@ -577,17 +577,24 @@ class SqliteStore(MeshStore):
             # first younger segment (a segment's records share one append time). A segment
             # that straddles ``cut`` is rewritten without its first records.
             rows = conn.execute(
-                "SELECT key, count, appended_at FROM segments WHERE key >= ? AND key < ?"
-                " ORDER BY key",
+                "SELECT key, count, appended_at, length(body) FROM segments"
+                " WHERE key >= ? AND key < ? ORDER BY key",
                 (base, base + end),
             ).fetchall()
+            excess = (
+                -1
+                if retention.max_bytes is None
+                else (sum(row[3] for row in rows) - retention.max_bytes)
+            )
             oldest_kept = None if retention.max_age_s is None else now - retention.max_age_s
             drop_to = start
             straddling = None
-            for key, count, appended_at in rows:
+            for index, (key, count, appended_at, size) in enumerate(rows):
                 first = key - base
-                if oldest_kept is not None and appended_at < oldest_kept:
+                too_big = excess > 0 and index < len(rows) - 1
+                if too_big or (oldest_kept is not None and appended_at < oldest_kept):
                     drop_to = first + count
+                    excess -= size
                     continue
                 if first + count <= cut:
                     drop_to = first + count

@@ -33,11 +33,14 @@ __all__ = ["GroupInfo", "MeshStore", "Retention", "StoreSpec", "TopicInfo"]
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How much a topic keeps: records older than ``max_age_s`` seconds or beyond the newest
-    ``max_records`` may be deleted. ``None`` means no limit."""
+    """How much a topic keeps: records older than ``max_age_s`` seconds, beyond the newest
+    ``max_records``, or beyond about ``max_bytes`` of stored size may be deleted (by size, the
+    oldest go first, in whole batches where a backend stores batches, and the newest record
+    or batch always stays). ``None``: no limit."""
 
     max_age_s: float | None = None
     max_records: int | None = None
+    max_bytes: int | None = None
 
 
 @dataclass(slots=True)
