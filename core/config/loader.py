@@ -2,9 +2,8 @@
 
 :func:`load_pipeline_files` is the engine of ``meshconnect validate`` and of ``run``. It reads
 every file and reports **all** problems it finds, in every file, as one
-:class:`~meshconnect.errors.ValidationErrors` whose problems print as ``FILE:LINE:COL: message``
-(sorted by file in the order given, then line, then column). Each message starts with the
-config path (``pipelines[0].sinks[1].config.table: missing required field 'table'``).
+:class:`~meshconnect.errors.ValidationErrors`. How each finding becomes a located
+``FILE:LINE:COL: message`` that never shows a secret is the business of :mod:`.problems`.
 
 The passes, per file:
 
@@ -16,27 +15,19 @@ The passes, per file:
    and its expressions compiled and the transform built; the topic template compiled.
 5. Across files: unique pipeline names, unique sink names per pipeline, one ``store:``.
 
-Secrets: a value that came from interpolation, and a ``SecretStr`` field, never appears in a
-message. Pydantic's ``input`` is never printed; messages that could echo a value (a validator's
-own text) have it replaced by "the value"; finally every text taken from the environment or a
-file is masked in every message (anywhere when three characters or longer, else as a whole word in
-messages about its own value).
+:func:`redacted_config` gives the result back as plain data, with every interpolated value and
+every ``SecretStr`` shown as :data:`MASK`.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
-from pydantic_core.core_schema import ErrorType
+from pydantic import BaseModel
 
 from ..api import ConnectorConfig, ConnectorSpec
 from ..errors import ConfigError, Location, PluginError, Problem, ValidationErrors
@@ -52,7 +43,8 @@ from .model import (
     SinkConfig,
     TransformConfig,
 )
-from .yamlpos import Document, YamlPath, parse_yaml, render_path
+from .problems import MASK, FileReporter, has_entry, sort_problems
+from .yamlpos import Document, YamlPath, parse_yaml
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,9 +60,6 @@ __all__ = [
     "load_pipeline_files",
     "redacted_config",
 ]
-
-#: What a secret value is shown as.
-MASK = "**********"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -152,7 +141,7 @@ def load_pipeline_files(
         session.load_file(path)
     session.cross_checks()
     if session.problems:
-        raise ValidationErrors(session.sorted_problems())
+        raise ValidationErrors(sort_problems(session.problems, session.file_names))
     return session.result()
 
 
@@ -193,20 +182,11 @@ def _dump_options(items: list[dict[str, Any]], options: list[BaseModel]) -> None
 
 def _mask(data: Any, path: YamlPath) -> None:
     for part in path[:-1]:
-        if not _has(data, part):
+        if not has_entry(data, part):
             return
         data = data[part]
-    if path and _has(data, path[-1]):
+    if path and has_entry(data, path[-1]):
         data[path[-1]] = MASK
-
-
-def _has(container: Any, part: Any) -> bool:
-    """Whether ``container[part]`` is an entry of a dict or an index of a list."""
-    if isinstance(container, dict):
-        return part in container
-    if isinstance(container, list):
-        return isinstance(part, int) and 0 <= part < len(container)
-    return False
 
 
 # -- the loading session ---------------------------------------------------------------------
@@ -234,19 +214,16 @@ class _BuiltSink:
     options: list[BaseModel]
 
 
-class _File:
-    """One pipeline file: its document, interpolation, and how to report problems in it."""
+class _File(FileReporter):
+    """One pipeline file: its document, interpolation, directory and validated model.
+
+    Problems in it are reported through the :class:`~.problems.FileReporter` methods.
+    """
 
     def __init__(self, doc: Document, interp: Interpolated, base_dir: Path) -> None:
-        self.doc = doc
-        self.interp = interp
+        super().__init__(doc, interp)
         self.base_dir = base_dir
-        self.problems: list[Problem] = []
         self.model: PipelineFile | None = None
-        failed = {path for path, _ in interp.errors}
-        self.failed = failed
-        fragments = [frag for frags in interp.secrets.values() for frag in frags]
-        self.fragments = sorted({f for f in fragments if len(f) >= 3}, key=len, reverse=True)
 
     @property
     def name(self) -> str:
@@ -255,103 +232,6 @@ class _File:
     @property
     def data(self) -> Any:
         return self.interp.data
-
-    def report(
-        self,
-        path: YamlPath,
-        detail: str,
-        *,
-        location: Location | None = None,
-        key: bool = False,
-        always: bool = False,
-    ) -> None:
-        """Record a problem about ``path``; at ``location``, else at the path's value or key.
-
-        Problems under a path whose interpolation failed are dropped (they only echo that
-        failure), unless ``always``.
-        """
-        if not always and any(path[: len(f)] == f for f in self.failed):
-            return
-        detail = self.scrub(path, detail)
-        message = f"{render_path(path)}: {detail}" if path else detail
-        self.problems.append(Problem(location or self.doc.location(path, key=key), message))
-
-    def scrub(self, path: YamlPath, detail: str) -> str:
-        for fragment in self.fragments:
-            detail = detail.replace(fragment, MASK)
-        for secret_path, fragments in self.interp.secrets.items():
-            if path[: len(secret_path)] != secret_path:
-                continue
-            for fragment in fragments:
-                if fragment.strip():
-                    detail = re.sub(rf"(?<!\w){re.escape(fragment)}(?!\w)", MASK, detail)
-        return detail
-
-    def validate(
-        self,
-        model: type[M],
-        data: Any,
-        prefix: YamlPath,
-        *,
-        also_known: Sequence[str] = (),
-    ) -> M | None:
-        """``model`` validated from ``data`` (found at ``prefix``); None after reporting problems.
-
-        A model that does not set ``extra`` itself is held to ``extra="forbid"`` here, so a
-        misspelt option is reported even when a plugin author forgot to forbid extras.
-        """
-        if isinstance(data, dict) and model.model_config.get("extra") is None:
-            accepted = set(_accepted_keys(model)) | set(also_known)
-            unknown = [k for k in data if k not in accepted]
-            for key in unknown:
-                self.unknown_key((*prefix, key), key, [*_accepted_keys(model), *also_known])
-            data = {k: v for k, v in data.items() if k not in unknown}
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            self.report_validation(exc, model, data, prefix, also_known)
-        except Exception as exc:  # a plugin's validator that raised something else
-            self.report(prefix, f"could not be validated: {type(exc).__name__}: {exc}")
-        return None
-
-    def report_validation(
-        self,
-        exc: ValidationError,
-        model: type[BaseModel],
-        data: Any,
-        prefix: YamlPath,
-        also_known: Sequence[str] = (),
-    ) -> None:
-        for error in exc.errors(include_url=False):
-            loc = tuple(error["loc"])
-            kind = error["type"]
-            path, rest = _data_path(data, loc)
-            full = (*prefix, *path)
-            if kind == "missing" and rest:
-                name = rest[-1]
-                self.report(
-                    (*full, name),
-                    f"missing required field {name!r}",
-                    location=self.doc.location(full, key=True),
-                )
-            elif kind == "extra_forbidden" and loc:
-                key = loc[-1]
-                owner = _model_at(model, loc[:-1])
-                known = [*_accepted_keys(owner), *also_known] if owner is not None else []
-                self.unknown_key(full, key, known)
-            else:
-                self.report(full, _safe_message(error))
-
-    def unknown_key(self, path: YamlPath, key: Any, known: Sequence[str]) -> None:
-        names = sorted(set(known))
-        hint = difflib.get_close_matches(str(key), names, n=1) if names else []
-        if hint:
-            detail = f"unknown key {key!r} (did you mean {hint[0]!r}?)"
-        elif names:
-            detail = f"unknown key {key!r} (known keys: {', '.join(names)})"
-        else:
-            detail = f"unknown key {key!r}"
-        self.report(path, detail, key=True)
 
 
 class _Session:
@@ -369,18 +249,6 @@ class _Session:
     @property
     def problems(self) -> list[Problem]:
         return [*self.extra_problems, *(p for f in self.files for p in f.problems)]
-
-    def sorted_problems(self) -> list[Problem]:
-        order = {name: i for i, name in enumerate(self.file_names)}
-        unique = list(dict.fromkeys(self.problems))
-
-        def key(problem: Problem) -> tuple[int, int, int]:
-            loc = problem.location
-            if loc is None:
-                return (-1, 0, 0)
-            return (order.get(loc.file, len(order)), loc.line, loc.column)
-
-        return sorted(unique, key=key)
 
     # -- one file ------------------------------------------------------------------------------
 
@@ -562,14 +430,14 @@ class _Session:
             try:
                 when = self.compiler.predicate(step.when, field="when")
             except ExpressionError as exc:
-                self.expression_problem(file, exc, path, "when")
+                file.report_expression(exc, path, "when")
                 ok = False
         if options is None:
             return None
         try:
             transform = spec.factory(options, self.compiler)
         except ExpressionError as exc:
-            self.expression_problem(file, exc, path, None)
+            file.report_expression(exc, path, None)
             return None
         except ConfigError as exc:
             file.report(path, str(exc))
@@ -589,24 +457,8 @@ class _Session:
         try:
             return self.compiler.template(text, field=path[-1])
         except ExpressionError as exc:
-            self.expression_problem(file, exc, path[:-1], str(path[-1]))
+            file.report_expression(exc, path[:-1], str(path[-1]))
             return None
-
-    def expression_problem(
-        self, file: _File, exc: ExpressionError, owner: YamlPath, field_name: str | None
-    ) -> None:
-        """Report ``exc`` at its option (``exc.field``) inside ``owner``, at its column if known."""
-        name = exc.field or field_name
-        path = (*owner, name) if name else owner
-        detail = exc.message
-        info = file.doc.scalars.get(path)
-        if info is not None and info.exact and path not in file.interp.rewritten:
-            location = file.doc.inner_location(path, exc.column)
-        else:
-            location = file.doc.location(path)
-            if exc.column is not None:
-                detail += f" (at offset {exc.column} of the expression)"
-        file.report(path, detail, location=location)
 
     # -- across files --------------------------------------------------------------------------
 
@@ -705,101 +557,3 @@ def _quiet(model: type[M], data: Any) -> M | None:
         return model.model_validate(data)
     except Exception:
         return None
-
-
-def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[YamlPath, YamlPath]:
-    """Split a pydantic ``loc`` into the part that exists in ``data`` and the rest.
-
-    The rest holds a missing field's name and pydantic's own tags (union members such as
-    ``int``, ``function-after[…]``, ``[key]``), which are not part of the config path.
-    """
-    path: list[Any] = []
-    rest: list[Any] = []
-    current = data
-    for part in loc:
-        if not rest and _has(current, part):
-            path.append(part)
-            current = current[part]
-        else:
-            rest.append(part)
-    return tuple(path), tuple(rest)
-
-
-def _accepted_keys(model: type[BaseModel]) -> list[str]:
-    keys: list[str] = []
-    for name, info in model.model_fields.items():
-        alias = info.validation_alias if isinstance(info.validation_alias, str) else info.alias
-        keys.append(alias or name)
-    return keys
-
-
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model class that validates the mapping at ``loc`` inside ``model``, if found."""
-    current: Any = model
-    for part in loc:
-        current = _step(current, part)
-    found = _models_in(current)
-    return found[0] if found else None
-
-
-def _step(tp: Any, part: Any) -> Any:
-    for candidate in _members(tp):
-        origin = typing.get_origin(candidate)
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            for name, info in candidate.model_fields.items():
-                if part in (name, info.alias, info.validation_alias):
-                    return info.annotation
-        elif isinstance(part, int) and origin in (list, tuple, set, frozenset, Sequence):
-            args = typing.get_args(candidate)
-            return args[0] if args else Any
-        elif origin in (dict, Mapping):
-            args = typing.get_args(candidate)
-            return args[1] if len(args) == 2 else Any
-    return tp  # a pydantic tag (union member, validator): stay where we are
-
-
-def _members(tp: Any) -> list[Any]:
-    """``tp`` with Annotated and unions unwrapped into their members."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _members(typing.get_args(tp)[0])
-    if origin is typing.Union or origin is types.UnionType:
-        return [m for arg in typing.get_args(tp) for m in _members(arg)]
-    return [tp]
-
-
-def _models_in(tp: Any) -> list[type[BaseModel]]:
-    return [m for m in _members(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
-
-
-#: Error types whose message is a validator's own text and so may echo the value.
-_ECHOING = {"value_error", "assertion_error"}
-_KNOWN_TYPES = set(typing.get_args(ErrorType))
-
-
-def _safe_message(error: Any) -> str:
-    """Pydantic's message for ``error``, never containing the input value."""
-    kind = error["type"]
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-    if kind == "union_tag_invalid":
-        ctx = error.get("ctx") or {}
-        return (
-            f"unknown value for {ctx.get('discriminator', 'the tag')} "
-            f"(expected one of: {ctx.get('expected_tags', '?')})"
-        )
-    if kind in _ECHOING or kind not in _KNOWN_TYPES:
-        message = _unecho(message, error.get("input"))
-    return message
-
-
-def _unecho(message: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return message
-    tokens = sorted({repr(value), str(value)}, key=len, reverse=True)
-    for token in tokens:
-        if token.strip():
-            message = re.sub(rf"(?<![\w.]){re.escape(token)}(?![\w.])", "the value", message)
-    return message
