@@ -93,8 +93,11 @@ class Plugin:
 
 @pytest.fixture
 def registry() -> Registry:
+    from meshconnect.mesh import plugin as stores
+
     registry = Registry()
     registry.register(Plugin(), "test-plugin")
+    registry.register(stores, "stores")
     return registry
 
 
@@ -587,3 +590,16 @@ def test_positions_are_recorded_for_keys_and_values() -> None:
     assert doc.data == {"a": [{"b": "x y"}]}
     assert (doc.keys[("a", 0, "b")], doc.values[("a", 0, "b")]) == (Pos(2, 5), Pos(2, 8))
     assert str(doc.inner_location(("a", 0, "b"), 2)) == "f.yaml:2:11"
+
+
+def test_a_store_url_for_no_installed_backend_is_reported_at_store(registry: Registry) -> None:
+    write("""
+        store: "redis://localhost:6379/0"
+        pipelines:
+          - name: orders
+            source: {connector: file, config: {path: in.jsonl}}
+    """)
+
+    assert problems(registry) == [
+        "p.yaml:1:8: store: no mesh store backend for 'redis':// (installed: memory, sqlite)"
+    ]

@@ -465,6 +465,20 @@ class _Session:
     def cross_checks(self) -> None:
         self.same_everywhere("store", "a different store")
         self.same_everywhere("retention", "a different retention")
+        for file in self.files:
+            if file.model is not None and file.model.store is not None:
+                self.check_store(file, file.model.store)
+
+    def check_store(self, file: _File, url: str) -> None:
+        """The store URL names an installed backend and parses (nothing is opened)."""
+        scheme, sep, _ = url.partition("://")
+        if not sep:
+            file.report(("store",), "not a store URL (e.g. sqlite:///.meshconnect/mesh.db)")
+            return
+        try:
+            self.registry.store(scheme).factory(url)
+        except (PluginError, ConfigError) as exc:
+            file.report(("store",), str(exc))
 
     def same_everywhere(self, key: str, what: str) -> None:
         first: tuple[_File, Any] | None = None
