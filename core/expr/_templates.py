@@ -1,0 +1,144 @@
+"""Templates: literal text with ``{expression}`` placeholders, compiled to one f-string."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from ._errors import ExpressionError
+from ._runtime import render_value
+
+if TYPE_CHECKING:
+    from ..records import Record
+    from ._translator import _Translator
+
+
+class Template:
+    """A compiled template.
+
+    ``render(record)`` returns the text. When the template has no placeholders,
+    ``is_literal`` is true and ``literal`` holds the text (braces unescaped), so callers can
+    skip rendering; otherwise ``literal`` is ``None``.
+    """
+
+    __slots__ = ("field", "literal", "render", "text")
+
+    text: str
+    field: str | None
+    literal: str | None
+    #: The compiled renderer: ``render(record) -> str``; raises DataError when it fails.
+    render: Callable[[Record], str]
+
+    def __init__(
+        self,
+        text: str,
+        render: Callable[[Record], str],
+        *,
+        literal: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.text = text
+        self.render = render
+        self.literal = literal
+        self.field = field
+
+    @property
+    def is_literal(self) -> bool:
+        return self.literal is not None
+
+    def __repr__(self) -> str:
+        return f"Template({self.text!r})"
+
+
+def _template_body(translator: _Translator, text: str) -> ast.expr:
+    """The expression that renders ``text``: a constant for a literal, else an f-string."""
+    values: list[ast.expr] = []
+    for piece in _split_template(text):
+        if isinstance(piece, str):
+            values.append(ast.Constant(piece))
+            continue
+        start, inner = piece
+        node = translator.translate(inner, start)
+        if isinstance(node, ast.Constant):
+            values.append(ast.Constant(render_value(node.value)))
+            continue
+        t = translator.temp()
+        # Strings and numbers format natively in the f-string; other values through _text.
+        is_plain = ast.Compare(
+            ast.Attribute(ast.NamedExpr(ast.Name(t, ast.Store()), node), "__class__", ast.Load()),
+            [ast.In()],
+            [ast.Name("_plain", ast.Load())],
+        )
+        slow = ast.Call(ast.Name("_text", ast.Load()), [ast.Name(t, ast.Load())], [])
+        values.append(ast.IfExp(is_plain, ast.Name(t, ast.Load()), slow))
+    if all(isinstance(v, ast.Constant) for v in values):
+        return ast.Constant("".join(str(cast(ast.Constant, v).value) for v in values))
+    return ast.JoinedStr(
+        [v if isinstance(v, ast.Constant) else ast.FormattedValue(v, -1, None) for v in values]
+    )
+
+
+def _split_template(text: str) -> list[str | tuple[int, str]]:
+    """Literal text (braces unescaped) and ``(start, expression)`` for each placeholder."""
+    pieces: list[str | tuple[int, str]] = []
+    literal: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == "{" and text.startswith("{{", i):
+            literal.append("{")
+            i += 2
+        elif char == "}" and text.startswith("}}", i):
+            literal.append("}")
+            i += 2
+        elif char == "}":
+            raise ExpressionError(
+                "single '}' in a template (write '}}' for a literal brace)",
+                text=text,
+                column=i,
+            )
+        elif char == "{":
+            end = _placeholder_end(text, i + 1)
+            if end is None:
+                raise ExpressionError(
+                    "'{' is never closed (write '{{' for a literal brace)",
+                    text=text,
+                    column=i,
+                )
+            if literal:
+                pieces.append("".join(literal))
+                literal = []
+            pieces.append((i + 1, text[i + 1 : end]))
+            i = end + 1
+        else:
+            literal.append(char)
+            i += 1
+    if literal:
+        pieces.append("".join(literal))
+    return pieces
+
+
+def _placeholder_end(text: str, start: int) -> int | None:
+    """Index of the ``}`` that closes the placeholder starting at ``start``, honouring
+    brackets and string quotes inside it; ``None`` if there is none."""
+    depth = 0
+    quote: str | None = None
+    i = start
+    while i < len(text):
+        char = text[i]
+        if quote is not None:
+            if char == "\\":
+                i += 1
+            elif char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            if char == "}" and depth == 0:
+                return i
+            depth -= 1
+        i += 1
+    return None

@@ -1,0 +1,389 @@
+"""Compile-time checking and translation: an expression's text is parsed, checked against
+the whitelist and translated into a Python AST that calls the runtime helpers."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..records import CONTEXT_ATTRIBUTES
+from ._errors import ExpressionError
+from ._functions import _fn_matches, _regex
+
+#: Longest expression or template text accepted (a guard against pathological input).
+MAX_LENGTH = 10_000
+#: Deepest nesting accepted (``a + b + c`` is two levels deep; ``data.a.b`` too).
+MAX_DEPTH = 100
+
+_CONTEXT = frozenset(CONTEXT_ATTRIBUTES) | {"data"}
+_ALIASES = {"true": True, "false": False, "null": None}
+_CONSTANT_TYPES = (str, int, float, bool, type(None))
+
+_REJECTED: dict[type[ast.AST], str] = {
+    ast.Lambda: "lambda is not allowed",
+    ast.ListComp: "comprehensions are not allowed",
+    ast.SetComp: "comprehensions are not allowed",
+    ast.DictComp: "comprehensions are not allowed",
+    ast.GeneratorExp: "comprehensions are not allowed",
+    ast.Starred: "unpacking with '*' is not allowed",
+    ast.NamedExpr: "assignment expressions (:=) are not allowed",
+    ast.JoinedStr: "f-strings are not allowed (use a template or concat())",
+    ast.FormattedValue: "f-strings are not allowed (use a template or concat())",
+    ast.Await: "await is not allowed",
+    ast.Yield: "yield is not allowed",
+    ast.YieldFrom: "yield is not allowed",
+    ast.Slice: "a slice is only allowed inside [...]",
+}
+
+_OPERATORS: dict[type[ast.AST], str] = {
+    ast.Pow: "**",
+    ast.MatMult: "@",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+    ast.Invert: "~",
+}
+
+_ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+
+
+def _never_null(node: ast.expr) -> bool:
+    """Whether a translated node can be known not to evaluate to ``None``."""
+    if isinstance(node, ast.Constant):
+        return node.value is not None
+    return isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict | ast.JoinedStr)
+
+
+class _Translator:
+    """Checks parsed expressions against the whitelist and translates them to helper calls.
+
+    Only node types with a ``_visit_*`` method are accepted; anything else is an error. The
+    generated code uses names starting with ``_`` (``_r`` is the record, ``_t0`` … are
+    temporaries, ``_f_len`` … functions), which user text can never contain. One translator
+    may translate several pieces (a template's placeholders) into one namespace.
+    """
+
+    def __init__(self, functions: Mapping[str, Callable[..., Any]]) -> None:
+        self.functions = functions
+        #: Globals the generated code needs besides the runtime helpers.
+        self.namespace: dict[str, Any] = {}
+        self._counter = 0
+        self._depth = 0
+        #: The text being translated and where it starts in the text the user wrote.
+        self._source = ""
+        self._offset = 0
+
+    def translate(self, source: str, offset: int = 0) -> ast.expr:
+        """Parse ``source`` (which starts at ``offset`` in the user's text) and translate it.
+
+        ExpressionError columns are offsets in the user's text; the caller sets ``text``.
+        """
+        if not source.strip():
+            raise ExpressionError("empty expression", text=source, column=offset)
+        if len(source) > MAX_LENGTH:
+            message = f"expression longer than {MAX_LENGTH} characters"
+            raise ExpressionError(message, text=source, column=offset)
+        # Line breaks count as spaces (a long expression may span lines in YAML); the text
+        # stays the same length, so columns still match the user's text.
+        flat = source.replace("\r", " ").replace("\n", " ")
+        stripped = flat.lstrip()
+        offset += len(flat) - len(stripped)
+        try:
+            tree = ast.parse(stripped, mode="eval")
+        except SyntaxError as exc:
+            raise _syntax_error(exc, stripped, offset) from None
+        except (ValueError, MemoryError, RecursionError) as exc:
+            message = str(exc) or "expression too complex"
+            raise ExpressionError(message, text=source, column=None) from None
+        self._source, self._offset = stripped, offset
+        return self.visit(tree.body)
+
+    # -- plumbing --
+
+    def fail(self, message: str, node: ast.AST | None, *, tail: str = "") -> ExpressionError:
+        """An error at ``node`` (at its last ``len(tail)`` characters when ``tail`` is given,
+        e.g. the attribute name of ``data.__class__``)."""
+        column = None
+        col = getattr(node, "end_col_offset" if tail else "col_offset", None)
+        if col is not None:
+            line = self._source.encode("utf-8")
+            column = self._offset + len(line[:col].decode("utf-8", "replace")) - len(tail)
+        return ExpressionError(message, text=self._source, column=column)
+
+    def temp(self) -> str:
+        self._counter += 1
+        return f"_t{self._counter}"
+
+    def constant(self, value: Any) -> ast.expr:
+        self._counter += 1
+        name = f"_c{self._counter}"
+        self.namespace[name] = value
+        return ast.Name(name, ast.Load())
+
+    def visit(self, node: ast.AST) -> ast.expr:
+        method = getattr(self, f"_visit_{type(node).__name__}", None)
+        if method is None:
+            message = _REJECTED.get(type(node), f"{type(node).__name__} is not allowed")
+            raise self.fail(message, node)
+        if self._depth >= MAX_DEPTH:
+            raise self.fail(f"expression nested more than {MAX_DEPTH} levels deep", node)
+        self._depth += 1
+        try:
+            result: ast.expr = method(node)
+        finally:
+            self._depth -= 1
+        return result
+
+    def check_name(self, name: str, node: ast.AST, *, tail: bool = False) -> None:
+        if name.startswith("_"):
+            message = f"names starting with '_' are not allowed: {name!r}"
+            raise self.fail(message, node, tail=name if tail else "")
+
+    # -- leaves --
+
+    def _visit_Constant(self, node: ast.Constant) -> ast.expr:
+        if not isinstance(node.value, _CONSTANT_TYPES):
+            raise self.fail(f"constants of type {type(node.value).__name__} are not allowed", node)
+        return ast.Constant(node.value)
+
+    def _visit_Name(self, node: ast.Name) -> ast.expr:
+        name = node.id
+        self.check_name(name, node)
+        if name in _ALIASES:
+            return ast.Constant(_ALIASES[name])
+        record = ast.Name("_r", ast.Load())
+        if name in _CONTEXT:
+            return ast.Attribute(record, name, ast.Load())
+        extensions = ast.Attribute(record, "extensions", ast.Load())
+        get = ast.Attribute(extensions, "get", ast.Load())
+        return ast.Call(get, [ast.Constant(name)], [])
+
+    # -- paths --
+
+    def _lookup(self, container: ast.expr, key: str) -> ast.expr:
+        """``container.get(key)`` when it is a dict (inline fast path), else ``_key(...)``."""
+        t = self.temp()
+        assign = ast.NamedExpr(ast.Name(t, ast.Store()), container)
+        is_dict = ast.Compare(
+            ast.Attribute(assign, "__class__", ast.Load()),
+            [ast.Is()],
+            [ast.Name("_dict", ast.Load())],
+        )
+        fast = ast.Call(
+            ast.Attribute(ast.Name(t, ast.Load()), "get", ast.Load()), [ast.Constant(key)], []
+        )
+        slow = ast.Call(
+            ast.Name("_key", ast.Load()), [ast.Name(t, ast.Load()), ast.Constant(key)], []
+        )
+        return ast.IfExp(is_dict, fast, slow)
+
+    def _visit_Attribute(self, node: ast.Attribute) -> ast.expr:
+        self.check_name(node.attr, node, tail=True)
+        if not isinstance(node.value, ast.Name | ast.Attribute | ast.Subscript):
+            raise self.fail(
+                f"'.{node.attr}' can only follow a path such as data.a.b, not an expression",
+                node,
+                tail=node.attr,
+            )
+        return self._lookup(self.visit(node.value), node.attr)
+
+    def _visit_Subscript(self, node: ast.Subscript) -> ast.expr:
+        container = self.visit(node.value)
+        index = node.slice
+        if isinstance(index, ast.Slice):
+            parts = [
+                self.visit(part) if part is not None else ast.Constant(None)
+                for part in (index.lower, index.upper, index.step)
+            ]
+            return ast.Call(ast.Name("_slice", ast.Load()), [container, *parts], [])
+        if isinstance(index, ast.Constant) and isinstance(index.value, str):
+            self.check_name(index.value, index)
+            return self._lookup(container, index.value)
+        return ast.Call(ast.Name("_item", ast.Load()), [container, self.visit(index)], [])
+
+    # -- operators --
+
+    def _visit_BoolOp(self, node: ast.BoolOp) -> ast.expr:
+        return ast.BoolOp(node.op, [self.visit(v) for v in node.values])
+
+    def _visit_UnaryOp(self, node: ast.UnaryOp) -> ast.expr:
+        if isinstance(node.op, ast.Not):
+            return ast.UnaryOp(ast.Not(), self.visit(node.operand))
+        if isinstance(node.op, ast.Invert):
+            raise self.fail("operator '~' is not supported", node)
+        operand = self.visit(node.operand)
+        if isinstance(operand, ast.Constant) and isinstance(operand.value, int | float):
+            value = -operand.value if isinstance(node.op, ast.USub) else +operand.value
+            return ast.Constant(value)
+        return self._null_guarded([operand], lambda a: ast.UnaryOp(node.op, a[0]))
+
+    def _visit_BinOp(self, node: ast.BinOp) -> ast.expr:
+        op = node.op
+        if type(op) in _OPERATORS:
+            raise self.fail(f"operator '{_OPERATORS[type(op)]}' is not supported", node)
+        left, right = self.visit(node.left), self.visit(node.right)
+        if isinstance(op, ast.Mult):
+            return ast.Call(ast.Name("_mul", ast.Load()), [left, right], [])
+        if isinstance(op, ast.Mod):
+            return ast.Call(ast.Name("_mod", ast.Load()), [left, right], [])
+        return self._null_guarded([left, right], lambda a: ast.BinOp(a[0], op, a[1]))
+
+    def _null_guarded(
+        self, operands: list[ast.expr], build: Callable[[list[ast.expr]], ast.expr]
+    ) -> ast.expr:
+        """``None if any operand is None else build(operands)``, each evaluated once."""
+        if any(isinstance(o, ast.Constant) and o.value is None for o in operands):
+            return ast.Constant(None)
+        refs: list[ast.expr] = []
+        tests: list[ast.expr] = []
+        for operand in operands:
+            if _never_null(operand):
+                refs.append(operand)
+                continue
+            t = self.temp()
+            assign = ast.NamedExpr(ast.Name(t, ast.Store()), operand)
+            tests.append(ast.Compare(assign, [ast.Is()], [ast.Constant(None)]))
+            refs.append(ast.Name(t, ast.Load()))
+        if not tests:
+            return build(refs)
+        test = tests[0] if len(tests) == 1 else ast.BoolOp(ast.Or(), tests)
+        return ast.IfExp(test, ast.Constant(None), build(refs))
+
+    def _visit_Compare(self, node: ast.Compare) -> ast.expr:
+        operands = [self.visit(o) for o in (node.left, *node.comparators)]
+        names: list[str | None] = [None if _never_null(o) else self.temp() for o in operands]
+        assigned = [False] * len(operands)
+
+        def use(i: int) -> ast.expr:
+            """The operand: assigned to its temporary the first time, read after that."""
+            name = names[i]
+            if name is None:
+                return operands[i]
+            if assigned[i]:
+                return ast.Name(name, ast.Load())
+            assigned[i] = True
+            return ast.NamedExpr(ast.Name(name, ast.Store()), operands[i])
+
+        parts: list[ast.expr] = []
+        for i, op in enumerate(node.ops):
+            parts.append(self._comparison(node, op, i, operands, use))
+        return parts[0] if len(parts) == 1 else ast.BoolOp(ast.And(), parts)
+
+    def _comparison(
+        self,
+        node: ast.Compare,
+        op: ast.cmpop,
+        i: int,
+        operands: list[ast.expr],
+        use: Callable[[int], ast.expr],
+    ) -> ast.expr:
+        left, right = operands[i], operands[i + 1]
+        if isinstance(op, ast.Eq | ast.NotEq):
+            return ast.Compare(use(i), [op], [use(i + 1)])
+        if isinstance(op, ast.Is | ast.IsNot):
+            if not any(isinstance(o, ast.Constant) and o.value is None for o in (left, right)):
+                raise self.fail("'is' and 'is not' only compare with null; use == or !=", node)
+            return ast.Compare(use(i), [op], [use(i + 1)])
+        if isinstance(op, ast.In | ast.NotIn):
+            if _never_null(right):
+                test: ast.expr = ast.Compare(use(i), [ast.In()], [use(i + 1)])
+            else:
+                test = ast.Call(ast.Name("_in", ast.Load()), [use(i), use(i + 1)], [])
+            return ast.UnaryOp(ast.Not(), test) if isinstance(op, ast.NotIn) else test
+        assert isinstance(op, _ORDERING)
+        if any(isinstance(o, ast.Constant) and o.value is None for o in (left, right)):
+            return ast.Constant(False)
+        checks: list[ast.expr] = [
+            ast.Compare(use(j), [ast.IsNot()], [ast.Constant(None)])
+            for j in (i, i + 1)
+            if not _never_null(operands[j])
+        ]
+        compare = ast.Compare(use(i), [op], [use(i + 1)])
+        return ast.BoolOp(ast.And(), [*checks, compare]) if checks else compare
+
+    def _visit_IfExp(self, node: ast.IfExp) -> ast.expr:
+        return ast.IfExp(self.visit(node.test), self.visit(node.body), self.visit(node.orelse))
+
+    # -- literals --
+
+    def _visit_List(self, node: ast.List) -> ast.expr:
+        return ast.List([self.visit(e) for e in node.elts], ast.Load())
+
+    def _visit_Tuple(self, node: ast.Tuple) -> ast.expr:
+        return ast.Tuple([self.visit(e) for e in node.elts], ast.Load())
+
+    def _visit_Set(self, node: ast.Set) -> ast.expr:
+        return ast.Set([self.visit(e) for e in node.elts])
+
+    def _visit_Dict(self, node: ast.Dict) -> ast.expr:
+        keys: list[ast.expr | None] = []
+        for key in node.keys:
+            if key is None:
+                raise self.fail("unpacking with '**' is not allowed", node)
+            keys.append(self.visit(key))
+        return ast.Dict(keys, [self.visit(v) for v in node.values])
+
+    # -- calls --
+
+    def _visit_Call(self, node: ast.Call) -> ast.expr:
+        allowed = ", ".join(sorted(self.functions, key=str.lower))
+        func = node.func
+        if not isinstance(func, ast.Name):
+            if isinstance(func, ast.Attribute):
+                self.check_name(func.attr, func, tail=True)
+                raise self.fail(
+                    f"method calls are not allowed ('.{func.attr}(...)'); calls are limited to "
+                    f"the functions: {allowed}",
+                    func,
+                    tail=func.attr,
+                )
+            self.visit(func)  # reports what is wrong with it first (lambda, ...)
+            raise self.fail(f"calls are limited to the functions: {allowed}", func)
+        name = func.id
+        self.check_name(name, func)
+        function = self.functions.get(name)
+        if function is None:
+            raise self.fail(
+                f"calls are limited to the functions: {allowed}; {name!r} is not one", func
+            )
+        if node.keywords:
+            raise self.fail(f"keyword arguments are not supported (in {name}())", node)
+        args = [self.visit(a) for a in node.args]
+        self._check_arity(name, function, len(args), node)
+        if (
+            function is _fn_matches
+            and len(args) == 2
+            and isinstance(args[1], ast.Constant)
+            and isinstance(args[1].value, str)
+        ):
+            try:
+                args[1] = self.constant(_regex(args[1].value))
+            except ValueError as exc:
+                raise self.fail(str(exc), node.args[1]) from None
+        alias = f"_f_{name}"
+        self.namespace[alias] = function
+        return ast.Call(ast.Name(alias, ast.Load()), args, [])
+
+    def _check_arity(
+        self, name: str, function: Callable[..., Any], count: int, node: ast.AST
+    ) -> None:
+        try:
+            signature = inspect.signature(function)
+        except (TypeError, ValueError):  # a builtin without a signature: checked when called
+            return
+        try:
+            signature.bind(*([None] * count))
+        except TypeError as exc:
+            raise self.fail(f"{name}(): {exc}", node) from None
+
+
+def _syntax_error(exc: SyntaxError, text: str, offset: int) -> ExpressionError:
+    """An ExpressionError for a SyntaxError in the one-line ``text`` (at ``offset``)."""
+    # exc.offset is 1-based, in characters; 0 or None when the parser ran out of input.
+    column = min(exc.offset - 1, len(text)) if exc.offset else len(text.rstrip())
+    message = f"syntax error: {exc.msg}" if exc.msg else "syntax error"
+    return ExpressionError(message, text=text, column=offset + column)
