@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import functools
 import logging
 import random
@@ -34,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 from .api import ConnectorContext, Sink, Source, SourceBatch
 from .errorpolicy import dead_letter_record, retrying
-from .errors import ConfigError, DataError, classify
+from .errors import ConfigError, DataError
 from .mesh.store import Retention
 from .records import Record
+from .sinkloop import SinkLoop, sink_group
 
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
@@ -57,11 +57,6 @@ _DONE = object()
 
 def source_id(pipeline: str, name: str) -> str:
     """The id under which a source's positions are stored: ``<pipeline>/<source name>``."""
-    return f"{pipeline}/{name}"
-
-
-def sink_group(pipeline: str, name: str) -> str:
-    """The consumer group of a sink: ``<pipeline>/<sink name>``."""
     return f"{pipeline}/{name}"
 
 
@@ -450,31 +445,9 @@ class Worker:
 
     # -- sinks ---------------------------------------------------------------------------------
 
-    def _sink_patterns(self, pipeline: LoadedPipeline, sink: LoadedSink) -> list[str]:
-        if sink.topics:
-            return list(sink.topics)
-        # The pipeline's topic: what its source writes, or for a sink-only pipeline the topic
-        # named like the pipeline (or its `topic:`), written by other pipelines or workers.
-        template = pipeline.topic
-        if template.is_literal:
-            return [str(template.literal)]
-        # A templated topic: subscribe to everything the template can produce.
-        return [_template_glob(template.text)]
-
-    async def _resolve_topics(self, patterns: list[str]) -> list[str]:
-        literal = [p for p in patterns if not any(c in p for c in "*?[")]
-        globs = [p for p in patterns if p not in literal]
-        names = set(literal)
-        if globs:
-            for info in await self.store.topics():
-                if any(fnmatch.fnmatchcase(info.name, g) for g in globs):
-                    names.add(info.name)
-        return sorted(names)
-
     async def _run_sink(self, pipeline: LoadedPipeline, loaded: LoadedSink) -> None:
         group = sink_group(pipeline.name, loaded.name)
         status = self.statuses[f"sink {group}"]
-        patterns = self._sink_patterns(pipeline, loaded)
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(sink, Sink)
@@ -483,7 +456,7 @@ class Worker:
             await sink.open(info.state)
             status.set("RUNNING")
             log.info("sink %s started at %s", group, info.offsets or "the beginning")
-            await _SinkLoop(self, pipeline, loaded, sink, status, patterns, info.offsets).run()
+            await SinkLoop(self, pipeline, loaded, sink, status, info.offsets).run()
         finally:
             with contextlib.suppress(Exception):
                 await sink.close()
@@ -505,152 +478,6 @@ class Worker:
         )
 
 
-class _SinkLoop:
-    """One sink's read-write-commit loop (one instance per start)."""
-
-    def __init__(
-        self,
-        worker: Worker,
-        pipeline: LoadedPipeline,
-        loaded: LoadedSink,
-        sink: Sink[Any],
-        status: ConnectorStatus,
-        patterns: list[str],
-        committed: dict[str, int],
-    ) -> None:
-        self.worker = worker
-        self.store = worker.store
-        self.pipeline = pipeline
-        self.loaded = loaded
-        self.sink = sink
-        self.status = status
-        self.patterns = patterns
-        self.group = sink_group(pipeline.name, loaded.name)
-        self.offsets: dict[str, int] = dict(committed)
-        self.committed: dict[str, int] = dict(committed)
-        self.topics: list[str] = []
-        self.last_commit = time.monotonic()
-
-    async def run(self) -> None:
-        worker = self.worker
-        batch_size = self.loaded.batch_size
-        self.topics = await worker._resolve_topics(self.patterns)
-        last_resolve = time.monotonic()
-        while not worker.stopping:
-            progressed = False
-            for topic in self.topics:
-                offset = self.offsets.get(topic, 0)
-                records = await self.store.read(topic, offset, batch_size)
-                if not records:
-                    continue
-                progressed = True
-                await self._deliver(records)
-                self.offsets[topic] = records[-1].offset + 1  # type: ignore[operator]
-                if time.monotonic() - self.last_commit >= self.loaded.commit_interval:
-                    await self._commit()
-                if worker.stopping:
-                    break
-            if progressed:
-                continue
-            # Idle: commit what is pending, see whether the run is over, wait for data.
-            await self._commit()
-            if worker._sources_done.is_set() and worker.bounded:
-                generation = worker._appends
-                if await self._caught_up():
-                    worker._verified[self.group] = generation
-                    worker._check_sinks_done()
-                if worker._sinks_done.is_set():
-                    return
-            changed = self.store.data_changed()
-            stop = asyncio.ensure_future(worker._stopping.wait())
-            done = asyncio.ensure_future(worker._sinks_done.wait())
-            try:
-                await asyncio.wait(
-                    [asyncio.ensure_future(changed), stop, done],
-                    timeout=1.0,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                stop.cancel()
-                done.cancel()
-            if time.monotonic() - last_resolve > 1.0 or worker._sources_done.is_set():
-                self.topics = await worker._resolve_topics(self.patterns)
-                last_resolve = time.monotonic()
-        await self._commit()
-
-    async def _caught_up(self) -> bool:
-        self.topics = await self.worker._resolve_topics(self.patterns)
-        ends = await self.store.end_offsets(self.topics)
-        return all(self.committed.get(t, 0) >= end for t, end in ends.items())
-
-    async def _commit(self) -> None:
-        if self.offsets == self.committed:
-            self.last_commit = time.monotonic()
-            return
-        state, _ = await retrying(
-            self.sink.flush, self.loaded.errors.retry, log, f"sink {self.group} flush"
-        )
-        offsets = dict(self.offsets)
-        await retrying(
-            lambda: self.store.commit(self.group, offsets, state),
-            self.loaded.errors.retry,
-            log,
-            f"sink {self.group} commit",
-        )
-        self.committed = offsets
-        self.last_commit = time.monotonic()
-
-    async def _deliver(self, records: list[Record]) -> None:
-        status = self.status
-        status.records_in += len(records)
-        chain = self.loaded.chain
-        if len(chain):  # stored records may be shared with other sinks: change copies
-            records = [r.copy() for r in records]
-        out, failures = chain.process(records)
-        problems: list[tuple[Record, BaseException, str]] = [
-            (f.record, f.error, f.stage) for f in failures
-        ]
-        if out:
-            started = time.perf_counter()
-            problems.extend(await self._write(out))
-            status.last_batch_seconds = time.perf_counter() - started
-        if problems:
-            dead = self.worker._dead_letters(
-                self.pipeline.name, self.loaded.name, self.loaded.errors, problems, status
-            )
-            if dead:
-                await retrying(
-                    lambda: self.store.append(dead),
-                    self.loaded.errors.retry,
-                    log,
-                    f"sink {self.group} dead-letter append",
-                )
-                self.worker._appended()
-        status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
-
-    async def _write(self, records: list[Record]) -> list[tuple[Record, BaseException, str]]:
-        """Write a batch; on a data error, find the bad records by writing one at a time."""
-        policy = self.loaded.errors.retry
-        what = f"sink {self.group} write"
-        try:
-            await retrying(lambda: self.sink.write(records), policy, log, what)
-            return []
-        except Exception as exc:
-            if classify(exc) is not DataError:
-                raise
-            if len(records) == 1:
-                return [(records[0], exc, "sink")]
-        failed: list[tuple[Record, BaseException, str]] = []
-        for record in records:
-            try:
-                await retrying(functools.partial(self.sink.write, [record]), policy, log, what)
-            except Exception as exc:
-                if classify(exc) is not DataError:
-                    raise
-                failed.append((record, exc, "sink"))
-        return failed
-
-
 async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None]) -> bool:
     """Put ``item`` unless the consumer has ended (then a full queue would block forever)."""
     if consumer.done():
@@ -661,26 +488,3 @@ async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None
         put.cancel()
         return False
     return True
-
-
-def _template_glob(text: str) -> str:
-    """``cdc.{data.db}.{data.table}`` -> ``cdc.*.*`` (what a templated topic can produce)."""
-    out: list[str] = []
-    depth = 0
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if depth == 0 and text.startswith(("{{", "}}"), i):
-            out.append(ch)
-            i += 2
-            continue
-        if ch == "{":
-            if depth == 0:
-                out.append("*")
-            depth += 1
-        elif ch == "}" and depth:
-            depth -= 1
-        elif depth == 0:
-            out.append(ch)
-        i += 1
-    return "".join(out)

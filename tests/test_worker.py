@@ -306,7 +306,9 @@ async def test_long_runs_log_progress_per_connector(
     worker = Worker(load_pipeline_files([str(config)], registry), store, progress_every=0.05)
     with caplog.at_level(logging.INFO, logger="meshconnect.worker"):
         task = asyncio.create_task(worker.run())
-        await asyncio.sleep(0.3)
+        while len(collect("out")) < 20:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # a few progress periods after everything went through
         worker.stop()
         assert await task == 0
     await store.close()
