@@ -117,21 +117,27 @@ class Record:
         type: str,
         subject: str | None,
         datacontenttype: str | None,
+        time: str | None = None,
+        dataschema: str | None = None,
+        extensions: dict[str, Any] | None = None,
+        topic: str | None = None,
+        offset: int | None = None,
     ) -> Record:
         """A record from positional values, about twice as fast as the constructor: for the
-        hot loops of sources that make hundreds of thousands of records a second."""
+        hot loops of sources and stores that make hundreds of thousands of records a second.
+        Nothing is checked or copied."""
         r = _new(cls)
         r.data = data
         r.id = id
         r.source = source
         r.type = type
         r.subject = subject
-        r.time = None
+        r.time = time
         r.datacontenttype = datacontenttype
-        r.dataschema = None
-        r.extensions = {}
-        r.topic = None
-        r.offset = None
+        r.dataschema = dataschema
+        r.extensions = {} if extensions is None else extensions
+        r.topic = topic
+        r.offset = offset
         r.encoded_data = None
         return r
 

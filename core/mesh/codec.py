@@ -174,26 +174,24 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
 
 def decode_rows(rows: Iterable[Sequence[Any]], topic: str) -> list[Record]:
     """Records from rows ``(offset, *ROW_FIELDS)`` (``None`` for absent values)."""
-    new = Record.__new__
     loads = _loads
-    out: list[Record] = []
-    append = out.append
-    for offset, id_, source, type_, subject, time, dct, schema, ext, data in rows:
-        r = new(Record)
-        r.data = loads(data) if type(data) is str else data
-        r.id = id_
-        r.source = source
-        r.type = type_
-        r.subject = subject
-        r.time = time
-        r.datacontenttype = dct
-        r.dataschema = schema
-        r.extensions = loads(ext) if ext is not None else {}
-        r.topic = topic
-        r.offset = offset
-        r.encoded_data = None
-        append(r)
-    return out
+    make = Record.fast
+    return [
+        make(
+            loads(data) if type(data) is str else data,
+            id_,
+            source,
+            type_,
+            subject,
+            dct,
+            time,
+            schema,
+            loads(ext) if ext is not None else None,
+            topic,
+            offset,
+        )
+        for offset, id_, source, type_, subject, time, dct, schema, ext, data in rows
+    ]
 
 
 _STR = {str}
@@ -276,9 +274,7 @@ def _encode_rows_segment(records: Sequence[Record]) -> bytes:
 def decode_segment(body: bytes | str, topic: str, first: int) -> list[Record]:
     """The records of a segment written by :func:`encode_segment`, with offsets from
     ``first``."""
-    new = Record.__new__
-    out: list[Record] = []
-    append = out.append
+    make = Record.fast
     doc = _loads(body)
     if isinstance(doc, dict):
         n = doc["n"]
@@ -286,39 +282,42 @@ def decode_segment(body: bytes | str, topic: str, first: int) -> list[Record]:
             col if isinstance(col := doc.get(name), list) else repeat(col, n)
             for name in _ATTRIBUTES
         ]
-        ext = doc.get("ext") or repeat(None, n)
-        offset = first
-        for id_, source, type_, subject, time, dct, schema, extensions, data in zip(
-            *columns, ext, doc["data"], strict=True
-        ):
-            r = new(Record)
-            r.id = id_
-            r.source = source
-            r.type = type_
-            r.subject = subject
-            r.time = time
-            r.datacontenttype = dct
-            r.dataschema = schema
-            r.extensions = extensions or {}
-            r.data = data
-            r.topic = topic
-            r.offset = offset
-            r.encoded_data = None
-            offset += 1
-            append(r)
-        return out
-    offset = first
-    for row in doc:
-        r = new(Record)
-        r.id, r.source, r.type, r.subject, r.time, r.datacontenttype, r.dataschema = row[:7]
-        r.extensions = row[7] or {}
-        r.data = row[8] if len(row) == 9 else base64.b64decode(row[8])
-        r.topic = topic
-        r.offset = offset
-        r.encoded_data = None
-        offset += 1
-        append(r)
-    return out
+        ids, sources, types, subjects, times, dcts, schemas = columns
+        extensions = doc.get("ext") or repeat(None, n)
+        return [
+            make(data, id_, source, type_, subject, dct, time, schema, ext or None, topic, offset)
+            for offset, (data, id_, source, type_, subject, dct, time, schema, ext) in enumerate(
+                zip(
+                    doc["data"],
+                    ids,
+                    sources,
+                    types,
+                    subjects,
+                    dcts,
+                    times,
+                    schemas,
+                    extensions,
+                    strict=True,
+                ),
+                first,
+            )
+        ]
+    return [
+        make(
+            row[8] if len(row) == 9 else base64.b64decode(row[8]),
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[5],
+            row[4],
+            row[6],
+            row[7] or None,
+            topic,
+            offset,
+        )
+        for offset, row in enumerate(doc, first)
+    ]
 
 
 def decode_json(text: str | bytes | None) -> Any:
