@@ -32,12 +32,16 @@ pipelines:
 """
 
 
+FIXTURES = REPO / "tests" / "fixtures"
+
+
 @pytest.fixture(scope="module")
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """meshconnect and the broken plugin installed with pip; the example plugin installed
+    with ``meshconnect plugins install`` (which records it in plugins.toml)."""
     root = tmp_path_factory.mktemp("venv")
     venv.EnvBuilder(with_pip=True).create(root)
     python = root / "bin" / "python"
-    fixtures = REPO / "tests" / "fixtures"
     subprocess.run(
         [
             str(python),
@@ -46,12 +50,29 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "install",
             "-q",
             str(REPO),  # a regular (non-editable) install of meshconnect itself
-            str(fixtures / "example-plugin"),
-            str(fixtures / "broken-plugin"),
+            str(FIXTURES / "broken-plugin"),
         ],
         check=True,
         timeout=600,
     )
+    policy = root / "plugins.toml"
+    installed = subprocess.run(
+        [
+            str(root / "bin" / "meshconnect"),
+            "--plugins",
+            str(policy),
+            "plugins",
+            "install",
+            "--yes",
+            str(FIXTURES / "example-plugin"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    assert str(FIXTURES / "example-plugin") in policy.read_text()
     return root
 
 
