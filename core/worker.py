@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .api import ConnectorContext, Sink, Source, SourceBatch
 from .errorpolicy import dead_letter_record, retrying
 from .errors import ConfigError, DataError
+from .mesh.codec import RecordEncodingError
 from .mesh.store import Retention
 from .records import Record
 from .sinkloop import SinkLoop, sink_group
@@ -434,14 +435,44 @@ class Worker:
                 return
             records, positions = item
             started = time.perf_counter()
-            await retrying(
-                functools.partial(self.store.append, records, positions),
-                loaded.errors.retry,
-                log,
-                f"source {ident} append to the mesh store",
-            )
+            while True:
+                try:
+                    await retrying(
+                        functools.partial(self.store.append, records, positions),
+                        loaded.errors.retry,
+                        log,
+                        f"source {ident} append to the mesh store",
+                    )
+                    break
+                except RecordEncodingError as exc:
+                    # One record the store cannot encode (a transform made a set, say): it
+                    # goes by the errors policy and the rest of the batch is appended again.
+                    records = self._unstorable(pipeline, records, exc, status)
             self._appended()
             status.last_batch_seconds = time.perf_counter() - started
+
+    def _unstorable(
+        self,
+        pipeline: LoadedPipeline,
+        records: list[Record],
+        exc: RecordEncodingError,
+        status: ConnectorStatus,
+    ) -> list[Record]:
+        loaded = pipeline.source
+        assert loaded is not None
+        bad = exc.record
+        rest = [r for r in records if r is not bad]
+        status.records_out -= 1
+        # What was not storable cannot be stored in the dead-letter topic either: keep its text.
+        shown = bad.copy()
+        shown.data = repr(bad.data)
+        shown.datacontenttype = "text/plain"
+        rest.extend(
+            self._dead_letters(
+                pipeline.name, loaded.name, loaded.errors, [(shown, exc, "store")], status
+            )
+        )
+        return rest
 
     # -- sinks ---------------------------------------------------------------------------------
 

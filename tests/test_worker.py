@@ -314,3 +314,49 @@ async def test_long_runs_log_progress_per_connector(
     await store.close()
     assert "progress: source p/memory RUNNING: 20 in, 20 out" in caplog.text
     assert "progress: sink p/memory RUNNING" in caplog.text
+
+
+async def test_a_record_the_store_cannot_encode_is_dead_lettered_and_the_rest_stored(
+    tmp_path: Path, store_url: str
+) -> None:
+    from pydantic import BaseModel
+
+    from meshconnect import Transform, TransformSpec, hookimpl
+
+    class Setify(Transform):
+        def apply(self, record):  # type: ignore[no-untyped-def]
+            if record.data.get("bad"):
+                record.data["tags"] = {"a", "b"}  # a set: not JSON
+            return record
+
+    class NoOptions(BaseModel):
+        pass
+
+    class Plugin:
+        @hookimpl
+        def meshconnect_transforms(self) -> list[TransformSpec]:
+            return [TransformSpec("setify", NoOptions, lambda options, compiler: Setify())]
+
+    registry = test_registry()
+    registry.register(Plugin(), "setify")
+    config = pipeline(
+        tmp_path,
+        """
+        pipelines:
+          - name: p
+            source:
+              connector: memory
+              config: {records: [{n: 0}, {n: 1, bad: true}, {n: 2}]}
+              errors: {tolerance: all, dead_letter_topic: dlq}
+            transforms: [{type: setify}]
+            sinks:
+              - {connector: memory, config: {name: out}}
+              - {connector: memory, name: dead, topics: [dlq], config: {name: dead}}
+        """,
+    )
+    assert await run_pipelines([config], store_url, registry=registry) == 0
+    assert collect("out") == [{"n": 0}, {"n": 2}]
+    (dead,) = MemorySink.outputs["dead"]
+    assert dead.extensions["errorstage"] == "store"
+    assert "not JSON-serialisable" in dead.extensions["errormessage"]
+    assert "'bad': True" in dead.data
