@@ -15,6 +15,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import orjson
+
 from .config.model import ErrorPolicy, RetryPolicy
 from .errors import DataError, RetriableError, StoreError, classify
 from .records import Record, now_iso
@@ -93,6 +95,12 @@ def dead_letter_record(
     if policy.dead_letter_topic is None:
         return None
     dead = record.copy()
+    try:
+        orjson.dumps(dead.data)
+    except TypeError:  # data the store cannot keep (a set, an object): keep its text
+        if not isinstance(dead.data, bytes | bytearray):
+            dead.data = repr(dead.data)
+            dead.datacontenttype = "text/plain"
     ext = dead.extensions
     ext["errorstage"] = stage
     ext["errorpipeline"] = pipeline

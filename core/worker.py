@@ -463,13 +463,9 @@ class Worker:
         bad = exc.record
         rest = [r for r in records if r is not bad]
         status.records_out -= 1
-        # What was not storable cannot be stored in the dead-letter topic either: keep its text.
-        shown = bad.copy()
-        shown.data = repr(bad.data)
-        shown.datacontenttype = "text/plain"
         rest.extend(
             self._dead_letters(
-                pipeline.name, loaded.name, loaded.errors, [(shown, exc, "store")], status
+                pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status
             )
         )
         return rest
