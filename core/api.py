@@ -119,7 +119,14 @@ class Sink(Generic[C]):
         """Prepare to write. ``state`` is what ``flush`` returned at the last commit, or None."""
 
     async def write(self, records: Sequence[Record]) -> None:
-        """Write a batch. It need not be durable until ``flush``."""
+        """Write a batch. It need not be durable until ``flush``.
+
+        Raise :class:`~meshconnect.errors.RetriableError` for a transient failure and
+        :class:`~meshconnect.errors.DataError` for records the destination rejects; either way,
+        leave nothing of the batch half-written (or be idempotent): the worker retries the
+        batch, and after a data error writes it again record by record to find the bad ones.
+        The records are shared with other readers: do not change them.
+        """
         raise NotImplementedError
 
     async def flush(self) -> dict[str, Any] | None:
