@@ -107,6 +107,13 @@ class Source(Generic[C]):
     async def stop(self) -> None:
         """Release resources. Called after failures too; must not assume ``start`` ran."""
 
+    async def end_positions(self) -> dict[str, Position]:
+        """Positions at the current end of the input, by partition, for ``meshconnect offsets
+        reset --to end``: started with them, the source reads only what arrives afterwards.
+        Called on a fresh instance (``start`` has not run). Sources that cannot tell raise
+        ``NotImplementedError``, the default."""
+        raise NotImplementedError
+
 
 class Sink(Generic[C]):
     """A sink connector. Subclass it, set ``config_model``, implement ``write`` and ``flush``."""

@@ -436,9 +436,7 @@ async def _reset_plan(
             if target == "beginning":
                 new = None
             elif target == "end":
-                raise click.ClickException(
-                    "--to end is for sinks; for a source give a JSON position per partition"
-                )
+                new = await _source_end(pipeline)
             else:
                 try:
                     new = json.loads(target)
@@ -476,6 +474,27 @@ async def _reset_plan(
         return {"kind": "sink", "id": group, "new": new_offsets, "describe": describe}
     finally:
         await store.close()
+
+
+async def _source_end(pipeline: Any) -> dict[str, Any]:
+    """Where the pipeline's source input ends now (the connector says)."""
+    from .api import ConnectorContext
+
+    loaded = pipeline.source
+    context = ConnectorContext(
+        pipeline=pipeline.name,
+        name=loaded.name,
+        logger=logging.getLogger(f"meshconnect.connector.{pipeline.name}.{loaded.name}"),
+        base_dir=pipeline.base_dir,
+    )
+    source = loaded.spec.load()(loaded.config, context)
+    try:
+        return dict(await source.end_positions())
+    except NotImplementedError:
+        raise click.ClickException(
+            f"the {loaded.connector!r} source cannot tell where its input ends; "
+            "give a JSON position per partition with --to"
+        ) from None
 
 
 async def _apply_reset(store: MeshStore, plan: dict[str, Any]) -> None:

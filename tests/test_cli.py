@@ -136,3 +136,21 @@ def test_python_dash_m_and_the_script_are_the_same_cli(tmp_path: Path) -> None:
     result = mc(tmp_path, "--help")
     assert result.returncode == 0
     assert "validate" in result.stdout and "plugins" in result.stdout
+
+
+def test_offsets_reset_of_a_source_to_the_end_skips_what_is_there(
+    tmp_path: Path, quick: Path
+) -> None:
+    env = {"SALT": "x"}
+    with (tmp_path / "in.jsonl").open("a") as f:
+        f.write('{"n": 5}\n{"n": 6, "unterminated"')  # a partial last line stays unread
+    reset = mc(tmp_path, "offsets", "reset", str(quick), "quick", "--to", "end", "--yes", env=env)
+    with (tmp_path / "in.jsonl").open("a") as f:
+        f.write(': true}\n{"n": 7}\n')
+    run = mc(tmp_path, "run", str(quick), env=env)
+    tail = mc(tmp_path, "topics", "tail", "quick", "--from-beginning")
+    assert (reset.returncode, run.returncode) == (0, 0), reset.stderr + run.stderr
+    assert [json.loads(line)["data"]["unterminated"] for line in tail.stdout.splitlines()[:1]] == [
+        True
+    ]
+    assert len(tail.stdout.splitlines()) == 2  # the completed line and {"n": 7}, nothing before

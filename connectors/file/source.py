@@ -49,6 +49,7 @@ import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import orjson
 
@@ -206,6 +207,23 @@ class FileSource(Source[FileSourceConfig]):
         await asyncio.sleep(config.poll_interval)
         self._rescan = True  # after an idle wait, always look for new files first
         return SourceBatch([])
+
+    async def end_positions(self) -> dict[str, Position]:
+        """Each matching file at the end of its last complete line."""
+
+        def work() -> dict[str, Position]:
+            out: dict[str, Position] = {}
+            for path in self._glob():
+                with open(path, "rb") as f:
+                    stat = os.fstat(f.fileno())
+                    out[path] = {
+                        "path": path,
+                        "inode": stat.st_ino,
+                        "offset": _after_last_newline(f),
+                    }
+            return out
+
+        return await asyncio.to_thread(work)
 
     async def stop(self) -> None:
         for tail in getattr(self, "_tails", {}).values():
@@ -608,3 +626,18 @@ class FileSource(Source[FileSourceConfig]):
             i = j
         t.offset = offset
         return count
+
+
+def _after_last_newline(f: BinaryIO) -> int:
+    """The offset just after the last ``\n`` of an open binary file (0 if it has none)."""
+    end = f.seek(0, os.SEEK_END)
+    step = 1 << 16
+    while end > 0:
+        start = max(0, end - step)
+        f.seek(start)
+        chunk = f.read(end - start)
+        index = chunk.rfind(b"\n")
+        if index >= 0:
+            return start + index + 1
+        end = start
+    return 0
