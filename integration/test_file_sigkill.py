@@ -164,3 +164,72 @@ def test_sigkill_during_a_bounded_run_then_rerun_gives_the_exact_output(tmp_path
     assert final.returncode == 0
     assert kills >= 3
     assert sorted(got) == want and len(got) == len(set(got))
+
+
+ROTATING = """
+pipelines:
+  - name: logs
+    source:
+      connector: file
+      config: {path: "logs/app.log*", format: json, follow: true, poll_interval: 0.02}
+    sinks:
+      - name: out
+        connector: file
+        commit_interval: 0.05
+        config: {path: out/logs.jsonl, format: json}
+"""
+
+
+def rotating_writer(folder: Path, total: int, done: threading.Event) -> None:
+    """Append ``total`` lines to app.log, renaming it to app.log.<k> and starting a new one
+    every 3,000 lines (logrotate's create mode)."""
+    rng = random.Random(5)
+    n, generation = 0, 0
+    while n < total:
+        with (folder / "app.log").open("a", encoding="utf-8") as f:
+            written = 0
+            while written < 3_000 and n < total:
+                burst = min(total - n, 3_000 - written, rng.randint(50, 300))
+                f.write("".join(json.dumps({"n": i}) + "\n" for i in range(n, n + burst)))
+                f.flush()
+                n += burst
+                written += burst
+                time.sleep(rng.uniform(0.01, 0.04))
+        generation += 1
+        os.rename(folder / "app.log", folder / f"app.log.{generation}")
+    done.set()
+
+
+def test_sigkill_while_the_followed_file_rotates_loses_and_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
+    total = 24_000
+    (tmp_path / "logs").mkdir()
+    config = tmp_path / "logs.yaml"
+    config.write_text(ROTATING)
+    state = tmp_path / "state"
+    done = threading.Event()
+    writer_thread = threading.Thread(
+        target=rotating_writer, args=(tmp_path / "logs", total, done), daemon=True
+    )
+    writer_thread.start()
+    rng = random.Random(3)
+    out = tmp_path / "out" / "logs.jsonl"
+    log = (tmp_path / "worker.log").open("w")
+    kills = 0
+    while not done.is_set() or kills < 6:
+        proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
+        time.sleep(rng.uniform(0.5, 1.3))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    writer_thread.join()
+    proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(lines(out)) < total:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    got = [json.loads(line)["n"] for line in lines(out)]
+    assert sorted(got) == list(range(total)) and len(got) == total
