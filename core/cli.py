@@ -357,7 +357,7 @@ async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict
                 sink_group(p.name, s.name) for p in config.pipelines for s in p.sinks
             }
         else:
-            source_ids = await _all_source_ids(store)
+            source_ids = await store.source_ids()
             wanted_groups = None
         sources = [{"id": i, "positions": await store.positions(i)} for i in source_ids]
         groups = await store.groups()
@@ -381,10 +381,6 @@ async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict
         return {"store": store.url, "sources": sources, "sinks": sinks}
     finally:
         await store.close()
-
-
-async def _all_source_ids(store: MeshStore) -> list[str]:
-    return await store.source_ids()
 
 
 @offsets.command("reset")

@@ -13,9 +13,9 @@
     │                          dead-letter topic, otherwise it fails the connector.
     └── StoreError             the mesh store failed; retriable unless it says otherwise.
 
-Connectors map the exceptions of their client libraries into these with :func:`classify`
-(extendable per connector); anything unmapped is treated as a failure of the connector, which the
-supervisor restarts with backoff.
+Connectors raise these (wrapping their client library's exceptions); :func:`classify` maps what
+they raise, and the builtins it knows, onto the taxonomy. Anything unmapped is a failure of the
+connector, which the supervisor restarts with backoff.
 """
 
 from __future__ import annotations

@@ -173,14 +173,6 @@ class Record:
             offset=self.offset,
         )
 
-    # -- attribute access by name (expressions, templates) ------------------------------------
-
-    def attribute(self, name: str) -> Any:
-        """A context attribute or extension by name; ``None`` when absent."""
-        if name in _RESERVED:
-            return getattr(self, name) if name != "data_base64" else None
-        return self.extensions.get(name)
-
     # -- CloudEvents JSON form -----------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

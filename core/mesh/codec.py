@@ -1,6 +1,9 @@
-"""Record <-> row serialization shared by the embedded stores (``sqlite``, ``memory``).
+"""Record serialization shared by the embedded stores (``sqlite``, ``memory``).
 
-A stored record is a row of plain values, in this order (:data:`ROW_FIELDS`)::
+The SQLite store keeps a batch of records as one *segment* (:func:`encode_segment`,
+:func:`decode_segment`): one JSON document per appended batch and topic, so an append costs
+one encoding and one row, not one per record. The memory store keeps a row of plain values
+per record, in this order (:data:`ROW_FIELDS`)::
 
     id, source, type, subject, time, datacontenttype, dataschema, extensions, data
 
@@ -10,18 +13,10 @@ A stored record is a row of plain values, in this order (:data:`ROW_FIELDS`)::
   or ``bytes`` (binary data, stored as is). The Python type of the stored value tells which,
   so a record read back equals the record appended (``Record.__eq__``), bytes included.
 
-Speed is the point of this module: a worker moves 150,000+ records/s through the store, so
-encoding and decoding avoid per-record Python calls. :func:`encode_rows` builds every row in
-one comprehension and only falls back to a careful per-record pass (:func:`encode_row`) to
-name the record that cannot be stored. :func:`decode_rows` fills the record slots directly
-instead of calling ``Record.__init__`` (about twice as fast); ``tests/test_store.py`` checks
-that :data:`RECORD_SLOTS` still covers every slot of :class:`~meshconnect.records.Record`.
-
-**Absent values are written as** :data:`ABSENT` (the integer 0), not ``None``: CPython's
-``sqlite3`` binds ``None`` through its adapter lookup, which costs ~0.3 µs per value against
-~0.05 µs for an int. The SQLite backend turns it back into NULL with ``NULLIF(?, 0)``; a text,
-blob or NULL is never equal to the integer 0 in SQLite, so nothing else is affected. Rows read
-back (:func:`decode_rows`) carry real ``None``.
+Both encode the same things and refuse the same things: :func:`encode_row` is the careful
+check that names a record which cannot be stored. Records are rebuilt with ``Record.fast``;
+``tests/test_store.py`` checks that :data:`RECORD_SLOTS` still covers every slot of
+:class:`~meshconnect.records.Record`.
 
 Data that orjson cannot serialise (a ``set``, an object, an int beyond 64 bits, a dict with
 non-string keys) makes the append fail with :class:`RecordEncodingError` (a ``DataError``)
@@ -45,7 +40,6 @@ from ..errors import DataError, StoreError
 from ..records import Record
 
 __all__ = [
-    "ABSENT",
     "RECORD_SLOTS",
     "ROW_FIELDS",
     "ChangeSignal",
@@ -56,7 +50,6 @@ __all__ = [
     "encode_json",
     "encode_positions",
     "encode_row",
-    "encode_rows",
     "encode_state",
 ]
 
@@ -74,8 +67,6 @@ ROW_FIELDS = (
 )
 #: Every ``Record`` slot :func:`decode_rows` sets (the stored fields plus mesh metadata).
 RECORD_SLOTS = (*ROW_FIELDS, "topic", "offset", "encoded_data")
-#: Written in place of ``None`` (see the module docstring).
-ABSENT = 0
 
 _dumps = orjson.dumps
 _loads = orjson.loads
@@ -101,45 +92,10 @@ def encode_json(value: Any) -> str:
     return _dumps(value).decode()
 
 
-def encode_rows(
-    records: Sequence[Record], keys: Sequence[Any], appended_at: float
-) -> list[tuple[Any, ...]]:
-    """One row ``(key, appended_at, *ROW_FIELDS)`` per record, with ``None`` written as
-    :data:`ABSENT`. ``keys`` runs parallel to ``records`` (a backend puts the record's place
-    there, e.g. its offset). Raises :class:`RecordEncodingError`."""
-    dumps = _dumps
-    try:
-        return [
-            (
-                key,
-                appended_at,
-                r.id,
-                r.source,
-                r.type,
-                ABSENT if (subject := r.subject) is None else subject,
-                ABSENT if (time := r.time) is None else time,
-                ABSENT if (dct := r.datacontenttype) is None else dct,
-                ABSENT if (schema := r.dataschema) is None else schema,
-                dumps(ext).decode() if (ext := r.extensions) else ABSENT,
-                ABSENT
-                if (data := r.data) is None
-                else data
-                if type(data) is bytes
-                else dumps(data).decode(),
-            )
-            for key, r in zip(keys, records, strict=True)
-        ]
-    except Exception:  # find the culprit, or encode what the fast path does not (bytearray)
-        pass
-    return [
-        encode_row(i, r, key, appended_at)
-        for i, (key, r) in enumerate(zip(keys, records, strict=True))
-    ]
-
-
 def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any, ...]:
-    """The row of one record, checking every field; :class:`RecordEncodingError` names what
-    is wrong. The slow path of :func:`encode_rows`, and the whole path of the memory store."""
+    """The row ``(key, appended_at, *ROW_FIELDS)`` of one record, checking every field;
+    :class:`RecordEncodingError` names what is wrong. The memory store's encoding, and what
+    names the culprit when a segment cannot be encoded."""
     values: list[Any] = [key, appended_at]
     for name in ("id", "source", "type"):
         value = getattr(r, name)
@@ -150,18 +106,18 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
         value = getattr(r, name)
         if value is not None and not isinstance(value, str):
             raise RecordEncodingError(index, r, f"attribute {name!r} must be a string or None")
-        values.append(ABSENT if value is None else value)
+        values.append(value)
     ext = r.extensions
     if not isinstance(ext, dict):
         raise RecordEncodingError(index, r, "extensions must be a dict")
     try:
-        values.append(_dumps(ext).decode() if ext else ABSENT)
+        values.append(_dumps(ext).decode() if ext else None)
     except TypeError as exc:
         reason = f"extensions are not JSON-serialisable: {exc}"
         raise RecordEncodingError(index, r, reason) from None
     data = r.data
     if data is None:
-        values.append(ABSENT)
+        values.append(None)
     elif isinstance(data, bytes | bytearray | memoryview):
         values.append(bytes(data))
     else:

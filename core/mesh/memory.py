@@ -22,7 +22,6 @@ from typing import Any
 from ..errors import ConfigError, StoreError
 from ..records import Record
 from .codec import (
-    ABSENT,
     ChangeSignal,
     check_offsets,
     decode_json,
@@ -139,8 +138,7 @@ class MemoryStore(MeshStore):
         # Everything is encoded: from here on nothing can fail.
         for r, row in zip(records, rows, strict=True):
             topic = data.topics.setdefault(str(r.topic), _Topic())
-            stored = tuple(None if v is ABSENT else v for v in row[2:])
-            topic.rows.append((row[0], *stored))
+            topic.rows.append((row[0], *row[2:]))
             topic.appended_at.append(appended_at)
         for connector, partition, text in position_rows:
             data.positions.setdefault(connector, {})[partition] = text
