@@ -22,6 +22,7 @@ ORDER = {
     "weird key": "w",
     "i": 1,
     "none": None,
+    "_id": "a1",
 }
 
 
@@ -289,10 +290,54 @@ def test_chained_comparison_evaluates_the_middle_once() -> None:
         ("isNull(data.missing)", True),
         ("isNull(data.total)", False),
         ("concat(data.country, '-', data.total, data.missing, true)", "DE-12true"),
+        ("floor(2.7)", 2),
+        ("ceil(2.1)", 3),
+        ("floor(-2.5)", -3),
+        ("ceil(data.missing)", None),
+        ("sum(1, 2.5, null)", 3.5),
+        ("sum([data.items[0].qty, data.items[1].qty])", 3),
+        ("sum([])", 0),
+        ("isEmpty(data.missing)", True),
+        ("isEmpty('')", True),
+        ("isEmpty([])", True),
+        ("isEmpty({})", True),
+        ("isEmpty(data.tags)", False),
+        ("isEmpty(0)", False),
+        ("split('a,b,,c', ',')", ["a", "b", "", "c"]),
+        ("split(' a  b ')", ["a", "b"]),
+        ("split(data.missing, ',')", None),
+        ("join(data.tags, '|')", "new|vip"),
+        ("join([1, null, true])", "1true"),
+        ("join(data.missing, ',')", None),
+        ("indexOf(data.email, '@')", 3),
+        ("indexOf(data.email, 'zzz')", -1),
+        ("indexOf(data.tags, 'vip')", 1),
+        ("indexOf(data.missing, 'x')", None),
+        ("padLeft(7, 3, '0')", "007"),
+        ("padRight('ab', 4)", "ab  "),
+        ("padLeft('long', 2)", "long"),
+        ("padLeft(data.missing, 3)", None),
+        ("parseTime('2024-03-01T10:00:00Z')", 1709287200.0),
+        ("parseTime('2024-03-01T11:00:00+01:00')", 1709287200.0),
+        ("parseTime('2024-03-01 10:00:00')", 1709287200.0),
+        ("parseTime('01/03/2024 11:00', '%d/%m/%Y %H:%M', 'Europe/Berlin')", 1709287200.0),
+        ("parseTime(1709287200)", 1709287200.0),
+        ("parseTime(data.missing)", None),
+        ("formatTime(1709287200)", "2024-03-01T10:00:00Z"),
+        ("formatTime(1709287200.25)", "2024-03-01T10:00:00.250000Z"),
+        ("formatTime('2024-03-01T10:00:00Z', '%Y-%m-%d %H:%M', 'Asia/Tokyo')", "2024-03-01 19:00"),
+        ("formatTime(1709287200, null, 'Europe/Berlin')", "2024-03-01T11:00:00+01:00"),
+        ("formatTime(data.missing)", None),
+        ("data['_id']", "a1"),
     ],
 )
 def test_functions(text: str, expected: Any) -> None:
     assert evaluate(text) == expected
+
+
+def test_time_functions_round_trip_through_a_zone() -> None:
+    text = "formatTime(parseTime('2024-07-01 08:30', '%Y-%m-%d %H:%M', 'America/New_York'))"
+    assert evaluate(text) == "2024-07-01T12:30:00Z"
 
 
 def test_now_is_epoch_seconds() -> None:
@@ -613,6 +658,15 @@ def test_error_message_names_field_text_and_column(compiler: Compiler) -> None:
         ("data.name + 1", "can only concatenate str"),
         ("matches(data.name, data.bad)", "bad regular expression"),
         ("data.name * 2000000", "longer than"),
+        ("parseTime('yesterday')", "cannot read 'yesterday' as an ISO 8601 time"),
+        ("parseTime('2024', '%d/%m')", "does not match format"),
+        ("formatTime(0, null, 'Mars/Olympus')", "unknown time zone 'Mars/Olympus'"),
+        ("floor('3')", "floor() needs a number, not string"),
+        ("sum(1, 'x')", "sum() needs a number, not string"),
+        ("join(data.name)", "join() needs an array, not string"),
+        ("split(data.name, '')", "separator cannot be empty"),
+        ("padLeft(data.name, 20000)", "width is limited to 10000"),
+        ("padLeft(data.name, 5, 'ab')", "fill must be one character"),
     ],
 )
 def test_evaluation_errors_are_data_errors(text: str, cause: str) -> None:

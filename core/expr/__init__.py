@@ -13,7 +13,8 @@ Names
 
 Paths
     ``data.customer.email``, ``data.items[0]``, ``data.items[-1]``, ``data['weird key']``,
-    ``data.a[data.key]`` and slices ``data.items[1:3]``. A path only ever looks up keys of
+    ``data.a[data.key]`` and slices ``data.items[1:3]``. Keys starting with ``_`` are written
+    quoted: ``data['_id']``. A path only ever looks up keys of
     objects and indexes of arrays (never Python attributes). A missing key, an index out of
     range, or a path through a value that is not an object or array yields ``null``; it never
     fails.
@@ -53,15 +54,25 @@ Functions
                              compact JSON, booleans as ``true``/``false``); ``null`` for null.
     ``bool(x)``              truthiness, except that the strings ``true/yes/on/1`` and
                              ``false/no/off/0/''`` (any case) are read as booleans.
-    ``abs(x)``, ``round(x[, digits])``
-                             absolute value; rounding half to even; ``null`` for ``null``.
+    ``abs(x)``, ``round(x[, digits])``, ``floor(x)``, ``ceil(x)``
+                             absolute value; rounding half to even; integer below/above;
+                             ``null`` for ``null``.
+    ``sum(...)``             the sum of the numbers (or of one array), ignoring ``null``s.
     ``min(...)``, ``max(...)``
                              the least/greatest of the arguments, or of the one array given,
                              ignoring ``null``s; ``null`` when nothing is left.
     ``coalesce(a, b, ...)``  the first argument that is not ``null``.
     ``isNull(x)``            whether ``x`` is ``null``.
+    ``isEmpty(x)``           whether ``x`` is ``null``, ``''``, ``[]`` or ``{}``.
     ``now()``                the current time in seconds since the epoch (a float).
+    ``parseTime(t[, fmt[, zone]])``, ``formatTime(t[, fmt[, zone]])``
+                             epoch seconds from ISO 8601 or ``strptime`` text; a time as ISO
+                             8601 (UTC) or ``strftime`` text in an IANA zone.
     ``concat(a, b, ...)``    the arguments as text, joined (``null`` adds nothing).
+    ``split(s[, sep])``, ``join(a[, sep])``, ``indexOf(h, n)``
+                             split text, join an array as text, find a substring or element.
+    ``padLeft(x, w[, f])``, ``padRight(x, w[, f])``
+                             ``x`` as text padded to width ``w`` with character ``f``.
 
     Plugins add functions through the ``meshconnect_functions`` hook. Only these bare names can
     be called: no methods (``data.get('x')``), no keyword arguments.
@@ -72,10 +83,10 @@ Templates
     ``true``/``false``, objects and arrays as compact JSON.
 
 Not allowed (rejected when the pipeline is validated)
-    Names, attributes and constant keys starting with ``_``; attributes of anything but a path
-    (``"x".upper``); calls of anything but the functions above; ``lambda``; comprehensions;
-    ``*``/``**`` unpacking; ``:=``; f-strings; ``**`` (power), bit operators, ``await`` and
-    ``yield``. Evaluation has no access to Python builtins.
+    Names and attributes starting with ``_``, constant keys starting with ``__``; attributes of
+    anything but a path (``"x".upper``); calls of anything but the functions above; ``lambda``;
+    comprehensions; ``*``/``**`` unpacking; ``:=``; f-strings; ``**`` (power), bit operators,
+    ``await`` and ``yield``. Evaluation has no access to Python builtins.
 
 Errors
     A bad expression raises :class:`ExpressionError` (a :class:`~meshconnect.errors.ConfigError`)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._runtime import _type_name, render_value
 
@@ -184,28 +187,167 @@ def _fn_concat(*args: Any) -> str:
     return "".join([render_value(a) for a in args])
 
 
+def _need_number(name: str, value: Any) -> int | float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"{name}() needs a number, not {_type_name(value)}")
+
+
+def _fn_floor(x: Any) -> int | None:
+    return None if x is None else math.floor(_need_number("floor", x))
+
+
+def _fn_ceil(x: Any) -> int | None:
+    return None if x is None else math.ceil(_need_number("ceil", x))
+
+
+def _fn_sum(*args: Any) -> Any:
+    values = _candidates(args)
+    for value in values:
+        _need_number("sum", value)
+    return sum(values)
+
+
+def _fn_split(s: Any, separator: Any = None) -> list[str] | None:
+    if s is None:
+        return None
+    text = _need_str("split", s)
+    if separator is None:
+        return text.split()
+    separator = _need_str("split", separator)
+    if not separator:
+        raise ValueError("split() separator cannot be empty")
+    return text.split(separator)
+
+
+def _fn_join(items: Any, separator: Any = "") -> str | None:
+    if items is None:
+        return None
+    if not isinstance(items, list | tuple):
+        raise TypeError(f"join() needs an array, not {_type_name(items)}")
+    return _need_str("join", separator).join(render_value(item) for item in items)
+
+
+def _fn_indexof(s: Any, sub: Any) -> int | None:
+    if s is None:
+        return None
+    if isinstance(s, list | tuple):
+        return s.index(sub) if sub in s else -1
+    return _need_str("indexOf", s).find(_need_str("indexOf", sub))
+
+
+def _pad(name: str, s: Any, width: Any, fill: Any, left: bool) -> str | None:
+    if s is None:
+        return None
+    text = render_value(s)
+    if width.__class__ is not int:
+        raise TypeError(f"{name}() width must be an integer, not {_type_name(width)}")
+    if width > _MAX_PAD:
+        raise ValueError(f"{name}() width is limited to {_MAX_PAD}")
+    fill = _need_str(name, fill)
+    if len(fill) != 1:
+        raise ValueError(f"{name}() fill must be one character, not {fill!r}")
+    return text.rjust(width, fill) if left else text.ljust(width, fill)
+
+
+_MAX_PAD = 10_000
+
+
+def _fn_padleft(s: Any, width: Any, fill: Any = " ") -> str | None:
+    return _pad("padLeft", s, width, fill, left=True)
+
+
+def _fn_padright(s: Any, width: Any, fill: Any = " ") -> str | None:
+    return _pad("padRight", s, width, fill, left=False)
+
+
+def _fn_isempty(x: Any) -> bool:
+    return x is None or (isinstance(x, str | list | tuple | dict) and len(x) == 0)
+
+
+# -- time ----------------------------------------------------------------------------------------
+
+_UTC = dt.UTC
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(name: str) -> dt.tzinfo:
+    if name.upper() in ("UTC", "Z"):
+        return _UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def _as_datetime(name: str, value: Any, fmt: Any = None, zone: Any = None) -> dt.datetime:
+    """An aware datetime from epoch seconds, ISO 8601 text or text in ``fmt`` (naive times
+    are in ``zone``, UTC by default)."""
+    tz = _zone(_need_str(name, zone)) if zone is not None else _UTC
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, _UTC)
+    text = _need_str(name, value)
+    if fmt is None:
+        try:
+            parsed = dt.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(f"{name}() cannot read {text!r} as an ISO 8601 time") from None
+    else:
+        parsed = dt.datetime.strptime(text, _need_str(name, fmt))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+
+
+def _fn_parsetime(value: Any, fmt: Any = None, zone: Any = None) -> float | None:
+    if value is None:
+        return None
+    return _as_datetime("parseTime", value, fmt, zone).timestamp()
+
+
+def _fn_formattime(value: Any, fmt: Any = None, zone: Any = None) -> str | None:
+    if value is None:
+        return None
+    moment = _as_datetime("formatTime", value)
+    if zone is not None:
+        moment = moment.astimezone(_zone(_need_str("formatTime", zone)))
+    if fmt is None:
+        text = moment.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return moment.strftime(_need_str("formatTime", fmt))
+
+
 #: The functions every expression may call, by name (see the module docstring).
 BUILTIN_FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "abs": _fn_abs,
     "bool": _fn_bool,
+    "ceil": _fn_ceil,
     "coalesce": _fn_coalesce,
     "concat": _fn_concat,
     "contains": _fn_contains,
     "endsWith": _fn_endswith,
     "float": _fn_float,
+    "floor": _fn_floor,
+    "formatTime": _fn_formattime,
+    "indexOf": _fn_indexof,
     "int": _fn_int,
+    "isEmpty": _fn_isempty,
     "isNull": _fn_isnull,
+    "join": _fn_join,
     "len": _fn_len,
     "lower": _fn_lower,
     "matches": _fn_matches,
     "max": _fn_max,
     "min": _fn_min,
     "now": _fn_now,
+    "padLeft": _fn_padleft,
+    "padRight": _fn_padright,
+    "parseTime": _fn_parsetime,
     "replace": _fn_replace,
     "round": _fn_round,
+    "split": _fn_split,
     "startsWith": _fn_startswith,
     "str": _fn_str,
     "substr": _fn_substr,
+    "sum": _fn_sum,
     "trim": _fn_trim,
     "upper": _fn_upper,
 }

@@ -201,7 +201,10 @@ class _Translator:
             ]
             return ast.Call(ast.Name("_slice", ast.Load()), [container, *parts], [])
         if isinstance(index, ast.Constant) and isinstance(index.value, str):
-            self.check_name(index.value, index)
+            # A quoted key is only ever looked up in an object, so '_id' is safe; dunder
+            # names stay refused all the same, as a second line of defence.
+            if index.value.startswith("__"):
+                self.check_name(index.value, index)
             return self._lookup(container, index.value)
         return ast.Call(ast.Name("_item", ast.Load()), [container, self.visit(index)], [])
 
