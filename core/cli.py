@@ -499,7 +499,11 @@ async def _apply_reset(store: MeshStore, plan: dict[str, Any]) -> None:
         if plan["kind"] == "source":
             await store.set_positions(plan["id"], plan["new"])
         else:
+            from .sinkloop import dead_letter_id
+
             await store.reset_group(plan["id"], plan["new"])
+            # The sink re-reads what it dead-lettered: let it dead-letter again what fails.
+            await store.set_positions(dead_letter_id(plan["id"]), None)
     finally:
         await store.close()
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .api import ConnectorContext, Sink, Source, SourceBatch
 from .errorpolicy import dead_letter_record, retrying
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, classify
 from .mesh.codec import RecordEncodingError
 from .mesh.store import Retention
 from .records import Record
@@ -247,7 +247,8 @@ class Worker:
                 status.set("FAILED", reason)
                 status.restarts += 1
                 log.error("%s %s FAILED: %s", status.kind, ident, reason, exc_info=exc)
-                fatal = isinstance(exc, ConfigError)
+                # A wrong config, path or permission: restarting cannot help.
+                fatal = classify(exc) is ConfigError
                 if (
                     fatal
                     or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
