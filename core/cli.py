@@ -604,6 +604,79 @@ async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool
         await store.close()
 
 
+@topics.command("replay")
+@click.argument("dead_letter_topic", metavar="DLQ_TOPIC")
+@click.option("--to", "to", metavar="TOPIC", required=True, help="Topic to publish to.")
+@click.option(
+    "--where",
+    metavar="EXPR",
+    help="Replay only the dead letters for which EXPR is true; it sees the dead letter, e.g. "
+    "\"errortype == 'DataError' and errorstage == 'sink'\".",
+)
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    help="Start over: consider every stored dead letter, also those replayed before.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed; change nothing.")
+@pass_options
+def topics_replay(
+    options: _Options,
+    dead_letter_topic: str,
+    to: str,
+    where: str | None,
+    from_beginning: bool,
+    dry_run: bool,
+) -> None:
+    """Publish the dead letters of DLQ_TOPIC again to --to TOPIC, once their cause is fixed.
+
+    Each record keeps its id, attributes and data; the error* extensions go. Progress is
+    stored with the records (atomically), so a second run replays only dead letters that
+    arrived since, and a crash never replays one twice.
+    """
+    from .errorpolicy import replay_dead_letters
+    from .expr import Compiler, ExpressionError
+
+    predicate = None
+    if where is not None:
+        try:
+            predicate = Compiler(options.registry().functions).predicate(where, field="--where")
+        except ExpressionError as exc:
+            raise click.ClickException(str(exc)) from None
+    store = options.open_store(options.store_url())
+
+    async def replay() -> Any:
+        await store.open()
+        try:
+            if dead_letter_topic not in {t.name for t in await store.topics()}:
+                raise click.ClickException(f"no topic {dead_letter_topic!r} in {store.url}")
+            return await replay_dead_letters(
+                store,
+                dead_letter_topic,
+                to,
+                predicate,
+                from_beginning=from_beginning,
+                dry_run=dry_run,
+            )
+        finally:
+            await store.close()
+
+    summary = asyncio.run(replay())
+    verb = "would replay" if dry_run else "replayed"
+    click.echo(
+        f"{verb} {summary.replayed} record(s) from {dead_letter_topic} to {to} "
+        f"(offsets {summary.start}..{summary.end}); "
+        f"{summary.skipped} skipped by --where, {summary.failed} where --where failed"
+    )
+    if summary.start > 0 and not from_beginning:
+        click.echo(
+            f"offsets below {summary.start} were replayed to {to} before "
+            "(--from-beginning to start over)"
+        )
+    if summary.first_failure:
+        click.echo(f"first --where failure: {summary.first_failure}", err=True)
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
     lines = [
