@@ -227,6 +227,44 @@ def validate(options: _Options, files: tuple[str, ...]) -> None:
     click.echo(f"ok: {count} pipeline{'s' if count != 1 else ''} in {len(files)} file(s)")
 
 
+@cli.command("test")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@pass_options
+def test_command(options: _Options, files: tuple[str, ...]) -> None:
+    """Run pipeline config tests: feed each case's input records through a pipeline's
+    transforms (and a sink's) and check the records out, their topics and the dead letters.
+
+    FILES are *_test.yaml files (format: docs/testing.md). Prints a diff for each failing
+    case; exit 0 when every case passes, 1 otherwise or when a file has problems
+    (FILE:LINE:COL: message).
+    """
+    from .errors import ValidationErrors
+    from .pipetest import load_test_files, run_test_file
+
+    try:
+        tests = load_test_files(list(files), options.registry())
+    except ValidationErrors as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{len(exc.problems)} problem(s) found", err=True)
+        sys.exit(1)
+    passed = failed = 0
+    for test in tests:
+        for result in run_test_file(test):
+            where = f"{result.location.file}:{result.location.line}"
+            if result.passed:
+                passed += 1
+                click.echo(f"PASS {where}: {result.name}")
+                continue
+            failed += 1
+            click.echo(f"FAIL {where}: {result.name}")
+            for diff in result.diffs:
+                click.echo("\n".join("    " + line for line in diff.splitlines()))
+    summary = f"{passed} passed, {failed} failed"
+    click.echo(summary if not failed else f"FAILED: {summary}")
+    sys.exit(1 if failed else 0)
+
+
 @cli.command()
 @click.option("--connector", metavar="NAME", help="Only this connector's config schema.")
 @click.option("--kind", type=click.Choice(["source", "sink"]), default=None)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
     from .mesh.store import MeshStore
 
-__all__ = ["ConnectorStatus", "Worker", "sink_group", "source_id"]
+__all__ = ["ConnectorStatus", "Worker", "route", "sink_group", "source_id"]
 
 log = logging.getLogger("meshconnect.worker")
 
@@ -59,6 +59,35 @@ _DONE = object()
 def source_id(pipeline: str, name: str) -> str:
     """The id under which a source's positions are stored: ``<pipeline>/<source name>``."""
     return f"{pipeline}/{name}"
+
+
+def route(
+    pipeline: LoadedPipeline, records: list[Record]
+) -> tuple[list[Record], list[tuple[Record, BaseException, str]]]:
+    """Give each record without a topic the pipeline's topic; the ones whose topic template
+    cannot be rendered are failures of the ``topic`` stage."""
+    template = pipeline.topic
+    if template.is_literal:
+        literal = template.literal
+        for record in records:
+            if record.topic is None:
+                record.topic = literal
+        return records, []
+    render = template.render
+    routed: list[Record] = []
+    failures: list[tuple[Record, BaseException, str]] = []
+    for record in records:
+        if record.topic is None:
+            try:
+                topic = render(record)
+                if not topic:
+                    raise DataError(f"topic template {template.text!r} rendered ''")
+            except Exception as exc:
+                failures.append((record, exc, "topic"))
+                continue
+            record.topic = topic
+        routed.append(record)
+    return routed, failures
 
 
 @dataclass(slots=True)
@@ -349,7 +378,7 @@ class Worker:
         assert loaded is not None
         status.records_in += len(batch.records) + len(batch.failures)
         records, failures = pipeline.chain.process(batch.records)
-        records, unroutable = self._route(pipeline, records)
+        records, unroutable = route(pipeline, records)
         out = records
         problems: list[tuple[Record, BaseException, str]] = [
             (r, e, "source") for r, e in batch.failures
@@ -365,34 +394,6 @@ class Worker:
         ident = source_id(pipeline.name, loaded.name)
         positions = {(ident, part): pos for part, pos in batch.positions.items()}
         return out, positions
-
-    def _route(
-        self, pipeline: LoadedPipeline, records: list[Record]
-    ) -> tuple[list[Record], list[tuple[Record, BaseException, str]]]:
-        """Give each record without a topic the pipeline's topic; the ones whose topic
-        template cannot be rendered are failures of the ``topic`` stage."""
-        template = pipeline.topic
-        if template.is_literal:
-            literal = template.literal
-            for record in records:
-                if record.topic is None:
-                    record.topic = literal
-            return records, []
-        render = template.render
-        routed: list[Record] = []
-        failures: list[tuple[Record, BaseException, str]] = []
-        for record in records:
-            if record.topic is None:
-                try:
-                    topic = render(record)
-                    if not topic:
-                        raise DataError(f"topic template {template.text!r} rendered ''")
-                except Exception as exc:
-                    failures.append((record, exc, "topic"))
-                    continue
-                record.topic = topic
-            routed.append(record)
-        return routed, failures
 
     def _dead_letters(
         self,
