@@ -29,6 +29,7 @@ from .records import Record, now_iso
 
 if TYPE_CHECKING:
     from .mesh.store import MeshStore
+    from .transforms import Failure, TransformChain
 
 __all__ = [
     "ERROR_EXTENSIONS",
@@ -37,6 +38,7 @@ __all__ = [
     "dead_letter_record",
     "replay_dead_letters",
     "replay_id",
+    "retry_transforms",
     "retrying",
 ]
 
@@ -97,6 +99,75 @@ async def retrying(
             )
             await asyncio.sleep(delay)
             attempt += 1
+
+
+def _retriable_failure(failure: Failure) -> bool:
+    """A transform failure caused by a retriable error (the chain wraps every error of a
+    transform in a DataError whose cause is what the transform raised)."""
+    return is_retriable(failure.error.__cause__ or failure.error)
+
+
+def _rest_of(chain: TransformChain, stage: str) -> TransformChain:
+    """The part of ``chain`` from the transform of ``stage`` on, naming stages as ``chain``."""
+    from .transforms import TransformChain
+
+    start = chain.stages.index(stage)
+    rest = TransformChain(chain.transforms[start:], chain.whens[start:])
+    rest.stages = chain.stages[start:]
+    return rest
+
+
+async def retry_transforms(
+    chain: TransformChain,
+    failures: list[Failure],
+    policy: RetryPolicy,
+    log: logging.Logger,
+    what: str,
+) -> tuple[list[Record], list[Failure]]:
+    """Retry the records of ``failures`` whose transform raised a retriable error (one that
+    looks something up, say): after a backoff, the chain runs again on them from the failing
+    transform on, up to ``policy.max_attempts`` in all. Returns the records that got through
+    (they go after the rest of their batch) and what failed for good, each error carrying
+    ``attempts``. Built-in transforms never raise retriable errors; this is for plugins."""
+    still = [f for f in failures if not _retriable_failure(f)]
+    pending = [f for f in failures if _retriable_failure(f)]
+    recovered: list[Record] = []
+    attempt = 1
+    while pending:
+        if attempt >= policy.max_attempts:
+            for failure in pending:
+                failure.error.attempts = attempt  # type: ignore[attr-defined]
+            still.extend(pending)
+            break
+        delay = backoff_delay(policy, attempt)
+        cause = pending[0].error.__cause__ or pending[0].error
+        log.warning(
+            "%s %s failed for %d record(s) (attempt %d of %d): %s: %s; retrying in %.3fs",
+            what,
+            pending[0].stage,
+            len(pending),
+            attempt,
+            policy.max_attempts,
+            type(cause).__name__,
+            cause,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        attempt += 1
+        by_stage: dict[str, list[Record]] = {}
+        for failure in pending:
+            by_stage.setdefault(failure.stage, []).append(failure.record)
+        pending = []
+        for stage, records in by_stage.items():
+            out, more = _rest_of(chain, stage).process(records)
+            recovered.extend(out)
+            for failure in more:
+                if _retriable_failure(failure):
+                    pending.append(failure)
+                else:
+                    failure.error.attempts = attempt  # type: ignore[attr-defined]
+                    still.append(failure)
+    return recovered, still
 
 
 def dead_letter_record(

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .api import Sink
-from .errorpolicy import retrying
+from .errorpolicy import retry_transforms, retrying
 from .errors import DataError, RetriableError, StoreError, classify
 from .records import Record
 
@@ -193,6 +193,11 @@ class SinkLoop:
         if len(chain):  # stored records may be shared with other sinks: change copies
             records = [r.copy() for r in records]
         out, failures = chain.process(records)
+        if failures:
+            more, failures = await retry_transforms(
+                chain, failures, self.loaded.errors.retry, log, f"sink {self.group}"
+            )
+            out.extend(more)
         problems: list[tuple[Record, BaseException, str]] = [
             (f.record, f.error, f.stage) for f in failures
         ]

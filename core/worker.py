@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .api import ConnectorContext, Sink, Source, SourceBatch
-from .errorpolicy import dead_letter_record, retrying
+from .errorpolicy import dead_letter_record, retry_transforms, retrying
 from .errors import ConfigError, DataError, classify
 from .mesh.codec import RecordEncodingError
 from .mesh.store import Retention
@@ -359,9 +359,8 @@ class Worker:
                     break
                 if not batch.records and not batch.positions and not batch.failures:
                     continue
-                if not await _put(
-                    queue, self._route_source_batch(pipeline, batch, status), appender
-                ):
+                routed = await self._route_source_batch(pipeline, batch, status)
+                if not await _put(queue, routed, appender):
                     break
         finally:
             with contextlib.suppress(Exception):
@@ -371,13 +370,22 @@ class Worker:
             await appender
         self._finished(status, "in", "stored")
 
-    def _route_source_batch(
+    async def _route_source_batch(
         self, pipeline: LoadedPipeline, batch: SourceBatch, status: ConnectorStatus
     ) -> tuple[list[Record], dict[tuple[str, str], Any]]:
         loaded = pipeline.source
         assert loaded is not None
         status.records_in += len(batch.records) + len(batch.failures)
         records, failures = pipeline.chain.process(batch.records)
+        if failures:
+            more, failures = await retry_transforms(
+                pipeline.chain,
+                failures,
+                loaded.errors.retry,
+                log,
+                f"source {source_id(pipeline.name, loaded.name)}",
+            )
+            records.extend(more)
         records, unroutable = route(pipeline, records)
         out = records
         problems: list[tuple[Record, BaseException, str]] = [

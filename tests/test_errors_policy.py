@@ -6,9 +6,12 @@ import asyncio
 import logging
 import textwrap
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
+from meshconnect import RetriableError, Transform, TransformSpec, hookimpl
 from meshconnect.errorpolicy import ERROR_EXTENSIONS
 from meshconnect.mesh import open_store
 from meshconnect.records import Record
@@ -244,3 +247,87 @@ async def test_a_dead_letter_carries_every_context_extension(
     }
     # The dead letter is the record as the sink saw it (after the sink's transforms).
     assert dead.data == {"n": 1, "bad": True, "seen": True}
+
+
+class _FlakyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Flaky(Transform):
+    """Raises RetriableError for its first ``failures_left`` calls, and always for records
+    with ``data.never`` (a lookup service that is down for a while, or for good)."""
+
+    failures_left: ClassVar[int] = 0
+
+    def apply(self, record: Record) -> Record:
+        if record.data.get("never") or _Flaky.failures_left > 0:
+            _Flaky.failures_left -= 1
+            raise RetriableError("lookup service unavailable")
+        return record
+
+
+class _FlakyPlugin:
+    @hookimpl
+    def meshconnect_transforms(self) -> list[TransformSpec]:
+        return [TransformSpec("flaky", _FlakyOptions, lambda options, compiler: _Flaky())]
+
+
+def flaky_registry() -> Any:
+    registry = test_registry()
+    registry.register(_FlakyPlugin(), "flaky")
+    return registry
+
+
+async def test_a_transform_failing_transiently_is_retried_with_backoff(
+    tmp_path: Path, store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _Flaky.failures_left = 3
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source:
+              connector: memory
+              config: {{records: {[{"n": i} for i in range(10)]}}}
+              errors: {{retry: {{max_attempts: 5, initial_backoff: 1ms, max_backoff: 2ms}}}}
+            transforms: [{{type: flaky}}]
+            sinks: [{{connector: memory, config: {{name: out}}}}]
+        """,
+    )
+    with caplog.at_level(logging.WARNING, logger="meshconnect.worker"):
+        assert await run_pipelines([config], store_url, registry=flaky_registry()) == 0
+    # The three retried records come after the rest of their batch.
+    assert collect("out") == [{"n": i} for i in [3, 4, 5, 6, 7, 8, 9, 0, 1, 2]]
+    assert (
+        "source p/memory transforms[0] (flaky) failed for 3 record(s) (attempt 1 of 5): "
+        "RetriableError: lookup service unavailable; retrying in" in caplog.text
+    )
+
+
+async def test_a_sink_transform_failing_for_good_is_dead_lettered_after_its_attempts(
+    tmp_path: Path, store_url: str
+) -> None:
+    config = pipeline(
+        tmp_path,
+        """
+        pipelines:
+          - name: p
+            source: {connector: memory, config: {records: [{n: 0}, {n: 1, never: true}]}}
+            topic: t
+            sinks:
+              - connector: memory
+                config: {name: out}
+                transforms: [{type: flaky}]
+                errors:
+                  retry: {max_attempts: 3, initial_backoff: 1ms, max_backoff: 2ms}
+                  tolerance: all
+                  dead_letter_topic: dlq
+        """,
+    )
+    assert await run_pipelines([config], store_url, registry=flaky_registry()) == 0
+    assert collect("out") == [{"n": 0}]
+    (dead,) = await read_topic(store_url, "dlq")
+    assert dead.extensions["errorstage"] == "sinks[0].transforms[0] (flaky)"
+    assert dead.extensions["errorattempts"] == 3
+    assert "lookup service unavailable" in dead.extensions["errormessage"]
