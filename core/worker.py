@@ -14,7 +14,8 @@
   offsets with the sink's state. After a crash it is re-fed what it wrote since the last
   commit; its ``open(state)`` discards that (truncate-to-checkpoint) or it is idempotent.
 * Every source and sink runs under a supervisor: an exception marks it FAILED with the reason
-  and it is restarted with backoff from its committed offsets; the others keep running.
+  and it is restarted with backoff from its committed offsets; the others keep running. A
+  config error (classified by :func:`~meshconnect.errors.classify`) stops it for good.
 * SIGINT/SIGTERM stop the sources, drain what was polled into the store, flush the sinks and
   commit. When every source is bounded, the run ends once all is delivered and committed.
 """
