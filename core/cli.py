@@ -675,6 +675,8 @@ def topics_replay(
     from .errorpolicy import replay_dead_letters
     from .expr import Compiler, ExpressionError
 
+    if to == dead_letter_topic:
+        raise click.ClickException("--to must name another topic than the dead-letter topic")
     predicate = None
     if where is not None:
         try:

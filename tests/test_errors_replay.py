@@ -156,6 +156,9 @@ def test_a_bad_where_or_a_missing_topic_is_a_clear_error(tmp_path: Path, store_u
     bad = replay(store_url, "dlq", "--to", "fixed", "--where", "errortype ==")
     assert bad.exit_code == 1
     assert "--where" in bad.output
+    itself = replay(store_url, "dlq", "--to", "dlq")
+    assert itself.exit_code == 1
+    assert "another topic" in itself.output
     missing = replay(store_url, "nope", "--to", "fixed")
     assert missing.exit_code == 1
     assert "no topic 'nope'" in missing.output
