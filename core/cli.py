@@ -227,6 +227,44 @@ def validate(options: _Options, files: tuple[str, ...]) -> None:
     click.echo(f"ok: {count} pipeline{'s' if count != 1 else ''} in {len(files)} file(s)")
 
 
+@cli.command("test")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@pass_options
+def test_command(options: _Options, files: tuple[str, ...]) -> None:
+    """Run pipeline config tests: feed each case's input records through a pipeline's
+    transforms (and a sink's) and check the records out, their topics and the dead letters.
+
+    FILES are *_test.yaml files (format: docs/testing.md). Prints a diff for each failing
+    case; exit 0 when every case passes, 1 otherwise or when a file has problems
+    (FILE:LINE:COL: message).
+    """
+    from .errors import ValidationErrors
+    from .pipetest import load_test_files, run_test_file
+
+    try:
+        tests = load_test_files(list(files), options.registry())
+    except ValidationErrors as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{len(exc.problems)} problem(s) found", err=True)
+        sys.exit(1)
+    passed = failed = 0
+    for test in tests:
+        for result in run_test_file(test):
+            where = f"{result.location.file}:{result.location.line}"
+            if result.passed:
+                passed += 1
+                click.echo(f"PASS {where}: {result.name}")
+                continue
+            failed += 1
+            click.echo(f"FAIL {where}: {result.name}")
+            for diff in result.diffs:
+                click.echo("\n".join("    " + line for line in diff.splitlines()))
+    summary = f"{passed} passed, {failed} failed"
+    click.echo(summary if not failed else f"FAILED: {summary}")
+    sys.exit(1 if failed else 0)
+
+
 @cli.command()
 @click.option("--connector", metavar="NAME", help="Only this connector's config schema.")
 @click.option("--kind", type=click.Choice(["source", "sink"]), default=None)
@@ -499,7 +537,11 @@ async def _apply_reset(store: MeshStore, plan: dict[str, Any]) -> None:
         if plan["kind"] == "source":
             await store.set_positions(plan["id"], plan["new"])
         else:
+            from .sinkloop import dead_letter_id
+
             await store.reset_group(plan["id"], plan["new"])
+            # The sink re-reads what it dead-lettered: let it dead-letter again what fails.
+            await store.set_positions(dead_letter_id(plan["id"]), None)
     finally:
         await store.close()
 
@@ -598,6 +640,81 @@ async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool
             await asyncio.wait([asyncio.ensure_future(store.data_changed())], timeout=1.0)
     finally:
         await store.close()
+
+
+@topics.command("replay")
+@click.argument("dead_letter_topic", metavar="DLQ_TOPIC")
+@click.option("--to", "to", metavar="TOPIC", required=True, help="Topic to publish to.")
+@click.option(
+    "--where",
+    metavar="EXPR",
+    help="Replay only the dead letters for which EXPR is true; it sees the dead letter, e.g. "
+    "\"errortype == 'DataError' and errorstage == 'sink'\".",
+)
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    help="Start over: consider every stored dead letter, also those replayed before.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be replayed; change nothing.")
+@pass_options
+def topics_replay(
+    options: _Options,
+    dead_letter_topic: str,
+    to: str,
+    where: str | None,
+    from_beginning: bool,
+    dry_run: bool,
+) -> None:
+    """Publish the dead letters of DLQ_TOPIC again to --to TOPIC, once their cause is fixed.
+
+    Each record keeps its id, attributes and data; the error* extensions go. Progress is
+    stored with the records (atomically), so a second run replays only dead letters that
+    arrived since, and a crash never replays one twice.
+    """
+    from .errorpolicy import replay_dead_letters
+    from .expr import Compiler, ExpressionError
+
+    if to == dead_letter_topic:
+        raise click.ClickException("--to must name another topic than the dead-letter topic")
+    predicate = None
+    if where is not None:
+        try:
+            predicate = Compiler(options.registry().functions).predicate(where, field="--where")
+        except ExpressionError as exc:
+            raise click.ClickException(str(exc)) from None
+    store = options.open_store(options.store_url())
+
+    async def replay() -> Any:
+        await store.open()
+        try:
+            if dead_letter_topic not in {t.name for t in await store.topics()}:
+                raise click.ClickException(f"no topic {dead_letter_topic!r} in {store.url}")
+            return await replay_dead_letters(
+                store,
+                dead_letter_topic,
+                to,
+                predicate,
+                from_beginning=from_beginning,
+                dry_run=dry_run,
+            )
+        finally:
+            await store.close()
+
+    summary = asyncio.run(replay())
+    verb = "would replay" if dry_run else "replayed"
+    click.echo(
+        f"{verb} {summary.replayed} record(s) from {dead_letter_topic} to {to} "
+        f"(offsets {summary.start}..{summary.end}); "
+        f"{summary.skipped} skipped by --where, {summary.failed} where --where failed"
+    )
+    if summary.start > 0 and not from_beginning:
+        click.echo(
+            f"offsets below {summary.start} were replayed to {to} before "
+            "(--from-beginning to start over)"
+        )
+    if summary.first_failure:
+        click.echo(f"first --where failure: {summary.first_failure}", err=True)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

@@ -4,7 +4,12 @@ Retriable errors (see :mod:`meshconnect.errors`) are retried up to ``retry.max_a
 exponential backoff and jitter. What still fails, and every data error, is then either fatal
 (``tolerance: none``: the connector fails and resumes from its committed offsets when restarted)
 or dead-lettered (``tolerance: all``): the record goes to ``dead_letter_topic`` with its error
-context in CloudEvent extensions, and processing goes on.
+context in CloudEvent extensions (:data:`ERROR_EXTENSIONS`), and processing goes on.
+
+:func:`replay_dead_letters` (``meshconnect topics replay``) publishes dead letters again once the
+cause is fixed: without the ``error*`` extensions, to a topic, optionally filtered. Its progress
+is a source position ``replay/<dlq>-><topic>`` appended in the same store transaction as the
+records, so a crash never replays a dead letter twice and a second run only replays new ones.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -21,7 +27,20 @@ from .config.model import ErrorPolicy, RetryPolicy
 from .errors import DataError, RetriableError, StoreError, classify
 from .records import Record, now_iso
 
-__all__ = ["ERROR_EXTENSIONS", "backoff_delay", "dead_letter_record", "retrying"]
+if TYPE_CHECKING:
+    from .mesh.store import MeshStore
+    from .transforms import Failure, TransformChain
+
+__all__ = [
+    "ERROR_EXTENSIONS",
+    "ReplaySummary",
+    "backoff_delay",
+    "dead_letter_record",
+    "replay_dead_letters",
+    "replay_id",
+    "retry_transforms",
+    "retrying",
+]
 
 T = TypeVar("T")
 
@@ -82,6 +101,75 @@ async def retrying(
             attempt += 1
 
 
+def _retriable_failure(failure: Failure) -> bool:
+    """A transform failure caused by a retriable error (the chain wraps every error of a
+    transform in a DataError whose cause is what the transform raised)."""
+    return is_retriable(failure.error.__cause__ or failure.error)
+
+
+def _rest_of(chain: TransformChain, stage: str) -> TransformChain:
+    """The part of ``chain`` from the transform of ``stage`` on, naming stages as ``chain``."""
+    from .transforms import TransformChain
+
+    start = chain.stages.index(stage)
+    rest = TransformChain(chain.transforms[start:], chain.whens[start:])
+    rest.stages = chain.stages[start:]
+    return rest
+
+
+async def retry_transforms(
+    chain: TransformChain,
+    failures: list[Failure],
+    policy: RetryPolicy,
+    log: logging.Logger,
+    what: str,
+) -> tuple[list[Record], list[Failure]]:
+    """Retry the records of ``failures`` whose transform raised a retriable error (one that
+    looks something up, say): after a backoff, the chain runs again on them from the failing
+    transform on, up to ``policy.max_attempts`` in all. Returns the records that got through
+    (they go after the rest of their batch) and what failed for good, each error carrying
+    ``attempts``. Built-in transforms never raise retriable errors; this is for plugins."""
+    still = [f for f in failures if not _retriable_failure(f)]
+    pending = [f for f in failures if _retriable_failure(f)]
+    recovered: list[Record] = []
+    attempt = 1
+    while pending:
+        if attempt >= policy.max_attempts:
+            for failure in pending:
+                failure.error.attempts = attempt  # type: ignore[attr-defined]
+            still.extend(pending)
+            break
+        delay = backoff_delay(policy, attempt)
+        cause = pending[0].error.__cause__ or pending[0].error
+        log.warning(
+            "%s %s failed for %d record(s) (attempt %d of %d): %s: %s; retrying in %.3fs",
+            what,
+            pending[0].stage,
+            len(pending),
+            attempt,
+            policy.max_attempts,
+            type(cause).__name__,
+            cause,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        attempt += 1
+        by_stage: dict[str, list[Record]] = {}
+        for failure in pending:
+            by_stage.setdefault(failure.stage, []).append(failure.record)
+        pending = []
+        for stage, records in by_stage.items():
+            out, more = _rest_of(chain, stage).process(records)
+            recovered.extend(out)
+            for failure in more:
+                if _retriable_failure(failure):
+                    pending.append(failure)
+                else:
+                    failure.error.attempts = attempt  # type: ignore[attr-defined]
+                    still.append(failure)
+    return recovered, still
+
+
 def dead_letter_record(
     record: Record,
     error: BaseException,
@@ -120,3 +208,86 @@ def dead_letter_record(
     dead.topic = policy.dead_letter_topic
     dead.offset = None
     return dead
+
+
+def replay_id(dead_letter_topic: str, to: str) -> str:
+    """The id under which replay progress from ``dead_letter_topic`` to ``to`` is stored."""
+    return f"replay/{dead_letter_topic}->{to}"
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    """What one replay did."""
+
+    #: Offset of the dead-letter topic the replay started at (after earlier replays).
+    start: int
+    #: Offset it stopped at (the end of the topic when it started).
+    end: int
+    replayed: int = 0
+    #: Dead letters for which ``where`` was false.
+    skipped: int = 0
+    #: Dead letters for which ``where`` failed (a data error); not replayed.
+    failed: int = 0
+    first_failure: str = ""
+
+
+def revived(dead: Record, to: str) -> Record:
+    """The record a dead letter came from: the same id, attributes and data, without the
+    ``error*`` extensions, for topic ``to``."""
+    record = dead.copy()
+    for name in ERROR_EXTENSIONS:
+        record.extensions.pop(name, None)
+    record.topic = to
+    record.offset = None
+    return record
+
+
+async def replay_dead_letters(
+    store: MeshStore,
+    dead_letter_topic: str,
+    to: str,
+    where: Callable[[Record], Any] | None = None,
+    *,
+    from_beginning: bool = False,
+    dry_run: bool = False,
+    batch_size: int = 1000,
+) -> ReplaySummary:
+    """Append the dead letters of ``dead_letter_topic`` (those ``where`` accepts; it sees the
+    dead letter, ``error*`` extensions included) to ``to``, as :func:`revived` makes them.
+
+    Starts after what earlier replays to ``to`` did, or at the beginning with
+    ``from_beginning``; stops at the end the topic had when it started (dead letters arriving
+    meanwhile wait for the next replay). Each batch is appended with the replay's position in
+    one store transaction. ``dry_run`` counts without appending or moving the position."""
+    ident = replay_id(dead_letter_topic, to)
+    done = await store.positions(ident)
+    offset = 0 if from_beginning else int(done.get(dead_letter_topic, {}).get("next", 0))
+    end = (await store.end_offsets([dead_letter_topic]))[dead_letter_topic]
+    summary = ReplaySummary(start=offset, end=end)
+    while offset < end:
+        batch = await store.read(dead_letter_topic, offset, min(batch_size, end - offset))
+        if not batch:
+            break
+        batch = [r for r in batch if r.offset is not None and r.offset < end]
+        if not batch:
+            break
+        out: list[Record] = []
+        for dead in batch:
+            if where is not None:
+                try:
+                    keep = where(dead)
+                except Exception as exc:
+                    summary.failed += 1
+                    if not summary.first_failure:
+                        summary.first_failure = f"offset {dead.offset}: {exc}"
+                    continue
+                if not keep:
+                    summary.skipped += 1
+                    continue
+            out.append(revived(dead, to))
+        offset = int(batch[-1].offset) + 1  # type: ignore[arg-type]
+        if not dry_run:
+            await store.append(out, {(ident, dead_letter_topic): {"next": offset}})
+        summary.replayed += len(out)
+    summary.end = offset
+    return summary

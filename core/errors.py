@@ -14,12 +14,45 @@
     └── StoreError             the mesh store failed; retriable unless it says otherwise.
 
 Connectors raise these (wrapping their client library's exceptions); :func:`classify` maps what
-they raise, and the builtins it knows, onto the taxonomy. Anything unmapped is a failure of the
-connector, which the supervisor restarts with backoff.
+they raise, and the standard-library exceptions it knows, onto the taxonomy:
+
+=================================================  ===============================================
+exception                                          class
+=================================================  ===============================================
+ours (``ConfigError``, ``RetriableError``, ...)    itself
+``ConnectionError``, ``TimeoutError``,             ``RetriableError``
+``BlockingIOError``, ``InterruptedError``
+``OSError`` with a transient ``errno``:            ``RetriableError`` (the disk or the network may
+``EIO``, ``ENOSPC``, ``EDQUOT``, ``EAGAIN``,       come back: a full disk is freed, an NFS server
+``EBUSY``, ``EINTR``, ``ENFILE``, ``EMFILE``,      returns, descriptors are released)
+``ENOMEM``, ``ENOBUFS``, ``ESTALE``, ``ETIMEDOUT``,
+``ENETDOWN``, ``ENETUNREACH``, ``EHOSTUNREACH``
+``OSError`` naming a wrong path or permission:     ``ConfigError`` (someone must fix the path or
+``EACCES``, ``EPERM``, ``EROFS``, ``ENOENT``,      the permissions; retrying will not help)
+``ENOTDIR``, ``EISDIR``, ``ENAMETOOLONG``,
+``ELOOP``
+``sqlite3.OperationalError`` "database is locked"  ``RetriableError``
+/ "busy" / "disk I/O error"
+``sqlite3.IntegrityError``, ``sqlite3.DataError``  ``DataError`` (this row violates a constraint)
+``ValueError`` (JSON, Unicode, pydantic),          ``DataError`` (raised while handling a record)
+``TypeError``, ``KeyError``, ``IndexError``,
+``ArithmeticError``, ``csv.Error``
+anything else                                      ``None``: a failure of the connector
+=================================================  ===============================================
+
+What each class leads to (``core/errorpolicy.py``, ``core/worker.py``): a ``ConfigError`` stops
+the connector for good (the run exits 1); a ``RetriableError`` (or ``StoreError``) is retried with
+exponential backoff and jitter up to ``errors.retry.max_attempts``; a ``DataError``, or a
+retriable error whose attempts ran out, is dead-lettered under ``tolerance: all`` and fails the
+connector under ``tolerance: none``; anything unmapped fails the connector, which the supervisor
+restarts with backoff from its committed offsets. ``tests/test_errors_mapping.py`` checks this
+table.
 """
 
 from __future__ import annotations
 
+import errno
+import sys
 from dataclasses import dataclass
 
 __all__ = [
@@ -98,18 +131,84 @@ _RETRIABLE_BUILTINS: tuple[type[BaseException], ...] = (
     InterruptedError,
 )
 
+#: ``errno`` values of an ``OSError`` that may go away by themselves.
+RETRIABLE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EIO",
+        "ENOSPC",
+        "EDQUOT",
+        "EAGAIN",
+        "EBUSY",
+        "EINTR",
+        "ENFILE",
+        "EMFILE",
+        "ENOMEM",
+        "ENOBUFS",
+        "ESTALE",
+        "ETIMEDOUT",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "EHOSTUNREACH",
+        "ECONNRESET",
+        "ECONNREFUSED",
+        "ECONNABORTED",
+        "EPIPE",
+    )
+    if hasattr(errno, name)
+)
+#: ``errno`` values of an ``OSError`` that say a configured path or its permissions are wrong.
+CONFIG_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EACCES",
+        "EPERM",
+        "EROFS",
+        "ENOENT",
+        "ENOTDIR",
+        "EISDIR",
+        "ENAMETOOLONG",
+        "ELOOP",
+    )
+    if hasattr(errno, name)
+)
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "busy", "disk i/o error")
+_DATA_BUILTINS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    ArithmeticError,
+)
+
 
 def classify(exc: BaseException) -> type[MeshconnectError] | None:
-    """The taxonomy class of ``exc``: one of ours, a builtin we know, or ``None`` (unknown).
-
-    Builtin connection and timeout errors are retriable; ``ValueError``, ``TypeError``,
-    ``KeyError`` and ``UnicodeError`` raised while handling a record are data errors.
-    """
+    """The taxonomy class of ``exc``: one of ours, a standard exception we know (see the table
+    in the module docstring), or ``None`` (unknown: a failure of the connector)."""
     for cls in (ConfigError, PluginError, RetriableError, DataError, StoreError):
         if isinstance(exc, cls):
             return cls
     if isinstance(exc, _RETRIABLE_BUILTINS):
         return RetriableError
-    if isinstance(exc, ValueError | TypeError | KeyError | UnicodeError | ArithmeticError):
+    if isinstance(exc, OSError):
+        if exc.errno in RETRIABLE_ERRNOS:
+            return RetriableError
+        if exc.errno in CONFIG_ERRNOS:
+            return ConfigError
+        return None
+    # Only modules already imported can have raised their exceptions: look, never import.
+    sqlite3 = sys.modules.get("sqlite3")
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+            return DataError
+        if isinstance(exc, sqlite3.OperationalError):
+            text = str(exc).lower()
+            if any(marker in text for marker in _SQLITE_TRANSIENT):
+                return RetriableError
+        return None
+    csv = sys.modules.get("csv")
+    if csv is not None and isinstance(exc, csv.Error):
+        return DataError
+    if isinstance(exc, _DATA_BUILTINS):
         return DataError
     return None

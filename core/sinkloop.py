@@ -9,6 +9,13 @@ Offsets are committed only after ``flush()`` returned, together with the state i
 so a committed offset never runs ahead of durable output. Records a sink (or its transforms)
 rejects go by its ``errors:`` policy: retried, dead-lettered or failing the sink, which the
 worker's supervisor then restarts from the committed offsets.
+
+Dead letters are appended **exactly once**, although the sink's offsets are committed later
+(after its next flush): each dead-letter append also stores, in the same store transaction, a
+source position ``deadletter/<group>`` per topic saying up to which offset the sink has
+dead-lettered what failed. After a crash the sink is re-fed records since its last commit; the
+ones below that mark that fail again are not dead-lettered a second time. (A record that failed
+before the crash and succeeds after it is written *and* stays in the dead-letter topic.)
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .api import Sink
-from .errorpolicy import retrying
-from .errors import DataError, classify
+from .errorpolicy import retry_transforms, retrying
+from .errors import DataError, RetriableError, StoreError, classify
 from .records import Record
 
 if TYPE_CHECKING:
@@ -30,7 +37,14 @@ if TYPE_CHECKING:
     from .mesh.store import MeshStore
     from .worker import ConnectorStatus, Worker
 
-__all__ = ["SinkLoop", "resolve_topics", "sink_group", "sink_patterns", "template_glob"]
+__all__ = [
+    "SinkLoop",
+    "dead_letter_id",
+    "resolve_topics",
+    "sink_group",
+    "sink_patterns",
+    "template_glob",
+]
 
 log = logging.getLogger("meshconnect.worker")
 
@@ -38,6 +52,11 @@ log = logging.getLogger("meshconnect.worker")
 def sink_group(pipeline: str, name: str) -> str:
     """The consumer group of a sink: ``<pipeline>/<sink name>``."""
     return f"{pipeline}/{name}"
+
+
+def dead_letter_id(group: str) -> str:
+    """The id of the positions marking what sink ``group`` has dead-lettered, per topic."""
+    return f"deadletter/{group}"
 
 
 def sink_patterns(pipeline: LoadedPipeline, sink: LoadedSink) -> list[str]:
@@ -89,12 +108,19 @@ class SinkLoop:
         self.committed: dict[str, int] = dict(committed)
         self.topics: list[str] = []
         self.last_commit = time.monotonic()
+        #: Per topic, the offset below which failures were already dead-lettered.
+        self.dead_marks: dict[str, int] = {}
+
+    async def _load_dead_marks(self) -> None:
+        marks = await self.store.positions(dead_letter_id(self.group))
+        self.dead_marks = {t: int(p.get("next", 0)) for t, p in marks.items()}
 
     async def run(self) -> None:
         worker = self.worker
         batch_size = self.loaded.batch_size
         self.topics = await resolve_topics(self.store, self.patterns)
         last_resolve = time.monotonic()
+        await self._load_dead_marks()
         while not worker.stopping:
             progressed = False
             for topic in self.topics:
@@ -103,7 +129,7 @@ class SinkLoop:
                 if not records:
                     continue
                 progressed = True
-                await self._deliver(records)
+                await self._deliver(topic, records)
                 self.offsets[topic] = records[-1].offset + 1  # type: ignore[operator]
                 if time.monotonic() - self.last_commit >= self.loaded.commit_interval:
                     await self._commit()
@@ -159,13 +185,19 @@ class SinkLoop:
         self.committed = offsets
         self.last_commit = time.monotonic()
 
-    async def _deliver(self, records: list[Record]) -> None:
+    async def _deliver(self, topic: str, records: list[Record]) -> None:
         status = self.status
         status.records_in += len(records)
+        end = records[-1].offset + 1  # type: ignore[operator]
         chain = self.loaded.chain
         if len(chain):  # stored records may be shared with other sinks: change copies
             records = [r.copy() for r in records]
         out, failures = chain.process(records)
+        if failures:
+            more, failures = await retry_transforms(
+                chain, failures, self.loaded.errors.retry, log, f"sink {self.group}"
+            )
+            out.extend(more)
         problems: list[tuple[Record, BaseException, str]] = [
             (f.record, f.error, f.stage) for f in failures
         ]
@@ -173,41 +205,76 @@ class SinkLoop:
             started = time.perf_counter()
             problems.extend(await self._write(out))
             status.last_batch_seconds = time.perf_counter() - started
-        if problems:
-            dead = self.worker._dead_letters(
-                self.pipeline.name, self.loaded.name, self.loaded.errors, problems, status
-            )
-            if dead:
-                await retrying(
-                    lambda: self.store.append(dead),
-                    self.loaded.errors.retry,
-                    log,
-                    f"sink {self.group} dead-letter append",
-                )
-                self.worker._appended()
         status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
+        if problems:
+            await self._dead_letter(topic, end, problems)
+
+    async def _dead_letter(
+        self, topic: str, end: int, problems: list[tuple[Record, BaseException, str]]
+    ) -> None:
+        """Apply the errors policy to ``problems`` of a batch of ``topic`` that ends before
+        offset ``end``; dead letters go with the batch's mark in one append."""
+        mark = self.dead_marks.get(topic, 0)
+        if mark:  # re-fed after a crash: what failed below the mark is in the DLQ already
+            fresh = [p for p in problems if p[0].offset is None or p[0].offset >= mark]
+            if len(fresh) < len(problems):
+                log.info(
+                    "sink %s: %d failed record(s) of %s were dead-lettered before a restart",
+                    self.group,
+                    len(problems) - len(fresh),
+                    topic,
+                )
+                self.status.failed += len(problems) - len(fresh)
+            problems = fresh
+            if not problems:
+                return
+        dead = self.worker._dead_letters(
+            self.pipeline.name, self.loaded.name, self.loaded.errors, problems, self.status
+        )
+        if not dead:
+            return
+        positions = {(dead_letter_id(self.group), topic): {"next": end}}
+        await retrying(
+            lambda: self.store.append(dead, positions),
+            self.loaded.errors.retry,
+            log,
+            f"sink {self.group} dead-letter append",
+        )
+        self.dead_marks[topic] = end
+        self.worker._appended()
 
     async def _write(self, records: list[Record]) -> list[tuple[Record, BaseException, str]]:
-        """Write a batch; on a data error, find the bad records by writing one at a time."""
+        """Write a batch; on a data error, find the bad records by writing one at a time.
+
+        Returns the records that failed for good: data errors, and under ``tolerance: all``
+        those whose retriable error outlasted ``retry.max_attempts``. Anything else raises."""
         policy = self.loaded.errors.retry
         what = f"sink {self.group} write"
         try:
             await retrying(lambda: self.sink.write(records), policy, log, what)
             return []
         except Exception as exc:
-            if classify(exc) is not DataError:
+            if not self._tolerated(exc):
                 raise
-            if len(records) == 1:
-                return [(records[0], exc, "sink")]
+            if classify(exc) is not DataError or len(records) == 1:
+                return [(r, exc, "sink") for r in records]
         failed: list[tuple[Record, BaseException, str]] = []
         for record in records:
             try:
                 await retrying(functools.partial(self.sink.write, [record]), policy, log, what)
             except Exception as exc:
-                if classify(exc) is not DataError:
+                if not self._tolerated(exc):
                     raise
                 failed.append((record, exc, "sink"))
         return failed
+
+    def _tolerated(self, exc: BaseException) -> bool:
+        """Whether a write error goes by the errors policy (data errors always; retriable ones
+        out of attempts under ``tolerance: all``) rather than failing the sink at once."""
+        kind = classify(exc)
+        if kind is DataError:
+            return True
+        return kind in (RetriableError, StoreError) and self.loaded.errors.tolerance == "all"
 
 
 def template_glob(text: str) -> str:

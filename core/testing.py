@@ -3,8 +3,11 @@
 * :class:`MemorySource` yields given records in batches, with positions, and can be told to
   raise at a given point (a crash mid-stream).
 * :class:`MemorySink` collects what it is given in :data:`MemorySink.outputs` by name, with
-  truncate-to-checkpoint semantics like a real file sink, and can reject records or fail
-  transiently.
+  truncate-to-checkpoint semantics like a real file sink, and can reject records (a
+  ``DataError``), fail transiently (a ``RetriableError``) or crash before a commit. With
+  ``path`` it keeps its output in a JSON-lines file too, so a test can run it in a
+  ``meshconnect run`` subprocess (load this module as a local plugin: see
+  :data:`PLUGIN_SOURCE`).
 * :data:`plugin` registers both as the ``memory`` connector; add it to a registry with
   ``registry.register(meshconnect.testing.plugin, "testing")`` or with :func:`test_registry`.
 * :func:`run_pipelines` runs pipeline YAML in-process against a store and returns the exit code.
@@ -14,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +31,7 @@ from .hookspecs import hookimpl
 from .records import Record
 
 __all__ = [
+    "PLUGIN_SOURCE",
     "MemorySink",
     "MemorySinkConfig",
     "MemorySource",
@@ -100,18 +105,36 @@ class MemorySinkConfig(ConnectorConfig):
     fail_for: float = Field(
         0.0, description="Seconds after open during which every write raises RetriableError."
     )
+    crash_before_commit: bool = Field(
+        False,
+        description="The first flush (per name and process) raises a RuntimeError: a crash "
+        "after writing and dead-lettering, before the offsets are committed.",
+    )
+    path: str | None = Field(
+        None,
+        description="Also keep the output in this JSON-lines file (CloudEvents), rewritten on "
+        "every flush and read back on open: the output survives the process.",
+    )
 
 
 class MemorySink(Sink[MemorySinkConfig]):
     """Collects records in ``outputs[name]``; truncates to the committed count on open."""
 
     outputs: ClassVar[dict[str, list[Record]]] = {}
+    #: Names whose simulated crash before a commit has happened (once per process).
+    crashed: ClassVar[set[str]] = set()
 
     async def open(self, state: Mapping[str, Any] | None) -> None:
+        if self.config.path is not None:
+            self.outputs[self.config.name] = _read_events(self._path())
         out = self.outputs.setdefault(self.config.name, [])
         keep = int(state["count"]) if state else 0
         del out[keep:]
         self.opened = time.monotonic()
+
+    def _path(self) -> str:
+        assert self.config.path is not None
+        return os.path.join(self.context.base_dir, self.config.path)
 
     async def write(self, records: Sequence[Record]) -> None:
         if time.monotonic() - self.opened < self.config.fail_for:
@@ -124,7 +147,33 @@ class MemorySink(Sink[MemorySinkConfig]):
         self.outputs[self.config.name].extend(records)
 
     async def flush(self) -> dict[str, Any]:
-        return {"count": len(self.outputs[self.config.name])}
+        name = self.config.name
+        if self.config.crash_before_commit and name not in self.crashed:
+            self.crashed.add(name)
+            raise RuntimeError("memory sink: simulated crash before the commit")
+        out = self.outputs[name]
+        if self.config.path is not None:
+            _write_events(self._path(), out)
+        return {"count": len(out)}
+
+
+def _read_events(path: str) -> list[Record]:
+    import orjson
+
+    try:
+        with open(path, "rb") as file:
+            return [Record.from_dict(orjson.loads(line)) for line in file if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _write_events(path: str, records: Sequence[Record]) -> None:
+    import orjson
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as file:
+        file.write(b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in records))
+    os.replace(tmp, path)
 
 
 @hookimpl
@@ -153,6 +202,10 @@ class _TestingPlugin:
 
 #: The plugin object to register for the ``memory`` test connector.
 plugin = _TestingPlugin()
+
+#: The text of a local plugin module (list it under ``paths`` in a ``plugins.toml``) that gives
+#: a ``meshconnect`` subprocess the ``memory`` test connector.
+PLUGIN_SOURCE = "from meshconnect.testing import meshconnect_connectors  # noqa: F401\n"
 
 
 def test_registry() -> Any:

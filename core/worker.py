@@ -14,7 +14,8 @@
   offsets with the sink's state. After a crash it is re-fed what it wrote since the last
   commit; its ``open(state)`` discards that (truncate-to-checkpoint) or it is idempotent.
 * Every source and sink runs under a supervisor: an exception marks it FAILED with the reason
-  and it is restarted with backoff from its committed offsets; the others keep running.
+  and it is restarted with backoff from its committed offsets; the others keep running. A
+  config error (classified by :func:`~meshconnect.errors.classify`) stops it for good.
 * SIGINT/SIGTERM stop the sources, drain what was polled into the store, flush the sinks and
   commit. When every source is bounded, the run ends once all is delivered and committed.
 """
@@ -32,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .api import ConnectorContext, Sink, Source, SourceBatch
-from .errorpolicy import dead_letter_record, retrying
-from .errors import ConfigError, DataError
+from .errorpolicy import dead_letter_record, retry_transforms, retrying
+from .errors import ConfigError, DataError, classify
 from .mesh.codec import RecordEncodingError
 from .mesh.store import Retention
 from .records import Record
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
     from .mesh.store import MeshStore
 
-__all__ = ["ConnectorStatus", "Worker", "sink_group", "source_id"]
+__all__ = ["ConnectorStatus", "Worker", "route", "sink_group", "source_id"]
 
 log = logging.getLogger("meshconnect.worker")
 
@@ -59,6 +60,35 @@ _DONE = object()
 def source_id(pipeline: str, name: str) -> str:
     """The id under which a source's positions are stored: ``<pipeline>/<source name>``."""
     return f"{pipeline}/{name}"
+
+
+def route(
+    pipeline: LoadedPipeline, records: list[Record]
+) -> tuple[list[Record], list[tuple[Record, BaseException, str]]]:
+    """Give each record without a topic the pipeline's topic; the ones whose topic template
+    cannot be rendered are failures of the ``topic`` stage."""
+    template = pipeline.topic
+    if template.is_literal:
+        literal = template.literal
+        for record in records:
+            if record.topic is None:
+                record.topic = literal
+        return records, []
+    render = template.render
+    routed: list[Record] = []
+    failures: list[tuple[Record, BaseException, str]] = []
+    for record in records:
+        if record.topic is None:
+            try:
+                topic = render(record)
+                if not topic:
+                    raise DataError(f"topic template {template.text!r} rendered ''")
+            except Exception as exc:
+                failures.append((record, exc, "topic"))
+                continue
+            record.topic = topic
+        routed.append(record)
+    return routed, failures
 
 
 @dataclass(slots=True)
@@ -247,7 +277,8 @@ class Worker:
                 status.set("FAILED", reason)
                 status.restarts += 1
                 log.error("%s %s FAILED: %s", status.kind, ident, reason, exc_info=exc)
-                fatal = isinstance(exc, ConfigError)
+                # A wrong config, path or permission: restarting cannot help.
+                fatal = classify(exc) is ConfigError
                 if (
                     fatal
                     or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
@@ -329,9 +360,8 @@ class Worker:
                     break
                 if not batch.records and not batch.positions and not batch.failures:
                     continue
-                if not await _put(
-                    queue, self._route_source_batch(pipeline, batch, status), appender
-                ):
+                routed = await self._route_source_batch(pipeline, batch, status)
+                if not await _put(queue, routed, appender):
                     break
         finally:
             with contextlib.suppress(Exception):
@@ -341,14 +371,23 @@ class Worker:
             await appender
         self._finished(status, "in", "stored")
 
-    def _route_source_batch(
+    async def _route_source_batch(
         self, pipeline: LoadedPipeline, batch: SourceBatch, status: ConnectorStatus
     ) -> tuple[list[Record], dict[tuple[str, str], Any]]:
         loaded = pipeline.source
         assert loaded is not None
         status.records_in += len(batch.records) + len(batch.failures)
         records, failures = pipeline.chain.process(batch.records)
-        records, unroutable = self._route(pipeline, records)
+        if failures:
+            more, failures = await retry_transforms(
+                pipeline.chain,
+                failures,
+                loaded.errors.retry,
+                log,
+                f"source {source_id(pipeline.name, loaded.name)}",
+            )
+            records.extend(more)
+        records, unroutable = route(pipeline, records)
         out = records
         problems: list[tuple[Record, BaseException, str]] = [
             (r, e, "source") for r, e in batch.failures
@@ -364,34 +403,6 @@ class Worker:
         ident = source_id(pipeline.name, loaded.name)
         positions = {(ident, part): pos for part, pos in batch.positions.items()}
         return out, positions
-
-    def _route(
-        self, pipeline: LoadedPipeline, records: list[Record]
-    ) -> tuple[list[Record], list[tuple[Record, BaseException, str]]]:
-        """Give each record without a topic the pipeline's topic; the ones whose topic
-        template cannot be rendered are failures of the ``topic`` stage."""
-        template = pipeline.topic
-        if template.is_literal:
-            literal = template.literal
-            for record in records:
-                if record.topic is None:
-                    record.topic = literal
-            return records, []
-        render = template.render
-        routed: list[Record] = []
-        failures: list[tuple[Record, BaseException, str]] = []
-        for record in records:
-            if record.topic is None:
-                try:
-                    topic = render(record)
-                    if not topic:
-                        raise DataError(f"topic template {template.text!r} rendered ''")
-                except Exception as exc:
-                    failures.append((record, exc, "topic"))
-                    continue
-                record.topic = topic
-            routed.append(record)
-        return routed, failures
 
     def _dead_letters(
         self,

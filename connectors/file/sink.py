@@ -43,6 +43,7 @@ from meshconnect.errors import DataError
 from meshconnect.records import Record
 
 from .config import FileSinkConfig
+from .errors import io_error
 
 __all__ = ["FileSink"]
 
@@ -93,7 +94,10 @@ class FileSink(Sink[FileSinkConfig]):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def open(self, state: Mapping[str, Any] | None) -> None:
-        await asyncio.to_thread(self._open, state)
+        try:
+            await asyncio.to_thread(self._open, state)
+        except OSError as exc:
+            raise io_error(exc, f"file sink {self._path}: open") from exc
 
     async def write(self, records: Sequence[Record]) -> None:
         if self._file is None:
@@ -102,24 +106,30 @@ class FileSink(Sink[FileSinkConfig]):
             return
         lines = self._encode(records)
         limit = self.config.rotate_bytes
-        if limit is None:
-            self._buffer(b"".join(lines))
-        else:
-            size, first = self._size, 0
-            for i, line in enumerate(lines):
-                if size and size + len(line) > limit:
-                    self._buffer(b"".join(lines[first:i]))
-                    await asyncio.to_thread(self._rotate, self._take())
-                    size, first = 0, i
-                size += len(line)
-            self._buffer(b"".join(lines[first:]))
-        if self._pending_bytes >= _WRITE_BEHIND:
-            await asyncio.to_thread(self._write, self._take(), False)
+        try:
+            if limit is None:
+                self._buffer(b"".join(lines))
+            else:
+                size, first = self._size, 0
+                for i, line in enumerate(lines):
+                    if size and size + len(line) > limit:
+                        self._buffer(b"".join(lines[first:i]))
+                        await asyncio.to_thread(self._rotate, self._take())
+                        size, first = 0, i
+                    size += len(line)
+                self._buffer(b"".join(lines[first:]))
+            if self._pending_bytes >= _WRITE_BEHIND:
+                await asyncio.to_thread(self._write, self._take(), False)
+        except OSError as exc:
+            raise io_error(exc, f"file sink {self._current}: write") from exc
 
     async def flush(self) -> dict[str, Any] | None:
         if self._file is None:
             return None
-        await asyncio.to_thread(self._write, self._take(), self.config.fsync)
+        try:
+            await asyncio.to_thread(self._write, self._take(), self.config.fsync)
+        except OSError as exc:
+            raise io_error(exc, f"file sink {self._current}: flush") from exc
         return self._state()
 
     async def close(self) -> None:

@@ -58,6 +58,7 @@ from meshconnect.errors import DataError
 from meshconnect.records import Record
 
 from .config import FileSourceConfig
+from .errors import io_error
 
 __all__ = ["FileSource"]
 
@@ -165,7 +166,10 @@ class FileSource(Source[FileSourceConfig]):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, positions: Mapping[str, Position]) -> None:
-        await asyncio.to_thread(self._resolve, positions)
+        try:
+            await asyncio.to_thread(self._resolve, positions)
+        except OSError as exc:
+            raise io_error(exc, f"file source {', '.join(self._patterns)}: start") from exc
         self._last_scan = time.monotonic()
         if not self._tails:
             pattern = ", ".join(self._patterns)
@@ -175,6 +179,12 @@ class FileSource(Source[FileSourceConfig]):
                 self._log.info("file source: no file matches %s yet; waiting", pattern)
 
     async def poll(self) -> SourceBatch | None:
+        try:
+            return await self._poll()
+        except OSError as exc:
+            raise io_error(exc, f"file source {', '.join(self._patterns)}: read") from exc
+
+    async def _poll(self) -> SourceBatch | None:
         config = self.config
         if self._rescan or (
             config.follow and time.monotonic() - self._last_scan >= config.poll_interval
