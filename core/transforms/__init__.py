@@ -2,14 +2,24 @@
 
 A transform changes, drops or multiplies one record at a time. Every transform takes a ``when``
 predicate; a record for which it is false passes through untouched. Built-in transforms live in
+the modules of this package by concept (:mod:`.fields`, :mod:`.structure`, :mod:`.masking`,
+:mod:`.convert`, :mod:`.routing`, :mod:`.schema`) and register through
 :mod:`meshconnect.transforms.builtin`; plugins add more through the ``meshconnect_transforms``
 hook with a :class:`~meshconnect.api.TransformSpec`.
+
+While the loader builds a transform (calls its factory), :func:`build_context` tells the factory
+where the pipeline file lives (to resolve relative paths, as ``validate`` does for its schema
+directory) and whether the chain is a pipeline's or a sink's (``route`` only makes sense before
+the record is stored). Outside the loader it gives the current directory and ``sink=False``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
@@ -17,7 +27,45 @@ from ..errors import DataError
 if TYPE_CHECKING:
     from ..records import Record
 
-__all__ = ["Failure", "Transform", "TransformChain"]
+__all__ = [
+    "BuildContext",
+    "Failure",
+    "Transform",
+    "TransformChain",
+    "build_context",
+    "building",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a transform factory may know about where it is built."""
+
+    #: The directory of the pipeline file (relative paths in options resolve against it).
+    base_dir: Path
+    #: True in a sink's ``transforms:`` (records are already stored), False in a pipeline's.
+    sink: bool = False
+
+
+_CONTEXT: contextvars.ContextVar[BuildContext | None] = contextvars.ContextVar(
+    "meshconnect_transform_build_context", default=None
+)
+
+
+def build_context() -> BuildContext:
+    """The context of the transform being built (see the module docstring)."""
+    context = _CONTEXT.get()
+    return context if context is not None else BuildContext(Path.cwd())
+
+
+@contextlib.contextmanager
+def building(context: BuildContext) -> Iterator[BuildContext]:
+    """Make ``context`` what :func:`build_context` returns while factories run inside."""
+    token = _CONTEXT.set(context)
+    try:
+        yield context
+    finally:
+        _CONTEXT.reset(token)
 
 
 class Transform:
