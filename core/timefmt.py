@@ -45,6 +45,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NUMERIC = re.compile(r"\s*-?\d+(\.\d+)?\s*")
 # Beyond these, datetime cannot represent the time (years 1..9999).
 _MIN_S, _MAX_S = -62135596800, 253402300799
+_UNITS = {1: "seconds", 1000: "milliseconds"}
 
 
 @lru_cache(maxsize=256)
@@ -68,10 +69,18 @@ def check_format(fmt: str, *, parsing: bool = True) -> str:
     raise ValueError(f"unknown time format {fmt!r}: use {', '.join(named)} or a strftime pattern")
 
 
-def _from_epoch(seconds: float) -> datetime:
-    if not _MIN_S <= seconds <= _MAX_S:
-        raise ValueError(f"{seconds:g} seconds since the epoch is out of range")
-    return _EPOCH + timedelta(seconds=seconds)
+def _from_epoch(number: float, per_second: int) -> datetime:
+    """The time ``number`` units (``per_second`` of them a second) after the epoch; exact for
+    integers."""
+    if not _MIN_S * per_second <= number <= _MAX_S * per_second:
+        raise ValueError(f"{number:g} {_UNITS[per_second]} since the epoch is out of range")
+    if number.__class__ is int:
+        return (
+            _EPOCH + timedelta(milliseconds=number)
+            if per_second == 1000
+            else (_EPOCH + timedelta(seconds=number))
+        )
+    return _EPOCH + timedelta(seconds=number / per_second)
 
 
 def _number(value: Any, unit: str) -> float:
@@ -115,15 +124,15 @@ def parse_time(value: Any, fmt: str = "auto", *, tz: tzinfo = UTC) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=tz)
     if fmt == "epoch_ms":
-        return _from_epoch(_number(value, "milliseconds") / 1000)
+        return _from_epoch(_number(value, "milliseconds"), 1000)
     if fmt == "epoch_s":
-        return _from_epoch(_number(value, "seconds"))
+        return _from_epoch(_number(value, "seconds"), 1)
     if fmt == "auto":
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return _from_epoch(_number(value, "milliseconds") / 1000)
+            return _from_epoch(_number(value, "milliseconds"), 1000)
         if isinstance(value, str):
             if _NUMERIC.fullmatch(value):
-                return _from_epoch(_number(value, "milliseconds") / 1000)
+                return _from_epoch(_number(value, "milliseconds"), 1000)
             return _parse_iso(value, tz)
         raise ValueError(
             f"expected an ISO 8601 string or epoch milliseconds, not {_describe(value)}"
@@ -149,7 +158,7 @@ def format_time(moment: datetime, fmt: str = "iso", *, tz: tzinfo = UTC) -> str 
     if fmt == "epoch_s":
         delta = moment - _EPOCH
         return delta.days * 86_400 + delta.seconds
-    local = moment.astimezone(tz)
+    local = moment if moment.tzinfo is tz else moment.astimezone(tz)
     if fmt == "iso":
         text = local.isoformat()
         return text[:-6] + "Z" if tz is UTC and text.endswith("+00:00") else text

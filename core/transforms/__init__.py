@@ -131,35 +131,40 @@ class TransformChain:
         return step
 
     def process(self, records: list[Record]) -> tuple[list[Record], list[Failure]]:
-        """Run every record through the chain; return the survivors and the failures."""
+        """Run every record through the chain; return the survivors and the failures.
+
+        Each record goes through every step before the next record starts (no list per
+        step). A record a step fans out into goes on through the rest of the chain, each copy
+        in turn. A record that fails is reported as it entered the failing step.
+        """
         if not self._steps:
             return records, []
+        out: list[Record] = []
         failures: list[Failure] = []
-        current = records
-        for index, step in enumerate(self._steps):
-            out: list[Record] = []
-            append = out.append
-            record = None
+        self._run(records, 0, out, failures)
+        return out, failures
+
+    def _run(
+        self, records: list[Record], start: int, out: list[Record], failures: list[Failure]
+    ) -> None:
+        steps = self._steps[start:] if start else self._steps
+        append = out.append
+        for record in records:
+            index = start
             try:
-                for record in current:
+                for step in steps:
                     result = step(record)
                     if result is None:
-                        continue
+                        break
                     if result.__class__ is list:
-                        out.extend(result)
-                    else:
-                        append(result)
+                        self._run(result, index + 1, out, failures)
+                        break
+                    record = result
+                    index += 1
+                else:
+                    append(record)
             except Exception as exc:
-                # ``record`` failed: note it, then go on record by record after it.
-                done = next(i for i, r in enumerate(current) if r is record)
-                failures.append(self._failure(current[done], exc, self.stages[index]))
-                rest, more = self._isolate(step, current[done + 1 :], self.stages[index])
-                out.extend(rest)
-                failures.extend(more)
-            current = out
-            if not current:
-                break
-        return current, failures
+                failures.append(self._failure(record, exc, self.stages[index]))
 
     @staticmethod
     def _failure(record: Record, exc: BaseException, stage: str) -> Failure:
@@ -167,23 +172,3 @@ class TransformChain:
         if error is not exc:
             error.__cause__ = exc
         return Failure(record, error, stage)
-
-    @staticmethod
-    def _isolate(
-        step: Step, records: list[Record], stage: str
-    ) -> tuple[list[Record], list[Failure]]:
-        out: list[Record] = []
-        failures: list[Failure] = []
-        for record in records:
-            try:
-                result = step(record)
-            except Exception as exc:
-                failures.append(TransformChain._failure(record, exc, stage))
-                continue
-            if result is None:
-                continue
-            if isinstance(result, list):
-                out.extend(result)
-            else:
-                out.append(result)
-        return out, failures

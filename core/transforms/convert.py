@@ -47,6 +47,7 @@ __all__ = [
 CastType = Literal["int", "float", "string", "bool", "decimal", "timestamp"]
 Converter = Callable[[Any], Any]
 
+_MISSING: Any = object()
 _TRUE = frozenset(("true", "yes", "on", "1"))
 _FALSE = frozenset(("false", "no", "off", "0", ""))
 
@@ -108,6 +109,13 @@ def _to_bool(value: Any) -> bool:
 
 def to_decimal(value: Any) -> str:
     """``value`` (an integer, a float or a numeric string) as a canonical decimal string."""
+    cls = value.__class__
+    if cls is int:
+        return str(value)
+    if cls is float:
+        text = repr(value)  # the shortest repr: 0.1 is "0.1", not 0.1000000000000000055…
+        if "e" not in text and "n" not in text:  # not 1e+16, nan, inf
+            return text
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{_short(value)} cannot become a decimal")
     try:
@@ -176,8 +184,39 @@ class Cast(Transform):
         self.type_name = "cast"
         # Written deepest first, so a written path never breaks another.
         self.steps = sorted(steps, key=lambda s: len(s[0].segments), reverse=True)
+        self._single = self.steps[0] if len(self.steps) == 1 else None
+        self._key: str | None = None
+        self._convert: Converter = _to_string
+        if self._single is not None:
+            path, self._convert = self._single
+            if path.kind == "data" and len(path.segments) == 1:
+                self._key = path.segments[0] if isinstance(path.segments[0], str) else None
 
     def apply(self, record: Record) -> Record:
+        key = self._key
+        if key is not None and record.data.__class__ is dict:  # one top-level field
+            data = record.data
+            value = data.get(key, _MISSING)
+            if value is _MISSING:
+                raise DataError(f"cast: data.{key} is missing")
+            if value is not None:
+                try:
+                    data[key] = self._convert(value)
+                except (ValueError, OverflowError) as exc:
+                    raise DataError(f"cast: data.{key}: {exc}") from None
+            return record
+        single = self._single
+        if single is not None:  # one path: read, convert, write, no lists
+            path, convert = single
+            found, value = path.get(record)
+            if not found:
+                raise DataError(f"cast: {path} is missing")
+            if value is not None:
+                try:
+                    path.set(record, convert(value), create=False)
+                except (ValueError, OverflowError) as exc:
+                    raise DataError(f"cast: {path}: {exc}") from None
+            return record
         for path, value in _convert_all("cast", record, self.steps):
             path.set(record, value, create=False)
         return record

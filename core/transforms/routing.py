@@ -226,7 +226,10 @@ class SetKey(Transform):
     def apply(self, record: Record) -> Record:
         paths = self.paths
         if len(paths) == 1:
-            key = render_value(self._value(record, paths[0]))
+            found, value = paths[0].get(record)
+            if value is None:
+                raise DataError(f"set_key: {paths[0]} is {'null' if found else 'missing'}")
+            key = value if value.__class__ is str else render_value(value)
         else:
             values = [self._value(record, path) for path in paths]
             try:
