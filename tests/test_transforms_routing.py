@@ -269,3 +269,23 @@ def test_set_attributes_template_failure_changes_nothing() -> None:
 def test_set_attributes_options_are_checked(options: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         SPECS["set_attributes"].options_model(**options)
+
+
+def test_fanout_copies_go_through_the_rest_of_the_chain_each_on_its_own() -> None:
+    """Copies are independent records for the later steps; a failure names the step."""
+    rules = [{"when": "true", "topic": "a"}, {"when": "true", "topic": "b"}]
+    steps = chain(
+        build("route", rules=rules, fanout=True),
+        build("set_key", fields=["data.id"]),
+        build("cast", fields={"data.id": "int"}),
+    )
+
+    out, failures = steps.process([Record({"id": "x1"}), Record({"id": "7"})])
+
+    assert (
+        [(r.topic, r.data, r.extensions) for r in out],
+        [(f.stage, f.record.topic) for f in failures],
+    ) == (
+        [("a", {"id": 7}, {"partitionkey": "7"}), ("b", {"id": 7}, {"partitionkey": "7"})],
+        [("transforms[2] (cast)", "a"), ("transforms[2] (cast)", "b")],
+    )

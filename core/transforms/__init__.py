@@ -97,6 +97,11 @@ class Failure:
 Step = Callable[["Record"], Any]
 
 
+def _position(steps: list[Step], step: Step | None) -> int:
+    """Where ``step`` is in ``steps`` (by identity: two steps are never the same object)."""
+    return next(i for i, s in enumerate(steps) if s is step)
+
+
 class TransformChain:
     """The transforms of a pipeline (or a sink), applied in order, compiled to one function."""
 
@@ -149,22 +154,24 @@ class TransformChain:
     ) -> None:
         steps = self._steps[start:] if start else self._steps
         append = out.append
+        step: Step | None = None
         for record in records:
-            index = start
             try:
                 for step in steps:
                     result = step(record)
                     if result is None:
                         break
                     if result.__class__ is list:
-                        self._run(result, index + 1, out, failures)
+                        after = start + _position(steps, step) + 1
+                        self._run(result, after, out, failures)
                         break
                     record = result
-                    index += 1
                 else:
                     append(record)
             except Exception as exc:
-                failures.append(self._failure(record, exc, self.stages[index]))
+                # ``step`` is the one that raised (no index is kept: it costs every record).
+                stage = self.stages[start + _position(steps, step)]
+                failures.append(self._failure(record, exc, stage))
 
     @staticmethod
     def _failure(record: Record, exc: BaseException, stage: str) -> Failure:

@@ -115,8 +115,17 @@ class InsertField(Transform):
         mutable = isinstance(value, dict | list)
         self._blob = _serialised(value) if mutable else None
         self._copy = mutable and self._blob is None
+        fixed = template is None and source is None and not mutable
+        top = path.kind == "data" and len(path.segments) == 1
+        self._key = (
+            path.segments[0] if fixed and top and isinstance(path.segments[0], str) else None
+        )
 
     def apply(self, record: Record) -> Record:
+        key = self._key
+        if key is not None and record.data.__class__ is dict:  # a fixed scalar, top level
+            record.data[key] = self.value
+            return record
         template = self.template
         if template is not None:
             self.path.set(record, template.render(record))

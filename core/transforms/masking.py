@@ -194,7 +194,13 @@ class Mask(Transform):
     first, so one written path never breaks another.
     """
 
-    def __init__(self, paths: list[FieldPath], masker: Masker, mode: str = "redact") -> None:
+    def __init__(
+        self,
+        paths: list[FieldPath],
+        masker: Masker,
+        mode: str = "redact",
+        replacement: str | None = None,
+    ) -> None:
         self.type_name = "mask"
         self.paths = sorted(paths, key=lambda p: len(p.segments), reverse=True)
         self.masker = masker
@@ -202,8 +208,21 @@ class Mask(Transform):
         # One path with a masker that cannot fail: a single walk (the common, fast case).
         simple = len(self.paths) == 1 and mode in ("redact", "hash")
         self._single = self.paths[0] if simple else None
+        path = self._single
+        self._key: str | None = None
+        if path is not None and path.kind == "data" and len(path.segments) == 1:
+            first = path.segments[0]
+            self._key = first if isinstance(first, str) and replacement is not None else None
+        self._replacement = replacement
 
     def apply(self, record: Record) -> Record:
+        key = self._key
+        if key is not None:  # redact one top-level field of an object payload
+            data = record.data
+            if data.__class__ is dict:
+                if data.get(key) is not None:
+                    data[key] = self._replacement
+                return record
         masker = self.masker
         single = self._single
         if single is not None:
@@ -224,7 +243,8 @@ class Mask(Transform):
 
 def _make_mask(options: MaskOptions, compiler: Compiler) -> Mask:
     paths = [parse_path(text) for text in options.fields]
-    return Mask(paths, _MASKERS[options.mode](options), options.mode)
+    replacement = options.replacement if options.mode == "redact" else None
+    return Mask(paths, _MASKERS[options.mode](options), options.mode, replacement)
 
 
 SPECS = [
