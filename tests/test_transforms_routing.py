@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -288,4 +291,56 @@ def test_fanout_copies_go_through_the_rest_of_the_chain_each_on_its_own() -> Non
     ) == (
         [("a", {"id": 7}, {"partitionkey": "7"}), ("b", {"id": 7}, {"partitionkey": "7"})],
         [("transforms[2] (cast)", "a"), ("transforms[2] (cast)", "b")],
+    )
+
+
+ROUTED = """
+pipelines:
+  - name: orders
+    source:
+      connector: file
+      config: {path: in.jsonl, format: json, follow: false}
+    transforms:
+      - type: route
+        fanout: true
+        rules:
+          - {when: "data.total >= 100", topic: audit}
+          - {when: "data.country == 'DE'", topic: "orders.{lower(data.country)}"}
+      - type: set_key
+        fields: [data.id]
+    topic: orders.other
+    sinks:
+      - {name: audit, connector: file, topics: [audit], config: {path: audit.jsonl}}
+      - {name: de, connector: file, topics: [orders.de], config: {path: de.jsonl}}
+      - {name: other, connector: file, topics: [orders.other], config: {path: other.jsonl}}
+"""
+
+
+def test_routed_records_are_stored_in_their_topics_by_the_worker(tmp_path: Path) -> None:
+    """Through meshconnect run: route's topics win over the pipeline's topic, fan-out copies
+    are stored in every matching topic, unrouted records take the pipeline's topic."""
+    orders = [
+        {"id": 1, "country": "DE", "total": 500},
+        {"id": 2, "country": "DE", "total": 5},
+        {"id": 3, "country": "FR", "total": 500},
+        {"id": 4, "country": "FR", "total": 5},
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(o) + "\n" for o in orders))
+    (tmp_path / "p.yaml").write_text(ROUTED)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "meshconnect", "--state", "state", "run", "p.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    written = {
+        name: [json.loads(line)["id"] for line in (tmp_path / f"{name}.jsonl").open()]
+        for name in ("audit", "de", "other")
+    }
+    assert (done.returncode, written) == (0, {"audit": [1, 3], "de": [1, 2], "other": [4]}), (
+        done.stderr
     )

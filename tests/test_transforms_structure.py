@@ -259,3 +259,11 @@ def test_template_into_an_attribute_needs_a_string() -> None:
 def test_template_options_need_a_template() -> None:
     with pytest.raises(ValidationError, match="template"):
         SPECS["template"].options_model()
+
+
+def test_unflatten_with_when() -> None:
+    records = [Record({"k": 1, "a.b": 1}), Record({"k": 2, "a.b": 2})]
+
+    kept, _ = chain(build("unflatten"), when=["data.k == 2"]).process(records)
+
+    assert [r.data for r in kept] == [{"k": 1, "a.b": 1}, {"k": 2, "a": {"b": 2}}]
