@@ -267,3 +267,13 @@ def test_unflatten_with_when() -> None:
     kept, _ = chain(build("unflatten"), when=["data.k == 2"]).process(records)
 
     assert [r.data for r in kept] == [{"k": 1, "a.b": 1}, {"k": 2, "a": {"b": 2}}]
+
+
+def test_template_single_placeholder_with_quotes_and_escapes_keeps_its_type() -> None:
+    record = Record({"a": 1})
+
+    build("template", template={"x": "{ {'it\\'s': data.a} }", "y": "{'}' + str(data.a)}"}).apply(
+        record
+    )
+
+    assert record.data == {"x": {"it's": 1}, "y": "}1"}

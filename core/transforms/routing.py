@@ -372,7 +372,7 @@ SPECS = [
         name="set_attributes",
         options_model=SetAttributesOptions,
         factory=_make_set_attributes,
-        description="Set CloudEvent attributes (type, source, subject, dataschema) and "
+        description="Set CloudEvent attributes (type, source, subject, time, dataschema) and "
         "extensions from templates.",
         examples=[
             "- type: set_attributes\n  attributes:\n    type: 'shop.order.{data.status}'\n"

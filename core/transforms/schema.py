@@ -123,6 +123,9 @@ class Validate(Transform):
         self.schema = schema
         self.directory = directory
         self._only = validators.get(schema.literal) if schema.literal is not None else None
+        from jsonschema.exceptions import best_match
+
+        self._best_match = best_match
 
     def apply(self, record: Record) -> Record:
         validator = self._only
@@ -135,13 +138,10 @@ class Validate(Transform):
                 raise DataError(
                     f"validate: no schema {name!r} in {self.directory} (it has: {known})"
                 )
-        found, value = self.path.get(record)
-        error = next(validator.iter_errors(value if found else None), None)
+        _, value = self.path.get(record)  # a missing value is validated as null
+        error = self._best_match(validator.iter_errors(value))
         if error is None:
             return record
-        import jsonschema
-
-        error = jsonschema.exceptions.best_match([error, *validator.iter_errors(value)])
         message = error.message
         if len(message) > _MESSAGE_LIMIT:
             message = message[: _MESSAGE_LIMIT - 3] + "..."

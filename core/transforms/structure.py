@@ -277,9 +277,14 @@ def _single_placeholder(text: str) -> bool:
         return False
     depth = 0
     quote: str | None = None
+    escaped = False
     for i, char in enumerate(text):
-        if quote is not None:
-            if char == quote:
+        if escaped:
+            escaped = False
+        elif quote is not None:
+            if char == "\\":
+                escaped = True
+            elif char == quote:
                 quote = None
         elif char in "'\"":
             quote = char
