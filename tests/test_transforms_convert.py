@@ -235,9 +235,9 @@ def test_timestamp_convert_of_a_missing_field_is_a_data_error() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
-        ({"to": "auto"}, "unknown time format 'auto'"),
-        ({"from": "yyyy-MM-dd"}, "unknown time format 'yyyy-MM-dd'"),
+        ({"timezone": "Mars/Olympus"}, "not a known time zone: use an IANA name"),
+        ({"to": "auto"}, "not a time format: use epoch_s, epoch_ms, iso or a strftime"),
+        ({"from": "yyyy-MM-dd"}, "not a time format: use auto, epoch_s"),
     ],
 )
 def test_timestamp_convert_options_are_checked(options: dict[str, str], message: str) -> None:
@@ -251,6 +251,11 @@ def test_timestamp_convert_to_epoch_refuses_an_attribute() -> None:
 
 
 # -- meshconnect.timefmt --------------------------------------------------------------------------
+
+
+def test_zone_names_an_unknown_zone() -> None:
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Olympus'"):
+        zone("Mars/Olympus")
 
 
 def test_parse_time_gives_aware_datetimes() -> None:

@@ -244,8 +244,14 @@ def _check_target(path: FieldPath, kind: str, allowed: dict[str, frozenset[str]]
 
 
 def _time_format(parsing: bool) -> Callable[[str], str]:
+    # Messages that do not repeat the value: `validate` never echoes config values.
+    named = "auto, epoch_s, epoch_ms, iso" if parsing else "epoch_s, epoch_ms, iso"
+
     def check(text: str) -> str:
-        return check_format(text, parsing=parsing)
+        try:
+            return check_format(text, parsing=parsing)
+        except ValueError:
+            raise ValueError(f"not a time format: use {named} or a strftime pattern") from None
 
     return check
 
@@ -277,7 +283,12 @@ class TimestampConvertOptions(Options):
     @field_validator("timezone", "input_timezone")
     @classmethod
     def _check_zone(cls, name: str) -> str:
-        zone(name)
+        try:
+            zone(name)
+        except ValueError:
+            raise ValueError(
+                "not a known time zone: use an IANA name such as Europe/Berlin, or UTC"
+            ) from None
         return name
 
 
