@@ -814,3 +814,12 @@ def test_route_in_a_sink_chain_is_a_validation_problem(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationErrors, match="route only works in a pipeline's transforms"):
         load_pipeline_files([path], load_registry(), env={})
+
+
+def test_one_transform_twice_in_a_chain_reports_the_step_that_failed() -> None:
+    positive = build("filter", where="data.n > 0")
+    steps = [positive, build("insert_field", field="data.n", value="x"), positive]
+
+    _, failures = TransformChain(steps).process([Record({"n": 1})])
+
+    assert [f.stage for f in failures] == ["transforms[2] (filter)"]

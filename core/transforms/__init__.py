@@ -118,9 +118,12 @@ class TransformChain:
             f"{stage_prefix}[{i}] ({t.type_name or type(t).__name__})"
             for i, t in enumerate(self.transforms)
         ]
-        self._steps: list[Step] = [
-            self._guarded(t.apply, w) for t, w in zip(self.transforms, self.whens, strict=True)
-        ]
+        self._steps: list[Step] = []
+        for t, w in zip(self.transforms, self.whens, strict=True):
+            step = self._guarded(t.apply, w)
+            if any(s is step for s in self._steps):  # one transform twice: steps stay distinct
+                step = self._guarded(step, lambda record: True)
+            self._steps.append(step)
 
     def __len__(self) -> int:
         return len(self.transforms)
