@@ -344,3 +344,16 @@ def test_routed_records_are_stored_in_their_topics_by_the_worker(tmp_path: Path)
     assert (done.returncode, written) == (0, {"audit": [1, 3], "de": [1, 2], "other": [4]}), (
         done.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"customer": {}}, "set_key: data.customer.id is missing"),
+        ({"customer": {"id": None}}, "set_key: data.customer.id is null"),
+        (None, "set_key: data.customer.id is missing"),
+        ([1], "data is an array, not an object"),
+    ],
+)
+def test_set_key_from_one_nested_field_that_is_missing_or_wrong(data: object, message: str) -> None:
+    fails_unchanged(build("set_key", fields=["data.customer.id"]), Record(data), message)

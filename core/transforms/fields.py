@@ -8,6 +8,7 @@ Every ``apply`` checks everything that can fail before it changes the record (or
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -270,6 +271,20 @@ class DropFields(Transform):
         self._keys: list[str] | None = (
             [cast(str, p.segments[0]) for p in paths] if shallow and not self.other_paths else None
         )
+        if self._keys is not None and len(self._keys) == 1:
+            self.apply = self._drop_one(self._keys[0])  # type: ignore[method-assign,assignment]
+
+    def _drop_one(self, key: str) -> Callable[[Record], Record]:
+        general = self.apply
+
+        def apply(record: Record) -> Record:
+            data = record.data
+            if data.__class__ is dict:
+                data.pop(key, None)
+                return record
+            return general(record)
+
+        return apply
 
     def apply(self, record: Record) -> Record:
         data = record.data

@@ -10,6 +10,7 @@ with the same CloudEvent ``id``), one per topic. ``route`` is refused in a sink'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -221,6 +222,29 @@ class SetKey(Transform):
         self.type_name = "set_key"
         self.paths = paths
         self.extension = extension
+        segments = paths[0].segments if len(paths) == 1 and paths[0].kind == "data" else ()
+        keys = tuple(seg for seg in segments if isinstance(seg, str))
+        if keys and len(keys) == len(segments):
+            self.apply = self._from_keys(keys)  # type: ignore[method-assign,assignment]
+
+    def _from_keys(self, keys: tuple[str, ...]) -> Callable[[Record], Record]:
+        """``apply`` for one ``data.a.b`` path: nested dict lookups, the general path only
+        for payloads that are not nested objects all the way."""
+        general = self.apply
+        name = self.extension
+
+        def apply(record: Record) -> Record:
+            node = record.data
+            for key in keys:
+                if node.__class__ is not dict:
+                    return general(record)  # null on the way, or a wrong shape
+                node = node.get(key)
+            if node is None:
+                return general(record)  # missing or null: its DataError
+            record.extensions[name] = node if node.__class__ is str else render_value(node)
+            return record
+
+        return apply
 
     def _value(self, record: Record, path: FieldPath) -> Any:
         found, value = path.get(record)
