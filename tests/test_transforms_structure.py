@@ -277,3 +277,18 @@ def test_template_single_placeholder_with_quotes_and_escapes_keeps_its_type() ->
     )
 
     assert record.data == {"x": {"it's": 1}, "y": "}1"}
+
+
+def test_template_reads_eventmesh_style_json_paths() -> None:
+    record = Record({"name": "Ann", "items": [{"sku": "a"}]}, subject="s1")
+
+    build(
+        "template", template={"user": "$.data.name", "sku": "$.data.items[0].sku", "s": "$.subject"}
+    ).apply(record)
+
+    assert record.data == {"user": "Ann", "sku": "a", "s": "s1"}
+
+
+def test_template_json_path_with_a_bad_path_fails_at_build_time() -> None:
+    with pytest.raises(ConfigError, match=r"template\.user"):
+        build("template", template={"user": "$.data..name"})

@@ -212,7 +212,8 @@ Builder = Callable[["Record"], Any]
 class TemplateOptions(Options):
     template: JsonValue = Field(
         description="The new value: any JSON value. Each string in it is a template; a string "
-        "that is exactly one {expression} keeps the expression's type (number, object, …)."
+        "that is exactly one {expression}, or a path written $.data.x, keeps the value's type "
+        "(number, object, …)."
     )
     field: PathOption = Field("data", description="Where the result goes (data itself by default).")
 
@@ -235,6 +236,8 @@ def _compile_tree(node: Any, compiler: Compiler, where: str) -> tuple[Builder | 
     constant one."""
     if isinstance(node, str):
         stripped = node.strip()
+        if stripped.startswith("$.") and len(stripped) > 2:  # EventMesh's JSONPath: $.data.x
+            return compiler.expression(stripped[2:], field=where), None
         if _single_placeholder(stripped):
             return compiler.expression(stripped[1:-1], field=where), None
         template = compiler.template(node, field=where)
