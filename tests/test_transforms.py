@@ -823,3 +823,50 @@ def test_one_transform_twice_in_a_chain_reports_the_step_that_failed() -> None:
     _, failures = TransformChain(steps).process([Record({"n": 1})])
 
     assert [f.stage for f in failures] == ["transforms[2] (filter)"]
+
+
+# -- sinks share stored records -------------------------------------------------------------------
+
+
+def shared_record() -> Record:
+    return Record(
+        {
+            "top": 1,
+            "a": {"b": {"c": "x", "n": "1", "t": 0, "row": {"k.j": 1}}, "list": [{"v": 1}]},
+        },
+        extensions={"e": "1"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("mask", {"fields": ["data.a.b.c"]}),
+        ("mask", {"fields": ["data.a.b.c", "data.a.list[0].v"], "mode": "hash"}),
+        ("mask", {"fields": ["data.a.b.c"], "mode": "encrypt", "key": EXAMPLE_ENV["MASK_KEY"]}),
+        ("insert_field", {"field": "data.a.b.new", "value": 1}),
+        ("insert_field", {"field": "data.a.b.new", "template": "{data.top}"}),
+        ("cast", {"fields": {"data.a.b.n": "int"}}),
+        ("cast", {"fields": {"data.a.b.n": "int", "data.a.list[0].v": "string"}}),
+        ("timestamp_convert", {"fields": ["data.a.b.t"], "from": "epoch_s"}),
+        ("flatten", {"field": "data.a.b"}),
+        ("unflatten", {"field": "data.a.b.row"}),
+        ("template", {"template": "{data.top}", "field": "data.a.b.x"}),
+        ("replace_field", {"exclude": ["data.a.b.c"], "rename": {"data.a.b.n": "data.a.m"}}),
+        ("drop_fields", {"fields": ["data.a.b.c", "data.a.list[0]"]}),
+        ("set_key", {"fields": ["data.a.b.c"]}),
+        ("set_attributes", {"extensions": {"e": "2"}}),
+    ],
+)
+def test_a_sink_copy_changes_nothing_the_other_sinks_see(
+    name: str, options: dict[str, Any]
+) -> None:
+    """A sink's transforms work on ``record.copy()`` (the sink loop's shallow copy) of a
+    record every sink of the topic shares: nested changes must not reach the original."""
+    stored = shared_record()
+    before = snapshot(stored)
+    mine = stored.copy()
+
+    build(name, **options).apply(mine)
+
+    assert (snapshot(stored) == before, snapshot(mine) != before) == (True, True)

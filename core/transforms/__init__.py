@@ -75,6 +75,11 @@ class Transform:
     ``None`` to drop it, or return a list to fan out. It raises
     :class:`~meshconnect.errors.DataError` for a record it cannot handle (missing field, wrong
     type); the chain routes that record by the pipeline's ``errors:`` policy.
+
+    In a sink's chain the record is the sink's own shallow copy of a stored record that every
+    sink of the topic shares: its attributes, extensions and payload object are its own, the
+    objects *inside* the payload are not. Replace nested objects rather than changing them in
+    place (the built-ins copy the objects on the way down a nested path first).
     """
 
     #: The ``type:`` name this transform was configured with (set by the factory).

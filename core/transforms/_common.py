@@ -7,6 +7,8 @@
   given paths is a fresh (shallow) copy: a transform that changes several paths works on it and
   assigns it to ``record.data`` only when every change succeeded, so a record that raises
   :class:`~meshconnect.errors.DataError` halfway is left as it came in.
+* :func:`own` copies the objects on the way down nested paths in place, before a transform
+  changes a value inside them: sinks share the objects inside stored records.
 * :func:`fresh_copy` copies a JSON value deeply (fast through orjson).
 """
 
@@ -23,6 +25,7 @@ from ..errors import ConfigError
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
+    from ..records import Record
     from .paths import Segment
 
 __all__ = [
@@ -32,6 +35,8 @@ __all__ = [
     "detach",
     "fresh_copy",
     "kind_of",
+    "nested",
+    "own",
 ]
 
 
@@ -92,15 +97,37 @@ def fresh_copy(value: Any) -> Any:
     return result if result == value else copy.deepcopy(value)
 
 
-def detach(data: Any, paths: Iterable[FieldPath]) -> Any:
+def nested(paths: Iterable[FieldPath]) -> list[FieldPath]:
+    """The data paths below a nested object or array (``data.a.b``, not ``data.a``): those
+    whose change would touch an object other than the payload itself."""
+    return [p for p in paths if p.kind == "data" and len(p.segments) > 1]
+
+
+def own(record: Record, paths: list[FieldPath]) -> None:
+    """Make every object or array on the way down ``paths`` (below the payload itself) a
+    fresh copy, in place, before a transform changes values there.
+
+    Records a sink reads from the store are shared by every sink of the topic; the sink loop
+    gives each its own copy of the record and of its payload object, but not of the objects
+    inside it. Changing ``data.card.number`` in place would change it for the other sinks
+    too. The copies hold the same values, so this changes nothing a reader can see.
+    """
+    data = record.data
+    if paths and isinstance(data, dict | list):
+        detach(data, paths, copy_root=False)
+
+
+def detach(data: Any, paths: Iterable[FieldPath], *, copy_root: bool = True) -> Any:
     """A copy of ``data`` sharing nothing that a change at one of ``paths`` would touch.
 
-    The root and every object or array on the way down each data path are copied shallowly;
-    everything else is shared. Changing the result through those paths leaves ``data`` alone.
+    The root (unless ``copy_root`` is false: then ``data`` itself is changed, its containers
+    on the way replaced by copies) and every object or array on the way down each data path
+    are copied shallowly; everything else is shared. Changing the result through those paths
+    leaves the objects ``data`` held alone.
     """
     if not isinstance(data, dict | list):
         return data
-    root = data.copy()
+    root = data.copy() if copy_root else data
     copied = {id(root)}
     for path in paths:
         if path.kind != "data":

@@ -28,7 +28,7 @@ from ..errors import ConfigError, DataError
 from ..expr import render_value
 from ..timefmt import check_format, format_time, parse_time, zone
 from . import Transform
-from ._common import Options, PathOption, kind_of
+from ._common import Options, PathOption, kind_of, nested, own
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -147,10 +147,15 @@ _EXTENSION_TYPES = frozenset(("int", "string", "bool", "decimal", "timestamp"))
 
 
 def _convert_all(
-    name: str, record: Record, steps: Sequence[tuple[FieldPath, Converter]]
+    name: str,
+    record: Record,
+    steps: Sequence[tuple[FieldPath, Converter]],
+    inner: list[FieldPath],
 ) -> list[tuple[FieldPath, Any]]:
     """Every path's converted value (``null`` stays ``null``); DataError on the first that
-    is missing or cannot be converted. Nothing is written."""
+    is missing or cannot be converted. Nothing is written; the objects on the way down nested
+    paths (``inner``) are made the record's own (:func:`~._common.own`), ready for the
+    writes."""
     out = []
     for path, convert in steps:
         found, value = path.get(record)
@@ -162,6 +167,7 @@ def _convert_all(
             except (ValueError, OverflowError) as exc:
                 raise DataError(f"{name}: {path}: {exc}") from None
         out.append((path, value))
+    own(record, inner)
     return out
 
 
@@ -185,6 +191,7 @@ class Cast(Transform):
         # Written deepest first, so a written path never breaks another.
         self.steps = sorted(steps, key=lambda s: len(s[0].segments), reverse=True)
         self._single = self.steps[0] if len(self.steps) == 1 else None
+        self._nested = nested(path for path, _ in self.steps)
         self._key: str | None = None
         self._convert: Converter = _to_string
         if self._single is not None:
@@ -213,11 +220,13 @@ class Cast(Transform):
                 raise DataError(f"cast: {path} is missing")
             if value is not None:
                 try:
-                    path.set(record, convert(value), create=False)
+                    value = convert(value)
                 except (ValueError, OverflowError) as exc:
                     raise DataError(f"cast: {path}: {exc}") from None
+                own(record, self._nested)
+                path.set(record, value, create=False)
             return record
-        for path, value in _convert_all("cast", record, self.steps):
+        for path, value in _convert_all("cast", record, self.steps, self._nested):
             path.set(record, value, create=False)
         return record
 
@@ -306,9 +315,10 @@ class TimestampConvert(Transform):
         self.steps = sorted(
             ((p, convert) for p in paths), key=lambda s: len(s[0].segments), reverse=True
         )
+        self._nested = nested(paths)
 
     def apply(self, record: Record) -> Record:
-        for path, value in _convert_all("timestamp_convert", record, self.steps):
+        for path, value in _convert_all("timestamp_convert", record, self.steps, self._nested):
             path.set(record, value, create=False)
         return record
 

@@ -17,7 +17,16 @@ from pydantic import Field, JsonValue, ValidationInfo, field_validator, model_va
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from . import Transform
-from ._common import DataPathOption, Options, PathOption, detach, fresh_copy, kind_of
+from ._common import (
+    DataPathOption,
+    Options,
+    PathOption,
+    detach,
+    fresh_copy,
+    kind_of,
+    nested,
+    own,
+)
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -116,6 +125,7 @@ class InsertField(Transform):
         mutable = isinstance(value, dict | list)
         self._blob = _serialised(value) if mutable else None
         self._copy = mutable and self._blob is None
+        self._nested = nested([path])
         fixed = template is None and source is None and not mutable
         top = path.kind == "data" and len(path.segments) == 1
         self._key = (
@@ -127,6 +137,8 @@ class InsertField(Transform):
         if key is not None and record.data.__class__ is dict:  # a fixed scalar, top level
             record.data[key] = self.value
             return record
+        if self._nested:
+            own(record, self._nested)
         template = self.template
         if template is not None:
             self.path.set(record, template.render(record))

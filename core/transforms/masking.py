@@ -35,7 +35,7 @@ from pydantic import Field, SecretStr, model_validator
 from ..api import TransformSpec
 from ..errors import DataError
 from . import Transform
-from ._common import Options, PathOption, kind_of
+from ._common import Options, PathOption, kind_of, nested, own
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -214,6 +214,7 @@ class Mask(Transform):
             first = path.segments[0]
             self._key = first if isinstance(first, str) and replacement is not None else None
         self._replacement = replacement
+        self._nested = nested(self.paths)
 
     def apply(self, record: Record) -> Record:
         key = self._key
@@ -225,6 +226,8 @@ class Mask(Transform):
                 return record
         masker = self.masker
         single = self._single
+        if self._nested:
+            own(record, self._nested)
         if single is not None:
             single.update(record, masker)
             return record

@@ -17,7 +17,7 @@ from pydantic import Field, JsonValue
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from . import Transform
-from ._common import DataPathOption, Options, PathOption, fresh_copy, kind_of
+from ._common import DataPathOption, Options, PathOption, fresh_copy, kind_of, nested, own
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -69,11 +69,13 @@ class Flatten(Transform):
         self.type_name = "flatten"
         self.path = path
         self.separator = separator
+        self._nested = nested([path])
 
     def apply(self, record: Record) -> Record:
         source = _object_at(self.path, record, "flatten")
         out: dict[str, Any] = {}
         self._walk(source, "", out)
+        own(record, self._nested)
         self.path.set(record, out, create=False)
         return record
 
@@ -106,6 +108,7 @@ class Unflatten(Transform):
         self.type_name = "unflatten"
         self.path = path
         self.separator = separator
+        self._nested = nested([path])
 
     def apply(self, record: Record) -> Record:
         source = _object_at(self.path, record, "unflatten")
@@ -128,6 +131,7 @@ class Unflatten(Transform):
             if last in node:
                 raise DataError(f"unflatten: {key!r} is both a value and an object")
             node[last] = value
+        own(record, self._nested)
         self.path.set(record, out, create=False)
         return record
 
@@ -225,9 +229,12 @@ class TemplateTransform(Transform):
         self.type_name = "template"
         self.path = path
         self.build = build
+        self._nested = nested([path])
 
     def apply(self, record: Record) -> Record:
-        self.path.set(record, self.build(record))
+        value = self.build(record)
+        own(record, self._nested)
+        self.path.set(record, value)
         return record
 
 
