@@ -6,7 +6,8 @@ markers in hand-written pages, so prose and generated reference live in one file
 * ``cli.md``: the ``--help`` of every command.
 * ``connectors/<name>.md``: the ``config`` reference of each built-in connector (source, sink),
   from its pydantic model.
-* ``transforms.md``: the options of each built-in transform.
+* ``transforms.md``: the index of the built-in transforms; ``transforms/<name>.md``: the options
+  and examples of each (every built-in transform must have its page).
 * ``yaml.md``: the pipeline file's own keys, from :mod:`meshconnect.config.model`.
 
     python docs/generate.py          # rewrite
@@ -16,6 +17,7 @@ markers in hand-written pages, so prose and generated reference live in one file
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
@@ -109,21 +111,39 @@ def connector_reference(name: str) -> str:
     return "".join(parts)
 
 
-def transforms_reference() -> str:
+@functools.cache
+def builtin_transforms() -> dict[str, Any]:
+    """The built-in transforms' specs by name (plugins' transforms are documented by them)."""
     from meshconnect.plugins import load_registry
 
     registry = load_registry()
-    parts = []
-    for name, entry in sorted(registry.transforms.items()):
-        if entry.distribution != "meshconnect" or entry.spec is None:
-            continue
-        spec = entry.spec
-        parts.append(f"### `{name}`\n\n{spec.description.strip()}\n\n")
-        parts.append("Every transform also takes `when: EXPR`.\n\n")
-        parts.append(fields_table(spec.options_model) + "\n")
-        for example in spec.examples:
-            parts.append(f"```yaml\n{example.strip()}\n```\n\n")
-    return "".join(parts)
+    return {
+        name: entry.spec
+        for name, entry in sorted(registry.transforms.items())
+        if entry.distribution == "meshconnect" and entry.spec is not None
+    }
+
+
+def transforms_index() -> str:
+    """The table of built-in transforms on ``transforms.md``, linking each one's page."""
+    rows = ["| transform | what it does |", "| --- | --- |"]
+    for name, spec in builtin_transforms().items():
+        description = " ".join(spec.description.split()).replace("|", "\\|")
+        rows.append(f"| [`{name}`](transforms/{name}.md) | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+def transform_reference(name: str) -> str:
+    """The options table and the examples of one built-in transform, for its own page."""
+    spec = builtin_transforms()[name]
+    parts = [f"{spec.description.strip()}\n\n"]
+    parts.append(
+        "Every transform also takes `when: EXPR` ([the chain](../transforms.md#when)).\n\n"
+    )
+    parts.append(fields_table(spec.options_model) + "\n")
+    for example in spec.examples:
+        parts.append(f"```yaml\n{example.strip()}\n```\n\n")
+    return "".join(parts).rstrip("\n") + "\n"
 
 
 def yaml_reference() -> str:
@@ -146,7 +166,11 @@ def yaml_reference() -> str:
 def generators() -> dict[str, Any]:
     return {
         "cli": cli_reference,
-        "transforms": transforms_reference,
+        "transforms": transforms_index,
+        **{
+            f"transform/{name}": (lambda name=name: transform_reference(name))
+            for name in builtin_transforms()
+        },
         "yaml": yaml_reference,
         "connector/file": lambda: connector_reference("file"),
     }
@@ -175,6 +199,17 @@ def main() -> int:
             stale.append(str(page.relative_to(DOCS.parent)))
             if not args.check:
                 page.write_text(new, encoding="utf-8")
+    missing = []
+    for name in builtin_transforms():
+        page = DOCS / "transforms" / f"{name}.md"
+        marker = f"<!-- BEGIN GENERATED: transform/{name} -->"
+        if not page.exists() or marker not in page.read_text(encoding="utf-8"):
+            missing.append(str(page.relative_to(DOCS.parent)))
+    if missing:
+        print(
+            "transform pages without their generated region:", ", ".join(missing), file=sys.stderr
+        )
+        return 1
     if args.check and stale:
         print("out of date (run python docs/generate.py):", ", ".join(stale), file=sys.stderr)
         return 1

@@ -1,22 +1,50 @@
-"""The built-in transforms (filter, mask, insert_field) and the field paths they use."""
+"""The built-in transforms filter, mask (redact, hash) and insert_field, the chain and field
+paths; the registration of every built-in. The other transforms have their own
+``test_transforms_*.py``."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from meshconnect.api import TransformSpec
-from meshconnect.errors import ConfigError, DataError
+from meshconnect.config.loader import load_pipeline_files
+from meshconnect.errors import ConfigError, DataError, ValidationErrors
 from meshconnect.expr import Compiler
+from meshconnect.plugins import load_registry
 from meshconnect.records import Record
 from meshconnect.transforms import Transform, TransformChain
 from meshconnect.transforms.builtin import meshconnect_transforms
 from meshconnect.transforms.paths import parse_path
 
 SPECS: dict[str, TransformSpec] = {spec.name: spec for spec in meshconnect_transforms()}
+
+#: Every built-in transform (issue 3, item 1).
+BUILTIN = [
+    "cast",
+    "drop_fields",
+    "extract_field",
+    "filter",
+    "flatten",
+    "hoist_field",
+    "insert_field",
+    "mask",
+    "replace_field",
+    "route",
+    "set_attributes",
+    "set_key",
+    "template",
+    "timestamp_convert",
+    "unflatten",
+    "validate",
+]
 
 
 def build(name: str, **options: Any) -> Transform:
@@ -36,11 +64,25 @@ def order(**data: Any) -> Record:
     return Record({"id": 7, "total": 12, "email": "ann@example.com", **data})
 
 
+def snapshot(record: Record) -> Any:
+    """Everything about a record, deeply copied (to see that a failure changed nothing)."""
+    return copy.deepcopy((record.to_dict(), record.topic))
+
+
+def fails_unchanged(transform: Transform, record: Record, match: str) -> None:
+    """``transform`` raises a DataError matching ``match`` on ``record`` and leaves it as it
+    was (so the dead-letter topic gets the record as it came in)."""
+    before = snapshot(record)
+    with pytest.raises(DataError, match=match):
+        transform.apply(record)
+    assert snapshot(record) == before
+
+
 # -- registration ---------------------------------------------------------------------------------
 
 
 def test_the_hook_provides_the_builtin_transforms() -> None:
-    assert sorted(SPECS) == ["filter", "insert_field", "mask"]
+    assert sorted(SPECS) == BUILTIN
 
 
 def test_the_transforms_load_through_the_entry_point() -> None:
@@ -56,10 +98,10 @@ def test_the_transforms_load_through_the_entry_point() -> None:
 
     registry = load_registry(entry_points=entry_points, strict=True)
 
-    assert sorted(registry.transforms) == ["filter", "insert_field", "mask"]
+    assert sorted(registry.transforms) == BUILTIN
 
 
-@pytest.mark.parametrize("name", ["filter", "mask", "insert_field"])
+@pytest.mark.parametrize("name", BUILTIN)
 def test_options_leave_type_and_when_to_the_chain(name: str) -> None:
     fields = SPECS[name].options_model.model_fields
 
@@ -456,7 +498,7 @@ def test_insert_field_template_failure_leaves_the_record_unchanged() -> None:
     ],
 )
 def test_insert_field_needs_exactly_one_of_value_or_template(options: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError, match="exactly one of value or template"):
+    with pytest.raises(ValidationError, match="exactly one of value, template or from"):
         SPECS["insert_field"].options_model(**options)
 
 
@@ -729,3 +771,102 @@ def test_path_update_leaves_the_record_alone_when_the_change_fails() -> None:
         parse_path("data.a.b").update(record, boom)
 
     assert record.data == {"a": {"b": "b"}}
+
+
+# -- through the loader ---------------------------------------------------------------------------
+
+EXAMPLE_ENV = {"MASK_SALT": "pepper", "MASK_KEY": base64.b64encode(bytes(32)).decode()}
+
+
+def pipeline_file(directory: Path, transforms: str, sink_transforms: str = "[]") -> Path:
+    path = directory / "p.yaml"
+    path.write_text(
+        "pipelines:\n"
+        "  - name: p\n"
+        "    source: {connector: file, config: {path: in.jsonl}}\n"
+        f"    transforms:\n{textwrap.indent(transforms, '      ')}\n"
+        "    sinks:\n"
+        "      - connector: file\n"
+        "        config: {path: out.jsonl}\n"
+        f"        transforms: {sink_transforms}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "example"),
+    [(spec.name, example) for spec in SPECS.values() for example in spec.examples],
+)
+def test_every_documented_example_loads(name: str, example: str, tmp_path: Path) -> None:
+    """The examples in the docs are real: each loads through the pipeline loader."""
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "order.json").write_text('{"type": "object"}')
+    path = pipeline_file(tmp_path, example)
+
+    loaded = load_pipeline_files([path], load_registry(), env=EXAMPLE_ENV)
+
+    assert [t.type_name for t in loaded.pipelines[0].chain.transforms] == [name]
+
+
+def test_route_in_a_sink_chain_is_a_validation_problem(tmp_path: Path) -> None:
+    path = pipeline_file(tmp_path, "[]", sink_transforms="[{type: route, topic: x}]")
+
+    with pytest.raises(ValidationErrors, match="route only works in a pipeline's transforms"):
+        load_pipeline_files([path], load_registry(), env={})
+
+
+def test_one_transform_twice_in_a_chain_reports_the_step_that_failed() -> None:
+    positive = build("filter", where="data.n > 0")
+    steps = [positive, build("insert_field", field="data.n", value="x"), positive]
+
+    _, failures = TransformChain(steps).process([Record({"n": 1})])
+
+    assert [f.stage for f in failures] == ["transforms[2] (filter)"]
+
+
+# -- sinks share stored records -------------------------------------------------------------------
+
+
+def shared_record() -> Record:
+    return Record(
+        {
+            "top": 1,
+            "a": {"b": {"c": "x", "n": "1", "t": 0, "row": {"k.j": 1}}, "list": [{"v": 1}]},
+        },
+        extensions={"e": "1"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("mask", {"fields": ["data.a.b.c"]}),
+        ("mask", {"fields": ["data.a.b.c", "data.a.list[0].v"], "mode": "hash"}),
+        ("mask", {"fields": ["data.a.b.c"], "mode": "encrypt", "key": EXAMPLE_ENV["MASK_KEY"]}),
+        ("insert_field", {"field": "data.a.b.new", "value": 1}),
+        ("insert_field", {"field": "data.a.b.new", "template": "{data.top}"}),
+        ("cast", {"fields": {"data.a.b.n": "int"}}),
+        ("cast", {"fields": {"data.a.b.n": "int", "data.a.list[0].v": "string"}}),
+        ("timestamp_convert", {"fields": ["data.a.b.t"], "from": "epoch_s"}),
+        ("flatten", {"field": "data.a.b"}),
+        ("unflatten", {"field": "data.a.b.row"}),
+        ("template", {"template": "{data.top}", "field": "data.a.b.x"}),
+        ("replace_field", {"exclude": ["data.a.b.c"], "rename": {"data.a.b.n": "data.a.m"}}),
+        ("drop_fields", {"fields": ["data.a.b.c", "data.a.list[0]"]}),
+        ("set_key", {"fields": ["data.a.b.c"]}),
+        ("set_attributes", {"extensions": {"e": "2"}}),
+    ],
+)
+def test_a_sink_copy_changes_nothing_the_other_sinks_see(
+    name: str, options: dict[str, Any]
+) -> None:
+    """A sink's transforms work on ``record.copy()`` (the sink loop's shallow copy) of a
+    record every sink of the topic shares: nested changes must not reach the original."""
+    stored = shared_record()
+    before = snapshot(stored)
+    mine = stored.copy()
+
+    build(name, **options).apply(mine)
+
+    assert (snapshot(stored) == before, snapshot(mine) != before) == (True, True)

@@ -33,7 +33,7 @@ from ..api import ConnectorConfig, ConnectorSpec
 from ..errors import ConfigError, Location, PluginError, Problem, ValidationErrors
 from ..expr import Compiler, ExpressionError, Template
 from ..plugins import Registry
-from ..transforms import Transform, TransformChain
+from ..transforms import BuildContext, Transform, TransformChain, building
 from .interpolate import Interpolated, interpolate
 from .model import (
     ErrorPolicy,
@@ -434,8 +434,10 @@ class _Session:
                 ok = False
         if options is None:
             return None
+        context = BuildContext(file.base_dir, sink="sinks" in path)
         try:
-            transform = spec.factory(options, self.compiler)
+            with building(context):
+                transform = spec.factory(options, self.compiler)
         except ExpressionError as exc:
             file.report_expression(exc, path, None)
             return None

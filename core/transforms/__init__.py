@@ -2,14 +2,24 @@
 
 A transform changes, drops or multiplies one record at a time. Every transform takes a ``when``
 predicate; a record for which it is false passes through untouched. Built-in transforms live in
+the modules of this package by concept (:mod:`.fields`, :mod:`.structure`, :mod:`.masking`,
+:mod:`.convert`, :mod:`.routing`, :mod:`.schema`) and register through
 :mod:`meshconnect.transforms.builtin`; plugins add more through the ``meshconnect_transforms``
 hook with a :class:`~meshconnect.api.TransformSpec`.
+
+While the loader builds a transform (calls its factory), :func:`build_context` tells the factory
+where the pipeline file lives (to resolve relative paths, as ``validate`` does for its schema
+directory) and whether the chain is a pipeline's or a sink's (``route`` only makes sense before
+the record is stored). Outside the loader it gives the current directory and ``sink=False``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
@@ -17,7 +27,45 @@ from ..errors import DataError
 if TYPE_CHECKING:
     from ..records import Record
 
-__all__ = ["Failure", "Transform", "TransformChain"]
+__all__ = [
+    "BuildContext",
+    "Failure",
+    "Transform",
+    "TransformChain",
+    "build_context",
+    "building",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a transform factory may know about where it is built."""
+
+    #: The directory of the pipeline file (relative paths in options resolve against it).
+    base_dir: Path
+    #: True in a sink's ``transforms:`` (records are already stored), False in a pipeline's.
+    sink: bool = False
+
+
+_CONTEXT: contextvars.ContextVar[BuildContext | None] = contextvars.ContextVar(
+    "meshconnect_transform_build_context", default=None
+)
+
+
+def build_context() -> BuildContext:
+    """The context of the transform being built (see the module docstring)."""
+    context = _CONTEXT.get()
+    return context if context is not None else BuildContext(Path.cwd())
+
+
+@contextlib.contextmanager
+def building(context: BuildContext) -> Iterator[BuildContext]:
+    """Make ``context`` what :func:`build_context` returns while factories run inside."""
+    token = _CONTEXT.set(context)
+    try:
+        yield context
+    finally:
+        _CONTEXT.reset(token)
 
 
 class Transform:
@@ -27,6 +75,11 @@ class Transform:
     ``None`` to drop it, or return a list to fan out. It raises
     :class:`~meshconnect.errors.DataError` for a record it cannot handle (missing field, wrong
     type); the chain routes that record by the pipeline's ``errors:`` policy.
+
+    In a sink's chain the record is the sink's own shallow copy of a stored record that every
+    sink of the topic shares: its attributes, extensions and payload object are its own, the
+    objects *inside* the payload are not. Replace nested objects rather than changing them in
+    place (the built-ins copy the objects on the way down a nested path first).
     """
 
     #: The ``type:`` name this transform was configured with (set by the factory).
@@ -49,6 +102,11 @@ class Failure:
 Step = Callable[["Record"], Any]
 
 
+def _position(steps: list[Step], step: Step | None) -> int:
+    """Where ``step`` is in ``steps`` (by identity: two steps are never the same object)."""
+    return next(i for i, s in enumerate(steps) if s is step)
+
+
 class TransformChain:
     """The transforms of a pipeline (or a sink), applied in order, compiled to one function."""
 
@@ -65,9 +123,12 @@ class TransformChain:
             f"{stage_prefix}[{i}] ({t.type_name or type(t).__name__})"
             for i, t in enumerate(self.transforms)
         ]
-        self._steps: list[Step] = [
-            self._guarded(t.apply, w) for t, w in zip(self.transforms, self.whens, strict=True)
-        ]
+        self._steps: list[Step] = []
+        for t, w in zip(self.transforms, self.whens, strict=True):
+            step = self._guarded(t.apply, w)
+            if any(s is step for s in self._steps):  # one transform twice: steps stay distinct
+                step = self._guarded(step, lambda record: True)
+            self._steps.append(step)
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -83,35 +144,42 @@ class TransformChain:
         return step
 
     def process(self, records: list[Record]) -> tuple[list[Record], list[Failure]]:
-        """Run every record through the chain; return the survivors and the failures."""
+        """Run every record through the chain; return the survivors and the failures.
+
+        Each record goes through every step before the next record starts (no list per
+        step). A record a step fans out into goes on through the rest of the chain, each copy
+        in turn. A record that fails is reported as it entered the failing step.
+        """
         if not self._steps:
             return records, []
+        out: list[Record] = []
         failures: list[Failure] = []
-        current = records
-        for index, step in enumerate(self._steps):
-            out: list[Record] = []
-            append = out.append
-            record = None
+        self._run(records, 0, out, failures)
+        return out, failures
+
+    def _run(
+        self, records: list[Record], start: int, out: list[Record], failures: list[Failure]
+    ) -> None:
+        steps = self._steps[start:] if start else self._steps
+        append = out.append
+        step: Step | None = None
+        for record in records:
             try:
-                for record in current:
+                for step in steps:
                     result = step(record)
                     if result is None:
-                        continue
+                        break
                     if result.__class__ is list:
-                        out.extend(result)
-                    else:
-                        append(result)
+                        after = start + _position(steps, step) + 1
+                        self._run(result, after, out, failures)
+                        break
+                    record = result
+                else:
+                    append(record)
             except Exception as exc:
-                # ``record`` failed: note it, then go on record by record after it.
-                done = next(i for i, r in enumerate(current) if r is record)
-                failures.append(self._failure(current[done], exc, self.stages[index]))
-                rest, more = self._isolate(step, current[done + 1 :], self.stages[index])
-                out.extend(rest)
-                failures.extend(more)
-            current = out
-            if not current:
-                break
-        return current, failures
+                # ``step`` is the one that raised (no index is kept: it costs every record).
+                stage = self.stages[start + _position(steps, step)]
+                failures.append(self._failure(record, exc, stage))
 
     @staticmethod
     def _failure(record: Record, exc: BaseException, stage: str) -> Failure:
@@ -119,23 +187,3 @@ class TransformChain:
         if error is not exc:
             error.__cause__ = exc
         return Failure(record, error, stage)
-
-    @staticmethod
-    def _isolate(
-        step: Step, records: list[Record], stage: str
-    ) -> tuple[list[Record], list[Failure]]:
-        out: list[Record] = []
-        failures: list[Failure] = []
-        for record in records:
-            try:
-                result = step(record)
-            except Exception as exc:
-                failures.append(TransformChain._failure(record, exc, stage))
-                continue
-            if result is None:
-                continue
-            if isinstance(result, list):
-                out.extend(result)
-            else:
-                out.append(result)
-        return out, failures

@@ -1,0 +1,360 @@
+"""Transforms that convert values: ``cast`` and ``timestamp_convert``.
+
+Both read every value first and write only when all converted, so a record with one value that
+cannot be converted raises :class:`~meshconnect.errors.DataError` and is left unchanged. A
+missing field is a DataError (the record does not have the shape the pipeline expects; guard
+optional fields with ``when``); a ``null`` stays ``null``.
+
+Decimals
+    ``cast`` to ``decimal`` gives a *string* in plain decimal notation (``"12.50"``,
+    ``"-0.001"``, ``"1000"``: no exponent, the digits and scale of the input kept). The mesh
+    codec writes records with orjson, which has no decimal type, and a JSON number would come
+    back as a binary float (``0.1 + 0.2`` problems); a string survives the store, the sinks and
+    other languages exactly. A sink that has a decimal type (SQL ``NUMERIC``) converts it back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
+
+from ..api import TransformSpec
+from ..errors import ConfigError, DataError
+from ..expr import render_value
+from ..timefmt import check_format, format_time, parse_time, zone
+from . import Transform
+from ._common import Options, PathOption, kind_of, nested, own
+from .paths import FieldPath, parse_path
+
+if TYPE_CHECKING:
+    from ..expr import Compiler
+    from ..records import Record
+
+__all__ = [
+    "SPECS",
+    "Cast",
+    "CastOptions",
+    "TimestampConvert",
+    "TimestampConvertOptions",
+    "to_decimal",
+]
+
+CastType = Literal["int", "float", "string", "bool", "decimal", "timestamp"]
+Converter = Callable[[Any], Any]
+
+_MISSING: Any = object()
+_TRUE = frozenset(("true", "yes", "on", "1"))
+_FALSE = frozenset(("false", "no", "off", "0", ""))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
+    return kind_of(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, int):  # bool too: 1 / 0
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} has no integer value")
+        return int(value)  # towards zero, as int() in expressions
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ValueError(f"{_short(value)} is not a whole number") from None
+    raise ValueError(f"{_short(value)} cannot become an integer")
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, int | float):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{_short(value)} is not a number") from None
+    else:
+        raise ValueError(f"{_short(value)} cannot become a number")
+    if not math.isfinite(result):
+        raise ValueError(f"{_short(value)} is not a finite number (JSON has no NaN or infinity)")
+    return result
+
+
+def _to_string(value: Any) -> str:
+    return render_value(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"{_short(value)} is not a boolean (true/yes/on/1, false/no/off/0)")
+    raise ValueError(f"{_short(value)} cannot become a boolean")
+
+
+def to_decimal(value: Any) -> str:
+    """``value`` (an integer, a float or a numeric string) as a canonical decimal string."""
+    cls = value.__class__
+    if cls is int:
+        return str(value)
+    if cls is float:
+        text = repr(value)  # the shortest repr: 0.1 is "0.1", not 0.1000000000000000055…
+        if "e" not in text and "n" not in text:  # not 1e+16, nan, inf
+            return text
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{_short(value)} cannot become a decimal")
+    try:
+        # A float goes through its shortest repr: 0.1 is "0.1", not 0.1000000000000000055…
+        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"{_short(value)} is not a decimal number") from None
+    if not number.is_finite():
+        raise ValueError(f"{_short(value)} is not a finite number")
+    return format(number, "f")
+
+
+def _to_timestamp(value: Any) -> str:
+    return str(format_time(parse_time(value, "auto"), "iso"))
+
+
+_CONVERTERS: dict[str, Converter] = {
+    "int": _to_int,
+    "float": _to_float,
+    "string": _to_string,
+    "bool": _to_bool,
+    "decimal": to_decimal,
+    "timestamp": _to_timestamp,
+}
+
+#: What each kind of target can hold (attributes: strings; extensions: strings, ints, bools).
+_ATTRIBUTE_TYPES = frozenset(("string", "decimal", "timestamp"))
+_EXTENSION_TYPES = frozenset(("int", "string", "bool", "decimal", "timestamp"))
+
+
+def _convert_all(
+    name: str,
+    record: Record,
+    steps: Sequence[tuple[FieldPath, Converter]],
+    inner: list[FieldPath],
+) -> list[tuple[FieldPath, Any]]:
+    """Every path's converted value (``null`` stays ``null``); DataError on the first that
+    is missing or cannot be converted. Nothing is written; the objects on the way down nested
+    paths (``inner``) are made the record's own (:func:`~._common.own`), ready for the
+    writes."""
+    out = []
+    for path, convert in steps:
+        found, value = path.get(record)
+        if not found:
+            raise DataError(f"{name}: {path} is missing")
+        if value is not None:
+            try:
+                value = convert(value)
+            except (ValueError, OverflowError) as exc:
+                raise DataError(f"{name}: {path}: {exc}") from None
+        out.append((path, value))
+    own(record, inner)
+    return out
+
+
+# -- cast -----------------------------------------------------------------------------------------
+
+
+class CastOptions(Options):
+    fields: dict[PathOption, CastType] = Field(
+        min_length=1,
+        description="Path → type: int, float, string, bool, decimal (a canonical decimal "
+        "string) or timestamp (an ISO 8601 string in UTC, from ISO text or epoch "
+        "milliseconds).",
+    )
+
+
+class Cast(Transform):
+    """Converts the values at the given paths to the given types."""
+
+    def __init__(self, steps: list[tuple[FieldPath, Converter]]) -> None:
+        self.type_name = "cast"
+        # Written deepest first, so a written path never breaks another.
+        self.steps = sorted(steps, key=lambda s: len(s[0].segments), reverse=True)
+        self._single = self.steps[0] if len(self.steps) == 1 else None
+        self._nested = nested(path for path, _ in self.steps)
+        self._key: str | None = None
+        self._convert: Converter = _to_string
+        if self._single is not None:
+            path, self._convert = self._single
+            if path.kind == "data" and len(path.segments) == 1:
+                self._key = path.segments[0] if isinstance(path.segments[0], str) else None
+
+    def apply(self, record: Record) -> Record:
+        key = self._key
+        if key is not None and record.data.__class__ is dict:  # one top-level field
+            data = record.data
+            value = data.get(key, _MISSING)
+            if value is _MISSING:
+                raise DataError(f"cast: data.{key} is missing")
+            if value is not None:
+                try:
+                    data[key] = self._convert(value)
+                except (ValueError, OverflowError) as exc:
+                    raise DataError(f"cast: data.{key}: {exc}") from None
+            return record
+        single = self._single
+        if single is not None:  # one path: read, convert, write, no lists
+            path, convert = single
+            found, value = path.get(record)
+            if not found:
+                raise DataError(f"cast: {path} is missing")
+            if value is not None:
+                try:
+                    value = convert(value)
+                except (ValueError, OverflowError) as exc:
+                    raise DataError(f"cast: {path}: {exc}") from None
+                own(record, self._nested)
+                path.set(record, value, create=False)
+            return record
+        for path, value in _convert_all("cast", record, self.steps, self._nested):
+            path.set(record, value, create=False)
+        return record
+
+
+def _make_cast(options: CastOptions, compiler: Compiler) -> Cast:
+    steps = []
+    for text, kind in options.fields.items():
+        path = parse_path(text)
+        _check_target(path, kind, {"attribute": _ATTRIBUTE_TYPES, "extension": _EXTENSION_TYPES})
+        steps.append((path, _CONVERTERS[kind]))
+    return Cast(steps)
+
+
+def _check_target(path: FieldPath, kind: str, allowed: dict[str, frozenset[str]]) -> None:
+    fits = allowed.get(path.kind)
+    if fits is not None and kind not in fits:
+        what = "attribute" if path.kind == "attribute" else "extension"
+        raise ConfigError(
+            f"fields: {path} is an {what}; it takes {', '.join(sorted(fits))}, not {kind}"
+        )
+
+
+# -- timestamp_convert ----------------------------------------------------------------------------
+
+
+def _time_format(parsing: bool) -> Callable[[str], str]:
+    # Messages that do not repeat the value: `validate` never echoes config values.
+    named = "auto, epoch_s, epoch_ms, iso" if parsing else "epoch_s, epoch_ms, iso"
+
+    def check(text: str) -> str:
+        try:
+            return check_format(text, parsing=parsing)
+        except ValueError:
+            raise ValueError(f"not a time format: use {named} or a strftime pattern") from None
+
+    return check
+
+
+class TimestampConvertOptions(Options):
+    fields: list[PathOption] = Field(
+        min_length=1, description="Paths of the times to convert, e.g. data.created_at or time."
+    )
+    from_: str = Field(
+        "auto",
+        alias="from",
+        description="How the values are written: auto (ISO 8601 text, or epoch milliseconds "
+        "as a number or digits), epoch_s, epoch_ms, iso, or a strftime pattern such as "
+        "'%d/%m/%Y %H:%M'.",
+    )
+    to: str = Field(
+        "iso",
+        description="How to write them: iso (ISO 8601 with the zone's offset, Z for UTC), "
+        "epoch_s, epoch_ms (integers), or a strftime pattern such as '%Y-%m-%d'.",
+    )
+    timezone: str = Field(
+        "UTC", description="The zone times are written in (an IANA name such as Europe/Berlin)."
+    )
+    input_timezone: str = Field("UTC", description="The zone of input times that carry no offset.")
+
+    _check_from = field_validator("from_")(_time_format(True))
+    _check_to = field_validator("to")(_time_format(False))
+
+    @field_validator("timezone", "input_timezone")
+    @classmethod
+    def _check_zone(cls, name: str) -> str:
+        try:
+            zone(name)
+        except ValueError:
+            raise ValueError(
+                "not a known time zone: use an IANA name such as Europe/Berlin, or UTC"
+            ) from None
+        return name
+
+
+class TimestampConvert(Transform):
+    """Reads times in one format and writes them in another, in a given zone."""
+
+    def __init__(
+        self, paths: list[FieldPath], source: str, target: str, tz: tzinfo, input_tz: tzinfo
+    ) -> None:
+        self.type_name = "timestamp_convert"
+
+        def convert(value: Any) -> Any:
+            return format_time(parse_time(value, source, tz=input_tz), target, tz=tz)
+
+        self.steps = sorted(
+            ((p, convert) for p in paths), key=lambda s: len(s[0].segments), reverse=True
+        )
+        self._nested = nested(paths)
+
+    def apply(self, record: Record) -> Record:
+        for path, value in _convert_all("timestamp_convert", record, self.steps, self._nested):
+            path.set(record, value, create=False)
+        return record
+
+
+def _make_timestamp_convert(
+    options: TimestampConvertOptions, compiler: Compiler
+) -> TimestampConvert:
+    paths = [parse_path(text) for text in options.fields]
+    kind = "int" if options.to.startswith("epoch") else "string"
+    for path in paths:
+        _check_target(path, kind, {"attribute": frozenset(("string",))})
+    tz = zone(options.timezone)
+    return TimestampConvert(paths, options.from_, options.to, tz, zone(options.input_timezone))
+
+
+SPECS = [
+    TransformSpec(
+        name="cast",
+        options_model=CastOptions,
+        factory=_make_cast,
+        description="Convert values to int, float, string, bool, decimal or timestamp.",
+        examples=[
+            "- type: cast\n  fields: {data.qty: int, data.price: decimal, data.paid: bool}",
+            "- type: cast\n  fields: {data.created: timestamp, data.id: string}",
+        ],
+    ),
+    TransformSpec(
+        name="timestamp_convert",
+        options_model=TimestampConvertOptions,
+        factory=_make_timestamp_convert,
+        description="Convert times between epoch seconds/milliseconds, ISO 8601 and strftime "
+        "formats, in any time zone.",
+        examples=[
+            "- type: timestamp_convert\n  fields: [data.created_ms]\n  from: epoch_ms\n  to: iso",
+            "- type: timestamp_convert\n  fields: [data.day]\n  from: iso\n  to: '%d.%m.%Y'\n"
+            "  timezone: Europe/Berlin",
+        ],
+    ),
+]
