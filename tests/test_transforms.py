@@ -643,6 +643,13 @@ def test_paths_parse(text: str, kind: str, segments: tuple[Any, ...]) -> None:
     assert (path.kind, path.segments) == (kind, segments)
 
 
+def test_a_quoted_key_may_start_with_one_underscore() -> None:
+    path = parse_path("data['_id']")
+    record = Record({"_id": "a1"})
+
+    assert path.get(record) == (True, "a1")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -651,7 +658,7 @@ def test_paths_parse(text: str, kind: str, segments: tuple[Any, ...]) -> None:
         ("data..a", "expected"),
         ("data[0", "expected"),
         ("data._secret", "names starting with '_'"),
-        ("data['_secret']", "names starting with '_'"),
+        ("data['__secret']", "names starting with '_'"),
         ("_private", "names starting with '_'"),
         ("subject.x", "subject has no fields"),
         ("partitionKey", "lower-case letters and digits"),

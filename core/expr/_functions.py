@@ -9,8 +9,8 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .. import timefmt
 from ._runtime import _type_name, render_value
 
 
@@ -267,52 +267,30 @@ def _fn_isempty(x: Any) -> bool:
 
 # -- time ----------------------------------------------------------------------------------------
 
-_UTC = dt.UTC
 
-
-@functools.lru_cache(maxsize=64)
-def _zone(name: str) -> dt.tzinfo:
-    if name.upper() in ("UTC", "Z"):
-        return _UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
-
-
-def _as_datetime(name: str, value: Any, fmt: Any = None, zone: Any = None) -> dt.datetime:
-    """An aware datetime from epoch seconds, ISO 8601 text or text in ``fmt`` (naive times
-    are in ``zone``, UTC by default)."""
-    tz = _zone(_need_str(name, zone)) if zone is not None else _UTC
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(value, _UTC)
-    text = _need_str(name, value)
+def _moment(name: str, value: Any, fmt: Any = None, zone: Any = None) -> dt.datetime:
+    """An aware datetime from epoch seconds, ISO 8601 text or text in ``fmt`` (a time without
+    an offset is in ``zone``, UTC by default); see :mod:`meshconnect.timefmt`."""
+    tz = timefmt.zone(_need_str(name, zone)) if zone is not None else dt.UTC
     if fmt is None:
-        try:
-            parsed = dt.datetime.fromisoformat(text.strip())
-        except ValueError:
-            raise ValueError(f"{name}() cannot read {text!r} as an ISO 8601 time") from None
+        fmt = "iso" if isinstance(value, str) else "epoch_s"
     else:
-        parsed = dt.datetime.strptime(text, _need_str(name, fmt))
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+        fmt = timefmt.check_format(_need_str(name, fmt))
+    return timefmt.parse_time(value, fmt, tz=tz)
 
 
 def _fn_parsetime(value: Any, fmt: Any = None, zone: Any = None) -> float | None:
     if value is None:
         return None
-    return _as_datetime("parseTime", value, fmt, zone).timestamp()
+    return _moment("parseTime", value, fmt, zone).timestamp()
 
 
-def _fn_formattime(value: Any, fmt: Any = None, zone: Any = None) -> str | None:
+def _fn_formattime(value: Any, fmt: Any = None, zone: Any = None) -> Any:
     if value is None:
         return None
-    moment = _as_datetime("formatTime", value)
-    if zone is not None:
-        moment = moment.astimezone(_zone(_need_str("formatTime", zone)))
-    if fmt is None:
-        text = moment.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
-    return moment.strftime(_need_str("formatTime", fmt))
+    tz = timefmt.zone(_need_str("formatTime", zone)) if zone is not None else dt.UTC
+    fmt = "iso" if fmt is None else timefmt.check_format(_need_str("formatTime", fmt))
+    return timefmt.format_time(_moment("formatTime", value), fmt, tz=tz)
 
 
 #: The functions every expression may call, by name (see the module docstring).

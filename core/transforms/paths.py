@@ -10,9 +10,10 @@ A field path names one value::
     subject, type, time, ...    a CloudEvent context attribute
     partitionkey                any other bare name: an extension attribute
 
-Keys written after a dot are letters, digits, ``_`` and ``-``; names and keys starting with
-``_`` are refused (as in expressions). Extension names are lower-case letters and digits, as
-CloudEvents requires. Only ``data`` paths go deeper than one name.
+Keys written after a dot are letters, digits, ``_`` and ``-``; names and dotted keys starting
+with ``_`` are refused, as in expressions: write ``data['_id']`` (quoted keys may start with one
+``_``, not two). Extension names are lower-case letters and digits, as CloudEvents requires.
+Only ``data`` paths go deeper than one name.
 
 :func:`parse_path` parses a path once into a :class:`FieldPath` whose ``get``, ``set`` and
 ``delete`` work on records without parsing again. Their contract:
@@ -499,7 +500,9 @@ def parse_path(text: str) -> FieldPath:
             expected = "'.key', '[index]' or \"['key']\""
             raise _bad(text, f"expected {expected}, found {source[pos:]!r}", pos)
         segment = segments[-1]
-        if isinstance(segment, str) and segment.startswith("_"):
+        # A quoted key may start with one '_' (data['_id']), as in expressions.
+        refused = "__" if match.re is _QUOTED else "_"
+        if isinstance(segment, str) and segment.startswith(refused):
             raise _bad(text, f"names starting with '_' are not allowed: {segment!r}", pos)
         if isinstance(segment, str) and not segment:
             raise _bad(text, "empty key", pos)
