@@ -27,10 +27,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from .api import Sink
 from .errorpolicy import retry_transforms, retrying
 from .errors import DataError, RetriableError, StoreError, classify
 from .records import Record
+from .transforms._common import fresh_copy
 
 if TYPE_CHECKING:
     from .config.loader import LoadedPipeline, LoadedSink
@@ -191,7 +194,11 @@ class SinkLoop:
         end = records[-1].offset + 1  # type: ignore[operator]
         chain = self.loaded.chain
         if len(chain):  # stored records may be shared with other sinks: change copies
-            records = [r.copy() for r in records]
+            records = (
+                [_deep_copy(r) for r in records]
+                if chain.changes_nested_objects
+                else [r.copy() for r in records]
+            )
         out, failures = chain.process(records)
         if failures:
             more, failures = await retry_transforms(
@@ -275,6 +282,15 @@ class SinkLoop:
         if kind is DataError:
             return True
         return kind in (RetriableError, StoreError) and self.loaded.errors.tolerance == "all"
+
+
+def _deep_copy(record: Record) -> Record:
+    """A copy of a stored record sharing no object with it (for transforms that may change
+    nested objects in place): from the store's JSON when it is at hand."""
+    copy = record.copy()
+    encoded = record.encoded_data
+    copy.data = orjson.loads(encoded) if encoded is not None else fresh_copy(record.data)
+    return copy
 
 
 def template_glob(text: str) -> str:

@@ -360,3 +360,47 @@ async def test_a_record_the_store_cannot_encode_is_dead_lettered_and_the_rest_st
     assert dead.extensions["errorstage"] == "store"
     assert "not JSON-serialisable" in dead.extensions["errormessage"]
     assert "'bad': True" in dead.data
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite"])
+async def test_a_plugin_transform_that_changes_nested_objects_in_place_cannot_reach_another_sink(
+    tmp_path: Path, store_kind: str
+) -> None:
+    """Sinks of one topic share the stored records; a sink chain with a transform that does
+    not declare ``copies_nested_objects`` runs on deep copies."""
+    from pydantic import BaseModel
+
+    from meshconnect import Transform, TransformSpec, hookimpl
+
+    class Scribble(Transform):
+        def apply(self, record):  # type: ignore[no-untyped-def]
+            record.data["card"]["number"] = "xxxx"  # in place, nested
+            return record
+
+    class NoOptions(BaseModel):
+        pass
+
+    class Plugin:
+        @hookimpl
+        def meshconnect_transforms(self) -> list[TransformSpec]:
+            return [TransformSpec("scribble", NoOptions, lambda options, compiler: Scribble())]
+
+    registry = test_registry()
+    registry.register(Plugin(), "scribble")
+    cards = "[" + ", ".join(f"{{card: {{number: '4111-{i}'}}}}" for i in range(300)) + "]"
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source: {{connector: memory, config: {{records: {cards}, batch_size: 50}}}}
+            sinks:
+              - {{connector: memory, name: masked, transforms: [{{type: scribble}}],
+                  config: {{name: masked}}}}
+              - {{connector: memory, name: plain, config: {{name: plain}}}}
+        """,
+    )
+    url = "memory://" if store_kind == "memory" else f"sqlite:///{tmp_path / 'mesh.db'}"
+    assert await run_pipelines([config], url, registry=registry) == 0
+    assert collect("masked") == [{"card": {"number": "xxxx"}}] * 300
+    assert collect("plain") == [{"card": {"number": f"4111-{i}"}} for i in range(300)]

@@ -78,12 +78,17 @@ class Transform:
 
     In a sink's chain the record is the sink's own shallow copy of a stored record that every
     sink of the topic shares: its attributes, extensions and payload object are its own, the
-    objects *inside* the payload are not. Replace nested objects rather than changing them in
-    place (the built-ins copy the objects on the way down a nested path first).
+    objects *inside* the payload are not, unless the transform says it never changes them in
+    place: set ``copies_nested_objects = True`` when ``apply`` copies the objects on the way
+    down a nested path before it writes there (as every built-in does). A sink chain with a
+    transform that does not say so gets deep copies of the payloads, which is safe but costs
+    a copy per record.
     """
 
     #: The ``type:`` name this transform was configured with (set by the factory).
     type_name: str = ""
+    #: True when ``apply`` never changes an object nested in ``data`` in place.
+    copies_nested_objects: bool = False
 
     def apply(self, record: Record) -> Record | list[Record] | None:
         raise NotImplementedError
@@ -129,6 +134,9 @@ class TransformChain:
             if any(s is step for s in self._steps):  # one transform twice: steps stay distinct
                 step = self._guarded(step, lambda record: True)
             self._steps.append(step)
+        #: Whether a transform may change objects nested in ``data`` in place, so a chain
+        #: over records shared with others must run on deep copies.
+        self.changes_nested_objects = not all(t.copies_nested_objects for t in self.transforms)
 
     def __len__(self) -> int:
         return len(self.transforms)

@@ -186,6 +186,8 @@ class CastOptions(Options):
 class Cast(Transform):
     """Converts the values at the given paths to the given types."""
 
+    copies_nested_objects = True
+
     def __init__(self, steps: list[tuple[FieldPath, Converter]]) -> None:
         self.type_name = "cast"
         # Written deepest first, so a written path never breaks another.
@@ -303,6 +305,8 @@ class TimestampConvertOptions(Options):
 
 class TimestampConvert(Transform):
     """Reads times in one format and writes them in another, in a given zone."""
+
+    copies_nested_objects = True
 
     def __init__(
         self, paths: list[FieldPath], source: str, target: str, tz: tzinfo, input_tz: tzinfo

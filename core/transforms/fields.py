@@ -109,6 +109,8 @@ class InsertField(Transform):
     ``source``.
     """
 
+    copies_nested_objects = True
+
     def __init__(
         self,
         path: FieldPath,
@@ -204,6 +206,8 @@ class ReplaceFieldOptions(Options):
 class ReplaceField(Transform):
     """Keeps (``include``), drops (``exclude``) and renames fields of an object payload."""
 
+    copies_nested_objects = True
+
     def __init__(
         self,
         include: list[FieldPath] | None,
@@ -273,6 +277,8 @@ class DropFieldsOptions(Options):
 
 class DropFields(Transform):
     """Removes the values at ``paths`` (data fields, extensions, optional attributes)."""
+
+    copies_nested_objects = True
 
     def __init__(self, paths: list[FieldPath]) -> None:
         self.type_name = "drop_fields"

@@ -194,6 +194,8 @@ class Mask(Transform):
     first, so one written path never breaks another.
     """
 
+    copies_nested_objects = True
+
     def __init__(
         self,
         paths: list[FieldPath],

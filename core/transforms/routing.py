@@ -53,6 +53,8 @@ class FilterOptions(Options):
 class Filter(Transform):
     """Keeps the records for which ``predicate`` is true."""
 
+    copies_nested_objects = True
+
     def __init__(self, predicate: Predicate) -> None:
         self.type_name = "filter"
         self.predicate = predicate
@@ -117,6 +119,8 @@ def _topic(template: Template, record: Record) -> str:
 class Route(Transform):
     """Sets ``record.topic`` from a template or from the first matching rule (or every
     matching rule, with ``fanout``)."""
+
+    copies_nested_objects = True
 
     def __init__(
         self,
@@ -217,6 +221,8 @@ class SetKeyOptions(Options):
 
 class SetKey(Transform):
     """Sets the ``partitionkey`` extension (the record's key) from fields."""
+
+    copies_nested_objects = True
 
     def __init__(self, paths: list[FieldPath], extension: str) -> None:
         self.type_name = "set_key"
@@ -321,6 +327,8 @@ class SetAttributesOptions(Options):
 
 class SetAttributes(Transform):
     """Sets CloudEvent attributes and extensions from templates or fixed values."""
+
+    copies_nested_objects = True
 
     def __init__(self, steps: list[tuple[FieldPath, Template | None, Any]]) -> None:
         self.type_name = "set_attributes"

@@ -114,6 +114,8 @@ def _render_path(base: FieldPath, parts: Any) -> str:
 class Validate(Transform):
     """Checks the value at ``path`` against the schema ``schema`` names."""
 
+    copies_nested_objects = True
+
     def __init__(
         self, path: FieldPath, validators: dict[str, Any], schema: Template, directory: Path
     ) -> None:

@@ -65,6 +65,8 @@ class Flatten(Transform):
     Arrays and empty objects are kept as values. Two paths giving the same key is a DataError.
     """
 
+    copies_nested_objects = True
+
     def __init__(self, path: FieldPath, separator: str) -> None:
         self.type_name = "flatten"
         self.path = path
@@ -103,6 +105,8 @@ class Unflatten(Transform):
 
     A key that is both a value and an object (``{"a": 1, "a.b": 2}``) is a DataError.
     """
+
+    copies_nested_objects = True
 
     def __init__(self, path: FieldPath, separator: str) -> None:
         self.type_name = "unflatten"
@@ -163,6 +167,8 @@ class ExtractFieldOptions(Options):
 class ExtractField(Transform):
     """Replaces ``data`` by the value at ``path`` (a missing value is a DataError)."""
 
+    copies_nested_objects = True
+
     def __init__(self, path: FieldPath) -> None:
         self.type_name = "extract_field"
         self.path = path
@@ -188,6 +194,8 @@ class HoistFieldOptions(Options):
 
 class HoistField(Transform):
     """Wraps ``data`` in a new object: ``data`` becomes ``{key: {…: old data}}``."""
+
+    copies_nested_objects = True
 
     def __init__(self, path: FieldPath) -> None:
         self.type_name = "hoist_field"
@@ -224,6 +232,8 @@ class TemplateOptions(Options):
 
 class TemplateTransform(Transform):
     """Builds a new value from a template object and puts it at ``path``."""
+
+    copies_nested_objects = True
 
     def __init__(self, path: FieldPath, build: Builder) -> None:
         self.type_name = "template"
