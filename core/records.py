@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["CONTEXT_ATTRIBUTES", "Record", "new_id", "now_iso"]
+__all__ = ["CONTEXT_ATTRIBUTES", "Record", "kind_of", "new_id", "now_iso"]
 
 SPECVERSION = "1.0"
 
@@ -252,3 +252,20 @@ class Record:
             dataschema=attributes.get("dataschema"),
             extensions=extensions,
         )
+
+
+def kind_of(value: Any) -> str:
+    """What kind of JSON value ``value`` is, for messages: ``null``, ``a string``, ``an object``…"""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"

@@ -36,6 +36,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .records import kind_of
+
 __all__ = ["FORMATS", "check_format", "format_time", "parse_time", "zone"]
 
 #: The named formats (besides strftime patterns, which contain a ``%``).
@@ -96,19 +98,9 @@ def _number(value: Any, unit: str) -> float:
 
 
 def _describe(value: Any) -> str:
-    if isinstance(value, str):
-        return f"the string {value!r}" if len(value) <= 40 else "a string"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
+    if isinstance(value, str) and len(value) <= 40:
+        return f"the string {value!r}"
+    return kind_of(value)
 
 
 def _parse_iso(text: str, tz: tzinfo) -> datetime:

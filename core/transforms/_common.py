@@ -22,6 +22,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from ..errors import ConfigError
+from ..records import kind_of
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -66,23 +67,6 @@ def _check_data_path(text: str) -> str:
 PathOption = Annotated[str, AfterValidator(_check_path)]
 #: A field path inside ``data`` (``data.a.b``, ``data.items[0]``), not ``data`` itself.
 DataPathOption = Annotated[str, AfterValidator(_check_data_path)]
-
-
-def kind_of(value: Any) -> str:
-    """``a string``, ``an object``, … for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
 
 
 def fresh_copy(value: Any) -> Any:

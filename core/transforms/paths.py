@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, DataError
 from ..records import CONTEXT_ATTRIBUTES
+from ..records import kind_of as _kind_of
 
 if TYPE_CHECKING:
     from ..records import Record
@@ -60,22 +61,6 @@ _QUOTED = re.compile(r"""\[\s*(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")\s*\]""
 _ESCAPE = re.compile(r"\\(.)")
 _EXTENSION = re.compile(r"[a-z0-9]+")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9][\w-]*")
-
-
-def _kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
 
 
 class FieldPath:
