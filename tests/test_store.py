@@ -592,7 +592,9 @@ async def test_another_process_reads_what_this_one_appended(tmp_path: Path) -> N
 
 
 async def test_two_processes_append_to_one_topic(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    # A generous busy timeout: on a loaded machine a checkpoint's fsync can hold the write
+    # lock past the default 5 s (the worker retries then; these bare loops do not).
+    url = f"sqlite:///{tmp_path / 'mesh.db'}?busy_timeout=60000"
     script = """
         import asyncio, sys
         from meshconnect.mesh.sqlite import SqliteStore
