@@ -433,12 +433,14 @@ class SqliteStore(MeshStore):
         (containing,) = conn.execute(
             "SELECT max(key) FROM segments WHERE key >= ? AND key <= ?", (base, base + offset)
         ).fetchone()
+        # Bodies are fetched one at a time, and only for a segment not decoded already: a
+        # large segment read in many small batches is read from the file (and decoded) once.
         rows = conn.execute(
-            "SELECT key, count, body FROM segments WHERE key >= ? AND key < ? ORDER BY key",
+            "SELECT key, count FROM segments WHERE key >= ? AND key < ? ORDER BY key",
             (base if containing is None else containing, base + _SPAN),
         )
         out: list[Record] = []
-        for key, count, body in rows:
+        for key, count in rows:
             first = key - base
             if first + count <= offset:
                 continue
@@ -446,6 +448,7 @@ class SqliteStore(MeshStore):
             if cached is not None and cached[0] == key:
                 records = cached[1]
             else:
+                (body,) = conn.execute("SELECT body FROM segments WHERE key = ?", (key,)).fetchone()
                 records = decode_segment(body, topic, first)
                 self._decoded = (key, records)
             begin = max(offset - first, 0)
