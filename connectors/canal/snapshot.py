@@ -41,6 +41,7 @@ from meshconnect.records import Record
 from .config import TableMatcher
 from .events import RowsEvent
 from .formats import Shape, TxMeta
+from .positions import binlog_order
 from .server import Server, TableSchema
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["Snapshot", "decode_key", "encode_key"]
 
 _LOG_EVERY = 20  # chunks
+_CATCH_UP_BYTES = 256 * 1024
+_SELECT_ATTEMPTS = 10
 
 
 def encode_key(values: tuple[Any, ...]) -> list[Any]:
@@ -146,6 +149,7 @@ class Snapshot:
         self._started = time.monotonic()
         self._estimate: dict[tuple[str, str], int] = {}
         self._table_rows = 0
+        self._catching_up = False
 
     @property
     def state(self) -> dict[str, Any]:
@@ -192,9 +196,11 @@ class Snapshot:
             sql += f" ORDER BY {cols} LIMIT {chunk}"
         if src.config.snapshot_locking == "share":
             sql += " LOCK IN SHARE MODE"
+        if self._behind(src):
+            return self._catch_up(schema, table, lo if pk else None)
         fixes = _normaliser(info)
         rows = []
-        for raw in server.query(sql, args or None):
+        for raw in self._select(server, sql, args):
             row = list(raw)
             for i, fix in fixes:
                 if row[i] is not None:
@@ -269,6 +275,44 @@ class Snapshot:
             src.progress(text)
         return _Step(out)
 
+    def _behind(self, src: CanalSource) -> bool:
+        """Whether the stream is far behind the end of the binlog (then a chunk's window
+        would be long: the stream catches up first, in bounded batches)."""
+        file, pos, _ = src.server.binary_log_status()
+        here = binlog_order(src.file, src.end)
+        end = binlog_order(file, pos)
+        return here[0] < end[0] or end[1] - here[1] > _CATCH_UP_BYTES
+
+    def _catch_up(self, schema: str, table: str, lo: tuple[Any, ...] | None) -> _Step:
+        """One batch of binlog with no chunk open: changes of snapshotted keys are emitted,
+        the others dropped (a later SELECT sees them)."""
+        src = self.source
+        self._current = (schema, table)
+        self._lo = lo
+        self._catching_up = True
+        out: list[Record] = []
+        try:
+            for event in src.read():
+                src.handle(event, out)
+        finally:
+            self._current = None
+            self._catching_up = False
+        return _Step(out)
+
+    @staticmethod
+    def _select(server: Server, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
+        """The chunk query; a locking read that loses a deadlock (or times out waiting for a
+        lock) is tried again."""
+        for attempt in range(_SELECT_ATTEMPTS):
+            try:
+                return server.query(sql, args or None)
+            except RetriableError as exc:
+                code = getattr(exc.__cause__, "args", (None,))[0]
+                if code not in (1205, 1213) or attempt == _SELECT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     def _next_table(self) -> None:
         self.tables.pop(0)
         self.after = None
@@ -283,6 +327,8 @@ class Snapshot:
             return "done"
         if (schema, table) != self._current:
             return "later"
+        if self._catching_up:
+            return "done" if self._lo is not None and key <= self._lo else "later"
         if self._multiset is not None:
             return "chunk"
         if self._lo is not None and key <= self._lo:
