@@ -94,3 +94,75 @@ def table_rows(server: MariaDB, table: str, key: str = "id") -> dict[str, dict[s
             return {str(row[key]): dict(row) for row in cur.fetchall()}
     finally:
         conn.close()
+
+
+def run_source(
+    server: MariaDB,
+    positions: dict[str, Any] | None,
+    count: int,
+    *,
+    limit: float = 60.0,
+    polls: int | None = None,
+    **config: Any,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Run a canal source in this process from ``positions`` until it produced ``count``
+    records (or ``polls`` polls, or it ended); its records and last positions."""
+    import asyncio
+    import logging
+    import time
+
+    from meshconnect.api import ConnectorContext
+    from meshconnect.connectors.canal.config import CanalSourceConfig
+    from meshconnect.connectors.canal.source import CanalSource
+
+    settings: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "server_id": 2001,
+        "decoder": "library",
+        "heartbeat_interval": 1,
+    }
+    settings.update(config)
+
+    async def go() -> tuple[list[Any], dict[str, Any]]:
+        source = CanalSource(
+            CanalSourceConfig(**settings),
+            ConnectorContext("test", "canal", logging.getLogger("canal-test")),
+        )
+        records: list[Any] = []
+        reached = dict(positions or {})
+        try:
+            await source.start(reached)
+            deadline = time.monotonic() + limit
+            n = 0
+            while len(records) < count and time.monotonic() < deadline:
+                batch = await source.poll()
+                if batch is None:
+                    break
+                records.extend(batch.records)
+                reached.update(batch.positions)
+                n += 1
+                if polls is not None and n >= polls:
+                    break
+        finally:
+            await source.stop()
+        return records, reached
+
+    return asyncio.run(go())
+
+
+def end_positions(server: MariaDB) -> dict[str, Any]:
+    """The binlog end as a committed position (``offsets reset --to end``)."""
+    import asyncio
+    import logging
+
+    from meshconnect.api import ConnectorContext
+    from meshconnect.connectors.canal.config import CanalSourceConfig
+    from meshconnect.connectors.canal.source import CanalSource
+
+    source = CanalSource(
+        CanalSourceConfig(host=server.host, port=server.port, user=server.user, server_id=2001),
+        ConnectorContext("test", "canal", logging.getLogger("canal-test")),
+    )
+    return asyncio.run(source.end_positions())

@@ -250,7 +250,7 @@ class LibraryReader:
             "host": self._connect["host"],
             "port": int(self._connect["port"]),
             "user": self._connect["user"],
-            "passwd": self._connect.get("password") or "",
+            "password": self._connect.get("password") or "",
             "connect_timeout": 10,
         }
         if self._heartbeat:
