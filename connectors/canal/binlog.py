@@ -55,6 +55,7 @@ _TRANSACTION_PAYLOAD_EVENT = 40
 _TIMESTAMP, _DATE, _DATETIME, _YEAR = 7, 10, 12, 13
 _NEWDATE, _BIT, _TIMESTAMP2, _DATETIME2 = 14, 16, 17, 18
 _JSON, _NEWDECIMAL, _ENUM, _SET = 245, 246, 247, 248
+_TIME2, _STRING = 19, 254
 _ZERO_DATE = "0000-00-00"
 
 
@@ -99,7 +100,32 @@ def _converter(col: Any) -> Callable[[Any], Any] | None:
         return lambda v: 0 if v == 1900 else v
     if kind == _JSON:
         return _decode_json
+    if kind == _TIME2 and getattr(col, "fsp", 0):
+        return _negative_time
+    if getattr(col, "character_set_name", None) == "binary":
+        # An empty binary value comes as '' (str); BINARY(n) loses its trailing zero bytes.
+        size = int(getattr(col, "max_length", 0) or 0) if kind == _STRING else 0
+
+        def binary(v: Any) -> Any:
+            if isinstance(v, str):
+                v = v.encode("utf-8", "surrogateescape")
+            return v.ljust(size, b"\0") if size else v
+
+        return binary
     return None
+
+
+def _negative_time(v: Any) -> Any:
+    """The library decodes a negative TIME(fsp) with a fraction as ``-(s + 1) + f``
+    instead of ``-(s + f)``; undo that."""
+    if not isinstance(v, dt.timedelta) or v >= dt.timedelta(0):
+        return v
+    micros = (v.days * 86400 + v.seconds) * 1_000_000 + v.microseconds
+    frac = micros % 1_000_000
+    if not frac:
+        return v
+    whole = -(micros - frac) // 1_000_000  # s + 1
+    return dt.timedelta(microseconds=-((whole - 1) * 1_000_000 + frac))
 
 
 def _none_value(col: Any, reason: str) -> Any:
