@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import functools
 import struct
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from meshconnect.connectors.canal._jsonb import parse_jsonb
 from meshconnect.connectors.canal.events import Column, Table
@@ -247,37 +248,53 @@ def decode_decimal_bin(data: bytes, pos: int, precision: int, scale: int) -> tup
 
 
 def _decimal_reader(precision: int, scale: int) -> Reader:
+    return _decimal_readers(precision, scale)
+
+
+@functools.lru_cache(maxsize=512)
+def _decimal_readers(precision: int, scale: int) -> Reader:
+    """Generated per (precision, scale): the whole value is read as one big-endian int, the
+    sign bit flipped (and every bit, for negatives), then cut into its base-10**9 groups."""
     intg = precision - scale
     intg0, intg0x = divmod(intg, 9)
     frac0, frac0x = divmod(scale, 9)
-    lead = _DIG2BYTES[intg0x]
-    tail = _DIG2BYTES[frac0x]
-    size = lead + 4 * intg0 + 4 * frac0 + tail
-    int_end = lead + 4 * intg0
-    frac_full = int_end + 4 * frac0
-    frac_digits = f"0{scale}d"
+    # (bytes, decimal digits) of each group, most significant first.
+    int_groups = ([(_DIG2BYTES[intg0x], intg0x)] if intg0x else []) + [(4, 9)] * intg0
+    frac_groups = [(4, 9)] * frac0 + ([(_DIG2BYTES[frac0x], frac0x)] if frac0x else [])
+    size = sum(b for b, _ in int_groups + frac_groups)
+    bits = 8 * size
 
-    def read(data: bytes, pos: int) -> tuple[Decimal, int]:
-        raw = bytearray(data[pos : pos + size])
-        negative = not raw[0] & 0x80
-        raw[0] ^= 0x80
-        if negative:
-            raw = bytearray(b ^ 0xFF for b in raw)
-        whole = int.from_bytes(raw[0:lead], "big") if lead else 0
-        for at in range(lead, int_end, 4):
-            whole = whole * 1_000_000_000 + int.from_bytes(raw[at : at + 4], "big")
-        if scale:
-            frac = 0
-            for at in range(int_end, frac_full, 4):
-                frac = frac * 1_000_000_000 + int.from_bytes(raw[at : at + 4], "big")
-            if tail:
-                frac = frac * 10**frac0x + int.from_bytes(raw[frac_full:size], "big")
-            text = f"{'-' if negative else ''}{whole}.{frac:{frac_digits}}"
-        else:
-            text = f"{'-' if negative else ''}{whole}"
-        return Decimal(text), pos + size
+    def expr(groups: list[tuple[int, int]], end_bits: int) -> str:
+        """The groups as one integer: sum of group * 10**(digits after it)."""
+        terms, shift, digits_after = [], end_bits, 0
+        for nbytes, digits in reversed(groups):
+            mask = (1 << 8 * nbytes) - 1
+            term = f"((x >> {shift}) & {mask})" if shift else f"(x & {mask})"
+            terms.append(f"{term} * {10**digits_after}" if digits_after else term)
+            shift += 8 * nbytes
+            digits_after += digits
+        return " + ".join(terms) or "0"
 
-    return read
+    frac_bits = sum(8 * b for b, _ in frac_groups)
+    whole = expr(int_groups, frac_bits)
+    if scale:
+        text = f"f'{{sign}}{{{whole}}}.{{{expr(frac_groups, 0)}:0{scale}d}}'"
+    else:
+        text = f"f'{{sign}}{{{whole}}}'"
+    source = f"""
+def read(data, pos):
+    x = from_bytes(data[pos:pos + {size}], 'big')
+    if x >> {bits - 1}:
+        x ^= {1 << (bits - 1)}
+        sign = ''
+    else:
+        x ^= {(1 << (bits - 1)) - 1}
+        sign = '-'
+    return Decimal({text}), pos + {size}
+"""
+    scope: dict[str, Any] = {"from_bytes": int.from_bytes, "Decimal": Decimal}
+    exec(compile(source, f"<decimal({precision},{scale})>", "exec"), scope)
+    return cast(Reader, scope["read"])
 
 
 def _frac(fsp: int) -> tuple[int, int]:

@@ -97,12 +97,15 @@ _BINLOG_DUMP_NON_BLOCK = 0x01
 class _Mapped:
     """A cached table map: its raw bytes, the table, its decoder (None: filtered out)."""
 
-    __slots__ = ("decoder", "raw", "table")
+    __slots__ = ("all_present", "decode_rows", "decoder", "raw", "table")
 
     def __init__(self, raw: bytes, table: Table, decoder: RowDecoder | None) -> None:
         self.raw = raw
         self.table = table
         self.decoder = decoder
+        #: The usual case (``binlog_row_image=FULL``): every column present.
+        self.all_present = (1 << len(table.columns)) - 1
+        self.decode_rows: Any = decoder.functions(self.all_present)[0] if decoder else None
 
 
 class FastReader:
@@ -135,6 +138,7 @@ class FastReader:
         self._pos = 0
         self._closed = False
         self.at_end = False
+        self._pending: RetriableError | None = None
         self._sock: socket.socket | None
         self._conn, self._sock, self.mariadb, checksum = _open(
             connect,
@@ -201,18 +205,26 @@ class FastReader:
 
     def read(self, max_events: int, timeout: float) -> list[Event]:
         events: list[Event] = []
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            raise pending
         if self.at_end:
             return events
         deadline = time.monotonic() + timeout
         append = events.append
         header = _HEADER.unpack_from
         rows_kinds = _ROWS
+        verify = self._verify
         while len(events) < max_events:
             buf, p = self._buf, self._pos
             have = len(buf) - p
             if have < 4 or have < 4 + (length := buf[p] | buf[p + 1] << 8 | buf[p + 2] << 16):
                 if events:
-                    if not self._recv(0.0):
+                    try:
+                        if not self._recv(0.0):
+                            break
+                    except RetriableError as exc:
+                        self._pending = exc  # hand over what came first; raise next time
                         break
                 else:
                     left = deadline - time.monotonic()
@@ -231,7 +243,7 @@ class FastReader:
             ts, kind, server_id, size, log_pos, _flags = header(buf, e)
             body = e + 19
             stop = e + size - self._crc
-            if self._verify and self._crc:
+            if verify and self._crc:
                 self._check_crc(buf, e, size)
             rows_kind = rows_kinds.get(kind)
             if rows_kind is not None:
@@ -307,7 +319,10 @@ class FastReader:
             buf = _uncompress(buf, p, stop)
             p, stop = 0, len(buf)
         if kind != "update":
-            rows = decoder.functions(present)[0](buf, p, stop)
+            if present == mapped.all_present:
+                rows = mapped.decode_rows(buf, p, stop)
+            else:
+                rows = decoder.functions(present)[0](buf, p, stop)
             return RowsEvent(self._file, pos, ts, kind, mapped.table, rows)
         image_before = decoder.functions(present)[1]
         image_after = decoder.functions(present_after)[1]
