@@ -607,3 +607,26 @@ def test_checksums_verify_and_a_bounded_read_ends(
     rows = rows_events(events)
     assert [r.rows[0][0] for r in rows[: len(expected)]] == [w["id"] for w in expected]
     assert (events[-1].log_file, events[-1].log_pos) >= end
+
+
+def test_minimal_row_images_leave_absent_columns_none(server: MariaDB, table: str) -> None:
+    start = position(server)
+    conn = connect(server)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION binlog_row_image = 'MINIMAL'")
+            cur.execute(f"INSERT INTO {table} VALUES (1, 'a', NULL)")
+            cur.execute(f"UPDATE {table} SET qty = 5 WHERE id = 1")
+            cur.execute(f"DELETE FROM {table} WHERE id = 1")
+    finally:
+        conn.close()
+    reader = fast(server, start)
+    try:
+        rows = rows_events(read_until(reader, position(server)))
+    finally:
+        reader.close()
+    assert [(e.kind, e.rows, e.before) for e in rows] == [
+        ("insert", [(1, "a", None)], None),
+        ("update", [(None, None, 5)], [(1, None, None)]),
+        ("delete", [(1, None, None)], None),
+    ]
