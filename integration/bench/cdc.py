@@ -5,6 +5,7 @@ sink), all in one run over the same binlog.
     python integration/bench/cdc.py                    # 200,000 rows per workload
     python integration/bench/cdc.py --rows 50000 --repeat 3
     python integration/bench/cdc.py --smoke            # tiny N, for CI
+    python integration/bench/cdc.py --profile prof/    # + py-spy profiles of the pipeline
 
 A private MariaDB (integration/mariadb.py) gets one binlog with two workloads on a 6-column
 table (INT key, VARCHAR, INT, DECIMAL(10,2), DATETIME(3), ENUM):
@@ -210,6 +211,7 @@ def run_pipeline(
     table: str,
     span: tuple[tuple[str, int], tuple[str, int]],
     n: int,
+    profile: Path | None = None,
     **extra: Any,
 ) -> float:
     state_dir, out = work / f"state-{table}", work / f"out-{table}.jsonl"
@@ -238,18 +240,24 @@ def run_pipeline(
     if reset.returncode != 0:
         raise SystemExit(f"offsets reset failed:\n{reset.stdout}{reset.stderr}")
     started = time.perf_counter()
-    worker = subprocess.Popen([*mesh, "run", str(config)], stderr=subprocess.PIPE, text=True)
+    argv = [*mesh, "run", str(config)]
+    if profile is not None:  # py-spy runs the worker and writes collapsed stacks on exit
+        spy = ["py-spy", "record", "--rate", "200", "--threads", "--format", "raw"]
+        argv = [*spy, "--output", str(profile), "--", *argv]
+    log = work / f"worker-{table}.log"
+    with log.open("w") as stderr:  # a file, not a pipe nobody drains while it runs
+        worker = subprocess.Popen(argv, stderr=stderr, text=True)
     seen = [0, 0]
     try:
         while count_lines(out, seen) < n:
             if worker.poll() is not None:
-                raise SystemExit(f"worker exited early:\n{worker.stderr.read()[-3000:]}")  # type: ignore[union-attr]
+                raise SystemExit(f"worker exited early:\n{log.read_text()[-3000:]}")
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
     finally:
-        worker.send_signal(signal.SIGTERM)
+        stop_worker(worker, profiled=profile is not None)
         try:
-            worker.wait(30)
+            worker.wait(60)
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
@@ -258,12 +266,47 @@ def run_pipeline(
     return elapsed
 
 
+def stop_worker(worker: subprocess.Popen[str], *, profiled: bool) -> None:
+    """SIGTERM to the worker: the process itself, or py-spy's child when profiling."""
+    if profiled:
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children")
+        for pid in children.read_text().split() if children.exists() else []:
+            os.kill(int(pid), signal.SIGTERM)
+        return
+    worker.send_signal(signal.SIGTERM)
+
+
+def summarize(profile: Path, top: int = 12) -> None:
+    """Busy samples of a py-spy raw profile by source file (idle waits left out)."""
+    import re
+    from collections import Counter
+
+    by_file: Counter[str] = Counter()
+    idle = ("thread.py:81)", "selectors.py", "threading.py", "queue.py")
+    for line in profile.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1]
+        if not stack or any(i in leaf for i in idle):
+            continue
+        match = re.search(r"\(([^:]+):\d+\)$", leaf)
+        by_file[match.group(1) if match else leaf] += int(count)
+    total = sum(by_file.values()) or 1
+    print(f"  busy samples by file ({profile.name}):")
+    for name, count in by_file.most_common(top):
+        print(f"  {100 * count / total:5.1f}%  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000, help="rows per workload")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each; medians shown")
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
     parser.add_argument("--no-pipeline", action="store_true", help="readers only")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="directory for py-spy profiles of the (default) pipeline runs (needs py-spy)",
+    )
     parser.add_argument(
         "--small-batches",
         type=int,
@@ -304,7 +347,13 @@ def main() -> None:
                     runs["bare loop"].append(run_reader(BARE, reader_args, n))
                     runs["FastReader"].append(run_reader(FAST, reader_args, n))
                     if not args.no_pipeline:
-                        runs["pipeline"].append(run_pipeline(server, work, table, span, n))
+                        prof = None
+                        if args.profile is not None:
+                            args.profile.mkdir(parents=True, exist_ok=True)
+                            prof = args.profile / f"pipeline-{table}.txt"
+                        runs["pipeline"].append(
+                            run_pipeline(server, work, table, span, n, profile=prof)
+                        )
                         runs[small].append(
                             run_pipeline(
                                 server, work, table, span, n, batch_events=args.small_batches
@@ -312,6 +361,8 @@ def main() -> None:
                         )
                 results[workload] = {k: statistics.median(v) for k, v in runs.items() if v}
                 report(workload, n, repeat, results[workload])
+                if args.profile is not None and not args.no_pipeline:
+                    summarize(args.profile / f"pipeline-{table}.txt")
 
 
 def report(workload: str, n: int, repeat: int, seconds: dict[str, float]) -> None:
