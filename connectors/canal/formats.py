@@ -264,7 +264,11 @@ class Shape:
                 code = binlog_col.type if binlog_col is not None else 253
                 kind = _KIND_OF_TYPE.get(code, "plain")
                 meta = binlog_col.metadata if binlog_col is not None else 0
-                fsp = meta if isinstance(meta, int) and kind in ("datetime", "timestamp") else 0
+                fsp = (
+                    meta
+                    if isinstance(meta, int) and kind in ("datetime", "timestamp", "time")
+                    else 0
+                )
                 fsp = fsp if fsp <= 6 else 0
                 type_name = _TYPE_NAMES.get(code, "varchar")
                 if binlog_col is not None and binlog_col.unsigned:

@@ -108,7 +108,7 @@ class CanalSource(Source[CanalSourceConfig]):
         self.handed: BinlogPosition | None = None
         self.snapshot: Snapshot | None = None
         self._done = False
-        self._last_position_only = 0.0
+        self._last_position_only = float("-inf")
         self._reconnects = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
