@@ -5,8 +5,10 @@ in a rows event (with ``binlog_row_image=FULL``: all of them, so one set per tab
 Python source with one straight line per column and compiles it once:
 
 * fixed-width numbers next to each other are read by one ``struct.unpack_from``;
-* strings are sliced and decoded inline with the column's codec, ENUM(1 byte) by a table;
-* DECIMAL, temporal, JSON, SET and BIT values call the per-column closures of ``_rowcodec``.
+* strings are sliced and decoded inline with the column's codec, ENUM(1 byte) by a table,
+  DATETIME(fsp) by bit arithmetic (falling back to the closure for zero/invalid dates);
+* DECIMAL (its reader is itself generated per precision and scale), other temporal types,
+  JSON, SET and BIT values call the per-column closures of ``_rowcodec``.
 
 Every image starts with its NULL bitmap (one bit per present column). Images without NULLs
 run the straight line; others run a copy that tests each nullable column's bit. Absent columns
@@ -15,11 +17,13 @@ run the straight line; others run a copy that tests each nullable column's bit. 
 
 from __future__ import annotations
 
+import datetime as dt
 import struct
 from collections.abc import Callable
 from typing import Any
 
 from meshconnect.connectors.canal._rowcodec import (
+    DATETIME2,
     ENUM,
     INT24,
     STRING,
@@ -70,7 +74,11 @@ def _length_expr(prefix: int) -> str:
 
 def _generate(table: Table, present: int) -> tuple[DecodeRows, DecodeImage]:
     columns = table.columns
-    names: dict[str, Any] = {"_unpack": struct.unpack_from}
+    names: dict[str, Any] = {
+        "_unpack": struct.unpack_from,
+        "_from_bytes": int.from_bytes,
+        "_datetime": dt.datetime,
+    }
     # Per present column: (index, null-bit index, code lines reading it into v{index}).
     plan: list[tuple[int, int, str | None, list[str]]] = []
     bit = 0
@@ -98,6 +106,28 @@ def _generate(table: Table, present: int) -> tuple[DecodeRows, DecodeImage]:
             lines = [
                 f"{v} = int.from_bytes(b[p:p + 3], 'little', signed={not column.unsigned})",
                 "p += 3",
+            ]
+        elif column.type == DATETIME2:
+            names[f"C{i}"] = column_reader(column)  # zero/invalid dates: the text MySQL shows
+            fsp = int(column.metadata)
+            size = 5 + (fsp + 1) // 2
+            frac = [
+                "us = 0",
+                "us = b[p + 5] * 10000",
+                "us = (b[p + 5] << 8 | b[p + 6]) * 100",
+                "us = b[p + 5] << 16 | b[p + 6] << 8 | b[p + 7]",
+            ][(fsp + 1) // 2]
+            lines = [
+                "x = _from_bytes(b[p:p + 5], 'big') - 0x8000000000",
+                frac,
+                "ymd = x >> 17",
+                "ym = ymd >> 5",
+                "try:",
+                f"    {v} = _datetime(ym // 13, ym % 13, ymd & 31, x >> 12 & 31, x >> 6 & 63,"
+                " x & 63, us)",
+                "except ValueError:",
+                f"    {v} = C{i}(b, p)[0]",
+                f"p += {size}",
             ]
         elif column.type == ENUM and column.metadata == 1:
             members = ("", *(column.enum_values or ()))
