@@ -149,6 +149,7 @@ def generators() -> dict[str, Any]:
         "transforms": transforms_reference,
         "yaml": yaml_reference,
         "connector/file": lambda: connector_reference("file"),
+        "connector/canal": lambda: connector_reference("canal"),
     }
 
 

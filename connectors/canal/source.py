@@ -273,10 +273,10 @@ class CanalSource(Source[CanalSourceConfig]):
         if not records:
             self._last_position_only = now
         self.handed = pos
-        self.formatter.batch_id += 1
         return SourceBatch(records, {PARTITION: pos.to_dict()})
 
     def _poll(self) -> SourceBatch | None:
+        self.formatter.batch_id += 1
         if self.snapshot is not None:
             step = self.snapshot.step()
             if self.snapshot.finished:
