@@ -121,3 +121,81 @@ def test_an_initial_only_run_is_bounded(mariadb: MariaDB) -> None:
     assert "snapshot" not in reached["binlog"]
     again, _ = run_source(mariadb, reached, 100, **config)
     assert again == []
+
+
+def test_a_filtered_stream_still_advances_its_position(mariadb: MariaDB) -> None:
+    mariadb.execute(
+        "CREATE DATABASE quiet",
+        "CREATE TABLE quiet.watched (id INT PRIMARY KEY)",
+        "CREATE TABLE quiet.other (id INT PRIMARY KEY)",
+    )
+    start = end_positions(mariadb)
+    mariadb.execute(*[f"INSERT INTO quiet.other VALUES ({i})" for i in range(50)])
+    end = end_positions(mariadb)["binlog"]
+    records, reached = run_source(
+        mariadb, start, 1, limit=3, include=["quiet\\.watched"], format="row"
+    )
+    assert records == []
+    assert (reached["binlog"]["file"], reached["binlog"]["pos"]) == (end["file"], end["pos"])
+
+
+def test_a_killed_replication_connection_is_retried_without_loss(mariadb: MariaDB) -> None:
+    """The server kills the binlog dump thread mid-stream. The library reader reconnects at
+    the event it had reached (or poll raises a RetriableError, which the worker retries, and
+    the next poll resumes at the last position handed out): either way nothing is lost or
+    repeated."""
+    import asyncio
+    import logging
+
+    from meshconnect.api import ConnectorContext
+    from meshconnect.connectors.canal.config import CanalSourceConfig
+    from meshconnect.connectors.canal.source import CanalSource
+    from meshconnect.errors import RetriableError
+
+    mariadb.execute("CREATE DATABASE lost", "CREATE TABLE lost.t (id INT PRIMARY KEY)")
+    start = end_positions(mariadb)
+
+    async def go() -> tuple[list[int], int]:
+        source = CanalSource(
+            CanalSourceConfig(
+                host=mariadb.host,
+                port=mariadb.port,
+                user=mariadb.user,
+                server_id=3001,
+                decoder="library",
+                include=["lost\\..*"],
+                format="row",
+                heartbeat_interval=1,
+            ),
+            ConnectorContext("test", "canal", logging.getLogger("canal-test")),
+        )
+        await source.start(start)
+        ids: list[int] = []
+        errors = 0
+        try:
+            mariadb.execute("INSERT INTO lost.t VALUES (1), (2)")
+            while len(ids) < 2:
+                batch = await source.poll()
+                assert batch is not None
+                ids += [r.data["id"] for r in batch.records]
+            for (pid,) in mariadb.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'"
+            ):
+                mariadb.execute(f"KILL {pid}")
+            mariadb.execute("INSERT INTO lost.t VALUES (3)")
+            for _ in range(100):
+                try:
+                    batch = await source.poll()
+                except RetriableError:
+                    errors += 1
+                    continue
+                assert batch is not None
+                ids += [r.data["id"] for r in batch.records]
+                if len(ids) >= 3:
+                    break
+        finally:
+            await source.stop()
+        return ids, errors
+
+    ids, errors = asyncio.run(go())
+    assert ids == [1, 2, 3]
