@@ -197,5 +197,5 @@ def test_a_killed_replication_connection_is_retried_without_loss(mariadb: MariaD
             await source.stop()
         return ids, errors
 
-    ids, errors = asyncio.run(go())
+    ids, _errors = asyncio.run(go())
     assert ids == [1, 2, 3]
