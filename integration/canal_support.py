@@ -14,7 +14,6 @@ from mariadb import MariaDB, private_mariadb
 
 from conftest import require_server
 
-
 #: The binlog decoder the canal tests use (CANAL_TEST_DECODER=fast runs them on FastReader).
 DECODER = os.environ.get("CANAL_TEST_DECODER", "library")
 
