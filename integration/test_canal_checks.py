@@ -199,3 +199,21 @@ def test_a_killed_replication_connection_is_retried_without_loss(mariadb: MariaD
 
     ids, _errors = asyncio.run(go())
     assert ids == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("variable", "bad"), [("binlog_format", "STATEMENT"), ("binlog_row_image", "MINIMAL")]
+)
+def test_wrong_binlog_settings_are_refused_with_the_fix(
+    mariadb: MariaDB, variable: str, bad: str
+) -> None:
+    good = mariadb.execute(f"SELECT @@GLOBAL.{variable}")[0][0]
+    mariadb.execute(f"SET GLOBAL {variable} = '{bad}'")
+    try:
+        with pytest.raises(ConfigError) as info:
+            run_source(mariadb, None, 1)
+    finally:
+        mariadb.execute(f"SET GLOBAL {variable} = '{good}'")
+    message = str(info.value)
+    assert f"{variable}={bad}" in message
+    assert f"SET GLOBAL {variable} = '{good}'" in message
