@@ -327,3 +327,25 @@ def test_canal_is_registered_with_its_extra() -> None:
     assert entry.spec is not None
     assert entry.spec.extra == "mysql"
     assert set(entry.spec.requires) == {"pymysql", "pymysqlreplication"}
+
+
+def test_mysql_gtids_are_tracked_in_mysql_flavour() -> None:
+    uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+    src = source()
+    src._reset(Position("binlog.000001", 100, gtids=f"{uuid}:1-6"))
+    out: list[Any] = []
+    src.handle(GtidEvent("binlog.000001", 150, 1, f"{uuid}:7"), out)
+    src.handle(QueryEvent("binlog.000001", 200, 1, "shop", "BEGIN"), out)
+    src.handle(insert(300, 1), out)
+    src.handle(XidEvent("binlog.000001", 350, 1, 1), out)
+    assert src.position().gtids == f"{uuid}:1-7"
+    assert out[0].extensions["txid"] == f"{uuid}:7"
+
+
+def test_without_gtids_the_transaction_id_is_its_start() -> None:
+    src = source()
+    out: list[Any] = []
+    src.handle(QueryEvent("binlog.000001", 200, 1, "shop", "BEGIN"), out)
+    src.handle(insert(300, 1), out)
+    assert out[0].extensions["txid"] == "binlog.000001:100"
+    assert "gtid" not in out[0].extensions
