@@ -227,8 +227,8 @@ class FastReader:
                         self._pending = exc  # hand over what came first; raise next time
                         break
                 else:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not self._recv(left):
+                    # timeout 0 (or spent): still take what the socket already holds
+                    if not self._recv(max(deadline - time.monotonic(), 0.0)):
                         break
                 continue
             start, end = p + 4, p + 4 + length
