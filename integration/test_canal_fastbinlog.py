@@ -630,3 +630,19 @@ def test_minimal_row_images_leave_absent_columns_none(server: MariaDB, table: st
         ("update", [(None, None, 5)], [(1, None, None)]),
         ("delete", [(1, None, None)], None),
     ]
+
+
+def test_an_event_over_16_mib_spans_packets(server: MariaDB) -> None:
+    server.execute("SET GLOBAL max_allowed_packet = 67108864")
+    run(server, "CREATE TABLE IF NOT EXISTS big (id INT PRIMARY KEY, b LONGBLOB)")
+    blob = bytes(range(256)) * (17 * 4096)  # 17 MiB: the event is split into 2 packets
+    start = position(server)
+    run(server, "INSERT INTO big VALUES (1, %s)", (blob,))
+    run(server, "INSERT INTO big VALUES (2, 'small')")
+    reader = fast(server, start)
+    try:
+        rows = rows_events(read_until(reader, position(server), limit=60))
+    finally:
+        reader.close()
+    assert [(r.rows[0][0], len(r.rows[0][1])) for r in rows] == [(1, len(blob)), (2, 5)]
+    assert rows[0].rows[0][1] == blob
