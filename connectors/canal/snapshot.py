@@ -52,9 +52,10 @@ __all__ = ["Snapshot", "decode_key", "encode_key"]
 _LOG_EVERY = 20  # chunks
 _CATCH_UP_BYTES = 256 * 1024
 _SELECT_ATTEMPTS = 10
-#: Catch-up batches before a chunk at most: when writes outpace the reader, the chunk is
-#: taken anyway (its window is then longer), so the snapshot always progresses.
-_MAX_CATCH_UPS = 4
+#: Seconds of catching up (committed batch by batch) before a chunk at most: when writes
+#: outpace the reader, the chunk is taken anyway (its window is then longer), so the
+#: snapshot always progresses.
+_MAX_CATCH_UP = 20.0
 
 
 def encode_key(values: tuple[Any, ...]) -> list[Any]:
@@ -153,7 +154,7 @@ class Snapshot:
         self._estimate: dict[tuple[str, str], int] = {}
         self._table_rows = 0
         self._catching_up = False
-        self._catch_ups = 0
+        self._catch_up_since: float | None = None
 
     @property
     def state(self) -> dict[str, Any]:
@@ -200,10 +201,12 @@ class Snapshot:
             sql += f" ORDER BY {cols} LIMIT {chunk}"
         if src.config.snapshot_locking == "share":
             sql += " LOCK IN SHARE MODE"
-        if self._catch_ups < _MAX_CATCH_UPS and self._behind(src):
-            self._catch_ups += 1
+        now = time.monotonic()
+        since = self._catch_up_since
+        if (since is None or now - since < _MAX_CATCH_UP) and self._behind(src):
+            self._catch_up_since = now if since is None else since
             return self._catch_up(schema, table, lo if pk else None)
-        self._catch_ups = 0
+        self._catch_up_since = None
         fixes = _normaliser(info)
         rows = []
         for raw in self._select(server, sql, args):
