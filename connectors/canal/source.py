@@ -146,7 +146,7 @@ class CanalSource(Source[CanalSourceConfig]):
     def _start(self, stored: Position | None) -> None:
         server = self.server
         server.connect()
-        server.check()
+        server.check(self.log)
         self.server_id = server.server_id()
         self.formatter.flavour = "mariadb" if server.mariadb else "mysql"
         mode = self.config.snapshot
