@@ -1,0 +1,569 @@
+"""Row changes and DDL as records: Canal FlatMessage, Debezium envelope, typed row.
+
+Every record is a CloudEvent: ``type`` is ``mysql.<op>`` (``insert``, ``update``, ``delete``,
+``read`` for snapshot rows, ``ddl``), ``subject`` is ``schema.table``, ``partitionkey`` the
+primary key (one value as text; several joined by ``|``), ``time`` the binlog event time, and
+the extensions ``binlogfile``/``binlogpos`` (the end of the event), ``txid`` (the GTID, or
+``file:pos`` of the transaction start without GTIDs) and ``gtid`` carry the source position.
+``id`` is deterministic (``<file>:<pos>:<row>``), so a change delivered twice is recognisable.
+
+One record per row change. Canal puts all rows of one binlog event in one FlatMessage; here
+``data`` (and ``old``) always hold exactly one row. A primary-key change is one ``UPDATE``
+FlatMessage in ``canal`` format (as Canal does), and a delete of the old key plus an insert of
+the new one in ``debezium`` and ``row`` format (as Debezium does), so a consumer keyed by
+``partitionkey`` stays right.
+
+Values (see docs/cdc.md for the full table): ``row``/``debezium`` give JSON-safe typed values:
+integers exact (unsigned too), DECIMAL as an exact string, FLOAT as the shortest decimal that
+reads back as the same 32-bit float, DATE ``YYYY-MM-DD``, DATETIME ``YYYY-MM-DDTHH:MM:SS[.f]``,
+TIMESTAMP the same in UTC with ``Z``, TIME ``[-]HH:MM:SS[.f]`` (fractions with the column's
+digits), JSON as JSON, ENUM by name, SET a list of names, BIT an integer, binary base64.
+``canal`` gives every value as a string as Canal does (SET ``a,b``, JSON as text), binary as
+base64 or, with ``binary: latin1``, Canal's own ISO-8859-1 text.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import struct
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from meshconnect.records import Record
+
+from .events import Column
+from .server import TableSchema, sql_type
+
+__all__ = ["Formatter", "Shape", "TxMeta", "ddl_info"]
+
+Conv = Callable[[Any], Any]
+
+# Binlog type code -> value kind, for columns the schema cache does not know.
+_KIND_OF_TYPE = {
+    0: "decimal",
+    246: "decimal",
+    4: "float32",
+    5: "float",
+    7: "timestamp",
+    17: "timestamp",
+    10: "date",
+    14: "date",
+    12: "datetime",
+    18: "datetime",
+    11: "time",
+    19: "time",
+    13: "year",
+    16: "bit",
+    245: "json",
+    247: "enum",
+    248: "set",
+    255: "bytes",
+}
+_KIND_OF_DATA_TYPE = {
+    "decimal": "decimal",
+    "numeric": "decimal",
+    "float": "float32",
+    "double": "float",
+    "real": "float",
+    "timestamp": "timestamp",
+    "date": "date",
+    "datetime": "datetime",
+    "time": "time",
+    "year": "year",
+    "bit": "bit",
+    "json": "json",
+    "enum": "enum",
+    "set": "set",
+}
+_TYPE_NAMES = {
+    1: "tinyint",
+    2: "smallint",
+    3: "int",
+    8: "bigint",
+    9: "mediumint",
+    246: "decimal",
+    4: "float",
+    5: "double",
+    7: "timestamp",
+    17: "timestamp",
+    10: "date",
+    12: "datetime",
+    18: "datetime",
+    11: "time",
+    19: "time",
+    13: "year",
+    16: "bit",
+    245: "json",
+    247: "enum",
+    248: "set",
+    15: "varchar",
+    253: "varchar",
+    254: "char",
+    252: "blob",
+    255: "geometry",
+}
+
+
+def _float32(v: float) -> float:
+    """The shortest decimal that reads back as the same 32-bit float (what MySQL prints)."""
+    packed = struct.pack("<f", v)
+    for digits in range(6, 10):
+        text = f"{v:.{digits}g}"
+        if struct.pack("<f", float(text)) == packed:
+            return float(text)
+    return v
+
+
+def _frac(micro: int, fsp: int) -> str:
+    return "." + f"{micro:06d}"[:fsp] if fsp else ""
+
+
+def _time_text(v: dt.timedelta, fsp: int) -> str:
+    total = v.days * 86400 * 1_000_000 + v.seconds * 1_000_000 + v.microseconds
+    sign = "-" if total < 0 else ""
+    total = abs(total)
+    secs, micro = divmod(total, 1_000_000)
+    h, rest = divmod(secs, 3600)
+    m, s = divmod(rest, 60)
+    return f"{sign}{h:02d}:{m:02d}:{s:02d}{_frac(micro, fsp)}"
+
+
+def _row_conv(kind: str, fsp: int, binary: str) -> Conv | None:
+    """Typed JSON-safe value (``row``/``debezium``); None: the value is already JSON-safe."""
+    if kind == "decimal":
+        return lambda v: format(v, "f") if isinstance(v, Decimal) else v
+    if kind == "float32":
+        return lambda v: _float32(v) if isinstance(v, float) else v
+    if kind == "datetime":
+
+        def datetime_(v: Any) -> Any:
+            if isinstance(v, dt.datetime):
+                return v.strftime("%Y-%m-%dT%H:%M:%S") + _frac(v.microsecond, fsp)
+            return v
+
+        return datetime_
+    if kind == "timestamp":
+
+        def timestamp(v: Any) -> Any:
+            if isinstance(v, dt.datetime):
+                if v.tzinfo is not None:
+                    v = v.astimezone(dt.UTC)
+                return v.strftime("%Y-%m-%dT%H:%M:%S") + _frac(v.microsecond, fsp) + "Z"
+            return v
+
+        return timestamp
+    if kind == "date":
+        return lambda v: v.isoformat() if isinstance(v, dt.date) else v
+    if kind == "time":
+        return lambda v: _time_text(v, fsp) if isinstance(v, dt.timedelta) else v
+    if kind == "json":
+        return lambda v: orjson.loads(v) if isinstance(v, str) else v
+    if kind == "set":
+        return lambda v: list(v) if isinstance(v, tuple | list) else v
+    if kind == "text":
+        return lambda v: _bytes(v, binary) if isinstance(v, bytes) else v
+    return lambda v: _bytes(v, binary) if isinstance(v, bytes) else v
+
+
+def _bytes(v: bytes, binary: str) -> str:
+    return v.decode("latin-1") if binary == "latin1" else base64.b64encode(v).decode()
+
+
+def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
+    """Canal's text form of a value (``None`` stays ``None``)."""
+    if kind == "decimal":
+        return lambda v: format(v, "f") if isinstance(v, Decimal) else str(v)
+    if kind == "float32":
+        return lambda v: repr(_float32(v)) if isinstance(v, float) else str(v)
+    if kind in ("datetime", "timestamp"):
+
+        def datetime_(v: Any) -> str:
+            if isinstance(v, dt.datetime):
+                if v.tzinfo is not None:
+                    v = v.astimezone(dt.UTC)
+                return v.strftime("%Y-%m-%d %H:%M:%S") + _frac(v.microsecond, fsp)
+            return str(v)
+
+        return datetime_
+    if kind == "time":
+        return lambda v: _time_text(v, fsp) if isinstance(v, dt.timedelta) else str(v)
+    if kind == "json":
+        return lambda v: v if isinstance(v, str) else orjson.dumps(v).decode()
+    if kind == "set":
+        return lambda v: ",".join(v) if isinstance(v, tuple | list) else str(v)
+    if kind == "bool":
+        return lambda v: "1" if v else "0"
+
+    def plain(v: Any) -> str:
+        if isinstance(v, str):
+            return v
+        if isinstance(v, bytes):
+            return _bytes(v, binary)
+        if isinstance(v, float):
+            return repr(v)
+        return str(v)
+
+    return plain
+
+
+@dataclass(slots=True)
+class Shape:
+    """How the row images of one table become record data (built once per table map)."""
+
+    schema: str
+    table: str
+    subject: str
+    #: Names of the kept columns, and their indexes in the row image (None: all, in order).
+    names: tuple[str, ...]
+    index: tuple[int, ...] | None
+    #: Primary key names (key order) and their indexes in the full row image.
+    pk: tuple[str, ...]
+    pk_index: tuple[int, ...]
+    row_convs: tuple[tuple[int, Conv], ...]
+    canal_convs: tuple[Conv, ...]
+    mysql_type: dict[str, str]
+    sql_type: dict[str, int]
+
+    @classmethod
+    def build(
+        cls,
+        schema: str,
+        table: str,
+        image_names: Sequence[str],
+        columns: Sequence[Column] | None,
+        info: TableSchema | None,
+        keep: Sequence[int] | None,
+        binary: str,
+        primary_key: Sequence[str] = (),
+    ) -> Shape:
+        kept = list(range(len(image_names))) if keep is None else list(keep)
+        names = tuple(image_names[i] for i in kept)
+        pk = tuple(info.primary_key if info is not None and info.primary_key else primary_key)
+        position = {n: i for i, n in enumerate(image_names)}
+        pk = tuple(n for n in pk if n in position)
+        row_convs: list[tuple[int, Conv]] = []
+        canal_convs: list[Conv] = []
+        mysql_type: dict[str, str] = {}
+        sql_types: dict[str, int] = {}
+        for out_i, i in enumerate(kept):
+            name = image_names[i]
+            col_schema = info.column(name) if info is not None else None
+            binlog_col = columns[i] if columns is not None and i < len(columns) else None
+            if col_schema is not None:
+                kind = _KIND_OF_DATA_TYPE.get(col_schema.data_type.lower(), "plain")
+                fsp = col_schema.fsp
+                mysql_type[name] = col_schema.column_type
+                sql_types[name] = col_schema.sql_type
+            else:
+                code = binlog_col.type if binlog_col is not None else 253
+                kind = _KIND_OF_TYPE.get(code, "plain")
+                meta = binlog_col.metadata if binlog_col is not None else 0
+                fsp = (
+                    meta
+                    if isinstance(meta, int) and kind in ("datetime", "timestamp", "time")
+                    else 0
+                )
+                fsp = fsp if fsp <= 6 else 0
+                type_name = _TYPE_NAMES.get(code, "varchar")
+                if binlog_col is not None and binlog_col.unsigned:
+                    type_name += " unsigned"
+                mysql_type[name] = type_name
+                sql_types[name] = sql_type(type_name.split()[0], type_name)
+            conv = _row_conv(kind, fsp, binary)
+            if conv is not None:
+                row_convs.append((out_i, conv))
+            canal_convs.append(_canal_conv(kind, fsp, binary))
+        return cls(
+            schema=schema,
+            table=table,
+            subject=f"{schema}.{table}",
+            names=names,
+            index=None if keep is None else tuple(kept),
+            pk=pk,
+            pk_index=tuple(position[n] for n in pk),
+            row_convs=tuple(row_convs),
+            canal_convs=tuple(canal_convs),
+            mysql_type=mysql_type,
+            sql_type=sql_types,
+        )
+
+    def kept(self, image: tuple[Any, ...]) -> Sequence[Any]:
+        index = self.index
+        return image if index is None else [image[i] for i in index]
+
+    def row(self, image: tuple[Any, ...]) -> dict[str, Any]:
+        values = list(self.kept(image))
+        for i, conv in self.row_convs:
+            v = values[i]
+            if v is not None:
+                values[i] = conv(v)
+        return dict(zip(self.names, values, strict=True))
+
+    def canal(self, image: tuple[Any, ...]) -> dict[str, Any]:
+        return {
+            n: None if v is None else conv(v)
+            for n, v, conv in zip(self.names, self.kept(image), self.canal_convs, strict=True)
+        }
+
+    def key(self, image: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(image[i] for i in self.pk_index)
+
+    def key_text(self, image: tuple[Any, ...]) -> str | None:
+        if not self.pk_index:
+            return None
+        parts = []
+        for i in self.pk_index:
+            v = image[i]
+            if isinstance(v, bytes):
+                v = base64.b64encode(v).decode()
+            elif isinstance(v, Decimal):
+                v = format(v, "f")
+            elif isinstance(v, dt.date | dt.timedelta):
+                v = v.isoformat() if isinstance(v, dt.date) else _time_text(v, 6)
+            parts.append(str(v))
+        return "|".join(parts)
+
+
+@dataclass(slots=True)
+class TxMeta:
+    """Where a change comes from (the binlog event, or the snapshot)."""
+
+    file: str
+    pos: int
+    timestamp: int
+    txid: str
+    gtid: str | None
+    server_id: int | None
+    snapshot: bool = False
+
+
+_DDL = [
+    # (regex, Canal type); the table name is group "t", an optional schema group "s"
+    (r"create\s+(?:or\s+replace\s+)?(?:temporary\s+)?table\s+(?:if\s+not\s+exists\s+)?", "CREATE"),
+    (r"alter\s+(?:online\s+|ignore\s+)*table\s+", "ALTER"),
+    (r"drop\s+(?:temporary\s+)?table\s+(?:if\s+exists\s+)?", "ERASE"),
+    (r"rename\s+table\s+", "RENAME"),
+    (r"truncate\s+(?:table\s+)?", "TRUNCATE"),
+    (r"create\s+(?:unique\s+|fulltext\s+|spatial\s+)?index\s+\S+\s+on\s+", "CINDEX"),
+    (r"drop\s+index\s+\S+\s+on\s+", "DINDEX"),
+]
+_NAME = r"(?:`(?P<s1>[^`]+)`|(?P<s2>[\w$]+))\s*(?:\.\s*(?:`(?P<t1>[^`]+)`|(?P<t2>[\w$]+)))?"
+
+
+def ddl_info(sql: str, default_schema: str) -> tuple[str, str, str]:
+    """``(Canal type, schema, table)`` of a DDL statement; table ``""`` when it names none."""
+    import re
+
+    text = re.sub(r"/\*.*?\*/", " ", sql, flags=re.S).strip()
+    for prefix, kind in _DDL:
+        m = re.match(prefix + _NAME, text, re.I)
+        if m:
+            first = m.group("s1") or m.group("s2") or ""
+            second = m.group("t1") or m.group("t2")
+            if second is None:
+                return kind, default_schema, first
+            return kind, first, second
+    return "QUERY", default_schema, ""
+
+
+class Formatter:
+    """Builds records in the configured ``format``."""
+
+    def __init__(self, fmt: str, source: str, name: str, flavour: str = "mysql") -> None:
+        self.fmt = fmt
+        self.source = source
+        self.name = name
+        self.flavour = flavour
+        #: Canal's FlatMessage ``id``: the batch number within this run (as Canal's batch id).
+        self.batch_id = 0
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def change(
+        self,
+        op: str,
+        shape: Shape,
+        before: tuple[Any, ...] | None,
+        after: tuple[Any, ...] | None,
+        meta: TxMeta,
+        row: int,
+        out: list[Record],
+    ) -> None:
+        """Append the record(s) of one row change (``op``: insert/update/delete/read)."""
+        if op == "update" and self.fmt != "canal" and shape.pk_index:
+            assert before is not None and after is not None
+            if shape.key(before) != shape.key(after):
+                self._one("delete", shape, before, None, meta, row, out, ":d")
+                self._one("insert", shape, None, after, meta, row, out, ":c")
+                return
+        self._one(op, shape, before, after, meta, row, out, "")
+
+    def _one(
+        self,
+        op: str,
+        shape: Shape,
+        before: tuple[Any, ...] | None,
+        after: tuple[Any, ...] | None,
+        meta: TxMeta,
+        row: int,
+        out: list[Record],
+        suffix: str,
+    ) -> None:
+        image = after if after is not None else before
+        assert image is not None
+        if self.fmt == "row":
+            data: Any = shape.row(image)
+        elif self.fmt == "debezium":
+            data = self._debezium(op, shape, before, after, meta, row)
+        else:
+            data = self._canal(op, shape, before, after, meta)
+        if meta.snapshot:
+            rid = f"snapshot:{shape.subject}:{shape.key_text(image) or row}"
+        else:
+            rid = f"{meta.file}:{meta.pos}:{row}{suffix}"
+        ext: dict[str, Any] = {
+            "binlogfile": meta.file,
+            "binlogpos": meta.pos,
+            "txid": meta.txid,
+        }
+        if meta.gtid:
+            ext["gtid"] = meta.gtid
+        key = shape.key_text(image)
+        if key is not None:
+            ext["partitionkey"] = key
+        out.append(
+            Record.fast(
+                data,
+                rid,
+                self.source,
+                "mysql." + op,
+                shape.subject,
+                "application/json",
+                _iso(meta.timestamp),
+                None,
+                ext,
+            )
+        )
+
+    def _canal(
+        self,
+        op: str,
+        shape: Shape,
+        before: tuple[Any, ...] | None,
+        after: tuple[Any, ...] | None,
+        meta: TxMeta,
+    ) -> dict[str, Any]:
+        image = after if after is not None else before
+        assert image is not None
+        data = shape.canal(image)
+        old = None
+        if op == "update" and before is not None:
+            prev = shape.canal(before)
+            old = [{k: v for k, v in prev.items() if data[k] != v}]
+        return {
+            "data": [data],
+            "database": shape.schema,
+            "es": meta.timestamp * 1000,
+            "gtid": meta.gtid or "",
+            "id": self.batch_id,
+            "isDdl": False,
+            "mysqlType": shape.mysql_type,
+            "old": old,
+            "pkNames": list(shape.pk) or None,
+            "sql": "",
+            "sqlType": shape.sql_type,
+            "table": shape.table,
+            "ts": int(time.time() * 1000),
+            "type": "INSERT" if op in ("insert", "read") else op.upper(),
+        }
+
+    def _source_block(self, meta: TxMeta, db: str, table: str, row: int) -> dict[str, Any]:
+        return {
+            "version": "meshconnect",
+            "connector": self.flavour,
+            "name": self.name,
+            "ts_ms": meta.timestamp * 1000,
+            "snapshot": "true" if meta.snapshot else "false",
+            "db": db,
+            "table": table or None,
+            "server_id": meta.server_id,
+            "gtid": meta.gtid,
+            "file": meta.file,
+            "pos": meta.pos,
+            "row": row,
+            "thread": None,
+            "query": None,
+        }
+
+    def _debezium(
+        self,
+        op: str,
+        shape: Shape,
+        before: tuple[Any, ...] | None,
+        after: tuple[Any, ...] | None,
+        meta: TxMeta,
+        row: int,
+    ) -> dict[str, Any]:
+        return {
+            "before": shape.row(before) if before is not None else None,
+            "after": shape.row(after) if after is not None else None,
+            "source": self._source_block(meta, shape.schema, shape.table, row),
+            "op": {"insert": "c", "update": "u", "delete": "d", "read": "r"}[op],
+            "ts_ms": int(time.time() * 1000),
+        }
+
+    # -- DDL -----------------------------------------------------------------------------------
+
+    def ddl(self, sql: str, schema: str, kind: str, table: str, meta: TxMeta) -> Record:
+        if self.fmt == "canal":
+            data: Any = {
+                "data": None,
+                "database": schema,
+                "es": meta.timestamp * 1000,
+                "gtid": meta.gtid or "",
+                "id": self.batch_id,
+                "isDdl": True,
+                "mysqlType": None,
+                "old": None,
+                "pkNames": None,
+                "sql": sql,
+                "sqlType": None,
+                "table": table,
+                "ts": int(time.time() * 1000),
+                "type": kind,
+            }
+        elif self.fmt == "debezium":
+            data = {
+                "source": self._source_block(meta, schema, table, 0),
+                "ts_ms": int(time.time() * 1000),
+                "databaseName": schema,
+                "ddl": sql,
+                "type": kind,
+                "table": table or None,
+            }
+        else:
+            data = {"database": schema, "table": table or None, "type": kind, "sql": sql}
+        ext: dict[str, Any] = {"binlogfile": meta.file, "binlogpos": meta.pos, "txid": meta.txid}
+        if meta.gtid:
+            ext["gtid"] = meta.gtid
+        return Record.fast(
+            data,
+            f"{meta.file}:{meta.pos}:ddl",
+            self.source,
+            "mysql.ddl",
+            f"{schema}.{table}" if table else schema,
+            "application/json",
+            _iso(meta.timestamp),
+            None,
+            ext,
+        )
+
+
+def _iso(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

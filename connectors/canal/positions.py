@@ -1,0 +1,144 @@
+"""The ``canal`` source's position, and GTID sets in both flavours.
+
+The source has one partition, ``binlog``. Its position is where to resume (the next change to
+read), as committed with the records it covers::
+
+    {"file": "binlog.000007", "pos": 1234,   # start of the transaction to resume in
+     "events": 2, "rows": 0,                  # rows events (of captured tables) and rows of
+                                              # the next one already delivered from it
+     "gtids": "0-1-812",                      # executed GTID set up to that transaction
+     "server_id": 1,                          # the server that wrote it
+     "snapshot": {...}}                       # present while a snapshot is in progress
+
+``pos`` is always a transaction (event group) start, because the table map a rows event needs
+is written at the start of its transaction; ``events``/``rows`` say how much of that
+transaction was already delivered (Debezium's ``event``/``row``). After a commit both are 0 and
+``pos`` is the end of the committed transaction.
+
+GTID sets: MariaDB's is ``gtid_binlog_pos`` style, the last ``domain-server-seq`` per domain;
+MySQL's ``uuid:1-100:102,uuid2:1-5`` interval lists. Resume uses file and position; the set is
+kept so that a position can be checked against ``gtid_purged`` and shown to operators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GtidSet", "Position", "binlog_order"]
+
+
+class GtidSet:
+    """A GTID set that transactions are added to one by one (MySQL or MariaDB flavour)."""
+
+    __slots__ = ("_maria", "_mysql")
+
+    def __init__(self, text: str = "") -> None:
+        #: MariaDB: domain -> (server, seq) of the last transaction.
+        self._maria: dict[int, tuple[int, int]] = {}
+        #: MySQL: uuid -> sorted, disjoint [start, end] intervals.
+        self._mysql: dict[str, list[list[int]]] = {}
+        for part in (p.strip() for p in text.replace("\n", "").split(",")):
+            if not part:
+                continue
+            if ":" in part:
+                uuid, *ranges = part.split(":")
+                intervals = self._mysql.setdefault(uuid.lower(), [])
+                for r in ranges:
+                    a, _, b = r.partition("-")
+                    intervals.append([int(a), int(b or a)])
+                intervals.sort()
+            else:
+                d, s, n = (int(x) for x in part.split("-"))
+                self._maria[d] = (s, n)
+
+    def add(self, gtid: str) -> None:
+        """Record a committed transaction's GTID (``d-s-n`` or ``uuid:n``)."""
+        if ":" in gtid:
+            uuid, _, n = gtid.partition(":")
+            gno = int(n)
+            intervals = self._mysql.setdefault(uuid.lower(), [])
+            if intervals and intervals[-1][1] + 1 == gno:
+                intervals[-1][1] = gno
+            elif not intervals or intervals[-1][1] < gno:
+                intervals.append([gno, gno])
+            elif not any(a <= gno <= b for a, b in intervals):
+                intervals.append([gno, gno])
+                intervals.sort()
+                merged: list[list[int]] = []
+                for a, b in intervals:
+                    if merged and merged[-1][1] + 1 >= a:
+                        merged[-1][1] = max(merged[-1][1], b)
+                    else:
+                        merged.append([a, b])
+                self._mysql[uuid.lower()] = merged
+        else:
+            domain, server, seq = (int(x) for x in gtid.split("-"))
+            self._maria[domain] = (server, seq)
+
+    def __str__(self) -> str:
+        if self._maria:
+            return ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(self._maria.items()))
+        return ",".join(
+            uuid + "".join(f":{a}" if a == b else f":{a}-{b}" for a, b in iv)
+            for uuid, iv in sorted(self._mysql.items())
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self._maria or self._mysql)
+
+
+@dataclass(slots=True)
+class Position:
+    """The committed position (see the module docstring)."""
+
+    file: str
+    pos: int
+    events: int = 0
+    rows: int = 0
+    gtids: str = ""
+    server_id: int | None = None
+    #: Snapshot progress while one runs: ``{"tables": [...], "after": [...] | None,
+    #: "done": rows so far}``; None once the snapshot finished (or none was taken).
+    snapshot: dict[str, Any] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "file": self.file,
+            "pos": self.pos,
+            "events": self.events,
+            "rows": self.rows,
+            "gtids": self.gtids,
+            "server_id": self.server_id,
+        }
+        if self.snapshot is not None:
+            out["snapshot"] = self.snapshot
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Position:
+        try:
+            return cls(
+                file=str(data["file"]),
+                pos=int(data["pos"]),
+                events=int(data.get("events", 0)),
+                rows=int(data.get("rows", 0)),
+                gtids=str(data.get("gtids") or ""),
+                server_id=data.get("server_id"),
+                snapshot=data.get("snapshot"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a canal binlog position: {data!r} ({exc})") from None
+
+    def sort_key(self) -> tuple[int, int]:
+        """Binlog order: the file's sequence number, then the offset."""
+        return binlog_order(self.file, self.pos)
+
+
+def binlog_order(file: str, pos: int) -> tuple[int, int]:
+    """``(file sequence number, offset)`` for comparing binlog coordinates."""
+    _, _, seq = file.rpartition(".")
+    try:
+        return int(seq), pos
+    except ValueError:
+        return 0, pos

@@ -1,0 +1,406 @@
+"""The chunked, resumable, lock-free-ish initial snapshot, reconciled with the binlog.
+
+The idea is Flink CDC's watermark algorithm with the single binlog reader the source already
+has, and no writes to the source database. The source holds its stream position H (at first
+the end of the binlog when the snapshot begins). For each chunk:
+
+1. ``SELECT`` the next ``chunk_size`` rows by primary key after the last snapshotted key
+   (one statement, hence one consistent read; with ``snapshot_locking: share`` a locking read
+   that waits for transactions already in the binlog but not yet committed in InnoDB).
+2. Take the high watermark H2, the binlog end after the SELECT.
+3. Read the binlog from H to H2 (or a little further) and sort each row change by key:
+   keys of tables and key ranges already snapshotted are emitted as usual; keys in the new
+   chunk's range are applied to the chunk's buffered rows (upsert or delete by key; the SELECT
+   may or may not already reflect them: the result is the state as of the end of the window);
+   keys not yet snapshotted are dropped, because a later SELECT will see them.
+4. Emit the buffered rows as reads (``op: r``, Canal ``type: INSERT``, CloudEvent type
+   ``mysql.read``) and hand out the stream position with the snapshot cursor (the tables left
+   and the last key), in the same batch: a crash resumes with the next chunk.
+
+The last chunk of a table has no upper bound (rows inserted past the end during the window
+are part of it). Tables without a primary key are read in one SELECT and reconciled as a
+multiset of whole rows (kept in memory). Key ranges are compared in Python: exact for numeric,
+temporal and binary keys; string keys under a case-insensitive collation may order
+differently from the server, which can misplace a concurrent change at a chunk boundary.
+DDL on a table while it is being snapshotted is not supported (its chunks keep the old
+column list until the table is done).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+from collections import Counter
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from meshconnect.errors import RetriableError
+from meshconnect.records import Record
+
+from .config import TableMatcher
+from .events import RowsEvent
+from .formats import Shape, TxMeta
+from .positions import binlog_order
+from .server import Server, TableSchema
+
+if TYPE_CHECKING:
+    from .source import CanalSource
+
+__all__ = ["Snapshot", "decode_key", "encode_key"]
+
+_LOG_EVERY = 20  # chunks
+_CATCH_UP_BYTES = 256 * 1024
+_SELECT_ATTEMPTS = 10
+#: Seconds of catching up (committed batch by batch) before a chunk at most: when writes
+#: outpace the reader, the chunk is taken anyway (its window is then longer), so the
+#: snapshot always progresses.
+_MAX_CATCH_UP = 20.0
+
+
+def encode_key(values: tuple[Any, ...]) -> list[Any]:
+    """A primary key as JSON (kept in the committed position), exactly reversible."""
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, bytes):
+            out.append({"b64": base64.b64encode(v).decode()})
+        elif isinstance(v, Decimal):
+            out.append({"dec": format(v, "f")})
+        elif isinstance(v, dt.datetime):
+            out.append({"dt": v.isoformat()})
+        elif isinstance(v, dt.date):
+            out.append({"date": v.isoformat()})
+        elif isinstance(v, dt.timedelta):
+            out.append({"us": (v.days * 86400 + v.seconds) * 1_000_000 + v.microseconds})
+        elif isinstance(v, tuple):
+            out.append({"set": list(v)})
+        else:
+            out.append(v)
+    return out
+
+
+def decode_key(values: list[Any]) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for v in values:
+        if isinstance(v, dict):
+            if "b64" in v:
+                v = base64.b64decode(v["b64"])
+            elif "dec" in v:
+                v = Decimal(v["dec"])
+            elif "dt" in v:
+                v = dt.datetime.fromisoformat(v["dt"])
+            elif "date" in v:
+                v = dt.date.fromisoformat(v["date"])
+            elif "us" in v:
+                v = dt.timedelta(microseconds=v["us"])
+            elif "set" in v:
+                v = tuple(v["set"])
+        out.append(v)
+    return tuple(out)
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _normaliser(info: TableSchema) -> list[tuple[int, Any]]:
+    """Fixes turning pymysql's values into the binlog readers' value types."""
+    fixes: list[tuple[int, Any]] = []
+    for i, c in enumerate(info.columns):
+        kind = c.data_type.lower()
+        if kind == "timestamp":
+            fixes.append(
+                (i, lambda v: v.replace(tzinfo=dt.UTC) if isinstance(v, dt.datetime) else v)
+            )
+        elif kind == "bit":
+            fixes.append((i, lambda v: int.from_bytes(v, "big") if isinstance(v, bytes) else v))
+        elif kind == "set":
+
+            def set_(v: Any) -> Any:
+                if isinstance(v, str):
+                    return tuple(v.split(",")) if v else ()
+                if isinstance(v, set):
+                    return tuple(sorted(v))
+                return v
+
+            fixes.append((i, set_))
+        elif kind == "json":
+            fixes.append((i, lambda v: v.decode() if isinstance(v, bytes) else v))
+    return fixes
+
+
+class Snapshot:
+    """The snapshot in progress, driven by :meth:`step` from the source's poll."""
+
+    @staticmethod
+    def initial_state(server: Server, matcher: TableMatcher) -> dict[str, Any]:
+        tables = [[s, t] for s, t in server.base_tables() if matcher(s, t)]
+        return {"tables": tables, "after": None, "done": 0}
+
+    def __init__(self, source: CanalSource, state: dict[str, Any]) -> None:
+        self.source = source
+        self.tables: list[list[str]] = [list(t) for t in state.get("tables", [])]
+        self.after: list[Any] | None = state.get("after")
+        self.done = int(state.get("done", 0))
+        self.finished = False
+        # The window of the chunk being reconciled.
+        self._current: tuple[str, str] | None = None
+        self._lo: tuple[Any, ...] | None = None
+        self._hi: tuple[Any, ...] | None = None
+        self._buffer: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._multiset: Counter[tuple[Any, ...]] | None = None
+        self._chunks = 0
+        self._started = time.monotonic()
+        self._estimate: dict[tuple[str, str], int] = {}
+        self._table_rows = 0
+        self._catching_up = False
+        self._catch_up_since: float | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A copy for the position (the batch is stored after this object moves on)."""
+        return {
+            "tables": [list(t) for t in self.tables],
+            "after": list(self.after) if self.after is not None else None,
+            "done": self.done,
+        }
+
+    # -- one chunk -----------------------------------------------------------------------------
+
+    def step(self) -> _Step:
+        src = self.source
+        server = src.server
+        if not self.tables:
+            self.finished = True
+            src.log.info(
+                "canal: snapshot done: %d rows in %.1fs",
+                self.done,
+                time.monotonic() - self._started,
+            )
+            return _Step([])
+        schema, table = self.tables[0]
+        info = server.table_schema(schema, table)
+        if info is None:  # dropped meanwhile
+            self._next_table()
+            return _Step([])
+        key = (schema, table)
+        if key not in self._estimate:
+            self._estimate[key] = server.estimate_rows(schema, table)
+            self._table_rows = 0
+        names = [c.name for c in info.columns]
+        pk = list(info.primary_key)
+        chunk = src.config.chunk_size
+        sql = f"SELECT {', '.join(map(_quote, names))} FROM {_quote(schema)}.{_quote(table)}"
+        args: list[Any] = []
+        lo = decode_key(self.after) if self.after is not None and pk else None
+        if pk:
+            cols = ", ".join(map(_quote, pk))
+            if lo is not None:
+                sql += f" WHERE ({cols}) > ({', '.join(['%s'] * len(pk))})"
+                args = list(lo)
+            sql += f" ORDER BY {cols} LIMIT {chunk}"
+        if src.config.snapshot_locking == "share":
+            sql += " LOCK IN SHARE MODE"
+        now = time.monotonic()
+        since = self._catch_up_since
+        if (since is None or now - since < _MAX_CATCH_UP) and self._behind(src):
+            self._catch_up_since = now if since is None else since
+            return self._catch_up(schema, table, lo if pk else None)
+        self._catch_up_since = None
+        fixes = _normaliser(info)
+        rows = []
+        for raw in self._select(server, sql, args):
+            row = list(raw)
+            for i, fix in fixes:
+                if row[i] is not None:
+                    row[i] = fix(row[i])
+            rows.append(tuple(row))
+        high_file, high_pos, _ = server.binary_log_status()
+        last = not pk or len(rows) < chunk
+        pk_index = [names.index(n) for n in pk]
+        # Open the window.
+        self._current = (schema, table)
+        self._lo = lo
+        self._hi = None if last else tuple(rows[-1][i] for i in pk_index)
+        if pk:
+            self._buffer = {tuple(r[i] for i in pk_index): r for r in rows}
+            self._multiset = None
+        else:
+            self._buffer = {}
+            self._multiset = Counter(rows)
+        out: list[Record] = []
+        try:
+            while not src.at_or_past(high_file, high_pos):
+                for event in src.read():
+                    src.handle(event, out)
+        except RetriableError:
+            self._current = None
+            raise
+        # Emit the chunk as reads.
+        shape = Shape.build(
+            schema,
+            table,
+            names,
+            None,
+            info,
+            src.columns.keep(schema, table, names),
+            src.config.binary,
+        )
+        meta = TxMeta(
+            high_file, high_pos, int(time.time()), "snapshot", None, src.server_id, snapshot=True
+        )
+        change = src.formatter.change
+        if self._multiset is not None:
+            images = list(self._multiset.elements())
+        else:
+            images = [self._buffer[k] for k in sorted(self._buffer)]
+        for n, image in enumerate(images):
+            change("read", shape, None, image, meta, n, out)
+        self.done += len(images)
+        self._table_rows += len(images)
+        self._current = None
+        self._buffer = {}
+        self._multiset = None
+        self._chunks += 1
+        if last:
+            src.log.info(
+                "canal: snapshot of %s.%s done: %d rows; %d table(s) left",
+                schema,
+                table,
+                self._table_rows,
+                len(self.tables) - 1,
+            )
+            self._next_table()
+        else:
+            assert self._hi is not None
+            self.after = encode_key(self._hi)
+            estimate = self._estimate.get(key, 0)
+            text = (
+                f"canal: snapshot {schema}.{table}: {self._table_rows} of about "
+                f"{max(estimate, self._table_rows)} rows ({self.done} in all)"
+            )
+            if self._chunks % _LOG_EVERY == 0:
+                src.log.info("%s", text)
+            src.progress(text)
+        return _Step(out)
+
+    def _behind(self, src: CanalSource) -> bool:
+        """Whether the stream is far behind the end of the binlog (then a chunk's window
+        would be long: the stream catches up first, in bounded batches)."""
+        file, pos, _ = src.server.binary_log_status()
+        here = binlog_order(src.file, src.end)
+        end = binlog_order(file, pos)
+        return here[0] < end[0] or end[1] - here[1] > _CATCH_UP_BYTES
+
+    def _catch_up(self, schema: str, table: str, lo: tuple[Any, ...] | None) -> _Step:
+        """One batch of binlog with no chunk open: changes of snapshotted keys are emitted,
+        the others dropped (a later SELECT sees them)."""
+        src = self.source
+        self._current = (schema, table)
+        self._lo = lo
+        self._catching_up = True
+        out: list[Record] = []
+        try:
+            for event in src.read():
+                src.handle(event, out)
+        finally:
+            self._current = None
+            self._catching_up = False
+        return _Step(out)
+
+    @staticmethod
+    def _select(server: Server, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
+        """The chunk query; a locking read that loses a deadlock (or times out waiting for a
+        lock) is tried again."""
+        for attempt in range(_SELECT_ATTEMPTS):
+            try:
+                return server.query(sql, args or None)
+            except RetriableError as exc:
+                code = getattr(exc.__cause__, "args", (None,))[0]
+                if code not in (1205, 1213) or attempt == _SELECT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _next_table(self) -> None:
+        self.tables.pop(0)
+        self.after = None
+
+    def ddl(self, schema: str, table: str) -> None:
+        """A DDL statement went by (nothing to do: see the module docstring)."""
+
+    # -- row changes inside a window -----------------------------------------------------------
+
+    def _region(self, schema: str, table: str, key: tuple[Any, ...]) -> str:
+        if self._current is None or [schema, table] not in self.tables:
+            return "done"
+        if (schema, table) != self._current:
+            return "later"
+        if self._catching_up:
+            return "done" if self._lo is not None and key <= self._lo else "later"
+        if self._multiset is not None:
+            return "chunk"
+        if self._lo is not None and key <= self._lo:
+            return "done"
+        if self._hi is None or key <= self._hi:
+            return "chunk"
+        return "later"
+
+    def rows(
+        self, event: RowsEvent, shape: Shape, meta: TxMeta, first: int, out: list[Record]
+    ) -> None:
+        """Sort the row changes of one binlog event by region (see the module docstring)."""
+        schema, table = event.table.schema, event.table.name
+        change = self.source.formatter.change
+        rows = event.rows
+        before = event.before
+        for i in range(first, len(rows)):
+            if event.kind == "update":
+                assert before is not None
+                old, new = before[i], rows[i]
+                r_old = self._region(schema, table, shape.key(old))
+                r_new = self._region(schema, table, shape.key(new))
+                if r_old == r_new == "done":
+                    change("update", shape, old, new, meta, i, out)
+                    continue
+                self._apply("delete", r_old, shape, old, meta, i, out)
+                self._apply("insert", r_new, shape, new, meta, i, out)
+            else:
+                image = rows[i]
+                region = self._region(schema, table, shape.key(image))
+                self._apply(event.kind, region, shape, image, meta, i, out)
+
+    def _apply(
+        self,
+        op: str,
+        region: str,
+        shape: Shape,
+        image: tuple[Any, ...],
+        meta: TxMeta,
+        row: int,
+        out: list[Record],
+    ) -> None:
+        if region == "done":
+            if op == "insert":
+                self.source.formatter.change("insert", shape, None, image, meta, row, out)
+            else:
+                self.source.formatter.change("delete", shape, image, None, meta, row, out)
+        elif region == "chunk":
+            if self._multiset is not None:
+                if op == "insert":
+                    self._multiset[image] += 1
+                elif self._multiset[image] > 0:
+                    self._multiset[image] -= 1
+            elif op == "insert":
+                self._buffer[shape.key(image)] = image
+            else:
+                self._buffer.pop(shape.key(image), None)
+
+
+class _Step:
+    """What one snapshot step produced."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records

@@ -1,0 +1,437 @@
+"""The ``canal`` source: a consistent snapshot, then the binlog, one record per row change.
+
+Contract
+    One partition, ``binlog``; its position (:mod:`.positions`) is the transaction to resume
+    in plus how many of its rows events were already delivered, so a crash in the middle of a
+    10,000-row transaction neither skips nor repeats a row. Every batch carries the position
+    after its last record; the worker commits both in one store transaction. A batch without
+    records may carry a position too (transactions of filtered tables, heartbeats), throttled
+    to one per ``heartbeat_interval``, so idle or filtered streams still advance.
+
+Streaming
+    A :class:`~.events.BinlogReader` (``decoder``: the library reader or the fast one) streams
+    from the committed position. Transactions are followed through GTID / ``BEGIN`` and
+    ``XID`` / ``COMMIT`` events; a statement that is neither is DDL: it becomes a record with
+    the SQL and the parsed table name, and the schema cache is dropped. All blocking work (the
+    reader, the control connection, building records) runs in a worker thread
+    (``asyncio.to_thread``), one poll at a time. A lost connection is a
+    :class:`~meshconnect.errors.RetriableError`; the next poll reconnects at the last position
+    handed out.
+
+Snapshot
+    See :mod:`.snapshot`: chunks by primary key, each reconciled with the binlog up to a high
+    watermark, so rows written during the snapshot appear exactly once in the final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from meshconnect.api import ConnectorContext, Position, Source, SourceBatch
+from meshconnect.errors import ConfigError, RetriableError
+from meshconnect.records import Record
+
+from .config import CanalSourceConfig
+from .events import (
+    BinlogReader,
+    Event,
+    GtidEvent,
+    QueryEvent,
+    RotateEvent,
+    RowsEvent,
+    Table,
+    XidEvent,
+)
+from .formats import Formatter, Shape, TxMeta, ddl_info
+from .positions import GtidSet, binlog_order
+from .positions import Position as BinlogPosition
+from .server import Server
+from .snapshot import Snapshot
+
+__all__ = ["CanalSource", "reader_class"]
+
+PARTITION = "binlog"
+_READ_TIMEOUT = 0.5
+
+
+def reader_class(decoder: str) -> type[Any]:
+    """The binlog reader for ``decoder`` (``auto``: the fast one when it can be imported)."""
+    if decoder in ("auto", "fast"):
+        try:
+            from .fastbinlog import FastReader
+
+            return FastReader
+        except ImportError as exc:
+            if decoder == "fast":
+                raise ConfigError(f"canal: decoder fast is not available: {exc}") from exc
+    from .binlog import LibraryReader
+
+    return LibraryReader
+
+
+class CanalSource(Source[CanalSourceConfig]):
+    """MySQL/MariaDB CDC (see the module docstring)."""
+
+    config_model = CanalSourceConfig
+
+    def __init__(self, config: CanalSourceConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        self.bounded = config.snapshot == "initial_only"
+        self.log = context.logger
+        self.matcher = config.table_matcher()
+        self.columns = config.column_filter()
+        self.server = Server(config)
+        self.formatter = Formatter(
+            config.format, f"mysql://{config.host}:{config.port}", context.pipeline
+        )
+        self._reader_cls = reader_class(config.decoder)
+        self._reader: BinlogReader | None = None
+        self._shapes: dict[int, tuple[Table, Shape]] = {}
+        self.server_id: int | None = None
+        # -- stream state (the thread that polls owns it) --
+        self.file = ""
+        #: Position just after the last event handled.
+        self.end = 4
+        self.in_txn = False
+        self.txn_file = ""
+        self.txn_pos = 0
+        self.txn_gtid: str | None = None
+        self.txn_events = 0
+        self.skip_events = 0
+        self.skip_rows = 0
+        self.gtids = GtidSet()
+        #: The position handed out with the last batch (where a reconnect resumes).
+        self.handed: BinlogPosition | None = None
+        self.snapshot: Snapshot | None = None
+        self._done = False
+        self._last_position_only = float("-inf")
+        self._reconnects = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, positions: Mapping[str, Position]) -> None:
+        await asyncio.to_thread(self._start, positions.get(PARTITION))
+
+    async def poll(self) -> SourceBatch | None:
+        if self._done:
+            return None
+        return await asyncio.to_thread(self._poll)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    async def end_positions(self) -> dict[str, Position]:
+        def end() -> dict[str, Position]:
+            try:
+                file, pos, gtids = self.server.binary_log_status()
+                sid = self.server.server_id()
+            finally:
+                self.server.close()
+            return {PARTITION: BinlogPosition(file, pos, gtids=gtids, server_id=sid).to_dict()}
+
+        return await asyncio.to_thread(end)
+
+    def _close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+        self.server.close()
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def _start(self, stored: Position | None) -> None:
+        server = self.server
+        server.connect()
+        server.check(self.log)
+        self.server_id = server.server_id()
+        self.formatter.flavour = "mariadb" if server.mariadb else "mysql"
+        mode = self.config.snapshot
+        position: BinlogPosition | None = None
+        if stored:
+            try:
+                position = BinlogPosition.from_dict(dict(stored))
+            except ValueError as exc:
+                raise ConfigError(f"canal: the stored position is unusable: {exc}") from exc
+            if position.file not in server.binary_logs():
+                if mode != "when_needed":
+                    raise ConfigError(
+                        f"canal: the stored position {position.file}:{position.pos} is no "
+                        f"longer on {server.where}: binlog file {position.file} was purged "
+                        "(SHOW BINARY LOGS no longer lists it). Changes since then are lost "
+                        "to CDC: set `snapshot: when_needed` to take a fresh snapshot, or "
+                        "reset the offsets (meshconnect offsets reset) and accept the gap"
+                    )
+                self.log.warning(
+                    "canal: binlog file %s of the stored position was purged from %s; "
+                    "taking a fresh snapshot (snapshot: when_needed)",
+                    position.file,
+                    server.where,
+                )
+                position = None
+            elif mode == "initial_only" and position.snapshot is None:
+                self.log.info("canal: the snapshot was already taken (snapshot: initial_only)")
+                self._done = True
+                return
+        if position is None:
+            file, pos, gtids = server.binary_log_status()
+            position = BinlogPosition(file, pos, gtids=gtids, server_id=self.server_id)
+            if mode != "never":
+                position.snapshot = Snapshot.initial_state(server, self.matcher)
+                self.log.info(
+                    "canal: snapshot of %d table(s) from %s:%d",
+                    len(position.snapshot["tables"]),
+                    file,
+                    pos,
+                )
+            else:
+                self.log.info("canal: streaming from the end of the binlog, %s:%d", file, pos)
+        self._reset(position)
+        if position.snapshot is not None:
+            self.snapshot = Snapshot(self, position.snapshot)
+
+    def _reset(self, position: BinlogPosition) -> None:
+        """Stream state as of a handed-out position (a start or a reconnect)."""
+        self.handed = position
+        self.file = position.file
+        self.end = position.pos
+        self.in_txn = False
+        self.txn_events = 0
+        self.skip_events = position.events
+        self.skip_rows = position.rows
+        self.gtids = GtidSet(position.gtids)
+
+    def position(self) -> BinlogPosition:
+        snap = self.snapshot.state if self.snapshot is not None else None
+        if self.in_txn:
+            return BinlogPosition(
+                self.txn_file,
+                self.txn_pos,
+                self.txn_events,
+                0,
+                str(self.gtids),
+                self.server_id,
+                snap,
+            )
+        return BinlogPosition(self.file, self.end, 0, 0, str(self.gtids), self.server_id, snap)
+
+    # -- polling -------------------------------------------------------------------------------
+
+    def reader(self) -> BinlogReader:
+        if self._reader is None:
+            handed = self.handed
+            assert handed is not None
+            self._reset(handed)
+            self._shapes.clear()
+            c = self.config
+            self._reader = self._reader_cls(
+                {
+                    "host": c.host,
+                    "port": c.port,
+                    "user": c.user,
+                    "password": c.password.get_secret_value(),
+                },
+                server_id=c.server_id,
+                log_file=handed.file,
+                log_pos=handed.pos,
+                table_filter=self.matcher,
+                heartbeat_period=c.heartbeat_interval,
+            )
+        return self._reader
+
+    def read(self, timeout: float = _READ_TIMEOUT) -> list[Event]:
+        try:
+            return self.reader().read(self.config.batch_events, timeout)
+        except RetriableError:
+            self._lost()
+            raise
+
+    def _lost(self) -> None:
+        """Drop the reader (and the unreported stream state): the next read reconnects at
+        the position handed out last."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+        self._reconnects += 1
+
+    def hand_out(self, records: list[Record], force: bool = False) -> SourceBatch:
+        """The batch of ``records`` with the current position (see the module docstring)."""
+        pos = self.position()
+        now = time.monotonic()
+        if (
+            not records
+            and not force
+            and (
+                pos == self.handed
+                or now - self._last_position_only < self.config.heartbeat_interval
+            )
+        ):
+            return SourceBatch([])
+        if not records:
+            self._last_position_only = now
+        self.handed = pos
+        return SourceBatch(records, {PARTITION: pos.to_dict()})
+
+    def _poll(self) -> SourceBatch | None:
+        self.formatter.batch_id += 1
+        if self.snapshot is not None:
+            step = self.snapshot.step()
+            if self.snapshot.finished:
+                self.snapshot = None
+                if self.bounded:
+                    self._done = True
+            return self.hand_out(step.records, force=True)
+        records: list[Record] = []
+        for event in self.read():
+            self.handle(event, records)
+        return self.hand_out(records)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def handle(self, event: Event, out: list[Record]) -> None:
+        """Apply one event to the stream state, appending its records to ``out``."""
+        if isinstance(event, RowsEvent):
+            self._rows(event, out)
+        elif isinstance(event, XidEvent):
+            self._commit()
+        elif isinstance(event, GtidEvent):
+            self._begin(event.gtid)
+        elif isinstance(event, QueryEvent):
+            self._query(event, out)
+        elif isinstance(event, RotateEvent):
+            self.file = event.next_file
+            self.end = event.next_pos
+            return
+        else:  # heartbeats and anything else: no state change
+            return
+        if event.log_pos > 0:
+            self.file = event.log_file
+            self.end = event.log_pos
+
+    def _begin(self, gtid: str | None) -> None:
+        self.in_txn = True
+        self.txn_file = self.file
+        self.txn_pos = self.end
+        self.txn_gtid = gtid
+        self.txn_events = 0
+
+    def _commit(self) -> None:
+        if self.txn_gtid:
+            self.gtids.add(self.txn_gtid)
+        self.in_txn = False
+        self.txn_gtid = None
+        self.txn_events = 0
+        self.skip_events = 0
+        self.skip_rows = 0
+
+    def _query(self, event: QueryEvent, out: list[Record]) -> None:
+        sql = event.query.strip()
+        head = sql[:12].upper()
+        if head.startswith("BEGIN") or head.startswith("XA START"):
+            if not self.in_txn:
+                self._begin(None)
+            return
+        if head.startswith(("COMMIT", "ROLLBACK", "XA END", "XA COMMIT", "XA PREPARE")):
+            if head.startswith("XA END"):
+                return
+            self._commit()
+            return
+        if head.startswith("SAVEPOINT") or head.startswith("RELEASE SAVEPOINT"):
+            return
+        # DDL (or another statement logged as a statement): a group of its own.
+        kind, schema, table = ddl_info(sql, event.schema)
+        self.server.forget_schemas()
+        self._shapes.clear()
+        if not self.in_txn:
+            self._begin(None)
+        if self.matcher(schema, table) or (kind == "RENAME" and self._renamed_in(sql, schema)):
+            out.append(self.formatter.ddl(sql, schema, kind, table, self._meta(event)))
+        if self.snapshot is not None:
+            self.snapshot.ddl(schema, table)
+        self._commit()
+
+    def _renamed_in(self, sql: str, schema: str) -> bool:
+        """Whether any table a RENAME names (old or new) is captured."""
+        import re
+
+        for s, t in re.findall(r"(?:`?(\w+)`?\.)?`?(\w+)`?", sql[len("rename table") :]):
+            if t.lower() != "to" and self.matcher(s or schema, t):
+                return True
+        return False
+
+    def _meta(self, event: Event) -> TxMeta:
+        gtid = self.txn_gtid
+        return TxMeta(
+            event.log_file,
+            event.log_pos,
+            event.timestamp,
+            gtid or f"{self.txn_file}:{self.txn_pos}",
+            gtid,
+            self.server_id,
+        )
+
+    def shape(self, table: Table) -> Shape:
+        cached = self._shapes.get(table.table_id)
+        if cached is not None and cached[0] is table:
+            return cached[1]
+        names = table.column_names
+        shape = Shape.build(
+            table.schema,
+            table.name,
+            names,
+            table.columns,
+            self.server.table_schema(table.schema, table.name),
+            self.columns.keep(table.schema, table.name, names),
+            self.config.binary,
+            table.primary_key,
+        )
+        self._shapes[table.table_id] = (table, shape)
+        return shape
+
+    def _rows(self, event: RowsEvent, out: list[Record]) -> None:
+        table = event.table
+        if not self.matcher(table.schema, table.name):
+            return
+        if not self.in_txn:
+            self._begin(None)
+        n = self.txn_events
+        self.txn_events += 1
+        first = 0
+        if self.skip_events:
+            if n < self.skip_events:
+                return  # delivered before the restart
+            if n == self.skip_events:
+                first = self.skip_rows
+        shape = self.shape(table)
+        meta = self._meta(event)
+        rows = event.rows
+        if self.snapshot is not None:
+            self.snapshot.rows(event, shape, meta, first, out)
+            return
+        change = self.formatter.change
+        kind = event.kind
+        if kind == "update":
+            before = event.before
+            assert before is not None
+            for i in range(first, len(rows)):
+                change("update", shape, before[i], rows[i], meta, i, out)
+        elif kind == "insert":
+            for i in range(first, len(rows)):
+                change("insert", shape, None, rows[i], meta, i, out)
+        else:
+            for i in range(first, len(rows)):
+                change("delete", shape, rows[i], None, meta, i, out)
+
+    # -- helpers for the snapshot --------------------------------------------------------------
+
+    def at_or_past(self, file: str, pos: int) -> bool:
+        """Whether the stream is at a transaction boundary at or after ``file:pos``."""
+        return not self.in_txn and binlog_order(self.file, self.end) >= binlog_order(file, pos)
+
+    def progress(self, text: str) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write("\r" + text[:120].ljust(120))
+            sys.stderr.flush()

@@ -1,0 +1,219 @@
+"""Start checks against real servers: the machine's own MariaDB (binlog off), missing
+privileges, a purged binlog (a clear error naming the file, or a fresh snapshot with
+``snapshot: when_needed``), and ``end_positions`` for ``offsets reset --to end``."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from typing import Any
+
+import pytest
+from canal_support import end_positions, mariadb, run_source
+from mariadb import MariaDB
+
+from meshconnect.errors import ConfigError
+
+__all__ = ["mariadb"]
+
+
+def machine_mariadb() -> dict[str, Any]:
+    """The machine's MariaDB on 3306 (binlog off), when it runs and lets root in."""
+    import pymysql
+
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 3306), 1):
+        try:
+            conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="")
+        except pymysql.err.MySQLError as exc:
+            pytest.skip(f"the machine's MariaDB refuses root: {exc}")
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@log_bin")
+            (log_bin,) = cur.fetchone()
+        conn.close()
+        if log_bin:
+            pytest.skip("the machine's MariaDB has the binlog on")
+        return {"host": "127.0.0.1", "port": 3306, "user": "root"}
+    pytest.skip("no MariaDB on 127.0.0.1:3306")
+
+
+def test_binlog_off_is_refused_with_the_my_cnf_lines_to_add() -> None:
+    server = machine_mariadb()
+
+    class Off:
+        host, port, user = server["host"], server["port"], server["user"]
+
+    with pytest.raises(ConfigError) as info:
+        run_source(Off, None, 1)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "binary log is off on 127.0.0.1:3306" in message
+    assert "log_bin" in message and "binlog_format = ROW" in message
+
+
+def test_missing_replication_privileges_are_named(mariadb: MariaDB) -> None:
+    mariadb.execute(
+        "CREATE USER 'plain'@'%' IDENTIFIED BY 'pw'",
+        "GRANT SELECT ON *.* TO 'plain'@'%'",
+    )
+    with pytest.raises(ConfigError) as info:
+        run_source(mariadb, None, 1, user="plain", password="pw")
+    message = str(info.value)
+    assert "lacks REPLICATION SLAVE and BINLOG MONITOR" in message
+    assert "GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.*" in message
+
+
+def test_a_purged_binlog_is_an_error_naming_the_file_or_a_fresh_snapshot(
+    mariadb: MariaDB,
+) -> None:
+    mariadb.execute(
+        "CREATE DATABASE purged",
+        "CREATE TABLE purged.t (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO purged.t VALUES (1, 1), (2, 2)",
+    )
+    config = {"include": ["purged\\..*"], "format": "row"}
+    records, reached = run_source(mariadb, None, 2, snapshot="initial", **config)
+    assert sorted(r.data["id"] for r in records) == [1, 2]
+    stored = reached["binlog"]
+    # Changes the connector does not see, then the file holding its position goes away.
+    mariadb.execute("INSERT INTO purged.t VALUES (3, 3)")
+    for _ in range(100):  # a file still needed for crash recovery is kept: flush again
+        mariadb.execute("FLUSH BINARY LOGS")
+        current = mariadb.execute("SHOW MASTER STATUS")[0][0]
+        mariadb.execute(f"PURGE BINARY LOGS TO '{current}'")
+        if stored["file"] not in [r[0] for r in mariadb.execute("SHOW BINARY LOGS")]:
+            break
+        time.sleep(0.1)
+    with pytest.raises(ConfigError) as info:
+        run_source(mariadb, reached, 1, snapshot="initial", **config)
+    assert f"binlog file {stored['file']} was purged" in str(info.value)
+    assert "snapshot: when_needed" in str(info.value)
+    records, again = run_source(mariadb, reached, 3, snapshot="when_needed", **config)
+    assert sorted((r.type, r.data["id"]) for r in records) == [
+        ("mysql.read", 1),
+        ("mysql.read", 2),
+        ("mysql.read", 3),
+    ]
+    assert again["binlog"]["file"] == current
+
+
+def test_end_positions_start_after_everything_written(mariadb: MariaDB) -> None:
+    mariadb.execute(
+        "CREATE DATABASE ends",
+        "CREATE TABLE ends.t (id INT PRIMARY KEY)",
+        "INSERT INTO ends.t VALUES (1)",
+    )
+    end = end_positions(mariadb)
+    assert "snapshot" not in end["binlog"] and end["binlog"]["gtids"]
+    mariadb.execute("INSERT INTO ends.t VALUES (2)")
+    records, _ = run_source(mariadb, end, 1, include=["ends\\..*"], format="row")
+    assert [r.data for r in records] == [{"id": 2}]
+
+
+def test_an_initial_only_run_is_bounded(mariadb: MariaDB) -> None:
+    mariadb.execute(
+        "CREATE DATABASE bounded",
+        "CREATE TABLE bounded.t (id INT PRIMARY KEY)",
+        "INSERT INTO bounded.t VALUES (1), (2), (3)",
+    )
+    config = {"include": ["bounded\\..*"], "format": "row", "snapshot": "initial_only"}
+    records, reached = run_source(mariadb, None, 100, **config)  # ends by itself
+    assert [r.data["id"] for r in records] == [1, 2, 3]
+    assert "snapshot" not in reached["binlog"]
+    again, _ = run_source(mariadb, reached, 100, **config)
+    assert again == []
+
+
+def test_a_filtered_stream_still_advances_its_position(mariadb: MariaDB) -> None:
+    mariadb.execute(
+        "CREATE DATABASE quiet",
+        "CREATE TABLE quiet.watched (id INT PRIMARY KEY)",
+        "CREATE TABLE quiet.other (id INT PRIMARY KEY)",
+    )
+    start = end_positions(mariadb)
+    mariadb.execute(*[f"INSERT INTO quiet.other VALUES ({i})" for i in range(50)])
+    end = end_positions(mariadb)["binlog"]
+    records, reached = run_source(
+        mariadb, start, 1, limit=3, include=["quiet\\.watched"], format="row"
+    )
+    assert records == []
+    assert (reached["binlog"]["file"], reached["binlog"]["pos"]) == (end["file"], end["pos"])
+
+
+def test_a_killed_replication_connection_is_retried_without_loss(mariadb: MariaDB) -> None:
+    """The server kills the binlog dump thread mid-stream. The library reader reconnects at
+    the event it had reached (or poll raises a RetriableError, which the worker retries, and
+    the next poll resumes at the last position handed out): either way nothing is lost or
+    repeated."""
+    import asyncio
+    import logging
+
+    from meshconnect.api import ConnectorContext
+    from meshconnect.connectors.canal.config import CanalSourceConfig
+    from meshconnect.connectors.canal.source import CanalSource
+    from meshconnect.errors import RetriableError
+
+    mariadb.execute("CREATE DATABASE lost", "CREATE TABLE lost.t (id INT PRIMARY KEY)")
+    start = end_positions(mariadb)
+
+    async def go() -> tuple[list[int], int]:
+        source = CanalSource(
+            CanalSourceConfig(
+                host=mariadb.host,
+                port=mariadb.port,
+                user=mariadb.user,
+                server_id=3001,
+                decoder="library",
+                include=["lost\\..*"],
+                format="row",
+                heartbeat_interval=1,
+            ),
+            ConnectorContext("test", "canal", logging.getLogger("canal-test")),
+        )
+        await source.start(start)
+        ids: list[int] = []
+        errors = 0
+        try:
+            mariadb.execute("INSERT INTO lost.t VALUES (1), (2)")
+            while len(ids) < 2:
+                batch = await source.poll()
+                assert batch is not None
+                ids += [r.data["id"] for r in batch.records]
+            for (pid,) in mariadb.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'"
+            ):
+                mariadb.execute(f"KILL {pid}")
+            mariadb.execute("INSERT INTO lost.t VALUES (3)")
+            for _ in range(100):
+                try:
+                    batch = await source.poll()
+                except RetriableError:
+                    errors += 1
+                    continue
+                assert batch is not None
+                ids += [r.data["id"] for r in batch.records]
+                if len(ids) >= 3:
+                    break
+        finally:
+            await source.stop()
+        return ids, errors
+
+    ids, _errors = asyncio.run(go())
+    assert ids == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("variable", "bad"), [("binlog_format", "STATEMENT"), ("binlog_row_image", "MINIMAL")]
+)
+def test_wrong_binlog_settings_are_refused_with_the_fix(
+    mariadb: MariaDB, variable: str, bad: str
+) -> None:
+    good = mariadb.execute(f"SELECT @@GLOBAL.{variable}")[0][0]
+    mariadb.execute(f"SET GLOBAL {variable} = '{bad}'")
+    try:
+        with pytest.raises(ConfigError) as info:
+            run_source(mariadb, None, 1)
+    finally:
+        mariadb.execute(f"SET GLOBAL {variable} = '{good}'")
+    message = str(info.value)
+    assert f"{variable}={bad}" in message
+    assert f"SET GLOBAL {variable} = '{good}'" in message

@@ -1,0 +1,223 @@
+"""The fast reader's pure decoders: MySQL binary JSON and binary DECIMAL.
+
+Values are encoded here following MySQL's formats (``sql/json_binary.cc``,
+``strings/decimal.cc``: ``decimal2bin``) and must decode back to themselves; binary JSON is
+also checked against pymysqlreplication's own parser when it is installed.
+"""
+
+from __future__ import annotations
+
+import struct
+from decimal import Decimal, localcontext
+from typing import Any
+
+import pytest
+
+from meshconnect.connectors.canal._jsonb import JsonbError, parse_jsonb
+from meshconnect.connectors.canal._rowcodec import decode_decimal_bin
+
+# ---------------------------------------------------------------- DECIMAL
+
+_DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+
+
+def decimal2bin(value: Decimal, precision: int, scale: int) -> bytes:
+    """MySQL's binary DECIMAL(precision, scale) of ``value``."""
+    negative = value < 0
+    with localcontext() as ctx:
+        ctx.prec = 100
+        digits = f"{abs(value):.{scale}f}"
+    whole, _, frac = digits.partition(".")
+    intg = precision - scale
+    whole = whole.rjust(intg, "0")[-intg:] if intg else ""
+    out = bytearray()
+    lead = intg % 9
+    if lead:
+        out += int(whole[:lead]).to_bytes(_DIG2BYTES[lead], "big")
+    for i in range(lead, intg, 9):
+        out += int(whole[i : i + 9]).to_bytes(4, "big")
+    for i in range(0, scale - scale % 9, 9):
+        out += int(frac[i : i + 9]).to_bytes(4, "big")
+    if scale % 9:
+        out += int(frac[scale - scale % 9 :]).to_bytes(_DIG2BYTES[scale % 9], "big")
+    if negative:
+        out = bytearray(b ^ 0xFF for b in out)
+    out[0] ^= 0x80
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    ("text", "precision", "scale"),
+    [
+        ("0", 1, 0),
+        ("1234.56", 10, 2),
+        ("-1234.56", 10, 2),
+        ("-0.01", 10, 2),
+        ("99999999.99", 10, 2),
+        ("99999", 5, 0),
+        ("-99999", 5, 0),
+        ("123456789.000000001", 18, 9),
+        ("12345678901234567890123456789012345.123456789012345678901234567890", 65, 30),
+        ("-12345678901234567890123456789012345.123456789012345678901234567890", 65, 30),
+        ("0.000000000000000000000000000001", 65, 30),
+        ("7", 3, 3 - 3),
+        ("0.5", 1, 1),
+        ("-0.123", 3, 3),
+    ],
+)
+def test_decimal_round_trip(text: str, precision: int, scale: int) -> None:
+    value = Decimal(text)
+    raw = b"\xaa" + decimal2bin(value, precision, scale) + b"\xbb"
+    got, end = decode_decimal_bin(raw, 1, precision, scale)
+    assert got == value
+    assert got.as_tuple().exponent == -scale  # the column's scale is kept
+    assert end == len(raw) - 1
+
+
+# ---------------------------------------------------------------- binary JSON
+
+
+def _varlen(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode(value: Any, *, large: bool = False) -> bytes:
+    """MySQL binary JSON of ``value`` (type byte + data)."""
+    kind, data = _encode(value, large)
+    return bytes([kind]) + data
+
+
+def _scalar(value: Any) -> tuple[int, bytes]:
+    if value is None:
+        return 0x04, b"\x00"
+    if value is True:
+        return 0x04, b"\x01"
+    if value is False:
+        return 0x04, b"\x02"
+    if isinstance(value, int):
+        for kind, fmt, lo, hi in (
+            (0x05, "<h", -(2**15), 2**15 - 1),
+            (0x07, "<i", -(2**31), 2**31 - 1),
+            (0x09, "<q", -(2**63), 2**63 - 1),
+            (0x0A, "<Q", 0, 2**64 - 1),
+        ):
+            if lo <= value <= hi:
+                return kind, struct.pack(fmt, value)
+        raise ValueError(value)
+    if isinstance(value, float):
+        return 0x0B, struct.pack("<d", value)
+    if isinstance(value, str):
+        raw = value.encode("utf-8")
+        return 0x0C, _varlen(len(raw)) + raw
+    if isinstance(value, Decimal):
+        precision, scale = 20, 6
+        payload = bytes([precision, scale]) + decimal2bin(value, precision, scale)
+        return 0x0F, bytes([246]) + _varlen(len(payload)) + payload
+    raise TypeError(value)
+
+
+def _encode(value: Any, large: bool) -> tuple[int, bytes]:
+    if not isinstance(value, (dict, list)):
+        return _scalar(value)
+    is_object = isinstance(value, dict)
+    items = list(value.items()) if is_object else [(None, v) for v in value]
+    osize = 4 if large else 2
+    pack = "<I" if large else "<H"
+    count = len(items)
+    header = 2 * osize + count * (1 + osize) + (count * (osize + 2) if is_object else 0)
+    keys = b""
+    key_entries = b""
+    if is_object:
+        at = header
+        for key, _ in items:
+            raw = key.encode("utf-8")
+            key_entries += struct.pack(pack, at) + struct.pack("<H", len(raw))
+            keys += raw
+            at += len(raw)
+    body = b""
+    value_entries = b""
+    base = header + len(keys)
+    for _, item in items:
+        kind, data = _encode(item, large)
+        inline = kind in (0x04, 0x05, 0x06) or (large and kind in (0x07, 0x08))
+        if inline:
+            value_entries += bytes([kind]) + data.ljust(osize, b"\x00")
+        else:
+            value_entries += bytes([kind]) + struct.pack(pack, base + len(body))
+            body += data
+    size = header + len(keys) + len(body)
+    data = struct.pack(pack, count) + struct.pack(pack, size) + key_entries + value_entries
+    data += keys + body
+    kind = (0x00 if is_object else 0x02) | (1 if large else 0)
+    return kind, data
+
+
+DOCUMENTS: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    32767,
+    -32768,
+    70000,
+    -(2**31),
+    2**40,
+    2**63 + 5,
+    -(2**62),
+    1.5,
+    -2.25e-300,
+    "",
+    "plain",
+    "ü😀" * 100,  # a length needing two varlen bytes
+    [],
+    {},
+    [1, "two", 3.0, None, True, False, [70000, {"k": "v"}]],
+    {"a": 1, "nested": {"list": [1, 2, {"deep": "😀"}], "empty": {}}, "n": None},
+    {f"key{i}": i * 1000 for i in range(50)},
+    Decimal("-12345.678900"),
+    {"price": Decimal("19.990000")},
+]
+
+
+@pytest.mark.parametrize("large", [False, True])
+@pytest.mark.parametrize("document", DOCUMENTS, ids=range(len(DOCUMENTS)))
+def test_binary_json_decodes_to_the_document(document: Any, large: bool) -> None:
+    got = parse_jsonb(encode(document, large=large))
+    assert got == document
+    assert type(got) is type(document)
+
+
+def _strs(value: Any) -> Any:
+    """pymysqlreplication's bytes keys and strings as str, for comparing."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, dict):
+        return {_strs(k): _strs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strs(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("document", DOCUMENTS[:-2], ids=range(len(DOCUMENTS) - 2))
+def test_binary_json_agrees_with_pymysqlreplication(document: Any) -> None:
+    json_binary = pytest.importorskip("pymysqlreplication.json_binary")
+    for large in (False, True):
+        raw = encode(document, large=large)
+        assert parse_jsonb(raw) == _strs(json_binary.parse_json(raw[0], raw[1:]))
+
+
+def test_empty_json_is_null_and_garbage_is_a_clear_error() -> None:
+    assert parse_jsonb(b"") is None
+    with pytest.raises(JsonbError, match="unknown binary JSON type"):
+        parse_jsonb(b"\x0e\x00")
+    with pytest.raises(JsonbError, match="invalid binary JSON"):
+        parse_jsonb(b"\x00\x05\x00")

@@ -1,0 +1,351 @@
+"""The canal source without a server: config and filters, GTID sets, positions through
+transactions and the resume skip logic, value formats and DDL parsing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from meshconnect.api import ConnectorContext
+from meshconnect.connectors.canal.config import CanalSourceConfig, ColumnFilter, TableMatcher
+from meshconnect.connectors.canal.events import (
+    Column,
+    GtidEvent,
+    QueryEvent,
+    RotateEvent,
+    RowsEvent,
+    Table,
+    XidEvent,
+)
+from meshconnect.connectors.canal.formats import Formatter, Shape, TxMeta, ddl_info
+from meshconnect.connectors.canal.positions import GtidSet, Position
+from meshconnect.connectors.canal.server import sql_type
+from meshconnect.connectors.canal.snapshot import decode_key, encode_key
+from meshconnect.connectors.canal.source import CanalSource
+
+# -- config and filters ------------------------------------------------------------------------
+
+
+def test_the_binding_yaml_config_validates() -> None:
+    config = CanalSourceConfig.model_validate(
+        {
+            "host": "127.0.0.1",
+            "port": 3306,
+            "user": "cdc",
+            "password": "secret",
+            "server_id": 1001,
+            "include": ["shop\\..*"],
+            "snapshot": "initial",
+            "format": "canal",
+        }
+    )
+    assert config.password.get_secret_value() == "secret"
+    assert "secret" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"snapshot": "always"}, {"format": "avro"}, {"include": ["("]}, {"server_id": 0}],
+)
+def test_bad_config_values_are_rejected(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        CanalSourceConfig.model_validate({"user": "cdc", "server_id": 1, **bad})
+
+
+def test_table_filters_are_anchored_and_case_insensitive() -> None:
+    match = TableMatcher(["shop\\..*", "crm\\.users"], ["shop\\.tmp_.*"])
+    assert match("shop", "orders") and match("SHOP", "Orders")
+    assert match("crm", "users") and not match("crm", "users2")
+    assert not match("shop", "tmp_x") and not match("myshop", "orders")
+    assert not match("crmx", "users")
+
+
+def test_column_filter_keeps_indexes() -> None:
+    keep = ColumnFilter(["s\\.t\\.(id|name|email)"], ["s\\.t\\.email"])
+    assert keep.keep("s", "t", ["id", "name", "email", "secret"]) == [0, 1]
+    assert ColumnFilter([], []).keep("s", "t", ["a"]) is None
+
+
+# -- GTID sets and positions -------------------------------------------------------------------
+
+
+def test_mariadb_gtid_set_keeps_the_last_per_domain() -> None:
+    gtids = GtidSet("0-1-10,1-2-5")
+    gtids.add("0-1-11")
+    gtids.add("2-3-1")
+    assert str(gtids) == "0-1-11,1-2-5,2-3-1"
+
+
+def test_mysql_gtid_set_merges_intervals() -> None:
+    uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+    gtids = GtidSet(f"{uuid}:1-5:7")
+    gtids.add(f"{uuid}:6")
+    gtids.add(f"{uuid}:8")
+    gtids.add(f"{uuid}:10")
+    assert str(gtids) == f"{uuid}:1-8:10"
+
+
+def test_position_round_trips_and_rejects_garbage() -> None:
+    pos = Position("binlog.000002", 1234, 2, 0, "0-1-9", 1, {"tables": [["s", "t"]]})
+    assert Position.from_dict(pos.to_dict()) == pos
+    with pytest.raises(ValueError):
+        Position.from_dict({"pos": 4})
+    assert Position("b.000010", 4).sort_key() > Position("b.000009", 99999).sort_key()
+
+
+# -- the stream state machine ------------------------------------------------------------------
+
+TABLE = Table(
+    7,
+    "shop",
+    "orders",
+    (Column("id", 3), Column("amount", 246, metadata=(10, 2))),
+    ("id",),
+)
+
+
+def source(**config: Any) -> CanalSource:
+    src = CanalSource(
+        CanalSourceConfig(user="u", server_id=5, format="row", **config),
+        ConnectorContext("p", "canal", logging.getLogger("test")),
+    )
+    src.server.table_schema = lambda schema, table: None  # type: ignore[method-assign]
+    src._reset(Position("binlog.000001", 100))
+    return src
+
+
+def insert(pos: int, *ids: int) -> RowsEvent:
+    return RowsEvent(
+        "binlog.000001", pos, 1700000000, "insert", TABLE, [(i, Decimal("1.50")) for i in ids]
+    )
+
+
+TRANSACTION = [
+    GtidEvent("binlog.000001", 150, 1700000000, "0-1-7"),
+    QueryEvent("binlog.000001", 200, 1700000000, "shop", "BEGIN"),
+    insert(300, 1, 2, 3),
+    insert(400, 4, 5),
+    XidEvent("binlog.000001", 450, 1700000000, 99),
+]
+
+
+def test_positions_inside_a_transaction_point_at_its_start_with_events_to_skip() -> None:
+    src = source()
+    out: list[Any] = []
+    seen = []
+    for event in TRANSACTION:
+        src.handle(event, out)
+        p = src.position()
+        seen.append((p.file, p.pos, p.events, p.gtids))
+    assert seen == [
+        ("binlog.000001", 100, 0, ""),
+        ("binlog.000001", 100, 0, ""),
+        ("binlog.000001", 100, 1, ""),
+        ("binlog.000001", 100, 2, ""),
+        ("binlog.000001", 450, 0, "0-1-7"),
+    ]
+    assert [r.data["id"] for r in out] == [1, 2, 3, 4, 5]
+    assert out[0].type == "mysql.insert" and out[0].extensions["gtid"] == "0-1-7"
+
+
+def test_resuming_mid_transaction_skips_exactly_what_was_delivered() -> None:
+    src = source()
+    src._reset(Position("binlog.000001", 100, events=1))
+    out: list[Any] = []
+    for event in TRANSACTION:
+        src.handle(event, out)
+    assert [r.data["id"] for r in out] == [4, 5]
+    # ... and the same with rows to skip inside the next event.
+    src._reset(Position("binlog.000001", 100, events=1, rows=1))
+    out = []
+    for event in TRANSACTION:
+        src.handle(event, out)
+    assert [r.data["id"] for r in out] == [5]
+
+
+def test_rotate_and_ddl_move_the_position_and_ddl_is_a_record() -> None:
+    src = source(include=["shop\\..*"])
+    out: list[Any] = []
+    src.handle(RotateEvent("binlog.000002", 4, 0, "binlog.000002", 4), out)
+    src.handle(GtidEvent("binlog.000002", 60, 1, "0-1-8", standalone=True), out)
+    src.handle(QueryEvent("binlog.000002", 160, 1, "shop", "ALTER TABLE orders ADD x INT"), out)
+    src.handle(QueryEvent("binlog.000002", 260, 1, "other", "DROP TABLE other.t"), out)
+    assert [(r.type, r.subject, r.data["type"]) for r in out] == [
+        ("mysql.ddl", "shop.orders", "ALTER")
+    ]
+    p = src.position()
+    assert (p.file, p.pos, p.events, p.gtids) == ("binlog.000002", 260, 0, "0-1-8")
+
+
+def test_a_batch_without_records_carries_the_position_once_per_heartbeat() -> None:
+    src = source(heartbeat_interval=3600)
+    src.handle(XidEvent("binlog.000001", 500, 1, 1), [])
+    first = src.hand_out([])
+    assert first.positions["binlog"]["pos"] == 500
+    src.handle(XidEvent("binlog.000001", 600, 1, 2), [])
+    assert src.hand_out([]).positions == {}  # throttled
+    assert src.hand_out([], force=True).positions["binlog"]["pos"] == 600
+
+
+# -- formats -----------------------------------------------------------------------------------
+
+COLUMNS = ("id", "d", "f", "ts", "dt", "tm", "b", "s", "j")
+
+
+def shape(binary: str = "base64") -> Shape:
+    columns = [
+        Column("id", 8, unsigned=True),
+        Column("d", 246, metadata=(20, 4)),
+        Column("f", 4),
+        Column("ts", 17, metadata=3),
+        Column("dt", 18, metadata=6),
+        Column("tm", 19, metadata=2),
+        Column("b", 252),
+        Column("s", 248, set_values=("a", "b")),
+        Column("j", 245),
+    ]
+    return Shape.build("s", "t", COLUMNS, columns, None, None, binary, ("id",))
+
+
+IMAGE = (
+    2**64 - 1,
+    Decimal("-1.2500"),
+    5.179999828338623,
+    dt.datetime(2024, 1, 2, 3, 4, 5, 120000, tzinfo=dt.UTC),
+    dt.datetime(2024, 1, 2, 3, 4, 5, 1),
+    -dt.timedelta(hours=1, microseconds=500000),
+    b"\x00\xff",
+    ("a", "b"),
+    {"k": [1, None]},
+)
+META = TxMeta("binlog.000003", 999, 1700000000, "0-1-3", "0-1-3", 1)
+
+
+def test_row_values_are_typed_and_json_safe() -> None:
+    assert shape().row(IMAGE) == {
+        "id": 18446744073709551615,
+        "d": "-1.2500",
+        "f": 5.18,
+        "ts": "2024-01-02T03:04:05.120Z",
+        "dt": "2024-01-02T03:04:05.000001",
+        "tm": "-01:00:00.50",
+        "b": "AP8=",
+        "s": ["a", "b"],
+        "j": {"k": [1, None]},
+    }
+
+
+def test_canal_values_are_strings_and_binary_as_configured() -> None:
+    assert shape().canal(IMAGE) == {
+        "id": "18446744073709551615",
+        "d": "-1.2500",
+        "f": "5.18",
+        "ts": "2024-01-02 03:04:05.120",
+        "dt": "2024-01-02 03:04:05.000001",
+        "tm": "-01:00:00.50",
+        "b": "AP8=",
+        "s": "a,b",
+        "j": '{"k":[1,null]}',
+    }
+    assert shape("latin1").canal(IMAGE)["b"] == "\x00\xff"
+
+
+def test_canal_update_has_only_changed_columns_in_old() -> None:
+    fmt = Formatter("canal", "mysql://h:1", "p")
+    out: list[Any] = []
+    after = (IMAGE[0], Decimal("2.0000"), *IMAGE[2:])
+    fmt.change("update", shape(), IMAGE, after, META, 0, out)
+    msg = out[0].data
+    assert msg["old"] == [{"d": "-1.2500"}] and msg["data"][0]["d"] == "2.0000"
+    assert msg["type"] == "UPDATE" and msg["pkNames"] == ["id"] and msg["isDdl"] is False
+    assert msg["es"] == 1700000000000 and msg["gtid"] == "0-1-3" and msg["sql"] == ""
+    assert msg["mysqlType"]["id"] == "bigint unsigned" and msg["sqlType"]["id"] == 3
+    assert out[0].id == "binlog.000003:999:0" and out[0].extensions["partitionkey"] == str(
+        2**64 - 1
+    )
+
+
+def test_a_primary_key_change_is_delete_plus_insert_outside_canal() -> None:
+    after = (7, *IMAGE[1:])
+    for fmt, types in [
+        ("row", ["mysql.delete", "mysql.insert"]),
+        ("debezium", ["mysql.delete", "mysql.insert"]),
+        ("canal", ["mysql.update"]),
+    ]:
+        out: list[Any] = []
+        Formatter(fmt, "mysql://h:1", "p").change("update", shape(), IMAGE, after, META, 0, out)
+        assert [r.type for r in out] == types, fmt
+    out = []
+    Formatter("debezium", "mysql://h:1", "p").change("update", shape(), IMAGE, after, META, 0, out)
+    assert [r.data["op"] for r in out] == ["d", "c"]
+    assert (
+        out[0].data["source"]["file"] == "binlog.000003"
+        and out[1].extensions["partitionkey"] == "7"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("ALTER TABLE t ADD c INT", ("ALTER", "db", "t")),
+        ("alter table `x`.`y` drop column c", ("ALTER", "x", "y")),
+        ("CREATE TABLE IF NOT EXISTS a.b (id int)", ("CREATE", "a", "b")),
+        ("DROP TABLE IF EXISTS `t1`", ("ERASE", "db", "t1")),
+        ("RENAME TABLE a TO b", ("RENAME", "db", "a")),
+        ("TRUNCATE TABLE s.t", ("TRUNCATE", "s", "t")),
+        ("CREATE INDEX i ON t (c)", ("CINDEX", "db", "t")),
+        ("/* hint */ DROP INDEX i ON s.t", ("DINDEX", "s", "t")),
+        ("CREATE DATABASE shop", ("QUERY", "db", "")),
+    ],
+)
+def test_ddl_info_parses_the_table(sql: str, expected: tuple[str, str, str]) -> None:
+    assert ddl_info(sql, "db") == expected
+
+
+def test_sql_types_follow_canal() -> None:
+    assert sql_type("bigint", "bigint(20) unsigned") == 3
+    assert sql_type("int", "int(10) unsigned") == -5
+    assert sql_type("varchar", "varchar(5)") == 12
+    assert sql_type("blob", "blob") == 2004
+    assert sql_type("datetime", "datetime(6)") == 93
+
+
+def test_snapshot_keys_survive_the_json_round_trip() -> None:
+    key = (b"\x00\x01", Decimal("1.50"), dt.date(2024, 1, 2), dt.timedelta(seconds=-3), 5, "x")
+    assert decode_key(encode_key(key)) == key
+
+
+def test_canal_is_registered_with_its_extra() -> None:
+    from meshconnect.plugins import load_registry
+
+    entry = load_registry().connectors[("canal", "source")]
+    assert entry.spec is not None
+    assert entry.spec.extra == "mysql"
+    assert set(entry.spec.requires) == {"pymysql", "pymysqlreplication"}
+
+
+def test_mysql_gtids_are_tracked_in_mysql_flavour() -> None:
+    uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+    src = source()
+    src._reset(Position("binlog.000001", 100, gtids=f"{uuid}:1-6"))
+    out: list[Any] = []
+    src.handle(GtidEvent("binlog.000001", 150, 1, f"{uuid}:7"), out)
+    src.handle(QueryEvent("binlog.000001", 200, 1, "shop", "BEGIN"), out)
+    src.handle(insert(300, 1), out)
+    src.handle(XidEvent("binlog.000001", 350, 1, 1), out)
+    assert src.position().gtids == f"{uuid}:1-7"
+    assert out[0].extensions["txid"] == f"{uuid}:7"
+
+
+def test_without_gtids_the_transaction_id_is_its_start() -> None:
+    src = source()
+    out: list[Any] = []
+    src.handle(QueryEvent("binlog.000001", 200, 1, "shop", "BEGIN"), out)
+    src.handle(insert(300, 1), out)
+    assert out[0].extensions["txid"] == "binlog.000001:100"
+    assert "gtid" not in out[0].extensions
