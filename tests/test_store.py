@@ -560,6 +560,7 @@ def run_python(script: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script), *args],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
@@ -592,9 +593,8 @@ async def test_another_process_reads_what_this_one_appended(tmp_path: Path) -> N
 
 
 async def test_two_processes_append_to_one_topic(tmp_path: Path) -> None:
-    # A generous busy timeout: on a loaded machine a checkpoint's fsync can hold the write
-    # lock past the default 5 s (the worker retries then; these bare loops do not).
-    url = f"sqlite:///{tmp_path / 'mesh.db'}?busy_timeout=60000"
+    # Both open the same new file at once: switching it to WAL must wait for the other.
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
     script = """
         import asyncio, sys
         from meshconnect.mesh.sqlite import SqliteStore
@@ -612,8 +612,8 @@ async def test_two_processes_append_to_one_topic(tmp_path: Path) -> None:
     """
     children = [run_python(script, url, who) for who in ("a", "b")]
     for child in children:
-        await asyncio.to_thread(child.communicate, timeout=120)
-        assert child.returncode == 0
+        _, err = await asyncio.to_thread(child.communicate, timeout=120)
+        assert child.returncode == 0, err
 
     store = SqliteStore(url)
     await store.open()

@@ -195,7 +195,7 @@ class SqliteStore(MeshStore):
             raise StoreError(f"mesh store {self.url}: cannot create {where}: {exc}") from exc
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = self._enable_wal(conn)
             if str(mode).lower() != "wal":
                 raise StoreError(
                     f"mesh store {self.url}: SQLite refused WAL mode (journal_mode={mode}); "
@@ -209,6 +209,22 @@ class SqliteStore(MeshStore):
             self._conn = None
             conn.close()
             raise
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch a new database file to WAL (a file that is already WAL stays so).
+
+        Changing the journal mode needs the file to itself, and SQLite answers "database is
+        locked" at once, without waiting, while another process opens the same new file: so
+        wait here, as long as ``busy_timeout``.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.02)
 
     def _close_sync(self) -> None:
         conn, self._conn = self._conn, None
