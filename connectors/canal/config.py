@@ -180,6 +180,12 @@ class CanalSourceConfig(ConnectorConfig):
     batch_events: int = Field(
         default=5000, ge=1, description="The most binlog events turned into one batch."
     )
+    batch_rows: int = Field(
+        default=10000,
+        ge=1,
+        description="About how many row changes one batch holds: fewer events are read at a "
+        "time when they carry many rows (multi-row statements), so batches stay this size.",
+    )
     decoder: Literal["auto", "fast", "library"] = Field(
         default="auto",
         description=(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -144,7 +145,7 @@ def _row_conv(kind: str, fsp: int, binary: str) -> Conv | None:
 
         def datetime_(v: Any) -> Any:
             if isinstance(v, dt.datetime):
-                return v.strftime("%Y-%m-%dT%H:%M:%S") + _frac(v.microsecond, fsp)
+                return v.isoformat(timespec="seconds") + _frac(v.microsecond, fsp)
             return v
 
         return datetime_
@@ -153,8 +154,8 @@ def _row_conv(kind: str, fsp: int, binary: str) -> Conv | None:
         def timestamp(v: Any) -> Any:
             if isinstance(v, dt.datetime):
                 if v.tzinfo is not None:
-                    v = v.astimezone(dt.UTC)
-                return v.strftime("%Y-%m-%dT%H:%M:%S") + _frac(v.microsecond, fsp) + "Z"
+                    v = v.astimezone(dt.UTC).replace(tzinfo=None)
+                return v.isoformat(timespec="seconds") + _frac(v.microsecond, fsp) + "Z"
             return v
 
         return timestamp
@@ -186,8 +187,8 @@ def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
         def datetime_(v: Any) -> str:
             if isinstance(v, dt.datetime):
                 if v.tzinfo is not None:
-                    v = v.astimezone(dt.UTC)
-                return v.strftime("%Y-%m-%d %H:%M:%S") + _frac(v.microsecond, fsp)
+                    v = v.astimezone(dt.UTC).replace(tzinfo=None)
+                return v.isoformat(" ", "seconds") + _frac(v.microsecond, fsp)
             return str(v)
 
         return datetime_
@@ -565,5 +566,7 @@ class Formatter:
         )
 
 
+@functools.lru_cache(maxsize=64)
 def _iso(ts: int) -> str:
+    """Event time (whole seconds) as ISO 8601 UTC; cached, as events come second by second."""
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
