@@ -281,11 +281,12 @@ def main() -> None:
             print(f"{name:20} {s:8.2f} {n / s:12,.0f} {base / s:18.0%} {extra:16.2f}")
 
         filter_cost = next(m for name, _, m in costs if name == "filter")
+        in_pipeline = (seconds["simple filter"] - base) / n * 1e6
         ratio = base / seconds["6-transform chain"]
         print(
             f"\ntargets: simple filter <= 2 µs/record: {filter_cost:.2f} µs alone, "
-            f"{(seconds['simple filter'] - base) / n * 1e6:.2f} µs in the pipeline "
-            f"({'met' if filter_cost <= 2 else 'MISSED'}); "
+            f"{in_pipeline:.2f} µs in the pipeline "
+            f"({'met' if max(filter_cost, in_pipeline) <= 2 else 'MISSED'}); "
             f"6-transform chain >= 60% of the no-transform throughput: {ratio:.0%} "
             f"({'met' if ratio >= 0.6 else 'MISSED'})"
         )
