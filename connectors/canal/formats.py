@@ -45,27 +45,6 @@ __all__ = ["Formatter", "Shape", "TxMeta", "ddl_info"]
 
 Conv = Callable[[Any], Any]
 
-# Binlog type code -> value kind, for columns the schema cache does not know.
-_KIND_OF_TYPE = {
-    0: "decimal",
-    246: "decimal",
-    4: "float32",
-    5: "float",
-    7: "timestamp",
-    17: "timestamp",
-    10: "date",
-    14: "date",
-    12: "datetime",
-    18: "datetime",
-    11: "time",
-    19: "time",
-    13: "year",
-    16: "bit",
-    245: "json",
-    247: "enum",
-    248: "set",
-    255: "bytes",
-}
 _KIND_OF_DATA_TYPE = {
     "decimal": "decimal",
     "numeric": "decimal",
@@ -109,6 +88,13 @@ _TYPE_NAMES = {
     252: "blob",
     255: "geometry",
 }
+# Binlog type code -> value kind, for columns the schema cache does not know: by the type's
+# name, plus the codes whose name says less (old DECIMAL, NEWDATE, GEOMETRY as bytes).
+_KIND_OF_TYPE = {
+    code: _KIND_OF_DATA_TYPE[name]
+    for code, name in _TYPE_NAMES.items()
+    if name in _KIND_OF_DATA_TYPE
+} | {0: "decimal", 14: "date", 255: "bytes"}
 
 
 def _float32(v: float) -> float:
