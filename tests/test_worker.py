@@ -6,9 +6,12 @@ import asyncio
 import logging
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from meshconnect import Transform, TransformSpec, hookimpl
 from meshconnect.mesh import open_store
 from meshconnect.testing import MemorySink, MemorySource, collect, run_pipelines, test_registry
 
@@ -28,6 +31,22 @@ def pipeline(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def registry_with_transform(name: str, transform: Transform) -> Any:
+    """The test registry plus a plugin that offers ``transform`` as ``type: name``."""
+
+    class NoOptions(BaseModel):
+        pass
+
+    class Plugin:
+        @hookimpl
+        def meshconnect_transforms(self) -> list[TransformSpec]:
+            return [TransformSpec(name, NoOptions, lambda options, compiler: transform)]
+
+    registry = test_registry()
+    registry.register(Plugin(), name)
+    return registry
 
 
 def records(n: int, **extra: object) -> str:
@@ -319,26 +338,13 @@ async def test_long_runs_log_progress_per_connector(
 async def test_a_record_the_store_cannot_encode_is_dead_lettered_and_the_rest_stored(
     tmp_path: Path, store_url: str
 ) -> None:
-    from pydantic import BaseModel
-
-    from meshconnect import Transform, TransformSpec, hookimpl
-
     class Setify(Transform):
         def apply(self, record):  # type: ignore[no-untyped-def]
             if record.data.get("bad"):
                 record.data["tags"] = {"a", "b"}  # a set: not JSON
             return record
 
-    class NoOptions(BaseModel):
-        pass
-
-    class Plugin:
-        @hookimpl
-        def meshconnect_transforms(self) -> list[TransformSpec]:
-            return [TransformSpec("setify", NoOptions, lambda options, compiler: Setify())]
-
-    registry = test_registry()
-    registry.register(Plugin(), "setify")
+    registry = registry_with_transform("setify", Setify())
     config = pipeline(
         tmp_path,
         """
@@ -368,25 +374,13 @@ async def test_a_plugin_transform_that_changes_nested_objects_in_place_cannot_re
 ) -> None:
     """Sinks of one topic share the stored records; a sink chain with a transform that does
     not declare ``copies_nested_objects`` runs on deep copies."""
-    from pydantic import BaseModel
-
-    from meshconnect import Transform, TransformSpec, hookimpl
 
     class Scribble(Transform):
         def apply(self, record):  # type: ignore[no-untyped-def]
             record.data["card"]["number"] = "xxxx"  # in place, nested
             return record
 
-    class NoOptions(BaseModel):
-        pass
-
-    class Plugin:
-        @hookimpl
-        def meshconnect_transforms(self) -> list[TransformSpec]:
-            return [TransformSpec("scribble", NoOptions, lambda options, compiler: Scribble())]
-
-    registry = test_registry()
-    registry.register(Plugin(), "scribble")
+    registry = registry_with_transform("scribble", Scribble())
     cards = "[" + ", ".join(f"{{card: {{number: '4111-{i}'}}}}" for i in range(300)) + "]"
     config = pipeline(
         tmp_path,

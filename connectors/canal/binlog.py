@@ -34,6 +34,7 @@ from typing import Any
 
 from meshconnect.errors import ConfigError, RetriableError
 
+from . import _rowcodec as ft  # the binlog column type codes
 from .events import (
     Column,
     Event,
@@ -51,11 +52,6 @@ __all__ = ["LibraryReader"]
 
 _UTC = dt.UTC
 _TRANSACTION_PAYLOAD_EVENT = 40
-# Binlog column type codes (pymysqlreplication.constants.FIELD_TYPE).
-_TIMESTAMP, _DATE, _DATETIME, _YEAR = 7, 10, 12, 13
-_NEWDATE, _BIT, _TIMESTAMP2, _DATETIME2 = 14, 16, 17, 18
-_JSON, _NEWDECIMAL, _ENUM, _SET = 245, 246, 247, 248
-_TIME2, _STRING = 19, 254
 _ZERO_DATE = "0000-00-00"
 
 
@@ -83,9 +79,9 @@ def _zero_datetime(fsp: int) -> str:
 def _converter(col: Any) -> Callable[[Any], Any] | None:
     """A function fixing the library's value of this column, or None when it is fine."""
     kind = col.type
-    if kind in (_TIMESTAMP, _TIMESTAMP2):
+    if kind in (ft.TIMESTAMP, ft.TIMESTAMP2):
         return lambda v: v.replace(tzinfo=_UTC) if isinstance(v, dt.datetime) else v
-    if kind == _SET:
+    if kind == ft.SET:
         order = list(col.set_values or ())
 
         def set_(v: Any) -> Any:
@@ -94,17 +90,17 @@ def _converter(col: Any) -> Callable[[Any], Any] | None:
             return v
 
         return set_
-    if kind == _BIT:
+    if kind == ft.BIT:
         return lambda v: int(v, 2) if isinstance(v, str) else v
-    if kind == _YEAR:
+    if kind == ft.YEAR:
         return lambda v: 0 if v == 1900 else v
-    if kind == _JSON:
+    if kind == ft.JSON:
         return _decode_json
-    if kind == _TIME2 and getattr(col, "fsp", 0):
+    if kind == ft.TIME2 and getattr(col, "fsp", 0):
         return _negative_time
     if getattr(col, "character_set_name", None) == "binary":
         # An empty binary value comes as '' (str); BINARY(n) loses its trailing zero bytes.
-        size = int(getattr(col, "max_length", 0) or 0) if kind == _STRING else 0
+        size = int(getattr(col, "max_length", 0) or 0) if kind == ft.STRING else 0
 
         def binary(v: Any) -> Any:
             if isinstance(v, str):
@@ -147,7 +143,7 @@ class _TableInfo:
     def __init__(self, lib_table: Any, table_id: int, schema: str, name: str) -> None:
         columns = []
         for c in lib_table.columns:
-            if c.type == _NEWDECIMAL:
+            if c.type == ft.NEWDECIMAL:
                 meta: Any = (getattr(c, "precision", 0), getattr(c, "decimals", 0))
             else:
                 meta = getattr(c, "fsp", None) or getattr(c, "max_length", None) or 0

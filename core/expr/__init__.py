@@ -104,7 +104,7 @@ from ._compiler import Compiler, Expression, Predicate
 from ._errors import ExpressionError
 from ._functions import BUILTIN_FUNCTIONS
 from ._runtime import render_value
-from ._templates import Template
+from ._templates import Template, sole_placeholder
 from ._translator import MAX_DEPTH as MAX_DEPTH  # the limits stay importable from here
 from ._translator import MAX_LENGTH as MAX_LENGTH
 
@@ -116,4 +116,5 @@ __all__ = [
     "Predicate",
     "Template",
     "render_value",
+    "sole_placeholder",
 ]

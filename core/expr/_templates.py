@@ -119,6 +119,14 @@ def _split_template(text: str) -> list[str | tuple[int, str]]:
     return pieces
 
 
+def sole_placeholder(text: str) -> str | None:
+    """The expression of ``text`` when it is one ``{expression}`` and nothing else (``{a}{b}``
+    and ``{{x}}`` are not), else ``None``: a caller can then keep the value's type."""
+    if len(text) < 3 or text[0] != "{" or text.startswith("{{"):
+        return None
+    return text[1:-1] if _placeholder_end(text, 1) == len(text) - 1 else None
+
+
 def _placeholder_end(text: str, start: int) -> int | None:
     """Index of the ``}`` that closes the placeholder starting at ``start``, honouring
     brackets and string quotes inside it; ``None`` if there is none."""

@@ -16,6 +16,7 @@ from pydantic import Field, JsonValue
 
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
+from ..expr import sole_placeholder
 from . import Transform
 from ._common import DataPathOption, Options, PathOption, fresh_copy, kind_of, nested, own
 from .paths import FieldPath, parse_path
@@ -255,8 +256,8 @@ def _compile_tree(node: Any, compiler: Compiler, where: str) -> tuple[Builder | 
         stripped = node.strip()
         if stripped.startswith("$.") and len(stripped) > 2:  # EventMesh's JSONPath: $.data.x
             return compiler.expression(stripped[2:], field=where), None
-        if _single_placeholder(stripped):
-            return compiler.expression(stripped[1:-1], field=where), None
+        if (expression := sole_placeholder(stripped)) is not None:
+            return compiler.expression(expression, field=where), None
         template = compiler.template(node, field=where)
         if template.is_literal:
             return None, template.literal
@@ -289,32 +290,6 @@ def _compile_tree(node: Any, compiler: Compiler, where: str) -> tuple[Builder | 
 
         return build_array, None
     return None, node
-
-
-def _single_placeholder(text: str) -> bool:
-    """Whether ``text`` is one ``{expression}`` and nothing else (``{a}{b}`` is not)."""
-    if len(text) < 3 or text[0] != "{" or text[-1] != "}" or text.startswith("{{"):
-        return False
-    depth = 0
-    quote: str | None = None
-    escaped = False
-    for i, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif quote is not None:
-            if char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = None
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-            if depth == 0 and i != len(text) - 1:
-                return False
-    return depth == 0
 
 
 def _make_template(options: TemplateOptions, compiler: Compiler) -> TemplateTransform:
