@@ -377,9 +377,11 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     for group in report["sinks"]:
         click.echo(f"sink {group['group']}")
         if not group["topics"]:
-            click.echo("  (nothing committed)")
+            click.echo("  (no committed offset: starts from the beginning)")
         for t in group["topics"]:
             click.echo(f"  {t['topic']}: offset {t['offset']} of {t['end']} (lag {t['lag']})")
+        if group["state"] is not None:
+            click.echo(f"  state: {json.dumps(group['state'], sort_keys=True)}")
 
 
 async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
@@ -446,7 +448,7 @@ def offsets_reset(
         raise click.ClickException(f"no pipeline {pipeline!r} in {file} (pipelines: {names})")
     store = options.open_store(options.store_url(config))
     plan = asyncio.run(_reset_plan(store, matches[0], sink_name, target))
-    click.echo(plan["describe"])
+    click.echo("\n".join(plan["describe"]))
     if not yes and not click.confirm("Apply this reset?", default=False):
         click.echo("nothing changed")
         sys.exit(1)
@@ -457,6 +459,9 @@ def offsets_reset(
 async def _reset_plan(
     store: MeshStore, pipeline: Any, sink_name: str | None, target: str
 ) -> dict[str, Any]:
+    """What ``offsets reset`` will do, with ``describe``: the lines that tell the user what
+    moves and what happens to the output (printed before the confirmation)."""
+    from .sinkloop import resolve_topics, sink_patterns
     from .worker import sink_group, source_id
 
     await store.open()
@@ -476,9 +481,17 @@ async def _reset_plan(
                     new = json.loads(target)
                 except json.JSONDecodeError:
                     raise click.ClickException(f"--to: not JSON: {target!r}") from None
-            describe = f"source {ident}: positions {json.dumps(current)} -> " + (
-                "(none: read from the beginning)" if new is None else json.dumps(new)
-            )
+                if not isinstance(new, dict) or not all(isinstance(v, dict) for v in new.values()):
+                    raise click.ClickException(
+                        '--to: a JSON object {"<partition>": {<position>}, ...}: ' + target
+                    )
+            describe = [
+                f"source {ident}: positions {json.dumps(current)} -> "
+                + ("(none: read from the beginning)" if new is None else json.dumps(new)),
+                "output: records before the new positions are not read again; records after "
+                "them are read (again) and appended to the pipeline's topics, which then hold "
+                "a second copy of any record read before. What sinks wrote stays as it is.",
+            ]
             return {"kind": "source", "id": ident, "new": new, "describe": describe}
         sinks = [s for s in pipeline.sinks if s.name == sink_name]
         if not sinks:
@@ -486,12 +499,18 @@ async def _reset_plan(
             raise click.ClickException(f"no sink {sink_name!r} in {pipeline.name} ({names})")
         group = sink_group(pipeline.name, sink_name)
         info = await store.group(group)
-        topics = sorted(info.offsets)
+        patterns = sink_patterns(pipeline, sinks[0])
+        topics = sorted(set(info.offsets) | set(await resolve_topics(store, patterns)))
+        stored = {t.name: t for t in await store.topics()}
+        topics = [t for t in topics if t in stored or t in info.offsets]
         if not topics:
-            raise click.ClickException(f"sink {group} has no committed offsets")
-        ends = await store.end_offsets(topics)
+            raise click.ClickException(
+                f"sink {group}: no stored topic matches {', '.join(patterns)}; nothing to reset"
+            )
+        starts = {t: stored[t].start if t in stored else 0 for t in topics}
+        ends = {t: stored[t].end if t in stored else 0 for t in topics}
         if target == "beginning":
-            new_offsets: dict[str, int] | None = None
+            new_offsets = {t: starts[t] for t in topics}
         elif target == "end":
             new_offsets = dict(ends)
         else:
@@ -501,10 +520,41 @@ async def _reset_plan(
                 raise click.ClickException(
                     f"--to: beginning, end or an offset: {target!r}"
                 ) from None
+            if value < 0:
+                raise click.ClickException(f"--to: an offset is 0 or more: {target!r}")
             new_offsets = {t: value for t in topics}
-        describe = f"sink {group}: offsets {info.offsets} -> " + (
-            "(none: from the beginning)" if new_offsets is None else str(new_offsets)
-        )
+        old = {t: info.offsets.get(t, 0) for t in topics}
+        describe = [
+            f"sink {group}: offsets {json.dumps(info.offsets, sort_keys=True)} -> "
+            f"{json.dumps(new_offsets, sort_keys=True)}"
+        ]
+        if info.state is None:
+            describe.append(
+                "output: this sink has no committed state; it starts its output as on a first run"
+            )
+        else:
+            describe.append(
+                f"output: kept. The sink resumes from its committed state "
+                f"{json.dumps(info.state, sort_keys=True)} (a file sink appends after it); "
+                "nothing it wrote is removed."
+            )
+        for t in topics:
+            first, last = min(old[t], new_offsets[t]), max(old[t], new_offsets[t])
+            first = max(first, starts[t])
+            last = min(last, ends[t])
+            count = max(0, last - first)
+            if new_offsets[t] < old[t] and count:
+                describe.append(
+                    f"  {t}: {count} record(s) at offsets {first}..{last - 1} are delivered "
+                    "again, after the existing output"
+                )
+            elif new_offsets[t] > old[t] and count:
+                describe.append(
+                    f"  {t}: {count} record(s) at offsets {first}..{last - 1} are skipped "
+                    "(never delivered to this sink)"
+                )
+            else:
+                describe.append(f"  {t}: no record is delivered again or skipped")
         return {"kind": "sink", "id": group, "new": new_offsets, "describe": describe}
     finally:
         await store.close()

@@ -492,6 +492,13 @@ class Worker:
         try:
             info = await self.store.group(group)
             await sink.open(info.state)
+            if info.state is None:
+                # Commit the fresh sink's state before any record: the output it just created
+                # is then its own, and a crash before the first flush does not leave behind
+                # a file it would have to treat as someone else's (see the file sink).
+                state = await sink.flush()
+                if state is not None:
+                    await self.store.commit(group, {}, state)
             status.set("RUNNING")
             log.info("sink %s started at %s", group, info.offsets or "the beginning")
             await SinkLoop(self, pipeline, loaded, sink, status, info.offsets).run()

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from meshconnect.api import ConnectorConfig
-from meshconnect.config.model import Duration
+from meshconnect.config.model import ByteSize, Duration
 
 __all__ = ["FileSinkConfig", "FileSourceConfig"]
 
@@ -153,12 +153,24 @@ class FileSinkConfig(ConnectorConfig):
             "(attributes, extensions and data)."
         ),
     )
-    rotate_bytes: int | None = Field(
+    rotate_bytes: ByteSize | None = Field(
         default=None,
         gt=0,
         description=(
-            "Start a new file when the current one would grow past this many bytes (between "
-            "records: a record larger than this gets a file of its own). Unset: one file."
+            "Start a new file when the current one would grow past this size (`10MB`, `1GiB` "
+            "or a number of bytes; between records: a record larger than this gets a file of "
+            "its own). Unset: one file."
+        ),
+    )
+    if_exists: Literal["fail", "append", "replace"] = Field(
+        default="fail",
+        description=(
+            "What to do when the sink has no committed state (its first run, or its `path` "
+            "changed) and finds a non-empty file at `path` (with `rotate_bytes`: any "
+            "`<stem>-<seq>.<suffix>` file) that it has no record of writing. `fail`: refuse "
+            "to start, naming the file; nothing is touched. `append`: keep the file and append "
+            "after its content. `replace`: discard its content and start a fresh file. Once "
+            "the sink has committed, it owns the file and this setting no longer applies."
         ),
     )
     fsync: bool = Field(
