@@ -654,14 +654,30 @@ async def _topics_report(store: MeshStore) -> list[dict[str, Any]]:
 
 @topics.command("tail")
 @click.argument("topic")
-@click.option("--from-beginning", is_flag=True, help="Start at the oldest stored record.")
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    help="Start at the oldest stored record (with -n: print the first N records).",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new records.")
-@click.option("-n", "lines", default=10, show_default=True, help="Records from the end.")
+@click.option(
+    "-n",
+    "lines",
+    type=click.IntRange(min=0),
+    default=None,
+    help="How many records: the last N (default 10), or with --from-beginning the first N "
+    "(default all).",
+)
 @pass_options
 def topics_tail(
-    options: _Options, topic: str, from_beginning: bool, follow: bool, lines: int
+    options: _Options, topic: str, from_beginning: bool, follow: bool, lines: int | None
 ) -> None:
-    """Print a topic's records as CloudEvents JSON lines."""
+    """Print a topic's records as CloudEvents JSON lines.
+
+    A topic that does not exist is an error (exit 1) naming it, except with --follow, which
+    waits for it to appear."""
+    if from_beginning and follow and lines is not None:
+        raise click.UsageError("-n with --from-beginning --follow: give one or the other")
     store = options.open_store(options.store_url())
     try:
         asyncio.run(_tail(store, topic, from_beginning, follow, lines))
@@ -669,23 +685,39 @@ def topics_tail(
         pass
 
 
-async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int) -> None:
+async def _tail(
+    store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int | None
+) -> None:
     import orjson
 
     await store.open()
     try:
-        end = (await store.end_offsets([topic]))[topic]
-        offset = 0 if from_beginning else max(0, end - n)
+        infos = {t.name: t for t in await store.topics()}
+        if topic not in infos:
+            names = ", ".join(sorted(infos)) or "none"
+            if not follow:
+                raise click.ClickException(f"no topic {topic!r} in {store.url} (topics: {names})")
+            click.echo(f"topic {topic!r} does not exist yet; waiting for it", err=True)
+            start = end = 0
+        else:
+            start, end = infos[topic].start, infos[topic].end
+        if from_beginning:
+            offset = start
+            stop = None if n is None else start + n
+        else:
+            offset = max(start, end - (10 if n is None else n))
+            stop = None
         out = sys.stdout.buffer
         while True:
-            records = await store.read(topic, offset, 1000)
+            limit = 1000 if stop is None else min(1000, stop - offset)
+            records = await store.read(topic, offset, limit) if limit > 0 else []
             for record in records:
                 out.write(orjson.dumps(record.to_dict()) + b"\n")
             out.flush()
             if records:
                 offset = records[-1].offset + 1  # type: ignore[operator]
                 continue
-            if not follow:
+            if not follow or (stop is not None and offset >= stop):
                 return
             await asyncio.wait([asyncio.ensure_future(store.data_changed())], timeout=1.0)
     finally:

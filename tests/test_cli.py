@@ -311,3 +311,41 @@ def test_run_refuses_a_file_sink_over_an_unrelated_file_and_keeps_it(tmp_path: P
         "append after it) or 'if_exists: replace' (discard its content)"
     )
     assert (tmp_path / "out.jsonl").read_text() == "precious\n"
+
+
+def test_topics_tail_of_a_missing_topic_is_an_error_naming_it(tmp_path: Path, quick: Path) -> None:
+    assert mc(tmp_path, "run", str(quick), env={"SALT": "x"}).returncode == 0
+
+    tail = mc(tmp_path, "topics", "tail", "NOSUCH")
+
+    assert tail.returncode == 1
+    assert tail.stdout == ""
+    assert tail.stderr == (
+        f"Error: no topic 'NOSUCH' in sqlite:///{tmp_path / 'state' / 'mesh.db'} (topics: quick)\n"
+    )
+
+
+def test_topics_tail_n_with_from_beginning_prints_the_first_n(tmp_path: Path, quick: Path) -> None:
+    assert mc(tmp_path, "run", str(quick), env={"SALT": "x"}).returncode == 0
+
+    first = mc(tmp_path, "topics", "tail", "quick", "-n", "1", "--from-beginning")
+    two = mc(tmp_path, "topics", "tail", "quick", "--from-beginning", "-n", "2")
+    everything = mc(tmp_path, "topics", "tail", "quick", "--from-beginning")
+    last = mc(tmp_path, "topics", "tail", "quick", "-n", "1")
+
+    offsets = [
+        [json.loads(line)["id"].rsplit("-", 1)[1] for line in r.stdout.splitlines()]
+        for r in (first, two, everything, last)
+    ]
+    assert offsets == [["0"], ["0", "9"], ["0", "9", "18", "27", "36"], ["36"]]
+
+
+def test_schema_of_a_connector_that_is_source_and_sink_asks_for_the_kind(tmp_path: Path) -> None:
+    both = mc(tmp_path, "schema", "--connector", "file")
+    sink = mc(tmp_path, "schema", "--connector", "file", "--kind", "sink")
+
+    assert both.returncode == 1
+    assert both.stderr == (
+        "Error: connector 'file' is both a sink and a source: add --kind sink or --kind source\n"
+    )
+    assert json.loads(sink.stdout)["title"] == "FileSinkConfig"
