@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from decimal import Decimal
@@ -113,7 +114,9 @@ async def test_text_lines_are_strings_without_their_newline(tmp_path: Path) -> N
 
     reading = await read_to_end(await started(tmp_path, path="app.log", format="text"))
 
-    assert reading.data == ["first", "", "third ünïcode", "last without newline"]
+    # A text line without newline may be half-written: it waits for its newline (see the
+    # rule per format in test_a_half_written_last_line_*).
+    assert reading.data == ["first", "", "third ünïcode"]
     assert reading.records[0].datacontenttype == "text/plain"
 
 
@@ -205,14 +208,16 @@ async def test_a_bounded_source_ends_with_none(tmp_path: Path) -> None:
     source = await started(tmp_path, path="in.jsonl")
 
     batch = await source.poll()
-    assert batch is not None and [r.data for r in batch.records] == [1, 2, 3]
+    assert batch is not None and [r.data for r in batch.records] == [1, 2]
 
     assert await source.poll() is None
     assert batch.positions == {
         str(tmp_path / "in.jsonl"): {
             "path": str(tmp_path / "in.jsonl"),
             "inode": os.stat(tmp_path / "in.jsonl").st_ino,
-            "offset": 5,
+            "offset": 4,
+            "fingerprint": "4:" + hashlib.blake2b(b"1\n2\n", digest_size=8).hexdigest(),
+            "generation": 0,
         }
     }
 
@@ -227,7 +232,9 @@ async def test_resuming_from_a_middle_batch_yields_exactly_the_rest(tmp_path: Pa
     rest = await read_to_end(await started(tmp_path, after_two_batches.positions, path="in.jsonl"))
 
     assert [len(b.records) for b in everything.batches] == [3, 3, 3, 1]
-    assert rest.records == everything.records[6:]
+    assert [(r.id, r.data) for r in rest.records] == [
+        (r.id, r.data) for r in everything.records[6:]
+    ]
 
 
 async def test_ids_are_deterministic_inode_and_offset(tmp_path: Path) -> None:

@@ -51,6 +51,15 @@ class FileSourceConfig(ConnectorConfig):
             "truncation (copytruncate)."
         ),
     )
+    wait_for_files: Duration = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Bounded reads only: how long to wait at start for every pattern of `path` to "
+            "match a file (e.g. `30s`). A pattern that still matches nothing fails the source "
+            "(the run exits 1 naming it). `follow: true` always waits."
+        ),
+    )
     poll_interval: Duration = Field(
         default=0.25,
         gt=0,
@@ -126,6 +135,14 @@ class FileSourceConfig(ConnectorConfig):
         if self.format == "csv" and not self.header and not self.fieldnames:
             raise ValueError("format csv with header: false needs fieldnames")
         return self
+
+    @field_validator("fieldnames")
+    @classmethod
+    def _names_unique(cls, value: list[str] | None) -> list[str] | None:
+        for i, name in enumerate(value or []):
+            if name in (value or [])[:i]:
+                raise ValueError(f"the field name {name!r} is given twice")
+        return value
 
     @property
     def patterns(self) -> list[str]:
