@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .records import kind_of
 
-__all__ = ["FORMATS", "check_format", "format_time", "parse_time", "zone"]
+__all__ = ["FORMATS", "check_format", "format_time", "parse_time", "zone", "zone_hint"]
 
 #: The named formats (besides strftime patterns, which contain a ``%``).
 FORMATS = ("auto", "epoch_s", "epoch_ms", "iso")
@@ -58,9 +58,19 @@ def zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin', or 'UTC')"
-        ) from None
+        raise ValueError(f"unknown time zone {name!r} ({zone_hint(name)})") from None
+
+
+def zone_hint(name: str) -> str:
+    """A did-you-mean among the IANA zone names (case-insensitive), or the general advice."""
+    import difflib
+    from zoneinfo import available_timezones
+
+    zones = {z.lower(): z for z in available_timezones()}
+    close = difflib.get_close_matches(name.lower(), list(zones), n=1, cutoff=0.7)
+    if close:
+        return f"did you mean {zones[close[0]]!r}?"
+    return "use an IANA name such as 'Europe/Berlin', or 'UTC'"
 
 
 def check_format(fmt: str, *, parsing: bool = True) -> str:

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from ..expr import render_value
-from ..timefmt import check_format, format_time, parse_time, zone
+from ..timefmt import check_format, format_time, parse_time, zone, zone_hint
 from . import Transform
 from ._common import Options, PathOption, kind_of, nested, own
 from .paths import FieldPath, parse_path
@@ -297,9 +297,7 @@ class TimestampConvertOptions(Options):
         try:
             zone(name)
         except ValueError:
-            raise ValueError(
-                "not a known time zone: use an IANA name such as Europe/Berlin, or UTC"
-            ) from None
+            raise ValueError(f"not a known time zone: {zone_hint(name)}") from None
         return name
 
 
