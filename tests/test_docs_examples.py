@@ -329,7 +329,7 @@ def parse_command(args: list[str]) -> None:
     command: click.Command = cli
     ctx = command.make_context("meshconnect", list(args), resilient_parsing=False)
     while isinstance(command, click.Group):
-        rest = [*ctx._protected_args, *ctx.args]  # noqa: SLF001 - click keeps them here
+        rest = [*ctx._protected_args, *ctx.args]
         if not rest:
             return
         name, sub, rest = command.resolve_command(ctx, rest)
