@@ -759,6 +759,10 @@ def topics_replay(
 
     if to == dead_letter_topic:
         raise click.ClickException("--to must name another topic than the dead-letter topic")
+    from .config.topics import topic_problem
+
+    if (problem := topic_problem(to)) is not None:
+        raise click.ClickException(f"--to {to!r}: {problem}")
     predicate = None
     if where is not None:
         try:

@@ -216,3 +216,56 @@ def test_a_rendered_pipeline_topic_is_checked_too(tmp_path: Path) -> None:
         "topic 't.bad one' (rendered from the topic template): a topic name may not contain a "
         f"space: {RULE}"
     ]
+
+
+def test_a_sink_never_dead_letters_into_a_topic_it_reads(tmp_path: Path) -> None:
+    """The runtime guard behind validate: a sink whose dead-letter topic it reads itself (here
+    set after loading, as validate refuses it) fails instead of feeding failures back in."""
+    import asyncio
+
+    from meshconnect.config.loader import load_pipeline_files
+    from meshconnect.mesh import open_store
+    from meshconnect.plugins import PluginPolicy, load_registry
+    from meshconnect.worker import Worker
+
+    (tmp_path / "in.jsonl").write_text('{"s":"abc"}\n')
+    p = write(
+        tmp_path,
+        "p.yaml",
+        """\
+        pipelines:
+          - name: p
+            topic: dlq.in
+            source: {connector: file, config: {path: in.jsonl}}
+            sinks:
+              - name: s
+                connector: file
+                topics: ["dlq.*"]
+                transforms: [{type: filter, where: "int(data.s) == 1"}]
+                config: {path: out.jsonl}
+                errors: {tolerance: all, dead_letter_topic: elsewhere}
+        """,
+    )
+    registry = load_registry(PluginPolicy.read(None))
+    config = load_pipeline_files([p], registry, env={})
+    config.pipelines[0].sinks[0].errors.dead_letter_topic = "dlq.s"
+
+    async def run() -> tuple[int, list[str]]:
+        store = open_store(f"sqlite:///{tmp_path / 'mesh.db'}", registry)
+        await store.open()
+        try:
+            code = await asyncio.wait_for(Worker(config, store).run(), 60)
+            return code, [t.name for t in await store.topics()]
+        finally:
+            await store.close()
+
+    code, topics = asyncio.run(run())
+
+    assert (code, topics) == (1, ["dlq.in"])
+
+
+def test_topics_replay_checks_the_target_topic_name(tmp_path: Path) -> None:
+    result = mc(tmp_path, "topics", "replay", "dlq", "--to", "a b")
+
+    assert result.returncode == 1
+    assert result.stderr == f"Error: --to 'a b': a topic name may not contain a space: {RULE}\n"

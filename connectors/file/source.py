@@ -72,6 +72,7 @@ from ._partitions import (
     Partitions,
     Tail,
     after_last_newline,
+    fingerprint,
     pread,
 )
 from .config import FileSourceConfig
@@ -199,10 +200,14 @@ class FileSource(Partitions, Source[FileSourceConfig]):
             for path in self._glob():
                 with open(path, "rb") as f:
                     stat = os.fstat(f.fileno())
+                    offset = after_last_newline(f)
+                    size = min(offset, FINGERPRINT)
                     out[path] = {
                         "path": path,
                         "inode": stat.st_ino,
-                        "offset": after_last_newline(f),
+                        "offset": offset,
+                        "fingerprint": fingerprint(pread(f.fileno(), size, 0), size),
+                        "generation": 0,
                     }
             return out
 
