@@ -46,7 +46,8 @@ class FileSourceConfig(ConnectorConfig):
         default=False,
         description=(
             "false: bounded; read every matching file to its end, then the source is done (a "
-            "last line without newline counts). true: tail the files forever like `tail -F`: "
+            "last line without newline is read only when certainly whole: see 'A last line "
+            "without newline'). true: tail the files forever like `tail -F`: "
             "pick up new files matching the glob, follow rotation (rename and re-create) and "
             "truncation (copytruncate)."
         ),
