@@ -413,3 +413,41 @@ async def test_wait_for_files_gives_up_after_its_time(tmp_path: Path) -> None:
     assert str(caught.value).startswith(
         f"file source: no file matches {tmp_path / 'never.jsonl'} (waited 0.3s); "
     )
+
+
+def test_truncate_and_rewrite_longer_while_following_through_meshconnect_run(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import time
+
+    log = tmp_path / "app.log"
+    log.write_bytes(b'{"n":"old-1"}\n{"n":"old-2"}\n')
+    p = pipeline(tmp_path, "{path: app.log, follow: true, poll_interval: 1s}")
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), "run"]
+    worker = subprocess.Popen([*command, str(p)], cwd=tmp_path, stderr=subprocess.PIPE)
+
+    def wait_for(lines: int) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if out.exists() and len(out.read_bytes().splitlines()) >= lines:
+                return
+            time.sleep(0.05)
+
+    wait_for(2)
+    with log.open("r+b") as f:  # truncate and write more than was read, between two polls
+        f.truncate(0)
+        f.write(b'{"n":"new-1, longer than both old lines"}\n{"n":"new-2"}\n')
+    wait_for(4)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+
+    assert worker.returncode == 0, err.decode()
+    assert out.read_bytes().splitlines() == [
+        b'{"n":"old-1"}',
+        b'{"n":"old-2"}',
+        b'{"n":"new-1, longer than both old lines"}',
+        b'{"n":"new-2"}',
+    ]
+    assert b"was rewritten while it was read" in err or b"was truncated while it was read" in err
