@@ -1,6 +1,6 @@
 """Every example block in docs/ is exercised (issue 9 item 8): docs describe only what exists.
 
-Each fenced block of every ``docs/**/*.md`` page is checked by its language:
+Each fenced block of every ``docs/**/*.md`` page (and of README.md) is checked by its language:
 
 * ``yaml``: a whole pipeline file (``pipelines:``) is loaded by the pipeline loader (what
   ``validate`` and ``run`` use) and must have no problem. A fragment (``source:``, ``sinks:``,
@@ -67,7 +67,7 @@ class Block:
 
 def blocks() -> list[Block]:
     found = []
-    for page in sorted(DOCS.rglob("*.md")):
+    for page in [DOCS.parent / "README.md", *sorted(DOCS.rglob("*.md"))]:
         lines = page.read_text(encoding="utf-8").splitlines()
         i = 0
         while i < len(lines):
@@ -82,7 +82,7 @@ def blocks() -> list[Block]:
             before = next((lines[k] for k in range(start - 1, -1, -1) if lines[k].strip()), "")
             directive = DIRECTIVE.search(before)
             kind = directive.group(1) if directive else lang
-            name = str(page.relative_to(DOCS))
+            name = str(page.relative_to(DOCS)) if page.parent != DOCS.parent else page.name
             found.append(Block(name, start + 1, kind, "\n".join(lines[start + 1 : j]) + "\n"))
             i = j + 1
     return found
@@ -314,13 +314,19 @@ def command_lines(block: Block) -> list[list[str]]:
             if not line.startswith("$ "):
                 continue
             line = line[2:]
-        words = shlex.split(line, comments=True)
-        for redirect in (">", ">>", "|", "2>", "<"):
-            if redirect in words:
-                words = words[: words.index(redirect)]
-        for prefix in _PREFIXES:
-            if tuple(words[: len(prefix)]) == prefix:
-                out.append(words[len(prefix) :])
+        commands: list[list[str]] = [[]]
+        for word in shlex.split(line, comments=True):
+            if word in ("&&", "||", ";"):
+                commands.append([])
+            else:
+                commands[-1].append(word)
+        for words in commands:
+            for redirect in (">", ">>", "|", "2>", "<"):
+                if redirect in words:
+                    words = words[: words.index(redirect)]
+            for prefix in _PREFIXES:
+                if tuple(words[: len(prefix)]) == prefix:
+                    out.append(words[len(prefix) :])
     return out
 
 
