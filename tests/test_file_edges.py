@@ -451,3 +451,32 @@ def test_truncate_and_rewrite_longer_while_following_through_meshconnect_run(
         b'{"n":"new-2"}',
     ]
     assert b"was rewritten while it was read" in err or b"was truncated while it was read" in err
+
+
+async def test_a_rotated_file_keeps_its_generation_in_the_ids(tmp_path: Path) -> None:
+    """Rewritten (generation 1), then rotated: the lines read from the rotated name go on
+    with generation 1, never reusing the ids of the content before the rewrite."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b'{"n":"old"}\n')
+    source = await started(tmp_path, path="app.log*", follow=True)
+    await poll_until_idle(source)
+    with log.open("r+b") as f:
+        f.truncate(0)
+        f.write(b'{"n":"new-1, longer"}\n')
+    await poll_until_idle(source)
+    ino = os.stat(log).st_ino
+    log.rename(tmp_path / "app.log.1")
+    log.write_bytes(b'{"n":"fresh"}\n')
+    records = [r for b in await poll_until_idle(source) for r in b.records]
+    records += [r for b in await poll_until_idle(source) for r in b.records]
+    # app.log.1 is now its own partition, handed over at the rotation: a late line in it
+    with (tmp_path / "app.log.1").open("ab") as f:
+        f.write(b'{"n":"new-2"}\n')
+    records += [r for b in await poll_until_idle(source) for r in b.records]
+    records += [r for b in await poll_until_idle(source) for r in b.records]
+    await source.stop()
+
+    fresh = os.stat(log).st_ino
+    assert sorted((r.id, r.data["n"]) for r in records) == sorted(
+        [(f"{ino}.1-22", "new-2"), (f"{fresh}-0", "fresh")]
+    )

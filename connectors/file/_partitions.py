@@ -165,7 +165,7 @@ class Partitions:
     _patterns: list[str]
     _tails: dict[str, Tail]
     _owner: dict[int, str]
-    _known: dict[int, int]
+    _known: dict[int, tuple[int, int]]
     _orphans: list[Position]
     _rescan: bool
     _last_scan: float
@@ -326,12 +326,12 @@ class Partitions:
         ):
             os.close(fd)
             return False
-        at = self._known.pop(st.st_ino, None)
-        generation = 0
-        if at is None:
+        known = self._known.pop(st.st_ino, None)
+        if known is not None:  # left by a rotation: go on with its offset and generation
+            at, generation = known
+        else:
             at = last_line_start(fd, st.st_size) if offset == "end" else int(offset)
-            if stored is not None:
-                generation = int(stored.get("generation") or 0)
+            generation = int(stored.get("generation") or 0) if stored is not None else 0
         same = matches_fingerprint(fd, stored.get("fingerprint")) if stored and at else None
         if at > st.st_size or same is False:
             self._log.warning(

@@ -99,8 +99,8 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         self._tails: dict[str, Tail] = {}
         #: inode -> key of the partition reading it (one reader per inode).
         self._owner: dict[int, str] = {}
-        #: inode -> offset where a partition left it after a rotation (for the next owner).
-        self._known: dict[int, int] = {}
+        #: inode -> (offset, generation) where a partition left it after a rotation.
+        self._known: dict[int, tuple[int, int]] = {}
         #: Stored positions whose file was rewritten or is gone (for a copy to claim).
         self._orphans: list[Position] = []
         self._rescan = False
@@ -351,7 +351,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
             return
         assert t.ino is not None
         if linked:  # renamed, not deleted: whoever finds it next goes on from here
-            self._known[t.ino] = t.offset
+            self._known[t.ino] = (t.offset, t.generation)
         self._owner.pop(t.ino, None)
         self._rescan = True
         self._attach(t, t.key, 0)
