@@ -440,7 +440,11 @@ def offsets_reset(
     options: _Options, file: str, pipeline: str, sink_name: str | None, target: str, yes: bool
 ) -> None:
     """Reset the source (or --sink NAME) of PIPELINE in FILE to the beginning, the end or a
-    given position. Stop the worker first."""
+    given position. Stop the worker first.
+
+    Prints what moves and what happens to the output before asking: a sink keeps its output
+    and state and goes on after what it committed (rewinding writes records again after the
+    existing output; moving forward skips records)."""
     config = options.load([file])
     matches = [p for p in config.pipelines if p.name == pipeline]
     if not matches:
