@@ -458,7 +458,10 @@ class Worker:
                 except RecordEncodingError as exc:
                     # One record the store cannot encode (a transform made a set, say): it
                     # goes by the errors policy and the rest of the batch is appended again.
+                    # Each pass removes a record; a dead letter is always storable, and one
+                    # that were not would be dropped rather than retried forever.
                     records = self._unstorable(pipeline, records, exc, status)
+                    await asyncio.sleep(0)  # let a stop signal in between passes
             self._appended()
             status.last_batch_seconds = time.perf_counter() - started
 
@@ -473,6 +476,9 @@ class Worker:
         assert loaded is not None
         bad = exc.record
         rest = [r for r in records if r is not bad]
+        if "errorstage" in bad.extensions and bad.topic == loaded.errors.dead_letter_topic:
+            log.error("dropped a dead letter the store cannot encode: %s", exc)
+            return rest
         status.records_out -= 1
         rest.extend(
             self._dead_letters(
