@@ -2,7 +2,9 @@
 
 Every input path that takes events from outside (``Record.from_dict`` — the file source's
 ``format: cloudevents`` and the webhook source —, ``Record.from_cloudevent``) goes through
-:func:`parse_event`, and what a dead letter keeps is cleaned with :func:`attribute_problems`.
+:func:`parse_event`; transforms that set an attribute ask :func:`attribute_problem` and
+:func:`extension_value_problem`; the mesh store refuses bad extensions with
+:func:`extensions_problem`; what a dead letter keeps is cleaned with :func:`attribute_problems`.
 The rules are the spec's MUSTs (``cloudevents/spec.md`` "Type System", "Naming Conventions" and
 each attribute's constraints) and the JSON format's (``cloudevents/formats/json-format.md``):
 
@@ -23,9 +25,9 @@ attribute         rule (the value is kept exactly as it came: no attribute is co
 ``dataschema``    optional, a non-empty absolute URI (RFC 3986 section 4.3: a scheme, no
                   fragment)
 extensions        names of ``a-z``/``0-9`` only, at least one character (longer than 20 is
-                  allowed: the spec says SHOULD NOT), never ``data``; values a String, a
-                  boolean or an integer in -2**31..2**31-1 (Binary, URI, URI-reference and
-                  Timestamp values are strings in JSON and are kept as strings)
+                  allowed: the spec says SHOULD NOT), never ``data``; values a String (may
+                  be empty), a boolean or an integer in -2**31..2**31-1 (Binary, URI,
+                  URI-reference and Timestamp values are strings in JSON, kept as strings)
 ``data``          any JSON value; ``"data": null`` is kept as an explicit null payload
 ``data_base64``   a string of RFC 4648 base64; never together with ``data``
 ================  =============================================================================
@@ -57,8 +59,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "InvalidEventError",
+    "attribute_problem",
     "attribute_problems",
     "check_extension_name",
+    "extension_value_problem",
     "extensions_problem",
     "loads_event",
     "parse_event",
@@ -136,12 +140,14 @@ def _string_problem(value: Any) -> str | None:
     if not value:
         return "must be a non-empty string"
     bad = _BAD_CHARS.search(value)
-    if bad is not None:
-        return (
-            f"must not contain U+{ord(bad.group()):04X} (a control character, noncharacter or "
-            "unpaired surrogate)"
-        )
-    return None
+    return None if bad is None else _bad_char(bad.group())
+
+
+def _bad_char(char: str) -> str:
+    return (
+        f"must not contain U+{ord(char):04X} (a control character, noncharacter or unpaired "
+        "surrogate)"
+    )
 
 
 def valid_string(text: str) -> str:
@@ -245,8 +251,9 @@ def check_extension_name(name: Any) -> str | None:
 
 def _extension_problem(value: Any) -> str | None:
     kind = type(value)
-    if kind is str:
-        return _string_problem(value)
+    if kind is str:  # a String; unlike id, source, type and subject it may be empty
+        bad = _BAD_CHARS.search(value)
+        return None if bad is None else _bad_char(bad.group())
     if kind is bool:
         return None
     if kind is int:
@@ -274,7 +281,7 @@ def extensions_problem(extensions: dict[Any, Any]) -> str | None:
                 good.add(name)
         kind = type(value)
         if kind is str:
-            if value and _BAD_CHARS.search(value) is None:
+            if _BAD_CHARS.search(value) is None:
                 continue
         elif kind is bool or (kind is int and INT32_MIN <= value <= INT32_MAX):
             continue
@@ -360,6 +367,17 @@ def parse_event(event: Mapping[str, Any], make: Any) -> Record:
         data = event.get("data")
         null_data = data is None and "data" in event
     return make(data, null_data=null_data, extensions=extensions, **values)
+
+
+def attribute_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the context attribute ``name`` (``id``, ``source``,
+    ``type``, ``subject``, ``time``, ``datacontenttype``, ``dataschema``), or ``None``."""
+    return _CHECKS[name](value)
+
+
+def extension_value_problem(value: Any) -> str | None:
+    """What is wrong with an extension attribute value, or ``None``."""
+    return _extension_problem(value)
 
 
 def attribute_problems(record: Record) -> dict[str, str]:

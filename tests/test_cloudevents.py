@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,11 @@ INVALID = [
         event(ext=-(2**31) - 1),
         "extension 'ext' must be a 32-bit integer (-2147483648..2147483647), not -2147483649",
     ),
-    (event(ext=""), "extension 'ext' must be a non-empty string"),
+    (
+        event(ext="a\tb"),
+        "extension 'ext' must not contain U+0009 (a control character, noncharacter or "
+        "unpaired surrogate)",
+    ),
     # empty required and optional strings
     (event(id=""), "attribute 'id' must be a non-empty string"),
     (event(source=""), "attribute 'source' must be a non-empty string"),
@@ -400,6 +405,7 @@ VALID = [
     {**BASE, "data_base64": ""},
     {**BASE, "datacontenttype": "application/octet-stream", "data_base64": "AAEC/w=="},
     {**BASE, "ext": -(2**31), "big": 2**31 - 1, "zero": 0, "flag": True, "off": False},
+    {**BASE, "empty": ""},  # an extension String may be empty (id, source, type, subject not)
     {**BASE, "a1": "x", "thisisalongername1234567890": "longer than 20 is a SHOULD NOT"},
     {**BASE, "binary": "AAEC", "uri": "https://x.example/a", "ts": "2018-04-05T17:31:00Z"},
     {**BASE, "time": "2018-04-05T17:31:00Z"},
@@ -699,3 +705,99 @@ def test_a_worker_given_bad_attributes_stores_the_rest_and_stops_on_sigterm(
         assert letter["errormessage"] == message
         assert json.loads(letter["errorattributes"]) == kept
         assert letter["data"] == json.loads(bad)["data"]
+
+
+def test_a_test_file_may_give_time_as_an_unquoted_yaml_timestamp() -> None:
+    from datetime import UTC, datetime
+
+    from meshconnect.pipetest import input_record
+
+    record = input_record({"data": 1, "time": datetime(2024, 5, 1, 12, tzinfo=UTC)}, 0)
+    assert record.time == "2024-05-01T12:00:00Z"
+    with pytest.raises(InvalidEventError, match="attribute 'time' must be an RFC 3339"):
+        input_record({"data": 1, "time": datetime(2024, 5, 1, 12)}, 0)  # no offset
+
+
+# -- transforms set only valid attributes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (
+            "time",
+            "yesterday",
+            "cannot set time: it must be an RFC 3339 timestamp such as 2018-04-05T17:31:00Z, "
+            "not 'yesterday'",
+        ),
+        (
+            "source",
+            "a b",
+            "cannot set source: it must be a URI-reference (RFC 3986), not 'a b'",
+        ),
+        (
+            "dataschema",
+            "/x",
+            "cannot set dataschema: it must be an absolute URI (RFC 3986), not '/x'",
+        ),
+        ("subject", "", "cannot set subject: it must be a non-empty string"),
+        ("type", "", "cannot set type: it must be a non-empty string"),
+        (
+            "count",
+            2**31,
+            "cannot set extension count: it must be a 32-bit integer "
+            "(-2147483648..2147483647), not 2147483648",
+        ),
+        (
+            "note",
+            "a\x00b",
+            "cannot set extension note: it must not contain U+0000 (a control character, "
+            "noncharacter or unpaired surrogate)",
+        ),
+    ],
+)
+def test_a_transform_cannot_set_an_attribute_that_breaks_a_rule(
+    path: str, value: Any, message: str
+) -> None:
+    from meshconnect.errors import DataError
+    from meshconnect.transforms.paths import parse_path
+
+    record = Record.from_dict(BASE)
+    with pytest.raises(DataError) as caught:
+        parse_path(path).set(record, value)
+    assert str(caught.value) == message
+    assert record.to_dict() == BASE  # untouched
+
+
+async def test_set_attributes_rendering_a_bad_time_dead_letters_the_record(tmp_path: Path) -> None:
+    from meshconnect.testing import MemorySink
+
+    MemorySink.outputs.clear()
+    config = tmp_path / "p.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            pipelines:
+              - name: p
+                source:
+                  connector: memory
+                  config: {records: [{when: "2018-04-05T17:31:00Z"}, {when: "yesterday"}]}
+                  errors: {tolerance: all, dead_letter_topic: dlq}
+                transforms:
+                  - {type: set_attributes, attributes: {time: "{data.when}"}}
+                sinks: [{connector: memory, config: {name: out}}]
+              - name: dead
+                topic: dlq
+                sinks: [{connector: memory, config: {name: dead}}]
+            """
+        )
+    )
+    assert await run_pipelines([config], f"sqlite:///{tmp_path / 'mesh.db'}") == 0
+    assert [r.time for r in MemorySink.outputs["out"]] == ["2018-04-05T17:31:00Z"]
+    (dead,) = MemorySink.outputs["dead"]
+    assert dead.data == {"when": "yesterday"} and dead.time is None
+    assert dead.extensions["errorstage"] == "transforms[0] (set_attributes)"
+    assert dead.extensions["errormessage"] == (
+        "cannot set time: it must be an RFC 3339 timestamp such as 2018-04-05T17:31:00Z, "
+        "not 'yesterday'"
+    )

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, DataError
+from ..eventrules import attribute_problem, extension_value_problem
 from ..records import CONTEXT_ATTRIBUTES
 from ..records import kind_of as _kind_of
 
@@ -405,6 +406,9 @@ class _AttributePath(FieldPath):
             raise DataError(f"cannot set {self.name} to null: every record has one")
         if value is not None and not isinstance(value, str):
             raise DataError(f"cannot set {self.name}: it must be a string, not {_kind_of(value)}")
+        problem = None if value is None else attribute_problem(self.name, value)
+        if problem is not None:  # a CloudEvents rule (non-empty, RFC 3339 time, URIs)
+            raise DataError(f"cannot set {self.name}: it {problem}")
         setattr(record, self.name, value)
 
     def delete(self, record: Record) -> bool:
@@ -436,6 +440,9 @@ class _ExtensionPath(FieldPath):
                 f"cannot set extension {self.name}: it must be a string, integer or boolean, "
                 f"not {_kind_of(value)}"
             )
+        problem = extension_value_problem(value)
+        if problem is not None:  # a 32-bit integer, a non-empty String
+            raise DataError(f"cannot set extension {self.name}: it {problem}")
         record.extensions[self.name] = value
 
     def delete(self, record: Record) -> bool:
