@@ -260,9 +260,12 @@ def _storable_copy(record: Record) -> Record:
         dead.extensions[ERROR_ATTRIBUTES] = text
     try:
         orjson.dumps(dead.data)
-    except TypeError:  # data the store cannot keep (a set, an object): keep its text
+    except TypeError:  # data the store cannot keep (a set, an object, deep nesting): its text
         if not isinstance(dead.data, bytes | bytearray):
-            dead.data = repr(dead.data)
+            try:
+                dead.data = repr(dead.data)
+            except RecursionError:
+                dead.data = f"<{type(dead.data).__name__} nested too deeply to show>"
             dead.datacontenttype = "text/plain"
     return dead
 

@@ -436,7 +436,10 @@ def loads_event(text: str | bytes) -> Any:
     are exact ``int``; other numbers ``float`` (as orjson reads them everywhere else)."""
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode("utf-8")
-    value, end = _DECODER.raw_decode(text, _skip_ws(text, 0))
+    try:
+        value, end = _DECODER.raw_decode(text, _skip_ws(text, 0))
+    except RecursionError:
+        raise ValueError("nested too deeply (arrays and objects within each other)") from None
     if _skip_ws(text, end) != len(text):
         raise ValueError(f"extra data after the JSON value at character {end}")
     return value

@@ -365,6 +365,10 @@ INVALID = [
     ("[1, 2]", "a CloudEvent must be a JSON object, not an array"),
     ('"text"', "a CloudEvent must be a JSON object, not a string"),
     (
+        event(data="x")[:-1].replace('"data": "x"', '"data": ' + "[" * 5000 + "]" * 5000) + "}",
+        "invalid JSON: nested too deeply (arrays and objects within each other)",
+    ),
+    (
         '{"specversion":"1.0","id":"a","source":"/s","type":"t","data":NaN}',
         "invalid JSON: NaN is not a JSON number",
     ),
@@ -801,3 +805,24 @@ async def test_set_attributes_rendering_a_bad_time_dead_letters_the_record(tmp_p
         "cannot set time: it must be an RFC 3339 timestamp such as 2018-04-05T17:31:00Z, "
         "not 'yesterday'"
     )
+
+
+async def test_data_nested_deeper_than_the_store_holds_is_dead_lettered_whole(
+    tmp_path: Path,
+) -> None:
+    """600 levels parse, but the store's JSON writer stops at 254: the dead letter keeps the
+    data as text, and the worker goes on."""
+    deep = "[" * 600 + "]" * 600
+    line = json.dumps({**BASE, "id": "deep"})[:-1] + ', "data": ' + deep + "}"
+    config = write_input(tmp_path, [event(id="before"), line, event(id="after")])
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert await run_pipelines([config], f"sqlite:///{tmp_path / 'mesh.db'}") == 0
+    finally:
+        os.chdir(old)
+    assert [e["id"] for e in written(tmp_path / "out" / "events.jsonl")] == ["before", "after"]
+    (letter,) = written(tmp_path / "out" / "dlq.jsonl")
+    assert letter["id"] == "deep" and letter["errorstage"] == "store"
+    assert letter["datacontenttype"] == "text/plain"
+    assert letter["data"] == deep  # its repr, which for nested empty lists is the JSON
