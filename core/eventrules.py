@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -85,16 +84,34 @@ class InvalidEventError(DataError, ValueError):
 
 # -- strings, URIs, times, media types -----------------------------------------------------------
 
+
+class _Lazy:
+    """A regular expression compiled on first use: the URI patterns take milliseconds to
+    compile, and most runs (and every ``meshconnect --help``) never need them."""
+
+    __slots__ = ("_args", "_compiled")
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self._args = (pattern, flags)
+        self._compiled: re.Pattern[str] | None = None
+
+    def get(self) -> re.Pattern[str]:
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = re.compile(*self._args)
+        return compiled
+
+
 #: Characters a CloudEvents String may not hold: controls, noncharacters, lone surrogates.
-_BAD_CHARS = re.compile(
+_BAD_CHARS = _Lazy(
     "[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ud800-\udfff"
     + "".join(f"{chr(p * 0x10000 + 0xFFFE)}{chr(p * 0x10000 + 0xFFFF)}" for p in range(17))
     + "]"
 )
 #: The same in two steps, for speed: the BMP ones (one quick class), and the noncharacters
 #: beyond the BMP, looked for only in strings that have such characters.
-_BAD_BMP = re.compile("[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ud800-\udfff\ufffe\uffff]")
-_BAD_ASTRAL = re.compile(
+_BAD_BMP = _Lazy("[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ud800-\udfff\ufffe\uffff]")
+_BAD_ASTRAL = _Lazy(
     "["
     + "".join(f"{chr(p * 0x10000 + 0xFFFE)}{chr(p * 0x10000 + 0xFFFF)}" for p in range(1, 17))
     + "]"
@@ -103,11 +120,11 @@ _BAD_ASTRAL = re.compile(
 
 def _first_bad(value: str) -> str | None:
     """The first character a CloudEvents String may not hold, or ``None``."""
-    bad = _BAD_BMP.search(value)
+    bad = _BAD_BMP.get().search(value)
     if bad is not None:
         return bad.group()
     if not value.isascii() and max(value) > "\uffff":
-        bad = _BAD_ASTRAL.search(value)
+        bad = _BAD_ASTRAL.get().search(value)
         if bad is not None:
             return bad.group()
     return None
@@ -136,15 +153,13 @@ _RELATIVE_PART = (
     rf"(?://{_AUTHORITY}{_PATH_ABEMPTY}|{_PATH_ABSOLUTE}|{_SEGMENT_NZ_NC}(?:/{_SEGMENT})*+|)"
 )
 #: RFC 3986 section 4.3 ``absolute-URI``.
-_ABSOLUTE_URI = re.compile(rf"{_SCHEME}:{_HIER_PART}(?:\?{_QUERY})?")
+_ABSOLUTE_URI = _Lazy(rf"{_SCHEME}:{_HIER_PART}(?:\?{_QUERY})?")
 #: RFC 3986 section 4.1 ``URI-reference`` (a URI or a relative reference).
-_URI_REFERENCE = re.compile(
-    rf"(?:{_SCHEME}:{_HIER_PART}|{_RELATIVE_PART})(?:\?{_QUERY})?(?:#{_QUERY})?"
-)
+_URI_REFERENCE = _Lazy(rf"(?:{_SCHEME}:{_HIER_PART}|{_RELATIVE_PART})(?:\?{_QUERY})?(?:#{_QUERY})?")
 
-_IPV6_HOST = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+\-.]*:)?//(?:[^@/?#]*@)?\[([^\]vV][^\]]*)\]")
+_IPV6_HOST = _Lazy(r"^(?:[A-Za-z][A-Za-z0-9+\-.]*:)?//(?:[^@/?#]*@)?\[([^\]vV][^\]]*)\]")
 
-_TIME = re.compile(
+_TIME = _Lazy(
     r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:[Zz]|[+-](\d\d):(\d\d))",
     re.ASCII,
 )
@@ -152,7 +167,7 @@ _DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]++"
 _QUOTED = r'"(?:[^"\\\x00-\x1f\x7f]|\\.)*+"'
-_MEDIA_TYPE = re.compile(
+_MEDIA_TYPE = _Lazy(
     rf"{_TOKEN}/{_TOKEN}(?:[ \t]*+;[ \t]*+{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))*+[ \t]*+",
     re.ASCII,
 )
@@ -185,18 +200,20 @@ def valid_string(text: str) -> str:
     its ``\\uXXXX`` escape; ``-`` for an empty text. For messages put into extensions."""
     if not text:
         return "-"
-    return _BAD_CHARS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return _BAD_CHARS.get().sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def _uri_problem(value: Any, pattern: re.Pattern[str], what: str) -> str | None:
+def _uri_problem(value: Any, pattern: _Lazy, what: str) -> str | None:
     problem = _string_problem(value)
     if problem is not None:
         return problem
-    if pattern.fullmatch(value) is None:
+    if pattern.get().fullmatch(value) is None:
         return f"must be {what} (RFC 3986), not {_show(value)}"
     if "[" in value:  # the only place brackets may stand: an IP-literal host
-        host = _IPV6_HOST.search(value)
+        host = _IPV6_HOST.get().search(value)
         if host is not None:
+            import ipaddress
+
             try:
                 ipaddress.IPv6Address(host.group(1))
             except ValueError:
@@ -208,7 +225,7 @@ def _time_problem(value: Any) -> str | None:
     problem = _string_problem(value)
     if problem is not None:
         return problem
-    match = _TIME.fullmatch(value)
+    match = _TIME.get().fullmatch(value)
     if match is None:
         return f"must be an RFC 3339 timestamp such as 2018-04-05T17:31:00Z, not {_show(value)}"
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
@@ -232,7 +249,7 @@ def _media_type_problem(value: Any) -> str | None:
     problem = _string_problem(value)
     if problem is not None:
         return problem
-    if _MEDIA_TYPE.fullmatch(value) is None:
+    if _MEDIA_TYPE.get().fullmatch(value) is None:
         return f"must be an RFC 2046 media type such as application/json, not {_show(value)}"
     return None
 
