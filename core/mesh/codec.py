@@ -15,7 +15,10 @@ per record, in this order (:data:`ROW_FIELDS`)::
   so a record read back equals the record appended (``Record.__eq__``), bytes included.
 
 Both encode the same things and refuse the same things: :func:`encode_row` is the careful
-check that names a record which cannot be stored. Records are rebuilt with ``Record.fast``;
+check that names a record which cannot be stored. Besides types, extensions must follow the
+CloudEvents rules (names of ``a-z0-9``, String / boolean / 32-bit integer values; see
+:func:`meshconnect.eventrules.extensions_problem`), so whatever made a record, the mesh never
+holds an extension a CloudEvents consumer would reject. Records are rebuilt with ``Record.fast``;
 ``tests/test_store.py`` checks that :data:`RECORD_SLOTS` still covers every slot of
 :class:`~meshconnect.records.Record`.
 
