@@ -221,6 +221,13 @@ INVALID = [
         "attribute 'id' must not contain U+D800 (a control character, noncharacter or "
         "unpaired surrogate)",
     ),
+    # the conformance suite's yaml/v1.yaml extension (a YAML block scalar, so it ends in a
+    # newline, which the spec's String type does not allow)
+    (
+        event(comexampleextension2='{"othervalue": 5}\n'),
+        "extension 'comexampleextension2' must not contain U+000A (a control character, "
+        "noncharacter or unpaired surrogate)",
+    ),
     # time: RFC 3339
     (
         event(time="2018-04-05"),
@@ -431,6 +438,37 @@ VALID = [
     {**BASE, "source": "//host.example/path"},
     {**BASE, "id": "ünïcode 😀 id", "type": "com.example.über", "subject": "😀"},
     {**BASE, "source": "/s", "type": "t", "id": "x" * 5000},
+    # the conformance suite's v1.0 minimum events (cloudevents/conformance yaml/v1.0), as JSON
+    *(
+        {
+            "specversion": "1.0",
+            "type": "io.cloudevents.minimum",
+            "id": f"conformance-000{i}",
+            "source": "//github.com/cloudevents/cloudeventsconformance/yaml/v1.yaml",
+            "datacontenttype": content_type,
+            "data": data,
+        }
+        for i, (content_type, data) in enumerate(
+            [
+                ("text/plain; charset=us-ascii", "Hello, World!\n"),
+                ("text/plain; charset=utf-8", "Hello, \U0001f30e!\n"),
+                ("application/json; charset=utf-8", "Hello, \U0001f30e!"),
+                ("application/json; charset=utf-8", {"msg": "Hello, \U0001f30e!"}),
+                ("application/json; charset=utf-8", ["Hello", "\U0001f30e!"]),
+                ("application/xml; charset=utf-8", "<msg>Hello, \U0001f30e!</msg>\n"),
+            ],
+            start=1,
+        )
+    ),
+    {
+        "specversion": "1.0",
+        "type": "com.example.someevent",
+        "time": "2018-04-05T03:56:24Z",
+        "id": "4321-4321-4321",
+        "source": "/mycontext/subcontext",
+        "comexampleextension1": "value",
+        "data": {"world": "hello"},
+    },
 ]
 
 
