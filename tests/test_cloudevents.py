@@ -864,3 +864,53 @@ async def test_data_nested_deeper_than_the_store_holds_is_dead_lettered_whole(
     assert letter["id"] == "deep" and letter["errorstage"] == "store"
     assert letter["datacontenttype"] == "text/plain"
     assert letter["data"] == deep  # its repr, which for nested empty lists is the JSON
+
+
+# -- the spec's own examples ----------------------------------------------------------------------
+
+#: The structured-mode examples of cloudevents/formats/json-format.md (spec commit c2845a49),
+#: one per line. The first keeps the spec's placeholder for base64 text.
+SPEC_COMMON = (
+    '"specversion":"1.0","type":"com.example.someevent","source":"/mycontext",'
+    '"time":"2018-04-05T17:31:00Z","comexampleextension1":"value","comexampleothervalue":5'
+)
+SPEC_EXAMPLES = [
+    "{" + SPEC_COMMON + ',"id":"A234-1234-1234","datacontenttype":'
+    '"application/vnd.apache.thrift.binary","data_base64":"... base64 encoded string ..."}',
+    "{" + SPEC_COMMON + ',"id":"B234-1234-1234","unsetextension":null,'
+    '"datacontenttype":"application/xml","data":"<much wow=\\"xml\\"/>"}',
+    "{" + SPEC_COMMON + ',"subject":null,"id":"C234-1234-1234","datacontenttype":'
+    '"application/json","data":{"appinfoA":"abc","appinfoB":123,"appinfoC":true}}',
+    "{" + SPEC_COMMON + ',"subject":null,"id":"C234-1234-1234","datacontenttype":'
+    '"application/json","data":1.5}',
+    "{" + SPEC_COMMON + ',"subject":null,"id":"D234-1234-1234","data":"I\'m just a string"}',
+    '{"specversion":"1.0","type":"com.example.someevent","source":"/mycontext",'
+    '"id":"D234-1234-1234","data_base64":"eyAieHl6IjogMTIzIH0="}',
+]
+
+
+async def test_the_specs_json_format_examples(tmp_path: Path) -> None:
+    stored, dead = await run_lines(tmp_path, SPEC_EXAMPLES)
+    assert dead == {
+        1: "invalid CloudEvent: attribute 'data_base64' is not valid base64 (RFC 4648): "
+        "Only base64 data is allowed"
+    }
+    common = json.loads("{" + SPEC_COMMON + "}")
+    assert stored == [
+        # null members are unset: "unsetextension" and "subject" are not written back
+        {
+            **common,
+            "id": "B234-1234-1234",
+            "datacontenttype": "application/xml",
+            "data": '<much wow="xml"/>',
+        },
+        {
+            **common,
+            "id": "C234-1234-1234",
+            "datacontenttype": "application/json",
+            "data": {"appinfoA": "abc", "appinfoB": 123, "appinfoC": True},
+        },
+        {**common, "id": "C234-1234-1234", "datacontenttype": "application/json", "data": 1.5},
+        {**common, "id": "D234-1234-1234", "data": "I'm just a string"},
+        json.loads(SPEC_EXAMPLES[5]),
+    ]
