@@ -914,3 +914,63 @@ async def test_the_specs_json_format_examples(tmp_path: Path) -> None:
         {**common, "id": "D234-1234-1234", "data": "I'm just a string"},
         json.loads(SPEC_EXAMPLES[5]),
     ]
+
+
+# -- the format checks agree with the oracle's ----------------------------------------------------
+
+
+def test_source_and_dataschema_checks_agree_with_the_schema_oracle_on_random_strings() -> None:
+    """Strings of the characters that matter in RFC 3986, checked both ways. The one difference
+    is by design: a dataschema is an *absolute* URI (spec: RFC 3986 section 4.3), which has no
+    fragment, while the schema's ``uri`` format allows one."""
+    import random
+
+    from meshconnect.eventrules import attribute_problem
+
+    checker = jsonschema.Draft7Validator.FORMAT_CHECKER
+    rng = random.Random(1)
+    alphabet = "a1:/?#[]@%2F!$&'()*+,;= -._~\u00e9Av"
+    disagree = []
+    for _ in range(6000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 10)))
+        ours = attribute_problem("source", text) is None
+        if ours != checker.conforms(text, "uri-reference"):
+            disagree.append(("source", text))
+        ours = attribute_problem("dataschema", text) is None
+        if ours != (checker.conforms(text, "uri") and "#" not in text):
+            disagree.append(("dataschema", text))
+    assert disagree == []
+
+
+def test_the_time_check_agrees_with_the_schema_oracle_on_mutated_timestamps() -> None:
+    import random
+
+    from meshconnect.eventrules import attribute_problem
+
+    checker = jsonschema.Draft7Validator.FORMAT_CHECKER
+    rng = random.Random(2)
+    bases = [
+        "2018-04-05T17:31:00Z",
+        "2016-02-29t23:59:59.123+05:30",
+        "0001-01-01T00:00:00-00:00",
+        "2000-12-31T23:59:60Z",
+    ]
+    alphabet = "0123456789-:T tZz+."
+    disagree, valid = [], 0
+    for _ in range(12000):
+        chars = list(rng.choice(bases))
+        for _ in range(rng.randint(1, 3)):
+            i, roll = rng.randrange(len(chars)), rng.random()
+            if roll < 0.6:
+                chars[i] = rng.choice(alphabet)
+            elif roll < 0.8:
+                del chars[i]
+            else:
+                chars.insert(i, rng.choice(alphabet))
+        text = "".join(chars)
+        ours = attribute_problem("time", text) is None
+        valid += ours
+        if text and ours != checker.conforms(text, "date-time"):
+            disagree.append(text)
+    assert disagree == []
+    assert valid > 300  # the mutations make valid timestamps too, not only broken ones
