@@ -163,6 +163,12 @@ _TIME = _Lazy(
     r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:[Zz]|[+-](\d\d):(\d\d))",
     re.ASCII,
 )
+#: A timestamp valid on its face: fields in range, day at most 28, not year 0000.
+_TIME_FAST = _Lazy(
+    r"(?!0000)\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])[Tt](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
+)
 _DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]++"
@@ -222,6 +228,8 @@ def _uri_problem(value: Any, pattern: _Lazy, what: str) -> str | None:
 
 
 def _time_problem(value: Any) -> str | None:
+    if type(value) is str and _TIME_FAST.get().fullmatch(value) is not None:
+        return None  # the usual case; days 29-31 and every problem take the long way
     problem = _string_problem(value)
     if problem is not None:
         return problem
@@ -246,20 +254,48 @@ def _time_problem(value: Any) -> str | None:
 
 
 def _media_type_problem(value: Any) -> str | None:
+    if type(value) is str and value in _GOOD_MEDIA_TYPES:
+        return None
     problem = _string_problem(value)
     if problem is not None:
         return problem
     if _MEDIA_TYPE.get().fullmatch(value) is None:
         return f"must be an RFC 2046 media type such as application/json, not {_show(value)}"
+    _remember(_GOOD_MEDIA_TYPES, value)
     return None
 
 
 def _dataschema_problem(value: Any) -> str | None:
-    return _uri_problem(value, _ABSOLUTE_URI, "an absolute URI")
+    if type(value) is str and value in _GOOD_SCHEMAS:
+        return None
+    problem = _uri_problem(value, _ABSOLUTE_URI, "an absolute URI")
+    if problem is None:
+        _remember(_GOOD_SCHEMAS, value)
+    return problem
 
 
 def _source_problem(value: Any) -> str | None:
-    return _uri_problem(value, _URI_REFERENCE, "a URI-reference")
+    if type(value) is str and value in _GOOD_SOURCES:
+        return None
+    problem = _uri_problem(value, _URI_REFERENCE, "a URI-reference")
+    if problem is None:
+        _remember(_GOOD_SOURCES, value)
+    return problem
+
+
+# Valid values seen lately: a producer sends many events with one source, schema and media
+# type, so most checks of them are one set lookup. Each set is emptied when it grows past
+# _REMEMBER values.
+_GOOD_SOURCES: set[str] = set()
+_GOOD_SCHEMAS: set[str] = set()
+_GOOD_MEDIA_TYPES: set[str] = set()
+_REMEMBER = 4096
+
+
+def _remember(good: set[str], value: str) -> None:
+    if len(good) >= _REMEMBER:
+        good.clear()
+    good.add(value)
 
 
 def _specversion_problem(value: Any) -> str | None:
