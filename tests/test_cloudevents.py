@@ -974,3 +974,13 @@ def test_the_time_check_agrees_with_the_schema_oracle_on_mutated_timestamps() ->
             disagree.append(text)
     assert disagree == []
     assert valid > 300  # the mutations make valid timestamps too, not only broken ones
+
+
+def test_setting_data_to_null_is_a_null_payload_and_deleting_it_leaves_none() -> None:
+    from meshconnect.transforms.paths import parse_path
+
+    record = Record.from_dict({**BASE, "data": {"a": 1}})
+    parse_path("data").set(record, None)
+    assert record.to_dict() == {**BASE, "data": None}
+    assert parse_path("data").delete(record) is True
+    assert record.to_dict() == BASE

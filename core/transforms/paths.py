@@ -380,10 +380,12 @@ class _DataRootPath(FieldPath):
 
     def set(self, record: Record, value: Any, *, create: bool = True) -> None:
         record.data = value
+        record.null_data = value is None  # setting data to null is a null payload
 
     def delete(self, record: Record) -> bool:
-        had = record.data is not None
+        had = record.data is not None or record.null_data
         record.data = None
+        record.null_data = False  # no data at all
         return had
 
 
