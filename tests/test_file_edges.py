@@ -21,6 +21,7 @@ from meshconnect.api import ConnectorContext, Position, SourceBatch
 from meshconnect.connectors.file.config import FileSourceConfig
 from meshconnect.connectors.file.source import FileSource
 from meshconnect.errors import ConfigError
+from meshconnect.eventrules import attribute_problem
 from meshconnect.records import Record
 
 BOM = b"\xef\xbb\xbf"
@@ -329,6 +330,9 @@ async def test_source_is_a_percent_encoded_uri(tmp_path: Path, name: str, uri_na
     folder = str(tmp_path).replace("%", "%25")
     assert [(r.source, r.subject) for r in records] == [(f"file://{folder}/{uri_name}", name)]
     assert re.fullmatch(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+", records[0].source)
+    # and the CloudEvents rules of the records module accept every attribute it made
+    for attribute in ("source", "id", "time", "subject"):
+        assert attribute_problem(attribute, getattr(records[0], attribute)) is None
 
 
 @pytest.mark.parametrize("fmt", ["json", "text", "csv"])
