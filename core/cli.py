@@ -371,7 +371,7 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     for source in report["sources"]:
         click.echo(f"source {source['id']}")
         if not source["positions"]:
-            click.echo("  (no committed position: starts from the beginning)")
+            click.echo(f"  (no committed position: {source.get('empty') or 'nothing read yet'})")
         for part, pos in source["positions"].items():
             click.echo(f"  {part}: {json.dumps(pos)}")
     for group in report["sinks"]:
@@ -397,7 +397,13 @@ async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict
         else:
             source_ids = await store.source_ids()
             wanted_groups = None
-        sources = [{"id": i, "positions": await store.positions(i)} for i in source_ids]
+        sources: list[dict[str, Any]] = [
+            {"id": i, "positions": await store.positions(i)} for i in source_ids
+        ]
+        if config is not None:  # what an empty position means, as each source declares it
+            for entry, p in zip(sources, (p for p in config.pipelines if p.source), strict=True):
+                assert p.source is not None
+                entry["empty"] = getattr(p.source.spec.load(), "empty_position", None)
         groups = await store.groups()
         names = {g.group for g in groups}
         if wanted_groups is not None:

@@ -130,6 +130,7 @@ class FileSource(Source[FileSourceConfig]):
     """Reads the files matching ``path``; see the module docstring for the contract."""
 
     config_model = FileSourceConfig
+    empty_position = "reads each file from its beginning (`start_at: end`: from its end)"
 
     def __init__(self, config: FileSourceConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
