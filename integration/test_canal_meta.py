@@ -34,6 +34,14 @@ def text(row: dict[str, Any]) -> dict[str, Any]:
     return {k: None if v is None else str(v) for k, v in row.items()}
 
 
+def _data(record: Any) -> Any:
+    """A record's data without the build time (``ts``, ``ts_ms``) and batch id."""
+    data = dict(record.data)
+    for volatile in ("ts", "ts_ms", "id"):
+        data.pop(volatile, None)
+    return data
+
+
 def changes(records: list[Any]) -> list[Any]:
     return [r for r in records if r.type != "mysql.ddl"]
 
@@ -144,6 +152,16 @@ BEHIND = [
     "INSERT INTO b4.t2 VALUES ('z9', 9, 'i', NULL, NULL)",
     "ALTER TABLE b4.t2 DROP COLUMN d, MODIFY w VARCHAR(2)",
     "DELETE FROM b4.t2 WHERE id = 9",
+    "ALTER TABLE b4.t2 ADD COLUMN lt LONGTEXT",
+    "INSERT INTO b4.t2 VALUES ('z10', 10, 'j', NULL, '{\"x\": 1}')",
+    "ALTER TABLE b4.t2 MODIFY lt JSON",
+    "INSERT INTO b4.t2 VALUES ('z11', 11, 'k', NULL, '{\"y\": 2}')",
+    "ALTER TABLE b4.t2 DROP COLUMN j",
+    "INSERT INTO b4.t2 VALUES ('z12', 12, 'l', '[3]')",
+    "ALTER TABLE b4.t2 ADD COLUMN e ENUM('p','q''r') DEFAULT 'p', ADD COLUMN st SET('x','y')",
+    "INSERT INTO b4.t2 VALUES ('z13', 13, 'm', NULL, 'q''r', 'x,y')",
+    "ALTER TABLE b4.t2 MODIFY e ENUM('p','q''r','s'), MODIFY st SET('x','y','w')",
+    "INSERT INTO b4.t2 VALUES ('z14', 14, 'n', NULL, 's', 'w')",
 ]
 
 
@@ -201,6 +219,19 @@ def test_ddl_while_behind_every_event_has_the_columns_key_and_types_of_its_time(
     )
     rows = changes(records)
     assert len(rows) == len(seen)
+    # Stopped halfway and resumed: the same records (the history is in the position).
+    half, reached = run_source(
+        mariadb, start, len(records) // 2, format=fmt, snapshot="never", include=["b4\\..*"]
+    )
+    rest, _ = run_source(
+        mariadb,
+        reached,
+        len(records) - len(half),
+        format=fmt,
+        snapshot="never",
+        include=["b4\\..*"],
+    )
+    assert [(r.id, _data(r)) for r in half + rest] == [(r.id, _data(r)) for r in records]
     for record, (subject, names, types, pk) in zip(rows, seen, strict=True):
         row = row_of(record, fmt)
         key = [row[c] for c in pk]
@@ -212,14 +243,10 @@ def test_ddl_while_behind_every_event_has_the_columns_key_and_types_of_its_time(
         )
         if fmt == "canal":
             assert record.data["pkNames"] == pk
-            if record is rows[8]:
-                # The one thing the binlog cannot say: MariaDB JSON is a LONGTEXT with a
-                # json_valid check, recognised only while the table keeps its name (b4.t was
-                # renamed since): documented in docs/cdc.md.
-                types = {**types, "j": "longtext"}
             assert record.data["mysqlType"] == types
     # The same, spelled out for a few events.
-    first, after_first, _, _, _, pk_changed, unsigned, composite, js, renamed, deleted = rows
+    first, after_first, _, _, _, pk_changed, unsigned, composite, js, renamed, deleted = rows[:11]
+    text_then, json_now, json_dropped, enum_then, enum_now = rows[11:]
     assert after_first.extensions["partitionkey"] == "2"
     assert pk_changed.extensions["partitionkey"] == "z6"
     assert composite.extensions["partitionkey"] == "g|7"
@@ -231,6 +258,13 @@ def test_ddl_while_behind_every_event_has_the_columns_key_and_types_of_its_time(
         assert unsigned.data["sqlType"]["id"] == 3
         assert unsigned.data["mysqlType"]["w"] == "varchar(30)"
         # written after `d` was dropped and `w` shrank (`z`, `id`, `j`: as the server has them)
+        assert js.data["mysqlType"]["j"] == "json" and js.data["sqlType"]["j"] == 12
+        assert text_then.data["mysqlType"]["lt"] == "longtext"
+        assert (enum_then.data["mysqlType"]["e"], enum_then.data["mysqlType"]["st"]) == (
+            "enum('p','q''r')",
+            "set('x','y')",
+        )
+        assert enum_now.data["mysqlType"]["e"] == "enum('p','q''r','s')"
         assert deleted.data["mysqlType"] == {
             "z": "varchar(5)",
             "id": "bigint(20) unsigned",
@@ -238,7 +272,11 @@ def test_ddl_while_behind_every_event_has_the_columns_key_and_types_of_its_time(
             "j": "json",
         }
     if fmt == "row":
-        assert js.data["j"] == '{"k": [1, 2]}'  # see above: b4.t was renamed since
+        # MariaDB JSON (a LONGTEXT with a json_valid check) as it was: b4.t was renamed and
+        # its `j` dropped since; `lt` was a LONGTEXT when {"x": 1} was written.
+        assert js.data["j"] == {"k": [1, 2]}
+        assert text_then.data["lt"] == '{"x": 1}' and json_now.data["lt"] == {"y": 2}
+        assert json_dropped.data["lt"] == [3]
         assert unsigned.data == {"z": "z7", "id": 7, "w": "g", "d": "1.500"}
 
 

@@ -430,3 +430,28 @@ def test_types_come_from_the_table_map_unless_the_schema_has_the_same_column() -
     assert s.mysql_type == {"id": "int(5) zerofill", "v": "varchar(30)", "e": "enum('a','b''c')"}
     assert s.sql_type == {"id": 4, "v": 12, "e": 4}
     assert s.pk == ("id",)
+
+
+def test_the_json_history_follows_ddl() -> None:
+    from meshconnect.connectors.canal.jsoncols import JsonColumns
+
+    h = JsonColumns({("s", "old"): {"j"}})
+    for sql in [
+        "CREATE TABLE t (id INT PRIMARY KEY, a JSON, b LONGTEXT CHECK (json_valid(`b`)), c TEXT)",
+        "ALTER TABLE t ADD COLUMN d JSON, ADD e INT, MODIFY a TEXT, RENAME COLUMN b TO bb",
+        "CREATE TABLE `u``v` LIKE t",
+        "RENAME TABLE t TO tmp, `u``v` TO t, tmp TO `u``v`",
+        "ALTER TABLE t CHANGE d dd JSON, DROP COLUMN bb",
+        "CREATE TABLE q SELECT 1 AS j",
+        "DROP TABLE old",
+    ]:
+        h.apply(sql, "s")
+    assert h.columns("s", "u`v") == {"bb", "d"}
+    assert h.columns("s", "t") == {"dd"}
+    assert h.columns("s", "q") is None  # types from a query: not followed
+    assert h.columns("s", "old") == set() and h.columns("s", "never") == set()
+    again = JsonColumns.from_json(h.to_json())
+    assert again.to_json() == h.to_json() and again.columns("s", "q") is None
+    partial = JsonColumns({}, complete=False)
+    partial.apply("CREATE TABLE n (j JSON)", "s")
+    assert partial.columns("s", "n") == {"j"} and partial.columns("s", "x") is None

@@ -163,7 +163,8 @@ class _TableInfo:
                     unsigned=bool(c.unsigned),
                     metadata=meta,
                     charset=getattr(c, "charset_id", None),
-                    enum_values=tuple(c.enum_values) if c.enum_values else None,
+                    # the library puts the error value '' first; the members follow
+                    enum_values=tuple(c.enum_values[1:]) if c.enum_values else None,
                     set_values=tuple(c.set_values) if c.set_values else None,
                 )
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Ddl", "ddl_info", "parse_ddl"]
+__all__ = ["Ddl", "ddl_info", "parse_ddl", "tokens"]
 
 _TOKEN = re.compile(
     r"""\s+|/\*.*?\*/|(?:--\s|\#)[^\n]*|`((?:[^`]|``)*)`|'(?:[^'\\]|\\.|'')*'"""
@@ -37,7 +37,7 @@ class Ddl:
     tables: tuple[tuple[str, str], ...]
 
 
-def _tokens(sql: str) -> list[tuple[str, str]]:
+def tokens(sql: str) -> list[tuple[str, str]]:
     """``(kind, text)``: ``id`` a backquoted name (unquoted), ``w`` a word, ``p`` a
     punctuation character, ``s`` a string literal; blanks and comments are dropped."""
     out: list[tuple[str, str]] = []
@@ -57,7 +57,7 @@ def _tokens(sql: str) -> list[tuple[str, str]]:
 def parse_ddl(sql: str, default_schema: str) -> Ddl:
     """What a statement is and which tables it names (backquoted names with escaped
     backquotes, ``schema.table``, comments, several tables)."""
-    toks = _tokens(sql)
+    toks = tokens(sql)
     n = len(toks)
     words = [t.upper() if k == "w" else "" for k, t in toks]
 

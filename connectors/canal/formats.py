@@ -41,7 +41,7 @@ from meshconnect.records import Record
 
 from .coltypes import binlog_type, same_definition
 from .events import Column
-from .server import TableSchema, sql_type
+from .server import ColumnSchema, TableSchema, sql_type
 
 __all__ = ["Formatter", "Shape", "TxMeta"]
 
@@ -232,10 +232,12 @@ class Shape:
         primary_key: Sequence[str] = (),
         maxlen: dict[int, int] | None = None,
         mariadb: bool = True,
+        json_columns: set[str] | None = None,
     ) -> Shape:
         """The shape of a table map (``columns`` given: keys and types as the binlog says
         they were when the event was written, ``info`` only where it has the same column
-        definition, see :mod:`.coltypes`) or of the current schema (snapshot rows)."""
+        definition, see :mod:`.coltypes`; ``json_columns``: MariaDB's JSON columns then, from
+        :mod:`.jsoncols`, None if unknown) or of the current schema (snapshot rows)."""
         kept = list(range(len(image_names))) if keep is None else list(keep)
         names = tuple(image_names[i] for i in kept)
         if columns is not None:
@@ -255,7 +257,12 @@ class Shape:
             derived = None
             if binlog_col is not None:
                 derived = binlog_type(binlog_col, maxlen or {}, mariadb)
-                if col_schema is not None and not same_definition(derived, col_schema, mariadb):
+                if json_columns is not None and derived == "longtext" and name in json_columns:
+                    col_schema = ColumnSchema(name, "json", "json", 12, 0, True)
+                elif col_schema is not None and (
+                    not same_definition(derived, col_schema, mariadb)
+                    or (col_schema.json and json_columns is not None and mariadb)
+                ):
                     col_schema = None  # changed since the event: the binlog's definition
             if col_schema is not None:
                 kind = _KIND_OF_DATA_TYPE.get(col_schema.data_type.lower(), "plain")

@@ -228,13 +228,14 @@ class Server:
     def check_privileges(self, log: Any = None) -> None:
         lines = [str(r[0]) for r in self.query("SHOW GRANTS")]
         grants = " ".join(lines).upper()
-        if "ALL PRIVILEGES ON *.*" in grants or re.search(r"\bSUPER\b", grants):
+        if "ALL PRIVILEGES ON *.*" in grants:
             return
         missing = []
-        if not re.search(r"REPLICATION (SLAVE|REPLICA)(?! ADMIN)", grants):
-            missing.append("REPLICATION SLAVE")
-        if not re.search(r"REPLICATION CLIENT|BINLOG MONITOR", grants):
-            missing.append("BINLOG MONITOR" if self.mariadb else "REPLICATION CLIENT")
+        if not re.search(r"\bSUPER\b", grants):
+            if not re.search(r"REPLICATION (SLAVE|REPLICA)(?! ADMIN)", grants):
+                missing.append("REPLICATION SLAVE")
+            if not re.search(r"REPLICATION CLIENT|BINLOG MONITOR", grants):
+                missing.append("BINLOG MONITOR" if self.mariadb else "REPLICATION CLIENT")
         # SELECT: for the snapshot and for the column types (information_schema shows only
         # the tables a user holds a privilege on). On *.* or on some schema or table: the
         # latter is the documented narrow grant, taken on trust.
@@ -362,6 +363,20 @@ class Server:
         result = TableSchema(schema, table, tuple(columns), pk)
         self._schemas[key] = result
         return result
+
+    def json_columns(self) -> dict[tuple[str, str], set[str]]:
+        """MariaDB: every table's JSON columns now (LONGTEXT with a ``json_valid`` check)."""
+        out: dict[tuple[str, str], set[str]] = {}
+        if not self.mariadb:
+            return out
+        for schema, table, clause in self.query(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM "
+            "information_schema.CHECK_CONSTRAINTS WHERE CHECK_CLAUSE LIKE 'json_valid(%%'"
+        ):
+            m = re.fullmatch(r"\s*json_valid\(`?([^`]+)`?\)\s*", str(clause), re.I)
+            if m:
+                out.setdefault((str(schema), str(table)), set()).add(m.group(1))
+        return out
 
     def charset_maxlen(self) -> dict[int, int]:
         """Bytes per character by collation number (``information_schema.COLLATIONS``)."""

@@ -50,6 +50,7 @@ from .events import (
     XidEvent,
 )
 from .formats import Formatter, Shape, TxMeta
+from .jsoncols import JsonColumns
 from .positions import GtidSet, binlog_order
 from .positions import Position as BinlogPosition
 from .server import Server
@@ -127,6 +128,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.xa: dict[str, list[Any]] = {}
         #: Their row events, by (file, pos) (read again at start after a restart).
         self._xa_events: dict[tuple[str, int], list[RowsEvent]] = {}
+        #: MariaDB: JSON columns as of the stream position (None: MySQL, or not followed).
+        self.json_history: JsonColumns | None = None
         #: The position handed out with the last batch (where a reconnect resumes).
         self.handed: BinlogPosition | None = None
         self.snapshot: Snapshot | None = None
@@ -207,6 +210,8 @@ class CanalSource(Source[CanalSourceConfig]):
         if position is None:
             file, pos, gtids = server.binary_log_status()
             position = BinlogPosition(file, pos, gtids=gtids, server_id=self.server_id)
+            if server.mariadb:  # "now" is the position: the present schema is its schema
+                position.json = JsonColumns(server.json_columns()).to_json()
             if mode != "never":
                 position.snapshot = Snapshot.initial_state(server, self.matcher)
                 self.log.info(
@@ -270,6 +275,10 @@ class CanalSource(Source[CanalSourceConfig]):
         self.file = position.file
         self.end = position.pos
         self.xa = {k: list(v) for k, v in position.xa.items()}
+        if position.json is not None:
+            self.json_history = JsonColumns.from_json(position.json)
+        elif self.server.mariadb:  # a position from before the history: not followed
+            self.json_history = JsonColumns({}, complete=False)
         self.txn_xa = False
         self._xa_rows = []
         self.in_txn = False
@@ -290,6 +299,7 @@ class CanalSource(Source[CanalSourceConfig]):
                 self.server_id,
                 snap,
                 {k: list(v) for k, v in self.xa.items()},
+                self._json(),
             )
         return BinlogPosition(
             self.file,
@@ -300,7 +310,12 @@ class CanalSource(Source[CanalSourceConfig]):
             self.server_id,
             snap,
             {k: list(v) for k, v in self.xa.items()},
+            self._json(),
         )
+
+    def _json(self) -> dict[str, Any] | None:
+        history = self.json_history
+        return None if history is None else history.to_json()
 
     # -- polling -------------------------------------------------------------------------------
 
@@ -446,6 +461,8 @@ class CanalSource(Source[CanalSourceConfig]):
             return
         # DDL (or another statement logged as a statement): a group of its own.
         ddl = parse_ddl(sql, event.schema)
+        if self.json_history is not None:
+            self.json_history.apply(sql, event.schema)
         self.server.forget_schemas()
         self._shapes.clear()
         if not self.in_txn:
@@ -533,6 +550,7 @@ class CanalSource(Source[CanalSourceConfig]):
         if cached is not None and cached[0] is table:
             return cached[1]
         names = table.column_names
+        history = self.json_history
         shape = Shape.build(
             table.schema,
             table.name,
@@ -544,6 +562,7 @@ class CanalSource(Source[CanalSourceConfig]):
             table.primary_key,
             self.server.charset_maxlen(),
             self.server.mariadb,
+            None if history is None else history.columns(table.schema, table.name),
         )
         self._shapes[table.table_id] = (table, shape)
         return shape
