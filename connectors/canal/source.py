@@ -155,12 +155,15 @@ class CanalSource(Source[CanalSourceConfig]):
 
     async def end_positions(self) -> dict[str, Position]:
         def end() -> dict[str, Position]:
+            server = self.server
             try:
-                file, pos, gtids = self.server.binary_log_status()
-                sid = self.server.server_id()
+                file, pos, gtids = server.binary_log_status()
+                sid = server.server_id()
+                history = JsonColumns(server.json_columns()).to_json() if server.mariadb else None
             finally:
-                self.server.close()
-            return {PARTITION: BinlogPosition(file, pos, gtids=gtids, server_id=sid).to_dict()}
+                server.close()
+            end = BinlogPosition(file, pos, gtids=gtids, server_id=sid, json=history)
+            return {PARTITION: end.to_dict()}
 
         return await asyncio.to_thread(end)
 
