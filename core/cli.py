@@ -361,7 +361,8 @@ def offsets() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_options
 def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> None:
-    """Source positions and sink offsets (with lag); only those of FILES' pipelines if given."""
+    """Source positions and sink offsets (with lag); only those of FILES' pipelines if given
+    (then a source with nothing committed says what its first start reads)."""
     config = options.load(files) if files else None
     store = options.open_store(options.store_url(config))
     report = asyncio.run(_offsets_report(store, config))

@@ -14,7 +14,9 @@ Streaming
     ``XID`` / ``COMMIT`` events; a statement that is neither is DDL: it becomes a record per
     table it names (:func:`.ddl.parse_ddl`; ``ddl`` chooses which), and the schema cache is
     dropped. Prepared XA transactions are held back until their ``XA COMMIT`` (dropped at
-    ``XA ROLLBACK``); the position lists those not yet decided (see ``_xa``). All blocking work (the
+    ``XA ROLLBACK``); the position lists those not yet decided (see ``_xa``). Keys and types
+    are those of the table map of each event's transaction, MariaDB JSON columns those of the
+    DDL-replayed history (:mod:`.jsoncols`). All blocking work (the
     reader, the control connection, building records) runs in a worker thread
     (``asyncio.to_thread``), one poll at a time. A lost connection is a
     :class:`~meshconnect.errors.RetriableError`; the next poll reconnects at the last position
