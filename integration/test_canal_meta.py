@@ -365,6 +365,38 @@ def test_a_restart_between_prepare_and_commit_resumes_exactly(mariadb: MariaDB, 
     assert [r.id for r in again] == [r.id for r in first + rest]
 
 
+def test_a_large_prepared_xa_split_over_batches_is_emitted_once_at_commit(
+    mariadb: MariaDB,
+) -> None:
+    """Batches of two events end inside the PREPARE group; a restart after three of them
+    resumes at the group start and emits every row once, at the commit."""
+    mariadb.execute("CREATE DATABASE xb", "CREATE TABLE xb.t (id INT PRIMARY KEY, v INT)")
+    start = end_positions(mariadb)
+    conn = pymysql.connect(**mariadb.connect_args())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("XA START 'big'")
+            for i in range(1, 31, 3):
+                cur.execute(f"INSERT INTO xb.t VALUES ({i}, 0), ({i + 1}, 0), ({i + 2}, 0)")
+            cur.execute("XA END 'big'")
+            cur.execute("XA PREPARE 'big'")
+            cur.execute("XA COMMIT 'big'")
+    finally:
+        conn.close()
+    mariadb.execute("INSERT INTO xb.t VALUES (100, 1)")
+    config: dict[str, Any] = {
+        "format": "row",
+        "snapshot": "never",
+        "include": ["xb\\..*"],
+        "batch_events": 2,
+    }
+    first, reached = run_source(mariadb, start, 1, polls=3, **config)
+    assert first == [] and reached["binlog"]["pos"] == start["binlog"]["pos"]
+    rest, _ = run_source(mariadb, reached, 31, **config)
+    assert [r.extensions["partitionkey"] for r in rest] == [str(i) for i in range(1, 31)] + ["100"]
+    assert len({r.id for r in rest}) == 31
+
+
 # -- item 8: privileges and an include matching nothing ----------------------------------------
 
 

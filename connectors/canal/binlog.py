@@ -389,6 +389,8 @@ class LibraryReader:
                     c.charset_id = next(ids, None)
                 elif event._is_enum_or_set_column(c.type):
                     c.charset_id = next(es_ids, None)
+            if len(self._pk_order) > 4096:  # table ids change with DDL: keep it bounded
+                self._pk_order.clear()
             self._pk_order[event.table_id] = tuple(
                 cols[i].name for i in order if i < len(cols) and cols[i].name
             )
