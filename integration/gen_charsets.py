@@ -11,8 +11,8 @@ sequence is in Unicode (``CONVERT(CONVERT(x USING cs) USING utf8mb4)``, what a c
 * single-byte charsets: all 256 bytes, a full decoding table (bytes the server cannot
   convert are ``?``, as the server prints them);
 * multi-byte charsets: every one-, two- (and for ujis/eucjpms three-) byte sequence the server
-  reads as one character, compared with Python's codec of the same name; the sequences where
-  they differ are written as overrides;
+  reads as one character (or as one ``?``: well formed, so stored, but without a Unicode
+  mapping), compared with Python's codec; the sequences where they differ are overrides;
 * collation ids: every id in ``COLLATION_CHARACTER_SET_APPLICABILITY`` and its charset.
 """
 
@@ -64,18 +64,21 @@ def single_byte(conn: Any, charset: str) -> str:
     return "".join(table[i] for i in range(256))
 
 
-def multi_byte(conn: Any, charset: str) -> tuple[bytes, dict[bytes, str]]:
+def multi_byte(conn: Any, charset: str) -> tuple[bytes, list[tuple[int, int, int]]]:
     codec = PYTHON_CODEC[charset]
     server: dict[bytes, str] = {}
     for i, text in _convert(conn, charset, 0, 255, 1).items():
         if len(text) == 1 and (text != "?" or i == 0x3F):
             server[bytes([i])] = text
+    # A multi-byte sequence that comes out as one '?' is well formed but has no Unicode
+    # mapping: the server stores it and prints it as '?' (an invalid first byte would be one
+    # '?' and the next byte another character).
     for i, text in _convert(conn, charset, 0x8000, 0xFFFF, 2).items():
-        if len(text) == 1 and text != "?":
+        if len(text) == 1:
             server[i.to_bytes(2, "big")] = text
     if charset in ("ujis", "eucjpms"):
         for i, text in _convert(conn, charset, 0x8FA1A1, 0x8FFEFE, 3).items():
-            if len(text) == 1 and text != "?" and (i >> 8) & 0xFF >= 0xA1 and i & 0xFF >= 0xA1:
+            if len(text) == 1 and (i >> 8) & 0xFF >= 0xA1 and i & 0xFF >= 0xA1:
                 server[i.to_bytes(3, "big")] = text
     overrides = {}
     for seq, text in server.items():
@@ -87,7 +90,23 @@ def multi_byte(conn: Any, charset: str) -> tuple[bytes, dict[bytes, str]]:
             overrides[seq] = text
     print(f"{charset}: {len(server)} characters, {len(overrides)} overrides", file=sys.stderr)
     leads = bytes(sorted({seq[0] for seq in server if len(seq) > 1}))
-    return leads, overrides
+    return leads, _runs(overrides)
+
+
+def _runs(overrides: dict[bytes, str]) -> list[tuple[int, int, int]]:
+    """Overrides as runs ``(first, last, code point of first)`` of sequences (big-endian ints)
+    that map to consecutive code points, or all to ``?`` (code point -1)."""
+    runs: list[list[int]] = []
+    for seq, text in sorted(overrides.items(), key=lambda kv: (len(kv[0]), kv[0])):
+        n, cp = int.from_bytes(seq, "big"), (-1 if text == "?" else ord(text))
+        if runs:
+            first, last, start = runs[-1]
+            same_width = len(seq) == (first.bit_length() + 7) // 8
+            if same_width and last == n - 1 and cp == (-1 if start < 0 else start + n - first):
+                runs[-1][1] = n
+                continue
+        runs.append([n, n, cp])
+    return [(a, b, c) for a, b, c in runs]
 
 
 def generate(conn: Any) -> str:
@@ -131,19 +150,21 @@ def generate(conn: Any) -> str:
     out += [
         "}",
         "",
-        "#: Multi-byte charsets: the Python codec, the first bytes of multi-byte characters and",
-        "#: the sequences where the server and the Python codec differ.",
-        "MULTI_BYTE: dict[str, tuple[str, bytes, dict[bytes, str]]] = {",
+        "#: Multi-byte charsets: the Python codec, the first bytes of multi-byte characters, the",
+        "#: longest character (bytes) and the runs of sequences where the server and the codec",
+        "#: differ: (first, last, code point of first or -1 for ?), sequences as big-endian ints.",
+        "MULTI_BYTE: dict[str, tuple[str, bytes, int, tuple[tuple[int, int, int], ...]]] = {",
     ]
     for name, maxlen in charsets:
         if maxlen > 1 and name not in UNICODE:
-            leads, overrides = multi_byte(conn, name)
+            leads, runs = multi_byte(conn, name)
             out.append(f"    {name!r}: (")
             out.append(f"        {PYTHON_CODEC[name]!r},")
             out.append(f"        {leads!r},")
-            out.append("        {")
-            out += [f"            {k!r}: {v!r}," for k, v in sorted(overrides.items())]
-            out.append("        },")
+            out.append(f"        {3 if name in ('ujis', 'eucjpms') else 2},")
+            out.append("        (")
+            out += [f"            ({a:#x}, {b:#x}, {c})," for a, b, c in runs]
+            out.append("        ),")
             out.append("    ),")
     out += ["}", ""]
     return "\n".join(out)

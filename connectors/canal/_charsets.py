@@ -114,18 +114,32 @@ def _single_byte(table: str) -> Decode:
     return run
 
 
-def _multi_byte(base: str, leads: bytes, overrides: dict[bytes, str]) -> Decode:
-    if not overrides:
+def _klass(values: set[int] | bytes) -> bytes:
+    return b"[" + b"".join(re.escape(bytes([v])) for v in sorted(values)) + b"]"
+
+
+def _multi_byte(
+    base: str, leads: bytes, width: int, runs: tuple[tuple[int, int, int], ...]
+) -> Decode:
+    if not runs:
         return lambda data: data.decode(base, ERRORS)
-
-    def klass(values: bytes) -> bytes:
-        return b"[" + b"".join(re.escape(bytes([v])) for v in values) + b"]"
-
-    three = b"\x8f[\xa1-\xfe][\xa1-\xfe]|" if any(len(k) == 3 for k in overrides) else b""
-    char = b"(?:" + three + klass(leads) + b"[\\x00-\\xff]|[\\x00-\\xff])"
-    special = b"|".join(re.escape(k) for k in sorted(overrides, key=len, reverse=True))
+    overrides: dict[bytes, str] = {}
+    for first, last, start in runs:
+        size = (first.bit_length() + 7) // 8
+        for n in range(first, last + 1):
+            overrides[n.to_bytes(size, "big")] = "?" if start < 0 else chr(start + n - first)
+    # The overridden sequences as alternatives: each prefix with a class of last bytes.
+    last_bytes: dict[bytes, set[int]] = {}
+    for seq in overrides:
+        last_bytes.setdefault(seq[:-1], set()).add(seq[-1])
+    special = b"|".join(
+        re.escape(prefix) + _klass(ends)
+        for prefix, ends in sorted(last_bytes.items(), key=lambda kv: -len(kv[0]))
+    )
+    three = b"\x8f[\xa1-\xfe][\xa1-\xfe]|" if width == 3 else b""
+    char = b"(?:" + three + _klass(leads) + b"[\x00-\xff]|[\x00-\xff])"
     # Runs of ordinary characters (one codec call each), or one overridden character.
-    pattern = re.compile(b"((?:(?!" + special + b")" + char + b")+)|(" + special + b")", re.S)
+    pattern = re.compile(b"((?:(?!(?:" + special + b"))" + char + b")+)|(" + special + b")", re.S)
 
     def run(data: bytes) -> str:
         if data.isascii():

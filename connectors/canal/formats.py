@@ -38,7 +38,8 @@ import orjson
 
 from meshconnect.records import Record
 
-from .events import Column
+from ._fixedbin import TEXT_OF
+from .events import Column, RowsEvent
 from .server import TableSchema, sql_type
 
 __all__ = ["Formatter", "Shape", "TxMeta", "ddl_info"]
@@ -98,12 +99,16 @@ _KIND_OF_TYPE = {
 
 
 def _float32(v: float) -> float:
-    """The shortest decimal that reads back as the same 32-bit float (what MySQL prints)."""
+    """The shortest decimal that reads back as the same 32-bit float (what MySQL 8 prints;
+    MariaDB prints six digits, which may not read back: 16777216 as 16777200)."""
     packed = struct.pack("<f", v)
-    for digits in range(6, 10):
+    for digits in range(1, 10):
         text = f"{v:.{digits}g}"
-        if struct.pack("<f", float(text)) == packed:
-            return float(text)
+        try:
+            if struct.pack("<f", float(text)) == packed:
+                return float(text)
+        except OverflowError:  # rounded past the largest float: more digits
+            continue
     return v
 
 
@@ -162,6 +167,15 @@ def _bytes(v: bytes, binary: str) -> str:
     return v.decode("latin-1") if binary == "latin1" else base64.b64encode(v).decode()
 
 
+def _set_text(members: Sequence[str]) -> str:
+    """A SET as the server prints it: a comma goes before a member only after some text (so
+    the empty member leaves no trace: ``('', 'a')`` prints ``a``)."""
+    text = ""
+    for m in members:
+        text = text + "," + m if text else m
+    return text
+
+
 def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
     """Canal's text form of a value (``None`` stays ``None``)."""
     if kind == "decimal":
@@ -183,9 +197,11 @@ def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
     if kind == "json":
         return lambda v: v if isinstance(v, str) else orjson.dumps(v).decode()
     if kind == "set":
-        return lambda v: ",".join(v) if isinstance(v, tuple | list) else str(v)
+        return lambda v: _set_text(v) if isinstance(v, tuple | list) else str(v)
     if kind == "bool":
         return lambda v: "1" if v else "0"
+    if kind == "year":  # as the server prints it: 0000, 1901 … 2155
+        return lambda v: f"{v:04d}" if isinstance(v, int) else str(v)
 
     def plain(v: Any) -> str:
         if isinstance(v, str):
@@ -216,6 +232,9 @@ class Shape:
     canal_convs: tuple[Conv, ...]
     mysql_type: dict[str, str]
     sql_type: dict[str, int]
+    #: Binlog image positions whose bytes become the server's text (UUID, INET4, INET6: the
+    #: binlog has them as BINARY(n)), so binlog images equal the snapshot's; see ``fix``.
+    text_of: tuple[tuple[int, Callable[[bytes], str]], ...] = ()
 
     @classmethod
     def build(
@@ -278,7 +297,32 @@ class Shape:
             canal_convs=tuple(canal_convs),
             mysql_type=mysql_type,
             sql_type=sql_types,
+            text_of=tuple(
+                (i, TEXT_OF[c.data_type.lower()])
+                for i, name in enumerate(image_names)
+                if info is not None
+                and (c := info.column(name)) is not None
+                and c.data_type.lower() in TEXT_OF
+            ),
         )
+
+    def fix(self, event: RowsEvent) -> None:
+        """Give a binlog event's images the values the snapshot reads (in place)."""
+        text_of = self.text_of
+        if not text_of:
+            return
+
+        def fixed(image: tuple[Any, ...]) -> tuple[Any, ...]:
+            row = list(image)
+            for i, text in text_of:
+                v = row[i]
+                if isinstance(v, bytes):
+                    row[i] = text(v)
+            return tuple(row)
+
+        event.rows = [fixed(r) for r in event.rows]
+        if event.before is not None:
+            event.before = [fixed(r) for r in event.before]
 
     def kept(self, image: tuple[Any, ...]) -> Sequence[Any]:
         index = self.index

@@ -423,6 +423,7 @@ class CanalSource(Source[CanalSourceConfig]):
             if n == self.skip_events:
                 first = self.skip_rows
         shape = self.shape(table)
+        shape.fix(event)
         meta = self._meta(event)
         rows = event.rows
         if self.snapshot is not None:
