@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
+from meshconnect import jsonvalue
+from meshconnect.errors import DataError
 from meshconnect.records import Record
 
 from ._fixedbin import TEXT_OF
@@ -155,7 +155,7 @@ def _row_conv(kind: str, fsp: int, binary: str) -> Conv | None:
     if kind == "time":
         return lambda v: _time_text(v, fsp) if isinstance(v, dt.timedelta) else v
     if kind == "json":
-        return lambda v: orjson.loads(v) if isinstance(v, str) else v
+        return lambda v: jsonvalue.loads(v) if isinstance(v, str) else v
     if kind == "set":
         return lambda v: list(v) if isinstance(v, tuple | list) else v
     if kind == "text":
@@ -195,7 +195,7 @@ def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
     if kind == "time":
         return lambda v: _time_text(v, fsp) if isinstance(v, dt.timedelta) else str(v)
     if kind == "json":
-        return lambda v: v if isinstance(v, str) else orjson.dumps(v).decode()
+        return lambda v: v if isinstance(v, str) else jsonvalue.dumps(v).decode()
     if kind == "set":
         return lambda v: _set_text(v) if isinstance(v, tuple | list) else str(v)
     if kind == "bool":
@@ -329,11 +329,16 @@ class Shape:
         return image if index is None else [image[i] for i in index]
 
     def row(self, image: tuple[Any, ...]) -> dict[str, Any]:
+        """The typed values; :class:`ValueError` naming the column when one cannot be made
+        (a JSON column holding text that is not JSON, say)."""
         values = list(self.kept(image))
         for i, conv in self.row_convs:
             v = values[i]
             if v is not None:
-                values[i] = conv(v)
+                try:
+                    values[i] = conv(v)
+                except ValueError as exc:
+                    raise ValueError(f"column {self.names[i]!r}: {exc}") from exc
         return dict(zip(self.names, values, strict=True))
 
     def canal(self, image: tuple[Any, ...]) -> dict[str, Any]:
@@ -359,6 +364,12 @@ class Shape:
                 v = v.isoformat() if isinstance(v, dt.date) else _time_text(v, 6)
             parts.append(str(v))
         return "|".join(parts)
+
+
+def _text(shape: Shape, image: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    """A row image in Canal's text form (every value a string, JSON as stored): what a dead
+    letter keeps of a row whose typed values could not be made."""
+    return None if image is None else shape.canal(image)
 
 
 @dataclass(slots=True)
@@ -413,6 +424,9 @@ class Formatter:
         self.flavour = flavour
         #: Canal's FlatMessage ``id``: the batch number within this run (as Canal's batch id).
         self.batch_id = 0
+        #: Row changes whose values could not be made (``(record, DataError)``; the record's
+        #: data is the row's text form), for the batch's ``failures``: the errors policy.
+        self.failures: list[tuple[Record, BaseException]] = []
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -448,12 +462,18 @@ class Formatter:
     ) -> None:
         image = after if after is not None else before
         assert image is not None
-        if self.fmt == "row":
-            data: Any = shape.row(image)
-        elif self.fmt == "debezium":
-            data = self._debezium(op, shape, before, after, meta, row)
-        else:
-            data = self._canal(op, shape, before, after, meta)
+        failure: DataError | None = None
+        try:
+            if self.fmt == "row":
+                data: Any = shape.row(image)
+            elif self.fmt == "debezium":
+                data = self._debezium(op, shape, before, after, meta, row)
+            else:
+                data = self._canal(op, shape, before, after, meta)
+        except ValueError as exc:
+            where = "the snapshot" if meta.snapshot else f"binlog {meta.file}:{meta.pos}"
+            failure = DataError(f"canal: {shape.subject} {exc} (row {row} at {where})")
+            data = {"before": _text(shape, before), "after": _text(shape, after)}
         if meta.snapshot:
             rid = f"snapshot:{shape.subject}:{shape.key_text(image) or row}"
         else:
@@ -468,19 +488,21 @@ class Formatter:
         key = shape.key_text(image)
         if key is not None:
             ext["partitionkey"] = key
-        out.append(
-            Record.fast(
-                data,
-                rid,
-                self.source,
-                "mysql." + op,
-                shape.subject,
-                "application/json",
-                _iso(meta.timestamp),
-                None,
-                ext,
-            )
+        record = Record.fast(
+            data,
+            rid,
+            self.source,
+            "mysql." + op,
+            shape.subject,
+            "application/json",
+            _iso(meta.timestamp),
+            None,
+            ext,
         )
+        if failure is None:
+            out.append(record)
+        else:
+            self.failures.append((record, failure))
 
     def _canal(
         self,
