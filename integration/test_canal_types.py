@@ -283,3 +283,61 @@ def test_json_numbers_exact_and_unparsable_json_is_a_failure(
         values.append(got)
     if fmt != "canal":
         assert values[0] == values[1]
+
+
+def test_old_mariadb_temporal_format_is_refused_clearly(mariadb: MariaDB) -> None:
+    """DATETIME(6) made with mysql56_temporal_format=OFF (MariaDB 5.3's format, found in
+    upgraded tables) has no precision in the binlog: a clear error, never garbage values."""
+    from meshconnect.errors import ConfigError
+
+    mariadb.execute(
+        "CREATE DATABASE IF NOT EXISTS types",
+        "SET GLOBAL mysql56_temporal_format = OFF",
+        "CREATE TABLE types.old_temporal (id INT PRIMARY KEY, a DATETIME(6), b TIME(3))",
+        "SET GLOBAL mysql56_temporal_format = ON",
+    )
+    start = end_positions(mariadb)
+    mariadb.execute(
+        "INSERT INTO types.old_temporal VALUES (1, '2024-02-29 23:59:59.123456', '-12:34:56.789')"
+    )
+    with pytest.raises(ConfigError, match=r"types\.old_temporal"):
+        run_source(
+            mariadb, start, 1, format="row", snapshot="never", include=["types\\.old_temporal"]
+        )
+
+
+@pytest.mark.parametrize("fmt", ["row", "canal"])
+def test_uuid_and_inet6_keys_are_their_text(mariadb: MariaDB, fmt: str) -> None:
+    """A UUID or INET6 primary key: the same partitionkey (the server's text) from the
+    snapshot and the binlog, and the same value in the data."""
+    snap_u, live_u, snap_i, live_i = (
+        f"types.{k}_key_{w}_{fmt}" for k in ("uuid", "inet") for w in ("snap", "live")
+    )
+    mariadb.execute(
+        "CREATE DATABASE IF NOT EXISTS types",
+        *(f"CREATE TABLE {t} (k UUID PRIMARY KEY)" for t in (snap_u, live_u)),
+        *(f"CREATE TABLE {t} (k INET6 PRIMARY KEY)" for t in (snap_i, live_i)),
+        f"INSERT INTO {snap_u} VALUES ('6ccd780c-baba-1026-9564-5b8c656024db')",
+        f"INSERT INTO {snap_i} VALUES ('::ffff:10.0.0.1')",
+    )
+    start = end_positions(mariadb)
+    mariadb.execute(
+        f"INSERT INTO {live_u} VALUES ('6ccd780c-baba-1026-9564-5b8c656024db')",
+        f"INSERT INTO {live_i} VALUES ('::ffff:10.0.0.1')",
+    )
+    live, _ = run_source(
+        mariadb, start, 2, format=fmt, snapshot="never", include=[f"types\\..*_key_live_{fmt}"]
+    )
+    snap, _ = run_source(
+        mariadb,
+        None,
+        2,
+        format=fmt,
+        snapshot="initial_only",
+        include=[f"types\\..*_key_snap_{fmt}"],
+    )
+    for records in (live, snap):
+        keys = sorted(r.extensions["partitionkey"] for r in records)
+        assert keys == ["6ccd780c-baba-1026-9564-5b8c656024db", "::ffff:10.0.0.1"]
+        values = sorted(r.data["k"] if fmt == "row" else r.data["data"][0]["k"] for r in records)
+        assert values == keys

@@ -34,6 +34,7 @@ which the library cannot decode and would drop silently) raises an error instead
 from __future__ import annotations
 
 import queue
+import struct
 import threading
 import zlib
 from collections.abc import Callable, Mapping
@@ -394,6 +395,15 @@ class LibraryReader:
                 return None  # rows never decoded
             info = self._table(event)
             image = info.image
+            try:
+                event.rows  # noqa: B018 - the library decodes the rows on first access
+            except (AssertionError, ValueError, IndexError, KeyError, struct.error) as exc:
+                raise ConfigError(
+                    f"canal: the rows of {event.schema}.{event.table} at {log_file}:{pos} "
+                    f"cannot be decoded ({type(exc).__name__}: {exc}); the column types in "
+                    "the table map do not describe the values (MariaDB's pre-10.1 temporal "
+                    "format? run ALTER TABLE ... FORCE with mysql56_temporal_format=ON)"
+                ) from exc
             if isinstance(event, rev.UpdateRowsEvent):
                 before, after = [], []
                 for r in event.rows:

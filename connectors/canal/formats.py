@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from meshconnect import jsonvalue
-from meshconnect.errors import DataError
+from meshconnect.errors import ConfigError, DataError
 from meshconnect.records import Record
 
 from ._fixedbin import TEXT_OF
@@ -96,6 +96,10 @@ _KIND_OF_TYPE = {
     for code, name in _TYPE_NAMES.items()
     if name in _KIND_OF_DATA_TYPE
 } | {0: "decimal", 14: "date", 255: "bytes"}
+
+
+#: DATETIME, TIME, TIMESTAMP in the old binlog types (MySQL 5.5, MariaDB 5.3 "hires").
+_OLD_TEMPORAL = frozenset({7, 11, 12})
 
 
 def _float32(v: float) -> float:
@@ -264,6 +268,14 @@ class Shape:
             if col_schema is not None:
                 kind = _KIND_OF_DATA_TYPE.get(col_schema.data_type.lower(), "plain")
                 fsp = col_schema.fsp
+                if fsp and binlog_col is not None and binlog_col.type in _OLD_TEMPORAL:
+                    raise ConfigError(
+                        f"canal: {schema}.{table}.{name} is a {col_schema.column_type} in "
+                        "MariaDB's pre-10.1 storage format (mysql56_temporal_format=OFF), "
+                        "whose binlog values carry no precision and cannot be decoded: run "
+                        f"`ALTER TABLE {schema}.{table} FORCE` with "
+                        "mysql56_temporal_format=ON to convert it"
+                    )
                 mysql_type[name] = col_schema.column_type
                 sql_types[name] = col_schema.sql_type
             else:
