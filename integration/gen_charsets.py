@@ -33,7 +33,7 @@ OUT = HERE.parent / "connectors" / "canal" / "_charset_data.py"
 PYTHON_CODEC = {
     "big5": "big5",
     "ujis": "euc_jp",
-    "eucjpms": "euc_jis_2004",
+    "eucjpms": "euc_jp",
     "sjis": "shift_jis",
     "cp932": "cp932",
     "euckr": "cp949",
