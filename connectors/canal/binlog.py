@@ -140,8 +140,11 @@ def _converter(col: Any, column: Column) -> Callable[[Any], Any] | None:
         # BOM-sniffing UTF-16, swe7 not at all): it gets the server's own conversion instead.
         col.character_set_name = _charsets.codec_name(column.charset)
         return None
-    if getattr(col, "character_set_name", None) == "binary" or (
-        column.charset is None and kind in (ft.STRING, ft.VARCHAR, ft.VAR_STRING, ft.BLOB)
+    if getattr(col, "character_set_name", None) in (None, "binary") and kind in (
+        ft.STRING,
+        ft.VARCHAR,
+        ft.VAR_STRING,
+        ft.BLOB,
     ):
         # An empty binary value comes as '' (str); BINARY(n) loses its trailing zero bytes.
         size = int(getattr(col, "max_length", 0) or 0) if kind == ft.STRING else 0
