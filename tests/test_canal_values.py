@@ -61,3 +61,15 @@ def test_charsets_decode_as_the_server(collation: int, raw: bytes, text: str) ->
 def test_binary_has_no_codec() -> None:
     assert _charsets.codec(63) is None
     assert _charsets.charset_name(255) == "utf8mb4"  # MySQL 8's utf8mb4_0900_ai_ci
+
+
+def test_snapshot_reads_sets_by_mask_and_floats_as_double() -> None:
+    from meshconnect.connectors.canal.server import ColumnSchema, TableSchema
+    from meshconnect.connectors.canal.snapshot import _members, _normaliser, _select_expr
+
+    assert _members("set('','a','b''c','d,e')") == ("", "a", "b'c", "d,e")
+    s = ColumnSchema("s`x", "set", "set('','a','b')", -7, 0, False)
+    f = ColumnSchema("f", "float", "float", 7, 0, False)
+    assert (_select_expr(s), _select_expr(f)) == ("`s``x` + 0", "CAST(`f` AS DOUBLE)")
+    [(i, fix)] = _normaliser(TableSchema("d", "t", (f, s), ()))
+    assert (i, fix(1), fix(3), fix(0), fix(6)) == (1, ("",), ("", "a"), (), ("a", "b"))
