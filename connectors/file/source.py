@@ -55,6 +55,7 @@ import orjson
 
 from meshconnect.api import ConnectorContext, Position, Source, SourceBatch
 from meshconnect.errors import DataError
+from meshconnect.eventrules import loads_event
 from meshconnect.records import Record
 
 from .config import FileSourceConfig
@@ -550,7 +551,8 @@ class FileSource(Source[FileSourceConfig]):
     def _parse_cloudevents(
         self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
-        loads, decode, from_dict = orjson.loads, self._decode, Record.from_dict
+        # Not orjson: a key twice in one object must be an error, not last-wins.
+        loads, decode, from_dict = loads_event, self._decode, Record.from_dict
         offset = t.offset
         for i, line in enumerate(lines):
             problem = ""
@@ -560,10 +562,8 @@ class FileSource(Source[FileSourceConfig]):
                 problem = "" if not line.strip() else f"invalid JSON: {exc}"
             else:
                 try:
-                    if not isinstance(event, dict):
-                        raise ValueError(f"not a CloudEvent: a JSON {type(event).__name__}")
                     records.append(from_dict(event))
-                except (ValueError, TypeError) as exc:
+                except ValueError as exc:  # InvalidEventError names the attribute and rule
                     problem = f"invalid CloudEvent: {exc}"
             if problem:
                 failures.append(self._failure(t, line, offset, i, problem))
