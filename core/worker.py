@@ -357,7 +357,9 @@ class Worker:
         appender = asyncio.create_task(self._append_loop(pipeline, queue, status))
         try:
             positions = await self.store.positions(ident)
-            await source.start(positions)
+            begun = await source.start(positions)
+            if begun:  # "from now" made durable before the source counts as started
+                await self.store.append([], {(ident, p): dict(v) for p, v in begun.items()})
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:

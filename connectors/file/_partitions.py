@@ -198,8 +198,9 @@ class Partitions:
     def _new_tail(self, key: str) -> Tail:
         return Tail(key=key, source=Path(key).as_uri(), subject=os.path.basename(key))
 
-    def _resolve(self, positions: Mapping[str, Position]) -> None:
-        """Open every partition at its stored position, or per ``start_at`` when new."""
+    def _resolve(self, positions: Mapping[str, Position]) -> list[Tail]:
+        """Open every partition at its stored position, or per ``start_at`` when new; the
+        partitions started at a file's end."""
         found = self._glob()
         matched = set(found)
         inodes: dict[int, str] = {}
@@ -239,6 +240,7 @@ class Partitions:
                         position.get("inode"),
                         position.get("offset"),
                     )
+        fresh: list[Tail] = []
         for path in found:
             if path not in self._tails:
                 tail = self._new_tail(path)
@@ -256,6 +258,9 @@ class Partitions:
                     start = "end" if self.config.start_at == "end" else 0
                 if self._attach(tail, path, start):
                     self._tails[path] = tail
+                    if start == "end":
+                        fresh.append(tail)
+        return fresh
 
     def _claim_orphan(self, path: str) -> Position | None:
         """The stored position whose file was rewritten or is gone and whose remembered

@@ -88,6 +88,10 @@ class FileSource(Partitions, Source[FileSourceConfig]):
     """Reads the files matching ``path``; see the module docstring for the contract."""
 
     config_model = FileSourceConfig
+    empty_position = (
+        "reads each file from its beginning (`start_at: end`: from its end at the first start, "
+        "a position committed before it reports started)"
+    )
 
     def __init__(self, config: FileSourceConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
@@ -126,8 +130,10 @@ class FileSource(Partitions, Source[FileSourceConfig]):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, positions: Mapping[str, Position]) -> None:
-        """Open the matching files at their positions. A bounded source fails with a
+    async def start(self, positions: Mapping[str, Position]) -> dict[str, Position] | None:
+        """Open the matching files at their positions. Returns the positions of files started
+        at their end (``start_at: end``), which the worker commits at once: "the end" is fixed
+        at the first start. A bounded source fails with a
         :class:`~meshconnect.errors.ConfigError` when a pattern of ``path`` matches no file
         (after waiting up to ``wait_for_files`` for one)."""
         try:
@@ -145,13 +151,14 @@ class FileSource(Partitions, Source[FileSourceConfig]):
                         + "; check the path, or set 'wait_for_files' to wait for files in a "
                         "bounded run, or 'follow: true' to tail files as they come"
                     )
-            await asyncio.to_thread(self._resolve, positions)
+            fresh = await asyncio.to_thread(self._resolve, positions)
         except OSError as exc:
             raise io_error(exc, f"file source {', '.join(self._patterns)}: start") from exc
         self._last_scan = time.monotonic()
         if not self._tails and not self.bounded:
             pattern = ", ".join(self._patterns)
             self._log.info("file source: no file matches %s yet; waiting", pattern)
+        return {t.key: t.position() for t in fresh} or None
 
     async def poll(self) -> SourceBatch | None:
         try:
