@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from .config.interpolate import redact
 from .config.model import ErrorPolicy, RetryPolicy
 from .errors import DataError, RetriableError, StoreError, classify
 from .records import Record, now_iso
@@ -198,7 +199,7 @@ def dead_letter_record(
     message = str(error)
     if cause is not None and not isinstance(error, DataError | RetriableError):
         message = f"{message} ({type(cause).__name__}: {cause})"
-    ext["errormessage"] = message[:2000]
+    ext["errormessage"] = redact(message)[:2000]  # a connector's message may hold a secret
     if record.topic is not None:
         ext["errortopic"] = record.topic
     if record.offset is not None:

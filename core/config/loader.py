@@ -34,7 +34,7 @@ from ..errors import ConfigError, Location, PluginError, Problem, ValidationErro
 from ..expr import Compiler, ExpressionError, Template
 from ..plugins import Registry
 from ..transforms import BuildContext, Transform, TransformChain, building
-from .interpolate import Interpolated, interpolate
+from .interpolate import Interpolated, Redactor, interpolate
 from .model import (
     ErrorPolicy,
     PipelineConfig,
@@ -124,6 +124,9 @@ class LoadedConfig:
     pipelines: list[LoadedPipeline]
     #: Top-level paths (``("store",)``, ``("retention", …)``) whose values are secret.
     secret_paths: frozenset[YamlPath] = frozenset()
+    #: Every text interpolation took from the environment or a file: masked in every message
+    #: the run prints or stores (:func:`~meshconnect.config.interpolate.Redactor`).
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 def load_pipeline_files(
@@ -245,6 +248,8 @@ class _Session:
         self.extra_problems: list[Problem] = []
         self.built: list[_Built] = []
         self.names: dict[str, Location] = {}
+        #: Every value interpolation took from the environment or a file, in any file.
+        self.secrets: set[str] = set()
 
     @property
     def problems(self) -> list[Problem]:
@@ -282,6 +287,15 @@ class _Session:
         interp = interpolate(doc.data, env=self.env, base_dir=resolved.parent)
         file = _File(doc, interp, resolved.parent)
         self.files.append(file)
+        self.secrets.update(interp.secret_values())
+        # Expressions compiled for this file: its own pattern policy, and run-time failure
+        # messages with every interpolated value of the file masked (as validation's are).
+        options = raw_options(doc.data.get("expressions"))
+        self.compiler = Compiler(
+            self.registry.functions,
+            record_patterns=options.get("record_patterns") is True,
+            redact=Redactor(interp.secret_values()).redact,
+        )
         for error_path, message in interp.errors:
             file.report(error_path, message, always=True)
         file.model = file.validate(PipelineFile, file.data, ())
@@ -514,7 +528,12 @@ class _Session:
                 break
         pipelines = [self.loaded(b) for b in self.built]
         return LoadedConfig(
-            list(self.file_names), store, retention, pipelines, frozenset(top_secrets)
+            list(self.file_names),
+            store,
+            retention,
+            pipelines,
+            frozenset(top_secrets),
+            secrets=frozenset(self.secrets),
         )
 
     def loaded(self, built: _Built) -> LoadedPipeline:
@@ -566,6 +585,12 @@ def _loaded_sink(config: SinkConfig, built: _BuiltSink) -> LoadedSink:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def raw_options(value: Any) -> dict[str, Any]:
+    """The ``expressions:`` block as given (validated with the file's model; a wrong one is
+    reported there, and counts as the defaults here)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _quiet(model: type[M], data: Any) -> M | None:

@@ -74,9 +74,23 @@ def _template_body(translator: _Translator, text: str) -> ast.expr:
         values.append(ast.IfExp(is_plain, ast.Name(t, ast.Load()), slow))
     if all(isinstance(v, ast.Constant) for v in values):
         return ast.Constant("".join(str(cast(ast.Constant, v).value) for v in values))
+    if sum(not isinstance(v, ast.Constant) for v in values) > 1:
+        # Several placeholders: their texts are measured together before they are joined,
+        # so a template cannot build more than the expression budget (see _budget).
+        texts = [v if isinstance(v, ast.Constant) else _as_text(v) for v in values]
+        return ast.Call(ast.Name("_joined", ast.Load()), texts, [])
     return ast.JoinedStr(
         [v if isinstance(v, ast.Constant) else ast.FormattedValue(v, -1, None) for v in values]
     )
+
+
+def _as_text(node: ast.expr) -> ast.expr:
+    """A placeholder built above (``t if (t := value).__class__ in _plain else _text(t)``)
+    turned into ``t if (t := value).__class__ is _str else _text(t)``: always a string."""
+    assert isinstance(node, ast.IfExp) and isinstance(node.test, ast.Compare)
+    value = node.body  # the temporary that holds the placeholder's value
+    is_str = ast.Compare(node.test.left, [ast.Is()], [ast.Name("_str", ast.Load())])
+    return ast.IfExp(is_str, value, ast.Call(ast.Name("_text", ast.Load()), [value], []))
 
 
 def _split_template(text: str) -> list[str | tuple[int, str]]:
