@@ -505,3 +505,44 @@ def test_a_killed_workers_lease_is_taken_over_at_once_on_the_same_host(tmp_path:
     assert second.returncode == 0, err
     assert f"taking over from worker pid {first.pid} on host" in err
     assert out(tmp_path) == [{"n": i} for i in range(4)]
+
+
+# -- issue 20: RegexRouter-style routing ---------------------------------------------------------
+
+
+def test_the_regex_router_example_passes_its_config_tests() -> None:
+    from click.testing import CliRunner
+
+    from meshconnect.cli import cli
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "regex_router_test.yaml"
+    result = CliRunner().invoke(cli, ["test", str(example)])
+
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "3 passed, 0 failed"
+
+
+def test_a_regex_routed_run_stores_each_record_in_its_topic(tmp_path: Path) -> None:
+    lines(tmp_path, "in.jsonl", [{"t": "shop_orders"}, {"t": "billing_invoices"}, {"t": "x"}])
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        pipelines:
+          - name: p
+            source: {connector: file, config: {path: in.jsonl}}
+            transforms:
+              - type: route
+                topic: '{replace_regex(data.t, "^([a-z]+)_([a-z]+)$", "cdc.$1.$2")}'
+        """,
+    )
+
+    run = mc(tmp_path, "run", str(path))
+    listed = mc(tmp_path, "topics", "list", "--json")
+
+    assert run.returncode == 0, run.stderr
+    assert sorted((t["topic"], t["records"]) for t in json.loads(listed.stdout)) == [
+        ("cdc.billing.invoices", 1),
+        ("cdc.shop.orders", 1),
+        ("x", 1),
+    ]

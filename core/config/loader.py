@@ -287,18 +287,17 @@ class _Session:
         interp = interpolate(doc.data, env=self.env, base_dir=resolved.parent)
         file = _File(doc, interp, resolved.parent)
         self.files.append(file)
-        self.secrets.update(interp.secret_values())
-        # Expressions compiled for this file: its own pattern policy, and run-time failure
-        # messages with every interpolated value of the file masked (as validation's are).
-        options = raw_options(doc.data.get("expressions"))
-        self.compiler = Compiler(
-            self.registry.functions,
-            record_patterns=options.get("record_patterns") is True,
-            redact=Redactor(interp.secret_values()).redact,
-        )
         for error_path, message in interp.errors:
             file.report(error_path, message, always=True)
         file.model = file.validate(PipelineFile, file.data, ())
+        self.secrets.update(interp.secret_values())
+        # Expressions compiled for this file: its own pattern policy, and run-time failure
+        # messages with every interpolated value of the file masked (as validation's are).
+        self.compiler = Compiler(
+            self.registry.functions,
+            record_patterns=file.model is not None and file.model.expressions.record_patterns,
+            redact=Redactor(interp.secret_values()).redact,
+        )
         pipelines = file.data.get("pipelines")
         if isinstance(pipelines, list):
             for index, raw in enumerate(pipelines):
@@ -585,12 +584,6 @@ def _loaded_sink(config: SinkConfig, built: _BuiltSink) -> LoadedSink:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def raw_options(value: Any) -> dict[str, Any]:
-    """The ``expressions:`` block as given (validated with the file's model; a wrong one is
-    reported there, and counts as the defaults here)."""
-    return value if isinstance(value, dict) else {}
 
 
 def _quiet(model: type[M], data: Any) -> M | None:

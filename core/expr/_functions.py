@@ -87,7 +87,7 @@ def _fn_matches(s: Any, pattern: Any) -> bool:
         pattern = _regex.compile_pattern(pattern)
     elif not isinstance(pattern, _regex.re2._Regexp):
         raise TypeError(f"matches() needs a string pattern, not {_type_name(pattern)}")
-    return pattern.search(_need_str("matches", s)) is not None
+    return _regex.search(pattern, _need_str("matches", s))
 
 
 def _fn_replace_regex(s: Any, pattern: Any, replacement: Any) -> str | None:

@@ -31,6 +31,7 @@ __all__ = [
     "compile_replacement",
     "replace",
     "replacement_for",
+    "search",
 ]
 
 Pattern = Any  # re2._Regexp: the binding ships no type information
@@ -121,6 +122,17 @@ def compile_replacement(
         text = []
     parts.append("".join(text))
     return Replacement(p for p in parts if p != "")
+
+
+_UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
+_NO_MATCH = -1
+
+
+def search(pattern: Pattern, text: str) -> bool:
+    """Whether ``pattern`` matches anywhere in ``text``. The binding's ``search`` builds a match
+    object with character offsets (about five times the cost); a yes/no needs neither."""
+    data = text.encode("utf-8", "surrogatepass")
+    return bool(pattern._regexp.Match(_UNANCHORED, data, 0, len(data))[0][0] != _NO_MATCH)
 
 
 def replacement_for(pattern: Pattern, replacement: str) -> Replacement:

@@ -158,11 +158,9 @@ def _text(value: Any) -> str:
     return bounded_text(value)
 
 
-def _joined(*parts: str) -> str:
-    """A template's pieces (already text) joined, within the budget."""
-    if sum(map(len, parts)) > MAX_SIZE:
-        raise too_big("the template")
-    return "".join(parts)
+def _template_too_big() -> str:
+    """What a template whose placeholders' texts add up past the budget evaluates to."""
+    raise too_big("the template")
 
 
 #: Globals every compiled expression sees. No ``__builtins__``: nothing but these exists.
@@ -181,7 +179,8 @@ _RUNTIME: dict[str, Any] = {
     "_floordiv": _floordiv,
     "_num": frozenset((int, float, bool, Decimal)),
     "_text": _text,
-    "_joined": _joined,
+    "_template_too_big": _template_too_big,
+    "_len": len,
     "_sized": _sized,
     "_str": str,
 }
