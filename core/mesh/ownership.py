@@ -57,14 +57,36 @@ class OwnershipError(MeshconnectError):
 
 
 def worker_identity() -> str:
-    """``host:pid:token``: unique per worker process start."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    """``host:pid:start:token``: unique per worker, where ``start`` is when the process started
+    (so a process that got a dead worker's pid, as a restarted container's PID 1 does, is not
+    taken for it; empty where the system does not tell)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_started(pid)}:{uuid.uuid4().hex[:12]}"
+
+
+def _parts(owner: str) -> tuple[str, str, str]:
+    """``(host, pid, start)`` of an identity."""
+    host, _, rest = owner.partition(":")
+    pid, _, rest = rest.partition(":")
+    start = rest.partition(":")[0]
+    return host, pid, start
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc``), or ``""``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return ""
+    # The command name (field 2) is in parentheses and may hold spaces: count after it.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else ""
 
 
 def describe_owner(owner: str) -> str:
     """``worker pid 1234 on host db1`` for an identity made by :func:`worker_identity`."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
+    host, pid, _ = _parts(owner)
     return f"worker pid {pid} on host {host}" if pid.isdigit() else f"worker {owner}"
 
 
@@ -82,9 +104,9 @@ def lease_names(config: LoadedConfig) -> list[str]:
 
 
 def _dead_here(lease: Lease) -> bool:
-    """Whether ``lease`` belongs to a worker on this host whose process is gone."""
-    host, _, rest = lease.owner.partition(":")
-    pid = rest.partition(":")[0]
+    """Whether ``lease`` belongs to a worker on this host whose process is gone (or whose pid
+    now belongs to a process that started later)."""
+    host, pid, start = _parts(lease.owner)
     if host != socket.gethostname() or not pid.isdigit():
         return False
     try:
@@ -92,8 +114,8 @@ def _dead_here(lease: Lease) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
-    return False
+        pass
+    return bool(start) and _started(int(pid)) not in ("", start)
 
 
 async def live_leases(store: MeshStore, names: Sequence[str] | None = None) -> list[Lease]:
