@@ -204,7 +204,7 @@ def as_pipeline_file(block: Block) -> str:
     keys = set(data)
     if "pipelines" in keys:
         return block.text
-    if keys <= {"store", "retention", "cluster"}:
+    if keys <= {"store", "retention", "cluster", "expressions"}:
         return _wrap_top(block.text)
     if keys <= {"topic", "name"}:
         return _pipeline(SOURCE_STUB + "\n" + block.text)

@@ -293,7 +293,8 @@ def test_a_secret_in_a_sink_path_is_masked_in_its_warnings(tmp_path: Path) -> No
     warning = next(line for line in results[2].stderr.splitlines() if "last commit" in line)
     assert json.loads(warning)["message"] == (
         f"file sink {tmp_path}/out2-**********.jsonl: the last commit was for "
-        f"{tmp_path}/out-**********.jsonl; starting fresh at the new path"
+        f"{tmp_path}/out-**********.jsonl, which is kept as it is; the new path has no "
+        "committed state"
     )
 
 
