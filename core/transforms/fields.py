@@ -21,6 +21,7 @@ from ._common import (
     DataPathOption,
     Options,
     PathOption,
+    ReadPathOption,
     detach,
     fresh_copy,
     kind_of,
@@ -68,7 +69,7 @@ class InsertFieldOptions(Options):
     template: str | None = Field(
         None, description="A template rendered per record, e.g. '{data.city}, {data.country}'."
     )
-    from_: PathOption | None = Field(
+    from_: ReadPathOption | None = Field(
         None,
         alias="from",
         description="Copy the value at this path: a CloudEvent attribute (subject, time, id, "

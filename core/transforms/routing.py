@@ -20,7 +20,7 @@ from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from ..expr import render_value
 from . import Transform, build_context
-from ._common import Options, PathOption, fresh_copy
+from ._common import Options, ReadPathOption, fresh_copy
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def _check_extension(name: str) -> str:
 
 
 class SetKeyOptions(Options):
-    fields: list[PathOption] = Field(
+    fields: list[ReadPathOption] = Field(
         min_length=1,
         description="The fields the key is made of. One field: its value as text; several: "
         "the compact JSON array of their values.",

@@ -25,7 +25,7 @@ from pydantic import Field
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from . import Transform, build_context
-from ._common import Options, PathOption
+from ._common import Options, ReadPathOption
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class ValidateOptions(Options):
         description="The schema each record must match: a file name in the directory, or a "
         "template such as '{type}.json'.",
     )
-    field: PathOption = Field("data", description="The value to validate (data by default).")
+    field: ReadPathOption = Field("data", description="The value to validate (data by default).")
     formats: bool = Field(
         False, description="Also check `format` keywords (date-time, email, uri, …)."
     )
