@@ -326,3 +326,81 @@ def test_time_results_are_json() -> None:
     build("timestamp_convert", fields=["data.t"], **{"from": "epoch_s"}).apply(record)
 
     assert orjson.loads(orjson.dumps(record.data)) == {"t": "2023-11-14T22:13:20Z"}
+
+
+# -- Decimals, precisions and the range (issue 20) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "value", "expected"),
+    [
+        ({"from": "epoch_s"}, Decimal("253402300799.5"), "9999-12-31T23:59:59.500000Z"),
+        ({"from": "epoch_s"}, Decimal("253402300799.999999999"), "9999-12-31T23:59:59.999999999Z"),
+        (
+            {"from": "epoch_s"},
+            Decimal("1700000000.1234567891234"),
+            "2023-11-14T22:13:20.123456789Z",
+        ),
+        ({"from": "epoch_ms"}, Decimal("253402300799999.999999"), "9999-12-31T23:59:59.999999999Z"),
+        ({"from": "epoch_s"}, Decimal("-0.000000000001"), "1969-12-31T23:59:59.999999999Z"),
+        ({"from": "epoch_s"}, Decimal("1E-999999999"), "1970-01-01T00:00:00Z"),
+        ({"from": "epoch_ms"}, Decimal("1.7E+12"), "2023-11-14T22:13:20Z"),
+        ({"from": "epoch_s", "to": "epoch_ns"}, Decimal("0.000000001"), 1),
+        ({"from": "epoch_us", "to": "epoch_ms"}, Decimal("-1"), -1),
+    ],
+)
+def test_timestamp_convert_reads_decimals_exactly(
+    options: dict[str, Any], value: Decimal, expected: Any
+) -> None:
+    record = Record({"t": value})
+
+    build("timestamp_convert", fields=["data.t"], **options).apply(record)
+
+    assert record.data["t"] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (Decimal("253402300800"), "out of range"),
+        (Decimal("1E+999999999"), "out of range"),
+        (Decimal("-62135596800.000000001"), "out of range"),
+    ],
+)
+def test_timestamp_convert_of_a_decimal_out_of_range(value: Decimal, message: str) -> None:
+    fails_unchanged(
+        build("timestamp_convert", fields=["data.t"], **{"from": "epoch_s"}),
+        Record({"t": value}),
+        message,
+    )
+
+
+def test_every_instant_converts_both_ways_at_every_precision() -> None:
+    from meshconnect.timefmt import MAX_NS, MIN_NS, read_instant, write_instant
+
+    instants = [MIN_NS, MIN_NS + 1, -1, 0, 1, 1700000000123456789, MAX_NS - 1, MAX_NS]
+    for ns in instants:
+        for fmt, unit in (("epoch_s", 10**9), ("epoch_ms", 10**6), ("epoch_us", 10**3)):
+            written = write_instant(ns, fmt)
+            assert written == ns // unit
+            assert read_instant(written, fmt) == ns - ns % unit
+        assert read_instant(write_instant(ns, "epoch_ns"), "epoch_ns") == ns
+        assert read_instant(write_instant(ns, "iso"), "iso") == ns
+        assert read_instant(write_instant(ns, "iso_ns"), "iso") == ns
+        assert read_instant(str(write_instant(ns, "epoch_ns")), "epoch_ns") == ns
+        seconds = Decimal(ns) / Decimal(10**9)
+        assert read_instant(seconds, "epoch_s") == ns
+
+
+def test_cast_and_mask_take_decimals() -> None:
+    record = Record(
+        {"i": Decimal("2.75"), "f": Decimal("0.1"), "b": Decimal("0"), "m": Decimal("9.5")}
+    )
+
+    build("cast", fields={"data.i": "int", "data.f": "float", "data.b": "bool"}).apply(record)
+    build("mask", fields=["data.m"], mode="typed").apply(record)
+
+    assert record.data == {"i": 2, "f": 0.1, "b": False, "m": Decimal(0)}
+    masked = Record({"m": Decimal("9.5")})
+    build("mask", fields=["data.m"], mode="typed", replacement="123.0").apply(masked)
+    assert (masked.data["m"], str(masked.data["m"])) == (Decimal("123.0"), "123.0")

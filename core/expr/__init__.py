@@ -7,8 +7,10 @@ a function: a comparison such as ``data.total >= 10`` costs well under a microse
 Names
     ``data`` is the record's payload. ``id``, ``source``, ``type``, ``specversion``,
     ``subject``, ``time``, ``datacontenttype`` and ``dataschema`` are its CloudEvent context
-    attributes. Any other bare name is an extension attribute (``partitionkey``); it is ``null``
-    when the record does not have it. ``true``, ``false`` and ``null`` are aliases of ``True``,
+    attributes. ``topic`` is the topic the record is routed to (in a sink's transforms, the one
+    it was stored in; in a pipeline's, the one a ``route`` gave it, else ``null``). Any other
+    bare name is an extension attribute (``partitionkey``); it is ``null`` when the record does
+    not have it. ``true``, ``false`` and ``null`` are aliases of ``True``,
     ``False`` and ``None``.
 
 Paths
