@@ -89,6 +89,7 @@ FORMATS = (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
 _NS = 1_000_000_000
 #: The first and the last nanosecond a time may be (years 1 to 9999, UTC).
 MIN_NS = -62135596800 * _NS
@@ -329,6 +330,18 @@ def _offset_text(moment: datetime) -> str:
     return f"{text}:{seconds:02d}" if seconds else text
 
 
+def _fraction(nanos: int, digits: int | None) -> str:
+    """The fraction of a second written with ``digits`` digits (rounded down); ``None``: none
+    for whole seconds, 6 digits for whole microseconds, else 9."""
+    if digits is None:
+        if not nanos:
+            return ""
+        if not nanos % 1000:
+            return f".{nanos // 1000:06d}"
+        return f".{nanos:09d}"
+    return f".{nanos:09d}"[: digits + 1] if digits else ""
+
+
 def write_instant(ns: int, fmt: str = "iso", *, tz: tzinfo = UTC) -> str | int:
     """The instant ``ns`` (nanoseconds since the epoch) written in format ``fmt`` in zone
     ``tz``. ValueError when the time cannot be written there (a year beyond 9999 in the zone)."""
@@ -337,8 +350,14 @@ def write_instant(ns: int, fmt: str = "iso", *, tz: tzinfo = UTC) -> str | int:
         return ns // unit[0]
     if fmt == "auto":
         raise ValueError("auto is a format for reading times, not for writing them")
-    _checked(ns, f"{ns} nanoseconds since the epoch")
-    moment = _utc(ns)
+    if not MIN_NS <= ns <= MAX_NS:
+        raise ValueError(f"{ns} nanoseconds since the epoch is out of range ({_RANGE})")
+    seconds, nanos = divmod(ns, _NS)
+    iso = fmt == "iso" or fmt in _ISO_DIGITS
+    if iso and tz is UTC:  # the common case: no zone arithmetic
+        text = (_EPOCH_NAIVE + timedelta(seconds=seconds)).isoformat()
+        return text + _fraction(nanos, _ISO_DIGITS.get(fmt)) + "Z"
+    moment = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
     if tz is not UTC:
         try:
             moment = moment.astimezone(tz)
@@ -347,14 +366,9 @@ def write_instant(ns: int, fmt: str = "iso", *, tz: tzinfo = UTC) -> str | int:
             raise ValueError(
                 f"{shown} cannot be written in {tz}: its year there is not 1 to 9999"
             ) from None
-    if fmt == "iso" or fmt in _ISO_DIGITS:
-        nanos = ns % _NS
-        digits = _ISO_DIGITS.get(fmt)
-        if digits is None:
-            digits = 0 if not nanos else 6 if not nanos % 1000 else 9
-        fraction = f".{nanos:09d}"[: digits + 1] if digits else ""
+    if iso:
         text = moment.replace(tzinfo=None, microsecond=0).isoformat()
-        return text + fraction + _offset_text(moment)
+        return text + _fraction(nanos, _ISO_DIGITS.get(fmt)) + _offset_text(moment)
     return moment.strftime(fmt)
 
 

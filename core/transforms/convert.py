@@ -61,15 +61,6 @@ _FALSE = frozenset(("false", "no", "off", "0", ""))
 _short = describe
 
 
-def _to_int(value: Any) -> int:
-    """Numbers cut towards zero, booleans 1/0, numeric strings (:mod:`~meshconnect.numparse`)."""
-    return to_int(value)
-
-
-def _to_float(value: Any) -> float:
-    return to_float(value)
-
-
 def _to_string(value: Any) -> str:
     return render_value(value)
 
@@ -122,8 +113,8 @@ def _to_timestamp(value: Any) -> str:
 
 
 _CONVERTERS: dict[str, Converter] = {
-    "int": _to_int,
-    "float": _to_float,
+    "int": to_int,  # numbers cut towards zero, booleans 1/0, text in the number grammar
+    "float": to_float,
     "string": _to_string,
     "bool": _to_bool,
     "decimal": _to_decimal,
