@@ -29,7 +29,7 @@ A *format* is one of:
               when read, any ISO 8601 text, rounded down to that precision.
 anything with a ``%``
               a :func:`~datetime.datetime.strftime` / ``strptime`` pattern (microseconds at
-              most), e.g. ``%d/%m/%Y %H:%M``.
+              most), e.g. ``%d/%m/%Y %H:%M``; years are written with four digits (``0001``).
 
 ISO 8601 text that is read (RFC 3339 §5.6 and the ISO 8601 forms around it)::
 
@@ -369,7 +369,48 @@ def write_instant(ns: int, fmt: str = "iso", *, tz: tzinfo = UTC) -> str | int:
     if iso:
         text = moment.replace(tzinfo=None, microsecond=0).isoformat()
         return text + _fraction(nanos, _ISO_DIGITS.get(fmt)) + _offset_text(moment)
-    return moment.strftime(fmt)
+    return _strftime(moment, fmt)
+
+
+@lru_cache(maxsize=256)
+def _pattern_parts(fmt: str) -> tuple[str, ...]:
+    """``fmt`` split around the directives that write a year (``%Y``, ``%G``, ``%F``), which the
+    C library writes without zero padding before year 1000 (so they would not read back)."""
+    parts: list[str] = []
+    text = ""
+    i = 0
+    while i < len(fmt):
+        if fmt[i] == "%" and i + 1 < len(fmt):
+            code = fmt[i + 1]
+            if code in "YGF":
+                parts.append(text)
+                parts.append("%" + code)
+                text = ""
+            else:
+                text += fmt[i : i + 2]
+            i += 2
+        else:
+            text += fmt[i]
+            i += 1
+    parts.append(text)
+    return tuple(parts)
+
+
+def _strftime(moment: datetime, fmt: str) -> str:
+    parts = _pattern_parts(fmt)
+    if len(parts) == 1:
+        return moment.strftime(fmt)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            out.append(moment.strftime(part) if part else "")
+        elif part == "%Y":
+            out.append(f"{moment.year:04d}")
+        elif part == "%G":
+            out.append(f"{moment.isocalendar()[0]:04d}")
+        else:  # %F
+            out.append(f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}")
+    return "".join(out)
 
 
 # -- datetime ----------------------------------------------------------------------------------
