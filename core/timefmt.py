@@ -266,10 +266,10 @@ def read_instant(value: Any, fmt: str = "auto", *, tz: tzinfo = UTC) -> int:
     """
     if fmt in _EPOCH_UNITS:
         if isinstance(value, datetime):
-            return _to_ns(value, tz)
+            return _checked(_to_ns(value, tz), f"the time {value.isoformat()}")
         return _from_epoch(value, fmt)
     if isinstance(value, datetime):
-        ns = _to_ns(value, tz)
+        ns = _checked(_to_ns(value, tz), f"the time {value.isoformat()}")
     elif fmt == "auto":
         if value.__class__ is not bool and (
             isinstance(value, int | float | Decimal) or _looks_numeric(value)
@@ -289,7 +289,7 @@ def read_instant(value: Any, fmt: str = "auto", *, tz: tzinfo = UTC) -> int:
             parsed = datetime.strptime(value, fmt)
         except ValueError:
             raise ValueError(f"{_describe(value)} does not match the format {fmt!r}") from None
-        ns = _to_ns(parsed, tz)
+        ns = _checked(_to_ns(parsed, tz), _describe(value))
     digits = _ISO_DIGITS.get(fmt)
     if digits is not None:
         step = 10 ** (9 - digits)
