@@ -361,7 +361,8 @@ def offsets() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_options
 def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> None:
-    """Source positions and sink offsets (with lag); only those of FILES' pipelines if given."""
+    """Source positions and sink offsets (with lag); only those of FILES' pipelines if given
+    (then a source with nothing committed says what its first start reads)."""
     config = options.load(files) if files else None
     store = options.open_store(options.store_url(config))
     report = asyncio.run(_offsets_report(store, config))
@@ -371,7 +372,7 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     for source in report["sources"]:
         click.echo(f"source {source['id']}")
         if not source["positions"]:
-            click.echo("  (no committed position: starts from the beginning)")
+            click.echo(f"  (no committed position: {source.get('empty') or 'nothing read yet'})")
         for part, pos in source["positions"].items():
             click.echo(f"  {part}: {json.dumps(pos)}")
     for group in report["sinks"]:
@@ -397,7 +398,13 @@ async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict
         else:
             source_ids = await store.source_ids()
             wanted_groups = None
-        sources = [{"id": i, "positions": await store.positions(i)} for i in source_ids]
+        sources: list[dict[str, Any]] = [
+            {"id": i, "positions": await store.positions(i)} for i in source_ids
+        ]
+        if config is not None:  # what an empty position means, as each source declares it
+            for entry, p in zip(sources, (p for p in config.pipelines if p.source), strict=True):
+                assert p.source is not None
+                entry["empty"] = getattr(p.source.spec.load(), "empty_position", None)
         groups = await store.groups()
         names = {g.group for g in groups}
         if wanted_groups is not None:

@@ -349,7 +349,9 @@ class Worker:
         appender = asyncio.create_task(self._append_loop(pipeline, queue, status))
         try:
             positions = await self.store.positions(ident)
-            await source.start(positions)
+            begun = await source.start(positions)
+            if begun:  # "from now" made durable before the source counts as started
+                await self.store.append([], {(ident, p): dict(v) for p, v in begun.items()})
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:
@@ -445,6 +447,7 @@ class Worker:
             if item is _DONE:
                 return
             records, positions = item
+            made: set[int] = set()  # ids of the dead letters made for this batch
             started = time.perf_counter()
             while True:
                 try:
@@ -458,7 +461,10 @@ class Worker:
                 except RecordEncodingError as exc:
                     # One record the store cannot encode (a transform made a set, say): it
                     # goes by the errors policy and the rest of the batch is appended again.
-                    records = self._unstorable(pipeline, records, exc, status)
+                    # Each pass removes a record; a dead letter is always storable, and one
+                    # that were not would be dropped rather than retried forever.
+                    records = self._unstorable(pipeline, records, exc, status, made)
+                    await asyncio.sleep(0)  # let a stop signal in between passes
             self._appended()
             status.last_batch_seconds = time.perf_counter() - started
 
@@ -468,17 +474,21 @@ class Worker:
         records: list[Record],
         exc: RecordEncodingError,
         status: ConnectorStatus,
+        made: set[int],
     ) -> list[Record]:
         loaded = pipeline.source
         assert loaded is not None
         bad = exc.record
         rest = [r for r in records if r is not bad]
+        if id(bad) in made:
+            log.error("dropped a dead letter the store cannot encode: %s", exc)
+            return rest
         status.records_out -= 1
-        rest.extend(
-            self._dead_letters(
-                pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status
-            )
+        dead = self._dead_letters(
+            pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status
         )
+        made.update(map(id, dead))
+        rest.extend(dead)
         return rest
 
     # -- sinks ---------------------------------------------------------------------------------
