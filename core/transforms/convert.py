@@ -171,8 +171,9 @@ class Cast(Transform):
 
     def __init__(self, steps: list[tuple[FieldPath, Converter]]) -> None:
         self.type_name = "cast"
-        # Written deepest first, so a written path never breaks another.
-        self.steps = sorted(steps, key=lambda s: len(s[0].segments), reverse=True)
+        # Attributes first (a write there can fail), then data paths deepest first, so a
+        # written path never breaks another and a failure changes nothing.
+        self.steps = sorted(steps, key=lambda s: (s[0].kind == "data", -len(s[0].segments)))
         self._single = self.steps[0] if len(self.steps) == 1 else None
         self._nested = nested(path for path, _ in self.steps)
         self._key: str | None = None
@@ -302,7 +303,7 @@ class TimestampConvert(Transform):
             return write_instant(read_instant(value, source, tz=input_tz), target, tz=tz)
 
         self.steps = sorted(
-            ((p, convert) for p in paths), key=lambda s: len(s[0].segments), reverse=True
+            ((p, convert) for p in paths), key=lambda s: (s[0].kind == "data", -len(s[0].segments))
         )
         self._nested = nested(paths)
 

@@ -294,7 +294,9 @@ class Mask(Transform):
         replacement: str | None = None,
     ) -> None:
         self.type_name = "mask"
-        self.paths = sorted(paths, key=lambda p: len(p.segments), reverse=True)
+        # Attributes and extensions first (setting one can fail: an empty subject is not a
+        # CloudEvent's), then data paths deepest first, so a failure changes nothing.
+        self.paths = sorted(paths, key=lambda p: (p.kind == "data", -len(p.segments)))
         self.masker = masker
         self.mode = mode
         # One path with a masker that cannot fail: a single walk (the common, fast case).

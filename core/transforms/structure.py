@@ -192,7 +192,10 @@ class ExtractField(Transform):
         value = self.path.find(record)
         if value is MISSING:
             raise DataError(f"extract_field: {self.path} is missing")
+        if value is None and record.data is None:  # a tombstone stays as it came
+            return record
         record.data = value
+        record.null_data = value is None  # an extracted null is a null payload
         return record
 
 
