@@ -6,9 +6,10 @@ import datetime as dt
 import math
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
-from .. import timefmt
+from .. import numparse, timefmt
 from . import _regex
 from ._budget import (
     MAX_SIZE,
@@ -129,16 +130,16 @@ def _fn_int(x: Any) -> int | None:
     if x is None:
         return None
     check_to_int("int()", x)
-    if isinstance(x, (int, float, str)):
-        return int(x)
+    if isinstance(x, (int, float, str, Decimal)):
+        return numparse.to_int(x)  # the one number grammar, shared with `cast`
     raise TypeError(f"int() needs a number or a string, not {_type_name(x)}")
 
 
 def _fn_float(x: Any) -> float | None:
     if x is None:
         return None
-    if isinstance(x, (int, float, str)):
-        return float(x)
+    if isinstance(x, (int, float, str, Decimal)):
+        return numparse.to_float(x)
     raise TypeError(f"float() needs a number or a string, not {_type_name(x)}")
 
 

@@ -18,7 +18,8 @@ MAX_LENGTH = 10_000
 #: Deepest nesting accepted (``a + b + c`` is two levels deep; ``data.a.b`` too).
 MAX_DEPTH = 100
 
-_CONTEXT = frozenset(CONTEXT_ATTRIBUTES) | {"data"}
+#: Names read from the record itself: the payload, the context attributes and the mesh topic.
+_CONTEXT = frozenset(CONTEXT_ATTRIBUTES) | {"data", "topic"}
 _ALIASES = {"true": True, "false": False, "null": None}
 _CONSTANT_TYPES = (str, int, float, bool, type(None))
 
