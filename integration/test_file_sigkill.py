@@ -147,20 +147,21 @@ def test_sigkill_during_a_bounded_run_then_rerun_gives_the_exact_output(tmp_path
     config.write_text(BOUNDED)
     state = tmp_path / "state"
     rng = random.Random(11)
-    log = (tmp_path / "worker.log").open("w")
+    log_path = tmp_path / "worker.log"
     kills = 0
     for _ in range(12):
         if kills >= 5:
             break
-        proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
-        # Start-up takes ~0.3 s and a whole run ~2 s here: most kills land mid-stream.
-        time.sleep(rng.uniform(0.3, 0.7))
+        proc = start_worker(meshconnect(state, "run", str(config)), log_path)
+        # A whole run takes ~2 s here: most kills land mid-stream.
+        time.sleep(rng.uniform(0.02, 0.4))
         if proc.poll() is not None:
             break  # it finished before the kill
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
-    final = subprocess.run(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
+    with log_path.open("a") as log:
+        final = subprocess.run(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
     got = [
         json.loads(line)["n"]
         for path in sorted((tmp_path / "out").glob("bulk-*.jsonl"))
@@ -220,16 +221,16 @@ def test_sigkill_while_the_followed_file_rotates_loses_and_duplicates_nothing(
     writer_thread.start()
     rng = random.Random(3)
     out = tmp_path / "out" / "logs.jsonl"
-    log = (tmp_path / "worker.log").open("w")
+    log_path = tmp_path / "worker.log"
     kills = 0
     while not done.is_set() or kills < 6:
-        proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
-        time.sleep(rng.uniform(0.5, 1.3))
+        proc = start_worker(meshconnect(state, "run", str(config)), log_path)
+        time.sleep(rng.uniform(0.05, 0.8))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
     writer_thread.join()
-    proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
+    proc = start_worker(meshconnect(state, "run", str(config)), log_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(lines(out)) < total:
         time.sleep(0.2)
