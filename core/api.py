@@ -22,7 +22,7 @@ checks them):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -46,6 +46,10 @@ __all__ = [
 
 #: A source partition's position: any JSON-serialisable mapping (e.g. path, inode, offset).
 Position = dict[str, Any]
+
+#: A batch's acknowledgement callback: ``ack(None)`` once durably in the mesh, ``ack(error)``
+#: once given up on. May return an awaitable (see :attr:`SourceBatch.ack`).
+Ack = Callable[[BaseException | None], Awaitable[None] | None]
 
 C = TypeVar("C", bound="ConnectorConfig")
 
@@ -74,6 +78,16 @@ class SourceBatch:
     #: ``data`` holds the raw input, with the DataError. The worker routes them by the
     #: source's ``errors:`` policy (dead-letter topic or failure) in the same transaction.
     failures: list[tuple[Record, BaseException]] = field(default_factory=list)
+    #: Called once the batch's fate is known (Redpanda Connect's ``AckFunc``, bytewax's
+    #: explicit commit): ``ack(None)`` right after the store transaction that holds the
+    #: batch's records and positions committed, ``ack(error)`` when the worker gave up on it
+    #: (the append failed for good, the worker stopped before appending it, the connector
+    #: failed). Called exactly once per batch, from the event loop; it may be a plain function
+    #: or return an awaitable. An exception it raises is logged, never retried. A webhook
+    #: answers 2xx in ``ack(None)``; a queue source acknowledges upstream (XACK) there. Acks
+    #: of successive batches come in the order the batches were polled, but may come after
+    #: later polls (the worker queues a few batches between polling and appending).
+    ack: Ack | None = None
 
 
 @dataclass(slots=True)

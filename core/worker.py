@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import random
 import time
@@ -32,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .api import ConnectorContext, Sink, Source, SourceBatch
+from .api import Ack, ConnectorContext, Sink, Source, SourceBatch
 from .errorpolicy import dead_letter_record, retry_transforms, retrying
 from .errors import ConfigError, DataError, classify
 from .mesh.codec import RecordEncodingError
@@ -359,16 +360,25 @@ class Worker:
                 if batch is None:
                     break
                 if not batch.records and not batch.positions and not batch.failures:
+                    await settle_ack(batch.ack, None)  # nothing to store: durable as it is
                     continue
-                routed = await self._route_source_batch(pipeline, batch, status)
-                if not await _put(queue, routed, appender):
+                try:
+                    routed = await self._route_source_batch(pipeline, batch, status)
+                except BaseException as exc:
+                    await settle_ack(batch.ack, exc)
+                    raise
+                if not await _put(queue, (*routed, batch.ack), appender):
+                    await settle_ack(batch.ack, _appender_error(appender))
                     break
         finally:
             with contextlib.suppress(Exception):
                 await source.stop()
-            await _put(queue, _DONE, appender)
-            # Everything polled is appended before the source counts as stopped.
-            await appender
+            try:
+                await _put(queue, _DONE, appender)
+                # Everything polled is appended before the source counts as stopped.
+                await appender
+            finally:
+                await _fail_queued(queue, appender)
         self._finished(status, "in", "stored")
 
     async def _route_source_batch(
@@ -444,22 +454,27 @@ class Worker:
             item = await queue.get()
             if item is _DONE:
                 return
-            records, positions = item
+            records, positions, ack = item
             started = time.perf_counter()
-            while True:
-                try:
-                    await retrying(
-                        functools.partial(self.store.append, records, positions),
-                        loaded.errors.retry,
-                        log,
-                        f"source {ident} append to the mesh store",
-                    )
-                    break
-                except RecordEncodingError as exc:
-                    # One record the store cannot encode (a transform made a set, say): it
-                    # goes by the errors policy and the rest of the batch is appended again.
-                    records = self._unstorable(pipeline, records, exc, status)
+            try:
+                while True:
+                    try:
+                        await retrying(
+                            functools.partial(self.store.append, records, positions),
+                            loaded.errors.retry,
+                            log,
+                            f"source {ident} append to the mesh store",
+                        )
+                        break
+                    except RecordEncodingError as exc:
+                        # One record the store cannot encode (a transform made a set, say): it
+                        # goes by the errors policy and the rest of the batch is appended again.
+                        records = self._unstorable(pipeline, records, exc, status)
+            except BaseException as exc:
+                await settle_ack(ack, exc)
+                raise
             self._appended()
+            await settle_ack(ack, None)
             status.last_batch_seconds = time.perf_counter() - started
 
     def _unstorable(
@@ -514,6 +529,34 @@ class Worker:
             status.failed,
             status.dead_lettered,
         )
+
+
+async def settle_ack(ack: Ack | None, error: BaseException | None) -> None:
+    """Tell a source what became of a batch (:attr:`SourceBatch.ack`); the worker calls this
+    exactly once per batch. An ack that raises is logged: the batch's fate does not change."""
+    if ack is None:
+        return
+    try:
+        result = ack(error)
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:
+        log.warning("a source's ack callback raised %s: %s", type(exc).__name__, exc)
+
+
+def _appender_error(appender: asyncio.Task[None]) -> BaseException:
+    """Why batches still queued for ``appender`` will never be appended."""
+    if appender.done() and not appender.cancelled() and appender.exception() is not None:
+        return appender.exception()  # type: ignore[return-value]
+    return RuntimeError("the worker stopped before the batch was appended to the mesh store")
+
+
+async def _fail_queued(queue: asyncio.Queue[Any], appender: asyncio.Task[None]) -> None:
+    """Fail the acks of batches left in ``queue`` after its appender ended (it failed)."""
+    while not queue.empty():
+        item = queue.get_nowait()
+        if item is not _DONE:
+            await settle_ack(item[2], _appender_error(appender))
 
 
 async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None]) -> bool:
