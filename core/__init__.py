@@ -7,16 +7,27 @@ internal. ``tests/test_exported_members.py`` asserts ``__all__`` exactly.
 from __future__ import annotations
 
 from .api import (
+    Ack,
     ConnectorConfig,
     ConnectorContext,
     ConnectorSpec,
+    Flushed,
     Position,
     Sink,
     Source,
     SourceBatch,
     TransformSpec,
 )
-from .errors import ConfigError, DataError, MeshconnectError, PluginError, RetriableError
+from .errors import (
+    BatchError,
+    Classifier,
+    ConfigError,
+    DataError,
+    MeshconnectError,
+    PluginError,
+    RestartError,
+    RetriableError,
+)
 from .hookspecs import hookimpl
 from .records import Record
 from .transforms import Transform
@@ -24,15 +35,20 @@ from .transforms import Transform
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ack",
+    "BatchError",
+    "Classifier",
     "ConfigError",
     "ConnectorConfig",
     "ConnectorContext",
     "ConnectorSpec",
     "DataError",
+    "Flushed",
     "MeshconnectError",
     "PluginError",
     "Position",
     "Record",
+    "RestartError",
     "RetriableError",
     "Sink",
     "Source",

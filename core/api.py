@@ -31,12 +31,15 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     import logging
 
+    from .errors import MeshconnectError
     from .records import Record
 
 __all__ = [
+    "Ack",
     "ConnectorConfig",
     "ConnectorContext",
     "ConnectorSpec",
+    "Flushed",
     "Position",
     "Sink",
     "Source",
@@ -121,6 +124,14 @@ class Source(Generic[C]):
     async def stop(self) -> None:
         """Release resources. Called after failures too; must not assume ``start`` ran."""
 
+    def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+        """Map an exception of this connector's client library onto the taxonomy
+        (:mod:`meshconnect.errors`): ``RetriableError`` for a lost connection or a 503,
+        ``ConfigError`` for bad credentials, ``RestartError`` for a failure part-way...; ``None``
+        leaves it to :func:`meshconnect.errors.classify` (which knows only ours and the
+        standard library's). The worker asks it for every exception ``start``/``poll`` raise."""
+        return None
+
     async def end_positions(self) -> dict[str, Position]:
         """Positions at the current end of the input, by partition, for ``meshconnect offsets
         reset --to end``: started with them, the source reads only what arrives afterwards.
@@ -131,6 +142,11 @@ class Source(Generic[C]):
 
 class Sink(Generic[C]):
     """A sink connector. Subclass it, set ``config_model``, implement ``write`` and ``flush``."""
+
+    #: Seconds between calls of :meth:`tick`, records or not (``None``: never). For sinks that
+    #: rotate by time: an object held open must be closed after an interval even when no
+    #: record comes to trigger it.
+    tick_interval: float | None = None
 
     def __init__(self, config: C, context: ConnectorContext) -> None:
         self.config = config
@@ -146,16 +162,55 @@ class Sink(Generic[C]):
         :class:`~meshconnect.errors.DataError` for records the destination rejects; either way,
         leave nothing of the batch half-written (or be idempotent): the worker retries the
         batch, and after a data error writes it again record by record to find the bad ones.
-        The records are shared with other readers: do not change them.
+
+        A sink that writes records one by one (HTTP, Slack, an API: not idempotent) raises
+        :class:`~meshconnect.errors.BatchError` instead, naming the index and error of each
+        record that failed: the worker then retries or dead-letters exactly those and never
+        sends the others again. The records are shared with other readers: do not change them.
         """
         raise NotImplementedError
 
-    async def flush(self) -> dict[str, Any] | None:
-        """Make everything written durable; return the state to commit with the offsets."""
+    async def flush(self) -> dict[str, Any] | Flushed | None:
+        """Make what was written durable; return the state to commit with the offsets.
+
+        Return :class:`Flushed` to say that only part of it became durable (a multipart
+        upload holding a part below its minimum size, a file not yet rotated): the worker
+        commits the offsets up to the first record still pending, with the state, and the
+        pending records stay with the sink (they are not written again in this run; after a
+        crash they are delivered again from the committed offsets, and ``open(state)`` must
+        drop any trace of them)."""
+        return None
+
+    async def tick(self, final: bool = False) -> None:
+        """Called every :attr:`tick_interval` seconds, and once with ``final=True`` when the
+        run ends (bounded sources done, or a stop): close what is held open (rotate an object,
+        complete an upload) so that the next ``flush`` reports it durable. A flush and commit
+        follow each tick. The default does nothing."""
+
+    def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+        """Map an exception of this connector's client library onto the taxonomy; ``None``
+        leaves it to :func:`meshconnect.errors.classify` (see :meth:`Source.classify_error`).
+        The worker asks it for every exception ``open``/``write``/``flush`` raise, and for
+        each error of a :class:`~meshconnect.errors.BatchError`."""
         return None
 
     async def close(self) -> None:
         """Release resources. Called after failures too; must not assume ``open`` ran."""
+
+
+@dataclass(slots=True)
+class Flushed:
+    """What a sink's ``flush`` returns when not everything it was given is durable yet.
+
+    ``pending`` counts the records *most recently given to* ``write`` (over every ``write``
+    since the last flush, in order) that are not durable yet; everything before them is. The
+    worker commits each topic's offset up to its first pending record, together with
+    ``state`` (which must describe only what is durable). A later flush reports them again
+    (``pending`` then counts from the newest record written). ``Flushed(state)`` (pending 0)
+    is the same as returning ``state``."""
+
+    state: dict[str, Any] | None = None
+    pending: int = 0
 
 
 @dataclass(slots=True)

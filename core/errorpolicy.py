@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from .config.model import ErrorPolicy, RetryPolicy
-from .errors import DataError, RetriableError, StoreError, classify
+from .errors import Classifier, DataError, RetriableError, StoreError, classify
 from .records import Record, now_iso
 
 if TYPE_CHECKING:
@@ -64,8 +64,9 @@ def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def is_retriable(exc: BaseException) -> bool:
-    return classify(exc) in (RetriableError, StoreError)
+def is_retriable(exc: BaseException, classifier: Classifier | None = None) -> bool:
+    """Whether ``exc`` is worth retrying in place (``classifier``: the connector's mapping)."""
+    return classify(exc, classifier) in (RetriableError, StoreError)
 
 
 async def retrying(
@@ -73,9 +74,11 @@ async def retrying(
     policy: RetryPolicy,
     log: logging.Logger,
     what: str,
+    classifier: Classifier | None = None,
 ) -> tuple[T, int]:
     """Run ``operation``, retrying retriable errors; returns (result, attempts used).
 
+    ``classifier`` is the connector's ``classify_error``, asked before the built-in mapping.
     The last exception is re-raised with an ``attempts`` attribute once attempts run out or for a
     non-retriable error.
     """
@@ -84,7 +87,7 @@ async def retrying(
         try:
             return await operation(), attempt
         except Exception as exc:
-            if not is_retriable(exc) or attempt >= policy.max_attempts:
+            if not is_retriable(exc, classifier) or attempt >= policy.max_attempts:
                 exc.attempts = attempt  # type: ignore[attr-defined]
                 raise
             delay = backoff_delay(policy, attempt)

@@ -22,16 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .api import Sink
-from .errorpolicy import retry_transforms, retrying
-from .errors import DataError, RetriableError, StoreError, classify
+from .api import Flushed, Sink
+from .errorpolicy import backoff_delay, retry_transforms, retrying
+from .errors import (
+    BatchError,
+    DataError,
+    MeshconnectError,
+    PluginError,
+    RetriableError,
+    StoreError,
+    classify,
+)
 from .records import Record
 from .transforms._common import fresh_copy
 
@@ -111,6 +118,13 @@ class SinkLoop:
         self.committed: dict[str, int] = dict(committed)
         self.topics: list[str] = []
         self.last_commit = time.monotonic()
+        self.committed_state: Any = object()  # unknown: the first commit always writes
+        #: (topic, offsets) of each batch written since the last full flush, oldest first:
+        #: what a partial flush's ``pending`` counts back from.
+        self.unflushed: list[tuple[str, list[int]]] = []
+        self.retry = loaded.errors.retry
+        self.classifier = sink.classify_error
+        self.last_tick = time.monotonic()
         #: Per topic, the offset below which failures were already dead-lettered.
         self.dead_marks: dict[str, int] = {}
 
@@ -136,14 +150,18 @@ class SinkLoop:
                 self.offsets[topic] = records[-1].offset + 1  # type: ignore[operator]
                 if time.monotonic() - self.last_commit >= self.loaded.commit_interval:
                     await self._commit()
+                await self._maybe_tick()
                 if worker.stopping:
                     break
             if progressed:
                 continue
             # Idle: commit what is pending, see whether the run is over, wait for data.
+            await self._maybe_tick()
             await self._commit()
             if worker._sources_done.is_set() and worker.bounded:
                 generation = worker._appends
+                if self.committed != self.offsets:  # the sink holds records open: close them
+                    await self._tick(final=True)
                 if await self._caught_up():
                     worker._verified[self.group] = generation
                     worker._check_sinks_done()
@@ -155,7 +173,7 @@ class SinkLoop:
             try:
                 await asyncio.wait(
                     [asyncio.ensure_future(changed), stop, done],
-                    timeout=1.0,
+                    timeout=self._idle_wait(),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
@@ -164,6 +182,31 @@ class SinkLoop:
             if time.monotonic() - last_resolve > 1.0 or worker._sources_done.is_set():
                 self.topics = await resolve_topics(self.store, self.patterns)
                 last_resolve = time.monotonic()
+        await self._tick(final=True)
+
+    def _idle_wait(self) -> float:
+        """How long an idle loop waits for data: a second, or less until the next tick."""
+        interval = self.sink.tick_interval
+        if interval is None:
+            return 1.0
+        return max(0.0, min(1.0, self.last_tick + interval - time.monotonic()))
+
+    async def _maybe_tick(self) -> None:
+        interval = self.sink.tick_interval
+        if interval is not None and time.monotonic() - self.last_tick >= interval:
+            await self._tick(final=False)
+
+    async def _tick(self, final: bool) -> None:
+        """Call the sink's ``tick`` (rotation by time; ``final`` at the end of the run), then
+        flush and commit what it made durable."""
+        self.last_tick = time.monotonic()
+        await retrying(
+            lambda: self.sink.tick(final),
+            self.retry,
+            log,
+            f"sink {self.group} tick",
+            self.classifier,
+        )
         await self._commit()
 
     async def _caught_up(self) -> bool:
@@ -172,21 +215,58 @@ class SinkLoop:
         return all(self.committed.get(t, 0) >= end for t, end in ends.items())
 
     async def _commit(self) -> None:
+        """Flush the sink and commit what it made durable: every offset read so far, or, when
+        ``flush`` returns :class:`~meshconnect.api.Flushed` with pending records, each topic's
+        offset up to its first pending record."""
         if self.offsets == self.committed:
             self.last_commit = time.monotonic()
             return
-        state, _ = await retrying(
-            self.sink.flush, self.loaded.errors.retry, log, f"sink {self.group} flush"
+        flushed, _ = await retrying(
+            self.sink.flush, self.retry, log, f"sink {self.group} flush", self.classifier
         )
+        pending = 0
+        if isinstance(flushed, Flushed):
+            state, pending = flushed.state, flushed.pending
+        else:
+            state = flushed
         offsets = dict(self.offsets)
-        await retrying(
-            lambda: self.store.commit(self.group, offsets, state),
-            self.loaded.errors.retry,
-            log,
-            f"sink {self.group} commit",
-        )
+        if pending:
+            offsets.update(self._first_pending(pending))
+        else:
+            self.unflushed.clear()
+        if offsets != self.committed or state != self.committed_state:
+            await retrying(
+                lambda: self.store.commit(self.group, offsets, state),
+                self.retry,
+                log,
+                f"sink {self.group} commit",
+            )
         self.committed = offsets
+        self.committed_state = state
         self.last_commit = time.monotonic()
+
+    def _first_pending(self, pending: int) -> dict[str, int]:
+        """Per topic, the offset of the first of the ``pending`` newest written records (what
+        may be committed for it); drops what became durable from ``unflushed``."""
+        firsts: dict[str, int] = {}
+        kept: list[tuple[str, list[int]]] = []
+        left = pending
+        for topic, offsets in reversed(self.unflushed):
+            if left <= 0:
+                break
+            tail = offsets[-left:] if left < len(offsets) else offsets
+            left -= len(tail)
+            kept.append((topic, tail))
+            if tail:
+                firsts[topic] = min(tail[0], firsts.get(topic, tail[0]))
+        if left > 0:
+            raise PluginError(
+                f"sink {self.group}: flush() reported {pending} pending records, but only "
+                f"{pending - left} were written since the last full flush"
+            )
+        kept.reverse()
+        self.unflushed = kept
+        return firsts
 
     async def _deliver(self, topic: str, records: list[Record]) -> None:
         status = self.status
@@ -210,6 +290,7 @@ class SinkLoop:
         ]
         if out:
             started = time.perf_counter()
+            self.unflushed.append((topic, [r.offset for r in out]))  # type: ignore[misc]
             problems.extend(await self._write(out))
             status.last_batch_seconds = time.perf_counter() - started
         status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
@@ -251,34 +332,81 @@ class SinkLoop:
         self.worker._appended()
 
     async def _write(self, records: list[Record]) -> list[tuple[Record, BaseException, str]]:
-        """Write a batch; on a data error, find the bad records by writing one at a time.
+        """Write a batch; return the records that failed for good: data errors, and under
+        ``tolerance: all`` those whose retriable error outlasted ``retry.max_attempts``.
+        Anything else raises.
 
-        Returns the records that failed for good: data errors, and under ``tolerance: all``
-        those whose retriable error outlasted ``retry.max_attempts``. Anything else raises."""
-        policy = self.loaded.errors.retry
-        what = f"sink {self.group} write"
-        try:
-            await retrying(lambda: self.sink.write(records), policy, log, what)
-            return []
-        except Exception as exc:
-            if not self._tolerated(exc):
-                raise
-            if classify(exc) is not DataError or len(records) == 1:
-                return [(r, exc, "sink") for r in records]
+        * The sink raises a :class:`~meshconnect.errors.BatchError`: only the records it
+          names are retried (retriable errors, after a backoff) or returned (data errors);
+          the others were written and are never sent again.
+        * A retriable error for the whole call: the same records again, after a backoff.
+        * A plain data error: the records are written again one at a time to find the bad
+          ones (the sink left nothing of the batch half-written, per the Sink contract)."""
+        policy = self.retry
         failed: list[tuple[Record, BaseException, str]] = []
-        for record in records:
+        pending = records
+        attempt = 1
+        while True:
             try:
-                await retrying(functools.partial(self.sink.write, [record]), policy, log, what)
+                await self.sink.write(pending)
+                return failed
+            except BatchError as exc:
+                retry: list[Record] = []
+                for index, error in sorted(exc.failures.items()):
+                    if not 0 <= index < len(pending):
+                        raise PluginError(
+                            f"sink {self.group}: BatchError names record {index} of a batch "
+                            f"of {len(pending)}"
+                        ) from exc
+                    if self._retriable(error) and attempt < policy.max_attempts:
+                        retry.append(pending[index])
+                        continue
+                    error.attempts = attempt  # type: ignore[attr-defined]
+                    if not self._tolerated(error):
+                        raise error from exc
+                    failed.append((pending[index], error, "sink"))
+                if not retry:
+                    return failed
+                cause: BaseException = exc
+                pending = retry
             except Exception as exc:
-                if not self._tolerated(exc):
-                    raise
-                failed.append((record, exc, "sink"))
-        return failed
+                if self._retriable(exc) and attempt < policy.max_attempts:
+                    cause = exc
+                else:
+                    exc.attempts = attempt  # type: ignore[attr-defined]
+                    if not self._tolerated(exc):
+                        raise
+                    if self._classify(exc) is not DataError or len(pending) == 1:
+                        failed.extend((r, exc, "sink") for r in pending)
+                        return failed
+                    for record in pending:  # find the bad ones
+                        failed.extend(await self._write([record]))
+                    return failed
+            delay = backoff_delay(policy, attempt)
+            log.warning(
+                "sink %s write of %d record(s) failed (attempt %d of %d): %s: %s; "
+                "retrying in %.3fs",
+                self.group,
+                len(pending),
+                attempt,
+                policy.max_attempts,
+                type(cause).__name__,
+                cause,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _classify(self, exc: BaseException) -> type[MeshconnectError] | None:
+        return classify(exc, self.classifier)
+
+    def _retriable(self, exc: BaseException) -> bool:
+        return self._classify(exc) in (RetriableError, StoreError)
 
     def _tolerated(self, exc: BaseException) -> bool:
         """Whether a write error goes by the errors policy (data errors always; retriable ones
         out of attempts under ``tolerance: all``) rather than failing the sink at once."""
-        kind = classify(exc)
+        kind = self._classify(exc)
         if kind is DataError:
             return True
         return kind in (RetriableError, StoreError) and self.loaded.errors.tolerance == "all"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .api import Ack, ConnectorContext, Sink, Source, SourceBatch
 from .errorpolicy import dead_letter_record, retry_transforms, retrying
-from .errors import ConfigError, DataError, classify
+from .errors import Classifier, ConfigError, DataError, classify
 from .mesh.codec import RecordEncodingError
 from .mesh.store import Retention
 from .records import Record
@@ -143,6 +143,8 @@ class Worker:
         self._live_sinks: set[str] = set()  # sinks that have not given up
         self._sinks_done = asyncio.Event()
         self._gave_up: list[str] = []
+        #: Each connector's ``classify_error``, by status key (for the supervisor).
+        self._classifiers: dict[str, Classifier] = {}
         self.bounded = False
 
     # -- control -------------------------------------------------------------------------------
@@ -279,7 +281,7 @@ class Worker:
                 status.restarts += 1
                 log.error("%s %s FAILED: %s", status.kind, ident, reason, exc_info=exc)
                 # A wrong config, path or permission: restarting cannot help.
-                fatal = classify(exc) is ConfigError
+                fatal = classify(exc, self._classifiers.get(key)) is ConfigError
                 if (
                     fatal
                     or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
@@ -335,6 +337,7 @@ class Worker:
         cls = loaded.spec.load()
         source = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(source, Source)
+        self._classifiers[f"source {ident}"] = source.classify_error
         return source
 
     async def _run_source(self, pipeline: LoadedPipeline, first: Source[Any] | None) -> None:
@@ -355,7 +358,11 @@ class Worker:
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:
                 batch, _ = await retrying(
-                    source.poll, loaded.errors.retry, log, f"source {ident} poll"
+                    source.poll,
+                    loaded.errors.retry,
+                    log,
+                    f"source {ident} poll",
+                    source.classify_error,
                 )
                 if batch is None:
                     break
@@ -504,6 +511,7 @@ class Worker:
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(sink, Sink)
+        self._classifiers[f"sink {group}"] = sink.classify_error
         try:
             info = await self.store.group(group)
             await sink.open(info.state)

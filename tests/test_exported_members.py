@@ -14,15 +14,20 @@ def test_all_is_exactly_the_public_names() -> None:
 
 def test_the_connector_author_api() -> None:
     assert sorted(meshconnect.__all__) == [
+        "Ack",
+        "BatchError",
+        "Classifier",
         "ConfigError",
         "ConnectorConfig",
         "ConnectorContext",
         "ConnectorSpec",
         "DataError",
+        "Flushed",
         "MeshconnectError",
         "PluginError",
         "Position",
         "Record",
+        "RestartError",
         "RetriableError",
         "Sink",
         "Source",
