@@ -162,7 +162,7 @@ async def retry_transforms(
             by_stage.setdefault(failure.stage, []).append(failure.record)
         pending = []
         for stage, records in by_stage.items():
-            out, more = _rest_of(chain, stage).process(records)
+            out, more = await _rest_of(chain, stage).aprocess(records)
             recovered.extend(out)
             for failure in more:
                 if _retriable_failure(failure):

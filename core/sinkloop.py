@@ -279,7 +279,10 @@ class SinkLoop:
                 if chain.changes_nested_objects
                 else [r.copy() for r in records]
             )
-        out, failures = chain.process(records)
+        if chain.is_async:
+            out, failures = await chain.aprocess(records)
+        else:
+            out, failures = chain.process(records)
         if failures:
             more, failures = await retry_transforms(
                 chain, failures, self.loaded.errors.retry, log, f"sink {self.group}"

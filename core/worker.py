@@ -394,7 +394,11 @@ class Worker:
         loaded = pipeline.source
         assert loaded is not None
         status.records_in += len(batch.records) + len(batch.failures)
-        records, failures = pipeline.chain.process(batch.records)
+        chain = pipeline.chain
+        if chain.is_async:
+            records, failures = await chain.aprocess(batch.records)
+        else:
+            records, failures = chain.process(batch.records)
         if failures:
             more, failures = await retry_transforms(
                 pipeline.chain,
