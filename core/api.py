@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     import logging
 
     from .errors import MeshconnectError
+    from .httplisten import HttpRoutes
+    from .metrics import Metrics
+    from .progress import ProgressReporter
     from .records import Record
 
 __all__ = [
@@ -95,13 +98,40 @@ class SourceBatch:
 
 @dataclass(slots=True)
 class ConnectorContext:
-    """What the worker tells a connector about where it runs."""
+    """What the worker gives a connector: where it runs, and the worker's shared services.
+
+    * ``metrics``: counters, gauges and histograms labelled with the pipeline and connector
+      (:mod:`meshconnect.metrics`), what the Prometheus endpoint exposes.
+    * ``progress``: ``context.progress("snapshot", total=n, unit="rows")`` returns a
+      :class:`~meshconnect.progress.Progress` (a tqdm bar on a terminal, log lines
+      otherwise) for snapshots and bulk loads.
+    * ``http``: ``await context.http.add_route(listen, method, path, handler)`` serves an
+      aiohttp handler on the worker's shared listener for ``listen``
+      (:mod:`meshconnect.httplisten`); a clash is a ConfigError naming both pipelines.
+
+    Built outside a worker (a unit test), the services are private to the context.
+    """
 
     pipeline: str
     name: str
     logger: logging.Logger
     #: The directory the pipeline file lives in; relative paths in config resolve against it.
     base_dir: str = "."
+    metrics: Metrics = field(default=None)  # type: ignore[assignment]
+    progress: ProgressReporter = field(default=None)  # type: ignore[assignment]
+    http: HttpRoutes = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        from .httplisten import HttpRoutes
+        from .metrics import Metrics
+        from .progress import ProgressReporter
+
+        if self.metrics is None:
+            self.metrics = Metrics(labels=(("connector", self.name), ("pipeline", self.pipeline)))
+        if self.progress is None:
+            self.progress = ProgressReporter(self.logger)
+        if self.http is None:
+            self.http = HttpRoutes(None, f"pipeline {self.pipeline!r} ({self.name})")
 
 
 class Source(Generic[C]):

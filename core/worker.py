@@ -36,8 +36,11 @@ from typing import TYPE_CHECKING, Any
 from .api import Ack, ConnectorContext, Sink, Source, SourceBatch
 from .errorpolicy import dead_letter_record, retry_transforms, retrying
 from .errors import Classifier, ConfigError, DataError, classify
+from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
 from .mesh.store import Retention
+from .metrics import MetricsRegistry
+from .progress import ProgressReporter
 from .records import Record
 from .sinkloop import SinkLoop, sink_group
 
@@ -143,6 +146,10 @@ class Worker:
         self._live_sinks: set[str] = set()  # sinks that have not given up
         self._sinks_done = asyncio.Event()
         self._gave_up: list[str] = []
+        #: The metrics every connector's ``context.metrics`` adds to.
+        self.metrics = MetricsRegistry()
+        #: The shared HTTP listeners of ``context.http``, one server per listen address.
+        self.http = HttpListeners()
         #: Each connector's ``classify_error``, by status key (for the supervisor).
         self._classifiers: dict[str, Classifier] = {}
         self.bounded = False
@@ -216,6 +223,7 @@ class Worker:
             for task in (*source_tasks, *sink_tasks, *background):
                 task.cancel()
             await asyncio.gather(*source_tasks, *sink_tasks, *background, return_exceptions=True)
+            await self.http.close()
         if self._gave_up:
             log.error("run failed: %s", "; ".join(self._gave_up))
             return 1
@@ -320,11 +328,15 @@ class Worker:
     # -- sources -------------------------------------------------------------------------------
 
     def _context(self, pipeline: LoadedPipeline, name: str) -> ConnectorContext:
+        logger = logging.getLogger(f"meshconnect.connector.{pipeline.name}.{name}")
         return ConnectorContext(
             pipeline=pipeline.name,
             name=name,
-            logger=logging.getLogger(f"meshconnect.connector.{pipeline.name}.{name}"),
+            logger=logger,
             base_dir=pipeline.base_dir,
+            metrics=self.metrics.handle(pipeline=pipeline.name, connector=name),
+            progress=ProgressReporter(logger, interval=self.progress_every),
+            http=HttpRoutes(self.http, f"pipeline {pipeline.name!r} ({name})"),
         )
 
     def _make_source(self, pipeline: LoadedPipeline) -> Source[Any]:
@@ -380,6 +392,7 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await source.stop()
+            source.context.http.remove_all()
             try:
                 await _put(queue, _DONE, appender)
                 # Everything polled is appended before the source counts as stopped.
