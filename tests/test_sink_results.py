@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -16,8 +17,16 @@ from typing import Any
 
 import pytest
 
+from meshconnect import ConnectorContext, Record
 from meshconnect.mesh.sqlite import SqliteStore
-from meshconnect.testing import run_pipelines, test_registry
+from meshconnect.testing import (
+    MemorySink,
+    MemorySinkConfig,
+    SinkConformance,
+    collect,
+    run_pipelines,
+    test_registry,
+)
 
 TOY_SINKS = Path(__file__).parent / "fixtures" / "toy_sinks.py"
 
@@ -191,3 +200,36 @@ def test_a_multipart_sink_killed_mid_part_delivers_every_record_exactly_once(
     assert result.returncode == 0
     out = [json.loads(line)["n"] for line in (tmp_path / "parts.jsonl").open()]
     assert out == list(range(total))
+
+
+def _toy() -> Any:
+    spec = importlib.util.spec_from_file_location("toy_sinks_conformance", TOY_SINKS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestMultipartSinkConformance(SinkConformance):
+    """The toy multipart sink passes the shipped suite (partial commits included)."""
+
+    def make_sink(self, tmp_path: Path) -> Any:
+        toy = _toy()
+        context = ConnectorContext("test", "parts", logging.getLogger("test"), str(tmp_path))
+        return toy.MultipartSink(toy.MultipartConfig(path="parts.jsonl", part_size=10), context)
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        path = tmp_path / "parts.jsonl"
+        return [json.loads(line)["n"] for line in path.open()] if path.exists() else []
+
+
+class TestMemorySinkConformance(SinkConformance):
+    def make_sink(self, tmp_path: Path) -> MemorySink:
+        config = MemorySinkConfig(name=f"conformance-{tmp_path.name}", reject_when="poison")
+        return MemorySink(config, ConnectorContext("test", "mem", logging.getLogger("test")))
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        return [d["n"] for d in collect(f"conformance-{tmp_path.name}")]
+
+    def poison_record(self, i: int) -> Record:
+        return Record({"n": i, "poison": True}, id="poison")
