@@ -292,3 +292,41 @@ def test_time_results_are_json() -> None:
     build("timestamp_convert", fields=["data.t"], **{"from": "epoch_s"}).apply(record)
 
     assert orjson.loads(orjson.dumps(record.data)) == {"t": "2023-11-14T22:13:20Z"}
+
+
+BOOLEAN_WORDS = [
+    ("true", True),
+    ("Yes", True),
+    (" on ", True),
+    ("1", True),
+    ("y", True),
+    ("T", True),
+    ("false", False),
+    ("NO", False),
+    ("off", False),
+    ("0", False),
+    ("n", False),
+    ("f", False),
+    ("", False),
+    ("maybe", None),
+    ("yess", None),
+    ("2", None),
+]
+
+
+@pytest.mark.parametrize(("word", "expected"), BOOLEAN_WORDS)
+def test_cast_bool_and_the_bool_function_read_every_word_alike(word: str, expected: Any) -> None:
+    """One parser (meshconnect.booleans): `cast: bool` and `bool()` in expressions agree."""
+    from meshconnect.errors import DataError
+    from meshconnect.expr import Compiler
+
+    record = Record({"v": word})
+    read = Compiler().expression("bool(data.v)", field="value")
+    if expected is None:
+        with pytest.raises(DataError, match="bool\\(\\) cannot read"):
+            read(record)
+        fails_unchanged(build("cast", fields={"data.v": "bool"}), record, "is not a boolean")
+        return
+    assert read(record) is expected
+    build("cast", fields={"data.v": "bool"}).apply(record)
+    assert record.data["v"] is expected

@@ -52,8 +52,9 @@ Functions
                              (``int(3.9)`` is 3; ``int('3.9')`` is an error); ``null`` for null.
     ``str(x)``               ``x`` as text, as a template renders it (objects and arrays as
                              compact JSON, booleans as ``true``/``false``); ``null`` for null.
-    ``bool(x)``              truthiness, except that the strings ``true/yes/on/1`` and
-                             ``false/no/off/0/''`` (any case) are read as booleans.
+    ``bool(x)``              truthiness, except that the strings ``true/yes/on/1/y/t`` and
+                             ``false/no/off/0/n/f/''`` (any case) are read as booleans, as
+                             ``cast: bool`` reads them (:mod:`meshconnect.booleans`).
     ``abs(x)``, ``round(x[, digits])``, ``floor(x)``, ``ceil(x)``
                              absolute value; rounding half to even; integer below/above;
                              ``null`` for ``null``.

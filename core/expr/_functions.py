@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import timefmt
+from ..booleans import parse_bool
 from ._runtime import _type_name, render_value
 
 
@@ -127,18 +128,12 @@ def _fn_str(x: Any) -> str | None:
     return None if x is None else render_value(x)
 
 
-_TRUE_WORDS = frozenset(("true", "yes", "on", "1", "y", "t"))
-_FALSE_WORDS = frozenset(("false", "no", "off", "0", "n", "f", ""))
-
-
 def _fn_bool(x: Any) -> bool:
     if isinstance(x, str):
-        word = x.strip().lower()
-        if word in _TRUE_WORDS:
-            return True
-        if word in _FALSE_WORDS:
-            return False
-        raise ValueError(f"bool() cannot read {x!r} as a boolean")
+        value = parse_bool(x)  # the one reading of text as a boolean (cast: bool too)
+        if value is None:
+            raise ValueError(f"bool() cannot read {x!r} as a boolean")
+        return value
     return bool(x)
 
 
