@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ERROR_EXTENSIONS",
     "ReplaySummary",
+    "backoff",
     "backoff_delay",
     "dead_letter_record",
     "replay_dead_letters",
@@ -58,10 +59,19 @@ ERROR_EXTENSIONS = (
 )
 
 
-def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
-    """The wait after failed attempt number ``attempt`` (1-based): exponential, equal jitter."""
-    ceiling = min(policy.max_backoff, policy.initial_backoff * (2 ** (attempt - 1)))
+def backoff(attempt: int, initial: float, maximum: float) -> float:
+    """The wait in seconds after failed attempt number ``attempt`` (1-based), for retries in
+    place and for the supervisor's restarts alike: drawn at random between half and all of
+    ``min(maximum, initial × 2^(attempt-1))`` ("equal jitter", as docs/errors.md#retries
+    says), so connectors failing together do not retry in lockstep, and never less than
+    half the exponential step."""
+    ceiling = min(maximum, initial * 2.0 ** min(attempt - 1, 64))
     return random.uniform(ceiling / 2, ceiling)
+
+
+def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
+    """:func:`backoff` with the ``initial_backoff`` and ``max_backoff`` of ``policy``."""
+    return backoff(attempt, policy.initial_backoff, policy.max_backoff)
 
 
 def is_retriable(exc: BaseException, classifier: Classifier | None = None) -> bool:

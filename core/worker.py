@@ -27,14 +27,13 @@ import contextlib
 import functools
 import inspect
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .api import Ack, ConnectorContext, Sink, Source, SourceBatch
-from .errorpolicy import dead_letter_record, retry_transforms, retrying
+from .errorpolicy import backoff, dead_letter_record, retry_transforms, retrying
 from .errors import Classifier, ConfigError, DataError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
@@ -301,10 +300,7 @@ class Worker:
                     self._live_sinks.discard(ident)
                     self._check_sinks_done()
                     return
-                delay = min(
-                    MAX_RESTART_BACKOFF, self.restart_backoff * 2 ** min(status.restarts - 1, 8)
-                )
-                delay = random.uniform(delay / 2, delay)
+                delay = backoff(status.restarts, self.restart_backoff, MAX_RESTART_BACKOFF)
                 log.info(
                     "restarting %s %s in %.1fs (restart %d)",
                     status.kind,
