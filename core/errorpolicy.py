@@ -62,7 +62,7 @@ ERROR_EXTENSIONS = (
 def backoff(attempt: int, initial: float, maximum: float) -> float:
     """The wait in seconds after failed attempt number ``attempt`` (1-based), for retries in
     place and for the supervisor's restarts alike: drawn at random between half and all of
-    ``min(maximum, initial × 2^(attempt-1))`` ("equal jitter", as docs/errors.md#retries
+    ``min(maximum, initial * 2**(attempt-1))`` ("equal jitter", as docs/errors.md#retries
     says), so connectors failing together do not retry in lockstep, and never less than
     half the exponential step."""
     ceiling = min(maximum, initial * 2.0 ** min(attempt - 1, 64))
