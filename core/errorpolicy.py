@@ -29,6 +29,7 @@ from .records import Record, now_iso
 
 if TYPE_CHECKING:
     from .mesh.store import MeshStore
+    from .runstate import ConnectorStatus
     from .transforms import Failure, TransformChain
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "backoff",
     "backoff_delay",
     "dead_letter_record",
+    "dead_letters",
     "replay_dead_letters",
     "replay_id",
     "retry_transforms",
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_log = logging.getLogger("meshconnect.worker")
 
 #: The extensions a dead-lettered record carries.
 ERROR_EXTENSIONS = (
@@ -221,6 +224,40 @@ def dead_letter_record(
     dead.topic = policy.dead_letter_topic
     dead.offset = None
     return dead
+
+
+def dead_letters(
+    pipeline: str,
+    connector: str,
+    policy: ErrorPolicy,
+    problems: list[tuple[Record, BaseException, str]],
+    status: ConnectorStatus,
+) -> list[Record]:
+    """Apply ``policy``'s tolerance to ``problems`` ((record, error, stage) of connector
+    ``connector`` of ``pipeline``): under ``none`` raise a DataError naming the first; under
+    ``all`` return their dead-letter records (none without a dead-letter topic: logged and
+    skipped). Counts them in ``status``."""
+    status.failed += len(problems)
+    if policy.tolerance == "none":
+        record, error, stage = problems[0]
+        raise DataError(
+            f"{stage}: {error} (record id {record.id!r}"
+            + (f", topic {record.topic!r} offset {record.offset}" if record.topic else "")
+            + "); set errors.tolerance: all to dead-letter such records"
+        ) from error
+    out: list[Record] = []
+    for record, error, stage in problems:
+        dead = dead_letter_record(
+            record, error, stage=stage, pipeline=pipeline, connector=connector, policy=policy
+        )
+        if dead is None:
+            _log.warning(
+                "%s/%s: skipped a failed record (%s): %s", pipeline, connector, stage, error
+            )
+        else:
+            out.append(dead)
+    status.dead_lettered += len(out)
+    return out
 
 
 def replay_id(dead_letter_topic: str, to: str) -> str:

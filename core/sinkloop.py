@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .api import Flushed, Sink
-from .errorpolicy import backoff_delay, retry_transforms, retrying
+from .errorpolicy import backoff_delay, dead_letters, retry_transforms, retrying
 from .errors import (
     BatchError,
     DataError,
@@ -45,7 +45,7 @@ from .transforms._common import fresh_copy
 if TYPE_CHECKING:
     from .config.loader import LoadedPipeline, LoadedSink
     from .mesh.store import MeshStore
-    from .worker import ConnectorStatus, Worker
+    from .runstate import ConnectorStatus, RunState
 
 __all__ = [
     "SinkLoop",
@@ -99,15 +99,16 @@ class SinkLoop:
 
     def __init__(
         self,
-        worker: Worker,
+        run: RunState,
+        store: MeshStore,
         pipeline: LoadedPipeline,
         loaded: LoadedSink,
         sink: Sink[Any],
         status: ConnectorStatus,
         committed: dict[str, int],
     ) -> None:
-        self.worker = worker
-        self.store = worker.store
+        self.run_state = run
+        self.store = store
         self.pipeline = pipeline
         self.loaded = loaded
         self.sink = sink
@@ -133,12 +134,12 @@ class SinkLoop:
         self.dead_marks = {t: int(p.get("next", 0)) for t, p in marks.items()}
 
     async def run(self) -> None:
-        worker = self.worker
+        run = self.run_state
         batch_size = self.loaded.batch_size
         self.topics = await resolve_topics(self.store, self.patterns)
         last_resolve = time.monotonic()
         await self._load_dead_marks()
-        while not worker.stopping:
+        while not run.stopping:
             progressed = False
             for topic in self.topics:
                 offset = self.offsets.get(topic, 0)
@@ -151,25 +152,24 @@ class SinkLoop:
                 if time.monotonic() - self.last_commit >= self.loaded.commit_interval:
                     await self._commit()
                 await self._maybe_tick()
-                if worker.stopping:
+                if run.stopping:
                     break
             if progressed:
                 continue
             # Idle: commit what is pending, see whether the run is over, wait for data.
             await self._maybe_tick()
             await self._commit()
-            if worker._sources_done.is_set() and worker.bounded:
-                generation = worker._appends
+            if run.sources_done and run.bounded:
+                generation = run.generation
                 if self.committed != self.offsets:  # the sink holds records open: close them
                     await self._tick(final=True)
                 if await self._caught_up():
-                    worker._verified[self.group] = generation
-                    worker._check_sinks_done()
-                if worker._sinks_done.is_set():
+                    run.sink_caught_up(self.group, generation)
+                if run.sinks_done:
                     return
             changed = self.store.data_changed()
-            stop = asyncio.ensure_future(worker._stopping.wait())
-            done = asyncio.ensure_future(worker._sinks_done.wait())
+            stop = asyncio.ensure_future(run.stopped())
+            done = asyncio.ensure_future(run.sinks_finished())
             try:
                 await asyncio.wait(
                     [asyncio.ensure_future(changed), stop, done],
@@ -179,7 +179,7 @@ class SinkLoop:
             finally:
                 stop.cancel()
                 done.cancel()
-            if time.monotonic() - last_resolve > 1.0 or worker._sources_done.is_set():
+            if time.monotonic() - last_resolve > 1.0 or run.sources_done:
                 self.topics = await resolve_topics(self.store, self.patterns)
                 last_resolve = time.monotonic()
         await self._tick(final=True)
@@ -319,7 +319,7 @@ class SinkLoop:
             problems = fresh
             if not problems:
                 return
-        dead = self.worker._dead_letters(
+        dead = dead_letters(
             self.pipeline.name, self.loaded.name, self.loaded.errors, problems, self.status
         )
         if not dead:
@@ -332,7 +332,7 @@ class SinkLoop:
             f"sink {self.group} dead-letter append",
         )
         self.dead_marks[topic] = end
-        self.worker._appended()
+        self.run_state.appended()
 
     async def _write(self, records: list[Record]) -> list[tuple[Record, BaseException, str]]:
         """Write a batch; return the records that failed for good: data errors, and under

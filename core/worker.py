@@ -29,11 +29,10 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .api import Ack, ConnectorContext, Sink, Source, SourceBatch
-from .errorpolicy import backoff, dead_letter_record, retry_transforms, retrying
+from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
 from .errors import Classifier, ConfigError, DataError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
@@ -41,6 +40,7 @@ from .mesh.store import Retention
 from .metrics import MetricsRegistry
 from .progress import ProgressReporter
 from .records import Record
+from .runstate import ConnectorStatus, RunState
 from .sinkloop import SinkLoop, sink_group
 
 if TYPE_CHECKING:
@@ -94,29 +94,6 @@ def route(
     return routed, failures
 
 
-@dataclass(slots=True)
-class ConnectorStatus:
-    """What the worker knows about one running source or sink (never holds config values)."""
-
-    id: str
-    kind: str
-    connector: str
-    state: str = "STARTING"  # STARTING RUNNING FAILED DONE STOPPED
-    reason: str = ""
-    records_in: int = 0
-    records_out: int = 0
-    failed: int = 0
-    dead_lettered: int = 0
-    restarts: int = 0
-    last_batch_seconds: float = 0.0
-    updated: float = field(default_factory=time.time)
-
-    def set(self, state: str, reason: str = "") -> None:
-        self.state = state
-        self.reason = reason
-        self.updated = time.time()
-
-
 class Worker:
     """Runs loaded pipelines against a store until they are done or it is told to stop."""
 
@@ -134,36 +111,32 @@ class Worker:
         self.queue_batches = queue_batches
         self.restart_backoff = restart_backoff
         self.progress_every = progress_every
+        #: What the worker, its supervisors and the sink loops share (:mod:`.runstate`).
+        self.state = RunState()
         #: By ``"source <id>"`` / ``"sink <group>"`` (a source and a sink may share a name).
-        self.statuses: dict[str, ConnectorStatus] = {}
-        self._stopping = asyncio.Event()
-        self._sources_done = asyncio.Event()
-        # Bounded runs end when every sink has seen the end of its topics *after the last
-        # append of this worker* (a sink's dead letters may feed another sink):
-        self._appends = 0  # appends so far, a generation number
-        self._verified: dict[str, int] = {}  # sink group -> generation it was caught up at
-        self._live_sinks: set[str] = set()  # sinks that have not given up
-        self._sinks_done = asyncio.Event()
-        self._gave_up: list[str] = []
+        self.statuses: dict[str, ConnectorStatus] = self.state.statuses
         #: The metrics every connector's ``context.metrics`` adds to.
         self.metrics = MetricsRegistry()
         #: The shared HTTP listeners of ``context.http``, one server per listen address.
         self.http = HttpListeners()
         #: Each connector's ``classify_error``, by status key (for the supervisor).
         self._classifiers: dict[str, Classifier] = {}
-        self.bounded = False
 
     # -- control -------------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask everything to stop: sources stop polling, sinks flush and commit."""
-        if not self._stopping.is_set():
+        if self.state.stop():
             log.info("stopping: draining sources, flushing sinks, committing offsets")
-        self._stopping.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self.state.stopping
+
+    @property
+    def bounded(self) -> bool:
+        """Whether every source of the run is bounded (the run ends by itself)."""
+        return self.state.bounded
 
     async def run(self) -> int:
         """Run until done (bounded) or stopped; returns the exit code (0 ok, 1 a connector gave
@@ -176,7 +149,7 @@ class Worker:
             assert p.source is not None
             sources.append((p, self._make_source(p)))
         # A run is bounded when it has sources and every one of them is bounded.
-        self.bounded = bool(sources) and all(s.bounded for _, s in sources)
+        self.state.bounded = bool(sources) and all(s.bounded for _, s in sources)
         source_tasks = [
             asyncio.create_task(
                 self._supervise(
@@ -204,7 +177,7 @@ class Worker:
                 self.statuses.setdefault(
                     f"sink {ident}", ConnectorStatus(ident, "sink", sink.connector)
                 )
-                self._live_sinks.add(ident)
+                self.state.sink_started(ident)
         retention = asyncio.create_task(self._retention_loop(), name="retention")
         progress = asyncio.create_task(self._progress_loop(), name="progress")
         if not sources:
@@ -213,9 +186,9 @@ class Worker:
             if source_tasks:
                 await asyncio.gather(*source_tasks)
             if not self.stopping:
-                self._sources_done.set()
+                self.state.set_sources_done()
                 if not self.bounded:
-                    await self._stopping.wait()
+                    await self.state.stopped()
             await asyncio.gather(*sink_tasks)
         finally:
             background = (retention, progress)
@@ -223,8 +196,8 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*source_tasks, *sink_tasks, *background, return_exceptions=True)
             await self.http.close()
-        if self._gave_up:
-            log.error("run failed: %s", "; ".join(self._gave_up))
+        if self.state.gave_up:
+            log.error("run failed: %s", "; ".join(self.state.gave_up))
             return 1
         return 0
 
@@ -295,10 +268,9 @@ class Worker:
                     or self.stopping
                 ):
                     if not self.stopping or fatal:
-                        self._gave_up.append(f"{status.kind} {ident}: {reason}")
-                    # A sink that gives up must not hold the run open.
-                    self._live_sinks.discard(ident)
-                    self._check_sinks_done()
+                        self.state.gave_up.append(f"{status.kind} {ident}: {reason}")
+                    if status.kind == "sink":
+                        self.state.sink_gave_up(ident)
                     return
                 delay = backoff(status.restarts, self.restart_backoff, MAX_RESTART_BACKOFF)
                 log.info(
@@ -309,17 +281,7 @@ class Worker:
                     status.restarts,
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-
-    def _appended(self) -> None:
-        self._appends += 1
-
-    def _check_sinks_done(self) -> None:
-        """In a bounded run: done once every live sink was caught up at the latest append."""
-        if self._sources_done.is_set() and all(
-            self._verified.get(group) == self._appends for group in self._live_sinks
-        ):
-            self._sinks_done.set()
+                    await asyncio.wait_for(self.state.stopped(), delay)
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -426,43 +388,11 @@ class Worker:
         problems.extend(unroutable)
         if problems:
             out = list(records)
-            out.extend(
-                self._dead_letters(pipeline.name, loaded.name, loaded.errors, problems, status)
-            )
+            out.extend(dead_letters(pipeline.name, loaded.name, loaded.errors, problems, status))
         status.records_out += len(records)
         ident = source_id(pipeline.name, loaded.name)
         positions = {(ident, part): pos for part, pos in batch.positions.items()}
         return out, positions
-
-    def _dead_letters(
-        self,
-        pipeline: str,
-        connector: str,
-        policy: Any,
-        problems: list[tuple[Record, BaseException, str]],
-        status: ConnectorStatus,
-    ) -> list[Record]:
-        status.failed += len(problems)
-        if policy.tolerance == "none":
-            record, error, stage = problems[0]
-            raise DataError(
-                f"{stage}: {error} (record id {record.id!r}"
-                + (f", topic {record.topic!r} offset {record.offset}" if record.topic else "")
-                + "); set errors.tolerance: all to dead-letter such records"
-            ) from error
-        out: list[Record] = []
-        for record, error, stage in problems:
-            dead = dead_letter_record(
-                record, error, stage=stage, pipeline=pipeline, connector=connector, policy=policy
-            )
-            if dead is None:
-                log.warning(
-                    "%s/%s: skipped a failed record (%s): %s", pipeline, connector, stage, error
-                )
-            else:
-                out.append(dead)
-        status.dead_lettered += len(out)
-        return out
 
     async def _append_loop(
         self, pipeline: LoadedPipeline, queue: asyncio.Queue[Any], status: ConnectorStatus
@@ -493,7 +423,7 @@ class Worker:
             except BaseException as exc:
                 await settle_ack(ack, exc)
                 raise
-            self._appended()
+            self.state.appended()
             await settle_ack(ack, None)
             status.last_batch_seconds = time.perf_counter() - started
 
@@ -510,9 +440,7 @@ class Worker:
         rest = [r for r in records if r is not bad]
         status.records_out -= 1
         rest.extend(
-            self._dead_letters(
-                pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status
-            )
+            dead_letters(pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status)
         )
         return rest
 
@@ -530,7 +458,9 @@ class Worker:
             await sink.open(info.state)
             status.set("RUNNING")
             log.info("sink %s started at %s", group, info.offsets or "the beginning")
-            await SinkLoop(self, pipeline, loaded, sink, status, info.offsets).run()
+            await SinkLoop(
+                self.state, self.store, pipeline, loaded, sink, status, info.offsets
+            ).run()
         finally:
             with contextlib.suppress(Exception):
                 await sink.close()
