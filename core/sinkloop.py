@@ -21,7 +21,6 @@ before the crash and succeeds after it is written *and* stays in the dead-letter
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from .errors import (
     StoreError,
     classify,
 )
+from .mesh.routing import resolve_topics, sink_patterns
 from .records import Record
 from .transforms._common import fresh_copy
 
@@ -47,14 +47,7 @@ if TYPE_CHECKING:
     from .mesh.store import MeshStore
     from .runstate import ConnectorStatus, RunState
 
-__all__ = [
-    "SinkLoop",
-    "dead_letter_id",
-    "resolve_topics",
-    "sink_group",
-    "sink_patterns",
-    "template_glob",
-]
+__all__ = ["SinkLoop", "dead_letter_id", "sink_group"]
 
 log = logging.getLogger("meshconnect.worker")
 
@@ -67,31 +60,6 @@ def sink_group(pipeline: str, name: str) -> str:
 def dead_letter_id(group: str) -> str:
     """The id of the positions marking what sink ``group`` has dead-lettered, per topic."""
     return f"deadletter/{group}"
-
-
-def sink_patterns(pipeline: LoadedPipeline, sink: LoadedSink) -> list[str]:
-    """The topic names or globs a sink reads."""
-    if sink.topics:
-        return list(sink.topics)
-    # The pipeline's topic: what its source writes, or for a sink-only pipeline the topic
-    # named like the pipeline (or its `topic:`), written by other pipelines or workers.
-    template = pipeline.topic
-    if template.is_literal:
-        return [str(template.literal)]
-    # A templated topic: subscribe to everything the template can produce.
-    return [template_glob(template.text)]
-
-
-async def resolve_topics(store: MeshStore, patterns: list[str]) -> list[str]:
-    """The topics that exist now (or are named literally) matching ``patterns``."""
-    literal = [p for p in patterns if not any(c in p for c in "*?[")]
-    globs = [p for p in patterns if p not in literal]
-    names = set(literal)
-    if globs:
-        for info in await store.topics():
-            if any(fnmatch.fnmatchcase(info.name, g) for g in globs):
-                names.add(info.name)
-    return sorted(names)
 
 
 class SinkLoop:
@@ -422,26 +390,3 @@ def _deep_copy(record: Record) -> Record:
     encoded = record.encoded_data
     copy.data = orjson.loads(encoded) if encoded is not None else fresh_copy(record.data)
     return copy
-
-
-def template_glob(text: str) -> str:
-    """``cdc.{data.db}.{data.table}`` -> ``cdc.*.*`` (what a templated topic can produce)."""
-    out: list[str] = []
-    depth = 0
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if depth == 0 and text.startswith(("{{", "}}"), i):
-            out.append(ch)
-            i += 2
-            continue
-        if ch == "{":
-            if depth == 0:
-                out.append("*")
-            depth += 1
-        elif ch == "}" and depth:
-            depth -= 1
-        elif depth == 0:
-            out.append(ch)
-        i += 1
-    return "".join(out)

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 from .api import Ack, ConnectorContext, Sink, Source, SourceBatch
 from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
-from .errors import Classifier, ConfigError, DataError, classify
+from .errors import Classifier, ConfigError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
+from .mesh.routing import route
 from .mesh.store import Retention
 from .metrics import MetricsRegistry
 from .progress import ProgressReporter
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
     from .mesh.store import MeshStore
 
-__all__ = ["ConnectorStatus", "Worker", "route", "sink_group", "source_id"]
+__all__ = ["ConnectorStatus", "Worker", "sink_group", "source_id"]
 
 log = logging.getLogger("meshconnect.worker")
 
@@ -63,35 +64,6 @@ _DONE = object()
 def source_id(pipeline: str, name: str) -> str:
     """The id under which a source's positions are stored: ``<pipeline>/<source name>``."""
     return f"{pipeline}/{name}"
-
-
-def route(
-    pipeline: LoadedPipeline, records: list[Record]
-) -> tuple[list[Record], list[tuple[Record, BaseException, str]]]:
-    """Give each record without a topic the pipeline's topic; the ones whose topic template
-    cannot be rendered are failures of the ``topic`` stage."""
-    template = pipeline.topic
-    if template.is_literal:
-        literal = template.literal
-        for record in records:
-            if record.topic is None:
-                record.topic = literal
-        return records, []
-    render = template.render
-    routed: list[Record] = []
-    failures: list[tuple[Record, BaseException, str]] = []
-    for record in records:
-        if record.topic is None:
-            try:
-                topic = render(record)
-                if not topic:
-                    raise DataError(f"topic template {template.text!r} rendered ''")
-            except Exception as exc:
-                failures.append((record, exc, "topic"))
-                continue
-            record.topic = topic
-        routed.append(record)
-    return routed, failures
 
 
 class Worker:

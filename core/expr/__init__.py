@@ -105,7 +105,7 @@ from ._compiler import Compiler, Expression, Predicate
 from ._errors import ExpressionError
 from ._functions import BUILTIN_FUNCTIONS
 from ._runtime import render_value
-from ._templates import Template, sole_placeholder
+from ._templates import Template, sole_placeholder, template_pieces
 from ._translator import MAX_DEPTH as MAX_DEPTH  # the limits stay importable from here
 from ._translator import MAX_LENGTH as MAX_LENGTH
 
@@ -118,4 +118,5 @@ __all__ = [
     "Template",
     "render_value",
     "sole_placeholder",
+    "template_pieces",
 ]
