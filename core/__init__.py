@@ -18,6 +18,7 @@ from .api import (
     SourceBatch,
     TransformSpec,
 )
+from .config.model import ByteSize, Duration
 from .errors import (
     BatchError,
     Classifier,
@@ -27,6 +28,7 @@ from .errors import (
     PluginError,
     RestartError,
     RetriableError,
+    classify,
 )
 from .hookspecs import hookimpl
 from .records import Record
@@ -37,12 +39,14 @@ __version__ = "0.1.0"
 __all__ = [
     "Ack",
     "BatchError",
+    "ByteSize",
     "Classifier",
     "ConfigError",
     "ConnectorConfig",
     "ConnectorContext",
     "ConnectorSpec",
     "DataError",
+    "Duration",
     "Flushed",
     "MeshconnectError",
     "PluginError",
@@ -56,5 +60,6 @@ __all__ = [
     "Transform",
     "TransformSpec",
     "__version__",
+    "classify",
     "hookimpl",
 ]

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from meshconnect.errors import ConfigError, RetriableError
+from meshconnect import ConfigError, RetriableError
 
 from . import _rowcodec as ft  # the binlog column type codes
 from .events import (

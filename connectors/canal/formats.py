@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from meshconnect.records import Record
+from meshconnect import Record
 
 from .events import Column
 from .server import TableSchema, sql_type

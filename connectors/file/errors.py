@@ -14,8 +14,7 @@
 
 from __future__ import annotations
 
-from meshconnect import ConfigError, MeshconnectError, RestartError
-from meshconnect.errors import classify
+from meshconnect import ConfigError, MeshconnectError, RestartError, classify
 
 __all__ = ["FileIOFailure", "io_error"]
 

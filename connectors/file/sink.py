@@ -38,9 +38,7 @@ from typing import IO, Any
 
 import orjson
 
-from meshconnect.api import ConnectorContext, Sink
-from meshconnect.errors import DataError
-from meshconnect.records import Record
+from meshconnect import ConnectorContext, DataError, Record, Sink
 
 from .config import FileSinkConfig
 from .errors import io_error

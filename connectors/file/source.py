@@ -53,9 +53,7 @@ from typing import BinaryIO
 
 import orjson
 
-from meshconnect.api import ConnectorContext, Position, Source, SourceBatch
-from meshconnect.errors import DataError
-from meshconnect.records import Record
+from meshconnect import ConnectorContext, DataError, Position, Record, Source, SourceBatch
 
 from .config import FileSourceConfig
 from .errors import io_error
