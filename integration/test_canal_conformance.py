@@ -20,35 +20,74 @@ from meshconnect.testing import SourceConformance
 __all__ = ["mariadb"]
 
 
+def create_tables(mariadb: MariaDB) -> None:
+    """conf.a (230 rows, int key) and conf.b (95 rows, string key), once per server."""
+    mariadb.execute("CREATE DATABASE IF NOT EXISTS conf")
+    mariadb.execute(
+        "CREATE TABLE IF NOT EXISTS conf.a (id INT PRIMARY KEY, v VARCHAR(20))",
+        "CREATE TABLE IF NOT EXISTS conf.b (k VARCHAR(10) PRIMARY KEY, n BIGINT)",
+        "INSERT IGNORE INTO conf.a SELECT seq, CONCAT('row ', seq) FROM seq_1_to_230",
+        "INSERT IGNORE INTO conf.b SELECT CONCAT('k', seq), seq * 7 FROM seq_1_to_95",
+        database="conf",
+    )
+
+
+def canal_config(server: MariaDB) -> CanalSourceConfig:
+    settings: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "server_id": 3001,
+        "decoder": DECODER,
+        "include": ["conf\\..*"],
+        "snapshot": "initial_only",
+        "format": "row",
+        "chunk_size": 40,
+    }
+    return CanalSourceConfig(**settings)
+
+
 class TestCanalSnapshotConformance(SourceConformance):
     server: MariaDB
 
     @pytest.fixture(autouse=True)
     def _server(self, mariadb: MariaDB) -> None:
         type(self).server = mariadb
-        mariadb.execute("CREATE DATABASE IF NOT EXISTS conf")
-        mariadb.execute(
-            "CREATE TABLE IF NOT EXISTS conf.a (id INT PRIMARY KEY, v VARCHAR(20))",
-            "CREATE TABLE IF NOT EXISTS conf.b (k VARCHAR(10) PRIMARY KEY, n BIGINT)",
-            "INSERT IGNORE INTO conf.a SELECT seq, CONCAT('row ', seq) FROM seq_1_to_230",
-            "INSERT IGNORE INTO conf.b SELECT CONCAT('k', seq), seq * 7 FROM seq_1_to_95",
-            database="conf",
-        )
+        create_tables(mariadb)
 
     def make_source(self, tmp_path: Path) -> CanalSource:
-        server = self.server
-        settings: dict[str, Any] = {
-            "host": server.host,
-            "port": server.port,
-            "user": server.user,
-            "server_id": 3001,
-            "decoder": DECODER,
-            "include": ["conf\\..*"],
-            "snapshot": "initial_only",
-            "format": "row",
-            "chunk_size": 40,
-        }
         return CanalSource(
-            CanalSourceConfig(**settings),
+            canal_config(self.server),
             ConnectorContext("conformance", "canal", logging.getLogger("canal-conformance")),
         )
+
+
+async def test_the_snapshot_reports_its_progress_through_the_context(
+    mariadb: MariaDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Off a terminal, the context's progress reporter logs each table's rows."""
+    from meshconnect.progress import ProgressReporter
+
+    create_tables(mariadb)
+    logger = logging.getLogger("canal-progress")
+    context = ConnectorContext(
+        "conformance",
+        "canal",
+        logger,
+        progress=ProgressReporter(logger, interactive=False, interval=3600),
+    )
+    source = CanalSource(canal_config(mariadb), context)
+    with caplog.at_level(logging.INFO, logger="canal-progress"):
+        await source.start({})
+        try:
+            while await source.poll() is not None:
+                pass
+        finally:
+            await source.stop()
+    closed = [
+        r.getMessage().split(", ")[0] for r in caplog.records if r.getMessage().endswith("(done)")
+    ]
+    assert closed == [
+        "canal: snapshot conf.a: 230/230 rows (100.0%)",
+        "canal: snapshot conf.b: 95/95 rows (100.0%)",
+    ]
