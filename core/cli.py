@@ -21,6 +21,7 @@ import click
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig
     from .mesh.store import MeshStore
+    from .offsets import ResetPlan
     from .plugins import Registry
 
 __all__ = ["main"]
@@ -382,45 +383,6 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
             click.echo(f"  {t['topic']}: offset {t['offset']} of {t['end']} (lag {t['lag']})")
 
 
-async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
-    from .worker import sink_group, source_id
-
-    await store.open()
-    try:
-        if config is not None:
-            source_ids = [
-                source_id(p.name, p.source.name) for p in config.pipelines if p.source is not None
-            ]
-            wanted_groups: set[str] | None = {
-                sink_group(p.name, s.name) for p in config.pipelines for s in p.sinks
-            }
-        else:
-            source_ids = await store.source_ids()
-            wanted_groups = None
-        sources = [{"id": i, "positions": await store.positions(i)} for i in source_ids]
-        groups = await store.groups()
-        names = {g.group for g in groups}
-        if wanted_groups is not None:
-            groups = [g for g in groups if g.group in wanted_groups]
-            groups += [await store.group(g) for g in sorted(wanted_groups - names)]
-        sinks = []
-        for g in groups:
-            ends = await store.end_offsets(sorted(g.offsets))
-            sinks.append(
-                {
-                    "group": g.group,
-                    "topics": [
-                        {"topic": t, "offset": o, "end": ends[t], "lag": max(0, ends[t] - o)}
-                        for t, o in sorted(g.offsets.items())
-                    ],
-                    "state": g.state,
-                }
-            )
-        return {"store": store.url, "sources": sources, "sinks": sinks}
-    finally:
-        await store.close()
-
-
 @offsets.command("reset")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("pipeline")
@@ -446,7 +408,7 @@ def offsets_reset(
         raise click.ClickException(f"no pipeline {pipeline!r} in {file} (pipelines: {names})")
     store = options.open_store(options.store_url(config))
     plan = asyncio.run(_reset_plan(store, matches[0], sink_name, target))
-    click.echo(plan["describe"])
+    click.echo(plan.describe)
     if not yes and not click.confirm("Apply this reset?", default=False):
         click.echo("nothing changed")
         sys.exit(1)
@@ -456,92 +418,35 @@ def offsets_reset(
 
 async def _reset_plan(
     store: MeshStore, pipeline: Any, sink_name: str | None, target: str
-) -> dict[str, Any]:
-    from .worker import sink_group, source_id
+) -> ResetPlan:
+    from .errors import MeshconnectError
+    from .offsets import reset_plan
 
     await store.open()
     try:
-        if sink_name is None:
-            if pipeline.source is None:
-                raise click.ClickException(f"pipeline {pipeline.name!r} has no source")
-            ident = source_id(pipeline.name, pipeline.source.name)
-            current = await store.positions(ident)
-            new: Any
-            if target == "beginning":
-                new = None
-            elif target == "end":
-                new = await _source_end(pipeline)
-            else:
-                try:
-                    new = json.loads(target)
-                except json.JSONDecodeError:
-                    raise click.ClickException(f"--to: not JSON: {target!r}") from None
-            describe = f"source {ident}: positions {json.dumps(current)} -> " + (
-                "(none: read from the beginning)" if new is None else json.dumps(new)
-            )
-            return {"kind": "source", "id": ident, "new": new, "describe": describe}
-        sinks = [s for s in pipeline.sinks if s.name == sink_name]
-        if not sinks:
-            names = ", ".join(s.name for s in pipeline.sinks)
-            raise click.ClickException(f"no sink {sink_name!r} in {pipeline.name} ({names})")
-        group = sink_group(pipeline.name, sink_name)
-        info = await store.group(group)
-        topics = sorted(info.offsets)
-        if not topics:
-            raise click.ClickException(f"sink {group} has no committed offsets")
-        ends = await store.end_offsets(topics)
-        if target == "beginning":
-            new_offsets: dict[str, int] | None = None
-        elif target == "end":
-            new_offsets = dict(ends)
-        else:
-            try:
-                value = int(target)
-            except ValueError:
-                raise click.ClickException(
-                    f"--to: beginning, end or an offset: {target!r}"
-                ) from None
-            new_offsets = {t: value for t in topics}
-        describe = f"sink {group}: offsets {info.offsets} -> " + (
-            "(none: from the beginning)" if new_offsets is None else str(new_offsets)
-        )
-        return {"kind": "sink", "id": group, "new": new_offsets, "describe": describe}
+        return await reset_plan(store, pipeline, sink_name, target)
+    except MeshconnectError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         await store.close()
 
 
-async def _source_end(pipeline: Any) -> dict[str, Any]:
-    """Where the pipeline's source input ends now (the connector says)."""
-    from .api import ConnectorContext
+async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
+    from .offsets import offsets_report
 
-    loaded = pipeline.source
-    context = ConnectorContext(
-        pipeline=pipeline.name,
-        name=loaded.name,
-        logger=logging.getLogger(f"meshconnect.connector.{pipeline.name}.{loaded.name}"),
-        base_dir=pipeline.base_dir,
-    )
-    source = loaded.spec.load()(loaded.config, context)
-    try:
-        return dict(await source.end_positions())
-    except NotImplementedError:
-        raise click.ClickException(
-            f"the {loaded.connector!r} source cannot tell where its input ends; "
-            "give a JSON position per partition with --to"
-        ) from None
-
-
-async def _apply_reset(store: MeshStore, plan: dict[str, Any]) -> None:
     await store.open()
     try:
-        if plan["kind"] == "source":
-            await store.set_positions(plan["id"], plan["new"])
-        else:
-            from .sinkloop import dead_letter_id
+        return await offsets_report(store, config)
+    finally:
+        await store.close()
 
-            await store.reset_group(plan["id"], plan["new"])
-            # The sink re-reads what it dead-lettered: let it dead-letter again what fails.
-            await store.set_positions(dead_letter_id(plan["id"]), None)
+
+async def _apply_reset(store: MeshStore, plan: ResetPlan) -> None:
+    from .offsets import apply_reset
+
+    await store.open()
+    try:
+        await apply_reset(store, plan)
     finally:
         await store.close()
 

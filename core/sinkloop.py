@@ -39,6 +39,7 @@ from .errors import (
     classify,
 )
 from .mesh.routing import resolve_topics, sink_patterns
+from .offsets import dead_letter_id, sink_group
 from .records import Record
 from .transforms._common import fresh_copy
 
@@ -50,16 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["SinkLoop", "dead_letter_id", "sink_group"]
 
 log = logging.getLogger("meshconnect.worker")
-
-
-def sink_group(pipeline: str, name: str) -> str:
-    """The consumer group of a sink: ``<pipeline>/<sink name>``."""
-    return f"{pipeline}/{name}"
-
-
-def dead_letter_id(group: str) -> str:
-    """The id of the positions marking what sink ``group`` has dead-lettered, per topic."""
-    return f"deadletter/{group}"
 
 
 class SinkLoop:

@@ -39,10 +39,11 @@ from .mesh.codec import RecordEncodingError
 from .mesh.routing import route
 from .mesh.store import Retention
 from .metrics import MetricsRegistry
+from .offsets import sink_group, source_id
 from .progress import ProgressReporter
 from .records import Record
 from .runstate import ConnectorStatus, RunState
-from .sinkloop import SinkLoop, sink_group
+from .sinkloop import SinkLoop
 
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
@@ -59,11 +60,6 @@ MAX_RESTART_BACKOFF = 60.0
 #: Seconds between two retention passes.
 RETENTION_EVERY = 60.0
 _DONE = object()
-
-
-def source_id(pipeline: str, name: str) -> str:
-    """The id under which a source's positions are stored: ``<pipeline>/<source name>``."""
-    return f"{pipeline}/{name}"
 
 
 class Worker:
