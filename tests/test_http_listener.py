@@ -249,3 +249,18 @@ async def test_a_context_outside_a_worker_has_private_services() -> None:
     route = await context.http.add_route("127.0.0.1:0", "GET", "/x", lambda r: None)  # type: ignore[arg-type,return-value]
     assert route.port > 0
     await context.http.listeners.close()
+
+
+def test_aiohttp_and_tqdm_are_imported_only_when_used() -> None:
+    """The `http` extra is optional: a worker without HTTP sources never imports aiohttp."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, logging, meshconnect.worker, meshconnect.cli\n"
+        "from meshconnect import ConnectorContext\n"
+        "ConnectorContext('p', 'c', logging.getLogger('x'))\n"
+        "print(sorted(m for m in ('aiohttp', 'tqdm') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
