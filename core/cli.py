@@ -362,7 +362,8 @@ def offsets() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_options
 def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> None:
-    """Source positions and sink offsets (with lag); only those of FILES' pipelines if given."""
+    """Source positions and sink offsets (with lag); only those of FILES' pipelines if given
+    (then a source with nothing committed says what its first start reads)."""
     config = options.load(files) if files else None
     store = options.open_store(options.store_url(config))
     report = asyncio.run(_offsets_report(store, config))
@@ -372,7 +373,7 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     for source in report["sources"]:
         click.echo(f"source {source['id']}")
         if not source["positions"]:
-            click.echo("  (no committed position: starts from the beginning)")
+            click.echo(f"  (no committed position: {source.get('empty') or 'nothing read yet'})")
         for part, pos in source["positions"].items():
             click.echo(f"  {part}: {json.dumps(pos)}")
     for group in report["sinks"]:

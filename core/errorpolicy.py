@@ -15,6 +15,7 @@ records, so a crash never replays a dead letter twice and a second run only repl
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,8 @@ import orjson
 
 from .config.model import ErrorPolicy, RetryPolicy
 from .errors import Classifier, DataError, RetriableError, StoreError, classify
-from .records import Record, now_iso
+from .eventrules import attribute_problems, valid_string
+from .records import Record, new_id, now_iso
 
 if TYPE_CHECKING:
     from .mesh.store import MeshStore
@@ -60,6 +62,9 @@ ERROR_EXTENSIONS = (
     "errorattempts",
     "errortime",
 )
+#: Carried besides those when the record broke CloudEvents rules: the JSON text of the
+#: attributes taken out of it (see :func:`dead_letter_record`).
+ERROR_ATTRIBUTES = "errorattributes"
 
 
 def backoff(attempt: int, initial: float, maximum: float) -> float:
@@ -198,13 +203,7 @@ def dead_letter_record(
     """The record to append to the dead-letter topic, or ``None`` when there is none set."""
     if policy.dead_letter_topic is None:
         return None
-    dead = record.copy()
-    try:
-        orjson.dumps(dead.data)
-    except TypeError:  # data the store cannot keep (a set, an object): keep its text
-        if not isinstance(dead.data, bytes | bytearray):
-            dead.data = repr(dead.data)
-            dead.datacontenttype = "text/plain"
+    dead = _storable_copy(record)
     ext = dead.extensions
     ext["errorstage"] = stage
     ext["errorpipeline"] = pipeline
@@ -214,11 +213,12 @@ def dead_letter_record(
     message = str(error)
     if cause is not None and not isinstance(error, DataError | RetriableError):
         message = f"{message} ({type(cause).__name__}: {cause})"
-    ext["errormessage"] = message[:2000]
+    ext["errormessage"] = valid_string(message[:2000] or type(error).__name__)
     if record.topic is not None:
-        ext["errortopic"] = record.topic
-    if record.offset is not None:
-        ext["erroroffset"] = record.offset
+        ext["errortopic"] = valid_string(str(record.topic))
+    if record.offset is not None:  # a CloudEvents Integer is 32-bit: larger ones as text
+        offset = record.offset
+        ext["erroroffset"] = offset if offset <= 2**31 - 1 else str(offset)
     ext["errorattempts"] = int(getattr(error, "attempts", 1))
     ext["errortime"] = now_iso()
     dead.topic = policy.dead_letter_topic
@@ -260,6 +260,66 @@ def dead_letters(
     return out
 
 
+def _storable_copy(record: Record) -> Record:
+    """A copy of ``record`` that the store always accepts and that is a valid CloudEvent, so a
+    dead letter can never fail to be stored (and be dead-lettered again, forever).
+
+    Attributes and extensions that break a CloudEvents rule are taken out and kept, as the
+    JSON text of ``{name: value}`` (values that are not JSON as their ``repr``), in the
+    ``errorattributes`` extension; a required one (``id``, ``source``, ``type``) is replaced by
+    a fresh id, ``meshconnect`` and ``meshconnect.record``. Data the store cannot keep (a
+    ``set``, an object, an integer beyond 64 bits) becomes its ``repr`` text."""
+    extensions = record.extensions
+    data = record.data
+    dead = Record.fast(
+        dict(data) if type(data) is dict else data,
+        record.id,
+        record.source,
+        record.type,
+        record.subject,
+        record.datacontenttype,
+        record.time,
+        record.dataschema,
+        dict(extensions) if isinstance(extensions, dict) else {},
+        record.topic,
+        record.offset,
+        record.null_data is True,
+    )
+    problems = attribute_problems(dead)
+    if not isinstance(extensions, dict):
+        problems["extensions"] = "must be a dict"
+    if problems:
+        kept: dict[str, Any] = {}
+        defaults = {"id": new_id(), "source": "meshconnect", "type": "meshconnect.record"}
+        for name in problems:
+            if name in defaults:
+                kept[name] = getattr(dead, name)
+                setattr(dead, name, defaults[name])
+            elif name in ("subject", "time", "datacontenttype", "dataschema"):
+                kept[name] = getattr(dead, name)
+                setattr(dead, name, None)
+            elif name == "extensions":
+                kept[name] = extensions
+        for name in list(dead.extensions):
+            if (name if type(name) is str else repr(name)) in problems:
+                kept[repr(name) if type(name) is not str else name] = dead.extensions.pop(name)
+        try:
+            text = json.dumps(kept, default=repr, sort_keys=True)
+        except (TypeError, ValueError):  # keys that are not strings, a recursive value
+            text = ascii(kept)
+        dead.extensions[ERROR_ATTRIBUTES] = text
+    try:
+        orjson.dumps(dead.data)
+    except TypeError:  # data the store cannot keep (a set, an object, deep nesting): its text
+        if not isinstance(dead.data, bytes | bytearray):
+            try:
+                dead.data = repr(dead.data)
+            except RecursionError:
+                dead.data = f"<{type(dead.data).__name__} nested too deeply to show>"
+            dead.datacontenttype = "text/plain"
+    return dead
+
+
 def replay_id(dead_letter_topic: str, to: str) -> str:
     """The id under which replay progress from ``dead_letter_topic`` to ``to`` is stored."""
     return f"replay/{dead_letter_topic}->{to}"
@@ -285,7 +345,7 @@ def revived(dead: Record, to: str) -> Record:
     """The record a dead letter came from: the same id, attributes and data, without the
     ``error*`` extensions, for topic ``to``."""
     record = dead.copy()
-    for name in ERROR_EXTENSIONS:
+    for name in (*ERROR_EXTENSIONS, ERROR_ATTRIBUTES):
         record.extensions.pop(name, None)
     record.topic = to
     record.offset = None

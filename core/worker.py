@@ -291,7 +291,9 @@ class Worker:
         appender = asyncio.create_task(self._append_loop(pipeline, queue, status))
         try:
             positions = await self.store.positions(ident)
-            await source.start(positions)
+            begun = await source.start(positions)
+            if begun:  # "from now" made durable before the source counts as started
+                await self.store.append([], {(ident, p): dict(v) for p, v in begun.items()})
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:
@@ -373,6 +375,7 @@ class Worker:
             if item is _DONE:
                 return
             records, positions, ack = item
+            made: set[int] = set()  # ids of the dead letters made for this batch
             started = time.perf_counter()
             try:
                 while True:
@@ -387,7 +390,10 @@ class Worker:
                     except RecordEncodingError as exc:
                         # One record the store cannot encode (a transform made a set, say): it
                         # goes by the errors policy and the rest of the batch is appended again.
-                        records = self._unstorable(pipeline, records, exc, status)
+                        # Each pass removes a record; a dead letter is always storable, and one
+                        # that were not would be dropped rather than retried forever.
+                        records = self._unstorable(pipeline, records, exc, status, made)
+                        await asyncio.sleep(0)  # let a stop signal in between passes
             except BaseException as exc:
                 await settle_ack(ack, exc)
                 raise
@@ -401,15 +407,21 @@ class Worker:
         records: list[Record],
         exc: RecordEncodingError,
         status: ConnectorStatus,
+        made: set[int],
     ) -> list[Record]:
         loaded = pipeline.source
         assert loaded is not None
         bad = exc.record
         rest = [r for r in records if r is not bad]
+        if id(bad) in made:
+            log.error("dropped a dead letter the store cannot encode: %s", exc)
+            return rest
         status.records_out -= 1
-        rest.extend(
-            dead_letters(pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status)
+        dead = dead_letters(
+            pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status
         )
+        made.update(map(id, dead))
+        rest.extend(dead)
         return rest
 
     # -- sinks ---------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ import meshconnect
 
 CONNECTORS = Path(__file__).resolve().parent.parent / "connectors"
 #: Public modules a connector may import besides ``meshconnect`` itself: the one number
-#: representation every connector shares (see the brief's shared decision).
-PUBLIC_MODULES = {"meshconnect", "meshconnect.jsonvalue"}
+#: representation every connector shares (``jsonvalue``) and the CloudEvents rules
+#: (``eventrules``: a duplicate-key-strict JSON reader, attribute checks).
+PUBLIC_MODULES = {"meshconnect", "meshconnect.jsonvalue", "meshconnect.eventrules"}
 
 
 def test_all_is_exactly_the_public_names() -> None:

@@ -140,13 +140,22 @@ class _TableInfo:
 
     __slots__ = ("converters", "lib_columns", "names", "nones", "table")
 
-    def __init__(self, lib_table: Any, table_id: int, schema: str, name: str) -> None:
+    def __init__(
+        self, lib_table: Any, table_id: int, schema: str, name: str, pk: tuple[str, ...] | None
+    ) -> None:
         columns = []
         for c in lib_table.columns:
             if c.type == ft.NEWDECIMAL:
                 meta: Any = (getattr(c, "precision", 0), getattr(c, "decimals", 0))
             else:
-                meta = getattr(c, "fsp", None) or getattr(c, "max_length", None) or 0
+                meta = next(  # as the fast reader: fsp, bytes, BLOB length size, BIT bits
+                    (
+                        v
+                        for a in ("fsp", "max_length", "length_size", "bits")
+                        if (v := getattr(c, a, 0))
+                    ),
+                    0,
+                )
             columns.append(
                 Column(
                     name=c.name,
@@ -154,12 +163,15 @@ class _TableInfo:
                     unsigned=bool(c.unsigned),
                     metadata=meta,
                     charset=getattr(c, "charset_id", None),
-                    enum_values=tuple(c.enum_values) if c.enum_values else None,
+                    # the library puts the error value '' first; the members follow
+                    enum_values=tuple(c.enum_values[1:]) if c.enum_values else None,
                     set_values=tuple(c.set_values) if c.set_values else None,
                 )
             )
-        pk = lib_table.primary_key
-        primary_key = (pk,) if isinstance(pk, str) and pk else tuple(pk or ())
+        if pk is None:  # the library lists the key in column order
+            lib_pk = lib_table.primary_key
+            pk = (lib_pk,) if isinstance(lib_pk, str) and lib_pk else tuple(lib_pk or ())
+        primary_key = pk
         self.table = Table(table_id, schema, name, tuple(columns), primary_key)
         self.names = [c.name for c in lib_table.columns]
         self.lib_columns = {c.name: c for c in lib_table.columns}
@@ -205,6 +217,8 @@ class LibraryReader:
         self._stop = threading.Event()
         self._stream: Any = None
         self._tables: dict[int, tuple[Any, _TableInfo]] = {}
+        #: Primary key column names in key order, from each table map's FULL metadata.
+        self._pk_order: dict[int, tuple[str, ...]] = {}
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="canal-binlog", daemon=True)
         self._thread.start()
@@ -338,7 +352,8 @@ class LibraryReader:
         cached = self._tables.get(event.table_id)
         if cached is not None and cached[0] is lib_table:
             return cached[1]
-        info = _TableInfo(lib_table, event.table_id, event.schema, event.table)
+        pk = self._pk_order.get(event.table_id)
+        info = _TableInfo(lib_table, event.table_id, event.schema, event.table, pk)
         self._tables[event.table_id] = (lib_table, info)
         return info
 
@@ -361,6 +376,25 @@ class LibraryReader:
             if isinstance(event, rev.WriteRowsEvent):
                 return RowsEvent(log_file, pos, ts, "insert", info.table, rows)
             return RowsEvent(log_file, pos, ts, "delete", info.table, rows)
+        if isinstance(event, rev.TableMapEvent):
+            meta = getattr(event, "optional_metadata", None)
+            order = list(getattr(meta, "simple_primary_key_list", None) or ())
+            order = order or list(getattr(meta, "primary_keys_with_prefix", None) or ())
+            cols = event.columns
+            # The library keeps each column's collation name only: the charset number too.
+            ids = iter(getattr(meta, "charset_collation_list", None) or ())
+            es_ids = iter(getattr(meta, "enum_and_set_collation_list", None) or ())
+            for c in cols:
+                if event._is_character_column(c.type, dbms=event.dbms):
+                    c.charset_id = next(ids, None)
+                elif event._is_enum_or_set_column(c.type):
+                    c.charset_id = next(es_ids, None)
+            if len(self._pk_order) > 4096:  # table ids change with DDL: keep it bounded
+                self._pk_order.clear()
+            self._pk_order[event.table_id] = tuple(
+                cols[i].name for i in order if i < len(cols) and cols[i].name
+            )
+            return None
         if isinstance(event, ev.XidEvent):
             return XidEvent(log_file, pos, ts, event.xid)
         if isinstance(event, ev.QueryEvent):
@@ -369,7 +403,8 @@ class LibraryReader:
                 schema = schema.decode("utf-8", "replace")
             return QueryEvent(log_file, pos, ts, schema, event.query)
         if isinstance(event, ev.MariadbGtidEvent):
-            return GtidEvent(log_file, pos, ts, event.gtid, standalone=bool(event.flags & 1))
+            flags = event.flags
+            return GtidEvent(log_file, pos, ts, event.gtid, bool(flags & 1), bool(flags & 64))
         if isinstance(event, ev.GtidEvent):
             return GtidEvent(log_file, pos, ts, event.gtid)
         if isinstance(event, ev.RotateEvent):

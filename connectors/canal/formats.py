@@ -2,10 +2,11 @@
 
 Every record is a CloudEvent: ``type`` is ``mysql.<op>`` (``insert``, ``update``, ``delete``,
 ``read`` for snapshot rows, ``ddl``), ``subject`` is ``schema.table``, ``partitionkey`` the
-primary key (one value as text; several joined by ``|``), ``time`` the binlog event time, and
-the extensions ``binlogfile``/``binlogpos`` (the end of the event), ``txid`` (the GTID, or
-``file:pos`` of the transaction start without GTIDs) and ``gtid`` carry the source position.
-``id`` is deterministic (``<file>:<pos>:<row>``), so a change delivered twice is recognisable.
+primary key (:meth:`Shape.key_text`: one value as text; several escaped and joined by
+``|``), ``time`` the binlog event time, and the extensions ``binlogfile``/``binlogpos``
+(the end of the event), ``txid`` (the GTID, or ``file:pos`` of the transaction start
+without GTIDs) and ``gtid`` carry the source position. ``id`` is deterministic
+(``<file>:<pos>:<row>``), so a change delivered twice is recognisable.
 
 One record per row change. Canal puts all rows of one binlog event in one FlatMessage; here
 ``data`` (and ``old``) always hold exactly one row. A primary-key change is one ``UPDATE``
@@ -38,10 +39,11 @@ import orjson
 
 from meshconnect import Record
 
+from .coltypes import binlog_type, same_definition
 from .events import Column
-from .server import TableSchema, sql_type
+from .server import ColumnSchema, TableSchema, sql_type
 
-__all__ = ["Formatter", "Shape", "TxMeta", "ddl_info"]
+__all__ = ["Formatter", "Shape", "TxMeta"]
 
 Conv = Callable[[Any], Any]
 
@@ -228,10 +230,20 @@ class Shape:
         keep: Sequence[int] | None,
         binary: str,
         primary_key: Sequence[str] = (),
+        maxlen: dict[int, int] | None = None,
+        mariadb: bool = True,
+        json_columns: set[str] | None = None,
     ) -> Shape:
+        """The shape of a table map (``columns`` given: keys and types as the binlog says
+        they were when the event was written, ``info`` only where it has the same column
+        definition, see :mod:`.coltypes`; ``json_columns``: MariaDB's JSON columns then, from
+        :mod:`.jsoncols`, None if unknown) or of the current schema (snapshot rows)."""
         kept = list(range(len(image_names))) if keep is None else list(keep)
         names = tuple(image_names[i] for i in kept)
-        pk = tuple(info.primary_key if info is not None and info.primary_key else primary_key)
+        if columns is not None:
+            pk = tuple(primary_key)
+        else:
+            pk = tuple(info.primary_key if info is not None else primary_key)
         position = {n: i for i, n in enumerate(image_names)}
         pk = tuple(n for n in pk if n in position)
         row_convs: list[tuple[int, Conv]] = []
@@ -242,6 +254,16 @@ class Shape:
             name = image_names[i]
             col_schema = info.column(name) if info is not None else None
             binlog_col = columns[i] if columns is not None and i < len(columns) else None
+            derived = None
+            if binlog_col is not None:
+                derived = binlog_type(binlog_col, maxlen or {}, mariadb)
+                if json_columns is not None and derived == "longtext" and name in json_columns:
+                    col_schema = ColumnSchema(name, "json", "json", 12, 0, True)
+                elif col_schema is not None and (
+                    not same_definition(derived, col_schema, mariadb)
+                    or (col_schema.json and json_columns is not None and mariadb)
+                ):
+                    col_schema = None  # changed since the event: the binlog's definition
             if col_schema is not None:
                 kind = _KIND_OF_DATA_TYPE.get(col_schema.data_type.lower(), "plain")
                 fsp = col_schema.fsp
@@ -257,11 +279,9 @@ class Shape:
                     else 0
                 )
                 fsp = fsp if fsp <= 6 else 0
-                type_name = _TYPE_NAMES.get(code, "varchar")
-                if binlog_col is not None and binlog_col.unsigned:
-                    type_name += " unsigned"
+                type_name = derived or _TYPE_NAMES.get(code, "varchar")
                 mysql_type[name] = type_name
-                sql_types[name] = sql_type(type_name.split()[0], type_name)
+                sql_types[name] = sql_type(type_name.split("(")[0].split()[0], type_name)
             conv = _row_conv(kind, fsp, binary)
             if conv is not None:
                 row_convs.append((out_i, conv))
@@ -302,19 +322,30 @@ class Shape:
         return tuple(image[i] for i in self.pk_index)
 
     def key_text(self, image: tuple[Any, ...]) -> str | None:
-        if not self.pk_index:
+        """The ``partitionkey``: one key column's text as is; several columns' texts each
+        with ``\\`` and ``|`` escaped by a backslash, joined by ``|`` (so ``('a|b', 'c')``
+        is ``a\\|b|c`` and ``('a', 'b|c')`` is ``a|b\\|c``: distinct rows, distinct keys)."""
+        index = self.pk_index
+        if not index:
             return None
-        parts = []
-        for i in self.pk_index:
-            v = image[i]
-            if isinstance(v, bytes):
-                v = base64.b64encode(v).decode()
-            elif isinstance(v, Decimal):
-                v = format(v, "f")
-            elif isinstance(v, dt.date | dt.timedelta):
-                v = v.isoformat() if isinstance(v, dt.date) else _time_text(v, 6)
-            parts.append(str(v))
-        return "|".join(parts)
+        if len(index) == 1:
+            return _key_part(image[index[0]])
+        return "|".join(
+            _key_part(image[i]).replace("\\", "\\\\").replace("|", "\\|") for i in index
+        )
+
+
+def _key_part(v: Any) -> str:
+    """One key column as text: bytes base64, DECIMAL exact, dates ISO, TIME as MySQL prints."""
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
+    if isinstance(v, Decimal):
+        return format(v, "f")
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, dt.timedelta):
+        return _time_text(v, 6)
+    return str(v)
 
 
 @dataclass(slots=True)
@@ -328,35 +359,6 @@ class TxMeta:
     gtid: str | None
     server_id: int | None
     snapshot: bool = False
-
-
-_DDL = [
-    # (regex, Canal type); the table name is group "t", an optional schema group "s"
-    (r"create\s+(?:or\s+replace\s+)?(?:temporary\s+)?table\s+(?:if\s+not\s+exists\s+)?", "CREATE"),
-    (r"alter\s+(?:online\s+|ignore\s+)*table\s+", "ALTER"),
-    (r"drop\s+(?:temporary\s+)?table\s+(?:if\s+exists\s+)?", "ERASE"),
-    (r"rename\s+table\s+", "RENAME"),
-    (r"truncate\s+(?:table\s+)?", "TRUNCATE"),
-    (r"create\s+(?:unique\s+|fulltext\s+|spatial\s+)?index\s+\S+\s+on\s+", "CINDEX"),
-    (r"drop\s+index\s+\S+\s+on\s+", "DINDEX"),
-]
-_NAME = r"(?:`(?P<s1>[^`]+)`|(?P<s2>[\w$]+))\s*(?:\.\s*(?:`(?P<t1>[^`]+)`|(?P<t2>[\w$]+)))?"
-
-
-def ddl_info(sql: str, default_schema: str) -> tuple[str, str, str]:
-    """``(Canal type, schema, table)`` of a DDL statement; table ``""`` when it names none."""
-    import re
-
-    text = re.sub(r"/\*.*?\*/", " ", sql, flags=re.S).strip()
-    for prefix, kind in _DDL:
-        m = re.match(prefix + _NAME, text, re.I)
-        if m:
-            first = m.group("s1") or m.group("s2") or ""
-            second = m.group("t1") or m.group("t2")
-            if second is None:
-                return kind, default_schema, first
-            return kind, first, second
-    return "QUERY", default_schema, ""
 
 
 class Formatter:
@@ -507,7 +509,18 @@ class Formatter:
 
     # -- DDL -----------------------------------------------------------------------------------
 
-    def ddl(self, sql: str, schema: str, kind: str, table: str, meta: TxMeta) -> Record:
+    def ddl(
+        self,
+        sql: str,
+        schema: str,
+        kind: str,
+        table: str,
+        meta: TxMeta,
+        statement: str = "",
+        n: int = 0,
+    ) -> Record:
+        """The record of a statement for one table it names (``n``: which; a statement
+        naming several tables makes one record per table, ids ``…:ddl``, ``…:ddl:1``, …)."""
         if self.fmt == "canal":
             data: Any = {
                 "data": None,
@@ -539,9 +552,11 @@ class Formatter:
         ext: dict[str, Any] = {"binlogfile": meta.file, "binlogpos": meta.pos, "txid": meta.txid}
         if meta.gtid:
             ext["gtid"] = meta.gtid
+        if statement:
+            ext["statement"] = statement
         return Record.fast(
             data,
-            f"{meta.file}:{meta.pos}:ddl",
+            f"{meta.file}:{meta.pos}:ddl" + (f":{n}" if n else ""),
             self.source,
             "mysql.ddl",
             f"{schema}.{table}" if table else schema,

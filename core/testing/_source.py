@@ -125,7 +125,8 @@ class SourceConformance:
         source = self.make_source(tmp_path)
         committed: dict[str, Any] = {}
         stored: list[Any] = []
-        await source.start({})
+        begun = await source.start({})
+        committed.update(begun or {})  # "from now" positions the worker commits at once
         try:
             while (batch := await source.poll()) is not None:
                 keys = self._keys([batch])

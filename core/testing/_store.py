@@ -206,7 +206,7 @@ class StoreConformance:
                 dataschema="https://example.com/schema",
                 extensions={"partitionkey": "42", "sequence": 7, "replay": True},
             ),
-            rec(data="text", datacontenttype=None, extensions={"ünïcode": "välue"}),
+            rec(data="text", datacontenttype=None, extensions={"unicode": "välue"}),
         ]
         await store.append(records)
 
