@@ -43,9 +43,10 @@ def dead_letter_id(group: str) -> str:
 
 
 async def offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
-    """``{"store", "sources": [{"id", "positions"}], "sinks": [{"group", "topics": [{"topic",
-    "offset", "end", "lag"}], "state"}]}``: those of ``config``'s pipelines (sinks never
-    committed included, with no topics), or everything the store holds."""
+    """``{"store", "sources": [{"id", "positions"[, "empty"]}], "sinks": [{"group", "topics":
+    [{"topic", "offset", "end", "lag"}], "state"}]}``: those of ``config``'s pipelines (sinks
+    never committed included, with no topics; each source with ``empty``, what its empty
+    position means), or everything the store holds."""
     if config is not None:
         source_ids = [
             source_id(p.name, p.source.name) for p in config.pipelines if p.source is not None
@@ -56,7 +57,13 @@ async def offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[
     else:
         source_ids = await store.source_ids()
         wanted_groups = None
-    sources = [{"id": i, "positions": await store.positions(i)} for i in source_ids]
+    sources: list[dict[str, Any]] = [
+        {"id": i, "positions": await store.positions(i)} for i in source_ids
+    ]
+    if config is not None:  # what an empty position means, as each source declares it
+        for entry, p in zip(sources, (p for p in config.pipelines if p.source), strict=True):
+            assert p.source is not None
+            entry["empty"] = getattr(p.source.spec.load(), "empty_position", None)
     groups = await store.groups()
     names = {g.group for g in groups}
     if wanted_groups is not None:

@@ -36,7 +36,13 @@ async def test_report_plan_and_reset_without_the_command_line(tmp_path: Path) ->
     await store.open()
     try:
         report = await offsets_report(store, config)
-        assert report["sources"] == [{"id": "p/memory", "positions": {"memory": {"next": 3}}}]
+        assert report["sources"] == [
+            {
+                "id": "p/memory",
+                "positions": {"memory": {"next": 3}},
+                "empty": "starts from the beginning",
+            }
+        ]
         assert report["sinks"] == [
             {
                 "group": "p/out",
