@@ -345,11 +345,9 @@ class SinkLoop:
                         failed.extend(await self._write([record]))
                     return failed
             delay = backoff_delay(policy, attempt)
-            log.warning(
-                "sink %s write of %d record(s) failed (attempt %d of %d): %s: %s; "
-                "retrying in %.3fs",
+            log.warning(  # the format of retrying()'s lines (docs/errors.md#retries)
+                "sink %s write failed (attempt %d of %d): %s: %s; retrying in %.3fs",
                 self.group,
-                len(pending),
                 attempt,
                 policy.max_attempts,
                 type(cause).__name__,
