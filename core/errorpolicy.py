@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from .config.interpolate import redact
 from .config.model import ErrorPolicy, RetryPolicy
 from .errors import Classifier, DataError, RetriableError, StoreError, classify
 from .eventrules import attribute_problems, valid_string
@@ -213,7 +214,8 @@ def dead_letter_record(
     message = str(error)
     if cause is not None and not isinstance(error, DataError | RetriableError):
         message = f"{message} ({type(cause).__name__}: {cause})"
-    ext["errormessage"] = valid_string(message[:2000] or type(error).__name__)
+    # A connector's message may hold a secret of the run's pipeline files: masked.
+    ext["errormessage"] = valid_string(redact(message)[:2000] or type(error).__name__)
     if record.topic is not None:
         ext["errortopic"] = valid_string(str(record.topic))
     if record.offset is not None:  # a CloudEvents Integer is 32-bit: larger ones as text

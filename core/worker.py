@@ -108,7 +108,25 @@ class Worker:
 
     async def run(self) -> int:
         """Run until done (bounded) or stopped; returns the exit code (0 ok, 1 a connector gave
-        up)."""
+        up). First takes the store's leases on every source and sink consumer group
+        (:mod:`~meshconnect.mesh.ownership`): OwnershipError when another worker owns one."""
+        from .mesh.ownership import Ownership, lease_names
+
+        ownership = Ownership(self.store, lease_names(self.config))
+        await ownership.acquire()
+
+        def lost(reason: str) -> None:
+            log.error("%s: stopping", reason)
+            self.state.gave_up.append(reason)
+            self.stop()
+
+        ownership.keep(lost)
+        try:
+            return await self._run_owned()
+        finally:
+            await ownership.release()
+
+    async def _run_owned(self) -> int:
         pipelines = self.config.pipelines
         await self._apply_retention()
         with_source = [p for p in pipelines if p.source is not None]

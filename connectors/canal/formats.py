@@ -35,12 +35,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import orjson
+from meshconnect import ConfigError, DataError, Record, jsonvalue
 
-from meshconnect import Record
-
+from ._fixedbin import TEXT_OF
 from .coltypes import binlog_type, same_definition
-from .events import Column
+from .events import Column, RowsEvent
 from .server import ColumnSchema, TableSchema, sql_type
 
 __all__ = ["Formatter", "Shape", "TxMeta"]
@@ -99,13 +98,21 @@ _KIND_OF_TYPE = {
 } | {0: "decimal", 14: "date", 255: "bytes"}
 
 
+#: DATETIME, TIME, TIMESTAMP in the old binlog types (MySQL 5.5, MariaDB 5.3 "hires").
+_OLD_TEMPORAL = frozenset({7, 11, 12})
+
+
 def _float32(v: float) -> float:
-    """The shortest decimal that reads back as the same 32-bit float (what MySQL prints)."""
+    """The shortest decimal that reads back as the same 32-bit float (what MySQL 8 prints;
+    MariaDB prints six digits, which may not read back: 16777216 as 16777200)."""
     packed = struct.pack("<f", v)
-    for digits in range(6, 10):
+    for digits in range(1, 10):
         text = f"{v:.{digits}g}"
-        if struct.pack("<f", float(text)) == packed:
-            return float(text)
+        try:
+            if struct.pack("<f", float(text)) == packed:
+                return float(text)
+        except OverflowError:  # rounded past the largest float: more digits
+            continue
     return v
 
 
@@ -152,7 +159,7 @@ def _row_conv(kind: str, fsp: int, binary: str) -> Conv | None:
     if kind == "time":
         return lambda v: _time_text(v, fsp) if isinstance(v, dt.timedelta) else v
     if kind == "json":
-        return lambda v: orjson.loads(v) if isinstance(v, str) else v
+        return lambda v: jsonvalue.loads(v) if isinstance(v, str) else v
     if kind == "set":
         return lambda v: list(v) if isinstance(v, tuple | list) else v
     if kind == "text":
@@ -162,6 +169,15 @@ def _row_conv(kind: str, fsp: int, binary: str) -> Conv | None:
 
 def _bytes(v: bytes, binary: str) -> str:
     return v.decode("latin-1") if binary == "latin1" else base64.b64encode(v).decode()
+
+
+def _set_text(members: Sequence[str]) -> str:
+    """A SET as the server prints it: a comma goes before a member only after some text (so
+    the empty member leaves no trace: ``('', 'a')`` prints ``a``)."""
+    text = ""
+    for m in members:
+        text = text + "," + m if text else m
+    return text
 
 
 def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
@@ -183,11 +199,13 @@ def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
     if kind == "time":
         return lambda v: _time_text(v, fsp) if isinstance(v, dt.timedelta) else str(v)
     if kind == "json":
-        return lambda v: v if isinstance(v, str) else orjson.dumps(v).decode()
+        return lambda v: v if isinstance(v, str) else jsonvalue.dumps(v).decode()
     if kind == "set":
-        return lambda v: ",".join(v) if isinstance(v, tuple | list) else str(v)
+        return lambda v: _set_text(v) if isinstance(v, tuple | list) else str(v)
     if kind == "bool":
         return lambda v: "1" if v else "0"
+    if kind == "year":  # as the server prints it: 0000, 1901 … 2155
+        return lambda v: f"{v:04d}" if isinstance(v, int) else str(v)
 
     def plain(v: Any) -> str:
         if isinstance(v, str):
@@ -218,6 +236,9 @@ class Shape:
     canal_convs: tuple[Conv, ...]
     mysql_type: dict[str, str]
     sql_type: dict[str, int]
+    #: Binlog image positions whose bytes become the server's text (UUID, INET4, INET6: the
+    #: binlog has them as BINARY(n)), so binlog images equal the snapshot's; see ``fix``.
+    text_of: tuple[tuple[int, Callable[[bytes], str]], ...] = ()
 
     @classmethod
     def build(
@@ -267,6 +288,14 @@ class Shape:
             if col_schema is not None:
                 kind = _KIND_OF_DATA_TYPE.get(col_schema.data_type.lower(), "plain")
                 fsp = col_schema.fsp
+                if fsp and binlog_col is not None and binlog_col.type in _OLD_TEMPORAL:
+                    raise ConfigError(
+                        f"canal: {schema}.{table}.{name} is a {col_schema.column_type} in "
+                        "MariaDB's pre-10.1 storage format (mysql56_temporal_format=OFF), "
+                        "whose binlog values carry no precision and cannot be decoded: run "
+                        f"`ALTER TABLE {schema}.{table} FORCE` with "
+                        "mysql56_temporal_format=ON to convert it"
+                    )
                 mysql_type[name] = col_schema.column_type
                 sql_types[name] = col_schema.sql_type
             else:
@@ -298,18 +327,48 @@ class Shape:
             canal_convs=tuple(canal_convs),
             mysql_type=mysql_type,
             sql_type=sql_types,
+            text_of=tuple(
+                (i, TEXT_OF[c.data_type.lower()])
+                for i, name in enumerate(image_names)
+                if info is not None
+                and (c := info.column(name)) is not None
+                and c.data_type.lower() in TEXT_OF
+            ),
         )
+
+    def fix(self, event: RowsEvent) -> None:
+        """Give a binlog event's images the values the snapshot reads (in place)."""
+        text_of = self.text_of
+        if not text_of:
+            return
+
+        def fixed(image: tuple[Any, ...]) -> tuple[Any, ...]:
+            row = list(image)
+            for i, text in text_of:
+                v = row[i]
+                if isinstance(v, bytes):
+                    row[i] = text(v)
+            return tuple(row)
+
+        event.rows = [fixed(r) for r in event.rows]
+        if event.before is not None:
+            event.before = [fixed(r) for r in event.before]
 
     def kept(self, image: tuple[Any, ...]) -> Sequence[Any]:
         index = self.index
         return image if index is None else [image[i] for i in index]
 
     def row(self, image: tuple[Any, ...]) -> dict[str, Any]:
+        """The typed values; :class:`ValueError` naming the column when one cannot be made
+        (a JSON column holding text that is not JSON, say)."""
         values = list(self.kept(image))
         for i, conv in self.row_convs:
             v = values[i]
             if v is not None:
-                values[i] = conv(v)
+                try:
+                    values[i] = conv(v)
+                except ValueError as exc:
+                    raise ValueError(f"column {self.names[i]!r}: {exc}") from exc
         return dict(zip(self.names, values, strict=True))
 
     def canal(self, image: tuple[Any, ...]) -> dict[str, Any]:
@@ -348,6 +407,12 @@ def _key_part(v: Any) -> str:
     return str(v)
 
 
+def _text(shape: Shape, image: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    """A row image in Canal's text form (every value a string, JSON as stored): what a dead
+    letter keeps of a row whose typed values could not be made."""
+    return None if image is None else shape.canal(image)
+
+
 @dataclass(slots=True)
 class TxMeta:
     """Where a change comes from (the binlog event, or the snapshot)."""
@@ -371,6 +436,9 @@ class Formatter:
         self.flavour = flavour
         #: Canal's FlatMessage ``id``: the batch number within this run (as Canal's batch id).
         self.batch_id = 0
+        #: Row changes whose values could not be made (``(record, DataError)``; the record's
+        #: data is the row's text form), for the batch's ``failures``: the errors policy.
+        self.failures: list[tuple[Record, BaseException]] = []
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -406,12 +474,18 @@ class Formatter:
     ) -> None:
         image = after if after is not None else before
         assert image is not None
-        if self.fmt == "row":
-            data: Any = shape.row(image)
-        elif self.fmt == "debezium":
-            data = self._debezium(op, shape, before, after, meta, row)
-        else:
-            data = self._canal(op, shape, before, after, meta)
+        failure: DataError | None = None
+        try:
+            if self.fmt == "row":
+                data: Any = shape.row(image)
+            elif self.fmt == "debezium":
+                data = self._debezium(op, shape, before, after, meta, row)
+            else:
+                data = self._canal(op, shape, before, after, meta)
+        except ValueError as exc:
+            where = "the snapshot" if meta.snapshot else f"binlog {meta.file}:{meta.pos}"
+            failure = DataError(f"canal: {shape.subject} {exc} (row {row} at {where})")
+            data = {"before": _text(shape, before), "after": _text(shape, after)}
         if meta.snapshot:
             rid = f"snapshot:{shape.subject}:{shape.key_text(image) or row}"
         else:
@@ -426,19 +500,21 @@ class Formatter:
         key = shape.key_text(image)
         if key is not None:
             ext["partitionkey"] = key
-        out.append(
-            Record.fast(
-                data,
-                rid,
-                self.source,
-                "mysql." + op,
-                shape.subject,
-                "application/json",
-                _iso(meta.timestamp),
-                None,
-                ext,
-            )
+        record = Record.fast(
+            data,
+            rid,
+            self.source,
+            "mysql." + op,
+            shape.subject,
+            "application/json",
+            _iso(meta.timestamp),
+            None,
+            ext,
         )
+        if failure is None:
+            out.append(record)
+        else:
+            self.failures.append((record, failure))
 
     def _canal(
         self,

@@ -386,8 +386,10 @@ class CanalSource(Source[CanalSourceConfig]):
         """The batch of ``records`` with the current position (see the module docstring)."""
         pos = self.position()
         now = time.monotonic()
+        failures, self.formatter.failures = self.formatter.failures, []
         if (
             not records
+            and not failures
             and not force
             and (
                 pos == self.handed
@@ -398,7 +400,7 @@ class CanalSource(Source[CanalSourceConfig]):
         if not records:
             self._last_position_only = now
         self.handed = pos
-        return SourceBatch(records, {PARTITION: pos.to_dict()})
+        return SourceBatch(records, {PARTITION: pos.to_dict()}, failures)
 
     def _poll(self) -> SourceBatch | None:
         self.formatter.batch_id += 1
@@ -599,6 +601,7 @@ class CanalSource(Source[CanalSourceConfig]):
             if n == self.skip_events:
                 first = self.skip_rows
         shape = self.shape(table)
+        shape.fix(event)
         meta = self._meta(event)
         rows = event.rows
         if self.snapshot is not None:

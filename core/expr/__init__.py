@@ -7,8 +7,10 @@ a function: a comparison such as ``data.total >= 10`` costs well under a microse
 Names
     ``data`` is the record's payload. ``id``, ``source``, ``type``, ``specversion``,
     ``subject``, ``time``, ``datacontenttype`` and ``dataschema`` are its CloudEvent context
-    attributes. Any other bare name is an extension attribute (``partitionkey``); it is ``null``
-    when the record does not have it. ``true``, ``false`` and ``null`` are aliases of ``True``,
+    attributes. ``topic`` is the topic the record is routed to (in a sink's transforms, the one
+    it was stored in; in a pipeline's, the one a ``route`` gave it, else ``null``). Any other
+    bare name is an extension attribute (``partitionkey``); it is ``null`` when the record does
+    not have it. ``true``, ``false`` and ``null`` are aliases of ``True``,
     ``False`` and ``None``.
 
 Paths
@@ -41,15 +43,22 @@ Functions
                              array of strings: any of them); false for ``null``.
     ``contains(h, n)``       substring of a string, element of an array, or key of an object;
                              false when ``h`` is ``null``.
-    ``matches(s, re)``       whether the regular expression ``re`` matches anywhere in ``s``
-                             (anchor with ``^``/``$``); false for ``null``. A constant pattern
-                             is compiled once, when the expression is.
+    ``matches(s, re)``       whether the regular expression ``re`` (RE2 syntax, linear time)
+                             matches anywhere in ``s`` (anchor with ``^``/``$``); false for
+                             ``null``. The pattern is a constant string, compiled once, when
+                             the expression is (from the record only where the file allows).
     ``replace(s, old, new)`` every ``old`` in ``s`` replaced by ``new``; ``null`` for ``null``.
+    ``replace_regex(s, re, replacement)``
+                             every match of ``re`` in ``s`` replaced; the replacement refers
+                             to groups as ``$1`` and ``${name}`` (Java's and Kafka Connect
+                             RegexRouter's syntax, ``$$`` is a ``$``); ``null`` for ``null``.
     ``substr(s, start[, end])``
                              the part of a string (or array) from ``start`` up to, not
                              including, ``end``; negative positions count from the end.
-    ``int(x)``, ``float(x)`` numbers from numbers, booleans and numeric strings
-                             (``int(3.9)`` is 3; ``int('3.9')`` is an error); ``null`` for null.
+    ``int(x)``, ``float(x)`` numbers from numbers, booleans and numeric strings in the
+                             grammar of :mod:`meshconnect.numparse`, as ``cast`` reads them
+                             (``int(3.9)`` and ``int('3.9')`` are 3; ``int('1_000')``,
+                             ``float('nan')`` are errors); ``null`` for null.
     ``str(x)``               ``x`` as text, as a template renders it (objects and arrays as
                              compact JSON, booleans as ``true``/``false``); ``null`` for null.
     ``bool(x)``              truthiness, except that the strings ``true/yes/on/1/y/t`` and
@@ -88,6 +97,13 @@ Not allowed (rejected when the pipeline is validated)
     anything but a path (``"x".upper``); calls of anything but the functions above; ``lambda``;
     comprehensions; ``*``/``**`` unpacking; ``:=``; f-strings; ``**`` (power), bit operators,
     ``await`` and ``yield``. Evaluation has no access to Python builtins.
+
+Budgets
+    Records are untrusted: every value an expression builds (strings, arrays, rendered text) is
+    at most :data:`~._budget.MAX_SIZE` in size, integers that ``*``, ``//`` and ``%`` take at
+    most :data:`~._budget.MAX_INT_DIGITS` digits, and ``round`` at most
+    :data:`~._budget.MAX_ROUND_DIGITS` digits; past a budget evaluation fails with a DataError
+    (see :mod:`._budget` and docs/security.md).
 
 Errors
     A bad expression raises :class:`ExpressionError` (a :class:`~meshconnect.errors.ConfigError`)

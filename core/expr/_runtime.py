@@ -3,9 +3,12 @@ null-aware operators, gathered in :data:`_RUNTIME`, the only globals they see.""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, cast
 
 import orjson
+
+from ._budget import MAX_SIZE, check_built, check_int, check_product, measure, too_big
 
 # -- values as text ------------------------------------------------------------------------------
 
@@ -41,6 +44,18 @@ def render_value(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
         return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     return str(value)
+
+
+def bounded_text(value: Any) -> str:
+    """:func:`render_value`, refusing (BudgetError) to render an array or object whose text
+    would be larger than the expression budget; a string is returned as it is."""
+    if value.__class__ is not str and isinstance(value, (dict, list, tuple)):
+        size = measure(value)
+        if size > MAX_SIZE:
+            raise too_big("rendering an array or object", size)
+    elif value.__class__ is int:
+        check_int("rendering", value)
+    return render_value(value)
 
 
 # -- runtime helpers the compiled code calls ------------------------------------------------------
@@ -90,21 +105,28 @@ def _in(needle: Any, haystack: Any) -> bool:
     return needle in haystack
 
 
-#: Longest string or array that ``*`` may build (a guard against ``'x' * 10**12``).
-_MAX_REPEAT = 1_000_000
-
-
 def _mul(a: Any, b: Any) -> Any:
     if a is None or b is None:
         return None
+    if a.__class__ is int and b.__class__ is int:
+        check_product(a, b)
+        return a * b
     for seq, count in ((a, b), (b, a)):
-        if (
-            isinstance(seq, (str, list, tuple))
-            and isinstance(count, int)
-            and len(seq) * count > _MAX_REPEAT
-        ):
-            raise ValueError(f"'*' would build a value longer than {_MAX_REPEAT}")
+        if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and count > 0:
+            size = len(seq) if seq.__class__ is str else measure(seq)
+            check_built("'*'", size * count)
     return a * b
+
+
+def _add(a: Any, b: Any) -> Any:
+    """``a + b`` for what is not a number on the left (numbers take the inline fast path):
+    strings and arrays joined within the budget."""
+    if isinstance(a, (str, list, tuple)) and a.__class__ is b.__class__:
+        if a.__class__ is str:
+            check_built("'+'", len(a) + len(b))
+        else:
+            check_built("'+'", measure(a) + measure(b))
+    return a + b
 
 
 def _mod(a: Any, b: Any) -> Any:
@@ -112,7 +134,33 @@ def _mod(a: Any, b: Any) -> Any:
         return None
     if isinstance(a, (str, bytes)):
         raise TypeError("'%' is the numeric remainder; use concat() or a template for text")
+    check_int("'%'", a, b)
     return a % b
+
+
+def _floordiv(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    check_int("'//'", a, b)
+    return a // b
+
+
+def _sized(value: Any) -> Any:
+    """A literal with computed members, within the budget."""
+    size = measure(value)
+    if size > MAX_SIZE:
+        raise too_big("a literal", size)
+    return value
+
+
+def _text(value: Any) -> str:
+    """A template placeholder's value as text (the non-string, non-number path)."""
+    return bounded_text(value)
+
+
+def _template_too_big() -> str:
+    """What a template whose placeholders' texts add up past the budget evaluates to."""
+    raise too_big("the template")
 
 
 #: Globals every compiled expression sees. No ``__builtins__``: nothing but these exists.
@@ -126,6 +174,13 @@ _RUNTIME: dict[str, Any] = {
     "_slice": _slice,
     "_in": _in,
     "_mul": _mul,
+    "_add": _add,
     "_mod": _mod,
-    "_text": render_value,
+    "_floordiv": _floordiv,
+    "_num": frozenset((int, float, bool, Decimal)),
+    "_text": _text,
+    "_template_too_big": _template_too_big,
+    "_len": len,
+    "_sized": _sized,
+    "_str": str,
 }

@@ -1,0 +1,189 @@
+"""meshconnect.jsonvalue: the one JSON representation (exact numbers, bounded nesting)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from decimal import Decimal
+
+import pytest
+
+from meshconnect import jsonvalue
+from meshconnect.jsonvalue import MAX_DEPTH, JSONValueError, dumps, loads
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("123456789012345678901234567890", 123456789012345678901234567890),
+        ("-123456789012345678901234567890", -123456789012345678901234567890),
+        ("18446744073709551616", 2**64),
+        ("9223372036854775808", 2**63),
+        ("-9223372036854775809", -(2**63) - 1),
+        ("0", 0),
+        ("-0", 0),
+        ("1" + "0" * 4299, 10**4299),
+    ],
+)
+def test_integers_of_any_size_are_ints(text: str, value: int) -> None:
+    got = loads(text)
+    assert type(got) is int
+    assert got == value
+
+
+@pytest.mark.parametrize(
+    ("text", "digits", "exponent", "sign"),
+    [
+        ("1.10", (1, 1, 0), -2, 0),
+        ("169299987.35345112", (1, 6, 9, 2, 9, 9, 9, 8, 7, 3, 5, 3, 4, 5, 1, 1, 2), -8, 0),
+        ("1e400", (1,), 400, 0),
+        ("-0.0", (0,), -1, 1),
+        ("1E-7", (1,), -7, 0),
+        ("0.0000001", (1,), -7, 0),
+        ("0.00000001", (1,), -8, 0),
+        ("1.5E+300", (1, 5), 299, 0),
+        ("-2.50e-3", (2, 5, 0), -5, 1),
+        ("0.000000", (0,), -6, 0),
+        ("1.0", (1, 0), -1, 0),
+    ],
+)
+def test_numbers_with_a_fraction_or_exponent_are_exact_decimals(
+    text: str, digits: tuple[int, ...], exponent: int, sign: int
+) -> None:
+    got = loads(text)
+    assert isinstance(got, Decimal)
+    assert got.as_tuple() == (sign, digits, exponent)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1.10",
+        "169299987.35345112",
+        "1e400",
+        "-0.0",
+        "1E-7",
+        "0.0000001",
+        "0.00000001",
+        "1.5E+300",
+        "-2.50e-3",
+        "1e-400",
+        "123456789012345678901234567890",
+        "-123456789012345678901234567890.000000000000000000001",
+        "0.000000",
+        "0.0000000",
+        "5E0",
+        "0e0",
+        "1.7976931348623157e308",
+        "5e-324",
+    ],
+)
+def test_numbers_round_trip_byte_for_byte(text: str) -> None:
+    doc = f'{{"v":{text},"nested":[1,{{"w":[{text}]}}]}}'
+    assert dumps(loads(doc)).decode() == doc
+    assert dumps(loads(text)).decode() == text
+
+
+def test_a_decimal_made_by_code_keeps_digits_and_scale() -> None:
+    values = [Decimal("1.10"), Decimal("1E+3"), Decimal("0.00000001"), Decimal("-0.0"), Decimal(5)]
+    assert dumps(values) == b"[1.10,1E+3,1E-8,-0.0,5]"
+    assert loads(dumps(values)) == values
+
+
+def test_floats_made_by_code_stay_floats_in_shortest_form() -> None:
+    assert dumps({"f": 0.1, "g": 1e16}) == b'{"f":0.1,"g":1e+16}'
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        Decimal("NaN"),
+        Decimal("-Infinity"),
+        Decimal("sNaN"),
+        float("nan"),
+        float("inf"),
+        {"a": [1, {"b": float("-inf")}]},
+    ],
+)
+def test_non_finite_numbers_are_refused(value: object) -> None:
+    with pytest.raises(TypeError, match=r"NaN|infinity"):
+        dumps(value)
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "[1e999999999999999999999]"])
+def test_non_finite_or_unrepresentable_input_is_refused(text: str) -> None:
+    with pytest.raises(JSONValueError):
+        loads(text)
+
+
+def test_null_is_still_null() -> None:
+    assert dumps({"a": None, "b": [None]}) == b'{"a":null,"b":[null]}'
+
+
+def test_an_integer_beyond_the_digit_limit_is_refused_with_the_reason() -> None:
+    with pytest.raises(JSONValueError, match="4300 digits"):
+        loads("1" + "0" * 4300)
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 300, 1_000, 100_000])
+def test_nesting_deeper_than_the_limit_is_refused(levels: int) -> None:
+    for text in ("[" * levels + "]" * levels, '{"a":' * levels + "1" + "}" * levels):
+        with pytest.raises(JSONValueError, match=f"nested deeper than {MAX_DEPTH} levels"):
+            loads(text)
+        with pytest.raises(JSONValueError, match="nested deeper"):
+            loads(text.encode())
+
+
+def test_nesting_up_to_the_limit_is_accepted_and_written_again() -> None:
+    text = "[" * MAX_DEPTH + "1.10" + "]" * MAX_DEPTH
+    assert dumps(loads(text)).decode() == text
+    assert jsonvalue.depth(loads(text)) == MAX_DEPTH
+
+
+def test_many_brackets_that_do_not_nest_are_fine() -> None:
+    text = "[" + ",".join(['{"a":[1.5]}'] * 1000) + "]"
+    assert dumps(loads(text)).decode() == text
+
+
+def test_duplicate_keys_the_last_one_wins() -> None:
+    assert loads('{"a":1,"a":2.50}') == {"a": Decimal("2.50")}
+
+
+@pytest.mark.parametrize(
+    "text", ['"\\ud800"', "[1,2", '{"a":1}x', "", "\ufeff{}", "{'a':1}", "01", "1.", ".5"]
+)
+def test_invalid_json_is_a_json_value_error(text: str) -> None:
+    with pytest.raises(JSONValueError):
+        loads(text)
+    assert issubclass(JSONValueError, ValueError)
+
+
+def test_bytes_and_str_give_the_same_value() -> None:
+    text = '{"s":"é😀","n":[1,2.5,1e3]}'
+    assert loads(text) == loads(text.encode()) == loads(bytearray(text.encode()))
+    assert loads(text) == {"s": "é😀", "n": [1, Decimal("2.5"), Decimal("1e3")]}
+
+
+@pytest.mark.parametrize("value", [{1, 2}, b"x", {1: 2}, object()])
+def test_values_that_are_not_json_are_refused(value: object) -> None:
+    with pytest.raises(TypeError):
+        dumps(value)
+
+
+def test_sorted_keys_and_newline() -> None:
+    assert dumps({"b": loads("1e400"), "a": 1}, sort_keys=True, newline=True) == (
+        b'{"a":1,"b":1e400}\n'
+    )
+
+
+def test_decimals_read_from_text_copy_and_pickle_with_their_text() -> None:
+    value = loads('{"v":[1e400,0.00000001]}')
+    for again in (copy.deepcopy(value), copy.copy(value), pickle.loads(pickle.dumps(value))):
+        assert dumps(again) == b'{"v":[1e400,0.00000001]}'
+
+
+def test_arithmetic_on_a_decimal_read_from_text_is_plain_decimal() -> None:
+    value = loads("1e2")
+    assert value + 1 == Decimal("101")
+    assert type(value + 1) is Decimal
+    assert value == Decimal("100") and hash(value) == hash(Decimal(100)) == hash(100)
