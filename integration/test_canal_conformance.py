@@ -60,34 +60,3 @@ class TestCanalSnapshotConformance(SourceConformance):
             canal_config(self.server),
             ConnectorContext("conformance", "canal", logging.getLogger("canal-conformance")),
         )
-
-
-async def test_the_snapshot_reports_its_progress_through_the_context(
-    mariadb: MariaDB, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Off a terminal, the context's progress reporter logs each table's rows."""
-    from meshconnect.progress import ProgressReporter
-
-    create_tables(mariadb)
-    logger = logging.getLogger("canal-progress")
-    context = ConnectorContext(
-        "conformance",
-        "canal",
-        logger,
-        progress=ProgressReporter(logger, interactive=False, interval=3600),
-    )
-    source = CanalSource(canal_config(mariadb), context)
-    with caplog.at_level(logging.INFO, logger="canal-progress"):
-        await source.start({})
-        try:
-            while await source.poll() is not None:
-                pass
-        finally:
-            await source.stop()
-    closed = [
-        r.getMessage().split(", ")[0] for r in caplog.records if r.getMessage().endswith("(done)")
-    ]
-    assert closed == [
-        "canal: snapshot conf.a: 230/230 rows (100.0%)",
-        "canal: snapshot conf.b: 95/95 rows (100.0%)",
-    ]

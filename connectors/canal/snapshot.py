@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Snapshot", "decode_key", "encode_key"]
 
+_LOG_EVERY = 20  # chunks
 _CATCH_UP_BYTES = 256 * 1024
 _SELECT_ATTEMPTS = 10
 #: Seconds of catching up (committed batch by batch) before a chunk at most: when writes
@@ -278,10 +279,7 @@ class Snapshot:
         self._buffer = {}
         self._multiset = None
         self._chunks += 1
-        estimate = self._estimate.get(key, 0)
-        src.snapshot_progress(schema, table, self._table_rows, max(estimate, self._table_rows))
         if last:
-            src.snapshot_progress(schema, table, self._table_rows, self._table_rows, done=True)
             src.log.info(
                 "canal: snapshot of %s.%s done: %d rows; %d table(s) left",
                 schema,
@@ -293,6 +291,14 @@ class Snapshot:
         else:
             assert self._hi is not None
             self.after = encode_key(self._hi)
+            estimate = self._estimate.get(key, 0)
+            text = (
+                f"canal: snapshot {schema}.{table}: {self._table_rows} of about "
+                f"{max(estimate, self._table_rows)} rows ({self.done} in all)"
+            )
+            if self._chunks % _LOG_EVERY == 0:
+                src.log.info("%s", text)
+            src.progress(text)
         return _Step(out)
 
     def _behind(self, src: CanalSource) -> bool:

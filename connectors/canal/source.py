@@ -30,6 +30,7 @@ Snapshot
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -106,7 +107,6 @@ class CanalSource(Source[CanalSourceConfig]):
         super().__init__(config, context)
         self.bounded = config.snapshot == "initial_only"
         self.log = context.logger
-        self._progress: Any = None  # the snapshot's progress of the table being read
         self.matcher = config.table_matcher()
         self.columns = config.column_filter()
         self.server = Server(config)
@@ -159,9 +159,6 @@ class CanalSource(Source[CanalSourceConfig]):
         return await asyncio.to_thread(self._poll)
 
     async def stop(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
         await asyncio.to_thread(self._close)
 
     async def end_positions(self) -> dict[str, Position]:
@@ -627,18 +624,7 @@ class CanalSource(Source[CanalSourceConfig]):
         """Whether the stream is at a transaction boundary at or after ``file:pos``."""
         return not self.in_txn and binlog_order(self.file, self.end) >= binlog_order(file, pos)
 
-    def snapshot_progress(
-        self, schema: str, table: str, rows: int, estimate: int, done: bool = False
-    ) -> None:
-        """Report a table's snapshot progress through the context's progress reporter (a bar
-        on a terminal, a log line every so often otherwise); ``done`` closes it."""
-        name = f"canal: snapshot {schema}.{table}"
-        bar = self._progress
-        if bar is None or bar.description != name:
-            if bar is not None:
-                bar.close()
-            bar = self._progress = self.context.progress(name, total=estimate, unit="rows")
-        bar.update(done=rows, total=estimate)
-        if done:
-            bar.close()
-            self._progress = None
+    def progress(self, text: str) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write("\r" + text[:120].ljust(120))
+            sys.stderr.flush()
