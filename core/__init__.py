@@ -7,16 +7,29 @@ internal. ``tests/test_exported_members.py`` asserts ``__all__`` exactly.
 from __future__ import annotations
 
 from .api import (
+    Ack,
     ConnectorConfig,
     ConnectorContext,
     ConnectorSpec,
+    Flushed,
     Position,
     Sink,
     Source,
     SourceBatch,
     TransformSpec,
 )
-from .errors import ConfigError, DataError, MeshconnectError, PluginError, RetriableError
+from .config.model import ByteSize, Duration
+from .errors import (
+    BatchError,
+    Classifier,
+    ConfigError,
+    DataError,
+    MeshconnectError,
+    PluginError,
+    RestartError,
+    RetriableError,
+    classify,
+)
 from .hookspecs import hookimpl
 from .records import Record
 from .transforms import Transform
@@ -24,15 +37,22 @@ from .transforms import Transform
 __version__ = "0.1.0"
 
 __all__ = [
+    "Ack",
+    "BatchError",
+    "ByteSize",
+    "Classifier",
     "ConfigError",
     "ConnectorConfig",
     "ConnectorContext",
     "ConnectorSpec",
     "DataError",
+    "Duration",
+    "Flushed",
     "MeshconnectError",
     "PluginError",
     "Position",
     "Record",
+    "RestartError",
     "RetriableError",
     "Sink",
     "Source",
@@ -40,5 +60,6 @@ __all__ = [
     "Transform",
     "TransformSpec",
     "__version__",
+    "classify",
     "hookimpl",
 ]

@@ -22,7 +22,7 @@ checks them):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
@@ -31,12 +31,18 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     import logging
 
+    from .errors import MeshconnectError
+    from .httplisten import HttpRoutes
+    from .metrics import Metrics
+    from .progress import ProgressReporter
     from .records import Record
 
 __all__ = [
+    "Ack",
     "ConnectorConfig",
     "ConnectorContext",
     "ConnectorSpec",
+    "Flushed",
     "Position",
     "Sink",
     "Source",
@@ -46,6 +52,10 @@ __all__ = [
 
 #: A source partition's position: any JSON-serialisable mapping (e.g. path, inode, offset).
 Position = dict[str, Any]
+
+#: A batch's acknowledgement callback: ``ack(None)`` once durably in the mesh, ``ack(error)``
+#: once given up on. May return an awaitable (see :attr:`SourceBatch.ack`).
+Ack = Callable[[BaseException | None], Awaitable[None] | None]
 
 C = TypeVar("C", bound="ConnectorConfig")
 
@@ -74,17 +84,54 @@ class SourceBatch:
     #: ``data`` holds the raw input, with the DataError. The worker routes them by the
     #: source's ``errors:`` policy (dead-letter topic or failure) in the same transaction.
     failures: list[tuple[Record, BaseException]] = field(default_factory=list)
+    #: Called once the batch's fate is known (Redpanda Connect's ``AckFunc``, bytewax's
+    #: explicit commit): ``ack(None)`` right after the store transaction that holds the
+    #: batch's records and positions committed, ``ack(error)`` when the worker gave up on it
+    #: (the append failed for good, the worker stopped before appending it, the connector
+    #: failed). Called exactly once per batch, from the event loop; it may be a plain function
+    #: or return an awaitable. An exception it raises is logged, never retried. A webhook
+    #: answers 2xx in ``ack(None)``; a queue source acknowledges upstream (XACK) there. Acks
+    #: of successive batches come in the order the batches were polled, but may come after
+    #: later polls (the worker queues a few batches between polling and appending).
+    ack: Ack | None = None
 
 
 @dataclass(slots=True)
 class ConnectorContext:
-    """What the worker tells a connector about where it runs."""
+    """What the worker gives a connector: where it runs, and the worker's shared services.
+
+    * ``metrics``: counters, gauges and histograms labelled with the pipeline and connector
+      (:mod:`meshconnect.metrics`), what the Prometheus endpoint exposes.
+    * ``progress``: ``context.progress("snapshot", total=n, unit="rows")`` returns a
+      :class:`~meshconnect.progress.Progress` (a tqdm bar on a terminal, log lines
+      otherwise) for snapshots and bulk loads.
+    * ``http``: ``await context.http.add_route(listen, method, path, handler)`` serves an
+      aiohttp handler on the worker's shared listener for ``listen``
+      (:mod:`meshconnect.httplisten`); a clash is a ConfigError naming both pipelines.
+
+    Built outside a worker (a unit test), the services are private to the context.
+    """
 
     pipeline: str
     name: str
     logger: logging.Logger
     #: The directory the pipeline file lives in; relative paths in config resolve against it.
     base_dir: str = "."
+    metrics: Metrics = field(default=None)  # type: ignore[assignment]
+    progress: ProgressReporter = field(default=None)  # type: ignore[assignment]
+    http: HttpRoutes = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        from .httplisten import HttpRoutes
+        from .metrics import Metrics
+        from .progress import ProgressReporter
+
+        if self.metrics is None:
+            self.metrics = Metrics(labels=(("connector", self.name), ("pipeline", self.pipeline)))
+        if self.progress is None:
+            self.progress = ProgressReporter(self.logger)
+        if self.http is None:
+            self.http = HttpRoutes(None, f"pipeline {self.pipeline!r} ({self.name})")
 
 
 class Source(Generic[C]):
@@ -120,6 +167,14 @@ class Source(Generic[C]):
     async def stop(self) -> None:
         """Release resources. Called after failures too; must not assume ``start`` ran."""
 
+    def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+        """Map an exception of this connector's client library onto the taxonomy
+        (:mod:`meshconnect.errors`): ``RetriableError`` for a lost connection or a 503,
+        ``ConfigError`` for bad credentials, ``RestartError`` for a failure part-way...; ``None``
+        leaves it to :func:`meshconnect.errors.classify` (which knows only ours and the
+        standard library's). The worker asks it for every exception ``start``/``poll`` raise."""
+        return None
+
     async def end_positions(self) -> dict[str, Position]:
         """Positions at the current end of the input, by partition, for ``meshconnect offsets
         reset --to end``: started with them, the source reads only what arrives afterwards.
@@ -130,6 +185,11 @@ class Source(Generic[C]):
 
 class Sink(Generic[C]):
     """A sink connector. Subclass it, set ``config_model``, implement ``write`` and ``flush``."""
+
+    #: Seconds between calls of :meth:`tick`, records or not (``None``: never). For sinks that
+    #: rotate by time: an object held open must be closed after an interval even when no
+    #: record comes to trigger it.
+    tick_interval: float | None = None
 
     def __init__(self, config: C, context: ConnectorContext) -> None:
         self.config = config
@@ -145,16 +205,55 @@ class Sink(Generic[C]):
         :class:`~meshconnect.errors.DataError` for records the destination rejects; either way,
         leave nothing of the batch half-written (or be idempotent): the worker retries the
         batch, and after a data error writes it again record by record to find the bad ones.
-        The records are shared with other readers: do not change them.
+
+        A sink that writes records one by one (HTTP, Slack, an API: not idempotent) raises
+        :class:`~meshconnect.errors.BatchError` instead, naming the index and error of each
+        record that failed: the worker then retries or dead-letters exactly those and never
+        sends the others again. The records are shared with other readers: do not change them.
         """
         raise NotImplementedError
 
-    async def flush(self) -> dict[str, Any] | None:
-        """Make everything written durable; return the state to commit with the offsets."""
+    async def flush(self) -> dict[str, Any] | Flushed | None:
+        """Make what was written durable; return the state to commit with the offsets.
+
+        Return :class:`Flushed` to say that only part of it became durable (a multipart
+        upload holding a part below its minimum size, a file not yet rotated): the worker
+        commits the offsets up to the first record still pending, with the state, and the
+        pending records stay with the sink (they are not written again in this run; after a
+        crash they are delivered again from the committed offsets, and ``open(state)`` must
+        drop any trace of them)."""
+        return None
+
+    async def tick(self, final: bool = False) -> None:
+        """Called every :attr:`tick_interval` seconds, and once with ``final=True`` when the
+        run ends (bounded sources done, or a stop): close what is held open (rotate an object,
+        complete an upload) so that the next ``flush`` reports it durable. A flush and commit
+        follow each tick. The default does nothing."""
+
+    def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+        """Map an exception of this connector's client library onto the taxonomy; ``None``
+        leaves it to :func:`meshconnect.errors.classify` (see :meth:`Source.classify_error`).
+        The worker asks it for every exception ``open``/``write``/``flush`` raise, and for
+        each error of a :class:`~meshconnect.errors.BatchError`."""
         return None
 
     async def close(self) -> None:
         """Release resources. Called after failures too; must not assume ``open`` ran."""
+
+
+@dataclass(slots=True)
+class Flushed:
+    """What a sink's ``flush`` returns when not everything it was given is durable yet.
+
+    ``pending`` counts the records *most recently given to* ``write`` (over every ``write``
+    since the last flush, in order) that are not durable yet; everything before them is. The
+    worker commits each topic's offset up to its first pending record, together with
+    ``state`` (which must describe only what is durable). A later flush reports them again
+    (``pending`` then counts from the newest record written). ``Flushed(state)`` (pending 0)
+    is the same as returning ``state``."""
+
+    state: dict[str, Any] | None = None
+    pending: int = 0
 
 
 @dataclass(slots=True)

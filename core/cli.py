@@ -21,6 +21,7 @@ import click
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig
     from .mesh.store import MeshStore
+    from .offsets import ResetPlan
     from .plugins import Registry
 
 __all__ = ["main"]
@@ -434,51 +435,6 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
             _echo(f"  state: {json.dumps(group['state'], sort_keys=True)}")
 
 
-async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
-    from .worker import sink_group, source_id
-
-    await store.open()
-    try:
-        if config is not None:
-            source_ids = [
-                source_id(p.name, p.source.name) for p in config.pipelines if p.source is not None
-            ]
-            wanted_groups: set[str] | None = {
-                sink_group(p.name, s.name) for p in config.pipelines for s in p.sinks
-            }
-        else:
-            source_ids = await store.source_ids()
-            wanted_groups = None
-        sources: list[dict[str, Any]] = [
-            {"id": i, "positions": await store.positions(i)} for i in source_ids
-        ]
-        if config is not None:  # what an empty position means, as each source declares it
-            for entry, p in zip(sources, (p for p in config.pipelines if p.source), strict=True):
-                assert p.source is not None
-                entry["empty"] = getattr(p.source.spec.load(), "empty_position", None)
-        groups = await store.groups()
-        names = {g.group for g in groups}
-        if wanted_groups is not None:
-            groups = [g for g in groups if g.group in wanted_groups]
-            groups += [await store.group(g) for g in sorted(wanted_groups - names)]
-        sinks = []
-        for g in groups:
-            ends = await store.end_offsets(sorted(g.offsets))
-            sinks.append(
-                {
-                    "group": g.group,
-                    "topics": [
-                        {"topic": t, "offset": o, "end": ends[t], "lag": max(0, ends[t] - o)}
-                        for t, o in sorted(g.offsets.items())
-                    ],
-                    "state": g.state,
-                }
-            )
-        return {"store": store.url, "sources": sources, "sinks": sinks}
-    finally:
-        await store.close()
-
-
 @offsets.command("reset")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("pipeline")
@@ -509,7 +465,7 @@ def offsets_reset(
     store = options.open_store(options.store_url(config))
     asyncio.run(_refuse_while_owned(store, matches[0]))
     plan = asyncio.run(_reset_plan(store, matches[0], sink_name, target))
-    _echo("\n".join(plan["describe"]))
+    _echo(plan.describe)
     if not yes and not click.confirm("Apply this reset?", default=False):
         _echo("nothing changed")
         sys.exit(1)
@@ -541,136 +497,35 @@ async def _refuse_while_owned(store: MeshStore, pipeline: Any) -> None:
 
 async def _reset_plan(
     store: MeshStore, pipeline: Any, sink_name: str | None, target: str
-) -> dict[str, Any]:
-    """What ``offsets reset`` will do, with ``describe``: the lines that tell the user what
-    moves and what happens to the output (printed before the confirmation)."""
-    from .sinkloop import resolve_topics, sink_patterns
-    from .worker import sink_group, source_id
+) -> ResetPlan:
+    from .errors import MeshconnectError
+    from .offsets import reset_plan
 
     await store.open()
     try:
-        if sink_name is None:
-            if pipeline.source is None:
-                raise _Fail(f"pipeline {pipeline.name!r} has no source")
-            ident = source_id(pipeline.name, pipeline.source.name)
-            current = await store.positions(ident)
-            new: Any
-            if target == "beginning":
-                new = None
-            elif target == "end":
-                new = await _source_end(pipeline)
-            else:
-                try:
-                    new = json.loads(target)
-                except json.JSONDecodeError:
-                    raise _Fail(f"--to: not JSON: {target!r}") from None
-                if not isinstance(new, dict) or not all(isinstance(v, dict) for v in new.values()):
-                    raise _Fail('--to: a JSON object {"<partition>": {<position>}, ...}: ' + target)
-            describe = [
-                f"source {ident}: positions {json.dumps(current)} -> "
-                + ("(none: read from the beginning)" if new is None else json.dumps(new)),
-                "output: records before the new positions are not read again; records after "
-                "them are read (again) and appended to the pipeline's topics, which then hold "
-                "a second copy of any record read before. What sinks wrote stays as it is.",
-            ]
-            return {"kind": "source", "id": ident, "new": new, "describe": describe}
-        sinks = [s for s in pipeline.sinks if s.name == sink_name]
-        if not sinks:
-            names = ", ".join(s.name for s in pipeline.sinks)
-            raise _Fail(f"no sink {sink_name!r} in {pipeline.name} ({names})")
-        group = sink_group(pipeline.name, sink_name)
-        info = await store.group(group)
-        patterns = sink_patterns(pipeline, sinks[0])
-        topics = sorted(set(info.offsets) | set(await resolve_topics(store, patterns)))
-        stored = {t.name: t for t in await store.topics()}
-        topics = [t for t in topics if t in stored or t in info.offsets]
-        if not topics:
-            raise _Fail(
-                f"sink {group}: no stored topic matches {', '.join(patterns)}; nothing to reset"
-            )
-        starts = {t: stored[t].start if t in stored else 0 for t in topics}
-        ends = {t: stored[t].end if t in stored else 0 for t in topics}
-        if target == "beginning":
-            new_offsets = {t: starts[t] for t in topics}
-        elif target == "end":
-            new_offsets = dict(ends)
-        else:
-            try:
-                value = int(target)
-            except ValueError:
-                raise _Fail(f"--to: beginning, end or an offset: {target!r}") from None
-            if value < 0:
-                raise _Fail(f"--to: an offset is 0 or more: {target!r}")
-            new_offsets = {t: value for t in topics}
-        old = {t: info.offsets.get(t, 0) for t in topics}
-        describe = [
-            f"sink {group}: offsets {json.dumps(info.offsets, sort_keys=True)} -> "
-            f"{json.dumps(new_offsets, sort_keys=True)}"
-        ]
-        if info.state is None:
-            describe.append(
-                "output: this sink has no committed state; it starts its output as on a first run"
-            )
-        else:
-            describe.append(
-                f"output: kept. The sink resumes from its committed state "
-                f"{json.dumps(info.state, sort_keys=True)} (a file sink appends after it); "
-                "nothing it wrote is removed."
-            )
-        for t in topics:
-            first, last = min(old[t], new_offsets[t]), max(old[t], new_offsets[t])
-            first = max(first, starts[t])
-            last = min(last, ends[t])
-            count = max(0, last - first)
-            if new_offsets[t] < old[t] and count:
-                describe.append(
-                    f"  {t}: {count} record(s) at offsets {first}..{last - 1} are delivered "
-                    "again, after the existing output"
-                )
-            elif new_offsets[t] > old[t] and count:
-                describe.append(
-                    f"  {t}: {count} record(s) at offsets {first}..{last - 1} are skipped "
-                    "(never delivered to this sink)"
-                )
-            else:
-                describe.append(f"  {t}: no record is delivered again or skipped")
-        return {"kind": "sink", "id": group, "new": new_offsets, "describe": describe}
+        return await reset_plan(store, pipeline, sink_name, target)
+    except MeshconnectError as exc:
+        raise _Fail(str(exc)) from None
     finally:
         await store.close()
 
 
-async def _source_end(pipeline: Any) -> dict[str, Any]:
-    """Where the pipeline's source input ends now (the connector says)."""
-    from .api import ConnectorContext
+async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
+    from .offsets import offsets_report
 
-    loaded = pipeline.source
-    context = ConnectorContext(
-        pipeline=pipeline.name,
-        name=loaded.name,
-        logger=logging.getLogger(f"meshconnect.connector.{pipeline.name}.{loaded.name}"),
-        base_dir=pipeline.base_dir,
-    )
-    source = loaded.spec.load()(loaded.config, context)
-    try:
-        return dict(await source.end_positions())
-    except NotImplementedError:
-        raise _Fail(
-            f"the {loaded.connector!r} source cannot tell where its input ends; "
-            "give a JSON position per partition with --to"
-        ) from None
-
-
-async def _apply_reset(store: MeshStore, plan: dict[str, Any]) -> None:
     await store.open()
     try:
-        if plan["kind"] == "source":
-            await store.set_positions(plan["id"], plan["new"])
-        else:
-            from .sinkloop import dead_letter_id
+        return await offsets_report(store, config)
+    finally:
+        await store.close()
 
-            await store.reset_group(plan["id"], plan["new"])
-            # The sink re-reads what it dead-lettered: let it dead-letter again what fails.
-            await store.set_positions(dead_letter_id(plan["id"]), None)
+
+async def _apply_reset(store: MeshStore, plan: ResetPlan) -> None:
+    from .offsets import apply_reset
+
+    await store.open()
+    try:
+        await apply_reset(store, plan)
     finally:
         await store.close()
 

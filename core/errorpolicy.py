@@ -26,19 +26,22 @@ import orjson
 
 from .config.interpolate import redact
 from .config.model import ErrorPolicy, RetryPolicy
-from .errors import DataError, RetriableError, StoreError, classify
+from .errors import Classifier, DataError, RetriableError, StoreError, classify
 from .eventrules import attribute_problems, valid_string
 from .records import Record, new_id, now_iso
 
 if TYPE_CHECKING:
     from .mesh.store import MeshStore
+    from .runstate import ConnectorStatus
     from .transforms import Failure, TransformChain
 
 __all__ = [
     "ERROR_EXTENSIONS",
     "ReplaySummary",
+    "backoff",
     "backoff_delay",
     "dead_letter_record",
+    "dead_letters",
     "replay_dead_letters",
     "replay_id",
     "retry_transforms",
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_log = logging.getLogger("meshconnect.worker")
 
 #: The extensions a dead-lettered record carries.
 ERROR_EXTENSIONS = (
@@ -64,14 +68,24 @@ ERROR_EXTENSIONS = (
 ERROR_ATTRIBUTES = "errorattributes"
 
 
-def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
-    """The wait after failed attempt number ``attempt`` (1-based): exponential, equal jitter."""
-    ceiling = min(policy.max_backoff, policy.initial_backoff * (2 ** (attempt - 1)))
+def backoff(attempt: int, initial: float, maximum: float) -> float:
+    """The wait in seconds after failed attempt number ``attempt`` (1-based), for retries in
+    place and for the supervisor's restarts alike: drawn at random between half and all of
+    ``min(maximum, initial * 2**(attempt-1))`` ("equal jitter", as docs/errors.md#retries
+    says), so connectors failing together do not retry in lockstep, and never less than
+    half the exponential step."""
+    ceiling = min(maximum, initial * 2.0 ** min(attempt - 1, 64))
     return random.uniform(ceiling / 2, ceiling)
 
 
-def is_retriable(exc: BaseException) -> bool:
-    return classify(exc) in (RetriableError, StoreError)
+def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
+    """:func:`backoff` with the ``initial_backoff`` and ``max_backoff`` of ``policy``."""
+    return backoff(attempt, policy.initial_backoff, policy.max_backoff)
+
+
+def is_retriable(exc: BaseException, classifier: Classifier | None = None) -> bool:
+    """Whether ``exc`` is worth retrying in place (``classifier``: the connector's mapping)."""
+    return classify(exc, classifier) in (RetriableError, StoreError)
 
 
 async def retrying(
@@ -79,9 +93,11 @@ async def retrying(
     policy: RetryPolicy,
     log: logging.Logger,
     what: str,
+    classifier: Classifier | None = None,
 ) -> tuple[T, int]:
     """Run ``operation``, retrying retriable errors; returns (result, attempts used).
 
+    ``classifier`` is the connector's ``classify_error``, asked before the built-in mapping.
     The last exception is re-raised with an ``attempts`` attribute once attempts run out or for a
     non-retriable error.
     """
@@ -90,7 +106,7 @@ async def retrying(
         try:
             return await operation(), attempt
         except Exception as exc:
-            if not is_retriable(exc) or attempt >= policy.max_attempts:
+            if not is_retriable(exc, classifier) or attempt >= policy.max_attempts:
                 exc.attempts = attempt  # type: ignore[attr-defined]
                 raise
             delay = backoff_delay(policy, attempt)
@@ -165,7 +181,7 @@ async def retry_transforms(
             by_stage.setdefault(failure.stage, []).append(failure.record)
         pending = []
         for stage, records in by_stage.items():
-            out, more = _rest_of(chain, stage).process(records)
+            out, more = await _rest_of(chain, stage).aprocess(records)
             recovered.extend(out)
             for failure in more:
                 if _retriable_failure(failure):
@@ -210,6 +226,40 @@ def dead_letter_record(
     dead.topic = policy.dead_letter_topic
     dead.offset = None
     return dead
+
+
+def dead_letters(
+    pipeline: str,
+    connector: str,
+    policy: ErrorPolicy,
+    problems: list[tuple[Record, BaseException, str]],
+    status: ConnectorStatus,
+) -> list[Record]:
+    """Apply ``policy``'s tolerance to ``problems`` ((record, error, stage) of connector
+    ``connector`` of ``pipeline``): under ``none`` raise a DataError naming the first; under
+    ``all`` return their dead-letter records (none without a dead-letter topic: logged and
+    skipped). Counts them in ``status``."""
+    status.failed += len(problems)
+    if policy.tolerance == "none":
+        record, error, stage = problems[0]
+        raise DataError(
+            f"{stage}: {error} (record id {record.id!r}"
+            + (f", topic {record.topic!r} offset {record.offset}" if record.topic else "")
+            + "); set errors.tolerance: all to dead-letter such records"
+        ) from error
+    out: list[Record] = []
+    for record, error, stage in problems:
+        dead = dead_letter_record(
+            record, error, stage=stage, pipeline=pipeline, connector=connector, policy=policy
+        )
+        if dead is None:
+            _log.warning(
+                "%s/%s: skipped a failed record (%s): %s", pipeline, connector, stage, error
+            )
+        else:
+            out.append(dead)
+    status.dead_lettered += len(out)
+    return out
 
 
 def _storable_copy(record: Record) -> Record:

@@ -11,14 +11,27 @@
     ├── DataError              this record cannot be processed (bad JSON, wrong type, a failing
     │                          expression). Never retried; with ``tolerance: all`` it goes to the
     │                          dead-letter topic, otherwise it fails the connector.
+    ├── RestartError           an operation failed part-way (a write that may have reached the
+    │                          disk in part, a read whose position moved): neither retried in
+    │                          place nor dead-lettered; the connector is restarted from its last
+    │                          checkpoint (committed positions/offsets; the sink's ``open(state)``
+    │                          discards what it wrote since).
+    ├── BatchError             raised by ``Sink.write``: some records of the batch failed, each
+    │                          with its own error (one of the classes above); the others were
+    │                          written. The sink loop retries or dead-letters exactly those.
     └── StoreError             the mesh store failed; retriable unless it says otherwise.
 
-Connectors raise these (wrapping their client library's exceptions); :func:`classify` maps what
-they raise, and the standard-library exceptions it knows, onto the taxonomy:
+Connectors raise these, or let their client library's exceptions through and map them with
+:meth:`Source.classify_error <meshconnect.api.Source.classify_error>` /
+:meth:`Sink.classify_error <meshconnect.api.Sink.classify_error>` (botocore, pymongo, redis,
+psycopg, aiohttp, slack_sdk, openai: each connector knows its library, this module does not).
+:func:`classify` asks the connector's mapping first, then maps what it knows (ours and the
+standard library's) onto the taxonomy:
 
 =================================================  ===============================================
 exception                                          class
 =================================================  ===============================================
+what the connector's ``classify_error`` maps       what it says
 ours (``ConfigError``, ``RetriableError``, ...)    itself
 ``ConnectionError``, ``TimeoutError``,             ``RetriableError``
 ``BlockingIOError``, ``InterruptedError``
@@ -44,24 +57,28 @@ What each class leads to (``core/errorpolicy.py``, ``core/worker.py``): a ``Conf
 the connector for good (the run exits 1); a ``RetriableError`` (or ``StoreError``) is retried with
 exponential backoff and jitter up to ``errors.retry.max_attempts``; a ``DataError``, or a
 retriable error whose attempts ran out, is dead-lettered under ``tolerance: all`` and fails the
-connector under ``tolerance: none``; anything unmapped fails the connector, which the supervisor
-restarts with backoff from its committed offsets. ``tests/test_errors_mapping.py`` checks this
-table.
+connector under ``tolerance: none``; a ``RestartError``, and anything unmapped, fails the
+connector, which the supervisor restarts with backoff from its committed offsets.
+``tests/test_errors_mapping.py`` checks this table.
 """
 
 from __future__ import annotations
 
 import errno
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "BatchError",
+    "Classifier",
     "ConfigError",
     "DataError",
     "Location",
     "MeshconnectError",
     "PluginError",
     "Problem",
+    "RestartError",
     "RetriableError",
     "StoreError",
     "ValidationErrors",
@@ -91,6 +108,50 @@ class DataError(MeshconnectError):
 
 class StoreError(MeshconnectError):
     """The mesh store failed."""
+
+
+class RestartError(MeshconnectError):
+    """An operation failed part-way: restart the connector from its last checkpoint.
+
+    For failures after which neither a retry in place nor a dead letter is safe: a write that
+    may have reached the destination in part, a read whose position already moved. The worker
+    fails the connector and its supervisor restarts it with backoff from the committed
+    positions (a source) or offsets (a sink, whose ``open(state)`` discards what it wrote
+    after the checkpoint). In a bounded run, restarts are limited as for any failure."""
+
+
+class BatchError(MeshconnectError):
+    """Raised by ``Sink.write``: the records at some indexes of the batch failed, the rest were
+    written (Redpanda Connect's ``BatchError.Failed(i, err)``).
+
+    ``failures`` maps an index into the batch given to ``write`` to that record's error, which
+    is classified on its own: a retriable error has just that record written again after a
+    backoff, a data error sends it to the dead-letter topic (or fails the sink under
+    ``tolerance: none``). Records not named were written and are never sent again. Build it
+    with ``BatchError().failed(3, DataError("no such channel"))``."""
+
+    def __init__(
+        self, message: str = "", failures: Mapping[int, BaseException] | None = None
+    ) -> None:
+        self.failures: dict[int, BaseException] = dict(failures or {})
+        super().__init__(message or "some records of the batch failed")
+
+    def failed(self, index: int, error: BaseException) -> BatchError:
+        """Record that the record at ``index`` failed with ``error``; returns ``self``."""
+        self.failures[index] = error
+        return self
+
+    def __str__(self) -> str:
+        shown = ", ".join(
+            f"[{i}] {type(e).__name__}: {e}" for i, e in sorted(self.failures.items())[:3]
+        )
+        more = f" and {len(self.failures) - 3} more" if len(self.failures) > 3 else ""
+        return f"{self.args[0]}: {shown}{more}" if shown else str(self.args[0])
+
+
+#: A connector's mapping of its client library's exceptions onto the taxonomy: the class of
+#: ``exc``, or ``None`` when it does not know it (then :func:`classify` decides).
+Classifier = Callable[[BaseException], "type[MeshconnectError] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,10 +243,28 @@ _DATA_BUILTINS: tuple[type[BaseException], ...] = (
 )
 
 
-def classify(exc: BaseException) -> type[MeshconnectError] | None:
-    """The taxonomy class of ``exc``: one of ours, a standard exception we know (see the table
-    in the module docstring), or ``None`` (unknown: a failure of the connector)."""
-    for cls in (ConfigError, PluginError, RetriableError, DataError, StoreError):
+def classify(
+    exc: BaseException, connector: Classifier | None = None
+) -> type[MeshconnectError] | None:
+    """The taxonomy class of ``exc``: what ``connector`` (a connector's ``classify_error``)
+    maps it to, else one of ours, a standard exception we know (see the table in the module
+    docstring), or ``None`` (unknown: a failure of the connector)."""
+    if connector is not None:
+        try:
+            mapped = connector(exc)
+        except Exception:  # a broken mapping must not hide the original error
+            mapped = None
+        if mapped is not None:
+            return mapped
+    for cls in (
+        ConfigError,
+        PluginError,
+        RetriableError,
+        DataError,
+        RestartError,
+        BatchError,
+        StoreError,
+    ):
         if isinstance(exc, cls):
             return cls
     if isinstance(exc, _RETRIABLE_BUILTINS):

@@ -54,9 +54,8 @@ from .config.problems import FileReporter
 from .config.yamlpos import Document, parse_yaml
 from .errorpolicy import dead_letter_record
 from .errors import Location, Problem, ValidationErrors
+from .mesh.routing import route, sink_patterns
 from .records import Record
-from .sinkloop import sink_patterns
-from .worker import route
 
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink

@@ -22,69 +22,37 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .api import Sink
-from .errorpolicy import retry_transforms, retrying
-from .errors import ConfigError, DataError, RetriableError, StoreError, classify
+from .api import Flushed, Sink
+from .errorpolicy import backoff_delay, dead_letters, retry_transforms, retrying
+from .errors import (
+    BatchError,
+    ConfigError,
+    DataError,
+    MeshconnectError,
+    PluginError,
+    RetriableError,
+    StoreError,
+    classify,
+)
+from .mesh.routing import resolve_topics, sink_patterns
+from .offsets import dead_letter_id, sink_group
 from .records import Record
 from .transforms._common import fresh_copy
 
 if TYPE_CHECKING:
     from .config.loader import LoadedPipeline, LoadedSink
     from .mesh.store import MeshStore
-    from .worker import ConnectorStatus, Worker
+    from .runstate import ConnectorStatus, RunState
 
-__all__ = [
-    "SinkLoop",
-    "dead_letter_id",
-    "resolve_topics",
-    "sink_group",
-    "sink_patterns",
-    "template_glob",
-]
+__all__ = ["SinkLoop", "dead_letter_id", "sink_group"]
 
 log = logging.getLogger("meshconnect.worker")
-
-
-def sink_group(pipeline: str, name: str) -> str:
-    """The consumer group of a sink: ``<pipeline>/<sink name>``."""
-    return f"{pipeline}/{name}"
-
-
-def dead_letter_id(group: str) -> str:
-    """The id of the positions marking what sink ``group`` has dead-lettered, per topic."""
-    return f"deadletter/{group}"
-
-
-def sink_patterns(pipeline: LoadedPipeline, sink: LoadedSink) -> list[str]:
-    """The topic names or globs a sink reads."""
-    if sink.topics:
-        return list(sink.topics)
-    # The pipeline's topic: what its source writes, or for a sink-only pipeline the topic
-    # named like the pipeline (or its `topic:`), written by other pipelines or workers.
-    template = pipeline.topic
-    if template.is_literal:
-        return [str(template.literal)]
-    # A templated topic: subscribe to everything the template can produce.
-    return [template_glob(template.text)]
-
-
-async def resolve_topics(store: MeshStore, patterns: list[str]) -> list[str]:
-    """The topics that exist now (or are named literally) matching ``patterns``."""
-    literal = [p for p in patterns if not any(c in p for c in "*?[")]
-    globs = [p for p in patterns if p not in literal]
-    names = set(literal)
-    if globs:
-        for info in await store.topics():
-            if any(fnmatch.fnmatchcase(info.name, g) for g in globs):
-                names.add(info.name)
-    return sorted(names)
 
 
 class SinkLoop:
@@ -92,15 +60,16 @@ class SinkLoop:
 
     def __init__(
         self,
-        worker: Worker,
+        run: RunState,
+        store: MeshStore,
         pipeline: LoadedPipeline,
         loaded: LoadedSink,
         sink: Sink[Any],
         status: ConnectorStatus,
         committed: dict[str, int],
     ) -> None:
-        self.worker = worker
-        self.store = worker.store
+        self.run_state = run
+        self.store = store
         self.pipeline = pipeline
         self.loaded = loaded
         self.sink = sink
@@ -111,6 +80,13 @@ class SinkLoop:
         self.committed: dict[str, int] = dict(committed)
         self.topics: list[str] = []
         self.last_commit = time.monotonic()
+        self.committed_state: Any = object()  # unknown: the first commit always writes
+        #: (topic, offsets) of each batch written since the last full flush, oldest first:
+        #: what a partial flush's ``pending`` counts back from.
+        self.unflushed: list[tuple[str, list[int]]] = []
+        self.retry = loaded.errors.retry
+        self.classifier = sink.classify_error
+        self.last_tick = time.monotonic()
         #: Per topic, the offset below which failures were already dead-lettered.
         self.dead_marks: dict[str, int] = {}
 
@@ -119,12 +95,12 @@ class SinkLoop:
         self.dead_marks = {t: int(p.get("next", 0)) for t, p in marks.items()}
 
     async def run(self) -> None:
-        worker = self.worker
+        run = self.run_state
         batch_size = self.loaded.batch_size
         self.topics = await resolve_topics(self.store, self.patterns)
         last_resolve = time.monotonic()
         await self._load_dead_marks()
-        while not worker.stopping:
+        while not run.stopping:
             progressed = False
             for topic in self.topics:
                 offset = self.offsets.get(topic, 0)
@@ -136,34 +112,62 @@ class SinkLoop:
                 self.offsets[topic] = records[-1].offset + 1  # type: ignore[operator]
                 if time.monotonic() - self.last_commit >= self.loaded.commit_interval:
                     await self._commit()
-                if worker.stopping:
+                await self._maybe_tick()
+                if run.stopping:
                     break
             if progressed:
                 continue
             # Idle: commit what is pending, see whether the run is over, wait for data.
+            await self._maybe_tick()
             await self._commit()
-            if worker._sources_done.is_set() and worker.bounded:
-                generation = worker._appends
+            if run.sources_done and run.bounded:
+                generation = run.generation
+                if self.committed != self.offsets:  # the sink holds records open: close them
+                    await self._tick(final=True)
                 if await self._caught_up():
-                    worker._verified[self.group] = generation
-                    worker._check_sinks_done()
-                if worker._sinks_done.is_set():
+                    run.sink_caught_up(self.group, generation)
+                if run.sinks_done:
                     return
             changed = self.store.data_changed()
-            stop = asyncio.ensure_future(worker._stopping.wait())
-            done = asyncio.ensure_future(worker._sinks_done.wait())
+            stop = asyncio.ensure_future(run.stopped())
+            done = asyncio.ensure_future(run.sinks_finished())
             try:
                 await asyncio.wait(
                     [asyncio.ensure_future(changed), stop, done],
-                    timeout=1.0,
+                    timeout=self._idle_wait(),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
                 stop.cancel()
                 done.cancel()
-            if time.monotonic() - last_resolve > 1.0 or worker._sources_done.is_set():
+            if time.monotonic() - last_resolve > 1.0 or run.sources_done:
                 self.topics = await resolve_topics(self.store, self.patterns)
                 last_resolve = time.monotonic()
+        await self._tick(final=True)
+
+    def _idle_wait(self) -> float:
+        """How long an idle loop waits for data: a second, or less until the next tick."""
+        interval = self.sink.tick_interval
+        if interval is None:
+            return 1.0
+        return max(0.0, min(1.0, self.last_tick + interval - time.monotonic()))
+
+    async def _maybe_tick(self) -> None:
+        interval = self.sink.tick_interval
+        if interval is not None and time.monotonic() - self.last_tick >= interval:
+            await self._tick(final=False)
+
+    async def _tick(self, final: bool) -> None:
+        """Call the sink's ``tick`` (rotation by time; ``final`` at the end of the run), then
+        flush and commit what it made durable."""
+        self.last_tick = time.monotonic()
+        await retrying(
+            lambda: self.sink.tick(final),
+            self.retry,
+            log,
+            f"sink {self.group} tick",
+            self.classifier,
+        )
         await self._commit()
 
     async def _caught_up(self) -> bool:
@@ -172,21 +176,58 @@ class SinkLoop:
         return all(self.committed.get(t, 0) >= end for t, end in ends.items())
 
     async def _commit(self) -> None:
+        """Flush the sink and commit what it made durable: every offset read so far, or, when
+        ``flush`` returns :class:`~meshconnect.api.Flushed` with pending records, each topic's
+        offset up to its first pending record."""
         if self.offsets == self.committed:
             self.last_commit = time.monotonic()
             return
-        state, _ = await retrying(
-            self.sink.flush, self.loaded.errors.retry, log, f"sink {self.group} flush"
+        flushed, _ = await retrying(
+            self.sink.flush, self.retry, log, f"sink {self.group} flush", self.classifier
         )
+        pending = 0
+        if isinstance(flushed, Flushed):
+            state, pending = flushed.state, flushed.pending
+        else:
+            state = flushed
         offsets = dict(self.offsets)
-        await retrying(
-            lambda: self.store.commit(self.group, offsets, state),
-            self.loaded.errors.retry,
-            log,
-            f"sink {self.group} commit",
-        )
+        if pending:
+            offsets.update(self._first_pending(pending))
+        else:
+            self.unflushed.clear()
+        if offsets != self.committed or state != self.committed_state:
+            await retrying(
+                lambda: self.store.commit(self.group, offsets, state),
+                self.retry,
+                log,
+                f"sink {self.group} commit",
+            )
         self.committed = offsets
+        self.committed_state = state
         self.last_commit = time.monotonic()
+
+    def _first_pending(self, pending: int) -> dict[str, int]:
+        """Per topic, the offset of the first of the ``pending`` newest written records (what
+        may be committed for it); drops what became durable from ``unflushed``."""
+        firsts: dict[str, int] = {}
+        kept: list[tuple[str, list[int]]] = []
+        left = pending
+        for topic, offsets in reversed(self.unflushed):
+            if left <= 0:
+                break
+            tail = offsets[-left:] if left < len(offsets) else offsets
+            left -= len(tail)
+            kept.append((topic, tail))
+            if tail:
+                firsts[topic] = min(tail[0], firsts.get(topic, tail[0]))
+        if left > 0:
+            raise PluginError(
+                f"sink {self.group}: flush() reported {pending} pending records, but only "
+                f"{pending - left} were written since the last full flush"
+            )
+        kept.reverse()
+        self.unflushed = kept
+        return firsts
 
     async def _deliver(self, topic: str, records: list[Record]) -> None:
         status = self.status
@@ -199,7 +240,10 @@ class SinkLoop:
                 if chain.changes_nested_objects
                 else [r.copy() for r in records]
             )
-        out, failures = chain.process(records)
+        if chain.is_async:
+            out, failures = await chain.aprocess(records)
+        else:
+            out, failures = chain.process(records)
         if failures:
             more, failures = await retry_transforms(
                 chain, failures, self.loaded.errors.retry, log, f"sink {self.group}"
@@ -210,6 +254,7 @@ class SinkLoop:
         ]
         if out:
             started = time.perf_counter()
+            self.unflushed.append((topic, [r.offset for r in out]))  # type: ignore[misc]
             problems.extend(await self._write(out))
             status.last_batch_seconds = time.perf_counter() - started
         status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
@@ -235,7 +280,7 @@ class SinkLoop:
             problems = fresh
             if not problems:
                 return
-        dead = self.worker._dead_letters(
+        dead = dead_letters(
             self.pipeline.name, self.loaded.name, self.loaded.errors, problems, self.status
         )
         if not dead:
@@ -255,37 +300,82 @@ class SinkLoop:
             f"sink {self.group} dead-letter append",
         )
         self.dead_marks[topic] = end
-        self.worker._appended()
+        self.run_state.appended()
 
     async def _write(self, records: list[Record]) -> list[tuple[Record, BaseException, str]]:
-        """Write a batch; on a data error, find the bad records by writing one at a time.
+        """Write a batch; return the records that failed for good: data errors, and under
+        ``tolerance: all`` those whose retriable error outlasted ``retry.max_attempts``.
+        Anything else raises.
 
-        Returns the records that failed for good: data errors, and under ``tolerance: all``
-        those whose retriable error outlasted ``retry.max_attempts``. Anything else raises."""
-        policy = self.loaded.errors.retry
-        what = f"sink {self.group} write"
-        try:
-            await retrying(lambda: self.sink.write(records), policy, log, what)
-            return []
-        except Exception as exc:
-            if not self._tolerated(exc):
-                raise
-            if classify(exc) is not DataError or len(records) == 1:
-                return [(r, exc, "sink") for r in records]
+        * The sink raises a :class:`~meshconnect.errors.BatchError`: only the records it
+          names are retried (retriable errors, after a backoff) or returned (data errors);
+          the others were written and are never sent again.
+        * A retriable error for the whole call: the same records again, after a backoff.
+        * A plain data error: the records are written again one at a time to find the bad
+          ones (the sink left nothing of the batch half-written, per the Sink contract)."""
+        policy = self.retry
         failed: list[tuple[Record, BaseException, str]] = []
-        for record in records:
+        pending = records
+        attempt = 1
+        while True:
             try:
-                await retrying(functools.partial(self.sink.write, [record]), policy, log, what)
+                await self.sink.write(pending)
+                return failed
+            except BatchError as exc:
+                retry: list[Record] = []
+                for index, error in sorted(exc.failures.items()):
+                    if not 0 <= index < len(pending):
+                        raise PluginError(
+                            f"sink {self.group}: BatchError names record {index} of a batch "
+                            f"of {len(pending)}"
+                        ) from exc
+                    if self._retriable(error) and attempt < policy.max_attempts:
+                        retry.append(pending[index])
+                        continue
+                    error.attempts = attempt  # type: ignore[attr-defined]
+                    if not self._tolerated(error):
+                        raise error from exc
+                    failed.append((pending[index], error, "sink"))
+                if not retry:
+                    return failed
+                cause: BaseException = exc
+                pending = retry
             except Exception as exc:
-                if not self._tolerated(exc):
-                    raise
-                failed.append((record, exc, "sink"))
-        return failed
+                if self._retriable(exc) and attempt < policy.max_attempts:
+                    cause = exc
+                else:
+                    exc.attempts = attempt  # type: ignore[attr-defined]
+                    if not self._tolerated(exc):
+                        raise
+                    if self._classify(exc) is not DataError or len(pending) == 1:
+                        failed.extend((r, exc, "sink") for r in pending)
+                        return failed
+                    for record in pending:  # find the bad ones
+                        failed.extend(await self._write([record]))
+                    return failed
+            delay = backoff_delay(policy, attempt)
+            log.warning(  # the format of retrying()'s lines (docs/errors.md#retries)
+                "sink %s write failed (attempt %d of %d): %s: %s; retrying in %.3fs",
+                self.group,
+                attempt,
+                policy.max_attempts,
+                type(cause).__name__,
+                cause,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _classify(self, exc: BaseException) -> type[MeshconnectError] | None:
+        return classify(exc, self.classifier)
+
+    def _retriable(self, exc: BaseException) -> bool:
+        return self._classify(exc) in (RetriableError, StoreError)
 
     def _tolerated(self, exc: BaseException) -> bool:
         """Whether a write error goes by the errors policy (data errors always; retriable ones
         out of attempts under ``tolerance: all``) rather than failing the sink at once."""
-        kind = classify(exc)
+        kind = self._classify(exc)
         if kind is DataError:
             return True
         return kind in (RetriableError, StoreError) and self.loaded.errors.tolerance == "all"
@@ -298,26 +388,3 @@ def _deep_copy(record: Record) -> Record:
     encoded = record.encoded_data
     copy.data = orjson.loads(encoded) if encoded is not None else fresh_copy(record.data)
     return copy
-
-
-def template_glob(text: str) -> str:
-    """``cdc.{data.db}.{data.table}`` -> ``cdc.*.*`` (what a templated topic can produce)."""
-    out: list[str] = []
-    depth = 0
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if depth == 0 and text.startswith(("{{", "}}"), i):
-            out.append(ch)
-            i += 2
-            continue
-        if ch == "{":
-            if depth == 0:
-                out.append("*")
-            depth += 1
-        elif ch == "}" and depth:
-            depth -= 1
-        elif depth == 0:
-            out.append(ch)
-        i += 1
-    return "".join(out)

@@ -25,27 +25,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .api import ConnectorContext, Sink, Source, SourceBatch
-from .config.topics import topic_problem
-from .errorpolicy import dead_letter_record, retry_transforms, retrying
-from .errors import ConfigError, DataError, classify
+from .api import Ack, ConnectorContext, Flushed, Sink, Source, SourceBatch
+from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
+from .errors import Classifier, ConfigError, classify
+from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
+from .mesh.routing import route
 from .mesh.store import Retention
+from .metrics import MetricsRegistry
+from .offsets import sink_group, source_id
+from .progress import ProgressReporter
 from .records import Record
-from .sinkloop import SinkLoop, sink_group
+from .runstate import ConnectorStatus, RunState
+from .sinkloop import SinkLoop
 
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
     from .mesh.store import MeshStore
 
-__all__ = ["ConnectorStatus", "Worker", "route", "sink_group", "source_id"]
+__all__ = ["ConnectorStatus", "Worker", "sink_group", "source_id"]
 
 log = logging.getLogger("meshconnect.worker")
 
@@ -56,70 +60,6 @@ MAX_RESTART_BACKOFF = 60.0
 #: Seconds between two retention passes.
 RETENTION_EVERY = 60.0
 _DONE = object()
-
-
-def source_id(pipeline: str, name: str) -> str:
-    """The id under which a source's positions are stored: ``<pipeline>/<source name>``."""
-    return f"{pipeline}/{name}"
-
-
-def route(
-    pipeline: LoadedPipeline, records: list[Record]
-) -> tuple[list[Record], list[tuple[Record, BaseException, str]]]:
-    """Give each record without a topic the pipeline's topic. Failures of the ``topic`` stage:
-    records whose topic template cannot be rendered, and records whose topic (rendered, or
-    set by a ``route`` step) breaks the topic-name rule of :mod:`meshconnect.config.topics`.
-    A literal pipeline topic was checked by ``validate``."""
-    template = pipeline.topic
-    literal = template.literal
-    render = template.render
-    routed: list[Record] = []
-    failures: list[tuple[Record, BaseException, str]] = []
-    for record in records:
-        topic = record.topic
-        if topic is None:
-            if literal is not None:
-                record.topic = literal
-                routed.append(record)
-                continue
-            try:
-                topic = render(record)
-            except Exception as exc:
-                failures.append((record, exc, "topic"))
-                continue
-        problem = topic_problem(topic)
-        if problem is not None:
-            how = (
-                "rendered from the topic template" if record.topic is None else "set by a transform"
-            )
-            failures.append((record, DataError(f"topic {topic!r} ({how}): {problem}"), "topic"))
-            continue
-        record.topic = topic
-        routed.append(record)
-    return routed, failures
-
-
-@dataclass(slots=True)
-class ConnectorStatus:
-    """What the worker knows about one running source or sink (never holds config values)."""
-
-    id: str
-    kind: str
-    connector: str
-    state: str = "STARTING"  # STARTING RUNNING FAILED DONE STOPPED
-    reason: str = ""
-    records_in: int = 0
-    records_out: int = 0
-    failed: int = 0
-    dead_lettered: int = 0
-    restarts: int = 0
-    last_batch_seconds: float = 0.0
-    updated: float = field(default_factory=time.time)
-
-    def set(self, state: str, reason: str = "") -> None:
-        self.state = state
-        self.reason = reason
-        self.updated = time.time()
 
 
 class Worker:
@@ -139,30 +79,32 @@ class Worker:
         self.queue_batches = queue_batches
         self.restart_backoff = restart_backoff
         self.progress_every = progress_every
+        #: What the worker, its supervisors and the sink loops share (:mod:`.runstate`).
+        self.state = RunState()
         #: By ``"source <id>"`` / ``"sink <group>"`` (a source and a sink may share a name).
-        self.statuses: dict[str, ConnectorStatus] = {}
-        self._stopping = asyncio.Event()
-        self._sources_done = asyncio.Event()
-        # Bounded runs end when every sink has seen the end of its topics *after the last
-        # append of this worker* (a sink's dead letters may feed another sink):
-        self._appends = 0  # appends so far, a generation number
-        self._verified: dict[str, int] = {}  # sink group -> generation it was caught up at
-        self._live_sinks: set[str] = set()  # sinks that have not given up
-        self._sinks_done = asyncio.Event()
-        self._gave_up: list[str] = []
-        self.bounded = False
+        self.statuses: dict[str, ConnectorStatus] = self.state.statuses
+        #: The metrics every connector's ``context.metrics`` adds to.
+        self.metrics = MetricsRegistry()
+        #: The shared HTTP listeners of ``context.http``, one server per listen address.
+        self.http = HttpListeners()
+        #: Each connector's ``classify_error``, by status key (for the supervisor).
+        self._classifiers: dict[str, Classifier] = {}
 
     # -- control -------------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask everything to stop: sources stop polling, sinks flush and commit."""
-        if not self._stopping.is_set():
+        if self.state.stop():
             log.info("stopping: draining sources, flushing sinks, committing offsets")
-        self._stopping.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self.state.stopping
+
+    @property
+    def bounded(self) -> bool:
+        """Whether every source of the run is bounded (the run ends by itself)."""
+        return self.state.bounded
 
     async def run(self) -> int:
         """Run until done (bounded) or stopped; returns the exit code (0 ok, 1 a connector gave
@@ -175,7 +117,7 @@ class Worker:
 
         def lost(reason: str) -> None:
             log.error("%s: stopping", reason)
-            self._gave_up.append(reason)
+            self.state.gave_up.append(reason)
             self.stop()
 
         ownership.keep(lost)
@@ -193,7 +135,7 @@ class Worker:
             assert p.source is not None
             sources.append((p, self._make_source(p)))
         # A run is bounded when it has sources and every one of them is bounded.
-        self.bounded = bool(sources) and all(s.bounded for _, s in sources)
+        self.state.bounded = bool(sources) and all(s.bounded for _, s in sources)
         source_tasks = [
             asyncio.create_task(
                 self._supervise(
@@ -221,7 +163,7 @@ class Worker:
                 self.statuses.setdefault(
                     f"sink {ident}", ConnectorStatus(ident, "sink", sink.connector)
                 )
-                self._live_sinks.add(ident)
+                self.state.sink_started(ident)
         retention = asyncio.create_task(self._retention_loop(), name="retention")
         progress = asyncio.create_task(self._progress_loop(), name="progress")
         if not sources:
@@ -230,17 +172,18 @@ class Worker:
             if source_tasks:
                 await asyncio.gather(*source_tasks)
             if not self.stopping:
-                self._sources_done.set()
+                self.state.set_sources_done()
                 if not self.bounded:
-                    await self._stopping.wait()
+                    await self.state.stopped()
             await asyncio.gather(*sink_tasks)
         finally:
             background = (retention, progress)
             for task in (*source_tasks, *sink_tasks, *background):
                 task.cancel()
             await asyncio.gather(*source_tasks, *sink_tasks, *background, return_exceptions=True)
-        if self._gave_up:
-            log.error("run failed: %s", "; ".join(self._gave_up))
+            await self.http.close()
+        if self.state.gave_up:
+            log.error("run failed: %s", "; ".join(self.state.gave_up))
             return 1
         return 0
 
@@ -304,22 +247,18 @@ class Worker:
                 status.restarts += 1
                 log.error("%s %s FAILED: %s", status.kind, ident, reason, exc_info=exc)
                 # A wrong config, path or permission: restarting cannot help.
-                fatal = classify(exc) is ConfigError
+                fatal = classify(exc, self._classifiers.get(key)) is ConfigError
                 if (
                     fatal
                     or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
                     or self.stopping
                 ):
                     if not self.stopping or fatal:
-                        self._gave_up.append(f"{status.kind} {ident}: {reason}")
-                    # A sink that gives up must not hold the run open.
-                    self._live_sinks.discard(ident)
-                    self._check_sinks_done()
+                        self.state.gave_up.append(f"{status.kind} {ident}: {reason}")
+                    if status.kind == "sink":
+                        self.state.sink_gave_up(ident)
                     return
-                delay = min(
-                    MAX_RESTART_BACKOFF, self.restart_backoff * 2 ** min(status.restarts - 1, 8)
-                )
-                delay = random.uniform(delay / 2, delay)
+                delay = backoff(status.restarts, self.restart_backoff, MAX_RESTART_BACKOFF)
                 log.info(
                     "restarting %s %s in %.1fs (restart %d)",
                     status.kind,
@@ -328,26 +267,20 @@ class Worker:
                     status.restarts,
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-
-    def _appended(self) -> None:
-        self._appends += 1
-
-    def _check_sinks_done(self) -> None:
-        """In a bounded run: done once every live sink was caught up at the latest append."""
-        if self._sources_done.is_set() and all(
-            self._verified.get(group) == self._appends for group in self._live_sinks
-        ):
-            self._sinks_done.set()
+                    await asyncio.wait_for(self.state.stopped(), delay)
 
     # -- sources -------------------------------------------------------------------------------
 
     def _context(self, pipeline: LoadedPipeline, name: str) -> ConnectorContext:
+        logger = logging.getLogger(f"meshconnect.connector.{pipeline.name}.{name}")
         return ConnectorContext(
             pipeline=pipeline.name,
             name=name,
-            logger=logging.getLogger(f"meshconnect.connector.{pipeline.name}.{name}"),
+            logger=logger,
             base_dir=pipeline.base_dir,
+            metrics=self.metrics.handle(pipeline=pipeline.name, connector=name),
+            progress=ProgressReporter(logger, interval=self.progress_every),
+            http=HttpRoutes(self.http, f"pipeline {pipeline.name!r} ({name})"),
         )
 
     def _make_source(self, pipeline: LoadedPipeline) -> Source[Any]:
@@ -360,6 +293,7 @@ class Worker:
         cls = loaded.spec.load()
         source = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(source, Source)
+        self._classifiers[f"source {ident}"] = source.classify_error
         return source
 
     async def _run_source(self, pipeline: LoadedPipeline, first: Source[Any] | None) -> None:
@@ -382,21 +316,35 @@ class Worker:
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:
                 batch, _ = await retrying(
-                    source.poll, loaded.errors.retry, log, f"source {ident} poll"
+                    source.poll,
+                    loaded.errors.retry,
+                    log,
+                    f"source {ident} poll",
+                    source.classify_error,
                 )
                 if batch is None:
                     break
                 if not batch.records and not batch.positions and not batch.failures:
+                    await settle_ack(batch.ack, None)  # nothing to store: durable as it is
                     continue
-                routed = await self._route_source_batch(pipeline, batch, status)
-                if not await _put(queue, routed, appender):
+                try:
+                    routed = await self._route_source_batch(pipeline, batch, status)
+                except BaseException as exc:
+                    await settle_ack(batch.ack, exc)
+                    raise
+                if not await _put(queue, (*routed, batch.ack), appender):
+                    await settle_ack(batch.ack, _appender_error(appender))
                     break
         finally:
             with contextlib.suppress(Exception):
                 await source.stop()
-            await _put(queue, _DONE, appender)
-            # Everything polled is appended before the source counts as stopped.
-            await appender
+            source.context.http.remove_all()
+            try:
+                await _put(queue, _DONE, appender)
+                # Everything polled is appended before the source counts as stopped.
+                await appender
+            finally:
+                await _fail_queued(queue, appender)
         self._finished(status, "in", "stored")
 
     async def _route_source_batch(
@@ -405,7 +353,11 @@ class Worker:
         loaded = pipeline.source
         assert loaded is not None
         status.records_in += len(batch.records) + len(batch.failures)
-        records, failures = pipeline.chain.process(batch.records)
+        chain = pipeline.chain
+        if chain.is_async:
+            records, failures = await chain.aprocess(batch.records)
+        else:
+            records, failures = chain.process(batch.records)
         if failures:
             more, failures = await retry_transforms(
                 pipeline.chain,
@@ -424,43 +376,11 @@ class Worker:
         problems.extend(unroutable)
         if problems:
             out = list(records)
-            out.extend(
-                self._dead_letters(pipeline.name, loaded.name, loaded.errors, problems, status)
-            )
+            out.extend(dead_letters(pipeline.name, loaded.name, loaded.errors, problems, status))
         status.records_out += len(records)
         ident = source_id(pipeline.name, loaded.name)
         positions = {(ident, part): pos for part, pos in batch.positions.items()}
         return out, positions
-
-    def _dead_letters(
-        self,
-        pipeline: str,
-        connector: str,
-        policy: Any,
-        problems: list[tuple[Record, BaseException, str]],
-        status: ConnectorStatus,
-    ) -> list[Record]:
-        status.failed += len(problems)
-        if policy.tolerance == "none":
-            record, error, stage = problems[0]
-            raise DataError(
-                f"{stage}: {error} (record id {record.id!r}"
-                + (f", topic {record.topic!r} offset {record.offset}" if record.topic else "")
-                + "); set errors.tolerance: all to dead-letter such records"
-            ) from error
-        out: list[Record] = []
-        for record, error, stage in problems:
-            dead = dead_letter_record(
-                record, error, stage=stage, pipeline=pipeline, connector=connector, policy=policy
-            )
-            if dead is None:
-                log.warning(
-                    "%s/%s: skipped a failed record (%s): %s", pipeline, connector, stage, error
-                )
-            else:
-                out.append(dead)
-        status.dead_lettered += len(out)
-        return out
 
     async def _append_loop(
         self, pipeline: LoadedPipeline, queue: asyncio.Queue[Any], status: ConnectorStatus
@@ -472,26 +392,31 @@ class Worker:
             item = await queue.get()
             if item is _DONE:
                 return
-            records, positions = item
+            records, positions, ack = item
             made: set[int] = set()  # ids of the dead letters made for this batch
             started = time.perf_counter()
-            while True:
-                try:
-                    await retrying(
-                        functools.partial(self.store.append, records, positions),
-                        loaded.errors.retry,
-                        log,
-                        f"source {ident} append to the mesh store",
-                    )
-                    break
-                except RecordEncodingError as exc:
-                    # One record the store cannot encode (a transform made a set, say): it
-                    # goes by the errors policy and the rest of the batch is appended again.
-                    # Each pass removes a record; a dead letter is always storable, and one
-                    # that were not would be dropped rather than retried forever.
-                    records = self._unstorable(pipeline, records, exc, status, made)
-                    await asyncio.sleep(0)  # let a stop signal in between passes
-            self._appended()
+            try:
+                while True:
+                    try:
+                        await retrying(
+                            functools.partial(self.store.append, records, positions),
+                            loaded.errors.retry,
+                            log,
+                            f"source {ident} append to the mesh store",
+                        )
+                        break
+                    except RecordEncodingError as exc:
+                        # One record the store cannot encode (a transform made a set, say): it
+                        # goes by the errors policy and the rest of the batch is appended again.
+                        # Each pass removes a record; a dead letter is always storable, and one
+                        # that were not would be dropped rather than retried forever.
+                        records = self._unstorable(pipeline, records, exc, status, made)
+                        await asyncio.sleep(0)  # let a stop signal in between passes
+            except BaseException as exc:
+                await settle_ack(ack, exc)
+                raise
+            self.state.appended()
+            await settle_ack(ack, None)
             status.last_batch_seconds = time.perf_counter() - started
 
     def _unstorable(
@@ -510,7 +435,7 @@ class Worker:
             log.error("dropped a dead letter the store cannot encode: %s", exc)
             return rest
         status.records_out -= 1
-        dead = self._dead_letters(
+        dead = dead_letters(
             pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status
         )
         made.update(map(id, dead))
@@ -525,6 +450,7 @@ class Worker:
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(sink, Sink)
+        self._classifiers[f"sink {group}"] = sink.classify_error
         try:
             info = await self.store.group(group)
             await sink.open(info.state)
@@ -532,12 +458,15 @@ class Worker:
                 # Commit the fresh sink's state before any record: the output it just created
                 # is then its own, and a crash before the first flush does not leave behind
                 # a file it would have to treat as someone else's (see the file sink).
-                state = await sink.flush()
+                flushed = await sink.flush()
+                state = flushed.state if isinstance(flushed, Flushed) else flushed
                 if state is not None:
                     await self.store.commit(group, {}, state)
             status.set("RUNNING")
             log.info("sink %s started at %s", group, info.offsets or "the beginning")
-            await SinkLoop(self, pipeline, loaded, sink, status, info.offsets).run()
+            await SinkLoop(
+                self.state, self.store, pipeline, loaded, sink, status, info.offsets
+            ).run()
         finally:
             with contextlib.suppress(Exception):
                 await sink.close()
@@ -557,6 +486,34 @@ class Worker:
             status.failed,
             status.dead_lettered,
         )
+
+
+async def settle_ack(ack: Ack | None, error: BaseException | None) -> None:
+    """Tell a source what became of a batch (:attr:`SourceBatch.ack`); the worker calls this
+    exactly once per batch. An ack that raises is logged: the batch's fate does not change."""
+    if ack is None:
+        return
+    try:
+        result = ack(error)
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:
+        log.warning("a source's ack callback raised %s: %s", type(exc).__name__, exc)
+
+
+def _appender_error(appender: asyncio.Task[None]) -> BaseException:
+    """Why batches still queued for ``appender`` will never be appended."""
+    if appender.done() and not appender.cancelled() and appender.exception() is not None:
+        return appender.exception()  # type: ignore[return-value]
+    return RuntimeError("the worker stopped before the batch was appended to the mesh store")
+
+
+async def _fail_queued(queue: asyncio.Queue[Any], appender: asyncio.Task[None]) -> None:
+    """Fail the acks of batches left in ``queue`` after its appender ended (it failed)."""
+    while not queue.empty():
+        item = queue.get_nowait()
+        if item is not _DONE:
+            await settle_ack(item[2], _appender_error(appender))
 
 
 async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None]) -> bool:

@@ -13,6 +13,7 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -23,6 +24,7 @@ from meshconnect.errors import (
     DataError,
     MeshconnectError,
     PluginError,
+    RestartError,
     RetriableError,
     StoreError,
     ValidationErrors,
@@ -220,9 +222,100 @@ def test_a_full_disk_under_the_file_sink_restarts_it_instead_of_retrying_in_plac
         await sink.write([Record({"n": 1})])
         with pytest.raises(FileIOFailure, match="No space left") as failure:
             await sink.flush()
-        assert classify(failure.value) is None
+        assert classify(failure.value) is RestartError
         assert classify(failure.value.__cause__) is RetriableError  # type: ignore[arg-type]
         with contextlib.suppress(OSError):  # the worker ignores errors of close() too
             await sink.close()
 
     asyncio.run(main())
+
+
+class ThrottledByTheService(Exception):
+    """What a client library might raise for a 429 (the core knows nothing of it)."""
+
+
+class BadCredentials(Exception):
+    """What a client library might raise for a 401."""
+
+
+def library_mapping(exc: BaseException) -> type[MeshconnectError] | None:
+    if isinstance(exc, ThrottledByTheService):
+        return RetriableError
+    if isinstance(exc, BadCredentials):
+        return ConfigError
+    if isinstance(exc, ZeroDivisionError):
+        raise RuntimeError("a broken mapping")
+    return None
+
+
+def test_a_connector_mapping_comes_first_and_falls_back_to_the_builtin_table() -> None:
+    assert classify(ThrottledByTheService()) is None
+    assert classify(ThrottledByTheService(), library_mapping) is RetriableError
+    assert classify(BadCredentials(), library_mapping) is ConfigError
+    assert classify(TimeoutError(), library_mapping) is RetriableError  # not mapped: builtin
+    assert classify(ZeroDivisionError(), library_mapping) is DataError  # mapping raised
+    assert classify(RestartError("part-way")) is RestartError
+
+
+async def test_the_worker_retries_and_stops_by_the_connectors_own_mapping(
+    tmp_path: Path,
+) -> None:
+    """A sink whose library raises ThrottledByTheService twice is retried in place (its
+    mapping says retriable); a source whose library raises BadCredentials is stopped for good
+    (its mapping says config), without restarts."""
+    from meshconnect import ConnectorConfig, ConnectorSpec, Sink, Source, hookimpl
+    from meshconnect.testing import run_pipelines
+
+    calls: list[str] = []
+
+    class Cfg(ConnectorConfig):
+        pass
+
+    class ThrottledSink(Sink[Cfg]):
+        async def write(self, records: Any) -> None:
+            calls.append("write")
+            if len(calls) <= 2:
+                raise ThrottledByTheService("slow down")
+
+        def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+            return library_mapping(exc)
+
+    class LockedOutSource(Source[Cfg]):
+        bounded = True
+
+        async def poll(self) -> Any:
+            calls.append("poll")
+            raise BadCredentials("401")
+
+        def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+            return library_mapping(exc)
+
+    class Plugin:
+        @hookimpl
+        def meshconnect_connectors(self) -> list[ConnectorSpec]:
+            return [
+                ConnectorSpec("throttled", "sink", Cfg, ThrottledSink),
+                ConnectorSpec("lockedout", "source", Cfg, LockedOutSource),
+            ]
+
+    registry = test_registry()
+    registry.register(Plugin(), "mapping")
+    sink_file = tmp_path / "sink.yaml"
+    sink_file.write_text(
+        "pipelines:\n"
+        "  - name: p\n"
+        "    source: {connector: memory, config: {records: [{n: 1}]}}\n"
+        "    sinks:\n"
+        "      - connector: throttled\n"
+        "        errors: {retry: {max_attempts: 5, initial_backoff: 1ms}}\n"
+    )
+    store = f"sqlite:///{tmp_path / 'a.db'}"
+    assert await run_pipelines([sink_file], store, registry=registry) == 0
+    assert calls == ["write", "write", "write"]
+    calls.clear()
+    source_file = tmp_path / "source.yaml"
+    source_file.write_text("pipelines:\n  - name: q\n    source: {connector: lockedout}\n")
+    store = f"sqlite:///{tmp_path / 'b.db'}"
+    code = await run_pipelines([source_file], store, registry=registry, restart_backoff=0.001)
+    assert code == 1
+    assert calls == ["poll"]  # neither retried nor restarted

@@ -331,3 +331,26 @@ async def test_a_sink_transform_failing_for_good_is_dead_lettered_after_its_atte
     assert dead.extensions["errorstage"] == "sinks[0].transforms[0] (flaky)"
     assert dead.extensions["errorattempts"] == 3
     assert "lookup service unavailable" in dead.extensions["errormessage"]
+
+
+def test_one_backoff_with_equal_jitter_for_retries_and_restarts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The wait after attempt n lies between half and all of min(max, initial * 2^(n-1)), as
+    docs/errors.md says; retries (backoff_delay) and the supervisor's restarts use it."""
+    import random
+
+    from meshconnect import worker
+    from meshconnect.config.model import RetryPolicy
+    from meshconnect.errorpolicy import backoff, backoff_delay
+
+    policy = RetryPolicy(initial_backoff=0.2, max_backoff=3.0)
+    for attempt, ceiling in [(1, 0.2), (2, 0.4), (4, 1.6), (5, 3.0), (200, 3.0)]:
+        waits = [backoff_delay(policy, attempt) for _ in range(300)]
+        assert ceiling / 2 <= min(waits) and max(waits) <= ceiling
+        assert max(waits) - min(waits) > ceiling / 4  # jittered, not fixed
+    random.seed(7)
+    first = backoff(3, 1.0, 60.0)
+    random.seed(7)
+    assert backoff_delay(RetryPolicy(initial_backoff=1.0, max_backoff=60.0), 3) == first
+    assert worker.backoff is backoff  # the supervisor's restarts use the same function

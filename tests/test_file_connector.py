@@ -20,7 +20,7 @@ from meshconnect.connectors.file.sink import FileSink
 from meshconnect.connectors.file.source import FileSource
 from meshconnect.errors import ConfigError, DataError
 from meshconnect.records import Record
-from meshconnect.testing import SourceConformance
+from meshconnect.testing import SinkConformance, SourceConformance
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -306,6 +306,30 @@ class TestFileSourceConformance(SourceConformance):
             write(tmp_path / "a.jsonl", json_lines(*range(5)) + b"bad\n" + json_lines(5, 6))
             write(tmp_path / "b.jsonl", json_lines(*range(10, 17)) + b"17")
         return FileSource(FileSourceConfig(path="*.jsonl", batch_size=3), context(tmp_path))
+
+
+class TestFileSinkConformance(SinkConformance):
+    """The shared sink contract: truncate-to-checkpoint redelivery, a poison record alone."""
+
+    def make_sink(self, tmp_path: Path) -> FileSink:
+        return FileSink(FileSinkConfig(path="out/sink.jsonl"), context(tmp_path))
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        path = tmp_path / "out" / "sink.jsonl"
+        return [orjson.loads(line)["n"] for line in path.read_bytes().splitlines()]
+
+    def poison_record(self, i: int) -> Record:
+        return Record({"n": i, "when": object()}, id="poison")  # no JSON for an object
+
+
+class TestRotatingFileSinkConformance(TestFileSinkConformance):
+    def make_sink(self, tmp_path: Path) -> FileSink:
+        config = FileSinkConfig(path="out/sink.jsonl", rotate_bytes=64)
+        return FileSink(config, context(tmp_path))
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        files = sorted((tmp_path / "out").glob("sink*.jsonl"), key=lambda p: (len(p.name), p))
+        return [orjson.loads(line)["n"] for f in files for line in f.read_bytes().splitlines()]
 
 
 # -- source: following files -------------------------------------------------------------------

@@ -1,9 +1,9 @@
-"""The mesh store contract (meshconnect.mesh.store), checked against every backend.
+"""The mesh store contract (meshconnect.testing.StoreConformance), run against both built-in
+backends, and what only they can do: the SQLite file from other processes and under SIGKILL,
+the memory store's names, the plugin registration and URLs.
 
-The ``make_store`` fixture is parametrized over the backends (ids ``sqlite`` and ``memory``);
-every store it makes shares one set of data (the same file, the same memory name), so the
-tests of reopening and of a second instance run against both. Tests of what only a file can
-do (other processes, SIGKILL) come last.
+Every store a class's factory makes shares one set of data (the same file, the same memory
+name), so the tests of reopening and of a second instance run against both.
 """
 
 from __future__ import annotations
@@ -16,70 +16,31 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from meshconnect.errors import ConfigError, DataError, StoreError
+from meshconnect.errors import ConfigError, StoreError
 from meshconnect.mesh import codec
 from meshconnect.mesh.memory import MemoryStore
 from meshconnect.mesh.sqlite import SqliteStore
-from meshconnect.mesh.store import GroupInfo, MeshStore, Retention, TopicInfo
+from meshconnect.mesh.store import MeshStore
 from meshconnect.records import Record
+from meshconnect.testing import FakeClock, StoreConformance
 
 
-class FakeClock:
-    """A clock the tests move by hand (unix seconds)."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def make_store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
-) -> Iterator[Callable[[], MeshStore]]:
-    """Makes unopened stores that all share the same data."""
-    if request.param == "sqlite":
+class TestSqliteStore(StoreConformance):
+    def store_factory(self, tmp_path: Path, clock: FakeClock) -> Callable[[], MeshStore]:
         url = f"sqlite:///{tmp_path / 'state' / 'mesh.db'}"
-        yield lambda: SqliteStore(url, clock=clock, poll_interval=0.05)
-    else:
+        return lambda: SqliteStore(url, clock=clock, poll_interval=0.05)
+
+
+class TestMemoryStore(StoreConformance):
+    def store_factory(self, tmp_path: Path, clock: FakeClock) -> Callable[[], MeshStore]:
         name = f"test-{uuid.uuid4().hex}"
-        yield lambda: MemoryStore(f"memory://{name}", clock=clock, poll_interval=0.05)
-        MemoryStore.discard(name)
-
-
-@pytest.fixture
-async def open_store(
-    make_store: Callable[[], MeshStore],
-) -> AsyncIterator[Callable[[], Awaitable[MeshStore]]]:
-    """Opens another store on the same data; every one is closed after the test."""
-    opened: list[MeshStore] = []
-
-    async def _open() -> MeshStore:
-        store = make_store()
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield _open
-    for store in opened:
-        await store.close()
-
-
-@pytest.fixture
-async def store(open_store: Callable[[], Awaitable[MeshStore]]) -> MeshStore:
-    return await open_store()
+        return lambda: MemoryStore(f"memory://{name}", clock=clock, poll_interval=0.05)
 
 
 def rec(topic: str | None = "orders", data: Any = None, **attributes: Any) -> Record:
@@ -94,399 +55,9 @@ async def read_all(store: MeshStore, topic: str) -> list[Record]:
     return await store.read(topic, 0, 1_000_000)
 
 
-# -- append ------------------------------------------------------------------------------------
-
-
-async def test_append_assigns_consecutive_offsets_per_topic(store: MeshStore) -> None:
-    records = [rec("a"), rec("b"), rec("a"), rec("a"), rec("b")]
-
-    first = await store.append(records)
-    second = await store.append([rec("b"), rec("a")])
-
-    assert first == [0, 0, 1, 2, 1]
-    assert [r.offset for r in records] == first
-    assert [r.topic for r in records] == ["a", "b", "a", "a", "b"]
-    assert second == [2, 3]
-
-
-async def test_append_commits_source_positions_with_the_records(store: MeshStore) -> None:
-    await store.append(batch(2), {("file", "a.jsonl"): {"offset": 10}})
-    await store.append(batch(1), {("file", "a.jsonl"): {"offset": 15}, ("file", "b"): {"x": 1}})
-    await store.append([], {("other", "p"): {"n": 1}})
-
-    assert await store.positions("file") == {"a.jsonl": {"offset": 15}, "b": {"x": 1}}
-    assert await store.positions("other") == {"p": {"n": 1}}
-    assert await store.positions("unknown") == {}
-    assert await store.source_ids() == ["file", "other"]
-
-
-async def test_append_with_a_bad_position_writes_nothing(store: MeshStore) -> None:
-    await store.append(batch(1), {("c", "p"): {"n": 1}})
-    records = batch(3)
-
-    with pytest.raises(StoreError, match="not JSON-serialisable"):
-        await store.append(records, {("c", "p"): {"n": 4}, ("c", "q"): {"bad": object()}})
-
-    assert await store.end_offsets(["orders"]) == {"orders": 1}
-    assert await store.positions("c") == {"p": {"n": 1}}
-    assert [r.offset for r in records] == [None, None, None]
-
-
-async def test_append_with_unserialisable_data_names_the_record_and_writes_nothing(
-    store: MeshStore,
-) -> None:
-    records = [*batch(2), rec("orders", {"a set": {1, 2}}), rec("new-topic", {"ok": 1})]
-
-    with pytest.raises(DataError, match="record 2 of the batch") as caught:
-        await store.append(records, {("c", "p"): {"n": 4}})
-
-    assert isinstance(caught.value, codec.RecordEncodingError)
-    assert caught.value.record is records[2]
-    assert await store.topics() == []
-    assert await store.positions("c") == {}
-    assert await store.append([rec("new-topic")]) == [0]
-
-
-async def test_a_record_with_a_non_string_attribute_names_the_record(store: MeshStore) -> None:
-    records = [rec(), rec(subject={"not": "a string"})]
-
-    with pytest.raises(DataError, match=r"record 1 of the batch.*subject"):
-        await store.append(records)
-
-    assert await store.topics() == []
-
-
-async def test_a_record_without_topic_is_rejected(store: MeshStore) -> None:
-    with pytest.raises(ValueError, match="topic is None"):
-        await store.append([rec("orders"), rec(None)], {("c", "p"): {"n": 2}})
-
-    assert await store.topics() == []
-    assert await store.positions("c") == {}
-
-
-async def test_concurrent_appends_get_distinct_offsets(store: MeshStore) -> None:
-    results = await asyncio.gather(*(store.append(batch(10)) for _ in range(5)))
-
-    assert sorted(offset for offsets in results for offset in offsets) == list(range(50))
-    assert all(offsets == list(range(offsets[0], offsets[0] + 10)) for offsets in results)
-
-
-# -- read --------------------------------------------------------------------------------------
-
-
-async def test_read_from_an_offset_with_a_limit(store: MeshStore) -> None:
-    await store.append(batch(10))
-
-    got = await store.read("orders", 3, 4)
-
-    assert [(r.topic, r.offset, r.data) for r in got] == [
-        ("orders", 3, {"i": 3}),
-        ("orders", 4, {"i": 4}),
-        ("orders", 5, {"i": 5}),
-        ("orders", 6, {"i": 6}),
-    ]
-
-
-async def test_read_past_the_end_or_of_an_unknown_topic_is_empty(store: MeshStore) -> None:
-    await store.append(batch(3))
-
-    assert await store.read("orders", 3, 10) == []
-    assert await store.read("orders", 0, 0) == []
-    assert await store.read("nothing-here", 0, 10) == []
-
-
-async def test_every_field_survives_the_round_trip(store: MeshStore) -> None:
-    records = [
-        rec(data={"name": "Zoë", "emoji": "🦀", "n": 2**63 - 1, "f": 0.1, "nested": [1, None]}),
-        rec(data=b"\x00\xffbinary"),
-        rec(data=None),
-        rec(data="just a string"),
-        rec(data=[1, "two", 3.0]),
-        rec(data=0),
-        rec(data=False),
-        rec(
-            data={"x": 1},
-            id="id-1",
-            source="/mysql/shop",
-            type="com.example.created",
-            subject="orders/42",
-            time="2024-05-01T12:00:00Z",
-            datacontenttype="application/json",
-            dataschema="https://example.com/schema",
-            extensions={"partitionkey": "42", "sequence": 7, "replay": True},
-        ),
-        rec(data="text", datacontenttype=None, extensions={"unicode": "välue"}),
-    ]
-    await store.append(records)
-
-    got = await read_all(store, "orders")
-
-    assert got == records
-    assert [r.offset for r in got] == list(range(len(records)))
-    assert type(got[1].data) is bytes
-    assert got[2].data is None
-    assert got[7].extensions == {"partitionkey": "42", "sequence": 7, "replay": True}
-
-
-async def test_reads_from_every_offset_agree_with_what_was_appended(store: MeshStore) -> None:
-    """Whatever serves a read (SQL or this process's tail of recent appends), every window of
-    the topic comes back in order with the right offsets."""
-    for start in range(0, 30, 7):
-        await store.append(batch(7, start=start))
-
-    windows = [await store.read("orders", offset, 5) for offset in range(0, 36)]
-
-    for offset, window in enumerate(windows):
-        assert [r.offset for r in window] == list(range(offset, min(offset + 5, 35)))
-        assert [r.data["i"] for r in window] == list(range(offset, min(offset + 5, 35)))
-
-
-async def test_bytearray_data_is_stored_as_bytes(store: MeshStore) -> None:
-    await store.append([rec(data=bytearray(b"abc"))])
-
-    (got,) = await read_all(store, "orders")
-
-    assert got.data == b"abc"
-
-
 def test_the_codec_sets_every_record_slot() -> None:
     """decode_rows fills Record slots directly; a new slot must be added to the codec."""
     assert sorted(codec.RECORD_SLOTS) == sorted(Record.__slots__)
-
-
-async def test_topics_and_end_offsets(store: MeshStore) -> None:
-    await store.append([*batch(3, "b"), *batch(2, "a")])
-
-    assert await store.topics() == [TopicInfo("a", 0, 2), TopicInfo("b", 0, 3)]
-    assert await store.end_offsets(["a", "b", "unknown"]) == {"a": 2, "b": 3, "unknown": 0}
-
-
-# -- consumer groups ---------------------------------------------------------------------------
-
-
-async def test_commit_and_read_back_a_group(store: MeshStore) -> None:
-    await store.commit("archive", {"orders": 3, "users": 7}, {"size": 1024})
-
-    assert await store.group("archive") == GroupInfo(
-        "archive", {"orders": 3, "users": 7}, {"size": 1024}
-    )
-
-
-async def test_a_group_never_committed_is_empty(store: MeshStore) -> None:
-    assert await store.group("nobody") == GroupInfo("nobody", {}, None)
-
-
-async def test_commit_of_some_topics_keeps_the_others(store: MeshStore) -> None:
-    await store.commit("g", {"a": 1, "b": 2}, {"v": 1})
-
-    await store.commit("g", {"b": 5})
-
-    assert await store.group("g") == GroupInfo("g", {"a": 1, "b": 5}, None)
-
-
-async def test_commit_with_a_bad_state_commits_nothing(store: MeshStore) -> None:
-    await store.commit("g", {"a": 1}, {"v": 1})
-
-    with pytest.raises(StoreError, match="not JSON-serialisable"):
-        await store.commit("g", {"a": 2}, {"v": object()})
-
-    assert await store.group("g") == GroupInfo("g", {"a": 1}, {"v": 1})
-
-
-async def test_groups_lists_every_group(store: MeshStore) -> None:
-    await store.commit("b", {"t": 1})
-    await store.commit("a", {}, {"s": 1})
-
-    assert await store.groups() == [GroupInfo("a", {}, {"s": 1}), GroupInfo("b", {"t": 1})]
-
-
-async def test_reset_group_replaces_offsets_and_keeps_the_sink_state(store: MeshStore) -> None:
-    """The state says what output the sink owns (a file's size): a reset moves offsets only,
-    or the sink would start a fresh output and discard what it wrote (issue 9 item 3)."""
-    await store.commit("g", {"a": 10, "b": 20}, {"size": 5})
-
-    await store.reset_group("g", {"a": 0})
-
-    assert await store.group("g") == GroupInfo("g", {"a": 0}, {"size": 5})
-
-
-async def test_reset_group_to_none_forgets_the_offsets_and_keeps_the_state(
-    store: MeshStore,
-) -> None:
-    await store.commit("g", {"a": 10}, {"size": 5})
-
-    await store.reset_group("g", None)
-
-    assert await store.group("g") == GroupInfo("g", {}, {"size": 5})
-
-
-async def test_reset_group_of_a_group_without_state_forgets_it(store: MeshStore) -> None:
-    await store.commit("g", {"a": 10})
-
-    await store.reset_group("g", None)
-
-    assert await store.group("g") == GroupInfo("g", {}, None)
-
-
-# -- source positions --------------------------------------------------------------------------
-
-
-async def test_set_positions_replaces_one_connectors_positions(store: MeshStore) -> None:
-    await store.append([], {("c", "p1"): {"n": 1}, ("c", "p2"): {"n": 2}, ("d", "p"): {"n": 3}})
-
-    await store.set_positions("c", {"p3": {"n": 0}})
-    assert await store.positions("c") == {"p3": {"n": 0}}
-
-    await store.set_positions("c", None)
-    assert await store.positions("c") == {}
-    assert await store.positions("d") == {"p": {"n": 3}}
-
-
-# -- retention ---------------------------------------------------------------------------------
-
-
-async def test_retention_by_count_keeps_the_newest(store: MeshStore) -> None:
-    await store.append(batch(10))
-
-    deleted = await store.apply_retention("orders", Retention(max_records=3))
-
-    assert deleted == 7
-    assert await store.topics() == [TopicInfo("orders", 7, 10)]
-    assert [(r.offset, r.data) for r in await read_all(store, "orders")] == [
-        (7, {"i": 7}),
-        (8, {"i": 8}),
-        (9, {"i": 9}),
-    ]
-
-
-async def test_retention_by_size_drops_the_oldest_batches_and_keeps_the_newest(
-    store: MeshStore,
-) -> None:
-    for start in range(0, 100, 10):
-        await store.append([rec(data={"i": i, "pad": "x" * 200}) for i in range(start, start + 10)])
-
-    deleted = await store.apply_retention("orders", Retention(max_bytes=6_000))
-    alone = await store.apply_retention("orders", Retention(max_bytes=1))
-
-    (topic,) = await store.topics()
-    kept = [r.data["i"] for r in await read_all(store, "orders")]
-    assert 40 <= deleted < 100  # ~2.3 kB a batch: about a quarter of them fit in 6 kB
-    # what stays is the newest: at least its last record (the last batch, where the backend
-    # stores batches)
-    assert topic.end == 100 and 1 <= len(kept) <= 10
-    assert kept == list(range(100 - len(kept), 100)) and deleted + alone == 100 - len(kept)
-
-
-async def test_retention_by_age_drops_what_is_older(store: MeshStore, clock: FakeClock) -> None:
-    await store.append(batch(4))
-    clock.now += 100
-    await store.append(batch(2, start=4))
-    clock.now += 50
-
-    deleted = await store.apply_retention("orders", Retention(max_age_s=120))
-
-    assert deleted == 4
-    assert await store.topics() == [TopicInfo("orders", 4, 6)]
-    assert await store.apply_retention("orders", Retention(max_age_s=120)) == 0
-
-
-async def test_retention_of_everything_leaves_an_empty_topic_with_its_end(
-    store: MeshStore, clock: FakeClock
-) -> None:
-    await store.append(batch(5))
-    clock.now += 1000
-
-    deleted = await store.apply_retention("orders", Retention(max_age_s=10, max_records=100))
-
-    assert deleted == 5
-    assert await store.topics() == [TopicInfo("orders", 5, 5)]
-    assert await store.append(batch(1)) == [5]
-
-
-async def test_reading_below_the_start_reads_from_the_start(store: MeshStore) -> None:
-    await store.append(batch(10))
-    await store.apply_retention("orders", Retention(max_records=4))
-
-    got = await store.read("orders", 2, 2)
-
-    assert [r.offset for r in got] == [6, 7]
-
-
-async def test_retention_of_an_unknown_topic_deletes_nothing(store: MeshStore) -> None:
-    assert await store.apply_retention("nothing", Retention(max_records=0)) == 0
-
-
-# -- lifecycle, reopening, a second instance ---------------------------------------------------
-
-
-async def test_data_survives_close_and_reopen(
-    store: MeshStore, open_store: Callable[[], Awaitable[MeshStore]]
-) -> None:
-    await store.append(batch(3), {("c", "p"): {"n": 3}})
-    await store.commit("g", {"orders": 2}, {"size": 9})
-    await store.close()
-
-    reopened = await open_store()
-
-    assert [r.data for r in await read_all(reopened, "orders")] == [{"i": 0}, {"i": 1}, {"i": 2}]
-    assert await reopened.positions("c") == {"p": {"n": 3}}
-    assert await reopened.group("g") == GroupInfo("g", {"orders": 2}, {"size": 9})
-
-
-async def test_offsets_continue_after_reopen(
-    store: MeshStore, open_store: Callable[[], Awaitable[MeshStore]]
-) -> None:
-    await store.append(batch(3))
-    await store.close()
-    reopened = await open_store()
-
-    assert await reopened.append(batch(2)) == [3, 4]
-
-
-async def test_a_second_instance_reads_and_appends_alongside_the_first(
-    store: MeshStore, open_store: Callable[[], Awaitable[MeshStore]]
-) -> None:
-    other = await open_store()
-
-    await store.append(batch(2))
-    assert len(await read_all(other, "orders")) == 2
-    assert await other.append(batch(2)) == [2, 3]
-    assert await store.append([*batch(1), rec("new")]) == [4, 0]
-    assert await other.append([rec("new")]) == [1]
-
-    assert [r.offset for r in await read_all(store, "orders")] == [0, 1, 2, 3, 4]
-    assert [r.offset for r in await store.read("orders", 3, 10)] == [3, 4]
-    assert [r.offset for r in await other.read("orders", 1, 10)] == [1, 2, 3, 4]
-
-
-async def test_open_and_close_are_idempotent(make_store: Callable[[], MeshStore]) -> None:
-    store = make_store()
-    await store.close()  # before open: nothing to release
-    await store.open()
-    await store.open()
-    await store.append(batch(1))
-    await store.close()
-    await store.close()
-
-    with pytest.raises(StoreError, match="not open"):
-        await store.read("orders", 0, 10)
-
-
-async def test_data_changed_wakes_a_reader_on_append(store: MeshStore) -> None:
-    waiter = asyncio.ensure_future(store.data_changed())
-    await asyncio.sleep(0)
-
-    await store.append(batch(1))
-
-    await asyncio.wait_for(waiter, 1.0)
-
-
-async def test_data_changed_also_completes_without_appends(store: MeshStore) -> None:
-    """Readers poll too: another process may append without telling this one."""
-    await asyncio.wait_for(store.data_changed(), 2.0)
-
-
-# -- the plugin --------------------------------------------------------------------------------
 
 
 async def test_unnamed_memory_stores_share_nothing() -> None:

@@ -404,3 +404,41 @@ def test_cast_and_mask_take_decimals() -> None:
     masked = Record({"m": Decimal("9.5")})
     build("mask", fields=["data.m"], mode="typed", replacement="123.0").apply(masked)
     assert (masked.data["m"], str(masked.data["m"])) == (Decimal("123.0"), "123.0")
+
+
+BOOLEAN_WORDS = [
+    ("true", True),
+    ("Yes", True),
+    (" on ", True),
+    ("1", True),
+    ("y", True),
+    ("T", True),
+    ("false", False),
+    ("NO", False),
+    ("off", False),
+    ("0", False),
+    ("n", False),
+    ("f", False),
+    ("", False),
+    ("maybe", None),
+    ("yess", None),
+    ("2", None),
+]
+
+
+@pytest.mark.parametrize(("word", "expected"), BOOLEAN_WORDS)
+def test_cast_bool_and_the_bool_function_read_every_word_alike(word: str, expected: Any) -> None:
+    """One parser (meshconnect.booleans): `cast: bool` and `bool()` in expressions agree."""
+    from meshconnect.errors import DataError
+    from meshconnect.expr import Compiler
+
+    record = Record({"v": word})
+    read = Compiler().expression("bool(data.v)", field="value")
+    if expected is None:
+        with pytest.raises(DataError, match="bool\\(\\) cannot read"):
+            read(record)
+        fails_unchanged(build("cast", fields={"data.v": "bool"}), record, "is not a boolean")
+        return
+    assert read(record) is expected
+    build("cast", fields={"data.v": "bool"}).apply(record)
+    assert record.data["v"] is expected

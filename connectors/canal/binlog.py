@@ -40,7 +40,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from meshconnect.errors import ConfigError, RetriableError
+from meshconnect import ConfigError, RetriableError
 
 from . import _charsets
 from . import _rowcodec as ft  # the binlog column type codes and codecs

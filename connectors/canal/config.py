@@ -15,8 +15,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from meshconnect.api import ConnectorConfig
-from meshconnect.config.model import Duration
+from meshconnect import ConnectorConfig, Duration
 
 __all__ = ["CanalSourceConfig", "ColumnFilter", "TableMatcher"]
 

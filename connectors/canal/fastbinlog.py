@@ -45,6 +45,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from meshconnect import ConfigError, RetriableError
 from meshconnect.connectors.canal._rowcodec import parse_table_map
 from meshconnect.connectors.canal._rowgen import RowDecoder
 from meshconnect.connectors.canal.events import (
@@ -58,7 +59,6 @@ from meshconnect.connectors.canal.events import (
     TableFilter,
     XidEvent,
 )
-from meshconnect.errors import ConfigError, RetriableError
 
 __all__ = ["FastReader"]
 

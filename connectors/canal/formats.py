@@ -35,9 +35,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from meshconnect import jsonvalue
-from meshconnect.errors import ConfigError, DataError
-from meshconnect.records import Record
+from meshconnect import ConfigError, DataError, Record, jsonvalue
 
 from ._fixedbin import TEXT_OF
 from .coltypes import binlog_type, same_definition

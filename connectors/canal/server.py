@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from meshconnect.errors import ConfigError, RetriableError
+from meshconnect import ConfigError, RetriableError
 
 from .config import CanalSourceConfig
 

@@ -36,8 +36,7 @@ from collections import Counter
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from meshconnect.errors import RetriableError
-from meshconnect.records import Record
+from meshconnect import Record, RetriableError
 
 from .config import TableMatcher
 from .events import RowsEvent

@@ -35,9 +35,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from meshconnect.api import ConnectorContext, Position, Source, SourceBatch
-from meshconnect.errors import ConfigError, RetriableError
-from meshconnect.records import Record
+from meshconnect import (
+    ConfigError,
+    ConnectorContext,
+    Position,
+    Record,
+    RetriableError,
+    Source,
+    SourceBatch,
+)
 
 from .config import CanalSourceConfig
 from .ddl import parse_ddl

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from meshconnect.api import Position
-from meshconnect.records import Record
+from meshconnect import Position, Record
 
 from .config import FileSourceConfig
 

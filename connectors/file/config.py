@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from meshconnect.api import ConnectorConfig
-from meshconnect.config.model import ByteSize, Duration
+from meshconnect import ByteSize, ConnectorConfig, Duration
 
 __all__ = ["FileSinkConfig", "FileSourceConfig"]
 

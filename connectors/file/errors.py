@@ -7,22 +7,22 @@
   ``EDQUOT`` ...) may strike after part of a batch reached the disk or the source's read
   position moved, so retrying the call in place could lose or repeat lines. It is a
   :class:`FileIOFailure` instead: the worker restarts the connector with backoff from its
-  committed offsets (the sink truncates to its checkpoint), which is the safe retry. A path or
-  permission error there is a ``ConfigError`` as at opening.
+  committed offsets (the sink truncates to its checkpoint), which is the safe retry: the
+  taxonomy's :class:`~meshconnect.errors.RestartError`. A path or permission error there is a
+  ``ConfigError`` as at opening.
 """
 
 from __future__ import annotations
 
-from meshconnect.errors import ConfigError, MeshconnectError, classify
+from meshconnect import ConfigError, MeshconnectError, RestartError, classify
 
 __all__ = ["FileIOFailure", "io_error"]
 
 
-class FileIOFailure(MeshconnectError):
-    """A read or write failed part-way: restart the connector from its committed offsets.
-
-    Deliberately outside the taxonomy's classes: ``classify`` gives ``None``, so the worker
-    neither retries the call in place nor dead-letters records, it restarts the connector."""
+class FileIOFailure(RestartError):
+    """A read or write failed part-way: restart the connector from its committed offsets
+    (a :class:`~meshconnect.errors.RestartError`: neither retried in place nor
+    dead-lettered)."""
 
 
 def io_error(exc: OSError, what: str) -> MeshconnectError:

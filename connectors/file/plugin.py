@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from meshconnect.api import ConnectorSpec
-from meshconnect.hookspecs import hookimpl
+from meshconnect import ConnectorSpec, hookimpl
 
 from .config import FileSinkConfig, FileSourceConfig
 

@@ -44,9 +44,7 @@ from typing import IO, Any
 
 import orjson
 
-from meshconnect.api import ConnectorContext, Sink
-from meshconnect.errors import ConfigError, DataError
-from meshconnect.records import Record
+from meshconnect import ConfigError, ConnectorContext, DataError, Record, Sink
 
 from .config import FileSinkConfig
 from .errors import io_error

@@ -57,13 +57,20 @@ import io
 import os
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 import orjson
 
-from meshconnect.api import ConnectorContext, Position, Source, SourceBatch
-from meshconnect.errors import ConfigError, DataError
+from meshconnect import (
+    ConfigError,
+    ConnectorContext,
+    DataError,
+    Position,
+    Record,
+    Source,
+    SourceBatch,
+)
 from meshconnect.eventrules import loads_event
-from meshconnect.records import Record, now_iso
 
 from ._partitions import (
     BOM,
@@ -427,7 +434,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
             source=t.source,
             type=self._type,
             subject=t.subject,
-            time=now_iso(),
+            time=_now_iso(),
             datacontenttype="text/plain",  # the raw line, whatever the format promised
         )
         return record, DataError(f"{where}: {problem}")
@@ -438,7 +445,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         loads, decode, append = orjson.loads, self._decode, records.append
         make = Record.fast
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
-        now = now_iso()  # ingestion time: a JSON line has no event time the source knows
+        now = _now_iso()  # ingestion time: a JSON line has no event time the source knows
         offset = t.offset
         for i, line in enumerate(lines):
             try:
@@ -458,7 +465,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         encoding, append = self._encoding, records.append
         make = Record.fast
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
-        now = now_iso()
+        now = _now_iso()
         offset = t.offset
         for i, line in enumerate(lines):
             try:
@@ -505,7 +512,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         newline (see ``_complete_last_line``)."""
         encoding, delimiter, append = self._encoding, self.config.delimiter, records.append
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
-        now = now_iso()
+        now = _now_iso()
         offset = t.offset
         i, count = 0, len(lines)
         while i < count:
@@ -567,6 +574,11 @@ class FileSource(Partitions, Source[FileSourceConfig]):
             i = j
         t.offset = offset
         return count
+
+
+def _now_iso() -> str:
+    """The ingestion time: now, as an RFC 3339 timestamp in UTC."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _header_problem(names: list[str]) -> str:

@@ -346,7 +346,7 @@ class _Session:
     def topic_checks(self, file: _File, built: _Built, raw: dict[Any, Any], path: YamlPath) -> None:
         """Literal topic names obey the rule of :mod:`.topics`; a source does not dead-letter
         into its own pipeline's topics; sinks are collected for the dead-letter loop check."""
-        from ..sinkloop import template_glob
+        from ..mesh.routing import template_glob
         from ..transforms.routing import RouteOptions
 
         def check(text: Any, at: YamlPath, glob: bool = False) -> None:

@@ -85,7 +85,9 @@ class _Model(BaseModel):
 
 
 class RetryPolicy(_Model):
-    """Retries of retriable errors, with exponential backoff and full jitter."""
+    """Retries of retriable errors, with exponential backoff and equal jitter (the wait after
+    attempt n is drawn between half and all of ``min(max_backoff, initial_backoff * 2**(n-1))``;
+    :func:`meshconnect.errorpolicy.backoff`)."""
 
     max_attempts: int = Field(5, ge=1, description="Attempts in all, the first included.")
     initial_backoff: Duration = Field(0.2, description="Wait before the second attempt.")

@@ -61,8 +61,9 @@ Functions
                              ``float('nan')`` are errors); ``null`` for null.
     ``str(x)``               ``x`` as text, as a template renders it (objects and arrays as
                              compact JSON, booleans as ``true``/``false``); ``null`` for null.
-    ``bool(x)``              truthiness, except that the strings ``true/yes/on/1`` and
-                             ``false/no/off/0/''`` (any case) are read as booleans.
+    ``bool(x)``              truthiness, except that the strings ``true/yes/on/1/y/t`` and
+                             ``false/no/off/0/n/f/''`` (any case) are read as booleans, as
+                             ``cast: bool`` reads them (:mod:`meshconnect.booleans`).
     ``abs(x)``, ``round(x[, digits])``, ``floor(x)``, ``ceil(x)``
                              absolute value; rounding half to even; integer below/above;
                              ``null`` for ``null``.
@@ -120,7 +121,7 @@ from ._compiler import Compiler, Expression, Predicate
 from ._errors import ExpressionError
 from ._functions import BUILTIN_FUNCTIONS
 from ._runtime import render_value
-from ._templates import Template, sole_placeholder
+from ._templates import Template, sole_placeholder, template_pieces
 from ._translator import MAX_DEPTH as MAX_DEPTH  # the limits stay importable from here
 from ._translator import MAX_LENGTH as MAX_LENGTH
 
@@ -133,4 +134,5 @@ __all__ = [
     "Template",
     "render_value",
     "sole_placeholder",
+    "template_pieces",
 ]

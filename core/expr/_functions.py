@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import numparse, timefmt
+from ..booleans import parse_bool
 from . import _regex
 from ._budget import (
     MAX_SIZE,
@@ -147,18 +148,12 @@ def _fn_str(x: Any) -> str | None:
     return None if x is None else bounded_text(x)
 
 
-_TRUE_WORDS = frozenset(("true", "yes", "on", "1", "y", "t"))
-_FALSE_WORDS = frozenset(("false", "no", "off", "0", "n", "f", ""))
-
-
 def _fn_bool(x: Any) -> bool:
     if isinstance(x, str):
-        word = x.strip().lower()
-        if word in _TRUE_WORDS:
-            return True
-        if word in _FALSE_WORDS:
-            return False
-        raise ValueError(f"bool() cannot read {x!r} as a boolean")
+        value = parse_bool(x)  # the one reading of text as a boolean (cast: bool too)
+        if value is None:
+            raise ValueError(f"bool() cannot read {x!r} as a boolean")
+        return value
     return bool(x)
 
 

@@ -163,6 +163,14 @@ def _split_template(text: str) -> list[str | tuple[int, str]]:
     return pieces
 
 
+def template_pieces(text: str) -> list[str | tuple[int, str]]:
+    """The pieces of template ``text`` in order: literal text (``{{``/``}}`` unescaped) as a
+    ``str``, and each placeholder as ``(column, expression)``. ExpressionError when a brace
+    is unbalanced. The scanner templates compile with, for callers that need the shape of a
+    template (e.g. which topics a templated ``topic:`` can produce)."""
+    return _split_template(text)
+
+
 def sole_placeholder(text: str) -> str | None:
     """The expression of ``text`` when it is one ``{expression}`` and nothing else (``{a}{b}``
     and ``{{x}}`` are not), else ``None``: a caller can then keep the value's type."""

@@ -15,9 +15,11 @@ the record is stored). Outside the loader it gives the current directory and ``s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
-from collections.abc import Callable, Iterator, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,8 +91,14 @@ class Transform:
     type_name: str = ""
     #: True when ``apply`` never changes an object nested in ``data`` in place.
     copies_nested_objects: bool = False
+    #: For an ``async def apply`` (a transform that awaits a service, such as an LLM): how
+    #: many records it may work on at once. Ignored for a plain ``def apply``.
+    concurrency: int = 8
 
     def apply(self, record: Record) -> Record | list[Record] | None:
+        """Transform one record (see the class docstring). May be ``async def``: the chain
+        then awaits it for up to :attr:`concurrency` records of a batch at once, and keeps
+        the batch's order. A chain of plain transforms is called without any awaiting."""
         raise NotImplementedError
 
 
@@ -137,6 +145,11 @@ class TransformChain:
         #: Whether a transform may change objects nested in ``data`` in place, so a chain
         #: over records shared with others must run on deep copies.
         self.changes_nested_objects = not all(t.copies_nested_objects for t in self.transforms)
+        #: Whether a transform is ``async``: then run the chain with :meth:`aprocess`.
+        self.is_async = any(inspect.iscoroutinefunction(t.apply) for t in self.transforms)
+        # Built on the first aprocess (``stages`` may be renamed after __init__).
+        self._segments: list[tuple[int, TransformChain | None]] | None = None
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -157,7 +170,17 @@ class TransformChain:
         Each record goes through every step before the next record starts (no list per
         step). A record a step fans out into goes on through the rest of the chain, each copy
         in turn. A record that fails is reported as it entered the failing step.
+
+        A chain with an ``async`` transform runs :meth:`aprocess` to completion here when no
+        event loop runs in this thread (``meshconnect test``); inside one, await
+        :meth:`aprocess` instead.
         """
+        if self.is_async:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(self.aprocess(records))
+            raise TypeError("this chain has an async transform: await chain.aprocess(records)")
         if not self._steps:
             return records, []
         out: list[Record] = []
@@ -188,6 +211,80 @@ class TransformChain:
                 # ``step`` is the one that raised (no index is kept: it costs every record).
                 stage = self.stages[start + _position(steps, step)]
                 failures.append(self._failure(record, exc, stage))
+
+    async def aprocess(self, records: list[Record]) -> tuple[list[Record], list[Failure]]:
+        """:meth:`process` for a chain that may hold ``async`` transforms.
+
+        The chain runs in segments: a run of plain transforms as in :meth:`process`, then an
+        async transform over the whole batch, up to its ``concurrency`` records at a time,
+        then the next segment. The output keeps the input's order (fan-outs in place)."""
+        if not self.is_async:
+            return self.process(records)
+        failures: list[Failure] = []
+        current = records
+        if self._segments is None:
+            self._segments = self._split()
+        for index, part in self._segments:
+            if not current:
+                break
+            if part is None:
+                current = await self._run_async(index, current, failures)
+            else:
+                current, more = part.process(current)
+                failures.extend(more)
+        return current, failures
+
+    def _split(self) -> list[tuple[int, TransformChain | None]]:
+        """The chain's segments: each async transform on its own, ``(index, None)``, and each
+        run of plain transforms as a chain of its own, ``(start, chain)``."""
+        segments: list[tuple[int, TransformChain | None]] = []
+        start = 0
+
+        def plain(end: int) -> None:
+            if start < end:
+                part = TransformChain(self.transforms[start:end], self.whens[start:end])
+                part.stages = self.stages[start:end]
+                segments.append((start, part))
+
+        for i, t in enumerate(self.transforms):
+            if inspect.iscoroutinefunction(t.apply):
+                plain(i)
+                segments.append((i, None))
+                start = i + 1
+        plain(len(self.transforms))
+        return segments
+
+    async def _run_async(
+        self, index: int, records: list[Record], failures: list[Failure]
+    ) -> list[Record]:
+        transform = self.transforms[index]
+        when = self.whens[index]
+        stage = self.stages[index]
+        semaphore = self._semaphores.get(index)
+        if semaphore is None:
+            semaphore = self._semaphores[index] = asyncio.Semaphore(max(1, transform.concurrency))
+        apply: Callable[[Record], Awaitable[Any]] = transform.apply  # type: ignore[assignment]
+
+        async def one(record: Record) -> Any:
+            if when is not None and not when(record):
+                return record
+            async with semaphore:
+                return await apply(record)
+
+        results = await asyncio.gather(*(one(r) for r in records), return_exceptions=True)
+        out: list[Record] = []
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancellation and the like
+                failures.append(self._failure(record, result, stage))
+            elif result is None:
+                continue
+            elif result.__class__ is list:
+                out.extend(result)
+            else:
+                out.append(result)
+        return out
 
     @staticmethod
     def _failure(record: Record, exc: BaseException, stage: str) -> Failure:

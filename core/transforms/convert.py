@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator
 
 from ..api import TransformSpec
+from ..booleans import parse_bool
 from ..errors import ConfigError, DataError
 from ..expr import render_value
 from ..numparse import describe, parse_number, to_float, to_int
@@ -55,8 +56,6 @@ CastType = Literal["int", "float", "string", "bool", "decimal", "timestamp"]
 Converter = Callable[[Any], Any]
 
 _MISSING: Any = MISSING
-_TRUE = frozenset(("true", "yes", "on", "1"))
-_FALSE = frozenset(("false", "no", "off", "0", ""))
 
 _short = describe
 
@@ -71,12 +70,12 @@ def _to_bool(value: Any) -> bool:
     if isinstance(value, int | float | Decimal):
         return value != 0
     if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ValueError(f"{_short(value)} is not a boolean (true/yes/on/1, false/no/off/0)")
+        parsed = parse_bool(value)  # the one reading of text as a boolean (bool() too)
+        if parsed is None:
+            raise ValueError(
+                f"{_short(value)} is not a boolean (true/yes/on/1/y/t, false/no/off/0/n/f)"
+            )
+        return parsed
     raise ValueError(f"{_short(value)} cannot become a boolean")
 
 

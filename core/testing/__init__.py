@@ -11,7 +11,9 @@
 * :data:`plugin` registers both as the ``memory`` connector; add it to a registry with
   ``registry.register(meshconnect.testing.plugin, "testing")`` or with :func:`test_registry`.
 * :func:`run_pipelines` runs pipeline YAML in-process against a store and returns the exit code.
-* :class:`SourceConformance` is a pytest test class to subclass for any bounded source.
+* The conformance suites, pytest classes a connector's or a store's tests subclass (see
+  docs/plugins.md): :class:`SourceConformance` (any bounded source), :class:`SinkConformance`
+  (any sink), :class:`StoreConformance` (any mesh store backend).
 """
 
 from __future__ import annotations
@@ -25,18 +27,21 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from .api import ConnectorConfig, ConnectorContext, ConnectorSpec, Sink, Source, SourceBatch
-from .errors import DataError, RetriableError
-from .hookspecs import hookimpl
-from .records import Record
+from ..api import ConnectorConfig, ConnectorContext, ConnectorSpec, Sink, Source, SourceBatch
+from ..errors import DataError, RetriableError
+from ..hookspecs import hookimpl
+from ..records import Record
 
 __all__ = [
     "PLUGIN_SOURCE",
+    "FakeClock",
     "MemorySink",
     "MemorySinkConfig",
     "MemorySource",
     "MemorySourceConfig",
+    "SinkConformance",
     "SourceConformance",
+    "StoreConformance",
     "collect",
     "plugin",
     "run_pipelines",
@@ -210,7 +215,7 @@ PLUGIN_SOURCE = "from meshconnect.testing import meshconnect_connectors  # noqa:
 
 def test_registry() -> Any:
     """The installed plugins plus the ``memory`` test connector."""
-    from .plugins import load_registry
+    from ..plugins import load_registry
 
     registry = load_registry()
     registry.register(plugin, "testing")
@@ -235,9 +240,9 @@ async def run_pipelines(
 
     ``worker_options`` go to :class:`~meshconnect.worker.Worker` (e.g. ``restart_backoff``).
     """
-    from .config.loader import load_pipeline_files
-    from .mesh import open_store
-    from .worker import Worker
+    from ..config.loader import load_pipeline_files
+    from ..mesh import open_store
+    from ..worker import Worker
 
     registry = registry or test_registry()
     config = load_pipeline_files([str(f) for f in files], registry)
@@ -249,47 +254,19 @@ async def run_pipelines(
         await store.close()
 
 
-class SourceConformance:
-    """Contract tests for a bounded source. Subclass in a test module and define
-    ``make_source(self, tmp_path) -> Source`` returning a *fresh* instance each call over the
-    same data; ``expected`` is derived from a full read."""
+def __getattr__(name: str) -> Any:
+    """The suites that need pytest are imported on first use (``meshconnect.testing`` itself
+    works without pytest, e.g. for the ``memory`` connector in a subprocess)."""
+    if name in ("StoreConformance", "FakeClock"):
+        from . import _store
 
-    def make_source(self, tmp_path: Path) -> Source[Any]:  # pragma: no cover - abstract
-        raise NotImplementedError
+        return getattr(_store, name)
+    if name == "SourceConformance":
+        from ._source import SourceConformance
 
-    @staticmethod
-    async def _drain(source: Source[Any], positions: Mapping[str, Any]) -> list[SourceBatch]:
-        await source.start(positions)
-        batches = []
-        try:
-            while (batch := await source.poll()) is not None:
-                if batch.records or batch.positions or batch.failures:
-                    batches.append(batch)
-        finally:
-            await source.stop()
-        return batches
+        return SourceConformance
+    if name == "SinkConformance":
+        from ._sink import SinkConformance
 
-    @staticmethod
-    def _keys(batches: Sequence[SourceBatch]) -> list[Any]:
-        return [(r.id, repr(r.data)) for b in batches for r in b.records]
-
-    async def test_bounded_source_ends(self, tmp_path: Path) -> None:
-        batches = await self._drain(self.make_source(tmp_path), {})
-        assert batches, "the source produced nothing to test with"
-
-    async def test_resume_from_every_batch_boundary(self, tmp_path: Path) -> None:
-        """Resuming from the positions after batch k yields exactly the records after it."""
-        full = await self._drain(self.make_source(tmp_path), {})
-        everything = self._keys(full)
-        positions: dict[str, Any] = {}
-        seen = 0
-        for batch in full[:-1]:
-            positions.update(batch.positions)
-            seen += len(batch.records)
-            rest = await self._drain(self.make_source(tmp_path), dict(positions))
-            assert self._keys(rest) == everything[seen:]
-
-    async def test_replay_gives_the_same_ids(self, tmp_path: Path) -> None:
-        first = await self._drain(self.make_source(tmp_path), {})
-        second = await self._drain(self.make_source(tmp_path), {})
-        assert self._keys(first) == self._keys(second)
+        return SinkConformance
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,220 @@
+"""The shared HTTP listener: one aiohttp application per listen address, owned by the worker.
+
+Sources that receive HTTP (webhook, Slack Events, ChatGPT) do not bind ports of their own:
+they add routes through their context, and every route on the same ``HOST:PORT`` is served by
+one server (the admin API will mount on the same mechanism)::
+
+    async def start(self, positions):
+        self.route = await self.context.http.add_route(
+            self.config.listen, "POST", self.config.path, self.handle
+        )
+
+    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response: ...
+
+``add_route`` binds the address the first time a route names it. A route's handler is any
+aiohttp handler. Clashes are :class:`~meshconnect.errors.ConfigError`\\ s naming both
+pipelines: the same method and path on one address; one port under two host spellings
+(``0.0.0.0:8080`` and ``127.0.0.1:8080``: use one spelling to share it); an address another
+process holds. The worker removes a connector's routes when it stops (a restart adds them
+again) and closes the servers at the end of the run.
+
+aiohttp is the ``http`` extra (``pip install 'meshconnect[http]'``); it is imported only when a
+route is added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["HttpListeners", "HttpRoutes", "Route", "parse_listen"]
+
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) -> (host, port); a ConfigError otherwise."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"listen {listen!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+    number = int(port)
+    if number > 65535:
+        raise ConfigError(f"listen {listen!r}: port {number} is above 65535")
+    return host.strip("[]"), number
+
+
+@dataclass(slots=True)
+class Route:
+    """A route added by :meth:`HttpRoutes.add_route`; ``port`` is the bound port (useful with
+    port 0)."""
+
+    listen: str
+    method: str
+    path: str
+    owner: str
+    port: int
+    _listeners: HttpListeners = field(repr=False)
+
+    def remove(self) -> None:
+        """Stop serving this route (the address stays bound for the others)."""
+        self._listeners._remove(self)
+
+
+@dataclass(slots=True)
+class _Server:
+    host: str
+    port: int
+    bound_port: int
+    runner: Any
+    #: path -> method -> (handler, owner)
+    routes: dict[str, dict[str, tuple[Handler, str]]] = field(default_factory=dict)
+
+
+class HttpListeners:
+    """The worker's HTTP servers, one per listen address (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._servers: dict[tuple[str, int], _Server] = {}
+        self._lock: asyncio.Lock | None = None  # made on first use, on the running loop
+
+    async def add_route(
+        self, listen: str, method: str, path: str, handler: Handler, owner: str
+    ) -> Route:
+        """Serve ``method path`` on ``listen`` with ``handler``; ``owner`` names the pipeline
+        (and connector) in clash messages."""
+        host, port = parse_listen(listen)
+        method = method.upper()
+        if not path.startswith("/"):
+            raise ConfigError(f"{owner}: HTTP path {path!r} must start with '/'")
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # two sources starting at once must not both bind
+            return await self._add(host, port, listen, method, path, handler, owner)
+
+    async def _add(
+        self,
+        host: str,
+        port: int,
+        listen: str,
+        method: str,
+        path: str,
+        handler: Handler,
+        owner: str,
+    ) -> Route:
+        server = self._servers.get((host, port))
+        if server is None:
+            if port:
+                for (other_host, other_port), other in self._servers.items():
+                    if other.bound_port == port:
+                        raise ConfigError(
+                            f"listen {listen} ({owner}) clashes with {other_host}:{other_port} "
+                            f"({_owners(other)}): one port, two spellings of the address; use "
+                            "the same listen address to share the port"
+                        )
+            server = await self._bind(host, port, listen, owner)
+            self._servers[(host, port)] = server
+        methods = server.routes.setdefault(path, {})
+        if method == "*":
+            taken = next(iter(methods.values()), None)
+        else:
+            taken = methods.get(method) or methods.get("*")
+        if taken is not None:
+            raise ConfigError(
+                f"HTTP route {method} {path} on {listen}: declared by {taken[1]} and by {owner}"
+            )
+        methods[method] = (handler, owner)
+        return Route(listen, method, path, owner, server.bound_port, self)
+
+    async def _bind(self, host: str, port: int, listen: str, owner: str) -> _Server:
+        try:
+            from aiohttp import web
+        except ImportError:
+            raise ConfigError(
+                f"{owner}: serving HTTP needs aiohttp: pip install 'meshconnect[http]'"
+            ) from None
+        server = _Server(host, port, port, None)
+
+        async def dispatch(request: web.Request) -> web.StreamResponse:
+            methods = server.routes.get(request.path)
+            if not methods:
+                raise web.HTTPNotFound()
+            entry = methods.get(request.method) or methods.get("*")
+            if entry is None:
+                raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
+            return await entry[0](request)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", dispatch)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            why = "in use by another process" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConfigError(f"listen {listen} ({owner}): cannot bind: {why}") from exc
+        server.runner = runner
+        for address in runner.addresses:  # (host, port[, flow, scope]) of each bound socket
+            if isinstance(address, tuple) and len(address) >= 2:
+                server.bound_port = int(address[1])
+                break
+        return server
+
+    def _remove(self, route: Route) -> None:
+        host, port = parse_listen(route.listen)
+        server = self._servers.get((host, port))
+        if server is None:
+            return
+        methods = server.routes.get(route.path, {})
+        entry = methods.get(route.method)
+        if entry is not None and entry[1] == route.owner:
+            del methods[route.method]
+            if not methods:
+                del server.routes[route.path]
+
+    def port(self, listen: str) -> int | None:
+        """The port ``listen`` is bound to (its own, or the one chosen for port 0)."""
+        server = self._servers.get(parse_listen(listen))
+        return None if server is None else server.bound_port
+
+    async def close(self) -> None:
+        """Stop every server (end of the run)."""
+        servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            await server.runner.cleanup()
+
+
+class HttpRoutes:
+    """A connector's view of the listeners (``context.http``): the routes it adds carry its
+    name for clash messages and are removed together when it stops."""
+
+    def __init__(self, listeners: HttpListeners | None, owner: str) -> None:
+        self.listeners = listeners if listeners is not None else HttpListeners()
+        self.owner = owner
+        self.routes: list[Route] = []
+
+    async def add_route(self, listen: str, method: str, path: str, handler: Handler) -> Route:
+        """Serve ``method path`` (``"*"``: any method) on ``listen`` with ``handler``."""
+        route = await self.listeners.add_route(listen, method, path, handler, self.owner)
+        self.routes.append(route)
+        return route
+
+    def remove_all(self) -> None:
+        """Remove every route this connector added (the worker calls it when it stops)."""
+        for route in self.routes:
+            route.remove()
+        self.routes.clear()
+
+
+def _owners(server: _Server) -> str:
+    owners = sorted({owner for methods in server.routes.values() for _, owner in methods.values()})
+    return ", ".join(owners) or "no route"

@@ -1,0 +1,227 @@
+"""Offsets: what source positions and sink offsets the store holds, and resetting them.
+
+The logic behind ``meshconnect offsets show`` and ``offsets reset``, without the command line,
+so the admin API can call it too. Every function takes an *open* store. Problems (no such
+sink, a ``--to`` that is not a position) are :class:`~meshconnect.errors.ConfigError`\\ s whose
+message says what to give instead.
+
+Ids: a source's positions are stored under ``<pipeline>/<source name>``
+(:func:`~meshconnect.worker.source_id`), a sink's offsets under the consumer group
+``<pipeline>/<sink name>`` (:func:`~meshconnect.sinkloop.sink_group`); resetting a sink also
+forgets what it dead-lettered (``deadletter/<group>``), so it dead-letters again what fails.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config.loader import LoadedConfig, LoadedPipeline
+    from .mesh.store import MeshStore
+
+__all__ = ["ResetPlan", "apply_reset", "offsets_report", "reset_plan", "source_end"]
+
+
+def source_id(pipeline: str, name: str) -> str:
+    """The id under which a source's positions are stored: ``<pipeline>/<source name>``."""
+    return f"{pipeline}/{name}"
+
+
+def sink_group(pipeline: str, name: str) -> str:
+    """The consumer group of a sink: ``<pipeline>/<sink name>``."""
+    return f"{pipeline}/{name}"
+
+
+def dead_letter_id(group: str) -> str:
+    """The id of the positions marking what sink ``group`` has dead-lettered, per topic."""
+    return f"deadletter/{group}"
+
+
+async def offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
+    """``{"store", "sources": [{"id", "positions"[, "empty"]}], "sinks": [{"group", "topics":
+    [{"topic", "offset", "end", "lag"}], "state"}]}``: those of ``config``'s pipelines (sinks
+    never committed included, with no topics; each source with ``empty``, what its empty
+    position means), or everything the store holds."""
+    if config is not None:
+        source_ids = [
+            source_id(p.name, p.source.name) for p in config.pipelines if p.source is not None
+        ]
+        wanted_groups: set[str] | None = {
+            sink_group(p.name, s.name) for p in config.pipelines for s in p.sinks
+        }
+    else:
+        source_ids = await store.source_ids()
+        wanted_groups = None
+    sources: list[dict[str, Any]] = [
+        {"id": i, "positions": await store.positions(i)} for i in source_ids
+    ]
+    if config is not None:  # what an empty position means, as each source declares it
+        for entry, p in zip(sources, (p for p in config.pipelines if p.source), strict=True):
+            assert p.source is not None
+            entry["empty"] = getattr(p.source.spec.load(), "empty_position", None)
+    groups = await store.groups()
+    names = {g.group for g in groups}
+    if wanted_groups is not None:
+        groups = [g for g in groups if g.group in wanted_groups]
+        groups += [await store.group(g) for g in sorted(wanted_groups - names)]
+    sinks = []
+    for g in groups:
+        ends = await store.end_offsets(sorted(g.offsets))
+        sinks.append(
+            {
+                "group": g.group,
+                "topics": [
+                    {"topic": t, "offset": o, "end": ends[t], "lag": max(0, ends[t] - o)}
+                    for t, o in sorted(g.offsets.items())
+                ],
+                "state": g.state,
+            }
+        )
+    return {"store": store.url, "sources": sources, "sinks": sinks}
+
+
+@dataclass(slots=True)
+class ResetPlan:
+    """What a reset will do: ``new`` positions of source ``id`` (``None``: forget them) or
+    offsets of sink group ``id`` (``None``: from the beginning); ``describe`` says it."""
+
+    kind: Literal["source", "sink"]
+    id: str
+    new: Any
+    describe: str
+
+
+async def reset_plan(
+    store: MeshStore, pipeline: LoadedPipeline, sink_name: str | None, target: str
+) -> ResetPlan:
+    """The reset of ``pipeline``'s source (or sink ``sink_name``) to ``target``:
+    ``beginning``, ``end``, an offset (sinks) or a JSON position per partition (sources).
+    ``describe`` says what moves and what happens to the output (a sink's output is kept: it
+    resumes from its committed state). Raises :class:`ConfigError` for a bad target."""
+    from .mesh.routing import resolve_topics, sink_patterns
+
+    if sink_name is None:
+        if pipeline.source is None:
+            raise ConfigError(f"pipeline {pipeline.name!r} has no source")
+        ident = source_id(pipeline.name, pipeline.source.name)
+        current = await store.positions(ident)
+        new: Any
+        if target == "beginning":
+            new = None
+        elif target == "end":
+            new = await source_end(pipeline)
+        else:
+            try:
+                new = json.loads(target)
+            except json.JSONDecodeError:
+                raise ConfigError(f"--to: not JSON: {target!r}") from None
+            if not isinstance(new, dict) or not all(isinstance(v, dict) for v in new.values()):
+                raise ConfigError(
+                    '--to: a JSON object {"<partition>": {<position>}, ...}: ' + target
+                )
+        describe = [
+            f"source {ident}: positions {json.dumps(current)} -> "
+            + ("(none: read from the beginning)" if new is None else json.dumps(new)),
+            "output: records before the new positions are not read again; records after "
+            "them are read (again) and appended to the pipeline's topics, which then hold "
+            "a second copy of any record read before. What sinks wrote stays as it is.",
+        ]
+        return ResetPlan("source", ident, new, "\n".join(describe))
+    sinks = [s for s in pipeline.sinks if s.name == sink_name]
+    if not sinks:
+        names = ", ".join(s.name for s in pipeline.sinks)
+        raise ConfigError(f"no sink {sink_name!r} in {pipeline.name} ({names})")
+    group = sink_group(pipeline.name, sink_name)
+    info = await store.group(group)
+    patterns = sink_patterns(pipeline, sinks[0])
+    topics = sorted(set(info.offsets) | set(await resolve_topics(store, patterns)))
+    stored = {t.name: t for t in await store.topics()}
+    topics = [t for t in topics if t in stored or t in info.offsets]
+    if not topics:
+        raise ConfigError(
+            f"sink {group}: no stored topic matches {', '.join(patterns)}; nothing to reset"
+        )
+    starts = {t: stored[t].start if t in stored else 0 for t in topics}
+    ends = {t: stored[t].end if t in stored else 0 for t in topics}
+    if target == "beginning":
+        new_offsets = {t: starts[t] for t in topics}
+    elif target == "end":
+        new_offsets = dict(ends)
+    else:
+        try:
+            value = int(target)
+        except ValueError:
+            raise ConfigError(f"--to: beginning, end or an offset: {target!r}") from None
+        if value < 0:
+            raise ConfigError(f"--to: an offset is 0 or more: {target!r}")
+        new_offsets = {t: value for t in topics}
+    old = {t: info.offsets.get(t, 0) for t in topics}
+    lines = [
+        f"sink {group}: offsets {json.dumps(info.offsets, sort_keys=True)} -> "
+        f"{json.dumps(new_offsets, sort_keys=True)}"
+    ]
+    if info.state is None:
+        lines.append(
+            "output: this sink has no committed state; it starts its output as on a first run"
+        )
+    else:
+        lines.append(
+            f"output: kept. The sink resumes from its committed state "
+            f"{json.dumps(info.state, sort_keys=True)} (a file sink appends after it); "
+            "nothing it wrote is removed."
+        )
+    for t in topics:
+        first, last = min(old[t], new_offsets[t]), max(old[t], new_offsets[t])
+        first = max(first, starts[t])
+        last = min(last, ends[t])
+        count = max(0, last - first)
+        if new_offsets[t] < old[t] and count:
+            lines.append(
+                f"  {t}: {count} record(s) at offsets {first}..{last - 1} are delivered "
+                "again, after the existing output"
+            )
+        elif new_offsets[t] > old[t] and count:
+            lines.append(
+                f"  {t}: {count} record(s) at offsets {first}..{last - 1} are skipped "
+                "(never delivered to this sink)"
+            )
+        else:
+            lines.append(f"  {t}: no record is delivered again or skipped")
+    return ResetPlan("sink", group, new_offsets, "\n".join(lines))
+
+
+async def source_end(pipeline: LoadedPipeline) -> dict[str, Any]:
+    """Where the pipeline's source input ends now (the connector's ``end_positions``)."""
+    from .api import ConnectorContext
+
+    loaded = pipeline.source
+    assert loaded is not None
+    context = ConnectorContext(
+        pipeline=pipeline.name,
+        name=loaded.name,
+        logger=logging.getLogger(f"meshconnect.connector.{pipeline.name}.{loaded.name}"),
+        base_dir=pipeline.base_dir,
+    )
+    source = loaded.spec.load()(loaded.config, context)
+    try:
+        return dict(await source.end_positions())  # type: ignore[union-attr]
+    except NotImplementedError:
+        raise ConfigError(
+            f"the {loaded.connector!r} source cannot tell where its input ends; "
+            "give a JSON position per partition with --to"
+        ) from None
+
+
+async def apply_reset(store: MeshStore, plan: ResetPlan) -> None:
+    """Apply ``plan`` (stop the worker that runs the pipeline first)."""
+    if plan.kind == "source":
+        await store.set_positions(plan.id, plan.new)
+        return
+    await store.reset_group(plan.id, plan.new)
+    # The sink re-reads what it dead-lettered: let it dead-letter again what fails.
+    await store.set_positions(dead_letter_id(plan.id), None)

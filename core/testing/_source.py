@@ -1,0 +1,144 @@
+"""SourceConformance: the Source contract (:mod:`meshconnect.api`) as a pytest class.
+
+Subclass it in a test module and define ``make_source(self, tmp_path) -> Source`` returning a
+*fresh* instance over the same, bounded, input each call (the first call may create the
+input)::
+
+    class TestGreetings(SourceConformance):
+        def make_source(self, tmp_path):
+            context = ConnectorContext("test", "greetings", logging.getLogger("test"))
+            return GreetingsSource(GreetingsConfig(names=["ada", "grace", "alan"]), context)
+
+What it checks, each against a full read of the input:
+
+* the source ends by itself (``poll`` returns ``None``);
+* started from the positions after any batch, it yields exactly the records after that batch;
+* a replay yields the same ids and data;
+* acknowledgements: the worker acks a batch only after polling later ones (its queue), each
+  exactly once; a failed ack (``ack(error)``) means the batch is not in the mesh, and a crash
+  there (the suite picks a *sentinel record* in the middle of the input and crashes on the
+  batch that holds it, whatever process ran before) resumes from the committed positions with
+  nothing lost and nothing twice.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..api import Source, SourceBatch
+
+__all__ = ["SourceConformance"]
+
+#: Batches the worker polls ahead of its acks (its queue between polling and appending).
+ACK_LAG = 2
+
+
+async def _ack(batch: SourceBatch, error: BaseException | None) -> None:
+    if batch.ack is not None:
+        result = batch.ack(error)
+        if inspect.isawaitable(result):
+            await result
+
+
+class SourceConformance:
+    """The source contract; subclass and define :meth:`make_source` (module docstring)."""
+
+    #: At most this many batch boundaries are tried as resume points (spread evenly).
+    resume_checks: int = 8
+
+    def make_source(self, tmp_path: Path) -> Source[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @staticmethod
+    async def _drain(source: Source[Any], positions: Mapping[str, Any]) -> list[SourceBatch]:
+        """Every non-empty batch, each acked (None) right after it was polled."""
+        await source.start(positions)
+        batches = []
+        try:
+            while (batch := await source.poll()) is not None:
+                await _ack(batch, None)
+                if batch.records or batch.positions or batch.failures:
+                    batches.append(batch)
+        finally:
+            await source.stop()
+        return batches
+
+    @staticmethod
+    def _keys(batches: Sequence[SourceBatch]) -> list[Any]:
+        return [(r.id, repr(r.data)) for b in batches for r in b.records]
+
+    async def test_bounded_source_ends(self, tmp_path: Path) -> None:
+        batches = await self._drain(self.make_source(tmp_path), {})
+        assert batches, "the source produced nothing to test with"
+
+    async def test_resume_from_every_batch_boundary(self, tmp_path: Path) -> None:
+        """Resuming from the positions after batch k yields exactly the records after it."""
+        full = await self._drain(self.make_source(tmp_path), {})
+        everything = self._keys(full)
+        step = max(1, (len(full) - 1) // self.resume_checks)
+        positions: dict[str, Any] = {}
+        seen = 0
+        for k, batch in enumerate(full[:-1]):
+            positions.update(batch.positions)
+            seen += len(batch.records)
+            if k % step:
+                continue
+            rest = await self._drain(self.make_source(tmp_path), dict(positions))
+            assert self._keys(rest) == everything[seen:], f"resuming after batch {k}"
+
+    async def test_replay_gives_the_same_ids(self, tmp_path: Path) -> None:
+        first = await self._drain(self.make_source(tmp_path), {})
+        second = await self._drain(self.make_source(tmp_path), {})
+        assert self._keys(first) == self._keys(second)
+
+    async def test_acks_may_come_after_later_polls(self, tmp_path: Path) -> None:
+        """The worker acks batch k after polling up to k + ACK_LAG: the source keeps going,
+        and the records are the same as with immediate acks."""
+        expected = self._keys(await self._drain(self.make_source(tmp_path), {}))
+        source = self.make_source(tmp_path)
+        await source.start({})
+        unacked: list[SourceBatch] = []
+        got: list[SourceBatch] = []
+        try:
+            while (batch := await source.poll()) is not None:
+                unacked.append(batch)
+                got.append(batch)
+                if len(unacked) > ACK_LAG:
+                    await _ack(unacked.pop(0), None)
+            for batch in unacked:
+                await _ack(batch, None)
+        finally:
+            await source.stop()
+        assert self._keys(got) == expected
+
+    async def test_a_crash_on_a_sentinel_record_resumes_with_nothing_lost_or_twice(
+        self, tmp_path: Path
+    ) -> None:
+        """The batch holding the sentinel record (the middle one of the input) fails: its ack
+        gets the error and the source is stopped, as when the worker gives up on an append.
+        A fresh source from the committed positions yields exactly the rest."""
+        everything = self._keys(await self._drain(self.make_source(tmp_path), {}))
+        sentinel = everything[len(everything) // 2]
+        source = self.make_source(tmp_path)
+        committed: dict[str, Any] = {}
+        stored: list[Any] = []
+        begun = await source.start({})
+        committed.update(begun or {})  # "from now" positions the worker commits at once
+        try:
+            while (batch := await source.poll()) is not None:
+                keys = self._keys([batch])
+                if sentinel in keys:
+                    await _ack(batch, RuntimeError("simulated crash on the sentinel record"))
+                    break
+                committed.update(batch.positions)  # the append commits records + positions
+                stored.extend(keys)
+                await _ack(batch, None)
+            else:
+                raise AssertionError("the sentinel record never came")
+        finally:
+            await source.stop()
+        rest = self._keys(await self._drain(self.make_source(tmp_path), committed))
+        assert stored + rest == everything

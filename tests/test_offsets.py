@@ -1,0 +1,66 @@
+"""The offsets module (what `meshconnect offsets` and the admin API call), on an open store."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from meshconnect.config.loader import load_pipeline_files
+from meshconnect.errors import ConfigError
+from meshconnect.mesh.memory import MemoryStore
+from meshconnect.offsets import apply_reset, offsets_report, reset_plan
+from meshconnect.testing import MemorySink, run_pipelines, test_registry
+
+
+async def test_report_plan_and_reset_without_the_command_line(tmp_path: Path) -> None:
+    MemorySink.outputs.clear()
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            pipelines:
+              - name: p
+                source: {connector: memory, config: {records: [{n: 1}, {n: 2}, {n: 3}]}}
+                topic: t
+                sinks:
+                  - {name: out, connector: memory, config: {name: out}}
+            """
+        )
+    )
+    store_url = "memory://offsets-module"
+    assert await run_pipelines([path], store_url) == 0
+    config = load_pipeline_files([str(path)], test_registry())
+    store = MemoryStore(store_url)
+    await store.open()
+    try:
+        report = await offsets_report(store, config)
+        assert report["sources"] == [
+            {
+                "id": "p/memory",
+                "positions": {"memory": {"next": 3}},
+                "empty": "starts from the beginning",
+            }
+        ]
+        assert report["sinks"] == [
+            {
+                "group": "p/out",
+                "topics": [{"topic": "t", "offset": 3, "end": 3, "lag": 0}],
+                "state": {"count": 3},
+            }
+        ]
+        plan = await reset_plan(store, config.pipelines[0], "out", "1")
+        assert (plan.kind, plan.id, plan.new) == ("sink", "p/out", {"t": 1})
+        await apply_reset(store, plan)
+        assert (await store.group("p/out")).offsets == {"t": 1}
+        source = await reset_plan(store, config.pipelines[0], None, "beginning")
+        await apply_reset(store, source)
+        assert await store.positions("p/memory") == {}
+        with pytest.raises(ConfigError, match="no sink 'nope' in p \\(out\\)"):
+            await reset_plan(store, config.pipelines[0], "nope", "end")
+        with pytest.raises(ConfigError, match="--to: not JSON"):
+            await reset_plan(store, config.pipelines[0], None, "{oops")
+    finally:
+        await store.close()
+        MemoryStore.discard("offsets-module")
