@@ -620,7 +620,7 @@ def topics_tail(
 
 
 async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int) -> None:
-    import orjson
+    from . import jsonvalue
 
     await store.open()
     try:
@@ -630,7 +630,7 @@ async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool
         while True:
             records = await store.read(topic, offset, 1000)
             for record in records:
-                out.write(orjson.dumps(record.to_dict()) + b"\n")
+                out.write(jsonvalue.dumps(record.to_dict(), newline=True))
             out.flush()
             if records:
                 offset = records[-1].offset + 1  # type: ignore[operator]

@@ -15,14 +15,17 @@ records, so a crash never replays a dead letter twice and a second run only repl
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from . import jsonvalue
 from .config.model import ErrorPolicy, RetryPolicy
 from .errors import DataError, RetriableError, StoreError, classify
 from .records import Record, now_iso
@@ -183,12 +186,12 @@ def dead_letter_record(
     if policy.dead_letter_topic is None:
         return None
     dead = record.copy()
-    try:
-        orjson.dumps(dead.data)
-    except TypeError:  # data the store cannot keep (a set, an object): keep its text
-        if not isinstance(dead.data, bytes | bytearray):
-            dead.data = repr(dead.data)
-            dead.datacontenttype = "text/plain"
+    data = dead.data
+    if data is not None and not isinstance(data, str | bytes | bytearray):
+        try:
+            jsonvalue.dumps(data)
+        except TypeError:  # data the store cannot keep (a set, NaN, an object)
+            dead.data = storable(data)
     ext = dead.extensions
     ext["errorstage"] = stage
     ext["errorpipeline"] = pipeline
@@ -208,6 +211,58 @@ def dead_letter_record(
     dead.topic = policy.dead_letter_topic
     dead.offset = None
     return dead
+
+
+def _lenient(value: Any) -> Any:
+    """orjson ``default`` for :func:`storable`: the nearest JSON value of a non-JSON one."""
+    if isinstance(value, Decimal):
+        return jsonvalue.default(value) if value.is_finite() else str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    return f"<{type(value).__name__}: not JSON>"
+
+
+def storable(data: Any) -> Any:
+    """The nearest JSON value to ``data`` that the store can keep, for a dead letter whose
+    data is not JSON (a transform made a set, NaN, an object): sets become arrays, bytes base64
+    text, NaN and infinities ``null`` (a ``Decimal`` one its name as text), keys text, other
+    objects ``"<Type: not JSON>"``; data nested deeper than the store keeps is cut at
+    :data:`~meshconnect.jsonvalue.MAX_DEPTH` levels (``"<nested deeper: not kept>"``). Never a
+    Python repr: the dead letter stays valid JSON that can be replayed."""
+    if jsonvalue.depth(data, jsonvalue.MAX_DEPTH) > jsonvalue.MAX_DEPTH:
+        data = _cut(data, jsonvalue.MAX_DEPTH)
+    blob = orjson.dumps(data, _lenient, orjson.OPT_NON_STR_KEYS)
+    return jsonvalue.loads(blob, max_depth=None)
+
+
+def _cut(value: Any, levels: int) -> Any:
+    """``value`` with what lies deeper than ``levels`` replaced by a marker (no recursion)."""
+    marker = "<nested deeper: not kept>"
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 1)]
+    while stack:
+        item, parent, key, level = stack.pop()
+        if isinstance(item, dict):
+            if level > levels:
+                parent[key] = marker
+                continue
+            copy: Any = {}
+            for k, v in item.items():
+                stack.append((v, copy, k, level + 1))
+        elif isinstance(item, list | tuple | set | frozenset):
+            if level > levels:
+                parent[key] = marker
+                continue
+            items = list(item)
+            copy = [None] * len(items)
+            for i, v in enumerate(items):
+                stack.append((v, copy, i, level + 1))
+        else:
+            copy = item
+        parent[key] = copy
+    return root[0]
 
 
 def replay_id(dead_letter_topic: str, to: str) -> str:

@@ -47,14 +47,16 @@ Implementation
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
 import orjson
 
-__all__ = ["MAX_DEPTH", "JSONValueError", "default", "depth", "dumps", "loads"]
+__all__ = ["MAX_DEPTH", "JSONValueError", "default", "depth", "dumps", "dumps_each", "loads"]
 
 #: Deepest nesting of objects and arrays :func:`loads` accepts (``[]`` is 1, ``[[]]`` is 2).
 MAX_DEPTH = 128
@@ -105,10 +107,14 @@ _decoder = msgspec.json.Decoder(float_hook=_number)
 _decode = _decoder.decode
 
 
-def loads(text: str | bytes | bytearray | memoryview) -> Any:
+def loads(text: str | bytes | bytearray | memoryview, *, max_depth: int | None = MAX_DEPTH) -> Any:
     """The value of one JSON text (UTF-8 bytes or str); :class:`JSONValueError` when it is not
-    valid JSON, is nested deeper than :data:`MAX_DEPTH`, or holds a number Python cannot make
-    (an integer longer than 4,300 digits, an exponent beyond ``Decimal``'s range)."""
+    valid JSON, is nested deeper than ``max_depth``, or holds a number Python cannot make
+    (an integer longer than 4,300 digits, an exponent beyond ``Decimal``'s range).
+
+    ``max_depth=None`` is for text meshconnect wrote itself (the mesh store's): it was checked
+    on the way in, and may have grown deeper by transforms; the decoder then stops only where
+    Python's recursion limit does."""
     try:
         value = _decode(text)
     except msgspec.ValidationError as exc:  # an integer beyond the digit limit
@@ -116,18 +122,18 @@ def loads(text: str | bytes | bytearray | memoryview) -> Any:
     except msgspec.DecodeError as exc:
         raise JSONValueError(str(exc)) from None
     except RecursionError:
-        raise JSONValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+        raise JSONValueError(f"nested deeper than {max_depth or 'Python can'} levels") from None
     except (InvalidOperation, ValueError, OverflowError) as exc:
         raise JSONValueError(f"a number out of range: {type(exc).__name__}") from None
-    if len(text) > MAX_DEPTH and isinstance(value, dict | list):
+    if max_depth is not None and len(text) > max_depth and isinstance(value, dict | list):
         # Depth d needs d opening brackets: count them before walking anything.
         if isinstance(text, str):
             brackets = text.count("[") + text.count("{")
         else:
             raw = bytes(text) if isinstance(text, memoryview) else text
             brackets = raw.count(b"[") + raw.count(b"{")
-        if brackets > MAX_DEPTH and depth(value, MAX_DEPTH) > MAX_DEPTH:
-            raise JSONValueError(f"nested deeper than {MAX_DEPTH} levels")
+        if brackets > max_depth and depth(value, max_depth) > max_depth:
+            raise JSONValueError(f"nested deeper than {max_depth} levels")
     return value
 
 
@@ -173,26 +179,62 @@ _OPTIONS = {
 }
 
 
-def dumps(value: Any, *, sort_keys: bool = False, newline: bool = False) -> bytes:
+@functools.lru_cache(maxsize=16)
+def _default_with(fallback: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def extended(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return default(value)
+        return fallback(value)
+
+    return extended
+
+
+def dumps(
+    value: Any,
+    *,
+    sort_keys: bool = False,
+    newline: bool = False,
+    fallback: Callable[[Any], Any] | None = None,
+) -> bytes:
     """``value`` as compact UTF-8 JSON (plus ``\\n`` with ``newline``; keys sorted with
     ``sort_keys``). Numbers as the module docstring says.
 
     ``TypeError`` (orjson's ``JSONEncodeError``) when ``value`` is not a JSON value: a set,
-    bytes, an object, a non-string key, NaN or infinity, nesting deeper than 254 levels."""
+    bytes, an object, a non-string key, NaN or infinity, nesting deeper than 254 levels.
+    ``fallback`` (an orjson ``default``: a value to write instead, or ``TypeError``) lets a
+    writer accept more types, e.g. bytes as base64; ``Decimal`` never reaches it."""
     option = _OPTIONS[sort_keys, newline]
+    hook = default if fallback is None else _default_with(fallback)
     try:
-        out = orjson.dumps(value, default, option)
+        out = orjson.dumps(value, hook, option)
     except TypeError as exc:
         if "64-bit" not in str(exc):
             cause = exc.__cause__  # what ``default`` said, which orjson's message hides
             raise TypeError(str(cause) if cause is not None else str(exc)) from None
         # Integers beyond 64 bits: orjson refuses them without asking ``default``.
         try:
-            out = orjson.dumps(_big_ints(value), default, option)
+            out = orjson.dumps(_big_ints(value), hook, option)
         except RecursionError:
             raise TypeError("Recursion limit reached") from None
     if b"null" in out and _non_finite(value):
-        raise TypeError("NaN and infinity are not JSON numbers")
+        raise TypeError("NaN and infinity are not JSON numbers (JSON has no NaN or infinity)")
+    return out
+
+
+def dumps_each(values: list[Any]) -> list[bytes]:
+    """:func:`dumps` of each value, each an exact-size ``bytes`` (a batch encoder for the mesh
+    store: the fast path runs no Python code per value unless it holds a ``Decimal``).
+    ``TypeError`` when one of them cannot be written."""
+    encode, hook = orjson.dumps, default
+    try:
+        # orjson's output buffer keeps ~4 KiB whatever the size: slicing off the appended
+        # newline makes an exact copy (stored records stay in the store's cache a while).
+        out = [encode(v, hook, orjson.OPT_APPEND_NEWLINE)[:-1] for v in values]
+    except TypeError:
+        return [dumps(v) for v in values]  # integers beyond 64 bits, or the error to raise
+    for blob, value in zip(out, values, strict=True):
+        if b"null" in blob and _non_finite(value):
+            raise TypeError("NaN and infinity are not JSON numbers (JSON has no NaN or infinity)")
     return out
 
 

@@ -17,11 +17,13 @@ import sys
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from meshconnect import jsonvalue
 from meshconnect.errors import ConfigError, DataError, StoreError
 from meshconnect.mesh import codec
 from meshconnect.mesh.memory import MemoryStore
@@ -197,11 +199,13 @@ async def test_read_past_the_end_or_of_an_unknown_topic_is_empty(store: MeshStor
 
 async def test_every_field_survives_the_round_trip(store: MeshStore) -> None:
     records = [
-        rec(data={"name": "Zoë", "emoji": "🦀", "n": 2**63 - 1, "f": 0.1, "nested": [1, None]}),
+        rec(
+            data={"name": "Zoë", "emoji": "🦀", "n": 2**63 - 1, "f": D("0.1"), "nested": [1, None]}
+        ),
         rec(data=b"\x00\xffbinary"),
         rec(data=None),
         rec(data="just a string"),
-        rec(data=[1, "two", 3.0]),
+        rec(data=[1, "two", D("3.0")]),
         rec(data=0),
         rec(data=False),
         rec(
@@ -226,6 +230,54 @@ async def test_every_field_survives_the_round_trip(store: MeshStore) -> None:
     assert type(got[1].data) is bytes
     assert got[2].data is None
     assert got[7].extensions == {"partitionkey": "42", "sequence": 7, "replay": True}
+
+
+async def test_numbers_keep_every_digit_through_the_store(store: MeshStore) -> None:
+    """Integers of any size and decimals (as meshconnect.jsonvalue reads them) come back with
+    the same digits and scale. A float made by code is written in its shortest form: read
+    from disk it is that Decimal, from the store's cache of recent appends still the float."""
+    data = {
+        "big": 123456789012345678901234567890,
+        "neg": -(2**70),
+        "exact": D("169299987.35345112"),
+        "scale": D("1.10"),
+        "huge": jsonvalue.loads("1e400"),
+        "tiny": jsonvalue.loads("1E-7"),
+        "negzero": D("-0.0"),
+        "list": [[2**65, D("0.00000001")], {"k": D("-2.50e-3")}],
+        "float": 0.1,
+    }
+    records = [rec(data=data), rec(data=[2**64, D("9.99")]), rec(data=b"\x00")]
+    await store.append(records)
+
+    got = await read_all(store, "orders")
+
+    assert {k: v for k, v in got[0].data.items() if k != "float"} == {
+        k: v for k, v in data.items() if k != "float"
+    }
+    assert [x.as_tuple() for x in (got[0].data["scale"], got[0].data["negzero"])] == [
+        (0, (1, 1, 0), -2),
+        (1, (0,), -1),
+    ]
+    assert jsonvalue.dumps(got[0].data) == (
+        b'{"big":123456789012345678901234567890,"neg":-1180591620717411303424,'
+        b'"exact":169299987.35345112,"scale":1.10,"huge":1e400,"tiny":1E-7,"negzero":-0.0,'
+        b'"list":[[36893488147419103232,1E-8],{"k":-0.00250}],"float":0.1}'
+    )
+    assert got[1].data == [2**64, D("9.99")]
+    # What a reader in another process gets: the segment as stored on disk.
+    (on_disk, *_) = codec.decode_segment(codec.encode_segment(records[:1]), "orders", 0)
+    assert on_disk.data == dict(data, float=D("0.1"))
+    assert jsonvalue.dumps(on_disk.data) == jsonvalue.dumps(got[0].data)
+
+
+async def test_non_finite_numbers_are_not_stored(store: MeshStore) -> None:
+    for bad in (D("NaN"), float("inf")):
+        with pytest.raises(
+            codec.RecordEncodingError, match=r"not a JSON number|are not JSON numbers"
+        ):
+            await store.append([rec(data={"v": [bad]})])
+    assert await store.topics() == []
 
 
 async def test_reads_from_every_offset_agree_with_what_was_appended(store: MeshStore) -> None:

@@ -19,7 +19,8 @@ State and exactly-once
     delivered again.
 
 Blocking I/O
-    ``write()`` encodes a whole batch into one bytes blob (orjson, one ``dumps`` per record)
+    ``write()`` encodes a whole batch into one bytes blob (one ``dumps`` per record, numbers
+    exact as :mod:`meshconnect.jsonvalue` writes them)
     and buffers it; the buffer goes to the file through ``asyncio.to_thread`` once it holds
     4 MiB, at rotation and at ``flush()``. Opening, truncating and fsync go through the same
     thread hop, so the event loop never waits on the disk.
@@ -33,11 +34,9 @@ import codecs
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
 from typing import IO, Any
 
-import orjson
-
+from meshconnect import jsonvalue
 from meshconnect.api import ConnectorContext, Sink
 from meshconnect.errors import DataError
 from meshconnect.records import Record
@@ -48,13 +47,10 @@ from .errors import io_error
 __all__ = ["FileSink"]
 
 _WRITE_BEHIND = 4 << 20
-_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 def _default(value: Any) -> Any:
-    """orjson fallback for values CDC and database sources produce."""
-    if isinstance(value, Decimal):
-        return orjson.Fragment(str(value)) if value.is_finite() else str(value)
+    """What the sink writes for values that are not JSON but that plugins produce."""
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, set | frozenset):
@@ -286,11 +282,13 @@ class FileSink(Sink[FileSinkConfig]):
     # -- encoding: one line (with its newline) per record --------------------------------------
 
     def _encode_json(self, records: Sequence[Record]) -> list[bytes]:
-        dumps = orjson.dumps
+        dumps = jsonvalue.dumps
         try:
             # A record read from the mesh carries its data's JSON as the store encoded it.
             lines = [
-                dumps(r.data, _default, _NEWLINE) if (e := r.encoded_data) is None else e + b"\n"
+                dumps(r.data, newline=True, fallback=_default)
+                if (e := r.encoded_data) is None
+                else e + b"\n"
                 for r in records
             ]
         except TypeError:
@@ -318,12 +316,12 @@ class FileSink(Sink[FileSinkConfig]):
 
     def _dumps(self, record: Record, value: Any) -> bytes:
         try:
-            return orjson.dumps(value, _default, _NEWLINE)
+            return jsonvalue.dumps(value, newline=True, fallback=_default)
         except TypeError as exc:
             raise DataError(f"file sink: record {record.id}: cannot write as JSON: {exc}") from exc
 
     def _recode(self, lines: list[bytes]) -> list[bytes]:
-        """orjson writes UTF-8; re-encode for another ``encoding``."""
+        """JSON is written as UTF-8; re-encode for another ``encoding``."""
         if self._transcode is None:
             return lines
         try:

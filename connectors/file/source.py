@@ -51,8 +51,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-import orjson
-
+from meshconnect import jsonvalue
 from meshconnect.api import ConnectorContext, Position, Source, SourceBatch
 from meshconnect.errors import DataError
 from meshconnect.records import Record
@@ -149,7 +148,7 @@ class FileSource(Source[FileSourceConfig]):
         self._turn = 0
         self._type = config.type
         self._encoding = config.encoding
-        #: None when lines are UTF-8, which orjson validates itself.
+        #: None when lines are UTF-8, which the JSON decoder validates itself.
         self._decode: str | None = (
             None if codecs.lookup(config.encoding).name == "utf-8" else config.encoding
         )
@@ -511,7 +510,7 @@ class FileSource(Source[FileSourceConfig]):
     def _parse_json(
         self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
-        loads, decode, append = orjson.loads, self._decode, records.append
+        loads, decode, append = jsonvalue.loads, self._decode, records.append
         make = Record.fast
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, f"{t.ino}-"
         offset = t.offset
@@ -550,7 +549,7 @@ class FileSource(Source[FileSourceConfig]):
     def _parse_cloudevents(
         self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
-        loads, decode, from_dict = orjson.loads, self._decode, Record.from_dict
+        loads, decode, from_dict = jsonvalue.loads, self._decode, Record.from_dict
         offset = t.offset
         for i, line in enumerate(lines):
             problem = ""

@@ -3,9 +3,12 @@ null-aware operators, gathered in :data:`_RUNTIME`, the only globals they see.""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, cast
 
 import orjson
+
+from .. import jsonvalue
 
 # -- values as text ------------------------------------------------------------------------------
 
@@ -16,7 +19,7 @@ def _type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, Decimal)):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -39,8 +42,18 @@ def render_value(value: Any) -> str:
     if value is False:
         return "false"
     if isinstance(value, (dict, list, tuple)):
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        try:
+            return orjson.dumps(value, _json_text, orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # integers beyond 64 bits
+            return jsonvalue.dumps(value, fallback=str).decode()
+    if isinstance(value, Decimal) and value.is_finite():
+        return jsonvalue.dumps(value).decode()  # the digits it was read with: 1e400, 1.10
     return str(value)
+
+
+def _json_text(value: Any) -> Any:
+    """orjson ``default`` for templates: numbers exact, anything else as its ``str()``."""
+    return jsonvalue.default(value) if isinstance(value, Decimal) else str(value)
 
 
 # -- runtime helpers the compiled code calls ------------------------------------------------------

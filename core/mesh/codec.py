@@ -9,20 +9,22 @@ per record, in this order (:data:`ROW_FIELDS`)::
 
 * The context attributes are stored as they are (text; ``None`` when absent).
 * ``extensions`` is the JSON text of the extension dict, or ``None`` when it is empty.
-* ``data`` is ``None`` (no data), ``str`` (the JSON text of a JSON value, written by orjson)
-  or ``bytes`` (binary data, stored as is). The Python type of the stored value tells which,
-  so a record read back equals the record appended (``Record.__eq__``), bytes included.
+* ``data`` is ``None`` (no data), ``str`` (the JSON text of a JSON value, written by
+  :func:`meshconnect.jsonvalue.dumps`: integers of any size and ``Decimal`` numbers keep every
+  digit, so a record read back has the very numbers appended) or ``bytes`` (binary data,
+  stored as is). The Python type of the stored value tells which, so a record read back
+  equals the record appended (``Record.__eq__``), bytes included.
 
 Both encode the same things and refuse the same things: :func:`encode_row` is the careful
 check that names a record which cannot be stored. Records are rebuilt with ``Record.fast``;
 ``tests/test_store.py`` checks that :data:`RECORD_SLOTS` still covers every slot of
 :class:`~meshconnect.records.Record`.
 
-Data that orjson cannot serialise (a ``set``, an object, an int beyond 64 bits, a dict with
-non-string keys) makes the append fail with :class:`RecordEncodingError` (a ``DataError``)
-naming the record. Types orjson serialises natively but that are not JSON values
-(``datetime``, ``UUID``, dataclasses, enums) are stored as their JSON form, exactly as the
-record's CloudEvents JSON form would carry them; NaN and infinities become ``null``.
+Data that is not a JSON value (a ``set``, an object, a dict with non-string keys, NaN or
+infinity, nesting deeper than 254 levels) makes the append fail with
+:class:`RecordEncodingError` (a ``DataError``) naming the record. Types orjson serialises
+natively but that are not JSON values (``datetime``, ``UUID``, dataclasses, enums) are stored
+as their JSON form, exactly as the record's CloudEvents JSON form would carry them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from .. import jsonvalue
 from ..errors import DataError, StoreError
 from ..records import Record
 
@@ -69,7 +72,11 @@ ROW_FIELDS = (
 RECORD_SLOTS = (*ROW_FIELDS, "topic", "offset", "encoded_data")
 
 _dumps = orjson.dumps
-_loads = orjson.loads
+
+
+def _loads(text: str | bytes) -> Any:
+    # The store's own text: checked on the way in, its depth not limited again.
+    return jsonvalue.loads(text, max_depth=None)
 
 
 class RecordEncodingError(DataError):
@@ -88,8 +95,9 @@ class RecordEncodingError(DataError):
 
 
 def encode_json(value: Any) -> str:
-    """``value`` as compact JSON text (orjson); ``TypeError`` when it is not serialisable."""
-    return _dumps(value).decode()
+    """``value`` as compact JSON text (:func:`meshconnect.jsonvalue.dumps`); ``TypeError`` when
+    it is not serialisable."""
+    return jsonvalue.dumps(value).decode()
 
 
 def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any, ...]:
@@ -111,7 +119,7 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
     if not isinstance(ext, dict):
         raise RecordEncodingError(index, r, "extensions must be a dict")
     try:
-        values.append(_dumps(ext).decode() if ext else None)
+        values.append(jsonvalue.dumps(ext).decode() if ext else None)
     except TypeError as exc:
         reason = f"extensions are not JSON-serialisable: {exc}"
         raise RecordEncodingError(index, r, reason) from None
@@ -122,7 +130,7 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
         values.append(bytes(data))
     else:
         try:
-            values.append(_dumps(data).decode())
+            values.append(jsonvalue.dumps(data).decode())
         except TypeError as exc:
             raise RecordEncodingError(index, r, f"data is not JSON-serialisable: {exc}") from None
     return tuple(values)
@@ -177,11 +185,8 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     if not n:
         return b"[]"
     dumps = _dumps
-    newline = orjson.OPT_APPEND_NEWLINE
     try:
-        # orjson's output buffer holds ~4 KiB whatever the size: the slice keeps an exact
-        # copy (records stay in the tail cache for a while).
-        encoded = [dumps(r.data, None, newline)[:-1] for r in records]
+        encoded = jsonvalue.dumps_each([r.data for r in records])
     except TypeError:  # bytes data, or data that cannot be stored
         return _encode_rows_segment(records)
     parts = [b'{"n":', str(n).encode()]
@@ -196,7 +201,7 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     extensions = [r.extensions or None for r in records]
     if any(extensions):
         try:
-            parts += (b',"ext":', dumps(extensions))
+            parts += (b',"ext":', jsonvalue.dumps(extensions))
         except TypeError:
             return _encode_rows_segment(records)
     parts += (b',"data":[', b",".join(encoded), b"]}")
@@ -224,7 +229,7 @@ def _encode_rows_segment(records: Sequence[Record]) -> bytes:
             row[8] = base64.b64encode(bytes(r.data)).decode("ascii")
             row.append(1)
         rows.append(row)
-    return _dumps(rows)
+    return jsonvalue.dumps(rows)
 
 
 def decode_segment(body: bytes | str, topic: str, first: int) -> list[Record]:
