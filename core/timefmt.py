@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -92,6 +93,12 @@ def _number(value: Any, unit: str) -> float:
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"{value} is not a time")
         return value
+    if isinstance(value, Decimal):  # a JSON number with a fraction (meshconnect.jsonvalue)
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a time")
+        if value.adjusted() > 20:
+            raise ValueError(f"{value} {unit} since the epoch is out of range")
+        return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, str) and _NUMERIC.fullmatch(value):
         return float(value) if "." in value else int(value)
     raise ValueError(f"expected a number of {unit} since the epoch, not {_describe(value)}")
@@ -120,7 +127,7 @@ def parse_time(value: Any, fmt: str = "auto", *, tz: tzinfo = UTC) -> datetime:
     if fmt == "epoch_s":
         return _from_epoch(_number(value, "seconds"), 1)
     if fmt == "auto":
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
             return _from_epoch(_number(value, "milliseconds"), 1000)
         if isinstance(value, str):
             if _NUMERIC.fullmatch(value):

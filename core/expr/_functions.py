@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import functools
 import math
 import re
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from .. import timefmt
+from . import _numeric
 from ._runtime import _type_name, render_value
 
 
@@ -110,6 +113,8 @@ def _fn_substr(s: Any, start: Any, end: Any = None) -> Any:
 def _fn_int(x: Any) -> int | None:
     if x is None:
         return None
+    if isinstance(x, Decimal):
+        return _numeric.integral("int", x, decimal.ROUND_DOWN)  # towards zero, as int(3.9)
     if isinstance(x, (int, float, str)):
         return int(x)
     raise TypeError(f"int() needs a number or a string, not {_type_name(x)}")
@@ -118,7 +123,7 @@ def _fn_int(x: Any) -> int | None:
 def _fn_float(x: Any) -> float | None:
     if x is None:
         return None
-    if isinstance(x, (int, float, str)):
+    if isinstance(x, (int, float, str, Decimal)):
         return float(x)
     raise TypeError(f"float() needs a number or a string, not {_type_name(x)}")
 
@@ -143,13 +148,13 @@ def _fn_bool(x: Any) -> bool:
 
 
 def _fn_abs(x: Any) -> Any:
-    return None if x is None else abs(x)
+    return None if x is None else _numeric.absolute(x)
 
 
 def _fn_round(x: Any, digits: Any = None) -> Any:
     if x is None:
         return None
-    return round(x, digits)
+    return _numeric.rounded(x, digits)
 
 
 def _candidates(args: tuple[Any, ...]) -> list[Any]:
@@ -158,14 +163,27 @@ def _candidates(args: tuple[Any, ...]) -> list[Any]:
     return [a for a in args if a is not None]
 
 
+def _comparable(values: list[Any]) -> list[Any]:
+    """Floats as the Decimals of their shortest text when Decimals are among ``values``."""
+    if any(isinstance(v, Decimal) for v in values):
+        return [_numeric.as_decimal(v) if v.__class__ is float else v for v in values]
+    return values
+
+
 def _fn_min(*args: Any) -> Any:
     values = _candidates(args)
-    return min(values) if values else None
+    if not values:
+        return None
+    index = min(range(len(values)), key=_comparable(values).__getitem__)
+    return values[index]
 
 
 def _fn_max(*args: Any) -> Any:
     values = _candidates(args)
-    return max(values) if values else None
+    if not values:
+        return None
+    index = max(range(len(values)), key=_comparable(values).__getitem__)
+    return values[index]
 
 
 def _fn_coalesce(*args: Any) -> Any:
@@ -187,25 +205,33 @@ def _fn_concat(*args: Any) -> str:
     return "".join([render_value(a) for a in args])
 
 
-def _need_number(name: str, value: Any) -> int | float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+def _need_number(name: str, value: Any) -> int | float | Decimal:
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return value
     raise TypeError(f"{name}() needs a number, not {_type_name(value)}")
 
 
 def _fn_floor(x: Any) -> int | None:
-    return None if x is None else math.floor(_need_number("floor", x))
+    if x is None:
+        return None
+    if isinstance(x, Decimal):
+        return _numeric.integral("floor", x, decimal.ROUND_FLOOR)
+    return math.floor(_need_number("floor", x))
 
 
 def _fn_ceil(x: Any) -> int | None:
-    return None if x is None else math.ceil(_need_number("ceil", x))
+    if x is None:
+        return None
+    if isinstance(x, Decimal):
+        return _numeric.integral("ceil", x, decimal.ROUND_CEILING)
+    return math.ceil(_need_number("ceil", x))
 
 
 def _fn_sum(*args: Any) -> Any:
     values = _candidates(args)
     for value in values:
         _need_number("sum", value)
-    return sum(values)
+    return _numeric.total(values)
 
 
 def _fn_split(s: Any, separator: Any = None) -> list[str] | None:

@@ -9,6 +9,7 @@ from typing import Any, cast
 import orjson
 
 from .. import jsonvalue
+from . import _numeric
 
 # -- values as text ------------------------------------------------------------------------------
 
@@ -117,7 +118,7 @@ def _mul(a: Any, b: Any) -> Any:
             and len(seq) * count > _MAX_REPEAT
         ):
             raise ValueError(f"'*' would build a value longer than {_MAX_REPEAT}")
-    return a * b
+    return _numeric.mul(a, b)
 
 
 def _mod(a: Any, b: Any) -> Any:
@@ -125,7 +126,7 @@ def _mod(a: Any, b: Any) -> Any:
         return None
     if isinstance(a, (str, bytes)):
         raise TypeError("'%' is the numeric remainder; use concat() or a template for text")
-    return a % b
+    return _numeric.mod(a, b)
 
 
 #: Globals every compiled expression sees. No ``__builtins__``: nothing but these exists.
@@ -141,4 +142,17 @@ _RUNTIME: dict[str, Any] = {
     "_mul": _mul,
     "_mod": _mod,
     "_text": render_value,
+    # Numbers: int, float and Decimal together (see _numeric).
+    "_add": _numeric.add,
+    "_sub": _numeric.sub,
+    "_div": _numeric.truediv,
+    "_floordiv": _numeric.floordiv,
+    "_neg": _numeric.neg,
+    "_pos": _numeric.pos,
+    "_eq": _numeric.eq,
+    "_ne": _numeric.ne,
+    "_lt": _numeric.lt,
+    "_le": _numeric.le,
+    "_gt": _numeric.gt,
+    "_ge": _numeric.ge,
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import inspect
 from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..records import CONTEXT_ATTRIBUTES
@@ -55,7 +56,23 @@ def _never_null(node: ast.expr) -> bool:
     """Whether a translated node can be known not to evaluate to ``None``."""
     if isinstance(node, ast.Constant):
         return node.value is not None
+    if isinstance(node, ast.Name) and node.id.startswith("_c"):
+        return True  # a constant bound by name (a Decimal literal, a compiled regex)
     return isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict | ast.JoinedStr)
+
+
+_HELPERS: dict[type[ast.AST], str] = {
+    ast.Add: "_add",
+    ast.Sub: "_sub",
+    ast.Div: "_div",
+    ast.FloorDiv: "_floordiv",
+    ast.Eq: "_eq",
+    ast.NotEq: "_ne",
+    ast.Lt: "_lt",
+    ast.LtE: "_le",
+    ast.Gt: "_gt",
+    ast.GtE: "_ge",
+}
 
 
 class _Translator:
@@ -73,6 +90,8 @@ class _Translator:
         self.namespace: dict[str, Any] = {}
         self._counter = 0
         self._depth = 0
+        #: Names of the Decimal literals in ``namespace`` (see :meth:`decimal`).
+        self.decimals: dict[str, Decimal] = {}
         #: The text being translated and where it starts in the text the user wrote.
         self._source = ""
         self._offset = 0
@@ -148,7 +167,27 @@ class _Translator:
     def _visit_Constant(self, node: ast.Constant) -> ast.expr:
         if not isinstance(node.value, _CONSTANT_TYPES):
             raise self.fail(f"constants of type {type(node.value).__name__} are not allowed", node)
+        if isinstance(node.value, float):
+            return self.decimal(self._literal_decimal(node))
         return ast.Constant(node.value)
+
+    def _literal_decimal(self, node: ast.Constant) -> Decimal:
+        """A number with a fraction or exponent as the Decimal of the text written (as JSON
+        numbers in data are), not the nearest binary float."""
+        line = self._source.encode("utf-8")
+        start, end = node.col_offset, node.end_col_offset
+        text = line[start:end].decode("utf-8", "replace") if end is not None else ""
+        try:
+            return Decimal(text.replace("_", ""))
+        except InvalidOperation:  # not expected: ast read it as a float
+            return Decimal(repr(node.value))
+
+    def decimal(self, value: Decimal) -> ast.expr:
+        """A Decimal literal: a name bound to ``value`` (the AST holds no Decimal constants)."""
+        name = self.constant(value)
+        assert isinstance(name, ast.Name)
+        self.decimals[name.id] = value
+        return name
 
     def _visit_Name(self, node: ast.Name) -> ast.expr:
         name = node.id
@@ -219,10 +258,16 @@ class _Translator:
         if isinstance(node.op, ast.Invert):
             raise self.fail("operator '~' is not supported", node)
         operand = self.visit(node.operand)
+        minus = isinstance(node.op, ast.USub)
         if isinstance(operand, ast.Constant) and isinstance(operand.value, int | float):
-            value = -operand.value if isinstance(node.op, ast.USub) else +operand.value
-            return ast.Constant(value)
-        return self._null_guarded([operand], lambda a: ast.UnaryOp(node.op, a[0]))
+            return ast.Constant(-operand.value if minus else +operand.value)
+        if isinstance(operand, ast.Name) and operand.id in self.decimals:
+            value = self.decimals[operand.id]
+            return self.decimal(value.copy_negate() if minus else value)
+        helper = "_neg" if minus else "_pos"
+        return self._null_guarded(
+            [operand], lambda a: ast.Call(ast.Name(helper, ast.Load()), [a[0]], [])
+        )
 
     def _visit_BinOp(self, node: ast.BinOp) -> ast.expr:
         op = node.op
@@ -233,7 +278,10 @@ class _Translator:
             return ast.Call(ast.Name("_mul", ast.Load()), [left, right], [])
         if isinstance(op, ast.Mod):
             return ast.Call(ast.Name("_mod", ast.Load()), [left, right], [])
-        return self._null_guarded([left, right], lambda a: ast.BinOp(a[0], op, a[1]))
+        helper = _HELPERS[type(op)]  # + - / //: int, float and Decimal together
+        return self._null_guarded(
+            [left, right], lambda a: ast.Call(ast.Name(helper, ast.Load()), [a[0], a[1]], [])
+        )
 
     def _null_guarded(
         self, operands: list[ast.expr], build: Callable[[list[ast.expr]], ast.expr]
@@ -286,6 +334,8 @@ class _Translator:
     ) -> ast.expr:
         left, right = operands[i], operands[i + 1]
         if isinstance(op, ast.Eq | ast.NotEq):
+            if self._numeric_mix(left, right):
+                return ast.Call(ast.Name(_HELPERS[type(op)], ast.Load()), [use(i), use(i + 1)], [])
             return ast.Compare(use(i), [op], [use(i + 1)])
         if isinstance(op, ast.Is | ast.IsNot):
             if not any(isinstance(o, ast.Constant) and o.value is None for o in (left, right)):
@@ -305,8 +355,24 @@ class _Translator:
             for j in (i, i + 1)
             if not _never_null(operands[j])
         ]
-        compare = ast.Compare(use(i), [op], [use(i + 1)])
+        if self._numeric_mix(left, right):
+            helper = ast.Name(_HELPERS[type(op)], ast.Load())
+            compare: ast.expr = ast.Call(helper, [use(i), use(i + 1)], [])
+        else:
+            compare = ast.Compare(use(i), [op], [use(i + 1)])
         return ast.BoolOp(ast.And(), [*checks, compare]) if checks else compare
+
+    def _numeric_mix(self, left: ast.expr, right: ast.expr) -> bool:
+        """Whether a comparison may meet a float and a Decimal (then it goes through a helper
+        that reads the float as its shortest text). Not when one side is a constant that is
+        not a Decimal: an int, a string, null compare natively (and fast)."""
+        for side in (left, right):
+            if isinstance(side, ast.Name) and side.id in self.decimals:
+                return True
+        return not any(
+            isinstance(side, ast.Constant | ast.List | ast.Tuple | ast.Set | ast.Dict)
+            for side in (left, right)
+        )
 
     def _visit_IfExp(self, node: ast.IfExp) -> ast.expr:
         return ast.IfExp(self.visit(node.test), self.visit(node.body), self.visit(node.orelse))
