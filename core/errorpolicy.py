@@ -226,7 +226,7 @@ def _lenient(value: Any) -> Any:
 
 def storable(data: Any) -> Any:
     """The nearest JSON value to ``data`` that the store can keep, for a dead letter whose
-    data is not JSON (a transform made a set, NaN, an object): sets become arrays, bytes base64
+    data is not JSON (a transform made NaN or an object): sets become arrays, bytes base64
     text, NaN and infinities ``null`` (a ``Decimal`` one its name as text), keys text, other
     objects ``"<Type: not JSON>"``; data nested deeper than the store keeps is cut at
     :data:`~meshconnect.jsonvalue.MAX_DEPTH` levels (``"<nested deeper: not kept>"``). Never a

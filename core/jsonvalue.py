@@ -32,24 +32,24 @@ Numbers on the way out
 Limits
     Objects and arrays nest at most :data:`MAX_DEPTH` (128, serde_json's default) levels deep;
     deeper input is refused by :func:`loads` with :class:`JSONValueError`, so that every value
-    it returns can be stored, copied, validated and written again (orjson writes at most 254
-    levels; recursive code such as JSON Schema validation needs several stack frames a level).
+    it returns can be stored, copied, validated and written again (orjson, which transforms
+    use, writes at most 254 levels; recursive code such as JSON Schema validation needs several
+    stack frames a level).
     Duplicate keys in an object: the last one wins (as ECMAScript's ``JSON.parse``, orjson and
     Python's ``json`` do). Lone UTF-16 surrogates (``"\\ud800"``) are refused: the text could
     not be written as UTF-8 again.
 
 Implementation
-    Decoding is msgspec's decoder with a ``float_hook`` (one pass in C; a ``Decimal`` per
-    number with a fraction or exponent). Encoding is orjson with a ``default`` that writes a
-    ``Decimal`` as an ``orjson.Fragment`` of its text; integers beyond 64 bits (which orjson
-    refuses) take a slower second pass. Both are measured in ``docs/benchmarks.md``.
+    msgspec both ways, chosen by measuring (``docs/benchmarks.md``): its decoder takes a
+    ``float_hook`` (orjson has none and makes every fraction and every integer beyond 64 bits a
+    binary float), and its encoder writes ``Decimal`` and integers of any size in C (orjson
+    needs a Python ``default`` per Decimal, about twice the cost of the whole record, and
+    refuses integers beyond 64 bits). :func:`default` serves code that calls orjson itself.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -125,8 +125,9 @@ def loads(text: str | bytes | bytearray | memoryview, *, max_depth: int | None =
         raise JSONValueError(f"nested deeper than {max_depth or 'Python can'} levels") from None
     except (InvalidOperation, ValueError, OverflowError) as exc:
         raise JSONValueError(f"a number out of range: {type(exc).__name__}") from None
-    if max_depth is not None and len(text) > max_depth and isinstance(value, dict | list):
-        # Depth d needs d opening brackets: count them before walking anything.
+    if max_depth is not None and len(text) > 2 * max_depth and isinstance(value, dict | list):
+        # Depth d needs d opening and d closing brackets (the text parsed, so they balance):
+        # a short text cannot be too deep; count the opening ones before walking anything.
         if isinstance(text, str):
             brackets = text.count("[") + text.count("{")
         else:
@@ -171,86 +172,55 @@ def default(value: Any) -> Any:
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
-_OPTIONS = {
-    (False, False): 0,
-    (True, False): orjson.OPT_SORT_KEYS,
-    (False, True): orjson.OPT_APPEND_NEWLINE,
-    (True, True): orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE,
+def _enc_hook(value: Any) -> Any:
+    if value.__class__ is _TextDecimal:
+        return msgspec.Raw(value.text.encode("ascii"))
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+_encoders = {
+    order: msgspec.json.Encoder(decimal_format="number", enc_hook=_enc_hook, order=order)
+    for order in (None, "sorted")
 }
+_NON_FINITE = "NaN and infinity are not JSON numbers (JSON has no NaN or infinity)"
 
 
-@functools.lru_cache(maxsize=16)
-def _default_with(fallback: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def extended(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return default(value)
-        return fallback(value)
-
-    return extended
-
-
-def dumps(
-    value: Any,
-    *,
-    sort_keys: bool = False,
-    newline: bool = False,
-    fallback: Callable[[Any], Any] | None = None,
-) -> bytes:
+def dumps(value: Any, *, sort_keys: bool = False, newline: bool = False) -> bytes:
     """``value`` as compact UTF-8 JSON (plus ``\\n`` with ``newline``; keys sorted with
-    ``sort_keys``). Numbers as the module docstring says.
+    ``sort_keys``). Numbers as the module docstring says; values JSON lacks in their JSON form:
+    a tuple or set as an array, bytes as base64 text, a ``datetime`` as RFC 3339 text, a
+    non-string key as text.
 
-    ``TypeError`` (orjson's ``JSONEncodeError``) when ``value`` is not a JSON value: a set,
-    bytes, an object, a non-string key, NaN or infinity, nesting deeper than 254 levels.
-    ``fallback`` (an orjson ``default``: a value to write instead, or ``TypeError``) lets a
-    writer accept more types, e.g. bytes as base64; ``Decimal`` never reaches it."""
-    option = _OPTIONS[sort_keys, newline]
-    hook = default if fallback is None else _default_with(fallback)
+    ``TypeError`` when ``value`` cannot be written: NaN or infinity (float or Decimal), an
+    object of another type, nesting deeper than Python's recursion limit."""
     try:
-        out = orjson.dumps(value, hook, option)
-    except TypeError as exc:
-        if "64-bit" not in str(exc):
-            cause = exc.__cause__  # what ``default`` said, which orjson's message hides
-            raise TypeError(str(cause) if cause is not None else str(exc)) from None
-        # Integers beyond 64 bits: orjson refuses them without asking ``default``.
-        try:
-            out = orjson.dumps(_big_ints(value), hook, option)
-        except RecursionError:
-            raise TypeError("Recursion limit reached") from None
+        out = _encoders["sorted" if sort_keys else None].encode(value)
+    except (ValueError, RecursionError) as exc:  # a NaN Decimal; nesting
+        raise TypeError(
+            _NON_FINITE if isinstance(exc, ValueError) else "nested too deep to write"
+        ) from None
     if b"null" in out and _non_finite(value):
-        raise TypeError("NaN and infinity are not JSON numbers (JSON has no NaN or infinity)")
-    return out
+        raise TypeError(_NON_FINITE)
+    return out + b"\n" if newline else out
 
 
 def dumps_each(values: list[Any]) -> list[bytes]:
-    """:func:`dumps` of each value, each an exact-size ``bytes`` (a batch encoder for the mesh
-    store: the fast path runs no Python code per value unless it holds a ``Decimal``).
-    ``TypeError`` when one of them cannot be written."""
-    encode, hook = orjson.dumps, default
+    """:func:`dumps` of each value (a batch encoder for the mesh store: the per-value work is
+    msgspec's, in C, Decimals included). ``TypeError`` when one of them cannot be written."""
+    encode = _encoders[None].encode
     try:
-        # orjson's output buffer keeps ~4 KiB whatever the size: slicing off the appended
-        # newline makes an exact copy (stored records stay in the store's cache a while).
-        out = [encode(v, hook, orjson.OPT_APPEND_NEWLINE)[:-1] for v in values]
-    except TypeError:
-        return [dumps(v) for v in values]  # integers beyond 64 bits, or the error to raise
+        out = [encode(v) for v in values]
+    except (ValueError, RecursionError):
+        return [dumps(v) for v in values]  # raises the error, with its message
     for blob, value in zip(out, values, strict=True):
         if b"null" in blob and _non_finite(value):
-            raise TypeError("NaN and infinity are not JSON numbers (JSON has no NaN or infinity)")
+            raise TypeError(_NON_FINITE)
     return out
 
 
-def _big_ints(value: Any) -> Any:
-    """``value`` with every integer beyond 64 bits as an ``orjson.Fragment`` of its digits."""
-    if value.__class__ is int:
-        return orjson.Fragment(str(value)) if not -(2**63) <= value < 2**64 else value
-    if isinstance(value, dict):
-        return {k: _big_ints(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_big_ints(v) for v in value]
-    return value
-
-
 def _non_finite(value: Any) -> bool:
-    """Whether a float NaN or infinity hides in ``value`` (orjson writes them as ``null``)."""
+    """Whether a float NaN or infinity hides in ``value`` (msgspec and orjson write them as
+    ``null``)."""
     stack = [value]
     while stack:
         item = stack.pop()

@@ -42,6 +42,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -392,9 +393,14 @@ def _diff(
     return "\n".join(lines)
 
 
+def _json_default(value: Any) -> Any:
+    """A Decimal (an exact JSON number) as the float a YAML test file can write; else repr."""
+    return float(value) if isinstance(value, Decimal) else repr(value)
+
+
 def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
+    return json.dumps(value, sort_keys=True, default=_json_default)
 
 
 def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=repr, ensure_ascii=False)
+    return json.dumps(value, indent=2, sort_keys=True, default=_json_default, ensure_ascii=False)

@@ -91,7 +91,7 @@ def test_a_decimal_made_by_code_keeps_digits_and_scale() -> None:
 
 
 def test_floats_made_by_code_stay_floats_in_shortest_form() -> None:
-    assert dumps({"f": 0.1, "g": 1e16}) == b'{"f":0.1,"g":1e+16}'
+    assert dumps({"f": 0.1, "g": 1e16}) == b'{"f":0.1,"g":1e16}'
 
 
 @pytest.mark.parametrize(
@@ -164,9 +164,23 @@ def test_bytes_and_str_give_the_same_value() -> None:
     assert loads(text) == {"s": "é😀", "n": [1, Decimal("2.5"), Decimal("1e3")]}
 
 
-@pytest.mark.parametrize("value", [{1, 2}, b"x", {1: 2}, object()])
-def test_values_that_are_not_json_are_refused(value: object) -> None:
-    with pytest.raises(TypeError):
+@pytest.mark.parametrize("value", [object(), {"a": [Decimal("1"), object()]}, {"f": print}])
+def test_values_that_have_no_json_form_are_refused(value: object) -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps(value)
+
+
+def test_values_json_lacks_are_written_in_their_json_form() -> None:
+    assert dumps({"set": {2}, "bytes": b"\x00\xff", "tuple": (1, 2), 7: "int key"}) == (
+        b'{"set":[2],"bytes":"AP8=","tuple":[1,2],"7":"int key"}'
+    )
+
+
+def test_nesting_beyond_what_python_can_write_is_a_type_error() -> None:
+    value: list[object] = []
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(TypeError, match="nested too deep"):
         dumps(value)
 
 

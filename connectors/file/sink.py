@@ -29,7 +29,6 @@ Blocking I/O
 from __future__ import annotations
 
 import asyncio
-import base64
 import codecs
 import os
 import re
@@ -47,15 +46,6 @@ from .errors import io_error
 __all__ = ["FileSink"]
 
 _WRITE_BEHIND = 4 << 20
-
-
-def _default(value: Any) -> Any:
-    """What the sink writes for values that are not JSON but that plugins produce."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, set | frozenset):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class FileSink(Sink[FileSinkConfig]):
@@ -286,9 +276,7 @@ class FileSink(Sink[FileSinkConfig]):
         try:
             # A record read from the mesh carries its data's JSON as the store encoded it.
             lines = [
-                dumps(r.data, newline=True, fallback=_default)
-                if (e := r.encoded_data) is None
-                else e + b"\n"
+                dumps(r.data, newline=True) if (e := r.encoded_data) is None else e + b"\n"
                 for r in records
             ]
         except TypeError:
@@ -316,7 +304,7 @@ class FileSink(Sink[FileSinkConfig]):
 
     def _dumps(self, record: Record, value: Any) -> bytes:
         try:
-            return jsonvalue.dumps(value, newline=True, fallback=_default)
+            return jsonvalue.dumps(value, newline=True)
         except TypeError as exc:
             raise DataError(f"file sink: record {record.id}: cannot write as JSON: {exc}") from exc
 

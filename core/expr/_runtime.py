@@ -46,7 +46,7 @@ def render_value(value: Any) -> str:
         try:
             return orjson.dumps(value, _json_text, orjson.OPT_NON_STR_KEYS).decode()
         except TypeError:  # integers beyond 64 bits
-            return jsonvalue.dumps(value, fallback=str).decode()
+            return jsonvalue.dumps(value).decode()
     if isinstance(value, Decimal) and value.is_finite():
         return jsonvalue.dumps(value).decode()  # the digits it was read with: 1e400, 1.10
     return str(value)
@@ -142,6 +142,7 @@ _RUNTIME: dict[str, Any] = {
     "_mul": _mul,
     "_mod": _mod,
     "_text": render_value,
+    "_Decimal": Decimal,
     # Numbers: int, float and Decimal together (see _numeric).
     "_add": _numeric.add,
     "_sub": _numeric.sub,

@@ -20,11 +20,11 @@ check that names a record which cannot be stored. Records are rebuilt with ``Rec
 ``tests/test_store.py`` checks that :data:`RECORD_SLOTS` still covers every slot of
 :class:`~meshconnect.records.Record`.
 
-Data that is not a JSON value (a ``set``, an object, a dict with non-string keys, NaN or
-infinity, nesting deeper than 254 levels) makes the append fail with
-:class:`RecordEncodingError` (a ``DataError``) naming the record. Types orjson serialises
-natively but that are not JSON values (``datetime``, ``UUID``, dataclasses, enums) are stored
-as their JSON form, exactly as the record's CloudEvents JSON form would carry them.
+Data that has no JSON form (an arbitrary object, NaN or infinity, nesting deeper than Python
+can write) makes the append fail with :class:`RecordEncodingError` (a ``DataError``) naming
+the record. Values JSON lacks but that have a JSON form (a tuple or set as an array, bytes
+inside data as base64 text, ``datetime`` and ``UUID`` as text, a non-string key as text) are
+stored in that form, exactly as :func:`meshconnect.jsonvalue.dumps` writes them everywhere.
 """
 
 from __future__ import annotations
