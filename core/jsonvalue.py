@@ -185,14 +185,20 @@ _encoders = {
 _NON_FINITE = "NaN and infinity are not JSON numbers (JSON has no NaN or infinity)"
 
 
-def dumps(value: Any, *, sort_keys: bool = False, newline: bool = False) -> bytes:
+def dumps(
+    value: Any, *, sort_keys: bool = False, newline: bool = False, strict: bool = False
+) -> bytes:
     """``value`` as compact UTF-8 JSON (plus ``\\n`` with ``newline``; keys sorted with
     ``sort_keys``). Numbers as the module docstring says; values JSON lacks in their JSON form:
     a tuple or set as an array, bytes as base64 text, a ``datetime`` as RFC 3339 text, a
     non-string key as text.
 
     ``TypeError`` when ``value`` cannot be written: NaN or infinity (float or Decimal), an
-    object of another type, nesting deeper than Python's recursion limit."""
+    object of another type, nesting deeper than Python's recursion limit. With ``strict``, also
+    for sets, bytes and non-string keys (whose JSON form is not one text: a set's order varies
+    from run to run), as a key or a hash must be."""
+    if strict:
+        return _dumps_strict(value, sort_keys, newline)
     try:
         out = _encoders["sorted" if sort_keys else None].encode(value)
     except (ValueError, RecursionError) as exc:  # a NaN Decimal; nesting
@@ -216,6 +222,36 @@ def dumps_each(values: list[Any]) -> list[bytes]:
         if b"null" in blob and _non_finite(value):
             raise TypeError(_NON_FINITE)
     return out
+
+
+def _dumps_strict(value: Any, sort_keys: bool, newline: bool) -> bytes:
+    option = (orjson.OPT_SORT_KEYS if sort_keys else 0) | (
+        orjson.OPT_APPEND_NEWLINE if newline else 0
+    )
+    try:
+        out = orjson.dumps(value, default, option)
+    except TypeError as exc:
+        if "64-bit" not in str(exc):
+            cause = exc.__cause__  # what ``default`` said, which orjson's message hides
+            raise TypeError(str(cause) if cause is not None else str(exc)) from None
+        try:  # integers beyond 64 bits, which orjson refuses without asking ``default``
+            out = orjson.dumps(_big_ints(value), default, option)
+        except RecursionError:
+            raise TypeError("nested too deep to write") from None
+    if b"null" in out and _non_finite(value):
+        raise TypeError(_NON_FINITE)
+    return out
+
+
+def _big_ints(value: Any) -> Any:
+    """``value`` with every integer beyond 64 bits as an ``orjson.Fragment`` of its digits."""
+    if value.__class__ is int:
+        return orjson.Fragment(str(value)) if not -(2**63) <= value < 2**64 else value
+    if isinstance(value, dict):
+        return {k: _big_ints(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_big_ints(v) for v in value]
+    return value
 
 
 def _non_finite(value: Any) -> bool:

@@ -201,3 +201,18 @@ def test_arithmetic_on_a_decimal_read_from_text_is_plain_decimal() -> None:
     assert value + 1 == Decimal("101")
     assert type(value + 1) is Decimal
     assert value == Decimal("100") and hash(value) == hash(Decimal(100)) == hash(100)
+
+
+@pytest.mark.parametrize("value", [{1, 2}, b"x", {1: 2}, [frozenset()]])
+def test_strict_refuses_what_has_no_single_json_text(value: object) -> None:
+    with pytest.raises(TypeError):
+        dumps(value, strict=True)
+
+
+def test_strict_writes_numbers_as_dumps_does() -> None:
+    value = loads('{"b":[1e400,1.10,123456789012345678901234567890],"a":-0.0}')
+    assert dumps(value, strict=True, sort_keys=True, newline=True) == (
+        b'{"a":-0.0,"b":[1e400,1.10,123456789012345678901234567890]}\n'
+    )
+    with pytest.raises(TypeError, match="NaN"):
+        dumps([Decimal("NaN")], strict=True)

@@ -112,7 +112,7 @@ def _as_bytes(value: Any) -> bytes:
         return value.encode("utf-8")
     if isinstance(value, bytes | bytearray):
         return bytes(value)
-    return jsonvalue.dumps(value, sort_keys=True)
+    return jsonvalue.dumps(value, sort_keys=True, strict=True)
 
 
 def _redactor(options: MaskOptions) -> Masker:

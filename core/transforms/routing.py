@@ -268,7 +268,7 @@ class SetKey(Transform):
         else:
             values = [self._value(record, path) for path in paths]
             try:
-                key = jsonvalue.dumps(values).decode()
+                key = jsonvalue.dumps(values, strict=True).decode()
             except TypeError as exc:
                 raise DataError(f"set_key: {exc}") from None
         record.extensions[self.extension] = key
