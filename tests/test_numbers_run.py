@@ -53,6 +53,19 @@ NUMBERS = [
     '{"v":[1.5,[2e-3,{"k":18446744073709551616,"d":0.10}]]}',
     '{"v":"169299987.35345112","w":9007199254740993}',
 ]
+#: What the JSON sink writes: plain notation byte for byte; exponent forms (and plain numbers
+#: below 1e-6) in Python's canonical decimal text, with the same digits and exponent.
+WRITTEN = [
+    *NUMBERS[:4],
+    '{"v":1E+400}',
+    '{"v":-0.0}',
+    '{"v":1E-7}',
+    '{"v":1E-8}',
+    '{"v":1.5E+300}',
+    '{"v":18446744073709551616}',
+    '{"v":[1.5,[0.002,{"k":18446744073709551616,"d":0.10}]]}',
+    NUMBERS[11],
+]
 
 PIPELINE = """
 pipelines:
@@ -110,11 +123,11 @@ def test_numbers_keep_every_digit_from_a_json_file_to_a_json_file(tmp_path: Path
     done = meshconnect(tmp_path, "run", "p.yaml")
 
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "same.jsonl").read_text().splitlines() == NUMBERS
+    assert (tmp_path / "same.jsonl").read_text().splitlines() == WRITTEN
     assert (tmp_path / "exprs.jsonl").read_text().splitlines() == [
         '{"v":169299987.35345112,"plus":"169299987.85345112"}',
         '{"v":1.10,"plus":"1.60"}',
-        '{"v":1e400,"plus":"1' + "0" * 399 + '0.5"}',
+        '{"v":1E+400,"plus":"1' + "0" * 399 + '0.5"}',
     ]
     assert (tmp_path / "cast.jsonl.out").read_text().splitlines() == [
         '{"v":"1.10"}',
@@ -126,7 +139,7 @@ def test_numbers_keep_every_digit_from_a_json_file_to_a_json_file(tmp_path: Path
     ]
     # topics tail runs in another process: it reads the store's file, not a cache.
     assert [line.split('"data":')[1] for line in tail_lines(tmp_path, "same")] == [
-        n + "}" for n in NUMBERS
+        n + "}" for n in WRITTEN
     ]
     assert [r["partitionkey"] for r in tail(tmp_path, "keys")] == [
         "123456789012345678901234567890",

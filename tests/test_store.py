@@ -261,7 +261,7 @@ async def test_numbers_keep_every_digit_through_the_store(store: MeshStore) -> N
     ]
     assert jsonvalue.dumps(got[0].data) == (
         b'{"big":123456789012345678901234567890,"neg":-1180591620717411303424,'
-        b'"exact":169299987.35345112,"scale":1.10,"huge":1e400,"tiny":1E-7,"negzero":-0.0,'
+        b'"exact":169299987.35345112,"scale":1.10,"huge":1E+400,"tiny":1E-7,"negzero":-0.0,'
         b'"list":[[36893488147419103232,1E-8],{"k":-0.00250}],"float":0.1}'
     )
     assert got[1].data == [2**64, D("9.99")]
