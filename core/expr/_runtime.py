@@ -48,7 +48,7 @@ def render_value(value: Any) -> str:
         except TypeError:  # integers beyond 64 bits
             return jsonvalue.dumps(value).decode()
     if isinstance(value, Decimal) and value.is_finite():
-        return jsonvalue.dumps(value).decode()  # the digits it was read with: 1e400, 1.10
+        return jsonvalue.dumps(value).decode()  # every digit and the scale: 1.10, 1E+400
     return str(value)
 
 
