@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -92,13 +92,26 @@ class Source(Generic[C]):
 
     #: Whether this source ends by itself (a file with ``follow: false``, a bulk query).
     bounded: bool = False
+    #: What an empty position (nothing committed yet) means for this source: the words after
+    #: "no committed position:" in ``meshconnect offsets show``, e.g. "reads each file from
+    #: its beginning". Sources whose empty position means "from now" (the end of a log) say
+    #: so here, and return their starting positions from :meth:`start`.
+    empty_position: ClassVar[str] = "starts from the beginning"
 
     def __init__(self, config: C, context: ConnectorContext) -> None:
         self.config = config
         self.context = context
 
-    async def start(self, positions: Mapping[str, Position]) -> None:
-        """Prepare to read from the committed ``positions`` (empty on a first run)."""
+    async def start(self, positions: Mapping[str, Position]) -> Mapping[str, Position] | None:
+        """Prepare to read from the committed ``positions`` (empty on a first run).
+
+        Return None, or the positions the source starts from when they are not derivable
+        later: a source whose empty position means "from now" (the end of a binlog, a
+        stream's latest entry) returns where "now" was; the worker commits them before it
+        reports the source started, so a stop or crash before the first record resumes
+        there instead of at a later "now" (and loses nothing written in between).
+        """
+        return None
 
     async def poll(self) -> SourceBatch | None:
         """The next batch; an empty batch when idle; ``None`` when a bounded source is done."""

@@ -45,7 +45,7 @@ class _Options:
                 policy = PluginPolicy.read(self.plugins)
                 self._registry = load_registry(policy, strict=self.strict or None)
             except PluginError as exc:
-                raise click.ClickException(str(exc)) from None
+                raise _Fail(str(exc)) from None
         return self._registry
 
     def store_url(self, config: LoadedConfig | None = None) -> str:
@@ -60,18 +60,22 @@ class _Options:
         return default_store_url(self.state)
 
     def load(self, files: Sequence[str]) -> LoadedConfig:
+        from .config.interpolate import register_secrets
         from .config.loader import load_pipeline_files
         from .errors import MeshconnectError, ValidationErrors
 
         try:
-            return load_pipeline_files(files, self.registry())
+            config = load_pipeline_files(files, self.registry())
+            # Masked in everything this command prints or logs from now on.
+            register_secrets(config.secrets)
+            return config
         except ValidationErrors as exc:
             for problem in exc.problems:
-                click.echo(str(problem), err=True)
-            click.echo(f"{len(exc.problems)} problem(s) found", err=True)
+                _echo(str(problem), err=True)
+            _echo(f"{len(exc.problems)} problem(s) found", err=True)
             sys.exit(1)
         except MeshconnectError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _echo(f"error: {exc}", err=True)
             sys.exit(1)
 
     def open_store(self, url: str) -> MeshStore:
@@ -81,10 +85,30 @@ class _Options:
         try:
             return open_store(url, self.registry())
         except MeshconnectError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _Fail(str(exc)) from None
 
 
 pass_options = click.make_pass_decorator(_Options)
+
+
+class _Fail(click.ClickException):
+    """A command's error, printed as ``Error: message`` with non-printable characters escaped."""
+
+    def format_message(self) -> str:
+        from .config.interpolate import redact
+        from .textsafe import printable
+
+        return printable(redact(self.message), keep="\n")
+
+
+def _echo(message: str, err: bool = False) -> None:
+    """``click.echo`` with the secrets of the loaded files masked and every non-printable
+    character escaped (names and messages can come from records and pipeline files: no escape
+    sequence reaches the terminal raw)."""
+    from .config.interpolate import redact
+    from .textsafe import printable
+
+    click.echo(printable(redact(message), keep="\n"), err=err)
 
 
 def _setup_logging(level: str, fmt: str) -> None:
@@ -92,22 +116,37 @@ def _setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
 
 
+def _clean(text: str) -> str:
+    """A log text with the run's secrets masked and control characters escaped."""
+    from .config.interpolate import redact
+    from .textsafe import printable
+
+    return printable(redact(text), keep="\n\t")
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return _clean(super().format(record))
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        from .config.interpolate import redact
+
         out: dict[str, Any] = {
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(out)
 
 
@@ -166,7 +205,17 @@ def run(options: _Options, files: tuple[str, ...]) -> None:
     """
     config = options.load(files)
     store = options.open_store(options.store_url(config))
-    sys.exit(asyncio.run(_run(config, store)))
+    from .mesh.ownership import OwnershipError
+
+    try:
+        code = asyncio.run(_run(config, store))
+    except OwnershipError as exc:
+        _echo(f"error: {exc}", err=True)
+        code = 1
+    except Exception:  # logged (secrets masked) rather than a raw traceback on stderr
+        logging.getLogger("meshconnect").exception("the worker stopped on an unexpected error")
+        code = 1
+    sys.exit(code)
 
 
 def tune_runtime() -> None:
@@ -224,7 +273,7 @@ def validate(options: _Options, files: tuple[str, ...]) -> None:
     """
     config = options.load(files)
     count = len(config.pipelines)
-    click.echo(f"ok: {count} pipeline{'s' if count != 1 else ''} in {len(files)} file(s)")
+    _echo(f"ok: {count} pipeline{'s' if count != 1 else ''} in {len(files)} file(s)")
 
 
 @cli.command("test")
@@ -245,8 +294,8 @@ def test_command(options: _Options, files: tuple[str, ...]) -> None:
         tests = load_test_files(list(files), options.registry())
     except ValidationErrors as exc:
         for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"{len(exc.problems)} problem(s) found", err=True)
+            _echo(str(problem), err=True)
+        _echo(f"{len(exc.problems)} problem(s) found", err=True)
         sys.exit(1)
     passed = failed = 0
     for test in tests:
@@ -254,14 +303,14 @@ def test_command(options: _Options, files: tuple[str, ...]) -> None:
             where = f"{result.location.file}:{result.location.line}"
             if result.passed:
                 passed += 1
-                click.echo(f"PASS {where}: {result.name}")
+                _echo(f"PASS {where}: {result.name}")
                 continue
             failed += 1
-            click.echo(f"FAIL {where}: {result.name}")
+            _echo(f"FAIL {where}: {result.name}")
             for diff in result.diffs:
-                click.echo("\n".join("    " + line for line in diff.splitlines()))
+                _echo("\n".join("    " + line for line in diff.splitlines()))
     summary = f"{passed} passed, {failed} failed"
-    click.echo(summary if not failed else f"FAILED: {summary}")
+    _echo(summary if not failed else f"FAILED: {summary}")
     sys.exit(1 if failed else 0)
 
 
@@ -279,10 +328,10 @@ def schema(options: _Options, connector: str | None, kind: str | None) -> None:
         try:
             out = connector_schema(registry, connector, kind)
         except KeyError as exc:
-            raise click.ClickException(str(exc.args[0])) from None
+            raise _Fail(str(exc.args[0])) from None
     else:
         out = pipeline_file_schema(registry)
-    click.echo(json.dumps(out, indent=2))
+    _echo(json.dumps(out, indent=2))
 
 
 # -- plugins ----------------------------------------------------------------------------------
@@ -301,7 +350,7 @@ def plugins_list(options: _Options, as_json: bool) -> None:
     registry = options.registry()
     rows = [e.as_dict() for e in registry.entries]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _echo(json.dumps(rows, indent=2))
         return
     headers = ["NAME", "KIND", "VERSION", "DISTRIBUTION", "STATUS"]
     table = [
@@ -314,7 +363,7 @@ def plugins_list(options: _Options, as_json: bool) -> None:
         ]
         for r in rows
     ]
-    click.echo(_table(headers, table))
+    _echo(_table(headers, table))
 
 
 @plugins.command("install")
@@ -328,13 +377,13 @@ def plugins_install(options: _Options, spec: str, yes: bool) -> None:
     if not yes and sys.stdin.isatty():
         click.confirm(f"pip install {spec!r} into {sys.prefix}?", abort=True)
     command = [sys.executable, "-m", "pip", "install", spec]
-    click.echo(" ".join(command), err=True)
+    _echo(" ".join(command), err=True)
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
-        raise click.ClickException(f"pip install {spec} failed (exit {result.returncode})")
+        raise _Fail(f"pip install {spec} failed (exit {result.returncode})")
     path = Path(options.plugins or os.environ.get("MESHCONNECT_PLUGINS") or "plugins.toml")
     _record_install(path, spec)
-    click.echo(f"installed {spec}; recorded in {path}")
+    _echo(f"installed {spec}; recorded in {path}")
 
 
 def _record_install(path: Path, spec: str) -> None:
@@ -361,25 +410,26 @@ def offsets() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_options
 def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> None:
-    """Source positions and sink offsets (with lag); only those of FILES' pipelines if given."""
+    """Source positions and sink offsets (with lag); only those of FILES' pipelines if given
+    (then a source with nothing committed says what its first start reads)."""
     config = options.load(files) if files else None
     store = options.open_store(options.store_url(config))
     report = asyncio.run(_offsets_report(store, config))
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        _echo(json.dumps(report, indent=2))
         return
     for source in report["sources"]:
-        click.echo(f"source {source['id']}")
+        _echo(f"source {source['id']}")
         if not source["positions"]:
-            click.echo("  (no committed position: starts from the beginning)")
+            _echo(f"  (no committed position: {source.get('empty') or 'nothing read yet'})")
         for part, pos in source["positions"].items():
-            click.echo(f"  {part}: {json.dumps(pos)}")
+            _echo(f"  {part}: {json.dumps(pos)}")
     for group in report["sinks"]:
-        click.echo(f"sink {group['group']}")
+        _echo(f"sink {group['group']}")
         if not group["topics"]:
-            click.echo("  (nothing committed)")
+            _echo("  (nothing committed)")
         for t in group["topics"]:
-            click.echo(f"  {t['topic']}: offset {t['offset']} of {t['end']} (lag {t['lag']})")
+            _echo(f"  {t['topic']}: offset {t['offset']} of {t['end']} (lag {t['lag']})")
 
 
 async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
@@ -397,7 +447,13 @@ async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict
         else:
             source_ids = await store.source_ids()
             wanted_groups = None
-        sources = [{"id": i, "positions": await store.positions(i)} for i in source_ids]
+        sources: list[dict[str, Any]] = [
+            {"id": i, "positions": await store.positions(i)} for i in source_ids
+        ]
+        if config is not None:  # what an empty position means, as each source declares it
+            for entry, p in zip(sources, (p for p in config.pipelines if p.source), strict=True):
+                assert p.source is not None
+                entry["empty"] = getattr(p.source.spec.load(), "empty_position", None)
         groups = await store.groups()
         names = {g.group for g in groups}
         if wanted_groups is not None:
@@ -443,15 +499,38 @@ def offsets_reset(
     matches = [p for p in config.pipelines if p.name == pipeline]
     if not matches:
         names = ", ".join(p.name for p in config.pipelines)
-        raise click.ClickException(f"no pipeline {pipeline!r} in {file} (pipelines: {names})")
+        raise _Fail(f"no pipeline {pipeline!r} in {file} (pipelines: {names})")
     store = options.open_store(options.store_url(config))
+    asyncio.run(_refuse_while_owned(store, matches[0]))
     plan = asyncio.run(_reset_plan(store, matches[0], sink_name, target))
-    click.echo(plan["describe"])
+    _echo(plan["describe"])
     if not yes and not click.confirm("Apply this reset?", default=False):
-        click.echo("nothing changed")
+        _echo("nothing changed")
         sys.exit(1)
     asyncio.run(_apply_reset(store, plan))
-    click.echo("reset done")
+    _echo("reset done")
+
+
+async def _refuse_while_owned(store: MeshStore, pipeline: Any) -> None:
+    """``offsets reset`` changes what a running worker reads: refuse while one owns the
+    pipeline's source or sinks (docs/security.md, the one-owner rule)."""
+    from .mesh.ownership import describe_owner, live_leases
+    from .worker import sink_group, source_id
+
+    names = [f"group {sink_group(pipeline.name, s.name)}" for s in pipeline.sinks]
+    if pipeline.source is not None:
+        names.append(f"source {source_id(pipeline.name, pipeline.source.name)}")
+    await store.open()
+    try:
+        held = await live_leases(store, names)
+    finally:
+        await store.close()
+    if held:
+        owners = ", ".join(sorted({describe_owner(lease.owner) for lease in held}))
+        raise _Fail(
+            f"pipeline {pipeline.name!r} is running ({owners} owns "
+            f"{', '.join(lease.name for lease in held)}); stop it before resetting offsets"
+        )
 
 
 async def _reset_plan(
@@ -463,7 +542,7 @@ async def _reset_plan(
     try:
         if sink_name is None:
             if pipeline.source is None:
-                raise click.ClickException(f"pipeline {pipeline.name!r} has no source")
+                raise _Fail(f"pipeline {pipeline.name!r} has no source")
             ident = source_id(pipeline.name, pipeline.source.name)
             current = await store.positions(ident)
             new: Any
@@ -475,7 +554,7 @@ async def _reset_plan(
                 try:
                     new = json.loads(target)
                 except json.JSONDecodeError:
-                    raise click.ClickException(f"--to: not JSON: {target!r}") from None
+                    raise _Fail(f"--to: not JSON: {target!r}") from None
             describe = f"source {ident}: positions {json.dumps(current)} -> " + (
                 "(none: read from the beginning)" if new is None else json.dumps(new)
             )
@@ -483,12 +562,12 @@ async def _reset_plan(
         sinks = [s for s in pipeline.sinks if s.name == sink_name]
         if not sinks:
             names = ", ".join(s.name for s in pipeline.sinks)
-            raise click.ClickException(f"no sink {sink_name!r} in {pipeline.name} ({names})")
+            raise _Fail(f"no sink {sink_name!r} in {pipeline.name} ({names})")
         group = sink_group(pipeline.name, sink_name)
         info = await store.group(group)
         topics = sorted(info.offsets)
         if not topics:
-            raise click.ClickException(f"sink {group} has no committed offsets")
+            raise _Fail(f"sink {group} has no committed offsets")
         ends = await store.end_offsets(topics)
         if target == "beginning":
             new_offsets: dict[str, int] | None = None
@@ -498,9 +577,7 @@ async def _reset_plan(
             try:
                 value = int(target)
             except ValueError:
-                raise click.ClickException(
-                    f"--to: beginning, end or an offset: {target!r}"
-                ) from None
+                raise _Fail(f"--to: beginning, end or an offset: {target!r}") from None
             new_offsets = {t: value for t in topics}
         describe = f"sink {group}: offsets {info.offsets} -> " + (
             "(none: from the beginning)" if new_offsets is None else str(new_offsets)
@@ -525,7 +602,7 @@ async def _source_end(pipeline: Any) -> dict[str, Any]:
     try:
         return dict(await source.end_positions())
     except NotImplementedError:
-        raise click.ClickException(
+        raise _Fail(
             f"the {loaded.connector!r} source cannot tell where its input ends; "
             "give a JSON position per partition with --to"
         ) from None
@@ -562,7 +639,7 @@ def topics_list(options: _Options, as_json: bool) -> None:
     store = options.open_store(options.store_url())
     rows = asyncio.run(_topics_report(store))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _echo(json.dumps(rows, indent=2))
         return
     table = [
         [
@@ -573,7 +650,7 @@ def topics_list(options: _Options, as_json: bool) -> None:
         ]
         for r in rows
     ]
-    click.echo(_table(["TOPIC", "RECORDS", "OFFSETS", "LAG"], table))
+    _echo(_table(["TOPIC", "RECORDS", "OFFSETS", "LAG"], table))
 
 
 async def _topics_report(store: MeshStore) -> list[dict[str, Any]]:
@@ -622,6 +699,8 @@ def topics_tail(
 async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int) -> None:
     from . import jsonvalue
 
+    from .textsafe import printable_json
+
     await store.open()
     try:
         end = (await store.end_offsets([topic]))[topic]
@@ -630,7 +709,10 @@ async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool
         while True:
             records = await store.read(topic, offset, 1000)
             for record in records:
-                out.write(jsonvalue.dumps(record.to_dict(), newline=True))
+                line = jsonvalue.dumps(record.to_dict())
+                if not line.isascii():  # escape what a terminal would act on, JSON intact
+                    line = printable_json(line.decode()).encode()
+                out.write(line + b"\n")
             out.flush()
             if records:
                 offset = records[-1].offset + 1  # type: ignore[operator]
@@ -676,20 +758,20 @@ def topics_replay(
     from .expr import Compiler, ExpressionError
 
     if to == dead_letter_topic:
-        raise click.ClickException("--to must name another topic than the dead-letter topic")
+        raise _Fail("--to must name another topic than the dead-letter topic")
     predicate = None
     if where is not None:
         try:
             predicate = Compiler(options.registry().functions).predicate(where, field="--where")
         except ExpressionError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise _Fail(str(exc)) from None
     store = options.open_store(options.store_url())
 
     async def replay() -> Any:
         await store.open()
         try:
             if dead_letter_topic not in {t.name for t in await store.topics()}:
-                raise click.ClickException(f"no topic {dead_letter_topic!r} in {store.url}")
+                raise _Fail(f"no topic {dead_letter_topic!r} in {store.url}")
             return await replay_dead_letters(
                 store,
                 dead_letter_topic,
@@ -703,18 +785,18 @@ def topics_replay(
 
     summary = asyncio.run(replay())
     verb = "would replay" if dry_run else "replayed"
-    click.echo(
+    _echo(
         f"{verb} {summary.replayed} record(s) from {dead_letter_topic} to {to} "
         f"(offsets {summary.start}..{summary.end}); "
         f"{summary.skipped} skipped by --where, {summary.failed} where --where failed"
     )
     if summary.start > 0 and not from_beginning:
-        click.echo(
+        _echo(
             f"offsets below {summary.start} were replayed to {to} before "
             "(--from-beginning to start over)"
         )
     if summary.first_failure:
-        click.echo(f"first --where failure: {summary.first_failure}", err=True)
+        _echo(f"first --where failure: {summary.first_failure}", err=True)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

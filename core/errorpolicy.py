@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -26,9 +27,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from . import jsonvalue
+from .config.interpolate import redact
 from .config.model import ErrorPolicy, RetryPolicy
 from .errors import DataError, RetriableError, StoreError, classify
-from .records import Record, now_iso
+from .eventrules import attribute_problems, valid_string
+from .records import Record, new_id, now_iso
 
 if TYPE_CHECKING:
     from .mesh.store import MeshStore
@@ -59,6 +62,9 @@ ERROR_EXTENSIONS = (
     "errorattempts",
     "errortime",
 )
+#: Carried besides those when the record broke CloudEvents rules: the JSON text of the
+#: attributes taken out of it (see :func:`dead_letter_record`).
+ERROR_ATTRIBUTES = "errorattributes"
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
@@ -185,13 +191,7 @@ def dead_letter_record(
     """The record to append to the dead-letter topic, or ``None`` when there is none set."""
     if policy.dead_letter_topic is None:
         return None
-    dead = record.copy()
-    data = dead.data
-    if data is not None and not isinstance(data, str | bytes | bytearray):
-        try:
-            jsonvalue.dumps(data)
-        except TypeError:  # data the store cannot keep (a set, NaN, an object)
-            dead.data = storable(data)
+    dead = _storable_copy(record)
     ext = dead.extensions
     ext["errorstage"] = stage
     ext["errorpipeline"] = pipeline
@@ -201,11 +201,13 @@ def dead_letter_record(
     message = str(error)
     if cause is not None and not isinstance(error, DataError | RetriableError):
         message = f"{message} ({type(cause).__name__}: {cause})"
-    ext["errormessage"] = message[:2000]
+    # A connector's message may hold a secret of the run's pipeline files: masked.
+    ext["errormessage"] = valid_string(redact(message)[:2000] or type(error).__name__)
     if record.topic is not None:
-        ext["errortopic"] = record.topic
-    if record.offset is not None:
-        ext["erroroffset"] = record.offset
+        ext["errortopic"] = valid_string(str(record.topic))
+    if record.offset is not None:  # a CloudEvents Integer is 32-bit: larger ones as text
+        offset = record.offset
+        ext["erroroffset"] = offset if offset <= 2**31 - 1 else str(offset)
     ext["errorattempts"] = int(getattr(error, "attempts", 1))
     ext["errortime"] = now_iso()
     dead.topic = policy.dead_letter_topic
@@ -233,8 +235,22 @@ def storable(data: Any) -> Any:
     Python repr: the dead letter stays valid JSON that can be replayed."""
     if jsonvalue.depth(data, jsonvalue.MAX_DEPTH) > jsonvalue.MAX_DEPTH:
         data = _cut(data, jsonvalue.MAX_DEPTH)
-    blob = orjson.dumps(data, _lenient, orjson.OPT_NON_STR_KEYS)
+    try:
+        blob = orjson.dumps(data, _lenient, orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # integers beyond 64 bits, which orjson writes only as fragments
+        blob = orjson.dumps(_big_ints(data), _lenient, orjson.OPT_NON_STR_KEYS)
     return jsonvalue.loads(blob, max_depth=None)
+
+
+def _big_ints(value: Any) -> Any:
+    """``value`` (at most MAX_DEPTH deep) with integers beyond 64 bits as orjson fragments."""
+    if value.__class__ is int and not -(2**63) <= value < 2**64:
+        return orjson.Fragment(str(value))
+    if isinstance(value, dict):
+        return {k: _big_ints(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_big_ints(v) for v in value]
+    return value
 
 
 def _cut(value: Any, levels: int) -> Any:
@@ -263,6 +279,62 @@ def _cut(value: Any, levels: int) -> Any:
             copy = item
         parent[key] = copy
     return root[0]
+def _storable_copy(record: Record) -> Record:
+    """A copy of ``record`` that the store always accepts and that is a valid CloudEvent, so a
+    dead letter can never fail to be stored (and be dead-lettered again, forever).
+
+    Attributes and extensions that break a CloudEvents rule are taken out and kept, as the
+    JSON text of ``{name: value}`` (values that are not JSON as their ``repr``), in the
+    ``errorattributes`` extension; a required one (``id``, ``source``, ``type``) is replaced by
+    a fresh id, ``meshconnect`` and ``meshconnect.record``. Data the store cannot keep (NaN, an
+    object, nesting deeper than Python can write) becomes the nearest JSON value
+    (:func:`storable`), never a Python repr."""
+    extensions = record.extensions
+    data = record.data
+    dead = Record.fast(
+        dict(data) if type(data) is dict else data,
+        record.id,
+        record.source,
+        record.type,
+        record.subject,
+        record.datacontenttype,
+        record.time,
+        record.dataschema,
+        dict(extensions) if isinstance(extensions, dict) else {},
+        record.topic,
+        record.offset,
+        record.null_data is True,
+    )
+    problems = attribute_problems(dead)
+    if not isinstance(extensions, dict):
+        problems["extensions"] = "must be a dict"
+    if problems:
+        kept: dict[str, Any] = {}
+        defaults = {"id": new_id(), "source": "meshconnect", "type": "meshconnect.record"}
+        for name in problems:
+            if name in defaults:
+                kept[name] = getattr(dead, name)
+                setattr(dead, name, defaults[name])
+            elif name in ("subject", "time", "datacontenttype", "dataschema"):
+                kept[name] = getattr(dead, name)
+                setattr(dead, name, None)
+            elif name == "extensions":
+                kept[name] = extensions
+        for name in list(dead.extensions):
+            if (name if type(name) is str else repr(name)) in problems:
+                kept[repr(name) if type(name) is not str else name] = dead.extensions.pop(name)
+        try:
+            text = json.dumps(kept, default=repr, sort_keys=True)
+        except (TypeError, ValueError):  # keys that are not strings, a recursive value
+            text = ascii(kept)
+        dead.extensions[ERROR_ATTRIBUTES] = text
+    data = dead.data
+    if data is not None and not isinstance(data, str | bytes | bytearray):
+        try:
+            jsonvalue.dumps(data)
+        except TypeError:  # data the store cannot keep (NaN, an object, deep nesting)
+            dead.data = storable(data)
+    return dead
 
 
 def replay_id(dead_letter_topic: str, to: str) -> str:
@@ -290,7 +362,7 @@ def revived(dead: Record, to: str) -> Record:
     """The record a dead letter came from: the same id, attributes and data, without the
     ``error*`` extensions, for topic ``to``."""
     record = dead.copy()
-    for name in ERROR_EXTENSIONS:
+    for name in (*ERROR_EXTENSIONS, ERROR_ATTRIBUTES):
         record.extensions.pop(name, None)
     record.topic = to
     record.offset = None

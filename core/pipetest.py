@@ -42,6 +42,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -272,6 +273,9 @@ def input_record(item: Mapping[str, Any], index: int) -> Record:
         "type": DEFAULT_TYPE,
         **{k: v for k, v in item.items() if k != "topic"},
     }
+    time = event.get("time")
+    if isinstance(time, datetime):  # YAML reads an unquoted timestamp as a datetime
+        event["time"] = time.isoformat().replace("+00:00", "Z")
     record = Record.from_dict(event)
     topic = item.get("topic")
     record.topic = str(topic) if topic is not None else None

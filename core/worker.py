@@ -158,7 +158,25 @@ class Worker:
 
     async def run(self) -> int:
         """Run until done (bounded) or stopped; returns the exit code (0 ok, 1 a connector gave
-        up)."""
+        up). First takes the store's leases on every source and sink consumer group
+        (:mod:`~meshconnect.mesh.ownership`): OwnershipError when another worker owns one."""
+        from .mesh.ownership import Ownership, lease_names
+
+        ownership = Ownership(self.store, lease_names(self.config))
+        await ownership.acquire()
+
+        def lost(reason: str) -> None:
+            log.error("%s: stopping", reason)
+            self._gave_up.append(reason)
+            self.stop()
+
+        ownership.keep(lost)
+        try:
+            return await self._run_owned()
+        finally:
+            await ownership.release()
+
+    async def _run_owned(self) -> int:
         pipelines = self.config.pipelines
         await self._apply_retention()
         with_source = [p for p in pipelines if p.source is not None]
@@ -349,7 +367,9 @@ class Worker:
         appender = asyncio.create_task(self._append_loop(pipeline, queue, status))
         try:
             positions = await self.store.positions(ident)
-            await source.start(positions)
+            begun = await source.start(positions)
+            if begun:  # "from now" made durable before the source counts as started
+                await self.store.append([], {(ident, p): dict(v) for p, v in begun.items()})
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:
@@ -445,6 +465,7 @@ class Worker:
             if item is _DONE:
                 return
             records, positions = item
+            made: set[int] = set()  # ids of the dead letters made for this batch
             started = time.perf_counter()
             while True:
                 try:
@@ -458,7 +479,10 @@ class Worker:
                 except RecordEncodingError as exc:
                     # One record the store cannot encode (a transform made a set, say): it
                     # goes by the errors policy and the rest of the batch is appended again.
-                    records = self._unstorable(pipeline, records, exc, status)
+                    # Each pass removes a record; a dead letter is always storable, and one
+                    # that were not would be dropped rather than retried forever.
+                    records = self._unstorable(pipeline, records, exc, status, made)
+                    await asyncio.sleep(0)  # let a stop signal in between passes
             self._appended()
             status.last_batch_seconds = time.perf_counter() - started
 
@@ -468,17 +492,21 @@ class Worker:
         records: list[Record],
         exc: RecordEncodingError,
         status: ConnectorStatus,
+        made: set[int],
     ) -> list[Record]:
         loaded = pipeline.source
         assert loaded is not None
         bad = exc.record
         rest = [r for r in records if r is not bad]
+        if id(bad) in made:
+            log.error("dropped a dead letter the store cannot encode: %s", exc)
+            return rest
         status.records_out -= 1
-        rest.extend(
-            self._dead_letters(
-                pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status
-            )
+        dead = self._dead_letters(
+            pipeline.name, loaded.name, loaded.errors, [(bad, exc, "store")], status
         )
+        made.update(map(id, dead))
+        rest.extend(dead)
         return rest
 
     # -- sinks ---------------------------------------------------------------------------------

@@ -115,6 +115,9 @@ class MariaDB:
             server,
             "--no-defaults",
             f"--datadir={self.datadir}",
+            # its own temporary directory: a shared /tmp that other processes clean up would
+            # lose the server's temporary tables mid-query
+            f"--tmpdir={self.base}",
             f"--socket={self.socket_path}",
             f"--pid-file={self.base / 'mysqld.pid'}",
             f"--port={self.port}",

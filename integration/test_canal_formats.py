@@ -15,7 +15,7 @@ __all__ = ["mariadb"]
 
 BULK = 10_000
 # Records: 2 inserts, 1 update, 1 PK change (delete + insert in row/debezium), 1 delete,
-# 1 insert, BULK inserts, 1 ALTER, 1 insert, 1 RENAME, 1 insert.
+# 1 insert, BULK inserts, 1 ALTER, 1 insert, 1 RENAME (a record for each name), 1 insert.
 SQL = [
     "INSERT INTO fmt.a VALUES (1, 'x', 1.50), (2, 'y', 2.00)",
     "UPDATE fmt.a SET name = 'z' WHERE id = 1",
@@ -53,7 +53,7 @@ def by_type(records: list[Any], kind: str) -> list[Any]:
 def test_row_format_has_every_change_with_exact_values(
     mariadb: MariaDB, start: dict[str, Any]
 ) -> None:
-    records, _ = run_source(mariadb, start, 7 + BULK + 4, format="row", snapshot="never")
+    records, _ = run_source(mariadb, start, 7 + BULK + 5, format="row", snapshot="never")
     head = [(r.type, r.subject, r.extensions.get("partitionkey"), r.data) for r in records[:7]]
     assert head == [
         ("mysql.insert", "fmt.a", "1", {"id": 1, "name": "x", "price": "1.50"}),
@@ -87,6 +87,11 @@ def test_row_format_has_every_change_with_exact_values(
             "fmt.d",
             {"database": "fmt", "table": "d", "type": "RENAME", "sql": SQL[10]},
         ),
+        (
+            "mysql.ddl",
+            "fmt.d2",
+            {"database": "fmt", "table": "d2", "type": "RENAME", "sql": SQL[10]},
+        ),
         ("mysql.insert", "fmt.d2", {"id": 7, "name": "r"}),
     ]
     # Record ids are unique and say where the change is in the binlog.
@@ -117,7 +122,7 @@ def test_debezium_format_envelopes(mariadb: MariaDB, start: dict[str, Any]) -> N
 
 
 def test_canal_format_flat_messages(mariadb: MariaDB, start: dict[str, Any]) -> None:
-    records, _ = run_source(mariadb, start, 6 + BULK + 4, format="canal", snapshot="never")
+    records, _ = run_source(mariadb, start, 6 + BULK + 5, format="canal", snapshot="never")
     update = records[2].data
     assert update["data"] == [{"id": "1", "name": "z", "price": "1.50"}]
     assert update["old"] == [{"name": "x"}]
@@ -144,7 +149,7 @@ def test_canal_format_flat_messages(mariadb: MariaDB, start: dict[str, Any]) -> 
     assert [r.data["data"] for r in bulk] == [
         [{"id": str(i), "j": f'{{"n": {i}}}'}] for i in range(1, BULK + 1)
     ]
-    alter, after_alter, rename, last = (r.data for r in records[6 + BULK : 10 + BULK])
+    alter, after_alter, rename, rename2, last = (r.data for r in records[6 + BULK : 11 + BULK])
     assert (alter["isDdl"], alter["type"], alter["sql"], alter["table"]) == (
         True,
         "ALTER",
@@ -155,6 +160,7 @@ def test_canal_format_flat_messages(mariadb: MariaDB, start: dict[str, Any]) -> 
     assert after_alter["data"] == [{"k": "k2", "n": "5", "extra": "8"}]
     assert after_alter["mysqlType"]["extra"] == "int(11)"
     assert (rename["type"], rename["table"]) == ("RENAME", "d")
+    assert (rename2["type"], rename2["table"]) == ("RENAME", "d2")
     assert (last["table"], last["data"]) == ("d2", [{"id": "7", "name": "r"}])
 
 

@@ -156,3 +156,188 @@ def test_canal_text_values(mariadb: MariaDB, loaded: dict[str, Any]) -> None:
         mariadb, loaded["start"], 1, format="canal", snapshot="never", binary="latin1"
     )
     assert latin[0].data["data"][0]["bl"] == "\x00\x01\x80\xff"
+
+
+# -------------------------------------------------------------------- JSON numbers (issue 8.2)
+
+JSON_ROWS = [
+    (1, '{"e": 1e400}'),
+    (
+        2,
+        '{"n": 12345678901234567890123, "m": -9223372036854775809, '
+        '"f": 0.1000000000000000055511151231257827}',
+    ),
+    (3, '{"broken": '),  # stored past the json_valid check
+    (4, "[1.10, -0.0, 1E-7, 18446744073709551616]"),
+]
+
+
+def _collect(
+    server: MariaDB, positions: dict[str, Any] | None, **config: Any
+) -> tuple[list[Any], list[tuple[Any, BaseException]]]:
+    """Run a canal source until the end of its input: its records and its failures."""
+    import asyncio
+    import logging
+    import time
+
+    from canal_support import DECODER
+
+    from meshconnect.api import ConnectorContext
+    from meshconnect.connectors.canal.config import CanalSourceConfig
+    from meshconnect.connectors.canal.source import CanalSource
+
+    settings = {
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "server_id": 2002,
+        "decoder": DECODER,
+        "heartbeat_interval": 1,
+        **config,
+    }
+
+    async def go() -> tuple[list[Any], list[tuple[Any, BaseException]]]:
+        source = CanalSource(
+            CanalSourceConfig(**settings),
+            ConnectorContext("test", "canal", logging.getLogger("canal-test")),
+        )
+        records: list[Any] = []
+        failures: list[tuple[Any, BaseException]] = []
+        try:
+            await source.start(dict(positions or {}))
+            deadline = time.monotonic() + 30
+            while len(records) + len(failures) < len(JSON_ROWS) and time.monotonic() < deadline:
+                batch = await source.poll()
+                if batch is None:
+                    break
+                records.extend(batch.records)
+                failures.extend(batch.failures)
+        finally:
+            await source.stop()
+        return records, failures
+
+    return asyncio.run(go())
+
+
+@pytest.fixture(scope="module")
+def json_loaded(mariadb: MariaDB) -> dict[str, Any]:
+    """The JSON rows in ``types.json_snap`` (before the start) and ``types.json_live``."""
+    mariadb.execute(
+        "CREATE DATABASE IF NOT EXISTS types",
+        "CREATE TABLE types.json_snap (id INT PRIMARY KEY, j JSON)",
+        "CREATE TABLE types.json_live (id INT PRIMARY KEY, j JSON)",
+    )
+    values = ", ".join(f"({i}, '{text}')" for i, text in JSON_ROWS)
+    insert = ["SET check_constraint_checks = 0", "INSERT INTO @t VALUES " + values]
+    mariadb.execute(*[s.replace("@t", "types.json_snap") for s in insert])
+    start = end_positions(mariadb)
+    mariadb.execute(*[s.replace("@t", "types.json_live") for s in insert])
+    return {"start": start}
+
+
+@pytest.mark.parametrize("fmt", ["row", "debezium", "canal"])
+def test_json_numbers_exact_and_unparsable_json_is_a_failure(
+    mariadb: MariaDB, json_loaded: dict[str, Any], fmt: str
+) -> None:
+    """Every digit as stored, the same from the snapshot and the binlog; text that is not
+    JSON is a failure for the errors policy naming table, column and position, and the rows
+    after it still come."""
+    from decimal import Decimal
+
+    from meshconnect import jsonvalue
+
+    streamed = _collect(
+        mariadb, json_loaded["start"], format=fmt, snapshot="never", include=["types\\.json_live"]
+    )
+    snapshot = _collect(
+        mariadb, None, format=fmt, snapshot="initial_only", include=["types\\.json_snap"]
+    )
+    values = []
+    for records, failures in (streamed, snapshot):
+        if fmt == "canal":
+            got = {int(r.data["data"][0]["id"]): r.data["data"][0]["j"] for r in records}
+            assert got == {i: text for i, text in JSON_ROWS}
+            assert failures == []
+            continue
+        rows = [r.data["after"] if fmt == "debezium" else r.data for r in records]
+        got = {row["id"]: row["j"] for row in rows}
+        assert got == {
+            1: {"e": Decimal("1e400")},
+            2: {
+                "n": 12345678901234567890123,
+                "m": -9223372036854775809,
+                "f": Decimal("0.1000000000000000055511151231257827"),
+            },
+            4: [Decimal("1.10"), Decimal("-0.0"), Decimal("1E-7"), 18446744073709551616],
+        }
+        assert isinstance(got[2]["n"], int) and not isinstance(got[2]["f"], float)
+        assert jsonvalue.dumps(got[1]) == b'{"e":1E+400}'
+        assert jsonvalue.dumps(got[4]) == b"[1.10,-0.0,1E-7,18446744073709551616]"
+        [(failed, error)] = failures
+        table = "types.json_live" if records is streamed[0] else "types.json_snap"
+        assert failed.subject == table
+        assert failed.data["after"] == {"id": "3", "j": '{"broken": '}
+        assert f"canal: {table} column 'j'" in str(error)
+        where = "binlog binlog.0" if table.endswith("live") else "the snapshot"
+        assert where in str(error)
+        values.append(got)
+    if fmt != "canal":
+        assert values[0] == values[1]
+
+
+def test_old_mariadb_temporal_format_is_refused_clearly(mariadb: MariaDB) -> None:
+    """DATETIME(6) made with mysql56_temporal_format=OFF (MariaDB 5.3's format, found in
+    upgraded tables) has no precision in the binlog: a clear error, never garbage values."""
+    from meshconnect.errors import ConfigError
+
+    mariadb.execute(
+        "CREATE DATABASE IF NOT EXISTS types",
+        "SET GLOBAL mysql56_temporal_format = OFF",
+        "CREATE TABLE types.old_temporal (id INT PRIMARY KEY, a DATETIME(6), b TIME(3))",
+        "SET GLOBAL mysql56_temporal_format = ON",
+    )
+    start = end_positions(mariadb)
+    mariadb.execute(
+        "INSERT INTO types.old_temporal VALUES (1, '2024-02-29 23:59:59.123456', '-12:34:56.789')"
+    )
+    with pytest.raises(ConfigError, match=r"types\.old_temporal"):
+        run_source(
+            mariadb, start, 1, format="row", snapshot="never", include=["types\\.old_temporal"]
+        )
+
+
+@pytest.mark.parametrize("fmt", ["row", "canal"])
+def test_uuid_and_inet6_keys_are_their_text(mariadb: MariaDB, fmt: str) -> None:
+    """A UUID or INET6 primary key: the same partitionkey (the server's text) from the
+    snapshot and the binlog, and the same value in the data."""
+    snap_u, live_u, snap_i, live_i = (
+        f"types.{k}_key_{w}_{fmt}" for k in ("uuid", "inet") for w in ("snap", "live")
+    )
+    mariadb.execute(
+        "CREATE DATABASE IF NOT EXISTS types",
+        *(f"CREATE TABLE {t} (k UUID PRIMARY KEY)" for t in (snap_u, live_u)),
+        *(f"CREATE TABLE {t} (k INET6 PRIMARY KEY)" for t in (snap_i, live_i)),
+        f"INSERT INTO {snap_u} VALUES ('6ccd780c-baba-1026-9564-5b8c656024db')",
+        f"INSERT INTO {snap_i} VALUES ('::ffff:10.0.0.1')",
+    )
+    start = end_positions(mariadb)
+    mariadb.execute(
+        f"INSERT INTO {live_u} VALUES ('6ccd780c-baba-1026-9564-5b8c656024db')",
+        f"INSERT INTO {live_i} VALUES ('::ffff:10.0.0.1')",
+    )
+    live, _ = run_source(
+        mariadb, start, 2, format=fmt, snapshot="never", include=[f"types\\..*_key_live_{fmt}"]
+    )
+    snap, _ = run_source(
+        mariadb,
+        None,
+        2,
+        format=fmt,
+        snapshot="initial_only",
+        include=[f"types\\..*_key_snap_{fmt}"],
+    )
+    for records in (live, snap):
+        keys = sorted(r.extensions["partitionkey"] for r in records)
+        assert keys == ["6ccd780c-baba-1026-9564-5b8c656024db", "::ffff:10.0.0.1"]
+        values = sorted(r.data["k"] if fmt == "row" else r.data["data"][0]["k"] for r in records)
+        assert values == keys

@@ -344,6 +344,23 @@ async def test_start_at_end_reads_only_lines_appended_later(tmp_path: Path) -> N
     assert reading.data == ["half done", "new"]
 
 
+async def test_start_at_end_is_fixed_at_the_first_start(tmp_path: Path) -> None:
+    """The start returns the end it started at, for the worker to commit before anything
+    arrives: a restart after lines were appended reads them (not a later end)."""
+    write(tmp_path / "app.log", b"old\nhalf")
+    config: dict[str, Any] = {"path": "app.log", "format": "text", "follow": True}
+    first = FileSource(FileSourceConfig(start_at="end", **config), context(tmp_path))
+    begun = await first.start({})
+    await first.stop()
+    key = str(tmp_path / "app.log")
+    assert begun == {key: {"path": key, "inode": os.stat(tmp_path / "app.log").st_ino, "offset": 4}}
+    write(tmp_path / "app.log", b" done\nnew\n")
+    again = await started(tmp_path, dict(begun), start_at="end", **config)
+    reading = await read_until_idle(again)
+    await again.stop()
+    assert reading.data == ["half done", "new"]
+
+
 async def test_rotation_finishes_the_old_file_then_reads_the_new_one(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     write(log, b"1\n2\n")

@@ -6,14 +6,13 @@ optional metadata: names, signedness, charsets, ENUM/SET members, primary key) i
 (value, next_pos)`` closure that decodes its binlog value as the contract in :mod:`.events`
 says; ``_rowgen`` inlines the common types and calls these closures for the rest.
 
-Strings are decoded with the column's charset (MySQL ``latin1`` is cp1252 with the five
-undefined bytes kept as the C1 controls MySQL maps them to); bytes that are not valid in the
-charset are replaced (U+FFFD) rather than stopping the stream.
+Strings (and ENUM/SET member names) are decoded with the column's charset as the server
+converts it (see :mod:`._charsets`); bytes that are not valid in the charset become ``?``, as
+the server prints them, rather than stopping the stream.
 """
 
 from __future__ import annotations
 
-import codecs
 import datetime as dt
 import functools
 import struct
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, cast
 
+from meshconnect.connectors.canal import _charsets
 from meshconnect.connectors.canal._jsonb import parse_jsonb
 from meshconnect.connectors.canal.events import Column, Table
 
@@ -56,28 +56,9 @@ _DIG2BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
 UTC = dt.UTC
 
 
-def _mysql_latin1(error: UnicodeError) -> tuple[str, int]:
-    assert isinstance(error, UnicodeDecodeError)
-    return error.object[error.start : error.end].decode("latin-1"), error.end
-
-
-codecs.register_error("meshconnect_mysql_latin1", _mysql_latin1)
-
-
 def _encoding(charset: int) -> tuple[str, str]:
-    """Python codec and error handler for a MySQL collation id."""
-    from pymysql.charset import charset_by_id
-
-    try:
-        name = charset_by_id(charset).encoding
-    except KeyError:
-        return "utf-8", "replace"  # MariaDB's newer utf8mb4 collations (ids > 255)
-    if name == "cp1252":
-        return "cp1252", "meshconnect_mysql_latin1"
-    try:
-        return codecs.lookup(name).name, "replace"
-    except LookupError:
-        return "utf-8", "replace"
+    """Python codec and error handler for a MySQL collation id (see :mod:`._charsets`)."""
+    return _charsets.codec(charset) or ("latin-1", "strict")
 
 
 def _lenenc(data: bytes, pos: int) -> tuple[int, int]:
@@ -144,8 +125,9 @@ def parse_table_map(data: bytes, pos: int, end: int, *, mariadb: bool) -> Table:
     unsigned = [False] * count
     charsets: list[int] = []
     enum_set_charsets: list[int] = []
-    enum_values: list[tuple[str, ...]] = []
-    set_values: list[tuple[str, ...]] = []
+    # Member names as bytes: their charset (the column's) comes later in the metadata.
+    enum_values: list[tuple[bytes, ...]] = []
+    set_values: list[tuple[bytes, ...]] = []
     pk: list[int] = []
     character = [
         t in _CHARACTER or (mariadb and t == GEOMETRY) for t in types
@@ -189,7 +171,7 @@ def parse_table_map(data: bytes, pos: int, end: int, *, mariadb: bool) -> Table:
                 strings = []
                 for _ in range(members):
                     n, p = _lenenc(data, p)
-                    strings.append(data[p : p + n].decode("utf-8", "replace"))
+                    strings.append(data[p : p + n])
                     p += n
                 (set_values if kind == 5 else enum_values).append(tuple(strings))
         elif kind in (8, 9):  # SIMPLE_PRIMARY_KEY, PRIMARY_KEY_WITH_PREFIX
@@ -213,11 +195,12 @@ def parse_table_map(data: bytes, pos: int, end: int, *, mariadb: bool) -> Table:
             if es_i < len(enum_set_charsets):
                 charset = enum_set_charsets[es_i]
             es_i += 1
+            decode = _members_decoder(charset)
             if t == ENUM:
-                enums = enum_values[enum_i] if enum_i < len(enum_values) else ()
+                enums = decode(enum_values[enum_i] if enum_i < len(enum_values) else ())
                 enum_i += 1
             else:
-                sets = set_values[set_i] if set_i < len(set_values) else ()
+                sets = decode(set_values[set_i] if set_i < len(set_values) else ())
                 set_i += 1
         if charset == _BINARY_CHARSET or t == GEOMETRY:
             charset = None
@@ -235,6 +218,12 @@ def parse_table_map(data: bytes, pos: int, end: int, *, mariadb: bool) -> Table:
         )
     pk_names = tuple(columns[i].name for i in pk if i < count)
     return Table(table_id, schema, name, tuple(columns), pk_names)
+
+
+def _members_decoder(charset: int | None) -> Callable[[tuple[bytes, ...]], tuple[str, ...]]:
+    """ENUM/SET member names are stored in the column's charset."""
+    encoding, errors = _encoding(charset) if charset is not None else ("utf-8", _charsets.ERRORS)
+    return lambda names: tuple(n.decode(encoding, errors) for n in names)
 
 
 # ---------------------------------------------------------------- per-column decoders

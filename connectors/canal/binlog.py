@@ -5,16 +5,23 @@ iterates the library's blocking stream and puts converted events into a bounded 
 which :meth:`LibraryReader.read` takes them with a timeout (the library has no timeout of its
 own). A full queue blocks the thread, which stops reading the socket: back-pressure.
 
-What it corrects in the library's values (see the table in ``events.py``):
+What it corrects in the library's values (see the table in ``events.py``): the library
+decodes ints, floats, DECIMAL, BIT, blobs and MySQL's JSON itself; the rest it would get wrong,
+so before the rows of a table are decoded its column objects are adjusted from the table map
+as ``_rowcodec`` parses it (from the event's raw bytes):
 
-* TIMESTAMP comes as a naive UTC ``datetime``; it is made aware (UTC).
-* zero and invalid dates come as ``None``; they become the string MySQL prints
-  (``'0000-00-00'``, ``'0000-00-00 00:00:00'``), so a NULL stays distinguishable.
-* SET comes as a Python ``set`` (``None`` when empty); it becomes a tuple in definition order.
-* BIT comes as a string of ``0``/``1``; it becomes an ``int``.
-* YEAR ``0000`` comes as 1900; it becomes 0.
-* MySQL JSON may carry ``bytes`` keys and strings; they become ``str``. MariaDB's JSON is a
-  LONGTEXT alias and arrives as text; the source parses it (it knows the column from
+* text columns decode through the server's own conversion (:mod:`._charsets`) instead of the
+  Python codec of the charset's name (which reads ``utf16`` as BOM-sniffing UTF-16 and fails
+  on ``swe7`` and on bytes outside the codec);
+* ENUM and SET member names are ours (the library reads them as UTF-8 and makes others '');
+* temporal columns (DATE, DATETIME, TIMESTAMP, TIME, old and new formats) are read as raw
+  bytes and decoded by ``_rowcodec``: the library turns zero and partly-zero dates into None
+  (losing ``0001-00-00`` and the time of ``0000-00-00 14:02:10``), a zero TIMESTAMP into
+  1970-01-01 and negative TIME(fsp) wrong;
+* SET comes as a Python ``set`` (``None`` when empty); it becomes a tuple in definition order;
+  BIT comes as a string of ``0``/``1``; it becomes an ``int``; YEAR ``0000`` comes as 1900; it
+  becomes 0; MySQL JSON may carry ``bytes`` keys and strings; they become ``str``. MariaDB's
+  JSON is a LONGTEXT alias and arrives as text; the source parses it (it knows the column from
   ``information_schema``).
 
 Positioning: the reader always uses ``COM_BINLOG_DUMP`` with file and position (never the
@@ -26,15 +33,17 @@ which the library cannot decode and would drop silently) raises an error instead
 
 from __future__ import annotations
 
-import datetime as dt
 import queue
+import struct
 import threading
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from meshconnect.errors import ConfigError, RetriableError
 
-from . import _rowcodec as ft  # the binlog column type codes
+from . import _charsets
+from . import _rowcodec as ft  # the binlog column type codes and codecs
 from .events import (
     Column,
     Event,
@@ -50,9 +59,7 @@ from .events import (
 
 __all__ = ["LibraryReader"]
 
-_UTC = dt.UTC
 _TRANSACTION_PAYLOAD_EVENT = 40
-_ZERO_DATE = "0000-00-00"
 
 
 class _Failure:
@@ -72,17 +79,49 @@ def _decode_json(value: Any) -> Any:
     return value
 
 
-def _zero_datetime(fsp: int) -> str:
-    return "0000-00-00 00:00:00" + ("." + "0" * fsp if fsp else "")
+#: Temporal types the library decodes lossily (zero dates become None, zero TIMESTAMP 1970,
+#: old TIME unsigned): read raw, decoded by ``_rowcodec``. The size of each, given the fsp.
+_RAW_SIZE: dict[int, Callable[[int], int]] = {
+    ft.DATE: lambda fsp: 3,
+    ft.NEWDATE: lambda fsp: 3,
+    ft.TIME: lambda fsp: 3,
+    ft.TIMESTAMP: lambda fsp: 4,
+    ft.DATETIME: lambda fsp: 8,
+    ft.TIME2: lambda fsp: 3 + (fsp + 1) // 2,
+    ft.TIMESTAMP2: lambda fsp: 4 + (fsp + 1) // 2,
+    ft.DATETIME2: lambda fsp: 5 + (fsp + 1) // 2,
+}
 
 
-def _converter(col: Any) -> Callable[[Any], Any] | None:
-    """A function fixing the library's value of this column, or None when it is fine."""
-    kind = col.type
-    if kind in (ft.TIMESTAMP, ft.TIMESTAMP2):
-        return lambda v: v.replace(tzinfo=_UTC) if isinstance(v, dt.datetime) else v
+def _raw_temporal(lib_col: Any, column: Column) -> Callable[[Any], Any]:
+    """Make the library read this column as BIT(8 * size), i.e. its raw bytes as a string of
+    bits, and return the function turning that string into the value ``_rowcodec`` decodes."""
+    size = _RAW_SIZE[column.type](int(column.metadata or 0))
+    lib_col.type = ft.BIT
+    lib_col.bits = 8 * size
+    lib_col.bytes = size
+    read = ft.column_reader(column)
+
+    def decode(bits: Any) -> Any:
+        return read(int(bits, 2).to_bytes(size, "big"), 0)[0]
+
+    return decode
+
+
+def _converter(col: Any, column: Column) -> Callable[[Any], Any] | None:
+    """A function fixing the library's value of this column, or None when it is fine.
+
+    ``col`` is the library's column (adjusted here before any row is decoded), ``column`` the
+    column as ``_rowcodec`` parsed the table map."""
+    kind = column.type
+    if kind in _RAW_SIZE:
+        return _raw_temporal(col, column)
+    if kind in (ft.ENUM, ft.SET):
+        # The library decodes member names as UTF-8 ('' when they are not): give it ours.
+        col.enum_values = ["", *column.enum_values] if column.enum_values is not None else None
+        col.set_values = list(column.set_values) if column.set_values is not None else None
     if kind == ft.SET:
-        order = list(col.set_values or ())
+        order = list(column.set_values or ())
 
         def set_(v: Any) -> Any:
             if isinstance(v, set):
@@ -96,9 +135,17 @@ def _converter(col: Any) -> Callable[[Any], Any] | None:
         return lambda v: 0 if v == 1900 else v
     if kind == ft.JSON:
         return _decode_json
-    if kind == ft.TIME2 and getattr(col, "fsp", 0):
-        return _negative_time
-    if getattr(col, "character_set_name", None) == "binary":
+    if column.charset is not None and getattr(col, "character_set_name", None) is not None:
+        # The library decodes with Python's codec of the charset's name, strictly (utf16 as
+        # BOM-sniffing UTF-16, swe7 not at all): it gets the server's own conversion instead.
+        col.character_set_name = _charsets.codec_name(column.charset)
+        return None
+    if getattr(col, "character_set_name", None) in (None, "binary") and kind in (
+        ft.STRING,
+        ft.VARCHAR,
+        ft.VAR_STRING,
+        ft.BLOB,
+    ):
         # An empty binary value comes as '' (str); BINARY(n) loses its trailing zero bytes.
         size = int(getattr(col, "max_length", 0) or 0) if kind == ft.STRING else 0
 
@@ -111,62 +158,42 @@ def _converter(col: Any) -> Callable[[Any], Any] | None:
     return None
 
 
-def _negative_time(v: Any) -> Any:
-    """The library decodes a negative TIME(fsp) with a fraction as ``-(s + 1) + f``
-    instead of ``-(s + f)``; undo that."""
-    if not isinstance(v, dt.timedelta) or v >= dt.timedelta(0):
-        return v
-    micros = (v.days * 86400 + v.seconds) * 1_000_000 + v.microseconds
-    frac = micros % 1_000_000
-    if not frac:
-        return v
-    whole = -(micros - frac) // 1_000_000  # s + 1
-    return dt.timedelta(microseconds=-((whole - 1) * 1_000_000 + frac))
-
-
-def _none_value(col: Any, reason: str) -> Any:
-    """What a ``None`` the library produced for ``reason`` really is."""
-    if reason == "empty set":
-        return ()
-    if reason.startswith("out of date range"):
-        return _ZERO_DATE
-    if reason.startswith("out of datetime"):
-        return _zero_datetime(int(getattr(col, "fsp", 0) or 0))
-    return None
+def _library_column(c: Any) -> Column:
+    """A column as the library parsed it (when the raw table map is not at hand)."""
+    if c.type == ft.NEWDECIMAL:
+        meta: Any = (getattr(c, "precision", 0), getattr(c, "decimals", 0))
+    else:
+        meta = getattr(c, "fsp", None) or getattr(c, "max_length", None) or 0
+    return Column(
+        name=c.name,
+        type=c.type,
+        unsigned=bool(c.unsigned),
+        metadata=meta,
+        charset=None,
+        enum_values=tuple(c.enum_values[1:]) if c.enum_values else None,
+        set_values=tuple(c.set_values) if c.set_values else None,
+    )
 
 
 class _TableInfo:
-    """A converted table map plus the per-column fixes, cached per library table object."""
+    """A table map (as ``_rowcodec`` parses it) plus the per-column fixes of the library's
+    values, cached per library table object."""
 
-    __slots__ = ("converters", "lib_columns", "names", "nones", "table")
+    __slots__ = ("converters", "names", "table")
 
-    def __init__(self, lib_table: Any, table_id: int, schema: str, name: str) -> None:
-        columns = []
-        for c in lib_table.columns:
-            if c.type == ft.NEWDECIMAL:
-                meta: Any = (getattr(c, "precision", 0), getattr(c, "decimals", 0))
-            else:
-                meta = getattr(c, "fsp", None) or getattr(c, "max_length", None) or 0
-            columns.append(
-                Column(
-                    name=c.name,
-                    type=c.type,
-                    unsigned=bool(c.unsigned),
-                    metadata=meta,
-                    charset=getattr(c, "charset_id", None),
-                    enum_values=tuple(c.enum_values) if c.enum_values else None,
-                    set_values=tuple(c.set_values) if c.set_values else None,
-                )
-            )
-        pk = lib_table.primary_key
-        primary_key = (pk,) if isinstance(pk, str) and pk else tuple(pk or ())
-        self.table = Table(table_id, schema, name, tuple(columns), primary_key)
+    def __init__(self, lib_table: Any, table: Table | None, table_id: int) -> None:
+        if table is None or len(table.columns) != len(lib_table.columns):
+            pk = lib_table.primary_key
+            primary_key = (pk,) if isinstance(pk, str) and pk else tuple(pk or ())
+            columns = tuple(_library_column(c) for c in lib_table.columns)
+            table = Table(table_id, lib_table.schema, lib_table.table, columns, primary_key)
+        self.table = table
         self.names = [c.name for c in lib_table.columns]
-        self.lib_columns = {c.name: c for c in lib_table.columns}
         self.converters = [
-            (i, f) for i, c in enumerate(lib_table.columns) if (f := _converter(c)) is not None
+            (i, f)
+            for i, (c, column) in enumerate(zip(lib_table.columns, table.columns, strict=True))
+            if (f := _converter(c, column)) is not None
         ]
-        self.nones = True
 
     def image(self, values: dict[str, Any], nones: Mapping[str, str] | None) -> tuple[Any, ...]:
         row = [values[n] for n in self.names]
@@ -176,9 +203,26 @@ class _TableInfo:
                 row[i] = fix(v)
         if nones:
             for name, reason in nones.items():
-                if reason != "null":
-                    row[self.names.index(name)] = _none_value(self.lib_columns[name], reason)
+                if reason == "empty set":  # the library's None for an empty SET
+                    row[self.names.index(name)] = ()
         return tuple(row)
+
+
+def _raw_table_map(event: Any) -> Table | None:
+    """The TABLE_MAP event parsed by ``_rowcodec`` from its raw bytes (None when the library
+    does not expose them)."""
+    try:
+        data = bytes(event.packet.packet.get_all_data())
+    except AttributeError:
+        return None
+    end = len(data)
+    if end > 24 and zlib.crc32(data[1 : end - 4]) == int.from_bytes(data[end - 4 :], "little"):
+        end -= 4  # the CRC32 trailer
+    mariadb = getattr(event, "dbms", "") == "mariadb"
+    try:
+        return ft.parse_table_map(data, 20, end, mariadb=mariadb)
+    except (IndexError, ValueError):
+        return None
 
 
 class LibraryReader:
@@ -205,6 +249,8 @@ class LibraryReader:
         self._stop = threading.Event()
         self._stream: Any = None
         self._tables: dict[int, tuple[Any, _TableInfo]] = {}
+        #: Table maps as ``_rowcodec`` parses them, by table id (the last one seen).
+        self._maps: dict[int, Table] = {}
         self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="canal-binlog", daemon=True)
         self._thread.start()
@@ -338,7 +384,8 @@ class LibraryReader:
         cached = self._tables.get(event.table_id)
         if cached is not None and cached[0] is lib_table:
             return cached[1]
-        info = _TableInfo(lib_table, event.table_id, event.schema, event.table)
+        parsed = self._maps.get(event.table_id)
+        info = _TableInfo(lib_table, parsed, event.table_id)
         self._tables[event.table_id] = (lib_table, info)
         return info
 
@@ -351,6 +398,15 @@ class LibraryReader:
                 return None  # rows never decoded
             info = self._table(event)
             image = info.image
+            try:
+                event.rows  # noqa: B018 - the library decodes the rows on first access
+            except (AssertionError, ValueError, IndexError, KeyError, struct.error) as exc:
+                raise ConfigError(
+                    f"canal: the rows of {event.schema}.{event.table} at {log_file}:{pos} "
+                    f"cannot be decoded ({type(exc).__name__}: {exc}); the column types in "
+                    "the table map do not describe the values (MariaDB's pre-10.1 temporal "
+                    "format? run ALTER TABLE ... FORCE with mysql56_temporal_format=ON)"
+                ) from exc
             if isinstance(event, rev.UpdateRowsEvent):
                 before, after = [], []
                 for r in event.rows:
@@ -361,6 +417,15 @@ class LibraryReader:
             if isinstance(event, rev.WriteRowsEvent):
                 return RowsEvent(log_file, pos, ts, "insert", info.table, rows)
             return RowsEvent(log_file, pos, ts, "delete", info.table, rows)
+        if isinstance(event, rev.TableMapEvent):
+            table = _raw_table_map(event)
+            if table is None:
+                self._maps.pop(event.table_id, None)
+            else:
+                if len(self._maps) > 4096:  # table ids change with DDL: keep it bounded
+                    self._maps.clear()
+                self._maps[event.table_id] = table
+            return None
         if isinstance(event, ev.XidEvent):
             return XidEvent(log_file, pos, ts, event.xid)
         if isinstance(event, ev.QueryEvent):
@@ -369,7 +434,8 @@ class LibraryReader:
                 schema = schema.decode("utf-8", "replace")
             return QueryEvent(log_file, pos, ts, schema, event.query)
         if isinstance(event, ev.MariadbGtidEvent):
-            return GtidEvent(log_file, pos, ts, event.gtid, standalone=bool(event.flags & 1))
+            flags = event.flags
+            return GtidEvent(log_file, pos, ts, event.gtid, bool(flags & 1), bool(flags & 64))
         if isinstance(event, ev.GtidEvent):
             return GtidEvent(log_file, pos, ts, event.gtid)
         if isinstance(event, ev.RotateEvent):

@@ -156,6 +156,16 @@ class CanalSourceConfig(ConnectorConfig):
             "(each byte as one ISO-8859-1 character, Canal's own FlatMessage behaviour)."
         ),
     )
+    ddl: Literal["all", "tables", "none"] = Field(
+        default="all",
+        description=(
+            "Which statements logged as statements become `mysql.ddl` records: `all` (also "
+            "those naming no captured table: CREATE DATABASE, GRANT, CREATE PROCEDURE …, as "
+            "Canal type QUERY), `tables` (only those naming a captured table: CREATE/ALTER/"
+            "DROP/RENAME/TRUNCATE TABLE, indexes, triggers), `none`. Each record's "
+            "`statement` extension says what it is (`CREATE TRIGGER`, `GRANT`, …)."
+        ),
+    )
     heartbeat_interval: Duration = Field(
         default=5.0,
         gt=0,

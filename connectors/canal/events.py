@@ -142,11 +142,16 @@ class GtidEvent(Event):
     """The start of a transaction (event group) with its GTID.
 
     ``gtid`` is ``"domain-server-sequence"`` on MariaDB and ``"uuid:gno"`` on MySQL.
-    ``standalone`` is true for a MariaDB event group without BEGIN/COMMIT (DDL).
+    ``standalone`` is true for a MariaDB event group without BEGIN/COMMIT (DDL); ``xa`` for
+    a MariaDB XA PREPARE group.
     """
 
     gtid: str
     standalone: bool = False
+    #: MariaDB: the group is the first phase of an XA transaction (``XA START`` … ``XA END``
+    #: then ``XA PREPARE``; flag ``FL_PREPARED_XA``). Its changes count only once a later
+    #: ``XA COMMIT`` names it; ``XA ROLLBACK`` drops them.
+    xa: bool = False
 
 
 @dataclass(slots=True)

@@ -2,10 +2,11 @@
 
 Every record is a CloudEvent: ``type`` is ``mysql.<op>`` (``insert``, ``update``, ``delete``,
 ``read`` for snapshot rows, ``ddl``), ``subject`` is ``schema.table``, ``partitionkey`` the
-primary key (one value as text; several joined by ``|``), ``time`` the binlog event time, and
-the extensions ``binlogfile``/``binlogpos`` (the end of the event), ``txid`` (the GTID, or
-``file:pos`` of the transaction start without GTIDs) and ``gtid`` carry the source position.
-``id`` is deterministic (``<file>:<pos>:<row>``), so a change delivered twice is recognisable.
+primary key (:meth:`Shape.key_text`: one value as text; several escaped and joined by
+``|``), ``time`` the binlog event time, and the extensions ``binlogfile``/``binlogpos``
+(the end of the event), ``txid`` (the GTID, or ``file:pos`` of the transaction start
+without GTIDs) and ``gtid`` carry the source position. ``id`` is deterministic
+(``<file>:<pos>:<row>``), so a change delivered twice is recognisable.
 
 One record per row change. Canal puts all rows of one binlog event in one FlatMessage; here
 ``data`` (and ``old``) always hold exactly one row. A primary-key change is one ``UPDATE``
@@ -34,14 +35,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
+from meshconnect import jsonvalue
+from meshconnect.errors import ConfigError, DataError
 from meshconnect.records import Record
 
-from .events import Column
-from .server import TableSchema, sql_type
+from ._fixedbin import TEXT_OF
+from .coltypes import binlog_type, same_definition
+from .events import Column, RowsEvent
+from .server import ColumnSchema, TableSchema, sql_type
 
-__all__ = ["Formatter", "Shape", "TxMeta", "ddl_info"]
+__all__ = ["Formatter", "Shape", "TxMeta"]
 
 Conv = Callable[[Any], Any]
 
@@ -97,13 +100,21 @@ _KIND_OF_TYPE = {
 } | {0: "decimal", 14: "date", 255: "bytes"}
 
 
+#: DATETIME, TIME, TIMESTAMP in the old binlog types (MySQL 5.5, MariaDB 5.3 "hires").
+_OLD_TEMPORAL = frozenset({7, 11, 12})
+
+
 def _float32(v: float) -> float:
-    """The shortest decimal that reads back as the same 32-bit float (what MySQL prints)."""
+    """The shortest decimal that reads back as the same 32-bit float (what MySQL 8 prints;
+    MariaDB prints six digits, which may not read back: 16777216 as 16777200)."""
     packed = struct.pack("<f", v)
-    for digits in range(6, 10):
+    for digits in range(1, 10):
         text = f"{v:.{digits}g}"
-        if struct.pack("<f", float(text)) == packed:
-            return float(text)
+        try:
+            if struct.pack("<f", float(text)) == packed:
+                return float(text)
+        except OverflowError:  # rounded past the largest float: more digits
+            continue
     return v
 
 
@@ -150,7 +161,7 @@ def _row_conv(kind: str, fsp: int, binary: str) -> Conv | None:
     if kind == "time":
         return lambda v: _time_text(v, fsp) if isinstance(v, dt.timedelta) else v
     if kind == "json":
-        return lambda v: orjson.loads(v) if isinstance(v, str) else v
+        return lambda v: jsonvalue.loads(v) if isinstance(v, str) else v
     if kind == "set":
         return lambda v: list(v) if isinstance(v, tuple | list) else v
     if kind == "text":
@@ -160,6 +171,15 @@ def _row_conv(kind: str, fsp: int, binary: str) -> Conv | None:
 
 def _bytes(v: bytes, binary: str) -> str:
     return v.decode("latin-1") if binary == "latin1" else base64.b64encode(v).decode()
+
+
+def _set_text(members: Sequence[str]) -> str:
+    """A SET as the server prints it: a comma goes before a member only after some text (so
+    the empty member leaves no trace: ``('', 'a')`` prints ``a``)."""
+    text = ""
+    for m in members:
+        text = text + "," + m if text else m
+    return text
 
 
 def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
@@ -181,11 +201,13 @@ def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
     if kind == "time":
         return lambda v: _time_text(v, fsp) if isinstance(v, dt.timedelta) else str(v)
     if kind == "json":
-        return lambda v: v if isinstance(v, str) else orjson.dumps(v).decode()
+        return lambda v: v if isinstance(v, str) else jsonvalue.dumps(v).decode()
     if kind == "set":
-        return lambda v: ",".join(v) if isinstance(v, tuple | list) else str(v)
+        return lambda v: _set_text(v) if isinstance(v, tuple | list) else str(v)
     if kind == "bool":
         return lambda v: "1" if v else "0"
+    if kind == "year":  # as the server prints it: 0000, 1901 … 2155
+        return lambda v: f"{v:04d}" if isinstance(v, int) else str(v)
 
     def plain(v: Any) -> str:
         if isinstance(v, str):
@@ -216,6 +238,9 @@ class Shape:
     canal_convs: tuple[Conv, ...]
     mysql_type: dict[str, str]
     sql_type: dict[str, int]
+    #: Binlog image positions whose bytes become the server's text (UUID, INET4, INET6: the
+    #: binlog has them as BINARY(n)), so binlog images equal the snapshot's; see ``fix``.
+    text_of: tuple[tuple[int, Callable[[bytes], str]], ...] = ()
 
     @classmethod
     def build(
@@ -228,10 +253,20 @@ class Shape:
         keep: Sequence[int] | None,
         binary: str,
         primary_key: Sequence[str] = (),
+        maxlen: dict[int, int] | None = None,
+        mariadb: bool = True,
+        json_columns: set[str] | None = None,
     ) -> Shape:
+        """The shape of a table map (``columns`` given: keys and types as the binlog says
+        they were when the event was written, ``info`` only where it has the same column
+        definition, see :mod:`.coltypes`; ``json_columns``: MariaDB's JSON columns then, from
+        :mod:`.jsoncols`, None if unknown) or of the current schema (snapshot rows)."""
         kept = list(range(len(image_names))) if keep is None else list(keep)
         names = tuple(image_names[i] for i in kept)
-        pk = tuple(info.primary_key if info is not None and info.primary_key else primary_key)
+        if columns is not None:
+            pk = tuple(primary_key)
+        else:
+            pk = tuple(info.primary_key if info is not None else primary_key)
         position = {n: i for i, n in enumerate(image_names)}
         pk = tuple(n for n in pk if n in position)
         row_convs: list[tuple[int, Conv]] = []
@@ -242,9 +277,27 @@ class Shape:
             name = image_names[i]
             col_schema = info.column(name) if info is not None else None
             binlog_col = columns[i] if columns is not None and i < len(columns) else None
+            derived = None
+            if binlog_col is not None:
+                derived = binlog_type(binlog_col, maxlen or {}, mariadb)
+                if json_columns is not None and derived == "longtext" and name in json_columns:
+                    col_schema = ColumnSchema(name, "json", "json", 12, 0, True)
+                elif col_schema is not None and (
+                    not same_definition(derived, col_schema, mariadb)
+                    or (col_schema.json and json_columns is not None and mariadb)
+                ):
+                    col_schema = None  # changed since the event: the binlog's definition
             if col_schema is not None:
                 kind = _KIND_OF_DATA_TYPE.get(col_schema.data_type.lower(), "plain")
                 fsp = col_schema.fsp
+                if fsp and binlog_col is not None and binlog_col.type in _OLD_TEMPORAL:
+                    raise ConfigError(
+                        f"canal: {schema}.{table}.{name} is a {col_schema.column_type} in "
+                        "MariaDB's pre-10.1 storage format (mysql56_temporal_format=OFF), "
+                        "whose binlog values carry no precision and cannot be decoded: run "
+                        f"`ALTER TABLE {schema}.{table} FORCE` with "
+                        "mysql56_temporal_format=ON to convert it"
+                    )
                 mysql_type[name] = col_schema.column_type
                 sql_types[name] = col_schema.sql_type
             else:
@@ -257,11 +310,9 @@ class Shape:
                     else 0
                 )
                 fsp = fsp if fsp <= 6 else 0
-                type_name = _TYPE_NAMES.get(code, "varchar")
-                if binlog_col is not None and binlog_col.unsigned:
-                    type_name += " unsigned"
+                type_name = derived or _TYPE_NAMES.get(code, "varchar")
                 mysql_type[name] = type_name
-                sql_types[name] = sql_type(type_name.split()[0], type_name)
+                sql_types[name] = sql_type(type_name.split("(")[0].split()[0], type_name)
             conv = _row_conv(kind, fsp, binary)
             if conv is not None:
                 row_convs.append((out_i, conv))
@@ -278,18 +329,48 @@ class Shape:
             canal_convs=tuple(canal_convs),
             mysql_type=mysql_type,
             sql_type=sql_types,
+            text_of=tuple(
+                (i, TEXT_OF[c.data_type.lower()])
+                for i, name in enumerate(image_names)
+                if info is not None
+                and (c := info.column(name)) is not None
+                and c.data_type.lower() in TEXT_OF
+            ),
         )
+
+    def fix(self, event: RowsEvent) -> None:
+        """Give a binlog event's images the values the snapshot reads (in place)."""
+        text_of = self.text_of
+        if not text_of:
+            return
+
+        def fixed(image: tuple[Any, ...]) -> tuple[Any, ...]:
+            row = list(image)
+            for i, text in text_of:
+                v = row[i]
+                if isinstance(v, bytes):
+                    row[i] = text(v)
+            return tuple(row)
+
+        event.rows = [fixed(r) for r in event.rows]
+        if event.before is not None:
+            event.before = [fixed(r) for r in event.before]
 
     def kept(self, image: tuple[Any, ...]) -> Sequence[Any]:
         index = self.index
         return image if index is None else [image[i] for i in index]
 
     def row(self, image: tuple[Any, ...]) -> dict[str, Any]:
+        """The typed values; :class:`ValueError` naming the column when one cannot be made
+        (a JSON column holding text that is not JSON, say)."""
         values = list(self.kept(image))
         for i, conv in self.row_convs:
             v = values[i]
             if v is not None:
-                values[i] = conv(v)
+                try:
+                    values[i] = conv(v)
+                except ValueError as exc:
+                    raise ValueError(f"column {self.names[i]!r}: {exc}") from exc
         return dict(zip(self.names, values, strict=True))
 
     def canal(self, image: tuple[Any, ...]) -> dict[str, Any]:
@@ -302,19 +383,36 @@ class Shape:
         return tuple(image[i] for i in self.pk_index)
 
     def key_text(self, image: tuple[Any, ...]) -> str | None:
-        if not self.pk_index:
+        """The ``partitionkey``: one key column's text as is; several columns' texts each
+        with ``\\`` and ``|`` escaped by a backslash, joined by ``|`` (so ``('a|b', 'c')``
+        is ``a\\|b|c`` and ``('a', 'b|c')`` is ``a|b\\|c``: distinct rows, distinct keys)."""
+        index = self.pk_index
+        if not index:
             return None
-        parts = []
-        for i in self.pk_index:
-            v = image[i]
-            if isinstance(v, bytes):
-                v = base64.b64encode(v).decode()
-            elif isinstance(v, Decimal):
-                v = format(v, "f")
-            elif isinstance(v, dt.date | dt.timedelta):
-                v = v.isoformat() if isinstance(v, dt.date) else _time_text(v, 6)
-            parts.append(str(v))
-        return "|".join(parts)
+        if len(index) == 1:
+            return _key_part(image[index[0]])
+        return "|".join(
+            _key_part(image[i]).replace("\\", "\\\\").replace("|", "\\|") for i in index
+        )
+
+
+def _key_part(v: Any) -> str:
+    """One key column as text: bytes base64, DECIMAL exact, dates ISO, TIME as MySQL prints."""
+    if isinstance(v, bytes):
+        return base64.b64encode(v).decode()
+    if isinstance(v, Decimal):
+        return format(v, "f")
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if isinstance(v, dt.timedelta):
+        return _time_text(v, 6)
+    return str(v)
+
+
+def _text(shape: Shape, image: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    """A row image in Canal's text form (every value a string, JSON as stored): what a dead
+    letter keeps of a row whose typed values could not be made."""
+    return None if image is None else shape.canal(image)
 
 
 @dataclass(slots=True)
@@ -330,35 +428,6 @@ class TxMeta:
     snapshot: bool = False
 
 
-_DDL = [
-    # (regex, Canal type); the table name is group "t", an optional schema group "s"
-    (r"create\s+(?:or\s+replace\s+)?(?:temporary\s+)?table\s+(?:if\s+not\s+exists\s+)?", "CREATE"),
-    (r"alter\s+(?:online\s+|ignore\s+)*table\s+", "ALTER"),
-    (r"drop\s+(?:temporary\s+)?table\s+(?:if\s+exists\s+)?", "ERASE"),
-    (r"rename\s+table\s+", "RENAME"),
-    (r"truncate\s+(?:table\s+)?", "TRUNCATE"),
-    (r"create\s+(?:unique\s+|fulltext\s+|spatial\s+)?index\s+\S+\s+on\s+", "CINDEX"),
-    (r"drop\s+index\s+\S+\s+on\s+", "DINDEX"),
-]
-_NAME = r"(?:`(?P<s1>[^`]+)`|(?P<s2>[\w$]+))\s*(?:\.\s*(?:`(?P<t1>[^`]+)`|(?P<t2>[\w$]+)))?"
-
-
-def ddl_info(sql: str, default_schema: str) -> tuple[str, str, str]:
-    """``(Canal type, schema, table)`` of a DDL statement; table ``""`` when it names none."""
-    import re
-
-    text = re.sub(r"/\*.*?\*/", " ", sql, flags=re.S).strip()
-    for prefix, kind in _DDL:
-        m = re.match(prefix + _NAME, text, re.I)
-        if m:
-            first = m.group("s1") or m.group("s2") or ""
-            second = m.group("t1") or m.group("t2")
-            if second is None:
-                return kind, default_schema, first
-            return kind, first, second
-    return "QUERY", default_schema, ""
-
-
 class Formatter:
     """Builds records in the configured ``format``."""
 
@@ -369,6 +438,9 @@ class Formatter:
         self.flavour = flavour
         #: Canal's FlatMessage ``id``: the batch number within this run (as Canal's batch id).
         self.batch_id = 0
+        #: Row changes whose values could not be made (``(record, DataError)``; the record's
+        #: data is the row's text form), for the batch's ``failures``: the errors policy.
+        self.failures: list[tuple[Record, BaseException]] = []
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -404,12 +476,18 @@ class Formatter:
     ) -> None:
         image = after if after is not None else before
         assert image is not None
-        if self.fmt == "row":
-            data: Any = shape.row(image)
-        elif self.fmt == "debezium":
-            data = self._debezium(op, shape, before, after, meta, row)
-        else:
-            data = self._canal(op, shape, before, after, meta)
+        failure: DataError | None = None
+        try:
+            if self.fmt == "row":
+                data: Any = shape.row(image)
+            elif self.fmt == "debezium":
+                data = self._debezium(op, shape, before, after, meta, row)
+            else:
+                data = self._canal(op, shape, before, after, meta)
+        except ValueError as exc:
+            where = "the snapshot" if meta.snapshot else f"binlog {meta.file}:{meta.pos}"
+            failure = DataError(f"canal: {shape.subject} {exc} (row {row} at {where})")
+            data = {"before": _text(shape, before), "after": _text(shape, after)}
         if meta.snapshot:
             rid = f"snapshot:{shape.subject}:{shape.key_text(image) or row}"
         else:
@@ -424,19 +502,21 @@ class Formatter:
         key = shape.key_text(image)
         if key is not None:
             ext["partitionkey"] = key
-        out.append(
-            Record.fast(
-                data,
-                rid,
-                self.source,
-                "mysql." + op,
-                shape.subject,
-                "application/json",
-                _iso(meta.timestamp),
-                None,
-                ext,
-            )
+        record = Record.fast(
+            data,
+            rid,
+            self.source,
+            "mysql." + op,
+            shape.subject,
+            "application/json",
+            _iso(meta.timestamp),
+            None,
+            ext,
         )
+        if failure is None:
+            out.append(record)
+        else:
+            self.failures.append((record, failure))
 
     def _canal(
         self,
@@ -507,7 +587,18 @@ class Formatter:
 
     # -- DDL -----------------------------------------------------------------------------------
 
-    def ddl(self, sql: str, schema: str, kind: str, table: str, meta: TxMeta) -> Record:
+    def ddl(
+        self,
+        sql: str,
+        schema: str,
+        kind: str,
+        table: str,
+        meta: TxMeta,
+        statement: str = "",
+        n: int = 0,
+    ) -> Record:
+        """The record of a statement for one table it names (``n``: which; a statement
+        naming several tables makes one record per table, ids ``…:ddl``, ``…:ddl:1``, …)."""
         if self.fmt == "canal":
             data: Any = {
                 "data": None,
@@ -539,9 +630,11 @@ class Formatter:
         ext: dict[str, Any] = {"binlogfile": meta.file, "binlogpos": meta.pos, "txid": meta.txid}
         if meta.gtid:
             ext["gtid"] = meta.gtid
+        if statement:
+            ext["statement"] = statement
         return Record.fast(
             data,
-            f"{meta.file}:{meta.pos}:ddl",
+            f"{meta.file}:{meta.pos}:ddl" + (f":{n}" if n else ""),
             self.source,
             "mysql.ddl",
             f"{schema}.{table}" if table else schema,

@@ -8,7 +8,9 @@ read), as committed with the records it covers::
                                               # the next one already delivered from it
      "gtids": "0-1-812",                      # executed GTID set up to that transaction
      "server_id": 1,                          # the server that wrote it
-     "snapshot": {...}}                       # present while a snapshot is in progress
+     "snapshot": {...},                       # present while a snapshot is in progress
+     "xa": {"X'7831',X'',1": [file, pos]},    # prepared XA transactions not decided yet
+     "json": {"tables": [...], ...}}          # MariaDB JSON columns then (.jsoncols)
 
 ``pos`` is always a transaction (event group) start, because the table map a rows event needs
 is written at the start of its transaction; ``events``/``rows`` say how much of that
@@ -101,6 +103,11 @@ class Position:
     #: Snapshot progress while one runs: ``{"tables": [...], "after": [...] | None,
     #: "done": rows so far}``; None once the snapshot finished (or none was taken).
     snapshot: dict[str, Any] | None = field(default=None)
+    #: Prepared XA transactions not yet committed or rolled back: the XA id (as the binlog
+    #: writes it, ``X'7831',X'',1``) -> ``[file, pos]`` of the start of its PREPARE group.
+    xa: dict[str, list[Any]] = field(default_factory=dict)
+    #: MariaDB: the JSON-column history as of this position (:mod:`.jsoncols`), or None.
+    json: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -113,6 +120,10 @@ class Position:
         }
         if self.snapshot is not None:
             out["snapshot"] = self.snapshot
+        if self.xa:
+            out["xa"] = {k: list(v) for k, v in self.xa.items()}
+        if self.json is not None:
+            out["json"] = self.json
         return out
 
     @classmethod
@@ -126,6 +137,8 @@ class Position:
                 gtids=str(data.get("gtids") or ""),
                 server_id=data.get("server_id"),
                 snapshot=data.get("snapshot"),
+                xa={str(k): [str(v[0]), int(v[1])] for k, v in (data.get("xa") or {}).items()},
+                json=data.get("json"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a canal binlog position: {data!r} ({exc})") from None

@@ -96,6 +96,10 @@ class TableSchema:
         return None
 
 
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
 def _error(exc: BaseException, where: str) -> Exception:
     """Map a pymysql error onto the taxonomy."""
     import pymysql
@@ -116,6 +120,7 @@ class Server:
         self.where = f"{config.host}:{config.port}"
         self._conn: Any = None
         self._schemas: dict[tuple[str, str], TableSchema] = {}
+        self._maxlen: dict[int, int] | None = None
         self.mariadb = False
         self.version = ""
 
@@ -223,13 +228,33 @@ class Server:
     def check_privileges(self, log: Any = None) -> None:
         lines = [str(r[0]) for r in self.query("SHOW GRANTS")]
         grants = " ".join(lines).upper()
-        if "ALL PRIVILEGES ON *.*" in grants or re.search(r"\bSUPER\b", grants):
+        if "ALL PRIVILEGES ON *.*" in grants:
             return
         missing = []
-        if not re.search(r"REPLICATION (SLAVE|REPLICA)(?! ADMIN)", grants):
-            missing.append("REPLICATION SLAVE")
-        if not re.search(r"REPLICATION CLIENT|BINLOG MONITOR", grants):
-            missing.append("BINLOG MONITOR" if self.mariadb else "REPLICATION CLIENT")
+        if not re.search(r"\bSUPER\b", grants):
+            if not re.search(r"REPLICATION (SLAVE|REPLICA)(?! ADMIN)", grants):
+                missing.append("REPLICATION SLAVE")
+            if not re.search(r"REPLICATION CLIENT|BINLOG MONITOR", grants):
+                missing.append("BINLOG MONITOR" if self.mariadb else "REPLICATION CLIENT")
+        # SELECT: for the snapshot and for the column types (information_schema shows only
+        # the tables a user holds a privilege on). On *.* or on some schema or table: the
+        # latter is the documented narrow grant, taken on trust.
+        has_select = any(
+            re.match(r"GRANT\s+(?:.*[\s,])?(?:SELECT|ALL PRIVILEGES)\b.*\sON\s", g, re.I)
+            for g in lines
+        )
+        if not has_select:
+            if self.config.snapshot != "never":
+                missing.insert(0, "SELECT")
+            elif log is not None:
+                log.warning(
+                    "canal: user %r has no SELECT privilege on %s: column types come from the "
+                    "binlog only and MariaDB JSON columns arrive as text (GRANT SELECT ON *.* "
+                    "TO '%s'@'%%')",
+                    self.config.user,
+                    self.where,
+                    self.config.user,
+                )
         # Privileges held through roles do not show here: then only warn.
         roles = [g for g in lines if re.match(r"GRANT\s+(?!.*\sON\s).*\sTO\s", g, re.I)]
         if missing and roles and log is not None:
@@ -240,9 +265,15 @@ class Server:
             )
             return
         if missing:
+            grant = ", ".join(dict.fromkeys(["SELECT", *missing]))
+            why = (
+                f" (snapshot: {self.config.snapshot} reads the tables)"
+                if "SELECT" in missing
+                else ""
+            )
             raise ConfigError(
-                f"canal: user {self.config.user!r} lacks {' and '.join(missing)} on {self.where}: "
-                f"GRANT SELECT, {', '.join(missing)} ON *.* TO '{self.config.user}'@'%'"
+                f"canal: user {self.config.user!r} lacks {' and '.join(missing)} on "
+                f"{self.where}{why}: GRANT {grant} ON *.* TO '{self.config.user}'@'%'"
             )
 
     # -- binlog coordinates --------------------------------------------------------------------
@@ -303,12 +334,7 @@ class Server:
         )
         if not rows:
             return None
-        pk = self.query(
-            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE "
-            "TABLE_SCHEMA=%s AND TABLE_NAME=%s AND CONSTRAINT_NAME='PRIMARY' "
-            "ORDER BY ORDINAL_POSITION",
-            key,
-        )
+        pk = self.primary_key(schema, table)
         json_columns: set[str] = set()
         if self.mariadb:
             for (clause,) in self.query(
@@ -334,9 +360,50 @@ class Server:
                     name, data_type, column_type, sql_type(data_type, column_type), fsp, is_json
                 )
             )
-        result = TableSchema(schema, table, tuple(columns), tuple(str(r[0]) for r in pk))
+        result = TableSchema(schema, table, tuple(columns), pk)
         self._schemas[key] = result
         return result
+
+    def json_columns(self) -> dict[tuple[str, str], set[str]]:
+        """MariaDB: every table's JSON columns now (LONGTEXT with a ``json_valid`` check)."""
+        out: dict[tuple[str, str], set[str]] = {}
+        if not self.mariadb:
+            return out
+        for schema, table, clause in self.query(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM "
+            "information_schema.CHECK_CONSTRAINTS WHERE CHECK_CLAUSE LIKE 'json_valid(%%'"
+        ):
+            m = re.fullmatch(r"\s*json_valid\(`?([^`]+)`?\)\s*", str(clause), re.I)
+            if m:
+                out.setdefault((str(schema), str(table)), set()).add(m.group(1))
+        return out
+
+    def charset_maxlen(self) -> dict[int, int]:
+        """Bytes per character by collation number (``information_schema.COLLATIONS``)."""
+        if self._maxlen is None:
+            rows = self.query(
+                "SELECT c.ID, s.MAXLEN FROM information_schema.COLLATIONS c JOIN "
+                "information_schema.CHARACTER_SETS s "
+                "ON c.CHARACTER_SET_NAME = s.CHARACTER_SET_NAME"
+            )
+            self._maxlen = {int(i): int(n) for i, n in rows if i is not None}
+        return self._maxlen
+
+    def primary_key(self, schema: str, table: str) -> tuple[str, ...]:
+        """The key the server itself treats as primary, in key order: the PRIMARY KEY, or else
+        the first UNIQUE index whose columns are all NOT NULL and not prefixes (the index
+        InnoDB clusters by, and the key the binlog's table map lists as the primary key).
+        ``SHOW INDEX`` lists indexes in the server's own order (PRIMARY, then unique NOT NULL
+        ones in definition order), the order the server picks from."""
+        rows = self.query(f"SHOW INDEX FROM {_quote(schema)}.{_quote(table)}")
+        keys: dict[str, list[tuple[Any, ...]]] = {}
+        for r in rows:  # Table, Non_unique, Key_name, Seq_in_index, Column_name, …
+            keys.setdefault(str(r[2]), []).append(r)
+        for parts in keys.values():
+            usable = all(int(p[1]) == 0 and p[7] is None and str(p[9] or "") == "" for p in parts)
+            if usable and str(parts[0][10]).upper() != "HASH":  # long UNIQUE hashes: no key
+                return tuple(str(p[4]) for p in sorted(parts, key=lambda p: int(p[3])))
+        return ()
 
     def base_tables(self) -> list[tuple[str, str]]:
         """Every base table outside the system schemas, in name order."""

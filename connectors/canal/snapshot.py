@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import time
 from collections import Counter
 from decimal import Decimal
@@ -42,7 +43,7 @@ from .config import TableMatcher
 from .events import RowsEvent
 from .formats import Shape, TxMeta
 from .positions import binlog_order
-from .server import Server, TableSchema
+from .server import ColumnSchema, Server, TableSchema
 
 if TYPE_CHECKING:
     from .source import CanalSource
@@ -103,6 +104,24 @@ def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def _members(column_type: str) -> tuple[str, ...]:
+    """The members of ``set('a','b''c')`` as ``information_schema`` writes the type."""
+    return tuple(m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", column_type))
+
+
+def _select_expr(column: ColumnSchema) -> str:
+    """How the snapshot selects a column so that it reads what the binlog holds: a SET as its
+    bit mask (the server's text drops the empty member: SET('','a') holding both prints
+    ``a``), a FLOAT as a DOUBLE (the server prints six digits: 16777216 as ``16777200``)."""
+    name = _quote(column.name)
+    kind = column.data_type.lower()
+    if kind == "set":
+        return f"{name} + 0"
+    if kind == "float":
+        return f"CAST({name} AS DOUBLE)"
+    return name
+
+
 def _normaliser(info: TableSchema) -> list[tuple[int, Any]]:
     """Fixes turning pymysql's values into the binlog readers' value types."""
     fixes: list[tuple[int, Any]] = []
@@ -115,13 +134,11 @@ def _normaliser(info: TableSchema) -> list[tuple[int, Any]]:
         elif kind == "bit":
             fixes.append((i, lambda v: int.from_bytes(v, "big") if isinstance(v, bytes) else v))
         elif kind == "set":
+            members = _members(c.column_type)
 
-            def set_(v: Any) -> Any:
-                if isinstance(v, str):
-                    return tuple(v.split(",")) if v else ()
-                if isinstance(v, set):
-                    return tuple(sorted(v))
-                return v
+            def set_(v: Any, members: tuple[str, ...] = members) -> Any:
+                mask = int(v)
+                return tuple(m for b, m in enumerate(members) if mask >> b & 1)
 
             fixes.append((i, set_))
         elif kind == "json":
@@ -190,7 +207,8 @@ class Snapshot:
         names = [c.name for c in info.columns]
         pk = list(info.primary_key)
         chunk = src.config.chunk_size
-        sql = f"SELECT {', '.join(map(_quote, names))} FROM {_quote(schema)}.{_quote(table)}"
+        select = ", ".join(_select_expr(c) for c in info.columns)
+        sql = f"SELECT {select} FROM {_quote(schema)}.{_quote(table)}"
         args: list[Any] = []
         lo = decode_key(self.after) if self.after is not None and pk else None
         if pk:

@@ -11,8 +11,12 @@ Contract
 Streaming
     A :class:`~.events.BinlogReader` (``decoder``: the library reader or the fast one) streams
     from the committed position. Transactions are followed through GTID / ``BEGIN`` and
-    ``XID`` / ``COMMIT`` events; a statement that is neither is DDL: it becomes a record with
-    the SQL and the parsed table name, and the schema cache is dropped. All blocking work (the
+    ``XID`` / ``COMMIT`` events; a statement that is neither is DDL: it becomes a record per
+    table it names (:func:`.ddl.parse_ddl`; ``ddl`` chooses which), and the schema cache is
+    dropped. Prepared XA transactions are held back until their ``XA COMMIT`` (dropped at
+    ``XA ROLLBACK``); the position lists those not yet decided (see ``_xa``). Keys and types
+    are those of the table map of each event's transaction, MariaDB JSON columns those of the
+    DDL-replayed history (:mod:`.jsoncols`). All blocking work (the
     reader, the control connection, building records) runs in a worker thread
     (``asyncio.to_thread``), one poll at a time. A lost connection is a
     :class:`~meshconnect.errors.RetriableError`; the next poll reconnects at the last position
@@ -36,6 +40,7 @@ from meshconnect.errors import ConfigError, RetriableError
 from meshconnect.records import Record
 
 from .config import CanalSourceConfig
+from .ddl import parse_ddl
 from .events import (
     BinlogReader,
     Event,
@@ -46,7 +51,8 @@ from .events import (
     Table,
     XidEvent,
 )
-from .formats import Formatter, Shape, TxMeta, ddl_info
+from .formats import Formatter, Shape, TxMeta
+from .jsoncols import JsonColumns
 from .positions import GtidSet, binlog_order
 from .positions import Position as BinlogPosition
 from .server import Server
@@ -60,6 +66,11 @@ _READ_TIMEOUT = 0.5
 _FIRST_READ_EVENTS = 256
 #: The fewest events a read asks for.
 _MIN_READ_EVENTS = 16
+
+
+def _xa_key(start: list[Any]) -> tuple[str, int]:
+    """The cache key of a prepared XA group from its ``[file, pos]``."""
+    return str(start[0]), int(start[1])
 
 
 def reader_class(decoder: str) -> type[Any]:
@@ -81,6 +92,10 @@ class CanalSource(Source[CanalSourceConfig]):
     """MySQL/MariaDB CDC (see the module docstring)."""
 
     config_model = CanalSourceConfig
+    empty_position = (
+        "snapshots the captured tables, then streams (`snapshot: never`: streams from the "
+        "end of the binlog at the first start, a position committed before it reports started)"
+    )
 
     def __init__(self, config: CanalSourceConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
@@ -108,6 +123,15 @@ class CanalSource(Source[CanalSourceConfig]):
         self.skip_events = 0
         self.skip_rows = 0
         self.gtids = GtidSet()
+        #: Whether the open transaction is an XA PREPARE group (its rows wait for XA COMMIT).
+        self.txn_xa = False
+        self._xa_rows: list[RowsEvent] = []
+        #: Prepared XA transactions: XA id -> [file, pos] of the PREPARE group (positioned).
+        self.xa: dict[str, list[Any]] = {}
+        #: Their row events, by (file, pos) (read again at start after a restart).
+        self._xa_events: dict[tuple[str, int], list[RowsEvent]] = {}
+        #: MariaDB: JSON columns as of the stream position (None: MySQL, or not followed).
+        self.json_history: JsonColumns | None = None
         #: The position handed out with the last batch (where a reconnect resumes).
         self.handed: BinlogPosition | None = None
         self.snapshot: Snapshot | None = None
@@ -118,8 +142,10 @@ class CanalSource(Source[CanalSourceConfig]):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, positions: Mapping[str, Position]) -> None:
-        await asyncio.to_thread(self._start, positions.get(PARTITION))
+    async def start(self, positions: Mapping[str, Position]) -> dict[str, Position] | None:
+        """Returns the starting position when nothing was committed (the worker commits it
+        before the source counts as started: "the end of the binlog" is fixed once)."""
+        return await asyncio.to_thread(self._start, positions.get(PARTITION))
 
     async def poll(self) -> SourceBatch | None:
         if self._done:
@@ -131,12 +157,15 @@ class CanalSource(Source[CanalSourceConfig]):
 
     async def end_positions(self) -> dict[str, Position]:
         def end() -> dict[str, Position]:
+            server = self.server
             try:
-                file, pos, gtids = self.server.binary_log_status()
-                sid = self.server.server_id()
+                file, pos, gtids = server.binary_log_status()
+                sid = server.server_id()
+                history = JsonColumns(server.json_columns()).to_json() if server.mariadb else None
             finally:
-                self.server.close()
-            return {PARTITION: BinlogPosition(file, pos, gtids=gtids, server_id=sid).to_dict()}
+                server.close()
+            end = BinlogPosition(file, pos, gtids=gtids, server_id=sid, json=history)
+            return {PARTITION: end.to_dict()}
 
         return await asyncio.to_thread(end)
 
@@ -148,13 +177,14 @@ class CanalSource(Source[CanalSourceConfig]):
 
     # -- start ---------------------------------------------------------------------------------
 
-    def _start(self, stored: Position | None) -> None:
+    def _start(self, stored: Position | None) -> dict[str, Position] | None:
         server = self.server
         server.connect()
         server.check(self.log)
         self.server_id = server.server_id()
         self.formatter.flavour = "mariadb" if server.mariadb else "mysql"
         mode = self.config.snapshot
+        self._check_include()
         position: BinlogPosition | None = None
         if stored:
             try:
@@ -180,10 +210,13 @@ class CanalSource(Source[CanalSourceConfig]):
             elif mode == "initial_only" and position.snapshot is None:
                 self.log.info("canal: the snapshot was already taken (snapshot: initial_only)")
                 self._done = True
-                return
+                return None
+        fresh = position is None
         if position is None:
             file, pos, gtids = server.binary_log_status()
             position = BinlogPosition(file, pos, gtids=gtids, server_id=self.server_id)
+            if server.mariadb:  # "now" is the position: the present schema is its schema
+                position.json = JsonColumns(server.json_columns()).to_json()
             if mode != "never":
                 position.snapshot = Snapshot.initial_state(server, self.matcher)
                 self.log.info(
@@ -195,14 +228,64 @@ class CanalSource(Source[CanalSourceConfig]):
             else:
                 self.log.info("canal: streaming from the end of the binlog, %s:%d", file, pos)
         self._reset(position)
+        for file, pos in position.xa.values():
+            self._xa_events[(file, pos)] = self._read_prepared(file, pos)
         if position.snapshot is not None:
             self.snapshot = Snapshot(self, position.snapshot)
+        return {PARTITION: position.to_dict()} if fresh else None
+
+    def _check_include(self) -> None:
+        """An ``include`` that matches no table: a warning (tables created later are
+        captured), an error for ``snapshot: initial_only`` (it would snapshot nothing)."""
+        if any(self.matcher(s, t) for s, t in self.server.base_tables()):
+            return
+        c = self.config
+        text = (
+            f"canal: include {c.include} (exclude {c.exclude}) matches no table on "
+            f"{self.server.where} that user {c.user!r} can see"
+        )
+        if c.snapshot == "initial_only":
+            raise ConfigError(text + ": snapshot: initial_only would read nothing")
+        self.log.warning("%s; tables created later are captured", text)
+
+    def _read_prepared(self, file: str, pos: int) -> list[RowsEvent]:
+        """The row events of the XA PREPARE group at ``file:pos`` (read again after a
+        restart, before the stream opens: its XA COMMIT is still to come)."""
+        c = self.config
+        reader = self._reader_cls(
+            {"host": c.host, "port": c.port, "user": c.user,
+             "password": c.password.get_secret_value()},
+            server_id=c.server_id,
+            log_file=file,
+            log_pos=pos,
+            table_filter=self.matcher,
+            heartbeat_period=c.heartbeat_interval,
+        )  # fmt: skip
+        rows: list[RowsEvent] = []
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                for event in reader.read(256, 1.0):
+                    if isinstance(event, RowsEvent):
+                        rows.append(event)
+                    elif isinstance(event, QueryEvent) and event.query.upper().startswith("XA END"):
+                        return rows
+        finally:
+            reader.close()
+        raise RetriableError(f"canal: could not read the XA PREPARE group at {file}:{pos}")
 
     def _reset(self, position: BinlogPosition) -> None:
         """Stream state as of a handed-out position (a start or a reconnect)."""
         self.handed = position
         self.file = position.file
         self.end = position.pos
+        self.xa = {k: list(v) for k, v in position.xa.items()}
+        if position.json is not None:
+            self.json_history = JsonColumns.from_json(position.json)
+        elif self.server.mariadb:  # a position from before the history: not followed
+            self.json_history = JsonColumns({}, complete=False)
+        self.txn_xa = False
+        self._xa_rows = []
         self.in_txn = False
         self.txn_events = 0
         self.skip_events = position.events
@@ -220,8 +303,24 @@ class CanalSource(Source[CanalSourceConfig]):
                 str(self.gtids),
                 self.server_id,
                 snap,
+                {k: list(v) for k, v in self.xa.items()},
+                self._json(),
             )
-        return BinlogPosition(self.file, self.end, 0, 0, str(self.gtids), self.server_id, snap)
+        return BinlogPosition(
+            self.file,
+            self.end,
+            0,
+            0,
+            str(self.gtids),
+            self.server_id,
+            snap,
+            {k: list(v) for k, v in self.xa.items()},
+            self._json(),
+        )
+
+    def _json(self) -> dict[str, Any] | None:
+        history = self.json_history
+        return None if history is None else history.to_json()
 
     # -- polling -------------------------------------------------------------------------------
 
@@ -278,8 +377,10 @@ class CanalSource(Source[CanalSourceConfig]):
         """The batch of ``records`` with the current position (see the module docstring)."""
         pos = self.position()
         now = time.monotonic()
+        failures, self.formatter.failures = self.formatter.failures, []
         if (
             not records
+            and not failures
             and not force
             and (
                 pos == self.handed
@@ -290,7 +391,7 @@ class CanalSource(Source[CanalSourceConfig]):
         if not records:
             self._last_position_only = now
         self.handed = pos
-        return SourceBatch(records, {PARTITION: pos.to_dict()})
+        return SourceBatch(records, {PARTITION: pos.to_dict()}, failures)
 
     def _poll(self) -> SourceBatch | None:
         self.formatter.batch_id += 1
@@ -316,6 +417,7 @@ class CanalSource(Source[CanalSourceConfig]):
             self._commit()
         elif isinstance(event, GtidEvent):
             self._begin(event.gtid)
+            self.txn_xa = event.xa
         elif isinstance(event, QueryEvent):
             self._query(event, out)
         elif isinstance(event, RotateEvent):
@@ -334,6 +436,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_pos = self.end
         self.txn_gtid = gtid
         self.txn_events = 0
+        self.txn_xa = False
+        self._xa_rows = []
 
     def _commit(self) -> None:
         if self.txn_gtid:
@@ -341,6 +445,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.in_txn = False
         self.txn_gtid = None
         self.txn_events = 0
+        self.txn_xa = False
+        self._xa_rows = []
         self.skip_events = 0
         self.skip_rows = 0
 
@@ -350,34 +456,90 @@ class CanalSource(Source[CanalSourceConfig]):
         if head.startswith("BEGIN") or head.startswith("XA START"):
             if not self.in_txn:
                 self._begin(None)
+            self.txn_xa = self.txn_xa or head.startswith("XA START")  # MySQL marks XA so
             return
-        if head.startswith(("COMMIT", "ROLLBACK", "XA END", "XA COMMIT", "XA PREPARE")):
-            if head.startswith("XA END"):
-                return
+        if head.startswith("XA "):
+            self._xa(sql, event, out)
+            return
+        if head.startswith(("COMMIT", "ROLLBACK")):
             self._commit()
             return
         if head.startswith("SAVEPOINT") or head.startswith("RELEASE SAVEPOINT"):
             return
         # DDL (or another statement logged as a statement): a group of its own.
-        kind, schema, table = ddl_info(sql, event.schema)
+        ddl = parse_ddl(sql, event.schema)
+        if self.json_history is not None:
+            self.json_history.apply(sql, event.schema)
         self.server.forget_schemas()
         self._shapes.clear()
         if not self.in_txn:
             self._begin(None)
-        if self.matcher(schema, table) or (kind == "RENAME" and self._renamed_in(sql, schema)):
-            out.append(self.formatter.ddl(sql, schema, kind, table, self._meta(event)))
+        mode = self.config.ddl
+        if mode != "none":
+            meta = self._meta(event)
+            if ddl.tables:
+                captured = [(s, t) for s, t in ddl.tables if self.matcher(s, t)]
+                for n, (schema, table) in enumerate(captured):
+                    out.append(
+                        self.formatter.ddl(sql, schema, ddl.kind, table, meta, ddl.statement, n)
+                    )
+            elif mode == "all" and self.matcher(event.schema, ""):
+                out.append(self.formatter.ddl(sql, event.schema, ddl.kind, "", meta, ddl.statement))
         if self.snapshot is not None:
-            self.snapshot.ddl(schema, table)
+            for schema, table in ddl.tables:
+                self.snapshot.ddl(schema, table)
         self._commit()
 
-    def _renamed_in(self, sql: str, schema: str) -> bool:
-        """Whether any table a RENAME names (old or new) is captured."""
-        import re
-
-        for s, t in re.findall(r"(?:`?(\w+)`?\.)?`?(\w+)`?", sql[len("rename table") :]):
-            if t.lower() != "to" and self.matcher(s or schema, t):
-                return True
-        return False
+    def _xa(self, sql: str, event: QueryEvent, out: list[Record]) -> None:
+        """XA statements (MariaDB writes ``XA END X'…',X'…',1`` at the end of a PREPARE
+        group, and ``XA COMMIT``/``XA ROLLBACK`` of the same id in groups of their own):
+        a prepared transaction's rows are held back, emitted at its XA COMMIT and dropped
+        at its XA ROLLBACK; the PREPARE group's place is part of the position, so a restart
+        between the phases reads it again (``_read_prepared``)."""
+        words = sql.split(None, 2)
+        verb = words[1].upper() if len(words) > 1 else ""
+        xid = words[2].strip() if len(words) > 2 else ""
+        one_phase = xid.upper().endswith("ONE PHASE")
+        if one_phase:
+            xid = xid[: -len("ONE PHASE")].strip()
+        if verb == "END":
+            if self.txn_xa:
+                begin: list[Any] = [self.txn_file, self.txn_pos]
+                self.xa[xid] = begin
+                self._xa_events[_xa_key(begin)] = self._xa_rows
+                self._commit()  # the PREPARE group is done; its rows wait
+            return
+        if verb == "COMMIT":
+            if one_phase and self.txn_xa:  # MySQL: XA START … XA END … XA COMMIT ONE PHASE
+                rows = self._xa_rows
+            else:
+                start = self.xa.pop(xid, None)
+                rows = self._xa_events.pop(_xa_key(start), []) if start else []
+                if start is None:
+                    self.log.warning(
+                        "canal: XA COMMIT %s at %s:%d: its PREPARE precedes the start "
+                        "position; its changes are not in the stream",
+                        xid,
+                        event.log_file,
+                        event.log_pos,
+                    )
+            self.txn_xa = False
+            if not self.in_txn:
+                self._begin(None)
+            skip = self.skip_events, self.skip_rows
+            self.skip_events = self.skip_rows = 0
+            for rows_event in rows:
+                self._rows(rows_event, out)
+            self.skip_events, self.skip_rows = skip
+            self._commit()
+            return
+        if verb == "ROLLBACK":
+            start = self.xa.pop(xid, None)
+            if start is not None:
+                self._xa_events.pop(_xa_key(start), None)
+            self._commit()
+            return
+        # XA PREPARE (MySQL writes an XA_PREPARE event instead) and anything else: no change
 
     def _meta(self, event: Event) -> TxMeta:
         gtid = self.txn_gtid
@@ -395,6 +557,7 @@ class CanalSource(Source[CanalSourceConfig]):
         if cached is not None and cached[0] is table:
             return cached[1]
         names = table.column_names
+        history = self.json_history
         shape = Shape.build(
             table.schema,
             table.name,
@@ -404,6 +567,9 @@ class CanalSource(Source[CanalSourceConfig]):
             self.columns.keep(table.schema, table.name, names),
             self.config.binary,
             table.primary_key,
+            self.server.charset_maxlen(),
+            self.server.mariadb,
+            None if history is None else history.columns(table.schema, table.name),
         )
         self._shapes[table.table_id] = (table, shape)
         return shape
@@ -414,6 +580,9 @@ class CanalSource(Source[CanalSourceConfig]):
             return
         if not self.in_txn:
             self._begin(None)
+        if self.txn_xa:  # held back until the XA COMMIT (see _xa)
+            self._xa_rows.append(event)
+            return
         n = self.txn_events
         self.txn_events += 1
         first = 0
@@ -423,6 +592,7 @@ class CanalSource(Source[CanalSourceConfig]):
             if n == self.skip_events:
                 first = self.skip_rows
         shape = self.shape(table)
+        shape.fix(event)
         meta = self._meta(event)
         rows = event.rows
         if self.snapshot is not None:

@@ -54,6 +54,7 @@ from typing import BinaryIO
 from meshconnect import jsonvalue
 from meshconnect.api import ConnectorContext, Position, Source, SourceBatch
 from meshconnect.errors import DataError
+from meshconnect.eventrules import loads_event
 from meshconnect.records import Record
 
 from .config import FileSourceConfig
@@ -129,6 +130,10 @@ class FileSource(Source[FileSourceConfig]):
     """Reads the files matching ``path``; see the module docstring for the contract."""
 
     config_model = FileSourceConfig
+    empty_position = (
+        "reads each file from its beginning (`start_at: end`: from its end at the first start, "
+        "a position committed before it reports started)"
+    )
 
     def __init__(self, config: FileSourceConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
@@ -164,9 +169,11 @@ class FileSource(Source[FileSourceConfig]):
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, positions: Mapping[str, Position]) -> None:
+    async def start(self, positions: Mapping[str, Position]) -> dict[str, Position] | None:
+        """Returns the positions of files started at their end (``start_at: end``), which
+        the worker commits at once: "the end" is fixed at the first start."""
         try:
-            await asyncio.to_thread(self._resolve, positions)
+            fresh = await asyncio.to_thread(self._resolve, positions)
         except OSError as exc:
             raise io_error(exc, f"file source {', '.join(self._patterns)}: start") from exc
         self._last_scan = time.monotonic()
@@ -176,6 +183,7 @@ class FileSource(Source[FileSourceConfig]):
                 self._log.warning("file source: no file matches %s; nothing to read", pattern)
             else:
                 self._log.info("file source: no file matches %s yet; waiting", pattern)
+        return {t.key: t.position() for t in fresh} or None
 
     async def poll(self) -> SourceBatch | None:
         try:
@@ -385,8 +393,9 @@ class FileSource(Source[FileSourceConfig]):
     def _new_tail(self, key: str) -> _Tail:
         return _Tail(key=key, source="file://" + key, subject=os.path.basename(key))
 
-    def _resolve(self, positions: Mapping[str, Position]) -> None:
-        """Open every partition at its stored position, or per ``start_at`` when new."""
+    def _resolve(self, positions: Mapping[str, Position]) -> list[_Tail]:
+        """Open every partition at its stored position, or per ``start_at`` when new; the
+        partitions started at a file's end."""
         found = self._glob()
         matched = set(found)
         inodes: dict[int, str] = {}
@@ -422,12 +431,16 @@ class FileSource(Source[FileSourceConfig]):
                     position.get("inode"),
                     position.get("offset"),
                 )
+        fresh: list[_Tail] = []
         for path in found:
             if path not in self._tails:
                 tail = self._new_tail(path)
                 start = "end" if self.config.start_at == "end" else 0
                 if self._attach(tail, path, start):
                     self._tails[path] = tail
+                    if start == "end":
+                        fresh.append(tail)
+        return fresh
 
     def _scan(self) -> None:
         """Attach waiting partitions and start partitions for new matching files."""
@@ -559,7 +572,8 @@ class FileSource(Source[FileSourceConfig]):
     def _parse_cloudevents(
         self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
-        loads, decode, from_dict = jsonvalue.loads, self._decode, Record.from_dict
+        # Not orjson: a key twice in one object must be an error, not last-wins.
+        loads, decode, from_dict = loads_event, self._decode, Record.from_dict
         offset = t.offset
         for i, line in enumerate(lines):
             problem = ""
@@ -569,10 +583,8 @@ class FileSource(Source[FileSourceConfig]):
                 problem = "" if not line.strip() else f"invalid JSON: {exc}"
             else:
                 try:
-                    if not isinstance(event, dict):
-                        raise ValueError(f"not a CloudEvent: a JSON {type(event).__name__}")
                     records.append(from_dict(event))
-                except (ValueError, TypeError) as exc:
+                except ValueError as exc:  # InvalidEventError names the attribute and rule
                     problem = f"invalid CloudEvent: {exc}"
             if problem:
                 failures.append(self._failure(t, line, offset, i, problem))

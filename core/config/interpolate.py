@@ -15,21 +15,31 @@ such as ``yes`` or ``0123`` arrives as written; pydantic's lax mode then convert
 an ``int`` field.
 
 Every path whose value came from a reference is recorded in :attr:`Interpolated.secrets`: such
-values are treated as secrets and never printed (messages, ``config show``).
+values are treated as secrets and never printed (messages, ``config show``). At run time a
+:class:`Redactor` built from :meth:`Interpolated.secret_values` masks them in every message the
+worker logs or stores (expression failures, dead letters' ``errormessage``, connector errors):
+each text of three characters or more taken from the environment or a file becomes
+:data:`MASK` wherever it appears.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .yamlpos import YamlPath
 
-__all__ = ["Interpolated", "interpolate"]
+__all__ = ["MASK", "Interpolated", "Redactor", "interpolate", "redact", "register_secrets"]
+
+#: What a secret value is shown as.
+MASK = "**********"
+#: Secrets shorter than this are not masked inside other words (a two-letter secret would
+#: mask every message); validation masks them as whole words in messages about their field.
+MIN_MASKED = 3
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SYNTAX = "use ${env:NAME}, ${env:NAME:-default} or ${file:PATH}; write $${ for a literal ${"
@@ -49,6 +59,29 @@ class Interpolated:
     rewritten: set[YamlPath] = field(default_factory=set)
     #: ``(path, message)`` for each reference that could not be resolved.
     errors: list[tuple[YamlPath, str]] = field(default_factory=list)
+
+    def secret_values(self) -> set[str]:
+        """Every text a reference took from the environment or a file (defaults excluded)."""
+        return {value for values in self.secrets.values() for value in values[1:]}
+
+
+class Redactor:
+    """Masks secret texts in messages: ``redact(text)`` has each of ``secrets`` that is at
+    least :data:`MIN_MASKED` characters long replaced by :data:`MASK` (longest first)."""
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        usable = sorted({s for s in secrets if len(s) >= MIN_MASKED}, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, usable))) if usable else None
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def redact(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(MASK, text)
 
 
 def interpolate(
@@ -164,3 +197,24 @@ class _Resolver:
 
 class _Unresolved(Exception):
     """A reference that cannot be resolved (the message says why and what to do)."""
+
+
+# The secrets of the pipelines this process runs, masked in everything it logs or stores
+# (``meshconnect run`` registers them once the files are loaded).
+_process_redactor = Redactor(())
+
+
+def register_secrets(secrets: Iterable[str]) -> None:
+    """Add ``secrets`` to those :func:`redact` masks in this process."""
+    global _process_redactor
+    _registered.update(secrets)
+    _process_redactor = Redactor(_registered)
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret registered in this process masked
+    (:func:`register_secrets`)."""
+    return _process_redactor.redact(text)
+
+
+_registered: set[str] = set()

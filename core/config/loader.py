@@ -34,7 +34,7 @@ from ..errors import ConfigError, Location, PluginError, Problem, ValidationErro
 from ..expr import Compiler, ExpressionError, Template
 from ..plugins import Registry
 from ..transforms import BuildContext, Transform, TransformChain, building
-from .interpolate import Interpolated, interpolate
+from .interpolate import Interpolated, Redactor, interpolate
 from .model import (
     ErrorPolicy,
     PipelineConfig,
@@ -124,6 +124,9 @@ class LoadedConfig:
     pipelines: list[LoadedPipeline]
     #: Top-level paths (``("store",)``, ``("retention", …)``) whose values are secret.
     secret_paths: frozenset[YamlPath] = frozenset()
+    #: Every text interpolation took from the environment or a file: masked in every message
+    #: the run prints or stores (:func:`~meshconnect.config.interpolate.Redactor`).
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
 
 def load_pipeline_files(
@@ -245,6 +248,8 @@ class _Session:
         self.extra_problems: list[Problem] = []
         self.built: list[_Built] = []
         self.names: dict[str, Location] = {}
+        #: Every value interpolation took from the environment or a file, in any file.
+        self.secrets: set[str] = set()
 
     @property
     def problems(self) -> list[Problem]:
@@ -285,6 +290,14 @@ class _Session:
         for error_path, message in interp.errors:
             file.report(error_path, message, always=True)
         file.model = file.validate(PipelineFile, file.data, ())
+        self.secrets.update(interp.secret_values())
+        # Expressions compiled for this file: its own pattern policy, and run-time failure
+        # messages with every interpolated value of the file masked (as validation's are).
+        self.compiler = Compiler(
+            self.registry.functions,
+            record_patterns=file.model is not None and file.model.expressions.record_patterns,
+            redact=Redactor(interp.secret_values()).redact,
+        )
         pipelines = file.data.get("pipelines")
         if isinstance(pipelines, list):
             for index, raw in enumerate(pipelines):
@@ -514,7 +527,12 @@ class _Session:
                 break
         pipelines = [self.loaded(b) for b in self.built]
         return LoadedConfig(
-            list(self.file_names), store, retention, pipelines, frozenset(top_secrets)
+            list(self.file_names),
+            store,
+            retention,
+            pipelines,
+            frozenset(top_secrets),
+            secrets=frozenset(self.secrets),
         )
 
     def loaded(self, built: _Built) -> LoadedPipeline:

@@ -170,9 +170,23 @@ class RetentionConfig(_Model):
     )
 
 
+class ExpressionsConfig(_Model):
+    record_patterns: bool = Field(
+        False,
+        description="Let matches() and replace_regex() take their regular expression from the "
+        "record (an expression) instead of a constant string. Patterns run on RE2, in linear "
+        "time, but a pattern from outside is one more input an attacker controls: off unless "
+        "set (docs/security.md).",
+    )
+
+
 class PipelineFile(_Model):
     store: str | None = Field(None, description="Mesh store URL; default: sqlite under state.")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    expressions: ExpressionsConfig = Field(
+        default_factory=ExpressionsConfig,
+        description="How the expressions of this file's pipelines may be written.",
+    )
     pipelines: list[PipelineConfig] = Field(default_factory=list)
 
 

@@ -28,16 +28,13 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core.core_schema import ErrorType
 
 from ..errors import Location, Problem
-from .interpolate import Interpolated
+from .interpolate import MASK, Interpolated
 from .yamlpos import Document, YamlPath, render_path
 
 if TYPE_CHECKING:
     from ..expr import ExpressionError
 
 __all__ = ["MASK", "FileReporter", "has_entry", "sort_problems"]
-
-#: What a secret value is shown as.
-MASK = "**********"
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -17,6 +17,11 @@ Contract:
   the rest of the file can still be checked. Keys brought in by a ``<<`` merge are not
   duplicates: explicit keys override merged ones, as YAML specifies.
 * An alias shares its anchor's positions.
+* Aliases cannot multiply a small file into a huge one (a "billion laughs" alias bomb): before
+  any value is built, the number of values the file expands to is counted over the node graph
+  (each node once, so counting is as cheap as the file is small). More than
+  :data:`MAX_VALUES` values, or nesting deeper than :data:`MAX_DEPTH`, is a Problem at the
+  collection that holds the aliases, and nothing is built.
 * For each scalar, :class:`ScalarInfo` says whether its source text on its single line is
   exactly its value (plain or quoted, no escapes, no folding), so that an error at an offset
   inside the value (an expression's column) can be placed inside the scalar in the file.
@@ -41,6 +46,12 @@ YamlPath = tuple[Any, ...]
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+#: Most values (scalars, lists and mappings, each alias counted as the values it repeats) one
+#: file may expand to. Real pipeline files hold hundreds; 100,000 builds in well under a second.
+MAX_VALUES = 100_000
+#: Deepest nesting of lists and mappings a file may have.
+MAX_DEPTH = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +145,14 @@ def parse_yaml(text: str, file: str) -> Document:
             return doc
         if root is None:
             return doc
+        oversized = _oversized(root)
+        if oversized is not None:
+            node, message = oversized
+            mark = node.start_mark
+            doc.problems.append(
+                Problem(Location(file, mark.line + 1, mark.column + 1), f"invalid YAML: {message}")
+            )
+            return doc
         builder = _Builder(doc, loader, text.splitlines())
         try:
             doc.data = builder.build(root, ())
@@ -145,6 +164,56 @@ def parse_yaml(text: str, file: str) -> Document:
     finally:
         loader.dispose()
     return doc
+
+
+def _oversized(root: Node) -> tuple[Node, str] | None:
+    """``(node, message)`` when the document expands to more than :data:`MAX_VALUES` values or
+    nests deeper than :data:`MAX_DEPTH`; ``None`` when it is within both.
+
+    Sizes are counted once per node (aliases share their anchor's node), iteratively, so an
+    alias bomb is measured in as many steps as the file has nodes. The node reported is the
+    smallest collection that alone exceeds the budget: the one whose aliases multiply.
+    """
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            children = _children(node)
+            sizes[key] = 1 + sum(sizes.get(id(c), 0) for c in children)
+            depths[key] = 1 + max((depths.get(id(c), 0) for c in children), default=0)
+            if depths[key] > MAX_DEPTH:
+                return node, f"nested more than {MAX_DEPTH} levels deep"
+            continue
+        if key in sizes or key in active:  # built already, or a recursive alias (reported later)
+            continue
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+    if sizes.get(id(root), 0) <= MAX_VALUES:
+        return None
+    node = root
+    while True:
+        bigger = [c for c in _children(node) if sizes.get(id(c), 0) > MAX_VALUES]
+        if not bigger:
+            break
+        node = bigger[0]
+    return node, (
+        f"the file expands to {sizes[id(root)]:,} values through aliases, more than the "
+        f"{MAX_VALUES:,} allowed (an alias bomb?); this collection repeats its aliases"
+    )
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 class _Abort(Exception):

@@ -48,10 +48,15 @@ Functions
                              array of strings: any of them); false for ``null``.
     ``contains(h, n)``       substring of a string, element of an array, or key of an object;
                              false when ``h`` is ``null``.
-    ``matches(s, re)``       whether the regular expression ``re`` matches anywhere in ``s``
-                             (anchor with ``^``/``$``); false for ``null``. A constant pattern
-                             is compiled once, when the expression is.
+    ``matches(s, re)``       whether the regular expression ``re`` (RE2 syntax, linear time)
+                             matches anywhere in ``s`` (anchor with ``^``/``$``); false for
+                             ``null``. The pattern is a constant string, compiled once, when
+                             the expression is (from the record only where the file allows).
     ``replace(s, old, new)`` every ``old`` in ``s`` replaced by ``new``; ``null`` for ``null``.
+    ``replace_regex(s, re, replacement)``
+                             every match of ``re`` in ``s`` replaced; the replacement refers
+                             to groups as ``$1`` and ``${name}`` (Java's and Kafka Connect
+                             RegexRouter's syntax, ``$$`` is a ``$``); ``null`` for ``null``.
     ``substr(s, start[, end])``
                              the part of a string (or array) from ``start`` up to, not
                              including, ``end``; negative positions count from the end.
@@ -94,6 +99,13 @@ Not allowed (rejected when the pipeline is validated)
     anything but a path (``"x".upper``); calls of anything but the functions above; ``lambda``;
     comprehensions; ``*``/``**`` unpacking; ``:=``; f-strings; ``**`` (power), bit operators,
     ``await`` and ``yield``. Evaluation has no access to Python builtins.
+
+Budgets
+    Records are untrusted: every value an expression builds (strings, arrays, rendered text) is
+    at most :data:`~._budget.MAX_SIZE` in size, integers that ``*``, ``//`` and ``%`` take at
+    most :data:`~._budget.MAX_INT_DIGITS` digits, and ``round`` at most
+    :data:`~._budget.MAX_ROUND_DIGITS` digits; past a budget evaluation fails with a DataError
+    (see :mod:`._budget` and docs/security.md).
 
 Errors
     A bad expression raises :class:`ExpressionError` (a :class:`~meshconnect.errors.ConfigError`)

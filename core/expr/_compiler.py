@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
@@ -51,12 +52,15 @@ _SKELETON = (
 )
 
 
-def _evaluation_error(text: str, field: str | None, kind: str) -> Callable[[Exception], DataError]:
+def _evaluation_error(
+    text: str, field: str | None, kind: str, redact: Callable[[str], str] | None = None
+) -> Callable[[Exception], DataError]:
     where = f"{field}: " if field else ""
 
     def fail(exc: Exception) -> DataError:
         reason = str(exc) or type(exc).__name__
-        return DataError(f"{where}{kind} {text!r} failed: {reason}")
+        message = f"{where}{kind} {text!r} failed: {reason}"
+        return DataError(redact(message) if redact is not None else message)
 
     return fail
 
@@ -77,7 +81,9 @@ def _build(
         if "lineno" in node._attributes:
             node.lineno = node.end_lineno = 1  # type: ignore[attr-defined]
             node.col_offset = node.end_col_offset = 0  # type: ignore[attr-defined]
-    code = compile(module, f"<{name}>", "exec")
+    with warnings.catch_warnings():  # ("x" is None): checked by the translator, not Python
+        warnings.simplefilter("ignore", SyntaxWarning)
+        code = compile(module, f"<{name}>", "exec")
     scope = {**_RUNTIME, **namespace, "_fail": fail}
     exec(code, scope)
     compiled: Callable[[Record], Any] = scope["_compiled"]
@@ -92,9 +98,22 @@ class Compiler:
     hook), added to :data:`BUILTIN_FUNCTIONS`. A plugin may not redefine a built-in function,
     and function names must be identifiers that do not start with ``_``. Compiling is done once,
     at start; the results are plain functions, safe to share between threads and pipelines.
+
+    ``record_patterns``: whether ``matches`` and ``replace_regex`` may take their pattern from
+    the record (an expression) instead of a constant string; off unless a pipeline file says
+    ``expressions: {record_patterns: true}``. ``redact``, when given, is applied to every
+    message an evaluation failure carries (the loader masks interpolated secrets with it).
     """
 
-    def __init__(self, functions: Mapping[str, Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self,
+        functions: Mapping[str, Callable[..., Any]] | None = None,
+        *,
+        record_patterns: bool = False,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
+        self.record_patterns = record_patterns
+        self.redact = redact
         merged = dict(BUILTIN_FUNCTIONS)
         for name, function in (functions or {}).items():
             if not name.isidentifier() or name.startswith("_"):
@@ -108,28 +127,28 @@ class Compiler:
 
     def expression(self, text: str, *, field: str | None = None) -> Expression:
         """Compile ``text``; ExpressionError (with ``field`` set) when it is not valid."""
-        translator = _Translator(self.functions)
+        translator = _Translator(self.functions, record_patterns=self.record_patterns)
         body = _located(lambda: translator.translate(_need_text(text)), text, field)
-        fail = _evaluation_error(text, field, "expression")
+        fail = _evaluation_error(text, field, "expression", self.redact)
         return _attach(_build(body, translator.namespace, fail, "expression"), text, field)
 
     def predicate(self, text: str, *, field: str | None = None) -> Predicate:
         """Compile ``text`` as a condition: the function returns ``True`` or ``False``."""
-        translator = _Translator(self.functions)
+        translator = _Translator(self.functions, record_patterns=self.record_patterns)
         body = _located(lambda: translator.translate(_need_text(text)), text, field)
         test = ast.IfExp(body, ast.Constant(True), ast.Constant(False))
-        fail = _evaluation_error(text, field, "condition")
+        fail = _evaluation_error(text, field, "condition", self.redact)
         function = _build(test, translator.namespace, fail, "predicate")
         return cast(Predicate, _attach(function, text, field))
 
     def template(self, text: str, *, field: str | None = None) -> Template:
         """Compile a template such as ``cdc.{data.database}.{data.table}``."""
-        translator = _Translator(self.functions)
+        translator = _Translator(self.functions, record_patterns=self.record_patterns)
         body = _located(lambda: _template_body(translator, _need_text(text)), text, field)
         if isinstance(body, ast.Constant):
             literal = str(body.value)
             return Template(text, lambda record: literal, literal=literal, field=field)
-        fail = _evaluation_error(text, field, "template")
+        fail = _evaluation_error(text, field, "template", self.redact)
         render = _build(body, translator.namespace, fail, "template")
         return Template(text, render, field=field)
 

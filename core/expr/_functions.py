@@ -6,15 +6,22 @@ import datetime as dt
 import decimal
 import functools
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from .. import timefmt
-from . import _numeric
-from ._runtime import _type_name, render_value
+from . import _numeric, _regex
+from ._budget import (
+    MAX_SIZE,
+    check_built,
+    check_round_digits,
+    check_to_int,
+    measure,
+    too_big,
+)
+from ._runtime import _type_name, bounded_text, render_value
 
 
 def _need_str(name: str, value: Any) -> str:
@@ -76,27 +83,38 @@ def _fn_contains(haystack: Any, needle: Any) -> bool:
     raise TypeError(f"contains() needs a string, array or object, not {_type_name(haystack)}")
 
 
-@functools.lru_cache(maxsize=512)
-def _regex(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
-
-
 def _fn_matches(s: Any, pattern: Any) -> bool:
     if s is None:
         return False
-    if not isinstance(pattern, re.Pattern):
-        pattern = _regex(_need_str("matches", pattern))
-    return pattern.search(_need_str("matches", s)) is not None
+    if pattern.__class__ is str:  # a constant pattern arrives compiled (see _translator)
+        pattern = _regex.compile_pattern(pattern)
+    elif not isinstance(pattern, _regex.re2._Regexp):
+        raise TypeError(f"matches() needs a string pattern, not {_type_name(pattern)}")
+    return _regex.search(pattern, _need_str("matches", s))
+
+
+def _fn_replace_regex(s: Any, pattern: Any, replacement: Any) -> str | None:
+    if s is None:
+        return None
+    text = _need_str("replace_regex", s)
+    if pattern.__class__ is str:
+        pattern = _regex.compile_pattern(pattern)
+    elif not isinstance(pattern, _regex.re2._Regexp):
+        raise TypeError(f"replace_regex() needs a string pattern, not {_type_name(pattern)}")
+    if replacement.__class__ is not _regex.Replacement:
+        replacement = _regex.replacement_for(pattern, _need_str("replace_regex", replacement))
+    return _regex.replace(pattern, text, replacement)
 
 
 def _fn_replace(s: Any, old: Any, new: Any) -> str | None:
     if s is None:
         return None
     text = _need_str("replace", s)
-    return text.replace(_need_str("replace", old), _need_str("replace", new))
+    old, new = _need_str("replace", old), _need_str("replace", new)
+    if len(new) > len(old):
+        count = text.count(old) if old else len(text) + 1
+        check_built("replace()", len(text) + count * (len(new) - len(old)))
+    return text.replace(old, new)
 
 
 def _fn_substr(s: Any, start: Any, end: Any = None) -> Any:
@@ -113,6 +131,7 @@ def _fn_substr(s: Any, start: Any, end: Any = None) -> Any:
 def _fn_int(x: Any) -> int | None:
     if x is None:
         return None
+    check_to_int("int()", x)
     if isinstance(x, Decimal):
         return _numeric.integral("int", x, decimal.ROUND_DOWN)  # towards zero, as int(3.9)
     if isinstance(x, (int, float, str)):
@@ -129,7 +148,7 @@ def _fn_float(x: Any) -> float | None:
 
 
 def _fn_str(x: Any) -> str | None:
-    return None if x is None else render_value(x)
+    return None if x is None else bounded_text(x)
 
 
 _TRUE_WORDS = frozenset(("true", "yes", "on", "1", "y", "t"))
@@ -154,6 +173,9 @@ def _fn_abs(x: Any) -> Any:
 def _fn_round(x: Any, digits: Any = None) -> Any:
     if x is None:
         return None
+    check_round_digits(digits)
+    if digits is None:
+        check_to_int("round()", x)
     return _numeric.rounded(x, digits)
 
 
@@ -202,7 +224,9 @@ def _fn_now() -> float:
 
 
 def _fn_concat(*args: Any) -> str:
-    return "".join([render_value(a) for a in args])
+    parts = [bounded_text(a) for a in args]
+    check_built("concat()", sum(len(p) for p in parts))
+    return "".join(parts)
 
 
 def _need_number(name: str, value: Any) -> int | float | Decimal:
@@ -214,6 +238,7 @@ def _need_number(name: str, value: Any) -> int | float | Decimal:
 def _fn_floor(x: Any) -> int | None:
     if x is None:
         return None
+    check_to_int("floor()", x)
     if isinstance(x, Decimal):
         return _numeric.integral("floor", x, decimal.ROUND_FLOOR)
     return math.floor(_need_number("floor", x))
@@ -222,6 +247,7 @@ def _fn_floor(x: Any) -> int | None:
 def _fn_ceil(x: Any) -> int | None:
     if x is None:
         return None
+    check_to_int("ceil()", x)
     if isinstance(x, Decimal):
         return _numeric.integral("ceil", x, decimal.ROUND_CEILING)
     return math.ceil(_need_number("ceil", x))
@@ -251,7 +277,10 @@ def _fn_join(items: Any, separator: Any = "") -> str | None:
         return None
     if not isinstance(items, list | tuple):
         raise TypeError(f"join() needs an array, not {_type_name(items)}")
-    return _need_str("join", separator).join(render_value(item) for item in items)
+    separator = _need_str("join", separator)
+    if measure(items) + len(separator) * len(items) > MAX_SIZE:
+        raise too_big("join()")
+    return separator.join([render_value(item) for item in items])
 
 
 def _fn_indexof(s: Any, sub: Any) -> int | None:
@@ -346,6 +375,7 @@ BUILTIN_FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "padRight": _fn_padright,
     "parseTime": _fn_parsetime,
     "replace": _fn_replace,
+    "replace_regex": _fn_replace_regex,
     "round": _fn_round,
     "split": _fn_split,
     "startsWith": _fn_startswith,

@@ -10,6 +10,7 @@ import orjson
 
 from .. import jsonvalue
 from . import _numeric
+from ._budget import MAX_SIZE, check_built, check_int, check_product, measure, too_big
 
 # -- values as text ------------------------------------------------------------------------------
 
@@ -55,6 +56,18 @@ def render_value(value: Any) -> str:
 def _json_text(value: Any) -> Any:
     """orjson ``default`` for templates: numbers exact, anything else as its ``str()``."""
     return jsonvalue.default(value) if isinstance(value, Decimal) else str(value)
+
+
+def bounded_text(value: Any) -> str:
+    """:func:`render_value`, refusing (BudgetError) to render an array or object whose text
+    would be larger than the expression budget; a string is returned as it is."""
+    if value.__class__ is not str and isinstance(value, (dict, list, tuple)):
+        size = measure(value)
+        if size > MAX_SIZE:
+            raise too_big("rendering an array or object", size)
+    elif value.__class__ is int:
+        check_int("rendering", value)
+    return render_value(value)
 
 
 # -- runtime helpers the compiled code calls ------------------------------------------------------
@@ -104,21 +117,30 @@ def _in(needle: Any, haystack: Any) -> bool:
     return needle in haystack
 
 
-#: Longest string or array that ``*`` may build (a guard against ``'x' * 10**12``).
-_MAX_REPEAT = 1_000_000
-
-
 def _mul(a: Any, b: Any) -> Any:
     if a is None or b is None:
         return None
+    if a.__class__ is int and b.__class__ is int:
+        check_product(a, b)
+        return a * b
     for seq, count in ((a, b), (b, a)):
-        if (
-            isinstance(seq, (str, list, tuple))
-            and isinstance(count, int)
-            and len(seq) * count > _MAX_REPEAT
-        ):
-            raise ValueError(f"'*' would build a value longer than {_MAX_REPEAT}")
+        if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and count > 0:
+            size = len(seq) if seq.__class__ is str else measure(seq)
+            check_built("'*'", size * count)
     return _numeric.mul(a, b)
+
+
+def _add(a: Any, b: Any) -> Any:
+    """``a + b`` for what is not two plain numbers (those take the inline fast path): strings
+    and arrays joined within the budget, a Decimal exactly (see _numeric)."""
+    if isinstance(a, Decimal) or isinstance(b, Decimal):
+        return _numeric.add(a, b)
+    if isinstance(a, (str, list, tuple)) and a.__class__ is b.__class__:
+        if a.__class__ is str:
+            check_built("'+'", len(a) + len(b))
+        else:
+            check_built("'+'", measure(a) + measure(b))
+    return a + b
 
 
 def _mod(a: Any, b: Any) -> Any:
@@ -126,7 +148,33 @@ def _mod(a: Any, b: Any) -> Any:
         return None
     if isinstance(a, (str, bytes)):
         raise TypeError("'%' is the numeric remainder; use concat() or a template for text")
+    check_int("'%'", a, b)
     return _numeric.mod(a, b)
+
+
+def _floordiv(a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    check_int("'//'", a, b)
+    return _numeric.floordiv(a, b)
+
+
+def _sized(value: Any) -> Any:
+    """A literal with computed members, within the budget."""
+    size = measure(value)
+    if size > MAX_SIZE:
+        raise too_big("a literal", size)
+    return value
+
+
+def _text(value: Any) -> str:
+    """A template placeholder's value as text (the non-string, non-number path)."""
+    return bounded_text(value)
+
+
+def _template_too_big() -> str:
+    """What a template whose placeholders' texts add up past the budget evaluates to."""
+    raise too_big("the template")
 
 
 #: Globals every compiled expression sees. No ``__builtins__``: nothing but these exists.
@@ -140,14 +188,20 @@ _RUNTIME: dict[str, Any] = {
     "_slice": _slice,
     "_in": _in,
     "_mul": _mul,
+    "_add": _add,
     "_mod": _mod,
-    "_text": render_value,
+    "_floordiv": _floordiv,
+    # Numbers ``a + b`` may add inline; a Decimal takes _add (exact, see _numeric).
+    "_num": frozenset((int, float, bool)),
+    "_text": _text,
+    "_template_too_big": _template_too_big,
+    "_len": len,
+    "_sized": _sized,
+    "_str": str,
     "_Decimal": Decimal,
     # Numbers: int, float and Decimal together (see _numeric).
-    "_add": _numeric.add,
     "_sub": _numeric.sub,
     "_div": _numeric.truediv,
-    "_floordiv": _numeric.floordiv,
     "_neg": _numeric.neg,
     "_pos": _numeric.pos,
     "_eq": _numeric.eq,

@@ -6,6 +6,7 @@ import ast
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from ._budget import MAX_SIZE
 from ._errors import ExpressionError
 from ._runtime import render_value
 
@@ -74,9 +75,52 @@ def _template_body(translator: _Translator, text: str) -> ast.expr:
         values.append(ast.IfExp(is_plain, ast.Name(t, ast.Load()), slow))
     if all(isinstance(v, ast.Constant) for v in values):
         return ast.Constant("".join(str(cast(ast.Constant, v).value) for v in values))
+    if sum(not isinstance(v, ast.Constant) for v in values) > 1:
+        return _checked(values)
     return ast.JoinedStr(
         [v if isinstance(v, ast.Constant) else ast.FormattedValue(v, -1, None) for v in values]
     )
+
+
+def _checked(values: list[ast.expr]) -> ast.expr:
+    """Several placeholders: each is evaluated into its temporary first (a value that is not
+    a string or number becomes its text there), the lengths of the strings are added up, and
+    the f-string is built only when they are within the expression budget::
+
+        f"{_t1}-{_t2}" if (pre1, pre2) and (len1 + len2) <= MAX else _template_too_big()
+
+    A few operations per placeholder and no call for strings and numbers (numbers are not
+    counted: an integer's text has at most 4,300 digits)."""
+    pre: list[ast.expr] = []
+    sizes: list[ast.expr] = []
+    parts: list[ast.expr] = []
+    for value in values:
+        if isinstance(value, ast.Constant):
+            parts.append(value)
+            continue
+        assert isinstance(value, ast.IfExp) and isinstance(value.body, ast.Name)
+        name = value.body.id
+        pre.append(
+            ast.IfExp(
+                value.test, value.body, ast.NamedExpr(ast.Name(name, ast.Store()), value.orelse)
+            )
+        )
+        is_str = ast.Compare(
+            ast.Attribute(ast.Name(name, ast.Load()), "__class__", ast.Load()),
+            [ast.Is()],
+            [ast.Name("_str", ast.Load())],
+        )
+        length = ast.Call(ast.Name("_len", ast.Load()), [ast.Name(name, ast.Load())], [])
+        sizes.append(ast.IfExp(is_str, length, ast.Constant(0)))
+        parts.append(ast.FormattedValue(ast.Name(name, ast.Load()), -1, None))
+    total: ast.expr = sizes[0]
+    for size in sizes[1:]:
+        total = ast.BinOp(total, ast.Add(), size)
+    fixed = sum(len(str(p.value)) for p in parts if isinstance(p, ast.Constant))
+    within = ast.Compare(total, [ast.LtE()], [ast.Constant(MAX_SIZE - fixed)])
+    test = ast.BoolOp(ast.And(), [ast.Tuple(pre, ast.Load()), within])
+    over = ast.Call(ast.Name("_template_too_big", ast.Load()), [], [])
+    return ast.IfExp(test, ast.JoinedStr(parts), over)
 
 
 def _split_template(text: str) -> list[str | tuple[int, str]]:

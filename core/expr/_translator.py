@@ -10,8 +10,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..records import CONTEXT_ATTRIBUTES
+from . import _regex
 from ._errors import ExpressionError
-from ._functions import _fn_matches, _regex
+from ._functions import _fn_matches, _fn_replace_regex
 
 #: Longest expression or template text accepted (a guard against pathological input).
 MAX_LENGTH = 10_000
@@ -84,8 +85,12 @@ class _Translator:
     may translate several pieces (a template's placeholders) into one namespace.
     """
 
-    def __init__(self, functions: Mapping[str, Callable[..., Any]]) -> None:
+    def __init__(
+        self, functions: Mapping[str, Callable[..., Any]], *, record_patterns: bool = False
+    ) -> None:
         self.functions = functions
+        #: Whether a regular expression may come from the record (not only a constant).
+        self.record_patterns = record_patterns
         #: Globals the generated code needs besides the runtime helpers.
         self.namespace: dict[str, Any] = {}
         self._counter = 0
@@ -278,7 +283,11 @@ class _Translator:
             return ast.Call(ast.Name("_mul", ast.Load()), [left, right], [])
         if isinstance(op, ast.Mod):
             return ast.Call(ast.Name("_mod", ast.Load()), [left, right], [])
-        helper = _HELPERS[type(op)]  # + - / //: int, float and Decimal together
+        if isinstance(op, ast.FloorDiv):
+            return ast.Call(ast.Name("_floordiv", ast.Load()), [left, right], [])
+        if isinstance(op, ast.Add):
+            return self._null_guarded([left, right], _addition)
+        helper = _HELPERS[type(op)]  # - /: int, float and Decimal together
         return self._null_guarded(
             [left, right], lambda a: ast.Call(ast.Name(helper, ast.Load()), [a[0], a[1]], [])
         )
@@ -413,13 +422,13 @@ class _Translator:
     # -- literals --
 
     def _visit_List(self, node: ast.List) -> ast.expr:
-        return ast.List([self.visit(e) for e in node.elts], ast.Load())
+        return _sized(ast.List([self.visit(e) for e in node.elts], ast.Load()))
 
     def _visit_Tuple(self, node: ast.Tuple) -> ast.expr:
-        return ast.Tuple([self.visit(e) for e in node.elts], ast.Load())
+        return _sized(ast.Tuple([self.visit(e) for e in node.elts], ast.Load()))
 
     def _visit_Set(self, node: ast.Set) -> ast.expr:
-        return ast.Set([self.visit(e) for e in node.elts])
+        return _sized(ast.Set([self.visit(e) for e in node.elts]))
 
     def _visit_Dict(self, node: ast.Dict) -> ast.expr:
         keys: list[ast.expr | None] = []
@@ -427,7 +436,7 @@ class _Translator:
             if key is None:
                 raise self.fail("unpacking with '**' is not allowed", node)
             keys.append(self.visit(key))
-        return ast.Dict(keys, [self.visit(v) for v in node.values])
+        return _sized(ast.Dict(keys, [self.visit(v) for v in node.values]))
 
     # -- calls --
 
@@ -456,19 +465,40 @@ class _Translator:
             raise self.fail(f"keyword arguments are not supported (in {name}())", node)
         args = [self.visit(a) for a in node.args]
         self._check_arity(name, function, len(args), node)
-        if (
-            function is _fn_matches
-            and len(args) == 2
-            and isinstance(args[1], ast.Constant)
-            and isinstance(args[1].value, str)
-        ):
-            try:
-                args[1] = self.constant(_regex(args[1].value))
-            except ValueError as exc:
-                raise self.fail(str(exc), node.args[1]) from None
+        if function is _fn_matches or function is _fn_replace_regex:
+            self._patterns(name, function, args, node)
         alias = f"_f_{name}"
         self.namespace[alias] = function
         return ast.Call(ast.Name(alias, ast.Load()), args, [])
+
+    def _patterns(
+        self, name: str, function: Callable[..., Any], args: list[ast.expr], node: ast.Call
+    ) -> None:
+        """Compile a constant pattern (and replacement) once, now; refuse a pattern taken from
+        the record unless the file allows it (``expressions: {record_patterns: true}``)."""
+        if len(args) < 2:
+            return
+        pattern = args[1]
+        if not (isinstance(pattern, ast.Constant) and isinstance(pattern.value, str)):
+            if not self.record_patterns:
+                raise self.fail(
+                    f"{name}(): the regular expression must be a constant string; a pattern "
+                    "taken from the record needs 'expressions: {record_patterns: true}' at the "
+                    "top of the pipeline file (see docs/security.md)",
+                    node.args[1],
+                )
+            return
+        try:
+            compiled = _regex.compile_pattern(pattern.value)
+            args[1] = self.constant(compiled)
+            if function is _fn_replace_regex and len(args) == 3:
+                replacement = args[2]
+                if isinstance(replacement, ast.Constant) and isinstance(replacement.value, str):
+                    parsed = _regex.replacement_for(compiled, replacement.value)
+                    args[2] = self.constant(parsed)
+        except ValueError as exc:
+            bad = node.args[2] if "replacement" in str(exc) else node.args[1]
+            raise self.fail(str(exc), bad) from None
 
     def _check_arity(
         self, name: str, function: Callable[..., Any], count: int, node: ast.AST
@@ -481,6 +511,43 @@ class _Translator:
             signature.bind(*([None] * count))
         except TypeError as exc:
             raise self.fail(f"{name}(): {exc}", node) from None
+
+
+def _sized(literal: ast.List | ast.Tuple | ast.Set | ast.Dict) -> ast.expr:
+    """A literal with two or more computed members is measured when built (``_sized``): it
+    could hold the same large value many times. Constant members cost nothing."""
+    members = [*literal.values, *literal.keys] if isinstance(literal, ast.Dict) else literal.elts
+    computed = sum(1 for m in members if m is not None and not isinstance(m, ast.Constant))
+    if computed < 2:
+        return literal
+    return ast.Call(ast.Name("_sized", ast.Load()), [literal], [])
+
+
+def _addition(operands: list[ast.expr]) -> ast.expr:
+    """``a + b``: inline when ``a`` is a number (the common case costs one class check),
+    else ``_add`` (strings and arrays, joined within the expression budget)."""
+    left, right = operands
+    plain = ast.BinOp(left, ast.Add(), right)
+    slow = ast.Call(ast.Name("_add", ast.Load()), [left, right], [])
+    tests: list[ast.expr] = []
+    for side in (left, right):
+        if isinstance(side, ast.Constant) and isinstance(side.value, int | float):
+            continue  # a plain number
+        if not isinstance(side, ast.Name):  # a constant string or a literal: never a number
+            return slow
+        # A Name may be a Decimal literal or any value: plain numbers only add inline (a
+        # Decimal adds exactly in _add, never rounded to the context's 28 digits).
+        tests.append(
+            ast.Compare(
+                ast.Attribute(side, "__class__", ast.Load()),
+                [ast.In()],
+                [ast.Name("_num", ast.Load())],
+            )
+        )
+    if not tests:
+        return plain
+    is_number = tests[0] if len(tests) == 1 else ast.BoolOp(ast.And(), tests)
+    return ast.IfExp(is_number, plain, slow)
 
 
 def _syntax_error(exc: SyntaxError, text: str, offset: int) -> ExpressionError:

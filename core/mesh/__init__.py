@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .store import GroupInfo, MeshStore, Retention, StoreSpec, TopicInfo
+from .store import GroupInfo, Lease, MeshStore, Retention, StoreSpec, TopicInfo
 
 if TYPE_CHECKING:
     from ..plugins import Registry
 
 __all__ = [
     "GroupInfo",
+    "Lease",
     "MeshStore",
     "Retention",
     "StoreSpec",

@@ -11,12 +11,16 @@ per record, in this order (:data:`ROW_FIELDS`)::
 * ``extensions`` is the JSON text of the extension dict, or ``None`` when it is empty.
 * ``data`` is ``None`` (no data), ``str`` (the JSON text of a JSON value, written by
   :func:`meshconnect.jsonvalue.dumps`: integers of any size and ``Decimal`` numbers keep every
-  digit, so a record read back has the very numbers appended) or ``bytes`` (binary data,
-  stored as is). The Python type of the stored value tells which, so a record read back
-  equals the record appended (``Record.__eq__``), bytes included.
+  digit, so a record read back has the very numbers appended; ``"null"`` for an explicit null
+  payload, ``Record.null_data``) or ``bytes`` (binary data, stored as is). The Python type of
+  the stored value tells which, so a record read back equals the record appended
+  (``Record.__eq__``), bytes included.
 
 Both encode the same things and refuse the same things: :func:`encode_row` is the careful
-check that names a record which cannot be stored. Records are rebuilt with ``Record.fast``;
+check that names a record which cannot be stored. Besides types, extensions must follow the
+CloudEvents rules (names of ``a-z0-9``, String / boolean / 32-bit integer values; see
+:func:`meshconnect.eventrules.extensions_problem`), so whatever made a record, the mesh never
+holds an extension a CloudEvents consumer would reject. Records are rebuilt with ``Record.fast``;
 ``tests/test_store.py`` checks that :data:`RECORD_SLOTS` still covers every slot of
 :class:`~meshconnect.records.Record`.
 
@@ -40,6 +44,7 @@ import orjson
 
 from .. import jsonvalue
 from ..errors import DataError, StoreError
+from ..eventrules import extensions_problem
 from ..records import Record
 
 __all__ = [
@@ -69,7 +74,7 @@ ROW_FIELDS = (
     "data",
 )
 #: Every ``Record`` slot :func:`decode_rows` sets (the stored fields plus mesh metadata).
-RECORD_SLOTS = (*ROW_FIELDS, "topic", "offset", "encoded_data")
+RECORD_SLOTS = (*ROW_FIELDS, "topic", "offset", "encoded_data", "null_data")
 
 _dumps = orjson.dumps
 
@@ -118,6 +123,9 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
     ext = r.extensions
     if not isinstance(ext, dict):
         raise RecordEncodingError(index, r, "extensions must be a dict")
+    problem = extensions_problem(ext) if ext else None
+    if problem is not None:  # a CloudEvents rule: names a-z0-9, str/bool/int32 values
+        raise RecordEncodingError(index, r, problem)
     try:
         values.append(jsonvalue.dumps(ext).decode() if ext else None)
     except TypeError as exc:
@@ -125,7 +133,7 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
         raise RecordEncodingError(index, r, reason) from None
     data = r.data
     if data is None:
-        values.append(None)
+        values.append("null" if r.null_data else None)
     elif isinstance(data, bytes | bytearray | memoryview):
         values.append(bytes(data))
     else:
@@ -153,6 +161,7 @@ def decode_rows(rows: Iterable[Sequence[Any]], topic: str) -> list[Record]:
             loads(ext) if ext is not None else None,
             topic,
             offset,
+            data == "null",
         )
         for offset, id_, source, type_, subject, time, dct, schema, ext, data in rows
     ]
@@ -178,7 +187,10 @@ def encode_segment(records: Sequence[Record]) -> bytes:
 
     *Rows* (starts with ``[``): one array per record, ``[id, source, type, subject, time,
     datacontenttype, dataschema, extensions|null, data]`` plus ``1`` when ``data`` is bytes
-    (then base64 text). Used for batches with bytes data.
+    (then base64 text) or ``2`` when it is an explicit null. Used for batches with bytes data.
+
+    Explicit null payloads (``Record.null_data``) are listed by batch index in ``"dn"`` (columns
+    layout), which is absent when there is none.
 
     Raises :class:`RecordEncodingError` naming a record that cannot be stored."""
     n = len(records)
@@ -200,10 +212,16 @@ def encode_segment(records: Sequence[Record]) -> bytes:
         parts += (b',"', key, b'":', dumps(column))
     extensions = [r.extensions or None for r in records]
     if any(extensions):
+        if any(e and extensions_problem(e) for e in extensions):
+            return _encode_rows_segment(records)  # names the culprit
         try:
             parts += (b',"ext":', jsonvalue.dumps(extensions))
         except TypeError:
             return _encode_rows_segment(records)
+    if b"null" in encoded:  # rare: find explicit nulls (not just absent data)
+        nulls = [i for i, r in enumerate(records) if r.null_data and r.data is None]
+        if nulls:
+            parts += (b',"dn":', dumps(nulls))
     parts += (b',"data":[', b",".join(encoded), b"]}")
     for r, e in zip(records, encoded, strict=True):
         r.encoded_data = e
@@ -228,6 +246,8 @@ def _encode_rows_segment(records: Sequence[Record]) -> bytes:
         if isinstance(r.data, bytes | bytearray | memoryview):
             row[8] = base64.b64encode(bytes(r.data)).decode("ascii")
             row.append(1)
+        elif r.data is None and r.null_data:
+            row.append(2)
         rows.append(row)
     return jsonvalue.dumps(rows)
 
@@ -245,7 +265,7 @@ def decode_segment(body: bytes | str, topic: str, first: int) -> list[Record]:
         ]
         ids, sources, types, subjects, times, dcts, schemas = columns
         extensions = doc.get("ext") or repeat(None, n)
-        return [
+        records = [
             make(data, id_, source, type_, subject, dct, time, schema, ext or None, topic, offset)
             for offset, (data, id_, source, type_, subject, dct, time, schema, ext) in enumerate(
                 zip(
@@ -263,9 +283,12 @@ def decode_segment(body: bytes | str, topic: str, first: int) -> list[Record]:
                 first,
             )
         ]
+        for index in doc.get("dn") or ():
+            records[index].null_data = True
+        return records
     return [
         make(
-            row[8] if len(row) == 9 else base64.b64decode(row[8]),
+            row[8] if len(row) == 9 or row[9] == 2 else base64.b64decode(row[8]),
             row[0],
             row[1],
             row[2],
@@ -276,6 +299,7 @@ def decode_segment(body: bytes | str, topic: str, first: int) -> list[Record]:
             row[7] or None,
             topic,
             offset,
+            len(row) == 10 and row[9] == 2,
         )
         for offset, row in enumerate(doc, first)
     ]

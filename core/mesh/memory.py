@@ -30,7 +30,7 @@ from .codec import (
     encode_row,
     encode_state,
 )
-from .store import GroupInfo, MeshStore, Retention, TopicInfo
+from .store import GroupInfo, Lease, MeshStore, Retention, TopicInfo
 
 __all__ = ["MemoryStore"]
 
@@ -59,6 +59,7 @@ class _Data:
     positions: dict[str, dict[str, str]] = field(default_factory=dict)  # JSON text
     groups: dict[str, _Group] = field(default_factory=dict)
     changes: ChangeSignal = field(default_factory=ChangeSignal)
+    leases: dict[str, Lease] = field(default_factory=dict)
 
 
 _NAMED: dict[str, _Data] = {}
@@ -162,6 +163,35 @@ class MemoryStore(MeshStore):
     async def end_offsets(self, topics: Sequence[str]) -> dict[str, int]:
         stored = self._state().topics
         return {name: stored[name].end if name in stored else 0 for name in topics}
+
+    async def acquire_leases(
+        self, names: Sequence[str], owner: str, ttl: float, *, now: float
+    ) -> list[Lease]:
+        leases = self._state().leases
+        conflicts = [
+            lease
+            for name in names
+            if (lease := leases.get(name)) is not None
+            and lease.owner != owner
+            and lease.expires > now
+        ]
+        if not conflicts:
+            leases.update({name: Lease(name, owner, now + ttl) for name in names})
+        return conflicts
+
+    async def break_leases(self, leases: Sequence[Lease]) -> None:
+        held = self._state().leases
+        for lease in leases:
+            if lease.name in held and held[lease.name].owner == lease.owner:
+                del held[lease.name]
+
+    async def release_leases(self, owner: str) -> None:
+        held = self._state().leases
+        for name in [n for n, lease in held.items() if lease.owner == owner]:
+            del held[name]
+
+    async def leases(self) -> list[Lease]:
+        return sorted(self._state().leases.values(), key=lambda lease: lease.name)
 
     def data_changed(self) -> Awaitable[None]:
         """Completes when records were appended to this data, or after ``poll_interval``."""

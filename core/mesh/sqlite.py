@@ -1,7 +1,8 @@
 """The embedded default mesh store: one SQLite file in WAL mode.
 
 URL: ``sqlite:///relative/path.db`` (relative to the current directory) or
-``sqlite:////absolute/path.db``; parent directories are created. Query options:
+``sqlite:////absolute/path.db``; missing parent directories are created 0700, and the file
+with its ``-wal`` and ``-shm`` companions is 0600, whatever the umask. Query options:
 ``?synchronous=FULL`` (default ``NORMAL``) and ``?busy_timeout=MILLISECONDS`` (default 5000).
 
 **Durability.** WAL with ``synchronous=NORMAL``: a committed append survives the process being
@@ -52,6 +53,7 @@ rather than wrap around.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -71,7 +73,7 @@ from .codec import (
     encode_segment,
     encode_state,
 )
-from .store import GroupInfo, MeshStore, Retention, TopicInfo
+from .store import GroupInfo, Lease, MeshStore, Retention, TopicInfo
 
 __all__ = ["SqliteStore"]
 
@@ -119,6 +121,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
+# Leases (one owner per source and consumer group; see MeshStore.acquire_leases). Created on
+# open when missing, so files of schema version 1 gain the table without a migration.
+_CREATE_LEASES = (
+    "CREATE TABLE IF NOT EXISTS leases"
+    " (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID"
+)
+_UPSERT_LEASE = (
+    "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires = excluded.expires"
+)
 _INSERT_SEGMENT = "INSERT INTO segments (key, count, appended_at, body) VALUES (?, ?, ?, ?)"
 _UPSERT_POSITION = (
     "INSERT INTO positions (connector, partition, position) VALUES (?, ?, ?)"
@@ -189,13 +201,15 @@ class SqliteStore(MeshStore):
 
     def _open_sync(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(self.path)
         except OSError as exc:
             where = self.path.parent
             raise StoreError(f"mesh store {self.url}: cannot create {where}: {exc}") from exc
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
         try:
             mode = self._enable_wal(conn)
+            for suffix in ("-wal", "-shm"):  # SQLite gives them the database file's mode
+                _tighten(self.path.with_name(self.path.name + suffix))
             if str(mode).lower() != "wal":
                 raise StoreError(
                     f"mesh store {self.url}: SQLite refused WAL mode (journal_mode={mode}); "
@@ -203,6 +217,10 @@ class SqliteStore(MeshStore):
                 )
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             _migrate(conn, self.url)
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'leases'"
+            ).fetchone():
+                conn.execute(_CREATE_LEASES)
             self._conn = conn
             self._load_topics(conn)
         except BaseException:
@@ -646,6 +664,46 @@ class SqliteStore(MeshStore):
 
         return await self._write(work)
 
+    # -- leases --------------------------------------------------------------------------------
+
+    async def acquire_leases(
+        self, names: Sequence[str], owner: str, ttl: float, *, now: float
+    ) -> list[Lease]:
+        """See :meth:`MeshStore.acquire_leases` (one ``BEGIN IMMEDIATE`` transaction)."""
+
+        def work(conn: sqlite3.Connection) -> list[Lease]:
+            conflicts = []
+            for name in names:
+                row = conn.execute(
+                    "SELECT owner, expires FROM leases WHERE name = ?", (name,)
+                ).fetchone()
+                if row is not None and row[0] != owner and row[1] > now:
+                    conflicts.append(Lease(name, row[0], row[1]))
+            if not conflicts:
+                conn.executemany(_UPSERT_LEASE, [(name, owner, now + ttl) for name in names])
+            return conflicts
+
+        return await self._write(work)
+
+    async def break_leases(self, leases: Sequence[Lease]) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "DELETE FROM leases WHERE name = ? AND owner = ?",
+                [(lease.name, lease.owner) for lease in leases],
+            )
+
+        await self._write(work)
+
+    async def release_leases(self, owner: str) -> None:
+        await self._write(lambda conn: conn.execute("DELETE FROM leases WHERE owner = ?", (owner,)))
+
+    async def leases(self) -> list[Lease]:
+        def work(conn: sqlite3.Connection) -> list[Lease]:
+            rows = conn.execute("SELECT name, owner, expires FROM leases ORDER BY name")
+            return [Lease(*row) for row in rows]
+
+        return await self._read(work)
+
     def data_changed(self) -> Awaitable[None]:
         """Completes when this store appended records, or after ``poll_interval`` seconds
         (other processes may append to the same file)."""
@@ -656,6 +714,45 @@ class SqliteStore(MeshStore):
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _private_file(path: Path) -> None:
+    """Make ``path``'s missing directories (0700) and the file itself (0600), whatever the
+    umask: the store holds records and dead letters, readable by its owner only. An existing
+    file of the owner's that others may read is tightened to 0600; existing directories are
+    left as they are (they may be the user's own, such as ``.``)."""
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by another process
+        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _tighten(path)
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _tighten(path: Path) -> None:
+    """``chmod 0600`` a store file that group or others may access (if it is ours)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        os.chmod(path, 0o600)
 
 
 def _parse_url(url: str) -> tuple[Path, str, int]:

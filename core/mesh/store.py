@@ -13,6 +13,11 @@ A store holds ordered, append-only topics of records. Each record in a topic has
 * Offsets are "next to read": a group whose committed offset for ``t`` is 5 reads from offset 5.
 * Retention removes the oldest records of a topic by age or count; it never moves offsets.
   A group whose offset falls below the earliest retained one resumes at the earliest.
+* **Leases** make one worker the owner of each source and each consumer group
+  (:mod:`meshconnect.mesh.ownership`): :meth:`MeshStore.acquire_leases` takes (or renews) a set
+  of named leases for an owner until a deadline, all or none, atomically, so two workers on one
+  store never run the same pipeline. A Redis backend does the same with one Lua script over
+  ``SET NX PX`` keys, a JetStream backend with a KV bucket's create/update revisions and TTL.
 
 Nothing here assumes SQLite: a backend is free to be a Redis Stream or a JetStream stream, with
 its own notion of a transaction for ``append`` (e.g. one Lua script or a KV CAS on the
@@ -28,7 +33,7 @@ from typing import Any
 
 from ..records import Record
 
-__all__ = ["GroupInfo", "MeshStore", "Retention", "StoreSpec", "TopicInfo"]
+__all__ = ["GroupInfo", "Lease", "MeshStore", "Retention", "StoreSpec", "TopicInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,17 @@ class GroupInfo:
     group: str
     offsets: dict[str, int] = field(default_factory=dict)
     state: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A named lease (``"source <id>"``, ``"group <group>"``) held by ``owner`` (a worker's
+    identity, see :func:`~meshconnect.mesh.ownership.worker_identity`) until ``expires``
+    (unix seconds)."""
+
+    name: str
+    owner: str
+    expires: float
 
 
 class MeshStore:
@@ -135,6 +151,26 @@ class MeshStore:
 
     async def apply_retention(self, topic: str, retention: Retention) -> int:
         """Delete what ``retention`` allows in ``topic``; returns how many records went."""
+        raise NotImplementedError
+
+    async def acquire_leases(
+        self, names: Sequence[str], owner: str, ttl: float, *, now: float
+    ) -> list[Lease]:
+        """Take or renew every lease in ``names`` for ``owner`` until ``now + ttl``, atomically:
+        all of them, or none when another owner holds one that has not expired at ``now``.
+        Returns those conflicting leases (``[]``: all taken). Renewing is acquiring again."""
+        raise NotImplementedError
+
+    async def break_leases(self, leases: Sequence[Lease]) -> None:
+        """Delete each of ``leases`` if it is still held by the same owner (a dead worker's)."""
+        raise NotImplementedError
+
+    async def release_leases(self, owner: str) -> None:
+        """Give up every lease ``owner`` holds."""
+        raise NotImplementedError
+
+    async def leases(self) -> list[Lease]:
+        """Every lease held, expired or not, by name."""
         raise NotImplementedError
 
     def data_changed(self) -> Any:

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, DataError
+from ..eventrules import attribute_problem, extension_value_problem
 from ..records import CONTEXT_ATTRIBUTES
 from ..records import kind_of as _kind_of
 
@@ -379,10 +380,12 @@ class _DataRootPath(FieldPath):
 
     def set(self, record: Record, value: Any, *, create: bool = True) -> None:
         record.data = value
+        record.null_data = value is None  # setting data to null is a null payload
 
     def delete(self, record: Record) -> bool:
-        had = record.data is not None
+        had = record.data is not None or record.null_data
         record.data = None
+        record.null_data = False  # no data at all
         return had
 
 
@@ -405,6 +408,9 @@ class _AttributePath(FieldPath):
             raise DataError(f"cannot set {self.name} to null: every record has one")
         if value is not None and not isinstance(value, str):
             raise DataError(f"cannot set {self.name}: it must be a string, not {_kind_of(value)}")
+        problem = None if value is None else attribute_problem(self.name, value)
+        if problem is not None:  # a CloudEvents rule (non-empty, RFC 3339 time, URIs)
+            raise DataError(f"cannot set {self.name}: it {problem}")
         setattr(record, self.name, value)
 
     def delete(self, record: Record) -> bool:
@@ -436,6 +442,9 @@ class _ExtensionPath(FieldPath):
                 f"cannot set extension {self.name}: it must be a string, integer or boolean, "
                 f"not {_kind_of(value)}"
             )
+        problem = extension_value_problem(value)
+        if problem is not None:  # a 32-bit integer, a non-empty String
+            raise DataError(f"cannot set extension {self.name}: it {problem}")
         record.extensions[self.name] = value
 
     def delete(self, record: Record) -> bool:

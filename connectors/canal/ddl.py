@@ -1,0 +1,137 @@
+"""What a statement logged as a QUERY event is: Canal's DDL type, its leading keywords and
+every table it names (backquoted names with escaped backquotes, ``schema.table``, comments,
+``RENAME TABLE a TO b, c TO d``, ``DROP TABLE a, b``, the table a trigger or index is on).
+See docs/cdc.md, "DDL and other statements"."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["Ddl", "ddl_info", "parse_ddl", "tokens"]
+
+_TOKEN = re.compile(
+    r"""\s+|/\*.*?\*/|(?:--\s|\#)[^\n]*|`((?:[^`]|``)*)`|'(?:[^'\\]|\\.|'')*'"""
+    r"""|"(?:[^"\\]|\\.|"")*"|([\w$]+)|(.)""",
+    re.S,
+)
+_OBJECTS = {
+    "TABLE", "VIEW", "TRIGGER", "PROCEDURE", "FUNCTION", "EVENT", "DATABASE", "SCHEMA",
+    "INDEX", "USER", "ROLE", "SEQUENCE", "SERVER", "TABLESPACE", "PACKAGE", "LOGFILE",
+}  # fmt: skip
+_KINDS = {("CREATE", "TABLE"): "CREATE", ("ALTER", "TABLE"): "ALTER", ("DROP", "TABLE"): "ERASE",
+          ("RENAME", "TABLE"): "RENAME", ("TRUNCATE", "TABLE"): "TRUNCATE",
+          ("CREATE", "INDEX"): "CINDEX", ("DROP", "INDEX"): "DINDEX"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Ddl:
+    """What a statement logged as a QUERY event is about (:func:`parse_ddl`)."""
+
+    #: Canal's type: CREATE, ALTER, ERASE, RENAME, TRUNCATE, CINDEX, DINDEX or QUERY.
+    kind: str
+    #: The statement's leading keywords: ``CREATE TABLE``, ``CREATE TRIGGER``, ``GRANT``, …
+    statement: str
+    #: Every table it names, ``(schema, table)``, in order, each once (for RENAME the old
+    #: and the new names, for ``DROP TABLE a, b`` both, for a trigger the table it is on).
+    tables: tuple[tuple[str, str], ...]
+
+
+def tokens(sql: str) -> list[tuple[str, str]]:
+    """``(kind, text)``: ``id`` a backquoted name (unquoted), ``w`` a word, ``p`` a
+    punctuation character, ``s`` a string literal; blanks and comments are dropped."""
+    out: list[tuple[str, str]] = []
+    for m in _TOKEN.finditer(sql):
+        quoted, word, punct = m.group(1), m.group(2), m.group(3)
+        if quoted is not None:
+            out.append(("id", quoted.replace("``", "`")))
+        elif word is not None:
+            out.append(("w", word))
+        elif punct is not None:
+            out.append(("p", punct))
+        elif m.group(0)[:1] in "'\"":
+            out.append(("s", m.group(0)))
+    return out
+
+
+def parse_ddl(sql: str, default_schema: str) -> Ddl:
+    """What a statement is and which tables it names (backquoted names with escaped
+    backquotes, ``schema.table``, comments, several tables)."""
+    toks = tokens(sql)
+    n = len(toks)
+    words = [t.upper() if k == "w" else "" for k, t in toks]
+
+    def name(i: int) -> tuple[tuple[str, str] | None, int]:
+        if i >= n or toks[i][0] not in ("id", "w"):
+            return None, i
+        first = toks[i][1]
+        if i + 2 < n and toks[i + 1] == ("p", ".") and toks[i + 2][0] in ("id", "w"):
+            return (first, toks[i + 2][1]), i + 3
+        return (default_schema, first), i + 1
+
+    def skip(i: int, *optional: str) -> int:
+        while i < n and words[i] in optional:
+            i += 1
+        return i
+
+    verb = words[0] if n else ""
+    obj = ""
+    i = 1
+    for j in range(1, min(n, 16)):  # CREATE OR REPLACE DEFINER=… SQL SECURITY … VIEW
+        if words[j] in _OBJECTS:
+            obj, i = words[j], j + 1
+            break
+        if verb == "TRUNCATE" and j == 1:
+            obj, i = "TABLE", 1
+            break
+    if verb in ("CREATE", "ALTER", "DROP", "RENAME") and obj:
+        statement = f"{verb} {obj}"
+    else:
+        statement = verb or "QUERY"
+        if verb == "XA" and n > 1:
+            statement = f"XA {words[1]}"
+    kind = _KINDS.get((verb, obj), "QUERY")
+    tables: list[tuple[str, str]] = []
+    if obj == "TABLE":
+        i = skip(i, "TABLE", "IF", "NOT", "EXISTS")
+        while i < n:
+            t, i = name(i)
+            if t is None:
+                break
+            tables.append(t)
+            if verb == "RENAME" and i < n and words[i] == "TO":
+                t, i = name(i + 1)
+                if t is not None:
+                    tables.append(t)
+            elif verb == "ALTER":  # ALTER TABLE a …, RENAME [TO|AS] b
+                depth = 0
+                for j in range(i, n):
+                    depth += {"(": 1, ")": -1}.get(toks[j][1], 0) if toks[j][0] == "p" else 0
+                    if depth == 0 and words[j] == "RENAME" and words[j + 1 : j + 2] != ["COLUMN"]:
+                        k = skip(j + 1, "TO", "AS")
+                        if k < n and words[k] not in ("INDEX", "KEY", "COLUMN"):
+                            t, _ = name(k)
+                            if t is not None:
+                                tables.append(t)
+                        break
+                break
+            if verb not in ("DROP", "RENAME") or i >= n or toks[i] != ("p", ","):
+                break
+            i += 1
+    elif obj in ("INDEX", "TRIGGER"):  # … ON table
+        for j in range(i, n):
+            if words[j] == "ON":
+                t, _ = name(j + 1)
+                if t is not None:
+                    tables.append(t)
+                break
+    return Ddl(kind, statement, tuple(dict.fromkeys(tables)))
+
+
+def ddl_info(sql: str, default_schema: str) -> tuple[str, str, str]:
+    """``(Canal type, schema, table)`` of a DDL statement's first table (``""``: none)."""
+    ddl = parse_ddl(sql, default_schema)
+    if not ddl.tables:
+        return ddl.kind, default_schema, ""
+    schema, table = ddl.tables[0]
+    return ddl.kind, schema, table

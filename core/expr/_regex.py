@@ -1,0 +1,167 @@
+"""Regular expressions in expressions: ``matches`` and ``replace_regex``, on RE2.
+
+RE2 (Google's engine, the ``google-re2`` package) runs in time linear in the text, whatever
+the pattern: no backtracking, so ``(a+)+$`` on ``'a' * 34 + '!'`` answers at once instead of
+running for hours. Its syntax is Perl's and Python's without backreferences and lookaround
+(https://github.com/google/re2/wiki/Syntax); ``(?P<name>…)`` names a group. Each compiled
+pattern may use at most :data:`~._budget.REGEX_MAX_MEMORY` bytes, and a pattern has at most
+:data:`~._budget.MAX_PATTERN` characters.
+
+Replacements follow Java's ``Matcher.replaceAll``, as Kafka Connect's ``RegexRouter`` does:
+``$0`` is the whole match, ``$1`` … ``$99`` a numbered group (``$12`` is group 12 when the
+pattern has 12 groups, else group 1 followed by ``2``), ``${name}`` a named group and ``\\$``
+or ``$$`` a literal ``$``; ``\\\\`` is a backslash. A group that did not take part in the match
+adds nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import re2
+
+from ._budget import MAX_PATTERN, MAX_SIZE, REGEX_MAX_MEMORY, BudgetError, too_big
+
+__all__ = [
+    "Pattern",
+    "Replacement",
+    "compile_pattern",
+    "compile_replacement",
+    "replace",
+    "replacement_for",
+    "search",
+]
+
+Pattern = Any  # re2._Regexp: the binding ships no type information
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # the reason goes into our message, not to stderr
+_OPTIONS.max_mem = REGEX_MAX_MEMORY
+
+
+@functools.lru_cache(maxsize=512)
+def compile_pattern(pattern: str) -> Pattern:
+    """A compiled RE2 pattern; ValueError naming the pattern and the reason when it is bad."""
+    if len(pattern) > MAX_PATTERN:
+        raise BudgetError(
+            f"regular expression longer than {MAX_PATTERN:,} characters ({len(pattern):,})"
+        )
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(f"bad regular expression {pattern!r}: {reason}") from None
+
+
+class Replacement(tuple[str | int, ...]):
+    """A parsed replacement: literal text (``str``) and group numbers (``int``), in order.
+
+    A class of its own, so that a tuple written in an expression is never taken for one."""
+
+    __slots__ = ()
+
+
+@functools.lru_cache(maxsize=512)
+def compile_replacement(
+    replacement: str, groups: int, names: tuple[tuple[str, int], ...] = ()
+) -> Replacement:
+    """Parse a ``$1``/``${name}`` replacement for a pattern with ``groups`` groups and the
+    named groups ``names`` (name, number); ValueError when it names a group the pattern does
+    not have. Literal text stays ``str``, each reference becomes its group number."""
+    numbers = dict(names)
+    parts: list[str | int] = []
+    text: list[str] = []
+    i, n = 0, len(replacement)
+    while i < n:
+        char = replacement[i]
+        if char == "\\" and i + 1 < n:
+            text.append(replacement[i + 1])
+            i += 2
+            continue
+        if char != "$":
+            text.append(char)
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise ValueError("replacement ends with '$' (write '$$' for a literal '$')")
+        nxt = replacement[i + 1]
+        if nxt == "$":
+            text.append("$")
+            i += 2
+            continue
+        if nxt == "{":
+            end = replacement.find("}", i + 2)
+            name = replacement[i + 2 : end] if end >= 0 else ""
+            if not name or name not in numbers:
+                raise ValueError(f"replacement names no group of the pattern: {'${'}{name}}}")
+            parts.extend(["".join(text), numbers[name]])
+            text = []
+            i = end + 1
+            continue
+        if not nxt.isdigit() or not nxt.isascii():
+            raise ValueError(
+                f"'$' in a replacement is followed by a group number or {{name}}, not {nxt!r} "
+                "(write '$$' for a literal '$')"
+            )
+        number = int(nxt)
+        if number > groups:
+            raise ValueError(f"replacement refers to group {number}; the pattern has {groups}")
+        i += 2
+        # Java takes further digits while they still name an existing group.
+        while i < n and replacement[i].isdigit() and replacement[i].isascii():
+            longer = number * 10 + int(replacement[i])
+            if longer > groups:
+                break
+            number = longer
+            i += 1
+        parts.extend(["".join(text), number])
+        text = []
+    parts.append("".join(text))
+    return Replacement(p for p in parts if p != "")
+
+
+_UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
+_NO_MATCH = -1
+
+
+def search(pattern: Pattern, text: str) -> bool:
+    """Whether ``pattern`` matches anywhere in ``text``. The binding's ``search`` builds a match
+    object with character offsets (about five times the cost); a yes/no needs neither."""
+    data = text.encode("utf-8", "surrogatepass")
+    return bool(pattern._regexp.Match(_UNANCHORED, data, 0, len(data))[0][0] != _NO_MATCH)
+
+
+def replacement_for(pattern: Pattern, replacement: str) -> Replacement:
+    """:func:`compile_replacement` for a compiled ``pattern``."""
+    names = tuple(sorted(pattern.groupindex.items()))
+    return compile_replacement(replacement, pattern.groups, names)
+
+
+def replace(pattern: Pattern, text: str, replacement: Replacement) -> str:
+    """Every match of ``pattern`` in ``text`` replaced; BudgetError past :data:`MAX_SIZE`."""
+    out: list[str] = []
+    size = 0
+    last = 0
+    expand: Callable[[Any], list[str]] = functools.partial(_expand, replacement)
+    for match in pattern.finditer(text):
+        start, end = match.span()
+        pieces = [text[last:start], *expand(match)]
+        size += sum(len(p) for p in pieces)
+        if size > MAX_SIZE:
+            raise too_big("replace_regex()")
+        out.extend(pieces)
+        last = end
+    if not out:
+        return text
+    out.append(text[last:])
+    if size + len(text) - last > MAX_SIZE:
+        raise too_big("replace_regex()")
+    return "".join(out)
+
+
+def _expand(replacement: Replacement, match: Any) -> list[str]:
+    return [part if part.__class__ is str else (match.group(part) or "") for part in replacement]
