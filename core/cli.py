@@ -698,7 +698,6 @@ def topics_tail(
 
 async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int) -> None:
     from . import jsonvalue
-
     from .textsafe import printable_json
 
     await store.open()

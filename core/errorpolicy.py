@@ -279,6 +279,8 @@ def _cut(value: Any, levels: int) -> Any:
             copy = item
         parent[key] = copy
     return root[0]
+
+
 def _storable_copy(record: Record) -> Record:
     """A copy of ``record`` that the store always accepts and that is a valid CloudEvent, so a
     dead letter can never fail to be stored (and be dead-lettered again, forever).

@@ -528,7 +528,7 @@ def loads_event(text: str | bytes) -> Any:
     try:
         value, end = _DECODER.raw_decode(text, _skip_ws(text, 0))
     except RecursionError:
-        raise ValueError(f"nested deeper than {jsonvalue.MAX_DEPTH} levels") from None
+        raise ValueError("nested too deeply (arrays and objects within each other)") from None
     if _skip_ws(text, end) != len(text):
         raise ValueError(f"extra data after the JSON value at character {end}")
     jsonvalue.check_depth(text, value)

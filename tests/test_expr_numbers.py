@@ -132,8 +132,8 @@ def test_the_bench_filter_still_compares_natively() -> None:
     ("text", "message"),
     [
         ("1e999 + 1e-999", "more than 1000 significant digits"),
-        ("int(data.huge * 1e4000)", "more than 4300 digits"),
-        ("floor(1e5000)", "more than 4300 digits"),
+        ("int(data.huge * 1e4000)", "more than 4,?300 digits"),
+        ("floor(1e5000)", "more than 4,?300 digits"),
         ("data.price / 0", "division by zero"),
         ("data.price + 'x'", "unsupported operand"),
         ("data.price < 'x'", "not supported"),

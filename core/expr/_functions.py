@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import functools
 import math
 import time
 from collections.abc import Callable, Mapping

@@ -168,6 +168,7 @@ def decode_rows(rows: Iterable[Sequence[Any]], topic: str) -> list[Record]:
 
 
 _STR = {str}
+_BINARY = frozenset((bytes, bytearray, memoryview))
 _STR_OR_NONE = {str, type(None)}
 
 
@@ -197,8 +198,11 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     if not n:
         return b"[]"
     dumps = _dumps
+    datas = [r.data for r in records]
+    if not _BINARY.isdisjoint(map(type, datas)):
+        return _encode_rows_segment(records)  # bytes data keeps its type in the rows layout
     try:
-        encoded = jsonvalue.dumps_each([r.data for r in records])
+        encoded = jsonvalue.dumps_each(datas)
     except TypeError:  # bytes data, or data that cannot be stored
         return _encode_rows_segment(records)
     parts = [b'{"n":', str(n).encode()]
