@@ -427,9 +427,11 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     for group in report["sinks"]:
         _echo(f"sink {group['group']}")
         if not group["topics"]:
-            _echo("  (nothing committed)")
+            _echo("  (no committed offset: starts from the beginning)")
         for t in group["topics"]:
             _echo(f"  {t['topic']}: offset {t['offset']} of {t['end']} (lag {t['lag']})")
+        if group["state"] is not None:
+            _echo(f"  state: {json.dumps(group['state'], sort_keys=True)}")
 
 
 async def _offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
@@ -494,7 +496,11 @@ def offsets_reset(
     options: _Options, file: str, pipeline: str, sink_name: str | None, target: str, yes: bool
 ) -> None:
     """Reset the source (or --sink NAME) of PIPELINE in FILE to the beginning, the end or a
-    given position. Stop the worker first."""
+    given position. Stop the worker first.
+
+    Prints what moves and what happens to the output before asking: a sink keeps its output
+    and state and goes on after what it committed (rewinding writes records again after the
+    existing output; moving forward skips records)."""
     config = options.load([file])
     matches = [p for p in config.pipelines if p.name == pipeline]
     if not matches:
@@ -503,7 +509,7 @@ def offsets_reset(
     store = options.open_store(options.store_url(config))
     asyncio.run(_refuse_while_owned(store, matches[0]))
     plan = asyncio.run(_reset_plan(store, matches[0], sink_name, target))
-    _echo(plan["describe"])
+    _echo("\n".join(plan["describe"]))
     if not yes and not click.confirm("Apply this reset?", default=False):
         _echo("nothing changed")
         sys.exit(1)
@@ -536,6 +542,9 @@ async def _refuse_while_owned(store: MeshStore, pipeline: Any) -> None:
 async def _reset_plan(
     store: MeshStore, pipeline: Any, sink_name: str | None, target: str
 ) -> dict[str, Any]:
+    """What ``offsets reset`` will do, with ``describe``: the lines that tell the user what
+    moves and what happens to the output (printed before the confirmation)."""
+    from .sinkloop import resolve_topics, sink_patterns
     from .worker import sink_group, source_id
 
     await store.open()
@@ -555,9 +564,15 @@ async def _reset_plan(
                     new = json.loads(target)
                 except json.JSONDecodeError:
                     raise _Fail(f"--to: not JSON: {target!r}") from None
-            describe = f"source {ident}: positions {json.dumps(current)} -> " + (
-                "(none: read from the beginning)" if new is None else json.dumps(new)
-            )
+                if not isinstance(new, dict) or not all(isinstance(v, dict) for v in new.values()):
+                    raise _Fail('--to: a JSON object {"<partition>": {<position>}, ...}: ' + target)
+            describe = [
+                f"source {ident}: positions {json.dumps(current)} -> "
+                + ("(none: read from the beginning)" if new is None else json.dumps(new)),
+                "output: records before the new positions are not read again; records after "
+                "them are read (again) and appended to the pipeline's topics, which then hold "
+                "a second copy of any record read before. What sinks wrote stays as it is.",
+            ]
             return {"kind": "source", "id": ident, "new": new, "describe": describe}
         sinks = [s for s in pipeline.sinks if s.name == sink_name]
         if not sinks:
@@ -565,12 +580,18 @@ async def _reset_plan(
             raise _Fail(f"no sink {sink_name!r} in {pipeline.name} ({names})")
         group = sink_group(pipeline.name, sink_name)
         info = await store.group(group)
-        topics = sorted(info.offsets)
+        patterns = sink_patterns(pipeline, sinks[0])
+        topics = sorted(set(info.offsets) | set(await resolve_topics(store, patterns)))
+        stored = {t.name: t for t in await store.topics()}
+        topics = [t for t in topics if t in stored or t in info.offsets]
         if not topics:
-            raise _Fail(f"sink {group} has no committed offsets")
-        ends = await store.end_offsets(topics)
+            raise _Fail(
+                f"sink {group}: no stored topic matches {', '.join(patterns)}; nothing to reset"
+            )
+        starts = {t: stored[t].start if t in stored else 0 for t in topics}
+        ends = {t: stored[t].end if t in stored else 0 for t in topics}
         if target == "beginning":
-            new_offsets: dict[str, int] | None = None
+            new_offsets = {t: starts[t] for t in topics}
         elif target == "end":
             new_offsets = dict(ends)
         else:
@@ -578,10 +599,41 @@ async def _reset_plan(
                 value = int(target)
             except ValueError:
                 raise _Fail(f"--to: beginning, end or an offset: {target!r}") from None
+            if value < 0:
+                raise _Fail(f"--to: an offset is 0 or more: {target!r}")
             new_offsets = {t: value for t in topics}
-        describe = f"sink {group}: offsets {info.offsets} -> " + (
-            "(none: from the beginning)" if new_offsets is None else str(new_offsets)
-        )
+        old = {t: info.offsets.get(t, 0) for t in topics}
+        describe = [
+            f"sink {group}: offsets {json.dumps(info.offsets, sort_keys=True)} -> "
+            f"{json.dumps(new_offsets, sort_keys=True)}"
+        ]
+        if info.state is None:
+            describe.append(
+                "output: this sink has no committed state; it starts its output as on a first run"
+            )
+        else:
+            describe.append(
+                f"output: kept. The sink resumes from its committed state "
+                f"{json.dumps(info.state, sort_keys=True)} (a file sink appends after it); "
+                "nothing it wrote is removed."
+            )
+        for t in topics:
+            first, last = min(old[t], new_offsets[t]), max(old[t], new_offsets[t])
+            first = max(first, starts[t])
+            last = min(last, ends[t])
+            count = max(0, last - first)
+            if new_offsets[t] < old[t] and count:
+                describe.append(
+                    f"  {t}: {count} record(s) at offsets {first}..{last - 1} are delivered "
+                    "again, after the existing output"
+                )
+            elif new_offsets[t] > old[t] and count:
+                describe.append(
+                    f"  {t}: {count} record(s) at offsets {first}..{last - 1} are skipped "
+                    "(never delivered to this sink)"
+                )
+            else:
+                describe.append(f"  {t}: no record is delivered again or skipped")
         return {"kind": "sink", "id": group, "new": new_offsets, "describe": describe}
     finally:
         await store.close()
@@ -681,14 +733,30 @@ async def _topics_report(store: MeshStore) -> list[dict[str, Any]]:
 
 @topics.command("tail")
 @click.argument("topic")
-@click.option("--from-beginning", is_flag=True, help="Start at the oldest stored record.")
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    help="Start at the oldest stored record (with -n: print the first N records).",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new records.")
-@click.option("-n", "lines", default=10, show_default=True, help="Records from the end.")
+@click.option(
+    "-n",
+    "lines",
+    type=click.IntRange(min=0),
+    default=None,
+    help="How many records: the last N (default 10), or with --from-beginning the first N "
+    "(default all).",
+)
 @pass_options
 def topics_tail(
-    options: _Options, topic: str, from_beginning: bool, follow: bool, lines: int
+    options: _Options, topic: str, from_beginning: bool, follow: bool, lines: int | None
 ) -> None:
-    """Print a topic's records as CloudEvents JSON lines."""
+    """Print a topic's records as CloudEvents JSON lines.
+
+    A topic that does not exist is an error (exit 1) naming it, except with --follow, which
+    waits for it to appear."""
+    if from_beginning and follow and lines is not None:
+        raise click.UsageError("-n with --from-beginning --follow: give one or the other")
     store = options.open_store(options.store_url())
     try:
         asyncio.run(_tail(store, topic, from_beginning, follow, lines))
@@ -696,17 +764,33 @@ def topics_tail(
         pass
 
 
-async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int) -> None:
+async def _tail(
+    store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int | None
+) -> None:
     from . import jsonvalue
     from .textsafe import printable_json
 
     await store.open()
     try:
-        end = (await store.end_offsets([topic]))[topic]
-        offset = 0 if from_beginning else max(0, end - n)
+        infos = {t.name: t for t in await store.topics()}
+        if topic not in infos:
+            names = ", ".join(sorted(infos)) or "none"
+            if not follow:
+                raise _Fail(f"no topic {topic!r} in {store.url} (topics: {names})")
+            _echo(f"topic {topic!r} does not exist yet; waiting for it", err=True)
+            start = end = 0
+        else:
+            start, end = infos[topic].start, infos[topic].end
+        if from_beginning:
+            offset = start
+            stop = None if n is None else start + n
+        else:
+            offset = max(start, end - (10 if n is None else n))
+            stop = None
         out = sys.stdout.buffer
         while True:
-            records = await store.read(topic, offset, 1000)
+            limit = 1000 if stop is None else min(1000, stop - offset)
+            records = await store.read(topic, offset, limit) if limit > 0 else []
             for record in records:
                 line = jsonvalue.dumps(record.to_dict())
                 if not line.isascii():  # escape what a terminal would act on, JSON intact
@@ -716,7 +800,7 @@ async def _tail(store: MeshStore, topic: str, from_beginning: bool, follow: bool
             if records:
                 offset = records[-1].offset + 1  # type: ignore[operator]
                 continue
-            if not follow:
+            if not follow or (stop is not None and offset >= stop):
                 return
             await asyncio.wait([asyncio.ensure_future(store.data_changed())], timeout=1.0)
     finally:
@@ -758,6 +842,10 @@ def topics_replay(
 
     if to == dead_letter_topic:
         raise _Fail("--to must name another topic than the dead-letter topic")
+    from .config.topics import topic_problem
+
+    if (problem := topic_problem(to)) is not None:
+        raise _Fail(f"--to {to!r}: {problem}")
     predicate = None
     if where is not None:
         try:

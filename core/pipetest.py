@@ -22,8 +22,9 @@ compares what comes out, and what failed, with what the case expects::
             errormessage: not an object # a part of the message
             data: {id: 2, email: 7}
 
-Records out are compared on the keys an expected record gives: ``data`` and ``topic`` exactly,
-any other key as a CloudEvent attribute or extension (``type``, ``subject``, ``partitionkey``).
+Records out are compared on the keys an expected record gives: ``data`` and ``topic`` exactly
+(``data: null`` is a record whose data is null, a tombstone), any other key as a CloudEvent
+attribute or extension (``type``, ``subject``, ``partitionkey``).
 Dead letters are compared the same way, with ``topic`` the dead-letter topic of the stage's
 ``errors:`` policy (null when there is none) and ``errorstage`` / ``errormessage`` matched as a
 prefix / a substring. Whatever the ``tolerance``, failed records are reported as dead letters
@@ -344,6 +345,8 @@ def record_view(record: Record) -> dict[str, Any]:
     view: dict[str, Any] = {"topic": record.topic}
     view.update(record.to_dict())
     view.pop("specversion", None)
+    if record.data is None:  # a tombstone: `data: null` in a case matches it
+        view["data"] = None
     return view
 
 

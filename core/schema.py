@@ -14,13 +14,32 @@ __all__ = ["connector_schema", "pipeline_file_schema"]
 
 
 def connector_schema(registry: Registry, name: str, kind: str | None = None) -> dict[str, Any]:
-    """The JSON Schema of one connector's ``config:`` (KeyError naming the installed ones)."""
-    for (cname, ckind), entry in sorted(registry.connectors.items()):
-        if cname == name and (kind is None or ckind == kind) and entry.spec is not None:
-            schema: dict[str, Any] = entry.spec.config_model.model_json_schema()
-            schema.setdefault("title", f"{name} {ckind} config")
-            return schema
-    raise KeyError(registry.unknown_message(name, kind or "source"))
+    """The JSON Schema of one connector's ``config:``.
+
+    ``kind`` (``source``/``sink``) may be left out when the name has one kind only; KeyError
+    when the name is both (asking for the kind) or unknown (naming the installed ones)."""
+    found = [
+        (ckind, entry)
+        for (cname, ckind), entry in sorted(registry.connectors.items())
+        if cname == name and (kind is None or ckind == kind) and entry.spec is not None
+    ]
+    if len(found) > 1:
+        kinds = " and a ".join(k for k, _ in found)
+        raise KeyError(
+            f"connector {name!r} is both a {kinds}: add --kind "
+            + " or --kind ".join(k for k, _ in found)
+        )
+    if found:
+        ckind, entry = found[0]
+        assert entry.spec is not None
+        schema: dict[str, Any] = entry.spec.config_model.model_json_schema()
+        schema.setdefault("title", f"{name} {ckind} config")
+        return schema
+    if kind is None:
+        sources = registry.unknown_message(name, "source")
+        sinks = registry.unknown_message(name, "sink")
+        raise KeyError(f"{sources}; {sinks}")
+    raise KeyError(registry.unknown_message(name, kind))
 
 
 def _variants(registry: Registry, kind: str) -> list[dict[str, Any]]:

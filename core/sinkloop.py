@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from . import jsonvalue
 from .api import Sink
 from .errorpolicy import retry_transforms, retrying
-from .errors import DataError, RetriableError, StoreError, classify
+from .errors import ConfigError, DataError, RetriableError, StoreError, classify
 from .records import Record
 from .transforms._common import fresh_copy
 
@@ -239,6 +239,13 @@ class SinkLoop:
         )
         if not dead:
             return
+        target = self.loaded.errors.dead_letter_topic
+        if target is not None and any(fnmatch.fnmatchcase(target, p) for p in self.patterns):
+            # validate refuses this; never feed failures back into the sink's own input
+            raise ConfigError(
+                f"sink {self.group}: dead-letter topic {target!r} is a topic this sink reads "
+                f"({', '.join(self.patterns)}); refusing to dead-letter into it (a loop)"
+            )
         positions = {(dead_letter_id(self.group), topic): {"next": end}}
         await retrying(
             lambda: self.store.append(dead, positions),

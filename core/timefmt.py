@@ -1,54 +1,128 @@
-"""Reading and writing points in time: epoch seconds or milliseconds, ISO 8601, strftime formats.
+"""Reading and writing points in time: epoch numbers, ISO 8601 / RFC 3339, strftime formats.
 
-A small API shared by the ``timestamp_convert`` and ``cast`` transforms (and by expression
-time functions)::
+A small API shared by the ``timestamp_convert`` and ``cast`` transforms and by the expression
+time functions. Times are exact to the nanosecond: an *instant* is an integer number of
+nanoseconds since 1970-01-01T00:00:00Z, from 0001-01-01T00:00:00Z to
+9999-12-31T23:59:59.999999999Z (:data:`MIN_NS`, :data:`MAX_NS`), both ends included::
 
-    zone("Europe/Berlin")                       -> tzinfo        (ValueError if unknown)
-    check_format("%Y-%m-%d")                    -> the format     (ValueError if not one)
-    parse_time(value, "auto", tz=UTC)           -> aware datetime (ValueError if unreadable)
-    format_time(dt, "iso", tz=UTC)              -> str | int
+    zone("Europe/Berlin")                   -> tzinfo        (ValueError if unknown)
+    check_format("%Y-%m-%d")                -> the format    (ValueError if not one)
+    read_instant(value, "auto", tz=UTC)     -> int ns        (ValueError if unreadable)
+    write_instant(ns, "iso", tz=UTC)        -> str | int
+    parse_time(value, "auto", tz=UTC)       -> aware datetime (microseconds; ValueError)
+    format_time(dt, "iso", tz=UTC)          -> str | int
 
 A *format* is one of:
 
-``auto``      (parsing only) a number is epoch **milliseconds**; a string is ISO 8601, or
-              a string of digits is epoch milliseconds; a ``datetime`` is taken as it is.
-``epoch_s``   seconds since 1970-01-01T00:00:00Z (a number, or a numeric string when parsing;
-              written as an integer, rounded down).
-``epoch_ms``  milliseconds since the epoch (likewise; written as an integer, rounded down).
-``iso``       ISO 8601 / RFC 3339: ``2026-11-24T10:30:00Z``, ``2026-11-24T11:30:00.5+01:00``,
-              ``2026-11-24`` (midnight). Written with the zone's offset (``Z`` for UTC) and
-              fractional seconds only when there are some.
+``auto``      (reading only) a number, or a string in the number grammar of
+              :mod:`meshconnect.numparse`, is epoch **milliseconds**; other text is ISO 8601.
+``epoch_s``, ``epoch_ms``, ``epoch_us``, ``epoch_ns``
+              seconds, milliseconds, microseconds or nanoseconds since the epoch. Read from an
+              integer, a float, a ``Decimal`` or a numeric string, exactly (a float by its
+              shortest repr: ``0.1`` is 0.1); a fraction finer than a nanosecond is rounded
+              down. Written as an integer, rounded down (towards the past).
+``iso``       ISO 8601 / RFC 3339 text (grammar below). Written with the zone's offset (``Z``
+              for UTC) and a fraction of a second only when there is one: 6 digits when the
+              time is whole microseconds, else 9.
+``iso_s``, ``iso_ms``, ``iso_us``, ``iso_ns``
+              ISO 8601 with exactly 0, 3, 6 or 9 fraction digits when written (rounded down);
+              when read, any ISO 8601 text, rounded down to that precision.
 anything with a ``%``
-              a :func:`~datetime.datetime.strftime` / ``strptime`` pattern, e.g.
-              ``%d/%m/%Y %H:%M``.
+              a :func:`~datetime.datetime.strftime` / ``strptime`` pattern (microseconds at
+              most), e.g. ``%d/%m/%Y %H:%M``; years are written with four digits (``0001``).
+
+ISO 8601 text that is read (RFC 3339 §5.6 and the ISO 8601 forms around it)::
+
+    date-time = date [ sep time [ offset ] ]     a date alone is midnight
+    date      = YYYY-MM-DD | YYYYMMDD             year 0001 to 9999
+    sep       = "T" | "t" | " "                   one space, as RFC 3339 allows
+    time      = hh[:mm[:ss[frac]]] | hh[mm[ss[frac]]]
+    frac      = ("." | ",") 1*digit               any number of digits; beyond 9, rounded down
+    offset    = "Z" | "z" | ("+" | "-") hh[[:]mm[[:]ss]]   +00:00 and -00:00 are UTC
+
+Seconds may be ``60`` (a leap second): it is read as ``59`` with the same fraction, as Java's
+``Instant`` parser does (epoch numbers have no leap seconds). ``24:00:00`` is midnight at the
+end of that day. Not read: week dates (``2023-W46-2``), ordinal dates (``2023-318``), fractions
+of hours or minutes, years beyond four digits, and any surrounding whitespace.
 
 ``tz`` is the zone a time is written in, and the zone assumed for an input that carries no
-offset (a naive ISO string or a format without ``%z``). Zones are IANA names read through
+offset (ISO text without one, or a pattern without ``%z``). Zones are IANA names read through
 :mod:`zoneinfo` (the ``tzdata`` package provides them where the system has none), or ``UTC``.
-Every datetime returned is aware.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, tzinfo
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .numparse import parse_number
 from .records import kind_of
 
-__all__ = ["FORMATS", "check_format", "format_time", "parse_time", "zone"]
+__all__ = [
+    "FORMATS",
+    "MAX_NS",
+    "MIN_NS",
+    "check_format",
+    "format_time",
+    "parse_time",
+    "read_instant",
+    "write_instant",
+    "zone",
+    "zone_hint",
+]
 
 #: The named formats (besides strftime patterns, which contain a ``%``).
-FORMATS = ("auto", "epoch_s", "epoch_ms", "iso")
+FORMATS = (
+    "auto",
+    "epoch_s",
+    "epoch_ms",
+    "epoch_us",
+    "epoch_ns",
+    "iso",
+    "iso_s",
+    "iso_ms",
+    "iso_us",
+    "iso_ns",
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NUMERIC = re.compile(r"\s*-?\d+(\.\d+)?\s*")
-# Beyond these, datetime cannot represent the time (years 1..9999).
-_MIN_S, _MAX_S = -62135596800, 253402300799
-_UNITS = {1: "seconds", 1000: "milliseconds"}
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_NS = 1_000_000_000
+#: The first and the last nanosecond a time may be (years 1 to 9999, UTC).
+MIN_NS = -62135596800 * _NS
+MAX_NS = 253402300800 * _NS - 1
+_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z"
+
+#: Nanoseconds per unit of each epoch format, and the unit's name.
+_EPOCH_UNITS = {
+    "epoch_s": (_NS, "seconds"),
+    "epoch_ms": (1_000_000, "milliseconds"),
+    "epoch_us": (1_000, "microseconds"),
+    "epoch_ns": (1, "nanoseconds"),
+}
+#: Fraction digits of each fixed-precision ISO format.
+_ISO_DIGITS = {"iso_s": 0, "iso_ms": 3, "iso_us": 6, "iso_ns": 9}
+
+_ISO = re.compile(
+    r"""
+    (?P<year>[0-9]{4})(?P<dash>-?)(?P<month>[0-9]{2})(?P=dash)(?P<day>[0-9]{2})
+    (?:
+        [Tt\x20]
+        (?P<hour>[0-9]{2})
+        (?:
+            (?P<colon>:?)(?P<minute>[0-9]{2})
+            (?:(?P=colon)(?P<second>[0-9]{2})(?:[.,](?P<fraction>[0-9]+))?)?
+        )?
+        (?P<offset>[Zz]|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2})?)?)?
+    )?
+    """,
+    re.VERBOSE,
+)
+_OFFSET = re.compile(r"([+-])([0-9]{2}):?([0-9]{2})?:?([0-9]{2})?")
 
 
 @lru_cache(maxsize=256)
@@ -59,9 +133,19 @@ def zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r} (use an IANA name such as 'Europe/Berlin', or 'UTC')"
-        ) from None
+        raise ValueError(f"unknown time zone {name!r} ({zone_hint(name)})") from None
+
+
+def zone_hint(name: str) -> str:
+    """A did-you-mean among the IANA zone names (case-insensitive), or the general advice."""
+    import difflib
+    from zoneinfo import available_timezones
+
+    zones = {z.lower(): z for z in available_timezones()}
+    close = difflib.get_close_matches(name.lower(), list(zones), n=1, cutoff=0.7)
+    if close:
+        return f"did you mean {zones[close[0]]!r}?"
+    return "use an IANA name such as 'Europe/Berlin', or 'UTC'"
 
 
 def check_format(fmt: str, *, parsing: bool = True) -> str:
@@ -72,36 +156,7 @@ def check_format(fmt: str, *, parsing: bool = True) -> str:
     raise ValueError(f"unknown time format {fmt!r}: use {', '.join(named)} or a strftime pattern")
 
 
-def _from_epoch(number: float, per_second: int) -> datetime:
-    """The time ``number`` units (``per_second`` of them a second) after the epoch; exact for
-    integers."""
-    if not _MIN_S * per_second <= number <= _MAX_S * per_second:
-        raise ValueError(f"{number:g} {_UNITS[per_second]} since the epoch is out of range")
-    if number.__class__ is int:
-        return (
-            _EPOCH + timedelta(milliseconds=number)
-            if per_second == 1000
-            else (_EPOCH + timedelta(seconds=number))
-        )
-    return _EPOCH + timedelta(seconds=number / per_second)
-
-
-def _number(value: Any, unit: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number of {unit} since the epoch, not a boolean")
-    if isinstance(value, int | float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{value} is not a time")
-        return value
-    if isinstance(value, Decimal):  # a JSON number with a fraction (meshconnect.jsonvalue)
-        if not value.is_finite():
-            raise ValueError(f"{value} is not a time")
-        if value.adjusted() > 20:
-            raise ValueError(f"{value} {unit} since the epoch is out of range")
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, str) and _NUMERIC.fullmatch(value):
-        return float(value) if "." in value else int(value)
-    raise ValueError(f"expected a number of {unit} since the epoch, not {_describe(value)}")
+# -- reading --------------------------------------------------------------------------------------
 
 
 def _describe(value: Any) -> str:
@@ -110,57 +165,277 @@ def _describe(value: Any) -> str:
     return kind_of(value)
 
 
-def _parse_iso(text: str, tz: tzinfo) -> datetime:
+def _number_text(value: Any) -> str:
+    text = repr(value) if isinstance(value, float) else str(value)
+    return text if len(text) <= 40 else f"a {len(text)}-digit number"
+
+
+def _checked(ns: int, shown: str) -> int:
+    if not MIN_NS <= ns <= MAX_NS:
+        raise ValueError(f"{shown} is out of range ({_RANGE})")
+    return ns
+
+
+def _from_epoch(value: Any, fmt: str) -> int:
+    """Nanoseconds since the epoch from a number of ``fmt``'s units, exact, rounded down."""
+    per, unit = _EPOCH_UNITS[fmt]
+    if value.__class__ is int:  # the common case: exact, no Decimal
+        if not MIN_NS <= value * per <= MAX_NS:
+            raise ValueError(
+                f"{_number_text(value)} {unit} since the epoch is out of range ({_RANGE})"
+            )
+        return value * per
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number of {unit} since the epoch, not a boolean")
+    if isinstance(value, str):
+        try:
+            number: Any = parse_number(value)
+        except ValueError as exc:
+            raise ValueError(f"expected a number of {unit} since the epoch: {exc}") from None
+    elif isinstance(value, int | Decimal):
+        number = value
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{value} is not a time")
+        number = Decimal(repr(value))  # the shortest repr: 0.1 is 0.1, not 0.1000000000000000055
+    else:
+        raise ValueError(f"expected a number of {unit} since the epoch, not {_describe(value)}")
+    shown = f"{_number_text(value)} {unit} since the epoch"
+    if isinstance(number, int):
+        return _checked(number * per, shown)
+    if not number.is_finite():
+        raise ValueError(f"{shown} is not a time")
+    # Any time in range is at most 22 digits of nanoseconds: refuse a huge exponent before
+    # making an integer of it, then scale with room to spare (rounding down keeps the floor).
+    if number.adjusted() > 30:
+        raise ValueError(f"{shown} is out of range ({_RANGE})")
+    with localcontext() as ctx:
+        ctx.prec = 60
+        ctx.rounding = ROUND_FLOOR
+        ns = int((number * per).to_integral_value())
+    return _checked(ns, shown)
+
+
+def _offset(text: str) -> tzinfo:
+    if text in ("Z", "z"):
+        return UTC
+    match = _OFFSET.fullmatch(text)
+    assert match is not None  # the ISO pattern only lets offsets through
+    sign, hh, mm, ss = match.groups()
+    hours, minutes, seconds = int(hh), int(mm or 0), int(ss or 0)
+    if hours > 23 or minutes > 59 or seconds > 59:
+        raise ValueError(f"the offset {text!r} is not one (hours 00-23, minutes 00-59)")
+    delta = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    if not delta:
+        return UTC
+    return timezone(-delta if sign == "-" else delta)
+
+
+def _from_iso(text: str, tz: tzinfo) -> int:
+    """Nanoseconds since the epoch of ISO 8601 text (the grammar in the module docstring)."""
+    match = _ISO.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"{_describe(text)} is not an ISO 8601 time (e.g. 2023-11-14T22:13:20Z, "
+            "2023-11-14 22:13:20.5+01:00, 2023-11-14)"
+        )
+    g = match.groupdict()
+    hour = int(g["hour"] or 0)
+    minute = int(g["minute"] or 0)
+    second = int(g["second"] or 0)
+    fraction = g["fraction"] or ""
+    next_day = False
+    if hour == 24 and minute == 0 and second == 0 and not fraction.strip("0"):
+        hour, next_day = 0, True
+    if second == 60:  # a leap second: read as :59, as java.time.Instant.parse does
+        second = 59
     try:
-        parsed = datetime.fromisoformat(text.strip())
+        moment = datetime(
+            int(g["year"]), int(g["month"]), int(g["day"]), hour, minute, second,
+            tzinfo=_offset(g["offset"]) if g["offset"] else tz,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ValueError(f"{_describe(text)} is not a valid time: {exc}") from None
+    delta = moment - _EPOCH
+    ns = (delta.days * 86_400 + delta.seconds) * _NS + int((fraction + "000000000")[:9])
+    if next_day:
+        ns += 86_400 * _NS
+    return _checked(ns, f"{_describe(text)}")
+
+
+def _to_ns(moment: datetime, tz: tzinfo) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    delta = moment - _EPOCH
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds) * 1000
+
+
+def read_instant(value: Any, fmt: str = "auto", *, tz: tzinfo = UTC) -> int:
+    """``value`` read as a point in time in format ``fmt``: nanoseconds since the epoch.
+
+    ValueError saying why when it is not one (or is outside years 1 to 9999, UTC).
+    """
+    if fmt in _EPOCH_UNITS:
+        if isinstance(value, datetime):
+            return _checked(_to_ns(value, tz), f"the time {value.isoformat()}")
+        return _from_epoch(value, fmt)
+    if isinstance(value, datetime):
+        ns = _checked(_to_ns(value, tz), f"the time {value.isoformat()}")
+    elif fmt == "auto":
+        if value.__class__ is not bool and (
+            isinstance(value, int | float | Decimal) or _looks_numeric(value)
+        ):
+            return _from_epoch(value, "epoch_ms")
+        if not isinstance(value, str):
+            raise ValueError(
+                f"expected an ISO 8601 string or epoch milliseconds, not {_describe(value)}"
+            )
+        return _from_iso(value, tz)
+    elif not isinstance(value, str):
+        raise ValueError(f"expected a string, not {_describe(value)}")
+    elif fmt == "iso" or fmt in _ISO_DIGITS:
+        ns = _from_iso(value, tz)
+    else:
+        try:
+            parsed = datetime.strptime(value, fmt)
+        except ValueError:
+            raise ValueError(f"{_describe(value)} does not match the format {fmt!r}") from None
+        ns = _checked(_to_ns(parsed, tz), _describe(value))
+    digits = _ISO_DIGITS.get(fmt)
+    if digits is not None:
+        step = 10 ** (9 - digits)
+        ns -= ns % step
+    return ns
+
+
+def _looks_numeric(value: Any) -> bool:
+    """Whether a string is a number in the grammar (``auto`` reads it as epoch ms)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_number(value)
     except ValueError:
-        raise ValueError(f"{_describe(text)} is not an ISO 8601 time") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+        return False
+    return True
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+
+def _utc(ns: int) -> datetime:
+    seconds = ns // _NS
+    return _EPOCH + timedelta(seconds=seconds, microseconds=(ns - seconds * _NS) // 1000)
+
+
+def _offset_text(moment: datetime) -> str:
+    if moment.tzinfo is UTC:
+        return "Z"
+    offset = moment.utcoffset()
+    if offset is None:
+        return "Z"
+    sign = "-" if offset < timedelta(0) else "+"
+    seconds = abs(int(offset.total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{sign}{hours:02d}:{minutes:02d}"
+    return f"{text}:{seconds:02d}" if seconds else text
+
+
+def _fraction(nanos: int, digits: int | None) -> str:
+    """The fraction of a second written with ``digits`` digits (rounded down); ``None``: none
+    for whole seconds, 6 digits for whole microseconds, else 9."""
+    if digits is None:
+        if not nanos:
+            return ""
+        if not nanos % 1000:
+            return f".{nanos // 1000:06d}"
+        return f".{nanos:09d}"
+    return f".{nanos:09d}"[: digits + 1] if digits else ""
+
+
+def write_instant(ns: int, fmt: str = "iso", *, tz: tzinfo = UTC) -> str | int:
+    """The instant ``ns`` (nanoseconds since the epoch) written in format ``fmt`` in zone
+    ``tz``. ValueError when the time cannot be written there (a year beyond 9999 in the zone)."""
+    unit = _EPOCH_UNITS.get(fmt)
+    if unit is not None:
+        return ns // unit[0]
+    if fmt == "auto":
+        raise ValueError("auto is a format for reading times, not for writing them")
+    if not MIN_NS <= ns <= MAX_NS:
+        raise ValueError(f"{ns} nanoseconds since the epoch is out of range ({_RANGE})")
+    seconds, nanos = divmod(ns, _NS)
+    iso = fmt == "iso" or fmt in _ISO_DIGITS
+    if iso and tz is UTC:  # the common case: no zone arithmetic
+        text = (_EPOCH_NAIVE + timedelta(seconds=seconds)).isoformat()
+        return text + _fraction(nanos, _ISO_DIGITS.get(fmt)) + "Z"
+    moment = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    if tz is not UTC:
+        try:
+            moment = moment.astimezone(tz)
+        except OverflowError:
+            shown = write_instant(ns, "iso")
+            raise ValueError(
+                f"{shown} cannot be written in {tz}: its year there is not 1 to 9999"
+            ) from None
+    if iso:
+        text = moment.replace(tzinfo=None, microsecond=0).isoformat()
+        return text + _fraction(nanos, _ISO_DIGITS.get(fmt)) + _offset_text(moment)
+    return _strftime(moment, fmt)
+
+
+@lru_cache(maxsize=256)
+def _pattern_parts(fmt: str) -> tuple[str, ...]:
+    """``fmt`` split around the directives that write a year (``%Y``, ``%G``, ``%F``), which the
+    C library writes without zero padding before year 1000 (so they would not read back)."""
+    parts: list[str] = []
+    text = ""
+    i = 0
+    while i < len(fmt):
+        if fmt[i] == "%" and i + 1 < len(fmt):
+            code = fmt[i + 1]
+            if code in "YGF":
+                parts.append(text)
+                parts.append("%" + code)
+                text = ""
+            else:
+                text += fmt[i : i + 2]
+            i += 2
+        else:
+            text += fmt[i]
+            i += 1
+    parts.append(text)
+    return tuple(parts)
+
+
+def _strftime(moment: datetime, fmt: str) -> str:
+    parts = _pattern_parts(fmt)
+    if len(parts) == 1:
+        return moment.strftime(fmt)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            out.append(moment.strftime(part) if part else "")
+        elif part == "%Y":
+            out.append(f"{moment.year:04d}")
+        elif part == "%G":
+            out.append(f"{moment.isocalendar()[0]:04d}")
+        else:  # %F
+            out.append(f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}")
+    return "".join(out)
+
+
+# -- datetime ----------------------------------------------------------------------------------
 
 
 def parse_time(value: Any, fmt: str = "auto", *, tz: tzinfo = UTC) -> datetime:
-    """``value`` read as a point in time in format ``fmt``; ValueError saying why if it is not."""
+    """``value`` read as a point in time in format ``fmt``, as an aware UTC datetime (cut to
+    microseconds); a datetime is returned as it is (made aware in ``tz``). ValueError saying
+    why when it is not a time."""
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=tz)
-    if fmt == "epoch_ms":
-        return _from_epoch(_number(value, "milliseconds"), 1000)
-    if fmt == "epoch_s":
-        return _from_epoch(_number(value, "seconds"), 1)
-    if fmt == "auto":
-        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-            return _from_epoch(_number(value, "milliseconds"), 1000)
-        if isinstance(value, str):
-            if _NUMERIC.fullmatch(value):
-                return _from_epoch(_number(value, "milliseconds"), 1000)
-            return _parse_iso(value, tz)
-        raise ValueError(
-            f"expected an ISO 8601 string or epoch milliseconds, not {_describe(value)}"
-        )
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, not {_describe(value)}")
-    if fmt == "iso":
-        return _parse_iso(value, tz)
-    try:
-        parsed = datetime.strptime(value, fmt)
-    except ValueError:
-        raise ValueError(f"{_describe(value)} does not match the format {fmt!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=tz)
+    return _utc(read_instant(value, fmt, tz=tz))
 
 
 def format_time(moment: datetime, fmt: str = "iso", *, tz: tzinfo = UTC) -> str | int:
     """``moment`` (aware; naive counts as UTC) written in format ``fmt`` in zone ``tz``."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if fmt == "epoch_ms":
-        delta = moment - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-    if fmt == "epoch_s":
-        delta = moment - _EPOCH
-        return delta.days * 86_400 + delta.seconds
-    local = moment if moment.tzinfo is tz else moment.astimezone(tz)
-    if fmt == "iso":
-        text = local.isoformat()
-        return text[:-6] + "Z" if tz is UTC and text.endswith("+00:00") else text
-    if fmt == "auto":
-        raise ValueError("auto is a format for reading times, not for writing them")
-    return local.strftime(fmt)
+    return write_instant(_to_ns(moment, UTC), fmt, tz=tz)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .api import ConnectorContext, Sink, Source, SourceBatch
+from .config.topics import topic_problem
 from .errorpolicy import dead_letter_record, retry_transforms, retrying
 from .errors import ConfigError, DataError, classify
 from .mesh.codec import RecordEncodingError
@@ -65,28 +66,35 @@ def source_id(pipeline: str, name: str) -> str:
 def route(
     pipeline: LoadedPipeline, records: list[Record]
 ) -> tuple[list[Record], list[tuple[Record, BaseException, str]]]:
-    """Give each record without a topic the pipeline's topic; the ones whose topic template
-    cannot be rendered are failures of the ``topic`` stage."""
+    """Give each record without a topic the pipeline's topic. Failures of the ``topic`` stage:
+    records whose topic template cannot be rendered, and records whose topic (rendered, or
+    set by a ``route`` step) breaks the topic-name rule of :mod:`meshconnect.config.topics`.
+    A literal pipeline topic was checked by ``validate``."""
     template = pipeline.topic
-    if template.is_literal:
-        literal = template.literal
-        for record in records:
-            if record.topic is None:
-                record.topic = literal
-        return records, []
+    literal = template.literal
     render = template.render
     routed: list[Record] = []
     failures: list[tuple[Record, BaseException, str]] = []
     for record in records:
-        if record.topic is None:
+        topic = record.topic
+        if topic is None:
+            if literal is not None:
+                record.topic = literal
+                routed.append(record)
+                continue
             try:
                 topic = render(record)
-                if not topic:
-                    raise DataError(f"topic template {template.text!r} rendered ''")
             except Exception as exc:
                 failures.append((record, exc, "topic"))
                 continue
-            record.topic = topic
+        problem = topic_problem(topic)
+        if problem is not None:
+            how = (
+                "rendered from the topic template" if record.topic is None else "set by a transform"
+            )
+            failures.append((record, DataError(f"topic {topic!r} ({how}): {problem}"), "topic"))
+            continue
+        record.topic = topic
         routed.append(record)
     return routed, failures
 
@@ -520,6 +528,13 @@ class Worker:
         try:
             info = await self.store.group(group)
             await sink.open(info.state)
+            if info.state is None:
+                # Commit the fresh sink's state before any record: the output it just created
+                # is then its own, and a crash before the first flush does not leave behind
+                # a file it would have to treat as someone else's (see the file sink).
+                state = await sink.flush()
+                if state is not None:
+                    await self.store.commit(group, {}, state)
             status.set("RUNNING")
             log.info("sink %s started at %s", group, info.offsets or "the beginning")
             await SinkLoop(self, pipeline, loaded, sink, status, info.offsets).run()

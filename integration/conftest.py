@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,26 @@ def run_cli(
         cwd=cwd,
         check=False,
     )
+
+
+def start_worker(
+    command: Sequence[str], log_path: Path, timeout: float = 60
+) -> subprocess.Popen[bytes]:
+    """Start a worker whose output is appended to ``log_path`` and return once it logged that
+    its sources started (or exited, or ``timeout`` seconds passed): a SIGKILL test then kills
+    it at a random moment of its work, not of its interpreter start-up, however loaded the
+    machine is."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(list(command), stdout=log, stderr=log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with log_path.open("rb") as f:
+            f.seek(offset)
+            if b" started" in f.read():
+                break
+        time.sleep(0.02)
+    return proc
 
 
 def require_server(what: str, reason: str) -> None:

@@ -18,7 +18,7 @@ import pymysql
 from canal_support import events, mariadb, pipeline, replay, table_rows
 from mariadb import MariaDB
 
-from conftest import meshconnect
+from conftest import meshconnect, start_worker
 
 __all__ = ["mariadb"]
 
@@ -139,14 +139,15 @@ def test_sigkill_at_random_moments_keeps_the_tables_exact(tmp_path: Path, mariad
         )
     )
     state = tmp_path / "state"
-    log = (tmp_path / "worker.log").open("w")
+    log_path = tmp_path / "worker.log"
+    log = log_path.open("a")
     writer = Writer(mariadb, seconds=14)
     writer.start()
     rng = random.Random(9)
     progress = []
     while writer.is_alive() or len(progress) < 10:
-        proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
-        time.sleep(rng.uniform(0.7, 2.0))
+        proc = start_worker(meshconnect(state, "run", str(config)), log_path)
+        time.sleep(rng.uniform(0.1, 1.3))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         progress.append(len(events(out, partial=True)))

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import lines, meshconnect
+from conftest import lines, meshconnect, start_worker
 
 PIPELINE = """
 pipelines:
@@ -74,7 +74,9 @@ def writer(path: Path, done: threading.Event) -> None:
             f.write(text[cut:])
             f.flush()
             n += burst
-            time.sleep(rng.uniform(0.02, 0.06))
+            # ~18 s in all: long enough for several kills mid-stream, however long the
+            # worker takes to start on a loaded machine
+            time.sleep(rng.uniform(0.05, 0.15))
     done.set()
 
 
@@ -92,16 +94,16 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     out = tmp_path / "out" / "events.jsonl"
     want = expected()
     progress = []  # output lines at each kill: proves the kills landed mid-stream
-    log = (tmp_path / "worker.log").open("w")
+    log_path = tmp_path / "worker.log"
     while not done.is_set() or len(progress) < 8:
-        proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
-        time.sleep(rng.uniform(0.5, 1.5))
+        proc = start_worker(meshconnect(state, "run", str(config)), log_path)
+        time.sleep(rng.uniform(0.05, 1.0))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         progress.append(len(lines(out)))
     thread.join()
     # A last run, stopped gracefully once the output is complete (or after a generous wait).
-    proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
+    proc = start_worker(meshconnect(state, "run", str(config)), log_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(lines(out)) < len(want):
         time.sleep(0.2)

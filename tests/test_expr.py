@@ -655,7 +655,7 @@ def test_error_message_names_field_text_and_column(compiler: Compiler) -> None:
     ("text", "cause"),
     [
         ("data.name < 10", "'<' not supported"),
-        ("int(data.name)", "invalid literal for int()"),
+        ("int(data.name)", "'abc' is not a number"),
         ("data.total / 0", "division by zero"),
         ("lower(data.total)", "lower() needs a string, not number"),
         ("data.name + 1", "can only concatenate str"),

@@ -262,7 +262,8 @@ def test_a_secret_shows_nowhere_in_outputs_logs_or_the_store(tmp_path: Path) -> 
     dead = json.loads(results[2].stdout.splitlines()[0])
     assert dead["errormessage"] == (
         "where: condition \"int(data.s) == 1 or data.x == '**********' or int(data.s) == "
-        "int('**********')\" failed: invalid literal for int() with base 10: 'abc'"
+        "int('**********')\" failed: 'abc' is not a number (digits 0-9 with an optional sign, "
+        "decimal point and exponent, e.g. -12.5e3)"
     )
     assert out(tmp_path) == [{"s": "1", "x": 2}]
     for result in results:
@@ -293,7 +294,8 @@ def test_a_secret_in_a_sink_path_is_masked_in_its_warnings(tmp_path: Path) -> No
     warning = next(line for line in results[2].stderr.splitlines() if "last commit" in line)
     assert json.loads(warning)["message"] == (
         f"file sink {tmp_path}/out2-**********.jsonl: the last commit was for "
-        f"{tmp_path}/out-**********.jsonl; starting fresh at the new path"
+        f"{tmp_path}/out-**********.jsonl, which is kept as it is; the new path has no "
+        "committed state"
     )
 
 

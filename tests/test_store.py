@@ -352,21 +352,32 @@ async def test_groups_lists_every_group(store: MeshStore) -> None:
     assert await store.groups() == [GroupInfo("a", {}, {"s": 1}), GroupInfo("b", {"t": 1})]
 
 
-async def test_reset_group_replaces_offsets_and_clears_state(store: MeshStore) -> None:
+async def test_reset_group_replaces_offsets_and_keeps_the_sink_state(store: MeshStore) -> None:
+    """The state says what output the sink owns (a file's size): a reset moves offsets only,
+    or the sink would start a fresh output and discard what it wrote (issue 9 item 3)."""
     await store.commit("g", {"a": 10, "b": 20}, {"size": 5})
 
     await store.reset_group("g", {"a": 0})
 
-    assert await store.group("g") == GroupInfo("g", {"a": 0}, None)
+    assert await store.group("g") == GroupInfo("g", {"a": 0}, {"size": 5})
 
 
-async def test_reset_group_to_none_forgets_the_group(store: MeshStore) -> None:
+async def test_reset_group_to_none_forgets_the_offsets_and_keeps_the_state(
+    store: MeshStore,
+) -> None:
     await store.commit("g", {"a": 10}, {"size": 5})
 
     await store.reset_group("g", None)
 
+    assert await store.group("g") == GroupInfo("g", {}, {"size": 5})
+
+
+async def test_reset_group_of_a_group_without_state_forgets_it(store: MeshStore) -> None:
+    await store.commit("g", {"a": 10})
+
+    await store.reset_group("g", None)
+
     assert await store.group("g") == GroupInfo("g", {}, None)
-    assert await store.groups() == []
 
 
 # -- source positions --------------------------------------------------------------------------

@@ -362,7 +362,7 @@ def test_mask_salt_is_never_shown() -> None:
 
 
 def test_mask_replacement_does_not_apply_to_hash() -> None:
-    with pytest.raises(ValidationError, match="replacement only applies to mode redact"):
+    with pytest.raises(ValidationError, match="replacement only applies to modes redact and typed"):
         SPECS["mask"].options_model(fields=["data.email"], mode="hash", replacement="x")
 
 
@@ -398,12 +398,15 @@ def test_insert_field_creates_missing_objects() -> None:
     assert record.data == {"id": 1, "meta": {"origin": {"region": "eu"}}}
 
 
-def test_insert_field_creates_data_when_there_is_none() -> None:
+def test_insert_field_leaves_a_tombstone_alone_but_sets_its_attributes() -> None:
     record = Record(None)
 
     build("insert_field", field="data.region", value="eu").apply(record)
+    build("insert_field", field="data.region", template="{source}").apply(record)
+    build("insert_field", field="subject", from_="data.id").apply(record)
+    build("insert_field", field="tenant", value="t1").apply(record)
 
-    assert record.data == {"region": "eu"}
+    assert (record.data, record.subject, record.extensions) == (None, None, {"tenant": "t1"})
 
 
 def test_insert_field_sets_inside_an_array_element() -> None:

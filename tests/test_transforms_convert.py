@@ -23,7 +23,21 @@ from meshconnect.timefmt import format_time, parse_time, zone
     ("kind", "value", "expected"),
     [
         ("int", "42", 42),
-        ("int", " -7 ", -7),
+        ("int", "-7", -7),
+        ("int", "+7", 7),
+        ("int", "007", 7),
+        ("int", "3.9", 3),
+        ("int", "-3.9", -3),
+        ("int", "1e3", 1000),
+        ("int", "1.5E2", 150),
+        ("int", Decimal("-2.75"), -2),
+        ("int", Decimal("1E+3"), 1000),
+        ("int", 10**30, 10**30),
+        ("int", "123456789012345678901234567890", 123456789012345678901234567890),
+        ("float", ".5", 0.5),
+        ("float", "5.", 5.0),
+        ("float", Decimal("0.1"), 0.1),
+        ("bool", Decimal("0.0"), False),
         ("int", 3.9, 3),
         ("int", True, 1),
         ("float", "2.5", 2.5),
@@ -85,15 +99,32 @@ def test_cast_with_when() -> None:
 @pytest.mark.parametrize(
     ("kind", "value", "message"),
     [
-        ("int", "4.5", "'4.5' is not a whole number"),
-        ("int", "abc", "'abc' is not a whole number"),
+        ("int", "abc", "'abc' is not a number"),
+        ("int", "1_000", "'1_000' is not a number"),
+        ("int", " 42", "' 42' is not a number"),
+        ("int", "42\n", "is not a number"),
+        ("int", "\u0664\u0662", "is not a number"),
+        ("int", "\uff14\uff12", "is not a number"),
+        ("int", "0x1A", "'0x1A' is not a number"),
+        ("int", "1e", "'1e' is not a number"),
+        ("int", "", "'' is not a number"),
+        ("int", "1e99999", "too large for an integer"),
         ("int", [1], "an array cannot become an integer"),
-        ("float", "nan", "not a finite number"),
+        ("int", float("inf"), "inf has no integer value"),
+        ("float", "nan", "'nan' is not a number"),
+        ("float", "inf", "'inf' is not a number"),
+        ("float", "Infinity", "'Infinity' is not a number"),
+        ("float", "1e400", "not a finite float"),
+        ("float", Decimal("1e400"), "1E\\+400 is not a finite float"),
+        ("float", 10**400, "is not a finite float"),
+        ("float", "1_0.5", "is not a number"),
         ("float", {}, "cannot become a number"),
         ("bool", "maybe", "'maybe' is not a boolean"),
-        ("decimal", "12,50", "'12,50' is not a decimal number"),
+        ("decimal", "12,50", "'12,50' is not a number"),
+        ("decimal", "1_000", "'1_000' is not a number"),
+        ("decimal", " 1", "' 1' is not a number"),
         ("decimal", True, "cannot become a decimal"),
-        ("decimal", "Infinity", "not a finite number"),
+        ("decimal", "Infinity", "'Infinity' is not a number"),
         ("timestamp", "yesterday", "not an ISO 8601 time"),
         ("timestamp", True, "not a boolean"),
         ("timestamp", 1e300, "out of range"),
@@ -236,7 +267,10 @@ def test_timestamp_convert_of_a_missing_field_is_a_data_error() -> None:
     ("options", "message"),
     [
         ({"timezone": "Mars/Olympus"}, "not a known time zone: use an IANA name"),
-        ({"to": "auto"}, "not a time format: use epoch_s, epoch_ms, iso or a strftime"),
+        (
+            {"to": "auto"},
+            "not a time format: use epoch_s, epoch_ms, epoch_us, .* iso_ns or a strftime",
+        ),
         ({"from": "yyyy-MM-dd"}, "not a time format: use auto, epoch_s"),
     ],
 )
@@ -292,3 +326,81 @@ def test_time_results_are_json() -> None:
     build("timestamp_convert", fields=["data.t"], **{"from": "epoch_s"}).apply(record)
 
     assert orjson.loads(orjson.dumps(record.data)) == {"t": "2023-11-14T22:13:20Z"}
+
+
+# -- Decimals, precisions and the range (issue 20) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "value", "expected"),
+    [
+        ({"from": "epoch_s"}, Decimal("253402300799.5"), "9999-12-31T23:59:59.500000Z"),
+        ({"from": "epoch_s"}, Decimal("253402300799.999999999"), "9999-12-31T23:59:59.999999999Z"),
+        (
+            {"from": "epoch_s"},
+            Decimal("1700000000.1234567891234"),
+            "2023-11-14T22:13:20.123456789Z",
+        ),
+        ({"from": "epoch_ms"}, Decimal("253402300799999.999999"), "9999-12-31T23:59:59.999999999Z"),
+        ({"from": "epoch_s"}, Decimal("-0.000000000001"), "1969-12-31T23:59:59.999999999Z"),
+        ({"from": "epoch_s"}, Decimal("1E-999999999"), "1970-01-01T00:00:00Z"),
+        ({"from": "epoch_ms"}, Decimal("1.7E+12"), "2023-11-14T22:13:20Z"),
+        ({"from": "epoch_s", "to": "epoch_ns"}, Decimal("0.000000001"), 1),
+        ({"from": "epoch_us", "to": "epoch_ms"}, Decimal("-1"), -1),
+    ],
+)
+def test_timestamp_convert_reads_decimals_exactly(
+    options: dict[str, Any], value: Decimal, expected: Any
+) -> None:
+    record = Record({"t": value})
+
+    build("timestamp_convert", fields=["data.t"], **options).apply(record)
+
+    assert record.data["t"] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (Decimal("253402300800"), "out of range"),
+        (Decimal("1E+999999999"), "out of range"),
+        (Decimal("-62135596800.000000001"), "out of range"),
+    ],
+)
+def test_timestamp_convert_of_a_decimal_out_of_range(value: Decimal, message: str) -> None:
+    fails_unchanged(
+        build("timestamp_convert", fields=["data.t"], **{"from": "epoch_s"}),
+        Record({"t": value}),
+        message,
+    )
+
+
+def test_every_instant_converts_both_ways_at_every_precision() -> None:
+    from meshconnect.timefmt import MAX_NS, MIN_NS, read_instant, write_instant
+
+    instants = [MIN_NS, MIN_NS + 1, -1, 0, 1, 1700000000123456789, MAX_NS - 1, MAX_NS]
+    for ns in instants:
+        for fmt, unit in (("epoch_s", 10**9), ("epoch_ms", 10**6), ("epoch_us", 10**3)):
+            written = write_instant(ns, fmt)
+            assert written == ns // unit
+            assert read_instant(written, fmt) == ns - ns % unit
+        assert read_instant(write_instant(ns, "epoch_ns"), "epoch_ns") == ns
+        assert read_instant(write_instant(ns, "iso"), "iso") == ns
+        assert read_instant(write_instant(ns, "iso_ns"), "iso") == ns
+        assert read_instant(str(write_instant(ns, "epoch_ns")), "epoch_ns") == ns
+        seconds = Decimal(ns) / Decimal(10**9)
+        assert read_instant(seconds, "epoch_s") == ns
+
+
+def test_cast_and_mask_take_decimals() -> None:
+    record = Record(
+        {"i": Decimal("2.75"), "f": Decimal("0.1"), "b": Decimal("0"), "m": Decimal("9.5")}
+    )
+
+    build("cast", fields={"data.i": "int", "data.f": "float", "data.b": "bool"}).apply(record)
+    build("mask", fields=["data.m"], mode="typed").apply(record)
+
+    assert record.data == {"i": 2, "f": 0.1, "b": False, "m": Decimal(0)}
+    masked = Record({"m": Decimal("9.5")})
+    build("mask", fields=["data.m"], mode="typed", replacement="123.0").apply(masked)
+    assert (masked.data["m"], str(masked.data["m"])) == (Decimal("123.0"), "123.0")

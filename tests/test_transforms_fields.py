@@ -171,8 +171,42 @@ def test_replace_field_on_data_that_is_not_an_object_is_a_data_error() -> None:
     )
 
 
-def test_replace_field_on_a_missing_payload_is_a_data_error() -> None:
-    fails_unchanged(build("replace_field", exclude=["data.x"]), Record(None), "data is null")
+def test_replace_field_passes_a_tombstone_through_unchanged() -> None:
+    record = Record(None, extensions={"partitionkey": "7"})
+
+    out = build("replace_field", include=["data.x"], rename={"data.x": "data.y"}).apply(record)
+
+    assert (out.data, out.extensions) == (None, {"partitionkey": "7"})  # type: ignore[union-attr]
+
+
+def test_replace_field_renames_are_one_simultaneous_mapping() -> None:
+    record = Record({"abc": 1, "xyz": 2, "o": {"p": 3}})
+
+    build(
+        "replace_field",
+        rename={
+            "data.abc": "data.xyz",
+            "data.xyz": "data.abc",
+            "data.o.p": "data.r",
+            "data.o": "data.q",
+        },
+    ).apply(record)
+
+    assert record.data == {"xyz": 1, "abc": 2, "r": 3, "q": {}}
+
+
+@pytest.mark.parametrize(
+    ("rename", "message"),
+    [
+        ({"data.a": "data.x", "data.b": "data.x"}, "data.x and data.x are the same target"),
+        ({"data.a": "data.x", "data.b": "data.x.y"}, "are targets inside one another"),
+    ],
+)
+def test_replace_field_renames_to_one_place_are_refused(
+    rename: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build("replace_field", rename=rename)
 
 
 def test_replace_field_rename_into_a_string_is_a_data_error_and_changes_nothing() -> None:
@@ -267,3 +301,27 @@ def test_drop_fields_of_non_object_data_is_a_data_error() -> None:
 def test_drop_fields_refuses_what_cannot_be_dropped(path: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build("drop_fields", fields=[path])
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("insert_field", {"field": "topic", "value": "x"}),
+        ("cast", {"fields": {"topic": "string"}}),
+        ("drop_fields", {"fields": ["topic"]}),
+        ("mask", {"fields": ["topic"]}),
+    ],
+)
+def test_topic_can_be_read_not_changed(name: str, options: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="topic cannot be changed"):
+        SPECS[name].options_model(**options)
+
+
+def test_insert_field_copies_the_topic_the_record_is_routed_to() -> None:
+    record = Record({"id": 1})
+    record.topic = "orders.eu"
+
+    build("insert_field", field="data.topic", from_="topic").apply(record)
+    build("insert_field", field="data.label", template="{topic}/{data.id}").apply(record)
+
+    assert record.data == {"id": 1, "topic": "orders.eu", "label": "orders.eu/1"}

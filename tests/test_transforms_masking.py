@@ -6,6 +6,7 @@ import base64
 import os
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -181,3 +182,32 @@ def test_the_key_comes_from_the_environment_and_is_redacted(tmp_path: Path) -> N
         {"email": "ann@example.com"},
         False,
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "typed", "replacement": ""}, "must not be empty"),
+        ({"mode": "redact", "replacement": 0}, "replacement of mode redact is text"),
+        ({"mode": "typed", "replacement": True}, "replacement"),
+        ({"mode": "typed", "replacement": [0]}, "replacement"),
+        ({"mode": "hash", "replacement": "x"}, "only applies to modes redact and typed"),
+    ],
+)
+def test_mask_replacement_is_checked_when_the_file_is_validated(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        SPECS["mask"].options_model(fields=["data.x"], **options)
+
+
+def test_typed_mask_makes_fresh_empty_arrays_and_objects_per_record() -> None:
+    mask = build("mask", fields=["data.a", "data.o"], mode="typed")
+    first, second = Record({"a": [1], "o": {"k": 1}}), Record({"a": [2], "o": {"k": 2}})
+
+    mask.apply(first)
+    mask.apply(second)
+    first.data["a"].append(0)
+    first.data["o"]["k"] = "v"
+
+    assert second.data == {"a": [], "o": {}}

@@ -351,9 +351,17 @@ def test_routed_records_are_stored_in_their_topics_by_the_worker(tmp_path: Path)
     [
         ({"customer": {}}, "set_key: data.customer.id is missing"),
         ({"customer": {"id": None}}, "set_key: data.customer.id is null"),
-        (None, "set_key: data.customer.id is missing"),
+        ({"customer": None}, "set_key: data.customer.id is null"),
         ([1], "data is an array, not an object"),
     ],
 )
 def test_set_key_from_one_nested_field_that_is_missing_or_wrong(data: object, message: str) -> None:
     fails_unchanged(build("set_key", fields=["data.customer.id"]), Record(data), message)
+
+
+def test_set_key_leaves_a_tombstone_with_the_key_it_has() -> None:
+    record = Record(None, extensions={"partitionkey": "42"})
+
+    build("set_key", fields=["data.customer.id", "data.id"]).apply(record)
+
+    assert (record.data, record.extensions) == (None, {"partitionkey": "42"})

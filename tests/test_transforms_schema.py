@@ -82,13 +82,19 @@ def test_validate_names_the_failing_value_and_the_schema(schemas: Path) -> None:
         ({"items": []}, "validate: data: 'id' is a required property"),
         ({"id": "1", "items": []}, "validate: data.id: '1' is not of type 'integer'"),
         ("text", "validate: data: 'text' is not of type 'object'"),
-        (None, "validate: data: None is not of type 'object'"),
     ],
 )
 def test_validate_missing_fields_and_wrong_types_are_data_errors(
     schemas: Path, data: object, message: str
 ) -> None:
     fails_unchanged(make(schemas, schema="order.json"), Record(data), message)
+
+
+def test_validate_passes_a_tombstone(schemas: Path) -> None:
+    record = Record(None)
+
+    assert make(schemas, schema="order.json").apply(record) is record
+    assert record.data is None
 
 
 def test_validate_follows_refs_between_schemas_of_the_directory(schemas: Path) -> None:

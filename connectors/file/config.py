@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from meshconnect.api import ConnectorConfig
-from meshconnect.config.model import Duration
+from meshconnect.config.model import ByteSize, Duration
 
 __all__ = ["FileSinkConfig", "FileSourceConfig"]
 
@@ -46,9 +46,19 @@ class FileSourceConfig(ConnectorConfig):
         default=False,
         description=(
             "false: bounded; read every matching file to its end, then the source is done (a "
-            "last line without newline counts). true: tail the files forever like `tail -F`: "
+            "last line without newline is read only when certainly whole: see 'A last line "
+            "without newline'). true: tail the files forever like `tail -F`: "
             "pick up new files matching the glob, follow rotation (rename and re-create) and "
             "truncation (copytruncate)."
+        ),
+    )
+    wait_for_files: Duration = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Bounded reads only: how long to wait at start for every pattern of `path` to "
+            "match a file (e.g. `30s`). A pattern that still matches nothing fails the source "
+            "(the run exits 1 naming it). `follow: true` always waits."
         ),
     )
     poll_interval: Duration = Field(
@@ -127,6 +137,14 @@ class FileSourceConfig(ConnectorConfig):
             raise ValueError("format csv with header: false needs fieldnames")
         return self
 
+    @field_validator("fieldnames")
+    @classmethod
+    def _names_unique(cls, value: list[str] | None) -> list[str] | None:
+        for i, name in enumerate(value or []):
+            if name in (value or [])[:i]:
+                raise ValueError(f"the field name {name!r} is given twice")
+        return value
+
     @property
     def patterns(self) -> list[str]:
         """``path`` as a list of patterns."""
@@ -153,12 +171,24 @@ class FileSinkConfig(ConnectorConfig):
             "(attributes, extensions and data)."
         ),
     )
-    rotate_bytes: int | None = Field(
+    rotate_bytes: ByteSize | None = Field(
         default=None,
         gt=0,
         description=(
-            "Start a new file when the current one would grow past this many bytes (between "
-            "records: a record larger than this gets a file of its own). Unset: one file."
+            "Start a new file when the current one would grow past this size (`10MB`, `1GiB` "
+            "or a number of bytes; between records: a record larger than this gets a file of "
+            "its own). Unset: one file."
+        ),
+    )
+    if_exists: Literal["fail", "append", "replace"] = Field(
+        default="fail",
+        description=(
+            "What to do when the sink has no committed state (its first run, or its `path` "
+            "changed) and finds a non-empty file at `path` (with `rotate_bytes`: any "
+            "`<stem>-<seq>.<suffix>` file) that it has no record of writing. `fail`: refuse "
+            "to start, naming the file; nothing is touched. `append`: keep the file and append "
+            "after its content. `replace`: discard its content and start a fresh file. Once "
+            "the sink has committed, it owns the file and this setting no longer applies."
         ),
     )
     fsync: bool = Field(

@@ -7,12 +7,18 @@ State and exactly-once
     that size and, with rotation, deletes files with a higher sequence number: whatever is
     there was written after the last commit, and the worker delivers those records again.
 
-    With ``state=None`` (nothing was ever committed for this sink) the sink starts a fresh
-    file: an existing file is truncated to 0 (with rotation, every ``<stem>-<seq>`` file goes)
-    and a warning says how much was discarded. Appending instead would duplicate the lines
-    of a first run that crashed before its first commit; keeping exactly-once wins over
-    keeping a file the sink has no record of writing. Point the sink at a new path to keep
-    an old file.
+    With ``state=None`` (nothing was ever committed for this sink, or its ``path`` or
+    ``rotate_bytes`` changed) a non-empty file at the path is not the sink's: by ``if_exists``
+    it refuses to start (``fail``, the default: a :class:`~meshconnect.errors.ConfigError`
+    naming the file), appends after it (``append``) or discards it (``replace``). The worker
+    commits the state of a freshly opened sink at once (before any record), so a file the
+    sink created is covered by a commit from the start: a first run that crashes before its
+    first flush is truncated back to empty on the next start, not refused. A file written
+    under an earlier path or rotation setting is left as it is.
+
+    ``meshconnect offsets reset`` moves the sink's offsets and keeps this state, so the sink
+    goes on appending after what it committed: rewinding writes the records again after the
+    existing lines, moving forward skips records.
 
     A file found shorter than its committed size (a power loss without ``fsync``, or an edit
     outside meshconnect) is appended to at its end, with a warning: the lost lines are not
@@ -37,7 +43,7 @@ from typing import IO, Any
 
 from meshconnect import jsonvalue
 from meshconnect.api import ConnectorContext, Sink
-from meshconnect.errors import DataError
+from meshconnect.errors import ConfigError, DataError
 from meshconnect.records import Record
 
 from .config import FileSinkConfig
@@ -46,6 +52,20 @@ from .errors import io_error
 __all__ = ["FileSink"]
 
 _WRITE_BEHIND = 4 << 20
+
+
+def _size(path: str) -> int:
+    """The size of ``path`` in bytes, 0 when it does not exist."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def _last_byte(path: str) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
 
 
 class FileSink(Sink[FileSinkConfig]):
@@ -168,40 +188,37 @@ class FileSink(Sink[FileSinkConfig]):
         """Runs in a thread: truncate to the checkpoint in ``state`` and open for appending."""
         if state is not None and "file" in state and not self._same_target(str(state["file"])):
             self._log.warning(
-                "file sink %s: the last commit was for %s; starting fresh at the new path",
+                "file sink %s: the last commit was for %s, which is kept as it is; the new "
+                "path has no committed state",
                 self._path,
                 state["file"],
             )
             state = None
         if state is not None and ("seq" in state) != self._rotating:
             self._log.warning(
-                "file sink %s: rotate_bytes was %s since the last commit; starting fresh files",
+                "file sink %s: rotate_bytes was %s since the last commit; the files written "
+                "before are kept, the new ones have no committed state",
                 self._path,
                 "turned on" if self._rotating else "turned off",
             )
             state = None
-        size = int(state["size"]) if state is not None else 0
-        self._seq = int(state["seq"]) if state is not None and self._rotating else 1
+        if state is None:
+            self._claim()
+            return
+        size = int(state["size"])
+        self._seq = int(state["seq"]) if self._rotating else 1
         self._current = self._seq_path(self._seq) if self._rotating else self._path
         if self._rotating:
             for seq, path in sorted(self._seq_files().items()):
-                if seq > self._seq:
+                if seq > self._seq:  # this sink wrote it after its last commit
                     self._log.info("file sink: deleting %s, not covered by a commit", path)
                     os.remove(path)
         os.makedirs(os.path.dirname(self._current), exist_ok=True)
         try:
-            found = os.path.getsize(self._current)
+            found: int | None = os.path.getsize(self._current)
         except FileNotFoundError:
             found = None
-        if state is None:
-            if found:
-                self._log.warning(
-                    "file sink: no committed state; starting a fresh %s and discarding the "
-                    "%d bytes it holds (move the file away or use another path to keep it)",
-                    self._current,
-                    found,
-                )
-        elif found is None or found < size:
+        if found is None or found < size:
             self._log.warning(
                 "file sink: %s holds %s bytes, fewer than the %d committed: lines delivered "
                 "before were lost (power loss without fsync, or a change outside meshconnect); "
@@ -219,10 +236,46 @@ class FileSink(Sink[FileSinkConfig]):
                 found,
                 size,
             )
+        self._start(size, created=found is None)
+
+    def _claim(self) -> None:
+        """No committed state: start the output, by ``if_exists`` when files are there that
+        this sink has no record of writing (it never destroys data it did not write unless
+        told to with ``if_exists: replace``)."""
+        files = self._seq_files() if self._rotating else {1: self._path}
+        found = {seq: size for seq, path in files.items() if (size := _size(path))}
+        self._seq = 1
+        size = 0
+        if found:
+            names = ", ".join(f"{files[seq]} ({found[seq]} bytes)" for seq in sorted(found))
+            policy = self.config.if_exists
+            if policy == "fail":
+                raise ConfigError(
+                    f"file sink: {names} exists and this sink has no committed state, so it "
+                    "did not write it; refusing to touch it. Move it away, point 'path' at "
+                    "another file, or set 'if_exists: append' (keep it and append after it) "
+                    "or 'if_exists: replace' (discard its content)"
+                )
+            if policy == "append":
+                self._seq = max(found)
+                size = found[self._seq]
+                self._log.warning("file sink: appending after the existing content of %s", names)
+            else:
+                self._log.warning("file sink: if_exists: replace: discarding %s", names)
+                if self._rotating:
+                    for path in files.values():
+                        os.remove(path)
+        self._current = self._seq_path(self._seq) if self._rotating else self._path
+        os.makedirs(os.path.dirname(self._current), exist_ok=True)
+        self._start(size, created=not os.path.exists(self._current))
+        if size and _last_byte(self._current) != b"\n":
+            self._buffer(b"\n")  # appended lines must not continue someone else's last line
+
+    def _start(self, size: int, *, created: bool) -> None:
         self._file = open(self._current, "ab")  # noqa: SIM115 - closed by close()
         self._file.truncate(size)
         self._size = size
-        if found is None and self.config.fsync:
+        if created and self.config.fsync:
             self._sync_folder()
 
     def _buffer(self, blob: bytes) -> None:

@@ -2,30 +2,42 @@
 
 Partitions and positions
     Every file matching the globs is one partition, keyed by its absolute path. Its position is
-    ``{"path": <key>, "inode": <inode being read>, "offset": <byte offset of the next line>}``.
-    A line is consumed only with its ``"\\n"``: an unterminated last line stays unread until
-    its newline arrives, except at the end of a bounded read (``follow: false``) and at the end
-    of a rotated-away file, where it is the last line the file will ever get.
+    ``{"path", "inode", "offset": <byte offset of the next line>, "fingerprint":
+    "<n>:<hash of the first n bytes>", "generation"}`` (n = min(offset, 1024)). A line is
+    consumed only with its ``"\\n"``, except when it is certainly whole: at the end of a
+    rotated-away file (it will not grow), and at the end of a bounded read (``follow: false``)
+    for JSON and CloudEvents lines that parse and do not end in a digit. Text and CSV lines,
+    and CSV rows with an open quote, wait there for their newline; the source warns and the
+    position stays before them, so a later run reads them whole (the rule per format, in
+    ``docs/connectors/file.md``). A UTF-8 byte order mark at offset 0 is skipped.
 
 Records
     ``id`` is ``"<inode>-<byte offset of the line>"``, so reading a line again (after a crash,
-    from a rotated copy) gives it the same id; ``source`` is ``"file://<key>"`` and ``subject``
-    the file name. Lines that cannot be decoded go to ``SourceBatch.failures`` with a
+    from a rotated copy) gives it the same id; once the file was found rewritten it is
+    ``"<inode>.<generation>-<offset>"``, so ``source`` + ``id`` stays unique per event.
+    ``source`` is the path as a percent-encoded ``file://`` URI (``Path.as_uri``), ``subject``
+    the file name, ``time`` the ingestion time of the batch (a line has no event time the source
+    knows). Lines that cannot be decoded go to ``SourceBatch.failures`` with a
     :class:`~meshconnect.errors.DataError` naming ``<file>:<line>`` (or ``<file>:byte <n>``
     when the line number is unknown after a resume); the position moves past them.
 
-Rotation and truncation
+Rotation, truncation and rewrites
     An inode is read by one partition at a time. When the file at a partition's path is
     renamed away and re-created, the partition finishes the old inode through its open
     descriptor, then switches to the new file at offset 0; the rotated file, if it still
     matches a glob (``app.log.1``), becomes its own partition positioned at the end of what
     was read, in the same batch, so it is never read twice. After a restart, a partition
     whose stored inode is no longer at its path looks for that inode among the matching files
-    and finishes it first. A file that shrank below the position (copytruncate) is read again
-    from 0, with a warning. Lines a slow writer appends to a file after it was rotated away
-    are read only if the rotated name matches a glob. Order holds within a file, not across
-    files. Inodes identify files within one file system; a file deleted and re-created with
-    the same inode number while the source is stopped is taken for the old one.
+    and finishes it first. A file that shrank below the position, or no longer starts with the
+    bytes read before (checked after every chunk read, and against the stored fingerprint at
+    start: copytruncate, a rewrite in place), is read again from 0 under the next generation,
+    with a warning; at start, a new matching file that starts with the content such a
+    partition's fingerprint remembers (the copy copytruncate made) goes on from its offset.
+    Lines a slow writer appends to a file after it was rotated away are read only if the
+    rotated name matches a glob. Order holds within a file, not across files.
+
+A bounded source fails at start (ConfigError) when a pattern matches no file, after waiting
+``wait_for_files``.
 
 Blocking I/O and speed
     Files are read with ``os.pread`` in chunks of 1 MiB through ``asyncio.to_thread``, so a
@@ -40,93 +52,38 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
-import fnmatch
 import gc
-import glob
 import io
 import os
-import stat
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from meshconnect import jsonvalue
 from meshconnect.api import ConnectorContext, Position, Source, SourceBatch
-from meshconnect.errors import DataError
+from meshconnect.errors import ConfigError, DataError
 from meshconnect.eventrules import loads_event
-from meshconnect.records import Record
+from meshconnect.records import Record, now_iso
 
+from ._partitions import (
+    BOM,
+    CHUNK,
+    FINGERPRINT,
+    Failures,
+    Partitions,
+    Tail,
+    after_last_newline,
+    fingerprint,
+    pread,
+)
 from .config import FileSourceConfig
 from .errors import io_error
 
 __all__ = ["FileSource"]
 
-_CHUNK = 1 << 20
 _CONTENT_TYPES = {"json": "application/json", "csv": "application/json", "text": "text/plain"}
 
-Failures = list[tuple[Record, BaseException]]
 
-
-@dataclass(slots=True, eq=False)
-class _Tail:
-    """One partition: the file at ``key`` (or a rotated inode it still finishes)."""
-
-    key: str
-    source: str
-    subject: str
-    #: Descriptor of the inode being read; -1 while waiting for a file to appear.
-    fd: int = -1
-    ino: int | None = None
-    #: Byte offset of the next line to hand out.
-    offset: int = 0
-    #: Bytes read from ``fd`` so far (``offset`` plus what is buffered).
-    read_pos: int = 0
-    #: Complete lines read and not yet handed out, from index ``li``.
-    lines: list[bytes] = field(default_factory=list)
-    li: int = 0
-    #: Pieces of an unterminated last line.
-    partial: list[bytes] = field(default_factory=list)
-    #: 1-based number of the line at ``offset``; None when resumed mid-file.
-    lineno: int | None = None
-    #: ``fd`` is a file renamed away from ``key``: finish it, then switch to the new file.
-    rotated: bool = False
-    #: Nothing more will be read from ``fd``; buffered lines are the last ones.
-    final: bool = False
-    #: Bounded read of this partition is complete.
-    done: bool = False
-    #: The buffered lines hold only an incomplete CSV record: read more before parsing.
-    stalled: bool = False
-    #: Whether the position changed since the last batch.
-    dirty: bool = False
-    #: CSV: the field names, and whether the next row is the header row.
-    header: list[str] | None = None
-    need_header: bool = False
-
-    def position(self) -> Position:
-        return {"path": self.key, "inode": self.ino, "offset": self.offset}
-
-
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    if hasattr(os, "pread"):
-        return os.pread(fd, size, offset)
-    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - platforms without pread
-    return os.read(fd, size)  # pragma: no cover
-
-
-def _last_line_start(fd: int, size: int) -> int:
-    """The offset just after the last ``"\\n"`` at or before ``size`` (0 if none)."""
-    end = size
-    while end > 0:
-        start = max(0, end - 65536)
-        at = _pread(fd, end - start, start).rfind(b"\n")
-        if at >= 0:
-            return start + at + 1
-        end = start
-    return 0
-
-
-class FileSource(Source[FileSourceConfig]):
+class FileSource(Partitions, Source[FileSourceConfig]):
     """Reads the files matching ``path``; see the module docstring for the contract."""
 
     config_model = FileSourceConfig
@@ -143,11 +100,13 @@ class FileSource(Source[FileSourceConfig]):
         self._patterns = [
             os.path.normpath(os.path.join(base, os.path.expanduser(p))) for p in config.patterns
         ]
-        self._tails: dict[str, _Tail] = {}
+        self._tails: dict[str, Tail] = {}
         #: inode -> key of the partition reading it (one reader per inode).
         self._owner: dict[int, str] = {}
-        #: inode -> offset where a partition left it after a rotation (for the next owner).
-        self._known: dict[int, int] = {}
+        #: inode -> (offset, generation) where a partition left it after a rotation.
+        self._known: dict[int, tuple[int, int]] = {}
+        #: Stored positions whose file was rewritten or is gone (for a copy to claim).
+        self._orphans: list[Position] = []
         self._rescan = False
         self._last_scan = 0.0
         self._turn = 0
@@ -157,8 +116,9 @@ class FileSource(Source[FileSourceConfig]):
         self._decode: str | None = (
             None if codecs.lookup(config.encoding).name == "utf-8" else config.encoding
         )
+        self._utf8 = codecs.lookup(config.encoding).name in ("utf-8", "utf-8-sig")
         self._ct = _CONTENT_TYPES.get(config.format)
-        parsers: dict[str, Callable[[_Tail, list[bytes], list[Record], Failures, bool], int]]
+        parsers: dict[str, Callable[[Tail, list[bytes], list[Record], Failures, bool], int]]
         parsers = {
             "json": self._parse_json,
             "text": self._parse_text,
@@ -170,19 +130,33 @@ class FileSource(Source[FileSourceConfig]):
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, positions: Mapping[str, Position]) -> dict[str, Position] | None:
-        """Returns the positions of files started at their end (``start_at: end``), which
-        the worker commits at once: "the end" is fixed at the first start."""
+        """Open the matching files at their positions. Returns the positions of files started
+        at their end (``start_at: end``), which the worker commits at once: "the end" is fixed
+        at the first start. A bounded source fails with a
+        :class:`~meshconnect.errors.ConfigError` when a pattern of ``path`` matches no file
+        (after waiting up to ``wait_for_files`` for one)."""
         try:
+            if self.bounded:
+                deadline = time.monotonic() + self.config.wait_for_files
+                while (missing := await asyncio.to_thread(self._unmatched)) and (
+                    time.monotonic() < deadline
+                ):
+                    await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+                if missing:
+                    waited = self.config.wait_for_files
+                    raise ConfigError(
+                        f"file source: no file matches {', '.join(missing)}"
+                        + (f" (waited {waited:g}s)" if waited else "")
+                        + "; check the path, or set 'wait_for_files' to wait for files in a "
+                        "bounded run, or 'follow: true' to tail files as they come"
+                    )
             fresh = await asyncio.to_thread(self._resolve, positions)
         except OSError as exc:
             raise io_error(exc, f"file source {', '.join(self._patterns)}: start") from exc
         self._last_scan = time.monotonic()
-        if not self._tails:
+        if not self._tails and not self.bounded:
             pattern = ", ".join(self._patterns)
-            if self.bounded:
-                self._log.warning("file source: no file matches %s; nothing to read", pattern)
-            else:
-                self._log.info("file source: no file matches %s yet; waiting", pattern)
+            self._log.info("file source: no file matches %s yet; waiting", pattern)
         return {t.key: t.position() for t in fresh} or None
 
     async def poll(self) -> SourceBatch | None:
@@ -233,10 +207,14 @@ class FileSource(Source[FileSourceConfig]):
             for path in self._glob():
                 with open(path, "rb") as f:
                     stat = os.fstat(f.fileno())
+                    offset = after_last_newline(f)
+                    size = min(offset, FINGERPRINT)
                     out[path] = {
                         "path": path,
                         "inode": stat.st_ino,
-                        "offset": _after_last_newline(f),
+                        "offset": offset,
+                        "fingerprint": fingerprint(pread(f.fileno(), size, 0), size),
+                        "generation": 0,
                     }
             return out
 
@@ -250,7 +228,7 @@ class FileSource(Source[FileSourceConfig]):
 
     # -- reading -------------------------------------------------------------------------------
 
-    async def _read(self, t: _Tail, budget: int, records: list[Record], failures: Failures) -> int:
+    async def _read(self, t: Tail, budget: int, records: list[Record], failures: Failures) -> int:
         """Hand out up to ``budget`` lines of ``t``; the number of lines consumed."""
         used = 0
         while used < budget and t.fd >= 0 and not t.done:
@@ -258,6 +236,9 @@ class FileSource(Source[FileSourceConfig]):
                 n = self._consume(t, budget - used, records, failures)
                 t.stalled = n == 0
                 used += n
+                if n == 0 and t.final:  # an incomplete last record: left for a later run
+                    self._leave_incomplete(t, t.lines[t.li :])
+                    t.lines, t.li = [], 0
                 continue
             if t.final:
                 await asyncio.to_thread(self._finish, t)
@@ -267,29 +248,42 @@ class FileSource(Source[FileSourceConfig]):
                 self._feed(t, chunk)
             elif status == "eof":
                 if t.partial:
-                    t.lines = [*t.lines[t.li :], b"".join(t.partial)]
-                    t.li = 0
+                    last = b"".join(t.partial)
                     t.partial = []
+                    if t.rotated or self._complete_last_line(last):
+                        t.lines = [*t.lines[t.li :], last]
+                        t.li = 0
+                    else:
+                        self._leave_incomplete(t, [*t.lines[t.li :], last])
+                        t.lines = t.lines[t.li :]
+                        t.li = 0
                 t.final = True
+                t.tentative = not t.rotated
                 t.stalled = False
-            elif status == "truncated":
+            elif status in ("truncated", "rewritten"):
                 self._log.warning(
-                    "file source: %s shrank below the read position %d (truncated?); "
-                    "reading it again from the beginning",
+                    "file source: %s was %s while it was read (at byte %d); reading it again "
+                    "from the beginning",
                     t.key,
+                    "truncated" if status == "truncated" else "rewritten",
                     t.read_pos,
                 )
                 self._reset(t, 0)
+                t.generation += 1
             elif status == "rotated":
                 t.rotated = True
             else:  # idle: at the end of a followed file
                 break
         return used
 
-    def _read_chunk(self, t: _Tail) -> tuple[bytes, str]:
+    def _read_chunk(self, t: Tail) -> tuple[bytes, str]:
         """Runs in a thread: the next chunk, or at its end why there is none."""
-        chunk = _pread(t.fd, _CHUNK, t.read_pos)
+        chunk = pread(t.fd, CHUNK, t.read_pos)
         if chunk:
+            # Read after the chunk: a file truncated and written again past the read position
+            # no longer starts with the bytes read before (its new head is written first).
+            if t.head and pread(t.fd, len(t.head), 0) != t.head:
+                return b"", "rewritten"
             return chunk, ""
         if not self.config.follow or t.rotated:
             return b"", "eof"
@@ -301,7 +295,9 @@ class FileSource(Source[FileSourceConfig]):
             return b"", "rotated"
         return b"", "idle" if now == t.ino else "rotated"
 
-    def _feed(self, t: _Tail, chunk: bytes) -> None:
+    def _feed(self, t: Tail, chunk: bytes) -> None:
+        if t.read_pos < FINGERPRINT:
+            t.head += chunk[: FINGERPRINT - t.read_pos]
         t.read_pos += len(chunk)
         t.stalled = False
         if b"\n" not in chunk:
@@ -320,19 +316,23 @@ class FileSource(Source[FileSourceConfig]):
         t.lines = lines
         t.li = 0
 
-    def _consume(self, t: _Tail, limit: int, records: list[Record], failures: Failures) -> int:
+    def _consume(self, t: Tail, limit: int, records: list[Record], failures: Failures) -> int:
         end = min(len(t.lines), t.li + limit)
         # Pause the cyclic GC while the batch is built: otherwise its records, all alive,
         # are promoted to the oldest generation and trigger full collections (~40% of the
         # time). Nothing else runs on the loop meanwhile; the collector catches up after.
+        if t.offset == 0 and t.lines[t.li].startswith(BOM) and self._utf8:
+            t.lines[t.li] = t.lines[t.li][3:]  # a byte order mark is not data
+            t.offset = 3
+        final = t.final and not t.tentative
         paused = gc.isenabled()
         gc.disable()
         try:
             n = self._parse(
-                t, t.lines[t.li : end], records, failures, t.final and end == len(t.lines)
+                t, t.lines[t.li : end], records, failures, final and end == len(t.lines)
             )
             if n == 0 and end < len(t.lines):  # a CSV record longer than the limit
-                n = self._parse(t, t.lines[t.li :], records, failures, t.final)
+                n = self._parse(t, t.lines[t.li :], records, failures, final)
         finally:
             if paused:
                 gc.enable()
@@ -348,7 +348,7 @@ class FileSource(Source[FileSourceConfig]):
                 t.lineno += n
         return n
 
-    def _finish(self, t: _Tail) -> None:
+    def _finish(self, t: Tail) -> None:
         """Runs in a thread: ``t`` has handed out everything its descriptor will give."""
         linked = os.fstat(t.fd).st_nlink > 0
         os.close(t.fd)
@@ -358,170 +358,81 @@ class FileSource(Source[FileSourceConfig]):
             return
         assert t.ino is not None
         if linked:  # renamed, not deleted: whoever finds it next goes on from here
-            self._known[t.ino] = t.offset
+            self._known[t.ino] = (t.offset, t.generation)
         self._owner.pop(t.ino, None)
         self._rescan = True
         self._attach(t, t.key, 0)
 
-    def _reset(self, t: _Tail, offset: int) -> None:
+    def _leave_incomplete(self, t: Tail, lines: list[bytes]) -> None:
+        size = sum(len(line) + 1 for line in lines) - 1
+        self._log.warning(
+            "file source: %s: the last %d byte(s) (from byte %d) end without a newline and "
+            "are not a complete %s record yet; they are read on a later run once complete",
+            t.key,
+            size,
+            t.offset,
+            self.config.format,
+        )
+
+    def _reset(self, t: Tail, offset: int) -> None:
         t.offset = t.read_pos = offset
         t.lines = []
         t.li = 0
         t.partial = []
         t.lineno = 1 if offset == 0 else None
-        t.rotated = t.final = t.stalled = False
+        t.rotated = t.final = t.stalled = t.tentative = False
+        t.head = b"" if offset == 0 else pread(t.fd, min(offset, FINGERPRINT), 0)
         t.dirty = True
         if self.config.format == "csv":
             t.header = self.config.fieldnames
             t.need_header = self.config.header and offset == 0
             if self.config.header and offset > 0 and t.header is None:
-                t.header = self._csv_header(t.fd)
+                t.header = self._csv_header(t)
 
-    # -- finding and opening files (these run in a thread) -------------------------------------
-
-    def _glob(self) -> list[str]:
-        found: set[str] = set()
-        for pattern in self._patterns:
-            for path in glob.glob(pattern, recursive=True):
-                if os.path.isfile(path):
-                    found.add(os.path.abspath(path))
-        return sorted(found)
-
-    def _matches(self, key: str) -> bool:
-        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self._patterns)
-
-    def _new_tail(self, key: str) -> _Tail:
-        return _Tail(key=key, source="file://" + key, subject=os.path.basename(key))
-
-    def _resolve(self, positions: Mapping[str, Position]) -> list[_Tail]:
-        """Open every partition at its stored position, or per ``start_at`` when new; the
-        partitions started at a file's end."""
-        found = self._glob()
-        matched = set(found)
-        inodes: dict[int, str] = {}
-        for path in found:
-            try:
-                inodes.setdefault(os.stat(path).st_ino, path)
-            except OSError:
-                continue
-        stored: list[tuple[_Tail, Position]] = []
-        for key, position in sorted(positions.items()):
-            if key in matched or self._matches(key):
-                tail = self._new_tail(key)
-                self._tails[key] = tail
-                stored.append((tail, position))
-        # First every stored inode goes back to its partition, wherever it is now ...
-        unclaimed: list[tuple[_Tail, Position]] = []
-        for tail, position in stored:
-            ino, offset = position.get("inode"), int(position.get("offset") or 0)
-            if ino is None:  # e.g. a position reset by hand: whatever file is at the path
-                self._attach(tail, tail.key, offset)
-            elif ino in self._owner or not (
-                self._attach(tail, tail.key, offset, ino)
-                or (ino in inodes and self._attach(tail, inodes[ino], offset, ino))
-            ):
-                unclaimed.append((tail, position))
-        # ... then partitions whose file is gone take the file now at their path.
-        for tail, position in unclaimed:
-            if self._attach(tail, tail.key, 0) and tail.ino != position.get("inode"):
-                self._log.warning(
-                    "file source: %s: the file read before (inode %s, up to byte %s) is gone; "
-                    "reading the file now at that path from its beginning",
-                    tail.key,
-                    position.get("inode"),
-                    position.get("offset"),
-                )
-        fresh: list[_Tail] = []
-        for path in found:
-            if path not in self._tails:
-                tail = self._new_tail(path)
-                start = "end" if self.config.start_at == "end" else 0
-                if self._attach(tail, path, start):
-                    self._tails[path] = tail
-                    if start == "end":
-                        fresh.append(tail)
-        return fresh
-
-    def _scan(self) -> None:
-        """Attach waiting partitions and start partitions for new matching files."""
-        self._rescan = False
-        self._last_scan = time.monotonic()
-        for tail in self._tails.values():
-            if tail.fd < 0 and not tail.done:
-                self._attach(tail, tail.key, 0)
-        for path in self._glob():
-            if path not in self._tails:
-                tail = self._new_tail(path)
-                if self._attach(tail, path, 0):
-                    self._tails[path] = tail
-        # A rotated file no partition took is out of the globs: forget it, or a new file
-        # that reuses its inode number later would start at its old offset.
-        self._known.clear()
-
-    def _attach(self, t: _Tail, path: str, offset: int | str, ino: int | None = None) -> bool:
-        """Open ``path`` for ``t`` at ``offset`` (``"end"``: after its last complete line).
-
-        Fails when the file is missing, is not ``ino`` (when given), or is read by another
-        partition. An inode left by another partition after a rotation resumes where it left.
-        """
+    def _complete_last_line(self, line: bytes) -> bool:
+        """Whether a last line without newline, met at the end of a bounded read, is a whole
+        record already (the rule per format; see ``docs/connectors/file.md``): JSON and
+        CloudEvents when it parses as JSON and does not end in a digit (a number may go
+        on); text and CSV never, as nothing tells a finished line or row from one being
+        written (``2,b`` may become ``2,bc``)."""
+        if self.config.format in ("text", "csv"):
+            return False
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
+            jsonvalue.decode_unchecked(line if self._decode is None else line.decode(self._decode))
+        except (ValueError, RecursionError, ArithmeticError):
             return False
-        st = os.fstat(fd)
-        owner = self._owner.get(st.st_ino)
-        if (
-            not stat.S_ISREG(st.st_mode)
-            or (ino is not None and st.st_ino != ino)
-            or (owner is not None and owner != t.key)
-        ):
-            os.close(fd)
-            return False
-        at = self._known.pop(st.st_ino, None)
-        if at is None:
-            at = _last_line_start(fd, st.st_size) if offset == "end" else int(offset)
-        if at > st.st_size:
-            self._log.warning(
-                "file source: %s is shorter (%d bytes) than the stored position %d "
-                "(truncated?); reading it from the beginning",
-                path,
-                st.st_size,
-                at,
-            )
-            at = 0
-        t.fd = fd
-        t.ino = st.st_ino
-        self._owner[st.st_ino] = t.key
-        t.done = False
-        self._reset(t, at)
-        t.rotated = path != t.key
-        return True
+        return not line.rstrip()[-1:].isdigit()  # a number may go on: 3 -> 34
 
-    def _csv_header(self, fd: int) -> list[str] | None:
-        head = _pread(fd, _CHUNK, 0)
+    def _csv_header(self, t: Tail) -> list[str] | None:
+        head = pread(t.fd, CHUNK, 0)
+        if self._utf8 and head.startswith(BOM):
+            head = head[3:]
         if not head.strip():
             return None
         text = head.decode(self._encoding, errors="replace")
-        return next(csv.reader(io.StringIO(text, newline=""), delimiter=self.config.delimiter))
+        row = next(csv.reader(io.StringIO(text, newline=""), delimiter=self.config.delimiter))
+        t.header_problem = _header_problem(row)
+        return None if t.header_problem else row
 
     # -- parsing: each consumes lines from ``t.offset`` on and returns how many ----------------
 
     def _failure(
-        self, t: _Tail, raw: bytes, offset: int, index: int, problem: str
+        self, t: Tail, raw: bytes, offset: int, index: int, problem: str
     ) -> tuple[Record, BaseException]:
         where = f"{t.key}:{t.lineno + index}" if t.lineno is not None else f"{t.key}:byte {offset}"
         record = Record(
             raw.decode(self._encoding, errors="replace"),
-            id=f"{t.ino}-{offset}",
+            id=t.id_prefix + str(offset),
             source=t.source,
             type=self._type,
             subject=t.subject,
+            time=now_iso(),
             datacontenttype="text/plain",  # the raw line, whatever the format promised
         )
         return record, DataError(f"{where}: {problem}")
 
     def _parse_json(
-        self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
+        self, t: Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
         # jsonvalue.loads in two halves, so a line costs no Python call besides the decode.
         loads, check, decode, append = (
@@ -532,7 +443,8 @@ class FileSource(Source[FileSourceConfig]):
         )
         short = 2 * jsonvalue.MAX_DEPTH  # a line this long cannot nest too deep
         make = Record.fast
-        source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, f"{t.ino}-"
+        source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
+        now = now_iso()  # ingestion time: a JSON line has no event time the source knows
         offset = t.offset
         for i, line in enumerate(lines):
             try:
@@ -544,17 +456,18 @@ class FileSource(Source[FileSourceConfig]):
                     problem = f"invalid JSON: {jsonvalue.error_text(exc)}"
                     failures.append(self._failure(t, line, offset, i, problem))
             else:
-                append(make(data, prefix + str(offset), source, type_, subject, ct))
+                append(make(data, prefix + str(offset), source, type_, subject, ct, now))
             offset += len(line) + 1
         t.offset = offset
         return len(lines)
 
     def _parse_text(
-        self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
+        self, t: Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
         encoding, append = self._encoding, records.append
         make = Record.fast
-        source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, f"{t.ino}-"
+        source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
+        now = now_iso()
         offset = t.offset
         for i, line in enumerate(lines):
             try:
@@ -564,13 +477,13 @@ class FileSource(Source[FileSourceConfig]):
             else:
                 if text[-1:] == "\r":
                     text = text[:-1]
-                append(make(text, prefix + str(offset), source, type_, subject, ct))
+                append(make(text, prefix + str(offset), source, type_, subject, ct, now))
             offset += len(line) + 1
         t.offset = offset
         return len(lines)
 
     def _parse_cloudevents(
-        self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
+        self, t: Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
         # Not orjson: a key twice in one object must be an error, not last-wins.
         loads, decode, from_dict = loads_event, self._decode, Record.from_dict
@@ -593,10 +506,15 @@ class FileSource(Source[FileSourceConfig]):
         return len(lines)
 
     def _parse_csv(
-        self, t: _Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
+        self, t: Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
+        """Rows per RFC 4180: a quoted field may hold newlines, CRLF ones included (kept as
+        they are); a row's own line end (LF or CRLF) is not data. A row still open at the end
+        of a bounded read (``tentative``) is left for a later run, like a last line without
+        newline (see ``_complete_last_line``)."""
         encoding, delimiter, append = self._encoding, self.config.delimiter, records.append
-        source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, f"{t.ino}-"
+        source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
+        now = now_iso()
         offset = t.offset
         i, count = 0, len(lines)
         while i < count:
@@ -607,9 +525,8 @@ class FileSource(Source[FileSourceConfig]):
             row: list[str] | None = None
             problem = ""
             try:
-                text = line.decode(encoding)
-                if text[-1:] == "\r":
-                    text = text[:-1]
+                raw = line.decode(encoding)
+                text = raw[:-1] if raw[-1:] == "\r" else raw
                 if '"' not in text:
                     row = text.split(delimiter) if text else None
                 else:  # a quoted field may hold newlines: add lines until the record ends
@@ -620,8 +537,8 @@ class FileSource(Source[FileSourceConfig]):
                             if "unexpected end of data" not in str(exc):
                                 row = next(csv.reader((text,), delimiter=delimiter))
                             elif j < count:
-                                more = lines[j].decode(encoding)
-                                text += "\n" + (more[:-1] if more[-1:] == "\r" else more)
+                                raw += "\n" + lines[j].decode(encoding)
+                                text = raw[:-1] if raw[-1:] == "\r" else raw
                                 offset += len(lines[j]) + 1
                                 j += 1
                             elif final:
@@ -635,40 +552,40 @@ class FileSource(Source[FileSourceConfig]):
                 if t.need_header:
                     t.need_header = False
                     if t.header is None:
-                        t.header = row
+                        problem = t.header_problem = _header_problem(row)
+                        t.header = None if problem else row
                 elif t.header is None:
-                    problem = "no header row to name the fields"
+                    problem = t.header_problem or "no header row to name the fields"
                 elif len(row) != len(t.header):
                     problem = f"expected {len(t.header)} fields, got {len(row)}"
                 else:
                     append(
-                        Record(
+                        Record.fast(
                             dict(zip(t.header, row, strict=True)),
-                            id=prefix + str(start),
-                            source=source,
-                            type=type_,
-                            subject=subject,
-                            datacontenttype=ct,
+                            prefix + str(start),
+                            source,
+                            type_,
+                            subject,
+                            ct,
+                            now,
                         )
                     )
             if problem:
-                raw = b"\n".join(lines[i:j])
-                failures.append(self._failure(t, raw, start, i, problem))
+                raw_lines = b"\n".join(lines[i:j])
+                failures.append(self._failure(t, raw_lines, start, i, problem))
             i = j
         t.offset = offset
         return count
 
 
-def _after_last_newline(f: BinaryIO) -> int:
-    """The offset just after the last ``\n`` of an open binary file (0 if it has none)."""
-    end = f.seek(0, os.SEEK_END)
-    step = 1 << 16
-    while end > 0:
-        start = max(0, end - step)
-        f.seek(start)
-        chunk = f.read(end - start)
-        index = chunk.rfind(b"\n")
-        if index >= 0:
-            return start + index + 1
-        end = start
-    return 0
+def _header_problem(names: list[str]) -> str:
+    """Why a CSV header row cannot name the fields (a name given twice), or ''."""
+    seen: dict[str, int] = {}
+    for column, name in enumerate(names, 1):
+        if name in seen:
+            return (
+                f"the header names the field {name!r} twice (columns {seen[name]} and "
+                f"{column}); rename one, or name the fields with 'fieldnames'"
+            )
+        seen[name] = column
+    return ""

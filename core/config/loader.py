@@ -21,6 +21,7 @@ every ``SecretStr`` shown as :data:`MASK`.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from .model import (
     TransformConfig,
 )
 from .problems import MASK, FileReporter, has_entry, sort_problems
+from .topics import DeadLetterSink, dead_letter_loops, pattern_problem, topic_problem
 from .yamlpos import Document, YamlPath, parse_yaml
 
 if TYPE_CHECKING:
@@ -248,6 +250,8 @@ class _Session:
         self.extra_problems: list[Problem] = []
         self.built: list[_Built] = []
         self.names: dict[str, Location] = {}
+        #: Sinks with a dead-letter topic, for the loop check across every file of the run.
+        self.dead_sinks: list[tuple[_File, YamlPath, DeadLetterSink]] = []
         #: Every value interpolation took from the environment or a file, in any file.
         self.secrets: set[str] = set()
 
@@ -336,7 +340,87 @@ class _Session:
             built.topic = self.template(file, name, (*path, "name"))
         elif isinstance(topic, str):
             built.topic = self.template(file, topic, (*path, "topic"))
+        self.topic_checks(file, built, raw, path)
         return built
+
+    def topic_checks(self, file: _File, built: _Built, raw: dict[Any, Any], path: YamlPath) -> None:
+        """Literal topic names obey the rule of :mod:`.topics`; a source does not dead-letter
+        into its own pipeline's topics; sinks are collected for the dead-letter loop check."""
+        from ..sinkloop import template_glob
+        from ..transforms.routing import RouteOptions
+
+        def check(text: Any, at: YamlPath, glob: bool = False) -> None:
+            if isinstance(text, str) and at not in file.failed:
+                problem = pattern_problem(text) if glob else topic_problem(text)
+                if problem is not None:
+                    file.report(at, problem)
+
+        if built.topic is not None and built.topic.is_literal:
+            at = (*path, "topic") if "topic" in raw else (*path, "name")
+            check(built.topic.literal, at)
+        # What the pipeline writes: its topic (a template gives a glob) and route targets.
+        written: list[str] = []
+        if built.topic is not None:
+            text = built.topic.text
+            written.append(
+                str(built.topic.literal) if built.topic.is_literal else template_glob(text)
+            )
+        for k, options in enumerate(built.options):
+            if isinstance(options, RouteOptions):
+                targets: list[tuple[str | None, YamlPath]] = [
+                    (options.topic, ("topic",)),
+                    (options.default, ("default",)),
+                ]
+                targets += [
+                    (r.topic, ("rules", m, "topic")) for m, r in enumerate(options.rules or [])
+                ]
+                for target, sub in targets:
+                    if target is None:
+                        continue
+                    if "{" in target:
+                        written.append(template_glob(target))
+                    else:
+                        check(target, (*path, "transforms", k, *sub))
+                        written.append(target)
+        source = raw.get("source")
+        errors = source.get("errors") if isinstance(source, dict) else None
+        if isinstance(errors, dict):
+            dlq = errors.get("dead_letter_topic")
+            at = (*path, "source", "errors", "dead_letter_topic")
+            check(dlq, at)
+            if isinstance(dlq, str) and any(fnmatch.fnmatchcase(dlq, w) for w in written):
+                file.report(
+                    at,
+                    f"the source dead-letters into {dlq!r}, a topic this pipeline writes "
+                    f"({', '.join(written)}): dead letters would be mixed with its records and "
+                    "delivered by its sinks; use a topic of their own, e.g. 'dlq.' + the "
+                    "pipeline name",
+                )
+        sinks = raw.get("sinks")
+        if not isinstance(sinks, list):
+            return
+        for j, sink in enumerate(sinks):
+            if not isinstance(sink, dict):
+                continue
+            sink_path = (*path, "sinks", j)
+            topics = sink.get("topics")
+            if isinstance(topics, list):
+                for k, pattern in enumerate(topics):
+                    check(pattern, (*sink_path, "topics", k), glob=True)
+                patterns = [t for t in topics if isinstance(t, str)]
+            else:
+                patterns = written[:1]
+            errors = sink.get("errors")
+            if not isinstance(errors, dict):
+                continue
+            dlq = errors.get("dead_letter_topic")
+            at = (*sink_path, "errors", "dead_letter_topic")
+            check(dlq, at)
+            if isinstance(dlq, str) and errors.get("tolerance") == "all" and built.name:
+                sink_name = sink.get("name") or sink.get("connector")
+                self.dead_sinks.append(
+                    (file, at, DeadLetterSink(f"{built.name}/{sink_name}", tuple(patterns), dlq))
+                )
 
     def sinks(self, file: _File, built: _Built, sinks: list[Any], path: YamlPath) -> None:
         names: dict[str, int] = {}
@@ -478,6 +562,10 @@ class _Session:
     # -- across files --------------------------------------------------------------------------
 
     def cross_checks(self) -> None:
+        sinks = [sink for _, _, sink in self.dead_sinks]
+        for index, message in dead_letter_loops(sinks):
+            file, at, _ = self.dead_sinks[index]
+            file.report(at, message)
         self.same_everywhere("store", "a different store")
         self.same_everywhere("retention", "a different retention")
         for file in self.files:

@@ -138,7 +138,7 @@ def parse_yaml(text: str, file: str) -> Document:
         try:
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
-            doc.problems.append(_yaml_problem(file, exc))
+            doc.problems.append(_yaml_problem(file, exc, text))
             return doc
         except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare
             doc.problems.append(Problem(Location(file, 1, 1), f"invalid YAML: {exc}"))
@@ -157,7 +157,7 @@ def parse_yaml(text: str, file: str) -> Document:
         try:
             doc.data = builder.build(root, ())
         except yaml.MarkedYAMLError as exc:
-            doc.problems.append(_yaml_problem(file, exc))
+            doc.problems.append(_yaml_problem(file, exc, text))
             doc.data = None
         except _Abort:
             doc.data = None
@@ -220,7 +220,7 @@ class _Abort(Exception):
     """Building stopped at a problem that is already recorded."""
 
 
-def _yaml_problem(file: str, exc: yaml.MarkedYAMLError) -> Problem:
+def _yaml_problem(file: str, exc: yaml.MarkedYAMLError, text: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = exc.problem or "invalid syntax"
@@ -231,7 +231,25 @@ def _yaml_problem(file: str, exc: yaml.MarkedYAMLError) -> Problem:
     if context:
         joiner = ", " if problem.startswith("but ") else ": "
         problem = f"{context}{joiner}{problem}"
+    tab = _tab_column(text, mark)
+    if tab is not None:  # PyYAML's messages do not say "tab" for most of these
+        column = tab
+        problem = "a tab character indents this line; YAML indents with spaces only"
     return Problem(Location(file, line, column), f"invalid YAML: {problem}")
+
+
+def _tab_column(text: str, mark: yaml.Mark | None) -> int | None:
+    """The 1-based column of a tab in the indentation of ``mark``'s line (or at the mark)."""
+    lines = text.splitlines()
+    if mark is None or mark.line >= len(lines):
+        return None
+    line = lines[mark.line]
+    indent = line[: len(line) - len(line.lstrip(" \t"))]
+    if "\t" in indent:
+        return indent.index("\t") + 1
+    if line[mark.column : mark.column + 1] == "\t":
+        return mark.column + 1
+    return None
 
 
 class _Builder:

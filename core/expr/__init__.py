@@ -7,8 +7,10 @@ a function: a comparison such as ``data.total >= 10`` costs well under a microse
 Names
     ``data`` is the record's payload. ``id``, ``source``, ``type``, ``specversion``,
     ``subject``, ``time``, ``datacontenttype`` and ``dataschema`` are its CloudEvent context
-    attributes. Any other bare name is an extension attribute (``partitionkey``); it is ``null``
-    when the record does not have it. ``true``, ``false`` and ``null`` are aliases of ``True``,
+    attributes. ``topic`` is the topic the record is routed to (in a sink's transforms, the one
+    it was stored in; in a pipeline's, the one a ``route`` gave it, else ``null``). Any other
+    bare name is an extension attribute (``partitionkey``); it is ``null`` when the record does
+    not have it. ``true``, ``false`` and ``null`` are aliases of ``True``,
     ``False`` and ``None``.
 
 Paths
@@ -60,8 +62,10 @@ Functions
     ``substr(s, start[, end])``
                              the part of a string (or array) from ``start`` up to, not
                              including, ``end``; negative positions count from the end.
-    ``int(x)``, ``float(x)`` numbers from numbers, booleans and numeric strings
-                             (``int(3.9)`` is 3; ``int('3.9')`` is an error); ``null`` for null.
+    ``int(x)``, ``float(x)`` numbers from numbers, booleans and numeric strings in the
+                             grammar of :mod:`meshconnect.numparse`, as ``cast`` reads them
+                             (``int(3.9)`` and ``int('3.9')`` are 3; ``int('1_000')``,
+                             ``float('nan')`` are errors); ``null`` for null.
     ``str(x)``               ``x`` as text, as a template renders it (objects and arrays as
                              compact JSON, booleans as ``true``/``false``); ``null`` for null.
     ``bool(x)``              truthiness, except that the strings ``true/yes/on/1`` and

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from .. import timefmt
+from .. import numparse, timefmt
 from . import _numeric, _regex
 from ._budget import (
     MAX_SIZE,
@@ -131,10 +131,8 @@ def _fn_int(x: Any) -> int | None:
     if x is None:
         return None
     check_to_int("int()", x)
-    if isinstance(x, Decimal):
-        return _numeric.integral("int", x, decimal.ROUND_DOWN)  # towards zero, as int(3.9)
-    if isinstance(x, (int, float, str)):
-        return int(x)
+    if isinstance(x, (int, float, str, Decimal)):
+        return numparse.to_int(x)  # the one number grammar, shared with `cast`
     raise TypeError(f"int() needs a number or a string, not {_type_name(x)}")
 
 
@@ -142,7 +140,7 @@ def _fn_float(x: Any) -> float | None:
     if x is None:
         return None
     if isinstance(x, (int, float, str, Decimal)):
-        return float(x)
+        return numparse.to_float(x)
     raise TypeError(f"float() needs a number or a string, not {_type_name(x)}")
 
 

@@ -19,7 +19,8 @@ MAX_LENGTH = 10_000
 #: Deepest nesting accepted (``a + b + c`` is two levels deep; ``data.a.b`` too).
 MAX_DEPTH = 100
 
-_CONTEXT = frozenset(CONTEXT_ATTRIBUTES) | {"data"}
+#: Names read from the record itself: the payload, the context attributes and the mesh topic.
+_CONTEXT = frozenset(CONTEXT_ATTRIBUTES) | {"data", "topic"}
 _ALIASES = {"true": True, "false": False, "null": None}
 _CONSTANT_TYPES = (str, int, float, bool, type(None))
 
@@ -551,8 +552,66 @@ def _addition(operands: list[ast.expr]) -> ast.expr:
 
 
 def _syntax_error(exc: SyntaxError, text: str, offset: int) -> ExpressionError:
-    """An ExpressionError for a SyntaxError in the one-line ``text`` (at ``offset``)."""
+    """An ExpressionError for a SyntaxError in the one-line ``text`` (at ``offset``): it
+    points at the offending token and says what was expected there."""
     # exc.offset is 1-based, in characters; 0 or None when the parser ran out of input.
     column = min(exc.offset - 1, len(text)) if exc.offset else len(text.rstrip())
     message = f"syntax error: {exc.msg}" if exc.msg else "syntax error"
+    found = _syntax_hint(text, column)
+    if found is not None:
+        column, hint = found
+        message = f"syntax error: {hint}"
+    elif "never closed" in message:
+        message += ": expected the closing bracket"
     return ExpressionError(message, text=text, column=offset + column)
+
+
+_VALUE = "a value (a path such as data.x, a literal or a function call)"
+_OPERATOR = (
+    "an operator (and, or, ==, !=, <, <=, >, >=, in, +, -, *, /, %) or the end of the expression"
+)
+_INSTEAD = {"&&": "and", "||": "or", "!": "not", "=": "=="}
+_WORDS = frozenset({"and", "or", "not", "in", "is", "if", "else"})
+
+
+def _syntax_hint(text: str, column: int) -> tuple[int, str] | None:
+    """(column, what is wrong and what was expected) for the bad token of ``text``; the
+    parser's ``column`` places it when nothing more specific is found."""
+    import io
+    import tokenize
+
+    tokens: list[tokenize.TokenInfo] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+                break
+            tokens.append(token)
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    for i, token in enumerate(tokens):
+        col = token.start[1]
+        if token.type == tokenize.ERRORTOKEN and token.string in ("'", '"'):
+            quote = token.string
+            return col, f"the string opened here is not closed: expected a closing {quote}"
+        if token.type in (tokenize.OP, tokenize.ERRORTOKEN) and not text.startswith(
+            ("!=", "=="), col
+        ):
+            for bad, good in _INSTEAD.items():
+                if text.startswith(bad, col):
+                    if bad == "=" and i and tokens[i - 1].string in ("<", ">", "!", "="):
+                        break
+                    return col, f"{bad!r} is not an operator here: use {good!r}"
+
+    def operand(token: tokenize.TokenInfo) -> bool:
+        if token.type == tokenize.NAME:
+            return token.string not in _WORDS
+        return token.type in (tokenize.NUMBER, tokenize.STRING) or token.string in ")]}"
+
+    if tokens and not operand(tokens[-1]) and tokens[-1].end[1] >= len(text.rstrip()):
+        last = tokens[-1].string
+        return len(text.rstrip()), f"the expression ends after {last!r}: expected {_VALUE}"
+    for i, token in enumerate(tokens):
+        if token.start[1] == column and i:
+            expected = _OPERATOR if operand(tokens[i - 1]) else _VALUE
+            return column, f"unexpected {token.string!r}: expected {expected}"
+    return None

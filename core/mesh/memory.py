@@ -237,10 +237,15 @@ class MemoryStore(MeshStore):
 
     async def reset_group(self, group: str, offsets: Mapping[str, int] | None) -> None:
         data = self._state()
-        if offsets is None:
-            data.groups.pop(group, None)
-        else:
-            data.groups[group] = _Group(check_offsets(offsets))
+        checked = check_offsets(offsets or {})
+        stored = data.groups.get(group)
+        if stored is None:
+            if checked:
+                data.groups[group] = _Group(checked)
+            return
+        stored.offsets = dict(checked)
+        if not stored.offsets and stored.state is None:
+            del data.groups[group]
 
     # -- retention -----------------------------------------------------------------------------
 

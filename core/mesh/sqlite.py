@@ -581,11 +581,7 @@ class SqliteStore(MeshStore):
 
         def work(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM group_offsets WHERE group_name = ?", (group,))
-            if offsets is None:
-                conn.execute("DELETE FROM group_states WHERE group_name = ?", (group,))
-                return
             conn.executemany(_UPSERT_GROUP_OFFSET, rows)
-            conn.execute(_UPSERT_GROUP_STATE, (group, None))
 
         await self._write(work)
 

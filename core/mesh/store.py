@@ -145,8 +145,11 @@ class MeshStore:
         raise NotImplementedError
 
     async def reset_group(self, group: str, offsets: Mapping[str, int] | None) -> None:
-        """Replace a group's offsets (``None``: delete the group, so it starts from the
-        beginning) and clear its state."""
+        """Replace a group's offsets (``None``: forget them all, so it reads from the
+        beginning) and **keep its sink state**: the sink resumes its output from what it last
+        committed (a file sink appends after the size it committed) instead of starting a fresh
+        output, which for a file sink would mean discarding the file. Rewinding re-delivers
+        records into that output; moving forward skips them."""
         raise NotImplementedError
 
     async def apply_retention(self, topic: str, retention: Retention) -> int:

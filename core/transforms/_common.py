@@ -1,8 +1,9 @@
 """What the built-in transforms share: option types, value copies and safe multi-path changes.
 
 * :class:`Options` is the base of every options model (unknown keys refused, frozen).
-* :data:`PathOption` is a field path checked when the pipeline is validated;
-  :data:`DataPathOption` one that must lie inside ``data`` (keys and indexes below it).
+* :data:`PathOption` is a field path a transform changes, checked when the pipeline is
+  validated; :data:`ReadPathOption` one it only reads (``topic`` too); :data:`DataPathOption`
+  one that must lie inside ``data`` (keys and indexes below it).
 * :func:`detach` gives a copy of a payload in which every object and array on the way to the
   given paths is a fresh (shallow) copy: a transform that changes several paths works on it and
   assigns it to ``record.data`` only when every change succeeded, so a record that raises
@@ -33,6 +34,7 @@ __all__ = [
     "DataPathOption",
     "Options",
     "PathOption",
+    "ReadPathOption",
     "detach",
     "fresh_copy",
     "kind_of",
@@ -45,12 +47,17 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def _check_path(text: str) -> str:
+def _check_readable(text: str) -> str:
     """Validate a field path in an options model (pydantic reports ValueErrors by location)."""
     try:
-        path = parse_path(text)
+        parse_path(text)
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
+    return text
+
+
+def _check_path(text: str) -> str:
+    path = parse_path(_check_readable(text))
     if not path.writable:
         raise ValueError(f"{path} cannot be changed")
     return text
@@ -65,6 +72,8 @@ def _check_data_path(text: str) -> str:
 
 #: A field path option, checked when the pipeline is validated.
 PathOption = Annotated[str, AfterValidator(_check_path)]
+#: A field path that is only read (it may be ``topic`` or ``specversion``).
+ReadPathOption = Annotated[str, AfterValidator(_check_readable)]
 #: A field path inside ``data`` (``data.a.b``, ``data.items[0]``), not ``data`` itself.
 DataPathOption = Annotated[str, AfterValidator(_check_data_path)]
 

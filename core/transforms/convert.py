@@ -3,7 +3,14 @@
 Both read every value first and write only when all converted, so a record with one value that
 cannot be converted raises :class:`~meshconnect.errors.DataError` and is left unchanged. A
 missing field is a DataError (the record does not have the shape the pipeline expects; guard
-optional fields with ``when``); a ``null`` stays ``null``.
+optional fields with ``when``). ``null`` is never missing: a ``null`` value stays ``null``, and
+so does everything below a ``null`` object, including a ``null`` payload (a tombstone), which
+passes through unchanged, as Kafka Connect's ``Cast`` and ``TimestampConverter`` pass
+tombstones.
+
+Numbers in text are read with the one grammar of :mod:`meshconnect.numparse` (Java's
+``BigDecimal``, which Kafka's ``Cast`` uses, in ASCII digits): ``"1_000"``, ``" 42"``,
+``"٤٢"``, ``"nan"`` and ``"0x10"`` are not numbers.
 
 Decimals
     ``cast`` to ``decimal`` gives a *string* in plain decimal notation (``"12.50"``,
@@ -18,7 +25,6 @@ Decimals
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from datetime import tzinfo
 from decimal import Decimal, InvalidOperation
@@ -29,10 +35,11 @@ from pydantic import Field, field_validator
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from ..expr import render_value
-from ..timefmt import check_format, format_time, parse_time, zone
+from ..numparse import describe, parse_number, to_float, to_int
+from ..timefmt import FORMATS, check_format, read_instant, write_instant, zone, zone_hint
 from . import Transform
-from ._common import Options, PathOption, kind_of, nested, own
-from .paths import FieldPath, parse_path
+from ._common import Options, PathOption, nested, own
+from .paths import MISSING, FieldPath, parse_path
 
 if TYPE_CHECKING:
     from ..expr import Compiler
@@ -51,49 +58,11 @@ __all__ = [
 CastType = Literal["int", "float", "string", "bool", "decimal", "timestamp"]
 Converter = Callable[[Any], Any]
 
-_MISSING: Any = object()
+_MISSING: Any = MISSING
 _TRUE = frozenset(("true", "yes", "on", "1"))
 _FALSE = frozenset(("false", "no", "off", "0", ""))
 
-
-def _short(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
-    return kind_of(value)
-
-
-def _to_int(value: Any) -> int:
-    if isinstance(value, int):  # bool too: 1 / 0
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value} has no integer value")
-        return int(value)  # towards zero, as int() in expressions
-    if isinstance(value, Decimal):  # a JSON number with a fraction
-        if not value.is_finite() or value.adjusted() >= MAX_DECIMAL_DIGITS:
-            raise ValueError(f"{value} has no integer value of at most {MAX_DECIMAL_DIGITS} digits")
-        return int(value)  # towards zero, exact
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            raise ValueError(f"{_short(value)} is not a whole number") from None
-    raise ValueError(f"{_short(value)} cannot become an integer")
-
-
-def _to_float(value: Any) -> float:
-    if isinstance(value, int | float | Decimal):
-        result = float(value)
-    elif isinstance(value, str):
-        try:
-            result = float(value.strip())
-        except ValueError:
-            raise ValueError(f"{_short(value)} is not a number") from None
-    else:
-        raise ValueError(f"{_short(value)} cannot become a number")
-    if not math.isfinite(result):
-        raise ValueError(f"{_short(value)} is not a finite number (JSON has no NaN or infinity)")
-    return result
+_short = describe
 
 
 def _to_string(value: Any) -> str:
@@ -155,16 +124,23 @@ def to_decimal(value: Any) -> str:
     return format(number, "f")
 
 
+def _to_decimal(value: Any) -> str:
+    """:func:`to_decimal` of a value whose text, if it is text, is in the number grammar."""
+    if isinstance(value, str):
+        parse_number(value)  # ValueError for "1_000", " 1", "nan", "٤٢", ...
+    return to_decimal(value)
+
+
 def _to_timestamp(value: Any) -> str:
-    return str(format_time(parse_time(value, "auto"), "iso"))
+    return str(write_instant(read_instant(value, "auto"), "iso"))
 
 
 _CONVERTERS: dict[str, Converter] = {
-    "int": _to_int,
-    "float": _to_float,
+    "int": to_int,  # numbers cut towards zero, booleans 1/0, text in the number grammar
+    "float": to_float,
     "string": _to_string,
     "bool": _to_bool,
-    "decimal": to_decimal,
+    "decimal": _to_decimal,
     "timestamp": _to_timestamp,
 }
 
@@ -179,22 +155,23 @@ def _convert_all(
     steps: Sequence[tuple[FieldPath, Converter]],
     inner: list[FieldPath],
 ) -> list[tuple[FieldPath, Any]]:
-    """Every path's converted value (``null`` stays ``null``); DataError on the first that
-    is missing or cannot be converted. Nothing is written; the objects on the way down nested
-    paths (``inner``) are made the record's own (:func:`~._common.own`), ready for the
-    writes."""
+    """Every path's converted value; DataError on the first that is missing or cannot be
+    converted. A path whose value is ``null`` (or lies below a ``null``) is left out: it stays
+    as it is. Nothing is written; the objects on the way down nested paths (``inner``) are
+    made the record's own (:func:`~._common.own`), ready for the writes."""
     out = []
     for path, convert in steps:
-        found, value = path.get(record)
-        if not found:
+        value = path.find(record)
+        if value is None:
+            continue
+        if value is _MISSING:
             raise DataError(f"{name}: {path} is missing")
-        if value is not None:
-            try:
-                value = convert(value)
-            except (ValueError, OverflowError) as exc:
-                raise DataError(f"{name}: {path}: {exc}") from None
-        out.append((path, value))
-    own(record, inner)
+        try:
+            out.append((path, convert(value)))
+        except (ValueError, OverflowError) as exc:
+            raise DataError(f"{name}: {path}: {exc}") from None
+    if out:
+        own(record, inner)
     return out
 
 
@@ -206,7 +183,7 @@ class CastOptions(Options):
         min_length=1,
         description="Path → type: int, float, string, bool, decimal (a canonical decimal "
         "string) or timestamp (an ISO 8601 string in UTC, from ISO text or epoch "
-        "milliseconds).",
+        "milliseconds). Numeric strings follow one strict grammar (see the page).",
     )
 
 
@@ -217,8 +194,9 @@ class Cast(Transform):
 
     def __init__(self, steps: list[tuple[FieldPath, Converter]]) -> None:
         self.type_name = "cast"
-        # Written deepest first, so a written path never breaks another.
-        self.steps = sorted(steps, key=lambda s: len(s[0].segments), reverse=True)
+        # Attributes first (a write there can fail), then data paths deepest first, so a
+        # written path never breaks another and a failure changes nothing.
+        self.steps = sorted(steps, key=lambda s: (s[0].kind == "data", -len(s[0].segments)))
         self._single = self.steps[0] if len(self.steps) == 1 else None
         self._nested = nested(path for path, _ in self.steps)
         self._key: str | None = None
@@ -244,16 +222,17 @@ class Cast(Transform):
         single = self._single
         if single is not None:  # one path: read, convert, write, no lists
             path, convert = single
-            found, value = path.get(record)
-            if not found:
+            value = path.find(record)
+            if value is None:  # null, below a null, or a tombstone: stays
+                return record
+            if value is _MISSING:
                 raise DataError(f"cast: {path} is missing")
-            if value is not None:
-                try:
-                    value = convert(value)
-                except (ValueError, OverflowError) as exc:
-                    raise DataError(f"cast: {path}: {exc}") from None
-                own(record, self._nested)
-                path.set(record, value, create=False)
+            try:
+                value = convert(value)
+            except (ValueError, OverflowError) as exc:
+                raise DataError(f"cast: {path}: {exc}") from None
+            own(record, self._nested)
+            path.set(record, value, create=False)
             return record
         for path, value in _convert_all("cast", record, self.steps, self._nested):
             path.set(record, value, create=False)
@@ -283,7 +262,7 @@ def _check_target(path: FieldPath, kind: str, allowed: dict[str, frozenset[str]]
 
 def _time_format(parsing: bool) -> Callable[[str], str]:
     # Messages that do not repeat the value: `validate` never echoes config values.
-    named = "auto, epoch_s, epoch_ms, iso" if parsing else "epoch_s, epoch_ms, iso"
+    named = ", ".join(FORMATS if parsing else FORMATS[1:])
 
     def check(text: str) -> str:
         try:
@@ -302,13 +281,16 @@ class TimestampConvertOptions(Options):
         "auto",
         alias="from",
         description="How the values are written: auto (ISO 8601 text, or epoch milliseconds "
-        "as a number or digits), epoch_s, epoch_ms, iso, or a strftime pattern such as "
-        "'%d/%m/%Y %H:%M'.",
+        "as a number or numeric text), epoch_s, epoch_ms, epoch_us, epoch_ns, iso (iso_s, "
+        "iso_ms, iso_us, iso_ns: rounded down to that precision), or a strftime pattern such "
+        "as '%d/%m/%Y %H:%M'.",
     )
     to: str = Field(
         "iso",
         description="How to write them: iso (ISO 8601 with the zone's offset, Z for UTC), "
-        "epoch_s, epoch_ms (integers), or a strftime pattern such as '%Y-%m-%d'.",
+        "iso_s, iso_ms, iso_us, iso_ns (exactly 0, 3, 6 or 9 fraction digits), epoch_s, "
+        "epoch_ms, epoch_us, epoch_ns (integers, rounded down), or a strftime pattern such "
+        "as '%Y-%m-%d'.",
     )
     timezone: str = Field(
         "UTC", description="The zone times are written in (an IANA name such as Europe/Berlin)."
@@ -324,9 +306,7 @@ class TimestampConvertOptions(Options):
         try:
             zone(name)
         except ValueError:
-            raise ValueError(
-                "not a known time zone: use an IANA name such as Europe/Berlin, or UTC"
-            ) from None
+            raise ValueError(f"not a known time zone: {zone_hint(name)}") from None
         return name
 
 
@@ -341,10 +321,10 @@ class TimestampConvert(Transform):
         self.type_name = "timestamp_convert"
 
         def convert(value: Any) -> Any:
-            return format_time(parse_time(value, source, tz=input_tz), target, tz=tz)
+            return write_instant(read_instant(value, source, tz=input_tz), target, tz=tz)
 
         self.steps = sorted(
-            ((p, convert) for p in paths), key=lambda s: len(s[0].segments), reverse=True
+            ((p, convert) for p in paths), key=lambda s: (s[0].kind == "data", -len(s[0].segments))
         )
         self._nested = nested(paths)
 
@@ -380,8 +360,8 @@ SPECS = [
         name="timestamp_convert",
         options_model=TimestampConvertOptions,
         factory=_make_timestamp_convert,
-        description="Convert times between epoch seconds/milliseconds, ISO 8601 and strftime "
-        "formats, in any time zone.",
+        description="Convert times between epoch seconds/milliseconds/microseconds/"
+        "nanoseconds, ISO 8601 and strftime formats, in any time zone.",
         examples=[
             "- type: timestamp_convert\n  fields: [data.created_ms]\n  from: epoch_ms\n  to: iso",
             "- type: timestamp_convert\n  fields: [data.day]\n  from: iso\n  to: '%d.%m.%Y'\n"

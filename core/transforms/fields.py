@@ -4,6 +4,11 @@
 Every ``apply`` checks everything that can fail before it changes the record (or works on a
 :func:`~._common.detach`-ed copy of ``data`` and assigns it at the end), so a record that raises
 :class:`~meshconnect.errors.DataError` goes to the dead-letter topic as it came in.
+
+A record whose ``data`` is ``null`` (a tombstone) keeps it: ``insert_field`` into or from
+``data`` and ``replace_field`` pass it through unchanged (as Kafka Connect's ``InsertField``
+and ``ReplaceField`` do); what they do to attributes and extensions, and ``drop_fields``, they
+do to a tombstone too.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from ._common import (
     DataPathOption,
     Options,
     PathOption,
+    ReadPathOption,
     detach,
     fresh_copy,
     kind_of,
     nested,
     own,
 )
-from .paths import FieldPath, parse_path
+from .paths import MISSING, FieldPath, parse_path
 
 if TYPE_CHECKING:
     from ..expr import Compiler, Template
@@ -68,12 +74,12 @@ class InsertFieldOptions(Options):
     template: str | None = Field(
         None, description="A template rendered per record, e.g. '{data.city}, {data.country}'."
     )
-    from_: PathOption | None = Field(
+    from_: ReadPathOption | None = Field(
         None,
         alias="from",
         description="Copy the value at this path: a CloudEvent attribute (subject, time, id, "
-        "source, type, …), an extension (partitionkey) or a data path. A missing value is a "
-        "data error.",
+        "source, type, …), an extension (partitionkey), topic (the topic the record is routed "
+        "to) or a data path. A missing value is a data error; null is copied.",
     )
 
     @field_validator("value")
@@ -133,11 +139,15 @@ class InsertField(Transform):
         self._key = (
             path.segments[0] if fixed and top and isinstance(path.segments[0], str) else None
         )
+        #: Whether it writes into or copies from data (then a tombstone is left alone).
+        self._uses_data = path.kind == "data" or (source is not None and source.kind == "data")
 
     def apply(self, record: Record) -> Record:
         key = self._key
         if key is not None and record.data.__class__ is dict:  # a fixed scalar, top level
             record.data[key] = self.value
+            return record
+        if record.data is None and self._uses_data:  # a tombstone stays one
             return record
         if self._nested:
             own(record, self._nested)
@@ -145,8 +155,8 @@ class InsertField(Transform):
         if template is not None:
             self.path.set(record, template.render(record))
         elif self.source is not None:
-            found, value = self.source.get(record)
-            if not found:
+            value = self.source.find(record)
+            if value is MISSING:
                 raise DataError(f"insert_field: {self.source} is missing")
             self.path.set(record, fresh_copy(value))
         elif self._blob is not None:
@@ -192,8 +202,9 @@ class ReplaceFieldOptions(Options):
     )
     rename: dict[DataPathOption, DataPathOption] = Field(
         default_factory=dict,
-        description="Move each field to a new path, in order (after include and exclude), e.g. "
-        "{data.cust_id: data.customer.id}. A missing field is skipped.",
+        description="Move fields to new paths (after include and exclude), all at once as one "
+        "mapping, so {data.a: data.b, data.b: data.a} swaps them; e.g. {data.cust_id: "
+        "data.customer.id}. A missing field is skipped; a target that exists is replaced.",
     )
 
     @model_validator(mode="after")
@@ -221,10 +232,17 @@ class ReplaceField(Transform):
         self.include = include
         self.exclude = exclude
         self.rename = rename
+        self._rename_paths = [path for pair in rename for path in pair]
+        self._sources_deepest_first = sorted(
+            ((i, source, target) for i, (source, target) in enumerate(rename)),
+            key=lambda item: -len(item[1].segments),
+        )
 
     def apply(self, record: Record) -> Record:
         data = record.data
         if data.__class__ is not dict:
+            if data is None:  # a tombstone: nothing to keep, drop or rename
+                return record
             raise DataError(f"replace_field: data is {kind_of(data)}, not an object")
         work = scratch(data)
         if self.include is not None:
@@ -238,13 +256,20 @@ class ReplaceField(Transform):
             work.data = detach(work.data, self.exclude)
             for path in self.exclude:
                 path.delete(work)
-        for source, target in self.rename:
-            found, value = source.get(work)
-            if not found:
-                continue
-            work.data = detach(work.data, (source, target))
-            source.delete(work)
-            target.set(work, value)
+        if self.rename:
+            # One simultaneous mapping, as Kafka's ReplaceField renames: every source is taken
+            # out (the deepest first, so an object moves without the fields moved out of it)
+            # before any target is set, so {a: b, b: a} swaps.
+            work.data = detach(work.data, self._rename_paths)
+            moves: list[tuple[int, FieldPath, Any]] = []
+            for order, source, target in self._sources_deepest_first:
+                found, value = source.get(work)
+                if found:
+                    source.delete(work)
+                    moves.append((order, target, value))
+            moves.sort(key=lambda move: move[0])
+            for _, target, value in moves:
+                target.set(work, value)
         record.data = work.data
         return record
 
@@ -261,6 +286,12 @@ def _make_replace_field(options: ReplaceFieldOptions, compiler: Compiler) -> Rep
     for source, target in rename:
         if source.contains(target) or target.contains(source):
             raise ConfigError(f"rename: {source} and {target} are inside one another")
+    targets = [target for _, target in rename]
+    for i, target in enumerate(targets):
+        for other in targets[i + 1 :]:
+            if target.contains(other) or other.contains(target):
+                which = "the same target" if target == other else "targets inside one another"
+                raise ConfigError(f"rename: {target} and {other} are {which}")
     return ReplaceField(include, exclude, rename)
 
 

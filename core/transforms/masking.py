@@ -2,6 +2,13 @@
 
 Modes
     ``redact``   the value becomes ``replacement`` (``****``).
+    ``typed``    the value becomes the empty value of its own type, as Kafka Connect's
+                 ``MaskField`` does: ``0`` (an integer), ``0.0`` (a float), ``Decimal(0)``,
+                 ``false``, ``""``, ``[]`` or ``{}``. With ``replacement`` (a number, or text)
+                 numbers and strings become it, read as their own type: text through the
+                 number grammar of :mod:`meshconnect.numparse` for a number (an integer field
+                 takes a whole number only), a number as text for a string; a boolean, an
+                 array or an object with a ``replacement`` is a DataError, as in Kafka.
     ``hash``     the value becomes the hex SHA-256 of ``salt`` + value: the same value always
                  gives the same hash, so masked values can still be joined and counted.
     ``encrypt``  the value becomes a ciphertext string (AES-GCM, key from ``key``); reversible
@@ -16,8 +23,9 @@ Ciphertext format (version 1)
     normally as ``${env:NAME}``. A wrong key, or a ciphertext that was changed, fails the GCM
     check: a :class:`~meshconnect.errors.DataError`, never a wrong value.
 
-A value that is missing or ``null`` is left alone in every mode. A path through a value of the
-wrong shape is a DataError, raised before the record is changed.
+A value that is missing or ``null`` is left alone in every mode, and so is a ``null`` payload
+(a tombstone). A path through a value of the wrong shape is a DataError, raised before the
+record is changed.
 """
 
 from __future__ import annotations
@@ -27,13 +35,15 @@ import binascii
 import hashlib
 import os
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, StrictFloat, StrictInt, StrictStr, model_validator
 
 from .. import jsonvalue
 from ..api import TransformSpec
 from ..errors import DataError
+from ..numparse import parse_number
 from . import Transform
 from ._common import Options, PathOption, kind_of, nested, own
 from .paths import FieldPath, parse_path
@@ -72,13 +82,19 @@ class MaskOptions(Options):
     fields: list[PathOption] = Field(
         min_length=1, description="Paths of the values to mask, e.g. data.email."
     )
-    mode: Literal["redact", "hash", "encrypt", "decrypt"] = Field(
+    mode: Literal["redact", "typed", "hash", "encrypt", "decrypt"] = Field(
         "redact",
-        description="redact: replace the value with `replacement`; hash: replace it with the "
-        "hex SHA-256 of salt + value (the same value always gives the same hash); encrypt: "
-        "replace it with an AES-GCM ciphertext string (`enc:v1:…`); decrypt: the way back.",
+        description="redact: replace the value with `replacement`; typed: replace it with the "
+        "empty value of its own type (0, 0.0, false, '', [], {}) or with `replacement` read as "
+        "that type, as Kafka's MaskField; hash: replace it with the hex SHA-256 of salt + "
+        "value (the same value always gives the same hash); encrypt: replace it with an "
+        "AES-GCM ciphertext string (`enc:v1:…`); decrypt: the way back.",
     )
-    replacement: str = Field("****", description="What a redacted value becomes (mode redact).")
+    replacement: StrictStr | StrictInt | StrictFloat | None = Field(
+        None,
+        description="What a masked value becomes: mode redact, text (default '****'); mode "
+        "typed, a number or text that numbers and strings become (default: the empty value).",
+    )
     salt: SecretStr | None = Field(
         None,
         description="Secret prefix hashed with each value (mode hash), e.g. ${env:MASK_SALT}. "
@@ -92,8 +108,13 @@ class MaskOptions(Options):
 
     @model_validator(mode="after")
     def _check_mode_options(self) -> MaskOptions:
-        if self.mode != "redact" and "replacement" in self.model_fields_set:
-            raise ValueError(f"replacement only applies to mode redact, not {self.mode}")
+        given = "replacement" in self.model_fields_set and self.replacement is not None
+        if self.mode not in ("redact", "typed") and given:
+            raise ValueError(f"replacement only applies to modes redact and typed, not {self.mode}")
+        if self.mode == "redact" and given and not isinstance(self.replacement, str):
+            raise ValueError("replacement of mode redact is text (quote it: '0')")
+        if self.mode == "typed" and self.replacement in ("",):
+            raise ValueError("replacement of mode typed must not be empty (leave it out for '')")
         if self.mode != "hash" and "salt" in self.model_fields_set:
             raise ValueError(f"salt only applies to mode hash, not {self.mode}")
         crypto = self.mode in ("encrypt", "decrypt")
@@ -115,9 +136,77 @@ def _as_bytes(value: Any) -> bytes:
     return jsonvalue.dumps(value, sort_keys=True, strict=True)
 
 
+def _redact_text(options: MaskOptions) -> str:
+    return options.replacement if isinstance(options.replacement, str) else "****"
+
+
 def _redactor(options: MaskOptions) -> Masker:
-    replacement = options.replacement
+    replacement = _redact_text(options)
     return lambda value: replacement
+
+
+def _typed(options: MaskOptions) -> Masker:
+    """The empty value of the value's own type, or ``replacement`` read as that type."""
+    given = options.replacement
+    if given is None:
+
+        def empty(value: Any) -> Any:
+            cls = value.__class__
+            if cls is str:
+                return ""
+            if cls is bool:
+                return False
+            if cls is int:
+                return 0
+            if cls is float:
+                return 0.0
+            if cls is Decimal:
+                return Decimal(0)
+            if cls is list:
+                return []
+            if cls is dict:
+                return {}
+            raise DataError(f"cannot mask {kind_of(value)} by its type")
+
+        return empty
+    # The replacement as a number, when it reads as one; as text (for strings).
+    number: Any
+    if isinstance(given, str):
+        try:
+            number = parse_number(given)
+        except ValueError:
+            number = None
+        text = given
+    else:
+        number = given if isinstance(given, int) else Decimal(repr(given))
+        text = str(given) if isinstance(given, int) else repr(given)
+
+    def replace(value: Any) -> Any:
+        cls = value.__class__
+        if cls is str:
+            return text
+        if cls is bool or cls is list or cls is dict:
+            raise DataError(
+                f"cannot mask {kind_of(value)} with a replacement (only numbers and "
+                "strings take one; leave replacement out for false, [] or {})"
+            )
+        if number is None:
+            raise DataError(
+                f"cannot mask {kind_of(value)} with the replacement {given!r}: it is not a number"
+            )
+        if cls is int:
+            if number.__class__ is not int:
+                raise DataError(
+                    f"cannot mask an integer with the replacement {text}: it is not a whole number"
+                )
+            return number
+        if cls is float:
+            return float(number)
+        if cls is Decimal:
+            return Decimal(number)
+        raise DataError(f"cannot mask {kind_of(value)} by its type")
+
+    return replace
 
 
 def _hasher(options: MaskOptions) -> Masker:
@@ -179,6 +268,7 @@ def _decryptor(options: MaskOptions) -> Masker:
 
 _MASKERS: dict[str, Callable[[MaskOptions], Masker]] = {
     "redact": _redactor,
+    "typed": _typed,
     "hash": _hasher,
     "encrypt": _encryptor,
     "decrypt": _decryptor,
@@ -204,7 +294,9 @@ class Mask(Transform):
         replacement: str | None = None,
     ) -> None:
         self.type_name = "mask"
-        self.paths = sorted(paths, key=lambda p: len(p.segments), reverse=True)
+        # Attributes and extensions first (setting one can fail: an empty subject is not a
+        # CloudEvent's), then data paths deepest first, so a failure changes nothing.
+        self.paths = sorted(paths, key=lambda p: (p.kind == "data", -len(p.segments)))
         self.masker = masker
         self.mode = mode
         # One path with a masker that cannot fail: a single walk (the common, fast case).
@@ -248,7 +340,7 @@ class Mask(Transform):
 
 def _make_mask(options: MaskOptions, compiler: Compiler) -> Mask:
     paths = [parse_path(text) for text in options.fields]
-    replacement = options.replacement if options.mode == "redact" else None
+    replacement = _redact_text(options) if options.mode == "redact" else None
     return Mask(paths, _MASKERS[options.mode](options), options.mode, replacement)
 
 
@@ -257,11 +349,12 @@ SPECS = [
         name="mask",
         options_model=MaskOptions,
         factory=_make_mask,
-        description="Redact, hash, encrypt or decrypt sensitive values (missing ones are left "
-        "alone).",
+        description="Redact, mask by type (0, false, '', [], {}), hash, encrypt or decrypt "
+        "sensitive values (missing and null ones are left alone).",
         examples=[
             "- type: mask\n  fields: [data.email, data.card.number]",
             "- type: mask\n  fields: [data.email]\n  mode: hash\n  salt: ${env:MASK_SALT}",
+            "- type: mask\n  fields: [data.age, data.vip, data.tags]\n  mode: typed",
             "- type: mask\n  fields: [data.email, data.phone]\n  mode: encrypt\n"
             "  key: ${env:MASK_KEY}",
         ],

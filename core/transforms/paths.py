@@ -8,12 +8,16 @@ A field path names one value::
     data.items[0].sku           an array element (negative indexes count from the end)
     data['weird key']           any key, quoted with ' or " (backslash escapes the quote)
     subject, type, time, ...    a CloudEvent context attribute
+    topic                       the topic the record is routed to (read only; see below)
     partitionkey                any other bare name: an extension attribute
 
 Keys written after a dot are letters, digits, ``_`` and ``-``; names and dotted keys starting
 with ``_`` are refused, as in expressions: write ``data['_id']`` (quoted keys may start with one
 ``_``, not two). Extension names are lower-case letters and digits, as CloudEvents requires.
-Only ``data`` paths go deeper than one name.
+Only ``data`` paths go deeper than one name. ``topic`` is not part of the CloudEvent but the
+mesh topic of the record: in a sink's transforms the topic it was stored in, in a pipeline's
+transforms the one a ``route`` gave it (none before); it can be read (``insert_field`` with
+``from: topic``, as Kafka Connect's ``InsertField`` ``topic.field``), not changed.
 
 :func:`parse_path` parses a path once into a :class:`FieldPath` whose ``get``, ``set`` and
 ``delete`` work on records without parsing again. Their contract:
@@ -22,6 +26,10 @@ Only ``data`` paths go deeper than one name.
   way is *not found*. A value on the way that is not an object (for a key) or an array (for an
   index) is a :class:`~meshconnect.errors.DataError`: the record does not have the expected
   shape.
+* ``find(record) -> value | MISSING``: the same walk, but ``null`` is never missing: a ``null``
+  payload (a tombstone) or a ``null`` on the way gives ``None``, the value of every path
+  below it; only a key absent from an object (or an index out of range, or an absent
+  attribute or extension) is :data:`MISSING`.
 * ``set(record, value, create=True)`` checks the whole way before it changes anything, so a
   record it refuses is left untouched. With ``create`` it makes missing (or ``null``) objects on
   the way; it never makes arrays or array elements.
@@ -44,7 +52,7 @@ from ..records import kind_of as _kind_of
 if TYPE_CHECKING:
     from ..records import Record
 
-__all__ = ["FieldPath", "parse_path"]
+__all__ = ["MISSING", "FieldPath", "parse_path"]
 
 Segment = str | int
 Kind = Literal["data", "attribute", "extension"]
@@ -52,7 +60,11 @@ Kind = Literal["data", "attribute", "extension"]
 #: Context attributes every record has; they cannot be removed.
 REQUIRED_ATTRIBUTES = frozenset(("id", "source", "type", "specversion"))
 
+_READ_ONLY = frozenset(("specversion", "topic"))
+
 _MISSING: Any = object()
+#: What :meth:`FieldPath.find` returns for a path that leads to no value (``null`` is a value).
+MISSING: Any = _MISSING
 _ABSENT: tuple[bool, Any] = (False, None)
 
 _ROOT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -101,8 +113,9 @@ class FieldPath:
 
     @property
     def writable(self) -> bool:
-        """Whether ``set`` may change it (``specversion`` is always 1.0)."""
-        return self.name != "specversion"
+        """Whether ``set`` may change it (``specversion`` is always 1.0; ``topic`` is read
+        only)."""
+        return self.name not in _READ_ONLY
 
     @property
     def removable(self) -> bool:
@@ -121,6 +134,11 @@ class FieldPath:
     def get(self, record: Record) -> tuple[bool, Any]:
         """``(True, value)`` when the path leads to a value, else ``(False, None)``."""
         raise NotImplementedError
+
+    def find(self, record: Record) -> Any:
+        """The value, ``None`` for a ``null`` (on the way too), :data:`MISSING` when absent."""
+        found, value = self.get(record)
+        return value if found else _MISSING
 
     def set(self, record: Record, value: Any, *, create: bool = True) -> None:
         """Set the value, making missing objects on the way when ``create`` is true."""
@@ -201,6 +219,25 @@ class _DataPath(FieldPath):
         if -len(container) <= last < len(container):
             return True, container[last]
         return _ABSENT
+
+    def find(self, record: Record) -> Any:
+        node = record.data
+        for depth, seg in enumerate(self.segments):
+            if node is None:
+                return None
+            if isinstance(seg, str):
+                if not isinstance(node, dict):
+                    raise self._mismatch(depth, node, "read")
+                node = node.get(seg, _MISSING)
+                if node is _MISSING:
+                    return _MISSING
+            else:
+                if not isinstance(node, list):
+                    raise self._mismatch(depth, node, "read")
+                if not -len(node) <= seg < len(node):
+                    return _MISSING
+                node = node[seg]
+        return node
 
     def set(self, record: Record, value: Any, *, create: bool = True) -> None:
         segments = self.segments
@@ -302,6 +339,12 @@ class _DataKeyPath(_DataPath):
             return _ABSENT if value is _MISSING else (True, value)
         return super().get(record)
 
+    def find(self, record: Record) -> Any:
+        data = record.data
+        if data.__class__ is dict:
+            return data.get(self._key, _MISSING)
+        return super().find(record)
+
     def set(self, record: Record, value: Any, *, create: bool = True) -> None:
         data = record.data
         if data.__class__ is dict:
@@ -378,6 +421,9 @@ class _DataRootPath(FieldPath):
     def get(self, record: Record) -> tuple[bool, Any]:
         return (False, None) if record.data is None else (True, record.data)
 
+    def find(self, record: Record) -> Any:
+        return record.data
+
     def set(self, record: Record, value: Any, *, create: bool = True) -> None:
         record.data = value
         record.null_data = value is None  # setting data to null is a null payload
@@ -419,6 +465,21 @@ class _AttributePath(FieldPath):
         had = getattr(record, self.name) is not None
         setattr(record, self.name, None)
         return had
+
+
+class _TopicPath(_AttributePath):
+    """``topic``: the mesh topic of the record (read only)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__("topic")
+
+    def set(self, record: Record, value: Any, *, create: bool = True) -> None:
+        raise DataError("cannot set topic: it is read only (use route to choose a topic)")
+
+    def delete(self, record: Record) -> bool:
+        raise DataError("cannot delete topic: it is read only")
 
 
 class _ExtensionPath(FieldPath):
@@ -512,6 +573,8 @@ def parse_path(text: str) -> FieldPath:
         raise _bad(text, f"{name} has no fields: only data paths go deeper", root.end())
     if name in CONTEXT_ATTRIBUTES:
         return _AttributePath(name)
+    if name == "topic":
+        return _TopicPath()
     if not _EXTENSION.fullmatch(name):
         raise _bad(
             text,

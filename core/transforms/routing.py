@@ -20,8 +20,8 @@ from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from ..expr import render_value
 from . import Transform, build_context
-from ._common import Options, PathOption, fresh_copy
-from .paths import FieldPath, parse_path
+from ._common import Options, ReadPathOption, fresh_copy
+from .paths import MISSING, FieldPath, parse_path
 
 if TYPE_CHECKING:
     from ..expr import Compiler, Predicate, Template
@@ -207,7 +207,7 @@ def _check_extension(name: str) -> str:
 
 
 class SetKeyOptions(Options):
-    fields: list[PathOption] = Field(
+    fields: list[ReadPathOption] = Field(
         min_length=1,
         description="The fields the key is made of. One field: its value as text; several: "
         "the compact JSON array of their values.",
@@ -220,7 +220,11 @@ class SetKeyOptions(Options):
 
 
 class SetKey(Transform):
-    """Sets the ``partitionkey`` extension (the record's key) from fields."""
+    """Sets the ``partitionkey`` extension (the record's key) from fields.
+
+    A field that is ``null`` (or below a ``null``) or missing is a DataError; a tombstone
+    (``null`` data) keeps the key it came with when the key is made of data fields.
+    """
 
     copies_nested_objects = True
 
@@ -228,6 +232,7 @@ class SetKey(Transform):
         self.type_name = "set_key"
         self.paths = paths
         self.extension = extension
+        self._from_data = any(path.kind == "data" for path in paths)
         segments = paths[0].segments if len(paths) == 1 and paths[0].kind == "data" else ()
         keys = tuple(seg for seg in segments if isinstance(seg, str))
         if keys and len(keys) == len(segments):
@@ -253,18 +258,18 @@ class SetKey(Transform):
         return apply
 
     def _value(self, record: Record, path: FieldPath) -> Any:
-        found, value = path.get(record)
-        if not found or value is None:
-            raise DataError(f"set_key: {path} is {'null' if found else 'missing'}")
+        value = path.find(record)
+        if value is None or value is MISSING:
+            raise DataError(f"set_key: {path} is {'null' if value is None else 'missing'}")
         return value
 
     def apply(self, record: Record) -> Record:
+        if record.data is None and self._from_data:  # a tombstone keeps the key it has
+            return record
         paths = self.paths
         if len(paths) == 1:
-            found, value = paths[0].get(record)
-            if value is None:
-                raise DataError(f"set_key: {paths[0]} is {'null' if found else 'missing'}")
-            key = value if value.__class__ is str else render_value(value)
+            key = self._value(record, paths[0])
+            key = key if key.__class__ is str else render_value(key)
         else:
             values = [self._value(record, path) for path in paths]
             try:

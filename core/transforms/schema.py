@@ -10,7 +10,10 @@ the pipeline is loaded; ``$ref`` between them works by file name or ``$id``.
 ``schema:`` names the schema a record must match, as a template: ``order.json`` for every
 record, or ``{type}.json`` to pick one by the record's type. A record that does not match
 raises :class:`~meshconnect.errors.DataError` naming the failing value's path (``data.items[0]
-.qty``), the reason and the schema location; the record is not changed.
+.qty``), the reason and the schema location; the record is not changed. A record whose
+``data`` is ``null`` (a tombstone, a delete) is not validated when ``field`` is a data path:
+it passes unchanged (drop tombstones with ``filter`` ``where: data != null`` if they must not
+pass).
 
 Numbers
     Record data holds exact numbers (``int`` and ``Decimal``, see :mod:`meshconnect.jsonvalue`),
@@ -36,7 +39,7 @@ from .. import jsonvalue
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from . import Transform, build_context
-from ._common import Options, PathOption
+from ._common import Options, ReadPathOption
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -60,7 +63,7 @@ class ValidateOptions(Options):
         description="The schema each record must match: a file name in the directory, or a "
         "template such as '{type}.json'.",
     )
-    field: PathOption = Field("data", description="The value to validate (data by default).")
+    field: ReadPathOption = Field("data", description="The value to validate (data by default).")
     formats: bool = Field(
         False, description="Also check `format` keywords (date-time, email, uri, …)."
     )
@@ -217,6 +220,7 @@ class Validate(Transform):
         self.validators = validators
         self.schema = schema
         self.directory = directory
+        self._of_data = path.kind == "data"
         self._only = validators.get(schema.literal) if schema.literal is not None else None
         from jsonschema.exceptions import best_match
 
@@ -233,6 +237,8 @@ class Validate(Transform):
                 raise DataError(
                     f"validate: no schema {name!r} in {self.directory} (it has: {known})"
                 )
+        if record.data is None and self._of_data:  # a tombstone has nothing to validate
+            return record
         _, value = self.path.get(record)  # a missing value is validated as null
         error = self._best_match(validator.iter_errors(value))
         if error is None:

@@ -4,6 +4,11 @@
 Each builds the new value first and assigns it last, so a record that raises
 :class:`~meshconnect.errors.DataError` is left as it came in. None of them changes the objects
 of the old payload in place.
+
+A record whose ``data`` is ``null`` (a tombstone) passes through all of them unchanged (a
+``template`` into an attribute or extension still sets it): a delete stays a delete. ``null``
+is never missing: ``flatten``/``unflatten`` of a ``null`` object leave it ``null``, and
+``extract_field`` of a ``null`` field (or of a field below a ``null``) makes ``data`` null.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from ..errors import ConfigError, DataError
 from ..expr import sole_placeholder
 from . import Transform
 from ._common import DataPathOption, Options, PathOption, fresh_copy, kind_of, nested, own
-from .paths import FieldPath, parse_path
+from .paths import MISSING, FieldPath, parse_path
 
 if TYPE_CHECKING:
     from ..expr import Compiler
@@ -40,13 +45,17 @@ __all__ = [
 ]
 
 
-def _object_at(path: FieldPath, record: Record, name: str) -> dict[str, Any]:
-    found, value = path.get(record)
-    if not found:
+def _object_at(path: FieldPath, record: Record, name: str) -> dict[str, Any] | None:
+    """The object at ``path``; None when it is ``null`` (or below one); DataError when it is
+    missing or not an object."""
+    value = path.find(record)
+    if value.__class__ is dict:
+        return value
+    if value is None:
+        return None
+    if value is MISSING:
         raise DataError(f"{name}: {path} is missing")
-    if value.__class__ is not dict:
-        raise DataError(f"{name}: {path} is {kind_of(value)}, not an object")
-    return value
+    raise DataError(f"{name}: {path} is {kind_of(value)}, not an object")
 
 
 # -- flatten / unflatten --------------------------------------------------------------------------
@@ -76,6 +85,8 @@ class Flatten(Transform):
 
     def apply(self, record: Record) -> Record:
         source = _object_at(self.path, record, "flatten")
+        if source is None:  # null stays null
+            return record
         out: dict[str, Any] = {}
         self._walk(source, "", out)
         own(record, self._nested)
@@ -117,6 +128,8 @@ class Unflatten(Transform):
 
     def apply(self, record: Record) -> Record:
         source = _object_at(self.path, record, "unflatten")
+        if source is None:  # null stays null
+            return record
         sep = self.separator
         out: dict[str, Any] = {}
         made: set[int] = set()  # the objects this made (only those may take more keys)
@@ -166,7 +179,8 @@ class ExtractFieldOptions(Options):
 
 
 class ExtractField(Transform):
-    """Replaces ``data`` by the value at ``path`` (a missing value is a DataError)."""
+    """Replaces ``data`` by the value at ``path`` (a missing value is a DataError; ``null``,
+    also below a ``null`` object, makes ``data`` null; a tombstone stays one)."""
 
     copies_nested_objects = True
 
@@ -175,10 +189,13 @@ class ExtractField(Transform):
         self.path = path
 
     def apply(self, record: Record) -> Record:
-        found, value = self.path.get(record)
-        if not found:
+        value = self.path.find(record)
+        if value is MISSING:
             raise DataError(f"extract_field: {self.path} is missing")
+        if value is None and record.data is None:  # a tombstone stays as it came
+            return record
         record.data = value
+        record.null_data = value is None  # an extracted null is a null payload
         return record
 
 
@@ -204,6 +221,8 @@ class HoistField(Transform):
 
     def apply(self, record: Record) -> Record:
         value = record.data
+        if value is None:  # a tombstone stays one (a delete must not become an object)
+            return record
         for key in reversed(self.keys):
             value = {key: value}
         record.data = value
@@ -241,8 +260,11 @@ class TemplateTransform(Transform):
         self.path = path
         self.build = build
         self._nested = nested([path])
+        self._into_data = path.kind == "data"
 
     def apply(self, record: Record) -> Record:
+        if record.data is None and self._into_data:  # a tombstone stays one
+            return record
         value = self.build(record)
         own(record, self._nested)
         self.path.set(record, value)
