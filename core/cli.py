@@ -622,8 +622,7 @@ def topics_tail(
 async def _tail(
     store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int | None
 ) -> None:
-    import orjson
-
+    from . import jsonvalue
     from .textsafe import printable_json
 
     await store.open()
@@ -648,7 +647,7 @@ async def _tail(
             limit = 1000 if stop is None else min(1000, stop - offset)
             records = await store.read(topic, offset, limit) if limit > 0 else []
             for record in records:
-                line = orjson.dumps(record.to_dict())
+                line = jsonvalue.dumps(record.to_dict())
                 if not line.isascii():  # escape what a terminal would act on, JSON intact
                     line = printable_json(line.decode()).encode()
                 out.write(line + b"\n")

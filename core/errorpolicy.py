@@ -15,15 +15,18 @@ records, so a crash never replays a dead letter twice and a second run only repl
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
+from . import jsonvalue
 from .config.interpolate import redact
 from .config.model import ErrorPolicy, RetryPolicy
 from .errors import Classifier, DataError, RetriableError, StoreError, classify
@@ -262,6 +265,72 @@ def dead_letters(
     return out
 
 
+def _lenient(value: Any) -> Any:
+    """orjson ``default`` for :func:`storable`: the nearest JSON value of a non-JSON one."""
+    if isinstance(value, Decimal):
+        return jsonvalue.default(value) if value.is_finite() else str(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    return f"<{type(value).__name__}: not JSON>"
+
+
+def storable(data: Any) -> Any:
+    """The nearest JSON value to ``data`` that the store can keep, for a dead letter whose
+    data is not JSON (a transform made NaN or an object): sets become arrays, bytes base64
+    text, NaN and infinities ``null`` (a ``Decimal`` one its name as text), keys text, other
+    objects ``"<Type: not JSON>"``; data nested deeper than the store keeps is cut at
+    :data:`~meshconnect.jsonvalue.MAX_DEPTH` levels (``"<nested deeper: not kept>"``). Never a
+    Python repr: the dead letter stays valid JSON that can be replayed."""
+    if jsonvalue.depth(data, jsonvalue.MAX_DEPTH) > jsonvalue.MAX_DEPTH:
+        data = _cut(data, jsonvalue.MAX_DEPTH)
+    try:
+        blob = orjson.dumps(data, _lenient, orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # integers beyond 64 bits, which orjson writes only as fragments
+        blob = orjson.dumps(_big_ints(data), _lenient, orjson.OPT_NON_STR_KEYS)
+    return jsonvalue.loads(blob, max_depth=None)
+
+
+def _big_ints(value: Any) -> Any:
+    """``value`` (at most MAX_DEPTH deep) with integers beyond 64 bits as orjson fragments."""
+    if value.__class__ is int and not -(2**63) <= value < 2**64:
+        return orjson.Fragment(str(value))
+    if isinstance(value, dict):
+        return {k: _big_ints(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_big_ints(v) for v in value]
+    return value
+
+
+def _cut(value: Any, levels: int) -> Any:
+    """``value`` with what lies deeper than ``levels`` replaced by a marker (no recursion)."""
+    marker = "<nested deeper: not kept>"
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 1)]
+    while stack:
+        item, parent, key, level = stack.pop()
+        if isinstance(item, dict):
+            if level > levels:
+                parent[key] = marker
+                continue
+            copy: Any = {}
+            for k, v in item.items():
+                stack.append((v, copy, k, level + 1))
+        elif isinstance(item, list | tuple | set | frozenset):
+            if level > levels:
+                parent[key] = marker
+                continue
+            items = list(item)
+            copy = [None] * len(items)
+            for i, v in enumerate(items):
+                stack.append((v, copy, i, level + 1))
+        else:
+            copy = item
+        parent[key] = copy
+    return root[0]
+
+
 def _storable_copy(record: Record) -> Record:
     """A copy of ``record`` that the store always accepts and that is a valid CloudEvent, so a
     dead letter can never fail to be stored (and be dead-lettered again, forever).
@@ -269,8 +338,9 @@ def _storable_copy(record: Record) -> Record:
     Attributes and extensions that break a CloudEvents rule are taken out and kept, as the
     JSON text of ``{name: value}`` (values that are not JSON as their ``repr``), in the
     ``errorattributes`` extension; a required one (``id``, ``source``, ``type``) is replaced by
-    a fresh id, ``meshconnect`` and ``meshconnect.record``. Data the store cannot keep (a
-    ``set``, an object, an integer beyond 64 bits) becomes its ``repr`` text."""
+    a fresh id, ``meshconnect`` and ``meshconnect.record``. Data the store cannot keep (NaN, an
+    object, nesting deeper than Python can write) becomes the nearest JSON value
+    (:func:`storable`), never a Python repr."""
     extensions = record.extensions
     data = record.data
     dead = Record.fast(
@@ -310,15 +380,12 @@ def _storable_copy(record: Record) -> Record:
         except (TypeError, ValueError):  # keys that are not strings, a recursive value
             text = ascii(kept)
         dead.extensions[ERROR_ATTRIBUTES] = text
-    try:
-        orjson.dumps(dead.data)
-    except TypeError:  # data the store cannot keep (a set, an object, deep nesting): its text
-        if not isinstance(dead.data, bytes | bytearray):
-            try:
-                dead.data = repr(dead.data)
-            except RecursionError:
-                dead.data = f"<{type(dead.data).__name__} nested too deeply to show>"
-            dead.datacontenttype = "text/plain"
+    data = dead.data
+    if data is not None and not isinstance(data, str | bytes | bytearray):
+        try:
+            jsonvalue.dumps(data)
+        except TypeError:  # data the store cannot keep (NaN, an object, deep nesting)
+            dead.data = storable(data)
     return dead
 
 

@@ -49,8 +49,10 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from . import jsonvalue
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -510,13 +512,17 @@ def _constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant)
+# Numbers as meshconnect.jsonvalue reads them: exact Decimals, ints of any size.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object, parse_constant=_constant, parse_float=Decimal
+)
 
 
 def loads_event(text: str | bytes) -> Any:
     """The JSON value of one line of ``format: cloudevents``. ``ValueError`` for invalid JSON,
     invalid UTF-8, ``NaN``/``Infinity`` and a key that appears twice in one object. Integers
-    are exact ``int``; other numbers ``float`` (as orjson reads them everywhere else)."""
+    are exact ``int``; other numbers exact ``Decimal`` (as :mod:`meshconnect.jsonvalue` reads
+    them everywhere else), nesting at most ``jsonvalue.MAX_DEPTH`` levels."""
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode("utf-8")
     try:
@@ -525,6 +531,7 @@ def loads_event(text: str | bytes) -> Any:
         raise ValueError("nested too deeply (arrays and objects within each other)") from None
     if _skip_ws(text, end) != len(text):
         raise ValueError(f"extra data after the JSON value at character {end}")
+    jsonvalue.check_depth(text, value)
     return value
 
 

@@ -14,47 +14,65 @@ Values
       its sign);
     * a JSON number with a fraction or an exponent is a :class:`decimal.Decimal` built from the
       exact text: ``1.10`` keeps scale 2, ``169299987.35345112`` every digit, ``1e400`` is
-      representable. Never a ``float``.
+      representable, ``-0.0`` keeps its sign. Never a ``float``.
 
     Python ``float`` values made by code (``cast: float``, a plugin) stay floats; code that takes
     numbers accepts ``int``, ``float`` and ``Decimal``.
 
 Numbers on the way out
-    :func:`dumps` writes a ``Decimal`` read by :func:`loads` with the very text it was read
-    from (``1e400`` stays ``1e400``, ``1E-7`` stays ``1E-7``, ``0.00000001`` stays
-    ``0.00000001``), and any other ``Decimal`` with ``str()`` (the General Decimal Arithmetic
-    to-scientific-string: every digit, the scale kept, e.g. ``1.10``, ``1E+3``), so
-    ``loads(dumps(v)) == v`` and ``dumps(loads(t)) == t`` for every JSON number ``t``
-    (a ``Decimal`` with exponent 0, such as ``Decimal("5")``, is the JSON integer ``5``).
-    Floats are written in their shortest round-trip form (orjson). NaN and infinities (float or
-    Decimal) are refused: JSON has none.
+    :func:`dumps` writes a ``Decimal`` with ``str()``, the General Decimal Arithmetic
+    to-scientific-string: every digit and the exponent kept, so ``loads(dumps(v)) == v`` with
+    the same digits and scale. A number written in plain notation (``1.10``,
+    ``169299987.35345112``, ``-0.0``, ``0.000001``: what JSON writers produce for usual
+    magnitudes) comes out byte for byte as it came in. An exponent form comes out in that
+    canonical form: ``1e400`` as ``1E+400``, ``1.5e-7`` as ``1.5E-7``, and so does a plain
+    number below 1e-6 (``0.00000001`` as ``1E-8``): the same number, digits and scale, in
+    other characters. (Keeping those characters too costs a Python call per number on the way
+    in, measured at ~9 % of the file pipeline.) A ``Decimal`` with exponent 0, such as
+    ``Decimal("5")``, is the JSON integer ``5``. Floats are written in their shortest
+    round-trip form. NaN and infinities (float or Decimal) are refused: JSON has none.
 
 Limits
     Objects and arrays nest at most :data:`MAX_DEPTH` (128, serde_json's default) levels deep;
     deeper input is refused by :func:`loads` with :class:`JSONValueError`, so that every value
-    it returns can be stored, copied, validated and written again (orjson writes at most 254
-    levels; recursive code such as JSON Schema validation needs several stack frames a level).
+    it returns can be stored, copied, validated and written again (orjson, which transforms
+    use, writes at most 254 levels; recursive code such as JSON Schema validation needs several
+    stack frames a level).
     Duplicate keys in an object: the last one wins (as ECMAScript's ``JSON.parse``, orjson and
     Python's ``json`` do). Lone UTF-16 surrogates (``"\\ud800"``) are refused: the text could
     not be written as UTF-8 again.
 
 Implementation
-    Decoding is msgspec's decoder with a ``float_hook`` (one pass in C; a ``Decimal`` per
-    number with a fraction or exponent). Encoding is orjson with a ``default`` that writes a
-    ``Decimal`` as an ``orjson.Fragment`` of its text; integers beyond 64 bits (which orjson
-    refuses) take a slower second pass. Both are measured in ``docs/benchmarks.md``.
+    msgspec both ways, chosen by measuring (``docs/benchmarks.md``): its decoder takes a
+    ``float_hook`` (``Decimal`` itself: no Python code per number; orjson has no hook and makes
+    every fraction and every integer beyond 64 bits a binary float), and its encoder writes
+    ``Decimal`` and integers of any size in C (orjson needs a Python ``default`` per Decimal
+    and refuses integers beyond 64 bits). :func:`default` serves code that calls orjson itself.
+    :func:`decode_unchecked` and :func:`check_depth` split :func:`loads` for a hot loop that
+    handles errors itself (the file source).
 """
 
 from __future__ import annotations
 
 import math
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 import orjson
 
-__all__ = ["MAX_DEPTH", "JSONValueError", "default", "depth", "dumps", "loads"]
+__all__ = [
+    "MAX_DEPTH",
+    "JSONValueError",
+    "check_depth",
+    "decode_unchecked",
+    "default",
+    "depth",
+    "dumps",
+    "dumps_each",
+    "error_text",
+    "loads",
+]
 
 #: Deepest nesting of objects and arrays :func:`loads` accepts (``[]`` is 1, ``[[]]`` is 2).
 MAX_DEPTH = 128
@@ -65,69 +83,61 @@ class JSONValueError(ValueError):
     :data:`MAX_DEPTH`, an integer beyond Python's digit limit); the message says which."""
 
 
-class _TextDecimal(Decimal):
-    """A ``Decimal`` read from JSON text whose ``str()`` is not that text (an exponent form such
-    as ``1e400``, or a positional form as small as ``0.0000001``): it keeps the text, so that
-    :func:`dumps` writes it back byte for byte. Arithmetic on it gives plain ``Decimal``."""
-
-    __slots__ = ("text",)
-    text: str
-
-    def __new__(cls, text: str) -> _TextDecimal:
-        self = Decimal.__new__(cls, text)
-        self.text = text
-        return self
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_TextDecimal, (self.text,))
-
-    def __copy__(self) -> _TextDecimal:
-        return self
-
-    def __deepcopy__(self, memo: Any) -> _TextDecimal:
-        return self
-
-
-_TINY = ("0.000000", "-0.000000")
-
-
-def _number(text: str) -> Decimal:
-    """The ``Decimal`` of a JSON number with a fraction or an exponent.
-
-    ``str(Decimal(t)) == t`` for positional text unless the number is below 1e-6 (then
-    ``str`` switches to exponent notation): only those and exponent forms keep their text."""
-    if "e" in text or "E" in text or text.startswith(_TINY):
-        return _TextDecimal(text)
-    return Decimal(text)
-
-
-_decoder = msgspec.json.Decoder(float_hook=_number)
+#: The decoder: every number with a fraction or exponent becomes ``Decimal(text)``, in C.
+_decoder = msgspec.json.Decoder(float_hook=Decimal)
 _decode = _decoder.decode
 
 
-def loads(text: str | bytes | bytearray | memoryview) -> Any:
+#: ``msgspec``'s decode, no depth check, its own exceptions: see :func:`loads` and
+#: :func:`error_text`. For a loop that catches ``(ValueError, RecursionError, ArithmeticError)``.
+decode_unchecked = _decoder.decode
+
+
+def error_text(exc: BaseException) -> str:
+    """Why :func:`decode_unchecked` (or a text decode before it) failed, for a message."""
+    if isinstance(exc, msgspec.ValidationError):  # an integer beyond the digit limit
+        return f"{exc}: integers are limited to 4300 digits"
+    if isinstance(exc, RecursionError):
+        return f"nested deeper than {MAX_DEPTH} levels"
+    if isinstance(exc, ArithmeticError):  # InvalidOperation: an exponent beyond Decimal's
+        return "a number out of range"
+    return str(exc)
+
+
+def check_depth(
+    text: str | bytes | bytearray | memoryview, value: Any, max_depth: int = MAX_DEPTH
+) -> None:
+    """:class:`JSONValueError` when ``value`` (decoded from ``text``) nests deeper than
+    ``max_depth``; cheap unless ``text`` holds more than ``max_depth`` opening brackets."""
+    # Depth d needs d opening and d closing brackets (the text parsed, so they balance): a
+    # short text cannot be too deep; count the opening ones before walking anything.
+    if len(text) <= 2 * max_depth or not isinstance(value, dict | list):
+        return
+    if isinstance(text, str):
+        brackets = text.count("[") + text.count("{")
+    else:
+        raw = bytes(text) if isinstance(text, memoryview) else text
+        brackets = raw.count(b"[") + raw.count(b"{")
+    if brackets > max_depth and depth(value, max_depth) > max_depth:
+        raise JSONValueError(f"nested deeper than {max_depth} levels")
+
+
+def loads(text: str | bytes | bytearray | memoryview, *, max_depth: int | None = MAX_DEPTH) -> Any:
     """The value of one JSON text (UTF-8 bytes or str); :class:`JSONValueError` when it is not
-    valid JSON, is nested deeper than :data:`MAX_DEPTH`, or holds a number Python cannot make
-    (an integer longer than 4,300 digits, an exponent beyond ``Decimal``'s range)."""
+    valid JSON, is nested deeper than ``max_depth``, or holds a number Python cannot make
+    (an integer longer than 4,300 digits, an exponent beyond ``Decimal``'s range).
+
+    ``max_depth=None`` is for text meshconnect wrote itself (the mesh store's): it was checked
+    on the way in, and may have grown deeper by transforms; the decoder then stops only where
+    Python's recursion limit does."""
     try:
         value = _decode(text)
-    except msgspec.ValidationError as exc:  # an integer beyond the digit limit
-        raise JSONValueError(f"{exc}: integers are limited to 4300 digits") from None
-    except msgspec.DecodeError as exc:
-        raise JSONValueError(str(exc)) from None
-    except RecursionError:
-        raise JSONValueError(f"nested deeper than {MAX_DEPTH} levels") from None
-    except (InvalidOperation, ValueError, OverflowError) as exc:
-        raise JSONValueError(f"a number out of range: {type(exc).__name__}") from None
-    if len(text) > MAX_DEPTH and isinstance(value, dict | list):
-        # Depth d needs d opening brackets: count them before walking anything.
-        if isinstance(text, str):
-            brackets = text.count("[") + text.count("{")
-        else:
-            raw = bytes(text) if isinstance(text, memoryview) else text
-            brackets = raw.count(b"[") + raw.count(b"{")
-        if brackets > MAX_DEPTH and depth(value, MAX_DEPTH) > MAX_DEPTH:
-            raise JSONValueError(f"nested deeper than {MAX_DEPTH} levels")
+    except (ValueError, RecursionError, ArithmeticError) as exc:
+        if isinstance(exc, RecursionError) and max_depth is None:
+            raise JSONValueError("nested deeper than Python can read") from None
+        raise JSONValueError(error_text(exc)) from None
+    if max_depth is not None:
+        check_depth(text, value, max_depth)
     return value
 
 
@@ -156,8 +166,6 @@ def default(value: Any) -> Any:
     """orjson's ``default`` for the values :func:`loads` makes that orjson does not know:
     a finite ``Decimal`` becomes an ``orjson.Fragment`` of its exact text. ``TypeError`` for
     anything else, and for a NaN or infinite ``Decimal``."""
-    if value.__class__ is _TextDecimal:
-        return orjson.Fragment(value.text)
     if isinstance(value, Decimal):
         if value.is_finite():
             return orjson.Fragment(str(value))
@@ -165,34 +173,73 @@ def default(value: Any) -> Any:
     raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
-_OPTIONS = {
-    (False, False): 0,
-    (True, False): orjson.OPT_SORT_KEYS,
-    (False, True): orjson.OPT_APPEND_NEWLINE,
-    (True, True): orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE,
+def _enc_hook(value: Any) -> Any:
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+_encoders = {
+    order: msgspec.json.Encoder(decimal_format="number", enc_hook=_enc_hook, order=order)
+    for order in (None, "sorted")
 }
+_NON_FINITE = "NaN and infinity are not JSON numbers (JSON has no NaN or infinity)"
 
 
-def dumps(value: Any, *, sort_keys: bool = False, newline: bool = False) -> bytes:
+def dumps(
+    value: Any, *, sort_keys: bool = False, newline: bool = False, strict: bool = False
+) -> bytes:
     """``value`` as compact UTF-8 JSON (plus ``\\n`` with ``newline``; keys sorted with
-    ``sort_keys``). Numbers as the module docstring says.
+    ``sort_keys``). Numbers as the module docstring says; values JSON lacks in their JSON form:
+    a tuple or set as an array, bytes as base64 text, a ``datetime`` as RFC 3339 text, a
+    non-string key as text.
 
-    ``TypeError`` (orjson's ``JSONEncodeError``) when ``value`` is not a JSON value: a set,
-    bytes, an object, a non-string key, NaN or infinity, nesting deeper than 254 levels."""
-    option = _OPTIONS[sort_keys, newline]
+    ``TypeError`` when ``value`` cannot be written: NaN or infinity (float or Decimal), an
+    object of another type, nesting deeper than Python's recursion limit. With ``strict``, also
+    for sets, bytes and non-string keys (whose JSON form is not one text: a set's order varies
+    from run to run), as a key or a hash must be."""
+    if strict:
+        return _dumps_strict(value, sort_keys, newline)
+    try:
+        out = _encoders["sorted" if sort_keys else None].encode(value)
+    except (ValueError, RecursionError) as exc:  # a NaN Decimal; nesting
+        raise TypeError(
+            _NON_FINITE if isinstance(exc, ValueError) else "nested too deep to write"
+        ) from None
+    if b"null" in out and _non_finite(value):
+        raise TypeError(_NON_FINITE)
+    return out + b"\n" if newline else out
+
+
+def dumps_each(values: list[Any]) -> list[bytes]:
+    """:func:`dumps` of each value (a batch encoder for the mesh store: the per-value work is
+    msgspec's, in C, Decimals included). ``TypeError`` when one of them cannot be written."""
+    encode = _encoders[None].encode
+    try:
+        out = [encode(v) for v in values]
+    except (ValueError, RecursionError):
+        return [dumps(v) for v in values]  # raises the error, with its message
+    if any(b"null" in blob for blob in out):
+        for blob, value in zip(out, values, strict=True):
+            if b"null" in blob and _non_finite(value):
+                raise TypeError(_NON_FINITE)
+    return out
+
+
+def _dumps_strict(value: Any, sort_keys: bool, newline: bool) -> bytes:
+    option = (orjson.OPT_SORT_KEYS if sort_keys else 0) | (
+        orjson.OPT_APPEND_NEWLINE if newline else 0
+    )
     try:
         out = orjson.dumps(value, default, option)
     except TypeError as exc:
         if "64-bit" not in str(exc):
             cause = exc.__cause__  # what ``default`` said, which orjson's message hides
             raise TypeError(str(cause) if cause is not None else str(exc)) from None
-        # Integers beyond 64 bits: orjson refuses them without asking ``default``.
-        try:
+        try:  # integers beyond 64 bits, which orjson refuses without asking ``default``
             out = orjson.dumps(_big_ints(value), default, option)
         except RecursionError:
-            raise TypeError("Recursion limit reached") from None
+            raise TypeError("nested too deep to write") from None
     if b"null" in out and _non_finite(value):
-        raise TypeError("NaN and infinity are not JSON numbers")
+        raise TypeError(_NON_FINITE)
     return out
 
 
@@ -208,7 +255,8 @@ def _big_ints(value: Any) -> Any:
 
 
 def _non_finite(value: Any) -> bool:
-    """Whether a float NaN or infinity hides in ``value`` (orjson writes them as ``null``)."""
+    """Whether a float NaN or infinity hides in ``value`` (msgspec and orjson write them as
+    ``null``)."""
     stack = [value]
     while stack:
         item = stack.pop()

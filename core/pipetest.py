@@ -44,6 +44,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -398,9 +399,14 @@ def _diff(
     return "\n".join(lines)
 
 
+def _json_default(value: Any) -> Any:
+    """A Decimal (an exact JSON number) as the float a YAML test file can write; else repr."""
+    return float(value) if isinstance(value, Decimal) else repr(value)
+
+
 def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)
+    return json.dumps(value, sort_keys=True, default=_json_default)
 
 
 def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=repr, ensure_ascii=False)
+    return json.dumps(value, indent=2, sort_keys=True, default=_json_default, ensure_ascii=False)

@@ -26,8 +26,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from . import jsonvalue
 from .api import Flushed, Sink
 from .errorpolicy import backoff_delay, dead_letters, retry_transforms, retrying
 from .errors import (
@@ -386,5 +385,7 @@ def _deep_copy(record: Record) -> Record:
     nested objects in place): from the store's JSON when it is at hand."""
     copy = record.copy()
     encoded = record.encoded_data
-    copy.data = orjson.loads(encoded) if encoded is not None else fresh_copy(record.data)
+    copy.data = (
+        jsonvalue.loads(encoded, max_depth=None) if encoded is not None else fresh_copy(record.data)
+    )
     return copy

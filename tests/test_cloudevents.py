@@ -848,8 +848,8 @@ async def test_set_attributes_rendering_a_bad_time_dead_letters_the_record(tmp_p
 async def test_data_nested_deeper_than_the_store_holds_is_dead_lettered_whole(
     tmp_path: Path,
 ) -> None:
-    """600 levels parse, but the store's JSON writer stops at 254: the dead letter keeps the
-    data as text, and the worker goes on."""
+    """600 levels: more than meshconnect.jsonvalue reads (128), so the line is not an event;
+    the dead letter is the raw line (never a repr), and the worker goes on."""
     deep = "[" * 600 + "]" * 600
     line = json.dumps({**BASE, "id": "deep"})[:-1] + ', "data": ' + deep + "}"
     config = write_input(tmp_path, [event(id="before"), line, event(id="after")])
@@ -861,9 +861,10 @@ async def test_data_nested_deeper_than_the_store_holds_is_dead_lettered_whole(
         os.chdir(old)
     assert [e["id"] for e in written(tmp_path / "out" / "events.jsonl")] == ["before", "after"]
     (letter,) = written(tmp_path / "out" / "dlq.jsonl")
-    assert letter["id"] == "deep" and letter["errorstage"] == "store"
+    assert letter["errorstage"] == "source"
+    assert "nested deeper than 128 levels" in letter["errormessage"]
     assert letter["datacontenttype"] == "text/plain"
-    assert letter["data"] == deep  # its repr, which for nested empty lists is the JSON
+    assert letter["data"] == line  # the raw line, replayable once fixed
 
 
 # -- the spec's own examples ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -280,7 +281,7 @@ def test_chained_comparison_evaluates_the_middle_once() -> None:
         ("bool('False')", False),
         ("bool(data.tags)", True),
         ("abs(-3)", 3),
-        ("round(2.567, 2)", 2.57),
+        ("round(2.567, 2)", Decimal("2.57")),
         ("min(3, 1, 2)", 1),
         ("max(data.items[0].qty, data.items[1].qty)", 2),
         ("max([4, null, 9])", 9),

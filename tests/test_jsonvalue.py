@@ -60,28 +60,47 @@ def test_numbers_with_a_fraction_or_exponent_are_exact_decimals(
     [
         "1.10",
         "169299987.35345112",
-        "1e400",
         "-0.0",
         "1E-7",
-        "0.0000001",
-        "0.00000001",
+        "1E+400",
         "1.5E+300",
-        "-2.50e-3",
-        "1e-400",
+        "0.000001",
         "123456789012345678901234567890",
         "-123456789012345678901234567890.000000000000000000001",
         "0.000000",
-        "0.0000000",
-        "5E0",
-        "0e0",
-        "1.7976931348623157e308",
-        "5e-324",
+        "0E-7",
+        "1.7976931348623157E+308",
+        "5E-324",
     ],
 )
-def test_numbers_round_trip_byte_for_byte(text: str) -> None:
+def test_numbers_in_plain_or_canonical_form_round_trip_byte_for_byte(text: str) -> None:
     doc = f'{{"v":{text},"nested":[1,{{"w":[{text}]}}]}}'
     assert dumps(loads(doc)).decode() == doc
     assert dumps(loads(text)).decode() == text
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("1e400", "1E+400"),
+        ("0.0000001", "1E-7"),
+        ("0.00000001", "1E-8"),
+        ("-2.50e-3", "-0.00250"),
+        ("1e-400", "1E-400"),
+        ("0.0000000", "0E-7"),
+        ("5E0", "5"),
+        ("0e0", "0"),
+        ("1.5e3", "1.5E+3"),
+        ("15e2", "1.5E+3"),
+    ],
+)
+def test_exponent_forms_come_out_canonical_with_the_same_digits_and_scale(
+    text: str, canonical: str
+) -> None:
+    """Python's to-scientific-string: the same number, digits and exponent, other characters
+    (the module docstring says why)."""
+    assert dumps(loads(text)).decode() == canonical
+    assert Decimal(canonical).as_tuple() == loads(text).as_tuple()
 
 
 def test_a_decimal_made_by_code_keeps_digits_and_scale() -> None:
@@ -91,7 +110,7 @@ def test_a_decimal_made_by_code_keeps_digits_and_scale() -> None:
 
 
 def test_floats_made_by_code_stay_floats_in_shortest_form() -> None:
-    assert dumps({"f": 0.1, "g": 1e16}) == b'{"f":0.1,"g":1e+16}'
+    assert dumps({"f": 0.1, "g": 1e16}) == b'{"f":0.1,"g":1e16}'
 
 
 @pytest.mark.parametrize(
@@ -164,22 +183,36 @@ def test_bytes_and_str_give_the_same_value() -> None:
     assert loads(text) == {"s": "é😀", "n": [1, Decimal("2.5"), Decimal("1e3")]}
 
 
-@pytest.mark.parametrize("value", [{1, 2}, b"x", {1: 2}, object()])
-def test_values_that_are_not_json_are_refused(value: object) -> None:
-    with pytest.raises(TypeError):
+@pytest.mark.parametrize("value", [object(), {"a": [Decimal("1"), object()]}, {"f": print}])
+def test_values_that_have_no_json_form_are_refused(value: object) -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps(value)
+
+
+def test_values_json_lacks_are_written_in_their_json_form() -> None:
+    assert dumps({"set": {2}, "bytes": b"\x00\xff", "tuple": (1, 2), 7: "int key"}) == (
+        b'{"set":[2],"bytes":"AP8=","tuple":[1,2],"7":"int key"}'
+    )
+
+
+def test_nesting_beyond_what_python_can_write_is_a_type_error() -> None:
+    value: list[object] = []
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(TypeError, match="nested too deep"):
         dumps(value)
 
 
 def test_sorted_keys_and_newline() -> None:
     assert dumps({"b": loads("1e400"), "a": 1}, sort_keys=True, newline=True) == (
-        b'{"a":1,"b":1e400}\n'
+        b'{"a":1,"b":1E+400}\n'
     )
 
 
-def test_decimals_read_from_text_copy_and_pickle_with_their_text() -> None:
-    value = loads('{"v":[1e400,0.00000001]}')
+def test_decimals_read_from_text_copy_and_pickle_with_their_digits() -> None:
+    value = loads('{"v":[1e400,0.00000001,1.10]}')
     for again in (copy.deepcopy(value), copy.copy(value), pickle.loads(pickle.dumps(value))):
-        assert dumps(again) == b'{"v":[1e400,0.00000001]}'
+        assert dumps(again) == b'{"v":[1E+400,1E-8,1.10]}'
 
 
 def test_arithmetic_on_a_decimal_read_from_text_is_plain_decimal() -> None:
@@ -187,3 +220,18 @@ def test_arithmetic_on_a_decimal_read_from_text_is_plain_decimal() -> None:
     assert value + 1 == Decimal("101")
     assert type(value + 1) is Decimal
     assert value == Decimal("100") and hash(value) == hash(Decimal(100)) == hash(100)
+
+
+@pytest.mark.parametrize("value", [{1, 2}, b"x", {1: 2}, [frozenset()]])
+def test_strict_refuses_what_has_no_single_json_text(value: object) -> None:
+    with pytest.raises(TypeError):
+        dumps(value, strict=True)
+
+
+def test_strict_writes_numbers_as_dumps_does() -> None:
+    value = loads('{"b":[1e400,1.10,123456789012345678901234567890],"a":-0.0}')
+    assert dumps(value, strict=True, sort_keys=True, newline=True) == (
+        b'{"a":-0.0,"b":[1E+400,1.10,123456789012345678901234567890]}\n'
+    )
+    with pytest.raises(TypeError, match="NaN"):
+        dumps([Decimal("NaN")], strict=True)

@@ -255,3 +255,22 @@ async def test_records_and_positions_survive_sigkill_together(tmp_path: Path) ->
         committed.append(position)
 
     assert committed == sorted(committed) and committed[-1] > committed[0]
+
+
+def test_numbers_on_disk_are_what_the_store_serves() -> None:
+    """What a reader in another process gets (the segment as stored on disk) has the same
+    digits as what the appending process serves; a float made by code is read back as the
+    Decimal of its shortest text."""
+    from decimal import Decimal as D
+
+    from meshconnect import jsonvalue
+    from meshconnect.mesh import codec
+
+    data = {"big": 2**70, "scale": D("1.10"), "huge": jsonvalue.loads("1e400"), "float": 0.1}
+    record = Record(data=data, id="n", source="/t", type="t", topic="orders")
+    (on_disk, *_) = codec.decode_segment(codec.encode_segment([record]), "orders", 0)
+    assert on_disk.data == dict(data, float=D("0.1"))
+    assert (
+        jsonvalue.dumps(on_disk.data)
+        == b'{"big":1180591620717411303424,"scale":1.10,"huge":1E+400,"float":0.1}'
+    )

@@ -341,7 +341,7 @@ async def test_a_record_the_store_cannot_encode_is_dead_lettered_and_the_rest_st
     class Setify(Transform):
         def apply(self, record):  # type: ignore[no-untyped-def]
             if record.data.get("bad"):
-                record.data["tags"] = {"a", "b"}  # a set: not JSON
+                record.data["ratio"] = float("nan")  # not a JSON number
             return record
 
     registry = registry_with_transform("setify", Setify())
@@ -365,7 +365,9 @@ async def test_a_record_the_store_cannot_encode_is_dead_lettered_and_the_rest_st
     (dead,) = MemorySink.outputs["dead"]
     assert dead.extensions["errorstage"] == "store"
     assert "not JSON-serialisable" in dead.extensions["errormessage"]
-    assert "'bad': True" in dead.data
+    # The nearest JSON value (NaN as null), never a Python repr.
+    assert dead.data == {"n": 1, "bad": True, "ratio": None}
+    assert dead.datacontenttype == "application/json"
 
 
 @pytest.mark.parametrize("store_kind", ["memory", "sqlite"])

@@ -25,7 +25,8 @@ State and exactly-once
     delivered again.
 
 Blocking I/O
-    ``write()`` encodes a whole batch into one bytes blob (orjson, one ``dumps`` per record)
+    ``write()`` encodes a whole batch into one bytes blob (one ``dumps`` per record, numbers
+    exact as :mod:`meshconnect.jsonvalue` writes them)
     and buffers it; the buffer goes to the file through ``asyncio.to_thread`` once it holds
     4 MiB, at rotation and at ``flush()``. Opening, truncating and fsync go through the same
     thread hop, so the event loop never waits on the disk.
@@ -34,17 +35,13 @@ Blocking I/O
 from __future__ import annotations
 
 import asyncio
-import base64
 import codecs
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal
 from typing import IO, Any
 
-import orjson
-
-from meshconnect import ConfigError, ConnectorContext, DataError, Record, Sink
+from meshconnect import ConfigError, ConnectorContext, DataError, Record, Sink, jsonvalue
 
 from .config import FileSinkConfig
 from .errors import io_error
@@ -52,7 +49,6 @@ from .errors import io_error
 __all__ = ["FileSink"]
 
 _WRITE_BEHIND = 4 << 20
-_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 
 def _size(path: str) -> int:
@@ -67,17 +63,6 @@ def _last_byte(path: str) -> bytes:
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
         return f.read(1)
-
-
-def _default(value: Any) -> Any:
-    """orjson fallback for values CDC and database sources produce."""
-    if isinstance(value, Decimal):
-        return orjson.Fragment(str(value)) if value.is_finite() else str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, set | frozenset):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class FileSink(Sink[FileSinkConfig]):
@@ -337,11 +322,11 @@ class FileSink(Sink[FileSinkConfig]):
     # -- encoding: one line (with its newline) per record --------------------------------------
 
     def _encode_json(self, records: Sequence[Record]) -> list[bytes]:
-        dumps = orjson.dumps
+        dumps = jsonvalue.dumps
         try:
             # A record read from the mesh carries its data's JSON as the store encoded it.
             lines = [
-                dumps(r.data, _default, _NEWLINE) if (e := r.encoded_data) is None else e + b"\n"
+                dumps(r.data, newline=True) if (e := r.encoded_data) is None else e + b"\n"
                 for r in records
             ]
         except TypeError:
@@ -369,12 +354,12 @@ class FileSink(Sink[FileSinkConfig]):
 
     def _dumps(self, record: Record, value: Any) -> bytes:
         try:
-            return orjson.dumps(value, _default, _NEWLINE)
+            return jsonvalue.dumps(value, newline=True)
         except TypeError as exc:
             raise DataError(f"file sink: record {record.id}: cannot write as JSON: {exc}") from exc
 
     def _recode(self, lines: list[bytes]) -> list[bytes]:
-        """orjson writes UTF-8; re-encode for another ``encoding``."""
+        """JSON is written as UTF-8; re-encode for another ``encoding``."""
         if self._transcode is None:
             return lines
         try:

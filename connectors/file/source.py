@@ -59,8 +59,6 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-import orjson
-
 from meshconnect import (
     ConfigError,
     ConnectorContext,
@@ -69,6 +67,7 @@ from meshconnect import (
     Record,
     Source,
     SourceBatch,
+    jsonvalue,
 )
 from meshconnect.eventrules import loads_event
 
@@ -120,7 +119,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         self._turn = 0
         self._type = config.type
         self._encoding = config.encoding
-        #: None when lines are UTF-8, which orjson validates itself.
+        #: None when lines are UTF-8, which the JSON decoder validates itself.
         self._decode: str | None = (
             None if codecs.lookup(config.encoding).name == "utf-8" else config.encoding
         )
@@ -406,8 +405,8 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         if self.config.format in ("text", "csv"):
             return False
         try:
-            orjson.loads(line if self._decode is None else line.decode(self._decode))
-        except ValueError:
+            jsonvalue.decode_unchecked(line if self._decode is None else line.decode(self._decode))
+        except (ValueError, RecursionError, ArithmeticError):
             return False
         return not line.rstrip()[-1:].isdigit()  # a number may go on: 3 -> 34
 
@@ -442,7 +441,14 @@ class FileSource(Partitions, Source[FileSourceConfig]):
     def _parse_json(
         self, t: Tail, lines: list[bytes], records: list[Record], failures: Failures, final: bool
     ) -> int:
-        loads, decode, append = orjson.loads, self._decode, records.append
+        # jsonvalue.loads in two halves, so a line costs no Python call besides the decode.
+        loads, check, decode, append = (
+            jsonvalue.decode_unchecked,
+            jsonvalue.check_depth,
+            self._decode,
+            records.append,
+        )
+        short = 2 * jsonvalue.MAX_DEPTH  # a line this long cannot nest too deep
         make = Record.fast
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
         now = _now_iso()  # ingestion time: a JSON line has no event time the source knows
@@ -450,9 +456,12 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         for i, line in enumerate(lines):
             try:
                 data = loads(line) if decode is None else loads(line.decode(decode))
-            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                if len(line) > short:
+                    check(line, data)
+            except (ValueError, RecursionError, ArithmeticError) as exc:  # and UnicodeDecodeError
                 if line.strip():
-                    failures.append(self._failure(t, line, offset, i, f"invalid JSON: {exc}"))
+                    problem = f"invalid JSON: {jsonvalue.error_text(exc)}"
+                    failures.append(self._failure(t, line, offset, i, problem))
             else:
                 append(make(data, prefix + str(offset), source, type_, subject, ct, now))
             offset += len(line) + 1

@@ -26,6 +26,13 @@ Operators
     ``is null`` / ``is not null``, ``and  or  not``, ``+  -  *  /  //  %``, unary ``-`` and
     ``+``, ``a if cond else b``, and list, tuple, set and object literals.
 
+Numbers
+    ``int``, ``float`` and ``Decimal`` (JSON numbers with a fraction, see
+    :mod:`meshconnect.jsonvalue`) compare and compute together, exactly: a number literal with
+    a fraction or exponent is a ``Decimal`` of its text, a float meeting a Decimal counts as its
+    shortest text, Decimal arithmetic never rounds silently (``/`` to 34 digits). Details in
+    ``_numeric``.
+
 Null semantics (SQL-like)
     An ordering comparison (``< <= > >=``) with ``null`` on either side is false; ``==`` and
     ``!=`` compare normally (``data.x == null`` is true when ``data.x`` is missing).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -11,7 +12,7 @@ from typing import Any
 
 from .. import numparse, timefmt
 from ..booleans import parse_bool
-from . import _regex
+from . import _numeric, _regex
 from ._budget import (
     MAX_SIZE,
     check_built,
@@ -158,7 +159,7 @@ def _fn_bool(x: Any) -> bool:
 
 
 def _fn_abs(x: Any) -> Any:
-    return None if x is None else abs(x)
+    return None if x is None else _numeric.absolute(x)
 
 
 def _fn_round(x: Any, digits: Any = None) -> Any:
@@ -167,7 +168,7 @@ def _fn_round(x: Any, digits: Any = None) -> Any:
     check_round_digits(digits)
     if digits is None:
         check_to_int("round()", x)
-    return round(x, digits)
+    return _numeric.rounded(x, digits)
 
 
 def _candidates(args: tuple[Any, ...]) -> list[Any]:
@@ -176,14 +177,27 @@ def _candidates(args: tuple[Any, ...]) -> list[Any]:
     return [a for a in args if a is not None]
 
 
+def _comparable(values: list[Any]) -> list[Any]:
+    """Floats as the Decimals of their shortest text when Decimals are among ``values``."""
+    if any(isinstance(v, Decimal) for v in values):
+        return [_numeric.as_decimal(v) if v.__class__ is float else v for v in values]
+    return values
+
+
 def _fn_min(*args: Any) -> Any:
     values = _candidates(args)
-    return min(values) if values else None
+    if not values:
+        return None
+    index = min(range(len(values)), key=_comparable(values).__getitem__)
+    return values[index]
 
 
 def _fn_max(*args: Any) -> Any:
     values = _candidates(args)
-    return max(values) if values else None
+    if not values:
+        return None
+    index = max(range(len(values)), key=_comparable(values).__getitem__)
+    return values[index]
 
 
 def _fn_coalesce(*args: Any) -> Any:
@@ -207,8 +221,8 @@ def _fn_concat(*args: Any) -> str:
     return "".join(parts)
 
 
-def _need_number(name: str, value: Any) -> int | float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+def _need_number(name: str, value: Any) -> int | float | Decimal:
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return value
     raise TypeError(f"{name}() needs a number, not {_type_name(value)}")
 
@@ -217,6 +231,8 @@ def _fn_floor(x: Any) -> int | None:
     if x is None:
         return None
     check_to_int("floor()", x)
+    if isinstance(x, Decimal):
+        return _numeric.integral("floor", x, decimal.ROUND_FLOOR)
     return math.floor(_need_number("floor", x))
 
 
@@ -224,6 +240,8 @@ def _fn_ceil(x: Any) -> int | None:
     if x is None:
         return None
     check_to_int("ceil()", x)
+    if isinstance(x, Decimal):
+        return _numeric.integral("ceil", x, decimal.ROUND_CEILING)
     return math.ceil(_need_number("ceil", x))
 
 
@@ -231,7 +249,7 @@ def _fn_sum(*args: Any) -> Any:
     values = _candidates(args)
     for value in values:
         _need_number("sum", value)
-    return sum(values)
+    return _numeric.total(values)
 
 
 def _fn_split(s: Any, separator: Any = None) -> list[str] | None:

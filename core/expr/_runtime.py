@@ -8,6 +8,8 @@ from typing import Any, cast
 
 import orjson
 
+from .. import jsonvalue
+from . import _numeric
 from ._budget import MAX_SIZE, check_built, check_int, check_product, measure, too_big
 
 # -- values as text ------------------------------------------------------------------------------
@@ -19,7 +21,7 @@ def _type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, Decimal)):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -42,8 +44,18 @@ def render_value(value: Any) -> str:
     if value is False:
         return "false"
     if isinstance(value, (dict, list, tuple)):
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        try:
+            return orjson.dumps(value, _json_text, orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # integers beyond 64 bits
+            return jsonvalue.dumps(value).decode()
+    if isinstance(value, Decimal) and value.is_finite():
+        return jsonvalue.dumps(value).decode()  # every digit and the scale: 1.10, 1E+400
     return str(value)
+
+
+def _json_text(value: Any) -> Any:
+    """orjson ``default`` for templates: numbers exact, anything else as its ``str()``."""
+    return jsonvalue.default(value) if isinstance(value, Decimal) else str(value)
 
 
 def bounded_text(value: Any) -> str:
@@ -115,12 +127,14 @@ def _mul(a: Any, b: Any) -> Any:
         if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and count > 0:
             size = len(seq) if seq.__class__ is str else measure(seq)
             check_built("'*'", size * count)
-    return a * b
+    return _numeric.mul(a, b)
 
 
 def _add(a: Any, b: Any) -> Any:
-    """``a + b`` for what is not a number on the left (numbers take the inline fast path):
-    strings and arrays joined within the budget."""
+    """``a + b`` for what is not two plain numbers (those take the inline fast path): strings
+    and arrays joined within the budget, a Decimal exactly (see _numeric)."""
+    if isinstance(a, Decimal) or isinstance(b, Decimal):
+        return _numeric.add(a, b)
     if isinstance(a, (str, list, tuple)) and a.__class__ is b.__class__:
         if a.__class__ is str:
             check_built("'+'", len(a) + len(b))
@@ -135,14 +149,14 @@ def _mod(a: Any, b: Any) -> Any:
     if isinstance(a, (str, bytes)):
         raise TypeError("'%' is the numeric remainder; use concat() or a template for text")
     check_int("'%'", a, b)
-    return a % b
+    return _numeric.mod(a, b)
 
 
 def _floordiv(a: Any, b: Any) -> Any:
     if a is None or b is None:
         return None
     check_int("'//'", a, b)
-    return a // b
+    return _numeric.floordiv(a, b)
 
 
 def _sized(value: Any) -> Any:
@@ -177,10 +191,23 @@ _RUNTIME: dict[str, Any] = {
     "_add": _add,
     "_mod": _mod,
     "_floordiv": _floordiv,
-    "_num": frozenset((int, float, bool, Decimal)),
+    # Numbers ``a + b`` may add inline; a Decimal takes _add (exact, see _numeric).
+    "_num": frozenset((int, float, bool)),
     "_text": _text,
     "_template_too_big": _template_too_big,
     "_len": len,
     "_sized": _sized,
     "_str": str,
+    "_Decimal": Decimal,
+    # Numbers: int, float and Decimal together (see _numeric).
+    "_sub": _numeric.sub,
+    "_div": _numeric.truediv,
+    "_neg": _numeric.neg,
+    "_pos": _numeric.pos,
+    "_eq": _numeric.eq,
+    "_ne": _numeric.ne,
+    "_lt": _numeric.lt,
+    "_le": _numeric.le,
+    "_gt": _numeric.gt,
+    "_ge": _numeric.ge,
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import inspect
 from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..records import CONTEXT_ATTRIBUTES
@@ -57,7 +58,23 @@ def _never_null(node: ast.expr) -> bool:
     """Whether a translated node can be known not to evaluate to ``None``."""
     if isinstance(node, ast.Constant):
         return node.value is not None
+    if isinstance(node, ast.Name) and node.id.startswith("_c"):
+        return True  # a constant bound by name (a Decimal literal, a compiled regex)
     return isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict | ast.JoinedStr)
+
+
+_HELPERS: dict[type[ast.AST], str] = {
+    ast.Add: "_add",
+    ast.Sub: "_sub",
+    ast.Div: "_div",
+    ast.FloorDiv: "_floordiv",
+    ast.Eq: "_eq",
+    ast.NotEq: "_ne",
+    ast.Lt: "_lt",
+    ast.LtE: "_le",
+    ast.Gt: "_gt",
+    ast.GtE: "_ge",
+}
 
 
 class _Translator:
@@ -79,6 +96,8 @@ class _Translator:
         self.namespace: dict[str, Any] = {}
         self._counter = 0
         self._depth = 0
+        #: Names of the Decimal literals in ``namespace`` (see :meth:`decimal`).
+        self.decimals: dict[str, Decimal] = {}
         #: The text being translated and where it starts in the text the user wrote.
         self._source = ""
         self._offset = 0
@@ -154,7 +173,27 @@ class _Translator:
     def _visit_Constant(self, node: ast.Constant) -> ast.expr:
         if not isinstance(node.value, _CONSTANT_TYPES):
             raise self.fail(f"constants of type {type(node.value).__name__} are not allowed", node)
+        if isinstance(node.value, float):
+            return self.decimal(self._literal_decimal(node))
         return ast.Constant(node.value)
+
+    def _literal_decimal(self, node: ast.Constant) -> Decimal:
+        """A number with a fraction or exponent as the Decimal of the text written (as JSON
+        numbers in data are), not the nearest binary float."""
+        line = self._source.encode("utf-8")
+        start, end = node.col_offset, node.end_col_offset
+        text = line[start:end].decode("utf-8", "replace") if end is not None else ""
+        try:
+            return Decimal(text.replace("_", ""))
+        except InvalidOperation:  # not expected: ast read it as a float
+            return Decimal(repr(node.value))
+
+    def decimal(self, value: Decimal) -> ast.expr:
+        """A Decimal literal: a name bound to ``value`` (the AST holds no Decimal constants)."""
+        name = self.constant(value)
+        assert isinstance(name, ast.Name)
+        self.decimals[name.id] = value
+        return name
 
     def _visit_Name(self, node: ast.Name) -> ast.expr:
         name = node.id
@@ -225,10 +264,16 @@ class _Translator:
         if isinstance(node.op, ast.Invert):
             raise self.fail("operator '~' is not supported", node)
         operand = self.visit(node.operand)
+        minus = isinstance(node.op, ast.USub)
         if isinstance(operand, ast.Constant) and isinstance(operand.value, int | float):
-            value = -operand.value if isinstance(node.op, ast.USub) else +operand.value
-            return ast.Constant(value)
-        return self._null_guarded([operand], lambda a: ast.UnaryOp(node.op, a[0]))
+            return ast.Constant(-operand.value if minus else +operand.value)
+        if isinstance(operand, ast.Name) and operand.id in self.decimals:
+            value = self.decimals[operand.id]
+            return self.decimal(value.copy_negate() if minus else value)
+        helper = "_neg" if minus else "_pos"
+        return self._null_guarded(
+            [operand], lambda a: ast.Call(ast.Name(helper, ast.Load()), [a[0]], [])
+        )
 
     def _visit_BinOp(self, node: ast.BinOp) -> ast.expr:
         op = node.op
@@ -243,7 +288,10 @@ class _Translator:
             return ast.Call(ast.Name("_floordiv", ast.Load()), [left, right], [])
         if isinstance(op, ast.Add):
             return self._null_guarded([left, right], _addition)
-        return self._null_guarded([left, right], lambda a: ast.BinOp(a[0], op, a[1]))
+        helper = _HELPERS[type(op)]  # - /: int, float and Decimal together
+        return self._null_guarded(
+            [left, right], lambda a: ast.Call(ast.Name(helper, ast.Load()), [a[0], a[1]], [])
+        )
 
     def _null_guarded(
         self, operands: list[ast.expr], build: Callable[[list[ast.expr]], ast.expr]
@@ -296,7 +344,9 @@ class _Translator:
     ) -> ast.expr:
         left, right = operands[i], operands[i + 1]
         if isinstance(op, ast.Eq | ast.NotEq):
-            return ast.Compare(use(i), [op], [use(i + 1)])
+            if self._numeric_mix(left, right):
+                return ast.Call(ast.Name(_HELPERS[type(op)], ast.Load()), [use(i), use(i + 1)], [])
+            return self._compare(op, i, operands, use)
         if isinstance(op, ast.Is | ast.IsNot):
             if not any(isinstance(o, ast.Constant) and o.value is None for o in (left, right)):
                 raise self.fail("'is' and 'is not' only compare with null; use == or !=", node)
@@ -315,8 +365,57 @@ class _Translator:
             for j in (i, i + 1)
             if not _never_null(operands[j])
         ]
-        compare = ast.Compare(use(i), [op], [use(i + 1)])
+        if self._numeric_mix(left, right):
+            helper = ast.Name(_HELPERS[type(op)], ast.Load())
+            compare: ast.expr = ast.Call(helper, [use(i), use(i + 1)], [])
+        else:
+            compare = self._compare(op, i, operands, use)
         return ast.BoolOp(ast.And(), [*checks, compare]) if checks else compare
+
+    def _compare(
+        self, op: ast.cmpop, i: int, operands: list[ast.expr], use: Callable[[int], ast.expr]
+    ) -> ast.expr:
+        """``a op b`` natively; against an int constant, a Decimal meets the constant as a
+        Decimal made once (comparing a Decimal with an int converts the int every time: twice
+        the cost of ``data.total >= 10`` on a JSON number with a fraction)."""
+        left, right = operands[i], operands[i + 1]
+        for const, other in ((right, i), (left, i + 1)):
+            if (
+                isinstance(const, ast.Constant)
+                and const.value.__class__ is int
+                and not isinstance(operands[other], ast.Constant)
+            ):
+                as_decimal = self.constant(Decimal(const.value))
+                first = use(other)  # evaluated (and assigned) once, in the test
+                ref: ast.expr = first
+                if isinstance(first, ast.NamedExpr):
+                    assert isinstance(first.target, ast.Name)
+                    ref = ast.Name(first.target.id, ast.Load())
+                is_decimal = ast.Compare(
+                    ast.Attribute(first, "__class__", ast.Load()),
+                    [ast.Is()],
+                    [ast.Name("_Decimal", ast.Load())],
+                )
+                pair = (ref, as_decimal) if const is right else (as_decimal, ref)
+                plain = (ref, const) if const is right else (const, ref)
+                return ast.IfExp(
+                    is_decimal,
+                    ast.Compare(pair[0], [op], [pair[1]]),
+                    ast.Compare(plain[0], [op], [plain[1]]),
+                )
+        return ast.Compare(use(i), [op], [use(i + 1)])
+
+    def _numeric_mix(self, left: ast.expr, right: ast.expr) -> bool:
+        """Whether a comparison may meet a float and a Decimal (then it goes through a helper
+        that reads the float as its shortest text). Not when one side is a constant that is
+        not a Decimal: an int, a string, null compare natively (and fast)."""
+        for side in (left, right):
+            if isinstance(side, ast.Name) and side.id in self.decimals:
+                return True
+        return not any(
+            isinstance(side, ast.Constant | ast.List | ast.Tuple | ast.Set | ast.Dict)
+            for side in (left, right)
+        )
 
     def _visit_IfExp(self, node: ast.IfExp) -> ast.expr:
         return ast.IfExp(self.visit(node.test), self.visit(node.body), self.visit(node.orelse))
@@ -430,14 +529,25 @@ def _addition(operands: list[ast.expr]) -> ast.expr:
     else ``_add`` (strings and arrays, joined within the expression budget)."""
     left, right = operands
     plain = ast.BinOp(left, ast.Add(), right)
-    if isinstance(left, ast.Constant) and isinstance(left.value, int | float):
-        return plain
-    if not isinstance(left, ast.Name):  # a constant string or a literal: never a number
-        return ast.Call(ast.Name("_add", ast.Load()), [left, right], [])
-    is_number = ast.Compare(
-        ast.Attribute(left, "__class__", ast.Load()), [ast.In()], [ast.Name("_num", ast.Load())]
-    )
     slow = ast.Call(ast.Name("_add", ast.Load()), [left, right], [])
+    tests: list[ast.expr] = []
+    for side in (left, right):
+        if isinstance(side, ast.Constant) and isinstance(side.value, int | float):
+            continue  # a plain number
+        if not isinstance(side, ast.Name):  # a constant string or a literal: never a number
+            return slow
+        # A Name may be a Decimal literal or any value: plain numbers only add inline (a
+        # Decimal adds exactly in _add, never rounded to the context's 28 digits).
+        tests.append(
+            ast.Compare(
+                ast.Attribute(side, "__class__", ast.Load()),
+                [ast.In()],
+                [ast.Name("_num", ast.Load())],
+            )
+        )
+    if not tests:
+        return plain
+    is_number = tests[0] if len(tests) == 1 else ast.BoolOp(ast.And(), tests)
     return ast.IfExp(is_number, plain, slow)
 
 

@@ -9,10 +9,12 @@ per record, in this order (:data:`ROW_FIELDS`)::
 
 * The context attributes are stored as they are (text; ``None`` when absent).
 * ``extensions`` is the JSON text of the extension dict, or ``None`` when it is empty.
-* ``data`` is ``None`` (no data), ``str`` (the JSON text of a JSON value, written by orjson;
-  ``"null"`` for an explicit null payload, ``Record.null_data``) or ``bytes`` (binary data,
-  stored as is). The Python type of the stored value tells which,
-  so a record read back equals the record appended (``Record.__eq__``), bytes included.
+* ``data`` is ``None`` (no data), ``str`` (the JSON text of a JSON value, written by
+  :func:`meshconnect.jsonvalue.dumps`: integers of any size and ``Decimal`` numbers keep every
+  digit, so a record read back has the very numbers appended; ``"null"`` for an explicit null
+  payload, ``Record.null_data``) or ``bytes`` (binary data, stored as is). The Python type of
+  the stored value tells which, so a record read back equals the record appended
+  (``Record.__eq__``), bytes included.
 
 Both encode the same things and refuse the same things: :func:`encode_row` is the careful
 check that names a record which cannot be stored. Besides types, extensions must follow the
@@ -22,11 +24,11 @@ holds an extension a CloudEvents consumer would reject. Records are rebuilt with
 ``tests/test_store.py`` checks that :data:`RECORD_SLOTS` still covers every slot of
 :class:`~meshconnect.records.Record`.
 
-Data that orjson cannot serialise (a ``set``, an object, an int beyond 64 bits, a dict with
-non-string keys) makes the append fail with :class:`RecordEncodingError` (a ``DataError``)
-naming the record. Types orjson serialises natively but that are not JSON values
-(``datetime``, ``UUID``, dataclasses, enums) are stored as their JSON form, exactly as the
-record's CloudEvents JSON form would carry them; NaN and infinities become ``null``.
+Data that has no JSON form (an arbitrary object, NaN or infinity, nesting deeper than Python
+can write) makes the append fail with :class:`RecordEncodingError` (a ``DataError``) naming
+the record. Values JSON lacks but that have a JSON form (a tuple or set as an array, bytes
+inside data as base64 text, ``datetime`` and ``UUID`` as text, a non-string key as text) are
+stored in that form, exactly as :func:`meshconnect.jsonvalue.dumps` writes them everywhere.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from .. import jsonvalue
 from ..errors import DataError, StoreError
 from ..eventrules import extensions_problem
 from ..records import Record
@@ -74,7 +77,11 @@ ROW_FIELDS = (
 RECORD_SLOTS = (*ROW_FIELDS, "topic", "offset", "encoded_data", "null_data")
 
 _dumps = orjson.dumps
-_loads = orjson.loads
+
+
+def _loads(text: str | bytes) -> Any:
+    # The store's own text: checked on the way in, its depth not limited again.
+    return jsonvalue.loads(text, max_depth=None)
 
 
 class RecordEncodingError(DataError):
@@ -93,8 +100,9 @@ class RecordEncodingError(DataError):
 
 
 def encode_json(value: Any) -> str:
-    """``value`` as compact JSON text (orjson); ``TypeError`` when it is not serialisable."""
-    return _dumps(value).decode()
+    """``value`` as compact JSON text (:func:`meshconnect.jsonvalue.dumps`); ``TypeError`` when
+    it is not serialisable."""
+    return jsonvalue.dumps(value).decode()
 
 
 def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any, ...]:
@@ -119,7 +127,7 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
     if problem is not None:  # a CloudEvents rule: names a-z0-9, str/bool/int32 values
         raise RecordEncodingError(index, r, problem)
     try:
-        values.append(_dumps(ext).decode() if ext else None)
+        values.append(jsonvalue.dumps(ext).decode() if ext else None)
     except TypeError as exc:
         reason = f"extensions are not JSON-serialisable: {exc}"
         raise RecordEncodingError(index, r, reason) from None
@@ -130,7 +138,7 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
         values.append(bytes(data))
     else:
         try:
-            values.append(_dumps(data).decode())
+            values.append(jsonvalue.dumps(data).decode())
         except TypeError as exc:
             raise RecordEncodingError(index, r, f"data is not JSON-serialisable: {exc}") from None
     return tuple(values)
@@ -160,6 +168,7 @@ def decode_rows(rows: Iterable[Sequence[Any]], topic: str) -> list[Record]:
 
 
 _STR = {str}
+_BINARY = frozenset((bytes, bytearray, memoryview))
 _STR_OR_NONE = {str, type(None)}
 
 
@@ -189,11 +198,11 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     if not n:
         return b"[]"
     dumps = _dumps
-    newline = orjson.OPT_APPEND_NEWLINE
+    datas = [r.data for r in records]
+    if not _BINARY.isdisjoint(map(type, datas)):
+        return _encode_rows_segment(records)  # bytes data keeps its type in the rows layout
     try:
-        # orjson's output buffer holds ~4 KiB whatever the size: the slice keeps an exact
-        # copy (records stay in the tail cache for a while).
-        encoded = [dumps(r.data, None, newline)[:-1] for r in records]
+        encoded = jsonvalue.dumps_each(datas)
     except TypeError:  # bytes data, or data that cannot be stored
         return _encode_rows_segment(records)
     parts = [b'{"n":', str(n).encode()]
@@ -210,7 +219,7 @@ def encode_segment(records: Sequence[Record]) -> bytes:
         if any(e and extensions_problem(e) for e in extensions):
             return _encode_rows_segment(records)  # names the culprit
         try:
-            parts += (b',"ext":', dumps(extensions))
+            parts += (b',"ext":', jsonvalue.dumps(extensions))
         except TypeError:
             return _encode_rows_segment(records)
     if b"null" in encoded:  # rare: find explicit nulls (not just absent data)
@@ -244,7 +253,7 @@ def _encode_rows_segment(records: Sequence[Record]) -> bytes:
         elif r.data is None and r.null_data:
             row.append(2)
         rows.append(row)
-    return _dumps(rows)
+    return jsonvalue.dumps(rows)
 
 
 def decode_segment(body: bytes | str, topic: str, first: int) -> list[Record]:

@@ -163,21 +163,25 @@ class MemorySink(Sink[MemorySinkConfig]):
 
 
 def _read_events(path: str) -> list[Record]:
-    import orjson
+    from .. import jsonvalue
 
     try:
         with open(path, "rb") as file:
-            return [Record.from_dict(orjson.loads(line)) for line in file if line.strip()]
+            return [
+                Record.from_dict(jsonvalue.loads(line, max_depth=None))
+                for line in file
+                if line.strip()
+            ]
     except FileNotFoundError:
         return []
 
 
 def _write_events(path: str, records: Sequence[Record]) -> None:
-    import orjson
+    from .. import jsonvalue
 
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as file:
-        file.write(b"".join(orjson.dumps(r.to_dict()) + b"\n" for r in records))
+        file.write(b"".join(jsonvalue.dumps(r.to_dict(), newline=True) for r in records))
     os.replace(tmp, path)
 
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .. import jsonvalue
 from ..errors import DataError, StoreError
 from ..mesh import codec
 from ..mesh.store import GroupInfo, MeshStore, Retention, TopicInfo
@@ -129,7 +131,7 @@ class StoreConformance:
         self,
         store: MeshStore,
     ) -> None:
-        records = [*batch(2), rec("orders", {"a set": {1, 2}}), rec("new-topic", {"ok": 1})]
+        records = [*batch(2), rec("orders", {"an object": object()}), rec("new-topic", {"ok": 1})]
 
         with pytest.raises(DataError, match="record 2 of the batch") as caught:
             await store.append(records, {("c", "p"): {"n": 4}})
@@ -188,11 +190,19 @@ class StoreConformance:
 
     async def test_every_field_survives_the_round_trip(self, store: MeshStore) -> None:
         records = [
-            rec(data={"name": "Zoë", "emoji": "🦀", "n": 2**63 - 1, "f": 0.1, "nested": [1, None]}),
+            rec(
+                data={
+                    "name": "Zoë",
+                    "emoji": "🦀",
+                    "n": 2**63 - 1,
+                    "f": D("0.1"),
+                    "nested": [1, None],
+                }
+            ),
             rec(data=b"\x00\xffbinary"),
             rec(data=None),
             rec(data="just a string"),
-            rec(data=[1, "two", 3.0]),
+            rec(data=[1, "two", D("3.0")]),
             rec(data=0),
             rec(data=False),
             rec(
@@ -217,6 +227,48 @@ class StoreConformance:
         assert type(got[1].data) is bytes
         assert got[2].data is None
         assert got[7].extensions == {"partitionkey": "42", "sequence": 7, "replay": True}
+
+    async def test_numbers_keep_every_digit_through_the_store(self, store: MeshStore) -> None:
+        """Integers of any size and decimals (as meshconnect.jsonvalue reads them) come back
+        with the same digits and scale (a float made by code may come back as the Decimal of
+        its shortest text)."""
+        data = {
+            "big": 123456789012345678901234567890,
+            "neg": -(2**70),
+            "exact": D("169299987.35345112"),
+            "scale": D("1.10"),
+            "huge": jsonvalue.loads("1e400"),
+            "tiny": jsonvalue.loads("1E-7"),
+            "negzero": D("-0.0"),
+            "list": [[2**65, D("0.00000001")], {"k": D("-2.50e-3")}],
+            "float": 0.1,
+        }
+        records = [rec(data=data), rec(data=[2**64, D("9.99")]), rec(data=b"\x00")]
+        await store.append(records)
+
+        got = await read_all(store, "orders")
+
+        assert {k: v for k, v in got[0].data.items() if k != "float"} == {
+            k: v for k, v in data.items() if k != "float"
+        }
+        assert [x.as_tuple() for x in (got[0].data["scale"], got[0].data["negzero"])] == [
+            (0, (1, 1, 0), -2),
+            (1, (0,), -1),
+        ]
+        assert jsonvalue.dumps(got[0].data) == (
+            b'{"big":123456789012345678901234567890,"neg":-1180591620717411303424,'
+            b'"exact":169299987.35345112,"scale":1.10,"huge":1E+400,"tiny":1E-7,"negzero":-0.0,'
+            b'"list":[[36893488147419103232,1E-8],{"k":-0.00250}],"float":0.1}'
+        )
+        assert got[1].data == [2**64, D("9.99")]
+
+    async def test_non_finite_numbers_are_not_stored(self, store: MeshStore) -> None:
+        for bad in (D("NaN"), float("inf")):
+            with pytest.raises(
+                codec.RecordEncodingError, match=r"not a JSON number|are not JSON numbers"
+            ):
+                await store.append([rec(data={"v": [bad]})])
+        assert await store.topics() == []
 
     async def test_reads_from_every_offset_agree_with_what_was_appended(
         self, store: MeshStore

@@ -14,10 +14,13 @@ Numbers in text are read with the one grammar of :mod:`meshconnect.numparse` (Ja
 
 Decimals
     ``cast`` to ``decimal`` gives a *string* in plain decimal notation (``"12.50"``,
-    ``"-0.001"``, ``"1000"``: no exponent, the digits and scale of the input kept). The mesh
-    codec writes records with orjson, which has no decimal type, and a JSON number would come
-    back as a binary float (``0.1 + 0.2`` problems); a string survives the store, the sinks and
-    other languages exactly. A sink that has a decimal type (SQL ``NUMERIC``) converts it back.
+    ``"-0.001"``, ``"1000"``: no exponent, the digits and scale of the input kept; a JSON
+    number ``1.10`` read by the file source is the Decimal ``1.10`` and becomes ``"1.10"``).
+    meshconnect itself keeps JSON numbers exact (:mod:`meshconnect.jsonvalue`), but most
+    consumers read a JSON number as a binary float (``0.1 + 0.2`` problems); a string survives
+    every sink and language exactly. A sink that has a decimal type (SQL ``NUMERIC``) converts
+    it back. A plain notation longer than :data:`MAX_DECIMAL_DIGITS` digits (``1e5000``) is a
+    data error rather than a string of that size.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from ..records import Record
 
 __all__ = [
+    "MAX_DECIMAL_DIGITS",
     "SPECS",
     "Cast",
     "CastOptions",
@@ -79,24 +83,43 @@ def _to_bool(value: Any) -> bool:
     raise ValueError(f"{_short(value)} cannot become a boolean")
 
 
+#: Most digits a decimal string from ``cast`` may have (Python's limit on integer text).
+MAX_DECIMAL_DIGITS = 4300
+
+
 def to_decimal(value: Any) -> str:
-    """``value`` (an integer, a float or a numeric string) as a canonical decimal string."""
+    """``value`` (an integer, a Decimal, a float or a numeric string) as a decimal string in
+    plain notation with the digits and scale it was given: the Decimal ``1.10`` (the JSON
+    number ``1.10``) is ``"1.10"``, ``1E+3`` is ``"1000"``, the float ``0.1`` is ``"0.1"``.
+    ValueError for NaN, infinities, other types and plain forms longer than
+    :data:`MAX_DECIMAL_DIGITS` digits."""
     cls = value.__class__
     if cls is int:
-        return str(value)
+        return str(value)  # beyond 4300 digits: ValueError (Python's limit)
     if cls is float:
         text = repr(value)  # the shortest repr: 0.1 is "0.1", not 0.1000000000000000055…
         if "e" not in text and "n" not in text:  # not 1e+16, nan, inf
             return text
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{_short(value)} cannot become a decimal")
-    try:
-        # A float goes through its shortest repr: 0.1 is "0.1", not 0.1000000000000000055…
-        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
-    except InvalidOperation:
-        raise ValueError(f"{_short(value)} is not a decimal number") from None
+    else:
+        try:
+            # A float goes through its shortest repr: 0.1 is "0.1", not 0.1000000000000000055…
+            number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"{_short(value)} is not a decimal number") from None
     if not number.is_finite():
         raise ValueError(f"{_short(value)} is not a finite number")
+    _sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    plain = len(digits) + exponent if exponent > 0 else max(len(digits), 1 - exponent)
+    if plain > MAX_DECIMAL_DIGITS:
+        raise ValueError(
+            f"{_short(value)} would have {plain} digits in plain notation "
+            f"(at most {MAX_DECIMAL_DIGITS})"
+        )
     return format(number, "f")
 
 

@@ -38,9 +38,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
 from pydantic import Field, SecretStr, StrictFloat, StrictInt, StrictStr, model_validator
 
+from .. import jsonvalue
 from ..api import TransformSpec
 from ..errors import DataError
 from ..numparse import parse_number
@@ -133,7 +133,7 @@ def _as_bytes(value: Any) -> bytes:
         return value.encode("utf-8")
     if isinstance(value, bytes | bytearray):
         return bytes(value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return jsonvalue.dumps(value, sort_keys=True, strict=True)
 
 
 def _redact_text(options: MaskOptions) -> str:
@@ -224,7 +224,7 @@ def encrypt_value(value: Any, key: bytes) -> str:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     try:
-        plain = orjson.dumps(value)
+        plain = jsonvalue.dumps(value)
     except TypeError as exc:
         raise DataError(f"cannot encrypt {kind_of(value)}: {exc}") from None
     nonce = os.urandom(_NONCE)
@@ -251,7 +251,7 @@ def decrypt_value(text: Any, key: bytes) -> Any:
         plain = AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], None)
     except InvalidTag:
         raise DataError("cannot decrypt: wrong key, or the ciphertext was changed") from None
-    return orjson.loads(plain)
+    return jsonvalue.loads(plain, max_depth=None)
 
 
 def _encryptor(options: MaskOptions) -> Masker:

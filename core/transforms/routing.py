@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from pydantic import Field, field_validator, model_validator
 
+from .. import jsonvalue
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from ..expr import render_value
@@ -273,7 +273,7 @@ class SetKey(Transform):
         else:
             values = [self._value(record, path) for path in paths]
             try:
-                key = orjson.dumps(values).decode()
+                key = jsonvalue.dumps(values, strict=True).decode()
             except TypeError as exc:
                 raise DataError(f"set_key: {exc}") from None
         record.extensions[self.extension] = key

@@ -14,17 +14,28 @@ raises :class:`~meshconnect.errors.DataError` naming the failing value's path (`
 ``data`` is ``null`` (a tombstone, a delete) is not validated when ``field`` is a data path:
 it passes unchanged (drop tombstones with ``filter`` ``where: data != null`` if they must not
 pass).
+
+Numbers
+    Record data holds exact numbers (``int`` and ``Decimal``, see :mod:`meshconnect.jsonvalue`),
+    and so do the schemas: a ``.json`` schema is read with the same reader, and a YAML schema's
+    numbers with a fraction are Decimals of their text too (``minimum: 0.1`` is the decimal
+    ``0.1``, so the data ``0.1`` meets it). A Decimal with no fraction (``5.0``) is an
+    ``integer`` where the dialect says so (draft 6 on, as for floats); ``multipleOf`` is
+    decided exactly (``1.10`` is a multiple of ``0.01``; a binary float division would say
+    no). Messages show numbers as JSON writes them (``0.09``, not ``Decimal('0.09')``).
 """
 
 from __future__ import annotations
 
-import json
+import re
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import Field
 
+from .. import jsonvalue
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from . import Transform, build_context
@@ -39,6 +50,7 @@ __all__ = ["SPECS", "Validate", "ValidateOptions", "load_schemas"]
 
 _SUFFIXES = (".json", ".yaml", ".yml")
 _MESSAGE_LIMIT = 300
+_DECIMAL_REPR = re.compile(r"Decimal\('([-+0-9.eE]+)'\)")
 
 
 class ValidateOptions(Options):
@@ -68,7 +80,10 @@ def load_schemas(directory: Path) -> dict[str, Any]:
         name = file.relative_to(directory).as_posix()
         try:
             text = file.read_text(encoding="utf-8")
-            schema = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+            if file.suffix == ".json":
+                schema = jsonvalue.loads(text, max_depth=None)
+            else:
+                schema = yaml.load(text, Loader=_ExactLoader)  # a SafeLoader
         except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
             raise ConfigError(f"schema {file}: cannot be read: {exc}") from None
         if not isinstance(schema, dict | bool):
@@ -77,6 +92,83 @@ def load_schemas(directory: Path) -> dict[str, Any]:
     if not schemas:
         raise ConfigError(f"directory: {directory} holds no .json or .yaml schema files")
     return schemas
+
+
+class _ExactLoader(yaml.SafeLoader):
+    """YAML's safe loader with floats as Decimals of their text (``.inf``/``.nan`` as floats)."""
+
+
+def _exact_float(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    try:
+        number = Decimal(text.replace("_", ""))
+    except ArithmeticError:
+        return loader.construct_yaml_float(node)  # type: ignore[arg-type]
+    return number if number.is_finite() else loader.construct_yaml_float(node)  # type: ignore[arg-type]
+
+
+_ExactLoader.add_constructor("tag:yaml.org,2002:float", _exact_float)
+
+
+def _as_exact(value: Any) -> Decimal | None:
+    """A JSON number as an exact Decimal (a float as its shortest text); None if not finite."""
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    number = value if isinstance(value, Decimal) else Decimal(value)
+    return number if number.is_finite() else None
+
+
+def is_multiple(instance: Any, divisor: Any) -> bool:
+    """Whether ``instance`` is an integer multiple of ``divisor`` (numbers, ``divisor`` > 0),
+    exactly and in bounded time, whatever the exponents (``1e400`` of ``0.01`` included)."""
+    a, b = _as_exact(instance), _as_exact(divisor)
+    if a is None or b is None or not b:
+        return False
+    _, a_digits, a_exp = a.as_tuple()
+    _, b_digits, b_exp = b.as_tuple()
+    assert isinstance(a_exp, int) and isinstance(b_exp, int)
+    a_coef = int(Decimal((0, a_digits, 0)))
+    b_coef = int(Decimal((0, b_digits, 0)))
+    if a_coef == 0:
+        return True
+    shift = a_exp - b_exp
+    if shift >= 0:
+        # b_coef divides a_coef * 10**shift iff it divides a_coef * 10**min(shift, m), m being
+        # at least b_coef's multiplicity of 2 and of 5: bounded by its bit length.
+        return a_coef * 10 ** min(shift, b_coef.bit_length()) % b_coef == 0
+    if -shift >= len(a_digits):  # b_coef * 10**-shift > a_coef > 0
+        return False
+    return a_coef % (b_coef * 10**-shift) == 0
+
+
+def _multiple_of(validator: Any, divisor: Any, instance: Any, schema: Any) -> Any:
+    """``multipleOf``, exact for ints, floats and Decimals alike."""
+    from jsonschema.exceptions import ValidationError
+
+    if not validator.is_type(instance, "number"):
+        return
+    if not is_multiple(instance, divisor):
+        yield ValidationError(f"{instance!s} is not a multiple of {divisor!s}")
+
+
+def _exact_numbers(cls: Any) -> Any:
+    """``cls`` (a jsonschema validator class) taking Decimals as JSON numbers: integral ones as
+    integers where the dialect counts ``1.0`` as one, ``multipleOf`` exact."""
+    import jsonschema
+
+    checker = cls.TYPE_CHECKER
+    if checker.is_type(1.0, "integer"):
+        plain = checker._type_checkers["integer"]
+
+        def is_integer(checker: Any, instance: Any) -> bool:
+            if isinstance(instance, Decimal):
+                return instance.is_finite() and instance == instance.to_integral_value()
+            return bool(plain(checker, instance))
+
+        checker = checker.redefine("integer", is_integer)
+    return jsonschema.validators.extend(
+        cls, validators={"multipleOf": _multiple_of}, type_checker=checker
+    )
 
 
 def _compile(schemas: dict[str, Any], directory: Path, formats: bool) -> dict[str, Any]:
@@ -103,7 +195,8 @@ def _compile(schemas: dict[str, Any], directory: Path, formats: bool) -> dict[st
             raise ConfigError(
                 f"schema {directory / name}: not a valid schema at {where}: {exc.message}"
             ) from None
-        validators[name] = cls(schema, registry=registry, format_checker=checker)
+        exact = _exact_numbers(cls)
+        validators[name] = exact(schema, registry=registry, format_checker=checker)
     return validators
 
 
@@ -150,7 +243,7 @@ class Validate(Transform):
         error = self._best_match(validator.iter_errors(value))
         if error is None:
             return record
-        message = error.message
+        message = _DECIMAL_REPR.sub(r"\1", error.message)  # jsonschema writes repr()s
         if len(message) > _MESSAGE_LIMIT:
             message = message[: _MESSAGE_LIMIT - 3] + "..."
         at = "/".join(str(p) for p in error.absolute_schema_path)

@@ -5,6 +5,11 @@ store in between, all measured in this run.
     python integration/bench/file_pipeline.py            # 1,000,000 records
     python integration/bench/file_pipeline.py --records 200000
     python integration/bench/file_pipeline.py --smoke    # tiny N, for CI
+    python integration/bench/file_pipeline.py --baseline /path/to/other/venv/bin/python
+
+``--baseline`` adds another meshconnect (another checkout's virtualenv: e.g. the main branch
+before a change) as one more contender, interleaved with the others, and checks that its
+output is byte-identical too.
 
 Each contender runs in a fresh subprocess, so peak RSS (ru_maxrss of that child) is its own.
 Prints records/s, the ratio to each baseline and peak RSS.
@@ -111,6 +116,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; medians shown")
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI")
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="also run meshconnect with this interpreter (another checkout's venv)",
+    )
     args = parser.parse_args()
     n = 5_000 if args.smoke else args.records
     repeat = 1 if args.smoke else args.repeat
@@ -140,12 +150,27 @@ def main() -> None:
                 "pipeline.yaml",
             ],
         }
+        if args.baseline:
+            contenders["meshconnect (baseline)"] = [
+                args.baseline,
+                "-m",
+                "meshconnect",
+                "--log-level",
+                "warning",
+                "--state",
+                "state-baseline",
+                "run",
+                "baseline.yaml",
+            ]
+            (work / "baseline.yaml").write_text(PIPELINE.replace("out.jsonl", "out-baseline.jsonl"))
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
         for _ in range(repeat):  # interleaved, so a noisy neighbour hits every contender
             for name, argv in contenders.items():
-                if name == "meshconnect":
-                    shutil.rmtree(work / "state", ignore_errors=True)
-                    (work / "out.jsonl").unlink(missing_ok=True)
+                if name.startswith("meshconnect"):
+                    state = "state" if name == "meshconnect" else "state-baseline"
+                    out = "out.jsonl" if name == "meshconnect" else "out-baseline.jsonl"
+                    shutil.rmtree(work / state, ignore_errors=True)
+                    (work / out).unlink(missing_ok=True)
                 runs[name].append(timed_child(argv, work))
         results = {
             name: (statistics.median(s for s, _ in r), max(m for _, m in r))
@@ -155,6 +180,8 @@ def main() -> None:
         got = (work / "out.jsonl").read_bytes()
         if got != expected:
             raise SystemExit("meshconnect output differs from the bare loop's output")
+        if args.baseline and (work / "out-baseline.jsonl").read_bytes() != expected:
+            raise SystemExit("the baseline's output differs from the bare loop's output")
         mesh_s = results["meshconnect"][0]
         print(
             f"records: {n:,}, median of {repeat} interleaved runs each "
@@ -171,6 +198,8 @@ def main() -> None:
             "ratio = baseline seconds / meshconnect seconds "
             "(meshconnect throughput relative to that baseline)"
         )
+        for name, r in runs.items():
+            print(f"  {name}: " + ", ".join(f"{s:.2f}" for s, _ in r) + " s")
 
 
 if __name__ == "__main__":
