@@ -50,7 +50,7 @@ def test_rows_written_while_stopped_before_any_change_arrive(
         "never`: streams from the end of the binlog at the first start, a position committed "
         "before it reports started))",
         "sink cdc/out",
-        "  (nothing committed)",
+        "  (no committed offset: starts from the beginning)",
     ]
 
     log_path = tmp_path / "worker.log"
