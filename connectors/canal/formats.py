@@ -275,6 +275,21 @@ class Shape:
             name = image_names[i]
             col_schema = info.column(name) if info is not None else None
             binlog_col = columns[i] if columns is not None and i < len(columns) else None
+            if (
+                col_schema is not None
+                and col_schema.fsp
+                and binlog_col is not None
+                and binlog_col.type in _OLD_TEMPORAL
+            ):
+                # checked before the binlog's definition is compared: the old format's table
+                # map carries no precision, so it never matches the schema's
+                raise ConfigError(
+                    f"canal: {schema}.{table}.{name} is a {col_schema.column_type} in "
+                    "MariaDB's pre-10.1 storage format (mysql56_temporal_format=OFF), "
+                    "whose binlog values carry no precision and cannot be decoded: run "
+                    f"`ALTER TABLE {schema}.{table} FORCE` with "
+                    "mysql56_temporal_format=ON to convert it"
+                )
             derived = None
             if binlog_col is not None:
                 derived = binlog_type(binlog_col, maxlen or {}, mariadb)
@@ -288,14 +303,6 @@ class Shape:
             if col_schema is not None:
                 kind = _KIND_OF_DATA_TYPE.get(col_schema.data_type.lower(), "plain")
                 fsp = col_schema.fsp
-                if fsp and binlog_col is not None and binlog_col.type in _OLD_TEMPORAL:
-                    raise ConfigError(
-                        f"canal: {schema}.{table}.{name} is a {col_schema.column_type} in "
-                        "MariaDB's pre-10.1 storage format (mysql56_temporal_format=OFF), "
-                        "whose binlog values carry no precision and cannot be decoded: run "
-                        f"`ALTER TABLE {schema}.{table} FORCE` with "
-                        "mysql56_temporal_format=ON to convert it"
-                    )
                 mysql_type[name] = col_schema.column_type
                 sql_types[name] = col_schema.sql_type
             else:
