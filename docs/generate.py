@@ -54,6 +54,8 @@ def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
         return f"list of {_type_of(prop.get('items', {}), defs)}"
     if kind == "object":
         return "mapping"
+    if prop.get("format") == "json-value":
+        return "JSON value"
     if prop.get("format") == "password":
         return "secret string"
     return str(kind or "any")

@@ -9,6 +9,7 @@ options are checked in a second pass against the model that plugin declares
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -37,7 +38,7 @@ def parse_duration(value: Any) -> float:
     """Seconds from ``200ms``, ``30s``, ``5m``, ``2h``, ``7d`` or a plain number of seconds."""
     if isinstance(value, bool):
         raise ValueError("a duration such as 200ms, 30s, 5m, 2h or 7d")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -66,6 +67,8 @@ def parse_size(value: Any) -> int:
     """Bytes from ``512MB``, ``2GiB``, ``100kB`` or a plain number of bytes."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
+    if isinstance(value, Decimal) and value >= 0 and value == value.to_integral_value():
+        return int(value)  # `1e6` in YAML
     if isinstance(value, str):
         match = _SIZE.match(value)
         if match:

@@ -22,6 +22,7 @@ import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -285,7 +286,7 @@ def _safe_message(error: Any) -> str:
 
 
 def _unecho(message: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         return message
     tokens = sorted({repr(value), str(value)}, key=len, reverse=True)
     for token in tokens:

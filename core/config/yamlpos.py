@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -39,13 +40,22 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import Location, Problem
 
-__all__ = ["Document", "Pos", "ScalarInfo", "YamlPath", "parse_yaml", "render_path"]
+__all__ = [
+    "Document",
+    "Pos",
+    "ScalarInfo",
+    "YamlPath",
+    "exact_float",
+    "parse_yaml",
+    "render_path",
+]
 
 #: Mapping keys and list indexes from the document root to a node.
 YamlPath = tuple[Any, ...]
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_FLOAT_TAG = "tag:yaml.org,2002:float"
 
 #: Most values (scalars, lists and mappings, each alias counted as the values it repeats) one
 #: file may expand to. Real pipeline files hold hundreds; 100,000 builds in well under a second.
@@ -252,6 +262,18 @@ def _tab_column(text: str, mark: yaml.Mark | None) -> int | None:
     return None
 
 
+def exact_float(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """A YAML float as the exact ``Decimal`` of its text (``1.10`` keeps its scale, every digit
+    of ``169299987.35345112`` is kept), the representation ``meshconnect.jsonvalue`` gives JSON
+    numbers; ``.inf``, ``.nan`` and YAML 1.1's sexagesimal ``1:30.5`` stay floats."""
+    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    try:
+        number = Decimal(text.replace("_", ""))
+    except ArithmeticError:
+        return loader.construct_yaml_float(node)  # type: ignore[arg-type]
+    return number if number.is_finite() else loader.construct_yaml_float(node)  # type: ignore[arg-type]
+
+
 class _Builder:
     def __init__(self, doc: Document, loader: yaml.SafeLoader, lines: list[str]) -> None:
         self.doc = doc
@@ -269,7 +291,10 @@ class _Builder:
     def build(self, node: Node, path: YamlPath) -> Any:
         self.doc.values[path] = _pos(node)
         if isinstance(node, ScalarNode):
-            value = self.loader.construct_object(node, deep=True)
+            if node.tag == _FLOAT_TAG:
+                value = exact_float(self.loader, node)
+            else:
+                value = self.loader.construct_object(node, deep=True)
             self.doc.scalars[path] = self.scalar_info(node, value)
             return value
         if id(node) in self.active:

@@ -16,11 +16,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 
 from ..errors import ConfigError
 from ..records import kind_of
@@ -32,9 +34,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DataPathOption",
+    "JsonOption",
     "Options",
     "PathOption",
     "ReadPathOption",
+    "constant_copier",
     "detach",
     "fresh_copy",
     "kind_of",
@@ -76,6 +80,47 @@ PathOption = Annotated[str, AfterValidator(_check_path)]
 ReadPathOption = Annotated[str, AfterValidator(_check_readable)]
 #: A field path inside ``data`` (``data.a.b``, ``data.items[0]``), not ``data`` itself.
 DataPathOption = Annotated[str, AfterValidator(_check_data_path)]
+
+
+def _json_option(value: Any) -> Any:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                raise ValueError("not a JSON value: object keys must be strings")
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif (isinstance(v, float) and not math.isfinite(v)) or (
+            isinstance(v, Decimal) and not v.is_finite()
+        ):
+            raise ValueError("not a JSON value: JSON has no NaN or infinity")
+        elif v is not None and not isinstance(v, str | int | float | Decimal):
+            raise ValueError(f"not a JSON value: {type(v).__name__}")
+    return value
+
+
+#: Any JSON value given in the YAML, numbers as ``meshconnect.jsonvalue`` has them (a number
+#: with a fraction or an exponent is the exact ``Decimal`` of its text: ``1.10`` keeps its
+#: scale), where pydantic's ``JsonValue`` would refuse a ``Decimal``.
+JsonOption = Annotated[Any, AfterValidator(_json_option), WithJsonSchema({"format": "json-value"})]
+
+
+def constant_copier(value: Any) -> Callable[[], Any]:
+    """A function giving a fresh deep copy of the constant ``value`` on each call, so records
+    never share it: a scalar as it is; an object or array from its JSON serialised once
+    (fast), or by ``copy.deepcopy`` when orjson cannot round-trip it (a ``Decimal``, an
+    integer beyond 64 bits)."""
+    if not isinstance(value, dict | list):
+        return lambda: value
+    try:
+        blob = orjson.dumps(value)
+    except TypeError:
+        blob = None
+    if blob is None or orjson.loads(blob) != value:
+        return lambda: copy.deepcopy(value)
+    return lambda: orjson.loads(blob)
 
 
 def fresh_copy(value: Any) -> Any:

@@ -14,19 +14,21 @@ do to a tombstone too.
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
 
-import orjson
-from pydantic import Field, JsonValue, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from . import Transform
 from ._common import (
     DataPathOption,
+    JsonOption,
     Options,
     PathOption,
     ReadPathOption,
+    constant_copier,
     detach,
     fresh_copy,
     kind_of,
@@ -68,7 +70,7 @@ def scratch(data: Any) -> Record:
 
 class InsertFieldOptions(Options):
     field: PathOption = Field(description="Where to put the value, e.g. data.region.")
-    value: JsonValue = Field(
+    value: JsonOption = Field(
         None, description="A fixed value (any JSON value). Give one of value, template or from."
     )
     template: str | None = Field(
@@ -84,7 +86,7 @@ class InsertFieldOptions(Options):
 
     @field_validator("value")
     @classmethod
-    def _check_value(cls, value: JsonValue, info: ValidationInfo) -> JsonValue:
+    def _check_value(cls, value: JsonOption, info: ValidationInfo) -> JsonOption:
         if "field" in info.data:  # the path was valid
             _check_fits(parse_path(info.data["field"]), value)
         return value
@@ -103,7 +105,7 @@ def _check_fits(path: FieldPath, value: Any) -> None:
             raise ValueError(f"{path} cannot be null")
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{path} takes a string value")
-    elif path.kind == "extension" and isinstance(value, float | list | dict):
+    elif path.kind == "extension" and isinstance(value, float | Decimal | list | dict):
         raise ValueError(f"extension {path} takes a string, integer or boolean value")
 
 
@@ -129,10 +131,8 @@ class InsertField(Transform):
         self.value = value
         self.template = template
         self.source = source
-        # An object or array is copied for each record from JSON serialised once (fast).
         mutable = isinstance(value, dict | list)
-        self._blob = _serialised(value) if mutable else None
-        self._copy = mutable and self._blob is None
+        self._copy = constant_copier(value) if mutable else None
         self._nested = nested([path])
         fixed = template is None and source is None and not mutable
         top = path.kind == "data" and len(path.segments) == 1
@@ -159,21 +159,11 @@ class InsertField(Transform):
             if value is MISSING:
                 raise DataError(f"insert_field: {self.source} is missing")
             self.path.set(record, fresh_copy(value))
-        elif self._blob is not None:
-            self.path.set(record, orjson.loads(self._blob))
-        elif self._copy:
-            self.path.set(record, fresh_copy(self.value))
+        elif self._copy is not None:
+            self.path.set(record, self._copy())
         else:
             self.path.set(record, self.value)
         return record
-
-
-def _serialised(value: Any) -> bytes | None:
-    try:
-        blob = orjson.dumps(value)
-    except TypeError:  # e.g. an integer beyond 64 bits
-        return None
-    return blob if orjson.loads(blob) == value else None
 
 
 def _make_insert_field(options: InsertFieldOptions, compiler: Compiler) -> InsertField:

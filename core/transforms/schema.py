@@ -37,6 +37,7 @@ from pydantic import Field
 
 from .. import jsonvalue
 from ..api import TransformSpec
+from ..config.yamlpos import exact_float
 from ..errors import ConfigError, DataError
 from . import Transform, build_context
 from ._common import Options, ReadPathOption
@@ -98,16 +99,7 @@ class _ExactLoader(yaml.SafeLoader):
     """YAML's safe loader with floats as Decimals of their text (``.inf``/``.nan`` as floats)."""
 
 
-def _exact_float(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    text = str(loader.construct_scalar(node))  # type: ignore[arg-type]
-    try:
-        number = Decimal(text.replace("_", ""))
-    except ArithmeticError:
-        return loader.construct_yaml_float(node)  # type: ignore[arg-type]
-    return number if number.is_finite() else loader.construct_yaml_float(node)  # type: ignore[arg-type]
-
-
-_ExactLoader.add_constructor("tag:yaml.org,2002:float", _exact_float)
+_ExactLoader.add_constructor("tag:yaml.org,2002:float", exact_float)
 
 
 def _as_exact(value: Any) -> Decimal | None:

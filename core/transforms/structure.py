@@ -16,14 +16,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from pydantic import Field, JsonValue
+from pydantic import Field
 
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from ..expr import sole_placeholder
 from . import Transform
-from ._common import DataPathOption, Options, PathOption, fresh_copy, kind_of, nested, own
+from ._common import (
+    DataPathOption,
+    JsonOption,
+    Options,
+    PathOption,
+    constant_copier,
+    fresh_copy,
+    kind_of,
+    nested,
+    own,
+)
 from .paths import MISSING, FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -242,7 +251,7 @@ Builder = Callable[["Record"], Any]
 
 
 class TemplateOptions(Options):
-    template: JsonValue = Field(
+    template: JsonOption = Field(
         description="The new value: any JSON value. Each string in it is a template; a string "
         "that is exactly one {expression}, or a path written $.data.x, keeps the value's type "
         "(number, object, …)."
@@ -317,11 +326,10 @@ def _compile_tree(node: Any, compiler: Compiler, where: str) -> tuple[Builder | 
 def _make_template(options: TemplateOptions, compiler: Compiler) -> TemplateTransform:
     build, const = _compile_tree(options.template, compiler, "template")
     if build is None:
-        blob = orjson.dumps(const)
-        mutable = isinstance(const, dict | list)
+        copy_constant = constant_copier(const)
 
         def build_constant(record: Record) -> Any:
-            return orjson.loads(blob) if mutable else const
+            return copy_constant()
 
         build = build_constant
     return TemplateTransform(parse_path(options.field), build)
