@@ -19,9 +19,9 @@ the end of the binlog when the snapshot begins). For each chunk:
 
 The last chunk of a table has no upper bound (rows inserted past the end during the window
 are part of it). Tables without a primary key are read in one SELECT and reconciled as a
-multiset of whole rows (kept in memory). Key ranges are compared in Python: exact for numeric,
-temporal and binary keys; string keys under a case-insensitive collation may order
-differently from the server, which can misplace a concurrent change at a chunk boundary.
+multiset of whole rows (kept in memory). Keys are paged and compared in the server's order
+(:mod:`.keyorder`): in Python where its order is the server's, by the server otherwise
+(strings under a collation, UUID, INET6).
 DDL on a table while it is being snapshotted is not supported (its chunks keep the old
 column list until the table is done).
 """
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import re
 import time
 from collections import Counter
 from decimal import Decimal
@@ -41,6 +40,8 @@ from meshconnect import Record, RetriableError
 from .config import TableMatcher
 from .events import RowsEvent
 from .formats import Shape, TxMeta
+from .keyorder import KeyOrder
+from .keyorder import members as key_members
 from .positions import binlog_order
 from .server import ColumnSchema, Server, TableSchema
 
@@ -103,11 +104,6 @@ def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def _members(column_type: str) -> tuple[str, ...]:
-    """The members of ``set('a','b''c')`` as ``information_schema`` writes the type."""
-    return tuple(m.replace("''", "'") for m in re.findall(r"'((?:[^']|'')*)'", column_type))
-
-
 def _select_expr(column: ColumnSchema) -> str:
     """How the snapshot selects a column so that it reads what the binlog holds: a SET as its
     bit mask (the server's text drops the empty member: SET('','a') holding both prints
@@ -133,7 +129,7 @@ def _normaliser(info: TableSchema) -> list[tuple[int, Any]]:
         elif kind == "bit":
             fixes.append((i, lambda v: int.from_bytes(v, "big") if isinstance(v, bytes) else v))
         elif kind == "set":
-            members = _members(c.column_type)
+            members = key_members(c.column_type)
 
             def set_(v: Any, members: tuple[str, ...] = members) -> Any:
                 mask = int(v)
@@ -171,6 +167,9 @@ class Snapshot:
         self._table_rows = 0
         self._catching_up = False
         self._catch_up_since: float | None = None
+        #: The key order of the table being snapshotted (see keyorder.py).
+        self._order: KeyOrder | None = None
+        self._order_of: tuple[str, str] | None = None
 
     @property
     def state(self) -> dict[str, Any]:
@@ -211,10 +210,11 @@ class Snapshot:
         args: list[Any] = []
         lo = decode_key(self.after) if self.after is not None and pk else None
         if pk:
+            order = self._key_order(server, schema, table, pk)
             cols = ", ".join(map(_quote, pk))
             if lo is not None:
                 sql += f" WHERE ({cols}) > ({', '.join(['%s'] * len(pk))})"
-                args = list(lo)
+                args = order.params(lo)
             sql += f" ORDER BY {cols} LIMIT {chunk}"
         if src.config.snapshot_locking == "share":
             sql += " LOCK IN SHARE MODE"
@@ -239,6 +239,8 @@ class Snapshot:
         self._current = (schema, table)
         self._lo = lo
         self._hi = None if last else tuple(rows[-1][i] for i in pk_index)
+        if self._order is not None:
+            self._order.forget()
         if pk:
             self._buffer = {tuple(r[i] for i in pk_index): r for r in rows}
             self._multiset = None
@@ -316,6 +318,8 @@ class Snapshot:
         self._current = (schema, table)
         self._lo = lo
         self._catching_up = True
+        if self._order is not None:
+            self._order.forget()
         out: list[Record] = []
         try:
             for event in src.read():
@@ -348,20 +352,46 @@ class Snapshot:
 
     # -- row changes inside a window -----------------------------------------------------------
 
-    def _region(self, schema: str, table: str, key: tuple[Any, ...]) -> str:
+    def _key_order(self, server: Server, schema: str, table: str, pk: list[str]) -> KeyOrder:
+        """The order of ``schema.table``'s primary key, as the server sorts it."""
+        if self._order is None or self._order_of != (schema, table):
+            found = {
+                str(name): (str(kind), str(ctype), cs and str(cs), coll and str(coll))
+                for name, kind, ctype, cs, coll in server.query(
+                    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, "
+                    "COLLATION_NAME FROM information_schema.COLUMNS "
+                    "WHERE TABLE_SCHEMA=%s AND TABLE_NAME=%s",
+                    [schema, table],
+                )
+            }
+            columns = [found.get(n, ("", "", None, None)) for n in pk]
+            self._order = KeyOrder(columns, lambda sql, args: server.query(sql, args))
+            self._order_of = (schema, table)
+        return self._order
+
+    def _regions(self, schema: str, table: str, keys: list[tuple[Any, ...]]) -> list[str]:
+        """Where each key stands against the open window: ``done`` (read by an earlier chunk,
+        or not being snapshotted), ``chunk`` or ``later`` — in the server's key order."""
         if self._current is None or [schema, table] not in self.tables:
-            return "done"
+            return ["done"] * len(keys)
         if (schema, table) != self._current:
-            return "later"
+            return ["later"] * len(keys)
+        if self._multiset is not None and not self._catching_up:
+            return ["chunk"] * len(keys)
+        order, lo, hi = self._order, self._lo, self._hi
+        if lo is None:
+            done = [False] * len(keys)
+        else:
+            assert order is not None and self._order_of == self._current
+            done = order.at_most(keys, lo)
         if self._catching_up:
-            return "done" if self._lo is not None and key <= self._lo else "later"
-        if self._multiset is not None:
-            return "chunk"
-        if self._lo is not None and key <= self._lo:
-            return "done"
-        if self._hi is None or key <= self._hi:
-            return "chunk"
-        return "later"
+            return ["done" if d else "later" for d in done]
+        if hi is None:
+            upto = [True] * len(keys)
+        else:
+            assert order is not None and self._order_of == self._current
+            upto = order.at_most(keys, hi)
+        return ["done" if d else "chunk" if u else "later" for d, u in zip(done, upto, strict=True)]
 
     def rows(
         self, event: RowsEvent, shape: Shape, meta: TxMeta, first: int, out: list[Record]
@@ -371,21 +401,26 @@ class Snapshot:
         change = self.source.formatter.change
         rows = event.rows
         before = event.before
-        for i in range(first, len(rows)):
-            if event.kind == "update":
-                assert before is not None
+        if event.kind == "update":
+            assert before is not None
+            keys = [shape.key(before[i]) for i in range(first, len(rows))]
+            keys += [shape.key(rows[i]) for i in range(first, len(rows))]
+            regions = self._regions(schema, table, keys)
+            n = len(rows) - first
+            for j, i in enumerate(range(first, len(rows))):
                 old, new = before[i], rows[i]
-                r_old = self._region(schema, table, shape.key(old))
-                r_new = self._region(schema, table, shape.key(new))
+                r_old, r_new = regions[j], regions[n + j]
                 if r_old == r_new == "done":
                     change("update", shape, old, new, meta, i, out)
                     continue
                 self._apply("delete", r_old, shape, old, meta, i, out)
                 self._apply("insert", r_new, shape, new, meta, i, out)
-            else:
-                image = rows[i]
-                region = self._region(schema, table, shape.key(image))
-                self._apply(event.kind, region, shape, image, meta, i, out)
+            return
+        regions = self._regions(
+            schema, table, [shape.key(rows[i]) for i in range(first, len(rows))]
+        )
+        for region, i in zip(regions, range(first, len(rows)), strict=True):
+            self._apply(event.kind, region, shape, rows[i], meta, i, out)
 
     def _apply(
         self,
