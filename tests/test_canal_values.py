@@ -64,8 +64,9 @@ def test_binary_has_no_codec() -> None:
 
 
 def test_snapshot_reads_sets_by_mask_and_floats_as_double() -> None:
+    from meshconnect.connectors.canal.keyorder import members as _members
     from meshconnect.connectors.canal.server import ColumnSchema, TableSchema
-    from meshconnect.connectors.canal.snapshot import _members, _normaliser, _select_expr
+    from meshconnect.connectors.canal.snapshot import _normaliser, _select_expr
 
     assert _members("set('','a','b''c','d,e')") == ("", "a", "b'c", "d,e")
     s = ColumnSchema("s`x", "set", "set('','a','b')", -7, 0, False)
@@ -73,3 +74,46 @@ def test_snapshot_reads_sets_by_mask_and_floats_as_double() -> None:
     assert (_select_expr(s), _select_expr(f)) == ("`s``x` + 0", "CAST(`f` AS DOUBLE)")
     [(i, fix)] = _normaliser(TableSchema("d", "t", (f, s), ()))
     assert (i, fix(1), fix(3), fix(0), fix(6)) == (1, ("",), ("", "a"), (), ("a", "b"))
+
+
+def test_key_order_pages_enum_and_set_keys_by_index_and_mask() -> None:
+    """The server sorts ENUM by the member's index and SET by its mask; a page's WHERE must
+    give those numbers (``enum_col > 'm'`` would compare text). Keys of such types compare in
+    Python, without asking the server."""
+    from meshconnect.connectors.canal.keyorder import KeyOrder
+
+    def no_server(sql: str, args: list[object]) -> list[tuple[object, ...]]:
+        raise AssertionError("asked the server")
+
+    order = KeyOrder(
+        [("enum", "enum('z','m','a')", None, None), ("set", "set('x','y')", None, None)],
+        no_server,
+    )
+    assert order.python
+    assert order.params(("a", ("x", "y"))) == [3, 3]
+    assert order.params(("z", ())) == [1, 0]
+    assert order.at_most([("z", ("y",)), ("a", ())], ("m", ())) == [True, False]
+
+
+def test_key_order_asks_the_server_for_collated_strings_and_uuids() -> None:
+    from meshconnect.connectors.canal.keyorder import KeyOrder
+
+    asked: list[tuple[str, list[object]]] = []
+
+    def server(sql: str, args: list[object]) -> list[tuple[object, ...]]:
+        asked.append((sql, args))
+        return [tuple(1 for _ in range(len(args) // 4))]
+
+    order = KeyOrder(
+        [("varchar", "varchar(20)", "utf8mb4", "utf8mb4_general_ci"), ("uuid", "uuid", None, None)],
+        server,
+    )
+    assert not order.python
+    keys = [("a", "u1"), ("B", "u2"), ("a", "u1")]
+    assert order.at_most(keys, ("c", "u3")) == [True, True, True]
+    ((sql, args),) = asked
+    assert sql.count("CONVERT(%s USING utf8mb4) COLLATE utf8mb4_general_ci") == 4
+    assert sql.count("CAST(%s AS UUID)") == 4
+    assert args == ["a", "u1", "c", "u3", "B", "u2", "c", "u3"]
+    order.at_most(keys[:1], ("c", "u3"))  # remembered for the window
+    assert len(asked) == 1
