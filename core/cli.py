@@ -398,6 +398,39 @@ def _record_install(path: Path, spec: str) -> None:
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
 
 
+# -- new ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def new() -> None:
+    """Start a new package from a template."""
+
+
+@new.command("connector")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="Where to write the package (default: ./NAME). Must not exist or be empty.",
+)
+def new_connector(name: str, directory: str | None) -> None:
+    """Scaffold a third-party connector package NAME: pyproject with the entry point, a source
+    and a sink with config models, tests running the conformance suites, a README."""
+    from . import __version__
+    from .errors import ConfigError
+    from .scaffold import new_connector as write_package
+
+    target = Path(directory or name)
+    try:
+        written = write_package(name, target, __version__)
+    except ConfigError as exc:
+        raise _Fail(str(exc)) from None
+    for path in written:
+        _echo(str(path))
+    _echo(f"next: meshconnect plugins install ./{target} && python -m pytest {target / 'tests'}")
+
+
 # -- offsets ----------------------------------------------------------------------------------
 
 

@@ -123,3 +123,34 @@ def test_strict_mode_refuses_to_start_with_a_broken_plugin(
     result = mc(fresh_venv, tmp_path, "--strict", "run", "p.yaml")
     assert result.returncode != 0
     assert "broken on purpose" in result.stderr
+
+
+def test_a_scaffolded_connector_installs_passes_the_suites_and_runs(
+    fresh_venv: Path, tmp_path: Path
+) -> None:
+    """``meshconnect new connector acme`` → ``meshconnect plugins install ./acme`` in a fresh
+    virtualenv → the package's own tests (the conformance suites and a pipeline run) pass and
+    its example pipeline runs. Last in this module: it installs into the shared venv."""
+    made = mc(fresh_venv, tmp_path, "new", "connector", "acme")
+    assert made.returncode == 0, made.stderr
+    package = tmp_path / "acme"
+    assert (package / "src" / "meshconnect_acme" / "plugin.py").exists()
+    installed = mc(fresh_venv, tmp_path, "plugins", "install", "--yes", f"{package}[test]")
+    assert installed.returncode == 0, installed.stderr
+    listed = mc(fresh_venv, tmp_path, "plugins", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert "meshconnect-acme" in listed.stdout
+    tests = subprocess.run(
+        [str(fresh_venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+    assert " passed" in tests.stdout and "failed" not in tests.stdout
+    run = mc(fresh_venv, package, "run", "example.yaml")
+    assert run.returncode == 0, run.stderr
+    lines = (package / "out.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [{"n": i} for i in range(10)]

@@ -1,0 +1,49 @@
+"""``meshconnect new connector``: the files it writes are valid Python and TOML, name the
+entry point and classes after the connector, and refuse bad names and non-empty directories.
+(Installing the package and running its own tests: integration/test_plugin_distribution.py.)"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from meshconnect.cli import cli
+from meshconnect.errors import ConfigError
+from meshconnect.scaffold import files_for
+
+
+def test_the_package_files_parse_and_name_the_connector() -> None:
+    files = files_for("acme_crm", "0.1.0")
+    for path, text in files.items():
+        if path.endswith(".py"):
+            ast.parse(text, path)
+    project = tomllib.loads(files["pyproject.toml"])["project"]
+    assert project["name"] == "meshconnect-acme-crm"
+    assert project["entry-points"]["meshconnect"] == {"acme_crm": "meshconnect_acme_crm.plugin"}
+    assert project["dependencies"] == ["meshconnect>=0.1.0"]
+    plugin = files["src/meshconnect_acme_crm/plugin.py"]
+    assert '"meshconnect_acme_crm.source:AcmeCrmSource"' in plugin
+    assert '"meshconnect_acme_crm.sink:AcmeCrmSink"' in plugin
+    assert "class TestAcmeCrmSource(SourceConformance)" in files["tests/test_conformance.py"]
+
+
+@pytest.mark.parametrize("name", ["Acme", "acme-crm", "1acme", "", "a" * 41, "acme/../x"])
+def test_a_bad_name_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="lower case letters"):
+        files_for(name, "0.1.0")
+
+
+def test_the_command_writes_the_package_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    runner = CliRunner()
+    target = tmp_path / "pkg"
+    first = runner.invoke(cli, ["new", "connector", "acme", "--dir", str(target)])
+    assert first.exit_code == 0, first.output
+    assert (target / "src" / "meshconnect_acme" / "sink.py").exists()
+    assert "plugins install" in first.output
+    second = runner.invoke(cli, ["new", "connector", "acme", "--dir", str(target)])
+    assert second.exit_code != 0
+    assert "not empty" in second.output
