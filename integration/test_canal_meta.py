@@ -505,3 +505,40 @@ def test_statements_naming_no_table_are_left_out_by_the_ddl_setting(
             "CREATE TRIGGER",
         ]
     assert [r.type for r in changes(records)] == ["mysql.insert"]
+
+
+# -- names and keys a CloudEvent cannot hold as they are ---------------------------------------
+
+
+@pytest.mark.parametrize("snapshot", ["initial", "never"])
+def test_a_tab_in_a_table_name_or_a_key_is_escaped_and_the_records_are_valid(
+    mariadb: MariaDB, snapshot: str
+) -> None:
+    """MariaDB allows a tab in a quoted table name and any character in a VARCHAR key; a
+    CloudEvents String allows neither control characters nor noncharacters. The subject and
+    the partitionkey spell them ``\\u0009`` (backslashes doubled first), so every record is a
+    valid CloudEvent and distinct keys stay distinct."""
+    from meshconnect import eventrules
+
+    mariadb.execute("DROP DATABASE IF EXISTS tb", "CREATE DATABASE tb")
+    mariadb.execute(
+        "CREATE TABLE `t\tab` (k VARCHAR(20) PRIMARY KEY, v INT)",
+        "INSERT INTO `t\tab` VALUES ('a\tb', 1), ('a\\\\u0009b', 2), ('x\ny', 3)",
+        database="tb",
+    )
+    start = None if snapshot == "initial" else end_positions(mariadb)
+    if start is not None:
+        mariadb.execute("INSERT INTO `t\tab` VALUES ('a\tc', 4), ('\\\\', 5)", database="tb")
+    want = 3 if snapshot == "initial" else 2
+    records, _ = run_source(
+        mariadb, start, want, format="row", snapshot=snapshot, include=["tb\\..*"], ddl="none"
+    )
+    rows = changes(records)
+    assert {r.subject for r in rows} == {"tb.t\\u0009ab"}
+    keys = [r.extensions["partitionkey"] for r in rows]
+    if snapshot == "initial":
+        assert sorted(keys) == sorted(["a\\u0009b", "a\\\\u0009b", "x\\u000ay"])
+    else:
+        assert keys == ["a\\u0009c", "\\\\"]
+    for r in rows:
+        assert eventrules.attribute_problems(r) == {}, r

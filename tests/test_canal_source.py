@@ -405,7 +405,35 @@ def test_composite_keys_are_escaped_and_distinct(key: tuple[Any, ...], text: str
     s = Shape.build("s", "t", ("a", "b"), columns, None, None, "base64", ("a", "b"))
     assert s.key_text(key) == text
     one = Shape.build("s", "t", ("a", "b"), columns, None, None, "base64", ("a",))
-    assert one.key_text(key) == str(key[0])
+    assert one.key_text(key) == str(key[0]).replace("\\", "\\\\")
+
+
+@pytest.mark.parametrize(
+    ("key", "one", "both"),
+    [
+        (("a\tb", "c"), "a\\u0009b", "a\\u0009b|c"),
+        (("a\\u0009b", "c"), "a\\\\u0009b", "a\\\\u0009b|c"),
+        (("line\nbreak", "\x7f"), "line\\u000abreak", "line\\u000abreak|\\u007f"),
+        (("\ufffe", ""), "\\ufffe", "\\ufffe|"),
+        (("plain", "x"), "plain", "plain|x"),
+        (("", ""), "", "|"),
+    ],
+)
+def test_keys_a_cloudevent_cannot_hold_are_escaped_one_to_one(
+    key: tuple[Any, ...], one: str, both: str
+) -> None:
+    """A primary key holding a tab, a newline or a noncharacter (a MariaDB VARCHAR may) cannot
+    be a CloudEvents String as it is: the partitionkey spells each such character \\uXXXX,
+    with backslashes doubled first so a key written ``a\\u0009b`` stays distinct."""
+    from meshconnect import eventrules
+
+    columns = [Column("a", 15, metadata=40, charset=45), Column("b", 15, metadata=40, charset=45)]
+    single = Shape.build("s", "t", ("a", "b"), columns, None, None, "base64", ("a",))
+    composite = Shape.build("s", "t", ("a", "b"), columns, None, None, "base64", ("a", "b"))
+    assert single.key_text(key) == one
+    assert composite.key_text(key) == both
+    for text in (one, both):
+        assert eventrules.extension_value_problem(text) is None
 
 
 def test_types_come_from_the_table_map_unless_the_schema_has_the_same_column() -> None:

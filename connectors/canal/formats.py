@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from meshconnect import ConfigError, DataError, Record, jsonvalue
+from meshconnect import ConfigError, DataError, Record, eventrules, jsonvalue
 
 from ._fixedbin import TEXT_OF
 from .coltypes import binlog_type, same_definition
@@ -325,7 +325,7 @@ class Shape:
         return cls(
             schema=schema,
             table=table,
-            subject=f"{schema}.{table}",
+            subject=spec_text(f"{schema}.{table}"),
             names=names,
             index=None if keep is None else tuple(kept),
             pk=pk,
@@ -390,15 +390,29 @@ class Shape:
     def key_text(self, image: tuple[Any, ...]) -> str | None:
         """The ``partitionkey``: one key column's text as is; several columns' texts each
         with ``\\`` and ``|`` escaped by a backslash, joined by ``|`` (so ``('a|b', 'c')``
-        is ``a\\|b|c`` and ``('a', 'b|c')`` is ``a|b\\|c``: distinct rows, distinct keys)."""
+        is ``a\\|b|c`` and ``('a', 'b|c')`` is ``a|b\\|c``: distinct rows, distinct keys).
+        A character a CloudEvents String may not hold (a control character such as a tab, a
+        noncharacter) becomes ``\\uXXXX``; a one-column key holding one, or a backslash, has
+        its backslashes doubled first, so distinct keys stay distinct."""
         index = self.pk_index
         if not index:
             return None
         if len(index) == 1:
-            return _key_part(image[index[0]])
-        return "|".join(
+            return spec_text(_key_part(image[index[0]]))
+        joined = "|".join(
             _key_part(image[i]).replace("\\", "\\\\").replace("|", "\\|") for i in index
         )
+        return eventrules.valid_string(joined) if joined else joined
+
+
+def spec_text(text: str) -> str:
+    """``text`` as a CloudEvents String, one to one: as it is when it holds neither a backslash
+    nor a character a String may not hold; otherwise with backslashes doubled and each such
+    character as ``\\uXXXX`` (a table name or key with a tab cannot be a CloudEvent's subject
+    or partitionkey as it is, and must not collide with one spelled ``\\u0009``)."""
+    if not text or ("\\" not in text and eventrules.extension_value_problem(text) is None):
+        return text
+    return eventrules.valid_string(text.replace("\\", "\\\\"))
 
 
 def _key_part(v: Any) -> str:
@@ -642,7 +656,7 @@ class Formatter:
             f"{meta.file}:{meta.pos}:ddl" + (f":{n}" if n else ""),
             self.source,
             "mysql.ddl",
-            f"{schema}.{table}" if table else schema,
+            spec_text(f"{schema}.{table}" if table else schema),
             "application/json",
             _iso(meta.timestamp),
             None,
