@@ -21,18 +21,19 @@ Per record:
 Ordering: records with the same ``partitionkey`` extension are sent one after the other in
 offset order; when one fails for a retriable reason, the later records of its key in the
 batch are held back (reported retriable without being sent) so the key keeps its order.
-Records without a partition key are independent. At most ``max_concurrency`` requests are in
-flight.
+Records without a partition key form one more such lane (they keep their order too). Lanes
+run side by side, at most ``max_concurrency`` requests in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 from meshconnect import (
     BatchError,
@@ -87,8 +88,7 @@ class HttpSink(Sink[HttpSinkConfig]):
     async def write(self, records: Sequence[Record]) -> None:
         lanes: dict[Any, list[int]] = {}
         for index, record in enumerate(records):
-            key = record.extensions.get("partitionkey")
-            lanes.setdefault(("key", key) if key is not None else ("one", index), []).append(index)
+            lanes.setdefault(record.extensions.get("partitionkey"), []).append(index)
         failures = BatchError()
 
         async def lane(indexes: list[int]) -> None:
@@ -219,9 +219,12 @@ class HttpSink(Sink[HttpSinkConfig]):
                 form["scope"] = oauth.scope
             if oauth.audience:
                 form["audience"] = oauth.audience
-            auth = self.aiohttp.BasicAuth(oauth.client_id, oauth.client_secret.get_secret_value())
+            # RFC 6749 section 2.3.1: each form-urlencoded, then HTTP Basic
+            secret = oauth.client_secret.get_secret_value()
+            pair = f"{quote_plus(oauth.client_id)}:{quote_plus(secret)}"
+            auth = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
             try:
-                async with self.session.post(oauth.token_url, data=form, auth=auth) as response:
+                async with self.session.post(oauth.token_url, data=form, headers=auth) as response:
                     if response.status >= 500 or response.status == 429:
                         raise RetriableError(
                             f"oauth2 token endpoint {_shown(oauth.token_url)}: "
