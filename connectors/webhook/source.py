@@ -80,6 +80,8 @@ class WebhookSource(Source[WebhookConfig]):
     """Receives HTTP requests on the worker's shared listener (module docstring)."""
 
     empty_position = "no committed position: counts stored requests from 0"
+    #: Seconds an idle ``poll`` waits for a request before it returns an empty batch.
+    idle_wait = 1.0
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         config = self.config
@@ -88,6 +90,7 @@ class WebhookSource(Source[WebhookConfig]):
         self.waiting = 0  # events queued, not yet acked
         self.wake = asyncio.Event()
         self.stopping = False
+        self.accepted = 0  # requests queued for the append so far
         #: (source, id) -> monotonic time it was stored; oldest first
         self.seen: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
@@ -136,7 +139,7 @@ class WebhookSource(Source[WebhookConfig]):
         if not self.queue:
             self.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), 1.0)
+                await asyncio.wait_for(self.wake.wait(), self.idle_wait)
             except TimeoutError:
                 return SourceBatch([])
         taken: list[_Request] = []
@@ -233,6 +236,7 @@ class WebhookSource(Source[WebhookConfig]):
                 self.inflight[key] = done
             self.queue.append(_Request(fresh, done, keys))
             self.waiting += len(fresh)
+            self.accepted += 1
             self.wake.set()
             await self._await(done)
         if duplicates:
