@@ -495,3 +495,36 @@ async def test_tls_with_a_certificate_and_key(tmp_path: Path) -> None:
         worker.stop()
         assert await run == 0
         await store.close()
+
+
+async def test_one_address_with_and_without_tls_is_a_config_error_naming_the_owner(
+    tmp_path: Path,
+) -> None:
+    """The shared listener (core/httplisten.py) binds TLS once per address; a route asking for
+    plain HTTP (or other files) on a TLS address is refused, naming who serves it."""
+    from aiohttp import web
+
+    from meshconnect import ConfigError
+    from meshconnect.httplisten import HttpListeners
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response()
+
+    listeners = HttpListeners()
+    try:
+        with pytest.raises(ConfigError, match="cannot load tls_cert/tls_key"):
+            await listeners.add_route(
+                "127.0.0.1:0", "POST", "/a", ok, "pipeline 'a' (webhook)", tls=("no", "no")
+            )
+        route = await listeners.add_route("127.0.0.1:0", "POST", "/a", ok, "pipeline 'a' (x)")
+        with pytest.raises(ConfigError) as clash:
+            await listeners.add_route(
+                "127.0.0.1:0", "POST", "/b", ok, "pipeline 'b' (x)", tls=("c.pem", "k.pem")
+            )
+        assert str(clash.value) == (
+            "listen 127.0.0.1:0 (pipeline 'b' (x)): served with plain HTTP by pipeline 'a' "
+            "(x); every route on one address needs the same tls_cert and tls_key"
+        )
+        assert route.port
+    finally:
+        await listeners.close()
