@@ -244,8 +244,9 @@ class WebhookSource(Source[WebhookConfig]):
         return web.json_response({"stored": len(fresh), "duplicates": duplicates}, status=202)
 
     async def _await(self, done: asyncio.Future[None]) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(done), self.config.ack_timeout)
+        try:  # shielded: other requests may wait for the same append (duplicates)
+            async with asyncio.timeout(self.config.ack_timeout):
+                await asyncio.shield(done)
         except TimeoutError:
             raise Unavailable(f"no durable append within {self.config.ack_timeout:g}s") from None
 
@@ -286,6 +287,10 @@ class WebhookSource(Source[WebhookConfig]):
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(413, "Content Too Large", f"body over {limit} bytes")
+        stream = request.content
+        length = request.content_length
+        if length is not None and stream.total_bytes >= length:
+            return stream.read_nowait(-1)  # all of it came with the headers: no waiting
         chunks: list[bytes] = []
         size = 0
         try:
