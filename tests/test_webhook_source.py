@@ -528,3 +528,65 @@ async def test_one_address_with_and_without_tls_is_a_config_error_naming_the_own
         assert route.port
     finally:
         await listeners.close()
+
+
+def test_validate_names_the_fields_and_never_prints_a_secret(tmp_path: Path) -> None:
+    import sys
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        """
+pipelines:
+  - name: hooks
+    source:
+      connector: webhook
+      config:
+        listen: 127.0.0.1:8080
+        bearer_tokens: [topsecret-token, {token: other-secret, types: 5}]
+        hmac: {secret: hmac-secret-value, algorithm: md5}
+    sinks:
+      - connector: http
+        config:
+          url: "http://x/{bad"
+          oauth2: {token_url: "http://t", client_id: c, client_secret: oauth-secret, bogus: 1}
+"""
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "meshconnect", "validate", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert f"{path}:9:" in text and "hmac.algorithm" in text
+    assert "config.url" in text and "oauth2.bogus" in text
+    for secret in ("topsecret-token", "other-secret", "hmac-secret-value", "oauth-secret"):
+        assert secret not in text
+
+
+async def test_a_paused_pipeline_answers_503_once_max_pending_events_wait() -> None:
+    """Nothing polls the source (the pipeline is paused or behind): the first request waits
+    for its append, the next one is refused at once with 503 and Retry-After; stopping the
+    source answers the waiting one 503 too."""
+    import logging
+
+    from meshconnect import ConnectorContext
+    from meshconnect.connectors.webhook.config import WebhookConfig
+    from meshconnect.connectors.webhook.source import WebhookSource
+
+    config = WebhookConfig(listen="127.0.0.1:0", max_pending=1, retry_after=7)
+    source = WebhookSource(config, ConnectorContext("p", "webhook", logging.getLogger("t")))
+    await source.start({})
+    url = f"http://127.0.0.1:{source.route.port}/events"
+    try:
+        first = asyncio.create_task(request("POST", url, json={"n": 1}))
+        while source.waiting == 0:
+            await asyncio.sleep(0.01)
+        status, headers, body = await request("POST", url, json={"n": 2})
+        assert (status, headers["Retry-After"]) == (503, "7")
+        assert b"more than 1 events wait" in body
+        await source.stop()
+        status, _, _ = await first
+        assert status == 503
+    finally:
+        await source.context.http.listeners.close()

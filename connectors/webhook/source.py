@@ -228,6 +228,8 @@ class WebhookSource(Source[WebhookConfig]):
         for future in waits:  # the same event is being stored by another request
             await self._await(future)
         if fresh:
+            if self.stopping:  # stop() failed the queue while this request was read
+                raise Unavailable("the source is stopping")
             if self.waiting + len(fresh) > config.max_pending:
                 raise Unavailable(f"more than {config.max_pending} events wait to be stored")
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
