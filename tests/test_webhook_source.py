@@ -590,3 +590,17 @@ async def test_a_paused_pipeline_answers_503_once_max_pending_events_wait() -> N
         assert status == 503
     finally:
         await source.context.http.listeners.close()
+
+
+def test_the_plugin_module_imports_neither_aiohttp_nor_the_sdk() -> None:
+    """`meshconnect --help` and `plugins list` load the plugin: aiohttp and cloudevents are
+    imported only when a pipeline uses the connectors."""
+    import sys
+
+    code = (
+        "import sys, meshconnect.connectors.webhook.plugin as p\n"
+        "p.meshconnect_connectors()\n"
+        "print(sorted(m for m in ('aiohttp', 'cloudevents') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
