@@ -604,3 +604,20 @@ def test_the_plugin_module_imports_neither_aiohttp_nor_the_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_rate_limit_takes_a_model_or_a_shorthand() -> None:
+    from pydantic import ValidationError
+
+    from meshconnect.connectors.webhook.config import WebhookConfig
+
+    def rate(value: Any) -> Any:
+        limit = WebhookConfig(listen="127.0.0.1:0", rate_limit=value).rate_limit
+        assert limit is not None
+        return limit.requests_per_second, limit.burst
+
+    assert rate(5) == (5.0, 0)
+    assert rate("600/min") == (10.0, 0)
+    assert rate({"requests_per_second": 3, "burst": 9}) == (3.0, 9)
+    with pytest.raises(ValidationError, match="N/s, N/min or N/h"):
+        rate("ten/s")

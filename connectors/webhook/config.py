@@ -132,7 +132,13 @@ class WebhookConfig(ConnectorConfig):
     max_batch: int = Field(
         1000, ge=1, description="Most events in one batch-mode request; more gets 413."
     )
-    rate_limit: RateLimit | None = Field(None, description="Requests per client; off unless set.")
+    rate_limit: RateLimit | None = Field(
+        None,
+        description=(
+            "Requests per client address; off unless set. `{requests_per_second, burst}`, or "
+            "a shorthand: a number (requests a second), `100/s`, `600/min`, `10000/h`."
+        ),
+    )
     read_timeout: Duration = Field(
         10.0, gt=0, description="Time to receive the whole body (slow clients get 408)."
     )
@@ -178,6 +184,24 @@ class WebhookConfig(ConnectorConfig):
             "which makes re-deliveries idempotent); default a fresh UUID."
         ),
     )
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate_shorthand(cls, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"requests_per_second": value}
+        if isinstance(value, str):
+            count, _, unit = value.strip().partition("/")
+            seconds = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60,
+                       "h": 3600, "hour": 3600}.get(unit.strip().lower())  # fmt: skip
+            try:
+                number = float(count)
+            except ValueError:
+                number = -1.0
+            if seconds is None or number <= 0:
+                raise ValueError(f"{value!r}: expected a number, or N/s, N/min or N/h")
+            return {"requests_per_second": number / seconds}
+        return value
 
     @field_validator("type", "source", "subject", "id")
     @classmethod
