@@ -314,3 +314,17 @@ async def test_data_mode_templates_and_errors_name_no_secret(tmp_path: Path) -> 
     message = str(failed.value)
     assert "HTTP 404" in message and "s3cret" not in message and "pw" not in message
     assert len(message) < 600  # the body is an excerpt
+
+
+async def test_a_url_template_that_makes_no_url_is_a_data_error() -> None:
+    from meshconnect import BatchError, DataError
+
+    config = HttpSinkConfig(url="{data.where}")
+    sink = HttpSink(config, ConnectorContext("t", "http", logging.getLogger("t")))
+    await sink.open(None)
+    try:
+        with pytest.raises(BatchError) as failed:
+            await sink.write([Record({"where": "http://exa mple.com:99999/x"})])
+    finally:
+        await sink.close()
+    assert isinstance(failed.value.failures[0], DataError)

@@ -174,6 +174,8 @@ class HttpSink(Sink[HttpSinkConfig]):
                     status = response.status
                     excerpt = (await response.content.read(EXCERPT)).decode("utf-8", "replace")
                     retry_after = response.headers.get("Retry-After")
+            except self.aiohttp.InvalidURL:  # a url template that made no URL: never retried
+                return DataError(f"{where}: not a valid URL")
             except (self.aiohttp.ClientError, TimeoutError) as exc:
                 self.failed.inc()
                 return RetriableError(f"{where}: {type(exc).__name__}: {exc}"[:500])
@@ -256,7 +258,10 @@ class HttpSink(Sink[HttpSinkConfig]):
 
 def _shown(url: str) -> str:
     """A URL for messages: no user info, no query (either may carry a secret)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port out of range, a bad IPv6 literal
+        return "(an invalid URL)"
     return f"{parts.scheme}://{host}{port}{parts.path}"
