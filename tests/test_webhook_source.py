@@ -292,7 +292,8 @@ async def test_the_store_unavailable_is_503_with_retry_after_and_stores_nothing(
     hook.store.broken = True
     status, headers, problem = await hook.post(json.dumps(ce(id="down")), structured)
     assert status == 503 and headers["Retry-After"] == "1"
-    assert "the store is down" in problem["detail"]
+    # the client learns that it was not stored, not the store's internals (only logged)
+    assert problem["detail"] == "not stored: the mesh store did not take the events; retry later"
     hook.store.broken = False
     for _ in range(200):  # the source is restarted; the sender retries the 503
         status, _, _ = await hook.post(json.dumps(ce(id="down")), structured)

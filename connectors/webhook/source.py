@@ -73,7 +73,12 @@ class _Request:
 
 
 class Unavailable(Exception):
-    """The events were not stored: the answer is 503 with Retry-After."""
+    """The events were not stored: the answer is 503 with Retry-After. The message is what the
+    client reads; ``reason`` (the store's error, which may name internals) is only logged."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class WebhookSource(Source[WebhookConfig]):
@@ -165,7 +170,9 @@ class WebhookSource(Source[WebhookConfig]):
                     if error is None:
                         request.done.set_result(None)
                     else:
-                        request.done.set_exception(Unavailable(str(error)))
+                        request.done.set_exception(
+                            Unavailable("the mesh store did not take the events", str(error))
+                        )
             if error is None:
                 self.events.inc(sum(len(r.records) for r in taken))
 
@@ -188,7 +195,10 @@ class WebhookSource(Source[WebhookConfig]):
         except Unavailable as exc:
             self.rejected.inc()
             self.context.logger.warning(
-                "webhook %s: 503 to %s: not stored: %s", self.config.path, client, exc
+                "webhook %s: 503 to %s: not stored: %s",
+                self.config.path,
+                client,
+                exc if exc.reason is None else f"{exc}: {exc.reason}",
             )
             return _problem(
                 503,
