@@ -232,7 +232,7 @@ async def test_oauth2_tokens_are_fetched_refreshed_and_replaced_after_a_401(
         assert form["grant_type"] == "client_credentials" and form["scope"] == "events:write"
         assert request.headers["Authorization"] == "Basic Y2xpZW50OnNoaA=="  # client:shh
         issued.append(f"tok-{len(issued)}")
-        return web.json_response({"access_token": issued[-1], "expires_in": 2})
+        return web.json_response({"access_token": issued[-1], "expires_in": 3})
 
     async def receive(request: web.Request) -> web.Response:
         if request.path == "/token":
@@ -263,7 +263,7 @@ async def test_oauth2_tokens_are_fetched_refreshed_and_replaced_after_a_401(
     try:
         for n in range(3):
             await sink.write([Record({"n": n})])
-        await asyncio.sleep(2.1)  # past expires_in: refreshed before the next request
+        await asyncio.sleep(3.0)  # past expires_in: refreshed before the next request
         await sink.write([Record({"n": 3})])
     finally:
         await sink.close()

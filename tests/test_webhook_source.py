@@ -306,7 +306,7 @@ async def test_the_store_unavailable_is_503_with_retry_after_and_stores_nothing(
 
 hook_limited = hook_fixture(
     """
-        rate_limit: {requests_per_second: 0.5, burst: 3}
+        rate_limit: {requests_per_second: 0.01, burst: 3}
         allow_ips: ["127.0.0.0/8"]
         hmac: {secret: [new-secret, old-secret], header: X-Hub-Signature-256, prefix: "sha256="}
     """
