@@ -178,7 +178,8 @@ class HttpSink(Sink[HttpSinkConfig]):
                 return DataError(f"{where}: not a valid URL")
             except (self.aiohttp.ClientError, TimeoutError) as exc:
                 self.failed.inc()
-                return RetriableError(f"{where}: {type(exc).__name__}: {exc}"[:500])
+                text = str(exc).replace(url, where)  # no query string or user info
+                return RetriableError(f"{where}: {type(exc).__name__}: {text}"[:500])
             if 200 <= status < 300 or status in self.config.success_codes:
                 self.sent.inc()
                 return None
