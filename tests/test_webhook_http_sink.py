@@ -328,3 +328,39 @@ async def test_a_url_template_that_makes_no_url_is_a_data_error() -> None:
     finally:
         await sink.close()
     assert isinstance(failed.value.failures[0], DataError)
+
+
+async def test_batch_mode_sends_consecutive_records_of_a_key_together() -> None:
+    from meshconnect import BatchError, DataError
+
+    batches: list[list[str]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        assert request.headers["Content-Type"] == "application/cloudevents-batch+json"
+        events = jsonvalue.loads(await request.read())
+        if any(e["data"].get("poison") for e in events):
+            return web.Response(status=422, text="a poison event")
+        batches.append([e["id"] for e in events])
+        return web.Response(status=202)
+
+    port = free_port()
+    runner = await serve(receive, port)
+    config = HttpSinkConfig(
+        url=f"http://127.0.0.1:{port}/{{partitionkey}}", mode="batch", batch_max=3
+    )
+    sink = HttpSink(config, ConnectorContext("t", "http", logging.getLogger("t")))
+    await sink.open(None)
+    try:
+        records = [
+            Record({"n": i, "poison": i == 7}, id=f"r{i}", extensions={"partitionkey": f"k{i % 2}"})
+            for i in range(10)
+        ]
+        with pytest.raises(BatchError) as failed:
+            await sink.write(records)
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    # k0: r0 r2 r4 | r6 r8; k1: r1 r3 r5 | r7 r9 (refused whole: the poison is in it)
+    assert sorted(batches) == [["r0", "r2", "r4"], ["r1", "r3", "r5"], ["r6", "r8"]]
+    assert sorted(failed.value.failures) == [7, 9]
+    assert all(isinstance(e, DataError) for e in failed.value.failures.values())

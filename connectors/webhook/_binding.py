@@ -40,6 +40,7 @@ __all__ = [
     "is_json_type",
     "media_type",
     "missing_attributes",
+    "to_batch",
     "to_binary",
     "to_structured",
 ]

@@ -253,14 +253,17 @@ class HttpSinkConfig(ConnectorConfig):
         )
     )
     method: Literal["POST", "PUT"] = Field("POST", description="The HTTP method.")
-    mode: Literal["binary", "structured", "data"] = Field(
+    mode: Literal["binary", "structured", "batch", "data"] = Field(
         "binary",
         description=(
             "`binary`: the data as the body, attributes in `ce-` headers. `structured`: the "
-            "whole event as `application/cloudevents+json`. `data`: the data as JSON (or as "
-            "it is, for bytes and text), no CloudEvent headers."
+            "whole event as `application/cloudevents+json`. `batch`: up to `batch_max` "
+            "events a request as `application/cloudevents-batch+json` (the request's answer "
+            "is each one's result). `data`: the data as JSON (or as it is, for bytes and "
+            "text), no CloudEvent headers."
         ),
     )
+    batch_max: int = Field(100, ge=1, description="`mode: batch`: most events in one request.")
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra request headers: name -> template."
     )

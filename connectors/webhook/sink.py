@@ -92,25 +92,48 @@ class HttpSink(Sink[HttpSinkConfig]):
         failures = BatchError()
 
         async def lane(indexes: list[int]) -> None:
-            for n, index in enumerate(indexes):
-                error = await self._send(records[index])
+            chunks = self._chunks(records, indexes, failures)
+            for n, (url, chunk) in enumerate(chunks):
+                error = await self._send(url, [records[i] for i in chunk])
                 if error is None:
                     continue
-                failures.failed(index, error)
+                for index in chunk:
+                    failures.failed(index, error)
                 if isinstance(error, RetriableError):  # keep the key's order
-                    for later in indexes[n + 1 :]:
-                        failures.failed(
-                            later,
-                            RetriableError(
-                                f"held back: record {records[index].id!r} of the same "
-                                "partition key is to be sent again first"
-                            ),
-                        )
+                    for _, later in chunks[n + 1 :]:
+                        for index in later:
+                            failures.failed(
+                                index,
+                                RetriableError(
+                                    f"held back: record {records[chunk[0]].id!r} of the same "
+                                    "partition key is to be sent again first"
+                                ),
+                            )
                     return
 
         await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
         if failures.failures:
             raise failures
+
+    def _chunks(
+        self, records: Sequence[Record], indexes: list[int], failures: BatchError
+    ) -> list[tuple[str, list[int]]]:
+        """The requests of one lane: (url, indexes), in order. One record each, or in batch
+        mode up to ``batch_max`` consecutive records with the same URL. A record whose URL
+        cannot be made is failed at once (a data error)."""
+        size = self.config.batch_max if self.config.mode == "batch" else 1
+        chunks: list[tuple[str, list[int]]] = []
+        for index in indexes:
+            try:
+                url = self._render(self.url, records[index], "url")
+            except DataError as exc:
+                failures.failed(index, exc)
+                continue
+            if chunks and chunks[-1][0] == url and len(chunks[-1][1]) < size:
+                chunks[-1][1].append(index)
+            else:
+                chunks.append((url, [index]))
+        return chunks
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -135,13 +158,17 @@ class HttpSink(Sink[HttpSinkConfig]):
                 f"value for {{{exc.args[0]}}}"
             ) from None
 
-    def _request(self, record: Record) -> tuple[str, dict[str, str], bytes]:
-        url = self._render(self.url, record, "url")
+    def _request(self, records: list[Record]) -> tuple[dict[str, str], bytes]:
+        """Headers and body of one request: one record, or a batch (``mode: batch``), whose
+        header templates are rendered from its first record."""
+        record = records[0]
         mode = self.config.mode
         if mode == "binary":
             headers, body = _binding.to_binary(record)
         elif mode == "structured":
             headers, body = _binding.to_structured(record)
+        elif mode == "batch":
+            headers, body = _binding.to_batch(records)
         else:
             body, content_type = _binding.encode_data(record)
             headers = {"content-type": content_type} if content_type else {}
@@ -149,12 +176,12 @@ class HttpSink(Sink[HttpSinkConfig]):
             headers[name] = self._render(template, record, f"headers.{name}")
         if self.config.hmac is not None:
             headers[self.config.hmac.header] = sign(body, self.config.hmac)
-        return url, headers, body
+        return headers, body
 
-    async def _send(self, record: Record) -> BaseException | None:
-        """Send one record; None when delivered, else the error (module docstring)."""
+    async def _send(self, url: str, records: list[Record]) -> BaseException | None:
+        """Send one request; None when delivered, else the error (module docstring)."""
         try:
-            url, headers, body = self._request(record)
+            headers, body = self._request(records)
         except (DataError, TypeError, ValueError) as exc:
             return exc if isinstance(exc, DataError) else DataError(f"cannot encode: {exc}")
         where = _shown(url)
@@ -181,7 +208,7 @@ class HttpSink(Sink[HttpSinkConfig]):
                 text = str(exc).replace(url, where)  # no query string or user info
                 return RetriableError(f"{where}: {type(exc).__name__}: {text}"[:500])
             if 200 <= status < 300 or status in self.config.success_codes:
-                self.sent.inc()
+                self.sent.inc(len(records))
                 return None
             self.failed.inc()
             if status == 401 and self.config.oauth2 is not None and attempt == 1:
