@@ -15,8 +15,11 @@ one server (the admin API will mount on the same mechanism)::
 aiohttp handler. Clashes are :class:`~meshconnect.errors.ConfigError`\\ s naming both
 pipelines: the same method and path on one address; one port under two host spellings
 (``0.0.0.0:8080`` and ``127.0.0.1:8080``: use one spelling to share it); an address another
-process holds. The worker removes a connector's routes when it stops (a restart adds them
-again) and closes the servers at the end of the run.
+process holds; one address served with TLS by one route and without (or with another
+certificate) by another. ``tls=(cert_file, key_file)`` serves the address over HTTPS (the
+first route binds it; every route on it must name the same files). The worker removes a
+connector's routes when it stops (a restart adds them again) and closes the servers at the
+end of the run.
 
 aiohttp is the ``http`` extra (``pip install 'meshconnect[http]'``); it is imported only when a
 route is added.
@@ -74,6 +77,7 @@ class _Server:
     port: int
     bound_port: int
     runner: Any
+    tls: tuple[str, str] | None = None
     #: path -> method -> (handler, owner)
     routes: dict[str, dict[str, tuple[Handler, str]]] = field(default_factory=dict)
 
@@ -86,10 +90,16 @@ class HttpListeners:
         self._lock: asyncio.Lock | None = None  # made on first use, on the running loop
 
     async def add_route(
-        self, listen: str, method: str, path: str, handler: Handler, owner: str
+        self,
+        listen: str,
+        method: str,
+        path: str,
+        handler: Handler,
+        owner: str,
+        tls: tuple[str, str] | None = None,
     ) -> Route:
         """Serve ``method path`` on ``listen`` with ``handler``; ``owner`` names the pipeline
-        (and connector) in clash messages."""
+        (and connector) in clash messages; ``tls``: (certificate file, key file), PEM."""
         host, port = parse_listen(listen)
         method = method.upper()
         if not path.startswith("/"):
@@ -97,7 +107,7 @@ class HttpListeners:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # two sources starting at once must not both bind
-            return await self._add(host, port, listen, method, path, handler, owner)
+            return await self._add(host, port, listen, method, path, handler, owner, tls)
 
     async def _add(
         self,
@@ -108,6 +118,7 @@ class HttpListeners:
         path: str,
         handler: Handler,
         owner: str,
+        tls: tuple[str, str] | None = None,
     ) -> Route:
         server = self._servers.get((host, port))
         if server is None:
@@ -119,8 +130,14 @@ class HttpListeners:
                             f"({_owners(other)}): one port, two spellings of the address; use "
                             "the same listen address to share the port"
                         )
-            server = await self._bind(host, port, listen, owner)
+            server = await self._bind(host, port, listen, owner, tls)
             self._servers[(host, port)] = server
+        elif server.tls != tls:
+            raise ConfigError(
+                f"listen {listen} ({owner}): served with "
+                f"{'TLS' if server.tls else 'plain HTTP'} by {_owners(server)}; every route on "
+                "one address needs the same tls_cert and tls_key"
+            )
         methods = server.routes.setdefault(path, {})
         if method == "*":
             taken = next(iter(methods.values()), None)
@@ -133,14 +150,27 @@ class HttpListeners:
         methods[method] = (handler, owner)
         return Route(listen, method, path, owner, server.bound_port, self)
 
-    async def _bind(self, host: str, port: int, listen: str, owner: str) -> _Server:
+    async def _bind(
+        self, host: str, port: int, listen: str, owner: str, tls: tuple[str, str] | None
+    ) -> _Server:
         try:
             from aiohttp import web
         except ImportError:
             raise ConfigError(
                 f"{owner}: serving HTTP needs aiohttp: pip install 'meshconnect[http]'"
             ) from None
-        server = _Server(host, port, port, None)
+        context = None
+        if tls is not None:
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(*tls)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"listen {listen} ({owner}): cannot load tls_cert/tls_key: {exc}"
+                ) from None
+        server = _Server(host, port, port, None, tls)
 
         async def dispatch(request: web.Request) -> web.StreamResponse:
             methods = server.routes.get(request.path)
@@ -155,7 +185,7 @@ class HttpListeners:
         app.router.add_route("*", "/{tail:.*}", dispatch)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
         try:
             await site.start()
         except OSError as exc:
@@ -202,9 +232,17 @@ class HttpRoutes:
         self.owner = owner
         self.routes: list[Route] = []
 
-    async def add_route(self, listen: str, method: str, path: str, handler: Handler) -> Route:
-        """Serve ``method path`` (``"*"``: any method) on ``listen`` with ``handler``."""
-        route = await self.listeners.add_route(listen, method, path, handler, self.owner)
+    async def add_route(
+        self,
+        listen: str,
+        method: str,
+        path: str,
+        handler: Handler,
+        tls: tuple[str, str] | None = None,
+    ) -> Route:
+        """Serve ``method path`` (``"*"``: any method) on ``listen`` with ``handler``;
+        ``tls``: (certificate file, key file) to serve the address over HTTPS."""
+        route = await self.listeners.add_route(listen, method, path, handler, self.owner, tls)
         self.routes.append(route)
         return route
 

@@ -113,6 +113,19 @@ def connector_reference(name: str) -> str:
     return "".join(parts)
 
 
+def models_reference(module: str, names: list[str]) -> str:
+    """Field tables of a connector's nested config models (``hmac:``, ``rate_limit:``...)."""
+    import importlib
+
+    loaded = importlib.import_module(module)
+    parts = []
+    for name in names:
+        cls = getattr(loaded, name)
+        doc = " ".join((cls.__doc__ or "").split())
+        parts.append(f"### `{name}`\n\n{doc}\n\n{fields_table(cls)}\n")
+    return "".join(parts)
+
+
 @functools.cache
 def builtin_transforms() -> dict[str, Any]:
     """The built-in transforms' specs by name (plugins' transforms are documented by them)."""
@@ -176,6 +189,14 @@ def generators() -> dict[str, Any]:
         "yaml": yaml_reference,
         "connector/file": lambda: connector_reference("file"),
         "connector/canal": lambda: connector_reference("canal"),
+        "connector/webhook": lambda: connector_reference("webhook"),
+        "connector/http": lambda: connector_reference("http"),
+        "connector/webhook-parts": lambda: models_reference(
+            "meshconnect.connectors.webhook.config", ["BearerToken", "HmacConfig", "RateLimit"]
+        ),
+        "connector/http-parts": lambda: models_reference(
+            "meshconnect.connectors.webhook.config", ["OAuth2Config"]
+        ),
     }
 
 

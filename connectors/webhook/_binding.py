@@ -1,0 +1,253 @@
+"""The CloudEvents HTTP protocol binding (``cloudevents/bindings/http-protocol-binding.md``),
+both ways, on top of the ``cloudevents`` SDK.
+
+The SDK decides the content mode (``is_binary``: a ``ce-specversion`` header; structured: an
+``application/cloudevents+json`` body) and maps attributes to and from ``ce-`` headers
+(``to_binary``, ``from_http``). Where it falls short of the spec this module finishes the job:
+
+* header values are percent-encoded (section 3.1.3.2: space, ``"``, ``%``, controls and
+  non-ASCII as UTF-8 ``%XX``) and decoded on the way in; the SDK does neither;
+* booleans in headers are ``true``/``false`` and integers their decimal text (the SDK puts
+  the Python objects in the header dict);
+* the SDK's JSON reader and writer use floats and accept duplicate keys, so structured and
+  batch bodies are read with :func:`meshconnect.eventrules.loads_event` (exact numbers, a
+  duplicate key is an error) and written with :mod:`meshconnect.jsonvalue`;
+* the SDK's ``CloudEvent`` adds a ``time`` to an event without one; it is removed again so
+  the event goes out as it was stored.
+
+Every event is then checked by :func:`meshconnect.eventrules.parse_event`: nothing invalid
+reaches the mesh.
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import Any
+from urllib.parse import quote, unquote
+
+from meshconnect import Record, jsonvalue
+from meshconnect.eventrules import InvalidEventError, loads_event, parse_event
+
+__all__ = [
+    "BATCH",
+    "STRUCTURED",
+    "BadRequest",
+    "decode_data",
+    "encode_data",
+    "event_from_binary",
+    "event_from_structured",
+    "events_from_batch",
+    "is_json_type",
+    "media_type",
+    "missing_attributes",
+    "to_batch",
+    "to_binary",
+    "to_structured",
+]
+
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+REQUIRED = ("specversion", "id", "source", "type")
+#: Characters a header value keeps as they are (printable ASCII but space, '"' and '%').
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+
+
+class BadRequest(ValueError):
+    """Input that gets a 4xx: ``status``, a short ``title``, the ``detail``, and extra members
+    of the problem body (``missing``, ``invalid``)."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """``"Application/JSON; charset=UTF-8"`` -> ``("application/json", {"charset": "utf-8"})``."""
+    if not content_type:
+        return "", {}
+    main, *params = content_type.split(";")
+    out: dict[str, str] = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        out[name.strip().lower()] = value.strip().strip('"').lower()
+    return main.strip().lower(), out
+
+
+def is_json_type(mime: str) -> bool:
+    return mime in ("application/json", "text/json") or mime.endswith("+json")
+
+
+def missing_attributes(event: Any) -> list[str]:
+    """The required attributes an event in JSON form lacks (or has as null)."""
+    if not isinstance(event, dict):
+        return []
+    return [name for name in REQUIRED if event.get(name) is None]
+
+
+def _invalid(exc: InvalidEventError, index: int | None = None) -> BadRequest:
+    where = "" if index is None else f"event {index}: "
+    missing = [exc.attribute] if str(exc).startswith("missing required attribute") else []
+    invalid = [] if missing else [{"attribute": exc.attribute, "problem": str(exc)}]
+    return BadRequest(400, "Invalid CloudEvent", where + str(exc), missing=missing, invalid=invalid)
+
+
+def _check(event: Any, index: int | None = None) -> Record:
+    missing = missing_attributes(event)
+    if missing:
+        where = "" if index is None else f"event {index}: "
+        raise BadRequest(
+            400,
+            "Invalid CloudEvent",
+            f"{where}missing required attribute(s): {', '.join(missing)}",
+            missing=missing,
+            invalid=[],
+        )
+    try:
+        return parse_event(event, Record)
+    except InvalidEventError as exc:
+        raise _invalid(exc, index) from None
+
+
+def _json(body: bytes, what: str) -> Any:
+    try:
+        return loads_event(body)
+    except (ValueError, RecursionError, ArithmeticError) as exc:
+        raise BadRequest(400, "Malformed JSON", f"{what}: {jsonvalue.error_text(exc)}") from None
+
+
+def event_from_structured(body: bytes) -> Record:
+    """One event from a structured-mode body; :class:`BadRequest` (400) naming what is wrong."""
+    return _check(_json(body, "structured CloudEvent"))
+
+
+def events_from_batch(body: bytes, max_batch: int) -> list[Record]:
+    """The events of a batch-mode body (a JSON array of structured events); 413 beyond
+    ``max_batch`` events."""
+    value = _json(body, "CloudEvents batch")
+    if not isinstance(value, list):
+        raise BadRequest(400, "Invalid CloudEvents batch", "a batch must be a JSON array")
+    if len(value) > max_batch:
+        raise BadRequest(
+            413, "Batch too long", f"{len(value)} events in one batch; at most {max_batch}"
+        )
+    return [_check(event, i) for i, event in enumerate(value)]
+
+
+def decode_data(body: bytes, content_type: str | None, binary_fallback: bool) -> Any:
+    """A body as ``data``: JSON media types parsed (exact numbers), ``text/*`` as a string in
+    its charset, anything else as bytes (``binary_fallback``) or a 415."""
+    mime, params = media_type(content_type)
+    if is_json_type(mime) or (not mime and not binary_fallback):
+        if not body.strip():
+            raise BadRequest(400, "Malformed JSON", "empty JSON body")
+        return _json(body, "JSON body")
+    if mime.startswith("text/"):
+        charset = params.get("charset", "utf-8")
+        try:
+            codecs.lookup(charset)
+            return body.decode(charset)
+        except (LookupError, UnicodeDecodeError) as exc:
+            raise BadRequest(400, "Bad text", f"body is not {charset} text: {exc}") from None
+    if binary_fallback:
+        return bytes(body)
+    raise BadRequest(
+        415,
+        "Unsupported Media Type",
+        f"content type {mime or '(none)'!r}: send application/json, "
+        "application/x-www-form-urlencoded, text/*, or a CloudEvent",
+    )
+
+
+def event_from_binary(headers: Any, body: bytes) -> Record:
+    """One event from a binary-mode request (``ce-`` headers, the body as data)."""
+    from cloudevents.conversion import from_http
+    from cloudevents.exceptions import GenericException
+    from cloudevents.http import CloudEvent
+
+    attributes: dict[str, Any] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith("ce-"):
+            try:
+                attributes[lower[3:]] = unquote(value, encoding="utf-8", errors="strict")
+            except UnicodeDecodeError:
+                raise BadRequest(
+                    400, "Invalid CloudEvent", f"header {name}: invalid percent-encoding"
+                ) from None
+    missing = missing_attributes(attributes)
+    if missing:
+        raise BadRequest(
+            400,
+            "Invalid CloudEvent",
+            f"missing required attribute(s): {', '.join(missing)}",
+            missing=missing,
+            invalid=[],
+        )
+    plain = {f"ce-{k}": v for k, v in attributes.items()}
+    if "content-type" in {k.lower() for k in headers}:
+        plain["content-type"] = headers.get("Content-Type")
+    try:  # the SDK's reading of the binding (which header is which attribute)
+        sdk_event = from_http(CloudEvent, plain, body, data_unmarshaller=lambda raw: raw)
+    except GenericException as exc:
+        raise BadRequest(400, "Invalid CloudEvent", str(exc)[:300]) from None
+    event = dict(sdk_event.get_attributes())
+    if "time" not in attributes:
+        event.pop("time", None)  # the SDK made one up
+    if body:
+        event["data"] = decode_data(body, event.get("datacontenttype"), binary_fallback=True)
+    return _check(event)
+
+
+def _header_value(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return quote(str(value), safe=_SAFE, encoding="utf-8")
+
+
+def encode_data(record: Record) -> tuple[bytes, str | None]:
+    """``data`` as a body and its content type: bytes as they are, a string as UTF-8 text
+    unless the content type is JSON, anything else as JSON (:mod:`meshconnect.jsonvalue`)."""
+    data = record.data
+    mime, _ = media_type(record.datacontenttype)
+    if isinstance(data, bytes | bytearray):
+        return bytes(data), record.datacontenttype or "application/octet-stream"
+    if data is None and not record.null_data:
+        return b"", record.datacontenttype
+    if isinstance(data, str) and record.datacontenttype and not is_json_type(mime):
+        return data.encode("utf-8"), record.datacontenttype
+    encoded = record.encoded_data if record.encoded_data is not None else jsonvalue.dumps(data)
+    return encoded, record.datacontenttype or "application/json"
+
+
+def to_binary(record: Record) -> tuple[dict[str, str], bytes]:
+    """Binary mode: ``ce-`` headers (through the SDK, then percent-encoded) and the body."""
+    from cloudevents.conversion import to_binary as sdk_to_binary
+    from cloudevents.http import CloudEvent
+
+    body, content_type = encode_data(record)
+    attributes = {k: v for k, v in record.to_dict().items() if k not in ("data", "data_base64")}
+    event = CloudEvent(attributes, body)
+    if record.time is None:
+        del event["time"]  # the SDK made one up
+    headers, out = sdk_to_binary(event, data_marshaller=lambda raw: raw)
+    fixed = {name: _header_value(value) for name, value in headers.items() if value is not None}
+    fixed.pop("content-type", None)
+    fixed.pop("ce-datacontenttype", None)  # the binding carries it as Content-Type
+    if content_type:
+        fixed["content-type"] = content_type
+    return fixed, out if isinstance(out, bytes) else str(out).encode("utf-8")
+
+
+def to_structured(record: Record) -> tuple[dict[str, str], bytes]:
+    """Structured mode: the event's JSON form (exact numbers) as the body."""
+    return {"content-type": STRUCTURED}, jsonvalue.dumps(record.to_dict())
+
+
+def to_batch(records: list[Record]) -> tuple[dict[str, str], bytes]:
+    """Batch mode: a JSON array of structured events."""
+    return {"content-type": BATCH}, jsonvalue.dumps([r.to_dict() for r in records])

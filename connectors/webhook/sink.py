@@ -1,0 +1,295 @@
+"""The ``http`` sink: each record POSTed (or PUT) to a URL, one request per record.
+
+Delivery is at-least-once: a request is not idempotent, so the sink reports each record's own
+result (:class:`meshconnect.BatchError`) and a record that failed is the only one sent again;
+the others of the batch are never re-sent in the run. After a crash (SIGKILL), the records
+sent since the last commit are sent again: the duplicate window is the batch being written
+when the worker died (at most the sink's ``batch_size`` records). Receivers de-duplicate on
+the CloudEvent ``id`` (``ce-id`` header / ``id`` member), which is the same on every send.
+
+Per record:
+
+* 2xx (and ``success_codes``): delivered.
+* 408, 429 and 5xx, connection errors, resets and timeouts: a
+  :class:`~meshconnect.RetriableError`; the worker sends that record again after the sink's
+  ``errors.retry`` backoff (exponential, jittered). A ``Retry-After`` (seconds or an HTTP
+  date, capped at ``max_retry_after``) holds every send of this sink until then.
+* any other 4xx: a :class:`~meshconnect.DataError` with the status and the first 300
+  characters of the response body: the record goes to the dead-letter topic, never re-sent.
+* 401 with ``oauth2``: the token is fetched again and the request repeated once.
+
+Ordering: records with the same ``partitionkey`` extension are sent one after the other in
+offset order; when one fails for a retriable reason, the later records of its key in the
+batch are held back (reported retriable without being sent) so the key keeps its order.
+Records without a partition key form one more such lane (they keep their order too). Lanes
+run side by side, at most ``max_concurrency`` requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote_plus, urlsplit
+
+from meshconnect import (
+    BatchError,
+    ConfigError,
+    DataError,
+    Flushed,
+    Record,
+    RetriableError,
+    Sink,
+)
+
+from . import _binding
+from ._signing import sign
+from ._templates import Template, data_path
+from .config import HttpSinkConfig
+
+__all__ = ["HttpSink"]
+
+EXCERPT = 300
+RETRIABLE_STATUS = {408, 425, 429}
+
+
+class HttpSink(Sink[HttpSinkConfig]):
+    """Sends each record as the module docstring says."""
+
+    async def open(self, state: Mapping[str, Any] | None) -> None:
+        import aiohttp
+
+        self.aiohttp = aiohttp
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.config.timeout),
+            connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
+        )
+        self.url = Template(self.config.url)
+        self.headers = {name: Template(text) for name, text in self.config.headers.items()}
+        self.gate = asyncio.Semaphore(self.config.max_concurrency)
+        self.not_before = 0.0  # monotonic: no send before (a Retry-After)
+        self.token: str | None = None
+        self.token_expires = 0.0
+        self.token_lock = asyncio.Lock()
+        self.sent = self.context.metrics.counter("http_sink_sent", "Records delivered")
+        self.failed = self.context.metrics.counter("http_sink_failed", "Failed requests")
+
+    async def close(self) -> None:
+        session = getattr(self, "session", None)
+        if session is not None:
+            await session.close()
+
+    async def flush(self) -> Flushed:
+        return Flushed({})  # every record is delivered (or failed) when write returns
+
+    async def write(self, records: Sequence[Record]) -> None:
+        lanes: dict[Any, list[int]] = {}
+        for index, record in enumerate(records):
+            lanes.setdefault(record.extensions.get("partitionkey"), []).append(index)
+        failures = BatchError()
+
+        async def lane(indexes: list[int]) -> None:
+            chunks = self._chunks(records, indexes, failures)
+            for n, (url, chunk) in enumerate(chunks):
+                error = await self._send(url, [records[i] for i in chunk])
+                if error is None:
+                    continue
+                for index in chunk:
+                    failures.failed(index, error)
+                if isinstance(error, RetriableError):  # keep the key's order
+                    for _, later in chunks[n + 1 :]:
+                        for index in later:
+                            failures.failed(
+                                index,
+                                RetriableError(
+                                    f"held back: record {records[chunk[0]].id!r} of the same "
+                                    "partition key is to be sent again first"
+                                ),
+                            )
+                    return
+
+        await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
+        if failures.failures:
+            raise failures
+
+    def _chunks(
+        self, records: Sequence[Record], indexes: list[int], failures: BatchError
+    ) -> list[tuple[str, list[int]]]:
+        """The requests of one lane: (url, indexes), in order. One record each, or in batch
+        mode up to ``batch_max`` consecutive records with the same URL. A record whose URL
+        cannot be made is failed at once (a data error)."""
+        size = self.config.batch_max if self.config.mode == "batch" else 1
+        chunks: list[tuple[str, list[int]]] = []
+        for index in indexes:
+            try:
+                url = self._render(self.url, records[index], "url")
+            except DataError as exc:
+                failures.failed(index, exc)
+                continue
+            if chunks and chunks[-1][0] == url and len(chunks[-1][1]) < size:
+                chunks[-1][1].append(index)
+            else:
+                chunks.append((url, [index]))
+        return chunks
+
+    # -- one request ----------------------------------------------------------------------------
+
+    def _render(self, template: Template, record: Record, what: str) -> str:
+        def lookup(name: str) -> Any:
+            if name.startswith("data."):
+                value = data_path(record.data, name[5:])
+                return None if isinstance(value, dict | list) else value
+            if name in ("id", "source", "type", "subject", "time", "datacontenttype"):
+                return getattr(record, name)
+            if name == "topic":
+                return record.topic
+            if name == "offset":
+                return record.offset
+            return record.extensions.get(name)
+
+        try:
+            return template.render(lookup)
+        except KeyError as exc:
+            raise DataError(
+                f"http sink {self.context.name}: {what} {template.text!r}: the record has no "
+                f"value for {{{exc.args[0]}}}"
+            ) from None
+
+    def _request(self, records: list[Record]) -> tuple[dict[str, str], bytes]:
+        """Headers and body of one request: one record, or a batch (``mode: batch``), whose
+        header templates are rendered from its first record."""
+        record = records[0]
+        mode = self.config.mode
+        if mode == "binary":
+            headers, body = _binding.to_binary(record)
+        elif mode == "structured":
+            headers, body = _binding.to_structured(record)
+        elif mode == "batch":
+            headers, body = _binding.to_batch(records)
+        else:
+            body, content_type = _binding.encode_data(record)
+            headers = {"content-type": content_type} if content_type else {}
+        for name, template in self.headers.items():
+            headers[name] = self._render(template, record, f"headers.{name}")
+        if self.config.hmac is not None:
+            headers[self.config.hmac.header] = sign(body, self.config.hmac)
+        return headers, body
+
+    async def _send(self, url: str, records: list[Record]) -> BaseException | None:
+        """Send one request; None when delivered, else the error (module docstring)."""
+        try:
+            headers, body = self._request(records)
+        except (DataError, TypeError, ValueError) as exc:
+            return exc if isinstance(exc, DataError) else DataError(f"cannot encode: {exc}")
+        where = _shown(url)
+        for attempt in (1, 2):
+            wait = self.not_before - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self.config.oauth2 is not None:
+                headers["Authorization"] = f"Bearer {await self._token()}"
+            try:
+                async with (
+                    self.gate,
+                    self.session.request(
+                        self.config.method, url, data=body, headers=headers
+                    ) as response,
+                ):
+                    status = response.status
+                    excerpt = (await response.content.read(EXCERPT)).decode("utf-8", "replace")
+                    retry_after = response.headers.get("Retry-After")
+            except self.aiohttp.InvalidURL:  # a url template that made no URL: never retried
+                return DataError(f"{where}: not a valid URL")
+            except (self.aiohttp.ClientError, TimeoutError) as exc:
+                self.failed.inc()
+                text = str(exc).replace(url, where)  # no query string or user info
+                return RetriableError(f"{where}: {type(exc).__name__}: {text}"[:500])
+            if 200 <= status < 300 or status in self.config.success_codes:
+                self.sent.inc(len(records))
+                return None
+            self.failed.inc()
+            if status == 401 and self.config.oauth2 is not None and attempt == 1:
+                self.token = None  # revoked or expired early: fetch a new one, once
+                continue
+            if retry_after:
+                self._hold(retry_after)
+            message = f"{where}: HTTP {status}: {excerpt.strip()}"
+            if status in RETRIABLE_STATUS or status >= 500:
+                return RetriableError(message)
+            return DataError(message)
+        return DataError(f"{where}: HTTP 401 with a fresh OAuth2 token")
+
+    def _hold(self, value: str) -> None:
+        """Honour a Retry-After (delta-seconds or an HTTP-date, RFC 9110 section 10.2.3)."""
+        seconds: float | None = None
+        if value.strip().isdigit():
+            seconds = float(value.strip())
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+                seconds = when.timestamp() - time.time()
+            except (TypeError, ValueError, IndexError):
+                return
+        seconds = min(max(0.0, seconds), self.config.max_retry_after)
+        self.not_before = max(self.not_before, time.monotonic() + seconds)
+
+    async def _token(self) -> str:
+        """The OAuth2 access token, fetched with the client credentials when missing or about
+        to expire (RFC 6749 section 4.4; credentials in HTTP Basic, section 2.3.1)."""
+        oauth = self.config.oauth2
+        assert oauth is not None
+        async with self.token_lock:
+            if self.token is not None and time.monotonic() < self.token_expires:
+                return self.token
+            form = {"grant_type": "client_credentials"}
+            if oauth.scope:
+                form["scope"] = oauth.scope
+            if oauth.audience:
+                form["audience"] = oauth.audience
+            # RFC 6749 section 2.3.1: each form-urlencoded, then HTTP Basic
+            secret = oauth.client_secret.get_secret_value()
+            pair = f"{quote_plus(oauth.client_id)}:{quote_plus(secret)}"
+            auth = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
+            try:
+                async with self.session.post(oauth.token_url, data=form, headers=auth) as response:
+                    if response.status >= 500 or response.status == 429:
+                        raise RetriableError(
+                            f"oauth2 token endpoint {_shown(oauth.token_url)}: "
+                            f"HTTP {response.status}"
+                        )
+                    if response.status != 200:
+                        raise ConfigError(
+                            f"http sink {self.context.name}: config.oauth2: the token endpoint "
+                            f"refused the client credentials (HTTP {response.status})"
+                        )
+                    answer = await response.json(content_type=None)
+            except (self.aiohttp.ClientError, TimeoutError) as exc:
+                raise RetriableError(
+                    f"oauth2 token endpoint {_shown(oauth.token_url)}: {type(exc).__name__}"
+                ) from None
+            token = answer.get("access_token") if isinstance(answer, dict) else None
+            if not isinstance(token, str) or not token:
+                raise ConfigError(
+                    f"http sink {self.context.name}: config.oauth2: no access_token in the "
+                    "token endpoint's answer"
+                )
+            expires = answer.get("expires_in", 3600)
+            lifetime = float(expires) if isinstance(expires, int | float) else 3600.0
+            self.token = token
+            # refresh a little early (a tenth of the lifetime, at most 60 s)
+            self.token_expires = time.monotonic() + lifetime - min(60.0, lifetime / 10)
+            return token
+
+
+def _shown(url: str) -> str:
+    """A URL for messages: no user info, no query (either may carry a secret)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port out of range, a bad IPv6 literal
+        return "(an invalid URL)"
+    return f"{parts.scheme}://{host}{port}{parts.path}"

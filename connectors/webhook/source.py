@@ -1,0 +1,494 @@
+"""The ``webhook`` source: CloudEvents (and plain bodies) over HTTP into the mesh.
+
+A request is answered **2xx only after its events are durably appended** (the batch's ack,
+:class:`meshconnect.SourceBatch`), so a sender that got 2xx never loses the event, even if the
+worker is killed right after. Everything else gets a status that says what to do:
+
+====  ==========================================================================================
+202   stored (body ``{"stored": n, "duplicates": d}``); a repeated ``source``+``id`` within
+      ``idempotency_window`` counts as a duplicate and is stored once
+400   malformed JSON, an invalid CloudEvent (``missing``/``invalid`` list the attributes), a
+      plain-body template without a value
+401   missing or wrong bearer token (``WWW-Authenticate: Bearer``), missing or wrong signature,
+      a timestamped signature outside its tolerance
+403   client address outside ``allow_ips``; an event type outside the token's ``types``
+      (nothing of the request is stored)
+408   the body did not arrive within ``read_timeout``
+413   body over ``max_body_bytes``; batch longer than ``max_batch``
+415   a content type that is neither JSON, form, text nor a CloudEvents mode
+429   over ``rate_limit`` for the client address (``Retry-After``)
+503   the store did not take the events (the append failed, the source is stopping, more than
+      ``max_pending`` events wait, or no ack within ``ack_timeout``), with ``Retry-After``;
+      nothing was stored, or it was and a retry is a duplicate the idempotency window absorbs
+====  ==========================================================================================
+
+Every 4xx and 503 has an RFC 7807 ``application/problem+json`` body. Secrets (tokens, HMAC
+secrets, signatures) are never logged or echoed: a rejection is logged at INFO with the
+client address, the status and the reason's kind only.
+
+Positions: ``{"webhook": {"stored": n}}``, the number of requests stored so far (a sender's
+view of progress; HTTP cannot be replayed by the receiver, the sender retries what got no 2xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hmac
+import ipaddress
+import math
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from meshconnect import DataError, Position, Record, Source, SourceBatch, jsonvalue
+from meshconnect.eventrules import InvalidEventError, parse_event
+
+from . import _binding
+from ._binding import BATCH, STRUCTURED, BadRequest
+from ._signing import verify
+from ._templates import Template, data_path
+from .config import BearerToken, WebhookConfig
+
+__all__ = ["WebhookSource"]
+
+PARTITION = "webhook"
+_CE_REQUIRED = ("ce-specversion", "ce-id", "ce-source", "ce-type")
+
+
+@dataclass(slots=True)
+class _Request:
+    """Events of one request waiting for the append, and the sender waiting for the answer."""
+
+    records: list[Record]
+    done: asyncio.Future[None]
+    keys: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Unavailable(Exception):
+    """The events were not stored: the answer is 503 with Retry-After. The message is what the
+    client reads; ``reason`` (the store's error, which may name internals) is only logged."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class WebhookSource(Source[WebhookConfig]):
+    """Receives HTTP requests on the worker's shared listener (module docstring)."""
+
+    empty_position = "no committed position: counts stored requests from 0"
+    #: Seconds an idle ``poll`` waits for a request before it returns an empty batch.
+    idle_wait = 1.0
+
+    async def start(self, positions: Mapping[str, Position]) -> None:
+        config = self.config
+        self.stored = int(positions.get(PARTITION, {}).get("stored", 0))
+        self.queue: deque[_Request] = deque()
+        self.waiting = 0  # events queued, not yet acked
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.accepted = 0  # requests queued for the append so far
+        #: (source, id) -> monotonic time it was stored; oldest first
+        self.seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self.buckets: OrderedDict[str, list[float]] = OrderedDict()
+        self.tokens: list[tuple[bytes, list[str]]] = []
+        for item in config.bearer_tokens:
+            if isinstance(item, BearerToken):
+                self.tokens.append((item.token.get_secret_value().encode(), list(item.types)))
+            else:
+                self.tokens.append((item.get_secret_value().encode(), ["*"]))
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in config.allow_ips]
+        self.templates = {
+            name: Template(text)
+            for name, text in (
+                ("type", config.type),
+                ("source", config.source),
+                ("subject", config.subject),
+                ("id", config.id),
+            )
+            if text is not None
+        }
+        metrics = self.context.metrics
+        self.requests = metrics.counter("webhook_requests", "HTTP requests received")
+        self.rejected = metrics.counter("webhook_rejected", "Requests answered 4xx or 503")
+        self.events = metrics.counter("webhook_events_stored", "Events stored")
+        self.duplicates = metrics.counter("webhook_duplicates", "Repeated events not stored")
+        tls = None
+        if config.tls_cert is not None and config.tls_key is not None:
+            base = self.context.base_dir
+            tls = (_resolve(base, config.tls_cert), _resolve(base, config.tls_key))
+        self.route = await self.context.http.add_route(
+            config.listen, "POST", config.path, self.handle, tls=tls
+        )
+
+    async def stop(self) -> None:
+        self.stopping = True
+        queue = getattr(self, "queue", None)
+        while queue:
+            request = queue.popleft()
+            if not request.done.done():
+                request.done.set_exception(Unavailable("the source is stopping"))
+
+    # -- the worker's side ----------------------------------------------------------------------
+
+    async def poll(self) -> SourceBatch:
+        if not self.queue:
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.idle_wait)
+            except TimeoutError:
+                return SourceBatch([])
+        taken: list[_Request] = []
+        records: list[Record] = []
+        while self.queue and len(records) < 10000:
+            request = self.queue.popleft()
+            taken.append(request)
+            records.extend(request.records)
+        self.stored += len(taken)
+        return SourceBatch(records, {PARTITION: {"stored": self.stored}}, ack=self._acker(taken))
+
+    def _acker(self, taken: list[_Request]) -> Any:
+        def ack(error: BaseException | None) -> None:
+            now = time.monotonic()
+            for request in taken:
+                self.waiting -= len(request.records)
+                for key in request.keys:
+                    self.inflight.pop(key, None)
+                    if error is None and self.config.idempotency_window > 0:
+                        self.seen[key] = now
+                        self.seen.move_to_end(key)
+                if not request.done.done():
+                    if error is None:
+                        request.done.set_result(None)
+                    else:
+                        request.done.set_exception(
+                            Unavailable("the mesh store did not take the events", str(error))
+                        )
+            if error is None:
+                self.events.inc(sum(len(r.records) for r in taken))
+
+        return ack
+
+    # -- the sender's side ----------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """One request, answered as the module docstring says."""
+        self.requests.inc()
+        client = self._client(request)
+        try:
+            return await self._handle(request, client)
+        except BadRequest as exc:
+            self.rejected.inc()
+            self.context.logger.info(
+                "webhook %s: %d %s from %s", self.config.path, exc.status, exc.title, client
+            )
+            return _problem(exc.status, exc.title, exc.detail, exc.extra)
+        except Unavailable as exc:
+            self.rejected.inc()
+            self.context.logger.warning(
+                "webhook %s: 503 to %s: not stored: %s",
+                self.config.path,
+                client,
+                exc if exc.reason is None else f"{exc}: {exc.reason}",
+            )
+            return _problem(
+                503,
+                "Service Unavailable",
+                f"not stored: {exc}; retry later",
+                {},
+                {"Retry-After": str(math.ceil(self.config.retry_after))},
+            )
+
+    def _client(self, request: web.Request) -> str:
+        if self.config.trust_forwarded:
+            forwarded = request.headers.get("X-Forwarded-For")
+            if forwarded:
+                return forwarded.split(",")[0].strip()
+        return request.remote or ""
+
+    async def _handle(self, request: web.Request, client: str) -> web.StreamResponse:
+        config = self.config
+        if self.stopping:
+            raise Unavailable("the source is stopping")
+        if self.networks and not self._allowed(client):
+            raise BadRequest(403, "Forbidden", "client address not allowed")
+        self._rate_limit(client)
+        body = await self._read_body(request)
+        patterns = self._authenticate(request)
+        if config.hmac is not None:
+            problem = verify(request.headers.get(config.hmac.header), body, config.hmac)
+            if problem:
+                raise BadRequest(401, "Unauthorized", problem)
+        records = self._events(request, body, client)
+        denied = sorted({r.type for r in records if not _type_allowed(r.type, patterns)})
+        if denied:
+            raise BadRequest(
+                403, "Forbidden", "this token may not publish these event types", types=denied
+            )
+        fresh, waits, duplicates = self._deduplicate(records)
+        for future in waits:  # the same event is being stored by another request
+            await self._await(future)
+        if fresh:
+            if self.stopping:  # stop() failed the queue while this request was read
+                raise Unavailable("the source is stopping")
+            if self.waiting + len(fresh) > config.max_pending:
+                raise Unavailable(f"more than {config.max_pending} events wait to be stored")
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            keys = [(r.source, r.id) for r in fresh]
+            for key in keys:
+                self.inflight[key] = done
+            self.queue.append(_Request(fresh, done, keys))
+            self.waiting += len(fresh)
+            self.accepted += 1
+            self.wake.set()
+            await self._await(done)
+        if duplicates:
+            self.duplicates.inc(duplicates)
+        return web.json_response({"stored": len(fresh), "duplicates": duplicates}, status=202)
+
+    async def _await(self, done: asyncio.Future[None]) -> None:
+        try:  # shielded: other requests may wait for the same append (duplicates)
+            async with asyncio.timeout(self.config.ack_timeout):
+                await asyncio.shield(done)
+        except TimeoutError:
+            raise Unavailable(f"no durable append within {self.config.ack_timeout:g}s") from None
+
+    def _allowed(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def _rate_limit(self, client: str) -> None:
+        limit = self.config.rate_limit
+        if limit is None:
+            return
+        rate = limit.requests_per_second
+        burst = float(limit.burst or max(1, math.ceil(rate)))
+        now = time.monotonic()
+        bucket = self.buckets.get(client)
+        if bucket is None:
+            bucket = self.buckets[client] = [burst, now]
+            if len(self.buckets) > 100_000:  # forget the longest-idle clients
+                self.buckets.popitem(last=False)
+        self.buckets.move_to_end(client)
+        tokens = min(burst, bucket[0] + (now - bucket[1]) * rate)
+        bucket[1] = now
+        if tokens < 1:
+            bucket[0] = tokens
+            wait = max(1, math.ceil((1 - tokens) / rate))
+            raise BadRequest(
+                429,
+                "Too Many Requests",
+                f"over {rate:g} requests a second from this address",
+                retry_after=wait,
+            )
+        bucket[0] = tokens - 1
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BadRequest(413, "Content Too Large", f"body over {limit} bytes")
+        stream = request.content
+        length = request.content_length
+        if length is not None and stream.total_bytes >= length:
+            return stream.read_nowait(-1)  # all of it came with the headers: no waiting
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.config.read_timeout):
+                while True:
+                    chunk = await request.content.read(65536)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > limit:
+                        raise BadRequest(413, "Content Too Large", f"body over {limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BadRequest(
+                408, "Request Timeout", f"body not received in {self.config.read_timeout:g}s"
+            ) from None
+        return b"".join(chunks)
+
+    def _authenticate(self, request: web.Request) -> list[str]:
+        """The type patterns the request's token may publish (``["*"]`` without tokens)."""
+        if not self.tokens:
+            return ["*"]
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            raise BadRequest(401, "Unauthorized", "missing bearer token")
+        presented = given.strip().encode("utf-8", "replace")
+        match = None
+        for secret, patterns in self.tokens:  # compare with all: time does not tell which
+            if hmac.compare_digest(secret, presented) and match is None:
+                match = patterns
+        if match is None:
+            raise BadRequest(401, "Unauthorized", "invalid bearer token")
+        return match
+
+    def _events(self, request: web.Request, body: bytes, client: str) -> list[Record]:
+        headers = request.headers
+        mime, _ = _binding.media_type(headers.get("Content-Type"))
+        if mime == BATCH:
+            return _binding.events_from_batch(body, self.config.max_batch)
+        if mime == STRUCTURED:
+            return [_binding.event_from_structured(body)]
+        if mime.startswith("application/cloudevents"):
+            raise BadRequest(
+                415,
+                "Unsupported Media Type",
+                f"{mime!r}: the JSON event format is the only one supported",
+            )
+        if any(name in headers for name in _CE_REQUIRED):
+            return [_binding.event_from_binary(headers, body)]
+        return [self._wrap(request, body, mime, client)]
+
+    def _wrap(self, request: web.Request, body: bytes, mime: str, client: str) -> Record:
+        """A plain body as a CloudEvent made from the templates."""
+        content_type = request.headers.get("Content-Type")
+        if mime == "application/x-www-form-urlencoded":
+            try:
+                pairs = parse_qsl(
+                    body.decode("utf-8"), keep_blank_values=True, strict_parsing=False
+                )
+            except UnicodeDecodeError:
+                raise BadRequest(400, "Bad form", "form body is not UTF-8") from None
+            data: Any = {}
+            for name, value in pairs:
+                if name in data:
+                    data[name] = (
+                        [*data[name], value]
+                        if isinstance(data[name], list)
+                        else [data[name], value]
+                    )
+                else:
+                    data[name] = value
+            datacontenttype: str | None = "application/json"
+        else:
+            data = _binding.decode_data(body, content_type, binary_fallback=False)
+            datacontenttype = (
+                "application/json" if not mime or _binding.is_json_type(mime) else content_type
+            )
+
+        def lookup(name: str) -> Any:
+            kind, _, rest = name.partition(".")
+            if kind == "header" and rest:
+                return request.headers.get(rest)
+            if kind == "query" and rest:
+                return request.query.get(rest)
+            if kind == "data" and rest:
+                value = data_path(data, rest)
+                return None if isinstance(value, dict | list) else value
+            if name == "path":
+                return request.path
+            if name == "method":
+                return request.method
+            if name == "remote":
+                return client
+            return None
+
+        attributes: dict[str, Any] = {"specversion": "1.0"}
+        for name, template in self.templates.items():
+            try:
+                attributes[name] = template.render(lookup)
+            except KeyError as exc:
+                raise BadRequest(
+                    400,
+                    "Missing value",
+                    f"{name} template {template.text!r}: no value for {{{exc.args[0]}}}",
+                ) from None
+        attributes.setdefault("id", uuid.uuid4().hex)
+        attributes["time"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        attributes["datacontenttype"] = datacontenttype
+        attributes["data"] = data
+        try:
+            return parse_event(attributes, Record)
+        except InvalidEventError as exc:
+            raise BadRequest(
+                400,
+                "Invalid CloudEvent",
+                f"the event made from the templates is invalid: {exc}",
+                invalid=[{"attribute": exc.attribute, "problem": str(exc)}],
+            ) from None
+
+    def _deduplicate(
+        self, records: list[Record]
+    ) -> tuple[list[Record], list[asyncio.Future[None]], int]:
+        """The records to store, the appends of the same events by other requests to wait
+        for, and how many were duplicates."""
+        window = self.config.idempotency_window
+        if window <= 0:
+            return records, [], 0
+        now = time.monotonic()
+        seen = self.seen
+        while seen:
+            key, when = next(iter(seen.items()))
+            if now - when <= window and len(seen) <= 1_000_000:
+                break
+            seen.popitem(last=False)
+        fresh: list[Record] = []
+        waits: list[asyncio.Future[None]] = []
+        keys: set[tuple[str, str]] = set()
+        duplicates = 0
+        for record in records:
+            key = (record.source, record.id)
+            if key in seen or key in keys:
+                duplicates += 1
+            elif key in self.inflight:
+                duplicates += 1
+                waits.append(self.inflight[key])
+            else:
+                keys.add(key)
+                fresh.append(record)
+        return fresh, waits, duplicates
+
+    def classify_error(self, exc: BaseException) -> Any:
+        return DataError if isinstance(exc, BadRequest) else None
+
+
+def _type_allowed(event_type: str, patterns: list[str]) -> bool:
+    return any(p == "*" or fnmatch.fnmatchcase(event_type, p) for p in patterns)
+
+
+def _resolve(base: str, path: str) -> str:
+    import os
+
+    return path if os.path.isabs(path) else os.path.join(base, path)
+
+
+def _problem(
+    status: int,
+    title: str,
+    detail: str,
+    extra: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """An RFC 7807 problem response."""
+    out_headers = dict(headers or {})
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    body["detail"] = detail
+    for name, value in extra.items():
+        if name == "retry_after":
+            out_headers["Retry-After"] = str(value)
+        elif value:
+            body[name] = value
+    if status == 401:
+        out_headers.setdefault("WWW-Authenticate", 'Bearer realm="meshconnect"')
+    return web.Response(
+        status=status,
+        body=jsonvalue.dumps(body),
+        content_type="application/problem+json",
+        headers=out_headers,
+    )
