@@ -200,7 +200,6 @@ class SlackEventsSource(Source[SlackSourceConfig]):
                     self.seen.pop(record.id, None)  # Slack's retry may store it after all
                 if not stored.done():
                     stored.set_result(None) if error is None else stored.set_exception(error)
-                stored.exception() if stored.done() and not stored.cancelled() else None
             while len(self.seen) > self.config.dedup_window:
                 oldest = next(iter(self.seen))
                 if self.seen[oldest] is not None:
@@ -211,7 +210,8 @@ class SlackEventsSource(Source[SlackSourceConfig]):
         return SourceBatch([record for record, _ in items], position, ack=ack)
 
     async def stop(self) -> None:
-        for _record, stored in list(getattr(self, "inbox", asyncio.Queue())._queue):  # type: ignore[attr-defined]
+        inbox = getattr(self, "inbox", None)
+        while inbox is not None and not inbox.empty():
+            _, stored = inbox.get_nowait()
             if not stored.done():
                 stored.set_exception(ConnectionAbortedError("the source stopped"))
-                stored.exception()
