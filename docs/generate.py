@@ -176,6 +176,8 @@ def generators() -> dict[str, Any]:
         "yaml": yaml_reference,
         "connector/file": lambda: connector_reference("file"),
         "connector/canal": lambda: connector_reference("canal"),
+        "connector/slack": lambda: connector_reference("slack"),
+        "connector/chatgpt": lambda: connector_reference("chatgpt"),
     }
 
 

@@ -66,7 +66,7 @@ class Llm(Transform):
         }
         self._logged = time.monotonic()
 
-    async def apply(self, record: Record) -> Record:
+    async def apply(self, record: Record) -> Record:  # type: ignore[override]  # async door
         data = record.data
         if not isinstance(data, dict):
             raise DataError(f"llm: data is {type(data).__name__}, not an object")

@@ -50,10 +50,11 @@ def block_kit_errors(blocks: Any) -> list[str]:
     return errors
 
 
+_KINDS: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
+
+
 def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string"}.get(
-        type(value), type(value).__name__
-    )
+    return _KINDS.get(type(value), type(value).__name__)
 
 
 def _block(block: Any, path: str, ids: set[str], errors: list[str]) -> None:
