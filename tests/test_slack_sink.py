@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 from fixtures.slackgpt.slack_api import TOKEN, FakeSlack
 
+from meshconnect import ConnectorContext, Record
+from meshconnect.connectors.slack.config import SlackSinkConfig
+from meshconnect.connectors.slack.sink import SlackSink
 from meshconnect.mesh.sqlite import SqliteStore
-from meshconnect.testing import run_pipelines
+from meshconnect.testing import SinkConformance, run_pipelines
 
 
 @pytest.fixture
@@ -268,3 +271,43 @@ async def test_a_bad_token_stops_the_connector_without_showing_it(
     assert "invalid_auth" in text
     assert wrong not in text
     assert await dead_letters(tmp_path) == []
+
+
+class TestSlackSinkConformance(SinkConformance):
+    """The sink contract with ``exactly_once``: after a crash before the commit, what was
+    posted is read back from the channel's history and not posted again."""
+
+    server: FakeSlack
+
+    @pytest.fixture(autouse=True)
+    async def _server(self) -> AsyncIterator[None]:
+        type(self).server = await FakeSlack(history_page=7).start()
+        yield
+        await self.server.stop()
+
+    def make_sink(self, tmp_path: Path) -> SlackSink:
+        config = SlackSinkConfig(
+            token=TOKEN,
+            channel="C0ALERTS",
+            text="{data.n}",
+            exactly_once=True,
+            base_url=self.server.base_url,
+        )
+        return SlackSink(config, ConnectorContext("test", "slack", logging.getLogger("test")))
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        return [int(text) for text in self.server.texts() if text is not None]
+
+    def poison_record(self, i: int) -> Record:
+        return Record({"n": "x" * 40_001}, id="poison", topic="conformance", offset=10_000)
+
+
+async def test_exactly_once_reads_back_every_page_of_history(tmp_path: Path) -> None:
+    server = await FakeSlack(history_page=3).start()
+    try:
+        suite = TestSlackSinkConformance()
+        type(suite).server = server
+        await suite.test_redelivery_after_a_crash_before_the_commit(tmp_path, True)
+        assert server.history_calls >= 10  # 30 messages after the commit, 3 per page
+    finally:
+        await server.stop()

@@ -87,6 +87,13 @@ class SlackSinkConfig(ConnectorConfig):
         description="How many keys of `thread_key`/`update_key` the sink state keeps "
         "(the least recently used are forgotten first).",
     )
+    exactly_once: bool = Field(
+        default=False,
+        description="Tag each message with its mesh position (Slack message `metadata`) and, "
+        "when the sink restarts after a crash, read back what it posted after the last "
+        "commit (`conversations.history`, which needs the `channels:history` / "
+        "`groups:history` scope) so that no message is posted twice. Off: at least once.",
+    )
     base_url: str = Field(
         default="https://slack.com/api/",
         description="The Web API's base URL (a proxy, or a local server in tests).",

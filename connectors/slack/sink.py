@@ -16,9 +16,13 @@ taxonomy (:func:`slack_error_kind`):
 * ``5xx``, connection errors and timeouts are retriable; the record and every later one of the
   batch are handed back (a :class:`BatchError`) so the worker retries them in order.
 
-Delivery is at least once: a message sent after the last commit is sent again after a crash
-(Slack has no idempotency key for ``chat.postMessage``). Per-key thread and message ``ts``es
-(``thread_key``, ``update_key``) are the sink state, committed with the offsets.
+Delivery is at least once by default: a message sent after the last commit is sent again after
+a crash (Slack has no idempotency key for ``chat.postMessage``). With ``exactly_once`` each
+message carries its record's mesh position in Slack's message ``metadata``
+(``event_type: meshconnect_record``, payload ``{"record": "<topic>:<offset>"}``), the state
+holds the newest committed ``ts`` per channel, and ``open`` reads each channel's history after
+that ``ts`` (``conversations.history``): records found there are not posted again. Per-key
+thread and message ``ts``es (``thread_key``, ``update_key``) are in the state too.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ AUTH_ERRORS = frozenset(
         "ekm_access_denied",
     }
 )
+#: The ``metadata.event_type`` of the messages this sink posts with ``exactly_once``.
+METADATA_TYPE = "meshconnect_record"
 #: Slack error codes worth sending again later.
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
@@ -140,17 +146,57 @@ class SlackSink(Sink[SlackSinkConfig]):
             retry_handlers=[],  # retries are the sink's own (module docstring)
         )
         self.keys = OrderedDict((state or {}).get("keys", {}))
+        #: channel -> ts of the newest message posted there (committed at flush).
+        self.last_ts: dict[str, str] = dict((state or {}).get("channels", {}))
+        #: "topic:offset" of records already posted after the last commit (exactly_once).
+        self.posted: set[str] = set()
+        if self.config.exactly_once:
+            for channel, ts in self.last_ts.items():
+                self.posted |= await self._posted_since(channel, ts)
+
+    async def _posted_since(self, channel: str, oldest: str) -> set[str]:
+        """The records this sink posted to ``channel`` after ``oldest`` (its history)."""
+        found: set[str] = set()
+        cursor = None
+        while True:
+            args: dict[str, Any] = {
+                "channel": channel,
+                "oldest": oldest,
+                "inclusive": "false",
+                "include_all_metadata": "true",
+                "limit": 200,
+            }
+            if cursor:
+                args["cursor"] = cursor
+            response = await self._call("conversations.history", args, http_verb="GET")
+            for message in response.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                if metadata.get("event_type") == METADATA_TYPE:
+                    mark = (metadata.get("event_payload") or {}).get("record")
+                    if isinstance(mark, str):
+                        found.add(mark)
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                return found
 
     async def write(self, records: Sequence[Record]) -> None:
         failed = BatchError()
         for i, record in enumerate(records):
+            mark = f"{record.topic}:{record.offset}"
+            if mark in self.posted:  # posted before a crash (exactly_once)
+                self.posted.discard(mark)
+                continue
             try:
                 method, args, key = self._message(record)
             except DataError as exc:
                 failed.failed(i, exc)
                 continue
+            if self.config.exactly_once:
+                args["metadata"] = {"event_type": METADATA_TYPE, "event_payload": {"record": mark}}
             try:
-                ts = await self._call(method, args)
+                response = await self._call(method, args)
+                ts = response.get("ts")
+                ts = ts if isinstance(ts, str) else None
             except Exception as exc:
                 if self.classify_error(exc) is DataError:
                     failed.failed(i, exc)
@@ -161,15 +207,22 @@ class SlackSink(Sink[SlackSinkConfig]):
                     failed.failed(j, exc)
                 break
             self.sent.inc()
-            if key is not None and ts:
-                self._remember(key, ts)
+            if ts:
+                if key is not None:
+                    self._remember(key, ts)
+                channel = response.get("channel")
+                if isinstance(channel, str) and method == "chat.postMessage":
+                    self.last_ts[channel] = ts
         if failed.failures:
             raise failed
 
     async def flush(self) -> dict[str, Any] | None:
-        if self.key is None:
-            return None
-        return {"keys": dict(self.keys)}
+        state: dict[str, Any] = {}
+        if self.key is not None:
+            state["keys"] = dict(self.keys)
+        if self.config.exactly_once:
+            state["channels"] = dict(self.last_ts)
+        return state or None
 
     async def close(self) -> None:
         self.client = None  # AsyncWebClient opens a session per call: nothing to close
@@ -227,8 +280,10 @@ class SlackSink(Sink[SlackSinkConfig]):
         while len(self.keys) > self.config.remember:
             self.keys.popitem(last=False)
 
-    async def _call(self, method: str, args: dict[str, Any]) -> str | None:
-        """Send one call, waiting out 429s; the message's ``ts``. SlackCallError otherwise."""
+    async def _call(
+        self, method: str, args: dict[str, Any], http_verb: str = "POST"
+    ) -> dict[str, Any]:
+        """Make one call, waiting out 429s; the response's data. SlackCallError otherwise."""
         from slack_sdk.errors import SlackApiError
 
         waited = 0.0
@@ -237,7 +292,10 @@ class SlackSink(Sink[SlackSinkConfig]):
             if pause > 0:
                 await asyncio.sleep(pause)
             try:
-                response = await self.client.api_call(method, json=args)
+                if http_verb == "GET":
+                    response = await self.client.api_call(method, http_verb="GET", params=args)
+                else:
+                    response = await self.client.api_call(method, json=args)
             except SlackApiError as exc:
                 status, code, retry_after = _failure(exc)
                 if status == 429 or code == "ratelimited":
@@ -250,8 +308,8 @@ class SlackSink(Sink[SlackSinkConfig]):
                     self.paused_until[method] = time.monotonic() + retry_after
                     continue
                 raise SlackCallError(method, code, status, f"channel {args['channel']!r}") from None
-            ts = response.get("ts")
-            return ts if isinstance(ts, str) else None
+            data = response.data
+            return data if isinstance(data, dict) else {}
 
 
 def _failure(exc: Any) -> tuple[int | None, str, float]:
