@@ -20,6 +20,7 @@ import pytest
 
 from meshconnect.config.loader import load_pipeline_files
 from meshconnect.connectors.slack.source import signature, verify_request
+from meshconnect.errors import StoreError
 from meshconnect.mesh.memory import MemoryStore
 from meshconnect.testing import test_registry
 from meshconnect.worker import Worker
@@ -201,3 +202,69 @@ async def test_retries_and_replays_of_an_event_are_stored_once(running: Running)
     other = callback("Ev04", "second")
     assert (await running.post(other, sign(other, int(time.time()))))[0] == 200
     assert [r.id for r in await running.stored()] == ["Ev03", "Ev04"]
+
+
+class FlakyStore(MemoryStore):
+    """Fails every append while ``broken`` is set."""
+
+    broken = False
+
+    async def append(self, records: Any, positions: Any = None) -> list[int]:
+        if self.broken:
+            raise StoreError("simulated: the store is down")
+        return await super().append(records, positions)
+
+
+async def test_an_event_not_stored_in_time_is_a_503_and_slacks_retry_stores_it_once(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    path = tmp_path / "events.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            pipelines:
+              - name: slack
+                source:
+                  connector: slack
+                  config:
+                    listen: "127.0.0.1:{port}"
+                    signing_secret: {SECRET}
+                    ack_timeout: 500ms
+                    event_types: [app_mention]
+                    max_body_bytes: 2KB
+            """
+        )
+    )
+    store = FlakyStore("memory://")
+    await store.open()
+    worker = Worker(load_pipeline_files([str(path)], test_registry()), store, restart_backoff=0.01)
+    task = asyncio.create_task(worker.run())
+    running = Running(store, f"http://127.0.0.1:{port}/slack/events")
+    try:
+        ignored = callback("Ev10", kind="message")
+        assert await running.post(ignored, sign(ignored, int(time.time()))) == (
+            200,
+            "ignored: event type not configured",
+        )
+        big = callback("Ev11", text="x" * 3000, kind="app_mention")
+        assert (await running.post(big, sign(big, int(time.time()))))[0] == 413
+
+        store.broken = True
+        body = callback("Ev12", kind="app_mention")
+        status, _ = await running.post(body, sign(body, int(time.time())))
+        assert status == 503
+        assert await running.stored() == []
+        store.broken = False
+        for retry in range(1, 100):  # Slack retries until it gets a 2xx
+            headers = {**sign(body, int(time.time())), "X-Slack-Retry-Num": str(retry)}
+            status, _ = await running.post(body, headers)
+            if status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 200
+        assert [r.id for r in await running.stored()] == ["Ev12"]
+    finally:
+        worker.stop()
+        await task
+        await store.close()
