@@ -198,3 +198,27 @@ def test_loading_the_plugins_does_not_import_openai_or_slack_sdk() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_a_rejected_key_fails_every_record_without_hammering_the_server(
+    tmp_path: Path, openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    MemorySink.outputs.clear()
+    wrong = "sk-wrong-key-never-shown-0000"
+    step = f"""
+        api_key: {wrong}
+        base_url: {openai.base_url}
+        prompt: "{{data.n}}"
+        field: data.a
+        concurrency: 4
+        """
+    with caplog.at_level("DEBUG"):
+        assert await run(tmp_path, pipeline(tmp_path, [{"n": i} for i in range(40)], step)) == 0
+    assert collect("llm") == []
+    dead_letters = await dead(tmp_path)
+    assert len(dead_letters) == 40
+    assert all("check api_key" in json.dumps(r.extensions) for r in dead_letters)
+    assert openai.requests <= 4  # the first calls in flight; the rest were not sent
+    assert wrong not in caplog.text and all(
+        wrong not in json.dumps(r.extensions) for r in dead_letters
+    )

@@ -11,6 +11,11 @@ once and keeps the batch's order (docs/plugins.md, Async transforms). Per record
 4. the answer (text, or the JSON value with ``schema``) is written at ``field``; the objects
    on the way are copied, never changed in place, and created when missing.
 
+A rejected key or an unknown model (a ConfigError) is remembered: every later record fails
+with the same error without a call, so a wrong key does not hammer the server. The chain
+treats a transform's errors as the record's (the ``errors:`` policy: dead-lettered under
+``tolerance: all``, else the pipeline fails).
+
 Token usage is counted on the transform (:attr:`Llm.usage`: requests, cache hits, tokens) and
 logged at most once a minute at INFO by ``meshconnect.transforms.llm`` (a transform has no
 ``context.metrics``; the chatgpt source reports its usage in the worker's metrics).
@@ -65,6 +70,8 @@ class Llm(Transform):
             "total_tokens": 0,
         }
         self._logged = time.monotonic()
+        #: A rejected key or unknown model: every later record fails with it, unasked.
+        self.fatal: ConfigError | None = None
 
     async def apply(self, record: Record) -> Record:  # type: ignore[override]  # async door
         data = record.data
@@ -92,10 +99,16 @@ class Llm(Transform):
             if hit is not None:
                 self.usage["cache_hits"] += 1
                 return self.model.check(hit, options.model, {}, "", options.schema_).value
+        if self.fatal is not None:
+            raise self.fatal
         self.usage["requests"] += 1
-        answer: Answer = await self.model.ask(
-            system, prompt, schema=options.schema_, api=options.api
-        )
+        try:
+            answer: Answer = await self.model.ask(
+                system, prompt, schema=options.schema_, api=options.api
+            )
+        except ConfigError as exc:
+            self.fatal = exc
+            raise
         for name, count in answer.usage.items():
             self.usage[name] = self.usage.get(name, 0) + count
         if self.cache is not None and key is not None:
