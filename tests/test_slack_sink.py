@@ -311,3 +311,44 @@ async def test_exactly_once_reads_back_every_page_of_history(tmp_path: Path) -> 
         assert server.history_calls >= 10  # 30 messages after the commit, 3 per page
     finally:
         await server.stop()
+
+
+async def test_threads_continue_after_a_restart_and_thread_ts_from_a_field(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    sink = f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.order}}: {{data.status}}"
+        thread_key: "{{data.order}}"
+        """
+    first = [{"order": "A", "status": "new"}, {"order": "B", "status": "new"}]
+    assert await run(tmp_path, pipeline(tmp_path, first, sink)) == 0
+    # The next run resumes after the committed records; the key's thread is in the sink state.
+    assert (
+        await run(tmp_path, pipeline(tmp_path, [*first, {"order": "A", "status": "paid"}], sink))
+        == 0
+    )
+    parent_a = slack.messages[0].ts
+    assert [(m.text, m.thread_ts) for m in slack.messages] == [
+        ("A: new", None),
+        ("B: new", None),
+        ("A: paid", parent_a),
+    ]
+
+    (tmp_path / "mesh.db").unlink()
+    slack.messages.clear()
+    reply = f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.text}}"
+        thread_ts: "{{data.parent}}"
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "root", "parent": None}], reply)) == 0
+    root = slack.messages[0].ts
+    (tmp_path / "mesh.db").unlink()
+    records = [{"text": "in thread", "parent": root}, {"text": "nowhere", "parent": "1.000009"}]
+    assert await run(tmp_path, pipeline(tmp_path, records, reply)) == 0
+    assert [(m.text, m.thread_ts) for m in slack.messages] == [("root", None), ("in thread", root)]
+    [dead] = await dead_letters(tmp_path)
+    assert "thread_not_found" in json.dumps(dead.extensions)
