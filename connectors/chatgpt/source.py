@@ -120,6 +120,9 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
         except DataError as exc:
             return web.Response(status=502, text=str(exc))
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The answer may have gone (timeout) before the ack: its error is read here, not
+        # reported as "never retrieved".
+        stored.add_done_callback(_settle)
         await self.inbox.put((record, stored))
         try:
             await asyncio.wait_for(asyncio.shield(stored), self.config.ack_timeout)
@@ -212,3 +215,8 @@ def _json(status: int, value: Any) -> web.Response:
     from aiohttp import web
 
     return web.Response(status=status, body=jsonvalue.dumps(value), content_type="application/json")
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -148,6 +148,9 @@ class SlackEventsSource(Source[SlackSourceConfig]):
                 return web.Response(status=200, text="duplicate: already stored")
             return await self._answer(earlier)
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The answer may have gone (timeout) before the ack: its error is read here, not
+        # reported as "never retrieved".
+        stored.add_done_callback(_settle)
         self.seen[event_id] = stored
         await self.inbox.put((self._record(envelope, event, event_id), stored))
         return await self._answer(stored)
@@ -215,3 +218,8 @@ class SlackEventsSource(Source[SlackSourceConfig]):
             _, stored = inbox.get_nowait()
             if not stored.done():
                 stored.set_exception(ConnectionAbortedError("the source stopped"))
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
