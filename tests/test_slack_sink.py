@@ -248,6 +248,27 @@ async def test_per_key_threads_and_updates(tmp_path: Path, slack: FakeSlack) -> 
     assert await run(tmp_path, path) == 0
     assert [(m.text, m.updates) for m in slack.messages] == [("A: shipped", 2), ("B: new", 0)]
 
+    # Someone deleted A's message: the next update of A posts a new one.
+    del slack.messages[0]
+    more = [*records, {"order": "A", "status": "delivered"}]
+    assert (
+        await run(
+            tmp_path,
+            pipeline(
+                tmp_path,
+                more,
+                f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.order}}: {{data.status}}"
+        update_key: "{{data.order}}"
+        """,
+            ),
+        )
+        == 0
+    )
+    assert [(m.text, m.updates) for m in slack.messages] == [("B: new", 0), ("A: delivered", 0)]
+
 
 async def test_a_bad_token_stops_the_connector_without_showing_it(
     tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture

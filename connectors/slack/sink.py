@@ -67,6 +67,10 @@ AUTH_ERRORS = frozenset(
 )
 #: The ``metadata.event_type`` of the messages this sink posts with ``exactly_once``.
 METADATA_TYPE = "meshconnect_record"
+#: Slack's answers when a key's remembered message is gone: the sink posts a new one.
+GONE = frozenset(
+    {"message_not_found", "thread_not_found", "cant_update_message", "edit_window_closed"}
+)
 #: Slack error codes worth sending again later.
 TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
@@ -194,7 +198,17 @@ class SlackSink(Sink[SlackSinkConfig]):
             if self.config.exactly_once:
                 args["metadata"] = {"event_type": METADATA_TYPE, "event_payload": {"record": mark}}
             try:
-                response = await self._call(method, args)
+                try:
+                    response = await self._call(method, args)
+                except SlackCallError as exc:
+                    if key is None or key not in self.keys or exc.code not in GONE:
+                        raise
+                    # The key's message (or thread parent) was deleted: start afresh.
+                    del self.keys[key]
+                    method = "chat.postMessage"
+                    args.pop("ts", None)
+                    args.pop("thread_ts", None)
+                    response = await self._call(method, args)
                 ts = response.get("ts")
                 ts = ts if isinstance(ts, str) else None
             except Exception as exc:
