@@ -116,7 +116,7 @@ async def test_structured_output_is_validated_and_bad_answers_dead_lettered(
         "type": "object",
         "properties": {
             "sentiment": {"enum": ["positive", "neutral", "negative"]},
-            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "score": {"type": "number", "minimum": 0, "maximum": 1.5},  # a Decimal in YAML
         },
         "required": ["sentiment", "score"],
     }

@@ -177,7 +177,7 @@ async def test_block_kit_is_checked_before_sending(tmp_path: Path, slack: FakeSl
 async def test_a_blocks_template_must_render_json(tmp_path: Path, slack: FakeSlack) -> None:
     path = pipeline(
         tmp_path,
-        [{"n": 0, "blocks": [{"type": "divider"}]}, {"n": 1, "blocks": "not json"}],
+        [{"n": 0, "blocks": [{"type": "divider", "x": 1.25}]}, {"n": 1, "blocks": "not json"}],
         f"""
         base_url: {slack.base_url}
         channel: C0OPS
@@ -186,7 +186,7 @@ async def test_a_blocks_template_must_render_json(tmp_path: Path, slack: FakeSla
         """,
     )
     assert await run(tmp_path, path) == 0
-    assert [m.blocks for m in slack.messages] == [[{"type": "divider"}]]
+    assert [m.blocks for m in slack.messages] == [[{"type": "divider", "x": 1.25}]]
     dead = await dead_letters(tmp_path)
     assert [r.data["n"] for r in dead] == [1]
     assert "invalid_blocks: not JSON" in json.dumps(dead[0].extensions)

@@ -24,6 +24,7 @@ An answer is checked before anyone uses it: at most ``max_answer_bytes``; with a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,14 @@ from meshconnect import ConfigError, DataError, MeshconnectError, RetriableError
 
 from .config import ModelSettings
 
-__all__ = ["Answer", "InvalidAnswer", "ModelClient", "openai_error_kind", "schema_errors"]
+__all__ = [
+    "Answer",
+    "InvalidAnswer",
+    "ModelClient",
+    "openai_error_kind",
+    "plain_json",
+    "schema_errors",
+]
 
 
 class InvalidAnswer(DataError):
@@ -55,6 +63,12 @@ class Answer:
     model: str
     usage: dict[str, int] = field(default_factory=dict)
     id: str = ""
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` with the exact numbers of a pipeline file (``Decimal``) as plain JSON numbers,
+    for a client library that serialises with the standard ``json`` module."""
+    return json.loads(jsonvalue.dumps(value))
 
 
 def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
@@ -210,6 +224,7 @@ class ModelClient:
         messages.append({"role": "user", "content": prompt})
         extra: dict[str, Any] = {}
         if schema is not None:
+            schema = plain_json(schema)
             extra["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": name, "schema": schema, "strict": False},
@@ -240,6 +255,7 @@ class ModelClient:
         if system:
             extra["instructions"] = system
         if schema is not None:
+            schema = plain_json(schema)
             extra["text"] = {
                 "format": {"type": "json_schema", "name": name, "schema": schema, "strict": False}
             }

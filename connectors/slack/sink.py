@@ -28,6 +28,7 @@ thread and message ``ts``es (``thread_key``, ``update_key``) are in the state to
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -267,7 +268,8 @@ class SlackSink(Sink[SlackSinkConfig]):
             problems = block_kit_errors(blocks)
             if problems:
                 raise DataError("slack: invalid_blocks: " + "; ".join(problems[:10]))
-            args["blocks"] = blocks
+            # Exact numbers (Decimal) as plain JSON numbers: slack-sdk uses the json module.
+            args["blocks"] = json.loads(jsonvalue.dumps(blocks))
         if not args.get("text") and "blocks" not in args:
             raise DataError("slack: no_text: the text template rendered empty")
         key = None if self.key is None else self.key.render(record)
