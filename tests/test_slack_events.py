@@ -176,10 +176,8 @@ async def test_bad_signatures_are_refused_and_nothing_is_stored(running: Running
     wrong = sign(body, now, secret="not-the-signing-secret")
     assert (await running.post(body, wrong))[0] == 401
     stale = sign(body, now - 301)  # genuine, but older than 5 minutes
-    assert await running.post(body, stale) == (
-        401,
-        f"stale request: timestamp {now - 301} is 301s from now",
-    )
+    status, reason = await running.post(body, stale)
+    assert status == 401 and reason.startswith(f"stale request: timestamp {now - 301} is ")
     tampered = sign(body, now)
     assert (await running.post(body.replace(b"hello", b"hellO"), tampered))[0] == 401
     unsigned = {"Content-Type": "application/json"}
