@@ -74,6 +74,7 @@ async def test_1000_messages_under_rate_limits_arrive_all_in_order_none_twice(
     tmp_path: Path, slack: FakeSlack
 ) -> None:
     slack.rate_limit_every = 50
+    slack.retry_after = "1"  # 20 pauses of a second: ~20 s of this test
     records = [{"n": i} for i in range(1000)]
     path = pipeline(
         tmp_path,
@@ -87,6 +88,9 @@ async def test_1000_messages_under_rate_limits_arrive_all_in_order_none_twice(
     assert await run(tmp_path, path) == 0
     assert slack.texts() == [f"order {i}" for i in range(1000)]
     assert slack.rate_limited == 20  # every 50th of 1,020 calls
+    for i, (when, _, status) in enumerate(slack.log):
+        if status == 429:  # nothing was sent during the Retry-After second
+            assert slack.log[i + 1][0] - when >= 1.0
     assert await dead_letters(tmp_path) == []
 
 
