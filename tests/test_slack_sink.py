@@ -293,7 +293,7 @@ async def test_a_bad_token_stops_the_connector_without_showing_it(
     assert slack.messages == []
     assert slack.calls == 1  # not retried: a config error
     text = caplog.text
-    assert "invalid_auth" in text
+    assert "slack chat.postMessage: invalid_auth (check config.token" in text
     assert wrong not in text
     assert await dead_letters(tmp_path) == []
 

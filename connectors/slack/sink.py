@@ -323,7 +323,14 @@ class SlackSink(Sink[SlackSinkConfig]):
                     self.limited.inc()
                     self.paused_until[method] = time.monotonic() + retry_after
                     continue
-                raise SlackCallError(method, code, status, f"channel {args['channel']!r}") from None
+                detail = f"channel {args['channel']!r}"
+                if code in AUTH_ERRORS:
+                    needed = getattr(exc.response, "data", None)
+                    needed = needed.get("needed") if isinstance(needed, dict) else None
+                    detail = "check config.token: a bot token (xoxb-) with the chat:write scope"
+                    if needed:
+                        detail += f"; the call needs {needed}"
+                raise SlackCallError(method, code, status, detail) from None
             data = response.data
             return data if isinstance(data, dict) else {}
 
