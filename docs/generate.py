@@ -197,6 +197,8 @@ def generators() -> dict[str, Any]:
         "connector/http-parts": lambda: models_reference(
             "meshconnect.connectors.webhook.config", ["OAuth2Config"]
         ),
+        "connector/slack": lambda: connector_reference("slack"),
+        "connector/chatgpt": lambda: connector_reference("chatgpt"),
     }
 
 

@@ -11,7 +11,15 @@ CONNECTORS = Path(__file__).resolve().parent.parent / "connectors"
 #: Public modules a connector may import besides ``meshconnect`` itself: the one number
 #: representation every connector shares (``jsonvalue``) and the CloudEvents rules
 #: (``eventrules``: a duplicate-key-strict JSON reader, attribute checks).
-PUBLIC_MODULES = {"meshconnect", "meshconnect.jsonvalue", "meshconnect.eventrules"}
+#: ``expr`` compiles the templates a connector's config holds (slack's ``channel``, ``text``);
+#: ``transforms`` gives a transform factory its ``build_context()`` (docs/plugins.md).
+PUBLIC_MODULES = {
+    "meshconnect",
+    "meshconnect.jsonvalue",
+    "meshconnect.eventrules",
+    "meshconnect.expr",
+    "meshconnect.transforms",
+}
 
 
 def test_all_is_exactly_the_public_names() -> None:

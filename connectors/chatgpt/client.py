@@ -1,0 +1,283 @@
+"""One model call through the ``openai`` SDK's ``AsyncOpenAI``, shared by the ``chatgpt`` source
+and the ``llm`` transform: the request (Chat Completions or Responses API, structured output by
+JSON Schema), the answer's checks, and the mapping of the SDK's exceptions onto the taxonomy.
+
+The SDK is imported on the first call. It retries ``408``/``409``/``429``/``5xx`` answers and cut
+connections itself, ``max_retries`` times, waiting the server's ``Retry-After``
+(``retry-after-ms``) when it gives one of at most 60 seconds, else an exponential backoff; what
+still fails is mapped by :func:`openai_error_kind`:
+
+=================================================  =====================================
+``AuthenticationError`` (401), ``PermissionDenied``  ``ConfigError``: check ``api_key``
+(403), ``NotFoundError`` (404: no such model)        (the key itself is never shown)
+``RateLimitError``, ``InternalServerError``,         ``RetriableError``
+``APIConnectionError``, ``APITimeoutError``, an
+unreadable answer (``APIResponseValidationError``)
+``BadRequestError`` (400), ``UnprocessableEntity``   ``DataError``: the prompt is refused
+(422), other ``4xx``
+=================================================  =====================================
+
+An answer is checked before anyone uses it: at most ``max_answer_bytes``; with a schema, JSON
+(read exactly: :mod:`meshconnect.jsonvalue`) that validates against it. A failed check is an
+:class:`InvalidAnswer` (a ``DataError``) that lists every problem.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshconnect import ConfigError, DataError, MeshconnectError, RetriableError, jsonvalue
+
+from .config import ModelSettings
+
+__all__ = [
+    "Answer",
+    "InvalidAnswer",
+    "ModelClient",
+    "openai_error_kind",
+    "plain_json",
+    "schema_errors",
+]
+
+
+class InvalidAnswer(DataError):
+    """The model's answer failed its checks; ``errors`` lists each problem (``path: reason``)
+    and ``text`` holds the answer (cut to 2,000 characters)."""
+
+    def __init__(self, message: str, errors: list[str], text: str) -> None:
+        super().__init__(message + ": " + "; ".join(errors[:10]))
+        self.errors = errors
+        self.text = text[:2000]
+
+
+@dataclass(slots=True)
+class Answer:
+    """A checked answer: ``text`` as the model gave it, ``value`` the parsed JSON with a schema
+    (else the text), ``model`` the model that answered, ``usage`` its token counts
+    (``prompt_tokens``, ``completion_tokens``, ``total_tokens``), ``id`` the completion's id."""
+
+    text: str
+    value: Any
+    model: str
+    usage: dict[str, int] = field(default_factory=dict)
+    id: str = ""
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` with the exact numbers of a pipeline file (``Decimal``) as plain JSON numbers,
+    for a client library that serialises with the standard ``json`` module."""
+    return json.loads(jsonvalue.dumps(value))
+
+
+def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Every way ``value`` fails ``schema`` (JSON Schema 2020-12), as ``path: message``."""
+    from jsonschema import Draft202012Validator
+
+    errors = []
+    for error in sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: e.path):
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        errors.append(f"{'answer' + path}: {error.message}")
+    return errors
+
+
+def openai_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
+    """The taxonomy class of an ``openai`` exception (table in the module docstring)."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - the connector needs openai
+        return None
+    if isinstance(
+        exc, openai.AuthenticationError | openai.PermissionDeniedError | openai.NotFoundError
+    ):
+        return ConfigError
+    if isinstance(
+        exc,
+        openai.RateLimitError
+        | openai.InternalServerError
+        | openai.APIConnectionError
+        | openai.APIResponseValidationError,
+    ):
+        return RetriableError
+    if isinstance(exc, openai.APIStatusError):
+        return RetriableError if exc.status_code >= 500 else DataError
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """A message for an openai exception without the request (headers hold the key)."""
+    status = getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None)
+    detail = ""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            detail = str(error.get("code") or error.get("type") or "")
+            message = error.get("message")
+            if isinstance(message, str):
+                detail = f"{detail}: {message[:300]}" if detail else message[:300]
+    kind = type(exc).__name__
+    return f"{kind}" + (f" (HTTP {status})" if status else "") + (f": {detail}" if detail else "")
+
+
+class ModelClient:
+    """Calls a model as ``settings`` say; ``what`` names the user in messages."""
+
+    def __init__(self, settings: ModelSettings, what: str) -> None:
+        self.settings = settings
+        self.what = what
+        self._client: Any = None
+
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                from openai import AsyncOpenAI
+            except ImportError:
+                raise ConfigError(
+                    f"{self.what}: needs the openai SDK: pip install 'meshconnect[openai]'"
+                ) from None
+            key = self.settings.api_key.get_secret_value() or None
+            try:
+                self._client = AsyncOpenAI(
+                    api_key=key,
+                    base_url=self.settings.base_url,
+                    timeout=self.settings.timeout,
+                    max_retries=self.settings.max_retries,
+                )
+            except Exception as exc:  # no key anywhere: OpenAIError
+                raise ConfigError(
+                    f"{self.what}: {type(exc).__name__}: set api_key (e.g. ${{env:OPENAI_API_KEY}})"
+                ) from None
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def ask(
+        self,
+        system: str | None,
+        prompt: str,
+        *,
+        schema: dict[str, Any] | None = None,
+        api: str = "chat",
+        schema_name: str = "answer",
+    ) -> Answer:
+        """Ask the model; the checked :class:`Answer`. Raises the taxonomy's classes: see the
+        module docstring."""
+        try:
+            if api == "responses":
+                text, model, usage, ident = await self._responses(
+                    system, prompt, schema, schema_name
+                )
+            else:
+                text, model, usage, ident = await self._chat(system, prompt, schema, schema_name)
+        except MeshconnectError:
+            raise
+        except Exception as exc:
+            kind = openai_error_kind(exc)
+            if kind is None:
+                raise
+            hint = ": check api_key and model" if kind is ConfigError else ""
+            raise kind(f"{self.what}: {_describe(exc)}{hint}") from None
+        return self.check(text, model, usage, ident, schema)
+
+    def check(
+        self,
+        text: str,
+        model: str,
+        usage: dict[str, int],
+        ident: str,
+        schema: dict[str, Any] | None,
+    ) -> Answer:
+        """The answer once checked (size; JSON and schema when one is given)."""
+        size = len(text.encode("utf-8"))
+        if size > self.settings.max_answer_bytes:
+            raise InvalidAnswer(
+                f"{self.what}: answer too large",
+                [f"answer: {size} bytes, at most {self.settings.max_answer_bytes}"],
+                text,
+            )
+        if schema is None:
+            return Answer(text, text, model, usage, ident)
+        try:
+            value = jsonvalue.loads(text)
+        except ValueError as exc:
+            raise InvalidAnswer(
+                f"{self.what}: the structured output is not JSON", [f"answer: {exc}"], text
+            ) from None
+        errors = schema_errors(value, schema)
+        if errors:
+            raise InvalidAnswer(
+                f"{self.what}: the structured output fails the schema", errors, text
+            )
+        return Answer(text, value, model, usage, ident)
+
+    async def _chat(
+        self, system: str | None, prompt: str, schema: dict[str, Any] | None, name: str
+    ) -> tuple[str, str, dict[str, int], str]:
+        messages: list[dict[str, str]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": prompt})
+        extra: dict[str, Any] = {}
+        if schema is not None:
+            schema = plain_json(schema)
+            extra["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": schema, "strict": False},
+            }
+        if self.settings.max_tokens is not None:
+            extra["max_completion_tokens"] = self.settings.max_tokens
+        if self.settings.temperature is not None:
+            extra["temperature"] = self.settings.temperature
+        completion = await self.client().chat.completions.create(
+            model=self.settings.model, messages=messages, **extra
+        )
+        choices = getattr(completion, "choices", None)
+        if not choices:
+            raise RetriableError(f"{self.what}: the server answered without choices")
+        message = choices[0].message
+        if getattr(message, "refusal", None):
+            raise InvalidAnswer(f"{self.what}: the model refused", [str(message.refusal)], "")
+        text = message.content
+        if not isinstance(text, str):
+            raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: null"], "")
+        usage = _usage(getattr(completion, "usage", None), "prompt_tokens", "completion_tokens")
+        return text, str(completion.model or self.settings.model), usage, str(completion.id or "")
+
+    async def _responses(
+        self, system: str | None, prompt: str, schema: dict[str, Any] | None, name: str
+    ) -> tuple[str, str, dict[str, int], str]:
+        extra: dict[str, Any] = {}
+        if system:
+            extra["instructions"] = system
+        if schema is not None:
+            schema = plain_json(schema)
+            extra["text"] = {
+                "format": {"type": "json_schema", "name": name, "schema": schema, "strict": False}
+            }
+        if self.settings.max_tokens is not None:
+            extra["max_output_tokens"] = self.settings.max_tokens
+        if self.settings.temperature is not None:
+            extra["temperature"] = self.settings.temperature
+        response = await self.client().responses.create(
+            model=self.settings.model, input=prompt, **extra
+        )
+        text = response.output_text
+        if not isinstance(text, str) or (not text and not response.output):
+            raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: empty"], "")
+        usage = _usage(getattr(response, "usage", None), "input_tokens", "output_tokens")
+        return text, str(response.model or self.settings.model), usage, str(response.id or "")
+
+
+def _usage(usage: Any, prompt: str, completion: str) -> dict[str, int]:
+    """Token counts under the Chat Completions names, whichever API answered."""
+    if usage is None:
+        return {}
+    p = getattr(usage, prompt, None) or 0
+    c = getattr(usage, completion, None) or 0
+    total = getattr(usage, "total_tokens", None) or p + c
+    return {"prompt_tokens": int(p), "completion_tokens": int(c), "total_tokens": int(total)}

@@ -1,0 +1,156 @@
+"""Config models of the ``chatgpt`` source and the ``llm`` transform (the docs are generated from
+these fields)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from meshconnect import ByteSize, ConnectorConfig, Duration
+
+__all__ = ["ChatGPTSourceConfig", "LlmOptions", "ModelSettings"]
+
+
+def _check_schema(value: Any) -> Any:
+    if value is None:
+        return value
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    if not isinstance(value, dict):
+        raise ValueError("a JSON Schema is an object (a mapping)")
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    return value
+
+
+class ModelSettings(BaseModel):
+    """The keys every model user shares: which model, where, with which key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(default="gpt-4o-mini", description="The model name.")
+    api_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="The API key, e.g. `${env:OPENAI_API_KEY}`. Never logged; empty: the "
+        "`OPENAI_API_KEY` environment variable.",
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="Base URL of any OpenAI-compatible server (`http://localhost:11434/v1`); "
+        "default: OpenAI's.",
+    )
+    timeout: Duration = Field(default=60.0, gt=0, description="Timeout of one model call.")
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        description="Retries of a call answered 429, 408, 409 or 5xx or cut off, after the "
+        "server's `Retry-After` (else exponential backoff), by the openai SDK.",
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Upper bound of tokens in an answer (none: the model's)."
+    )
+    temperature: float | None = Field(
+        default=None, ge=0, le=2, description="Sampling temperature (none: the model's)."
+    )
+    max_answer_bytes: ByteSize = Field(
+        default=1_048_576,
+        gt=0,
+        description="A longer answer is refused (a data error), never stored.",
+    )
+
+
+class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
+    """Prompts POSTed to an HTTP endpoint on the worker's shared listener become CloudEvents."""
+
+    listen: str = Field(
+        default="0.0.0.0:8080", description="`HOST:PORT` of the shared HTTP listener."
+    )
+    path: str = Field(default="/chatgpt", description="The endpoint's path.")
+    mode: Literal["chat", "parse"] = Field(
+        default="chat",
+        description="`chat`: the event's data holds the prompt, the answer, the model and the "
+        "token usage. `parse`: the model turns the text into an event by structured output "
+        "(`schema`), validated before it is stored; invalid output is answered `422`.",
+    )
+    schema_: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="`parse` mode: the JSON Schema of the event's `data` (the model's answer "
+        "must match it). Without it, the model fills a whole event: `type`, `subject` and an "
+        "object `data`.",
+    )
+    system: str | None = Field(
+        default=None,
+        description="The system message (default for `parse`: an instruction to extract the "
+        "event from the text).",
+    )
+    type: str | None = Field(
+        default=None,
+        description="The CloudEvent type (default: `com.openai.chat.completion` in `chat`, "
+        "`com.openai.parsed` in `parse` with a `schema`).",
+    )
+    source: str = Field(
+        default="chatgpt", description="The CloudEvent source attribute of the events."
+    )
+    max_body_bytes: ByteSize = Field(
+        default=65_536, gt=0, description="Larger requests are refused with `413`."
+    )
+    ack_timeout: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait for the durable append before answering `503`.",
+    )
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, value: Any) -> Any:
+        return _check_schema(value)
+
+
+class LlmOptions(ModelSettings):
+    """The options of the ``llm`` transform (besides ``type`` and ``when``)."""
+
+    prompt: str = Field(description="The user message, a template over the record.")
+    system: str | None = Field(default=None, description="The system message, a template.")
+    field: str = Field(
+        description="Where the answer goes: a `data.` path (`data.summary`); objects on the "
+        "way are created."
+    )
+    api: Literal["chat", "responses"] = Field(
+        default="chat",
+        description="`chat`: the Chat Completions API (`/chat/completions`), which every "
+        "OpenAI-compatible server has; `responses`: the Responses API (`/responses`).",
+    )
+    schema_: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="A JSON Schema: the model is asked for structured output of that shape "
+        "and the answer, validated against it, is written as a JSON value. Without it the "
+        "answer's text is written.",
+    )
+    concurrency: int = Field(
+        default=8, ge=1, le=256, description="Records of a batch sent to the model at once."
+    )
+    cache: str | None = Field(
+        default=None,
+        description="A directory (relative to the pipeline file) keeping each answer by "
+        "(model, API, system, prompt, schema): a replay, a re-run or a test asks the model "
+        "nothing twice. Off unless set.",
+    )
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, value: Any) -> Any:
+        return _check_schema(value)
+
+    @field_validator("field")
+    @classmethod
+    def _data_path(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) < 2 or parts[0] != "data" or not all(parts[1:]):
+            raise ValueError(f"{value!r}: give a path under data, such as data.summary")
+        return value

@@ -1,0 +1,378 @@
+"""The ``slack`` sink: one message per record through slack-sdk's ``AsyncWebClient``.
+
+Messages go out one at a time, in the order of the records. Slack's answers map onto the
+taxonomy (:func:`slack_error_kind`):
+
+* ``429`` (``ratelimited``): the sink waits the ``Retry-After`` seconds and sends the same
+  message again, so nothing is lost or reordered; each Web API method has its own pause
+  (Slack's rate limits are per method: ``chat.postMessage`` and ``chat.update`` are in
+  different tiers). slack-sdk's own retry handlers are switched off, the sink does this itself
+  so that a message is never sent twice by a hidden retry after an ambiguous connection error.
+* a record Slack rejects (``channel_not_found``, ``msg_too_long``, ``invalid_blocks``, ...) is
+  a :class:`DataError` naming Slack's error code: that record goes to the dead-letter topic,
+  the others are sent.
+* bad credentials (``invalid_auth``, ``not_authed``, ``token_revoked``, ...) are a
+  :class:`ConfigError`: the connector stops with a message saying to check ``config.token``.
+* ``5xx``, connection errors and timeouts are retriable; the record and every later one of the
+  batch are handed back (a :class:`BatchError`) so the worker retries them in order.
+
+Delivery is at least once by default: a message sent after the last commit is sent again after
+a crash (Slack has no idempotency key for ``chat.postMessage``). With ``exactly_once`` each
+message carries its record's mesh position in Slack's message ``metadata``
+(``event_type: meshconnect_record``, payload ``{"record": "<topic>:<offset>"}``), the state
+holds the newest committed ``ts`` per channel, and ``open`` reads each channel's history after
+that ``ts`` (``conversations.history``): records found there are not posted again. Per-key
+thread and message ``ts``es (``thread_key``, ``update_key``) are in the state too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from meshconnect import (
+    BatchError,
+    ConfigError,
+    ConnectorContext,
+    DataError,
+    MeshconnectError,
+    Record,
+    RetriableError,
+    Sink,
+    jsonvalue,
+)
+
+from .blocks import block_kit_errors
+from .config import SlackSinkConfig, compile_template
+
+__all__ = ["SlackCallError", "SlackSink", "slack_error_kind"]
+
+#: Slack error codes that mean the token cannot be used: the connector stops.
+AUTH_ERRORS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "missing_scope",
+        "not_allowed_token_type",
+        "team_access_not_granted",
+        "ekm_access_denied",
+    }
+)
+#: The ``metadata.event_type`` of the messages this sink posts with ``exactly_once``.
+METADATA_TYPE = "meshconnect_record"
+#: Slack's answers when a key's remembered message is gone: the sink posts a new one.
+GONE = frozenset(
+    {"message_not_found", "thread_not_found", "cant_update_message", "edit_window_closed"}
+)
+#: Slack error codes worth sending again later.
+TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
+)
+
+
+class SlackCallError(Exception):
+    """A Web API call answered ``ok: false`` or an HTTP error: ``code`` is Slack's error code
+    (``channel_not_found``) or ``http_<status>``; ``status`` the HTTP status."""
+
+    def __init__(self, method: str, code: str, status: int | None, detail: str = "") -> None:
+        self.method = method
+        self.code = code
+        self.status = status
+        super().__init__(f"slack {method}: {code}" + (f" ({detail})" if detail else ""))
+
+
+def slack_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
+    """The taxonomy class of a Slack call's failure (see the module docstring)."""
+    if isinstance(exc, SlackCallError):
+        if exc.code in AUTH_ERRORS:
+            return ConfigError
+        if exc.code in TRANSIENT_ERRORS or (exc.status is not None and exc.status >= 500):
+            return RetriableError
+        return DataError
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - slack-sdk needs aiohttp
+        return None
+    if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError):
+        return RetriableError
+    return None
+
+
+class SlackSink(Sink[SlackSinkConfig]):
+    """Posts (or updates) one message per record; see the module docstring."""
+
+    def __init__(self, config: SlackSinkConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        self.client: Any = None
+        self.channel = compile_template(config.channel, "channel")
+        self.text = None if config.text is None else compile_template(config.text, "text")
+        self.thread_ts = (
+            None if config.thread_ts is None else compile_template(config.thread_ts, "thread_ts")
+        )
+        key = config.thread_key or config.update_key
+        self.key = None if key is None else compile_template(key, "key")
+        self.blocks: Any = None
+        if isinstance(config.blocks, str):
+            self.blocks = compile_template(config.blocks, "blocks")
+        elif config.blocks is not None:
+            self.blocks = _compile_tree(config.blocks, "blocks")
+        #: key -> ts (of the thread's parent, or of the message to update), oldest first.
+        self.keys: OrderedDict[str, str] = OrderedDict()
+        self.paused_until: dict[str, float] = {}
+        self.sent = context.metrics.counter("slack_messages", "Messages posted or updated")
+        self.limited = context.metrics.counter(
+            "slack_rate_limited", "429 answers waited out (Retry-After)"
+        )
+
+    async def open(self, state: Mapping[str, Any] | None) -> None:
+        try:
+            from slack_sdk.web.async_client import AsyncWebClient
+        except ImportError:
+            raise ConfigError(
+                "the slack sink needs slack-sdk: pip install 'meshconnect[slack]'"
+            ) from None
+        base_url = (
+            self.config.base_url
+            if self.config.base_url.endswith("/")
+            else self.config.base_url + "/"
+        )
+        self.client = AsyncWebClient(
+            token=self.config.token.get_secret_value(),
+            base_url=base_url,
+            timeout=max(1, round(self.config.timeout)),
+            retry_handlers=[],  # retries are the sink's own (module docstring)
+        )
+        self.keys = OrderedDict((state or {}).get("keys", {}))
+        #: channel -> ts of the newest message posted there (committed at flush).
+        self.last_ts: dict[str, str] = dict((state or {}).get("channels", {}))
+        #: "topic:offset" of records already posted after the last commit (exactly_once).
+        self.posted: set[str] = set()
+        if self.config.exactly_once:
+            for channel, ts in self.last_ts.items():
+                self.posted |= await self._posted_since(channel, ts)
+
+    async def _posted_since(self, channel: str, oldest: str) -> set[str]:
+        """The records this sink posted to ``channel`` after ``oldest`` (its history)."""
+        found: set[str] = set()
+        cursor = None
+        while True:
+            args: dict[str, Any] = {
+                "channel": channel,
+                "oldest": oldest,
+                "inclusive": "false",
+                "include_all_metadata": "true",
+                "limit": 200,
+            }
+            if cursor:
+                args["cursor"] = cursor
+            response = await self._call("conversations.history", args, http_verb="GET")
+            for message in response.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                if metadata.get("event_type") == METADATA_TYPE:
+                    mark = (metadata.get("event_payload") or {}).get("record")
+                    if isinstance(mark, str):
+                        found.add(mark)
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                return found
+
+    async def write(self, records: Sequence[Record]) -> None:
+        failed = BatchError()
+        for i, record in enumerate(records):
+            mark = f"{record.topic}:{record.offset}"
+            if mark in self.posted:  # posted before a crash (exactly_once)
+                self.posted.discard(mark)
+                continue
+            try:
+                method, args, key = self._message(record)
+            except DataError as exc:
+                failed.failed(i, exc)
+                continue
+            if self.config.exactly_once:
+                args["metadata"] = {"event_type": METADATA_TYPE, "event_payload": {"record": mark}}
+            try:
+                try:
+                    response = await self._call(method, args)
+                except SlackCallError as exc:
+                    if key is None or key not in self.keys or exc.code not in GONE:
+                        raise
+                    # The key's message (or thread parent) was deleted: start afresh.
+                    del self.keys[key]
+                    method = "chat.postMessage"
+                    args.pop("ts", None)
+                    args.pop("thread_ts", None)
+                    response = await self._call(method, args)
+                ts = response.get("ts")
+                ts = ts if isinstance(ts, str) else None
+            except Exception as exc:
+                if self.classify_error(exc) is DataError:
+                    failed.failed(i, exc)
+                    continue
+                # Retriable, or the connector must stop: this record and every later one are
+                # handed back, so what is sent keeps the records' order.
+                for j in range(i, len(records)):
+                    failed.failed(j, exc)
+                break
+            self.sent.inc()
+            if ts:
+                if key is not None:
+                    self._remember(key, ts)
+                channel = response.get("channel")
+                if isinstance(channel, str) and method == "chat.postMessage":
+                    self.last_ts[channel] = ts
+        if failed.failures:
+            raise failed
+
+    async def flush(self) -> dict[str, Any] | None:
+        state: dict[str, Any] = {}
+        if self.key is not None:
+            state["keys"] = dict(self.keys)
+        if self.config.exactly_once:
+            state["channels"] = dict(self.last_ts)
+        return state or None
+
+    async def close(self) -> None:
+        self.client = None  # AsyncWebClient opens a session per call: nothing to close
+
+    def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+        return slack_error_kind(exc)
+
+    # -- one message ------------------------------------------------------------------------
+
+    def _message(self, record: Record) -> tuple[str, dict[str, Any], str | None]:
+        """The Web API method and its arguments for ``record``; DataError when a template
+        fails or the blocks are not valid Block Kit."""
+        channel = self.channel.render(record)
+        if not channel:
+            raise DataError("slack: channel_not_found: the channel template rendered empty")
+        args: dict[str, Any] = {"channel": channel}
+        if self.text is not None:
+            args["text"] = self.text.render(record)
+        if self.blocks is not None:
+            if isinstance(self.blocks, _Tree):
+                blocks = self.blocks.render(record)
+            else:
+                rendered = self.blocks.render(record)
+                try:
+                    blocks = jsonvalue.loads(rendered)
+                except ValueError as exc:
+                    raise DataError(f"slack: invalid_blocks: not JSON: {exc}") from None
+            problems = block_kit_errors(blocks)
+            if problems:
+                raise DataError("slack: invalid_blocks: " + "; ".join(problems[:10]))
+            # Exact numbers (Decimal) as plain JSON numbers: slack-sdk uses the json module.
+            args["blocks"] = json.loads(jsonvalue.dumps(blocks))
+        if not args.get("text") and "blocks" not in args:
+            raise DataError("slack: no_text: the text template rendered empty")
+        key = None if self.key is None else self.key.render(record)
+        method = "chat.postMessage"
+        if key:
+            known = self.keys.get(key)
+            if known is not None:
+                if self.config.update_key is not None:
+                    method = "chat.update"
+                    args["ts"] = known
+                else:
+                    args["thread_ts"] = known
+        elif self.thread_ts is not None:
+            parent = self.thread_ts.render(record)
+            if parent:
+                args["thread_ts"] = parent
+        return method, args, key or None
+
+    def _remember(self, key: str, ts: str) -> None:
+        """Keep the first message's ``ts`` of ``key`` (a thread's parent, or the message that
+        later ones update: ``chat.update`` keeps the ``ts``)."""
+        self.keys.setdefault(key, ts)
+        self.keys.move_to_end(key)
+        while len(self.keys) > self.config.remember:
+            self.keys.popitem(last=False)
+
+    async def _call(
+        self, method: str, args: dict[str, Any], http_verb: str = "POST"
+    ) -> dict[str, Any]:
+        """Make one call, waiting out 429s; the response's data. SlackCallError otherwise."""
+        from slack_sdk.errors import SlackApiError
+
+        waited = 0.0
+        while True:
+            pause = self.paused_until.get(method, 0.0) - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            try:
+                if http_verb == "GET":
+                    response = await self.client.api_call(method, http_verb="GET", params=args)
+                else:
+                    response = await self.client.api_call(method, json=args)
+            except SlackApiError as exc:
+                status, code, retry_after = _failure(exc)
+                if status == 429 or code == "ratelimited":
+                    if waited + retry_after > self.config.max_rate_limit_wait:
+                        raise SlackCallError(
+                            method, "ratelimited", status, f"waited {waited:.0f}s already"
+                        ) from None
+                    waited += retry_after
+                    self.limited.inc()
+                    self.paused_until[method] = time.monotonic() + retry_after
+                    continue
+                detail = f"channel {args['channel']!r}"
+                if code in AUTH_ERRORS:
+                    needed = getattr(exc.response, "data", None)
+                    needed = needed.get("needed") if isinstance(needed, dict) else None
+                    detail = "check config.token: a bot token (xoxb-) with the chat:write scope"
+                    if needed:
+                        detail += f"; the call needs {needed}"
+                raise SlackCallError(method, code, status, detail) from None
+            data = response.data
+            return data if isinstance(data, dict) else {}
+
+
+def _failure(exc: Any) -> tuple[int | None, str, float]:
+    """(HTTP status, Slack error code, Retry-After seconds) of a SlackApiError."""
+    response = exc.response
+    status = getattr(response, "status_code", None) or getattr(response, "status", None)
+    data = getattr(response, "data", None)
+    code = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(code, str) or not code:
+        code = f"http_{status}" if status and status != 200 else "unexpected_response"
+    headers = getattr(response, "headers", None) or {}
+    try:
+        retry_after = float(headers.get("Retry-After", 1))
+    except (TypeError, ValueError):
+        retry_after = 1.0
+    return status, code, max(0.0, retry_after)
+
+
+class _Tree:
+    """A ``blocks`` structure whose strings are templates; ``render(record)`` gives the
+    structure with each string rendered."""
+
+    def __init__(self, build: Any) -> None:
+        self.build = build
+
+    def render(self, record: Record) -> Any:
+        return self.build(record)
+
+
+def _compile_tree(value: Any, path: str) -> _Tree:
+    if isinstance(value, str):
+        template = compile_template(value, path)
+        if template.is_literal:
+            literal = template.literal
+            return _Tree(lambda record: literal)
+        return _Tree(template.render)
+    if isinstance(value, dict):
+        items = [(key, _compile_tree(item, f"{path}.{key}")) for key, item in value.items()]
+        return _Tree(lambda record: {key: tree.render(record) for key, tree in items})
+    if isinstance(value, list):
+        trees = [_compile_tree(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return _Tree(lambda record: [tree.render(record) for tree in trees])
+    return _Tree(lambda record: value)

@@ -1,0 +1,225 @@
+"""The ``slack`` source: the Slack Events API received on the worker's shared HTTP listener.
+
+Follows https://api.slack.com/authentication/verifying-requests-from-slack and
+https://api.slack.com/apis/events-api:
+
+* every request must carry ``X-Slack-Request-Timestamp`` and ``X-Slack-Signature``; the
+  signature is ``v0=`` + hex HMAC-SHA256 of ``v0:{timestamp}:{raw body}`` keyed with the
+  signing secret, compared in constant time. A timestamp more than ``max_age`` (5 minutes)
+  from now is refused, so a captured request cannot be replayed later. Failures answer ``401``
+  and are counted (``slack_rejected``), never stored.
+* ``url_verification`` is answered with its ``challenge``.
+* an ``event_callback`` becomes one CloudEvent: ``id`` the ``event_id``, ``type``
+  ``com.slack.<event.type>``, ``source`` ``slack://<team_id>/<api_app_id>``, ``subject`` the
+  event's channel, ``time`` the ``event_time``, ``data`` the envelope without its deprecated
+  verification ``token``. The request is answered ``200`` only once the record is durably in
+  the mesh (the batch's ack), ``503`` if that takes longer than ``ack_timeout`` (Slack then
+  retries) or fails.
+* Slack retries (``X-Slack-Retry-Num``) an event it got no timely 2xx for. An ``event_id``
+  already stored is answered ``200`` and dropped; one still on its way waits for the first
+  copy's fate. The last ``dedup_window`` stored ids are the source position, committed with
+  the records, so de-duplication holds across restarts and crashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from meshconnect import ConnectorContext, Position, Record, Source, SourceBatch, jsonvalue
+
+from .config import SlackSourceConfig
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["SlackEventsSource", "signature", "verify_request"]
+
+PARTITION = "events"
+
+
+def signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """Slack's request signature: ``v0=`` + hex HMAC-SHA256 of ``v0:{timestamp}:{body}``."""
+    base = b"v0:" + timestamp.encode("ascii") + b":" + body
+    return "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
+
+
+def verify_request(
+    secret: bytes,
+    timestamp: str | None,
+    given: str | None,
+    body: bytes,
+    *,
+    now: float,
+    max_age: float = 300.0,
+) -> str | None:
+    """Why a request fails Slack's signature check, or None when it passes."""
+    if not timestamp or not given:
+        return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
+    try:
+        stamp = int(timestamp)
+    except ValueError:
+        return "X-Slack-Request-Timestamp is not a number"
+    if abs(now - stamp) > max_age:
+        return f"stale request: timestamp {stamp} is {abs(now - stamp):.0f}s from now"
+    if not hmac.compare_digest(signature(secret, timestamp, body), given):
+        return "signature mismatch"
+    return None
+
+
+class SlackEventsSource(Source[SlackSourceConfig]):
+    """Slack Events API receiver; see the module docstring."""
+
+    empty_position = "receives the events Slack sends from the start of the run"
+
+    def __init__(self, config: SlackSourceConfig, context: ConnectorContext) -> None:
+        super().__init__(config, context)
+        self.received = context.metrics.counter("slack_events", "Events received and stored")
+        self.rejected = context.metrics.counter(
+            "slack_rejected", "Requests refused: bad or stale signature"
+        )
+        self.duplicates = context.metrics.counter(
+            "slack_duplicates", "Retries of events already received, dropped"
+        )
+
+    async def start(self, positions: Mapping[str, Position]) -> None:
+        window = self.config.dedup_window
+        stored = [str(i) for i in positions.get(PARTITION, {}).get("seen", [])][-window:]
+        #: ids in stored batches (newest last): the position.
+        self.recent: deque[str] = deque(stored, maxlen=window)
+        #: id -> None (stored) or the future of its batch's ack.
+        self.seen: OrderedDict[str, asyncio.Future[None] | None] = OrderedDict(
+            (event_id, None) for event_id in stored
+        )
+        self.inbox: asyncio.Queue[tuple[Record, asyncio.Future[None]]] = asyncio.Queue()
+        self.secret = self.config.signing_secret.get_secret_value().encode("utf-8")
+        self.types = set(self.config.event_types)
+        await self.context.http.add_route(
+            self.config.listen, "POST", self.config.path, self.on_request
+        )
+
+    async def on_request(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        if (request.content_length or 0) > self.config.max_body_bytes:
+            return web.Response(status=413, text="request too large")
+        body = await request.content.read(self.config.max_body_bytes + 1)
+        if len(body) > self.config.max_body_bytes:
+            return web.Response(status=413, text="request too large")
+        why = verify_request(
+            self.secret,
+            request.headers.get("X-Slack-Request-Timestamp"),
+            request.headers.get("X-Slack-Signature"),
+            body,
+            now=time.time(),
+            max_age=self.config.max_age,
+        )
+        if why is not None:
+            self.rejected.inc()
+            self.context.logger.warning("slack events: refused a request: %s", why)
+            return web.Response(status=401, text=why)
+        try:
+            envelope = jsonvalue.loads(body)
+        except ValueError as exc:
+            return web.Response(status=400, text=f"not JSON: {exc}")
+        if not isinstance(envelope, dict):
+            return web.Response(status=400, text="not a JSON object")
+        kind = envelope.get("type")
+        if kind == "url_verification":
+            return web.json_response({"challenge": envelope.get("challenge")})
+        if kind != "event_callback":
+            return web.Response(status=200, text=f"ignored: {kind}")  # e.g. app_rate_limited
+        event = envelope.get("event")
+        event_id = envelope.get("event_id")
+        if not isinstance(event, dict) or not isinstance(event_id, str) or not event_id:
+            return web.Response(status=400, text="event_callback without event or event_id")
+        if self.types and event.get("type") not in self.types:
+            return web.Response(status=200, text="ignored: event type not configured")
+        if event_id in self.seen:
+            self.duplicates.inc()
+            earlier = self.seen[event_id]
+            if earlier is None:
+                return web.Response(status=200, text="duplicate: already stored")
+            return await self._answer(earlier)
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The answer may have gone (timeout) before the ack: its error is read here, not
+        # reported as "never retrieved".
+        stored.add_done_callback(_settle)
+        self.seen[event_id] = stored
+        await self.inbox.put((self._record(envelope, event, event_id), stored))
+        return await self._answer(stored)
+
+    async def _answer(self, stored: asyncio.Future[None]) -> web.StreamResponse:
+        from aiohttp import web
+
+        try:
+            await asyncio.wait_for(asyncio.shield(stored), self.config.ack_timeout)
+        except TimeoutError:
+            return web.Response(status=503, text="not stored yet: retry")
+        except Exception as exc:
+            return web.Response(status=503, text=f"not stored: {type(exc).__name__}")
+        return web.Response(status=200, text="stored")
+
+    def _record(self, envelope: dict[str, Any], event: dict[str, Any], event_id: str) -> Record:
+        data = {key: value for key, value in envelope.items() if key != "token"}
+        stamp = envelope.get("event_time")
+        when = None
+        if isinstance(stamp, int):
+            when = datetime.fromtimestamp(stamp, UTC).isoformat().replace("+00:00", "Z")
+        channel = event.get("channel")
+        return Record(
+            data,
+            id=event_id,
+            source=f"slack://{envelope.get('team_id', '')}/{envelope.get('api_app_id', '')}",
+            type=f"com.slack.{event.get('type', 'event')}",
+            subject=channel if isinstance(channel, str) else None,
+            time=when,
+        )
+
+    async def poll(self) -> SourceBatch:
+        try:
+            first = await asyncio.wait_for(self.inbox.get(), 0.5)
+        except TimeoutError:
+            return SourceBatch([])
+        items = [first]
+        while not self.inbox.empty() and len(items) < 500:
+            items.append(self.inbox.get_nowait())
+        for record, _ in items:
+            self.recent.append(record.id)
+        position = {PARTITION: {"seen": list(self.recent)}}
+
+        def ack(error: BaseException | None) -> None:
+            for record, stored in items:
+                if error is None:
+                    self.seen[record.id] = None
+                    self.seen.move_to_end(record.id)
+                else:
+                    self.seen.pop(record.id, None)  # Slack's retry may store it after all
+                if not stored.done():
+                    stored.set_result(None) if error is None else stored.set_exception(error)
+            while len(self.seen) > self.config.dedup_window:
+                oldest = next(iter(self.seen))
+                if self.seen[oldest] is not None:
+                    break  # still on its way
+                del self.seen[oldest]
+
+        self.received.inc(len(items))
+        return SourceBatch([record for record, _ in items], position, ack=ack)
+
+    async def stop(self) -> None:
+        inbox = getattr(self, "inbox", None)
+        while inbox is not None and not inbox.empty():
+            _, stored = inbox.get_nowait()
+            if not stored.done():
+                stored.set_exception(ConnectionAbortedError("the source stopped"))
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

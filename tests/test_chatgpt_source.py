@@ -1,0 +1,247 @@
+"""The chatgpt source in a worker, with the real openai AsyncOpenAI against a local OpenAI API
+(tests/fixtures/slackgpt/openai_api.py): chat and parse end to end, invalid structured output
+answered 422 with nothing stored, rate limits waited out, a bad key that stops the connector
+without being shown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from fixtures.slackgpt.openai_api import KEY, FakeOpenAI
+
+from meshconnect.config.loader import load_pipeline_files
+from meshconnect.mesh.memory import MemoryStore
+from meshconnect.testing import test_registry
+from meshconnect.worker import Worker
+
+PAYMENT = {
+    "type": "object",
+    "properties": {
+        "amount": {"type": "number"},
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "payer": {"type": "string"},
+    },
+    "required": ["amount", "currency", "payer"],
+    "additionalProperties": False,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    server = await FakeOpenAI().start()
+    yield server
+    await server.stop()
+
+
+class Running:
+    def __init__(
+        self, worker: Worker, task: asyncio.Task[int], store: MemoryStore, url: str
+    ) -> None:
+        self.worker = worker
+        self.task = task
+        self.store = store
+        self.url = url
+
+    async def post(self, body: Any, json_body: bool = False) -> tuple[int, Any]:
+        for _ in range(200):
+            try:
+                async with aiohttp.ClientSession() as session:
+                    kwargs: dict[str, Any] = {"json": body} if json_body else {"data": body}
+                    async with session.post(self.url, **kwargs) as response:
+                        text = await response.text()
+                        try:
+                            return response.status, json.loads(text)
+                        except ValueError:
+                            return response.status, text
+            except aiohttp.ClientConnectorError:
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"nothing listens at {self.url}")
+
+    async def stored(self) -> list[Any]:
+        if "gpt" not in {t.name for t in await self.store.topics()}:
+            return []
+        return await self.store.read("gpt", 0, 1000)
+
+
+Start = Callable[..., "asyncio.Future[Running]"]
+
+
+@pytest.fixture
+async def start(tmp_path: Path, openai: FakeOpenAI) -> AsyncIterator[Any]:
+    started: list[tuple[Worker, asyncio.Task[int], MemoryStore]] = []
+
+    async def go(config: str, key: str = KEY) -> Running:
+        port = free_port()
+        path = tmp_path / "gpt.yaml"
+        path.write_text(
+            textwrap.dedent(
+                f"""
+                pipelines:
+                  - name: gpt
+                    source:
+                      connector: chatgpt
+                      config:
+                        listen: "127.0.0.1:{port}"
+                        path: /ask
+                        base_url: {openai.base_url}
+                        api_key: {key}
+                        max_retries: 3
+                """
+            )
+            + textwrap.indent(textwrap.dedent(config).strip(), " " * 8)
+            + "\n"
+        )
+        store = MemoryStore("memory://")
+        await store.open()
+        worker = Worker(load_pipeline_files([str(path)], test_registry()), store)
+        task = asyncio.create_task(worker.run())
+        started.append((worker, task, store))
+        return Running(worker, task, store, f"http://127.0.0.1:{port}/ask")
+
+    yield go
+    for worker, task, store in started:
+        worker.stop()
+        await task
+        await store.close()
+
+
+async def test_chat_mode_stores_prompt_answer_model_and_usage(
+    start: Any, openai: FakeOpenAI
+) -> None:
+    running = await start("mode: chat\nmodel: gpt-4o-mini\nsystem: Be brief.")
+    status, event = await running.post("Is the mesh up?")
+    assert status == 200
+    [record] = await running.stored()
+    assert event["id"] == record.id == "chatcmpl-00000001"
+    assert record.type == "com.openai.chat.completion"
+    assert record.data == {
+        "prompt": "Is the mesh up?",
+        "system": "Be brief.",
+        "answer": "echo: Is the mesh up?",
+        "model": "gpt-4o-mini-2024-07-18",
+        "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+    }
+    assert openai.bodies[0]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Is the mesh up?"},
+    ]
+    metrics = running.worker.metrics.render()
+    assert (
+        'meshconnect_openai_prompt_tokens_total{connector="chatgpt",pipeline="gpt"} 11' in (metrics)
+        or "meshconnect_openai_prompt_tokens" in metrics
+    )
+
+
+async def test_parse_mode_stores_the_validated_structured_output_exactly(
+    start: Any, openai: FakeOpenAI
+) -> None:
+    openai.answer = lambda body: '{"amount": 12.50, "currency": "EUR", "payer": "Ada"}'
+    running = await start(f"mode: parse\ntype: com.example.payment\nschema: {json.dumps(PAYMENT)}")
+    status, _ = await running.post({"prompt": "Ada paid 12.50 euros"}, json_body=True)
+    assert status == 200
+    [record] = await running.stored()
+    assert record.type == "com.example.payment"
+    assert record.data == {"amount": Decimal("12.50"), "currency": "EUR", "payer": "Ada"}
+    assert str(record.data["amount"]) == "12.50"  # the model's digits, not a float's
+    sent = openai.bodies[0]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == PAYMENT
+
+
+async def test_parse_mode_without_a_schema_takes_the_whole_event(
+    start: Any, openai: FakeOpenAI
+) -> None:
+    openai.answer = lambda body: json.dumps(
+        {"type": "com.example.ticket.opened", "subject": "T-7", "data": {"title": "VPN down"}}
+    )
+    running = await start("mode: parse")
+    status, _ = await running.post("Ticket T-7: the VPN is down")
+    assert status == 200
+    [record] = await running.stored()
+    assert (record.type, record.subject, record.data) == (
+        "com.example.ticket.opened",
+        "T-7",
+        {"title": "VPN down"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (
+            '{"amount": "twelve", "currency": "EUR", "payer": "Ada"}',
+            "answer.amount: 'twelve' is not of type 'number'",
+        ),
+        (
+            '{"amount": 12, "currency": "euro", "payer": "Ada"}',
+            "answer.currency: 'euro' does not match '^[A-Z]{3}$'",
+        ),
+        ('{"amount": 12, "currency": "EUR"}', "answer: 'payer' is a required property"),
+        ("Sure! Here is the JSON: {", "answer: "),
+        ('{"amount": 1, "currency": "EUR", "payer": "' + "x" * 5000 + '"}', "answer: 5"),
+    ],
+    ids=["type", "pattern", "required", "not-json", "oversized"],
+)
+async def test_invalid_structured_output_is_a_422_and_nothing_is_stored(
+    start: Any, openai: FakeOpenAI, answer: str, error: str
+) -> None:
+    openai.answer = lambda body: answer
+    running = await start(f"mode: parse\nmax_answer_bytes: 4KB\nschema: {json.dumps(PAYMENT)}")
+    status, body = await running.post("Ada paid twelve")
+    assert status == 422
+    assert any(e.startswith(error) for e in body["errors"]), body["errors"]
+    assert await running.stored() == []
+    # the endpoint keeps working
+    openai.answer = lambda body: '{"amount": 1, "currency": "EUR", "payer": "Ada"}'
+    assert (await running.post("Ada paid one"))[0] == 200
+
+
+async def test_rate_limits_are_waited_out_and_a_down_model_is_a_503(
+    start: Any, openai: FakeOpenAI
+) -> None:
+    running = await start("mode: chat")
+    openai.rate_limit_next = 2
+    status, event = await running.post("hello")
+    assert status == 200 and event["data"]["answer"] == "echo: hello"
+    assert openai.received["hello"] == 3  # two 429s, then the answer
+    openai.error_chance = 1.0
+    status, text = await running.post("still there?")
+    assert status == 503 and "InternalServerError (HTTP 500)" in text
+    assert openai.received["still there?"] == 4  # max_retries 3
+    assert [r.data["prompt"] for r in await running.stored()] == ["hello"]
+
+
+async def test_a_rejected_key_stops_the_connector_and_is_never_shown(
+    start: Any, openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "sk-wrong-key-0000-must-not-appear"
+    with caplog.at_level(logging.DEBUG):
+        running = await start("mode: chat", key=wrong)
+        status, text = await running.post("hello")
+        assert status == 502 and "check api_key" in text
+        status = running.worker.statuses["source gpt/chatgpt"]
+        for _ in range(600):  # the next poll raises the ConfigError
+            if status.state == "FAILED":
+                break
+            await asyncio.sleep(0.05)
+        assert status.state == "FAILED" and "check api_key" in status.reason
+        running.worker.stop()
+        assert await running.task == 1  # failed for good: the run's exit code says so
+    assert wrong not in caplog.text and wrong not in text
+    assert "AuthenticationError (HTTP 401): invalid_api_key" in caplog.text
+    assert await running.stored() == []

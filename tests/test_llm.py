@@ -1,0 +1,224 @@
+"""The llm transform in pipelines, with the real openai AsyncOpenAI against a local OpenAI API
+(tests/fixtures/slackgpt/openai_api.py): 500 records at concurrency 8 under random latency and
+5 % 429s, each enriched once and in order; the on-disk cache that makes a re-run ask nothing;
+structured output validated (bad answers dead-lettered); the Responses API; lazy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.slackgpt.openai_api import KEY, FakeOpenAI
+
+from meshconnect.mesh.sqlite import SqliteStore
+from meshconnect.testing import MemorySink, collect, run_pipelines, test_registry
+
+
+@pytest.fixture
+async def openai() -> AsyncIterator[FakeOpenAI]:
+    server = await FakeOpenAI().start()
+    yield server
+    await server.stop()
+
+
+def pipeline(tmp_path: Path, records: list[Any], step: str, name: str = "llm") -> Path:
+    """A pipeline: the memory source with ``records`` -> the llm step -> the memory sink."""
+    options = textwrap.indent(textwrap.dedent(step).strip(), " " * 8)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"""
+pipelines:
+  - name: {name}
+    source:
+      connector: memory
+      config: {{records: {json.dumps(records)}}}
+      errors: {{tolerance: all, dead_letter_topic: dlq.llm,
+                retry: {{max_attempts: 2, initial_backoff: 10ms}}}}
+    transforms:
+      - type: llm
+{options}
+    sinks:
+      - {{connector: memory, config: {{name: {name}}}}}
+"""
+    )
+    return path
+
+
+async def dead(tmp_path: Path) -> list[Any]:
+    store = SqliteStore(f"sqlite:///{tmp_path}/mesh.db")
+    await store.open()
+    try:
+        if "dlq.llm" not in {t.name for t in await store.topics()}:
+            return []
+        return await store.read("dlq.llm", 0, 1000)
+    finally:
+        await store.close()
+
+
+async def run(tmp_path: Path, path: Path, db: str = "mesh.db") -> int:
+    return await run_pipelines([path], f"sqlite:///{tmp_path}/{db}", registry=test_registry())
+
+
+async def test_500_records_at_concurrency_8_under_429s_are_each_enriched_once_in_order(
+    tmp_path: Path, openai: FakeOpenAI
+) -> None:
+    openai.latency = (0.0, 0.02)
+    openai.rate_limit_chance = 0.05
+    MemorySink.outputs.clear()
+    records = [{"n": i, "text": f"ticket {i}"} for i in range(500)]
+    step = f"""
+        model: gpt-4o-mini
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        system: Label the ticket.
+        prompt: "Label: {{data.text}}"
+        field: data.label
+        concurrency: 8
+        cache: cache
+        """
+    path = pipeline(tmp_path, records, step)
+    assert await run(tmp_path, path) == 0
+    out = collect("llm")
+    assert [d["n"] for d in out] == list(range(500))
+    assert all(d["label"] == f"echo: Label: ticket {d['n']}" for d in out)
+    assert openai.statuses[429] > 0  # the 429s happened, and were waited out
+    assert 1 < openai.max_in_flight <= 8  # concurrent, within the limit
+    assert set(openai.answered.values()) == {1}  # each prompt answered once
+    assert len(openai.answered) == 500
+    assert await dead(tmp_path) == []
+
+    # A second run from scratch (a new store, the same cache): no request at all.
+    before = openai.requests
+    MemorySink.outputs.clear()
+    assert await run(tmp_path, path, db="again.db") == 0
+    assert openai.requests == before
+    assert collect("llm") == out
+
+
+async def test_structured_output_is_validated_and_bad_answers_dead_lettered(
+    tmp_path: Path, openai: FakeOpenAI
+) -> None:
+    def answer(body: dict[str, Any]) -> str:
+        text = body["messages"][-1]["content"]
+        if "broken" in text:
+            return '{"sentiment": "meh", "score": 0.5}'
+        return '{"sentiment": "positive", "score": 0.91}'
+
+    openai.answer = answer
+    MemorySink.outputs.clear()
+    schema = {
+        "type": "object",
+        "properties": {
+            "sentiment": {"enum": ["positive", "neutral", "negative"]},
+            "score": {"type": "number", "minimum": 0, "maximum": 1.5},  # a Decimal in YAML
+        },
+        "required": ["sentiment", "score"],
+    }
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        prompt: "{{data.text}}"
+        field: data.review.analysis
+        schema: {json.dumps(schema)}
+        """
+    records = [{"text": "great"}, {"text": "broken"}, {"text": "fine", "review": {"by": "ada"}}]
+    assert await run(tmp_path, pipeline(tmp_path, records, step)) == 0
+    out = collect("llm")
+    assert [d["text"] for d in out] == ["great", "fine"]
+    assert str(out[0]["review"]["analysis"]["score"]) == "0.91"
+    assert out[1]["review"] == {
+        "by": "ada",
+        "analysis": {"sentiment": "positive", "score": out[1]["review"]["analysis"]["score"]},
+    }
+    [bad] = await dead(tmp_path)
+    assert bad.data == {"text": "broken"}  # as it came in
+    assert "answer.sentiment: 'meh' is not one of" in json.dumps(bad.extensions)
+    assert openai.bodies[0]["response_format"]["json_schema"]["schema"] == schema
+
+
+async def test_malformed_and_oversized_answers_are_dead_lettered(
+    tmp_path: Path, openai: FakeOpenAI
+) -> None:
+    openai.answer = lambda body: "x" * 3000 if "big" in body["messages"][-1]["content"] else "ok"
+    MemorySink.outputs.clear()
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        prompt: "{{data.text}}"
+        field: data.answer
+        max_answer_bytes: 2KB
+        max_retries: 0
+        """
+    records = [{"text": "big"}, {"text": "small"}]
+    openai.malformed_next = 0
+    assert await run(tmp_path, pipeline(tmp_path, records, step)) == 0
+    assert collect("llm") == [{"text": "small", "answer": "ok"}]
+    [big] = await dead(tmp_path)
+    assert "answer: 3000 bytes, at most 2000" in json.dumps(big.extensions)
+
+    # An answer that is not even JSON at the HTTP level: retried, then dead-lettered.
+    (tmp_path / "mesh.db").unlink()
+    MemorySink.outputs.clear()
+    openai.malformed_next = 10
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "small"}], step)) == 0
+    assert collect("llm") == []
+    [broken] = await dead(tmp_path)
+    assert broken.data == {"text": "small"}
+
+
+async def test_the_responses_api(tmp_path: Path, openai: FakeOpenAI) -> None:
+    MemorySink.outputs.clear()
+    step = f"""
+        api: responses
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        system: Be brief.
+        prompt: "{{data.q}}"
+        field: data.a
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"q": "why"}], step)) == 0
+    assert collect("llm") == [{"q": "why", "a": "echo: why"}]
+    assert openai.bodies[0]["instructions"] == "Be brief."
+    assert openai.bodies[0]["input"] == "why"
+
+
+def test_loading_the_plugins_does_not_import_openai_or_slack_sdk() -> None:
+    code = (
+        "import sys; from meshconnect.plugins import load_registry; r = load_registry(); "
+        "assert ('llm' in r.transforms), r.transforms; "
+        "heavy = [m for m in sys.modules "
+        "if m.split('.')[0] in ('openai', 'slack_sdk', 'aiohttp')]; "
+        "print(heavy); assert not heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_a_rejected_key_fails_every_record_without_hammering_the_server(
+    tmp_path: Path, openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    MemorySink.outputs.clear()
+    wrong = "sk-wrong-key-never-shown-0000"
+    step = f"""
+        api_key: {wrong}
+        base_url: {openai.base_url}
+        prompt: "{{data.n}}"
+        field: data.a
+        concurrency: 4
+        """
+    with caplog.at_level("DEBUG"):
+        assert await run(tmp_path, pipeline(tmp_path, [{"n": i} for i in range(40)], step)) == 0
+    assert collect("llm") == []
+    dead_letters = await dead(tmp_path)
+    assert len(dead_letters) == 40
+    assert all("check api_key" in json.dumps(r.extensions) for r in dead_letters)
+    assert openai.requests <= 4  # the first calls in flight; the rest were not sent
+    assert wrong not in caplog.text and all(
+        wrong not in json.dumps(r.extensions) for r in dead_letters
+    )

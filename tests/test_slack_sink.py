@@ -1,0 +1,379 @@
+"""The slack sink with the real slack-sdk AsyncWebClient against a local Web API
+(tests/fixtures/slackgpt/slack_api.py): order under rate limits, per-record results with
+Slack's error codes in the dead-letter topic, Block Kit checked before sending, threads and
+updates per key, and a bad token that stops the connector without showing it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.slackgpt.slack_api import TOKEN, FakeSlack
+
+from meshconnect import ConnectorContext, Record
+from meshconnect.connectors.slack.config import SlackSinkConfig
+from meshconnect.connectors.slack.sink import SlackSink
+from meshconnect.mesh.sqlite import SqliteStore
+from meshconnect.testing import SinkConformance, run_pipelines
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    server = await FakeSlack().start()
+    yield server
+    await server.stop()
+
+
+def pipeline(tmp_path: Path, records: list[Any], sink: str, token: str = TOKEN) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            pipelines:
+              - name: alerts
+                source: {connector: memory, config: {records: RECORDS, batch_size: 100}}
+                topic: alerts
+                sinks:
+                  - name: slack
+                    connector: slack
+                    errors: {tolerance: all, dead_letter_topic: dlq.slack,
+                             retry: {max_attempts: 5, initial_backoff: 10ms, max_backoff: 50ms}}
+                    config:
+                      token: TOKEN
+            """
+        )
+        .replace("RECORDS", json.dumps(records))
+        .replace("TOKEN", json.dumps(token))
+        + textwrap.indent(textwrap.dedent(sink).strip(), " " * 10)
+        + "\n"
+    )
+    return path
+
+
+async def run(tmp_path: Path, path: Path) -> int:
+    return await run_pipelines([path], f"sqlite:///{tmp_path}/mesh.db", restart_backoff=0.01)
+
+
+async def dead_letters(tmp_path: Path) -> list[Any]:
+    store = SqliteStore(f"sqlite:///{tmp_path}/mesh.db")
+    await store.open()
+    try:
+        if "dlq.slack" not in {t.name for t in await store.topics()}:
+            return []
+        return await store.read("dlq.slack", 0, 10_000)
+    finally:
+        await store.close()
+
+
+async def test_1000_messages_under_rate_limits_arrive_all_in_order_none_twice(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    slack.rate_limit_every = 50
+    slack.retry_after = "1"  # 20 pauses of a second: ~20 s of this test
+    records = [{"n": i} for i in range(1000)]
+    path = pipeline(
+        tmp_path,
+        records,
+        f"""
+        base_url: {slack.base_url}
+        channel: C0ALERTS
+        text: "order {{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert slack.texts() == [f"order {i}" for i in range(1000)]
+    assert slack.rate_limited == 20  # every 50th of 1,020 calls
+    for i, (when, _, status) in enumerate(slack.log):
+        if status == 429:  # nothing was sent during the Retry-After second
+            assert slack.log[i + 1][0] - when >= 1.0
+    assert await dead_letters(tmp_path) == []
+
+
+async def test_the_sink_waits_retry_after_before_sending_again(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    slack.rate_limit_every = 2
+    slack.retry_after = "1"
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(3)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0ALERTS
+        text: "n={{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert slack.texts() == ["n=0", "n=1", "n=2"]
+    limited = [i for i, (_, _, status) in enumerate(slack.log) if status == 429]
+    assert limited
+    for i in limited:  # the next call came after the Retry-After second
+        assert slack.log[i + 1][0] - slack.log[i][0] >= 1.0
+
+
+async def test_rejected_records_go_to_the_dead_letter_topic_with_slacks_code(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    records = [
+        {"n": 0, "channel": "C0ALERTS"},
+        {"n": 1, "channel": "C0NOWHERE"},
+        {"n": 2, "channel": "C0OPS", "big": "x" * 40_001},
+        {"n": 3, "channel": "C0OPS"},
+    ]
+    path = pipeline(
+        tmp_path,
+        records,
+        f"""
+        base_url: {slack.base_url}
+        channel: "{{data.channel}}"
+        text: "{{data.n}}{{data.big}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert slack.texts() == ["0", "3"]
+    dead = await dead_letters(tmp_path)
+    assert [r.data["n"] for r in dead] == [1, 2]
+    messages = [json.dumps(r.extensions) for r in dead]
+    assert "channel_not_found" in messages[0]
+    assert "msg_too_long" in messages[1]
+
+
+async def test_block_kit_is_checked_before_sending(tmp_path: Path, slack: FakeSlack) -> None:
+    records = [
+        {"n": 0, "title": "disk full", "detail": "db-1: 99% used"},
+        {"n": 1, "title": "t" * 151, "detail": "a header longer than 150 characters"},
+        {"n": 2, "title": 'quote " and {brace}', "detail": "values need no escaping"},
+    ]
+    path = pipeline(
+        tmp_path,
+        records,
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.title}}"
+        blocks:
+          - type: header
+            text: {{type: plain_text, text: "{{data.title}}"}}
+          - type: section
+            text: {{type: mrkdwn, text: "*{{data.detail}}*"}}
+        """,
+    )
+    calls_before = slack.calls
+    assert await run(tmp_path, path) == 0
+    assert [m.blocks[0]["text"]["text"] for m in slack.messages] == [
+        "disk full",
+        'quote " and {brace}',
+    ]
+    assert slack.messages[1].blocks[1]["text"]["text"] == "*values need no escaping*"
+    assert slack.calls - calls_before == 2  # the invalid one was never sent
+    dead = await dead_letters(tmp_path)
+    assert [r.data["n"] for r in dead] == [1]
+    assert "invalid_blocks: blocks[0].text.text: 151 characters, at most 150" in json.dumps(
+        dead[0].extensions
+    )
+
+
+async def test_a_blocks_template_must_render_json(tmp_path: Path, slack: FakeSlack) -> None:
+    path = pipeline(
+        tmp_path,
+        [{"n": 0, "blocks": [{"type": "divider", "x": 1.25}]}, {"n": 1, "blocks": "not json"}],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: fallback
+        blocks: "{{data.blocks}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert [m.blocks for m in slack.messages] == [[{"type": "divider", "x": 1.25}]]
+    dead = await dead_letters(tmp_path)
+    assert [r.data["n"] for r in dead] == [1]
+    assert "invalid_blocks: not JSON" in json.dumps(dead[0].extensions)
+
+
+async def test_a_server_error_is_retried_in_order(tmp_path: Path, slack: FakeSlack) -> None:
+    slack.fail_next = 2
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(5)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert slack.texts() == ["0", "1", "2", "3", "4"]
+
+
+async def test_per_key_threads_and_updates(tmp_path: Path, slack: FakeSlack) -> None:
+    records = [
+        {"order": "A", "status": "new"},
+        {"order": "B", "status": "new"},
+        {"order": "A", "status": "paid"},
+        {"order": "A", "status": "shipped"},
+    ]
+    path = pipeline(
+        tmp_path,
+        records,
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.order}}: {{data.status}}"
+        thread_key: "{{data.order}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    parent_a = slack.messages[0].ts
+    assert [(m.text, m.thread_ts) for m in slack.messages] == [
+        ("A: new", None),
+        ("B: new", None),
+        ("A: paid", parent_a),
+        ("A: shipped", parent_a),
+    ]
+
+    slack.messages.clear()
+    (tmp_path / "mesh.db").unlink()
+    path = pipeline(
+        tmp_path,
+        records,
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.order}}: {{data.status}}"
+        update_key: "{{data.order}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert [(m.text, m.updates) for m in slack.messages] == [("A: shipped", 2), ("B: new", 0)]
+
+    # Someone deleted A's message: the next update of A posts a new one.
+    del slack.messages[0]
+    more = [*records, {"order": "A", "status": "delivered"}]
+    assert (
+        await run(
+            tmp_path,
+            pipeline(
+                tmp_path,
+                more,
+                f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.order}}: {{data.status}}"
+        update_key: "{{data.order}}"
+        """,
+            ),
+        )
+        == 0
+    )
+    assert [(m.text, m.updates) for m in slack.messages] == [("B: new", 0), ("A: delivered", 0)]
+
+
+async def test_a_bad_token_stops_the_connector_without_showing_it(
+    tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "xoxb-wrong-token-do-not-print"
+    path = pipeline(
+        tmp_path,
+        [{"n": 0}, {"n": 1}],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.n}}"
+        """,
+        token=wrong,
+    )
+    with caplog.at_level(logging.DEBUG):
+        assert await run(tmp_path, path) == 1
+    assert slack.messages == []
+    assert slack.calls == 1  # not retried: a config error
+    text = caplog.text
+    assert "slack chat.postMessage: invalid_auth (check config.token" in text
+    assert wrong not in text
+    assert await dead_letters(tmp_path) == []
+
+
+class TestSlackSinkConformance(SinkConformance):
+    """The sink contract with ``exactly_once``: after a crash before the commit, what was
+    posted is read back from the channel's history and not posted again."""
+
+    server: FakeSlack
+
+    @pytest.fixture(autouse=True)
+    async def _server(self) -> AsyncIterator[None]:
+        type(self).server = await FakeSlack(history_page=7).start()
+        yield
+        await self.server.stop()
+
+    def make_sink(self, tmp_path: Path) -> SlackSink:
+        config = SlackSinkConfig(
+            token=TOKEN,
+            channel="C0ALERTS",
+            text="{data.n}",
+            exactly_once=True,
+            base_url=self.server.base_url,
+        )
+        return SlackSink(config, ConnectorContext("test", "slack", logging.getLogger("test")))
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        return [int(text) for text in self.server.texts() if text is not None]
+
+    def poison_record(self, i: int) -> Record:
+        return Record({"n": "x" * 40_001}, id="poison", topic="conformance", offset=10_000)
+
+
+async def test_exactly_once_reads_back_every_page_of_history(tmp_path: Path) -> None:
+    server = await FakeSlack(history_page=3).start()
+    try:
+        suite = TestSlackSinkConformance()
+        type(suite).server = server
+        await suite.test_redelivery_after_a_crash_before_the_commit(tmp_path, True)
+        assert server.history_calls >= 10  # 30 messages after the commit, 3 per page
+    finally:
+        await server.stop()
+
+
+async def test_threads_continue_after_a_restart_and_thread_ts_from_a_field(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    sink = f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.order}}: {{data.status}}"
+        thread_key: "{{data.order}}"
+        """
+    first = [{"order": "A", "status": "new"}, {"order": "B", "status": "new"}]
+    assert await run(tmp_path, pipeline(tmp_path, first, sink)) == 0
+    # The next run resumes after the committed records; the key's thread is in the sink state.
+    assert (
+        await run(tmp_path, pipeline(tmp_path, [*first, {"order": "A", "status": "paid"}], sink))
+        == 0
+    )
+    parent_a = slack.messages[0].ts
+    assert [(m.text, m.thread_ts) for m in slack.messages] == [
+        ("A: new", None),
+        ("B: new", None),
+        ("A: paid", parent_a),
+    ]
+
+    (tmp_path / "mesh.db").unlink()
+    slack.messages.clear()
+    reply = f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.text}}"
+        thread_ts: "{{data.parent}}"
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "root", "parent": None}], reply)) == 0
+    root = slack.messages[0].ts
+    (tmp_path / "mesh.db").unlink()
+    records = [{"text": "in thread", "parent": root}, {"text": "nowhere", "parent": "1.000009"}]
+    assert await run(tmp_path, pipeline(tmp_path, records, reply)) == 0
+    assert [(m.text, m.thread_ts) for m in slack.messages] == [("root", None), ("in thread", root)]
+    [dead] = await dead_letters(tmp_path)
+    assert "thread_not_found" in json.dumps(dead.extensions)

@@ -1,0 +1,80 @@
+"""Secrets of the slack and chatgpt connectors (bot token, signing secret, API key) never appear
+in ``validate`` output and are write-only in ``schema``; config mistakes are named by file,
+line and field."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from meshconnect.cli import cli
+
+TOKEN = "xoxb-1111-2222-secret-token"
+SIGNING = "f00dfeedsigningsecret"
+API_KEY = "sk-proj-secret-api-key-1234"
+
+
+def test_validate_names_mistakes_and_never_prints_a_secret(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            pipelines:
+              - name: events
+                source:
+                  connector: slack
+                  config: {{signing_secret: {SIGNING}, max_age: 5 minutes}}
+                sinks:
+                  - connector: slack
+                    config:
+                      token: {TOKEN}
+                      channel: "{{data.channel"
+                      text: hi
+              - name: ask
+                source:
+                  connector: chatgpt
+                  config: {{api_key: {API_KEY}, mode: summarise}}
+                transforms:
+                  - type: llm
+                    api_key: {API_KEY}
+                    prompt: "{{data.text}}"
+                    field: summary
+            """
+        )
+    )
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 1
+    out = result.output
+    for secret in (TOKEN, SIGNING, API_KEY):
+        assert secret not in out
+    assert f"{path}:6:" in out and "max_age" in out
+    assert f"{path}:11:" in out and "channel" in out
+    assert f"{path}:16:" in out and "mode" in out
+    assert "field" in out and "give a path under data, such as data.summary" in out
+
+
+def test_the_schema_marks_every_secret_write_only() -> None:
+    result = CliRunner().invoke(cli, ["schema"])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    for name in ('"token"', '"signing_secret"', '"api_key"'):
+        assert name in text
+
+    def walk(node: object) -> list[tuple[str, dict[str, object]]]:
+        found = []
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("token", "signing_secret", "api_key") and isinstance(value, dict):
+                    found.append((key, value))
+                found.extend(walk(value))
+        elif isinstance(node, list):
+            for item in node:
+                found.extend(walk(item))
+        return found
+
+    secrets = walk(json.loads(text))
+    assert {k for k, _ in secrets} == {"token", "signing_secret", "api_key"}
+    assert all(v.get("format") == "password" and v.get("writeOnly") for _, v in secrets)
