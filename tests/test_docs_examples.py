@@ -155,7 +155,9 @@ def _wrap_sinks(text: str) -> str:
 
 
 def _wrap_sink(text: str) -> str:
-    return _pipeline(SOURCE_STUB + "\nsinks:\n" + textwrap.indent(text, "  - ", lambda _: False))
+    lines = text.rstrip("\n").splitlines()
+    item = "\n".join(("  - " if i == 0 else "    ") + line for i, line in enumerate(lines))
+    return _pipeline(SOURCE_STUB + "\nsinks:\n" + item + "\n")
 
 
 def _wrap_transforms(text: str) -> str:
@@ -394,3 +396,15 @@ def test_toml_examples_parse(block: Block) -> None:
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang == "ini"], ids=str)
 def test_ini_examples_parse(block: Block) -> None:
     configparser.ConfigParser().read_string(block.text)
+
+
+def test_a_sink_fragment_becomes_one_item_of_sinks() -> None:
+    """``<!-- example: sink -->`` blocks hold one sink's keys; the wrapper makes them a list item
+    (it once left them unindented, so no sink fragment could load)."""
+    import yaml
+
+    text = _wrap_sink("name: out\nconnector: file\nconfig:\n  path: out.jsonl\n")
+    (pipeline,) = yaml.safe_load(text)["pipelines"]
+    assert pipeline["sinks"] == [
+        {"name": "out", "connector": "file", "config": {"path": "out.jsonl"}}
+    ]
