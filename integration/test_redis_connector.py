@@ -1,0 +1,205 @@
+"""The redis sink and source against a private redis-server: every sink mode, the stream
+source's positions and acknowledgements, the conformance suites."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshconnect import BatchError, ConnectorContext, DataError, Record
+from meshconnect.connectors.redis.config import RedisSinkConfig, RedisSourceConfig
+from meshconnect.connectors.redis.sink import RedisSink
+from meshconnect.connectors.redis.source import RedisSource
+from meshconnect.testing import SinkConformance, SourceConformance
+
+
+def context(tmp_path: Path, name: str = "redis") -> ConnectorContext:
+    return ConnectorContext("test", name, logging.getLogger("test.redis"), str(tmp_path))
+
+
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def sink(server: Any, tmp_path: Path, **config: Any) -> RedisSink:
+    return RedisSink(RedisSinkConfig(url=server.url, **config), context(tmp_path))
+
+
+async def write_all(s: RedisSink, records: list[Record]) -> None:
+    await s.open(None)
+    await s.write(records)
+    await s.flush()
+    await s.close()
+
+
+# -- sink modes ---------------------------------------------------------------------------------
+
+
+async def test_set_writes_data_as_json_by_key_template_with_ttl(redis_server, tmp_path) -> None:
+    p = prefix()
+    await write_all(
+        sink(redis_server, tmp_path, mode="set", key=p + ":{data.id}", ttl="1h"),
+        [Record({"id": 7, "total": Decimal("5.10")})],
+    )
+    r = redis_server.client()
+    assert r.get(f"{p}:7") == b'{"id":7,"total":5.10}'
+    assert 3590_000 < r.pttl(f"{p}:7") <= 3600_000
+
+
+async def test_set_value_field_writes_that_field(redis_server, tmp_path) -> None:
+    p = prefix()
+    await write_all(
+        sink(redis_server, tmp_path, mode="set", key=p + ":{data.id}", value_field="body.text"),
+        [Record({"id": 1, "body": {"text": "hello"}}), Record({"id": 2, "body": {"text": [1]}})],
+    )
+    r = redis_server.client()
+    assert (r.get(f"{p}:1"), r.get(f"{p}:2")) == (b"hello", b"[1]")
+
+
+async def test_hset_flattens_and_replaces(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.hset(f"{p}:1", mapping={"stale": "x"})
+    await write_all(
+        sink(redis_server, tmp_path, mode="hset", key=p + ":{data.id}"),
+        [Record({"id": 1, "a": {"b": True, "c": None}, "tags": ["x"], "n": 12345678901234567890})],
+    )
+    assert r.hgetall(f"{p}:1") == {
+        b"id": b"1",
+        b"a.b": b"true",
+        b"tags": b'["x"]',
+        b"n": b"12345678901234567890",
+    }
+
+
+async def test_hset_merge_keeps_other_fields(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.hset(f"{p}:1", mapping={"kept": "x"})
+    await write_all(
+        sink(redis_server, tmp_path, mode="hset", key=p + ":{data.id}", replace=False, ttl="10s"),
+        [Record({"id": 1, "a": "b"})],
+    )
+    assert r.hgetall(f"{p}:1") == {b"kept": b"x", b"id": b"1", b"a": b"b"}
+    assert 0 < r.pttl(f"{p}:1") <= 10_000
+
+
+async def test_tombstone_deletes_its_key(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.set(f"{p}:9", "x")
+    await write_all(
+        sink(redis_server, tmp_path, mode="set", key=p + ":{partitionkey}"),
+        [Record(None, extensions={"partitionkey": "9"}, datacontenttype=None)],
+    )
+    assert r.exists(f"{p}:9") == 0
+
+
+async def test_xadd_trims_and_carries_the_record_id(redis_server, tmp_path) -> None:
+    p = prefix()
+    records = [Record({"n": i}, id=f"r{i}") for i in range(300)]
+    await write_all(
+        sink(redis_server, tmp_path, mode="xadd", stream=p, maxlen=100),
+        records,
+    )
+    r = redis_server.client()
+    entries = r.xrange(p)
+    assert 100 <= len(entries) < 300  # MAXLEN ~ trims whole macro nodes
+    assert entries[-1][1] == {b"n": b"299", b"ce_id": b"r299"}
+
+
+async def test_publish_sends_json_to_the_channel_template(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    sub = r.pubsub()
+    sub.subscribe(f"{p}.orders")
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    await write_all(
+        sink(redis_server, tmp_path, mode="publish", channel=p + ".{subject}"),
+        [Record({"id": 1}, subject="orders")],
+    )
+    message = sub.get_message(timeout=10)
+    assert message is not None and message["data"] == b'{"id":1}'
+    sub.close()
+
+
+async def test_per_record_errors_name_only_the_failed_records(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.set(f"{p}:s", "a string, not a stream")
+    s = sink(redis_server, tmp_path, mode="xadd", stream=p + ":{data.to}")
+    await s.open(None)
+    with pytest.raises(BatchError) as caught:
+        await s.write([Record({"to": "ok"}), Record({"to": "s"}), Record({"x": 1})])
+    await s.close()
+    assert sorted(caught.value.failures) == [1, 2]
+    assert "WRONGTYPE" in str(caught.value.failures[1])
+    assert s.classify_error(caught.value.failures[1]) is DataError
+    assert isinstance(caught.value.failures[2], DataError)
+    assert r.xlen(f"{p}:ok") == 1
+
+
+# -- conformance --------------------------------------------------------------------------------
+
+
+class TestRedisXaddSinkConformance(SinkConformance):
+    """XADD is not idempotent by itself: the entries' record ids make re-delivery exact."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server) -> None:
+        self.server = redis_server
+
+    def make_sink(self, tmp_path: Path) -> RedisSink:
+        return sink(self.server, tmp_path, mode="xadd", stream=f"conf:{tmp_path.name}:{{data.s}}")
+
+    def make_record(self, i: int) -> Record:
+        return Record({"n": i, "s": "x"}, id=f"conformance-{i}", topic="conformance", offset=i)
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        entries = self.server.client().xrange(f"conf:{tmp_path.name}:x")
+        return [int(fields[b"n"]) for _, fields in entries]
+
+    def poison_record(self, i: int) -> Record | None:
+        return Record({"n": i}, id=f"poison-{i}")  # no `s`: the stream template has no value
+
+
+class TestRedisHsetSinkConformance(SinkConformance):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server) -> None:
+        self.server = redis_server
+
+    def make_sink(self, tmp_path: Path) -> RedisSink:
+        return sink(self.server, tmp_path, mode="hset", key=f"h:{tmp_path.name}:{{data.n}}")
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        r = self.server.client()
+        keys = r.keys(f"h:{tmp_path.name}:*")
+        return sorted(int(r.hget(k, "n")) for k in keys)
+
+    def poison_record(self, i: int) -> Record | None:
+        return Record([1, 2], id=f"poison-{i}")  # hset needs an object
+
+
+class TestRedisStreamSourceConformance(SourceConformance):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server) -> None:
+        self.server = redis_server
+
+    def make_source(self, tmp_path: Path) -> RedisSource:
+        stream = f"src:{tmp_path.name}"
+        r = self.server.client()
+        if not r.exists(stream):
+            for i in range(0, 1000, 100):
+                pipe = r.pipeline()
+                for n in range(i, i + 100):
+                    pipe.xadd(stream, {"n": str(n)})
+                pipe.execute()
+        config = RedisSourceConfig(
+            url=self.server.url, stream=stream, until_end=True, batch_size=97
+        )
+        return RedisSource(config, context(tmp_path))
