@@ -31,6 +31,7 @@ Pub/sub (``mode: pubsub``)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections import deque
@@ -72,6 +73,15 @@ class _Read:
         self.entries.append((eid, fields))
 
 
+@dataclass(slots=True)
+class _Polled:
+    """A batch polled and not yet confirmed acknowledged by Redis."""
+
+    seq: int
+    reads: dict[str, _Read]
+    stored: bool = False
+
+
 class RedisSource(Source[RedisSourceConfig]):
     """Reads Redis streams or channels (module docstring)."""
 
@@ -98,14 +108,14 @@ class RedisSource(Source[RedisSourceConfig]):
         self.streams = c.stream_names
         #: stream -> newest ``>``-read entry in the mesh (committed) / polled (in memory).
         self.last: dict[str, str | None] = {}
-        #: Batches polled whose XACK is not confirmed yet, oldest first: (batch, reads).
-        self.unconfirmed: deque[tuple[int, dict[str, _Read]]] = deque()
-        #: Entries in the mesh whose XACK failed (retried at the next poll), by stream.
-        self.to_ack: dict[str, list[str]] = {}
+        #: Batches polled whose XACK is not confirmed yet, oldest first.
+        self.unconfirmed: deque[_Polled] = deque()
         #: Entries to read again before anything else (own pending ones), by stream.
         self.again: dict[str, deque[tuple[str, Any]]] = {s: deque() for s in self.streams}
         self.polled = 0
-        self.next_claim = time.monotonic() + c.claim_interval
+        self.ack_lock = asyncio.Lock()
+        self.reread = False
+        self.next_claim = time.monotonic()  # look for a dead consumer's entries at once
         self.claim_cursor: dict[str, str] = {s: "0-0" for s in self.streams}
         #: Where a "from now" start began (`group_start: $`), for the worker to commit.
         self.started: dict[str, Position] = {}
@@ -178,6 +188,8 @@ class RedisSource(Source[RedisSourceConfig]):
         if self.config.mode == "pubsub":
             return await self._poll_pubsub()
         await self._retry_acks()
+        if self.reread:
+            await self._reread_own_pending()
         reads: dict[str, _Read] = {}
         records: list[Record] = []
         failures: list[tuple[Record, BaseException]] = []
@@ -195,12 +207,39 @@ class RedisSource(Source[RedisSourceConfig]):
             room = await self._claim(reads, records, failures, room)
             self.next_claim = time.monotonic() + self.config.claim_interval
         if room and not records:
-            room = await self._read_new(reads, records, failures, room)
+            try:
+                room = await self._read_new(reads, records, failures, room)
+            except (rx.ConnectionError, rx.TimeoutError):
+                # Redis may have handed out entries whose reply was lost: they are pending
+                # with this consumer, and `>` will not deliver them again.
+                self.reread = True
+                raise
         if not reads:
             if self.bounded and not any(self.again.values()):
                 return None
             return SourceBatch([])
         return self._batch(reads, records, failures)
+
+    async def _reread_own_pending(self) -> None:
+        """Queue this consumer's pending entries that no polled batch holds (read by a
+        command whose reply was lost) to be read again."""
+        mine = {e for batch in self.unconfirmed for r in batch.reads.values() for e in r.all}
+        for stream in self.streams:
+            queued = {e for e, _ in self.again[stream]}
+            start = "0-0"
+            while True:
+                reply = await self.client.xreadgroup(
+                    self.config.group, self.consumer, {stream: start}, count=1000
+                )
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    break
+                for entry_id, fields in entries:
+                    eid = _sid(entry_id)
+                    if eid not in mine and eid not in queued and fields:
+                        self.again[stream].append((eid, fields))
+                start = _sid(entries[-1][0])
+        self.reread = False
 
     async def _read_new(
         self,
@@ -240,8 +279,7 @@ class RedisSource(Source[RedisSourceConfig]):
         room: int,
     ) -> int:
         """Claim entries idle for ``claim_idle`` with other consumers (dead ones)."""
-        mine = {e for _, batch in self.unconfirmed for r in batch.values() for e in r.all}
-        mine.update(e for ids in self.to_ack.values() for e in ids)
+        mine = {e for batch in self.unconfirmed for r in batch.reads.values() for e in r.all}
         mine.update(e for again in self.again.values() for e, _ in again)
         for stream in self.streams:
             if not room:
@@ -268,8 +306,8 @@ class RedisSource(Source[RedisSourceConfig]):
                 taken += 1
             if taken:
                 self.context.logger.warning(
-                    "redis: claimed %d entries of %s idle for %.0fs with another consumer of "
-                    "group %s",
+                    "redis: claimed %d entries of %s pending for %.0fs or more in group %s (a "
+                    "consumer that stopped without acknowledging them)",
                     taken,
                     stream,
                     self.config.claim_idle,
@@ -319,17 +357,16 @@ class RedisSource(Source[RedisSourceConfig]):
     ) -> SourceBatch:
         self.polled += 1
         seq = self.polled
-        self.unconfirmed.append((seq, reads))
+        self.unconfirmed.append(_Polled(seq, reads))
         positions: dict[str, Position] = {}
         for stream in reads:
             inflight: list[list[str]] = []
             ids: list[str] = []
-            for _, batch in self.unconfirmed:
-                read = batch.get(stream)
+            for batch in self.unconfirmed:
+                read = batch.reads.get(stream)
                 if read is not None:
                     inflight.extend(read.ranges)
                     ids.extend(read.ids)
-            ids.extend(self.to_ack.get(stream, ()))
             position: dict[str, Any] = {"inflight": inflight, "ids": ids}
             if self.last.get(stream) is not None:
                 position["last"] = self.last[stream]
@@ -341,35 +378,36 @@ class RedisSource(Source[RedisSourceConfig]):
         return SourceBatch(records, positions, failures, ack)
 
     async def _acked(self, seq: int, error: BaseException | None) -> None:
-        entry = next((e for e in self.unconfirmed if e[0] == seq), None)
-        if entry is None:
+        batch = next((b for b in self.unconfirmed if b.seq == seq), None)
+        if batch is None:
             return
-        self.unconfirmed.remove(entry)
-        reads = entry[1]
         if error is not None:
-            # Not in the mesh (the worker gave up on the batch): read these again, first.
-            for stream, read in reads.items():
+            # Not in the mesh (the worker gave up on it): read these entries again, first.
+            self.unconfirmed.remove(batch)
+            for stream, read in batch.reads.items():
                 self.again[stream].extendleft(reversed(read.entries))
             return
-        for stream, read in reads.items():
-            self.to_ack.setdefault(stream, []).extend(read.all)
+        batch.stored = True
         await self._retry_acks()
 
     async def _retry_acks(self) -> None:
-        for stream in list(self.to_ack):
-            ids = self.to_ack[stream]
-            try:
-                for i in range(0, len(ids), 1000):
-                    await self.client.xack(stream, self.config.group, *ids[i : i + 1000])
-            except (rx.ConnectionError, rx.TimeoutError, rx.BusyLoadingError) as exc:
-                self.context.logger.warning(
-                    "redis: XACK of %d entries of %s failed (%s); retried at the next poll",
-                    len(ids),
-                    stream,
-                    exc,
-                )
-                return
-            del self.to_ack[stream]
+        """XACK the batches that are in the mesh, oldest first. A batch leaves
+        ``unconfirmed`` (and the positions) only once Redis confirmed its XACK; on a lost
+        connection it stays, and the next poll tries again."""
+        async with self.ack_lock:
+            while self.unconfirmed and self.unconfirmed[0].stored:
+                batch = self.unconfirmed[0]
+                try:
+                    for stream, read in batch.reads.items():
+                        ids = read.all
+                        for i in range(0, len(ids), 1000):
+                            await self.client.xack(stream, self.config.group, *ids[i : i + 1000])
+                except rx.RedisError as exc:
+                    self.context.logger.warning(
+                        "redis: XACK failed (%s); retried at the next poll", exc
+                    )
+                    return
+                self.unconfirmed.popleft()
 
     # -- pub/sub ------------------------------------------------------------------------------
 
