@@ -3,6 +3,7 @@ source's positions and acknowledgements, the conformance suites."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from decimal import Decimal
@@ -203,3 +204,55 @@ class TestRedisStreamSourceConformance(SourceConformance):
             url=self.server.url, stream=stream, until_end=True, batch_size=97
         )
         return RedisSource(config, context(tmp_path))
+
+
+async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path) -> None:
+    p = prefix()
+    source = RedisSource(
+        RedisSourceConfig(url=redis_server.url, mode="pubsub", channels=[f"{p}.*"], block="2s"),
+        context(tmp_path),
+    )
+    await source.start({})
+    r = redis_server.client()
+    while r.pubsub_numpat() < 1:  # subscribed
+        await asyncio.sleep(0.01)
+    r.publish(f"{p}.a", '{"n": 1.10}')
+    r.publish(f"{p}.b", "not json")
+    got: list[Record] = []
+    failures: list[Any] = []
+    while len(got) + len(failures) < 2:
+        batch = await source.poll()
+        assert batch is not None
+        got.extend(batch.records)
+        failures.extend(batch.failures)
+    await source.stop()
+    assert [(x.subject, x.data) for x in got] == [(f"{p}.a", {"n": Decimal("1.10")})]
+    assert isinstance(failures[0][1], DataError)
+
+
+async def test_stream_entries_read_but_not_stored_are_read_again(redis_server, tmp_path) -> None:
+    """A batch polled and never acknowledged (the worker died before the append): a new
+    source from the committed positions reads it again, and nothing else twice."""
+    stream = f"again:{prefix()}"
+    r = redis_server.client()
+    for i in range(10):
+        r.xadd(stream, {"n": str(i)})
+    config = RedisSourceConfig(url=redis_server.url, stream=stream, batch_size=4, until_end=True)
+    first = RedisSource(config, context(tmp_path))
+    await first.start({})
+    one = await first.poll()
+    assert one is not None and one.ack is not None
+    await one.ack(None)
+    two = await first.poll()  # polled, never stored
+    assert two is not None and [x.data["n"] for x in two.records] == ["4", "5", "6", "7"]
+    second = RedisSource(config, context(tmp_path))
+    await second.start(one.positions)
+    rest: list[str] = []
+    while (batch := await second.poll()) is not None:
+        rest.extend(x.data["n"] for x in batch.records)
+        if batch.ack:
+            await batch.ack(None)
+    await second.stop()
+    await first.stop()
+    assert rest == [str(i) for i in range(4, 10)]
+    assert r.xpending(stream, "meshconnect")["pending"] == 0

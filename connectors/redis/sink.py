@@ -89,7 +89,7 @@ class RedisSink(Sink[RedisSinkConfig]):
 
     async def open(self, state: Mapping[str, Any] | None) -> None:
         c = self.config
-        self.client = connect(c)
+        self.client: Any = connect(c)  # redis-py's reply types are unions of everything
         self.key = Template(c.key, "key") if c.key else None
         self.cdc_key = self.key or Template("{subject}:{partitionkey}", "key")
         self.plain_key = self.key or Template("{partitionkey}", "key")

@@ -98,7 +98,7 @@ class RedisSource(Source[RedisSourceConfig]):
 
     async def start(self, positions: Mapping[str, Position]) -> Mapping[str, Position] | None:
         c = self.config
-        self.client = connect(c)
+        self.client: Any = connect(c)  # redis-py's reply types are unions of everything
         self.where = describe(c)
         self.source_uri = self.where if "://" in self.where else f"redis://{self.where}"
         if c.mode == "pubsub":
