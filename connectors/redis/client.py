@@ -25,8 +25,11 @@ def describe(config: RedisConnection) -> str:
     return config.url
 
 
-def connect(config: RedisConnection, **options: Any) -> aioredis.Redis:
-    """An asyncio client for ``config`` (connections are made on first use)."""
+def connect(config: RedisConnection, *, sync: bool = False, **options: Any) -> Any:
+    """A client for ``config`` (connections are made on first use): asyncio's, or with
+    ``sync`` redis-py's blocking one (for calls through ``asyncio.to_thread``: it packs
+    commands with hiredis, ~3x faster than the asyncio client's Python packer on big
+    pipelines)."""
     common: dict[str, Any] = {
         "username": config.username,
         "password": config.password.get_secret_value() if config.password else None,
@@ -44,7 +47,10 @@ def connect(config: RedisConnection, **options: Any) -> aioredis.Redis:
     if config.sentinels:
         from urllib.parse import urlsplit
 
-        from redis.asyncio.sentinel import Sentinel
+        if sync:
+            from redis.sentinel import Sentinel
+        else:
+            from redis.asyncio.sentinel import Sentinel  # type: ignore[assignment]
 
         path = urlsplit(config.url).path.strip("/")
         db = int(path) if path.isdigit() else 0
@@ -58,6 +64,10 @@ def connect(config: RedisConnection, **options: Any) -> aioredis.Redis:
         return sentinel.master_for(config.sentinel_service)
     if not tls:
         common.pop("ssl_ca_certs", None)
+    if sync:
+        import redis
+
+        return redis.Redis.from_url(config.url, **common)
     return aioredis.Redis.from_url(config.url, **common)
 
 

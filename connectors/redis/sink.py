@@ -18,7 +18,9 @@ template has no value, ``hset`` of a non-object) is reported alone in a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from meshconnect import BatchError, DataError, MeshconnectError, Record, Sink
@@ -37,8 +39,11 @@ DEDUPE_WINDOW = 10_000
 
 
 def _scalar(value: Any) -> str | bytes:
-    if isinstance(value, str | bytes):
+    kind = type(value)
+    if kind is str or kind is bytes:
         return value
+    if kind is int or kind is Decimal:
+        return str(value)  # what meshconnect.jsonvalue.dumps writes for them
     if value is True:
         return "true"
     if value is False:
@@ -89,7 +94,8 @@ class RedisSink(Sink[RedisSinkConfig]):
 
     async def open(self, state: Mapping[str, Any] | None) -> None:
         c = self.config
-        self.client: Any = connect(c)  # redis-py's reply types are unions of everything
+        # The blocking client, called through asyncio.to_thread: it packs with hiredis.
+        self.client: Any = connect(c, sync=True)
         self.key = Template(c.key, "key") if c.key else None
         self.cdc_key = self.key or Template("{subject}:{partitionkey}", "key")
         self.plain_key = self.key or Template("{partitionkey}", "key")
@@ -117,12 +123,14 @@ class RedisSink(Sink[RedisSinkConfig]):
         assert field is not None
         last = self.last_ids.get(stream)
         if last is None:
-            entries = await self.client.xrevrange(stream, "+", "-", count=DEDUPE_WINDOW)
+            entries = await asyncio.to_thread(
+                self.client.xrevrange, stream, "+", "-", count=DEDUPE_WINDOW
+            )
         else:
             entries = []
             start = "(" + last
             while True:
-                page = await self.client.xrange(stream, start, "+", count=1000)
+                page = await asyncio.to_thread(self.client.xrange, stream, start, "+", count=1000)
                 entries.extend(page)
                 if len(page) < 1000:
                     break
@@ -264,7 +272,7 @@ class RedisSink(Sink[RedisSinkConfig]):
             plan.append((i, len(commands), commands[0][1] if xadd and commands else None))
         if any(n for _, n, _ in plan):
             try:
-                results = await pipe.execute(raise_on_error=False)
+                results = await asyncio.to_thread(pipe.execute, raise_on_error=False)
             except Exception:
                 self.rescan = xadd
                 raise
@@ -294,7 +302,7 @@ class RedisSink(Sink[RedisSinkConfig]):
     async def close(self) -> None:
         client = getattr(self, "client", None)
         if client is not None:
-            await client.aclose()
+            await asyncio.to_thread(client.close)
 
 
 def _text(value: Any) -> str:

@@ -32,8 +32,11 @@ _ATTRIBUTES = ("id", "source", "type", "subject", "topic")
 
 def text_of(value: Any) -> str:
     """A value as key text: a string as is, anything else as its (exact) JSON."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value
+    if kind is int:
+        return str(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")
     return dumps(value).decode()
@@ -79,7 +82,7 @@ class Template:
     """A compiled template; ``render(record, row=None)`` gives its text (``row``: the row of a
     change record, which ``{data.…}`` then reads)."""
 
-    __slots__ = ("_parts", "literal", "text")
+    __slots__ = ("_one", "_parts", "_prefix", "literal", "text")
 
     def __init__(self, text: str, field: str = "key") -> None:
         self.text = text
@@ -98,6 +101,13 @@ class Template:
             pos = match.end()
         parts.append(text[pos:])
         self._parts = [p for p in parts if p != ""]
+        self._prefix: str | None = None
+        self._one: tuple[str, Getter] = ("", lambda r, row: None)
+        tail = self._parts[-1] if self._parts else ""
+        head = self._parts[:-1]
+        if not isinstance(tail, str) and all(isinstance(p, str) for p in head):
+            self._prefix = "".join(head)  # type: ignore[arg-type]
+            self._one = tail
         #: The text when the template has no placeholder, else None.
         self.literal = (
             "".join(p for p in self._parts if isinstance(p, str))
@@ -108,6 +118,14 @@ class Template:
     def render(self, record: Record, row: Mapping[str, Any] | None = None) -> str:
         if self.literal is not None:
             return self.literal
+        if self._prefix is not None:  # "text{one placeholder}": the common key shape
+            name, get = self._one
+            value = get(record, row)
+            if value is None:
+                raise DataError(
+                    f"template {self.text!r}: {{{name}}} has no value in record {record.id}"
+                )
+            return self._prefix + (value if type(value) is str else text_of(value))
         out = []
         for part in self._parts:
             if isinstance(part, str):
