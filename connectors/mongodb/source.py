@@ -165,7 +165,7 @@ class MongoSource(Source[MongoSourceConfig]):
     def _open_stream(self) -> Any:
         options: dict[str, Any] = {
             "full_document": self._full(),
-            "max_await_time_ms": 1000,
+            "max_await_time_ms": 500,
             "batch_size": self.config.batch_size,
         }
         token = self.position.get("token")
