@@ -175,6 +175,7 @@ def generators() -> dict[str, Any]:
         "connector/file": lambda: connector_reference("file"),
         "connector/canal": lambda: connector_reference("canal"),
         "connector/redis": lambda: connector_reference("redis"),
+        "connector/mongodb": lambda: connector_reference("mongodb"),
     }
 
 
