@@ -253,31 +253,57 @@ class RedisSink(Sink[RedisSinkConfig]):
     # -- the batch ---------------------------------------------------------------------------
 
     async def write(self, records: Sequence[Record]) -> None:
+        """One round trip per batch (``atomic``: one MULTI/EXEC). A plain pipeline goes in
+        chunks, each prepared while the previous one is on the wire (they run one after
+        the other, so a key written twice in a batch ends with the later record)."""
         failed = BatchError()
-        plan: list[tuple[int, int, str | None]] = []
-        pipe = self.client.pipeline(transaction=self.config.atomic)
-        xadd = self.config.mode == "xadd"
         if self.rescan:
             for name in list(self.last_ids):
                 await self._scan(name)
             self.rescan = False
-        for i, record in enumerate(records):
+        size = len(records) if self.config.atomic else max(128, (len(records) + 3) // 4)
+        running: asyncio.Future[Any] | None = None
+        previous: list[tuple[int, int, str | None]] = []
+        for start in range(0, len(records), size):
+            pipe, plan = self._prepare(records, start, start + size, failed)
+            if running is not None:
+                self._results(previous, await running, failed)
+            running = asyncio.ensure_future(self._execute(pipe, plan))
+            previous = plan
+        if running is not None:
+            self._results(previous, await running, failed)
+        if failed.failures:
+            raise failed
+
+    def _prepare(
+        self, records: Sequence[Record], start: int, end: int, failed: BatchError
+    ) -> tuple[Any, list[tuple[int, int, str | None]]]:
+        pipe = self.client.pipeline(transaction=self.config.atomic)
+        plan: list[tuple[int, int, str | None]] = []
+        xadd = self.config.mode == "xadd"
+        for i in range(start, min(end, len(records))):
             try:
-                commands = self._commands(record)
+                commands = self._commands(records[i])
             except (DataError, ValueError, TypeError) as exc:
                 failed.failed(i, exc if isinstance(exc, DataError) else DataError(str(exc)))
                 continue
             for command in commands:
                 pipe.execute_command(*command)
             plan.append((i, len(commands), commands[0][1] if xadd and commands else None))
-        if any(n for _, n, _ in plan):
-            try:
-                results = await asyncio.to_thread(pipe.execute, raise_on_error=False)
-            except Exception:
-                self.rescan = xadd
-                raise
-        else:
-            results = []
+        return pipe, plan
+
+    async def _execute(self, pipe: Any, plan: list[tuple[int, int, str | None]]) -> list[Any]:
+        if not any(n for _, n, _ in plan):
+            return []
+        try:
+            return await asyncio.to_thread(pipe.execute, raise_on_error=False)
+        except Exception:
+            self.rescan = self.config.mode == "xadd"
+            raise
+
+    def _results(
+        self, plan: list[tuple[int, int, str | None]], results: list[Any], failed: BatchError
+    ) -> None:
         at = 0
         for i, n, stream in plan:
             for result in results[at : at + n]:
@@ -288,8 +314,6 @@ class RedisSink(Sink[RedisSinkConfig]):
                 if stream is not None and n:
                     self.last_ids[stream] = _text(results[at])
             at += n
-        if failed.failures:
-            raise failed
 
     async def flush(self) -> dict[str, Any] | None:
         if self.config.mode == "xadd" and self.config.id_field:
