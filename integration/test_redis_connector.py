@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mariadb import free_port
 
-from meshconnect import BatchError, ConnectorContext, DataError, Record
+from meshconnect import BatchError, ConfigError, ConnectorContext, DataError, Record
 from meshconnect.connectors.redis.config import RedisSinkConfig, RedisSourceConfig
 from meshconnect.connectors.redis.sink import RedisSink
 from meshconnect.connectors.redis.source import RedisSource
@@ -256,3 +258,152 @@ async def test_stream_entries_read_but_not_stored_are_read_again(redis_server, t
     await first.stop()
     assert rest == [str(i) for i in range(4, 10)]
     assert r.xpending(stream, "meshconnect")["pending"] == 0
+
+
+# -- connections: ACL user and password, Sentinel ------------------------------------------------
+
+
+async def test_acl_username_and_password(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.execute_command("ACL", "SETUSER", p, "on", ">s3cret-pw", "~*", "+@all")
+    try:
+        await write_all(
+            sink(redis_server, tmp_path, mode="set", key=p, username=p, password="s3cret-pw"),
+            [Record({"ok": True})],
+        )
+        assert r.get(p) == b'{"ok":true}'
+        bad = sink(redis_server, tmp_path, mode="set", key=p, username=p, password="wrong")
+        await bad.open(None)
+        with pytest.raises(Exception) as caught:
+            await bad.write([Record({"ok": False})])
+        await bad.close()
+        assert bad.classify_error(caught.value) is ConfigError
+        assert "wrong" not in str(caught.value)
+    finally:
+        r.execute_command("ACL", "DELUSER", p)
+
+
+async def test_sentinel_finds_the_master(redis_server, tmp_path) -> None:
+    """A private Sentinel monitoring the private server: the sink and the source ask it
+    where the master is."""
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+    )
+    log = (tmp_path / "sentinel.log").open("wb")
+    proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=log, stderr=log)
+    try:
+        import redis
+
+        s = redis.Redis(host="127.0.0.1", port=port)
+        for _ in range(200):
+            try:
+                if s.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster"):
+                    break
+            except redis.ConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+        p = prefix()
+        via = {"sentinels": [f"127.0.0.1:{port}"], "sentinel_service": "mymaster"}
+        await write_all(
+            RedisSink(RedisSinkConfig(mode="xadd", stream=p, **via), context(tmp_path)),
+            [Record({"n": 1}, id="a"), Record({"n": 2}, id="b")],
+        )
+        assert redis_server.client().xlen(p) == 2
+        source = RedisSource(RedisSourceConfig(stream=p, until_end=True, **via), context(tmp_path))
+        await source.start({})
+        got = []
+        while (batch := await source.poll()) is not None:
+            got.extend(r.data["n"] for r in batch.records)
+            if batch.ack:
+                await batch.ack(None)
+        await source.stop()
+        assert got == ["1", "2"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _certificates(folder: Path) -> None:
+    """A CA and a server certificate for 127.0.0.1, made with `cryptography`."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test-ca"))
+        .issuer_name(name("test-ca"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (folder / "ca.crt").write_bytes(ca.public_bytes(pem))
+    (folder / "server.crt").write_bytes(cert.public_bytes(pem))
+    (folder / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+async def test_tls_rediss_url_with_a_ca_file(redis_server, tmp_path) -> None:
+    _certificates(tmp_path)
+    port = free_port()
+    log = (tmp_path / "tls.log").open("wb")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(tmp_path / "server.crt"),
+         "--tls-key-file", str(tmp_path / "server.key"),
+         "--tls-ca-cert-file", str(tmp_path / "ca.crt"),
+         "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        url = f"rediss://127.0.0.1:{port}/0"
+        config = RedisSinkConfig(url=url, tls_ca_file=str(tmp_path / "ca.crt"), mode="set", key="k")
+        for _ in range(200):  # until it listens
+            try:
+                await write_all(RedisSink(config, context(tmp_path)), [Record({"tls": True})])
+                break
+            except Exception:
+                await asyncio.sleep(0.05)
+        import redis
+
+        plain = redis.Redis(
+            host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(tmp_path / "ca.crt")
+        )
+        assert plain.get("k") == b'{"tls":true}'
+    finally:
+        proc.terminate()
+        proc.wait(30)
