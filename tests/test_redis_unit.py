@@ -3,6 +3,8 @@ canal format, the error mapping, config checks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydantic
 import pytest
 from redis import exceptions as rx
@@ -141,3 +143,29 @@ def test_config_checks() -> None:
         RedisSourceConfig(stream="s", sentinels=["nohost"])
     secret = RedisSinkConfig(password="hunter2")
     assert "hunter2" not in repr(secret) and "hunter2" not in str(secret.model_dump())
+
+
+def test_validate_names_the_field_and_never_prints_a_credential(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from meshconnect.cli import cli
+
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "pipelines:\n"
+        "  - name: p\n"
+        "    source:\n"
+        "      connector: redis\n"
+        '      config: {url: "redis://:hunter2@localhost:6379/0", stream: s}\n'
+        "    sinks:\n"
+        "      - connector: redis\n"
+        "        config: {mode: xadd, password: hunter3}\n"
+    )
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:5:21: pipelines[0].source.config.url: a password in the URL" in result.output
+    assert (
+        "pipelines[0].sinks[0].config: Value error, mode xadd needs `stream`" in result.output
+        or ("mode xadd needs `stream`" in result.output)
+    )
+    assert "hunter2" not in result.output and "hunter3" not in result.output
