@@ -293,3 +293,118 @@ def test_config_checks() -> None:
         MongoSourceConfig(database="d", collection="c", until_end=True)
     config = MongoSinkConfig(database="d", password="hunter2")
     assert "hunter2" not in repr(config)
+
+
+# -- the change stream's bookkeeping, on a scripted stream ----------------------------------
+
+
+class ScriptedStream:
+    """What ``collection.watch()`` returns, playing scripted events (mongomock has no
+    change streams; the real thing runs in integration/test_mongodb_server.py)."""
+
+    def __init__(self, events: list[dict[str, Any]], token: str) -> None:
+        self.events = events
+        self.resume_token: dict[str, Any] | None = {"_data": token}
+
+    def try_next(self) -> dict[str, Any] | None:
+        if not self.events:
+            return None
+        event = self.events.pop(0)
+        self.resume_token = event["_id"]
+        return event
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> ScriptedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class WatchedCollection:
+    """A mongomock collection plus ``watch``: each call takes the next script and records
+    its options."""
+
+    def __init__(self, collection: Any, scripts: list[list[dict[str, Any]]]) -> None:
+        self.collection = collection
+        self.scripts = scripts
+        self.calls: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.collection, name)
+
+    def watch(self, **options: Any) -> ScriptedStream:
+        self.calls.append(options)
+        return ScriptedStream(self.scripts.pop(0) if self.scripts else [], f"T{len(self.calls)}")
+
+
+def event(token: str, op: str, _id: Any, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"_id": {"_data": token}, "operationType": op}
+    if op != "invalidate":
+        out["documentKey"] = {"_id": _id}
+    if doc is not None:
+        out["fullDocument"] = doc
+    return out
+
+
+async def test_change_stream_copy_events_invalidate_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = db_name()
+    SERVER[db].c.insert_many([{"_id": 1, "n": 1}, {"_id": 2, "n": 2}])
+    watched = WatchedCollection(
+        SERVER[db].c,
+        [
+            [],  # the stream opened at the first start, for its token (T1)
+            [
+                event("E1", "insert", 3, {"_id": 3, "n": 3}),
+                event("E2", "update", 1, {"_id": 1, "n": 10}),
+                event("E3", "delete", 2),
+                event("E4", "drop", None),
+                event("E5", "invalidate", None),
+            ],
+            [event("E6", "insert", 4, {"_id": 4, "n": 4})],
+        ],
+    )
+
+    class Client:
+        def __getitem__(self, name: str) -> Any:
+            return {"c": watched}
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(mclient, "CLIENT_CLASS", lambda uri, **options: Client())
+    config = MongoSourceConfig(database=db, collection="c", batch_size=10)
+    source = MongoSource(config, context(tmp_path))
+    begun = await source.start({})
+    assert begun == {"changes": {"token": {"_data": "T1"}, "copy": {"after": None}}}
+    copy = await source.poll()
+    assert copy is not None
+    assert [(r.type, r.data) for r in copy.records] == [
+        ("mongodb.read", {"_id": 1, "n": 1}),
+        ("mongodb.read", {"_id": 2, "n": 2}),
+    ]
+    assert copy.positions == {"changes": {"token": {"_data": "T1"}}}  # copy done
+    changes = await source.poll()
+    assert changes is not None
+    assert [(r.id, r.type, r.extensions["partitionkey"], r.data) for r in changes.records] == [
+        ("E1", "mongodb.insert", "3", {"_id": 3, "n": 3}),
+        ("E2", "mongodb.update", "1", {"_id": 1, "n": 10}),
+        ("E3", "mongodb.delete", "2", {"_id": 2}),
+    ]
+    assert changes.positions == {"changes": {"token": {"_data": "E5"}, "invalidated": True}}
+    assert watched.calls[1]["resume_after"] == {"_data": "T1"}
+    after = await source.poll()
+    assert after is not None and [r.id for r in after.records] == ["E6"]
+    assert watched.calls[2]["start_after"] == {"_data": "E5"}  # a new stream after it
+    assert after.positions == {"changes": {"token": {"_data": "E6"}}}
+    await source.stop()
+    # A restart resumes after the last stored event.
+    again = MongoSource(config, context(tmp_path))
+    assert await again.start(after.positions) is None
+    await again.poll()
+    assert watched.calls[3]["resume_after"] == {"_data": "E6"}
+    await again.stop()
