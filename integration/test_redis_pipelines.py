@@ -229,3 +229,55 @@ def test_redis_killed_and_restarted_mid_run_is_retried_and_nothing_is_lost(
         text = log.read_text()
         assert "write failed" in text and "poll failed" in text  # both sides did retry
         assert "claimed" not in text  # a lost XREADGROUP reply is re-read at once, not claimed
+
+
+def test_xadd_sink_across_sigkills_appends_each_record_once(
+    redis_server: Any, tmp_path: Path
+) -> None:
+    """XADD is not idempotent: the entries' record ids and the sink's committed stream
+    positions make a re-delivery after each SIGKILL append nothing twice."""
+    stream = f"xadd:{tmp_path.name}"
+    (tmp_path / "in").mkdir()
+    total = 150_000
+    with (tmp_path / "in" / "rows.jsonl").open("w") as f:
+        f.writelines(json.dumps({"n": i}) + "\n" for i in range(total))
+    config = pipeline_file(
+        tmp_path,
+        {
+            "name": "toredis",
+            "source": {
+                "connector": "file",
+                "config": {"path": "in/rows.jsonl", "format": "json", "follow": False},
+            },
+            "topic": "rows",
+            "sinks": [
+                {
+                    "name": "stream",
+                    "connector": "redis",
+                    "commit_interval": 0.2,
+                    "batch_size": 500,
+                    "config": {"url": redis_server.url, "mode": "xadd", "stream": stream},
+                }
+            ],
+        },
+    )
+    client = redis_server.client()
+    state, log = tmp_path / "state", tmp_path / "worker.log"
+    rng = random.Random(4)
+    kills: list[int] = []
+    for _ in range(12):
+        proc = start_worker(meshconnect(state, "run", str(config)), log)
+        time.sleep(rng.uniform(0.1, 0.5))
+        if proc.poll() is not None:
+            break
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills.append(client.xlen(stream))
+        if len([k for k in kills if 0 < k < total]) >= 3:
+            break
+    final = subprocess.run(meshconnect(state, "run", str(config)), capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr[-3000:]
+    entries = client.xrange(stream)
+    got = [int(fields[b"n"]) for _, fields in entries]
+    assert got == list(range(total)), (len(got), len(set(got)), kills)
+    assert len([k for k in kills if 0 < k < total]) >= 3, kills
