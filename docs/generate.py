@@ -199,6 +199,8 @@ def generators() -> dict[str, Any]:
         ),
         "connector/slack": lambda: connector_reference("slack"),
         "connector/chatgpt": lambda: connector_reference("chatgpt"),
+        "connector/redis": lambda: connector_reference("redis"),
+        "connector/mongodb": lambda: connector_reference("mongodb"),
     }
 
 

@@ -65,3 +65,32 @@ def require_server(what: str, reason: str) -> None:
 
 def lines(path: Path) -> Sequence[str]:
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+# -- redis and mongodb connectors ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A private redis-server (integration/redis_support.py), one per test session."""
+    from redis_support import RedisServer, private_redis
+
+    missing = RedisServer.missing()
+    if missing:
+        require_server("redis-server", missing)
+    with private_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+#: Real-server MongoDB tests that did not run (no MESHCONNECT_TEST_MONGODB_URI): reported in
+#: the terminal summary, so CI's log says plainly what was not verified.
+MONGODB_NOT_RUN: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if MONGODB_NOT_RUN:
+        terminalreporter.write_line(
+            f"mongodb real-server tests: not run ({len(MONGODB_NOT_RUN)}: "
+            "MESHCONNECT_TEST_MONGODB_URI is not set; no MongoDB server on this machine): "
+            + ", ".join(MONGODB_NOT_RUN)
+        )

@@ -1,0 +1,1 @@
+"""The ``mongodb`` source and sink (pymongo; ``pip install 'meshconnect[mongodb]'``)."""

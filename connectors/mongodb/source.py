@@ -1,0 +1,258 @@
+"""The ``mongodb`` source: a collection's change stream after an initial copy, or polling.
+
+Change streams (``mode: change_stream``; replica sets and sharded clusters)
+    At the first start the source opens the change stream and keeps its resume token, then
+    copies the documents already there in ``_id`` order (``initial_copy``, like a snapshot;
+    records of type ``mongodb.read``), then streams from that token: a change made during
+    the copy is seen in the copy or in the stream or both, and applied by ``_id`` the end
+    state is right. Each change event becomes a record: type ``mongodb.insert|update|replace|
+    delete``, ``data`` the document (``fullDocument``; with ``updateLookup`` as it is when the
+    event is read), a delete's ``data`` ``{"_id": …}``, ``partitionkey`` the ``_id`` as
+    text, ``id`` the event's resume token (``_data``). The position of partition
+    ``changes`` is ``{"token": RESUME_TOKEN}`` (plus ``{"copy": {"after": _id}}`` during
+    the copy): a restart resumes after the last event stored. An ``invalidate`` event (the
+    collection dropped or renamed) ends that stream: the source logs it and starts a new
+    one after it (``start_after``), so a collection created again under the name is
+    followed.
+
+Polling (``mode: poll``; standalone servers too)
+    Documents whose ``poll_field`` is past the last one read (ties broken by ``_id``), in
+    that order, ``batch_size`` at a time, every ``poll_interval`` when idle. Position
+    ``{"after": [VALUE, _id]}`` in canonical Extended JSON. A document updated without its
+    field growing is not seen again; deletes are not seen (use change streams).
+
+Documents become JSON by ``json_mode`` (:mod:`.client`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+
+from meshconnect import MeshconnectError, Position, Record, Source, SourceBatch
+from meshconnect.jsonvalue import dumps
+
+from .client import classify_mongo, connect, to_json
+from .config import MongoSourceConfig
+
+__all__ = ["MongoSource"]
+
+PARTITION = "changes"
+
+
+def _ejson(value: Any) -> Any:
+    """A BSON value as canonical Extended JSON (for positions: every type kept)."""
+    return json.loads(json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS))
+
+
+def _bson(value: Any) -> Any:
+    """A position's canonical Extended JSON back as BSON."""
+    return json_util.loads(json.dumps(value))
+
+
+class MongoSource(Source[MongoSourceConfig]):
+    """Reads a collection (module docstring)."""
+
+    def __init__(self, config: MongoSourceConfig, context: Any) -> None:
+        super().__init__(config, context)
+        self.bounded = config.mode == "poll" and config.until_end
+
+    empty_position = (
+        "change_stream: copies the collection, then streams from when the copy began; "
+        "poll: reads every document"
+    )
+
+    async def start(self, positions: Mapping[str, Position]) -> Mapping[str, Position] | None:
+        c = self.config
+        self.client = connect(c)
+        self.collection = self.client[c.database][c.collection]
+        self.uri = f"mongodb://{c.database}/{c.collection}"
+        self.subject = f"{c.database}.{c.collection}"
+        position = dict(positions.get(PARTITION) or {})
+        self.position = position
+        self.stream: Any = None
+        self.idle_until = 0.0
+        if c.mode == "poll":
+            return None
+        if "token" not in position:
+            # Where "now" is, before the copy: the stream resumes there after it.
+            token = await asyncio.to_thread(self._current_token)
+            position = {"token": token}
+            if c.initial_copy:
+                position["copy"] = {"after": None}
+            self.position = position
+            return {PARTITION: position}
+        return None
+
+    def _current_token(self) -> Any:
+        with self.collection.watch(full_document=self._full()) as stream:
+            stream.try_next()
+            return stream.resume_token
+
+    def _full(self) -> str | None:
+        return None if self.config.full_document == "default" else self.config.full_document
+
+    async def poll(self) -> SourceBatch | None:
+        if self.config.mode == "poll":
+            return await self._poll_field()
+        if "copy" in self.position:
+            return await asyncio.to_thread(self._copy)
+        return await asyncio.to_thread(self._changes)
+
+    # -- the initial copy and polling ------------------------------------------------------
+
+    def _copy(self) -> SourceBatch:
+        after = self.position["copy"].get("after")
+        query = {} if after is None else {"_id": {"$gt": _bson(after)}}
+        docs = list(self.collection.find(query).sort("_id", 1).limit(self.config.batch_size))
+        records = [self._record(doc, "read", f"copy:{self._key(doc)}") for doc in docs]
+        position = dict(self.position)
+        if len(docs) < self.config.batch_size:
+            position.pop("copy")
+            self.context.logger.info("mongodb: initial copy of %s done", self.subject)
+        else:
+            position["copy"] = {"after": _ejson(docs[-1]["_id"])}
+        self.position = position
+        return SourceBatch(records, {PARTITION: position})
+
+    async def _poll_field(self) -> SourceBatch | None:
+        if time.monotonic() < self.idle_until:
+            await asyncio.sleep(min(1.0, self.idle_until - time.monotonic()))
+            return SourceBatch([])
+        batch = await asyncio.to_thread(self._poll_sync)
+        if not batch.records:
+            if self.bounded:
+                return None
+            self.idle_until = time.monotonic() + self.config.poll_interval
+        return batch
+
+    def _poll_sync(self) -> SourceBatch:
+        field = self.config.poll_field
+        after = self.position.get("after")
+        if after is None:
+            query: dict[str, Any] = {}
+        else:
+            value, _id = _bson(after)
+            if field == "_id":
+                query = {"_id": {"$gt": value}}
+            else:
+                query = {"$or": [{field: {"$gt": value}}, {field: value, "_id": {"$gt": _id}}]}
+        sort = [("_id", 1)] if field == "_id" else [(field, 1), ("_id", 1)]
+        docs = list(self.collection.find(query).sort(sort).limit(self.config.batch_size))
+        records = []
+        for doc in docs:
+            records.append(
+                self._record(
+                    doc,
+                    "read",
+                    f"{self._key(doc)}@{dumps(to_json(_get(doc, field), 'canonical')).decode()}",
+                )
+            )
+        if not docs:
+            return SourceBatch([])
+        last = docs[-1]
+        self.position = {"after": [_ejson(_get(last, field)), _ejson(last["_id"])]}
+        return SourceBatch(records, {PARTITION: self.position})
+
+    # -- the change stream -----------------------------------------------------------------
+
+    def _open_stream(self) -> Any:
+        options: dict[str, Any] = {
+            "full_document": self._full(),
+            "max_await_time_ms": 500,
+            "batch_size": self.config.batch_size,
+        }
+        token = self.position.get("token")
+        if token is not None:
+            key = "start_after" if self.position.get("invalidated") else "resume_after"
+            options[key] = _bson(token)
+        return self.collection.watch(**options)
+
+    def _changes(self) -> SourceBatch:
+        if self.stream is None:
+            self.stream = self._open_stream()
+        records: list[Record] = []
+        position = dict(self.position)
+        deadline = time.monotonic() + 1.0
+        while len(records) < self.config.batch_size and time.monotonic() < deadline:
+            event = self.stream.try_next()
+            if event is None:
+                token = self.stream.resume_token
+                if token is not None:
+                    position["token"] = _ejson(token)
+                    position.pop("invalidated", None)
+                if not records:
+                    continue
+                break
+            op = event.get("operationType")
+            position["token"] = _ejson(event["_id"])
+            position.pop("invalidated", None)
+            if op == "invalidate":
+                self.context.logger.warning(
+                    "mongodb: the change stream of %s was invalidated (the collection was "
+                    "dropped or renamed); a new stream starts after it",
+                    self.subject,
+                )
+                position["invalidated"] = True
+                self.stream.close()
+                self.stream = None
+                break
+            if op not in ("insert", "update", "replace", "delete"):
+                continue  # drop, rename, dropDatabase: followed by an invalidate
+            token_text = str(event["_id"].get("_data", dumps(_ejson(event["_id"])).decode()))
+            key = event.get("documentKey", {})
+            if op == "delete":
+                doc: Any = dict(key)
+            else:
+                doc = event.get("fullDocument")
+                if doc is None:  # updateLookup found it deleted meanwhile; or default mode
+                    doc = dict(key)
+                    if op == "update":
+                        doc["$update"] = event.get("updateDescription", {})
+            record = self._record(doc, op, token_text, key.get("_id"))
+            records.append(record)
+        self.position = position
+        return SourceBatch(records, {PARTITION: position})
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _key(self, doc: Mapping[str, Any]) -> str:
+        value = to_json(doc.get("_id"), "relaxed")
+        return value if isinstance(value, str) else dumps(value).decode()
+
+    def _record(self, doc: Mapping[str, Any], op: str, rid: str, _id: Any = None) -> Record:
+        data = to_json(doc, self.config.json_mode)
+        key_value = to_json(_id if _id is not None else doc.get("_id"), "relaxed")
+        key = key_value if isinstance(key_value, str) else dumps(key_value).decode()
+        return Record(
+            data,
+            id=rid,
+            source=self.uri,
+            type=self.config.type or f"mongodb.{op}",
+            subject=self.subject,
+            extensions={"partitionkey": key},
+        )
+
+    def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+        return classify_mongo(exc)
+
+    async def stop(self) -> None:
+        stream = getattr(self, "stream", None)
+        if stream is not None:
+            await asyncio.to_thread(stream.close)
+        client = getattr(self, "client", None)
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+
+def _get(doc: Mapping[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value

@@ -1,0 +1,1 @@
+"""The ``redis`` source and sink (redis-py; ``pip install 'meshconnect[redis]'``)."""

@@ -1,0 +1,216 @@
+"""Config models of the ``redis`` source and sink (the docs are generated from these fields)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from meshconnect import ConnectorConfig, Duration
+
+__all__ = ["RedisConnection", "RedisSinkConfig", "RedisSourceConfig"]
+
+
+class RedisConnection(ConnectorConfig):
+    """Where the Redis server is: a URL, credentials apart from it, or Sentinel."""
+
+    url: str = Field(
+        "redis://localhost:6379/0",
+        description=(
+            "`redis://HOST:PORT/DB`, `rediss://…` for TLS, or `unix:///path/redis.sock`. "
+            "Credentials go in `username`/`password`, not in the URL. With `sentinels`, only "
+            "the scheme (TLS or not) and the database number are taken from it."
+        ),
+    )
+    username: str | None = Field(None, description="ACL user name (Redis 6+).")
+    password: SecretStr | None = Field(
+        None, description="Password (of `username`, or the `requirepass` one); `${env:…}`."
+    )
+    sentinels: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Redis Sentinel addresses (`HOST:PORT`): the master of `sentinel_service` is "
+            "asked of them, and found again after a failover."
+        ),
+    )
+    sentinel_service: str = Field("mymaster", description="The master's name in Sentinel.")
+    sentinel_password: SecretStr | None = Field(
+        None, description="Password of the Sentinels themselves, when they have one."
+    )
+    tls_ca_file: str | None = Field(
+        None, description="CA bundle to verify a `rediss://` server with (default: system's)."
+    )
+    tls_verify: bool = Field(True, description="Verify the server's certificate (rediss://).")
+    timeout: Duration = Field(10.0, description="Connect and socket timeout.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"the scheme must be redis://, rediss:// or unix://, not {parts.scheme!r}"
+            )
+        if parts.password:
+            raise ValueError(
+                "a password in the URL would show in messages: put it in `password` "
+                "(e.g. password: ${env:REDIS_PASSWORD})"
+            )
+        if "cluster" in (parts.query or ""):
+            raise ValueError("Redis Cluster is not supported (docs/connectors/redis.md)")
+        return value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"a Sentinel address is HOST:PORT, not {item!r}")
+        return value
+
+
+class RedisSinkConfig(RedisConnection):
+    """The `config:` of the redis sink."""
+
+    mode: Literal["set", "hset", "xadd", "publish"] = Field(
+        "set",
+        description=(
+            "`set`: the key holds the record's data as JSON (or `value_field`); `hset`: a hash "
+            "of the data's fields; `xadd`: an entry appended to `stream`; `publish`: a message "
+            "on `channel`."
+        ),
+    )
+    key: str | None = Field(
+        None,
+        description=(
+            "Key template (`set`, `hset`), e.g. `order:{data.id}`. Default: "
+            "`{subject}:{partitionkey}` for change records of the `canal` source "
+            "(`shop.orders:1001`), else `{partitionkey}`."
+        ),
+    )
+    value_field: str | None = Field(
+        None,
+        description=(
+            "`set`: write this field of data (a dotted path) instead of the whole data as "
+            "JSON; a string is written as it is, other values as JSON."
+        ),
+    )
+    ttl: Duration | None = Field(
+        None, description="`set`/`hset`: expire each key written this long after its write."
+    )
+    replace: bool = Field(
+        True,
+        description=(
+            "`hset`: the hash holds exactly the record's fields (DEL, then HSET); false "
+            "merges the fields into what the hash holds."
+        ),
+    )
+    stream: str | None = Field(None, description="`xadd`: the stream's key (template).")
+    maxlen: int | None = Field(
+        None, ge=1, description="`xadd`: trim the stream to about this many entries (MAXLEN ~)."
+    )
+    id_field: str | None = Field(
+        "ce_id",
+        description=(
+            "`xadd`: the entry field holding the record's CloudEvent id, by which a crash's "
+            "re-delivery is recognised and not appended twice; null: no such field "
+            "(re-delivered records are appended again)."
+        ),
+    )
+    channel: str | None = Field(None, description="`publish`: the channel (template).")
+    cdc: bool = Field(
+        True,
+        description=(
+            "Apply change records of the `canal` source (any format) as upserts and deletes "
+            "keyed by their primary key (`set`/`hset`); false writes them as plain records."
+        ),
+    )
+    atomic: bool = Field(
+        True,
+        description=(
+            "Write each batch in one MULTI/EXEC transaction (readers never see half a batch); "
+            "false: a plain pipeline."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _mode_keys(self) -> RedisSinkConfig:
+        if self.mode == "xadd" and not self.stream:
+            raise ValueError("mode xadd needs `stream` (the stream's key or a template)")
+        if self.mode == "publish" and not self.channel:
+            raise ValueError("mode publish needs `channel`")
+        return self
+
+
+class RedisSourceConfig(RedisConnection):
+    """The `config:` of the redis source."""
+
+    mode: Literal["stream", "pubsub"] = Field(
+        "stream",
+        description=(
+            "`stream`: read streams through a consumer group, acknowledged (XACK) once in "
+            "the mesh; `pubsub`: subscribe to channels (at most once)."
+        ),
+    )
+    stream: str | None = Field(None, description="`stream`: the stream's key.")
+    streams: list[str] = Field(
+        default_factory=list, description="`stream`: several streams' keys (each a partition)."
+    )
+    group: str = Field(
+        "meshconnect",
+        description="`stream`: the consumer group (created at `group_start` when missing).",
+    )
+    consumer: str | None = Field(
+        None,
+        description=(
+            "`stream`: this reader's name in the group; default `meshconnect-PIPELINE`. "
+            "Keep it stable: its pending entries are found by it after a restart."
+        ),
+    )
+    group_start: str = Field(
+        "0",
+        description="`stream`: where a new group starts: `0` (every entry), `$` (new ones).",
+    )
+    claim_idle: Duration = Field(
+        60.0,
+        description=(
+            "`stream`: entries pending this long with another consumer of the group (one "
+            "that died) are claimed (XAUTOCLAIM) and read here."
+        ),
+    )
+    claim_interval: Duration = Field(5.0, description="`stream`: how often to look for them.")
+    batch_size: int = Field(500, ge=1, description="Entries or messages per batch at most.")
+    block: Duration = Field(1.0, description="How long an idle read waits for news.")
+    until_end: bool = Field(
+        False,
+        description=("`stream`: bounded: end once nothing is left to read (for copies and tests)."),
+    )
+    channels: list[str] = Field(
+        default_factory=list,
+        description=("`pubsub`: channels; a name with `*`, `?` or `[` is a pattern (PSUBSCRIBE)."),
+    )
+    format: Literal["json", "text"] = Field(
+        "json",
+        description=(
+            "`pubsub`: a message is JSON (data is its value) or text (data is the string). "
+            "Stream entries are always an object of their fields."
+        ),
+    )
+    type: str = Field("redis.message", description="The records' CloudEvent `type`.")
+
+    @model_validator(mode="after")
+    def _mode_keys(self) -> RedisSourceConfig:
+        if self.mode == "stream":
+            if self.stream and self.stream in self.streams:
+                raise ValueError(f"stream {self.stream!r} is also in `streams`")
+            if not self.stream and not self.streams:
+                raise ValueError("mode stream needs `stream` or `streams`")
+        elif not self.channels:
+            raise ValueError("mode pubsub needs `channels`")
+        return self
+
+    @property
+    def stream_names(self) -> list[str]:
+        return ([self.stream] if self.stream else []) + list(self.streams)

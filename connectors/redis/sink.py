@@ -1,0 +1,333 @@
+"""The ``redis`` sink: SET, HSET, XADD or PUBLISH each record, one pipeline per batch.
+
+* ``set``/``hset`` write by key (a template); a change record of the ``canal`` source (any
+  format, :mod:`.changes`) is applied by its primary key: an insert, update or snapshot read
+  writes the row, a delete deletes the key, an update that changed the key deletes the old
+  key too; a tombstone (a record without data) deletes its key. Idempotent: after a crash
+  the re-delivered records write the same values again.
+* ``xadd`` appends an entry to a stream, ``MAXLEN ~`` trimmed; each entry carries the record's
+  id (``id_field``), and ``open(state)`` reads the entries written since the last commit so
+  that re-delivered records are not appended twice.
+* ``publish`` sends a message to a channel: at least once (a re-delivery publishes again).
+
+Each batch is one round trip (a pipeline, by default inside MULTI/EXEC). A record Redis
+refuses (``WRONGTYPE``: the key holds another type) or that cannot be written (its key
+template has no value, ``hset`` of a non-object) is reported alone in a
+:class:`~meshconnect.BatchError`; the rest of the batch is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from meshconnect import BatchError, DataError, MeshconnectError, Record, Sink
+from meshconnect.jsonvalue import dumps
+
+from .changes import change_of, is_change, tombstone
+from .client import classify_redis, connect
+from .config import RedisSinkConfig
+from .template import Template, text_of
+
+__all__ = ["RedisSink", "flatten", "row_fields"]
+
+#: Entries read back from a stream's end to find re-delivered records when no state says
+#: where the last commit ended (a crash before the first commit).
+DEDUPE_WINDOW = 10_000
+
+
+def _scalar(value: Any) -> str | bytes:
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return value
+    if kind is int or kind is Decimal:
+        return str(value)  # what meshconnect.jsonvalue.dumps writes for them
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return dumps(value).decode()
+
+
+def flatten(
+    data: Mapping[str, Any], prefix: str = "", out: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Hash fields of a data object: nested objects as dotted names (``a.b``), lists as JSON,
+    strings as they are, numbers as exact JSON text, booleans ``true``/``false``; null
+    fields are left out."""
+    if out is None:
+        out = {}
+    for name, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            flatten(value, f"{prefix}{name}.", out)
+        elif isinstance(value, list):
+            out[prefix + name] = dumps(value).decode()
+        else:
+            out[prefix + name] = _scalar(value)
+    return out
+
+
+def row_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Hash fields of a row: each column as text (JSON values as JSON); SQL NULL left out."""
+    return {
+        name: (dumps(value).decode() if isinstance(value, dict | list) else _scalar(value))
+        for name, value in row.items()
+        if value is not None
+    }
+
+
+def _field(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(part)
+    return data
+
+
+class RedisSink(Sink[RedisSinkConfig]):
+    """Writes records to Redis (module docstring). State: ``{"streams": {key: last id}}``
+    in ``xadd`` mode (where each stream was at the last commit), else none."""
+
+    async def open(self, state: Mapping[str, Any] | None) -> None:
+        c = self.config
+        # The blocking client, called through asyncio.to_thread: it packs with hiredis.
+        self.client: Any = connect(c, sync=True)
+        self.key = Template(c.key, "key") if c.key else None
+        self.cdc_key = self.key or Template("{subject}:{partitionkey}", "key")
+        self.plain_key = self.key or Template("{partitionkey}", "key")
+        self.stream = Template(c.stream, "stream") if c.stream else None
+        self.channel = Template(c.channel, "channel") if c.channel else None
+        self.ttl_ms = int(c.ttl * 1000) if c.ttl else None
+        #: stream key -> id of the last entry this sink wrote there (committed in the state).
+        self.last_ids: dict[str, str] = {}
+        #: stream key -> ids of records already there, written after the last commit.
+        self.seen: dict[str, set[str]] = {}
+        self.rescan = False
+        if c.mode == "xadd" and c.id_field:
+            if state and isinstance(state.get("streams"), dict):
+                self.last_ids = {str(k): str(v) for k, v in state["streams"].items()}
+            names = set(self.last_ids)
+            if self.stream is not None and self.stream.literal is not None:
+                names.add(self.stream.literal)
+            for name in names:
+                await self._scan(name)
+
+    async def _scan(self, stream: str) -> None:
+        """Collect the record ids of the entries after ``last_ids[stream]`` (or of the
+        stream's last :data:`DEDUPE_WINDOW` entries when none is known)."""
+        field = self.config.id_field
+        assert field is not None
+        last = self.last_ids.get(stream)
+        if last is None:
+            entries = await asyncio.to_thread(
+                self.client.xrevrange, stream, "+", "-", count=DEDUPE_WINDOW
+            )
+        else:
+            entries = []
+            start = "(" + last
+            while True:
+                page = await asyncio.to_thread(self.client.xrange, stream, start, "+", count=1000)
+                entries.extend(page)
+                if len(page) < 1000:
+                    break
+                start = "(" + _text(page[-1][0])
+        ids = self.seen.setdefault(stream, set())
+        key = field.encode()
+        for _, fields in entries:
+            value = fields.get(key)
+            if value is not None:
+                ids.add(value.decode("utf-8", "surrogateescape"))
+
+    # -- commands of one record ------------------------------------------------------------
+
+    def _commands(self, record: Record) -> list[tuple[Any, ...]]:
+        mode = self.config.mode
+        if mode == "xadd":
+            return self._xadd(record)
+        if mode == "publish":
+            assert self.channel is not None
+            return [("PUBLISH", self.channel.render(record), self._json(record.data))]
+        if self.config.cdc and is_change(record):
+            return self._change(record)
+        key = self.plain_key.render(record)
+        if tombstone(record) and not record.null_data:
+            return [("DEL", key)]
+        if mode == "set":
+            return [self._set(key, self._value(record))]
+        data = record.data
+        if not isinstance(data, dict):
+            raise DataError(f"hset: the data of record {record.id} is not an object")
+        return self._hset(key, flatten(data))
+
+    def _change(self, record: Record) -> list[tuple[Any, ...]]:
+        change = change_of(record)
+        if change.op == "skip":
+            return []
+        key = self.cdc_key.render(record, change.row)
+        if change.op == "delete":
+            return [("DEL", key)]
+        assert change.row is not None
+        commands: list[tuple[Any, ...]] = []
+        if change.old_row is not None or change.old_key is not None:
+            old_record = record
+            if change.old_key is not None:
+                old_record = record.copy()
+                old_record.extensions["partitionkey"] = change.old_key
+            try:
+                old = self.cdc_key.render(old_record, change.old_row or change.row)
+            except DataError:
+                old = key
+            if old != key:
+                commands.append(("DEL", old))
+        if self.config.mode == "set":
+            commands.append(self._set(key, dumps(change.row)))
+        else:
+            commands.extend(self._hset(key, row_fields(change.row)))
+        return commands
+
+    def _set(self, key: str, value: Any) -> tuple[Any, ...]:
+        if self.ttl_ms:
+            return ("SET", key, value, "PX", self.ttl_ms)
+        return ("SET", key, value)
+
+    def _hset(self, key: str, fields: dict[str, Any]) -> list[tuple[Any, ...]]:
+        commands: list[tuple[Any, ...]] = []
+        if self.config.replace or not fields:
+            commands.append(("DEL", key))
+        if fields:
+            flat: list[Any] = ["HSET", key]
+            for name, value in fields.items():
+                flat.append(name)
+                flat.append(value)
+            commands.append(tuple(flat))
+            if self.ttl_ms:
+                commands.append(("PEXPIRE", key, self.ttl_ms))
+        return commands
+
+    def _value(self, record: Record) -> Any:
+        path = self.config.value_field
+        if path is None:
+            return self._json(record.data)
+        value = _field(record.data, path)
+        if value is None:
+            raise DataError(f"set: value_field {path!r} has no value in record {record.id}")
+        return value if isinstance(value, str | bytes) else dumps(value)
+
+    @staticmethod
+    def _json(data: Any) -> Any:
+        return data if isinstance(data, bytes | str) else dumps(data)
+
+    def _xadd(self, record: Record) -> list[tuple[Any, ...]]:
+        assert self.stream is not None
+        stream = self.stream.render(record)
+        field = self.config.id_field
+        if field:
+            seen = self.seen.get(stream)
+            if seen and record.id in seen:
+                seen.discard(record.id)  # already appended before a crash or a lost reply
+                return []
+        data = record.data
+        if isinstance(data, dict):
+            fields: dict[str, Any] = flatten(data)
+        elif data is None:
+            fields = {}
+        else:
+            fields = {"data": text_of(data) if not isinstance(data, bytes) else data}
+        if field:
+            fields[field] = record.id
+        if not fields:
+            raise DataError(f"xadd: record {record.id} has no field to append")
+        command: list[Any] = ["XADD", stream]
+        if self.config.maxlen:
+            command += ["MAXLEN", "~", self.config.maxlen]
+        command.append("*")
+        for name, value in fields.items():
+            command.append(name)
+            command.append(value)
+        return [tuple(command)]
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    async def write(self, records: Sequence[Record]) -> None:
+        """One round trip per batch (``atomic``: one MULTI/EXEC). A plain pipeline goes in
+        chunks, each prepared while the previous one is on the wire (they run one after
+        the other, so a key written twice in a batch ends with the later record)."""
+        failed = BatchError()
+        if self.rescan:
+            for name in list(self.last_ids):
+                await self._scan(name)
+            self.rescan = False
+        size = len(records) if self.config.atomic else max(128, (len(records) + 3) // 4)
+        running: asyncio.Future[Any] | None = None
+        previous: list[tuple[int, int, str | None]] = []
+        for start in range(0, len(records), size):
+            pipe, plan = self._prepare(records, start, start + size, failed)
+            if running is not None:
+                self._results(previous, await running, failed)
+            running = asyncio.ensure_future(self._execute(pipe, plan))
+            previous = plan
+        if running is not None:
+            self._results(previous, await running, failed)
+        if failed.failures:
+            raise failed
+
+    def _prepare(
+        self, records: Sequence[Record], start: int, end: int, failed: BatchError
+    ) -> tuple[Any, list[tuple[int, int, str | None]]]:
+        pipe = self.client.pipeline(transaction=self.config.atomic)
+        plan: list[tuple[int, int, str | None]] = []
+        xadd = self.config.mode == "xadd"
+        for i in range(start, min(end, len(records))):
+            try:
+                commands = self._commands(records[i])
+            except (DataError, ValueError, TypeError) as exc:
+                failed.failed(i, exc if isinstance(exc, DataError) else DataError(str(exc)))
+                continue
+            for command in commands:
+                pipe.execute_command(*command)
+            plan.append((i, len(commands), commands[0][1] if xadd and commands else None))
+        return pipe, plan
+
+    async def _execute(self, pipe: Any, plan: list[tuple[int, int, str | None]]) -> list[Any]:
+        if not any(n for _, n, _ in plan):
+            return []
+        try:
+            return await asyncio.to_thread(pipe.execute, raise_on_error=False)
+        except Exception:
+            self.rescan = self.config.mode == "xadd"
+            raise
+
+    def _results(
+        self, plan: list[tuple[int, int, str | None]], results: list[Any], failed: BatchError
+    ) -> None:
+        at = 0
+        for i, n, stream in plan:
+            for result in results[at : at + n]:
+                if isinstance(result, Exception):
+                    failed.failed(i, result)
+                    break
+            else:
+                if stream is not None and n:
+                    self.last_ids[stream] = _text(results[at])
+            at += n
+
+    async def flush(self) -> dict[str, Any] | None:
+        if self.config.mode == "xadd" and self.config.id_field:
+            return {"streams": dict(self.last_ids)}
+        return None
+
+    def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+        return classify_redis(exc)
+
+    async def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

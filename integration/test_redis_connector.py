@@ -1,0 +1,409 @@
+"""The redis sink and source against a private redis-server: every sink mode, the stream
+source's positions and acknowledgements, the conformance suites."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mariadb import free_port
+
+from meshconnect import BatchError, ConfigError, ConnectorContext, DataError, Record
+from meshconnect.connectors.redis.config import RedisSinkConfig, RedisSourceConfig
+from meshconnect.connectors.redis.sink import RedisSink
+from meshconnect.connectors.redis.source import RedisSource
+from meshconnect.testing import SinkConformance, SourceConformance
+
+
+def context(tmp_path: Path, name: str = "redis") -> ConnectorContext:
+    return ConnectorContext("test", name, logging.getLogger("test.redis"), str(tmp_path))
+
+
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def sink(server: Any, tmp_path: Path, **config: Any) -> RedisSink:
+    return RedisSink(RedisSinkConfig(url=server.url, **config), context(tmp_path))
+
+
+async def write_all(s: RedisSink, records: list[Record]) -> None:
+    await s.open(None)
+    await s.write(records)
+    await s.flush()
+    await s.close()
+
+
+# -- sink modes ---------------------------------------------------------------------------------
+
+
+async def test_set_writes_data_as_json_by_key_template_with_ttl(redis_server, tmp_path) -> None:
+    p = prefix()
+    await write_all(
+        sink(redis_server, tmp_path, mode="set", key=p + ":{data.id}", ttl="1h"),
+        [Record({"id": 7, "total": Decimal("5.10")})],
+    )
+    r = redis_server.client()
+    assert r.get(f"{p}:7") == b'{"id":7,"total":5.10}'
+    assert 3590_000 < r.pttl(f"{p}:7") <= 3600_000
+
+
+async def test_set_value_field_writes_that_field(redis_server, tmp_path) -> None:
+    p = prefix()
+    await write_all(
+        sink(redis_server, tmp_path, mode="set", key=p + ":{data.id}", value_field="body.text"),
+        [Record({"id": 1, "body": {"text": "hello"}}), Record({"id": 2, "body": {"text": [1]}})],
+    )
+    r = redis_server.client()
+    assert (r.get(f"{p}:1"), r.get(f"{p}:2")) == (b"hello", b"[1]")
+
+
+async def test_hset_flattens_and_replaces(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.hset(f"{p}:1", mapping={"stale": "x"})
+    await write_all(
+        sink(redis_server, tmp_path, mode="hset", key=p + ":{data.id}"),
+        [Record({"id": 1, "a": {"b": True, "c": None}, "tags": ["x"], "n": 12345678901234567890})],
+    )
+    assert r.hgetall(f"{p}:1") == {
+        b"id": b"1",
+        b"a.b": b"true",
+        b"tags": b'["x"]',
+        b"n": b"12345678901234567890",
+    }
+
+
+async def test_hset_merge_keeps_other_fields(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.hset(f"{p}:1", mapping={"kept": "x"})
+    await write_all(
+        sink(redis_server, tmp_path, mode="hset", key=p + ":{data.id}", replace=False, ttl="10s"),
+        [Record({"id": 1, "a": "b"})],
+    )
+    assert r.hgetall(f"{p}:1") == {b"kept": b"x", b"id": b"1", b"a": b"b"}
+    assert 0 < r.pttl(f"{p}:1") <= 10_000
+
+
+async def test_tombstone_deletes_its_key(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.set(f"{p}:9", "x")
+    await write_all(
+        sink(redis_server, tmp_path, mode="set", key=p + ":{partitionkey}"),
+        [Record(None, extensions={"partitionkey": "9"}, datacontenttype=None)],
+    )
+    assert r.exists(f"{p}:9") == 0
+
+
+async def test_xadd_trims_and_carries_the_record_id(redis_server, tmp_path) -> None:
+    p = prefix()
+    records = [Record({"n": i}, id=f"r{i}") for i in range(300)]
+    await write_all(
+        sink(redis_server, tmp_path, mode="xadd", stream=p, maxlen=100),
+        records,
+    )
+    r = redis_server.client()
+    entries = r.xrange(p)
+    assert 100 <= len(entries) < 300  # MAXLEN ~ trims whole macro nodes
+    assert entries[-1][1] == {b"n": b"299", b"ce_id": b"r299"}
+
+
+async def test_publish_sends_json_to_the_channel_template(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    sub = r.pubsub()
+    sub.subscribe(f"{p}.orders")
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    await write_all(
+        sink(redis_server, tmp_path, mode="publish", channel=p + ".{subject}"),
+        [Record({"id": 1}, subject="orders")],
+    )
+    message = sub.get_message(timeout=10)
+    assert message is not None and message["data"] == b'{"id":1}'
+    sub.close()
+
+
+async def test_per_record_errors_name_only_the_failed_records(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.set(f"{p}:s", "a string, not a stream")
+    s = sink(redis_server, tmp_path, mode="xadd", stream=p + ":{data.to}")
+    await s.open(None)
+    with pytest.raises(BatchError) as caught:
+        await s.write([Record({"to": "ok"}), Record({"to": "s"}), Record({"x": 1})])
+    await s.close()
+    assert sorted(caught.value.failures) == [1, 2]
+    assert "WRONGTYPE" in str(caught.value.failures[1])
+    assert s.classify_error(caught.value.failures[1]) is DataError
+    assert isinstance(caught.value.failures[2], DataError)
+    assert r.xlen(f"{p}:ok") == 1
+
+
+# -- conformance --------------------------------------------------------------------------------
+
+
+class TestRedisXaddSinkConformance(SinkConformance):
+    """XADD is not idempotent by itself: the entries' record ids make re-delivery exact."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server) -> None:
+        self.server = redis_server
+
+    def make_sink(self, tmp_path: Path) -> RedisSink:
+        return sink(self.server, tmp_path, mode="xadd", stream=f"conf:{tmp_path.name}:{{data.s}}")
+
+    def make_record(self, i: int) -> Record:
+        return Record({"n": i, "s": "x"}, id=f"conformance-{i}", topic="conformance", offset=i)
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        entries = self.server.client().xrange(f"conf:{tmp_path.name}:x")
+        return [int(fields[b"n"]) for _, fields in entries]
+
+    def poison_record(self, i: int) -> Record | None:
+        return Record({"n": i}, id=f"poison-{i}")  # no `s`: the stream template has no value
+
+
+class TestRedisHsetSinkConformance(SinkConformance):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server) -> None:
+        self.server = redis_server
+
+    def make_sink(self, tmp_path: Path) -> RedisSink:
+        return sink(self.server, tmp_path, mode="hset", key=f"h:{tmp_path.name}:{{data.n}}")
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        r = self.server.client()
+        keys = r.keys(f"h:{tmp_path.name}:*")
+        return sorted(int(r.hget(k, "n")) for k in keys)
+
+    def poison_record(self, i: int) -> Record | None:
+        return Record([1, 2], id=f"poison-{i}")  # hset needs an object
+
+
+class TestRedisStreamSourceConformance(SourceConformance):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server) -> None:
+        self.server = redis_server
+
+    def make_source(self, tmp_path: Path) -> RedisSource:
+        stream = f"src:{tmp_path.name}"
+        r = self.server.client()
+        if not r.exists(stream):
+            for i in range(0, 1000, 100):
+                pipe = r.pipeline()
+                for n in range(i, i + 100):
+                    pipe.xadd(stream, {"n": str(n)})
+                pipe.execute()
+        config = RedisSourceConfig(
+            url=self.server.url, stream=stream, until_end=True, batch_size=97
+        )
+        return RedisSource(config, context(tmp_path))
+
+
+async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path) -> None:
+    p = prefix()
+    source = RedisSource(
+        RedisSourceConfig(url=redis_server.url, mode="pubsub", channels=[f"{p}.*"], block="2s"),
+        context(tmp_path),
+    )
+    await source.start({})
+    r = redis_server.client()
+    while r.pubsub_numpat() < 1:  # subscribed
+        await asyncio.sleep(0.01)
+    r.publish(f"{p}.a", '{"n": 1.10}')
+    r.publish(f"{p}.b", "not json")
+    got: list[Record] = []
+    failures: list[Any] = []
+    while len(got) + len(failures) < 2:
+        batch = await source.poll()
+        assert batch is not None
+        got.extend(batch.records)
+        failures.extend(batch.failures)
+    await source.stop()
+    assert [(x.subject, x.data) for x in got] == [(f"{p}.a", {"n": Decimal("1.10")})]
+    assert isinstance(failures[0][1], DataError)
+
+
+async def test_stream_entries_read_but_not_stored_are_read_again(redis_server, tmp_path) -> None:
+    """A batch polled and never acknowledged (the worker died before the append): a new
+    source from the committed positions reads it again, and nothing else twice."""
+    stream = f"again:{prefix()}"
+    r = redis_server.client()
+    for i in range(10):
+        r.xadd(stream, {"n": str(i)})
+    config = RedisSourceConfig(url=redis_server.url, stream=stream, batch_size=4, until_end=True)
+    first = RedisSource(config, context(tmp_path))
+    await first.start({})
+    one = await first.poll()
+    assert one is not None and one.ack is not None
+    await one.ack(None)
+    two = await first.poll()  # polled, never stored
+    assert two is not None and [x.data["n"] for x in two.records] == ["4", "5", "6", "7"]
+    second = RedisSource(config, context(tmp_path))
+    await second.start(one.positions)
+    rest: list[str] = []
+    while (batch := await second.poll()) is not None:
+        rest.extend(x.data["n"] for x in batch.records)
+        if batch.ack:
+            await batch.ack(None)
+    await second.stop()
+    await first.stop()
+    assert rest == [str(i) for i in range(4, 10)]
+    assert r.xpending(stream, "meshconnect")["pending"] == 0
+
+
+# -- connections: ACL user and password, Sentinel ------------------------------------------------
+
+
+async def test_acl_username_and_password(redis_server, tmp_path) -> None:
+    p = prefix()
+    r = redis_server.client()
+    r.execute_command("ACL", "SETUSER", p, "on", ">s3cret-pw", "~*", "+@all")
+    try:
+        await write_all(
+            sink(redis_server, tmp_path, mode="set", key=p, username=p, password="s3cret-pw"),
+            [Record({"ok": True})],
+        )
+        assert r.get(p) == b'{"ok":true}'
+        bad = sink(redis_server, tmp_path, mode="set", key=p, username=p, password="wrong")
+        await bad.open(None)
+        with pytest.raises(Exception) as caught:
+            await bad.write([Record({"ok": False})])
+        await bad.close()
+        assert bad.classify_error(caught.value) is ConfigError
+        assert "wrong" not in str(caught.value)
+    finally:
+        r.execute_command("ACL", "DELUSER", p)
+
+
+async def test_sentinel_finds_the_master(redis_server, tmp_path) -> None:
+    """A private Sentinel monitoring the private server: the sink and the source ask it
+    where the master is."""
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+    )
+    log = (tmp_path / "sentinel.log").open("wb")
+    proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=log, stderr=log)
+    try:
+        import redis
+
+        s = redis.Redis(host="127.0.0.1", port=port)
+        for _ in range(200):
+            try:
+                if s.execute_command("SENTINEL", "get-master-addr-by-name", "mymaster"):
+                    break
+            except redis.ConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+        p = prefix()
+        via = {"sentinels": [f"127.0.0.1:{port}"], "sentinel_service": "mymaster"}
+        await write_all(
+            RedisSink(RedisSinkConfig(mode="xadd", stream=p, **via), context(tmp_path)),
+            [Record({"n": 1}, id="a"), Record({"n": 2}, id="b")],
+        )
+        assert redis_server.client().xlen(p) == 2
+        source = RedisSource(RedisSourceConfig(stream=p, until_end=True, **via), context(tmp_path))
+        await source.start({})
+        got = []
+        while (batch := await source.poll()) is not None:
+            got.extend(r.data["n"] for r in batch.records)
+            if batch.ack:
+                await batch.ack(None)
+        await source.stop()
+        assert got == ["1", "2"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _certificates(folder: Path) -> None:
+    """A CA and a server certificate for 127.0.0.1, made with `cryptography`."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("test-ca"))
+        .issuer_name(name("test-ca"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (folder / "ca.crt").write_bytes(ca.public_bytes(pem))
+    (folder / "server.crt").write_bytes(cert.public_bytes(pem))
+    (folder / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+
+async def test_tls_rediss_url_with_a_ca_file(redis_server, tmp_path) -> None:
+    _certificates(tmp_path)
+    port = free_port()
+    log = (tmp_path / "tls.log").open("wb")
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(tmp_path / "server.crt"),
+         "--tls-key-file", str(tmp_path / "server.key"),
+         "--tls-ca-cert-file", str(tmp_path / "ca.crt"),
+         "--tls-auth-clients", "no", "--save", "", "--dir", str(tmp_path)],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        url = f"rediss://127.0.0.1:{port}/0"
+        config = RedisSinkConfig(url=url, tls_ca_file=str(tmp_path / "ca.crt"), mode="set", key="k")
+        for _ in range(200):  # until it listens
+            try:
+                await write_all(RedisSink(config, context(tmp_path)), [Record({"tls": True})])
+                break
+            except Exception:
+                await asyncio.sleep(0.05)
+        import redis
+
+        plain = redis.Redis(
+            host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(tmp_path / "ca.crt")
+        )
+        assert plain.get("k") == b'{"tls":true}'
+    finally:
+        proc.terminate()
+        proc.wait(30)

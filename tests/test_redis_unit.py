@@ -1,0 +1,171 @@
+"""The redis connector's pieces that need no server: templates, change records of every
+canal format, the error mapping, config checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+import pytest
+from redis import exceptions as rx
+
+from meshconnect import ConfigError, DataError, Record, RestartError, RetriableError
+from meshconnect.connectors.redis.changes import change_of, key_parts
+from meshconnect.connectors.redis.client import classify_redis
+from meshconnect.connectors.redis.config import RedisSinkConfig, RedisSourceConfig
+from meshconnect.connectors.redis.sink import flatten, row_fields
+from meshconnect.connectors.redis.template import Template
+
+
+def cdc(kind: str, data: object, key: str | None = "1") -> Record:
+    ext = {"partitionkey": key} if key is not None else {}
+    return Record(data, type=f"mysql.{kind}", subject="shop.orders", extensions=ext)
+
+
+def test_template_renders_attributes_data_extensions_and_time() -> None:
+    r = Record(
+        {"id": 7, "a": {"b": "x"}},
+        subject="orders",
+        time="2026-11-29T10:00:00Z",
+        extensions={"partitionkey": "7"},
+    )
+    t = Template("{subject}:{data.a.b}:{partitionkey}:{time:%Y-%m}:{{x}}")
+    assert t.render(r) == "orders:x:7:2026-11:{x}"
+    assert Template("literal").literal == "literal"
+
+
+def test_template_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown placeholder"):
+        Template("{Bad Name}")
+    with pytest.raises(ConfigError, match="unbalanced"):
+        Template("a}b")
+    with pytest.raises(DataError, match=r"\{data.missing\} has no value"):
+        Template("k:{data.missing}").render(Record({"id": 1}))
+
+
+def test_key_parts_undo_the_partitionkey_escaping() -> None:
+    assert key_parts("a\\|b|c") == ["a|b", "c"]
+    assert key_parts("a\\\\|\\|c") == ["a\\", "|c"]
+    assert key_parts("1001") == ["1001"]
+
+
+def flat(
+    row: dict[str, object], kind: str = "UPDATE", old: object = None, **more: object
+) -> dict[str, object]:
+    return {
+        "data": [row],
+        "old": old,
+        "isDdl": False,
+        "pkNames": more.get("pk", ["id"]),
+        "type": kind,
+        "mysqlType": more.get("types", {}),
+        "table": "orders",
+        "database": "shop",
+    }
+
+
+def test_canal_flatmessage_upsert_delete_and_key_change() -> None:
+    up = change_of(cdc("insert", flat({"id": "1", "n": "x"}, "INSERT")))
+    assert (up.op, up.row, up.key, up.old_key) == ("upsert", {"id": "1", "n": "x"}, "1", None)
+    gone = change_of(cdc("delete", flat({"id": "1", "n": "x"}, "DELETE")))
+    assert (gone.op, gone.row) == ("delete", {"id": "1", "n": "x"})
+    moved = change_of(cdc("update", flat({"id": "2", "n": "x"}, old=[{"id": "1"}]), key="2"))
+    assert (moved.key, moved.old_key) == ("2", "1")
+
+
+def test_canal_composite_and_datetime_key_change() -> None:
+    row = {"a": "x|y", "at": "2024-02-29 23:59:59.500", "v": "1"}
+    record = cdc(
+        "update",
+        flat(
+            row,
+            old=[{"at": "2024-02-28 01:00:00"}],
+            pk=["a", "at"],
+            types={"a": "varchar(10)", "at": "datetime(3)"},
+        ),
+        key="x\\|y|2024-02-29T23:59:59.500000",
+    )
+    assert change_of(record).old_key == "x\\|y|2024-02-28T01:00:00"
+
+
+def test_debezium_and_row_formats() -> None:
+    envelope = {"before": {"id": 1}, "after": {"id": 1, "n": 2}, "source": {}, "op": "u"}
+    c = change_of(cdc("update", envelope))
+    assert (c.op, c.row, c.old_row) == ("upsert", {"id": 1, "n": 2}, {"id": 1})
+    d = change_of(cdc("delete", {"before": {"id": 1}, "after": None, "source": {}, "op": "d"}))
+    assert (d.op, d.row) == ("delete", {"id": 1})
+    assert change_of(cdc("delete", {"id": 1})).op == "delete"
+    assert change_of(cdc("read", {"id": 1})).op == "upsert"
+    assert change_of(cdc("ddl", {"sql": "ALTER TABLE …"})).op == "skip"
+    with pytest.raises(DataError, match="not an object"):
+        change_of(cdc("insert", [1]))
+
+
+def test_hash_fields() -> None:
+    assert flatten({"a": {"b": 1, "c": None}, "l": [1], "t": True}) == {
+        "a.b": "1",
+        "l": "[1]",
+        "t": "true",
+    }
+    assert row_fields({"id": 1, "j": {"k": 1}, "n": None}) == {"id": "1", "j": '{"k":1}'}
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (rx.ConnectionError("lost"), RetriableError),
+        (rx.TimeoutError("slow"), RetriableError),
+        (rx.BusyLoadingError("LOADING"), RetriableError),
+        (rx.ReadOnlyError("READONLY"), RetriableError),
+        (rx.OutOfMemoryError("OOM"), RetriableError),
+        (rx.AuthenticationError("bad"), ConfigError),
+        (rx.NoPermissionError("NOPERM"), ConfigError),
+        (rx.ResponseError("NOGROUP No such key"), RestartError),
+        (rx.ResponseError("WRONGTYPE Operation against a key"), DataError),
+        (rx.ResponseError("BUSY Redis is busy running a script"), RetriableError),
+        (ValueError("x"), None),
+    ],
+)
+def test_redis_exceptions_map_onto_the_taxonomy(exc: BaseException, kind: type | None) -> None:
+    assert classify_redis(exc) is kind
+
+
+def test_config_checks() -> None:
+    with pytest.raises(pydantic.ValidationError, match="put it in `password`"):
+        RedisSinkConfig(url="redis://:hunter2@localhost:6379/0")
+    with pytest.raises(pydantic.ValidationError, match="needs `stream`"):
+        RedisSinkConfig(mode="xadd")
+    with pytest.raises(pydantic.ValidationError, match="needs `channels`"):
+        RedisSourceConfig(mode="pubsub")
+    with pytest.raises(pydantic.ValidationError, match="needs `stream` or `streams`"):
+        RedisSourceConfig()
+    with pytest.raises(pydantic.ValidationError, match="HOST:PORT"):
+        RedisSourceConfig(stream="s", sentinels=["nohost"])
+    secret = RedisSinkConfig(password="hunter2")
+    assert "hunter2" not in repr(secret) and "hunter2" not in str(secret.model_dump())
+
+
+def test_validate_names_the_field_and_never_prints_a_credential(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from meshconnect.cli import cli
+
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "pipelines:\n"
+        "  - name: p\n"
+        "    source:\n"
+        "      connector: redis\n"
+        '      config: {url: "redis://:hunter2@localhost:6379/0", stream: s}\n'
+        "    sinks:\n"
+        "      - connector: redis\n"
+        "        config: {mode: xadd, password: hunter3}\n"
+    )
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:5:21: pipelines[0].source.config.url: a password in the URL" in result.output
+    assert (
+        "pipelines[0].sinks[0].config: Value error, mode xadd needs `stream`" in result.output
+        or ("mode xadd needs `stream`" in result.output)
+    )
+    assert "hunter2" not in result.output and "hunter3" not in result.output
