@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import require_server
 
 ACCESS_KEY = "testing-access-key"
