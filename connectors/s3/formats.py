@@ -203,25 +203,25 @@ def format_of_key(key: str, fmt: str, compression: str) -> tuple[str, bool] | No
     return None
 
 
-def gunzip(body: bytes) -> tuple[bytes, str | None]:
-    """The decompressed bytes, and None, or the bytes up to the corruption and why."""
+def gunzip(body: bytes) -> bytes | None:
+    """The decompressed bytes of a gzip object (members may be concatenated), or None when
+    it is damaged. Nothing of a damaged stream is used: deflate has no checksum before the
+    end, so the text decoded ahead of the damage may already be garbage (back-references
+    copy earlier lines), and only the trailer's CRC would tell."""
     decompressor = zlib.decompressobj(31)
     out: list[bytes] = []
-    view = memoryview(body)
-    step = 1 << 20
     try:
-        for start in range(0, len(body), step):
-            out.append(decompressor.decompress(view[start : start + step]))
-            while decompressor.eof and decompressor.unused_data:  # concatenated members
-                rest = decompressor.unused_data
-                decompressor = zlib.decompressobj(31)
-                out.append(decompressor.decompress(rest))
+        out.append(decompressor.decompress(body))
+        while decompressor.eof and decompressor.unused_data:  # concatenated members
+            rest = decompressor.unused_data
+            decompressor = zlib.decompressobj(31)
+            out.append(decompressor.decompress(rest))
         out.append(decompressor.flush())
-    except zlib.error as exc:
-        return b"".join(out), f"bad gzip data: {exc}"
+    except zlib.error:
+        return None
     if not decompressor.eof:
-        return b"".join(out), "bad gzip data: the stream ends early"
-    return b"".join(out), None
+        return None
+    return b"".join(out)
 
 
 #: What :func:`decode_object` yields: (item index, value, None) or (index, raw, error text).

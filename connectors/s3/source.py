@@ -10,8 +10,9 @@ names (and the ``s3`` sink's names) do; a new key sorting before ``K`` is never 
 
 A record's ``data`` is the item's value; its ``id`` is ``s3://BUCKET/KEY#INDEX`` (a replay
 gives the same ids), ``subject`` the key, ``time`` the object's last-modified time. A line or
-row that does not decode, or an object that does not (bad gzip: the items before the damage
-are read), becomes a failure with the raw text and follows the ``errors:`` policy.
+row that does not decode becomes a failure with its raw text, and a damaged gzip object one
+failure with its raw bytes (up to 1 MiB; nothing of a damaged deflate stream can be trusted);
+failures follow the ``errors:`` policy and the other objects are read.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from .config import S3SourceConfig
 from .formats import Item, decode_object, format_of_key, gunzip
 
 __all__ = ["S3Source"]
+
+#: The most bytes of a damaged object kept as its failure's data (the dead letter).
+RAW_LIMIT = 1024 * 1024
 
 
 class _Reading:
@@ -92,9 +96,9 @@ class S3Source(Source[S3SourceConfig]):
         return None
 
     async def stop(self) -> None:
+        # the client stays: acks of the last batches (delete or move) may come after stop
         if self.progress is not None:
             self.progress.close()
-        self.client = None
 
     async def end_positions(self) -> dict[str, Position]:
         self.client = make_client(self.config)
@@ -140,7 +144,7 @@ class S3Source(Source[S3SourceConfig]):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _download(self, key: str) -> tuple[bytes, str | None] | None:
+    def _download(self, key: str) -> bytes | None:
         try:
             answer = self.client.get_object(Bucket=self.config.bucket, Key=key)
             body = answer["Body"].read()
@@ -148,7 +152,7 @@ class S3Source(Source[S3SourceConfig]):
             if error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise
-        return body, None
+        return bytes(body)
 
     async def _open_next(self) -> _Reading | None:
         """Download and open the next object of the queue; None when it vanished or is skipped
@@ -166,17 +170,20 @@ class S3Source(Source[S3SourceConfig]):
         if got is None:
             self.context.logger.warning("%s vanished between its listing and its download", key)
             return _Reading(key, size, when, iter(()), 0)
-        body, _ = got
-        self.m_bytes.inc(len(body))
+        self.m_bytes.inc(len(got))
         fmt, gz = kind
-        damage: str | None = None
         if gz:
-            body, damage = await asyncio.to_thread(gunzip, body)
-        items = decode_object(body, fmt, self.config.delimiter)
-        if damage is not None:
-            items = _then_failure(items, damage)
-        index = self.resume_index if key == self.resume_key else 0
-        return _Reading(key, size, when, items, index)
+            plain = await asyncio.to_thread(gunzip, got)
+            if plain is None:  # the whole object is one failure, its raw bytes the data
+                raw = got if len(got) <= RAW_LIMIT else got[:RAW_LIMIT]
+                items: Iterator[Item] = iter([(0, raw, f"bad gzip data ({len(got)} bytes)")])
+                return _Reading(key, size, when, items, self._resume_index(key))
+            got = plain
+        items = decode_object(got, fmt, self.config.delimiter)
+        return _Reading(key, size, when, items, self._resume_index(key))
+
+    def _resume_index(self, key: str) -> int:
+        return self.resume_index if key == self.resume_key else 0
 
     async def poll(self) -> SourceBatch | None:
         if self.reading is None:
@@ -235,7 +242,9 @@ class S3Source(Source[S3SourceConfig]):
                             type=kind,
                             subject=key,
                             time=reading.time,
-                            datacontenttype="text/plain",
+                            datacontenttype="text/plain"
+                            if isinstance(value, str)
+                            else "application/octet-stream",
                         ),
                         DataError(f"{key}: {problem}"),
                     )
@@ -294,12 +303,3 @@ class S3Source(Source[S3SourceConfig]):
                     return
                 raise
         client.delete_object(Bucket=bucket, Key=key)
-
-
-def _then_failure(items: Iterator[Item], damage: str) -> Iterator[Item]:
-    """The items read before a gzip stream broke, then one failure for the rest."""
-    index = -1
-    for item in items:
-        index = item[0]
-        yield item
-    yield index + 1, "", damage
