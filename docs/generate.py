@@ -174,6 +174,7 @@ def generators() -> dict[str, Any]:
         "yaml": yaml_reference,
         "connector/file": lambda: connector_reference("file"),
         "connector/canal": lambda: connector_reference("canal"),
+        "connector/s3": lambda: connector_reference("s3"),
     }
 
 
