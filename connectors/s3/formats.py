@@ -186,6 +186,19 @@ def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
 # -- source: bytes to values ----------------------------------------------------------------
 
 
+def _json_lines(body: bytes) -> Iterator[Item]:
+    """JSON lines, each decoded by :func:`meshconnect.jsonvalue.loads` (exact numbers, the
+    nesting limit); a bad line is a failure with its text, the others are read."""
+    loads = jsonvalue.loads
+    for index, line in enumerate(body.split(b"\n")):
+        if not line.strip():
+            continue
+        try:
+            yield index, loads(line), None
+        except (jsonvalue.JSONValueError, UnicodeDecodeError) as exc:
+            yield index, line.decode("utf-8", "replace"), f"line {index + 1}: {exc}"
+
+
 def format_of_key(key: str, fmt: str, compression: str) -> tuple[str, bool] | None:
     """``(format, gzipped)`` of an object by its key and the source's settings (``auto``: by
     the extension); None when ``auto`` finds no known extension."""
@@ -234,14 +247,7 @@ def decode_object(body: bytes, fmt: str, delimiter: str = ",") -> Iterator[Item]
     number for Parquet. A bad item yields its raw text and the reason; a Parquet file that
     does not open yields one failure at index 0."""
     if fmt in ("json", "cloudevents"):
-        loads = jsonvalue.loads
-        for index, line in enumerate(body.split(b"\n")):
-            if not line.strip():
-                continue
-            try:
-                yield index, loads(line), None
-            except (jsonvalue.JSONValueError, UnicodeDecodeError) as exc:
-                yield index, line.decode("utf-8", "replace"), f"line {index + 1}: {exc}"
+        yield from _json_lines(body)
     elif fmt == "csv":
         try:
             text = body.decode("utf-8")

@@ -18,6 +18,7 @@ failures follow the ``errors:`` policy and the other objects are read.
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -76,6 +77,7 @@ class S3Source(Source[S3SourceConfig]):
         self.next_listing = 0.0
         self.listed_once = False
         self.progress: Any = None
+        self.fetching: dict[str, asyncio.Future[Any]] = {}
         metrics = context.metrics
         self.m_objects = metrics.counter("s3_objects_read", "Objects read to their end")
         self.m_bytes = metrics.counter("s3_bytes_read", "Bytes downloaded")
@@ -97,6 +99,9 @@ class S3Source(Source[S3SourceConfig]):
 
     async def stop(self) -> None:
         # the client stays: acks of the last batches (delete or move) may come after stop
+        for task in self.fetching.values():
+            task.cancel()
+        self.fetching.clear()
         if self.progress is not None:
             self.progress.close()
 
@@ -144,19 +149,30 @@ class S3Source(Source[S3SourceConfig]):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _download(self, key: str) -> bytes | None:
+    def _fetch(self, key: str, gz: bool) -> tuple[bytes, bytes | None] | None:
+        """(the object's bytes, decompressed or None when the gzip is damaged), or None when
+        the key vanished. Runs in a worker thread (the download and zlib release the GIL)."""
         try:
             answer = self.client.get_object(Bucket=self.config.bucket, Key=key)
-            body = answer["Body"].read()
+            body = bytes(answer["Body"].read())
         except Exception as exc:
             if error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise
-        return bytes(body)
+        return body, gunzip(body) if gz else body
 
-    async def _open_next(self) -> _Reading | None:
-        """Download and open the next object of the queue; None when it vanished or is skipped
-        (the queue moves on either way)."""
+    def _prefetch(self, key: str, gz: bool) -> asyncio.Future[tuple[bytes, bytes | None] | None]:
+        """The download of ``key``, started now: the next object comes down while the
+        current one is parsed."""
+        task = self.fetching.get(key)
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(self._fetch, key, gz))
+            self.fetching[key] = task
+        return task
+
+    async def _open_next(self) -> _Reading:
+        """Download and open the first object of the queue (an empty reading when it vanished
+        or has no known format)."""
         key, size, when = self.queue[0]
         kind = format_of_key(key, self.config.format, self.config.compression)
         if kind is None:
@@ -166,20 +182,28 @@ class S3Source(Source[S3SourceConfig]):
                 key,
             )
             return _Reading(key, size, when, iter(()), 0)
-        got = await asyncio.to_thread(self._download, key)
+        fmt, gz = kind
+        task = self._prefetch(key, gz)
+        try:
+            got = await task
+        finally:
+            if task.done():
+                self.fetching.pop(key, None)  # consumed, or failed: a retry fetches again
+        if len(self.queue) > 1:
+            upcoming = self.queue[1][0]
+            known = format_of_key(upcoming, self.config.format, self.config.compression)
+            if known is not None:
+                self._prefetch(upcoming, known[1])
         if got is None:
             self.context.logger.warning("%s vanished between its listing and its download", key)
             return _Reading(key, size, when, iter(()), 0)
-        self.m_bytes.inc(len(got))
-        fmt, gz = kind
-        if gz:
-            plain = await asyncio.to_thread(gunzip, got)
-            if plain is None:  # the whole object is one failure, its raw bytes the data
-                raw = got if len(got) <= RAW_LIMIT else got[:RAW_LIMIT]
-                items: Iterator[Item] = iter([(0, raw, f"bad gzip data ({len(got)} bytes)")])
-                return _Reading(key, size, when, items, self._resume_index(key))
-            got = plain
-        items = decode_object(got, fmt, self.config.delimiter)
+        raw, plain = got
+        self.m_bytes.inc(len(raw))
+        if plain is None:  # a damaged gzip: the whole object is one failure, its raw bytes
+            data = raw if len(raw) <= RAW_LIMIT else raw[:RAW_LIMIT]
+            items: Iterator[Item] = iter([(0, data, f"bad gzip data ({len(raw)} bytes)")])
+            return _Reading(key, size, when, items, self._resume_index(key))
+        items = decode_object(plain, fmt, self.config.delimiter)
         return _Reading(key, size, when, items, self._resume_index(key))
 
     def _resume_index(self, key: str) -> int:
@@ -206,6 +230,17 @@ class S3Source(Source[S3SourceConfig]):
         return self._batch(self.reading)
 
     def _batch(self, reading: _Reading) -> SourceBatch:
+        # Pause the cyclic GC while the batch is built (as the file source does): its records,
+        # all alive, would otherwise be rescanned by collection after collection.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build(reading)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _build(self, reading: _Reading) -> SourceBatch:
         config = self.config
         records: list[Record] = []
         failures: list[tuple[Record, BaseException]] = []
