@@ -65,6 +65,10 @@ async def test_objects_of_a_crashed_run_that_the_rerun_splits_differently_are_re
         "p/t+00000000000000000003.jsonl",
     ]
     assert numbers(moto, bucket) == list(range(10))
+    metrics = again.context.metrics
+    assert metrics.counter("s3_orphans_deleted").value == 2  # 3 and 6 (3 is then written anew)
+    assert metrics.counter("s3_objects_written").value == 1
+    assert metrics.counter("s3_records_written").value == 7
 
 
 async def test_with_several_partitions_uploaded_records_are_not_written_twice(

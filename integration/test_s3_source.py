@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from s3_support import SECRET_KEY, MotoServer, TcpProxy, connection, keys, moto
 
 from conftest import lines, meshconnect, start_worker
@@ -333,3 +334,30 @@ def test_the_endpoint_down_for_ten_seconds_is_retried_and_nothing_is_lost(
         got.extend(json.loads(line) for line in data.splitlines())
     assert got == expected
     assert SECRET_KEY not in log
+
+
+async def test_a_bounded_read_reports_progress_and_metrics(
+    moto: MotoServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from meshconnect import ConnectorContext
+    from meshconnect.connectors.s3.config import S3SourceConfig
+    from meshconnect.connectors.s3.source import S3Source
+
+    bucket = moto.bucket()
+    put_objects(moto, bucket, 3, 10)
+    context = ConnectorContext("load", "s3", logging.getLogger("meshconnect.connector.load.s3"))
+    source = S3Source(S3SourceConfig(**connection(moto, bucket), prefix="in/"), context)
+    caplog.set_level(logging.INFO)
+    await source.start({})
+    count = 0
+    while (batch := await source.poll()) is not None:
+        count += len(batch.records)
+    await source.stop()
+    assert count == 30
+    metrics = context.metrics
+    assert metrics.counter("s3_objects_read").value == 3
+    assert metrics.counter("s3_records_read").value == 30
+    assert metrics.counter("s3_bytes_read").value > 0
+    assert any("3/3 objects" in r.getMessage() for r in caplog.records), caplog.text
