@@ -186,17 +186,44 @@ def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
 # -- source: bytes to values ----------------------------------------------------------------
 
 
+#: msgspec's JSON-lines decoder behind :data:`meshconnect.jsonvalue.decode_unchecked` (the
+#: same numbers: Decimal from the exact text), one C call for many lines; None if absent.
+_decode_lines = getattr(getattr(jsonvalue.decode_unchecked, "__self__", None), "decode_lines", None)
+_CHUNK = 1000
+
+
 def _json_lines(body: bytes) -> Iterator[Item]:
-    """JSON lines, each decoded by :func:`meshconnect.jsonvalue.loads` (exact numbers, the
-    nesting limit); a bad line is a failure with its text, the others are read."""
+    """JSON lines with the values of :func:`meshconnect.jsonvalue.loads` (exact numbers, the
+    nesting limit): ``_CHUNK`` lines at a time in one decoder call (about twice as fast as a
+    call a line); a chunk holding a bad line is decoded line by line, so that line becomes a
+    failure with its text and the others are read."""
     loads = jsonvalue.loads
-    for index, line in enumerate(body.split(b"\n")):
-        if not line.strip():
+    limit = jsonvalue.MAX_DEPTH
+    lines = body.split(b"\n")
+    for start in range(0, len(lines), _CHUNK):
+        chunk = [(i, line) for i, line in enumerate(lines[start : start + _CHUNK], start)]
+        chunk = [(i, line) for i, line in chunk if line.strip()]
+        values: list[Any] | None = None
+        if _decode_lines is not None and chunk:
+            try:
+                values = _decode_lines(b"\n".join(line for _, line in chunk))
+                if len(values) != len(chunk):
+                    values = None
+                else:
+                    for (_, line), value in zip(chunk, values, strict=True):
+                        if len(line) > 2 * limit and line.count(b"[") + line.count(b"{") > limit:
+                            jsonvalue.check_depth(line, value, limit)
+            except (ValueError, RecursionError, ArithmeticError):  # JSONValueError included
+                values = None
+        if values is not None:
+            for (index, _), value in zip(chunk, values, strict=True):
+                yield index, value, None
             continue
-        try:
-            yield index, loads(line), None
-        except (jsonvalue.JSONValueError, UnicodeDecodeError) as exc:
-            yield index, line.decode("utf-8", "replace"), f"line {index + 1}: {exc}"
+        for index, line in chunk:
+            try:
+                yield index, loads(line), None
+            except (jsonvalue.JSONValueError, UnicodeDecodeError) as exc:
+                yield index, line.decode("utf-8", "replace"), f"line {index + 1}: {exc}"
 
 
 def format_of_key(key: str, fmt: str, compression: str) -> tuple[str, bool] | None:

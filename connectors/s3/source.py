@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -78,6 +79,7 @@ class S3Source(Source[S3SourceConfig]):
         self.listed_once = False
         self.progress: Any = None
         self.fetching: dict[str, asyncio.Future[Any]] = {}
+        self.listed_upto = ""  # the greatest key listed so far
         metrics = context.metrics
         self.m_objects = metrics.counter("s3_objects_read", "Objects read to their end")
         self.m_bytes = metrics.counter("s3_bytes_read", "Bytes downloaded")
@@ -123,6 +125,7 @@ class S3Source(Source[S3SourceConfig]):
         for page in paginator.paginate(**kwargs):
             for item in page.get("Contents", []) or []:
                 key = item["Key"]
+                self.listed_upto = max(self.listed_upto, key)
                 if key.endswith("/") and item.get("Size", 0) == 0:
                     continue  # a "folder" marker
                 if self.pattern is not None and not self.pattern.search(key[len(prefix) :]):
@@ -133,8 +136,8 @@ class S3Source(Source[S3SourceConfig]):
 
     async def _refill(self) -> bool:
         """List the keys after the last one known; True when some came."""
-        last = self.queue[-1][0] if self.queue else (self.reading.key if self.reading else "")
-        found = await asyncio.to_thread(self._list, last or self.after)
+        # every key up to listed_upto was listed (those the pattern skips too)
+        found = await asyncio.to_thread(self._list, max(self.listed_upto, self.after))
         self.queue.extend(found)
         if self.bounded:
             if self.progress is None:
@@ -242,58 +245,50 @@ class S3Source(Source[S3SourceConfig]):
 
     def _build(self, reading: _Reading) -> SourceBatch:
         config = self.config
-        records: list[Record] = []
-        failures: list[tuple[Record, BaseException]] = []
         uri = self.source_uri
         key = reading.key
         base = f"{uri}/{key}#"
         kind = config.type
-        cloudevents = config.format == "cloudevents"
+        when = reading.time
         limit = config.batch_size
-        skip_below = reading.index
-        index = reading.index
-        for index, value, problem in reading.items:
-            if index < skip_below:
-                continue
-            if problem is None and cloudevents:
-                try:
-                    records.append(Record.from_dict(value))
-                except (ValueError, TypeError, DataError) as exc:
-                    problem = f"item {index}: not a CloudEvent: {exc}"
-                    value = repr(value)
-            elif problem is None:
-                records.append(
-                    Record.fast(
-                        value, base + str(index), uri, kind, key, "application/json", reading.time
-                    )
-                )
-            if problem is not None:
-                failures.append(
-                    (
-                        Record(
-                            value,
-                            id=base + str(index),
-                            source=uri,
-                            type=kind,
-                            subject=key,
-                            time=reading.time,
-                            datacontenttype="text/plain"
-                            if isinstance(value, str)
-                            else "application/octet-stream",
-                        ),
-                        DataError(f"{key}: {problem}"),
-                    )
-                )
-            if len(records) + len(failures) >= limit:
-                reading.index = index + 1
-                self.m_records.inc(len(records))
-                return SourceBatch(
-                    records,
-                    {self.partition: {"after": self.after, "key": key, "index": index + 1}},
-                    failures,
-                )
-        # the object is read to its end
+        items = reading.items
+        if reading.index:  # resuming mid-object: pass over what was read before the restart
+            items = itertools.dropwhile(lambda item, at=reading.index: item[0] < at, items)
+            reading.items = items
+            reading.index = 0
+        taken = list(itertools.islice(items, limit))
+        fast = Record.fast
+        failures: list[tuple[Record, BaseException]] = []
+        if config.format == "cloudevents":
+            records = []
+            for index, value, problem in taken:
+                if problem is None:
+                    try:
+                        records.append(Record.from_dict(value))
+                        continue
+                    except (ValueError, TypeError, DataError) as exc:
+                        problem, value = f"item {index}: not a CloudEvent: {exc}", repr(value)
+                failures.append(self._failure(base, key, index, value, problem, when))
+        else:
+            records = [
+                fast(value, base + str(index), uri, kind, key, "application/json", when)
+                for index, value, problem in taken
+                if problem is None
+            ]
+            if len(records) < len(taken):
+                failures = [
+                    self._failure(base, key, index, value, problem, when)
+                    for index, value, problem in taken
+                    if problem is not None
+                ]
         self.m_records.inc(len(records))
+        if len(taken) == limit:
+            return SourceBatch(
+                records,
+                {self.partition: {"after": self.after, "key": key, "index": taken[-1][0] + 1}},
+                failures,
+            )
+        # the object is read to its end
         self.m_objects.inc()
         if self.progress is not None:
             self.progress.advance(1)
@@ -304,6 +299,21 @@ class S3Source(Source[S3SourceConfig]):
         return SourceBatch(
             records, {self.partition: {"after": key, "key": None, "index": 0}}, failures, ack
         )
+
+    def _failure(
+        self, base: str, key: str, index: int, value: Any, problem: str, when: str
+    ) -> tuple[Record, BaseException]:
+        """A failure: the item's raw text (or bytes) as data, and why."""
+        record = Record(
+            value,
+            id=base + str(index),
+            source=self.source_uri,
+            type=self.config.type,
+            subject=key,
+            time=when,
+            datacontenttype="text/plain" if isinstance(value, str) else "application/octet-stream",
+        )
+        return record, DataError(f"{key}: {problem}")
 
     # -- after read --------------------------------------------------------------------------
 
