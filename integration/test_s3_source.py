@@ -361,3 +361,26 @@ async def test_a_bounded_read_reports_progress_and_metrics(
     assert metrics.counter("s3_records_read").value == 30
     assert metrics.counter("s3_bytes_read").value > 0
     assert any("3/3 objects" in r.getMessage() for r in caplog.records), caplog.text
+
+
+async def test_a_key_pattern_and_a_format_setting(moto: MotoServer, tmp_path: Path) -> None:
+    bucket = moto.bucket()
+    client = moto.client()
+    client.put_object(Bucket=bucket, Key="in/a.log", Body=b'{"n": 1}\n')
+    client.put_object(Bucket=bucket, Key="in/b.txt", Body=b'{"n": 2}\n')
+    client.put_object(Bucket=bucket, Key="in/c.log", Body=gzip.compress(b'{"n": 3}\n'))
+    client.put_object(Bucket=bucket, Key="other/d.log", Body=b'{"n": 4}\n')
+    for name, extra, want in [
+        ("by-pattern", {"pattern": r"\.log$", "format": "json", "compression": "none"}, [1]),
+        ("gzip", {"pattern": "^c", "format": "json", "compression": "gzip"}, [3]),
+        ("no-format", {}, []),  # .log and .txt are no known extension: skipped, warned
+    ]:
+        MemorySink.outputs.pop(name, None)
+        source = {**connection(moto, bucket), "prefix": "in/", **extra}
+        path = pipeline(tmp_path, source, {"connector": "memory", "config": {"name": name}})
+        if name == "by-pattern":  # c.log is gzip without .gz: one failure, dead-lettered
+            doc = json.loads(path.read_text())
+            doc["pipelines"][0]["source"]["errors"] = {"tolerance": "all"}
+            path.write_text(json.dumps(doc))
+        assert await run_pipelines([path], registry=test_registry()) == 0
+        assert [d["n"] for d in collect(name)] == want, name
