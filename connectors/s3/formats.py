@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import zlib
 from collections.abc import Iterator
 from decimal import Decimal
@@ -216,8 +217,7 @@ def _json_lines(body: bytes) -> Iterator[Item]:
             except (ValueError, RecursionError, ArithmeticError):  # JSONValueError included
                 values = None
         if values is not None:
-            for (index, _), value in zip(chunk, values, strict=True):
-                yield index, value, None
+            yield from zip([index for index, _ in chunk], values, itertools.repeat(None))
             continue
         for index, line in chunk:
             try:
@@ -274,8 +274,13 @@ def decode_object(body: bytes, fmt: str, delimiter: str = ",") -> Iterator[Item]
     number for Parquet. A bad item yields its raw text and the reason; a Parquet file that
     does not open yields one failure at index 0."""
     if fmt in ("json", "cloudevents"):
-        yield from _json_lines(body)
-    elif fmt == "csv":
+        return _json_lines(body)
+    return _rows(body, fmt, delimiter)
+
+
+def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
+    """The items of a CSV or Parquet object (see :func:`decode_object`)."""
+    if fmt == "csv":
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
