@@ -201,6 +201,7 @@ def generators() -> dict[str, Any]:
         "connector/chatgpt": lambda: connector_reference("chatgpt"),
         "connector/redis": lambda: connector_reference("redis"),
         "connector/mongodb": lambda: connector_reference("mongodb"),
+        "connector/s3": lambda: connector_reference("s3"),
     }
 
 

@@ -1,0 +1,319 @@
+"""Object formats of the ``s3`` connector: how records become an object's bytes (sink) and an
+object's bytes become values (source). JSON through :mod:`meshconnect.jsonvalue` (exact
+numbers), CSV through :mod:`csv`, Parquet through pyarrow (imported on first use)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import zlib
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from meshconnect import DataError, Record, jsonvalue
+
+__all__ = [
+    "EXTENSIONS",
+    "ObjectBody",
+    "decode_object",
+    "encode_payload",
+    "format_of_key",
+    "schema_signature",
+]
+
+#: The sink's extension per format (``.gz`` is appended for gzip JSON lines and CSV).
+EXTENSIONS = {"json": ".jsonl", "cloudevents": ".jsonl", "csv": ".csv", "parquet": ".parquet"}
+_CONTENT_TYPES = {
+    "json": "application/x-ndjson",
+    "cloudevents": "application/cloudevents-batch+json",
+    "csv": "text/csv",
+    "parquet": "application/vnd.apache.parquet",
+}
+GZIP_LEVEL = 6
+
+
+def extension(fmt: str, compression: str) -> str:
+    """The object name's extension for a format and compression."""
+    ext = EXTENSIONS[fmt]
+    return ext + ".gz" if compression == "gzip" and fmt != "parquet" else ext
+
+
+def content_type(fmt: str) -> str:
+    return _CONTENT_TYPES[fmt]
+
+
+# -- sink: records to bytes -----------------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, Decimal):
+        return "decimal"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, bytes):
+        return "bytes"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "list"
+    return type(value).__name__
+
+
+def schema_signature(fmt: str, data: Any) -> tuple[Any, ...]:
+    """What must stay the same within one CSV or Parquet object: the field names (CSV), or
+    the field names with their value kinds (Parquet; ``""`` for null, which fits any kind).
+    ``DataError`` when ``data`` is not an object."""
+    if not isinstance(data, dict):
+        raise DataError(f"format {fmt}: data must be an object, not {_kind(data) or 'null'}")
+    if fmt == "csv":
+        return tuple(data)
+    return tuple((k, _kind(v)) for k, v in data.items())
+
+
+def signatures_fit(current: list[tuple[str, str]], new: tuple[Any, ...]) -> bool:
+    """Whether a Parquet record of signature ``new`` fits an object of ``current``; fills the
+    null kinds of ``current`` that ``new`` makes known (in place)."""
+    if len(current) != len(new):
+        return False
+    for (name, kind), (new_name, new_kind) in zip(current, new, strict=True):
+        if name != new_name:
+            return False
+        if kind and new_kind and kind != new_kind:
+            return False
+    for i, (name, kind) in enumerate(current):
+        if not kind and new[i][1]:
+            current[i] = (name, new[i][1])
+    return True
+
+
+def encode_payload(fmt: str, record: Record) -> tuple[bytes | dict[str, Any], int]:
+    """One record's part of an object and its size in bytes (before compression): a JSON line
+    for ``json``/``cloudevents``, the data object for ``csv``/``parquet`` (sized as its JSON).
+    ``DataError`` when the record cannot be written."""
+    try:
+        if fmt == "json":
+            encoded = record.encoded_data
+            if encoded is not None and record.data is not None:
+                line = encoded + b"\n"
+            else:
+                line = jsonvalue.dumps(record.data, newline=True)
+            return line, len(line)
+        if fmt == "cloudevents":
+            line = jsonvalue.dumps(record.to_dict(), newline=True)
+            return line, len(line)
+        data = record.data
+        if not isinstance(data, dict):
+            raise DataError(f"format {fmt}: data must be an object, not {_kind(data) or 'null'}")
+        encoded = record.encoded_data
+        size = len(encoded) if encoded is not None else len(jsonvalue.dumps(data))
+        return data, size
+    except TypeError as exc:
+        raise DataError(f"format {fmt}: {exc}") from None
+
+
+def _csv_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | Decimal | float):
+        return str(value)
+    return jsonvalue.dumps(value).decode()
+
+
+class ObjectBody:
+    """The parts of one open object, turned into the object's bytes by :meth:`build` (run in
+    a worker thread: the compression releases the GIL)."""
+
+    __slots__ = ("compression", "fmt", "parts")
+
+    def __init__(self, fmt: str, compression: str) -> None:
+        self.fmt = fmt
+        self.compression = compression
+        self.parts: list[Any] = []
+
+    def build(self) -> bytes:
+        fmt = self.fmt
+        if fmt in ("json", "cloudevents"):
+            raw = b"".join(self.parts)
+        elif fmt == "csv":
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\n")
+            header = list(self.parts[0])
+            writer.writerow(header)
+            writer.writerows([_csv_text(row[k]) for k in header] for row in self.parts)
+            raw = out.getvalue().encode("utf-8")
+        else:
+            return _parquet(self.parts, self.compression)
+        if self.compression == "gzip":
+            compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+            return compressor.compress(raw) + compressor.flush()
+        return raw
+
+
+def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        # nested values whose shapes differ between rows: keep them as JSON text
+        flat = [
+            {
+                k: jsonvalue.dumps(v).decode() if isinstance(v, dict | list) else v
+                for k, v in row.items()
+            }
+            for row in rows
+        ]
+        table = pa.Table.from_pylist(flat)
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="gzip" if compression == "gzip" else "none")
+    return out.getvalue()
+
+
+# -- source: bytes to values ----------------------------------------------------------------
+
+
+#: msgspec's JSON-lines decoder behind :data:`meshconnect.jsonvalue.decode_unchecked` (the
+#: same numbers: Decimal from the exact text), one C call for many lines; None if absent.
+_decode_lines = getattr(getattr(jsonvalue.decode_unchecked, "__self__", None), "decode_lines", None)
+_CHUNK = 1000
+
+
+def _json_lines(body: bytes) -> Iterator[Item]:
+    """JSON lines with the values of :func:`meshconnect.jsonvalue.loads` (exact numbers, the
+    nesting limit): ``_CHUNK`` lines at a time in one decoder call (about twice as fast as a
+    call a line); a chunk holding a bad line is decoded line by line, so that line becomes a
+    failure with its text and the others are read."""
+    loads = jsonvalue.loads
+    limit = jsonvalue.MAX_DEPTH
+    lines = body.split(b"\n")
+    for start in range(0, len(lines), _CHUNK):
+        chunk = [(i, line) for i, line in enumerate(lines[start : start + _CHUNK], start)]
+        chunk = [(i, line) for i, line in chunk if line.strip()]
+        values: list[Any] | None = None
+        if _decode_lines is not None and chunk:
+            try:
+                values = _decode_lines(b"\n".join(line for _, line in chunk))
+                if len(values) != len(chunk):
+                    values = None
+                else:
+                    for (_, line), value in zip(chunk, values, strict=True):
+                        if len(line) > 2 * limit and line.count(b"[") + line.count(b"{") > limit:
+                            jsonvalue.check_depth(line, value, limit)
+            except (ValueError, RecursionError, ArithmeticError):  # JSONValueError included
+                values = None
+        if values is not None:
+            yield from zip([index for index, _ in chunk], values, itertools.repeat(None))
+            continue
+        for index, line in chunk:
+            try:
+                yield index, loads(line), None
+            except (jsonvalue.JSONValueError, UnicodeDecodeError) as exc:
+                yield index, line.decode("utf-8", "replace"), f"line {index + 1}: {exc}"
+
+
+def format_of_key(key: str, fmt: str, compression: str) -> tuple[str, bool] | None:
+    """``(format, gzipped)`` of an object by its key and the source's settings (``auto``: by
+    the extension); None when ``auto`` finds no known extension."""
+    lower = key.lower()
+    gz = lower.endswith(".gz") if compression == "auto" else compression == "gzip"
+    base = lower[:-3] if lower.endswith(".gz") else lower
+    if fmt != "auto":
+        return fmt, gz
+    if base.endswith((".jsonl", ".json", ".ndjson")):
+        return "json", gz
+    if base.endswith(".csv"):
+        return "csv", gz
+    if base.endswith(".parquet"):
+        return "parquet", gz and not base.endswith(".parquet")
+    return None
+
+
+def gunzip(body: bytes) -> bytes | None:
+    """The decompressed bytes of a gzip object (members may be concatenated), or None when
+    it is damaged. Nothing of a damaged stream is used: deflate has no checksum before the
+    end, so the text decoded ahead of the damage may already be garbage (back-references
+    copy earlier lines), and only the trailer's CRC would tell."""
+    decompressor = zlib.decompressobj(31)
+    out: list[bytes] = []
+    try:
+        out.append(decompressor.decompress(body))
+        while decompressor.eof and decompressor.unused_data:  # concatenated members
+            rest = decompressor.unused_data
+            decompressor = zlib.decompressobj(31)
+            out.append(decompressor.decompress(rest))
+        out.append(decompressor.flush())
+    except zlib.error:
+        return None
+    if not decompressor.eof:
+        return None
+    return b"".join(out)
+
+
+#: What :func:`decode_object` yields: (item index, value, None) or (index, raw, error text).
+Item = tuple[int, Any, str | None]
+
+
+def decode_object(body: bytes, fmt: str, delimiter: str = ",") -> Iterator[Item]:
+    """The items of an object's (decompressed) bytes, each with its index: the line number
+    for JSON lines (blank lines skipped), the row number after the header for CSV, the row
+    number for Parquet. A bad item yields its raw text and the reason; a Parquet file that
+    does not open yields one failure at index 0."""
+    if fmt in ("json", "cloudevents"):
+        return _json_lines(body)
+    return _rows(body, fmt, delimiter)
+
+
+def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
+    """The items of a CSV or Parquet object (see :func:`decode_object`)."""
+    if fmt == "csv":
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield 0, body[:1000].decode("utf-8", "replace"), f"not UTF-8 text: {exc}"
+            return
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        index = -1
+        try:
+            for index, row in enumerate(reader):
+                if len(row) != len(header):
+                    yield (
+                        index,
+                        delimiter.join(row),
+                        f"row {index + 1}: {len(row)} fields, the header has {len(header)}",
+                    )
+                else:
+                    yield index, dict(zip(header, row, strict=True)), None
+        except csv.Error as exc:
+            yield index + 1, "", f"row {index + 2}: {exc}"
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        index = 0
+        try:
+            parquet = pq.ParquetFile(io.BytesIO(body))
+            for batch in parquet.iter_batches(batch_size=5000):
+                for row in batch.to_pylist():
+                    yield index, row, None
+                    index += 1
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            yield index, "", f"not a readable Parquet file: {exc}"

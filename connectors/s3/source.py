@@ -1,0 +1,350 @@
+"""The ``s3`` source: the objects under a prefix, in key order, resumable mid-object.
+
+One partition, named ``s3://BUCKET/PREFIX``. Its position is
+``{"after": K, "key": C, "index": I}``: every object with a key up to ``K`` is read, and
+object ``C`` (the next one, when still there) is read up to item ``I`` (a line number for
+JSON lines, a row number for CSV and Parquet). A batch never spans two objects. Objects are
+listed after ``K`` (ListObjectsV2 ``StartAfter``, which S3 answers in key order), so objects
+must arrive with keys that sort after the ones read, as time-stamped or sequence-numbered
+names (and the ``s3`` sink's names) do; a new key sorting before ``K`` is never read.
+
+A record's ``data`` is the item's value; its ``id`` is ``s3://BUCKET/KEY#INDEX`` (a replay
+gives the same ids), ``subject`` the key, ``time`` the object's last-modified time. A line or
+row that does not decode becomes a failure with its raw text, and a damaged gzip object one
+failure with its raw bytes (up to 1 MiB; nothing of a damaged deflate stream can be trusted);
+failures follow the ``errors:`` policy and the other objects are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import re
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from meshconnect import (
+    DataError,
+    MeshconnectError,
+    Position,
+    Record,
+    Source,
+    SourceBatch,
+)
+
+from .client import classify_s3_error, error_code, make_client
+from .config import S3SourceConfig
+from .formats import Item, decode_object, format_of_key, gunzip
+
+__all__ = ["S3Source"]
+
+#: The most bytes of a damaged object kept as its failure's data (the dead letter).
+RAW_LIMIT = 1024 * 1024
+
+
+class _Reading:
+    """The object being read: its key, its items and how far they are read."""
+
+    __slots__ = ("done", "index", "items", "key", "size", "time")
+
+    def __init__(self, key: str, size: int, when: str, items: Iterator[Item], index: int) -> None:
+        self.key = key
+        self.size = size
+        self.time = when
+        self.items = items
+        self.index = index  # the next item index to yield
+        self.done = False
+
+
+class S3Source(Source[S3SourceConfig]):
+    """Reads the objects under ``prefix`` (see the module)."""
+
+    empty_position = "reads every object under the prefix, from the first key"
+
+    def __init__(self, config: S3SourceConfig, context: Any) -> None:
+        super().__init__(config, context)
+        self.bounded = not config.follow
+        self.partition = f"s3://{config.bucket}/{config.prefix}"
+        self.source_uri = f"s3://{config.bucket}"
+        self.pattern = re.compile(config.pattern) if config.pattern else None
+        self.client: Any = None
+        self.after = ""
+        self.resume_key: str | None = None
+        self.resume_index = 0
+        self.queue: list[tuple[str, int, str]] = []  # listed, not yet read: (key, size, time)
+        self.reading: _Reading | None = None
+        self.next_listing = 0.0
+        self.listed_once = False
+        self.progress: Any = None
+        self.fetching: dict[str, asyncio.Future[Any]] = {}
+        self.listed_upto = ""  # the greatest key listed so far
+        metrics = context.metrics
+        self.m_objects = metrics.counter("s3_objects_read", "Objects read to their end")
+        self.m_bytes = metrics.counter("s3_bytes_read", "Bytes downloaded")
+        self.m_records = metrics.counter("s3_records_read", "Records read")
+
+    def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
+        return classify_s3_error(exc)
+
+    async def start(self, positions: Mapping[str, Position]) -> None:
+        self.client = make_client(self.config)
+        position = positions.get(self.partition) or {}
+        self.after = str(position.get("after") or "")
+        self.resume_key = position.get("key")
+        self.resume_index = int(position.get("index") or 0)
+        if self.config.after_read != "keep" and self.after:
+            # the last object read may have been committed without its delete or move
+            await asyncio.to_thread(self._finish_object, self.after, True)
+        return None
+
+    async def stop(self) -> None:
+        # the client stays: acks of the last batches (delete or move) may come after stop
+        for task in self.fetching.values():
+            task.cancel()
+        self.fetching.clear()
+        if self.progress is not None:
+            self.progress.close()
+
+    async def end_positions(self) -> dict[str, Position]:
+        self.client = make_client(self.config)
+        keys = await asyncio.to_thread(self._list, "")
+        return {self.partition: {"after": keys[-1][0] if keys else "", "key": None, "index": 0}}
+
+    # -- listing -----------------------------------------------------------------------------
+
+    def _list(self, after: str) -> list[tuple[str, int, str]]:
+        """Keys under the prefix after ``after``, in key order, with size and time."""
+        prefix = self.config.prefix
+        found: list[tuple[str, int, str]] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        kwargs: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": prefix}
+        if after:
+            kwargs["StartAfter"] = after
+        for page in paginator.paginate(**kwargs):
+            for item in page.get("Contents", []) or []:
+                key = item["Key"]
+                self.listed_upto = max(self.listed_upto, key)
+                if key.endswith("/") and item.get("Size", 0) == 0:
+                    continue  # a "folder" marker
+                if self.pattern is not None and not self.pattern.search(key[len(prefix) :]):
+                    continue
+                when = item["LastModified"].isoformat().replace("+00:00", "Z")
+                found.append((key, int(item.get("Size", 0)), when))
+        return found
+
+    async def _refill(self) -> bool:
+        """List the keys after the last one known; True when some came."""
+        # every key up to listed_upto was listed (those the pattern skips too)
+        found = await asyncio.to_thread(self._list, max(self.listed_upto, self.after))
+        self.queue.extend(found)
+        if self.bounded:
+            if self.progress is None:
+                self.progress = self.context.progress(
+                    f"s3://{self.config.bucket}/{self.config.prefix}",
+                    total=len(found),
+                    unit="objects",
+                )
+            elif found:
+                self.progress.update(total=(self.progress.total or 0) + len(found))
+        return bool(found)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _fetch(self, key: str, gz: bool) -> tuple[bytes, bytes | None] | None:
+        """(the object's bytes, decompressed or None when the gzip is damaged), or None when
+        the key vanished. Runs in a worker thread (the download and zlib release the GIL)."""
+        try:
+            answer = self.client.get_object(Bucket=self.config.bucket, Key=key)
+            body = bytes(answer["Body"].read())
+        except Exception as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
+        return body, gunzip(body) if gz else body
+
+    def _prefetch(self, key: str, gz: bool) -> asyncio.Future[tuple[bytes, bytes | None] | None]:
+        """The download of ``key``, started now: the next object comes down while the
+        current one is parsed."""
+        task = self.fetching.get(key)
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(self._fetch, key, gz))
+            self.fetching[key] = task
+        return task
+
+    async def _open_next(self) -> _Reading:
+        """Download and open the first object of the queue (an empty reading when it vanished
+        or has no known format)."""
+        key, size, when = self.queue[0]
+        kind = format_of_key(key, self.config.format, self.config.compression)
+        if kind is None:
+            self.context.logger.warning(
+                "skipping %s: no known extension (.jsonl, .json, .ndjson, .csv, .parquet, "
+                "optionally .gz); set config.format to read it",
+                key,
+            )
+            return _Reading(key, size, when, iter(()), 0)
+        fmt, gz = kind
+        task = self._prefetch(key, gz)
+        try:
+            got = await task
+        finally:
+            if task.done():
+                self.fetching.pop(key, None)  # consumed, or failed: a retry fetches again
+        if len(self.queue) > 1:
+            upcoming = self.queue[1][0]
+            known = format_of_key(upcoming, self.config.format, self.config.compression)
+            if known is not None:
+                self._prefetch(upcoming, known[1])
+        if got is None:
+            self.context.logger.warning("%s vanished between its listing and its download", key)
+            return _Reading(key, size, when, iter(()), 0)
+        raw, plain = got
+        self.m_bytes.inc(len(raw))
+        if plain is None:  # a damaged gzip: the whole object is one failure, its raw bytes
+            data = raw if len(raw) <= RAW_LIMIT else raw[:RAW_LIMIT]
+            items: Iterator[Item] = iter([(0, data, f"bad gzip data ({len(raw)} bytes)")])
+            return _Reading(key, size, when, items, self._resume_index(key))
+        items = decode_object(plain, fmt, self.config.delimiter)
+        return _Reading(key, size, when, items, self._resume_index(key))
+
+    def _resume_index(self, key: str) -> int:
+        return self.resume_index if key == self.resume_key else 0
+
+    async def poll(self) -> SourceBatch | None:
+        if self.reading is None:
+            if not self.queue:
+                now = time.monotonic()
+                if self.listed_once and not self.bounded and now < self.next_listing:
+                    await asyncio.sleep(min(1.0, self.next_listing - now))
+                    return SourceBatch([])
+                came = await self._refill()
+                self.listed_once = True
+                self.next_listing = time.monotonic() + self.config.poll_interval
+                if not came:
+                    if self.bounded:
+                        if self.progress is not None:
+                            self.progress.close()
+                        return None
+                    return SourceBatch([])
+            self.reading = await self._open_next()
+            self.queue.pop(0)
+        return self._batch(self.reading)
+
+    def _batch(self, reading: _Reading) -> SourceBatch:
+        # Pause the cyclic GC while the batch is built (as the file source does): its records,
+        # all alive, would otherwise be rescanned by collection after collection.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._build(reading)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _build(self, reading: _Reading) -> SourceBatch:
+        config = self.config
+        uri = self.source_uri
+        key = reading.key
+        base = f"{uri}/{key}#"
+        kind = config.type
+        when = reading.time
+        limit = config.batch_size
+        items = reading.items
+        if reading.index:  # resuming mid-object: pass over what was read before the restart
+            items = itertools.dropwhile(lambda item, at=reading.index: item[0] < at, items)
+            reading.items = items
+            reading.index = 0
+        taken = list(itertools.islice(items, limit))
+        fast = Record.fast
+        failures: list[tuple[Record, BaseException]] = []
+        if config.format == "cloudevents":
+            records = []
+            for index, value, problem in taken:
+                if problem is None:
+                    try:
+                        records.append(Record.from_dict(value))
+                        continue
+                    except (ValueError, TypeError, DataError) as exc:
+                        problem, value = f"item {index}: not a CloudEvent: {exc}", repr(value)
+                failures.append(self._failure(base, key, index, value, problem, when))
+        else:
+            records = [
+                fast(value, base + str(index), uri, kind, key, "application/json", when)
+                for index, value, problem in taken
+                if problem is None
+            ]
+            if len(records) < len(taken):
+                failures = [
+                    self._failure(base, key, index, value, problem, when)
+                    for index, value, problem in taken
+                    if problem is not None
+                ]
+        self.m_records.inc(len(records))
+        if len(taken) == limit:
+            return SourceBatch(
+                records,
+                {self.partition: {"after": self.after, "key": key, "index": taken[-1][0] + 1}},
+                failures,
+            )
+        # the object is read to its end
+        self.m_objects.inc()
+        if self.progress is not None:
+            self.progress.advance(1)
+        self.after = key
+        self.reading = None
+        self.resume_key = None
+        ack = self._after_read(key) if config.after_read != "keep" else None
+        return SourceBatch(
+            records, {self.partition: {"after": key, "key": None, "index": 0}}, failures, ack
+        )
+
+    def _failure(
+        self, base: str, key: str, index: int, value: Any, problem: str, when: str
+    ) -> tuple[Record, BaseException]:
+        """A failure: the item's raw text (or bytes) as data, and why."""
+        record = Record(
+            value,
+            id=base + str(index),
+            source=self.source_uri,
+            type=self.config.type,
+            subject=key,
+            time=when,
+            datacontenttype="text/plain" if isinstance(value, str) else "application/octet-stream",
+        )
+        return record, DataError(f"{key}: {problem}")
+
+    # -- after read --------------------------------------------------------------------------
+
+    def _after_read(self, key: str) -> Any:
+        async def ack(error: BaseException | None) -> None:
+            if error is None:
+                try:
+                    await asyncio.to_thread(self._finish_object, key, False)
+                except Exception as exc:  # the object stays; the next start tries again
+                    self.context.logger.warning(
+                        "could not %s %s after reading it: %s: %s",
+                        self.config.after_read,
+                        key,
+                        type(exc).__name__,
+                        exc,
+                    )
+
+        return ack
+
+    def _finish_object(self, key: str, at_start: bool) -> None:
+        """Delete ``key`` or move it under ``move_to`` (a missing key is fine: done already)."""
+        client = self.client
+        bucket = self.config.bucket
+        if self.config.after_read == "move":
+            target = (self.config.move_to or "") + key[len(self.config.prefix) :]
+            try:
+                client.copy_object(
+                    Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key}
+                )
+            except Exception as exc:
+                if error_code(exc) in ("NoSuchKey", "404"):
+                    return
+                raise
+        client.delete_object(Bucket=bucket, Key=key)

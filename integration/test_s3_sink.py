@@ -1,0 +1,243 @@
+"""The s3 sink through the worker, against a private moto server: the partitioned layout,
+each rotation trigger, each format read back with standard readers, a multipart object."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from s3_support import SECRET_KEY, MotoServer, body, connection, keys, moto
+
+from conftest import meshconnect, start_worker
+from meshconnect import jsonvalue
+from meshconnect.testing import run_pipelines, test_registry
+
+__all__ = ["moto"]
+
+
+def pipeline_file(tmp_path: Path, records: list[Any], sink: dict[str, Any], **extra: Any) -> Path:
+    doc = {
+        "pipelines": [
+            {
+                "name": "orders",
+                "source": {"connector": "memory", "config": {"records": records}},
+                "topic": "orders",
+                "sinks": [{"name": "archive", "connector": "s3", "config": sink, **extra}],
+            }
+        ]
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_bytes(jsonvalue.dumps(doc))  # JSON is YAML; Decimals stay exact numbers
+    return path
+
+
+async def run(path: Path) -> int:
+    return await run_pipelines([path], registry=test_registry(), restart_backoff=0.05)
+
+
+def event(n: int, hour: int, country: str) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"e{n}",
+        "source": "test",
+        "type": "order",
+        "time": f"2024-05-0{1 + hour // 24}T{hour % 24:02d}:30:00Z",
+        "data": {"n": n, "country": country},
+    }
+
+
+async def test_the_partitioned_layout_is_exactly_as_configured(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    records = [event(n, hour=n // 4, country="DE" if n % 2 else "FR") for n in range(12)]
+    sink = {
+        **connection(moto, bucket),
+        "key_template": "archive/{topic}/{time:%Y/%m/%d/%H}/country={data.country}/",
+        "rotate_records": 1000,
+    }
+    assert await run(pipeline_file(tmp_path, records, sink)) == 0
+    # hours 0, 1, 2 (four records each), two countries each: the first offset of each object
+    assert keys(moto, bucket) == [
+        "archive/orders/2024/05/01/00/country=DE/orders+00000000000000000001.jsonl",
+        "archive/orders/2024/05/01/00/country=FR/orders+00000000000000000000.jsonl",
+        "archive/orders/2024/05/01/01/country=DE/orders+00000000000000000005.jsonl",
+        "archive/orders/2024/05/01/01/country=FR/orders+00000000000000000004.jsonl",
+        "archive/orders/2024/05/01/02/country=DE/orders+00000000000000000009.jsonl",
+        "archive/orders/2024/05/01/02/country=FR/orders+00000000000000000008.jsonl",
+    ]
+    key = "archive/orders/2024/05/01/01/country=DE/orders+00000000000000000005.jsonl"
+    assert [json.loads(line) for line in body(moto, bucket, key).splitlines()] == [
+        {"n": 5, "country": "DE"},
+        {"n": 7, "country": "DE"},
+    ]
+
+
+async def test_rotation_by_records_and_by_bytes(moto: MotoServer, tmp_path: Path) -> None:
+    records = [{"n": n, "pad": "x" * 40} for n in range(25)]  # 57-58 bytes a line
+    bucket = moto.bucket()
+    sink = {**connection(moto, bucket), "key_template": "r/", "rotate_records": 10}
+    assert await run(pipeline_file(tmp_path, records, sink)) == 0
+    assert keys(moto, bucket) == [
+        "r/orders+00000000000000000000.jsonl",
+        "r/orders+00000000000000000010.jsonl",
+        "r/orders+00000000000000000020.jsonl",
+    ]
+    bucket = moto.bucket()
+    sink = {**connection(moto, bucket), "key_template": "b/", "rotate_bytes": "300B"}
+    assert await run(pipeline_file(tmp_path, records, sink)) == 0
+    objects = [body(moto, bucket, k) for k in keys(moto, bucket)]
+    assert all(len(o) <= 300 for o in objects)
+    assert [len(o.splitlines()) for o in objects] == [5] * 5  # a sixth line passes 300 bytes
+    assert [json.loads(line)["n"] for o in objects for line in o.splitlines()] == list(range(25))
+
+
+FOLLOWING = """
+pipelines:
+  - name: ticks
+    source:
+      connector: file
+      config: {path: in.jsonl, follow: true, poll_interval: 0.05}
+    sinks:
+      - name: archive
+        connector: s3
+        config: %s
+"""
+
+
+def test_an_idle_partition_is_closed_after_the_interval(moto: MotoServer, tmp_path: Path) -> None:
+    """Three records, then no traffic: the object appears once rotate_interval passed, while
+    the worker keeps running (the sink's tick, not a new record or the end of the run)."""
+    bucket = moto.bucket()
+    (tmp_path / "in.jsonl").write_text('{"n": 0}\n{"n": 1}\n{"n": 2}\n')
+    sink = {**connection(moto, bucket), "key_template": "idle/", "rotate_interval": "1s"}
+    config = tmp_path / "follow.yaml"
+    config.write_text(FOLLOWING % json.dumps(sink))
+    log = tmp_path / "worker.log"
+    proc = start_worker(meshconnect(tmp_path / "state", "run", str(config)), log)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not keys(moto, bucket) and proc.poll() is None:
+            time.sleep(0.1)
+        assert proc.poll() is None, log.read_text()  # still running: the clock closed it
+        assert keys(moto, bucket) == ["idle/ticks+00000000000000000000.jsonl"]
+        assert body(moto, bucket, keys(moto, bucket)[0]) == b'{"n":0}\n{"n":1}\n{"n":2}\n'
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert SECRET_KEY not in log.read_text()
+
+
+ROWS = [
+    {"n": n, "name": f"name {n}", "price": Decimal(f"{n}.25"), "ok": n % 2 == 0} for n in range(50)
+]
+
+
+async def test_json_gzip_reads_back_with_gzip_and_json(moto: MotoServer, tmp_path: Path) -> None:
+    bucket = moto.bucket()
+    records = [{**r, "tags": ["a", {"b": r["n"]}]} for r in ROWS]
+    sink = {**connection(moto, bucket), "compression": "gzip", "rotate_records": 20}
+    assert await run(pipeline_file(tmp_path, records, sink)) == 0
+    assert all(k.endswith(".jsonl.gz") for k in keys(moto, bucket))
+    got = [
+        json.loads(line, parse_float=Decimal)
+        for k in keys(moto, bucket)
+        for line in gzip.decompress(body(moto, bucket, k)).splitlines()
+    ]
+    assert got == records
+
+
+async def test_csv_reads_back_with_csv_and_a_header_once_per_object(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    sink = {**connection(moto, bucket), "format": "csv", "rotate_records": 20}
+    assert await run(pipeline_file(tmp_path, ROWS, sink)) == 0
+    got = []
+    for k in keys(moto, bucket):
+        text = body(moto, bucket, k).decode()
+        assert text.count("n,name,price,ok") == 1
+        got.extend(csv.DictReader(io.StringIO(text)))
+    assert len(keys(moto, bucket)) == 3
+    assert got == [
+        {k: ("true" if v is True else "false" if v is False else str(v)) for k, v in r.items()}
+        for r in ROWS
+    ]
+
+
+async def test_parquet_reads_back_with_pyarrow_and_a_new_schema_starts_an_object(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    evolved = [{**r, "extra": "new"} for r in ROWS[:5]]
+    sink = {**connection(moto, bucket), "format": "parquet", "compression": "gzip"}
+    assert await run(pipeline_file(tmp_path, [*ROWS, *evolved], sink)) == 0
+    names = keys(moto, bucket)
+    assert names == [
+        "orders/orders+00000000000000000000.parquet",
+        "orders/orders+00000000000000000050.parquet",
+    ]
+    first = pq.read_table(io.BytesIO(body(moto, bucket, names[0]))).to_pylist()
+    second = pq.read_table(io.BytesIO(body(moto, bucket, names[1]))).to_pylist()
+    assert first == ROWS
+    assert second == evolved
+
+
+async def test_a_large_object_goes_up_in_parts(moto: MotoServer, tmp_path: Path) -> None:
+    bucket = moto.bucket()
+    records = [{"n": n, "pad": "p" * 1000} for n in range(7000)]  # ~7.1 MB of lines
+    sink = {
+        **connection(moto, bucket),
+        "multipart_threshold": "5MiB",
+        "part_size": "5MiB",
+        "rotate_bytes": "100MiB",
+    }
+    assert await run(pipeline_file(tmp_path, records, sink)) == 0
+    (key,) = keys(moto, bucket)
+    head = moto.client().head_object(Bucket=bucket, Key=key)
+    assert head["ETag"].strip('"').endswith("-2")  # S3's ETag of a two-part upload
+    got = [jsonvalue.loads(line)["n"] for line in body(moto, bucket, key).splitlines()]
+    assert got == list(range(7000))
+    assert not moto.client().list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+async def test_a_record_the_template_cannot_place_is_dead_lettered(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    records = [{"n": 0, "country": "DE"}, {"n": 1}, {"n": 2, "country": "FR"}]
+    sink = {**connection(moto, bucket), "key_template": "{data.country}/"}
+    path = pipeline_file(
+        tmp_path, records, sink, errors={"tolerance": "all", "dead_letter_topic": "dlq"}
+    )
+    assert await run(path) == 0
+    assert keys(moto, bucket) == [
+        "DE/orders+00000000000000000000.jsonl",
+        "FR/orders+00000000000000000002.jsonl",
+    ]
+
+
+def test_validate_never_prints_the_secret(moto: MotoServer, tmp_path: Path) -> None:
+    sink = {**connection(moto, "some-bucket"), "rotate_records": 0}
+    path = tmp_path / "bad.yaml"
+    path.write_text(FOLLOWING % json.dumps(sink))
+    done = subprocess.run(
+        meshconnect(tmp_path / "state", "validate", str(path)),
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "rotate_records" in done.stdout + done.stderr
+    assert SECRET_KEY not in done.stdout + done.stderr

@@ -1,0 +1,168 @@
+"""The s3 connector's parts that need no server: config checks (secrets never shown), the key
+template language, object names, formats, and the botocore error mapping. The connector
+against a real endpoint is tested in integration/test_s3_*.py (moto_server)."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+
+import botocore.exceptions as bex
+import pytest
+from pydantic import ValidationError
+
+from meshconnect import ConfigError, DataError, Record, RetriableError
+from meshconnect.connectors.s3.client import classify_s3_error
+from meshconnect.connectors.s3.config import S3SinkConfig, S3SourceConfig
+from meshconnect.connectors.s3.formats import decode_object, format_of_key, gunzip
+from meshconnect.connectors.s3.keys import KeyTemplate, object_name, parse_object_name
+
+SECRET = "wJalrXUtnFEMI-never-shown"
+
+
+def test_importing_the_plugin_imports_neither_boto3_nor_pyarrow() -> None:
+    code = (
+        "import sys, meshconnect.connectors.s3.plugin, meshconnect.connectors.s3.config;"
+        "print([m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'pyarrow')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_secret_never_appears_in_the_config_or_its_errors() -> None:
+    config = S3SinkConfig(bucket="b-1", access_key_id="AKIA", secret_access_key=SECRET)
+    assert SECRET not in repr(config) and SECRET not in str(config.model_dump())
+    with pytest.raises(ValidationError) as caught:
+        S3SinkConfig(bucket="b-1", access_key_id="AKIA", secret_access_key=SECRET, format="xml")
+    assert SECRET not in str(caught.value)
+
+
+def test_config_mistakes_name_the_field() -> None:
+    with pytest.raises(ValidationError, match="access_key_id and secret_access_key together"):
+        S3SinkConfig(bucket="b-1", secret_access_key=SECRET)
+    with pytest.raises(ValidationError, match="not a bucket name"):
+        S3SinkConfig(bucket="Bad_Bucket!")
+    with pytest.raises(ValidationError, match="key_template"):
+        S3SinkConfig(bucket="b-1", key_template="{topic/")
+    with pytest.raises(ValidationError, match="multipart_threshold"):
+        S3SinkConfig(bucket="b-1", multipart_threshold="1MB")
+    with pytest.raises(ValidationError, match="needs move_to"):
+        S3SourceConfig(bucket="b-1", after_read="move")
+    with pytest.raises(ValidationError, match="would be read again"):
+        S3SourceConfig(bucket="b-1", prefix="in/", after_read="move", move_to="in/done/")
+    with pytest.raises(ValidationError, match="regular expression"):
+        S3SourceConfig(bucket="b-1", pattern="(")
+
+
+def test_sizes_and_durations_take_units() -> None:
+    config = S3SinkConfig(bucket="b-1", rotate_bytes="10MB", rotate_interval="5m")
+    assert config.rotate_bytes == 10_000_000 and config.rotate_interval == 300
+
+
+def record(data: object, **kw: object) -> Record:
+    return Record(data, topic="orders", time="2024-05-01T14:30:00.123456789Z", **kw)  # type: ignore[arg-type]
+
+
+def test_templates_render_topic_time_fields_and_extensions() -> None:
+    template = KeyTemplate(
+        "a/{topic}/{time:%Y/%m/%d/%H}/c={data.addr.country}/{partitionkey}/{type}/{{x}}/"
+    )
+    r = record({"addr": {"country": "DE/AT"}}, type="t.x", extensions={"partitionkey": 42})
+    assert template.render(r) == "a/orders/2024/05/01/14/c=DE%2FAT/42/t.x/{x}/"
+    assert template.literal_prefix == "a/"
+    assert not template.is_literal
+    assert KeyTemplate("fixed/").render(r) == "fixed/"
+    assert KeyTemplate("{data.flag}-{data.n}").render(record({"flag": True, "n": 1.5})) == (
+        "true-1.5"
+    )
+
+
+@pytest.mark.parametrize(
+    ("template", "data", "message"),
+    [
+        ("{data.country}/", {"n": 1}, "has no data.country"),
+        ("{data.country}/", {"country": None}, "has no data.country"),
+        ("{data.country}/", {"country": {"a": 1}}, "cannot be part of a key"),
+        ("{partitionkey}/", {}, "no partitionkey extension"),
+    ],
+)
+def test_a_record_the_template_cannot_place_is_a_data_error(
+    template: str, data: object, message: str
+) -> None:
+    with pytest.raises(DataError, match=message):
+        KeyTemplate(template).render(record(data))
+
+
+def test_a_record_without_time_is_a_data_error_for_time_but_not_for_now() -> None:
+    r = Record({"n": 1}, topic="t")
+    with pytest.raises(DataError, match="has no time"):
+        KeyTemplate("{time:%Y}/").render(r)
+    assert len(KeyTemplate("{now:%Y}/").render(r)) == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{topic", "unclosed"),
+        ("topic}", "unmatched"),
+        ("{}", "not a placeholder"),
+        ("{time}", "needs a strftime format"),
+        ("{topic:%Y}", "only time and now take a format"),
+        ("{data.}", "not a placeholder"),
+    ],
+)
+def test_bad_templates_are_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        KeyTemplate(text)
+
+
+def test_object_names_sort_by_offset_and_parse_back() -> None:
+    names = [object_name("cdc.shop+x", n, ".jsonl.gz") for n in (9, 10, 100, 2**40)]
+    assert names == sorted(names)
+    assert names[0] == "cdc.shop%2Bx+00000000000000000009.jsonl.gz"
+    assert parse_object_name(names[1]) == ("cdc.shop%2Bx", 10, ".jsonl.gz")
+    assert parse_object_name("notes.txt") is None
+
+
+def test_formats_by_extension() -> None:
+    assert format_of_key("a/b.jsonl.gz", "auto", "auto") == ("json", True)
+    assert format_of_key("a/b.CSV", "auto", "auto") == ("csv", False)
+    assert format_of_key("a/b.parquet", "auto", "auto") == ("parquet", False)
+    assert format_of_key("a/b.txt", "auto", "auto") is None
+    assert format_of_key("a/b.txt", "json", "gzip") == ("json", True)
+
+
+def test_a_damaged_gzip_gives_nothing_and_concatenated_members_all() -> None:
+    whole = gzip.compress(b"a\n" * 1000)
+    assert gunzip(whole) == b"a\n" * 1000
+    assert gunzip(whole + gzip.compress(b"b\n")) == b"a\n" * 1000 + b"b\n"
+    assert gunzip(whole[: len(whole) // 2]) is None
+    assert gunzip(b"not gzip") is None
+
+
+def test_bad_items_are_failures_with_their_raw_text() -> None:
+    items = list(decode_object(b'{"n": 1}\n\nnope\n{"n": 2.50}\n', "json"))
+    assert items[0] == (0, {"n": 1}, None)
+    assert items[1][0] == 2 and items[1][1] == "nope" and "line 3" in str(items[1][2])
+    assert str(items[2][1]["n"]) == "2.50"  # exact: a Decimal from the text
+    rows = list(decode_object(b"a,b\n1,2\n3\n", "csv"))
+    assert rows[0] == (0, {"a": "1", "b": "2"}, None)
+    assert rows[1][0] == 1 and "1 fields, the header has 2" in str(rows[1][2])
+
+
+def test_botocore_errors_map_onto_the_taxonomy() -> None:
+    def client_error(code: str, status: int) -> bex.ClientError:
+        return bex.ClientError(
+            {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject"
+        )
+
+    assert classify_s3_error(bex.EndpointConnectionError(endpoint_url="http://x")) is (
+        RetriableError
+    )
+    assert classify_s3_error(client_error("SlowDown", 503)) is RetriableError
+    assert classify_s3_error(client_error("Weird", 500)) is RetriableError
+    assert classify_s3_error(client_error("NoSuchBucket", 404)) is ConfigError
+    assert classify_s3_error(client_error("InvalidAccessKeyId", 403)) is ConfigError
+    assert classify_s3_error(bex.NoCredentialsError()) is ConfigError
+    assert classify_s3_error(ValueError("x")) is None
