@@ -253,7 +253,12 @@ class S3Source(Source[S3SourceConfig]):
         limit = config.batch_size
         items = reading.items
         if reading.index:  # resuming mid-object: pass over what was read before the restart
-            items = itertools.dropwhile(lambda item, at=reading.index: item[0] < at, items)
+            at = reading.index
+
+            def before(item: Any, at: int = at) -> bool:
+                return bool(item[0] < at)
+
+            items = itertools.dropwhile(before, items)
             reading.items = items
             reading.index = 0
         taken = list(itertools.islice(items, limit))
