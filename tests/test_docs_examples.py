@@ -156,7 +156,10 @@ def _wrap_sinks(text: str) -> str:
 
 def _wrap_sink(text: str) -> str:
     lines = text.rstrip("\n").splitlines()
-    item = "\n".join(("  - " if i == 0 else "    ") + line for i, line in enumerate(lines))
+    if lines and lines[0].startswith("- "):  # written as the list item already
+        item = "\n".join("  " + line for line in lines)
+    else:
+        item = "\n".join(("  - " if i == 0 else "    ") + line for i, line in enumerate(lines))
     return _pipeline(SOURCE_STUB + "\nsinks:\n" + item + "\n")
 
 
@@ -408,3 +411,5 @@ def test_a_sink_fragment_becomes_one_item_of_sinks() -> None:
     assert pipeline["sinks"] == [
         {"name": "out", "connector": "file", "config": {"path": "out.jsonl"}}
     ]
+    as_item = _wrap_sink("- name: out\n  connector: file\n  config: {path: out.jsonl}\n")
+    assert yaml.safe_load(as_item)["pipelines"][0]["sinks"] == pipeline["sinks"]
