@@ -287,9 +287,26 @@ def storable(data: Any) -> Any:
         data = _cut(data, jsonvalue.MAX_DEPTH)
     try:
         blob = orjson.dumps(data, _lenient, orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # integers beyond 64 bits, which orjson writes only as fragments
-        blob = orjson.dumps(_big_ints(data), _lenient, orjson.OPT_NON_STR_KEYS)
+    except TypeError as exc:
+        if "surrogates" in str(exc):  # a lone surrogate is no UTF-8: its \uXXXX text instead
+            data = _unsurrogated(data)
+        try:
+            blob = orjson.dumps(data, _lenient, orjson.OPT_NON_STR_KEYS)
+        except TypeError:  # integers beyond 64 bits, which orjson writes only as fragments
+            blob = orjson.dumps(_big_ints(data), _lenient, orjson.OPT_NON_STR_KEYS)
     return jsonvalue.loads(blob, max_depth=None)
+
+
+def _unsurrogated(value: Any) -> Any:
+    """``value`` (at most MAX_DEPTH deep) with each unpaired surrogate in a string or key as
+    the text ``\\udXXX`` (a string holding one cannot be written as UTF-8)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_unsurrogated(k): _unsurrogated(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_unsurrogated(v) for v in value]
+    return value
 
 
 def _big_ints(value: Any) -> Any:

@@ -31,3 +31,13 @@ def test_data_nested_deeper_than_the_limit_is_cut_with_a_marker() -> None:
     kept = storable({"deep": deep})
     assert jsonvalue.depth(kept) == jsonvalue.MAX_DEPTH
     assert b"<nested deeper: not kept>" in jsonvalue.dumps(kept)
+
+
+def test_unpaired_surrogates_become_their_escape_text() -> None:
+    """A string holding an unpaired surrogate (a record built from ``"\\ud800"`` JSON by a
+    lenient parser) cannot be written as UTF-8: the dead letter keeps its ``\\ud800`` text, in
+    values and keys, instead of being dropped as unstorable."""
+    data = {"s": "a\ud800b", "\udc00": ["ok", "\udfff", 2**70], "n": Decimal("1.5")}
+    kept = storable(data)
+    assert kept == {"s": "a\\ud800b", "\\udc00": ["ok", "\\udfff", 2**70], "n": Decimal("1.5")}
+    assert jsonvalue.loads(jsonvalue.dumps(kept)) == kept
