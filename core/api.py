@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     import logging
 
+    from .deliveries import Deliveries
     from .errors import MeshconnectError
     from .httplisten import HttpRoutes
     from .metrics import Metrics
@@ -108,6 +109,10 @@ class ConnectorContext:
     * ``http``: ``await context.http.add_route(listen, method, path, handler)`` serves an
       aiohttp handler on the worker's shared listener for ``listen``
       (:mod:`meshconnect.httplisten`); a clash is a ConfigError naming both pipelines.
+    * ``deliveries``: ``await context.deliveries.wait(records, timeout)`` waits until stored
+      records were committed by every sink of this worker that reads their topics (``True``),
+      or ``timeout`` seconds passed (``False``) (:mod:`meshconnect.deliveries`): for sources
+      that answer a caller only once the records went all the way through.
 
     Built outside a worker (a unit test), the services are private to the context.
     """
@@ -120,6 +125,7 @@ class ConnectorContext:
     metrics: Metrics = field(default=None)  # type: ignore[assignment]
     progress: ProgressReporter = field(default=None)  # type: ignore[assignment]
     http: HttpRoutes = field(default=None)  # type: ignore[assignment]
+    deliveries: Deliveries = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         from .httplisten import HttpRoutes
@@ -132,6 +138,10 @@ class ConnectorContext:
             self.progress = ProgressReporter(self.logger)
         if self.http is None:
             self.http = HttpRoutes(None, f"pipeline {self.pipeline!r} ({self.name})")
+        if self.deliveries is None:
+            from .deliveries import Deliveries
+
+            self.deliveries = Deliveries()
 
 
 class Source(Generic[C]):

@@ -46,6 +46,7 @@ from .transforms._common import fresh_copy
 
 if TYPE_CHECKING:
     from .config.loader import LoadedPipeline, LoadedSink
+    from .deliveries import Deliveries
     from .mesh.store import MeshStore
     from .runstate import ConnectorStatus, RunState
 
@@ -66,8 +67,10 @@ class SinkLoop:
         sink: Sink[Any],
         status: ConnectorStatus,
         committed: dict[str, int],
+        deliveries: Deliveries | None = None,
     ) -> None:
         self.run_state = run
+        self.deliveries = deliveries
         self.store = store
         self.pipeline = pipeline
         self.loaded = loaded
@@ -204,6 +207,8 @@ class SinkLoop:
         self.committed = offsets
         self.committed_state = state
         self.last_commit = time.monotonic()
+        if self.deliveries is not None:
+            self.deliveries.committed(self.group, offsets)
 
     def _first_pending(self, pending: int) -> dict[str, int]:
         """Per topic, the offset of the first of the ``pending`` newest written records (what

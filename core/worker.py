@@ -32,11 +32,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .api import Ack, ConnectorContext, Flushed, Sink, Source, SourceBatch
+from .deliveries import Deliveries
 from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
 from .errors import Classifier, ConfigError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
-from .mesh.routing import route
+from .mesh.routing import route, sink_patterns
 from .mesh.store import Retention
 from .metrics import MetricsRegistry
 from .offsets import sink_group, source_id
@@ -87,6 +88,7 @@ class Worker:
         self.metrics = MetricsRegistry()
         #: The shared HTTP listeners of ``context.http``, one server per listen address.
         self.http = HttpListeners()
+        self.deliveries = Deliveries()
         #: Each connector's ``classify_error``, by status key (for the supervisor).
         self._classifiers: dict[str, Classifier] = {}
 
@@ -129,6 +131,9 @@ class Worker:
     async def _run_owned(self) -> int:
         pipelines = self.config.pipelines
         await self._apply_retention()
+        for p in pipelines:  # before any source runs: a wait for delivery counts every sink
+            for sink in p.sinks:
+                self.deliveries.add_group(sink_group(p.name, sink.name), sink_patterns(p, sink))
         with_source = [p for p in pipelines if p.source is not None]
         sources: list[tuple[LoadedPipeline, Source[Any]]] = []
         for p in with_source:
@@ -281,6 +286,7 @@ class Worker:
             metrics=self.metrics.handle(pipeline=pipeline.name, connector=name),
             progress=ProgressReporter(logger, interval=self.progress_every),
             http=HttpRoutes(self.http, f"pipeline {pipeline.name!r} ({name})"),
+            deliveries=self.deliveries,
         )
 
     def _make_source(self, pipeline: LoadedPipeline) -> Source[Any]:
@@ -465,7 +471,14 @@ class Worker:
             status.set("RUNNING")
             log.info("sink %s started at %s", group, info.offsets or "the beginning")
             await SinkLoop(
-                self.state, self.store, pipeline, loaded, sink, status, info.offsets
+                self.state,
+                self.store,
+                pipeline,
+                loaded,
+                sink,
+                status,
+                info.offsets,
+                deliveries=self.deliveries,
             ).run()
         finally:
             with contextlib.suppress(Exception):
