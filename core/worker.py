@@ -89,6 +89,8 @@ class Worker:
         #: The shared HTTP listeners of ``context.http``, one server per listen address.
         self.http = HttpListeners()
         self.deliveries = Deliveries()
+        #: Connectors that stopped for good (a config error): when all did, the run stops.
+        self._failed_for_good: set[str] = set()
         #: Each connector's ``classify_error``, by status key (for the supervisor).
         self._classifiers: dict[str, Classifier] = {}
 
@@ -262,6 +264,12 @@ class Worker:
                         self.state.gave_up.append(f"{status.kind} {ident}: {reason}")
                     if status.kind == "sink":
                         self.state.sink_gave_up(ident)
+                    if fatal:
+                        self._failed_for_good.add(key)
+                        if self._failed_for_good >= set(self.statuses) and not self.stopping:
+                            # Nothing left that could do work: a run that would idle forever.
+                            log.error("every connector of this run failed for good: stopping")
+                            self.stop()
                     return
                 delay = backoff(status.restarts, self.restart_backoff, MAX_RESTART_BACKOFF)
                 log.info(
