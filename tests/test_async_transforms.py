@@ -134,3 +134,20 @@ def test_only_a_chain_with_an_async_transform_is_async_and_process_runs_it_outsi
     assert [r.data["looked_up"] for r in out] == [0, 10, 20, 30, 40]
     assert failures == []
     assert lookup.most == 2
+
+
+def test_a_config_error_in_a_transform_stops_the_chain_instead_of_failing_the_record() -> None:
+    """A ConfigError (a rejected credential, say) is no record's fault: the chain raises it, so
+    the connector stops for good, rather than dead-letter every record."""
+    from meshconnect import ConfigError, Record
+    from meshconnect.transforms import Transform, TransformChain
+
+    class Rejected(Transform):
+        def apply(self, record: Record) -> Record:
+            raise ConfigError("check api_key")
+
+    chain = TransformChain([Rejected()], [None])
+    import pytest
+
+    with pytest.raises(ConfigError, match="check api_key"):
+        chain.process([Record({"a": 1})])

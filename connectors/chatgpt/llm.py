@@ -12,9 +12,8 @@ once and keeps the batch's order (docs/plugins.md, Async transforms). Per record
    on the way are copied, never changed in place, and created when missing.
 
 A rejected key or an unknown model (a ConfigError) is remembered: every later record fails
-with the same error without a call, so a wrong key does not hammer the server. The chain
-treats a transform's errors as the record's (the ``errors:`` policy: dead-lettered under
-``tolerance: all``, else the pipeline fails).
+with the same error without a call, so a wrong key does not hammer the server; the chain
+lets a ConfigError through, so the connector stops for good (no record is dead-lettered).
 
 Token usage is counted on the transform (:attr:`Llm.usage`: requests, cache hits, tokens) and
 logged at most once a minute at INFO by ``meshconnect.transforms.llm`` (a transform has no

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from ..records import Record
@@ -288,6 +288,10 @@ class TransformChain:
 
     @staticmethod
     def _failure(record: Record, exc: BaseException, stage: str) -> Failure:
+        if isinstance(exc, ConfigError):
+            # Not the record's fault (a rejected API key, say): no record can pass, so the
+            # connector stops for good rather than dead-letter every record.
+            raise exc
         error = exc if isinstance(exc, DataError) else DataError(f"{type(exc).__name__}: {exc}")
         if error is not exc:
             error.__cause__ = exc
