@@ -173,6 +173,8 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 self._run(conn, ops)
                 self._store_offsets(conn, records, upto)
             return
+        except (OverflowError, ValueError, TypeError):
+            pass  # a value the driver cannot bind: found record by record below
         except sa_exc.DBAPIError as exc:
             if classify_db_error(exc) is not DataError:
                 raise
@@ -183,6 +185,8 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 try:
                     with conn.begin_nested():
                         self._run(conn, group)
+                except (OverflowError, ValueError, TypeError) as exc:
+                    failures[index] = DataError(f"jdbc: cannot bind a value: {exc}")
                 except sa_exc.DBAPIError as exc:
                     if classify_db_error(exc) is not DataError:
                         raise

@@ -107,14 +107,14 @@ def sa_type_for_mysql(mysql_type: str, dialect: str, key: bool = False) -> Any:
     if name in ("mediumint", "int", "integer"):
         return sa.BigInteger() if unsigned and name == "int" and not lite else (sa.Integer())
     if name == "bigint":
-        if unsigned:
-            return sa.Numeric(20, 0) if not lite else sa.Integer()
+        if unsigned:  # beyond SQLite's 64-bit INTEGER: exact text there
+            return sa.Numeric(20, 0) if not lite else sa.Text()
         return sa.BigInteger() if not lite else sa.Integer()
     if name == "bit":
         return sa.BigInteger() if not lite else sa.Integer()
     if name in ("decimal", "numeric", "dec", "fixed"):
-        if lite:
-            return sa.Numeric(asdecimal=True)
+        if lite:  # SQLite's NUMERIC is a binary float: exact text instead
+            return sa.Text()
         p = int(args[0]) if args and args[0].isdigit() else 10
         s = int(args[1]) if len(args) > 1 and args[1].isdigit() else 0
         return sa.Numeric(p, s)
@@ -182,9 +182,11 @@ def infer_type(value: Any, dialect: str, key: bool = False) -> Any:
     if isinstance(value, int):
         if -(2**63) <= value < 2**63:
             return sa.BigInteger() if dialect != "sqlite" else sa.Integer()
-        return sa.Numeric(40, 0)
+        return sa.Numeric(65, 0) if dialect != "sqlite" else sa.Text()
     if isinstance(value, Decimal):
-        return sa.Numeric() if dialect != "mysql" else sa.Numeric(65, 30)
+        if dialect == "sqlite":
+            return sa.Text()
+        return sa.Numeric() if dialect == "postgresql" else sa.Numeric(65, 30)
     if isinstance(value, float):
         return sa.Double()
     if isinstance(value, dict | list):
