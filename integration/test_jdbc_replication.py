@@ -159,7 +159,8 @@ class Writer(threading.Thread):
                     )
                 else:
                     cur.execute(
-                        f"UPDATE t3 SET ver = {v} + id - {lo}, flag = NULL WHERE id >= {lo} AND id < {lo + 20}"
+                        f"UPDATE t3 SET ver = {v} + id - {lo}, flag = NULL "
+                        f"WHERE id >= {lo} AND id < {lo + 20}"
                     )
             elif op < 0.9:
                 lo = rng.randint(1, hi)
