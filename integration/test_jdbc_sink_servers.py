@@ -277,3 +277,17 @@ async def test_debezium_and_row_records(url: str, tmp_path: Path, fmt: str) -> N
     )
     await s.close()
     assert q(url, f'SELECT a, b, v FROM "{t}" ORDER BY a') == [(1, "x", "uno"), (3, "w", "tres")]
+
+
+async def test_last_writer_wins(url: str, tmp_path: Path) -> None:
+    t = table_name("lww")
+    s = make(url, tmp_path, table=t, key=["id"], auto_create=True, last_writer_wins="ver")
+    await s.open(None)
+    await s.write(
+        [rec({"id": 1, "note": "v5", "ver": 5}, 0), rec({"id": 2, "note": "v5", "ver": 5}, 1)]
+    )
+    await s.write(
+        [rec({"id": 1, "note": "v4", "ver": 4}, 2), rec({"id": 2, "note": "v6", "ver": 6}, 3)]
+    )
+    await s.close()
+    assert q(url, f'SELECT id, note, ver FROM "{t}" ORDER BY id') == [(1, "v5", 5), (2, "v6", 6)]

@@ -138,6 +138,16 @@ class JdbcSinkConfig(_Connection):
             "(bidirectional sync without echo). Needs the SUPER or BINLOG ADMIN privilege."
         ),
     )
+    last_writer_wins: str | None = Field(
+        default=None,
+        description=(
+            "A version or timestamp column: an upsert changes an existing row only when the "
+            "record's value of it is greater than the stored one (PostgreSQL/SQLite `ON "
+            "CONFLICT … DO UPDATE … WHERE`, MySQL `IF()` per column). Conflict rule for "
+            "bidirectional sync; the column must order all writes (no ties). Deletes are not "
+            "guarded."
+        ),
+    )
 
     @model_validator(mode="after")
     def _keys(self) -> JdbcSinkConfig:

@@ -458,25 +458,20 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             return _update_stmt(table, key, [c for c in cols if c not in key])
         # upsert
         rest = [c for c in cols if c not in key]
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
+        lww = self.config.last_writer_wins
+        if lww is not None and lww not in cols:
+            lww = None
+        if self.dialect in ("postgresql", "sqlite"):
+            from sqlalchemy.dialects import postgresql, sqlite
 
-            ins: Any = pg_insert(table)
+            module: Any = postgresql if self.dialect == "postgresql" else sqlite
+            ins: Any = module.insert(table)
+            index = [table.c[k] for k in key]
             if not rest:
-                return ins.on_conflict_do_nothing(index_elements=[table.c[k] for k in key])
+                return ins.on_conflict_do_nothing(index_elements=index)
+            where = ins.excluded[lww] > table.c[lww] if lww is not None else None
             return ins.on_conflict_do_update(
-                index_elements=[table.c[k] for k in key],
-                set_={c: ins.excluded[c] for c in rest},
-            )
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as lite_insert
-
-            lite: Any = lite_insert(table)
-            if not rest:
-                return lite.on_conflict_do_nothing(index_elements=[table.c[k] for k in key])
-            return lite.on_conflict_do_update(
-                index_elements=[table.c[k] for k in key],
-                set_={c: lite.excluded[c] for c in rest},
+                index_elements=index, set_={c: ins.excluded[c] for c in rest}, where=where
             )
         if self.dialect in ("mysql", "mariadb"):
             from sqlalchemy.dialects.mysql import insert as my_insert
@@ -484,7 +479,15 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             my: Any = my_insert(table)
             if not rest:
                 rest = [key[0]]
-            return my.on_duplicate_key_update({c: my.inserted[c] for c in rest})
+            if lww is None:
+                return my.on_duplicate_key_update({c: my.inserted[c] for c in rest})
+            # MySQL assigns left to right: the version column last, so every IF() before it
+            # compares with the stored version.
+            newer = my.inserted[lww] > table.c[lww]
+            order = [c for c in rest if c != lww] + [lww]
+            return my.on_duplicate_key_update(
+                [(c, sa.func.IF(newer, my.inserted[c], table.c[c])) for c in order]
+            )
         raise ConfigError(f"jdbc: upsert is not supported on the {self.dialect} dialect")
 
     # -- exactly once ----------------------------------------------------------------------
