@@ -174,7 +174,20 @@ def generators() -> dict[str, Any]:
         "yaml": yaml_reference,
         "connector/file": lambda: connector_reference("file"),
         "connector/canal": lambda: connector_reference("canal"),
+        "connector/jdbc": lambda: connector_reference("jdbc"),
+        "jdbc/types": jdbc_type_mapping,
     }
+
+
+def jdbc_type_mapping() -> str:
+    """The jdbc sink's MySQL → target column types (auto_create, auto_evolve, ddl: apply)."""
+    from meshconnect.connectors.jdbc.typemap import MYSQL_TYPES, mapped
+
+    rows = ["| MySQL `mysqlType` | PostgreSQL | MySQL/MariaDB | SQLite |", "| --- | --- | --- | --- |"]
+    for t in MYSQL_TYPES:
+        cells = [mapped(t, d).replace("|", "\\|") for d in ("postgresql", "mysql", "sqlite")]
+        rows.append(f"| `{t}` | " + " | ".join(f"`{c}`" for c in cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def main() -> int:

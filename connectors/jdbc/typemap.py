@@ -96,9 +96,16 @@ def sa_type_for_mysql(mysql_type: str, dialect: str, key: bool = False) -> Any:
     if my:
         from sqlalchemy.dialects import mysql
 
-        # A MySQL target keeps the source's own type.
+        # A MySQL target keeps the source's own type, but for MariaDB's own types (as text,
+        # so MySQL takes them too) and GEOMETRY (its WKB bytes).
         if name in ("json",):
             return mysql.JSON()
+        if name == "uuid":
+            return mysql.CHAR(36)
+        if name in ("inet4", "inet6"):
+            return mysql.VARCHAR(45)
+        if name == "geometry":
+            return mysql.LONGBLOB()
         if name in ("enum", "set") or name.endswith("text") or name.endswith("blob"):
             return mysql.LONGTEXT() if name.endswith("text") else _my_simple(mysql_type)
         return _my_simple(mysql_type)
