@@ -68,10 +68,19 @@ def classify_db_error(exc: BaseException) -> type[MeshconnectError] | None:
     """RetriableError for connection losses, deadlocks, lock timeouts and server shutdowns;
     DataError for what the database rejects about a statement's data (constraint violations,
     bad values, unknown columns); None for anything else."""
+    if isinstance(exc, OverflowError | ValueError | TypeError):
+        return DataError  # a value the driver cannot bind
     try:
         from sqlalchemy import exc as sa_exc
     except ImportError:  # pragma: no cover - the sink cannot run without it anyway
         return None
+    if not isinstance(exc, sa_exc.SQLAlchemyError) and type(exc).__module__.startswith("psycopg"):
+        # the driver's own exception (the sink's PostgreSQL fast path)
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str) and state:
+            return RetriableError if state.startswith(_PG_RETRIABLE) else DataError
+        name = type(exc).__name__
+        return RetriableError if name in ("OperationalError", "InterfaceError") else None
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return RetriableError

@@ -52,15 +52,22 @@ class _Skip(Exception):
 class _TableInfo:
     """A reflected target table with its per-column coercions."""
 
-    __slots__ = ("columns", "convs", "pk", "table")
+    __slots__ = ("columns", "convs", "json_columns", "pk", "sql", "table")
 
     def __init__(self, table: Any, json_text: bool) -> None:
+        import sqlalchemy as sa
+
         self.table = table
         self.columns = {c.name: c for c in table.columns}
         self.pk = [c.name for c in table.primary_key.columns]
-        self.convs = {
-            (c.name, jt): coercer(c.type, jt) for c in table.columns for jt in (False, True)
+        #: json_text -> column -> converter (columns whose values pass as they are: absent)
+        self.convs: dict[bool, dict[str, Any]] = {
+            jt: {c.name: f for c in table.columns if (f := coercer(c.type, jt)) is not None}
+            for jt in (False, True)
         }
+        self.json_columns = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+        #: PostgreSQL fast path: (op, key, columns) -> SQL text with positional parameters
+        self.sql: dict[tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, list[int]]] = {}
 
 
 class JdbcSink(Sink[JdbcSinkConfig]):
@@ -162,7 +169,6 @@ class JdbcSink(Sink[JdbcSinkConfig]):
     ) -> None:
         """Apply ``plan`` in one transaction (with the offsets of ``records[:upto]``); on a
         data error, again record by record under savepoints."""
-        from sqlalchemy import exc as sa_exc
 
         if not plan:
             return
@@ -173,11 +179,10 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 self._run(conn, ops)
                 self._store_offsets(conn, records, upto)
             return
-        except (OverflowError, ValueError, TypeError):
-            pass  # a value the driver cannot bind: found record by record below
-        except sa_exc.DBAPIError as exc:
+        except Exception as exc:
             if classify_db_error(exc) is not DataError:
                 raise
+            # a record the database (or the driver) rejects: found record by record below
         # One by one: each record's operations under a savepoint.
         with self.engine.begin() as conn:
             self._session(conn)
@@ -185,9 +190,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 try:
                     with conn.begin_nested():
                         self._run(conn, group)
-                except (OverflowError, ValueError, TypeError) as exc:
-                    failures[index] = DataError(f"jdbc: cannot bind a value: {exc}")
-                except sa_exc.DBAPIError as exc:
+                except Exception as exc:
                     if classify_db_error(exc) is not DataError:
                         raise
                     failures[index] = DataError(f"jdbc: {_db_message(exc)}")
@@ -267,9 +270,9 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
     def _values(self, info: _TableInfo, row: dict[str, Any], change: Change) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        jt = change.json_text
+        convs = info.convs[change.json_text]
         for name, value in row.items():
-            conv = info.convs.get((name, jt))
+            conv = convs.get(name)
             if conv is not None and value is not None:
                 try:
                     value = conv(value)
@@ -428,28 +431,84 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             j = i + 1
             while j < n:
                 _, op2, info2, key2, p2 = ops[j]
-                if op2 != op or info2 is not info or key2 != key or tuple(p2) != cols:
+                if op2 != op or info2 is not info or key2 != key or p2.keys() != params.keys():
                     break
                 j += 1
             rows = [o[4] for o in ops[i:j]]
-            if op in ("upsert", "insert") and len(rows) > 1 and key and op == "upsert":
-                last: dict[tuple[Any, ...], dict[str, Any]] = {}
-                for r in rows:
-                    k = tuple(r[c] for c in key)
-                    last.pop(k, None)
-                    last[k] = r
-                rows = list(last.values())
+            if op == "upsert" and len(rows) > 1 and key:
+                last: dict[Any, dict[str, Any]] = {}
+                if len(key) == 1:
+                    k0 = key[0]
+                    for r in rows:
+                        last.pop(r[k0], None)
+                        last[r[k0]] = r
+                else:
+                    for r in rows:
+                        k = tuple(r[c] for c in key)
+                        last.pop(k, None)
+                        last[k] = r
+                if len(last) != len(rows):
+                    rows = list(last.values())
             if op in ("update", "delete"):
                 rows = _synthetic(op, key, cols, rows)
+            elif self.dialect == "postgresql" and conn.dialect.driver == "psycopg":
+                self._pg_executemany(conn, op, info, key, cols, rows)
+                i = j
+                continue
             conn.execute(self._statement(op, info, key, cols), rows)
             i = j
 
-    def _statement(self, op: str, info: _TableInfo, key: list[str], cols: tuple[str, ...]) -> Any:
+    def _pg_executemany(
+        self,
+        conn: Any,
+        op: str,
+        info: _TableInfo,
+        key: list[str],
+        cols: tuple[str, ...],
+        rows: list[dict[str, Any]],
+    ) -> None:
+        """INSERT/upsert on PostgreSQL through psycopg's own ``executemany`` (pipeline mode)
+        with the statement SQLAlchemy compiled once (identifiers quoted by it, every value a
+        parameter): SQLAlchemy's per-parameter processing would cost more than the database.
+        Raises the driver's exceptions (see :func:`classify_db_error`)."""
+        cache = (op, tuple(key), cols)
+        compiled = info.sql.get(cache)
+        if compiled is None:
+            import sqlalchemy as sa
+
+            named: dict[str, Any] = {c: sa.bindparam(f"p{j}") for j, c in enumerate(cols)}
+            stmt = self._statement(op, info, key, cols, values=named)
+            text = str(stmt.compile(dialect=conn.dialect))
+            # the parameters in the order the statement holds them (the table's column order)
+            order = [int(n) for n in re.findall(r"%\(p(\d+)\)s", text)]
+            compiled = info.sql[cache] = (re.sub(r"%\(p\d+\)s", "%s", text), order)
+        sql, order = compiled
+        names = [cols[j] for j in order]
+        json_cols = [k for k, c in enumerate(names) if c in info.json_columns]
+        params = [[r[c] for c in names] for r in rows]
+        if json_cols:
+            from meshconnect import jsonvalue
+
+            for values in params:
+                for k in json_cols:
+                    if values[k] is not None:
+                        values[k] = jsonvalue.dumps(values[k]).decode()
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.executemany(sql, params)
+
+    def _statement(
+        self,
+        op: str,
+        info: _TableInfo,
+        key: list[str],
+        cols: tuple[str, ...],
+        values: dict[str, Any] | None = None,
+    ) -> Any:
         import sqlalchemy as sa
 
         table = info.table
         if op == "insert":
-            return table.insert()
+            return table.insert() if values is None else table.insert().values(values)
         if op == "delete":
             return table.delete().where(
                 sa.and_(*[table.c[k] == sa.bindparam(f"k{j}") for j, k in enumerate(key)])
@@ -466,6 +525,8 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
             module: Any = postgresql if self.dialect == "postgresql" else sqlite
             ins: Any = module.insert(table)
+            if values is not None:
+                ins = ins.values(values)
             index = [table.c[k] for k in key]
             if not rest:
                 return ins.on_conflict_do_nothing(index_elements=index)
@@ -477,6 +538,8 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             from sqlalchemy.dialects.mysql import insert as my_insert
 
             my: Any = my_insert(table)
+            if values is not None:
+                my = my.values(values)
             if not rest:
                 rest = [key[0]]
             if lww is None:
