@@ -21,8 +21,9 @@ Records: ``data`` the row, values JSON-safe and exact (DECIMAL/NUMERIC as text, 
 times ISO 8601, MySQL TIME / PostgreSQL INTERVAL as ``[-]HH:MM:SS[.ffffff]``, bytes base64,
 JSON as JSON, arrays as lists, UUID and network types as text); ``type`` ``jdbc.row``;
 ``subject`` the table; ``partitionkey`` the key's text (as the ``canal`` source writes it:
-one column's text as it is, several columns' texts escaped and joined by ``|``); ``id`` ``<table>:<key text>`` (``<table>:<row number>``
-in bulk mode without a key), the same on a replay.
+one column's text as it is, several columns' texts escaped and joined by ``|``); ``id``
+``<table>:<key text>`` (``<table>:<row number>`` in bulk mode without a key), the same on a
+replay.
 """
 
 from __future__ import annotations
