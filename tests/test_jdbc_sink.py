@@ -131,3 +131,21 @@ async def test_exactly_once_skips_what_the_target_holds(tmp_path: Path) -> None:
     assert rows(tmp_path, "SELECT sink, topic, next_offset FROM meshconnect_sink_offsets") == [
         ("test/out", "t", 8)
     ]
+
+
+async def test_passwords_never_show(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg://app:url-secret@127.0.0.1:{port}/db"
+    config = JdbcSinkConfig(url=url, password="field-secret", connect_timeout=2)
+    assert "field-secret" not in repr(config) and "field-secret" not in str(config.model_dump())
+    s = JdbcSink(config, context(tmp_path))
+    with pytest.raises(Exception) as err:
+        await s.open(None)
+    text = f"{err.value!r} {err.value}"
+    assert "secret" not in text
+    assert s.classify_error(err.value) is not None  # retriable: a database that is down
+    await s.close()
