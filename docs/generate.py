@@ -183,7 +183,10 @@ def jdbc_type_mapping() -> str:
     """The jdbc sink's MySQL → target column types (auto_create, auto_evolve, ddl: apply)."""
     from meshconnect.connectors.jdbc.typemap import MYSQL_TYPES, mapped
 
-    rows = ["| MySQL `mysqlType` | PostgreSQL | MySQL/MariaDB | SQLite |", "| --- | --- | --- | --- |"]
+    rows = [
+        "| MySQL `mysqlType` | PostgreSQL | MySQL/MariaDB | SQLite |",
+        "| --- | --- | --- | --- |",
+    ]
     for t in MYSQL_TYPES:
         cells = [mapped(t, d).replace("|", "\\|") for d in ("postgresql", "mysql", "sqlite")]
         rows.append(f"| `{t}` | " + " | ".join(f"`{c}`" for c in cells) + " |")
