@@ -65,8 +65,9 @@ def setup(server: MariaDB, db: str) -> None:
 
 
 class Writer(threading.Thread):
-    """Mixed transactions over ~``seconds``, until ``CHANGES`` row changes are written; an
-    ADD COLUMN on t1 halfway."""
+    """Mixed transactions over ~``seconds`` until ``CHANGES`` row changes are written (an ADD
+    COLUMN on t1 halfway), then more, slower, until ``stop`` is set: the worker always has
+    something to do when it is killed."""
 
     def __init__(self, server: MariaDB, db: str, seconds: float) -> None:
         super().__init__(daemon=True)
@@ -75,6 +76,7 @@ class Writer(threading.Thread):
         self.ver = 10_000_000
         self.next_id = {"t1": 2001, "t3": 2001, "t2": 1000}
         self.altered = False
+        self.stop = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -88,11 +90,13 @@ class Writer(threading.Thread):
         conn = pymysql.connect(**self.server.connect_args(self.db))
         cur = conn.cursor()
         start = time.monotonic()
-        while self.changes < CHANGES:
-            # pace: spread the changes over `seconds`
+        while self.changes < CHANGES or not self.stop.is_set():
+            # pace: spread the changes over `seconds`, then a trickle
             due = start + self.seconds * self.changes / CHANGES
             if time.monotonic() < due:
                 time.sleep(min(0.05, due - time.monotonic()))
+            if self.changes >= CHANGES:
+                time.sleep(0.02)
             if not self.altered and self.changes >= CHANGES // 2:
                 cur.execute("ALTER TABLE t1 ADD COLUMN extra VARCHAR(20) AFTER note")
                 self.altered = True
@@ -269,7 +273,7 @@ def _run(tmp_path: Path, server: MariaDB, db: str, url: str, dsn: str, fmt: str)
     rng = random.Random(11)
     kills_mid_stream = 0
     kills = 0
-    while writer.is_alive() or kills < KILLS:
+    while (kills_mid_stream < KILLS or writer.changes < CHANGES) and writer.is_alive():
         before = pg_progress(dsn)
         proc = start_worker(meshconnect(state, "run", str(config)), log_path)
         deadline = time.monotonic() + 30
@@ -284,6 +288,7 @@ def _run(tmp_path: Path, server: MariaDB, db: str, url: str, dsn: str, fmt: str)
         kills += 1
         kills_mid_stream += moved
         assert kills < 40, log_path.read_text()[-3000:]
+    writer.stop.set()
     writer.join()
     assert writer.error is None, writer.error
     assert writer.changes >= CHANGES and writer.altered
