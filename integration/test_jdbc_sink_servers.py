@@ -5,6 +5,7 @@ letters with the database's error, auto_create/auto_evolve, CDC records of each 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,6 +18,7 @@ from jdbc_support import my_url, pg_url, query
 from meshconnect import BatchError, ConnectorContext, DataError, Record
 from meshconnect.connectors.jdbc.config import JdbcSinkConfig
 from meshconnect.connectors.jdbc.sink import JdbcSink
+from meshconnect.testing import SinkConformance
 
 __all__ = ["my_url", "pg_url"]
 
@@ -291,3 +293,41 @@ async def test_last_writer_wins(url: str, tmp_path: Path) -> None:
     )
     await s.close()
     assert q(url, f'SELECT id, note, ver FROM "{t}" ORDER BY id') == [(1, "v5", 5), (2, "v6", 6)]
+
+
+class _ServerConformance(SinkConformance):
+    """The shipped sink conformance suite on a server: a table per test, named after it."""
+
+    server = "pg_url"
+
+    @pytest.fixture(autouse=True)
+    def _server(self, request: pytest.FixtureRequest) -> None:
+        self.url = request.getfixturevalue(self.server)
+
+    def table(self, tmp_path: Path) -> str:
+        return "conf_" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:12]
+
+    def make_sink(self, tmp_path: Path) -> JdbcSink:
+        t = self.table(tmp_path)
+        return make(self.url, tmp_path, table=t, mode="insert", auto_create=True,
+                    exactly_once=True, offsets_table=f"{t}_offsets")  # fmt: skip
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        try:
+            return [r[0] for r in q(self.url, f'SELECT n FROM "{self.table(tmp_path)}" ORDER BY n')]
+        except Exception:  # no table yet
+            return []
+
+    def make_record(self, i: int) -> Record:
+        return Record({"n": i, "text": f"r{i}"}, id=f"c-{i}", topic="conformance", offset=i)
+
+    def poison_record(self, i: int) -> Record | None:
+        return Record({"n": i, "nope": 1}, id=f"c-{i}", topic="conformance", offset=i)
+
+
+class TestPostgresConformance(_ServerConformance):
+    server = "pg_url"
+
+
+class TestMariaDBConformance(_ServerConformance):
+    server = "my_url"
