@@ -331,3 +331,30 @@ class TestPostgresConformance(_ServerConformance):
 
 class TestMariaDBConformance(_ServerConformance):
     server = "my_url"
+
+
+async def test_large_batches_odd_values(url: str, tmp_path: Path) -> None:
+    """Runs of 1,000+ rows (PostgreSQL: COPY into a staging table, then one upsert)."""
+    t = table_name("big %s 50%")
+    s = make(url, tmp_path, table=t, key=["id"], auto_create=True, last_writer_wins="ver")
+    await s.open(None)
+    odd = "tab\there, newline\n, back\\slash, \"q\", 's', \\N, 😀, %s"
+
+    def row(i: int, ver: int) -> dict[str, Any]:
+        return {
+            "id": i,
+            "ver": ver,
+            "text": None if i % 7 == 0 else f"{odd} {i}",
+            "price": Decimal(f"{i}.25"),
+            "doc": {"i": i, "x": [1, Decimal("2.50")]},
+        }
+
+    await s.write([rec(row(i, 5), i) for i in range(2500)])
+    # again, the same key twice in the batch and some older versions (not applied)
+    batch = [rec(row(i, 4 if i % 2 else 6), i) for i in range(2500)] + [rec(row(3, 9), 9999)]
+    await s.write(batch)
+    await s.close()
+    got = {r[0]: r[1:] for r in q(url, f'SELECT id, ver, text, price FROM "{t}"')}
+    assert len(got) == 2500
+    assert got[3][:2] == (9, f"{odd} 3") and Decimal(str(got[3][2])) == Decimal("3.25")
+    assert got[4][0] == 6 and got[5][0] == 5 and got[7][1] is None

@@ -42,6 +42,9 @@ from .typemap import ZeroDate, coercer, infer_type, sa_type_for_mysql
 
 __all__ = ["JdbcSink"]
 
+#: Runs of at least this many rows go to PostgreSQL by COPY into a staging table.
+_COPY_MIN = 1000
+
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}")
 
 
@@ -67,7 +70,7 @@ class _TableInfo:
         }
         self.json_columns = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
         #: PostgreSQL fast path: (op, key, columns) -> SQL text with positional parameters
-        self.sql: dict[tuple[str, tuple[str, ...], tuple[str, ...]], tuple[str, list[int]]] = {}
+        self.sql: dict[tuple[Any, ...], tuple[str, list[int]]] = {}
 
 
 class JdbcSink(Sink[JdbcSinkConfig]):
@@ -493,8 +496,69 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 for k in json_cols:
                     if values[k] is not None:
                         values[k] = jsonvalue.dumps(values[k]).decode()
+        if len(params) >= _COPY_MIN:
+            self._pg_copy(conn, op, info, key, names, params)
+            return
         with conn.connection.driver_connection.cursor() as cur:
             cur.executemany(sql, params)
+
+    def _pg_copy(
+        self,
+        conn: Any,
+        op: str,
+        info: _TableInfo,
+        key: list[str],
+        names: list[str],
+        params: list[list[Any]],
+    ) -> None:
+        """A large run on PostgreSQL: ``COPY`` into a session's temporary staging table (the
+        target's column types, no constraints), then one ``INSERT … SELECT … ON CONFLICT``
+        (statements compiled by SQLAlchemy, values never in SQL)."""
+        cache = ("copy", op, tuple(key), tuple(names))
+        compiled = info.sql.get(cache)
+        if compiled is None:
+            import hashlib
+
+            import sqlalchemy as sa
+            from sqlalchemy.dialects import postgresql
+
+            prep = conn.dialect.identifier_preparer
+            table = info.table
+            digest = hashlib.sha1(repr((table.schema, table.name, names)).encode()).hexdigest()
+            stage_name = f"mc_stage_{digest[:20]}"
+            stage = sa.Table(stage_name, sa.MetaData(), *[sa.Column(c) for c in names])
+            ins: Any = postgresql.insert(table).from_select(
+                names, sa.select(*[stage.c[c] for c in names])
+            )
+            rest = [c for c in names if c not in key]
+            if op == "upsert":
+                index = [table.c[k] for k in key]
+                lww = self.config.last_writer_wins
+                if not rest:
+                    ins = ins.on_conflict_do_nothing(index_elements=index)
+                else:
+                    where = ins.excluded[lww] > table.c[lww] if lww in names else None
+                    ins = ins.on_conflict_do_update(
+                        index_elements=index, set_={c: ins.excluded[c] for c in rest}, where=where
+                    )
+            quoted = ", ".join(prep.quote(c) for c in names)
+            stage_q = prep.quote(stage_name)
+            statements = [
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage_q} AS SELECT {quoted} FROM "
+                f"{prep.format_table(table)} WITH NO DATA",
+                f"TRUNCATE {stage_q}",
+                f"COPY {stage_q} ({quoted}) FROM STDIN",
+                str(ins.compile(dialect=conn.dialect)),
+            ]
+            info.sql[cache] = compiled = ("\0".join(statements), [])
+        create, truncate, copy, insert = compiled[0].split("\0")
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute(create, ())
+            cur.execute(truncate, ())
+            with cur.copy(copy) as out:
+                for row in params:
+                    out.write_row(row)
+            cur.execute(insert, ())
 
     def _statement(
         self,
