@@ -202,7 +202,23 @@ def generators() -> dict[str, Any]:
         "connector/redis": lambda: connector_reference("redis"),
         "connector/mongodb": lambda: connector_reference("mongodb"),
         "connector/s3": lambda: connector_reference("s3"),
+        "connector/jdbc": lambda: connector_reference("jdbc"),
+        "jdbc/types": jdbc_type_mapping,
     }
+
+
+def jdbc_type_mapping() -> str:
+    """The jdbc sink's MySQL → target column types (auto_create, auto_evolve, ddl: apply)."""
+    from meshconnect.connectors.jdbc.typemap import MYSQL_TYPES, mapped
+
+    rows = [
+        "| MySQL `mysqlType` | PostgreSQL | MySQL/MariaDB | SQLite |",
+        "| --- | --- | --- | --- |",
+    ]
+    for t in MYSQL_TYPES:
+        cells = [mapped(t, d).replace("|", "\\|") for d in ("postgresql", "mysql", "sqlite")]
+        rows.append(f"| `{t}` | " + " | ".join(f"`{c}`" for c in cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def main() -> int:

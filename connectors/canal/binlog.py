@@ -321,6 +321,8 @@ class LibraryReader:
             "password": self._connect.get("password") or "",
             "connect_timeout": 10,
         }
+        if self._connect.get("skip_replicated"):  # the server leaves flagged events out
+            settings["init_command"] = "SET skip_replication = 1"
         if self._heartbeat:
             settings["read_timeout"] = max(30, int(self._heartbeat * 4))
         try:

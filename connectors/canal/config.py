@@ -205,6 +205,16 @@ class CanalSourceConfig(ConnectorConfig):
     connect_timeout: Duration = Field(
         default=10.0, gt=0, description="Timeout to connect to the server."
     )
+    skip_replicated: bool = Field(
+        default=False,
+        description=(
+            "Do not capture transactions written with MariaDB's `skip_replication` session "
+            "flag (a `jdbc` sink with `skip_replication: true` sets it): the binlog dump "
+            "session sets `skip_replication = 1`, so the server leaves those events out, as "
+            "for a MariaDB replica with `replicate_events_marked_for_skip = "
+            "FILTER_ON_MASTER`. For bidirectional sync without echo (docs/connectors/jdbc.md)."
+        ),
+    )
 
     @field_validator("include", "exclude", "column_include", "column_exclude")
     @classmethod

@@ -462,6 +462,8 @@ def _open(
                 " @source_binlog_checksum = @@global.binlog_checksum,"
                 " @mariadb_slave_capability = 4"
             )
+            if connect.get("skip_replicated"):  # the server leaves flagged events out
+                cur.execute("SET skip_replication = 1")
             if heartbeat_period:
                 nanos = int(min(heartbeat_period, 4294967) * 1_000_000_000)
                 cur.execute(

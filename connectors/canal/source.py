@@ -260,7 +260,7 @@ class CanalSource(Source[CanalSourceConfig]):
         c = self.config
         reader = self._reader_cls(
             {"host": c.host, "port": c.port, "user": c.user,
-             "password": c.password.get_secret_value()},
+             "password": c.password.get_secret_value(), "skip_replicated": c.skip_replicated},
             server_id=c.server_id,
             log_file=file,
             log_pos=pos,
@@ -343,6 +343,7 @@ class CanalSource(Source[CanalSourceConfig]):
                     "port": c.port,
                     "user": c.user,
                     "password": c.password.get_secret_value(),
+                    "skip_replicated": c.skip_replicated,
                 },
                 server_id=c.server_id,
                 log_file=handed.file,

@@ -1,0 +1,234 @@
+"""Config models of the ``jdbc`` source and sink (the docs are generated from these fields).
+
+Key names follow docs/ARCHITECTURE §1.5. ``url`` is an SQLAlchemy URL
+(``postgresql+psycopg://user@host/db``, ``mysql+pymysql://user@host/db``,
+``sqlite:///path.db``); the password goes in ``password`` (a secret, e.g. ``${env:PGPASSWORD}``)
+rather than in the URL, so it never appears in any output. A password written in the URL is
+accepted but masked wherever the URL is shown.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from meshconnect import ConnectorConfig, Duration
+
+__all__ = ["JdbcSinkConfig", "JdbcSourceConfig", "masked_url"]
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+._-]*://")
+
+
+def masked_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages)."""
+    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
+
+
+def _check_url(value: str) -> str:
+    if not _URL.match(value):
+        raise ValueError(
+            "not an SQLAlchemy URL: expected e.g. postgresql+psycopg://user@host:5432/db, "
+            "mysql+pymysql://user@host:3306/db or sqlite:///path/to/file.db"
+        )
+    return value
+
+
+class _Connection(ConnectorConfig):
+    url: str = Field(
+        description=(
+            "SQLAlchemy URL of the database: `postgresql+psycopg://user@host:5432/db`, "
+            "`mysql+pymysql://user@host:3306/db` (MySQL and MariaDB), `sqlite:///file.db`. "
+            "Relative SQLite paths resolve against the pipeline file's directory."
+        )
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Password, e.g. `${env:PGPASSWORD}`; takes precedence over one in the URL. Never "
+            "shown in logs, errors or `validate` output."
+        ),
+    )
+    db_schema: str | None = Field(
+        default=None,
+        alias="schema",
+        description="Database schema of the tables (PostgreSQL: default `public`).",
+    )
+    connect_timeout: Duration = Field(
+        default=10.0, gt=0, description="Timeout to connect to the database."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+class JdbcSinkConfig(_Connection):
+    """Writes records into tables of an SQL database; applies `canal` CDC records."""
+
+    table: str | None = Field(
+        default=None,
+        description=(
+            "Target table: a literal or a template over the record (`{data.table}`, "
+            "`{subject}`, `{type}`, `{id}`, `{source}`, `{topic}`, any extension such as "
+            "`{partitionkey}`). Default: for records of the `canal` source the source table's "
+            "name, otherwise the record's topic."
+        ),
+    )
+    mode: Literal["insert", "upsert", "update"] = Field(
+        default="upsert",
+        description=(
+            "For plain records: `insert` (a duplicate key is an error: dead letter), `upsert` "
+            "(insert or replace by key: PostgreSQL/SQLite `ON CONFLICT`, MySQL `ON DUPLICATE "
+            "KEY UPDATE`), `update` (update by key; a missing row is left missing). CDC records "
+            "are always applied as upsert/delete by key, so a replay is harmless."
+        ),
+    )
+    key: list[str] | None = Field(
+        default=None,
+        description=(
+            "Key columns. Default: the record's primary key (`pkNames` of Canal messages), "
+            "else the target table's primary key."
+        ),
+    )
+    auto_create: bool = Field(
+        default=False,
+        description=(
+            "Create a missing table: column types from Canal's `mysqlType` when present, "
+            "otherwise inferred from the values (see the type mapping); the key becomes its "
+            "primary key."
+        ),
+    )
+    auto_evolve: bool = Field(
+        default=False,
+        description=(
+            "Add columns a record has and the table lacks (nullable, mapped types). Columns "
+            "are never dropped or retyped."
+        ),
+    )
+    ddl: Literal["apply", "ignore", "fail"] = Field(
+        default="apply",
+        description=(
+            "DDL records of the `canal` source: `apply` runs `ADD COLUMN` and `RENAME COLUMN` "
+            "on the target (each other statement is logged and skipped), `ignore` skips all, "
+            "`fail` stops the sink on any DDL record."
+        ),
+    )
+    exactly_once: bool = Field(
+        default=False,
+        description=(
+            "Store this sink's consumer offsets in the target database (table "
+            "`offsets_table`) in the same transaction as each batch, and skip what they cover "
+            "after a restart: exactly once even in `insert` mode."
+        ),
+    )
+    offsets_table: str = Field(
+        default="meshconnect_sink_offsets",
+        min_length=1,
+        description="Table of the offsets for `exactly_once` (created when missing).",
+    )
+    skip_replication: bool = Field(
+        default=False,
+        description=(
+            "MariaDB/MySQL targets: run every write with `SET SESSION skip_replication = 1`, "
+            "so the binlog events carry MariaDB's skip-replication flag and a `canal` source "
+            "with `skip_replicated: true` on that server does not capture them again "
+            "(bidirectional sync without echo). Needs the SUPER or BINLOG ADMIN privilege."
+        ),
+    )
+    last_writer_wins: str | None = Field(
+        default=None,
+        description=(
+            "A version or timestamp column: an upsert changes an existing row only when the "
+            "record's value of it is greater than the stored one (PostgreSQL/SQLite `ON "
+            "CONFLICT … DO UPDATE … WHERE`, MySQL `IF()` per column). Conflict rule for "
+            "bidirectional sync; the column must order all writes (no ties). Deletes are not "
+            "guarded."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _keys(self) -> JdbcSinkConfig:
+        if self.key is not None and not self.key:
+            raise ValueError("key: give at least one column, or leave it out")
+        return self
+
+
+class JdbcSourceConfig(_Connection):
+    """Polls tables or a query of an SQL database."""
+
+    mode: Literal["bulk", "incrementing", "timestamp", "timestamp+incrementing"] = Field(
+        default="bulk",
+        description=(
+            "`bulk`: read everything once (a bounded source); `incrementing`: rows whose "
+            "`incrementing_column` is above the last seen; `timestamp`: rows whose "
+            "`timestamp_column` is above the last seen and at most the database's now minus "
+            "`delay`; `timestamp+incrementing`: both, ordered by (timestamp, id)."
+        ),
+    )
+    table: str | None = Field(default=None, description="One table to read.")
+    tables: list[str] | None = Field(
+        default=None,
+        description=(
+            "Tables to read: names or glob patterns (`orders_*`), matched against the "
+            "database's tables (in `schema`)."
+        ),
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Glob patterns of tables not to read."
+    )
+    query: str | None = Field(
+        default=None,
+        description=(
+            "A custom SELECT instead of tables. In the incremental modes it is wrapped as "
+            "`SELECT * FROM (query) AS q WHERE <cursor columns> … ORDER BY …`, so the cursor "
+            "columns must be among its output columns."
+        ),
+    )
+    query_name: str = Field(
+        default="query",
+        description="The partition and `subject` of records of `query` (instead of a table).",
+    )
+    incrementing_column: str | None = Field(
+        default=None, description="A strictly increasing column (an auto-increment id)."
+    )
+    timestamp_column: str | None = Field(
+        default=None, description="A column set to the time of each insert and update."
+    )
+    delay: Duration = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Timestamp modes: read only rows whose timestamp is at least this much older than "
+            "the database's clock, so rows committed late by transactions open up to this "
+            "long are not skipped (Kafka Connect's `timestamp.delay.interval.ms`)."
+        ),
+    )
+    poll_interval: Duration = Field(
+        default=5.0, gt=0, description="Pause between polls once caught up (incremental modes)."
+    )
+    batch_size: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Rows per batch (and per fetch)."
+    )
+    key: list[str] | None = Field(
+        default=None,
+        description=(
+            "Columns making the record's `partitionkey` and id (default: the table's primary "
+            "key; for `query`: the cursor columns)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JdbcSourceConfig:
+        given = [n for n in ("table", "tables", "query") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of `table`, `tables` or `query`")
+        if self.mode in ("incrementing", "timestamp+incrementing") and not (
+            self.incrementing_column
+        ):
+            raise ValueError(f"mode {self.mode} needs `incrementing_column`")
+        if self.mode in ("timestamp", "timestamp+incrementing") and not self.timestamp_column:
+            raise ValueError(f"mode {self.mode} needs `timestamp_column`")
+        return self

@@ -1,0 +1,104 @@
+"""SQLAlchemy engines from the config, and the database errors mapped onto the taxonomy."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from meshconnect import DataError, MeshconnectError, RetriableError, jsonvalue
+
+from .config import masked_url
+
+__all__ = ["classify_db_error", "describe", "make_engine"]
+
+#: PostgreSQL SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks
+#: (serialization failures, deadlocks), insufficient resources, operator intervention
+#: (admin shutdown, cannot connect now), system errors.
+_PG_RETRIABLE = ("08", "40", "53", "57", "58")
+#: MySQL/MariaDB error numbers worth a retry: lock wait timeout, deadlock, connection errors,
+#: server gone away, lost connection, read-only during failover, too many connections.
+_MY_RETRIABLE = {1040, 1053, 1205, 1213, 1290, 2002, 2003, 2005, 2006, 2013, 2055}
+
+
+def make_engine(config: Any, base_dir: str) -> Any:
+    """An engine for ``config.url`` with ``config.password``; relative SQLite paths resolve
+    against ``base_dir``. SQLite connections get real transactions with SAVEPOINTs (the
+    pysqlite recipe of SQLAlchemy's docs)."""
+    import sqlalchemy as sa
+
+    url = sa.make_url(config.url)
+    if config.password is not None:
+        url = url.set(password=config.password.get_secret_value())
+    backend = url.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    timeout = max(1, int(config.connect_timeout))
+    if backend == "sqlite":
+        db = url.database
+        if db and db != ":memory:" and not db.startswith("file:") and not os.path.isabs(db):
+            url = url.set(database=os.path.join(base_dir, db))
+        connect_args["timeout"] = float(config.connect_timeout)
+    elif backend in ("postgresql", "mysql", "mariadb"):
+        connect_args["connect_timeout"] = timeout
+    engine = sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        json_serializer=lambda v: jsonvalue.dumps(v).decode(),
+        json_deserializer=jsonvalue.loads,
+    )
+    if backend == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def describe(url: str) -> str:
+    """The URL for messages (no password)."""
+    return masked_url(url)
+
+
+def classify_db_error(exc: BaseException) -> type[MeshconnectError] | None:
+    """RetriableError for connection losses, deadlocks, lock timeouts and server shutdowns;
+    DataError for what the database rejects about a statement's data (constraint violations,
+    bad values, unknown columns); None for anything else."""
+    if isinstance(exc, OverflowError | ValueError | TypeError):
+        return DataError  # a value the driver cannot bind
+    try:
+        from sqlalchemy import exc as sa_exc
+    except ImportError:  # pragma: no cover - the sink cannot run without it anyway
+        return None
+    if not isinstance(exc, sa_exc.SQLAlchemyError) and type(exc).__module__.startswith("psycopg"):
+        # the driver's own exception (the sink's PostgreSQL fast path)
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str) and state:
+            return RetriableError if state.startswith(_PG_RETRIABLE) else DataError
+        name = type(exc).__name__
+        return RetriableError if name in ("OperationalError", "InterfaceError") else None
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return RetriableError
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if isinstance(state, str) and state:
+            return RetriableError if state.startswith(_PG_RETRIABLE) else DataError
+        code = getattr(orig, "sqlite_errorcode", None)
+        if isinstance(code, int):  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
+            return RetriableError if code & 0xFF in (5, 6) else DataError
+        args = getattr(orig, "args", ())
+        if args and isinstance(args[0], int):
+            return RetriableError if args[0] in _MY_RETRIABLE else DataError
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return RetriableError
+        if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.ProgrammingError):
+            return DataError
+        return None
+    if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
+        return RetriableError
+    return None

@@ -1,0 +1,151 @@
+"""The jdbc sink on SQLite (the server dialects run in integration/test_jdbc_sink_servers.py)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshconnect import BatchError, ConnectorContext, DataError, Record
+from meshconnect.connectors.jdbc.config import JdbcSinkConfig
+from meshconnect.connectors.jdbc.sink import JdbcSink
+from meshconnect.testing import SinkConformance
+
+
+def context(tmp_path: Path, name: str = "out") -> ConnectorContext:
+    return ConnectorContext("test", name, logging.getLogger("test"), base_dir=str(tmp_path))
+
+
+def sink(tmp_path: Path, **config: Any) -> JdbcSink:
+    config.setdefault("url", "sqlite:///out.db")
+    return JdbcSink(JdbcSinkConfig(**config), context(tmp_path))
+
+
+def rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        return conn.execute(sql).fetchall()
+
+
+class TestJdbcSinkConformance(SinkConformance):
+    def make_sink(self, tmp_path: Path) -> JdbcSink:
+        return sink(tmp_path, table="t", mode="insert", auto_create=True, exactly_once=True)
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        if not (tmp_path / "out.db").exists():
+            return []
+        try:
+            return [r[0] for r in rows(tmp_path, "SELECT n FROM t ORDER BY rowid")]
+        except sqlite3.OperationalError:
+            return []
+
+    def make_record(self, i: int) -> Record:
+        return Record({"n": i, "text": f"r{i}"}, id=f"c-{i}", topic="conformance", offset=i)
+
+    def poison_record(self, i: int) -> Record | None:
+        return Record({"n": i, "nope": 1}, id=f"c-{i}", topic="conformance", offset=i)
+
+
+class TestJdbcSinkConformanceUpsert(SinkConformance):
+    def make_sink(self, tmp_path: Path) -> JdbcSink:
+        return sink(tmp_path, table="t", key=["n"], auto_create=True)
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        try:
+            return [r[0] for r in rows(tmp_path, "SELECT n FROM t ORDER BY n")]
+        except sqlite3.OperationalError:
+            return []
+
+    def poison_record(self, i: int) -> Record | None:
+        return Record({"n": i, "nope": 1}, id=f"c-{i}", topic="conformance", offset=i)
+
+
+def rec(data: Any, i: int = 0, **kw: Any) -> Record:
+    return Record(data, id=f"r{i}", topic="t", offset=i, **kw)
+
+
+async def test_upsert_update_delete_and_tombstone(tmp_path: Path) -> None:
+    s = sink(tmp_path, table="items", key=["id"], auto_create=True)
+    await s.open(None)
+    await s.write(
+        [rec({"id": 1, "name": "a", "qty": 1}, 0), rec({"id": 2, "name": "b", "qty": 2}, 1)]
+    )
+    await s.write(
+        [rec({"id": 1, "name": "A", "qty": 5}, 2), rec({"id": 1, "name": "AA", "qty": 6}, 3)]
+    )
+    assert rows(tmp_path, "SELECT id, name, qty FROM items ORDER BY id") == [
+        (1, "AA", 6),
+        (2, "b", 2),
+    ]
+    await s.write([rec(None, 4, extensions={"partitionkey": "2"})])
+    assert rows(tmp_path, "SELECT id FROM items") == [(1,)]
+    await s.close()
+    u = sink(tmp_path, table="items", key=["id"], mode="update")
+    await u.open(None)
+    await u.write([rec({"id": 1, "qty": 9}, 5), rec({"id": 7, "qty": 9}, 6)])  # 7: no row
+    assert rows(tmp_path, "SELECT id, name, qty FROM items ORDER BY id") == [(1, "AA", 9)]
+    await u.close()
+
+
+async def test_quoting_and_odd_values(tmp_path: Path) -> None:
+    s = sink(tmp_path, table='Order "Items"', key=["select"], auto_create=True, auto_evolve=True)
+    await s.open(None)
+    odd = 'it\'s \\ "quoted" 😀 ; DROP TABLE x; --'
+    await s.write([rec({"select": 1, "MixedCase": odd, "with space": None}, 0)])
+    await s.write([rec({"select": 2, "MixedCase": "x", "new col": 3.5}, 1)])
+    got = rows(
+        tmp_path,
+        'SELECT "select", "MixedCase", "with space", "new col" FROM "Order ""Items""" ORDER BY 1',
+    )
+    assert got == [(1, odd, None, None), (2, "x", None, 3.5)]
+    await s.close()
+
+
+async def test_constraint_violation_fails_only_its_record(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    s = sink(tmp_path, table="t", mode="insert")
+    await s.open(None)
+    batch = [rec({"id": i, "v": None if i == 3 else f"v{i}"}, i) for i in range(6)]
+    with pytest.raises(BatchError) as err:
+        await s.write(batch)
+    assert list(err.value.failures) == [3]
+    failure = err.value.failures[3]
+    assert isinstance(failure, DataError) and "NOT NULL" in str(failure)
+    assert rows(tmp_path, "SELECT id FROM t ORDER BY id") == [(0,), (1,), (2,), (4,), (5,)]
+    await s.close()
+
+
+async def test_exactly_once_skips_what_the_target_holds(tmp_path: Path) -> None:
+    s = sink(tmp_path, table="t", mode="insert", auto_create=True, exactly_once=True)
+    await s.open(None)
+    await s.write([rec({"n": i}, i) for i in range(5)])
+    await s.close()  # no mesh commit: the worker would deliver them again
+    again = sink(tmp_path, table="t", mode="insert", auto_create=True, exactly_once=True)
+    await again.open(None)
+    await again.write([rec({"n": i}, i) for i in range(3, 8)])
+    await again.close()
+    assert rows(tmp_path, "SELECT n FROM t ORDER BY n") == [(i,) for i in range(8)]
+    assert rows(tmp_path, "SELECT sink, topic, next_offset FROM meshconnect_sink_offsets") == [
+        ("test/out", "t", 8)
+    ]
+
+
+async def test_passwords_never_show(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg://app:url-secret@127.0.0.1:{port}/db"
+    config = JdbcSinkConfig(url=url, password="field-secret", connect_timeout=2)
+    assert "field-secret" not in repr(config) and "field-secret" not in str(config.model_dump())
+    s = JdbcSink(config, context(tmp_path))
+    with pytest.raises(Exception) as err:
+        await s.open(None)
+    text = f"{err.value!r} {err.value}"
+    assert "secret" not in text
+    assert s.classify_error(err.value) is not None  # retriable: a database that is down
+    await s.close()
