@@ -179,6 +179,12 @@ class Worker:
             if source_tasks:
                 await asyncio.gather(*source_tasks)
             if not self.stopping:
+                dead = {f"source {source_id(p.name, p.source.name)}" for p, _ in sources}  # type: ignore[union-attr]
+                if sources and dead <= self._failed_for_good and not self.bounded:
+                    # No source will ever produce again: end like a bounded run, the sinks
+                    # finishing what is stored, rather than idle until a signal (exit 1).
+                    log.error("every source of this run failed for good: ending the run")
+                    self.state.bounded = True
                 self.state.set_sources_done()
                 if not self.bounded:
                     await self.state.stopped()

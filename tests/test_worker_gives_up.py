@@ -82,3 +82,26 @@ async def test_a_run_with_a_working_connector_keeps_running(tmp_path: Path) -> N
         assert await asyncio.wait_for(run, 10) == 1  # a's failure still sets the exit code
     finally:
         await store.close()
+
+
+async def test_a_run_whose_sources_all_failed_for_good_ends_after_its_sinks_drain(
+    tmp_path: Path,
+) -> None:
+    """An unbounded source that fails with a config error (a wrong password) leaves only sinks
+    that will never get a record from this run: the run ends like a bounded one, exit 1."""
+    out = tmp_path / "out.jsonl"
+    worker, store = _worker(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: a
+            source: {{connector: endless, config: {{broken: true}}}}
+            sinks:
+              - {{name: out, connector: file, config: {{path: {out}}}}}
+        """,
+    )
+    await store.open()
+    try:
+        assert await asyncio.wait_for(worker.run(), 20) == 1
+    finally:
+        await store.close()
