@@ -131,7 +131,7 @@ def test_redis_exceptions_map_onto_the_taxonomy(exc: BaseException, kind: type |
 
 
 def test_config_checks() -> None:
-    with pytest.raises(pydantic.ValidationError, match="put it in `password`"):
+    with pytest.raises(pydantic.ValidationError, match="put them in `username` and `password`"):
         RedisSinkConfig(url="redis://:hunter2@localhost:6379/0")
     with pytest.raises(pydantic.ValidationError, match="needs `stream`"):
         RedisSinkConfig(mode="xadd")
@@ -163,9 +163,35 @@ def test_validate_names_the_field_and_never_prints_a_credential(tmp_path: Path) 
     )
     result = CliRunner().invoke(cli, ["validate", str(path)])
     assert result.exit_code == 1
-    assert f"{path}:5:21: pipelines[0].source.config.url: a password in the URL" in result.output
+    assert f"{path}:5:21: pipelines[0].source.config.url: credentials in the URL" in result.output
     assert (
         "pipelines[0].sinks[0].config: Value error, mode xadd needs `stream`" in result.output
         or ("mode xadd needs `stream`" in result.output)
     )
     assert "hunter2" not in result.output and "hunter3" not in result.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0?password=Corr3ctHorse",
+        "redis://127.0.0.1:6379/0?PASSWORD=x",
+        "redis://127.0.0.1:6379/0?username=u&password=p",
+        "redis://:pw@127.0.0.1:6379/0",
+    ],
+)
+def test_credentials_in_the_url_are_refused(url: str) -> None:
+    """A password in the URL's query string was taken by redis-py and kept in every record's
+    ``source`` (found by a new-user trial): refused like one in the user info."""
+    from meshconnect.connectors.redis.config import RedisSinkConfig
+
+    with pytest.raises(ValueError, match="credentials in the URL"):
+        RedisSinkConfig(url=url)
+
+
+def test_the_described_server_holds_no_query_or_user_info() -> None:
+    from meshconnect.connectors.redis.client import describe
+    from meshconnect.connectors.redis.config import RedisSinkConfig
+
+    config = RedisSinkConfig(url="redis://127.0.0.1:6379/2?socket_keepalive=true")
+    assert describe(config) == "redis://127.0.0.1:6379/2"

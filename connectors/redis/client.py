@@ -7,6 +7,7 @@ installed: ``pip install 'meshconnect[redis]'`` brings both).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rx
@@ -22,7 +23,8 @@ def describe(config: RedisConnection) -> str:
     """Where the server is, for messages and record sources (never a credential)."""
     if config.sentinels:
         return f"redis-sentinel://{','.join(config.sentinels)}/{config.sentinel_service}"
-    return config.url
+    parts = urlsplit(config.url)  # no user info, no query: nothing a credential could hide in
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
 
 
 def connect(config: RedisConnection, *, sync: bool = False, **options: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -52,10 +52,12 @@ class RedisConnection(ConnectorConfig):
             raise ValueError(
                 f"the scheme must be redis://, rediss:// or unix://, not {parts.scheme!r}"
             )
-        if parts.password:
+        query = {k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+        if parts.password or query & {"password", "sentinel_password", "username"}:
             raise ValueError(
-                "a password in the URL would show in messages: put it in `password` "
-                "(e.g. password: ${env:REDIS_PASSWORD})"
+                "credentials in the URL (user info or a password/username query parameter) "
+                "would show in messages and in every record's source: put them in `username` "
+                "and `password` (e.g. password: ${env:REDIS_PASSWORD})"
             )
         if "cluster" in (parts.query or ""):
             raise ValueError("Redis Cluster is not supported (docs/connectors/redis.md)")
