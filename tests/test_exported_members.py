@@ -12,13 +12,15 @@ CONNECTORS = Path(__file__).resolve().parent.parent / "connectors"
 #: representation every connector shares (``jsonvalue``) and the CloudEvents rules
 #: (``eventrules``: a duplicate-key-strict JSON reader, attribute checks).
 #: ``expr`` compiles the templates a connector's config holds (slack's ``channel``, ``text``);
-#: ``transforms`` gives a transform factory its ``build_context()`` (docs/plugins.md).
+#: ``transforms`` gives a transform factory its ``build_context()`` (docs/plugins.md);
+#: ``httpbody`` reads an HTTP source's request body whole, within a limit.
 PUBLIC_MODULES = {
     "meshconnect",
     "meshconnect.jsonvalue",
     "meshconnect.eventrules",
     "meshconnect.expr",
     "meshconnect.transforms",
+    "meshconnect.httpbody",
 }
 
 

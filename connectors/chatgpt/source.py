@@ -39,6 +39,7 @@ from meshconnect import (
     SourceBatch,
     jsonvalue,
 )
+from meshconnect.httpbody import read_body
 
 from .client import InvalidAnswer, ModelClient
 from .config import ChatGPTSourceConfig
@@ -96,11 +97,8 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
     async def on_request(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
-        limit = self.config.max_body_bytes
-        if (request.content_length or 0) > limit:
-            return web.Response(status=413, text="request too large")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
+        body = await read_body(request, self.config.max_body_bytes)
+        if body is None:
             return web.Response(status=413, text="request too large")
         try:
             system, prompt = self._prompt(request.content_type, body)

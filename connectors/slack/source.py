@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from meshconnect import ConnectorContext, Position, Record, Source, SourceBatch, jsonvalue
+from meshconnect.httpbody import read_body
 
 from .config import SlackSourceConfig
 
@@ -107,10 +108,8 @@ class SlackEventsSource(Source[SlackSourceConfig]):
     async def on_request(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
-        if (request.content_length or 0) > self.config.max_body_bytes:
-            return web.Response(status=413, text="request too large")
-        body = await request.content.read(self.config.max_body_bytes + 1)
-        if len(body) > self.config.max_body_bytes:
+        body = await read_body(request, self.config.max_body_bytes)
+        if body is None:
             return web.Response(status=413, text="request too large")
         why = verify_request(
             self.secret,
