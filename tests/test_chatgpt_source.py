@@ -245,3 +245,25 @@ async def test_a_rejected_key_stops_the_connector_and_is_never_shown(
     assert wrong not in caplog.text and wrong not in text
     assert "AuthenticationError (HTTP 401): invalid_api_key" in caplog.text
     assert await running.stored() == []
+
+
+def test_an_error_text_echoing_the_key_is_redacted() -> None:
+    """A server (or proxy) that echoes the key in its error text must not put it in a 502
+    body, a log line or a dead letter: neither the configured key nor key-like text (OpenAI
+    writes "sk-abc***wxyz") survives (found by the slack/chatgpt trial)."""
+    from meshconnect.connectors.chatgpt.client import _describe
+
+    class Rejected(Exception):
+        status_code = 401
+        body = {
+            "error": {
+                "message": "Incorrect API key provided: sk-WRONG-key-zzzz9999yyyy. Also "
+                "sk-proj-***4242 and the raw zzzzSECRET.",
+                "code": "invalid_api_key",
+            }
+        }
+
+    text = _describe(Rejected(), "zzzzSECRET")
+    assert "invalid_api_key" in text and "HTTP 401" in text
+    for leak in ("sk-WRONG", "zzzz9999", "4242", "zzzzSECRET"):
+        assert leak not in text, text

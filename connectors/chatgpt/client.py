@@ -25,6 +25,8 @@ An answer is checked before anyone uses it: at most ``max_answer_bytes``; with a
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,8 +107,14 @@ def openai_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
     return None
 
 
-def _describe(exc: BaseException) -> str:
-    """A message for an openai exception without the request (headers hold the key)."""
+#: What looks like an API key in a server's error text (OpenAI's "Incorrect API key provided:
+#: sk-abc***wxyz", a proxy echoing the whole key): never repeated.
+_KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key)[-_][A-Za-z0-9_\-*.]{3,}", re.IGNORECASE)
+
+
+def _describe(exc: BaseException, secret: str | None = None) -> str:
+    """A message for an openai exception without the request (headers hold the key) and
+    without anything of the key the server may have echoed (``secret``, or key-like text)."""
     status = getattr(exc, "status_code", None)
     body = getattr(exc, "body", None)
     detail = ""
@@ -117,6 +125,9 @@ def _describe(exc: BaseException) -> str:
             message = error.get("message")
             if isinstance(message, str):
                 detail = f"{detail}: {message[:300]}" if detail else message[:300]
+    if secret:
+        detail = detail.replace(secret, "***")
+    detail = _KEYLIKE.sub("***", detail)
     kind = type(exc).__name__
     return f"{kind}" + (f" (HTTP {status})" if status else "") + (f": {detail}" if detail else "")
 
@@ -181,7 +192,8 @@ class ModelClient:
             if kind is None:
                 raise
             hint = ": check api_key and model" if kind is ConfigError else ""
-            raise kind(f"{self.what}: {_describe(exc)}{hint}") from None
+            secret = self.settings.api_key.get_secret_value() or os.environ.get("OPENAI_API_KEY")
+            raise kind(f"{self.what}: {_describe(exc, secret)}{hint}") from None
         return self.check(text, model, usage, ident, schema)
 
     def check(
