@@ -196,6 +196,12 @@ class Source(Generic[C]):
 class Sink(Generic[C]):
     """A sink connector. Subclass it, set ``config_model``, implement ``write`` and ``flush``."""
 
+    #: Records per ``write`` when the pipeline file gives the sink no ``batch_size`` (``None``:
+    #: the default 2000). For sinks that send records one at a time to a slow or rate-limited
+    #: service: offsets are committed between writes, so a smaller batch is committed sooner
+    #: (and fewer records are sent again after a crash).
+    batch_size_hint: ClassVar[int | None] = None
+
     #: Seconds between calls of :meth:`tick`, records or not (``None``: never). For sinks that
     #: rotate by time: an object held open must be closed after an interval even when no
     #: record comes to trigger it.

@@ -99,6 +99,9 @@ class SinkLoop:
     async def run(self) -> None:
         run = self.run_state
         batch_size = self.loaded.batch_size
+        hint = self.sink.batch_size_hint
+        if hint is not None and not self.loaded.batch_size_given:
+            batch_size = min(batch_size, hint)
         self.topics = await resolve_topics(self.store, self.patterns)
         last_resolve = time.monotonic()
         await self._load_dead_marks()

@@ -93,6 +93,8 @@ class LoadedSink:
     commit_interval: float
     #: The validated options of each transform in ``chain`` (for ``redacted_config``).
     transform_options: list[BaseModel] = field(default_factory=list, repr=False)
+    #: Whether the file gave ``batch_size`` (else a sink's ``batch_size_hint`` may lower it).
+    batch_size_given: bool = False
 
 
 @dataclass(slots=True)
@@ -668,6 +670,7 @@ def _loaded_sink(config: SinkConfig, built: _BuiltSink) -> LoadedSink:
         batch_size=config.batch_size,
         commit_interval=config.commit_interval,
         transform_options=built.options,
+        batch_size_given="batch_size" in config.model_fields_set,
     )
 
 
