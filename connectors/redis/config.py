@@ -173,7 +173,9 @@ class RedisSourceConfig(RedisConnection):
     )
     group_start: str = Field(
         "0",
-        description="`stream`: where a new group starts: `0` (every entry), `$` (new ones).",
+        description="`stream`: where the group starts when the mesh holds no position for the "
+        "stream (a new group, a new state directory, a reset; an existing group is moved "
+        "there too): `0` (every entry), `$` (new ones).",
     )
     claim_idle: Duration = Field(
         60.0,
