@@ -195,3 +195,23 @@ def test_the_described_server_holds_no_query_or_user_info() -> None:
 
     config = RedisSinkConfig(url="redis://127.0.0.1:6379/2?socket_keepalive=true")
     assert describe(config) == "redis://127.0.0.1:6379/2"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"key": "bad:{data.id"}, "unbalanced"),
+        ({"key": "b:}x"}, "unbalanced"),
+        ({"ttl": 0}, "ttl must be at least 1ms"),
+        ({"ttl": 0.0001}, "ttl must be at least 1ms"),
+    ],
+)
+def test_broken_templates_and_ttls_are_refused_by_the_config(
+    options: dict[str, object], message: str
+) -> None:
+    """`validate` said ok for these and `run` then failed (a template), or keys never expired
+    (ttl below Redis's 1 ms) — found by the redis trial."""
+    from meshconnect.connectors.redis.config import RedisSinkConfig
+
+    with pytest.raises(ValueError, match=message):
+        RedisSinkConfig(url="redis://127.0.0.1:6379/0", mode="set", **options)

@@ -139,6 +139,20 @@ class RedisSinkConfig(RedisConnection):
 
     @model_validator(mode="after")
     def _mode_keys(self) -> RedisSinkConfig:
+        from .template import Template  # the templates' syntax, checked by `validate` too
+
+        for name in ("key", "stream", "channel"):
+            text = getattr(self, name)
+            if text:
+                try:
+                    Template(text, name)
+                except Exception as exc:
+                    raise ValueError(str(exc)) from None
+        if self.ttl is not None and self.ttl < 0.001:
+            raise ValueError(
+                "ttl must be at least 1ms (Redis expires in whole milliseconds); leave it out "
+                "for keys that never expire"
+            )
         if self.mode == "xadd" and not self.stream:
             raise ValueError("mode xadd needs `stream` (the stream's key or a template)")
         if self.mode == "publish" and not self.channel:
