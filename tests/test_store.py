@@ -274,3 +274,38 @@ def test_numbers_on_disk_are_what_the_store_serves() -> None:
         jsonvalue.dumps(on_disk.data)
         == b'{"big":1180591620717411303424,"scale":1.10,"huge":1E+400,"float":0.1}'
     )
+
+
+async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records appended by this process are served from memory, at most TAIL_RECORDS per
+    topic, trimmed at every append (so they are freed a batch at a time); older offsets come
+    from SQLite, with the same data."""
+    from meshconnect.mesh import sqlite
+
+    monkeypatch.setattr(sqlite, "TAIL_RECORDS", 25)
+    store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
+    await store.open()
+    try:
+        appended: list[Record] = []
+        for start in range(0, 100, 10):
+            records = batch(10, start=start) + batch(3, topic="other", start=start)
+            offsets = await store.append(records)
+            assert offsets == [
+                *range(start, start + 10),
+                *range(start // 10 * 3, start // 10 * 3 + 3),
+            ]
+            appended += records[:10]
+            first, cached = store._tail["orders"]
+            assert len(cached) <= 25 and first + len(cached) == start + 10
+        first, cached = store._tail["orders"]
+        assert (first, len(cached)) == (75, 25)
+        recent = await store.read("orders", 80, 5)
+        assert [r.offset for r in recent] == [80, 81, 82, 83, 84]
+        assert all(a is b for a, b in zip(recent, appended[80:85], strict=True))  # from memory
+        everything = await store.read("orders", 0, 1000)
+        assert [r.data for r in everything] == [{"i": i} for i in range(100)]
+        assert [r.offset for r in everything] == list(range(100))
+    finally:
+        await store.close()

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
@@ -173,7 +172,7 @@ _STR_OR_NONE = {str, type(None)}
 
 
 _ATTRIBUTES = ("id", "source", "type", "subject", "time", "datacontenttype", "dataschema")
-_GETTERS = tuple((name, name.encode(), operator.attrgetter(name)) for name in _ATTRIBUTES)
+_KEYS = tuple((name, name.encode()) for name in _ATTRIBUTES)
 _REQUIRED = frozenset(("id", "source", "type"))
 
 
@@ -198,7 +197,23 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     if not n:
         return b"[]"
     dumps = _dumps
-    datas = [r.data for r in records]
+    # One pass reads every field of every record (a tuple each), transposed into columns by
+    # zip: cheaper than a map per attribute.
+    fields = [
+        (
+            r.id,
+            r.source,
+            r.type,
+            r.subject,
+            r.time,
+            r.datacontenttype,
+            r.dataschema,
+            r.extensions,
+            r.data,
+        )
+        for r in records
+    ]
+    *attributes, extensions, datas = zip(*fields, strict=True)
     if not _BINARY.isdisjoint(map(type, datas)):
         return _encode_rows_segment(records)  # bytes data keeps its type in the rows layout
     try:
@@ -206,16 +221,15 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     except TypeError:  # bytes data, or data that cannot be stored
         return _encode_rows_segment(records)
     parts = [b'{"n":', str(n).encode()]
-    for name, key, getter in _GETTERS:
-        values = list(map(getter, records))
+    for (name, key), values in zip(_KEYS, attributes, strict=True):
         kinds = set(map(type, values))
         if not (kinds == _STR if name in _REQUIRED else kinds <= _STR_OR_NONE):
             return _encode_rows_segment(records)  # names the culprit
         first = values[0]
         column = first if values.count(first) == n else values
         parts += (b',"', key, b'":', dumps(column))
-    extensions = [r.extensions or None for r in records]
     if any(extensions):
+        extensions = [e or None for e in extensions]
         if any(e and extensions_problem(e) for e in extensions):
             return _encode_rows_segment(records)  # names the culprit
         try:
