@@ -309,3 +309,35 @@ async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
         assert [r.offset for r in everything] == list(range(100))
     finally:
         await store.close()
+
+
+def test_segment_columns_check_every_record_shared_or_not() -> None:
+    """encode_segment stores an attribute the batch shares once and checks it once; one that
+    varies is checked for every record; the rows layout then names the culprit."""
+    from meshconnect.mesh.codec import RecordEncodingError, decode_segment, encode_segment
+
+    def make(i: int, **attributes: Any) -> Record:
+        return Record({"i": i}, id=f"r{i}", source="/s", type="t", topic="orders", **attributes)
+
+    mixed = [make(0), make(1, subject="a", dataschema="urn:x"), make(2, subject="b")]
+    back = decode_segment(encode_segment(mixed), "orders", 0)
+    assert [(r.subject, r.dataschema, r.data) for r in back] == [
+        (None, None, {"i": 0}),
+        ("a", "urn:x", {"i": 1}),
+        ("b", None, {"i": 2}),
+    ]
+    shared_bad = [make(i, subject=7) for i in range(3)]  # type: ignore[arg-type]
+    with pytest.raises(RecordEncodingError, match=r"record 0 of the batch.*'subject'"):
+        encode_segment(shared_bad)
+    one_bad_id = [make(0), make(1), make(2)]
+    one_bad_id[2].id = 2  # type: ignore[assignment]
+    with pytest.raises(RecordEncodingError, match=r"record 2 of the batch.*'id'"):
+        encode_segment(one_bad_id)
+    one_bad_time = [make(0, time="t0"), make(1, time=b"t1"), make(2)]  # type: ignore[arg-type]
+    with pytest.raises(RecordEncodingError, match=r"record 1 of the batch.*'time'"):
+        encode_segment(one_bad_time)
+    none_id = [make(i) for i in range(2)]
+    for r in none_id:
+        r.id = None  # type: ignore[assignment]
+    with pytest.raises(RecordEncodingError, match=r"record 0 of the batch.*'id'"):
+        encode_segment(none_id)
