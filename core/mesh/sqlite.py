@@ -83,9 +83,10 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 _OFFSET_BITS = 44
 _SPAN = 1 << _OFFSET_BITS  # offsets per topic
-#: Records per topic the tail cache keeps. Trimmed at every append, so the records dropped are
-#: freed a batch at a time, not tens of thousands at once (see :meth:`SqliteStore._remember`).
-TAIL_RECORDS = 20_000
+#: Records per topic the tail cache keeps: a sink further behind its topic's end reads from
+#: SQLite (a decode). Trimmed at every append, so the records dropped are freed a batch at a
+#: time, not tens of thousands at once (see :meth:`SqliteStore._remember`).
+TAIL_RECORDS = 40_000
 _MAX_TOPIC_ID = (1 << (63 - _OFFSET_BITS)) - 1
 _TOPIC = operator.attrgetter("topic")
 
