@@ -203,7 +203,7 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     parts = [b'{"n":', str(n).encode()]
     # One list per attribute (a comprehension reads a slot faster than a map of attrgetter);
     # an attribute the whole batch shares, as a source makes them, is checked and stored once.
-    columns = (
+    columns: tuple[tuple[bytes, list[Any], bool], ...] = (
         (b"id", [r.id for r in records], True),
         (b"source", [r.source for r in records], True),
         (b"type", [r.type for r in records], True),
@@ -222,9 +222,8 @@ def encode_segment(records: Sequence[Record]) -> bytes:
             parts += (b',"', key, b'":', dumps(values))
         else:
             return _encode_rows_segment(records)  # names the culprit
-    extensions = [r.extensions for r in records]
-    if any(extensions):
-        extensions = [e or None for e in extensions]
+    if any([r.extensions for r in records]):
+        extensions = [r.extensions or None for r in records]
         if any(e and extensions_problem(e) for e in extensions):
             return _encode_rows_segment(records)  # names the culprit
         try:
