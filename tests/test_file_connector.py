@@ -554,6 +554,30 @@ async def test_sink_json_writes_the_data_of_each_record(tmp_path: Path) -> None:
     assert state == {"file": str(tmp_path / "out" / "orders.jsonl"), "size": len(content)}
 
 
+async def test_sink_json_writes_the_stores_encoding_and_encodes_the_rest(tmp_path: Path) -> None:
+    """Records read from the mesh carry their data's JSON (``encoded_data``): a batch where
+    every record has it is written as one join of those bytes; a batch where one lacks it
+    is encoded record by record. Both give the same lines."""
+    from meshconnect.mesh.codec import encode_segment
+
+    values = ({"n": Decimal("1.10"), "s": "a\nb"}, [2**70], None, "three")
+    stored = records(*values)
+    for r in stored:
+        r.topic = "t"
+    encode_segment(stored)  # sets encoded_data as the store does
+    assert all(r.encoded_data is not None for r in stored)
+    mixed = records(*values)
+    mixed[0].encoded_data = stored[0].encoded_data
+    expected = b'{"n":1.10,"s":"a\\nb"}\n[1180591620717411303424]\nnull\n"three"\n'
+    for name, batch in (("stored", stored), ("mixed", mixed)):
+        sink = await opened(tmp_path, path=f"{name}.jsonl")
+        await sink.write(batch)
+        await sink.write(batch[:1])
+        await sink.close()
+        content = (tmp_path / f"{name}.jsonl").read_bytes()
+        assert content == expected + expected.split(b"\n")[0] + b"\n", name
+
+
 async def test_sink_text_writes_strings_as_they_are(tmp_path: Path) -> None:
     sink = await opened(tmp_path, path="out.log", format="text")
 

@@ -235,3 +235,39 @@ def test_strict_writes_numbers_as_dumps_does() -> None:
     )
     with pytest.raises(TypeError, match="NaN"):
         dumps([Decimal("NaN")], strict=True)
+
+
+def test_dumps_each_gives_the_bytes_dumps_gives_each_value() -> None:
+    # dumps_each encodes a batch in one call and splits it at newlines: a newline inside a
+    # string, a key or bytes must not split a value.
+    values = [
+        loads('{"a":1.10,"b":123456789012345678901234567890,"c":-0.0}'),
+        {"text": "two\nlines\r\n", "key\nwith newline": [1, "\n"]},
+        "\n",
+        None,
+        [],
+        {"bytes": b"\n\n\n", "tuple": ("\n",), "set": {"\n"}},
+        Decimal("1E+400"),
+    ]
+    assert jsonvalue.dumps_each(values) == [dumps(v) for v in values]
+    assert jsonvalue.dumps_each(()) == []
+
+
+@pytest.mark.parametrize(
+    "bad", [float("nan"), Decimal("NaN"), {"x": float("inf")}, object(), {"f": print}]
+)
+def test_dumps_each_refuses_what_dumps_refuses(bad: object) -> None:
+    values = [{"ok": 1, "null": None}, bad, {"also": "fine"}]
+    with pytest.raises(TypeError) as each:
+        jsonvalue.dumps_each(values)
+    with pytest.raises(TypeError) as one:
+        dumps(bad)
+    assert str(each.value) == str(one.value)
+
+
+def test_dumps_each_lets_nulls_through() -> None:
+    assert jsonvalue.dumps_each([None, {"a": None}, [None, 1.5]]) == [
+        b"null",
+        b'{"a":null}',
+        b"[null,1.5]",
+    ]

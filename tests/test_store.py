@@ -274,3 +274,70 @@ def test_numbers_on_disk_are_what_the_store_serves() -> None:
         jsonvalue.dumps(on_disk.data)
         == b'{"big":1180591620717411303424,"scale":1.10,"huge":1E+400,"float":0.1}'
     )
+
+
+async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records appended by this process are served from memory, at most TAIL_RECORDS per
+    topic, trimmed at every append (so they are freed a batch at a time); older offsets come
+    from SQLite, with the same data."""
+    from meshconnect.mesh import sqlite
+
+    monkeypatch.setattr(sqlite, "TAIL_RECORDS", 25)
+    store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
+    await store.open()
+    try:
+        appended: list[Record] = []
+        for start in range(0, 100, 10):
+            records = batch(10, start=start) + batch(3, topic="other", start=start)
+            offsets = await store.append(records)
+            assert offsets == [
+                *range(start, start + 10),
+                *range(start // 10 * 3, start // 10 * 3 + 3),
+            ]
+            appended += records[:10]
+            first, cached = store._tail["orders"]
+            assert len(cached) <= 25 and first + len(cached) == start + 10
+        first, cached = store._tail["orders"]
+        assert (first, len(cached)) == (75, 25)
+        recent = await store.read("orders", 80, 5)
+        assert [r.offset for r in recent] == [80, 81, 82, 83, 84]
+        assert all(a is b for a, b in zip(recent, appended[80:85], strict=True))  # from memory
+        everything = await store.read("orders", 0, 1000)
+        assert [r.data for r in everything] == [{"i": i} for i in range(100)]
+        assert [r.offset for r in everything] == list(range(100))
+    finally:
+        await store.close()
+
+
+def test_segment_columns_check_every_record_shared_or_not() -> None:
+    """encode_segment stores an attribute the batch shares once and checks it once; one that
+    varies is checked for every record; the rows layout then names the culprit."""
+    from meshconnect.mesh.codec import RecordEncodingError, decode_segment, encode_segment
+
+    def make(i: int, **attributes: Any) -> Record:
+        return Record({"i": i}, id=f"r{i}", source="/s", type="t", topic="orders", **attributes)
+
+    mixed = [make(0), make(1, subject="a", dataschema="urn:x"), make(2, subject="b")]
+    back = decode_segment(encode_segment(mixed), "orders", 0)
+    assert [(r.subject, r.dataschema, r.data) for r in back] == [
+        (None, None, {"i": 0}),
+        ("a", "urn:x", {"i": 1}),
+        ("b", None, {"i": 2}),
+    ]
+    shared_bad = [make(i, subject=7) for i in range(3)]  # type: ignore[arg-type]
+    with pytest.raises(RecordEncodingError, match=r"record 0 of the batch.*'subject'"):
+        encode_segment(shared_bad)
+    one_bad_id = [make(0), make(1), make(2)]
+    one_bad_id[2].id = 2  # type: ignore[assignment]
+    with pytest.raises(RecordEncodingError, match=r"record 2 of the batch.*'id'"):
+        encode_segment(one_bad_id)
+    one_bad_time = [make(0, time="t0"), make(1, time=b"t1"), make(2)]  # type: ignore[arg-type]
+    with pytest.raises(RecordEncodingError, match=r"record 1 of the batch.*'time'"):
+        encode_segment(one_bad_time)
+    none_id = [make(i) for i in range(2)]
+    for r in none_id:
+        r.id = None  # type: ignore[assignment]
+    with pytest.raises(RecordEncodingError, match=r"record 0 of the batch.*'id'"):
+        encode_segment(none_id)

@@ -65,6 +65,16 @@ def _last_byte(path: str) -> bytes:
         return f.read(1)
 
 
+def _stored_json(records: Sequence[Record]) -> bytes | None:
+    """The JSON lines of ``records`` as one join of the data JSON the mesh store encoded
+    (``Record.encoded_data``), or None when a record has none (then each is encoded)."""
+    lines = [r.encoded_data for r in records]
+    if None in lines:
+        return None
+    lines.append(b"")  # the last line's newline
+    return b"\n".join(lines)  # type: ignore[arg-type]
+
+
 class FileSink(Sink[FileSinkConfig]):
     """Appends records to ``path`` (rotated by size); see the module docstring."""
 
@@ -93,6 +103,8 @@ class FileSink(Sink[FileSinkConfig]):
             "cloudevents": self._encode_cloudevents,
         }
         self._encode = encoders[config.format]
+        #: JSON lines written as one join of the store's encodings (see ``_stored_json``).
+        self._joined = config.format == "json" and not self._rotating and utf8
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -107,7 +119,8 @@ class FileSink(Sink[FileSinkConfig]):
             raise RuntimeError("file sink: write() before open()")
         if not records:
             return
-        lines = self._encode(records)
+        joined = _stored_json(records) if self._joined else None
+        lines = self._encode(records) if joined is None else [joined]
         limit = self.config.rotate_bytes
         try:
             if limit is None:

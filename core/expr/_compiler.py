@@ -50,6 +50,24 @@ _SKELETON = (
     "    except _Exception as _e:\n"
     "        raise _fail(_e) from _e\n"
 )
+#: A predicate and what follows from it in one function (a transform step: one Python call
+#: per record instead of two or three). Only the condition is inside the ``try``: an error of
+#: ``_apply`` (the guarded transform) stays that transform's error.
+_FILTER_SKELETON = (
+    "def _compiled(_r):\n"
+    "    try:\n"
+    "        return _r if _BODY else None\n"
+    "    except _Exception as _e:\n"
+    "        raise _fail(_e) from _e\n"
+)
+_GUARD_SKELETON = (
+    "def _compiled(_r):\n"
+    "    try:\n"
+    "        _test = _BODY\n"
+    "    except _Exception as _e:\n"
+    "        raise _fail(_e) from _e\n"
+    "    return _apply(_r) if _test else _r\n"
+)
 
 
 def _evaluation_error(
@@ -66,17 +84,22 @@ def _evaluation_error(
 
 
 def _build(
-    body: ast.expr, namespace: dict[str, Any], fail: Callable[[Exception], DataError], name: str
+    body: ast.expr,
+    namespace: dict[str, Any],
+    fail: Callable[[Exception], DataError],
+    name: str,
+    skeleton: str = _SKELETON,
 ) -> Callable[[Record], Any]:
-    """Wrap ``body`` in the skeleton function and compile it once."""
-    module = ast.parse(_SKELETON)
+    """Put ``body`` in place of ``_BODY`` in ``skeleton`` and compile the function once."""
+    module = ast.parse(skeleton)
     function = module.body[0]
     assert isinstance(function, ast.FunctionDef)
-    try_block = function.body[0]
-    assert isinstance(try_block, ast.Try)
-    ret = try_block.body[0]
-    assert isinstance(ret, ast.Return)
-    ret.value = body
+
+    class Fill(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.expr:
+            return body if node.id == "_BODY" else node
+
+    module = Fill().visit(module)
     for node in ast.walk(module):  # one line: positions are meaningless in generated code
         if "lineno" in node._attributes:
             node.lineno = node.end_lineno = 1  # type: ignore[attr-defined]
@@ -133,12 +156,26 @@ class Compiler:
         return _attach(_build(body, translator.namespace, fail, "expression"), text, field)
 
     def predicate(self, text: str, *, field: str | None = None) -> Predicate:
-        """Compile ``text`` as a condition: the function returns ``True`` or ``False``."""
+        """Compile ``text`` as a condition: the function returns ``True`` or ``False``.
+
+        It also has ``as_filter()``, the function ``record if condition else None``, and
+        ``guard(apply)``, the function ``apply(record) if condition else record``: one call
+        per record for a ``filter`` step and a step with ``when`` (the condition's errors are
+        reported as the condition's, ``apply``'s as they are)."""
         translator = _Translator(self.functions, record_patterns=self.record_patterns)
         body = _located(lambda: translator.translate(_need_text(text)), text, field)
         test = ast.IfExp(body, ast.Constant(True), ast.Constant(False))
         fail = _evaluation_error(text, field, "condition", self.redact)
-        function = _build(test, translator.namespace, fail, "predicate")
+        namespace = translator.namespace
+        function = _build(test, namespace, fail, "predicate")
+
+        def as_filter() -> Callable[[Record], Any]:
+            return _build(body, namespace, fail, "filter", _FILTER_SKELETON)
+
+        def guard(apply: Callable[[Record], Any]) -> Callable[[Record], Any]:
+            return _build(body, {**namespace, "_apply": apply}, fail, "when", _GUARD_SKELETON)
+
+        function.__dict__.update(as_filter=as_filter, guard=guard)
         return cast(Predicate, _attach(function, text, field))
 
     def template(self, text: str, *, field: str | None = None) -> Template:

@@ -53,6 +53,7 @@ rather than wrap around.
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import sqlite3
 import time
@@ -82,9 +83,12 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 _OFFSET_BITS = 44
 _SPAN = 1 << _OFFSET_BITS  # offsets per topic
-#: Records per topic the tail cache keeps (it holds up to twice this between trims).
-TAIL_RECORDS = 20_000
+#: Records per topic the tail cache keeps: a sink further behind its topic's end reads from
+#: SQLite (a decode). Trimmed at every append, so the records dropped are freed a batch at a
+#: time, not tens of thousands at once (see :meth:`SqliteStore._remember`).
+TAIL_RECORDS = 40_000
 _MAX_TOPIC_ID = (1 << (63 - _OFFSET_BITS)) - 1
+_TOPIC = operator.attrgetter("topic")
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -328,7 +332,7 @@ class SqliteStore(MeshStore):
         :class:`~meshconnect.mesh.codec.RecordEncodingError` (a ``DataError``) names a record
         that cannot be stored, ``StoreError`` reports a position that is not JSON or a
         failure of SQLite, ``ValueError`` a record without a topic."""
-        names = {r.topic for r in records}
+        names = set(map(_TOPIC, records))
         if None in names:
             raise ValueError("cannot append a record whose topic is None (route it first)")
         position_rows = encode_positions(positions)
@@ -351,27 +355,23 @@ class SqliteStore(MeshStore):
                 first = starts[name]
                 for i, r in enumerate(group, first):
                     r.offset = i
-            offsets: list[int] = [r.offset for r in records]  # type: ignore[misc]
-            if records:
-                self._remember(records)
+            if len(groups) == 1:
+                first = starts[str(records[0].topic)]
+                offsets = list(range(first, first + len(records)))
+            else:
+                offsets = [r.offset for r in records]  # type: ignore[misc]
+            self._remember(groups)
         finally:
             self._appending -= 1
         if records:
             self._changes.notify()
         return offsets
 
-    def _remember(self, records: Sequence[Record]) -> None:
-        """Keep appended records in the tail cache (on the event loop's thread, which alone
-        touches it); it holds contiguous offsets only. A read that comes between the commit
-        and this call simply goes to SQLite."""
+    def _remember(self, groups: Mapping[str, Sequence[Record]]) -> None:
+        """Keep appended records (by topic, offsets set) in the tail cache (on the event loop's
+        thread, which alone touches it); it holds contiguous offsets only. A read that comes
+        between the commit and this call simply goes to SQLite."""
         tail = self._tail
-        topic = records[0].topic
-        if all(r.topic == topic for r in records):
-            groups = {str(topic): records}
-        else:
-            groups = {}
-            for r in records:
-                groups.setdefault(str(r.topic), []).append(r)  # type: ignore[attr-defined]
         for name, group in groups.items():
             offset = group[0].offset
             assert offset is not None
@@ -380,7 +380,7 @@ class SqliteStore(MeshStore):
                 entry = tail[name] = (offset, [])
             entry[1].extend(group)
         for name, (first, cached) in list(tail.items()):
-            if len(cached) > 2 * TAIL_RECORDS:
+            if len(cached) > TAIL_RECORDS:
                 drop = len(cached) - TAIL_RECORDS
                 del cached[:drop]
                 tail[name] = (first + drop, cached)

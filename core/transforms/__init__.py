@@ -158,6 +158,9 @@ class TransformChain:
     def _guarded(apply: Step, when: Callable[[Record], Any] | None) -> Step:
         if when is None:
             return apply
+        guard = getattr(when, "guard", None)
+        if guard is not None and not inspect.iscoroutinefunction(apply):
+            return guard(apply)  # a compiled condition: one call per record, not two
 
         def step(record: Record) -> Any:
             return apply(record) if when(record) else record

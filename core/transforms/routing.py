@@ -62,7 +62,9 @@ class Filter(Transform):
         def apply(record: Record) -> Record | None:  # a closure: no attribute lookups
             return record if predicate(record) else None
 
-        self.apply = apply  # type: ignore[method-assign]
+        # A compiled condition makes the step itself: one call per record, not two.
+        as_filter = getattr(predicate, "as_filter", None)
+        self.apply = as_filter() if as_filter is not None else apply  # type: ignore[method-assign]
 
     def apply(self, record: Record) -> Record | None:
         return record if self.predicate(record) else None
