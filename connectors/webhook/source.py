@@ -7,7 +7,8 @@ worker is killed right after. Everything else gets a status that says what to do
 ====  ==========================================================================================
 202   stored (body ``{"stored": n, "duplicates": d}``); a repeated ``source``+``id`` within
       ``idempotency_window`` counts as a duplicate and is stored once
-400   malformed JSON, an invalid CloudEvent (``missing``/``invalid`` list the attributes), a
+400   malformed JSON (unpaired surrogates included), data the store could not write, an
+      invalid CloudEvent (``missing``/``invalid`` list the attributes), a
       plain-body template without a value
 401   missing or wrong bearer token (``WWW-Authenticate: Bearer``), missing or wrong signature,
       a timestamped signature outside its tolerance
@@ -37,6 +38,7 @@ import fnmatch
 import hmac
 import ipaddress
 import math
+import re
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -229,6 +231,7 @@ class WebhookSource(Source[WebhookConfig]):
             if problem:
                 raise BadRequest(401, "Unauthorized", problem)
         records = self._events(request, body, client)
+        _check_storable(records)
         denied = sorted({r.type for r in records if not _type_allowed(r.type, patterns)})
         if denied:
             raise BadRequest(
@@ -361,10 +364,16 @@ class WebhookSource(Source[WebhookConfig]):
         if mime == "application/x-www-form-urlencoded":
             try:
                 pairs = parse_qsl(
-                    body.decode("utf-8"), keep_blank_values=True, strict_parsing=False
+                    body.decode("utf-8"),
+                    keep_blank_values=True,
+                    strict_parsing=False,
+                    encoding="utf-8",
+                    errors="strict",  # a %XX escape that is not UTF-8: 400, as for text
                 )
             except UnicodeDecodeError:
-                raise BadRequest(400, "Bad form", "form body is not UTF-8") from None
+                raise BadRequest(
+                    400, "Bad form", "form body or a percent-escape in it is not UTF-8"
+                ) from None
             data: Any = {}
             for name, value in pairs:
                 if name in data:
@@ -456,6 +465,30 @@ class WebhookSource(Source[WebhookConfig]):
 
     def classify_error(self, exc: BaseException) -> Any:
         return DataError if isinstance(exc, BadRequest) else None
+
+
+def _check_storable(records: list[Record]) -> None:
+    """:class:`BadRequest` (400) when the data of an event could not be written by the mesh
+    store: a string with an unpaired surrogate (JSON bodies are refused earlier by
+    ``loads_event``, naming the path; text in a charset such as UTF-7 can make one too), or
+    any other value :func:`meshconnect.jsonvalue.dumps` refuses. Attributes and extensions
+    are checked by ``parse_event``. Without this, the append would fail: a 503 the sender
+    retries forever, and a failed source."""
+    datas = [r.data for r in records if not isinstance(r.data, bytes | bytearray)]
+    for data in datas:
+        if isinstance(data, str) and _SURROGATE.search(data) is not None:
+            raise BadRequest(
+                400,
+                "Unstorable data",
+                "the data holds an unpaired UTF-16 surrogate, which has no UTF-8 form",
+            )
+    try:
+        jsonvalue.dumps_each(datas)
+    except TypeError as exc:
+        raise BadRequest(400, "Unstorable data", f"the data cannot be stored: {exc}") from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _type_allowed(event_type: str, patterns: list[str]) -> bool:

@@ -1,0 +1,53 @@
+"""Regressions of the new-user trial of the webhook source and the http sink: each test is a
+fault that was found (what it did then is in its docstring) and the behaviour now."""
+
+from __future__ import annotations
+
+import json
+
+from test_webhook_source import Hook, ce, hook_fixture
+
+hook = hook_fixture()
+
+
+async def test_events_the_store_could_not_write_are_400_and_the_source_goes_on(
+    hook: Hook,
+) -> None:
+    """A lone surrogate (anywhere: data, a key, an extension, in every mode) passed the checks
+    and the append failed: 503 forever, the source failed and restarted (404 meanwhile). Now:
+    400 with a problem body naming where, nothing stored, and the next request is stored."""
+    structured = {"Content-Type": "application/cloudevents+json"}
+    binary = {
+        "ce-specversion": "1.0",
+        "ce-id": "b",
+        "ce-source": "/s",
+        "ce-type": "com.example.order.x",
+        "Content-Type": "application/json",
+    }
+    poison: list[tuple[str | bytes, dict[str, str], str]] = [
+        (json.dumps(ce(data="\ud800")), structured, "data"),
+        (json.dumps(ce(data={"\udc00": 1})), structured, "a key of data"),
+        (json.dumps(ce(tenant="x\udfff")), structured, "tenant"),
+        (
+            json.dumps([ce(id="ok"), ce(id="bad", data=["\ud800"])]),
+            {"Content-Type": "application/cloudevents-batch+json"},
+            "data[0]",
+        ),
+        ('{"a": "\\ud800"}', binary, "a"),
+        ('{"n": ["\\udc00"]}', {"Content-Type": "application/json", "X-Subject": "s"}, "n[0]"),
+        (b"+2AA-", {"Content-Type": "text/plain; charset=utf-7", "X-Subject": "s"}, ""),
+        (
+            "a=%ff&b=2",
+            {"Content-Type": "application/x-www-form-urlencoded", "X-Subject": "s"},
+            "UTF-8",
+        ),
+    ]
+    for body, headers, where in poison:
+        status, out, problem = await hook.post(body, headers)
+        assert status == 400, (body, status, problem)
+        assert out["Content-Type"] == "application/problem+json"
+        assert where in problem["detail"], problem
+    assert await hook.stored() == []
+    status, _, answer = await hook.post(json.dumps(ce(id="after")), structured)
+    assert (status, answer) == (202, {"stored": 1, "duplicates": 0})
+    assert [e["id"] for e in await hook.stored()] == ["after"]
