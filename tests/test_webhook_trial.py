@@ -4,8 +4,12 @@ fault that was found (what it did then is in its docstring) and the behaviour no
 from __future__ import annotations
 
 import json
+import logging
 
+import pytest
+from test_webhook_http_sink import serve
 from test_webhook_source import Hook, ce, hook_fixture
+from webhook_support import free_port
 
 hook = hook_fixture()
 
@@ -51,3 +55,43 @@ async def test_events_the_store_could_not_write_are_400_and_the_source_goes_on(
     status, _, answer = await hook.post(json.dumps(ce(id="after")), structured)
     assert (status, answer) == (202, {"stored": 1, "duplicates": 0})
     assert [e["id"] for e in await hook.stored()] == ["after"]
+
+
+async def test_the_http_sink_follows_no_redirect_and_dead_letters_it() -> None:
+    """A 302/301 was followed as a GET without body and counted as delivered; a 307 re-POSTed
+    to wherever Location pointed, ce-* headers included. Now each 3xx is a data error naming
+    the status and the Location, and nothing is requested from the Location."""
+    from aiohttp import web
+
+    from meshconnect import BatchError, ConnectorContext, DataError, Record
+    from meshconnect.connectors.webhook.config import HttpSinkConfig
+    from meshconnect.connectors.webhook.sink import HttpSink
+
+    seen: list[tuple[str, str]] = []
+
+    async def receive(request: web.Request) -> web.StreamResponse:
+        seen.append((request.method, request.path))
+        if request.path.startswith("/moved"):
+            status = int(request.path.rsplit("/", 1)[1])
+            return web.Response(status=status, headers={"Location": "/elsewhere?token=s3cret"})
+        return web.Response(status=200)
+
+    port = free_port()
+    runner = await serve(receive, port)
+    config = HttpSinkConfig(url=f"http://127.0.0.1:{port}/moved/{{data.status}}")
+    sink = HttpSink(config, ConnectorContext("t", "http", logging.getLogger("t")))
+    await sink.open(None)
+    try:
+        records = [Record({"status": s}, id=f"r{s}") for s in (301, 302, 303, 307, 308)]
+        with pytest.raises(BatchError) as failed:
+            await sink.write(records)
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    assert sorted(failed.value.failures) == [0, 1, 2, 3, 4]
+    for index, error in failed.value.failures.items():
+        assert isinstance(error, DataError)
+        status = (301, 302, 303, 307, 308)[index]
+        assert f"HTTP {status} redirect to http://127.0.0.1:{port}/elsewhere" in str(error)
+        assert "s3cret" not in str(error)
+    assert all(path.startswith("/moved/") for _, path in seen)  # /elsewhere never asked

@@ -14,6 +14,9 @@ Per record:
   :class:`~meshconnect.RetriableError`; the worker sends that record again after the sink's
   ``errors.retry`` backoff (exponential, jittered). A ``Retry-After`` (seconds or an HTTP
   date, capped at ``max_retry_after``) holds every send of this sink until then.
+* 3xx: redirects are never followed (a 301/302 would turn the POST into a GET without
+  body, a 307 would re-send the ``ce-`` headers and signature to another host): a
+  :class:`~meshconnect.DataError` naming the status and the ``Location`` (without its query).
 * any other 4xx: a :class:`~meshconnect.DataError` with the status and the first 300
   characters of the response body: the record goes to the dead-letter topic, never re-sent.
 * 401 with ``oauth2``: the token is fetched again and the request repeated once.
@@ -33,7 +36,7 @@ import email.utils
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote_plus, urljoin, urlsplit
 
 from meshconnect import (
     BatchError,
@@ -195,12 +198,17 @@ class HttpSink(Sink[HttpSinkConfig]):
                 async with (
                     self.gate,
                     self.session.request(
-                        self.config.method, url, data=body, headers=headers
+                        self.config.method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,  # a 3xx is a failure: never re-sent elsewhere
                     ) as response,
                 ):
                     status = response.status
                     excerpt = (await response.content.read(EXCERPT)).decode("utf-8", "replace")
                     retry_after = response.headers.get("Retry-After")
+                    location = response.headers.get("Location")
             except self.aiohttp.InvalidURL:  # a url template that made no URL: never retried
                 return DataError(f"{where}: not a valid URL")
             except (self.aiohttp.ClientError, TimeoutError) as exc:
@@ -217,6 +225,13 @@ class HttpSink(Sink[HttpSinkConfig]):
             if retry_after:
                 self._hold(retry_after)
             message = f"{where}: HTTP {status}: {excerpt.strip()}"
+            if 300 <= status < 400:  # followed, a POST becomes a GET (301/302) or goes to
+                # another host with the ce-* headers: the receiver must be configured instead
+                shown = _shown(urljoin(url, location)) if location else "(no Location)"
+                return DataError(
+                    f"{where}: HTTP {status} redirect to {shown}: redirects are not followed; "
+                    "set url to the final address"
+                )
             if status in RETRIABLE_STATUS or status >= 500:
                 return RetriableError(message)
             return DataError(message)
