@@ -95,3 +95,40 @@ async def test_the_http_sink_follows_no_redirect_and_dead_letters_it() -> None:
         assert f"HTTP {status} redirect to http://127.0.0.1:{port}/elsewhere" in str(error)
         assert "s3cret" not in str(error)
     assert all(path.startswith("/moved/") for _, path in seen)  # /elsewhere never asked
+
+
+async def test_values_in_the_url_are_escaped_as_one_segment_or_query_value() -> None:
+    """``{data.tenant}`` = ``../../admin`` reached ``/admin/orders``; ``a/b?x=1#frag`` injected
+    a query. Now each value is percent-encoded (dot-segments too) and sent as it is."""
+    from aiohttp import web
+
+    from meshconnect import ConnectorContext, Record
+    from meshconnect.connectors.webhook.config import HttpSinkConfig
+    from meshconnect.connectors.webhook.sink import HttpSink
+
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    async def receive(request: web.Request) -> web.StreamResponse:
+        seen.append((request.raw_path, request.path, dict(request.query)))
+        return web.Response(status=200)
+
+    port = free_port()
+    runner = await serve(receive, port)
+    config = HttpSinkConfig(
+        url=f"http://127.0.0.1:{port}/tenants/{{data.tenant}}/orders?id={{id}}&n=a b", mode="data"
+    )
+    sink = HttpSink(config, ConnectorContext("t", "http", logging.getLogger("t")))
+    await sink.open(None)
+    try:
+        for tenant in ("../../admin", "a/b?x=1#frag", "..", "café & co"):
+            await sink.write([Record({"tenant": tenant}, id="i&d=#")])
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    assert [raw.split("?")[0] for raw, _, _ in seen] == [
+        "/tenants/..%2F..%2Fadmin/orders",
+        "/tenants/a%2Fb%3Fx%3D1%23frag/orders",
+        "/tenants/%2E%2E/orders",
+        "/tenants/caf%C3%A9%20%26%20co/orders",
+    ]
+    assert all(query == {"id": "i&d=#", "n": "a b"} for _, _, query in seen)

@@ -249,7 +249,9 @@ class HttpSinkConfig(ConnectorConfig):
     url: str = Field(
         description=(
             "Where to send (template: `https://hooks.example.com/{type}`, `{data.tenant}`, "
-            "`{partitionkey}`, `{time:%Y-%m-%d}`)."
+            "`{partitionkey}`, `{time:%Y-%m-%d}`). Placeholders stand in the path, query or "
+            "fragment only (never the scheme, host or port); each value is percent-encoded "
+            "as one path segment or query value (`/`, `?`, `#`, `&` included)."
         )
     )
     method: Literal["POST", "PUT"] = Field("POST", description="The HTTP method.")
@@ -289,7 +291,7 @@ class HttpSinkConfig(ConnectorConfig):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        _check_template(value)
+        Template(value).check_url()  # ValueError: a bad placeholder, or one in the host part
         return value
 
     @field_validator("headers")

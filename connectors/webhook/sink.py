@@ -34,7 +34,7 @@ import asyncio
 import base64
 import email.utils
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote_plus, urljoin, urlsplit
 
@@ -50,7 +50,7 @@ from meshconnect import (
 
 from . import _binding
 from ._signing import sign
-from ._templates import Template, data_path
+from ._templates import Template, data_path, url_escape, url_template
 from .config import HttpSinkConfig
 
 __all__ = ["HttpSink"]
@@ -64,13 +64,15 @@ class HttpSink(Sink[HttpSinkConfig]):
 
     async def open(self, state: Mapping[str, Any] | None) -> None:
         import aiohttp
+        import yarl
 
         self.aiohttp = aiohttp
+        self.yarl = yarl
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.config.timeout),
             connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
         )
-        self.url = Template(self.config.url)
+        self.url = url_template(self.config.url)
         self.headers = {name: Template(text) for name, text in self.config.headers.items()}
         self.gate = asyncio.Semaphore(self.config.max_concurrency)
         self.not_before = 0.0  # monotonic: no send before (a Retry-After)
@@ -128,7 +130,7 @@ class HttpSink(Sink[HttpSinkConfig]):
         chunks: list[tuple[str, list[int]]] = []
         for index in indexes:
             try:
-                url = self._render(self.url, records[index], "url")
+                url = self._render(self.url, records[index], "url", url_escape)
             except DataError as exc:
                 failures.failed(index, exc)
                 continue
@@ -140,7 +142,13 @@ class HttpSink(Sink[HttpSinkConfig]):
 
     # -- one request ----------------------------------------------------------------------------
 
-    def _render(self, template: Template, record: Record, what: str) -> str:
+    def _render(
+        self,
+        template: Template,
+        record: Record,
+        what: str,
+        escape: Callable[[str], str] | None = None,
+    ) -> str:
         def lookup(name: str) -> Any:
             if name.startswith("data."):
                 value = data_path(record.data, name[5:])
@@ -154,7 +162,12 @@ class HttpSink(Sink[HttpSinkConfig]):
             return record.extensions.get(name)
 
         try:
-            return template.render(lookup)
+            return template.render(lookup, escape)
+        except UnicodeEncodeError:
+            raise DataError(
+                f"http sink {self.context.name}: {what} {template.text!r}: a value is not "
+                "Unicode text that UTF-8 can encode"
+            ) from None
         except KeyError as exc:
             raise DataError(
                 f"http sink {self.context.name}: {what} {template.text!r}: the record has no "
@@ -199,7 +212,7 @@ class HttpSink(Sink[HttpSinkConfig]):
                     self.gate,
                     self.session.request(
                         self.config.method,
-                        url,
+                        self.yarl.URL(url, encoded=True),  # as escaped: never re-normalized
                         data=body,
                         headers=headers,
                         allow_redirects=False,  # a 3xx is a failure: never re-sent elsewhere
