@@ -9,7 +9,7 @@ import logging
 import pytest
 from test_webhook_http_sink import serve
 from test_webhook_source import Hook, ce, hook_fixture
-from webhook_support import free_port
+from webhook_support import free_port, request
 
 hook = hook_fixture()
 
@@ -132,3 +132,50 @@ async def test_values_in_the_url_are_escaped_as_one_segment_or_query_value() -> 
         "/tenants/caf%C3%A9%20%26%20co/orders",
     ]
     assert all(query == {"id": "i&d=#", "n": "a b"} for _, _, query in seen)
+
+
+async def test_bodies_that_cannot_be_decoded_are_400_or_415_problems(hook: Hook) -> None:
+    """``Content-Encoding: gzip`` with a body that is not gzip was a 500 with a traceback.
+    Now: a coding that does not decode is 400, a coding the webhook does not know
+    (``compress``, a list of codings) is 415 (RFC 9110 section 15.5.16); each with a problem
+    body, nothing stored. ``br`` without the Brotli library is refused by aiohttp's parser
+    before the webhook sees it (a plain-text 400, as the docs say). Real gzip and deflate
+    bodies are decoded."""
+    import gzip
+    import zlib
+
+    body = json.dumps(ce(id="z"))
+    cases: list[tuple[str, bytes, int]] = [
+        ("gzip", b"not gzip at all", 400),
+        ("deflate", b"not deflate", 400),
+        ("gzip", gzip.compress(body.encode())[:20], 400),  # cut short
+        ("compress", b"x", 415),
+        ("gzip, zstd", b"x", 415),
+        ("br", b"\x0b\x02\x80{}\x03", 400),
+    ]
+    for coding, data, expected in cases:
+        status, out, raw = await request(
+            "POST",
+            hook.url,
+            data=data,
+            headers={
+                "Authorization": "Bearer new-token",
+                "Content-Type": "application/cloudevents+json",
+                "Content-Encoding": coding,
+            },
+        )
+        assert status == expected, (coding, status, raw)
+        if coding != "br":
+            assert out["Content-Type"] == "application/problem+json", (coding, raw)
+            assert json.loads(raw)["status"] == expected
+    assert await hook.stored() == []
+    for coding, data in (
+        ("gzip", gzip.compress(body.encode())),
+        ("deflate", zlib.compress(body.replace('"z"', '"y"').encode())),
+    ):
+        status, _, _ = await hook.post(
+            data,
+            {"Content-Type": "application/cloudevents+json", "Content-Encoding": coding},
+        )
+        assert status == 202
+    assert [e["id"] for e in await hook.stored()] == ["z", "y"]
