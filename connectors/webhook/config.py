@@ -139,6 +139,24 @@ class WebhookConfig(ConnectorConfig):
             "a shorthand: a number (requests a second), `100/s`, `600/min`, `10000/h`."
         ),
     )
+    header_timeout: Duration = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Time a connection has to send a request's complete headers (after it opens, or "
+            "after the previous answer); slower ones are closed. The address's setting: every "
+            "pipeline on one `listen` must give the same."
+        ),
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description=(
+            "Open connections to the address; one more is answered 503 and closed at once "
+            "(keep it below the process's file limit, `ulimit -n`). Per address, as "
+            "`header_timeout`."
+        ),
+    )
     read_timeout: Duration = Field(
         10.0, gt=0, description="Time to receive the whole body (slow clients get 408)."
     )

@@ -130,7 +130,13 @@ class WebhookSource(Source[WebhookConfig]):
             base = self.context.base_dir
             tls = (_resolve(base, config.tls_cert), _resolve(base, config.tls_key))
         self.route = await self.context.http.add_route(
-            config.listen, "POST", config.path, self.handle, tls=tls
+            config.listen,
+            "POST",
+            config.path,
+            self.handle,
+            tls=tls,
+            header_timeout=config.header_timeout,
+            max_connections=config.max_connections,
         )
 
     async def stop(self) -> None:
