@@ -19,7 +19,12 @@ process holds; one address served with TLS by one route and without (or with ano
 certificate) by another. ``tls=(cert_file, key_file)`` serves the address over HTTPS (the
 first route binds it; every route on it must name the same files). The worker removes a
 connector's routes when it stops (a restart adds them again) and closes the servers at the
-end of the run.
+end of the run. A removed route's path answers ``503`` with ``Retry-After: 1`` until it is
+added again (a restart) or the server closes, so senders retry instead of taking a 404 for a
+permanent refusal. An unknown path (404) and a method no route takes (405, with ``Allow``)
+get RFC 7807 ``application/problem+json`` bodies; what aiohttp's parser refuses before any
+route sees it (a malformed request line or header, headers too long, a ``Content-Encoding``
+it has no library for) is its own plain-text ``400``.
 
 Every address guards itself against slow and numerous clients, for every source on it: a
 connection that has not sent a request's complete headers ``header_timeout`` seconds (10 by
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -111,8 +117,9 @@ class _Server:
     bound_port: int
     runner: Any
     tls: tuple[str, str] | None = None
-    #: path -> method -> (handler, owner)
-    routes: dict[str, dict[str, tuple[Handler, str]]] = field(default_factory=dict)
+    #: path -> method -> (handler, owner); handler ``None``: the route was removed while the
+    #: listener runs (its pipeline stops or restarts): answered 503 until added again
+    routes: dict[str, dict[str, tuple[Handler | None, str]]] = field(default_factory=dict)
     header_timeout: float = HEADER_TIMEOUT
     max_connections: int = MAX_CONNECTIONS
     #: the asyncio server accepting connections (each wrapped in a :class:`_Guard`)
@@ -268,6 +275,8 @@ class HttpListeners:
                 "one address needs the same tls_cert and tls_key"
             )
         methods = server.routes.setdefault(path, {})
+        for name in [m for m, (h, _) in methods.items() if h is None]:
+            del methods[name]  # a removed route's 503 place-holder: this one takes over
         if method == "*":
             taken = next(iter(methods.values()), None)
         else:
@@ -315,10 +324,20 @@ class HttpListeners:
             try:
                 methods = server.routes.get(request.path)
                 if not methods:
-                    raise web.HTTPNotFound()
+                    return problem(404, "Not Found", "no route for this path")
                 entry = methods.get(request.method) or methods.get("*")
                 if entry is None:
-                    raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
+                    allowed = sorted(m for m, (h, _) in methods.items() if h is not None)
+                    if not allowed:
+                        return _unavailable()
+                    return problem(
+                        405,
+                        "Method Not Allowed",
+                        f"allowed: {', '.join(allowed)}",
+                        {"Allow": ", ".join(allowed)},
+                    )
+                if entry[0] is None:
+                    return _unavailable()
                 return await entry[0](request)
             finally:
                 if guard is not None:
@@ -360,9 +379,9 @@ class HttpListeners:
         methods = server.routes.get(route.path, {})
         entry = methods.get(route.method)
         if entry is not None and entry[1] == route.owner:
-            del methods[route.method]
-            if not methods:
-                del server.routes[route.path]
+            # kept as "unavailable" (503 with Retry-After) until added again or the listener
+            # closes: a sender must retry, not take a 404 for a permanent refusal
+            methods[route.method] = (None, route.owner)
 
     def port(self, listen: str) -> int | None:
         """The port ``listen`` is bound to (its own, or the one chosen for port 0)."""
@@ -412,6 +431,30 @@ class HttpRoutes:
         for route in self.routes:
             route.remove()
         self.routes.clear()
+
+
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An RFC 7807 ``application/problem+json`` response (no value from the request in it)."""
+    from aiohttp import web
+
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    return web.Response(
+        status=status,
+        text=body,
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _unavailable() -> web.Response:
+    return problem(
+        503,
+        "Service Unavailable",
+        "the pipeline serving this path is stopping or restarting; retry later",
+        {"Retry-After": "1"},
+    )
 
 
 def _owners(server: _Server) -> str:

@@ -4,6 +4,7 @@ after the ack, i.e. after its records are durably in the mesh."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import textwrap
@@ -327,3 +328,46 @@ async def wait_until(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert loop.time() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+async def test_a_removed_route_answers_503_until_added_again_and_errors_are_problems() -> None:
+    """A route removed while the listener runs (its pipeline stopping or restarting) answered
+    a plain 404, which an http sink upstream dead-letters as permanent. Now: 503 with
+    Retry-After and a problem body until it is added again; 404 and 405 are problem bodies."""
+    listeners = HttpListeners()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    route = await listeners.add_route("127.0.0.1:0", "POST", "/x", ok, "pipeline 'a'")
+    url = f"http://127.0.0.1:{route.port}"
+
+    async def ask(method: str, path: str) -> tuple[int, dict[str, str], Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, url + path) as response,
+        ):
+            body = await response.read()
+            kind = response.headers.get("Content-Type", "")
+            return (
+                response.status,
+                dict(response.headers),
+                (json.loads(body) if kind.startswith("application/problem+json") else body),
+            )
+
+    try:
+        assert (await ask("POST", "/x"))[0] == 200
+        status, headers, problem = await ask("POST", "/nope")
+        assert (status, problem["status"], problem["title"]) == (404, 404, "Not Found")
+        status, headers, problem = await ask("GET", "/x")
+        assert (status, headers["Allow"], problem["status"]) == (405, "POST", 405)
+        route.remove()
+        for method in ("POST", "GET"):
+            status, headers, problem = await ask(method, "/x")
+            assert (status, headers["Retry-After"], problem["status"]) == (503, "1", 503)
+            assert "restarting" in problem["detail"]
+        again = await listeners.add_route("127.0.0.1:0", "POST", "/x", ok, "pipeline 'a'")
+        assert again.port == route.port
+        assert (await ask("POST", "/x"))[0] == 200
+    finally:
+        await listeners.close()
