@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 from test_webhook_http_sink import serve
@@ -179,3 +180,27 @@ async def test_bodies_that_cannot_be_decoded_are_400_or_415_problems(hook: Hook)
         )
         assert status == 202
     assert [e["id"] for e in await hook.stored()] == ["z", "y"]
+
+
+def test_validate_refuses_a_listen_address_that_cannot_be_served(tmp_path: Path) -> None:
+    """``localhost:abc``, ``nohostport`` and ``127.0.0.1:99999`` passed ``validate`` and
+    failed only at run time. Now each is a config error naming the file, line and field."""
+    from meshconnect.config.loader import load_pipeline_files
+    from meshconnect.errors import ValidationErrors
+    from meshconnect.testing import test_registry
+
+    for listen in ("localhost:abc", "nohostport", "127.0.0.1:99999", "::1:80", ":80"):
+        path = tmp_path / "p.yaml"
+        path.write_text(
+            "pipelines:\n  - name: hooks\n    source:\n      connector: webhook\n"
+            f'      config:\n        listen: "{listen}"\n'
+        )
+        with pytest.raises(ValidationErrors) as refused:
+            load_pipeline_files([str(path)], test_registry())
+        assert f"{path}:6:" in str(refused.value) and "listen" in str(refused.value), listen
+    for listen in ("127.0.0.1:0", "[::1]:8080", "0.0.0.0:65535", "localhost:80"):
+        path.write_text(
+            "pipelines:\n  - name: hooks\n    source:\n      connector: webhook\n"
+            f'      config:\n        listen: "{listen}"\n'
+        )
+        load_pipeline_files([str(path)], test_registry())
