@@ -204,3 +204,60 @@ def test_validate_refuses_a_listen_address_that_cannot_be_served(tmp_path: Path)
             f'      config:\n        listen: "{listen}"\n'
         )
         load_pipeline_files([str(path)], test_registry())
+
+
+hook_signed = hook_fixture(
+    """
+        hmac: {secret: s3cret, header: X-Hub-Signature-256, prefix: "sha256="}
+    """
+)
+
+
+async def test_signature_only_routes_small_refusals(hook_signed: Hook) -> None:
+    """A signature-only route answered 401 with ``WWW-Authenticate: Bearer`` (no token would
+    do) and refused upper-case hex; ``charset=utf-16`` on a CloudEvents JSON body was a 400,
+    not 415; a 415 echoed the client's content type."""
+    import hashlib
+    import hmac
+
+    body = json.dumps(ce(id="u")).encode()
+    digest = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    base = {"Content-Type": "application/cloudevents+json"}
+    status, out, _ = await request(
+        "POST", hook_signed.url, data=body, headers={**base, "X-Hub-Signature-256": "sha256=0"}
+    )
+    assert status == 401 and "WWW-Authenticate" not in out
+    status, _, _ = await request(
+        "POST",
+        hook_signed.url,
+        data=body,
+        headers={**base, "X-Hub-Signature-256": "sha256=" + digest.upper()},
+    )
+    assert status == 202
+    for content_type in (
+        "application/cloudevents+json; charset=utf-16",
+        "application/json; charset=utf-16",
+        "application/cloudevents-batch+json; charset=latin-1",
+    ):
+        data = body.decode().encode("utf-16") if "16" in content_type else body
+        signature = "sha256=" + hmac.new(b"s3cret", data, hashlib.sha256).hexdigest()
+        status, _, raw = await request(
+            "POST",
+            hook_signed.url,
+            data=data,
+            headers={"Content-Type": content_type, "X-Hub-Signature-256": signature},
+        )
+        assert status == 415 and b"UTF-8" in raw, (content_type, raw)
+    garbage = "garbage/\u00e9vil-<script>"
+    signature = "sha256=" + hmac.new(b"s3cret", b"x", hashlib.sha256).hexdigest()
+    status, _, raw = await request(
+        "POST",
+        hook_signed.url,
+        data=b"x",
+        headers={
+            "Content-Type": garbage.encode().decode("latin-1"),
+            "X-Hub-Signature-256": signature,
+        },
+    )
+    assert status == 415 and b"garbage" not in raw and b"script" not in raw
+    assert [e["id"] for e in await hook_signed.stored()] == ["u"]

@@ -10,7 +10,8 @@ worker is killed right after. Everything else gets a status that says what to do
 400   malformed JSON (unpaired surrogates included), data the store could not write, an
       invalid CloudEvent (``missing``/``invalid`` list the attributes), a
       plain-body template without a value
-401   missing or wrong bearer token (``WWW-Authenticate: Bearer``), missing or wrong signature,
+401   missing or wrong bearer token (``WWW-Authenticate: Bearer`` with ``bearer_tokens``),
+      missing or wrong signature (hex in either case),
       a timestamped signature outside its tolerance
 403   client address outside ``allow_ips``; an event type outside the token's ``types``
       (nothing of the request is stored)
@@ -200,7 +201,7 @@ class WebhookSource(Source[WebhookConfig]):
             self.context.logger.info(
                 "webhook %s: %d %s from %s", self.config.path, exc.status, exc.title, client
             )
-            return _problem(exc.status, exc.title, exc.detail, exc.extra)
+            return _problem(exc.status, exc.title, exc.detail, exc.extra, bearer=bool(self.tokens))
         except Unavailable as exc:
             self.rejected.inc()
             self.context.logger.warning(
@@ -366,6 +367,8 @@ class WebhookSource(Source[WebhookConfig]):
     def _events(self, request: web.Request, body: bytes, client: str) -> list[Record]:
         headers = request.headers
         mime, _ = _binding.media_type(headers.get("Content-Type"))
+        if mime in (BATCH, STRUCTURED):
+            _binding.check_json_charset(headers.get("Content-Type"))
         if mime == BATCH:
             return _binding.events_from_batch(body, self.config.max_batch)
         if mime == STRUCTURED:
@@ -374,7 +377,7 @@ class WebhookSource(Source[WebhookConfig]):
             raise BadRequest(
                 415,
                 "Unsupported Media Type",
-                f"{mime!r}: the JSON event format is the only one supported",
+                "the JSON event format is the only CloudEvents format supported",
             )
         if any(name in headers for name in _CE_REQUIRED):
             return [_binding.event_from_binary(headers, body)]
@@ -544,8 +547,11 @@ def _problem(
     detail: str,
     extra: Mapping[str, Any],
     headers: Mapping[str, str] | None = None,
+    bearer: bool = False,
 ) -> web.Response:
-    """An RFC 7807 problem response."""
+    """An RFC 7807 problem response; a 401 names the Bearer scheme (RFC 6750 section 3) only
+    where bearer tokens are configured (``bearer``): a signature-only route has no scheme a
+    client could answer with."""
     out_headers = dict(headers or {})
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     body["detail"] = detail
@@ -554,7 +560,7 @@ def _problem(
             out_headers["Retry-After"] = str(value)
         elif value:
             body[name] = value
-    if status == 401:
+    if status == 401 and bearer:
         out_headers.setdefault("WWW-Authenticate", 'Bearer realm="meshconnect"')
     return web.Response(
         status=status,
