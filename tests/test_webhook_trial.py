@@ -3,9 +3,11 @@ fault that was found (what it did then is in its docstring) and the behaviour no
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_webhook_http_sink import serve
@@ -261,3 +263,94 @@ async def test_signature_only_routes_small_refusals(hook_signed: Hook) -> None:
     )
     assert status == 415 and b"garbage" not in raw and b"script" not in raw
     assert [e["id"] for e in await hook_signed.stored()] == ["u"]
+
+
+async def _run_sink(tmp_path: Path, port: int, records: list[dict[str, Any]]) -> list[Any]:
+    """The records through a worker to an http sink with 3 attempts; the dead letters."""
+    from webhook_support import FlakyStore, worker_for
+
+    store = FlakyStore("memory://")
+    await store.open()
+    worker = worker_for(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: out
+            source:
+              connector: memory
+              config: {{records: {json.dumps(records)}, batch_size: 10}}
+            sinks:
+              - connector: http
+                config: {{url: "http://127.0.0.1:{port}/in", timeout: 5s}}
+                errors:
+                  retry: {{max_attempts: 3, initial_backoff: 100ms, max_backoff: 200ms}}
+                  tolerance: all
+                  dead_letter_topic: dlq
+        """,
+        store,
+    )
+    try:
+        assert await asyncio.wait_for(worker.run(), 60) == 0
+        return list(await store.read("dlq", 0, 100))
+    finally:
+        await store.close()
+
+
+def _events(n: int) -> list[dict[str, Any]]:
+    return [
+        {"specversion": "1.0", "id": f"r{i}", "source": "/s", "type": "t", "partitionkey": "k"}
+        for i in range(n)
+    ]
+
+
+async def test_records_held_back_behind_a_retry_are_not_charged_attempts(tmp_path: Path) -> None:
+    """Receiver 500,500,200,500,200,... with 3 attempts and one partition key: r2..r4 were
+    dead-lettered with errorattempts 3, never sent (each retry of r0/r1 charged them too).
+    Now an attempt charged while held back is used once the record can go out: all five
+    are delivered in order, none sent more than 3 times."""
+    from aiohttp import web
+
+    answers = [500, 500, 200, 500, 200]
+    sends: list[str] = []
+    delivered: list[str] = []
+
+    async def receive(request: web.Request) -> web.StreamResponse:
+        status = answers[len(sends) % len(answers)]
+        sends.append(request.headers["ce-id"])
+        if status == 200:
+            delivered.append(request.headers["ce-id"])
+        return web.Response(status=status)
+
+    port = free_port()
+    runner = await serve(receive, port)
+    try:
+        dead = await _run_sink(tmp_path, port, _events(5))
+    finally:
+        await runner.cleanup()
+    assert dead == []
+    assert delivered == ["r0", "r1", "r2", "r3", "r4"]
+    assert max(sends.count(i) for i in delivered) <= 3
+
+
+async def test_errorattempts_of_a_dead_letter_is_the_sends_made(tmp_path: Path) -> None:
+    """A head that always fails is dead-lettered after 3 sends; the records held behind it
+    were never sent, and their dead letters say so (errorattempts 0, "held back"): the
+    worker decides per write call, so they go with it (see the report / docs)."""
+    from aiohttp import web
+
+    sends: list[str] = []
+
+    async def receive(request: web.Request) -> web.StreamResponse:
+        sends.append(request.headers["ce-id"])
+        return web.Response(status=503)
+
+    port = free_port()
+    runner = await serve(receive, port)
+    try:
+        dead = await _run_sink(tmp_path, port, _events(3))
+    finally:
+        await runner.cleanup()
+    attempts = {d.id: d.extensions["errorattempts"] for d in dead}
+    assert attempts == {f"r{i}": sends.count(f"r{i}") for i in range(3)}
+    assert attempts == {"r0": 3, "r1": 0, "r2": 0}
+    assert all("held back" in str(d.extensions["errormessage"]) for d in dead if d.id != "r0")

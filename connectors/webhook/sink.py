@@ -23,7 +23,11 @@ Per record:
 
 Ordering: records with the same ``partitionkey`` extension are sent one after the other in
 offset order; when one fails for a retriable reason, the later records of its key in the
-batch are held back (reported retriable without being sent) so the key keeps its order.
+batch are held back (reported retriable without being sent, as :class:`HeldBack`) so the
+key keeps its order. The worker charges a held-back record an attempt all the same; the
+sink credits it: once the record can go out, it is sent up to (attempts charged - sends
+made) times in place, with a backoff, so no record loses sends to waiting, and a
+:class:`HeldBack` dead letter's ``errorattempts`` is its real sends.
 Records without a partition key form one more such lane (they keep their order too). Lanes
 run side by side, at most ``max_concurrency`` requests in flight.
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -75,6 +80,7 @@ class HttpSink(Sink[HttpSinkConfig]):
         self.url = url_template(self.config.url)
         self.headers = {name: Template(text) for name, text in self.config.headers.items()}
         self.gate = asyncio.Semaphore(self.config.max_concurrency)
+        self.tally: dict[int, tuple[Record, int, int]] = {}
         self.not_before = 0.0  # monotonic: no send before (a Retry-After)
         self.token: str | None = None
         self.token_expires = 0.0
@@ -91,6 +97,17 @@ class HttpSink(Sink[HttpSinkConfig]):
         return Flushed({})  # every record is delivered (or failed) when write returns
 
     async def write(self, records: Sequence[Record]) -> None:
+        # The worker retries the records a BatchError names, counting one attempt per call
+        # for each of them, sent or not. A record held back behind a same-key retry is
+        # charged an attempt it did not use: it is credited, and once it can go out it may
+        # be sent up to (attempts charged - sends made) times in place (with a backoff), so
+        # every record gets as many real sends as the worker's errors.retry allows.
+        tally = self.tally = {
+            id(r): self.tally.get(id(r), (r, 0, 0)) for r in records
+        }  # id -> (record, write calls that held it, sends made); the record is kept so
+        # that its id cannot be reused by another while the entry lives
+        for key, (record, calls, sends) in tally.items():
+            tally[key] = (record, calls + 1, sends)
         lanes: dict[Any, list[int]] = {}
         for index, record in enumerate(records):
             lanes.setdefault(record.extensions.get("partitionkey"), []).append(index)
@@ -99,7 +116,7 @@ class HttpSink(Sink[HttpSinkConfig]):
         async def lane(indexes: list[int]) -> None:
             chunks = self._chunks(records, indexes, failures)
             for n, (url, chunk) in enumerate(chunks):
-                error = await self._send(url, [records[i] for i in chunk])
+                error = await self._send_credited(url, [records[i] for i in chunk])
                 if error is None:
                     continue
                 for index in chunk:
@@ -109,9 +126,10 @@ class HttpSink(Sink[HttpSinkConfig]):
                         for index in later:
                             failures.failed(
                                 index,
-                                RetriableError(
+                                HeldBack(
                                     f"held back: record {records[chunk[0]].id!r} of the same "
-                                    "partition key is to be sent again first"
+                                    "partition key is to be sent again first",
+                                    tally[id(records[index])][2],
                                 ),
                             )
                     return
@@ -119,6 +137,24 @@ class HttpSink(Sink[HttpSinkConfig]):
         await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
         if failures.failures:
             raise failures
+
+    async def _send_credited(self, url: str, chunk: list[Record]) -> BaseException | None:
+        """:meth:`_send`, repeated in place while every record of ``chunk`` has attempts
+        charged and not used (see :meth:`write`); the error of the last send, or None."""
+        tally = self.tally
+        credit = min(tally[id(r)][1] - tally[id(r)][2] for r in chunk)
+        send = 0
+        while True:
+            error = await self._send(url, chunk)
+            send += 1
+            for r in chunk:
+                record, calls, sends = tally[id(r)]
+                tally[id(r)] = (record, calls, sends + 1)
+            if error is None or not isinstance(error, RetriableError) or send >= credit:
+                return error
+            # the backoff the worker would have waited (errors.retry is not the sink's to
+            # read: its default initial_backoff, doubling), besides any Retry-After
+            await asyncio.sleep(min(30.0, 0.2 * 2 ** (send - 1)) * (0.5 + random.random() / 2))
 
     def _chunks(
         self, records: Sequence[Record], indexes: list[int], failures: BatchError
@@ -310,6 +346,24 @@ class HttpSink(Sink[HttpSinkConfig]):
             # refresh a little early (a tenth of the lifetime, at most 60 s)
             self.token_expires = time.monotonic() + lifetime - min(60.0, lifetime / 10)
             return token
+
+
+class HeldBack(RetriableError):
+    """A record not sent because an earlier one of its partition key is to be sent again
+    first. ``attempts`` is the sends it had (the worker writes what it counted into it when
+    it gives up: that is ignored, so the dead letter's ``errorattempts`` says real sends)."""
+
+    def __init__(self, message: str, sends: int) -> None:
+        super().__init__(message)
+        self.sends = sends
+
+    @property
+    def attempts(self) -> int:
+        return self.sends
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:
+        pass
 
 
 def _shown(url: str) -> str:
