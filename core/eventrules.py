@@ -522,7 +522,13 @@ def loads_event(text: str | bytes) -> Any:
     """The JSON value of one line of ``format: cloudevents``. ``ValueError`` for invalid JSON,
     invalid UTF-8, ``NaN``/``Infinity`` and a key that appears twice in one object. Integers
     are exact ``int``; other numbers exact ``Decimal`` (as :mod:`meshconnect.jsonvalue` reads
-    them everywhere else), nesting at most ``jsonvalue.MAX_DEPTH`` levels."""
+    them everywhere else), nesting at most ``jsonvalue.MAX_DEPTH`` levels.
+
+    A string anywhere in the document (a key, ``data``, an extension) holding an unpaired
+    UTF-16 surrogate (``"\\ud800"`` without its pair) is an :class:`InvalidEventError` (a
+    ``ValueError``) whose ``attribute`` is the path to it (``data.items[2].name``): such a
+    string has no UTF-8 form, so the mesh store could not write it (I-JSON, RFC 7493 section
+    2.1, forbids it)."""
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode("utf-8")
     try:
@@ -532,7 +538,52 @@ def loads_event(text: str | bytes) -> Any:
     if _skip_ws(text, end) != len(text):
         raise ValueError(f"extra data after the JSON value at character {end}")
     jsonvalue.check_depth(text, value)
+    # A lone surrogate comes from a \uD800-\uDFFF escape (strict UTF-8 decoding makes none),
+    # or was in a str given as it is: walk the value only then.
+    if "\\u" in text or (not text.isascii() and _SURROGATE.search(text) is not None):
+        _check_surrogates(value)
     return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_surrogates(value: Any) -> None:
+    """:class:`InvalidEventError` naming the path of the first string (key or value) of
+    ``value`` holding an unpaired surrogate (a pair is one character once decoded)."""
+    search = _SURROGATE.search
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if type(item) is str:
+            if search(item) is not None:
+                raise _surrogate(path or "the document", item)
+        elif type(item) is dict:
+            for key, member in item.items():
+                where = _member_path(path, key)
+                if search(key) is not None:
+                    raise _surrogate(f"a key of {path or 'the top-level object'}", key, where)
+                stack.append((member, where))
+        elif type(item) is list:
+            stack.extend((member, f"{path}[{i}]") for i, member in enumerate(item))
+
+
+def _member_path(path: str, key: str) -> str:
+    name = key if _PLAIN_KEY.fullmatch(key) else valid_string(repr(key))
+    return f"{path}.{name}" if path else name
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+def _surrogate(where: str, text: str, path: str | None = None) -> InvalidEventError:
+    char = _SURROGATE.search(text)
+    assert char is not None
+    return InvalidEventError(
+        path or where,
+        f"{where}: the string holds U+{ord(char.group()):04X}, an unpaired UTF-16 surrogate "
+        "(JSON text that has no UTF-8 form: not accepted, RFC 7493 section 2.1)",
+    )
 
 
 _WS = re.compile(r"[ \t\n\r]*")

@@ -19,7 +19,19 @@ process holds; one address served with TLS by one route and without (or with ano
 certificate) by another. ``tls=(cert_file, key_file)`` serves the address over HTTPS (the
 first route binds it; every route on it must name the same files). The worker removes a
 connector's routes when it stops (a restart adds them again) and closes the servers at the
-end of the run.
+end of the run. A removed route's path answers ``503`` with ``Retry-After: 1`` until it is
+added again (a restart) or the server closes, so senders retry instead of taking a 404 for a
+permanent refusal. An unknown path (404) and a method no route takes (405, with ``Allow``)
+get RFC 7807 ``application/problem+json`` bodies; what aiohttp's parser refuses before any
+route sees it (a malformed request line or header, headers too long, a ``Content-Encoding``
+it has no library for) is its own plain-text ``400``.
+
+Every address guards itself against slow and numerous clients, for every source on it: a
+connection that has not sent a request's complete headers ``header_timeout`` seconds (10 by
+default) after it opened, or after the previous answer on a kept-alive connection, is closed
+(a "slowloris" client holds nothing for long); beyond ``max_connections`` open connections
+(512) a new one is answered ``503`` with ``Retry-After: 1`` and an RFC 7807 problem body, and
+closed before anything is read, so the process never runs out of file descriptors.
 
 aiohttp is the ``http`` extra (``pip install 'meshconnect[http]'``); it is imported only when a
 route is added.
@@ -29,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,7 +51,14 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["HttpListeners", "HttpRoutes", "Route", "parse_listen"]
+__all__ = [
+    "HEADER_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "HttpListeners",
+    "HttpRoutes",
+    "Route",
+    "parse_listen",
+]
 
 Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
@@ -71,6 +91,25 @@ class Route:
         self._listeners._remove(self)
 
 
+#: Seconds a connection may take to send a request's complete headers (the request line and
+#: every header): a slow-headers client ("slowloris") is closed after it.
+HEADER_TIMEOUT = 10.0
+#: Open connections per listen address; the next one is answered 503 and closed at once.
+MAX_CONNECTIONS = 512
+
+_BUSY_BODY = (
+    b'{"type":"about:blank","title":"Service Unavailable","status":503,'
+    b'"detail":"too many open connections to this address; retry later"}'
+)
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
+    + str(len(_BUSY_BODY)).encode()
+    + b"\r\n\r\n"
+    + _BUSY_BODY
+)
+
+
 @dataclass(slots=True)
 class _Server:
     host: str
@@ -78,8 +117,83 @@ class _Server:
     bound_port: int
     runner: Any
     tls: tuple[str, str] | None = None
-    #: path -> method -> (handler, owner)
-    routes: dict[str, dict[str, tuple[Handler, str]]] = field(default_factory=dict)
+    #: path -> method -> (handler, owner); handler ``None``: the route was removed while the
+    #: listener runs (its pipeline stops or restarts): answered 503 until added again
+    routes: dict[str, dict[str, tuple[Handler | None, str]]] = field(default_factory=dict)
+    header_timeout: float = HEADER_TIMEOUT
+    max_connections: int = MAX_CONNECTIONS
+    #: the asyncio server accepting connections (each wrapped in a :class:`_Guard`)
+    listener: Any = None
+    #: the open connections' guards, by transport
+    guards: dict[Any, _Guard] = field(default_factory=dict)
+
+
+class _Guard(asyncio.Protocol):
+    """Wraps aiohttp's protocol of one connection: the connection is closed when a request's
+    headers are not complete ``header_timeout`` seconds after the connection opened (or after
+    the previous answer, on a kept-alive connection); beyond ``max_connections`` open ones
+    a new connection gets a 503 and is closed before anything is read."""
+
+    def __init__(self, inner: Any, server: _Server) -> None:
+        self.inner = inner
+        self.server = server
+        self.transport: Any = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.busy = False
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        if len(self.server.guards) >= self.server.max_connections:
+            transport.write(_BUSY)
+            transport.close()
+            self.inner = None
+            return
+        self.server.guards[transport] = self
+        self.inner.connection_made(transport)
+        self.arm()
+
+    def arm(self) -> None:
+        self.busy = False
+        if self.timer is not None:
+            self.timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.server.header_timeout, self._expired)
+
+    def disarm(self) -> None:
+        """The request's headers are complete (its handler runs)."""
+        self.busy = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expired(self) -> None:
+        self.timer = None
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return None if self.inner is None else self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.inner is None:
+            return
+        self.server.guards.pop(self.transport, None)
+        self.inner.connection_lost(exc)
 
 
 class HttpListeners:
@@ -97,9 +211,13 @@ class HttpListeners:
         handler: Handler,
         owner: str,
         tls: tuple[str, str] | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> Route:
         """Serve ``method path`` on ``listen`` with ``handler``; ``owner`` names the pipeline
-        (and connector) in clash messages; ``tls``: (certificate file, key file), PEM."""
+        (and connector) in clash messages; ``tls``: (certificate file, key file), PEM.
+        ``header_timeout`` (seconds) and ``max_connections`` are the address's (module
+        docstring): the route that binds it sets them, a later one must name the same."""
         host, port = parse_listen(listen)
         method = method.upper()
         if not path.startswith("/"):
@@ -107,7 +225,17 @@ class HttpListeners:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:  # two sources starting at once must not both bind
-            return await self._add(host, port, listen, method, path, handler, owner, tls)
+            return await self._add(
+                host,
+                port,
+                listen,
+                method,
+                path,
+                handler,
+                owner,
+                tls,
+                (header_timeout, max_connections),
+            )
 
     async def _add(
         self,
@@ -119,6 +247,7 @@ class HttpListeners:
         handler: Handler,
         owner: str,
         tls: tuple[str, str] | None = None,
+        limits: tuple[float, int] = (HEADER_TIMEOUT, MAX_CONNECTIONS),
     ) -> Route:
         server = self._servers.get((host, port))
         if server is None:
@@ -130,8 +259,15 @@ class HttpListeners:
                             f"({_owners(other)}): one port, two spellings of the address; use "
                             "the same listen address to share the port"
                         )
-            server = await self._bind(host, port, listen, owner, tls)
+            server = await self._bind(host, port, listen, owner, tls, limits)
             self._servers[(host, port)] = server
+        elif (server.header_timeout, server.max_connections) != limits:
+            raise ConfigError(
+                f"listen {listen} ({owner}): header_timeout {limits[0]:g}s and max_connections "
+                f"{limits[1]} differ from those of {_owners(server)} "
+                f"({server.header_timeout:g}s, {server.max_connections}); one address, one "
+                "setting"
+            )
         elif server.tls != tls:
             raise ConfigError(
                 f"listen {listen} ({owner}): served with "
@@ -139,6 +275,8 @@ class HttpListeners:
                 "one address needs the same tls_cert and tls_key"
             )
         methods = server.routes.setdefault(path, {})
+        for name in [m for m, (h, _) in methods.items() if h is None]:
+            del methods[name]  # a removed route's 503 place-holder: this one takes over
         if method == "*":
             taken = next(iter(methods.values()), None)
         else:
@@ -151,7 +289,13 @@ class HttpListeners:
         return Route(listen, method, path, owner, server.bound_port, self)
 
     async def _bind(
-        self, host: str, port: int, listen: str, owner: str, tls: tuple[str, str] | None
+        self,
+        host: str,
+        port: int,
+        listen: str,
+        owner: str,
+        tls: tuple[str, str] | None,
+        limits: tuple[float, int] = (HEADER_TIMEOUT, MAX_CONNECTIONS),
     ) -> _Server:
         try:
             from aiohttp import web
@@ -170,30 +314,58 @@ class HttpListeners:
                 raise ConfigError(
                     f"listen {listen} ({owner}): cannot load tls_cert/tls_key: {exc}"
                 ) from None
-        server = _Server(host, port, port, None, tls)
+        server = _Server(host, port, port, None, tls, header_timeout=limits[0],
+                         max_connections=limits[1])  # fmt: skip
 
         async def dispatch(request: web.Request) -> web.StreamResponse:
-            methods = server.routes.get(request.path)
-            if not methods:
-                raise web.HTTPNotFound()
-            entry = methods.get(request.method) or methods.get("*")
-            if entry is None:
-                raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
-            return await entry[0](request)
+            guard = server.guards.get(request.transport)
+            if guard is not None:
+                guard.disarm()  # the headers are complete
+            try:
+                methods = server.routes.get(request.path)
+                if not methods:
+                    return problem(404, "Not Found", "no route for this path")
+                entry = methods.get(request.method) or methods.get("*")
+                if entry is None:
+                    allowed = sorted(m for m, (h, _) in methods.items() if h is not None)
+                    if not allowed:
+                        return _unavailable()
+                    return problem(
+                        405,
+                        "Method Not Allowed",
+                        f"allowed: {', '.join(allowed)}",
+                        {"Allow": ", ".join(allowed)},
+                    )
+                if entry[0] is None:
+                    return _unavailable()
+                return await entry[0](request)
+            finally:
+                if guard is not None:
+                    guard.arm()  # the next request on this connection
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", dispatch)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
+        loop = asyncio.get_running_loop()
+        make = runner.server
+        assert make is not None
         try:
-            await site.start()
+            server.listener = await loop.create_server(
+                lambda: _Guard(make(), server),
+                host,
+                port,
+                ssl=context,
+                reuse_address=True,
+                ssl_handshake_timeout=limits[0] if context is not None else None,
+            )
         except OSError as exc:
             await runner.cleanup()
             why = "in use by another process" if exc.errno == errno.EADDRINUSE else exc.strerror
             raise ConfigError(f"listen {listen} ({owner}): cannot bind: {why}") from exc
         server.runner = runner
-        for address in runner.addresses:  # (host, port[, flow, scope]) of each bound socket
+        for sock in server.listener.sockets:  # (host, port[, flow, scope]) of each socket
+            address = sock.getsockname()
             if isinstance(address, tuple) and len(address) >= 2:
                 server.bound_port = int(address[1])
                 break
@@ -207,9 +379,9 @@ class HttpListeners:
         methods = server.routes.get(route.path, {})
         entry = methods.get(route.method)
         if entry is not None and entry[1] == route.owner:
-            del methods[route.method]
-            if not methods:
-                del server.routes[route.path]
+            # kept as "unavailable" (503 with Retry-After) until added again or the listener
+            # closes: a sender must retry, not take a 404 for a permanent refusal
+            methods[route.method] = (None, route.owner)
 
     def port(self, listen: str) -> int | None:
         """The port ``listen`` is bound to (its own, or the one chosen for port 0)."""
@@ -220,7 +392,10 @@ class HttpListeners:
         """Stop every server (end of the run)."""
         servers, self._servers = list(self._servers.values()), {}
         for server in servers:
+            server.listener.close()  # no new connections; the open ones end with the runner
             await server.runner.cleanup()
+            for guard in list(server.guards.values()):
+                guard.transport.close()
 
 
 class HttpRoutes:
@@ -239,10 +414,15 @@ class HttpRoutes:
         path: str,
         handler: Handler,
         tls: tuple[str, str] | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> Route:
         """Serve ``method path`` (``"*"``: any method) on ``listen`` with ``handler``;
-        ``tls``: (certificate file, key file) to serve the address over HTTPS."""
-        route = await self.listeners.add_route(listen, method, path, handler, self.owner, tls)
+        ``tls``: (certificate file, key file) to serve the address over HTTPS;
+        ``header_timeout`` and ``max_connections``: see :meth:`HttpListeners.add_route`."""
+        route = await self.listeners.add_route(
+            listen, method, path, handler, self.owner, tls, header_timeout, max_connections
+        )
         self.routes.append(route)
         return route
 
@@ -251,6 +431,30 @@ class HttpRoutes:
         for route in self.routes:
             route.remove()
         self.routes.clear()
+
+
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An RFC 7807 ``application/problem+json`` response (no value from the request in it)."""
+    from aiohttp import web
+
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    return web.Response(
+        status=status,
+        text=body,
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _unavailable() -> web.Response:
+    return problem(
+        503,
+        "Service Unavailable",
+        "the pipeline serving this path is stopping or restarting; retry later",
+        {"Retry-After": "1"},
+    )
 
 
 def _owners(server: _Server) -> str:

@@ -217,9 +217,10 @@ INVALID = [
         "unpaired surrogate)",
     ),
     (
+        # an unpaired surrogate anywhere is refused when the JSON text is read, naming where
         '{"specversion":"1.0","id":"\\ud800","source":"/s","type":"t"}',
-        "attribute 'id' must not contain U+D800 (a control character, noncharacter or "
-        "unpaired surrogate)",
+        "invalid JSON: id: the string holds U+D800, an unpaired UTF-16 surrogate (JSON text "
+        "that has no UTF-8 form: not accepted, RFC 7493 section 2.1)",
     ),
     # the conformance suite's yaml/v1.yaml extension (a YAML block scalar, so it ends in a
     # newline, which the spec's String type does not allow)
@@ -865,6 +866,43 @@ async def test_data_nested_deeper_than_the_store_holds_is_dead_lettered_whole(
     assert "nested deeper than 128 levels" in letter["errormessage"]
     assert letter["datacontenttype"] == "text/plain"
     assert letter["data"] == line  # the raw line, replayable once fixed
+
+
+async def test_lone_surrogates_anywhere_are_dead_lettered_with_their_path(tmp_path: Path) -> None:
+    """A \\ud800 escape without its pair (in data, a nested key, an extension) has no UTF-8
+    form: the line is dead-lettered naming where it is, the others are stored, nothing fails.
+    A proper pair (an emoji) is kept."""
+    lines = [
+        event(id="before"),
+        event(id="sur", data="x\ud800y"),
+        event(id="key", data={"a": [{"\udc00": 1}]}),
+        event(id="ext", tenant="\udfff"),
+        event(id="pair", data="\ud83d\ude00"),
+    ]
+    out, dead = await run_lines(tmp_path, lines)
+    assert [e["id"] for e in out] == ["before", "pair"]
+    assert out[1]["data"] == "\U0001f600"
+    assert set(dead) == {2, 3, 4}
+    assert dead[2].startswith("invalid JSON: data: the string holds U+D800, an unpaired UTF-16")
+    assert dead[3].startswith("invalid JSON: a key of data.a[0]: the string holds U+DC00")
+    assert dead[4].startswith("invalid JSON: tenant: the string holds U+DFFF")
+
+
+def test_loads_event_refuses_lone_surrogates_naming_the_path() -> None:
+    from meshconnect.eventrules import InvalidEventError, loads_event
+
+    for text, path in [
+        ('"\\ud800"', "the document"),
+        ('{"a": {"b": ["ok", "\\uDBFF"]}}', "a.b[1]"),
+        ('{"\\udc00": 1}', "'\\udc00'"),
+        ('{"x y": "\\ud800"}', "'x y'"),
+    ]:
+        with pytest.raises(InvalidEventError) as refused:
+            loads_event(text)
+        assert refused.value.attribute == path, text
+    with pytest.raises(InvalidEventError):  # a raw surrogate in a str given as it is
+        loads_event('"\ud800"')
+    assert loads_event('["\\ud83d\\ude00", "\\u00e9"]') == ["\U0001f600", "\u00e9"]
 
 
 # -- the spec's own examples ----------------------------------------------------------------------

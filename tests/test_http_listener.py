@@ -4,6 +4,7 @@ after the ack, i.e. after its records are durably in the mesh."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import textwrap
@@ -264,3 +265,109 @@ def test_aiohttp_and_tqdm_are_imported_only_when_used() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_slow_headers_are_closed_and_connections_beyond_the_cap_get_503() -> None:
+    """300 sockets sending a request line and one header, never the end of the headers, were
+    never closed (the process ran out of file descriptors). Now each address closes a
+    connection whose headers are not complete within ``header_timeout``, and answers a
+    connection beyond ``max_connections`` with 503 at once; a complete request still works."""
+    listeners = HttpListeners()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    route = await listeners.add_route(
+        "127.0.0.1:0", "GET", "/x", ok, "test", header_timeout=0.5, max_connections=4
+    )
+    loop = asyncio.get_running_loop()
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", route.port))
+            sock.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n")  # never the blank line
+            sock.setblocking(False)
+            slow.append(sock)
+        await wait_until(lambda: len(_guards(listeners)) == 4)
+        extra = socket.create_connection(("127.0.0.1", route.port))
+        extra.setblocking(False)
+        answer = await asyncio.wait_for(_read_all(loop, extra), 10)
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        assert b"Retry-After: 1" in answer and b'"status":503' in answer
+        for sock in slow:  # closed by the server: reading ends (b"")
+            assert await asyncio.wait_for(_read_all(loop, sock), 10) == b""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{route.port}/x") as response,
+        ):
+            assert (response.status, await response.text()) == (200, "ok")
+    finally:
+        for sock in slow:
+            sock.close()
+        await listeners.close()
+
+
+def _guards(listeners: HttpListeners) -> list[Any]:
+    return [g for server in listeners._servers.values() for g in server.guards.values()]
+
+
+async def _read_all(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    out = b""
+    try:
+        while chunk := await loop.sock_recv(sock, 65536):
+            out += chunk
+    except ConnectionResetError:
+        pass
+    sock.close()
+    return out
+
+
+async def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_removed_route_answers_503_until_added_again_and_errors_are_problems() -> None:
+    """A route removed while the listener runs (its pipeline stopping or restarting) answered
+    a plain 404, which an http sink upstream dead-letters as permanent. Now: 503 with
+    Retry-After and a problem body until it is added again; 404 and 405 are problem bodies."""
+    listeners = HttpListeners()
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    route = await listeners.add_route("127.0.0.1:0", "POST", "/x", ok, "pipeline 'a'")
+    url = f"http://127.0.0.1:{route.port}"
+
+    async def ask(method: str, path: str) -> tuple[int, dict[str, str], Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, url + path) as response,
+        ):
+            body = await response.read()
+            kind = response.headers.get("Content-Type", "")
+            return (
+                response.status,
+                dict(response.headers),
+                (json.loads(body) if kind.startswith("application/problem+json") else body),
+            )
+
+    try:
+        assert (await ask("POST", "/x"))[0] == 200
+        status, headers, problem = await ask("POST", "/nope")
+        assert (status, problem["status"], problem["title"]) == (404, 404, "Not Found")
+        status, headers, problem = await ask("GET", "/x")
+        assert (status, headers["Allow"], problem["status"]) == (405, "POST", 405)
+        route.remove()
+        for method in ("POST", "GET"):
+            status, headers, problem = await ask(method, "/x")
+            assert (status, headers["Retry-After"], problem["status"]) == (503, "1", 503)
+            assert "restarting" in problem["detail"]
+        again = await listeners.add_route("127.0.0.1:0", "POST", "/x", ok, "pipeline 'a'")
+        assert again.port == route.port
+        assert (await ask("POST", "/x"))[0] == 200
+    finally:
+        await listeners.close()

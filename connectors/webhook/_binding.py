@@ -32,6 +32,7 @@ __all__ = [
     "BATCH",
     "STRUCTURED",
     "BadRequest",
+    "check_json_charset",
     "decode_data",
     "encode_data",
     "event_from_binary",
@@ -111,6 +112,17 @@ def _check(event: Any, index: int | None = None) -> Record:
         raise _invalid(exc, index) from None
 
 
+def check_json_charset(content_type: str | None) -> None:
+    """415 for a JSON body declared in a charset other than UTF-8: JSON exchanged between
+    systems is UTF-8 (RFC 8259 section 8.1), and so is the CloudEvents JSON format."""
+    _, params = media_type(content_type)
+    charset = params.get("charset")
+    if charset is not None and charset.replace("_", "-") not in ("utf-8", "utf8", "us-ascii"):
+        raise BadRequest(
+            415, "Unsupported Media Type", "JSON bodies must be UTF-8 (RFC 8259 section 8.1)"
+        )
+
+
 def _json(body: bytes, what: str) -> Any:
     try:
         return loads_event(body)
@@ -141,6 +153,7 @@ def decode_data(body: bytes, content_type: str | None, binary_fallback: bool) ->
     its charset, anything else as bytes (``binary_fallback``) or a 415."""
     mime, params = media_type(content_type)
     if is_json_type(mime) or (not mime and not binary_fallback):
+        check_json_charset(content_type)
         if not body.strip():
             raise BadRequest(400, "Malformed JSON", "empty JSON body")
         return _json(body, "JSON body")
@@ -156,7 +169,7 @@ def decode_data(body: bytes, content_type: str | None, binary_fallback: bool) ->
     raise BadRequest(
         415,
         "Unsupported Media Type",
-        f"content type {mime or '(none)'!r}: send application/json, "
+        "unsupported content type: send application/json, "
         "application/x-www-form-urlencoded, text/*, or a CloudEvent",
     )
 

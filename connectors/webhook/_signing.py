@@ -57,17 +57,25 @@ def verify(header: str | None, body: bytes, config: HmacConfig, now: float | Non
         if skew > config.tolerance:
             return f"{config.header}: timestamp outside the tolerance of {config.tolerance:g}s"
         message = stamp.encode() + b"." + body
+        presented_all = [_presented(g, config) for g in given]
         for secret in secrets:
             expected = _digest(secret, message, config)
-            if any(
-                hmac.compare_digest(expected.encode(), g.encode("utf-8", "replace")) for g in given
-            ):
+            if any(hmac.compare_digest(expected.encode(), g) for g in presented_all):
                 return ""
         return f"{config.header}: signature does not match"
     if not header.startswith(config.prefix):
         return f"{config.header}: expected the prefix {config.prefix!r}"
-    presented = header[len(config.prefix) :].strip().encode("utf-8", "replace")
+    presented = _presented(header[len(config.prefix) :], config)
     for secret in secrets:
         if hmac.compare_digest(_digest(secret, body, config).encode(), presented):
             return ""
     return f"{config.header}: signature does not match"
+
+
+def _presented(value: str, config: HmacConfig) -> bytes:
+    """A presented digest, for comparing with :func:`_digest`'s: hex in either case (senders
+    differ: RFC 4648 section 8 allows both; ours is lower-case), base64 as it is."""
+    value = value.strip()
+    if config.encoding == "hex":
+        value = value.lower()
+    return value.encode("utf-8", "replace")

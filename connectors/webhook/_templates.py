@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
-__all__ = ["Template", "data_path"]
+__all__ = ["Template", "data_path", "url_escape", "url_template"]
 
 
 class Template:
@@ -63,9 +64,12 @@ class Template:
     def names(self) -> list[str]:
         return [p for is_name, p in self.parts if is_name]
 
-    def render(self, lookup: Callable[[str], Any]) -> str:
+    def render(
+        self, lookup: Callable[[str], Any], escape: Callable[[str], str] | None = None
+    ) -> str:
         """The text with each placeholder replaced by ``str(lookup(name))`` (booleans as
-        ``true``/``false``); ``KeyError(name)`` when ``lookup`` finds nothing (``None``)."""
+        ``true``/``false``), passed through ``escape`` when given (URLs: :func:`url_escape`);
+        ``KeyError(name)`` when ``lookup`` finds nothing (``None``)."""
         if self.literal is not None:
             return self.literal
         out: list[str] = []
@@ -74,13 +78,58 @@ class Template:
                 out.append(part)
                 continue
             if part.startswith("time:"):
-                out.append(_strftime(lookup("time"), part[5:], part))
-                continue
-            value = lookup(part)
-            if value is None:
-                raise KeyError(part)
-            out.append(_text(value))
+                text = _strftime(lookup("time"), part[5:], part)
+            else:
+                value = lookup(part)
+                if value is None:
+                    raise KeyError(part)
+                text = _text(value)
+            out.append(text if escape is None else escape(text))
         return "".join(out)
+
+    def check_url(self) -> None:
+        """``ValueError`` unless every placeholder stands after the authority of an absolute
+        ``http(s)://host[:port]/`` URL (in the path, query or fragment): a value must never
+        choose the scheme, the host or the port (the records would pick where they go)."""
+        prefix = ""
+        for is_name, part in self.parts:
+            if not is_name:
+                prefix += part
+                continue
+            scheme, sep, rest = prefix.partition("://")
+            if not sep or "/" in scheme or not any(c in rest for c in "/?#"):
+                raise ValueError(
+                    f"template {self.text!r}: {{{part}}} stands in the scheme, host or port; "
+                    "placeholders may only stand in the path, the query or the fragment"
+                )
+            prefix += "x"
+
+
+def url_template(text: str) -> Template:
+    """A URL template whose literal text is percent-encoded where RFC 3986 wants it (spaces,
+    non-ASCII; reserved characters and existing ``%XX`` kept), ready for values escaped by
+    :func:`url_escape`: the rendered URL is sent as it is, never re-normalized."""
+    template = Template(text)
+    template.parts = [
+        (is_name, part if is_name else quote(part, safe=_URL_LITERAL))
+        for is_name, part in template.parts
+    ]
+    if template.literal is not None:
+        template.literal = quote(template.literal, safe=_URL_LITERAL)
+    return template
+
+
+_URL_LITERAL = "!#$%&'()*+,/:;=?@[]~"
+
+
+def url_escape(value: str) -> str:
+    """A value for a URL template: percent-encoded (RFC 3986 section 2.1, UTF-8) with only the
+    unreserved characters left as they are, so it stays one path segment or one query value
+    (``/``, ``?``, ``#``, ``&``, ``=`` are encoded); ``.`` and ``..``, which a client or server
+    would resolve as dot-segments (section 5.2.4), become ``%2E`` and ``%2E%2E``."""
+    if value in (".", ".."):
+        return "%2E" * len(value)
+    return quote(value, safe="", encoding="utf-8", errors="strict")
 
 
 def _text(value: Any) -> str:

@@ -139,6 +139,24 @@ class WebhookConfig(ConnectorConfig):
             "a shorthand: a number (requests a second), `100/s`, `600/min`, `10000/h`."
         ),
     )
+    header_timeout: Duration = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Time a connection has to send a request's complete headers (after it opens, or "
+            "after the previous answer); slower ones are closed. The address's setting: every "
+            "pipeline on one `listen` must give the same."
+        ),
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description=(
+            "Open connections to the address; one more is answered 503 and closed at once "
+            "(keep it below the process's file limit, `ulimit -n`). Per address, as "
+            "`header_timeout`."
+        ),
+    )
     read_timeout: Duration = Field(
         10.0, gt=0, description="Time to receive the whole body (slow clients get 408)."
     )
@@ -208,6 +226,20 @@ class WebhookConfig(ConnectorConfig):
     def _templates(cls, value: str | None) -> str | None:
         return _check_template(value)
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        """``HOST:PORT`` with a port of 0-65535 (``[::1]:8080`` for IPv6), as the shared
+        listener reads it; refused here so ``validate`` names the line."""
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not port.isascii():
+            raise ValueError(f"{value!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+        if int(port) > 65535:
+            raise ValueError(f"{value!r}: port {int(port)} is above 65535")
+        if host.startswith("[") != host.endswith("]") or (":" in host and host[0] != "["):
+            raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. [::1]:8080")
+        return value
+
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
@@ -249,7 +281,9 @@ class HttpSinkConfig(ConnectorConfig):
     url: str = Field(
         description=(
             "Where to send (template: `https://hooks.example.com/{type}`, `{data.tenant}`, "
-            "`{partitionkey}`, `{time:%Y-%m-%d}`)."
+            "`{partitionkey}`, `{time:%Y-%m-%d}`). Placeholders stand in the path, query or "
+            "fragment only (never the scheme, host or port); each value is percent-encoded "
+            "as one path segment or query value (`/`, `?`, `#`, `&` included)."
         )
     )
     method: Literal["POST", "PUT"] = Field("POST", description="The HTTP method.")
@@ -289,7 +323,7 @@ class HttpSinkConfig(ConnectorConfig):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        _check_template(value)
+        Template(value).check_url()  # ValueError: a bad placeholder, or one in the host part
         return value
 
     @field_validator("headers")

@@ -14,13 +14,20 @@ Per record:
   :class:`~meshconnect.RetriableError`; the worker sends that record again after the sink's
   ``errors.retry`` backoff (exponential, jittered). A ``Retry-After`` (seconds or an HTTP
   date, capped at ``max_retry_after``) holds every send of this sink until then.
+* 3xx: redirects are never followed (a 301/302 would turn the POST into a GET without
+  body, a 307 would re-send the ``ce-`` headers and signature to another host): a
+  :class:`~meshconnect.DataError` naming the status and the ``Location`` (without its query).
 * any other 4xx: a :class:`~meshconnect.DataError` with the status and the first 300
   characters of the response body: the record goes to the dead-letter topic, never re-sent.
 * 401 with ``oauth2``: the token is fetched again and the request repeated once.
 
 Ordering: records with the same ``partitionkey`` extension are sent one after the other in
 offset order; when one fails for a retriable reason, the later records of its key in the
-batch are held back (reported retriable without being sent) so the key keeps its order.
+batch are held back (reported retriable without being sent, as :class:`HeldBack`) so the
+key keeps its order. The worker charges a held-back record an attempt all the same; the
+sink credits it: once the record can go out, it is sent up to (attempts charged - sends
+made) times in place, with a backoff, so no record loses sends to waiting, and a
+:class:`HeldBack` dead letter's ``errorattempts`` is its real sends.
 Records without a partition key form one more such lane (they keep their order too). Lanes
 run side by side, at most ``max_concurrency`` requests in flight.
 """
@@ -30,10 +37,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote_plus, urljoin, urlsplit
 
 from meshconnect import (
     BatchError,
@@ -47,7 +55,7 @@ from meshconnect import (
 
 from . import _binding
 from ._signing import sign
-from ._templates import Template, data_path
+from ._templates import Template, data_path, url_escape, url_template
 from .config import HttpSinkConfig
 
 __all__ = ["HttpSink"]
@@ -61,15 +69,18 @@ class HttpSink(Sink[HttpSinkConfig]):
 
     async def open(self, state: Mapping[str, Any] | None) -> None:
         import aiohttp
+        import yarl
 
         self.aiohttp = aiohttp
+        self.yarl = yarl
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.config.timeout),
             connector=aiohttp.TCPConnector(limit=self.config.max_concurrency),
         )
-        self.url = Template(self.config.url)
+        self.url = url_template(self.config.url)
         self.headers = {name: Template(text) for name, text in self.config.headers.items()}
         self.gate = asyncio.Semaphore(self.config.max_concurrency)
+        self.tally: dict[int, tuple[Record, int, int]] = {}
         self.not_before = 0.0  # monotonic: no send before (a Retry-After)
         self.token: str | None = None
         self.token_expires = 0.0
@@ -86,6 +97,17 @@ class HttpSink(Sink[HttpSinkConfig]):
         return Flushed({})  # every record is delivered (or failed) when write returns
 
     async def write(self, records: Sequence[Record]) -> None:
+        # The worker retries the records a BatchError names, counting one attempt per call
+        # for each of them, sent or not. A record held back behind a same-key retry is
+        # charged an attempt it did not use: it is credited, and once it can go out it may
+        # be sent up to (attempts charged - sends made) times in place (with a backoff), so
+        # every record gets as many real sends as the worker's errors.retry allows.
+        tally = self.tally = {
+            id(r): self.tally.get(id(r), (r, 0, 0)) for r in records
+        }  # id -> (record, write calls that held it, sends made); the record is kept so
+        # that its id cannot be reused by another while the entry lives
+        for key, (record, calls, sends) in tally.items():
+            tally[key] = (record, calls + 1, sends)
         lanes: dict[Any, list[int]] = {}
         for index, record in enumerate(records):
             lanes.setdefault(record.extensions.get("partitionkey"), []).append(index)
@@ -94,7 +116,7 @@ class HttpSink(Sink[HttpSinkConfig]):
         async def lane(indexes: list[int]) -> None:
             chunks = self._chunks(records, indexes, failures)
             for n, (url, chunk) in enumerate(chunks):
-                error = await self._send(url, [records[i] for i in chunk])
+                error = await self._send_credited(url, [records[i] for i in chunk])
                 if error is None:
                     continue
                 for index in chunk:
@@ -104,9 +126,10 @@ class HttpSink(Sink[HttpSinkConfig]):
                         for index in later:
                             failures.failed(
                                 index,
-                                RetriableError(
+                                HeldBack(
                                     f"held back: record {records[chunk[0]].id!r} of the same "
-                                    "partition key is to be sent again first"
+                                    "partition key is to be sent again first",
+                                    tally[id(records[index])][2],
                                 ),
                             )
                     return
@@ -114,6 +137,24 @@ class HttpSink(Sink[HttpSinkConfig]):
         await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
         if failures.failures:
             raise failures
+
+    async def _send_credited(self, url: str, chunk: list[Record]) -> BaseException | None:
+        """:meth:`_send`, repeated in place while every record of ``chunk`` has attempts
+        charged and not used (see :meth:`write`); the error of the last send, or None."""
+        tally = self.tally
+        credit = min(tally[id(r)][1] - tally[id(r)][2] for r in chunk)
+        send = 0
+        while True:
+            error = await self._send(url, chunk)
+            send += 1
+            for r in chunk:
+                record, calls, sends = tally[id(r)]
+                tally[id(r)] = (record, calls, sends + 1)
+            if error is None or not isinstance(error, RetriableError) or send >= credit:
+                return error
+            # the backoff the worker would have waited (errors.retry is not the sink's to
+            # read: its default initial_backoff, doubling), besides any Retry-After
+            await asyncio.sleep(min(30.0, 0.2 * 2 ** (send - 1)) * (0.5 + random.random() / 2))
 
     def _chunks(
         self, records: Sequence[Record], indexes: list[int], failures: BatchError
@@ -125,7 +166,7 @@ class HttpSink(Sink[HttpSinkConfig]):
         chunks: list[tuple[str, list[int]]] = []
         for index in indexes:
             try:
-                url = self._render(self.url, records[index], "url")
+                url = self._render(self.url, records[index], "url", url_escape)
             except DataError as exc:
                 failures.failed(index, exc)
                 continue
@@ -137,7 +178,13 @@ class HttpSink(Sink[HttpSinkConfig]):
 
     # -- one request ----------------------------------------------------------------------------
 
-    def _render(self, template: Template, record: Record, what: str) -> str:
+    def _render(
+        self,
+        template: Template,
+        record: Record,
+        what: str,
+        escape: Callable[[str], str] | None = None,
+    ) -> str:
         def lookup(name: str) -> Any:
             if name.startswith("data."):
                 value = data_path(record.data, name[5:])
@@ -151,7 +198,12 @@ class HttpSink(Sink[HttpSinkConfig]):
             return record.extensions.get(name)
 
         try:
-            return template.render(lookup)
+            return template.render(lookup, escape)
+        except UnicodeEncodeError:
+            raise DataError(
+                f"http sink {self.context.name}: {what} {template.text!r}: a value is not "
+                "Unicode text that UTF-8 can encode"
+            ) from None
         except KeyError as exc:
             raise DataError(
                 f"http sink {self.context.name}: {what} {template.text!r}: the record has no "
@@ -195,12 +247,17 @@ class HttpSink(Sink[HttpSinkConfig]):
                 async with (
                     self.gate,
                     self.session.request(
-                        self.config.method, url, data=body, headers=headers
+                        self.config.method,
+                        self.yarl.URL(url, encoded=True),  # as escaped: never re-normalized
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,  # a 3xx is a failure: never re-sent elsewhere
                     ) as response,
                 ):
                     status = response.status
                     excerpt = (await response.content.read(EXCERPT)).decode("utf-8", "replace")
                     retry_after = response.headers.get("Retry-After")
+                    location = response.headers.get("Location")
             except self.aiohttp.InvalidURL:  # a url template that made no URL: never retried
                 return DataError(f"{where}: not a valid URL")
             except (self.aiohttp.ClientError, TimeoutError) as exc:
@@ -217,6 +274,13 @@ class HttpSink(Sink[HttpSinkConfig]):
             if retry_after:
                 self._hold(retry_after)
             message = f"{where}: HTTP {status}: {excerpt.strip()}"
+            if 300 <= status < 400:  # followed, a POST becomes a GET (301/302) or goes to
+                # another host with the ce-* headers: the receiver must be configured instead
+                shown = _shown(urljoin(url, location)) if location else "(no Location)"
+                return DataError(
+                    f"{where}: HTTP {status} redirect to {shown}: redirects are not followed; "
+                    "set url to the final address"
+                )
             if status in RETRIABLE_STATUS or status >= 500:
                 return RetriableError(message)
             return DataError(message)
@@ -282,6 +346,24 @@ class HttpSink(Sink[HttpSinkConfig]):
             # refresh a little early (a tenth of the lifetime, at most 60 s)
             self.token_expires = time.monotonic() + lifetime - min(60.0, lifetime / 10)
             return token
+
+
+class HeldBack(RetriableError):
+    """A record not sent because an earlier one of its partition key is to be sent again
+    first. ``attempts`` is the sends it had (the worker writes what it counted into it when
+    it gives up: that is ignored, so the dead letter's ``errorattempts`` says real sends)."""
+
+    def __init__(self, message: str, sends: int) -> None:
+        super().__init__(message)
+        self.sends = sends
+
+    @property
+    def attempts(self) -> int:
+        return self.sends
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:
+        pass
 
 
 def _shown(url: str) -> str:

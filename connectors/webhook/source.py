@@ -7,15 +7,18 @@ worker is killed right after. Everything else gets a status that says what to do
 ====  ==========================================================================================
 202   stored (body ``{"stored": n, "duplicates": d}``); a repeated ``source``+``id`` within
       ``idempotency_window`` counts as a duplicate and is stored once
-400   malformed JSON, an invalid CloudEvent (``missing``/``invalid`` list the attributes), a
+400   malformed JSON (unpaired surrogates included), data the store could not write, an
+      invalid CloudEvent (``missing``/``invalid`` list the attributes), a
       plain-body template without a value
-401   missing or wrong bearer token (``WWW-Authenticate: Bearer``), missing or wrong signature,
+401   missing or wrong bearer token (``WWW-Authenticate: Bearer`` with ``bearer_tokens``),
+      missing or wrong signature (hex in either case),
       a timestamped signature outside its tolerance
 403   client address outside ``allow_ips``; an event type outside the token's ``types``
       (nothing of the request is stored)
 408   the body did not arrive within ``read_timeout``
 413   body over ``max_body_bytes``; batch longer than ``max_batch``
-415   a content type that is neither JSON, form, text nor a CloudEvents mode
+415   a content type that is neither JSON, form, text nor a CloudEvents mode; a
+      ``Content-Encoding`` other than gzip or deflate (400 when the body does not decode)
 429   over ``rate_limit`` for the client address (``Retry-After``)
 503   the store did not take the events (the append failed, the source is stopping, more than
       ``max_pending`` events wait, or no ack within ``ack_timeout``), with ``Retry-After``;
@@ -37,6 +40,7 @@ import fnmatch
 import hmac
 import ipaddress
 import math
+import re
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -127,7 +131,13 @@ class WebhookSource(Source[WebhookConfig]):
             base = self.context.base_dir
             tls = (_resolve(base, config.tls_cert), _resolve(base, config.tls_key))
         self.route = await self.context.http.add_route(
-            config.listen, "POST", config.path, self.handle, tls=tls
+            config.listen,
+            "POST",
+            config.path,
+            self.handle,
+            tls=tls,
+            header_timeout=config.header_timeout,
+            max_connections=config.max_connections,
         )
 
     async def stop(self) -> None:
@@ -191,7 +201,7 @@ class WebhookSource(Source[WebhookConfig]):
             self.context.logger.info(
                 "webhook %s: %d %s from %s", self.config.path, exc.status, exc.title, client
             )
-            return _problem(exc.status, exc.title, exc.detail, exc.extra)
+            return _problem(exc.status, exc.title, exc.detail, exc.extra, bearer=bool(self.tokens))
         except Unavailable as exc:
             self.rejected.inc()
             self.context.logger.warning(
@@ -229,6 +239,7 @@ class WebhookSource(Source[WebhookConfig]):
             if problem:
                 raise BadRequest(401, "Unauthorized", problem)
         records = self._events(request, body, client)
+        _check_storable(records)
         denied = sorted({r.type for r in records if not _type_allowed(r.type, patterns)})
         if denied:
             raise BadRequest(
@@ -296,12 +307,23 @@ class WebhookSource(Source[WebhookConfig]):
         bucket[0] = tokens - 1
 
     async def _read_body(self, request: web.Request) -> bytes:
+        """The body, decoded from its ``Content-Encoding`` (``gzip``, ``deflate``; ``br`` and
+        ``zstd`` when aiohttp has their libraries): 415 for a coding it cannot decode
+        (RFC 9110 section 15.5.16), 400 for a body that does not decode, 413 past
+        ``max_body_bytes`` (decoded), 408 past ``read_timeout``."""
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise BadRequest(413, "Content Too Large", f"body over {limit} bytes")
+        coding = request.headers.get("Content-Encoding", "").strip().lower()
+        if coding not in _CODINGS:
+            raise BadRequest(
+                415,
+                "Unsupported Content-Encoding",
+                "send the body as it is, or with Content-Encoding gzip or deflate",
+            )
         stream = request.content
         length = request.content_length
-        if length is not None and stream.total_bytes >= length:
+        if not coding and length is not None and stream.total_bytes >= length:
             return stream.read_nowait(-1)  # all of it came with the headers: no waiting
         chunks: list[bytes] = []
         size = 0
@@ -318,6 +340,10 @@ class WebhookSource(Source[WebhookConfig]):
         except TimeoutError:
             raise BadRequest(
                 408, "Request Timeout", f"body not received in {self.config.read_timeout:g}s"
+            ) from None
+        except web.RequestPayloadError:  # a gzip/deflate body that does not decode
+            raise BadRequest(
+                400, "Bad body", f"the body does not decode as Content-Encoding {coding}"
             ) from None
         return b"".join(chunks)
 
@@ -341,6 +367,8 @@ class WebhookSource(Source[WebhookConfig]):
     def _events(self, request: web.Request, body: bytes, client: str) -> list[Record]:
         headers = request.headers
         mime, _ = _binding.media_type(headers.get("Content-Type"))
+        if mime in (BATCH, STRUCTURED):
+            _binding.check_json_charset(headers.get("Content-Type"))
         if mime == BATCH:
             return _binding.events_from_batch(body, self.config.max_batch)
         if mime == STRUCTURED:
@@ -349,7 +377,7 @@ class WebhookSource(Source[WebhookConfig]):
             raise BadRequest(
                 415,
                 "Unsupported Media Type",
-                f"{mime!r}: the JSON event format is the only one supported",
+                "the JSON event format is the only CloudEvents format supported",
             )
         if any(name in headers for name in _CE_REQUIRED):
             return [_binding.event_from_binary(headers, body)]
@@ -361,10 +389,16 @@ class WebhookSource(Source[WebhookConfig]):
         if mime == "application/x-www-form-urlencoded":
             try:
                 pairs = parse_qsl(
-                    body.decode("utf-8"), keep_blank_values=True, strict_parsing=False
+                    body.decode("utf-8"),
+                    keep_blank_values=True,
+                    strict_parsing=False,
+                    encoding="utf-8",
+                    errors="strict",  # a %XX escape that is not UTF-8: 400, as for text
                 )
             except UnicodeDecodeError:
-                raise BadRequest(400, "Bad form", "form body is not UTF-8") from None
+                raise BadRequest(
+                    400, "Bad form", "form body or a percent-escape in it is not UTF-8"
+                ) from None
             data: Any = {}
             for name, value in pairs:
                 if name in data:
@@ -458,6 +492,45 @@ class WebhookSource(Source[WebhookConfig]):
         return DataError if isinstance(exc, BadRequest) else None
 
 
+def _codings() -> frozenset[str]:
+    """The ``Content-Encoding`` values aiohttp decodes here ("" and identity: none)."""
+    from aiohttp import http_parser
+
+    codings = {"", "identity", "gzip", "deflate"}
+    if getattr(http_parser, "HAS_BROTLI", False):
+        codings.add("br")
+    if getattr(http_parser, "HAS_ZSTD", False):
+        codings.add("zstd")
+    return frozenset(codings)
+
+
+_CODINGS = _codings()
+
+
+def _check_storable(records: list[Record]) -> None:
+    """:class:`BadRequest` (400) when the data of an event could not be written by the mesh
+    store: a string with an unpaired surrogate (JSON bodies are refused earlier by
+    ``loads_event``, naming the path; text in a charset such as UTF-7 can make one too), or
+    any other value :func:`meshconnect.jsonvalue.dumps` refuses. Attributes and extensions
+    are checked by ``parse_event``. Without this, the append would fail: a 503 the sender
+    retries forever, and a failed source."""
+    datas = [r.data for r in records if not isinstance(r.data, bytes | bytearray)]
+    for data in datas:
+        if isinstance(data, str) and _SURROGATE.search(data) is not None:
+            raise BadRequest(
+                400,
+                "Unstorable data",
+                "the data holds an unpaired UTF-16 surrogate, which has no UTF-8 form",
+            )
+    try:
+        jsonvalue.dumps_each(datas)
+    except TypeError as exc:
+        raise BadRequest(400, "Unstorable data", f"the data cannot be stored: {exc}") from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _type_allowed(event_type: str, patterns: list[str]) -> bool:
     return any(p == "*" or fnmatch.fnmatchcase(event_type, p) for p in patterns)
 
@@ -474,8 +547,11 @@ def _problem(
     detail: str,
     extra: Mapping[str, Any],
     headers: Mapping[str, str] | None = None,
+    bearer: bool = False,
 ) -> web.Response:
-    """An RFC 7807 problem response."""
+    """An RFC 7807 problem response; a 401 names the Bearer scheme (RFC 6750 section 3) only
+    where bearer tokens are configured (``bearer``): a signature-only route has no scheme a
+    client could answer with."""
     out_headers = dict(headers or {})
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     body["detail"] = detail
@@ -484,7 +560,7 @@ def _problem(
             out_headers["Retry-After"] = str(value)
         elif value:
             body[name] = value
-    if status == 401:
+    if status == 401 and bearer:
         out_headers.setdefault("WWW-Authenticate", 'Bearer realm="meshconnect"')
     return web.Response(
         status=status,
