@@ -5,6 +5,7 @@ they went in (structured: byte for byte; binary: read back through the SDK's bin
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,75 @@ def _as_header_text(name: str, value: Any) -> Any:
     if name == "data_base64":
         return value
     return value
+
+
+async def test_synchronous_mode_answers_once_every_sink_delivered(tmp_path: Path) -> None:
+    """`synchronous: true` holds the answer until the sinks reading the topic have written and
+    committed the event: when the 200 comes, the receiving server already has it; a sink that
+    cannot deliver within `sync_timeout` gives 202 with `delivered: false` (stored anyway)."""
+    received: list[bytes] = []
+    slow = {"on": False}
+
+    async def receive(req: web.Request) -> web.Response:
+        if slow["on"]:
+            return web.Response(status=503, headers={"Retry-After": "5"})
+        received.append(await req.read())
+        return web.Response(status=202)
+
+    sink_port, hook_port = free_port(), free_port()
+    app = web.Application()
+    app.router.add_post("/in", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", sink_port).start()
+    store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
+    await store.open()
+    worker = worker_for(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: orders
+            source:
+              connector: webhook
+              config:
+                listen: "127.0.0.1:{hook_port}"
+                path: /events
+                synchronous: true
+                sync_timeout: 2s
+            sinks:
+              - name: out
+                connector: http
+                commit_interval: 0.05
+                config: {{url: "http://127.0.0.1:{sink_port}/in", mode: structured}}
+        """,
+        store,
+    )
+    run = asyncio.create_task(worker.run())
+    try:
+        for n, body in enumerate(EVENTS[:3], start=1):
+            status, _, answer = await request(
+                "POST",
+                f"http://127.0.0.1:{hook_port}/events",
+                data=body,
+                headers={"Content-Type": "application/cloudevents+json"},
+            )
+            assert (status, json.loads(answer)["delivered"]) == (200, True)
+            assert len(received) == n  # delivered before the answer came
+        slow["on"] = True
+        status, _, answer = await request(
+            "POST",
+            f"http://127.0.0.1:{hook_port}/events",
+            data=b'{"specversion":"1.0","id":"order-4","source":"/orders","type":"t","data":4}',
+            headers={"Content-Type": "application/cloudevents+json"},
+        )
+        assert (status, json.loads(answer)) == (
+            202,
+            {"stored": 1, "duplicates": 0, "delivered": False},
+        )
+        slow["on"] = False
+        await wait_for(lambda: len(received) == 4)
+    finally:
+        worker.stop()
+        assert await run == 0
+        await store.close()
+        await runner.cleanup()

@@ -165,6 +165,18 @@ class WebhookConfig(ConnectorConfig):
         gt=0,
         description="Time to wait for the durable append before answering 503.",
     )
+    synchronous: bool = Field(
+        False,
+        description=(
+            "Hold the answer until every sink of this worker that reads the events' topic has "
+            "written and committed them (200, `delivered: true`), for request/reply callers; "
+            "after `sync_timeout` the answer is 202 with `delivered: false` (the events are "
+            "stored and will be delivered)."
+        ),
+    )
+    sync_timeout: Duration = Field(
+        10.0, gt=0, description="With `synchronous`: the longest wait for delivery."
+    )
     max_pending: int = Field(
         10000,
         ge=1,

@@ -264,7 +264,13 @@ class WebhookSource(Source[WebhookConfig]):
             await self._await(done)
         if duplicates:
             self.duplicates.inc(duplicates)
-        return web.json_response({"stored": len(fresh), "duplicates": duplicates}, status=202)
+        answer: dict[str, Any] = {"stored": len(fresh), "duplicates": duplicates}
+        if config.synchronous and fresh:
+            # The stored events carry their topic and offset now (the store set them).
+            delivered = await self.context.deliveries.wait(fresh, config.sync_timeout)
+            answer["delivered"] = delivered
+            return web.json_response(answer, status=200 if delivered else 202)
+        return web.json_response(answer, status=202)
 
     async def _await(self, done: asyncio.Future[None]) -> None:
         try:  # shielded: other requests may wait for the same append (duplicates)
