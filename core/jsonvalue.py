@@ -202,15 +202,24 @@ def dumps(
         return _dumps_strict(value, sort_keys, newline)
     try:
         out = _encoders["sorted" if sort_keys else None].encode(value)
-    except (ValueError, RecursionError) as exc:  # a NaN Decimal; nesting
-        raise TypeError(
-            _NON_FINITE if isinstance(exc, ValueError) else "nested too deep to write"
-        ) from None
+    except (ValueError, RecursionError) as exc:  # a NaN Decimal; nesting; see _why
+        raise TypeError(_why(exc)) from None
     # ``find``, not ``in``: ``bytes in bytes`` first tries the needle as an int, and raises
     # and clears a TypeError each time (CPython 3.11), which costs more than the search.
     if out.find(b"null") >= 0 and _non_finite(value):
         raise TypeError(_NON_FINITE)
     return out + b"\n" if newline else out
+
+
+def _why(exc: BaseException) -> str:
+    """What msgspec's encoder refused, in words (its errors are all ValueErrors)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deep to write"
+    if isinstance(exc, UnicodeError):
+        return "a string holds an unpaired UTF-16 surrogate (not UTF-8 text)"
+    if "digits" in str(exc):
+        return "an integer of more than 4300 digits (Python's limit on integer text)"
+    return _NON_FINITE
 
 
 def dumps_each(values: Sequence[Any]) -> list[bytes]:

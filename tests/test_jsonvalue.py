@@ -271,3 +271,20 @@ def test_dumps_each_lets_nulls_through() -> None:
         b'{"a":null}',
         b"[null,1.5]",
     ]
+
+
+def test_what_cannot_be_written_is_named_for_what_it_is() -> None:
+    """msgspec raises ValueError for a NaN Decimal, an unpaired surrogate and a 5,000-digit
+    integer alike; the message must say which (all were "NaN and infinity ..." before)."""
+    from decimal import Decimal
+
+    import pytest
+
+    cases = [
+        ("\ud800", "unpaired UTF-16 surrogate"),
+        (10**5000, "more than 4300 digits"),
+        (Decimal("NaN"), "NaN and infinity"),
+    ]
+    for value, message in cases:
+        with pytest.raises(TypeError, match=message):
+            jsonvalue.dumps({"v": value})
