@@ -92,6 +92,35 @@ async def test_hset_merge_keeps_other_fields(redis_server, tmp_path) -> None:
     assert 0 < r.pttl(f"{p}:1") <= 10_000
 
 
+async def test_hset_merge_removes_fields_that_became_null(redis_server, tmp_path) -> None:
+    """With `replace: false` a field (a CDC column) set to null disappears from the hash, as
+    the page says; it kept its old value (found by the redis trial)."""
+    p = prefix()
+    r = redis_server.client()
+    r.hset(f"{p}:1", mapping={"kept": "x", "note": "old", "a.b": "old"})
+    await write_all(
+        sink(redis_server, tmp_path, mode="hset", key=p + ":{data.id}", replace=False),
+        [Record({"id": 1, "note": None, "a": {"b": None}, "v": 2})],
+    )
+    assert r.hgetall(f"{p}:1") == {b"kept": b"x", b"id": b"1", b"v": b"2"}
+
+
+async def test_hset_fields_that_flatten_to_one_name_fail_alone(redis_server, tmp_path) -> None:
+    """`{"a": {"b": 2}, "a.b": 3}` would keep one value and drop the other silently: the record
+    fails alone (a per-record result), the others are written (found by the redis trial)."""
+    p = prefix()
+    s = sink(redis_server, tmp_path, mode="hset", key=p + ":{data.id}")
+    await s.open(None)
+    with pytest.raises(BatchError) as failed:
+        await s.write([Record({"id": 1, "a": {"b": 2}, "a.b": 3}), Record({"id": 2, "x": 1})])
+    await s.flush()
+    await s.close()
+    assert list(failed.value.failures) == [0]
+    assert "flatten to 'a.b'" in str(failed.value.failures[0])
+    r = redis_server.client()
+    assert (r.exists(f"{p}:1"), r.hgetall(f"{p}:2")) == (0, {b"id": b"2", b"x": b"1"})
+
+
 async def test_tombstone_deletes_its_key(redis_server, tmp_path) -> None:
     p = prefix()
     r = redis_server.client()

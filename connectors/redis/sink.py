@@ -52,22 +52,31 @@ def _scalar(value: Any) -> str | bytes:
 
 
 def flatten(
-    data: Mapping[str, Any], prefix: str = "", out: dict[str, Any] | None = None
+    data: Mapping[str, Any],
+    prefix: str = "",
+    out: dict[str, Any] | None = None,
+    nulls: list[str] | None = None,
 ) -> dict[str, Any]:
     """Hash fields of a data object: nested objects as dotted names (``a.b``), lists as JSON,
     strings as they are, numbers as exact JSON text, booleans ``true``/``false``; null
-    fields are left out."""
+    fields are left out (their names added to ``nulls``). ``DataError`` when two fields get one
+    name (``{"a": {"b": 1}, "a.b": 2}``): one value would silently replace the other."""
     if out is None:
         out = {}
     for name, value in data.items():
+        field = prefix + name
+        if field in out or (nulls is not None and field in nulls):
+            raise DataError(f"hset: two fields of the data both flatten to {field!r}")
         if value is None:
+            if nulls is not None:
+                nulls.append(field)
             continue
         if isinstance(value, dict):
-            flatten(value, f"{prefix}{name}.", out)
+            flatten(value, f"{field}.", out, nulls)
         elif isinstance(value, list):
-            out[prefix + name] = dumps(value).decode()
+            out[field] = dumps(value).decode()
         else:
-            out[prefix + name] = _scalar(value)
+            out[field] = _scalar(value)
     return out
 
 
@@ -161,7 +170,8 @@ class RedisSink(Sink[RedisSinkConfig]):
         data = record.data
         if not isinstance(data, dict):
             raise DataError(f"hset: the data of record {record.id} is not an object")
-        return self._hset(key, flatten(data))
+        nulls: list[str] = []
+        return self._hset(key, flatten(data, nulls=nulls), nulls)
 
     def _change(self, record: Record) -> list[tuple[Any, ...]]:
         change = change_of(record)
@@ -186,7 +196,8 @@ class RedisSink(Sink[RedisSinkConfig]):
         if self.config.mode == "set":
             commands.append(self._set(key, dumps(change.row)))
         else:
-            commands.extend(self._hset(key, row_fields(change.row)))
+            nulls = [name for name, value in change.row.items() if value is None]
+            commands.extend(self._hset(key, row_fields(change.row), nulls))
         return commands
 
     def _set(self, key: str, value: Any) -> tuple[Any, ...]:
@@ -194,10 +205,16 @@ class RedisSink(Sink[RedisSinkConfig]):
             return ("SET", key, value, "PX", self.ttl_ms)
         return ("SET", key, value)
 
-    def _hset(self, key: str, fields: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _hset(
+        self, key: str, fields: dict[str, Any], nulls: Sequence[str] = ()
+    ) -> list[tuple[Any, ...]]:
+        """HSET of ``fields``; with ``replace: false`` the ``nulls`` (fields that are null
+        now) are removed from the hash (HDEL), so a column set to NULL disappears."""
         commands: list[tuple[Any, ...]] = []
         if self.config.replace or not fields:
             commands.append(("DEL", key))
+        elif nulls:
+            commands.append(("HDEL", key, *nulls))
         if fields:
             flat: list[Any] = ["HSET", key]
             for name, value in fields.items():
