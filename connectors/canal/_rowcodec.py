@@ -202,7 +202,8 @@ def parse_table_map(data: bytes, pos: int, end: int, *, mariadb: bool) -> Table:
             else:
                 sets = decode(set_values[set_i] if set_i < len(set_values) else ())
                 set_i += 1
-        if charset == _BINARY_CHARSET or t == GEOMETRY:
+        binary = charset == _BINARY_CHARSET
+        if binary or t == GEOMETRY:
             charset = None
         columns.append(
             Column(
@@ -214,6 +215,7 @@ def parse_table_map(data: bytes, pos: int, end: int, *, mariadb: bool) -> Table:
                 charset=charset,
                 enum_values=enums,
                 set_values=sets,
+                binary=binary,
             )
         )
     pk_names = tuple(columns[i].name for i in pk if i < count)

@@ -75,7 +75,7 @@ def binlog_type(col: Column, maxlen: dict[int, int], mariadb: bool) -> str:
         return f"set({_quote_members(col.set_values or ())})"
     if t == 255:
         return "geometry"
-    binary = col.charset == _BINARY_CHARSET
+    binary = col.binary or col.charset == _BINARY_CHARSET
     if t == 252:
         size = _BLOBS.get(meta if isinstance(meta, int) else 2, "")
         return size + ("blob" if binary else "text")

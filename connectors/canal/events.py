@@ -78,6 +78,9 @@ class Column:
     charset: int | None = None
     enum_values: tuple[str, ...] | None = None
     set_values: tuple[str, ...] | None = None
+    #: A binary string (the table map's charset 63: BINARY, VARBINARY, BLOB), known only with
+    #: FULL metadata (``charset`` is None for binary and unknown alike).
+    binary: bool = False
 
 
 @dataclass(frozen=True, slots=True)
