@@ -358,3 +358,35 @@ async def test_large_batches_odd_values(url: str, tmp_path: Path) -> None:
     assert len(got) == 2500
     assert got[3][:2] == (9, f"{odd} 3") and Decimal(str(got[3][2])) == Decimal("3.25")
     assert got[4][0] == 6 and got[5][0] == 5 and got[7][1] is None
+
+
+async def test_a_nul_byte_postgresql_cannot_store_fails_its_record_alone(
+    url: str, tmp_path: Path
+) -> None:
+    """psycopg refuses a NUL in text before the server sees it ("PostgreSQL text fields cannot
+    contain NUL (0x00) bytes"): that record fails alone, the others are written, instead of the
+    sink restarting forever on an unknown error (found by the jdbc trial)."""
+    t = table_name("nul")
+    text = "INT" if url.startswith("mysql") else "INTEGER"
+    q(url, f'CREATE TABLE "{t}" (id {text} PRIMARY KEY, v TEXT)')
+    s = make(url, tmp_path, table=t, mode="upsert", key=["id"])
+    await s.open(None)
+    batch = [rec({"id": i, "v": "a\x00b" if i == 2 else f"v{i}"}, i) for i in range(5)]
+    try:
+        await s.write(batch)
+        failed: list[int] = []
+    except BatchError as err:
+        failed = sorted(err.failures)
+    except DataError:  # the whole write refused: the loop writes the records one by one
+        failed = []
+        for r in batch:
+            try:
+                await s.write([r])
+            except (BatchError, DataError):
+                failed.append(r.data["id"])
+    await s.close()
+    ids = [r[0] for r in q(url, f'SELECT id FROM "{t}" ORDER BY id')]
+    if url.startswith("postgresql"):
+        assert failed == [2] and ids == [0, 1, 3, 4]
+    else:  # MariaDB and SQLite keep the NUL
+        assert failed == [] and ids == [0, 1, 2, 3, 4]

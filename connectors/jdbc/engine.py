@@ -80,7 +80,13 @@ def classify_db_error(exc: BaseException) -> type[MeshconnectError] | None:
         if isinstance(state, str) and state:
             return RetriableError if state.startswith(_PG_RETRIABLE) else DataError
         name = type(exc).__name__
-        return RetriableError if name in ("OperationalError", "InterfaceError") else None
+        if name in ("OperationalError", "InterfaceError"):
+            return RetriableError
+        if name in ("DataError", "IntegrityError", "ProgrammingError"):
+            # raised by the driver before the server saw it: a value it cannot send (a NUL
+            # byte in text, "PostgreSQL text fields cannot contain NUL (0x00) bytes")
+            return DataError
+        return None
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return RetriableError
