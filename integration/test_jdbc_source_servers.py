@@ -145,3 +145,27 @@ async def test_a_row_committed_late_still_arrives_with_a_delay(url: str, delay: 
         assert sorted(seen) == ["early", "held"]
     else:
         assert seen == ["early"]  # Kafka Connect's loss, which `delay` prevents
+
+
+async def test_mysql_time_beyond_a_day_and_set_come_as_mysql_writes_them(my_url: str) -> None:
+    """SQLAlchemy's MySQL TIME type folded durations into a time of day (``838:59:59`` came out
+    ``22:59:59``) and its SET type gave a Python set (``"{'a', 'b'}"``); the page promises
+    MySQL's own values (found by the jdbc trial)."""
+    t = f"tt_{next(_n)}"
+    query(my_url, f"CREATE TABLE {t} (id INT PRIMARY KEY, tm TIME(6), s SET('a','b'))")
+    query(
+        my_url,
+        f"INSERT INTO {t} VALUES (1,'838:59:59','a,b'),(2,'-01:00:00.5','b'),(3,'25:00:00',''),"
+        "(4,'-838:59:59',NULL)",
+    )
+    s = make(my_url, mode="bulk", table=t)
+    await s.start({})
+    records, _ = await drain(s)
+    await s.stop()
+    got = sorted((r.data["id"], r.data["tm"], r.data["s"]) for r in records)
+    assert got == [
+        (1, "838:59:59", "a,b"),
+        (2, "-01:00:00.500000", "b"),
+        (3, "25:00:00", ""),
+        (4, "-838:59:59", None),
+    ]

@@ -63,6 +63,21 @@ def _time_text(v: dt.timedelta) -> str:
     return f"{sign}{h:02d}:{m:02d}:{s:02d}" + (f".{micro:06d}" if micro else "")
 
 
+def _raw_column(column: Any) -> Any:
+    """A column as the driver gives it where SQLAlchemy's MySQL types would change the value:
+    its TIME result processor folds a duration into a time of day (``838:59:59`` became
+    ``22:59:59``) and its SET one makes a Python set; MySQL's own text (``a,b``) and PyMySQL's
+    timedelta are what the docs promise."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
+
+    if isinstance(column.type, mysql.SET):
+        return sa.cast(column, sa.CHAR).label(column.name)
+    if isinstance(column.type, mysql.TIME):
+        return sa.type_coerce(column, sa.types.NullType()).label(column.name)
+    return column
+
+
 def json_safe(v: Any) -> Any:
     """A column value as an exact JSON-safe value (see the module docstring)."""
     if v is None or isinstance(v, bool | int | str):
@@ -321,7 +336,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
         import sqlalchemy as sa
 
         if part.table is not None:
-            return sa.select(part.table)
+            return sa.select(*(_raw_column(c) for c in part.table.c))
         return sa.select(sa.literal_column("*")).select_from(sa.text(f"({self.config.query}) AS q"))
 
     def _col(self, part: _Part, name: str) -> Any:
