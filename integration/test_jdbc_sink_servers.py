@@ -390,3 +390,28 @@ async def test_a_nul_byte_postgresql_cannot_store_fails_its_record_alone(
         assert failed == [2] and ids == [0, 1, 3, 4]
     else:  # MariaDB and SQLite keep the NUL
         assert failed == [] and ids == [0, 1, 2, 3, 4]
+
+
+async def test_bit_columns_keep_their_number(url: str, tmp_path: Path) -> None:
+    """BIT(n) is a number in the records: BIT(64) all ones did not fit a BIGINT, and on a
+    MariaDB target a BIT column took the number's text (5 stored as 0x35) (found by the jdbc
+    trial)."""
+    t = table_name("bits")
+    s = make(url, tmp_path, table=t, auto_create=True)
+    await s.open(None)
+    msg = canal_msg(t, "INSERT", {})
+    msg["mysqlType"] = {"id": "int(11)", "b64": "bit(64)", "b8": "bit(8)"}
+    records = []
+    for n, (b64, b8) in enumerate([("18446744073709551615", "255"), ("5", "5"), ("0", "0")]):
+        data = {**msg, "data": [{"id": str(n), "b64": b64, "b8": b8}]}
+        records.append(
+            Record(data, id=f"r{n}", type="mysql.insert", subject=f"shop.{t}", topic="t", offset=n)
+        )
+    await s.write(records)
+    await s.close()
+    got = q(url, f'SELECT id, b64, b8 FROM "{t}" ORDER BY id')
+    assert [(int(i), int(a), int(b)) for i, a, b in got] == [
+        (0, 18446744073709551615, 255),
+        (1, 5, 5),
+        (2, 0, 0),
+    ]

@@ -100,6 +100,8 @@ def sa_type_for_mysql(mysql_type: str, dialect: str, key: bool = False) -> Any:
         # so MySQL takes them too) and GEOMETRY (its WKB bytes).
         if name in ("json",):
             return mysql.JSON()
+        if name == "bit":  # the records carry the number: a BIT column would take its text
+            return mysql.BIGINT(unsigned=True)
         if name == "uuid":
             return mysql.CHAR(36)
         if name in ("inet4", "inet6"):
@@ -118,6 +120,9 @@ def sa_type_for_mysql(mysql_type: str, dialect: str, key: bool = False) -> Any:
             return sa.Numeric(20, 0) if not lite else sa.Text()
         return sa.BigInteger() if not lite else sa.Integer()
     if name == "bit":
+        wide = bool(args and args[0].isdigit() and int(args[0]) > 63)  # beyond BIGINT's range
+        if wide:
+            return sa.Numeric(20, 0) if not lite else sa.Text()
         return sa.BigInteger() if not lite else sa.Integer()
     if name in ("decimal", "numeric", "dec", "fixed"):
         if lite:  # SQLite's NUMERIC is a binary float: exact text instead
