@@ -377,3 +377,52 @@ async def test_threads_continue_after_a_restart_and_thread_ts_from_a_field(
     assert [(m.text, m.thread_ts) for m in slack.messages] == [("root", None), ("in thread", root)]
     [dead] = await dead_letters(tmp_path)
     assert "thread_not_found" in json.dumps(dead.extensions)
+
+
+def _sink(server: FakeSlack, **config: Any) -> SlackSink:
+    settings = SlackSinkConfig(
+        token=TOKEN,
+        channel="C0ALERTS",
+        text="n={data.n}",
+        exactly_once=True,
+        base_url=server.base_url,
+        **config,
+    )
+    return SlackSink(settings, ConnectorContext("test", "slack", logging.getLogger("test")))
+
+
+async def test_exactly_once_covers_records_sent_before_the_first_commit(
+    slack: FakeSlack,
+) -> None:
+    assert SlackSink.batch_size_hint == 20
+    records = [Record({"n": i}, topic="alerts", offset=i) for i in range(10)]
+    first = _sink(slack)
+    await first.open(None)
+    await first.write(records[:4])  # then a crash: nothing was committed
+    second = _sink(slack)
+    await second.open(None)
+    await second.write(records)
+    assert slack.texts() == [f"n={i}" for i in range(10)]
+    assert slack.history_calls == 2  # each open read the channel back once
+
+
+async def test_exactly_once_checks_the_history_after_a_timeout(
+    tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.slow_next, slack.slow_seconds = 1, 1.5  # posted, but answered after the timeout
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(3)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0ALERTS
+        text: "n={{data.n}}"
+        timeout: 1s
+        exactly_once: true
+        """,
+    )
+    with caplog.at_level(logging.WARNING):
+        assert await run(tmp_path, path) == 0
+    assert slack.texts() == ["n=0", "n=1", "n=2"]
+    assert "slack chat.postMessage: timeout (no answer within 1s" in caplog.text
+    assert await dead_letters(tmp_path) == []

@@ -17,12 +17,22 @@ taxonomy (:func:`slack_error_kind`):
   batch are handed back (a :class:`BatchError`) so the worker retries them in order.
 
 Delivery is at least once by default: a message sent after the last commit is sent again after
-a crash (Slack has no idempotency key for ``chat.postMessage``). With ``exactly_once`` each
-message carries its record's mesh position in Slack's message ``metadata``
-(``event_type: meshconnect_record``, payload ``{"record": "<topic>:<offset>"}``), the state
-holds the newest committed ``ts`` per channel, and ``open`` reads each channel's history after
-that ``ts`` (``conversations.history``): records found there are not posted again. Per-key
-thread and message ``ts``es (``thread_key``, ``update_key``) are in the state too.
+a crash (Slack has no idempotency key for ``chat.postMessage``); writes are of
+:attr:`SlackSink.batch_size_hint` (20) records when the file sets no ``batch_size``, so that is
+about the most a crash re-posts. With ``exactly_once`` each message carries its record's mesh
+position in Slack's message ``metadata`` (``event_type: meshconnect_record``, payload
+``{"record": "<topic>:<offset>"}``), the state holds the newest committed ``ts`` per channel, and
+the sink reads history (``conversations.history``) before posting what may be there already:
+
+* at ``open``, each channel of the state after its committed ``ts``;
+* a channel the state does not name (nothing committed for it yet: a crash during the first
+  batch), once, newest first, back to a message of an earlier record of the same topic or at
+  most :attr:`SlackSink.history_scan_limit` messages;
+* after a ``chat.postMessage`` that got no answer (``timeout``, a lost connection: Slack may
+  have posted it), before sending that record again.
+
+Records found there are not posted again. Per-key thread and message ``ts``es (``thread_key``,
+``update_key``) are in the state too.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from meshconnect import (
     BatchError,
@@ -74,7 +84,15 @@ GONE = frozenset(
 )
 #: Slack error codes worth sending again later.
 TRANSIENT_ERRORS = frozenset(
-    {"ratelimited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
+    {
+        "ratelimited",
+        "service_unavailable",
+        "fatal_error",
+        "internal_error",
+        "request_timeout",
+        "timeout",
+        "connection_error",
+    }
 )
 
 
@@ -82,10 +100,19 @@ class SlackCallError(Exception):
     """A Web API call answered ``ok: false`` or an HTTP error: ``code`` is Slack's error code
     (``channel_not_found``) or ``http_<status>``; ``status`` the HTTP status."""
 
-    def __init__(self, method: str, code: str, status: int | None, detail: str = "") -> None:
+    def __init__(
+        self,
+        method: str,
+        code: str,
+        status: int | None,
+        detail: str = "",
+        unanswered: bool = False,
+    ) -> None:
         self.method = method
         self.code = code
         self.status = status
+        #: No answer came (a timeout or a lost connection): Slack may have done the call.
+        self.unanswered = unanswered
         super().__init__(f"slack {method}: {code}" + (f" ({detail})" if detail else ""))
 
 
@@ -108,6 +135,14 @@ def slack_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
 
 class SlackSink(Sink[SlackSinkConfig]):
     """Posts (or updates) one message per record; see the module docstring."""
+
+    #: Records per write when the file sets no ``batch_size``: Slack allows about one
+    #: ``chat.postMessage`` per second per channel, so a batch of 20 is ~20 s of sending and
+    #: a crash re-posts at most that many messages (without ``exactly_once``).
+    batch_size_hint: ClassVar[int | None] = 20
+    #: How many of a channel's newest messages are read back, at most, when the sink state
+    #: says nothing about that channel (``exactly_once``: nothing committed for it yet).
+    history_scan_limit: ClassVar[int] = 1000
 
     def __init__(self, config: SlackSinkConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
@@ -155,42 +190,89 @@ class SlackSink(Sink[SlackSinkConfig]):
         self.last_ts: dict[str, str] = dict((state or {}).get("channels", {}))
         #: "topic:offset" of records already posted after the last commit (exactly_once).
         self.posted: set[str] = set()
+        #: Channels whose history was read back since open (exactly_once).
+        self.scanned: set[str] = set()
+        #: "topic:offset" -> channel of records whose chat.postMessage had no answer (a
+        #: timeout or a lost connection): Slack may have posted them (exactly_once).
+        self.uncertain: dict[str, str] = {}
         if self.config.exactly_once:
             for channel, ts in self.last_ts.items():
-                self.posted |= await self._posted_since(channel, ts)
+                self.posted |= set(await self._posted_since(channel, ts))
+                self.scanned.add(channel)
 
-    async def _posted_since(self, channel: str, oldest: str) -> set[str]:
-        """The records this sink posted to ``channel`` after ``oldest`` (its history)."""
-        found: set[str] = set()
+    async def _posted_since(
+        self, channel: str, oldest: str | None, before: Record | None = None
+    ) -> dict[str, str]:
+        """The records this sink posted to ``channel`` after ``oldest`` (its history, newest
+        first), "topic:offset" -> the message's ``ts``. With no ``oldest`` the reading stops
+        at a message of an earlier record of ``before``'s topic (records are posted in order),
+        or after :attr:`history_scan_limit` messages."""
+        found: dict[str, str] = {}
         cursor = None
+        seen = 0
         while True:
             args: dict[str, Any] = {
                 "channel": channel,
-                "oldest": oldest,
-                "inclusive": "false",
                 "include_all_metadata": "true",
                 "limit": 200,
             }
+            if oldest is not None:
+                args["oldest"] = oldest
+                args["inclusive"] = "false"
             if cursor:
                 args["cursor"] = cursor
             response = await self._call("conversations.history", args, http_verb="GET")
+            older = False
             for message in response.get("messages") or []:
+                seen += 1
                 metadata = message.get("metadata") or {}
-                if metadata.get("event_type") == METADATA_TYPE:
-                    mark = (metadata.get("event_payload") or {}).get("record")
-                    if isinstance(mark, str):
-                        found.add(mark)
+                if metadata.get("event_type") != METADATA_TYPE:
+                    continue
+                mark = (metadata.get("event_payload") or {}).get("record")
+                if not isinstance(mark, str):
+                    continue
+                found[mark] = str(message.get("ts") or "")
+                if before is not None and oldest is None:
+                    topic, _, offset = mark.rpartition(":")
+                    if (
+                        topic == before.topic
+                        and offset.isdigit()
+                        and before.offset is not None
+                        and int(offset) < before.offset
+                    ):
+                        older = True
             cursor = (response.get("response_metadata") or {}).get("next_cursor")
-            if not response.get("has_more") or not cursor:
+            if older or not response.get("has_more") or not cursor:
                 return found
+            if oldest is None and seen >= self.history_scan_limit:
+                return found
+
+    async def _already_posted(self, record: Record, mark: str, channel: str) -> str | None:
+        """exactly_once: the ``ts`` of ``record``'s message if Slack holds it already (posted
+        before a crash that came before any commit naming the channel, or by a call that
+        timed out), else None. Reads a channel's history once per open, and again for each
+        record whose post had no answer."""
+        if mark in self.posted:
+            self.posted.discard(mark)
+            return ""
+        if channel not in self.scanned and channel not in self.last_ts:
+            self.scanned.add(channel)
+            found = await self._posted_since(channel, None, record)
+            self.posted |= set(found)
+            if mark in self.posted:
+                self.posted.discard(mark)
+                return found[mark]
+        where = self.uncertain.pop(mark, None)
+        if where is not None:
+            found = await self._posted_since(where, self.last_ts.get(where), record)
+            if mark in found:
+                return found[mark]
+        return None
 
     async def write(self, records: Sequence[Record]) -> None:
         failed = BatchError()
         for i, record in enumerate(records):
             mark = f"{record.topic}:{record.offset}"
-            if mark in self.posted:  # posted before a crash (exactly_once)
-                self.posted.discard(mark)
-                continue
             try:
                 method, args, key = self._message(record)
             except DataError as exc:
@@ -199,6 +281,15 @@ class SlackSink(Sink[SlackSinkConfig]):
             if self.config.exactly_once:
                 args["metadata"] = {"event_type": METADATA_TYPE, "event_payload": {"record": mark}}
             try:
+                if self.config.exactly_once and method == "chat.postMessage":
+                    # posted before a crash, or by a call whose answer was lost
+                    ts = await self._already_posted(record, mark, args["channel"])
+                    if ts is not None:
+                        if ts:
+                            self.last_ts[args["channel"]] = ts
+                            if key is not None:
+                                self._remember(key, ts)
+                        continue
                 try:
                     response = await self._call(method, args)
                 except SlackCallError as exc:
@@ -213,6 +304,13 @@ class SlackSink(Sink[SlackSinkConfig]):
                 ts = response.get("ts")
                 ts = ts if isinstance(ts, str) else None
             except Exception as exc:
+                if (
+                    self.config.exactly_once
+                    and method == "chat.postMessage"
+                    and isinstance(exc, SlackCallError)
+                    and exc.unanswered
+                ):
+                    self.uncertain[mark] = args["channel"]
                 if self.classify_error(exc) is DataError:
                     failed.failed(i, exc)
                     continue
@@ -300,6 +398,7 @@ class SlackSink(Sink[SlackSinkConfig]):
         self, method: str, args: dict[str, Any], http_verb: str = "POST"
     ) -> dict[str, Any]:
         """Make one call, waiting out 429s; the response's data. SlackCallError otherwise."""
+        import aiohttp
         from slack_sdk.errors import SlackApiError
 
         waited = 0.0
@@ -312,6 +411,22 @@ class SlackSink(Sink[SlackSinkConfig]):
                     response = await self.client.api_call(method, http_verb="GET", params=args)
                 else:
                     response = await self.client.api_call(method, json=args)
+            except TimeoutError:
+                raise SlackCallError(
+                    method,
+                    "timeout",
+                    None,
+                    f"no answer within {self.client.timeout}s (config.timeout)",
+                    unanswered=True,
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise SlackCallError(
+                    method,
+                    "connection_error",
+                    None,
+                    f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                    unanswered=True,
+                ) from None
             except SlackApiError as exc:
                 status, code, retry_after = _failure(exc)
                 if status == 429 or code == "ratelimited":
