@@ -170,6 +170,26 @@ async def test_malformed_and_oversized_answers_are_dead_lettered(
     assert collect("llm") == []
     [broken] = await dead(tmp_path)
     assert broken.data == {"text": "small"}
+    assert "an unreadable answer" in json.dumps(broken.extensions)
+    assert openai.received["small"] >= 3  # the first run, then two attempts
+
+
+async def test_an_html_answer_is_retried_like_the_docs_say(
+    tmp_path: Path, openai: FakeOpenAI
+) -> None:
+    MemorySink.outputs.clear()
+    openai.html_next = 1  # a proxy's page with 200, once
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        prompt: "{{data.text}}"
+        field: data.answer
+        max_retries: 0
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "hi"}], step)) == 0
+    assert collect("llm") == [{"text": "hi", "answer": "echo: hi"}]
+    assert await dead(tmp_path) == []
+    assert openai.received["hi"] == 2
 
 
 async def test_the_responses_api(tmp_path: Path, openai: FakeOpenAI) -> None:
