@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fixtures.slackgpt.slack_api import TOKEN, FakeSlack
 
-from meshconnect import ConnectorContext, Record
+from meshconnect import BatchError, ConnectorContext, Record
 from meshconnect.connectors.slack.config import SlackSinkConfig
 from meshconnect.connectors.slack.sink import SlackSink
 from meshconnect.mesh.sqlite import SqliteStore
@@ -380,11 +380,11 @@ async def test_threads_continue_after_a_restart_and_thread_ts_from_a_field(
 
 
 def _sink(server: FakeSlack, **config: Any) -> SlackSink:
+    config.setdefault("exactly_once", True)
     settings = SlackSinkConfig(
         token=TOKEN,
         channel="C0ALERTS",
         text="n={data.n}",
-        exactly_once=True,
         base_url=server.base_url,
         **config,
     )
@@ -426,3 +426,63 @@ async def test_exactly_once_checks_the_history_after_a_timeout(
     assert slack.texts() == ["n=0", "n=1", "n=2"]
     assert "slack chat.postMessage: timeout (no answer within 1s" in caplog.text
     assert await dead_letters(tmp_path) == []
+
+
+async def test_a_short_outage_is_ridden_out_and_nothing_is_dead_lettered(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    import time
+
+    slack.down_until = time.monotonic() + 1.0  # 503s for a second from the start
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(20)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0ALERTS
+        text: "n={{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert slack.texts() == [f"n={i}" for i in range(20)]
+    assert await dead_letters(tmp_path) == []
+    assert set(slack.tried) == {f"n={i}" for i in range(20)}
+
+
+async def test_in_a_long_outage_only_records_tried_max_attempts_times_are_dead_lettered(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    import time
+
+    slack.down_until = time.monotonic() + 3600
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(3)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0ALERTS
+        text: "n={{data.n}}"
+        outage_wait: 0.3s
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    dead = await dead_letters(tmp_path)
+    assert [d.data for d in dead] == [{"n": i} for i in range(3)]
+    assert all(slack.tried[f"n={i}"] >= 5 for i in range(3)), slack.tried  # max_attempts 5
+
+
+async def test_a_rate_limit_is_waited_out_once_per_record(slack: FakeSlack) -> None:
+    """429s past max_rate_limit_wait: the head waited it out once; the records behind it were
+    tried (not charged unsent), and the worker's retries wait no more (a stop is not held up
+    by max_attempts * max_rate_limit_wait)."""
+    slack.always_limited, slack.retry_after = True, "0.3"
+    sink = _sink(slack, max_rate_limit_wait=0.7, exactly_once=False)
+    await sink.open(None)
+    records = [Record({"n": i}, topic="alerts", offset=i) for i in range(3)]
+    with pytest.raises(BatchError) as first:
+        await sink.write(records)
+    assert sorted(first.value.failures) == [0, 1, 2]
+    assert slack.tried == {"n=0": 3, "n=1": 1, "n=2": 1}  # two waits, then once each
+    with pytest.raises(BatchError):
+        await sink.write(records)  # the worker's retry: one attempt each, no waiting
+    assert slack.tried == {"n=0": 4, "n=1": 2, "n=2": 2}

@@ -106,7 +106,18 @@ class SlackSinkConfig(ConnectorConfig):
         gt=0,
         description="Longest total wait on `429` answers for one message. Within it the "
         "sink waits each `Retry-After` and sends the message again, keeping the order; past "
-        "it the message and the ones after it are retried by the sink's `errors.retry`.",
+        "it the message alone goes to the sink's `errors.retry` (one attempt per retry, no "
+        "more waiting) and the later ones are sent. A stop waits for this at most once.",
+    )
+
+    outage_wait: Duration = Field(
+        default=60.0,
+        ge=0,
+        description="Longest time one message is sent again inside the sink after a `5xx`, "
+        "a timeout or a cut connection (backoff from 0.1 s, doubling to 5 s), the later "
+        "messages waiting behind it without being charged an attempt. Past it the message "
+        "alone is handed to the sink's `errors.retry` (one attempt per retry) and the later "
+        "ones are sent, one attempt each.",
     )
 
     @field_validator("channel", "text", "thread_ts", "thread_key", "update_key")

@@ -13,8 +13,14 @@ taxonomy (:func:`slack_error_kind`):
   the others are sent.
 * bad credentials (``invalid_auth``, ``not_authed``, ``token_revoked``, ...) are a
   :class:`ConfigError`: the connector stops with a message saying to check ``config.token``.
-* ``5xx``, connection errors and timeouts are retriable; the record and every later one of the
-  batch are handed back (a :class:`BatchError`) so the worker retries them in order.
+* ``5xx``, connection errors and timeouts are retriable: the sink sends the message again
+  itself for up to ``outage_wait`` (the later ones wait, not charged any attempt). Past it, or
+  past ``max_rate_limit_wait`` of 429s, that record alone is handed back (a
+  :class:`BatchError`) to the worker's ``errors.retry``, with one attempt (no waiting) per
+  later write, and the later records get one attempt each: only records actually sent are
+  charged attempts and dead-lettered. Nothing reaches a write in progress when the worker
+  stops (``tick(final=True)`` comes after it), so a stop waits at most one
+  ``max_rate_limit_wait`` (or ``outage_wait``) for a message.
 
 Delivery is at least once by default: a message sent after the last commit is sent again after
 a crash (Slack has no idempotency key for ``chat.postMessage``); writes are of
@@ -195,6 +201,9 @@ class SlackSink(Sink[SlackSinkConfig]):
         #: "topic:offset" -> channel of records whose chat.postMessage had no answer (a
         #: timeout or a lost connection): Slack may have posted them (exactly_once).
         self.uncertain: dict[str, str] = {}
+        #: "topic:offset" of records handed back after ``outage_wait`` (or a 429 wait past
+        #: ``max_rate_limit_wait``): one attempt per later write, no more waiting here.
+        self.exhausted: set[str] = set()
         if self.config.exactly_once:
             for channel, ts in self.last_ts.items():
                 self.posted |= set(await self._posted_since(channel, ts))
@@ -270,7 +279,14 @@ class SlackSink(Sink[SlackSinkConfig]):
         return None
 
     async def write(self, records: Sequence[Record]) -> None:
+        """Send ``records`` in order. A retriable failure (5xx, timeout, cut connection) is
+        retried here, with backoff, up to ``outage_wait``; the later records wait uncharged.
+        A record still failing is handed back alone (``BatchError``) and the later ones get
+        one attempt each, so that only records actually sent count attempts against the
+        sink's ``errors.retry``; a record handed back once gets one attempt per later write.
+        Data errors: that record only. Config errors: that record and every later one."""
         failed = BatchError()
+        outage = False  # a record of this write failed for good: one attempt for the others
         for i, record in enumerate(records):
             mark = f"{record.topic}:{record.offset}"
             try:
@@ -280,54 +296,92 @@ class SlackSink(Sink[SlackSinkConfig]):
                 continue
             if self.config.exactly_once:
                 args["metadata"] = {"event_type": METADATA_TYPE, "event_payload": {"record": mark}}
-            try:
-                if self.config.exactly_once and method == "chat.postMessage":
-                    # posted before a crash, or by a call whose answer was lost
-                    ts = await self._already_posted(record, mark, args["channel"])
-                    if ts is not None:
-                        if ts:
-                            self.last_ts[args["channel"]] = ts
-                            if key is not None:
-                                self._remember(key, ts)
-                        continue
+            once = outage or mark in self.exhausted
+            started = time.monotonic()
+            delay = 0.1
+            while True:
                 try:
-                    response = await self._call(method, args)
-                except SlackCallError as exc:
-                    if key is None or key not in self.keys or exc.code not in GONE:
-                        raise
-                    # The key's message (or thread parent) was deleted: start afresh.
-                    del self.keys[key]
-                    method = "chat.postMessage"
-                    args.pop("ts", None)
-                    args.pop("thread_ts", None)
-                    response = await self._call(method, args)
-                ts = response.get("ts")
-                ts = ts if isinstance(ts, str) else None
-            except Exception as exc:
-                if (
-                    self.config.exactly_once
-                    and method == "chat.postMessage"
-                    and isinstance(exc, SlackCallError)
-                    and exc.unanswered
-                ):
-                    self.uncertain[mark] = args["channel"]
-                if self.classify_error(exc) is DataError:
-                    failed.failed(i, exc)
-                    continue
-                # Retriable, or the connector must stop: this record and every later one are
-                # handed back, so what is sent keeps the records' order.
-                for j in range(i, len(records)):
-                    failed.failed(j, exc)
-                break
-            self.sent.inc()
-            if ts:
-                if key is not None:
-                    self._remember(key, ts)
-                channel = response.get("channel")
-                if isinstance(channel, str) and method == "chat.postMessage":
-                    self.last_ts[channel] = ts
+                    await self._send(record, mark, method, args, key, once)
+                    self.exhausted.discard(mark)
+                    break
+                except Exception as exc:
+                    kind = self.classify_error(exc)
+                    waited = time.monotonic() - started
+                    if (
+                        kind is RetriableError
+                        and not once
+                        and not (isinstance(exc, SlackCallError) and exc.code == "ratelimited")
+                        and waited + delay <= self.config.outage_wait
+                    ):
+                        self.context.logger.warning(
+                            "slack: %s; sending record %s again in %.1fs (outage_wait %.0fs)",
+                            exc,
+                            mark,
+                            delay,
+                            self.config.outage_wait,
+                        )
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    if kind is DataError:
+                        failed.failed(i, exc)
+                    elif kind is RetriableError:
+                        failed.failed(i, exc)
+                        self.exhausted.add(mark)
+                        outage = True
+                    else:  # the connector must stop: hand back this record and the later ones
+                        for j in range(i, len(records)):
+                            failed.failed(j, exc)
+                        raise failed from None
+                    break
         if failed.failures:
             raise failed
+
+    async def _send(
+        self,
+        record: Record,
+        mark: str,
+        method: str,
+        args: dict[str, Any],
+        key: str | None,
+        once: bool,
+    ) -> None:
+        """One attempt at ``record``'s message (after a look at the channel's history where
+        exactly_once needs one); SlackCallError and the like when it fails."""
+        if self.config.exactly_once and method == "chat.postMessage":
+            # posted before a crash, or by a call whose answer was lost
+            ts = await self._already_posted(record, mark, args["channel"])
+            if ts is not None:
+                if ts:
+                    self.last_ts[args["channel"]] = ts
+                    if key is not None:
+                        self._remember(key, ts)
+                return
+        max_wait = 0.0 if once else self.config.max_rate_limit_wait
+        try:
+            try:
+                response = await self._call(method, args, max_wait=max_wait)
+            except SlackCallError as exc:
+                if key is None or key not in self.keys or exc.code not in GONE:
+                    raise
+                # The key's message (or thread parent) was deleted: start afresh.
+                del self.keys[key]
+                method = "chat.postMessage"
+                args.pop("ts", None)
+                args.pop("thread_ts", None)
+                response = await self._call(method, args, max_wait=max_wait)
+        except SlackCallError as exc:
+            if self.config.exactly_once and method == "chat.postMessage" and exc.unanswered:
+                self.uncertain[mark] = args["channel"]
+            raise
+        ts = response.get("ts")
+        self.sent.inc()
+        if isinstance(ts, str) and ts:
+            if key is not None:
+                self._remember(key, ts)
+            channel = response.get("channel")
+            if isinstance(channel, str) and method == "chat.postMessage":
+                self.last_ts[channel] = ts
 
     async def flush(self) -> dict[str, Any] | None:
         state: dict[str, Any] = {}
@@ -395,9 +449,15 @@ class SlackSink(Sink[SlackSinkConfig]):
             self.keys.popitem(last=False)
 
     async def _call(
-        self, method: str, args: dict[str, Any], http_verb: str = "POST"
+        self,
+        method: str,
+        args: dict[str, Any],
+        http_verb: str = "POST",
+        max_wait: float | None = None,
     ) -> dict[str, Any]:
-        """Make one call, waiting out 429s; the response's data. SlackCallError otherwise."""
+        """Make one call, waiting out 429s up to ``max_wait`` seconds in all (default
+        ``max_rate_limit_wait``); the response's data. SlackCallError otherwise."""
+        limit = self.config.max_rate_limit_wait if max_wait is None else max_wait
         import aiohttp
         from slack_sdk.errors import SlackApiError
 
@@ -430,7 +490,7 @@ class SlackSink(Sink[SlackSinkConfig]):
             except SlackApiError as exc:
                 status, code, retry_after = _failure(exc)
                 if status == 429 or code == "ratelimited":
-                    if waited + retry_after > self.config.max_rate_limit_wait:
+                    if waited + retry_after > limit:
                         raise SlackCallError(
                             method, "ratelimited", status, f"waited {waited:.0f}s already"
                         ) from None
