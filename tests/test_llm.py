@@ -93,6 +93,13 @@ async def test_500_records_at_concurrency_8_under_429s_are_each_enriched_once_in
     assert len(openai.answered) == 500
     assert await dead(tmp_path) == []
 
+    # docs/security.md: the cache directories 0700, its files 0600
+    entries = list((tmp_path / "cache").rglob("*.json"))
+    assert len(entries) == 500
+    assert {p.stat().st_mode & 0o777 for p in entries} == {0o600}
+    dirs = [tmp_path / "cache", *(p.parent for p in entries)]
+    assert {d.stat().st_mode & 0o777 for d in dirs} == {0o700}
+
     # A second run from scratch (a new store, the same cache): no request at all.
     before = openai.requests
     MemorySink.outputs.clear()

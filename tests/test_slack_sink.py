@@ -193,7 +193,25 @@ async def test_a_blocks_template_must_render_json(tmp_path: Path, slack: FakeSla
     assert [m.blocks for m in slack.messages] == [[{"type": "divider", "x": 1.25}]]
     dead = await dead_letters(tmp_path)
     assert [r.data["n"] for r in dead] == [1]
-    assert "invalid_blocks: not JSON" in json.dumps(dead[0].extensions)
+    assert "invalid_blocks: the blocks template did not render JSON" in json.dumps(
+        dead[0].extensions
+    )
+
+
+async def test_a_truncated_blocks_rendering_is_explained(slack: FakeSlack) -> None:
+    sink = _sink(slack, blocks="{data.x}", exactly_once=False)
+    await sink.open(None)
+    with pytest.raises(BatchError) as failed:
+        await sink.write([Record({"x": '[{"type": "section"'}, topic="t", offset=0)])
+    message = str(failed.value.failures[0])
+    assert "ends early" in message and "truncated" not in message, message
+
+
+async def test_slack_escape_keeps_mentions_and_links_as_text(slack: FakeSlack) -> None:
+    sink = _sink(slack, text="alert: {slack_escape(data.msg)} <!here>", exactly_once=False)
+    await sink.open(None)
+    await sink.write([Record({"msg": "<!channel> & <@U1> <http://x|y>"}, topic="t", offset=0)])
+    assert slack.texts() == ["alert: &lt;!channel&gt; &amp; &lt;@U1&gt; &lt;http://x|y&gt; <!here>"]
 
 
 async def test_a_server_error_is_retried_in_order(tmp_path: Path, slack: FakeSlack) -> None:
@@ -381,13 +399,8 @@ async def test_threads_continue_after_a_restart_and_thread_ts_from_a_field(
 
 def _sink(server: FakeSlack, **config: Any) -> SlackSink:
     config.setdefault("exactly_once", True)
-    settings = SlackSinkConfig(
-        token=TOKEN,
-        channel="C0ALERTS",
-        text="n={data.n}",
-        base_url=server.base_url,
-        **config,
-    )
+    config.setdefault("text", "n={data.n}")
+    settings = SlackSinkConfig(token=TOKEN, channel="C0ALERTS", base_url=server.base_url, **config)
     return SlackSink(settings, ConnectorContext("test", "slack", logging.getLogger("test")))
 
 

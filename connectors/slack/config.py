@@ -15,9 +15,26 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from meshconnect import ByteSize, ConnectorConfig, Duration
 from meshconnect.expr import Compiler, ExpressionError
 
-__all__ = ["SlackSinkConfig", "SlackSourceConfig", "compile_template"]
+__all__ = ["SlackSinkConfig", "SlackSourceConfig", "compile_template", "slack_escape"]
 
-_COMPILER = Compiler()
+
+def slack_escape(value: Any) -> Any:
+    """``value`` as text Slack shows as written: ``&``, ``<`` and ``>`` become ``&amp;``,
+    ``&lt;`` and ``&gt;`` (Slack's documented escaping,
+    https://api.slack.com/reference/surfaces/formatting#escaping), so ``<!channel>``,
+    ``<@U…>`` or ``<http://x|y>`` in a record are not mentions or links. ``null`` stays
+    ``null``; numbers and booleans are returned as they are."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if not isinstance(value, str):
+        from meshconnect import jsonvalue
+
+        value = jsonvalue.dumps(value)
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+#: Slack templates know one function more than the others: ``slack_escape``.
+_COMPILER = Compiler({"slack_escape": slack_escape})
 
 
 def compile_template(text: str, field: str) -> Any:
@@ -55,7 +72,9 @@ class SlackSinkConfig(ConnectorConfig):
     text: str | None = Field(
         default=None,
         description="Message text (Slack mrkdwn) as a template. With `blocks` it is the "
-        "notification fallback. At least one of `text` and `blocks` is required.",
+        "notification fallback. At least one of `text` and `blocks` is required. Record "
+        "values are mrkdwn too (`<!channel>` notifies everyone): wrap untrusted ones in "
+        "`slack_escape(...)`, `{slack_escape(data.msg)}`.",
     )
     blocks: str | list[dict[str, Any]] | None = Field(
         default=None,

@@ -416,7 +416,12 @@ class SlackSink(Sink[SlackSinkConfig]):
                 try:
                     blocks = jsonvalue.loads(rendered)
                 except ValueError as exc:
-                    raise DataError(f"slack: invalid_blocks: not JSON: {exc}") from None
+                    raise DataError(
+                        "slack: invalid_blocks: the blocks template did not render JSON "
+                        f"({_json_problem(exc, rendered)}); a record value with a quote, "
+                        "backslash or newline breaks a hand-written JSON template: give blocks "
+                        "as a YAML list instead (its strings are rendered one by one)"
+                    ) from None
             problems = block_kit_errors(blocks)
             if problems:
                 raise DataError("slack: invalid_blocks: " + "; ".join(problems[:10]))
@@ -508,6 +513,15 @@ class SlackSink(Sink[SlackSinkConfig]):
                 raise SlackCallError(method, code, status, detail) from None
             data = response.data
             return data if isinstance(data, dict) else {}
+
+
+def _json_problem(exc: ValueError, text: str) -> str:
+    """What is wrong with ``text`` as JSON, in words (the parser's "Input data was truncated"
+    says little)."""
+    reason = str(exc)
+    if "truncated" in reason.lower():
+        return f"it ends early, after {len(text)} characters: an unclosed [, {{ or string"
+    return reason
 
 
 def _failure(exc: Any) -> tuple[int | None, str, float]:
