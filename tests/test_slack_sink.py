@@ -441,6 +441,15 @@ async def test_exactly_once_checks_the_history_after_a_timeout(
     assert await dead_letters(tmp_path) == []
 
 
+async def test_a_failed_look_at_the_history_is_made_again(slack: FakeSlack) -> None:
+    slack.slow_next, slack.slow_seconds = 1, 1.5  # posted, but answered after the timeout
+    slack.history_fail_next = 2  # the looks before the first post and after the timeout
+    sink = _sink(slack, timeout=1.0)
+    await sink.open(None)
+    await sink.write([Record({"n": i}, topic="alerts", offset=i) for i in range(2)])
+    assert slack.texts() == ["n=0", "n=1"]
+
+
 async def test_a_short_outage_is_ridden_out_and_nothing_is_dead_lettered(
     tmp_path: Path, slack: FakeSlack
 ) -> None:

@@ -108,10 +108,12 @@ class SlackSinkConfig(ConnectorConfig):
     )
     exactly_once: bool = Field(
         default=False,
-        description="Tag each message with its mesh position (Slack message `metadata`) and, "
-        "when the sink restarts after a crash, read back what it posted after the last "
-        "commit (`conversations.history`, which needs the `channels:history` / "
-        "`groups:history` scope) so that no message is posted twice. Off: at least once.",
+        description="Tag each message with its mesh position (Slack message `metadata`) and "
+        "read back what may be posted already (`conversations.history`, which needs the "
+        "`channels:history` / `groups:history` scope): after a crash, what came after the "
+        "last commit (or, for a channel nothing was committed for, its newest messages); "
+        "after a post that got no answer, that record. So no message is posted twice. "
+        "Off: at least once.",
     )
     base_url: str = Field(
         default="https://slack.com/api/",

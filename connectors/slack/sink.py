@@ -265,15 +265,16 @@ class SlackSink(Sink[SlackSinkConfig]):
             self.posted.discard(mark)
             return ""
         if channel not in self.scanned and channel not in self.last_ts:
-            self.scanned.add(channel)
             found = await self._posted_since(channel, None, record)
+            self.scanned.add(channel)  # only once read: a failed look is made again
             self.posted |= set(found)
             if mark in self.posted:
                 self.posted.discard(mark)
                 return found[mark]
-        where = self.uncertain.pop(mark, None)
+        where = self.uncertain.get(mark)
         if where is not None:
             found = await self._posted_since(where, self.last_ts.get(where), record)
+            del self.uncertain[mark]  # only once looked at: a failed look is made again
             if mark in found:
                 return found[mark]
         return None
