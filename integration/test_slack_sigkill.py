@@ -112,3 +112,71 @@ def test_events_answered_200_survive_sigkill_and_their_retries_are_dropped(
     assert [event["id"] for event in stored] == answered
     assert {event["type"] for event in stored} == {"com.slack.app_mention"}
     assert SECRET not in log.read_text()
+
+
+def test_slack_sink_exactly_once_posts_nothing_twice_across_sigkills(tmp_path: Path) -> None:
+    """The sink killed mid-stream, before its first commit and after later ones: with
+    ``exactly_once`` every record is posted once (the channel's history is read back for what
+    the state does not cover)."""
+    import asyncio
+    import sys
+    import threading
+    from collections import Counter
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fixtures.slackgpt.slack_api import TOKEN, FakeSlack
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    slack = asyncio.run_coroutine_threadsafe(FakeSlack(post_pause=0.02).start(), loop).result(30)
+    total = 120
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"n": i}) + "\n" for i in range(total)))
+    pipeline = tmp_path / "slack.yaml"
+    pipeline.write_text(
+        textwrap.dedent(
+            f"""
+            pipelines:
+              - name: notify
+                source:
+                  connector: file
+                  config: {{path: in.jsonl, format: json, follow: false}}
+                topic: notes
+                sinks:
+                  - name: slack
+                    connector: slack
+                    commit_interval: 1
+                    config:
+                      token: {TOKEN}
+                      base_url: {slack.base_url}
+                      channel: C0ALERTS
+                      text: "n={{data.n}}"
+                      exactly_once: true
+            """
+        )
+    )
+    state = tmp_path / "state"
+    log = tmp_path / "worker.log"
+    command = meshconnect(state, "run", str(pipeline))
+    try:
+        for stop_at in (5, 50):  # before the first commit, then after some
+            worker = start_worker(command, log)
+            try:
+                deadline = time.monotonic() + 60
+                while len(slack.messages) < stop_at and time.monotonic() < deadline:
+                    if worker.poll() is not None:
+                        break
+                    time.sleep(0.005)
+            finally:
+                worker.send_signal(signal.SIGKILL)
+                worker.wait(30)
+            assert len(slack.messages) < total, "the worker finished before the kill"
+        worker = start_worker(command, log)
+        assert worker.wait(120) == 0, log.read_text()
+        posts = Counter(m.text for m in slack.messages)
+        assert set(posts) == {f"n={i}" for i in range(total)}
+        assert [text for text, count in posts.items() if count > 1] == []
+        assert slack.history_calls >= 2  # the kill before any commit was read back too
+    finally:
+        asyncio.run_coroutine_threadsafe(slack.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)

@@ -226,6 +226,15 @@ async def test_rate_limits_are_waited_out_and_a_down_model_is_a_503(
     assert [r.data["prompt"] for r in await running.stored()] == ["hello"]
 
 
+async def test_an_html_answer_is_a_503_with_retry_after(start: Any, openai: FakeOpenAI) -> None:
+    running = await start("mode: chat")
+    for kind in ("application/json", "text/html"):
+        openai.html_next, openai.html_type = 10, kind
+        status, text = await running.post("anyone?")
+        assert status == 503 and "an unreadable answer" in text, (kind, text)
+    assert await running.stored() == []
+
+
 async def test_a_rejected_key_stops_the_connector_and_is_never_shown(
     start: Any, openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -93,6 +93,13 @@ async def test_500_records_at_concurrency_8_under_429s_are_each_enriched_once_in
     assert len(openai.answered) == 500
     assert await dead(tmp_path) == []
 
+    # docs/security.md: the cache directories 0700, its files 0600
+    entries = list((tmp_path / "cache").rglob("*.json"))
+    assert len(entries) == 500
+    assert {p.stat().st_mode & 0o777 for p in entries} == {0o600}
+    dirs = [tmp_path / "cache", *(p.parent for p in entries)]
+    assert {d.stat().st_mode & 0o777 for d in dirs} == {0o700}
+
     # A second run from scratch (a new store, the same cache): no request at all.
     before = openai.requests
     MemorySink.outputs.clear()
@@ -170,6 +177,26 @@ async def test_malformed_and_oversized_answers_are_dead_lettered(
     assert collect("llm") == []
     [broken] = await dead(tmp_path)
     assert broken.data == {"text": "small"}
+    assert "an unreadable answer" in json.dumps(broken.extensions)
+    assert openai.received["small"] >= 3  # the first run, then two attempts
+
+
+async def test_an_html_answer_is_retried_like_the_docs_say(
+    tmp_path: Path, openai: FakeOpenAI
+) -> None:
+    MemorySink.outputs.clear()
+    openai.html_next = 1  # a proxy's page with 200, once
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        prompt: "{{data.text}}"
+        field: data.answer
+        max_retries: 0
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "hi"}], step)) == 0
+    assert collect("llm") == [{"text": "hi", "answer": "echo: hi"}]
+    assert await dead(tmp_path) == []
+    assert openai.received["hi"] == 2
 
 
 async def test_the_responses_api(tmp_path: Path, openai: FakeOpenAI) -> None:

@@ -35,6 +35,15 @@ SECTION = {"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}
         ([{"type": "context", "elements": []}], "blocks[0].elements: must be an array of 1 to 10"),
         ([{"type": "image", "image_url": "https://x/y.png"}], "blocks[0].alt_text: required"),
         (
+            [{"type": "image", "image_url": "not a url", "alt_text": "a"}],
+            "blocks[0].image_url: required, an http(s) URL of at most 3000 characters, not "
+            "'not a url'",
+        ),
+        (
+            [{"type": "section", "text": None}],
+            "blocks[0].text: must be a text object ({type, text}), not null",
+        ),
+        (
             [{**SECTION, "block_id": "a"}, {**SECTION, "block_id": "a"}],
             "blocks[1].block_id: 'a' is used twice",
         ),

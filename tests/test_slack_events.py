@@ -266,3 +266,35 @@ async def test_an_event_not_stored_in_time_is_a_503_and_slacks_retry_stores_it_o
         worker.stop()
         await task
         await store.close()
+
+
+async def test_odd_envelopes_give_valid_cloudevents_never_a_5xx(running: Running) -> None:
+    from meshconnect.eventrules import attribute_problems
+
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("Ev11", {"team_id": "T 0/../x?y#z"}),
+        ("Ev12", {"event": {"type": "mess\x00age", "channel": "C0ALERTS"}}),
+        ("Ev13", {"team_id": None}),
+        ("Ev14", {"event_time": 1e20}),
+        ("Ev15", {"event_time": 1.5e9}),
+        ("Ev16", {"event_time": -1e300}),
+    ]
+    for event_id, change in cases:
+        envelope = json.loads(callback(event_id))
+        envelope.update(change)
+        body = json.dumps(envelope).encode()
+        status, text = await running.post(body, sign(body, int(time.time())))
+        assert status == 200, (event_id, text)
+    stored = {record.id: record for record in await running.stored()}
+    assert sorted(stored) == [event_id for event_id, _ in cases]
+    for record in stored.values():
+        assert attribute_problems(record) == {}, record.id
+    assert stored["Ev11"].source == "slack://T%200%2F..%2Fx%3Fy%23z/A0MESH"
+    assert stored["Ev12"].type == "com.slack.mess\\u0000age"
+    assert stored["Ev13"].source == "slack:///A0MESH"
+    assert stored["Ev14"].time is None and stored["Ev16"].time is None
+    assert stored["Ev15"].time == "2017-07-14T02:40:00Z"
+    # an id no CloudEvent may carry is refused, not stored
+    body = callback("Ev\x0017")
+    status, text = await running.post(body, sign(body, int(time.time())))
+    assert status == 400 and "id" in text

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fixtures.slackgpt.slack_api import TOKEN, FakeSlack
 
-from meshconnect import ConnectorContext, Record
+from meshconnect import BatchError, ConnectorContext, Record
 from meshconnect.connectors.slack.config import SlackSinkConfig
 from meshconnect.connectors.slack.sink import SlackSink
 from meshconnect.mesh.sqlite import SqliteStore
@@ -193,7 +193,25 @@ async def test_a_blocks_template_must_render_json(tmp_path: Path, slack: FakeSla
     assert [m.blocks for m in slack.messages] == [[{"type": "divider", "x": 1.25}]]
     dead = await dead_letters(tmp_path)
     assert [r.data["n"] for r in dead] == [1]
-    assert "invalid_blocks: not JSON" in json.dumps(dead[0].extensions)
+    assert "invalid_blocks: the blocks template did not render JSON" in json.dumps(
+        dead[0].extensions
+    )
+
+
+async def test_a_truncated_blocks_rendering_is_explained(slack: FakeSlack) -> None:
+    sink = _sink(slack, blocks="{data.x}", exactly_once=False)
+    await sink.open(None)
+    with pytest.raises(BatchError) as failed:
+        await sink.write([Record({"x": '[{"type": "section"'}, topic="t", offset=0)])
+    message = str(failed.value.failures[0])
+    assert "ends early" in message and "truncated" not in message, message
+
+
+async def test_slack_escape_keeps_mentions_and_links_as_text(slack: FakeSlack) -> None:
+    sink = _sink(slack, text="alert: {slack_escape(data.msg)} <!here>", exactly_once=False)
+    await sink.open(None)
+    await sink.write([Record({"msg": "<!channel> & <@U1> <http://x|y>"}, topic="t", offset=0)])
+    assert slack.texts() == ["alert: &lt;!channel&gt; &amp; &lt;@U1&gt; &lt;http://x|y&gt; <!here>"]
 
 
 async def test_a_server_error_is_retried_in_order(tmp_path: Path, slack: FakeSlack) -> None:
@@ -377,3 +395,116 @@ async def test_threads_continue_after_a_restart_and_thread_ts_from_a_field(
     assert [(m.text, m.thread_ts) for m in slack.messages] == [("root", None), ("in thread", root)]
     [dead] = await dead_letters(tmp_path)
     assert "thread_not_found" in json.dumps(dead.extensions)
+
+
+def _sink(server: FakeSlack, **config: Any) -> SlackSink:
+    config.setdefault("exactly_once", True)
+    config.setdefault("text", "n={data.n}")
+    settings = SlackSinkConfig(token=TOKEN, channel="C0ALERTS", base_url=server.base_url, **config)
+    return SlackSink(settings, ConnectorContext("test", "slack", logging.getLogger("test")))
+
+
+async def test_exactly_once_covers_records_sent_before_the_first_commit(
+    slack: FakeSlack,
+) -> None:
+    assert SlackSink.batch_size_hint == 20
+    records = [Record({"n": i}, topic="alerts", offset=i) for i in range(10)]
+    first = _sink(slack)
+    await first.open(None)
+    await first.write(records[:4])  # then a crash: nothing was committed
+    second = _sink(slack)
+    await second.open(None)
+    await second.write(records)
+    assert slack.texts() == [f"n={i}" for i in range(10)]
+    assert slack.history_calls == 2  # each open read the channel back once
+
+
+async def test_exactly_once_checks_the_history_after_a_timeout(
+    tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.slow_next, slack.slow_seconds = 1, 1.5  # posted, but answered after the timeout
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(3)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0ALERTS
+        text: "n={{data.n}}"
+        timeout: 1s
+        exactly_once: true
+        """,
+    )
+    with caplog.at_level(logging.WARNING):
+        assert await run(tmp_path, path) == 0
+    assert slack.texts() == ["n=0", "n=1", "n=2"]
+    assert "slack chat.postMessage: timeout (no answer within 1s" in caplog.text
+    assert await dead_letters(tmp_path) == []
+
+
+async def test_a_failed_look_at_the_history_is_made_again(slack: FakeSlack) -> None:
+    slack.slow_next, slack.slow_seconds = 1, 1.5  # posted, but answered after the timeout
+    slack.history_fail_next = 2  # the looks before the first post and after the timeout
+    sink = _sink(slack, timeout=1.0)
+    await sink.open(None)
+    await sink.write([Record({"n": i}, topic="alerts", offset=i) for i in range(2)])
+    assert slack.texts() == ["n=0", "n=1"]
+
+
+async def test_a_short_outage_is_ridden_out_and_nothing_is_dead_lettered(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    import time
+
+    slack.down_until = time.monotonic() + 1.0  # 503s for a second from the start
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(20)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0ALERTS
+        text: "n={{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert slack.texts() == [f"n={i}" for i in range(20)]
+    assert await dead_letters(tmp_path) == []
+    assert set(slack.tried) == {f"n={i}" for i in range(20)}
+
+
+async def test_in_a_long_outage_only_records_tried_max_attempts_times_are_dead_lettered(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    import time
+
+    slack.down_until = time.monotonic() + 3600
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(3)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0ALERTS
+        text: "n={{data.n}}"
+        outage_wait: 0.3s
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    dead = await dead_letters(tmp_path)
+    assert [d.data for d in dead] == [{"n": i} for i in range(3)]
+    assert all(slack.tried[f"n={i}"] >= 5 for i in range(3)), slack.tried  # max_attempts 5
+
+
+async def test_a_rate_limit_is_waited_out_once_per_record(slack: FakeSlack) -> None:
+    """429s past max_rate_limit_wait: the head waited it out once; the records behind it were
+    tried (not charged unsent), and the worker's retries wait no more (a stop is not held up
+    by max_attempts * max_rate_limit_wait)."""
+    slack.always_limited, slack.retry_after = True, "0.3"
+    sink = _sink(slack, max_rate_limit_wait=0.7, exactly_once=False)
+    await sink.open(None)
+    records = [Record({"n": i}, topic="alerts", offset=i) for i in range(3)]
+    with pytest.raises(BatchError) as first:
+        await sink.write(records)
+    assert sorted(first.value.failures) == [0, 1, 2]
+    assert slack.tried == {"n=0": 3, "n=1": 1, "n=2": 1}  # two waits, then once each
+    with pytest.raises(BatchError):
+        await sink.write(records)  # the worker's retry: one attempt each, no waiting
+    assert slack.tried == {"n=0": 4, "n=1": 2, "n=2": 2}

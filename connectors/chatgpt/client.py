@@ -12,7 +12,8 @@ still fails is mapped by :func:`openai_error_kind`:
 (403), ``NotFoundError`` (404: no such model)        (the key itself is never shown)
 ``RateLimitError``, ``InternalServerError``,         ``RetriableError``
 ``APIConnectionError``, ``APITimeoutError``, an
-unreadable answer (``APIResponseValidationError``)
+unreadable answer (``APIResponseValidationError``,
+a body that is not JSON)
 ``BadRequestError`` (400), ``UnprocessableEntity``   ``DataError``: the prompt is refused
 (422), other ``4xx``
 =================================================  =====================================
@@ -104,6 +105,8 @@ def openai_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
         return RetriableError
     if isinstance(exc, openai.APIStatusError):
         return RetriableError if exc.status_code >= 500 else DataError
+    if isinstance(exc, json.JSONDecodeError):  # a 200 whose body is not JSON (an HTML page)
+        return RetriableError
     return None
 
 
@@ -112,9 +115,14 @@ def openai_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
 _KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key)[-_][A-Za-z0-9_\-*.]{3,}", re.IGNORECASE)
 
 
+_UNREADABLE = "an unreadable answer: the server's 200 body is not JSON (a proxy's page?)"
+
+
 def _describe(exc: BaseException, secret: str | None = None) -> str:
     """A message for an openai exception without the request (headers hold the key) and
     without anything of the key the server may have echoed (``secret``, or key-like text)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{_UNREADABLE} (JSONDecodeError at character {exc.pos})"
     status = getattr(exc, "status_code", None)
     body = getattr(exc, "body", None)
     detail = ""
@@ -248,6 +256,8 @@ class ModelClient:
         completion = await self.client().chat.completions.create(
             model=self.settings.model, messages=messages, **extra
         )
+        if isinstance(completion, str | bytes):  # the SDK's answer to a body that is not JSON
+            raise RetriableError(f"{self.what}: {_UNREADABLE} (not labelled JSON)")
         choices = getattr(completion, "choices", None)
         if not choices:
             raise RetriableError(f"{self.what}: the server answered without choices")
@@ -278,6 +288,8 @@ class ModelClient:
         response = await self.client().responses.create(
             model=self.settings.model, input=prompt, **extra
         )
+        if isinstance(response, str | bytes):
+            raise RetriableError(f"{self.what}: {_UNREADABLE} (not labelled JSON)")
         text = response.output_text
         if not isinstance(text, str) or (not text and not response.output):
             raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: empty"], "")

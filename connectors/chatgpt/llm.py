@@ -136,12 +136,12 @@ def _read(folder: Path, key: str) -> str | None:
 
 def _write(folder: Path, key: str, answer: Answer) -> None:
     target = folder / key[:2] / f"{key}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temp = target.with_name(f".{key}.{os.getpid()}.tmp")
-    temp.write_text(
-        json.dumps({"model": answer.model, "answer": answer.text, "usage": answer.usage}),
-        encoding="utf-8",
-    )
+    # 0600 from the start (docs/security.md): answers may hold what the records held
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps({"model": answer.model, "answer": answer.text, "usage": answer.usage}))
     os.replace(temp, target)  # a reader sees the whole entry or none
 
 
@@ -168,7 +168,9 @@ def make_llm(options: LlmOptions, compiler: Any) -> Llm:
         if not cache.is_absolute():
             cache = build_context().base_dir / cache
         try:
-            cache.mkdir(parents=True, exist_ok=True)
+            # docs/security.md: directories meshconnect creates are 0700 (an existing one is
+            # the user's to set)
+            cache.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"llm: cache directory {str(cache)!r}: {exc.strerror}") from None
     return Llm(options, prompt, system, cache)

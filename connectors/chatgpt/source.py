@@ -117,6 +117,15 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
             return web.Response(status=503, text=str(exc), headers={"Retry-After": "5"})
         except DataError as exc:
             return web.Response(status=502, text=str(exc))
+        except Exception as exc:  # unforeseen: still the documented 503, never a traceback
+            self.context.logger.warning(
+                "chatgpt: the model call failed: %s: %s", type(exc).__name__, exc
+            )
+            return web.Response(
+                status=503,
+                text=f"model call failed: {type(exc).__name__}",
+                headers={"Retry-After": "5"},
+            )
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # The answer may have gone (timeout) before the ack: its error is read here, not
         # reported as "never retrieved".

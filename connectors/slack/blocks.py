@@ -50,11 +50,34 @@ def block_kit_errors(blocks: Any) -> list[str]:
     return errors
 
 
-_KINDS: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
+_KINDS: dict[type, str] = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    type(None): "null",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+}
+
+
+def _is_url(value: str) -> bool:
+    """An absolute http(s) URL without spaces (what Slack fetches an image from)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.netloc)
+        and not any(c.isspace() for c in value)
+    )
 
 
 def _kind(value: Any) -> str:
-    return _KINDS.get(type(value), type(value).__name__)
+    return _KINDS.get(type(value), "a " + type(value).__name__)
 
 
 def _block(block: Any, path: str, ids: set[str], errors: list[str]) -> None:
@@ -99,8 +122,13 @@ def _block(block: Any, path: str, ids: set[str], errors: list[str]) -> None:
         _elements(block, path, 25, errors)
     elif kind == "image":
         url = block.get("image_url")
-        if "slack_file" not in block and (not isinstance(url, str) or not 1 <= len(url) <= 3000):
-            errors.append(f"{path}.image_url: required, a URL of at most 3000 characters")
+        if "slack_file" not in block and (
+            not isinstance(url, str) or not 1 <= len(url) <= 3000 or not _is_url(url)
+        ):
+            errors.append(
+                f"{path}.image_url: required, an http(s) URL of at most 3000 characters"
+                + (f", not {url[:80]!r}" if isinstance(url, str) else f", not {_kind(url)}")
+            )
         alt = block.get("alt_text")
         if not isinstance(alt, str) or not 1 <= len(alt) <= 2000:
             errors.append(f"{path}.alt_text: required, a string of 1 to 2000 characters")

@@ -15,9 +15,26 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from meshconnect import ByteSize, ConnectorConfig, Duration
 from meshconnect.expr import Compiler, ExpressionError
 
-__all__ = ["SlackSinkConfig", "SlackSourceConfig", "compile_template"]
+__all__ = ["SlackSinkConfig", "SlackSourceConfig", "compile_template", "slack_escape"]
 
-_COMPILER = Compiler()
+
+def slack_escape(value: Any) -> Any:
+    """``value`` as text Slack shows as written: ``&``, ``<`` and ``>`` become ``&amp;``,
+    ``&lt;`` and ``&gt;`` (Slack's documented escaping,
+    https://api.slack.com/reference/surfaces/formatting#escaping), so ``<!channel>``,
+    ``<@U…>`` or ``<http://x|y>`` in a record are not mentions or links. ``null`` stays
+    ``null``; numbers and booleans are returned as they are."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if not isinstance(value, str):
+        from meshconnect import jsonvalue
+
+        value = jsonvalue.dumps(value)
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+#: Slack templates know one function more than the others: ``slack_escape``.
+_COMPILER = Compiler({"slack_escape": slack_escape})
 
 
 def compile_template(text: str, field: str) -> Any:
@@ -55,7 +72,9 @@ class SlackSinkConfig(ConnectorConfig):
     text: str | None = Field(
         default=None,
         description="Message text (Slack mrkdwn) as a template. With `blocks` it is the "
-        "notification fallback. At least one of `text` and `blocks` is required.",
+        "notification fallback. At least one of `text` and `blocks` is required. Record "
+        "values are mrkdwn too (`<!channel>` notifies everyone): wrap untrusted ones in "
+        "`slack_escape(...)`, `{slack_escape(data.msg)}`.",
     )
     blocks: str | list[dict[str, Any]] | None = Field(
         default=None,
@@ -89,10 +108,12 @@ class SlackSinkConfig(ConnectorConfig):
     )
     exactly_once: bool = Field(
         default=False,
-        description="Tag each message with its mesh position (Slack message `metadata`) and, "
-        "when the sink restarts after a crash, read back what it posted after the last "
-        "commit (`conversations.history`, which needs the `channels:history` / "
-        "`groups:history` scope) so that no message is posted twice. Off: at least once.",
+        description="Tag each message with its mesh position (Slack message `metadata`) and "
+        "read back what may be posted already (`conversations.history`, which needs the "
+        "`channels:history` / `groups:history` scope): after a crash, what came after the "
+        "last commit (or, for a channel nothing was committed for, its newest messages); "
+        "after a post that got no answer, that record. So no message is posted twice. "
+        "Off: at least once.",
     )
     base_url: str = Field(
         default="https://slack.com/api/",
@@ -106,7 +127,18 @@ class SlackSinkConfig(ConnectorConfig):
         gt=0,
         description="Longest total wait on `429` answers for one message. Within it the "
         "sink waits each `Retry-After` and sends the message again, keeping the order; past "
-        "it the message and the ones after it are retried by the sink's `errors.retry`.",
+        "it the message alone goes to the sink's `errors.retry` (one attempt per retry, no "
+        "more waiting) and the later ones are sent. A stop waits for this at most once.",
+    )
+
+    outage_wait: Duration = Field(
+        default=60.0,
+        ge=0,
+        description="Longest time one message is sent again inside the sink after a `5xx`, "
+        "a timeout or a cut connection (backoff from 0.1 s, doubling to 5 s), the later "
+        "messages waiting behind it without being charged an attempt. Past it the message "
+        "alone is handed to the sink's `errors.retry` (one attempt per retry) and the later "
+        "ones are sent, one attempt each.",
     )
 
     @field_validator("channel", "text", "thread_ts", "thread_key", "update_key")

@@ -13,16 +13,32 @@ taxonomy (:func:`slack_error_kind`):
   the others are sent.
 * bad credentials (``invalid_auth``, ``not_authed``, ``token_revoked``, ...) are a
   :class:`ConfigError`: the connector stops with a message saying to check ``config.token``.
-* ``5xx``, connection errors and timeouts are retriable; the record and every later one of the
-  batch are handed back (a :class:`BatchError`) so the worker retries them in order.
+* ``5xx``, connection errors and timeouts are retriable: the sink sends the message again
+  itself for up to ``outage_wait`` (the later ones wait, not charged any attempt). Past it, or
+  past ``max_rate_limit_wait`` of 429s, that record alone is handed back (a
+  :class:`BatchError`) to the worker's ``errors.retry``, with one attempt (no waiting) per
+  later write, and the later records get one attempt each: only records actually sent are
+  charged attempts and dead-lettered. Nothing reaches a write in progress when the worker
+  stops (``tick(final=True)`` comes after it), so a stop waits at most one
+  ``max_rate_limit_wait`` (or ``outage_wait``) for a message.
 
 Delivery is at least once by default: a message sent after the last commit is sent again after
-a crash (Slack has no idempotency key for ``chat.postMessage``). With ``exactly_once`` each
-message carries its record's mesh position in Slack's message ``metadata``
-(``event_type: meshconnect_record``, payload ``{"record": "<topic>:<offset>"}``), the state
-holds the newest committed ``ts`` per channel, and ``open`` reads each channel's history after
-that ``ts`` (``conversations.history``): records found there are not posted again. Per-key
-thread and message ``ts``es (``thread_key``, ``update_key``) are in the state too.
+a crash (Slack has no idempotency key for ``chat.postMessage``); writes are of
+:attr:`SlackSink.batch_size_hint` (20) records when the file sets no ``batch_size``, so that is
+about the most a crash re-posts. With ``exactly_once`` each message carries its record's mesh
+position in Slack's message ``metadata`` (``event_type: meshconnect_record``, payload
+``{"record": "<topic>:<offset>"}``), the state holds the newest committed ``ts`` per channel, and
+the sink reads history (``conversations.history``) before posting what may be there already:
+
+* at ``open``, each channel of the state after its committed ``ts``;
+* a channel the state does not name (nothing committed for it yet: a crash during the first
+  batch), once, newest first, back to a message of an earlier record of the same topic or at
+  most :attr:`SlackSink.history_scan_limit` messages;
+* after a ``chat.postMessage`` that got no answer (``timeout``, a lost connection: Slack may
+  have posted it), before sending that record again.
+
+Records found there are not posted again. Per-key thread and message ``ts``es (``thread_key``,
+``update_key``) are in the state too.
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from meshconnect import (
     BatchError,
@@ -74,7 +90,15 @@ GONE = frozenset(
 )
 #: Slack error codes worth sending again later.
 TRANSIENT_ERRORS = frozenset(
-    {"ratelimited", "service_unavailable", "fatal_error", "internal_error", "request_timeout"}
+    {
+        "ratelimited",
+        "service_unavailable",
+        "fatal_error",
+        "internal_error",
+        "request_timeout",
+        "timeout",
+        "connection_error",
+    }
 )
 
 
@@ -82,10 +106,19 @@ class SlackCallError(Exception):
     """A Web API call answered ``ok: false`` or an HTTP error: ``code`` is Slack's error code
     (``channel_not_found``) or ``http_<status>``; ``status`` the HTTP status."""
 
-    def __init__(self, method: str, code: str, status: int | None, detail: str = "") -> None:
+    def __init__(
+        self,
+        method: str,
+        code: str,
+        status: int | None,
+        detail: str = "",
+        unanswered: bool = False,
+    ) -> None:
         self.method = method
         self.code = code
         self.status = status
+        #: No answer came (a timeout or a lost connection): Slack may have done the call.
+        self.unanswered = unanswered
         super().__init__(f"slack {method}: {code}" + (f" ({detail})" if detail else ""))
 
 
@@ -108,6 +141,14 @@ def slack_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
 
 class SlackSink(Sink[SlackSinkConfig]):
     """Posts (or updates) one message per record; see the module docstring."""
+
+    #: Records per write when the file sets no ``batch_size``: Slack allows about one
+    #: ``chat.postMessage`` per second per channel, so a batch of 20 is ~20 s of sending and
+    #: a crash re-posts at most that many messages (without ``exactly_once``).
+    batch_size_hint: ClassVar[int | None] = 20
+    #: How many of a channel's newest messages are read back, at most, when the sink state
+    #: says nothing about that channel (``exactly_once``: nothing committed for it yet).
+    history_scan_limit: ClassVar[int] = 1000
 
     def __init__(self, config: SlackSinkConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
@@ -155,42 +196,100 @@ class SlackSink(Sink[SlackSinkConfig]):
         self.last_ts: dict[str, str] = dict((state or {}).get("channels", {}))
         #: "topic:offset" of records already posted after the last commit (exactly_once).
         self.posted: set[str] = set()
+        #: Channels whose history was read back since open (exactly_once).
+        self.scanned: set[str] = set()
+        #: "topic:offset" -> channel of records whose chat.postMessage had no answer (a
+        #: timeout or a lost connection): Slack may have posted them (exactly_once).
+        self.uncertain: dict[str, str] = {}
+        #: "topic:offset" of records handed back after ``outage_wait`` (or a 429 wait past
+        #: ``max_rate_limit_wait``): one attempt per later write, no more waiting here.
+        self.exhausted: set[str] = set()
         if self.config.exactly_once:
             for channel, ts in self.last_ts.items():
-                self.posted |= await self._posted_since(channel, ts)
+                self.posted |= set(await self._posted_since(channel, ts))
+                self.scanned.add(channel)
 
-    async def _posted_since(self, channel: str, oldest: str) -> set[str]:
-        """The records this sink posted to ``channel`` after ``oldest`` (its history)."""
-        found: set[str] = set()
+    async def _posted_since(
+        self, channel: str, oldest: str | None, before: Record | None = None
+    ) -> dict[str, str]:
+        """The records this sink posted to ``channel`` after ``oldest`` (its history, newest
+        first), "topic:offset" -> the message's ``ts``. With no ``oldest`` the reading stops
+        at a message of an earlier record of ``before``'s topic (records are posted in order),
+        or after :attr:`history_scan_limit` messages."""
+        found: dict[str, str] = {}
         cursor = None
+        seen = 0
         while True:
             args: dict[str, Any] = {
                 "channel": channel,
-                "oldest": oldest,
-                "inclusive": "false",
                 "include_all_metadata": "true",
                 "limit": 200,
             }
+            if oldest is not None:
+                args["oldest"] = oldest
+                args["inclusive"] = "false"
             if cursor:
                 args["cursor"] = cursor
             response = await self._call("conversations.history", args, http_verb="GET")
+            older = False
             for message in response.get("messages") or []:
+                seen += 1
                 metadata = message.get("metadata") or {}
-                if metadata.get("event_type") == METADATA_TYPE:
-                    mark = (metadata.get("event_payload") or {}).get("record")
-                    if isinstance(mark, str):
-                        found.add(mark)
+                if metadata.get("event_type") != METADATA_TYPE:
+                    continue
+                mark = (metadata.get("event_payload") or {}).get("record")
+                if not isinstance(mark, str):
+                    continue
+                found[mark] = str(message.get("ts") or "")
+                if before is not None and oldest is None:
+                    topic, _, offset = mark.rpartition(":")
+                    if (
+                        topic == before.topic
+                        and offset.isdigit()
+                        and before.offset is not None
+                        and int(offset) < before.offset
+                    ):
+                        older = True
             cursor = (response.get("response_metadata") or {}).get("next_cursor")
-            if not response.get("has_more") or not cursor:
+            if older or not response.get("has_more") or not cursor:
+                return found
+            if oldest is None and seen >= self.history_scan_limit:
                 return found
 
+    async def _already_posted(self, record: Record, mark: str, channel: str) -> str | None:
+        """exactly_once: the ``ts`` of ``record``'s message if Slack holds it already (posted
+        before a crash that came before any commit naming the channel, or by a call that
+        timed out), else None. Reads a channel's history once per open, and again for each
+        record whose post had no answer."""
+        if mark in self.posted:
+            self.posted.discard(mark)
+            return ""
+        if channel not in self.scanned and channel not in self.last_ts:
+            found = await self._posted_since(channel, None, record)
+            self.scanned.add(channel)  # only once read: a failed look is made again
+            self.posted |= set(found)
+            if mark in self.posted:
+                self.posted.discard(mark)
+                return found[mark]
+        where = self.uncertain.get(mark)
+        if where is not None:
+            found = await self._posted_since(where, self.last_ts.get(where), record)
+            del self.uncertain[mark]  # only once looked at: a failed look is made again
+            if mark in found:
+                return found[mark]
+        return None
+
     async def write(self, records: Sequence[Record]) -> None:
+        """Send ``records`` in order. A retriable failure (5xx, timeout, cut connection) is
+        retried here, with backoff, up to ``outage_wait``; the later records wait uncharged.
+        A record still failing is handed back alone (``BatchError``) and the later ones get
+        one attempt each, so that only records actually sent count attempts against the
+        sink's ``errors.retry``; a record handed back once gets one attempt per later write.
+        Data errors: that record only. Config errors: that record and every later one."""
         failed = BatchError()
+        outage = False  # a record of this write failed for good: one attempt for the others
         for i, record in enumerate(records):
             mark = f"{record.topic}:{record.offset}"
-            if mark in self.posted:  # posted before a crash (exactly_once)
-                self.posted.discard(mark)
-                continue
             try:
                 method, args, key = self._message(record)
             except DataError as exc:
@@ -198,38 +297,92 @@ class SlackSink(Sink[SlackSinkConfig]):
                 continue
             if self.config.exactly_once:
                 args["metadata"] = {"event_type": METADATA_TYPE, "event_payload": {"record": mark}}
-            try:
+            once = outage or mark in self.exhausted
+            started = time.monotonic()
+            delay = 0.1
+            while True:
                 try:
-                    response = await self._call(method, args)
-                except SlackCallError as exc:
-                    if key is None or key not in self.keys or exc.code not in GONE:
-                        raise
-                    # The key's message (or thread parent) was deleted: start afresh.
-                    del self.keys[key]
-                    method = "chat.postMessage"
-                    args.pop("ts", None)
-                    args.pop("thread_ts", None)
-                    response = await self._call(method, args)
-                ts = response.get("ts")
-                ts = ts if isinstance(ts, str) else None
-            except Exception as exc:
-                if self.classify_error(exc) is DataError:
-                    failed.failed(i, exc)
-                    continue
-                # Retriable, or the connector must stop: this record and every later one are
-                # handed back, so what is sent keeps the records' order.
-                for j in range(i, len(records)):
-                    failed.failed(j, exc)
-                break
-            self.sent.inc()
-            if ts:
-                if key is not None:
-                    self._remember(key, ts)
-                channel = response.get("channel")
-                if isinstance(channel, str) and method == "chat.postMessage":
-                    self.last_ts[channel] = ts
+                    await self._send(record, mark, method, args, key, once)
+                    self.exhausted.discard(mark)
+                    break
+                except Exception as exc:
+                    kind = self.classify_error(exc)
+                    waited = time.monotonic() - started
+                    if (
+                        kind is RetriableError
+                        and not once
+                        and not (isinstance(exc, SlackCallError) and exc.code == "ratelimited")
+                        and waited + delay <= self.config.outage_wait
+                    ):
+                        self.context.logger.warning(
+                            "slack: %s; sending record %s again in %.1fs (outage_wait %.0fs)",
+                            exc,
+                            mark,
+                            delay,
+                            self.config.outage_wait,
+                        )
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    if kind is DataError:
+                        failed.failed(i, exc)
+                    elif kind is RetriableError:
+                        failed.failed(i, exc)
+                        self.exhausted.add(mark)
+                        outage = True
+                    else:  # the connector must stop: hand back this record and the later ones
+                        for j in range(i, len(records)):
+                            failed.failed(j, exc)
+                        raise failed from None
+                    break
         if failed.failures:
             raise failed
+
+    async def _send(
+        self,
+        record: Record,
+        mark: str,
+        method: str,
+        args: dict[str, Any],
+        key: str | None,
+        once: bool,
+    ) -> None:
+        """One attempt at ``record``'s message (after a look at the channel's history where
+        exactly_once needs one); SlackCallError and the like when it fails."""
+        if self.config.exactly_once and method == "chat.postMessage":
+            # posted before a crash, or by a call whose answer was lost
+            ts = await self._already_posted(record, mark, args["channel"])
+            if ts is not None:
+                if ts:
+                    self.last_ts[args["channel"]] = ts
+                    if key is not None:
+                        self._remember(key, ts)
+                return
+        max_wait = 0.0 if once else self.config.max_rate_limit_wait
+        try:
+            try:
+                response = await self._call(method, args, max_wait=max_wait)
+            except SlackCallError as exc:
+                if key is None or key not in self.keys or exc.code not in GONE:
+                    raise
+                # The key's message (or thread parent) was deleted: start afresh.
+                del self.keys[key]
+                method = "chat.postMessage"
+                args.pop("ts", None)
+                args.pop("thread_ts", None)
+                response = await self._call(method, args, max_wait=max_wait)
+        except SlackCallError as exc:
+            if self.config.exactly_once and method == "chat.postMessage" and exc.unanswered:
+                self.uncertain[mark] = args["channel"]
+            raise
+        ts = response.get("ts")
+        self.sent.inc()
+        if isinstance(ts, str) and ts:
+            if key is not None:
+                self._remember(key, ts)
+            channel = response.get("channel")
+            if isinstance(channel, str) and method == "chat.postMessage":
+                self.last_ts[channel] = ts
 
     async def flush(self) -> dict[str, Any] | None:
         state: dict[str, Any] = {}
@@ -264,7 +417,12 @@ class SlackSink(Sink[SlackSinkConfig]):
                 try:
                     blocks = jsonvalue.loads(rendered)
                 except ValueError as exc:
-                    raise DataError(f"slack: invalid_blocks: not JSON: {exc}") from None
+                    raise DataError(
+                        "slack: invalid_blocks: the blocks template did not render JSON "
+                        f"({_json_problem(exc, rendered)}); a record value with a quote, "
+                        "backslash or newline breaks a hand-written JSON template: give blocks "
+                        "as a YAML list instead (its strings are rendered one by one)"
+                    ) from None
             problems = block_kit_errors(blocks)
             if problems:
                 raise DataError("slack: invalid_blocks: " + "; ".join(problems[:10]))
@@ -297,9 +455,16 @@ class SlackSink(Sink[SlackSinkConfig]):
             self.keys.popitem(last=False)
 
     async def _call(
-        self, method: str, args: dict[str, Any], http_verb: str = "POST"
+        self,
+        method: str,
+        args: dict[str, Any],
+        http_verb: str = "POST",
+        max_wait: float | None = None,
     ) -> dict[str, Any]:
-        """Make one call, waiting out 429s; the response's data. SlackCallError otherwise."""
+        """Make one call, waiting out 429s up to ``max_wait`` seconds in all (default
+        ``max_rate_limit_wait``); the response's data. SlackCallError otherwise."""
+        limit = self.config.max_rate_limit_wait if max_wait is None else max_wait
+        import aiohttp
         from slack_sdk.errors import SlackApiError
 
         waited = 0.0
@@ -312,10 +477,26 @@ class SlackSink(Sink[SlackSinkConfig]):
                     response = await self.client.api_call(method, http_verb="GET", params=args)
                 else:
                     response = await self.client.api_call(method, json=args)
+            except TimeoutError:
+                raise SlackCallError(
+                    method,
+                    "timeout",
+                    None,
+                    f"no answer within {self.client.timeout}s (config.timeout)",
+                    unanswered=True,
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise SlackCallError(
+                    method,
+                    "connection_error",
+                    None,
+                    f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                    unanswered=True,
+                ) from None
             except SlackApiError as exc:
                 status, code, retry_after = _failure(exc)
                 if status == 429 or code == "ratelimited":
-                    if waited + retry_after > self.config.max_rate_limit_wait:
+                    if waited + retry_after > limit:
                         raise SlackCallError(
                             method, "ratelimited", status, f"waited {waited:.0f}s already"
                         ) from None
@@ -333,6 +514,15 @@ class SlackSink(Sink[SlackSinkConfig]):
                 raise SlackCallError(method, code, status, detail) from None
             data = response.data
             return data if isinstance(data, dict) else {}
+
+
+def _json_problem(exc: ValueError, text: str) -> str:
+    """What is wrong with ``text`` as JSON, in words (the parser's "Input data was truncated"
+    says little)."""
+    reason = str(exc)
+    if "truncated" in reason.lower():
+        return f"it ends early, after {len(text)} characters: an unclosed [, {{ or string"
+    return reason
 
 
 def _failure(exc: Any) -> tuple[int | None, str, float]:

@@ -10,11 +10,14 @@ https://api.slack.com/apis/events-api:
   and are counted (``slack_rejected``), never stored.
 * ``url_verification`` is answered with its ``challenge``.
 * an ``event_callback`` becomes one CloudEvent: ``id`` the ``event_id``, ``type``
-  ``com.slack.<event.type>``, ``source`` ``slack://<team_id>/<api_app_id>``, ``subject`` the
-  event's channel, ``time`` the ``event_time``, ``data`` the envelope without its deprecated
-  verification ``token``. The request is answered ``200`` only once the record is durably in
-  the mesh (the batch's ack), ``503`` if that takes longer than ``ack_timeout`` (Slack then
-  retries) or fails.
+  ``com.slack.<event.type>`` (characters a CloudEvents String may not hold escaped as
+  ``\\uXXXX``), ``source`` ``slack://<team_id>/<api_app_id>`` (each part percent-encoded,
+  RFC 3986; empty when absent or not a string), ``subject`` the event's channel, ``time`` the
+  ``event_time`` (Unix seconds, integral or not; none when out of range), ``data`` the envelope
+  without its deprecated verification ``token``. An event whose attributes would still not be
+  valid (an ``event_id`` with a control character) is refused with ``400``. The request is
+  answered ``200`` only once the record is durably in the mesh (the batch's ack), ``503`` if
+  that takes longer than ``ack_timeout`` (Slack then retries) or fails.
 * Slack retries (``X-Slack-Retry-Num``) an event it got no timely 2xx for. An ``event_id``
   already stored is answered ``200`` and dropped; one still on its way waits for the first
   copy's fate. The last ``dedup_window`` stored ids are the source position, committed with
@@ -30,9 +33,19 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from meshconnect import ConnectorContext, Position, Record, Source, SourceBatch, jsonvalue
+from meshconnect import (
+    ConnectorContext,
+    Position,
+    Record,
+    Source,
+    SourceBatch,
+    jsonvalue,
+)
+from meshconnect.eventrules import attribute_problems, valid_string
 from meshconnect.httpbody import read_body
 
 from .config import SlackSourceConfig
@@ -140,6 +153,13 @@ class SlackEventsSource(Source[SlackSourceConfig]):
             return web.Response(status=400, text="event_callback without event or event_id")
         if self.types and event.get("type") not in self.types:
             return web.Response(status=200, text="ignored: event type not configured")
+        record = self._record(envelope, event, event_id)
+        problems = attribute_problems(record)
+        if problems:  # e.g. an event_id with a control character: refused, never stored
+            return web.Response(
+                status=400,
+                text="; ".join(f"{name}: {why}" for name, why in sorted(problems.items())),
+            )
         if event_id in self.seen:
             self.duplicates.inc()
             earlier = self.seen[event_id]
@@ -151,7 +171,7 @@ class SlackEventsSource(Source[SlackSourceConfig]):
         # reported as "never retrieved".
         stored.add_done_callback(_settle)
         self.seen[event_id] = stored
-        await self.inbox.put((self._record(envelope, event, event_id), stored))
+        await self.inbox.put((record, stored))
         return await self._answer(stored)
 
     async def _answer(self, stored: asyncio.Future[None]) -> web.StreamResponse:
@@ -167,18 +187,15 @@ class SlackEventsSource(Source[SlackSourceConfig]):
 
     def _record(self, envelope: dict[str, Any], event: dict[str, Any], event_id: str) -> Record:
         data = {key: value for key, value in envelope.items() if key != "token"}
-        stamp = envelope.get("event_time")
-        when = None
-        if isinstance(stamp, int):
-            when = datetime.fromtimestamp(stamp, UTC).isoformat().replace("+00:00", "Z")
         channel = event.get("channel")
+        kind = event.get("type")
         return Record(
             data,
             id=event_id,
-            source=f"slack://{envelope.get('team_id', '')}/{envelope.get('api_app_id', '')}",
-            type=f"com.slack.{event.get('type', 'event')}",
+            source=f"slack://{_part(envelope.get('team_id'))}/{_part(envelope.get('api_app_id'))}",
+            type="com.slack." + (valid_string(kind) if isinstance(kind, str) else "event"),
             subject=channel if isinstance(channel, str) else None,
-            time=when,
+            time=_event_time(envelope.get("event_time")),
         )
 
     async def poll(self) -> SourceBatch:
@@ -217,6 +234,23 @@ class SlackEventsSource(Source[SlackSourceConfig]):
             _, stored = inbox.get_nowait()
             if not stored.done():
                 stored.set_exception(ConnectionAbortedError("the source stopped"))
+
+
+def _part(value: Any) -> str:
+    """A ``source`` URI's path segment: the text percent-encoded (RFC 3986), "" when absent."""
+    return quote(value, safe="") if isinstance(value, str) else ""
+
+
+def _event_time(stamp: Any) -> str | None:
+    """``event_time`` (Unix seconds, integral or not) as RFC 3339; None when absent or out of
+    the range a timestamp can have (years 1-9999)."""
+    if isinstance(stamp, bool) or not isinstance(stamp, int | float | Decimal):
+        return None
+    try:
+        when = datetime.fromtimestamp(float(stamp), UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def _settle(future: asyncio.Future[None]) -> None:
