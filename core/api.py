@@ -102,7 +102,8 @@ class ConnectorContext:
     """What the worker gives a connector: where it runs, and the worker's shared services.
 
     * ``metrics``: counters, gauges and histograms labelled with the pipeline and connector
-      (:mod:`meshconnect.metrics`), what the Prometheus endpoint exposes.
+      (:mod:`meshconnect.metrics`), rendered in the Prometheus text format by the worker's
+      registry (``meshconnect run`` serves no ``/metrics`` endpoint yet).
     * ``progress``: ``context.progress("snapshot", total=n, unit="rows")`` returns a
       :class:`~meshconnect.progress.Progress` (a tqdm bar on a terminal, log lines
       otherwise) for snapshots and bulk loads.

@@ -1,4 +1,4 @@
-"""Connector metrics: counters, gauges and histograms, what the Prometheus endpoint will expose.
+"""Connector metrics: counters, gauges and histograms in the Prometheus text format.
 
 The worker owns one :class:`MetricsRegistry`; each connector gets a :class:`Metrics` handle
 (``context.metrics``) whose metrics carry the labels ``pipeline`` and ``connector``::
