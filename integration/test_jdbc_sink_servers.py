@@ -415,3 +415,28 @@ async def test_bit_columns_keep_their_number(url: str, tmp_path: Path) -> None:
         (1, 5, 5),
         (2, 0, 0),
     ]
+
+
+async def test_an_auto_created_integer_key_is_not_an_identity(url: str, tmp_path: Path) -> None:
+    """The rows bring their keys: a created table's integer key must not be SERIAL/IDENTITY
+    (PostgreSQL's sequence stayed at 1, so a later insert without id hit a duplicate key)
+    (found by the jdbc trial)."""
+    t = table_name("keyed")
+    s = make(url, tmp_path, table=t, key=["id"], auto_create=True)
+    await s.open(None)
+    await s.write([rec({"id": 1, "v": "a"}, 0)])
+    await s.close()
+    if url.startswith("postgresql"):
+        default = q(
+            url,
+            "SELECT column_default, is_identity FROM information_schema.columns "
+            f"WHERE table_name = '{t}' AND column_name = 'id'",
+        )
+        assert default == [(None, "NO")]
+    elif url.startswith("mysql"):
+        extra = q(
+            url,
+            "SELECT extra FROM information_schema.columns "
+            f"WHERE table_name = '{t}' AND column_name = 'id'",
+        )
+        assert "auto_increment" not in str(extra).lower()

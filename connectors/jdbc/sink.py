@@ -339,7 +339,12 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         row = change.row or {}
         key = self.config.key or change.pk or []
         cols = [
-            sa.Column(c, self._column_type(c, change, v, c in key), primary_key=c in key)
+            sa.Column(
+                c,
+                self._column_type(c, change, v, c in key),
+                primary_key=c in key,
+                autoincrement=False,  # the rows bring their keys: no SERIAL/IDENTITY
+            )
             for c, v in row.items()
         ]
         missing = [k for k in key if k not in row]
