@@ -185,3 +185,19 @@ async def test_query_mode(tmp_path: Path) -> None:
         {"id": 5, "name": "n5"},
     ]
     assert positions == {"odd": {"id": 5}} and records[0].subject == "odd"
+
+
+def test_numbers_inside_json_stay_exact_numbers() -> None:
+    """A DECIMAL column is its exact text, but a number inside a JSON/array column is a
+    number: 1.00000000000000000001 in a jsonb came out as a string (found by the jdbc trial)."""
+    from decimal import Decimal
+
+    from meshconnect.connectors.jdbc.source import json_safe
+
+    value = {"f": Decimal("1.00000000000000000001"), "l": [Decimal("2.50")], "n": 3}
+    assert json_safe(value) == {
+        "f": Decimal("1.00000000000000000001"),
+        "l": [Decimal("2.50")],
+        "n": 3,
+    }
+    assert json_safe(Decimal("2.50")) == "2.50"

@@ -78,14 +78,16 @@ def _raw_column(column: Any) -> Any:
     return column
 
 
-def json_safe(v: Any) -> Any:
-    """A column value as an exact JSON-safe value (see the module docstring)."""
+def json_safe(v: Any, in_json: bool = False) -> Any:
+    """A column value as an exact JSON-safe value (see the module docstring). ``in_json``: a
+    value inside a JSON/array column, whose numbers stay numbers (exact ``Decimal``s) where a
+    DECIMAL column's value is its exact text."""
     if v is None or isinstance(v, bool | int | str):
         return v
     if isinstance(v, float):
         return v
     if isinstance(v, Decimal):
-        return format(v, "f")
+        return v if in_json and v.is_finite() else format(v, "f")
     if isinstance(v, dt.datetime):
         if v.tzinfo is not None:
             return v.astimezone(dt.UTC).replace(tzinfo=None).isoformat() + "Z"
@@ -97,9 +99,9 @@ def json_safe(v: Any) -> Any:
     if isinstance(v, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(v)).decode()
     if isinstance(v, dict):
-        return {str(k): json_safe(x) for k, x in v.items()}
+        return {str(k): json_safe(x, True) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return [json_safe(x) for x in v]
+        return [json_safe(x, True) for x in v]
     if isinstance(v, uuid.UUID | ipaddress.IPv4Address | ipaddress.IPv6Address):
         return str(v)
     return str(v)
