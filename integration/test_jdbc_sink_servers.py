@@ -440,3 +440,20 @@ async def test_an_auto_created_integer_key_is_not_an_identity(url: str, tmp_path
             f"WHERE table_name = '{t}' AND column_name = 'id'",
         )
         assert "auto_increment" not in str(extra).lower()
+
+
+async def test_a_backtick_in_a_mysql_name(my_url: str, tmp_path: Path) -> None:
+    """SQLAlchemy's MySQL reflection gives ``c``d`` for a column named c`d, which was then
+    quoted again ("Unknown column", "Duplicate column"): names with a backtick work like any
+    other (found by the jdbc trial)."""
+    t = table_name("Ins`Tbl")
+    s = make(my_url, tmp_path, table=t, key=["id"], auto_create=True, auto_evolve=True)
+    await s.open(None)
+    await s.write([rec({"id": 1, "we`ird col": "a"}, 0)])
+    await s.write([rec({"id": 2, "we`ird col": "b", "n`2": 3}, 1)])
+    await s.close()
+    qt = t.replace("`", "``")
+    assert q(my_url, f"SELECT id, `we``ird col`, `n``2` FROM `{qt}` ORDER BY id") == [
+        (1, "a", None),
+        (2, "b", 3),
+    ]

@@ -9,7 +9,7 @@ from meshconnect import DataError, MeshconnectError, RetriableError, jsonvalue
 
 from .config import masked_url
 
-__all__ = ["classify_db_error", "describe", "make_engine"]
+__all__ = ["classify_db_error", "describe", "make_engine", "reflect"]
 
 #: PostgreSQL SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks
 #: (serialization failures, deadlocks), insufficient resources, operator intervention
@@ -108,3 +108,20 @@ def classify_db_error(exc: BaseException) -> type[MeshconnectError] | None:
     if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
         return RetriableError
     return None
+
+
+def reflect(name: str, engine: Any, schema: str | None) -> Any:
+    """The table ``name`` as SQLAlchemy reflects it (``NoSuchTableError`` when missing), with
+    MySQL column names as they are: SQLAlchemy's MySQL reflection gives a name holding a
+    backtick with it doubled (```c``d```), which it then quotes again (```c````d```: "Unknown
+    column")."""
+    import sqlalchemy as sa
+
+    listeners = []
+    if engine.dialect.name in ("mysql", "mariadb"):
+
+        def unescape(inspector: Any, table: Any, column: dict[str, Any]) -> None:
+            column["name"] = column["name"].replace("``", "`")
+
+        listeners.append(("column_reflect", unescape))
+    return sa.Table(name, sa.MetaData(), autoload_with=engine, schema=schema, listeners=listeners)

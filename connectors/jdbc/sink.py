@@ -37,7 +37,7 @@ from meshconnect import (
 from .cdc import Change, decode
 from .config import JdbcSinkConfig
 from .ddl import alter_actions
-from .engine import classify_db_error, make_engine
+from .engine import classify_db_error, make_engine, reflect
 from .typemap import ZeroDate, coercer, infer_type, sa_type_for_mysql
 
 __all__ = ["JdbcSink"]
@@ -312,9 +312,8 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             return info
         import sqlalchemy as sa
 
-        meta = sa.MetaData()
         try:
-            table = sa.Table(name, meta, autoload_with=self.engine, schema=self.config.db_schema)
+            table = reflect(name, self.engine, self.config.db_schema)
         except sa.exc.NoSuchTableError:
             if not self.config.auto_create or change.op in ("delete", "tombstone", "ddl"):
                 if change.op in ("delete", "tombstone"):
@@ -355,9 +354,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         with self.engine.begin() as conn:
             table.create(conn, checkfirst=True)
         self.context.logger.info("jdbc: created table %s", name)
-        return sa.Table(
-            name, sa.MetaData(), autoload_with=self.engine, schema=self.config.db_schema
-        )
+        return reflect(name, self.engine, self.config.db_schema)
 
     def _evolve(
         self, name: str, info: _TableInfo, change: Change, columns: list[str]
@@ -404,9 +401,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 self.context.logger.warning("jdbc: DDL not applied to %s: %s", name, a[:200])
                 continue
             try:
-                table = sa.Table(
-                    name, sa.MetaData(), autoload_with=self.engine, schema=self.config.db_schema
-                )
+                table = reflect(name, self.engine, self.config.db_schema)
             except sa.exc.NoSuchTableError:
                 self.ddl_skipped.inc()
                 return  # created later from the rows, with their columns

@@ -49,7 +49,7 @@ from meshconnect import (
 )
 
 from .config import JdbcSourceConfig
-from .engine import classify_db_error, make_engine
+from .engine import classify_db_error, make_engine, reflect
 
 __all__ = ["JdbcSource", "json_safe"]
 
@@ -164,7 +164,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
             raise ConfigError(f"jdbc source {self.context.name}: no table matches {c.tables}")
         for name in names:
             try:
-                table = sa.Table(name, sa.MetaData(), autoload_with=self.engine, schema=c.db_schema)
+                table = reflect(name, self.engine, c.db_schema)
             except sa.exc.NoSuchTableError:
                 raise ConfigError(
                     f"jdbc source {self.context.name}: table {name!r} does not exist"
