@@ -241,3 +241,36 @@ def test_validate_never_prints_the_secret(moto: MotoServer, tmp_path: Path) -> N
     assert done.returncode == 1
     assert "rotate_records" in done.stdout + done.stderr
     assert SECRET_KEY not in done.stdout + done.stderr
+
+
+async def test_a_record_parquet_cannot_hold_is_dead_lettered_and_the_others_written(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    records = [
+        {"a": 1, "b": {"c": 1}},
+        {"a": 123456789012345678901234567890, "b": {"c": 2}},  # beyond int64
+        {"a": Decimal("1.5E+400"), "b": {"c": 3}},  # beyond a 76-digit decimal
+        {"a": 4, "b": {"c": 4}},
+    ]
+    sink = {**connection(moto, bucket), "format": "parquet", "key_template": "p/"}
+    path = pipeline_file(
+        tmp_path, records, sink, errors={"tolerance": "all", "dead_letter_topic": "dlq"}
+    )
+    assert await run(path) == 0
+    (key,) = keys(moto, bucket)
+    assert pq.read_table(io.BytesIO(body(moto, bucket, key))).to_pylist() == [
+        {"a": 1, "b": {"c": 1}},
+        {"a": 4, "b": {"c": 4}},
+    ]
+
+
+async def test_an_empty_object_in_a_parquet_record_is_written_as_json_text(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    sink = {**connection(moto, bucket), "format": "parquet", "key_template": "p/"}
+    path = pipeline_file(tmp_path, [{"a": 12, "b": {}}], sink)
+    assert await run(path) == 0
+    (key,) = keys(moto, bucket)
+    assert pq.read_table(io.BytesIO(body(moto, bucket, key))).to_pylist() == [{"a": 12, "b": "{}"}]

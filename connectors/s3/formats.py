@@ -17,6 +17,7 @@ from meshconnect import DataError, Record, jsonvalue
 __all__ = [
     "EXTENSIONS",
     "ObjectBody",
+    "check_parquet_row",
     "decode_object",
     "encode_payload",
     "format_of_key",
@@ -163,22 +164,63 @@ class ObjectBody:
         return raw
 
 
-def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
+def _json_text_nested(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with nested values (objects, lists) as JSON text."""
+    return [
+        {
+            k: jsonvalue.dumps(v).decode() if isinstance(v, dict | list) else v
+            for k, v in row.items()
+        }
+        for row in rows
+    ]
+
+
+def _has_empty_struct(arrow_type: Any) -> bool:
+    """Whether ``arrow_type`` holds a struct with no field (Parquet cannot write one)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    if pa.types.is_struct(arrow_type):
+        if arrow_type.num_fields == 0:
+            return True
+        return any(
+            _has_empty_struct(arrow_type.field(i).type) for i in range(arrow_type.num_fields)
+        )
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _has_empty_struct(arrow_type.value_type)
+    return False
+
+
+def _table(rows: list[dict[str, Any]]) -> Any:
+    """The Arrow table of ``rows``: nested values whose shapes differ between rows (or a list
+    of mixed kinds) are kept as JSON text; an empty object anywhere is written as JSON text
+    too. Raises what pyarrow raises when even that fails (see :func:`check_parquet_row`)."""
+    import pyarrow as pa
 
     try:
         table = pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-        # nested values whose shapes differ between rows: keep them as JSON text
-        flat = [
-            {
-                k: jsonvalue.dumps(v).decode() if isinstance(v, dict | list) else v
-                for k, v in row.items()
-            }
-            for row in rows
-        ]
-        table = pa.Table.from_pylist(flat)
+        if not any(_has_empty_struct(f.type) for f in table.schema):
+            return table
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass
+    return pa.Table.from_pylist(_json_text_nested(rows))
+
+
+def check_parquet_row(data: dict[str, Any]) -> None:
+    """``DataError`` when the record's data cannot become a Parquet row (an integer beyond 64
+    bits, a number beyond a 76-digit decimal, ...): any pyarrow conversion failure of a
+    record is that record's data error, found before the record joins an open object."""
+    import pyarrow as pa
+
+    try:
+        _table([data])
+    except (pa.ArrowException, OverflowError, ValueError, TypeError) as exc:
+        raise DataError(f"format parquet: the record cannot be a Parquet row: {exc}") from None
+
+
+def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
+    import pyarrow.parquet as pq
+
+    table = _table(rows)
     out = io.BytesIO()
     pq.write_table(table, out, compression="gzip" if compression == "gzip" else "none")
     return out.getvalue()

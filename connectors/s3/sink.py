@@ -46,6 +46,7 @@ from .client import classify_s3_error, error_code, make_client
 from .config import S3SinkConfig
 from .formats import (
     ObjectBody,
+    check_parquet_row,
     content_type,
     encode_payload,
     extension,
@@ -209,6 +210,8 @@ class S3Sink(Sink[S3SinkConfig]):
                 signature = (
                     schema_signature(fmt, record.data) if fmt in ("csv", "parquet") else None
                 )
+                if fmt == "parquet":
+                    check_parquet_row(record.data)
             except DataError as exc:
                 failed.failed(index, exc)
                 continue
