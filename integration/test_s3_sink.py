@@ -274,3 +274,21 @@ async def test_an_empty_object_in_a_parquet_record_is_written_as_json_text(
     assert await run(path) == 0
     (key,) = keys(moto, bucket)
     assert pq.read_table(io.BytesIO(body(moto, bucket, key))).to_pylist() == [{"a": 12, "b": "{}"}]
+
+
+async def test_only_this_sinks_unfinished_uploads_are_aborted(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    client = moto.client()
+    name = "orders+00000000000000000000.jsonl"
+    for key in [f"orders/a/{name}", f"orders/b/{name}", f"other/{name}", "orders/a/x.jsonl"]:
+        client.create_multipart_upload(Bucket=bucket, Key=key)
+    sink = {**connection(moto, bucket), "key_template": "{topic}/a/"}
+    assert await run(pipeline_file(tmp_path, [{"n": 1}], sink)) == 0
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads") or []
+    assert sorted(u["Key"] for u in left) == [
+        "orders/a/x.jsonl",
+        f"orders/b/{name}",
+        f"other/{name}",
+    ]

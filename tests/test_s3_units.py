@@ -166,3 +166,16 @@ def test_botocore_errors_map_onto_the_taxonomy() -> None:
     assert classify_s3_error(client_error("InvalidAccessKeyId", 403)) is ConfigError
     assert classify_s3_error(bex.NoCredentialsError()) is ConfigError
     assert classify_s3_error(ValueError("x")) is None
+
+
+def test_a_template_owns_only_the_keys_it_could_have_made() -> None:
+    name = "orders+00000000000000000001.jsonl"
+    template = KeyTemplate("{topic}/a/{time:%Y/%m}/c={data.c}/")
+    assert template.owns_key(f"orders/a/2024/05/c=DE/{name}", ".jsonl")
+    assert not template.owns_key(f"other/a/2024/05/c=DE/{name}", ".jsonl")  # another topic
+    assert not template.owns_key(f"orders/b/2024/05/c=DE/{name}", ".jsonl")
+    assert not template.owns_key(f"orders/a/2024/c=DE/{name}", ".jsonl")
+    assert not template.owns_key("orders/a/2024/05/c=DE/orders+1.jsonl", ".jsonl")
+    assert not template.owns_key(f"orders/a/2024/05/c=DE/{name}", ".csv")
+    assert KeyTemplate("fixed/").owns_key(f"fixed/{name}", ".jsonl")
+    assert not KeyTemplate("fixed/").owns_key(f"fixed/sub/{name}", ".jsonl")

@@ -158,9 +158,13 @@ class S3SinkConfig(S3Connection):
     abort_orphan_uploads: bool = Field(
         default=True,
         description=(
-            "At start, abort the unfinished multipart uploads under the template's literal "
-            "prefix whose keys are this sink's object names (left by a crash mid-upload; "
-            "storage keeps billing them otherwise). Give each sink its own prefix."
+            "At start, abort the unfinished multipart uploads (left by a crash mid-upload; "
+            "storage keeps billing them otherwise) whose keys this sink could have made: "
+            "the template's shape (its literal text, each placeholder any text without '/', "
+            "a time/now placeholder its format's shape, {topic} the object name's topic) "
+            "followed by an object name TOPIC+<20 digits><extension>. Other uploads stay. "
+            "Two sinks whose templates can render the same keys share them: give each sink "
+            "its own prefix."
         ),
     )
 

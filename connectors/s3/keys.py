@@ -75,6 +75,27 @@ def _parse_time(text: str) -> datetime:
     return parsed
 
 
+def _shape(body: str) -> str:
+    """The regular expression of what placeholder ``body`` renders (see
+    :meth:`KeyTemplate.owns_key`); ``{topic}`` is a back-reference to the first one."""
+    name, _, fmt = body.partition(":")
+    name = name.strip()
+    if name == "topic":
+        return "(?P=topic)"
+    if name in ("time", "now"):
+        out: list[str] = []
+        i = 0
+        while i < len(fmt):
+            if fmt[i] == "%" and i + 1 < len(fmt):
+                out.append("%" if fmt[i + 1] == "%" else "[^/]*")
+                i += 2
+            else:
+                out.append(re.escape(fmt[i]))
+                i += 1
+        return "".join(out)
+    return "[^/]*"
+
+
 class KeyTemplate:
     """A parsed key template; :meth:`render` gives a record's prefix.
 
@@ -86,14 +107,17 @@ class KeyTemplate:
         self.parts: list[str | Callable[[Record], str]] = []
         self.uses_wall_clock = False
         literal: list[str] = []
+        shape: list[str] = []  # a regular expression of the prefixes this template renders
         i = 0
         while i < len(text):
             ch = text[i]
             if ch == "{" and text.startswith("{{", i):
                 literal.append("{")
+                shape.append(re.escape("{"))
                 i += 2
             elif ch == "}" and text.startswith("}}", i):
                 literal.append("}")
+                shape.append(re.escape("}"))
                 i += 2
             elif ch == "}":
                 raise ValueError(f"unmatched '}}' at character {i + 1} (write '}}}}' for a brace)")
@@ -105,9 +129,11 @@ class KeyTemplate:
                     self.parts.append("".join(literal))
                     literal = []
                 self.parts.append(self._placeholder(text[i + 1 : end].strip(), i))
+                shape.append(_shape(text[i + 1 : end].strip()))
                 i = end + 1
             else:
                 literal.append(ch)
+                shape.append(re.escape(ch))
                 i += 1
         if literal:
             self.parts.append("".join(literal))
@@ -119,6 +145,17 @@ class KeyTemplate:
         #: The text before the first placeholder: every key starts with it.
         self.literal_prefix = "".join(lead)
         self.is_literal = all(isinstance(p, str) for p in self.parts)
+        self._shape = "".join(shape).replace("(?P=topic)", "(?P<topic>[^/]*)", 1)
+
+    def owns_key(self, key: str, extension: str) -> bool:
+        """Whether ``key`` is one this template's sink could have made: a rendered prefix of
+        this template (each placeholder any text without ``/``, a ``time``/``now`` placeholder
+        its format's shape, ``{topic}`` the same topic as in the object name) followed by a
+        deterministic object name ``<topic>+<20 digits><extension>``
+        (:func:`object_name`)."""
+        topic = "(?P=topic)" if "(?P<topic>" in self._shape else "[^/]+"
+        pattern = f"{self._shape}{topic}\\+\\d{{20}}{re.escape(extension)}"
+        return re.fullmatch(pattern, key) is not None
 
     def _placeholder(self, body: str, at: int) -> Callable[[Record], str]:
         name, colon, fmt = body.partition(":")

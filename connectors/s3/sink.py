@@ -153,8 +153,9 @@ class S3Sink(Sink[S3SinkConfig]):
             raise
 
     def _abort_orphan_uploads(self) -> int:
-        """Abort every unfinished multipart upload under the literal prefix whose key is one
-        of this sink's object names (a crash mid-upload left it)."""
+        """Abort the unfinished multipart uploads (a crash mid-upload left them) whose keys
+        this sink could have made (:meth:`~.keys.KeyTemplate.owns_key`: the template's shape
+        and a deterministic object name); another sink's uploads in the bucket stay."""
         aborted = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(
@@ -162,8 +163,7 @@ class S3Sink(Sink[S3SinkConfig]):
         ):
             for upload in page.get("Uploads", []) or []:
                 key = upload["Key"]
-                parsed = parse_object_name(key.rsplit("/", 1)[-1])
-                if parsed is None or parsed[2] != self.extension:
+                if not self.template.owns_key(key, self.extension):
                     continue
                 self.client.abort_multipart_upload(
                     Bucket=self.config.bucket, Key=key, UploadId=upload["UploadId"]
