@@ -292,3 +292,19 @@ async def test_only_this_sinks_unfinished_uploads_are_aborted(
         f"orders/b/{name}",
         f"other/{name}",
     ]
+
+
+async def test_debug_logging_shows_neither_the_session_token_nor_the_secret_key(
+    moto: MotoServer, tmp_path: Path, caplog: Any
+) -> None:
+    import logging
+
+    token = "session-token-never-printed-4711"
+    caplog.set_level(logging.DEBUG)  # the root logger, as --log-level debug sets it
+    bucket = moto.bucket()
+    sink = {**connection(moto, bucket), "session_token": token, "key_template": "t/"}
+    assert await run(pipeline_file(tmp_path, [{"n": 1}], sink)) == 0
+    assert keys(moto, bucket) == ["t/orders+00000000000000000000.jsonl"]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert any(r.name.startswith("meshconnect") for r in caplog.records)  # logs were caught
+    assert token not in text and SECRET_KEY not in text
