@@ -308,3 +308,19 @@ async def test_debug_logging_shows_neither_the_session_token_nor_the_secret_key(
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert any(r.name.startswith("meshconnect") for r in caplog.records)  # logs were caught
     assert token not in text and SECRET_KEY not in text
+
+
+async def test_a_key_longer_than_s3_takes_is_that_records_data_error(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    records = [{"c": "DE"}, {"c": "x" * 1000}, {"c": "AT"}]
+    sink = {**connection(moto, bucket), "key_template": "{data.c}/"}
+    path = pipeline_file(
+        tmp_path, records, sink, errors={"tolerance": "all", "dead_letter_topic": "dlq"}
+    )
+    assert await run(path) == 0
+    assert keys(moto, bucket) == [
+        "AT/orders+00000000000000000002.jsonl",
+        "DE/orders+00000000000000000000.jsonl",
+    ]

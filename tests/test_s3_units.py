@@ -179,3 +179,11 @@ def test_a_template_owns_only_the_keys_it_could_have_made() -> None:
     assert not template.owns_key(f"orders/a/2024/05/c=DE/{name}", ".csv")
     assert KeyTemplate("fixed/").owns_key(f"fixed/{name}", ".jsonl")
     assert not KeyTemplate("fixed/").owns_key(f"fixed/sub/{name}", ".jsonl")
+
+
+def test_dot_segments_and_empty_values_never_become_key_levels() -> None:
+    template = KeyTemplate("a/c={data.c}/{data.d}/")
+    assert template.render(record({"c": "..", "d": "."})) == "a/c=%2E%2E/%2E/"
+    assert template.render(record({"c": "", "d": "_empty_"})) == "a/c=_empty_/%5Fempty_/"
+    assert template.render(record({"c": "...", "d": ".x"})) == "a/c=.../.x/"
+    assert KeyTemplate("{subject}/").render(record({}, subject="..")) == "%2E%2E/"

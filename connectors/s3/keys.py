@@ -11,7 +11,9 @@ A template is text with placeholders in braces (``{{`` and ``}}`` are literal br
   a re-run may place a record elsewhere; prefer ``time`` where exactly-once matters).
 
 Values are written as text (numbers as JSON writes them, booleans ``true``/``false``) with
-characters outside ``A-Za-z0-9-_.=~@,`` percent-encoded, so a value never adds a ``/`` level.
+characters outside ``A-Za-z0-9-_.=~@,`` percent-encoded, so a value never adds a ``/`` level;
+a value ``.`` or ``..`` is written ``%2E`` or ``%2E%2E`` (never a dot segment), an empty
+value ``_empty_`` (and a value ``_empty_`` itself ``%5Fempty_``).
 A placeholder the record cannot fill (no such field, null, no ``time``) is a
 :class:`~meshconnect.DataError` for that record (it follows the sink's ``errors:`` policy).
 """
@@ -27,7 +29,7 @@ from urllib.parse import quote
 
 from meshconnect import DataError, Record
 
-__all__ = ["KeyTemplate", "object_name", "parse_object_name"]
+__all__ = ["EMPTY", "MAX_KEY_BYTES", "KeyTemplate", "object_name", "parse_object_name"]
 
 _NAME = re.compile(r"^(data(\.[^.{}:]+)+|[A-Za-z][A-Za-z0-9_]*)$")
 _SAFE = "-_.=~@,"
@@ -48,6 +50,26 @@ def parse_object_name(name: str) -> tuple[str, int, str] | None:
     if match is None:
         return None
     return match["topic"], int(match["offset"]), match["ext"]
+
+
+#: What an empty value renders as (a real value ``_empty_`` renders as ``%5Fempty_``).
+EMPTY = "_empty_"
+#: The longest key S3 takes, in bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+
+
+def _segment(text: str) -> str:
+    """A value as part of a key: percent-encoded but for ``A-Za-z0-9-_.=~@,``, so it never
+    adds a ``/`` level; ``.`` and ``..`` (which clients and consoles resolve as the current
+    and parent directory) as ``%2E`` and ``%2E%2E``, and an empty value as :data:`EMPTY`
+    (which would make an empty ``//`` level)."""
+    if text in (".", ".."):
+        return "%2E" * len(text)
+    if text == "":
+        return EMPTY
+    if text == EMPTY:
+        return "%5F" + EMPTY[1:]
+    return quote(text, safe=_SAFE)
 
 
 def _text(value: Any) -> str:
@@ -186,7 +208,7 @@ class KeyTemplate:
     def _topic(record: Record) -> str:
         if record.topic is None:
             raise DataError("key_template: {topic}: the record has no topic")
-        return quote(record.topic, safe=_SAFE)
+        return _segment(record.topic)
 
     @staticmethod
     def _attribute(name: str) -> Callable[[Record], str]:
@@ -194,7 +216,7 @@ class KeyTemplate:
             value = getattr(record, name)
             if value is None:
                 raise DataError(f"key_template: {{{name}}}: the record has no {name}")
-            return quote(str(value), safe=_SAFE)
+            return _segment(str(value))
 
         return render
 
@@ -204,7 +226,7 @@ class KeyTemplate:
             value = record.extensions.get(name)
             if value is None:
                 raise DataError(f"key_template: {{{name}}}: the record has no {name} extension")
-            return quote(_text(value), safe=_SAFE)
+            return _segment(_text(value))
 
         return render
 
@@ -219,7 +241,7 @@ class KeyTemplate:
                     raise DataError(f"key_template: {{{where}}}: the record has no {where}")
                 value = value[step]
             try:
-                return quote(_text(value), safe=_SAFE)
+                return _segment(_text(value))
             except TypeError as exc:
                 raise DataError(f"key_template: {{{where}}}: {exc}") from None
 

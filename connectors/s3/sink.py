@@ -53,7 +53,7 @@ from .formats import (
     schema_signature,
     signatures_fit,
 )
-from .keys import object_name, parse_object_name
+from .keys import MAX_KEY_BYTES, object_name, parse_object_name
 
 __all__ = ["S3Sink"]
 
@@ -206,6 +206,14 @@ class S3Sink(Sink[S3SinkConfig]):
                 self.first_seen[topic] = offset
             try:
                 prefix = render(record)
+                if (
+                    len(prefix.encode()) + len(object_name(topic, 0, self.extension))
+                    > MAX_KEY_BYTES
+                ):
+                    raise DataError(
+                        f"key_template: the key under {prefix[:100]!r}... would be longer than "
+                        f"S3's {MAX_KEY_BYTES} bytes"
+                    )
                 payload, size = encode_payload(fmt, record)
                 signature = (
                     schema_signature(fmt, record.data) if fmt in ("csv", "parquet") else None
