@@ -187,3 +187,20 @@ def test_dot_segments_and_empty_values_never_become_key_levels() -> None:
     assert template.render(record({"c": "", "d": "_empty_"})) == "a/c=_empty_/%5Fempty_/"
     assert template.render(record({"c": "...", "d": ".x"})) == "a/c=.../.x/"
     assert KeyTemplate("{subject}/").render(record({}, subject="..")) == "%2E%2E/"
+
+
+def test_a_csv_byte_order_mark_is_not_part_of_the_first_header() -> None:
+    body = "\ufeffid,name\n1,a\n".encode()
+    assert list(decode_object(body, "csv")) == [(0, {"id": "1", "name": "a"}, None)]
+
+
+def test_a_garbage_parquet_object_keeps_its_raw_bytes_for_the_dead_letter() -> None:
+    body = b"PAR1 this is no parquet file"
+    ((index, raw, problem),) = list(decode_object(body, "parquet"))
+    assert (index, raw) == (0, body) and problem and "not a readable Parquet file" in problem
+
+
+def test_rotate_bytes_null_needs_another_limit() -> None:
+    with pytest.raises(ValidationError, match="rotate_bytes: null"):
+        S3SinkConfig(bucket="b-1", rotate_bytes=None, rotate_interval=None)
+    assert S3SinkConfig(bucket="b-1", rotate_bytes=None, rotate_records=10).rotate_bytes is None

@@ -123,7 +123,8 @@ class S3SinkConfig(S3Connection):
         description=(
             "Close an object before it would grow past this size, counted before compression "
             "(for Parquet: the records' size as JSON). A record larger than this gets an "
-            "object of its own. Also bounds the memory an open object takes."
+            "object of its own. Also bounds the memory an open object takes. null (no size "
+            "limit) only with rotate_records or rotate_interval set."
         ),
     )
     rotate_interval: Duration | None = Field(
@@ -167,6 +168,15 @@ class S3SinkConfig(S3Connection):
             "its own prefix."
         ),
     )
+
+    @model_validator(mode="after")
+    def _rotation_bounded(self) -> S3SinkConfig:
+        if self.rotate_bytes is None and self.rotate_records is None and not self.rotate_interval:
+            raise ValueError(
+                "rotate_bytes: null with neither rotate_records nor rotate_interval would keep "
+                "one object open in memory for the whole run: set a size, or another limit"
+            )
+        return self
 
     @field_validator("key_template")
     @classmethod

@@ -33,6 +33,8 @@ _CONTENT_TYPES = {
     "parquet": "application/vnd.apache.parquet",
 }
 GZIP_LEVEL = 6
+#: The most bytes of a damaged object kept as its failure's data (the dead letter).
+RAW_LIMIT = 1024 * 1024
 
 
 def extension(fmt: str, compression: str) -> str:
@@ -314,7 +316,8 @@ def decode_object(body: bytes, fmt: str, delimiter: str = ",") -> Iterator[Item]
     """The items of an object's (decompressed) bytes, each with its index: the line number
     for JSON lines (blank lines skipped), the row number after the header for CSV, the row
     number for Parquet. A bad item yields its raw text and the reason; a Parquet file that
-    does not open yields one failure at index 0."""
+    does not open yields one failure at index 0 with its raw bytes (up to :data:`RAW_LIMIT`).
+    A UTF-8 byte order mark before a CSV header is dropped."""
     if fmt in ("json", "cloudevents"):
         return _json_lines(body)
     return _rows(body, fmt, delimiter)
@@ -324,7 +327,7 @@ def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
     """The items of a CSV or Parquet object (see :func:`decode_object`)."""
     if fmt == "csv":
         try:
-            text = body.decode("utf-8")
+            text = body.decode("utf-8-sig")  # a byte order mark is not part of the header
         except UnicodeDecodeError as exc:
             yield 0, body[:1000].decode("utf-8", "replace"), f"not UTF-8 text: {exc}"
             return
@@ -358,4 +361,5 @@ def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
                     yield index, row, None
                     index += 1
         except (pa.ArrowException, OSError, ValueError) as exc:
-            yield index, "", f"not a readable Parquet file: {exc}"
+            raw = body if index == 0 else b""  # rows were read: the rest is the failure
+            yield index, raw[:RAW_LIMIT], f"not a readable Parquet file: {exc}"

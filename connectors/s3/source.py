@@ -41,12 +41,9 @@ from meshconnect import (
 
 from .client import classify_s3_error, error_code, make_client
 from .config import S3SourceConfig
-from .formats import Item, decode_object, format_of_key, gunzip
+from .formats import RAW_LIMIT, Item, decode_object, format_of_key, gunzip
 
 __all__ = ["S3Source"]
-
-#: The most bytes of a damaged object kept as its failure's data (the dead letter).
-RAW_LIMIT = 1024 * 1024
 
 
 def _directory(key: str) -> str:
