@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
+from decimal import Decimal
 
 import botocore.exceptions as bex
 import pytest
@@ -204,3 +205,22 @@ def test_rotate_bytes_null_needs_another_limit() -> None:
     with pytest.raises(ValidationError, match="rotate_bytes: null"):
         S3SinkConfig(bucket="b-1", rotate_bytes=None, rotate_interval=None)
     assert S3SinkConfig(bucket="b-1", rotate_bytes=None, rotate_records=10).rotate_bytes is None
+
+
+def test_a_parquet_row_check_refuses_what_pyarrow_refuses_and_its_shortcut_never_lies() -> None:
+    import pyarrow as pa
+
+    from meshconnect.connectors.s3.formats import _plain, check_parquet_row
+
+    for bad in [2**63, -(2**63) - 1, 10**30, Decimal("1.5E+400"), Decimal("NaN")]:
+        with pytest.raises(DataError, match="cannot be a Parquet row"):
+            check_parquet_row({"a": 1, "v": bad})
+    values = [
+        None, True, "x", 1.5, 2**63 - 1, -(2**63), Decimal("1E+37"), Decimal("-1.25"),
+        Decimal("1E-38"), {"c": 1}, {"c": {"d": [1, 2]}}, [1, None, 3], ["a"], [],
+        [1, "x"], {}, [{"a": 1}, {"a": "x"}], [1, 1.5], Decimal("1E+39"),
+    ]  # fmt: skip
+    for value in values:
+        if _plain(value):
+            pa.Table.from_pylist([{"v": value}])  # the shortcut said so: must convert
+        check_parquet_row({"v": value})  # convertible, or kept as JSON text
