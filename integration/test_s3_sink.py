@@ -241,3 +241,86 @@ def test_validate_never_prints_the_secret(moto: MotoServer, tmp_path: Path) -> N
     assert done.returncode == 1
     assert "rotate_records" in done.stdout + done.stderr
     assert SECRET_KEY not in done.stdout + done.stderr
+
+
+async def test_a_record_parquet_cannot_hold_is_dead_lettered_and_the_others_written(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    records = [
+        {"a": 1, "b": {"c": 1}},
+        {"a": 123456789012345678901234567890, "b": {"c": 2}},  # beyond int64
+        {"a": Decimal("1.5E+400"), "b": {"c": 3}},  # beyond a 76-digit decimal
+        {"a": 4, "b": {"c": 4}},
+    ]
+    sink = {**connection(moto, bucket), "format": "parquet", "key_template": "p/"}
+    path = pipeline_file(
+        tmp_path, records, sink, errors={"tolerance": "all", "dead_letter_topic": "dlq"}
+    )
+    assert await run(path) == 0
+    (key,) = keys(moto, bucket)
+    assert pq.read_table(io.BytesIO(body(moto, bucket, key))).to_pylist() == [
+        {"a": 1, "b": {"c": 1}},
+        {"a": 4, "b": {"c": 4}},
+    ]
+
+
+async def test_an_empty_object_in_a_parquet_record_is_written_as_json_text(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    sink = {**connection(moto, bucket), "format": "parquet", "key_template": "p/"}
+    path = pipeline_file(tmp_path, [{"a": 12, "b": {}}], sink)
+    assert await run(path) == 0
+    (key,) = keys(moto, bucket)
+    assert pq.read_table(io.BytesIO(body(moto, bucket, key))).to_pylist() == [{"a": 12, "b": "{}"}]
+
+
+async def test_only_this_sinks_unfinished_uploads_are_aborted(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    client = moto.client()
+    name = "orders+00000000000000000000.jsonl"
+    for key in [f"orders/a/{name}", f"orders/b/{name}", f"other/{name}", "orders/a/x.jsonl"]:
+        client.create_multipart_upload(Bucket=bucket, Key=key)
+    sink = {**connection(moto, bucket), "key_template": "{topic}/a/"}
+    assert await run(pipeline_file(tmp_path, [{"n": 1}], sink)) == 0
+    left = client.list_multipart_uploads(Bucket=bucket).get("Uploads") or []
+    assert sorted(u["Key"] for u in left) == [
+        "orders/a/x.jsonl",
+        f"orders/b/{name}",
+        f"other/{name}",
+    ]
+
+
+async def test_debug_logging_shows_neither_the_session_token_nor_the_secret_key(
+    moto: MotoServer, tmp_path: Path, caplog: Any
+) -> None:
+    import logging
+
+    token = "session-token-never-printed-4711"
+    caplog.set_level(logging.DEBUG)  # the root logger, as --log-level debug sets it
+    bucket = moto.bucket()
+    sink = {**connection(moto, bucket), "session_token": token, "key_template": "t/"}
+    assert await run(pipeline_file(tmp_path, [{"n": 1}], sink)) == 0
+    assert keys(moto, bucket) == ["t/orders+00000000000000000000.jsonl"]
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert any(r.name.startswith("meshconnect") for r in caplog.records)  # logs were caught
+    assert token not in text and SECRET_KEY not in text
+
+
+async def test_a_key_longer_than_s3_takes_is_that_records_data_error(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    records = [{"c": "DE"}, {"c": "x" * 1000}, {"c": "AT"}]
+    sink = {**connection(moto, bucket), "key_template": "{data.c}/"}
+    path = pipeline_file(
+        tmp_path, records, sink, errors={"tolerance": "all", "dead_letter_topic": "dlq"}
+    )
+    assert await run(path) == 0
+    assert keys(moto, bucket) == [
+        "AT/orders+00000000000000000002.jsonl",
+        "DE/orders+00000000000000000000.jsonl",
+    ]

@@ -195,6 +195,43 @@ def test_objects_added_while_running_are_picked_up(moto: MotoServer, tmp_path: P
     assert [json.loads(line)["n"] for line in lines(out)] == list(range(40))
 
 
+def test_follow_reads_a_new_object_in_a_directory_that_sorts_before_the_last_read(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    bucket = moto.bucket()
+    source = {**connection(moto, bucket), "prefix": "arch/", "follow": True, "poll_interval": 0.2}
+    config = tmp_path / "follow.yaml"
+    config.write_text(FOLLOW % json.dumps(source))
+    out = tmp_path / "out" / "loaded.jsonl"
+    log_path = tmp_path / "worker.log"
+    proc = start_worker(meshconnect(tmp_path / "state", "run", str(config)), log_path)
+    client = moto.client()
+    # as an s3 sink with key_template "arch/c={data.c}/" writes them: DE first, then AT
+    objects = ["c=DE/t+0.jsonl", "c=AT/t+1.jsonl", "c=DE/t+2.jsonl", "c=AA/t+3.jsonl"]
+    try:
+        for i, name in enumerate(objects):
+            client.put_object(Bucket=bucket, Key=f"arch/{name}", Body=b'{"n": %d}\n' % i)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(lines(out)) < i + 1:
+                time.sleep(0.05)
+            assert len(lines(out)) == i + 1, log_path.read_text()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert [json.loads(line)["n"] for line in lines(out)] == [0, 1, 2, 3]
+    # a restart reads nothing again
+    proc = start_worker(meshconnect(tmp_path / "state", "run", str(config)), log_path)
+    try:
+        client.put_object(Bucket=bucket, Key="arch/c=AT/t+4.jsonl", Body=b'{"n": 4}\n')
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(lines(out)) < 5:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert [json.loads(line)["n"] for line in lines(out)] == [0, 1, 2, 3, 4]
+
+
 async def test_corrupt_objects_follow_the_errors_policy_and_the_rest_is_read(
     moto: MotoServer, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import subprocess
 import sys
+from decimal import Decimal
 
 import botocore.exceptions as bex
 import pytest
@@ -166,3 +167,60 @@ def test_botocore_errors_map_onto_the_taxonomy() -> None:
     assert classify_s3_error(client_error("InvalidAccessKeyId", 403)) is ConfigError
     assert classify_s3_error(bex.NoCredentialsError()) is ConfigError
     assert classify_s3_error(ValueError("x")) is None
+
+
+def test_a_template_owns_only_the_keys_it_could_have_made() -> None:
+    name = "orders+00000000000000000001.jsonl"
+    template = KeyTemplate("{topic}/a/{time:%Y/%m}/c={data.c}/")
+    assert template.owns_key(f"orders/a/2024/05/c=DE/{name}", ".jsonl")
+    assert not template.owns_key(f"other/a/2024/05/c=DE/{name}", ".jsonl")  # another topic
+    assert not template.owns_key(f"orders/b/2024/05/c=DE/{name}", ".jsonl")
+    assert not template.owns_key(f"orders/a/2024/c=DE/{name}", ".jsonl")
+    assert not template.owns_key("orders/a/2024/05/c=DE/orders+1.jsonl", ".jsonl")
+    assert not template.owns_key(f"orders/a/2024/05/c=DE/{name}", ".csv")
+    assert KeyTemplate("fixed/").owns_key(f"fixed/{name}", ".jsonl")
+    assert not KeyTemplate("fixed/").owns_key(f"fixed/sub/{name}", ".jsonl")
+
+
+def test_dot_segments_and_empty_values_never_become_key_levels() -> None:
+    template = KeyTemplate("a/c={data.c}/{data.d}/")
+    assert template.render(record({"c": "..", "d": "."})) == "a/c=%2E%2E/%2E/"
+    assert template.render(record({"c": "", "d": "_empty_"})) == "a/c=_empty_/%5Fempty_/"
+    assert template.render(record({"c": "...", "d": ".x"})) == "a/c=.../.x/"
+    assert KeyTemplate("{subject}/").render(record({}, subject="..")) == "%2E%2E/"
+
+
+def test_a_csv_byte_order_mark_is_not_part_of_the_first_header() -> None:
+    body = "\ufeffid,name\n1,a\n".encode()
+    assert list(decode_object(body, "csv")) == [(0, {"id": "1", "name": "a"}, None)]
+
+
+def test_a_garbage_parquet_object_keeps_its_raw_bytes_for_the_dead_letter() -> None:
+    body = b"PAR1 this is no parquet file"
+    ((index, raw, problem),) = list(decode_object(body, "parquet"))
+    assert (index, raw) == (0, body) and problem and "not a readable Parquet file" in problem
+
+
+def test_rotate_bytes_null_needs_another_limit() -> None:
+    with pytest.raises(ValidationError, match="rotate_bytes: null"):
+        S3SinkConfig(bucket="b-1", rotate_bytes=None, rotate_interval=None)
+    assert S3SinkConfig(bucket="b-1", rotate_bytes=None, rotate_records=10).rotate_bytes is None
+
+
+def test_a_parquet_row_check_refuses_what_pyarrow_refuses_and_its_shortcut_never_lies() -> None:
+    import pyarrow as pa
+
+    from meshconnect.connectors.s3.formats import _plain, check_parquet_row
+
+    for bad in [2**63, -(2**63) - 1, 10**30, Decimal("1.5E+400"), Decimal("NaN")]:
+        with pytest.raises(DataError, match="cannot be a Parquet row"):
+            check_parquet_row({"a": 1, "v": bad})
+    values = [
+        None, True, "x", 1.5, 2**63 - 1, -(2**63), Decimal("1E+37"), Decimal("-1.25"),
+        Decimal("1E-38"), {"c": 1}, {"c": {"d": [1, 2]}}, [1, None, 3], ["a"], [],
+        [1, "x"], {}, [{"a": 1}, {"a": "x"}], [1, 1.5], Decimal("1E+39"),
+    ]  # fmt: skip
+    for value in values:
+        if _plain(value):
+            pa.Table.from_pylist([{"v": value}])  # the shortcut said so: must convert
+        check_parquet_row({"v": value})  # convertible, or kept as JSON text

@@ -3,6 +3,7 @@ taxonomy (imported only when a pipeline uses the connector: it imports boto3).""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import boto3
@@ -44,14 +45,29 @@ _CONFIG_CODES = {
 
 
 _session: Any = None
+#: The SDK's loggers: at DEBUG they print request headers, the session token among them
+#: (``x-amz-security-token``), whatever the worker's ``--log-level``.
+QUIET_LOGGERS = ("boto3", "botocore", "s3transfer", "urllib3")
+
+
+def quiet_sdk_loggers() -> None:
+    """Cap the SDK's loggers (:data:`QUIET_LOGGERS`) at INFO: their DEBUG lines carry
+    secrets (the session token in request headers), so ``--log-level debug`` of the worker
+    must not reach them. A level set above INFO is kept."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 def make_client(config: S3Connection) -> Any:
     """A boto3 S3 client for ``config`` (clients are thread-safe), botocore's standard retry
     mode (3 attempts) under meshconnect's own retries, and the pool sized for concurrent
-    uploads. Clients come from one shared session, which loads S3's service model once (a
+    uploads; the SDK's loggers are capped at INFO (:func:`quiet_sdk_loggers`). Clients come
+    from one shared session, which loads S3's service model once (a
     fresh session spends ~0.4 s on it); call this from the event loop's thread only."""
     global _session
+    quiet_sdk_loggers()
     if _session is None:
         _session = boto3.session.Session()
     session = _session

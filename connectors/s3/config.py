@@ -123,7 +123,8 @@ class S3SinkConfig(S3Connection):
         description=(
             "Close an object before it would grow past this size, counted before compression "
             "(for Parquet: the records' size as JSON). A record larger than this gets an "
-            "object of its own. Also bounds the memory an open object takes."
+            "object of its own. Also bounds the memory an open object takes. null (no size "
+            "limit) only with rotate_records or rotate_interval set."
         ),
     )
     rotate_interval: Duration | None = Field(
@@ -158,11 +159,24 @@ class S3SinkConfig(S3Connection):
     abort_orphan_uploads: bool = Field(
         default=True,
         description=(
-            "At start, abort the unfinished multipart uploads under the template's literal "
-            "prefix whose keys are this sink's object names (left by a crash mid-upload; "
-            "storage keeps billing them otherwise). Give each sink its own prefix."
+            "At start, abort the unfinished multipart uploads (left by a crash mid-upload; "
+            "storage keeps billing them otherwise) whose keys this sink could have made: "
+            "the template's shape (its literal text, each placeholder any text without '/', "
+            "a time/now placeholder its format's shape, {topic} the object name's topic) "
+            "followed by an object name TOPIC+<20 digits><extension>. Other uploads stay. "
+            "Two sinks whose templates can render the same keys share them: give each sink "
+            "its own prefix."
         ),
     )
+
+    @model_validator(mode="after")
+    def _rotation_bounded(self) -> S3SinkConfig:
+        if self.rotate_bytes is None and self.rotate_records is None and not self.rotate_interval:
+            raise ValueError(
+                "rotate_bytes: null with neither rotate_records nor rotate_interval would keep "
+                "one object open in memory for the whole run: set a size, or another limit"
+            )
+        return self
 
     @field_validator("key_template")
     @classmethod

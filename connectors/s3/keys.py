@@ -11,7 +11,9 @@ A template is text with placeholders in braces (``{{`` and ``}}`` are literal br
   a re-run may place a record elsewhere; prefer ``time`` where exactly-once matters).
 
 Values are written as text (numbers as JSON writes them, booleans ``true``/``false``) with
-characters outside ``A-Za-z0-9-_.=~@,`` percent-encoded, so a value never adds a ``/`` level.
+characters outside ``A-Za-z0-9-_.=~@,`` percent-encoded, so a value never adds a ``/`` level;
+a value ``.`` or ``..`` is written ``%2E`` or ``%2E%2E`` (never a dot segment), an empty
+value ``_empty_`` (and a value ``_empty_`` itself ``%5Fempty_``).
 A placeholder the record cannot fill (no such field, null, no ``time``) is a
 :class:`~meshconnect.DataError` for that record (it follows the sink's ``errors:`` policy).
 """
@@ -27,7 +29,7 @@ from urllib.parse import quote
 
 from meshconnect import DataError, Record
 
-__all__ = ["KeyTemplate", "object_name", "parse_object_name"]
+__all__ = ["EMPTY", "MAX_KEY_BYTES", "KeyTemplate", "object_name", "parse_object_name"]
 
 _NAME = re.compile(r"^(data(\.[^.{}:]+)+|[A-Za-z][A-Za-z0-9_]*)$")
 _SAFE = "-_.=~@,"
@@ -48,6 +50,26 @@ def parse_object_name(name: str) -> tuple[str, int, str] | None:
     if match is None:
         return None
     return match["topic"], int(match["offset"]), match["ext"]
+
+
+#: What an empty value renders as (a real value ``_empty_`` renders as ``%5Fempty_``).
+EMPTY = "_empty_"
+#: The longest key S3 takes, in bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+
+
+def _segment(text: str) -> str:
+    """A value as part of a key: percent-encoded but for ``A-Za-z0-9-_.=~@,``, so it never
+    adds a ``/`` level; ``.`` and ``..`` (which clients and consoles resolve as the current
+    and parent directory) as ``%2E`` and ``%2E%2E``, and an empty value as :data:`EMPTY`
+    (which would make an empty ``//`` level)."""
+    if text in (".", ".."):
+        return "%2E" * len(text)
+    if text == "":
+        return EMPTY
+    if text == EMPTY:
+        return "%5F" + EMPTY[1:]
+    return quote(text, safe=_SAFE)
 
 
 def _text(value: Any) -> str:
@@ -75,6 +97,27 @@ def _parse_time(text: str) -> datetime:
     return parsed
 
 
+def _shape(body: str) -> str:
+    """The regular expression of what placeholder ``body`` renders (see
+    :meth:`KeyTemplate.owns_key`); ``{topic}`` is a back-reference to the first one."""
+    name, _, fmt = body.partition(":")
+    name = name.strip()
+    if name == "topic":
+        return "(?P=topic)"
+    if name in ("time", "now"):
+        out: list[str] = []
+        i = 0
+        while i < len(fmt):
+            if fmt[i] == "%" and i + 1 < len(fmt):
+                out.append("%" if fmt[i + 1] == "%" else "[^/]*")
+                i += 2
+            else:
+                out.append(re.escape(fmt[i]))
+                i += 1
+        return "".join(out)
+    return "[^/]*"
+
+
 class KeyTemplate:
     """A parsed key template; :meth:`render` gives a record's prefix.
 
@@ -86,14 +129,17 @@ class KeyTemplate:
         self.parts: list[str | Callable[[Record], str]] = []
         self.uses_wall_clock = False
         literal: list[str] = []
+        shape: list[str] = []  # a regular expression of the prefixes this template renders
         i = 0
         while i < len(text):
             ch = text[i]
             if ch == "{" and text.startswith("{{", i):
                 literal.append("{")
+                shape.append(re.escape("{"))
                 i += 2
             elif ch == "}" and text.startswith("}}", i):
                 literal.append("}")
+                shape.append(re.escape("}"))
                 i += 2
             elif ch == "}":
                 raise ValueError(f"unmatched '}}' at character {i + 1} (write '}}}}' for a brace)")
@@ -105,9 +151,11 @@ class KeyTemplate:
                     self.parts.append("".join(literal))
                     literal = []
                 self.parts.append(self._placeholder(text[i + 1 : end].strip(), i))
+                shape.append(_shape(text[i + 1 : end].strip()))
                 i = end + 1
             else:
                 literal.append(ch)
+                shape.append(re.escape(ch))
                 i += 1
         if literal:
             self.parts.append("".join(literal))
@@ -119,6 +167,17 @@ class KeyTemplate:
         #: The text before the first placeholder: every key starts with it.
         self.literal_prefix = "".join(lead)
         self.is_literal = all(isinstance(p, str) for p in self.parts)
+        self._shape = "".join(shape).replace("(?P=topic)", "(?P<topic>[^/]*)", 1)
+
+    def owns_key(self, key: str, extension: str) -> bool:
+        """Whether ``key`` is one this template's sink could have made: a rendered prefix of
+        this template (each placeholder any text without ``/``, a ``time``/``now`` placeholder
+        its format's shape, ``{topic}`` the same topic as in the object name) followed by a
+        deterministic object name ``<topic>+<20 digits><extension>``
+        (:func:`object_name`)."""
+        topic = "(?P=topic)" if "(?P<topic>" in self._shape else "[^/]+"
+        pattern = f"{self._shape}{topic}\\+\\d{{20}}{re.escape(extension)}"
+        return re.fullmatch(pattern, key) is not None
 
     def _placeholder(self, body: str, at: int) -> Callable[[Record], str]:
         name, colon, fmt = body.partition(":")
@@ -149,7 +208,7 @@ class KeyTemplate:
     def _topic(record: Record) -> str:
         if record.topic is None:
             raise DataError("key_template: {topic}: the record has no topic")
-        return quote(record.topic, safe=_SAFE)
+        return _segment(record.topic)
 
     @staticmethod
     def _attribute(name: str) -> Callable[[Record], str]:
@@ -157,7 +216,7 @@ class KeyTemplate:
             value = getattr(record, name)
             if value is None:
                 raise DataError(f"key_template: {{{name}}}: the record has no {name}")
-            return quote(str(value), safe=_SAFE)
+            return _segment(str(value))
 
         return render
 
@@ -167,7 +226,7 @@ class KeyTemplate:
             value = record.extensions.get(name)
             if value is None:
                 raise DataError(f"key_template: {{{name}}}: the record has no {name} extension")
-            return quote(_text(value), safe=_SAFE)
+            return _segment(_text(value))
 
         return render
 
@@ -182,7 +241,7 @@ class KeyTemplate:
                     raise DataError(f"key_template: {{{where}}}: the record has no {where}")
                 value = value[step]
             try:
-                return quote(_text(value), safe=_SAFE)
+                return _segment(_text(value))
             except TypeError as exc:
                 raise DataError(f"key_template: {{{where}}}: {exc}") from None
 

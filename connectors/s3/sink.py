@@ -46,13 +46,14 @@ from .client import classify_s3_error, error_code, make_client
 from .config import S3SinkConfig
 from .formats import (
     ObjectBody,
+    check_parquet_row,
     content_type,
     encode_payload,
     extension,
     schema_signature,
     signatures_fit,
 )
-from .keys import object_name, parse_object_name
+from .keys import MAX_KEY_BYTES, object_name, parse_object_name
 
 __all__ = ["S3Sink"]
 
@@ -152,8 +153,9 @@ class S3Sink(Sink[S3SinkConfig]):
             raise
 
     def _abort_orphan_uploads(self) -> int:
-        """Abort every unfinished multipart upload under the literal prefix whose key is one
-        of this sink's object names (a crash mid-upload left it)."""
+        """Abort the unfinished multipart uploads (a crash mid-upload left them) whose keys
+        this sink could have made (:meth:`~.keys.KeyTemplate.owns_key`: the template's shape
+        and a deterministic object name); another sink's uploads in the bucket stay."""
         aborted = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
         for page in paginator.paginate(
@@ -161,8 +163,7 @@ class S3Sink(Sink[S3SinkConfig]):
         ):
             for upload in page.get("Uploads", []) or []:
                 key = upload["Key"]
-                parsed = parse_object_name(key.rsplit("/", 1)[-1])
-                if parsed is None or parsed[2] != self.extension:
+                if not self.template.owns_key(key, self.extension):
                     continue
                 self.client.abort_multipart_upload(
                     Bucket=self.config.bucket, Key=key, UploadId=upload["UploadId"]
@@ -205,10 +206,20 @@ class S3Sink(Sink[S3SinkConfig]):
                 self.first_seen[topic] = offset
             try:
                 prefix = render(record)
+                if (
+                    len(prefix.encode()) + len(object_name(topic, 0, self.extension))
+                    > MAX_KEY_BYTES
+                ):
+                    raise DataError(
+                        f"key_template: the key under {prefix[:100]!r}... would be longer than "
+                        f"S3's {MAX_KEY_BYTES} bytes"
+                    )
                 payload, size = encode_payload(fmt, record)
                 signature = (
                     schema_signature(fmt, record.data) if fmt in ("csv", "parquet") else None
                 )
+                if fmt == "parquet":
+                    check_parquet_row(record.data)
             except DataError as exc:
                 failed.failed(index, exc)
                 continue

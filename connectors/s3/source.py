@@ -1,12 +1,17 @@
 """The ``s3`` source: the objects under a prefix, in key order, resumable mid-object.
 
 One partition, named ``s3://BUCKET/PREFIX``. Its position is
-``{"after": K, "key": C, "index": I}``: every object with a key up to ``K`` is read, and
-object ``C`` (the next one, when still there) is read up to item ``I`` (a line number for
-JSON lines, a row number for CSV and Parquet). A batch never spans two objects. Objects are
-listed after ``K`` (ListObjectsV2 ``StartAfter``, which S3 answers in key order), so objects
-must arrive with keys that sort after the ones read, as time-stamped or sequence-numbered
-names (and the ``s3`` sink's names) do; a new key sorting before ``K`` is never read.
+``{"after": K, "key": C, "index": I, "dirs": {D: L, ...}}``: per *directory* ``D`` (a key up
+to and including its last ``/``) every object with a key up to ``L`` is read; ``K`` is the
+last object read, and object ``C`` (being read, when still there) is read up to item ``I`` (a
+line number for JSON lines, a row number for CSV and Parquet). A batch never spans two
+objects. Each listing lists the whole prefix (in key order) and reads the objects not read
+yet, so a new object in a new directory (``c=AT/`` after ``c=DE/``) is read; within one
+directory keys must arrive in order, as time-stamped or sequence-numbered names (and the
+``s3`` sink's names) do: a new key sorting before that directory's ``L`` is never read. A
+directory with no object left in a listing is dropped from ``dirs`` (its next object is new).
+A position from before ``dirs`` existed (``{"after": K, ...}`` only) counts every key up to
+``K`` as read.
 
 A record's ``data`` is the item's value; its ``id`` is ``s3://BUCKET/KEY#INDEX`` (a replay
 gives the same ids), ``subject`` the key, ``time`` the object's last-modified time. A line or
@@ -36,12 +41,14 @@ from meshconnect import (
 
 from .client import classify_s3_error, error_code, make_client
 from .config import S3SourceConfig
-from .formats import Item, decode_object, format_of_key, gunzip
+from .formats import RAW_LIMIT, Item, decode_object, format_of_key, gunzip
 
 __all__ = ["S3Source"]
 
-#: The most bytes of a damaged object kept as its failure's data (the dead letter).
-RAW_LIMIT = 1024 * 1024
+
+def _directory(key: str) -> str:
+    """The "directory" of a key: up to and including its last ``/`` (``""`` for none)."""
+    return key[: key.rfind("/") + 1]
 
 
 class _Reading:
@@ -71,6 +78,9 @@ class S3Source(Source[S3SourceConfig]):
         self.pattern = re.compile(config.pattern) if config.pattern else None
         self.client: Any = None
         self.after = ""
+        self.dirs: dict[str, str] = {}  # per directory, the greatest key read
+        self.floor = ""  # every key up to it is read (a position from before ``dirs``)
+        self.queued: set[str] = set()  # keys listed and not yet read to their end
         self.resume_key: str | None = None
         self.resume_index = 0
         self.queue: list[tuple[str, int, str]] = []  # listed, not yet read: (key, size, time)
@@ -79,7 +89,6 @@ class S3Source(Source[S3SourceConfig]):
         self.listed_once = False
         self.progress: Any = None
         self.fetching: dict[str, asyncio.Future[Any]] = {}
-        self.listed_upto = ""  # the greatest key listed so far
         metrics = context.metrics
         self.m_objects = metrics.counter("s3_objects_read", "Objects read to their end")
         self.m_bytes = metrics.counter("s3_bytes_read", "Bytes downloaded")
@@ -92,6 +101,11 @@ class S3Source(Source[S3SourceConfig]):
         self.client = make_client(self.config)
         position = positions.get(self.partition) or {}
         self.after = str(position.get("after") or "")
+        if "dirs" in position:
+            self.dirs = {str(d): str(k) for d, k in (position.get("dirs") or {}).items()}
+            self.floor = str(position.get("floor") or "")
+        else:
+            self.floor = self.after
         self.resume_key = position.get("key")
         self.resume_index = int(position.get("index") or 0)
         if self.config.after_read != "keep" and self.after:
@@ -109,23 +123,41 @@ class S3Source(Source[S3SourceConfig]):
 
     async def end_positions(self) -> dict[str, Position]:
         self.client = make_client(self.config)
-        keys = await asyncio.to_thread(self._list, "")
-        return {self.partition: {"after": keys[-1][0] if keys else "", "key": None, "index": 0}}
+        keys = await asyncio.to_thread(self._list)
+        dirs: dict[str, str] = {}
+        for key, _, _ in keys:
+            dirs[_directory(key)] = key  # keys come in order: the last one wins
+        last = keys[-1][0] if keys else ""
+        return {self.partition: {"after": last, "key": None, "index": 0, "dirs": dirs}}
+
+    def _position(self, key: str | None, index: int) -> Position:
+        position: dict[str, Any] = {
+            "after": self.after,
+            "key": key,
+            "index": index,
+            "dirs": dict(self.dirs),
+        }
+        if self.floor:
+            position["floor"] = self.floor
+        return position
+
+    def _is_read(self, key: str) -> bool:
+        return key <= self.dirs.get(_directory(key), "") or (bool(self.floor) and key <= self.floor)
 
     # -- listing -----------------------------------------------------------------------------
 
-    def _list(self, after: str) -> list[tuple[str, int, str]]:
-        """Keys under the prefix after ``after``, in key order, with size and time."""
+    def _list(self, present: set[str] | None = None) -> list[tuple[str, int, str]]:
+        """The keys under the prefix, in key order, with size and time (the directories of
+        all keys listed, the skipped ones too, go into ``present``)."""
         prefix = self.config.prefix
         found: list[tuple[str, int, str]] = []
         paginator = self.client.get_paginator("list_objects_v2")
         kwargs: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": prefix}
-        if after:
-            kwargs["StartAfter"] = after
         for page in paginator.paginate(**kwargs):
             for item in page.get("Contents", []) or []:
                 key = item["Key"]
-                self.listed_upto = max(self.listed_upto, key)
+                if present is not None:
+                    present.add(_directory(key))
                 if key.endswith("/") and item.get("Size", 0) == 0:
                     continue  # a "folder" marker
                 if self.pattern is not None and not self.pattern.search(key[len(prefix) :]):
@@ -135,10 +167,14 @@ class S3Source(Source[S3SourceConfig]):
         return found
 
     async def _refill(self) -> bool:
-        """List the keys after the last one known; True when some came."""
-        # every key up to listed_upto was listed (those the pattern skips too)
-        found = await asyncio.to_thread(self._list, max(self.listed_upto, self.after))
+        """List the prefix; queue the objects not read yet; True when some came."""
+        present: set[str] = set()
+        listed = await asyncio.to_thread(self._list, present)
+        found = [i for i in listed if i[0] not in self.queued and not self._is_read(i[0])]
+        for gone in [d for d in self.dirs if d not in present]:
+            del self.dirs[gone]  # no object left there: its next object is a new one
         self.queue.extend(found)
+        self.queued.update(key for key, _, _ in found)
         if self.bounded:
             if self.progress is None:
                 self.progress = self.context.progress(
@@ -290,7 +326,7 @@ class S3Source(Source[S3SourceConfig]):
         if len(taken) == limit:
             return SourceBatch(
                 records,
-                {self.partition: {"after": self.after, "key": key, "index": taken[-1][0] + 1}},
+                {self.partition: self._position(key, taken[-1][0] + 1)},
                 failures,
             )
         # the object is read to its end
@@ -298,12 +334,13 @@ class S3Source(Source[S3SourceConfig]):
         if self.progress is not None:
             self.progress.advance(1)
         self.after = key
+        directory = _directory(key)
+        self.dirs[directory] = max(self.dirs.get(directory, ""), key)
+        self.queued.discard(key)
         self.reading = None
         self.resume_key = None
         ack = self._after_read(key) if config.after_read != "keep" else None
-        return SourceBatch(
-            records, {self.partition: {"after": key, "key": None, "index": 0}}, failures, ack
-        )
+        return SourceBatch(records, {self.partition: self._position(None, 0)}, failures, ack)
 
     def _failure(
         self, base: str, key: str, index: int, value: Any, problem: str, when: str
