@@ -258,9 +258,12 @@ class Worker:
                 reason = f"{type(exc).__name__}: {exc}"
                 status.set("FAILED", reason)
                 status.restarts += 1
-                log.error("%s %s FAILED: %s", status.kind, ident, reason, exc_info=exc)
-                # A wrong config, path or permission: restarting cannot help.
+                # A wrong config, path or permission: restarting cannot help (and the message
+                # says what to fix: no traceback for it).
                 fatal = classify(exc, self._classifiers.get(key)) is ConfigError
+                log.error(
+                    "%s %s FAILED: %s", status.kind, ident, reason, exc_info=None if fatal else exc
+                )
                 if (
                     fatal
                     or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
