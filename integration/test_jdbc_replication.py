@@ -93,8 +93,9 @@ class Writer(threading.Thread):
         while self.changes < CHANGES or not self.stop.is_set():
             # pace: spread the changes over `seconds`, then a trickle
             due = start + self.seconds * self.changes / CHANGES
-            if time.monotonic() < due:
-                time.sleep(min(0.05, due - time.monotonic()))
+            wait = due - time.monotonic()
+            if wait > 0:  # (read once: a second reading may already be past `due`)
+                time.sleep(min(0.05, wait))
             if self.changes >= CHANGES:
                 time.sleep(0.02)
             if not self.altered and self.changes >= CHANGES // 2:
