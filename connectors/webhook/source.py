@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from aiohttp import web
 
 from meshconnect import DataError, Position, Record, Source, SourceBatch, jsonvalue
@@ -154,7 +155,8 @@ class WebhookSource(Source[WebhookConfig]):
         if not self.queue:
             self.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), self.idle_wait)
+                async with asyncio.timeout(self.idle_wait):  # no task per poll, unlike wait_for
+                    await self.wake.wait()
             except TimeoutError:
                 return SourceBatch([])
         taken: list[_Request] = []
@@ -269,8 +271,8 @@ class WebhookSource(Source[WebhookConfig]):
             # The stored events carry their topic and offset now (the store set them).
             delivered = await self.context.deliveries.wait(fresh, config.sync_timeout)
             answer["delivered"] = delivered
-            return web.json_response(answer, status=200 if delivered else 202)
-        return web.json_response(answer, status=202)
+            return _json(answer, 200 if delivered else 202)
+        return _json(answer, 202)
 
     async def _await(self, done: asyncio.Future[None]) -> None:
         try:  # shielded: other requests may wait for the same append (duplicates)
@@ -511,6 +513,11 @@ def _codings() -> frozenset[str]:
 
 
 _CODINGS = _codings()
+
+
+def _json(answer: dict[str, Any], status: int) -> web.Response:
+    """``web.json_response`` without the stdlib encoder (a third of its cost, per request)."""
+    return web.Response(body=orjson.dumps(answer), status=status, content_type="application/json")
 
 
 def _check_storable(records: list[Record]) -> None:
