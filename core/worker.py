@@ -359,15 +359,16 @@ class Worker:
                     await settle_ack(batch.ack, _appender_error(appender))
                     break
         finally:
-            with contextlib.suppress(Exception):
-                await source.stop()
-            source.context.http.remove_all()
             try:
                 await _put(queue, _DONE, appender)
-                # Everything polled is appended before the source counts as stopped.
+                # Everything polled is appended, and its ack settled, before the source is
+                # stopped: an ack may still need the source's connection (a Redis XACK).
                 await appender
             finally:
                 await _fail_queued(queue, appender)
+                with contextlib.suppress(Exception):
+                    await source.stop()
+                source.context.http.remove_all()
         self._finished(status, "in", "stored")
 
     async def _route_source_batch(
