@@ -344,7 +344,12 @@ def test_command(options: _Options, files: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.option("--connector", metavar="NAME", help="Only this connector's config schema.")
-@click.option("--kind", type=click.Choice(["source", "sink"]), default=None)
+@click.option(
+    "--kind",
+    type=click.Choice(["source", "sink"]),
+    default=None,
+    help="With --connector: the source's or the sink's schema (needed when the name is both).",
+)
 @pass_options
 def schema(options: _Options, connector: str | None, kind: str | None) -> None:
     """Print the JSON Schema of pipeline files (for editor completion), with every installed
