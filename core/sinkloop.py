@@ -40,6 +40,7 @@ from .errors import (
     classify,
 )
 from .mesh.routing import resolve_topics, sink_patterns
+from .metrics import ConnectorMeters
 from .offsets import dead_letter_id, sink_group
 from .records import Record
 from .transforms._common import fresh_copy
@@ -68,8 +69,11 @@ class SinkLoop:
         status: ConnectorStatus,
         committed: dict[str, int],
         deliveries: Deliveries | None = None,
+        meters: ConnectorMeters | None = None,
     ) -> None:
         self.run_state = run
+        #: The sink's built-in metrics (retries, batch latency); private ones when not given.
+        self.meters = meters or ConnectorMeters("sink", pipeline.name, loaded.name, status)
         self.deliveries = deliveries
         self.store = store
         self.pipeline = pipeline
@@ -187,9 +191,10 @@ class SinkLoop:
         if self.offsets == self.committed:
             self.last_commit = time.monotonic()
             return
-        flushed, _ = await retrying(
+        flushed, attempts = await retrying(
             self.sink.flush, self.retry, log, f"sink {self.group} flush", self.classifier
         )
+        self.meters.retries += attempts - 1
         pending = 0
         if isinstance(flushed, Flushed):
             state, pending = flushed.state, flushed.pending
@@ -264,6 +269,7 @@ class SinkLoop:
             self.unflushed.append((topic, [r.offset for r in out]))  # type: ignore[misc]
             problems.extend(await self._write(out))
             status.last_batch_seconds = time.perf_counter() - started
+            self.meters.batch.observe(status.last_batch_seconds)
         status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
         if problems:
             await self._dead_letter(topic, end, problems)
@@ -372,6 +378,7 @@ class SinkLoop:
             )
             await asyncio.sleep(delay)
             attempt += 1
+            self.meters.retries += 1
 
     def _classify(self, exc: BaseException) -> type[MeshconnectError] | None:
         return classify(exc, self.classifier)

@@ -37,9 +37,9 @@ from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
 from .errors import Classifier, ConfigError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
-from .mesh.routing import route, sink_patterns
+from .mesh.routing import resolve_topics, route, sink_patterns
 from .mesh.store import Retention
-from .metrics import MetricsRegistry
+from .metrics import ConnectorMeters, MetricsRegistry, store_file_bytes
 from .offsets import sink_group, source_id
 from .progress import ProgressReporter
 from .records import Record
@@ -60,6 +60,8 @@ BOUNDED_MAX_RESTARTS = 5
 MAX_RESTART_BACKOFF = 60.0
 #: Seconds between two retention passes.
 RETENTION_EVERY = 60.0
+#: Seconds between two refreshes of the metrics that need the store (consumer lag, store size).
+METRICS_EVERY = 5.0
 _DONE = object()
 
 
@@ -86,6 +88,7 @@ class Worker:
         self.statuses: dict[str, ConnectorStatus] = self.state.statuses
         #: The metrics every connector's ``context.metrics`` adds to.
         self.metrics = MetricsRegistry()
+        self.metrics.refresher = self.refresh_metrics
         #: The shared HTTP listeners of ``context.http``, one server per listen address.
         self.http = HttpListeners()
         self.deliveries = Deliveries()
@@ -173,6 +176,7 @@ class Worker:
                 self.state.sink_started(ident)
         retention = asyncio.create_task(self._retention_loop(), name="retention")
         progress = asyncio.create_task(self._progress_loop(), name="progress")
+        metrics = asyncio.create_task(self._metrics_loop(), name="metrics")
         if not sources:
             log.info("no sources in this run: sinks follow their topics until stopped")
         try:
@@ -190,7 +194,7 @@ class Worker:
                     await self.state.stopped()
             await asyncio.gather(*sink_tasks)
         finally:
-            background = (retention, progress)
+            background = (retention, progress, metrics)
             for task in (*source_tasks, *sink_tasks, *background):
                 task.cancel()
             await asyncio.gather(*source_tasks, *sink_tasks, *background, return_exceptions=True)
@@ -227,6 +231,32 @@ class Worker:
                     rate,
                     f" ({s.reason})" if s.state == "FAILED" else "",
                 )
+
+    async def _metrics_loop(self) -> None:
+        """Keep the metrics that need the store fresh for :meth:`MetricsRegistry.render`."""
+        while True:
+            await self.refresh_metrics()
+            await asyncio.sleep(METRICS_EVERY)
+
+    async def refresh_metrics(self) -> None:
+        """Set each of this run's sink groups' consumer lag per topic (the topic's end offset
+        minus the group's committed offset) and the store's size on disk."""
+        lag: dict[tuple[str, str], int] = {}
+        try:
+            for p in self.config.pipelines:
+                for sink in p.sinks:
+                    group = sink_group(p.name, sink.name)
+                    info = await self.store.group(group)
+                    topics = set(await resolve_topics(self.store, sink_patterns(p, sink)))
+                    topics.update(info.offsets)
+                    ends = await self.store.end_offsets(sorted(topics))
+                    for topic, end in ends.items():
+                        lag[(topic, group)] = max(0, end - info.offsets.get(topic, 0))
+        except Exception as exc:  # metrics must never stop a pipeline
+            log.debug("metrics refresh failed: %s: %s", type(exc).__name__, exc)
+            return
+        self.metrics.consumer_lag = lag
+        self.metrics.store_bytes = store_file_bytes(self.store)
 
     async def _apply_retention(self) -> None:
         config = self.config.retention
@@ -328,8 +358,9 @@ class Worker:
         source = (
             first if status.restarts == 0 and first is not None else self._make_source(pipeline)
         )
+        meters = self.metrics.connector("source", pipeline.name, loaded.name, status)
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
-        appender = asyncio.create_task(self._append_loop(pipeline, queue, status))
+        appender = asyncio.create_task(self._append_loop(pipeline, queue, status, meters))
         try:
             positions = await self.store.positions(ident)
             begun = await source.start(positions)
@@ -338,15 +369,21 @@ class Worker:
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:
-                batch, _ = await retrying(
+                batch, attempts = await retrying(
                     source.poll,
                     loaded.errors.retry,
                     log,
                     f"source {ident} poll",
                     source.classify_error,
                 )
+                meters.retries += attempts - 1
                 if batch is None:
+                    meters.source_lag = 0.0
                     break
+                if batch.records:
+                    meters.lag_from(batch.records[-1].time)
+                else:  # caught up: nothing new at the source
+                    meters.source_lag = 0.0
                 if not batch.records and not batch.positions and not batch.failures:
                     await settle_ack(batch.ack, None)  # nothing to store: durable as it is
                     continue
@@ -406,7 +443,11 @@ class Worker:
         return out, positions
 
     async def _append_loop(
-        self, pipeline: LoadedPipeline, queue: asyncio.Queue[Any], status: ConnectorStatus
+        self,
+        pipeline: LoadedPipeline,
+        queue: asyncio.Queue[Any],
+        status: ConnectorStatus,
+        meters: ConnectorMeters,
     ) -> None:
         loaded = pipeline.source
         assert loaded is not None
@@ -421,12 +462,13 @@ class Worker:
             try:
                 while True:
                     try:
-                        await retrying(
+                        _, attempts = await retrying(
                             functools.partial(self.store.append, records, positions),
                             loaded.errors.retry,
                             log,
                             f"source {ident} append to the mesh store",
                         )
+                        meters.retries += attempts - 1
                         break
                     except RecordEncodingError as exc:
                         # One record the store cannot encode (a transform made a set, say): it
@@ -441,6 +483,7 @@ class Worker:
             self.state.appended()
             await settle_ack(ack, None)
             status.last_batch_seconds = time.perf_counter() - started
+            meters.batch.observe(status.last_batch_seconds)
 
     def _unstorable(
         self,
@@ -496,6 +539,7 @@ class Worker:
                 status,
                 info.offsets,
                 deliveries=self.deliveries,
+                meters=self.metrics.connector("sink", pipeline.name, loaded.name, status),
             ).run()
         finally:
             with contextlib.suppress(Exception):
