@@ -45,6 +45,8 @@ from .progress import ProgressReporter
 from .records import Record
 from .runstate import ConnectorStatus, RunState
 from .sinkloop import SinkLoop
+from .tracing import BatchTrace, Tracing
+from .tracing import from_environment as tracing_from_environment
 
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
@@ -76,6 +78,7 @@ class Worker:
         queue_batches: int = 4,
         restart_backoff: float = 1.0,
         progress_every: float = 30.0,
+        tracer_provider: Any = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -92,6 +95,11 @@ class Worker:
         #: The shared HTTP listeners of ``context.http``, one server per listen address.
         self.http = HttpListeners()
         self.deliveries = Deliveries()
+        #: OpenTelemetry spans per batch (:mod:`.tracing`): ``tracer_provider``'s, else as the
+        #: ``OTEL_*`` variables say; ``None``: off.
+        self.tracing: Tracing | None = (
+            Tracing(tracer_provider) if tracer_provider is not None else tracing_from_environment()
+        )
         #: Connectors that stopped for good (a config error): when all did, the run stops.
         self._failed_for_good: set[str] = set()
         #: Each connector's ``classify_error``, by status key (for the supervisor).
@@ -132,6 +140,8 @@ class Worker:
             return await self._run_owned()
         finally:
             await ownership.release()
+            if self.tracing is not None:
+                self.tracing.shutdown()
 
     async def _run_owned(self) -> int:
         pipelines = self.config.pipelines
@@ -369,6 +379,7 @@ class Worker:
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:
+                polled = time.time_ns() if self.tracing is not None else 0
                 batch, attempts = await retrying(
                     source.poll,
                     loaded.errors.retry,
@@ -387,13 +398,23 @@ class Worker:
                 if not batch.records and not batch.positions and not batch.failures:
                     await settle_ack(batch.ack, None)  # nothing to store: durable as it is
                     continue
+                trace = None
+                if self.tracing is not None and (batch.records or batch.failures):
+                    trace = self._trace_poll(pipeline, batch, polled)
                 try:
                     routed = await self._route_source_batch(pipeline, batch, status)
                 except BaseException as exc:
+                    if trace is not None:
+                        _trace_failed(trace, "transforms", exc)
                     await settle_ack(batch.ack, exc)
                     raise
-                if not await _put(queue, (*routed, batch.ack), appender):
-                    await settle_ack(batch.ack, _appender_error(appender))
+                if trace is not None:
+                    trace.stage("transforms", trace.mark, time.time_ns())
+                if not await _put(queue, (*routed, batch.ack, trace), appender):
+                    error = _appender_error(appender)
+                    if trace is not None:
+                        trace.end(time.time_ns(), error)
+                    await settle_ack(batch.ack, error)
                     break
         finally:
             with contextlib.suppress(Exception):
@@ -406,6 +427,24 @@ class Worker:
             finally:
                 await _fail_queued(queue, appender)
         self._finished(status, "in", "stored")
+
+    def _trace_poll(self, pipeline: LoadedPipeline, batch: SourceBatch, polled: int) -> BatchTrace:
+        """Start a source batch's span with its ``source poll`` stage (``mark``: when the
+        next stage began)."""
+        assert self.tracing is not None and pipeline.source is not None
+        trace = self.tracing.batch(
+            "source batch",
+            polled,
+            batch.records,
+            pipeline=pipeline.name,
+            connector=pipeline.source.name,
+            kind="source",
+            records=len(batch.records) + len(batch.failures),
+        )
+        now = time.time_ns()
+        trace.stage("source poll", polled, now)
+        trace.mark = now
+        return trace
 
     async def _route_source_batch(
         self, pipeline: LoadedPipeline, batch: SourceBatch, status: ConnectorStatus
@@ -456,9 +495,10 @@ class Worker:
             item = await queue.get()
             if item is _DONE:
                 return
-            records, positions, ack = item
+            records, positions, ack, trace = item
             made: set[int] = set()  # ids of the dead letters made for this batch
             started = time.perf_counter()
+            began = time.time_ns() if trace is not None else 0
             try:
                 while True:
                     try:
@@ -478,8 +518,14 @@ class Worker:
                         records = self._unstorable(pipeline, records, exc, status, made)
                         await asyncio.sleep(0)  # let a stop signal in between passes
             except BaseException as exc:
+                if trace is not None:
+                    _trace_failed(trace, "store append", exc, began)
                 await settle_ack(ack, exc)
                 raise
+            if trace is not None:
+                ended = time.time_ns()
+                trace.stage("store append", began, ended)
+                trace.end(ended, stored=len(records))
             self.state.appended()
             await settle_ack(ack, None)
             status.last_batch_seconds = time.perf_counter() - started
@@ -540,6 +586,7 @@ class Worker:
                 info.offsets,
                 deliveries=self.deliveries,
                 meters=self.metrics.connector("sink", pipeline.name, loaded.name, status),
+                tracing=self.tracing,
             ).run()
         finally:
             with contextlib.suppress(Exception):
@@ -573,6 +620,13 @@ async def settle_ack(ack: Ack | None, error: BaseException | None) -> None:
             await result
     except Exception as exc:
         log.warning("a source's ack callback raised %s: %s", type(exc).__name__, exc)
+
+
+def _trace_failed(trace: BatchTrace, stage: str, error: BaseException, began: int = 0) -> None:
+    """End a batch's spans with the stage that failed."""
+    now = time.time_ns()
+    trace.stage(stage, began or trace.mark or now, now, error)
+    trace.end(now, error)
 
 
 def _appender_error(appender: asyncio.Task[None]) -> BaseException:
