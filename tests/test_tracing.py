@@ -163,3 +163,32 @@ def test_a_worker_without_tracing_never_imports_opentelemetry(tmp_path: Path) ->
         env=env,
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("headers", "extension"),
+    [
+        (
+            {"traceparent": TRACEPARENT, "tracestate": "rojo=1"},
+            {"traceparent": TRACEPARENT, "tracestate": "rojo=1"},
+        ),
+        ({"traceparent": TRACEPARENT}, {"traceparent": TRACEPARENT}),
+        ({"tracestate": "rojo=1"}, {}),  # a state without its parent means nothing
+        ({"traceparent": f"{TRACEPARENT}-more"}, {}),  # version 00 has exactly four fields
+        (
+            {"traceparent": f"01{TRACEPARENT[2:]}-more"},
+            {"traceparent": f"01{TRACEPARENT[2:]}-more"},
+        ),
+        ({"traceparent": f"ff{TRACEPARENT[2:]}"}, {}),
+        ({"traceparent": f"00-{'0' * 32}-b7ad6b7169203331-01"}, {}),
+        ({"traceparent": f"00-{TRACE_ID}-{'0' * 16}-01"}, {}),
+        ({"traceparent": TRACEPARENT.upper()}, {}),
+        ({"traceparent": "garbage"}, {}),
+    ],
+)
+def test_the_webhook_takes_a_plain_requests_w3c_trace_headers_when_well_formed(
+    headers: dict[str, str], extension: dict[str, str]
+) -> None:
+    from meshconnect.connectors.webhook._binding import trace_context
+
+    assert trace_context(headers) == extension
