@@ -7,6 +7,9 @@ sink's) and ``sink write``. A batch span links to the trace of each of its recor
 carries the CloudEvents distributed-tracing extension (``traceparent``, ``tracestate``), so a
 tracing backend joins the sender's trace to the mesh's work on its event (OpenTelemetry's
 semantic conventions for CloudEvents: links, not parents, since one batch serves many traces).
+A record that comes in without the extension gets its source batch span's context as its
+``traceparent`` (the conventions' creation context), so what it causes downstream, an HTTP
+sink's request say, can be traced back to the batch that brought it into the mesh.
 
 When spans are made (:func:`from_environment`, read once when a worker starts):
 
@@ -67,6 +70,16 @@ class BatchTrace:
         if error is not None:
             _fail(span, error)
         span.end(end_time=end_ns)
+
+    def stamp(self, records: Iterable[Record]) -> None:
+        """Give each record without a ``traceparent`` this batch's (its creation context)."""
+        context = self._root.get_span_context()
+        if not context.is_valid:
+            return
+        parent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+        for record in records:
+            if "traceparent" not in record.extensions:  # a new dict: sources may share theirs
+                record.extensions = {**record.extensions, "traceparent": parent}
 
     def end(self, end_ns: int, error: BaseException | None = None, **attributes: Any) -> None:
         """End the batch span at ``end_ns`` with more ``attributes`` (prefixed as

@@ -441,6 +441,7 @@ class Worker:
             kind="source",
             records=len(batch.records) + len(batch.failures),
         )
+        trace.stamp(batch.records)
         now = time.time_ns()
         trace.stage("source poll", polled, now)
         trace.mark = now

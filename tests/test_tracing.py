@@ -86,12 +86,21 @@ async def test_each_batch_is_a_span_with_a_child_per_stage(tmp_path: Path) -> No
         assert children(spans, span) == ["transforms", "sink write"]
         assert span.attributes["meshconnect.topic"] == "p"  # type: ignore[index]
         assert span.status.status_code is StatusCode.UNSET
-    # The record that carried a trace: its batches link to it, on both sides of the mesh.
-    linked = [s for s in spans if s.links]
-    assert {s.name for s in linked} == {"source batch", "sink batch"}
-    for span in linked:
-        assert [format(link.context.trace_id, "032x") for link in span.links] == [TRACE_ID]
-        assert span.links[0].context.trace_state.to_header() == "rojo=1"
+    # The record that came in with a trace: the batch that stored it links to it.
+    linked = [s for s in sources if s.links]
+    assert len(linked) == 1
+    assert [format(link.context.trace_id, "032x") for link in linked[0].links] == [TRACE_ID]
+    assert linked[0].links[0].context.trace_state.to_header() == "rojo=1"
+    # The others came in untraced: they carry their source batch's context out of the mesh...
+    source_traces = {f"{s.context.trace_id:032x}" for s in sources}  # type: ignore[union-attr]
+    out = MemorySink.outputs["out"]
+    assert out[0].extensions["traceparent"] == TRACEPARENT
+    assert {r.extensions["traceparent"].split("-")[1] for r in out[1:]} == source_traces
+    # ...so the sink's batches link to the sender's trace and to every source batch's.
+    assert {format(link.context.trace_id, "032x") for s in sinks for link in s.links} == {
+        TRACE_ID,
+        *source_traces,
+    }
 
 
 async def test_a_failing_write_marks_its_spans_failed(tmp_path: Path) -> None:
