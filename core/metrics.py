@@ -99,7 +99,7 @@ BUILTIN: dict[str, str] = {
     "errors": "Records that failed in a connector or its transforms (whatever became of them)",
     "dead_letters": "Records sent to the dead-letter topic",
     "retries": "Retried calls: source polls, store appends, sink writes and flushes",
-    "restarts": "Times the supervisor restarted a failed connector",
+    "restarts": "Times the connector failed and its supervisor restarted it (or gave up)",
     "batch_seconds": "Seconds a batch took: a source's store append, a sink's write",
     "source_lag_seconds": "Now minus the time of the newest record of a source's last batch "
     "(0 once a poll finds nothing new)",

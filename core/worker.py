@@ -365,10 +365,10 @@ class Worker:
         ident = source_id(pipeline.name, loaded.name)
         status = self.statuses[f"source {ident}"]
         # The first attempt uses the instance made in run(); restarts make a fresh one.
+        meters = self.metrics.connector("source", pipeline.name, loaded.name, status)
         source = (
             first if status.restarts == 0 and first is not None else self._make_source(pipeline)
         )
-        meters = self.metrics.connector("source", pipeline.name, loaded.name, status)
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
         appender = asyncio.create_task(self._append_loop(pipeline, queue, status, meters))
         try:
@@ -560,6 +560,8 @@ class Worker:
     async def _run_sink(self, pipeline: LoadedPipeline, loaded: LoadedSink) -> None:
         group = sink_group(pipeline.name, loaded.name)
         status = self.statuses[f"sink {group}"]
+        # Before anything can fail: a sink that fails to open still shows its restarts.
+        meters = self.metrics.connector("sink", pipeline.name, loaded.name, status)
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(sink, Sink)
@@ -586,7 +588,7 @@ class Worker:
                 status,
                 info.offsets,
                 deliveries=self.deliveries,
-                meters=self.metrics.connector("sink", pipeline.name, loaded.name, status),
+                meters=meters,
                 tracing=self.tracing,
             ).run()
         finally:

@@ -192,3 +192,31 @@ async def test_consumer_lag_counts_what_a_group_has_not_committed(tmp_path: Path
     assert value(scraped, "meshconnect_consumer_lag_records", topic="things", group="p/out") == 4
     assert value(scraped, "meshconnect_consumer_lag_records", topic="things", group="p/down") == 7
     assert ("meshconnect_store_bytes", frozenset()) not in scraped  # no file behind memory://
+
+
+async def test_a_sink_that_fails_to_open_shows_its_restarts(tmp_path: Path) -> None:
+    (tmp_path / "out.jsonl").write_text("someone else's\n")
+    (tmp_path / "p.yaml").write_text(
+        textwrap.dedent(
+            """
+            pipelines:
+              - name: p
+                source: {connector: memory, config: {records: [1, 2]}}
+                sinks:
+                  - {connector: file, config: {path: out.jsonl}}
+            """
+        )
+    )
+    registry = test_registry()
+    config = load_pipeline_files([str(tmp_path / "p.yaml")], registry)
+    store = open_store("memory://", registry)
+    await store.open()
+    try:
+        worker = Worker(config, store)
+        assert await worker.run() == 1  # the file sink refuses a file it did not write
+        scraped = samples(worker.metrics.render())
+    finally:
+        await store.close()
+    labels = {"pipeline": "p", "connector": "file", "kind": "sink"}
+    assert value(scraped, "meshconnect_restarts_total", **labels) == 1
+    assert value(scraped, "meshconnect_records_out_total", **labels) == 0
