@@ -63,6 +63,7 @@ __all__ = [
     "Metrics",
     "MetricsRegistry",
     "serve_metrics",
+    "store_file_bytes",
 ]
 
 #: Upper bounds (seconds) of the default histogram buckets (Prometheus client's defaults).
