@@ -196,8 +196,14 @@ def cli(
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--metrics",
+    "metrics_listen",
+    metavar="HOST:PORT",
+    help="Serve the Prometheus metrics at GET /metrics on this address (docs/metrics.md).",
+)
 @pass_options
-def run(options: _Options, files: tuple[str, ...]) -> None:
+def run(options: _Options, files: tuple[str, ...], metrics_listen: str | None) -> None:
     """Run every pipeline in FILES in one worker, in the foreground.
 
     SIGINT/SIGTERM stop polling, drain, flush sinks, commit offsets and exit 0. When every
@@ -207,12 +213,13 @@ def run(options: _Options, files: tuple[str, ...]) -> None:
     loop_factory = event_loop_factory()
     config = options.load(files)
     store = options.open_store(options.store_url(config))
+    from .errors import ConfigError
     from .mesh.ownership import OwnershipError
 
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            code = runner.run(_run(config, store))
-    except OwnershipError as exc:
+            code = runner.run(_run(config, store, metrics_listen))
+    except (OwnershipError, ConfigError) as exc:  # ConfigError: a --metrics address refused
         _echo(f"error: {exc}", err=True)
         code = 1
     except Exception:  # logged (secrets masked) rather than a raw traceback on stderr
@@ -266,12 +273,21 @@ def tune_runtime() -> None:
     sys.setswitchinterval(0.001)
 
 
-async def _run(config: LoadedConfig, store: MeshStore) -> int:
+async def _run(config: LoadedConfig, store: MeshStore, metrics_listen: str | None = None) -> int:
     from .worker import Worker
 
     tune_runtime()
     await store.open()
     worker = Worker(config, store)
+    if metrics_listen:
+        from .metrics import serve_metrics
+
+        try:
+            await serve_metrics(worker.http, metrics_listen, worker.metrics)
+        except BaseException:
+            await worker.http.close()
+            await store.close()
+            raise
     loop = asyncio.get_running_loop()
     signals = 0
 

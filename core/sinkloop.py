@@ -40,6 +40,7 @@ from .errors import (
     classify,
 )
 from .mesh.routing import resolve_topics, sink_patterns
+from .metrics import ConnectorMeters
 from .offsets import dead_letter_id, sink_group
 from .records import Record
 from .transforms._common import fresh_copy
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .deliveries import Deliveries
     from .mesh.store import MeshStore
     from .runstate import ConnectorStatus, RunState
+    from .tracing import Tracing
 
 __all__ = ["SinkLoop", "dead_letter_id", "sink_group"]
 
@@ -68,8 +70,14 @@ class SinkLoop:
         status: ConnectorStatus,
         committed: dict[str, int],
         deliveries: Deliveries | None = None,
+        meters: ConnectorMeters | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.run_state = run
+        #: The sink's built-in metrics (retries, batch latency); private ones when not given.
+        self.meters = meters or ConnectorMeters("sink", pipeline.name, loaded.name, status)
+        #: OpenTelemetry spans per batch (:mod:`.tracing`), or ``None``.
+        self.tracing = tracing
         self.deliveries = deliveries
         self.store = store
         self.pipeline = pipeline
@@ -187,9 +195,10 @@ class SinkLoop:
         if self.offsets == self.committed:
             self.last_commit = time.monotonic()
             return
-        flushed, _ = await retrying(
+        flushed, attempts = await retrying(
             self.sink.flush, self.retry, log, f"sink {self.group} flush", self.classifier
         )
+        self.meters.retries += attempts - 1
         pending = 0
         if isinstance(flushed, Flushed):
             state, pending = flushed.state, flushed.pending
@@ -239,6 +248,7 @@ class SinkLoop:
     async def _deliver(self, topic: str, records: list[Record]) -> None:
         status = self.status
         status.records_in += len(records)
+        begun = time.time_ns() if self.tracing is not None else 0
         end = records[-1].offset + 1  # type: ignore[operator]
         chain = self.loaded.chain
         if len(chain):  # stored records may be shared with other sinks: change copies
@@ -260,10 +270,38 @@ class SinkLoop:
             (f.record, f.error, f.stage) for f in failures
         ]
         if out:
+            trace = None
+            if self.tracing is not None:
+                trace = self.tracing.batch(
+                    "sink batch",
+                    begun,
+                    records,
+                    pipeline=self.pipeline.name,
+                    connector=self.loaded.name,
+                    kind="sink",
+                    topic=topic,
+                    records=len(records),
+                )
+                trace.mark = time.time_ns()
+                trace.stage("transforms", begun, trace.mark)
             started = time.perf_counter()
             self.unflushed.append((topic, [r.offset for r in out]))  # type: ignore[misc]
-            problems.extend(await self._write(out))
+            try:
+                rejected = await self._write(out)
+            except BaseException as exc:
+                if trace is not None:
+                    ended = time.time_ns()
+                    trace.stage("sink write", trace.mark, ended, exc)
+                    trace.end(ended, exc)
+                raise
+            problems.extend(rejected)
             status.last_batch_seconds = time.perf_counter() - started
+            self.meters.batch.observe(status.last_batch_seconds)
+            if trace is not None:  # failed records: the first one's error marks the spans
+                ended = time.time_ns()
+                error = rejected[0][1] if rejected else None
+                trace.stage("sink write", trace.mark, ended, error)
+                trace.end(ended, error, written=len(out) - len(rejected), failed=len(rejected))
         status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
         if problems:
             await self._dead_letter(topic, end, problems)
@@ -372,6 +410,7 @@ class SinkLoop:
             )
             await asyncio.sleep(delay)
             attempt += 1
+            self.meters.retries += 1
 
     def _classify(self, exc: BaseException) -> type[MeshconnectError] | None:
         return classify(exc, self.classifier)

@@ -37,14 +37,16 @@ from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
 from .errors import Classifier, ConfigError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
-from .mesh.routing import route, sink_patterns
+from .mesh.routing import resolve_topics, route, sink_patterns
 from .mesh.store import Retention
-from .metrics import MetricsRegistry
+from .metrics import ConnectorMeters, MetricsRegistry, store_file_bytes
 from .offsets import sink_group, source_id
 from .progress import ProgressReporter
 from .records import Record
 from .runstate import ConnectorStatus, RunState
 from .sinkloop import SinkLoop
+from .tracing import BatchTrace, Tracing
+from .tracing import from_environment as tracing_from_environment
 
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
@@ -60,6 +62,8 @@ BOUNDED_MAX_RESTARTS = 5
 MAX_RESTART_BACKOFF = 60.0
 #: Seconds between two retention passes.
 RETENTION_EVERY = 60.0
+#: Seconds between two refreshes of the metrics that need the store (consumer lag, store size).
+METRICS_EVERY = 5.0
 _DONE = object()
 
 
@@ -74,6 +78,7 @@ class Worker:
         queue_batches: int = 4,
         restart_backoff: float = 1.0,
         progress_every: float = 30.0,
+        tracer_provider: Any = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -86,9 +91,15 @@ class Worker:
         self.statuses: dict[str, ConnectorStatus] = self.state.statuses
         #: The metrics every connector's ``context.metrics`` adds to.
         self.metrics = MetricsRegistry()
+        self.metrics.refresher = self.refresh_metrics
         #: The shared HTTP listeners of ``context.http``, one server per listen address.
         self.http = HttpListeners()
         self.deliveries = Deliveries()
+        #: OpenTelemetry spans per batch (:mod:`.tracing`): ``tracer_provider``'s, else as the
+        #: ``OTEL_*`` variables say; ``None``: off.
+        self.tracing: Tracing | None = (
+            Tracing(tracer_provider) if tracer_provider is not None else tracing_from_environment()
+        )
         #: Connectors that stopped for good (a config error): when all did, the run stops.
         self._failed_for_good: set[str] = set()
         #: Each connector's ``classify_error``, by status key (for the supervisor).
@@ -129,6 +140,8 @@ class Worker:
             return await self._run_owned()
         finally:
             await ownership.release()
+            if self.tracing is not None:
+                self.tracing.shutdown()
 
     async def _run_owned(self) -> int:
         pipelines = self.config.pipelines
@@ -173,6 +186,7 @@ class Worker:
                 self.state.sink_started(ident)
         retention = asyncio.create_task(self._retention_loop(), name="retention")
         progress = asyncio.create_task(self._progress_loop(), name="progress")
+        metrics = asyncio.create_task(self._metrics_loop(), name="metrics")
         if not sources:
             log.info("no sources in this run: sinks follow their topics until stopped")
         try:
@@ -190,7 +204,7 @@ class Worker:
                     await self.state.stopped()
             await asyncio.gather(*sink_tasks)
         finally:
-            background = (retention, progress)
+            background = (retention, progress, metrics)
             for task in (*source_tasks, *sink_tasks, *background):
                 task.cancel()
             await asyncio.gather(*source_tasks, *sink_tasks, *background, return_exceptions=True)
@@ -227,6 +241,32 @@ class Worker:
                     rate,
                     f" ({s.reason})" if s.state == "FAILED" else "",
                 )
+
+    async def _metrics_loop(self) -> None:
+        """Keep the metrics that need the store fresh for :meth:`MetricsRegistry.render`."""
+        while True:
+            await self.refresh_metrics()
+            await asyncio.sleep(METRICS_EVERY)
+
+    async def refresh_metrics(self) -> None:
+        """Set each of this run's sink groups' consumer lag per topic (the topic's end offset
+        minus the group's committed offset) and the store's size on disk."""
+        lag: dict[tuple[str, str], int] = {}
+        try:
+            for p in self.config.pipelines:
+                for sink in p.sinks:
+                    group = sink_group(p.name, sink.name)
+                    info = await self.store.group(group)
+                    topics = set(await resolve_topics(self.store, sink_patterns(p, sink)))
+                    topics.update(info.offsets)
+                    ends = await self.store.end_offsets(sorted(topics))
+                    for topic, end in ends.items():
+                        lag[(topic, group)] = max(0, end - info.offsets.get(topic, 0))
+        except Exception as exc:  # metrics must never stop a pipeline
+            log.debug("metrics refresh failed: %s: %s", type(exc).__name__, exc)
+            return
+        self.metrics.consumer_lag = lag
+        self.metrics.store_bytes = store_file_bytes(self.store)
 
     async def _apply_retention(self) -> None:
         config = self.config.retention
@@ -325,11 +365,12 @@ class Worker:
         ident = source_id(pipeline.name, loaded.name)
         status = self.statuses[f"source {ident}"]
         # The first attempt uses the instance made in run(); restarts make a fresh one.
+        meters = self.metrics.connector("source", pipeline.name, loaded.name, status)
         source = (
             first if status.restarts == 0 and first is not None else self._make_source(pipeline)
         )
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
-        appender = asyncio.create_task(self._append_loop(pipeline, queue, status))
+        appender = asyncio.create_task(self._append_loop(pipeline, queue, status, meters))
         try:
             positions = await self.store.positions(ident)
             begun = await source.start(positions)
@@ -338,25 +379,42 @@ class Worker:
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
             while not self.stopping:
-                batch, _ = await retrying(
+                polled = time.time_ns() if self.tracing is not None else 0
+                batch, attempts = await retrying(
                     source.poll,
                     loaded.errors.retry,
                     log,
                     f"source {ident} poll",
                     source.classify_error,
                 )
+                meters.retries += attempts - 1
                 if batch is None:
+                    meters.source_lag = 0.0
                     break
+                if batch.records:
+                    meters.lag_from(batch.records[-1].time)
+                else:  # caught up: nothing new at the source
+                    meters.source_lag = 0.0
                 if not batch.records and not batch.positions and not batch.failures:
                     await settle_ack(batch.ack, None)  # nothing to store: durable as it is
                     continue
+                trace = None
+                if self.tracing is not None and (batch.records or batch.failures):
+                    trace = self._trace_poll(pipeline, batch, polled)
                 try:
                     routed = await self._route_source_batch(pipeline, batch, status)
                 except BaseException as exc:
+                    if trace is not None:
+                        _trace_failed(trace, "transforms", exc)
                     await settle_ack(batch.ack, exc)
                     raise
-                if not await _put(queue, (*routed, batch.ack), appender):
-                    await settle_ack(batch.ack, _appender_error(appender))
+                if trace is not None:
+                    trace.stage("transforms", trace.mark, time.time_ns())
+                if not await _put(queue, (*routed, batch.ack, trace), appender):
+                    error = _appender_error(appender)
+                    if trace is not None:
+                        trace.end(time.time_ns(), error)
+                    await settle_ack(batch.ack, error)
                     break
         finally:
             try:
@@ -370,6 +428,25 @@ class Worker:
                     await source.stop()
                 source.context.http.remove_all()
         self._finished(status, "in", "stored")
+
+    def _trace_poll(self, pipeline: LoadedPipeline, batch: SourceBatch, polled: int) -> BatchTrace:
+        """Start a source batch's span with its ``source poll`` stage (``mark``: when the
+        next stage began)."""
+        assert self.tracing is not None and pipeline.source is not None
+        trace = self.tracing.batch(
+            "source batch",
+            polled,
+            batch.records,
+            pipeline=pipeline.name,
+            connector=pipeline.source.name,
+            kind="source",
+            records=len(batch.records) + len(batch.failures),
+        )
+        trace.stamp(batch.records)
+        now = time.time_ns()
+        trace.stage("source poll", polled, now)
+        trace.mark = now
+        return trace
 
     async def _route_source_batch(
         self, pipeline: LoadedPipeline, batch: SourceBatch, status: ConnectorStatus
@@ -407,7 +484,11 @@ class Worker:
         return out, positions
 
     async def _append_loop(
-        self, pipeline: LoadedPipeline, queue: asyncio.Queue[Any], status: ConnectorStatus
+        self,
+        pipeline: LoadedPipeline,
+        queue: asyncio.Queue[Any],
+        status: ConnectorStatus,
+        meters: ConnectorMeters,
     ) -> None:
         loaded = pipeline.source
         assert loaded is not None
@@ -416,18 +497,20 @@ class Worker:
             item = await queue.get()
             if item is _DONE:
                 return
-            records, positions, ack = item
+            records, positions, ack, trace = item
             made: set[int] = set()  # ids of the dead letters made for this batch
             started = time.perf_counter()
+            began = time.time_ns() if trace is not None else 0
             try:
                 while True:
                     try:
-                        await retrying(
+                        _, attempts = await retrying(
                             functools.partial(self.store.append, records, positions),
                             loaded.errors.retry,
                             log,
                             f"source {ident} append to the mesh store",
                         )
+                        meters.retries += attempts - 1
                         break
                     except RecordEncodingError as exc:
                         # One record the store cannot encode (a transform made a set, say): it
@@ -437,11 +520,18 @@ class Worker:
                         records = self._unstorable(pipeline, records, exc, status, made)
                         await asyncio.sleep(0)  # let a stop signal in between passes
             except BaseException as exc:
+                if trace is not None:
+                    _trace_failed(trace, "store append", exc, began)
                 await settle_ack(ack, exc)
                 raise
+            if trace is not None:
+                ended = time.time_ns()
+                trace.stage("store append", began, ended)
+                trace.end(ended, stored=len(records))
             self.state.appended()
             await settle_ack(ack, None)
             status.last_batch_seconds = time.perf_counter() - started
+            meters.batch.observe(status.last_batch_seconds)
 
     def _unstorable(
         self,
@@ -471,6 +561,8 @@ class Worker:
     async def _run_sink(self, pipeline: LoadedPipeline, loaded: LoadedSink) -> None:
         group = sink_group(pipeline.name, loaded.name)
         status = self.statuses[f"sink {group}"]
+        # Before anything can fail: a sink that fails to open still shows its restarts.
+        meters = self.metrics.connector("sink", pipeline.name, loaded.name, status)
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(sink, Sink)
@@ -497,6 +589,8 @@ class Worker:
                 status,
                 info.offsets,
                 deliveries=self.deliveries,
+                meters=meters,
+                tracing=self.tracing,
             ).run()
         finally:
             with contextlib.suppress(Exception):
@@ -530,6 +624,13 @@ async def settle_ack(ack: Ack | None, error: BaseException | None) -> None:
             await result
     except Exception as exc:
         log.warning("a source's ack callback raised %s: %s", type(exc).__name__, exc)
+
+
+def _trace_failed(trace: BatchTrace, stage: str, error: BaseException, began: int = 0) -> None:
+    """End a batch's spans with the stage that failed."""
+    now = time.time_ns()
+    trace.stage(stage, began or trace.mark or now, now, error)
+    trace.end(now, error)
 
 
 def _appender_error(appender: asyncio.Task[None]) -> BaseException:

@@ -473,6 +473,8 @@ class WebhookSource(Source[WebhookConfig]):
                     f"{name} template {template.text!r}: no value for {{{exc.args[0]}}}",
                 ) from None
         attributes.setdefault("id", uuid.uuid4().hex)
+        if "traceparent" not in attributes:  # the sender's trace, as the event's (module doc)
+            attributes.update(_binding.trace_context(request.headers))
         attributes["time"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         attributes["datacontenttype"] = datacontenttype
         attributes["data"] = data
