@@ -195,21 +195,46 @@ def cli(
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option(
+    "--admin",
+    metavar="HOST:PORT",
+    is_flag=False,
+    flag_value="127.0.0.1:8083",
+    default=None,
+    envvar="MESHCONNECT_ADMIN",
+    help="Serve the admin API, /metrics and the dashboard (off unless given; --admin alone: "
+    "127.0.0.1:8083). Without a token only loopback addresses bind.",
+)
+@click.option(
+    "--admin-token",
+    metavar="TOKEN",
+    envvar="MESHCONNECT_ADMIN_TOKEN",
+    help="Bearer token every admin call then needs (prefer $MESHCONNECT_ADMIN_TOKEN). "
+    "Without it changes need the token written to STATE/admin.token.",
+)
 @pass_options
-def run(options: _Options, files: tuple[str, ...]) -> None:
+def run(
+    options: _Options, files: tuple[str, ...], admin: str | None, admin_token: str | None
+) -> None:
     """Run every pipeline in FILES in one worker, in the foreground.
 
     SIGINT/SIGTERM stop polling, drain, flush sinks, commit offsets and exit 0. When every
     source is bounded the run exits 0 once every record is delivered and committed. A re-run
-    resumes from the committed offsets.
+    resumes from the committed offsets. With --admin, FILES may be left out: pipelines are
+    then added over the admin API (docs/operations.md) and kept in the store.
     """
+    if not files and admin is None:
+        raise click.UsageError("give pipeline FILES (or --admin to add pipelines over its API)")
     config = options.load(files)
     store = options.open_store(options.store_url(config))
     from .mesh.ownership import OwnershipError
 
+    admin_setup = None
+    if admin is not None:
+        admin_setup = (admin, admin_token or None, options)
     try:
-        code = asyncio.run(_run(config, store))
+        code = asyncio.run(_run(config, store, admin_setup))
     except OwnershipError as exc:
         _echo(f"error: {exc}", err=True)
         code = 1
@@ -239,12 +264,29 @@ def tune_runtime() -> None:
     sys.setswitchinterval(0.001)
 
 
-async def _run(config: LoadedConfig, store: MeshStore) -> int:
+async def _run(
+    config: LoadedConfig, store: MeshStore, admin: tuple[str, str | None, _Options] | None = None
+) -> int:
+    from .errors import ConfigError
     from .worker import Worker
 
     tune_runtime()
     await store.open()
     worker = Worker(config, store)
+    server = None
+    if admin is not None:
+        from .admin import AdminServer, Controller
+
+        listen, token, options = admin
+        controller = Controller(worker, options.registry())
+        try:
+            await controller.load_persisted()
+            server = AdminServer(controller, listen, token, options.state)
+            await server.start()
+        except ConfigError as exc:
+            _echo(f"error: {exc}", err=True)
+            await store.close()
+            return 1
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -261,6 +303,8 @@ async def _run(config: LoadedConfig, store: MeshStore) -> int:
     try:
         return await worker.run()
     finally:
+        if server is not None:
+            await server.close()
         await store.close()
 
 
