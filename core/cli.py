@@ -475,6 +475,161 @@ def new_connector(name: str, directory: str | None) -> None:
     _echo(f"next: meshconnect plugins install ./{target} && python -m pytest {target / 'tests'}")
 
 
+# -- status / connectors (admin API clients) -------------------------------------------------
+
+_admin_url = click.option(
+    "--admin",
+    "admin_url",
+    metavar="URL",
+    default="http://127.0.0.1:8083",
+    show_default=True,
+    envvar="MESHCONNECT_ADMIN_URL",
+    help="The worker's admin API ($MESHCONNECT_ADMIN_URL).",
+)
+_admin_token = click.option(
+    "--token",
+    metavar="TOKEN",
+    envvar="MESHCONNECT_ADMIN_TOKEN",
+    help="Its bearer token ($MESHCONNECT_ADMIN_TOKEN; default: the one a local worker wrote "
+    "to STATE/admin.token).",
+)
+
+
+def _client(options: _Options, url: str, token: str | None) -> Any:
+    from .admin.client import AdminClient
+    from .admin.server import token_file
+
+    return AdminClient(url, token, token_file(options.state))
+
+
+@cli.command()
+@_admin_url
+@_admin_token
+@click.option("--watch", "-w", is_flag=True, help="Keep the table up to date (Ctrl-C ends).")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between updates.")
+@pass_options
+def status(
+    options: _Options, admin_url: str, token: str | None, watch: bool, interval: float
+) -> None:
+    """The connectors of a running worker (run --admin): state, records in and out, rates,
+    consumer lag, restarts and last error, as a table (live with --watch)."""
+    from .admin.client import AdminError
+
+    try:
+        from rich.console import Console
+        from rich.live import Live
+    except ImportError:
+        raise _Fail("meshconnect status needs rich: pip install 'meshconnect[admin]'") from None
+    client = _client(options, admin_url, token)
+
+    def table() -> Any:
+        try:
+            data = client.call("GET", "/connectors?expand=status")
+        except AdminError as exc:
+            raise _Fail(str(exc)) from None
+        return _status_table(data)
+
+    console = Console()
+    if not watch:
+        console.print(table())
+        return
+    import time
+
+    try:
+        with Live(table(), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(table(), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_table(data: dict[str, Any]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    from .textsafe import printable
+
+    colors = {"RUNNING": "green", "PAUSED": "yellow", "DEGRADED": "dark_orange",
+              "FAILED": "red", "STOPPED": "bright_black"}  # fmt: skip
+    table = Table(box=None, pad_edge=False)
+    for header in ("CONNECTOR", "STATE", "IN", "OUT", "IN/S", "OUT/S", "LAG", "RESTARTS"):
+        table.add_column(header, justify="left" if header in ("CONNECTOR", "STATE") else "right")
+    table.add_column("LAST ERROR", overflow="fold")
+    for name, item in data.items():
+        s = item["status"]
+        error = s.get("error")
+        where = ""
+        if error and error.get("topic") is not None:
+            where = f" [{error['topic']}@{error['offset']}]"
+        restarts = str(s["restarts"])
+        if s.get("next_restart_at"):
+            restarts += f" (next {s['next_restart_at'][11:19]})"
+        table.add_row(
+            Text(printable(name)),
+            Text(s["state"], style=colors.get(s["state"], "")),
+            str(s["records_in"]),
+            str(s["records_out"]),
+            f"{s['rate_in']:.1f}",
+            f"{s['rate_out']:.1f}",
+            str(s["lag"]),
+            restarts,
+            Text(printable(error["message"] + where) if error else ""),
+        )
+    return table
+
+
+@cli.group()
+def connectors() -> None:
+    """Pause, resume or restart a connector of a running worker (run --admin)."""
+
+
+def _control(options: _Options, url: str, token: str | None, method: str, path: str) -> None:
+    from .admin.client import AdminError
+
+    try:
+        out = _client(options, url, token).call(method, path)
+    except AdminError as exc:
+        raise _Fail(str(exc)) from None
+    _echo(f"{out['name']}: {out['state']}")
+
+
+@connectors.command("pause")
+@click.argument("name")
+@_admin_url
+@_admin_token
+@pass_options
+def connectors_pause(options: _Options, name: str, admin_url: str, token: str | None) -> None:
+    """Pause connector NAME: its source stops polling, its sinks commit and wait."""
+    _control(options, admin_url, token, "PUT", f"/connectors/{_quote(name)}/pause")
+
+
+@connectors.command("resume")
+@click.argument("name")
+@_admin_url
+@_admin_token
+@pass_options
+def connectors_resume(options: _Options, name: str, admin_url: str, token: str | None) -> None:
+    """Resume connector NAME (paused or stopped)."""
+    _control(options, admin_url, token, "PUT", f"/connectors/{_quote(name)}/resume")
+
+
+@connectors.command("restart")
+@click.argument("name")
+@_admin_url
+@_admin_token
+@pass_options
+def connectors_restart(options: _Options, name: str, admin_url: str, token: str | None) -> None:
+    """Restart connector NAME: drain, flush, commit, start again (unpaused)."""
+    _control(options, admin_url, token, "POST", f"/connectors/{_quote(name)}/restart")
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
 # -- offsets ----------------------------------------------------------------------------------
 
 
