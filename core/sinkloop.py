@@ -274,7 +274,11 @@ class SinkLoop:
             status.last_batch_seconds = time.perf_counter() - started
         status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
         if problems:
-            await self._dead_letter(topic, end, problems)
+            try:
+                await self._dead_letter(topic, end, problems)
+            except DataError as exc:  # tolerance none: it names the first failed record
+                _blame(exc, problems[0][0].topic, problems[0][0].offset)
+                raise
 
     async def _dead_letter(
         self, topic: str, end: int, problems: list[tuple[Record, BaseException, str]]
