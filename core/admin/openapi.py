@@ -310,6 +310,7 @@ def document(version: str = "0") -> dict[str, Any]:
                     },
                     "Names, or with expand an object by name.",
                 ),
+                400,
                 params=[expand],
             )
         },
