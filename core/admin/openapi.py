@@ -485,6 +485,20 @@ def document(version: str = "0") -> dict[str, Any]:
             )
         },
     }
+    paths["/"] = {
+        "get": _op(
+            "The dashboard page (no data in it: it asks for the token and polls the API).",
+            {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+            tag="worker",
+        )
+    }
+    paths["/openapi.json"] = {
+        "get": _op(
+            "This document.",
+            _json({"type": "object"}, "OpenAPI 3.1."),
+            tag="worker",
+        )
+    }
     # PUT /connectors/{name}/config is PUT /connectors/{name}; 201 when it is new.
     put = _op(
         "Add or replace a connector (kept in the store: it survives a restart).",
