@@ -10,6 +10,7 @@ pipeline is changed by editing the file).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -81,6 +82,8 @@ class Controller:
         self.from_api: set[str] = set()
         #: (time, records in, records out) samples per pipeline, for the rates.
         self._samples: dict[str, deque[tuple[float, int, int]]] = {}
+        #: One change at a time (two restarts of one pipeline at once would start it twice).
+        self._lock = asyncio.Lock()
 
     # -- pipelines -----------------------------------------------------------------------------
 
@@ -156,15 +159,19 @@ class Controller:
             )
         self._running()
         pipeline = self.load(name, raw)
-        await self._keep(name, raw)
-        if existing is not None:
-            await self.worker.halt(name)
-            self.pipelines.remove(existing)
-        self.pipelines.append(pipeline)
-        self.from_api.add(name)
-        await self._take_leases(pipeline)
-        self.worker.add_delivery_groups(pipeline)
-        self.worker.spawn(pipeline)
+        async with self._lock:
+            existing = next((p for p in self.pipelines if p.name == name), None)
+            if existing is not None and name not in self.from_api:  # a file's, meanwhile
+                raise Refused(f"connector {name!r} is defined in {existing.file}")
+            await self._take_leases(pipeline)
+            await self._keep(name, raw)
+            if existing is not None:
+                await self.worker.halt(name)
+                self.pipelines.remove(existing)
+            self.pipelines.append(pipeline)
+            self.from_api.add(name)
+            self.worker.add_delivery_groups(pipeline)
+            self.worker.spawn(pipeline)
         return existing is None
 
     async def delete(self, name: str) -> None:
@@ -173,6 +180,13 @@ class Controller:
             raise Refused(
                 f"connector {name!r} is defined in {pipeline.file}: remove it from that file"
             )
+        async with self._lock:
+            await self._forget(pipeline)
+
+    async def _forget(self, pipeline: LoadedPipeline) -> None:
+        name = pipeline.name
+        if pipeline not in self.pipelines:  # deleted by a call that came first
+            raise NotFound(f"no connector {name!r}")
         await self.worker.halt(name)
         kept = await self.worker.store.positions(STORE_ID)
         kept.pop(name, None)
@@ -187,6 +201,10 @@ class Controller:
         self.worker.pipeline_states.pop(name, None)
         self.worker.tasks.pop(name, None)
         self._samples.pop(name, None)
+        ownership = self.worker.ownership
+        if ownership is not None:  # its leases are no longer renewed: they expire
+            gone = set(_lease_names(pipeline))
+            ownership.names = [n for n in ownership.names if n not in gone]
 
     async def _keep(self, name: str, raw: dict[str, Any]) -> None:
         kept = await self.worker.store.positions(STORE_ID)
@@ -197,11 +215,16 @@ class Controller:
         ownership = self.worker.ownership
         if ownership is None:
             return
-        names = [f"group {sink_group(pipeline.name, s.name)}" for s in pipeline.sinks]
-        if pipeline.source is not None:
-            names.append(f"source {source_id(pipeline.name, pipeline.source.name)}")
-        ownership.names = sorted(set(ownership.names) | set(names))
-        await ownership.acquire()
+        from ..mesh.ownership import OwnershipError
+
+        names = _lease_names(pipeline)
+        before = list(ownership.names)
+        ownership.names = sorted(set(before) | set(names))
+        try:
+            await ownership.acquire()
+        except OwnershipError as exc:
+            ownership.names = before
+            raise Refused(str(exc)) from None
 
     def _running(self) -> None:
         if self.worker.stopping:
@@ -223,23 +246,28 @@ class Controller:
         view = self.worker.pipeline_states.get(name)
         if view is not None and view.halted:
             self._running()
-            self._fresh(pipeline)
-            self.worker.spawn(pipeline)
+            async with self._lock:
+                view = self.worker.pipeline_states.get(name)
+                if view is not None and view.halted:
+                    self._fresh(pipeline)
+                    self.worker.spawn(pipeline)
         elif view is not None:
             view.resume()
 
     async def stop(self, name: str) -> None:
         self.get(name)
         self._running()
-        await self.worker.halt(name)
+        async with self._lock:
+            await self.worker.halt(name)
 
     async def restart(self, name: str) -> None:
         """Stop the pipeline (drain, flush, commit) and start it again, unpaused."""
         pipeline = self.get(name)
         self._running()
-        await self.worker.halt(name)
-        self._fresh(pipeline)
-        self.worker.spawn(pipeline)
+        async with self._lock:
+            await self.worker.halt(name)
+            self._fresh(pipeline)
+            self.worker.spawn(pipeline)
 
     def _fresh(self, pipeline: LoadedPipeline) -> None:
         for key in _status_keys(pipeline):
@@ -375,17 +403,18 @@ class Controller:
         if dry_run:
             return out
         self._running()
-        view = self.worker.pipeline_states.get(name)
-        was_paused = view is not None and view.paused
-        was_halted = view is not None and view.halted
-        await self.worker.halt(name)
-        for plan in plans:
-            await apply_reset(self.worker.store, plan)
-        if not was_halted:
-            self._fresh(pipeline)
-            self.worker.spawn(pipeline)
-            if was_paused:
-                self.worker.pipeline_states[name].pause()
+        async with self._lock:
+            view = self.worker.pipeline_states.get(name)
+            was_paused = view is not None and view.paused
+            was_halted = view is not None and view.halted
+            await self.worker.halt(name)
+            for plan in plans:
+                await apply_reset(self.worker.store, plan)
+            if not was_halted:
+                self._fresh(pipeline)
+                self.worker.spawn(pipeline)
+                if was_paused:
+                    self.worker.pipeline_states[name].pause()
         return out
 
     def reset_targets(self, name: str, body: Any) -> list[tuple[str | None, str]]:
@@ -425,6 +454,14 @@ def _target(value: Any) -> str:
     raise ConfigError(
         f"not a reset target: {value!r} (beginning, end, an offset, or a position object)"
     )
+
+
+def _lease_names(pipeline: LoadedPipeline) -> list[str]:
+    """The store leases running ``pipeline`` takes (:mod:`meshconnect.mesh.ownership`)."""
+    names = [f"group {sink_group(pipeline.name, s.name)}" for s in pipeline.sinks]
+    if pipeline.source is not None:
+        names.append(f"source {source_id(pipeline.name, pipeline.source.name)}")
+    return names
 
 
 def _status_keys(pipeline: LoadedPipeline) -> list[str]:
