@@ -224,6 +224,9 @@ def run(
     resumes from the committed offsets. With --admin, FILES may be left out: pipelines are
     then added over the admin API (docs/operations.md) and kept in the store.
     """
+    if admin is not None and ":" not in admin:
+        # `run --admin pipelines.yaml`: the optional value took a file (HOST:PORT has a colon).
+        files, admin = (admin, *files), "127.0.0.1:8083"
     if not files and admin is None:
         raise click.UsageError("give pipeline FILES (or --admin to add pipelines over its API)")
     config = options.load(files)

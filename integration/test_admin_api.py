@@ -5,6 +5,7 @@ with the failing record, auto-restart with its backoff, pipelines kept across a 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -366,3 +367,15 @@ def test_cli_status_and_connectors(worker: AdminWorker, tmp_path: Path) -> None:
     assert out.returncode == 1 and "404 no connector 'nope'" in out.stderr
     out = run_cli(state, "connectors", "pause", "orders", "--admin", worker.url)
     assert out.returncode == 1 and "401" in out.stderr
+    # --watch: a live table until Ctrl-C.
+    watch = subprocess.Popen(
+        meshconnect(state, "status", "--watch", "--interval", "0.2", *env_args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    watch.send_signal(signal.SIGINT)
+    stdout, stderr = watch.communicate(timeout=60)
+    assert watch.returncode == 0, stderr
+    assert "CONNECTOR" in stdout and "orders" in stdout and "RUNNING" in stdout
