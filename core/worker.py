@@ -250,6 +250,10 @@ class Worker:
         tasks = self.tasks.get(name, [])
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for p in self.config.pipelines:  # its sinks no longer hold a bounded run open
+            if p.name == name:
+                for sink in p.sinks:
+                    self.state.sink_gave_up(sink_group(name, sink.name))
 
     async def _retention_loop(self) -> None:
         """Apply the files' ``retention:`` every ``RETENTION_EVERY`` seconds (``run`` applies
