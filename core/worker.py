@@ -620,6 +620,9 @@ async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None
     """Put ``item`` unless the consumer has ended (then a full queue would block forever)."""
     if consumer.done():
         return False
+    if not queue.full():  # the usual case: no task, no wait
+        queue.put_nowait(item)
+        return True
     put = asyncio.ensure_future(queue.put(item))
     await asyncio.wait([put, consumer], return_when=asyncio.FIRST_COMPLETED)
     if not put.done():
