@@ -288,6 +288,25 @@ def document(version: str = "0") -> dict[str, Any]:
         "style": "form",
         "explode": True,
     }
+    # PUT /connectors/{name} and PUT /connectors/{name}/config are one operation: 201 when
+    # the connector is new, 200 when it replaced one.
+    put = _op(
+        "Add or replace a connector (kept in the store: it survives a restart).",
+        _json(_ref("Info"), "Replaced."),
+        400,
+        409,
+        params=[_NAME],
+        body=_ref("PipelineConfig"),
+    )
+    put["responses"]["201"] = _json(_ref("Info"), "Added.")
+    delete = _op(
+        "Stop and delete a connector added over the API.",
+        {"description": "Deleted."},
+        404,
+        409,
+        params=[_NAME],
+        code="204",
+    )
     paths: dict[str, Any] = {
         "/connectors": {
             "get": _op(
@@ -318,23 +337,8 @@ def document(version: str = "0") -> dict[str, Any]:
             "get": _op(
                 "A connector's config and tasks.", _json(_ref("Info"), "It."), 404, params=[_NAME]
             ),
-            "put": _op(
-                "Add or replace a connector (kept in the store: it survives a restart).",
-                _json(_ref("Info"), "Replaced."),
-                400,
-                409,
-                params=[_NAME],
-                body=_ref("PipelineConfig"),
-            )
-            | {"responses": {}},
-            "delete": _op(
-                "Stop and delete a connector added over the API.",
-                {"description": "Deleted."},
-                404,
-                409,
-                params=[_NAME],
-                code="204",
-            ),
+            "put": put,
+            "delete": delete,
         },
         "/connectors/{name}/config": {
             "get": _op(
@@ -343,8 +347,8 @@ def document(version: str = "0") -> dict[str, Any]:
                 404,
                 params=[_NAME],
             ),
-            "put": {},
-            "delete": {},
+            "put": dict(put),
+            "delete": dict(delete),
         },
         "/connectors/{name}/status": {
             "get": _op(
@@ -471,8 +475,7 @@ def document(version: str = "0") -> dict[str, Any]:
                 "Every pipeline started (leases taken, tasks out of STARTING) and not stopping.",
                 _json(_ref("Health"), "Ready."),
                 tag="worker",
-            )
-            | {},
+            ),
         },
         "/metrics": {
             "get": _op(
@@ -499,19 +502,6 @@ def document(version: str = "0") -> dict[str, Any]:
             tag="worker",
         )
     }
-    # PUT /connectors/{name}/config is PUT /connectors/{name}; 201 when it is new.
-    put = _op(
-        "Add or replace a connector (kept in the store: it survives a restart).",
-        _json(_ref("Info"), "Replaced."),
-        400,
-        409,
-        params=[_NAME],
-        body=_ref("PipelineConfig"),
-    )
-    put["responses"]["201"] = _json(_ref("Info"), "Added.")
-    paths["/connectors/{name}"]["put"] = put
-    paths["/connectors/{name}/config"]["put"] = dict(put)
-    paths["/connectors/{name}/config"]["delete"] = dict(paths["/connectors/{name}"]["delete"])
     paths["/ready"]["get"]["responses"]["503"] = _json(_ref("Health"), "Not ready (yet).")
     for path, ops in paths.items():
         for method, op in ops.items():
