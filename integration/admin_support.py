@@ -91,6 +91,7 @@ class AdminWorker:
         body: Any = None,
         token: str | bool | None = True,
         raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
         """``token``: True: the worker's (or, without one, the token file's); a string: that
         one; False/None: no Authorization header."""
@@ -102,6 +103,8 @@ class AdminWorker:
             token = self.token or self.token_file_value()
         if token:
             request.add_header("Authorization", f"Bearer {token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return Reply(response.status, dict(response.headers), response.read())

@@ -122,6 +122,10 @@ def test_without_a_token_reads_are_open_changes_need_the_token_file(tmp_path: Pa
     files = [write_pipeline(tmp_path / "p.yaml", [flowing("orders", "./in.jsonl", "./o.jsonl")])]
     with AdminWorker(tmp_path, files, token=None) as w:
         assert w.call("GET", "/connectors", token=None).json == ["orders"]
+        # A page that points a name of its own at 127.0.0.1 (DNS rebinding) reads nothing.
+        rebound = w.call("GET", "/connectors", token=None, headers={"Host": "evil.example"})
+        assert rebound.status == 403 and "loopback" in rebound.json["detail"]
+        assert w.call("GET", "/health", headers={"Host": f"localhost:{w.port}"}).status == 200
         assert w.call("PUT", "/connectors/orders/pause", token=None).status == 401
         token_file = tmp_path / "state" / "admin.token"
         assert token_file.stat().st_mode & 0o077 == 0  # only the owner reads it

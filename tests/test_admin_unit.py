@@ -103,3 +103,23 @@ def test_without_a_token_only_loopback_binds(host: str) -> None:
 def test_loopback_binds_without_a_token(host: str, tmp_path: Path) -> None:
     server = AdminServer(Any, host, None, tmp_path)  # type: ignore[arg-type]
     assert not server.token_given and len(server.token) >= 32
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("127.0.0.1:8083", True),
+        ("localhost:8083", True),
+        ("LOCALHOST", True),
+        ("[::1]:8083", True),
+        ("::1", True),
+        ("127.0.0.2", True),
+        ("evil.example:8083", False),
+        ("10.0.0.1:8083", False),
+        ("", False),
+    ],
+)
+def test_without_a_token_only_loopback_host_names_are_served(host: str, local: bool) -> None:
+    from meshconnect.admin.server import _local_host
+
+    assert _local_host(host) is local

@@ -154,6 +154,15 @@ class AdminServer:
         @web.middleware
         async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
             # The dashboard page holds no data (it asks for the token itself).
+            if not self.token_given and not _local_host(request.host):
+                # Reads are open on loopback: a web page must not reach them by pointing a
+                # name of its own at 127.0.0.1 (DNS rebinding).
+                return problem(
+                    403,
+                    "Forbidden",
+                    f"Host {request.host!r} is not a loopback name; without a token only "
+                    "localhost and loopback addresses are served",
+                )
             public = request.method == "GET" and request.path in ("/", "/dashboard.html")
             needs = request.method in _MUTATING or (self.token_given and not public)
             if needs and not self._authorized(request):
@@ -385,6 +394,15 @@ _CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "connect-src 'self'; img-src 'self' data:"
 )
+
+
+def _local_host(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (``localhost``, ``127.0.0.1:8083``,
+    ``[::1]:8083``)."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if name.startswith("["):
+        name = name[1 : name.find("]")]
+    return is_loopback(name.lower())
 
 
 async def _body(request: web.Request) -> Any:
