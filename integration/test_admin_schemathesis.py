@@ -55,6 +55,7 @@ def _all_passed(out: str) -> None:
     found = re.search(r"(\d+) generated, (\d+) passed", out)
     assert found and found.group(1) == found.group(2) and int(found.group(1)) > 100, out[-4000:]
     assert "failure" not in out.lower().split("summary")[-1], out[-4000:]
+    print(f"schemathesis: {found.group(0)}")
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Path) -> None:
