@@ -114,6 +114,10 @@ class SinkLoop:
         last_resolve = time.monotonic()
         await self._load_dead_marks()
         while not run.stopping:
+            if run.paused:  # paused over the admin API: commit what was written, then wait
+                await self._commit()
+                await run.wait_resumed()
+                continue
             progressed = False
             for topic in self.topics:
                 offset = self.offsets.get(topic, 0)
@@ -121,7 +125,11 @@ class SinkLoop:
                 if not records:
                     continue
                 progressed = True
-                await self._deliver(topic, records)
+                try:
+                    await self._deliver(topic, records)
+                except Exception as exc:  # the status shows the record it failed on
+                    _blame(exc, topic, records[0].offset)
+                    raise
                 self.offsets[topic] = records[-1].offset + 1  # type: ignore[operator]
                 if time.monotonic() - self.last_commit >= self.loaded.commit_interval:
                     await self._commit()
@@ -304,7 +312,11 @@ class SinkLoop:
                 trace.end(ended, error, written=len(out) - len(rejected), failed=len(rejected))
         status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
         if problems:
-            await self._dead_letter(topic, end, problems)
+            try:
+                await self._dead_letter(topic, end, problems)
+            except DataError as exc:  # tolerance none: it names the first failed record
+                _blame(exc, problems[0][0].topic, problems[0][0].offset)
+                raise
 
     async def _dead_letter(
         self, topic: str, end: int, problems: list[tuple[Record, BaseException, str]]
@@ -379,6 +391,7 @@ class SinkLoop:
                         continue
                     error.attempts = attempt  # type: ignore[attr-defined]
                     if not self._tolerated(error):
+                        _blame(error, pending[index].topic, pending[index].offset)
                         raise error from exc
                     failed.append((pending[index], error, "sink"))
                 if not retry:
@@ -391,6 +404,8 @@ class SinkLoop:
                 else:
                     exc.attempts = attempt  # type: ignore[attr-defined]
                     if not self._tolerated(exc):
+                        if len(pending) == 1:
+                            _blame(exc, pending[0].topic, pending[0].offset)
                         raise
                     if self._classify(exc) is not DataError or len(pending) == 1:
                         failed.extend((r, exc, "sink") for r in pending)
@@ -425,6 +440,16 @@ class SinkLoop:
         if kind is DataError:
             return True
         return kind in (RetriableError, StoreError) and self.loaded.errors.tolerance == "all"
+
+
+def _blame(exc: BaseException, topic: str | None, offset: int | None) -> None:
+    """Mark ``exc`` with the record it failed on, ``(topic, offset)``, unless a more precise
+    mark (one record of the batch) is already there; the worker's status shows it."""
+    if getattr(exc, "failed_record", None) is None and topic is not None and offset is not None:
+        try:
+            exc.failed_record = (topic, offset)  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type with __slots__
+            pass
 
 
 def _deep_copy(record: Record) -> Record:

@@ -29,7 +29,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .api import Ack, ConnectorContext, Flushed, Sink, Source, SourceBatch
 from .deliveries import Deliveries
@@ -43,13 +43,14 @@ from .metrics import ConnectorMeters, MetricsRegistry, store_file_bytes
 from .offsets import sink_group, source_id
 from .progress import ProgressReporter
 from .records import Record
-from .runstate import ConnectorStatus, RunState
+from .runstate import ConnectorStatus, PipelineRunState, RunState
 from .sinkloop import SinkLoop
 from .tracing import BatchTrace, Tracing
 from .tracing import from_environment as tracing_from_environment
 
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
+    from .mesh.ownership import Ownership
     from .mesh.store import MeshStore
 
 __all__ = ["ConnectorStatus", "Worker", "sink_group", "source_id"]
@@ -104,6 +105,13 @@ class Worker:
         self._failed_for_good: set[str] = set()
         #: Each connector's ``classify_error``, by status key (for the supervisor).
         self._classifiers: dict[str, Classifier] = {}
+        #: Each pipeline's view of the run state (pause, stop of that pipeline alone) and the
+        #: supervisor tasks of its source and sinks, by pipeline name (see :meth:`spawn`).
+        self.pipeline_states: dict[str, PipelineRunState] = {}
+        self.tasks: dict[str, list[asyncio.Task[None]]] = {}
+        #: The store leases of this run (set by :meth:`run`; :meth:`spawn` of a pipeline
+        #: added while running takes its leases through it).
+        self.ownership: Ownership | None = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -129,6 +137,7 @@ class Worker:
 
         ownership = Ownership(self.store, lease_names(self.config))
         await ownership.acquire()
+        self.ownership = ownership
 
         def lost(reason: str) -> None:
             log.error("%s: stopping", reason)
@@ -146,9 +155,6 @@ class Worker:
     async def _run_owned(self) -> int:
         pipelines = self.config.pipelines
         await self._apply_retention()
-        for p in pipelines:  # before any source runs: a wait for delivery counts every sink
-            for sink in p.sinks:
-                self.deliveries.add_group(sink_group(p.name, sink.name), sink_patterns(p, sink))
         with_source = [p for p in pipelines if p.source is not None]
         sources: list[tuple[LoadedPipeline, Source[Any]]] = []
         for p in with_source:
@@ -156,34 +162,16 @@ class Worker:
             sources.append((p, self._make_source(p)))
         # A run is bounded when it has sources and every one of them is bounded.
         self.state.bounded = bool(sources) and all(s.bounded for _, s in sources)
-        source_tasks = [
-            asyncio.create_task(
-                self._supervise(
-                    f"source {source_id(p.name, p.source.name)}",  # type: ignore[union-attr]
-                    lambda p=p, first=s: self._run_source(p, first),  # type: ignore[misc]
-                ),
-                name=f"source:{p.name}",
-            )
-            for p, s in sources
-        ]
-        sink_tasks = [
-            asyncio.create_task(
-                self._supervise(
-                    f"sink {sink_group(p.name, sink.name)}",
-                    lambda p=p, sink=sink: self._run_sink(p, sink),  # type: ignore[misc]
-                ),
-                name=f"sink:{p.name}/{sink.name}",
-            )
-            for p in pipelines
-            for sink in p.sinks
-        ]
+        first = {p.name: s for p, s in sources}
+        # Every sink counts for a wait for delivery before any source runs.
         for p in pipelines:
-            for sink in p.sinks:
-                ident = sink_group(p.name, sink.name)
-                self.statuses.setdefault(
-                    f"sink {ident}", ConnectorStatus(ident, "sink", sink.connector)
-                )
-                self.state.sink_started(ident)
+            self.add_delivery_groups(p)
+        source_tasks: list[asyncio.Task[None]] = []
+        sink_tasks: list[asyncio.Task[None]] = []
+        for p in pipelines:
+            made = self.spawn(p, first.get(p.name))
+            source_tasks += made[: 1 if p.source is not None else 0]
+            sink_tasks += made[1 if p.source is not None else 0 :]
         retention = asyncio.create_task(self._retention_loop(), name="retention")
         progress = asyncio.create_task(self._progress_loop(), name="progress")
         metrics = asyncio.create_task(self._metrics_loop(), name="metrics")
@@ -203,16 +191,83 @@ class Worker:
                 if not self.bounded:
                     await self.state.stopped()
             await asyncio.gather(*sink_tasks)
+            # Pipelines restarted or added over the admin API run tasks of their own.
+            while later := [t for ts in self.tasks.values() for t in ts if not t.done()]:
+                await asyncio.gather(*later)
         finally:
             background = (retention, progress, metrics)
-            for task in (*source_tasks, *sink_tasks, *background):
+            every = {*source_tasks, *sink_tasks, *(t for ts in self.tasks.values() for t in ts)}
+            for task in (*every, *background):
                 task.cancel()
-            await asyncio.gather(*source_tasks, *sink_tasks, *background, return_exceptions=True)
+            await asyncio.gather(*every, *background, return_exceptions=True)
             await self.http.close()
         if self.state.gave_up:
             log.error("run failed: %s", "; ".join(self.state.gave_up))
             return 1
         return 0
+
+    def add_delivery_groups(self, pipeline: LoadedPipeline) -> None:
+        """Count ``pipeline``'s sinks in waits for delivery (before its source runs)."""
+        for sink in pipeline.sinks:
+            self.deliveries.add_group(
+                sink_group(pipeline.name, sink.name), sink_patterns(pipeline, sink)
+            )
+
+    def spawn(
+        self, p: LoadedPipeline, first: Source[Any] | None = None
+    ) -> list[asyncio.Task[None]]:
+        """Start the supervisors of ``p``'s source (first in the list) and sinks under a fresh
+        :class:`PipelineRunState`; the admin API calls it again for a stopped pipeline."""
+        view = self.pipeline_states[p.name] = PipelineRunState(self.state, p.name)
+        tasks: list[asyncio.Task[None]] = []
+        if p.source is not None:
+            key = f"source {source_id(p.name, p.source.name)}"
+            self.statuses.setdefault(
+                key, ConnectorStatus(source_id(p.name, p.source.name), "source", p.source.connector)
+            )
+            self._failed_for_good.discard(key)
+            tasks.append(
+                asyncio.create_task(
+                    self._supervise(
+                        key,
+                        lambda p=p, first=first: self._run_source(p, first),  # type: ignore[misc]
+                        view,
+                    ),
+                    name=f"source:{p.name}",
+                )
+            )
+        for sink in p.sinks:
+            ident = sink_group(p.name, sink.name)
+            key = f"sink {ident}"
+            self.statuses.setdefault(key, ConnectorStatus(ident, "sink", sink.connector))
+            self._failed_for_good.discard(key)
+            self.state.sink_started(ident)
+            tasks.append(
+                asyncio.create_task(
+                    self._supervise(
+                        key,
+                        lambda p=p, sink=sink: self._run_sink(p, sink),  # type: ignore[misc]
+                        view,
+                    ),
+                    name=f"sink:{p.name}/{sink.name}",
+                )
+            )
+        self.tasks[p.name] = tasks
+        return tasks
+
+    async def halt(self, name: str) -> None:
+        """Stop pipeline ``name`` alone, as SIGTERM stops a run (sources drained, sinks
+        flushed and committed), and wait until its tasks ended."""
+        view = self.pipeline_states.get(name)
+        if view is not None:
+            view.halt()
+        tasks = self.tasks.get(name, [])
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for p in self.config.pipelines:  # its sinks no longer hold a bounded run open
+            if p.name == name:
+                for sink in p.sinks:
+                    self.state.sink_gave_up(sink_group(name, sink.name))
 
     async def _retention_loop(self) -> None:
         """Apply the files' ``retention:`` every ``RETENTION_EVERY`` seconds (``run`` applies
@@ -285,7 +340,9 @@ class Worker:
 
     # -- supervision ---------------------------------------------------------------------------
 
-    async def _supervise(self, key: str, start: Callable[[], Awaitable[None]]) -> None:
+    async def _supervise(
+        self, key: str, start: Callable[[], Awaitable[None]], view: PipelineRunState
+    ) -> None:
         status = self.statuses[key]
         ident = status.id
         while True:
@@ -297,6 +354,9 @@ class Worker:
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 status.set("FAILED", reason)
+                status.failed_topic, status.failed_offset = getattr(
+                    exc, "failed_record", (None, None)
+                )
                 status.restarts += 1
                 # A wrong config, path or permission: restarting cannot help (and the message
                 # says what to fix: no traceback for it).
@@ -307,9 +367,9 @@ class Worker:
                 if (
                     fatal
                     or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
-                    or self.stopping
+                    or view.stopping
                 ):
-                    if not self.stopping or fatal:
+                    if not view.stopping or fatal:
                         self.state.gave_up.append(f"{status.kind} {ident}: {reason}")
                     if status.kind == "sink":
                         self.state.sink_gave_up(ident)
@@ -321,6 +381,8 @@ class Worker:
                             self.stop()
                     return
                 delay = backoff(status.restarts, self.restart_backoff, MAX_RESTART_BACKOFF)
+                status.restart_delay = delay  # the admin API's status shows the backoff
+                status.next_restart = time.time() + delay
                 log.info(
                     "restarting %s %s in %.1fs (restart %d)",
                     status.kind,
@@ -329,7 +391,10 @@ class Worker:
                     status.restarts,
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.state.stopped(), delay)
+                    await asyncio.wait_for(view.stopped(), delay)
+                if view.halted:  # this pipeline was stopped over the admin API
+                    status.set("STOPPED", status.reason)
+                    return
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -378,7 +443,11 @@ class Worker:
                 await self.store.append([], {(ident, p): dict(v) for p, v in begun.items()})
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
-            while not self.stopping:
+            view = self.pipeline_states[pipeline.name]
+            while not view.stopping:
+                if view.paused:  # paused over the admin API: poll again once resumed
+                    await view.wait_resumed()
+                    continue
                 polled = time.time_ns() if self.tracing is not None else 0
                 batch, attempts = await retrying(
                     source.poll,
@@ -427,7 +496,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await source.stop()
                 source.context.http.remove_all()
-        self._finished(status, "in", "stored")
+        self._finished(status, "in", "stored", pipeline.name)
 
     def _trace_poll(self, pipeline: LoadedPipeline, batch: SourceBatch, polled: int) -> BatchTrace:
         """Start a source batch's span with its ``source poll`` stage (``mark``: when the
@@ -581,7 +650,7 @@ class Worker:
             status.set("RUNNING")
             log.info("sink %s started at %s", group, info.offsets or "the beginning")
             await SinkLoop(
-                self.state,
+                cast(RunState, self.pipeline_states[pipeline.name]),
                 self.store,
                 pipeline,
                 loaded,
@@ -595,10 +664,11 @@ class Worker:
         finally:
             with contextlib.suppress(Exception):
                 await sink.close()
-        self._finished(status, "read", "written")
+        self._finished(status, "read", "written", pipeline.name)
 
-    def _finished(self, status: ConnectorStatus, came: str, went: str) -> None:
-        status.set("STOPPED" if self.stopping else "DONE")
+    def _finished(self, status: ConnectorStatus, came: str, went: str, pipeline: str) -> None:
+        view = self.pipeline_states.get(pipeline)
+        status.set("STOPPED" if self.stopping or (view and view.stopping) else "DONE")
         log.info(
             "%s %s %s: %d records %s, %d %s, %d failed (%d dead-lettered)",
             status.kind,
