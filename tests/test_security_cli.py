@@ -470,7 +470,12 @@ def test_two_workers_started_together_run_the_pipeline_once(tmp_path: Path) -> N
     workers = [start(tmp_path, "run", str(path)) for _ in range(2)]
     loser = _wait_for(lambda: next((w for w in workers if w.poll() is not None), None))
     winner = next(w for w in workers if w is not loser)
-    _wait_for(lambda: len((tmp_path / "out.jsonl").read_text().splitlines()) >= 200)
+    _wait_for(
+        lambda: (
+            (tmp_path / "out.jsonl").exists()  # the winner may not have made it yet
+            and len((tmp_path / "out.jsonl").read_text().splitlines()) >= 200
+        )
+    )
     winner.send_signal(signal.SIGTERM)
     winner.communicate(timeout=TIMEOUT)
     _, loser_err = loser.communicate(timeout=TIMEOUT)
