@@ -161,7 +161,7 @@ def main() -> None:
         for i, python in enumerate(args.meshconnect, 1):
             yaml = f"other{i}.yaml"
             (work / yaml).write_text(PIPELINE.replace("out.jsonl", f"out-other{i}.jsonl"))
-            contenders[f"meshconnect ({python})"] = (
+            contenders[f"meshconnect #{i + 1}"] = (
                 [python, *mc, f"state-other{i}", "run", yaml],
                 f"out-other{i}.jsonl",
                 [f"state-other{i}"],
@@ -208,6 +208,8 @@ def main() -> None:
             for name, r in runs.items()
         }
         ref = medians.get("bytewax 0.21, -s 1")
+        for i, python in enumerate(args.meshconnect, 1):
+            print(f"meshconnect #{i + 1}: {python}")
         print(
             f"records: {n:,}; median of {repeat} interleaved rounds; python "
             f"{sys.version.split()[0]}, {os.cpu_count()} cpus; load average (1/5/15 min) "
