@@ -27,6 +27,7 @@ all of them), and each run's wall seconds, CPU seconds (user + system of that ch
 ``wait4``) and peak RSS (its ``ru_maxrss``) are its own. Medians are printed with the ratio to
 bytewax (records/s: higher is better; CPU-s and RSS: lower is better), and the load average
 before and after. Every contender's output must be byte-identical to the bare loop's.
+meshconnect's modules are byte-compiled first (see ``precompile``), as a wheel install has them.
 """
 
 from __future__ import annotations
@@ -99,6 +100,19 @@ def bytewax_python(venv: Path, install: bool) -> tuple[Path | None, str]:
     if subprocess.run(check, capture_output=True).returncode != 0:
         return None, f"bytewax does not import in {venv}"
     return python, ""
+
+
+def precompile(python: str) -> None:
+    """Write the bytecode of meshconnect's modules for ``python``, as ``pip install`` does:
+    with ``PYTHONDONTWRITEBYTECODE`` set (as on CI machines) and an editable install, every
+    run would otherwise compile ~90 modules again (~0.1 CPU-s), which bytewax, installed
+    from a wheel with its bytecode, never pays."""
+    code = (
+        "import compileall, os, meshconnect, meshconnect.connectors as c\n"
+        "for m in (meshconnect, c):\n"
+        "    compileall.compile_dir(os.path.dirname(m.__file__), quiet=2)\n"
+    )
+    subprocess.run([python, "-c", code], check=True)
 
 
 def timed_child(argv: list[str], cwd: Path) -> tuple[float, float, float]:
@@ -178,6 +192,8 @@ def main() -> None:
                 "out-bytewax.jsonl",
                 ["recovery"],
             )
+        for python in (sys.executable, *args.meshconnect):
+            precompile(python)
         runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in contenders}
         load_before = load()
         for _ in range(repeat):  # interleaved: a noisy neighbour hits every contender
