@@ -280,12 +280,13 @@ async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Records appended by this process are served from memory, at most TAIL_BYTES of stored
-    segments for all topics together (and always the newest segment), trimmed at every append
-    a segment at a time (so they are freed a batch at a time); older offsets come from
-    SQLite, with the same data."""
+    segments for all topics together (and always the newest TAIL_SEGMENTS segments), trimmed
+    at every append a segment at a time (so they are freed a batch at a time); older offsets
+    come from SQLite, with the same data."""
     from meshconnect.mesh import sqlite
 
     monkeypatch.setattr(sqlite, "TAIL_BYTES", 1500)
+    monkeypatch.setattr(sqlite, "TAIL_SEGMENTS", 1)
     store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
     await store.open()
     try:
@@ -317,22 +318,24 @@ async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
         await store.close()
 
 
-async def test_one_segment_larger_than_the_tail_budget_stays_cached(
+async def test_the_newest_segments_stay_cached_beyond_the_tail_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The newest segment is kept even when it alone exceeds TAIL_BYTES: a sink right behind
-    the source reads it from memory."""
+    """The newest TAIL_SEGMENTS segments are kept even when they exceed TAIL_BYTES (large
+    batches): a sink a couple of batches behind the source reads them from memory."""
     from meshconnect.mesh import sqlite
 
     monkeypatch.setattr(sqlite, "TAIL_BYTES", 10)
+    monkeypatch.setattr(sqlite, "TAIL_SEGMENTS", 2)
     store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
     await store.open()
     try:
         await store.append(batch(5))
-        records = batch(5, start=5)
-        await store.append(records)
+        records = batch(5, start=5) + batch(5, start=10)
+        await store.append(records[:5])
+        await store.append(records[5:])
         assert store._tail["orders"] == (5, records)
-        assert len(store._tail_segments) == 1
+        assert len(store._tail_segments) == 2
         got = await store.read("orders", 5, 10)
         assert all(a is b for a, b in zip(got, records, strict=True))
     finally:

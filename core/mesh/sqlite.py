@@ -45,7 +45,8 @@ read what was just appended without a query or a decode (contiguous offsets per 
 cache is bounded in bytes: the newest segments of all topics together, up to
 :data:`TAIL_BYTES` of their stored (encoded) size — a record held as Python objects takes
 about seven times its encoded size, so ~7 MiB for the default — and always the newest
-segment. Reads from other processes, and reads of older offsets, go to SQLite.
+:data:`TAIL_SEGMENTS` segments (large batches: up to eight of them). Reads from other
+processes, and reads of older offsets, go to SQLite.
 
 The key ``topic id << 44 | offset`` makes a topic a contiguous key range of the table's own
 B-tree. That allows 2**44 (1.7e13) offsets per topic and 2**19 - 1 topics; the store says so
@@ -92,6 +93,10 @@ _SPAN = 1 << _OFFSET_BITS  # offsets per topic
 #: in-process sink normally reads a segment right after its append; the budget covers the
 #: appends that land while it waits for a flush and commit.
 TAIL_BYTES = 1 << 20
+#: Segments the tail cache keeps whatever their size: a sink waiting for its flush and commit
+#: falls several batches behind, and with large batches (``batch_size: 5000``) 1 MiB would
+#: not hold them: it would decode most segments from SQLite (+30-50 % CPU, measured with 4).
+TAIL_SEGMENTS = 8
 _MAX_TOPIC_ID = (1 << (63 - _OFFSET_BITS)) - 1
 _TOPIC = operator.attrgetter("topic")
 
@@ -378,7 +383,8 @@ class SqliteStore(MeshStore):
     def _remember(self, groups: Mapping[str, Sequence[Record]], sizes: list[int]) -> None:
         """Keep appended records (by topic, offsets set; ``sizes`` the stored bytes of each
         group's segment) in the tail cache, on the event loop's thread, which alone touches
-        it; then drop the oldest segments beyond :data:`TAIL_BYTES`. A read that comes between
+        it; then drop the oldest segments beyond :data:`TAIL_BYTES` (keeping at least
+        :data:`TAIL_SEGMENTS`). A read that comes between
         the commit and this call simply goes to SQLite."""
         tail, segments = self._tail, self._tail_segments
         for (name, group), size in zip(groups.items(), sizes, strict=True):
@@ -392,7 +398,7 @@ class SqliteStore(MeshStore):
             entry[1].extend(group)
             segments.append((name, len(group), size))
             self._tail_bytes += size
-        while self._tail_bytes > TAIL_BYTES and len(segments) > 1:
+        while self._tail_bytes > TAIL_BYTES and len(segments) > TAIL_SEGMENTS:
             name, count, size = segments.popleft()
             self._tail_bytes -= size
             first, cached = tail[name]
