@@ -15,6 +15,7 @@ The workload is ``file_pipeline.py``'s (N JSON records: file input, parse, filte
     python integration/bench/peers.py                  # 1,000,000 records, 3 rounds
     python integration/bench/peers.py --records 200000 --repeat 5
     python integration/bench/peers.py --smoke          # tiny N, for CI (never installs bytewax)
+    python integration/bench/peers.py --startup --repeat 7   # start-up: --help, a 1-record run
 
 bytewax is a benchmark-only dependency: the script installs ``bytewax==0.21.1`` (and orjson)
 from the configured pip index into its own virtualenv, ``~/.cache/meshconnect-bench/
@@ -134,6 +135,41 @@ def timed_child(argv: list[str], cwd: Path) -> tuple[float, float, float]:
     return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+def startup(pythons: list[str], repeat: int) -> None:
+    """``meshconnect --help`` and a one-record ``meshconnect run`` with each interpreter,
+    interleaved: wall and CPU seconds (start-up targets of issue 21)."""
+    runs: dict[str, list[tuple[float, float]]] = {}
+    load_before = load()
+    with tempfile.TemporaryDirectory(prefix="mc-startup-") as tmp:
+        work = Path(tmp)
+        make_input(work / "in.jsonl", 1)
+        for _ in range(repeat):
+            for i, python in enumerate(pythons, 1):
+                shutil.rmtree(work / "state", ignore_errors=True)
+                (work / f"out{i}.jsonl").unlink(missing_ok=True)
+                (work / "one.yaml").write_text(PIPELINE.replace("out.jsonl", f"out{i}.jsonl"))
+                mc = [python, "-m", "meshconnect"]
+                for what, argv in (
+                    ("--help", [*mc, "--help"]),
+                    (
+                        "run, 1 record",
+                        [*mc, "--log-level", "warning", "--state", "state", "run", "one.yaml"],
+                    ),
+                ):
+                    wall, cpu, _ = timed_child(argv, work)
+                    runs.setdefault(f"#{i} {what}", []).append((wall, cpu))
+    print(
+        f"start-up, {repeat} interleaved rounds; load average {load_before} before, {load()} after"
+    )
+    for i, python in enumerate(pythons, 1):
+        print(f"#{i}: {python}")
+    print(f"{'command':22} {'wall min':>9} {'wall median':>12} {'CPU-s median':>13}")
+    for name, r in runs.items():
+        walls = [w for w, _ in r]
+        cpu = statistics.median(c for _, c in r)
+        print(f"{name:22} {min(walls):9.3f} {statistics.median(walls):12.3f} {cpu:13.3f}")
+
+
 def load() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -151,7 +187,18 @@ def main() -> None:
         default=[],
         help="also run meshconnect with this interpreter (another checkout's venv); repeatable",
     )
+    parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="measure start-up instead: --help and a one-record run (with --repeat rounds)",
+    )
     args = parser.parse_args()
+    if args.startup:
+        pythons = [sys.executable, *args.meshconnect]
+        for python in pythons:
+            precompile(python)
+        startup(pythons, 2 if args.smoke else max(args.repeat, 5))
+        return
     n = 5_000 if args.smoke else args.records
     repeat = 1 if args.smoke else args.repeat
     bw_python, why = bytewax_python(args.bytewax_venv, install=not args.smoke)
