@@ -264,6 +264,36 @@ async def test_bad_lines_go_to_failures_and_the_position_moves_past_them(tmp_pat
 
 
 @pytest.mark.parametrize(
+    "bad",
+    [b"{not json", b"", b"[" * 200 + b"]" * 200],
+    ids=["invalid", "blank", "too-deep"],
+)
+async def test_a_batch_with_a_bad_line_gives_what_a_clean_batch_gives_for_the_good_ones(
+    tmp_path: Path, bad: bytes
+) -> None:
+    """A batch whose lines all parse is decoded in bulk; one bad line (invalid, blank, nested
+    too deep) sends the batch line by line. Both give the good lines the same records: data,
+    ids (inode and byte offset) and the position after the batch."""
+    good = [{"n": i, "x": 1.25} for i in range(5)]
+    clean = json_lines(*good)
+    mixed = json_lines(*good[:2]) + bad + b"\n" + json_lines(*good[2:])
+    write(tmp_path / "clean.jsonl", clean)
+    write(tmp_path / "mixed.jsonl", mixed)
+
+    a = await read_to_end(await started(tmp_path, path="clean.jsonl"))
+    b = await read_to_end(await started(tmp_path, path="mixed.jsonl"))
+
+    assert a.data == b.data == good
+    shift = len(bad) + 1  # the bad line's bytes before the last three records
+    offsets_a = [int(r.id.split("-")[1]) for r in a.records]
+    offsets_b = [int(r.id.split("-")[1]) for r in b.records]
+    assert offsets_b == offsets_a[:2] + [o + shift for o in offsets_a[2:]]
+    assert a.positions[str(tmp_path / "clean.jsonl")]["offset"] == len(clean)
+    assert b.positions[str(tmp_path / "mixed.jsonl")]["offset"] == len(mixed)
+    assert len(b.failures) == (0 if bad == b"" else 1)
+
+
+@pytest.mark.parametrize(
     ("fmt", "content", "problem"),
     [
         ("cloudevents", b'{"id": "1", "type": "t"}\n', "invalid CloudEvent"),

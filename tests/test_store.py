@@ -335,12 +335,14 @@ def test_numbers_on_disk_are_what_the_store_serves() -> None:
 async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Records appended by this process are served from memory, at most TAIL_RECORDS per
-    topic, trimmed at every append (so they are freed a batch at a time); older offsets come
-    from SQLite, with the same data."""
+    """Records appended by this process are served from memory, at most TAIL_BYTES of stored
+    segments for all topics together (and always the newest TAIL_SEGMENTS segments), trimmed
+    at every append a segment at a time (so they are freed a batch at a time); older offsets
+    come from SQLite, with the same data."""
     from meshconnect.mesh import sqlite
 
-    monkeypatch.setattr(sqlite, "TAIL_RECORDS", 25)
+    monkeypatch.setattr(sqlite, "TAIL_BYTES", 1500)
+    monkeypatch.setattr(sqlite, "TAIL_SEGMENTS", 1)
     store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
     await store.open()
     try:
@@ -354,15 +356,44 @@ async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
             ]
             appended += records[:10]
             first, cached = store._tail["orders"]
-            assert len(cached) <= 25 and first + len(cached) == start + 10
+            assert first + len(cached) == start + 10  # the newest records, contiguous
+            assert len(cached) % 10 == 0  # whole segments
+            assert store._tail_bytes <= 1500 or len(store._tail_segments) == 1
+            assert store._tail_bytes == sum(size for _, _, size in store._tail_segments)
         first, cached = store._tail["orders"]
-        assert (first, len(cached)) == (75, 25)
-        recent = await store.read("orders", 80, 5)
-        assert [r.offset for r in recent] == [80, 81, 82, 83, 84]
-        assert all(a is b for a, b in zip(recent, appended[80:85], strict=True))  # from memory
+        assert 0 < len(cached) < 100  # bounded, not empty
+        assert all(a is b for a, b in zip(cached, appended[first:], strict=True))
+        recent = await store.read("orders", 95, 5)
+        assert [r.offset for r in recent] == [95, 96, 97, 98, 99]
+        assert all(a is b for a, b in zip(recent, appended[95:], strict=True))  # from memory
         everything = await store.read("orders", 0, 1000)
         assert [r.data for r in everything] == [{"i": i} for i in range(100)]
         assert [r.offset for r in everything] == list(range(100))
+        assert everything[0] is not appended[0]  # the oldest came from SQLite
+    finally:
+        await store.close()
+
+
+async def test_the_newest_segments_stay_cached_beyond_the_tail_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest TAIL_SEGMENTS segments are kept even when they exceed TAIL_BYTES (large
+    batches): a sink a couple of batches behind the source reads them from memory."""
+    from meshconnect.mesh import sqlite
+
+    monkeypatch.setattr(sqlite, "TAIL_BYTES", 10)
+    monkeypatch.setattr(sqlite, "TAIL_SEGMENTS", 2)
+    store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
+    await store.open()
+    try:
+        await store.append(batch(5))
+        records = batch(5, start=5) + batch(5, start=10)
+        await store.append(records[:5])
+        await store.append(records[5:])
+        assert store._tail["orders"] == (5, records)
+        assert len(store._tail_segments) == 2
+        got = await store.read("orders", 5, 10)
+        assert all(a is b for a, b in zip(got, records, strict=True))
     finally:
         await store.close()
 

@@ -28,7 +28,7 @@ Blocking I/O
     ``write()`` encodes a whole batch into one bytes blob (one ``dumps`` per record, numbers
     exact as :mod:`meshconnect.jsonvalue` writes them)
     and buffers it; the buffer goes to the file through ``asyncio.to_thread`` once it holds
-    4 MiB, at rotation and at ``flush()``. Opening, truncating and fsync go through the same
+    1 MiB, at rotation and at ``flush()``. Opening, truncating and fsync go through the same
     thread hop, so the event loop never waits on the disk.
 """
 
@@ -48,7 +48,7 @@ from .errors import io_error
 
 __all__ = ["FileSink"]
 
-_WRITE_BEHIND = 4 << 20
+_WRITE_BEHIND = 1 << 20
 
 
 def _size(path: str) -> int:

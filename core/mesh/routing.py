@@ -15,6 +15,7 @@ runs; a record that already has a topic keeps it.
 from __future__ import annotations
 
 import fnmatch
+import operator
 from typing import TYPE_CHECKING
 
 from ..config.topics import topic_problem
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["resolve_topics", "route", "sink_patterns", "template_glob"]
 
 _GLOB_SPECIAL = str.maketrans({"*": "[*]", "?": "[?]", "[": "[[]"})
+_TOPIC = operator.attrgetter("topic")
+_UNSET = {None}
 
 
 def route(
@@ -40,6 +43,10 @@ def route(
     A literal pipeline topic was checked by ``validate``."""
     template = pipeline.topic
     literal = template.literal
+    if literal is not None and set(map(_TOPIC, records)) == _UNSET:
+        for record in records:  # the usual batch: one literal topic, checked by validate
+            record.topic = literal
+        return records, []
     render = template.render
     routed: list[Record] = []
     failures: list[tuple[Record, BaseException, str]] = []

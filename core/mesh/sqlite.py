@@ -46,10 +46,13 @@ of its first record. One ``orjson.dumps`` and one row per batch, instead of a ro
 make appends about ten times cheaper; a read decodes the segments that cover the wanted
 offsets. Retention drops whole segments, and rewrites the one a count limit cuts through.
 
-**Tail cache.** Records appended by this process stay in memory (up to
-:data:`TAIL_RECORDS` per topic, contiguous offsets only), so sinks in the same worker read
-what was just appended without a query or a decode. Reads from other processes, and reads
-of older offsets, go to SQLite.
+**Tail cache.** Records appended by this process stay in memory, so sinks in the same worker
+read what was just appended without a query or a decode (contiguous offsets per topic). The
+cache is bounded in bytes: the newest segments of all topics together, up to
+:data:`TAIL_BYTES` of their stored (encoded) size — a record held as Python objects takes
+about seven times its encoded size, so ~7 MiB for the default — and always the newest
+:data:`TAIL_SEGMENTS` segments (large batches: up to eight of them). Reads from other
+processes, and reads of older offsets, go to SQLite.
 
 The key ``topic id << 44 | offset`` makes a topic a contiguous key range of the table's own
 B-tree. That allows 2**44 (1.7e13) offsets per topic and 2**19 - 1 topics; the store says so
@@ -59,6 +62,7 @@ rather than wrap around.
 from __future__ import annotations
 
 import asyncio
+import collections
 import operator
 import os
 import sqlite3
@@ -89,10 +93,16 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 _OFFSET_BITS = 44
 _SPAN = 1 << _OFFSET_BITS  # offsets per topic
-#: Records per topic the tail cache keeps: a sink further behind its topic's end reads from
-#: SQLite (a decode). Trimmed at every append, so the records dropped are freed a batch at a
-#: time, not tens of thousands at once (see :meth:`SqliteStore._remember`).
-TAIL_RECORDS = 40_000
+#: Stored bytes (segment bodies, all topics together) the tail cache keeps: a sink further
+#: behind its topic's end reads from SQLite (a decode). Trimmed at every append, a segment at
+#: a time, so records are freed a batch at a time (see :meth:`SqliteStore._remember`). An
+#: in-process sink normally reads a segment right after its append; the budget covers the
+#: appends that land while it waits for a flush and commit.
+TAIL_BYTES = 1 << 20
+#: Segments the tail cache keeps whatever their size: a sink waiting for its flush and commit
+#: falls several batches behind, and with large batches (``batch_size: 5000``) 1 MiB would
+#: not hold them: it would decode most segments from SQLite (+30-50 % CPU, measured with 4).
+TAIL_SEGMENTS = 8
 #: The most records, and encoded bytes, an append may hold to be committed on the event loop's
 #: thread instead of the store thread (see the module docstring, *Threads and processes*).
 INLINE_APPEND_RECORDS = 16
@@ -185,6 +195,9 @@ class SqliteStore(MeshStore):
         # The tail of each topic as appended by this process, so that sinks in the same worker
         # read fresh records without a SELECT and a decode: name -> (first offset, records).
         self._tail: dict[str, tuple[int, list[Record]]] = {}
+        # The cached segments, oldest first: (topic, records, stored bytes), and their total.
+        self._tail_segments: collections.deque[tuple[str, int, int]] = collections.deque()
+        self._tail_bytes = 0
         # The last segment decoded by a read (key, records): sinks read it in slices.
         self._decoded: tuple[int, list[Record]] | None = None
         self._appending = 0  # appends of this store in flight
@@ -207,7 +220,7 @@ class SqliteStore(MeshStore):
     async def close(self) -> None:
         """Close the connection and stop the thread (after the calls already queued)."""
         executor, self._executor = self._executor, None
-        self._tail.clear()
+        self._forget_tail()
         if executor is None:
             return
         self._on_thread += 1  # no inline append while the thread closes the connection
@@ -403,30 +416,52 @@ class SqliteStore(MeshStore):
                 offsets = list(range(first, first + len(records)))
             else:
                 offsets = [r.offset for r in records]  # type: ignore[misc]
-            self._remember(groups)
+            self._remember(groups, [len(body) for _, _, body in bodies])
         finally:
             self._appending -= 1
         if records:
             self._changes.notify()
         return offsets
 
-    def _remember(self, groups: Mapping[str, Sequence[Record]]) -> None:
-        """Keep appended records (by topic, offsets set) in the tail cache (on the event loop's
-        thread, which alone touches it); it holds contiguous offsets only. A read that comes
-        between the commit and this call simply goes to SQLite."""
-        tail = self._tail
-        for name, group in groups.items():
+    def _remember(self, groups: Mapping[str, Sequence[Record]], sizes: list[int]) -> None:
+        """Keep appended records (by topic, offsets set; ``sizes`` the stored bytes of each
+        group's segment) in the tail cache, on the event loop's thread, which alone touches
+        it; then drop the oldest segments beyond :data:`TAIL_BYTES` (keeping at least
+        :data:`TAIL_SEGMENTS`). A read that comes between
+        the commit and this call simply goes to SQLite."""
+        tail, segments = self._tail, self._tail_segments
+        for (name, group), size in zip(groups.items(), sizes, strict=True):
             offset = group[0].offset
             assert offset is not None
             entry = tail.get(name)
             if entry is None or entry[0] + len(entry[1]) != offset:
+                if entry is not None:  # not contiguous (another process appended): start over
+                    self._drop_topic(name)
                 entry = tail[name] = (offset, [])
             entry[1].extend(group)
-        for name, (first, cached) in list(tail.items()):
-            if len(cached) > TAIL_RECORDS:
-                drop = len(cached) - TAIL_RECORDS
-                del cached[:drop]
-                tail[name] = (first + drop, cached)
+            segments.append((name, len(group), size))
+            self._tail_bytes += size
+        while self._tail_bytes > TAIL_BYTES and len(segments) > TAIL_SEGMENTS:
+            name, count, size = segments.popleft()
+            self._tail_bytes -= size
+            first, cached = tail[name]
+            del cached[:count]
+            if cached:
+                tail[name] = (first + count, cached)
+            else:
+                del tail[name]
+
+    def _drop_topic(self, name: str) -> None:
+        """Forget the cached records of one topic."""
+        self._tail.pop(name, None)
+        kept = [s for s in self._tail_segments if s[0] != name]
+        self._tail_segments = collections.deque(kept)
+        self._tail_bytes = sum(size for _, _, size in kept)
+
+    def _forget_tail(self) -> None:
+        self._tail.clear()
+        self._tail_segments.clear()
+        self._tail_bytes = 0
 
     def _append_inline(
         self,
@@ -661,7 +696,7 @@ class SqliteStore(MeshStore):
         newest ``max_records`` and those appended more than ``max_age_s`` seconds ago (up to
         the first younger one, so the retained records stay contiguous). Offsets never change;
         the topic's start moves up. Returns how many records were deleted."""
-        self._tail.pop(topic, None)  # cached records may be below the new start
+        self._drop_topic(topic)  # cached records may be below the new start
         now = self._clock()
 
         def work(conn: sqlite3.Connection) -> int:
