@@ -89,7 +89,10 @@ class SinkLoop:
         self.offsets: dict[str, int] = dict(committed)
         self.committed: dict[str, int] = dict(committed)
         self.topics: list[str] = []
-        self.last_commit = time.monotonic()
+        # A group that never committed commits after its first batch: a crash soon after the
+        # first start then re-delivers one batch, not commit_interval's worth (sinks that find
+        # re-deliveries by their committed state, as the redis xadd sink does, need it).
+        self.last_commit = time.monotonic() if committed else float("-inf")
         self.committed_state: Any = object()  # unknown: the first commit always writes
         #: (topic, offsets) of each batch written since the last full flush, oldest first:
         #: what a partial flush's ``pending`` counts back from.
