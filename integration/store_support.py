@@ -5,11 +5,19 @@ imported so that a backend's test module runs them on its own store (it override
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import random
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conftest import lines, meshconnect, start_worker
 
 __all__ = ["STORE_TEST_MODULES", "import_store_tests"]
 
@@ -29,11 +37,10 @@ def import_store_tests() -> dict[str, Any]:
     for name in STORE_TEST_MODULES:
         module = importlib.import_module(name)
         for attr, value in vars(module).items():
-            if attr.startswith("test_") or getattr(value, "_pytestfixturefunction", None):
-                found[attr] = value
-            elif hasattr(value, "_fixture_function_marker") or type(value).__name__ in (
-                "FixtureFunctionDefinition",
-            ):
+            fixture = type(value).__name__ == "FixtureFunctionDefinition" or hasattr(
+                value, "_pytestfixturefunction"
+            )
+            if attr.startswith("test_") or fixture:
                 found[attr] = value
     found["clean_memory"] = clean_memory
     return found
@@ -46,3 +53,131 @@ def clean_memory() -> None:
     MemorySink.outputs.clear()
     MemorySink.crashed.clear()
     MemorySource.crashed.clear()
+
+
+# -- scenarios every networked backend runs ------------------------------------------------------
+
+FOLLOW = """
+pipelines:
+  - name: events
+    source:
+      connector: file
+      config: {path: in/events.jsonl, format: json, follow: true, poll_interval: 0.02,
+               batch_size: 500}
+    transforms:
+      - type: filter
+        where: "data.n % 7 != 0"
+    topic: events
+    sinks:
+      - name: out
+        connector: file
+        commit_interval: 0.05
+        batch_size: 300
+        config: {path: out/events.jsonl, format: json}
+"""
+
+
+def expected(total: int) -> list[int]:
+    return [n for n in range(total) if n % 7]
+
+
+def writer(path: Path, total: int, done: threading.Event, seconds: float) -> None:
+    """Append ``total`` JSON lines to ``path`` in bursts over about ``seconds`` seconds."""
+    rng = random.Random(42)
+    bursts = max(1, total // 200)
+    with path.open("a", encoding="utf-8") as f:
+        n = 0
+        while n < total:
+            burst = min(total - n, rng.randint(100, 300))
+            f.write(
+                "".join(
+                    json.dumps({"n": i, "pad": "x" * (i % 50)}) + "\n" for i in range(n, n + burst)
+                )
+            )
+            f.flush()
+            n += burst
+            time.sleep(seconds / bursts)
+    done.set()
+
+
+def output_numbers(path: Path) -> list[int]:
+    return [json.loads(line)["n"] for line in lines(path)]
+
+
+def finish(state: Path, config: Path, store_url: str, log_path: Path, out: Path, want: int) -> int:
+    """Run the pipeline once more until the output holds ``want`` lines (or two minutes),
+    stop it with SIGTERM and return its exit code."""
+    proc = start_worker(meshconnect(state, "--store", store_url, "run", str(config)), log_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(lines(out)) < want:
+        time.sleep(0.2)
+    time.sleep(0.5)  # would anything extra still arrive?
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=60)
+
+
+def sigkill_the_worker(tmp_path: Path, store_url: str, total: int = 20_000) -> list[int]:
+    """A followed file -> file pipeline on ``store_url``, the worker SIGKILLed at random
+    moments while lines arrive and restarted each time; returns the output lines at each kill
+    (the caller checks the output file, ``tmp_path / "out/events.jsonl"``)."""
+    (tmp_path / "in").mkdir()
+    source = tmp_path / "in" / "events.jsonl"
+    source.touch()
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(FOLLOW)
+    state = tmp_path / "state"
+    done = threading.Event()
+    thread = threading.Thread(target=writer, args=(source, total, done, 12.0), daemon=True)
+    thread.start()
+    rng = random.Random(7)
+    out = tmp_path / "out" / "events.jsonl"
+    log_path = tmp_path / "worker.log"
+    progress: list[int] = []
+    command = meshconnect(state, "--store", store_url, "run", str(config))
+    while not done.is_set() or len(progress) < 6:
+        proc = start_worker(command, log_path)
+        time.sleep(rng.uniform(0.1, 1.0))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        progress.append(len(lines(out)))
+    thread.join()
+    code = finish(state, config, store_url, log_path, out, len(expected(total)))
+    assert code == 0, log_path.read_text()[-3000:]
+    return progress
+
+
+def restart_the_engine(
+    tmp_path: Path, store_url: str, kill: Any, start: Any, total: int = 20_000
+) -> tuple[int, list[int]]:
+    """The same pipeline run by one worker while the engine is SIGKILLed (``kill()``) and
+    started again on the same port and data (``start()``) three times; returns the worker's
+    exit code and the output lines at each kill."""
+    (tmp_path / "in").mkdir()
+    source = tmp_path / "in" / "events.jsonl"
+    source.touch()
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(FOLLOW)
+    state = tmp_path / "state"
+    done = threading.Event()
+    thread = threading.Thread(target=writer, args=(source, total, done, 10.0), daemon=True)
+    thread.start()
+    out = tmp_path / "out" / "events.jsonl"
+    log_path = tmp_path / "worker.log"
+    proc = start_worker(meshconnect(state, "--store", store_url, "run", str(config)), log_path)
+    progress: list[int] = []
+    rng = random.Random(3)
+    for _ in range(3):
+        time.sleep(rng.uniform(1.0, 2.5))
+        kill()
+        progress.append(len(lines(out)))
+        time.sleep(rng.uniform(0.5, 2.0))  # the worker meets a dead engine meanwhile
+        start()
+    thread.join()
+    want = len(expected(total))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(lines(out)) < want and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=60), progress

@@ -8,9 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from redis_support import private_redis
+from store_support import expected, output_numbers, restart_the_engine, sigkill_the_worker
 
+from meshconnect.errors import ConfigError, StoreError
 from meshconnect.mesh.redis_store import RedisStore
-from meshconnect.mesh.store import MeshStore
+from meshconnect.mesh.store import FencedError, GroupInfo, MeshStore
+from meshconnect.records import Record
 from meshconnect.testing import FakeClock, StoreConformance
 
 
@@ -40,13 +44,129 @@ globals().update(import_store_tests())
 
 
 @pytest.fixture
-def store_url(redis_url: str) -> str:  # noqa: F811
+def store_url(redis_url: str) -> str:
     return redis_url
 
 
 @pytest.fixture
-async def store(redis_url: str):  # type: ignore[no-untyped-def]  # noqa: F811
+async def store(redis_url: str):  # type: ignore[no-untyped-def]
     made = RedisStore(redis_url)
     await made.open()
     yield made
     await made.close()
+
+
+# -- crashes: the worker, the server ---------------------------------------------------------------
+
+
+def test_a_worker_sigkilled_mid_stream_delivers_every_line_exactly_once(
+    tmp_path: Path, redis_url: str
+) -> None:
+    progress = sigkill_the_worker(tmp_path, redis_url)
+
+    assert len([n for n in progress if 0 < n < len(expected(20_000))]) >= 3, progress
+    assert output_numbers(tmp_path / "out" / "events.jsonl") == expected(20_000)
+
+
+def test_a_redis_restarted_mid_run_is_waited_out_and_nothing_is_lost(tmp_path: Path) -> None:
+    """SIGKILL the private redis-server three times while a worker streams through it, and
+    start it again on the same port and data: the worker reconnects and the output is exact
+    (appendfsync always: what Redis acknowledged survives its crash)."""
+    with private_redis(tmp_path / "redis") as server:
+        url = f"{server.url}?prefix=restart"
+
+        code, progress = restart_the_engine(tmp_path, url, server.kill, server.start)
+
+    assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
+    assert len([n for n in progress if n > 0]) >= 2, progress
+    assert output_numbers(tmp_path / "out" / "events.jsonl") == expected(20_000)
+
+
+# -- leases and fencing ----------------------------------------------------------------------------
+
+
+async def test_a_replaced_owner_can_neither_append_nor_commit(redis_url: str) -> None:
+    """A worker that stalled past its lease and was replaced: its store refuses to set the
+    source's positions or commit the group, and writes nothing."""
+    stale, current = RedisStore(redis_url), RedisStore(redis_url)
+    await stale.open()
+    await current.open()
+    names = ["source p/in", "group p/out"]
+    assert await stale.acquire_leases(names, "w1", 30, now=100) == []
+    assert await current.acquire_leases(names, "w2", 30, now=200) == []  # w1's ran out
+
+    with pytest.raises(FencedError, match="source p/in"):
+        await stale.append([Record({"n": 1}, topic="t")], {("p/in", "f"): {"line": 1}})
+    with pytest.raises(FencedError, match="group p/out"):
+        await stale.commit("p/out", {"t": 1}, {"size": 1})
+    await current.append([Record({"n": 2}, topic="t")], {("p/in", "f"): {"line": 2}})
+    await current.commit("p/out", {"t": 1})
+
+    assert await current.end_offsets(["t"]) == {"t": 1}
+    assert await current.positions("p/in") == {"f": {"line": 2}}
+    assert await current.group("p/out") == GroupInfo("p/out", {"t": 1}, None)
+    assert stale.lease_epochs() == {"source p/in": 1, "group p/out": 1}
+    assert current.lease_epochs() == {"source p/in": 2, "group p/out": 2}
+    await stale.close()
+    await current.close()
+
+
+async def test_renewing_keeps_the_epoch_and_stores_without_leases_are_not_fenced(
+    redis_url: str,
+) -> None:
+    owner, tool = RedisStore(redis_url), RedisStore(redis_url)
+    await owner.open()
+    await tool.open()
+    await owner.acquire_leases(["group g"], "w1", 30, now=100)
+    await owner.acquire_leases(["group g"], "w1", 30, now=120)
+
+    await owner.commit("g", {"t": 3})
+    await tool.reset_group("g", {"t": 0})  # offsets reset: no lease of its own, no fencing
+
+    assert owner.lease_epochs() == {"group g": 1}
+    assert await owner.group("g") == GroupInfo("g", {"t": 0}, None)
+    await owner.close()
+    await tool.close()
+
+
+# -- URLs and the plugin ---------------------------------------------------------------------------
+
+
+def test_the_backend_is_registered_for_redis_urls() -> None:
+    from meshconnect.mesh import open_store
+    from meshconnect.testing import test_registry
+
+    store = open_store("redis://localhost:6379/2?prefix=shop", test_registry())
+
+    assert isinstance(store, RedisStore)
+    assert (store.prefix, store.url) == ("shop", "redis://localhost:6379/2?prefix=shop")
+
+
+def test_the_password_never_shows() -> None:
+    store = RedisStore("redis://app:s3cret@localhost:6379/0")
+
+    assert "s3cret" not in store.url and "s3cret" not in repr(store)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://",
+        "redis://localhost:6379/x",
+        "redis://localhost/0?prefix={a}",
+        "redis://localhost/0?reconnect_timeout=soon",
+        "redis://localhost/0?color=red",
+    ],
+)
+def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError, match="redis store URL"):
+        RedisStore(url)
+
+
+async def test_an_unreachable_server_is_a_store_error_after_the_reconnect_timeout() -> None:
+    from mariadb import free_port
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0?reconnect_timeout=0.3")
+
+    with pytest.raises(StoreError, match=r"unreachable for 0\.3 s"):
+        await store.open()

@@ -456,9 +456,7 @@ class RedisStore(MeshStore):
                         f"{self.reconnect_timeout:g} s ({type(exc).__name__}: {exc})"
                     ) from exc
                 if not warned:
-                    log.warning(
-                        "mesh store %s: %s: %s; waiting for Redis", self.url, what, exc or exc
-                    )
+                    log.warning("mesh store %s: %s: %s; waiting for Redis", self.url, what, exc)
                     warned = True
             except rx.ResponseError as exc:
                 text = str(exc)
