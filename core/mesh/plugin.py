@@ -31,6 +31,12 @@ def _redis(url: str) -> MeshStore:
     return RedisStore(url)
 
 
+def _nats(url: str) -> MeshStore:
+    from .nats_store import NatsStore
+
+    return NatsStore(url)
+
+
 @hookimpl
 def meshconnect_stores() -> list[StoreSpec]:
     """The ``sqlite`` (embedded default, WAL), ``memory`` (tests), ``redis`` (Redis Streams)
@@ -52,4 +58,6 @@ def meshconnect_stores() -> list[StoreSpec]:
             "Redis Streams (extra [redis]): redis://HOST:PORT/DB?prefix=NAME",
         ),
         StoreSpec("rediss", _redis, "Redis Streams over TLS: rediss://HOST:PORT/DB?prefix=NAME"),
+        StoreSpec("nats", _nats, "NATS JetStream (extra [nats]): nats://HOST:PORT?prefix=NAME"),
+        StoreSpec("tls", _nats, "NATS JetStream over TLS: tls://HOST:PORT?prefix=NAME"),
     ]
