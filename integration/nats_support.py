@@ -31,8 +31,13 @@ class NatsServer:
     host = "127.0.0.1"
 
     @staticmethod
+    def binary() -> str | None:
+        """The nats-server executable (Debian's package puts it in /usr/sbin)."""
+        return shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin")
+
+    @staticmethod
     def missing() -> str | None:
-        return None if shutil.which("nats-server") else "nats-server is not on PATH"
+        return None if NatsServer.binary() else "nats-server is not on PATH nor in /usr/sbin"
 
     @property
     def url(self) -> str:
@@ -44,7 +49,7 @@ class NatsServer:
         offset = log_path.stat().st_size if log_path.exists() else 0
         self.process = subprocess.Popen(
             [
-                "nats-server", "-js",
+                self.binary() or "nats-server", "-js",
                 "-a", self.host, "-p", str(self.port),
                 "-sd", str(self.base / "jetstream"),
                 "-l", str(log_path),
