@@ -1,6 +1,6 @@
 """The mesh store on NATS JetStream, for workers spread over several machines.
 
-URL: ``nats://[USER:PASSWORD@]HOST:PORT`` (``tls://`` for TLS), with options ``?prefix=NAME``
+URL: ``nats://[USER:PASSWORD@]HOST:PORT`` (TLS is not supported yet), with options ``?prefix=NAME``
 (default ``meshconnect``; letters, digits, ``-`` and ``_``: the namespace of every stream and
 bucket), ``duplicate_window=SECONDS`` (default 600: how long JetStream remembers message ids,
 see *Guarantee*), ``reconnect_timeout=SECONDS`` (default 60: how long an operation waits for a
@@ -157,6 +157,8 @@ class NatsStore(MeshStore):
         self._known: dict[str, tuple[dict[str, str], int]] = {}
         self._held: dict[str, tuple[str, int]] = {}
         self._tail: dict[str, tuple[int, list[Record]]] = {}
+        #: Per topic, the pull consumer reading on and the offset it delivers next.
+        self._readers: dict[str, tuple[int, Any]] = {}
         self._appending = 0
         self._subject_prefix = f"mc.{self.prefix}"
         self._stream_prefix = f"MC_{self.prefix}_T_"
@@ -226,6 +228,7 @@ class NatsStore(MeshStore):
         self._js = None
         self._kv = {}
         self._streams.clear()
+        self._readers.clear()
         self._tail.clear()
         self._held.clear()
         self._known.clear()
@@ -527,7 +530,49 @@ class NatsStore(MeshStore):
         last = min(end, offset + min(limit, _READ_AHEAD))
         if offset >= last:
             return []
+        try:
+            return await self._fetch(topic, offset, last - offset)
+        except Exception as exc:  # the consumer is gone (a restarted server): by sequence
+            log.debug("mesh store %s: reading %s by consumer failed: %r", self.url, topic, exc)
+            await self._drop_reader(topic)
         return await self._call("read", lambda: self._get_range(topic, offset, last))
+
+    async def _fetch(self, topic: str, offset: int, n: int) -> list[Record]:
+        """``n`` messages (that exist) from ``offset`` on through this store's pull consumer
+        on the topic: one request for the lot. A consumer serves one reader reading on; a
+        read elsewhere makes a new one (ephemeral, in memory, gone after a minute unused)."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        reader = self._readers.get(topic)
+        if reader is None or reader[0] != offset:
+            await self._drop_reader(topic)
+            config = ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=offset + 1,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=60.0,
+                mem_storage=True,
+                num_replicas=1,
+            )
+            sub = await self._jetstream().pull_subscribe(
+                self._subject(topic), stream=self._stream(topic), config=config
+            )
+            reader = (offset, sub)
+            self._readers[topic] = reader
+        messages = await reader[1].fetch(batch=n, timeout=5.0)
+        rows = [(m.metadata.sequence.stream - 1, *_decode(m.data)) for m in messages]
+        if not rows or rows[0][0] < offset:
+            raise StoreError(f"consumer of {topic} is not at offset {offset}")
+        self._readers[topic] = (rows[-1][0] + 1, reader[1])
+        return decode_rows(rows, topic)
+
+    async def _drop_reader(self, topic: str) -> None:
+        reader = self._readers.pop(topic, None)
+        if reader is not None:
+            try:
+                await reader[1].unsubscribe()
+            except Exception:  # the connection went: the server drops it by itself
+                pass
 
     async def _get_range(self, topic: str, first: int, end: int) -> list[Record]:
         js = self._jetstream()
@@ -886,7 +931,7 @@ def _decode(body: bytes) -> tuple[Any, ...]:
 def _parse_url(url: str) -> tuple[list[str], str, str, float, float, int]:
     """``(servers, URL to show, prefix, duplicate window, reconnect timeout, replicas)``."""
     parts = urlsplit(url)
-    if parts.scheme not in ("nats", "tls") or not parts.hostname or parts.path.strip("/"):
+    if parts.scheme != "nats" or not parts.hostname or parts.path.strip("/"):
         raise ConfigError(
             f"invalid nats store URL {_shown(url)!r}: use nats://HOST:PORT (options: "
             "?prefix=NAME&duplicate_window=SECONDS&reconnect_timeout=SECONDS&replicas=N)"

@@ -59,5 +59,4 @@ def meshconnect_stores() -> list[StoreSpec]:
         ),
         StoreSpec("rediss", _redis, "Redis Streams over TLS: rediss://HOST:PORT/DB?prefix=NAME"),
         StoreSpec("nats", _nats, "NATS JetStream (extra [nats]): nats://HOST:PORT?prefix=NAME"),
-        StoreSpec("tls", _nats, "NATS JetStream over TLS: tls://HOST:PORT?prefix=NAME"),
     ]
