@@ -5,6 +5,7 @@ imported so that a backend's test module runs them on its own store (it override
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import random
@@ -28,9 +29,10 @@ STORE_TEST_MODULES = ("test_worker", "test_errors_policy", "test_errors_replay",
 
 
 def import_store_tests() -> dict[str, Any]:
-    """The tests and fixtures of :data:`STORE_TEST_MODULES`, by name (the caller overrides
-    the store fixtures afterwards). Each module's autouse ``clean_memory`` clears part of the
-    test doubles' class state: one fixture here clears all of it."""
+    """The tests of :data:`STORE_TEST_MODULES` that take a store, and their fixtures, by
+    name (the caller overrides the store fixtures afterwards). Each module's autouse
+    ``clean_memory`` clears part of the test doubles' class state: one fixture here clears
+    all of it."""
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
     found: dict[str, Any] = {}
@@ -40,10 +42,17 @@ def import_store_tests() -> dict[str, Any]:
             fixture = type(value).__name__ == "FixtureFunctionDefinition" or hasattr(
                 value, "_pytestfixturefunction"
             )
-            if attr.startswith("test_") or fixture:
+            if fixture or (attr.startswith("test_") and _takes_a_store(value)):
                 found[attr] = value
     found["clean_memory"] = clean_memory
     return found
+
+
+def _takes_a_store(test: Any) -> bool:
+    """Whether a test gets its store from the fixtures (the others, on a memory store of
+    their own, already run with the unit tests)."""
+    parameters = inspect.signature(test).parameters
+    return bool({"store_url", "store"} & set(parameters))
 
 
 @pytest.fixture(autouse=True)

@@ -150,7 +150,7 @@ class NatsStore(MeshStore):
         self._js: JetStreamContext | None = None
         self._kv: dict[str, KeyValue] = {}
         self._streams: set[str] = set()  # streams known to exist
-        self._publish_lock = asyncio.Lock()
+        self._publish_lock: asyncio.Lock | None = None  # made by open(), on its event loop
         #: The last positions this store saw per connector (what the next batch starts from).
         #: (position texts by partition, KV revision): the revision changes with every commit
         #: and reset, so a batch's message ids never match those of a different history.
@@ -206,6 +206,7 @@ class NatsStore(MeshStore):
             raise StoreError(f"mesh store {self.url}: connect: {exc!r}") from exc
         try:
             self._js = self._nc.jetstream(timeout=5)
+            self._publish_lock = asyncio.Lock()
             for name in ("positions", "groups", "leases"):
                 self._kv[name] = await self._call("open", functools.partial(self._bucket, name))
             await self._nc.subscribe(f"{self._subject_prefix}.changed", cb=self._on_change)
@@ -368,7 +369,9 @@ class NatsStore(MeshStore):
         js = self._jetstream()
         for topic in {str(r.topic) for r in records}:
             await self._ensure_stream(topic)
-        async with self._publish_lock:  # one batch's messages stay together in each stream
+        lock = self._publish_lock
+        assert lock is not None
+        async with lock:  # one batch's messages stay together in each stream
             futures = []
             for i, (r, body) in enumerate(zip(records, bodies, strict=True)):
                 digest = hashlib.blake2b(basis, digest_size=16)
