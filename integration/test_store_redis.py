@@ -170,3 +170,21 @@ async def test_an_unreachable_server_is_a_store_error_after_the_reconnect_timeou
 
     with pytest.raises(StoreError, match=r"unreachable for 0\.3 s"):
         await store.open()
+
+
+async def test_an_append_whose_reply_was_lost_is_not_stored_twice(redis_url: str) -> None:
+    """The connection drops after the script ran: the append is sent again with the same
+    token (by the store, or by the worker retrying the same list of records), and the script
+    answers with the first result instead of appending again."""
+    store = RedisStore(redis_url)
+    await store.open()
+    records = [Record({"n": i}, topic="t") for i in range(3)]
+    store._unsettled.append((records, "lost-reply"))
+    first = await store.append(records, {("c", "p"): {"n": 3}})
+
+    store._unsettled.append((records, "lost-reply"))  # as if its reply had not arrived
+    again = await store.append(records, {("c", "p"): {"n": 3}})
+
+    assert first == again == [0, 1, 2]
+    assert await store.end_offsets(["t"]) == {"t": 3}
+    await store.close()
