@@ -371,16 +371,15 @@ class NatsStore(MeshStore):
             await self._ensure_stream(topic)
         lock = self._publish_lock
         assert lock is not None
-        async with lock:  # one batch's messages stay together in each stream
-            futures = []
-            for i, (r, body) in enumerate(zip(records, bodies, strict=True)):
-                digest = hashlib.blake2b(basis, digest_size=16)
-                digest.update(f"\0{i}\0{r.source}\0{r.id}".encode())
-                headers = {"Nats-Msg-Id": digest.hexdigest(), "Mc-At": now}
-                futures.append(
-                    await js.publish_async(self._subject(str(r.topic)), body, headers=headers)
-                )
+        futures: list[asyncio.Future[Any]] = []
         try:
+            async with lock:  # one batch's messages stay together in each stream
+                for i, (r, body) in enumerate(zip(records, bodies, strict=True)):
+                    digest = hashlib.blake2b(basis, digest_size=16)
+                    digest.update(f"\0{i}\0{r.source}\0{r.id}".encode())
+                    headers = {"Nats-Msg-Id": digest.hexdigest(), "Mc-At": now}
+                    subject = self._subject(str(r.topic))
+                    futures.append(await js.publish_async(subject, body, headers=headers))
             acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
         except BaseException:
             for future in futures:  # frees the client's slots for unanswered publishes

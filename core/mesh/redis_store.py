@@ -233,6 +233,8 @@ class RedisStore(MeshStore):
         while True:
             try:
                 return await operation()
+            except (rx.AuthenticationError, rx.AuthorizationError) as exc:
+                raise StoreError(f"mesh store {self.url}: {what}: {exc}") from exc
             except (rx.ConnectionError, rx.TimeoutError, ConnectionError, TimeoutError) as exc:
                 if time.monotonic() + delay > deadline:
                     raise StoreError(
