@@ -26,10 +26,10 @@ old positions, reads the same records again and publishes them under the same id
 JetStream drops them as duplicates (and answers with the first copy's sequence) if this
 happens within ``duplicate_window``. So the path into the mesh is exactly-once **when the
 source reads the same records in the same order from a committed position** (the ``file``,
-``canal``, ``jdbc`` and ``s3`` sources do) **and the worker is back within
-``duplicate_window``**; otherwise it is at-least-once: the records published before the crash
-are stored again. Records appended without positions (none are, by the worker) are
-at-least-once. Group commits and position updates are single KV writes: atomic.
+``jdbc`` and ``s3`` sources, whose record ids come from what they read) **and the worker is
+back within ``duplicate_window``**; otherwise it is at-least-once: the records published
+before the crash are stored again. Records appended without positions are at-least-once.
+Group commits and position updates are single KV writes: atomic.
 
 **A lost connection** is waited out for up to ``reconnect_timeout`` seconds (nats-py
 reconnects by itself; each operation is retried meanwhile). A publish whose acknowledgement
