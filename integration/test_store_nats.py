@@ -12,7 +12,7 @@ import pytest
 from nats_support import private_nats
 from store_support import expected, output_numbers, restart_the_engine, sigkill_the_worker
 
-from meshconnect.errors import ConfigError, StoreError
+from meshconnect.errors import ConfigError, DataError, StoreError
 from meshconnect.mesh.nats_store import NatsStore
 from meshconnect.mesh.store import FencedError, GroupInfo, MeshStore
 from meshconnect.records import Record
@@ -98,37 +98,47 @@ def lines_batch(first: int, n: int) -> list[Record]:
 async def test_a_crash_between_publish_and_position_commit_is_deduplicated(
     nats_url: str,
 ) -> None:
-    """A worker dies after its records were published and before their position was set:
-    the next worker reads them again from the old position, in a bigger batch, and only the
-    records that were not stored yet get new offsets."""
-    first = NatsStore(nats_url)
-    await first.open()
-    await first.append(lines_batch(0, 3), {("p/in", "in.jsonl"): {"line": 3}})
-    # the crash: records published, the position commit never made
-    await first._publish(lines_batch(3, 4), *published_with(first, "p/in", 4))
-    await first.close()
+    """A worker's records are published but their position is never set (here: its lease
+    was taken over, so the position commit is refused, as a crash would leave it): the next
+    owner reads them again from the old position, in a bigger batch, and only the records
+    that were not stored yet get new offsets."""
+    stale, current = NatsStore(nats_url), NatsStore(nats_url)
+    await stale.open()
+    await current.open()
+    await stale.append(lines_batch(0, 3), {("p/in", "in.jsonl"): {"line": 3}})
+    await stale.acquire_leases(["source p/in"], "w1", 30, now=100)
+    await current.acquire_leases(["source p/in"], "w2", 30, now=200)
+    with pytest.raises(FencedError):  # published, then the position commit is refused
+        await stale.append(lines_batch(3, 4), {("p/in", "in.jsonl"): {"line": 7}})
 
-    second = NatsStore(nats_url)
-    await second.open()
-    assert await second.positions("p/in") == {"in.jsonl": {"line": 3}}
-    again = await second.append(lines_batch(3, 6), {("p/in", "in.jsonl"): {"line": 9}})
+    assert await current.positions("p/in") == {"in.jsonl": {"line": 3}}
+    again = await current.append(lines_batch(3, 6), {("p/in", "in.jsonl"): {"line": 9}})
 
     assert again == [3, 4, 5, 6, 7, 8]
-    assert [r.data["n"] for r in await second.read("t", 0, 100)] == list(range(9))
-    await second.close()
+    assert [r.data["n"] for r in await current.read("t", 0, 100)] == list(range(9))
+    assert await current.end_offsets(["t"]) == {"t": 9}
+    await stale.close()
+    await current.close()
 
 
-def published_with(store: NatsStore, connector: str, n: int) -> tuple[list[bytes], bytes, str]:
-    """The arguments ``append`` gives ``_publish`` for the next batch of ``connector``."""
-    from meshconnect.mesh import nats_store
+async def test_a_smaller_batch_read_again_keeps_the_first_copys_offsets(nats_url: str) -> None:
+    """Read again after the crash, the batch holds fewer records than were published: they
+    keep their offsets; what the first copy held beyond them is stored again later (the
+    at-least-once part of the guarantee)."""
+    stale, current = NatsStore(nats_url), NatsStore(nats_url)
+    await stale.open()
+    await current.open()
+    await stale.acquire_leases(["source p/in"], "w1", 30, now=100)
+    await current.acquire_leases(["source p/in"], "w2", 30, now=200)
+    with pytest.raises(FencedError):
+        await stale.append(lines_batch(0, 5), {("p/in", "in.jsonl"): {"line": 5}})
 
-    records = lines_batch(3, n)
-    texts, revision = store._known[connector]
-    basis = nats_store.orjson.dumps(
-        {connector: [revision, {"in.jsonl": texts.get("in.jsonl")}]},
-        option=nats_store.orjson.OPT_SORT_KEYS,
-    )
-    return [nats_store._encode(i, r) for i, r in enumerate(records)], basis, "0"
+    again = await current.append(lines_batch(0, 2), {("p/in", "in.jsonl"): {"line": 2}})
+    rest = await current.append(lines_batch(2, 3), {("p/in", "in.jsonl"): {"line": 5}})
+
+    assert (again, rest) == ([0, 1], [5, 6, 7])
+    await stale.close()
+    await current.close()
 
 
 async def test_after_an_offsets_reset_the_same_records_are_stored_again(nats_url: str) -> None:
@@ -213,3 +223,39 @@ async def test_an_unreachable_server_is_a_store_error_after_the_reconnect_timeou
 
     with pytest.raises(StoreError, match=r"unreachable for 0\.3 s"):
         await store.open()
+
+
+# -- message sizes ---------------------------------------------------------------------------------
+
+
+async def test_a_batch_bigger_than_a_message_is_split_with_dense_offsets(nats_url: str) -> None:
+    """A batch is one message unless it exceeds the server's max_payload (1 MB here)."""
+    store, reader = NatsStore(nats_url), NatsStore(nats_url)
+    await store.open()
+    await reader.open()
+    records = [Record({"i": i, "pad": "x" * 1000}, topic="t") for i in range(3000)]
+
+    offsets = await store.append(records)
+
+    assert offsets == list(range(3000))
+    got = await reader.read("t", 0, 10_000)
+    while len(got) < 3000 and (more := await reader.read("t", len(got), 10_000)):
+        got += more
+    assert [r.data["i"] for r in got] == list(range(3000))
+    await store.close()
+    await reader.close()
+
+
+async def test_a_record_bigger_than_a_message_is_a_data_error_and_nothing_is_stored(
+    nats_url: str,
+) -> None:
+    store = NatsStore(nats_url)
+    await store.open()
+    records = [Record({"i": 0}, topic="t"), Record({"pad": "x" * 2_000_000}, topic="t")]
+
+    with pytest.raises(DataError, match=r"record 1 of the batch.*max_payload"):
+        await store.append(records, {("c", "p"): {"n": 2}})
+
+    assert await store.topics() == []
+    assert await store.positions("c") == {}
+    await store.close()

@@ -1,6 +1,6 @@
 """The mesh store on NATS JetStream, for workers spread over several machines.
 
-URL: ``nats://[USER:PASSWORD@]HOST:PORT`` (TLS is not supported yet), with options ``?prefix=NAME``
+URL: ``nats://[USER:PASSWORD@]HOST:PORT`` (no TLS yet), with options ``?prefix=NAME``
 (default ``meshconnect``; letters, digits, ``-`` and ``_``: the namespace of every stream and
 bucket), ``duplicate_window=SECONDS`` (default 600: how long JetStream remembers message ids,
 see *Guarantee*), ``reconnect_timeout=SECONDS`` (default 60: how long an operation waits for a
@@ -9,27 +9,36 @@ extra (``pip install 'meshconnect[nats]'``) and a server started with JetStream 
 
 **Layout.** Each topic is a stream ``MC_<prefix>_T_<topic>`` (the topic's characters other
 than letters, digits and ``-`` written ``_XX`` in hex) on the subject
-``mc.<prefix>.t.<same>``, one message per record (its CloudEvent as a JSON array, the append
-time in the header ``Mc-At``). A record's offset is its stream sequence minus one: dense,
-since a stream never reuses a sequence and a de-duplicated publish takes none. Three KV
-buckets hold the rest: ``MC_<prefix>_positions`` (a connector's positions, one JSON object per
-connector), ``MC_<prefix>_groups`` (a group's offsets and sink state) and
-``MC_<prefix>_leases`` (every lease in one key, changed by compare-and-set on its revision).
-Appends also publish a core NATS message on ``mc.<prefix>.changed`` so readers wake at once.
+``mc.<prefix>.t.<same>``, one message per appended batch and topic: the records encoded by
+:func:`~meshconnect.mesh.codec.encode_segment`, with the headers ``Mc-First`` (offset of its
+first record), ``Mc-N`` (records) and ``Mc-At`` (append time). Offsets are dense per topic:
+each publish carries ``Nats-Expected-Last-Sequence``, so a message is stored only right after
+the one whose end it starts at (another process's append in between makes the store read the
+new end and publish again). A read finds the message holding an offset by a binary search on
+``Mc-First`` and then reads on, a message per request. Retention purges whole messages and
+keeps the newest one (it holds the end); a topic's start inside a message is kept in the KV
+bucket ``MC_<prefix>_starts``. Three more buckets hold the rest: ``MC_<prefix>_positions`` (a
+connector's positions, one JSON object per connector), ``MC_<prefix>_groups`` (a group's
+offsets and sink state) and ``MC_<prefix>_leases`` (every lease in one key, changed by
+compare-and-set on its revision). Appends also publish a core NATS message on
+``mc.<prefix>.changed`` so readers wake at once.
 
 **Guarantee.** JetStream has no transaction over several streams and a KV bucket, so an
-append publishes the records first and sets the source positions after. Each record is
-published with a ``Nats-Msg-Id`` made of the connector, the positions the batch starts from
-(the ones committed before it), the record's index in the batch and its CloudEvent ``source``
-and ``id``. A worker that dies between the publish and the position update restarts from the
-old positions, reads the same records again and publishes them under the same ids:
-JetStream drops them as duplicates (and answers with the first copy's sequence) if this
-happens within ``duplicate_window``. So the path into the mesh is exactly-once **when the
-source reads the same records in the same order from a committed position** (the ``file``,
-``jdbc`` and ``s3`` sources, whose record ids come from what they read) **and the worker is
-back within ``duplicate_window``**; otherwise it is at-least-once: the records published
-before the crash are stored again. Records appended without positions are at-least-once.
-Group commits and position updates are single KV writes: atomic.
+append publishes the records first and sets the source positions after. Each message is
+published with a ``Nats-Msg-Id`` made of the connectors, the positions the batch starts from
+(the ones committed before it, with their KV revision, which every commit and reset changes)
+and the topic. A worker that dies between the publish and the position update restarts from
+the old positions and reads the records again; its batch gets the same id, and JetStream, if
+this happens within ``duplicate_window``, answers that it is a duplicate with the first
+copy's sequence. The store reads that copy back: when its records are the batch's first
+records (the same CloudEvent ``source`` and ``id``, in order) they keep the offsets they got,
+and only the rest of the batch is published. So the path into the mesh is exactly-once
+**when the source reads the same records in the same order from a committed position** (the
+``file``, ``jdbc`` and ``s3`` sources, whose record ids come from what they read) **and the
+worker is back within ``duplicate_window``**; otherwise it is at-least-once: the records
+published before the crash are stored again (also those of the first copy beyond a smaller
+batch read the second time). Records appended without positions are at-least-once. Group
+commits and position updates are single KV writes: atomic.
 
 **A lost connection** is waited out for up to ``reconnect_timeout`` seconds (nats-py
 reconnects by itself; each operation is retried meanwhile). A publish whose acknowledgement
@@ -68,11 +77,12 @@ from ..errors import ConfigError, StoreError
 from ..records import Record
 from .codec import (
     ChangeSignal,
+    RecordEncodingError,
     check_offsets,
     decode_json,
-    decode_rows,
+    decode_segment,
     encode_positions,
-    encode_row,
+    encode_segment,
     encode_state,
 )
 from .store import FencedError, GroupInfo, Lease, MeshStore, Retention, TopicInfo
@@ -88,8 +98,6 @@ log = logging.getLogger("meshconnect.mesh.nats")
 
 T = TypeVar("T")
 TAIL_RECORDS = 40_000
-#: Messages read at once by one ``read`` (parallel requests).
-_READ_AHEAD = 512
 _SAFE = re.compile(r"[A-Za-z0-9-]")
 _LEASES_KEY = "all"
 
@@ -157,8 +165,12 @@ class NatsStore(MeshStore):
         self._known: dict[str, tuple[dict[str, str], int]] = {}
         self._held: dict[str, tuple[str, int]] = {}
         self._tail: dict[str, tuple[int, list[Record]]] = {}
-        #: Per topic, the pull consumer reading on and the offset it delivers next.
-        self._readers: dict[str, tuple[int, Any]] = {}
+        #: Per topic, (last sequence, end offset) as this store's appends left them.
+        self._ends: dict[str, tuple[int, int]] = {}
+        #: Per topic, where this store's last read ended: (next offset, its message's sequence).
+        self._cursors: dict[str, tuple[int, int]] = {}
+        #: Per topic, the last message decoded: (sequence, records).
+        self._decoded: dict[str, tuple[int, list[Record]]] = {}
         self._appending = 0
         self._subject_prefix = f"mc.{self.prefix}"
         self._stream_prefix = f"MC_{self.prefix}_T_"
@@ -207,7 +219,7 @@ class NatsStore(MeshStore):
         try:
             self._js = self._nc.jetstream(timeout=5)
             self._publish_lock = asyncio.Lock()
-            for name in ("positions", "groups", "leases"):
+            for name in ("positions", "groups", "leases", "starts"):
                 self._kv[name] = await self._call("open", functools.partial(self._bucket, name))
             await self._nc.subscribe(f"{self._subject_prefix}.changed", cb=self._on_change)
         except BaseException:
@@ -229,7 +241,9 @@ class NatsStore(MeshStore):
         self._js = None
         self._kv = {}
         self._streams.clear()
-        self._readers.clear()
+        self._ends.clear()
+        self._cursors.clear()
+        self._decoded.clear()
         self._tail.clear()
         self._held.clear()
         self._known.clear()
@@ -310,16 +324,22 @@ class NatsStore(MeshStore):
         records: Sequence[Record],
         positions: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
     ) -> list[int]:
-        """Publish the records (each with a message id, see the module docstring), then set the
-        positions. Fails before anything is published when a record or position cannot be
-        encoded."""
+        """Publish each topic's share of the batch as one message (with a message id, see the
+        module docstring), then set the positions. Fails before anything is published when a
+        record or position cannot be encoded."""
         if any(r.topic is None for r in records):
             raise ValueError("cannot append a record whose topic is None (route it first)")
         position_rows = encode_positions(positions)
         if not records and not position_rows:
             return []
         now = repr(self._clock())
-        bodies = [_encode(i, r) for i, r in enumerate(records)]
+        groups: dict[str, list[Record]] = {}
+        for r in records:
+            groups.setdefault(str(r.topic), []).append(r)
+        chunks = {
+            name: self._chunks(records, group, encode_segment(group))
+            for name, group in groups.items()
+        }
         by_connector: dict[str, dict[str, str]] = {}
         for connector, partition, text in position_rows:
             by_connector.setdefault(connector, {})[partition] = text
@@ -339,18 +359,24 @@ class NatsStore(MeshStore):
                 option=orjson.OPT_SORT_KEYS,
             )
         )
+        lock = self._publish_lock
+        assert lock is not None
         self._appending += 1
         try:
-            offsets: list[int] = []
-            if records:
-                offsets = await self._call(
-                    "append", lambda: self._publish(records, bodies, basis, now)
-                )
+            got: dict[str, list[int]] = {}
+            async with lock:  # this store's appends take offsets one after the other
+                for name, group in groups.items():
+                    got[name] = await self._call(
+                        "append",
+                        functools.partial(self._publish, name, group, chunks[name], basis, now),
+                    )
             for connector, parts in by_connector.items():
                 await self._commit_positions(connector, parts)
-            for r, offset in zip(records, offsets, strict=True):
-                r.offset = offset
-            self._remember(records)
+            for name, group in groups.items():
+                for r, offset in zip(group, got[name], strict=True):
+                    r.offset = offset
+            offsets = [r.offset for r in records]
+            self._remember(groups)
         finally:
             self._appending -= 1
         if records:
@@ -361,31 +387,130 @@ class NatsStore(MeshStore):
                     await nc.publish(f"{self._subject_prefix}.changed", b"")
                 except Exception:  # readers poll anyway
                     pass
-        return offsets
+        return offsets  # type: ignore[return-value]
 
     async def _publish(
-        self, records: Sequence[Record], bodies: list[bytes], basis: bytes, now: str
+        self,
+        topic: str,
+        group: list[Record],
+        chunks: list[tuple[int, int, bytes]],
+        basis: bytes,
+        now: str,
     ) -> list[int]:
+        """Publish ``group`` at the topic's end, a message per chunk ``(index of its first
+        record, records, body)``; the offsets its records got.
+
+        A message id is made of ``basis``, the topic and the index in ``group`` of the
+        message's first record. When JetStream answers that the id is a duplicate, a copy was
+        stored before (a crash between publish and position commit, or a lost reply): its
+        records are read back and, when they are the same records (CloudEvent ``source`` and
+        ``id``), keep their offsets, and the rest is published after them."""
+        from nats.js.errors import APIError
+
         js = self._jetstream()
-        for topic in {str(r.topic) for r in records}:
-            await self._ensure_stream(topic)
-        lock = self._publish_lock
-        assert lock is not None
-        futures: list[asyncio.Future[Any]] = []
+        await self._ensure_stream(topic)
+        subject, stream = self._subject(topic), self._stream(topic)
+        offsets: list[int] = []
+        for start, size, body in chunks:
+            salt = b""
+            k, stop = start, start + size
+            while k < stop:
+                rest = group[k:stop]
+                last_seq, end = await self._end(topic)
+                digest = hashlib.blake2b(basis + salt, digest_size=16)
+                digest.update(f"\0{topic}\0{k}".encode())
+                headers = {
+                    "Nats-Msg-Id": digest.hexdigest(),
+                    "Nats-Expected-Last-Sequence": str(last_seq),
+                    "Mc-First": str(end),
+                    "Mc-N": str(len(rest)),
+                    "Mc-At": now,
+                }
+                payload = body if k == start else encode_segment(rest)
+                try:
+                    ack = await js.publish(subject, payload, headers=headers)
+                except APIError as exc:
+                    if exc.err_code == 10071:  # another process appended: learn the new end
+                        self._ends.pop(topic, None)
+                        continue
+                    raise
+                if not ack.duplicate:
+                    self._ends[topic] = (ack.seq, end + len(rest))
+                    offsets += range(end, end + len(rest))
+                    break
+                self._ends.pop(topic, None)
+                stored = await js.get_msg(stream, ack.seq)
+                first, n = _first_n(stored.headers)
+                old = decode_segment(stored.data or b"[]", topic, first)
+                same = min(n, len(rest))
+                if [(r.source, r.id) for r in old[:same]] == [
+                    (r.source, r.id) for r in rest[:same]
+                ]:
+                    offsets += range(first, first + same)
+                    k += same
+                else:  # other records under the same id: store these too (at-least-once)
+                    salt = uuid.uuid4().bytes
+        return offsets
+
+    def _chunks(
+        self, records: Sequence[Record], group: list[Record], body: bytes
+    ) -> list[tuple[int, int, bytes]]:
+        """``group`` cut into messages the server takes (``max_payload``, 1 MB by default):
+        ``(index of the first record, records, body)`` each. A record too big alone is a
+        :class:`~meshconnect.mesh.codec.RecordEncodingError` (nothing was published)."""
+        nc = self._nc
+        limit = int((nc.max_payload if nc is not None else 1 << 20) * 0.95) - 1024
+        if len(body) <= limit:
+            return [(0, len(group), body)]
+        out = []
+        k = 0
+        size = max(1, len(group) * limit // len(body))
+        while k < len(group):
+            size = min(size, len(group) - k)
+            part = encode_segment(group[k : k + size])
+            if len(part) > limit:
+                if size == 1:
+                    index = next(i for i, r in enumerate(records) if r is group[k])
+                    raise RecordEncodingError(
+                        index,
+                        group[k],
+                        f"{len(part)} bytes encoded, more than the NATS server takes in a "
+                        f"message (max_payload {limit + 1024} bytes with headers)",
+                    )
+                size = max(1, size // 2)
+                continue
+            out.append((k, size, part))
+            k += size
+        return out
+
+    async def _end(self, topic: str) -> tuple[int, int]:
+        """``(last sequence, end offset)`` of a topic's stream, from this store's appends or
+        from the stream's last message."""
+        cached = self._ends.get(topic)
+        if cached is not None:
+            return cached
+        found = await self._last(topic)
+        self._ends[topic] = found
+        return found
+
+    async def _last(self, topic: str) -> tuple[int, int]:
+        from nats.js.errors import NotFoundError
+
+        js = self._jetstream()
+        stream = self._stream(topic)
+        info = await js.stream_info(stream)
+        last_seq = info.state.last_seq or 0
+        if not last_seq:
+            return 0, 0
         try:
-            async with lock:  # one batch's messages stay together in each stream
-                for i, (r, body) in enumerate(zip(records, bodies, strict=True)):
-                    digest = hashlib.blake2b(basis, digest_size=16)
-                    digest.update(f"\0{i}\0{r.source}\0{r.id}".encode())
-                    headers = {"Nats-Msg-Id": digest.hexdigest(), "Mc-At": now}
-                    subject = self._subject(str(r.topic))
-                    futures.append(await js.publish_async(subject, body, headers=headers))
-            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
-        except BaseException:
-            for future in futures:  # frees the client's slots for unanswered publishes
-                future.cancel()
-            raise
-        return [ack.seq - 1 for ack in acks]
+            msg = await js.get_msg(stream, last_seq)
+        except NotFoundError:
+            raise StoreError(
+                f"mesh store {self.url}: the last message of {stream} is gone (purged by "
+                "someone else?): its end offset is unknown"
+            ) from None
+        first, n = _first_n(msg.headers)
+        return last_seq, first + n
 
     async def _ensure_stream(self, topic: str) -> None:
         name = self._stream(topic)
@@ -417,16 +542,14 @@ class NatsStore(MeshStore):
                     ) from exc
         self._streams.add(name)
 
-    def _remember(self, records: Sequence[Record]) -> None:
-        groups: dict[str, list[Record]] = {}
-        for r in records:
-            groups.setdefault(str(r.topic), []).append(r)
+    def _remember(self, groups: Mapping[str, Sequence[Record]]) -> None:
+        """Keep this process's appended records per topic (contiguous offsets only)."""
         for name, group in groups.items():
             entry = self._tail.get(name)
             first = group[0].offset
             assert first is not None
             if [r.offset for r in group] != list(range(first, first + len(group))):
-                self._tail.pop(name, None)  # a retried publish reordered them: read back
+                self._tail.pop(name, None)  # partly stored before, elsewhere: read back
                 continue
             if entry is None or entry[0] + len(entry[1]) != first:
                 entry = self._tail[name] = (first, [])
@@ -511,8 +634,8 @@ class NatsStore(MeshStore):
     # -- reading -------------------------------------------------------------------------------
 
     async def read(self, topic: str, offset: int, limit: int) -> list[Record]:
-        """Up to ``limit`` records from ``offset`` on: the stream's state, then the messages by
-        sequence, fetched in parallel."""
+        """Up to ``limit`` records from ``offset`` on: a message (one batch) per request, from
+        where this store's last read of the topic ended, or found by a binary search."""
         if limit <= 0:
             return []
         self._jetstream()
@@ -524,94 +647,120 @@ class NatsStore(MeshStore):
                 return cached[offset - first : offset - first + limit]
             if offset == end and self._appending:
                 return []
-        state = await self._state(topic)
-        if state is None:
-            return []
-        start, end = state
-        offset = max(offset, start)
-        last = min(end, offset + min(limit, _READ_AHEAD))
-        if offset >= last:
-            return []
+        return await self._call("read", functools.partial(self._read, topic, offset, limit))
+
+    async def _read(self, topic: str, offset: int, limit: int) -> list[Record]:
+        cursor = self._cursors.get(topic)
+        if cursor is not None and cursor[0] == offset:
+            seq = cursor[1]
+        else:
+            located = await self._locate(topic, offset)
+            if located is None:
+                return []
+            seq, offset = located
+        out: list[Record] = []
+        while len(out) < limit:
+            records = await self._message(topic, seq)
+            if records is None:  # past the end, or removed by retention meanwhile
+                if not out and cursor is not None and await self._below_start(topic, seq):
+                    self._cursors.pop(topic, None)
+                    return await self._read(topic, offset, limit)
+                break
+            if not records:
+                seq += 1
+                continue
+            first = records[0].offset
+            assert first is not None
+            begin = max(offset - first, 0)
+            taken = records[begin : begin + limit - len(out)]
+            out.extend(taken)
+            offset = first + begin + len(taken)
+            if offset >= first + len(records):
+                seq += 1
+        self._cursors[topic] = (offset, seq)
+        return out
+
+    async def _message(self, topic: str, seq: int) -> list[Record] | None:
+        """The records of message ``seq`` (offsets set); None when there is no such message."""
+        from nats.js.errors import NotFoundError
+
+        decoded = self._decoded.get(topic)
+        if decoded is not None and decoded[0] == seq:
+            return decoded[1]
         try:
-            return await self._fetch(topic, offset, last - offset)
-        except Exception as exc:  # the consumer is gone (a restarted server): by sequence
-            log.debug("mesh store %s: reading %s by consumer failed: %r", self.url, topic, exc)
-            await self._drop_reader(topic)
-        return await self._call("read", lambda: self._get_range(topic, offset, last))
+            msg = await self._jetstream().get_msg(self._stream(topic), seq)
+        except NotFoundError:
+            return None
+        first, _ = _first_n(msg.headers)
+        records = decode_segment(msg.data or b"[]", topic, first)
+        self._decoded[topic] = (seq, records)
+        return records
 
-    async def _fetch(self, topic: str, offset: int, n: int) -> list[Record]:
-        """``n`` messages (that exist) from ``offset`` on through this store's pull consumer
-        on the topic: one request for the lot. A consumer serves one reader reading on; a
-        read elsewhere makes a new one (ephemeral, in memory, gone after a minute unused)."""
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    async def _below_start(self, topic: str, seq: int) -> bool:
+        info = await self._info(topic)
+        return info is not None and seq < (info.state.first_seq or 0)
 
-        reader = self._readers.get(topic)
-        if reader is None or reader[0] != offset:
-            await self._drop_reader(topic)
-            config = ConsumerConfig(
-                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-                opt_start_seq=offset + 1,
-                ack_policy=AckPolicy.NONE,
-                inactive_threshold=60.0,
-                mem_storage=True,
-                num_replicas=1,
-            )
-            sub = await self._jetstream().pull_subscribe(
-                self._subject(topic), stream=self._stream(topic), config=config
-            )
-            reader = (offset, sub)
-            self._readers[topic] = reader
-        messages = await reader[1].fetch(batch=n, timeout=5.0)
-        rows = [(m.metadata.sequence.stream - 1, *_decode(m.data)) for m in messages]
-        if not rows or rows[0][0] < offset:
-            raise StoreError(f"consumer of {topic} is not at offset {offset}")
-        self._readers[topic] = (rows[-1][0] + 1, reader[1])
-        return decode_rows(rows, topic)
-
-    async def _drop_reader(self, topic: str) -> None:
-        reader = self._readers.pop(topic, None)
-        if reader is not None:
-            try:
-                await reader[1].unsubscribe()
-            except Exception:  # the connection went: the server drops it by itself
-                pass
-
-    async def _get_range(self, topic: str, first: int, end: int) -> list[Record]:
-        js = self._jetstream()
-        name = self._stream(topic)
+    async def _info(self, topic: str) -> Any:
         from nats.js.errors import NotFoundError
 
-        async def one(seq: int) -> Any:
-            try:
-                return await js.get_msg(name, seq)
-            except NotFoundError:  # removed by retention meanwhile
-                return None
+        try:
+            return await self._jetstream().stream_info(self._stream(topic))
+        except NotFoundError:
+            return None
 
-        messages = await asyncio.gather(*(one(offset + 1) for offset in range(first, end)))
-        rows = [
-            (msg.seq - 1, *_decode(msg.data)) for msg in messages if msg is not None and msg.data
-        ]
-        return decode_rows(rows, topic)
+    async def _header(self, topic: str, seq: int) -> tuple[int, int, float]:
+        """``(first offset, count, appended at)`` of message ``seq``."""
+        msg = await self._jetstream().get_msg(self._stream(topic), seq)
+        first, n = _first_n(msg.headers)
+        return first, n, float((msg.headers or {}).get("Mc-At", 0))
 
-    async def _state(self, topic: str) -> tuple[int, int] | None:
-        """``(start, end)`` of a topic; None when it has no stream."""
+    async def _locate(self, topic: str, offset: int) -> tuple[int, int] | None:
+        """``(sequence of the message holding offset, offset)``, the offset raised to the
+        topic's start; None for a topic without records from there."""
+        bounds = await self._bounds(topic)
+        if bounds is None:
+            return None
+        start, end, first_seq, last_seq = bounds
+        offset = max(offset, start)
+        if offset >= end:
+            return None
+        low, high = first_seq, last_seq  # the last message whose first offset <= offset
+        while low < high:
+            middle = (low + high + 1) // 2
+            first, _, _ = await self._header(topic, middle)
+            if first <= offset:
+                low = middle
+            else:
+                high = middle - 1
+        return low, offset
+
+    async def _bounds(self, topic: str) -> tuple[int, int, int, int] | None:
+        """``(start, end, first sequence, last sequence)``; None for a topic without a stream
+        or messages."""
+        info = await self._info(topic)
+        if info is None or not info.state.last_seq:
+            return None
+        first_seq, last_seq = info.state.first_seq, info.state.last_seq
+        last_first, last_n, _ = await self._header(topic, last_seq)
+        first, _, _ = await self._header(topic, first_seq)
+        marker = await self._start_marker(topic)
+        end = last_first + last_n
+        return min(max(first, marker), end), end, first_seq, last_seq
+
+    async def _start_marker(self, topic: str) -> int:
+        """Where retention moved the topic's start (inside its oldest kept message); 0."""
         from nats.js.errors import NotFoundError
 
-        js = self._jetstream()
-
-        async def info() -> tuple[int, int] | None:
-            try:
-                found = await js.stream_info(self._stream(topic))
-            except NotFoundError:
-                return None
-            return _bounds(found.state.first_seq, found.state.last_seq)
-
-        return await self._call("stream info", info)
+        try:
+            entry = await self._kv["starts"].get(_key(topic))
+        except NotFoundError:
+            return 0
+        return int(entry.value or b"0")
 
     async def topics(self) -> list[TopicInfo]:
         js = self._jetstream()
 
-        async def listing() -> list[TopicInfo]:
+        async def listing() -> list[str]:
             found = []
             offset = 0
             while True:
@@ -619,20 +768,23 @@ class NatsStore(MeshStore):
                 for info in page:
                     name = info.config.name or ""
                     if name.startswith(self._stream_prefix):
-                        start, end = _bounds(info.state.first_seq, info.state.last_seq)
-                        topic = _unescape(name[len(self._stream_prefix) :])
-                        found.append(TopicInfo(topic, start, end))
+                        found.append(_unescape(name[len(self._stream_prefix) :]))
                 if len(page) < 256:
-                    return sorted(found, key=lambda t: t.name)
+                    return sorted(found)
                 offset += len(page)
 
-        return await self._call("topics", listing)
+        out = []
+        for topic in await self._call("topics", listing):
+            bounds = await self._call("topics", functools.partial(self._bounds, topic))
+            if bounds is not None:
+                out.append(TopicInfo(topic, bounds[0], bounds[1]))
+        return out
 
     async def end_offsets(self, topics: Sequence[str]) -> dict[str, int]:
         out = {}
         for name in topics:
-            state = await self._state(name)
-            out[name] = 0 if state is None else state[1]
+            bounds = await self._call("end offsets", functools.partial(self._bounds, name))
+            out[name] = 0 if bounds is None else bounds[1]
         return out
 
     # -- consumer groups -----------------------------------------------------------------------
@@ -716,60 +868,59 @@ class NatsStore(MeshStore):
     # -- retention -----------------------------------------------------------------------------
 
     async def apply_retention(self, topic: str, retention: Retention) -> int:
-        """Purge the oldest messages: beyond ``max_records``, appended before ``max_age_s``
-        (found by a binary search on the ``Mc-At`` header), and the oldest ones while the
-        stream holds more than about ``max_bytes`` (by its average message size)."""
+        """Purge the oldest messages (whole batches) and move the topic's start: beyond
+        ``max_records``, appended before ``max_age_s`` (a binary search on the ``Mc-At``
+        header), and the oldest records while the stream holds more than about ``max_bytes``
+        (by its average record size). The newest message always stays: it says where the
+        topic ends."""
         self._tail.pop(topic, None)
+        self._cursors.pop(topic, None)
+        self._decoded.pop(topic, None)
         js = self._jetstream()
-        name = self._stream(topic)
-        from nats.js.errors import NotFoundError
-
-        async def info() -> Any:
-            try:
-                return await js.stream_info(name)
-            except NotFoundError:
-                return None
-
-        found = await self._call("retention", info)
-        if found is None:
+        bounds = await self._call("retention", functools.partial(self._bounds, topic))
+        if bounds is None:
             return 0
-        start, end = _bounds(found.state.first_seq, found.state.last_seq)
+        start, end, first_seq, last_seq = bounds
         cut = start
         if retention.max_records is not None:
             cut = max(cut, end - max(retention.max_records, 0))
         if retention.max_bytes is not None and end > start:
-            size = found.state.bytes / (end - start)
-            keep = max(1, int(retention.max_bytes // max(size, 1)))
-            cut = max(cut, end - keep)
+            info = await self._call("retention", functools.partial(self._info, topic))
+            size = (info.state.bytes or 0) / max(end - start, 1)
+            cut = max(cut, end - max(1, int(retention.max_bytes // max(size, 1))))
         if retention.max_age_s is not None and cut < end:
             oldest_kept = self._clock() - retention.max_age_s
-            low, high = cut, end  # the first offset appended at or after oldest_kept
+            low, high = first_seq, last_seq + 1  # the first message appended at or after it
             while low < high:
                 middle = (low + high) // 2
-                at = await self._appended_at(name, middle)
-                if at is None or at < oldest_kept:
+                _, _, at = await self._call(
+                    "retention", functools.partial(self._header, topic, middle)
+                )
+                if at < oldest_kept:
                     low = middle + 1
                 else:
                     high = middle
-            cut = low
+            if low > last_seq:
+                cut = end
+            else:
+                first, _, _ = await self._call(
+                    "retention", functools.partial(self._header, topic, low)
+                )
+                cut = max(cut, first)
+        cut = min(cut, end)
         if cut <= start:
             return 0
-        await self._call("retention", lambda: js.purge_stream(name, seq=cut + 1))
+        keep_from = last_seq
+        if cut < end:
+            located = await self._call("retention", functools.partial(self._locate, topic, cut))
+            if located is not None:
+                keep_from = located[0]
+        kv = self._kv["starts"]
+        await self._call("retention", lambda: kv.put(_key(topic), str(cut).encode()))
+        if keep_from > first_seq:
+            name = self._stream(topic)
+            await self._call("retention", lambda: js.purge_stream(name, seq=keep_from))
         return cut - start
-
-    async def _appended_at(self, stream: str, offset: int) -> float | None:
-        from nats.js.errors import NotFoundError
-
-        js = self._jetstream()
-
-        async def get() -> float | None:
-            try:
-                msg = await js.get_msg(stream, offset + 1)
-            except NotFoundError:
-                return None
-            return float((msg.headers or {}).get("Mc-At", 0))
-
-        return await self._call("retention", get)
 
     # -- leases --------------------------------------------------------------------------------
 
@@ -902,32 +1053,10 @@ class NatsStore(MeshStore):
         return f"<NatsStore {self.url!r}>"
 
 
-def _bounds(first_seq: int | None, last_seq: int | None) -> tuple[int, int]:
-    """``(start, end)`` offsets from a stream's first and last sequence."""
-    last = last_seq or 0
-    first = first_seq or 0
-    return (max(first - 1, 0) if first else last), last
-
-
-def _encode(index: int, r: Record) -> bytes:
-    """One record as a JSON array: the row of :func:`~meshconnect.mesh.codec.encode_row`
-    (checked there), with bytes data as base64 and a marker of its kind."""
-    row = encode_row(index, r, 0, 0.0)[2:]
-    data = row[-1]
-    if data is None:
-        kind, value = 0, None
-    elif isinstance(data, bytes):
-        kind, value = 2, base64.b64encode(data).decode("ascii")
-    else:
-        kind, value = 1, data
-    return orjson.dumps([*row[:-1], kind, value])
-
-
-def _decode(body: bytes) -> tuple[Any, ...]:
-    *attributes, kind, value = orjson.loads(body)
-    if kind == 2:
-        value = base64.b64decode(value)
-    return (*attributes, value)
+def _first_n(headers: Mapping[str, str] | None) -> tuple[int, int]:
+    """``(first offset, count)`` of a batch message, from its headers."""
+    headers = headers or {}
+    return int(headers.get("Mc-First", 0)), int(headers.get("Mc-N", 0))
 
 
 def _parse_url(url: str) -> tuple[list[str], str, str, float, float, int]:
