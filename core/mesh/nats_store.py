@@ -722,7 +722,9 @@ class NatsStore(MeshStore):
             return None
         start, end, first_seq, last_seq = bounds
         offset = max(offset, start)
-        if offset >= end:
+        if offset == end:  # the next message to come: a reader waiting at the end
+            return last_seq + 1, offset
+        if offset > end:
             return None
         low, high = first_seq, last_seq  # the last message whose first offset <= offset
         while low < high:
