@@ -4,15 +4,19 @@ imported so that a backend's test module runs them on its own store (it override
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
 import os
 import random
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +194,64 @@ def restart_the_engine(
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=60), progress
+
+
+# -- a private Redis Cluster -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def private_redis_cluster(base: Path, nodes: int = 3) -> Iterator[str]:
+    """Three redis-server primaries on free ports joined into a cluster (``redis-cli --cluster
+    create``); yields a store URL of one of them, ``redis://…/0?cluster=yes``."""
+    from mariadb import free_port
+
+    ports = [free_port() for _ in range(nodes)]
+    processes = []
+    try:
+        for port in ports:
+            folder = base / str(port)
+            folder.mkdir(parents=True)
+            log = (folder / "redis.log").open("ab")
+            command = [
+                "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                "--dir", str(folder), "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--appendonly", "yes",
+                "--save", "", "--protected-mode", "no",
+            ]  # fmt: skip
+            processes.append(subprocess.Popen(command, stdout=log, stderr=log))
+        for port in ports:
+            _wait_for_port(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(ports[0]), "cluster", "info"],
+                capture_output=True, text=True, check=False,
+            ).stdout  # fmt: skip
+            if "cluster_state:ok" in info:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the redis cluster did not come up: {info}")
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{ports[0]}/0?cluster=yes"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+
+
+def _wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

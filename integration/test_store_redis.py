@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 from redis_support import private_redis
-from store_support import expected, output_numbers, restart_the_engine, sigkill_the_worker
+from store_support import (
+    expected,
+    output_numbers,
+    private_redis_cluster,
+    restart_the_engine,
+    sigkill_the_worker,
+)
 
+from conftest import run_cli
 from meshconnect.errors import ConfigError, StoreError
 from meshconnect.mesh.redis_store import RedisStore
 from meshconnect.mesh.store import FencedError, GroupInfo, MeshStore
@@ -188,3 +195,43 @@ async def test_an_append_whose_reply_was_lost_is_not_stored_twice(redis_url: str
     assert first == again == [0, 1, 2]
     assert await store.end_offsets(["t"]) == {"t": 3}
     await store.close()
+
+
+# -- Redis Cluster ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory, redis_server):  # type: ignore[no-untyped-def]
+    """A private three-node Redis Cluster (needs redis-server and redis-cli, as CI has)."""
+    with private_redis_cluster(tmp_path_factory.mktemp("cluster")) as url:
+        yield url
+
+
+class TestRedisClusterStore(StoreConformance):
+    """The whole contract on a cluster: every key of a mesh has the prefix's hash tag, so each
+    script runs on the one node that serves that slot, atomically."""
+
+    @pytest.fixture(autouse=True)
+    def _url(self, cluster_url: str) -> None:
+        self.url = f"{cluster_url}&prefix=c{uuid.uuid4().hex[:12]}"
+
+    def store_factory(self, tmp_path: Path, clock: FakeClock) -> Callable[[], MeshStore]:
+        url = self.url
+        return lambda: RedisStore(url, clock=clock, poll_interval=0.05)
+
+
+def test_a_pipeline_runs_on_a_redis_cluster(tmp_path: Path, cluster_url: str) -> None:
+    (tmp_path / "in.jsonl").write_text("".join(f'{{"n": {i}}}\n' for i in range(5000)))
+    config = tmp_path / "p.yaml"
+    config.write_text(
+        "pipelines:\n"
+        "  - name: p\n"
+        "    source: {connector: file, config: {path: in.jsonl, format: json, follow: false}}\n"
+        "    sinks: [{connector: file, config: {path: out.jsonl, format: json}}]\n"
+    )
+    url = f"{cluster_url}&prefix=run{uuid.uuid4().hex[:8]}"
+
+    done = run_cli(tmp_path / "state", "--store", url, "run", str(config), cwd=tmp_path)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert output_numbers(tmp_path / "out.jsonl") == list(range(5000))

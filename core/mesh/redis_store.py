@@ -4,7 +4,8 @@ URL: ``redis://[USER:PASSWORD@]HOST:PORT/DB`` (``rediss://`` for TLS), with opti
 ``?prefix=NAME`` (default ``meshconnect``: the namespace of every key, so several meshes share
 one database), ``reconnect_timeout=SECONDS`` (default 60: how long an operation waits for a
 lost server to come back before it fails with a retriable ``StoreError``) and
-``socket_timeout=SECONDS`` (default 30). Needs the ``redis`` extra
+``socket_timeout=SECONDS`` (default 30) and ``cluster=yes`` (Redis Cluster: the host is any
+node). Needs the ``redis`` extra
 (``pip install 'meshconnect[redis]'``) and Redis 6.2 or later.
 
 **Layout.** Every key starts with the hash tag ``{PREFIX}``, so all keys of one mesh live in
@@ -123,6 +124,7 @@ class RedisStore(MeshStore):
             self.prefix,
             self.reconnect_timeout,
             self.socket_timeout,
+            self.cluster,
         ) = _parse_url(url)
         self._clock = clock
         self._poll_interval = poll_interval
@@ -174,7 +176,12 @@ class RedisStore(MeshStore):
             raise ConfigError(
                 f"mesh store {self.url} needs the redis client: pip install 'meshconnect[redis]'"
             ) from None
-        client = redis.asyncio.Redis.from_url(
+        factory: Any = redis.asyncio.Redis
+        if self.cluster:  # every key in one hash slot: the scripts go to the node serving it
+            from redis.asyncio.cluster import RedisCluster
+
+            factory = RedisCluster
+        client = factory.from_url(
             self._connect_url,
             socket_timeout=self.socket_timeout,
             socket_connect_timeout=min(self.socket_timeout, 10.0),
@@ -405,7 +412,7 @@ class RedisStore(MeshStore):
         client = self._redis()
 
         async def work() -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
-            async with client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=not self.cluster) as pipe:
                 pipe.hgetall(self._k_end)
                 pipe.hgetall(self._k_start)
                 ends, starts = await pipe.execute()
@@ -459,7 +466,7 @@ class RedisStore(MeshStore):
         client = self._redis()
 
         async def work() -> list[Any]:
-            async with client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=not self.cluster) as pipe:
                 for name in names:
                     pipe.hgetall(self._k_group(name))
                     pipe.hget(self._k_gstate, name)
@@ -515,7 +522,7 @@ class RedisStore(MeshStore):
         now = self._clock()
 
         async def work() -> tuple[Any, Any, list[Any]]:
-            async with client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=not self.cluster) as pipe:
                 pipe.hget(self._k_start, topic)
                 pipe.hget(self._k_end, topic)
                 pipe.xrange(self._k_index(topic))
@@ -646,8 +653,9 @@ def _lease(name: str, value: bytes | str) -> Lease:
     return Lease(name, owner, float(expires))
 
 
-def _parse_url(url: str) -> tuple[str, str, str, float, float]:
-    """``(URL to connect to, URL to show, prefix, reconnect_timeout, socket_timeout)``."""
+def _parse_url(url: str) -> tuple[str, str, str, float, float, bool]:
+    """``(URL to connect to, URL to show, prefix, reconnect_timeout, socket_timeout,
+    cluster)``."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         raise ConfigError(
@@ -657,7 +665,7 @@ def _parse_url(url: str) -> tuple[str, str, str, float, float]:
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ConfigError(f"invalid redis store URL {_shown(url)!r}: the database must be a number")
-    prefix, reconnect, socket_timeout = "meshconnect", 60.0, 30.0
+    prefix, reconnect, socket_timeout, cluster = "meshconnect", 60.0, 30.0, False
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         try:
             if key == "prefix" and value and not set(value) & set("{}"):
@@ -666,15 +674,20 @@ def _parse_url(url: str) -> tuple[str, str, str, float, float]:
                 reconnect = float(value)
             elif key == "socket_timeout" and float(value) > 0:
                 socket_timeout = float(value)
+            elif key == "cluster" and value in ("yes", "no"):
+                cluster = value == "yes"
             else:
                 raise ValueError
         except ValueError:
             raise ConfigError(
                 f"invalid redis store URL {_shown(url)!r}: bad option {key}={value!r} (known: "
-                "prefix=NAME without braces, reconnect_timeout=SECONDS, socket_timeout=SECONDS)"
+                "prefix=NAME without braces, reconnect_timeout=SECONDS, socket_timeout=SECONDS, "
+                "cluster=yes|no)"
             ) from None
     connect = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    return connect, _shown(url), prefix, reconnect, socket_timeout
+    if cluster and db not in ("", "0"):
+        raise ConfigError(f"invalid redis store URL {_shown(url)!r}: a cluster has database 0 only")
+    return connect, _shown(url), prefix, reconnect, socket_timeout, cluster
 
 
 def _shown(url: str) -> str:
