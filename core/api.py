@@ -103,7 +103,7 @@ class ConnectorContext:
 
     * ``metrics``: counters, gauges and histograms labelled with the pipeline and connector
       (:mod:`meshconnect.metrics`), rendered in the Prometheus text format by the worker's
-      registry (``meshconnect run`` serves no ``/metrics`` endpoint yet).
+      registry (``meshconnect run --metrics HOST:PORT`` serves them at ``/metrics``).
     * ``progress``: ``context.progress("snapshot", total=n, unit="rows")`` returns a
       :class:`~meshconnect.progress.Progress` (a tqdm bar on a terminal, log lines
       otherwise) for snapshots and bulk loads.

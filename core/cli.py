@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -195,28 +195,94 @@ def cli(
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option(
+    "--metrics",
+    "metrics_listen",
+    metavar="HOST:PORT",
+    help="Serve the Prometheus metrics at GET /metrics on this address (docs/metrics.md).",
+)
+@click.option(
+    "--admin",
+    metavar="HOST:PORT",
+    is_flag=False,
+    flag_value="127.0.0.1:8083",
+    default=None,
+    envvar="MESHCONNECT_ADMIN",
+    help="Serve the admin API, /metrics and the dashboard (off unless given; --admin alone: "
+    "127.0.0.1:8083). Without a token only loopback addresses bind.",
+)
+@click.option(
+    "--admin-token",
+    metavar="TOKEN",
+    envvar="MESHCONNECT_ADMIN_TOKEN",
+    help="Bearer token every admin call then needs (prefer $MESHCONNECT_ADMIN_TOKEN). "
+    "Without it changes need the token written to STATE/admin.token.",
+)
 @pass_options
-def run(options: _Options, files: tuple[str, ...]) -> None:
+def run(
+    options: _Options,
+    files: tuple[str, ...],
+    metrics_listen: str | None,
+    admin: str | None,
+    admin_token: str | None,
+) -> None:
     """Run every pipeline in FILES in one worker, in the foreground.
 
     SIGINT/SIGTERM stop polling, drain, flush sinks, commit offsets and exit 0. When every
     source is bounded the run exits 0 once every record is delivered and committed. A re-run
-    resumes from the committed offsets.
+    resumes from the committed offsets. With --admin, FILES may be left out: pipelines are
+    then added over the admin API (docs/operations.md) and kept in the store.
     """
+    if admin is not None and ":" not in admin:
+        # `run --admin pipelines.yaml`: the optional value took a file (HOST:PORT has a colon).
+        files, admin = (admin, *files), "127.0.0.1:8083"
+    if not files and admin is None:
+        raise click.UsageError("give pipeline FILES (or --admin to add pipelines over its API)")
+    loop_factory = event_loop_factory()
     config = options.load(files)
     store = options.open_store(options.store_url(config))
+    from .errors import ConfigError
     from .mesh.ownership import OwnershipError
 
+    admin_setup = None
+    if admin is not None:
+        admin_setup = (admin, admin_token or None, options)
     try:
-        code = asyncio.run(_run(config, store))
-    except OwnershipError as exc:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            code = runner.run(_run(config, store, admin_setup, metrics_listen))
+    except (OwnershipError, ConfigError) as exc:  # ConfigError: a --metrics address refused
         _echo(f"error: {exc}", err=True)
         code = 1
     except Exception:  # logged (secrets masked) rather than a raw traceback on stderr
         logging.getLogger("meshconnect").exception("the worker stopped on an unexpected error")
         code = 1
     sys.exit(code)
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a worker runs on: uvloop's when it is installed (it comes with the
+    ``[http]`` extra; the webhook source answers a lone sender about 20 % faster on it, see
+    docs/benchmarks.md), asyncio's default otherwise. ``MESHCONNECT_EVENT_LOOP=asyncio``
+    chooses the default loop; ``=uvloop`` requires uvloop (a ``click.UsageError`` when it is
+    missing)."""
+    choice = os.environ.get("MESHCONNECT_EVENT_LOOP", "").strip().lower()
+    if choice not in ("", "auto", "uvloop", "asyncio"):
+        raise click.UsageError(
+            f"MESHCONNECT_EVENT_LOOP={choice!r}: expected 'uvloop', 'asyncio' or 'auto'"
+        )
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise click.UsageError(
+                "MESHCONNECT_EVENT_LOOP=uvloop but uvloop is not installed "
+                "(pip install 'meshconnect[http]')"
+            ) from None
+        return None
+    return uvloop.new_event_loop
 
 
 def tune_runtime() -> None:
@@ -239,12 +305,42 @@ def tune_runtime() -> None:
     sys.setswitchinterval(0.001)
 
 
-async def _run(config: LoadedConfig, store: MeshStore) -> int:
+async def _run(
+    config: LoadedConfig,
+    store: MeshStore,
+    admin: tuple[str, str | None, _Options] | None = None,
+    metrics_listen: str | None = None,
+) -> int:
+    from .errors import ConfigError
     from .worker import Worker
 
     tune_runtime()
     await store.open()
     worker = Worker(config, store)
+    if metrics_listen:
+        from .metrics import serve_metrics
+
+        try:
+            await serve_metrics(worker.http, metrics_listen, worker.metrics)
+        except BaseException:
+            await worker.http.close()
+            await store.close()
+            raise
+    server = None
+    if admin is not None:
+        from .admin import AdminServer, Controller
+
+        listen, token, options = admin
+        controller = Controller(worker, options.registry())
+        try:
+            await controller.load_persisted()
+            server = AdminServer(controller, listen, token, options.state)
+            await server.start()
+        except ConfigError as exc:
+            _echo(f"error: {exc}", err=True)
+            await worker.http.close()
+            await store.close()
+            return 1
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -261,6 +357,8 @@ async def _run(config: LoadedConfig, store: MeshStore) -> int:
     try:
         return await worker.run()
     finally:
+        if server is not None:
+            await server.close()
         await store.close()
 
 
@@ -317,7 +415,12 @@ def test_command(options: _Options, files: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.option("--connector", metavar="NAME", help="Only this connector's config schema.")
-@click.option("--kind", type=click.Choice(["source", "sink"]), default=None)
+@click.option(
+    "--kind",
+    type=click.Choice(["source", "sink"]),
+    default=None,
+    help="With --connector: the source's or the sink's schema (needed when the name is both).",
+)
 @pass_options
 def schema(options: _Options, connector: str | None, kind: str | None) -> None:
     """Print the JSON Schema of pipeline files (for editor completion), with every installed
@@ -429,6 +532,161 @@ def new_connector(name: str, directory: str | None) -> None:
     for path in written:
         _echo(str(path))
     _echo(f"next: meshconnect plugins install ./{target} && python -m pytest {target / 'tests'}")
+
+
+# -- status / connectors (admin API clients) -------------------------------------------------
+
+_admin_url = click.option(
+    "--admin",
+    "admin_url",
+    metavar="URL",
+    default="http://127.0.0.1:8083",
+    show_default=True,
+    envvar="MESHCONNECT_ADMIN_URL",
+    help="The worker's admin API ($MESHCONNECT_ADMIN_URL).",
+)
+_admin_token = click.option(
+    "--token",
+    metavar="TOKEN",
+    envvar="MESHCONNECT_ADMIN_TOKEN",
+    help="Its bearer token ($MESHCONNECT_ADMIN_TOKEN; default: the one a local worker wrote "
+    "to STATE/admin.token).",
+)
+
+
+def _client(options: _Options, url: str, token: str | None) -> Any:
+    from .admin.client import AdminClient
+    from .admin.server import token_file
+
+    return AdminClient(url, token, token_file(options.state))
+
+
+@cli.command()
+@_admin_url
+@_admin_token
+@click.option("--watch", "-w", is_flag=True, help="Keep the table up to date (Ctrl-C ends).")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between updates.")
+@pass_options
+def status(
+    options: _Options, admin_url: str, token: str | None, watch: bool, interval: float
+) -> None:
+    """The connectors of a running worker (run --admin): state, records in and out, rates,
+    consumer lag, restarts and last error, as a table (live with --watch)."""
+    from .admin.client import AdminError
+
+    try:
+        from rich.console import Console
+        from rich.live import Live
+    except ImportError:
+        raise _Fail("meshconnect status needs rich: pip install 'meshconnect[admin]'") from None
+    client = _client(options, admin_url, token)
+
+    def table() -> Any:
+        try:
+            data = client.call("GET", "/connectors?expand=status")
+        except AdminError as exc:
+            raise _Fail(str(exc)) from None
+        return _status_table(data)
+
+    console = Console()
+    if not watch:
+        console.print(table())
+        return
+    import time
+
+    try:
+        with Live(table(), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(table(), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_table(data: dict[str, Any]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    from .textsafe import printable
+
+    colors = {"RUNNING": "green", "PAUSED": "yellow", "DEGRADED": "dark_orange",
+              "FAILED": "red", "STOPPED": "bright_black"}  # fmt: skip
+    table = Table(box=None, pad_edge=False)
+    for header in ("CONNECTOR", "STATE", "IN", "OUT", "IN/S", "OUT/S", "LAG", "RESTARTS"):
+        table.add_column(header, justify="left" if header in ("CONNECTOR", "STATE") else "right")
+    table.add_column("LAST ERROR", overflow="fold")
+    for name, item in data.items():
+        s = item["status"]
+        error = s.get("error")
+        where = ""
+        if error and error.get("topic") is not None:
+            where = f" [{error['topic']}@{error['offset']}]"
+        restarts = str(s["restarts"])
+        if s.get("next_restart_at"):
+            restarts += f" (next {s['next_restart_at'][11:19]})"
+        table.add_row(
+            Text(printable(name)),
+            Text(s["state"], style=colors.get(s["state"], "")),
+            str(s["records_in"]),
+            str(s["records_out"]),
+            f"{s['rate_in']:.1f}",
+            f"{s['rate_out']:.1f}",
+            str(s["lag"]),
+            restarts,
+            Text(printable(error["message"] + where) if error else ""),
+        )
+    return table
+
+
+@cli.group()
+def connectors() -> None:
+    """Pause, resume or restart a connector of a running worker (run --admin)."""
+
+
+def _control(options: _Options, url: str, token: str | None, method: str, path: str) -> None:
+    from .admin.client import AdminError
+
+    try:
+        out = _client(options, url, token).call(method, path)
+    except AdminError as exc:
+        raise _Fail(str(exc)) from None
+    _echo(f"{out['name']}: {out['state']}")
+
+
+@connectors.command("pause")
+@click.argument("name")
+@_admin_url
+@_admin_token
+@pass_options
+def connectors_pause(options: _Options, name: str, admin_url: str, token: str | None) -> None:
+    """Pause connector NAME: its source stops polling, its sinks commit and wait."""
+    _control(options, admin_url, token, "PUT", f"/connectors/{_quote(name)}/pause")
+
+
+@connectors.command("resume")
+@click.argument("name")
+@_admin_url
+@_admin_token
+@pass_options
+def connectors_resume(options: _Options, name: str, admin_url: str, token: str | None) -> None:
+    """Resume connector NAME (paused or stopped)."""
+    _control(options, admin_url, token, "PUT", f"/connectors/{_quote(name)}/resume")
+
+
+@connectors.command("restart")
+@click.argument("name")
+@_admin_url
+@_admin_token
+@pass_options
+def connectors_restart(options: _Options, name: str, admin_url: str, token: str | None) -> None:
+    """Restart connector NAME: drain, flush, commit, start again (unpaused)."""
+    _control(options, admin_url, token, "POST", f"/connectors/{_quote(name)}/restart")
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
 
 
 # -- offsets ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ConnectorStatus", "RunState"]
+__all__ = ["ConnectorStatus", "PipelineRunState", "RunState"]
 
 
 @dataclass(slots=True)
@@ -40,11 +40,25 @@ class ConnectorStatus:
     restarts: int = 0
     last_batch_seconds: float = 0.0
     updated: float = field(default_factory=time.time)
+    #: The last failure (kept after a restart): when (unix seconds) and why.
+    failed_at: float | None = None
+    last_error: str = ""
+    #: The record a sink failed on, when known (its topic and offset in the mesh).
+    failed_topic: str | None = None
+    failed_offset: int | None = None
+    #: When the supervisor restarts this FAILED connector (unix seconds) and the backoff.
+    next_restart: float | None = None
+    restart_delay: float | None = None
 
     def set(self, state: str, reason: str = "") -> None:
         self.state = state
         self.reason = reason
         self.updated = time.time()
+        if state == "FAILED":
+            self.failed_at = self.updated
+            self.last_error = reason
+        else:
+            self.next_restart = self.restart_delay = None
 
 
 class RunState:
@@ -80,6 +94,14 @@ class RunState:
     def stopped(self) -> Awaitable[Any]:
         """Completes when the run is asked to stop."""
         return self._stopping.wait()
+
+    @property
+    def paused(self) -> bool:
+        """A run is never paused as a whole (:class:`PipelineRunState` pauses a pipeline)."""
+        return False
+
+    async def wait_resumed(self) -> None:
+        """Returns at once (:meth:`PipelineRunState.wait_resumed` waits while paused)."""
 
     # -- bounded runs --------------------------------------------------------------------------
 
@@ -127,3 +149,66 @@ class RunState:
             self._caught_up.get(group) == self._appends for group in self._live_sinks
         ):
             self._sinks_done.set()
+
+
+class PipelineRunState:
+    """The :class:`RunState` as one pipeline's loops see it (the admin API controls pipelines
+    one by one): :attr:`stopping` is also true when this pipeline alone is stopped, and
+    :meth:`wait_resumed` holds a paused pipeline's source before each poll and its sinks
+    before each read. Everything else is the run's."""
+
+    def __init__(self, run: RunState, name: str) -> None:
+        self.run = run
+        self.name = name
+        self._halt = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.run, attr)
+
+    @property
+    def stopping(self) -> bool:
+        return self.run.stopping or self._halt.is_set()
+
+    @property
+    def halted(self) -> bool:
+        """This pipeline alone was asked to stop (not the run)."""
+        return self._halt.is_set()
+
+    def halt(self) -> None:
+        self._halt.set()
+        self._resumed.set()  # a paused loop wakes up to see it must stop
+
+    async def stopped(self) -> None:
+        """Completes when the run or this pipeline is asked to stop."""
+        waits = [
+            asyncio.ensure_future(self.run.stopped()),
+            asyncio.ensure_future(self._halt.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    @property
+    def paused(self) -> bool:
+        return not self._resumed.is_set()
+
+    def pause(self) -> None:
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    async def wait_resumed(self) -> None:
+        """Return at once unless paused; else when resumed or asked to stop."""
+        if self._resumed.is_set():
+            return
+        waits = [asyncio.ensure_future(self._resumed.wait()), asyncio.ensure_future(self.stopped())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()

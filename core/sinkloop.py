@@ -40,6 +40,7 @@ from .errors import (
     classify,
 )
 from .mesh.routing import resolve_topics, sink_patterns
+from .metrics import ConnectorMeters
 from .offsets import dead_letter_id, sink_group
 from .records import Record
 from .transforms._common import fresh_copy
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from .deliveries import Deliveries
     from .mesh.store import MeshStore
     from .runstate import ConnectorStatus, RunState
+    from .tracing import Tracing
 
 __all__ = ["SinkLoop", "dead_letter_id", "sink_group"]
 
@@ -68,8 +70,14 @@ class SinkLoop:
         status: ConnectorStatus,
         committed: dict[str, int],
         deliveries: Deliveries | None = None,
+        meters: ConnectorMeters | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.run_state = run
+        #: The sink's built-in metrics (retries, batch latency); private ones when not given.
+        self.meters = meters or ConnectorMeters("sink", pipeline.name, loaded.name, status)
+        #: OpenTelemetry spans per batch (:mod:`.tracing`), or ``None``.
+        self.tracing = tracing
         self.deliveries = deliveries
         self.store = store
         self.pipeline = pipeline
@@ -106,6 +114,10 @@ class SinkLoop:
         last_resolve = time.monotonic()
         await self._load_dead_marks()
         while not run.stopping:
+            if run.paused:  # paused over the admin API: commit what was written, then wait
+                await self._commit()
+                await run.wait_resumed()
+                continue
             progressed = False
             for topic in self.topics:
                 offset = self.offsets.get(topic, 0)
@@ -113,7 +125,11 @@ class SinkLoop:
                 if not records:
                     continue
                 progressed = True
-                await self._deliver(topic, records)
+                try:
+                    await self._deliver(topic, records)
+                except Exception as exc:  # the status shows the record it failed on
+                    _blame(exc, topic, records[0].offset)
+                    raise
                 self.offsets[topic] = records[-1].offset + 1  # type: ignore[operator]
                 if time.monotonic() - self.last_commit >= self.loaded.commit_interval:
                     await self._commit()
@@ -187,9 +203,10 @@ class SinkLoop:
         if self.offsets == self.committed:
             self.last_commit = time.monotonic()
             return
-        flushed, _ = await retrying(
+        flushed, attempts = await retrying(
             self.sink.flush, self.retry, log, f"sink {self.group} flush", self.classifier
         )
+        self.meters.retries += attempts - 1
         pending = 0
         if isinstance(flushed, Flushed):
             state, pending = flushed.state, flushed.pending
@@ -239,6 +256,7 @@ class SinkLoop:
     async def _deliver(self, topic: str, records: list[Record]) -> None:
         status = self.status
         status.records_in += len(records)
+        begun = time.time_ns() if self.tracing is not None else 0
         end = records[-1].offset + 1  # type: ignore[operator]
         chain = self.loaded.chain
         if len(chain):  # stored records may be shared with other sinks: change copies
@@ -260,13 +278,45 @@ class SinkLoop:
             (f.record, f.error, f.stage) for f in failures
         ]
         if out:
+            trace = None
+            if self.tracing is not None:
+                trace = self.tracing.batch(
+                    "sink batch",
+                    begun,
+                    records,
+                    pipeline=self.pipeline.name,
+                    connector=self.loaded.name,
+                    kind="sink",
+                    topic=topic,
+                    records=len(records),
+                )
+                trace.mark = time.time_ns()
+                trace.stage("transforms", begun, trace.mark)
             started = time.perf_counter()
             self.unflushed.append((topic, [r.offset for r in out]))  # type: ignore[misc]
-            problems.extend(await self._write(out))
+            try:
+                rejected = await self._write(out)
+            except BaseException as exc:
+                if trace is not None:
+                    ended = time.time_ns()
+                    trace.stage("sink write", trace.mark, ended, exc)
+                    trace.end(ended, exc)
+                raise
+            problems.extend(rejected)
             status.last_batch_seconds = time.perf_counter() - started
+            self.meters.batch.observe(status.last_batch_seconds)
+            if trace is not None:  # failed records: the first one's error marks the spans
+                ended = time.time_ns()
+                error = rejected[0][1] if rejected else None
+                trace.stage("sink write", trace.mark, ended, error)
+                trace.end(ended, error, written=len(out) - len(rejected), failed=len(rejected))
         status.records_out += len(out) - sum(1 for _, _, s in problems if s == "sink")
         if problems:
-            await self._dead_letter(topic, end, problems)
+            try:
+                await self._dead_letter(topic, end, problems)
+            except DataError as exc:  # tolerance none: it names the first failed record
+                _blame(exc, problems[0][0].topic, problems[0][0].offset)
+                raise
 
     async def _dead_letter(
         self, topic: str, end: int, problems: list[tuple[Record, BaseException, str]]
@@ -341,6 +391,7 @@ class SinkLoop:
                         continue
                     error.attempts = attempt  # type: ignore[attr-defined]
                     if not self._tolerated(error):
+                        _blame(error, pending[index].topic, pending[index].offset)
                         raise error from exc
                     failed.append((pending[index], error, "sink"))
                 if not retry:
@@ -353,6 +404,8 @@ class SinkLoop:
                 else:
                     exc.attempts = attempt  # type: ignore[attr-defined]
                     if not self._tolerated(exc):
+                        if len(pending) == 1:
+                            _blame(exc, pending[0].topic, pending[0].offset)
                         raise
                     if self._classify(exc) is not DataError or len(pending) == 1:
                         failed.extend((r, exc, "sink") for r in pending)
@@ -372,6 +425,7 @@ class SinkLoop:
             )
             await asyncio.sleep(delay)
             attempt += 1
+            self.meters.retries += 1
 
     def _classify(self, exc: BaseException) -> type[MeshconnectError] | None:
         return classify(exc, self.classifier)
@@ -386,6 +440,16 @@ class SinkLoop:
         if kind is DataError:
             return True
         return kind in (RetriableError, StoreError) and self.loaded.errors.tolerance == "all"
+
+
+def _blame(exc: BaseException, topic: str | None, offset: int | None) -> None:
+    """Mark ``exc`` with the record it failed on, ``(topic, offset)``, unless a more precise
+    mark (one record of the batch) is already there; the worker's status shows it."""
+    if getattr(exc, "failed_record", None) is None and topic is not None and offset is not None:
+        try:
+            exc.failed_record = (topic, offset)  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type with __slots__
+            pass
 
 
 def _deep_copy(record: Record) -> Record:

@@ -29,7 +29,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .api import Ack, ConnectorContext, Flushed, Sink, Source, SourceBatch
 from .deliveries import Deliveries
@@ -37,17 +37,20 @@ from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
 from .errors import Classifier, ConfigError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
-from .mesh.routing import route, sink_patterns
+from .mesh.routing import resolve_topics, route, sink_patterns
 from .mesh.store import Retention
-from .metrics import MetricsRegistry
+from .metrics import ConnectorMeters, MetricsRegistry, store_file_bytes
 from .offsets import sink_group, source_id
 from .progress import ProgressReporter
 from .records import Record
-from .runstate import ConnectorStatus, RunState
+from .runstate import ConnectorStatus, PipelineRunState, RunState
 from .sinkloop import SinkLoop
+from .tracing import BatchTrace, Tracing
+from .tracing import from_environment as tracing_from_environment
 
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
+    from .mesh.ownership import Ownership
     from .mesh.store import MeshStore
 
 __all__ = ["ConnectorStatus", "Worker", "sink_group", "source_id"]
@@ -60,6 +63,8 @@ BOUNDED_MAX_RESTARTS = 5
 MAX_RESTART_BACKOFF = 60.0
 #: Seconds between two retention passes.
 RETENTION_EVERY = 60.0
+#: Seconds between two refreshes of the metrics that need the store (consumer lag, store size).
+METRICS_EVERY = 5.0
 _DONE = object()
 
 
@@ -74,6 +79,7 @@ class Worker:
         queue_batches: int = 4,
         restart_backoff: float = 1.0,
         progress_every: float = 30.0,
+        tracer_provider: Any = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -86,13 +92,26 @@ class Worker:
         self.statuses: dict[str, ConnectorStatus] = self.state.statuses
         #: The metrics every connector's ``context.metrics`` adds to.
         self.metrics = MetricsRegistry()
+        self.metrics.refresher = self.refresh_metrics
         #: The shared HTTP listeners of ``context.http``, one server per listen address.
         self.http = HttpListeners()
         self.deliveries = Deliveries()
+        #: OpenTelemetry spans per batch (:mod:`.tracing`): ``tracer_provider``'s, else as the
+        #: ``OTEL_*`` variables say; ``None``: off.
+        self.tracing: Tracing | None = (
+            Tracing(tracer_provider) if tracer_provider is not None else tracing_from_environment()
+        )
         #: Connectors that stopped for good (a config error): when all did, the run stops.
         self._failed_for_good: set[str] = set()
         #: Each connector's ``classify_error``, by status key (for the supervisor).
         self._classifiers: dict[str, Classifier] = {}
+        #: Each pipeline's view of the run state (pause, stop of that pipeline alone) and the
+        #: supervisor tasks of its source and sinks, by pipeline name (see :meth:`spawn`).
+        self.pipeline_states: dict[str, PipelineRunState] = {}
+        self.tasks: dict[str, list[asyncio.Task[None]]] = {}
+        #: The store leases of this run (set by :meth:`run`; :meth:`spawn` of a pipeline
+        #: added while running takes its leases through it).
+        self.ownership: Ownership | None = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -118,6 +137,7 @@ class Worker:
 
         ownership = Ownership(self.store, lease_names(self.config))
         await ownership.acquire()
+        self.ownership = ownership
 
         def lost(reason: str) -> None:
             log.error("%s: stopping", reason)
@@ -129,13 +149,12 @@ class Worker:
             return await self._run_owned()
         finally:
             await ownership.release()
+            if self.tracing is not None:
+                self.tracing.shutdown()
 
     async def _run_owned(self) -> int:
         pipelines = self.config.pipelines
         await self._apply_retention()
-        for p in pipelines:  # before any source runs: a wait for delivery counts every sink
-            for sink in p.sinks:
-                self.deliveries.add_group(sink_group(p.name, sink.name), sink_patterns(p, sink))
         with_source = [p for p in pipelines if p.source is not None]
         sources: list[tuple[LoadedPipeline, Source[Any]]] = []
         for p in with_source:
@@ -143,36 +162,19 @@ class Worker:
             sources.append((p, self._make_source(p)))
         # A run is bounded when it has sources and every one of them is bounded.
         self.state.bounded = bool(sources) and all(s.bounded for _, s in sources)
-        source_tasks = [
-            asyncio.create_task(
-                self._supervise(
-                    f"source {source_id(p.name, p.source.name)}",  # type: ignore[union-attr]
-                    lambda p=p, first=s: self._run_source(p, first),  # type: ignore[misc]
-                ),
-                name=f"source:{p.name}",
-            )
-            for p, s in sources
-        ]
-        sink_tasks = [
-            asyncio.create_task(
-                self._supervise(
-                    f"sink {sink_group(p.name, sink.name)}",
-                    lambda p=p, sink=sink: self._run_sink(p, sink),  # type: ignore[misc]
-                ),
-                name=f"sink:{p.name}/{sink.name}",
-            )
-            for p in pipelines
-            for sink in p.sinks
-        ]
+        first = {p.name: s for p, s in sources}
+        # Every sink counts for a wait for delivery before any source runs.
         for p in pipelines:
-            for sink in p.sinks:
-                ident = sink_group(p.name, sink.name)
-                self.statuses.setdefault(
-                    f"sink {ident}", ConnectorStatus(ident, "sink", sink.connector)
-                )
-                self.state.sink_started(ident)
+            self.add_delivery_groups(p)
+        source_tasks: list[asyncio.Task[None]] = []
+        sink_tasks: list[asyncio.Task[None]] = []
+        for p in pipelines:
+            made = self.spawn(p, first.get(p.name))
+            source_tasks += made[: 1 if p.source is not None else 0]
+            sink_tasks += made[1 if p.source is not None else 0 :]
         retention = asyncio.create_task(self._retention_loop(), name="retention")
         progress = asyncio.create_task(self._progress_loop(), name="progress")
+        metrics = asyncio.create_task(self._metrics_loop(), name="metrics")
         if not sources:
             log.info("no sources in this run: sinks follow their topics until stopped")
         try:
@@ -189,16 +191,83 @@ class Worker:
                 if not self.bounded:
                     await self.state.stopped()
             await asyncio.gather(*sink_tasks)
+            # Pipelines restarted or added over the admin API run tasks of their own.
+            while later := [t for ts in self.tasks.values() for t in ts if not t.done()]:
+                await asyncio.gather(*later)
         finally:
-            background = (retention, progress)
-            for task in (*source_tasks, *sink_tasks, *background):
+            background = (retention, progress, metrics)
+            every = {*source_tasks, *sink_tasks, *(t for ts in self.tasks.values() for t in ts)}
+            for task in (*every, *background):
                 task.cancel()
-            await asyncio.gather(*source_tasks, *sink_tasks, *background, return_exceptions=True)
+            await asyncio.gather(*every, *background, return_exceptions=True)
             await self.http.close()
         if self.state.gave_up:
             log.error("run failed: %s", "; ".join(self.state.gave_up))
             return 1
         return 0
+
+    def add_delivery_groups(self, pipeline: LoadedPipeline) -> None:
+        """Count ``pipeline``'s sinks in waits for delivery (before its source runs)."""
+        for sink in pipeline.sinks:
+            self.deliveries.add_group(
+                sink_group(pipeline.name, sink.name), sink_patterns(pipeline, sink)
+            )
+
+    def spawn(
+        self, p: LoadedPipeline, first: Source[Any] | None = None
+    ) -> list[asyncio.Task[None]]:
+        """Start the supervisors of ``p``'s source (first in the list) and sinks under a fresh
+        :class:`PipelineRunState`; the admin API calls it again for a stopped pipeline."""
+        view = self.pipeline_states[p.name] = PipelineRunState(self.state, p.name)
+        tasks: list[asyncio.Task[None]] = []
+        if p.source is not None:
+            key = f"source {source_id(p.name, p.source.name)}"
+            self.statuses.setdefault(
+                key, ConnectorStatus(source_id(p.name, p.source.name), "source", p.source.connector)
+            )
+            self._failed_for_good.discard(key)
+            tasks.append(
+                asyncio.create_task(
+                    self._supervise(
+                        key,
+                        lambda p=p, first=first: self._run_source(p, first),  # type: ignore[misc]
+                        view,
+                    ),
+                    name=f"source:{p.name}",
+                )
+            )
+        for sink in p.sinks:
+            ident = sink_group(p.name, sink.name)
+            key = f"sink {ident}"
+            self.statuses.setdefault(key, ConnectorStatus(ident, "sink", sink.connector))
+            self._failed_for_good.discard(key)
+            self.state.sink_started(ident)
+            tasks.append(
+                asyncio.create_task(
+                    self._supervise(
+                        key,
+                        lambda p=p, sink=sink: self._run_sink(p, sink),  # type: ignore[misc]
+                        view,
+                    ),
+                    name=f"sink:{p.name}/{sink.name}",
+                )
+            )
+        self.tasks[p.name] = tasks
+        return tasks
+
+    async def halt(self, name: str) -> None:
+        """Stop pipeline ``name`` alone, as SIGTERM stops a run (sources drained, sinks
+        flushed and committed), and wait until its tasks ended."""
+        view = self.pipeline_states.get(name)
+        if view is not None:
+            view.halt()
+        tasks = self.tasks.get(name, [])
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for p in self.config.pipelines:  # its sinks no longer hold a bounded run open
+            if p.name == name:
+                for sink in p.sinks:
+                    self.state.sink_gave_up(sink_group(name, sink.name))
 
     async def _retention_loop(self) -> None:
         """Apply the files' ``retention:`` every ``RETENTION_EVERY`` seconds (``run`` applies
@@ -228,6 +297,32 @@ class Worker:
                     f" ({s.reason})" if s.state == "FAILED" else "",
                 )
 
+    async def _metrics_loop(self) -> None:
+        """Keep the metrics that need the store fresh for :meth:`MetricsRegistry.render`."""
+        while True:
+            await self.refresh_metrics()
+            await asyncio.sleep(METRICS_EVERY)
+
+    async def refresh_metrics(self) -> None:
+        """Set each of this run's sink groups' consumer lag per topic (the topic's end offset
+        minus the group's committed offset) and the store's size on disk."""
+        lag: dict[tuple[str, str], int] = {}
+        try:
+            for p in self.config.pipelines:
+                for sink in p.sinks:
+                    group = sink_group(p.name, sink.name)
+                    info = await self.store.group(group)
+                    topics = set(await resolve_topics(self.store, sink_patterns(p, sink)))
+                    topics.update(info.offsets)
+                    ends = await self.store.end_offsets(sorted(topics))
+                    for topic, end in ends.items():
+                        lag[(topic, group)] = max(0, end - info.offsets.get(topic, 0))
+        except Exception as exc:  # metrics must never stop a pipeline
+            log.debug("metrics refresh failed: %s: %s", type(exc).__name__, exc)
+            return
+        self.metrics.consumer_lag = lag
+        self.metrics.store_bytes = store_file_bytes(self.store)
+
     async def _apply_retention(self) -> None:
         config = self.config.retention
         if config.max_age is None and config.max_records is None and config.max_bytes is None:
@@ -245,7 +340,9 @@ class Worker:
 
     # -- supervision ---------------------------------------------------------------------------
 
-    async def _supervise(self, key: str, start: Callable[[], Awaitable[None]]) -> None:
+    async def _supervise(
+        self, key: str, start: Callable[[], Awaitable[None]], view: PipelineRunState
+    ) -> None:
         status = self.statuses[key]
         ident = status.id
         while True:
@@ -257,6 +354,9 @@ class Worker:
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 status.set("FAILED", reason)
+                status.failed_topic, status.failed_offset = getattr(
+                    exc, "failed_record", (None, None)
+                )
                 status.restarts += 1
                 # A wrong config, path or permission: restarting cannot help (and the message
                 # says what to fix: no traceback for it).
@@ -267,9 +367,9 @@ class Worker:
                 if (
                     fatal
                     or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
-                    or self.stopping
+                    or view.stopping
                 ):
-                    if not self.stopping or fatal:
+                    if not view.stopping or fatal:
                         self.state.gave_up.append(f"{status.kind} {ident}: {reason}")
                     if status.kind == "sink":
                         self.state.sink_gave_up(ident)
@@ -281,6 +381,8 @@ class Worker:
                             self.stop()
                     return
                 delay = backoff(status.restarts, self.restart_backoff, MAX_RESTART_BACKOFF)
+                status.restart_delay = delay  # the admin API's status shows the backoff
+                status.next_restart = time.time() + delay
                 log.info(
                     "restarting %s %s in %.1fs (restart %d)",
                     status.kind,
@@ -289,7 +391,10 @@ class Worker:
                     status.restarts,
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.state.stopped(), delay)
+                    await asyncio.wait_for(view.stopped(), delay)
+                if view.halted:  # this pipeline was stopped over the admin API
+                    status.set("STOPPED", status.reason)
+                    return
 
     # -- sources -------------------------------------------------------------------------------
 
@@ -325,11 +430,12 @@ class Worker:
         ident = source_id(pipeline.name, loaded.name)
         status = self.statuses[f"source {ident}"]
         # The first attempt uses the instance made in run(); restarts make a fresh one.
+        meters = self.metrics.connector("source", pipeline.name, loaded.name, status)
         source = (
             first if status.restarts == 0 and first is not None else self._make_source(pipeline)
         )
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
-        appender = asyncio.create_task(self._append_loop(pipeline, queue, status))
+        appender = asyncio.create_task(self._append_loop(pipeline, queue, status, meters))
         try:
             positions = await self.store.positions(ident)
             begun = await source.start(positions)
@@ -337,38 +443,79 @@ class Worker:
                 await self.store.append([], {(ident, p): dict(v) for p, v in begun.items()})
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
-            while not self.stopping:
-                batch, _ = await retrying(
+            view = self.pipeline_states[pipeline.name]
+            while not view.stopping:
+                if view.paused:  # paused over the admin API: poll again once resumed
+                    await view.wait_resumed()
+                    continue
+                polled = time.time_ns() if self.tracing is not None else 0
+                batch, attempts = await retrying(
                     source.poll,
                     loaded.errors.retry,
                     log,
                     f"source {ident} poll",
                     source.classify_error,
                 )
+                meters.retries += attempts - 1
                 if batch is None:
+                    meters.source_lag = 0.0
                     break
+                if batch.records:
+                    meters.lag_from(batch.records[-1].time)
+                else:  # caught up: nothing new at the source
+                    meters.source_lag = 0.0
                 if not batch.records and not batch.positions and not batch.failures:
                     await settle_ack(batch.ack, None)  # nothing to store: durable as it is
                     continue
+                trace = None
+                if self.tracing is not None and (batch.records or batch.failures):
+                    trace = self._trace_poll(pipeline, batch, polled)
                 try:
                     routed = await self._route_source_batch(pipeline, batch, status)
                 except BaseException as exc:
+                    if trace is not None:
+                        _trace_failed(trace, "transforms", exc)
                     await settle_ack(batch.ack, exc)
                     raise
-                if not await _put(queue, (*routed, batch.ack), appender):
-                    await settle_ack(batch.ack, _appender_error(appender))
+                if trace is not None:
+                    trace.stage("transforms", trace.mark, time.time_ns())
+                if not await _put(queue, (*routed, batch.ack, trace), appender):
+                    error = _appender_error(appender)
+                    if trace is not None:
+                        trace.end(time.time_ns(), error)
+                    await settle_ack(batch.ack, error)
                     break
         finally:
-            with contextlib.suppress(Exception):
-                await source.stop()
-            source.context.http.remove_all()
             try:
                 await _put(queue, _DONE, appender)
-                # Everything polled is appended before the source counts as stopped.
+                # Everything polled is appended, and its ack settled, before the source is
+                # stopped: an ack may still need the source's connection (a Redis XACK).
                 await appender
             finally:
                 await _fail_queued(queue, appender)
-        self._finished(status, "in", "stored")
+                with contextlib.suppress(Exception):
+                    await source.stop()
+                source.context.http.remove_all()
+        self._finished(status, "in", "stored", pipeline.name)
+
+    def _trace_poll(self, pipeline: LoadedPipeline, batch: SourceBatch, polled: int) -> BatchTrace:
+        """Start a source batch's span with its ``source poll`` stage (``mark``: when the
+        next stage began)."""
+        assert self.tracing is not None and pipeline.source is not None
+        trace = self.tracing.batch(
+            "source batch",
+            polled,
+            batch.records,
+            pipeline=pipeline.name,
+            connector=pipeline.source.name,
+            kind="source",
+            records=len(batch.records) + len(batch.failures),
+        )
+        trace.stamp(batch.records)
+        now = time.time_ns()
+        trace.stage("source poll", polled, now)
+        trace.mark = now
+        return trace
 
     async def _route_source_batch(
         self, pipeline: LoadedPipeline, batch: SourceBatch, status: ConnectorStatus
@@ -406,7 +553,11 @@ class Worker:
         return out, positions
 
     async def _append_loop(
-        self, pipeline: LoadedPipeline, queue: asyncio.Queue[Any], status: ConnectorStatus
+        self,
+        pipeline: LoadedPipeline,
+        queue: asyncio.Queue[Any],
+        status: ConnectorStatus,
+        meters: ConnectorMeters,
     ) -> None:
         loaded = pipeline.source
         assert loaded is not None
@@ -415,18 +566,20 @@ class Worker:
             item = await queue.get()
             if item is _DONE:
                 return
-            records, positions, ack = item
+            records, positions, ack, trace = item
             made: set[int] = set()  # ids of the dead letters made for this batch
             started = time.perf_counter()
+            began = time.time_ns() if trace is not None else 0
             try:
                 while True:
                     try:
-                        await retrying(
+                        _, attempts = await retrying(
                             functools.partial(self.store.append, records, positions),
                             loaded.errors.retry,
                             log,
                             f"source {ident} append to the mesh store",
                         )
+                        meters.retries += attempts - 1
                         break
                     except RecordEncodingError as exc:
                         # One record the store cannot encode (a transform made a set, say): it
@@ -436,11 +589,18 @@ class Worker:
                         records = self._unstorable(pipeline, records, exc, status, made)
                         await asyncio.sleep(0)  # let a stop signal in between passes
             except BaseException as exc:
+                if trace is not None:
+                    _trace_failed(trace, "store append", exc, began)
                 await settle_ack(ack, exc)
                 raise
+            if trace is not None:
+                ended = time.time_ns()
+                trace.stage("store append", began, ended)
+                trace.end(ended, stored=len(records))
             self.state.appended()
             await settle_ack(ack, None)
             status.last_batch_seconds = time.perf_counter() - started
+            meters.batch.observe(status.last_batch_seconds)
 
     def _unstorable(
         self,
@@ -470,6 +630,8 @@ class Worker:
     async def _run_sink(self, pipeline: LoadedPipeline, loaded: LoadedSink) -> None:
         group = sink_group(pipeline.name, loaded.name)
         status = self.statuses[f"sink {group}"]
+        # Before anything can fail: a sink that fails to open still shows its restarts.
+        meters = self.metrics.connector("sink", pipeline.name, loaded.name, status)
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(sink, Sink)
@@ -488,7 +650,7 @@ class Worker:
             status.set("RUNNING")
             log.info("sink %s started at %s", group, info.offsets or "the beginning")
             await SinkLoop(
-                self.state,
+                cast(RunState, self.pipeline_states[pipeline.name]),
                 self.store,
                 pipeline,
                 loaded,
@@ -496,14 +658,17 @@ class Worker:
                 status,
                 info.offsets,
                 deliveries=self.deliveries,
+                meters=meters,
+                tracing=self.tracing,
             ).run()
         finally:
             with contextlib.suppress(Exception):
                 await sink.close()
-        self._finished(status, "read", "written")
+        self._finished(status, "read", "written", pipeline.name)
 
-    def _finished(self, status: ConnectorStatus, came: str, went: str) -> None:
-        status.set("STOPPED" if self.stopping else "DONE")
+    def _finished(self, status: ConnectorStatus, came: str, went: str, pipeline: str) -> None:
+        view = self.pipeline_states.get(pipeline)
+        status.set("STOPPED" if self.stopping or (view and view.stopping) else "DONE")
         log.info(
             "%s %s %s: %d records %s, %d %s, %d failed (%d dead-lettered)",
             status.kind,
@@ -531,6 +696,13 @@ async def settle_ack(ack: Ack | None, error: BaseException | None) -> None:
         log.warning("a source's ack callback raised %s: %s", type(exc).__name__, exc)
 
 
+def _trace_failed(trace: BatchTrace, stage: str, error: BaseException, began: int = 0) -> None:
+    """End a batch's spans with the stage that failed."""
+    now = time.time_ns()
+    trace.stage(stage, began or trace.mark or now, now, error)
+    trace.end(now, error)
+
+
 def _appender_error(appender: asyncio.Task[None]) -> BaseException:
     """Why batches still queued for ``appender`` will never be appended."""
     if appender.done() and not appender.cancelled() and appender.exception() is not None:
@@ -550,6 +722,9 @@ async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None
     """Put ``item`` unless the consumer has ended (then a full queue would block forever)."""
     if consumer.done():
         return False
+    if not queue.full():  # the usual case: no task, no wait
+        queue.put_nowait(item)
+        return True
     put = asyncio.ensure_future(queue.put(item))
     await asyncio.wait([put, consumer], return_when=asyncio.FIRST_COMPLETED)
     if not put.done():

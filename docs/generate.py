@@ -204,7 +204,15 @@ def generators() -> dict[str, Any]:
         "connector/s3": lambda: connector_reference("s3"),
         "connector/jdbc": lambda: connector_reference("jdbc"),
         "jdbc/types": jdbc_type_mapping,
+        "admin/rest": admin_reference,
     }
+
+
+def admin_reference() -> str:
+    """The admin API's REST reference, from the OpenAPI document it serves."""
+    from meshconnect.admin.openapi import reference_markdown
+
+    return reference_markdown()
 
 
 def jdbc_type_mapping() -> str:

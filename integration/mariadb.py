@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -88,21 +89,33 @@ class MariaDB:
             args["database"] = database
         return args
 
-    def install(self) -> None:
-        self.datadir.mkdir(parents=True, exist_ok=True)
+    def install(self, attempts: int = 3) -> None:
+        """Make the data directory with ``mariadb-install-db``.
+
+        A failed bootstrap is retried on a wiped directory (a CI run once saw it fail with no
+        other sign of trouble); the last failure raises with the tool's own output.
+        """
         install = _binary("mariadb-install-db")
         assert install is not None, MariaDB.missing()
-        subprocess.run(
-            [
-                install,
-                "--no-defaults",
-                f"--datadir={self.datadir}",
-                "--user=root" if os.geteuid() == 0 else f"--user={os.getlogin()}",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ],
-            check=True,
-            capture_output=True,
+        command = [
+            install,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            "--user=root" if os.geteuid() == 0 else f"--user={os.getlogin()}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ]
+        for attempt in range(1, attempts + 1):
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            self.datadir.mkdir(parents=True)
+            done = subprocess.run(command, capture_output=True, check=False)
+            if done.returncode == 0:
+                return
+            output = (done.stdout + done.stderr).decode(errors="replace")[-3000:]
+            print(f"mariadb-install-db failed (attempt {attempt}): {output}", file=sys.stderr)
+            time.sleep(1.0)
+        raise RuntimeError(
+            f"mariadb-install-db failed {attempts} times (exit {done.returncode}): {output}"
         )
 
     def start(self, timeout: float = 60.0) -> None:

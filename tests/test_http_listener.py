@@ -243,9 +243,9 @@ async def test_a_context_outside_a_worker_has_private_services() -> None:
     context = ConnectorContext("p", "c", logging.getLogger("test"))
     context.metrics.counter("rows", "Rows read").inc(3)
     assert context.metrics.registry.render() == (
-        "# HELP meshconnect_rows Rows read\n"
-        "# TYPE meshconnect_rows counter\n"
-        'meshconnect_rows{connector="c",pipeline="p"} 3\n'
+        "# HELP meshconnect_rows_total Rows read\n"
+        "# TYPE meshconnect_rows_total counter\n"
+        'meshconnect_rows_total{connector="c",pipeline="p"} 3.0\n'
     )
     route = await context.http.add_route("127.0.0.1:0", "GET", "/x", lambda r: None)  # type: ignore[arg-type,return-value]
     assert route.port > 0

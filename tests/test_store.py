@@ -209,6 +209,62 @@ async def test_two_processes_append_to_one_topic(tmp_path: Path) -> None:
     assert positions == [{"p": {"n": 99}}, {"p": {"n": 99}}]
 
 
+async def test_a_small_append_never_blocks_the_loop_on_another_process_lock(
+    tmp_path: Path,
+) -> None:
+    """Small appends commit on the loop's thread, but must not sleep there in SQLite's busy
+    handler while another connection holds the write lock: they go to the store thread and
+    wait there, and the loop keeps running."""
+    import sqlite3
+
+    path = tmp_path / "mesh.db"
+    store = SqliteStore(f"sqlite:///{path}?busy_timeout=30000")
+    await store.open()
+    assert await store.append(batch(1)) == [0]  # small: committed inline
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock
+    try:
+        append = asyncio.ensure_future(store.append(batch(2, start=1)))
+        for _ in range(20):
+            await asyncio.sleep(0.01)  # the loop runs while the append waits for the lock
+        assert not append.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert await append == [1, 2]
+    assert await store.append(batch(1, start=3)) == [3]  # and inline again
+    assert [r.data["i"] for r in await read_all(store, "orders")] == [0, 1, 2, 3]
+    await store.close()
+
+
+@pytest.mark.parametrize("sizes", [[1, 40, 1, 1, 200, 3], [17, 16, 1, 5000, 2]])
+async def test_inline_and_threaded_appends_keep_offsets_dense(
+    tmp_path: Path, sizes: list[int]
+) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
+    await store.open()
+    start = 0
+    for n in sizes:
+        offsets = await store.append(batch(n, start=start), {("c", "p"): {"n": start + n}})
+        assert offsets == list(range(start, start + n))
+        start += n
+    # appends racing reads: the thread serves the reads, small appends wait for it
+    results = await asyncio.gather(
+        *(store.append(batch(1, start=start + i)) for i in range(10)),
+        *(store.read("orders", 0, 3) for _ in range(5)),
+    )
+    assert sorted(o for r in results[:10] for o in r) == list(range(start, start + 10))
+    await store.close()
+
+    reopened = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
+    await reopened.open()
+    records = await read_all(reopened, "orders")
+    assert [r.offset for r in records] == list(range(start + 10))
+    assert sorted(r.data["i"] for r in records) == list(range(start + 10))
+    assert await reopened.positions("c") == {"p": {"n": sum(sizes)}}
+    await reopened.close()
+
+
 APPENDER = """
     import asyncio, sys
     from meshconnect.mesh.sqlite import SqliteStore

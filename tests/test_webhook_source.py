@@ -287,6 +287,27 @@ async def test_a_repeated_id_and_source_is_accepted_and_stored_once(hook: Hook) 
     ]
 
 
+hook_impatient = hook_fixture(TOKENS + "\n        ack_timeout: 0.3\n")
+
+
+async def test_a_sender_that_gave_up_leaves_its_duplicate_waiting_and_stored_once(
+    hook_impatient: Hook,
+) -> None:
+    """The first sender's wait ends (503 after ack_timeout) while its event is still being
+    appended; a second sender of the same event waits for that append, not a new one."""
+    structured = {"Content-Type": "application/cloudevents+json"}
+    hook = hook_impatient
+    hook.store.hold = asyncio.Event()
+    first = await hook.post(json.dumps(ce(id="slow")), structured)
+    assert first[0] == 503
+    assert first[2]["detail"].startswith("not stored: no durable append within 0.3s")
+    second = asyncio.ensure_future(hook.post(json.dumps(ce(id="slow")), structured))
+    await asyncio.sleep(0.05)
+    hook.store.hold.set()
+    assert (await second)[:3:2] == (202, {"stored": 0, "duplicates": 1})
+    assert [e["id"] for e in await hook.stored()] == ["slow"]
+
+
 async def test_the_store_unavailable_is_503_with_retry_after_and_stores_nothing(hook: Hook) -> None:
     structured = {"Content-Type": "application/cloudevents+json"}
     hook.store.broken = True

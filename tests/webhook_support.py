@@ -25,10 +25,14 @@ class FlakyStore(MemoryStore):
     """A memory store whose appends fail while ``broken`` is set (the store is down)."""
 
     broken = False
+    #: When set, appends wait until it is released (``hold.set()``): a slow store.
+    hold: asyncio.Event | None = None
 
     async def append(self, records: Sequence[Record], positions: Any = None) -> list[int]:
         if self.broken:
             raise StoreError("simulated: the store is down")
+        if self.hold is not None and records:
+            await self.hold.wait()
         return await super().append(records, positions)
 
 

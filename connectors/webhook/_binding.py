@@ -17,11 +17,20 @@ The SDK decides the content mode (``is_binary``: a ``ce-specversion`` header; st
 
 Every event is then checked by :func:`meshconnect.eventrules.parse_event`: nothing invalid
 reaches the mesh.
+
+Tracing: the CloudEvents distributed-tracing extension (``traceparent``, ``tracestate``) is an
+extension like any other, so a CloudEvent keeps it both ways (``ce-traceparent`` in binary
+mode, a member in structured and batch mode). Where no CloudEvent carries it, the W3C Trace
+Context request headers stand in: a plain body's event takes them as its extension
+(:func:`trace_context`), and a sink sending only the data sends the extension as those
+headers (:func:`trace_headers`).
 """
 
 from __future__ import annotations
 
 import codecs
+import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -44,6 +53,8 @@ __all__ = [
     "to_batch",
     "to_binary",
     "to_structured",
+    "trace_context",
+    "trace_headers",
 ]
 
 STRUCTURED = "application/cloudevents+json"
@@ -51,6 +62,12 @@ BATCH = "application/cloudevents-batch+json"
 REQUIRED = ("specversion", "id", "source", "type")
 #: Characters a header value keeps as they are (printable ASCII but space, '"' and '%').
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+#: A W3C Trace Context ``traceparent``: version, trace id, parent id, flags (a later version
+#: may add fields after them, version 00 may not); version ``ff`` and all-zero ids are
+#: invalid.
+_TRACEPARENT = re.compile(
+    r"(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(-[ -~]*)?\Z"
+)
 
 
 class BadRequest(ValueError):
@@ -264,3 +281,29 @@ def to_structured(record: Record) -> tuple[dict[str, str], bytes]:
 def to_batch(records: list[Record]) -> tuple[dict[str, str], bytes]:
     """Batch mode: a JSON array of structured events."""
     return {"content-type": BATCH}, jsonvalue.dumps([r.to_dict() for r in records])
+
+
+def trace_context(headers: Mapping[str, str]) -> dict[str, str]:
+    """The W3C Trace Context headers of a request as the distributed-tracing extension
+    (``traceparent``, and ``tracestate`` with it); nothing when ``traceparent`` is missing or
+    malformed (a sender's broken header is not worth refusing its event)."""
+    parent = headers.get("traceparent", "").strip()
+    if not _TRACEPARENT.match(parent) or (parent[:2] == "00" and len(parent) != 55):
+        return {}
+    out = {"traceparent": parent}
+    state = headers.get("tracestate", "").strip()
+    if state:
+        out["tracestate"] = state
+    return out
+
+
+def trace_headers(record: Record) -> dict[str, str]:
+    """A record's distributed-tracing extension as W3C Trace Context headers."""
+    out: dict[str, str] = {}
+    parent = record.extensions.get("traceparent")
+    if isinstance(parent, str) and parent:
+        out["traceparent"] = parent
+        state = record.extensions.get("tracestate")
+        if isinstance(state, str) and state:
+            out["tracestate"] = state
+    return out

@@ -224,6 +224,7 @@ class HttpSink(Sink[HttpSinkConfig]):
         else:
             body, content_type = _binding.encode_data(record)
             headers = {"content-type": content_type} if content_type else {}
+            headers.update(_binding.trace_headers(record))  # no CloudEvent to carry them
         for name, template in self.headers.items():
             headers[name] = self._render(template, record, f"headers.{name}")
         if self.config.hmac is not None:

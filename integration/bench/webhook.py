@@ -9,7 +9,10 @@ embedded SQLite mesh store) against a bare aiohttp handler that parses the body 
 The load generator is an aiohttp client in this process (one session, keep-alive), with 1
 and with 64 concurrent clients; each client sends its next request when the previous one is
 answered. Runs are interleaved (bare, webhook, bare, webhook...) and medians shown: requests
-per second, p50 and p99 latency, and the webhook's throughput relative to the bare handler.
+per second, p50 and p99 latency, the server's CPU time per request, and the throughput
+relative to the bare handler on asyncio's default loop. Each program also runs on the other
+event loop (the worker picks uvloop when installed; the bare handler is aiohttp's default),
+so the table shows what the loop gives and what meshconnect's own work costs.
 Target (issue 14): >= 0.5x the bare handler's throughput.
 """
 
@@ -40,8 +43,21 @@ async def handle(request):
 
 app = web.Application()
 app.router.add_post("/events", handle)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+loop = None
+if sys.argv[2] == "uvloop":
+    import uvloop
+    loop = uvloop.new_event_loop()
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=loop)
 """
+
+#: The servers measured: (name, program, event loop). The worker runs on uvloop when it is
+#: installed (the [http] extra brings it); each program is also measured on the other loop.
+KINDS = (
+    ("bare", "bare", "asyncio"),
+    ("bare+uvloop", "bare", "uvloop"),
+    ("webhook", "webhook", "uvloop"),
+    ("webhook+asyncio", "webhook", "asyncio"),
+)
 
 PIPELINE = """
 pipelines:
@@ -105,16 +121,27 @@ async def wait_listening(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"nothing listens at {url}")
 
 
-def start(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(name: str, program: str, loop: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    if kind == "bare":
-        command = [sys.executable, "-c", BARE, str(port)]
+    env = dict(os.environ)
+    if program == "bare":
+        command = [sys.executable, "-c", BARE, str(port), loop]
     else:
-        (workdir / "bench.yaml").write_text(PIPELINE.format(port=port))
-        command = [sys.executable, "-m", "meshconnect", "--state", str(workdir / "state"),
-                   "run", str(workdir / "bench.yaml")]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (workdir / f"{name}.yaml").write_text(PIPELINE.format(port=port))
+        command = [sys.executable, "-m", "meshconnect", "--state", str(workdir / name),
+                   "run", str(workdir / f"{name}.yaml")]  # fmt: skip
+        env["MESHCONNECT_EVENT_LOOP"] = loop
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return proc, f"http://127.0.0.1:{port}/events"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0.0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -131,23 +158,30 @@ def main() -> None:
     if args.smoke:
         args.requests, args.repeat = 200, 1
     print(f"load: {os.getloadavg()[0]:.2f} (1-minute average), {os.cpu_count()} CPUs")
-    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    results: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
     first = 0
     try:
-        servers = {kind: start(kind, workdir) for kind in ("bare", "webhook")}
+        servers = {name: start(name, program, loop, workdir) for name, program, loop in KINDS}
         for proc, url in servers.values():
             asyncio.run(wait_listening(url, proc))
         for _ in range(args.repeat):
             for clients in (1, 64):
-                for kind in ("bare", "webhook"):
-                    _, url = servers[kind]
+                for kind, _, _ in KINDS:
+                    proc, url = servers[kind]
                     asyncio.run(load(url, min(200, args.requests), clients, first))  # warm-up
                     first += args.requests
+                    cpu = cpu_seconds(proc.pid)
                     seconds, lat = asyncio.run(load(url, args.requests, clients, first))
+                    cpu = cpu_seconds(proc.pid) - cpu
                     first += args.requests
                     results.setdefault((kind, clients), []).append(
-                        (args.requests / seconds, percentile(lat, 0.5), percentile(lat, 0.99))
+                        (
+                            args.requests / seconds,
+                            percentile(lat, 0.5),
+                            percentile(lat, 0.99),
+                            cpu / args.requests,
+                        )
                     )
     finally:
         for proc, _ in servers.values():
@@ -155,16 +189,22 @@ def main() -> None:
             proc.wait(30)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{args.requests} requests per run, medians of {args.repeat} interleaved runs")
-    print(f"{'server':<9} {'clients':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'vs bare':>8}")
+    print("vs bare: throughput relative to the bare handler on asyncio's default loop")
+    print("cpu us/req: the server process's CPU time per request (user + system)")
+    print(
+        f"{'server':<16} {'clients':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'cpu us/req':>10} {'vs bare':>8}"
+    )
     for clients in (1, 64):
         bare_rate = statistics.median(r[0] for r in results[("bare", clients)])
-        for kind in ("bare", "webhook"):
+        for kind, _, _ in KINDS:
             runs = results[(kind, clients)]
             rate = statistics.median(r[0] for r in runs)
             p50 = statistics.median(r[1] for r in runs) * 1000
             p99 = statistics.median(r[2] for r in runs) * 1000
+            cpu_us = statistics.median(r[3] for r in runs) * 1e6
             print(
-                f"{kind:<9} {clients:>7} {rate:>8.0f} {p50:>7.2f} {p99:>7.2f} "
+                f"{kind:<16} {clients:>7} {rate:>8.0f} {p50:>7.2f} {p99:>7.2f} {cpu_us:>10.0f} "
                 f"{rate / bare_rate:>7.2f}x"
             )
 
