@@ -203,9 +203,7 @@ def restart_the_engine(
 def private_redis_cluster(base: Path, nodes: int = 3) -> Iterator[str]:
     """Three redis-server primaries on free ports joined into a cluster (``redis-cli --cluster
     create``); yields a store URL of one of them, ``redis://…/0?cluster=yes``."""
-    from mariadb import free_port
-
-    ports = [free_port() for _ in range(nodes)]
+    ports = [_cluster_port() for _ in range(nodes)]
     processes = []
     try:
         for port in ports:
@@ -243,6 +241,22 @@ def private_redis_cluster(base: Path, nodes: int = 3) -> Iterator[str]:
             process.terminate()
         for process in processes:
             process.wait(30)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, and exists."""
+    from mariadb import free_port
+
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
 
 
 def _wait_for_port(port: int, timeout: float = 30.0) -> None:
