@@ -4,6 +4,7 @@ and what a restarted server does to a running worker."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -259,3 +260,24 @@ async def test_a_record_bigger_than_a_message_is_a_data_error_and_nothing_is_sto
     assert await store.topics() == []
     assert await store.positions("c") == {}
     await store.close()
+
+
+async def test_two_stores_appending_to_one_topic_at_once_get_dense_offsets(nats_url: str) -> None:
+    """Each publish expects the stream's last sequence; the loser of a race reads the new end
+    and publishes again, so offsets stay dense and each batch contiguous."""
+    first, second = NatsStore(nats_url), NatsStore(nats_url)
+    await first.open()
+    await second.open()
+
+    def batch() -> list[Record]:
+        return [Record({"n": i}, topic="t") for i in range(10)]
+
+    results = await asyncio.gather(
+        *(store.append(batch()) for _ in range(10) for store in (first, second))
+    )
+
+    assert sorted(o for offsets in results for o in offsets) == list(range(200))
+    assert all(offsets == list(range(offsets[0], offsets[0] + 10)) for offsets in results)
+    assert await first.end_offsets(["t"]) == {"t": 200}
+    await first.close()
+    await second.close()
