@@ -82,6 +82,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
         yield server
 
 
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A private nats-server with JetStream (integration/nats_support.py), one per session."""
+    from nats_support import NatsServer, private_nats
+
+    missing = NatsServer.missing()
+    if missing:
+        require_server("nats-server", missing)
+    with private_nats(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
 #: Real-server MongoDB tests that did not run (no MESHCONNECT_TEST_MONGODB_URI): reported in
 #: the terminal summary, so CI's log says plainly what was not verified. (Kept for the tests'
 #: import; the summary reads the skip reports, which pytest-xdist's workers send back.)

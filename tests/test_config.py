@@ -594,12 +594,13 @@ def test_positions_are_recorded_for_keys_and_values() -> None:
 
 def test_a_store_url_for_no_installed_backend_is_reported_at_store(registry: Registry) -> None:
     write("""
-        store: "redis://localhost:6379/0"
+        store: "kafka://localhost:9092"
         pipelines:
           - name: orders
             source: {connector: file, config: {path: in.jsonl}}
     """)
 
     assert problems(registry) == [
-        "p.yaml:1:8: store: no mesh store backend for 'redis':// (installed: memory, sqlite)"
+        "p.yaml:1:8: store: no mesh store backend for 'kafka':// "
+        "(installed: memory, nats, redis, rediss, sqlite)"
     ]

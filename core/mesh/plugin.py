@@ -25,9 +25,22 @@ def _memory(url: str) -> MeshStore:
     return MemoryStore(url)
 
 
+def _redis(url: str) -> MeshStore:
+    from .redis_store import RedisStore
+
+    return RedisStore(url)
+
+
+def _nats(url: str) -> MeshStore:
+    from .nats_store import NatsStore
+
+    return NatsStore(url)
+
+
 @hookimpl
 def meshconnect_stores() -> list[StoreSpec]:
-    """The ``sqlite`` (embedded default, WAL) and ``memory`` (tests) backends."""
+    """The ``sqlite`` (embedded default, WAL), ``memory`` (tests), ``redis`` (Redis Streams)
+    and ``nats`` (JetStream) backends."""
     return [
         StoreSpec(
             "sqlite",
@@ -39,4 +52,11 @@ def meshconnect_stores() -> list[StoreSpec]:
             _memory,
             "in this process's memory, for tests: memory:// (private) or memory://NAME (shared)",
         ),
+        StoreSpec(
+            "redis",
+            _redis,
+            "Redis Streams (extra [redis]): redis://HOST:PORT/DB?prefix=NAME",
+        ),
+        StoreSpec("rediss", _redis, "Redis Streams over TLS: rediss://HOST:PORT/DB?prefix=NAME"),
+        StoreSpec("nats", _nats, "NATS JetStream (extra [nats]): nats://HOST:PORT?prefix=NAME"),
     ]
