@@ -586,7 +586,7 @@ def status(
             data = client.call("GET", "/connectors?expand=status")
         except AdminError as exc:
             raise _Fail(str(exc)) from None
-        return _status_table(data)
+        return _status_table(data, console.width)
 
     console = Console()
     if not watch:
@@ -603,7 +603,8 @@ def status(
         pass
 
 
-def _status_table(data: dict[str, Any]) -> Any:
+def _status_table(data: dict[str, Any], width: int = 120) -> Any:
+    """The status table, one line a connector for a terminal ``width`` columns wide."""
     from rich.table import Table
     from rich.text import Text
 
@@ -611,30 +612,44 @@ def _status_table(data: dict[str, Any]) -> Any:
 
     colors = {"RUNNING": "green", "PAUSED": "yellow", "DEGRADED": "dark_orange",
               "FAILED": "red", "STOPPED": "bright_black"}  # fmt: skip
-    table = Table(box=None, pad_edge=False)
-    for header in ("CONNECTOR", "STATE", "IN", "OUT", "IN/S", "OUT/S", "LAG", "RESTARTS"):
-        table.add_column(header, justify="left" if header in ("CONNECTOR", "STATE") else "right")
-    table.add_column("LAST ERROR", overflow="fold")
+    headers = ("CONNECTOR", "STATE", "IN", "OUT", "IN/S", "OUT/S", "LAG", "RESTARTS")
+    rows: list[list[Any]] = []
     for name, item in data.items():
         s = item["status"]
         error = s.get("error")
         where = ""
         if error and error.get("topic") is not None:
-            where = f" [{error['topic']}@{error['offset']}]"
+            where = f"[{error['topic']}@{error['offset']}] "
         restarts = str(s["restarts"])
         if s.get("next_restart_at"):
             restarts += f" (next {s['next_restart_at'][11:19]})"
-        table.add_row(
-            Text(printable(name)),
-            Text(s["state"], style=colors.get(s["state"], "")),
-            str(s["records_in"]),
-            str(s["records_out"]),
-            f"{s['rate_in']:.1f}",
-            f"{s['rate_out']:.1f}",
-            str(s["lag"]),
-            restarts,
-            Text(printable(error["message"] + where) if error else ""),
+        rows.append(
+            [
+                Text(printable(name)),
+                Text(s["state"], style=colors.get(s["state"], "")),
+                str(s["records_in"]),
+                str(s["records_out"]),
+                f"{s['rate_in']:.1f}",
+                f"{s['rate_out']:.1f}",
+                str(s["lag"]),
+                restarts,
+                Text(printable(where + error["message"]) if error else ""),
+            ]
         )
+    table = Table(box=None, pad_edge=False)
+    used = 0
+    for i, header in enumerate(headers):
+        used += max([len(header)] + [len(str(row[i])) for row in rows]) + 2
+        table.add_column(
+            header, justify="left" if header in ("CONNECTOR", "STATE") else "right", no_wrap=True
+        )
+    # One line a connector: only the error gives way, cut to the terminal's width (its
+    # failing record first, so that stays in sight); the whole text is in GET .../status.
+    table.add_column(
+        "LAST ERROR", no_wrap=True, overflow="ellipsis", max_width=max(20, width - used)
+    )
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -263,18 +263,25 @@ class AdminServer:
     async def topics(self, request: web.Request) -> web.StreamResponse:
         store = self.controller.worker.store
         infos = await store.topics()
-        groups = await store.groups()
+        lag: dict[str, dict[str, int]] = {}
+        for g in await store.groups():
+            for topic, offset in g.offsets.items():
+                lag.setdefault(topic, {})[g.group] = offset
+        ends = {info.name: info.end for info in infos}
+        for topic, groups in lag.items():
+            for group, offset in groups.items():
+                groups[group] = max(0, ends.get(topic, offset) - offset)
+        # This run's sinks that have not committed yet lag too (by all they have to read).
+        for pipeline in self.controller.pipelines:
+            for (topic, group), records in (await self.controller.group_lags(pipeline)).items():
+                lag.setdefault(topic, {})[group] = records
         rows = [
             {
                 "topic": info.name,
                 "records": info.end - info.start,
                 "start": info.start,
                 "end": info.end,
-                "lag": {
-                    g.group: max(0, info.end - g.offsets[info.name])
-                    for g in groups
-                    if info.name in g.offsets
-                },
+                "lag": lag.get(info.name, {}),
             }
             for info in infos
         ]
@@ -300,7 +307,11 @@ class AdminServer:
             self.controller.load("validate", pipeline)
             problems = []
         except ValidationErrors as exc:
-            problems = [_problem(p) for p in exc.problems]
+            prefix = "source.config." if kind == "source" else "sinks[0].config."
+            problems = [
+                {**_problem(p, prefix), "location": f"connector-plugins/{name}/config"}
+                for p in exc.problems
+            ]
         return reply({"name": name, "kind": kind, "error_count": len(problems),
                       "problems": problems})  # fmt: skip
 
@@ -415,8 +426,14 @@ async def _body(request: web.Request) -> Any:
         raise ConfigError(f"the body is not JSON: {exc}") from None
 
 
-def _problem(p: Any) -> dict[str, Any]:
-    return {"location": None if p.location is None else str(p.location), "message": p.message}
+def _problem(p: Any, field_prefix: str = "") -> dict[str, Any]:
+    """A validation problem as JSON: ``location`` is where in the API (``connectors/NAME/
+    config``), without the line and column of the temporary file it was checked in; the
+    message names the field by its path in the body (``field_prefix`` cut off)."""
+    message = p.message
+    if field_prefix and message.startswith(field_prefix):
+        message = message[len(field_prefix) :]
+    return {"location": None if p.location is None else p.location.file, "message": message}
 
 
 def reply(data: Any, status: int = 200) -> web.Response:
