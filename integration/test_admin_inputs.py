@@ -167,3 +167,23 @@ def test_problems_name_the_field_of_the_body_not_a_line_of_a_temporary_file(
         assert "formatt" in messages and "path" in messages, checked
         assert {p["location"] for p in checked["problems"]} == {"connector-plugins/file/config"}
         assert w.stop() == 0
+
+
+def test_a_deleted_connector_leaves_metrics(tmp_path: Path) -> None:
+    _append(tmp_path / "in.jsonl", range(3))
+    body = flowing("gone", "./in.jsonl", "./out.jsonl")
+    files = [write_pipeline(tmp_path / "p.yaml", [flowing("kept", "./in.jsonl", "./k.jsonl")])]
+    with AdminWorker(tmp_path, files) as w:
+        assert w.call("PUT", "/connectors/gone", body).status == 201
+        w.wait_for(lambda: len(jsonl(tmp_path / "out.jsonl")) == 3, "3 records out")
+        w.wait_for(lambda: w.status("kept")["records_out"] == 3, "3 records out of kept")
+        text = w.call("GET", "/metrics").text
+        assert 'pipeline="gone"' in text and 'group="gone/file"' in text
+        assert w.call("DELETE", "/connectors/gone").status == 204
+        text = w.call("GET", "/metrics").text
+        assert 'pipeline="gone"' not in text and 'group="gone/file"' not in text, text
+        assert (
+            'meshconnect_records_out_total{connector="file",kind="sink",pipeline="kept"} 3.0'
+            in (text)
+        )
+        assert w.stop() == 0

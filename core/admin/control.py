@@ -186,6 +186,7 @@ class Controller:
             )
         async with self._lock:
             await self._forget(pipeline)
+            self.worker.metrics.forget(name)
 
     async def _forget(self, pipeline: LoadedPipeline) -> None:
         name = pipeline.name
