@@ -187,3 +187,25 @@ def test_a_deleted_connector_leaves_metrics(tmp_path: Path) -> None:
             in (text)
         )
         assert w.stop() == 0
+
+
+def test_deep_and_huge_bodies_are_refused_not_a_server_error(tmp_path: Path) -> None:
+    _append(tmp_path / "in.jsonl", range(1))
+    files = [write_pipeline(tmp_path / "p.yaml", [flowing("orders", "./in.jsonl", "./o.jsonl")])]
+    deep_array = b"[" * 100_000 + b"]" * 100_000  # beyond the JSON parser's recursion
+    deep_object = b'{"source": ' + b'{"a": ' * 500 + b"1" + b"}" * 501  # parsed, too deep
+    calls = [
+        ("PUT", "/connectors/deep"),
+        ("PATCH", "/connectors/orders/offsets?dry_run=true"),
+        ("PUT", "/connector-plugins/file/config/validate"),
+    ]
+    with AdminWorker(tmp_path, files) as w:
+        for method, path in calls:
+            for raw in (deep_array, deep_object):
+                reply = w.call(method, path, raw=raw)
+                assert reply.status == 400, (method, path, reply.status, reply.text)
+                assert "nested more than 64 levels" in reply.json["detail"]
+            huge = w.call(method, path, raw=b'{"a": "' + b"x" * (1 << 20) + b'"}')
+            assert huge.status == 413, (method, path, huge.status)
+        assert w.call("GET", "/health").status == 200
+        assert w.stop() == 0

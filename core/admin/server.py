@@ -192,6 +192,9 @@ class AdminServer:
                 )
             except MeshconnectError as exc:
                 return problem(400, "Bad Request", str(exc))
+            except Exception:  # a fault of ours: logged (secrets masked), told as a problem
+                log.exception("admin API: %s %s failed", request.method, request.path)
+                return problem(500, "Internal Server Error", "the worker's log has the traceback")
 
         return guard
 
@@ -416,14 +419,37 @@ def _local_host(host: str) -> bool:
     return is_loopback(name.lower())
 
 
+#: The deepest nesting of arrays and objects a body may have: a pipeline needs about 10; a
+#: body nested thousands deep would exhaust the recursion of the JSON parser or the loader.
+MAX_DEPTH = 64
+
+
 async def _body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise ConfigError("the request needs a JSON body")
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
+    except RecursionError:
+        raise ConfigError(f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"the body is not JSON: {exc}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"the body is nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def _depth(data: Any) -> int:
+    """How deep arrays and objects nest in ``data`` (without recursion)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in value)
+    return deepest
 
 
 def _problem(p: Any, field_prefix: str = "") -> dict[str, Any]:
