@@ -239,6 +239,11 @@ def run(
         files, admin = (admin, *files), "127.0.0.1:8083"
     if not files and admin is None:
         raise click.UsageError("give pipeline FILES (or --admin to add pipelines over its API)")
+    if admin is not None and metrics_listen is not None and _same_port(admin, metrics_listen):
+        raise click.UsageError(
+            f"--metrics {metrics_listen}: the admin API on that port serves /metrics already; "
+            "leave --metrics out or give it another port"
+        )
     loop_factory = event_loop_factory()
     config = options.load(files)
     store = options.open_store(options.store_url(config))
@@ -303,6 +308,19 @@ def tune_runtime() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
     sys.setswitchinterval(0.001)
+
+
+def _same_port(admin: str, metrics: str) -> bool:
+    """Whether --admin and --metrics would bind one port (of the same or any address)."""
+    from .errors import ConfigError
+    from .httplisten import parse_listen
+
+    try:
+        (a_host, a_port), (m_host, m_port) = parse_listen(admin), parse_listen(metrics)
+    except ConfigError:
+        return False  # told when each is bound
+    wildcard = {"0.0.0.0", "::", ""}
+    return a_port == m_port != 0 and (a_host == m_host or {a_host, m_host} & wildcard != set())
 
 
 async def _run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from rich.console import Console
 
@@ -52,3 +53,20 @@ def test_status_table_keeps_one_line_a_connector_and_the_failing_record() -> Non
     assert orders.split()[:8] == ["orders", "DEGRADED", "4210", "3990", "98.2", "0.0", "220", "3"]
     assert "(next 21:14:09)  [orders@3990] DataError: sink: cast xxx" in orders
     assert orders.rstrip().endswith("…") and len(orders.rstrip()) <= 110
+
+
+def test_run_refuses_metrics_on_the_admin_port(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from meshconnect.cli import cli
+
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("pipelines: []\n")
+    for admin, metrics in (("127.0.0.1:18111", "127.0.0.1:18111"), ("0.0.0.0:9", "127.0.0.1:9")):
+        result = CliRunner().invoke(
+            cli,
+            ["--state", str(tmp_path / "s"), "run", str(pipeline), "--admin", admin,
+             "--metrics", metrics],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert "the admin API on that port serves /metrics already" in result.output
