@@ -239,6 +239,11 @@ def run(
         files, admin = (admin, *files), "127.0.0.1:8083"
     if not files and admin is None:
         raise click.UsageError("give pipeline FILES (or --admin to add pipelines over its API)")
+    if admin is not None and metrics_listen is not None and _same_port(admin, metrics_listen):
+        raise click.UsageError(
+            f"--metrics {metrics_listen}: the admin API on that port serves /metrics already; "
+            "leave --metrics out or give it another port"
+        )
     loop_factory = event_loop_factory()
     config = options.load(files)
     store = options.open_store(options.store_url(config))
@@ -303,6 +308,19 @@ def tune_runtime() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
     sys.setswitchinterval(0.001)
+
+
+def _same_port(admin: str, metrics: str) -> bool:
+    """Whether --admin and --metrics would bind one port (of the same or any address)."""
+    from .errors import ConfigError
+    from .httplisten import parse_listen
+
+    try:
+        (a_host, a_port), (m_host, m_port) = parse_listen(admin), parse_listen(metrics)
+    except ConfigError:
+        return False  # told when each is bound
+    wildcard = {"0.0.0.0", "::", ""}
+    return a_port == m_port != 0 and (a_host == m_host or {a_host, m_host} & wildcard != set())
 
 
 async def _run(
@@ -586,7 +604,7 @@ def status(
             data = client.call("GET", "/connectors?expand=status")
         except AdminError as exc:
             raise _Fail(str(exc)) from None
-        return _status_table(data)
+        return _status_table(data, console.width)
 
     console = Console()
     if not watch:
@@ -603,7 +621,8 @@ def status(
         pass
 
 
-def _status_table(data: dict[str, Any]) -> Any:
+def _status_table(data: dict[str, Any], width: int = 120) -> Any:
+    """The status table, one line a connector for a terminal ``width`` columns wide."""
     from rich.table import Table
     from rich.text import Text
 
@@ -611,30 +630,44 @@ def _status_table(data: dict[str, Any]) -> Any:
 
     colors = {"RUNNING": "green", "PAUSED": "yellow", "DEGRADED": "dark_orange",
               "FAILED": "red", "STOPPED": "bright_black"}  # fmt: skip
-    table = Table(box=None, pad_edge=False)
-    for header in ("CONNECTOR", "STATE", "IN", "OUT", "IN/S", "OUT/S", "LAG", "RESTARTS"):
-        table.add_column(header, justify="left" if header in ("CONNECTOR", "STATE") else "right")
-    table.add_column("LAST ERROR", overflow="fold")
+    headers = ("CONNECTOR", "STATE", "IN", "OUT", "IN/S", "OUT/S", "LAG", "RESTARTS")
+    rows: list[list[Any]] = []
     for name, item in data.items():
         s = item["status"]
         error = s.get("error")
         where = ""
         if error and error.get("topic") is not None:
-            where = f" [{error['topic']}@{error['offset']}]"
+            where = f"[{error['topic']}@{error['offset']}] "
         restarts = str(s["restarts"])
         if s.get("next_restart_at"):
             restarts += f" (next {s['next_restart_at'][11:19]})"
-        table.add_row(
-            Text(printable(name)),
-            Text(s["state"], style=colors.get(s["state"], "")),
-            str(s["records_in"]),
-            str(s["records_out"]),
-            f"{s['rate_in']:.1f}",
-            f"{s['rate_out']:.1f}",
-            str(s["lag"]),
-            restarts,
-            Text(printable(error["message"] + where) if error else ""),
+        rows.append(
+            [
+                Text(printable(name)),
+                Text(s["state"], style=colors.get(s["state"], "")),
+                str(s["records_in"]),
+                str(s["records_out"]),
+                f"{s['rate_in']:.1f}",
+                f"{s['rate_out']:.1f}",
+                str(s["lag"]),
+                restarts,
+                Text(printable(where + error["message"]) if error else ""),
+            ]
         )
+    table = Table(box=None, pad_edge=False)
+    used = 0
+    for i, header in enumerate(headers):
+        used += max([len(header)] + [len(str(row[i])) for row in rows]) + 2
+        table.add_column(
+            header, justify="left" if header in ("CONNECTOR", "STATE") else "right", no_wrap=True
+        )
+    # One line a connector: only the error gives way, cut to the terminal's width (its
+    # failing record first, so that stays in sight); the whole text is in GET .../status.
+    table.add_column(
+        "LAST ERROR", no_wrap=True, overflow="ellipsis", max_width=max(20, width - used)
+    )
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -735,7 +768,8 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     "target",
     default="beginning",
     show_default=True,
-    help="beginning | end | a topic offset (sinks) | a JSON position per partition (sources).",
+    help="beginning | end | a topic offset up to its end (sinks) | a JSON position per "
+    "partition (sources).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_options

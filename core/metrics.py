@@ -236,6 +236,20 @@ class MetricsRegistry:
         meters.counts = counts
         return meters
 
+    def forget(self, pipeline: str) -> None:
+        """Drop every series of ``pipeline`` (deleted over the admin API): a connector that is
+        gone leaves ``/metrics``, as Prometheus expects of a labelled child that is gone."""
+        for key in [k for k in self._connectors if k[1] == pipeline]:
+            del self._connectors[key]
+        for family in self._families.values():
+            for labels in [lb for lb in family.series if ("pipeline", pipeline) in lb]:
+                del family.series[labels]
+        self.consumer_lag = {
+            (topic, group): n
+            for (topic, group), n in self.consumer_lag.items()
+            if not group.startswith(pipeline + "/")
+        }
+
     def _get(
         self, kind: str, name: str, help: str, labels: Labels, buckets: Sequence[float] = ()
     ) -> Metric:

@@ -159,6 +159,14 @@ async def reset_plan(
             raise ConfigError(f"--to: beginning, end or an offset: {target!r}") from None
         if value < 0:
             raise ConfigError(f"--to: an offset is 0 or more: {target!r}")
+        past = [t for t in topics if value > ends[t]]
+        if past:
+            # The records stored there later would be skipped without a word.
+            raise ConfigError(
+                f"--to: offset {value} is past the end of "
+                + ", ".join(f"{t} ({ends[t]})" for t in past)
+                + ": records stored up to it later would never be delivered; use end"
+            )
         new_offsets = {t: value for t in topics}
     old = {t: info.offsets.get(t, 0) for t in topics}
     lines = [

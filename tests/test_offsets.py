@@ -59,6 +59,10 @@ async def test_report_plan_and_reset_without_the_command_line(tmp_path: Path) ->
         assert await store.positions("p/memory") == {}
         with pytest.raises(ConfigError, match="no sink 'nope' in p \\(out\\)"):
             await reset_plan(store, config.pipelines[0], "nope", "end")
+        # Past the end: the records stored up to it later would be skipped without a word.
+        with pytest.raises(ConfigError, match=r"--to: offset 4 is past the end of t \(3\)"):
+            await reset_plan(store, config.pipelines[0], "out", "4")
+        assert (await reset_plan(store, config.pipelines[0], "out", "3")).new == {"t": 3}
         with pytest.raises(ConfigError, match="--to: not JSON"):
             await reset_plan(store, config.pipelines[0], None, "{oops")
     finally:

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 from ..config.interpolate import register_secrets
 from ..config.loader import LoadedConfig, load_pipeline_files, redacted_config
 from ..errors import ConfigError, Problem, ValidationErrors
+from ..mesh.routing import resolve_topics, sink_patterns
 from ..offsets import apply_reset, offsets_report, reset_plan, sink_group, source_id
+from .literals import literal_secrets
 
 if TYPE_CHECKING:
     from ..config.loader import LoadedPipeline
@@ -111,6 +113,8 @@ class Controller:
                 [Problem(None, f"name: {given!r} differs from the connector in the URL {name!r}")]
             )
         entry = {**raw, "name": name}
+        # Before loading: a problem may quote a value (a malformed URL with its password).
+        register_secrets(literal_secrets(entry))
         with tempfile.TemporaryDirectory(prefix="meshconnect-admin-") as tmp:
             path = Path(tmp) / "pipeline.yaml"
             path.write_text(json.dumps({"pipelines": [entry]}, indent=2), encoding="utf-8")
@@ -182,6 +186,7 @@ class Controller:
             )
         async with self._lock:
             await self._forget(pipeline)
+            self.worker.metrics.forget(name)
 
     async def _forget(self, pipeline: LoadedPipeline) -> None:
         name = pipeline.name
@@ -342,12 +347,23 @@ class Controller:
 
     async def lag(self, pipeline: LoadedPipeline) -> int:
         """Records stored but not yet committed by the pipeline's sinks, summed."""
-        total = 0
+        return sum((await self.group_lags(pipeline)).values())
+
+    async def group_lags(self, pipeline: LoadedPipeline) -> dict[tuple[str, str], int]:
+        """``{(topic, group): records}`` for each sink of ``pipeline`` and each topic it reads,
+        committed to or not: a sink that has not committed yet lags by the whole topic (as
+        ``meshconnect_consumer_lag_records`` says)."""
+        store = self.worker.store
+        out: dict[tuple[str, str], int] = {}
         for sink in pipeline.sinks:
-            info = await self.worker.store.group(sink_group(pipeline.name, sink.name))
-            ends = await self.worker.store.end_offsets(sorted(info.offsets))
-            total += sum(max(0, ends[t] - o) for t, o in info.offsets.items())
-        return total
+            group = sink_group(pipeline.name, sink.name)
+            info = await store.group(group)
+            topics = set(await resolve_topics(store, sink_patterns(pipeline, sink)))
+            topics.update(info.offsets)
+            ends = await store.end_offsets(sorted(topics))
+            for topic, end in ends.items():
+                out[(topic, group)] = max(0, end - info.offsets.get(topic, 0))
+        return out
 
     def info(self, name: str) -> dict[str, Any]:
         pipeline = self.get(name)
@@ -390,9 +406,13 @@ class Controller:
         the pipeline runs: it is stopped (drained, flushed, committed), reset and started
         again (paused if it was). ``dry_run``: only say what would happen."""
         pipeline = self.get(name)
-        plans = [
-            await reset_plan(self.worker.store, pipeline, sink, target) for sink, target in targets
-        ]
+        try:
+            plans = [
+                await reset_plan(self.worker.store, pipeline, sink, target)
+                for sink, target in targets
+            ]
+        except ConfigError as exc:  # told as the CLI's --to; here it is the body's value
+            raise ConfigError(str(exc).removeprefix("--to: ")) from None
         out = {
             "name": name,
             "dry_run": dry_run,
@@ -446,7 +466,9 @@ class Controller:
 
 def _target(value: Any) -> str:
     if isinstance(value, bool):
-        raise ConfigError(f"not a reset target: {value!r}")
+        raise ConfigError(
+            f"not a reset target: {value!r} (beginning, end, an offset, or a position object)"
+        )
     if isinstance(value, int) or value in ("beginning", "end"):
         return str(value)
     if isinstance(value, dict):
@@ -501,8 +523,14 @@ def _task(t: ConnectorStatus) -> dict[str, Any]:
 
 
 def _relocate(problem: Problem, path: str, where: str) -> Problem:
-    """A problem in the temporary file, told against ``connectors/NAME/config``."""
+    """A problem in the temporary file, told against ``connectors/NAME/config``: the line and
+    column are those of a file the caller never saw (kept in ``location`` for the CLI's
+    format, left out by the API), so the message names the field by its path in the body."""
     message = problem.message.replace(path, where)
+    for prefix in ("pipelines[0].", "pipelines[0]: "):
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+            break
     if problem.location is None or problem.location.file != path:
         return Problem(problem.location, message)
     from ..errors import Location

@@ -103,8 +103,14 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["message"],
         "properties": {
-            "location": {"type": ["string", "null"], "description": "FILE:LINE:COL"},
-            "message": {"type": "string"},
+            "location": {
+                "type": ["string", "null"],
+                "description": "Where: connectors/NAME/config (or connector-plugins/TYPE/config).",
+            },
+            "message": {
+                "type": "string",
+                "description": "The problem, naming the field by its path in the body.",
+            },
         },
     },
     "Error": {

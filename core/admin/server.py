@@ -192,6 +192,9 @@ class AdminServer:
                 )
             except MeshconnectError as exc:
                 return problem(400, "Bad Request", str(exc))
+            except Exception:  # a fault of ours: logged (secrets masked), told as a problem
+                log.exception("admin API: %s %s failed", request.method, request.path)
+                return problem(500, "Internal Server Error", "the worker's log has the traceback")
 
         return guard
 
@@ -263,18 +266,25 @@ class AdminServer:
     async def topics(self, request: web.Request) -> web.StreamResponse:
         store = self.controller.worker.store
         infos = await store.topics()
-        groups = await store.groups()
+        lag: dict[str, dict[str, int]] = {}
+        for g in await store.groups():
+            for topic, offset in g.offsets.items():
+                lag.setdefault(topic, {})[g.group] = offset
+        ends = {info.name: info.end for info in infos}
+        for topic, groups in lag.items():
+            for group, offset in groups.items():
+                groups[group] = max(0, ends.get(topic, offset) - offset)
+        # This run's sinks that have not committed yet lag too (by all they have to read).
+        for pipeline in self.controller.pipelines:
+            for (topic, group), records in (await self.controller.group_lags(pipeline)).items():
+                lag.setdefault(topic, {})[group] = records
         rows = [
             {
                 "topic": info.name,
                 "records": info.end - info.start,
                 "start": info.start,
                 "end": info.end,
-                "lag": {
-                    g.group: max(0, info.end - g.offsets[info.name])
-                    for g in groups
-                    if info.name in g.offsets
-                },
+                "lag": lag.get(info.name, {}),
             }
             for info in infos
         ]
@@ -300,7 +310,11 @@ class AdminServer:
             self.controller.load("validate", pipeline)
             problems = []
         except ValidationErrors as exc:
-            problems = [_problem(p) for p in exc.problems]
+            prefix = "source.config." if kind == "source" else "sinks[0].config."
+            problems = [
+                {**_problem(p, prefix), "location": f"connector-plugins/{name}/config"}
+                for p in exc.problems
+            ]
         return reply({"name": name, "kind": kind, "error_count": len(problems),
                       "problems": problems})  # fmt: skip
 
@@ -405,18 +419,47 @@ def _local_host(host: str) -> bool:
     return is_loopback(name.lower())
 
 
+#: The deepest nesting of arrays and objects a body may have: a pipeline needs about 10; a
+#: body nested thousands deep would exhaust the recursion of the JSON parser or the loader.
+MAX_DEPTH = 64
+
+
 async def _body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw:
         raise ConfigError("the request needs a JSON body")
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
+    except RecursionError:
+        raise ConfigError(f"the body is nested more than {MAX_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"the body is not JSON: {exc}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"the body is nested more than {MAX_DEPTH} levels deep")
+    return data
 
 
-def _problem(p: Any) -> dict[str, Any]:
-    return {"location": None if p.location is None else str(p.location), "message": p.message}
+def _depth(data: Any) -> int:
+    """How deep arrays and objects nest in ``data`` (without recursion)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in value)
+    return deepest
+
+
+def _problem(p: Any, field_prefix: str = "") -> dict[str, Any]:
+    """A validation problem as JSON: ``location`` is where in the API (``connectors/NAME/
+    config``), without the line and column of the temporary file it was checked in; the
+    message names the field by its path in the body (``field_prefix`` cut off)."""
+    message = p.message
+    if field_prefix and message.startswith(field_prefix):
+        message = message[len(field_prefix) :]
+    return {"location": None if p.location is None else p.location.file, "message": message}
 
 
 def reply(data: Any, status: int = 200) -> web.Response:
