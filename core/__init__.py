@@ -2,37 +2,44 @@
 
 The names a connector or transform author may use are re-exported here; everything else is
 internal. ``tests/test_exported_members.py`` asserts ``__all__`` exactly.
+
+The re-exports are resolved on first use (PEP 562 ``__getattr__``): ``import meshconnect``
+alone, as ``meshconnect --help`` does, must not import pydantic and the connector API.
 """
 
 from __future__ import annotations
 
-from .api import (
-    Ack,
-    ConnectorConfig,
-    ConnectorContext,
-    ConnectorSpec,
-    Flushed,
-    Position,
-    Sink,
-    Source,
-    SourceBatch,
-    TransformSpec,
-)
-from .config.model import ByteSize, Duration
-from .errors import (
-    BatchError,
-    Classifier,
-    ConfigError,
-    DataError,
-    MeshconnectError,
-    PluginError,
-    RestartError,
-    RetriableError,
-    classify,
-)
-from .hookspecs import hookimpl
-from .records import Record
-from .transforms import Transform
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import (
+        Ack,
+        ConnectorConfig,
+        ConnectorContext,
+        ConnectorSpec,
+        Flushed,
+        Position,
+        Sink,
+        Source,
+        SourceBatch,
+        TransformSpec,
+    )
+    from .config.model import ByteSize, Duration
+    from .errors import (
+        BatchError,
+        Classifier,
+        ConfigError,
+        DataError,
+        MeshconnectError,
+        PluginError,
+        RestartError,
+        RetriableError,
+        classify,
+    )
+    from .hookspecs import hookimpl
+    from .records import Record
+    from .transforms import Transform
 
 __version__ = "0.1.0"
 
@@ -63,3 +70,54 @@ __all__ = [
     "classify",
     "hookimpl",
 ]
+
+#: Where each re-exported name lives (a submodule of this package).
+_HOME = {
+    **dict.fromkeys(
+        [
+            "Ack",
+            "ConnectorConfig",
+            "ConnectorContext",
+            "ConnectorSpec",
+            "Flushed",
+            "Position",
+            "Sink",
+            "Source",
+            "SourceBatch",
+            "TransformSpec",
+        ],
+        ".api",
+    ),
+    "ByteSize": ".config.model",
+    "Duration": ".config.model",
+    **dict.fromkeys(
+        [
+            "BatchError",
+            "Classifier",
+            "ConfigError",
+            "DataError",
+            "MeshconnectError",
+            "PluginError",
+            "RestartError",
+            "RetriableError",
+            "classify",
+        ],
+        ".errors",
+    ),
+    "hookimpl": ".hookspecs",
+    "Record": ".records",
+    "Transform": ".transforms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__} - {"TYPE_CHECKING", "Any", "importlib"})
