@@ -9,10 +9,10 @@ alone, as ``meshconnect --help`` does, must not import pydantic and the connecto
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from .api import (
         Ack,
         ConnectorConfig,
@@ -110,14 +110,22 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
+#: The public modules (tests/test_exported_members.py), which ``import meshconnect`` used to
+#: import along with the names above: ``meshconnect.jsonvalue`` still works without importing
+#: it first.
+_MODULES = {"eventrules", "expr", "httpbody", "jsonvalue", "transforms"}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _MODULES:
+        return _importlib.import_module(f".{name}", __name__)  # binds it on this package
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home, __name__), name)
+    value = getattr(_importlib.import_module(home, __name__), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__} - {"TYPE_CHECKING", "Any", "importlib"})
+    return sorted({*globals(), *__all__})

@@ -56,12 +56,17 @@ def test_the_public_names_resolve_on_first_use() -> None:
             meshconnect.NoSuchName
         except AttributeError as exc:
             print(exc)
+        print(meshconnect.httpbody.__name__, meshconnect.expr.Compiler.__name__)
+        from meshconnect import eventrules, jsonvalue
+        print(jsonvalue is meshconnect.jsonvalue, eventrules.__name__)
         """
     )
     assert out.splitlines() == [
         "False",
         "True True True True",
         "module 'meshconnect' has no attribute 'NoSuchName'",
+        "meshconnect.httpbody Compiler",
+        "True meshconnect.eventrules",
     ]
 
 
