@@ -68,7 +68,10 @@ class ConnectorConfig(BaseModel):
     ``pydantic.SecretStr``: their values never appear in output, logs or errors.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # ``defer_build``: a model's validator is built when it first validates (or gives its
+    # JSON schema), not when its module is imported: a worker imports every installed
+    # connector's config module but validates only those its pipelines use.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,6 @@ Heavy imports (the worker, pydantic models, client libraries) happen inside the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -19,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .config.loader import LoadedConfig
     from .mesh.store import MeshStore
     from .offsets import ResetPlan
@@ -254,6 +255,8 @@ def run(
     if admin is not None:
         admin_setup = (admin, admin_token or None, options)
     try:
+        import asyncio
+
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             code = runner.run(_run(config, store, admin_setup, metrics_listen))
     except (OwnershipError, ConfigError) as exc:  # ConfigError: a --metrics address refused
@@ -359,6 +362,8 @@ async def _run(
             await worker.http.close()
             await store.close()
             return 1
+    import asyncio
+
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -739,6 +744,8 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     (then a source with nothing committed says what its first start reads)."""
     config = options.load(files) if files else None
     store = options.open_store(options.store_url(config))
+    import asyncio
+
     report = asyncio.run(_offsets_report(store, config))
     if as_json:
         _echo(json.dumps(report, indent=2))
@@ -788,6 +795,8 @@ def offsets_reset(
         names = ", ".join(p.name for p in config.pipelines)
         raise _Fail(f"no pipeline {pipeline!r} in {file} (pipelines: {names})")
     store = options.open_store(options.store_url(config))
+    import asyncio
+
     asyncio.run(_refuse_while_owned(store, matches[0]))
     plan = asyncio.run(_reset_plan(store, matches[0], sink_name, target))
     _echo(plan.describe)
@@ -869,6 +878,8 @@ def topics() -> None:
 def topics_list(options: _Options, as_json: bool) -> None:
     """Every topic with its record count and each consumer group's lag."""
     store = options.open_store(options.store_url())
+    import asyncio
+
     rows = asyncio.run(_topics_report(store))
     if as_json:
         _echo(json.dumps(rows, indent=2))
@@ -938,6 +949,8 @@ def topics_tail(
     if from_beginning and follow and lines is not None:
         raise click.UsageError("-n with --from-beginning --follow: give one or the other")
     store = options.open_store(options.store_url())
+    import asyncio
+
     try:
         asyncio.run(_tail(store, topic, from_beginning, follow, lines))
     except KeyboardInterrupt:
@@ -947,6 +960,8 @@ def topics_tail(
 async def _tail(
     store: MeshStore, topic: str, from_beginning: bool, follow: bool, n: int | None
 ) -> None:
+    import asyncio
+
     from . import jsonvalue
     from .textsafe import printable_json
 
@@ -1049,6 +1064,8 @@ def topics_replay(
             )
         finally:
             await store.close()
+
+    import asyncio
 
     summary = asyncio.run(replay())
     verb = "would replay" if dry_run else "replayed"

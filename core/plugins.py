@@ -25,7 +25,6 @@ import importlib.util
 import logging
 import os
 import sys
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +96,8 @@ class PluginPolicy:
             if path is not None:
                 raise PluginError(f"{candidate}: plugin policy file not found")
             return cls()
+        import tomllib  # only when there is a policy file to read
+
         try:
             data = tomllib.loads(candidate.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:

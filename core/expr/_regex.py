@@ -20,8 +20,6 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import re2
-
 from ._budget import MAX_PATTERN, MAX_SIZE, REGEX_MAX_MEMORY, BudgetError, too_big
 
 __all__ = [
@@ -36,9 +34,32 @@ __all__ = [
 
 Pattern = Any  # re2._Regexp: the binding ships no type information
 
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False  # the reason goes into our message, not to stderr
-_OPTIONS.max_mem = REGEX_MAX_MEMORY
+# ``re2`` (its extension module takes ~2.5 MB of RSS) is imported by the first pattern
+# compiled, or the first look-up of this module's ``re2`` attribute: most pipelines use no
+# regular expression.
+_OPTIONS: Any = None
+_UNANCHORED: Any = None
+_NO_MATCH = -1
+
+
+def _load_re2() -> Any:
+    global _OPTIONS, _UNANCHORED
+    import re2
+
+    if _OPTIONS is None:
+        options = re2.Options()
+        options.log_errors = False  # the reason goes into our message, not to stderr
+        options.max_mem = REGEX_MAX_MEMORY
+        _UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
+        _OPTIONS = options
+        globals()["re2"] = re2
+    return re2
+
+
+def __getattr__(name: str) -> Any:
+    if name == "re2":
+        return _load_re2()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.lru_cache(maxsize=512)
@@ -48,6 +69,7 @@ def compile_pattern(pattern: str) -> Pattern:
         raise BudgetError(
             f"regular expression longer than {MAX_PATTERN:,} characters ({len(pattern):,})"
         )
+    re2 = _load_re2()
     try:
         return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
@@ -122,10 +144,6 @@ def compile_replacement(
         text = []
     parts.append("".join(text))
     return Replacement(p for p in parts if p != "")
-
-
-_UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
-_NO_MATCH = -1
 
 
 def search(pattern: Pattern, text: str) -> bool:

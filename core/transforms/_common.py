@@ -48,7 +48,8 @@ __all__ = [
 
 
 class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # Built on first use, not at import: a pipeline uses a few of the built-in transforms.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 def _check_readable(text: str) -> str:
