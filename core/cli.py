@@ -11,15 +11,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .config.loader import LoadedConfig
     from .mesh.store import MeshStore
     from .offsets import ResetPlan
@@ -245,7 +243,6 @@ def run(
             f"--metrics {metrics_listen}: the admin API on that port serves /metrics already; "
             "leave --metrics out or give it another port"
         )
-    loop_factory = event_loop_factory()
     config = options.load(files)
     store = options.open_store(options.store_url(config))
     from .errors import ConfigError
@@ -257,8 +254,7 @@ def run(
     try:
         import asyncio
 
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            code = runner.run(_run(config, store, admin_setup, metrics_listen))
+        code = asyncio.run(_run(config, store, admin_setup, metrics_listen))
     except (OwnershipError, ConfigError) as exc:  # ConfigError: a --metrics address refused
         _echo(f"error: {exc}", err=True)
         code = 1
@@ -266,31 +262,6 @@ def run(
         logging.getLogger("meshconnect").exception("the worker stopped on an unexpected error")
         code = 1
     sys.exit(code)
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop a worker runs on: uvloop's when it is installed (it comes with the
-    ``[http]`` extra; the webhook source answers a lone sender about 20 % faster on it, see
-    docs/benchmarks.md), asyncio's default otherwise. ``MESHCONNECT_EVENT_LOOP=asyncio``
-    chooses the default loop; ``=uvloop`` requires uvloop (a ``click.UsageError`` when it is
-    missing)."""
-    choice = os.environ.get("MESHCONNECT_EVENT_LOOP", "").strip().lower()
-    if choice not in ("", "auto", "uvloop", "asyncio"):
-        raise click.UsageError(
-            f"MESHCONNECT_EVENT_LOOP={choice!r}: expected 'uvloop', 'asyncio' or 'auto'"
-        )
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise click.UsageError(
-                "MESHCONNECT_EVENT_LOOP=uvloop but uvloop is not installed "
-                "(pip install 'meshconnect[http]')"
-            ) from None
-        return None
-    return uvloop.new_event_loop
 
 
 def tune_runtime() -> None:

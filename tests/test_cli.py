@@ -349,36 +349,3 @@ def test_schema_of_a_connector_that_is_source_and_sink_asks_for_the_kind(tmp_pat
         "Error: connector 'file' is both a sink and a source: add --kind sink or --kind source\n"
     )
     assert json.loads(sink.stdout)["title"] == "FileSinkConfig"
-
-
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop", "auto"])
-def test_run_on_each_event_loop_gives_the_same_output(tmp_path: Path, loop: str) -> None:
-    """`meshconnect run` uses uvloop when installed (the [http] extra, in dev) unless
-    MESHCONNECT_EVENT_LOOP=asyncio; the pipeline's output does not depend on the loop."""
-    pytest.importorskip("uvloop")
-    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"n": i}) + "\n" for i in range(50)))
-    p = write(
-        tmp_path,
-        "p.yaml",
-        """
-        pipelines:
-          - name: loops
-            source: {connector: file, config: {path: in.jsonl}}
-            transforms: [{type: filter, where: "data.n % 2 == 0"}]
-            sinks: [{connector: file, config: {path: out.jsonl}}]
-        """,
-    )
-
-    run = mc(tmp_path, "run", str(p), env={"MESHCONNECT_EVENT_LOOP": loop})
-
-    assert run.returncode == 0, run.stderr
-    lines = (tmp_path / "out.jsonl").read_text().splitlines()
-    assert [json.loads(line)["n"] for line in lines] == list(range(0, 50, 2))
-
-
-def test_an_unknown_event_loop_choice_is_a_usage_error(quick: Path, tmp_path: Path) -> None:
-    run = mc(tmp_path, "run", str(quick), env={"MESHCONNECT_EVENT_LOOP": "trio", "SALT": "s"})
-
-    assert run.returncode == 2
-    assert "MESHCONNECT_EVENT_LOOP='trio': expected 'uvloop', 'asyncio' or 'auto'" in run.stderr
-    assert not (tmp_path / "out.jsonl").exists()

@@ -10,9 +10,7 @@ The load generator is an aiohttp client in this process (one session, keep-alive
 and with 64 concurrent clients; each client sends its next request when the previous one is
 answered. Runs are interleaved (bare, webhook, bare, webhook...) and medians shown: requests
 per second, p50 and p99 latency, the server's CPU time per request, and the throughput
-relative to the bare handler on asyncio's default loop. Each program also runs on the other
-event loop (the worker picks uvloop when installed; the bare handler is aiohttp's default),
-so the table shows what the loop gives and what meshconnect's own work costs.
+relative to the bare handler.
 Target (issue 14): >= 0.5x the bare handler's throughput.
 """
 
@@ -43,22 +41,11 @@ async def handle(request):
 
 app = web.Application()
 app.router.add_post("/events", handle)
-loop = None
-if sys.argv[2] == "uvloop":
-    import uvloop
-    loop = uvloop.new_event_loop()
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, loop=loop)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
-#: The servers measured: (name, program, event loop). The worker runs on uvloop when it is
-#: installed (the [http] extra brings it); each program is also measured on the other loop.
-KINDS = (
-    ("bare", "bare", "asyncio"),
-    ("bare+uvloop", "bare", "uvloop"),
-    ("webhook", "webhook", "uvloop"),
-    ("webhook+asyncio", "webhook", "asyncio"),
-)
-
+#: The servers measured, in this order in each round.
+KINDS = ("bare", "webhook")
 PIPELINE = """
 pipelines:
   - name: bench
@@ -121,17 +108,15 @@ async def wait_listening(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"nothing listens at {url}")
 
 
-def start(name: str, program: str, loop: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = dict(os.environ)
-    if program == "bare":
-        command = [sys.executable, "-c", BARE, str(port), loop]
+    if kind == "bare":
+        command = [sys.executable, "-c", BARE, str(port)]
     else:
-        (workdir / f"{name}.yaml").write_text(PIPELINE.format(port=port))
-        command = [sys.executable, "-m", "meshconnect", "--state", str(workdir / name),
-                   "run", str(workdir / f"{name}.yaml")]  # fmt: skip
-        env["MESHCONNECT_EVENT_LOOP"] = loop
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        (workdir / "bench.yaml").write_text(PIPELINE.format(port=port))
+        command = [sys.executable, "-m", "meshconnect", "--state", str(workdir / "state"),
+                   "run", str(workdir / "bench.yaml")]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, f"http://127.0.0.1:{port}/events"
 
 
@@ -162,12 +147,12 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
     first = 0
     try:
-        servers = {name: start(name, program, loop, workdir) for name, program, loop in KINDS}
+        servers = {kind: start(kind, workdir) for kind in KINDS}
         for proc, url in servers.values():
             asyncio.run(wait_listening(url, proc))
         for _ in range(args.repeat):
             for clients in (1, 64):
-                for kind, _, _ in KINDS:
+                for kind in KINDS:
                     proc, url = servers[kind]
                     asyncio.run(load(url, min(200, args.requests), clients, first))  # warm-up
                     first += args.requests
@@ -189,22 +174,22 @@ def main() -> None:
             proc.wait(30)
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"{args.requests} requests per run, medians of {args.repeat} interleaved runs")
-    print("vs bare: throughput relative to the bare handler on asyncio's default loop")
+    print("vs bare: throughput relative to the bare handler")
     print("cpu us/req: the server process's CPU time per request (user + system)")
     print(
-        f"{'server':<16} {'clients':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'server':<9} {'clients':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'cpu us/req':>10} {'vs bare':>8}"
     )
     for clients in (1, 64):
         bare_rate = statistics.median(r[0] for r in results[("bare", clients)])
-        for kind, _, _ in KINDS:
+        for kind in KINDS:
             runs = results[(kind, clients)]
             rate = statistics.median(r[0] for r in runs)
             p50 = statistics.median(r[1] for r in runs) * 1000
             p99 = statistics.median(r[2] for r in runs) * 1000
             cpu_us = statistics.median(r[3] for r in runs) * 1e6
             print(
-                f"{kind:<16} {clients:>7} {rate:>8.0f} {p50:>7.2f} {p99:>7.2f} {cpu_us:>10.0f} "
+                f"{kind:<9} {clients:>7} {rate:>8.0f} {p50:>7.2f} {p99:>7.2f} {cpu_us:>10.0f} "
                 f"{rate / bare_rate:>7.2f}x"
             )
 
