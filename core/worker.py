@@ -213,6 +213,12 @@ class Worker:
                 sink_group(pipeline.name, sink.name), sink_patterns(pipeline, sink)
             )
 
+    def _forget_failure(self, key: str) -> None:
+        """A connector started again (the admin API's restart) no longer counts as failed for
+        good: neither for stopping an idle run nor for the run's exit code."""
+        self._failed_for_good.discard(key)
+        self.state.gave_up = [g for g in self.state.gave_up if not g.startswith(f"{key}: ")]
+
     def spawn(
         self, p: LoadedPipeline, first: Source[Any] | None = None
     ) -> list[asyncio.Task[None]]:
@@ -225,7 +231,7 @@ class Worker:
             self.statuses.setdefault(
                 key, ConnectorStatus(source_id(p.name, p.source.name), "source", p.source.connector)
             )
-            self._failed_for_good.discard(key)
+            self._forget_failure(key)
             tasks.append(
                 asyncio.create_task(
                     self._supervise(
@@ -240,7 +246,7 @@ class Worker:
             ident = sink_group(p.name, sink.name)
             key = f"sink {ident}"
             self.statuses.setdefault(key, ConnectorStatus(ident, "sink", sink.connector))
-            self._failed_for_good.discard(key)
+            self._forget_failure(key)
             self.state.sink_started(ident)
             tasks.append(
                 asyncio.create_task(
