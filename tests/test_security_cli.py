@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,23 @@ def mc(
     )
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way must not leave its worker running (it would go on polling
+    its files and holding its state for the rest of the session)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -69,6 +84,8 @@ def start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subp
         env={**os.environ, **(env or {})},
         preexec_fn=_limits(),
     )
+    _STARTED.append(proc)
+    return proc
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
