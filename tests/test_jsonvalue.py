@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import pickle
+from collections import OrderedDict
 from decimal import Decimal
 
 import pytest
 
 from meshconnect import jsonvalue
-from meshconnect.jsonvalue import MAX_DEPTH, JSONValueError, dumps, loads
+from meshconnect.jsonvalue import MAX_DEPTH, JSONValueError, dumps, dumps_each, loads
 
 
 @pytest.mark.parametrize(
@@ -127,6 +128,37 @@ def test_floats_made_by_code_stay_floats_in_shortest_form() -> None:
 def test_non_finite_numbers_are_refused(value: object) -> None:
     with pytest.raises(TypeError, match=r"NaN|infinity"):
         dumps(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": None, "b": {"c": [1, 2, (3, float("nan"))]}},  # deep, beside nulls
+        OrderedDict(a=None, b=float("inf")),  # a dict subclass: its values, not its keys
+        [None, [None, {"x": float("-inf")}]],
+        (None, float("nan")),
+    ],
+)
+def test_a_non_finite_float_beside_nulls_is_found_by_every_encoder(value: object) -> None:
+    """Encoders write NaN as ``null``; a text holding ``null`` is checked for one."""
+    with pytest.raises(TypeError, match=r"NaN|infinity"):
+        dumps(value)
+    with pytest.raises(TypeError, match=r"NaN|infinity"):
+        dumps_each([{"ok": None}, value])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": None, "nan": "null", "d": Decimal("1.5"), "f": 1.5},
+        OrderedDict(a=None, b=2.0),
+        [[[[None]]]],
+        (None, "NaN", b"x"),
+    ],
+)
+def test_nulls_without_a_non_finite_float_are_written(value: object) -> None:
+    assert b"null" in dumps(value)
+    assert dumps_each([value, None]) == [dumps(value), b"null"]
 
 
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "[1e999999999999999999999]"])
