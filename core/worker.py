@@ -225,37 +225,34 @@ class Worker:
         """Start the supervisors of ``p``'s source (first in the list) and sinks under a fresh
         :class:`PipelineRunState`; the admin API calls it again for a stopped pipeline."""
         view = self.pipeline_states[p.name] = PipelineRunState(self.state, p.name)
+
+        def supervised(
+            kind: str, ident: str, connector: str, start: Callable[[], Awaitable[None]]
+        ) -> asyncio.Task[None]:
+            key = f"{kind} {ident}"
+            self.statuses.setdefault(key, ConnectorStatus(ident, kind, connector))
+            self._forget_failure(key)
+            return asyncio.create_task(self._supervise(key, start, view), name=f"{kind}:{ident}")
+
         tasks: list[asyncio.Task[None]] = []
         if p.source is not None:
-            key = f"source {source_id(p.name, p.source.name)}"
-            self.statuses.setdefault(
-                key, ConnectorStatus(source_id(p.name, p.source.name), "source", p.source.connector)
-            )
-            self._forget_failure(key)
             tasks.append(
-                asyncio.create_task(
-                    self._supervise(
-                        key,
-                        lambda p=p, first=first: self._run_source(p, first),  # type: ignore[misc]
-                        view,
-                    ),
-                    name=f"source:{p.name}",
+                supervised(
+                    "source",
+                    source_id(p.name, p.source.name),
+                    p.source.connector,
+                    lambda: self._run_source(p, first),
                 )
             )
         for sink in p.sinks:
             ident = sink_group(p.name, sink.name)
-            key = f"sink {ident}"
-            self.statuses.setdefault(key, ConnectorStatus(ident, "sink", sink.connector))
-            self._forget_failure(key)
             self.state.sink_started(ident)
             tasks.append(
-                asyncio.create_task(
-                    self._supervise(
-                        key,
-                        lambda p=p, sink=sink: self._run_sink(p, sink),  # type: ignore[misc]
-                        view,
-                    ),
-                    name=f"sink:{p.name}/{sink.name}",
+                supervised(
+                    "sink",
+                    ident,
+                    sink.connector,
+                    lambda sink=sink: self._run_sink(p, sink),  # type: ignore[misc]
                 )
             )
         self.tasks[p.name] = tasks
