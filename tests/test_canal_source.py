@@ -382,6 +382,9 @@ def test_without_gtids_the_transaction_id_is_its_start() -> None:
         ("GRANT SELECT ON *.* TO x", "QUERY", "GRANT", []),
         ("XA ROLLBACK X'7832',X'',1", "QUERY", "XA ROLLBACK", []),
         ("-- note\nTRUNCATE `t`", "TRUNCATE", "TRUNCATE", [("db", "t")]),
+        ("ANALYZE TABLE a, s.`b`", "QUERY", "ANALYZE", [("db", "a"), ("s", "b")]),
+        ("OPTIMIZE TABLE a,b", "QUERY", "OPTIMIZE", [("db", "a"), ("db", "b")]),
+        ("REPAIR TABLE a, b QUICK", "QUERY", "REPAIR", [("db", "a"), ("db", "b")]),
     ],
 )
 def test_parse_ddl_names_every_table_exactly(

@@ -1,6 +1,7 @@
 """What a statement logged as a QUERY event is: Canal's DDL type, its leading keywords and
 every table it names (backquoted names with escaped backquotes, ``schema.table``, comments,
-``RENAME TABLE a TO b, c TO d``, ``DROP TABLE a, b``, the table a trigger or index is on).
+``RENAME TABLE a TO b, c TO d``, ``DROP TABLE a, b``, ``ANALYZE/OPTIMIZE/REPAIR TABLE a, b``,
+the table a trigger or index is on).
 See docs/cdc.md, "DDL and other statements"."""
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ _OBJECTS = {
 _KINDS = {("CREATE", "TABLE"): "CREATE", ("ALTER", "TABLE"): "ALTER", ("DROP", "TABLE"): "ERASE",
           ("RENAME", "TABLE"): "RENAME", ("TRUNCATE", "TABLE"): "TRUNCATE",
           ("CREATE", "INDEX"): "CINDEX", ("DROP", "INDEX"): "DINDEX"}  # fmt: skip
+
+#: Statements that name a comma-separated list of tables (``DROP TABLE a, b``,
+#: ``ANALYZE TABLE a, b``): each of them is named.
+_LISTS = {"DROP", "RENAME", "ANALYZE", "OPTIMIZE", "REPAIR"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +120,7 @@ def parse_ddl(sql: str, default_schema: str) -> Ddl:
                                 tables.append(t)
                         break
                 break
-            if verb not in ("DROP", "RENAME") or i >= n or toks[i] != ("p", ","):
+            if verb not in _LISTS or i >= n or toks[i] != ("p", ","):
                 break
             i += 1
     elif obj in ("INDEX", "TRIGGER"):  # … ON table
