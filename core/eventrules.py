@@ -67,6 +67,7 @@ __all__ = [
     "extensions_problem",
     "loads_event",
     "parse_event",
+    "spelled_string",
     "valid_string",
 ]
 
@@ -209,6 +210,17 @@ def valid_string(text: str) -> str:
     if not text:
         return "-"
     return _BAD_CHARS.get().sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def spelled_string(text: str) -> str:
+    """``text`` as a CloudEvents String, one to one (for names a connector makes attributes
+    of: a file name, a table name, a key): as it is when it holds neither a backslash nor a
+    character a String may not hold; otherwise with backslashes doubled, then each such
+    character as ``\\uXXXX`` (a name holding a tab must not collide with one spelled
+    ``\\u0009``). Undecodable bytes of a file name (``\\udcff``) are spelled the same way."""
+    if not text or ("\\" not in text and _first_bad(text) is None):
+        return text
+    return valid_string(text.replace("\\", "\\\\"))
 
 
 def _uri_problem(value: Any, pattern: _Lazy, what: str) -> str | None:
@@ -535,6 +547,12 @@ def loads_event(text: str | bytes) -> Any:
         value, end = _DECODER.raw_decode(text, _skip_ws(text, 0))
     except RecursionError:
         raise ValueError("nested too deeply (arrays and objects within each other)") from None
+    except ValueError as exc:  # int()'s own words name sys.set_int_max_str_digits
+        if "integer string conversion" in str(exc):
+            raise ValueError(
+                "an integer of more than 4300 digits (Python's limit on integer text)"
+            ) from None
+        raise
     if _skip_ws(text, end) != len(text):
         raise ValueError(f"extra data after the JSON value at character {end}")
     jsonvalue.check_depth(text, value)

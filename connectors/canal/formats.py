@@ -410,9 +410,7 @@ def spec_text(text: str) -> str:
     nor a character a String may not hold; otherwise with backslashes doubled and each such
     character as ``\\uXXXX`` (a table name or key with a tab cannot be a CloudEvent's subject
     or partitionkey as it is, and must not collide with one spelled ``\\u0009``)."""
-    if not text or ("\\" not in text and eventrules.extension_value_problem(text) is None):
-        return text
-    return eventrules.valid_string(text.replace("\\", "\\\\"))
+    return eventrules.spelled_string(text)
 
 
 def _key_part(v: Any) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from meshconnect import Position, Record
+from meshconnect import Position, Record, eventrules
 
 from .config import FileSourceConfig
 
@@ -195,7 +195,11 @@ class Partitions:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self._patterns)
 
     def _new_tail(self, key: str) -> Tail:
-        return Tail(key=key, source=Path(key).as_uri(), subject=os.path.basename(key))
+        return Tail(
+            key=key,
+            source=Path(key).as_uri(),
+            subject=eventrules.spelled_string(os.path.basename(key)),
+        )
 
     def _resolve(self, positions: Mapping[str, Position]) -> list[Tail]:
         """Open every partition at its stored position, or per ``start_at`` when new; the

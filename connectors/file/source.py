@@ -16,8 +16,10 @@ Records
     from a rotated copy) gives it the same id; once the file was found rewritten it is
     ``"<inode>.<generation>-<offset>"``, so ``source`` + ``id`` stays unique per event.
     ``source`` is the path as a percent-encoded ``file://`` URI (``Path.as_uri``), ``subject``
-    the file name, ``time`` the ingestion time of the batch (a line has no event time the source
-    knows). Lines that cannot be decoded go to ``SourceBatch.failures`` with a
+    the file name (one holding a backslash, a control character, a noncharacter or bytes that
+    are not UTF-8 with backslashes doubled and those characters as ``\\uXXXX``:
+    ``eventrules.spelled_string``), ``time`` the ingestion time of the batch (a line has no
+    event time the source knows). Lines that cannot be decoded go to ``SourceBatch.failures`` with a
     :class:`~meshconnect.errors.DataError` naming ``<file>:<line>`` (or ``<file>:byte <n>``
     when the line number is unknown after a resume); the position moves past them.
 
