@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from meshconnect import ConnectorContext
 from meshconnect.connectors.jdbc.config import JdbcSourceConfig
 from meshconnect.connectors.jdbc.source import JdbcSource
@@ -201,3 +203,60 @@ def test_numbers_inside_json_stay_exact_numbers() -> None:
         "n": 3,
     }
     assert json_safe(Decimal("2.50")) == "2.50"
+
+
+async def _records_of(tmp_path: Path, **config: Any) -> list[Any]:
+    s = source(tmp_path, url="sqlite:///in db#1.db", **config)
+    await s.start({})
+    records: list[Any] = []
+    try:
+        for _ in range(5):
+            batch = await s.poll()
+            if batch is None:
+                break
+            records += batch.records
+    finally:
+        await s.stop()
+    return records
+
+
+@pytest.mark.parametrize("mode", ["bulk", "incrementing"])
+async def test_names_and_keys_a_string_cannot_hold_make_valid_records(
+    tmp_path: Path, mode: str
+) -> None:
+    """A database path with a space and a ``#``, a table name and keys holding a tab: the
+    records are valid CloudEvents (a percent-encoded source, names and keys spelled with
+    ``\\u0009``, as the canal source spells them), distinct keys distinct (issue 18 item 7)."""
+    from meshconnect.eventrules import attribute_problems
+
+    with sqlite3.connect(tmp_path / "in db#1.db") as conn:
+        conn.execute('CREATE TABLE "t\tab" (id INTEGER PRIMARY KEY, k TEXT UNIQUE)')
+        conn.execute('CREATE TABLE "c" (a TEXT, b TEXT, n INTEGER, PRIMARY KEY (a, b))')
+        conn.execute('CREATE TABLE "s" (k TEXT PRIMARY KEY, n INTEGER)')
+        conn.execute("INSERT INTO \"t\tab\" VALUES (1, 'x')")
+        conn.executemany('INSERT INTO "c" VALUES (?, ?, ?)', [("a\tb", "c|d", 1), ("a", "", 2)])
+        conn.executemany(
+            'INSERT INTO "s" VALUES (?, ?)', [("k\t1", 1), ("k\\u00091", 2), ("plain", 3)]
+        )
+    extra: dict[str, Any] = {"tables": ["*"]} if mode == "bulk" else {}
+    records = []
+    if mode == "bulk":
+        records = await _records_of(tmp_path, **extra)
+    else:
+        for table, column in (("t\tab", "id"), ("c", "n"), ("s", "n")):
+            records += await _records_of(
+                tmp_path, table=table, mode="incrementing", incrementing_column=column
+            )
+    got = sorted((r.subject, r.extensions.get("partitionkey"), r.id) for r in records)
+    assert got == [
+        ("c", "a\\u0009b|c\\|d", "c:a\\u0009b|c\\|d"),
+        ("c", "a|", "c:a|"),
+        ("s", "k\\\\u00091", "s:k\\\\u00091"),
+        ("s", "k\\u00091", "s:k\\u00091"),
+        ("s", "plain", "s:plain"),
+        ("t\\u0009ab", "1", "t\\u0009ab:1"),
+    ]
+    folder = str(tmp_path).replace("%", "%25").replace(" ", "%20")
+    assert {r.source for r in records} == {f"jdbc:sqlite:///{folder}/in%20db%231.db"}
+    for r in records:
+        assert attribute_problems(r) == {}, r

@@ -408,3 +408,29 @@ async def test_change_stream_copy_events_invalidate_and_resume(
     await again.poll()
     assert watched.calls[3]["resume_after"] == {"_data": "E6"}
     await again.stop()
+
+
+async def test_names_and_ids_a_string_cannot_hold_make_valid_records(tmp_path: Path) -> None:
+    """A collection named with a space and a tab, an ``_id`` holding a tab: the records are
+    valid CloudEvents (source percent-encoded; subject, id and partitionkey spelled with
+    ``\\u0009`` as the canal source spells them) (issue 18 item 7)."""
+    from meshconnect.eventrules import attribute_problems
+
+    db = db_name()
+    SERVER[db]["my\tc oll"].insert_many([{"_id": "a\tb", "n": 1}, {"_id": "a\\u0009b", "n": 2}])
+    config = MongoSourceConfig(
+        database=db, collection="my\tc oll", mode="poll", poll_field="n", until_end=True
+    )
+    source = MongoSource(config, context(tmp_path))
+    await source.start({})
+    batch = await source.poll()
+    await source.stop()
+    assert batch is not None
+    got = [(r.source, r.subject, r.extensions["partitionkey"]) for r in batch.records]
+    assert got == [
+        (f"mongodb://{db}/my%09c%20oll", f"{db}.my\\u0009c oll", "a\\u0009b"),
+        (f"mongodb://{db}/my%09c%20oll", f"{db}.my\\u0009c oll", "a\\\\u0009b"),
+    ]
+    assert len({r.id for r in batch.records}) == 2
+    for r in batch.records:
+        assert attribute_problems(r) == {}, r

@@ -23,7 +23,8 @@ JSON as JSON, arrays as lists, UUID and network types as text); ``type`` ``jdbc.
 ``subject`` the table; ``partitionkey`` the key's text (as the ``canal`` source writes it:
 one column's text as it is, several columns' texts escaped and joined by ``|``); ``id``
 ``<table>:<key text>`` (``<table>:<row number>`` in bulk mode without a key), the same on a
-replay.
+replay; names and key texts spelled as CloudEvents Strings (``eventrules.spelled_string``);
+``source`` ``jdbc:<dialect>://<host>/<database>``, percent-encoded.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import datetime as dt
 import fnmatch
 import ipaddress
 import time
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -46,6 +48,7 @@ from meshconnect import (
     Record,
     Source,
     SourceBatch,
+    eventrules,
 )
 
 from .config import JdbcSourceConfig
@@ -116,11 +119,30 @@ def _key_part(v: Any) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
+def _composite(joined: str) -> str:
+    """A composite key's text (backslashes already doubled) as a CloudEvents String: each
+    character a String may not hold as ``\\uXXXX``, as the canal source writes it."""
+    return eventrules.valid_string(joined) if joined else joined
+
+
+def _source_uri(backend: str, host: str | None, database: str | None) -> str:
+    """``jdbc:<backend>://<host>/<database>``, percent-encoded (a path with a space or a
+    ``#`` is no URI-reference as it is); an IPv6 host in brackets."""
+    host = host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    path = urllib.parse.quote(database or "", safe="/")
+    return f"jdbc:{backend}://{urllib.parse.quote(host, safe='[]:')}/{path}"
+
+
 class _Part:
     """One table (or the query) being read."""
 
     def __init__(self, name: str, table: Any, key: list[str], position: Position) -> None:
         self.name = name
+        #: ``name`` as a CloudEvents String (``subject`` and the start of ``id``): a tab, a
+        #: newline or a noncharacter as ``\\uXXXX``, backslashes doubled then.
+        self.subject = eventrules.spelled_string(name)
         self.table = table  # a Table, or None for the query
         self.key = key
         self.position: dict[str, Any] = dict(position)
@@ -148,7 +170,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
     async def start(self, positions: Mapping[str, Position]) -> None:
         self.engine = make_engine(self.config, self.context.base_dir)
         url = self.engine.url
-        self.source = f"jdbc:{url.get_backend_name()}://{url.host or ''}/{url.database or ''}"
+        self.source = _source_uri(url.get_backend_name(), url.host, url.database)
         await asyncio.to_thread(self._start_sync, positions)
 
     def _start_sync(self, positions: Mapping[str, Position]) -> None:
@@ -230,7 +252,12 @@ class JdbcSource(Source[JdbcSourceConfig]):
         """Records of tuples (the bulk path: the per-row work kept to a minimum)."""
         plain = _PLAIN
         keys = [names.index(k) for k in part.key] if set(part.key) <= set(names) else []
-        source, name, fast = self.source, part.name, Record.fast
+        source, name, fast, spell = (
+            self.source,
+            part.subject,
+            Record.fast,
+            eventrules.spelled_string,
+        )
         out = []
         for i, row in enumerate(rows, start):
             data = {
@@ -238,9 +265,9 @@ class JdbcSource(Source[JdbcSourceConfig]):
             }
             if len(keys) == 1:
                 v = row[keys[0]]
-                key = v if type(v) is str else str(json_safe(v))  # one column: as it is
+                key = spell(v) if type(v) is str else str(json_safe(v))  # one column: as it is
             elif keys:
-                key = "|".join(_key_part(row[j]) for j in keys)
+                key = _composite("|".join(_key_part(row[j]) for j in keys))
             else:
                 out.append(
                     fast(data, f"{name}:{i}", source, "jdbc.row", name, _JSON, None, None, {})
@@ -258,22 +285,22 @@ class JdbcSource(Source[JdbcSourceConfig]):
         if part.key and all(k in row for k in part.key):
             if len(part.key) == 1:
                 v = row[part.key[0]]
-                key_text = v if isinstance(v, str) else str(json_safe(v))
+                key_text = eventrules.spelled_string(v) if isinstance(v, str) else str(json_safe(v))
             else:
-                key_text = "|".join(_key_part(row[k]) for k in part.key)
+                key_text = _composite("|".join(_key_part(row[k]) for k in part.key))
             ext["partitionkey"] = key_text
-            rid = f"{part.name}:{key_text}"
+            rid = f"{part.subject}:{key_text}"
             if self.config.mode in ("timestamp", "timestamp+incrementing"):
                 ts = self.config.timestamp_column or ""
-                rid = f"{part.name}:{key_text}@{json_safe(row[ts]) if ts in row else ''}"
+                rid = f"{part.subject}:{key_text}@{json_safe(row[ts]) if ts in row else ''}"
         else:
-            rid = f"{part.name}:{number}"
+            rid = f"{part.subject}:{number}"
         return Record(
             data,
             id=rid,
             source=self.source,
             type="jdbc.row",
-            subject=part.name,
+            subject=part.subject,
             datacontenttype="application/json",
             extensions=ext,
         )

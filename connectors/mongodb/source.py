@@ -31,11 +31,12 @@ import json
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from meshconnect import MeshconnectError, Position, Record, Source, SourceBatch
+from meshconnect import MeshconnectError, Position, Record, Source, SourceBatch, eventrules
 from meshconnect.jsonvalue import dumps
 
 from .client import classify_mongo, connect, to_json
@@ -72,8 +73,10 @@ class MongoSource(Source[MongoSourceConfig]):
         c = self.config
         self.client = connect(c)
         self.collection = self.client[c.database][c.collection]
-        self.uri = f"mongodb://{c.database}/{c.collection}"
-        self.subject = f"{c.database}.{c.collection}"
+        # percent-encoded (a collection may be named `my orders`); names and keys spelled
+        # as CloudEvents Strings (a tab as \u0009, backslashes doubled then)
+        self.uri = f"mongodb://{quote(c.database, safe='')}/{quote(c.collection, safe='')}"
+        self.subject = eventrules.spelled_string(f"{c.database}.{c.collection}")
         position = dict(positions.get(PARTITION) or {})
         self.position = position
         self.stream: Any = None
@@ -230,13 +233,14 @@ class MongoSource(Source[MongoSourceConfig]):
         data = to_json(doc, self.config.json_mode)
         key_value = to_json(_id if _id is not None else doc.get("_id"), "relaxed")
         key = key_value if isinstance(key_value, str) else dumps(key_value).decode()
+        spell = eventrules.spelled_string
         return Record(
             data,
-            id=rid,
+            id=spell(rid),
             source=self.uri,
             type=self.config.type or f"mongodb.{op}",
             subject=self.subject,
-            extensions={"partitionkey": key},
+            extensions={"partitionkey": spell(key)},
         )
 
     def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
