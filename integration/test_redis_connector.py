@@ -289,6 +289,30 @@ async def test_stream_entries_read_but_not_stored_are_read_again(redis_server, t
     assert r.xpending(stream, "meshconnect")["pending"] == 0
 
 
+async def test_a_stream_name_a_string_cannot_hold_makes_valid_records(
+    redis_server, tmp_path
+) -> None:
+    """A stream named with a tab: its records' subject and id spell it ``\\u0009`` (as the
+    canal source spells names), so the store takes them (issue 18 item 7)."""
+    from meshconnect.eventrules import attribute_problems
+
+    stream = f"tab\t{prefix()}"
+    r = redis_server.client()
+    eid = r.xadd(stream, {"n": "1"}).decode()
+    config = RedisSourceConfig(url=redis_server.url, stream=stream, until_end=True)
+    source = RedisSource(config, context(tmp_path))
+    await source.start({})
+    got: list[Record] = []
+    while (batch := await source.poll()) is not None:
+        got.extend(batch.records)
+        if batch.ack:
+            await batch.ack(None)
+    await source.stop()
+    spelled = stream.replace("\t", "\\u0009")
+    assert [(x.subject, x.id) for x in got] == [(spelled, f"{spelled}-{eid}")]
+    assert attribute_problems(got[0]) == {}
+
+
 # -- connections: ACL user and password, Sentinel ------------------------------------------------
 
 

@@ -421,3 +421,32 @@ async def test_a_key_pattern_and_a_format_setting(moto: MotoServer, tmp_path: Pa
             path.write_text(json.dumps(doc))
         assert await run_pipelines([path], registry=test_registry()) == 0
         assert [d["n"] for d in collect(name)] == want, name
+
+
+async def test_a_key_a_string_cannot_hold_makes_valid_records(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """S3 keys may hold a tab or a DEL: such a key is spelled with ``\\u0009`` in the
+    subject and the id (backslashes doubled first), so every record is a valid CloudEvent
+    (issue 18 item 7)."""
+    from meshconnect.eventrules import attribute_problems
+
+    bucket = moto.bucket()
+    client = moto.client()
+    for key in ("in/a\tb.jsonl", "in/a\\u0009b.jsonl", "in/c\x7fd.jsonl"):
+        client.put_object(Bucket=bucket, Key=key, Body=b'{"n": 1}\n')
+    MemorySink.outputs.pop("spelled", None)
+    path = pipeline(
+        tmp_path,
+        {**connection(moto, bucket), "prefix": "in/"},
+        {"connector": "memory", "config": {"name": "spelled"}},
+    )
+    assert await run_pipelines([path], registry=test_registry()) == 0
+    records = MemorySink.outputs["spelled"]
+    assert sorted((r.subject, r.id) for r in records) == [
+        ("in/a\\\\u0009b.jsonl", f"s3://{bucket}/in/a\\\\u0009b.jsonl#0"),
+        ("in/a\\u0009b.jsonl", f"s3://{bucket}/in/a\\u0009b.jsonl#0"),
+        ("in/c\\u007fd.jsonl", f"s3://{bucket}/in/c\\u007fd.jsonl#0"),
+    ]
+    for r in records:
+        assert attribute_problems(r) == {}, r

@@ -41,7 +41,15 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from meshconnect import DataError, MeshconnectError, Position, Record, Source, SourceBatch
+from meshconnect import (
+    DataError,
+    MeshconnectError,
+    Position,
+    Record,
+    Source,
+    SourceBatch,
+    eventrules,
+)
 from meshconnect.jsonvalue import loads
 
 from .client import classify_redis, connect, describe
@@ -52,6 +60,13 @@ __all__ = ["RedisSource"]
 
 def _sid(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _spelled(name: str) -> str:
+    """A stream or channel name as a CloudEvents String (``subject`` and the start of
+    ``id``): one holding a tab, a newline or a noncharacter spelled ``\\uXXXX``, backslashes
+    doubled first (``eventrules.spelled_string``); a plain name as it is."""
+    return eventrules.spelled_string(name)
 
 
 def _key(entry_id: str) -> tuple[int, int]:
@@ -339,6 +354,7 @@ class RedisSource(Source[RedisSourceConfig]):
         records.append(self._record(stream, eid, data))
 
     def _record(self, stream: str, eid: str, data: Any) -> Record:
+        stream = _spelled(stream)
         return Record.fast(
             data,
             f"{stream}-{eid}",
@@ -435,7 +451,7 @@ class RedisSource(Source[RedisSourceConfig]):
                 if records:
                     break
                 continue
-            channel = _sid(message["channel"])
+            channel = _spelled(_sid(message["channel"]))
             payload = message["data"]
             try:
                 text = payload.decode() if isinstance(payload, bytes) else str(payload)

@@ -14,10 +14,12 @@ A position from before ``dirs`` existed (``{"after": K, ...}`` only) counts ever
 ``K`` as read.
 
 A record's ``data`` is the item's value; its ``id`` is ``s3://BUCKET/KEY#INDEX`` (a replay
-gives the same ids), ``subject`` the key, ``time`` the object's last-modified time. A line or
-row that does not decode becomes a failure with its raw text, and a damaged gzip object one
-failure with its raw bytes (up to 1 MiB; nothing of a damaged deflate stream can be trusted);
-failures follow the ``errors:`` policy and the other objects are read.
+gives the same ids), ``subject`` the key (in both, a key holding a tab, a newline or another
+character a CloudEvents String may not hold is spelled with ``\\uXXXX``, backslashes doubled
+first), ``time`` the object's last-modified time. A line or row that does not decode becomes
+a failure with its raw text, and a damaged gzip object one failure with its raw bytes (up to
+1 MiB; nothing of a damaged deflate stream can be trusted); failures follow the ``errors:``
+policy and the other objects are read.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from meshconnect import (
     Record,
     Source,
     SourceBatch,
+    eventrules,
 )
 
 from .client import classify_s3_error, error_code, make_client
@@ -282,7 +285,9 @@ class S3Source(Source[S3SourceConfig]):
     def _build(self, reading: _Reading) -> SourceBatch:
         config = self.config
         uri = self.source_uri
-        key = reading.key
+        # subject and id: the key as a CloudEvents String (a tab as \u0009, backslashes
+        # doubled then: eventrules.spelled_string), so no record is refused for its name
+        key = eventrules.spelled_string(reading.key)
         base = f"{uri}/{key}#"
         kind = config.type
         when = reading.time
