@@ -232,7 +232,8 @@ def test_dates_with_zero_parts_read_alike_from_both_decoders_and_the_snapshot(
             printed = {r[0]: list(r[1:]) for r in cur.fetchall()}
     finally:
         conn.close()
-    for fmt in ("canal", "row"):
+    typed: dict[str, Any] = {}
+    for fmt in ("canal", "row", "debezium"):
         seen = []
         for decoder in ("library", "fast"):
             snap, live = both(mariadb, "sib\\.zp", start, 3, format=fmt, decoder=decoder)
@@ -244,6 +245,15 @@ def test_dates_with_zero_parts_read_alike_from_both_decoders_and_the_snapshot(
                 got = {i: [row[c] for c, _, _ in ZERO_PARTS] for i, row in by_id.items()}
                 assert got == printed, decoder
         assert seen[0] == seen[1], fmt
+        typed[fmt] = seen[0]
+    assert typed["debezium"] == typed["row"]
+    assert [typed["row"][1][c] for c, _, _ in ZERO_PARTS] == [
+        "2024-02-00",
+        "2024-00-00 10:11:12",
+        "2024-00-00 10:11:12.123",
+        "0000-00-00 00:00:00.0000",
+        "-00:00:00.001",
+    ]
 
 
 # -- item 2: JSON the server stored past its check never stops the source ----------------------

@@ -306,7 +306,7 @@ def test_old_mariadb_temporal_format_is_refused_clearly(mariadb: MariaDB) -> Non
         )
 
 
-@pytest.mark.parametrize("fmt", ["row", "canal"])
+@pytest.mark.parametrize("fmt", ["row", "canal", "debezium"])
 def test_uuid_and_inet6_keys_are_their_text(mariadb: MariaDB, fmt: str) -> None:
     """A UUID or INET6 primary key: the same partitionkey (the server's text) from the
     snapshot and the binlog, and the same value in the data."""
@@ -339,5 +339,12 @@ def test_uuid_and_inet6_keys_are_their_text(mariadb: MariaDB, fmt: str) -> None:
     for records in (live, snap):
         keys = sorted(r.extensions["partitionkey"] for r in records)
         assert keys == ["6ccd780c-baba-1026-9564-5b8c656024db", "::ffff:10.0.0.1"]
-        values = sorted(r.data["k"] if fmt == "row" else r.data["data"][0]["k"] for r in records)
+        values = sorted(
+            r.data["k"]
+            if fmt == "row"
+            else r.data["after"]["k"]
+            if fmt == "debezium"
+            else r.data["data"][0]["k"]
+            for r in records
+        )
         assert values == keys
