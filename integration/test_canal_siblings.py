@@ -388,3 +388,42 @@ def test_table_maintenance_statements_reach_every_table_they_name(mariadb: Maria
         ("mt.b", "OPTIMIZE"),
         ("mt.b", "TRUNCATE"),
     ], DECODER
+
+
+# -- item 9 (and 4): names written in double quotes under sql_mode=ANSI_QUOTES ------------------
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_ansi_quotes_ddl_names_its_tables_and_json_columns(mariadb: MariaDB, fmt: str) -> None:
+    """A session with ``sql_mode=ANSI_QUOTES`` writes ``"q t"`` for the table ``q t``: the DDL
+    records name it (the same subject as its rows), and a JSON column added that way is JSON
+    in the events written after it."""
+    db = f"aq_{fmt}"
+    mariadb.execute(f"CREATE DATABASE {db}")
+    start = end_positions(mariadb)
+    mariadb.execute(
+        "SET sql_mode = 'ANSI_QUOTES'",
+        'CREATE TABLE "q t" ("id" INT PRIMARY KEY, "v" VARCHAR(5) DEFAULT \'x\')',
+        "INSERT INTO \"q t\" VALUES (1, 'a')",
+        'ALTER TABLE "q t" ADD COLUMN "j" JSON',
+        "INSERT INTO \"q t\" VALUES (2, 'b', '{\"n\": 1}')",
+        'RENAME TABLE "q t" TO "r""s"',
+        "INSERT INTO \"r\"\"s\" VALUES (3, 'c', '[1]')",
+        database=db,
+    )
+    records, _ = run_source(mariadb, start, 7, format=fmt, snapshot="never", include=[f"{db}\\..*"])
+    got = [(r.type, r.subject, r.extensions.get("statement")) for r in records]
+    assert got == [
+        ("mysql.ddl", f"{db}.q t", "CREATE TABLE"),
+        ("mysql.insert", f"{db}.q t", None),
+        ("mysql.ddl", f"{db}.q t", "ALTER TABLE"),
+        ("mysql.insert", f"{db}.q t", None),
+        ("mysql.ddl", f"{db}.q t", "RENAME TABLE"),
+        ("mysql.ddl", f'{db}.r"s', "RENAME TABLE"),
+        ("mysql.insert", f'{db}.r"s', None),
+    ]
+    rows = [row_of(r, fmt) for r in changes(records)]
+    if fmt == "row":
+        assert [row.get("j") for row in rows] == [None, {"n": 1}, [1]]
+    if fmt == "canal":
+        assert [r.data["mysqlType"].get("j") for r in changes(records)] == [None, "json", "json"]

@@ -383,6 +383,15 @@ def test_without_gtids_the_transaction_id_is_its_start() -> None:
         ("XA ROLLBACK X'7832',X'',1", "QUERY", "XA ROLLBACK", []),
         ("-- note\nTRUNCATE `t`", "TRUNCATE", "TRUNCATE", [("db", "t")]),
         ("ANALYZE TABLE a, s.`b`", "QUERY", "ANALYZE", [("db", "a"), ("s", "b")]),
+        # sql_mode=ANSI_QUOTES: double quotes around names
+        ('CREATE TABLE "q t" (id INT)', "CREATE", "CREATE TABLE", [("db", "q t")]),
+        (
+            'RENAME TABLE "s"."a""b" TO s2.c',
+            "RENAME",
+            "RENAME TABLE",
+            [("s", 'a"b'), ("s2", "c")],
+        ),
+        ('ALTER TABLE "t" ADD c VARCHAR(3) DEFAULT "x"', "ALTER", "ALTER TABLE", [("db", "t")]),
         ("OPTIMIZE TABLE a,b", "QUERY", "OPTIMIZE", [("db", "a"), ("db", "b")]),
         ("REPAIR TABLE a, b QUICK", "QUERY", "REPAIR", [("db", "a"), ("db", "b")]),
     ],

@@ -59,6 +59,9 @@ from .events import (
 
 __all__ = ["LibraryReader"]
 
+#: ``MODE_ANSI_QUOTES`` in a query event's ``sql_mode`` status variable.
+_ANSI_QUOTES = 4
+
 _TRANSACTION_PAYLOAD_EVENT = 40
 
 
@@ -434,7 +437,8 @@ class LibraryReader:
             schema = event.schema
             if isinstance(schema, bytes):
                 schema = schema.decode("utf-8", "replace")
-            return QueryEvent(log_file, pos, ts, schema, event.query)
+            ansi = bool(getattr(event, "sql_mode", 0) & _ANSI_QUOTES)
+            return QueryEvent(log_file, pos, ts, schema, event.query, ansi)
         if isinstance(event, ev.MariadbGtidEvent):
             flags = event.flags
             return GtidEvent(log_file, pos, ts, event.gtid, bool(flags & 1), bool(flags & 64))

@@ -1,5 +1,6 @@
 """What a statement logged as a QUERY event is: Canal's DDL type, its leading keywords and
-every table it names (backquoted names with escaped backquotes, ``schema.table``, comments,
+every table it names (backquoted names with escaped backquotes, ANSI_QUOTES double-quoted
+names, ``schema.table``, comments,
 ``RENAME TABLE a TO b, c TO d``, ``DROP TABLE a, b``, ``ANALYZE/OPTIMIZE/REPAIR TABLE a, b``,
 the table a trigger or index is on).
 See docs/cdc.md, "DDL and other statements"."""
@@ -42,14 +43,17 @@ class Ddl:
     tables: tuple[tuple[str, str], ...]
 
 
-def tokens(sql: str) -> list[tuple[str, str]]:
-    """``(kind, text)``: ``id`` a backquoted name (unquoted), ``w`` a word, ``p`` a
-    punctuation character, ``s`` a string literal; blanks and comments are dropped."""
+def tokens(sql: str, ansi_quotes: bool = False) -> list[tuple[str, str]]:
+    """``(kind, text)``: ``id`` a backquoted name (unquoted; with ``ansi_quotes`` a
+    double-quoted one too), ``w`` a word, ``p`` a punctuation character, ``s`` a string
+    literal; blanks and comments are dropped."""
     out: list[tuple[str, str]] = []
     for m in _TOKEN.finditer(sql):
         quoted, word, punct = m.group(1), m.group(2), m.group(3)
         if quoted is not None:
             out.append(("id", quoted.replace("``", "`")))
+        elif ansi_quotes and m.group(0)[:1] == '"':
+            out.append(("id", m.group(0)[1:-1].replace('""', '"')))
         elif word is not None:
             out.append(("w", word))
         elif punct is not None:
@@ -59,19 +63,32 @@ def tokens(sql: str) -> list[tuple[str, str]]:
     return out
 
 
-def parse_ddl(sql: str, default_schema: str) -> Ddl:
+def parse_ddl(sql: str, default_schema: str, ansi_quotes: bool = False) -> Ddl:
     """What a statement is and which tables it names (backquoted names with escaped
-    backquotes, ``schema.table``, comments, several tables)."""
-    toks = tokens(sql)
+    backquotes, ``schema.table``, comments, several tables; ``ansi_quotes``: the session's
+    ``sql_mode`` made ``"name"`` a name)."""
+    toks = tokens(sql, ansi_quotes)
     n = len(toks)
     words = [t.upper() if k == "w" else "" for k, t in toks]
 
+    def ident(i: int) -> str | None:
+        """The name at ``i``: backquoted, a bare word, or double-quoted (a session with
+        ``sql_mode=ANSI_QUOTES``; a string is never a name, so only that reads so)."""
+        if i >= n:
+            return None
+        kind, text = toks[i]
+        if kind in ("id", "w"):
+            return text
+        if kind == "s" and text[:1] == '"':
+            return text[1:-1].replace('""', '"')
+        return None
+
     def name(i: int) -> tuple[tuple[str, str] | None, int]:
-        if i >= n or toks[i][0] not in ("id", "w"):
+        first = ident(i)
+        if first is None:
             return None, i
-        first = toks[i][1]
-        if i + 2 < n and toks[i + 1] == ("p", ".") and toks[i + 2][0] in ("id", "w"):
-            return (first, toks[i + 2][1]), i + 3
+        if i + 2 < n and toks[i + 1] == ("p", ".") and (second := ident(i + 2)) is not None:
+            return (first, second), i + 3
         return (default_schema, first), i + 1
 
     def skip(i: int, *optional: str) -> int:

@@ -131,6 +131,8 @@ class QueryEvent(Event):
 
     schema: str
     query: str
+    #: The session had ``sql_mode`` ANSI_QUOTES: ``"name"`` is a name, not a string.
+    ansi_quotes: bool = False
 
 
 @dataclass(slots=True)

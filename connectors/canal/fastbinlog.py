@@ -366,7 +366,8 @@ class FastReader:
         schema = buf[at : at + schema_len].decode("utf-8", "replace")
         at += schema_len + 1
         text = _uncompress(buf, at, stop) if compressed else buf[at:stop]
-        return QueryEvent(self._file, pos, ts, schema, text.decode("utf-8", "replace"))
+        ansi = bool(_sql_mode(buf, p + 13, p + 13 + status_len) & 4)  # MODE_ANSI_QUOTES
+        return QueryEvent(self._file, pos, ts, schema, text.decode("utf-8", "replace"), ansi)
 
     def _join_packets(self, buf: bytes, start: int, end: int) -> tuple[bytes, int, int]:
         """An event of 16 MiB or more arrives in several packets: join their payloads."""
@@ -485,3 +486,17 @@ def _open(
         conn.close()
         raise RetriableError(f"binlog connection lost while starting: {exc}") from exc
     return conn, sock, mariadb, checksum
+
+
+def _sql_mode(buf: bytes, at: int, end: int) -> int:
+    """The ``sql_mode`` of a query event from its status variables (0 when not found): the
+    server writes ``Q_FLAGS2_CODE`` (4 bytes) and then ``Q_SQL_MODE_CODE`` (8 bytes) first."""
+    while at < end:
+        code = buf[at]
+        if code == 0:  # Q_FLAGS2_CODE
+            at += 5
+        elif code == 1 and at + 9 <= end:  # Q_SQL_MODE_CODE
+            return int.from_bytes(buf[at + 1 : at + 9], "little")
+        else:
+            return 0
+    return 0

@@ -133,13 +133,13 @@ class JsonColumns:
 
     # -- DDL -----------------------------------------------------------------------------------
 
-    def apply(self, sql: str, default_schema: str) -> None:
+    def apply(self, sql: str, default_schema: str, ansi_quotes: bool = False) -> None:
         """Replay one statement (anything that is not table DDL leaves the history as is)."""
-        ddl = parse_ddl(sql, default_schema)
+        ddl = parse_ddl(sql, default_schema, ansi_quotes)
         if not ddl.tables:
             return
         self._json = None
-        toks = tokens(sql)
+        toks = tokens(sql, ansi_quotes)
         words = [_word(t) for t in toks]
         first = ddl.tables[0]
         if ddl.statement == "DROP TABLE":

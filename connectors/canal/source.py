@@ -474,9 +474,9 @@ class CanalSource(Source[CanalSourceConfig]):
         if head.startswith("SAVEPOINT") or head.startswith("RELEASE SAVEPOINT"):
             return
         # DDL (or another statement logged as a statement): a group of its own.
-        ddl = parse_ddl(sql, event.schema)
+        ddl = parse_ddl(sql, event.schema, event.ansi_quotes)
         if self.json_history is not None:
-            self.json_history.apply(sql, event.schema)
+            self.json_history.apply(sql, event.schema, event.ansi_quotes)
         self.server.forget_schemas()
         self._shapes.clear()
         if not self.in_txn:
