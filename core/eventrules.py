@@ -218,7 +218,9 @@ def spelled_string(text: str) -> str:
     character a String may not hold; otherwise with backslashes doubled, then each such
     character as ``\\uXXXX`` (a name holding a tab must not collide with one spelled
     ``\\u0009``). Undecodable bytes of a file name (``\\udcff``) are spelled the same way."""
-    if not text or ("\\" not in text and _first_bad(text) is None):
+    # A printable text (no Cc, Cn or Cs character) holds nothing a String may not: str's C
+    # check first, the full search only for the rest (a U+2028 is fine, but not printable).
+    if not text or ("\\" not in text and (text.isprintable() or _first_bad(text) is None)):
         return text
     return valid_string(text.replace("\\", "\\\\"))
 

@@ -93,3 +93,18 @@ async def test_a_file_name_that_is_not_utf8_is_a_spelled_subject(tmp_path: Path)
         (f"file://{folder}/x%FF.jsonl", "x\\udcff.jsonl")
     ]
     assert attribute_problems(records[0]) == {}
+
+
+def test_spelled_string_takes_printable_text_as_it_is_and_spells_every_bad_character() -> None:
+    """The fast path (``str.isprintable``) agrees with the full check on every code point:
+    none that is printable is a character a String may not hold."""
+    import sys
+
+    from meshconnect.eventrules import attribute_problem, spelled_string
+
+    for point in range(sys.maxunicode + 1):
+        char = chr(point)
+        spelled = spelled_string(f"a{char}b")
+        assert attribute_problem("subject", spelled) is None, hex(point)
+        if char.isprintable() and char != "\\":
+            assert spelled == f"a{char}b", hex(point)
