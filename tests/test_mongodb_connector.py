@@ -16,9 +16,10 @@ from typing import Any
 import mongomock
 import pydantic
 import pytest
-from bson import Binary, ObjectId
+from bson import Binary, ObjectId, json_util
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
+from pymongo import DeleteOne, InsertOne
 from pymongo import errors as px
 
 from meshconnect import BatchError, ConfigError, ConnectorContext, DataError, Record, RetriableError
@@ -168,6 +169,87 @@ async def test_cdc_apply_in_every_format(tmp_path: Path) -> None:
         tmp_path,
     )
     assert docs(db2, "orders") == [{"_id": 1, "id": 1, "total": "5.10"}]
+
+
+@pytest.fixture
+def driver_order(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """mongomock applies an unordered bulk write in the given order; pymongo does not: it sends
+    all inserts, then all updates, then all deletes (``_Bulk.gen_unordered``). The double is
+    made to do the same, so a sink that relies on the order within one unordered bulk write
+    fails here as it would on a server. Returns the bulk writes made."""
+    original = mongomock.collection.Collection.bulk_write
+    calls: list[list[Any]] = []
+
+    def rank(op: Any) -> int:
+        return 0 if isinstance(op, InsertOne) else 2 if isinstance(op, DeleteOne) else 1
+
+    def bulk_write(self: Any, requests: Any, ordered: bool = True, **options: Any) -> Any:
+        requests = list(requests)
+        calls.append(requests)
+        if ordered:
+            return original(self, requests, ordered=True, **options)
+        order = sorted(range(len(requests)), key=lambda i: rank(requests[i]))
+        try:
+            return original(self, [requests[i] for i in order], ordered=False, **options)
+        except px.BulkWriteError as exc:
+            for error in exc.details["writeErrors"]:
+                error["index"] = order[error["index"]]
+            raise
+
+    monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", bulk_write)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["upsert", "replace"])
+async def test_one_id_changed_again_in_a_batch_ends_as_the_last_change(
+    mode: str, driver_order: list[list[Any]], tmp_path: Path
+) -> None:
+    db = db_name()
+    await write(
+        MongoSinkConfig(database=db, mode=mode),
+        [
+            canal("INSERT", {"id": "1", "n": "a"}, "1"),
+            canal("DELETE", {"id": "1", "n": "a"}, "1"),
+            canal("INSERT", {"id": "1", "n": "b"}, "1"),  # the row is back
+            canal("INSERT", {"id": "5", "n": "c"}, "5"),
+            canal("UPDATE", {"id": "6", "n": "c"}, "6", old={"id": "5"}),
+            canal("UPDATE", {"id": "5", "n": "c"}, "5", old={"id": "6"}),  # and back
+            row("insert", {"id": "7", "n": "d"}, "7"),
+            row("delete", {"id": "7", "n": "d"}, "7"),
+            row("insert", {"id": "7", "n": "e"}, "7"),
+        ],
+        tmp_path,
+    )
+    assert docs(db, "orders") == [
+        {"_id": "1", "id": "1", "n": "b"},
+        {"_id": "5", "id": "5", "n": "c"},
+        {"_id": "7", "id": "7", "n": "e"},
+    ]
+    assert len(driver_order) > 1  # cut where an _id came again
+    for ops in driver_order:
+        ids = [
+            json_util.dumps((op._filter if hasattr(op, "_filter") else op._doc)["_id"])
+            for op in ops
+        ]
+        assert len(ids) == len(set(ids)), ids
+
+
+async def test_a_duplicate_in_a_later_run_of_the_batch_fails_alone(
+    driver_order: list[list[Any]], tmp_path: Path
+) -> None:
+    db = db_name()
+    SERVER[db].c.insert_one({"_id": 9, "other": True})
+    config = MongoSinkConfig(database=db, collection="c", mode="insert", key=["n"])
+    sink = MongoSink(config, context(tmp_path))
+    await sink.open(None)
+    batch = [Record({"n": 1}), Record(None, extensions={"partitionkey": "x"})]
+    batch += [Record({"n": 1, "v": "another document"}), Record({"n": 9}), Record({"n": 2})]
+    with pytest.raises(BatchError) as caught:
+        await sink.write(batch)
+    await sink.close()
+    assert sorted(caught.value.failures) == [2, 3]  # the other n=1, and n=9 (taken)
+    assert "E11000" in str(caught.value.failures[2])
+    assert [d["_id"] for d in docs(db, "c")] == [1, 2, 9]
 
 
 class TestMongoSinkConformance(SinkConformance):
