@@ -347,6 +347,48 @@ def test_what_bson_cannot_hold_is_a_data_error() -> None:
         mclient.from_json(Decimal("1." + "1" * 40))
 
 
+@pytest.mark.parametrize("mode", ["relaxed", "canonical"])
+def test_values_json_numbers_and_datetimes_cannot_hold_map_both_ways(mode: str) -> None:
+    """A document as a server sends it (BSON bytes), decoded with the codec options of the
+    connector's client: doubles NaN and ±infinity, dates before year 1 or after 9999. Each
+    becomes Extended JSON the mesh can store and comes back as the same BSON."""
+    import math
+
+    import bson
+    import pymongo
+
+    raw = bson.encode(
+        {
+            "nan": float("nan"),
+            "inf": float("inf"),
+            "ninf": float("-inf"),
+            "late": bson.DatetimeMS(253_402_300_800_000 + 1000),  # 10000-01-01T00:00:01Z
+            "early": bson.DatetimeMS(-62_135_596_800_000 - 1),  # before 0001-01-01
+            "usual": dt.datetime(2026, 11, 29, 10, 0, 0, 123000, tzinfo=dt.UTC),
+        }
+    )
+    real_client = pymongo.MongoClient  # the class the connector uses, whose options decode
+    client: Any = real_client(
+        "mongodb://127.0.0.1:1",
+        connect=False,
+        **mclient.connect_options(MongoSinkConfig(database="d")),
+    )
+    try:
+        doc = bson.decode(raw, codec_options=client.codec_options)
+    finally:
+        client.close()
+    data = mclient.to_json(doc, mode)
+    text = dumps(data).decode()  # what the mesh stores
+    if mode == "relaxed":
+        assert data["nan"] == {"$numberDouble": "NaN"}
+        assert data["ninf"] == {"$numberDouble": "-Infinity"}
+        assert data["late"] == {"$date": {"$numberLong": "253402300801000"}}
+        assert data["usual"] == {"$date": "2026-11-29T10:00:00.123Z"}
+    back = mclient.from_json(loads(text))
+    assert math.isnan(back.pop("nan")) and back["inf"] == math.inf and back["ninf"] == -math.inf
+    assert bson.encode(back) == bson.encode({k: v for k, v in doc.items() if k != "nan"})
+
+
 # -- errors and config --------------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from meshconnect import MeshconnectError, Position, Record, Source, SourceBatch
 from meshconnect.jsonvalue import dumps
 
-from .client import classify_mongo, connect, to_json
+from .client import READ_JSON, classify_mongo, connect, to_json
 from .config import MongoSourceConfig
 
 __all__ = ["MongoSource"]
@@ -53,7 +53,7 @@ def _ejson(value: Any) -> Any:
 
 def _bson(value: Any) -> Any:
     """A position's canonical Extended JSON back as BSON."""
-    return json_util.loads(json.dumps(value))
+    return json_util.loads(json.dumps(value), json_options=READ_JSON)
 
 
 class MongoSource(Source[MongoSourceConfig]):
