@@ -303,6 +303,32 @@ async def test_poll_source_sees_new_documents_past_the_last(tmp_path: Path) -> N
     assert await again.poll() is None
 
 
+async def test_poll_source_passes_documents_without_the_poll_field(tmp_path: Path) -> None:
+    """Documents lacking ``poll_field`` (or null there) sort first; a position on one of them
+    must not hide the documents with a value (``{$gt: null}`` matches nothing)."""
+    db = db_name()
+    SERVER[db].c.insert_many(
+        [{"_id": 1, "n": "a"}, {"_id": 2, "seq": None, "n": "b"}, {"_id": 3, "seq": 5, "n": "c"}]
+    )
+    config = MongoSourceConfig(
+        database=db, collection="c", mode="poll", poll_field="seq", until_end=True, batch_size=1
+    )
+    source = MongoSource(config, context(tmp_path))
+    positions = await source.start({}) or {}
+    got = []
+    while (batch := await source.poll()) is not None:
+        got += [r.data["n"] for r in batch.records]
+        positions = {**positions, **batch.positions}
+    assert got == ["a", "b", "c"]
+    SERVER[db].c.insert_many([{"_id": 4, "n": "d"}, {"_id": 5, "seq": 6, "n": "e"}])
+    again = MongoSource(config, context(tmp_path))
+    await again.start(positions)
+    later = []
+    while (batch := await again.poll()) is not None:
+        later += [r.data["n"] for r in batch.records]
+    assert later == ["e"]  # a document without the field after the last one is not seen
+
+
 # -- BSON and JSON --------------------------------------------------------------------------------
 
 DOC = {

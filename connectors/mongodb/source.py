@@ -18,8 +18,10 @@ Change streams (``mode: change_stream``; replica sets and sharded clusters)
 Polling (``mode: poll``; standalone servers too)
     Documents whose ``poll_field`` is past the last one read (ties broken by ``_id``), in
     that order, ``batch_size`` at a time, every ``poll_interval`` when idle. Position
-    ``{"after": [VALUE, _id]}`` in canonical Extended JSON. A document updated without its
-    field growing is not seen again; deletes are not seen (use change streams).
+    ``{"after": [VALUE, _id]}`` in canonical Extended JSON. Documents without the field (or
+    null there) sort first and are read first. A document updated without its field growing
+    is not seen again, nor one added later without the field; deletes are not seen (use
+    change streams).
 
 Documents become JSON by ``json_mode`` (:mod:`.client`).
 """
@@ -141,6 +143,10 @@ class MongoSource(Source[MongoSourceConfig]):
             value, _id = _bson(after)
             if field == "_id":
                 query = {"_id": {"$gt": value}}
+            elif value is None:
+                # Documents without the field (or null there) sort first; {$gt: null} would
+                # match no document with a value.
+                query = {"$or": [{field: None, "_id": {"$gt": _id}}, {field: {"$ne": None}}]}
             else:
                 query = {"$or": [{field: {"$gt": value}}, {field: value, "_id": {"$gt": _id}}]}
         sort = [("_id", 1)] if field == "_id" else [(field, 1), ("_id", 1)]
