@@ -143,10 +143,12 @@ async def test_chat_mode_stores_prompt_answer_model_and_usage(
         {"role": "user", "content": "Is the mesh up?"},
     ]
     metrics = running.worker.metrics.render()
-    assert (
-        'meshconnect_openai_prompt_tokens_total{connector="chatgpt",pipeline="gpt"} 11' in (metrics)
-        or "meshconnect_openai_prompt_tokens" in metrics
-    )
+    for line in [
+        'meshconnect_openai_prompt_tokens_total{connector="chatgpt",pipeline="gpt"} 11.0',
+        'meshconnect_openai_completion_tokens_total{connector="chatgpt",pipeline="gpt"} 5.0',
+        'meshconnect_openai_requests_total{connector="chatgpt",pipeline="gpt"} 1.0',
+    ]:
+        assert line in metrics.splitlines(), metrics
 
 
 async def test_parse_mode_stores_the_validated_structured_output_exactly(
