@@ -58,11 +58,14 @@ class Running:
         self.store = store
         self.url = url
 
-    async def post(self, body: Any, json_body: bool = False) -> tuple[int, Any]:
+    async def post(
+        self, body: Any, json_body: bool = False, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         for _ in range(200):
             try:
                 async with aiohttp.ClientSession() as session:
                     kwargs: dict[str, Any] = {"json": body} if json_body else {"data": body}
+                    kwargs["headers"] = headers or {}
                     async with session.post(self.url, **kwargs) as response:
                         text = await response.text()
                         try:
@@ -181,6 +184,26 @@ async def test_parse_mode_without_a_schema_takes_the_whole_event(
         "T-7",
         {"title": "VPN down"},
     )
+
+
+async def test_bearer_tokens_keep_strangers_from_calling_the_model(
+    start: Any, openai: FakeOpenAI
+) -> None:
+    running = await start("bearer_tokens: [tok-old, tok-new]")
+    for headers in [
+        {},
+        {"Authorization": "Bearer tok-wrong"},
+        {"Authorization": "Basic tok-new"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer tok-newé"},
+    ]:
+        status, _ = await running.post("spend my credits", headers=headers)
+        assert status == 401, headers
+    assert openai.requests == 0 and await running.stored() == []
+    for token in ["tok-old", "tok-new"]:
+        status, _ = await running.post("hi", headers={"Authorization": f"Bearer {token}"})
+        assert status == 200
+    assert openai.requests == 2
 
 
 async def test_events_get_their_own_ids_whatever_ids_the_server_gives(

@@ -29,6 +29,7 @@ next poll, saying to check ``api_key`` and ``model``. Token usage goes to the wo
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,8 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
     async def on_request(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
+        if not self._authorized(request.headers.get("Authorization", "")):
+            return web.Response(status=401, text="missing or invalid bearer token")
         body = await read_body(request, self.config.max_body_bytes)
         if body is None:
             return web.Response(status=413, text="request too large")
@@ -144,6 +147,17 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
         except Exception as exc:
             return web.Response(status=503, text=f"not stored: {type(exc).__name__}")
         return _json(200, record.to_dict())
+
+    def _authorized(self, header: str) -> bool:
+        tokens = self.config.bearer_tokens
+        if not tokens:
+            return True
+        scheme, _, given = header.partition(" ")
+        presented = given.strip().encode("utf-8", "surrogateescape")
+        ok = False
+        for token in tokens:  # compare with all: the time does not tell which matched
+            ok |= hmac.compare_digest(token.get_secret_value().encode(), presented)
+        return ok and scheme.lower() == "bearer" and bool(presented)
 
     def _prompt(self, content_type: str, body: bytes) -> tuple[str | None, str]:
         system = self.config.system
