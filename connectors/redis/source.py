@@ -41,7 +41,15 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from meshconnect import DataError, MeshconnectError, Position, Record, Source, SourceBatch
+from meshconnect import (
+    ConfigError,
+    DataError,
+    MeshconnectError,
+    Position,
+    Record,
+    Source,
+    SourceBatch,
+)
 from meshconnect.jsonvalue import loads
 
 from .client import classify_redis, connect, describe
@@ -128,6 +136,13 @@ class RedisSource(Source[RedisSourceConfig]):
         try:
             await self.client.xgroup_create(stream, c.group, id=c.group_start, mkstream=True)
         except rx.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                kind = await self.client.type(stream)
+                kind = kind.decode() if isinstance(kind, bytes) else kind
+                raise ConfigError(
+                    f"redis source: key {stream!r} holds a {kind}, not a stream "
+                    "(config.stream/streams)"
+                ) from None
             if "BUSYGROUP" not in str(exc):
                 raise
         last = position.get("last")
