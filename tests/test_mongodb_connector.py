@@ -329,6 +329,59 @@ async def test_poll_source_passes_documents_without_the_poll_field(tmp_path: Pat
     assert later == ["e"]  # a document without the field after the last one is not seen
 
 
+MIXED_IDS: list[Any] = [
+    1,
+    2.5,
+    Int64(7),
+    "a",
+    "b",
+    {"k": 1},
+    b"\x01",
+    ObjectId("65f0c0ffee0000000000abcd"),
+    False,
+    dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+]
+
+
+@pytest.mark.parametrize("mode", ["poll", "copy"])
+async def test_ids_of_every_kind_are_read_across_batches(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``{$gt: 7}`` matches no string: past the last number, the copy and the poll on ``_id``
+    must go on to the ids of the kinds that sort later (MongoDB's order)."""
+    db = db_name()
+    SERVER[db].c.insert_many([{"_id": i, "n": n} for n, i in enumerate(MIXED_IDS)])
+    if mode == "poll":
+        config = MongoSourceConfig(
+            database=db, collection="c", mode="poll", until_end=True, batch_size=2
+        )
+    else:
+        watched = WatchedCollection(SERVER[db].c, [[]])
+
+        class Client:
+            def __getitem__(self, name: str) -> Any:
+                return {"c": watched}
+
+            def close(self) -> None:
+                pass
+
+        monkeypatch.setattr(mclient, "CLIENT_CLASS", lambda uri, **options: Client())
+        config = MongoSourceConfig(database=db, collection="c", batch_size=2)
+    source = MongoSource(config, context(tmp_path))
+    await source.start({})
+    got: list[int] = []
+    for _ in range(20):
+        batch = await source.poll()
+        if batch is None or (
+            mode == "copy" and "copy" not in source.position and not batch.records
+        ):
+            break
+        got += [r.data["n"] for r in batch.records]
+        if mode == "copy" and "copy" not in source.position:
+            break
+    assert got == list(range(len(MIXED_IDS)))
+
+
 # -- BSON and JSON --------------------------------------------------------------------------------
 
 DOC = {
