@@ -225,6 +225,13 @@ class Worker:
         """Start the supervisors of ``p``'s source (first in the list) and sinks under a fresh
         :class:`PipelineRunState`; the admin API calls it again for a stopped pipeline."""
         view = self.pipeline_states[p.name] = PipelineRunState(self.state, p.name)
+        # Transforms that count something themselves (the llm transform's tokens) get a
+        # handle on the worker's metrics, labelled with the pipeline and their stage.
+        for chain in [p.chain, *(sink.chain for sink in p.sinks)]:
+            for transform, stage in zip(chain.transforms, chain.stages, strict=True):
+                bind = getattr(transform, "bind_metrics", None)
+                if callable(bind):
+                    bind(self.metrics.handle(pipeline=p.name, transform=stage))
 
         def supervised(
             kind: str, ident: str, connector: str, start: Callable[[], Awaitable[None]]

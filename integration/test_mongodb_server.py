@@ -149,3 +149,26 @@ class TestMongoSinkOnAServer(SinkConformance):
 
     def poison_record(self, i: int) -> Record | None:
         return Record({"n": 0, "other": "a different document under _id 0"}, id="poison")
+
+
+async def test_one_id_changed_again_in_a_batch_ends_as_the_last_change(
+    uri: str, database: str, tmp_path: Path
+) -> None:
+    """pymongo sends an unordered bulk write's inserts, updates and deletes apart: the sink
+    cuts the batch where an ``_id`` comes again."""
+    import pymongo
+
+    sink = MongoSink(MongoSinkConfig(uri=uri, database=database, collection="c"), context(tmp_path))
+    await sink.open(None)
+
+    await sink.write(
+        [
+            Record({"id": "1", "v": "a"}, type="mysql.insert", extensions={"partitionkey": "1"}),
+            Record({"id": "1"}, type="mysql.delete", extensions={"partitionkey": "1"}),
+            Record({"id": "1", "v": "b"}, type="mysql.insert", extensions={"partitionkey": "1"}),
+        ]
+    )
+    await sink.flush()
+    await sink.close()
+    collection: Any = pymongo.MongoClient(uri)[database]["c"]
+    assert list(collection.find()) == [{"_id": "1", "id": "1", "v": "b"}]

@@ -261,6 +261,15 @@ async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path
     assert isinstance(failures[0][1], DataError)
 
 
+async def test_a_stream_key_holding_another_type_is_a_config_error(redis_server, tmp_path) -> None:
+    key = prefix()
+    redis_server.client().set(key, "not a stream")
+    source = RedisSource(RedisSourceConfig(url=redis_server.url, stream=key), context(tmp_path))
+    with pytest.raises(ConfigError, match=f"key '{key}' holds a string, not a stream"):
+        await source.start({})
+    await source.stop()
+
+
 async def test_stream_entries_read_but_not_stored_are_read_again(redis_server, tmp_path) -> None:
     """A batch polled and never acknowledged (the worker died before the append): a new
     source from the committed positions reads it again, and nothing else twice."""

@@ -58,11 +58,14 @@ class Running:
         self.store = store
         self.url = url
 
-    async def post(self, body: Any, json_body: bool = False) -> tuple[int, Any]:
+    async def post(
+        self, body: Any, json_body: bool = False, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         for _ in range(200):
             try:
                 async with aiohttp.ClientSession() as session:
                     kwargs: dict[str, Any] = {"json": body} if json_body else {"data": body}
+                    kwargs["headers"] = headers or {}
                     async with session.post(self.url, **kwargs) as response:
                         text = await response.text()
                         try:
@@ -128,7 +131,8 @@ async def test_chat_mode_stores_prompt_answer_model_and_usage(
     status, event = await running.post("Is the mesh up?")
     assert status == 200
     [record] = await running.stored()
-    assert event["id"] == record.id == "chatcmpl-00000001"
+    assert event["id"] == record.id
+    assert record.extensions["completionid"] == "chatcmpl-00000001"
     assert record.type == "com.openai.chat.completion"
     assert record.data == {
         "prompt": "Is the mesh up?",
@@ -142,10 +146,12 @@ async def test_chat_mode_stores_prompt_answer_model_and_usage(
         {"role": "user", "content": "Is the mesh up?"},
     ]
     metrics = running.worker.metrics.render()
-    assert (
-        'meshconnect_openai_prompt_tokens_total{connector="chatgpt",pipeline="gpt"} 11' in (metrics)
-        or "meshconnect_openai_prompt_tokens" in metrics
-    )
+    for line in [
+        'meshconnect_openai_prompt_tokens_total{connector="chatgpt",pipeline="gpt"} 11.0',
+        'meshconnect_openai_completion_tokens_total{connector="chatgpt",pipeline="gpt"} 5.0',
+        'meshconnect_openai_requests_total{connector="chatgpt",pipeline="gpt"} 1.0',
+    ]:
+        assert line in metrics.splitlines(), metrics
 
 
 async def test_parse_mode_stores_the_validated_structured_output_exactly(
@@ -178,6 +184,63 @@ async def test_parse_mode_without_a_schema_takes_the_whole_event(
         "T-7",
         {"title": "VPN down"},
     )
+
+
+async def test_bearer_tokens_keep_strangers_from_calling_the_model(
+    start: Any, openai: FakeOpenAI
+) -> None:
+    running = await start("bearer_tokens: [tok-old, tok-new]")
+    for headers in [
+        {},
+        {"Authorization": "Bearer tok-wrong"},
+        {"Authorization": "Basic tok-new"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer tok-newé"},
+    ]:
+        status, _ = await running.post("spend my credits", headers=headers)
+        assert status == 401, headers
+    assert openai.requests == 0 and await running.stored() == []
+    for token in ["tok-old", "tok-new"]:
+        status, _ = await running.post("hi", headers={"Authorization": f"Bearer {token}"})
+        assert status == 200
+    assert openai.requests == 2
+
+
+async def test_events_get_their_own_ids_whatever_ids_the_server_gives(
+    start: Any, openai: FakeOpenAI
+) -> None:
+    openai.completion_id = "chatcmpl-123"  # one id for every completion
+    running = await start("mode: chat")
+    assert (await running.post("first"))[0] == 200
+    assert (await running.post("second"))[0] == 200
+    openai.completion_id = "chatcmpl-\x00"  # no valid attribute value: left out
+    assert (await running.post("third"))[0] == 200
+    records = await running.stored()
+    assert [r.data["prompt"] for r in records] == ["first", "second", "third"]
+    assert len({r.id for r in records}) == 3
+    assert [r.extensions.get("completionid") for r in records] == ["chatcmpl-123"] * 2 + [None]
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        ({"type": "com.example\nx", "subject": "T-1"}, "answer.type: must not contain U+000A"),
+        ({"type": "com.example", "subject": "T\u0000"}, "answer.subject: must not contain U+0000"),
+    ],
+    ids=["type", "subject"],
+)
+async def test_a_model_made_event_that_is_no_valid_cloudevent_is_a_422(
+    start: Any, openai: FakeOpenAI, event: dict[str, Any], error: str
+) -> None:
+    openai.answer = lambda body: json.dumps({**event, "data": {}})
+    running = await start("mode: parse")
+    status, body = await running.post("Ticket T-1")
+    assert status == 422 and body["errors"][0].startswith(error), body
+    assert await running.stored() == []
+    openai.answer = lambda body: json.dumps({"type": "com.example", "subject": "", "data": {}})
+    assert (await running.post("Ticket without a subject"))[0] == 200
+    [record] = await running.stored()
+    assert record.subject is None  # an empty subject is none
 
 
 @pytest.mark.parametrize(

@@ -248,3 +248,37 @@ async def test_a_rejected_key_stops_the_pipeline_without_hammering_the_server(
     assert "check api_key" in caplog.text
     assert openai.requests <= 4  # the first calls in flight; the rest were not sent
     assert wrong not in caplog.text
+
+
+async def test_token_usage_is_in_the_workers_metrics(tmp_path: Path, openai: FakeOpenAI) -> None:
+    from meshconnect.config.loader import load_pipeline_files
+    from meshconnect.mesh.memory import MemoryStore
+    from meshconnect.worker import Worker
+
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        prompt: "{{data.text}}"
+        field: data.label
+        cache: cache
+        concurrency: 1
+        """
+    records = [{"text": "one two"}, {"text": "three"}, {"text": "one two"}]  # the 3rd: cached
+    path = pipeline(tmp_path, records, step)
+    store = MemoryStore("memory://")
+    await store.open()
+    try:
+        worker = Worker(load_pipeline_files([str(path)], test_registry()), store)
+        assert await worker.run() == 0
+    finally:
+        await store.close()
+    lines = worker.metrics.render().splitlines()
+    labels = '{pipeline="llm",transform="transforms[0] (llm)"}'
+    # the fake server counts a prompt's words + 7 prompt tokens, the answer's words
+    for line in [
+        f"meshconnect_openai_requests_total{labels} 2.0",
+        f"meshconnect_openai_cache_hits_total{labels} 1.0",
+        f"meshconnect_openai_prompt_tokens_total{labels} {(2 + 7) + (1 + 7)}.0",
+        f"meshconnect_openai_completion_tokens_total{labels} {3 + 2}.0",
+    ]:
+        assert line in lines, "\n".join(x for x in lines if "openai" in x)

@@ -16,9 +16,10 @@ from typing import Any
 import mongomock
 import pydantic
 import pytest
-from bson import Binary, ObjectId
+from bson import Binary, ObjectId, json_util
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
+from pymongo import DeleteOne, InsertOne
 from pymongo import errors as px
 
 from meshconnect import BatchError, ConfigError, ConnectorContext, DataError, Record, RetriableError
@@ -170,6 +171,87 @@ async def test_cdc_apply_in_every_format(tmp_path: Path) -> None:
     assert docs(db2, "orders") == [{"_id": 1, "id": 1, "total": "5.10"}]
 
 
+@pytest.fixture
+def driver_order(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """mongomock applies an unordered bulk write in the given order; pymongo does not: it sends
+    all inserts, then all updates, then all deletes (``_Bulk.gen_unordered``). The double is
+    made to do the same, so a sink that relies on the order within one unordered bulk write
+    fails here as it would on a server. Returns the bulk writes made."""
+    original = mongomock.collection.Collection.bulk_write
+    calls: list[list[Any]] = []
+
+    def rank(op: Any) -> int:
+        return 0 if isinstance(op, InsertOne) else 2 if isinstance(op, DeleteOne) else 1
+
+    def bulk_write(self: Any, requests: Any, ordered: bool = True, **options: Any) -> Any:
+        requests = list(requests)
+        calls.append(requests)
+        if ordered:
+            return original(self, requests, ordered=True, **options)
+        order = sorted(range(len(requests)), key=lambda i: rank(requests[i]))
+        try:
+            return original(self, [requests[i] for i in order], ordered=False, **options)
+        except px.BulkWriteError as exc:
+            for error in exc.details["writeErrors"]:
+                error["index"] = order[error["index"]]
+            raise
+
+    monkeypatch.setattr(mongomock.collection.Collection, "bulk_write", bulk_write)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["upsert", "replace"])
+async def test_one_id_changed_again_in_a_batch_ends_as_the_last_change(
+    mode: str, driver_order: list[list[Any]], tmp_path: Path
+) -> None:
+    db = db_name()
+    await write(
+        MongoSinkConfig(database=db, mode=mode),
+        [
+            canal("INSERT", {"id": "1", "n": "a"}, "1"),
+            canal("DELETE", {"id": "1", "n": "a"}, "1"),
+            canal("INSERT", {"id": "1", "n": "b"}, "1"),  # the row is back
+            canal("INSERT", {"id": "5", "n": "c"}, "5"),
+            canal("UPDATE", {"id": "6", "n": "c"}, "6", old={"id": "5"}),
+            canal("UPDATE", {"id": "5", "n": "c"}, "5", old={"id": "6"}),  # and back
+            row("insert", {"id": "7", "n": "d"}, "7"),
+            row("delete", {"id": "7", "n": "d"}, "7"),
+            row("insert", {"id": "7", "n": "e"}, "7"),
+        ],
+        tmp_path,
+    )
+    assert docs(db, "orders") == [
+        {"_id": "1", "id": "1", "n": "b"},
+        {"_id": "5", "id": "5", "n": "c"},
+        {"_id": "7", "id": "7", "n": "e"},
+    ]
+    assert len(driver_order) > 1  # cut where an _id came again
+    for ops in driver_order:
+        ids = [
+            json_util.dumps((op._filter if hasattr(op, "_filter") else op._doc)["_id"])
+            for op in ops
+        ]
+        assert len(ids) == len(set(ids)), ids
+
+
+async def test_a_duplicate_in_a_later_run_of_the_batch_fails_alone(
+    driver_order: list[list[Any]], tmp_path: Path
+) -> None:
+    db = db_name()
+    SERVER[db].c.insert_one({"_id": 9, "other": True})
+    config = MongoSinkConfig(database=db, collection="c", mode="insert", key=["n"])
+    sink = MongoSink(config, context(tmp_path))
+    await sink.open(None)
+    batch = [Record({"n": 1}), Record(None, extensions={"partitionkey": "x"})]
+    batch += [Record({"n": 1, "v": "another document"}), Record({"n": 9}), Record({"n": 2})]
+    with pytest.raises(BatchError) as caught:
+        await sink.write(batch)
+    await sink.close()
+    assert sorted(caught.value.failures) == [2, 3]  # the other n=1, and n=9 (taken)
+    assert "E11000" in str(caught.value.failures[2])
+    assert [d["_id"] for d in docs(db, "c")] == [1, 2, 9]
+
+
 class TestMongoSinkConformance(SinkConformance):
     def make_sink(self, tmp_path: Path) -> MongoSink:
         return MongoSink(
@@ -221,6 +303,85 @@ async def test_poll_source_sees_new_documents_past_the_last(tmp_path: Path) -> N
     assert await again.poll() is None
 
 
+async def test_poll_source_passes_documents_without_the_poll_field(tmp_path: Path) -> None:
+    """Documents lacking ``poll_field`` (or null there) sort first; a position on one of them
+    must not hide the documents with a value (``{$gt: null}`` matches nothing)."""
+    db = db_name()
+    SERVER[db].c.insert_many(
+        [{"_id": 1, "n": "a"}, {"_id": 2, "seq": None, "n": "b"}, {"_id": 3, "seq": 5, "n": "c"}]
+    )
+    config = MongoSourceConfig(
+        database=db, collection="c", mode="poll", poll_field="seq", until_end=True, batch_size=1
+    )
+    source = MongoSource(config, context(tmp_path))
+    positions = await source.start({}) or {}
+    got = []
+    while (batch := await source.poll()) is not None:
+        got += [r.data["n"] for r in batch.records]
+        positions = {**positions, **batch.positions}
+    assert got == ["a", "b", "c"]
+    SERVER[db].c.insert_many([{"_id": 4, "n": "d"}, {"_id": 5, "seq": 6, "n": "e"}])
+    again = MongoSource(config, context(tmp_path))
+    await again.start(positions)
+    later = []
+    while (batch := await again.poll()) is not None:
+        later += [r.data["n"] for r in batch.records]
+    assert later == ["e"]  # a document without the field after the last one is not seen
+
+
+MIXED_IDS: list[Any] = [
+    1,
+    2.5,
+    Int64(7),
+    "a",
+    "b",
+    {"k": 1},
+    b"\x01",
+    ObjectId("65f0c0ffee0000000000abcd"),
+    False,
+    dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+]
+
+
+@pytest.mark.parametrize("mode", ["poll", "copy"])
+async def test_ids_of_every_kind_are_read_across_batches(
+    mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``{$gt: 7}`` matches no string: past the last number, the copy and the poll on ``_id``
+    must go on to the ids of the kinds that sort later (MongoDB's order)."""
+    db = db_name()
+    SERVER[db].c.insert_many([{"_id": i, "n": n} for n, i in enumerate(MIXED_IDS)])
+    if mode == "poll":
+        config = MongoSourceConfig(
+            database=db, collection="c", mode="poll", until_end=True, batch_size=2
+        )
+    else:
+        watched = WatchedCollection(SERVER[db].c, [[]])
+
+        class Client:
+            def __getitem__(self, name: str) -> Any:
+                return {"c": watched}
+
+            def close(self) -> None:
+                pass
+
+        monkeypatch.setattr(mclient, "CLIENT_CLASS", lambda uri, **options: Client())
+        config = MongoSourceConfig(database=db, collection="c", batch_size=2)
+    source = MongoSource(config, context(tmp_path))
+    await source.start({})
+    got: list[int] = []
+    for _ in range(20):
+        batch = await source.poll()
+        if batch is None or (
+            mode == "copy" and "copy" not in source.position and not batch.records
+        ):
+            break
+        got += [r.data["n"] for r in batch.records]
+        if mode == "copy" and "copy" not in source.position:
+            break
+    assert got == list(range(len(MIXED_IDS)))
+
+
 # -- BSON and JSON --------------------------------------------------------------------------------
 
 DOC = {
@@ -263,6 +424,48 @@ def test_what_bson_cannot_hold_is_a_data_error() -> None:
     assert mclient.from_json(2**70) == Decimal128(str(2**70))
     with pytest.raises(DataError, match="34 significant digits"):
         mclient.from_json(Decimal("1." + "1" * 40))
+
+
+@pytest.mark.parametrize("mode", ["relaxed", "canonical"])
+def test_values_json_numbers_and_datetimes_cannot_hold_map_both_ways(mode: str) -> None:
+    """A document as a server sends it (BSON bytes), decoded with the codec options of the
+    connector's client: doubles NaN and ±infinity, dates before year 1 or after 9999. Each
+    becomes Extended JSON the mesh can store and comes back as the same BSON."""
+    import math
+
+    import bson
+    import pymongo
+
+    raw = bson.encode(
+        {
+            "nan": float("nan"),
+            "inf": float("inf"),
+            "ninf": float("-inf"),
+            "late": bson.DatetimeMS(253_402_300_800_000 + 1000),  # 10000-01-01T00:00:01Z
+            "early": bson.DatetimeMS(-62_135_596_800_000 - 1),  # before 0001-01-01
+            "usual": dt.datetime(2026, 11, 29, 10, 0, 0, 123000, tzinfo=dt.UTC),
+        }
+    )
+    real_client = pymongo.MongoClient  # the class the connector uses, whose options decode
+    client: Any = real_client(
+        "mongodb://127.0.0.1:1",
+        connect=False,
+        **mclient.connect_options(MongoSinkConfig(database="d")),
+    )
+    try:
+        doc = bson.decode(raw, codec_options=client.codec_options)
+    finally:
+        client.close()
+    data = mclient.to_json(doc, mode)
+    text = dumps(data).decode()  # what the mesh stores
+    if mode == "relaxed":
+        assert data["nan"] == {"$numberDouble": "NaN"}
+        assert data["ninf"] == {"$numberDouble": "-Infinity"}
+        assert data["late"] == {"$date": {"$numberLong": "253402300801000"}}
+        assert data["usual"] == {"$date": "2026-11-29T10:00:00.123Z"}
+    back = mclient.from_json(loads(text))
+    assert math.isnan(back.pop("nan")) and back["inf"] == math.inf and back["ninf"] == -math.inf
+    assert bson.encode(back) == bson.encode({k: v for k, v in doc.items() if k != "nan"})
 
 
 # -- errors and config --------------------------------------------------------------------------

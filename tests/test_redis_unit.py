@@ -141,6 +141,11 @@ def test_config_checks() -> None:
         RedisSourceConfig()
     with pytest.raises(pydantic.ValidationError, match="HOST:PORT"):
         RedisSourceConfig(stream="s", sentinels=["nohost"])
+    for start in ["abc", "-1", "1-", "now"]:
+        with pytest.raises(pydantic.ValidationError, match="group_start is 0, \\$ or an entry id"):
+            RedisSourceConfig(stream="s", group_start=start)
+    for start in ["0", "$", "1700000000000-0", "1700000000000"]:
+        assert RedisSourceConfig(stream="s", group_start=start).group_start == start
     secret = RedisSinkConfig(password="hunter2")
     assert "hunter2" not in repr(secret) and "hunter2" not in str(secret.model_dump())
 

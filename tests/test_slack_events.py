@@ -182,6 +182,14 @@ async def test_bad_signatures_are_refused_and_nothing_is_stored(running: Running
     assert (await running.post(body.replace(b"hello", b"hellO"), tampered))[0] == 401
     unsigned = {"Content-Type": "application/json"}
     assert (await running.post(body, unsigned))[0] == 401
+    # Malformed headers are refused like any bad signature, never a 5xx.
+    odd = sign(body, now)
+    odd["X-Slack-Signature"] += "é"
+    assert await running.post(body, odd) == (401, "signature mismatch")
+    for stamp in [f"{now}.5", "-1", "1" * 400, "nan", f"+{now}", "\uff11" * 10]:
+        headers = {**sign(body, now), "X-Slack-Request-Timestamp": stamp}
+        status, reason = await running.post(body, headers)
+        assert status == 401 and ("not a number" in reason or "stale" in reason), (stamp, reason)
     assert await running.stored() == []
 
 

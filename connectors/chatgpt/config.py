@@ -96,6 +96,13 @@ class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
     source: str = Field(
         default="chatgpt", description="The CloudEvent source attribute of the events."
     )
+    bearer_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Accepted `Authorization: Bearer` tokens (several, for rotation), e.g. "
+        "`['${env:ASK_TOKEN}']`; a request without one of them is answered `401` and asks the "
+        "model nothing. Empty: no check (listen on a private address then: every request "
+        "is a model call on `api_key`).",
+    )
     max_body_bytes: ByteSize = Field(
         default=65_536, gt=0, description="Larger requests are refused with `413`."
     )

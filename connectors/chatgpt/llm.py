@@ -15,9 +15,11 @@ A rejected key or an unknown model (a ConfigError) is remembered: every later re
 with the same error without a call, so a wrong key does not hammer the server; the chain
 lets a ConfigError through, so the connector stops for good (no record is dead-lettered).
 
-Token usage is counted on the transform (:attr:`Llm.usage`: requests, cache hits, tokens) and
-logged at most once a minute at INFO by ``meshconnect.transforms.llm`` (a transform has no
-``context.metrics``; the chatgpt source reports its usage in the worker's metrics).
+Token usage is counted on the transform (:attr:`Llm.usage`: requests, cache hits, tokens),
+in the worker's metrics (``openai_requests``, ``openai_cache_hits``, ``openai_prompt_tokens``,
+``openai_completion_tokens``, labelled with the pipeline and the transform's stage: the worker
+calls :meth:`Llm.bind_metrics`) and logged at most once a minute at INFO by
+``meshconnect.transforms.llm``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,25 @@ class Llm(Transform):
         self._logged = time.monotonic()
         #: A rejected key or unknown model: every later record fails with it, unasked.
         self.fatal: ConfigError | None = None
+        #: The worker's counters of each ``usage`` entry, once bound.
+        self.counters: dict[str, Any] = {}
+
+    def bind_metrics(self, metrics: Any) -> None:
+        """Count the usage in the worker's metrics too (``metrics``: a labelled handle)."""
+        self.counters = {
+            "requests": metrics.counter("openai_requests", "Model calls answered"),
+            "cache_hits": metrics.counter("openai_cache_hits", "Answers taken from the cache"),
+            "prompt_tokens": metrics.counter("openai_prompt_tokens", "Prompt tokens used"),
+            "completion_tokens": metrics.counter(
+                "openai_completion_tokens", "Completion tokens used"
+            ),
+        }
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.usage[name] = self.usage.get(name, 0) + n
+        counter = self.counters.get(name)
+        if counter is not None:
+            counter.inc(n)
 
     async def apply(self, record: Record) -> Record:  # type: ignore[override]  # async door
         data = record.data
@@ -96,11 +117,10 @@ class Llm(Transform):
             key = _cache_key(options.model, options.api, system, prompt, options.schema_)
             hit = await asyncio.to_thread(_read, self.cache, key)
             if hit is not None:
-                self.usage["cache_hits"] += 1
+                self._count("cache_hits")
                 return self.model.check(hit, options.model, {}, "", options.schema_).value
         if self.fatal is not None:
             raise self.fatal
-        self.usage["requests"] += 1
         try:
             answer: Answer = await self.model.ask(
                 system, prompt, schema=options.schema_, api=options.api
@@ -108,8 +128,9 @@ class Llm(Transform):
         except ConfigError as exc:
             self.fatal = exc
             raise
+        self._count("requests")
         for name, count in answer.usage.items():
-            self.usage[name] = self.usage.get(name, 0) + count
+            self._count(name, count)
         if self.cache is not None and key is not None:
             await asyncio.to_thread(_write, self.cache, key, answer)
         if time.monotonic() - self._logged > 60:

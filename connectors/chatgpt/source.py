@@ -5,7 +5,12 @@ Request: ``POST {path}`` with the text as the body (``text/plain``), or a JSON o
 ``{"prompt": "...", "system": "..."}`` (``system`` optional, overriding the configured one).
 
 * ``mode: chat``: the event's ``data`` is ``{"prompt", "system", "answer", "model", "usage":
-  {"prompt_tokens", "completion_tokens", "total_tokens"}}``; its ``id`` is the completion's id.
+  {"prompt_tokens", "completion_tokens", "total_tokens"}}``.
+
+Every event gets a new ``id`` (a UUID); the completion's id is the ``completionid`` extension.
+OpenAI-compatible servers do not all give unique ids (Ollama's are ``chatcmpl-`` and a number
+below 1,000), and two events with one ``source`` and ``id`` are one event to the consumers that
+drop duplicates.
 * ``mode: parse``: the model is asked for structured output (``response_format`` with a JSON
   Schema). With ``schema`` set, its answer is the event's ``data`` and must validate against
   that schema; without, it is a whole event ``{"type", "subject", "data"}`` checked against
@@ -24,6 +29,7 @@ next poll, saying to check ``api_key`` and ``model``. Token usage goes to the wo
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,6 +45,7 @@ from meshconnect import (
     SourceBatch,
     jsonvalue,
 )
+from meshconnect.eventrules import attribute_problems
 from meshconnect.httpbody import read_body
 
 from .client import InvalidAnswer, ModelClient
@@ -97,6 +104,8 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
     async def on_request(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
+        if not self._authorized(request.headers.get("Authorization", "")):
+            return web.Response(status=401, text="missing or invalid bearer token")
         body = await read_body(request, self.config.max_body_bytes)
         if body is None:
             return web.Response(status=413, text="request too large")
@@ -139,6 +148,17 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
             return web.Response(status=503, text=f"not stored: {type(exc).__name__}")
         return _json(200, record.to_dict())
 
+    def _authorized(self, header: str) -> bool:
+        tokens = self.config.bearer_tokens
+        if not tokens:
+            return True
+        scheme, _, given = header.partition(" ")
+        presented = given.strip().encode("utf-8", "surrogateescape")
+        ok = False
+        for token in tokens:  # compare with all: the time does not tell which matched
+            ok |= hmac.compare_digest(token.get_secret_value().encode(), presented)
+        return ok and scheme.lower() == "bearer" and bool(presented)
+
     def _prompt(self, content_type: str, body: bytes) -> tuple[str | None, str]:
         system = self.config.system
         if content_type == "application/json":
@@ -172,9 +192,9 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
         self.prompt_tokens.inc(answer.usage.get("prompt_tokens", 0))
         self.completion_tokens.inc(answer.usage.get("completion_tokens", 0))
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        common: dict[str, Any] = {"source": config.source, "time": now}
-        if answer.id:
-            common["id"] = answer.id
+        common: dict[str, Any] = {"source": config.source, "time": now, "extensions": {}}
+        if answer.id and _extension_problem(answer.id) is None:
+            common["extensions"]["completionid"] = answer.id
         if config.mode == "chat":
             data = {
                 "prompt": prompt,
@@ -187,9 +207,17 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
         value = answer.value
         if config.schema_ is not None:
             return Record(value, type=config.type or "com.openai.parsed", **common)
-        return Record(
-            value["data"], type=config.type or value["type"], subject=value["subject"], **common
+        record = Record(
+            value["data"],
+            type=config.type or value["type"],
+            subject=value["subject"] or None,
+            **common,
         )
+        problems = attribute_problems(record)
+        if problems:  # the model's type or subject: control characters…
+            errors = [f"answer.{name}: {problem}" for name, problem in sorted(problems.items())]
+            raise InvalidAnswer("the event is not a valid CloudEvent", errors, answer.text)
+        return record
 
     async def poll(self) -> SourceBatch:
         if self.fatal is not None:
@@ -227,3 +255,8 @@ def _json(status: int, value: Any) -> web.Response:
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _extension_problem(value: str) -> str | None:
+    """What keeps ``value`` from being an extension attribute's value (None: nothing)."""
+    return attribute_problems(Record(None, extensions={"completionid": value})).get("completionid")

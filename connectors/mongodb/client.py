@@ -4,8 +4,10 @@ BSON and JSON (docs/connectors/mongodb.md#bson-and-json)
     ``json_mode: relaxed`` (default) maps a document to JSON as MongoDB Extended JSON v2's
     relaxed mode does (``{"$oid": …}``, ``{"$date": "2026-11-29T10:00:00.123Z"}``,
     ``{"$binary": {"base64": …, "subType": "00"}}``, ``{"$timestamp": …}``, regular
-    expressions, keys…), except that a Decimal128 is a JSON number with its exact digits
-    (a :class:`decimal.Decimal`, as :mod:`meshconnect.jsonvalue` reads numbers) and int32,
+    expressions, keys…; a double NaN or infinity ``{"$numberDouble": "NaN"}``, a date outside
+    years 1-9999 ``{"$date": {"$numberLong": …}}``), except that a Decimal128 is a JSON
+    number with its exact digits (a :class:`decimal.Decimal`, as :mod:`meshconnect.jsonvalue`
+    reads numbers) and int32,
     int64 and double are plain numbers. ``canonical`` is Extended JSON canonical mode, every
     type kept (``{"$numberLong": "5"}``, ``{"$numberDouble": "1.5"}``, ``{"$numberDecimal":
     "1.10"}``). Writing, the sink reads either form back (``json_util.object_hook``), a
@@ -21,12 +23,14 @@ mongomock's, which has the same interface, there.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import pymongo
 from bson import json_util
+from bson.codec_options import DatetimeConversion
 from bson.decimal128 import Decimal128
 from bson.errors import InvalidDocument
 from bson.json_util import CANONICAL_JSON_OPTIONS, RELAXED_JSON_OPTIONS
@@ -37,21 +41,40 @@ from meshconnect.jsonvalue import loads
 
 from .config import MongoConnection
 
-__all__ = ["CLIENT_CLASS", "classify_mongo", "connect", "from_json", "to_json"]
+__all__ = [
+    "CLIENT_CLASS",
+    "READ_JSON",
+    "classify_mongo",
+    "connect",
+    "connect_options",
+    "from_json",
+    "to_json",
+]
 
 #: The client class (tests substitute mongomock's, which has the same interface).
 CLIENT_CLASS: Any = pymongo.MongoClient
 
 _INT64 = (-(2**63), 2**63 - 1)
-#: How Extended JSON is read back: dates as aware UTC datetimes.
-_READ = RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=dt.UTC)
+#: How Extended JSON is read back: dates as aware UTC datetimes; a date a datetime cannot
+#: hold (before year 1, after 9999) as the milliseconds BSON holds (``DatetimeMS``).
+READ_JSON = RELAXED_JSON_OPTIONS.with_options(
+    tz_aware=True, tzinfo=dt.UTC, datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
 
 
 def connect(config: MongoConnection) -> Any:
+    return CLIENT_CLASS(config.uri, **connect_options(config))
+
+
+def connect_options(config: MongoConnection) -> dict[str, Any]:
+    """The client's keyword options: timeouts, credentials, how BSON is decoded."""
     options: dict[str, Any] = {
         "serverSelectionTimeoutMS": int(config.timeout * 1000),
         "connectTimeoutMS": int(config.timeout * 1000),
         "tz_aware": True,
+        # A BSON date outside datetime's years 1-9999 is decoded as DatetimeMS (and written
+        # as {"$date": {"$numberLong": …}}) instead of failing the whole read.
+        "datetime_conversion": "DATETIME_AUTO",
     }
     if config.username is not None:
         options["username"] = config.username
@@ -59,7 +82,7 @@ def connect(config: MongoConnection) -> Any:
         options["password"] = config.password.get_secret_value()
     if config.auth_source is not None:
         options["authSource"] = config.auth_source
-    return CLIENT_CLASS(config.uri, **options)
+    return options
 
 
 # -- BSON -> JSON ---------------------------------------------------------------------------
@@ -74,8 +97,14 @@ def to_json(value: Any, mode: str = "relaxed") -> Any:
 
 def _relaxed(value: Any) -> Any:
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None or kind is float:
+    if kind is str or kind is int or kind is bool or value is None:
         return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        # JSON has no NaN or infinity: Extended JSON's relaxed form keeps them wrapped.
+        text = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        return {"$numberDouble": text}
     if isinstance(value, Mapping):
         return {str(k): _relaxed(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -119,7 +148,7 @@ def from_json(value: Any) -> Any:
             try:
                 converted = json_util.object_hook(
                     {k: v if isinstance(v, str) else from_json(v) for k, v in value.items()},
-                    _READ,
+                    READ_JSON,
                 )
             except (TypeError, ValueError, KeyError) as exc:
                 raise DataError(f"bad Extended JSON {value!r}: {exc}") from None

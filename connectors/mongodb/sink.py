@@ -8,12 +8,17 @@ canal``, else the ``partitionkey`` text. An insert, update or snapshot read writ
 a delete deletes it, an update that changed the key deletes the old ``_id`` as well; a
 tombstone deletes its key in every mode.
 
-Each batch is one ``bulk_write(ordered=False)``: the server applies every operation it can
-and names the ones it could not (``writeErrors`` with their index), which are reported per
-record in a :class:`~meshconnect.BatchError` (a duplicate key dead-letters that document
-alone). Re-delivery after a crash is idempotent: upsert, replace and delete by ``_id`` write
-the same again, and an ``insert`` that meets its own document already there (same ``_id``,
-same content) counts as done.
+Each batch is one ``bulk_write(ordered=False)`` per collection: the server applies every
+operation it can and names the ones it could not (``writeErrors`` with their index), which are
+reported per record in a :class:`~meshconnect.BatchError` (a duplicate key dead-letters that
+document alone). An unordered bulk write keeps no order between its operations (pymongo sends
+all inserts, then all updates, then all deletes), so when a batch touches one ``_id`` again (a
+row inserted, deleted and inserted again; a key changed back and forth) the bulk write is cut
+there: the operations on one ``_id`` are applied in the records' order.
+
+Re-delivery after a crash is idempotent: upsert, replace and delete by ``_id`` write the same
+again, and an ``insert`` that meets its own document already there (same ``_id``, same
+content) counts as done.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
 from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
@@ -87,7 +94,9 @@ class MongoSink(Sink[MongoSinkConfig]):
             f"record {record.id}: no _id: set `key`, or give the record an _id or a partitionkey"
         )
 
-    def _operations(self, record: Record) -> tuple[str, list[Any]]:
+    def _operations(self, record: Record) -> tuple[str, list[tuple[Any, Any]]]:
+        """The collection and the operations of one record, each with the ``_id`` it
+        touches."""
         mode = self.config.mode
         if self.config.cdc and is_change(record):
             change = change_of(record)
@@ -96,18 +105,21 @@ class MongoSink(Sink[MongoSinkConfig]):
             name = self._collection_of(record, change)
             _id = self._id(record, change.row, change, change.key)
             if change.op == "delete":
-                return name, [DeleteOne({"_id": _id})]
-            ops: list[Any] = []
+                return name, [(DeleteOne({"_id": _id}), _id)]
+            ops: list[tuple[Any, Any]] = []
             if change.old_key is not None:
                 old_row = change.old_row or change.row
                 old = self._old_id(record, old_row, change)
                 if old != _id:
-                    ops.append(DeleteOne({"_id": old}))
+                    ops.append((DeleteOne({"_id": old}), old))
             doc = self._document(record, change.row, _id)
             ops.append(
-                UpdateOne({"_id": _id}, {"$set": doc}, upsert=True)
-                if mode == "upsert"
-                else ReplaceOne({"_id": _id}, doc, upsert=True)
+                (
+                    UpdateOne({"_id": _id}, {"$set": doc}, upsert=True)
+                    if mode == "upsert"
+                    else ReplaceOne({"_id": _id}, doc, upsert=True),
+                    _id,
+                )
             )
             return name, ops
         name = self._collection_of(record, None)
@@ -116,15 +128,15 @@ class MongoSink(Sink[MongoSinkConfig]):
         if record.data is None and not record.null_data:
             if key is None:
                 raise DataError(f"tombstone {record.id} has no partitionkey to delete")
-            return name, [DeleteOne({"_id": key})]
+            return name, [(DeleteOne({"_id": key}), key)]
         _id = self._id(record, record.data, None, key)
         doc = self._document(record, record.data, _id)
         if mode == "insert":
             self.inserted = doc
-            return name, [InsertOne(doc)]
+            return name, [(InsertOne(doc), _id)]
         if mode == "upsert":
-            return name, [UpdateOne({"_id": _id}, {"$set": doc}, upsert=True)]
-        return name, [ReplaceOne({"_id": _id}, doc, upsert=True)]
+            return name, [(UpdateOne({"_id": _id}, {"$set": doc}, upsert=True), _id)]
+        return name, [(ReplaceOne({"_id": _id}, doc, upsert=True), _id)]
 
     def _old_id(self, record: Record, old_row: Any, change: Change) -> Any:
         if self.config.key or change.pk:
@@ -143,7 +155,10 @@ class MongoSink(Sink[MongoSinkConfig]):
 
     async def write(self, records: Sequence[Record]) -> None:
         failed = BatchError()
-        groups: dict[str, list[tuple[int, Any]]] = {}
+        #: Per collection, runs of operations each touching an ``_id`` once at most (module
+        #: docstring): each run is one unordered bulk write.
+        groups: dict[str, list[list[tuple[int, Any]]]] = {}
+        touched: dict[str, set[str]] = {}
         #: The document of each record inserted (mode insert), by index: a duplicate key
         #: whose stored document is the same is our own write, before a crash.
         self.documents = {}
@@ -154,16 +169,26 @@ class MongoSink(Sink[MongoSinkConfig]):
             except (DataError, ValueError, TypeError) as exc:
                 failed.failed(i, exc if isinstance(exc, DataError) else DataError(str(exc)))
                 continue
-            for op in ops:
-                groups.setdefault(name, []).append((i, op))
+            runs = groups.setdefault(name, [[]])
+            ids = touched.setdefault(name, set())
+            for op, _id in ops:
+                marker = _id_marker(_id)
+                if marker in ids:
+                    runs.append([])
+                    ids.clear()
+                ids.add(marker)
+                runs[-1].append((i, op))
             if self.inserted is not None:
                 self.documents[i] = self.inserted
                 self.inserted = None
-        for name, ops in groups.items():
-            errors = await asyncio.to_thread(self._bulk, name, ops)
-            for index, error in errors.items():
-                if index not in failed.failures:
-                    failed.failed(index, error)
+        for name, runs in groups.items():
+            for run in runs:
+                if not run:
+                    continue
+                errors = await asyncio.to_thread(self._bulk, name, run)
+                for index, error in errors.items():
+                    if index not in failed.failures:
+                        failed.failed(index, error)
         if failed.failures:
             raise failed
 
@@ -201,3 +226,9 @@ class MongoSink(Sink[MongoSinkConfig]):
         client = getattr(self, "client", None)
         if client is not None:
             await asyncio.to_thread(client.close)
+
+
+def _id_marker(_id: Any) -> str:
+    """An ``_id`` as a hashable text that tells BSON values apart (``1`` and ``"1"`` are two
+    documents; a sub-document's field order counts, as it does in MongoDB)."""
+    return json_util.dumps(_id, json_options=CANONICAL_JSON_OPTIONS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -217,6 +218,13 @@ class RedisSourceConfig(RedisConnection):
         ),
     )
     type: str = Field("redis.message", description="The records' CloudEvent `type`.")
+
+    @field_validator("group_start")
+    @classmethod
+    def _group_start(cls, value: str) -> str:
+        if value != "$" and not re.fullmatch(r"\d{1,20}(-\d{1,20})?", value):
+            raise ValueError(f"group_start is 0, $ or an entry id (1700000000000-0), not {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _mode_keys(self) -> RedisSourceConfig:

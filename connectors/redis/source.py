@@ -42,6 +42,7 @@ from typing import Any
 from redis import exceptions as rx
 
 from meshconnect import (
+    ConfigError,
     DataError,
     MeshconnectError,
     Position,
@@ -143,6 +144,13 @@ class RedisSource(Source[RedisSourceConfig]):
         try:
             await self.client.xgroup_create(stream, c.group, id=c.group_start, mkstream=True)
         except rx.ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                kind = await self.client.type(stream)
+                kind = kind.decode() if isinstance(kind, bytes) else kind
+                raise ConfigError(
+                    f"redis source: key {stream!r} holds a {kind}, not a stream "
+                    "(config.stream/streams)"
+                ) from None
             if "BUSYGROUP" not in str(exc):
                 raise
         last = position.get("last")

@@ -76,13 +76,16 @@ def verify_request(
     """Why a request fails Slack's signature check, or None when it passes."""
     if not timestamp or not given:
         return "missing X-Slack-Request-Timestamp or X-Slack-Signature"
-    try:
-        stamp = int(timestamp)
-    except ValueError:
+    # Slack sends Unix seconds in ASCII digits; int() would also take signs, spaces,
+    # underscores and other scripts' digits, and a number past a float's range.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         return "X-Slack-Request-Timestamp is not a number"
+    stamp = int(timestamp)
     if abs(now - stamp) > max_age:
         return f"stale request: timestamp {stamp} is {abs(now - stamp):.0f}s from now"
-    if not hmac.compare_digest(signature(secret, timestamp, body), given):
+    # Bytes: compare_digest refuses str with characters beyond ASCII (a 500, not a 401).
+    expected = signature(secret, timestamp, body).encode()
+    if not hmac.compare_digest(expected, given.encode("utf-8", "surrogateescape")):
         return "signature mismatch"
     return None
 
