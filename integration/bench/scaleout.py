@@ -1,0 +1,240 @@
+"""Benchmark: sink throughput of clustered workers (docs/scaleout.md).
+
+    python integration/bench/scaleout.py                 # 40,000 records x 4 sinks, 3 rounds
+    python integration/bench/scaleout.py --records 100000 --repeat 5
+    python integration/bench/scaleout.py --smoke         # tiny N, for CI
+
+One sink-only pipeline with four sinks (four consumer groups: four units a cluster can spread)
+reads the topic ``bench``, each through the same CPU-heavy sink-side transform chain (templates,
+expressions, flatten/unflatten, casts, masks), into a JSON-lines file. Per backend (a private
+``redis-server`` with ``appendfsync always``, a private ``nats-server -js``):
+
+* ``1 worker`` and ``2 workers``: ``meshconnect run --cluster`` processes are started on an
+  empty topic and left to settle (each owns its share of the four sinks); then the records are
+  appended to the topic from this process and the time until every group committed all of
+  them is taken. Throughput = records x sinks / that time; the scaling factor is 2 workers over
+  1.
+* ``sqlite``: the same pipeline in one plain worker on the embedded store, the baseline of
+  the single-worker figures.
+
+Rounds are interleaved; medians are printed with the load average (this machine is shared: read
+the figures with it). Each output file is checked for every record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+# This file's own directory first on sys.path would shadow packages by the names here.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent))
+
+from nats_support import private_nats  # noqa: E402
+from redis_support import private_redis  # noqa: E402
+
+SINKS = 4
+CHAIN: list[dict[str, Any]] = [
+    {"type": "insert_field", "field": "data.label", "template": "{data.customer}/{data.id}"},
+    {"type": "insert_field", "field": "data.big", "value": True, "when": "data.total >= 150"},
+    {"type": "template", "template": {
+        "id": "{data.id}", "customer": "{data.customer}", "total": "{data.total * 3 + 1}",
+        "label": "{data.label} of {source}", "email": "{data.email}",
+        "nested": {"a": "{data.customer}", "b": {"c": "{data.id}"}}}},
+    {"type": "flatten", "separator": "__"},
+    {"type": "unflatten", "separator": "__"},
+    {"type": "cast", "fields": {"data.id": "int", "data.total": "int"}},
+    {"type": "insert_field", "field": "data.tier", "template": "{data.total % 7}-{data.id % 13}"},
+    {"type": "mask", "fields": ["data.email"]},
+    {"type": "filter", "where": "data.total >= 0 and data.customer != 'nobody'"},
+    {"type": "drop_fields", "fields": ["data.nested.b"]},
+]  # fmt: skip
+
+
+def config(store: str, out: Path, cluster: str | None) -> str:
+    sinks = [
+        {
+            "name": f"s{i}",
+            "connector": "file",
+            "topics": ["bench"],
+            "batch_size": 500,
+            "transforms": CHAIN,
+            "config": {"path": str(out / f"s{i}.jsonl"), "format": "json"},
+        }
+        for i in range(SINKS)
+    ]
+    doc: dict[str, Any] = {"store": store, "pipelines": [{"name": "bench", "sinks": sinks}]}
+    if cluster is not None:
+        doc["cluster"] = cluster
+    return json.dumps(doc)
+
+
+def records(n: int) -> list[Any]:
+    from meshconnect.records import Record
+
+    return [
+        Record(
+            id=str(i),
+            source="bench",
+            type="order",
+            data={
+                "id": i,
+                "customer": f"c{i % 997}",
+                "total": i % 300,
+                "email": f"u{i}@example.com",
+            },
+            topic="bench",
+        )
+        for i in range(n)
+    ]
+
+
+async def fill_and_wait(url: str, batch: list[Any], timeout: float) -> float:
+    """Append ``batch`` to ``bench`` and wait until every sink group committed all of it;
+    the seconds from the first append to the last commit."""
+    from meshconnect.mesh import open_store
+    from meshconnect.plugins import PluginPolicy, load_registry
+
+    store = open_store(url, load_registry(PluginPolicy.read(None)))
+    await store.open()
+    try:
+        started = time.perf_counter()
+        for i in range(0, len(batch), 1000):
+            await store.append(batch[i : i + 1000])
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [
+                (await store.group(f"bench/s{i}")).offsets.get("bench", 0) for i in range(SINKS)
+            ]
+            if all(d >= len(batch) for d in done):
+                return time.perf_counter() - started
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url}: not delivered in {timeout} s: {done}")
+            await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+
+
+async def owners(url: str) -> dict[str, str]:
+    from meshconnect.mesh import open_store
+    from meshconnect.plugins import PluginPolicy, load_registry
+
+    store = open_store(url, load_registry(PluginPolicy.read(None)))
+    await store.open()
+    try:
+        now = time.time()
+        return {
+            lease.name: lease.owner.split(":")[0]
+            for lease in await store.leases()
+            if lease.name.startswith("group ") and lease.expires > now
+        }
+    finally:
+        await store.close()
+
+
+def measure(base: Path, url: str, workers: int, n: int, cluster: bool) -> float:
+    """One round: start the workers, wait until they settled, fill, time the delivery."""
+    run = base / uuid.uuid4().hex[:8]
+    out = run / "out"
+    out.mkdir(parents=True)
+    name = f"bench{uuid.uuid4().hex[:6]}" if cluster else None
+    (run / "p.yaml").write_text(config(url, out, name))
+    procs = []
+    logs = []
+    for w in range(workers):
+        log = (run / f"w{w}.log").open("wb")
+        logs.append(log)
+        env = {**os.environ, "MESHCONNECT_WORKER_NAME": f"w{w}"}
+        command = [sys.executable, "-m", "meshconnect", "--state", str(run / f"state{w}")]
+        procs.append(
+            subprocess.Popen(
+                [*command, "run", str(run / "p.yaml")], stdout=log, stderr=log, env=env
+            )
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # settled: every sink owned, each worker its share
+            if cluster:
+                held = asyncio.run(owners(url))
+                per = [list(held.values()).count(f"w{w}") for w in range(workers)]
+                if len(held) == SINKS and max(per) - min(per) <= 1:
+                    break
+            elif (
+                sum((run / f"w{w}.log").read_bytes().count(b"started") for w in range(workers))
+                >= SINKS
+            ):
+                break
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                tail = (run / "w0.log").read_text()[-2000:]
+                raise SystemExit(f"{url}: workers did not settle\n{tail}")
+            time.sleep(0.1)
+        elapsed = asyncio.run(fill_and_wait(url, records(n), timeout=600))
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(60)
+        for log in logs:
+            log.close()
+    for i in range(SINKS):
+        with (out / f"s{i}.jsonl").open("rb") as f:
+            count = sum(1 for _ in f)
+        if count != n:
+            raise SystemExit(f"{url}: sink s{i} wrote {count} records, expected {n}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=40_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        args.records, args.repeat = 1_000, 1
+    cases = [("sqlite", 1), ("redis", 1), ("redis", 2), ("nats", 1), ("nats", 2)]
+    times: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        with private_redis(base / "redis") as redis, private_nats(base / "nats") as nats:
+            for _ in range(args.repeat):
+                for backend, workers in cases:
+                    fresh = uuid.uuid4().hex[:10]
+                    url = {
+                        "sqlite": f"sqlite:///{base / fresh / 'mesh.db'}",
+                        "redis": f"{redis.url}?prefix=b{fresh}",
+                        "nats": f"{nats.url}?prefix=b{fresh}",
+                    }[backend]
+                    if backend == "sqlite":
+                        (base / fresh).mkdir()
+                    t = measure(base, url, workers, args.records, backend != "sqlite")
+                    times[(backend, workers)].append(t)
+    load = os.getloadavg()
+    print(f"scale-out: {args.records:,} records x {SINKS} sinks, a {len(CHAIN)}-step sink-side "
+          f"chain each; {args.repeat} rounds interleaved; {os.cpu_count()} CPUs, load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
+    total = args.records * SINKS
+    rate = {case: total / statistics.median(ts) for case, ts in times.items()}
+    for (backend, workers), r in rate.items():
+        label = f"{backend}, {workers} worker{'s' if workers > 1 else ''}"
+        ratio = f"  ratio to sqlite {r / rate[('sqlite', 1)]:.2f}" if workers == 1 else ""
+        print(f"  {label:18} {r:>9,.0f} records/s (median {total / r:.2f} s){ratio}")
+    for backend in ("redis", "nats"):
+        print(f"  {backend}: 2 workers / 1 worker = {rate[(backend, 2)] / rate[(backend, 1)]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
