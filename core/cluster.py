@@ -505,8 +505,8 @@ class ClusterMember:
             if unit.task is not None:
                 await asyncio.gather(unit.task, return_exceptions=True)
             status = self.worker.statuses.get(self._status_key(unit))
-            if status is not None and not unit.lost:
-                status.set("STOPPED", "given back to the cluster")
+            if status is not None and status.state not in ("STOPPED", "FAILED"):
+                status.set("STOPPED", "taken over" if unit.lost else "given back to the cluster")
             if self.units.get(unit.lease) is unit:
                 del self.units[unit.lease]
             if not unit.lost:
