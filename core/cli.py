@@ -247,7 +247,9 @@ def run(
     SIGINT/SIGTERM stop polling, drain, flush sinks, commit offsets and exit 0. When every
     source is bounded the run exits 0 once every record is delivered and committed. A re-run
     resumes from the committed offsets. With --admin, FILES may be left out: pipelines are
-    then added over the admin API (docs/operations.md) and kept in the store.
+    then added over the admin API (docs/operations.md) and kept in the store. With --cluster
+    (or `cluster:` in the files) the worker joins a cluster of workers that share the
+    pipelines and split their sources and sinks (docs/scaleout.md); it runs until stopped.
     """
     if admin is not None and ":" not in admin:
         # `run --admin pipelines.yaml`: the optional value took a file (HOST:PORT has a colon).

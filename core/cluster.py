@@ -232,7 +232,11 @@ class ClusterMember:
         finally:
             worker.stop()
             tasks = [u.task for u in self.units.values() if u.task is not None]
+            # The units drain, flush and commit under leases that stay renewed meanwhile.
+            keeping = asyncio.create_task(self._keep_while(tasks))
             await asyncio.gather(*tasks, *self._leaving, return_exceptions=True)
+            keeping.cancel()
+            await asyncio.gather(keeping, return_exceptions=True)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -246,6 +250,15 @@ class ClusterMember:
             log.error("run failed: %s", "; ".join(worker.state.gave_up))
             return 1
         return 0
+
+    async def _keep_while(self, tasks: Sequence[asyncio.Task[None]]) -> None:
+        """Renew the leases until ``tasks`` are done (a stop that takes a while)."""
+        while not all(t.done() for t in tasks):
+            await asyncio.sleep(self.every)
+            try:
+                await self._renew(time.monotonic(), time.time())
+            except Exception as exc:
+                log.warning("cluster %s: %s: %s", self.name, type(exc).__name__, exc)
 
     async def join(self) -> None:
         """Publish this worker's pipelines (refusing a different definition of one while

@@ -158,14 +158,27 @@ async def watch(url: str, workers: int, n: int, procs: list[Any], timeout: float
         await store.close()
 
 
-def measure(base: Path, url: str, workers: int, n: int, cluster: bool) -> float:
-    """One round: fill the topic, start the workers, take the throughput once settled."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    base: Path, url: str, workers: int, n: int, cluster: bool, engine: int | None
+) -> tuple[float, float, float]:
+    """One round: fill the topic, start the workers, take the throughput once settled.
+    Returns (records/s, worker CPU µs per record, engine CPU µs per record) where a record
+    is one record through one sink, CPU over the whole delivery (start-up included)."""
     run = base / uuid.uuid4().hex[:8]
     out = run / "out"
     out.mkdir(parents=True)
     name = f"bench{uuid.uuid4().hex[:6]}" if cluster else None
     (run / "p.yaml").write_text(config(url, out, name))
     asyncio.run(fill(url, records(n)))
+    engine_before = cpu_seconds(engine) if engine is not None else 0.0
     procs = []
     logs = []
     for w in range(workers):
@@ -180,6 +193,8 @@ def measure(base: Path, url: str, workers: int, n: int, cluster: bool) -> float:
         )
     try:
         rate = asyncio.run(watch(url, workers, n, procs, timeout=600))
+        worker_cpu = sum(cpu_seconds(p.pid) for p in procs)
+        engine_cpu = cpu_seconds(engine) - engine_before if engine is not None else 0.0
     except SystemExit as exc:
         tail = (run / "w0.log").read_text()[-2000:]
         raise SystemExit(f"{exc}\n{tail}") from None
@@ -195,7 +210,8 @@ def measure(base: Path, url: str, workers: int, n: int, cluster: bool) -> float:
             count = sum(1 for _ in f)
         if count != n:
             raise SystemExit(f"{url}: sink s{i} wrote {count} records, expected {n}")
-    return rate
+    total = n * SINKS
+    return rate, worker_cpu * 1e6 / total, engine_cpu * 1e6 / total
 
 
 def main() -> int:
@@ -208,6 +224,7 @@ def main() -> int:
         args.records, args.repeat = 5_000, 1
     cases = [("sqlite", 1), ("redis", 1), ("redis", 2), ("nats", 1), ("nats", 2)]
     rates: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
+    costs: dict[tuple[str, int], list[tuple[float, float]]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         with private_redis(base / "redis") as redis, private_nats(base / "nats") as nats:
@@ -221,8 +238,11 @@ def main() -> int:
                     }[backend]
                     if backend == "sqlite":
                         (base / fresh).mkdir()
-                    r = measure(base, url, workers, args.records, backend != "sqlite")
+                    assert redis.process is not None and nats.process is not None
+                    pid = {"redis": redis.process.pid, "nats": nats.process.pid}.get(backend)
+                    r, w, e = measure(base, url, workers, args.records, backend != "sqlite", pid)
                     rates[(backend, workers)].append(r)
+                    costs[(backend, workers)].append((w, e))
     load = os.getloadavg()
     print(f"scale-out: {args.records:,} records x {SINKS} sinks, a {len(CHAIN)}-step sink-side "
           f"chain each; {args.repeat} rounds interleaved; {os.cpu_count()} CPUs, load average "
@@ -232,7 +252,12 @@ def main() -> int:
         label = f"{backend}, {workers} worker{'s' if workers > 1 else ''}"
         ratio = f"  ratio to sqlite {r / rate[('sqlite', 1)]:.2f}" if workers == 1 else ""
         spread = ", ".join(f"{x:,.0f}" for x in rates[(backend, workers)])
+        w = statistics.median(c[0] for c in costs[(backend, workers)])
+        e = statistics.median(c[1] for c in costs[(backend, workers)])
         print(f"  {label:18} {r:>9,.0f} records/s (rounds: {spread}){ratio}")
+        cores = w * r / 1e6
+        print(f"  {'':18} CPU per record and sink: workers {w:.1f} µs, engine {e:.1f} µs; "
+              f"workers busy {cores:.2f} cores")  # fmt: skip
     for backend in ("redis", "nats"):
         print(f"  {backend}: 2 workers / 1 worker = {rate[(backend, 2)] / rate[(backend, 1)]:.2f}x")
     return 0
