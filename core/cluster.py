@@ -314,6 +314,18 @@ class ClusterMember:
                 "cluster %s: published %s", self.name, ", ".join(sorted(n for _, n in publish))
             )
         await self._renew(time.monotonic(), time.time())
+        # Another worker that started at the same moment may have published its own: the
+        # store keeps the last one, and a worker whose file lost that race is refused.
+        stored = await self.store.positions(definitions_id(self.name))
+        raced = [
+            f"pipeline {name!r} of {p.file} was published differently by "
+            f"{describe_owner(str(stored[name].get('by', '')))} at the same time"
+            for name, p in self.own.items()
+            if name in stored and stored[name].get("digest") != _digest(_plain(p.raw))
+        ]
+        if raced:
+            await self.store.release_leases(self.owner)
+            raise ClusterError("; ".join(raced))
         await self.refresh()
         log.info(
             "cluster %s: joined as %s (failover timeout %gs: leases of %gs renewed every %gs)",

@@ -28,6 +28,7 @@ class StoreProbe:
         from meshconnect.mesh import open_store
         from meshconnect.plugins import PluginPolicy, load_registry
 
+        self.url = url
         self.store = open_store(url, load_registry(PluginPolicy.read(None)))
         self.topic = topic
         self.loop = asyncio.new_event_loop()
@@ -98,13 +99,17 @@ class Members:
         self.base = base
         self.args = args
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.args_of: dict[str, list[str]] = {}
 
     def log(self, name: str) -> Path:
         return self.base / f"{name}.log"
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, args: list[str] | None = None) -> subprocess.Popen[bytes]:
+        """Start member ``name`` with ``args`` (default: those given at construction; a
+        restart of ``name`` reuses the arguments it last had)."""
+        self.args_of[name] = args or self.args_of.get(name) or self.args
         state = self.base / f"state-{name}"
-        command = meshconnect(state, *self.args)
+        command = meshconnect(state, *self.args_of[name])
         old = os.environ.get("MESHCONNECT_WORKER_NAME")
         os.environ["MESHCONNECT_WORKER_NAME"] = name
         try:

@@ -35,7 +35,7 @@ from mariadb import MariaDB
 from nats_support import NatsServer, private_nats
 from redis_support import RedisServer, private_redis
 
-from conftest import require_server
+from conftest import require_server, run_cli
 
 __all__ = ["mariadb"]
 
@@ -256,13 +256,23 @@ def _run(probe: StoreProbe, members: Members, redis: Any, writer: Writer) -> Non
         60,
         members,
     )
-    members.start("w3")
+    members.start("w3", ["--store", probe.url, "run", "--cluster", "cdc"])  # no files
     wait(
         "one unit each",
         lambda: sorted(map(str, owners(probe, members).values())) == ["w1", "w2", "w3"],
         60,
         members,
     )
+    status = run_cli(members.base, "--store", probe.url, "status", "--cluster", "cdc", "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert sorted(m["id"].split(":")[0] for m in shown["members"] if m["alive"]) == [
+        "w1",
+        "w2",
+        "w3",
+    ]
+    shown_owners = {u["unit"]: u["owner"].split(":")[0] for u in shown["pipelines"][0]["units"]}
+    assert shown_owners == owners(probe, members)
     log1 = members.log("w1").read_text()
     given = log1.count("giving back")
     kept = [u for u, o in owners(probe, members).items() if o == "w1"]
