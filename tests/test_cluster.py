@@ -24,7 +24,7 @@ from meshconnect.testing import MemorySink, test_registry
 from meshconnect.worker import Worker
 
 PIPELINE = """
-cluster: {name: c, failover_timeout: 1s}
+cluster: {name: c, failover_timeout: 3s}
 pipelines:
   - name: p
     source:
@@ -52,7 +52,7 @@ def load(tmp_path: Path, text: str, name: str = "p.yaml") -> LoadedConfig:
 
 def fileless() -> LoadedConfig:
     return LoadedConfig(
-        [], None, RetentionConfig(), [], cluster=ClusterConfig(name="c", failover_timeout=1)
+        [], None, RetentionConfig(), [], cluster=ClusterConfig(name="c", failover_timeout=3)
     )
 
 
