@@ -218,6 +218,20 @@ def cli(
     help="Bearer token every admin call then needs (prefer $MESHCONNECT_ADMIN_TOKEN). "
     "Without it changes need the token written to STATE/admin.token.",
 )
+@click.option(
+    "--cluster",
+    "cluster_name",
+    metavar="NAME",
+    envvar="MESHCONNECT_CLUSTER",
+    help="Run as a member of this worker cluster on a redis:// or nats:// store (overrides "
+    "`cluster:`; FILES may then be left out: the cluster's pipelines run). docs/scaleout.md",
+)
+@click.option(
+    "--failover-timeout",
+    metavar="DURATION",
+    help="Cluster mode: longest time a dead member's work stays without an owner "
+    "(default 10s, or the files' cluster: failover_timeout).",
+)
 @pass_options
 def run(
     options: _Options,
@@ -225,26 +239,46 @@ def run(
     metrics_listen: str | None,
     admin: str | None,
     admin_token: str | None,
+    cluster_name: str | None,
+    failover_timeout: str | None,
 ) -> None:
     """Run every pipeline in FILES in one worker, in the foreground.
 
     SIGINT/SIGTERM stop polling, drain, flush sinks, commit offsets and exit 0. When every
     source is bounded the run exits 0 once every record is delivered and committed. A re-run
     resumes from the committed offsets. With --admin, FILES may be left out: pipelines are
-    then added over the admin API (docs/operations.md) and kept in the store.
+    then added over the admin API (docs/operations.md) and kept in the store. With --cluster
+    (or `cluster:` in the files) the worker joins a cluster of workers that share the
+    pipelines and split their sources and sinks (docs/scaleout.md); it runs until stopped.
     """
     if admin is not None and ":" not in admin:
         # `run --admin pipelines.yaml`: the optional value took a file (HOST:PORT has a colon).
         files, admin = (admin, *files), "127.0.0.1:8083"
-    if not files and admin is None:
-        raise click.UsageError("give pipeline FILES (or --admin to add pipelines over its API)")
+    if not files and admin is None and cluster_name is None:
+        raise click.UsageError(
+            "give pipeline FILES (or --admin to add pipelines over its API, or --cluster NAME "
+            "to run a cluster's pipelines)"
+        )
     if admin is not None and metrics_listen is not None and _same_port(admin, metrics_listen):
         raise click.UsageError(
             f"--metrics {metrics_listen}: the admin API on that port serves /metrics already; "
             "leave --metrics out or give it another port"
         )
     config = options.load(files)
-    store = options.open_store(options.store_url(config))
+    if cluster_name is not None or failover_timeout is not None:
+        _cluster_options(config, cluster_name, failover_timeout)
+    url = options.store_url(config)
+    if config.cluster is not None:
+        from .cluster import ClusterError, check_cluster_store
+
+        if admin is not None:
+            raise click.UsageError("--admin is not available in cluster mode yet")
+        try:
+            check_cluster_store(config, url)
+        except ClusterError as exc:
+            _echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    store = options.open_store(url)
     from .errors import ConfigError
     from .mesh.ownership import OwnershipError
 
@@ -254,14 +288,37 @@ def run(
     try:
         import asyncio
 
-        code = asyncio.run(_run(config, store, admin_setup, metrics_listen))
-    except (OwnershipError, ConfigError) as exc:  # ConfigError: a --metrics address refused
+        code = asyncio.run(_run(config, store, admin_setup, metrics_listen, options.registry()))
+    except (OwnershipError, ConfigError) as exc:  # a --metrics address refused, a cluster
         _echo(f"error: {exc}", err=True)
         code = 1
     except Exception:  # logged (secrets masked) rather than a raw traceback on stderr
         logging.getLogger("meshconnect").exception("the worker stopped on an unexpected error")
         code = 1
     sys.exit(code)
+
+
+def _cluster_options(config: LoadedConfig, name: str | None, failover_timeout: str | None) -> None:
+    """Apply --cluster and --failover-timeout to ``config`` (they override ``cluster:``)."""
+    from pydantic import ValidationError
+
+    from .config.model import ClusterConfig
+
+    given: dict[str, Any] = {}
+    if config.cluster is not None:
+        given = config.cluster.model_dump()
+    if name is not None:
+        given["name"] = name
+        config.cluster_at = ""
+    if failover_timeout is not None:
+        given["failover_timeout"] = failover_timeout
+    if "name" not in given:
+        raise click.UsageError("--failover-timeout needs --cluster NAME (or cluster: in a file)")
+    try:
+        config.cluster = ClusterConfig.model_validate(given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise click.UsageError(f"--cluster/--failover-timeout: {problems}") from None
 
 
 def tune_runtime() -> None:
@@ -302,6 +359,7 @@ async def _run(
     store: MeshStore,
     admin: tuple[str, str | None, _Options] | None = None,
     metrics_listen: str | None = None,
+    registry: Registry | None = None,
 ) -> int:
     from .errors import ConfigError
     from .worker import Worker
@@ -309,6 +367,7 @@ async def _run(
     tune_runtime()
     await store.open()
     worker = Worker(config, store)
+    worker.registry = registry
     if metrics_listen:
         from .metrics import serve_metrics
 
@@ -560,12 +619,31 @@ def _client(options: _Options, url: str, token: str | None) -> Any:
 @_admin_token
 @click.option("--watch", "-w", is_flag=True, help="Keep the table up to date (Ctrl-C ends).")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between updates.")
+@click.option(
+    "--cluster",
+    "cluster_name",
+    metavar="NAME",
+    envvar="MESHCONNECT_CLUSTER",
+    help="Show worker cluster NAME from the store (--store or $MESHCONNECT_STORE): its "
+    "members, pipelines, and which member owns each source and sink, with lease epochs.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --cluster: print JSON.")
 @pass_options
 def status(
-    options: _Options, admin_url: str, token: str | None, watch: bool, interval: float
+    options: _Options,
+    admin_url: str,
+    token: str | None,
+    watch: bool,
+    interval: float,
+    cluster_name: str | None,
+    as_json: bool,
 ) -> None:
     """The connectors of a running worker (run --admin): state, records in and out, rates,
-    consumer lag, restarts and last error, as a table (live with --watch)."""
+    consumer lag, restarts and last error, as a table (live with --watch). With --cluster:
+    the members of a worker cluster and who owns what."""
+    if cluster_name is not None:
+        _cluster_status(options, cluster_name, as_json)
+        return
     from .admin.client import AdminError
 
     try:
@@ -595,6 +673,46 @@ def status(
                 live.update(table(), refresh=True)
     except KeyboardInterrupt:
         pass
+
+
+def _cluster_status(options: _Options, name: str, as_json: bool) -> None:
+    import asyncio
+
+    from .cluster import cluster_report
+
+    store = options.open_store(options.store_url())
+
+    async def report() -> dict[str, Any]:
+        await store.open()
+        try:
+            return await cluster_report(store, name)
+        finally:
+            await store.close()
+
+    data = asyncio.run(report())
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    alive = [m for m in data["members"] if m["alive"]]
+    click.echo(f"cluster {name} on {data['store']}: {len(alive)} live member(s)")
+    rows = [
+        [m["worker"], "alive" if m["alive"] else "gone", f"{m['lease_left']:.1f}s", m["id"]]
+        for m in data["members"]
+    ]
+    if rows:
+        click.echo(_table(["MEMBER", "STATE", "LEASE LEFT", "ID"], rows))
+    units = [
+        [
+            f"{p['name']} v{p['version']}",
+            u["unit"],
+            u["worker"] or "(no owner)",
+            "" if u["epoch"] is None else str(u["epoch"]),
+        ]
+        for p in data["pipelines"]
+        for u in p["units"]
+    ]
+    click.echo("")
+    click.echo(_table(["PIPELINE", "UNIT", "OWNER", "EPOCH"], units) if units else "no pipelines")
 
 
 def _status_table(data: dict[str, Any], width: int = 120) -> Any:

@@ -55,7 +55,8 @@ async def offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[
             sink_group(p.name, s.name) for p in config.pipelines for s in p.sinks
         }
     else:
-        source_ids = await store.source_ids()
+        # Not "cluster:NAME": a cluster's pipeline definitions (meshconnect.cluster).
+        source_ids = [i for i in await store.source_ids() if not i.startswith("cluster:")]
         wanted_groups = None
     sources: list[dict[str, Any]] = [
         {"id": i, "positions": await store.positions(i)} for i in source_ids

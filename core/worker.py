@@ -38,7 +38,7 @@ from .errors import Classifier, ConfigError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
 from .mesh.routing import resolve_topics, route, sink_patterns
-from .mesh.store import Retention
+from .mesh.store import FencedError, Retention
 from .metrics import ConnectorMeters, MetricsRegistry, store_file_bytes
 from .offsets import sink_group, source_id
 from .progress import ProgressReporter
@@ -112,6 +112,12 @@ class Worker:
         #: The store leases of this run (set by :meth:`run`; :meth:`spawn` of a pipeline
         #: added while running takes its leases through it).
         self.ownership: Ownership | None = None
+        #: Cluster mode (:mod:`meshconnect.cluster`): the member that owns this worker's units,
+        #: set by :meth:`run` when ``config.cluster`` is set. It is told of a unit whose
+        #: store write was fenced (that unit stops for good instead of restarting).
+        self.member: Any = None
+        #: The plugin registry, for pipelines a cluster member loads from the store.
+        self.registry: Any = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -135,6 +141,15 @@ class Worker:
         (:mod:`~meshconnect.mesh.ownership`): OwnershipError when another worker owns one."""
         from .mesh.ownership import Ownership, lease_names
 
+        if self.config.cluster is not None:
+            from .cluster import ClusterMember
+
+            self.member = ClusterMember(self)
+            try:
+                return await self.member.run()
+            finally:
+                if self.tracing is not None:
+                    self.tracing.shutdown()
         ownership = Ownership(self.store, lease_names(self.config))
         await ownership.acquire()
         self.ownership = ownership
@@ -279,6 +294,29 @@ class Worker:
                 for sink in p.sinks:
                     self.state.sink_gave_up(sink_group(name, sink.name))
 
+    def spawn_unit(
+        self, p: LoadedPipeline, sink: LoadedSink | None, view: PipelineRunState
+    ) -> asyncio.Task[None]:
+        """Cluster mode: start the supervisor of ``p``'s source (``sink`` None) or of one of
+        its sinks alone, under ``view`` (:meth:`PipelineRunState.halt` stops that unit)."""
+        if sink is None:
+            assert p.source is not None
+            kind, ident, connector = "source", source_id(p.name, p.source.name), p.source.connector
+
+            def start() -> Awaitable[None]:
+                return self._run_source(p, None, view)
+        else:
+            kind, ident, connector = "sink", sink_group(p.name, sink.name), sink.connector
+            self.state.sink_started(ident)
+
+            def start() -> Awaitable[None]:
+                return self._run_sink(p, sink, view)
+
+        key = f"{kind} {ident}"
+        self.statuses.setdefault(key, ConnectorStatus(ident, kind, connector))
+        self._forget_failure(key)
+        return asyncio.create_task(self._supervise(key, start, view), name=f"{kind}:{ident}")
+
     async def _retention_loop(self) -> None:
         """Apply the files' ``retention:`` every ``RETENTION_EVERY`` seconds (``run`` applies
         it once before anything starts)."""
@@ -362,6 +400,11 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if isinstance(exc, FencedError) and self.member is not None:
+                    # Cluster mode: another worker owns this unit now. Stop, never restart.
+                    status.set("STOPPED", f"fenced: {exc}")
+                    self.member.fenced(key, exc)
+                    return
                 reason = f"{type(exc).__name__}: {exc}"
                 status.set("FAILED", reason)
                 status.failed_topic, status.failed_offset = getattr(
@@ -434,7 +477,12 @@ class Worker:
         self._classifiers[f"source {ident}"] = source.classify_error
         return source
 
-    async def _run_source(self, pipeline: LoadedPipeline, first: Source[Any] | None) -> None:
+    async def _run_source(
+        self,
+        pipeline: LoadedPipeline,
+        first: Source[Any] | None,
+        unit: PipelineRunState | None = None,
+    ) -> None:
         loaded = pipeline.source
         assert loaded is not None
         ident = source_id(pipeline.name, loaded.name)
@@ -445,7 +493,9 @@ class Worker:
             first if status.restarts == 0 and first is not None else self._make_source(pipeline)
         )
         queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_batches)
-        appender = asyncio.create_task(self._append_loop(pipeline, queue, status, meters))
+        view = unit or self.pipeline_states[pipeline.name]
+        guard = getattr(unit, "guard", None)  # cluster mode: is this worker still the owner?
+        appender = asyncio.create_task(self._append_loop(pipeline, queue, status, meters, guard))
         try:
             positions = await self.store.positions(ident)
             begun = await source.start(positions)
@@ -453,7 +503,6 @@ class Worker:
                 await self.store.append([], {(ident, p): dict(v) for p, v in begun.items()})
             status.set("RUNNING")
             log.info("source %s started (%d committed partition positions)", ident, len(positions))
-            view = self.pipeline_states[pipeline.name]
             while not view.stopping:
                 if view.paused:  # paused over the admin API: poll again once resumed
                     await view.wait_resumed()
@@ -568,6 +617,7 @@ class Worker:
         queue: asyncio.Queue[Any],
         status: ConnectorStatus,
         meters: ConnectorMeters,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         loaded = pipeline.source
         assert loaded is not None
@@ -581,6 +631,8 @@ class Worker:
             started = time.perf_counter()
             began = time.time_ns() if trace is not None else 0
             try:
+                if guard is not None:
+                    guard()
                 while True:
                     try:
                         _, attempts = await retrying(
@@ -637,7 +689,9 @@ class Worker:
 
     # -- sinks ---------------------------------------------------------------------------------
 
-    async def _run_sink(self, pipeline: LoadedPipeline, loaded: LoadedSink) -> None:
+    async def _run_sink(
+        self, pipeline: LoadedPipeline, loaded: LoadedSink, unit: PipelineRunState | None = None
+    ) -> None:
         group = sink_group(pipeline.name, loaded.name)
         status = self.statuses[f"sink {group}"]
         # Before anything can fail: a sink that fails to open still shows its restarts.
@@ -646,6 +700,9 @@ class Worker:
         sink = cls(loaded.config, self._context(pipeline, loaded.name))
         assert isinstance(sink, Sink)
         self._classifiers[f"sink {group}"] = sink.classify_error
+        guarded = getattr(unit, "guarded", None)  # cluster mode: writes only while the owner
+        if guarded is not None:
+            sink = guarded(sink)
         try:
             info = await self.store.group(group)
             await sink.open(info.state)
@@ -660,7 +717,7 @@ class Worker:
             status.set("RUNNING")
             log.info("sink %s started at %s", group, info.offsets or "the beginning")
             await SinkLoop(
-                cast(RunState, self.pipeline_states[pipeline.name]),
+                cast(RunState, unit or self.pipeline_states[pipeline.name]),
                 self.store,
                 pipeline,
                 loaded,

@@ -173,6 +173,7 @@ def yaml_reference() -> str:
         ("`errors`", model.ErrorPolicy),
         ("`errors.retry`", model.RetryPolicy),
         ("`retention`", model.RetentionConfig),
+        ("`cluster`", model.ClusterConfig),
     ]:
         parts.append(f"### {title}\n\n{fields_table(cls)}\n")
     return "".join(parts)

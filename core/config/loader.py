@@ -37,6 +37,7 @@ from ..plugins import Registry
 from ..transforms import BuildContext, Transform, TransformChain, building
 from .interpolate import Interpolated, Redactor, interpolate
 from .model import (
+    ClusterConfig,
     ErrorPolicy,
     PipelineConfig,
     PipelineFile,
@@ -60,6 +61,7 @@ __all__ = [
     "LoadedPipeline",
     "LoadedSink",
     "load_pipeline_files",
+    "load_pipeline_texts",
     "redacted_config",
 ]
 
@@ -116,6 +118,10 @@ class LoadedPipeline:
     #: Paths (relative to this pipeline) of values that came from interpolation: secret.
     secret_paths: frozenset[YamlPath] = frozenset()
     transform_options: list[BaseModel] = field(default_factory=list, repr=False)
+    #: The pipeline as written, before interpolation, with its file's ``expressions:``
+    #: settings: what a cluster member publishes (:mod:`meshconnect.cluster`; no secret
+    #: value is in it, only the ``${env:…}`` references).
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(slots=True)
@@ -131,6 +137,9 @@ class LoadedConfig:
     #: Every text interpolation took from the environment or a file: masked in every message
     #: the run prints or stores (:func:`~meshconnect.config.interpolate.Redactor`).
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    #: ``cluster:`` of the files (:mod:`meshconnect.cluster`), and where it is written.
+    cluster: ClusterConfig | None = None
+    cluster_at: str = ""
 
 
 def load_pipeline_files(
@@ -146,6 +155,25 @@ def load_pipeline_files(
     session = _Session(registry, os.environ if env is None else env)
     for path in paths:
         session.load_file(path)
+    session.cross_checks()
+    if session.problems:
+        raise ValidationErrors(sort_problems(session.problems, session.file_names))
+    return session.result()
+
+
+def load_pipeline_texts(
+    texts: Sequence[tuple[str, str, str]],
+    registry: Registry,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """As :func:`load_pipeline_files`, for ``(name, text, base_dir)`` documents that are not
+    files (the pipelines a cluster keeps in its store); ``name`` stands for the file in
+    messages and relative paths resolve against ``base_dir``."""
+    session = _Session(registry, os.environ if env is None else env)
+    for name, text, base_dir in texts:
+        session.file_names.append(name)
+        session.load_text(name, text, Path(base_dir))
     session.cross_checks()
     if session.problems:
         raise ValidationErrors(sort_problems(session.problems, session.file_names))
@@ -280,6 +308,9 @@ class _Session:
             reason = exc.strerror or str(exc)
             self.extra_problems.append(Problem(here, f"cannot read the pipeline file: {reason}"))
             return
+        self.load_text(name, text, resolved.parent)
+
+    def load_text(self, name: str, text: str, base_dir: Path) -> None:
         doc = parse_yaml(text, name)
         self.extra_problems.extend(doc.problems)
         if doc.problems and doc.data is None:
@@ -290,8 +321,8 @@ class _Session:
                 Problem(doc.location(()), f"{what}: expected a mapping with a 'pipelines:' list")
             )
             return
-        interp = interpolate(doc.data, env=self.env, base_dir=resolved.parent)
-        file = _File(doc, interp, resolved.parent)
+        interp = interpolate(doc.data, env=self.env, base_dir=base_dir)
+        file = _File(doc, interp, base_dir)
         self.files.append(file)
         for error_path, message in interp.errors:
             file.report(error_path, message, always=True)
@@ -570,6 +601,7 @@ class _Session:
             file.report(at, message)
         self.same_everywhere("store", "a different store")
         self.same_everywhere("retention", "a different retention")
+        self.same_everywhere("cluster", "a different cluster")
         for file in self.files:
             if file.model is not None and file.model.store is not None:
                 self.check_store(file, file.model.store)
@@ -615,6 +647,13 @@ class _Session:
                 retention = file.model.retention
                 top_secrets |= {p for p in file.interp.secrets if p[:1] == ("retention",)}
                 break
+        cluster, cluster_at = None, ""
+        for file in self.files:
+            assert file.model is not None
+            if file.model.cluster is not None:
+                cluster = file.model.cluster
+                cluster_at = str(file.doc.location(("cluster",)))
+                break
         pipelines = [self.loaded(b) for b in self.built]
         return LoadedConfig(
             list(self.file_names),
@@ -623,6 +662,8 @@ class _Session:
             pipelines,
             frozenset(top_secrets),
             secrets=frozenset(self.secrets),
+            cluster=cluster,
+            cluster_at=cluster_at,
         )
 
     def loaded(self, built: _Built) -> LoadedPipeline:
@@ -655,7 +696,16 @@ class _Session:
             index=built.index,
             secret_paths=secrets,
             transform_options=built.options,
+            raw=_raw_pipeline(file, built.index),
         )
+
+
+def _raw_pipeline(file: _File, index: int) -> dict[str, Any]:
+    """Pipeline ``index`` of ``file`` as written (before interpolation), with the file's
+    ``expressions:`` (they decide how its expressions compile)."""
+    raw = file.doc.data["pipelines"][index]
+    expressions = file.doc.data.get("expressions")
+    return {"pipeline": raw, "expressions": expressions} if expressions else {"pipeline": raw}
 
 
 def _loaded_sink(config: SinkConfig, built: _BuiltSink) -> LoadedSink:

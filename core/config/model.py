@@ -12,10 +12,18 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "ByteSize",
+    "ClusterConfig",
     "Duration",
     "ErrorPolicy",
     "PipelineConfig",
@@ -185,8 +193,45 @@ class ExpressionsConfig(_Model):
     )
 
 
+class ClusterConfig(_Model):
+    """Clustered workers (docs/scaleout.md): ``cluster: NAME`` is short for ``{name: NAME}``."""
+
+    name: str = Field(description="Workers with the same cluster name share the pipelines.")
+    failover_timeout: Duration = Field(
+        10.0,
+        description="Longest time a dead worker's sources and sinks stay without an owner "
+        "(its leases last half of it and are renewed every tenth).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                "use letters, digits, '_', '-' and '.', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("failover_timeout")
+    @classmethod
+    def _check_timeout(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError("at least 1s")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
 class PipelineFile(_Model):
     store: str | None = Field(None, description="Mesh store URL; default: sqlite under state.")
+    cluster: ClusterConfig | None = Field(
+        None,
+        description="Run as a member of this worker cluster (a redis:// or nats:// store; "
+        "docs/scaleout.md): a name, or {name, failover_timeout}.",
+    )
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     expressions: ExpressionsConfig = Field(
         default_factory=ExpressionsConfig,

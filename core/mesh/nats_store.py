@@ -973,7 +973,7 @@ class NatsStore(MeshStore):
         ) -> tuple[dict[str, Any] | None, tuple[list[Lease], dict[str, int]]]:
             leases, epochs = doc["leases"], doc["epochs"]
             conflicts = [
-                Lease(name, held[0], held[1])
+                Lease(name, held[0], held[1], held[2])
                 for name in names
                 if (held := leases.get(name)) is not None and held[0] != owner and held[1] > now
             ]
@@ -1022,7 +1022,7 @@ class NatsStore(MeshStore):
 
     async def leases(self) -> list[Lease]:
         def change(doc: dict[str, Any]) -> tuple[None, list[Lease]]:
-            return None, [Lease(n, h[0], h[1]) for n, h in sorted(doc["leases"].items())]
+            return None, [Lease(n, h[0], h[1], h[2]) for n, h in sorted(doc["leases"].items())]
 
         return await self._change_leases(change)
 

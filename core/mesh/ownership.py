@@ -59,9 +59,11 @@ class OwnershipError(MeshconnectError):
 def worker_identity() -> str:
     """``host:pid:start:token``: unique per worker, where ``start`` is when the process started
     (so a process that got a dead worker's pid, as a restarted container's PID 1 does, is not
-    taken for it; empty where the system does not tell)."""
+    taken for it; empty where the system does not tell). ``$MESHCONNECT_WORKER_NAME`` replaces
+    the host name (then a dead worker's leases are not recognised as this host's: they expire)."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_started(pid)}:{uuid.uuid4().hex[:12]}"
+    host = os.environ.get("MESHCONNECT_WORKER_NAME") or socket.gethostname()
+    return f"{host}:{pid}:{_started(pid)}:{uuid.uuid4().hex[:12]}"
 
 
 def _parts(owner: str) -> tuple[str, str, str]:

@@ -649,8 +649,8 @@ def _text(value: bytes | str) -> str:
 
 
 def _lease(name: str, value: bytes | str) -> Lease:
-    _, expires, owner = _text(value).split("|", 2)
-    return Lease(name, owner, float(expires))
+    epoch, expires, owner = _text(value).split("|", 2)
+    return Lease(name, owner, float(expires), int(epoch))
 
 
 def _parse_url(url: str) -> tuple[str, str, str, float, float, bool]:

@@ -74,11 +74,13 @@ class GroupInfo:
 class Lease:
     """A named lease (``"source <id>"``, ``"group <group>"``) held by ``owner`` (a worker's
     identity, see :func:`~meshconnect.mesh.ownership.worker_identity`) until ``expires``
-    (unix seconds)."""
+    (unix seconds). ``epoch``: the fencing epoch, where the backend keeps one (Redis, NATS),
+    else 0; it takes no part in comparisons."""
 
     name: str
     owner: str
     expires: float
+    epoch: int = field(default=0, compare=False)
 
 
 class MeshStore:

@@ -1,0 +1,630 @@
+"""Clustered workers: several ``meshconnect run --cluster NAME`` processes share the pipelines
+of a Redis or NATS mesh store and split their work (docs/scaleout.md).
+
+* **Definitions** live in the store, as the positions of the pseudo-connector
+  ``cluster:NAME`` (one partition per pipeline: the pipeline as written, before
+  interpolation, so no secret value is stored; each worker interpolates ``${env:…}`` with its
+  own environment). A worker started with files publishes their pipelines; one started with
+  none runs what the store holds, and every member picks up pipelines published later. A file
+  whose pipeline differs from the stored one of the same name is refused while another member
+  is alive (a stale file on a restarted worker must not undo a change); with no other live
+  member it replaces it, with the next version number.
+* **Units of work**: each pipeline's source and each of its sinks (consumer groups) is one
+  unit, owned through its own store lease, named as a single worker's are (``source P/S``,
+  ``group P/S``), with a fencing epoch that the store checks on every position update and
+  group commit.
+* **Members** hold a lease ``member NAME IDENTITY``. Every ``failover_timeout / 10`` seconds a
+  member renews its leases (they last ``failover_timeout / 2``) in one call, then takes free
+  units up to its fair share ``ceil(units / members)``, and gives back one unit over its
+  share at a time (drained, flushed and committed, then released) for a newcomer to take:
+  the other units never stop.
+* **Stepping down**: a unit writes (appends, sink writes and flushes) only while its lease is
+  valid by this worker's clock (renewed less than ``failover_timeout / 2 - failover_timeout /
+  10`` seconds ago) and the last renewal found it still its own. A worker that stalled past
+  its lease (SIGSTOP, a long GC pause, a partition) stops the unit without writing when it
+  wakes; a write that got past that check is refused by the store's epoch check
+  (:class:`~meshconnect.mesh.store.FencedError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, ValidationErrors
+from .mesh.ownership import _dead_here, describe_owner, worker_identity
+from .mesh.store import FencedError, Lease, MeshStore
+from .offsets import sink_group, source_id
+from .runstate import PipelineRunState, RunState
+
+if TYPE_CHECKING:
+    from .config.loader import LoadedConfig, LoadedPipeline, LoadedSink
+    from .worker import Worker
+
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "ClusterError",
+    "ClusterMember",
+    "check_cluster_store",
+    "cluster_report",
+    "definitions_id",
+    "timings",
+]
+
+log = logging.getLogger("meshconnect.cluster")
+
+#: Store URL schemes a cluster runs on (a store every member reaches, with fenced leases).
+CLUSTER_SCHEMES = ("redis", "rediss", "nats")
+
+
+class ClusterError(ConfigError):
+    """A cluster cannot run as configured (a store without fenced leases, a definition that
+    differs from the one the cluster runs)."""
+
+
+def timings(failover_timeout: float) -> tuple[float, float]:
+    """``(lease TTL, renew interval)``: a lease lasts half the failover timeout and is renewed
+    every tenth, so a dead worker's unit is free after at most the TTL and taken at the next
+    round of a member (one interval), with half the timeout left for the unit to start."""
+    return failover_timeout / 2, failover_timeout / 10
+
+
+def definitions_id(cluster: str) -> str:
+    """The pseudo-connector whose positions hold a cluster's pipeline definitions."""
+    return f"cluster:{cluster}"
+
+
+def member_prefix(cluster: str) -> str:
+    return f"member {cluster} "
+
+
+def check_cluster_store(config: LoadedConfig, url: str) -> None:
+    """ClusterError unless ``url`` is a store a cluster can run on."""
+    scheme = url.partition("://")[0]
+    if scheme in CLUSTER_SCHEMES:
+        return
+    assert config.cluster is not None
+    where = f"{config.cluster_at}: cluster" if config.cluster_at else "--cluster"
+    shown = f"{scheme}://…" if "@" in url else url
+    raise ClusterError(
+        f"{where}: {config.cluster.name!r} needs a redis:// or nats:// store that every member "
+        f"reaches (leases with fencing epochs), but this run's store is {shown}; give "
+        "`store:` in the file or --store"
+    )
+
+
+def _plain(raw: Any) -> Any:
+    """``raw`` (parsed YAML) as JSON data: YAML's exact decimals as JSON numbers (read back as
+    the same decimals), dates and times as ISO text."""
+    from decimal import Decimal
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return int(value) if value == value.to_integral_value() else float(value)
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        return str(value)
+
+    return json.loads(json.dumps(raw, default=default))
+
+
+def _digest(raw: Any) -> str:
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(eq=False)
+class Unit:
+    """One source or sink this worker runs (or is starting, or giving back)."""
+
+    lease: str
+    pipeline: str
+    sink: str | None
+    view: UnitState
+    task: asyncio.Task[None] | None = None
+    #: Monotonic time until which this worker may write for the unit (its lease, less a
+    #: margin for clocks and the renewal round trip).
+    valid_until: float = 0.0
+    lost: bool = False
+    leaving: bool = False
+    taken_at: float = field(default_factory=time.monotonic)
+
+
+class UnitState(PipelineRunState):
+    """A unit's view of the run: halted alone; :meth:`guard` before every write."""
+
+    def __init__(self, run: RunState, name: str, member: ClusterMember, lease: str) -> None:
+        super().__init__(run, name)
+        self.member = member
+        self.lease = lease
+
+    def guard(self) -> None:
+        """FencedError unless this worker still owns the unit (by its own clock)."""
+        unit = self.member.units.get(self.lease)
+        if unit is None or unit.view is not self:
+            raise FencedError(f"{self.lease} is no longer this worker's")
+        if unit.lost:
+            raise FencedError(f"another worker took over {self.lease}")
+        if time.monotonic() > unit.valid_until:
+            raise FencedError(
+                f"the lease on {self.lease} lapsed (this worker did not renew it in time: "
+                "stalled or cut off from the store)"
+            )
+
+    def guarded(self, sink: Any) -> Any:
+        return _GuardedSink(sink, self.guard)
+
+
+class _GuardedSink:
+    """A sink whose writes and flushes first check that this worker still owns it."""
+
+    def __init__(self, sink: Any, guard: Any) -> None:
+        self._sink = sink
+        self._guard = guard
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sink, name)
+
+    async def write(self, records: Sequence[Any]) -> None:
+        self._guard()
+        await self._sink.write(records)
+
+    async def flush(self) -> Any:
+        self._guard()
+        return await self._sink.flush()
+
+
+class ClusterMember:
+    """Runs a worker as a member of its config's cluster (see the module docstring)."""
+
+    def __init__(self, worker: Worker) -> None:
+        config = worker.config
+        assert config.cluster is not None
+        self.worker = worker
+        self.store: MeshStore = worker.store
+        self.name = config.cluster.name
+        self.failover_timeout = config.cluster.failover_timeout
+        self.ttl, self.every = timings(self.failover_timeout)
+        self.owner = worker_identity()
+        self.member_lease = member_prefix(self.name) + self.owner
+        #: Units this worker runs, by lease name.
+        self.units: dict[str, Unit] = {}
+        #: Every pipeline of the cluster this worker can run, by name, with its version.
+        self.pipelines: dict[str, LoadedPipeline] = {}
+        self.versions: dict[str, int] = {}
+        self.broken: dict[str, int] = {}  # pipelines this worker cannot load: name -> version
+        self.own = {p.name: p for p in config.pipelines}
+        # The worker's pipelines become those of the cluster this worker can run (refresh).
+        config.pipelines = []
+        self._rounds = 0
+        self._leaving: set[asyncio.Task[None]] = set()
+
+    # -- the run -------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        worker = self.worker
+        await self.join()
+        background = [
+            asyncio.create_task(worker._retention_loop(), name="retention"),
+            asyncio.create_task(worker._progress_loop(), name="progress"),
+            asyncio.create_task(worker._metrics_loop(), name="metrics"),
+        ]
+        try:
+            while not worker.stopping:
+                began = time.monotonic()
+                try:
+                    await self.round()
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # the store is away: the next round tries again
+                    log.warning("cluster %s: %s: %s", self.name, type(exc).__name__, exc)
+                left = self.every - (time.monotonic() - began)
+                if left > 0:
+                    stopped = asyncio.ensure_future(worker.state.stopped())
+                    await asyncio.wait([stopped], timeout=left)
+                    stopped.cancel()
+        finally:
+            worker.stop()
+            tasks = [u.task for u in self.units.values() if u.task is not None]
+            # The units drain, flush and commit under leases that stay renewed meanwhile.
+            keeping = asyncio.create_task(self._keep_while(tasks))
+            await asyncio.gather(*tasks, *self._leaving, return_exceptions=True)
+            keeping.cancel()
+            await asyncio.gather(keeping, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            try:
+                await self.store.release_leases(self.owner)
+            except Exception as exc:  # they expire by themselves
+                log.warning("cluster %s: could not release the leases: %s", self.name, exc)
+            await worker.http.close()
+        log.info("cluster %s: left", self.name)
+        if worker.state.gave_up:
+            log.error("run failed: %s", "; ".join(worker.state.gave_up))
+            return 1
+        return 0
+
+    async def _keep_while(self, tasks: Sequence[asyncio.Task[None]]) -> None:
+        """Renew the leases until ``tasks`` are done (a stop that takes a while)."""
+        while not all(t.done() for t in tasks):
+            await asyncio.sleep(self.every)
+            try:
+                await self._renew(time.monotonic(), time.time())
+            except Exception as exc:
+                log.warning("cluster %s: %s: %s", self.name, type(exc).__name__, exc)
+
+    async def join(self) -> None:
+        """Publish this worker's pipelines (refusing a different definition of one while
+        another member runs), load the others, and take the membership lease."""
+        now = time.time()
+        others = [m for m in await self._members(now) if m != self.owner]
+        stored = await self.store.positions(definitions_id(self.name))
+        publish: dict[tuple[str, str], dict[str, Any]] = {}
+        refused: list[str] = []
+        for name, p in self.own.items():
+            raw = _plain(p.raw)
+            digest = _digest(raw)
+            old = stored.get(name)
+            if old is not None and old.get("digest") == digest:
+                continue
+            version = 1 if old is None else int(old.get("version", 0)) + 1
+            if old is not None and others:
+                refused.append(
+                    f"pipeline {name!r} of {p.file} differs from the one cluster {self.name!r} "
+                    f"runs (version {old.get('version')}, published from {old.get('file')} by "
+                    f"{describe_owner(str(old.get('by', '')))})"
+                )
+                continue
+            if old is not None:
+                log.warning(
+                    "cluster %s: pipeline %s: replacing version %s with this worker's (version "
+                    "%d): no other member is running",
+                    self.name,
+                    name,
+                    old.get("version"),
+                    version,
+                )
+            publish[(definitions_id(self.name), name)] = {
+                "version": version,
+                "digest": digest,
+                "definition": raw,
+                "base_dir": p.base_dir,
+                "file": p.file,
+                "by": self.owner,
+                "at": now,
+            }
+        if refused:
+            live = ", ".join(describe_owner(m) for m in others)
+            raise ClusterError(
+                "; ".join(refused)
+                + f". Live members: {live}. To change a pipeline, stop every member and start "
+                "one with the new file (the others then run what it published), or give the "
+                "changed pipeline another name"
+            )
+        if publish:
+            await self.store.append([], publish)
+            log.info(
+                "cluster %s: published %s", self.name, ", ".join(sorted(n for _, n in publish))
+            )
+        await self._renew(time.monotonic(), time.time())
+        # Another worker that started at the same moment may have published its own: the
+        # store keeps the last one, and a worker whose file lost that race is refused.
+        stored = await self.store.positions(definitions_id(self.name))
+        raced = [
+            f"pipeline {name!r} of {p.file} was published differently by "
+            f"{describe_owner(str(stored[name].get('by', '')))} at the same time"
+            for name, p in self.own.items()
+            if name in stored and stored[name].get("digest") != _digest(_plain(p.raw))
+        ]
+        if raced:
+            await self.store.release_leases(self.owner)
+            raise ClusterError("; ".join(raced))
+        await self.refresh()
+        log.info(
+            "cluster %s: joined as %s (failover timeout %gs: leases of %gs renewed every %gs)",
+            self.name,
+            describe_owner(self.owner),
+            self.failover_timeout,
+            self.ttl,
+            self.every,
+        )
+
+    async def _members(self, now: float, leases: Sequence[Lease] | None = None) -> list[str]:
+        prefix = member_prefix(self.name)
+        held = await self.store.leases() if leases is None else leases
+        return sorted(
+            lease.owner
+            for lease in held
+            if lease.name.startswith(prefix) and lease.expires > now and not _dead_here(lease)
+        )
+
+    # -- one round -----------------------------------------------------------------------------
+
+    async def round(self) -> None:
+        began, now = time.monotonic(), time.time()
+        await self._renew(began, now)
+        self._reap()
+        await self.refresh()
+        leases = await self.store.leases()
+        now = time.time()
+        members = set(await self._members(now, leases))
+        members.add(self.owner)
+        units = self.all_units()
+        live = {
+            lease.name: lease
+            for lease in leases
+            if lease.name in units and lease.expires > now and not _dead_here(lease)
+        }
+        share = math.ceil(len(units) / len(members)) if units else 0
+        mine = [u for u in self.units.values() if not u.leaving]
+        self._rounds += 1
+        if self._rounds < 2:
+            return  # a first round to see the members that start together
+        if len(mine) > share:
+            counts: dict[str, int] = {}
+            for lease in live.values():
+                counts[lease.owner] = counts.get(lease.owner, 0) + 1
+            if any(counts.get(m, 0) < share for m in members if m != self.owner):
+                unit = max(mine, key=lambda u: u.taken_at)  # the newest goes back first
+                self._give_back(unit, f"{len(members)} members, a fair share is {share}")
+            return
+        wanted = share - len(mine)
+        if wanted <= 0:
+            return
+        free = [name for name in units if name not in self.units and name not in live]
+        free.sort(key=lambda name: hashlib.sha1(f"{self.owner} {name}".encode()).digest())
+        stale = [
+            lease
+            for lease in leases
+            if lease.name in free and lease.owner != self.owner and _dead_here(lease)
+        ]
+        if stale:
+            await self.store.break_leases(stale)
+        for name in free[:wanted]:
+            await self._take(name, units[name])
+
+    async def _renew(self, began: float, now: float) -> None:
+        """Renew the membership and every unit's lease in one call; a unit whose lease another
+        worker took steps down."""
+        names = [self.member_lease, *(n for n, u in self.units.items() if not u.lost)]
+        while True:
+            conflicts = await self.store.acquire_leases(names, self.owner, self.ttl, now=now)
+            if not conflicts:
+                break
+            for lease in conflicts:
+                unit = self.units.get(lease.name)
+                if unit is not None:
+                    self._step_down(unit, lease)
+            lost = {lease.name for lease in conflicts}
+            names = [n for n in names if n not in lost]
+        until = began + self.ttl - self.every
+        for name in names[1:]:
+            unit = self.units.get(name)
+            if unit is not None:
+                unit.valid_until = until
+
+    def _reap(self) -> None:
+        """Forget units that ended for another reason than finishing (fenced, failed for good);
+        their leases are released so that a member takes them again."""
+        for name, unit in list(self.units.items()):
+            if unit.leaving or unit.task is None or not unit.task.done():
+                continue
+            status = self.worker.statuses.get(self._status_key(unit))
+            if status is not None and status.state == "DONE" and not unit.lost:
+                continue  # a bounded source that finished: it stays with this worker
+            del self.units[name]
+            if not unit.lost:
+                self._spawn_release(name)
+
+    def _spawn_release(self, name: str) -> None:
+        async def release() -> None:
+            try:
+                await self.store.break_leases([Lease(name, self.owner, 0)])
+            except Exception as exc:
+                log.warning("cluster %s: could not release %s: %s", self.name, name, exc)
+
+        task = asyncio.create_task(release())
+        self._leaving.add(task)
+        task.add_done_callback(self._leaving.discard)
+
+    # -- definitions ---------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Load the pipelines published since the last round (and new versions of them)."""
+        stored = await self.store.positions(definitions_id(self.name))
+        for name, doc in sorted(stored.items()):
+            version = int(doc.get("version", 0))
+            if self.versions.get(name) == version or self.broken.get(name) == version:
+                continue
+            own = self.own.get(name)
+            loaded: LoadedPipeline | None = own
+            if own is None or doc.get("digest") != _digest(_plain(own.raw)):
+                loaded = self._load(name, doc)
+            if loaded is None:
+                self.broken[name] = version
+                continue
+            pipelines = self.worker.config.pipelines
+            if name in self.pipelines:
+                log.info("cluster %s: pipeline %s is now version %d", self.name, name, version)
+                for unit in [u for u in self.units.values() if u.pipeline == name]:
+                    self._give_back(unit, f"pipeline {name} changed")
+                pipelines[:] = [loaded if p.name == name else p for p in pipelines]
+            else:
+                pipelines.append(loaded)
+            self.pipelines[name] = loaded
+            self.versions[name] = version
+
+    def _load(self, name: str, doc: dict[str, Any]) -> LoadedPipeline | None:
+        from .config.loader import load_pipeline_texts
+
+        registry = self.worker.registry
+        if registry is None:
+            from .plugins import PluginPolicy, load_registry
+
+            registry = self.worker.registry = load_registry(PluginPolicy.read(None))
+        raw = _plain(doc.get("definition") or {})
+        text = json.dumps(
+            {"expressions": raw.get("expressions") or {}, "pipelines": [raw.get("pipeline")]}
+        )
+        label = f"cluster {self.name} pipeline {name} version {doc.get('version')}"
+        try:
+            loaded = load_pipeline_texts([(label, text, str(doc.get("base_dir", ".")))], registry)
+        except ValidationErrors as exc:
+            log.error(
+                "cluster %s: this worker cannot run pipeline %s (it leaves it to the others): %s",
+                self.name,
+                name,
+                "; ".join(str(p) for p in exc.problems),
+            )
+            return None
+        from .config.interpolate import register_secrets
+
+        register_secrets(loaded.secrets)
+        return loaded.pipelines[0]
+
+    def all_units(self) -> dict[str, tuple[str, str | None]]:
+        """Every unit of the pipelines this worker can run: lease -> (pipeline, sink)."""
+        units: dict[str, tuple[str, str | None]] = {}
+        for p in self.pipelines.values():
+            if p.source is not None:
+                units[f"source {source_id(p.name, p.source.name)}"] = (p.name, None)
+            for sink in p.sinks:
+                units[f"group {sink_group(p.name, sink.name)}"] = (p.name, sink.name)
+        return units
+
+    # -- units ---------------------------------------------------------------------------------
+
+    async def _take(self, name: str, where: tuple[str, str | None]) -> None:
+        began, now = time.monotonic(), time.time()
+        conflicts = await self.store.acquire_leases([name], self.owner, self.ttl, now=now)
+        if conflicts:
+            return  # another member was faster
+        pipeline, sink_name = where
+        p = self.pipelines[pipeline]
+        sink: LoadedSink | None = None
+        if sink_name is not None:
+            sink = next(s for s in p.sinks if s.name == sink_name)
+        view = UnitState(self.worker.state, p.name, self, name)
+        unit = Unit(name, p.name, sink_name, view, valid_until=began + self.ttl - self.every)
+        self.units[name] = unit
+        epoch = _epoch(self.store, name)
+        log.info("cluster %s: took %s (epoch %s)", self.name, name, epoch)
+        unit.task = self.worker.spawn_unit(p, sink, view)
+
+    def _give_back(self, unit: Unit, why: str) -> None:
+        """Stop ``unit`` as SIGTERM would (drain, flush, commit), then release its lease."""
+        if unit.leaving:
+            return
+        unit.leaving = True
+        log.info("cluster %s: giving back %s (%s)", self.name, unit.lease, why)
+
+        async def leave() -> None:
+            unit.view.halt()
+            if unit.task is not None:
+                await asyncio.gather(unit.task, return_exceptions=True)
+            status = self.worker.statuses.get(self._status_key(unit))
+            if status is not None and status.state not in ("STOPPED", "FAILED"):
+                status.set("STOPPED", "taken over" if unit.lost else "given back to the cluster")
+            if self.units.get(unit.lease) is unit:
+                del self.units[unit.lease]
+            if not unit.lost:
+                await self.store.break_leases([Lease(unit.lease, self.owner, 0)])
+
+        task = asyncio.create_task(leave(), name=f"give back {unit.lease}")
+        self._leaving.add(task)
+        task.add_done_callback(self._leaving.discard)
+
+    def _step_down(self, unit: Unit, lease: Lease) -> None:
+        """Another worker holds ``unit``'s lease: stop it at once; its writes are refused."""
+        if unit.lost:
+            return
+        unit.lost = True
+        log.warning(
+            "cluster %s: %s was taken over by %s (epoch %s): stepping down",
+            self.name,
+            unit.lease,
+            describe_owner(lease.owner),
+            lease.epoch or "?",
+        )
+        self._give_back(unit, "taken over")
+
+    def fenced(self, key: str, exc: BaseException) -> None:
+        """The worker's supervisor: unit ``key`` stopped on a refused write."""
+        lease = "group " + key[5:] if key.startswith("sink ") else key
+        unit = self.units.get(lease)
+        log.warning("cluster %s: %s stopped without committing: %s", self.name, lease, exc)
+        if unit is not None and not unit.leaving:
+            unit.view.halt()
+
+    @staticmethod
+    def _status_key(unit: Unit) -> str:
+        return "sink " + unit.lease[6:] if unit.lease.startswith("group ") else unit.lease
+
+
+def _epoch(store: MeshStore, name: str) -> int | None:
+    epochs = getattr(store, "lease_epochs", None)
+    return epochs().get(name) if epochs is not None else None
+
+
+async def cluster_report(store: MeshStore, cluster: str) -> dict[str, Any]:
+    """The whole cluster as the store shows it: members, pipelines (with their versions) and
+    which member owns each unit with its epoch (``meshconnect status --cluster``)."""
+    now = time.time()
+    leases = await store.leases()
+    prefix = member_prefix(cluster)
+    members = [
+        {
+            "id": lease.owner,
+            "worker": describe_owner(lease.owner),
+            "alive": lease.expires > now and not _dead_here(lease),
+            "lease_left": round(lease.expires - now, 1),
+        }
+        for lease in leases
+        if lease.name.startswith(prefix)
+    ]
+    stored = await store.positions(definitions_id(cluster))
+    by_name = {lease.name: lease for lease in leases}
+    pipelines = []
+    for name, doc in sorted(stored.items()):
+        raw = (doc.get("definition") or {}).get("pipeline") or {}
+        units = []
+        source = raw.get("source")
+        if isinstance(source, dict):
+            units.append(
+                f"source {source_id(name, str(source.get('name') or source.get('connector')))}"
+            )
+        for sink in raw.get("sinks") or []:
+            if isinstance(sink, dict):
+                units.append(
+                    f"group {sink_group(name, str(sink.get('name') or sink.get('connector')))}"
+                )
+        owned = []
+        for unit in units:
+            lease = by_name.get(unit)
+            live = lease is not None and lease.expires > now and not _dead_here(lease)
+            owned.append(
+                {
+                    "unit": unit,
+                    "owner": lease.owner if live and lease else None,
+                    "worker": describe_owner(lease.owner) if live and lease else None,
+                    "epoch": lease.epoch if lease else None,
+                    "lease_left": round(lease.expires - now, 1) if lease else None,
+                }
+            )
+        pipelines.append(
+            {
+                "name": name,
+                "version": doc.get("version"),
+                "published_by": describe_owner(str(doc.get("by", ""))),
+                "file": doc.get("file"),
+                "units": owned,
+            }
+        )
+    return {"cluster": cluster, "store": store.url, "members": members, "pipelines": pipelines}

@@ -1,0 +1,180 @@
+"""Clustered workers in one process on a shared memory store (the logic of
+:mod:`meshconnect.cluster`; integration/test_cluster_cdc.py runs real processes on Redis and
+NATS): definitions shared and refused, fair shares without stopping the others, stepping
+down, and the CLI's refusal of a store a cluster cannot run on."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from meshconnect.cli import cli
+from meshconnect.cluster import ClusterError, ClusterMember, cluster_report, definitions_id
+from meshconnect.config.loader import LoadedConfig, load_pipeline_files
+from meshconnect.config.model import ClusterConfig, RetentionConfig
+from meshconnect.mesh.memory import MemoryStore
+from meshconnect.mesh.store import FencedError
+from meshconnect.testing import MemorySink, test_registry
+from meshconnect.worker import Worker
+
+PIPELINE = """
+cluster: {name: c, failover_timeout: 3s}
+pipelines:
+  - name: p
+    source:
+      connector: memory
+      config: {records: RECORDS, follow: true, batch_size: 7}
+    topic: t
+    sinks:
+      - {name: s1, connector: memory, commit_interval: 50ms, config: {name: s1}}
+      - {name: s2, connector: memory, commit_interval: 50ms, config: {name: s2}}
+      - {name: s3, connector: memory, commit_interval: 50ms, config: {name: s3}}
+"""
+UNITS = {"source p/memory", "group p/s1", "group p/s2", "group p/s3"}
+
+
+@pytest.fixture(autouse=True)
+def clean_memory() -> None:
+    MemorySink.outputs.clear()
+
+
+def load(tmp_path: Path, text: str, name: str = "p.yaml") -> LoadedConfig:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).replace("RECORDS", str(list(range(50)))))
+    return load_pipeline_files([path], test_registry())
+
+
+def fileless() -> LoadedConfig:
+    return LoadedConfig(
+        [], None, RetentionConfig(), [], cluster=ClusterConfig(name="c", failover_timeout=3)
+    )
+
+
+class Running:
+    """A worker running as a cluster member in this process."""
+
+    def __init__(self, config: LoadedConfig, url: str) -> None:
+        self.worker = Worker(config, MemoryStore(url))
+        self.worker.registry = test_registry()
+        self.task: asyncio.Task[int] | None = None
+
+    async def start(self) -> Running:
+        await self.worker.store.open()
+        self.task = asyncio.create_task(self.worker.run())
+        return self
+
+    @property
+    def member(self) -> ClusterMember:
+        assert self.worker.member is not None
+        return self.worker.member  # type: ignore[no-any-return]
+
+    def units(self) -> set[str]:
+        member = self.worker.member
+        return set() if member is None else {n for n, u in member.units.items() if not u.leaving}
+
+    async def stop(self) -> int:
+        self.worker.stop()
+        assert self.task is not None
+        return await asyncio.wait_for(self.task, 20)
+
+
+async def until(check: Any, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def delivered(name: str) -> list[Any]:
+    return [r.data for r in MemorySink.outputs.get(name, [])]
+
+
+async def test_a_newcomer_takes_its_share_while_the_other_units_keep_running(
+    tmp_path: Path,
+) -> None:
+    url = "memory://cluster-share"
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS)
+    tasks = {name: unit.task for name, unit in a.member.units.items()}
+    b = await Running(fileless(), url).start()  # no files: runs what the store holds
+    await until(lambda: len(b.units()) == 2 and len(a.units()) == 2)
+    for name in a.units():  # the units A kept were never stopped
+        assert a.member.units[name].task is tasks[name]
+        assert not tasks[name].done()  # type: ignore[union-attr]
+    assert a.units() | b.units() == UNITS
+    report = await cluster_report(b.worker.store, "c")
+    assert len([m for m in report["members"] if m["alive"]]) == 2
+    owners = {u["unit"]: u["owner"] for u in report["pipelines"][0]["units"]}
+    assert owners == {
+        **dict.fromkeys(a.units(), a.member.owner),
+        **dict.fromkeys(b.units(), b.member.owner),
+    }
+    await until(lambda: all(len(delivered(s)) == 50 for s in ("s1", "s2", "s3")))
+    assert await a.stop() == 0 and await b.stop() == 0
+    for s in ("s1", "s2", "s3"):  # a sink that moved resumed from its commit: once each
+        assert delivered(s) == list(range(50))
+
+
+async def test_a_different_definition_is_refused_while_a_member_runs(tmp_path: Path) -> None:
+    url = "memory://cluster-refuse"
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS)
+    changed = PIPELINE.replace("batch_size: 7", "batch_size: 8")
+    b = Running(load(tmp_path, changed, "changed.yaml"), url)
+    await b.start()
+    assert b.task is not None
+    with pytest.raises(ClusterError, match=r"pipeline 'p' of .*changed.yaml differs from the one"):
+        await asyncio.wait_for(b.task, 10)
+    assert await a.stop() == 0
+    # With no member left, the changed file replaces the definition (version 2).
+    c = await Running(load(tmp_path, changed, "changed.yaml"), url).start()
+    await until(lambda: c.units() == UNITS)
+    stored = await c.worker.store.positions(definitions_id("c"))
+    assert stored["p"]["version"] == 2
+    assert await c.stop() == 0
+
+
+async def test_a_unit_taken_over_steps_down_and_writes_nothing_more(tmp_path: Path) -> None:
+    url = "memory://cluster-fence"
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS)
+    unit = a.member.units["group p/s1"]
+    # Another worker takes the lease, as after this one stalled past it.
+    store = a.worker.store
+    taken = await store.acquire_leases(["group p/s1"], "intruder", 60, now=time.time() + 30)
+    assert taken == []
+    await until(lambda: "group p/s1" not in a.member.units)
+    assert unit.lost
+    with pytest.raises(FencedError, match=r"took over|no longer this worker's"):
+        unit.view.guard()
+    assert a.worker.statuses["sink p/s1"].state == "STOPPED"
+    await asyncio.sleep(0.5)  # several rounds: A does not take it back from a live owner
+    assert "group p/s1" not in a.member.units
+    assert await a.stop() == 0
+
+
+def test_run_refuses_a_cluster_on_a_store_without_fenced_leases(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("pipelines: []\ncluster: c\n")
+    runner = CliRunner()
+    done = runner.invoke(cli, ["--state", str(tmp_path / "s"), "run", str(path)])
+    assert done.exit_code == 1
+    assert f"{path}:2:10: cluster: 'c' needs a redis:// or nats:// store" in done.output
+    assert "sqlite:///" in done.output
+    done = runner.invoke(cli, ["--store", "memory://", "run", "--cluster", "x"])
+    assert done.exit_code == 1
+    assert "--cluster: 'x' needs a redis:// or nats:// store" in done.output
+
+
+def test_cluster_names_and_timeouts_are_validated(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("cluster: {name: 'a b', failover_timeout: 100ms}\npipelines: []\n")
+    done = CliRunner().invoke(cli, ["validate", str(path)])
+    assert done.exit_code == 1
+    assert "cluster.name" in done.output and "cluster.failover_timeout" in done.output
