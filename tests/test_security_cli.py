@@ -316,6 +316,75 @@ def test_a_secret_in_a_sink_path_is_masked_in_its_warnings(tmp_path: Path) -> No
     )
 
 
+@pytest.mark.parametrize(
+    "secret", ["Hun'ter2-Zebra-8812", "Hunter2\\Zebra-8812", "Hünter2\tZebra-8812"]
+)
+def test_a_secret_that_messages_escape_is_masked_in_its_escaped_forms(
+    tmp_path: Path, secret: str
+) -> None:
+    """A message shows a condition by ``repr`` and a dead letter or ``--json`` by JSON: a
+    secret holding a quote, a backslash, a tab or a non-ASCII letter reaches them escaped
+    (``Hun\\'ter2``), and a parser that quotes where it stopped shows a piece of it
+    (``found '-Zebra-8812'``); every such form is masked too."""
+    lines(tmp_path, "in.jsonl", [{"s": "abc", "x": 1}, {"s": "1", "x": 2}])
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        pipelines:
+          - name: p
+            source:
+              connector: file
+              config: {path: in.jsonl}
+              errors: {tolerance: all, dead_letter_topic: dlq}
+            transforms:
+              - {type: filter, where: 'int(data.s) == 1 or data.x == "${env:SECRET}"'}
+            sinks:
+              - {connector: file, config: {path: 'out-${env:SECRET}.jsonl'}}
+        """,
+    )
+    bad = write(
+        tmp_path,
+        "bad.yaml",
+        """
+        pipelines:
+          - name: q
+            source: {connector: file, config: {path: in.jsonl}}
+            transforms:
+              - {type: insert_field, field: 'x${env:SECRET}', value: 1}
+        """,
+    )
+    env = {"SECRET": secret}
+
+    results = [
+        mc(tmp_path, "validate", str(path), env=env),
+        mc(tmp_path, "validate", str(bad), env=env),
+        mc(tmp_path, "--log-level", "debug", "run", str(path), env=env),
+        mc(tmp_path, "topics", "tail", "dlq", "--from-beginning", env=env),
+        mc(tmp_path, "offsets", "show", str(path), env=env),
+        mc(tmp_path, "offsets", "show", "--json", str(path), env=env),
+    ]
+
+    assert [r.returncode for r in results] == [0, 1, 0, 0, 0, 0], [r.stderr for r in results]
+    assert results[1].stderr.splitlines()[0][-18:] in ("found '**********'", 'found "**********"')
+    dead = json.loads(results[3].stdout)
+    assert dead["errormessage"].startswith(
+        "where: condition 'int(data.s) == 1 or data.x == \"**********\"' failed: 'abc' is not"
+    )
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        repr(secret + "'\"")[1:-4],
+        json.dumps(secret)[1:-1],
+        "Zebra-8812",
+    }
+    for result in results:
+        for form in forms:
+            assert form not in result.stdout + result.stderr, (form, result.args)
+    # The store keeps the sink's path in its committed state (a file named with the secret:
+    # the pipeline's choice); the dead letter it holds is what topics tail printed above.
+
+
 # -- item 7 -------------------------------------------------------------------------------------
 
 HOSTILE_NAME = "t\u001b]0;pwned\u0007\u202e\u009b2J"
