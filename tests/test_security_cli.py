@@ -216,6 +216,51 @@ def test_a_yaml_alias_bomb_is_refused_at_once_with_its_location(
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        (
+            "pipelines: []\nx: " + "9" * 200_000 + "\n",
+            "2:4: invalid YAML: this value cannot be read as an integer: it has more than "
+            "4,300 digits",
+        ),
+        (
+            "pipelines: []\nx: 2001-02-30\n",
+            "2:4: invalid YAML: this value cannot be read as a timestamp: day is out of range "
+            "for month",
+        ),
+        (
+            "pipelines: []\n2001-02-30: x\n",
+            "2:1: invalid YAML: this value cannot be read as a timestamp: day is out of range "
+            "for month",
+        ),
+        (
+            "pipelines: []\nx: !!timestamp 9999999-12-14\n",
+            "2:4: invalid YAML: this value cannot be read as a timestamp: it is not written as one",
+        ),
+        (
+            "pipelines: []\n" + "".join(f"k{i}: {i}\n" for i in range(60_000)),
+            "1:1: invalid YAML: the file holds 120,003 values, more than the 100,000 allowed in "
+            "one pipeline file",
+        ),
+    ],
+    ids=["huge-int", "bad-date", "bad-date-key", "bad-timestamp-tag", "many-values"],
+)
+def test_a_yaml_value_that_cannot_be_built_is_a_located_problem(
+    tmp_path: Path, text: str, first: str
+) -> None:
+    """Siblings of the alias bomb: values PyYAML fails to build gave a traceback (exit 1,
+    no location); a file of many plain values was called an alias bomb."""
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+
+    validate = mc(tmp_path, "validate", str(path), timeout=60)
+
+    assert validate.returncode == 1
+    assert validate.stderr.splitlines()[0] == f"{path}:{first}"
+    assert "Traceback" not in validate.stderr
+
+
 def test_aliases_within_the_budget_still_work(tmp_path: Path) -> None:
     lines(tmp_path, "in.jsonl", [{"n": 1}])
     path = write(
