@@ -56,6 +56,23 @@ def test_config_mistakes_name_the_field() -> None:
         S3SourceConfig(bucket="b-1", pattern="(")
 
 
+def test_the_key_pattern_runs_on_re2() -> None:
+    """Issue 19 item 1 sibling: keys are chosen by whoever may write to the bucket; on
+    Python's re, '(a+)+$' and a key of 40 a's and '!' stalled the worker."""
+    import time
+
+    from meshconnect.connectors.s3.source import _re2_search
+
+    pattern = _re2_search(S3SourceConfig(bucket="b-1", pattern="(a+)+$").pattern or "")
+    start = time.monotonic()
+
+    assert pattern.search("a" * 1000 + "!") is None
+    assert pattern.search("x/aaa") is not None
+    assert time.monotonic() - start < 1
+    with pytest.raises(ValidationError, match="no lookaround or backreferences"):
+        S3SourceConfig(bucket="b-1", pattern="(?<!tmp)\\.jsonl$")
+
+
 def test_sizes_and_durations_take_units() -> None:
     config = S3SinkConfig(bucket="b-1", rotate_bytes="10MB", rotate_interval="5m")
     assert config.rotate_bytes == 10_000_000 and config.rotate_interval == 300
