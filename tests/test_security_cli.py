@@ -430,6 +430,43 @@ def test_a_secret_that_messages_escape_is_masked_in_its_escaped_forms(
     # the pipeline's choice); the dead letter it holds is what topics tail printed above.
 
 
+# -- item 6 -------------------------------------------------------------------------------------
+
+
+def test_a_file_sink_refuses_a_file_it_did_not_write(tmp_path: Path) -> None:
+    """An existing, unrelated file at a file sink's path with no committed state: the run
+    refuses to start the sink, naming the file and the way to allow it; the file is intact.
+    The same after a commit, when another file was put where the sink's own was."""
+    lines(tmp_path, "in.jsonl", [{"n": 1}])
+    (tmp_path / "out.jsonl").write_text("precious, not the sink's\n")
+    path = write(tmp_path, "p.yaml", pipeline("data.n > 0", dlq=False))
+
+    refused = mc(tmp_path, "run", str(path))
+
+    assert refused.returncode == 1
+    assert (
+        f"sink p/file FAILED: ConfigError: file sink: {tmp_path / 'out.jsonl'} (25 bytes) "
+        "exists and this sink has no committed state, so it did not write it; refusing to "
+        "touch it. Move it away, point 'path' at another file, or set 'if_exists: append' "
+        "(keep it and append after it) or 'if_exists: replace' (discard its content)"
+    ) in refused.stderr
+    assert (tmp_path / "out.jsonl").read_text() == "precious, not the sink's\n"
+
+    (tmp_path / "out.jsonl").rename(tmp_path / "kept.jsonl")
+    assert mc(tmp_path, "run", str(path)).returncode == 0  # the sink's own file now
+    (tmp_path / "out.jsonl").rename(tmp_path / "moved.jsonl")
+    (tmp_path / "out.jsonl").write_text("another precious file, longer than the sink's\n")
+    lines(tmp_path, "in.jsonl", [{"n": 1}, {"n": 2}])
+
+    replaced = mc(tmp_path, "run", str(path))
+
+    assert replaced.returncode == 1
+    assert "is not the file this sink committed" in replaced.stderr
+    assert (tmp_path / "out.jsonl").read_text() == (
+        "another precious file, longer than the sink's\n"
+    )
+
+
 # -- item 7 -------------------------------------------------------------------------------------
 
 HOSTILE_NAME = "t\u001b]0;pwned\u0007\u202e\u009b2J"
@@ -461,6 +498,38 @@ def test_cli_tables_and_tail_escape_non_printable_characters(tmp_path: Path) -> 
     assert tail.stdout.isprintable() is False  # only the line's newline
     assert tail.stdout.rstrip("\n").isprintable()
     assert json.loads(tail.stdout)["data"] == {"esc": HOSTILE_NAME}  # still exact JSON
+
+
+def test_a_routed_topic_with_escape_bytes_is_dead_lettered_and_never_created(
+    tmp_path: Path,
+) -> None:
+    lines(tmp_path, "in.jsonl", [{"esc": "\u001b]0;pwned\u0007"}, {"esc": "ok"}])
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        pipelines:
+          - name: p
+            source:
+              connector: file
+              config: {path: in.jsonl}
+              errors: {tolerance: all, dead_letter_topic: dlq}
+            transforms:
+              - {type: route, topic: "t{data.esc}"}
+        """,
+    )
+
+    run = mc(tmp_path, "run", str(path))
+    listed = mc(tmp_path, "topics", "list")
+
+    assert run.returncode == 0, run.stderr
+    assert [row.split()[0] for row in listed.stdout.splitlines()[1:]] == ["dlq", "tok"]
+    assert listed.stdout.isascii() and "\x1b" not in listed.stdout
+    (dead,) = dead_letters(tmp_path)
+    assert dead["errormessage"].startswith(
+        "topic 't\\x1b]0;pwned\\x07' (set by a transform): a topic name may not contain the "
+        "control or space character U+001B"
+    )
 
 
 def test_validate_escapes_what_it_echoes_from_the_file(tmp_path: Path) -> None:
