@@ -225,6 +225,11 @@ def test_a_yaml_alias_bomb_is_refused_at_once_with_its_location(
             "4,300 digits",
         ),
         (
+            "pipelines: []\nx: " + ":".join(["59"] * 2500) + "\n",  # YAML 1.1 base 60
+            "2:4: invalid YAML: this value cannot be read as an integer: it has more than "
+            "4,300 digits",
+        ),
+        (
             "pipelines: []\nx: 2001-02-30\n",
             "2:4: invalid YAML: this value cannot be read as a timestamp: day is out of range "
             "for month",
@@ -244,7 +249,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once_with_its_location(
             "one pipeline file",
         ),
     ],
-    ids=["huge-int", "bad-date", "bad-date-key", "bad-timestamp-tag", "many-values"],
+    ids=["huge-int", "base-60-int", "bad-date", "bad-date-key", "bad-timestamp-tag", "many-values"],
 )
 def test_a_yaml_value_that_cannot_be_built_is_a_located_problem(
     tmp_path: Path, text: str, first: str

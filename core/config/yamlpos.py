@@ -61,6 +61,9 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 #: Most values (scalars, lists and mappings, each alias counted as the values it repeats) one
 #: file may expand to. Real pipeline files hold hundreds; 100,000 builds in well under a second.
 MAX_VALUES = 100_000
+#: Bits of the smallest integers of more than 4,300 decimal digits (Python's limit on turning
+#: an integer into text): only those are compared with 10**4300.
+_MAX_INT_BITS = 14_285
 #: Deepest nesting of lists and mappings a file may have.
 MAX_DEPTH = 200
 
@@ -323,7 +326,7 @@ class _Builder:
         a date such as 2001-02-30, a bad ``!!timestamp``) is a problem at the node, not a
         traceback."""
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError:
             raise
         except (ValueError, TypeError, AttributeError, OverflowError, KeyError) as exc:
@@ -336,6 +339,19 @@ class _Builder:
                 reason = f"it has more than {sys.get_int_max_str_digits():,} digits"
             self.problem(node, f"invalid YAML: this value cannot be read as {what}: {reason}")
             raise _Abort from None
+        if (
+            value.__class__ is int
+            and value.bit_length() >= _MAX_INT_BITS
+            and abs(value) >= 10 ** sys.get_int_max_str_digits()
+        ):
+            # YAML 1.1's base 60 (``59:59:…``) makes one without writing its digits
+            self.problem(
+                node,
+                "invalid YAML: this value cannot be read as an integer: it has more than "
+                f"{sys.get_int_max_str_digits():,} digits",
+            )
+            raise _Abort
+        return value
 
     def mapping(self, node: MappingNode, path: YamlPath) -> Any:
         if node.tag != "tag:yaml.org,2002:map":  # !!set, !!omap: let PyYAML construct them
