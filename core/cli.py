@@ -387,6 +387,7 @@ async def _run(
             await controller.load_persisted()
             server = AdminServer(controller, listen, token, options.state)
             await server.start()
+            worker.http.reserve(server.port, f"the admin API (--admin {listen})")
         except ConfigError as exc:
             _echo(f"error: {exc}", err=True)
             await worker.http.close()

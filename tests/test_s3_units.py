@@ -56,6 +56,41 @@ def test_config_mistakes_name_the_field() -> None:
         S3SourceConfig(bucket="b-1", pattern="(")
 
 
+def test_the_key_pattern_runs_on_re2() -> None:
+    """Issue 19 item 1 sibling: keys are chosen by whoever may write to the bucket; on
+    Python's re, '(a+)+$' and a key of 40 a's and '!' stalled the worker."""
+    import time
+
+    from meshconnect.connectors.s3.source import _re2_search
+
+    pattern = _re2_search(S3SourceConfig(bucket="b-1", pattern="(a+)+$").pattern or "")
+    start = time.monotonic()
+
+    assert pattern.search("a" * 1000 + "!") is None
+    assert pattern.search("x/aaa") is not None
+    assert time.monotonic() - start < 1
+    with pytest.raises(ValidationError, match="no lookaround or backreferences"):
+        S3SourceConfig(bucket="b-1", pattern="(?<!tmp)\\.jsonl$")
+
+
+def test_owns_key_is_linear_in_a_hostile_key() -> None:
+    """Issue 19 item 1 sibling: keys listed from the bucket were matched with Python's re,
+    which backtracked on adjacent placeholders (4 of them and a 400-character key: 6 s)."""
+    import time
+
+    from meshconnect.connectors.s3.keys import object_name
+
+    start = time.monotonic()
+    assert not KeyTemplate("{data.a}{data.b}{data.c}{data.d}/").owns_key("x" * 1000 + "/", ".jsonl")
+    spread = KeyTemplate("{topic}/{data.a}-{data.b}-{data.c}/")
+    assert spread.owns_key(f"orders/{'-' * 1000}/{object_name('orders', 7, '.jsonl')}", ".jsonl")
+    assert not spread.owns_key(f"orders/{'-' * 1000}/{object_name('other', 7, '.jsonl')}", ".jsonl")
+    assert time.monotonic() - start < 1
+    same_segment = KeyTemplate("p-{topic}-")
+    assert same_segment.owns_key(f"p-orders-{object_name('orders', 5, '.jsonl')}", ".jsonl")
+    assert not same_segment.owns_key(f"p-orders-{object_name('other', 5, '.jsonl')}", ".jsonl")
+
+
 def test_sizes_and_durations_take_units() -> None:
     config = S3SinkConfig(bucket="b-1", rotate_bytes="10MB", rotate_interval="5m")
     assert config.rotate_bytes == 10_000_000 and config.rotate_interval == 300

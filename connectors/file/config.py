@@ -189,7 +189,9 @@ class FileSinkConfig(ConnectorConfig):
             "`<stem>-<seq>.<suffix>` file) that it has no record of writing. `fail`: refuse "
             "to start, naming the file; nothing is touched. `append`: keep the file and append "
             "after its content. `replace`: discard its content and start a fresh file. Once "
-            "the sink has committed, it owns the file and this setting no longer applies."
+            "the sink has committed, it owns the file and this setting no longer applies, "
+            "unless another file was put at the path (its bytes before the committed size "
+            "differ from those committed)."
         ),
     )
     fsync: bool = Field(

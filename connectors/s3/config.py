@@ -202,7 +202,8 @@ class S3SourceConfig(S3Connection):
         default=None,
         description=(
             "Only keys that match this regular expression (searched in the key after "
-            "`prefix`), e.g. `\\.jsonl(\\.gz)?$`."
+            "`prefix`; RE2 syntax, linear in the key, no lookaround or backreferences), e.g. "
+            "`\\.jsonl(\\.gz)?$`."
         ),
     )
     format: Literal["auto", "json", "csv", "parquet", "cloudevents"] = Field(
@@ -260,10 +261,20 @@ class S3SourceConfig(S3Connection):
     @classmethod
     def _pattern_compiles(cls, value: str | None) -> str | None:
         if value is not None:
+            import re2
+
+            options = re2.Options()
+            options.log_errors = False
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
+                re2.compile(value, options)
+            except re2.error as exc:
+                reason = exc.args[0] if exc.args else exc
+                if isinstance(reason, bytes):
+                    reason = reason.decode("utf-8", "replace")
+                raise ValueError(
+                    f"not a regular expression RE2 can run: {reason} (no lookaround or "
+                    "backreferences)"
+                ) from None
         return value
 
     @model_validator(mode="after")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -54,6 +53,15 @@ def _directory(key: str) -> str:
     return key[: key.rfind("/") + 1]
 
 
+def _re2_search(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (linear time whatever the key)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(pattern, options)
+
+
 class _Reading:
     """The object being read: its key, its items and how far they are read."""
 
@@ -78,7 +86,9 @@ class S3Source(Source[S3SourceConfig]):
         self.bounded = not config.follow
         self.partition = f"s3://{config.bucket}/{config.prefix}"
         self.source_uri = f"s3://{config.bucket}"
-        self.pattern = re.compile(config.pattern) if config.pattern else None
+        # RE2: keys are chosen by whoever may write to the bucket, and a backtracking
+        # engine could stall the worker on one (issue 19).
+        self.pattern = _re2_search(config.pattern) if config.pattern else None
         self.client: Any = None
         self.after = ""
         self.dirs: dict[str, str] = {}  # per directory, the greatest key read
