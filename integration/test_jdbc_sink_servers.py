@@ -457,3 +457,29 @@ async def test_a_backtick_in_a_mysql_name(my_url: str, tmp_path: Path) -> None:
         (1, "a", None),
         (2, "b", 3),
     ]
+
+
+async def test_values_for_a_mariadb_json_column(my_url: str, tmp_path: Path) -> None:
+    """MariaDB's JSON is a LONGTEXT with CHECK (json_valid(col)), reflected as LONGTEXT: a list
+    went in as its items joined by commas (``[]`` as an empty string, which the CHECK refused,
+    ``["x", "y"]`` as ``x,y``), a number or a boolean as Python's text. Every JSON value is
+    now written as JSON text, and text as it is (found by the verify-1112 trial)."""
+    t = table_name("mjson")
+    query(my_url, f"CREATE TABLE `{t}` (id INT PRIMARY KEY, doc JSON, `j``2` JSON, s TEXT)")
+    s = make(my_url, tmp_path, table=t, key=["id"])
+    await s.open(None)
+    await s.write(
+        [
+            rec({"id": 1, "doc": [], "j`2": ["x", "y"], "s": "a"}, 0),
+            rec({"id": 2, "doc": {"a": [1, Decimal("2.50")]}, "j`2": True, "s": None}, 1),
+            rec({"id": 3, "doc": Decimal("1.10"), "j`2": '{"t": "text as it is"}'}, 2),
+            rec({"id": 4, "doc": None, "j`2": "null"}, 3),
+        ]
+    )
+    await s.close()
+    assert q(my_url, f"SELECT id, doc, `j``2` FROM `{t}` ORDER BY id") == [
+        (1, "[]", '["x","y"]'),
+        (2, '{"a":[1,2.50]}', "true"),
+        (3, "1.10", '{"t": "text as it is"}'),
+        (4, None, "null"),
+    ]

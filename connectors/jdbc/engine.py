@@ -179,4 +179,32 @@ def reflect(name: str, engine: Any, schema: str | None) -> Any:
             column["name"] = column["name"].replace("``", "`")
 
         listeners.append(("column_reflect", unescape))
-    return sa.Table(name, sa.MetaData(), autoload_with=engine, schema=schema, listeners=listeners)
+    table = sa.Table(name, sa.MetaData(), autoload_with=engine, schema=schema, listeners=listeners)
+    if engine.dialect.name in ("mysql", "mariadb"):
+        for column in _mariadb_json_columns(engine, name, schema):
+            if column in table.c:
+                table.c[column].type.json_text_column = True  # type: ignore[attr-defined]
+    return table
+
+
+_JSON_VALID = re.compile(r"^json_valid\(`((?:[^`]|``)+)`\)$", re.IGNORECASE)
+
+
+def _mariadb_json_columns(engine: Any, name: str, schema: str | None) -> list[str]:
+    """The columns of MariaDB table ``name`` declared ``JSON``: MariaDB makes them
+    ``LONGTEXT`` with a ``CHECK (json_valid(col))``, and SQLAlchemy reflects a LONGTEXT, so
+    a list or a number would be written as text that is not JSON. MySQL's JSON type is
+    reflected as such (and its CHECK_CONSTRAINTS has no TABLE_NAME: nothing found here)."""
+    import sqlalchemy as sa
+
+    sql = sa.text(
+        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+        "WHERE CONSTRAINT_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
+    )
+    try:
+        with engine.connect() as conn:
+            clauses = conn.execute(sql, {"schema": schema, "name": name}).scalars().all()
+    except sa.exc.DBAPIError:
+        return []
+    found = (_JSON_VALID.match(str(c).strip()) for c in clauses)
+    return [m.group(1).replace("``", "`") for m in found if m]
