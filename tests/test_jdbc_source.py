@@ -187,6 +187,23 @@ async def test_query_mode(tmp_path: Path) -> None:
     assert positions == {"odd": {"id": 5}} and records[0].subject == "odd"
 
 
+async def test_a_query_as_a_psql_user_writes_it(tmp_path: Path) -> None:
+    """A query ending in `;`, or in a `--` comment, broke the subquery it is wrapped in
+    (``(… ;) AS q``, ``(… -- c) AS q``): a syntax error, the source failing for good (found by
+    the verify-1112 trial)."""
+    seed(tmp_path, 5)
+    s = source(
+        tmp_path,
+        query="SELECT id, name FROM items\nWHERE id % 2 = 1 -- the odd ones\n;  \n",
+        mode="incrementing",
+        incrementing_column="id",
+    )
+    await s.start({})
+    records, _ = await drain(s)
+    await s.stop()
+    assert [r.data["id"] for r in records] == [1, 3, 5]
+
+
 def test_numbers_inside_json_stay_exact_numbers() -> None:
     """A DECIMAL column is its exact text, but a number inside a JSON/array column is a
     number: 1.00000000000000000001 in a jsonb came out as a string (found by the jdbc trial)."""

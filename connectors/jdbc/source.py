@@ -367,7 +367,9 @@ class JdbcSource(Source[JdbcSourceConfig]):
 
         if part.table is not None:
             return sa.select(*(_raw_column(c) for c in part.table.c))
-        return sa.select(sa.literal_column("*")).select_from(sa.text(f"({self.config.query}) AS q"))
+        return sa.select(sa.literal_column("*")).select_from(
+            sa.text(f"({self.config.query}\n) AS q")
+        )
 
     def _col(self, part: _Part, name: str) -> Any:
         import sqlalchemy as sa
