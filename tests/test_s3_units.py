@@ -195,6 +195,26 @@ def test_a_csv_byte_order_mark_is_not_part_of_the_first_header() -> None:
     assert list(decode_object(body, "csv")) == [(0, {"id": "1", "name": "a"}, None)]
 
 
+def test_a_json_lines_byte_order_mark_is_not_part_of_the_first_value() -> None:
+    """PowerShell and Notepad write one; the first line failed as malformed JSON (found by the
+    verify-1112 trial)."""
+    body = '\ufeff{"a": 1}\r\n{"a": 2}\n'.encode()
+    assert list(decode_object(body, "json")) == [(0, {"a": 1}, None), (1, {"a": 2}, None)]
+
+
+def test_a_csv_blank_line_is_no_row_and_a_repeated_header_name_loses_nothing() -> None:
+    """A blank line (a file ending in two newlines) was a failure with 0 fields; a header
+    naming a column twice silently kept only the last value of it (found by the verify-1112
+    trial): every row of such an object is now a failure with its raw text."""
+    assert list(decode_object(b"x,y\n1,2\n\n3,4\n\n", "csv")) == [
+        (0, {"x": "1", "y": "2"}, None),
+        (1, {"x": "3", "y": "4"}, None),
+    ]
+    assert list(decode_object(b"x,x,y\n1,2,3\n", "csv")) == [
+        (0, "1,2,3", "row 1: the header names ['x'] more than once")
+    ]
+
+
 def test_a_garbage_parquet_object_keeps_its_raw_bytes_for_the_dead_letter() -> None:
     body = b"PAR1 this is no parquet file"
     ((index, raw, problem),) = list(decode_object(body, "parquet"))

@@ -267,6 +267,7 @@ def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
 #: same numbers: Decimal from the exact text), one C call for many lines; None if absent.
 _decode_lines = getattr(getattr(jsonvalue.decode_unchecked, "__self__", None), "decode_lines", None)
 _CHUNK = 1000
+_BOM = b"\xef\xbb\xbf"
 
 
 def _json_lines(body: bytes) -> Iterator[Item]:
@@ -276,6 +277,8 @@ def _json_lines(body: bytes) -> Iterator[Item]:
     failure with its text and the others are read."""
     loads = jsonvalue.loads
     limit = jsonvalue.MAX_DEPTH
+    if body.startswith(_BOM):  # as Windows tools write it; not part of the first value
+        body = body[len(_BOM) :]
     lines = body.split(b"\n")
     for start in range(0, len(lines), _CHUNK):
         chunk = [(i, line) for i, line in enumerate(lines[start : start + _CHUNK], start)]
@@ -349,7 +352,8 @@ def decode_object(body: bytes, fmt: str, delimiter: str = ",") -> Iterator[Item]
     for JSON lines (blank lines skipped), the row number after the header for CSV, the row
     number for Parquet. A bad item yields its raw text and the reason; a Parquet file that
     does not open yields one failure at index 0 with its raw bytes (up to :data:`RAW_LIMIT`).
-    A UTF-8 byte order mark before a CSV header is dropped."""
+    A UTF-8 byte order mark at the start is dropped; blank CSV lines are skipped; a CSV
+    header naming a column twice makes every row a failure (an object would keep one)."""
     if fmt in ("json", "cloudevents"):
         return _json_lines(body)
     return _rows(body, fmt, delimiter)
@@ -368,10 +372,17 @@ def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
             header = next(reader)
         except StopIteration:
             return
+        twice = sorted({name for name in header if header.count(name) > 1})
         index = -1
         try:
-            for index, row in enumerate(reader):
-                if len(row) != len(header):
+            for index, row in enumerate(r for r in reader if r):  # blank lines are no rows
+                if twice:  # a dict would keep one of the columns: the others' values lost
+                    yield (
+                        index,
+                        delimiter.join(row),
+                        f"row {index + 1}: the header names {twice} more than once",
+                    )
+                elif len(row) != len(header):
                     yield (
                         index,
                         delimiter.join(row),
