@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from meshconnect import ConnectorContext
 from meshconnect.connectors.jdbc.config import JdbcSourceConfig
 from meshconnect.connectors.jdbc.source import JdbcSource
@@ -119,6 +121,20 @@ async def test_bulk_values_and_keys(tmp_path: Path) -> None:
     assert first.id == "items:1" and first.extensions["partitionkey"] == "1"
     assert first.subject == "items" and first.type == "jdbc.row"
     assert positions == {"items": {"rows": 3, "done": True}}
+
+
+async def test_a_bulk_read_reports_its_progress(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 asks for a progress bar on bulk loads (a log line when not on a terminal)."""
+    seed(tmp_path, 25)
+    caplog.set_level(logging.INFO)
+    s = source(tmp_path, table="items", batch_size=10)
+    await s.start({})
+    records, _ = await drain(s)
+    await s.stop()
+    assert len(records) == 25
+    assert any("jdbc bulk items" in m and "25/25 rows" in m for m in caplog.messages), caplog.text
 
 
 async def test_incrementing_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
