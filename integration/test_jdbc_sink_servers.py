@@ -230,7 +230,8 @@ async def test_canal_records_with_mysql_types(url: str, tmp_path: Path) -> None:
     assert str(first[3]).replace("T", " ") == "2024-02-29 23:59:59.123456"
     assert int(first[4]) == 2155 and first[5] == "b" and first[6] == "x,y" and first[7] is None
     assert got[1][7] in (dt.date(2024, 1, 2), "2024-01-02")
-    tm, b, j = q(url, f'SELECT tm, b, j FROM "{t}" WHERE id = 1')[0]
+    tm, b, j, bits = q(url, f'SELECT tm, b, j, bits FROM "{t}" WHERE id = 1')[0]
+    assert int(bits) == 5
     if url.startswith("postgresql"):
         assert tm == -dt.timedelta(hours=838, minutes=59, seconds=59)
         assert (
