@@ -149,3 +149,71 @@ async def test_passwords_never_show(tmp_path: Path) -> None:
     assert "secret" not in text
     assert s.classify_error(err.value) is not None  # retriable: a database that is down
     await s.close()
+
+
+def ddl_record(sql: str, i: int) -> Record:
+    data = {"isDdl": True, "sql": sql, "table": "items", "database": "shop", "type": "ALTER"}
+    data.update({"data": None, "old": None, "pkNames": None, "mysqlType": None})
+    return Record(data, id=f"d{i}", type="mysql.ddl", subject="shop.items", topic="t", offset=i)
+
+
+def row_record(data: dict[str, Any], i: int) -> Record:
+    return Record(data, id=f"r{i}", type="mysql.insert", subject="shop.items", topic="t", offset=i)
+
+
+@pytest.mark.parametrize("mode", ["apply", "ignore", "fail"])
+async def test_ddl_records_by_the_ddl_setting(tmp_path: Path, mode: str) -> None:
+    """Issue 11 item 4: `apply` runs ADD COLUMN and RENAME COLUMN (twice is harmless: a replay),
+    `ignore` skips them, `fail` stops the sink naming the statement."""
+    from meshconnect import ConfigError
+
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, a TEXT)")
+    alter = (
+        "ALTER TABLE `items` ADD COLUMN `b b` VARCHAR(10) NOT NULL DEFAULT 'x', "
+        "RENAME COLUMN a TO `A2`"
+    )
+    s = sink(tmp_path, ddl=mode)
+    await s.open(None)
+    if mode == "fail":
+        with pytest.raises(ConfigError, match="RENAME COLUMN a TO"):
+            await s.write([ddl_record(alter, 0)])
+        await s.close()
+        return
+    await s.write([row_record({"id": 1, "a": "before"}, 0), ddl_record(alter, 1)])
+    await s.write([ddl_record(alter, 2)])  # delivered again after a crash
+    columns = [r[1] for r in rows(tmp_path, "PRAGMA table_info(items)")]
+    if mode == "apply":
+        assert columns == ["id", "A2", "b b"]
+        await s.write([row_record({"id": 2, "A2": "after", "b b": "new"}, 3)])
+        assert rows(tmp_path, 'SELECT id, "A2", "b b" FROM items ORDER BY id') == [
+            (1, "before", None),
+            (2, "after", "new"),
+        ]
+    else:
+        assert columns == ["id", "a"]
+    await s.close()
+
+
+async def test_the_table_from_a_template(tmp_path: Path) -> None:
+    """Issue 11 item 3: the target table from `{data.table}` or `{subject}`; a record the
+    template cannot fill fails alone."""
+    s = sink(tmp_path, table="{data.table}", key=["id"], auto_create=True)
+    await s.open(None)
+    with pytest.raises(BatchError) as err:
+        await s.write(
+            [
+                rec({"id": 1, "table": "left"}, 0),
+                rec({"id": 2, "table": "Right Side"}, 1),
+                rec({"id": 3}, 2),
+            ]
+        )
+    assert list(err.value.failures) == [2]
+    await s.close()
+    by_subject = sink(tmp_path, table="s_{subject}", key=["id"], auto_create=True)
+    await by_subject.open(None)
+    await by_subject.write([rec({"id": 4}, 3, subject="left")])
+    await by_subject.close()
+    assert rows(tmp_path, 'SELECT id, "table" FROM left') == [(1, "left")]
+    assert rows(tmp_path, 'SELECT id FROM "Right Side"') == [(2,)]
+    assert rows(tmp_path, "SELECT id FROM s_left") == [(4,)]
