@@ -73,13 +73,15 @@ def _kind(value: Any) -> str:
 
 
 def schema_signature(fmt: str, data: Any) -> tuple[Any, ...]:
-    """What must stay the same within one CSV or Parquet object: the field names (CSV), or
+    """What must stay the same within one CSV or Parquet object: the field names in any order
+    (CSV), or
     the field names with their value kinds (Parquet; ``""`` for null, which fits any kind).
     ``DataError`` when ``data`` is not an object."""
     if not isinstance(data, dict):
         raise DataError(f"format {fmt}: data must be an object, not {_kind(data) or 'null'}")
     if fmt == "csv":
-        return tuple(data)
+        # the names, not their order: a row is written in the header's order
+        return tuple(sorted(data))
     return tuple((k, _kind(v)) for k, v in data.items())
 
 
