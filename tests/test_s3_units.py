@@ -56,6 +56,17 @@ def test_config_mistakes_name_the_field() -> None:
         S3SourceConfig(bucket="b-1", pattern="(")
 
 
+def test_the_object_names_are_a_level_of_their_own() -> None:
+    """`{topic}/{time:%Y/%m/%d/%H}` (ARCHITECTURE's own example) made
+    `orders/2024/05/01/14orders+….jsonl`, outside the `…/14/` a reader lists (found by the
+    verify-1112 trial)."""
+    config = S3SinkConfig(bucket="b-1", key_template="{topic}/{time:%Y/%m/%d/%H}")
+    assert config.key_template == "{topic}/{time:%Y/%m/%d/%H}/"
+    assert config.template.render(record({})) == "orders/2024/05/01/14/"
+    assert S3SinkConfig(bucket="b-1", key_template="a/").key_template == "a/"
+    assert S3SinkConfig(bucket="b-1", key_template="").key_template == ""
+
+
 def test_sizes_and_durations_take_units() -> None:
     config = S3SinkConfig(bucket="b-1", rotate_bytes="10MB", rotate_interval="5m")
     assert config.rotate_bytes == 10_000_000 and config.rotate_interval == 300
