@@ -337,6 +337,21 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
         row = change.row or {}
         key = self.config.key or change.pk or []
+        if not key and (
+            change.op == "upsert" or (change.op == "write" and self.config.mode != "insert")
+        ):
+            # A table without a primary key could take no upsert or update: every record
+            # would fail, and still after `key` is set, since the table would stay keyless.
+            what = (
+                f"mode {self.config.mode}"
+                if change.op == "write"
+                else f"{change.table or 'CDC'} records that carry no key names"
+            )
+            raise ConfigError(
+                f"jdbc sink {self.context.name}: cannot create table {name!r} for {what}: "
+                "no key; set config.key (it becomes the table's primary key), or create the "
+                "table with a primary key"
+            )
         cols = [
             sa.Column(
                 c,
