@@ -213,6 +213,19 @@ def test_a_json_lines_byte_order_mark_is_not_part_of_the_first_value() -> None:
     assert list(decode_object(body, "json")) == [(0, {"a": 1}, None), (1, {"a": 2}, None)]
 
 
+@pytest.mark.parametrize("depth", [128, 129])
+def test_a_json_line_nested_past_the_limit_fails_alone(depth: int) -> None:
+    """The lines are decoded a chunk at a time by msgspec, which nests up to ~1,000 levels:
+    the nesting limit of meshconnect's JSON (128) is checked on the lines that could pass it."""
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    items = list(decode_object(b'{"n": 1}\n' + deep + b'\n{"n": 2}\n', "json"))
+    assert [i for i, _, problem in items if problem is None] == (
+        [0, 1, 2] if depth == 128 else [0, 2]
+    )
+    if depth == 129:
+        assert "nested deeper than 128" in str(items[1][2])
+
+
 def test_a_csv_blank_line_is_no_row_and_a_repeated_header_name_loses_nothing() -> None:
     """A blank line (a file ending in two newlines) was a failure with 0 fields; a header
     naming a column twice silently kept only the last value of it (found by the verify-1112

@@ -270,6 +270,8 @@ def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
 _decode_lines = getattr(getattr(jsonvalue.decode_unchecked, "__self__", None), "decode_lines", None)
 _CHUNK = 1000
 _BOM = b"\xef\xbb\xbf"
+#: every byte but an opening bracket and the newline (deleted to count brackets per line)
+_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{\n")
 
 
 def _json_lines(body: bytes) -> Iterator[Item]:
@@ -288,10 +290,14 @@ def _json_lines(body: bytes) -> Iterator[Item]:
         values: list[Any] | None = None
         if _decode_lines is not None and chunk:
             try:
-                values = _decode_lines(b"\n".join(line for _, line in chunk))
+                joined = b"\n".join(line for _, line in chunk)
+                values = _decode_lines(joined)
                 if len(values) != len(chunk):
                     values = None
-                else:
+                elif max(map(len, joined.translate(None, _NOT_OPENING).split(b"\n"))) > limit:
+                    # some line has more opening brackets than the nesting limit (counted for
+                    # the whole chunk in three C calls: the lines of ~300 bytes usual here
+                    # were each counted twice before): look at those lines
                     for (_, line), value in zip(chunk, values, strict=True):
                         if len(line) > 2 * limit and line.count(b"[") + line.count(b"{") > limit:
                             jsonvalue.check_depth(line, value, limit)
