@@ -91,6 +91,17 @@ def test_owns_key_is_linear_in_a_hostile_key() -> None:
     assert not same_segment.owns_key(f"p-orders-{object_name('other', 5, '.jsonl')}", ".jsonl")
 
 
+def test_the_object_names_are_a_level_of_their_own() -> None:
+    """`{topic}/{time:%Y/%m/%d/%H}` (ARCHITECTURE's own example) made
+    `orders/2024/05/01/14orders+….jsonl`, outside the `…/14/` a reader lists (found by the
+    verify-1112 trial)."""
+    config = S3SinkConfig(bucket="b-1", key_template="{topic}/{time:%Y/%m/%d/%H}")
+    assert config.key_template == "{topic}/{time:%Y/%m/%d/%H}/"
+    assert config.template.render(record({})) == "orders/2024/05/01/14/"
+    assert S3SinkConfig(bucket="b-1", key_template="a/").key_template == "a/"
+    assert S3SinkConfig(bucket="b-1", key_template="").key_template == ""
+
+
 def test_sizes_and_durations_take_units() -> None:
     config = S3SinkConfig(bucket="b-1", rotate_bytes="10MB", rotate_interval="5m")
     assert config.rotate_bytes == 10_000_000 and config.rotate_interval == 300
@@ -228,6 +239,39 @@ def test_dot_segments_and_empty_values_never_become_key_levels() -> None:
 def test_a_csv_byte_order_mark_is_not_part_of_the_first_header() -> None:
     body = "\ufeffid,name\n1,a\n".encode()
     assert list(decode_object(body, "csv")) == [(0, {"id": "1", "name": "a"}, None)]
+
+
+def test_a_json_lines_byte_order_mark_is_not_part_of_the_first_value() -> None:
+    """PowerShell and Notepad write one; the first line failed as malformed JSON (found by the
+    verify-1112 trial)."""
+    body = '\ufeff{"a": 1}\r\n{"a": 2}\n'.encode()
+    assert list(decode_object(body, "json")) == [(0, {"a": 1}, None), (1, {"a": 2}, None)]
+
+
+@pytest.mark.parametrize("depth", [128, 129])
+def test_a_json_line_nested_past_the_limit_fails_alone(depth: int) -> None:
+    """The lines are decoded a chunk at a time by msgspec, which nests up to ~1,000 levels:
+    the nesting limit of meshconnect's JSON (128) is checked on the lines that could pass it."""
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    items = list(decode_object(b'{"n": 1}\n' + deep + b'\n{"n": 2}\n', "json"))
+    assert [i for i, _, problem in items if problem is None] == (
+        [0, 1, 2] if depth == 128 else [0, 2]
+    )
+    if depth == 129:
+        assert "nested deeper than 128" in str(items[1][2])
+
+
+def test_a_csv_blank_line_is_no_row_and_a_repeated_header_name_loses_nothing() -> None:
+    """A blank line (a file ending in two newlines) was a failure with 0 fields; a header
+    naming a column twice silently kept only the last value of it (found by the verify-1112
+    trial): every row of such an object is now a failure with its raw text."""
+    assert list(decode_object(b"x,y\n1,2\n\n3,4\n\n", "csv")) == [
+        (0, {"x": "1", "y": "2"}, None),
+        (1, {"x": "3", "y": "4"}, None),
+    ]
+    assert list(decode_object(b"x,x,y\n1,2,3\n", "csv")) == [
+        (0, "1,2,3", "row 1: the header names ['x'] more than once")
+    ]
 
 
 def test_a_garbage_parquet_object_keeps_its_raw_bytes_for_the_dead_letter() -> None:

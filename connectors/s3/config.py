@@ -89,9 +89,10 @@ class S3SinkConfig(S3Connection):
         default="{topic}/",
         description=(
             "The key prefix of each object, a template (see 'Key templates'): "
-            "`{topic}/{time:%Y/%m/%d/%H}/`, `{topic}/country={data.country}/`. The sink "
-            "appends a deterministic name made of the topic and the offset of the first record "
-            "in the object plus the extension: `orders+00000000000000001000.jsonl.gz`."
+            "`{topic}/{time:%Y/%m/%d/%H}/`, `{topic}/country={data.country}/`; a `/` is "
+            "added when it does not end in one. The sink appends a deterministic name made of "
+            "the topic and the offset of the first record in the object plus the extension: "
+            "`orders+00000000000000001000.jsonl.gz`."
         ),
     )
     format: Literal["json", "csv", "parquet", "cloudevents"] = Field(
@@ -182,7 +183,9 @@ class S3SinkConfig(S3Connection):
     @classmethod
     def _template_parses(cls, value: str) -> str:
         KeyTemplate(value)  # raises ValueError naming the problem
-        return value
+        # A level of its own for the object names: `{topic}/{time:%H}` would otherwise make
+        # `orders/14orders+….jsonl`, outside the `orders/14/` a reader lists.
+        return value if value == "" or value.endswith("/") else value + "/"
 
     @property
     def template(self) -> KeyTemplate:

@@ -73,13 +73,15 @@ def _kind(value: Any) -> str:
 
 
 def schema_signature(fmt: str, data: Any) -> tuple[Any, ...]:
-    """What must stay the same within one CSV or Parquet object: the field names (CSV), or
+    """What must stay the same within one CSV or Parquet object: the field names in any order
+    (CSV), or
     the field names with their value kinds (Parquet; ``""`` for null, which fits any kind).
     ``DataError`` when ``data`` is not an object."""
     if not isinstance(data, dict):
         raise DataError(f"format {fmt}: data must be an object, not {_kind(data) or 'null'}")
     if fmt == "csv":
-        return tuple(data)
+        # the names, not their order: a row is written in the header's order
+        return tuple(sorted(data))
     return tuple((k, _kind(v)) for k, v in data.items())
 
 
@@ -267,6 +269,9 @@ def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
 #: same numbers: Decimal from the exact text), one C call for many lines; None if absent.
 _decode_lines = getattr(getattr(jsonvalue.decode_unchecked, "__self__", None), "decode_lines", None)
 _CHUNK = 1000
+_BOM = b"\xef\xbb\xbf"
+#: every byte but an opening bracket and the newline (deleted to count brackets per line)
+_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{\n")
 
 
 def _json_lines(body: bytes) -> Iterator[Item]:
@@ -276,6 +281,8 @@ def _json_lines(body: bytes) -> Iterator[Item]:
     failure with its text and the others are read."""
     loads = jsonvalue.loads
     limit = jsonvalue.MAX_DEPTH
+    if body.startswith(_BOM):  # as Windows tools write it; not part of the first value
+        body = body[len(_BOM) :]
     lines = body.split(b"\n")
     for start in range(0, len(lines), _CHUNK):
         chunk = [(i, line) for i, line in enumerate(lines[start : start + _CHUNK], start)]
@@ -283,10 +290,14 @@ def _json_lines(body: bytes) -> Iterator[Item]:
         values: list[Any] | None = None
         if _decode_lines is not None and chunk:
             try:
-                values = _decode_lines(b"\n".join(line for _, line in chunk))
+                joined = b"\n".join(line for _, line in chunk)
+                values = _decode_lines(joined)
                 if len(values) != len(chunk):
                     values = None
-                else:
+                elif max(map(len, joined.translate(None, _NOT_OPENING).split(b"\n"))) > limit:
+                    # some line has more opening brackets than the nesting limit (counted for
+                    # the whole chunk in three C calls: the lines of ~300 bytes usual here
+                    # were each counted twice before): look at those lines
                     for (_, line), value in zip(chunk, values, strict=True):
                         if len(line) > 2 * limit and line.count(b"[") + line.count(b"{") > limit:
                             jsonvalue.check_depth(line, value, limit)
@@ -349,7 +360,8 @@ def decode_object(body: bytes, fmt: str, delimiter: str = ",") -> Iterator[Item]
     for JSON lines (blank lines skipped), the row number after the header for CSV, the row
     number for Parquet. A bad item yields its raw text and the reason; a Parquet file that
     does not open yields one failure at index 0 with its raw bytes (up to :data:`RAW_LIMIT`).
-    A UTF-8 byte order mark before a CSV header is dropped."""
+    A UTF-8 byte order mark at the start is dropped; blank CSV lines are skipped; a CSV
+    header naming a column twice makes every row a failure (an object would keep one)."""
     if fmt in ("json", "cloudevents"):
         return _json_lines(body)
     return _rows(body, fmt, delimiter)
@@ -368,10 +380,17 @@ def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
             header = next(reader)
         except StopIteration:
             return
+        twice = sorted({name for name in header if header.count(name) > 1})
         index = -1
         try:
-            for index, row in enumerate(reader):
-                if len(row) != len(header):
+            for index, row in enumerate(r for r in reader if r):  # blank lines are no rows
+                if twice:  # a dict would keep one of the columns: the others' values lost
+                    yield (
+                        index,
+                        delimiter.join(row),
+                        f"row {index + 1}: the header names {twice} more than once",
+                    )
+                elif len(row) != len(header):
                     yield (
                         index,
                         delimiter.join(row),
