@@ -224,6 +224,47 @@ def test_a_half_written_line_through_meshconnect_run(tmp_path: Path) -> None:
     assert "are not a complete json record yet" in first.stderr
 
 
+# -- lines that do not decode ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "bad", "good"),
+    [
+        (
+            "json",
+            b'{"a":1}\n\xff\xfe{"a":2}\n{"a":3}\n',
+            b'\xff\xfe{"a":2}',
+            ['{"a":1}', '{"a":3}'],
+        ),
+        ("text", b"one\ntw\xc3o\nthree\n", b"tw\xc3o", ['"one"', '"three"']),
+        ("csv", b"k,v\n1,\xe9\n2,b\n", b"1,\xe9", ['{"k":"2","v":"b"}']),
+    ],
+)
+def test_a_line_that_does_not_decode_is_dead_lettered_with_its_bytes(
+    tmp_path: Path, fmt: str, content: bytes, bad: bytes, good: list[str]
+) -> None:
+    """Issue 9 item 2's kind: a dead letter keeps the raw line, replayable. Bytes that are not
+    text in `encoding` are kept as bytes (data_base64), not replaced by U+FFFD."""
+    import base64
+
+    (tmp_path / "in").write_bytes(content)
+    p = pipeline(
+        tmp_path,
+        f"{{path: in, format: {fmt}}}",
+        "errors: {tolerance: all, dead_letter_topic: dlq}",
+    )
+
+    run = mc(tmp_path, "run", str(p))
+    dead = mc(tmp_path, "topics", "tail", "dlq", "--from-beginning")
+
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out.jsonl").read_text().splitlines() == good
+    (letter,) = [json.loads(line) for line in dead.stdout.splitlines()]
+    assert letter["datacontenttype"] == "application/octet-stream"
+    assert base64.b64decode(letter["data_base64"]) == bad
+    assert "data" not in letter
+
+
 # -- copytruncate and rewrites -----------------------------------------------------------------
 
 

@@ -81,7 +81,7 @@ class FileSourceConfig(ConnectorConfig):
         default="utf-8",
         description=(
             "Text encoding of the files (any Python codec name). A line that does not decode "
-            "goes to the failures with its raw text."
+            "goes to the failures with its raw bytes (data_base64)."
         ),
     )
     start_at: Literal["beginning", "end"] = Field(

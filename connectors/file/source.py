@@ -428,14 +428,19 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         self, t: Tail, raw: bytes, offset: int, index: int, problem: str
     ) -> tuple[Record, BaseException]:
         where = f"{t.key}:{t.lineno + index}" if t.lineno is not None else f"{t.key}:byte {offset}"
+        try:  # the raw line, whatever the format promised
+            data: str | bytes = raw.decode(self._encoding)
+            content_type = "text/plain"
+        except UnicodeDecodeError:  # its bytes as they are (data_base64), not U+FFFD for them
+            data, content_type = raw, "application/octet-stream"
         record = Record(
-            raw.decode(self._encoding, errors="replace"),
+            data,
             id=t.id_prefix + str(offset),
             source=t.source,
             type=self._type,
             subject=t.subject,
             time=_now_iso(),
-            datacontenttype="text/plain",  # the raw line, whatever the format promised
+            datacontenttype=content_type,
         )
         return record, DataError(f"{where}: {problem}")
 
