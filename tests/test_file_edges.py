@@ -265,6 +265,26 @@ def test_a_line_that_does_not_decode_is_dead_lettered_with_its_bytes(
     assert "data" not in letter
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "cp037"])
+def test_an_encoding_that_does_not_write_newline_as_the_byte_is_refused(encoding: str) -> None:
+    """Lines are split and joined on the byte \\n: a codec that writes it otherwise cannot read
+    a file line by line (UTF-16 read half a line and failed the rest) nor write one (a byte
+    order mark before every line); both configs say so instead."""
+    from meshconnect.connectors.file.config import FileSinkConfig
+
+    for config in (FileSourceConfig, FileSinkConfig):
+        with pytest.raises(ValueError, match=f"text encoding '{encoding}' writes a newline as"):
+            config(path="x", encoding=encoding)
+
+
+def test_utf_8_sig_reads_but_does_not_write() -> None:
+    from meshconnect.connectors.file.config import FileSinkConfig
+
+    assert FileSourceConfig(path="x", encoding="utf-8-sig").encoding == "utf-8-sig"
+    with pytest.raises(ValueError, match="would write a byte order mark before every line"):
+        FileSinkConfig(path="x", encoding="utf-8-sig")
+
+
 # -- copytruncate and rewrites -----------------------------------------------------------------
 
 
