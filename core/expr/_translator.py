@@ -278,7 +278,19 @@ class _Translator:
     def _visit_BinOp(self, node: ast.BinOp) -> ast.expr:
         op = node.op
         if type(op) in _OPERATORS:
-            raise self.fail(f"operator '{_OPERATORS[type(op)]}' is not supported", node)
+            symbol = _OPERATORS[type(op)]
+            # at the operator itself, not at the left operand where the node starts
+            marker: ast.AST = ast.Pass()
+            start = getattr(node.left, "end_col_offset", None)
+            if start is not None:
+                found = self._source.encode("utf-8").find(symbol.encode(), start)
+                marker.col_offset = found if found >= 0 else node.col_offset  # type: ignore[attr-defined]
+            else:
+                marker = node
+            instead = {"&": "and", "|": "or"}.get(symbol)
+            if instead:
+                raise self.fail(f"'{symbol}' is not an operator here: use '{instead}'", marker)
+            raise self.fail(f"operator '{symbol}' is not supported", marker)
         left, right = self.visit(node.left), self.visit(node.right)
         if isinstance(op, ast.Mult):
             return ast.Call(ast.Name("_mul", ast.Load()), [left, right], [])
