@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import subprocess
 import uuid
 from decimal import Decimal
@@ -259,6 +260,10 @@ async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path
     await source.stop()
     assert [(x.subject, x.data) for x in got] == [(f"{p}.a", {"n": Decimal("1.10")})]
     assert isinstance(failures[0][1], DataError)
+    # issue 9 item 7: a message has no time of its own; the record has the time it arrived
+    for record in (got[0], failures[0][0]):
+        assert record.time is not None
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record.time)
 
 
 async def test_stream_entries_read_but_not_stored_are_read_again(redis_server, tmp_path) -> None:

@@ -201,3 +201,25 @@ def test_numbers_inside_json_stay_exact_numbers() -> None:
         "n": 3,
     }
     assert json_safe(Decimal("2.50")) == "2.50"
+
+
+async def test_every_record_has_an_ingestion_time(tmp_path: Path) -> None:
+    """Issue 9 item 7: every source sets `time`; a row has no event time the source knows, so
+    each record carries the time it was read, in bulk, incrementing and timestamp modes."""
+    import re
+
+    seed(tmp_path, 3)
+    configs: list[dict[str, Any]] = [
+        {"tables": ["items"]},
+        {"table": "items", "mode": "incrementing", "incrementing_column": "id"},
+        {"table": "items", "mode": "timestamp", "timestamp_column": "updated"},
+    ]
+    for cfg in configs:
+        s = source(tmp_path, **cfg)
+        await s.start({})
+        records, _ = await drain(s)
+        await s.stop()
+        assert len(records) == 3, cfg
+        for record in records:
+            assert record.time is not None, cfg
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", record.time), cfg

@@ -437,6 +437,7 @@ class RedisSource(Source[RedisSourceConfig]):
                 continue
             channel = _sid(message["channel"])
             payload = message["data"]
+            now = _now_iso()  # ingestion time: a message carries no time of its own
             try:
                 text = payload.decode() if isinstance(payload, bytes) else str(payload)
                 data = loads(text) if self.config.format == "json" else text
@@ -447,11 +448,14 @@ class RedisSource(Source[RedisSourceConfig]):
                     source=self.source_uri,
                     type=self.config.type,
                     subject=channel,
+                    time=now,
                 )
                 failures.append((record, DataError(f"redis: a message on {channel}: {exc}")))
                 continue
             records.append(
-                Record(data, source=self.source_uri, type=self.config.type, subject=channel)
+                Record(
+                    data, source=self.source_uri, type=self.config.type, subject=channel, time=now
+                )
             )
         return SourceBatch(records, failures=failures)
 
@@ -470,6 +474,14 @@ class RedisSource(Source[RedisSourceConfig]):
         client = getattr(self, "client", None)
         if client is not None:
             await client.aclose()
+
+
+def _now_iso() -> str:
+    """The ingestion time: now, as an RFC 3339 timestamp in UTC."""
+    us = time.time_ns() // 1000
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}Z"
+    )
 
 
 def _entry_time(eid: str) -> str:
