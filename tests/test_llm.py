@@ -248,3 +248,32 @@ async def test_a_rejected_key_stops_the_pipeline_without_hammering_the_server(
     assert "check api_key" in caplog.text
     assert openai.requests <= 4  # the first calls in flight; the rest were not sent
     assert wrong not in caplog.text
+
+
+async def test_a_tombstone_passes_unchanged_and_unasked(tmp_path: Path, openai: FakeOpenAI) -> None:
+    """Issue 20 fault 1's kind for the llm transform: a record whose data is null passed every
+    built-in transform but this one, which failed it ("data is NoneType"), so under the default
+    tolerance one tombstone stopped the connector."""
+    openai.answer = lambda body: "ok"
+    MemorySink.outputs.clear()
+    tombstone = {"specversion": "1.0", "id": "t", "source": "s", "type": "t", "data": None}
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f"""
+pipelines:
+  - name: llm
+    source:
+      connector: memory
+      config: {{records: {json.dumps([{"text": "a"}, tombstone])}}}
+    transforms:
+      - {{type: llm, api_key: {KEY}, base_url: "{openai.base_url}", prompt: "{{data.text}}",
+          field: data.answer, max_retries: 0}}
+    sinks:
+      - {{connector: memory, config: {{name: llm}}}}
+"""
+    )
+
+    assert await run(tmp_path, path) == 0
+    assert collect("llm") == [{"text": "a", "answer": "ok"}, None]
+    assert MemorySink.outputs["llm"][1].null_data
+    assert openai.requests == 1
