@@ -224,3 +224,14 @@ def test_a_parquet_row_check_refuses_what_pyarrow_refuses_and_its_shortcut_never
         if _plain(value):
             pa.Table.from_pylist([{"v": value}])  # the shortcut said so: must convert
         check_parquet_row({"v": value})  # convertible, or kept as JSON text
+
+
+@pytest.mark.parametrize(
+    "time",
+    ["2024-05-01t14:30:00z", "2024-05-01T16:30:00.123456789+02:00", "2024-05-01 14:30:00Z"],
+)
+def test_time_in_every_rfc_3339_spelling_fills_the_key(time: str) -> None:
+    """Issue 20 fault 3's kind: RFC 3339 allows a lower-case t and z (a valid CloudEvent time,
+    kept as it came); the key template failed on it ("Invalid isoformat string")."""
+    r = Record({"n": 1}, topic="t", time=time)
+    assert KeyTemplate("{time:%Y/%m/%d/%H}/").render(r) == "2024/05/01/14/"
