@@ -152,6 +152,15 @@ def test_bad_items_are_failures_with_their_raw_text() -> None:
     assert rows[1][0] == 1 and "1 fields, the header has 2" in str(rows[1][2])
 
 
+def test_bytes_that_are_not_utf_8_fail_with_those_bytes() -> None:
+    """Issue 9 item 2's kind (the dead letter holds the raw line): a JSON line or a CSV object
+    that is not UTF-8 was a failure with a U+FFFD copy, which a replay cannot restore."""
+    items = list(decode_object(b'{"n": 1}\n\xff\xfe{"n": 2}\n', "json"))
+    assert items[1][:2] == (1, b'\xff\xfe{"n": 2}') and "line 2" in str(items[1][2])
+    ((index, raw, problem),) = list(decode_object(b"a,b\n1,\xe9\n", "csv"))
+    assert (index, raw) == (0, b"a,b\n1,\xe9\n") and "not UTF-8 text" in str(problem)
+
+
 def test_botocore_errors_map_onto_the_taxonomy() -> None:
     def client_error(code: str, status: int) -> bex.ClientError:
         return bex.ClientError(
