@@ -250,9 +250,10 @@ async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path
         await asyncio.sleep(0.01)
     r.publish(f"{p}.a", '{"n": 1.10}')
     r.publish(f"{p}.b", "not json")
+    r.publish(f"{p}.c", b"\xff\xfe")
     got: list[Record] = []
     failures: list[Any] = []
-    while len(got) + len(failures) < 2:
+    while len(got) + len(failures) < 3:
         batch = await source.poll()
         assert batch is not None
         got.extend(batch.records)
@@ -260,6 +261,11 @@ async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path
     await source.stop()
     assert [(x.subject, x.data) for x in got] == [(f"{p}.a", {"n": Decimal("1.10")})]
     assert isinstance(failures[0][1], DataError)
+    # the dead letter holds the message as it came (it was base64 text, unmarked)
+    assert [(f.data, f.datacontenttype) for f, _ in failures] == [
+        ("not json", "text/plain"),
+        (b"\xff\xfe", "application/octet-stream"),
+    ]
     # issue 9 item 7: a message has no time of its own; the record has the time it arrived
     for record in (got[0], failures[0][0]):
         assert record.time is not None

@@ -441,14 +441,22 @@ class RedisSource(Source[RedisSourceConfig]):
             try:
                 text = payload.decode() if isinstance(payload, bytes) else str(payload)
                 data = loads(text) if self.config.format == "json" else text
-            except ValueError as exc:
-                raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            except ValueError as exc:  # the message as it came: its text, else its bytes
+                raw: str | bytes = payload if isinstance(payload, bytes) else str(payload)
+                if isinstance(raw, bytes):
+                    try:
+                        raw = raw.decode()
+                    except UnicodeDecodeError:
+                        pass
                 record = Record(
-                    base64.b64encode(raw).decode(),
+                    raw,
                     source=self.source_uri,
                     type=self.config.type,
                     subject=channel,
                     time=now,
+                    datacontenttype="text/plain"
+                    if isinstance(raw, str)
+                    else "application/octet-stream",
                 )
                 failures.append((record, DataError(f"redis: a message on {channel}: {exc}")))
                 continue
