@@ -364,9 +364,13 @@ class _Translator:
                 raise self.fail("'is' and 'is not' only compare with null; use == or !=", node)
             return ast.Compare(use(i), [op], [use(i + 1)])
         if isinstance(op, ast.In | ast.NotIn):
-            if _never_null(right):
+            if (
+                _never_null(right)
+                and isinstance(left, ast.Constant)
+                and isinstance(left.value, str)
+            ):
                 test: ast.expr = ast.Compare(use(i), [ast.In()], [use(i + 1)])
-            else:
+            else:  # null-safe, and a float meets a Decimal element as its text (_numeric.same)
                 test = ast.Call(ast.Name("_in", ast.Load()), [use(i), use(i + 1)], [])
             return ast.UnaryOp(ast.Not(), test) if isinstance(op, ast.NotIn) else test
         assert isinstance(op, _ORDERING)
@@ -424,10 +428,8 @@ class _Translator:
         for side in (left, right):
             if isinstance(side, ast.Name) and side.id in self.decimals:
                 return True
-        return not any(
-            isinstance(side, ast.Constant | ast.List | ast.Tuple | ast.Set | ast.Dict)
-            for side in (left, right)
-        )
+        # an array or object literal may hold a Decimal: compared element by element
+        return not any(isinstance(side, ast.Constant | ast.Set) for side in (left, right))
 
     def _visit_IfExp(self, node: ast.IfExp) -> ast.expr:
         return ast.IfExp(self.visit(node.test), self.visit(node.body), self.visit(node.orelse))
