@@ -364,11 +364,11 @@ class _Translator:
                 raise self.fail("'is' and 'is not' only compare with null; use == or !=", node)
             return ast.Compare(use(i), [op], [use(i + 1)])
         if isinstance(op, ast.In | ast.NotIn):
-            if (
+            if _plain_members(right) or (
                 _never_null(right)
                 and isinstance(left, ast.Constant)
                 and isinstance(left.value, str)
-            ):
+            ):  # Python's own `in` is exact here (and fast)
                 test: ast.expr = ast.Compare(use(i), [ast.In()], [use(i + 1)])
             else:  # null-safe, and a float meets a Decimal element as its text (_numeric.same)
                 test = ast.Call(ast.Name("_in", ast.Load()), [use(i), use(i + 1)], [])
@@ -526,6 +526,15 @@ class _Translator:
             signature.bind(*([None] * count))
         except TypeError as exc:
             raise self.fail(f"{name}(): {exc}", node) from None
+
+
+def _plain_members(node: ast.expr) -> bool:
+    """Whether ``node`` is an array or set literal of strings, integers, booleans and nulls
+    only: no Decimal for a float to meet, so Python's ``in`` finds what ``==`` finds."""
+    return isinstance(node, ast.List | ast.Tuple | ast.Set) and all(
+        isinstance(e, ast.Constant) and e.value.__class__ in (str, int, bool, type(None))
+        for e in node.elts
+    )
 
 
 def _sized(literal: ast.List | ast.Tuple | ast.Set | ast.Dict) -> ast.expr:
