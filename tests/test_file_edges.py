@@ -163,6 +163,63 @@ async def test_duplicate_csv_header_names_are_an_error_per_row(tmp_path: Path) -
     ]
 
 
+def test_a_quoted_field_over_the_csv_field_limit_is_a_bad_row_not_a_failed_source(
+    tmp_path: Path,
+) -> None:
+    """Issue 9 item 2's kind, no input makes a tolerant source fail: a quoted CSV field over
+    Python's csv.field_size_limit() (131,072 characters) raised out of the source, so the run
+    exited 1 having delivered nothing; now the row is dead-lettered raw and the others go."""
+    big = '2,"' + "x" * 200_000 + '"'
+    (tmp_path / "in.csv").write_text(f"id,note\n1,ok\n{big}\n3,fine\n")
+    p = pipeline(
+        tmp_path, "{path: in.csv, format: csv}", "errors: {tolerance: all, dead_letter_topic: dlq}"
+    )
+
+    run = mc(tmp_path, "run", str(p))
+    dead = mc(tmp_path, "topics", "tail", "dlq", "--from-beginning")
+
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out.jsonl").read_text().splitlines() == [
+        '{"id":"1","note":"ok"}',
+        '{"id":"3","note":"fine"}',
+    ]
+    (letter,) = [json.loads(line) for line in dead.stdout.splitlines()]
+    assert letter["data"] == big
+    assert letter["errormessage"].endswith(
+        ":3: not a CSV row: field larger than field limit (131072)"
+    )
+
+
+async def test_a_header_over_the_csv_field_limit_fails_the_rows_not_the_source(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "in.csv").write_text('"' + "h" * 200_000 + '",b\n1,2\n')
+
+    records, failures, _ = await read_to_end(await started(tmp_path, path="in.csv", format="csv"))
+
+    assert records == []
+    assert len(failures) == 2
+    assert [str(e).split(":", 2)[2] for _, e in failures] == [
+        " not a CSV row: field larger than field limit (131072)",
+        " the header row is not usable: not a CSV row: field larger than field limit (131072)",
+    ]
+
+
+@pytest.mark.parametrize("header", [b'"' + b"h" * 200_000 + b'",b', b"id,n\xe9"])
+async def test_a_failed_header_row_never_makes_the_next_row_the_header(
+    tmp_path: Path, header: bytes
+) -> None:
+    """The row after a header that failed (too long, not UTF-8) was taken for the header, so
+    its values silently became field names and every row after it was keyed by them."""
+    (tmp_path / "in.csv").write_bytes(header + b"\n1,2\n3,4\n")
+
+    records, failures, _ = await read_to_end(await started(tmp_path, path="in.csv", format="csv"))
+
+    assert records == []
+    assert [r.data for r, _ in failures][1:] == ["1,2", "3,4"]
+    assert all("the header row is not usable" in str(e) for _, e in failures[1:])
+
+
 def test_duplicate_fieldnames_are_a_config_error() -> None:
     with pytest.raises(ValueError, match="the field name 'a' is given twice"):
         FileSourceConfig(path="x", format="csv", fieldnames=["a", "b", "a"])

@@ -161,6 +161,14 @@ def test_bytes_that_are_not_utf_8_fail_with_those_bytes() -> None:
     assert (index, raw) == (0, b"a,b\n1,\xe9\n") and "not UTF-8 text" in str(problem)
 
 
+def test_a_csv_header_over_the_field_limit_is_one_failure() -> None:
+    """A header field over csv.field_size_limit() raised out of decode_object (a failed
+    source); it is one failure of the object with its bytes, as a damaged object is."""
+    body = b'"' + b"h" * 200_000 + b'",b\n1,2\n'
+    ((index, raw, problem),) = list(decode_object(body, "csv"))
+    assert (index, raw) == (0, body) and "field larger than field limit" in str(problem)
+
+
 def test_botocore_errors_map_onto_the_taxonomy() -> None:
     def client_error(code: str, status: int) -> bex.ClientError:
         return bex.ClientError(

@@ -418,7 +418,11 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         if not head.strip():
             return None
         text = head.decode(self._encoding, errors="replace")
-        row = next(csv.reader(io.StringIO(text, newline=""), delimiter=self.config.delimiter))
+        try:
+            row = next(csv.reader(io.StringIO(text, newline=""), delimiter=self.config.delimiter))
+        except csv.Error as exc:
+            t.header_problem = f"the header row is not CSV: {exc}"
+            return None
         t.header_problem = _header_problem(row)
         return None if t.header_problem else row
 
@@ -594,6 +598,8 @@ class FileSource(Partitions, Source[FileSourceConfig]):
                                 return i
             except UnicodeDecodeError as exc:
                 problem = str(exc)
+            except csv.Error as exc:  # a field over csv.field_size_limit(): a bad row, never a
+                problem = f"not a CSV row: {exc}"  # failed source (issue 9 item 2's kind)
             if row is not None and not problem:
                 if t.need_header:
                     t.need_header = False
@@ -616,6 +622,9 @@ class FileSource(Partitions, Source[FileSourceConfig]):
                             now,
                         )
                     )
+            if problem and t.need_header:  # the header row itself failed: the rows after
+                t.need_header = False  # it fail too, none is taken for the header instead
+                t.header_problem = f"the header row is not usable: {problem}"
             if problem:
                 raw_lines = b"\n".join(lines[i:j])
                 failures.append(self._failure(t, raw_lines, start, i, problem))

@@ -372,6 +372,9 @@ def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
             header = next(reader)
         except StopIteration:
             return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): one failure
+            yield 0, body[:RAW_LIMIT], f"row 1 (the header): {exc}"
+            return
         index = -1
         try:
             for index, row in enumerate(reader):
