@@ -281,6 +281,32 @@ def test_a_half_written_line_through_meshconnect_run(tmp_path: Path) -> None:
     assert "are not a complete json record yet" in first.stderr
 
 
+@pytest.mark.parametrize("fmt", ["json", "cloudevents"])
+def test_a_number_no_decimal_can_hold_is_a_bad_line(tmp_path: Path, fmt: str) -> None:
+    """Issue 9 item 2's kind: `1e99999999999999999999` raised decimal.InvalidOperation out of
+    the CloudEvents line reader, so a tolerant source failed and the run exited 1."""
+    event = '{"specversion":"1.0","id":"%s","source":"s","type":"t","data":%s}'
+    lines = [event % ("1", "1.10"), event % ("2", "1e99999999999999999999"), event % ("3", "2")]
+    if fmt == "json":
+        lines = ['{"a":1.10}', '{"a":1e99999999999999999999}', '{"a":2}']
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    p = pipeline(
+        tmp_path,
+        f"{{path: in.jsonl, format: {fmt}}}",
+        "errors: {tolerance: all, dead_letter_topic: dlq}",
+    )
+
+    run = mc(tmp_path, "run", str(p))
+    dead = mc(tmp_path, "topics", "tail", "dlq", "--from-beginning")
+
+    assert run.returncode == 0, run.stderr
+    expected = ['{"a":1.10}', '{"a":2}'] if fmt == "json" else ["1.10", "2"]
+    assert (tmp_path / "out.jsonl").read_text().splitlines() == expected
+    (letter,) = [json.loads(line) for line in dead.stdout.splitlines()]
+    assert letter["data"] == lines[1]
+    assert letter["errormessage"].endswith("a number out of range")
+
+
 # -- lines that do not decode ------------------------------------------------------------------
 
 
