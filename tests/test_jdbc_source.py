@@ -291,3 +291,25 @@ async def test_names_and_keys_a_string_cannot_hold_make_valid_records(
     assert {r.source for r in records} == {f"jdbc:sqlite:///{folder}/in%20db%231.db"}
     for r in records:
         assert attribute_problems(r) == {}, r
+
+
+async def test_every_record_has_an_ingestion_time(tmp_path: Path) -> None:
+    """Issue 9 item 7: every source sets `time`; a row has no event time the source knows, so
+    each record carries the time it was read, in bulk, incrementing and timestamp modes."""
+    import re
+
+    seed(tmp_path, 3)
+    configs: list[dict[str, Any]] = [
+        {"tables": ["items"]},
+        {"table": "items", "mode": "incrementing", "incrementing_column": "id"},
+        {"table": "items", "mode": "timestamp", "timestamp_column": "updated"},
+    ]
+    for cfg in configs:
+        s = source(tmp_path, **cfg)
+        await s.start({})
+        records, _ = await drain(s)
+        await s.stop()
+        assert len(records) == 3, cfg
+        for record in records:
+            assert record.time is not None, cfg
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", record.time), cfg

@@ -198,6 +198,23 @@ def test_bad_items_are_failures_with_their_raw_text() -> None:
     assert rows[1][0] == 1 and "1 fields, the header has 2" in str(rows[1][2])
 
 
+def test_bytes_that_are_not_utf_8_fail_with_those_bytes() -> None:
+    """Issue 9 item 2's kind (the dead letter holds the raw line): a JSON line or a CSV object
+    that is not UTF-8 was a failure with a U+FFFD copy, which a replay cannot restore."""
+    items = list(decode_object(b'{"n": 1}\n\xff\xfe{"n": 2}\n', "json"))
+    assert items[1][:2] == (1, b'\xff\xfe{"n": 2}') and "line 2" in str(items[1][2])
+    ((index, raw, problem),) = list(decode_object(b"a,b\n1,\xe9\n", "csv"))
+    assert (index, raw) == (0, b"a,b\n1,\xe9\n") and "not UTF-8 text" in str(problem)
+
+
+def test_a_csv_header_over_the_field_limit_is_one_failure() -> None:
+    """A header field over csv.field_size_limit() raised out of decode_object (a failed
+    source); it is one failure of the object with its bytes, as a damaged object is."""
+    body = b'"' + b"h" * 200_000 + b'",b\n1,2\n'
+    ((index, raw, problem),) = list(decode_object(body, "csv"))
+    assert (index, raw) == (0, body) and "field larger than field limit" in str(problem)
+
+
 def test_botocore_errors_map_onto_the_taxonomy() -> None:
     def client_error(code: str, status: int) -> bex.ClientError:
         return bex.ClientError(
@@ -303,3 +320,14 @@ def test_a_parquet_row_check_refuses_what_pyarrow_refuses_and_its_shortcut_never
         if _plain(value):
             pa.Table.from_pylist([{"v": value}])  # the shortcut said so: must convert
         check_parquet_row({"v": value})  # convertible, or kept as JSON text
+
+
+@pytest.mark.parametrize(
+    "time",
+    ["2024-05-01t14:30:00z", "2024-05-01T16:30:00.123456789+02:00", "2024-05-01 14:30:00Z"],
+)
+def test_time_in_every_rfc_3339_spelling_fills_the_key(time: str) -> None:
+    """Issue 20 fault 3's kind: RFC 3339 allows a lower-case t and z (a valid CloudEvent time,
+    kept as it came); the key template failed on it ("Invalid isoformat string")."""
+    r = Record({"n": 1}, topic="t", time=time)
+    assert KeyTemplate("{time:%Y/%m/%d/%H}/").render(r) == "2024/05/01/14/"

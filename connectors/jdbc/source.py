@@ -286,6 +286,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
             Record.fast,
             eventrules.spelled_string,
         )
+        now = _now_iso()  # ingestion time: a row has no event time the source knows
         out = []
         for i, row in enumerate(rows, start):
             data = {
@@ -298,16 +299,18 @@ class JdbcSource(Source[JdbcSourceConfig]):
                 key = _composite("|".join(_key_part(row[j]) for j in keys))
             else:
                 out.append(
-                    fast(data, f"{name}:{i}", source, "jdbc.row", name, _JSON, None, None, {})
+                    fast(data, f"{name}:{i}", source, "jdbc.row", name, _JSON, now, None, {})
                 )
                 continue
             out.append(
-                fast(data, f"{name}:{key}", source, "jdbc.row", name, _JSON, None, None,
+                fast(data, f"{name}:{key}", source, "jdbc.row", name, _JSON, now, None,
                      {"partitionkey": key})
             )  # fmt: skip
         return out
 
-    def _record(self, part: _Part, row: Mapping[str, Any], number: int | None = None) -> Record:
+    def _record(
+        self, part: _Part, row: Mapping[str, Any], number: int | None = None, now: str = ""
+    ) -> Record:
         data = {k: json_safe(v) for k, v in row.items()}
         ext: dict[str, Any] = {}
         if part.key and all(k in row for k in part.key):
@@ -329,6 +332,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
             source=self.source,
             type="jdbc.row",
             subject=part.subject,
+            time=now or _now_iso(),  # ingestion time
             datacontenttype="application/json",
             extensions=ext,
         )
@@ -473,7 +477,8 @@ class JdbcSource(Source[JdbcSourceConfig]):
             part.position = {"ts": _ts_text(last_row[c.timestamp_column])}
             if c.mode == "timestamp+incrementing":
                 part.position["id"] = _pos_value(last_row[c.incrementing_column])
-        records = [self._record(part, r) for r in rows]
+        now = _now_iso()
+        records = [self._record(part, r, now=now) for r in rows]
         return SourceBatch(records, {part.name: dict(part.position)})
 
 
@@ -516,3 +521,8 @@ def _parse_ts(v: Any) -> Any:
         except ValueError:
             return v
     return v
+
+
+def _now_iso() -> str:
+    """The ingestion time: now, as an RFC 3339 timestamp in UTC."""
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")

@@ -310,7 +310,11 @@ def _json_lines(body: bytes) -> Iterator[Item]:
             try:
                 yield index, loads(line), None
             except (jsonvalue.JSONValueError, UnicodeDecodeError) as exc:
-                yield index, line.decode("utf-8", "replace"), f"line {index + 1}: {exc}"
+                try:  # the raw line: its text, or its bytes when they are not UTF-8
+                    raw: str | bytes = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raw = line
+                yield index, raw, f"line {index + 1}: {exc}"
 
 
 def format_of_key(key: str, fmt: str, compression: str) -> tuple[str, bool] | None:
@@ -373,12 +377,15 @@ def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
         try:
             text = body.decode("utf-8-sig")  # a byte order mark is not part of the header
         except UnicodeDecodeError as exc:
-            yield 0, body[:1000].decode("utf-8", "replace"), f"not UTF-8 text: {exc}"
+            yield 0, body[:RAW_LIMIT], f"not UTF-8 text: {exc}"  # its bytes, not U+FFFD
             return
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): one failure
+            yield 0, body[:RAW_LIMIT], f"row 1 (the header): {exc}"
             return
         twice = sorted({name for name in header if header.count(name) > 1})
         index = -1

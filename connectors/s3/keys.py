@@ -88,7 +88,8 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 def _parse_time(text: str) -> datetime:
     parsed = _time_cache.get(text)
     if parsed is None:
-        parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", text))
+        # RFC 3339 allows a lower-case z (and t, which fromisoformat takes as any separator)
+        parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", text.replace("z", "Z")))
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         parsed = parsed.astimezone(UTC)

@@ -82,7 +82,7 @@ def _fn_contains(haystack: Any, needle: Any) -> bool:
         return _need_str("contains", needle) in haystack
     if isinstance(haystack, (list, tuple, dict)):
         try:
-            return needle in haystack
+            return _numeric.member(needle, haystack)
         except TypeError:  # an unhashable needle is no key of an object
             return False
     raise TypeError(f"contains() needs a string, array or object, not {_type_name(haystack)}")
@@ -293,7 +293,7 @@ def _fn_indexof(s: Any, sub: Any) -> int | None:
     if s is None:
         return None
     if isinstance(s, list | tuple):
-        return s.index(sub) if sub in s else -1
+        return _numeric.index(s, sub)
     return _need_str("indexOf", s).find(_need_str("indexOf", sub))
 
 
