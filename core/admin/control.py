@@ -390,7 +390,8 @@ class Controller:
         it runs now, not those it gave back or that moved to another member)."""
         keys = _status_keys(pipeline)
         if self.cluster is not None:
-            keys = [k for k in keys if k in set(self._local_keys().values())]
+            local = set(self._local_keys().values())
+            keys = [k for k in keys if k in local]
         return [self.worker.statuses[key] for key in keys if key in self.worker.statuses]
 
     def sample(self) -> None:
