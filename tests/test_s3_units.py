@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from meshconnect import ConfigError, DataError, Record, RetriableError
+from meshconnect.connectors.s3 import formats
 from meshconnect.connectors.s3.client import classify_s3_error
 from meshconnect.connectors.s3.config import S3SinkConfig, S3SourceConfig
 from meshconnect.connectors.s3.formats import decode_object, format_of_key, gunzip
@@ -276,6 +277,44 @@ def test_a_json_line_nested_past_the_limit_fails_alone(depth: int) -> None:
     )
     if depth == 129:
         assert "nested deeper than 128" in str(items[1][2])
+
+
+@pytest.mark.parametrize(
+    ("body", "bad"),
+    [
+        (b"1 2\n\n3\n", 0),
+        (b"1 2\n \t\r\n3", 0),
+        (b"\n1 2\n3\n", 1),
+        (b" \n1 2\n3\n", 1),
+        (b'{"a": 1} {"b": 2}\n\n3\n', 0),
+    ],
+)
+def test_a_line_of_two_values_fails_even_beside_a_blank_line(body: bytes, bad: int) -> None:
+    """A chunk's lines are decoded in one call, which skips blank lines and reads two values
+    on one line: as many values as lines must not pass for one value a line."""
+    items = list(decode_object(body, "json"))
+    assert [(i, v) for i, v, problem in items if problem is None] == [(2, 3)]
+    ((index, raw, problem),) = [item for item in items if item[2] is not None]
+    assert index == bad and raw == body.split(b"\n")[bad].decode()
+    assert f"line {bad + 1}" in str(problem)
+
+
+def test_lines_across_decoder_blocks_keep_their_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of about _CHUNK_BYTES bytes end at a line's end; a bad line or a blank one in a
+    block makes only that block go line by line; numbers run on over the blocks."""
+    monkeypatch.setattr(formats, "_CHUNK_BYTES", 64)
+    lines = [b'{"i": %d, "pad": "%s"}' % (i, b"x" * (i % 50)) for i in range(300)]
+    lines[117] = b"{oops"
+    lines[205] = b""
+    lines[206] = b"  "
+    body = b"\n".join(lines)  # no newline after the last line
+    items = list(decode_object(body, "json"))
+    good = [i for i, _, problem in items if problem is None]
+    assert good == [i for i in range(300) if i not in (117, 205, 206)]
+    assert all(value["i"] == i for i, value, problem in items if problem is None)
+    assert [(i, raw) for i, raw, problem in items if problem is not None] == [(117, "{oops")]
+    blocks = list(formats.decode_blocks(body, "json"))
+    assert len(blocks) > 10 and any(problems is None for _, _, problems in blocks)
 
 
 def test_a_csv_blank_line_is_no_row_and_a_repeated_header_name_loses_nothing() -> None:
