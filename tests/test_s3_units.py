@@ -5,6 +5,7 @@ against a real endpoint is tested in integration/test_s3_*.py (moto_server)."""
 from __future__ import annotations
 
 import gzip
+import logging
 import subprocess
 import sys
 from decimal import Decimal
@@ -13,12 +14,13 @@ import botocore.exceptions as bex
 import pytest
 from pydantic import ValidationError
 
-from meshconnect import ConfigError, DataError, Record, RetriableError
+from meshconnect import ConfigError, ConnectorContext, DataError, Record, RetriableError
 from meshconnect.connectors.s3 import formats
 from meshconnect.connectors.s3.client import classify_s3_error
 from meshconnect.connectors.s3.config import S3SinkConfig, S3SourceConfig
 from meshconnect.connectors.s3.formats import decode_object, format_of_key, gunzip
 from meshconnect.connectors.s3.keys import KeyTemplate, object_name, parse_object_name
+from meshconnect.connectors.s3.source import S3Source, _Reading
 
 SECRET = "wJalrXUtnFEMI-never-shown"
 
@@ -370,3 +372,36 @@ def test_time_in_every_rfc_3339_spelling_fills_the_key(time: str) -> None:
     kept as it came); the key template failed on it ("Invalid isoformat string")."""
     r = Record({"n": 1}, topic="t", time=time)
     assert KeyTemplate("{time:%Y/%m/%d/%H}/").render(r) == "2024/05/01/14/"
+
+
+@pytest.mark.parametrize(("batch_size", "resume"), [(7, 0), (7, 333), (1, 998), (5000, 40)])
+def test_batches_cut_decoder_blocks_and_resume_mid_object(
+    monkeypatch: pytest.MonkeyPatch, batch_size: int, resume: int
+) -> None:
+    """A batch takes whole blocks and parts of them; a restart at item ``resume`` passes over
+    what came before, whatever block it is in; every line is a record or a failure once."""
+    monkeypatch.setattr(formats, "_CHUNK_BYTES", 100)
+    lines = [b'{"i": %d}' % i for i in range(1000)]
+    for bad in (3, 334, 700):
+        lines[bad] = b"{bad"
+    body = b"\n".join(lines) + b"\n"
+    config = S3SourceConfig(bucket="bucket-1", prefix="in/", batch_size=batch_size)
+    source = S3Source(config, ConnectorContext("t", "s3", logging.getLogger("t")))
+    key = "in/a.jsonl"
+    source.reading = _Reading(
+        key, len(body), "2024-01-01T00:00:00Z", formats.decode_blocks(body, "json"), resume
+    )
+    ids: list[str] = []
+    failed: list[str] = []
+    while source.reading is not None:
+        batch = source._batch(source.reading)
+        assert len(batch.records) + len(batch.failures) <= batch_size
+        ids += [r.id for r in batch.records]
+        failed += [r.id for r, _ in batch.failures]
+        position = batch.positions[source.partition]
+        seen = [r.id for r in batch.records] + [r.id for r, _ in batch.failures]
+        if position["key"] is not None and seen:
+            assert max(int(i.rsplit("#", 1)[1]) for i in seen) + 1 == position["index"]
+    base = f"s3://bucket-1/{key}#"
+    assert ids == [base + str(i) for i in range(resume, 1000) if i not in (3, 334, 700)]
+    assert failed == [base + str(i) for i in (3, 334, 700) if i >= resume]

@@ -65,14 +65,15 @@ def _re2_search(pattern: str) -> Any:
 class _Reading:
     """The object being read: its key, its blocks of items and how far they are read."""
 
-    __slots__ = ("blocks", "index", "key", "pending", "size", "time")
+    __slots__ = ("blocks", "index", "key", "pending", "size", "start", "time")
 
     def __init__(self, key: str, size: int, when: str, blocks: Iterator[Block], index: int) -> None:
         self.key = key
         self.size = size
         self.time = when
         self.blocks = blocks
-        self.pending: Block | None = None  # the rest of a block a batch took part of
+        self.pending: Block | None = None  # a block a batch took part of
+        self.start = 0  # where the rest of ``pending`` starts
         self.index = index  # items before this index were read before a restart
 
 
@@ -356,31 +357,33 @@ class S3Source(Source[S3SourceConfig]):
     @staticmethod
     def _take(reading: _Reading, limit: int) -> tuple[list[Block], bool]:
         """Up to ``limit`` items of ``reading`` (in blocks), and whether its items ran out
-        before ``limit`` (the object is read to its end)."""
+        before ``limit`` (the object is read to its end). A block a batch takes part of stays
+        whole in ``reading.pending`` with where its rest starts: each batch copies only its
+        own part (a small ``batch_size`` on a block of many short lines stays linear)."""
         taken: list[Block] = []
         count = 0
         while count < limit:
             block = reading.pending
+            start = reading.start
             if block is None:
                 block = next(reading.blocks, None)
                 if block is None:
                     return taken, True
-            reading.pending = None
+                start = 0
+                if reading.index:  # resuming mid-object: pass over what was read before
+                    start = bisect.bisect_left(block[0], reading.index)
+                    if start == len(block[0]):
+                        continue
+                    reading.index = 0
             indexes, values, problems = block
-            if reading.index:  # resuming mid-object: pass over what was read before
-                skip = bisect.bisect_left(indexes, reading.index)
-                if skip == len(indexes):
-                    continue
-                reading.index = 0
-                if skip:
-                    indexes, values = indexes[skip:], values[skip:]
-                    problems = problems[skip:] if problems is not None else None
-            room = limit - count
-            if len(values) > room:
-                rest = problems[room:] if problems is not None else None
-                reading.pending = (indexes[room:], values[room:], rest)
-                indexes, values = indexes[:room], values[:room]
-                problems = problems[:room] if problems is not None else None
+            end = start + limit - count
+            if start or end < len(values):
+                indexes, values = indexes[start:end], values[start:end]
+                problems = problems[start:end] if problems is not None else None
+            if end < len(block[1]):
+                reading.pending, reading.start = block, end
+            else:
+                reading.pending = None
             taken.append((indexes, values, problems))
             count += len(values)
         return taken, False
