@@ -4,6 +4,8 @@ private moto server (real HTTP).
     python integration/bench/s3.py                 # 1,000,000 records of ~300 bytes
     python integration/bench/s3.py --records 200000 --rounds 5
     python integration/bench/s3.py --smoke         # tiny N, for CI
+    python integration/bench/s3.py --only source   # the source side (the bare sink loop
+                                                   # still writes the objects it reads)
 
 * **sink**: ``S3Sink`` (JSON lines + gzip, ``rotate_records`` objects) driven the way the sink
   loop drives it (``write`` batches of 2,000, a ``flush`` every 25 batches, the final
@@ -16,7 +18,9 @@ private moto server (real HTTP).
 All run in one process with the settings ``meshconnect run`` gives a worker process
 (``meshconnect.cli.tune_runtime``: fewer cyclic GC passes). The contenders run interleaved,
 ``--rounds`` times; the medians and their ratios are printed
-(records/s; higher is better). Performance is measured, never asserted.
+(records/s; higher is better), and each contender's CPU seconds (``time.process_time``:
+user+sys of this process, every thread; the moto server is another process), which a
+loaded machine disturbs much less than the clock. Performance is measured, never asserted.
 """
 
 from __future__ import annotations
