@@ -288,19 +288,23 @@ Block = tuple[Sequence[int], list[Any], list[str | None] | None]
 _BLANK = re.compile(rb"(?:^|\n)[ \t\r]*\n")
 
 
-def _one_value_a_line(chunk: bytes, values: list[Any], lines: int, limit: int) -> bool:
-    """Whether the ``values`` decoded from ``chunk`` (of ``lines`` lines) are one a line, none
-    nested deeper than ``limit``. One a line: as many values as lines and no blank line
-    (the decoder skips one, and a line of two values could make up for it). Both blank lines
-    and depth are seen in the lines' opening brackets, counted for the whole chunk in three
-    C calls: a line of an object or an array has at least one (a line of a scalar, with
-    none, makes a search for blank lines sure), a line too deep more than ``limit``."""
-    if len(values) != lines:
-        return False
+def _opening_brackets(chunk: bytes) -> list[int]:
+    """How many opening brackets each line of ``chunk`` holds (three C calls for the whole
+    chunk; as many counts as lines)."""
     counts = list(map(len, chunk.translate(None, _NOT_OPENING).split(b"\n")))
     if chunk.endswith(b"\n"):
         counts.pop()  # after the last newline: no line
-    if max(counts) > limit:
+    return counts
+
+
+def _one_value_a_line(chunk: bytes, values: list[Any], counts: list[int], limit: int) -> bool:
+    """Whether the ``values`` decoded from ``chunk`` (whose lines hold ``counts`` opening
+    brackets) are one a line, none nested deeper than ``limit``. One a line: as many values
+    as lines and no blank line (the decoder skips one, and a line of two values could make
+    up for it). Both show in the counts: a line of an object or an array has at least one
+    opening bracket (a line of a scalar, with none, makes a search for blank lines sure), a
+    line too deep more than ``limit``."""
+    if len(values) != len(counts) or max(counts) > limit:
         return False
     return min(counts) > 0 or _BLANK.search(chunk) is None
 
@@ -322,15 +326,19 @@ def _json_blocks(body: bytes) -> Iterator[Block]:
         end = body.find(b"\n", pos + _CHUNK_BYTES)
         end = size if end < 0 else end + 1
         chunk = body[pos:end]
-        lines = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
         values: list[Any] | None = None
         if _decode_lines is not None:
             try:
                 values = _decode_lines(chunk)
-                if not _one_value_a_line(chunk, values, lines, limit):
-                    values = None
             except (ValueError, RecursionError, ArithmeticError):  # JSONValueError included
                 values = None
+        if values is not None:  # the counts give the lines too (no count of newlines)
+            counts = _opening_brackets(chunk)
+            lines = len(counts)
+            if not _one_value_a_line(chunk, values, counts, limit):
+                values = None
+        else:
+            lines = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
         if values is not None:
             yield range(first, first + lines), values, None
         else:
