@@ -405,3 +405,34 @@ def test_batches_cut_decoder_blocks_and_resume_mid_object(
     base = f"s3://bucket-1/{key}#"
     assert ids == [base + str(i) for i in range(resume, 1000) if i not in (3, 334, 700)]
     assert failed == [base + str(i) for i in (3, 334, 700) if i >= resume]
+
+
+def test_cloudevents_lines_become_the_events_and_the_bad_ones_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """format: cloudevents reads each line as a CloudEvent (its id, source, type and data
+    kept); a line that is no JSON and one that is no CloudEvent fail alone, across blocks."""
+    monkeypatch.setattr(formats, "_CHUNK_BYTES", 200)
+    lines = [
+        b'{"specversion": "1.0", "id": "e%d", "source": "s", "type": "t", "data": {"n": %d.5}}'
+        % (i, i)
+        for i in range(40)
+    ]
+    lines[7] = b"{nope"
+    lines[21] = b'{"specversion": "1.0", "id": "x"}'  # no source, no type
+    body = b"\n".join(lines) + b"\n"
+    config = S3SourceConfig(bucket="bucket-1", prefix="in/", batch_size=9, format="cloudevents")
+    source = S3Source(config, ConnectorContext("t", "s3", logging.getLogger("t")))
+    source.reading = _Reading(
+        "in/e.jsonl", len(body), "2024-01-01T00:00:00Z", formats.decode_blocks(body, "json"), 0
+    )
+    records: list[Record] = []
+    failures: list[tuple[Record, BaseException]] = []
+    while source.reading is not None:
+        batch = source._batch(source.reading)
+        records += batch.records
+        failures += batch.failures
+    assert [r.id for r in records] == [f"e{i}" for i in range(40) if i not in (7, 21)]
+    assert records[0].source == "s" and records[0].data == {"n": Decimal("0.5")}
+    assert [r.id.rsplit("#", 1)[1] for r, _ in failures] == ["7", "21"]
+    assert "not a CloudEvent" in str(failures[1][1])
