@@ -57,6 +57,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from decimal import Decimal
+from itertools import chain, compress
 from typing import Any
 
 import msgspec
@@ -236,10 +237,8 @@ def dumps_each(values: Sequence[Any]) -> list[bytes]:
     out = blob.split(b"\n")
     if out.pop() or len(out) != len(values):  # not expected (see above): value by value
         return [dumps(v) for v in values]
-    if blob.find(b"null") >= 0:  # not ``in``: see dumps
-        for text, value in zip(out, values, strict=True):
-            if text.find(b"null") >= 0 and _non_finite(value):
-                raise TypeError(_NON_FINITE)
+    if blob.find(b"null") >= 0 and _any_non_finite(values):  # not ``in``: see dumps
+        raise TypeError(_NON_FINITE)
     return out
 
 
@@ -275,6 +274,42 @@ def _big_ints(value: Any) -> Any:
 
 #: Classes that hold no float: skipped without a push in :func:`_non_finite`.
 _NO_FLOAT = frozenset({str, int, bool, type(None), Decimal, bytes})
+
+
+_CONTAINERS = frozenset({dict, list, tuple})
+#: Every class :func:`_any_non_finite` handles by class.
+_KNOWN = _NO_FLOAT | _CONTAINERS | {float}
+_is_container = _CONTAINERS.__contains__
+_is_dict = frozenset({dict}).__contains__
+_is_float = frozenset({float}).__contains__
+_is_sequence = frozenset({list, tuple}).__contains__
+_values = dict.values
+
+
+def _any_non_finite(values: Sequence[Any]) -> bool:
+    """:func:`_non_finite` of any of ``values``, for a batch: level by level through all of
+    them at once, each level a few C-level passes (the classes of its items, its floats, its
+    containers, each container once however many values share it, as a format's constant
+    parts are), instead of a Python step per item. A level holding an item of another class
+    (a subclass of dict, list, tuple or float) is looked at item by item."""
+    level = list(values)
+    while level:
+        kinds = set(map(type, level))
+        if not kinds <= _KNOWN:
+            return any(map(_non_finite, level))
+        if float in kinds and not all(
+            map(math.isfinite, compress(level, map(_is_float, map(type, level))))
+        ):
+            return True
+        if kinds.isdisjoint(_CONTAINERS):
+            return False
+        containers = list(compress(level, map(_is_container, map(type, level))))
+        unique = list(dict(zip(map(id, containers), containers, strict=True)).values())
+        level = list(
+            chain.from_iterable(map(_values, compress(unique, map(_is_dict, map(type, unique)))))
+        )
+        level += chain.from_iterable(compress(unique, map(_is_sequence, map(type, unique))))
+    return False
 
 
 def _non_finite(value: Any) -> bool:

@@ -147,6 +147,24 @@ def test_a_non_finite_float_beside_nulls_is_found_by_every_encoder(value: object
         dumps_each([{"ok": None}, value])
 
 
+def test_a_non_finite_float_is_found_in_any_value_of_a_batch() -> None:
+    """dumps_each checks a batch level by level: a container the values share is looked at
+    once, and a dict subclass anywhere is still looked into."""
+    shared = {"types": {"a": "int", "b": None}, "names": ["a", None]}
+    fine = [{"meta": shared, "row": {"a": "1", "b": None}, "n": [1.5, -0.0]} for _ in range(50)]
+    assert jsonvalue.dumps_each(fine) == [dumps(v) for v in fine]
+    for bad in (
+        {"meta": shared, "row": {"a": float("nan")}},
+        {"meta": shared, "deep": [[[[None, (1, float("-inf"))]]]]},
+        {"meta": shared, "od": OrderedDict(a=[None, float("nan")])},
+    ):
+        with pytest.raises(TypeError, match=r"NaN|infinity"):
+            jsonvalue.dumps_each([*fine, bad, *fine])
+    shared["types"]["c"] = float("inf")  # a shared container is still looked at
+    with pytest.raises(TypeError, match=r"NaN|infinity"):
+        jsonvalue.dumps_each(fine)
+
+
 @pytest.mark.parametrize(
     "value",
     [
