@@ -166,6 +166,26 @@ def test_a_non_finite_float_is_found_in_any_value_of_a_batch() -> None:
 
 
 @pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"n": 0xCB00, "m": 0xCA},  # integers whose packed bytes hold a float marker byte
+        {"big": 2**70},  # beyond MessagePack's integers
+        {"text": "\u02c0"},  # a character whose UTF-8 starts with the marker byte
+    ],
+)
+def test_the_float_prefilter_never_hides_a_nan_and_lets_the_rest_through(
+    extra: dict[str, object],
+) -> None:
+    """dumps_each walks a batch for a NaN only when its MessagePack form may hold a float;
+    whatever else makes the marker byte appear, the walk then decides."""
+    fine = [{"a": None, **extra}, {"b": [None, Decimal("2.50")]}]
+    assert jsonvalue.dumps_each(fine) == [dumps(v) for v in fine]
+    with pytest.raises(TypeError, match=r"NaN|infinity"):
+        jsonvalue.dumps_each([*fine, {"f": float("nan"), "a": None, **extra}])
+
+
+@pytest.mark.parametrize(
     "value",
     [
         {"a": None, "nan": "null", "d": Decimal("1.5"), "f": 1.5},
