@@ -238,7 +238,7 @@ def dumps_each(values: Sequence[Any]) -> list[bytes]:
     if out.pop() or len(out) != len(values):  # not expected (see above): value by value
         return [dumps(v) for v in values]
     # ``find``, not ``in``: see dumps.
-    if blob.find(b"null") >= 0 and _may_hold_a_float(values) and _any_non_finite(values):
+    if blob.find(b"null") >= 0 and _may_hold_a_non_finite(values) and _any_non_finite(values):
         raise TypeError(_NON_FINITE)
     return out
 
@@ -246,17 +246,31 @@ def dumps_each(values: Sequence[Any]) -> list[bytes]:
 _pack = msgspec.msgpack.Encoder().encode
 
 
-def _may_hold_a_float(values: Sequence[Any]) -> bool:
-    """False when certainly no float hides in ``values``: MessagePack writes every float
-    behind the marker byte 0xcb (float64; 0xca is float32), so a packing of the values without
-    either byte holds none. The byte can also be part of an integer or a text; then, and when
-    the values cannot be packed, True, and the walk decides. One C-level encoding, about a
-    third of the walk's cost for a CDC record, which nearly always holds a null."""
+def _may_hold_a_non_finite(values: Sequence[Any]) -> bool:
+    """False when certainly no NaN or infinity hides in ``values``. MessagePack writes a
+    float as a marker byte (0xcb for float64, 0xca for float32) and its big-endian IEEE 754
+    bits, and a NaN's or an infinity's first byte is 0x7f or 0xff (all exponent bits set):
+    a packing of the values holding none of these four byte pairs holds no such float.
+    The pairs can also be part of an integer or a text (rarely: two given bytes in a row);
+    then, and when the values cannot be packed, True, and the walk decides. One C-level
+    encoding, a fraction of the walk's cost for a CDC record, which nearly always holds a
+    null."""
     try:
         packed = _pack(values)
     except Exception:  # a type MessagePack lacks, an integer beyond 64 bits, deep nesting
         return True
-    return packed.find(b"\xcb") >= 0 or packed.find(b"\xca") >= 0
+    find, end = packed.find, len(packed) - 1
+    for marker in (b"\xcb", b"\xca"):  # one byte: ``find`` is a memchr
+        at = find(marker)
+        while 0 <= at < end:
+            if packed[at + 1] in _NON_FINITE_FIRST:
+                return True
+            at = find(marker, at + 1)
+    return False
+
+
+#: The first byte of a NaN or an infinity in IEEE 754, big-endian (exponent bits all set).
+_NON_FINITE_FIRST = (0x7F, 0xFF)
 
 
 def _dumps_strict(value: Any, sort_keys: bool, newline: bool) -> bytes:

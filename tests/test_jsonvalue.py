@@ -169,16 +169,18 @@ def test_a_non_finite_float_is_found_in_any_value_of_a_batch() -> None:
     "extra",
     [
         {},
-        {"n": 0xCB00, "m": 0xCA},  # integers whose packed bytes hold a float marker byte
+        {"n": 0xCB7F, "m": 0xCAFF00},  # integers whose packed bytes look like a NaN's start
         {"big": 2**70},  # beyond MessagePack's integers
-        {"text": "\u02c0"},  # a character whose UTF-8 starts with the marker byte
+        {"text": "\u02ff\u02c0"},  # UTF-8 cb bf cb 80: marker bytes in a text
+        {"floats": [1.5, -0.0, 1e300, 5e-324]},  # finite floats: nothing to walk for
     ],
 )
 def test_the_float_prefilter_never_hides_a_nan_and_lets_the_rest_through(
     extra: dict[str, object],
 ) -> None:
-    """dumps_each walks a batch for a NaN only when its MessagePack form may hold a float;
-    whatever else makes the marker byte appear, the walk then decides."""
+    """dumps_each walks a batch for a NaN only when its MessagePack form may hold one (a
+    float marker byte, then 0x7f or 0xff); whatever else makes such bytes appear, the walk
+    then decides."""
     fine = [{"a": None, **extra}, {"b": [None, Decimal("2.50")]}]
     assert jsonvalue.dumps_each(fine) == [dumps(v) for v in fine]
     with pytest.raises(TypeError, match=r"NaN|infinity"):
