@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from meshconnect import Record
 from meshconnect.api import ConnectorContext
 from meshconnect.connectors.canal.config import CanalSourceConfig, ColumnFilter, TableMatcher
 from meshconnect.connectors.canal.ddl import ddl_info, parse_ddl
@@ -293,6 +294,46 @@ def test_canal_update_has_only_changed_columns_in_old() -> None:
     assert out[0].id == "binlog.000003:999:0" and out[0].extensions["partitionkey"] == str(
         2**64 - 1
     )
+
+
+@pytest.mark.parametrize("fmt", ["canal", "row", "debezium"])
+@pytest.mark.parametrize("op", ["insert", "delete"])
+@pytest.mark.parametrize("key", [("id",), ("id", "d"), ()])
+@pytest.mark.parametrize("gtid", ["0-1-3", None])
+def test_changes_of_an_event_are_the_records_change_makes_row_by_row(
+    fmt: str, op: str, key: tuple[str, ...], gtid: str | None
+) -> None:
+    """``changes`` builds an event's rows with what they share made once; the records are
+    those of ``change`` for each row (Canal's ``ts``, the build time, aside), from ``first``
+    on, and a row whose values cannot be made is reported as ``change`` reports it."""
+    columns = [Column("id", 8, unsigned=True), Column("d", 246, metadata=(20, 4)), Column("j", 245)]
+    s = Shape.build("s", "t", ("id", "d", "j"), columns, None, None, "base64", key)
+    meta = TxMeta("binlog.000003", 999, 1700000000, gtid or "binlog.000003:4", gtid, 1)
+    images = [(i, Decimal(i) / 4, "[1]") for i in range(5)]
+    images[1] = (1, None, None)
+    images[3] = (True, Decimal("-0.0001"), '{"a": null}')
+    images[4] = (4, Decimal(1), "not json")  # a JSON column: a failure in ``row`` format
+    one, each = Formatter(fmt, "mysql://h:1", "p"), Formatter(fmt, "mysql://h:1", "p")
+    got: list[Record] = []
+    one.changes(op, s, images, meta, 1, got)
+    want: list[Record] = []
+    for i in range(1, len(images)):
+        before, after = (None, images[i]) if op == "insert" else (images[i], None)
+        each.change(op, s, before, after, meta, i, want)
+
+    def plain(records: list[Record]) -> list[dict[str, Any]]:
+        out = [r.to_dict() for r in records]
+        for d in out:
+            if isinstance(d.get("data"), dict):
+                d["data"].pop("ts", None)
+                d["data"].pop("ts_ms", None)
+        return out
+
+    assert plain(got) == plain(want)
+    assert [(plain([r]), str(e)) for r, e in one.failures] == [
+        (plain([r]), str(e)) for r, e in each.failures
+    ]
+    assert len(one.failures) == (0 if fmt == "canal" else 1)
 
 
 def test_a_primary_key_change_is_delete_plus_insert_outside_canal() -> None:

@@ -147,6 +147,46 @@ def test_a_non_finite_float_beside_nulls_is_found_by_every_encoder(value: object
         dumps_each([{"ok": None}, value])
 
 
+def test_a_non_finite_float_is_found_in_any_value_of_a_batch() -> None:
+    """dumps_each checks a batch level by level: a container the values share is looked at
+    once, and a dict subclass anywhere is still looked into."""
+    shared = {"types": {"a": "int", "b": None}, "names": ["a", None]}
+    fine = [{"meta": shared, "row": {"a": "1", "b": None}, "n": [1.5, -0.0]} for _ in range(50)]
+    assert jsonvalue.dumps_each(fine) == [dumps(v) for v in fine]
+    for bad in (
+        {"meta": shared, "row": {"a": float("nan")}},
+        {"meta": shared, "deep": [[[[None, (1, float("-inf"))]]]]},
+        {"meta": shared, "od": OrderedDict(a=[None, float("nan")])},
+    ):
+        with pytest.raises(TypeError, match=r"NaN|infinity"):
+            jsonvalue.dumps_each([*fine, bad, *fine])
+    shared["types"]["c"] = float("inf")  # a shared container is still looked at
+    with pytest.raises(TypeError, match=r"NaN|infinity"):
+        jsonvalue.dumps_each(fine)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"n": 0xCB7F, "m": 0xCAFF00},  # integers whose packed bytes look like a NaN's start
+        {"big": 2**70},  # beyond MessagePack's integers
+        {"text": "\u02ff\u02c0"},  # UTF-8 cb bf cb 80: marker bytes in a text
+        {"floats": [1.5, -0.0, 1e300, 5e-324]},  # finite floats: nothing to walk for
+    ],
+)
+def test_the_float_prefilter_never_hides_a_nan_and_lets_the_rest_through(
+    extra: dict[str, object],
+) -> None:
+    """dumps_each walks a batch for a NaN only when its MessagePack form may hold one (a
+    float marker byte, then 0x7f or 0xff); whatever else makes such bytes appear, the walk
+    then decides."""
+    fine = [{"a": None, **extra}, {"b": [None, Decimal("2.50")]}]
+    assert jsonvalue.dumps_each(fine) == [dumps(v) for v in fine]
+    with pytest.raises(TypeError, match=r"NaN|infinity"):
+        jsonvalue.dumps_each([*fine, {"f": float("nan"), "a": None, **extra}])
+
+
 @pytest.mark.parametrize(
     "value",
     [

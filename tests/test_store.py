@@ -428,3 +428,37 @@ def test_segment_columns_check_every_record_shared_or_not() -> None:
         r.id = None  # type: ignore[assignment]
     with pytest.raises(RecordEncodingError, match=r"record 0 of the batch.*'id'"):
         encode_segment(none_id)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("tab\there", "extension 'partitionkey'"),
+        (2**31, "32-bit integer"),
+        (-(2**31) - 1, "32-bit integer"),
+        (1.5, "extension 'partitionkey'"),
+        ("\ufdd0", "extension 'partitionkey'"),
+    ],
+)
+def test_segment_extensions_are_checked_for_the_batch_and_the_culprit_named(
+    value: object, problem: str
+) -> None:
+    """The batch's extensions are checked at once (names once, strings as one text, integers
+    by their bounds); a bad one still fails the batch naming its record and extension."""
+    from meshconnect.mesh.codec import RecordEncodingError, decode_segment, encode_segment
+
+    def make(i: int, key: object) -> Record:
+        ext = {"partitionkey": key, "binlogpos": 2**31 - 1, "flag": True}
+        return Record({"i": i}, id=f"r{i}", source="/s", type="t", topic="t", extensions=ext)
+
+    good = [make(i, f"k{i}") for i in range(3)] + [make(3, -(2**31))]
+    assert [r.extensions for r in decode_segment(encode_segment(good), "t", 0)] == [
+        r.extensions for r in good
+    ]
+    batch = [make(0, "a"), make(1, value), make(2, "c")]
+    with pytest.raises(RecordEncodingError, match=rf"record 1 of the batch.*{problem}"):
+        encode_segment(batch)
+    badname = [make(0, "a"), make(1, "b")]
+    badname[1].extensions["Bad-Name"] = "x"
+    with pytest.raises(RecordEncodingError, match=r"record 1 of the batch.*'Bad-Name'"):
+        encode_segment(badname)

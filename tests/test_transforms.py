@@ -880,3 +880,57 @@ def test_a_sink_copy_changes_nothing_the_other_sinks_see(
     build(name, **options).apply(mine)
 
     assert (snapshot(stored) == before, snapshot(mine) != before) == (True, True)
+
+
+class _Step(Transform):
+    """A test transform: ``what(n)`` for the record's ``data["n"]`` says what it does."""
+
+    def __init__(self, name: str, what: Any) -> None:
+        self.type_name = name
+        self.what = what
+
+    def apply(self, record: Record) -> Any:
+        action = self.what(record.data["n"])
+        record.data.setdefault("seen", []).append(self.type_name)
+        if action == "drop":
+            return None
+        if action == "fail":
+            raise ValueError(f"{self.type_name} refuses {record.data['n']}")
+        if action == "fan":
+            return [Record({"n": record.data["n"] * 10 + i, "seen": []}) for i in (1, 2)]
+        return record
+
+
+@pytest.mark.parametrize("fan_at", [0, 1, 3])
+def test_a_chain_runs_each_record_through_every_step_in_order(fan_at: int) -> None:
+    """The chain's unrolled loop: drops, failures (named by their step, the record as it
+    entered it), fan-outs at any step (the copies go on through the rest, in place)."""
+
+    def step(i: int) -> _Step:
+        def what(n: int) -> str:
+            if n == 3 and i == 1:
+                return "fail"
+            if n == 4 and i == 2:
+                return "drop"
+            if n in (5, 6) and i == fan_at:
+                return "fan"
+            if n == 62 and i == 2:
+                return "fail"
+            return "keep"
+
+        return _Step(f"s{i}", what)
+
+    chain = TransformChain([step(i) for i in range(4)])
+    out, failures = chain.process([Record({"n": n}) for n in range(1, 8)])
+    after = {0: ["s1", "s2", "s3"], 1: ["s2", "s3"], 3: []}[fan_at]
+    fanned = [
+        (n * 10 + i, after) for n in (5, 6) for i in (1, 2) if not (n * 10 + i == 62 and fan_at < 2)
+    ]
+    kept = (
+        [(n, ["s0", "s1", "s2", "s3"]) for n in (1, 2)] + fanned + [(7, ["s0", "s1", "s2", "s3"])]
+    )
+    assert [(r.data["n"], r.data["seen"]) for r in out] == kept
+    expected = [("transforms[1] (s1)", 3, ["s0", "s1"])]
+    if fan_at < 2:
+        expected.append(("transforms[2] (s2)", 62, after[: after.index("s2") + 1]))
+    assert [(f.stage, f.record.data["n"], f.record.data["seen"]) for f in failures] == expected

@@ -187,12 +187,15 @@ def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
     if kind == "float32":
         return lambda v: repr(_float32(v)) if isinstance(v, float) else str(v)
     if kind in ("datetime", "timestamp"):
+        # One isoformat call cut to the column's digits: "YYYY-MM-DD HH:MM:SS" is 19
+        # characters, then "." and six digits, of which the column keeps ``fsp``.
+        spec, cut = ("microseconds", 20 + fsp) if fsp else ("seconds", 19)
 
         def datetime_(v: Any) -> str:
             if isinstance(v, dt.datetime):
                 if v.tzinfo is not None:
                     v = v.astimezone(dt.UTC).replace(tzinfo=None)
-                return v.isoformat(" ", "seconds") + _frac(v.microsecond, fsp)
+                return v.isoformat(" ", spec)[:cut]
             return str(v)
 
         return datetime_
@@ -216,7 +219,30 @@ def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
             return repr(v)
         return str(v)
 
+    plain.inline = True  # type: ignore[attr-defined]  # see _canal_row
     return plain
+
+
+def _canal_row(names: tuple[str, ...], index: Sequence[int], convs: Sequence[Conv]) -> Conv:
+    """A function from a row image to its Canal text form (:meth:`Shape.canal`), generated
+    for the table: one dict display, each value converted inline. A ``plain`` column (text,
+    integers) costs no call for a string or an integer (``str`` of an int is what ``plain``
+    gives it); other columns call their converter, and None stays None."""
+    scope: dict[str, Any] = {"_str": str, "_int": int}
+    items = []
+    for n, (i, conv) in enumerate(zip(index, convs, strict=True)):
+        scope[f"_c{n}"] = conv
+        if getattr(conv, "inline", False):
+            value = (
+                f"v if (v := image[{i}]).__class__ is str else _str(v) if v.__class__ is _int "
+                f"else None if v is None else _c{n}(v)"
+            )
+        else:
+            value = f"None if (v := image[{i}]) is None else _c{n}(v)"
+        items.append(f"{names[n]!r}: {value}")
+    source = "def canal(image):\n    return {" + ", ".join(items) + "}\n"
+    exec(compile(source, f"<canal row {len(names)} columns>", "exec"), scope)
+    return scope["canal"]
 
 
 @dataclass(slots=True)
@@ -239,6 +265,8 @@ class Shape:
     #: Binlog image positions whose bytes become the server's text (UUID, INET4, INET6: the
     #: binlog has them as BINARY(n)), so binlog images equal the snapshot's; see ``fix``.
     text_of: tuple[tuple[int, Callable[[bytes], str]], ...] = ()
+    #: The generated :meth:`canal` (``_canal_row``); None: made on first use.
+    canal_row: Conv | None = None
 
     @classmethod
     def build(
@@ -379,10 +407,12 @@ class Shape:
         return dict(zip(self.names, values, strict=True))
 
     def canal(self, image: tuple[Any, ...]) -> dict[str, Any]:
-        return {
-            n: None if v is None else conv(v)
-            for n, v, conv in zip(self.names, self.kept(image), self.canal_convs, strict=True)
-        }
+        """The row image in Canal's text form: every value a string, None kept."""
+        row = self.canal_row
+        if row is None:
+            index = self.index if self.index is not None else range(len(self.names))
+            row = self.canal_row = _canal_row(self.names, index, self.canal_convs)
+        return row(image)
 
     def key(self, image: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(image[i] for i in self.pk_index)
@@ -479,6 +509,95 @@ class Formatter:
                 self._one("insert", shape, None, after, meta, row, out, ":c")
                 return
         self._one(op, shape, before, after, meta, row, out, "")
+
+    def changes(
+        self,
+        op: str,
+        shape: Shape,
+        images: Sequence[tuple[Any, ...]],
+        meta: TxMeta,
+        first: int,
+        out: list[Record],
+    ) -> None:
+        """The records of rows ``first``… of one insert or delete event (``images``: the rows
+        inserted, or deleted): :meth:`change` for each, with what the rows share (the
+        event's time, extensions, ids' prefix, the FlatMessage's constant fields) made once.
+        The same records, field for field; a row whose values cannot be made goes through
+        :meth:`change`, which reports it."""
+        if self.fmt != "canal" or meta.snapshot or op not in ("insert", "delete"):
+            for i in range(first, len(images)):
+                if op == "insert":
+                    self.change(op, shape, None, images[i], meta, i, out)
+                else:
+                    self.change(op, shape, images[i], None, meta, i, out)
+            return
+        canal = shape.canal
+        base: dict[str, Any] = {"binlogfile": meta.file, "binlogpos": meta.pos, "txid": meta.txid}
+        if meta.gtid:
+            base["gtid"] = meta.gtid
+        pk_index = shape.pk_index
+        one_key = pk_index[0] if len(pk_index) == 1 else -1
+        key_text = shape.key_text
+        schema, table, mysql_type, sql_type = (
+            shape.schema,
+            shape.table,
+            shape.mysql_type,
+            shape.sql_type,
+        )
+        es, gtid, batch_id = meta.timestamp * 1000, meta.gtid or "", self.batch_id
+        pk = list(shape.pk)
+        ts = int(time.time() * 1000)
+        kind = "INSERT" if op == "insert" else "DELETE"
+        prefix = f"{meta.file}:{meta.pos}:"
+        make, source, type_, subject = Record.fast, self.source, "mysql." + op, shape.subject
+        when = _iso(meta.timestamp)
+        append = out.append
+        for i in range(first, len(images)):
+            image = images[i]
+            try:
+                row = canal(image)
+            except ValueError:  # reported by change
+                if op == "insert":
+                    self.change(op, shape, None, image, meta, i, out)
+                else:
+                    self.change(op, shape, image, None, meta, i, out)
+                continue
+            ext = base.copy()
+            if one_key >= 0 and (v := image[one_key]).__class__ is int:
+                ext["partitionkey"] = str(v)  # digits: nothing to escape
+            else:
+                key = key_text(image)
+                if key is not None:
+                    ext["partitionkey"] = key
+            data = {
+                "data": [row],
+                "database": schema,
+                "es": es,
+                "gtid": gtid,
+                "id": batch_id,
+                "isDdl": False,
+                "mysqlType": mysql_type,
+                "old": None,
+                "pkNames": pk[:] or None,
+                "sql": "",
+                "sqlType": sql_type,
+                "table": table,
+                "ts": ts,
+                "type": kind,
+            }
+            append(
+                make(
+                    data,
+                    prefix + str(i),
+                    source,
+                    type_,
+                    subject,
+                    "application/json",
+                    when,
+                    None,
+                    ext,
+                )
+            )
 
     def _one(
         self,

@@ -612,12 +612,8 @@ class CanalSource(Source[CanalSourceConfig]):
             assert before is not None
             for i in range(first, len(rows)):
                 change("update", shape, before[i], rows[i], meta, i, out)
-        elif kind == "insert":
-            for i in range(first, len(rows)):
-                change("insert", shape, None, rows[i], meta, i, out)
         else:
-            for i in range(first, len(rows)):
-                change("delete", shape, rows[i], None, meta, i, out)
+            self.formatter.changes(kind, shape, rows, meta, first, out)
 
     # -- helpers for the snapshot --------------------------------------------------------------
 

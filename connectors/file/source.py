@@ -42,9 +42,9 @@ A bounded source fails at start (ConfigError) when a pattern matches no file, af
 ``wait_for_files``.
 
 Blocking I/O and speed
-    Files are read with ``os.pread`` in chunks of 1 MiB through ``asyncio.to_thread``, so a
+    Files are read with ``os.pread`` in chunks of 128 KiB through ``asyncio.to_thread``, so a
     slow disk or network file system never stalls the event loop; globbing, ``stat`` and
-    opening go through the same thread hop (about 50 µs, once per MiB). Parsing runs on the
+    opening go through the same thread hop (about 50 µs, once per chunk). Parsing runs on the
     loop, at most ``batch_size`` lines per ``poll()`` (a few milliseconds), with the cyclic
     garbage collector paused while a batch is built (see ``_consume``).
 """
@@ -414,7 +414,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         return not line.rstrip()[-1:].isdigit()  # a number may go on: 3 -> 34
 
     def _csv_header(self, t: Tail) -> list[str] | None:
-        head = pread(t.fd, CHUNK, 0)
+        head = pread(t.fd, 1 << 20, 0)  # a header row up to 1 MiB
         if self._utf8 and head.startswith(BOM):
             head = head[3:]
         if not head.strip():

@@ -43,7 +43,7 @@ import orjson
 
 from .. import jsonvalue
 from ..errors import DataError, StoreError
-from ..eventrules import extensions_problem
+from ..eventrules import INT32_MAX, INT32_MIN, extension_value_problem, extensions_problem
 from ..records import Record
 
 __all__ = [
@@ -224,7 +224,9 @@ def encode_segment(records: Sequence[Record]) -> bytes:
             return _encode_rows_segment(records)  # names the culprit
     if any([r.extensions for r in records]):
         extensions = [r.extensions or None for r in records]
-        if any(e and extensions_problem(e) for e in extensions):
+        if not _extensions_valid(extensions) and any(
+            e and extensions_problem(e) for e in extensions
+        ):
             return _encode_rows_segment(records)  # names the culprit
         try:
             parts += (b',"ext":', jsonvalue.dumps(extensions))
@@ -238,6 +240,28 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     for r, e in zip(records, encoded, strict=True):
         r.encoded_data = e
     return b"".join(parts)
+
+
+_EXTENSION_KINDS = frozenset((str, int, bool))
+
+
+def _extensions_valid(extensions: list[dict[str, Any] | None]) -> bool:
+    """Whether a batch's extensions are certainly valid, checked for the batch at once (the
+    names each once, the strings as one text, the integers by their least and greatest);
+    False when unsure: then :func:`extensions_problem` checks each record's."""
+    present = [e for e in extensions if e]
+    names: set[str] = set().union(*present)
+    if extensions_problem(dict.fromkeys(names, "")) is not None:
+        return False
+    values = [v for e in present for v in e.values()]
+    if not _EXTENSION_KINDS.issuperset(map(type, values)):
+        return False
+    # A character a String may not hold is one code point: joining finds every one.
+    texts = [v for v in values if v.__class__ is str]
+    if texts and extension_value_problem("".join(texts)) is not None:
+        return False
+    numbers = [v for v in values if v.__class__ is int]
+    return not numbers or (min(numbers) >= INT32_MIN and max(numbers) <= INT32_MAX)
 
 
 def _all_text(values: list[Any], required: bool) -> bool:

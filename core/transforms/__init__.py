@@ -115,6 +115,40 @@ class Failure:
 Step = Callable[["Record"], Any]
 
 
+def _fuse(count: int) -> Callable[..., None]:
+    """The loop of :meth:`TransformChain.process` for ``count`` steps, unrolled: each record
+    goes through step 0, 1, … by direct calls, with no loop over the steps and no lookup of
+    which step failed (``k`` counts them). A step that fans out hands its list to
+    ``fan_out(list, next step, out, failures)``; an error goes to ``failed(record as it
+    entered the step, error, step, failures)``."""
+    lines = [
+        "def fused(records, append, steps, fan_out, failed, out, failures):",
+        "    " + "".join(f"s{i}, " for i in range(count)) + "= steps",
+        "    for record in records:",
+        "        k = 0",
+        "        try:",
+    ]
+    for i in range(count):
+        lines += [
+            f"            result = s{i}(record)",
+            "            if result is None:",
+            "                continue",
+            "            if result.__class__ is list:",
+            f"                fan_out(result, {i + 1}, out, failures)",
+            "                continue",
+        ]
+        if i + 1 < count:
+            lines += ["            record = result", f"            k = {i + 1}"]
+    lines += [
+        "            append(result)",
+        "        except Exception as exc:",
+        "            failed(record, exc, k, failures)",
+    ]
+    scope: dict[str, Any] = {}
+    exec(compile("\n".join(lines) + "\n", f"<transform chain of {count}>", "exec"), scope)
+    return scope["fused"]
+
+
 def _position(steps: list[Step], step: Step | None) -> int:
     """Where ``step`` is in ``steps`` (by identity: two steps are never the same object)."""
     return next(i for i, s in enumerate(steps) if s is step)
@@ -150,6 +184,7 @@ class TransformChain:
         # Built on the first aprocess (``stages`` may be renamed after __init__).
         self._segments: list[tuple[int, TransformChain | None]] | None = None
         self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self._fused = _fuse(len(self._steps)) if self._steps else None
 
     def __len__(self) -> int:
         return len(self.transforms)
@@ -188,8 +223,21 @@ class TransformChain:
             return records, []
         out: list[Record] = []
         failures: list[Failure] = []
-        self._run(records, 0, out, failures)
+        assert self._fused is not None
+        self._fused(records, out.append, self._steps, self._fan_out, self._failed, out, failures)
         return out, failures
+
+    def _fan_out(
+        self, result: list[Record], after: int, out: list[Record], failures: list[Failure]
+    ) -> None:
+        """The records step ``after - 1`` fanned out into go on through the rest."""
+        if after < len(self._steps):
+            self._run(result, after, out, failures)
+        else:
+            out.extend(result)
+
+    def _failed(self, record: Record, exc: Exception, step: int, failures: list[Failure]) -> None:
+        failures.append(self._failure(record, exc, self.stages[step]))
 
     def _run(
         self, records: list[Record], start: int, out: list[Record], failures: list[Failure]

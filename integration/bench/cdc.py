@@ -25,7 +25,10 @@ Each contender reads each workload's binlog range in a fresh subprocess:
   batch of 5,000 bulk rows events holds hundreds of thousands of rows.
 
 Reader times are measured inside the child from the first connect to the last row; the
-pipeline's include the process start. Prints rows/s and the ratio to the bare loop.
+pipeline's include the process start. Prints rows/s and the ratio to the bare loop, and each
+contender's CPU seconds (user + system of its process, start-up included: on a shared
+machine the figure the load moves least). ``--meshconnect PYTHON`` adds another checkout's
+pipeline (its virtualenv's interpreter) as one more contender, interleaved with the others.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -147,7 +151,14 @@ def build_binlog(server: MariaDB, n: int) -> dict[str, tuple[tuple[str, int], tu
     return ranges
 
 
-def run_reader(script: str, args: dict[str, Any], n: int) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_reader(script: str, args: dict[str, Any], n: int) -> tuple[float, float]:
+    """The reader's seconds (measured inside it) and its process's CPU seconds."""
+    cpu = _children_cpu()
     out = subprocess.run(
         [sys.executable, "-c", script, json.dumps(args)],
         capture_output=True,
@@ -159,7 +170,7 @@ def run_reader(script: str, args: dict[str, Any], n: int) -> float:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["rows"] != n:
         raise SystemExit(f"reader saw {result['rows']} rows, expected {n}: {script[-300:]} {args}")
-    return float(result["seconds"])
+    return float(result["seconds"]), _children_cpu() - cpu
 
 
 def pipeline_yaml(server: MariaDB, table: str, out: Path, **extra: Any) -> str:
@@ -212,8 +223,10 @@ def run_pipeline(
     span: tuple[tuple[str, int], tuple[str, int]],
     n: int,
     profile: Path | None = None,
+    python: str = sys.executable,
     **extra: Any,
-) -> float:
+) -> tuple[float, float]:
+    """The pipeline's seconds until the sink holds all rows, and its CPU seconds."""
     state_dir, out = work / f"state-{table}", work / f"out-{table}.jsonl"
     for path in (out,):
         path.unlink(missing_ok=True)
@@ -221,7 +234,7 @@ def run_pipeline(
     config = work / f"pipeline-{table}.yaml"
     config.write_text(pipeline_yaml(server, table, out, **extra))
     mesh = [
-        sys.executable,
+        python,
         "-m",
         "meshconnect",
         "--log-level",
@@ -239,6 +252,7 @@ def run_pipeline(
     )
     if reset.returncode != 0:
         raise SystemExit(f"offsets reset failed:\n{reset.stdout}{reset.stderr}")
+    cpu = _children_cpu()
     started = time.perf_counter()
     argv = [*mesh, "run", str(config)]
     if profile is not None:  # py-spy runs the worker and writes collapsed stacks on exit
@@ -263,7 +277,7 @@ def run_pipeline(
             worker.wait()
     if count_lines(out, seen) != n:
         raise SystemExit(f"pipeline wrote {seen[1]} records, expected {n}")
-    return elapsed
+    return elapsed, _children_cpu() - cpu
 
 
 def stop_worker(worker: subprocess.Popen[str], *, profiled: bool) -> None:
@@ -313,6 +327,11 @@ def main() -> None:
         default=50,
         help="batch_events of the second pipeline run (the first uses the source's default)",
     )
+    parser.add_argument(
+        "--meshconnect",
+        metavar="PYTHON",
+        help="another checkout's interpreter: its pipeline (defaults) as one more contender",
+    )
     args = parser.parse_args()
     n = 3_000 if args.smoke else args.rows
     repeat = 1 if args.smoke else args.repeat
@@ -326,7 +345,7 @@ def main() -> None:
             ranges = build_binlog(server, n)
             print(f"binlog written in {time.perf_counter() - built:.1f}s", flush=True)
             connect = {k: v for k, v in server.connect_args().items() if k != "autocommit"}
-            results: dict[str, dict[str, float]] = {}
+            results: dict[str, dict[str, tuple[float, float]]] = {}
             for (workload, span), table in zip(ranges.items(), ("single", "bulk"), strict=True):
                 (file, pos), (end_file, end_pos) = span
                 reader_args = {
@@ -337,12 +356,15 @@ def main() -> None:
                     "end_pos": end_pos,
                 }
                 small = f"pipeline, batch_events={args.small_batches}"
-                runs: dict[str, list[float]] = {
+                runs: dict[str, list[tuple[float, float]]] = {
                     "bare loop": [],
                     "FastReader": [],
                     "pipeline": [],
                     small: [],
                 }
+                other = "pipeline, --meshconnect" if args.meshconnect else ""
+                if other:
+                    runs[other] = []
                 for _ in range(repeat):
                     runs["bare loop"].append(run_reader(BARE, reader_args, n))
                     runs["FastReader"].append(run_reader(FAST, reader_args, n))
@@ -359,21 +381,43 @@ def main() -> None:
                                 server, work, table, span, n, batch_events=args.small_batches
                             )
                         )
-                results[workload] = {k: statistics.median(v) for k, v in runs.items() if v}
+                        if other:
+                            runs[other].append(
+                                run_pipeline(server, work, table, span, n, python=args.meshconnect)
+                            )
+                results[workload] = {
+                    k: (statistics.median(s for s, _ in v), statistics.median(c for _, c in v))
+                    for k, v in runs.items()
+                    if v
+                }
                 report(workload, n, repeat, results[workload])
                 if args.profile is not None and not args.no_pipeline:
                     summarize(args.profile / f"pipeline-{table}.txt")
 
 
-def report(workload: str, n: int, repeat: int, seconds: dict[str, float]) -> None:
-    bare = seconds["bare loop"]
+def report(workload: str, n: int, repeat: int, seconds: dict[str, tuple[float, float]]) -> None:
+    """Medians of each contender: seconds, rows/s, ratio to the bare loop; CPU seconds and
+    the bare loop's CPU seconds over the contender's."""
+    bare, bare_cpu = seconds["bare loop"]
     print(
         f"\n{workload}: {n:,} rows, median of {repeat} "
-        f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus)"
+        f"(python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {load()})"
     )
-    print(f"{'contender':30} {'seconds':>8} {'rows/s':>10} {'x bare loop':>12}")
-    for name, s in seconds.items():
-        print(f"{name:30} {s:8.2f} {n / s:10,.0f} {bare / s:12.2f}")
+    print(
+        f"{'contender':30} {'seconds':>8} {'rows/s':>10} {'x bare loop':>12} {'CPU-s':>7} "
+        f"{'x bare CPU':>11}"
+    )
+    for name, (s, cpu) in seconds.items():
+        print(
+            f"{name:30} {s:8.2f} {n / s:10,.0f} {bare / s:12.2f} {cpu:7.2f} "
+            f"{bare_cpu / cpu if cpu else 0:11.2f}"
+        )
+
+
+def load() -> str:
+    """The load averages (1, 5 min): how busy the machine was."""
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f}/{five:.2f}"
 
 
 if __name__ == "__main__":
