@@ -20,6 +20,7 @@ from meshconnect.config.loader import LoadedConfig, load_pipeline_files
 from meshconnect.config.model import ClusterConfig, RetentionConfig
 from meshconnect.mesh.memory import MemoryStore
 from meshconnect.mesh.store import FencedError
+from meshconnect.records import Record
 from meshconnect.testing import MemorySink, test_registry
 from meshconnect.worker import Worker
 
@@ -178,3 +179,30 @@ def test_cluster_names_and_timeouts_are_validated(tmp_path: Path) -> None:
     done = CliRunner().invoke(cli, ["validate", str(path)])
     assert done.exit_code == 1
     assert "cluster.name" in done.output and "cluster.failover_timeout" in done.output
+
+
+async def test_a_stalled_member_neither_retries_nor_dead_letters_a_refused_write(
+    tmp_path: Path,
+) -> None:
+    """A sink under ``tolerance: all`` whose member stalled past its lease while another took
+    it: the refused write stops the unit at once. Retried as a store error, it outlasted the
+    attempts and its batch went to the dead-letter topic, written by a replaced owner."""
+    url = "memory://cluster-fence-dlq"
+    text = PIPELINE.replace(
+        "{name: s1, connector: memory, commit_interval: 50ms, config: {name: s1}}",
+        "{name: s1, connector: memory, commit_interval: 50ms, config: {name: s1}, errors: "
+        "{tolerance: all, dead_letter_topic: dlq, retry: {max_attempts: 3, initial_backoff: "
+        "10ms, max_backoff: 10ms}}}",
+    )
+    a = await Running(load(tmp_path, text), url).start()
+    await until(lambda: a.units() == UNITS and len(delivered("s1")) == 50)
+    store = a.worker.store
+    await store.append([Record({"late": i}, topic="t") for i in range(7)])
+    assert await store.acquire_leases(["group p/s1"], "intruder", 60, now=time.time() + 30) == []
+    time.sleep(1.5)  # the whole member stalls (a SIGSTOP) past its 1.2 s window
+    await until(lambda: "group p/s1" not in a.member.units)
+    await asyncio.sleep(0.5)
+    assert await store.read("dlq", 0, 100) == []
+    assert len(delivered("s1")) == 50  # the replaced owner wrote nothing
+    assert a.worker.statuses["sink p/s1"].state == "STOPPED"
+    assert await a.stop() == 0
