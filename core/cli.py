@@ -678,9 +678,18 @@ def status(
 def _cluster_status(options: _Options, name: str, as_json: bool) -> None:
     import asyncio
 
-    from .cluster import cluster_report
+    from .cluster import CLUSTER_SCHEMES, cluster_report
+    from .errors import StoreError
 
-    store = options.open_store(options.store_url())
+    url = options.store_url()
+    scheme = url.partition("://")[0]
+    if scheme not in CLUSTER_SCHEMES:
+        shown = f"{scheme}://…" if "@" in url else url
+        raise _Fail(
+            f"--cluster {name}: a cluster runs on a redis:// or nats:// store, and this store is "
+            f"{shown}; give --store or $MESHCONNECT_STORE"
+        )
+    store = options.open_store(url)
 
     async def report() -> dict[str, Any]:
         await store.open()
@@ -689,7 +698,10 @@ def _cluster_status(options: _Options, name: str, as_json: bool) -> None:
         finally:
             await store.close()
 
-    data = asyncio.run(report())
+    try:
+        data = asyncio.run(report())
+    except StoreError as exc:  # unreachable, refused credentials: no traceback
+        raise _Fail(str(exc)) from None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

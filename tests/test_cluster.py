@@ -206,3 +206,21 @@ async def test_a_stalled_member_neither_retries_nor_dead_letters_a_refused_write
     assert len(delivered("s1")) == 50  # the replaced owner wrote nothing
     assert a.worker.statuses["sink p/s1"].state == "STOPPED"
     assert await a.stop() == 0
+
+
+def test_status_of_a_cluster_names_a_wrong_or_unreachable_store_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    done = runner.invoke(cli, ["--state", str(tmp_path / "s"), "status", "--cluster", "c"])
+    assert done.exit_code == 1
+    assert "--cluster c: a cluster runs on a redis:// or nats:// store" in done.output
+    assert "sqlite:///" in done.output
+    assert not (tmp_path / "s").exists()  # no SQLite store made on the way
+    url = "redis://u:hunter2@127.0.0.1:1/0?reconnect_timeout=0.2"
+    done = runner.invoke(cli, ["--store", url, "status", "--cluster", "c"])
+    assert done.exit_code == 1, done.output
+    assert "Error: mesh store redis://u:***@127.0.0.1:1/0" in done.output
+    assert "unreachable" in done.output
+    assert "Traceback" not in done.output and "hunter2" not in done.output
+    assert isinstance(done.exception, SystemExit)
