@@ -356,6 +356,16 @@ class ClusterMember:
         now = time.time()
         members = set(await self._members(now, leases))
         members.add(self.owner)
+        # Members that died (SIGKILL, a lost machine) leave their membership lease behind:
+        # `status --cluster` shows them as gone for a while, then they are forgotten.
+        prefix = member_prefix(self.name)
+        gone = [
+            lease
+            for lease in leases
+            if lease.name.startswith(prefix) and lease.expires < now - self.failover_timeout
+        ]
+        if gone:
+            await self.store.break_leases(gone)
         units = self.all_units()
         live = {
             lease.name: lease

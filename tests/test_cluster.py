@@ -224,3 +224,23 @@ def test_status_of_a_cluster_names_a_wrong_or_unreachable_store_without_a_traceb
     assert "unreachable" in done.output
     assert "Traceback" not in done.output and "hunter2" not in done.output
     assert isinstance(done.exception, SystemExit)
+
+
+async def test_a_dead_members_lease_is_forgotten_after_the_failover_timeout(
+    tmp_path: Path,
+) -> None:
+    url = "memory://cluster-forget"
+    store = MemoryStore(url)
+    await store.open()
+    dead = "member c otherhost:4711:1:5e0c1a9b22f1"  # SIGKILLed on another host
+    assert await store.acquire_leases([dead], "otherhost:4711:1:5e0c1a9b22f1", 1, now=0) == []
+    recent = "member c otherhost:4712:1:0b6d7f3e9a14"  # died a moment ago: still shown
+    owner = "otherhost:4712:1:0b6d7f3e9a14"
+    assert await store.acquire_leases([recent], owner, 1, now=time.time() - 1.5) == []
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS)
+    names = {lease.name for lease in await store.leases()}
+    assert dead not in names and recent in names
+    report = await cluster_report(store, "c")
+    assert [m["alive"] for m in report["members"] if m["id"] == owner] == [False]
+    assert await a.stop() == 0
