@@ -244,3 +244,15 @@ async def test_a_dead_members_lease_is_forgotten_after_the_failover_timeout(
     report = await cluster_report(store, "c")
     assert [m["alive"] for m in report["members"] if m["id"] == owner] == [False]
     assert await a.stop() == 0
+
+
+def test_validate_names_the_cluster_line_of_a_file_whose_store_cannot_run_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("store: sqlite:///mesh.db\ncluster: shop\npipelines: []\n")
+    done = CliRunner().invoke(cli, ["validate", str(path)])
+    assert done.exit_code == 1
+    assert f"{path}:2:10: cluster: 'shop' needs a redis:// or nats:// store" in done.output
+    path.write_text("cluster: shop\npipelines: []\n")  # the store may come from --store
+    assert CliRunner().invoke(cli, ["validate", str(path)]).exit_code == 0
