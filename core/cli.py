@@ -317,8 +317,13 @@ def _cluster_options(config: LoadedConfig, name: str | None, failover_timeout: s
     try:
         config.cluster = ClusterConfig.model_validate(given)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise click.UsageError(f"--cluster/--failover-timeout: {problems}") from None
+        options = {"name": "--cluster", "failover_timeout": "--failover-timeout"}
+        problems = "; ".join(
+            f"{options.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'cluster'}: "
+            f"{str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise click.UsageError(problems) from None
 
 
 def tune_runtime() -> None:

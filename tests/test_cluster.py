@@ -256,3 +256,14 @@ def test_validate_names_the_cluster_line_of_a_file_whose_store_cannot_run_it(
     assert f"{path}:2:10: cluster: 'shop' needs a redis:// or nats:// store" in done.output
     path.write_text("cluster: shop\npipelines: []\n")  # the store may come from --store
     assert CliRunner().invoke(cli, ["validate", str(path)]).exit_code == 0
+
+
+def test_a_wrong_cluster_option_is_named_without_pydantic_wording(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["--store", "redis://127.0.0.1:1/0", "--state", str(tmp_path), "run", "--cluster"]
+    done = runner.invoke(cli, [*args, "a b"])
+    assert done.exit_code == 2
+    assert "Error: --cluster: use letters, digits" in done.output
+    done = runner.invoke(cli, [*args, "c", "--failover-timeout", "500ms"])
+    assert "Error: --failover-timeout: at least 1s" in done.output
+    assert "Value error" not in done.output
