@@ -203,6 +203,7 @@ class ClusterMember:
         # The worker's pipelines become those of the cluster this worker can run (refresh).
         config.pipelines = []
         self._rounds = 0
+        self._gave_back_round = -3  # the round in which this member last released a unit
         self._leaving: set[asyncio.Task[None]] = set()
 
     # -- the run -------------------------------------------------------------------------------
@@ -377,17 +378,22 @@ class ClusterMember:
         self._rounds += 1
         if self._rounds < 2:
             return  # a first round to see the members that start together
-        if len(mine) > share:
-            counts: dict[str, int] = {}
-            for lease in live.values():
-                counts[lease.owner] = counts.get(lease.owner, 0) + 1
-            if any(counts.get(m, 0) < share for m in members if m != self.owner):
-                unit = max(mine, key=lambda u: u.taken_at)  # the newest goes back first
-                self._give_back(unit, f"{len(members)} members, a fair share is {share}")
+        counts: dict[str, int] = {}
+        for lease in live.values():
+            counts[lease.owner] = counts.get(lease.owner, 0) + 1
+        others = [counts.get(m, 0) for m in members if m != self.owner]
+        # Above the share while another is below it; or above the lower share while another
+        # is below that (4 units on 3 members end 2, 1, 1, not 2, 2, 0).
+        least = len(units) // len(members)
+        if (len(mine) > share and any(c < share for c in others)) or (
+            len(mine) > least and any(c < least for c in others)
+        ):
+            unit = max(mine, key=lambda u: u.taken_at)  # the newest goes back first
+            self._give_back(unit, f"{len(units)} units on {len(members)} members")
             return
         wanted = share - len(mine)
-        if wanted <= 0:
-            return
+        if wanted <= 0 or self._rounds < self._gave_back_round + 3:
+            return  # a unit this member gave back goes to the member below its share
         free = [name for name in units if name not in self.units and name not in live]
         free.sort(key=lambda name: hashlib.sha1(f"{self.owner} {name}".encode()).digest())
         stale = [
@@ -546,6 +552,7 @@ class ClusterMember:
                 del self.units[unit.lease]
             if not unit.lost:
                 await self.store.break_leases([Lease(unit.lease, self.owner, 0)])
+                self._gave_back_round = self._rounds
 
         task = asyncio.create_task(leave(), name=f"give back {unit.lease}")
         self._leaving.add(task)

@@ -267,3 +267,23 @@ def test_a_wrong_cluster_option_is_named_without_pydantic_wording(tmp_path: Path
     done = runner.invoke(cli, [*args, "c", "--failover-timeout", "500ms"])
     assert "Error: --failover-timeout: at least 1s" in done.output
     assert "Value error" not in done.output
+
+
+async def test_a_third_member_gets_a_unit_when_two_hold_two_each(tmp_path: Path) -> None:
+    """4 units on 3 members: 2, 1, 1. The rule "above ceil(4 / 3) = 2" alone left the third
+    member idle next to two members at 2."""
+    url = "memory://cluster-third"
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS)
+    b = await Running(fileless(), url).start()
+    await until(lambda: len(a.units()) == 2 and len(b.units()) == 2)
+    c = await Running(fileless(), url).start()
+    await until(lambda: sorted(len(m.units()) for m in (a, b, c)) == [1, 1, 2])
+    await asyncio.sleep(1.5)  # five rounds: it stays so (no unit moves back and forth)
+    assert sorted(len(m.units()) for m in (a, b, c)) == [1, 1, 2]
+    assert a.units() | b.units() | c.units() == UNITS
+    await until(lambda: all(len(delivered(s)) == 50 for s in ("s1", "s2", "s3")))
+    for m in (a, b, c):
+        assert await m.stop() == 0
+    for s in ("s1", "s2", "s3"):
+        assert delivered(s) == list(range(50))
