@@ -204,6 +204,7 @@ class ClusterMember:
         config.pipelines = []
         self._rounds = 0
         self._gave_back_round = -3  # the round in which this member last released a unit
+        self._outside: set[str] = set()  # units held by workers outside the cluster
         self._leaving: set[asyncio.Task[None]] = set()
 
     # -- the run -------------------------------------------------------------------------------
@@ -373,6 +374,16 @@ class ClusterMember:
             for lease in leases
             if lease.name in units and lease.expires > now and not _dead_here(lease)
         }
+        outside = {n for n, lease in live.items() if lease.owner not in members}
+        for name in sorted(outside - self._outside):
+            log.warning(
+                "cluster %s: %s is held by %s, not a member of this cluster (a plain `meshconnect "
+                "run` or another cluster on this store): no member runs it until that one stops",
+                self.name,
+                name,
+                describe_owner(live[name].owner),
+            )
+        self._outside = outside
         share = math.ceil(len(units) / len(members)) if units else 0
         mine = [u for u in self.units.values() if not u.leaving]
         self._rounds += 1

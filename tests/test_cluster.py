@@ -19,7 +19,7 @@ from meshconnect.cluster import ClusterError, ClusterMember, cluster_report, def
 from meshconnect.config.loader import LoadedConfig, load_pipeline_files
 from meshconnect.config.model import ClusterConfig, RetentionConfig
 from meshconnect.mesh.memory import MemoryStore
-from meshconnect.mesh.store import FencedError
+from meshconnect.mesh.store import FencedError, Lease
 from meshconnect.records import Record
 from meshconnect.testing import MemorySink, test_registry
 from meshconnect.worker import Worker
@@ -287,3 +287,20 @@ async def test_a_third_member_gets_a_unit_when_two_hold_two_each(tmp_path: Path)
         assert await m.stop() == 0
     for s in ("s1", "s2", "s3"):
         assert delivered(s) == list(range(50))
+
+
+async def test_a_member_names_a_unit_held_by_a_worker_outside_the_cluster(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = "memory://cluster-outside"
+    store = MemoryStore(url)
+    await store.open()
+    plain = "otherhost:4711:1:5e0c1a9b22f1"  # a plain `meshconnect run` of the same pipeline
+    assert await store.acquire_leases(["group p/s2"], plain, 60, now=time.time()) == []
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS - {"group p/s2"})
+    await until(lambda: "group p/s2 is held by worker pid 4711 on host otherhost" in caplog.text)
+    assert caplog.text.count("is held by") == 1  # once, not every round
+    await store.break_leases([Lease("group p/s2", plain, 0)])  # the plain worker stops
+    await until(lambda: a.units() == UNITS)
+    assert await a.stop() == 0
