@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, ValidationErrors
+from .errors import ConfigError, StoreError, ValidationErrors
 from .mesh.ownership import _dead_here, describe_owner, worker_identity
 from .mesh.store import FencedError, Lease, MeshStore
 from .offsets import sink_group, source_id
@@ -311,7 +311,21 @@ class ClusterMember:
                 "changed pipeline another name"
             )
         if publish:
-            await self.store.append([], publish)
+            try:
+                await self.store.append([], publish)
+            except StoreError as exc:
+                size = sum(len(json.dumps(doc)) for doc in publish.values())
+                hint = ""
+                if "MaxPayload" in str(exc):
+                    hint = (
+                        ": NATS keeps all of a cluster's definitions in one KV value, at most "
+                        "the server's max_payload (1 MB by default)"
+                    )
+                raise ClusterError(
+                    f"cluster {self.name!r}: could not store the definitions of "
+                    f"{', '.join(sorted(n for _, n in publish))} ({size:,} bytes as JSON): "
+                    f"{exc}{hint}"
+                ) from None
             log.info(
                 "cluster %s: published %s", self.name, ", ".join(sorted(n for _, n in publish))
             )
