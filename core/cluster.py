@@ -293,15 +293,7 @@ class ClusterMember:
                     old.get("version"),
                     version,
                 )
-            publish[(definitions_id(self.name), name)] = {
-                "version": version,
-                "digest": digest,
-                "definition": raw,
-                "base_dir": p.base_dir,
-                "file": p.file,
-                "by": self.owner,
-                "at": now,
-            }
+            publish[(definitions_id(self.name), name)] = self._definition(p, version, now)
         if refused:
             live = ", ".join(describe_owner(m) for m in others)
             raise ClusterError(
@@ -477,9 +469,40 @@ class ClusterMember:
 
     # -- definitions ---------------------------------------------------------------------------
 
+    def _definition(self, p: LoadedPipeline, version: int, now: float) -> dict[str, Any]:
+        raw = _plain(p.raw)
+        return {
+            "version": version,
+            "digest": _digest(raw),
+            "definition": raw,
+            "base_dir": p.base_dir,
+            "file": p.file,
+            "by": self.owner,
+            "at": now,
+        }
+
     async def refresh(self) -> None:
         """Load the pipelines published since the last round (and new versions of them)."""
         stored = await self.store.positions(definitions_id(self.name))
+        # On NATS the definitions are one KV value: two members that publish different
+        # pipelines at the same moment may each overwrite the other's. Publish them again.
+        lost = sorted(name for name in self.own if name not in stored)
+        if lost:
+            now = time.time()
+            await self.store.append(
+                [],
+                {
+                    (definitions_id(self.name), n): self._definition(self.own[n], 1, now)
+                    for n in lost
+                },
+            )
+            log.warning(
+                "cluster %s: published %s again (missing from the store: another member's "
+                "definitions, published at the same moment, replaced them)",
+                self.name,
+                ", ".join(lost),
+            )
+            stored = await self.store.positions(definitions_id(self.name))
         for name, doc in sorted(stored.items()):
             version = int(doc.get("version", 0))
             if self.versions.get(name) == version or self.broken.get(name) == version:
