@@ -511,6 +511,18 @@ class ClusterMember:
             loaded: LoadedPipeline | None = own
             if own is None or doc.get("digest") != _digest(_plain(own.raw)):
                 loaded = self._load(name, doc)
+            elif doc.get("base_dir") != own.base_dir:
+                # Every member resolves relative paths as the publisher did: a source read from
+                # another directory on failover would read other files from their beginning.
+                log.warning(
+                    "cluster %s: pipeline %s: relative paths resolve against %s, the directory "
+                    "of the file that published it, not against %s",
+                    self.name,
+                    name,
+                    doc.get("base_dir"),
+                    own.base_dir,
+                )
+                loaded = self._load(name, doc)
             if loaded is None:
                 self.broken[name] = version
                 continue

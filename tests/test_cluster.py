@@ -327,3 +327,21 @@ async def test_a_definition_another_members_publish_overwrote_is_published_again
     assert stored["p"]["by"] == a.member.owner
     assert a.units() >= UNITS  # p kept running
     assert await a.stop() == 0
+
+
+async def test_a_member_with_an_equal_file_elsewhere_resolves_paths_as_the_publisher(
+    tmp_path: Path,
+) -> None:
+    """The same text in another directory joins, and its relative paths resolve against the
+    publisher's directory (as a member without files does): they resolved against its own, so
+    a file source that failed over read another file from its beginning."""
+    text = PIPELINE
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    url = "memory://cluster-dirs"
+    a = await Running(load(tmp_path / "a", text), url).start()
+    await until(lambda: a.units() == UNITS)
+    b = await Running(load(tmp_path / "b", text), url).start()
+    await until(lambda: b.worker.member is not None and "p" in b.member.pipelines)
+    assert b.member.pipelines["p"].base_dir == str(tmp_path / "a")
+    assert await a.stop() == 0 and await b.stop() == 0
