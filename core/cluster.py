@@ -553,11 +553,20 @@ class ClusterMember:
         try:
             loaded = load_pipeline_texts([(label, text, str(doc.get("base_dir", ".")))], registry)
         except ValidationErrors as exc:
+            # The problems' FILE:LINE:COL would point into the stored JSON: name the field.
             log.error(
-                "cluster %s: this worker cannot run pipeline %s (it leaves it to the others): %s",
+                "cluster %s: this worker cannot run pipeline %s version %s (published from %s; "
+                "it leaves it to the others): %s",
                 self.name,
                 name,
-                "; ".join(str(p) for p in exc.problems),
+                doc.get("version"),
+                doc.get("file"),
+                "; ".join(
+                    p.message.removeprefix("pipelines[0].")
+                    if p.location is not None and p.location.file == label
+                    else str(p)
+                    for p in exc.problems
+                ),
             )
             return None
         from .config.interpolate import register_secrets

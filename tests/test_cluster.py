@@ -345,3 +345,23 @@ async def test_a_member_with_an_equal_file_elsewhere_resolves_paths_as_the_publi
     await until(lambda: b.worker.member is not None and "p" in b.member.pipelines)
     assert b.member.pipelines["p"].base_dir == str(tmp_path / "a")
     assert await a.stop() == 0 and await b.stop() == 0
+
+
+async def test_a_pipeline_a_member_cannot_load_is_named_by_field_not_by_json_column(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "memory://cluster-broken"
+    monkeypatch.setenv("MC_CLUSTER_BATCH", "7")
+    text = PIPELINE.replace("batch_size: 7", "batch_size: '${env:MC_CLUSTER_BATCH}'")
+    a = await Running(load(tmp_path, text), url).start()
+    await until(lambda: a.units() == UNITS)
+    monkeypatch.delenv("MC_CLUSTER_BATCH")
+    b = await Running(fileless(), url).start()
+    await until(lambda: "cannot run pipeline p" in caplog.text)
+    line = next(r.getMessage() for r in caplog.records if "cannot run pipeline p" in r.message)
+    assert f"version 1 (published from {tmp_path / 'p.yaml'}; it leaves it" in line
+    assert line.endswith(
+        "): source.config.batch_size: undefined environment variable "
+        "MC_CLUSTER_BATCH (set it, or write ${env:MC_CLUSTER_BATCH:-default})"
+    )
+    assert await b.stop() == 0 and await a.stop() == 0
