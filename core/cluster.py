@@ -119,6 +119,21 @@ def _digest(raw: Any) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _difference(stored: Any, mine: Any, at: str = "") -> str:
+    """Where two definitions first differ, as a path (``pipeline.sinks[1].config.path``)."""
+    if isinstance(stored, dict) and isinstance(mine, dict):
+        for key in [*stored, *(k for k in mine if k not in stored)]:
+            if stored.get(key, ...) != mine.get(key, ...):
+                return _difference(stored.get(key), mine.get(key), f"{at}.{key}" if at else key)
+        return ""
+    if isinstance(stored, list) and isinstance(mine, list) and len(stored) == len(mine):
+        for i, (a, b) in enumerate(zip(stored, mine, strict=True)):
+            if a != b:
+                return _difference(a, b, f"{at}[{i}]")
+        return ""
+    return at
+
+
 @dataclass(eq=False)
 class Unit:
     """One source or sink this worker runs (or is starting, or giving back)."""
@@ -278,10 +293,11 @@ class ClusterMember:
                 continue
             version = 1 if old is None else int(old.get("version", 0)) + 1
             if old is not None and others:
+                at = _difference(_plain(old.get("definition")), raw).removeprefix("pipeline.")
                 refused.append(
                     f"pipeline {name!r} of {p.file} differs from the one cluster {self.name!r} "
-                    f"runs (version {old.get('version')}, published from {old.get('file')} by "
-                    f"{describe_owner(str(old.get('by', '')))})"
+                    f"runs{f' at {at}' if at else ''} (version {old.get('version')}, published "
+                    f"from {old.get('file')} by {describe_owner(str(old.get('by', '')))})"
                 )
                 continue
             if old is not None:
