@@ -466,8 +466,11 @@ class ClusterMember:
             if unit.leaving or unit.task is None or not unit.task.done():
                 continue
             status = self.worker.statuses.get(self._status_key(unit))
-            if status is not None and status.state == "DONE" and not unit.lost:
-                continue  # a bounded source that finished: it stays with this worker
+            if status is not None and status.state in ("DONE", "FAILED") and not unit.lost:
+                # A bounded source that finished stays with this worker; so does a unit that
+                # failed for good (a wrong path, a refused password): taken again every round
+                # it failed again every round, on one member after another.
+                continue
             del self.units[name]
             if not unit.lost:
                 self._spawn_release(name)

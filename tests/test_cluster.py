@@ -366,3 +366,30 @@ async def test_a_pipeline_a_member_cannot_load_is_named_by_field_not_by_json_col
         "MC_CLUSTER_BATCH (set it, or write ${env:MC_CLUSTER_BATCH:-default})"
     )
     assert await b.stop() == 0 and await a.stop() == 0
+
+
+async def test_a_unit_that_failed_for_good_stays_failed_on_its_member(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sink whose path is wrong (a ConfigError) stops for good, as in a single worker: its
+    member keeps it and stays in the cluster. It was released and taken again every round
+    (five failures a second), and a member whose units had all failed left the cluster."""
+    (tmp_path / "a-directory").mkdir()
+    text = f"""
+    cluster: {{name: c, failover_timeout: 3s}}
+    pipelines:
+      - name: q
+        sinks:
+          - name: bad
+            connector: memory
+            topics: [t]
+            config: {{name: bad, path: '{tmp_path / "a-directory"}'}}
+    """
+    a = await Running(load(tmp_path, text), "memory://cluster-failed").start()
+    await until(lambda: a.worker.statuses.get("sink q/bad") is not None)
+    await until(lambda: a.worker.statuses["sink q/bad"].state == "FAILED")
+    await asyncio.sleep(1.5)  # five rounds
+    assert caplog.text.count("sink q/bad FAILED") == 1
+    assert a.units() == {"group q/bad"}
+    assert a.task is not None and not a.task.done()
+    assert await a.stop() == 1  # the run failed: the exit code says so
