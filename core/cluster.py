@@ -220,6 +220,7 @@ class ClusterMember:
         self._rounds = 0
         self._gave_back_round = -3  # the round in which this member last released a unit
         self._outside: set[str] = set()  # units held by workers outside the cluster
+        self.failed_here: set[str] = set()  # units that failed for good on this member
         self._leaving: set[asyncio.Task[None]] = set()
 
     # -- the run -------------------------------------------------------------------------------
@@ -427,7 +428,11 @@ class ClusterMember:
         wanted = share - len(mine)
         if wanted <= 0 or self._rounds < self._gave_back_round + 3:
             return  # a unit this member gave back goes to the member below its share
-        free = [name for name in units if name not in self.units and name not in live]
+        free = [
+            name
+            for name in units
+            if name not in self.units and name not in live and name not in self.failed_here
+        ]
         free.sort(key=lambda name: hashlib.sha1(f"{self.owner} {name}".encode()).digest())
         stale = [
             lease
@@ -466,11 +471,13 @@ class ClusterMember:
             if unit.leaving or unit.task is None or not unit.task.done():
                 continue
             status = self.worker.statuses.get(self._status_key(unit))
-            if status is not None and status.state in ("DONE", "FAILED") and not unit.lost:
-                # A bounded source that finished stays with this worker; so does a unit that
-                # failed for good (a wrong path, a refused password): taken again every round
-                # it failed again every round, on one member after another.
-                continue
+            if status is not None and status.state == "DONE" and not unit.lost:
+                continue  # a bounded source that finished: it stays with this worker
+            if status is not None and status.state == "FAILED" and not unit.lost:
+                # Failed for good (a wrong path, a refused password): another member may run
+                # it; this one does not take it again (it failed every round, five times a
+                # second) until the pipeline changes or this member restarts.
+                self.failed_here.add(name)
             del self.units[name]
             if not unit.lost:
                 self._spawn_release(name)
@@ -550,6 +557,9 @@ class ClusterMember:
                 log.info("cluster %s: pipeline %s is now version %d", self.name, name, version)
                 for unit in [u for u in self.units.values() if u.pipeline == name]:
                     self._give_back(unit, f"pipeline {name} changed")
+                self.failed_here -= {
+                    n for n, (pipeline, _) in self.all_units().items() if pipeline == name
+                }
                 pipelines[:] = [loaded if p.name == name else p for p in pipelines]
             else:
                 pipelines.append(loaded)

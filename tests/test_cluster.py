@@ -368,12 +368,12 @@ async def test_a_pipeline_a_member_cannot_load_is_named_by_field_not_by_json_col
     assert await b.stop() == 0 and await a.stop() == 0
 
 
-async def test_a_unit_that_failed_for_good_stays_failed_on_its_member(
+async def test_a_unit_that_failed_for_good_is_not_taken_again_by_its_member(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A sink whose path is wrong (a ConfigError) stops for good, as in a single worker: its
-    member keeps it and stays in the cluster. It was released and taken again every round
-    (five failures a second), and a member whose units had all failed left the cluster."""
+    """A sink whose path is wrong (a ConfigError) stops for good on its member, which leaves it
+    to the others and stays in the cluster. It was released and taken again every round (five
+    failures a second), and a member whose units had all failed left the cluster."""
     (tmp_path / "a-directory").mkdir()
     text = f"""
     cluster: {{name: c, failover_timeout: 3s}}
@@ -390,6 +390,8 @@ async def test_a_unit_that_failed_for_good_stays_failed_on_its_member(
     await until(lambda: a.worker.statuses["sink q/bad"].state == "FAILED")
     await asyncio.sleep(1.5)  # five rounds
     assert caplog.text.count("sink q/bad FAILED") == 1
-    assert a.units() == {"group q/bad"}
+    assert a.units() == set() and a.member.failed_here == {"group q/bad"}
     assert a.task is not None and not a.task.done()
+    report = await cluster_report(a.worker.store, "c")
+    assert report["pipelines"][0]["units"][0]["owner"] is None  # free for another member
     assert await a.stop() == 1  # the run failed: the exit code says so
