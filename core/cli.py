@@ -271,8 +271,6 @@ def run(
     if config.cluster is not None:
         from .cluster import ClusterError, check_cluster_store
 
-        if admin is not None:
-            raise click.UsageError("--admin is not available in cluster mode yet")
         try:
             check_cluster_store(config, url)
         except ClusterError as exc:
@@ -389,9 +387,11 @@ async def _run(
         listen, token, options = admin
         controller = Controller(worker, options.registry())
         try:
-            await controller.load_persisted()
+            if config.cluster is None:  # a cluster's pipelines are its members' files'
+                await controller.load_persisted()
             server = AdminServer(controller, listen, token, options.state)
             await server.start()
+            worker.http.reserve(server.port, f"the admin API (--admin {listen})")
         except ConfigError as exc:
             _echo(f"error: {exc}", err=True)
             await worker.http.close()

@@ -56,6 +56,7 @@ __all__ = [
     "cluster_report",
     "definitions_id",
     "timings",
+    "unit_owner",
 ]
 
 log = logging.getLogger("meshconnect.cluster")
@@ -148,6 +149,8 @@ class Unit:
     valid_until: float = 0.0
     lost: bool = False
     leaving: bool = False
+    #: Being restarted over the admin API (its task ended; a new one starts under the lease).
+    restarting: bool = False
     taken_at: float = field(default_factory=time.monotonic)
 
 
@@ -222,6 +225,8 @@ class ClusterMember:
         self._outside: set[str] = set()  # units held by workers outside the cluster
         self.failed_here: set[str] = set()  # units that failed for good on this member
         self._leaving: set[asyncio.Task[None]] = set()
+        #: Whether :meth:`join` is done (the admin API's ``/ready``).
+        self.joined = False
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -352,6 +357,7 @@ class ClusterMember:
             await self.store.release_leases(self.owner)
             raise ClusterError("; ".join(raced))
         await self.refresh()
+        self.joined = True
         log.info(
             "cluster %s: joined as %s (failover timeout %gs: leases of %gs renewed every %gs)",
             self.name,
@@ -468,7 +474,7 @@ class ClusterMember:
         """Forget units that ended for another reason than finishing (fenced, failed for good);
         their leases are released so that a member takes them again."""
         for name, unit in list(self.units.items()):
-            if unit.leaving or unit.task is None or not unit.task.done():
+            if unit.leaving or unit.restarting or unit.task is None or not unit.task.done():
                 continue
             status = self.worker.statuses.get(self._status_key(unit))
             if status is not None and status.state == "DONE" and not unit.lost:
@@ -656,6 +662,48 @@ class ClusterMember:
         self._leaving.add(task)
         task.add_done_callback(self._leaving.discard)
 
+    async def restart_units(self, pipeline: str) -> list[str]:
+        """Restart the units of ``pipeline`` this worker owns (the admin API's restart): each
+        stops as SIGTERM would stop it (drain, flush, commit) and starts again under the lease
+        it holds, which stays renewed meanwhile. Returns the leases of the units restarted."""
+        units = [
+            u for u in self.units.values() if u.pipeline == pipeline and not (u.leaving or u.lost)
+        ]
+        done = await asyncio.gather(*(self._restart(u) for u in units))
+        return [u.lease for u, ok in zip(units, done, strict=True) if ok]
+
+    async def _restart(self, unit: Unit) -> bool:
+        unit.restarting = True
+        try:
+            unit.view.halt()
+            if unit.task is not None:
+                await asyncio.gather(unit.task, return_exceptions=True)
+            if (
+                unit.leaving
+                or unit.lost
+                or self.units.get(unit.lease) is not unit
+                or self.worker.stopping
+            ):
+                return False  # given back, taken over or stopping meanwhile: not started again
+            p = self.pipelines[unit.pipeline]
+            sink = None
+            if unit.sink is not None:
+                sink = next(s for s in p.sinks if s.name == unit.sink)
+            unit.view = UnitState(self.worker.state, p.name, self, unit.lease)
+            status = self.worker.statuses.get(self._status_key(unit))
+            if status is not None:
+                status.set("STARTING")
+            log.info("cluster %s: restarting %s", self.name, unit.lease)
+            unit.task = self.worker.spawn_unit(p, sink, unit.view)
+            return True
+        finally:
+            unit.restarting = False
+
+    def local_status_keys(self) -> dict[str, str]:
+        """The worker status key (``source …``, ``sink …``) of every unit this worker runs,
+        by lease name (units being given back included until they stopped)."""
+        return {name: self._status_key(unit) for name, unit in self.units.items()}
+
     def _step_down(self, unit: Unit, lease: Lease) -> None:
         """Another worker holds ``unit``'s lease: stop it at once; its writes are refused."""
         if unit.lost:
@@ -686,6 +734,19 @@ class ClusterMember:
 def _epoch(store: MeshStore, name: str) -> int | None:
     epochs = getattr(store, "lease_epochs", None)
     return epochs().get(name) if epochs is not None else None
+
+
+def unit_owner(unit: str, lease: Lease | None, now: float) -> dict[str, Any]:
+    """Who owns ``unit`` by its ``lease`` (``None``: none taken yet) at ``now``: the owner's
+    identity and description (``None`` unless the lease is live), the epoch and time left."""
+    live = lease is not None and lease.expires > now and not _dead_here(lease)
+    return {
+        "unit": unit,
+        "owner": lease.owner if live and lease else None,
+        "worker": describe_owner(lease.owner) if live and lease else None,
+        "epoch": lease.epoch if lease else None,
+        "lease_left": round(lease.expires - now, 1) if lease else None,
+    }
 
 
 async def cluster_report(store: MeshStore, cluster: str) -> dict[str, Any]:
@@ -720,19 +781,7 @@ async def cluster_report(store: MeshStore, cluster: str) -> dict[str, Any]:
                 units.append(
                     f"group {sink_group(name, str(sink.get('name') or sink.get('connector')))}"
                 )
-        owned = []
-        for unit in units:
-            lease = by_name.get(unit)
-            live = lease is not None and lease.expires > now and not _dead_here(lease)
-            owned.append(
-                {
-                    "unit": unit,
-                    "owner": lease.owner if live and lease else None,
-                    "worker": describe_owner(lease.owner) if live and lease else None,
-                    "epoch": lease.epoch if lease else None,
-                    "lease_left": round(lease.expires - now, 1) if lease else None,
-                }
-            )
+        owned = [unit_owner(unit, by_name.get(unit), now) for unit in units]
         pipelines.append(
             {
                 "name": name,

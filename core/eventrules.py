@@ -534,7 +534,8 @@ _DECODER = json.JSONDecoder(
 
 def loads_event(text: str | bytes) -> Any:
     """The JSON value of one line of ``format: cloudevents``. ``ValueError`` for invalid JSON,
-    invalid UTF-8, ``NaN``/``Infinity`` and a key that appears twice in one object. Integers
+    invalid UTF-8, ``NaN``/``Infinity``, a number out of range (``1e99999999999999999999``)
+    and a key that appears twice in one object. Integers
     are exact ``int``; other numbers exact ``Decimal`` (as :mod:`meshconnect.jsonvalue` reads
     them everywhere else), nesting at most ``jsonvalue.MAX_DEPTH`` levels.
 
@@ -549,6 +550,8 @@ def loads_event(text: str | bytes) -> Any:
         value, end = _DECODER.raw_decode(text, _skip_ws(text, 0))
     except RecursionError:
         raise ValueError("nested too deeply (arrays and objects within each other)") from None
+    except ArithmeticError:  # decimal.InvalidOperation: an exponent no Decimal can hold
+        raise ValueError("a number out of range") from None  # as jsonvalue.loads says
     except ValueError as exc:  # int()'s own words name sys.set_int_max_str_digits
         if "integer string conversion" in str(exc):
             raise ValueError(

@@ -2,7 +2,8 @@
 
 Sources that receive HTTP (webhook, Slack Events, ChatGPT) do not bind ports of their own:
 they add routes through their context, and every route on the same ``HOST:PORT`` is served by
-one server (the admin API will mount on the same mechanism)::
+one server (the admin API is a server of its own, see :mod:`meshconnect.admin.server`; a route
+on its port is a clash naming it)::
 
     async def start(self, positions):
         self.route = await self.context.http.add_route(
@@ -202,6 +203,13 @@ class HttpListeners:
     def __init__(self) -> None:
         self._servers: dict[tuple[str, int], _Server] = {}
         self._lock: asyncio.Lock | None = None  # made on first use, on the running loop
+        #: Ports this worker serves outside these listeners (the admin API), with who holds
+        #: them: a route on one is a clash naming it, not "in use by another process".
+        self._reserved: dict[int, str] = {}
+
+    def reserve(self, port: int, owner: str) -> None:
+        """Note that this worker serves ``port`` elsewhere (``owner`` names it)."""
+        self._reserved[port] = owner
 
     async def add_route(
         self,
@@ -251,6 +259,11 @@ class HttpListeners:
     ) -> Route:
         server = self._servers.get((host, port))
         if server is None:
+            if port in self._reserved:
+                raise ConfigError(
+                    f"listen {listen} ({owner}) clashes with {self._reserved[port]} on port "
+                    f"{port}; give one of them another port"
+                )
             if port:
                 for (other_host, other_port), other in self._servers.items():
                     if other.bound_port == port:

@@ -191,7 +191,7 @@ class ConnectorMeters:
         if not time_text:
             return
         try:
-            moment = datetime.fromisoformat(time_text)
+            moment = datetime.fromisoformat(time_text.replace("z", "Z"))  # RFC 3339 allows z
         except ValueError:
             return
         if moment.tzinfo is None:  # a time without offset is UTC, as records' times are

@@ -40,7 +40,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -399,14 +401,35 @@ def _diff(
     return "\n".join(lines)
 
 
-def _json_default(value: Any) -> Any:
-    """A Decimal (an exact JSON number) as the float a YAML test file can write; else repr."""
-    return float(value) if isinstance(value, Decimal) else repr(value)
+#: Marks a number's exact text inside the JSON that compares and shows values (stdlib json
+#: cannot write a number's own characters); unmarked again in what is shown.
+_NUMBER = "\x00number:"
+_NUMBER_SHOWN = re.compile(r'"\\u0000number:([^"\\]*)"')
+
+
+def _exact(value: Any) -> Any:
+    """``value`` with every fractional number as its exact text: a YAML test file reads
+    ``1.10`` as the Decimal of its text, as records hold JSON numbers, so a case compares
+    digits and scale (a float comparison took 169299987.35345113 for ...112 and 1.1 for
+    1.10). A float counts as its shortest text (``1.0``), a Decimal without fraction digits
+    as the integer it is, as ``jsonvalue.dumps`` writes them."""
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_exact(v) for v in value]
+    if isinstance(value, float) and math.isfinite(value):
+        value = Decimal(repr(value))
+    if isinstance(value, Decimal) and value.is_finite():
+        if value.as_tuple().exponent == 0:
+            return int(value)
+        return _NUMBER + str(value)
+    return value
 
 
 def _canon(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=_json_default)
+    return json.dumps(_exact(value), sort_keys=True, default=repr)
 
 
 def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=_json_default, ensure_ascii=False)
+    text = json.dumps(_exact(value), indent=2, sort_keys=True, default=repr, ensure_ascii=False)
+    return _NUMBER_SHOWN.sub(r"\1", text)

@@ -70,6 +70,7 @@ __all__ = [
     "format_time",
     "parse_time",
     "read_instant",
+    "shown",
     "write_instant",
     "zone",
     "zone_hint",
@@ -130,10 +131,25 @@ def zone(name: str) -> tzinfo:
     """The time zone named ``name`` (``UTC`` or an IANA name such as ``Europe/Berlin``)."""
     if name.upper() in ("UTC", "Z"):
         return UTC
+    if len(name) > _LONGEST_ZONE:  # a name from a record: no file system look-up
+        raise ValueError(f"unknown time zone {shown(name)} (no zone name is that long)")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} ({zone_hint(name)})") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'Europe' is a directory
+        raise ValueError(f"unknown time zone {shown(name)} ({zone_hint(name)})") from None
+
+
+#: Longer than any IANA zone name ('America/Argentina/ComodRivadavia' has 32 characters).
+_LONGEST_ZONE = 64
+
+
+def shown(value: Any, most: int = 60) -> str:
+    """``repr(value)``, cut to about ``most`` characters: a value from a record may be
+    megabytes long, and a message (a log line, a dead letter's ``errormessage``) shows it."""
+    text = repr(value[: most + 1]) if isinstance(value, str) else repr(value)
+    if len(text) <= most + 2:
+        return text
+    return f"{text[:most]}... ({len(value) if isinstance(value, str) else len(text):,} characters)"
 
 
 def zone_hint(name: str) -> str:
@@ -153,7 +169,9 @@ def check_format(fmt: str, *, parsing: bool = True) -> str:
     named = FORMATS if parsing else FORMATS[1:]
     if fmt in named or "%" in fmt:
         return fmt
-    raise ValueError(f"unknown time format {fmt!r}: use {', '.join(named)} or a strftime pattern")
+    raise ValueError(
+        f"unknown time format {shown(fmt)}: use {', '.join(named)} or a strftime pattern"
+    )
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -224,7 +242,7 @@ def _offset(text: str) -> tzinfo:
     sign, hh, mm, ss = match.groups()
     hours, minutes, seconds = int(hh), int(mm or 0), int(ss or 0)
     if hours > 23 or minutes > 59 or seconds > 59:
-        raise ValueError(f"the offset {text!r} is not one (hours 00-23, minutes 00-59)")
+        raise ValueError(f"the offset {shown(text)} is not one (hours 00-23, minutes 00-59)")
     delta = timedelta(hours=hours, minutes=minutes, seconds=seconds)
     if not delta:
         return UTC
@@ -299,7 +317,7 @@ def read_instant(value: Any, fmt: str = "auto", *, tz: tzinfo = UTC) -> int:
         try:
             parsed = datetime.strptime(value, fmt)
         except ValueError:
-            raise ValueError(f"{_describe(value)} does not match the format {fmt!r}") from None
+            raise ValueError(f"{_describe(value)} does not match the format {shown(fmt)}") from None
         ns = _checked(_to_ns(parsed, tz), _describe(value))
     digits = _ISO_DIGITS.get(fmt)
     if digits is not None:

@@ -3,11 +3,14 @@ error, and every answer (status code, content type, body) as the document says."
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from admin_support import TOKEN, AdminWorker, flowing, write_pipeline
 
@@ -76,4 +79,30 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path: Pa
         _all_passed(result.stdout)
         # The worker lived through it and stops cleanly.
         assert w.call("GET", "/health").json == {"status": "UP"}
+        assert w.stop() == 0
+
+
+def test_schemathesis_on_a_cluster_member(tmp_path: Path, redis_server: Any) -> None:
+    """The same on a member of a cluster (run --cluster --admin, on a private Redis): the
+    /cluster view, statuses with the owners of the units, and the 409s of what cannot act on
+    the whole cluster are as the document says."""
+    (tmp_path / "in.jsonl").write_text("".join(f'{{"id": {i}}}\n' for i in range(50)))
+    config = tmp_path / "p.yaml"
+    pipeline = flowing("orders", str(tmp_path / "in.jsonl"), str(tmp_path / "o.jsonl"))
+    url = f"{redis_server.url}?prefix=stcluster{time.monotonic_ns()}"
+    config.write_text(json.dumps({"store": url, "cluster": "st", "pipelines": [pipeline]}))
+    with AdminWorker(tmp_path, [str(config)]) as w:
+        w.wait_for(lambda: w.call("GET", "/cluster").json["pipelines"][0]["units"][0]["local"],
+                   "the member to take the source")  # fmt: skip
+        anything = tmp_path / "any.toml"
+        anything.write_text("")
+        result = _schemathesis(w, anything, tmp_path)
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        _all_passed(result.stdout)
+        orders = tmp_path / "orders.toml"
+        orders.write_text('[parameters]\n"path.name" = "orders"\n')
+        result = _schemathesis(w, orders, tmp_path)
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        _all_passed(result.stdout)
+        assert w.call("GET", "/cluster").json["member"]["joined"] is True
         assert w.stop() == 0

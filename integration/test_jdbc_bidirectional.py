@@ -111,6 +111,7 @@ class Side(threading.Thread):
         super().__init__(daemon=True)
         self.server, self.base, self.versions, self.lock = server, base, versions, lock
         self.error: BaseException | None = None
+        self.shared: dict[int, int] = {}  # shared key -> the last version this side wrote
 
     def version(self) -> int:
         with self.lock:
@@ -132,6 +133,8 @@ class Side(threading.Thread):
                             "UPDATE items SET note = %s, ver = %s WHERE id = %s AND ver < %s",
                             (f"shared by {self.base} at {v}", v, k, v),
                         )
+                        if cur.rowcount == 1:  # else the other side's newer write was there
+                            self.shared[k] = v
             conn.close()
         except BaseException as exc:
             self.error = exc
@@ -184,7 +187,10 @@ def test_two_way_sync_converges_without_echo(tmp_path: Path, pair: tuple[MariaDB
         assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
     final = rows(a)
     shared = [final[1_000_000 + k] for k in range(SHARED)]
-    assert all(r[2] > 0 for r in shared)  # every shared key was written and kept the newest
+    assert all(r[2] > 0 for r in shared)  # every shared key was written
+    # last writer wins: each shared key holds the newest version either side wrote to it
+    newest = {k: max(side.shared.get(k, 0) for side in sides) for k in range(1_000_000, 1_000_100)}
+    assert {k: final[k][2] for k in newest} == newest
     # No echo: each topic holds only changes written by applications on its own side.
     for topic, own in (
         ("a_to_b", range(1, 1 + DISJOINT)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import subprocess
 import uuid
 from decimal import Decimal
@@ -249,9 +250,10 @@ async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path
         await asyncio.sleep(0.01)
     r.publish(f"{p}.a", '{"n": 1.10}')
     r.publish(f"{p}.b", "not json")
+    r.publish(f"{p}.c", b"\xff\xfe")
     got: list[Record] = []
     failures: list[Any] = []
-    while len(got) + len(failures) < 2:
+    while len(got) + len(failures) < 3:
         batch = await source.poll()
         assert batch is not None
         got.extend(batch.records)
@@ -259,6 +261,15 @@ async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path
     await source.stop()
     assert [(x.subject, x.data) for x in got] == [(f"{p}.a", {"n": Decimal("1.10")})]
     assert isinstance(failures[0][1], DataError)
+    # the dead letter holds the message as it came (it was base64 text, unmarked)
+    assert [(f.data, f.datacontenttype) for f, _ in failures] == [
+        ("not json", "text/plain"),
+        (b"\xff\xfe", "application/octet-stream"),
+    ]
+    # issue 9 item 7: a message has no time of its own; the record has the time it arrived
+    for record in (got[0], failures[0][0]):
+        assert record.time is not None
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record.time)
 
 
 async def test_a_stream_key_holding_another_type_is_a_config_error(redis_server, tmp_path) -> None:

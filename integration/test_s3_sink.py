@@ -175,6 +175,19 @@ async def test_csv_reads_back_with_csv_and_a_header_once_per_object(
     ]
 
 
+async def test_csv_fields_in_another_order_stay_in_the_object(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """The same fields in another order (JSON from another producer) started a new object of
+    one row each (found by the verify-1112 trial): rows follow the object's header."""
+    bucket = moto.bucket()
+    rows = [{"a": 1, "b": "x"}, {"b": "y", "a": 2}, {"a": 3, "b": None}, {"a": 4}]
+    sink = {**connection(moto, bucket), "format": "csv"}
+    assert await run(pipeline_file(tmp_path, rows, sink)) == 0
+    names = keys(moto, bucket)
+    assert [body(moto, bucket, k).decode() for k in names] == ["a,b\n1,x\n2,y\n3,\n", "a\n4\n"]
+
+
 async def test_parquet_reads_back_with_pyarrow_and_a_new_schema_starts_an_object(
     moto: MotoServer, tmp_path: Path
 ) -> None:

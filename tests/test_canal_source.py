@@ -72,6 +72,29 @@ def test_column_filter_keeps_indexes() -> None:
     assert ColumnFilter([], []).keep("s", "t", ["a"]) is None
 
 
+def test_a_catastrophic_filter_pattern_on_a_hostile_table_name_answers_at_once() -> None:
+    """Issue 19 item 1 sibling: the filters ran on Python's backtracking re, so '(a+)+$' and
+    a table named with 63 a's and '!' (names come from the server: whoever may create a table
+    chooses them) stalled the whole worker; on RE2 it is linear."""
+    import time
+
+    match = TableMatcher(["(a+)+$", "shop\\..*"], [])
+    keep = ColumnFilter(["s\\.t\\.(a+)+$"], [])
+    start = time.monotonic()
+
+    assert not match("a" * 64, "a" * 63 + "!")
+    assert keep.keep("s", "t", ["a" * 63 + "!", "aaa"]) == [1]
+    assert time.monotonic() - start < 1
+    assert match("Shop", "x\ny")  # case-insensitive, "." takes a newline
+
+
+def test_a_filter_pattern_re2_cannot_run_is_a_config_error() -> None:
+    with pytest.raises(ValidationError) as caught:
+        CanalSourceConfig.model_validate({"user": "cdc", "server_id": 1, "exclude": ["(?!tmp).*"]})
+
+    assert "bad regular expression '(?!tmp).*': invalid perl operator: (?!" in str(caught.value)
+
+
 # -- GTID sets and positions -------------------------------------------------------------------
 
 

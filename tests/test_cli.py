@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from meshconnect.connectors.file.sink import _fingerprint
+
+OUT_16 = b'{"n":0}\n{"n":1}\n'
+
 SECRET = "s3cr3t-Zebra-9931"
 
 
@@ -148,10 +152,12 @@ def test_offsets_reset_of_a_sink_keeps_its_output_and_says_so(tmp_path: Path) ->
     after_rewind = mc(tmp_path, "run", str(p))
 
     assert (to_end.returncode, after_end.returncode, rewind.returncode) == (0, 0, 0)
+    tail = _fingerprint(b'{"n":0}\n{"n":1}\n{"n":2}\n')
     assert to_end.stdout == (
         'sink pipe/archive: offsets {"pipe": 3} -> {"pipe": 3}\n'
         f'output: kept. The sink resumes from its committed state {{"file": "{out}", '
-        '"size": 24} (a file sink appends after it); nothing it wrote is removed.\n'
+        f'"size": 24, "tail": "{tail}"}} (a file sink appends after it); nothing it wrote is '
+        "removed.\n"
         "  pipe: no record is delivered again or skipped\n"
         "reset done\n"
     )
@@ -159,7 +165,8 @@ def test_offsets_reset_of_a_sink_keeps_its_output_and_says_so(tmp_path: Path) ->
     assert rewind.stdout == (
         'sink pipe/archive: offsets {"pipe": 3} -> {"pipe": 1}\n'
         f'output: kept. The sink resumes from its committed state {{"file": "{out}", '
-        '"size": 24} (a file sink appends after it); nothing it wrote is removed.\n'
+        f'"size": 24, "tail": "{tail}"}} (a file sink appends after it); nothing it wrote is '
+        "removed.\n"
         "  pipe: 2 record(s) at offsets 1..2 are delivered again, after the existing output\n"
         "reset done\n"
     )
@@ -198,7 +205,8 @@ def test_offsets_reset_of_a_sink_forward_says_what_is_skipped(tmp_path: Path) ->
         "  pipe: 2 record(s) at offsets 0..1 are skipped (never delivered to this sink)"
     )
     assert shown.stdout.splitlines()[-1] == (
-        f'  state: {{"file": "{tmp_path / "out.jsonl"}", "size": 16}}'
+        f'  state: {{"file": "{tmp_path / "out.jsonl"}", "size": 16, '
+        f'"tail": "{_fingerprint(OUT_16)}"}}'
     )
 
 

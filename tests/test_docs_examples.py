@@ -137,6 +137,24 @@ def test_the_docs_have_examples_and_every_language_is_handled() -> None:
     assert all(b.lang for b in BLOCKS), [str(b) for b in BLOCKS if not b.lang]
 
 
+def test_every_extra_the_docs_name_exists() -> None:
+    """getting-started.md once listed extras that did not exist (issue 9 item 8): each
+    `meshconnect[a,b]` in docs/ and README.md names extras of pyproject.toml."""
+    extras = set(
+        tomllib.loads((DOCS.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+            "optional-dependencies"
+        ]
+    )
+    named: dict[str, str] = {}
+    for page in [DOCS.parent / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        for match in re.finditer(r"meshconnect\[([^\]]+)\]", page.read_text(encoding="utf-8")):
+            for extra in match.group(1).split(","):
+                named.setdefault(extra.strip(), page.name)
+
+    assert len(named) >= 5
+    assert {e: p for e, p in named.items() if e not in extras} == {}
+
+
 # -- YAML ---------------------------------------------------------------------------------------
 
 SOURCE_STUB = "source: {connector: file, config: {path: in.jsonl}}"

@@ -142,3 +142,34 @@ def test_the_bench_filter_still_compares_natively() -> None:
 def test_numbers_out_of_reach_are_data_errors(text: str, message: str) -> None:
     with pytest.raises(DataError, match=message):
         evaluate(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("float(data.s) == data.d", True),
+        ("float(data.s) in [0.1, 0.2]", True),
+        ("float(data.s) not in [0.1, 0.2]", False),
+        ("data.d in [float(data.s)]", True),
+        ("float(data.s) in data.l", True),
+        ("[float(data.s)] == data.l", True),
+        ("data.l != [float(data.s)]", False),
+        ("{'k': float(data.s)} == {'k': data.d}", True),
+        ("float(data.s) in {0.1}", True),
+        ("contains(data.l, float(data.s))", True),
+        ("indexOf(data.l, float(data.s))", 0),
+        ("indexOf(data.l, 0.3)", -1),
+        ("float(data.s) in [0.3]", False),
+        ("data.c in ['DE', 'FR']", True),
+        ("data.c in data.missing", False),
+        ("[1] == (1,)", False),
+    ],
+)
+def test_equality_in_contains_and_index_of_agree_on_floats_and_decimals(
+    text: str, expected: Any
+) -> None:
+    """A float meeting a decimal counts as its shortest text for ==; `in`, contains() and
+    indexOf() and arrays compared with == said otherwise (a float made by cast or float() was
+    never `in [0.1, 0.2]`, while `== 0.1` was true)."""
+    data = {"s": "0.1", "d": Decimal("0.1"), "l": [Decimal("0.1")], "c": "DE"}
+    assert evaluate(text, data) == expected

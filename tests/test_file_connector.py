@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from meshconnect.api import ConnectorContext, Position, SourceBatch
 from meshconnect.connectors.file import plugin
 from meshconnect.connectors.file.config import FileSinkConfig, FileSourceConfig
-from meshconnect.connectors.file.sink import FileSink
+from meshconnect.connectors.file.sink import FileSink, _fingerprint
 from meshconnect.connectors.file.source import FileSource
 from meshconnect.errors import ConfigError, DataError
 from meshconnect.records import Record
@@ -311,7 +311,8 @@ async def test_each_format_reports_undecodable_lines(
     reading = await read_to_end(await started(tmp_path, path="in.txt", format=fmt))
 
     [(record, error)] = reading.failures
-    assert isinstance(record.data, str)
+    raw = content.splitlines()[-1]  # the failed line as it is: text, or bytes not text
+    assert record.data == (raw if b"\xe9" in raw else raw.decode())
     assert problem in str(error)
     assert reading.positions[str(tmp_path / "in.txt")]["offset"] == len(content)
 
@@ -581,7 +582,11 @@ async def test_sink_json_writes_the_data_of_each_record(tmp_path: Path) -> None:
 
     content = (tmp_path / "out" / "orders.jsonl").read_bytes()
     assert content == b'{"id":1}\n[2]\n"three"\n'
-    assert state == {"file": str(tmp_path / "out" / "orders.jsonl"), "size": len(content)}
+    assert state == {
+        "file": str(tmp_path / "out" / "orders.jsonl"),
+        "size": len(content),
+        "tail": _fingerprint(content),
+    }
 
 
 async def test_sink_json_writes_the_stores_encoding_and_encodes_the_rest(tmp_path: Path) -> None:
@@ -660,6 +665,47 @@ async def test_no_state_and_an_existing_file_refuses_to_start(tmp_path: Path) ->
     assert (tmp_path / "out.jsonl").read_bytes() == b'"not written by this sink"\n'
 
 
+async def test_an_unrelated_file_put_where_the_committed_one_was_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Issue 19 item 6, with state: the sink's file was moved away and another, longer file
+    put at its path. Truncating it to the committed size destroyed its content; the state's
+    fingerprint of the committed bytes shows it is not the sink's file."""
+    sink = await opened(tmp_path, path="out.jsonl")
+    await sink.write(records("mine"))
+    state = await sink.flush()
+    await sink.close()
+    (tmp_path / "out.jsonl").rename(tmp_path / "moved.jsonl")
+    write(tmp_path / "out.jsonl", b"UNRELATED precious content\nline 2\n")
+
+    with pytest.raises(ConfigError, match=r"out\.jsonl \(34 bytes\) exists and this sink has no"):
+        await opened(tmp_path, state, path="out.jsonl")
+    assert (tmp_path / "out.jsonl").read_bytes() == b"UNRELATED precious content\nline 2\n"
+
+    sink = await opened(tmp_path, state, path="out.jsonl", if_exists="append")
+    await sink.write(records("next"))
+    await sink.close()
+    assert (tmp_path / "out.jsonl").read_bytes() == (
+        b'UNRELATED precious content\nline 2\n"next"\n'
+    )
+
+
+async def test_the_sinks_own_file_longer_than_committed_is_still_truncated(tmp_path: Path) -> None:
+    """The fingerprint covers only the committed bytes: lines written after the checkpoint
+    (a crash before the commit) are cut as before."""
+    sink = await opened(tmp_path, path="out.jsonl")
+    await sink.write(records("a" * 100))
+    state = await sink.flush()
+    await sink.write(records("after"))
+    await sink.flush()
+    await sink.close()
+
+    sink = await opened(tmp_path, state, path="out.jsonl")
+    await sink.close()
+
+    assert (tmp_path / "out.jsonl").read_bytes() == b'"' + b"a" * 100 + b'"\n'
+
+
 async def test_no_state_and_rotated_files_refuses_to_start(tmp_path: Path) -> None:
     write(tmp_path / "out-00002.jsonl", b'"old"\n')
 
@@ -688,7 +734,11 @@ async def test_if_exists_append_keeps_the_file_and_appends(tmp_path: Path) -> No
     await sink.close()
 
     assert (tmp_path / "out.jsonl").read_bytes() == b'"kept"\n"new"\n'
-    assert state == {"file": str(tmp_path / "out.jsonl"), "size": 13}
+    assert state == {
+        "file": str(tmp_path / "out.jsonl"),
+        "size": 13,
+        "tail": _fingerprint(b'"kept"\n"new"\n'),
+    }
 
 
 async def test_if_exists_append_ends_an_unterminated_last_line_first(tmp_path: Path) -> None:
@@ -760,7 +810,12 @@ async def test_rotation_names_files_by_sequence_and_respects_the_size(tmp_path: 
     ]
     assert (tmp_path / "out-00001.jsonl").read_bytes() == b'"aaa"\n'
     assert (tmp_path / "out-00003.jsonl").read_bytes() == b'"a long record"\n'
-    assert state == {"file": str(tmp_path / "out-00003.jsonl"), "seq": 3, "size": 16}
+    assert state == {
+        "file": str(tmp_path / "out-00003.jsonl"),
+        "seq": 3,
+        "size": 16,
+        "tail": _fingerprint(b'"a long record"\n'),
+    }
 
 
 async def test_open_with_rotation_deletes_files_written_after_the_commit(tmp_path: Path) -> None:

@@ -163,6 +163,63 @@ async def test_duplicate_csv_header_names_are_an_error_per_row(tmp_path: Path) -
     ]
 
 
+def test_a_quoted_field_over_the_csv_field_limit_is_a_bad_row_not_a_failed_source(
+    tmp_path: Path,
+) -> None:
+    """Issue 9 item 2's kind, no input makes a tolerant source fail: a quoted CSV field over
+    Python's csv.field_size_limit() (131,072 characters) raised out of the source, so the run
+    exited 1 having delivered nothing; now the row is dead-lettered raw and the others go."""
+    big = '2,"' + "x" * 200_000 + '"'
+    (tmp_path / "in.csv").write_text(f"id,note\n1,ok\n{big}\n3,fine\n")
+    p = pipeline(
+        tmp_path, "{path: in.csv, format: csv}", "errors: {tolerance: all, dead_letter_topic: dlq}"
+    )
+
+    run = mc(tmp_path, "run", str(p))
+    dead = mc(tmp_path, "topics", "tail", "dlq", "--from-beginning")
+
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out.jsonl").read_text().splitlines() == [
+        '{"id":"1","note":"ok"}',
+        '{"id":"3","note":"fine"}',
+    ]
+    (letter,) = [json.loads(line) for line in dead.stdout.splitlines()]
+    assert letter["data"] == big
+    assert letter["errormessage"].endswith(
+        ":3: not a CSV row: field larger than field limit (131072)"
+    )
+
+
+async def test_a_header_over_the_csv_field_limit_fails_the_rows_not_the_source(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "in.csv").write_text('"' + "h" * 200_000 + '",b\n1,2\n')
+
+    records, failures, _ = await read_to_end(await started(tmp_path, path="in.csv", format="csv"))
+
+    assert records == []
+    assert len(failures) == 2
+    assert [str(e).split(":", 2)[2] for _, e in failures] == [
+        " not a CSV row: field larger than field limit (131072)",
+        " the header row is not usable: not a CSV row: field larger than field limit (131072)",
+    ]
+
+
+@pytest.mark.parametrize("header", [b'"' + b"h" * 200_000 + b'",b', b"id,n\xe9"])
+async def test_a_failed_header_row_never_makes_the_next_row_the_header(
+    tmp_path: Path, header: bytes
+) -> None:
+    """The row after a header that failed (too long, not UTF-8) was taken for the header, so
+    its values silently became field names and every row after it was keyed by them."""
+    (tmp_path / "in.csv").write_bytes(header + b"\n1,2\n3,4\n")
+
+    records, failures, _ = await read_to_end(await started(tmp_path, path="in.csv", format="csv"))
+
+    assert records == []
+    assert [r.data for r, _ in failures][1:] == ["1,2", "3,4"]
+    assert all("the header row is not usable" in str(e) for _, e in failures[1:])
+
+
 def test_duplicate_fieldnames_are_a_config_error() -> None:
     with pytest.raises(ValueError, match="the field name 'a' is given twice"):
         FileSourceConfig(path="x", format="csv", fieldnames=["a", "b", "a"])
@@ -222,6 +279,93 @@ def test_a_half_written_line_through_meshconnect_run(tmp_path: Path) -> None:
     assert after_first == '{"a":1}\n'
     assert (tmp_path / "out.jsonl").read_text() == '{"a":1}\n{"a":2,"b":3}\n'
     assert "are not a complete json record yet" in first.stderr
+
+
+@pytest.mark.parametrize("fmt", ["json", "cloudevents"])
+def test_a_number_no_decimal_can_hold_is_a_bad_line(tmp_path: Path, fmt: str) -> None:
+    """Issue 9 item 2's kind: `1e99999999999999999999` raised decimal.InvalidOperation out of
+    the CloudEvents line reader, so a tolerant source failed and the run exited 1."""
+    event = '{"specversion":"1.0","id":"%s","source":"s","type":"t","data":%s}'
+    lines = [event % ("1", "1.10"), event % ("2", "1e99999999999999999999"), event % ("3", "2")]
+    if fmt == "json":
+        lines = ['{"a":1.10}', '{"a":1e99999999999999999999}', '{"a":2}']
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    p = pipeline(
+        tmp_path,
+        f"{{path: in.jsonl, format: {fmt}}}",
+        "errors: {tolerance: all, dead_letter_topic: dlq}",
+    )
+
+    run = mc(tmp_path, "run", str(p))
+    dead = mc(tmp_path, "topics", "tail", "dlq", "--from-beginning")
+
+    assert run.returncode == 0, run.stderr
+    expected = ['{"a":1.10}', '{"a":2}'] if fmt == "json" else ["1.10", "2"]
+    assert (tmp_path / "out.jsonl").read_text().splitlines() == expected
+    (letter,) = [json.loads(line) for line in dead.stdout.splitlines()]
+    assert letter["data"] == lines[1]
+    assert letter["errormessage"].endswith("a number out of range")
+
+
+# -- lines that do not decode ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "bad", "good"),
+    [
+        (
+            "json",
+            b'{"a":1}\n\xff\xfe{"a":2}\n{"a":3}\n',
+            b'\xff\xfe{"a":2}',
+            ['{"a":1}', '{"a":3}'],
+        ),
+        ("text", b"one\ntw\xc3o\nthree\n", b"tw\xc3o", ['"one"', '"three"']),
+        ("csv", b"k,v\n1,\xe9\n2,b\n", b"1,\xe9", ['{"k":"2","v":"b"}']),
+    ],
+)
+def test_a_line_that_does_not_decode_is_dead_lettered_with_its_bytes(
+    tmp_path: Path, fmt: str, content: bytes, bad: bytes, good: list[str]
+) -> None:
+    """Issue 9 item 2's kind: a dead letter keeps the raw line, replayable. Bytes that are not
+    text in `encoding` are kept as bytes (data_base64), not replaced by U+FFFD."""
+    import base64
+
+    (tmp_path / "in").write_bytes(content)
+    p = pipeline(
+        tmp_path,
+        f"{{path: in, format: {fmt}}}",
+        "errors: {tolerance: all, dead_letter_topic: dlq}",
+    )
+
+    run = mc(tmp_path, "run", str(p))
+    dead = mc(tmp_path, "topics", "tail", "dlq", "--from-beginning")
+
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "out.jsonl").read_text().splitlines() == good
+    (letter,) = [json.loads(line) for line in dead.stdout.splitlines()]
+    assert letter["datacontenttype"] == "application/octet-stream"
+    assert base64.b64decode(letter["data_base64"]) == bad
+    assert "data" not in letter
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "cp037"])
+def test_an_encoding_that_does_not_write_newline_as_the_byte_is_refused(encoding: str) -> None:
+    """Lines are split and joined on the byte \\n: a codec that writes it otherwise cannot read
+    a file line by line (UTF-16 read half a line and failed the rest) nor write one (a byte
+    order mark before every line); both configs say so instead."""
+    from meshconnect.connectors.file.config import FileSinkConfig
+
+    for config in (FileSourceConfig, FileSinkConfig):
+        with pytest.raises(ValueError, match=f"text encoding '{encoding}' writes a newline as"):
+            config(path="x", encoding=encoding)
+
+
+def test_utf_8_sig_reads_but_does_not_write() -> None:
+    from meshconnect.connectors.file.config import FileSinkConfig
+
+    assert FileSourceConfig(path="x", encoding="utf-8-sig").encoding == "utf-8-sig"
+    with pytest.raises(ValueError, match="would write a byte order mark before every line"):
+        FileSinkConfig(path="x", encoding="utf-8-sig")
 
 
 # -- copytruncate and rewrites -----------------------------------------------------------------

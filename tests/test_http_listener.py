@@ -371,3 +371,32 @@ async def test_a_removed_route_answers_503_until_added_again_and_errors_are_prob
         assert (await ask("POST", "/x"))[0] == 200
     finally:
         await listeners.close()
+
+
+def test_a_route_on_the_admin_apis_port_is_a_clash_naming_it(tmp_path: Path) -> None:
+    """The admin API is a server of its own: a webhook on its port was refused as "in use by
+    another process", which sent the operator looking for a process that is this worker."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    config = tmp_path / "p.yaml"
+    config.write_text(
+        "pipelines:\n  - name: hooks\n    source: {connector: webhook, config: "
+        f'{{listen: "127.0.0.1:{port}", path: /events}}}}\n'
+    )
+    command = [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), "run"]
+    run = subprocess.run(
+        [*command, "--admin", f"127.0.0.1:{port}", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert run.returncode == 1
+    assert (
+        f"source hooks/webhook FAILED: ConfigError: listen 127.0.0.1:{port} (pipeline 'hooks' "
+        f"(webhook)) clashes with the admin API (--admin 127.0.0.1:{port}) on port {port}; give "
+        "one of them another port"
+    ) in run.stderr

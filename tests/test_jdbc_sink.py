@@ -149,3 +149,151 @@ async def test_passwords_never_show(tmp_path: Path) -> None:
     assert "secret" not in text
     assert s.classify_error(err.value) is not None  # retriable: a database that is down
     await s.close()
+
+
+def ddl_record(sql: str, i: int) -> Record:
+    data = {"isDdl": True, "sql": sql, "table": "items", "database": "shop", "type": "ALTER"}
+    data.update({"data": None, "old": None, "pkNames": None, "mysqlType": None})
+    return Record(data, id=f"d{i}", type="mysql.ddl", subject="shop.items", topic="t", offset=i)
+
+
+def row_record(data: dict[str, Any], i: int) -> Record:
+    return Record(data, id=f"r{i}", type="mysql.insert", subject="shop.items", topic="t", offset=i)
+
+
+@pytest.mark.parametrize("mode", ["apply", "ignore", "fail"])
+async def test_ddl_records_by_the_ddl_setting(tmp_path: Path, mode: str) -> None:
+    """Issue 11 item 4: `apply` runs ADD COLUMN and RENAME COLUMN (twice is harmless: a replay),
+    `ignore` skips them, `fail` stops the sink naming the statement."""
+    from meshconnect import ConfigError
+
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, a TEXT)")
+    alter = (
+        "ALTER TABLE `items` ADD COLUMN `b b` VARCHAR(10) NOT NULL DEFAULT 'x', "
+        "RENAME COLUMN a TO `A2`"
+    )
+    s = sink(tmp_path, ddl=mode)
+    await s.open(None)
+    if mode == "fail":
+        with pytest.raises(ConfigError, match="RENAME COLUMN a TO"):
+            await s.write([ddl_record(alter, 0)])
+        await s.close()
+        return
+    await s.write([row_record({"id": 1, "a": "before"}, 0), ddl_record(alter, 1)])
+    await s.write([ddl_record(alter, 2)])  # delivered again after a crash
+    columns = [r[1] for r in rows(tmp_path, "PRAGMA table_info(items)")]
+    if mode == "apply":
+        assert columns == ["id", "A2", "b b"]
+        await s.write([row_record({"id": 2, "A2": "after", "b b": "new"}, 3)])
+        assert rows(tmp_path, 'SELECT id, "A2", "b b" FROM items ORDER BY id') == [
+            (1, "before", None),
+            (2, "after", "new"),
+        ]
+    else:
+        assert columns == ["id", "a"]
+    await s.close()
+
+
+async def test_the_table_from_a_template(tmp_path: Path) -> None:
+    """Issue 11 item 3: the target table from `{data.table}` or `{subject}`; a record the
+    template cannot fill fails alone."""
+    s = sink(tmp_path, table="{data.table}", key=["id"], auto_create=True)
+    await s.open(None)
+    with pytest.raises(BatchError) as err:
+        await s.write(
+            [
+                rec({"id": 1, "table": "left"}, 0),
+                rec({"id": 2, "table": "Right Side"}, 1),
+                rec({"id": 3}, 2),
+            ]
+        )
+    assert list(err.value.failures) == [2]
+    await s.close()
+    by_subject = sink(tmp_path, table="s_{subject}", key=["id"], auto_create=True)
+    await by_subject.open(None)
+    await by_subject.write([rec({"id": 4}, 3, subject="left")])
+    await by_subject.close()
+    assert rows(tmp_path, 'SELECT id, "table" FROM left') == [(1, "left")]
+    assert rows(tmp_path, 'SELECT id FROM "Right Side"') == [(2,)]
+    assert rows(tmp_path, "SELECT id FROM s_left") == [(4,)]
+
+
+async def test_auto_create_refuses_a_keyless_table_it_could_not_upsert_into(
+    tmp_path: Path,
+) -> None:
+    """With no key known, auto_create made a table without a primary key, then failed every
+    upserted record, and kept failing after `key` was set since the table stayed keyless
+    (found by the verify-1112 trial: a jdbc source table copied by a jdbc sink)."""
+    from meshconnect import ConfigError
+
+    s = sink(tmp_path, table="t", auto_create=True)
+    await s.open(None)
+    with pytest.raises(ConfigError, match=r"set config\.key"):
+        await s.write([rec({"id": 1, "v": "a"}, 0)])
+    await s.close()
+    assert rows(tmp_path, "SELECT name FROM sqlite_master WHERE name = 't'") == []
+    keyed = sink(tmp_path, table="t", auto_create=True, key=["id"])
+    await keyed.open(None)
+    await keyed.write([rec({"id": 1, "v": "a"}, 0), rec({"id": 1, "v": "b"}, 1)])
+    await keyed.close()
+    assert rows(tmp_path, "SELECT id, v FROM t") == [(1, "b")]
+
+
+async def test_exactly_once_does_not_skip_a_record_that_failed(tmp_path: Path) -> None:
+    """The offsets stored with a batch covered its failed records too: under `tolerance:
+    none` the restarted sink skipped the rejected record and the run ended 0 without it, in
+    no table and no dead-letter topic (found by the verify-1112 trial). A failed record now
+    fails again when it comes again, and is written once the cause is gone."""
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, w INTEGER UNIQUE)")
+        conn.execute("INSERT INTO t VALUES (99, 50)")
+    batch = [rec({"id": 0, "w": 0}, 0), rec({"id": 1, "w": 50}, 1), rec({"id": 2, "w": 2}, 2)]
+    for _ in range(2):  # the first delivery, then the worker's restart of the failed sink
+        s = sink(tmp_path, table="t", mode="insert", exactly_once=True)
+        await s.open(None)
+        with pytest.raises(BatchError) as err:
+            await s.write(batch)
+        await s.close()
+        assert list(err.value.failures) == [1]  # 0 and 2 skipped: written once
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute("DELETE FROM t WHERE id = 99")  # the operator removes the cause
+    s = sink(tmp_path, table="t", mode="insert", exactly_once=True)
+    await s.open(None)
+    await s.write(batch)
+    await s.write([rec({"id": 3, "w": 3}, 3)])
+    await s.close()
+    assert rows(tmp_path, "SELECT id FROM t ORDER BY id") == [(0,), (1,), (2,), (3,)]
+    assert rows(tmp_path, "SELECT next_offset, failed FROM meshconnect_sink_offsets") == [(4, None)]
+
+
+async def test_exactly_once_forgets_failures_the_worker_has_passed(tmp_path: Path) -> None:
+    """Under `tolerance: all` the failed record is dead-lettered and never comes again: the
+    next batch, past it, drops it from the stored failures."""
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    s = sink(tmp_path, table="t", mode="insert", exactly_once=True)
+    await s.open(None)
+    with pytest.raises(BatchError):
+        await s.write([rec({"id": 0, "v": "a"}, 0), rec({"id": 1, "v": None}, 1)])
+    assert rows(tmp_path, "SELECT next_offset, failed FROM meshconnect_sink_offsets") == [
+        (2, "[1]")
+    ]
+    await s.write([rec({"id": 2, "v": "c"}, 2)])
+    await s.close()
+    assert rows(tmp_path, "SELECT next_offset, failed FROM meshconnect_sink_offsets") == [(3, None)]
+
+
+async def test_an_offsets_table_without_the_failed_column_gets_it(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute(
+            "CREATE TABLE meshconnect_sink_offsets (sink VARCHAR(255), topic VARCHAR(255), "
+            "next_offset BIGINT NOT NULL, PRIMARY KEY (sink, topic))"
+        )
+        conn.execute("INSERT INTO meshconnect_sink_offsets VALUES ('test/out', 't', 1)")
+    s = sink(tmp_path, table="t", mode="insert", auto_create=True, exactly_once=True)
+    await s.open(None)
+    await s.write([rec({"n": 0}, 0), rec({"n": 1}, 1)])
+    await s.close()
+    assert rows(tmp_path, "SELECT n FROM t") == [(1,)]
+    assert rows(tmp_path, "SELECT next_offset, failed FROM meshconnect_sink_offsets") == [(2, None)]

@@ -123,6 +123,20 @@ async def test_bulk_values_and_keys(tmp_path: Path) -> None:
     assert positions == {"items": {"rows": 3, "done": True}}
 
 
+async def test_a_bulk_read_reports_its_progress(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 asks for a progress bar on bulk loads (a log line when not on a terminal)."""
+    seed(tmp_path, 25)
+    caplog.set_level(logging.INFO)
+    s = source(tmp_path, table="items", batch_size=10)
+    await s.start({})
+    records, _ = await drain(s)
+    await s.stop()
+    assert len(records) == 25
+    assert any("jdbc bulk items" in m and "25/25 rows" in m for m in caplog.messages), caplog.text
+
+
 async def test_incrementing_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
     seed(tmp_path, 10)
     cfg = {"table": "items", "mode": "incrementing", "incrementing_column": "id", "batch_size": 4}
@@ -187,6 +201,23 @@ async def test_query_mode(tmp_path: Path) -> None:
         {"id": 5, "name": "n5"},
     ]
     assert positions == {"odd": {"id": 5}} and records[0].subject == "odd"
+
+
+async def test_a_query_as_a_psql_user_writes_it(tmp_path: Path) -> None:
+    """A query ending in `;`, or in a `--` comment, broke the subquery it is wrapped in
+    (``(… ;) AS q``, ``(… -- c) AS q``): a syntax error, the source failing for good (found by
+    the verify-1112 trial)."""
+    seed(tmp_path, 5)
+    s = source(
+        tmp_path,
+        query="SELECT id, name FROM items\nWHERE id % 2 = 1 -- the odd ones\n;  \n",
+        mode="incrementing",
+        incrementing_column="id",
+    )
+    await s.start({})
+    records, _ = await drain(s)
+    await s.stop()
+    assert [r.data["id"] for r in records] == [1, 3, 5]
 
 
 def test_numbers_inside_json_stay_exact_numbers() -> None:
@@ -260,3 +291,25 @@ async def test_names_and_keys_a_string_cannot_hold_make_valid_records(
     assert {r.source for r in records} == {f"jdbc:sqlite:///{folder}/in%20db%231.db"}
     for r in records:
         assert attribute_problems(r) == {}, r
+
+
+async def test_every_record_has_an_ingestion_time(tmp_path: Path) -> None:
+    """Issue 9 item 7: every source sets `time`; a row has no event time the source knows, so
+    each record carries the time it was read, in bulk, incrementing and timestamp modes."""
+    import re
+
+    seed(tmp_path, 3)
+    configs: list[dict[str, Any]] = [
+        {"tables": ["items"]},
+        {"table": "items", "mode": "incrementing", "incrementing_column": "id"},
+        {"table": "items", "mode": "timestamp", "timestamp_column": "updated"},
+    ]
+    for cfg in configs:
+        s = source(tmp_path, **cfg)
+        await s.start({})
+        records, _ = await drain(s)
+        await s.stop()
+        assert len(records) == 3, cfg
+        for record in records:
+            assert record.time is not None, cfg
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", record.time), cfg

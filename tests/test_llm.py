@@ -282,3 +282,32 @@ async def test_token_usage_is_in_the_workers_metrics(tmp_path: Path, openai: Fak
         f"meshconnect_openai_completion_tokens_total{labels} {3 + 2}.0",
     ]:
         assert line in lines, "\n".join(x for x in lines if "openai" in x)
+
+
+async def test_a_tombstone_passes_unchanged_and_unasked(tmp_path: Path, openai: FakeOpenAI) -> None:
+    """Issue 20 fault 1's kind for the llm transform: a record whose data is null passed every
+    built-in transform but this one, which failed it ("data is NoneType"), so under the default
+    tolerance one tombstone stopped the connector."""
+    openai.answer = lambda body: "ok"
+    MemorySink.outputs.clear()
+    tombstone = {"specversion": "1.0", "id": "t", "source": "s", "type": "t", "data": None}
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        f"""
+pipelines:
+  - name: llm
+    source:
+      connector: memory
+      config: {{records: {json.dumps([{"text": "a"}, tombstone])}}}
+    transforms:
+      - {{type: llm, api_key: {KEY}, base_url: "{openai.base_url}", prompt: "{{data.text}}",
+          field: data.answer, max_retries: 0}}
+    sinks:
+      - {{connector: memory, config: {{name: llm}}}}
+"""
+    )
+
+    assert await run(tmp_path, path) == 0
+    assert collect("llm") == [{"text": "a", "answer": "ok"}, None]
+    assert MemorySink.outputs["llm"][1].null_data
+    assert openai.requests == 1

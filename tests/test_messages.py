@@ -49,6 +49,27 @@ def test_expression_syntax_errors_point_at_the_token_and_say_what_was_expected(
     assert (caught.value.column, caught.value.message) == (column, f"syntax error: {message}")
 
 
+@pytest.mark.parametrize(
+    ("text", "column", "message"),
+    [
+        ("data.a == 'x' & data.b == 'y'", 14, "'&' is not an operator here: use 'and'"),
+        ("data.a | data.b", 7, "'|' is not an operator here: use 'or'"),
+        ("data.é == 'é' | data.b", 14, "'|' is not an operator here: use 'or'"),
+        ("(data.a) ^ (data.b)", 9, "operator '^' is not supported"),
+        ("data.a ** 2 > 1", 7, "operator '**' is not supported"),
+    ],
+)
+def test_an_unsupported_operator_is_pointed_at_itself(
+    compiler: Compiler, text: str, column: int, message: str
+) -> None:
+    """A sibling of '&&&': a single '&' (pandas style) was reported at its left operand,
+    without the word to use."""
+    with pytest.raises(ExpressionError) as caught:
+        compiler.predicate(text, field="where")
+
+    assert (caught.value.column, caught.value.message) == (column, message)
+
+
 def test_validate_prints_the_syntax_error_at_its_file_column(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text("")
     p = tmp_path / "p.yaml"

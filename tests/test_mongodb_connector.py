@@ -552,6 +552,62 @@ def event(token: str, op: str, _id: Any, doc: dict[str, Any] | None = None) -> d
     return out
 
 
+async def test_records_have_the_change_time_or_the_ingestion_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9 item 7: a change event's time is its wallTime (else clusterTime's seconds); a
+    document of the initial copy gets the time it was read."""
+    import re
+
+    from bson.timestamp import Timestamp
+
+    db = db_name()
+    SERVER[db].c.insert_many([{"_id": 1, "n": 1}])
+    walled = event("E1", "insert", 3, {"_id": 3})
+    walled["wallTime"] = dt.datetime(2026, 11, 29, 10, 0, 0, 123456)  # naive UTC, as pymongo
+    clustered = event("E2", "delete", 3)
+    clustered["clusterTime"] = Timestamp(1_700_000_000, 4)
+    watched = WatchedCollection(SERVER[db].c, [[], [walled, clustered]])
+
+    class Client:
+        def __getitem__(self, name: str) -> Any:
+            return {"c": watched}
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(mclient, "CLIENT_CLASS", lambda uri, **options: Client())
+    source = MongoSource(MongoSourceConfig(database=db, collection="c"), context(tmp_path))
+    await source.start({})
+    copy = await source.poll()
+    changes = await source.poll()
+    await source.stop()
+
+    assert copy is not None and changes is not None
+    (copied,) = copy.records
+    assert copied.time is not None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", copied.time)
+    assert [r.time for r in changes.records] == [
+        "2026-11-29T10:00:00.123Z",
+        "2023-11-14T22:13:20Z",
+    ]
+
+
+async def test_poll_records_have_an_ingestion_time(tmp_path: Path) -> None:
+    db = db_name()
+    SERVER[db].c.insert_many([{"_id": i} for i in range(2)])
+    source = MongoSource(
+        MongoSourceConfig(database=db, collection="c", mode="poll", until_end=True),
+        context(tmp_path),
+    )
+    await source.start({})
+    batch = await source.poll()
+    await source.stop()
+
+    assert batch is not None and len(batch.records) == 2
+    assert all(r.time is not None and r.time.endswith("Z") for r in batch.records)
+
+
 async def test_change_stream_copy_events_invalidate_and_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -223,3 +223,48 @@ def test_a_missing_pipeline_file_is_named(tmp_path: Path) -> None:
     result = mc_test(path)
     assert result.exit_code == 1
     assert f"{path}:1:7: file: no pipeline file" in result.output
+
+
+def test_numbers_are_compared_exactly_digits_and_scale(tmp_path: Path) -> None:
+    """A case compares numbers as the records hold them: 169299987.35345113 is not ...112 and
+    1.1 is not 1.10 (through a float both were equal, so a case could not catch lost digits);
+    a float counts as its shortest text, a whole Decimal as its integer."""
+    write(
+        tmp_path,
+        "p.yaml",
+        """
+        pipelines:
+          - name: p
+            source: {connector: file, config: {path: in.jsonl}}
+            topic: t
+            transforms:
+              - {type: cast, fields: {data.f: float}}
+        """,
+    )
+    path = write(
+        tmp_path,
+        "p_test.yaml",
+        """
+        file: p.yaml
+        tests:
+          - name: same
+            pipeline: p
+            input: [{data: {d: 169299987.35345112, s: 1.10, f: 2.50, i: 10}}]
+            expect: [{data: {d: 169299987.35345112, s: 1.10, f: 2.5, i: 10}}]
+          - name: a digit beyond a float's
+            pipeline: p
+            input: [{data: {d: 169299987.35345112, f: 1}}]
+            expect: [{data: {d: 169299987.35345113, f: 1.0}}]
+          - name: the scale
+            pipeline: p
+            input: [{data: {s: 1.10, f: 1}}]
+            expect: [{data: {s: 1.1, f: 1.0}}]
+        """,
+    )
+
+    result = mc_test(path)
+
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == "FAILED: 1 passed, 2 failed", result.output
+    assert '-      "d": 169299987.35345113,\n    +      "d": 169299987.35345112,' in result.output
+    assert '-      "s": 1.1\n    +      "s": 1.10' in result.output

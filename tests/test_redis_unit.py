@@ -34,6 +34,13 @@ def test_template_renders_attributes_data_extensions_and_time() -> None:
     assert Template("literal").literal == "literal"
 
 
+@pytest.mark.parametrize("time", ["2026-11-29t10:00:00z", "2026-11-29T11:00:00.123456789+01:00"])
+def test_template_reads_time_in_every_rfc_3339_spelling(time: str) -> None:
+    """Issue 20 fault 3's kind: a lower-case t and z are RFC 3339 (a valid CloudEvent time);
+    the template failed on them."""
+    assert Template("{time:%Y-%m-%dT%H}").render(Record({}, time=time)) == "2026-11-29T10"
+
+
 def test_template_errors() -> None:
     with pytest.raises(ConfigError, match="unknown placeholder"):
         Template("{Bad Name}")

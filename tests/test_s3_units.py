@@ -5,6 +5,7 @@ against a real endpoint is tested in integration/test_s3_*.py (moto_server)."""
 from __future__ import annotations
 
 import gzip
+import logging
 import subprocess
 import sys
 from decimal import Decimal
@@ -13,11 +14,13 @@ import botocore.exceptions as bex
 import pytest
 from pydantic import ValidationError
 
-from meshconnect import ConfigError, DataError, Record, RetriableError
+from meshconnect import ConfigError, ConnectorContext, DataError, Record, RetriableError
+from meshconnect.connectors.s3 import formats
 from meshconnect.connectors.s3.client import classify_s3_error
 from meshconnect.connectors.s3.config import S3SinkConfig, S3SourceConfig
 from meshconnect.connectors.s3.formats import decode_object, format_of_key, gunzip
 from meshconnect.connectors.s3.keys import KeyTemplate, object_name, parse_object_name
+from meshconnect.connectors.s3.source import S3Source, _Reading
 
 SECRET = "wJalrXUtnFEMI-never-shown"
 
@@ -54,6 +57,52 @@ def test_config_mistakes_name_the_field() -> None:
         S3SourceConfig(bucket="b-1", prefix="in/", after_read="move", move_to="in/done/")
     with pytest.raises(ValidationError, match="regular expression"):
         S3SourceConfig(bucket="b-1", pattern="(")
+
+
+def test_the_key_pattern_runs_on_re2() -> None:
+    """Issue 19 item 1 sibling: keys are chosen by whoever may write to the bucket; on
+    Python's re, '(a+)+$' and a key of 40 a's and '!' stalled the worker."""
+    import time
+
+    from meshconnect.connectors.s3.source import _re2_search
+
+    pattern = _re2_search(S3SourceConfig(bucket="b-1", pattern="(a+)+$").pattern or "")
+    start = time.monotonic()
+
+    assert pattern.search("a" * 1000 + "!") is None
+    assert pattern.search("x/aaa") is not None
+    assert time.monotonic() - start < 1
+    with pytest.raises(ValidationError, match="no lookaround or backreferences"):
+        S3SourceConfig(bucket="b-1", pattern="(?<!tmp)\\.jsonl$")
+
+
+def test_owns_key_is_linear_in_a_hostile_key() -> None:
+    """Issue 19 item 1 sibling: keys listed from the bucket were matched with Python's re,
+    which backtracked on adjacent placeholders (4 of them and a 400-character key: 6 s)."""
+    import time
+
+    from meshconnect.connectors.s3.keys import object_name
+
+    start = time.monotonic()
+    assert not KeyTemplate("{data.a}{data.b}{data.c}{data.d}/").owns_key("x" * 1000 + "/", ".jsonl")
+    spread = KeyTemplate("{topic}/{data.a}-{data.b}-{data.c}/")
+    assert spread.owns_key(f"orders/{'-' * 1000}/{object_name('orders', 7, '.jsonl')}", ".jsonl")
+    assert not spread.owns_key(f"orders/{'-' * 1000}/{object_name('other', 7, '.jsonl')}", ".jsonl")
+    assert time.monotonic() - start < 1
+    same_segment = KeyTemplate("p-{topic}-")
+    assert same_segment.owns_key(f"p-orders-{object_name('orders', 5, '.jsonl')}", ".jsonl")
+    assert not same_segment.owns_key(f"p-orders-{object_name('other', 5, '.jsonl')}", ".jsonl")
+
+
+def test_the_object_names_are_a_level_of_their_own() -> None:
+    """`{topic}/{time:%Y/%m/%d/%H}` (ARCHITECTURE's own example) made
+    `orders/2024/05/01/14orders+….jsonl`, outside the `…/14/` a reader lists (found by the
+    verify-1112 trial)."""
+    config = S3SinkConfig(bucket="b-1", key_template="{topic}/{time:%Y/%m/%d/%H}")
+    assert config.key_template == "{topic}/{time:%Y/%m/%d/%H}/"
+    assert config.template.render(record({})) == "orders/2024/05/01/14/"
+    assert S3SinkConfig(bucket="b-1", key_template="a/").key_template == "a/"
+    assert S3SinkConfig(bucket="b-1", key_template="").key_template == ""
 
 
 def test_sizes_and_durations_take_units() -> None:
@@ -152,6 +201,23 @@ def test_bad_items_are_failures_with_their_raw_text() -> None:
     assert rows[1][0] == 1 and "1 fields, the header has 2" in str(rows[1][2])
 
 
+def test_bytes_that_are_not_utf_8_fail_with_those_bytes() -> None:
+    """Issue 9 item 2's kind (the dead letter holds the raw line): a JSON line or a CSV object
+    that is not UTF-8 was a failure with a U+FFFD copy, which a replay cannot restore."""
+    items = list(decode_object(b'{"n": 1}\n\xff\xfe{"n": 2}\n', "json"))
+    assert items[1][:2] == (1, b'\xff\xfe{"n": 2}') and "line 2" in str(items[1][2])
+    ((index, raw, problem),) = list(decode_object(b"a,b\n1,\xe9\n", "csv"))
+    assert (index, raw) == (0, b"a,b\n1,\xe9\n") and "not UTF-8 text" in str(problem)
+
+
+def test_a_csv_header_over_the_field_limit_is_one_failure() -> None:
+    """A header field over csv.field_size_limit() raised out of decode_object (a failed
+    source); it is one failure of the object with its bytes, as a damaged object is."""
+    body = b'"' + b"h" * 200_000 + b'",b\n1,2\n'
+    ((index, raw, problem),) = list(decode_object(body, "csv"))
+    assert (index, raw) == (0, body) and "field larger than field limit" in str(problem)
+
+
 def test_botocore_errors_map_onto_the_taxonomy() -> None:
     def client_error(code: str, status: int) -> bex.ClientError:
         return bex.ClientError(
@@ -195,6 +261,77 @@ def test_a_csv_byte_order_mark_is_not_part_of_the_first_header() -> None:
     assert list(decode_object(body, "csv")) == [(0, {"id": "1", "name": "a"}, None)]
 
 
+def test_a_json_lines_byte_order_mark_is_not_part_of_the_first_value() -> None:
+    """PowerShell and Notepad write one; the first line failed as malformed JSON (found by the
+    verify-1112 trial)."""
+    body = '\ufeff{"a": 1}\r\n{"a": 2}\n'.encode()
+    assert list(decode_object(body, "json")) == [(0, {"a": 1}, None), (1, {"a": 2}, None)]
+
+
+@pytest.mark.parametrize("depth", [128, 129])
+def test_a_json_line_nested_past_the_limit_fails_alone(depth: int) -> None:
+    """The lines are decoded a chunk at a time by msgspec, which nests up to ~1,000 levels:
+    the nesting limit of meshconnect's JSON (128) is checked on the lines that could pass it."""
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    items = list(decode_object(b'{"n": 1}\n' + deep + b'\n{"n": 2}\n', "json"))
+    assert [i for i, _, problem in items if problem is None] == (
+        [0, 1, 2] if depth == 128 else [0, 2]
+    )
+    if depth == 129:
+        assert "nested deeper than 128" in str(items[1][2])
+
+
+@pytest.mark.parametrize(
+    ("body", "bad"),
+    [
+        (b"1 2\n\n3\n", 0),
+        (b"1 2\n \t\r\n3", 0),
+        (b"\n1 2\n3\n", 1),
+        (b" \n1 2\n3\n", 1),
+        (b'{"a": 1} {"b": 2}\n\n3\n', 0),
+    ],
+)
+def test_a_line_of_two_values_fails_even_beside_a_blank_line(body: bytes, bad: int) -> None:
+    """A chunk's lines are decoded in one call, which skips blank lines and reads two values
+    on one line: as many values as lines must not pass for one value a line."""
+    items = list(decode_object(body, "json"))
+    assert [(i, v) for i, v, problem in items if problem is None] == [(2, 3)]
+    ((index, raw, problem),) = [item for item in items if item[2] is not None]
+    assert index == bad and raw == body.split(b"\n")[bad].decode()
+    assert f"line {bad + 1}" in str(problem)
+
+
+def test_lines_across_decoder_blocks_keep_their_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of about _CHUNK_BYTES bytes end at a line's end; a bad line or a blank one in a
+    block makes only that block go line by line; numbers run on over the blocks."""
+    monkeypatch.setattr(formats, "_CHUNK_BYTES", 64)
+    lines = [b'{"i": %d, "pad": "%s"}' % (i, b"x" * (i % 50)) for i in range(300)]
+    lines[117] = b"{oops"
+    lines[205] = b""
+    lines[206] = b"  "
+    body = b"\n".join(lines)  # no newline after the last line
+    items = list(decode_object(body, "json"))
+    good = [i for i, _, problem in items if problem is None]
+    assert good == [i for i in range(300) if i not in (117, 205, 206)]
+    assert all(value["i"] == i for i, value, problem in items if problem is None)
+    assert [(i, raw) for i, raw, problem in items if problem is not None] == [(117, "{oops")]
+    blocks = list(formats.decode_blocks(body, "json"))
+    assert len(blocks) > 10 and any(problems is None for _, _, problems in blocks)
+
+
+def test_a_csv_blank_line_is_no_row_and_a_repeated_header_name_loses_nothing() -> None:
+    """A blank line (a file ending in two newlines) was a failure with 0 fields; a header
+    naming a column twice silently kept only the last value of it (found by the verify-1112
+    trial): every row of such an object is now a failure with its raw text."""
+    assert list(decode_object(b"x,y\n1,2\n\n3,4\n\n", "csv")) == [
+        (0, {"x": "1", "y": "2"}, None),
+        (1, {"x": "3", "y": "4"}, None),
+    ]
+    assert list(decode_object(b"x,x,y\n1,2,3\n", "csv")) == [
+        (0, "1,2,3", "row 1: the header names ['x'] more than once")
+    ]
+
+
 def test_a_garbage_parquet_object_keeps_its_raw_bytes_for_the_dead_letter() -> None:
     body = b"PAR1 this is no parquet file"
     ((index, raw, problem),) = list(decode_object(body, "parquet"))
@@ -224,3 +361,78 @@ def test_a_parquet_row_check_refuses_what_pyarrow_refuses_and_its_shortcut_never
         if _plain(value):
             pa.Table.from_pylist([{"v": value}])  # the shortcut said so: must convert
         check_parquet_row({"v": value})  # convertible, or kept as JSON text
+
+
+@pytest.mark.parametrize(
+    "time",
+    ["2024-05-01t14:30:00z", "2024-05-01T16:30:00.123456789+02:00", "2024-05-01 14:30:00Z"],
+)
+def test_time_in_every_rfc_3339_spelling_fills_the_key(time: str) -> None:
+    """Issue 20 fault 3's kind: RFC 3339 allows a lower-case t and z (a valid CloudEvent time,
+    kept as it came); the key template failed on it ("Invalid isoformat string")."""
+    r = Record({"n": 1}, topic="t", time=time)
+    assert KeyTemplate("{time:%Y/%m/%d/%H}/").render(r) == "2024/05/01/14/"
+
+
+@pytest.mark.parametrize(("batch_size", "resume"), [(7, 0), (7, 333), (1, 998), (5000, 40)])
+def test_batches_cut_decoder_blocks_and_resume_mid_object(
+    monkeypatch: pytest.MonkeyPatch, batch_size: int, resume: int
+) -> None:
+    """A batch takes whole blocks and parts of them; a restart at item ``resume`` passes over
+    what came before, whatever block it is in; every line is a record or a failure once."""
+    monkeypatch.setattr(formats, "_CHUNK_BYTES", 100)
+    lines = [b'{"i": %d}' % i for i in range(1000)]
+    for bad in (3, 334, 700):
+        lines[bad] = b"{bad"
+    body = b"\n".join(lines) + b"\n"
+    config = S3SourceConfig(bucket="bucket-1", prefix="in/", batch_size=batch_size)
+    source = S3Source(config, ConnectorContext("t", "s3", logging.getLogger("t")))
+    key = "in/a.jsonl"
+    source.reading = _Reading(
+        key, len(body), "2024-01-01T00:00:00Z", formats.decode_blocks(body, "json"), resume
+    )
+    ids: list[str] = []
+    failed: list[str] = []
+    while source.reading is not None:
+        batch = source._batch(source.reading)
+        assert len(batch.records) + len(batch.failures) <= batch_size
+        ids += [r.id for r in batch.records]
+        failed += [r.id for r, _ in batch.failures]
+        position = batch.positions[source.partition]
+        seen = [r.id for r in batch.records] + [r.id for r, _ in batch.failures]
+        if position["key"] is not None and seen:
+            assert max(int(i.rsplit("#", 1)[1]) for i in seen) + 1 == position["index"]
+    base = f"s3://bucket-1/{key}#"
+    assert ids == [base + str(i) for i in range(resume, 1000) if i not in (3, 334, 700)]
+    assert failed == [base + str(i) for i in (3, 334, 700) if i >= resume]
+
+
+def test_cloudevents_lines_become_the_events_and_the_bad_ones_fail(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """format: cloudevents reads each line as a CloudEvent (its id, source, type and data
+    kept); a line that is no JSON and one that is no CloudEvent fail alone, across blocks."""
+    monkeypatch.setattr(formats, "_CHUNK_BYTES", 200)
+    lines = [
+        b'{"specversion": "1.0", "id": "e%d", "source": "s", "type": "t", "data": {"n": %d.5}}'
+        % (i, i)
+        for i in range(40)
+    ]
+    lines[7] = b"{nope"
+    lines[21] = b'{"specversion": "1.0", "id": "x"}'  # no source, no type
+    body = b"\n".join(lines) + b"\n"
+    config = S3SourceConfig(bucket="bucket-1", prefix="in/", batch_size=9, format="cloudevents")
+    source = S3Source(config, ConnectorContext("t", "s3", logging.getLogger("t")))
+    source.reading = _Reading(
+        "in/e.jsonl", len(body), "2024-01-01T00:00:00Z", formats.decode_blocks(body, "json"), 0
+    )
+    records: list[Record] = []
+    failures: list[tuple[Record, BaseException]] = []
+    while source.reading is not None:
+        batch = source._batch(source.reading)
+        records += batch.records
+        failures += batch.failures
+    assert [r.id for r in records] == [f"e{i}" for i in range(40) if i not in (7, 21)]
+    assert records[0].source == "s" and records[0].data == {"n": Decimal("0.5")}
+    assert [r.id.rsplit("#", 1)[1] for r, _ in failures] == ["7", "21"]
+    assert "not a CloudEvent" in str(failures[1][1])

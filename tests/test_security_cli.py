@@ -216,6 +216,56 @@ def test_a_yaml_alias_bomb_is_refused_at_once_with_its_location(
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        (
+            "pipelines: []\nx: " + "9" * 200_000 + "\n",
+            "2:4: invalid YAML: this value cannot be read as an integer: it has more than "
+            "4,300 digits",
+        ),
+        (
+            "pipelines: []\nx: " + ":".join(["59"] * 2500) + "\n",  # YAML 1.1 base 60
+            "2:4: invalid YAML: this value cannot be read as an integer: it has more than "
+            "4,300 digits",
+        ),
+        (
+            "pipelines: []\nx: 2001-02-30\n",
+            "2:4: invalid YAML: this value cannot be read as a timestamp: day is out of range "
+            "for month",
+        ),
+        (
+            "pipelines: []\n2001-02-30: x\n",
+            "2:1: invalid YAML: this value cannot be read as a timestamp: day is out of range "
+            "for month",
+        ),
+        (
+            "pipelines: []\nx: !!timestamp 9999999-12-14\n",
+            "2:4: invalid YAML: this value cannot be read as a timestamp: it is not written as one",
+        ),
+        (
+            "pipelines: []\n" + "".join(f"k{i}: {i}\n" for i in range(60_000)),
+            "1:1: invalid YAML: the file holds 120,003 values, more than the 100,000 allowed in "
+            "one pipeline file",
+        ),
+    ],
+    ids=["huge-int", "base-60-int", "bad-date", "bad-date-key", "bad-timestamp-tag", "many-values"],
+)
+def test_a_yaml_value_that_cannot_be_built_is_a_located_problem(
+    tmp_path: Path, text: str, first: str
+) -> None:
+    """Siblings of the alias bomb: values PyYAML fails to build gave a traceback (exit 1,
+    no location); a file of many plain values was called an alias bomb."""
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+
+    validate = mc(tmp_path, "validate", str(path), timeout=60)
+
+    assert validate.returncode == 1
+    assert validate.stderr.splitlines()[0] == f"{path}:{first}"
+    assert "Traceback" not in validate.stderr
+
+
 def test_aliases_within_the_budget_still_work(tmp_path: Path) -> None:
     lines(tmp_path, "in.jsonl", [{"n": 1}])
     path = write(
@@ -316,6 +366,112 @@ def test_a_secret_in_a_sink_path_is_masked_in_its_warnings(tmp_path: Path) -> No
     )
 
 
+@pytest.mark.parametrize(
+    "secret", ["Hun'ter2-Zebra-8812", "Hunter2\\Zebra-8812", "Hünter2\tZebra-8812"]
+)
+def test_a_secret_that_messages_escape_is_masked_in_its_escaped_forms(
+    tmp_path: Path, secret: str
+) -> None:
+    """A message shows a condition by ``repr`` and a dead letter or ``--json`` by JSON: a
+    secret holding a quote, a backslash, a tab or a non-ASCII letter reaches them escaped
+    (``Hun\\'ter2``), and a parser that quotes where it stopped shows a piece of it
+    (``found '-Zebra-8812'``); every such form is masked too."""
+    lines(tmp_path, "in.jsonl", [{"s": "abc", "x": 1}, {"s": "1", "x": 2}])
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        pipelines:
+          - name: p
+            source:
+              connector: file
+              config: {path: in.jsonl}
+              errors: {tolerance: all, dead_letter_topic: dlq}
+            transforms:
+              - {type: filter, where: 'int(data.s) == 1 or data.x == "${env:SECRET}"'}
+            sinks:
+              - {connector: file, config: {path: 'out-${env:SECRET}.jsonl'}}
+        """,
+    )
+    bad = write(
+        tmp_path,
+        "bad.yaml",
+        """
+        pipelines:
+          - name: q
+            source: {connector: file, config: {path: in.jsonl}}
+            transforms:
+              - {type: insert_field, field: 'x${env:SECRET}', value: 1}
+        """,
+    )
+    env = {"SECRET": secret}
+
+    results = [
+        mc(tmp_path, "validate", str(path), env=env),
+        mc(tmp_path, "validate", str(bad), env=env),
+        mc(tmp_path, "--log-level", "debug", "run", str(path), env=env),
+        mc(tmp_path, "topics", "tail", "dlq", "--from-beginning", env=env),
+        mc(tmp_path, "offsets", "show", str(path), env=env),
+        mc(tmp_path, "offsets", "show", "--json", str(path), env=env),
+    ]
+
+    assert [r.returncode for r in results] == [0, 1, 0, 0, 0, 0], [r.stderr for r in results]
+    assert results[1].stderr.splitlines()[0][-18:] in ("found '**********'", 'found "**********"')
+    dead = json.loads(results[3].stdout)
+    assert dead["errormessage"].startswith(
+        "where: condition 'int(data.s) == 1 or data.x == \"**********\"' failed: 'abc' is not"
+    )
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        repr(secret + "'\"")[1:-4],
+        json.dumps(secret)[1:-1],
+        "Zebra-8812",
+    }
+    for result in results:
+        for form in forms:
+            assert form not in result.stdout + result.stderr, (form, result.args)
+    # The store keeps the sink's path in its committed state (a file named with the secret:
+    # the pipeline's choice); the dead letter it holds is what topics tail printed above.
+
+
+# -- item 6 -------------------------------------------------------------------------------------
+
+
+def test_a_file_sink_refuses_a_file_it_did_not_write(tmp_path: Path) -> None:
+    """An existing, unrelated file at a file sink's path with no committed state: the run
+    refuses to start the sink, naming the file and the way to allow it; the file is intact.
+    The same after a commit, when another file was put where the sink's own was."""
+    lines(tmp_path, "in.jsonl", [{"n": 1}])
+    (tmp_path / "out.jsonl").write_text("precious, not the sink's\n")
+    path = write(tmp_path, "p.yaml", pipeline("data.n > 0", dlq=False))
+
+    refused = mc(tmp_path, "run", str(path))
+
+    assert refused.returncode == 1
+    assert (
+        f"sink p/file FAILED: ConfigError: file sink: {tmp_path / 'out.jsonl'} (25 bytes) "
+        "exists and this sink has no committed state, so it did not write it; refusing to "
+        "touch it. Move it away, point 'path' at another file, or set 'if_exists: append' "
+        "(keep it and append after it) or 'if_exists: replace' (discard its content)"
+    ) in refused.stderr
+    assert (tmp_path / "out.jsonl").read_text() == "precious, not the sink's\n"
+
+    (tmp_path / "out.jsonl").rename(tmp_path / "kept.jsonl")
+    assert mc(tmp_path, "run", str(path)).returncode == 0  # the sink's own file now
+    (tmp_path / "out.jsonl").rename(tmp_path / "moved.jsonl")
+    (tmp_path / "out.jsonl").write_text("another precious file, longer than the sink's\n")
+    lines(tmp_path, "in.jsonl", [{"n": 1}, {"n": 2}])
+
+    replaced = mc(tmp_path, "run", str(path))
+
+    assert replaced.returncode == 1
+    assert "is not the file this sink committed" in replaced.stderr
+    assert (tmp_path / "out.jsonl").read_text() == (
+        "another precious file, longer than the sink's\n"
+    )
+
+
 # -- item 7 -------------------------------------------------------------------------------------
 
 HOSTILE_NAME = "t\u001b]0;pwned\u0007\u202e\u009b2J"
@@ -347,6 +503,38 @@ def test_cli_tables_and_tail_escape_non_printable_characters(tmp_path: Path) -> 
     assert tail.stdout.isprintable() is False  # only the line's newline
     assert tail.stdout.rstrip("\n").isprintable()
     assert json.loads(tail.stdout)["data"] == {"esc": HOSTILE_NAME}  # still exact JSON
+
+
+def test_a_routed_topic_with_escape_bytes_is_dead_lettered_and_never_created(
+    tmp_path: Path,
+) -> None:
+    lines(tmp_path, "in.jsonl", [{"esc": "\u001b]0;pwned\u0007"}, {"esc": "ok"}])
+    path = write(
+        tmp_path,
+        "p.yaml",
+        """
+        pipelines:
+          - name: p
+            source:
+              connector: file
+              config: {path: in.jsonl}
+              errors: {tolerance: all, dead_letter_topic: dlq}
+            transforms:
+              - {type: route, topic: "t{data.esc}"}
+        """,
+    )
+
+    run = mc(tmp_path, "run", str(path))
+    listed = mc(tmp_path, "topics", "list")
+
+    assert run.returncode == 0, run.stderr
+    assert [row.split()[0] for row in listed.stdout.splitlines()[1:]] == ["dlq", "tok"]
+    assert listed.stdout.isascii() and "\x1b" not in listed.stdout
+    (dead,) = dead_letters(tmp_path)
+    assert dead["errormessage"].startswith(
+        "topic 't\\x1b]0;pwned\\x07' (set by a transform): a topic name may not contain the "
+        "control or space character U+001B"
+    )
 
 
 def test_validate_escapes_what_it_echoes_from_the_file(tmp_path: Path) -> None:

@@ -311,3 +311,77 @@ def test_measure_counts_repeated_members_each_time_and_stops_past_the_limit() ->
     assert measure([big, big]) == 2003
     assert measure({"k": big}) == 1 + 1 + 1 + 1000
     assert measure([[big] * 10] * 10_000, limit=50_000) < 60_000
+
+
+# -- siblings found in verification: split, formatTime, and values echoed in messages ----------
+
+
+@pytest.mark.parametrize(
+    ("text", "data"),
+    [
+        ("len(split(data.s, 'a'))", {"s": "a" * 1_000_000}),
+        ("len(split(data.s, ','))", {"s": ",".join(["ab"] * 400_000)}),
+        ("len(split(data.s))", {"s": "a " * 600_000}),
+    ],
+)
+def test_split_is_within_the_budget(text: str, data: Any) -> None:
+    """A record string split into a list makes a member per piece: a 5 MB string of one
+    repeated separator made 5,000,001 members (44 MB) before split() was counted."""
+    start = time.monotonic()
+    message = failure(text, data)
+
+    assert f"split() would build a value {BUDGET}" in message
+    assert time.monotonic() - start < 1
+
+
+def test_split_just_within_the_budget_is_exact() -> None:
+    assert evaluate("len(split(data.s, ','))", {"s": ",".join(["abc"] * 200_000)}) == 200_000
+    assert evaluate("len(split(data.s))", {"s": "abc " * 200_000}) == 200_000
+
+
+def test_a_time_format_from_the_record_is_within_the_budget() -> None:
+    """'%c' writes 24 characters: a format of 200,000 characters taken from the record built
+    2.4 million characters (and 800,000 '%Y' took 9 s) before the format was counted."""
+    start = time.monotonic()
+    message = failure("formatTime(data.t, data.f)", {"t": 0, "f": "%c" * 100_000})
+
+    assert (
+        "formatTime() format of 200,000 characters could build a value larger than the "
+        "expression budget of 1,000,000 (at most 83,333 characters)"
+    ) in message
+    assert time.monotonic() - start < 1
+    assert evaluate("len(formatTime(data.t, data.f))", {"t": 0, "f": "%c" * 40_000}) == 960_000
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "bool(data.s)",
+            "bool() cannot read 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ),
+        ("padLeft('a', 5, data.s)", "padLeft() fill must be one character, not 'xxxxx"),
+        ("formatTime(0, data.s)", "unknown time format 'xxxxx"),
+        ("formatTime(0, 'iso', data.s)", "unknown time zone 'xxxxx"),
+        ("parseTime('2020', '%Y', data.s)", "unknown time zone 'xxxxx"),
+    ],
+)
+def test_a_message_shows_a_record_value_cut(text: str, shown: str) -> None:
+    """A message showed the whole value: a 1 MB string made a 1 MB log line per record."""
+    message = failure(text, {"s": "x" * 1_000_000})
+
+    assert shown in message
+    assert "... (1,000,000 characters)" in message
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize(
+    "zone", ["Europe", "x" * 300, "../../../../etc/passwd", "/etc/localtime", "Etc/../../etc"]
+)
+def test_a_hostile_zone_name_is_an_unknown_zone(zone: str) -> None:
+    """A directory of the zone database or a name too long for a file gave an OSError with
+    the installation's path in it; paths outside the database are refused."""
+    message = failure("formatTime(0, 'iso', data.z)", {"z": zone})
+
+    assert "unknown time zone '" in message
+    assert "Errno" not in message and "site-packages" not in message

@@ -95,6 +95,8 @@ class Llm(Transform):
 
     async def apply(self, record: Record) -> Record:  # type: ignore[override]  # async door
         data = record.data
+        if data is None:  # a tombstone passes unchanged, unasked (issue 20: null is not missing)
+            return record
         if not isinstance(data, dict):
             raise DataError(f"llm: data is {type(data).__name__}, not an object")
         for i, key in enumerate(self.path[:-1]):  # check before asking anything

@@ -12,11 +12,29 @@ from meshconnect import ByteSize, ConnectorConfig, Duration
 __all__ = ["FileSinkConfig", "FileSourceConfig"]
 
 
-def _check_encoding(value: str) -> str:
+def _check_encoding(value: str, *, writing: bool) -> str:
+    """A codec that exists and keeps the newline the byte ``\\n``: files are split into lines
+    (and lines joined) on that byte. UTF-16, UTF-32 and EBCDIC code pages write it otherwise;
+    ``utf-8-sig`` reads fine (a BOM is skipped) but would write a BOM before every line."""
     try:
         codecs.lookup(value)
     except LookupError:
         raise ValueError(f"unknown text encoding {value!r}") from None
+    if writing:
+        newline = "\n".encode(value)  # the sink encodes each line on its own
+    else:
+        encoder = codecs.getincrementalencoder(value)()
+        encoder.encode("a")  # past a byte order mark
+        newline = encoder.encode("\n")
+    if newline != b"\n":
+        raise ValueError(
+            f"text encoding {value!r} writes a newline as {newline!r}, not the byte \\n the file "
+            f"{'sink joins' if writing else 'source splits'} lines on (UTF-16, UTF-32 and EBCDIC "
+            "code pages are not supported); convert the files to UTF-8, e.g. with iconv"
+            if not writing or value.replace("_", "-").lower() != "utf-8-sig"
+            else "text encoding 'utf-8-sig' would write a byte order mark before every line; "
+            "use 'utf-8'"
+        )
     return value
 
 
@@ -80,8 +98,9 @@ class FileSourceConfig(ConnectorConfig):
     encoding: str = Field(
         default="utf-8",
         description=(
-            "Text encoding of the files (any Python codec name). A line that does not decode "
-            "goes to the failures with its raw text."
+            "Text encoding of the files (a Python codec name that writes a newline as the "
+            "byte \\n: not UTF-16, UTF-32 or EBCDIC). A line that does not decode "
+            "goes to the failures with its raw bytes (data_base64)."
         ),
     )
     start_at: Literal["beginning", "end"] = Field(
@@ -122,7 +141,7 @@ class FileSourceConfig(ConnectorConfig):
     @field_validator("encoding")
     @classmethod
     def _encoding_exists(cls, value: str) -> str:
-        return _check_encoding(value)
+        return _check_encoding(value, writing=False)
 
     @field_validator("path")
     @classmethod
@@ -189,7 +208,9 @@ class FileSinkConfig(ConnectorConfig):
             "`<stem>-<seq>.<suffix>` file) that it has no record of writing. `fail`: refuse "
             "to start, naming the file; nothing is touched. `append`: keep the file and append "
             "after its content. `replace`: discard its content and start a fresh file. Once "
-            "the sink has committed, it owns the file and this setting no longer applies."
+            "the sink has committed, it owns the file and this setting no longer applies, "
+            "unless another file was put at the path (its bytes before the committed size "
+            "differ from those committed)."
         ),
     )
     fsync: bool = Field(
@@ -202,10 +223,13 @@ class FileSinkConfig(ConnectorConfig):
     )
     encoding: str = Field(
         default="utf-8",
-        description="Text encoding of the written lines (any Python codec name).",
+        description=(
+            "Text encoding of the written lines (a Python codec name that writes a newline as "
+            "the byte \\n: not UTF-16, UTF-32, EBCDIC or utf-8-sig)."
+        ),
     )
 
     @field_validator("encoding")
     @classmethod
     def _encoding_exists(cls, value: str) -> str:
-        return _check_encoding(value)
+        return _check_encoding(value, writing=True)

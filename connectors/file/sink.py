@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +50,22 @@ from .errors import io_error
 __all__ = ["FileSink"]
 
 _WRITE_BEHIND = 1 << 20
+
+
+#: Bytes at the end of the committed content that the state's ``tail`` fingerprints.
+_TAIL = 64
+
+
+def _fingerprint(tail: bytes) -> str:
+    """A short digest of the last bytes of the committed content."""
+    return hashlib.blake2b(tail, digest_size=8).hexdigest()
+
+
+def _read_tail(path: str, size: int) -> bytes:
+    """The (up to) :data:`_TAIL` bytes of ``path`` before offset ``size``."""
+    with open(path, "rb") as file:
+        file.seek(max(0, size - _TAIL))
+        return file.read(min(size, _TAIL))
 
 
 def _size(path: str) -> int:
@@ -93,6 +110,9 @@ class FileSink(Sink[FileSinkConfig]):
         self._seq = 1
         #: Bytes in the current file, counting those still buffered.
         self._size = 0
+        #: The last bytes of the current file (up to ``_TAIL``), for the committed state's
+        #: ``tail`` fingerprint.
+        self._tail = b""
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         utf8 = codecs.lookup(config.encoding).name == "utf-8"
@@ -161,9 +181,10 @@ class FileSink(Sink[FileSinkConfig]):
     # -- state, files and buffers --------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
+        tail = _fingerprint(self._tail)
         if self._rotating:
-            return {"file": self._current, "seq": self._seq, "size": self._size}
-        return {"file": self._current, "size": self._size}
+            return {"file": self._current, "seq": self._seq, "size": self._size, "tail": tail}
+        return {"file": self._current, "size": self._size, "tail": tail}
 
     def _same_target(self, committed: str) -> bool:
         """Whether a committed file name belongs to this sink's configured path."""
@@ -238,6 +259,17 @@ class FileSink(Sink[FileSinkConfig]):
                 size,
             )
             size = found or 0
+        elif "tail" in state and _fingerprint(_read_tail(self._current, size)) != state["tail"]:
+            # Another file at the path (the sink's own was moved away and something else put
+            # there): truncating it to the committed size would destroy what it holds.
+            self._log.warning(
+                "file sink: %s is not the file this sink committed (its bytes before the "
+                "committed size %d differ); it is handled as a file with no committed state",
+                self._current,
+                size,
+            )
+            self._claim()
+            return
         elif found > size:
             self._log.info(
                 "file sink: truncating %s from %d to the committed %d bytes; the records "
@@ -285,6 +317,7 @@ class FileSink(Sink[FileSinkConfig]):
         self._file = open(self._current, "ab")  # noqa: SIM115 - closed by close()
         self._file.truncate(size)
         self._size = size
+        self._tail = b"" if created else _read_tail(self._current, size)
         if created and self.config.fsync:
             self._sync_folder()
 
@@ -293,6 +326,7 @@ class FileSink(Sink[FileSinkConfig]):
             self._pending.append(blob)
             self._pending_bytes += len(blob)
             self._size += len(blob)
+            self._tail = blob[-_TAIL:] if len(blob) >= _TAIL else (self._tail + blob)[-_TAIL:]
 
     def _take(self) -> list[bytes]:
         pending = self._pending
@@ -321,6 +355,7 @@ class FileSink(Sink[FileSinkConfig]):
         self._current = self._seq_path(self._seq)
         self._file = open(self._current, "wb")  # noqa: SIM115 - closed by close()
         self._size = 0
+        self._tail = b""
         if self.config.fsync:
             self._sync_folder()
 

@@ -420,7 +420,11 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         if not head.strip():
             return None
         text = head.decode(self._encoding, errors="replace")
-        row = next(csv.reader(io.StringIO(text, newline=""), delimiter=self.config.delimiter))
+        try:
+            row = next(csv.reader(io.StringIO(text, newline=""), delimiter=self.config.delimiter))
+        except csv.Error as exc:
+            t.header_problem = f"the header row is not CSV: {exc}"
+            return None
         t.header_problem = _header_problem(row)
         return None if t.header_problem else row
 
@@ -430,14 +434,19 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         self, t: Tail, raw: bytes, offset: int, index: int, problem: str
     ) -> tuple[Record, BaseException]:
         where = f"{t.key}:{t.lineno + index}" if t.lineno is not None else f"{t.key}:byte {offset}"
+        try:  # the raw line, whatever the format promised
+            data: str | bytes = raw.decode(self._encoding)
+            content_type = "text/plain"
+        except UnicodeDecodeError:  # its bytes as they are (data_base64), not U+FFFD for them
+            data, content_type = raw, "application/octet-stream"
         record = Record(
-            raw.decode(self._encoding, errors="replace"),
+            data,
             id=t.id_prefix + str(offset),
             source=t.source,
             type=self._type,
             subject=t.subject,
             time=_now_iso(),
-            datacontenttype="text/plain",  # the raw line, whatever the format promised
+            datacontenttype=content_type,
         )
         return record, DataError(f"{where}: {problem}")
 
@@ -591,6 +600,8 @@ class FileSource(Partitions, Source[FileSourceConfig]):
                                 return i
             except UnicodeDecodeError as exc:
                 problem = str(exc)
+            except csv.Error as exc:  # a field over csv.field_size_limit(): a bad row, never a
+                problem = f"not a CSV row: {exc}"  # failed source (issue 9 item 2's kind)
             if row is not None and not problem:
                 if t.need_header:
                     t.need_header = False
@@ -613,6 +624,9 @@ class FileSource(Partitions, Source[FileSourceConfig]):
                             now,
                         )
                     )
+            if problem and t.need_header:  # the header row itself failed: the rows after
+                t.need_header = False  # it fail too, none is taken for the header instead
+                t.header_problem = f"the header row is not usable: {problem}"
             if problem:
                 raw_lines = b"\n".join(lines[i:j])
                 failures.append(self._failure(t, raw_lines, start, i, problem))

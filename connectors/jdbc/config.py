@@ -182,7 +182,8 @@ class JdbcSourceConfig(_Connection):
     query: str | None = Field(
         default=None,
         description=(
-            "A custom SELECT instead of tables. In the incremental modes it is wrapped as "
+            "A custom SELECT instead of tables (a trailing `;` is dropped). In the incremental "
+            "modes it is wrapped as "
             "`SELECT * FROM (query) AS q WHERE <cursor columns> … ORDER BY …`, so the cursor "
             "columns must be among its output columns."
         ),
@@ -219,6 +220,20 @@ class JdbcSourceConfig(_Connection):
             "key; for `query`: the cursor columns)."
         ),
     )
+
+    @field_validator("query")
+    @classmethod
+    def _one_statement(cls, value: str | None) -> str | None:
+        # The query is wrapped as a subquery: a trailing `;` (as a psql user writes it) would
+        # end the statement inside the parentheses.
+        if value is None:
+            return None
+        value = value.strip()
+        while value.endswith(";"):
+            value = value[:-1].rstrip()
+        if not value:
+            raise ValueError("empty query")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> JdbcSourceConfig:

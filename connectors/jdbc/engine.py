@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from meshconnect import DataError, MeshconnectError, RetriableError, jsonvalue
 
 from .config import masked_url
 
-__all__ = ["classify_db_error", "describe", "make_engine", "reflect"]
+__all__ = [
+    "classify_db_error",
+    "describe",
+    "is_date_out_of_range",
+    "make_engine",
+    "reflect",
+    "text_for_dates_out_of_range",
+]
 
 #: PostgreSQL SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks
 #: (serialization failures, deadlocks), insufficient resources, operator intervention
@@ -57,6 +65,53 @@ def make_engine(config: Any, base_dir: str) -> Any:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def is_date_out_of_range(exc: BaseException) -> bool:
+    """Whether ``exc`` is psycopg failing to load a PostgreSQL date or timestamp that Python's
+    ``datetime`` cannot hold (``infinity``, ``-infinity``, a year BC or past 9999): raised by the
+    client while it converts a fetched row, so it has no SQLSTATE."""
+    orig = getattr(exc, "orig", exc)
+    if type(orig).__module__.split(".")[0] != "psycopg" or type(orig).__name__ != "DataError":
+        return False
+    if getattr(orig, "sqlstate", None):
+        return False
+    text = str(orig)
+    return text.startswith(("date too", "timestamp too", "BC ")) or "infinity" in text
+
+
+def text_for_dates_out_of_range(engine: Any) -> None:
+    """Make ``engine``'s new psycopg connections load a date or timestamp out of Python's
+    range as PostgreSQL's own text (``infinity``, ``0044-03-15 BC``) instead of failing the
+    whole fetch; the others still load as ``datetime``. The loaders are Python code (several
+    times slower than psycopg's C ones), so a source turns this on only once such a value
+    appears. The pooled connections are dropped, so every connection from now on has them."""
+    import psycopg
+    import sqlalchemy as sa
+    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+    def lenient(base: Any) -> Any:
+        class Lenient(base):
+            def load(self, data: Any) -> Any:
+                try:
+                    return super().load(data)
+                except psycopg.DataError:
+                    return bytes(data).decode()
+
+        return Lenient
+
+    loaders = {
+        "date": lenient(DateLoader),
+        "timestamp": lenient(TimestampLoader),
+        "timestamptz": lenient(TimestamptzLoader),
+    }
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        for name, loader in loaders.items():
+            dbapi_connection.adapters.register_loader(name, loader)
+
+    engine.dispose()
 
 
 def describe(url: str) -> str:
@@ -124,4 +179,32 @@ def reflect(name: str, engine: Any, schema: str | None) -> Any:
             column["name"] = column["name"].replace("``", "`")
 
         listeners.append(("column_reflect", unescape))
-    return sa.Table(name, sa.MetaData(), autoload_with=engine, schema=schema, listeners=listeners)
+    table = sa.Table(name, sa.MetaData(), autoload_with=engine, schema=schema, listeners=listeners)
+    if engine.dialect.name in ("mysql", "mariadb"):
+        for column in _mariadb_json_columns(engine, name, schema):
+            if column in table.c:
+                table.c[column].type.json_text_column = True  # type: ignore[attr-defined]
+    return table
+
+
+_JSON_VALID = re.compile(r"^json_valid\(`((?:[^`]|``)+)`\)$", re.IGNORECASE)
+
+
+def _mariadb_json_columns(engine: Any, name: str, schema: str | None) -> list[str]:
+    """The columns of MariaDB table ``name`` declared ``JSON``: MariaDB makes them
+    ``LONGTEXT`` with a ``CHECK (json_valid(col))``, and SQLAlchemy reflects a LONGTEXT, so
+    a list or a number would be written as text that is not JSON. MySQL's JSON type is
+    reflected as such (and its CHECK_CONSTRAINTS has no TABLE_NAME: nothing found here)."""
+    import sqlalchemy as sa
+
+    sql = sa.text(
+        "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+        "WHERE CONSTRAINT_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"
+    )
+    try:
+        with engine.connect() as conn:
+            clauses = conn.execute(sql, {"schema": schema, "name": name}).scalars().all()
+    except sa.exc.DBAPIError:
+        return []
+    found = (_JSON_VALID.match(str(c).strip()) for c in clauses)
+    return [m.group(1).replace("``", "`") for m in found if m]

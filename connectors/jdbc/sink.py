@@ -14,7 +14,11 @@ server shutdowns are :class:`~meshconnect.RetriableError` (the worker retries th
 Delivery: CDC records and ``upsert`` mode are idempotent, so a replay after a crash is
 harmless (effectively once). ``exactly_once: true`` also stores the consumer offsets in the
 target database, in the same transaction as the rows they cover, and skips records below
-them after a restart (Kafka Connect leaves this gap open for sinks).
+them after a restart (Kafka Connect leaves this gap open for sinks). The offsets of the
+records that failed in a stored batch are kept beside them (column ``failed``): such a record
+is not skipped when it comes again, since only the worker knows whether it went to the
+dead-letter topic (``tolerance: all``) or stopped the sink (``tolerance: none``: then it must
+fail again, not vanish behind the stored offset).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from meshconnect import (
     MeshconnectError,
     Record,
     Sink,
+    jsonvalue,
 )
 
 from .cdc import Change, decode
@@ -82,6 +87,8 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         self.dialect = ""
         self.tables: dict[str, _TableInfo] = {}
         self.committed: dict[str, int] = {}  # exactly_once: topic -> next offset
+        #: exactly_once: topic -> offsets below the next one whose records failed (not written)
+        self.failed: dict[str, set[int]] = {}
         self.sink_id = f"{context.pipeline}/{context.name}"
         self.zero_dates = context.metrics.counter(
             "jdbc_zero_dates", "Zero MySQL dates written as NULL"
@@ -107,8 +114,13 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             table = self._offsets_table()
             with self.engine.begin() as conn:
                 table.create(conn, checkfirst=True)
+            there = reflect(self.config.offsets_table, self.engine, self.config.db_schema)
+            with self.engine.begin() as conn:
+                if "failed" not in there.c:  # a table made before the column existed
+                    self._add_column(conn, there, table.c.failed._copy())
                 rows = conn.execute(table.select().where(table.c.sink == self.sink_id)).all()
             self.committed = {r.topic: int(r.next_offset) for r in rows}
+            self.failed = {r.topic: set(jsonvalue.loads(r.failed)) for r in rows if r.failed}
 
     async def close(self) -> None:
         if self.engine is not None:
@@ -130,10 +142,16 @@ class JdbcSink(Sink[JdbcSinkConfig]):
     def _write_sync(self, records: Sequence[Record]) -> None:
         failures: dict[int, BaseException] = {}
         plan: list[tuple[int, Change, str]] = []
+        if self.failed:
+            self._forget_failed(records)
         for i, record in enumerate(records):
             if self.committed and record.offset is not None and record.topic is not None:
                 done = self.committed.get(record.topic)
-                if done is not None and record.offset < done:
+                if (
+                    done is not None
+                    and record.offset < done
+                    and record.offset not in self.failed.get(record.topic, ())
+                ):
                     self.skipped_eo.inc()
                     continue
             try:
@@ -153,7 +171,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                     self._ddl(item[1], item[2])
                 except DataError as exc:
                     failures[item[0]] = exc
-                self._commit_offsets_only(records, item[0] + 1)
+                self._commit_offsets_only(records, item[0] + 1, failures)
             else:
                 segment.append(item)
         self._segment(records, segment, failures, upto=len(records))
@@ -180,7 +198,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             with self.engine.begin() as conn:
                 self._session(conn)
                 self._run(conn, ops)
-                self._store_offsets(conn, records, upto)
+                self._store_offsets(conn, records, upto, failures)
             return
         except Exception as exc:
             if classify_db_error(exc) is not DataError:
@@ -197,7 +215,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                     if classify_db_error(exc) is not DataError:
                         raise
                     failures[index] = DataError(f"jdbc: {_db_message(exc)}")
-            self._store_offsets(conn, records, upto)
+            self._store_offsets(conn, records, upto, failures)
 
     def _session(self, conn: Any) -> None:
         if self.config.skip_replication and self.dialect in ("mysql", "mariadb"):
@@ -337,6 +355,21 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
         row = change.row or {}
         key = self.config.key or change.pk or []
+        if not key and (
+            change.op == "upsert" or (change.op == "write" and self.config.mode != "insert")
+        ):
+            # A table without a primary key could take no upsert or update: every record
+            # would fail, and still after `key` is set, since the table would stay keyless.
+            what = (
+                f"mode {self.config.mode}"
+                if change.op == "write"
+                else f"{change.table or 'CDC'} records that carry no key names"
+            )
+            raise ConfigError(
+                f"jdbc sink {self.context.name}: cannot create table {name!r} for {what}: "
+                "no key; set config.key (it becomes the table's primary key), or create the "
+                "table with a primary key"
+            )
         cols = [
             sa.Column(
                 c,
@@ -490,8 +523,6 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         json_cols = [k for k, c in enumerate(names) if c in info.json_columns]
         params = [[r[c] for c in names] for r in rows]
         if json_cols:
-            from meshconnect import jsonvalue
-
             for values in params:
                 for k in json_cols:
                     if values[k] is not None:
@@ -628,37 +659,76 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             sa.Column("sink", sa.String(255), primary_key=True),
             sa.Column("topic", sa.String(255), primary_key=True),
             sa.Column("next_offset", sa.BigInteger, nullable=False),
+            sa.Column("failed", sa.Text, nullable=True),  # JSON list of offsets, or NULL
             schema=self.config.db_schema,
         )
 
-    def _store_offsets(self, conn: Any, records: Sequence[Record], upto: int) -> None:
+    def _forget_failed(self, records: Sequence[Record]) -> None:
+        """Drop the failed offsets below the first record of this batch per topic: the worker
+        delivers in order, so it has passed them (dead-lettered, or committed past)."""
+        firsts: dict[str, int] = {}
+        for record in records:
+            if record.topic is not None and record.offset is not None:
+                firsts.setdefault(record.topic, record.offset)
+        for topic, first in firsts.items():
+            old = self.failed.get(topic)
+            if old and min(old) < first:
+                self.failed[topic] = {o for o in old if o >= first}
+
+    def _store_offsets(
+        self,
+        conn: Any,
+        records: Sequence[Record],
+        upto: int,
+        failures: Mapping[int, BaseException],
+    ) -> None:
+        """Store the next offset of each topic of ``records[:upto]`` with the offsets of
+        those that failed (and forget the earlier failures written now)."""
         if not self.config.exactly_once:
             return
         nexts: dict[str, int] = {}
-        for record in records[:upto]:
+        failed = {t: set(o) for t, o in self.failed.items()}
+        for i, record in enumerate(records[:upto]):
             topic, offset = record.topic, record.offset
-            if topic is not None and offset is not None and offset + 1 > nexts.get(topic, -1):
+            if topic is None or offset is None:
+                continue
+            if offset + 1 > nexts.get(topic, -1):
                 nexts[topic] = offset + 1
-        changed = {t: o for t, o in nexts.items() if o > self.committed.get(t, -1)}
+            if i in failures:
+                failed.setdefault(topic, set()).add(offset)
+            elif offset in failed.get(topic, ()):
+                failed[topic].discard(offset)  # written this time
+        changed = {
+            t: max(o, self.committed.get(t, -1))
+            for t, o in nexts.items()
+            if o > self.committed.get(t, -1) or failed.get(t, set()) != self.failed.get(t, set())
+        }
         if not changed:
             return
         table = self._offsets_table()
         for topic, offset in changed.items():
+            values = {
+                "next_offset": offset,
+                "failed": jsonvalue.dumps(sorted(failed[topic])).decode()
+                if failed.get(topic)
+                else None,
+            }
             done = conn.execute(
                 table.update()
                 .where(table.c.sink == self.sink_id, table.c.topic == topic)
-                .values(next_offset=offset)
+                .values(**values)
             ).rowcount
             if not done:
-                conn.execute(
-                    table.insert().values(sink=self.sink_id, topic=topic, next_offset=offset)
-                )
+                conn.execute(table.insert().values(sink=self.sink_id, topic=topic, **values))
         self.committed.update(changed)
+        self.failed = {t: o for t, o in failed.items() if o}
 
-    def _commit_offsets_only(self, records: Sequence[Record], upto: int) -> None:
+    def _commit_offsets_only(
+        self, records: Sequence[Record], upto: int, failures: Mapping[int, BaseException]
+    ) -> None:
         if self.config.exactly_once:
             with self.engine.begin() as conn:
-                self._store_offsets(conn, records, upto)
+                self._store_offsets(conn, records, upto, failures)
 
 
 def _update_stmt(table: Any, key: list[str], rest: list[str]) -> Any:

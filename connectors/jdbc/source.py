@@ -18,7 +18,9 @@ One partition per table (or ``query_name`` for a query); its position is where t
   id)`` up to ``now - delay``, ordered by (ts, id).
 
 Records: ``data`` the row, values JSON-safe and exact (DECIMAL/NUMERIC as text, dates and
-times ISO 8601, MySQL TIME / PostgreSQL INTERVAL as ``[-]HH:MM:SS[.ffffff]``, bytes base64,
+times ISO 8601 (PostgreSQL's ``infinity`` and years BC or past 9999 as PostgreSQL writes
+them), floats as numbers (NaN and the infinities as the strings ``NaN``, ``Infinity``,
+``-Infinity``), MySQL TIME / PostgreSQL INTERVAL as ``[-]HH:MM:SS[.ffffff]``, bytes base64,
 JSON as JSON, arrays as lists, UUID and network types as text); ``type`` ``jdbc.row``;
 ``subject`` the table; ``partitionkey`` the key's text (as the ``canal`` source writes it:
 one column's text as it is, several columns' texts escaped and joined by ``|``); ``id``
@@ -34,6 +36,7 @@ import base64
 import datetime as dt
 import fnmatch
 import ipaddress
+import math
 import time
 import urllib.parse
 import uuid
@@ -52,7 +55,13 @@ from meshconnect import (
 )
 
 from .config import JdbcSourceConfig
-from .engine import classify_db_error, make_engine, reflect
+from .engine import (
+    classify_db_error,
+    is_date_out_of_range,
+    make_engine,
+    reflect,
+    text_for_dates_out_of_range,
+)
 
 __all__ = ["JdbcSource", "json_safe"]
 
@@ -88,7 +97,8 @@ def json_safe(v: Any, in_json: bool = False) -> Any:
     if v is None or isinstance(v, bool | int | str):
         return v
     if isinstance(v, float):
-        return v
+        # PostgreSQL's NaN and infinities, which JSON has no number for: its own spelling
+        return v if math.isfinite(v) else _NON_FINITE[str(v)]
     if isinstance(v, Decimal):
         return v if in_json and v.is_finite() else format(v, "f")
     if isinstance(v, dt.datetime):
@@ -110,7 +120,8 @@ def json_safe(v: Any, in_json: bool = False) -> Any:
     return str(v)
 
 
-_PLAIN = frozenset({int, str, float, bool, type(None)})
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_PLAIN = frozenset({int, str, bool, type(None)})  # a float may be NaN: through json_safe
 _JSON = "application/json"
 
 
@@ -164,6 +175,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
         self.next_poll = 0.0
         self.turn = 0
         self.source = ""
+        self.dates_as_text = False  # PostgreSQL: see _out_of_range_dates
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -238,15 +250,31 @@ class JdbcSource(Source[JdbcSourceConfig]):
 
     async def poll(self) -> SourceBatch | None:
         if self.config.mode == "bulk":
-            return await asyncio.to_thread(self._bulk)
+            return await asyncio.to_thread(self._dates_out_of_range, self._bulk)
         wait = self.next_poll - time.monotonic()
         if wait > 0:
             await asyncio.sleep(min(wait, 1.0))
             return SourceBatch([])
-        batch = await asyncio.to_thread(self._incremental)
+        batch = await asyncio.to_thread(self._dates_out_of_range, self._incremental)
         if not batch.records:
             self.next_poll = time.monotonic() + self.config.poll_interval
         return batch
+
+    def _dates_out_of_range(self, read: Any) -> Any:
+        """``read()``; when a PostgreSQL date or timestamp out of Python's range (``infinity``,
+        a year BC) failed the fetch, once more from the same position with such values loaded
+        as PostgreSQL's text. Nothing was delivered from the failed fetch: the bulk read is
+        reopened at its row count, an incremental one repeats its query."""
+        try:
+            return read()
+        except Exception as exc:
+            if self.dates_as_text or not is_date_out_of_range(exc):
+                raise
+        self.dates_as_text = True
+        for part in self.parts:
+            _close_part(part)
+        text_for_dates_out_of_range(self.engine)
+        return read()
 
     def _rows(self, part: _Part, names: list[str], rows: Any, start: int) -> list[Record]:
         """Records of tuples (the bulk path: the per-row work kept to a minimum)."""
@@ -258,6 +286,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
             Record.fast,
             eventrules.spelled_string,
         )
+        now = _now_iso()  # ingestion time: a row has no event time the source knows
         out = []
         for i, row in enumerate(rows, start):
             data = {
@@ -270,16 +299,18 @@ class JdbcSource(Source[JdbcSourceConfig]):
                 key = _composite("|".join(_key_part(row[j]) for j in keys))
             else:
                 out.append(
-                    fast(data, f"{name}:{i}", source, "jdbc.row", name, _JSON, None, None, {})
+                    fast(data, f"{name}:{i}", source, "jdbc.row", name, _JSON, now, None, {})
                 )
                 continue
             out.append(
-                fast(data, f"{name}:{key}", source, "jdbc.row", name, _JSON, None, None,
+                fast(data, f"{name}:{key}", source, "jdbc.row", name, _JSON, now, None,
                      {"partitionkey": key})
             )  # fmt: skip
         return out
 
-    def _record(self, part: _Part, row: Mapping[str, Any], number: int | None = None) -> Record:
+    def _record(
+        self, part: _Part, row: Mapping[str, Any], number: int | None = None, now: str = ""
+    ) -> Record:
         data = {k: json_safe(v) for k, v in row.items()}
         ext: dict[str, Any] = {}
         if part.key and all(k in row for k in part.key):
@@ -301,6 +332,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
             source=self.source,
             type="jdbc.row",
             subject=part.subject,
+            time=now or _now_iso(),  # ingestion time
             datacontenttype="application/json",
             extensions=ext,
         )
@@ -366,7 +398,9 @@ class JdbcSource(Source[JdbcSourceConfig]):
 
         if part.table is not None:
             return sa.select(*(_raw_column(c) for c in part.table.c))
-        return sa.select(sa.literal_column("*")).select_from(sa.text(f"({self.config.query}) AS q"))
+        return sa.select(sa.literal_column("*")).select_from(
+            sa.text(f"({self.config.query}\n) AS q")
+        )
 
     def _col(self, part: _Part, name: str) -> Any:
         import sqlalchemy as sa
@@ -443,7 +477,8 @@ class JdbcSource(Source[JdbcSourceConfig]):
             part.position = {"ts": _ts_text(last_row[c.timestamp_column])}
             if c.mode == "timestamp+incrementing":
                 part.position["id"] = _pos_value(last_row[c.incrementing_column])
-        records = [self._record(part, r) for r in rows]
+        now = _now_iso()
+        records = [self._record(part, r, now=now) for r in rows]
         return SourceBatch(records, {part.name: dict(part.position)})
 
 
@@ -486,3 +521,8 @@ def _parse_ts(v: Any) -> Any:
         except ValueError:
             return v
     return v
+
+
+def _now_iso() -> str:
+    """The ingestion time: now, as an RFC 3339 timestamp in UTC."""
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")

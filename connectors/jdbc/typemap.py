@@ -320,6 +320,12 @@ def _text(v: Any) -> Any:
     return v
 
 
+def _json_column_text(v: Any) -> Any:
+    """A value for a MariaDB JSON column (a LONGTEXT that must hold JSON): text as it is (the
+    ``canal`` source writes MariaDB's JSON as its text), any other value as JSON text."""
+    return v if isinstance(v, str) else jsonvalue.dumps(v).decode()
+
+
 def coercer(sa_type: Any, json_text: bool) -> Callable[[Any], Any] | None:
     """A function turning a record value into the bind value for a column of ``sa_type``;
     None when values pass as they are. ``json_text``: JSON columns receive JSON *text* (the
@@ -346,6 +352,8 @@ def coercer(sa_type: Any, json_text: bool) -> Callable[[Any], Any] | None:
         if json_text:
             return lambda v: jsonvalue.loads(v) if isinstance(v, str) else v
         return None
+    if getattr(t, "json_text_column", False):
+        return _json_column_text
     if isinstance(t, sa.LargeBinary):
         return _bytes
     if isinstance(t, sa.Time):

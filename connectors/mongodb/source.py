@@ -223,7 +223,7 @@ class MongoSource(Source[MongoSourceConfig]):
                     doc = dict(key)
                     if op == "update":
                         doc["$update"] = event.get("updateDescription", {})
-            record = self._record(doc, op, token_text, key.get("_id"))
+            record = self._record(doc, op, token_text, key.get("_id"), _event_time(event))
             records.append(record)
         self.position = position
         return SourceBatch(records, {PARTITION: position})
@@ -234,7 +234,11 @@ class MongoSource(Source[MongoSourceConfig]):
         value = to_json(doc.get("_id"), "relaxed")
         return value if isinstance(value, str) else dumps(value).decode()
 
-    def _record(self, doc: Mapping[str, Any], op: str, rid: str, _id: Any = None) -> Record:
+    def _record(
+        self, doc: Mapping[str, Any], op: str, rid: str, _id: Any = None, when: str | None = None
+    ) -> Record:
+        """``when``: the change's time from the change stream; a document read by the copy or
+        a poll has no event time the source knows, so it gets the ingestion time."""
         data = to_json(doc, self.config.json_mode)
         key_value = to_json(_id if _id is not None else doc.get("_id"), "relaxed")
         key = key_value if isinstance(key_value, str) else dumps(key_value).decode()
@@ -245,6 +249,7 @@ class MongoSource(Source[MongoSourceConfig]):
             source=self.uri,
             type=self.config.type or f"mongodb.{op}",
             subject=self.subject,
+            time=when or _now_iso(),
             extensions={"partitionkey": spell(key)},
         )
 
@@ -300,3 +305,21 @@ def _after(field: str, value: Any) -> list[dict[str, Any]]:
     """``$or`` clauses matching the documents whose ``field`` sorts after ``value``."""
     later = [{field: condition} for _, condition in _KINDS[_kind(value) + 1 :]]
     return [{field: {"$gt": value}}, *later]
+
+
+def _now_iso() -> str:
+    """The ingestion time: now, as an RFC 3339 timestamp in UTC."""
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _event_time(event: Mapping[str, Any]) -> str | None:
+    """A change event's time: ``wallTime`` (MongoDB 6.0+, milliseconds), else the seconds of
+    ``clusterTime``; None when the event has neither."""
+    wall = event.get("wallTime")
+    if isinstance(wall, dt.datetime):
+        wall = wall if wall.tzinfo else wall.replace(tzinfo=dt.UTC)
+        return wall.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    cluster = getattr(event.get("clusterTime"), "time", None)
+    if isinstance(cluster, int):
+        return dt.datetime.fromtimestamp(cluster, dt.UTC).isoformat().replace("+00:00", "Z")
+    return None

@@ -461,21 +461,33 @@ class RedisSource(Source[RedisSourceConfig]):
                 continue
             channel = _spelled(_sid(message["channel"]))
             payload = message["data"]
+            now = _now_iso()  # ingestion time: a message carries no time of its own
             try:
                 text = payload.decode() if isinstance(payload, bytes) else str(payload)
                 data = loads(text) if self.config.format == "json" else text
-            except ValueError as exc:
-                raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            except ValueError as exc:  # the message as it came: its text, else its bytes
+                raw: str | bytes = payload if isinstance(payload, bytes) else str(payload)
+                if isinstance(raw, bytes):
+                    try:
+                        raw = raw.decode()
+                    except UnicodeDecodeError:
+                        pass
                 record = Record(
-                    base64.b64encode(raw).decode(),
+                    raw,
                     source=self.source_uri,
                     type=self.config.type,
                     subject=channel,
+                    time=now,
+                    datacontenttype="text/plain"
+                    if isinstance(raw, str)
+                    else "application/octet-stream",
                 )
                 failures.append((record, DataError(f"redis: a message on {channel}: {exc}")))
                 continue
             records.append(
-                Record(data, source=self.source_uri, type=self.config.type, subject=channel)
+                Record(
+                    data, source=self.source_uri, type=self.config.type, subject=channel, time=now
+                )
             )
         return SourceBatch(records, failures=failures)
 
@@ -494,6 +506,14 @@ class RedisSource(Source[RedisSourceConfig]):
         client = getattr(self, "client", None)
         if client is not None:
             await client.aclose()
+
+
+def _now_iso() -> str:
+    """The ingestion time: now, as an RFC 3339 timestamp in UTC."""
+    us = time.time_ns() // 1000
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}Z"
+    )
 
 
 def _entry_time(eid: str) -> str:

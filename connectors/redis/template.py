@@ -54,7 +54,8 @@ def _getter(name: str, field: str) -> Getter:
         def time_(r: Record, row: Mapping[str, Any] | None) -> Any:
             if not r.time:
                 return None
-            when = datetime.fromisoformat(r.time.replace("Z", "+00:00"))
+            # RFC 3339 allows a lower-case z; fromisoformat takes any character for the t
+            when = datetime.fromisoformat(r.time.replace("z", "Z").replace("Z", "+00:00"))
             return when.astimezone(UTC).strftime(fmt)
 
         return time_

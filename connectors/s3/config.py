@@ -89,9 +89,10 @@ class S3SinkConfig(S3Connection):
         default="{topic}/",
         description=(
             "The key prefix of each object, a template (see 'Key templates'): "
-            "`{topic}/{time:%Y/%m/%d/%H}/`, `{topic}/country={data.country}/`. The sink "
-            "appends a deterministic name made of the topic and the offset of the first record "
-            "in the object plus the extension: `orders+00000000000000001000.jsonl.gz`."
+            "`{topic}/{time:%Y/%m/%d/%H}/`, `{topic}/country={data.country}/`; a `/` is "
+            "added when it does not end in one. The sink appends a deterministic name made of "
+            "the topic and the offset of the first record in the object plus the extension: "
+            "`orders+00000000000000001000.jsonl.gz`."
         ),
     )
     format: Literal["json", "csv", "parquet", "cloudevents"] = Field(
@@ -182,7 +183,9 @@ class S3SinkConfig(S3Connection):
     @classmethod
     def _template_parses(cls, value: str) -> str:
         KeyTemplate(value)  # raises ValueError naming the problem
-        return value
+        # A level of its own for the object names: `{topic}/{time:%H}` would otherwise make
+        # `orders/14orders+….jsonl`, outside the `orders/14/` a reader lists.
+        return value if value == "" or value.endswith("/") else value + "/"
 
     @property
     def template(self) -> KeyTemplate:
@@ -202,7 +205,8 @@ class S3SourceConfig(S3Connection):
         default=None,
         description=(
             "Only keys that match this regular expression (searched in the key after "
-            "`prefix`), e.g. `\\.jsonl(\\.gz)?$`."
+            "`prefix`; RE2 syntax, linear in the key, no lookaround or backreferences), e.g. "
+            "`\\.jsonl(\\.gz)?$`."
         ),
     )
     format: Literal["auto", "json", "csv", "parquet", "cloudevents"] = Field(
@@ -260,10 +264,20 @@ class S3SourceConfig(S3Connection):
     @classmethod
     def _pattern_compiles(cls, value: str | None) -> str | None:
         if value is not None:
+            import re2
+
+            options = re2.Options()
+            options.log_errors = False
             try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
+                re2.compile(value, options)
+            except re2.error as exc:
+                reason = exc.args[0] if exc.args else exc
+                if isinstance(reason, bytes):
+                    reason = reason.decode("utf-8", "replace")
+                raise ValueError(
+                    f"not a regular expression RE2 can run: {reason} (no lookaround or "
+                    "backreferences)"
+                ) from None
         return value
 
     @model_validator(mode="after")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -16,8 +17,10 @@ from meshconnect import DataError, Record, jsonvalue
 
 __all__ = [
     "EXTENSIONS",
+    "Block",
     "ObjectBody",
     "check_parquet_row",
+    "decode_blocks",
     "decode_object",
     "encode_payload",
     "format_of_key",
@@ -73,13 +76,15 @@ def _kind(value: Any) -> str:
 
 
 def schema_signature(fmt: str, data: Any) -> tuple[Any, ...]:
-    """What must stay the same within one CSV or Parquet object: the field names (CSV), or
+    """What must stay the same within one CSV or Parquet object: the field names in any order
+    (CSV), or
     the field names with their value kinds (Parquet; ``""`` for null, which fits any kind).
     ``DataError`` when ``data`` is not an object."""
     if not isinstance(data, dict):
         raise DataError(f"format {fmt}: data must be an object, not {_kind(data) or 'null'}")
     if fmt == "csv":
-        return tuple(data)
+        # the names, not their order: a row is written in the header's order
+        return tuple(sorted(data))
     return tuple((k, _kind(v)) for k, v in data.items())
 
 
@@ -266,40 +271,125 @@ def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
 #: msgspec's JSON-lines decoder behind :data:`meshconnect.jsonvalue.decode_unchecked` (the
 #: same numbers: Decimal from the exact text), one C call for many lines; None if absent.
 _decode_lines = getattr(getattr(jsonvalue.decode_unchecked, "__self__", None), "decode_lines", None)
+#: About this many bytes of whole lines are decoded in one call (a few hundred lines of the
+#: usual size; small enough to stay in the CPU's cache from the slice to the values).
+_CHUNK_BYTES = 1 << 18
 _CHUNK = 1000
+_BOM = b"\xef\xbb\xbf"
+#: every byte but an opening bracket and the newline (deleted to count brackets per line)
+_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{\n")
+
+#: What :func:`decode_blocks` yields: the items' indexes (ascending), their values (or raw
+#: text), and per item its error text (None: good), or None when every item is good.
+Block = tuple[Sequence[int], list[Any], list[str | None] | None]
 
 
-def _json_lines(body: bytes) -> Iterator[Item]:
+#: a blank line (only JSON whitespace) ending in a newline
+_BLANK = re.compile(rb"(?:^|\n)[ \t\r]*\n")
+
+
+def _opening_brackets(chunk: bytes) -> list[int]:
+    """How many opening brackets each line of ``chunk`` holds (three C calls for the whole
+    chunk; as many counts as lines)."""
+    counts = list(map(len, chunk.translate(None, _NOT_OPENING).split(b"\n")))
+    if chunk.endswith(b"\n"):
+        counts.pop()  # after the last newline: no line
+    return counts
+
+
+def _one_value_a_line(chunk: bytes, values: list[Any], counts: list[int], limit: int) -> bool:
+    """Whether the ``values`` decoded from ``chunk`` (whose lines hold ``counts`` opening
+    brackets) are one a line, none nested deeper than ``limit``. One a line: as many values
+    as lines and no blank line (the decoder skips one, and a line of two values could make
+    up for it). Both show in the counts: a line of an object or an array has at least one
+    opening bracket (a line of a scalar, with none, makes a search for blank lines sure), a
+    line too deep more than ``limit``."""
+    if len(values) != len(counts) or max(counts) > limit:
+        return False
+    return min(counts) > 0 or _BLANK.search(chunk) is None
+
+
+def _json_blocks(body: bytes) -> Iterator[Block]:
     """JSON lines with the values of :func:`meshconnect.jsonvalue.loads` (exact numbers, the
-    nesting limit): ``_CHUNK`` lines at a time in one decoder call (about twice as fast as a
-    call a line); a chunk holding a bad line is decoded line by line, so that line becomes a
-    failure with its text and the others are read."""
+    nesting limit), in blocks of the lines of about :data:`_CHUNK_BYTES`: a block's bytes are
+    decoded in one decoder call and its items need no tuple each (most of the time per line
+    was the per-line Python around the decoder). A block holding a blank line, a bad line or
+    a line too deep is decoded again line by line (:func:`_json_lines_slow`), so only the
+    bad line becomes a failure with its text and the others are read."""
+    if body.startswith(_BOM):  # as Windows tools write it; not part of the first value
+        body = body[len(_BOM) :]
+    size = len(body)
+    limit = jsonvalue.MAX_DEPTH
+    pos = 0
+    first = 0  # the index (line number) of the block's first line
+    while pos < size:
+        end = body.find(b"\n", pos + _CHUNK_BYTES)
+        end = size if end < 0 else end + 1
+        chunk = body[pos:end]
+        values: list[Any] | None = None
+        if _decode_lines is not None:
+            try:
+                values = _decode_lines(chunk)
+            except (ValueError, RecursionError, ArithmeticError):  # JSONValueError included
+                values = None
+        if values is not None:  # the counts give the lines too (no count of newlines)
+            counts = _opening_brackets(chunk)
+            lines = len(counts)
+            if not _one_value_a_line(chunk, values, counts, limit):
+                values = None
+        else:
+            lines = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+        if values is not None:
+            yield range(first, first + lines), values, None
+        else:
+            yield from _json_lines_slow(chunk, first)
+        first += lines
+        pos = end
+
+
+def _json_lines_slow(body: bytes, first: int) -> Iterator[Block]:
+    """The lines of ``body`` (the first one's index ``first``) as blocks of up to ``_CHUNK``
+    lines: blank lines skipped, a chunk's lines decoded in one call when that gives one
+    value a line, else line by line (a bad line: a failure with its text)."""
     loads = jsonvalue.loads
     limit = jsonvalue.MAX_DEPTH
     lines = body.split(b"\n")
+    if body.endswith(b"\n"):
+        lines.pop()  # the text after the last newline: no line
     for start in range(0, len(lines), _CHUNK):
-        chunk = [(i, line) for i, line in enumerate(lines[start : start + _CHUNK], start)]
+        chunk = [(i, line) for i, line in enumerate(lines[start : start + _CHUNK], first + start)]
         chunk = [(i, line) for i, line in chunk if line.strip()]
-        values: list[Any] | None = None
-        if _decode_lines is not None and chunk:
-            try:
-                values = _decode_lines(b"\n".join(line for _, line in chunk))
-                if len(values) != len(chunk):
-                    values = None
-                else:
-                    for (_, line), value in zip(chunk, values, strict=True):
-                        if len(line) > 2 * limit and line.count(b"[") + line.count(b"{") > limit:
-                            jsonvalue.check_depth(line, value, limit)
-            except (ValueError, RecursionError, ArithmeticError):  # JSONValueError included
-                values = None
-        if values is not None:
-            yield from zip([index for index, _ in chunk], values, itertools.repeat(None))
+        if not chunk:
             continue
+        indexes = [index for index, _ in chunk]
+        if _decode_lines is not None:
+            try:
+                joined = b"\n".join(line for _, line in chunk)
+                values = _decode_lines(joined)
+                if len(values) == len(chunk):
+                    # some line has more opening brackets than the nesting limit: look
+                    if max(map(len, joined.translate(None, _NOT_OPENING).split(b"\n"))) > limit:
+                        for (_, line), value in zip(chunk, values, strict=True):
+                            if len(line) > 2 * limit:
+                                jsonvalue.check_depth(line, value, limit)
+                    yield indexes, values, None
+                    continue
+            except (ValueError, RecursionError, ArithmeticError):  # JSONValueError included
+                pass
+        items: list[Any] = []
+        problems: list[str | None] = []
         for index, line in chunk:
             try:
-                yield index, loads(line), None
+                items.append(loads(line))
+                problems.append(None)
             except (jsonvalue.JSONValueError, UnicodeDecodeError) as exc:
-                yield index, line.decode("utf-8", "replace"), f"line {index + 1}: {exc}"
+                try:  # the raw line: its text, or its bytes when they are not UTF-8
+                    raw: str | bytes = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    raw = line
+                items.append(raw)
+                problems.append(f"line {index + 1}: {exc}")
+        yield indexes, items, problems
 
 
 def format_of_key(key: str, fmt: str, compression: str) -> tuple[str, bool] | None:
@@ -349,10 +439,32 @@ def decode_object(body: bytes, fmt: str, delimiter: str = ",") -> Iterator[Item]
     for JSON lines (blank lines skipped), the row number after the header for CSV, the row
     number for Parquet. A bad item yields its raw text and the reason; a Parquet file that
     does not open yields one failure at index 0 with its raw bytes (up to :data:`RAW_LIMIT`).
-    A UTF-8 byte order mark before a CSV header is dropped."""
+    A UTF-8 byte order mark at the start is dropped; blank CSV lines are skipped; a CSV
+    header naming a column twice makes every row a failure (an object would keep one)."""
+    for indexes, values, problems in decode_blocks(body, fmt, delimiter):
+        yield from zip(indexes, values, problems or [None] * len(values), strict=True)
+
+
+def decode_blocks(body: bytes, fmt: str, delimiter: str = ",") -> Iterator[Block]:
+    """The items of :func:`decode_object` in blocks (see :data:`Block`), as the source reads
+    them: JSON lines without a Python step per line."""
     if fmt in ("json", "cloudevents"):
-        return _json_lines(body)
-    return _rows(body, fmt, delimiter)
+        return _json_blocks(body)
+    return _blocks_of(_rows(body, fmt, delimiter))
+
+
+def _blocks_of(items: Iterator[Item]) -> Iterator[Block]:
+    """``items`` in blocks of up to ``_CHUNK``."""
+    while True:
+        chunk = list(itertools.islice(items, _CHUNK))
+        if not chunk:
+            return
+        indexes, values, problems = zip(*chunk, strict=True)
+        yield (
+            list(indexes),
+            list(values),
+            None if all(p is None for p in problems) else list(problems),
+        )
 
 
 def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
@@ -361,17 +473,27 @@ def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
         try:
             text = body.decode("utf-8-sig")  # a byte order mark is not part of the header
         except UnicodeDecodeError as exc:
-            yield 0, body[:1000].decode("utf-8", "replace"), f"not UTF-8 text: {exc}"
+            yield 0, body[:RAW_LIMIT], f"not UTF-8 text: {exc}"  # its bytes, not U+FFFD
             return
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
             return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): one failure
+            yield 0, body[:RAW_LIMIT], f"row 1 (the header): {exc}"
+            return
+        twice = sorted({name for name in header if header.count(name) > 1})
         index = -1
         try:
-            for index, row in enumerate(reader):
-                if len(row) != len(header):
+            for index, row in enumerate(r for r in reader if r):  # blank lines are no rows
+                if twice:  # a dict would keep one of the columns: the others' values lost
+                    yield (
+                        index,
+                        delimiter.join(row),
+                        f"row {index + 1}: the header names {twice} more than once",
+                    )
+                elif len(row) != len(header):
                     yield (
                         index,
                         delimiter.join(row),

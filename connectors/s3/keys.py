@@ -20,6 +20,7 @@ A placeholder the record cannot fill (no such field, null, no ``time``) is a
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -87,7 +88,8 @@ _FRACTION = re.compile(r"(\.\d{6})\d+")
 def _parse_time(text: str) -> datetime:
     parsed = _time_cache.get(text)
     if parsed is None:
-        parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", text))
+        # RFC 3339 allows a lower-case z (and t, which fromisoformat takes as any separator)
+        parsed = datetime.fromisoformat(_FRACTION.sub(r"\1", text.replace("z", "Z")))
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         parsed = parsed.astimezone(UTC)
@@ -95,6 +97,19 @@ def _parse_time(text: str) -> datetime:
             _time_cache.clear()
         _time_cache[text] = parsed
     return parsed
+
+
+#: Longest topic name (249 characters), every character percent-quoted.
+_MAX_QUOTED_TOPIC = 249 * 3
+
+
+@functools.lru_cache(maxsize=512)
+def _re2(pattern: str) -> Any:
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(pattern, options)
 
 
 def _shape(body: str) -> str:
@@ -175,9 +190,26 @@ class KeyTemplate:
         its format's shape, ``{topic}`` the same topic as in the object name) followed by a
         deterministic object name ``<topic>+<20 digits><extension>``
         (:func:`object_name`)."""
-        topic = "(?P=topic)" if "(?P<topic>" in self._shape else "[^/]+"
-        pattern = f"{self._shape}{topic}\\+\\d{{20}}{re.escape(extension)}"
-        return re.fullmatch(pattern, key) is not None
+        # On RE2 (linear time): keys are listed from the bucket, and whoever may write to it
+        # chooses them; Python's re backtracked polynomially on adjacent placeholders (four of
+        # them and a key of 400 characters took 6 s, a 1,024-character key minutes). RE2 has
+        # no back-reference, so the topic of the object name is tried as a literal instead.
+        tail = f"\\+\\d{{20}}{re.escape(extension)}"
+        loose = self._shape.replace("(?P<topic>[^/]*)", "[^/]*", 1)
+        if _re2(f"{loose}[^/]+{tail}").fullmatch(key) is None:
+            return False
+        if "(?P<topic>" not in self._shape:
+            return True
+        named = _OBJECT.match(key.rsplit("/", 1)[-1])
+        if named is None:
+            return False
+        run = named["topic"]  # the object name's topic is a suffix of it
+        for start in range(max(0, len(run) - _MAX_QUOTED_TOPIC), len(run)):
+            topic = re.escape(run[start:])
+            shape = self._shape.replace("(?P<topic>[^/]*)", topic, 1)
+            if _re2(f"{shape}{topic}{tail}").fullmatch(key) is not None:
+                return True
+        return False
 
     def _placeholder(self, body: str, at: int) -> Callable[[Record], str]:
         name, colon, fmt = body.partition(":")

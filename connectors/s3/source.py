@@ -25,9 +25,8 @@ policy and the other objects are read.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
-import itertools
-import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -44,7 +43,7 @@ from meshconnect import (
 
 from .client import classify_s3_error, error_code, make_client
 from .config import S3SourceConfig
-from .formats import RAW_LIMIT, Item, decode_object, format_of_key, gunzip
+from .formats import RAW_LIMIT, Block, decode_blocks, format_of_key, gunzip
 
 __all__ = ["S3Source"]
 
@@ -54,18 +53,31 @@ def _directory(key: str) -> str:
     return key[: key.rfind("/") + 1]
 
 
+def _re2_search(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (linear time whatever the key)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    return re2.compile(pattern, options)
+
+
 class _Reading:
-    """The object being read: its key, its items and how far they are read."""
+    """The object being read: its key, its blocks of items and how far they are read."""
 
-    __slots__ = ("done", "index", "items", "key", "size", "time")
+    __slots__ = ("blocks", "index", "key", "pending", "size", "start", "time")
 
-    def __init__(self, key: str, size: int, when: str, items: Iterator[Item], index: int) -> None:
+    def __init__(self, key: str, size: int, when: str, blocks: Iterator[Block], index: int) -> None:
         self.key = key
         self.size = size
         self.time = when
-        self.items = items
-        self.index = index  # the next item index to yield
-        self.done = False
+        self.blocks = blocks
+        self.pending: Block | None = None  # a block a batch took part of
+        self.start = 0  # where the rest of ``pending`` starts
+        self.index = index  # items before this index were read before a restart
+
+
+_NO_BLOCKS: tuple[Block, ...] = ()
 
 
 class S3Source(Source[S3SourceConfig]):
@@ -78,7 +90,9 @@ class S3Source(Source[S3SourceConfig]):
         self.bounded = not config.follow
         self.partition = f"s3://{config.bucket}/{config.prefix}"
         self.source_uri = f"s3://{config.bucket}"
-        self.pattern = re.compile(config.pattern) if config.pattern else None
+        # RE2: keys are chosen by whoever may write to the bucket, and a backtracking
+        # engine could stall the worker on one (issue 19).
+        self.pattern = _re2_search(config.pattern) if config.pattern else None
         self.client: Any = None
         self.after = ""
         self.dirs: dict[str, str] = {}  # per directory, the greatest key read
@@ -223,7 +237,7 @@ class S3Source(Source[S3SourceConfig]):
                 "optionally .gz); set config.format to read it",
                 key,
             )
-            return _Reading(key, size, when, iter(()), 0)
+            return _Reading(key, size, when, iter(_NO_BLOCKS), 0)
         fmt, gz = kind
         task = self._prefetch(key, gz)
         try:
@@ -238,15 +252,15 @@ class S3Source(Source[S3SourceConfig]):
                 self._prefetch(upcoming, known[1])
         if got is None:
             self.context.logger.warning("%s vanished between its listing and its download", key)
-            return _Reading(key, size, when, iter(()), 0)
+            return _Reading(key, size, when, iter(_NO_BLOCKS), 0)
         raw, plain = got
         self.m_bytes.inc(len(raw))
         if plain is None:  # a damaged gzip: the whole object is one failure, its raw bytes
             data = raw if len(raw) <= RAW_LIMIT else raw[:RAW_LIMIT]
-            items: Iterator[Item] = iter([(0, data, f"bad gzip data ({len(raw)} bytes)")])
-            return _Reading(key, size, when, items, self._resume_index(key))
-        items = decode_object(plain, fmt, self.config.delimiter)
-        return _Reading(key, size, when, items, self._resume_index(key))
+            bad: Block = ([0], [data], [f"bad gzip data ({len(raw)} bytes)"])
+            return _Reading(key, size, when, iter([bad]), self._resume_index(key))
+        blocks = decode_blocks(plain, fmt, self.config.delimiter)
+        return _Reading(key, size, when, blocks, self._resume_index(key))
 
     def _resume_index(self, key: str) -> int:
         return self.resume_index if key == self.resume_key else 0
@@ -291,47 +305,40 @@ class S3Source(Source[S3SourceConfig]):
         base = f"{uri}/{key}#"
         kind = config.type
         when = reading.time
-        limit = config.batch_size
-        items = reading.items
-        if reading.index:  # resuming mid-object: pass over what was read before the restart
-            at = reading.index
-
-            def before(item: Any, at: int = at) -> bool:
-                return bool(item[0] < at)
-
-            items = itertools.dropwhile(before, items)
-            reading.items = items
-            reading.index = 0
-        taken = list(itertools.islice(items, limit))
+        taken, exhausted = self._take(reading, config.batch_size)
         fast = Record.fast
+        records: list[Record] = []
         failures: list[tuple[Record, BaseException]] = []
-        if config.format == "cloudevents":
-            records = []
-            for index, value, problem in taken:
-                if problem is None:
-                    try:
-                        records.append(Record.from_dict(value))
-                        continue
-                    except (ValueError, TypeError, DataError) as exc:
-                        problem, value = f"item {index}: not a CloudEvent: {exc}", repr(value)
-                failures.append(self._failure(base, key, index, value, problem, when))
-        else:
-            records = [
-                fast(value, base + str(index), uri, kind, key, "application/json", when)
-                for index, value, problem in taken
-                if problem is None
-            ]
-            if len(records) < len(taken):
-                failures = [
-                    self._failure(base, key, index, value, problem, when)
-                    for index, value, problem in taken
-                    if problem is not None
+        for indexes, values, problems in taken:
+            if config.format == "cloudevents":
+                for index, value, problem in zip(
+                    indexes, values, problems or [None] * len(values), strict=True
+                ):
+                    if problem is None:
+                        try:
+                            records.append(Record.from_dict(value))
+                            continue
+                        except (ValueError, TypeError, DataError) as exc:
+                            problem, value = f"item {index}: not a CloudEvent: {exc}", repr(value)
+                    failures.append(self._failure(base, key, index, value, problem, when))
+            elif problems is None:
+                records += [
+                    fast(value, base + str(index), uri, kind, key, "application/json", when)
+                    for index, value in zip(indexes, values, strict=True)
                 ]
+            else:
+                for index, value, problem in zip(indexes, values, problems, strict=True):
+                    if problem is None:
+                        records.append(
+                            fast(value, base + str(index), uri, kind, key, "application/json", when)
+                        )
+                    else:
+                        failures.append(self._failure(base, key, index, value, problem, when))
         self.m_records.inc(len(records))
-        if len(taken) == limit:
+        if not exhausted:
             return SourceBatch(
                 records,
-                {self.partition: self._position(key, taken[-1][0] + 1)},
+                {self.partition: self._position(key, taken[-1][0][-1] + 1)},
                 failures,
             )
         # the object is read to its end
@@ -346,6 +353,40 @@ class S3Source(Source[S3SourceConfig]):
         self.resume_key = None
         ack = self._after_read(key) if config.after_read != "keep" else None
         return SourceBatch(records, {self.partition: self._position(None, 0)}, failures, ack)
+
+    @staticmethod
+    def _take(reading: _Reading, limit: int) -> tuple[list[Block], bool]:
+        """Up to ``limit`` items of ``reading`` (in blocks), and whether its items ran out
+        before ``limit`` (the object is read to its end). A block a batch takes part of stays
+        whole in ``reading.pending`` with where its rest starts: each batch copies only its
+        own part (a small ``batch_size`` on a block of many short lines stays linear)."""
+        taken: list[Block] = []
+        count = 0
+        while count < limit:
+            block = reading.pending
+            start = reading.start
+            if block is None:
+                block = next(reading.blocks, None)
+                if block is None:
+                    return taken, True
+                start = 0
+                if reading.index:  # resuming mid-object: pass over what was read before
+                    start = bisect.bisect_left(block[0], reading.index)
+                    if start == len(block[0]):
+                        continue
+                    reading.index = 0
+            indexes, values, problems = block
+            end = start + limit - count
+            if start or end < len(values):
+                indexes, values = indexes[start:end], values[start:end]
+                problems = problems[start:end] if problems is not None else None
+            if end < len(block[1]):
+                reading.pending, reading.start = block, end
+            else:
+                reading.pending = None
+            taken.append((indexes, values, problems))
+            count += len(values)
+        return taken, False
 
     def _failure(
         self, base: str, key: str, index: int, value: Any, problem: str, when: str

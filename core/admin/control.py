@@ -6,6 +6,13 @@ A *connector* of the API is a pipeline (its source and sinks are its *tasks*, as
 Connect). Pipelines from the run's files can be paused, resumed, stopped, restarted and have
 their offsets reset; only pipelines added over the API can be replaced or deleted (a file's
 pipeline is changed by editing the file).
+
+In cluster mode (:mod:`meshconnect.cluster`) the connectors are the cluster's pipelines this
+worker can run; their statuses show this worker's tasks (the units it owns) and who owns every
+unit; :meth:`Controller.cluster_view` is the whole cluster. What cannot act on the whole
+cluster yet is refused (409) rather than done on this worker alone: adding, replacing and
+deleting pipelines, pause, resume, stop and offset changes. A restart restarts the units this
+worker owns.
 """
 
 from __future__ import annotations
@@ -100,7 +107,72 @@ class Controller:
         raise NotFound(f"no connector {name!r}")
 
     def origin(self, name: str) -> str:
+        if self.cluster is not None:
+            version = getattr(self.worker.member, "versions", {}).get(name)
+            return f"cluster {self.cluster} version {version}"
         return "api" if name in self.from_api else f"file {self.get(name).file}"
+
+    # -- cluster mode --------------------------------------------------------------------------
+
+    @property
+    def cluster(self) -> str | None:
+        """The name of the cluster this worker is a member of, or None."""
+        cluster = self.worker.config.cluster
+        return None if cluster is None else cluster.name
+
+    def _not_in_cluster(self, name: str, what: str) -> None:
+        """Refused (409) in cluster mode: ``what`` cannot act on the whole cluster yet."""
+        if self.cluster is not None:
+            raise Refused(f"connector {name!r} runs on cluster {self.cluster!r}: {what}")
+
+    def _local_keys(self) -> dict[str, str]:
+        """Cluster mode: the status key of each unit this worker runs, by lease name."""
+        member = self.worker.member
+        return {} if member is None else dict(member.local_status_keys())
+
+    async def unit_owners(self, pipeline: LoadedPipeline) -> list[dict[str, Any]]:
+        """Cluster mode: who owns each of ``pipeline``'s units (lease, epoch) and, for those
+        this worker runs, their task status."""
+        from ..cluster import unit_owner
+
+        leases = {lease.name: lease for lease in await self.worker.store.leases()}
+        local = self._local_keys()
+        now = time.time()
+        out = []
+        for name in _lease_names(pipeline, source_first=True):
+            row = unit_owner(name, leases.get(name), now)
+            row.update(self._local(name, local))
+            out.append(row)
+        return out
+
+    def _local(self, lease: str, local: dict[str, str]) -> dict[str, Any]:
+        status = self.worker.statuses.get(local[lease]) if lease in local else None
+        return {"local": lease in local, "task": None if status is None else _task(status)}
+
+    async def cluster_view(self) -> dict[str, Any]:
+        """The whole cluster (as ``meshconnect status --cluster --json`` shows it) with this
+        worker's identity and, for each unit it runs, its task status. NotFound outside
+        cluster mode."""
+        from ..cluster import cluster_report
+        from ..mesh.ownership import describe_owner
+
+        if self.cluster is None:
+            raise NotFound("this worker is not a cluster member (run --cluster NAME)")
+        report = await cluster_report(self.worker.store, self.cluster)
+        member = self.worker.member
+        owner = getattr(member, "owner", None)
+        report["member"] = {
+            "id": owner,
+            "worker": None if owner is None else describe_owner(owner),
+            "joined": bool(getattr(member, "joined", False)),
+        }
+        local = self._local_keys()
+        runs = {p.name for p in self.pipelines}
+        for pipeline in report["pipelines"]:
+            pipeline["loaded"] = pipeline["name"] in runs
+            for unit in pipeline["units"]:
+                unit.update(self._local(unit["unit"], local))
+        return report
 
     def load(self, name: str, raw: Any) -> LoadedPipeline:
         """Validate pipeline ``raw`` (one entry of ``pipelines:``, named ``name``); raise
@@ -156,6 +228,7 @@ class Controller:
 
     async def put(self, name: str, raw: Any) -> bool:
         """Add or replace pipeline ``name`` (API pipelines only); True when it is new."""
+        self._not_in_cluster(name, _CLUSTER_DEFINITIONS)
         existing = next((p for p in self.pipelines if p.name == name), None)
         if existing is not None and name not in self.from_api:
             raise Refused(
@@ -180,6 +253,7 @@ class Controller:
 
     async def delete(self, name: str) -> None:
         pipeline = self.get(name)
+        self._not_in_cluster(name, _CLUSTER_DEFINITIONS)
         if name not in self.from_api:
             raise Refused(
                 f"connector {name!r} is defined in {pipeline.file}: remove it from that file"
@@ -234,13 +308,17 @@ class Controller:
     def _running(self) -> None:
         if self.worker.stopping:
             raise Refused("the worker is stopping")
-        if self.worker.ownership is None:
+        if self.cluster is not None:
+            if not getattr(self.worker.member, "joined", False):
+                raise Refused(f"the worker is joining cluster {self.cluster!r}; retry in a moment")
+        elif self.worker.ownership is None:
             raise Refused("the worker is starting; retry in a moment")
 
     # -- control -------------------------------------------------------------------------------
 
     def pause(self, name: str) -> None:
         self.get(name)
+        self._not_in_cluster(name, _CLUSTER_CONTROL)
         view = self.worker.pipeline_states.get(name)
         if view is None or view.halted:
             raise Refused(f"connector {name!r} is stopped: resume it first")
@@ -248,6 +326,7 @@ class Controller:
 
     async def resume(self, name: str) -> None:
         pipeline = self.get(name)
+        self._not_in_cluster(name, _CLUSTER_CONTROL)
         view = self.worker.pipeline_states.get(name)
         if view is not None and view.halted:
             self._running()
@@ -261,6 +340,7 @@ class Controller:
 
     async def stop(self, name: str) -> None:
         self.get(name)
+        self._not_in_cluster(name, _CLUSTER_CONTROL)
         self._running()
         async with self._lock:
             await self.worker.halt(name)
@@ -269,10 +349,33 @@ class Controller:
         """Stop the pipeline (drain, flush, commit) and start it again, unpaused."""
         pipeline = self.get(name)
         self._running()
+        if self.cluster is not None:
+            await self._restart_units(pipeline)
+            return
         async with self._lock:
             await self.worker.halt(name)
             self._fresh(pipeline)
             self.worker.spawn(pipeline)
+
+    async def _restart_units(self, pipeline: LoadedPipeline) -> None:
+        """Cluster mode: restart the units of ``pipeline`` this worker owns; Refused when it
+        owns none (the owners' admin APIs restart theirs)."""
+        async with self._lock:
+            restarted = await self.worker.member.restart_units(pipeline.name)
+        if restarted:
+            return
+        owners = sorted(
+            {
+                f"{u['unit']} by {u['worker']}"
+                for u in await self.unit_owners(pipeline)
+                if u["worker"]
+            }
+        )
+        raise Refused(
+            f"connector {pipeline.name!r}: this worker runs none of its units on cluster "
+            f"{self.cluster!r}; restart it on the admin API of the worker that owns them"
+            + (f" ({'; '.join(owners)})" if owners else " (none has an owner now)")
+        )
 
     def _fresh(self, pipeline: LoadedPipeline) -> None:
         for key in _status_keys(pipeline):
@@ -283,11 +386,13 @@ class Controller:
     # -- status --------------------------------------------------------------------------------
 
     def tasks(self, pipeline: LoadedPipeline) -> list[ConnectorStatus]:
-        return [
-            self.worker.statuses[key]
-            for key in _status_keys(pipeline)
-            if key in self.worker.statuses
-        ]
+        """The statuses of ``pipeline``'s tasks on this worker (in cluster mode: of the units
+        it runs now, not those it gave back or that moved to another member)."""
+        keys = _status_keys(pipeline)
+        if self.cluster is not None:
+            local = set(self._local_keys().values())
+            keys = [k for k in keys if k in local]
+        return [self.worker.statuses[key] for key in keys if key in self.worker.statuses]
 
     def sample(self) -> None:
         """Record every pipeline's counts (the admin server calls it every second)."""
@@ -328,7 +433,14 @@ class Controller:
         restarting = [t for t in tasks if t.next_restart is not None and t.state == "FAILED"]
         records_in, records_out = self._counts(pipeline)
         rate_in, rate_out = self.rates(name)
-        return {
+        cluster = None
+        if self.cluster is not None:
+            units = await self.unit_owners(pipeline)
+            if not tasks:  # this worker runs none of it: whether the cluster does
+                state = "RUNNING" if any(u["owner"] for u in units) else "STOPPED"
+            version = getattr(self.worker.member, "versions", {}).get(name)
+            cluster = {"name": self.cluster, "version": version, "units": units}
+        out = {
             "name": name,
             "state": state,
             "origin": self.origin(name),
@@ -344,6 +456,9 @@ class Controller:
             "lag": await self.lag(pipeline),
             "tasks": [_task(t) for t in tasks],
         }
+        if cluster is not None:
+            out["cluster"] = cluster
+        return out
 
     async def lag(self, pipeline: LoadedPipeline) -> int:
         """Records stored but not yet committed by the pipeline's sinks, summed."""
@@ -422,6 +537,7 @@ class Controller:
         }
         if dry_run:
             return out
+        self._not_in_cluster(name, _CLUSTER_OFFSETS)
         self._running()
         async with self._lock:
             view = self.worker.pipeline_states.get(name)
@@ -478,12 +594,30 @@ def _target(value: Any) -> str:
     )
 
 
-def _lease_names(pipeline: LoadedPipeline) -> list[str]:
+def _lease_names(pipeline: LoadedPipeline, source_first: bool = False) -> list[str]:
     """The store leases running ``pipeline`` takes (:mod:`meshconnect.mesh.ownership`)."""
     names = [f"group {sink_group(pipeline.name, s.name)}" for s in pipeline.sinks]
     if pipeline.source is not None:
-        names.append(f"source {source_id(pipeline.name, pipeline.source.name)}")
+        source = f"source {source_id(pipeline.name, pipeline.source.name)}"
+        names = [source, *names] if source_first else [*names, source]
     return names
+
+
+#: Why an operation is refused in cluster mode (after "connector 'p' runs on cluster 'c': ").
+_CLUSTER_DEFINITIONS = (
+    "a cluster's pipelines are published by its members' files (docs/scaleout.md); the admin "
+    "API cannot add, replace or delete them yet"
+)
+_CLUSTER_CONTROL = (
+    "pause, resume and stop would act only on the units this worker owns while other members "
+    "run the rest, and are not available in cluster mode yet (restart restarts this worker's "
+    "units)"
+)
+_CLUSTER_OFFSETS = (
+    "its offsets cannot be moved while members run its units (a unit running on another member "
+    "would go on from where it is); not available in cluster mode yet (?dry_run=true shows "
+    "the plan)"
+)
 
 
 def _status_keys(pipeline: LoadedPipeline) -> list[str]:

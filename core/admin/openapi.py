@@ -86,6 +86,34 @@ _TASK = {
     },
 }
 
+_CLUSTER_UNIT = {
+    "type": "object",
+    "description": "A unit of a cluster's pipeline (its source, or one sink's consumer group) "
+    "and who owns it.",
+    "required": ["unit", "owner", "worker", "epoch", "lease_left", "local", "task"],
+    "properties": {
+        "unit": {
+            "type": "string",
+            "description": "`source PIPELINE/NAME` or `group PIPELINE/SINK`.",
+        },
+        "owner": {
+            "type": ["string", "null"],
+            "description": "The identity of the member whose lease is live, or null (none).",
+        },
+        "worker": {"type": ["string", "null"], "description": "The owner, described."},
+        "epoch": {
+            "type": ["integer", "null"],
+            "description": "The lease's fencing epoch (kept after the lease expired).",
+        },
+        "lease_left": {"type": ["number", "null"], "description": "Seconds (negative: expired)."},
+        "local": {"type": "boolean", "description": "Whether this worker runs the unit."},
+        "task": {
+            "oneOf": [_ref("Task"), {"type": "null"}],
+            "description": "This worker's task of the unit (null unless local).",
+        },
+    },
+}
+
 _SCHEMAS: dict[str, Any] = {
     "Problem": {
         "type": "object",
@@ -133,7 +161,10 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string"},
             "state": {"enum": ["RUNNING", "DEGRADED", "FAILED", "PAUSED", "STOPPED"]},
-            "origin": {"type": "string", "description": "`api`, or `file <path>`."},
+            "origin": {
+                "type": "string",
+                "description": "`api`, `file <path>`, or `cluster <name> version <n>`.",
+            },
             "error": {"oneOf": [_ref("Error"), {"type": "null"}]},
             "restarts": {"type": "integer"},
             "next_restart_at": {"type": ["string", "null"], "format": "date-time"},
@@ -145,7 +176,75 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "description": "Stored records its sinks have not committed.",
             },
-            "tasks": {"type": "array", "items": _ref("Task")},
+            "tasks": {
+                "type": "array",
+                "items": _ref("Task"),
+                "description": "This worker's tasks (in cluster mode: the units it owns).",
+            },
+            "cluster": {
+                "type": "object",
+                "description": "Cluster mode only: the pipeline's version and who owns each of "
+                "its units.",
+                "required": ["name", "version", "units"],
+                "properties": {
+                    "name": {"type": "string", "description": "The cluster."},
+                    "version": {"type": ["integer", "null"]},
+                    "units": {"type": "array", "items": _ref("ClusterUnit")},
+                },
+            },
+        },
+    },
+    "ClusterUnit": _CLUSTER_UNIT,
+    "Cluster": {
+        "type": "object",
+        "description": "The whole cluster as the store shows it (`meshconnect status --cluster "
+        "--json`), with this worker and its tasks.",
+        "required": ["cluster", "store", "member", "members", "pipelines"],
+        "properties": {
+            "cluster": {"type": "string"},
+            "store": {"type": "string"},
+            "member": {
+                "type": "object",
+                "description": "This worker.",
+                "required": ["id", "worker", "joined"],
+                "properties": {
+                    "id": {"type": ["string", "null"]},
+                    "worker": {"type": ["string", "null"]},
+                    "joined": {"type": "boolean"},
+                },
+            },
+            "members": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "worker", "alive", "lease_left"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "worker": {"type": "string"},
+                        "alive": {"type": "boolean"},
+                        "lease_left": {"type": "number"},
+                    },
+                },
+            },
+            "pipelines": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "version", "units", "loaded"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "version": {"type": ["integer", "null"]},
+                        "published_by": {"type": "string"},
+                        "file": {"type": ["string", "null"]},
+                        "loaded": {
+                            "type": "boolean",
+                            "description": "Whether this worker could load it (plugins, "
+                            "variables).",
+                        },
+                        "units": {"type": "array", "items": _ref("ClusterUnit")},
+                    },
+                },
+            },
         },
     },
     "Info": {
@@ -297,7 +396,8 @@ def document(version: str = "0") -> dict[str, Any]:
     # PUT /connectors/{name} and PUT /connectors/{name}/config are one operation: 201 when
     # the connector is new, 200 when it replaced one.
     put = _op(
-        "Add or replace a connector (kept in the store: it survives a restart).",
+        "Add or replace a connector (kept in the store: it survives a restart; 409 in "
+        "cluster mode).",
         _json(_ref("Info"), "Replaced."),
         400,
         409,
@@ -306,7 +406,7 @@ def document(version: str = "0") -> dict[str, Any]:
     )
     put["responses"]["201"] = _json(_ref("Info"), "Added.")
     delete = _op(
-        "Stop and delete a connector added over the API.",
+        "Stop and delete a connector added over the API (409 in cluster mode).",
         {"description": "Deleted."},
         404,
         409,
@@ -316,7 +416,8 @@ def document(version: str = "0") -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/connectors": {
             "get": _op(
-                "The connectors (pipelines) of this worker.",
+                "The connectors (pipelines) of this worker (in cluster mode: of the cluster, "
+                "those this worker can load).",
                 _json(
                     {
                         "oneOf": [
@@ -366,7 +467,7 @@ def document(version: str = "0") -> dict[str, Any]:
         },
         "/connectors/{name}/pause": {
             "put": _op(
-                "Pause: the source stops polling; sinks commit and wait.",
+                "Pause: the source stops polling; sinks commit and wait (409 in cluster mode).",
                 _ACCEPTED,
                 404,
                 409,
@@ -376,7 +477,7 @@ def document(version: str = "0") -> dict[str, Any]:
         },
         "/connectors/{name}/resume": {
             "put": _op(
-                "Resume a paused or stopped connector.",
+                "Resume a paused or stopped connector (409 in cluster mode).",
                 _ACCEPTED,
                 404,
                 409,
@@ -386,7 +487,8 @@ def document(version: str = "0") -> dict[str, Any]:
         },
         "/connectors/{name}/stop": {
             "put": _op(
-                "Stop: drain the source, flush and commit the sinks, end the tasks.",
+                "Stop: drain the source, flush and commit the sinks, end the tasks (409 in "
+                "cluster mode).",
                 _ACCEPTED,
                 404,
                 409,
@@ -396,7 +498,8 @@ def document(version: str = "0") -> dict[str, Any]:
         },
         "/connectors/{name}/restart": {
             "post": _op(
-                "Stop the connector and start it again (unpaused).",
+                "Stop the connector and start it again (unpaused); in cluster mode the units "
+                "this worker owns (409 when it owns none).",
                 _ACCEPTED,
                 404,
                 409,
@@ -412,7 +515,8 @@ def document(version: str = "0") -> dict[str, Any]:
                 params=[_NAME],
             ),
             "patch": _op(
-                "Move the source and/or sinks while running (stop, reset, start again).",
+                "Move the source and/or sinks while running (stop, reset, start again; in "
+                "cluster mode only with dry_run).",
                 _json(_ref("ResetResult"), "What moved (or would, with dry_run)."),
                 400,
                 404,
@@ -421,7 +525,8 @@ def document(version: str = "0") -> dict[str, Any]:
                 body=_ref("OffsetsChange"),
             ),
             "delete": _op(
-                "Reset the source and every sink to the beginning, while running.",
+                "Reset the source and every sink to the beginning, while running (in cluster "
+                "mode only with dry_run).",
                 _json(_ref("ResetResult"), "What moved (or would, with dry_run)."),
                 400,
                 404,
@@ -466,6 +571,15 @@ def document(version: str = "0") -> dict[str, Any]:
             "get": _op(
                 "Stored topics: records, offsets and each consumer group's lag.",
                 _json({"type": "array", "items": _ref("Topic")}, "Every topic."),
+                tag="worker",
+            )
+        },
+        "/cluster": {
+            "get": _op(
+                "Cluster mode: the members, the pipelines with their versions, who owns each "
+                "unit with its epoch, and this worker's tasks.",
+                _json(_ref("Cluster"), "The cluster."),
+                404,
                 tag="worker",
             )
         },

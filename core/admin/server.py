@@ -208,6 +208,7 @@ class AdminServer:
         r.add_get("/ready", self.ready)
         r.add_get("/metrics", self.metrics)
         r.add_get("/topics", self.topics)
+        r.add_get("/cluster", self.cluster)
         r.add_get("/connector-plugins", self.plugins)
         r.add_put("/connector-plugins/{type}/config/validate", self.validate)
         r.add_get("/connectors", self.connectors)
@@ -248,6 +249,20 @@ class AdminServer:
         worker = self.controller.worker
         if worker.stopping:
             return reply({"status": "NOT_READY", "detail": "stopping"}, 503)
+        cluster = self.controller.cluster
+        if cluster is not None:
+            # A member is ready once it joined and the units it took are out of STARTING.
+            if not getattr(worker.member, "joined", False):
+                return reply({"status": "NOT_READY", "detail": f"joining cluster {cluster}"}, 503)
+            keys = set(worker.member.local_status_keys().values())
+            starting = sorted(
+                k for k, s in worker.statuses.items() if k in keys and s.state == "STARTING"
+            )
+            if starting:
+                return reply(
+                    {"status": "NOT_READY", "detail": "starting: " + ", ".join(starting)}, 503
+                )
+            return reply({"status": "READY"})
         if worker.ownership is None:
             return reply({"status": "NOT_READY", "detail": "taking the store's leases"}, 503)
         starting = sorted(k for k, s in worker.statuses.items() if s.state == "STARTING")
@@ -289,6 +304,9 @@ class AdminServer:
             for info in infos
         ]
         return reply(rows)
+
+    async def cluster(self, request: web.Request) -> web.StreamResponse:
+        return reply(await self.controller.cluster_view())
 
     async def plugins(self, request: web.Request) -> web.StreamResponse:
         return reply([e.as_dict() for e in self.controller.registry.entries])

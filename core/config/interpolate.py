@@ -24,6 +24,7 @@ each text of three characters or more taken from the environment or a file becom
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -33,7 +34,15 @@ from typing import Any
 
 from .yamlpos import YamlPath
 
-__all__ = ["MASK", "Interpolated", "Redactor", "interpolate", "redact", "register_secrets"]
+__all__ = [
+    "MASK",
+    "Interpolated",
+    "Redactor",
+    "escaped_forms",
+    "interpolate",
+    "redact",
+    "register_secrets",
+]
 
 #: What a secret value is shown as.
 MASK = "**********"
@@ -72,7 +81,8 @@ class Redactor:
     __slots__ = ("_pattern",)
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        usable = sorted({s for s in secrets if len(s) >= MIN_MASKED}, key=len, reverse=True)
+        forms = {form for s in secrets if len(s) >= MIN_MASKED for form in escaped_forms(s)}
+        usable = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, usable))) if usable else None
 
     def __bool__(self) -> bool:
@@ -82,6 +92,23 @@ class Redactor:
         if self._pattern is None:
             return text
         return self._pattern.sub(MASK, text)
+
+
+def escaped_forms(secret: str) -> set[str]:
+    """``secret`` as it may appear in a message: as it is, and as ``repr`` (either quote) and
+    JSON write it inside a quoted string. A secret holding a quote, a backslash, a control or a
+    non-ASCII character reaches a message escaped (``condition 'x == "it\\'s"'``, a dead letter's
+    JSON, ``offsets show --json``), where masking the text as it is would miss it."""
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        repr(secret + "'\"")[1:-4],  # within a repr in single quotes: ' escaped
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    if '"' not in secret:  # within a repr in double quotes (never used for text with a ")
+        forms.add(repr(secret + "'")[1:-2])
+    return {form for form in forms if len(form) >= MIN_MASKED}
 
 
 def interpolate(

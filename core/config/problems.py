@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core.core_schema import ErrorType
 
 from ..errors import Location, Problem
-from .interpolate import MASK, Interpolated
+from .interpolate import MASK, Interpolated, escaped_forms
 from .yamlpos import Document, YamlPath, render_path
 
 if TYPE_CHECKING:
@@ -49,8 +49,13 @@ class FileReporter:
         self.problems: list[Problem] = []
         failed = {path for path, _ in interp.errors}
         self.failed = failed
-        fragments = [frag for frags in interp.secrets.values() for frag in frags]
-        self.fragments = sorted({f for f in fragments if len(f) >= 3}, key=len, reverse=True)
+        fragments = {
+            form
+            for frags in interp.secrets.values()
+            for frag in frags
+            for form in escaped_forms(frag)
+        }
+        self.fragments = sorted(fragments, key=len, reverse=True)
 
     def report(
         self,
@@ -81,6 +86,7 @@ class FileReporter:
             for fragment in fragments:
                 if fragment.strip():
                     detail = re.sub(rf"(?<!\w){re.escape(fragment)}(?!\w)", MASK, detail)
+            detail = _mask_pieces(detail, fragments[1:])
         return detail
 
     def validate(
@@ -265,6 +271,37 @@ def _models_in(tp: Any) -> list[type[BaseModel]]:
 #: Error types whose message is a validator's own text and so may echo the value.
 _ECHOING = {"value_error", "assertion_error"}
 _KNOWN_TYPES = set(typing.get_args(ErrorType))
+
+
+#: A message about a value that holds a secret masks every piece of the secret at least this
+#: long: a parser that quotes where it stopped ("found '-Zebra-8812'") shows part of the value.
+_PIECE = 4
+
+
+def _mask_pieces(detail: str, secrets: Sequence[str]) -> str:
+    """``detail`` with each run of :data:`_PIECE` characters or more that is a piece of one of
+    ``secrets`` (as written or escaped) masked."""
+    forms = [form for secret in secrets for form in escaped_forms(secret) if len(form) >= _PIECE]
+    if not forms:
+        return detail
+    out: list[str] = []
+    i = 0
+    while i < len(detail):
+        longest = 0
+        for form in forms:
+            size = _PIECE
+            if detail[i : i + size] not in form:
+                continue
+            while i + size < len(detail) and detail[i : i + size + 1] in form:
+                size += 1
+            longest = max(longest, size)
+        if longest:
+            out.append(MASK)
+            i += longest
+        else:
+            out.append(detail[i])
+            i += 1
+    return "".join(out)
 
 
 def _safe_message(error: Any) -> str:

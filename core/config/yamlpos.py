@@ -30,6 +30,7 @@ Contract:
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -60,6 +61,9 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 #: Most values (scalars, lists and mappings, each alias counted as the values it repeats) one
 #: file may expand to. Real pipeline files hold hundreds; 100,000 builds in well under a second.
 MAX_VALUES = 100_000
+#: Bits of the smallest integers of more than 4,300 decimal digits (Python's limit on turning
+#: an integer into text): only those are compared with 10**4300.
+_MAX_INT_BITS = 14_285
 #: Deepest nesting of lists and mappings a file may have.
 MAX_DEPTH = 200
 
@@ -206,6 +210,11 @@ def _oversized(root: Node) -> tuple[Node, str] | None:
         stack.extend((child, False) for child in _children(node))
     if sizes.get(id(root), 0) <= MAX_VALUES:
         return None
+    if len(sizes) > MAX_VALUES:  # as many values written out: no alias multiplied them
+        return root, (
+            f"the file holds {len(sizes):,} values, more than the {MAX_VALUES:,} allowed in "
+            "one pipeline file"
+        )
     node = root
     while True:
         bigger = [c for c in _children(node) if sizes.get(id(c), 0) > MAX_VALUES]
@@ -294,7 +303,7 @@ class _Builder:
             if node.tag == _FLOAT_TAG:
                 value = exact_float(self.loader, node)
             else:
-                value = self.loader.construct_object(node, deep=True)
+                value = self.construct(node)
             self.doc.scalars[path] = self.scalar_info(node, value)
             return value
         if id(node) in self.active:
@@ -304,7 +313,7 @@ class _Builder:
         try:
             if isinstance(node, SequenceNode):
                 if node.tag != "tag:yaml.org,2002:seq":
-                    return self.loader.construct_object(node, deep=True)
+                    return self.construct(node)
                 return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
             if isinstance(node, MappingNode):
                 return self.mapping(node, path)
@@ -312,9 +321,41 @@ class _Builder:
         finally:
             self.active.discard(id(node))
 
+    def construct(self, node: Node) -> Any:
+        """PyYAML's value for ``node``; a value it cannot make (an integer of 200,000 digits,
+        a date such as 2001-02-30, a bad ``!!timestamp``) is a problem at the node, not a
+        traceback."""
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError:
+            raise
+        except (ValueError, TypeError, AttributeError, OverflowError, KeyError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            what = {"int": "an integer", "omap": "an omap"}.get(tag, f"a {tag}")
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, AttributeError):  # PyYAML's regex found no match
+                reason = "it is not written as one"
+            elif "integer string conversion" in reason:
+                reason = f"it has more than {sys.get_int_max_str_digits():,} digits"
+            self.problem(node, f"invalid YAML: this value cannot be read as {what}: {reason}")
+            raise _Abort from None
+        if (
+            value.__class__ is int
+            and value.bit_length() >= _MAX_INT_BITS
+            and abs(value) >= 10 ** sys.get_int_max_str_digits()
+        ):
+            # YAML 1.1's base 60 (``59:59:…``) makes one without writing its digits
+            self.problem(
+                node,
+                "invalid YAML: this value cannot be read as an integer: it has more than "
+                f"{sys.get_int_max_str_digits():,} digits",
+            )
+            raise _Abort
+        return value
+
     def mapping(self, node: MappingNode, path: YamlPath) -> Any:
         if node.tag != "tag:yaml.org,2002:map":  # !!set, !!omap: let PyYAML construct them
-            return self.loader.construct_object(node, deep=True)
+            return self.construct(node)
         if id(node) not in self.checked:
             self.checked.add(id(node))
             seen: set[Any] = set()
@@ -338,7 +379,7 @@ class _Builder:
         if not isinstance(node, ScalarNode):
             self.problem(node, "invalid YAML: a mapping key must be a scalar")
             raise _Abort
-        key = self.loader.construct_object(node, deep=True)
+        key = self.construct(node)
         if not isinstance(key, Hashable):  # pragma: no cover - scalars are hashable
             self.problem(node, "invalid YAML: unhashable mapping key")
             raise _Abort

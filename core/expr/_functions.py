@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -15,6 +16,7 @@ from ..booleans import parse_bool
 from . import _numeric, _regex
 from ._budget import (
     MAX_SIZE,
+    BudgetError,
     check_built,
     check_round_digits,
     check_to_int,
@@ -22,6 +24,9 @@ from ._budget import (
     too_big,
 )
 from ._runtime import _type_name, bounded_text, render_value
+
+#: A word of ``split()`` without a separator (what ``str.split`` splits on).
+_WORD = re.compile(r"\S+")
 
 
 def _need_str(name: str, value: Any) -> str:
@@ -77,7 +82,7 @@ def _fn_contains(haystack: Any, needle: Any) -> bool:
         return _need_str("contains", needle) in haystack
     if isinstance(haystack, (list, tuple, dict)):
         try:
-            return needle in haystack
+            return _numeric.member(needle, haystack)
         except TypeError:  # an unhashable needle is no key of an object
             return False
     raise TypeError(f"contains() needs a string, array or object, not {_type_name(haystack)}")
@@ -153,7 +158,7 @@ def _fn_bool(x: Any) -> bool:
     if isinstance(x, str):
         value = parse_bool(x)  # the one reading of text as a boolean (cast: bool too)
         if value is None:
-            raise ValueError(f"bool() cannot read {x!r} as a boolean")
+            raise ValueError(f"bool() cannot read {timefmt.shown(x)} as a boolean")
         return value
     return bool(x)
 
@@ -257,10 +262,19 @@ def _fn_split(s: Any, separator: Any = None) -> list[str] | None:
         return None
     text = _need_str("split", s)
     if separator is None:
+        if 2 * len(text) + 1 > MAX_SIZE:  # count the words before making them
+            words = chars = 0
+            for word in _WORD.finditer(text):
+                words += 1
+                chars += word.end() - word.start()
+            check_built("split()", 1 + words + chars)
         return text.split()
     separator = _need_str("split", separator)
     if not separator:
         raise ValueError("split() separator cannot be empty")
+    if 2 * len(text) + 1 > MAX_SIZE:  # the most a split of ``text`` can measure
+        pieces = text.count(separator) + 1
+        check_built("split()", 1 + pieces + len(text) - (pieces - 1) * len(separator))
     return text.split(separator)
 
 
@@ -279,7 +293,7 @@ def _fn_indexof(s: Any, sub: Any) -> int | None:
     if s is None:
         return None
     if isinstance(s, list | tuple):
-        return s.index(sub) if sub in s else -1
+        return _numeric.index(s, sub)
     return _need_str("indexOf", s).find(_need_str("indexOf", sub))
 
 
@@ -293,7 +307,7 @@ def _pad(name: str, s: Any, width: Any, fill: Any, left: bool) -> str | None:
         raise ValueError(f"{name}() width is limited to {_MAX_PAD}")
     fill = _need_str(name, fill)
     if len(fill) != 1:
-        raise ValueError(f"{name}() fill must be one character, not {fill!r}")
+        raise ValueError(f"{name}() fill must be one character, not {timefmt.shown(fill)}")
     return text.rjust(width, fill) if left else text.ljust(width, fill)
 
 
@@ -332,11 +346,21 @@ def _fn_parsetime(value: Any, fmt: Any = None, zone: Any = None) -> float | None
     return _moment("parseTime", value, fmt, zone).timestamp()
 
 
+#: The most characters one strftime directive of two characters writes (``%c``: 24).
+_MOST_PER_DIRECTIVE = 24
+
+
 def _fn_formattime(value: Any, fmt: Any = None, zone: Any = None) -> Any:
     if value is None:
         return None
     tz = timefmt.zone(_need_str("formatTime", zone)) if zone is not None else dt.UTC
     fmt = "iso" if fmt is None else timefmt.check_format(_need_str("formatTime", fmt))
+    if len(fmt) * _MOST_PER_DIRECTIVE // 2 > MAX_SIZE:  # a format taken from the record
+        raise BudgetError(
+            f"formatTime() format of {len(fmt):,} characters could build a value larger than "
+            f"the expression budget of {MAX_SIZE:,} (at most "
+            f"{MAX_SIZE * 2 // _MOST_PER_DIRECTIVE:,} characters)"
+        )
     return timefmt.format_time(_moment("formatTime", value), fmt, tz=tz)
 
 

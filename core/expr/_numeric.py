@@ -167,8 +167,50 @@ def _compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     return compare
 
 
-eq = _compare(operator.eq)
-ne = _compare(operator.ne)
+def same(a: Any, b: Any) -> bool:
+    """``a == b`` as expressions mean it: a float meeting a Decimal counts as its shortest text
+    (``float('0.1') == 0.1``), in arrays and objects too, so ``==``, ``in``, ``contains()``
+    and ``indexOf()`` agree."""
+    ca, cb = a.__class__, b.__class__
+    if ca is float and cb is Decimal:
+        return bool(as_decimal(a) == b)
+    if cb is float and ca is Decimal:
+        return bool(a == as_decimal(b))
+    if ca is cb and (ca is list or ca is tuple):
+        return len(a) == len(b) and all(map(same, a, b))
+    if ca is dict and cb is dict:
+        return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
+    return bool(a == b)
+
+
+def different(a: Any, b: Any) -> bool:
+    return not same(a, b)
+
+
+#: Needles that ``in`` finds natively (no float, Decimal or container to compare by ``same``).
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
+def member(needle: Any, haystack: Any) -> bool:
+    """``needle in haystack``: an element of an array or set by :func:`same`, a key of an
+    object, a substring of a string."""
+    if needle.__class__ in _PLAIN or haystack.__class__ is str or isinstance(haystack, dict):
+        return needle in haystack
+    if isinstance(haystack, list | tuple | set | frozenset):
+        return any(same(needle, item) for item in haystack)
+    return needle in haystack
+
+
+def index(haystack: list[Any] | tuple[Any, ...], needle: Any) -> int:
+    """The first position of ``needle`` in an array by :func:`same`, or -1."""
+    for position, item in enumerate(haystack):
+        if same(needle, item):
+            return position
+    return -1
+
+
+eq = same
+ne = different
 lt = _compare(operator.lt)
 le = _compare(operator.le)
 gt = _compare(operator.gt)

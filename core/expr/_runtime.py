@@ -114,7 +114,7 @@ def _in(needle: Any, haystack: Any) -> bool:
     """``needle in haystack``; false when ``haystack`` is ``null``."""
     if haystack is None:
         return False
-    return needle in haystack
+    return _numeric.member(needle, haystack)
 
 
 def _mul(a: Any, b: Any) -> Any:

@@ -278,7 +278,19 @@ class _Translator:
     def _visit_BinOp(self, node: ast.BinOp) -> ast.expr:
         op = node.op
         if type(op) in _OPERATORS:
-            raise self.fail(f"operator '{_OPERATORS[type(op)]}' is not supported", node)
+            symbol = _OPERATORS[type(op)]
+            # at the operator itself, not at the left operand where the node starts
+            marker: ast.AST = ast.Pass()
+            start = getattr(node.left, "end_col_offset", None)
+            if start is not None:
+                found = self._source.encode("utf-8").find(symbol.encode(), start)
+                marker.col_offset = found if found >= 0 else node.col_offset  # type: ignore[attr-defined]
+            else:
+                marker = node
+            instead = {"&": "and", "|": "or"}.get(symbol)
+            if instead:
+                raise self.fail(f"'{symbol}' is not an operator here: use '{instead}'", marker)
+            raise self.fail(f"operator '{symbol}' is not supported", marker)
         left, right = self.visit(node.left), self.visit(node.right)
         if isinstance(op, ast.Mult):
             return ast.Call(ast.Name("_mul", ast.Load()), [left, right], [])
@@ -352,9 +364,13 @@ class _Translator:
                 raise self.fail("'is' and 'is not' only compare with null; use == or !=", node)
             return ast.Compare(use(i), [op], [use(i + 1)])
         if isinstance(op, ast.In | ast.NotIn):
-            if _never_null(right):
+            if _plain_members(right) or (
+                _never_null(right)
+                and isinstance(left, ast.Constant)
+                and isinstance(left.value, str)
+            ):  # Python's own `in` is exact here (and fast)
                 test: ast.expr = ast.Compare(use(i), [ast.In()], [use(i + 1)])
-            else:
+            else:  # null-safe, and a float meets a Decimal element as its text (_numeric.same)
                 test = ast.Call(ast.Name("_in", ast.Load()), [use(i), use(i + 1)], [])
             return ast.UnaryOp(ast.Not(), test) if isinstance(op, ast.NotIn) else test
         assert isinstance(op, _ORDERING)
@@ -412,10 +428,8 @@ class _Translator:
         for side in (left, right):
             if isinstance(side, ast.Name) and side.id in self.decimals:
                 return True
-        return not any(
-            isinstance(side, ast.Constant | ast.List | ast.Tuple | ast.Set | ast.Dict)
-            for side in (left, right)
-        )
+        # an array or object literal may hold a Decimal: compared element by element
+        return not any(isinstance(side, ast.Constant | ast.Set) for side in (left, right))
 
     def _visit_IfExp(self, node: ast.IfExp) -> ast.expr:
         return ast.IfExp(self.visit(node.test), self.visit(node.body), self.visit(node.orelse))
@@ -512,6 +526,15 @@ class _Translator:
             signature.bind(*([None] * count))
         except TypeError as exc:
             raise self.fail(f"{name}(): {exc}", node) from None
+
+
+def _plain_members(node: ast.expr) -> bool:
+    """Whether ``node`` is an array or set literal of strings, integers, booleans and nulls
+    only: no Decimal for a float to meet, so Python's ``in`` finds what ``==`` finds."""
+    return isinstance(node, ast.List | ast.Tuple | ast.Set) and all(
+        isinstance(e, ast.Constant) and e.value.__class__ in (str, int, bool, type(None))
+        for e in node.elts
+    )
 
 
 def _sized(literal: ast.List | ast.Tuple | ast.Set | ast.Dict) -> ast.expr:

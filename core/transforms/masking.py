@@ -3,7 +3,7 @@
 Modes
     ``redact``   the value becomes ``replacement`` (``****``).
     ``typed``    the value becomes the empty value of its own type, as Kafka Connect's
-                 ``MaskField`` does: ``0`` (an integer), ``0.0`` (a float), ``Decimal(0)``,
+                 ``MaskField`` does: ``0`` (an integer), ``0.0`` (a float, or a Decimal),
                  ``false``, ``""``, ``[]`` or ``{}``. With ``replacement`` (a number, or text)
                  numbers and strings become it, read as their own type: text through the
                  number grammar of :mod:`meshconnect.numparse` for a number (an integer field
@@ -161,7 +161,7 @@ def _typed(options: MaskOptions) -> Masker:
             if cls is float:
                 return 0.0
             if cls is Decimal:
-                return Decimal(0)
+                return _ZERO_POINT_ZERO
             if cls is list:
                 return []
             if cls is dict:
@@ -180,6 +180,8 @@ def _typed(options: MaskOptions) -> Masker:
     else:
         number = given if isinstance(given, int) else Decimal(repr(given))
         text = str(given) if isinstance(given, int) else repr(given)
+
+    fractional = None if number is None else _fractional(number)
 
     def replace(value: Any) -> Any:
         cls = value.__class__
@@ -203,10 +205,23 @@ def _typed(options: MaskOptions) -> Masker:
         if cls is float:
             return float(number)
         if cls is Decimal:
-            return Decimal(number)
+            return fractional
         raise DataError(f"cannot mask {kind_of(value)} by its type")
 
     return replace
+
+
+#: What a fractional number (a JSON number with a fraction: an exact Decimal) is masked to:
+#: still a fractional number, ``0.0`` as Kafka Connect's MaskField gives a JSON double, not
+#: ``0``, which JSON readers (this one too) take for an integer.
+_ZERO_POINT_ZERO = Decimal("0.0")
+
+
+def _fractional(number: int | Decimal) -> Decimal:
+    """``number`` as a Decimal with at least one fraction digit (``123`` -> ``123.0``)."""
+    value = Decimal(number)
+    exponent = value.as_tuple().exponent
+    return value if isinstance(exponent, int) and exponent < 0 else Decimal(f"{value:f}.0")
 
 
 def _hasher(options: MaskOptions) -> Masker:
