@@ -482,7 +482,8 @@ class ClusterMember:
             if status is not None and status.state == "FAILED" and not unit.lost:
                 # Failed for good (a wrong path, a refused password): another member may run
                 # it; this one does not take it again (it failed every round, five times a
-                # second) until the pipeline changes or this member restarts.
+                # second) until the pipeline changes, is restarted over the admin API, or this
+                # member restarts.
                 self.failed_here.add(name)
             del self.units[name]
             if not unit.lost:
@@ -666,6 +667,8 @@ class ClusterMember:
         """Restart the units of ``pipeline`` this worker owns (the admin API's restart): each
         stops as SIGTERM would stop it (drain, flush, commit) and starts again under the lease
         it holds, which stays renewed meanwhile. Returns the leases of the units restarted."""
+        # Units that failed for good here may be taken again (the cause may be fixed).
+        self.failed_here -= {n for n, (p, _) in self.all_units().items() if p == pipeline}
         units = [
             u for u in self.units.values() if u.pipeline == pipeline and not (u.leaving or u.lost)
         ]
