@@ -315,8 +315,13 @@ def _cluster_options(config: LoadedConfig, name: str | None, failover_timeout: s
     try:
         config.cluster = ClusterConfig.model_validate(given)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise click.UsageError(f"--cluster/--failover-timeout: {problems}") from None
+        options = {"name": "--cluster", "failover_timeout": "--failover-timeout"}
+        problems = "; ".join(
+            f"{options.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'cluster'}: "
+            f"{str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise click.UsageError(problems) from None
 
 
 def tune_runtime() -> None:
@@ -678,9 +683,18 @@ def status(
 def _cluster_status(options: _Options, name: str, as_json: bool) -> None:
     import asyncio
 
-    from .cluster import cluster_report
+    from .cluster import CLUSTER_SCHEMES, cluster_report
+    from .errors import StoreError
 
-    store = options.open_store(options.store_url())
+    url = options.store_url()
+    scheme = url.partition("://")[0]
+    if scheme not in CLUSTER_SCHEMES:
+        shown = f"{scheme}://…" if "@" in url else url
+        raise _Fail(
+            f"--cluster {name}: a cluster runs on a redis:// or nats:// store, and this store is "
+            f"{shown}; give --store or $MESHCONNECT_STORE"
+        )
+    store = options.open_store(url)
 
     async def report() -> dict[str, Any]:
         await store.open()
@@ -689,7 +703,10 @@ def _cluster_status(options: _Options, name: str, as_json: bool) -> None:
         finally:
             await store.close()
 
-    data = asyncio.run(report())
+    try:
+        data = asyncio.run(report())
+    except StoreError as exc:  # unreachable, refused credentials: no traceback
+        raise _Fail(str(exc)) from None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, ValidationErrors
+from .errors import ConfigError, StoreError, ValidationErrors
 from .mesh.ownership import _dead_here, describe_owner, worker_identity
 from .mesh.store import FencedError, Lease, MeshStore
 from .offsets import sink_group, source_id
@@ -118,6 +118,21 @@ def _plain(raw: Any) -> Any:
 
 def _digest(raw: Any) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _difference(stored: Any, mine: Any, at: str = "") -> str:
+    """Where two definitions first differ, as a path (``pipeline.sinks[1].config.path``)."""
+    if isinstance(stored, dict) and isinstance(mine, dict):
+        for key in [*stored, *(k for k in mine if k not in stored)]:
+            if stored.get(key, ...) != mine.get(key, ...):
+                return _difference(stored.get(key), mine.get(key), f"{at}.{key}" if at else key)
+        return ""
+    if isinstance(stored, list) and isinstance(mine, list) and len(stored) == len(mine):
+        for i, (a, b) in enumerate(zip(stored, mine, strict=True)):
+            if a != b:
+                return _difference(a, b, f"{at}[{i}]")
+        return ""
+    return at
 
 
 @dataclass(eq=False)
@@ -206,6 +221,9 @@ class ClusterMember:
         # The worker's pipelines become those of the cluster this worker can run (refresh).
         config.pipelines = []
         self._rounds = 0
+        self._gave_back_round = -3  # the round in which this member last released a unit
+        self._outside: set[str] = set()  # units held by workers outside the cluster
+        self.failed_here: set[str] = set()  # units that failed for good on this member
         self._leaving: set[asyncio.Task[None]] = set()
         #: Whether :meth:`join` is done (the admin API's ``/ready``).
         self.joined = False
@@ -281,10 +299,11 @@ class ClusterMember:
                 continue
             version = 1 if old is None else int(old.get("version", 0)) + 1
             if old is not None and others:
+                at = _difference(_plain(old.get("definition")), raw).removeprefix("pipeline.")
                 refused.append(
                     f"pipeline {name!r} of {p.file} differs from the one cluster {self.name!r} "
-                    f"runs (version {old.get('version')}, published from {old.get('file')} by "
-                    f"{describe_owner(str(old.get('by', '')))})"
+                    f"runs{f' at {at}' if at else ''} (version {old.get('version')}, published "
+                    f"from {old.get('file')} by {describe_owner(str(old.get('by', '')))})"
                 )
                 continue
             if old is not None:
@@ -296,15 +315,7 @@ class ClusterMember:
                     old.get("version"),
                     version,
                 )
-            publish[(definitions_id(self.name), name)] = {
-                "version": version,
-                "digest": digest,
-                "definition": raw,
-                "base_dir": p.base_dir,
-                "file": p.file,
-                "by": self.owner,
-                "at": now,
-            }
+            publish[(definitions_id(self.name), name)] = self._definition(p, version, now)
         if refused:
             live = ", ".join(describe_owner(m) for m in others)
             raise ClusterError(
@@ -314,7 +325,21 @@ class ClusterMember:
                 "changed pipeline another name"
             )
         if publish:
-            await self.store.append([], publish)
+            try:
+                await self.store.append([], publish)
+            except StoreError as exc:
+                size = sum(len(json.dumps(doc)) for doc in publish.values())
+                hint = ""
+                if "MaxPayload" in str(exc):
+                    hint = (
+                        ": NATS keeps all of a cluster's definitions in one KV value, at most "
+                        "the server's max_payload (1 MB by default)"
+                    )
+                raise ClusterError(
+                    f"cluster {self.name!r}: could not store the definitions of "
+                    f"{', '.join(sorted(n for _, n in publish))} ({size:,} bytes as JSON): "
+                    f"{exc}{hint}"
+                ) from None
             log.info(
                 "cluster %s: published %s", self.name, ", ".join(sorted(n for _, n in publish))
             )
@@ -362,29 +387,58 @@ class ClusterMember:
         now = time.time()
         members = set(await self._members(now, leases))
         members.add(self.owner)
+        # Members that died (SIGKILL, a lost machine) leave their membership lease behind:
+        # `status --cluster` shows them as gone for a while, then they are forgotten.
+        prefix = member_prefix(self.name)
+        gone = [
+            lease
+            for lease in leases
+            if lease.name.startswith(prefix) and lease.expires < now - self.failover_timeout
+        ]
+        if gone:
+            await self.store.break_leases(gone)
         units = self.all_units()
         live = {
             lease.name: lease
             for lease in leases
             if lease.name in units and lease.expires > now and not _dead_here(lease)
         }
+        outside = {n for n, lease in live.items() if lease.owner not in members}
+        for name in sorted(outside - self._outside):
+            log.warning(
+                "cluster %s: %s is held by %s, not a member of this cluster (a plain `meshconnect "
+                "run` or another cluster on this store): no member runs it until that one stops",
+                self.name,
+                name,
+                describe_owner(live[name].owner),
+            )
+        self._outside = outside
         share = math.ceil(len(units) / len(members)) if units else 0
         mine = [u for u in self.units.values() if not u.leaving]
         self._rounds += 1
         if self._rounds < 2:
             return  # a first round to see the members that start together
-        if len(mine) > share:
-            counts: dict[str, int] = {}
-            for lease in live.values():
-                counts[lease.owner] = counts.get(lease.owner, 0) + 1
-            if any(counts.get(m, 0) < share for m in members if m != self.owner):
-                unit = max(mine, key=lambda u: u.taken_at)  # the newest goes back first
-                self._give_back(unit, f"{len(members)} members, a fair share is {share}")
+        counts: dict[str, int] = {}
+        for lease in live.values():
+            counts[lease.owner] = counts.get(lease.owner, 0) + 1
+        others = [counts.get(m, 0) for m in members if m != self.owner]
+        # Above the share while another is below it; or above the lower share while another
+        # is below that (4 units on 3 members end 2, 1, 1, not 2, 2, 0).
+        least = len(units) // len(members)
+        if (len(mine) > share and any(c < share for c in others)) or (
+            len(mine) > least and any(c < least for c in others)
+        ):
+            unit = max(mine, key=lambda u: u.taken_at)  # the newest goes back first
+            self._give_back(unit, f"{len(units)} units on {len(members)} members")
             return
         wanted = share - len(mine)
-        if wanted <= 0:
-            return
-        free = [name for name in units if name not in self.units and name not in live]
+        if wanted <= 0 or self._rounds < self._gave_back_round + 3:
+            return  # a unit this member gave back goes to the member below its share
+        free = [
+            name
+            for name in units
+            if name not in self.units and name not in live and name not in self.failed_here
+        ]
         free.sort(key=lambda name: hashlib.sha1(f"{self.owner} {name}".encode()).digest())
         stale = [
             lease
@@ -425,6 +479,12 @@ class ClusterMember:
             status = self.worker.statuses.get(self._status_key(unit))
             if status is not None and status.state == "DONE" and not unit.lost:
                 continue  # a bounded source that finished: it stays with this worker
+            if status is not None and status.state == "FAILED" and not unit.lost:
+                # Failed for good (a wrong path, a refused password): another member may run
+                # it; this one does not take it again (it failed every round, five times a
+                # second) until the pipeline changes, is restarted over the admin API, or this
+                # member restarts.
+                self.failed_here.add(name)
             del self.units[name]
             if not unit.lost:
                 self._spawn_release(name)
@@ -442,9 +502,40 @@ class ClusterMember:
 
     # -- definitions ---------------------------------------------------------------------------
 
+    def _definition(self, p: LoadedPipeline, version: int, now: float) -> dict[str, Any]:
+        raw = _plain(p.raw)
+        return {
+            "version": version,
+            "digest": _digest(raw),
+            "definition": raw,
+            "base_dir": p.base_dir,
+            "file": p.file,
+            "by": self.owner,
+            "at": now,
+        }
+
     async def refresh(self) -> None:
         """Load the pipelines published since the last round (and new versions of them)."""
         stored = await self.store.positions(definitions_id(self.name))
+        # On NATS the definitions are one KV value: two members that publish different
+        # pipelines at the same moment may each overwrite the other's. Publish them again.
+        lost = sorted(name for name in self.own if name not in stored)
+        if lost:
+            now = time.time()
+            await self.store.append(
+                [],
+                {
+                    (definitions_id(self.name), n): self._definition(self.own[n], 1, now)
+                    for n in lost
+                },
+            )
+            log.warning(
+                "cluster %s: published %s again (missing from the store: another member's "
+                "definitions, published at the same moment, replaced them)",
+                self.name,
+                ", ".join(lost),
+            )
+            stored = await self.store.positions(definitions_id(self.name))
         for name, doc in sorted(stored.items()):
             version = int(doc.get("version", 0))
             if self.versions.get(name) == version or self.broken.get(name) == version:
@@ -452,6 +543,18 @@ class ClusterMember:
             own = self.own.get(name)
             loaded: LoadedPipeline | None = own
             if own is None or doc.get("digest") != _digest(_plain(own.raw)):
+                loaded = self._load(name, doc)
+            elif doc.get("base_dir") != own.base_dir:
+                # Every member resolves relative paths as the publisher did: a source read from
+                # another directory on failover would read other files from their beginning.
+                log.warning(
+                    "cluster %s: pipeline %s: relative paths resolve against %s, the directory "
+                    "of the file that published it, not against %s",
+                    self.name,
+                    name,
+                    doc.get("base_dir"),
+                    own.base_dir,
+                )
                 loaded = self._load(name, doc)
             if loaded is None:
                 self.broken[name] = version
@@ -461,6 +564,9 @@ class ClusterMember:
                 log.info("cluster %s: pipeline %s is now version %d", self.name, name, version)
                 for unit in [u for u in self.units.values() if u.pipeline == name]:
                     self._give_back(unit, f"pipeline {name} changed")
+                self.failed_here -= {
+                    n for n, (pipeline, _) in self.all_units().items() if pipeline == name
+                }
                 pipelines[:] = [loaded if p.name == name else p for p in pipelines]
             else:
                 pipelines.append(loaded)
@@ -483,11 +589,20 @@ class ClusterMember:
         try:
             loaded = load_pipeline_texts([(label, text, str(doc.get("base_dir", ".")))], registry)
         except ValidationErrors as exc:
+            # The problems' FILE:LINE:COL would point into the stored JSON: name the field.
             log.error(
-                "cluster %s: this worker cannot run pipeline %s (it leaves it to the others): %s",
+                "cluster %s: this worker cannot run pipeline %s version %s (published from %s; "
+                "it leaves it to the others): %s",
                 self.name,
                 name,
-                "; ".join(str(p) for p in exc.problems),
+                doc.get("version"),
+                doc.get("file"),
+                "; ".join(
+                    p.message.removeprefix("pipelines[0].")
+                    if p.location is not None and p.location.file == label
+                    else str(p)
+                    for p in exc.problems
+                ),
             )
             return None
         from .config.interpolate import register_secrets
@@ -542,6 +657,7 @@ class ClusterMember:
                 del self.units[unit.lease]
             if not unit.lost:
                 await self.store.break_leases([Lease(unit.lease, self.owner, 0)])
+                self._gave_back_round = self._rounds
 
         task = asyncio.create_task(leave(), name=f"give back {unit.lease}")
         self._leaving.add(task)
@@ -551,6 +667,8 @@ class ClusterMember:
         """Restart the units of ``pipeline`` this worker owns (the admin API's restart): each
         stops as SIGTERM would stop it (drain, flush, commit) and starts again under the lease
         it holds, which stays renewed meanwhile. Returns the leases of the units restarted."""
+        # Units that failed for good here may be taken again (the cause may be fixed).
+        self.failed_here -= {n for n, (p, _) in self.all_units().items() if p == pipeline}
         units = [
             u for u in self.units.values() if u.pipeline == pipeline and not (u.leaving or u.lost)
         ]

@@ -20,6 +20,8 @@
     │                          with its own error (one of the classes above); the others were
     │                          written. The sink loop retries or dead-letters exactly those.
     └── StoreError             the mesh store failed; retriable unless it says otherwise.
+        └── FencedError        another worker took this source's or group's lease: never
+                               retried nor dead-lettered (a restart; a cluster member stops).
 
 Connectors raise these, or let their client library's exceptions through and map them with
 :meth:`Source.classify_error <meshconnect.api.Source.classify_error>` /
@@ -32,6 +34,7 @@ standard library's) onto the taxonomy:
 exception                                          class
 =================================================  ===============================================
 what the connector's ``classify_error`` maps       what it says
+``FencedError`` (whatever the connector says)     ``RestartError``
 ours (``ConfigError``, ``RetriableError``, ...)    itself
 ``ConnectionError``, ``TimeoutError``,             ``RetriableError``
 ``BlockingIOError``, ``InterruptedError``
@@ -74,6 +77,7 @@ __all__ = [
     "Classifier",
     "ConfigError",
     "DataError",
+    "FencedError",
     "Location",
     "MeshconnectError",
     "PluginError",
@@ -108,6 +112,13 @@ class DataError(MeshconnectError):
 
 class StoreError(MeshconnectError):
     """The mesh store failed."""
+
+
+class FencedError(StoreError):
+    """An append, commit or write refused because the lease this worker took for its source or
+    group has another owner or epoch now (or lapsed): another worker took over, and this one
+    must stop. Retrying cannot help and a dead letter would be a write by a replaced owner, so
+    :func:`classify` maps it to :class:`RestartError`."""
 
 
 class RestartError(MeshconnectError):
@@ -249,6 +260,8 @@ def classify(
     """The taxonomy class of ``exc``: what ``connector`` (a connector's ``classify_error``)
     maps it to, else one of ours, a standard exception we know (see the table in the module
     docstring), or ``None`` (unknown: a failure of the connector)."""
+    if isinstance(exc, FencedError):
+        return RestartError
     if connector is not None:
         try:
             mapped = connector(exc)

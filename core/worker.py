@@ -428,7 +428,11 @@ class Worker:
                         self.state.sink_gave_up(ident)
                     if fatal:
                         self._failed_for_good.add(key)
-                        if self._failed_for_good >= set(self.statuses) and not self.stopping:
+                        if (
+                            self._failed_for_good >= set(self.statuses)
+                            and not self.stopping
+                            and self.member is None  # a cluster member stays a member
+                        ):
                             # Nothing left that could do work: a run that would idle forever.
                             log.error("every connector of this run failed for good: stopping")
                             self.stop()

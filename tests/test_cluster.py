@@ -19,7 +19,8 @@ from meshconnect.cluster import ClusterError, ClusterMember, cluster_report, def
 from meshconnect.config.loader import LoadedConfig, load_pipeline_files
 from meshconnect.config.model import ClusterConfig, RetentionConfig
 from meshconnect.mesh.memory import MemoryStore
-from meshconnect.mesh.store import FencedError
+from meshconnect.mesh.store import FencedError, Lease
+from meshconnect.records import Record
 from meshconnect.testing import MemorySink, test_registry
 from meshconnect.worker import Worker
 
@@ -129,7 +130,8 @@ async def test_a_different_definition_is_refused_while_a_member_runs(tmp_path: P
     b = Running(load(tmp_path, changed, "changed.yaml"), url)
     await b.start()
     assert b.task is not None
-    with pytest.raises(ClusterError, match=r"pipeline 'p' of .*changed.yaml differs from the one"):
+    refused = r"pipeline .p. of .*changed.yaml differs from the one cluster .c. runs at "
+    with pytest.raises(ClusterError, match=refused + r"source.config.batch_size \(version 1"):
         await asyncio.wait_for(b.task, 10)
     assert await a.stop() == 0
     # With no member left, the changed file replaces the definition (version 2).
@@ -178,3 +180,222 @@ def test_cluster_names_and_timeouts_are_validated(tmp_path: Path) -> None:
     done = CliRunner().invoke(cli, ["validate", str(path)])
     assert done.exit_code == 1
     assert "cluster.name" in done.output and "cluster.failover_timeout" in done.output
+
+
+async def test_a_stalled_member_neither_retries_nor_dead_letters_a_refused_write(
+    tmp_path: Path,
+) -> None:
+    """A sink under ``tolerance: all`` whose member stalled past its lease while another took
+    it: the refused write stops the unit at once. Retried as a store error, it outlasted the
+    attempts and its batch went to the dead-letter topic, written by a replaced owner."""
+    url = "memory://cluster-fence-dlq"
+    text = PIPELINE.replace(
+        "{name: s1, connector: memory, commit_interval: 50ms, config: {name: s1}}",
+        "{name: s1, connector: memory, commit_interval: 50ms, config: {name: s1}, errors: "
+        "{tolerance: all, dead_letter_topic: dlq, retry: {max_attempts: 3, initial_backoff: "
+        "10ms, max_backoff: 10ms}}}",
+    )
+    a = await Running(load(tmp_path, text), url).start()
+    await until(lambda: a.units() == UNITS and len(delivered("s1")) == 50)
+    store = a.worker.store
+    await store.append([Record({"late": i}, topic="t") for i in range(7)])
+    assert await store.acquire_leases(["group p/s1"], "intruder", 60, now=time.time() + 30) == []
+    time.sleep(1.5)  # the whole member stalls (a SIGSTOP) past its 1.2 s window
+    await until(lambda: "group p/s1" not in a.member.units)
+    await asyncio.sleep(0.5)
+    assert await store.read("dlq", 0, 100) == []
+    assert len(delivered("s1")) == 50  # the replaced owner wrote nothing
+    assert a.worker.statuses["sink p/s1"].state == "STOPPED"
+    assert await a.stop() == 0
+
+
+def test_status_of_a_cluster_names_a_wrong_or_unreachable_store_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    done = runner.invoke(cli, ["--state", str(tmp_path / "s"), "status", "--cluster", "c"])
+    assert done.exit_code == 1
+    assert "--cluster c: a cluster runs on a redis:// or nats:// store" in done.output
+    assert "sqlite:///" in done.output
+    assert not (tmp_path / "s").exists()  # no SQLite store made on the way
+    url = "redis://u:hunter2@127.0.0.1:1/0?reconnect_timeout=0.2"
+    done = runner.invoke(cli, ["--store", url, "status", "--cluster", "c"])
+    assert done.exit_code == 1, done.output
+    assert "Error: mesh store redis://u:***@127.0.0.1:1/0" in done.output
+    assert "unreachable" in done.output
+    assert "Traceback" not in done.output and "hunter2" not in done.output
+    assert isinstance(done.exception, SystemExit)
+
+
+async def test_a_dead_members_lease_is_forgotten_after_the_failover_timeout(
+    tmp_path: Path,
+) -> None:
+    url = "memory://cluster-forget"
+    store = MemoryStore(url)
+    await store.open()
+    dead = "member c otherhost:4711:1:5e0c1a9b22f1"  # SIGKILLed on another host
+    assert await store.acquire_leases([dead], "otherhost:4711:1:5e0c1a9b22f1", 1, now=0) == []
+    recent = "member c otherhost:4712:1:0b6d7f3e9a14"  # died a moment ago: still shown
+    owner = "otherhost:4712:1:0b6d7f3e9a14"
+    assert await store.acquire_leases([recent], owner, 1, now=time.time() - 1.5) == []
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS)
+    names = {lease.name for lease in await store.leases()}
+    assert dead not in names and recent in names
+    report = await cluster_report(store, "c")
+    assert [m["alive"] for m in report["members"] if m["id"] == owner] == [False]
+    assert await a.stop() == 0
+
+
+def test_validate_names_the_cluster_line_of_a_file_whose_store_cannot_run_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("store: sqlite:///mesh.db\ncluster: shop\npipelines: []\n")
+    done = CliRunner().invoke(cli, ["validate", str(path)])
+    assert done.exit_code == 1
+    assert f"{path}:2:10: cluster: 'shop' needs a redis:// or nats:// store" in done.output
+    path.write_text("cluster: shop\npipelines: []\n")  # the store may come from --store
+    assert CliRunner().invoke(cli, ["validate", str(path)]).exit_code == 0
+
+
+def test_a_wrong_cluster_option_is_named_without_pydantic_wording(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["--store", "redis://127.0.0.1:1/0", "--state", str(tmp_path), "run", "--cluster"]
+    done = runner.invoke(cli, [*args, "a b"])
+    assert done.exit_code == 2
+    assert "Error: --cluster: use letters, digits" in done.output
+    done = runner.invoke(cli, [*args, "c", "--failover-timeout", "500ms"])
+    assert "Error: --failover-timeout: at least 1s" in done.output
+    assert "Value error" not in done.output
+
+
+async def test_a_third_member_gets_a_unit_when_two_hold_two_each(tmp_path: Path) -> None:
+    """4 units on 3 members: 2, 1, 1. The rule "above ceil(4 / 3) = 2" alone left the third
+    member idle next to two members at 2."""
+    url = "memory://cluster-third"
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS)
+    b = await Running(fileless(), url).start()
+    await until(lambda: len(a.units()) == 2 and len(b.units()) == 2)
+    c = await Running(fileless(), url).start()
+    await until(lambda: sorted(len(m.units()) for m in (a, b, c)) == [1, 1, 2])
+    await asyncio.sleep(1.5)  # five rounds: it stays so (no unit moves back and forth)
+    assert sorted(len(m.units()) for m in (a, b, c)) == [1, 1, 2]
+    assert a.units() | b.units() | c.units() == UNITS
+    await until(lambda: all(len(delivered(s)) == 50 for s in ("s1", "s2", "s3")))
+    for m in (a, b, c):
+        assert await m.stop() == 0
+    for s in ("s1", "s2", "s3"):
+        assert delivered(s) == list(range(50))
+
+
+async def test_a_member_names_a_unit_held_by_a_worker_outside_the_cluster(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = "memory://cluster-outside"
+    store = MemoryStore(url)
+    await store.open()
+    plain = "otherhost:4711:1:5e0c1a9b22f1"  # a plain `meshconnect run` of the same pipeline
+    assert await store.acquire_leases(["group p/s2"], plain, 60, now=time.time()) == []
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS - {"group p/s2"})
+    await until(lambda: "group p/s2 is held by worker pid 4711 on host otherhost" in caplog.text)
+    assert caplog.text.count("is held by") == 1  # once, not every round
+    await store.break_leases([Lease("group p/s2", plain, 0)])  # the plain worker stops
+    await until(lambda: a.units() == UNITS)
+    assert await a.stop() == 0
+
+
+async def test_a_definition_another_members_publish_overwrote_is_published_again(
+    tmp_path: Path,
+) -> None:
+    """On NATS the definitions are one KV value: two members publishing different pipelines at
+    the same moment could each write theirs over the other's, and one pipeline was never run
+    (1 start in 6 on a real server). Here the overwrite is made by hand."""
+    url = "memory://cluster-lost"
+    a = await Running(load(tmp_path, PIPELINE), url).start()
+    await until(lambda: a.units() == UNITS)
+    store = a.worker.store
+    other = {"version": 1, "digest": "0", "definition": {"pipeline": {"name": "q"}}, "by": "x"}
+    await store.set_positions(definitions_id("c"), {"q": other})  # p's definition is gone
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        stored = await store.positions(definitions_id("c"))
+        if "p" in stored:
+            break
+    assert set(stored) == {"p", "q"}
+    assert stored["p"]["by"] == a.member.owner
+    assert a.units() >= UNITS  # p kept running
+    assert await a.stop() == 0
+
+
+async def test_a_member_with_an_equal_file_elsewhere_resolves_paths_as_the_publisher(
+    tmp_path: Path,
+) -> None:
+    """The same text in another directory joins, and its relative paths resolve against the
+    publisher's directory (as a member without files does): they resolved against its own, so
+    a file source that failed over read another file from its beginning."""
+    text = PIPELINE
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    url = "memory://cluster-dirs"
+    a = await Running(load(tmp_path / "a", text), url).start()
+    await until(lambda: a.units() == UNITS)
+    b = await Running(load(tmp_path / "b", text), url).start()
+    await until(lambda: b.worker.member is not None and "p" in b.member.pipelines)
+    assert b.member.pipelines["p"].base_dir == str(tmp_path / "a")
+    assert await a.stop() == 0 and await b.stop() == 0
+
+
+async def test_a_pipeline_a_member_cannot_load_is_named_by_field_not_by_json_column(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "memory://cluster-broken"
+    monkeypatch.setenv("MC_CLUSTER_BATCH", "7")
+    text = PIPELINE.replace("batch_size: 7", "batch_size: '${env:MC_CLUSTER_BATCH}'")
+    a = await Running(load(tmp_path, text), url).start()
+    await until(lambda: a.units() == UNITS)
+    monkeypatch.delenv("MC_CLUSTER_BATCH")
+    b = await Running(fileless(), url).start()
+    await until(lambda: "cannot run pipeline p" in caplog.text)
+    line = next(r.getMessage() for r in caplog.records if "cannot run pipeline p" in r.message)
+    assert f"version 1 (published from {tmp_path / 'p.yaml'}; it leaves it" in line
+    assert line.endswith(
+        "): source.config.batch_size: undefined environment variable "
+        "MC_CLUSTER_BATCH (set it, or write ${env:MC_CLUSTER_BATCH:-default})"
+    )
+    assert await b.stop() == 0 and await a.stop() == 0
+
+
+async def test_a_unit_that_failed_for_good_is_not_taken_again_by_its_member(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sink whose path is wrong (a ConfigError) stops for good on its member, which leaves it
+    to the others and stays in the cluster. It was released and taken again every round (five
+    failures a second), and a member whose units had all failed left the cluster."""
+    (tmp_path / "a-directory").mkdir()
+    text = f"""
+    cluster: {{name: c, failover_timeout: 3s}}
+    pipelines:
+      - name: q
+        sinks:
+          - name: bad
+            connector: memory
+            topics: [t]
+            config: {{name: bad, path: '{tmp_path / "a-directory"}'}}
+    """
+    a = await Running(load(tmp_path, text), "memory://cluster-failed").start()
+    await until(lambda: a.worker.statuses.get("sink q/bad") is not None)
+    await until(lambda: a.worker.statuses["sink q/bad"].state == "FAILED")
+    await asyncio.sleep(1.5)  # five rounds
+    assert caplog.text.count("sink q/bad FAILED") == 1
+    assert a.units() == set() and a.member.failed_here == {"group q/bad"}
+    assert a.task is not None and not a.task.done()
+    report = await cluster_report(a.worker.store, "c")
+    assert report["pipelines"][0]["units"][0]["owner"] is None  # free for another member
+    (tmp_path / "a-directory").rmdir()  # the cause is fixed; a restart over the admin API
+    await a.member.restart_units("q")
+    await until(lambda: a.units() == {"group q/bad"})
+    await until(lambda: a.worker.statuses["sink q/bad"].state == "RUNNING")
+    assert await a.stop() == 0  # the restarted unit runs: its failure is forgotten

@@ -111,14 +111,17 @@ async def test_every_member_shows_the_whole_cluster_and_its_own_tasks(
         assert {u["unit"]: u["owner"] for u in body["cluster"]["units"]} == owners(views[m])
         status, ready = await m.call("GET", "/ready")
         assert (status, ready) == (200, {"status": "READY"})
-    # A third member, below its share while the others are at theirs, runs nothing: it still
-    # shows the cluster, its connector as run by the others, and refuses to restart it.
-    c = await Member(fileless(), url).start()
-    members.append(c)
+    # A fifth member with four units on four members runs nothing: it still shows the
+    # cluster, its connector as run by the others, and refuses to restart it.
+    extra = [await Member(fileless(), url).start() for _ in range(3)]
+    members.extend(extra)
+    everyone = (a, b, *extra)
+    await until(lambda: sorted(len(m.units()) for m in everyone) == [0, 1, 1, 1, 1])
+    c = next(m for m in everyone if not m.units())
     await until(lambda: c.member.joined and c.member._rounds >= 3)
     assert c.units() == set()
     status, view = await c.call("GET", "/cluster")
-    assert len([x for x in view["members"] if x["alive"]]) == 3
+    assert len([x for x in view["members"] if x["alive"]]) == 5
     assert not any(u["local"] for p in view["pipelines"] for u in p["units"])
     status, body = await c.call("GET", "/connectors/p/status")
     assert (status, body["state"], body["tasks"]) == (200, "RUNNING", [])
@@ -126,7 +129,7 @@ async def test_every_member_shows_the_whole_cluster_and_its_own_tasks(
     assert status == 409
     assert "runs none of its units" in body["detail"]
     assert "worker pid" in body["detail"]  # names the owners
-    for m in (a, b, c):
+    for m in everyone:
         assert await m.stop() == 0
     for s in ("s1", "s2", "s3"):
         assert delivered(s) == list(range(50))

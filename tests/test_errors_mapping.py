@@ -22,6 +22,7 @@ from meshconnect.config.loader import load_pipeline_files
 from meshconnect.errors import (
     ConfigError,
     DataError,
+    FencedError,
     MeshconnectError,
     PluginError,
     RestartError,
@@ -74,6 +75,8 @@ TABLE: list[tuple[BaseException, type[MeshconnectError] | None]] = [
     (DataError("x"), DataError),
     (RecordEncodingError(0, Record({}), "a set is not JSON"), DataError),
     (StoreError("x"), StoreError),
+    # a replaced owner: retrying or dead-lettering would be writes by a worker that lost the lease
+    (FencedError("another worker took over group p/s"), RestartError),
     # network and timeouts
     (ConnectionResetError(), RetriableError),
     (ConnectionRefusedError(), RetriableError),
@@ -255,6 +258,7 @@ def test_a_connector_mapping_comes_first_and_falls_back_to_the_builtin_table() -
     assert classify(TimeoutError(), library_mapping) is RetriableError  # not mapped: builtin
     assert classify(ZeroDivisionError(), library_mapping) is DataError  # mapping raised
     assert classify(RestartError("part-way")) is RestartError
+    assert classify(FencedError("taken over"), lambda exc: RetriableError) is RestartError
 
 
 async def test_the_worker_retries_and_stops_by_the_connectors_own_mapping(

@@ -602,9 +602,12 @@ class _Session:
         self.same_everywhere("store", "a different store")
         self.same_everywhere("retention", "a different retention")
         self.same_everywhere("cluster", "a different cluster")
+        clustered = [f for f in self.files if f.model is not None and f.model.cluster is not None]
         for file in self.files:
             if file.model is not None and file.model.store is not None:
                 self.check_store(file, file.model.store)
+                if clustered:
+                    self.check_cluster_store(clustered[0], file.model.store)
 
     def check_store(self, file: _File, url: str) -> None:
         """The store URL names an installed backend and parses (nothing is opened)."""
@@ -616,6 +619,20 @@ class _Session:
             self.registry.store(scheme).factory(url)
         except (PluginError, ConfigError) as exc:
             file.report(("store",), str(exc))
+
+    def check_cluster_store(self, file: _File, url: str) -> None:
+        """``cluster:`` with a ``store:`` it cannot run on (``run`` refuses it too)."""
+        from ..cluster import CLUSTER_SCHEMES
+
+        scheme = url.partition("://")[0]
+        if scheme in CLUSTER_SCHEMES or file.model is None or file.model.cluster is None:
+            return
+        shown = f"{scheme}://…" if "@" in url else url
+        file.report(
+            ("cluster",),
+            f"{file.model.cluster.name!r} needs a redis:// or nats:// store that every member "
+            f"reaches, but `store:` is {shown}",
+        )
 
     def same_everywhere(self, key: str, what: str) -> None:
         first: tuple[_File, Any] | None = None

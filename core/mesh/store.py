@@ -31,15 +31,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import FencedError
 from ..records import Record
 
 __all__ = ["FencedError", "GroupInfo", "Lease", "MeshStore", "Retention", "StoreSpec", "TopicInfo"]
-
-
-class FencedError(StoreError):
-    """An append or commit refused because the lease this store took for its source or group
-    has another owner or epoch now: another worker took over, and this one must stop."""
 
 
 @dataclass(frozen=True, slots=True)
