@@ -15,18 +15,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from meshconnect import ConnectorConfig, Duration
+from meshconnect.expr import compile_re2
 
 __all__ = ["CanalSourceConfig", "ColumnFilter", "TableMatcher"]
-
-
-def _options() -> Any:
-    import re2
-
-    options = re2.Options()
-    options.case_sensitive = False
-    options.dot_nl = True
-    options.log_errors = False
-    return options
 
 
 def _compile(patterns: Sequence[str]) -> Any:
@@ -34,23 +25,16 @@ def _compile(patterns: Sequence[str]) -> Any:
     make a pattern such as ``(a+)+$`` backtrack and stall the worker)."""
     if not patterns:
         return None
-    import re2
-
-    return re2.compile("|".join(f"(?:{p})" for p in patterns), _options())
+    return compile_re2("|".join(f"(?:{p})" for p in patterns), ignore_case=True, dot_nl=True)
 
 
 def _check_patterns(value: list[str]) -> list[str]:
-    import re2
-
     for p in value:
         try:
-            re2.compile(p, _options())
-        except re2.error as exc:
-            reason = exc.args[0] if exc.args else exc
-            if isinstance(reason, bytes):
-                reason = reason.decode("utf-8", "replace")
+            compile_re2(p, ignore_case=True, dot_nl=True)
+        except ValueError as exc:
             raise ValueError(
-                f"bad regular expression {p!r}: {reason} (RE2 syntax: no lookaround or "
+                f"bad regular expression {p!r}: {exc} (RE2 syntax: no lookaround or "
                 "backreferences; use 'exclude' to leave tables out)"
             ) from None
     return value

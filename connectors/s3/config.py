@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
+from meshconnect.expr import compile_re2
 
 from .keys import KeyTemplate
 
@@ -264,19 +265,11 @@ class S3SourceConfig(S3Connection):
     @classmethod
     def _pattern_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            import re2
-
-            options = re2.Options()
-            options.log_errors = False
             try:
-                re2.compile(value, options)
-            except re2.error as exc:
-                reason = exc.args[0] if exc.args else exc
-                if isinstance(reason, bytes):
-                    reason = reason.decode("utf-8", "replace")
+                compile_re2(value)
+            except ValueError as exc:
                 raise ValueError(
-                    f"not a regular expression RE2 can run: {reason} (no lookaround or "
-                    "backreferences)"
+                    f"not a regular expression RE2 can run: {exc} (no lookaround or backreferences)"
                 ) from None
         return value
 

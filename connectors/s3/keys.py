@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from meshconnect import DataError, Record
+from meshconnect.expr import compile_re2
 
 __all__ = ["EMPTY", "MAX_KEY_BYTES", "KeyTemplate", "object_name", "parse_object_name"]
 
@@ -105,11 +106,7 @@ _MAX_QUOTED_TOPIC = 249 * 3
 
 @functools.lru_cache(maxsize=512)
 def _re2(pattern: str) -> Any:
-    import re2
-
-    options = re2.Options()
-    options.log_errors = False
-    return re2.compile(pattern, options)
+    return compile_re2(pattern)
 
 
 def _shape(body: str) -> str:

@@ -40,6 +40,7 @@ from meshconnect import (
     SourceBatch,
     eventrules,
 )
+from meshconnect.expr import compile_re2
 
 from .client import classify_s3_error, error_code, make_client
 from .config import S3SourceConfig
@@ -55,11 +56,7 @@ def _directory(key: str) -> str:
 
 def _re2_search(pattern: str) -> Any:
     """``pattern`` compiled by RE2 (linear time whatever the key)."""
-    import re2
-
-    options = re2.Options()
-    options.log_errors = False
-    return re2.compile(pattern, options)
+    return compile_re2(pattern)
 
 
 class _Reading:

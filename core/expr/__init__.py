@@ -127,6 +127,7 @@ from __future__ import annotations
 from ._compiler import Compiler, Expression, Predicate
 from ._errors import ExpressionError
 from ._functions import BUILTIN_FUNCTIONS
+from ._regex import compile_re2
 from ._runtime import render_value
 from ._templates import Template, sole_placeholder, template_pieces
 from ._translator import MAX_DEPTH as MAX_DEPTH  # the limits stay importable from here
@@ -139,6 +140,7 @@ __all__ = [
     "ExpressionError",
     "Predicate",
     "Template",
+    "compile_re2",
     "render_value",
     "sole_placeholder",
     "template_pieces",

@@ -26,6 +26,7 @@ __all__ = [
     "Pattern",
     "Replacement",
     "compile_pattern",
+    "compile_re2",
     "compile_replacement",
     "replace",
     "replacement_for",
@@ -73,10 +74,31 @@ def compile_pattern(pattern: str) -> Pattern:
     try:
         return re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
-        reason = exc.args[0] if exc.args else exc
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
-        raise ValueError(f"bad regular expression {pattern!r}: {reason}") from None
+        raise ValueError(f"bad regular expression {pattern!r}: {_reason(exc)}") from None
+
+
+def compile_re2(pattern: str, *, ignore_case: bool = False, dot_nl: bool = False) -> Pattern:
+    """``pattern`` compiled by RE2, for a connector that matches names from outside (table
+    names from a server, object keys from a bucket) against a pattern of its config: linear
+    time whatever the name, so ``(a+)+$`` cannot stall the worker. ``ignore_case`` and
+    ``dot_nl`` (``.`` matches a newline) are RE2's options of those meanings. Raises
+    ValueError with RE2's reason when RE2 cannot run the pattern (no lookaround or
+    backreferences: https://github.com/google/re2/wiki/Syntax)."""
+    re2 = _load_re2()
+    options = re2.Options()
+    options.log_errors = False  # the reason goes into the ValueError, not to stderr
+    options.case_sensitive = not ignore_case
+    options.dot_nl = dot_nl
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        raise ValueError(_reason(exc)) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """RE2's own words for why a pattern does not compile."""
+    reason = exc.args[0] if exc.args else exc
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
 
 
 class Replacement(tuple[str | int, ...]):
