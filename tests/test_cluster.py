@@ -268,6 +268,8 @@ def test_a_wrong_cluster_option_is_named_without_pydantic_wording(tmp_path: Path
     done = runner.invoke(cli, [*args, "c", "--failover-timeout", "500ms"])
     assert "Error: --failover-timeout: at least 1s" in done.output
     assert "Value error" not in done.output
+    done = runner.invoke(cli, [*args, "c", "--failover-timeout", "100000h"])
+    assert "Error: --failover-timeout: at most 1h" in done.output
 
 
 async def test_a_third_member_gets_a_unit_when_two_hold_two_each(tmp_path: Path) -> None:

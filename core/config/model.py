@@ -200,7 +200,7 @@ class ClusterConfig(_Model):
     failover_timeout: Duration = Field(
         10.0,
         description="Longest time a dead worker's sources and sinks stay without an owner "
-        "(its leases last half of it and are renewed every tenth).",
+        "(its leases last half of it and are renewed every tenth); 1s to 1h.",
     )
 
     @field_validator("name")
@@ -217,6 +217,8 @@ class ClusterConfig(_Model):
     def _check_timeout(cls, value: float) -> float:
         if value < 1.0:
             raise ValueError("at least 1s")
+        if value > 3600.0:  # a member waits a tenth of it before taking anything
+            raise ValueError("at most 1h")
         return value
 
     @model_validator(mode="before")
