@@ -59,11 +59,26 @@ class OwnershipError(MeshconnectError):
 def worker_identity() -> str:
     """``host:pid:start:token``: unique per worker, where ``start`` is when the process started
     (so a process that got a dead worker's pid, as a restarted container's PID 1 does, is not
-    taken for it; empty where the system does not tell). ``$MESHCONNECT_WORKER_NAME`` replaces
-    the host name (then a dead worker's leases are not recognised as this host's: they expire)."""
+    taken for it; empty where the system does not tell), followed by ``@`` and the process's
+    PID namespace where Linux tells it (``1234@4026531836``): a pid means something only in its
+    own namespace. ``$MESHCONNECT_WORKER_NAME`` replaces the host name (then a dead worker's
+    leases are not recognised as this host's: they expire)."""
     pid = os.getpid()
     host = os.environ.get("MESHCONNECT_WORKER_NAME") or socket.gethostname()
-    return f"{host}:{pid}:{_started(pid)}:{uuid.uuid4().hex[:12]}"
+    start = _started(pid)
+    namespace = _pid_namespace()
+    if namespace:
+        start = f"{start}@{namespace}"
+    return f"{host}:{pid}:{start}:{uuid.uuid4().hex[:12]}"
+
+
+def _pid_namespace() -> str:
+    """This process's PID namespace (the inode number of ``/proc/self/ns/pid``), or ``""``."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # 'pid:[4026531836]'
+    except OSError:
+        return ""
+    return "".join(c for c in link if c.isdigit())
 
 
 def _parts(owner: str) -> tuple[str, str, str]:
@@ -107,9 +122,15 @@ def lease_names(config: LoadedConfig) -> list[str]:
 
 def _dead_here(lease: Lease) -> bool:
     """Whether ``lease`` belongs to a worker on this host whose process is gone (or whose pid
-    now belongs to a process that started later)."""
+    now belongs to a process that started later). A worker in another PID namespace under the
+    same host name (containers with the host's network or one ``hostname:``) cannot be looked
+    up by its pid: its lease is left to expire, as a remote worker's is (it was taken for dead,
+    and two such members took each other's units every round)."""
     host, pid, start = _parts(lease.owner)
     if host != socket.gethostname() or not pid.isdigit():
+        return False
+    start, _, namespace = start.partition("@")
+    if namespace and namespace != _pid_namespace():
         return False
     try:
         os.kill(int(pid), 0)
