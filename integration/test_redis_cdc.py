@@ -155,6 +155,7 @@ def test_the_docs_example_runs_as_written(
     sink["url"] = redis_server.url.rsplit("/", 1)[0] + "/3"
     example["pipelines"][0]["sinks"][0]["commit_interval"] = 0.05
     mariadb.execute(
+        "DROP DATABASE IF EXISTS shop",  # the module's server: the other test made one
         "CREATE DATABASE shop",
         "CREATE TABLE shop.orders (id INT PRIMARY KEY, customer VARCHAR(40),"
         " total DECIMAL(10,2), note VARCHAR(20))",
