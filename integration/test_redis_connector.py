@@ -146,6 +146,37 @@ async def test_xadd_trims_and_carries_the_record_id(redis_server, tmp_path) -> N
     assert entries[-1][1] == {b"n": b"299", b"ce_id": b"r299"}
 
 
+async def test_xadd_a_batch_all_appended_before_a_crash_still_says_where_the_stream_is(
+    redis_server, tmp_path
+) -> None:
+    """A first run killed before its first commit appended r0..r9; the next run re-delivers
+    them. Its first batch (r0..r4) is all skipped, and the state it commits must still name
+    the stream's entry of r4: it named none, so the start after a second crash looked for
+    re-deliveries only in the stream's last 10,000 entries and appended older ones twice (the
+    xadd SIGKILL test in CI: 5,500 duplicates)."""
+    p = prefix()
+    records = [Record({"n": i}, id=f"r{i}") for i in range(10)]
+    first = sink(redis_server, tmp_path, mode="xadd", stream=p)
+    await first.open(None)
+    await first.write(records)  # killed before any commit
+    await first.close()
+    entries = [e.decode() for e, _ in redis_server.client().xrange(p)]
+
+    again = sink(redis_server, tmp_path, mode="xadd", stream=p)
+    await again.open(None)
+    await again.write(records[:5])
+    assert await again.flush() == {"streams": {p: entries[4]}}
+    await again.close()
+
+    third = sink(redis_server, tmp_path, mode="xadd", stream=p)
+    await third.open({"streams": {p: entries[4]}})
+    await third.write([*records[5:], Record({"n": 10}, id="r10")])
+    assert [f[b"ce_id"] for _, f in redis_server.client().xrange(p)] == [
+        f"r{i}".encode() for i in range(11)
+    ]
+    await third.close()
+
+
 async def test_publish_sends_json_to_the_channel_template(redis_server, tmp_path) -> None:
     p = prefix()
     r = redis_server.client()

@@ -113,8 +113,9 @@ class RedisSink(Sink[RedisSinkConfig]):
         self.ttl_ms = int(c.ttl * 1000) if c.ttl else None
         #: stream key -> id of the last entry this sink wrote there (committed in the state).
         self.last_ids: dict[str, str] = {}
-        #: stream key -> ids of records already there, written after the last commit.
-        self.seen: dict[str, set[str]] = {}
+        #: stream key -> {record id: entry id} of records already there, written after the
+        #: last commit.
+        self.seen: dict[str, dict[str, str]] = {}
         self.rescan = False
         if c.mode == "xadd" and c.id_field:
             if state and isinstance(state.get("streams"), dict):
@@ -144,12 +145,12 @@ class RedisSink(Sink[RedisSinkConfig]):
                 if len(page) < 1000:
                     break
                 start = "(" + _text(page[-1][0])
-        ids = self.seen.setdefault(stream, set())
+        ids = self.seen.setdefault(stream, {})
         key = field.encode()
-        for _, fields in entries:
+        for entry, fields in entries:
             value = fields.get(key)
             if value is not None:
-                ids.add(value.decode("utf-8", "surrogateescape"))
+                ids[value.decode("utf-8", "surrogateescape")] = _text(entry)
 
     # -- commands of one record ------------------------------------------------------------
 
@@ -244,8 +245,14 @@ class RedisSink(Sink[RedisSinkConfig]):
         field = self.config.id_field
         if field:
             seen = self.seen.get(stream)
-            if seen and record.id in seen:
-                seen.discard(record.id)  # already appended before a crash or a lost reply
+            entry = seen.pop(record.id, None) if seen else None
+            if entry is not None:  # already appended before a crash or a lost reply
+                # The stream is known up to that entry: the state committed next says so, even
+                # when a whole batch was skipped (it said nothing, and the next start looked
+                # for re-deliveries only in the stream's last DEDUPE_WINDOW entries).
+                last = self.last_ids.get(stream)
+                if last is None or _entry_order(entry) > _entry_order(last):
+                    self.last_ids[stream] = entry
                 return []
         data = record.data
         if isinstance(data, dict):
@@ -348,3 +355,9 @@ class RedisSink(Sink[RedisSinkConfig]):
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_order(entry: str) -> tuple[int, int]:
+    """A stream entry id (``"1700000000000-3"``) as numbers, in the stream's order."""
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
