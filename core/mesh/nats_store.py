@@ -86,6 +86,7 @@ from .codec import (
     encode_state,
 )
 from .store import FencedError, GroupInfo, Lease, MeshStore, Retention, TopicInfo
+from .tail import RecordTail
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -97,7 +98,6 @@ __all__ = ["NatsStore"]
 log = logging.getLogger("meshconnect.mesh.nats")
 
 T = TypeVar("T")
-TAIL_RECORDS = 40_000
 _SAFE = re.compile(r"[A-Za-z0-9-]")
 _LEASES_KEY = "all"
 
@@ -164,7 +164,7 @@ class NatsStore(MeshStore):
         #: and reset, so a batch's message ids never match those of a different history.
         self._known: dict[str, tuple[dict[str, str], int]] = {}
         self._held: dict[str, tuple[str, int]] = {}
-        self._tail: dict[str, tuple[int, list[Record]]] = {}
+        self._tail = RecordTail()
         #: Per topic, (last sequence, end offset) as this store's appends left them.
         self._ends: dict[str, tuple[int, int]] = {}
         #: Per topic, where this store's last read ended: (next offset, its message's sequence).
@@ -545,19 +545,12 @@ class NatsStore(MeshStore):
     def _remember(self, groups: Mapping[str, Sequence[Record]]) -> None:
         """Keep this process's appended records per topic (contiguous offsets only)."""
         for name, group in groups.items():
-            entry = self._tail.get(name)
             first = group[0].offset
             assert first is not None
             if [r.offset for r in group] != list(range(first, first + len(group))):
-                self._tail.pop(name, None)  # partly stored before, elsewhere: read back
-                continue
-            if entry is None or entry[0] + len(entry[1]) != first:
-                entry = self._tail[name] = (first, [])
-            entry[1].extend(group)
-            if len(entry[1]) > TAIL_RECORDS:
-                drop = len(entry[1]) - TAIL_RECORDS
-                del entry[1][:drop]
-                self._tail[name] = (entry[0] + drop, entry[1])
+                self._tail.forget(name)  # partly stored before, elsewhere: read back
+            else:
+                self._tail.remember(name, group)
 
     # -- source positions ----------------------------------------------------------------------
 
@@ -639,14 +632,9 @@ class NatsStore(MeshStore):
         if limit <= 0:
             return []
         self._jetstream()
-        entry = self._tail.get(topic)
-        if entry is not None:
-            first, cached = entry
-            end = first + len(cached)
-            if first <= offset < end:
-                return cached[offset - first : offset - first + limit]
-            if offset == end and self._appending:
-                return []
+        kept = self._tail.read(topic, offset, limit, self._appending > 0)
+        if kept is not None:
+            return kept
         return await self._call("read", functools.partial(self._read, topic, offset, limit))
 
     async def _read(self, topic: str, offset: int, limit: int) -> list[Record]:
@@ -875,7 +863,7 @@ class NatsStore(MeshStore):
         header), and the oldest records while the stream holds more than about ``max_bytes``
         (by its average record size). The newest message always stays: it says where the
         topic ends."""
-        self._tail.pop(topic, None)
+        self._tail.forget(topic)
         self._cursors.pop(topic, None)
         self._decoded.pop(topic, None)
         js = self._jetstream()

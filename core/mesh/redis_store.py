@@ -64,8 +64,9 @@ this store took it with. A worker that stalled past its lease and was replaced c
 
 **Notifications.** Every append publishes on ``{p}:changed``; :meth:`data_changed` listens
 (one subscription per store, made on first use), and also completes after ``poll_interval``.
-Records appended by this process are kept in memory for a while (:data:`TAIL_RECORDS` per
-topic), so sinks in the same worker read them without a round trip.
+Records appended by this process are kept in memory for a while
+(:class:`~meshconnect.mesh.tail.RecordTail`), so sinks in the same worker read them without a
+round trip.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ from .codec import (
     encode_state,
 )
 from .store import FencedError, GroupInfo, Lease, MeshStore, Retention, TopicInfo
+from .tail import RecordTail
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -102,8 +104,6 @@ log = logging.getLogger("meshconnect.mesh.redis")
 
 T = TypeVar("T")
 _TOPIC = operator.attrgetter("topic")
-#: Records per topic kept from this process's appends (see the sqlite store's tail cache).
-TAIL_RECORDS = 40_000
 
 
 class RedisStore(MeshStore):
@@ -136,7 +136,7 @@ class RedisStore(MeshStore):
         self._held: dict[str, tuple[str, str]] = {}
         #: Appends that failed with an unknown outcome: (records, token), newest last.
         self._unsettled: list[tuple[Sequence[Record], str]] = []
-        self._tail: dict[str, tuple[int, list[Record]]] = {}
+        self._tail = RecordTail()
         self._decoded: dict[str, tuple[int, list[Record]]] = {}
         self._appending = 0
         tag = "{" + self.prefix + "}"
@@ -353,19 +353,10 @@ class RedisStore(MeshStore):
             self._unsettled = [(r, t) for r, t in self._unsettled if r is not records]
 
     def _remember(self, groups: Mapping[str, Sequence[Record]]) -> None:
-        """Keep this process's appended records per topic (contiguous offsets only)."""
-        tail = self._tail
+        """Keep this process's appended records per topic (the script gives contiguous
+        offsets)."""
         for name, group in groups.items():
-            offset = group[0].offset
-            assert offset is not None
-            entry = tail.get(name)
-            if entry is None or entry[0] + len(entry[1]) != offset:
-                entry = tail[name] = (offset, [])
-            entry[1].extend(group)
-            if len(entry[1]) > TAIL_RECORDS:
-                drop = len(entry[1]) - TAIL_RECORDS
-                del entry[1][:drop]
-                tail[name] = (entry[0] + drop, entry[1])
+            self._tail.remember(name, group)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -375,14 +366,9 @@ class RedisStore(MeshStore):
         if limit <= 0:
             return []
         self._redis()
-        entry = self._tail.get(topic)
-        if entry is not None:
-            first, cached = entry
-            end = first + len(cached)
-            if first <= offset < end:
-                return cached[offset - first : offset - first + limit]
-            if offset == end and self._appending:
-                return []
+        kept = self._tail.read(topic, offset, limit, self._appending > 0)
+        if kept is not None:
+            return kept
         decoded = self._decoded.get(topic)
         known = "" if decoded is None else str(decoded[0])
         reply = await self._script(
@@ -516,7 +502,7 @@ class RedisStore(MeshStore):
     async def apply_retention(self, topic: str, retention: Retention) -> int:
         """Like the SQLite store, but a batch that the count limit cuts through stays stored
         whole: the topic's start moves into it and reads skip what is below."""
-        self._tail.pop(topic, None)
+        self._tail.forget(topic)
         self._decoded.pop(topic, None)
         client = self._redis()
         now = self._clock()
