@@ -130,6 +130,9 @@ class ConnectorContext:
     progress: ProgressReporter = field(default=None)  # type: ignore[assignment]
     http: HttpRoutes = field(default=None)  # type: ignore[assignment]
     deliveries: Deliveries = field(default=None)  # type: ignore[assignment]
+    #: A sink of a pipeline with ``partitions: N``: which of its N consumers this instance is
+    #: (0 … N-1; docs/scaleout.md#partitions); ``None`` for the only one, and for sources.
+    partition: int | None = None
 
     def __post_init__(self) -> None:
         from .httplisten import HttpRoutes
@@ -214,6 +217,21 @@ class Sink(Generic[C]):
     def __init__(self, config: C, context: ConnectorContext) -> None:
         self.config = config
         self.context = context
+
+    @classmethod
+    def partition_problem(cls, config: Any) -> str | None:
+        """Why this sink, configured with ``config``, cannot run as several consumers that
+        write at once, or ``None`` when it can (a pipeline with ``partitions: N`` runs each
+        sink as N consumers, each with its own offsets and committed state, possibly on
+        several workers: docs/scaleout.md#partitions). ``validate`` reports the answer as a
+        problem of the pipeline's ``partitions:``.
+
+        The default refuses, so a sink whose output the consumers would share (one file, one
+        object, a sequence) is never written by two at once: a sink that writes record by
+        record to a shared service (a table by key, an API) overrides this to return
+        ``None``; one with a private output per consumer (``context.partition``) returns
+        ``None`` when its config gives each consumer its own."""
+        return "the connector does not declare that several consumers may write at once"
 
     async def open(self, state: Mapping[str, Any] | None) -> None:
         """Prepare to write. ``state`` is what ``flush`` returned at the last commit, or None."""

@@ -917,9 +917,9 @@ async def _refuse_while_owned(store: MeshStore, pipeline: Any) -> None:
     """``offsets reset`` changes what a running worker reads: refuse while one owns the
     pipeline's source or sinks (docs/security.md, the one-owner rule)."""
     from .mesh.ownership import describe_owner, live_leases
-    from .worker import sink_group, source_id
+    from .offsets import sink_groups, source_id
 
-    names = [f"group {sink_group(pipeline.name, s.name)}" for s in pipeline.sinks]
+    names = [f"group {g}" for s in pipeline.sinks for g in sink_groups(pipeline, s.name)]
     if pipeline.source is not None:
         names.append(f"source {source_id(pipeline.name, pipeline.source.name)}")
     await store.open()

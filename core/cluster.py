@@ -143,6 +143,8 @@ class Unit:
     pipeline: str
     sink: str | None
     view: UnitState
+    #: Which consumer of the sink (a pipeline with ``partitions:``), else ``None``.
+    slot: int | None = None
     task: asyncio.Task[None] | None = None
     #: Monotonic time until which this worker may write for the unit (its lease, less a
     #: margin for clocks and the renewal round trip).
@@ -565,7 +567,7 @@ class ClusterMember:
                 for unit in [u for u in self.units.values() if u.pipeline == name]:
                     self._give_back(unit, f"pipeline {name} changed")
                 self.failed_here -= {
-                    n for n, (pipeline, _) in self.all_units().items() if pipeline == name
+                    n for n, (pipeline, *_) in self.all_units().items() if pipeline == name
                 }
                 pipelines[:] = [loaded if p.name == name else p for p in pipelines]
             else:
@@ -610,34 +612,40 @@ class ClusterMember:
         register_secrets(loaded.secrets)
         return loaded.pipelines[0]
 
-    def all_units(self) -> dict[str, tuple[str, str | None]]:
-        """Every unit of the pipelines this worker can run: lease -> (pipeline, sink)."""
-        units: dict[str, tuple[str, str | None]] = {}
+    def all_units(self) -> dict[str, tuple[str, str | None, int | None]]:
+        """Every unit of the pipelines this worker can run: lease -> (pipeline, sink, slot);
+        a sink of a pipeline with ``partitions: N`` is N units, one per consumer."""
+        units: dict[str, tuple[str, str | None, int | None]] = {}
         for p in self.pipelines.values():
             if p.source is not None:
-                units[f"source {source_id(p.name, p.source.name)}"] = (p.name, None)
+                units[f"source {source_id(p.name, p.source.name)}"] = (p.name, None, None)
             for sink in p.sinks:
-                units[f"group {sink_group(p.name, sink.name)}"] = (p.name, sink.name)
+                for slot in p.slots():
+                    units[f"group {sink_group(p.name, sink.name, slot)}"] = (
+                        p.name,
+                        sink.name,
+                        slot,
+                    )
         return units
 
     # -- units ---------------------------------------------------------------------------------
 
-    async def _take(self, name: str, where: tuple[str, str | None]) -> None:
+    async def _take(self, name: str, where: tuple[str, str | None, int | None]) -> None:
         began, now = time.monotonic(), time.time()
         conflicts = await self.store.acquire_leases([name], self.owner, self.ttl, now=now)
         if conflicts:
             return  # another member was faster
-        pipeline, sink_name = where
+        pipeline, sink_name, slot = where
         p = self.pipelines[pipeline]
         sink: LoadedSink | None = None
         if sink_name is not None:
             sink = next(s for s in p.sinks if s.name == sink_name)
         view = UnitState(self.worker.state, p.name, self, name)
-        unit = Unit(name, p.name, sink_name, view, valid_until=began + self.ttl - self.every)
+        unit = Unit(name, p.name, sink_name, view, slot, valid_until=began + self.ttl - self.every)
         self.units[name] = unit
         epoch = _epoch(self.store, name)
         log.info("cluster %s: took %s (epoch %s)", self.name, name, epoch)
-        unit.task = self.worker.spawn_unit(p, sink, view)
+        unit.task = self.worker.spawn_unit(p, sink, view, slot)
 
     def _give_back(self, unit: Unit, why: str) -> None:
         """Stop ``unit`` as SIGTERM would (drain, flush, commit), then release its lease."""
@@ -668,7 +676,7 @@ class ClusterMember:
         stops as SIGTERM would stop it (drain, flush, commit) and starts again under the lease
         it holds, which stays renewed meanwhile. Returns the leases of the units restarted."""
         # Units that failed for good here may be taken again (the cause may be fixed).
-        self.failed_here -= {n for n, (p, _) in self.all_units().items() if p == pipeline}
+        self.failed_here -= {n for n, (p, *_) in self.all_units().items() if p == pipeline}
         units = [
             u for u in self.units.values() if u.pipeline == pipeline and not (u.leaving or u.lost)
         ]
@@ -697,7 +705,7 @@ class ClusterMember:
             if status is not None:
                 status.set("STARTING")
             log.info("cluster %s: restarting %s", self.name, unit.lease)
-            unit.task = self.worker.spawn_unit(p, sink, unit.view)
+            unit.task = self.worker.spawn_unit(p, sink, unit.view, unit.slot)
             return True
         finally:
             unit.restarting = False
@@ -779,11 +787,14 @@ async def cluster_report(store: MeshStore, cluster: str) -> dict[str, Any]:
             units.append(
                 f"source {source_id(name, str(source.get('name') or source.get('connector')))}"
             )
+        partitions = raw.get("partitions", 1)
+        slots = (
+            list(range(partitions)) if isinstance(partitions, int) and partitions > 1 else [None]
+        )
         for sink in raw.get("sinks") or []:
             if isinstance(sink, dict):
-                units.append(
-                    f"group {sink_group(name, str(sink.get('name') or sink.get('connector')))}"
-                )
+                sink_name = str(sink.get("name") or sink.get("connector"))
+                units += [f"group {sink_group(name, sink_name, slot)}" for slot in slots]
         owned = [unit_owner(unit, by_name.get(unit), now) for unit in units]
         pipelines.append(
             {

@@ -14,11 +14,10 @@ not seen (its records are delivered as far as this worker can tell once stored).
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .mesh.routing import is_glob
+from .mesh.routing import Subscription
 
 if TYPE_CHECKING:
     from .records import Record
@@ -30,21 +29,26 @@ class Deliveries:
     """The commits of a worker's sinks, and the callers waiting for them."""
 
     def __init__(self) -> None:
-        self._patterns: dict[str, list[str]] = {}
+        self._wanted: dict[str, Subscription] = {}
         self._committed: dict[str, dict[str, int]] = {}
         self._waiters: list[tuple[list[tuple[str, int]], asyncio.Future[None]]] = []
 
     def add_group(
-        self, group: str, patterns: Sequence[str], committed: Mapping[str, int] | None = None
+        self,
+        group: str,
+        wanted: Subscription | Sequence[str],
+        committed: Mapping[str, int] | None = None,
     ) -> None:
-        """Count consumer group ``group``, reading the topics ``patterns`` (names or globs),
-        with its ``committed`` offsets (topic -> next offset to read)."""
-        self._patterns[group] = list(patterns)
+        """Count consumer group ``group``, reading the topics ``wanted`` (a subscription, or
+        topic names and globs), with its ``committed`` offsets (topic -> next offset)."""
+        if not isinstance(wanted, Subscription):
+            wanted = Subscription(tuple(wanted))
+        self._wanted[group] = wanted
         self._committed[group] = dict(committed or {})
 
     def remove_group(self, group: str) -> None:
         """Stop counting ``group`` (its sink stopped for good): waiters need it no longer."""
-        self._patterns.pop(group, None)
+        self._wanted.pop(group, None)
         self._committed.pop(group, None)
         self._wake()
 
@@ -55,11 +59,7 @@ class Deliveries:
             self._wake()
 
     def _readers(self, topic: str) -> list[str]:
-        return [
-            group
-            for group, patterns in self._patterns.items()
-            if any(fnmatch.fnmatchcase(topic, p) if is_glob(p) else topic == p for p in patterns)
-        ]
+        return [group for group, wanted in self._wanted.items() if wanted.matches(topic)]
 
     def _done(self, places: list[tuple[str, int]]) -> bool:
         return all(

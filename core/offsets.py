@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError
+from .mesh.routing import Subscription, resolve_topics, sink_patterns, subscription
 
 if TYPE_CHECKING:
     from .config.loader import LoadedConfig, LoadedPipeline
-    from .mesh.store import MeshStore
+    from .mesh.store import MeshStore, TopicInfo
 
 __all__ = ["ResetPlan", "apply_reset", "offsets_report", "reset_plan", "source_end"]
 
@@ -32,9 +33,70 @@ def source_id(pipeline: str, name: str) -> str:
     return f"{pipeline}/{name}"
 
 
-def sink_group(pipeline: str, name: str) -> str:
-    """The consumer group of a sink: ``<pipeline>/<sink name>``."""
-    return f"{pipeline}/{name}"
+def sink_group(pipeline: str, name: str, slot: int | None = None) -> str:
+    """The consumer group of a sink: ``<pipeline>/<sink name>``, and of consumer ``slot`` of
+    a sink of a pipeline with ``partitions:`` (docs/scaleout.md#partitions):
+    ``<pipeline>/<sink name>#<slot>``."""
+    return f"{pipeline}/{name}" if slot is None else f"{pipeline}/{name}#{slot}"
+
+
+def sink_groups(pipeline: LoadedPipeline, name: str) -> list[str]:
+    """Every consumer group of ``pipeline``'s sink ``name`` (one per partition)."""
+    return [sink_group(pipeline.name, name, slot) for slot in pipeline.slots()]
+
+
+async def check_sink_groups(store: MeshStore, pipeline: LoadedPipeline, name: str) -> None:
+    """Refuse to start sink ``name`` of ``pipeline`` when the store holds offsets it
+    committed with another ``partitions:`` count: its consumer groups are one per partition
+    (:func:`sink_groups`), and the new ones would deliver again what the old ones had
+    delivered (and lose the sink's committed state). Raises :class:`ConfigError`."""
+    base = sink_group(pipeline.name, name)
+    mine = set(sink_groups(pipeline, name))
+    other = sorted(
+        g.group
+        for g in await store.groups()
+        if g.group not in mine
+        and g.offsets
+        and (g.group == base or _slot_of(g.group, base) is not None)
+    )
+    if other:
+        slots = [_slot_of(g, base) for g in other]
+        before_text = (
+            "1 (no partitions)"
+            if slots == [None]
+            else f"at least {max(n for n in slots if n is not None) + 1}"
+        )
+        raise ConfigError(
+            f"sink {base}: the store holds offsets of its consumer group(s) {', '.join(other)}, "
+            f"committed with partitions: {before_text}; this pipeline has partitions: "
+            f"{pipeline.partitions}. Changing the count would deliver again what was "
+            "delivered: keep the count, or give the sink another name (its consumer groups "
+            "then start from the beginning of the topics)"
+        )
+
+
+def _slot_of(group: str, base: str) -> int | None:
+    head, mark, number = group.rpartition("#")
+    if mark and head == base and number.isdigit() and number.isascii():
+        return int(number)
+    return None
+
+
+async def sink_lags(store: MeshStore, pipeline: LoadedPipeline) -> dict[tuple[str, str], int]:
+    """``{(topic, group): records}`` for each consumer group of ``pipeline``'s sinks and each
+    topic it reads, committed to or not: a group that has not committed yet lags by the
+    whole topic (``meshconnect_consumer_lag_records``)."""
+    out: dict[tuple[str, str], int] = {}
+    for sink in pipeline.sinks:
+        for slot in pipeline.slots():
+            group = sink_group(pipeline.name, sink.name, slot)
+            info = await store.group(group)
+            topics = set(await resolve_topics(store, subscription(pipeline, sink, slot)))
+            topics.update(info.offsets)
+            ends = await store.end_offsets(sorted(topics))
+            for topic, end in ends.items():
+                out[(topic, group)] = max(0, end - info.offsets.get(topic, 0))
+    return out
 
 
 def dead_letter_id(group: str) -> str:
@@ -52,7 +114,7 @@ async def offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[
             source_id(p.name, p.source.name) for p in config.pipelines if p.source is not None
         ]
         wanted_groups: set[str] | None = {
-            sink_group(p.name, s.name) for p in config.pipelines for s in p.sinks
+            g for p in config.pipelines for s in p.sinks for g in sink_groups(p, s.name)
         }
     else:
         # Not "cluster:NAME": a cluster's pipeline definitions (meshconnect.cluster).
@@ -88,13 +150,16 @@ async def offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[
 
 @dataclass(slots=True)
 class ResetPlan:
-    """What a reset will do: ``new`` positions of source ``id`` (``None``: forget them) or
-    offsets of sink group ``id`` (``None``: from the beginning); ``describe`` says it."""
+    """What a reset will do: ``new`` positions of source ``id`` (``None``: forget them), or
+    for sink ``id`` (``<pipeline>/<sink>``) its new offsets ``{topic: offset}``, which
+    ``groups`` splits by consumer group (one, or one per partition:
+    docs/scaleout.md#partitions); ``describe`` says it."""
 
     kind: Literal["source", "sink"]
     id: str
     new: Any
     describe: str
+    groups: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 async def reset_plan(
@@ -104,8 +169,6 @@ async def reset_plan(
     ``beginning``, ``end``, an offset (sinks) or a JSON position per partition (sources).
     ``describe`` says what moves and what happens to the output (a sink's output is kept: it
     resumes from its committed state). Raises :class:`ConfigError` for a bad target."""
-    from .mesh.routing import resolve_topics, sink_patterns
-
     if sink_name is None:
         if pipeline.source is None:
             raise ConfigError(f"pipeline {pipeline.name!r} has no source")
@@ -137,16 +200,39 @@ async def reset_plan(
     if not sinks:
         names = ", ".join(s.name for s in pipeline.sinks)
         raise ConfigError(f"no sink {sink_name!r} in {pipeline.name} ({names})")
-    group = sink_group(pipeline.name, sink_name)
-    info = await store.group(group)
-    patterns = sink_patterns(pipeline, sinks[0])
-    topics = sorted(set(info.offsets) | set(await resolve_topics(store, patterns)))
     stored = {t.name: t for t in await store.topics()}
+    news: dict[str, Any] = {}
+    lines: list[str] = []
+    for slot in pipeline.slots():
+        group = sink_group(pipeline.name, sink_name, slot)
+        offsets = await _reset_group_plan(
+            store, group, subscription(pipeline, sinks[0], slot), stored, target, lines
+        )
+        if offsets is not None:
+            news[group] = offsets
+    base = sink_group(pipeline.name, sink_name)
+    if not news:
+        patterns = ", ".join(sink_patterns(pipeline, sinks[0]))
+        raise ConfigError(f"sink {base}: no stored topic matches {patterns}; nothing to reset")
+    merged = {t: o for offsets in news.values() for t, o in offsets.items()}
+    return ResetPlan("sink", base, merged, "\n".join(lines), news)
+
+
+async def _reset_group_plan(
+    store: MeshStore,
+    group: str,
+    wanted: Subscription,
+    stored: dict[str, TopicInfo],
+    target: str,
+    lines: list[str],
+) -> dict[str, int] | None:
+    """The new offsets of consumer group ``group`` for a reset to ``target`` (``None``: it
+    reads no stored topic); adds the lines that describe it to ``lines``."""
+    info = await store.group(group)
+    topics = sorted(set(info.offsets) | set(await resolve_topics(store, wanted)))
     topics = [t for t in topics if t in stored or t in info.offsets]
     if not topics:
-        raise ConfigError(
-            f"sink {group}: no stored topic matches {', '.join(patterns)}; nothing to reset"
-        )
+        return None
     starts = {t: stored[t].start if t in stored else 0 for t in topics}
     ends = {t: stored[t].end if t in stored else 0 for t in topics}
     if target == "beginning":
@@ -170,7 +256,7 @@ async def reset_plan(
             )
         new_offsets = {t: value for t in topics}
     old = {t: info.offsets.get(t, 0) for t in topics}
-    lines = [
+    lines += [
         f"sink {group}: offsets {json.dumps(info.offsets, sort_keys=True)} -> "
         f"{json.dumps(new_offsets, sort_keys=True)}"
     ]
@@ -201,7 +287,7 @@ async def reset_plan(
             )
         else:
             lines.append(f"  {t}: no record is delivered again or skipped")
-    return ResetPlan("sink", group, new_offsets, "\n".join(lines))
+    return new_offsets
 
 
 async def source_end(pipeline: LoadedPipeline) -> dict[str, Any]:
@@ -231,6 +317,7 @@ async def apply_reset(store: MeshStore, plan: ResetPlan) -> None:
     if plan.kind == "source":
         await store.set_positions(plan.id, plan.new)
         return
-    await store.reset_group(plan.id, plan.new)
-    # The sink re-reads what it dead-lettered: let it dead-letter again what fails.
-    await store.set_positions(dead_letter_id(plan.id), None)
+    for group, offsets in plan.groups.items():
+        await store.reset_group(group, offsets)
+        # The sink re-reads what it dead-lettered: let it dead-letter again what fails.
+        await store.set_positions(dead_letter_id(group), None)

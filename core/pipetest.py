@@ -38,7 +38,6 @@ cases and gives, for each failure, a unified diff of the expected and actual rec
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import json
 import math
 import os
@@ -57,7 +56,7 @@ from .config.problems import FileReporter
 from .config.yamlpos import Document, parse_yaml
 from .errorpolicy import dead_letter_record
 from .errors import Location, Problem, ValidationErrors
-from .mesh.routing import route, sink_patterns
+from .mesh.routing import Subscription, route, sink_patterns
 from .records import Record
 
 if TYPE_CHECKING:
@@ -304,12 +303,8 @@ def run_case(
         records = routed
     if sink is None:
         return records, dead
-    patterns = sink_patterns(pipeline, sink)
-    read = [
-        r.copy()
-        for r in records
-        if r.topic is not None and any(fnmatch.fnmatchcase(r.topic, p) for p in patterns)
-    ]
+    wanted = Subscription(tuple(sink_patterns(pipeline, sink)))  # every partition
+    read = [r.copy() for r in records if r.topic is not None and wanted.matches(r.topic)]
     out, failures = sink.chain.process(read)
     dead.extend(
         _dead(

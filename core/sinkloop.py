@@ -39,7 +39,7 @@ from .errors import (
     StoreError,
     classify,
 )
-from .mesh.routing import resolve_topics, sink_patterns
+from .mesh.routing import resolve_topics, subscription
 from .metrics import ConnectorMeters
 from .offsets import dead_letter_id, sink_group
 from .records import Record
@@ -72,6 +72,7 @@ class SinkLoop:
         deliveries: Deliveries | None = None,
         meters: ConnectorMeters | None = None,
         tracing: Tracing | None = None,
+        slot: int | None = None,
     ) -> None:
         self.run_state = run
         #: The sink's built-in metrics (retries, batch latency); private ones when not given.
@@ -84,8 +85,10 @@ class SinkLoop:
         self.loaded = loaded
         self.sink = sink
         self.status = status
-        self.patterns = sink_patterns(pipeline, loaded)
-        self.group = sink_group(pipeline.name, loaded.name)
+        #: What this consumer reads: the sink's topics, its partitions (``slot``: which
+        #: consumer of a sink of a pipeline with ``partitions:``; ``None``: the only one).
+        self.wanted = subscription(pipeline, loaded, slot)
+        self.group = sink_group(pipeline.name, loaded.name, slot)
         self.offsets: dict[str, int] = dict(committed)
         self.committed: dict[str, int] = dict(committed)
         self.topics: list[str] = []
@@ -113,7 +116,7 @@ class SinkLoop:
         hint = self.sink.batch_size_hint
         if hint is not None and not self.loaded.batch_size_given:
             batch_size = min(batch_size, hint)
-        self.topics = await resolve_topics(self.store, self.patterns)
+        self.topics = await resolve_topics(self.store, self.wanted)
         last_resolve = time.monotonic()
         await self._load_dead_marks()
         while not run.stopping:
@@ -165,7 +168,7 @@ class SinkLoop:
                 stop.cancel()
                 done.cancel()
             if time.monotonic() - last_resolve > 1.0 or run.sources_done:
-                self.topics = await resolve_topics(self.store, self.patterns)
+                self.topics = await resolve_topics(self.store, self.wanted)
                 last_resolve = time.monotonic()
         await self._tick(final=True)
 
@@ -195,7 +198,7 @@ class SinkLoop:
         await self._commit()
 
     async def _caught_up(self) -> bool:
-        self.topics = await resolve_topics(self.store, self.patterns)
+        self.topics = await resolve_topics(self.store, self.wanted)
         ends = await self.store.end_offsets(self.topics)
         return all(self.committed.get(t, 0) >= end for t, end in ends.items())
 
@@ -346,11 +349,11 @@ class SinkLoop:
         if not dead:
             return
         target = self.loaded.errors.dead_letter_topic
-        if target is not None and any(fnmatch.fnmatchcase(target, p) for p in self.patterns):
+        if target is not None and any(fnmatch.fnmatchcase(target, p) for p in self.wanted.patterns):
             # validate refuses this; never feed failures back into the sink's own input
             raise ConfigError(
                 f"sink {self.group}: dead-letter topic {target!r} is a topic this sink reads "
-                f"({', '.join(self.patterns)}); refusing to dead-letter into it (a loop)"
+                f"({', '.join(self.wanted.patterns)}); refusing to dead-letter into it (a loop)"
             )
         positions = {(dead_letter_id(self.group), topic): {"next": end}}
         await retrying(

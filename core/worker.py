@@ -37,10 +37,10 @@ from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
 from .errors import Classifier, ConfigError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
-from .mesh.routing import resolve_topics, route, sink_patterns
+from .mesh.routing import route, subscription
 from .mesh.store import FencedError, Retention
 from .metrics import ConnectorMeters, MetricsRegistry, store_file_bytes
-from .offsets import sink_group, source_id
+from .offsets import check_sink_groups, sink_group, sink_groups, sink_lags, source_id
 from .progress import ProgressReporter
 from .records import Record
 from .runstate import ConnectorStatus, PipelineRunState, RunState
@@ -224,9 +224,10 @@ class Worker:
     def add_delivery_groups(self, pipeline: LoadedPipeline) -> None:
         """Count ``pipeline``'s sinks in waits for delivery (before its source runs)."""
         for sink in pipeline.sinks:
-            self.deliveries.add_group(
-                sink_group(pipeline.name, sink.name), sink_patterns(pipeline, sink)
-            )
+            for slot in pipeline.slots():
+                self.deliveries.add_group(
+                    sink_group(pipeline.name, sink.name, slot), subscription(pipeline, sink, slot)
+                )
 
     def _forget_failure(self, key: str) -> None:
         """A connector started again (the admin API's restart) no longer counts as failed for
@@ -267,16 +268,17 @@ class Worker:
                 )
             )
         for sink in p.sinks:
-            ident = sink_group(p.name, sink.name)
-            self.state.sink_started(ident)
-            tasks.append(
-                supervised(
-                    "sink",
-                    ident,
-                    sink.connector,
-                    lambda sink=sink: self._run_sink(p, sink),  # type: ignore[misc]
+            for slot in p.slots():
+                ident = sink_group(p.name, sink.name, slot)
+                self.state.sink_started(ident)
+                tasks.append(
+                    supervised(
+                        "sink",
+                        ident,
+                        sink.connector,
+                        lambda sink=sink, slot=slot: self._run_sink(p, sink, None, slot),  # type: ignore[misc]
+                    )
                 )
-            )
         self.tasks[p.name] = tasks
         return tasks
 
@@ -292,13 +294,19 @@ class Worker:
         for p in self.config.pipelines:  # its sinks no longer hold a bounded run open
             if p.name == name:
                 for sink in p.sinks:
-                    self.state.sink_gave_up(sink_group(name, sink.name))
+                    for group in sink_groups(p, sink.name):
+                        self.state.sink_gave_up(group)
 
     def spawn_unit(
-        self, p: LoadedPipeline, sink: LoadedSink | None, view: PipelineRunState
+        self,
+        p: LoadedPipeline,
+        sink: LoadedSink | None,
+        view: PipelineRunState,
+        slot: int | None = None,
     ) -> asyncio.Task[None]:
         """Cluster mode: start the supervisor of ``p``'s source (``sink`` None) or of one of
-        its sinks alone, under ``view`` (:meth:`PipelineRunState.halt` stops that unit)."""
+        its sinks' consumers alone (``slot``: which, for a pipeline with ``partitions:``),
+        under ``view`` (:meth:`PipelineRunState.halt` stops that unit)."""
         if sink is None:
             assert p.source is not None
             kind, ident, connector = "source", source_id(p.name, p.source.name), p.source.connector
@@ -306,11 +314,11 @@ class Worker:
             def start() -> Awaitable[None]:
                 return self._run_source(p, None, view)
         else:
-            kind, ident, connector = "sink", sink_group(p.name, sink.name), sink.connector
+            kind, ident, connector = "sink", sink_group(p.name, sink.name, slot), sink.connector
             self.state.sink_started(ident)
 
             def start() -> Awaitable[None]:
-                return self._run_sink(p, sink, view)
+                return self._run_sink(p, sink, view, slot)
 
         key = f"{kind} {ident}"
         self.statuses.setdefault(key, ConnectorStatus(ident, kind, connector))
@@ -357,14 +365,7 @@ class Worker:
         lag: dict[tuple[str, str], int] = {}
         try:
             for p in self.config.pipelines:
-                for sink in p.sinks:
-                    group = sink_group(p.name, sink.name)
-                    info = await self.store.group(group)
-                    topics = set(await resolve_topics(self.store, sink_patterns(p, sink)))
-                    topics.update(info.offsets)
-                    ends = await self.store.end_offsets(sorted(topics))
-                    for topic, end in ends.items():
-                        lag[(topic, group)] = max(0, end - info.offsets.get(topic, 0))
+                lag.update(await sink_lags(self.store, p))
         except Exception as exc:  # metrics must never stop a pipeline
             log.debug("metrics refresh failed: %s: %s", type(exc).__name__, exc)
             return
@@ -455,7 +456,9 @@ class Worker:
 
     # -- sources -------------------------------------------------------------------------------
 
-    def _context(self, pipeline: LoadedPipeline, name: str) -> ConnectorContext:
+    def _context(
+        self, pipeline: LoadedPipeline, name: str, slot: int | None = None
+    ) -> ConnectorContext:
         logger = logging.getLogger(f"meshconnect.connector.{pipeline.name}.{name}")
         return ConnectorContext(
             pipeline=pipeline.name,
@@ -466,6 +469,7 @@ class Worker:
             progress=ProgressReporter(logger, interval=self.progress_every),
             http=HttpRoutes(self.http, f"pipeline {pipeline.name!r} ({name})"),
             deliveries=self.deliveries,
+            partition=slot,
         )
 
     def _make_source(self, pipeline: LoadedPipeline) -> Source[Any]:
@@ -694,20 +698,25 @@ class Worker:
     # -- sinks ---------------------------------------------------------------------------------
 
     async def _run_sink(
-        self, pipeline: LoadedPipeline, loaded: LoadedSink, unit: PipelineRunState | None = None
+        self,
+        pipeline: LoadedPipeline,
+        loaded: LoadedSink,
+        unit: PipelineRunState | None = None,
+        slot: int | None = None,
     ) -> None:
-        group = sink_group(pipeline.name, loaded.name)
+        group = sink_group(pipeline.name, loaded.name, slot)
         status = self.statuses[f"sink {group}"]
         # Before anything can fail: a sink that fails to open still shows its restarts.
         meters = self.metrics.connector("sink", pipeline.name, loaded.name, status)
         cls = loaded.spec.load()
-        sink = cls(loaded.config, self._context(pipeline, loaded.name))
+        sink = cls(loaded.config, self._context(pipeline, loaded.name, slot))
         assert isinstance(sink, Sink)
         self._classifiers[f"sink {group}"] = sink.classify_error
         guarded = getattr(unit, "guarded", None)  # cluster mode: writes only while the owner
         if guarded is not None:
             sink = guarded(sink)
         try:
+            await check_sink_groups(self.store, pipeline, loaded.name)
             info = await self.store.group(group)
             await sink.open(info.state)
             if info.state is None:
@@ -731,6 +740,7 @@ class Worker:
                 deliveries=self.deliveries,
                 meters=meters,
                 tracing=self.tracing,
+                slot=slot,
             ).run()
         finally:
             with contextlib.suppress(Exception):

@@ -178,7 +178,9 @@ class FileSinkConfig(ConnectorConfig):
         description=(
             "The file to write (its directory is created). Relative paths resolve against the "
             "directory of the pipeline file. With `rotate_bytes`, files are named "
-            "`<stem>-<seq>.<suffix>`, e.g. `out-00001.jsonl`."
+            "`<stem>-<seq>.<suffix>`, e.g. `out-00001.jsonl`. `{partition}` in it becomes the "
+            "partition number of the sink's consumer in a pipeline with `partitions:` (a "
+            "file per partition; required there), `0` without."
         ),
         min_length=1,
     )

@@ -61,6 +61,11 @@ def _fingerprint(tail: bytes) -> str:
     return hashlib.blake2b(tail, digest_size=8).hexdigest()
 
 
+#: In a file sink's ``path``: the partition (consumer) number of a pipeline with
+#: ``partitions:`` (docs/scaleout.md#partitions), ``0`` without.
+PARTITION_PLACEHOLDER = "{partition}"
+
+
 def _read_tail(path: str, size: int) -> bytes:
     """The (up to) :data:`_TAIL` bytes of ``path`` before offset ``size``."""
     with open(path, "rb") as file:
@@ -97,11 +102,24 @@ class FileSink(Sink[FileSinkConfig]):
 
     config_model = FileSinkConfig
 
+    @classmethod
+    def partition_problem(cls, config: Any) -> str | None:
+        """Consumers of a pipeline with ``partitions:`` each need a file of their own:
+        ``{partition}`` in ``path``."""
+        if PARTITION_PLACEHOLDER in config.path:
+            return None
+        return (
+            f"the file sink's consumers would all write {config.path!r}: put "
+            f"{PARTITION_PLACEHOLDER} in its path (e.g. out/orders-{PARTITION_PLACEHOLDER}.jsonl), "
+            "a file per partition"
+        )
+
     def __init__(self, config: FileSinkConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
         self._log = context.logger
+        path = config.path.replace(PARTITION_PLACEHOLDER, str(context.partition or 0))
         self._path = os.path.normpath(
-            os.path.join(os.path.abspath(context.base_dir), os.path.expanduser(config.path))
+            os.path.join(os.path.abspath(context.base_dir), os.path.expanduser(path))
         )
         self._stem, self._suffix = os.path.splitext(self._path)
         self._rotating = config.rotate_bytes is not None

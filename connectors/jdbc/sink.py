@@ -81,6 +81,12 @@ class _TableInfo:
 class JdbcSink(Sink[JdbcSinkConfig]):
     """Writes, upserts, updates and deletes rows; applies `canal` CDC records."""
 
+    @classmethod
+    def partition_problem(cls, config: Any) -> str | None:
+        """Several consumers may write at once (``partitions:``): they write rows by key, and
+        ``exactly_once`` keeps its offsets per topic partition, one row each."""
+        return None
+
     def __init__(self, config: JdbcSinkConfig, context: Any) -> None:
         super().__init__(config, context)
         self.engine: Any = None

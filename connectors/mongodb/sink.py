@@ -53,6 +53,12 @@ class WriteFailed(Exception):
 class MongoSink(Sink[MongoSinkConfig]):
     """Writes records as documents (module docstring). No state: writes are idempotent."""
 
+    @classmethod
+    def partition_problem(cls, config: Any) -> str | None:
+        """Several consumers may write at once (``partitions:``): each writes documents by
+        key or by record id."""
+        return None
+
     async def open(self, state: Mapping[str, Any] | None) -> None:
         c = self.config
         self.client = connect(c)

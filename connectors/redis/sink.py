@@ -101,6 +101,12 @@ class RedisSink(Sink[RedisSinkConfig]):
     """Writes records to Redis (module docstring). State: ``{"streams": {key: last id}}``
     in ``xadd`` mode (where each stream was at the last commit), else none."""
 
+    @classmethod
+    def partition_problem(cls, config: Any) -> str | None:
+        """Several consumers may write at once (``partitions:``): each writes keys by record,
+        and in ``xadd`` mode finds its own re-delivered records by their ids."""
+        return None
+
     async def open(self, state: Mapping[str, Any] | None) -> None:
         c = self.config
         # The blocking client, called through asyncio.to_thread: it packs with hiredis.

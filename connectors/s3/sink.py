@@ -94,6 +94,12 @@ class _Object:
 class S3Sink(Sink[S3SinkConfig]):
     """Writes records to objects in ``bucket`` under ``key_template`` (see the module)."""
 
+    @classmethod
+    def partition_problem(cls, config: Any) -> str | None:
+        """Several consumers may write at once (``partitions:``): an object's key holds its
+        topic partition (``orders#2+…``), so each writes and cleans up objects of its own."""
+        return None
+
     def __init__(self, config: S3SinkConfig, context: Any) -> None:
         super().__init__(config, context)
         self.template = config.template

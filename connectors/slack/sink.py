@@ -142,6 +142,11 @@ def slack_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
 class SlackSink(Sink[SlackSinkConfig]):
     """Posts (or updates) one message per record; see the module docstring."""
 
+    @classmethod
+    def partition_problem(cls, config: Any) -> str | None:
+        """Several consumers may write at once (``partitions:``): one message per record."""
+        return None
+
     #: Records per write when the file sets no ``batch_size``: Slack allows about one
     #: ``chat.postMessage`` per second per channel, so a batch of 20 is ~20 s of sending and
     #: a crash re-posts at most that many messages (without ``exactly_once``).

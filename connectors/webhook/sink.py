@@ -67,6 +67,11 @@ RETRIABLE_STATUS = {408, 425, 429}
 class HttpSink(Sink[HttpSinkConfig]):
     """Sends each record as the module docstring says."""
 
+    @classmethod
+    def partition_problem(cls, config: Any) -> str | None:
+        """Several consumers may write at once (``partitions:``): one request per record."""
+        return None
+
     async def open(self, state: Mapping[str, Any] | None) -> None:
         import aiohttp
         import yarl

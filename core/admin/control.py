@@ -30,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ..config.interpolate import register_secrets
 from ..config.loader import LoadedConfig, load_pipeline_files, redacted_config
 from ..errors import ConfigError, Problem, ValidationErrors
-from ..mesh.routing import resolve_topics, sink_patterns
-from ..offsets import apply_reset, offsets_report, reset_plan, sink_group, source_id
+from ..offsets import apply_reset, offsets_report, reset_plan, sink_groups, sink_lags, source_id
 from .literals import literal_secrets
 
 if TYPE_CHECKING:
@@ -275,8 +274,9 @@ class Controller:
         for key in _status_keys(pipeline):
             self.worker.statuses.pop(key, None)
         for sink in pipeline.sinks:
-            self.worker.deliveries.remove_group(sink_group(name, sink.name))
-            self.worker.state.sink_gave_up(sink_group(name, sink.name))
+            for group in sink_groups(pipeline, sink.name):
+                self.worker.deliveries.remove_group(group)
+                self.worker.state.sink_gave_up(group)
         self.worker.pipeline_states.pop(name, None)
         self.worker.tasks.pop(name, None)
         self._samples.pop(name, None)
@@ -468,17 +468,7 @@ class Controller:
         """``{(topic, group): records}`` for each sink of ``pipeline`` and each topic it reads,
         committed to or not: a sink that has not committed yet lags by the whole topic (as
         ``meshconnect_consumer_lag_records`` says)."""
-        store = self.worker.store
-        out: dict[tuple[str, str], int] = {}
-        for sink in pipeline.sinks:
-            group = sink_group(pipeline.name, sink.name)
-            info = await store.group(group)
-            topics = set(await resolve_topics(store, sink_patterns(pipeline, sink)))
-            topics.update(info.offsets)
-            ends = await store.end_offsets(sorted(topics))
-            for topic, end in ends.items():
-                out[(topic, group)] = max(0, end - info.offsets.get(topic, 0))
-        return out
+        return await sink_lags(self.worker.store, pipeline)
 
     def info(self, name: str) -> dict[str, Any]:
         pipeline = self.get(name)
@@ -494,8 +484,9 @@ class Controller:
                 }
             )
         tasks += [
-            {"id": sink_group(name, s.name), "kind": "sink", "connector": s.connector}
+            {"id": group, "kind": "sink", "connector": s.connector}
             for s in pipeline.sinks
+            for group in sink_groups(pipeline, s.name)
         ]
         kinds = {t["kind"] for t in tasks}
         return {
@@ -596,7 +587,7 @@ def _target(value: Any) -> str:
 
 def _lease_names(pipeline: LoadedPipeline, source_first: bool = False) -> list[str]:
     """The store leases running ``pipeline`` takes (:mod:`meshconnect.mesh.ownership`)."""
-    names = [f"group {sink_group(pipeline.name, s.name)}" for s in pipeline.sinks]
+    names = [f"group {g}" for s in pipeline.sinks for g in sink_groups(pipeline, s.name)]
     if pipeline.source is not None:
         source = f"source {source_id(pipeline.name, pipeline.source.name)}"
         names = [source, *names] if source_first else [*names, source]
@@ -624,7 +615,7 @@ def _status_keys(pipeline: LoadedPipeline) -> list[str]:
     keys = []
     if pipeline.source is not None:
         keys.append(f"source {source_id(pipeline.name, pipeline.source.name)}")
-    keys += [f"sink {sink_group(pipeline.name, s.name)}" for s in pipeline.sinks]
+    keys += [f"sink {g}" for s in pipeline.sinks for g in sink_groups(pipeline, s.name)]
     return keys
 
 

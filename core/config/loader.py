@@ -123,6 +123,17 @@ class LoadedPipeline:
     #: value is in it, only the ``${env:…}`` references).
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def partitions(self) -> int:
+        """``partitions:`` (1: unpartitioned topics, one consumer per sink)."""
+        return self.config.partitions
+
+    def slots(self) -> list[int | None]:
+        """The consumers each sink runs as: ``[None]`` (one, reading every partition), or
+        ``[0, 1, …, partitions - 1]``."""
+        n = self.config.partitions
+        return [None] if n == 1 else list(range(n))
+
 
 @dataclass(slots=True)
 class LoadedConfig:
@@ -457,6 +468,10 @@ class _Session:
 
     def sinks(self, file: _File, built: _Built, sinks: list[Any], path: YamlPath) -> None:
         names: dict[str, int] = {}
+        # Each sink of a pipeline with partitions: N runs as N consumers writing at once.
+        partitions = file.data["pipelines"][path[1]].get("partitions", 1)
+        if not isinstance(partitions, int) or isinstance(partitions, bool):
+            partitions = 1  # the model reports it
         for j, raw in enumerate(sinks):
             if not isinstance(raw, dict):
                 continue
@@ -467,6 +482,16 @@ class _Session:
             )
             if connector is not None and chain is not None:
                 built.sinks.append(_BuiltSink(*connector, *chain))
+            if connector is not None and partitions > 1:
+                spec, config = connector
+                check_partitions = getattr(spec.load(), "partition_problem", None)
+                problem = check_partitions(config) if check_partitions is not None else None
+                if problem is not None:
+                    file.report(
+                        (*path, "partitions"),
+                        f"sinks[{j}] ({raw.get('name') or raw.get('connector')}) cannot run as "
+                        f"{partitions} consumers: {problem}",
+                    )
             explicit = raw.get("name")
             sink_name = explicit if isinstance(explicit, str) else raw.get("connector")
             if not isinstance(sink_name, str):

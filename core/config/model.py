@@ -161,6 +161,14 @@ class PipelineConfig(_Model):
     topic: str | None = Field(
         None, description="Topic name or template; defaults to the pipeline name."
     )
+    partitions: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Split the topics this pipeline writes into this many partitions by the "
+        "records' partitionkey, and run each of its sinks as this many consumers, one per "
+        "partition, which a cluster spreads over its members (docs/scaleout.md#partitions).",
+    )
     sinks: list[SinkConfig] = Field(default_factory=list)
 
     @field_validator("name")

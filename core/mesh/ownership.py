@@ -109,14 +109,19 @@ def describe_owner(owner: str) -> str:
 
 def lease_names(config: LoadedConfig) -> list[str]:
     """The leases running ``config`` needs: each source and each sink's consumer group."""
-    from ..worker import sink_group, source_id
+    from ..offsets import sink_groups, source_id
 
     names = [
         f"source {source_id(p.name, p.source.name)}"
         for p in config.pipelines
         if p.source is not None
     ]
-    names += [f"group {sink_group(p.name, s.name)}" for p in config.pipelines for s in p.sinks]
+    names += [
+        f"group {group}"
+        for p in config.pipelines
+        for s in p.sinks
+        for group in sink_groups(p, s.name)
+    ]
     return sorted(set(names))
 
 

@@ -6,7 +6,18 @@
 * :func:`sink_patterns` is what a sink subscribes to: its ``topics:`` (names or globs), else
   its pipeline's topic, where a templated topic becomes the glob of everything the template
   can produce (:func:`template_glob`, built with the expression template scanner).
-* :func:`resolve_topics` turns patterns into the topics the store holds now.
+* :func:`resolve_topics` turns a :class:`Subscription` (patterns, and which partitions) into
+  the topics the store holds now.
+
+Partitions (docs/scaleout.md#partitions)
+    A pipeline with ``partitions: N`` (N > 1) writes each record to partition
+    ``crc32(partitionkey) mod N`` of its topic, stored as the topic ``T#k`` (``#`` is in no
+    topic name, so no user topic can clash); a record without a ``partitionkey`` goes to
+    partition 0, as Canal sends DDL to partition 0 (``canal.mq.partitionHash``). Records with
+    the same key keep their order; records of different partitions have no order between them.
+    Each sink of such a pipeline runs as N consumers, consumer ``k`` reading partitions
+    ``p`` with ``p mod N == k`` of the topics it names (an unpartitioned topic counts as
+    partition 0), so a reader of any partition count sees every record once.
 
 The ``route`` transform (``core/transforms/routing.py``) sets ``record.topic`` before this
 runs; a record that already has a topic keeps it.
@@ -16,6 +27,9 @@ from __future__ import annotations
 
 import fnmatch
 import operator
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..config.topics import topic_problem
@@ -27,7 +41,19 @@ if TYPE_CHECKING:
     from ..records import Record
     from .store import MeshStore
 
-__all__ = ["resolve_topics", "route", "sink_patterns", "template_glob"]
+__all__ = [
+    "PARTITION_MARK",
+    "Subscription",
+    "partition_of",
+    "partition_topic",
+    "resolve_topics",
+    "route",
+    "sink_patterns",
+    "template_glob",
+]
+
+#: What separates a topic's name from its partition number in the store (``orders#3``).
+PARTITION_MARK = "#"
 
 _GLOB_SPECIAL = str.maketrans({"*": "[*]", "?": "[?]", "[": "[[]"})
 _TOPIC = operator.attrgetter("topic")
@@ -41,6 +67,20 @@ def route(
     records whose topic template cannot be rendered, and records whose topic (rendered, or
     set by a ``route`` step) breaks the topic-name rule of :mod:`meshconnect.config.topics`.
     A literal pipeline topic was checked by ``validate``."""
+    routed, failures = _route(pipeline, records)
+    partitions = pipeline.partitions
+    if partitions > 1:
+        for record in routed:
+            record.topic = partition_topic(
+                record.topic,  # type: ignore[arg-type]
+                partition_for(record.extensions.get("partitionkey"), partitions),
+            )
+    return routed, failures
+
+
+def _route(
+    pipeline: LoadedPipeline, records: list[Record]
+) -> tuple[list[Record], list[tuple[Record, BaseException, str]]]:
     template = pipeline.topic
     literal = template.literal
     if literal is not None and set(map(_TOPIC, records)) == _UNSET:
@@ -74,6 +114,72 @@ def route(
     return routed, failures
 
 
+def partition_for(key: object, partitions: int) -> int:
+    """The partition of a record whose ``partitionkey`` is ``key``: ``crc32`` of its UTF-8
+    text (an integer or boolean extension by its CloudEvents string form, bytes as they are)
+    modulo ``partitions``; 0 for a record without a key. Stable across processes and
+    versions: a replayed record lands where it landed before."""
+    if key is None:
+        return 0
+    if isinstance(key, bytes):
+        raw = key
+    else:
+        if isinstance(key, bool):
+            key = "true" if key else "false"
+        raw = str(key).encode("utf-8", "surrogatepass")
+    return zlib.crc32(raw) % partitions
+
+
+def partition_topic(topic: str, partition: int) -> str:
+    """The store topic of ``topic``'s partition ``partition`` (``orders#3``)."""
+    return f"{topic}{PARTITION_MARK}{partition}"
+
+
+def partition_of(topic: str) -> tuple[str, int]:
+    """``"orders#3"`` -> ``("orders", 3)``; an unpartitioned topic is its own partition 0."""
+    base, mark, number = topic.rpartition(PARTITION_MARK)
+    if mark and number.isdigit() and number.isascii():
+        return base, int(number)
+    return topic, 0
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What one consumer of a sink reads: the sink's topic names or globs, and its share of
+    their partitions. Consumer ``slot`` of ``slots`` reads partition ``p`` of a matching topic
+    when ``p mod slots == slot``; an unpartitioned topic is partition 0. A name or glob
+    matches a topic's name without its partition (``orders`` matches ``orders#2``)."""
+
+    patterns: tuple[str, ...]
+    slot: int = 0
+    slots: int = 1
+
+    def matches(self, topic: str) -> bool:
+        base, partition = partition_of(topic)
+        if partition % self.slots != self.slot:
+            return False
+        return any(fnmatch.fnmatchcase(base, p) if is_glob(p) else base == p for p in self.patterns)
+
+    def literal_topics(self) -> list[str]:
+        """The topics read whether or not the store holds them yet: each literal name, or its
+        partition ``slot`` when the sink runs as several consumers."""
+        names = [p for p in self.patterns if not is_glob(p)]
+        if self.slots == 1:
+            return names
+        return [partition_topic(name, self.slot) for name in names]
+
+
+def subscription(
+    pipeline: LoadedPipeline, sink: LoadedSink, slot: int | None = None
+) -> Subscription:
+    """What consumer ``slot`` (``None``: the only one) of ``sink`` reads."""
+    return Subscription(
+        tuple(sink_patterns(pipeline, sink)),
+        slot or 0,
+        pipeline.partitions if slot is not None else 1,
+    )
+
+
 def sink_patterns(pipeline: LoadedPipeline, sink: LoadedSink) -> list[str]:
     """The topic names or globs a sink reads."""
     if sink.topics:
@@ -100,13 +206,13 @@ def is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
 
-async def resolve_topics(store: MeshStore, patterns: list[str]) -> list[str]:
-    """The topics that exist now (or are named literally) matching ``patterns``."""
-    literal = [p for p in patterns if not is_glob(p)]
-    globs = [p for p in patterns if is_glob(p)]
-    names = set(literal)
-    if globs:
-        for info in await store.topics():
-            if any(fnmatch.fnmatchcase(info.name, g) for g in globs):
-                names.add(info.name)
+async def resolve_topics(store: MeshStore, wanted: Subscription | Sequence[str]) -> list[str]:
+    """The topics that exist now (or are named literally) that ``wanted`` reads: a
+    :class:`Subscription`, or topic names and globs (every partition of each)."""
+    if not isinstance(wanted, Subscription):
+        wanted = Subscription(tuple(wanted))
+    names = set(wanted.literal_topics())
+    for info in await store.topics():
+        if wanted.matches(info.name):
+            names.add(info.name)
     return sorted(names)

@@ -1,0 +1,261 @@
+"""Partitioned topics (``partitions: N``): routing by ``partitionkey``, the consumers each sink
+runs as, their consumer groups, and what refuses to run that way (docs/scaleout.md#partitions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import pytest
+
+from meshconnect.config.loader import load_pipeline_files
+from meshconnect.deliveries import Deliveries
+from meshconnect.errors import ValidationErrors
+from meshconnect.mesh.routing import Subscription, partition_for, partition_of, partition_topic
+from meshconnect.plugins import load_registry
+from meshconnect.records import Record
+
+
+def test_a_key_always_lands_in_the_same_partition() -> None:
+    # crc32 of the key's UTF-8 text: the same in every process and version.
+    assert partition_for("order-17", 4) == zlib.crc32(b"order-17") % 4
+    assert [partition_for(str(k), 3) for k in range(6)] == [
+        zlib.crc32(str(k).encode()) % 3 for k in range(6)
+    ]
+    # An integer key is its text, a boolean its CloudEvents text, bytes as they are.
+    assert partition_for(42, 7) == partition_for("42", 7)
+    assert partition_for(True, 7) == partition_for("true", 7)
+    assert partition_for(b"\xff\x00", 5) == zlib.crc32(b"\xff\x00") % 5
+    assert partition_for("Ünïcode", 9) == zlib.crc32("Ünïcode".encode()) % 9
+    # A lone surrogate (a non-UTF-8 name spelled one to one) does not crash the router.
+    assert 0 <= partition_for("bad\udcff", 9) < 9
+    # No key: partition 0, as Canal sends DDL to partition 0.
+    assert partition_for(None, 8) == 0
+
+
+def test_partition_topic_names_round_trip() -> None:
+    assert partition_topic("cdc.shop.orders", 3) == "cdc.shop.orders#3"
+    assert partition_of("cdc.shop.orders#3") == ("cdc.shop.orders", 3)
+    assert partition_of("orders") == ("orders", 0)
+    # '#' is in no topic name: only the router's suffix is read as a partition.
+    assert partition_of("orders#x") == ("orders#x", 0)
+    assert partition_of("orders#٣") == ("orders#٣", 0)  # an Arabic-Indic digit is no number
+
+
+def test_a_subscription_reads_its_share_of_the_partitions() -> None:
+    one = Subscription(("orders",))
+    # One consumer reads the topic, partitioned or not, every partition.
+    assert all(one.matches(t) for t in ["orders", "orders#0", "orders#5"])
+    assert not one.matches("orders2") and not one.matches("other#0")
+    slots = [Subscription(("orders", "cdc.*"), k, 3) for k in range(3)]
+    topics = ["orders", *[f"orders#{p}" for p in range(6)], "cdc.a#4", "cdc.b"]
+    reads = {k: [t for t in topics if s.matches(t)] for k, s in enumerate(slots)}
+    assert reads == {
+        0: ["orders", "orders#0", "orders#3", "cdc.b"],
+        1: ["orders#1", "orders#4", "cdc.a#4"],
+        2: ["orders#2", "orders#5"],
+    }
+    # Every topic is read by exactly one consumer.
+    assert sorted(t for ts in reads.values() for t in ts) == sorted(topics)
+    # The partition a consumer reads whether or not the store holds it yet.
+    assert slots[1].literal_topics() == ["orders#1"]
+    assert one.literal_topics() == ["orders"]
+
+
+def test_deliveries_count_the_consumer_of_each_partition() -> None:
+    deliveries = Deliveries()
+    deliveries.add_group("p/s#0", Subscription(("t",), 0, 2))
+    deliveries.add_group("p/s#1", Subscription(("t",), 1, 2))
+    assert deliveries._readers("t#1") == ["p/s#1"]
+    assert deliveries._readers("t#0") == ["p/s#0"]
+    record = Record(id="1", source="s", type="t", data={}, topic="t#1", offset=4)
+    assert not deliveries._done([(record.topic, record.offset)])  # type: ignore[list-item]
+    deliveries.committed("p/s#0", {"t#1": 9})  # another consumer's commit does not count
+    assert not deliveries._done([("t#1", 4)])
+    deliveries.committed("p/s#1", {"t#1": 5})
+    assert deliveries._done([("t#1", 4)])
+
+
+PARTITIONED = """
+pipelines:
+  - name: orders
+    source:
+      connector: file
+      config: {path: in.jsonl, follow: false}
+    transforms:
+      - type: set_key
+        fields: [data.k]
+    partitions: 3
+    sinks:
+      - connector: file
+        config: {path: "out/orders-{partition}.jsonl"}
+"""
+
+
+def _write_input(tmp_path: Path, n: int) -> None:
+    with (tmp_path / "in.jsonl").open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"k": f"c{i % 41}", "seq": i}) + "\n")
+
+
+def _run(tmp_path: Path, *args: str) -> tuple[int, str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_a_partitioned_pipeline_delivers_each_record_once_in_key_order(tmp_path: Path) -> None:
+    _write_input(tmp_path, 5000)
+    (tmp_path / "p.yaml").write_text(PARTITIONED)
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 0, output
+    files = {p: tmp_path / "out" / f"orders-{p}.jsonl" for p in range(3)}
+    seen: dict[str, int] = {}
+    total = 0
+    for p, path in files.items():
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        total += len(rows)
+        assert rows, f"partition {p} is empty"
+        by_key: dict[str, list[int]] = {}
+        for row in rows:
+            assert partition_for(row["k"], 3) == p  # the record is in its key's partition
+            by_key.setdefault(row["k"], []).append(row["seq"])
+            assert seen.setdefault(row["k"], p) == p  # a key lives in one partition only
+        assert all(seqs == sorted(seqs) for seqs in by_key.values())  # in order per key
+    assert total == 5000
+    code, output = _run(tmp_path, "topics", "list", "--json")
+    assert code == 0
+    topics = {t["topic"]: t for t in json.loads(output)}
+    assert sorted(topics) == ["orders#0", "orders#1", "orders#2"]
+    code, output = _run(tmp_path, "offsets", "show", "--json")
+    groups = {s["group"]: s for s in json.loads(output)["sinks"]}
+    assert sorted(groups) == ["orders/file#0", "orders/file#1", "orders/file#2"]
+    assert groups["orders/file#1"]["topics"] == [
+        {
+            "topic": "orders#1",
+            "offset": topics["orders#1"]["end"],
+            "end": topics["orders#1"]["end"],
+            "lag": 0,
+        }
+    ]
+    # A rerun delivers nothing more.
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 0, output
+    assert sum(len(f.read_text().splitlines()) for f in files.values()) == 5000
+
+
+def test_a_reset_moves_every_consumer_of_the_sink(tmp_path: Path) -> None:
+    _write_input(tmp_path, 300)
+    (tmp_path / "p.yaml").write_text(PARTITIONED)
+    assert _run(tmp_path, "run", str(tmp_path / "p.yaml"))[0] == 0
+    code, output = _run(
+        tmp_path,
+        "offsets",
+        "reset",
+        str(tmp_path / "p.yaml"),
+        "orders",
+        "--sink",
+        "file",
+        "--to",
+        "beginning",
+        "--yes",
+    )
+    assert code == 0, output
+    for p in range(3):
+        assert f"sink orders/file#{p}: offsets" in output
+    code, output = _run(tmp_path, "offsets", "show", "--json")
+    for sink in json.loads(output)["sinks"]:
+        assert [t["offset"] for t in sink["topics"]] == [0], sink
+    # Delivered again, after the existing lines (the output is kept).
+    assert _run(tmp_path, "run", str(tmp_path / "p.yaml"))[0] == 0
+    total = sum(
+        len((tmp_path / "out" / f"orders-{p}.jsonl").read_text().splitlines()) for p in range(3)
+    )
+    assert total == 600
+
+
+def test_changing_the_partition_count_of_a_sink_that_committed_is_refused(
+    tmp_path: Path,
+) -> None:
+    _write_input(tmp_path, 200)
+    (tmp_path / "p.yaml").write_text(PARTITIONED)
+    assert _run(tmp_path, "run", str(tmp_path / "p.yaml"))[0] == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    (tmp_path / "p.yaml").write_text(PARTITIONED.replace("partitions: 3", "partitions: 2"))
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 1
+    assert (
+        "sink orders/file: the store holds offsets of its consumer group(s) orders/file#2" in output
+    )
+    assert "committed with partitions: at least 3; this pipeline has partitions: 2" in output
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    # Back to one consumer: refused too (its group would start from the beginning).
+    (tmp_path / "p.yaml").write_text(
+        PARTITIONED.replace("    partitions: 3\n", "").replace("-{partition}", "-all")
+    )
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 1 and "this pipeline has partitions: 1" in output
+
+
+def test_validate_refuses_sinks_that_would_share_one_output(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(PARTITIONED.replace("-{partition}", ""))
+    with pytest.raises(ValidationErrors) as caught:
+        load_pipeline_files([str(path)], load_registry())
+    text = str(caught.value)
+    assert "p.yaml:10:17: pipelines[0].partitions" in text
+    assert "sinks[0] (file) cannot run as 3 consumers" in text
+    assert "put {partition} in its path" in text
+    # A sink that does not declare it may run as several consumers is refused (the in-memory
+    # test sink truncates one shared list on open).
+    path.write_text(
+        textwrap.dedent(
+            """
+            pipelines:
+              - name: p
+                source: {connector: memory, config: {records: [{n: 1}]}}
+                partitions: 2
+                sinks: [{connector: memory}]
+            """
+        )
+    )
+    from meshconnect.testing import test_registry
+
+    with pytest.raises(ValidationErrors) as caught:
+        load_pipeline_files([str(path)], test_registry())
+    assert "does not declare that several consumers may write at once" in str(caught.value)
+    # Out of range.
+    path.write_text(PARTITIONED.replace("partitions: 3", "partitions: 0"))
+    with pytest.raises(ValidationErrors, match="partitions"):
+        load_pipeline_files([str(path)], load_registry())
+
+
+def test_one_consumer_reads_every_partition_of_a_topic_another_pipeline_wrote(
+    tmp_path: Path,
+) -> None:
+    _write_input(tmp_path, 1000)
+    reader = """
+  - name: reader
+    topic: orders
+    sinks:
+      - connector: file
+        config: {path: out/all.jsonl}
+"""
+    (tmp_path / "p.yaml").write_text(PARTITIONED + reader)
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 0, output
+    rows = [json.loads(line) for line in (tmp_path / "out" / "all.jsonl").read_text().splitlines()]
+    assert sorted(r["seq"] for r in rows) == list(range(1000))
+    for key in {r["k"] for r in rows}:
+        seqs = [r["seq"] for r in rows if r["k"] == key]
+        assert seqs == sorted(seqs)
