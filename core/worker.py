@@ -707,7 +707,9 @@ class Worker:
         group = sink_group(pipeline.name, loaded.name, slot)
         status = self.statuses[f"sink {group}"]
         # Before anything can fail: a sink that fails to open still shows its restarts.
-        meters = self.metrics.connector("sink", pipeline.name, loaded.name, status)
+        # Each consumer of a partitioned sink has meters of its own (connector="NAME#k").
+        label = loaded.name if slot is None else f"{loaded.name}#{slot}"
+        meters = self.metrics.connector("sink", pipeline.name, label, status)
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name, slot))
         assert isinstance(sink, Sink)

@@ -259,3 +259,46 @@ def test_one_consumer_reads_every_partition_of_a_topic_another_pipeline_wrote(
     for key in {r["k"] for r in rows}:
         seqs = [r["seq"] for r in rows if r["k"] == key]
         assert seqs == sorted(seqs)
+
+
+async def test_each_consumer_has_metrics_of_its_own(tmp_path: Path) -> None:
+    from test_metrics import samples, value
+
+    from meshconnect.mesh import open_store
+    from meshconnect.worker import Worker
+
+    _write_input(tmp_path, 900)
+    (tmp_path / "p.yaml").write_text(PARTITIONED.replace("in.jsonl", str(tmp_path / "in.jsonl")))
+    registry = load_registry()
+    config = load_pipeline_files([str(tmp_path / "p.yaml")], registry)
+    store = open_store(f"sqlite:///{tmp_path / 'mesh.db'}", registry)
+    await store.open()
+    try:
+        worker = Worker(config, store)
+        assert await worker.run() == 0
+        await worker.refresh_metrics()
+        scraped = samples(await worker.metrics.scrape())
+    finally:
+        await store.close()
+    written = {
+        k: value(
+            scraped,
+            "meshconnect_records_out_total",
+            pipeline="orders",
+            connector=f"file#{k}",
+            kind="sink",
+        )
+        for k in range(3)
+    }
+    lengths = {
+        k: len((tmp_path / "out" / f"orders-{k}.jsonl").read_text().splitlines()) for k in range(3)
+    }
+    assert written == lengths and sum(written.values()) == 900
+    for k in range(3):
+        lag = value(
+            scraped,
+            "meshconnect_consumer_lag_records",
+            topic=f"orders#{k}",
+            group=f"orders/file#{k}",
+        )
+        assert lag == 0
