@@ -302,3 +302,37 @@ async def test_each_consumer_has_metrics_of_its_own(tmp_path: Path) -> None:
             group=f"orders/file#{k}",
         )
         assert lag == 0
+
+
+def test_sinks_and_expressions_see_the_topic_without_its_partition(tmp_path: Path) -> None:
+    """A jdbc sink names its table after the topic, and a sink-side `when` compares `topic`:
+    both see `orders`, not the partition `orders#1` the record was stored in."""
+    import sqlite3
+
+    _write_input(tmp_path, 400)
+    db = tmp_path / "out.db"
+    (tmp_path / "p.yaml").write_text(
+        PARTITIONED.replace(
+            """      - connector: file
+        config: {path: "out/orders-{partition}.jsonl"}""",
+            f"""      - connector: jdbc
+        config: {{url: "sqlite:///{db}", mode: upsert, key: [seq], auto_create: true}}
+        transforms:
+          - type: insert_field
+            field: data.topic
+            template: "{{topic}}"
+          - type: insert_field
+            field: data.hit
+            value: 1
+            when: "topic == 'orders'\"""",
+        )
+    )
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 0, output
+    with sqlite3.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("select name from sqlite_master where type='table'")]
+        assert "orders" in tables and not [t for t in tables if "#" in t]
+        rows = conn.execute(
+            "select count(*), min(topic), max(topic), sum(hit) from orders"
+        ).fetchone()
+    assert rows == (400, "orders", "orders", 400)

@@ -28,8 +28,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "MAX_TOPIC_LENGTH",
+    "PARTITION_MARK",
     "DeadLetterSink",
+    "base_topic",
     "dead_letter_loops",
+    "partition_of",
     "pattern_problem",
     "topic_problem",
 ]
@@ -38,6 +41,27 @@ __all__ = [
 MAX_TOPIC_LENGTH = 249
 _PUNCTUATION = frozenset("._-")
 _GLOB = frozenset("*?[]!")
+
+
+#: What separates a topic's name from its partition number in the store (``orders#3``,
+#: docs/scaleout.md#partitions): no topic name holds it, so nothing can clash.
+PARTITION_MARK = "#"
+
+
+def partition_of(topic: str) -> tuple[str, int]:
+    """``"orders#3"`` -> ``("orders", 3)``; an unpartitioned topic is its own partition 0."""
+    base, mark, number = topic.rpartition(PARTITION_MARK)
+    if mark and number.isdigit() and number.isascii():
+        return base, int(number)
+    return topic, 0
+
+
+def base_topic(topic: str | None) -> str | None:
+    """The topic a stored record belongs to, without its partition: what ``topic`` is in
+    expressions and templates, and what sinks name tables and collections after."""
+    if topic is None or PARTITION_MARK not in topic:
+        return topic
+    return partition_of(topic)[0]
 
 
 def _bad_character(name: str, extra: frozenset[str] = frozenset()) -> str | None:

@@ -8,7 +8,8 @@ Names
     ``data`` is the record's payload. ``id``, ``source``, ``type``, ``specversion``,
     ``subject``, ``time``, ``datacontenttype`` and ``dataschema`` are its CloudEvent context
     attributes. ``topic`` is the topic the record is routed to (in a sink's transforms, the one
-    it was stored in; in a pipeline's, the one a ``route`` gave it, else ``null``). Any other
+    it was stored in; in a pipeline's, the one a ``route`` gave it, else ``null``), without its
+    partition (``orders``, not the store's ``orders#2``). Any other
     bare name is an extension attribute (``partitionkey``); it is ``null`` when the record does
     not have it. ``true``, ``false`` and ``null`` are aliases of ``True``,
     ``False`` and ``None``.

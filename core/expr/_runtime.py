@@ -9,6 +9,7 @@ from typing import Any, cast
 import orjson
 
 from .. import jsonvalue
+from ..config.topics import base_topic
 from . import _numeric
 from ._budget import MAX_SIZE, check_built, check_int, check_product, measure, too_big
 
@@ -186,6 +187,7 @@ _RUNTIME: dict[str, Any] = {
     "_key": _key,
     "_item": _item,
     "_slice": _slice,
+    "_topic": base_topic,
     "_in": _in,
     "_mul": _mul,
     "_add": _add,

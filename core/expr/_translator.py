@@ -201,6 +201,9 @@ class _Translator:
         if name in _ALIASES:
             return ast.Constant(_ALIASES[name])
         record = ast.Name("_r", ast.Load())
+        if name == "topic":  # without its partition (docs/scaleout.md#partitions)
+            attribute = ast.Attribute(record, name, ast.Load())
+            return ast.Call(ast.Name("_topic", ast.Load()), [attribute], [])
         if name in _CONTEXT:
             return ast.Attribute(record, name, ast.Load())
         extensions = ast.Attribute(record, "extensions", ast.Load())

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..config.topics import topic_problem
+from ..config.topics import PARTITION_MARK, partition_of, topic_problem
 from ..errors import DataError
 from ..expr import template_pieces
 
@@ -52,8 +52,6 @@ __all__ = [
     "template_glob",
 ]
 
-#: What separates a topic's name from its partition number in the store (``orders#3``).
-PARTITION_MARK = "#"
 
 _GLOB_SPECIAL = str.maketrans({"*": "[*]", "?": "[?]", "[": "[[]"})
 _TOPIC = operator.attrgetter("topic")
@@ -133,14 +131,6 @@ def partition_for(key: object, partitions: int) -> int:
 def partition_topic(topic: str, partition: int) -> str:
     """The store topic of ``topic``'s partition ``partition`` (``orders#3``)."""
     return f"{topic}{PARTITION_MARK}{partition}"
-
-
-def partition_of(topic: str) -> tuple[str, int]:
-    """``"orders#3"`` -> ``("orders", 3)``; an unpartitioned topic is its own partition 0."""
-    base, mark, number = topic.rpartition(PARTITION_MARK)
-    if mark and number.isdigit() and number.isascii():
-        return base, int(number)
-    return topic, 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..config.topics import base_topic
 from ..errors import ConfigError, DataError
 from ..eventrules import attribute_problem, extension_value_problem
 from ..records import CONTEXT_ATTRIBUTES
@@ -474,6 +475,10 @@ class _TopicPath(_AttributePath):
 
     def __init__(self) -> None:
         super().__init__("topic")
+
+    def get(self, record: Record) -> tuple[bool, Any]:
+        value = base_topic(record.topic)  # without its partition (docs/scaleout.md#partitions)
+        return _ABSENT if value is None else (True, value)
 
     def set(self, record: Record, value: Any, *, create: bool = True) -> None:
         raise DataError("cannot set topic: it is read only (use route to choose a topic)")
