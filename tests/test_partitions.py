@@ -336,3 +336,44 @@ def test_sinks_and_expressions_see_the_topic_without_its_partition(tmp_path: Pat
             "select count(*), min(topic), max(topic), sum(hit) from orders"
         ).fetchone()
     assert rows == (400, "orders", "orders", 400)
+
+
+def test_jdbc_consumers_evolving_one_table_do_not_dead_letter_each_others_columns(
+    tmp_path: Path,
+) -> None:
+    """Four consumers upsert into one table with auto_create and auto_evolve while new
+    columns keep appearing: a column another consumer added meanwhile is not an error (every
+    ALTER after the first failed as 'duplicate column' and its records were dead-lettered)."""
+    import sqlite3
+
+    with (tmp_path / "in.jsonl").open("w") as f:
+        for i in range(1200):
+            row = {"id": i % 300, "k": f"c{i % 41}", f"col{i // 100}": i}
+            f.write(json.dumps(row) + "\n")
+    db = tmp_path / "out.db"
+    (tmp_path / "p.yaml").write_text(
+        PARTITIONED.replace("partitions: 3", "partitions: 4").replace(
+            """      - connector: file
+        config: {path: "out/orders-{partition}.jsonl"}""",
+            f"""      - connector: jdbc
+        batch_size: 20
+        config:
+          url: "sqlite:///{db}"
+          table: t
+          mode: upsert
+          key: [id]
+          auto_create: true
+          auto_evolve: true
+        errors: {{tolerance: all, dead_letter_topic: dlq.t}}""",
+        )
+    )
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 0, output
+    code, listing = _run(tmp_path, "topics", "list", "--json")
+    assert "dlq.t" not in {t["topic"] for t in json.loads(listing)}, output
+    with sqlite3.connect(db) as conn:
+        columns = [r[1] for r in conn.execute("pragma table_info(t)")]
+        assert sorted(c for c in columns if c.startswith("col")) == sorted(
+            f"col{n}" for n in range(12)
+        )
+        assert conn.execute("select count(*) from t").fetchone() == (300,)

@@ -118,13 +118,22 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         with self.engine.connect() as conn:
             conn.rollback()
         if self.config.exactly_once:
+            import sqlalchemy as sa
+
             table = self._offsets_table()
+            name = self.config.offsets_table
+            try:
+                with self.engine.begin() as conn:
+                    table.create(conn, checkfirst=True)
+            except sa.exc.DBAPIError as exc:  # created meanwhile by another consumer?
+                try:
+                    reflect(name, self.engine, self.config.db_schema)
+                except sa.exc.NoSuchTableError:
+                    raise exc from None
+            there = reflect(name, self.engine, self.config.db_schema)
+            if "failed" not in there.c:  # a table made before the column existed
+                self._add_column_once(name, there, table.c.failed._copy())
             with self.engine.begin() as conn:
-                table.create(conn, checkfirst=True)
-            there = reflect(self.config.offsets_table, self.engine, self.config.db_schema)
-            with self.engine.begin() as conn:
-                if "failed" not in there.c:  # a table made before the column existed
-                    self._add_column(conn, there, table.c.failed._copy())
                 rows = conn.execute(table.select().where(table.c.sink == self.sink_id)).all()
             self.committed = {r.topic: int(r.next_offset) for r in rows}
             self.failed = {r.topic: set(jsonvalue.loads(r.failed)) for r in rows if r.failed}
@@ -391,8 +400,15 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             raise DataError(f"jdbc: cannot create {name!r}: key column(s) {missing} not in row")
         meta = sa.MetaData()
         table = sa.Table(name, meta, *cols, schema=self.config.db_schema)
-        with self.engine.begin() as conn:
-            table.create(conn, checkfirst=True)
+        try:
+            with self.engine.begin() as conn:
+                table.create(conn, checkfirst=True)
+        except sa.exc.DBAPIError as exc:
+            # Created meanwhile by another writer (a consumer of another partition)?
+            try:
+                return reflect(name, self.engine, self.config.db_schema)
+            except sa.exc.NoSuchTableError:
+                raise exc from None
         self.context.logger.info("jdbc: created table %s", name)
         return reflect(name, self.engine, self.config.db_schema)
 
@@ -402,16 +418,28 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         import sqlalchemy as sa
 
         row = change.row or {}
-        with self.engine.begin() as conn:
-            for col in columns:
-                self._add_column(
-                    conn,
-                    info.table,
-                    sa.Column(col, self._column_type(col, change, row[col], False)),
-                )
+        for col in columns:
+            column = sa.Column(col, self._column_type(col, change, row[col], False))
+            self._add_column_once(name, info.table, column)
         self.tables.pop(name, None)
         self.context.logger.info("jdbc: added column(s) %s to %s", columns, name)
         return self._table(name, change)
+
+    def _add_column_once(self, name: str, table: Any, column: Any) -> None:
+        """Add ``column`` to ``table`` in a transaction of its own, unless another writer
+        added it meanwhile: the consumers of a partitioned topic (docs/scaleout.md#partitions)
+        and other workers evolve the same table, and what counts is that the column is there
+        (a failed ALTER is checked against the table as it is now)."""
+        import sqlalchemy as sa
+
+        try:
+            with self.engine.begin() as conn:
+                self._add_column(conn, table, column)
+        except sa.exc.DBAPIError:
+            there = reflect(name, self.engine, self.config.db_schema)
+            if column.name not in {c.name for c in there.columns}:
+                raise
+            self.context.logger.info("jdbc: column %s of %s was added meanwhile", column.name, name)
 
     def _add_column(self, conn: Any, table: Any, column: Any) -> None:
         from sqlalchemy.schema import CreateColumn
