@@ -881,8 +881,8 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     "target",
     default="beginning",
     show_default=True,
-    help="beginning | end | a topic offset up to its end (sinks) | a JSON position per "
-    "partition (sources).",
+    help="beginning | end | a topic offset up to its end (sinks; each partition's, for a "
+    "partitioned topic) | a JSON position per partition (sources).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_options

@@ -45,6 +45,38 @@ def sink_groups(pipeline: LoadedPipeline, name: str) -> list[str]:
     return [sink_group(pipeline.name, name, slot) for slot in pipeline.slots()]
 
 
+def partitions_id(pipeline: str) -> str:
+    """The id of the positions that record a partitioned pipeline's count."""
+    return f"partitions/{pipeline}"
+
+
+async def check_partitions(store: MeshStore, pipeline: LoadedPipeline) -> None:
+    """Refuse to run ``pipeline``'s source or sinks with another ``partitions:`` count than
+    the one it ran with: its source would store a key's new records in another partition
+    than its earlier ones (read by another consumer, in no order with them), and its sinks'
+    consumer groups would deliver again what the old ones delivered. A partitioned pipeline's
+    count is recorded in the store (:func:`partitions_id`) the first time it runs; a store
+    from before that record is checked by the sinks' consumer groups
+    (:func:`check_sink_groups`). Raises :class:`ConfigError`."""
+    ident = partitions_id(pipeline.name)
+    n = pipeline.partitions
+    stored = (await store.positions(ident)).get("count")
+    if stored is None:
+        for sink in pipeline.sinks:
+            await check_sink_groups(store, pipeline, sink.name)
+        if n > 1:
+            await store.set_positions(ident, {"count": {"n": n}})
+        return
+    before = stored.get("n")
+    if before != n:
+        raise ConfigError(
+            f"pipeline {pipeline.name!r} ran with partitions: {before} and now has "
+            f"partitions: {n}: its source would store a key's new records in another "
+            "partition than its earlier ones, and its sinks would deliver again what was "
+            "delivered. Keep the count, or run the new count as a pipeline of another name"
+        )
+
+
 async def check_sink_groups(store: MeshStore, pipeline: LoadedPipeline, name: str) -> None:
     """Refuse to start sink ``name`` of ``pipeline`` when the store holds offsets it
     committed with another ``partitions:`` count: its consumer groups are one per partition
@@ -118,7 +150,9 @@ async def offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[
         }
     else:
         # Not "cluster:NAME": a cluster's pipeline definitions (meshconnect.cluster).
-        source_ids = [i for i in await store.source_ids() if not i.startswith("cluster:")]
+        source_ids = [
+            i for i in await store.source_ids() if not i.startswith(("cluster:", "partitions/"))
+        ]
         wanted_groups = None
     sources: list[dict[str, Any]] = [
         {"id": i, "positions": await store.positions(i)} for i in source_ids

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .config.interpolate import Interpolated
 from .config.problems import FileReporter
+from .config.topics import PARTITION_MARK, partition_of
 from .config.yamlpos import Document, parse_yaml
 from .errorpolicy import dead_letter_record
 from .errors import Location, Problem, ValidationErrors
@@ -337,8 +338,11 @@ def _dead(
 
 
 def record_view(record: Record) -> dict[str, Any]:
-    """A record as the test file writes one: topic, attributes, extensions and data."""
+    """A record as the test file writes one: topic, attributes, extensions and data; for a
+    pipeline with ``partitions:``, the topic's name and the record's ``partition``."""
     view: dict[str, Any] = {"topic": record.topic}
+    if record.topic is not None and PARTITION_MARK in record.topic:
+        view["topic"], view["partition"] = partition_of(record.topic)
     view.update(record.to_dict())
     view.pop("specversion", None)
     if record.data is None:  # a tombstone: `data: null` in a case matches it

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from .config.topics import base_topic
 from .eventrules import parse_event
 
 __all__ = ["CONTEXT_ATTRIBUTES", "Record", "kind_of", "new_id", "now_iso"]
@@ -164,6 +165,14 @@ class Record:
         return self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def topic_name(self) -> str | None:
+        """``topic`` without its partition: ``orders`` for a record stored in partition 2 of
+        ``orders`` (``topic`` ``orders#2``, docs/scaleout.md#partitions); what a sink names a
+        table or collection after. ``topic`` itself, with ``offset``, says where the record is
+        stored."""
+        return base_topic(self.topic)
 
     def __repr__(self) -> str:
         where = f" topic={self.topic!r} offset={self.offset}" if self.topic is not None else ""

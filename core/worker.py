@@ -40,7 +40,14 @@ from .mesh.codec import RecordEncodingError
 from .mesh.routing import route, subscription
 from .mesh.store import FencedError, Retention
 from .metrics import ConnectorMeters, MetricsRegistry, store_file_bytes
-from .offsets import check_sink_groups, sink_group, sink_groups, sink_lags, source_id
+from .offsets import (
+    check_partitions,
+    check_sink_groups,
+    sink_group,
+    sink_groups,
+    sink_lags,
+    source_id,
+)
 from .progress import ProgressReporter
 from .records import Record
 from .runstate import ConnectorStatus, PipelineRunState, RunState
@@ -505,6 +512,7 @@ class Worker:
         guard = getattr(unit, "guard", None)  # cluster mode: is this worker still the owner?
         appender = asyncio.create_task(self._append_loop(pipeline, queue, status, meters, guard))
         try:
+            await check_partitions(self.store, pipeline)
             positions = await self.store.positions(ident)
             begun = await source.start(positions)
             if begun:  # "from now" made durable before the source counts as started
@@ -718,6 +726,7 @@ class Worker:
         if guarded is not None:
             sink = guarded(sink)
         try:
+            await check_partitions(self.store, pipeline)
             await check_sink_groups(self.store, pipeline, loaded.name)
             info = await self.store.group(group)
             await sink.open(info.state)

@@ -3,12 +3,14 @@ runs as, their consumer groups, and what refuses to run that way (docs/scaleout.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,17 +196,36 @@ def test_changing_the_partition_count_of_a_sink_that_committed_is_refused(
     (tmp_path / "p.yaml").write_text(PARTITIONED.replace("partitions: 3", "partitions: 2"))
     code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
     assert code == 1
-    assert (
-        "sink orders/file: the store holds offsets of its consumer group(s) orders/file#2" in output
-    )
-    assert "committed with partitions: at least 3; this pipeline has partitions: 2" in output
+    assert "pipeline 'orders' ran with partitions: 3 and now has partitions: 2" in output
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
     # Back to one consumer: refused too (its group would start from the beginning).
     (tmp_path / "p.yaml").write_text(
         PARTITIONED.replace("    partitions: 3\n", "").replace("-{partition}", "-all")
     )
     code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
-    assert code == 1 and "this pipeline has partitions: 1" in output
+    assert code == 1 and "now has partitions: 1" in output
+    # A store from before the count was recorded: the sink's consumer groups tell.
+    asyncio.run(_forget_the_count(tmp_path, "orders"))
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 1
+    assert (
+        "sink orders/file: the store holds offsets of its consumer group(s) orders/file#0" in output
+    )
+    assert "committed with partitions: at least 3; this pipeline has partitions: 1" in output
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+async def _forget_the_count(tmp_path: Path, pipeline: str) -> None:
+    from meshconnect.mesh import open_store
+    from meshconnect.offsets import partitions_id
+
+    store = open_store(f"sqlite:///{tmp_path / 'state' / 'mesh.db'}", load_registry())
+    await store.open()
+    try:
+        assert (await store.positions(partitions_id(pipeline))) == {"count": {"n": 3}}
+        await store.set_positions(partitions_id(pipeline), None)
+    finally:
+        await store.close()
 
 
 def test_validate_refuses_sinks_that_would_share_one_output(tmp_path: Path) -> None:
@@ -377,3 +398,111 @@ def test_jdbc_consumers_evolving_one_table_do_not_dead_letter_each_others_column
             f"col{n}" for n in range(12)
         )
         assert conn.execute("select count(*) from t").fetchone() == (300,)
+
+
+def test_meshconnect_test_shows_the_topic_and_the_partition(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").touch()
+    (tmp_path / "p.yaml").write_text(PARTITIONED)
+    key = "c7"
+    part = partition_for(key, 3)
+    (tmp_path / "p_test.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            file: p.yaml
+            tests:
+              - name: routed by key
+                input:
+                  - data: {{k: {key}, seq: 1}}
+                  - data: {{k: {key}, seq: 2}}
+                expect:
+                  - {{topic: orders, partition: {part}, partitionkey: {key}}}
+                  - {{topic: orders, partition: {part}, data: {{k: {key}, seq: 2}}}}
+            """
+        )
+    )
+    code, output = _run(tmp_path, "test", str(tmp_path / "p_test.yaml"))
+    assert code == 0, output
+    (tmp_path / "p_test.yaml").write_text(
+        (tmp_path / "p_test.yaml")
+        .read_text()
+        .replace(
+            f"partition: {partition_for(key, 3)}, data",
+            f"partition: {(partition_for(key, 3) + 1) % 3}, data",
+        )
+    )
+    code, output = _run(tmp_path, "test", str(tmp_path / "p_test.yaml"))
+    assert code == 1 and "partition" in output, output
+
+
+def test_raising_the_count_is_refused_and_the_source_stores_nothing_with_it(
+    tmp_path: Path,
+) -> None:
+    """3 -> 4: no old consumer group is outside the new set, and the source would put a
+    key's new records in another partition than its old ones; both are refused, before the
+    source stores anything."""
+    _write_input(tmp_path, 300)
+    (tmp_path / "p.yaml").write_text(PARTITIONED)
+    assert _run(tmp_path, "run", str(tmp_path / "p.yaml"))[0] == 0
+    with (tmp_path / "in.jsonl").open("a") as f:  # new input the source would read
+        f.write(json.dumps({"k": "c1", "seq": 300}) + "\n")
+    (tmp_path / "p.yaml").write_text(PARTITIONED.replace("partitions: 3", "partitions: 4"))
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 1
+    assert "pipeline 'orders' ran with partitions: 3 and now has partitions: 4" in output
+    code, listing = _run(tmp_path, "topics", "list", "--json")
+    topics = {t["topic"]: t["end"] for t in json.loads(listing)}
+    assert sorted(topics) == ["orders#0", "orders#1", "orders#2"]
+    assert sum(topics.values()) == 300
+    # offsets show lists the pipeline's source, not the record of its count.
+    code, shown = _run(tmp_path, "offsets", "show", "--json")
+    assert [s["id"] for s in json.loads(shown)["sources"]] == ["orders/file"]
+
+
+def test_partitions_must_be_written_as_a_number(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("NP", "3")
+    path = tmp_path / "p.yaml"
+    for value in ['"3"', "3.0", "${env:NP}", "true"]:
+        path.write_text(PARTITIONED.replace("partitions: 3", f"partitions: {value}"))
+        with pytest.raises(ValidationErrors) as caught:
+            load_pipeline_files([str(path)], load_registry())
+        assert "pipelines[0].partitions: write partitions as a number" in str(caught.value), value
+
+
+def test_sink_names_may_not_hold_the_partition_mark(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        PARTITIONED.replace(
+            "      - connector: file\n", '      - name: "s#1"\n        connector: file\n'
+        )
+    )
+    with pytest.raises(ValidationErrors, match="a sink name may not contain '#'"):
+        load_pipeline_files([str(path)], load_registry())
+
+
+def test_two_pipelines_writing_one_topic_must_split_it_alike(tmp_path: Path) -> None:
+    other = """
+  - name: more
+    source: {connector: file, config: {path: in.jsonl, follow: false}}
+    topic: orders
+    partitions: 2
+"""
+    path = tmp_path / "p.yaml"
+    path.write_text(PARTITIONED + other)
+    with pytest.raises(ValidationErrors) as caught:
+        load_pipeline_files([str(path)], load_registry())
+    assert "topic 'orders' is written with partitions: 3 by pipeline 'orders'" in str(caught.value)
+    path.write_text(PARTITIONED + other.replace("partitions: 2", "partitions: 3"))
+    load_pipeline_files([str(path)], load_registry())
+
+
+def test_records_without_a_key_are_said_to_go_to_partition_0(tmp_path: Path) -> None:
+    _write_input(tmp_path, 50)
+    (tmp_path / "p.yaml").write_text(
+        PARTITIONED.replace(
+            "    transforms:\n      - type: set_key\n        fields: [data.k]\n", ""
+        )
+    )
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 0, output
+    assert "pipeline orders: 50 of 50 records have no partitionkey and go to partition 0" in output
+    assert len((tmp_path / "out" / "orders-0.jsonl").read_text().splitlines()) == 50

@@ -38,7 +38,6 @@ from meshconnect import (
     Sink,
     jsonvalue,
 )
-from meshconnect.config.topics import base_topic
 
 from .cdc import Change, decode
 from .config import JdbcSinkConfig
@@ -241,7 +240,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
     def _table_name(self, record: Record, change: Change) -> str:
         if self._template is None:
-            name = change.table or base_topic(record.topic) or self.context.pipeline
+            name = change.table or record.topic_name or self.context.pipeline
         elif self._literal:
             name = self._template
         else:

@@ -33,7 +33,6 @@ from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from meshconnect import BatchError, DataError, MeshconnectError, Record, RetriableError, Sink
-from meshconnect.config.topics import base_topic
 from meshconnect.connectors.redis.changes import Change, change_of, is_change
 from meshconnect.connectors.redis.template import Template
 
@@ -76,7 +75,7 @@ class MongoSink(Sink[MongoSinkConfig]):
         if change is not None and record.subject:
             return record.subject.rpartition(".")[2]
         if record.topic:
-            return base_topic(record.topic)
+            return record.topic_name
         raise DataError(f"record {record.id}: no collection (set `collection`)")
 
     def _id(self, record: Record, row: Any, change: Change | None, key: str | None) -> Any:

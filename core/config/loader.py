@@ -373,9 +373,10 @@ class _Session:
         if isinstance(source, dict):
             built.source = self.connector(file, source, (*path, "source"), "source")
 
+        partitions = self.partitions(file, index)
         sinks = raw.get("sinks")
         if isinstance(sinks, list):
-            self.sinks(file, built, sinks, path)
+            self.sinks(file, built, sinks, path, partitions)
         if source is None and (sinks is None or sinks == []):
             file.report(path, "a pipeline needs a source, sinks, or both")
 
@@ -466,12 +467,29 @@ class _Session:
                     (file, at, DeadLetterSink(f"{built.name}/{sink_name}", tuple(patterns), dlq))
                 )
 
-    def sinks(self, file: _File, built: _Built, sinks: list[Any], path: YamlPath) -> None:
+    def partitions(self, file: _File, index: int) -> int:
+        """The pipeline's ``partitions:`` as written: a number, or a problem. It decides where
+        records are stored, so it must be the same in every run and on every cluster member:
+        a quoted or interpolated value (``${env:N}``) could differ, and got past the checks
+        that depend on it."""
+        raw = file.doc.data["pipelines"][index]
+        value = raw.get("partitions", 1) if isinstance(raw, dict) else 1
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        file.report(
+            ("pipelines", index, "partitions"),
+            f"write partitions as a number, not {value!r}: it decides which partition each "
+            "record is stored in, so it must be the same in every run and on every cluster "
+            "member (an interpolated or quoted value could differ)",
+        )
+        return 1
+
+    def sinks(
+        self, file: _File, built: _Built, sinks: list[Any], path: YamlPath, partitions: int
+    ) -> None:
+        """Build the sinks; each of a pipeline with ``partitions: N`` runs as N consumers
+        writing at once, which its connector must allow."""
         names: dict[str, int] = {}
-        # Each sink of a pipeline with partitions: N runs as N consumers writing at once.
-        partitions = file.data["pipelines"][path[1]].get("partitions", 1)
-        if not isinstance(partitions, int) or isinstance(partitions, bool):
-            partitions = 1  # the model reports it
         for j, raw in enumerate(sinks):
             if not isinstance(raw, dict):
                 continue
@@ -620,6 +638,7 @@ class _Session:
     # -- across files --------------------------------------------------------------------------
 
     def cross_checks(self) -> None:
+        self.same_partitions()
         sinks = [sink for _, _, sink in self.dead_sinks]
         for index, message in dead_letter_loops(sinks):
             file, at, _ = self.dead_sinks[index]
@@ -633,6 +652,28 @@ class _Session:
                 self.check_store(file, file.model.store)
                 if clustered:
                     self.check_cluster_store(clustered[0], file.model.store)
+
+    def same_partitions(self) -> None:
+        """Pipelines that write the same literal topic split it the same way: with two counts,
+        one key's records would be in two partitions, read by two consumers in no order."""
+        first: dict[str, tuple[_Built, int]] = {}
+        for built in self.built:
+            model = built.file.model
+            if model is None or built.topic is None or built.topic.literal is None:
+                continue
+            if built.index >= len(model.pipelines) or model.pipelines[built.index].source is None:
+                continue  # only what a source writes is partitioned
+            n = model.pipelines[built.index].partitions
+            seen = first.setdefault(built.topic.literal, (built, n))
+            if seen[1] != n:
+                other = seen[0]
+                where = other.file.doc.location(("pipelines", other.index))
+                built.file.report(
+                    ("pipelines", built.index, "partitions"),
+                    f"topic {built.topic.literal!r} is written with partitions: {seen[1]} by "
+                    f"pipeline {other.name!r} ({where}) and with {n} here: one key's records "
+                    "would be in two partitions; give both the same count",
+                )
 
     def check_store(self, file: _File, url: str) -> None:
         """The store URL names an installed backend and parses (nothing is opened)."""

@@ -153,6 +153,14 @@ class SinkConfig(_Model):
         1.0, description="Longest time between flush-and-commit while records flow."
     )
 
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and "#" in value:
+            # <pipeline>/<sink>#<k> names the consumer groups of a partitioned pipeline
+            raise ValueError("a sink name may not contain '#' (it marks partition consumers)")
+        return value
+
 
 class PipelineConfig(_Model):
     name: str
@@ -164,7 +172,7 @@ class PipelineConfig(_Model):
     partitions: int = Field(
         1,
         ge=1,
-        le=256,
+        le=64,
         description="Split the topics this pipeline writes into this many partitions by the "
         "records' partitionkey, and run each of its sinks as this many consumers, one per "
         "partition, which a cluster spreads over its members (docs/scaleout.md#partitions).",

@@ -26,6 +26,7 @@ runs; a record that already has a topic keeps it.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import operator
 import zlib
 from collections.abc import Sequence
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+#: Pipelines already warned that records without a partitionkey all go to partition 0.
+_warned_keyless: set[str] = set()
 _GLOB_SPECIAL = str.maketrans({"*": "[*]", "?": "[?]", "[": "[[]"})
 _TOPIC = operator.attrgetter("topic")
 _UNSET = {None}
@@ -68,10 +72,19 @@ def route(
     routed, failures = _route(pipeline, records)
     partitions = pipeline.partitions
     if partitions > 1:
+        keyless = 0
         for record in routed:
-            record.topic = partition_topic(
-                record.topic,  # type: ignore[arg-type]
-                partition_for(record.extensions.get("partitionkey"), partitions),
+            key = record.extensions.get("partitionkey")
+            keyless += key is None
+            record.topic = partition_topic(record.topic, partition_for(key, partitions))  # type: ignore[arg-type]
+        if keyless and pipeline.name not in _warned_keyless:
+            _warned_keyless.add(pipeline.name)
+            log.warning(
+                "pipeline %s: %d of %d records have no partitionkey and go to partition 0 "
+                "(set one with set_key: docs/scaleout.md#partitions); said once",
+                pipeline.name,
+                keyless,
+                len(routed),
             )
     return routed, failures
 
