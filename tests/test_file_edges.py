@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import mc
 
 from meshconnect.api import ConnectorContext, Position, SourceBatch
 from meshconnect.connectors.file.config import FileSourceConfig
@@ -62,17 +63,6 @@ async def poll_until_idle(source: FileSource) -> list[SourceBatch]:
         batches.append(batch)
         if not batch.records and not batch.failures and not batch.positions:
             return batches
-
-
-def mc(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
 
 
 def pipeline(tmp_path: Path, source: str, extra: str = "") -> Path:

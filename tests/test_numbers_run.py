@@ -6,22 +6,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import mc
 
 
 def meshconnect(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return mc(tmp_path, *args, timeout=300)
 
 
 def tail(tmp_path: Path, topic: str) -> list[dict[str, Any]]:

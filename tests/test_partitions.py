@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import textwrap
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import mc
 
 from meshconnect.config.loader import load_pipeline_files
 from meshconnect.deliveries import Deliveries
@@ -105,14 +104,7 @@ def _write_input(tmp_path: Path, n: int) -> None:
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[int, str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    result = mc(tmp_path, *args)
     return result.returncode, result.stdout + result.stderr
 
 

@@ -4,12 +4,11 @@ literal names, by the router for rendered ones (issue 9 items 4 and 6, issue 19 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from cli_support import mc
 
 from meshconnect.config.topics import (
     MAX_TOPIC_LENGTH,
@@ -20,17 +19,6 @@ from meshconnect.config.topics import (
 )
 
 RULE = "use letters, digits, '.', '_' and '-'"
-
-
-def mc(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), *args],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
