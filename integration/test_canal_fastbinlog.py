@@ -471,10 +471,11 @@ def test_heartbeats_while_idle_carry_the_position(server: MariaDB) -> None:
         reader.close()
     beats = [e for e in seen if isinstance(e, HeartbeatEvent)]
     assert beats
-    # The position the server has reached: ``end``, or a bit further when MariaDB has since
-    # written a binlog checkpoint event (it does so asynchronously after a rotation).
+    # The position the server had reached when it sent the beat: ``end``, or a bit further
+    # when MariaDB has since written a binlog checkpoint event (it does so asynchronously
+    # after a rotation, and may write it after the beat: CI saw 638 against 678 by then).
     assert beats[0].log_file == end[0]
-    assert end[1] <= beats[0].log_pos == position(server)[1]
+    assert end[1] <= beats[0].log_pos <= position(server)[1]
 
 
 def test_the_table_filter_skips_rows_of_other_tables(server: MariaDB, table: str) -> None:
