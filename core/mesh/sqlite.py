@@ -555,11 +555,14 @@ class SqliteStore(MeshStore):
             end = first + len(cached)
             if first <= offset < end:
                 return cached[offset - first : offset - first + limit]
-            if offset == end and self._appending:
-                # A reader that has caught up with our own appends: what comes next is being
-                # appended right now and will be in the tail (and notified) in a moment;
-                # reading it from SQLite in between would decode it for nothing.
-                return []
+        else:  # nothing cached yet (a new topic, a store just opened): the end we know of
+            end = self._topics.get(topic, (0, 0))[1]
+        if offset == end and self._appending:
+            # A reader that has caught up with our own appends: what comes next is being
+            # appended right now and will be in the tail (and notified) in a moment;
+            # reading it from SQLite in between would decode it for nothing (the first
+            # segment of a run, queued behind its own append on the store thread).
+            return []
         return await self._run(self._read_sync, topic, max(offset, 0), limit)
 
     def _read_sync(self, topic: str, offset: int, limit: int) -> list[Record]:
