@@ -557,7 +557,7 @@ class Formatter:
         # The FlatMessage of every row but "data" and "pkNames" (in _canal's key order): each
         # row takes a copy (cheaper than a dict display of its 14 items), the last the
         # message itself.
-        message = {
+        message: dict[str, Any] = {
             "data": None,
             "database": shape.schema,
             "es": meta.timestamp * 1000,
