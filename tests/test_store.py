@@ -379,8 +379,10 @@ async def test_a_reader_at_the_end_waits_for_an_append_in_flight_instead_of_deco
 ) -> None:
     """A reader at a topic's end while this store appends to it (the sink at the start of a
     run, before anything is cached) gets nothing for now, then the appended records from
-    memory: not the same segment decoded from SQLite behind the append."""
-    store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
+    memory: not the same segment decoded from SQLite behind the append. A reader of a topic
+    this store is not appending to is not held back."""
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    store = SqliteStore(url)
     await store.open()
     try:
         records = batch(100)  # more than an inline append: it goes to the store thread
@@ -397,6 +399,16 @@ async def test_a_reader_at_the_end_waits_for_an_append_in_flight_instead_of_deco
         await appending
         got = await store.read("orders", 100, 10)
         assert all(a is b for a, b in zip(got, more[:10], strict=True))
+
+        other = SqliteStore(url)  # another process appends to another topic
+        await other.open()
+        await other.append(batch(5, topic="other"))
+        await other.close()
+        appending = asyncio.ensure_future(store.append(batch(100, start=200)))
+        await asyncio.sleep(0)
+        got = await store.read("other", 0, 10)
+        assert [r.data for r in got] == [{"i": i} for i in range(5)]
+        await appending
     finally:
         await store.close()
 
