@@ -281,6 +281,22 @@ def test_canal_values_are_strings_and_binary_as_configured() -> None:
     assert shape("latin1").canal(IMAGE)["b"] == "\x00\xff"
 
 
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (Decimal("0.00000001"), "0.00000001"),  # str would write 1E-8
+        (Decimal("-0.0000005"), "-0.0000005"),
+        (Decimal("0.000001"), "0.000001"),
+        (Decimal("1E+3"), "1000"),
+        (Decimal("-0.00"), "-0.00"),
+        (Decimal("12345678901234567890.1234"), "12345678901234567890.1234"),
+    ],
+)
+def test_canal_decimals_are_fixed_point_with_every_digit(value: Decimal, text: str) -> None:
+    image = (IMAGE[0], value, *IMAGE[2:])
+    assert shape().canal(image)["d"] == text
+
+
 def test_canal_update_has_only_changed_columns_in_old() -> None:
     fmt = Formatter("canal", "mysql://h:1", "p")
     out: list[Any] = []

@@ -75,7 +75,7 @@ class GtidSet:
                         merged.append([a, b])
                 self._mysql[uuid.lower()] = merged
         else:
-            domain, server, seq = (int(x) for x in gtid.split("-"))
+            domain, server, seq = map(int, gtid.split("-"))
             self._maria[domain] = (server, seq)
 
     def __str__(self) -> str:

@@ -201,6 +201,7 @@ class SqliteStore(MeshStore):
         # The last segment decoded by a read (key, records): sinks read it in slices.
         self._decoded: tuple[int, list[Record]] | None = None
         self._appending = 0  # appends of this store in flight
+        self._appending_to: collections.Counter[str] = collections.Counter()  # and their topics
         self._on_thread = 0  # calls queued or running on the store thread
         self._lock_wait = True  # whether the connection waits busy_timeout for a lock (or 0)
 
@@ -403,6 +404,7 @@ class SqliteStore(MeshStore):
                 groups.setdefault(str(r.topic), []).append(r)
         bodies = [(name, len(group), encode_segment(group)) for name, group in groups.items()]
         self._appending += 1
+        self._appending_to.update(groups.keys())
         try:
             starts = self._append_inline(records, bodies, position_rows)
             if starts is None:
@@ -419,6 +421,7 @@ class SqliteStore(MeshStore):
             self._remember(groups, [len(body) for _, _, body in bodies])
         finally:
             self._appending -= 1
+            self._appending_to.subtract(groups.keys())
         if records:
             self._changes.notify()
         return offsets
@@ -555,11 +558,18 @@ class SqliteStore(MeshStore):
             end = first + len(cached)
             if first <= offset < end:
                 return cached[offset - first : offset - first + limit]
-            if offset == end and self._appending:
-                # A reader that has caught up with our own appends: what comes next is being
-                # appended right now and will be in the tail (and notified) in a moment;
-                # reading it from SQLite in between would decode it for nothing.
-                return []
+            # A reader that has caught up with our own appends: what comes next is being
+            # appended right now and will be in the tail (and notified) in a moment;
+            # reading it from SQLite in between would decode it for nothing.
+            waits = offset == end and self._appending > 0
+        else:
+            # Nothing cached for the topic yet (a new topic, a store just opened): likewise
+            # for a reader at the end we know of while we append to this very topic (the
+            # sink's first read of a run, which would queue behind the source's first
+            # append on the store thread and then decode all of it).
+            waits = self._appending_to[topic] > 0 and offset == self._topics.get(topic, (0, 0))[1]
+        if waits:
+            return []
         return await self._run(self._read_sync, topic, max(offset, 0), limit)
 
     def _read_sync(self, topic: str, offset: int, limit: int) -> list[Record]:
