@@ -64,17 +64,29 @@ async def check_partitions(store: MeshStore, pipeline: LoadedPipeline) -> None:
     if stored is None:
         for sink in pipeline.sinks:
             await check_sink_groups(store, pipeline, sink.name)
-        if n > 1:
-            await store.set_positions(ident, {"count": {"n": n}})
-        return
-    before = stored.get("n")
-    if before != n:
+    elif stored.get("n") != n:
         raise ConfigError(
-            f"pipeline {pipeline.name!r} ran with partitions: {before} and now has "
+            f"pipeline {pipeline.name!r} ran with partitions: {stored.get('n')} and now has "
             f"partitions: {n}: its source would store a key's new records in another "
             "partition than its earlier ones, and its sinks would deliver again what was "
-            "delivered. Keep the count, or run the new count as a pipeline of another name"
+            "delivered. Keep the count, or run the new count as a pipeline of another name "
+            "(writing another topic)"
         )
+    topic = pipeline.topic.literal if pipeline.source is not None else None
+    if topic is not None:  # every pipeline writing this topic splits it alike
+        written = (await store.positions(partitions_id(f"topic:{topic}"))).get("count")
+        if written is not None and written.get("n") != n:
+            raise ConfigError(
+                f"pipeline {pipeline.name!r} writes topic {topic!r} with partitions: {n}, "
+                f"but it was written with partitions: {written.get('n')}: one key's records "
+                "would be in two partitions, read by two consumers in no order. Give it the "
+                "same count, or write another topic"
+            )
+    if n > 1:  # recorded once every check passed
+        if stored is None:
+            await store.set_positions(ident, {"count": {"n": n}})
+        if topic is not None:
+            await store.set_positions(partitions_id(f"topic:{topic}"), {"count": {"n": n}})
 
 
 async def check_sink_groups(store: MeshStore, pipeline: LoadedPipeline, name: str) -> None:

@@ -73,6 +73,17 @@ RETENTION_EVERY = 60.0
 #: Seconds between two refreshes of the metrics that need the store (consumer lag, store size).
 METRICS_EVERY = 5.0
 _DONE = object()
+#: Seconds a stopping run waits for its background loops (retention, progress, metrics).
+BACKGROUND_STOP_TIMEOUT = 5.0
+
+
+def _reraise_cancellation(exc: BaseException) -> None:
+    """Raise CancelledError when the current task is being cancelled: a store client that
+    turned the cancellation into an error of its own (a lost connection) must not keep a
+    background loop of a stopping run alive."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 class Worker:
@@ -221,7 +232,10 @@ class Worker:
             every = {*source_tasks, *sink_tasks, *(t for ts in self.tasks.values() for t in ts)}
             for task in (*every, *background):
                 task.cancel()
-            await asyncio.gather(*every, *background, return_exceptions=True)
+            await asyncio.gather(*every, return_exceptions=True)
+            # The background loops only read the store: never wait on one for long (a store
+            # client that swallowed the cancellation kept a refused run from exiting).
+            await asyncio.wait(background, timeout=BACKGROUND_STOP_TIMEOUT)
             await self.http.close()
         if self.state.gave_up:
             log.error("run failed: %s", "; ".join(self.state.gave_up))
@@ -374,6 +388,7 @@ class Worker:
             for p in self.config.pipelines:
                 lag.update(await sink_lags(self.store, p))
         except Exception as exc:  # metrics must never stop a pipeline
+            _reraise_cancellation(exc)
             log.debug("metrics refresh failed: %s: %s", type(exc).__name__, exc)
             return
         self.metrics.consumer_lag = lag
@@ -392,6 +407,7 @@ class Worker:
                 if removed:
                     log.info("retention: removed %d records from %s", removed, info.name)
         except Exception as exc:  # retention must never stop a pipeline
+            _reraise_cancellation(exc)
             log.warning("retention failed: %s: %s", type(exc).__name__, exc)
 
     # -- supervision ---------------------------------------------------------------------------

@@ -498,3 +498,65 @@ def test_records_without_a_key_are_said_to_go_to_partition_0(tmp_path: Path) -> 
     assert code == 0, output
     assert "pipeline orders: 50 of 50 records have no partitionkey and go to partition 0" in output
     assert len((tmp_path / "out" / "orders-0.jsonl").read_text().splitlines()) == 50
+
+
+def test_a_jdbc_table_template_names_one_table_per_topic(tmp_path: Path) -> None:
+    """`table: "{topic}"` (Kafka Connect's `table.name.format=${topic}`) and `"pre_{topic}"`:
+    one table for the topic, not one per partition."""
+    import sqlite3
+
+    _write_input(tmp_path, 200)
+    db = tmp_path / "out.db"
+    sinks = "".join(
+        f"""      - name: {name}
+        connector: jdbc
+        config:
+          {{url: "sqlite:///{db}", table: "{table}", mode: upsert, key: [seq], auto_create: true}}
+"""
+        for name, table in (("a", "{topic}"), ("b", "pre_{topic}"))
+    )
+    text = PARTITIONED.replace(
+        """      - connector: file
+        config: {path: "out/orders-{partition}.jsonl"}
+""",
+        sinks,
+    )
+    (tmp_path / "p.yaml").write_text(text)
+    code, output = _run(tmp_path, "run", str(tmp_path / "p.yaml"))
+    assert code == 0, output
+    with sqlite3.connect(db) as conn:
+        tables = sorted(
+            r[0] for r in conn.execute("select name from sqlite_master where type='table'")
+        )
+        assert tables == ["orders", "pre_orders"]
+        assert conn.execute("select count(*) from orders").fetchone() == (200,)
+
+
+def test_topic_in_a_collection_template_is_the_name_and_in_a_key_the_partition() -> None:
+    from meshconnect.connectors.redis.template import Template
+
+    record = Record(id="1", source="s", type="t", data={}, topic="orders#2", offset=7)
+    assert Template("{topic}", "collection").render(record) == "orders"
+    assert Template("c_{topic}", "collection").render(record) == "c_orders"
+    assert Template("{topic}:{id}", "key").render(record) == "orders#2:1"
+
+
+def test_a_topic_written_with_one_count_is_refused_to_a_pipeline_with_another(
+    tmp_path: Path,
+) -> None:
+    """Two pipelines of different names, run one after the other, writing `orders` with 3
+    and then 2 partitions: the second is refused before it stores anything."""
+    _write_input(tmp_path, 100)
+    (tmp_path / "a.yaml").write_text(PARTITIONED)
+    assert _run(tmp_path, "run", str(tmp_path / "a.yaml"))[0] == 0
+    (tmp_path / "b.yaml").write_text(
+        PARTITIONED.replace("name: orders", "name: other")
+        .replace("partitions: 3", "partitions: 2")
+        .replace("    partitions: 2\n", "    topic: orders\n    partitions: 2\n")
+        .replace("orders-{partition}", "other-{partition}")
+    )
+    code, output = _run(tmp_path, "run", str(tmp_path / "b.yaml"))
+    assert code == 1, output
+    assert "pipeline 'other' writes topic 'orders' with partitions: 2, but it was written" in output
+    code, listing = _run(tmp_path, "topics", "list", "--json")
+    assert sum(t["end"] for t in json.loads(listing)) == 100

@@ -814,7 +814,9 @@ def _field(record: Record, path: str) -> str:
             if not isinstance(value, dict) or part not in value:
                 raise DataError(f"jdbc: table template: the record has no {path}")
             value = value[part]
-    elif head in ("id", "source", "type", "subject", "time", "topic") and not rest:
+    elif head == "topic" and not rest:
+        value = record.topic_name  # a table per topic, not per partition
+    elif head in ("id", "source", "type", "subject", "time") and not rest:
         value = getattr(record, head)
     elif not rest:
         value = (record.extensions or {}).get(head)

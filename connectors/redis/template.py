@@ -45,7 +45,14 @@ def text_of(value: Any) -> str:
 Getter = Callable[[Record, Mapping[str, Any] | None], Any]
 
 
+#: Templates that name a place after the topic (a collection): ``{topic}`` is the topic's name
+#: there, not the partition a record was stored in (``orders``, not ``orders#2``).
+NAMING_FIELDS = frozenset({"collection"})
+
+
 def _getter(name: str, field: str) -> Getter:
+    if name == "topic" and field in NAMING_FIELDS:
+        return lambda r, row: r.topic_name
     if name in _ATTRIBUTES:
         return lambda r, row: getattr(r, name)
     if name.startswith("time:"):
