@@ -560,3 +560,48 @@ def test_a_topic_written_with_one_count_is_refused_to_a_pipeline_with_another(
     assert "pipeline 'other' writes topic 'orders' with partitions: 2, but it was written" in output
     code, listing = _run(tmp_path, "topics", "list", "--json")
     assert sum(t["end"] for t in json.loads(listing)) == 100
+
+
+async def test_a_store_client_that_swallows_a_cancellation_does_not_keep_a_run_alive(
+    tmp_path: Path,
+) -> None:
+    """A store call interrupted by the run's end that raises its own error instead of the
+    cancellation (a network client's "connection lost"): the run still ends (a refused run on
+    Redis and NATS hung at exit, its metrics loop sleeping on)."""
+    import asyncio
+
+    from meshconnect.mesh.memory import MemoryStore
+    from meshconnect.testing import test_registry
+    from meshconnect.worker import Worker
+
+    class Swallowing(MemoryStore):
+        async def topics(self) -> Any:
+            task = asyncio.current_task()
+            if task is None or task.get_name() != "metrics":
+                return await super().topics()
+            try:  # the metrics loop's call: slow, and cut short by the run's end
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise OSError("connection lost") from None
+            return []
+
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            pipelines:
+              - name: p
+                source: {connector: memory, config: {records: [{n: 1}]}}
+                topic: t
+                sinks: [{connector: memory}]
+            """
+        )
+    )
+    config = load_pipeline_files([str(path)], test_registry())
+    store = Swallowing("memory://swallowing")
+    await store.open()
+    try:
+        worker = Worker(config, store)
+        assert await asyncio.wait_for(worker.run(), 30) == 0
+    finally:
+        await store.close()
