@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, StoreError, ValidationErrors
 from .mesh.ownership import _dead_here, describe_owner, worker_identity
 from .mesh.store import FencedError, Lease, MeshStore
-from .offsets import sink_group, source_id
+from .offsets import check_partitions, sink_group, source_id
 from .runstate import PipelineRunState, RunState
 
 if TYPE_CHECKING:
@@ -300,6 +300,10 @@ class ClusterMember:
             if old is not None and old.get("digest") == digest:
                 continue
             version = 1 if old is None else int(old.get("version", 0)) + 1
+            try:  # a count the store refuses is not published over the one that runs
+                await check_partitions(self.store, p)
+            except ConfigError as exc:
+                raise ClusterError(f"{p.file}: {exc}") from None
             if old is not None and others:
                 at = _difference(_plain(old.get("definition")), raw).removeprefix("pipeline.")
                 refused.append(

@@ -158,6 +158,19 @@ def test_two_members_share_one_sinks_partitions_and_survive_a_sigkill(
                 assert partition_for(row["k"], PARTITIONS) == k
                 by_key.setdefault(row["k"], []).append(row["n"])
             assert all(ns == sorted(ns) for ns in by_key.values()), "out of order for a key"
+        # Another count is refused at start, and not published over the definition that runs.
+        pipeline["partitions"] = 2
+        pipeline["sinks"][0]["name"] = "out2"
+        changed = tmp_path / "p2.yaml"
+        changed.write_text(json.dumps({"store": url, "cluster": "parts", "pipelines": [pipeline]}))
+        refused = run_cli(tmp_path / "state-w3", "run", str(changed), timeout=120)
+        assert refused.returncode == 1, refused.stderr[-3000:]
+        assert "pipeline 'orders' ran with partitions: 4 and now has partitions: 2" in (
+            refused.stderr
+        )
+        status = run_cli(tmp_path, "--store", url, "status", "--cluster", "parts", "--json")
+        units = {u["unit"] for p in json.loads(status.stdout)["pipelines"] for u in p["units"]}
+        assert units == {"source orders/file", *consumers}
     finally:
         members.stop_all()
         probe.close()
