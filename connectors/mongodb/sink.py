@@ -74,8 +74,9 @@ class MongoSink(Sink[MongoSinkConfig]):
             return self.collection.render(record, change.row if change else None)
         if change is not None and record.subject:
             return record.subject.rpartition(".")[2]
-        if record.topic:
-            return record.topic_name
+        name = record.topic_name
+        if name:
+            return name
         raise DataError(f"record {record.id}: no collection (set `collection`)")
 
     def _id(self, record: Record, row: Any, change: Change | None, key: str | None) -> Any:
