@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .config.topics import PARTITION_MARK, partition_of
 from .errors import ConfigError
 from .mesh.routing import Subscription, resolve_topics, sink_patterns, subscription
 
@@ -120,10 +121,11 @@ async def check_sink_groups(store: MeshStore, pipeline: LoadedPipeline, name: st
 
 
 def _slot_of(group: str, base: str) -> int | None:
-    head, mark, number = group.rpartition("#")
-    if mark and head == base and number.isdigit() and number.isascii():
-        return int(number)
-    return None
+    """``k`` when ``group`` is ``base#k`` (a consumer of a partitioned sink), else None."""
+    if PARTITION_MARK not in group:
+        return None
+    head, slot = partition_of(group)
+    return slot if head == base else None
 
 
 async def sink_lags(store: MeshStore, pipeline: LoadedPipeline) -> dict[tuple[str, str], int]:

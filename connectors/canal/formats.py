@@ -554,25 +554,9 @@ class Formatter:
         one_key = pk_index[0] if len(pk_index) == 1 else -1
         key_text = shape.key_text
         pk = shape.pk
-        # The FlatMessage of every row but "data" and "pkNames" (in _canal's key order): each
-        # row takes a copy (cheaper than a dict display of its 14 items), the last the
-        # message itself.
-        message: dict[str, Any] = {
-            "data": None,
-            "database": shape.schema,
-            "es": meta.timestamp * 1000,
-            "gtid": meta.gtid or "",
-            "id": self.batch_id,
-            "isDdl": False,
-            "mysqlType": shape.mysql_type,
-            "old": None,
-            "pkNames": None,
-            "sql": "",
-            "sqlType": shape.sql_type,
-            "table": shape.table,
-            "ts": int(time.time() * 1000),
-            "type": "INSERT" if op == "insert" else "DELETE",
-        }
+        # The FlatMessage of every row but "data" and "pkNames": each row takes a copy
+        # (cheaper than a dict display of its 14 items), the last the message itself.
+        message = self._flat_message(op, shape, meta, None, None)
         prefix = f"{meta.file}:{meta.pos}:"
         make, source, type_, subject = Record.fast, self.source, "mysql." + op, shape.subject
         when = _iso(meta.timestamp)
@@ -682,8 +666,20 @@ class Formatter:
         if op == "update" and before is not None:
             prev = shape.canal(before)
             old = [{k: v for k, v in prev.items() if data[k] != v}]
+        return self._flat_message(op, shape, meta, [data], old)
+
+    def _flat_message(
+        self,
+        op: str,
+        shape: Shape,
+        meta: TxMeta,
+        data: list[dict[str, Any]] | None,
+        old: list[dict[str, Any]] | None,
+    ) -> dict[str, Any]:
+        """Canal's FlatMessage of a row change: ``data`` and ``old`` as given, the rest from
+        the table's shape and the transaction."""
         return {
-            "data": [data],
+            "data": data,
             "database": shape.schema,
             "es": meta.timestamp * 1000,
             "gtid": meta.gtid or "",
