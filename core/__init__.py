@@ -38,7 +38,7 @@ if _typing.TYPE_CHECKING:
         classify,
     )
     from .hookspecs import hookimpl
-    from .records import Record
+    from .records import EncodedRecord, Record
     from .transforms import Transform
 
 __version__ = "0.1.0"
@@ -54,6 +54,7 @@ __all__ = [
     "ConnectorSpec",
     "DataError",
     "Duration",
+    "EncodedRecord",
     "Flushed",
     "MeshconnectError",
     "PluginError",
@@ -105,6 +106,7 @@ _HOME = {
         ".errors",
     ),
     "hookimpl": ".hookspecs",
+    "EncodedRecord": ".records",
     "Record": ".records",
     "Transform": ".transforms",
 }

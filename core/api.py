@@ -133,6 +133,12 @@ class ConnectorContext:
     #: A sink of a pipeline with ``partitions: N``: which of its N consumers this instance is
     #: (0 … N-1; docs/scaleout.md#partitions); ``None`` for the only one, and for sources.
     partition: int | None = None
+    #: A source: True when nothing reads its records' ``data`` before the mesh store encodes
+    #: it (the pipeline has no transforms, and its topic template reads no data). A source
+    #: may then hand :class:`~meshconnect.EncodedRecord`\ s, whose data is already its JSON
+    #: encoding, and spare making a Python value that would only be encoded. A hint for
+    #: speed: such records are correct wherever their data is read.
+    data_untouched: bool = False
 
     def __post_init__(self) -> None:
         from .httplisten import HttpRoutes

@@ -72,6 +72,7 @@ __all__ = [
     "depth",
     "dumps",
     "dumps_each",
+    "encode_unchecked",
     "error_text",
     "loads",
 ]
@@ -184,11 +185,21 @@ _encoders = {
     for order in (None, "sorted")
 }
 _encode_lines = _encoders[None].encode_lines
+#: msgspec's encode as :func:`dumps` does it, nothing checked after: for a hot loop over
+#: values that hold no ``float`` (so no NaN to look for), which handles msgspec's own
+#: exceptions itself (``ValueError``: a lone surrogate, a NaN ``Decimal``, an integer beyond
+#: 4,300 digits; ``TypeError``: a type JSON lacks).
+encode_unchecked = _encoders[None].encode
 _NON_FINITE = "NaN and infinity are not JSON numbers (JSON has no NaN or infinity)"
 
 
 def dumps(
-    value: Any, *, sort_keys: bool = False, newline: bool = False, strict: bool = False
+    value: Any,
+    *,
+    sort_keys: bool = False,
+    newline: bool = False,
+    strict: bool = False,
+    floats: bool = True,
 ) -> bytes:
     """``value`` as compact UTF-8 JSON (plus ``\\n`` with ``newline``; keys sorted with
     ``sort_keys``). Numbers as the module docstring says; values JSON lacks in their JSON form:
@@ -198,7 +209,8 @@ def dumps(
     ``TypeError`` when ``value`` cannot be written: NaN or infinity (float or Decimal), an
     object of another type, nesting deeper than Python's recursion limit. With ``strict``, also
     for sets, bytes and non-string keys (whose JSON form is not one text: a set's order varies
-    from run to run), as a key or a hash must be."""
+    from run to run), as a key or a hash must be. ``floats=False``: as for
+    :func:`dumps_each`."""
     if strict:
         return _dumps_strict(value, sort_keys, newline)
     try:
@@ -207,7 +219,7 @@ def dumps(
         raise TypeError(_why(exc)) from None
     # ``find``, not ``in``: ``bytes in bytes`` first tries the needle as an int, and raises
     # and clears a TypeError each time (CPython 3.11), which costs more than the search.
-    if out.find(b"null") >= 0 and _non_finite(value):
+    if floats and out.find(b"null") >= 0 and _non_finite(value):
         raise TypeError(_NON_FINITE)
     return out + b"\n" if newline else out
 
@@ -223,9 +235,13 @@ def _why(exc: BaseException) -> str:
     return _NON_FINITE
 
 
-def dumps_each(values: Sequence[Any]) -> list[bytes]:
+def dumps_each(values: Sequence[Any], *, floats: bool = True) -> list[bytes]:
     """:func:`dumps` of each value (a batch encoder for the mesh store: the per-value work is
     msgspec's, in C, Decimals included). ``TypeError`` when one of them cannot be written.
+    ``floats=False`` is the caller's word that no ``float`` is anywhere in ``values`` (only
+    strings, integers, booleans, None, Decimals and containers of them, as a CDC source makes
+    its text values): then the check for NaN and infinity, which msgspec writes as ``null``,
+    is skipped.
 
     One ``encode_lines`` call for the whole batch, split at its newlines: compact JSON holds
     no raw newline (one in a string is written ``\\n``), so each line is one value's text, the
@@ -238,7 +254,12 @@ def dumps_each(values: Sequence[Any]) -> list[bytes]:
     if out.pop() or len(out) != len(values):  # not expected (see above): value by value
         return [dumps(v) for v in values]
     # ``find``, not ``in``: see dumps.
-    if blob.find(b"null") >= 0 and _may_hold_a_non_finite(values) and _any_non_finite(values):
+    if (
+        floats
+        and blob.find(b"null") >= 0
+        and _may_hold_a_non_finite(values)
+        and _any_non_finite(values)
+    ):
         raise TypeError(_NON_FINITE)
     return out
 

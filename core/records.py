@@ -23,7 +23,7 @@ from typing import Any
 from .config.topics import base_topic
 from .eventrules import parse_event
 
-__all__ = ["CONTEXT_ATTRIBUTES", "Record", "kind_of", "new_id", "now_iso"]
+__all__ = ["CONTEXT_ATTRIBUTES", "EncodedRecord", "Record", "kind_of", "new_id", "now_iso"]
 
 SPECVERSION = "1.0"
 
@@ -251,6 +251,87 @@ class Record:
         if data is not None:
             attributes["data"] = data
         return parse_event(attributes, cls)
+
+
+#: The ``data`` slot of an :class:`EncodedRecord` not yet decoded.
+_PENDING: Any = object()
+_data_slot = Record.__dict__["data"]
+_get_data = _data_slot.__get__
+_set_data = _data_slot.__set__
+_loads: Any = None  # meshconnect.jsonvalue.loads, imported on the first decode
+
+
+class EncodedRecord(Record):
+    """A record whose ``data`` is held as its JSON encoding (``encoded_data``) and decoded on
+    first read: for sources whose records nothing reads before the mesh store, which then
+    stores those bytes as they are instead of encoding a Python value built only to be
+    encoded (the canal source's FlatMessages; issue 21, docs/benchmarks.md).
+
+    To every reader it is a :class:`Record`: ``data`` gives the decoded value
+    (:func:`meshconnect.jsonvalue.loads`: exact numbers), and setting ``data`` drops the
+    encoding. Until the record is stored (``offset`` None), reading ``data`` drops the
+    encoding too, since a transform may change the value it got in place; the store then
+    encodes the value as for any record. A stored record keeps it (readers of the mesh change
+    copies, see :meth:`Record.copy`).
+
+    Make one with :meth:`of`; ``encoded`` must be what :func:`meshconnect.jsonvalue.dumps`
+    writes for the value (compact UTF-8 JSON, no NaN or infinity), which the store does not
+    check again.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of(
+        cls,
+        encoded: bytes,
+        id: str,
+        source: str,
+        type: str,
+        subject: str | None,
+        time: str | None,
+        extensions: dict[str, Any],
+    ) -> EncodedRecord:
+        """A record of JSON data given as its encoding (``datacontenttype``
+        ``application/json``), from positional values; nothing is checked or copied."""
+        r = _new(cls)
+        _set_data(r, _PENDING)
+        r.encoded_data = encoded
+        r.null_data = False
+        r.id = id
+        r.source = source
+        r.type = type
+        r.subject = subject
+        r.time = time
+        r.datacontenttype = "application/json"
+        r.dataschema = None
+        r.extensions = extensions
+        r.topic = None
+        r.offset = None
+        return r
+
+    @property
+    def data(self) -> Any:
+        value = _get_data(self)
+        if value is _PENDING:
+            global _loads
+            if _loads is None:
+                from .jsonvalue import loads as _loads
+            value = _loads(self.encoded_data, max_depth=None)
+            _set_data(self, value)
+            if self.offset is None:  # not stored yet: the reader may change it in place
+                self.encoded_data = None
+        return value
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        _set_data(self, value)
+        self.encoded_data = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether ``data`` was not decoded yet (``encoded_data`` is then its encoding)."""
+        return _get_data(self) is _PENDING
 
 
 def kind_of(value: Any) -> str:

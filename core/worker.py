@@ -479,7 +479,12 @@ class Worker:
     # -- sources -------------------------------------------------------------------------------
 
     def _context(
-        self, pipeline: LoadedPipeline, name: str, slot: int | None = None
+        self,
+        pipeline: LoadedPipeline,
+        name: str,
+        slot: int | None = None,
+        *,
+        source: bool = False,
     ) -> ConnectorContext:
         logger = logging.getLogger(f"meshconnect.connector.{pipeline.name}.{name}")
         return ConnectorContext(
@@ -492,6 +497,7 @@ class Worker:
             http=HttpRoutes(self.http, f"pipeline {pipeline.name!r} ({name})"),
             deliveries=self.deliveries,
             partition=slot,
+            data_untouched=source and data_untouched(pipeline),
         )
 
     def _make_source(self, pipeline: LoadedPipeline) -> Source[Any]:
@@ -502,7 +508,7 @@ class Worker:
             f"source {ident}", ConnectorStatus(ident, "source", loaded.connector)
         )
         cls = loaded.spec.load()
-        source = cls(loaded.config, self._context(pipeline, loaded.name))
+        source = cls(loaded.config, self._context(pipeline, loaded.name, source=True))
         assert isinstance(source, Source)
         self._classifiers[f"source {ident}"] = source.classify_error
         return source
@@ -787,6 +793,14 @@ class Worker:
             status.failed,
             status.dead_lettered,
         )
+
+
+def data_untouched(pipeline: LoadedPipeline) -> bool:
+    """Whether nothing reads a source record's ``data`` between the source and the mesh store:
+    no transforms, and a topic that is literal or a template that names no ``data``
+    (``ConnectorContext.data_untouched``)."""
+    topic = pipeline.topic
+    return not len(pipeline.chain) and (topic.literal is not None or "data" not in topic.text)
 
 
 async def settle_ack(ack: Ack | None, error: BaseException | None) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from meshconnect import Record
+from meshconnect import EncodedRecord, Record, jsonvalue
 from meshconnect.api import ConnectorContext
 from meshconnect.connectors.canal.config import CanalSourceConfig, ColumnFilter, TableMatcher
 from meshconnect.connectors.canal.ddl import ddl_info, parse_ddl
@@ -316,12 +316,15 @@ def test_canal_update_has_only_changed_columns_in_old() -> None:
 @pytest.mark.parametrize("op", ["insert", "delete"])
 @pytest.mark.parametrize("key", [("id",), ("id", "d"), ()])
 @pytest.mark.parametrize("gtid", ["0-1-3", None])
+@pytest.mark.parametrize("encoded", [False, True])
 def test_changes_of_an_event_are_the_records_change_makes_row_by_row(
-    fmt: str, op: str, key: tuple[str, ...], gtid: str | None
+    fmt: str, op: str, key: tuple[str, ...], gtid: str | None, encoded: bool
 ) -> None:
     """``changes`` builds an event's rows with what they share made once; the records are
     those of ``change`` for each row (Canal's ``ts``, the build time, aside), from ``first``
-    on, and a row whose values cannot be made is reported as ``change`` reports it."""
+    on, and a row whose values cannot be made is reported as ``change`` reports it. So they
+    are when ``encoded``: then ``canal`` rows are EncodedRecords holding the bytes
+    ``jsonvalue.dumps`` writes for the dict."""
     columns = [Column("id", 8, unsigned=True), Column("d", 246, metadata=(20, 4)), Column("j", 245)]
     s = Shape.build("s", "t", ("id", "d", "j"), columns, None, None, "base64", key)
     meta = TxMeta("binlog.000003", 999, 1700000000, gtid or "binlog.000003:4", gtid, 1)
@@ -329,9 +332,18 @@ def test_changes_of_an_event_are_the_records_change_makes_row_by_row(
     images[1] = (1, None, None)
     images[3] = (True, Decimal("-0.0001"), '{"a": null}')
     images[4] = (4, Decimal(1), "not json")  # a JSON column: a failure in ``row`` format
-    one, each = Formatter(fmt, "mysql://h:1", "p"), Formatter(fmt, "mysql://h:1", "p")
+    one = Formatter(fmt, "mysql://h:1", "p", encoded=encoded)
+    each = Formatter(fmt, "mysql://h:1", "p")
     got: list[Record] = []
     one.changes(op, s, images, meta, 1, got)
+    if encoded and fmt == "canal":
+        assert {type(r) for r in got} == {EncodedRecord}
+        for r in got:
+            encoding = r.encoded_data
+            assert encoding is not None
+            assert jsonvalue.dumps(r.data) == encoding
+    else:
+        assert {type(r) for r in got} == {Record}
     want: list[Record] = []
     for i in range(1, len(images)):
         before, after = (None, images[i]) if op == "insert" else (images[i], None)
@@ -350,6 +362,64 @@ def test_changes_of_an_event_are_the_records_change_makes_row_by_row(
         (plain([r]), str(e)) for r, e in each.failures
     ]
     assert len(one.failures) == (0 if fmt == "canal" else 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"quoted" \\ back', "tab\tnew\nline\x00\x1f\x7f", "é中😀\u2028\u2029", "", "a" * 5000],
+)
+def test_encoded_canal_rows_are_the_bytes_of_the_dict_rows(text: str) -> None:
+    """An EncodedRecord's bytes are exactly what the store writes for the dict the same event
+    gives without ``encoded`` (escapes, non-ASCII, NULLs, both key layouts), and its data,
+    once read, equals that dict."""
+    columns = [Column("id", 3), Column("v", 15, metadata=20000), Column("d", 246, metadata=(10, 2))]
+    for key in [("id",), ("v", "id"), ()]:
+        s = Shape.build("s", 't"q', ("id", "v", "d"), columns, None, None, "base64", key)
+        images = [(1, text, Decimal("1.50")), (2, None, None), (-3, text[::-1], Decimal("-0.01"))]
+        for op in ("insert", "delete"):
+            plain, fast = Formatter("canal", "m", "p"), Formatter("canal", "m", "p", encoded=True)
+            plain.clock = fast.clock = lambda: 1700000000.123
+            want: list[Record] = []
+            got: list[Record] = []
+            plain.changes(op, s, images, META, 0, want)
+            fast.changes(op, s, images, META, 0, got)
+            assert [type(r) for r in got] == [EncodedRecord] * 3
+            assert [r.encoded_data for r in got] == [jsonvalue.dumps(r.data) for r in want]
+            assert [r.to_dict() for r in got] == [r.to_dict() for r in want]
+
+
+def test_encoded_canal_rows_with_text_json_cannot_hold_are_dict_rows() -> None:
+    """A lone surrogate cannot be written as UTF-8 JSON: the event's rows are plain records,
+    which the store refuses by name (a dead letter), as without ``encoded``."""
+    columns = [Column("id", 3), Column("v", 15, metadata=200)]
+    s = Shape.build("s", "t", ("id", "v"), columns, None, None, "base64", ("id",))
+    out: list[Record] = []
+    Formatter("canal", "m", "p", encoded=True).changes(
+        "insert", s, [(1, "ok"), (2, "bad \ud800")], META, 0, out
+    )
+    assert [type(r) for r in out] == [Record, Record]
+    assert out[1].data["data"] == [{"id": "2", "v": "bad \ud800"}]
+    one: list[Record] = []  # a one-row event (encoded without the batch encoder)
+    Formatter("canal", "m", "p", encoded=True).changes("delete", s, [(3, "\udfff")], META, 0, one)
+    assert [type(r) for r in one] == [Record]
+    assert one[0].data["data"] == [{"id": "3", "v": "\udfff"}]
+
+
+def test_an_encoded_record_reads_as_a_record() -> None:
+    """EncodedRecord: data decoded on first read (exact numbers); before it is stored a read
+    drops the encoding (the reader may change the value in place), after it keeps it; setting
+    data drops it."""
+    raw = b'{"a":1.50,"b":[1,null],"c":"x"}'
+    r = EncodedRecord.of(raw, "i", "s", "t", None, None, {})
+    assert r.pending and r.encoded_data == raw
+    assert r.data == {"a": Decimal("1.50"), "b": [1, None], "c": "x"}
+    assert not r.pending and r.encoded_data is None
+    stored = EncodedRecord.of(raw, "i", "s", "t", None, None, {})
+    stored.offset = 7
+    assert stored.data["c"] == "x" and stored.encoded_data == raw
+    stored.data = {"c": "y"}
+    assert stored.encoded_data is None and stored.data == {"c": "y"}
+    assert stored.to_dict()["data"] == {"c": "y"} and stored.copy().data == {"c": "y"}
 
 
 def test_a_primary_key_change_is_delete_plus_insert_outside_canal() -> None:

@@ -43,6 +43,7 @@ def test_the_connector_author_api() -> None:
         "ConnectorSpec",
         "DataError",
         "Duration",
+        "EncodedRecord",
         "Flushed",
         "MeshconnectError",
         "PluginError",

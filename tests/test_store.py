@@ -17,6 +17,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -467,6 +468,44 @@ def test_segment_columns_check_every_record_shared_or_not() -> None:
         r.id = None  # type: ignore[assignment]
     with pytest.raises(RecordEncodingError, match=r"record 0 of the batch.*'id'"):
         encode_segment(none_id)
+
+
+def test_segment_stores_an_encoded_records_bytes_as_they_are() -> None:
+    """An EncodedRecord still holding its encoding is stored as those bytes (the store does
+    not decode it); one whose data was read or set, and plain records beside it, are
+    encoded; the segment reads back as the records appended."""
+    from meshconnect.mesh.codec import RecordEncodingError, decode_segment, encode_segment
+    from meshconnect.records import EncodedRecord
+
+    def encoded(i: int, raw: bytes) -> EncodedRecord:
+        return EncodedRecord.of(raw, f"e{i}", "/s", "t", None, None, {"partitionkey": str(i)})
+
+    # Bytes no encoder writes for the value (a space): stored as given, so not re-encoded.
+    untouched = encoded(0, b'{"a": 1.50}')
+    read = encoded(1, b'{"a":2}')
+    read.data["a"] = 3  # a transform changing the value it read, in place
+    replaced = encoded(2, b'{"a":4}')
+    replaced.data = [5, None]
+    plain = Record({"b": 1}, id="r3", source="/s", type="t")
+    body = encode_segment([untouched, read, replaced, plain])
+    assert b'{"a": 1.50}' in body
+    back = decode_segment(body, "orders", 10)
+    assert [(r.offset, r.data) for r in back] == [
+        (10, {"a": Decimal("1.50")}),
+        (11, {"a": 3}),
+        (12, [5, None]),
+        (13, {"b": 1}),
+    ]
+    assert [r.encoded_data for r in (untouched, read, replaced, plain)] == [
+        b'{"a": 1.50}',
+        b'{"a":3}',
+        b"[5,null]",
+        b'{"b":1}',
+    ]
+    bad = encoded(4, b"{}")
+    bad.data = {"x": float("nan")}
+    with pytest.raises(RecordEncodingError, match="record 1 of the batch"):
+        encode_segment([encoded(5, b"{}"), bad])
 
 
 @pytest.mark.parametrize(

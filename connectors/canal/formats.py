@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from meshconnect import ConfigError, DataError, Record, eventrules, jsonvalue
+from meshconnect import ConfigError, DataError, EncodedRecord, Record, eventrules, jsonvalue
 
 from ._fixedbin import TEXT_OF
 from .coltypes import binlog_type, same_definition
@@ -277,6 +277,8 @@ class Shape:
     text_of: tuple[tuple[int, Callable[[bytes], str]], ...] = ()
     #: The generated :meth:`canal` (``_canal_row``); None: made on first use.
     canal_row: Conv | None = None
+    #: The JSON of a FlatMessage's parts that are the table's, by op (``_message_rest``).
+    canal_json: dict[str, tuple[bytes, bytes, bytes]] | None = None
 
     @classmethod
     def build(
@@ -493,11 +495,20 @@ class TxMeta:
 class Formatter:
     """Builds records in the configured ``format``."""
 
-    def __init__(self, fmt: str, source: str, name: str, flavour: str = "mysql") -> None:
+    def __init__(
+        self, fmt: str, source: str, name: str, flavour: str = "mysql", encoded: bool = False
+    ) -> None:
         self.fmt = fmt
         self.source = source
         self.name = name
         self.flavour = flavour
+        #: Whether the rows of insert and delete events in ``canal`` format become
+        #: :class:`~meshconnect.EncodedRecord`\ s (their FlatMessage built as JSON bytes, the
+        #: dict made only if something reads it): when nothing reads a record's data before
+        #: the mesh store (``ConnectorContext.data_untouched``).
+        self.encoded = encoded
+        #: Seconds since the epoch for Canal's ``ts`` (when the message was built).
+        self.clock: Callable[[], float] = time.time
         #: Canal's FlatMessage ``id``: the batch number within this run (as Canal's batch id).
         self.batch_id = 0
         #: Row changes whose values could not be made (``(record, DataError)``; the record's
@@ -554,10 +565,14 @@ class Formatter:
         one_key = pk_index[0] if len(pk_index) == 1 else -1
         key_text = shape.key_text
         pk = shape.pk
+        prefix = f"{meta.file}:{meta.pos}:"
+        if self.encoded and self._encoded_changes(
+            op, shape, images, meta, first, out, base, prefix
+        ):
+            return
         # The FlatMessage of every row but "data" and "pkNames": each row takes a copy
         # (cheaper than a dict display of its 14 items), the last the message itself.
         message = self._flat_message(op, shape, meta, None, None)
-        prefix = f"{meta.file}:{meta.pos}:"
         make, source, type_, subject = Record.fast, self.source, "mysql." + op, shape.subject
         when = _iso(meta.timestamp)
         append = out.append
@@ -595,6 +610,89 @@ class Formatter:
                     ext,
                 )
             )
+
+    def _encoded_changes(
+        self,
+        op: str,
+        shape: Shape,
+        images: Sequence[tuple[Any, ...]],
+        meta: TxMeta,
+        first: int,
+        out: list[Record],
+        base: dict[str, Any],
+        prefix: str,
+    ) -> bool:
+        """:meth:`changes` as :class:`~meshconnect.EncodedRecord`\\ s: each row's FlatMessage
+        as the bytes ``jsonvalue.dumps`` writes for the dict :meth:`changes` makes, built as
+        ``{"data":`` + the row's ``[{…}]`` + the rest of the message, encoded once for the
+        event ("data" is the message's first key). Values are Canal's texts (no float, so no
+        NaN to look for). False, with nothing done, when a row's values cannot be made or
+        the event holds text JSON cannot hold (a lone surrogate): the dict way then reports
+        the row, or lets the store name the record."""
+        canal = shape.canal_function()
+        try:
+            rows = [[canal(images[i])] for i in range(first, len(images))]
+            if len(rows) == 1:  # a one-row event (single-row transactions): no split
+                lines = [jsonvalue.encode_unchecked(rows[0])]
+            else:
+                lines = jsonvalue.dumps_each(rows, floats=False)
+            rest = self._message_rest(op, shape, meta)
+        except (ValueError, TypeError):  # a row whose values cannot be made; text JSON lacks
+            return False
+        pk_index = shape.pk_index
+        one_key = pk_index[0] if len(pk_index) == 1 else -1
+        key_text = shape.key_text
+        make, source, type_, subject = EncodedRecord.of, self.source, "mysql." + op, shape.subject
+        when = _iso(meta.timestamp)
+        append = out.append
+        for i, line in enumerate(lines, first):
+            image = images[i]
+            ext = base.copy()
+            if one_key >= 0 and (v := image[one_key]).__class__ is int:
+                ext["partitionkey"] = str(v)  # digits: nothing to escape
+            else:
+                key = key_text(image)
+                if key is not None:
+                    ext["partitionkey"] = key
+            data = b'{"data":' + line + rest
+            append(make(data, prefix + str(i), source, type_, subject, when, ext))
+        return True
+
+    def _message_rest(self, op: str, shape: Shape, meta: TxMeta) -> bytes:
+        """The JSON of the FlatMessage :meth:`_flat_message` makes for a row of an insert or
+        delete event, after its first key, ``data``: ``,"database":…}``, the keys in that
+        order. The table's parts are encoded once per table and op; the event's (``es``,
+        ``gtid``, ``id``, ``ts``) each time. ``TypeError`` when the table's names hold text
+        JSON cannot."""
+        parts = shape.canal_json
+        if parts is None:
+            parts = shape.canal_json = {}
+        table = parts.get(op)
+        if table is None:
+            dumps = jsonvalue.dumps
+            table = parts[op] = (
+                b',"database":' + dumps(shape.schema) + b',"es":',
+                b',"isDdl":false,"mysqlType":'
+                + dumps(shape.mysql_type)
+                + b',"old":null,"pkNames":'
+                + dumps(list(shape.pk) or None)
+                + b',"sql":"","sqlType":'
+                + dumps(shape.sql_type)
+                + b',"table":'
+                + dumps(shape.table)
+                + b',"ts":',
+                b',"type":' + dumps("INSERT" if op in ("insert", "read") else op.upper()) + b"}",
+            )
+        head, middle, tail = table
+        return b'%b%d,"gtid":%b,"id":%d%b%d%b' % (
+            head,
+            meta.timestamp * 1000,
+            jsonvalue.encode_unchecked(meta.gtid or ""),
+            self.batch_id,
+            middle,
+            int(self.clock() * 1000),
+            tail,
+        )
 
     def _one(
         self,
@@ -691,7 +789,7 @@ class Formatter:
             "sql": "",
             "sqlType": shape.sql_type,
             "table": shape.table,
-            "ts": int(time.time() * 1000),
+            "ts": int(self.clock() * 1000),
             "type": "INSERT" if op in ("insert", "read") else op.upper(),
         }
 

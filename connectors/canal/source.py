@@ -111,7 +111,10 @@ class CanalSource(Source[CanalSourceConfig]):
         self.columns = config.column_filter()
         self.server = Server(config)
         self.formatter = Formatter(
-            config.format, f"mysql://{config.host}:{config.port}", context.pipeline
+            config.format,
+            f"mysql://{config.host}:{config.port}",
+            context.pipeline,
+            encoded=context.data_untouched,
         )
         self._reader_cls = reader_class(config.decoder)
         self._reader: BinlogReader | None = None

@@ -44,7 +44,7 @@ import orjson
 from .. import jsonvalue
 from ..errors import DataError, StoreError
 from ..eventrules import INT32_MAX, INT32_MIN, extension_value_problem, extensions_problem
-from ..records import Record
+from ..records import EncodedRecord, Record
 
 __all__ = [
     "RECORD_SLOTS",
@@ -193,12 +193,8 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     if not n:
         return b"[]"
     dumps = _dumps
-    datas = [r.data for r in records]
-    if not _BINARY.isdisjoint(map(type, datas)):
-        return _encode_rows_segment(records)  # bytes data keeps its type in the rows layout
-    try:
-        encoded = jsonvalue.dumps_each(datas)
-    except TypeError:  # data that cannot be stored
+    encoded = _encode_data(records)
+    if encoded is None:
         return _encode_rows_segment(records)
     parts = [b'{"n":', str(n).encode()]
     # One list per attribute (a comprehension reads a slot faster than a map of attrgetter);
@@ -240,6 +236,33 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     for r, e in zip(records, encoded, strict=True):
         r.encoded_data = e
     return b"".join(parts)
+
+
+def _encode_data(records: Sequence[Record]) -> list[bytes] | None:
+    """Each record's data as JSON (``jsonvalue.dumps``); None when a record's data is bytes or
+    cannot be stored (then the rows layout keeps it or names the culprit). An
+    :class:`~meshconnect.records.EncodedRecord` still holding its encoding gives it as it is."""
+    if EncodedRecord not in set(map(type, records)):
+        datas = [r.data for r in records]
+        if not _BINARY.isdisjoint(map(type, datas)):
+            return None  # bytes data keeps its type in the rows layout
+        try:
+            return jsonvalue.dumps_each(datas)
+        except TypeError:  # data that cannot be stored
+            return None
+    encoded: list[Any] = [r.encoded_data if r.__class__ is EncodedRecord else None for r in records]
+    todo = [i for i, e in enumerate(encoded) if e is None]
+    if todo:
+        datas = [records[i].data for i in todo]
+        if not _BINARY.isdisjoint(map(type, datas)):
+            return None
+        try:
+            more = jsonvalue.dumps_each(datas)
+        except TypeError:
+            return None
+        for i, e in zip(todo, more, strict=True):
+            encoded[i] = e
+    return encoded
 
 
 _EXTENSION_KINDS = frozenset((str, int, bool))
