@@ -194,6 +194,50 @@ def test_resuming_mid_transaction_skips_exactly_what_was_delivered() -> None:
     assert [r.data["id"] for r in out] == [5]
 
 
+def _run(src: CanalSource, position: Position, cut: int) -> tuple[list[Any], Position]:
+    """A run from ``position`` over the events of ``TRANSACTION`` from there on, killed
+    after ``cut`` of them: its records and the position it handed out last (every poll here
+    hands one out, as the snapshot's do)."""
+    src._reset(position)
+    starts = [100] + [e.log_pos for e in TRANSACTION]
+    events = [e for e, at in zip(TRANSACTION, starts, strict=False) if at >= position.pos]
+    out: list[Any] = []
+    handed = position
+    for event in events[:cut]:
+        records: list[Any] = []
+        src.handle(event, records)
+        out += records
+        handed = Position.from_dict(dict(src.hand_out(records, force=True).positions["binlog"]))
+    return out, handed
+
+
+def test_a_run_that_stops_while_reading_back_to_its_resume_point_keeps_it() -> None:
+    """However runs are cut short (after the first event, mid-transaction, before reaching
+    the events not yet delivered), each row is delivered exactly once: a position handed out
+    while a resumed run still skips what was delivered is the resume point, not before it."""
+    n = len(TRANSACTION)
+    for a in range(n + 1):
+        for b in range(n + 1):
+            src = source()
+            first, reached = _run(src, Position("binlog.000001", 100), a)
+            second, reached = _run(src, reached, b)
+            rest, _ = _run(src, reached, n)
+            ids = [r.data["id"] for r in first + second + rest]
+            assert ids == [1, 2, 3, 4, 5], (a, b)
+
+
+def test_positions_while_skipping_never_go_back() -> None:
+    src = source()
+    resume = Position("binlog.000001", 100, events=1, rows=1, gtids="0-1-6")
+    src._reset(resume)
+    seen = [(p.pos, p.events, p.rows) for p in [src.position()]]
+    for event in TRANSACTION:
+        src.handle(event, [])
+        p = src.position()
+        seen.append((p.pos, p.events, p.rows))
+    assert seen == [(100, 1, 1), (100, 1, 1), (100, 1, 1), (100, 1, 1), (100, 2, 0), (450, 0, 0)]
+
+
 def test_rotate_and_ddl_move_the_position_and_ddl_is_a_record() -> None:
     src = source(include=["shop\\..*"])
     out: list[Any] = []

@@ -128,6 +128,7 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_events = 0
         self.skip_events = 0
         self.skip_rows = 0
+        self._resume: BinlogPosition | None = None
         self.gtids = GtidSet()
         #: Whether the open transaction is an XA PREPARE group (its rows wait for XA COMMIT).
         self.txn_xa = False
@@ -296,10 +297,30 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_events = 0
         self.skip_events = position.events
         self.skip_rows = position.rows
+        #: A position inside a transaction, until the stream is past what it delivered.
+        self._resume = position if position.events or position.rows else None
         self.gtids = GtidSet(position.gtids)
 
     def position(self) -> BinlogPosition:
+        """Where to resume after what was handled. A run that resumed inside a transaction
+        reads that transaction's delivered events again to skip them: until it is past them
+        the position is the resume point itself (events *and* rows), never before it, or a
+        position handed out meanwhile (with a poll of no records) would make the next run
+        deliver them twice."""
         snap = self.snapshot.state if self.snapshot is not None else None
+        resume = self._resume
+        if resume is not None and (not self.in_txn or self.txn_events <= self.skip_events):
+            return BinlogPosition(
+                resume.file,
+                resume.pos,
+                resume.events,
+                resume.rows,
+                str(self.gtids),
+                self.server_id,
+                snap,
+                {k: list(v) for k, v in self.xa.items()},
+                self._json(),
+            )
         if self.in_txn:
             return BinlogPosition(
                 self.txn_file,
@@ -456,6 +477,7 @@ class CanalSource(Source[CanalSourceConfig]):
         self._xa_rows = []
         self.skip_events = 0
         self.skip_rows = 0
+        self._resume = None
 
     def _query(self, event: QueryEvent, out: list[Record]) -> None:
         sql = event.query.strip()
