@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from meshconnect import Record
+from meshconnect import Record, RetriableError
 from meshconnect.api import ConnectorContext
 from meshconnect.connectors.canal.config import CanalSourceConfig, ColumnFilter, TableMatcher
 from meshconnect.connectors.canal.ddl import ddl_info, parse_ddl
@@ -236,6 +236,53 @@ def test_positions_while_skipping_never_go_back() -> None:
         p = src.position()
         seen.append((p.pos, p.events, p.rows))
     assert seen == [(100, 1, 1), (100, 1, 1), (100, 1, 1), (100, 1, 1), (100, 2, 0), (450, 0, 0)]
+
+
+DOCS = Table(8, "shop", "docs", (Column("id", 3), Column("j", 245)), ("id",))
+
+
+class ListReader:
+    """A binlog reader over ``EVENTS`` (the first starts at 100), read from ``log_pos``."""
+
+    EVENTS: list[Any] = []
+
+    def __init__(self, connect: Any, *, log_pos: int, **options: Any) -> None:
+        starts = [100] + [e.log_pos for e in self.EVENTS]
+        self.events = [e for e, at in zip(self.EVENTS, starts, strict=False) if at >= log_pos]
+
+    def read(self, max_events: int, timeout: float) -> list[Any]:
+        out, self.events = self.events[:max_events], self.events[max_events:]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_poll_that_fails_midway_is_read_again_whole_with_its_failures_once() -> None:
+    """A poll that fails after it handled some events (here a schema lookup loses its
+    connection) hands out nothing: the retried poll reads again from the position handed
+    out last, so no row is lost, and a row that failed before the error is reported once."""
+    ListReader.EVENTS = [
+        GtidEvent("binlog.000001", 150, 1700000000, "0-1-7"),
+        RowsEvent("binlog.000001", 250, 1700000000, "insert", DOCS, [(9, "not json")]),
+        insert(300, 1, 2, 3),
+        XidEvent("binlog.000001", 450, 1700000000, 99),
+    ]
+    src = source()
+    src._reader_cls = ListReader
+    lost = [RetriableError("canal: SELECT failed: connection lost")]
+
+    def table_schema(schema: str, table: str) -> None:
+        if table == "orders" and lost:
+            raise lost.pop()
+
+    src.server.table_schema = table_schema  # type: ignore[method-assign]
+    with pytest.raises(RetriableError):
+        src._poll()
+    batch = src._poll()
+    assert [r.data["id"] for r in batch.records] == [1, 2, 3]
+    assert [r.id for r, _ in batch.failures] == ["binlog.000001:250:0"]
+    assert batch.positions["binlog"]["pos"] == 450
 
 
 def test_rotate_and_ddl_move_the_position_and_ddl_is_a_record() -> None:

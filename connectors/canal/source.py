@@ -19,8 +19,9 @@ Streaming
     DDL-replayed history (:mod:`.jsoncols`). All blocking work (the
     reader, the control connection, building records) runs in a worker thread
     (``asyncio.to_thread``), one poll at a time. A lost connection is a
-    :class:`~meshconnect.errors.RetriableError`; the next poll reconnects at the last position
-    handed out.
+    :class:`~meshconnect.errors.RetriableError`; a poll that fails (whatever failed, the binlog
+    or the control connection) hands out nothing, and the next poll reconnects at the last
+    position handed out.
 
 Snapshot
     See :mod:`.snapshot`: chunks by primary key, each reconciled with the binlog up to a high
@@ -422,6 +423,18 @@ class CanalSource(Source[CanalSourceConfig]):
         return SourceBatch(records, {PARTITION: pos.to_dict()}, failures)
 
     def _poll(self) -> SourceBatch | None:
+        try:
+            return self._poll_once()
+        except BaseException:
+            # What this poll handled was not handed out: the stream state is past it (a
+            # schema lookup that lost its connection fails in the middle of the events) and
+            # the formatter holds its failures. The next poll reads again from the position
+            # handed out last, with a new reader, so nothing is lost or reported twice.
+            self.formatter.failures = []
+            self._lost()
+            raise
+
+    def _poll_once(self) -> SourceBatch | None:
         self.formatter.batch_id += 1
         if self.snapshot is not None:
             step = self.snapshot.step()
