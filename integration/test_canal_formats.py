@@ -1,7 +1,8 @@
 """Row changes and DDL across three tables, read from the binlog in all three formats with
 exact values: multi-row inserts, updates (one with a primary-key change), deletes, a
 10,000-row transaction, ADD COLUMN and RENAME TABLE; a FlatMessage compared field by field
-with Canal's documented one; resuming in the middle of the 10,000-row transaction."""
+with Canal's documented one; resuming in the middle of the 10,000-row transaction, also after
+a run that stopped before it read back to its resume point."""
 
 from __future__ import annotations
 
@@ -277,3 +278,30 @@ def test_resume_in_the_middle_of_a_10000_row_transaction(mariadb: MariaDB) -> No
     rest, _ = run_source(mariadb, reached, BULK + 1 - len(first), **config)
     ids = [r.data["id"] for r in first + rest]
     assert ids == list(range(1, BULK + 2))
+
+
+def test_a_run_killed_before_it_reads_back_to_its_resume_point_delivers_nothing_twice(
+    mariadb: MariaDB,
+) -> None:
+    """A run that resumes inside a transaction reads the transaction's delivered events
+    again (to skip them) before the new ones: a position it hands out meanwhile (a poll with
+    no records, here the only one before the run ends as a SIGKILL would end it) is still
+    the resume point, never the transaction's start, so the next run repeats no row."""
+    mariadb.execute("CREATE DATABASE mid2", "CREATE TABLE mid2.t (id INT PRIMARY KEY, v INT)")
+    start = end_positions(mariadb)
+    mariadb.execute(
+        "BEGIN",
+        *(f"INSERT INTO mid2.t SELECT seq, {n} FROM seq_{n}001_to_{n + 1}000" for n in range(10)),
+        "COMMIT",
+        database="mid2",
+    )
+    config = {"format": "row", "snapshot": "never", "include": ["mid2\\..*"]}
+    # Ten 1,000-row statements, a few events each: 3,000 rows are several events in.
+    first, reached = run_source(mariadb, start, 3000, batch_events=3, **config)
+    assert 0 < len(first) < BULK and reached["binlog"]["events"] >= 3
+    # A run whose one poll reads at most two events: all of them were delivered already.
+    again, reached = run_source(mariadb, reached, 1, polls=1, batch_events=2, **config)
+    assert again == []
+    rest, _ = run_source(mariadb, reached, BULK - len(first), **config)
+    ids = [r.data["id"] for r in first + rest]
+    assert ids == list(range(1, BULK + 1))

@@ -450,3 +450,25 @@ async def test_a_key_a_string_cannot_hold_makes_valid_records(
     ]
     for r in records:
         assert attribute_problems(r) == {}, r
+
+
+async def test_a_key_a_string_cannot_hold_is_read_once_across_runs(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """Such a key is spelled in the records only: the committed position names the key
+    itself, so a second run counts those objects as read instead of reading them again."""
+    bucket = moto.bucket()
+    client = moto.client()
+    for key in ("in/a\tb.jsonl", "in/a\\b.jsonl", "in/c\x7fd.jsonl"):
+        client.put_object(Bucket=bucket, Key=key, Body=b'{"n": 1}\n{"n": 2}\n')
+    MemorySink.outputs.pop("twice", None)
+    path = pipeline(
+        tmp_path,
+        {**connection(moto, bucket), "prefix": "in/"},
+        {"connector": "memory", "config": {"name": "twice"}},
+    )
+    store = f"sqlite:///{tmp_path / 'mesh.db'}"
+    assert await run_pipelines([path], store, registry=test_registry()) == 0
+    assert len(MemorySink.outputs["twice"]) == 6
+    assert await run_pipelines([path], store, registry=test_registry()) == 0
+    assert len(MemorySink.outputs["twice"]) == 6

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from meshconnect import EncodedRecord, Record, jsonvalue
+from meshconnect import EncodedRecord, Record, RetriableError, jsonvalue
 from meshconnect.api import ConnectorContext
 from meshconnect.connectors.canal.config import CanalSourceConfig, ColumnFilter, TableMatcher
 from meshconnect.connectors.canal.ddl import ddl_info, parse_ddl
@@ -192,6 +192,97 @@ def test_resuming_mid_transaction_skips_exactly_what_was_delivered() -> None:
     for event in TRANSACTION:
         src.handle(event, out)
     assert [r.data["id"] for r in out] == [5]
+
+
+def _run(src: CanalSource, position: Position, cut: int) -> tuple[list[Any], Position]:
+    """A run from ``position`` over the events of ``TRANSACTION`` from there on, killed
+    after ``cut`` of them: its records and the position it handed out last (every poll here
+    hands one out, as the snapshot's do)."""
+    src._reset(position)
+    starts = [100] + [e.log_pos for e in TRANSACTION]
+    events = [e for e, at in zip(TRANSACTION, starts, strict=False) if at >= position.pos]
+    out: list[Any] = []
+    handed = position
+    for event in events[:cut]:
+        records: list[Any] = []
+        src.handle(event, records)
+        out += records
+        handed = Position.from_dict(dict(src.hand_out(records, force=True).positions["binlog"]))
+    return out, handed
+
+
+def test_a_run_that_stops_while_reading_back_to_its_resume_point_keeps_it() -> None:
+    """However runs are cut short (after the first event, mid-transaction, before reaching
+    the events not yet delivered), each row is delivered exactly once: a position handed out
+    while a resumed run still skips what was delivered is the resume point, not before it."""
+    n = len(TRANSACTION)
+    for a in range(n + 1):
+        for b in range(n + 1):
+            src = source()
+            first, reached = _run(src, Position("binlog.000001", 100), a)
+            second, reached = _run(src, reached, b)
+            rest, _ = _run(src, reached, n)
+            ids = [r.data["id"] for r in first + second + rest]
+            assert ids == [1, 2, 3, 4, 5], (a, b)
+
+
+def test_positions_while_skipping_never_go_back() -> None:
+    src = source()
+    resume = Position("binlog.000001", 100, events=1, rows=1, gtids="0-1-6")
+    src._reset(resume)
+    seen = [(p.pos, p.events, p.rows) for p in [src.position()]]
+    for event in TRANSACTION:
+        src.handle(event, [])
+        p = src.position()
+        seen.append((p.pos, p.events, p.rows))
+    assert seen == [(100, 1, 1), (100, 1, 1), (100, 1, 1), (100, 1, 1), (100, 2, 0), (450, 0, 0)]
+
+
+DOCS = Table(8, "shop", "docs", (Column("id", 3), Column("j", 245)), ("id",))
+
+
+class ListReader:
+    """A binlog reader over ``EVENTS`` (the first starts at 100), read from ``log_pos``."""
+
+    EVENTS: list[Any] = []
+
+    def __init__(self, connect: Any, *, log_pos: int, **options: Any) -> None:
+        starts = [100] + [e.log_pos for e in self.EVENTS]
+        self.events = [e for e, at in zip(self.EVENTS, starts, strict=False) if at >= log_pos]
+
+    def read(self, max_events: int, timeout: float) -> list[Any]:
+        out, self.events = self.events[:max_events], self.events[max_events:]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_poll_that_fails_midway_is_read_again_whole_with_its_failures_once() -> None:
+    """A poll that fails after it handled some events (here a schema lookup loses its
+    connection) hands out nothing: the retried poll reads again from the position handed
+    out last, so no row is lost, and a row that failed before the error is reported once."""
+    ListReader.EVENTS = [
+        GtidEvent("binlog.000001", 150, 1700000000, "0-1-7"),
+        RowsEvent("binlog.000001", 250, 1700000000, "insert", DOCS, [(9, "not json")]),
+        insert(300, 1, 2, 3),
+        XidEvent("binlog.000001", 450, 1700000000, 99),
+    ]
+    src = source()
+    src._reader_cls = ListReader
+    lost = [RetriableError("canal: SELECT failed: connection lost")]
+
+    def table_schema(schema: str, table: str) -> None:
+        if table == "orders" and lost:
+            raise lost.pop()
+
+    src.server.table_schema = table_schema  # type: ignore[method-assign]
+    with pytest.raises(RetriableError):
+        src._poll()
+    batch = src._poll()
+    assert [r.data["id"] for r in batch.records] == [1, 2, 3]
+    assert [r.id for r, _ in batch.failures] == ["binlog.000001:250:0"]
+    assert batch.positions["binlog"]["pos"] == 450
 
 
 def test_rotate_and_ddl_move_the_position_and_ddl_is_a_record() -> None:

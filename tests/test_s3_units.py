@@ -407,6 +407,28 @@ def test_batches_cut_decoder_blocks_and_resume_mid_object(
     assert failed == [base + str(i) for i in (3, 334, 700) if i >= resume]
 
 
+def test_a_key_a_string_cannot_hold_resumes_mid_object_where_it_stopped() -> None:
+    """The records spell such a key (``\\u0009``); the position holds the key itself, which
+    is what a restart compares the objects it lists with."""
+    body = b"".join(b'{"i": %d}\n' % i for i in range(3))
+    config = S3SourceConfig(bucket="bucket-1", prefix="in/", batch_size=1)
+    source = S3Source(config, ConnectorContext("t", "s3", logging.getLogger("t")))
+    key = "in/a\tb.jsonl"
+    source.reading = _Reading(
+        key, len(body), "2024-01-01T00:00:00Z", formats.decode_blocks(body, "json"), 0
+    )
+    batch = source._batch(source.reading)
+    assert [r.subject for r in batch.records] == ["in/a\\u0009b.jsonl"]
+    restarted = S3Source(config, ConnectorContext("t", "s3", logging.getLogger("t")))
+    restarted.resume_key = batch.positions[source.partition]["key"]
+    restarted.resume_index = batch.positions[source.partition]["index"]
+    assert restarted._resume_index(key) == 1
+    while source.reading is not None:
+        batch = source._batch(source.reading)
+    assert batch.positions[source.partition]["dirs"] == {"in/": key}
+    assert source._is_read(key) and not source._is_read("in/a b.jsonl")
+
+
 def test_cloudevents_lines_become_the_events_and_the_bad_ones_fail(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -15,7 +15,9 @@ read), as committed with the records it covers::
 ``pos`` is always a transaction (event group) start, because the table map a rows event needs
 is written at the start of its transaction; ``events``/``rows`` say how much of that
 transaction was already delivered (Debezium's ``event``/``row``). After a commit both are 0 and
-``pos`` is the end of the committed transaction.
+``pos`` is the end of the committed transaction. A run that resumed inside a transaction hands
+out its resume position unchanged until it is past the events it skips (never the transaction's
+start with fewer events: a crash then would deliver them twice).
 
 GTID sets: MariaDB's is ``gtid_binlog_pos`` style, the last ``domain-server-seq`` per domain;
 MySQL's ``uuid:1-100:102,uuid2:1-5`` interval lists. Resume uses file and position; the set is

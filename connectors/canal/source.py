@@ -19,8 +19,9 @@ Streaming
     DDL-replayed history (:mod:`.jsoncols`). All blocking work (the
     reader, the control connection, building records) runs in a worker thread
     (``asyncio.to_thread``), one poll at a time. A lost connection is a
-    :class:`~meshconnect.errors.RetriableError`; the next poll reconnects at the last position
-    handed out.
+    :class:`~meshconnect.errors.RetriableError`; a poll that fails (whatever failed, the binlog
+    or the control connection) hands out nothing, and the next poll reconnects at the last
+    position handed out.
 
 Snapshot
     See :mod:`.snapshot`: chunks by primary key, each reconciled with the binlog up to a high
@@ -131,6 +132,7 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_events = 0
         self.skip_events = 0
         self.skip_rows = 0
+        self._resume: BinlogPosition | None = None
         self.gtids = GtidSet()
         #: Whether the open transaction is an XA PREPARE group (its rows wait for XA COMMIT).
         self.txn_xa = False
@@ -299,10 +301,30 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_events = 0
         self.skip_events = position.events
         self.skip_rows = position.rows
+        #: A position inside a transaction, until the stream is past what it delivered.
+        self._resume = position if position.events or position.rows else None
         self.gtids = GtidSet(position.gtids)
 
     def position(self) -> BinlogPosition:
+        """Where to resume after what was handled. A run that resumed inside a transaction
+        reads that transaction's delivered events again to skip them: until it is past them
+        the position is the resume point itself (events *and* rows), never before it, or a
+        position handed out meanwhile (with a poll of no records) would make the next run
+        deliver them twice."""
         snap = self.snapshot.state if self.snapshot is not None else None
+        resume = self._resume
+        if resume is not None and (not self.in_txn or self.txn_events <= self.skip_events):
+            return BinlogPosition(
+                resume.file,
+                resume.pos,
+                resume.events,
+                resume.rows,
+                str(self.gtids),
+                self.server_id,
+                snap,
+                {k: list(v) for k, v in self.xa.items()},
+                self._json(),
+            )
         if self.in_txn:
             return BinlogPosition(
                 self.txn_file,
@@ -404,6 +426,18 @@ class CanalSource(Source[CanalSourceConfig]):
         return SourceBatch(records, {PARTITION: pos.to_dict()}, failures)
 
     def _poll(self) -> SourceBatch | None:
+        try:
+            return self._poll_once()
+        except BaseException:
+            # What this poll handled was not handed out: the stream state is past it (a
+            # schema lookup that lost its connection fails in the middle of the events) and
+            # the formatter holds its failures. The next poll reads again from the position
+            # handed out last, with a new reader, so nothing is lost or reported twice.
+            self.formatter.failures = []
+            self._lost()
+            raise
+
+    def _poll_once(self) -> SourceBatch | None:
         self.formatter.batch_id += 1
         if self.snapshot is not None:
             step = self.snapshot.step()
@@ -459,6 +493,7 @@ class CanalSource(Source[CanalSourceConfig]):
         self._xa_rows = []
         self.skip_events = 0
         self.skip_rows = 0
+        self._resume = None
 
     def _query(self, event: QueryEvent, out: list[Record]) -> None:
         sql = event.query.strip()

@@ -299,6 +299,8 @@ class S3Source(Source[S3SourceConfig]):
         # subject and id: the key as a CloudEvents String (a tab as \u0009, backslashes
         # doubled then: eventrules.spelled_string), so no record is refused for its name
         key = eventrules.spelled_string(reading.key)
+        # positions, what is read and the after-read step: the key itself, as listed
+        name = reading.key
         base = f"{uri}/{key}#"
         kind = config.type
         when = reading.time
@@ -335,20 +337,20 @@ class S3Source(Source[S3SourceConfig]):
         if not exhausted:
             return SourceBatch(
                 records,
-                {self.partition: self._position(key, taken[-1][0][-1] + 1)},
+                {self.partition: self._position(name, taken[-1][0][-1] + 1)},
                 failures,
             )
         # the object is read to its end
         self.m_objects.inc()
         if self.progress is not None:
             self.progress.advance(1)
-        self.after = key
-        directory = _directory(key)
-        self.dirs[directory] = max(self.dirs.get(directory, ""), key)
-        self.queued.discard(key)
+        self.after = name
+        directory = _directory(name)
+        self.dirs[directory] = max(self.dirs.get(directory, ""), name)
+        self.queued.discard(name)
         self.reading = None
         self.resume_key = None
-        ack = self._after_read(key) if config.after_read != "keep" else None
+        ack = self._after_read(name) if config.after_read != "keep" else None
         return SourceBatch(records, {self.partition: self._position(None, 0)}, failures, ack)
 
     @staticmethod
