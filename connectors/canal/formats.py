@@ -654,7 +654,7 @@ class Formatter:
                 key = key_text(image)
                 if key is not None:
                     ext["partitionkey"] = key
-            data = b'{"data":' + line + rest
+            data = b"".join((b'{"data":', line, rest))  # one copy
             append(make(data, prefix + str(i), source, type_, subject, when, ext))
         return True
 
