@@ -453,11 +453,18 @@ def test_raising_the_count_is_refused_and_the_source_stores_nothing_with_it(
 def test_partitions_must_be_written_as_a_number(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("NP", "3")
     path = tmp_path / "p.yaml"
-    for value in ['"3"', "3.0", "${env:NP}", "true"]:
+    for value, shown in [
+        ('"3"', '"3"'),
+        ("3.0", "3.0"),
+        ("${env:NP}", '"${env:NP}"'),
+        ("true", "true"),
+    ]:
         path.write_text(PARTITIONED.replace("partitions: 3", f"partitions: {value}"))
         with pytest.raises(ValidationErrors) as caught:
             load_pipeline_files([str(path)], load_registry())
-        assert "pipelines[0].partitions: write partitions as a number" in str(caught.value), value
+        # The value as YAML has it, not a Python repr (Decimal('3.0'), True).
+        want = f"pipelines[0].partitions: write partitions as a whole number, not {shown}:"
+        assert want in str(caught.value), value
 
 
 def test_sink_names_may_not_hold_the_partition_mark(tmp_path: Path) -> None:

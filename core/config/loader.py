@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel
 
 from ..api import ConnectorConfig, ConnectorSpec
+from .. import jsonvalue
 from ..errors import ConfigError, Location, PluginError, Problem, ValidationErrors
 from ..expr import Compiler, ExpressionError, Template
 from ..plugins import Registry
@@ -476,9 +477,13 @@ class _Session:
         value = raw.get("partitions", 1) if isinstance(raw, dict) else 1
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        try:  # as YAML wrote it (4.0, "4", true, null), not as a Python repr
+            shown = jsonvalue.dumps(value).decode()
+        except TypeError:
+            shown = repr(value)
         file.report(
             ("pipelines", index, "partitions"),
-            f"write partitions as a number, not {value!r}: it decides which partition each "
+            f"write partitions as a whole number, not {shown}: it decides which partition each "
             "record is stored in, so it must be the same in every run and on every cluster "
             "member (an interpolated or quoted value could differ)",
         )
