@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from ..api import ConnectorConfig, ConnectorSpec
 from .. import jsonvalue
+from ..api import ConnectorConfig, ConnectorSpec
 from ..errors import ConfigError, Location, PluginError, Problem, ValidationErrors
 from ..expr import Compiler, ExpressionError, Template
 from ..plugins import Registry
