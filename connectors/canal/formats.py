@@ -645,9 +645,10 @@ class Formatter:
         make, source, type_, subject = EncodedRecord.of, self.source, "mysql." + op, shape.subject
         when = _iso(meta.timestamp)
         append = out.append
+        last = len(images) - 1
         for i, line in enumerate(lines, first):
             image = images[i]
-            ext = base.copy()
+            ext = base.copy() if i != last else base  # the last row takes the base itself
             if one_key >= 0 and (v := image[one_key]).__class__ is int:
                 ext["partitionkey"] = str(v)  # digits: nothing to escape
             else:
