@@ -437,6 +437,37 @@ async def test_the_newest_segments_stay_cached_beyond_the_tail_budget(
         await store.close()
 
 
+async def test_the_page_cache_is_small_and_a_segment_larger_than_it_round_trips(
+    tmp_path: Path,
+) -> None:
+    """SQLite's page cache is bounded to CACHE_KIB (this process reads its own appends from
+    the tail cache); a segment several times that size is written (spilling the cache) and
+    read back whole by another store, from the file."""
+    from meshconnect.mesh import sqlite
+
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    store = SqliteStore(url)
+    await store.open()
+    try:
+        pragma = await store._query(lambda c: c.execute("PRAGMA cache_size").fetchone()[0])
+        assert pragma == -sqlite.CACHE_KIB
+        records = [rec("orders", {"i": i, "pad": f"{i:08d}" * 16}) for i in range(8_000)]
+        await store.append(records)
+        size = await store._query(
+            lambda c: c.execute("SELECT length(body) FROM segments").fetchone()
+        )
+        assert size[0] > 4 * sqlite.CACHE_KIB * 1024
+        other = SqliteStore(url)
+        await other.open()
+        try:
+            got = await other.read("orders", 0, len(records))
+        finally:
+            await other.close()
+        assert [r.data for r in got] == [r.data for r in records]
+    finally:
+        await store.close()
+
+
 def test_segment_columns_check_every_record_shared_or_not() -> None:
     """encode_segment stores an attribute the batch shares once and checks it once; one that
     varies is checked for every record; the rows layout then names the culprit."""
