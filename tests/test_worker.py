@@ -450,3 +450,38 @@ async def test_a_source_polls_at_most_the_queue_s_batches_ahead_of_a_stalled_sto
     assert await task == 0
     await store.close()
     assert collect("out") == [{"n": i} for i in range(100)]
+
+
+async def test_sinks_tell_the_store_what_they_delivered(tmp_path: Path) -> None:
+    """After each batch it delivers, a sink loop tells the store (``consumed``) the offset
+    its group reached, so a store may drop cached records every reader has passed."""
+    from meshconnect.config.loader import load_pipeline_files
+    from meshconnect.mesh.memory import MemoryStore
+    from meshconnect.worker import Worker
+
+    class SpyStore(MemoryStore):
+        marks: list[tuple[str, str, int]] = []
+
+        def consumed(self, group: str, topic: str, offset: int) -> None:
+            self.marks.append((group, topic, offset))
+
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source: {{connector: memory, config: {{records: {records(10)}, batch_size: 4}}}}
+            topic: t
+            sinks:
+              - {{connector: memory, name: a, config: {{name: a}}}}
+              - {{connector: memory, name: b, batch_size: 3, config: {{name: b}}}}
+        """,
+    )
+    store = SpyStore()
+    await store.open()
+    assert await Worker(load_pipeline_files([str(config)], test_registry()), store).run() == 0
+    await store.close()
+    for group in {g for g, _, _ in SpyStore.marks}:
+        offsets = [o for g, t, o in SpyStore.marks if g == group and t == "t"]
+        assert offsets == sorted(offsets) and offsets[-1] == 10
+    assert len({g for g, _, _ in SpyStore.marks}) == 2

@@ -51,8 +51,10 @@ read what was just appended without a query or a decode (contiguous offsets per 
 cache is bounded in bytes: the newest segments of all topics together, up to
 :data:`TAIL_BYTES` of their stored (encoded) size — a record held as Python objects takes
 about seven times its encoded size, so ~7 MiB for the default — and always the newest
-:data:`TAIL_SEGMENTS` segments (large batches: up to eight of them). Reads from other
-processes, and reads of older offsets, go to SQLite.
+:data:`TAIL_SEGMENTS` segments (large batches: up to eight of them). A segment every reader
+of its topic has passed (:meth:`~.store.MeshStore.consumed`, which the worker's sinks call
+after each batch they deliver) is dropped at once. Reads from other processes, and reads of
+older offsets, go to SQLite.
 
 The key ``topic id << 44 | offset`` makes a topic a contiguous key range of the table's own
 B-tree. That allows 2**44 (1.7e13) offsets per topic and 2**19 - 1 topics; the store says so
@@ -205,6 +207,8 @@ class SqliteStore(MeshStore):
         # The cached segments, oldest first: (topic, records, stored bytes), and their total.
         self._tail_segments: collections.deque[tuple[str, int, int]] = collections.deque()
         self._tail_bytes = 0
+        # Per topic, the offset each consumer group reading in this process delivered up to.
+        self._readers: dict[str, dict[str, int]] = {}
         # The last segment decoded by a read (key, records): sinks read it in slices.
         self._decoded: tuple[int, list[Record]] | None = None
         self._appending = 0  # appends of this store in flight
@@ -462,6 +466,31 @@ class SqliteStore(MeshStore):
             else:
                 del tail[name]
 
+    def consumed(self, group: str, topic: str, offset: int) -> None:
+        """Drop the cached segments of ``topic`` that every group heard from has delivered
+        (see :meth:`MeshStore.consumed`): a sink in step with the source then leaves almost
+        nothing cached, where the byte budget alone kept ~8,000 records it had read already
+        (1,000,000-record file pipeline: 57.8-58.3 -> 54.7-56.5 MB peak RSS, no segment
+        decoded from SQLite either way). A group that stopped reading keeps its mark: the
+        cache is then bounded by the budget alone, as before."""
+        readers = self._readers.setdefault(topic, {})
+        readers[group] = offset
+        entry = self._tail.get(topic)
+        if entry is None:
+            return
+        low = min(readers.values())
+        first, cached = entry
+        for segment in [s for s in self._tail_segments if s[0] == topic]:
+            count = segment[1]
+            if first + count > low:
+                break
+            self._tail_segments.remove(segment)
+            self._tail_bytes -= segment[2]
+            del cached[:count]
+            first += count
+        # Kept when empty: a reader at its end then waits for the append in flight.
+        self._tail[topic] = (first, cached)
+
     def _drop_topic(self, name: str) -> None:
         """Forget the cached records of one topic."""
         self._tail.pop(name, None)
@@ -471,6 +500,7 @@ class SqliteStore(MeshStore):
 
     def _forget_tail(self) -> None:
         self._tail.clear()
+        self._readers.clear()
         self._tail_segments.clear()
         self._tail_bytes = 0
 
