@@ -137,6 +137,7 @@ class SinkLoop:
                     _blame(exc, topic, records[0].offset)
                     raise
                 self.offsets[topic] = records[-1].offset + 1  # type: ignore[operator]
+                self.store.consumed(self.group, topic, self.offsets[topic])
                 if time.monotonic() - self.last_commit >= self.loaded.commit_interval:
                     await self._commit()
                 await self._maybe_tick()

@@ -85,6 +85,13 @@ def _reraise_cancellation(exc: BaseException) -> None:
         raise asyncio.CancelledError from exc
 
 
+#: Batches a source may poll ahead of the store's appends (the bounded queue between them):
+#: with two, the next batch is ready when an append ends; each further one held ~1 MB of
+#: records of the file pipeline benchmark in memory, for no speed (4 -> 2: ~1.7 MB less
+#: peak RSS, the same CPU seconds; docs/benchmarks.md, session mem23).
+QUEUE_BATCHES = 2
+
+
 class Worker:
     """Runs loaded pipelines against a store until they are done or it is told to stop."""
 
@@ -93,7 +100,7 @@ class Worker:
         config: LoadedConfig,
         store: MeshStore,
         *,
-        queue_batches: int = 4,
+        queue_batches: int = QUEUE_BATCHES,
         restart_backoff: float = 1.0,
         progress_every: float = 30.0,
         tracer_provider: Any = None,

@@ -438,6 +438,68 @@ async def test_the_newest_segments_stay_cached_beyond_the_tail_budget(
         await store.close()
 
 
+async def test_the_tail_drops_the_segments_every_reader_has_consumed(tmp_path: Path) -> None:
+    """A cached segment goes once every group that said where it is (``consumed``) has
+    passed it, not before: the slowest reader keeps it. Reads below the cache are answered
+    from SQLite, and a reader at the end of an emptied tail waits for the next append."""
+    store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
+    await store.open()
+    try:
+        first, second = batch(5), batch(5, start=5)
+        await store.append(first)
+        await store.append(second)
+        store.consumed("slow", "orders", 3)
+        store.consumed("fast", "orders", 7)
+        assert store._tail["orders"] == (0, first + second)
+
+        store.consumed("slow", "orders", 5)  # both past the first segment
+        assert store._tail["orders"] == (5, second)
+        assert [s[1] for s in store._tail_segments] == [5]
+        assert [r.data for r in await store.read("orders", 0, 10)] == [{"i": i} for i in range(10)]
+
+        store.consumed("slow", "orders", 10)
+        store.consumed("fast", "orders", 10)
+        assert store._tail["orders"] == (10, [])
+        assert store._tail_bytes == 0
+        third = batch(5, start=10)
+        await store.append(third)
+        got = await store.read("orders", 10, 5)
+        assert all(a is b for a, b in zip(got, third, strict=True))
+    finally:
+        await store.close()
+
+
+async def test_the_page_cache_is_small_and_a_segment_larger_than_it_round_trips(
+    tmp_path: Path,
+) -> None:
+    """SQLite's page cache is bounded to CACHE_KIB (this process reads its own appends from
+    the tail cache); a segment several times that size is written (spilling the cache) and
+    read back whole by another store, from the file."""
+    from meshconnect.mesh import sqlite
+
+    url = f"sqlite:///{tmp_path / 'mesh.db'}"
+    store = SqliteStore(url)
+    await store.open()
+    try:
+        pragma = await store._query(lambda c: c.execute("PRAGMA cache_size").fetchone()[0])
+        assert pragma == -sqlite.CACHE_KIB
+        records = [rec("orders", {"i": i, "pad": f"{i:08d}" * 16}) for i in range(8_000)]
+        await store.append(records)
+        size = await store._query(
+            lambda c: c.execute("SELECT length(body) FROM segments").fetchone()
+        )
+        assert size[0] > 4 * sqlite.CACHE_KIB * 1024
+        other = SqliteStore(url)
+        await other.open()
+        try:
+            got = await other.read("orders", 0, len(records))
+        finally:
+            await other.close()
+        assert [r.data for r in got] == [r.data for r in records]
+    finally:
+        await store.close()
+
+
 def test_segment_columns_check_every_record_shared_or_not() -> None:
     """encode_segment stores an attribute the batch shares once and checks it once; one that
     varies is checked for every record; the rows layout then names the culprit."""

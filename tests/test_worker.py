@@ -400,3 +400,88 @@ async def test_a_plugin_transform_that_changes_nested_objects_in_place_cannot_re
     assert await run_pipelines([config], url, registry=registry) == 0
     assert collect("masked") == [{"card": {"number": "xxxx"}}] * 300
     assert collect("plain") == [{"card": {"number": f"4111-{i}"}} for i in range(300)]
+
+
+async def test_a_source_polls_at_most_the_queue_s_batches_ahead_of_a_stalled_store(
+    tmp_path: Path,
+) -> None:
+    """Backpressure: while the store's first append hangs, the source has polled that batch,
+    QUEUE_BATCHES queued behind it and the one waiting to be queued; no more (what a worker
+    holds in memory, docs/delivery.md)."""
+    from meshconnect.config.loader import load_pipeline_files
+    from meshconnect.mesh.memory import MemoryStore
+    from meshconnect.worker import QUEUE_BATCHES, Worker
+
+    class Count(Transform):
+        seen = 0
+
+        def apply(self, record):  # type: ignore[no-untyped-def]
+            Count.seen += 1
+            return record
+
+    class StalledStore(MemoryStore):
+        release = asyncio.Event()
+
+        async def append(self, records, positions=None):  # type: ignore[no-untyped-def]
+            if records:
+                await self.release.wait()
+            return await super().append(records, positions)
+
+    registry = registry_with_transform("count", Count())
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source: {{connector: memory, config: {{records: {records(100)}, batch_size: 1}}}}
+            transforms:
+              - {{type: count}}
+            sinks:
+              - {{connector: memory, config: {{name: out}}}}
+        """,
+    )
+    store = StalledStore()
+    await store.open()
+    task = asyncio.create_task(Worker(load_pipeline_files([str(config)], registry), store).run())
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    assert Count.seen == QUEUE_BATCHES + 2
+    StalledStore.release.set()
+    assert await task == 0
+    await store.close()
+    assert collect("out") == [{"n": i} for i in range(100)]
+
+
+async def test_sinks_tell_the_store_what_they_delivered(tmp_path: Path) -> None:
+    """After each batch it delivers, a sink loop tells the store (``consumed``) the offset
+    its group reached, so a store may drop cached records every reader has passed."""
+    from meshconnect.config.loader import load_pipeline_files
+    from meshconnect.mesh.memory import MemoryStore
+    from meshconnect.worker import Worker
+
+    class SpyStore(MemoryStore):
+        marks: list[tuple[str, str, int]] = []
+
+        def consumed(self, group: str, topic: str, offset: int) -> None:
+            self.marks.append((group, topic, offset))
+
+    config = pipeline(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source: {{connector: memory, config: {{records: {records(10)}, batch_size: 4}}}}
+            topic: t
+            sinks:
+              - {{connector: memory, name: a, config: {{name: a}}}}
+              - {{connector: memory, name: b, batch_size: 3, config: {{name: b}}}}
+        """,
+    )
+    store = SpyStore()
+    await store.open()
+    assert await Worker(load_pipeline_files([str(config)], test_registry()), store).run() == 0
+    await store.close()
+    for group in {g for g, _, _ in SpyStore.marks}:
+        offsets = [o for g, t, o in SpyStore.marks if g == group and t == "t"]
+        assert offsets == sorted(offsets) and offsets[-1] == 10
+    assert len({g for g, _, _ in SpyStore.marks}) == 2

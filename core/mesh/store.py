@@ -124,6 +124,14 @@ class MeshStore:
         memory): a reader that changes one must change a copy (``Record.copy()``)."""
         raise NotImplementedError
 
+    def consumed(self, group: str, topic: str, offset: int) -> None:
+        """A hint from a reader in this process: consumer group ``group`` has delivered
+        ``topic`` up to ``offset`` (next to read) and will not read below it again unless it
+        starts over from its committed offsets. A backend that keeps recent records in memory
+        for its readers may drop those every reader it heard from has passed; a read of them
+        is still answered, from the engine. Not a commit: nothing here is durable. The
+        default does nothing."""
+
     async def topics(self) -> list[TopicInfo]:
         """Every topic with its start and end offsets."""
         raise NotImplementedError
