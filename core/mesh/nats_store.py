@@ -30,7 +30,11 @@ keeps the newest one (it holds the end); a topic's start inside a message is kep
 bucket ``MC_<prefix>_starts``. Three more buckets hold the rest: ``MC_<prefix>_positions`` (a
 connector's positions, one JSON object per connector), ``MC_<prefix>_groups`` (a group's
 offsets and sink state) and ``MC_<prefix>_leases`` (every lease in one key, changed by
-compare-and-set on its revision). Appends also publish a core NATS message on
+compare-and-set on its revision). A key is the topic's, connector's or group's name in
+base64url; a name whose base64 is longer than 1,024 characters gets the key ``h.<digest>``
+instead (a subject longer than the server's ``max_control_line``, 4,096 bytes, would end the
+connection), and in the buckets whose keys are listed, positions and groups, its entry
+holds ``{"name": ..., "value": ...}``. Appends also publish a core NATS message on
 ``mc.<prefix>.changed`` so readers wake at once.
 
 **Guarantee.** JetStream has no transaction over several streams and a KV bucket, so an
@@ -121,6 +125,10 @@ _HASHED = "__"
 _DIGEST_CHARS = 32  # blake2b, 16 bytes, in hex
 #: The longest prefix: one that still leaves room for a hashed stream name.
 _MAX_PREFIX = _MAX_STREAM_NAME - len("MC__T_") - len(_HASHED) - _DIGEST_CHARS
+#: The longest KV key kept as the name's base64. A key ends a subject (``$KV.<bucket>.<key>``;
+#: a direct get names the bucket once more), and a client sending a subject past the server's
+#: ``max_control_line`` (4096 bytes by default) is disconnected: longer names get a hashed key.
+_MAX_KEY = 1024
 
 
 def _escape(topic: str) -> str:
@@ -174,12 +182,32 @@ def _token(topic: str, room: int) -> str:
 
 
 def _key(name: str) -> str:
-    """A KV key for any name (base64url: letters, digits, ``-``, ``_``, ``=``)."""
-    return base64.urlsafe_b64encode(name.encode()).decode() or "="
+    """A KV key for any name: base64url (letters, digits, ``-``, ``_``, ``=``), or for a name
+    whose base64 is longer than ``_MAX_KEY``, ``h.`` and a digest (see :func:`_wrap`)."""
+    key = base64.urlsafe_b64encode(name.encode()).decode() or "="
+    return key if len(key) <= _MAX_KEY else "h." + _digest(name)
+
+
+def _hashed(key: str) -> bool:
+    return "." in key  # never in base64url
 
 
 def _unkey(key: str) -> str:
     return base64.urlsafe_b64decode(key.encode()).decode()
+
+
+def _wrap(name: str, body: bytes) -> bytes:
+    """What a KV entry of ``name`` holds: ``body`` (JSON); under a hashed key, an object with
+    the name too, so listing the keys finds the names."""
+    if not _hashed(_key(name)):
+        return body
+    return b'{"name":' + orjson.dumps(name) + b',"value":' + body + b"}"
+
+
+def _unwrap(name: str, value: bytes) -> Any:
+    """The JSON document in an entry written by :func:`_wrap`."""
+    doc = orjson.loads(value)
+    return doc["value"] if _hashed(_key(name)) else doc
 
 
 class NatsStore(MeshStore):
@@ -642,7 +670,7 @@ class NatsStore(MeshStore):
                 return {}, getattr(getattr(exc, "entry", None), "revision", None) or 0
             if not entry.value:
                 return {}, entry.revision or 0
-            doc = orjson.loads(entry.value)
+            doc = _unwrap(connector, entry.value)
             return {p: orjson.dumps(v).decode() for p, v in doc.items()}, entry.revision or 0
 
         texts, revision = await self._call("positions", get)
@@ -656,7 +684,9 @@ class NatsStore(MeshStore):
             b"{" + b",".join(orjson.dumps(p) + b":" + t.encode() for p, t in merged.items()) + b"}"
         )
         kv = self._kv["positions"]
-        revision = await self._call("positions", lambda: kv.put(_key(connector), body))
+        revision = await self._call(
+            "positions", lambda: kv.put(_key(connector), _wrap(connector, body))
+        )
         self._known[connector] = (merged, revision)
 
     async def positions(self, connector_id: str) -> dict[str, dict[str, Any]]:
@@ -667,7 +697,9 @@ class NatsStore(MeshStore):
         return sorted(await self._keys("positions"))
 
     async def _keys(self, bucket: str) -> list[str]:
-        from nats.js.errors import NoKeysError
+        """The names a bucket has entries for: a key's base64 decoded, or the name a hashed
+        key's entry holds."""
+        from nats.js.errors import NoKeysError, NotFoundError
 
         kv = self._kv[bucket]
 
@@ -677,7 +709,20 @@ class NatsStore(MeshStore):
             except NoKeysError:
                 return []
 
-        return [_unkey(k) for k in await self._call("keys", keys)]
+        async def name(key: str) -> str | None:
+            try:
+                entry = await kv.get(key)
+            except NotFoundError:  # deleted meanwhile
+                return None
+            return str(orjson.loads(entry.value)["name"]) if entry.value else None
+
+        out = []
+        for key in await self._call("keys", keys):
+            if not _hashed(key):
+                out.append(_unkey(key))
+            elif (found := await self._call("keys", functools.partial(name, key))) is not None:
+                out.append(found)
+        return out
 
     async def set_positions(
         self, connector_id: str, positions: Mapping[str, Mapping[str, Any]] | None
@@ -697,7 +742,7 @@ class NatsStore(MeshStore):
             await self._call("positions", purge)
             return
         body = b"{" + b",".join(orjson.dumps(p) + b":" + t.encode() for _, p, t in rows) + b"}"
-        await self._call("positions", lambda: kv.put(_key(connector_id), body))
+        await self._call("positions", lambda: kv.put(_key(connector_id), _wrap(connector_id, body)))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -864,7 +909,7 @@ class NatsStore(MeshStore):
                 entry = await kv.get(_key(group))
             except NotFoundError:  # never committed, or deleted
                 return {}, 0
-            return (orjson.loads(entry.value) if entry.value else {}), entry.revision or 0
+            return (_unwrap(group, entry.value) if entry.value else {}), entry.revision or 0
 
         return await self._call("group", get)
 
@@ -897,9 +942,9 @@ class NatsStore(MeshStore):
                         if revision:
                             await kv.purge(key)
                     elif revision:
-                        await kv.update(key, orjson.dumps(new), last=revision)
+                        await kv.update(key, _wrap(group, orjson.dumps(new)), last=revision)
                     else:
-                        await kv.create(key, orjson.dumps(new))
+                        await kv.create(key, _wrap(group, orjson.dumps(new)))
                 except (KeyWrongLastSequenceError, KeyNotFoundError):
                     return False
                 return True

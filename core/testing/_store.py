@@ -70,6 +70,9 @@ class StoreConformance:
         "t" * (MAX_TOPIC_LENGTH - 1) + "u",
         "p." * (MAX_TOPIC_LENGTH // 2) + "p" + PARTITION_MARK + "63",
     )
+    #: A consumer group and a connector named far beyond what a backend might keep in a key
+    #: as it is (pipeline and sink names have no length limit).
+    LONG_NAME = "pipeline-" + "\u00e9" * 4000 + "/sink"
 
     def store_factory(
         self, tmp_path: Path, clock: FakeClock
@@ -523,6 +526,23 @@ class StoreConformance:
             [(topic, k + 2)] for k, topic in enumerate(topics)
         ]
         assert await reopened.group("g") == GroupInfo("g", dict.fromkeys(topics, 1))
+
+    async def test_groups_and_sources_with_very_long_names(
+        self, store: MeshStore, open_store: Callable[[], Awaitable[MeshStore]]
+    ) -> None:
+        name = self.LONG_NAME
+        await store.append(batch(1), {(name, "p"): {"n": 1}})
+        await store.commit(name, {"orders": 1}, {"size": 2})
+        await store.close()
+
+        reopened = await open_store()
+        listed = (await reopened.source_ids(), await reopened.groups())
+        await reopened.set_positions(name, None)
+        await reopened.reset_group(name, {"orders": 0})
+
+        assert listed == ([name], [GroupInfo(name, {"orders": 1}, {"size": 2})])
+        assert await reopened.positions(name) == {}
+        assert await reopened.group(name) == GroupInfo(name, {"orders": 0}, {"size": 2})
 
     async def test_open_and_close_are_idempotent(self, make_store: Callable[[], MeshStore]) -> None:
         store = make_store()
