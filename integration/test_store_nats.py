@@ -5,12 +5,13 @@ and what a restarted server does to a running worker."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from nats_support import private_nats
+from nats_support import NatsServer, private_nats
 from store_support import expected, output_numbers, restart_the_engine, sigkill_the_worker
 
 from meshconnect.errors import ConfigError, DataError, StoreError
@@ -18,6 +19,8 @@ from meshconnect.mesh.nats_store import NatsStore
 from meshconnect.mesh.store import FencedError, GroupInfo, MeshStore
 from meshconnect.records import Record
 from meshconnect.testing import FakeClock, StoreConformance
+
+EDGE_TOPICS = StoreConformance.EDGE_TOPICS
 
 
 @pytest.fixture
@@ -210,6 +213,7 @@ def test_the_password_never_shows() -> None:
         "nats://localhost?prefix=a.b",
         "nats://localhost?duplicate_window=0",
         "nats://localhost?color=red",
+        f"nats://localhost?prefix={'p' * 216}",  # no room left for a hashed stream name
     ],
 )
 def test_bad_urls_are_config_errors(url: str) -> None:
@@ -224,6 +228,74 @@ async def test_an_unreachable_server_is_a_store_error_after_the_reconnect_timeou
 
     with pytest.raises(StoreError, match=r"unreachable for 0\.3 s"):
         await store.open()
+
+
+# -- names -----------------------------------------------------------------------------------------
+
+
+async def stream_description(url: str, stream: str) -> str | None:
+    """The description of a stream on the server (NotFoundError when there is none)."""
+    import nats
+
+    client = await nats.connect(url)
+    try:
+        return (await client.jetstream().stream_info(stream)).config.description
+    finally:
+        await client.close()
+
+
+async def test_a_short_topic_keeps_its_stream_name_and_a_long_one_gets_a_hashed_name(
+    nats_url: str, nats_server: NatsServer
+) -> None:
+    """Names that fit stay as every earlier version wrote them (a mesh made by one is read
+    as before); a longer one is cut, with a digest of the whole name, to JetStream's 255
+    characters, and its stream's description holds the real name. Stores find streams by
+    these names, so they may never change."""
+    store = NatsStore(nats_url)
+    await store.open()
+    longest = EDGE_TOPICS[0]
+    await store.append([Record({}, topic="orders.v1"), Record({}, topic=longest)])
+    await store.close()
+    start = f"MC_{store.prefix}_T_"
+    digest = hashlib.blake2b(longest.encode(), digest_size=16).hexdigest()
+    hashed = start + "t" * (255 - len(start) - 2 - 32) + "__" + digest
+
+    assert await stream_description(nats_server.url, f"{start}orders_2Ev1") == "orders.v1"
+    assert await stream_description(nats_server.url, hashed) == longest
+
+
+async def test_the_longest_prefix_still_holds_the_longest_topic_names(
+    nats_server: NatsServer,
+) -> None:
+    prefix = uuid.uuid4().hex.ljust(215, "p")
+    store = NatsStore(f"{nats_server.url}?prefix={prefix}")
+    await store.open()
+
+    for topic in EDGE_TOPICS:
+        await store.append([Record({"t": topic}, topic=topic)])
+
+    assert sorted(t.name for t in await store.topics()) == sorted(EDGE_TOPICS)
+    assert [(await store.read(t, 0, 10))[0].data for t in EDGE_TOPICS] == [
+        {"t": t} for t in EDGE_TOPICS
+    ]
+    await store.close()
+
+
+async def test_topics_lists_no_stream_of_another_prefix(nats_server: NatsServer) -> None:
+    """Prefix ``a``'s streams start ``MC_a_T_``, and so do those of prefix ``a_T_b``:
+    ``topics()`` takes a stream for a topic only when that topic's name gives it back."""
+    short = f"x{uuid.uuid4().hex[:8]}"
+    mine = NatsStore(f"{nats_server.url}?prefix={short}")
+    other = NatsStore(f"{nats_server.url}?prefix={short}_T_b")
+    await mine.open()
+    await other.open()
+    await mine.append([Record({}, topic="a")])
+    await other.append([Record({}, topic="x"), Record({}, topic=EDGE_TOPICS[1])])
+
+    assert [t.name for t in await mine.topics()] == ["a"]
+    assert sorted(t.name for t in await other.topics()) == sorted(["x", EDGE_TOPICS[1]])
+    await mine.close()
+    await other.close()
 
 
 # -- message sizes ---------------------------------------------------------------------------------

@@ -44,6 +44,17 @@ class TestMemoryStore(StoreConformance):
         return lambda: MemoryStore(f"memory://{name}", clock=clock, poll_interval=0.05)
 
 
+@pytest.mark.parametrize("name", StoreConformance.EDGE_TOPICS)
+def test_the_conformance_suites_edge_topics_obey_the_topic_rule(name: str) -> None:
+    """They test that every name the rule accepts works: each must be one it accepts, at its
+    length limit where it says so."""
+    from meshconnect.config.topics import MAX_TOPIC_LENGTH, partition_of, topic_problem
+
+    base, _ = partition_of(name)
+
+    assert topic_problem(base) is None and len(base) == MAX_TOPIC_LENGTH
+
+
 def rec(topic: str | None = "orders", data: Any = None, **attributes: Any) -> Record:
     return Record(data, topic=topic, **attributes)
 

@@ -1,15 +1,25 @@
 """The mesh store on NATS JetStream, for workers spread over several machines.
 
 URL: ``nats://[USER:PASSWORD@]HOST:PORT`` (no TLS yet), with options ``?prefix=NAME``
-(default ``meshconnect``; letters, digits, ``-`` and ``_``: the namespace of every stream and
-bucket), ``duplicate_window=SECONDS`` (default 600: how long JetStream remembers message ids,
-see *Guarantee*), ``reconnect_timeout=SECONDS`` (default 60: how long an operation waits for a
-lost server) and ``replicas=N`` (default 1; 3 on a JetStream cluster). Needs the ``nats``
-extra (``pip install 'meshconnect[nats]'``) and a server started with JetStream (``-js``).
+(default ``meshconnect``; letters, digits, ``-`` and ``_``, at most 215 of them: the namespace
+of every stream and bucket), ``duplicate_window=SECONDS`` (default 600: how long JetStream
+remembers message ids, see *Guarantee*), ``reconnect_timeout=SECONDS`` (default 60: how long
+an operation waits for a lost server) and ``replicas=N`` (default 1; 3 on a JetStream
+cluster). Needs the ``nats`` extra (``pip install 'meshconnect[nats]'``) and a server started
+with JetStream (``-js``).
 
 **Layout.** Each topic is a stream ``MC_<prefix>_T_<topic>`` (the topic's characters other
-than letters, digits and ``-`` written ``_XX`` in hex) on the subject
-``mc.<prefix>.t.<same>``, one message per appended batch and topic: the records encoded by
+than letters, digits and ``-`` written ``_XX`` in hex, one per UTF-8 byte) on the subject
+``mc.<prefix>.t.<same>``. JetStream takes stream names of at most 255 characters, and a
+topic name of up to 249 characters can escape to 2,988: when the name would be longer, the
+part after ``_T_`` is instead as many of the escaped name's first characters as fit, ``__``
+(never in an escaped name) and a digest of the whole topic name (blake2b, 128 bits, hex), and
+the stream's description holds the real name. Every store of the prefix derives the same
+name for a topic, at any time; :meth:`NatsStore.topics` takes a stream for a topic when the
+name unescaped, or else its description, is a topic whose name is that stream's. (The
+description is written when the stream is made, with it: there is no moment a stream exists
+without it. Names that fit are as every earlier version wrote them.) A stream holds one
+message per appended batch and topic: the records encoded by
 :func:`~meshconnect.mesh.codec.encode_segment`, with the headers ``Mc-First`` (offset of its
 first record), ``Mc-N`` (records) and ``Mc-At`` (append time). Offsets are dense per topic:
 each publish carries ``Nats-Expected-Last-Sequence``, so a message is stored only right after
@@ -20,7 +30,11 @@ keeps the newest one (it holds the end); a topic's start inside a message is kep
 bucket ``MC_<prefix>_starts``. Three more buckets hold the rest: ``MC_<prefix>_positions`` (a
 connector's positions, one JSON object per connector), ``MC_<prefix>_groups`` (a group's
 offsets and sink state) and ``MC_<prefix>_leases`` (every lease in one key, changed by
-compare-and-set on its revision). Appends also publish a core NATS message on
+compare-and-set on its revision). A key is the topic's, connector's or group's name in
+base64url; a name whose base64 is longer than 1,024 characters gets the key ``h.<digest>``
+instead (a subject longer than the server's ``max_control_line``, 4,096 bytes, would end the
+connection), and in the buckets whose keys are listed, positions and groups, its entry
+holds ``{"name": ..., "value": ...}``. Appends also publish a core NATS message on
 ``mc.<prefix>.changed`` so readers wake at once.
 
 **Guarantee.** JetStream has no transaction over several streams and a KV bucket, so an
@@ -99,7 +113,22 @@ log = logging.getLogger("meshconnect.mesh.nats")
 
 T = TypeVar("T")
 _SAFE = re.compile(r"[A-Za-z0-9-]")
+_ESCAPED = re.compile(r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})*")
 _LEASES_KEY = "all"
+
+#: JetStream's longest stream name (nats-server's ``JSMaxNameLen``; the name is also a
+#: directory of the server's file store).
+_MAX_STREAM_NAME = 255
+#: What separates a hashed stream name's readable head from its digest: never in an escaped
+#: name, where ``_`` always starts ``_XX``.
+_HASHED = "__"
+_DIGEST_CHARS = 32  # blake2b, 16 bytes, in hex
+#: The longest prefix: one that still leaves room for a hashed stream name.
+_MAX_PREFIX = _MAX_STREAM_NAME - len("MC__T_") - len(_HASHED) - _DIGEST_CHARS
+#: The longest KV key kept as the name's base64. A key ends a subject (``$KV.<bucket>.<key>``;
+#: a direct get names the bucket once more), and a client sending a subject past the server's
+#: ``max_control_line`` (4096 bytes by default) is disconnected: longer names get a hashed key.
+_MAX_KEY = 1024
 
 
 def _escape(topic: str) -> str:
@@ -110,7 +139,11 @@ def _escape(topic: str) -> str:
     )
 
 
-def _unescape(text: str) -> str:
+def _unescape(text: str) -> str | None:
+    """The topic name ``text`` is the escaped form of; None when it is no escaped form (a
+    hashed name, or another prefix's stream)."""
+    if not _ESCAPED.fullmatch(text):
+        return None
     out = bytearray()
     i = 0
     while i < len(text):
@@ -120,16 +153,61 @@ def _unescape(text: str) -> str:
         else:
             out += text[i].encode()
             i += 1
-    return out.decode()
+    try:
+        return out.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _digest(name: str) -> str:
+    return hashlib.blake2b(name.encode(), digest_size=_DIGEST_CHARS // 2).hexdigest()
+
+
+def _token(topic: str, room: int) -> str:
+    """The part of a topic's stream name and subject after the prefix, at most ``room``
+    characters: the escaped name when it fits; else the escaped name's first characters that
+    fit, ``__`` and a digest of the whole name (its real name is the stream's description)."""
+    escaped = _escape(topic)
+    if len(escaped) <= room:
+        return escaped
+    head: list[str] = []
+    left = room - len(_HASHED) - _DIGEST_CHARS
+    for c in topic:
+        piece = _escape(c)
+        left -= len(piece)
+        if left < 0:
+            break
+        head.append(piece)
+    return "".join(head) + _HASHED + _digest(topic)
 
 
 def _key(name: str) -> str:
-    """A KV key for any name (base64url: letters, digits, ``-``, ``_``, ``=``)."""
-    return base64.urlsafe_b64encode(name.encode()).decode() or "="
+    """A KV key for any name: base64url (letters, digits, ``-``, ``_``, ``=``), or for a name
+    whose base64 is longer than ``_MAX_KEY``, ``h.`` and a digest (see :func:`_wrap`)."""
+    key = base64.urlsafe_b64encode(name.encode()).decode() or "="
+    return key if len(key) <= _MAX_KEY else "h." + _digest(name)
+
+
+def _hashed(key: str) -> bool:
+    return "." in key  # never in base64url
 
 
 def _unkey(key: str) -> str:
     return base64.urlsafe_b64decode(key.encode()).decode()
+
+
+def _wrap(name: str, body: bytes) -> bytes:
+    """What a KV entry of ``name`` holds: ``body`` (JSON); under a hashed key, an object with
+    the name too, so listing the keys finds the names."""
+    if not _hashed(_key(name)):
+        return body
+    return b'{"name":' + orjson.dumps(name) + b',"value":' + body + b"}"
+
+
+def _unwrap(name: str, value: bytes) -> Any:
+    """The JSON document in an entry written by :func:`_wrap`."""
+    doc = orjson.loads(value)
+    return doc["value"] if _hashed(_key(name)) else doc
 
 
 class NatsStore(MeshStore):
@@ -174,14 +252,39 @@ class NatsStore(MeshStore):
         self._appending = 0
         self._subject_prefix = f"mc.{self.prefix}"
         self._stream_prefix = f"MC_{self.prefix}_T_"
+        #: Per topic, its stream's name and subject.
+        self._names: dict[str, tuple[str, str]] = {}
 
     # -- names ---------------------------------------------------------------------------------
 
     def _stream(self, topic: str) -> str:
-        return self._stream_prefix + _escape(topic)
+        return self._stream_and_subject(topic)[0]
 
     def _subject(self, topic: str) -> str:
-        return f"{self._subject_prefix}.t.{_escape(topic)}"
+        return self._stream_and_subject(topic)[1]
+
+    def _stream_and_subject(self, topic: str) -> tuple[str, str]:
+        """A topic's stream name and subject (*Layout*), from the topic and the prefix alone:
+        every store of the prefix, now or after a restart, finds the same stream."""
+        names = self._names.get(topic)
+        if names is None:
+            token = _token(topic, _MAX_STREAM_NAME - len(self._stream_prefix))
+            names = self._names[topic] = (
+                self._stream_prefix + token,
+                f"{self._subject_prefix}.t.{token}",
+            )
+        return names
+
+    def _topic_of(self, stream: str, description: str | None) -> str | None:
+        """The topic whose stream is ``stream`` (the name unescaped, or for a hashed name the
+        description it was created with); None for a stream that is no topic's of this
+        prefix."""
+        if not stream.startswith(self._stream_prefix):
+            return None
+        for topic in (_unescape(stream[len(self._stream_prefix) :]), description):
+            if topic and self._stream(topic) == stream:
+                return topic
+        return None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -529,7 +632,7 @@ class NatsStore(MeshStore):
                 storage=StorageType.FILE,
                 duplicate_window=self.duplicate_window,
                 num_replicas=self.replicas,
-                description=topic[:1000],
+                description=topic,  # the real name, for topics() when the name is hashed
             )
             try:
                 await js.add_stream(config)
@@ -567,7 +670,7 @@ class NatsStore(MeshStore):
                 return {}, getattr(getattr(exc, "entry", None), "revision", None) or 0
             if not entry.value:
                 return {}, entry.revision or 0
-            doc = orjson.loads(entry.value)
+            doc = _unwrap(connector, entry.value)
             return {p: orjson.dumps(v).decode() for p, v in doc.items()}, entry.revision or 0
 
         texts, revision = await self._call("positions", get)
@@ -581,7 +684,9 @@ class NatsStore(MeshStore):
             b"{" + b",".join(orjson.dumps(p) + b":" + t.encode() for p, t in merged.items()) + b"}"
         )
         kv = self._kv["positions"]
-        revision = await self._call("positions", lambda: kv.put(_key(connector), body))
+        revision = await self._call(
+            "positions", lambda: kv.put(_key(connector), _wrap(connector, body))
+        )
         self._known[connector] = (merged, revision)
 
     async def positions(self, connector_id: str) -> dict[str, dict[str, Any]]:
@@ -592,7 +697,9 @@ class NatsStore(MeshStore):
         return sorted(await self._keys("positions"))
 
     async def _keys(self, bucket: str) -> list[str]:
-        from nats.js.errors import NoKeysError
+        """The names a bucket has entries for: a key's base64 decoded, or the name a hashed
+        key's entry holds."""
+        from nats.js.errors import NoKeysError, NotFoundError
 
         kv = self._kv[bucket]
 
@@ -602,7 +709,20 @@ class NatsStore(MeshStore):
             except NoKeysError:
                 return []
 
-        return [_unkey(k) for k in await self._call("keys", keys)]
+        async def name(key: str) -> str | None:
+            try:
+                entry = await kv.get(key)
+            except NotFoundError:  # deleted meanwhile
+                return None
+            return str(orjson.loads(entry.value)["name"]) if entry.value else None
+
+        out = []
+        for key in await self._call("keys", keys):
+            if not _hashed(key):
+                out.append(_unkey(key))
+            elif (found := await self._call("keys", functools.partial(name, key))) is not None:
+                out.append(found)
+        return out
 
     async def set_positions(
         self, connector_id: str, positions: Mapping[str, Mapping[str, Any]] | None
@@ -622,7 +742,7 @@ class NatsStore(MeshStore):
             await self._call("positions", purge)
             return
         body = b"{" + b",".join(orjson.dumps(p) + b":" + t.encode() for _, p, t in rows) + b"}"
-        await self._call("positions", lambda: kv.put(_key(connector_id), body))
+        await self._call("positions", lambda: kv.put(_key(connector_id), _wrap(connector_id, body)))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -756,9 +876,9 @@ class NatsStore(MeshStore):
             while True:
                 page = await js.streams_info(offset)
                 for info in page:
-                    name = info.config.name or ""
-                    if name.startswith(self._stream_prefix):
-                        found.append(_unescape(name[len(self._stream_prefix) :]))
+                    topic = self._topic_of(info.config.name or "", info.config.description)
+                    if topic is not None:
+                        found.append(topic)
                 if len(page) < 256:
                     return sorted(found)
                 offset += len(page)
@@ -789,7 +909,7 @@ class NatsStore(MeshStore):
                 entry = await kv.get(_key(group))
             except NotFoundError:  # never committed, or deleted
                 return {}, 0
-            return (orjson.loads(entry.value) if entry.value else {}), entry.revision or 0
+            return (_unwrap(group, entry.value) if entry.value else {}), entry.revision or 0
 
         return await self._call("group", get)
 
@@ -822,9 +942,9 @@ class NatsStore(MeshStore):
                         if revision:
                             await kv.purge(key)
                     elif revision:
-                        await kv.update(key, orjson.dumps(new), last=revision)
+                        await kv.update(key, _wrap(group, orjson.dumps(new)), last=revision)
                     else:
-                        await kv.create(key, orjson.dumps(new))
+                        await kv.create(key, _wrap(group, orjson.dumps(new)))
                 except (KeyWrongLastSequenceError, KeyNotFoundError):
                     return False
                 return True
@@ -1060,7 +1180,7 @@ def _parse_url(url: str) -> tuple[list[str], str, str, float, float, int]:
     prefix, window, reconnect, replicas = "meshconnect", 600.0, 60.0, 1
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         try:
-            if key == "prefix" and re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            if key == "prefix" and re.fullmatch(rf"[A-Za-z0-9_-]{{1,{_MAX_PREFIX}}}", value):
                 prefix = value
             elif key == "duplicate_window" and float(value) > 0:
                 window = float(value)
@@ -1073,8 +1193,8 @@ def _parse_url(url: str) -> tuple[list[str], str, str, float, float, int]:
         except ValueError:
             raise ConfigError(
                 f"invalid nats store URL {_shown(url)!r}: bad option {key}={value!r} (known: "
-                "prefix=LETTERS_DIGITS-_, duplicate_window=SECONDS, reconnect_timeout=SECONDS, "
-                "replicas=1..5)"
+                f"prefix=LETTERS_DIGITS-_ (at most {_MAX_PREFIX}), duplicate_window=SECONDS, "
+                "reconnect_timeout=SECONDS, replicas=1..5)"
             ) from None
     server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
     return [server], _shown(url), prefix, window, reconnect, replicas

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from .. import jsonvalue
+from ..config.topics import MAX_TOPIC_LENGTH, PARTITION_MARK
 from ..errors import DataError, StoreError
 from ..mesh import codec
 from ..mesh.store import GroupInfo, MeshStore, Retention, TopicInfo
@@ -57,6 +58,21 @@ async def read_all(store: MeshStore, topic: str) -> list[Record]:
 
 class StoreConformance:
     """The store contract; subclass and define :meth:`store_factory` (module docstring)."""
+
+    #: Topic names at the edges of the rule (:mod:`meshconnect.config.topics`): the longest;
+    #: one of punctuation only, which a backend that escapes names may triple; one of
+    #: four-byte UTF-8 letters; one that differs from the first only in its last character; a
+    #: partition of the longest name (docs/scaleout.md#partitions).
+    EDGE_TOPICS = (
+        "t" * MAX_TOPIC_LENGTH,
+        "._-" * (MAX_TOPIC_LENGTH // 3),
+        "\U0001d538" * MAX_TOPIC_LENGTH,  # MATHEMATICAL DOUBLE-STRUCK CAPITAL A
+        "t" * (MAX_TOPIC_LENGTH - 1) + "u",
+        "p." * (MAX_TOPIC_LENGTH // 2) + "p" + PARTITION_MARK + "63",
+    )
+    #: A consumer group and a connector named far beyond what a backend might keep in a key
+    #: as it is (pipeline and sink names have no length limit).
+    LONG_NAME = "pipeline-" + "\u00e9" * 4000 + "/sink"
 
     def store_factory(
         self, tmp_path: Path, clock: FakeClock
@@ -483,6 +499,50 @@ class StoreConformance:
         assert [r.offset for r in await read_all(store, "orders")] == [0, 1, 2, 3, 4]
         assert [r.offset for r in await store.read("orders", 3, 10)] == [3, 4]
         assert [r.offset for r in await other.read("orders", 1, 10)] == [1, 2, 3, 4]
+
+    async def test_topics_named_at_the_edges_of_the_rule_work_across_a_reopen(
+        self, store: MeshStore, open_store: Callable[[], Awaitable[MeshStore]]
+    ) -> None:
+        """Every name the topic rule accepts is a topic of its own, however long and whatever
+        its characters: appended to, read, listed by its real name, committed, trimmed, and
+        found again by a store opened later."""
+        topics = self.EDGE_TOPICS
+        for k, topic in enumerate(topics):
+            await store.append(batch(k + 2, topic))
+        await store.commit("g", dict.fromkeys(topics, 1))
+        await store.close()
+
+        reopened = await open_store()
+        offsets = [await reopened.append(batch(1, topic)) for topic in topics]
+        deleted = [await reopened.apply_retention(t, Retention(max_records=1)) for t in topics]
+
+        assert offsets == [[k + 2] for k in range(len(topics))]
+        assert deleted == [k + 2 for k in range(len(topics))]
+        assert await reopened.topics() == sorted(
+            (TopicInfo(topic, k + 2, k + 3) for k, topic in enumerate(topics)),
+            key=lambda info: info.name,
+        )
+        assert [[(r.topic, r.offset) for r in await read_all(reopened, t)] for t in topics] == [
+            [(topic, k + 2)] for k, topic in enumerate(topics)
+        ]
+        assert await reopened.group("g") == GroupInfo("g", dict.fromkeys(topics, 1))
+
+    async def test_groups_and_sources_with_very_long_names(
+        self, store: MeshStore, open_store: Callable[[], Awaitable[MeshStore]]
+    ) -> None:
+        name = self.LONG_NAME
+        await store.append(batch(1), {(name, "p"): {"n": 1}})
+        await store.commit(name, {"orders": 1}, {"size": 2})
+        await store.close()
+
+        reopened = await open_store()
+        listed = (await reopened.source_ids(), await reopened.groups())
+        await reopened.set_positions(name, None)
+        await reopened.reset_group(name, {"orders": 0})
+
+        assert listed == ([name], [GroupInfo(name, {"orders": 1}, {"size": 2})])
+        assert await reopened.positions(name) == {}
+        assert await reopened.group(name) == GroupInfo(name, {"orders": 0}, {"size": 2})
 
     async def test_open_and_close_are_idempotent(self, make_store: Callable[[], MeshStore]) -> None:
         store = make_store()
