@@ -7,6 +7,7 @@ also checked against pymysqlreplication's own parser when it is installed.
 
 from __future__ import annotations
 
+import datetime
 import struct
 from decimal import Decimal, localcontext
 from typing import Any
@@ -221,3 +222,77 @@ def test_empty_json_is_null_and_garbage_is_a_clear_error() -> None:
         parse_jsonb(b"\x0e\x00")
     with pytest.raises(JsonbError, match="invalid binary JSON"):
         parse_jsonb(b"\x00\x05\x00")
+
+
+def _datetime2(y: int, mo: int, d: int, h: int, mi: int, s: int, us: int, fsp: int) -> bytes:
+    """A DATETIME2(fsp) value as the binlog packs it."""
+    packed = ((((y * 13 + mo) << 5 | d) << 17) | h << 12 | mi << 6 | s) + 0x8000000000
+    frac = {0: b"", 1: (us // 10000).to_bytes(1, "big"), 3: (us // 100).to_bytes(2, "big")}
+    frac[2], frac[4], frac[5], frac[6] = (
+        frac[1],
+        frac[3],
+        us.to_bytes(3, "big"),
+        us.to_bytes(3, "big"),
+    )
+    return packed.to_bytes(5, "big") + frac[fsp]
+
+
+@pytest.mark.parametrize("fsp", range(7))
+def test_datetime_text_is_the_canal_text_of_the_datetime(fsp: int) -> None:
+    """``RowDecoder(datetime_text=True)`` hands DATETIME values outside the key as the text
+    the canal format writes for the ``datetime`` the plain decoder makes: the same Canal rows
+    for valid, zero and invalid dates, any year, any digits, and a second seen again (kept);
+    the key column stays a ``datetime``."""
+    from meshconnect.connectors.canal._rowgen import SECONDS_CACHED, RowDecoder
+    from meshconnect.connectors.canal.events import Column, Table
+    from meshconnect.connectors.canal.formats import Shape
+
+    columns = (Column("k", 18, nullable=False, metadata=fsp), Column("v", 18, metadata=fsp))
+    table = Table(7, "s", "t", columns, ("k",))
+    step = 10 ** (6 - fsp) if fsp else 1_000_000
+    values = [
+        (2024, 5, 6, 7, 8, 9, 123456),
+        (2024, 5, 6, 7, 8, 9, 999999),  # the same second again
+        (1, 1, 1, 0, 0, 0, 0),
+        (999, 12, 31, 23, 59, 59, 10),
+        (9999, 12, 31, 23, 59, 59, 999999),
+        (0, 0, 0, 0, 0, 0, 0),  # zero date
+        (2024, 2, 30, 1, 2, 3, 500000),  # invalid (ALLOW_INVALID_DATES)
+        (2024, 0, 0, 14, 2, 10, 0),  # a zero month and day
+    ]
+    body = b""
+    for v in values:
+        us = v[6] // step * step if fsp else 0
+        key = _datetime2(2020, 1, 1, 0, 0, 0, 0, fsp)
+        body += b"\x00" + key + _datetime2(*v[:6], us, fsp)  # NULL bitmap, k, v
+    body += b"\x02" + _datetime2(2020, 1, 1, 0, 0, 0, 0, fsp)  # v NULL
+    present = 0b11
+    plain = RowDecoder(table).functions(present)[0](body, 0, len(body))
+    text = RowDecoder(table, datetime_text=True).functions(present)[0](body, 0, len(body))
+    assert len(plain) == len(text) == len(values) + 1
+    assert all(isinstance(row[0], datetime.datetime) for row in text)
+    assert text[-1][1] is None
+    shape = Shape.build("s", "t", ("k", "v"), columns, None, None, "base64", ("k",))
+    assert [shape.canal(r) for r in text] == [shape.canal(r) for r in plain]
+    assert [shape.canal(r)["v"] for r in text][:3] == [
+        "2024-05-06 07:08:09" + ("." + "123456"[:fsp] if fsp else ""),
+        "2024-05-06 07:08:09" + ("." + "999999"[:fsp] if fsp else ""),
+        "0001-01-01 00:00:00" + ("." + "0" * fsp if fsp else ""),
+    ]
+    # The cache of seconds starts over when full: the texts stay right.
+    many = b"".join(
+        b"\x00" + _datetime2(2020, 1, 1, 0, 0, 0, 0, fsp) + _datetime2(2024, 1, 1, 0, m, s, 0, fsp)
+        for m in range(60)
+        for s in range(60)
+        for _ in range(2)
+    )
+    decode = RowDecoder(table, datetime_text=True).functions(present)[0]
+    rows = decode(many + many, 0, 2 * len(many))
+    assert 2 * 60 * 60 * 2 > SECONDS_CACHED
+    assert [r[1] for r in rows] == [
+        f"2024-01-01 00:{m:02d}:{s:02d}" + ("." + "0" * fsp if fsp else "")
+        for _ in range(2)
+        for m in range(60)
+        for s in range(60)
+        for _ in range(2)
+    ]

@@ -45,12 +45,20 @@ _STRINGS = frozenset({15, 253, 254, 252, 255})  # VARCHAR, VAR_STRING, STRING, B
 
 
 class RowDecoder:
-    """Decodes the row images of one table (see the module docstring)."""
+    """Decodes the row images of one table (see the module docstring).
 
-    __slots__ = ("_by_present", "table")
+    ``datetime_text``: DATETIME values of columns outside the primary key come as Canal's text
+    (``YYYY-MM-DD HH:MM:SS[.f]``, the column's digits; zero and invalid dates as the server
+    shows them) instead of ``datetime`` objects, for the ``canal`` format, which writes every
+    value as text: the text of a second is made once and kept (a column's recent seconds,
+    at most 4,096), where a ``datetime`` and its ``isoformat`` cost ~10,000 instructions a
+    value. Key columns stay ``datetime``: keys are compared with the snapshot's."""
 
-    def __init__(self, table: Table) -> None:
+    __slots__ = ("_by_present", "datetime_text", "table")
+
+    def __init__(self, table: Table, datetime_text: bool = False) -> None:
         self.table = table
+        self.datetime_text = datetime_text
         self._by_present: dict[int, tuple[DecodeRows, DecodeImage]] = {}
 
     def functions(self, present: int) -> tuple[DecodeRows, DecodeImage]:
@@ -58,7 +66,7 @@ class RowDecoder:
         bits are set in ``present`` (bit i = column i)."""
         found = self._by_present.get(present)
         if found is None:
-            found = self._by_present[present] = _generate(self.table, present)
+            found = self._by_present[present] = _generate(self.table, present, self.datetime_text)
         return found
 
 
@@ -72,8 +80,37 @@ def _length_expr(prefix: int) -> str:
     return "(b[p] | b[p + 1] << 8 | b[p + 2] << 16 | b[p + 3] << 24)"
 
 
-def _generate(table: Table, present: int) -> tuple[DecodeRows, DecodeImage]:
+#: The most seconds a DATETIME column's text cache keeps (then it starts over).
+SECONDS_CACHED = 4096
+
+
+def _seconds_text(cache: dict[int, str]) -> Callable[[int], str]:
+    """The text of a DATETIME2 value's packed seconds ``x`` (``YYYY-MM-DD HH:MM:SS``), kept in
+    ``cache``; ``""`` for a zero or invalid date (the caller then takes the server's text)."""
+    datetime = dt.datetime
+
+    def text(x: int) -> str:
+        ymd = x >> 17
+        ym = ymd >> 5
+        try:
+            t = datetime(ym // 13, ym % 13, ymd & 31, x >> 12 & 31, x >> 6 & 63, x & 63).isoformat(
+                " "
+            )
+        except ValueError:
+            t = ""
+        if len(cache) >= SECONDS_CACHED:
+            cache.clear()
+        cache[x] = t
+        return t
+
+    return text
+
+
+def _generate(
+    table: Table, present: int, datetime_text: bool = False
+) -> tuple[DecodeRows, DecodeImage]:
     columns = table.columns
+    key = set(table.primary_key)
     names: dict[str, Any] = {
         "_unpack": struct.unpack_from,
         "_from_bytes": int.from_bytes,
@@ -117,18 +154,37 @@ def _generate(table: Table, present: int) -> tuple[DecodeRows, DecodeImage]:
                 "us = (b[p + 5] << 8 | b[p + 6]) * 100",
                 "us = b[p + 5] << 16 | b[p + 6] << 8 | b[p + 7]",
             ][(fsp + 1) // 2]
-            lines = [
-                "x = _from_bytes(b[p:p + 5], 'big') - 0x8000000000",
-                frac,
-                "ymd = x >> 17",
-                "ym = ymd >> 5",
-                "try:",
-                f"    {v} = _datetime(ym // 13, ym % 13, ymd & 31, x >> 12 & 31, x >> 6 & 63,"
-                " x & 63, us)",
-                "except ValueError:",
-                f"    {v} = C{i}(b, p)[0]",
-                f"p += {size}",
-            ]
+            if datetime_text and column.name not in key:
+                cache: dict[int, str] = {}
+                names[f"T{i}"], names[f"M{i}"] = cache.get, _seconds_text(cache)
+                lines = [
+                    "x = _from_bytes(b[p:p + 5], 'big') - 0x8000000000",
+                    f"{v} = T{i}(x)",
+                    "if {v} is None:".format(v=v),
+                    f"    {v} = M{i}(x)",
+                    f"if not {v}:",
+                    f"    {v} = C{i}(b, p)[0]",
+                ]
+                if fsp:
+                    lines += [
+                        "else:",
+                        "    " + frac,
+                        f"    {v} = f'{{{v}}}.{{us:06d}}'[:{20 + fsp}]",
+                    ]
+                lines.append(f"p += {size}")
+            else:
+                lines = [
+                    "x = _from_bytes(b[p:p + 5], 'big') - 0x8000000000",
+                    frac,
+                    "ymd = x >> 17",
+                    "ym = ymd >> 5",
+                    "try:",
+                    f"    {v} = _datetime(ym // 13, ym % 13, ymd & 31, x >> 12 & 31, x >> 6 & 63,"
+                    " x & 63, us)",
+                    "except ValueError:",
+                    f"    {v} = C{i}(b, p)[0]",
+                    f"p += {size}",
+                ]
         elif column.type == ENUM and column.metadata == 1:
             members = ("", *(column.enum_values or ()))
             names[f"N{i}"] = members + ("",) * (256 - len(members))

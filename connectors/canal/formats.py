@@ -208,6 +208,9 @@ def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
                 return v.isoformat(" ", spec)[:cut]
             return str(v)
 
+        # A str is already the text (zero dates; the fast reader's ``datetime_text``): the
+        # generated row function passes it without a call.
+        datetime_.inline = True  # type: ignore[attr-defined]
         return datetime_
     if kind == "time":
         return lambda v: _time_text(v, fsp) if isinstance(v, dt.timedelta) else str(v)

@@ -274,6 +274,7 @@ class CanalSource(Source[CanalSourceConfig]):
             table_filter=self.matcher,
             heartbeat_period=c.heartbeat_interval,
         )  # fmt: skip
+        self._text_values(reader)
         rows: list[RowsEvent] = []
         deadline = time.monotonic() + 60
         try:
@@ -378,7 +379,14 @@ class CanalSource(Source[CanalSourceConfig]):
                 table_filter=self.matcher,
                 heartbeat_period=c.heartbeat_interval,
             )
+            self._text_values(self._reader)
         return self._reader
+
+    def _text_values(self, reader: BinlogReader) -> None:
+        """In ``canal`` format every value becomes text: a reader that can (the fast one) hands
+        DATETIME values as that text already (``RowDecoder``'s ``datetime_text``)."""
+        if self.config.format == "canal" and hasattr(reader, "datetime_text"):
+            reader.datetime_text = True
 
     def read(self, timeout: float = _READ_TIMEOUT) -> list[Event]:
         """The next events. How many are asked for adapts to the rows they carry, so a batch

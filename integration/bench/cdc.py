@@ -25,7 +25,8 @@ Each contender reads each workload's binlog range in a fresh subprocess:
   batch of 5,000 bulk rows events holds hundreds of thousands of rows.
 
 Reader times are measured inside the child from the first connect to the last row; the
-pipeline's include the process start. Prints rows/s and the ratio to the bare loop, and each
+pipeline's include the process start, with meshconnect's bytecode written first (as a wheel
+install has it; this machine sets ``PYTHONDONTWRITEBYTECODE``, see ``peers.precompile``). Prints rows/s and the ratio to the bare loop, and each
 contender's CPU seconds (user + system of its process, start-up included: on a shared
 machine the figure the load moves least). ``--meshconnect PYTHON`` adds another checkout's
 pipeline (its virtualenv's interpreter) as one more contender, interleaved with the others.
@@ -50,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from mariadb import MariaDB, private_mariadb  # noqa: E402
+from peers import precompile  # noqa: E402
 
 TABLE = (
     "CREATE TABLE {name} (id INT PRIMARY KEY, customer VARCHAR(40) NOT NULL, qty INT NOT NULL,"
@@ -338,6 +340,10 @@ def main() -> None:
     missing = MariaDB.missing()
     if missing:
         raise SystemExit(f"no MariaDB for the benchmark: {missing}")
+    # meshconnect with its bytecode written, as a wheel install has it (and pymysqlreplication,
+    # which the bare loop imports, has it): see peers.precompile.
+    for python in filter(None, (sys.executable, args.meshconnect)):
+        precompile(python)
     with tempfile.TemporaryDirectory(prefix="mc-bench-cdc-") as tmp:
         work = Path(tmp)
         with private_mariadb(work / "db") as server:
