@@ -160,7 +160,7 @@ def _generate(
                 lines = [
                     "x = _from_bytes(b[p:p + 5], 'big') - 0x8000000000",
                     f"{v} = T{i}(x)",
-                    "if {v} is None:".format(v=v),
+                    f"if {v} is None:",
                     f"    {v} = M{i}(x)",
                     f"if not {v}:",
                     f"    {v} = C{i}(b, p)[0]",
