@@ -28,8 +28,9 @@ Reader times are measured inside the child from the first connect to the last ro
 pipeline's include the process start, with meshconnect's bytecode written first (as a wheel
 install has it; this machine sets ``PYTHONDONTWRITEBYTECODE``, see ``peers.precompile``).
 Prints rows/s and the ratio to the bare loop, and each contender's CPU seconds (user + system
-of its process, start-up included: on a shared machine the figure the load moves least). ``--meshconnect PYTHON`` adds another checkout's
-pipeline (its virtualenv's interpreter) as one more contender, interleaved with the others.
+of its process, start-up included: on a shared machine the figure the load moves least).
+``--meshconnect PYTHON`` adds another checkout's pipeline (its virtualenv's interpreter) as
+one more contender, interleaved with the others.
 """
 
 from __future__ import annotations
