@@ -476,6 +476,15 @@ def _key_part(v: Any) -> str:
     return str(v)
 
 
+def _canal_data(canal: Conv, image: tuple[Any, ...]) -> list[dict[str, Any]] | None:
+    """A FlatMessage's ``data`` for one row (``[row]`` in Canal's text form), or None when
+    its values cannot be made (:meth:`Formatter.change` then reports it)."""
+    try:
+        return [canal(image)]
+    except ValueError:
+        return None
+
+
 def _text(shape: Shape, image: tuple[Any, ...] | None) -> dict[str, Any] | None:
     """A row image in Canal's text form (every value a string, JSON as stored): what a dead
     letter keeps of a row whose typed values could not be made."""
@@ -552,7 +561,16 @@ class Formatter:
         inserted, or deleted): :meth:`change` for each, with what the rows share (the
         event's time, extensions, ids' prefix, the FlatMessage's constant fields) made once.
         The same records, field for field; a row whose values cannot be made goes through
-        :meth:`change`, which reports it."""
+        :meth:`change`, which reports it.
+
+        With :attr:`encoded`, in ``canal`` format, the rows are
+        :class:`~meshconnect.EncodedRecord`\\ s: each one's FlatMessage as the bytes
+        ``jsonvalue.dumps`` writes for the dict otherwise made, built as ``{"data":`` + the
+        row's ``[{…}]`` (one msgspec call for the event's rows) + the rest of the message
+        (:meth:`_message_rest`). Canal's values are text (no float, so no NaN to look for).
+        An event with a row whose values cannot be made, or with text JSON cannot hold (a
+        lone surrogate), is made of dicts, as without it: :meth:`change` reports the row, the
+        store names the record."""
         if self.fmt != "canal" or meta.snapshot or op not in ("insert", "delete"):
             for i in range(first, len(images)):
                 if op == "insert":
@@ -561,6 +579,23 @@ class Formatter:
                     self.change(op, shape, images[i], None, meta, i, out)
             return
         canal = shape.canal_function()
+        # Each row's "data": a list of its one row in Canal's text form; None for a row whose
+        # values cannot be made.
+        rows: list[list[dict[str, Any]] | None]
+        try:
+            rows = [[canal(images[i])] for i in range(first, len(images))]
+        except ValueError:  # rare: row by row, to find which
+            rows = [_canal_data(canal, images[i]) for i in range(first, len(images))]
+        lines: list[bytes] | None = None
+        if self.encoded and None not in rows:
+            try:
+                if len(rows) == 1:  # a one-row event (single-row transactions): no split
+                    lines = [jsonvalue.encode_unchecked(rows[0])]
+                else:
+                    lines = jsonvalue.dumps_each(rows, floats=False)
+                rest = self._message_rest(op, shape, meta)
+            except (ValueError, TypeError):  # text JSON cannot hold: made of dicts
+                lines = None
         base: dict[str, Any] = {"binlogfile": meta.file, "binlogpos": meta.pos, "txid": meta.txid}
         if meta.gtid:
             base["gtid"] = meta.gtid
@@ -568,41 +603,40 @@ class Formatter:
         one_key = pk_index[0] if len(pk_index) == 1 else -1
         key_text = shape.key_text
         pk = shape.pk
+        # Without ``lines``: the FlatMessage of every row but "data" and "pkNames"; each row
+        # takes a copy (cheaper than a dict display of its 14 items), the last the message.
+        message = self._flat_message(op, shape, meta, None, None) if lines is None else {}
         prefix = f"{meta.file}:{meta.pos}:"
-        if self.encoded and self._encoded_changes(
-            op, shape, images, meta, first, out, base, prefix
-        ):
-            return
-        # The FlatMessage of every row but "data" and "pkNames": each row takes a copy
-        # (cheaper than a dict display of its 14 items), the last the message itself.
-        message = self._flat_message(op, shape, meta, None, None)
-        make, source, type_, subject = Record.fast, self.source, "mysql." + op, shape.subject
+        source, type_, subject = self.source, "mysql." + op, shape.subject
         when = _iso(meta.timestamp)
-        append = out.append
+        append, encoded, plain = out.append, EncodedRecord.of, Record.fast
         last = len(images) - 1
-        for i in range(first, last + 1):
+        made = iter(lines or ())
+        for i, row in enumerate(rows, first):
             image = images[i]
-            try:
-                row = canal(image)
-            except ValueError:  # reported by change
+            if row is None:
                 if op == "insert":
                     self.change(op, shape, None, image, meta, i, out)
                 else:
                     self.change(op, shape, image, None, meta, i, out)
                 continue
-            ext = base.copy()
+            ext = base.copy() if i != last else base  # the last row takes the base itself
             if one_key >= 0 and (v := image[one_key]).__class__ is int:
                 ext["partitionkey"] = str(v)  # digits: nothing to escape
             else:
                 key = key_text(image)
                 if key is not None:
                     ext["partitionkey"] = key
-            data = message if i == last else message.copy()
-            data["data"] = [row]
-            data["pkNames"] = list(pk) or None
+            if lines is not None:
+                data = b"".join((b'{"data":', next(made), rest))  # one copy
+                append(encoded(data, prefix + str(i), source, type_, subject, when, ext))
+                continue
+            flat = message if i == last else message.copy()
+            flat["data"] = row
+            flat["pkNames"] = list(pk) or None
             append(
-                make(
-                    data,
+                plain(
+                    flat,
                     prefix + str(i),
                     source,
                     type_,
@@ -613,54 +647,6 @@ class Formatter:
                     ext,
                 )
             )
-
-    def _encoded_changes(
-        self,
-        op: str,
-        shape: Shape,
-        images: Sequence[tuple[Any, ...]],
-        meta: TxMeta,
-        first: int,
-        out: list[Record],
-        base: dict[str, Any],
-        prefix: str,
-    ) -> bool:
-        """:meth:`changes` as :class:`~meshconnect.EncodedRecord`\\ s: each row's FlatMessage
-        as the bytes ``jsonvalue.dumps`` writes for the dict :meth:`changes` makes, built as
-        ``{"data":`` + the row's ``[{…}]`` + the rest of the message, encoded once for the
-        event ("data" is the message's first key). Values are Canal's texts (no float, so no
-        NaN to look for). False, with nothing done, when a row's values cannot be made or
-        the event holds text JSON cannot hold (a lone surrogate): the dict way then reports
-        the row, or lets the store name the record."""
-        canal = shape.canal_function()
-        try:
-            rows = [[canal(images[i])] for i in range(first, len(images))]
-            if len(rows) == 1:  # a one-row event (single-row transactions): no split
-                lines = [jsonvalue.encode_unchecked(rows[0])]
-            else:
-                lines = jsonvalue.dumps_each(rows, floats=False)
-            rest = self._message_rest(op, shape, meta)
-        except (ValueError, TypeError):  # a row whose values cannot be made; text JSON lacks
-            return False
-        pk_index = shape.pk_index
-        one_key = pk_index[0] if len(pk_index) == 1 else -1
-        key_text = shape.key_text
-        make, source, type_, subject = EncodedRecord.of, self.source, "mysql." + op, shape.subject
-        when = _iso(meta.timestamp)
-        append = out.append
-        last = len(images) - 1
-        for i, line in enumerate(lines, first):
-            image = images[i]
-            ext = base.copy() if i != last else base  # the last row takes the base itself
-            if one_key >= 0 and (v := image[one_key]).__class__ is int:
-                ext["partitionkey"] = str(v)  # digits: nothing to escape
-            else:
-                key = key_text(image)
-                if key is not None:
-                    ext["partitionkey"] = key
-            data = b"".join((b'{"data":', line, rest))  # one copy
-            append(make(data, prefix + str(i), source, type_, subject, when, ext))
-        return True
 
     def _message_rest(self, op: str, shape: Shape, meta: TxMeta) -> bytes:
         """The JSON of the FlatMessage :meth:`_flat_message` makes for a row of an insert or
