@@ -274,9 +274,11 @@ class EncodedRecord(Record):
     encodes the value as for any record. A stored record keeps it (readers of the mesh change
     copies, see :meth:`Record.copy`).
 
-    Make one with :meth:`of`; ``encoded`` must be what :func:`meshconnect.jsonvalue.dumps`
-    writes for the value (compact UTF-8 JSON, no NaN or infinity), which the store does not
-    check again.
+    Make one with :meth:`of`; ``encoded`` should be what :func:`meshconnect.jsonvalue.dumps`
+    writes for the value (compact UTF-8 JSON on one line). The store checks, for the batch at
+    once, that each encoding is one JSON value in UTF-8 on one line, and stores it as given;
+    one that is not cannot be stored (``RecordEncodingError`` naming it; its ``data`` becomes
+    the bytes, so its dead letter keeps them).
     """
 
     __slots__ = ()
@@ -295,9 +297,11 @@ class EncodedRecord(Record):
         """A record of JSON data given as its encoding (``datacontenttype``
         ``application/json``), from positional values; nothing is checked or copied."""
         r = _new(cls)
-        _set_data(r, _PENDING)
+        # ``null`` is an explicit null payload (``null_data``), known without a decode.
+        null = encoded == b"null"
+        _set_data(r, None if null else _PENDING)
         r.encoded_data = encoded
-        r.null_data = False
+        r.null_data = null
         r.id = id
         r.source = source
         r.type = type
@@ -319,6 +323,8 @@ class EncodedRecord(Record):
                 from .jsonvalue import loads as _loads
             value = _loads(self.encoded_data, max_depth=None)
             _set_data(self, value)
+            if value is None:  # ``null``: an explicit null payload, as the store has it
+                self.null_data = True
             if self.offset is None:  # not stored yet: the reader may change it in place
                 self.encoded_data = None
         return value

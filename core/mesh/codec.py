@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
+import msgspec
 import orjson
 
 from .. import jsonvalue
@@ -119,6 +120,12 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
         if value is not None and not isinstance(value, str):
             raise RecordEncodingError(index, r, f"attribute {name!r} must be a string or None")
         values.append(value)
+    if r.__class__ is EncodedRecord and r.pending:
+        raw = r.encoded_data
+        problem = encoding_problem(raw)
+        if problem is not None:  # its dead letter keeps what was given, as binary data
+            r.data = bytes(raw) if isinstance(raw, bytes | bytearray | memoryview) else raw
+            raise RecordEncodingError(index, r, f"its encoded data {problem}")
     ext = r.extensions
     if not isinstance(ext, dict):
         raise RecordEncodingError(index, r, "extensions must be a dict")
@@ -251,6 +258,8 @@ def _encode_data(records: Sequence[Record]) -> list[bytes] | None:
         except TypeError:  # data that cannot be stored
             return None
     encoded: list[Any] = [r.encoded_data if r.__class__ is EncodedRecord else None for r in records]
+    if not _encodings_valid([e for e in encoded if e is not None]):
+        return None  # the rows layout names the record (encode_row)
     todo = [i for i, e in enumerate(encoded) if e is None]
     if todo:
         datas = [records[i].data for i in todo]
@@ -263,6 +272,51 @@ def _encode_data(records: Sequence[Record]) -> list[bytes] | None:
         for i, e in zip(todo, more, strict=True):
             encoded[i] = e
     return encoded
+
+
+#: Checks JSON syntax without building values (msgspec's ``Raw``): a fraction of a decode.
+_raw_lines = msgspec.json.Decoder(msgspec.Raw).decode_lines
+_raw = msgspec.json.Decoder(msgspec.Raw).decode
+
+
+def _encodings_valid(encodings: list[Any]) -> bool:
+    """Whether each of an append's given encodings (``EncodedRecord``) is bytes holding one
+    JSON value in UTF-8 on one line, checked for the batch at once: it is spliced into the
+    stored segment as it is, and sinks write it as a line."""
+    if not encodings:
+        return True
+    try:
+        joined = b"\n".join(encodings)
+    except TypeError:  # not bytes
+        return False
+    if joined.count(b"\n") != len(encodings) - 1 or b"\r" in joined:
+        return False
+    if not joined.isascii():
+        try:
+            joined.decode()
+        except UnicodeDecodeError:
+            return False
+    try:
+        return len(_raw_lines(joined)) == len(encodings)
+    except (msgspec.DecodeError, ValueError):
+        return False
+
+
+def encoding_problem(encoded: Any) -> str | None:
+    """What is wrong with an ``EncodedRecord``'s encoding, or None: the record's reason in
+    :class:`RecordEncodingError`."""
+    if not isinstance(encoded, bytes):
+        return f"must be bytes, not {type(encoded).__name__}"
+    if b"\n" in encoded or b"\r" in encoded:
+        return "must be on one line (compact JSON holds no raw line break)"
+    try:
+        encoded.decode()
+        _raw(encoded)
+    except UnicodeDecodeError:
+        return "is not UTF-8"
+    except (msgspec.DecodeError, ValueError) as exc:
+        return f"is not one JSON value ({exc})"
+    return None
 
 
 _EXTENSION_KINDS = frozenset((str, int, bool))
