@@ -293,10 +293,16 @@ class EncodedRecord(Record):
         subject: str | None,
         time: str | None,
         extensions: dict[str, Any],
+        *,
+        check: bool = True,
     ) -> EncodedRecord:
         """A record of JSON data given as its encoding (``datacontenttype``
-        ``application/json``), from positional values; nothing is checked or copied."""
-        r = _new(cls)
+        ``application/json``), from positional values; nothing is copied. The store checks
+        ``encoded`` (see the class); ``check=False`` is the caller's word that the bytes are
+        :mod:`meshconnect.jsonvalue`'s own output for a value (``dumps``, ``dumps_each``,
+        ``encode_unchecked``, or such output joined as JSON's grammar has it), never bytes
+        from outside, which it stores unchecked (the canal source's FlatMessages)."""
+        r = _new(cls if check else _OwnEncoding)
         # ``null`` is an explicit null payload (``null_data``), known without a decode.
         null = encoded == b"null"
         _set_data(r, None if null else _PENDING)
@@ -338,6 +344,19 @@ class EncodedRecord(Record):
     def pending(self) -> bool:
         """Whether ``data`` was not decoded yet (``encoded_data`` is then its encoding)."""
         return _get_data(self) is _PENDING
+
+
+class _OwnEncoding(EncodedRecord):
+    """An :class:`EncodedRecord` made with ``check=False``: bytes of meshconnect's own
+    encoder, which the store does not check again."""
+
+    __slots__ = ()
+
+
+#: The classes of records whose data may be held as their encoding (``EncodedRecord``).
+ENCODED_CLASSES = frozenset({EncodedRecord, _OwnEncoding})
+#: Of them, the one whose encodings the store checks.
+CHECKED_ENCODING = EncodedRecord
 
 
 def kind_of(value: Any) -> str:

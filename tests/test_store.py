@@ -613,3 +613,21 @@ def test_segment_extensions_are_checked_for_the_batch_and_the_culprit_named(
     badname[1].extensions["Bad-Name"] = "x"
     with pytest.raises(RecordEncodingError, match=r"record 1 of the batch.*'Bad-Name'"):
         encode_segment(badname)
+
+
+def test_only_encodings_a_source_gives_as_its_own_go_unchecked() -> None:
+    """``EncodedRecord.of`` bytes are checked by the store (one JSON value, UTF-8, one line);
+    with ``check=False`` (meshconnect's own encoder's output, as the canal source gives) they
+    are stored as given: a caller that passes other bytes so breaks only its own promise."""
+    from meshconnect.mesh.codec import RecordEncodingError, decode_segment, encode_segment
+    from meshconnect.records import EncodedRecord
+
+    spliced = b'{"a":1},{"a":2}'
+    checked = EncodedRecord.of(spliced, "c", "/s", "t", None, None, {})
+    with pytest.raises(RecordEncodingError, match="record 0 of the batch.*one JSON value"):
+        encode_segment([checked])
+    assert checked.data == spliced  # its dead letter keeps the bytes
+    own = EncodedRecord.of(b'{"a":1}', "o", "/s", "t", None, None, {}, check=False)
+    assert isinstance(own, EncodedRecord)
+    back = decode_segment(encode_segment([own]), "t", 0)
+    assert [r.data for r in back] == [{"a": 1}]

@@ -629,7 +629,9 @@ class Formatter:
                     ext["partitionkey"] = key
             if lines is not None:
                 data = b"".join((b'{"data":', next(made), rest))  # one copy
-                append(encoded(data, prefix + str(i), source, type_, subject, when, ext))
+                append(
+                    encoded(data, prefix + str(i), source, type_, subject, when, ext, check=False)
+                )
                 continue
             flat = message if i == last else message.copy()
             flat["data"] = row

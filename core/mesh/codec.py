@@ -45,7 +45,7 @@ import orjson
 from .. import jsonvalue
 from ..errors import DataError, StoreError
 from ..eventrules import INT32_MAX, INT32_MIN, extension_value_problem, extensions_problem
-from ..records import EncodedRecord, Record
+from ..records import CHECKED_ENCODING, ENCODED_CLASSES, Record
 
 __all__ = [
     "RECORD_SLOTS",
@@ -120,7 +120,7 @@ def encode_row(index: int, r: Record, key: Any, appended_at: float) -> tuple[Any
         if value is not None and not isinstance(value, str):
             raise RecordEncodingError(index, r, f"attribute {name!r} must be a string or None")
         values.append(value)
-    if r.__class__ is EncodedRecord and r.pending:
+    if r.__class__ is CHECKED_ENCODING and r.pending:
         raw = r.encoded_data
         problem = encoding_problem(raw)
         if problem is not None:  # its dead letter keeps what was given, as binary data
@@ -249,7 +249,8 @@ def _encode_data(records: Sequence[Record]) -> list[bytes] | None:
     """Each record's data as JSON (``jsonvalue.dumps``); None when a record's data is bytes or
     cannot be stored (then the rows layout keeps it or names the culprit). An
     :class:`~meshconnect.records.EncodedRecord` still holding its encoding gives it as it is."""
-    if EncodedRecord not in set(map(type, records)):
+    classes = set(map(type, records))
+    if ENCODED_CLASSES.isdisjoint(classes):
         datas = [r.data for r in records]
         if not _BINARY.isdisjoint(map(type, datas)):
             return None  # bytes data keeps its type in the rows layout
@@ -257,8 +258,12 @@ def _encode_data(records: Sequence[Record]) -> list[bytes] | None:
             return jsonvalue.dumps_each(datas)
         except TypeError:  # data that cannot be stored
             return None
-    encoded: list[Any] = [r.encoded_data if r.__class__ is EncodedRecord else None for r in records]
-    if not _encodings_valid([e for e in encoded if e is not None]):
+    encoded: list[Any] = [
+        r.encoded_data if r.__class__ in ENCODED_CLASSES else None for r in records
+    ]
+    if CHECKED_ENCODING in classes and not _encodings_valid(
+        [r.encoded_data for r in records if r.__class__ is CHECKED_ENCODING and r.pending]
+    ):
         return None  # the rows layout names the record (encode_row)
     todo = [i for i, e in enumerate(encoded) if e is None]
     if todo:
