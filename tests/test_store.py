@@ -624,7 +624,7 @@ def test_only_encodings_a_source_gives_as_its_own_go_unchecked() -> None:
 
     spliced = b'{"a":1},{"a":2}'
     checked = EncodedRecord.of(spliced, "c", "/s", "t", None, None, {})
-    with pytest.raises(RecordEncodingError, match="record 0 of the batch.*one JSON value"):
+    with pytest.raises(RecordEncodingError, match=r"record 0 of the batch.*one JSON value"):
         encode_segment([checked])
     assert checked.data == spliced  # its dead letter keeps the bytes
     own = EncodedRecord.of(b'{"a":1}', "o", "/s", "t", None, None, {}, check=False)
