@@ -71,7 +71,7 @@ PARTITION = "binlog"
 _READ_TIMEOUT = 0.5
 #: Events asked for by the first read, before the size of this binlog's events is known: few,
 #: since 256 events of a bulk load are ~36,000 rows, all built and stored before a sink sees
-#: its first record (the bulk CDC bench ran 25 % longer, docs/benchmarks.md).
+#: its first record (the bulk CDC bench ran a third longer, docs/benchmarks.md).
 _FIRST_READ_EVENTS = 16
 #: The fewest events a read asks for.
 _MIN_READ_EVENTS = 16
