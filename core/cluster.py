@@ -77,6 +77,26 @@ def timings(failover_timeout: float) -> tuple[float, float]:
     return failover_timeout / 2, failover_timeout / 10
 
 
+#: Rounds for which a unit this member gave back counts as on its way to another member.
+GIVEN_BACK_ROUNDS = 3
+
+
+def over_share(mine: int, others: Sequence[int], units: int, coming: int) -> bool:
+    """Whether a member running ``mine`` units gives one back: it is above the fair share
+    ``ceil(units / members)`` while the others (``others``: how many each runs) lack more than
+    the ``coming`` units (being given back, or just given back) can fill; or above the lower
+    share ``units // members`` while the others lack more than that of it (4 units on 3
+    members end 2, 1, 1, not 2, 2, 0). Counting ``coming`` keeps a member that just gave one
+    back from giving back a second before the newcomer's next round took the first (3 units on
+    2 members ended 1 and 2, with a unit stopped for nothing)."""
+    members = len(others) + 1
+    for target in (math.ceil(units / members), units // members):
+        lacking = sum(max(0, target - n) for n in others)
+        if mine > target and lacking > coming:
+            return True
+    return False
+
+
 def definitions_id(cluster: str) -> str:
     """The pseudo-connector whose positions hold a cluster's pipeline definitions."""
     return f"cluster:{cluster}"
@@ -224,6 +244,7 @@ class ClusterMember:
         config.pipelines = []
         self._rounds = 0
         self._gave_back_round = -3  # the round in which this member last released a unit
+        self._given_back: dict[str, int] = {}  # unit -> the round this member released it in
         self._outside: set[str] = set()  # units held by workers outside the cluster
         self.failed_here: set[str] = set()  # units that failed for good on this member
         self._leaving: set[asyncio.Task[None]] = set()
@@ -428,17 +449,21 @@ class ClusterMember:
         for lease in live.values():
             counts[lease.owner] = counts.get(lease.owner, 0) + 1
         others = [counts.get(m, 0) for m in members if m != self.owner]
-        # Above the share while another is below it; or above the lower share while another
-        # is below that (4 units on 3 members end 2, 1, 1, not 2, 2, 0).
-        least = len(units) // len(members)
-        if (len(mine) > share and any(c < share for c in others)) or (
-            len(mine) > least and any(c < least for c in others)
-        ):
+        # What this member is draining, and what it gave back in the last rounds that no one
+        # took yet, is on its way to the members below their share already. (Units free for
+        # another reason are not counted: one that no member can start stays free.)
+        self._given_back = {
+            n: r for n, r in self._given_back.items() if self._rounds - r <= GIVEN_BACK_ROUNDS
+        }
+        coming = sum(1 for u in self.units.values() if u.leaving) + sum(
+            1 for n in self._given_back if n in units and n not in live
+        )
+        if over_share(len(mine), others, len(units), coming):
             unit = max(mine, key=lambda u: u.taken_at)  # the newest goes back first
             self._give_back(unit, f"{len(units)} units on {len(members)} members")
             return
         wanted = share - len(mine)
-        if wanted <= 0 or self._rounds < self._gave_back_round + 3:
+        if wanted <= 0 or self._rounds < self._gave_back_round + GIVEN_BACK_ROUNDS:
             return  # a unit this member gave back goes to the member below its share
         free = [
             name
@@ -670,6 +695,7 @@ class ClusterMember:
             if not unit.lost:
                 await self.store.break_leases([Lease(unit.lease, self.owner, 0)])
                 self._gave_back_round = self._rounds
+                self._given_back[unit.lease] = self._rounds
 
         task = asyncio.create_task(leave(), name=f"give back {unit.lease}")
         self._leaving.add(task)

@@ -15,7 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from meshconnect.cli import cli
-from meshconnect.cluster import ClusterError, ClusterMember, cluster_report, definitions_id
+from meshconnect.cluster import (
+    ClusterError,
+    ClusterMember,
+    cluster_report,
+    definitions_id,
+    over_share,
+)
 from meshconnect.config.loader import LoadedConfig, load_pipeline_files
 from meshconnect.config.model import ClusterConfig, RetentionConfig
 from meshconnect.mesh.memory import MemoryStore
@@ -270,6 +276,30 @@ def test_a_wrong_cluster_option_is_named_without_pydantic_wording(tmp_path: Path
     assert "Value error" not in done.output
     done = runner.invoke(cli, [*args, "c", "--failover-timeout", "100000h"])
     assert "Error: --failover-timeout: at most 1h" in done.output
+
+
+@pytest.mark.parametrize(
+    ("mine", "others", "units", "coming", "gives_back"),
+    [
+        (3, [0], 3, 0, True),  # a newcomer: 3 units on 2 members
+        # The unit just given back is not taken yet: giving back another left 1 and 2 (the
+        # 3-worker CDC test saw it when the newcomer's round came 12 ms after this one's).
+        (2, [0], 3, 1, False),
+        (2, [1], 3, 0, False),
+        (2, [0], 3, 0, True),  # the newcomer has nothing and nothing is on its way
+        (4, [0, 0], 4, 0, True),
+        (3, [0, 0], 4, 1, True),  # the others lack 4 of the share 2; 1 is coming
+        (2, [0, 0], 4, 2, False),  # both lack 1 of the lower share; 2 are coming
+        (2, [2, 0], 4, 0, True),  # 2, 2, 0 ends 2, 1, 1
+        (2, [1, 1], 4, 0, False),
+        (1, [0], 1, 0, False),
+        (0, [0], 0, 0, False),
+    ],
+)
+def test_a_member_gives_back_only_what_the_others_lack_beyond_what_is_coming(
+    mine: int, others: list[int], units: int, coming: int, gives_back: bool
+) -> None:
+    assert over_share(mine, others, units, coming) is gives_back
 
 
 async def test_a_third_member_gets_a_unit_when_two_hold_two_each(tmp_path: Path) -> None:
