@@ -729,9 +729,7 @@ def test_a_worker_given_bad_attributes_stores_the_rest_and_stops_on_sigterm(
         assert [e["id"] for e in out] == ["before", "after"]
         assert len(dead) == 1
         proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        output, _ = proc.communicate(timeout=10)
-        assert time.monotonic() - started < 10
+        output, _ = proc.communicate(timeout=120)  # a bound for a hang, not a timing check
     finally:
         if proc.poll() is None:
             proc.kill()
