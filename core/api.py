@@ -306,12 +306,15 @@ class ConnectorSpec:
 
     ``factory`` is the Source or Sink class, or ``"module:Class"`` imported only when a
     pipeline uses it, so a connector whose client library is missing still lists.
+    ``config_model`` is the config class, or ``"module:Class"`` imported only when a pipeline
+    (or ``schema``, ``connectors show``) needs it, so a run does not import the config models
+    of connectors it does not use; read it with :meth:`model`.
     ``requires`` names the modules it needs and ``extra`` the pip extra that installs them.
     """
 
     name: str
     kind: Literal["source", "sink"]
-    config_model: type[ConnectorConfig]
+    config_model: type[ConnectorConfig] | str
     factory: type[Source[Any]] | type[Sink[Any]] | str
     description: str = ""
     requires: Sequence[str] = ()
@@ -320,14 +323,31 @@ class ConnectorSpec:
     def load(self) -> Callable[..., Source[Any] | Sink[Any]]:
         """The connector class (imports it when ``factory`` is a string)."""
         if isinstance(self.factory, str):
-            import importlib
-
-            module_name, _, attr = self.factory.partition(":")
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-            return obj
+            return _imported(self.factory)
         return self.factory
+
+    def model(self) -> type[ConnectorConfig]:
+        """The config class (imports it when ``config_model`` is a string); TypeError when it
+        is not a :class:`ConnectorConfig` subclass."""
+        model = self.config_model
+        if isinstance(model, str):
+            model = _imported(model)
+        if not (isinstance(model, type) and issubclass(model, ConnectorConfig)):
+            raise TypeError(
+                f"connector {self.name!r}: config_model {model!r} is not a ConnectorConfig"
+            )
+        return model
+
+
+def _imported(path: str) -> Any:
+    """The object ``"module:attr.attr"`` names (imports the module)."""
+    import importlib
+
+    module_name, _, attr = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 @dataclass(slots=True)

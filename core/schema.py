@@ -32,7 +32,7 @@ def connector_schema(registry: Registry, name: str, kind: str | None = None) -> 
     if found:
         ckind, entry = found[0]
         assert entry.spec is not None
-        schema: dict[str, Any] = entry.spec.config_model.model_json_schema()
+        schema: dict[str, Any] = entry.spec.model().model_json_schema()
         schema.setdefault("title", f"{name} {ckind} config")
         return schema
     if kind is None:
@@ -50,7 +50,7 @@ def _variants(registry: Registry, kind: str) -> list[dict[str, Any]]:
         out.append(
             {
                 "if": {"properties": {"connector": {"const": name}}},
-                "then": {"properties": {"config": entry.spec.config_model.model_json_schema()}},
+                "then": {"properties": {"config": entry.spec.model().model_json_schema()}},
             }
         )
     return out

@@ -109,7 +109,7 @@ def connector_reference(name: str) -> str:
         parts.append(f"### {kind.capitalize()} `config`\n\n")
         if spec.description:
             parts.append(spec.description.strip() + "\n\n")
-        parts.append(fields_table(spec.config_model) + "\n")
+        parts.append(fields_table(spec.model()) + "\n")
     return "".join(parts)
 
 

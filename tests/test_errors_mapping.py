@@ -160,7 +160,7 @@ def test_the_file_sink_maps_a_path_that_cannot_be_made_to_a_config_error(tmp_pat
     (tmp_path / "afile").write_text("")
     registry = test_registry()
     spec = registry.connector("file", "sink")
-    config = spec.config_model.model_validate({"path": "afile/sub/out.jsonl"})
+    config = spec.model().model_validate({"path": "afile/sub/out.jsonl"})
     context = ConnectorContext("p", "file", logging.getLogger("test"), base_dir=str(tmp_path))
     sink = spec.load()(config, context)
     with pytest.raises(Exception) as failure:
@@ -214,7 +214,7 @@ def test_a_full_disk_under_the_file_sink_restarts_it_instead_of_retrying_in_plac
     from meshconnect.connectors.file.errors import FileIOFailure
 
     spec = test_registry().connector("file", "sink")
-    config = spec.config_model.model_validate({"path": "out.jsonl"})
+    config = spec.model().model_validate({"path": "out.jsonl"})
     context = ConnectorContext("p", "file", logging.getLogger("test"), base_dir=str(tmp_path))
     sink = spec.load()(config, context)
 

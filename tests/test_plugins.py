@@ -152,3 +152,58 @@ def test_help_imports_no_heavy_library() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stderr.strip() == "[]"
+
+
+def test_a_run_imports_the_config_models_of_the_connectors_it_uses_only(tmp_path: Path) -> None:
+    """Built-in connectors give their config model as "module:Class": loading a pipeline of a
+    file source and sink imports no other connector's model (~25 ms of start-up)."""
+    import subprocess
+
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source: {connector: file, config: {path: in.jsonl}}\n"
+        "    topic: t\n    sinks:\n      - {name: out, connector: file, config: {path: o.jsonl}}\n"
+    )
+    code = (
+        "import sys\n"
+        "from meshconnect.config.loader import load_pipeline_files\n"
+        "from meshconnect.plugins import load_registry\n"
+        "load_pipeline_files([sys.argv[1]], load_registry())\n"
+        "print(sorted(m for m in sys.modules if m.startswith('meshconnect.connectors.')"
+        " and m.endswith('.config')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "p.yaml")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    # chatgpt's config module holds the llm transform's options, which register eagerly.
+    assert result.stdout.split() == [
+        "['meshconnect.connectors.chatgpt.config',",
+        "'meshconnect.connectors.file.config']",
+    ]
+
+
+def test_a_config_model_that_does_not_import_is_reported_at_the_connector(
+    plugin_dir: Path,
+) -> None:
+    from meshconnect.config.loader import load_pipeline_texts
+    from meshconnect.errors import ValidationErrors
+
+    (plugin_dir / "mcplug_badmodel.py").write_text(
+        "from meshconnect import ConnectorSpec, hookimpl\n"
+        "@hookimpl\n"
+        "def meshconnect_connectors():\n"
+        "    return [ConnectorSpec(name='bad', kind='source',"
+        " config_model='mcplug_nowhere:Config', factory='mcplug_nowhere:Source')]\n"
+    )
+    registry = load_registry(PluginPolicy(paths=[plugin_dir / "mcplug_badmodel.py"]))
+    text = (
+        "pipelines:\n  - name: p\n    source: {connector: bad, config: {}}\n    topic: t\n"
+        "    sinks:\n      - {name: out, connector: file, config: {path: o.jsonl}}\n"
+    )
+    with pytest.raises(ValidationErrors) as caught:
+        load_pipeline_texts([("p.yaml", text, ".")], registry)
+    (problem,) = caught.value.problems
+    assert str(problem).startswith("p.yaml:3:")
+    assert "source connector 'bad': its config model cannot be loaded (ModuleNotFoundError" in str(
+        problem
+    )

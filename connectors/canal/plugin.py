@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from meshconnect import ConnectorSpec, hookimpl
 
-from .config import CanalSourceConfig
-
 __all__ = ["meshconnect_connectors"]
 
 
@@ -16,7 +14,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="canal",
             kind="source",
-            config_model=CanalSourceConfig,
+            config_model="meshconnect.connectors.canal.config:CanalSourceConfig",
             factory="meshconnect.connectors.canal.source:CanalSource",
             description=(
                 "MySQL/MariaDB change data capture from the binlog: a consistent, chunked, "

@@ -8,7 +8,7 @@ from typing import Any
 
 from meshconnect import ConnectorSpec, TransformSpec, hookimpl
 
-from .config import ChatGPTSourceConfig, LlmOptions
+from .config import LlmOptions
 
 __all__ = ["meshconnect_connectors", "meshconnect_transforms"]
 
@@ -20,7 +20,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="chatgpt",
             kind="source",
-            config_model=ChatGPTSourceConfig,
+            config_model="meshconnect.connectors.chatgpt.config:ChatGPTSourceConfig",
             factory="meshconnect.connectors.chatgpt.source:ChatGPTSource",
             description=(
                 "Prompts POSTed to an HTTP endpoint on the shared listener become CloudEvents: "

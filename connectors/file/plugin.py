@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from meshconnect import ConnectorSpec, hookimpl
 
-from .config import FileSinkConfig, FileSourceConfig
-
 __all__ = ["meshconnect_connectors"]
 
 
@@ -16,7 +14,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="file",
             kind="source",
-            config_model=FileSourceConfig,
+            config_model="meshconnect.connectors.file.config:FileSourceConfig",
             factory="meshconnect.connectors.file.source:FileSource",
             description=(
                 "Read or tail local files (globs, rotation, truncation): JSON lines, text, "
@@ -26,7 +24,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="file",
             kind="sink",
-            config_model=FileSinkConfig,
+            config_model="meshconnect.connectors.file.config:FileSinkConfig",
             factory="meshconnect.connectors.file.sink:FileSink",
             description=(
                 "Append records as lines, rotated by size, exactly once by truncating to the "

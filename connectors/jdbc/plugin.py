@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from meshconnect import ConnectorSpec, hookimpl
 
-from .config import JdbcSinkConfig, JdbcSourceConfig
-
 __all__ = ["meshconnect_connectors"]
 
 
@@ -17,7 +15,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="jdbc",
             kind="source",
-            config_model=JdbcSourceConfig,
+            config_model="meshconnect.connectors.jdbc.config:JdbcSourceConfig",
             factory="meshconnect.connectors.jdbc.source:JdbcSource",
             description=(
                 "Polls SQL tables or a query (bulk, incrementing, timestamp with a delay, "
@@ -29,7 +27,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="jdbc",
             kind="sink",
-            config_model=JdbcSinkConfig,
+            config_model="meshconnect.connectors.jdbc.config:JdbcSinkConfig",
             factory="meshconnect.connectors.jdbc.sink:JdbcSink",
             description=(
                 "Inserts, upserts, updates and deletes rows in SQL tables and applies `canal` "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from meshconnect import ConnectorSpec, hookimpl
 
-from .config import MongoSinkConfig, MongoSourceConfig
-
 __all__ = ["meshconnect_connectors"]
 
 
@@ -16,7 +14,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="mongodb",
             kind="source",
-            config_model=MongoSourceConfig,
+            config_model="meshconnect.connectors.mongodb.config:MongoSourceConfig",
             factory="meshconnect.connectors.mongodb.source:MongoSource",
             description=(
                 "A collection's change stream with resume tokens as positions, after an "
@@ -28,7 +26,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="mongodb",
             kind="sink",
-            config_model=MongoSinkConfig,
+            config_model="meshconnect.connectors.mongodb.config:MongoSinkConfig",
             factory="meshconnect.connectors.mongodb.sink:MongoSink",
             description=(
                 "Insert, upsert or replace documents by `_id` (from the key; composite keys a "

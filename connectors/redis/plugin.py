@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from meshconnect import ConnectorSpec, hookimpl
 
-from .config import RedisSinkConfig, RedisSourceConfig
-
 __all__ = ["meshconnect_connectors"]
 
 
@@ -16,7 +14,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="redis",
             kind="source",
-            config_model=RedisSourceConfig,
+            config_model="meshconnect.connectors.redis.config:RedisSourceConfig",
             factory="meshconnect.connectors.redis.source:RedisSource",
             description=(
                 "Redis streams through a consumer group (XACK once stored in the mesh, dead "
@@ -28,7 +26,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="redis",
             kind="sink",
-            config_model=RedisSinkConfig,
+            config_model="meshconnect.connectors.redis.config:RedisSinkConfig",
             factory="meshconnect.connectors.redis.sink:RedisSink",
             description=(
                 "SET or HSET by key template (TTL; DEL on deletes and tombstones; canal change "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from meshconnect import ConnectorSpec, hookimpl
 
-from .config import S3SinkConfig, S3SourceConfig
-
 __all__ = ["meshconnect_connectors"]
 
 
@@ -17,7 +15,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="s3",
             kind="source",
-            config_model=S3SourceConfig,
+            config_model="meshconnect.connectors.s3.config:S3SourceConfig",
             factory="meshconnect.connectors.s3.source:S3Source",
             description=(
                 "Read the objects under a prefix in key order (JSON lines, CSV, Parquet, gzip), "
@@ -29,7 +27,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="s3",
             kind="sink",
-            config_model=S3SinkConfig,
+            config_model="meshconnect.connectors.s3.config:S3SinkConfig",
             factory="meshconnect.connectors.s3.sink:S3Sink",
             description=(
                 "Write partitioned, rotated objects (JSON lines, CSV, Parquet, gzip), exactly "

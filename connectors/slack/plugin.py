@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from meshconnect import ConnectorSpec, hookimpl
 
-from .config import SlackSinkConfig, SlackSourceConfig
-
 __all__ = ["meshconnect_connectors"]
 
 
@@ -18,7 +16,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="slack",
             kind="sink",
-            config_model=SlackSinkConfig,
+            config_model="meshconnect.connectors.slack.config:SlackSinkConfig",
             factory="meshconnect.connectors.slack.sink:SlackSink",
             description=(
                 "Posts one Slack message per record (chat.postMessage), text and Block Kit "
@@ -32,7 +30,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="slack",
             kind="source",
-            config_model=SlackSourceConfig,
+            config_model="meshconnect.connectors.slack.config:SlackSourceConfig",
             factory="meshconnect.connectors.slack.source:SlackEventsSource",
             description=(
                 "Receives the Slack Events API on the shared HTTP listener: signed requests "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from meshconnect import ConnectorSpec, hookimpl
 
-from .config import HttpSinkConfig, WebhookConfig
-
 __all__ = ["meshconnect_connectors"]
 
 
@@ -17,7 +15,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="webhook",
             kind="source",
-            config_model=WebhookConfig,
+            config_model="meshconnect.connectors.webhook.config:WebhookConfig",
             factory="meshconnect.connectors.webhook.source:WebhookSource",
             description=(
                 "Receive CloudEvents (binary, structured, batch) or plain JSON/form/text bodies "
@@ -29,7 +27,7 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="http",
             kind="sink",
-            config_model=HttpSinkConfig,
+            config_model="meshconnect.connectors.webhook.config:HttpSinkConfig",
             factory="meshconnect.connectors.webhook.sink:HttpSink",
             description=(
                 "POST or PUT each record as a CloudEvent (binary or structured) or its data, "

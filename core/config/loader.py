@@ -546,7 +546,16 @@ class _Session:
         except PluginError as exc:
             file.report((*path, "connector"), self.connector_message(name, kind, exc))
             return None
-        model = file.validate(spec.config_model, config, (*path, "config"))
+        try:
+            config_model = spec.model()
+        except Exception as exc:  # a plugin's "module:Class" that does not import
+            file.report(
+                (*path, "connector"),
+                f"{kind} connector {name!r}: its config model cannot be loaded "
+                f"({type(exc).__name__}: {exc})",
+            )
+            return None
+        model = file.validate(config_model, config, (*path, "config"))
         return (spec, model) if model is not None else None
 
     def connector_message(self, name: str, kind: str, exc: PluginError) -> str:
