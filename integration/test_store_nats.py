@@ -132,6 +132,10 @@ async def test_a_smaller_batch_read_again_keeps_the_first_copys_offsets(nats_url
     stale, current = NatsStore(nats_url), NatsStore(nats_url)
     await stale.open()
     await current.open()
+    # The stale store appended before (another source's record): it knows the topic's end,
+    # so its next publish goes in at once, and only the position commit is refused.
+    other = Record({"n": -1}, topic="t", source="file:///other.jsonl", id="other-0")
+    assert await stale.append([other]) == [0]
     await stale.acquire_leases(["source p/in"], "w1", 30, now=100)
     await current.acquire_leases(["source p/in"], "w2", 30, now=200)
     with pytest.raises(FencedError):
@@ -140,7 +144,7 @@ async def test_a_smaller_batch_read_again_keeps_the_first_copys_offsets(nats_url
     again = await current.append(lines_batch(0, 2), {("p/in", "in.jsonl"): {"line": 2}})
     rest = await current.append(lines_batch(2, 3), {("p/in", "in.jsonl"): {"line": 5}})
 
-    assert (again, rest) == ([0, 1], [5, 6, 7])
+    assert (again, rest) == ([1, 2], [6, 7, 8])
     await stale.close()
     await current.close()
 
@@ -161,6 +165,36 @@ async def test_after_an_offsets_reset_the_same_records_are_stored_again(nats_url
 
 
 # -- leases and fencing ----------------------------------------------------------------------------
+
+
+async def test_a_replaced_owner_that_wakes_late_stores_nothing_after_the_new_owners_records(
+    nats_url: str,
+) -> None:
+    """A source owner stalls (SIGSTOP) past its lease inside an append, the new owner reads
+    from the committed position and stores, and the old one wakes and publishes its batch of
+    the same position, which holds more. Its surplus went in after the new owner's records,
+    then its position commit was refused: the topic held an old insert after the update that
+    followed it, and a replay ended on the stale row (the 3-worker CDC test on NATS, 1 run in
+    16). Now it learns the topic's end anew, checks its lease first and publishes nothing."""
+    stale, current = NatsStore(nats_url), NatsStore(nats_url)
+    await stale.open()
+    await current.open()
+    await stale.acquire_leases(["source p/in"], "w1", 30, now=100)
+    assert await stale.append(lines_batch(0, 3), {("p/in", "in.jsonl"): {"line": 3}}) == [0, 1, 2]
+    await current.acquire_leases(["source p/in"], "w2", 30, now=200)  # w1's ran out
+    assert await current.positions("p/in") == {"in.jsonl": {"line": 3}}
+    assert await current.append(lines_batch(3, 2), {("p/in", "in.jsonl"): {"line": 5}}) == [3, 4]
+    assert await current.append(lines_batch(5, 2), {("p/in", "in.jsonl"): {"line": 7}}) == [5, 6]
+
+    with pytest.raises(FencedError, match="source p/in"):  # its read of lines 3-5, late
+        await stale.append(lines_batch(3, 3), {("p/in", "in.jsonl"): {"line": 6}})
+    with pytest.raises(FencedError, match="source p/in"):  # other records, the same position
+        await stale.append(lines_batch(10, 2), {("p/in", "in.jsonl"): {"line": 6}})
+
+    assert [r.data["n"] for r in await current.read("t", 0, 100)] == list(range(7))
+    assert await current.positions("p/in") == {"in.jsonl": {"line": 7}}
+    await stale.close()
+    await current.close()
 
 
 async def test_a_replaced_owner_can_neither_set_positions_nor_commit(nats_url: str) -> None:

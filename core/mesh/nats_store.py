@@ -68,7 +68,10 @@ remembers the leases it holds; before it sets a source's positions or commits a 
 lease it holds, it checks that the lease still has its owner and epoch, and fails with
 :class:`~meshconnect.mesh.store.FencedError` otherwise. (Unlike Redis the check and the write
 are two requests, and the records were already published: a replaced worker is stopped at
-its next commit, not before its last publish.)
+its next commit, not before its last publish. A publish goes after the topic's last message as
+the store knows it; when another process appended since, the store reads the end anew and
+checks the source leases of the batch before it publishes, so a replaced worker never puts its
+batch after the new owner's records.)
 """
 
 from __future__ import annotations
@@ -462,6 +465,11 @@ class NatsStore(MeshStore):
                 option=orjson.OPT_SORT_KEYS,
             )
         )
+
+        async def fence() -> None:
+            for connector in by_connector:
+                await self._fence(f"source {connector}")
+
         lock = self._publish_lock
         assert lock is not None
         self._appending += 1
@@ -471,7 +479,9 @@ class NatsStore(MeshStore):
                 for name, group in groups.items():
                     got[name] = await self._call(
                         "append",
-                        functools.partial(self._publish, name, group, chunks[name], basis, now),
+                        functools.partial(
+                            self._publish, name, group, chunks[name], basis, now, fence
+                        ),
                     )
             for connector, parts in by_connector.items():
                 await self._commit_positions(connector, parts)
@@ -499,9 +509,18 @@ class NatsStore(MeshStore):
         chunks: list[tuple[int, int, bytes]],
         basis: bytes,
         now: str,
+        fence: Callable[[], Awaitable[None]],
     ) -> list[int]:
         """Publish ``group`` at the topic's end, a message per chunk ``(index of its first
         record, records, body)``; the offsets its records got.
+
+        Each message is published after the stream's last sequence as this store knows it
+        (``Nats-Expected-Last-Sequence``). When the store learns it anew from the stream (at
+        first, after another process appended, after a duplicate), ``fence`` checks first that
+        the source leases of the batch are still held: a worker that stalled past its lease
+        (SIGSTOP) and woke inside this call would otherwise publish its old batch after the
+        new owner's records, and a consumer replaying the topic would end on stale rows
+        (FencedError; nothing of the rest is published).
 
         A message id is made of ``basis``, the topic and the index in ``group`` of the
         message's first record. When JetStream answers that the id is a duplicate, a copy was
@@ -519,7 +538,10 @@ class NatsStore(MeshStore):
             k, stop = start, start + size
             while k < stop:
                 rest = group[k:stop]
+                known = topic in self._ends
                 last_seq, end = await self._end(topic)
+                if not known:  # what another owner appended meanwhile is in what was read
+                    await fence()
                 digest = hashlib.blake2b(basis + salt, digest_size=16)
                 digest.update(f"\0{topic}\0{k}".encode())
                 headers = {
