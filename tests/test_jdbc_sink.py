@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from meshconnect import BatchError, ConnectorContext, DataError, Record
+from meshconnect import BatchError, ConfigError, ConnectorContext, DataError, Record
 from meshconnect.connectors.jdbc.config import JdbcSinkConfig
 from meshconnect.connectors.jdbc.sink import JdbcSink
 from meshconnect.testing import SinkConformance
@@ -87,6 +87,25 @@ async def test_upsert_update_delete_and_tombstone(tmp_path: Path) -> None:
     await u.write([rec({"id": 1, "qty": 9}, 5), rec({"id": 7, "qty": 9}, 6)])  # 7: no row
     assert rows(tmp_path, "SELECT id, name, qty FROM items ORDER BY id") == [(1, "AA", 9)]
     await u.close()
+
+
+async def test_a_sqlite_database_in_a_new_directory_gets_it_and_a_blocked_one_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    """As the file sink does: the directory is made (it was retried five times, then failed
+    with SQLite's "unable to open database file")."""
+    s = sink(tmp_path, url="sqlite:///data/sub/out.db", table="t", key=["n"], auto_create=True)
+    await s.open(None)
+    await s.write([rec({"n": 1}, 0)])
+    await s.close()
+    with sqlite3.connect(tmp_path / "data" / "sub" / "out.db") as conn:
+        assert conn.execute("SELECT n FROM t").fetchall() == [(1,)]
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match=r"url: cannot make the directory '.*afile/sub'"):
+        blocked = sink(
+            tmp_path, url="sqlite:///afile/sub/out.db", table="t", key=["n"], auto_create=True
+        )
+        await blocked.open(None)
 
 
 async def test_quoting_and_odd_values(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import os
 import re
 from typing import Any
 
-from meshconnect import DataError, MeshconnectError, RetriableError, jsonvalue
+from meshconnect import ConfigError, DataError, MeshconnectError, RetriableError, jsonvalue
 
 from .config import masked_url
 
@@ -42,8 +42,10 @@ def make_engine(config: Any, base_dir: str) -> Any:
     timeout = max(1, int(config.connect_timeout))
     if backend == "sqlite":
         db = url.database
-        if db and db != ":memory:" and not db.startswith("file:") and not os.path.isabs(db):
-            url = url.set(database=os.path.join(base_dir, db))
+        if db and db != ":memory:" and not db.startswith("file:"):
+            if not os.path.isabs(db):
+                url = url.set(database=os.path.join(base_dir, db))
+            _make_directory(str(url.database))
         connect_args["timeout"] = float(config.connect_timeout)
     elif backend in ("postgresql", "mysql", "mariadb"):
         connect_args["connect_timeout"] = timeout
@@ -65,6 +67,20 @@ def make_engine(config: Any, base_dir: str) -> Any:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _make_directory(path: str) -> None:
+    """Make the directory of a SQLite database file, as SQLite makes the file (and the file
+    sink its directories); ConfigError when it cannot be made (a file in the way, no
+    permission): SQLite's "unable to open database file" told neither which nor why."""
+    parent = os.path.dirname(path)
+    try:
+        os.makedirs(parent or ".", exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"url: cannot make the directory {parent!r} of the SQLite database: "
+            f"{exc.strerror or exc}"
+        ) from exc
 
 
 def is_date_out_of_range(exc: BaseException) -> bool:
