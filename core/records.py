@@ -301,7 +301,9 @@ class EncodedRecord(Record):
         ``encoded`` (see the class); ``check=False`` is the caller's word that the bytes are
         :mod:`meshconnect.jsonvalue`'s own output for a value (``dumps``, ``dumps_each``,
         ``encode_unchecked``, or such output joined as JSON's grammar has it), never bytes
-        from outside, which it stores unchecked (the canal source's FlatMessages)."""
+        from outside, and that ``extensions`` are valid
+        (:func:`meshconnect.eventrules.extensions_problem` finds nothing): the store stores
+        both unchecked (the canal source's FlatMessages)."""
         r = _new(cls if check else _OwnEncoding)
         # ``null`` is an explicit null payload (``null_data``), known without a decode.
         null = encoded == b"null"
@@ -348,7 +350,7 @@ class EncodedRecord(Record):
 
 class _OwnEncoding(EncodedRecord):
     """An :class:`EncodedRecord` made with ``check=False``: bytes of meshconnect's own
-    encoder, which the store does not check again."""
+    encoder and extensions its maker checked, which the store does not check again."""
 
     __slots__ = ()
 
@@ -357,6 +359,8 @@ class _OwnEncoding(EncodedRecord):
 ENCODED_CLASSES = frozenset({EncodedRecord, _OwnEncoding})
 #: Of them, the one whose encodings the store checks.
 CHECKED_ENCODING = EncodedRecord
+#: Of them, the one whose encodings and extensions the store does not check.
+OWN_ENCODING = _OwnEncoding
 
 
 def kind_of(value: Any) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from meshconnect import EncodedRecord, Record, RetriableError, jsonvalue
+from meshconnect import EncodedRecord, Record, RetriableError, eventrules, jsonvalue
 from meshconnect.api import ConnectorContext
 from meshconnect.connectors.canal.config import CanalSourceConfig, ColumnFilter, TableMatcher
 from meshconnect.connectors.canal.ddl import ddl_info, parse_ddl
@@ -29,6 +29,7 @@ from meshconnect.connectors.canal.positions import GtidSet, Position
 from meshconnect.connectors.canal.server import sql_type
 from meshconnect.connectors.canal.snapshot import decode_key, encode_key
 from meshconnect.connectors.canal.source import CanalSource
+from meshconnect.records import OWN_ENCODING
 
 # -- config and filters ------------------------------------------------------------------------
 
@@ -477,6 +478,28 @@ def test_encoded_canal_rows_are_the_bytes_of_the_dict_rows(text: str) -> None:
             assert len(got) == 3 and all(isinstance(r, EncodedRecord) for r in got)
             assert [r.encoded_data for r in got] == [jsonvalue.dumps(r.data) for r in want]
             assert [r.to_dict() for r in got] == [r.to_dict() for r in want]
+            # Given to the store unchecked: the extensions are valid (the key's spelling).
+            assert all(type(r) is OWN_ENCODING for r in got)
+            assert [eventrules.extensions_problem(r.extensions) for r in got] == [None] * 3
+
+
+def test_encoded_canal_rows_of_an_event_with_a_bad_position_are_checked_by_the_store() -> None:
+    """The source checks the extensions an event's rows share once; a position the store would
+    refuse (a binlog offset past a CloudEvents Integer, in a file grown past 2 GiB by one big
+    transaction) makes the rows checked records: the store names each (a dead letter) instead
+    of storing an invalid CloudEvent."""
+    from meshconnect.mesh.codec import RecordEncodingError, encode_segment
+
+    columns = [Column("id", 3), Column("v", 15, metadata=200)]
+    s = Shape.build("s", "t", ("id", "v"), columns, None, None, "base64", ("id",))
+    meta = TxMeta("binlog.000003", 2**31 + 5, 1700000000, "binlog.000003:4", None, 1)
+    out: list[Record] = []
+    Formatter("canal", "m", "p", encoded=True).changes(
+        "insert", s, [(1, "a"), (2, "b")], meta, 0, out
+    )
+    assert [type(r) for r in out] == [EncodedRecord, EncodedRecord]
+    with pytest.raises(RecordEncodingError, match=r"record 0 of the batch.*binlogpos"):
+        encode_segment(out)
 
 
 def test_encoded_canal_rows_with_text_json_cannot_hold_are_dict_rows() -> None:

@@ -631,3 +631,13 @@ def test_only_encodings_a_source_gives_as_its_own_go_unchecked() -> None:
     assert isinstance(own, EncodedRecord)
     back = decode_segment(encode_segment([own]), "t", 0)
     assert [r.data for r in back] == [{"a": 1}]
+    # Extensions too: the maker's word with check=False, checked otherwise, also next to
+    # records given unchecked.
+    big = {"binlogpos": 2**31}  # an Integer is 32 bits
+    own = EncodedRecord.of(b"1", "o", "/s", "t", None, None, dict(big), check=False)
+    assert decode_segment(encode_segment([own]), "t", 0)[0].extensions == big
+    checked = EncodedRecord.of(b"1", "c", "/s", "t", None, None, dict(big))
+    plain = Record(1, id="p", source="/s", type="t", extensions={"tab": "a\tb"})
+    for batch in ([checked], [own, checked], [own, plain]):
+        with pytest.raises(RecordEncodingError, match=r"record [01] of the batch"):
+            encode_segment(batch)

@@ -599,6 +599,10 @@ class Formatter:
         base: dict[str, Any] = {"binlogfile": meta.file, "binlogpos": meta.pos, "txid": meta.txid}
         if meta.gtid:
             base["gtid"] = meta.gtid
+        # The store takes the encoded rows' bytes and extensions unchecked (check=False) when
+        # what the rows share is valid, checked here once; the partitionkey a row adds is a
+        # valid String by construction (digits, or Shape.key_text's spelling).
+        own = lines is None or eventrules.extensions_problem(base) is None
         pk_index = shape.pk_index
         one_key = pk_index[0] if len(pk_index) == 1 else -1
         key_text = shape.key_text
@@ -630,7 +634,7 @@ class Formatter:
             if lines is not None:
                 data = b"".join((b'{"data":', next(made), rest))  # one copy
                 append(
-                    encoded(data, prefix + str(i), source, type_, subject, when, ext, check=False)
+                    encoded(data, prefix + str(i), source, type_, subject, when, ext, check=not own)
                 )
                 continue
             flat = message if i == last else message.copy()

@@ -45,7 +45,7 @@ import orjson
 from .. import jsonvalue
 from ..errors import DataError, StoreError
 from ..eventrules import INT32_MAX, INT32_MIN, extension_value_problem, extensions_problem
-from ..records import CHECKED_ENCODING, ENCODED_CLASSES, Record
+from ..records import CHECKED_ENCODING, ENCODED_CLASSES, OWN_ENCODING, Record
 
 __all__ = [
     "RECORD_SLOTS",
@@ -227,9 +227,13 @@ def encode_segment(records: Sequence[Record]) -> bytes:
             return _encode_rows_segment(records)  # names the culprit
     if any([r.extensions for r in records]):
         extensions = [r.extensions or None for r in records]
-        if not _extensions_valid(extensions) and any(
-            e and extensions_problem(e) for e in extensions
-        ):
+        # Extensions whose maker checked them (EncodedRecord.of(check=False)) are not again.
+        checked: list[dict[str, Any] | None] = (
+            extensions
+            if OWN_ENCODING not in set(map(type, records))
+            else [r.extensions for r in records if r.__class__ is not OWN_ENCODING]
+        )
+        if not _extensions_valid(checked) and any(e and extensions_problem(e) for e in checked):
             return _encode_rows_segment(records)  # names the culprit
         try:
             parts += (b',"ext":', jsonvalue.dumps(extensions))
