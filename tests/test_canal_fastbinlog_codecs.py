@@ -75,6 +75,41 @@ def test_decimal_round_trip(text: str, precision: int, scale: int) -> None:
     assert end == len(raw) - 1
 
 
+@pytest.mark.parametrize(
+    ("text", "precision", "scale"),
+    [
+        ("0", 1, 0),
+        ("-0", 5, 0),
+        ("0", 10, 7),  # Decimal prints 0E-7
+        ("-0.00", 10, 2),
+        ("0.0000001", 10, 7),  # Decimal prints 1E-7
+        ("-0.0000001", 10, 7),
+        ("1234.56", 10, 2),
+        ("-0.01", 10, 2),
+        ("99999999.99", 10, 2),
+        ("0.5", 1, 1),
+        ("-12345678901234567890123456789012345.123456789012345678901234567890", 65, 30),
+        ("0.000000000000000000000000000001", 65, 30),
+        ("1000000000000000000000000000000000000000000000000000000000000000", 65, 0),
+    ],
+)
+def test_decimal_text_is_the_canal_text_of_the_decimal(
+    text: str, precision: int, scale: int
+) -> None:
+    """The canal format's reader of DECIMAL text gives what the format writes for the
+    ``Decimal`` the plain reader makes: fixed-point digits at the column's scale, never an
+    exponent, the sign of a negative zero kept."""
+    from meshconnect.connectors.canal._rowcodec import decimal_text_reader
+    from meshconnect.connectors.canal.formats import _canal_conv
+
+    raw = b"\xaa" + decimal2bin(Decimal(text), precision, scale) + b"\xbb"
+    value, _ = decode_decimal_bin(raw, 1, precision, scale)
+    got, end = decimal_text_reader(precision, scale)(raw, 1)
+    assert got == _canal_conv("decimal", 0, "base64")(value)
+    assert "E" not in got
+    assert end == len(raw) - 1
+
+
 # ---------------------------------------------------------------- binary JSON
 
 
@@ -238,8 +273,8 @@ def _datetime2(y: int, mo: int, d: int, h: int, mi: int, s: int, us: int, fsp: i
 
 
 @pytest.mark.parametrize("fsp", range(7))
-def test_datetime_text_is_the_canal_text_of_the_datetime(fsp: int) -> None:
-    """``RowDecoder(datetime_text=True)`` hands DATETIME values outside the key as the text
+def test_text_values_is_the_canal_text_of_the_datetime(fsp: int) -> None:
+    """``RowDecoder(text_values=True)`` hands DATETIME values outside the key as the text
     the canal format writes for the ``datetime`` the plain decoder makes: the same Canal rows
     for valid, zero and invalid dates, any year, any digits, and a second seen again (kept);
     the key column stays a ``datetime``."""
@@ -268,7 +303,7 @@ def test_datetime_text_is_the_canal_text_of_the_datetime(fsp: int) -> None:
     body += b"\x02" + _datetime2(2020, 1, 1, 0, 0, 0, 0, fsp)  # v NULL
     present = 0b11
     plain = RowDecoder(table).functions(present)[0](body, 0, len(body))
-    text = RowDecoder(table, datetime_text=True).functions(present)[0](body, 0, len(body))
+    text = RowDecoder(table, text_values=True).functions(present)[0](body, 0, len(body))
     assert len(plain) == len(text) == len(values) + 1
     assert all(isinstance(row[0], datetime.datetime) for row in text)
     assert text[-1][1] is None
@@ -286,7 +321,7 @@ def test_datetime_text_is_the_canal_text_of_the_datetime(fsp: int) -> None:
         for s in range(60)
         for _ in range(2)
     )
-    decode = RowDecoder(table, datetime_text=True).functions(present)[0]
+    decode = RowDecoder(table, text_values=True).functions(present)[0]
     rows = decode(many + many, 0, 2 * len(many))
     assert SECONDS_CACHED < 2 * 60 * 60 * 2
     assert [r[1] for r in rows] == [
@@ -296,3 +331,27 @@ def test_datetime_text_is_the_canal_text_of_the_datetime(fsp: int) -> None:
         for s in range(60)
         for _ in range(2)
     ]
+
+
+def test_text_values_gives_decimals_outside_the_key_as_their_canal_text() -> None:
+    """With ``text_values`` a DECIMAL column outside the key comes as its text (the same
+    Canal rows as from the ``Decimal``), a DECIMAL key stays a ``Decimal``, NULL stays None."""
+    from meshconnect.connectors.canal._rowgen import RowDecoder
+    from meshconnect.connectors.canal.events import Column, Table
+    from meshconnect.connectors.canal.formats import Shape
+
+    columns = (
+        Column("k", 246, nullable=False, metadata=(6, 2)),
+        Column("v", 246, metadata=(12, 7)),
+    )
+    table = Table(7, "s", "t", columns, ("k",))
+    body = b""
+    for k, v in [("1.50", "0.0000001"), ("-2.00", "-0"), ("0.00", "-12345.6789012")]:
+        body += b"\x00" + decimal2bin(Decimal(k), 6, 2) + decimal2bin(Decimal(v), 12, 7)
+    body += b"\x02" + decimal2bin(Decimal("3"), 6, 2)  # v NULL
+    plain = RowDecoder(table).functions(0b11)[0](body, 0, len(body))
+    text = RowDecoder(table, text_values=True).functions(0b11)[0](body, 0, len(body))
+    assert [type(r[0]) for r in text] == [Decimal] * 4
+    assert [r[1] for r in text] == ["0.0000001", "0.0000000", "-12345.6789012", None]
+    shape = Shape.build("s", "t", ("k", "v"), columns, None, None, "base64", ("k",))
+    assert [shape.canal(r) for r in text] == [shape.canal(r) for r in plain]

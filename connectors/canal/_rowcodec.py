@@ -242,10 +242,18 @@ def _decimal_reader(precision: int, scale: int) -> Reader:
     return _decimal_readers(precision, scale)
 
 
+def decimal_text_reader(precision: int, scale: int) -> Reader:
+    """MySQL's binary DECIMAL at ``pos`` as its exact digits in fixed-point notation (what
+    ``Decimal``'s value prints as, in ``format(v, "f")`` form: ``-0.50``, ``0.0000001``, ``0``),
+    without making the ``Decimal``: for the ``canal`` format, which writes the text."""
+    return _decimal_readers(precision, scale, text_only=True)
+
+
 @functools.lru_cache(maxsize=512)
-def _decimal_readers(precision: int, scale: int) -> Reader:
+def _decimal_readers(precision: int, scale: int, text_only: bool = False) -> Reader:
     """Generated per (precision, scale): the whole value is read as one big-endian int, the
-    sign bit flipped (and every bit, for negatives), then cut into its base-10**9 groups."""
+    sign bit flipped (and every bit, for negatives), then cut into its base-10**9 groups;
+    ``Decimal`` of that text, or (``text_only``) the text."""
     intg = precision - scale
     intg0, intg0x = divmod(intg, 9)
     frac0, frac0x = divmod(scale, 9)
@@ -281,10 +289,11 @@ def read(data, pos):
     else:
         x ^= {(1 << (bits - 1)) - 1}
         sign = '-'
-    return Decimal({text}), pos + {size}
+    return {"Decimal(" + text + ")" if not text_only else text}, pos + {size}
 """
     scope: dict[str, Any] = {"from_bytes": int.from_bytes, "Decimal": Decimal}
-    exec(compile(source, f"<decimal({precision},{scale})>", "exec"), scope)
+    name = f"<decimal({precision},{scale}){' text' if text_only else ''}>"
+    exec(compile(source, name, "exec"), scope)
     return cast(Reader, scope["read"])
 
 

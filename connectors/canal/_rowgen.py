@@ -26,9 +26,11 @@ from meshconnect.connectors.canal._rowcodec import (
     DATETIME2,
     ENUM,
     INT24,
+    NEWDECIMAL,
     STRING,
     YEAR,
     column_reader,
+    decimal_text_reader,
     fixed_format,
     string_prefix,
     text_codec,
@@ -47,18 +49,20 @@ _STRINGS = frozenset({15, 253, 254, 252, 255})  # VARCHAR, VAR_STRING, STRING, B
 class RowDecoder:
     """Decodes the row images of one table (see the module docstring).
 
-    ``datetime_text``: DATETIME values of columns outside the primary key come as Canal's text
-    (``YYYY-MM-DD HH:MM:SS[.f]``, the column's digits; zero and invalid dates as the server
-    shows them) instead of ``datetime`` objects, for the ``canal`` format, which writes every
-    value as text: the text of a second is made once and kept (a column's recent seconds,
-    at most 4,096), where a ``datetime`` and its ``isoformat`` cost ~10,000 instructions a
-    value. Key columns stay ``datetime``: keys are compared with the snapshot's."""
+    ``text_values``: DATETIME and DECIMAL values of columns outside the primary key come as
+    Canal's text, for the ``canal`` format, which writes every value as text. A DATETIME is
+    ``YYYY-MM-DD HH:MM:SS[.f]`` (the column's digits; zero and invalid dates as the server
+    shows them) instead of a ``datetime``: the text of a second is made once and kept (a
+    column's recent seconds, at most 4,096), where a ``datetime`` and its ``isoformat`` cost
+    ~10,000 instructions a value. A DECIMAL is its exact digits in fixed-point notation (what
+    the format writes for the ``Decimal``), without making the ``Decimal``. Key columns keep
+    their types: keys are compared with the snapshot's."""
 
-    __slots__ = ("_by_present", "datetime_text", "table")
+    __slots__ = ("_by_present", "table", "text_values")
 
-    def __init__(self, table: Table, datetime_text: bool = False) -> None:
+    def __init__(self, table: Table, text_values: bool = False) -> None:
         self.table = table
-        self.datetime_text = datetime_text
+        self.text_values = text_values
         self._by_present: dict[int, tuple[DecodeRows, DecodeImage]] = {}
 
     def functions(self, present: int) -> tuple[DecodeRows, DecodeImage]:
@@ -66,7 +70,7 @@ class RowDecoder:
         bits are set in ``present`` (bit i = column i)."""
         found = self._by_present.get(present)
         if found is None:
-            found = self._by_present[present] = _generate(self.table, present, self.datetime_text)
+            found = self._by_present[present] = _generate(self.table, present, self.text_values)
         return found
 
 
@@ -107,7 +111,7 @@ def _seconds_text(cache: dict[int, str]) -> Callable[[int], str]:
 
 
 def _generate(
-    table: Table, present: int, datetime_text: bool = False
+    table: Table, present: int, text_values: bool = False
 ) -> tuple[DecodeRows, DecodeImage]:
     columns = table.columns
     key = set(table.primary_key)
@@ -154,7 +158,7 @@ def _generate(
                 "us = (b[p + 5] << 8 | b[p + 6]) * 100",
                 "us = b[p + 5] << 16 | b[p + 6] << 8 | b[p + 7]",
             ][(fsp + 1) // 2]
-            if datetime_text and column.name not in key:
+            if text_values and column.name not in key:
                 cache: dict[int, str] = {}
                 names[f"T{i}"], names[f"M{i}"] = cache.get, _seconds_text(cache)
                 lines = [
@@ -185,6 +189,9 @@ def _generate(
                     f"    {v} = C{i}(b, p)[0]",
                     f"p += {size}",
                 ]
+        elif column.type == NEWDECIMAL and text_values and column.name not in key:
+            names[f"C{i}"] = decimal_text_reader(*column.metadata)
+            lines = [f"{v}, p = C{i}(b, p)"]
         elif column.type == ENUM and column.metadata == 1:
             members = ("", *(column.enum_values or ()))
             names[f"N{i}"] = members + ("",) * (256 - len(members))

@@ -131,7 +131,7 @@ class FastReader:
         self._filter = table_filter
         #: DATETIME values of columns outside the key as Canal's text (``RowDecoder``); set
         #: before the first read, by a source that writes the ``canal`` format.
-        self.datetime_text = False
+        self.text_values = False
         self._heartbeat = heartbeat_period
         self._verify = verify_checksum
         self._file = log_file
@@ -354,7 +354,7 @@ class FastReader:
         else:
             table = parse_table_map(raw, 0, len(raw), mariadb=self.mariadb)
             wanted = self._filter is None or self._filter(table.schema, table.name)
-            decoder = RowDecoder(table, self.datetime_text) if wanted else None
+            decoder = RowDecoder(table, self.text_values) if wanted else None
             if len(self._shapes) > 4096:
                 self._shapes.clear()
             self._shapes[shape] = (table, decoder)

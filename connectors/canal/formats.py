@@ -208,7 +208,7 @@ def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
                 return v.isoformat(" ", spec)[:cut]
             return str(v)
 
-        # A str is already the text (zero dates; the fast reader's ``datetime_text``): the
+        # A str is already the text (zero dates; the fast reader's ``text_values``): the
         # generated row function passes it without a call.
         datetime_.inline = True  # type: ignore[attr-defined]
         return datetime_

@@ -384,9 +384,9 @@ class CanalSource(Source[CanalSourceConfig]):
 
     def _text_values(self, reader: BinlogReader) -> None:
         """In ``canal`` format every value becomes text: a reader that can (the fast one) hands
-        DATETIME values as that text already (``RowDecoder``'s ``datetime_text``)."""
-        if self.config.format == "canal" and hasattr(reader, "datetime_text"):
-            reader.datetime_text = True
+        DATETIME values as that text already (``RowDecoder``'s ``text_values``)."""
+        if self.config.format == "canal" and hasattr(reader, "text_values"):
+            reader.text_values = True
 
     def read(self, timeout: float = _READ_TIMEOUT) -> list[Event]:
         """The next events. How many are asked for adapts to the rows they carry, so a batch
