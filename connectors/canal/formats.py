@@ -190,6 +190,11 @@ def _decimal_text(v: Any) -> str:
     return str(v)
 
 
+# A str is already the text (the fast reader's ``text_values``): the generated row function
+# passes it without a call.
+_decimal_text.inline = True  # type: ignore[attr-defined]
+
+
 def _canal_conv(kind: str, fsp: int, binary: str) -> Conv:
     """Canal's text form of a value (``None`` stays ``None``)."""
     if kind == "decimal":

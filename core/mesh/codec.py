@@ -262,15 +262,17 @@ def _encode_data(records: Sequence[Record]) -> list[bytes] | None:
             return jsonvalue.dumps_each(datas)
         except TypeError:  # data that cannot be stored
             return None
-    encoded: list[Any] = [
-        r.encoded_data if r.__class__ in ENCODED_CLASSES else None for r in records
-    ]
+    encoded: list[Any] = (
+        [r.encoded_data for r in records]  # the usual batch of one source: no class test
+        if classes <= ENCODED_CLASSES
+        else [r.encoded_data if r.__class__ in ENCODED_CLASSES else None for r in records]
+    )
     if CHECKED_ENCODING in classes and not _encodings_valid(
         [r.encoded_data for r in records if r.__class__ is CHECKED_ENCODING and r.pending]
     ):
         return None  # the rows layout names the record (encode_row)
-    todo = [i for i, e in enumerate(encoded) if e is None]
-    if todo:
+    if None in encoded:  # data read (and the encoding dropped) before the store, or plain
+        todo = [i for i, e in enumerate(encoded) if e is None]
         datas = [records[i].data for i in todo]
         if not _BINARY.isdisjoint(map(type, datas)):
             return None
