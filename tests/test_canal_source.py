@@ -492,14 +492,19 @@ def test_encoded_canal_rows_of_an_event_with_a_bad_position_are_checked_by_the_s
 
     columns = [Column("id", 3), Column("v", 15, metadata=200)]
     s = Shape.build("s", "t", ("id", "v"), columns, None, None, "base64", ("id",))
-    meta = TxMeta("binlog.000003", 2**31 + 5, 1700000000, "binlog.000003:4", None, 1)
-    out: list[Record] = []
-    Formatter("canal", "m", "p", encoded=True).changes(
-        "insert", s, [(1, "a"), (2, "b")], meta, 0, out
-    )
-    assert [type(r) for r in out] == [EncodedRecord, EncodedRecord]
-    with pytest.raises(RecordEncodingError, match=r"record 0 of the batch.*binlogpos"):
-        encode_segment(out)
+    formatter = Formatter("canal", "m", "p", encoded=True)
+    for meta, name in [
+        (TxMeta("binlog.000003", 2**31 + 5, 1700000000, "binlog.000003:4", None, 1), "binlogpos"),
+        (TxMeta("bin\x01log.000003", 5, 1700000000, "0-1-3", "0-1-3", 1), "binlogfile"),
+    ]:
+        out: list[Record] = []
+        formatter.changes("insert", s, [(1, "a"), (2, "b")], meta, 0, out)
+        assert [type(r) for r in out] == [EncodedRecord, EncodedRecord]
+        with pytest.raises(RecordEncodingError, match=rf"record 0 of the batch.*{name}"):
+            encode_segment(out)
+    out = []
+    formatter.changes("insert", s, [(1, "a")], META, 0, out)
+    assert [type(r) for r in out] == [OWN_ENCODING]
 
 
 def test_encoded_canal_rows_with_text_json_cannot_hold_are_dict_rows() -> None:

@@ -528,9 +528,22 @@ class Formatter:
         self.clock: Callable[[], float] = time.time
         #: Canal's FlatMessage ``id``: the batch number within this run (as Canal's batch id).
         self.batch_id = 0
+        #: Canal's ``ts`` of the batch's messages (:meth:`next_batch`: read once a batch, which
+        #: takes milliseconds); None: the clock is read for each message.
+        self.ts_ms: int | None = None
+        self._good_files: set[str] = set()
         #: Row changes whose values could not be made (``(record, DataError)``; the record's
         #: data is the row's text form), for the batch's ``failures``: the errors policy.
         self.failures: list[tuple[Record, BaseException]] = []
+
+    def next_batch(self) -> None:
+        """A new batch: the next ``id``, and the time its messages are built at (``ts``)."""
+        self.batch_id += 1
+        self.ts_ms = int(self.clock() * 1000)
+
+    def _now_ms(self) -> int:
+        ts = self.ts_ms
+        return ts if ts is not None else int(self.clock() * 1000)
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -605,9 +618,14 @@ class Formatter:
         if meta.gtid:
             base["gtid"] = meta.gtid
         # The store takes the encoded rows' bytes and extensions unchecked (check=False) when
-        # what the rows share is valid, checked here once; the partitionkey a row adds is a
-        # valid String by construction (digits, or Shape.key_text's spelling).
-        own = lines is None or eventrules.extensions_problem(base) is None
+        # what the rows share is valid, checked here: the binlog file's name once per name,
+        # the offset against a CloudEvents Integer (a file a big transaction grew past 2 GiB).
+        # The txid and gtid are made of numbers (and the checked file name), the partitionkey
+        # a row adds is a valid String by construction (digits, or Shape.key_text's spelling).
+        own = lines is None or (
+            meta.pos <= eventrules.INT32_MAX
+            and (meta.file in self._good_files or self._good_file(meta.file))
+        )
         pk_index = shape.pk_index
         one_key = pk_index[0] if len(pk_index) == 1 else -1
         key_text = shape.key_text
@@ -659,6 +677,15 @@ class Formatter:
                 )
             )
 
+    def _good_file(self, name: str) -> bool:
+        """Whether a binlog file name is a valid extension value (kept when it is)."""
+        if eventrules.extension_value_problem(name) is not None:
+            return False
+        if len(self._good_files) > 1000:
+            self._good_files.clear()
+        self._good_files.add(name)
+        return True
+
     def _message_rest(self, op: str, shape: Shape, meta: TxMeta) -> bytes:
         """The JSON of the FlatMessage :meth:`_flat_message` makes for a row of an insert or
         delete event, after its first key, ``data``: ``,"database":…}``, the keys in that
@@ -691,7 +718,7 @@ class Formatter:
             jsonvalue.encode_unchecked(meta.gtid or ""),
             self.batch_id,
             middle,
-            int(self.clock() * 1000),
+            self._now_ms(),
             tail,
         )
 
@@ -790,7 +817,7 @@ class Formatter:
             "sql": "",
             "sqlType": shape.sql_type,
             "table": shape.table,
-            "ts": int(self.clock() * 1000),
+            "ts": self._now_ms(),
             "type": "INSERT" if op in ("insert", "read") else op.upper(),
         }
 
@@ -857,7 +884,7 @@ class Formatter:
                 "sql": sql,
                 "sqlType": None,
                 "table": table,
-                "ts": int(time.time() * 1000),
+                "ts": self._now_ms(),
                 "type": kind,
             }
         elif self.fmt == "debezium":

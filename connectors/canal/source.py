@@ -448,7 +448,7 @@ class CanalSource(Source[CanalSourceConfig]):
             raise
 
     def _poll_once(self) -> SourceBatch | None:
-        self.formatter.batch_id += 1
+        self.formatter.next_batch()
         if self.snapshot is not None:
             step = self.snapshot.step()
             if self.snapshot.finished:
