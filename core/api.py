@@ -307,8 +307,9 @@ class ConnectorSpec:
     ``factory`` is the Source or Sink class, or ``"module:Class"`` imported only when a
     pipeline uses it, so a connector whose client library is missing still lists.
     ``config_model`` is the config class, or ``"module:Class"`` imported only when a pipeline
-    (or ``schema``, ``connectors show``) needs it, so a run does not import the config models
-    of connectors it does not use; read it with :meth:`model`.
+    (or ``meshconnect schema``, the docs) needs it, so a run does not import the config models
+    of connectors it does not use; read it with :meth:`model`. A string's form is checked
+    when the plugin registers (:meth:`problem`), its import when a pipeline uses it.
     ``requires`` names the modules it needs and ``extra`` the pip extra that installs them.
     """
 
@@ -327,16 +328,58 @@ class ConnectorSpec:
         return self.factory
 
     def model(self) -> type[ConnectorConfig]:
-        """The config class (imports it when ``config_model`` is a string); TypeError when it
-        is not a :class:`ConnectorConfig` subclass."""
-        model = self.config_model
+        """The config class (imports it when ``config_model`` is a string).
+
+        Raises :class:`~meshconnect.errors.PluginError` naming the connector and the string
+        when it does not import (the import's error as its cause) or is not a
+        :class:`ConnectorConfig` subclass."""
+        from .errors import PluginError
+
+        model: Any = self.config_model
         if isinstance(model, str):
-            model = _imported(model)
+            problem = import_path_problem(model)
+            if problem is not None:
+                raise PluginError(f"connector {self.name!r}: config_model {problem}")
+            try:
+                model = _imported(model)
+            except Exception as exc:
+                raise PluginError(
+                    f"connector {self.name!r}: its config model {self.config_model!r} cannot "
+                    f"be loaded ({type(exc).__name__}: {exc})"
+                ) from exc
         if not (isinstance(model, type) and issubclass(model, ConnectorConfig)):
-            raise TypeError(
-                f"connector {self.name!r}: config_model {model!r} is not a ConnectorConfig"
+            raise PluginError(
+                f"connector {self.name!r}: config_model {self.config_model!r} is not a "
+                "meshconnect.ConnectorConfig subclass"
             )
         return model
+
+    def problem(self) -> str | None:
+        """What is wrong with the spec's form, found without importing anything (a plugin
+        with such a spec is listed as failed): ``config_model`` neither a class nor a
+        ``"module:Class"`` string, ``factory`` neither a class nor such a string."""
+        for field_name in ("config_model", "factory"):
+            value = getattr(self, field_name)
+            if isinstance(value, str):
+                problem = import_path_problem(value)
+                if problem is not None:
+                    return f"connector {self.name!r}: {field_name} {problem}"
+            elif not isinstance(value, type):
+                return (
+                    f"connector {self.name!r}: {field_name} must be a class or a "
+                    f'"module:Class" string, not {value!r}'
+                )
+        return None
+
+
+def import_path_problem(path: str) -> str | None:
+    """What is wrong with a ``"module:Class"`` string's form, or ``None``: a dotted module
+    name, one ``:``, then a dotted attribute path (``"pkg.config:SourceConfig"``)."""
+    module_name, colon, attr = path.partition(":")
+    names = [*module_name.split("."), *attr.split(".")]
+    if not colon or not all(n.isidentifier() for n in names):
+        return f'{path!r} is not "module:Class" (a dotted module name, ":", a class name)'
+    return None
 
 
 def _imported(path: str) -> Any:

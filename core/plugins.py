@@ -218,12 +218,17 @@ class Registry:
             reason = ""
             if item_name in blocked:
                 status, reason = "disabled", "disabled in plugins.toml"
+            elif isinstance(spec, ConnectorSpec) and (problem := spec.problem()) is not None:
+                status, reason = "failed", problem
             elif isinstance(spec, ConnectorSpec):
                 missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
                 if missing:
-                    extra = spec.extra or item_name
                     status = "missing-extra"
-                    reason = f"needs {', '.join(missing)}: pip install 'meshconnect[{extra}]'"
+                    reason = f"needs {', '.join(missing)}"
+                    if spec.extra:  # an extra of meshconnect's (docs/plugins.md)
+                        reason += f": pip install 'meshconnect[{spec.extra}]'"
+                    else:
+                        reason += " (not installed; see the connector's description)"
             return PluginEntry(item_name, kind, name, distribution, version, status, reason, spec)
 
         for spec in connectors:
@@ -264,6 +269,11 @@ def _flatten(results: Iterable[Any]) -> list[Any]:
 
 
 def _load_path(path: Path) -> ModuleType:
+    """Import a local plugin file. Its directory goes on ``sys.path`` (at the end: installed
+    modules win), so the file and its ``"module:Class"`` strings can name modules beside it."""
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
     module_name = "meshconnect_local_" + path.stem.replace("-", "_")
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -349,5 +359,9 @@ def load_registry(
                 raise PluginError(f"local plugin {path} failed to load: {exc}") from exc
             registry._failed(name, None, None, f"{type(exc).__name__}: {exc}")
             continue
+        before = len(registry.entries)
         registry.register(module, name, distribution=None, version=None, disabled=policy.disabled)
+        failed = [e for e in registry.entries[before:] if e.status == "failed"]
+        if strict and failed:
+            raise PluginError(f"local plugin {path}: {failed[0].reason}")
     return registry

@@ -87,13 +87,12 @@ _INIT = '''\
 
 _PLUGIN = '''\
 """The hooks of the '$name' connectors. Every worker imports this module, so it imports only
-meshconnect and the config models; the source and sink classes load on first use."""
+meshconnect; the config models load when a pipeline uses a connector, the source and sink
+classes when one runs."""
 
 from __future__ import annotations
 
 from meshconnect import ConnectorSpec, hookimpl
-
-from .config import ${Class}SinkConfig, ${Class}SourceConfig
 
 
 @hookimpl
@@ -102,14 +101,14 @@ def meshconnect_connectors() -> list[ConnectorSpec]:
         ConnectorSpec(
             name="$name",
             kind="source",
-            config_model=${Class}SourceConfig,
+            config_model="$module.config:${Class}SourceConfig",
             factory="$module.source:${Class}Source",
             description="Counts from 0 to count - 1, one record each (bounded).",
         ),
         ConnectorSpec(
             name="$name",
             kind="sink",
-            config_model=${Class}SinkConfig,
+            config_model="$module.config:${Class}SinkConfig",
             factory="$module.sink:${Class}Sink",
             description="Appends each record's data as a JSON line to a file, exactly once.",
         ),

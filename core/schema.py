@@ -5,10 +5,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .config.model import PipelineFile
+from .errors import PluginError
 from .plugins import Registry
+
+log = logging.getLogger("meshconnect.schema")
 
 __all__ = ["connector_schema", "pipeline_file_schema"]
 
@@ -32,7 +36,13 @@ def connector_schema(registry: Registry, name: str, kind: str | None = None) -> 
     if found:
         ckind, entry = found[0]
         assert entry.spec is not None
-        schema: dict[str, Any] = entry.spec.model().model_json_schema()
+        if entry.status == "failed":
+            raise KeyError(f"{ckind} connector {name!r} failed to load: {entry.reason}")
+        try:
+            model = entry.spec.model()
+        except PluginError as exc:
+            raise KeyError(f"{ckind} {exc}") from exc
+        schema: dict[str, Any] = model.model_json_schema()
         schema.setdefault("title", f"{name} {ckind} config")
         return schema
     if kind is None:
@@ -43,14 +53,22 @@ def connector_schema(registry: Registry, name: str, kind: str | None = None) -> 
 
 
 def _variants(registry: Registry, kind: str) -> list[dict[str, Any]]:
+    """One ``if``/``then`` per connector of ``kind`` whose config model loads (also those
+    disabled or missing an extra: an editor may complete them); a failed one is left out
+    with a warning, so one broken plugin does not cost every other its completion."""
     out = []
     for (name, ckind), entry in sorted(registry.connectors.items()):
-        if ckind != kind or entry.spec is None:
+        if ckind != kind or entry.spec is None or entry.status == "failed":
+            continue
+        try:
+            model = entry.spec.model()
+        except PluginError as exc:
+            log.warning("schema: %s %s: left out", kind, exc)
             continue
         out.append(
             {
                 "if": {"properties": {"connector": {"const": name}}},
-                "then": {"properties": {"config": entry.spec.model().model_json_schema()}},
+                "then": {"properties": {"config": model.model_json_schema()}},
             }
         )
     return out

@@ -204,6 +204,95 @@ def test_a_config_model_that_does_not_import_is_reported_at_the_connector(
         load_pipeline_texts([("p.yaml", text, ".")], registry)
     (problem,) = caught.value.problems
     assert str(problem).startswith("p.yaml:3:")
-    assert "source connector 'bad': its config model cannot be loaded (ModuleNotFoundError" in str(
-        problem
+    assert (
+        "source connector 'bad': its config model 'mcplug_nowhere:Config' cannot be loaded "
+        "(ModuleNotFoundError: No module named 'mcplug_nowhere') (a fault of plugin "
+        "'local:" in str(problem)
+    )
+
+
+BROKEN_MODELS = {
+    "nocolon": "'mcplug_models.config'",
+    "empty": "''",
+    "dotted": "'mcplug_models.config.Config'",
+    "number": "42",
+}
+
+
+def test_a_config_model_of_the_wrong_form_fails_its_plugin_at_once(plugin_dir: Path) -> None:
+    """Found when the plugin registers, without importing anything: the connector is listed
+    as failed with the reason, and --strict stops (a typo got past --strict to validate)."""
+    specs = ",".join(
+        f"ConnectorSpec(name={name!r}, kind='source', config_model={value}, factory='m:S')"
+        for name, value in BROKEN_MODELS.items()
+    )
+    (plugin_dir / "mcplug_forms.py").write_text(
+        "from meshconnect import ConnectorSpec, hookimpl\n"
+        f"@hookimpl\ndef meshconnect_connectors():\n    return [{specs}]\n"
+    )
+    path = plugin_dir / "mcplug_forms.py"
+    registry = load_registry(PluginPolicy(paths=[path]), strict=False)
+    reasons = {
+        e.name: e.reason for e in registry.entries if e.kind == "source" and e.status == "failed"
+    }
+    assert set(reasons) == set(BROKEN_MODELS)
+    assert reasons["nocolon"] == (
+        "connector 'nocolon': config_model 'mcplug_models.config' is not \"module:Class\" "
+        '(a dotted module name, ":", a class name)'
+    )
+    assert 'must be a class or a "module:Class" string, not 42' in reasons["number"]
+    with pytest.raises(PluginError, match='is not "module:Class"'):
+        load_registry(PluginPolicy(paths=[path]), strict=True)
+
+
+def test_a_local_plugin_names_modules_beside_it_and_schema_skips_a_broken_model(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    """A local plugin file's directory is importable (its strings name its neighbours);
+    ``schema --connector`` of a model that does not import is an error line, and the full
+    schema leaves that connector out instead of failing for every other."""
+    (plugin_dir / "mcplug_nearby_config.py").write_text(
+        "from meshconnect import ConnectorConfig\nclass Config(ConnectorConfig):\n    n: int = 1\n"
+    )
+    (plugin_dir / "mcplug_nearby.py").write_text(
+        "from meshconnect import ConnectorSpec, hookimpl\n"
+        "@hookimpl\ndef meshconnect_connectors():\n    return [\n"
+        "        ConnectorSpec(name='nearby', kind='source',"
+        " config_model='mcplug_nearby_config:Config', factory='mcplug_nearby_config:Config'),\n"
+        "        ConnectorSpec(name='gone', kind='source',"
+        " config_model='mcplug_gone_config:Config', factory='mcplug_gone_config:Config'),\n"
+        "    ]\n"
+    )
+    toml = tmp_path / "plugins.toml"
+    toml.write_text(f'[plugins]\npaths = ["{plugin_dir / "mcplug_nearby.py"}"]\n')
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["--plugins", str(toml), "schema", "--connector", "nearby"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["properties"]["n"]["default"] == 1
+    gone = runner.invoke(cli, ["--plugins", str(toml), "schema", "--connector", "gone"])
+    assert gone.exit_code == 1
+    assert "Traceback" not in gone.output
+    assert (
+        "Error: source connector 'gone': its config model 'mcplug_gone_config:Config' cannot be "
+        "loaded (ModuleNotFoundError" in gone.output
+    )
+    full = runner.invoke(cli, ["--plugins", str(toml), "schema"])
+    assert full.exit_code == 0, full.output
+    text = full.stdout
+    assert '"const": "nearby"' in text and '"const": "gone"' not in text
+
+
+def test_a_missing_module_without_an_extra_gets_no_made_up_pip_command(plugin_dir: Path) -> None:
+    (plugin_dir / "mcplug_needs.py").write_text(
+        "from meshconnect import ConnectorSpec, hookimpl, ConnectorConfig\n"
+        "class C(ConnectorConfig):\n    pass\n"
+        "@hookimpl\ndef meshconnect_connectors():\n"
+        "    return [ConnectorSpec(name='needs', kind='source', config_model=C, factory='x:Y',"
+        " requires=['mcplug_no_such_client'])]\n"
+    )
+    registry = load_registry(PluginPolicy(paths=[plugin_dir / "mcplug_needs.py"]))
+    entry = registry.connectors[("needs", "source")]
+    assert entry.status == "missing-extra"
+    assert entry.reason == (
+        "needs mcplug_no_such_client (not installed; see the connector's description)"
     )

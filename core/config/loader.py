@@ -22,6 +22,7 @@ every ``SecretStr`` shown as :data:`MASK`.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..records import Record
+
+log = logging.getLogger("meshconnect.config")
 
 __all__ = [
     "MASK",
@@ -548,11 +551,14 @@ class _Session:
             return None
         try:
             config_model = spec.model()
-        except Exception as exc:  # a plugin's "module:Class" that does not import
+        except PluginError as exc:  # a plugin's "module:Class" that does not import
+            entry = self.registry.connectors.get((name, kind))
+            plugin = f"plugin {entry.plugin!r}" if entry is not None else "its plugin"
+            log.debug("%s", exc, exc_info=exc.__cause__ or exc)
             file.report(
                 (*path, "connector"),
-                f"{kind} connector {name!r}: its config model cannot be loaded "
-                f"({type(exc).__name__}: {exc})",
+                f"{kind} {exc} (a fault of {plugin}, not of this file; --log-level debug shows "
+                "the traceback)",
             )
             return None
         model = file.validate(config_model, config, (*path, "config"))
