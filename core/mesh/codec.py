@@ -236,7 +236,8 @@ def encode_segment(records: Sequence[Record]) -> bytes:
         if not _extensions_valid(checked) and any(e and extensions_problem(e) for e in checked):
             return _encode_rows_segment(records)  # names the culprit
         try:
-            parts += (b',"ext":', jsonvalue.dumps(extensions))
+            # Valid extensions hold strings, integers and booleans only: no float to check.
+            parts += (b',"ext":', jsonvalue.dumps(extensions, floats=False))
         except TypeError:
             return _encode_rows_segment(records)
     if b"null" in encoded:  # rare: find explicit nulls (not just absent data)
