@@ -249,7 +249,9 @@ async def test_a_small_append_never_blocks_the_loop_on_another_process_lock(
     await store.close()
 
 
-@pytest.mark.parametrize("sizes", [[1, 40, 1, 1, 200, 3], [17, 16, 1, 5000, 2]])
+@pytest.mark.parametrize(
+    "sizes", [[1, 40, 1, 1, 5000, 3], [4097, 4096, 1, 5000, 2]]
+)  # around 4,096
 async def test_inline_and_threaded_appends_keep_offsets_dense(
     tmp_path: Path, sizes: list[int]
 ) -> None:
@@ -387,12 +389,15 @@ async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
 
 
 async def test_a_reader_at_the_end_waits_for_an_append_in_flight_instead_of_decoding_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader at a topic's end while this store appends to it (the sink at the start of a
     run, before anything is cached) gets nothing for now, then the appended records from
     memory: not the same segment decoded from SQLite behind the append. A reader of a topic
     this store is not appending to is not held back."""
+    import meshconnect.mesh.sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "INLINE_APPEND_RECORDS", 16)  # 100 go to the thread
     url = f"sqlite:///{tmp_path / 'mesh.db'}"
     store = SqliteStore(url)
     await store.open()

@@ -16,10 +16,13 @@ at the price of an fsync per commit.
 the connection; the ``async`` methods await it, so the event loop never waits on SQLite. The
 one exception is a *small append while the thread is idle* (at most
 :data:`INLINE_APPEND_RECORDS` records and :data:`INLINE_APPEND_BYTES` bytes, ``synchronous``
-not ``FULL``): its commit takes tens of microseconds, less than the hop to the thread and back,
-so it runs on the loop's thread, and it never waits for a lock there — it starts with
-``busy_timeout`` 0 and, when another process holds the write lock, goes to the thread after
-all (a webhook answering one sender at a time answers about twice as fast). Several
+not ``FULL``): its commit takes from tens of microseconds to about a millisecond, less than the
+hop to the thread and back costs, so it runs on the loop's thread, and it never waits for a
+lock there — it starts with ``busy_timeout`` 0 and, when another process holds the write lock,
+goes to the thread after all (a webhook answering one sender at a time answers about twice as
+fast). The hop costs more than its two thread switches: while the store thread runs, the two
+threads hand the GIL to each other, on two cores, every millisecond (a third more CPU for the
+file pipeline's batches of 1,000 records with the old limit of 16 records and 64 KiB). Several
 processes may open the same file (``meshconnect topics tail`` next to a running worker): WAL
 lets readers run while one writer commits, and writers queue on SQLite's lock, waiting up to
 ``busy_timeout`` before the store raises a (retriable) :class:`~meshconnect.errors.StoreError`.
@@ -113,9 +116,12 @@ TAIL_SEGMENTS = 8
 #: from SQLite (docs/benchmarks.md, session mem23).
 CACHE_KIB = 256
 #: The most records, and encoded bytes, an append may hold to be committed on the event loop's
-#: thread instead of the store thread (see the module docstring, *Threads and processes*).
-INLINE_APPEND_RECORDS = 16
-INLINE_APPEND_BYTES = 64 * 1024
+#: thread instead of the store thread (see the module docstring, *Threads and processes*): a
+#: source's usual batch (the file source's 1,000 lines of ~120 bytes: 10-15 % less CPU and wall
+#: time than through the thread, docs/benchmarks.md, session speed24). Bigger ones (a bulk CDC
+#: batch of 10,000 rows, ~6 MB) keep the loop free: committed inline they cost more.
+INLINE_APPEND_RECORDS = 4096
+INLINE_APPEND_BYTES = 256 * 1024
 _MAX_TOPIC_ID = (1 << (63 - _OFFSET_BITS)) - 1
 _TOPIC = operator.attrgetter("topic")
 
