@@ -322,9 +322,22 @@ class ConnectorSpec:
     extra: str | None = None
 
     def load(self) -> Callable[..., Source[Any] | Sink[Any]]:
-        """The connector class (imports it when ``factory`` is a string)."""
+        """The connector class (imports it when ``factory`` is a string); PluginError naming
+        the connector and the string when it does not import (the import's error as its
+        cause)."""
         if isinstance(self.factory, str):
-            return _imported(self.factory)
+            from .errors import PluginLoadError
+
+            problem = import_path_problem(self.factory)
+            if problem is not None:
+                raise PluginLoadError(f"connector {self.name!r}: factory {problem}")
+            try:
+                return _imported(self.factory)
+            except Exception as exc:
+                raise PluginLoadError(
+                    f"connector {self.name!r}: its class {self.factory!r} cannot be loaded "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
         return self.factory
 
     def model(self) -> type[ConnectorConfig]:
@@ -333,22 +346,22 @@ class ConnectorSpec:
         Raises :class:`~meshconnect.errors.PluginError` naming the connector and the string
         when it does not import (the import's error as its cause) or is not a
         :class:`ConnectorConfig` subclass."""
-        from .errors import PluginError
+        from .errors import PluginLoadError
 
         model: Any = self.config_model
         if isinstance(model, str):
             problem = import_path_problem(model)
             if problem is not None:
-                raise PluginError(f"connector {self.name!r}: config_model {problem}")
+                raise PluginLoadError(f"connector {self.name!r}: config_model {problem}")
             try:
                 model = _imported(model)
             except Exception as exc:
-                raise PluginError(
+                raise PluginLoadError(
                     f"connector {self.name!r}: its config model {self.config_model!r} cannot "
                     f"be loaded ({type(exc).__name__}: {exc})"
                 ) from exc
         if not (isinstance(model, type) and issubclass(model, ConnectorConfig)):
-            raise PluginError(
+            raise PluginLoadError(
                 f"connector {self.name!r}: config_model {self.config_model!r} is not a "
                 "meshconnect.ConnectorConfig subclass"
             )

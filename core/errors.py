@@ -81,6 +81,7 @@ __all__ = [
     "Location",
     "MeshconnectError",
     "PluginError",
+    "PluginLoadError",
     "Problem",
     "RestartError",
     "RetriableError",
@@ -100,6 +101,12 @@ class ConfigError(MeshconnectError):
 
 class PluginError(MeshconnectError):
     """A plugin could not be loaded or broke its contract."""
+
+
+class PluginLoadError(PluginError, ConfigError):
+    """A connector's ``"module:Class"`` (its class or config model) does not import: a
+    :class:`PluginError` that is fatal like a :class:`ConfigError` (restarting the connector
+    cannot help; the message says what to fix)."""
 
 
 class RetriableError(MeshconnectError):

@@ -211,6 +211,60 @@ def test_a_config_model_that_does_not_import_is_reported_at_the_connector(
     )
 
 
+def test_a_connector_class_that_does_not_import_stops_run_with_one_line(tmp_path: Path) -> None:
+    """``validate`` imports no connector class (it stays light); ``run`` said "the worker
+    stopped on an unexpected error" with a traceback for a source, and restarted a sink over
+    and over. Now a source's is the run's error line, a sink's fails it for good: exit 1."""
+    import subprocess
+
+    (tmp_path / "plug.py").write_text(
+        "from meshconnect import ConnectorConfig, ConnectorSpec, hookimpl\n"
+        "class C(ConnectorConfig):\n    pass\n"
+        "@hookimpl\n"
+        "def meshconnect_connectors():\n"
+        "    return [ConnectorSpec(name='nosrc', kind='source', config_model=C,"
+        " factory='mcplug_nowhere:Source'),\n"
+        "            ConnectorSpec(name='nosink', kind='sink', config_model=C,"
+        " factory='mcplug_nowhere:Sink')]\n"
+    )
+    (tmp_path / "plugins.toml").write_text('[plugins]\npaths = ["plug.py"]\n')
+    (tmp_path / "in.jsonl").write_text('{"a": 1}\n')
+    cases = {
+        "nosrc": ("{connector: nosrc, config: {}}", "file, config: {path: o.jsonl}"),
+        "nosink": ("{connector: file, config: {path: in.jsonl}}", "nosink, config: {}"),
+    }
+    for name, (source, sink) in cases.items():
+        (tmp_path / f"{name}.yaml").write_text(
+            f"pipelines:\n  - name: p\n    source: {source}\n    topic: t\n"
+            f"    sinks:\n      - {{name: o, connector: {sink}}}\n"
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "meshconnect",
+                "--plugins",
+                "plugins.toml",
+                "--state",
+                f"state-{name}",
+                "run",
+                f"{name}.yaml",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert "restarting" not in done.stderr
+        kind = "Source" if name == "nosrc" else "Sink"
+        assert (
+            f"connector {name!r}: its class 'mcplug_nowhere:{kind}' cannot be loaded "
+            "(ModuleNotFoundError: No module named 'mcplug_nowhere')" in done.stderr
+        )
+
+
 BROKEN_MODELS = {
     "nocolon": "'mcplug_models.config'",
     "empty": "''",
