@@ -21,8 +21,9 @@ hop to the thread and back costs, so it runs on the loop's thread, and it never 
 lock there — it starts with ``busy_timeout`` 0 and, when another process holds the write lock,
 goes to the thread after all (a webhook answering one sender at a time answers about twice as
 fast). The hop costs more than its two thread switches: while the store thread runs, the two
-threads hand the GIL to each other, on two cores, every millisecond (a third more CPU for the
-file pipeline's batches of 1,000 records with the old limit of 16 records and 64 KiB). Several
+threads hand the GIL to each other, on two cores, every millisecond (10-15 % more CPU and
+wall time for the file pipeline's batches of 1,000 records with the old limits of 16 records
+and 64 KiB). Several
 processes may open the same file (``meshconnect topics tail`` next to a running worker): WAL
 lets readers run while one writer commits, and writers queue on SQLite's lock, waiting up to
 ``busy_timeout`` before the store raises a (retriable) :class:`~meshconnect.errors.StoreError`.
