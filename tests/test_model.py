@@ -29,6 +29,16 @@ def test_bad_durations_are_errors(bad: object) -> None:
         parse_duration(bad)
 
 
+@pytest.mark.parametrize(
+    ("bad", "shown"),
+    [(None, "null"), ([1], "a list"), ({"a": 1}, "a mapping"), ("5 parsecs", "'5 parsecs'")],
+)
+def test_a_bad_duration_is_shown_as_the_yaml_has_it(bad: object, shown: str) -> None:
+    """``failover_timeout: null`` said "None is not a duration"."""
+    with pytest.raises(ValueError, match=rf"^{shown} is not a duration such as 200ms"):
+        parse_duration(bad)
+
+
 def test_retention_takes_all_three_limits() -> None:
     config = RetentionConfig.model_validate(
         {"max_age": "7d", "max_records": 10, "max_bytes": "1GB"}

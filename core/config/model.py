@@ -54,7 +54,21 @@ def parse_duration(value: Any) -> float:
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    raise ValueError(f"{value!r} is not a duration such as 200ms, 30s, 5m, 2h or 7d")
+    raise ValueError(f"{_as_yaml(value)} is not a duration such as 200ms, 30s, 5m, 2h or 7d")
+
+
+def _as_yaml(value: Any) -> str:
+    """A value as the YAML file has it, for messages: ``null``, ``true``, ``'text'``, ``a
+    list``; not Python's ``None``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
