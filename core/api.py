@@ -326,18 +326,7 @@ class ConnectorSpec:
         the connector and the string when it does not import (the import's error as its
         cause)."""
         if isinstance(self.factory, str):
-            from .errors import PluginLoadError
-
-            problem = import_path_problem(self.factory)
-            if problem is not None:
-                raise PluginLoadError(f"connector {self.name!r}: factory {problem}")
-            try:
-                return _imported(self.factory)
-            except Exception as exc:
-                raise PluginLoadError(
-                    f"connector {self.name!r}: its class {self.factory!r} cannot be loaded "
-                    f"({type(exc).__name__}: {exc})"
-                ) from exc
+            return self._resolve("factory", "class", self.factory)
         return self.factory
 
     def model(self) -> type[ConnectorConfig]:
@@ -350,22 +339,29 @@ class ConnectorSpec:
 
         model: Any = self.config_model
         if isinstance(model, str):
-            problem = import_path_problem(model)
-            if problem is not None:
-                raise PluginLoadError(f"connector {self.name!r}: config_model {problem}")
-            try:
-                model = _imported(model)
-            except Exception as exc:
-                raise PluginLoadError(
-                    f"connector {self.name!r}: its config model {self.config_model!r} cannot "
-                    f"be loaded ({type(exc).__name__}: {exc})"
-                ) from exc
+            model = self._resolve("config_model", "config model", model)
         if not (isinstance(model, type) and issubclass(model, ConnectorConfig)):
             raise PluginLoadError(
                 f"connector {self.name!r}: config_model {self.config_model!r} is not a "
                 "meshconnect.ConnectorConfig subclass"
             )
         return model
+
+    def _resolve(self, field_name: str, what: str, path: str) -> Any:
+        """The object a ``"module:Class"`` field names; PluginLoadError naming the field, or
+        the string and the import's error (as its cause)."""
+        from .errors import PluginLoadError
+
+        problem = import_path_problem(path)
+        if problem is not None:
+            raise PluginLoadError(f"connector {self.name!r}: {field_name} {problem}")
+        try:
+            return _imported(path)
+        except Exception as exc:
+            raise PluginLoadError(
+                f"connector {self.name!r}: its {what} {path!r} cannot be loaded "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
 
     def problem(self) -> str | None:
         """What is wrong with the spec's form, found without importing anything (a plugin

@@ -277,7 +277,7 @@ def run(
             _echo(f"error: {exc}", err=True)
             sys.exit(1)
     store = options.open_store(url)
-    from .errors import ConfigError, PluginError
+    from .errors import ConfigError
     from .mesh.ownership import OwnershipError
 
     admin_setup = None
@@ -287,8 +287,7 @@ def run(
         import asyncio
 
         code = asyncio.run(_run(config, store, admin_setup, metrics_listen, options.registry()))
-    except (OwnershipError, ConfigError, PluginError) as exc:  # a --metrics address refused,
-        # a plugin's connector class that does not import, a cluster
+    except (OwnershipError, ConfigError) as exc:  # a --metrics address refused, a cluster
         _echo(f"error: {exc}", err=True)
         code = 1
     except Exception:  # logged (secrets masked) rather than a raw traceback on stderr

@@ -243,7 +243,6 @@ class ClusterMember:
         # The worker's pipelines become those of the cluster this worker can run (refresh).
         config.pipelines = []
         self._rounds = 0
-        self._gave_back_round = -3  # the round in which this member last released a unit
         self._given_back: dict[str, int] = {}  # unit -> the round this member released it in
         self._outside: set[str] = set()  # units held by workers outside the cluster
         self.failed_here: set[str] = set()  # units that failed for good on this member
@@ -463,7 +462,8 @@ class ClusterMember:
             self._give_back(unit, f"{len(units)} units on {len(members)} members")
             return
         wanted = share - len(mine)
-        if wanted <= 0 or self._rounds < self._gave_back_round + GIVEN_BACK_ROUNDS:
+        last_given = max(self._given_back.values(), default=-GIVEN_BACK_ROUNDS)
+        if wanted <= 0 or self._rounds < last_given + GIVEN_BACK_ROUNDS:
             return  # a unit this member gave back goes to the member below its share
         free = [
             name
@@ -694,7 +694,6 @@ class ClusterMember:
                 del self.units[unit.lease]
             if not unit.lost:
                 await self.store.break_leases([Lease(unit.lease, self.owner, 0)])
-                self._gave_back_round = self._rounds
                 self._given_back[unit.lease] = self._rounds
 
         task = asyncio.create_task(leave(), name=f"give back {unit.lease}")

@@ -200,7 +200,8 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     if not n:
         return b"[]"
     dumps = _dumps
-    encoded = _encode_data(records)
+    classes = set(map(type, records))
+    encoded = _encode_data(records, classes)
     if encoded is None:
         return _encode_rows_segment(records)
     parts = [b'{"n":', str(n).encode()]
@@ -230,7 +231,7 @@ def encode_segment(records: Sequence[Record]) -> bytes:
         # Extensions whose maker checked them (EncodedRecord.of(check=False)) are not again.
         checked: list[dict[str, Any] | None] = (
             extensions
-            if OWN_ENCODING not in set(map(type, records))
+            if OWN_ENCODING not in classes
             else [r.extensions for r in records if r.__class__ is not OWN_ENCODING]
         )
         if not _extensions_valid(checked) and any(e and extensions_problem(e) for e in checked):
@@ -250,11 +251,10 @@ def encode_segment(records: Sequence[Record]) -> bytes:
     return b"".join(parts)
 
 
-def _encode_data(records: Sequence[Record]) -> list[bytes] | None:
+def _encode_data(records: Sequence[Record], classes: set[type]) -> list[bytes] | None:
     """Each record's data as JSON (``jsonvalue.dumps``); None when a record's data is bytes or
     cannot be stored (then the rows layout keeps it or names the culprit). An
     :class:`~meshconnect.records.EncodedRecord` still holding its encoding gives it as it is."""
-    classes = set(map(type, records))
     if ENCODED_CLASSES.isdisjoint(classes):
         datas = [r.data for r in records]
         if not _BINARY.isdisjoint(map(type, datas)):
