@@ -6,6 +6,13 @@ The workload is ``file_pipeline.py``'s (N JSON records: file input, parse, filte
 * **meshconnect** — ``meshconnect run`` (file source → transforms → SQLite mesh store → file
   sink): exactly once file → file, a ``kill -9`` at any moment loses and duplicates nothing;
 * **bare orjson loop** — the same work in a plain loop: no crash guarantee at all;
+* **bare loop with a store** — the work meshconnect's guarantee needs and nothing else, in a
+  plain loop (the floor of its design, not a product: no restart code): each 128 KiB of
+  input is decoded with exact numbers (``msgspec``, fractions as ``Decimal``, as meshconnect
+  reads JSON), filtered, masked and inserted by plain functions, encoded record by record,
+  stored as one SQLite row with the input position in one transaction (WAL,
+  ``synchronous=NORMAL``, as the mesh store), written out, and the output's length and the
+  consumed offset committed in a second transaction;
 * **bytewax 0.21, recovery on** — the same dataflow (``FileSource`` → ``map`` parse →
   ``filter`` → ``map`` mask → ``map`` insert → ``map`` dump → ``FileSink``) with a recovery
   directory and ``-s 1`` (a snapshot every second): exactly once file → file.
@@ -76,6 +83,69 @@ masked = op.map("mask", kept, mask)
 inserted = op.map("insert", masked, insert)
 keyed = op.map("dump", inserted, lambda data: ("out", orjson.dumps(data).decode()))
 op.output("out", keyed, FileSink("out-bytewax.jsonl"))
+"""
+
+
+BARE_STORE = """
+import os, sqlite3, sys
+from decimal import Decimal
+import msgspec
+
+src, dst, db_path = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(os.path.dirname(db_path), exist_ok=True)
+decode = msgspec.json.Decoder(float_hook=Decimal).decode
+encode_lines = msgspec.json.Encoder(decimal_format="number").encode_lines
+db = sqlite3.connect(db_path, isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=NORMAL")
+db.execute("CREATE TABLE segments (first INTEGER PRIMARY KEY, count INTEGER, body BLOB)")
+db.execute("CREATE TABLE positions (name TEXT PRIMARY KEY, value INTEGER)")
+
+
+def keep(data):
+    return data["total"] >= 10
+
+
+def mask(data):
+    if data.get("email") is not None:
+        data["email"] = "****"
+    return data
+
+
+def insert(data):
+    if data["country"] == "DE":
+        data["region"] = "eu"
+    return data
+
+
+fd = os.open(src, os.O_RDONLY)
+out = open(dst, "wb")
+read = stored = 0
+partial = b""
+while True:
+    chunk = os.pread(fd, 131072, read)
+    if not chunk:
+        break
+    read += len(chunk)
+    lines = (partial + chunk).split(b"\\n")
+    partial = lines.pop()
+    kept = [insert(mask(d)) for d in map(decode, lines) if keep(d)]
+    encoded = encode_lines(kept).split(b"\\n")
+    encoded.pop()
+    body = b'{"n":%d,"data":[' % len(encoded) + b",".join(encoded) + b"]}"
+    db.execute("BEGIN")
+    db.execute("INSERT INTO segments VALUES (?, ?, ?)", (stored, len(encoded), body))
+    db.execute("INSERT OR REPLACE INTO positions VALUES ('source', ?)", (read - len(partial),))
+    db.execute("COMMIT")
+    stored += len(encoded)
+    encoded.append(b"")
+    out.write(b"\\n".join(encoded))
+    out.flush()
+    db.execute("BEGIN")
+    db.execute("INSERT OR REPLACE INTO positions VALUES ('sink', ?)", (stored,))
+    db.execute("INSERT OR REPLACE INTO positions VALUES ('sink file', ?)", (out.tell(),))
+    db.execute("COMMIT")
+out.close()
 """
 
 
@@ -209,6 +279,7 @@ def main() -> None:
         make_input(work / "in.jsonl", n)
         (work / "pipeline.yaml").write_text(PIPELINE)
         (work / "bare_orjson.py").write_text(BARE_ORJSON)
+        (work / "bare_store.py").write_text(BARE_STORE)
         (work / "flow.py").write_text(BYTEWAX_FLOW)
         mc = ["-m", "meshconnect", "--log-level", "warning", "--state"]
         # name -> (argv, output file, folders to clear before each run)
@@ -231,6 +302,11 @@ def main() -> None:
             [sys.executable, "bare_orjson.py", "in.jsonl", "bare.jsonl"],
             "bare.jsonl",
             [],
+        )
+        contenders["bare loop with a store"] = (
+            [sys.executable, "bare_store.py", "in.jsonl", "bare-store.jsonl", "floor/store.db"],
+            "bare-store.jsonl",
+            ["floor"],
         )
         if bw_python is not None:
             bw = [str(bw_python), "-m", "bytewax.run", "flow:flow"]
