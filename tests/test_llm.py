@@ -311,3 +311,51 @@ pipelines:
     assert collect("llm") == [{"text": "a", "answer": "ok"}, None]
     assert MemorySink.outputs["llm"][1].null_data
     assert openai.requests == 1
+
+
+async def test_the_cache_keeps_apart_answers_of_other_sampling_and_other_endpoints(
+    tmp_path: Path, openai: FakeOpenAI
+) -> None:
+    """The cache key holds what decides an answer: a run at another temperature or with
+    another max_tokens asks the model again, a base_url written with a trailing '/' is the
+    same endpoint (carried-over item: the key once left out base_url and temperature)."""
+    records = [{"text": "one"}, {"text": "two"}]
+
+    async def asked(settings: str, name: str) -> int:
+        before = openai.requests
+        step = f"""
+            api_key: {KEY}
+            prompt: "{{data.text}}"
+            field: data.label
+            cache: cache
+            {settings}
+            """
+        path = pipeline(tmp_path, records, step, name=name)
+        assert await run(tmp_path, path, db=f"{name}.db") == 0
+        return openai.requests - before
+
+    url = openai.base_url.rstrip("/")
+    assert await asked(f"base_url: {url}\n            temperature: 0.2", "a") == 2
+    assert await asked(f"base_url: {url}/\n            temperature: 0.2", "b") == 0
+    assert await asked(f"base_url: {url}\n            temperature: 0.9", "c") == 2
+    assert (
+        await asked(
+            f"base_url: {url}\n            temperature: 0.9\n            max_tokens: 5", "d"
+        )
+        == 2
+    )
+
+
+def test_a_cache_key_of_the_defaults_is_the_one_earlier_versions_made() -> None:
+    """A cache written before the key held the endpoint and sampling stays valid for a
+    transform that sets none of them."""
+    import hashlib
+
+    from meshconnect.connectors.chatgpt.config import LlmOptions
+    from meshconnect.connectors.chatgpt.llm import _cache_key
+
+    options = LlmOptions(prompt="p", field="data.x", api_key="k")
+    earlier = json.dumps(["gpt-4o-mini", "chat", "s", "p", None], sort_keys=True)
+    assert _cache_key(options, "s", "p") == hashlib.sha256(earlier.encode()).hexdigest()
+    other = LlmOptions(prompt="p", field="data.x", api_key="k", base_url="http://h/v1")
+    assert _cache_key(other, "s", "p") != _cache_key(options, "s", "p")

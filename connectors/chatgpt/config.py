@@ -144,9 +144,10 @@ class LlmOptions(ModelSettings):
     )
     cache: str | None = Field(
         default=None,
-        description="A directory (relative to the pipeline file) keeping each answer by "
-        "(model, API, system, prompt, schema): a replay, a re-run or a test asks the model "
-        "nothing twice. Off unless set.",
+        description="A directory (relative to the pipeline file) keeping each answer by what "
+        "decides it (model, API, system, prompt, schema, and `base_url`, `temperature` and "
+        "`max_tokens` when set): a replay, a re-run or a test asks the model nothing twice. "
+        "Off unless set.",
     )
 
     @field_validator("schema_")

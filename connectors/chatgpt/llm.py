@@ -4,8 +4,9 @@ An ``async`` transform: the chain awaits it for up to ``concurrency`` records of
 once and keeps the batch's order (docs/plugins.md, Async transforms). Per record:
 
 1. the ``system`` and ``prompt`` templates are rendered (a template that fails is a DataError);
-2. with ``cache`` set, the answer is looked up by the SHA-256 of (model, API, system, prompt,
-   schema); a hit asks the model nothing;
+2. with ``cache`` set, the answer is looked up by the SHA-256 of what decides it (model, API,
+   system, prompt, schema, and the endpoint, temperature and ``max_tokens`` when set: see
+   :func:`_cache_key`); a hit asks the model nothing;
 3. otherwise the model is asked (:class:`~.client.ModelClient`: the SDK's retries on 429/5xx
    after ``Retry-After``, then the taxonomy), and the checked answer is cached;
 4. the answer (text, or the JSON value with ``schema``) is written at ``field``; the objects
@@ -116,7 +117,7 @@ class Llm(Transform):
         options = self.options
         key = None
         if self.cache is not None:
-            key = _cache_key(options.model, options.api, system, prompt, options.schema_)
+            key = _cache_key(options, system, prompt)
             hit = await asyncio.to_thread(_read, self.cache, key)
             if hit is not None:
                 self._count("cache_hits")
@@ -141,10 +142,23 @@ class Llm(Transform):
         return answer.value
 
 
-def _cache_key(
-    model: str, api: str, system: str | None, prompt: str, schema: dict[str, Any] | None
-) -> str:
-    text = json.dumps([model, api, system, prompt, schema], sort_keys=True, default=str)
+def _cache_key(options: LlmOptions, system: str | None, prompt: str) -> str:
+    """The cache key of an answer: the SHA-256 (hex) of everything that decides it. The model,
+    the API, the messages and the schema always; the endpoint (``base_url``, a trailing ``/``
+    dropped), ``temperature`` and ``max_tokens`` when set, since another server serving the
+    same model name, or other sampling, gives another answer. Without them set, the key is
+    the one earlier versions made, so a cache written with the defaults stays valid."""
+    parts: list[Any] = [options.model, options.api, system, prompt, options.schema_]
+    decides: dict[str, Any] = {}
+    if options.base_url:
+        decides["base_url"] = options.base_url.rstrip("/")
+    if options.temperature is not None:
+        decides["temperature"] = options.temperature
+    if options.max_tokens is not None:
+        decides["max_tokens"] = options.max_tokens
+    if decides:
+        parts.append(decides)
+    text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
