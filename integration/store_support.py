@@ -24,7 +24,7 @@ import pytest
 
 from conftest import lines, meshconnect, start_worker
 
-__all__ = ["STORE_TEST_MODULES", "import_store_tests"]
+__all__ = ["STORE_TEST_MODULES", "import_store_tests", "tail_stays_in_budget"]
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -88,6 +88,38 @@ pipelines:
         batch_size: 300
         config: {path: out/events.jsonl, format: json}
 """
+
+
+async def tail_stays_in_budget(store: Any) -> None:
+    """What a store keeps of its own appends for in-process readers (``store._tail``, a
+    :class:`~meshconnect.mesh.tail.RecordTail` the caller made with a budget of 3,000 bytes and
+    two segments) stays within it whatever the records' count, reads are whole either way,
+    and what every reader has delivered (``consumed``) is dropped at once. Both Redis and NATS
+    kept the last 40,000 records of each topic before, whatever their size."""
+    from meshconnect.records import Record
+
+    tail = store._tail
+    appended: list[Any] = []
+    for start in range(0, 200, 10):
+        records = [
+            Record({"i": i, "pad": "x" * 200}, id=f"r{i}", topic="big")
+            for i in range(start, start + 10)
+        ]
+        await store.append(records)
+        appended += records
+        first, kept = tail.topics["big"]
+        assert first + len(kept) == start + 10  # the newest, contiguous
+        assert tail.size <= 3000 or len(tail.segments) <= 2
+        assert tail.size == sum(size for _, _, size in tail.segments) > 0
+    first, kept = tail.topics["big"]
+    assert 0 < len(kept) <= 20 < 200
+    recent = await store.read("big", 195, 5)
+    assert all(a is b for a, b in zip(recent, appended[195:], strict=True))  # from memory
+    everything = await store.read("big", 0, 1000)
+    assert [r.data["i"] for r in everything] == list(range(len(everything)))
+    assert everything[0] is not appended[0]  # the oldest from the engine
+    store.consumed("g", "big", 200)
+    assert tail.topics["big"] == (200, []) and tail.size == 0
 
 
 def expected(total: int) -> list[int]:

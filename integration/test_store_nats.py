@@ -387,3 +387,20 @@ async def test_two_stores_appending_to_one_topic_at_once_get_dense_offsets(nats_
     assert await first.end_offsets(["t"]) == {"t": 200}
     await first.close()
     await second.close()
+
+
+async def test_the_tail_of_own_appends_is_bounded_in_bytes_and_drops_what_readers_delivered(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from store_support import tail_stays_in_budget
+
+    from meshconnect.mesh import tail
+
+    monkeypatch.setattr(tail, "TAIL_BYTES", 3000)
+    monkeypatch.setattr(tail, "TAIL_SEGMENTS", 2)
+    store = NatsStore(nats_url)
+    await store.open()
+    try:
+        await tail_stays_in_budget(store)
+    finally:
+        await store.close()

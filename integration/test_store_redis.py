@@ -235,3 +235,20 @@ def test_a_pipeline_runs_on_a_redis_cluster(tmp_path: Path, cluster_url: str) ->
 
     assert done.returncode == 0, done.stderr[-2000:]
     assert output_numbers(tmp_path / "out.jsonl") == list(range(5000))
+
+
+async def test_the_tail_of_own_appends_is_bounded_in_bytes_and_drops_what_readers_delivered(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from store_support import tail_stays_in_budget
+
+    from meshconnect.mesh import tail
+
+    monkeypatch.setattr(tail, "TAIL_BYTES", 3000)
+    monkeypatch.setattr(tail, "TAIL_SEGMENTS", 2)
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        await tail_stays_in_budget(store)
+    finally:
+        await store.close()

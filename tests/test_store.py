@@ -353,10 +353,10 @@ async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
     segments for all topics together (and always the newest TAIL_SEGMENTS segments), trimmed
     at every append a segment at a time (so they are freed a batch at a time); older offsets
     come from SQLite, with the same data."""
-    from meshconnect.mesh import sqlite
+    from meshconnect.mesh import tail
 
-    monkeypatch.setattr(sqlite, "TAIL_BYTES", 1500)
-    monkeypatch.setattr(sqlite, "TAIL_SEGMENTS", 1)
+    monkeypatch.setattr(tail, "TAIL_BYTES", 1500)
+    monkeypatch.setattr(tail, "TAIL_SEGMENTS", 1)
     store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
     await store.open()
     try:
@@ -369,12 +369,12 @@ async def test_the_tail_cache_is_trimmed_at_every_append_and_reads_stay_whole(
                 *range(start // 10 * 3, start // 10 * 3 + 3),
             ]
             appended += records[:10]
-            first, cached = store._tail["orders"]
+            first, cached = store._tail.topics["orders"]
             assert first + len(cached) == start + 10  # the newest records, contiguous
             assert len(cached) % 10 == 0  # whole segments
-            assert store._tail_bytes <= 1500 or len(store._tail_segments) == 1
-            assert store._tail_bytes == sum(size for _, _, size in store._tail_segments)
-        first, cached = store._tail["orders"]
+            assert store._tail.size <= 1500 or len(store._tail.segments) == 1
+            assert store._tail.size == sum(size for _, _, size in store._tail.segments)
+        first, cached = store._tail.topics["orders"]
         assert 0 < len(cached) < 100  # bounded, not empty
         assert all(a is b for a, b in zip(cached, appended[first:], strict=True))
         recent = await store.read("orders", 95, 5)
@@ -435,10 +435,10 @@ async def test_the_newest_segments_stay_cached_beyond_the_tail_budget(
 ) -> None:
     """The newest TAIL_SEGMENTS segments are kept even when they exceed TAIL_BYTES (large
     batches): a sink a couple of batches behind the source reads them from memory."""
-    from meshconnect.mesh import sqlite
+    from meshconnect.mesh import tail
 
-    monkeypatch.setattr(sqlite, "TAIL_BYTES", 10)
-    monkeypatch.setattr(sqlite, "TAIL_SEGMENTS", 2)
+    monkeypatch.setattr(tail, "TAIL_BYTES", 10)
+    monkeypatch.setattr(tail, "TAIL_SEGMENTS", 2)
     store = SqliteStore(f"sqlite:///{tmp_path / 'mesh.db'}")
     await store.open()
     try:
@@ -446,8 +446,8 @@ async def test_the_newest_segments_stay_cached_beyond_the_tail_budget(
         records = batch(5, start=5) + batch(5, start=10)
         await store.append(records[:5])
         await store.append(records[5:])
-        assert store._tail["orders"] == (5, records)
-        assert len(store._tail_segments) == 2
+        assert store._tail.topics["orders"] == (5, records)
+        assert len(store._tail.segments) == 2
         got = await store.read("orders", 5, 10)
         assert all(a is b for a, b in zip(got, records, strict=True))
     finally:
@@ -466,17 +466,17 @@ async def test_the_tail_drops_the_segments_every_reader_has_consumed(tmp_path: P
         await store.append(second)
         store.consumed("slow", "orders", 3)
         store.consumed("fast", "orders", 7)
-        assert store._tail["orders"] == (0, first + second)
+        assert store._tail.topics["orders"] == (0, first + second)
 
         store.consumed("slow", "orders", 5)  # both past the first segment
-        assert store._tail["orders"] == (5, second)
-        assert [s[1] for s in store._tail_segments] == [5]
+        assert store._tail.topics["orders"] == (5, second)
+        assert [s[1] for s in store._tail.segments] == [5]
         assert [r.data for r in await store.read("orders", 0, 10)] == [{"i": i} for i in range(10)]
 
         store.consumed("slow", "orders", 10)
         store.consumed("fast", "orders", 10)
-        assert store._tail["orders"] == (10, [])
-        assert store._tail_bytes == 0
+        assert store._tail.topics["orders"] == (10, [])
+        assert store._tail.size == 0
         third = batch(5, start=10)
         await store.append(third)
         got = await store.read("orders", 10, 5)

@@ -489,7 +489,7 @@ class NatsStore(MeshStore):
                 for r, offset in zip(group, got[name], strict=True):
                     r.offset = offset
             offsets = [r.offset for r in records]
-            self._remember(groups)
+            self._remember(groups, chunks)
         finally:
             self._appending -= 1
         if records:
@@ -667,15 +667,25 @@ class NatsStore(MeshStore):
                     ) from exc
         self._streams.add(name)
 
-    def _remember(self, groups: Mapping[str, Sequence[Record]]) -> None:
-        """Keep this process's appended records per topic (contiguous offsets only)."""
+    def _remember(
+        self,
+        groups: Mapping[str, Sequence[Record]],
+        chunks: Mapping[str, list[tuple[int, int, bytes]]],
+    ) -> None:
+        """Keep this process's appended records per topic (contiguous offsets only), each
+        group counted at the stored bytes of its messages."""
         for name, group in groups.items():
             first = group[0].offset
             assert first is not None
             if [r.offset for r in group] != list(range(first, first + len(group))):
                 self._tail.forget(name)  # partly stored before, elsewhere: read back
             else:
-                self._tail.remember(name, group)
+                self._tail.remember(name, group, sum(len(body) for _, _, body in chunks[name]))
+
+    def consumed(self, group: str, topic: str, offset: int) -> None:
+        """Drop the kept records of ``topic`` every in-process reader has delivered (see
+        :meth:`MeshStore.consumed` and :meth:`RecordTail.consumed`)."""
+        self._tail.consumed(group, topic, offset)
 
     # -- source positions ----------------------------------------------------------------------
 

@@ -333,7 +333,8 @@ class RedisStore(MeshStore):
                 for i, r in enumerate(group, int(first)):
                     r.offset = i
             offsets = [r.offset for r in records]
-            self._remember(groups)
+            for (name, group), (_, _, body) in zip(groups.items(), bodies, strict=True):
+                self._tail.remember(name, group, len(body))  # contiguous: the script's offsets
         finally:
             self._appending -= 1
         if records:
@@ -352,11 +353,10 @@ class RedisStore(MeshStore):
         if self._unsettled:
             self._unsettled = [(r, t) for r, t in self._unsettled if r is not records]
 
-    def _remember(self, groups: Mapping[str, Sequence[Record]]) -> None:
-        """Keep this process's appended records per topic (the script gives contiguous
-        offsets)."""
-        for name, group in groups.items():
-            self._tail.remember(name, group)
+    def consumed(self, group: str, topic: str, offset: int) -> None:
+        """Drop the kept records of ``topic`` every in-process reader has delivered (see
+        :meth:`MeshStore.consumed` and :meth:`RecordTail.consumed`)."""
+        self._tail.consumed(group, topic, offset)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -53,9 +53,9 @@ offsets. Retention drops whole segments, and rewrites the one a count limit cuts
 **Tail cache.** Records appended by this process stay in memory, so sinks in the same worker
 read what was just appended without a query or a decode (contiguous offsets per topic). The
 cache is bounded in bytes: the newest segments of all topics together, up to
-:data:`TAIL_BYTES` of their stored (encoded) size — a record held as Python objects takes
+:data:`~.tail.TAIL_BYTES` of their stored (encoded) size — a record held as Python objects takes
 about seven times its encoded size, so ~7 MiB for the default — and always the newest
-:data:`TAIL_SEGMENTS` segments (large batches: up to eight of them). A segment every reader
+:data:`~.tail.TAIL_SEGMENTS` segments (large batches: up to eight of them). A segment every reader
 of its topic has passed (:meth:`~.store.MeshStore.consumed`, which the worker's sinks call
 after each batch they deliver) is dropped at once. Reads from other processes, and reads of
 older offsets, go to SQLite.
@@ -91,6 +91,7 @@ from .codec import (
     encode_state,
 )
 from .store import GroupInfo, Lease, MeshStore, Retention, TopicInfo
+from .tail import RecordTail
 
 __all__ = ["SqliteStore"]
 
@@ -99,16 +100,6 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 _OFFSET_BITS = 44
 _SPAN = 1 << _OFFSET_BITS  # offsets per topic
-#: Stored bytes (segment bodies, all topics together) the tail cache keeps: a sink further
-#: behind its topic's end reads from SQLite (a decode). Trimmed at every append, a segment at
-#: a time, so records are freed a batch at a time (see :meth:`SqliteStore._remember`). An
-#: in-process sink normally reads a segment right after its append; the budget covers the
-#: appends that land while it waits for a flush and commit.
-TAIL_BYTES = 1 << 20
-#: Segments the tail cache keeps whatever their size: a sink waiting for its flush and commit
-#: falls several batches behind, and with large batches (``batch_size: 5000``) 1 MiB would
-#: not hold them: it would decode most segments from SQLite (+30-50 % CPU, measured with 4).
-TAIL_SEGMENTS = 8
 #: SQLite's page cache of the store's connection, in KiB (``PRAGMA cache_size``; SQLite's
 #: default is 2,000 KiB). This process reads its own recent appends from the tail cache, so
 #: the page cache mostly held segment pages just written, never read again: 256 KiB keeps the
@@ -209,13 +200,8 @@ class SqliteStore(MeshStore):
         self._topics: dict[str, tuple[int, int]] = {}  # name -> (id, next offset)
         self._data_version: int | None = None
         # The tail of each topic as appended by this process, so that sinks in the same worker
-        # read fresh records without a SELECT and a decode: name -> (first offset, records).
-        self._tail: dict[str, tuple[int, list[Record]]] = {}
-        # The cached segments, oldest first: (topic, records, stored bytes), and their total.
-        self._tail_segments: collections.deque[tuple[str, int, int]] = collections.deque()
-        self._tail_bytes = 0
-        # Per topic, the offset each consumer group reading in this process delivered up to.
-        self._readers: dict[str, dict[str, int]] = {}
+        # read fresh records without a SELECT and a decode (bounded in stored bytes).
+        self._tail = RecordTail()
         # The last segment decoded by a read (key, records): sinks read it in slices.
         self._decoded: tuple[int, list[Record]] | None = None
         self._appending = 0  # appends of this store in flight
@@ -239,7 +225,7 @@ class SqliteStore(MeshStore):
     async def close(self) -> None:
         """Close the connection and stop the thread (after the calls already queued)."""
         executor, self._executor = self._executor, None
-        self._forget_tail()
+        self._tail.clear()
         if executor is None:
             return
         self._on_thread += 1  # no inline append while the thread closes the connection
@@ -447,69 +433,18 @@ class SqliteStore(MeshStore):
 
     def _remember(self, groups: Mapping[str, Sequence[Record]], sizes: list[int]) -> None:
         """Keep appended records (by topic, offsets set; ``sizes`` the stored bytes of each
-        group's segment) in the tail cache, on the event loop's thread, which alone touches
-        it; then drop the oldest segments beyond :data:`TAIL_BYTES` (keeping at least
-        :data:`TAIL_SEGMENTS`). A read that comes between
-        the commit and this call simply goes to SQLite."""
-        tail, segments = self._tail, self._tail_segments
+        group's segment) in the tail, on the event loop's thread, which alone touches it. A
+        read that comes between the commit and this call simply goes to SQLite."""
         for (name, group), size in zip(groups.items(), sizes, strict=True):
-            offset = group[0].offset
-            assert offset is not None
-            entry = tail.get(name)
-            if entry is None or entry[0] + len(entry[1]) != offset:
-                if entry is not None:  # not contiguous (another process appended): start over
-                    self._drop_topic(name)
-                entry = tail[name] = (offset, [])
-            entry[1].extend(group)
-            segments.append((name, len(group), size))
-            self._tail_bytes += size
-        while self._tail_bytes > TAIL_BYTES and len(segments) > TAIL_SEGMENTS:
-            name, count, size = segments.popleft()
-            self._tail_bytes -= size
-            first, cached = tail[name]
-            del cached[:count]
-            if cached:
-                tail[name] = (first + count, cached)
-            else:
-                del tail[name]
+            self._tail.remember(name, group, size)
 
     def consumed(self, group: str, topic: str, offset: int) -> None:
-        """Drop the cached segments of ``topic`` that every group heard from has delivered
-        (see :meth:`MeshStore.consumed`): a sink in step with the source then leaves almost
-        nothing cached, where the byte budget alone kept ~8,000 records it had read already
-        (1,000,000-record file pipeline: 57.8-58.3 -> 54.7-56.5 MB peak RSS, no segment
-        decoded from SQLite either way). A group that stopped reading keeps its mark: the
-        cache is then bounded by the budget alone, as before."""
-        readers = self._readers.setdefault(topic, {})
-        readers[group] = offset
-        entry = self._tail.get(topic)
-        if entry is None:
-            return
-        low = min(readers.values())
-        first, cached = entry
-        for segment in [s for s in self._tail_segments if s[0] == topic]:
-            count = segment[1]
-            if first + count > low:
-                break
-            self._tail_segments.remove(segment)
-            self._tail_bytes -= segment[2]
-            del cached[:count]
-            first += count
-        # Kept when empty: a reader at its end then waits for the append in flight.
-        self._tail[topic] = (first, cached)
-
-    def _drop_topic(self, name: str) -> None:
-        """Forget the cached records of one topic."""
-        self._tail.pop(name, None)
-        kept = [s for s in self._tail_segments if s[0] != name]
-        self._tail_segments = collections.deque(kept)
-        self._tail_bytes = sum(size for _, _, size in kept)
-
-    def _forget_tail(self) -> None:
-        self._tail.clear()
-        self._readers.clear()
-        self._tail_segments.clear()
-        self._tail_bytes = 0
+        """Drop the kept segments of ``topic`` that every group heard from has delivered
+        (see :meth:`MeshStore.consumed` and :meth:`RecordTail.consumed`): a sink in step with
+        the source then leaves almost nothing kept, where the byte budget alone kept ~8,000
+        records it had read already (1,000,000-record file pipeline: 57.8-58.3 -> 54.7-56.5
+        MB peak RSS, no segment decoded from SQLite either way)."""
+        self._tail.consumed(group, topic, offset)
 
     def _append_inline(
         self,
@@ -597,7 +532,7 @@ class SqliteStore(MeshStore):
         when ``offset`` is below it); ``[]`` for an unknown topic."""
         if limit <= 0:
             return []
-        entry = self._tail.get(topic)
+        entry = self._tail.topics.get(topic)
         if entry is not None:
             first, cached = entry
             end = first + len(cached)
@@ -751,7 +686,7 @@ class SqliteStore(MeshStore):
         newest ``max_records`` and those appended more than ``max_age_s`` seconds ago (up to
         the first younger one, so the retained records stay contiguous). Offsets never change;
         the topic's start moves up. Returns how many records were deleted."""
-        self._drop_topic(topic)  # cached records may be below the new start
+        self._tail.forget(topic)  # kept records may be below the new start
         now = self._clock()
 
         def work(conn: sqlite3.Connection) -> int:

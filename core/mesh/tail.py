@@ -1,44 +1,107 @@
-"""The records a store appended itself, kept per topic so that readers in the same process
-(the worker's sinks) read them without a round trip to the engine.
+"""The records a store appended itself, kept so that readers in the same process (the
+worker's sinks) read them without a round trip to the engine and without decoding them.
 
-The Redis and NATS stores keep the last :data:`TAIL_RECORDS` records of each topic; the
-SQLite store bounds its tail in bytes and whole segments instead (:mod:`.sqlite`)."""
+Every store (SQLite, Redis, NATS) keeps its tail the same way (:class:`RecordTail`): bounded
+by the *stored* bytes of the segments the records came in, for all topics together
+(:data:`TAIL_BYTES`, always keeping the newest :data:`TAIL_SEGMENTS` segments whatever their
+size), and trimmed of what every in-process reader has delivered (:meth:`RecordTail.consumed`).
+A record held as Python objects takes several times its encoded size, so a bound in records
+(40,000 per topic, as the Redis and NATS stores had) let records of 100 KB hold gigabytes.
+"""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 from ..records import Record
 
-__all__ = ["TAIL_RECORDS", "RecordTail"]
+__all__ = ["TAIL_BYTES", "TAIL_SEGMENTS", "RecordTail"]
 
-#: Records per topic kept from this process's appends.
-TAIL_RECORDS = 40_000
+#: Stored bytes (segment bodies, all topics together) the tail keeps: a sink further behind
+#: its topic's end reads from the engine (and decodes). Trimmed at every append, a segment at
+#: a time, so records are freed a batch at a time. An in-process sink normally reads a
+#: segment right after its append; the budget covers the appends that land while it waits
+#: for a flush and commit.
+TAIL_BYTES = 1 << 20
+#: Segments the tail keeps whatever their size: a sink waiting for its flush and commit falls
+#: several batches behind, and with large batches (``batch_size: 5000``) 1 MiB would not hold
+#: them: it would decode most segments from the engine (SQLite: +30-50 % CPU, measured with 4).
+TAIL_SEGMENTS = 8
 
 
 class RecordTail:
-    """Per topic, ``(first offset, records)`` with contiguous offsets, at most
-    :data:`TAIL_RECORDS` of them (the oldest go first). The records are shared with readers,
-    who copy one before changing it (:meth:`MeshStore.read`'s contract)."""
+    """Per topic, ``(first offset, records)`` with contiguous offsets, as appended by this
+    process, and the segments they came in, oldest first. The records are shared with
+    readers, who copy one before changing it (:meth:`MeshStore.read`'s contract).
 
-    __slots__ = ("topics",)
+    ``budget`` (bytes, default :data:`TAIL_BYTES`) and ``keep`` (segments, default
+    :data:`TAIL_SEGMENTS`) bound it; see the module docstring."""
 
-    def __init__(self) -> None:
+    __slots__ = ("budget", "keep", "readers", "segments", "size", "topics")
+
+    def __init__(self, budget: int | None = None, keep: int | None = None) -> None:
+        self.budget = TAIL_BYTES if budget is None else budget
+        self.keep = TAIL_SEGMENTS if keep is None else keep
         self.topics: dict[str, tuple[int, list[Record]]] = {}
+        #: The kept segments, oldest first: (topic, records, stored bytes).
+        self.segments: collections.deque[tuple[str, int, int]] = collections.deque()
+        #: The stored bytes of the kept segments.
+        self.size = 0
+        #: Per topic, the offset each consumer group reading in this process delivered up to.
+        self.readers: dict[str, dict[str, int]] = {}
 
-    def remember(self, topic: str, group: Sequence[Record]) -> None:
-        """Add ``group``, appended to ``topic`` with contiguous offsets from its first one's;
-        a gap from what is kept starts the topic's tail again from ``group``."""
+    def remember(self, topic: str, group: Sequence[Record], size: int) -> None:
+        """Add ``group``, appended to ``topic`` with contiguous offsets from its first one's
+        in a segment of ``size`` stored bytes; a gap from what is kept (another process
+        appended in between) starts the topic's tail again from ``group``. Then drop the
+        oldest segments beyond the budget."""
+        if not group:
+            return
         first = group[0].offset
         assert first is not None
         entry = self.topics.get(topic)
         if entry is None or entry[0] + len(entry[1]) != first:
+            if entry is not None:
+                self.forget(topic)
             entry = self.topics[topic] = (first, [])
         entry[1].extend(group)
-        if len(entry[1]) > TAIL_RECORDS:
-            drop = len(entry[1]) - TAIL_RECORDS
-            del entry[1][:drop]
-            self.topics[topic] = (entry[0] + drop, entry[1])
+        self.segments.append((topic, len(group), size))
+        self.size += size
+        segments, topics = self.segments, self.topics
+        while self.size > self.budget and len(segments) > self.keep:
+            name, count, dropped = segments.popleft()
+            self.size -= dropped
+            start, cached = topics[name]
+            del cached[:count]
+            if cached:
+                topics[name] = (start + count, cached)
+            else:
+                del topics[name]
+
+    def consumed(self, group: str, topic: str, offset: int) -> None:
+        """Consumer group ``group`` delivered ``topic`` up to ``offset`` (next to read): drop
+        the segments of ``topic`` that every group heard from has passed (see
+        :meth:`MeshStore.consumed`). A sink in step with the source then leaves almost
+        nothing kept. A group that stopped reading keeps its mark: the tail is then bounded
+        by the budget alone."""
+        readers = self.readers.setdefault(topic, {})
+        readers[group] = offset
+        entry = self.topics.get(topic)
+        if entry is None:
+            return
+        low = min(readers.values())
+        first, cached = entry
+        for segment in [s for s in self.segments if s[0] == topic]:
+            count = segment[1]
+            if first + count > low:
+                break
+            self.segments.remove(segment)
+            self.size -= segment[2]
+            del cached[:count]
+            first += count
+        # Kept when empty: a reader at its end then waits for the append in flight.
+        self.topics[topic] = (first, cached)
 
     def read(self, topic: str, offset: int, limit: int, appending: bool) -> list[Record] | None:
         """Up to ``limit`` kept records of ``topic`` from ``offset`` on; ``[]`` at the end of
@@ -56,7 +119,15 @@ class RecordTail:
         return None
 
     def forget(self, topic: str) -> None:
-        self.topics.pop(topic, None)
+        """Drop what is kept of ``topic`` (its records may no longer be the engine's)."""
+        if self.topics.pop(topic, None) is None:
+            return
+        kept = [s for s in self.segments if s[0] != topic]
+        self.segments = collections.deque(kept)
+        self.size = sum(size for _, _, size in kept)
 
     def clear(self) -> None:
         self.topics.clear()
+        self.readers.clear()
+        self.segments.clear()
+        self.size = 0
