@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,31 @@ def run_source(
         return records, reached
 
     return asyncio.run(go())
+
+
+#: The errors InnoDB ends a transaction with that an application retries: lock wait timeout and
+#: deadlock (a writer's transaction against the snapshot's locking reads, for one).
+RETRIED_ERRORS = (1205, 1213)
+
+
+def transaction(cur: Any, body: Callable[[Any], Any], attempts: int = 50) -> Any:
+    """Run ``body(cur)`` in a transaction and commit it; what ``body`` returns. A transaction
+    InnoDB rolled back (deadlock, lock wait timeout) is run again, as an application must:
+    ``body`` is called anew, so it must make its own values each time. Test writers that
+    stopped on the first deadlock left a CDC test waiting for changes that never came."""
+    import pymysql
+
+    for attempt in range(attempts):
+        cur.execute("BEGIN")
+        try:
+            result = body(cur)
+            cur.execute("COMMIT")
+            return result
+        except pymysql.err.OperationalError as exc:
+            if exc.args[0] not in RETRIED_ERRORS or attempt == attempts - 1:
+                raise
+            cur.execute("ROLLBACK")
+    raise AssertionError("unreachable")
 
 
 def end_positions(server: MariaDB) -> dict[str, Any]:

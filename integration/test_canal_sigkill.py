@@ -13,9 +13,10 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pymysql
-from canal_support import events, mariadb, pipeline, replay, table_rows
+from canal_support import events, mariadb, pipeline, replay, table_rows, transaction
 from mariadb import MariaDB
 
 from conftest import meshconnect, start_worker
@@ -71,56 +72,57 @@ class Writer(threading.Thread):
         deadline = time.monotonic() + self.seconds
         while time.monotonic() < deadline:
             t = rng.choice(TABLES)
-            choice = rng.random()
-            if choice < 0.03 and self.big < 3:
-                # A 10,000-row transaction: a bulk insert and an update of all its rows.
-                self.big += 1
+            big = rng.random() < 0.03 and self.big < 3
+            transaction(cur, lambda cur, t=t, big=big: self._changes(cur, rng, t, big))
+            self.big += big
+            if not big:
+                time.sleep(rng.uniform(0.0, 0.01))
+        conn.close()
+
+    def _changes(self, cur: Any, rng: random.Random, t: str, big: bool) -> None:
+        """One transaction's statements (run again, with new values, when InnoDB rolls it
+        back)."""
+        if big:
+            # A 10,000-row transaction: a bulk insert and an update of all its rows.
+            start = self.next_id[t]
+            self.next_id[t] += 10_000
+            m = self.mark(20_000)
+            values = ",".join(
+                f"({i}, {m + i - start}, 'big', 1.5)" for i in range(start, start + 10_000)
+            )
+            cur.execute(f"INSERT INTO {t} VALUES {values}")
+            cur.execute(
+                f"UPDATE {t} SET ver = {m + 10_000} + id - {start}, note = 'big2' "
+                f"WHERE id >= {start} AND id < {start + 10_000}"
+            )
+            return
+        for _ in range(rng.randint(1, 4)):
+            op = rng.random()
+            if op < 0.35:
+                n = rng.randint(1, 30)
                 start = self.next_id[t]
-                self.next_id[t] += 10_000
-                m = self.mark(20_000)
-                cur.execute("BEGIN")
+                self.next_id[t] += n
+                m = self.mark(n)
                 values = ",".join(
-                    f"({i}, {m + i - start}, 'big', 1.5)" for i in range(start, start + 10_000)
+                    f"({i}, {m + i - start}, 'n{i}', {i % 1000}.5)" for i in range(start, start + n)
                 )
                 cur.execute(f"INSERT INTO {t} VALUES {values}")
+            elif op < 0.7:
+                lo = rng.randint(1, self.next_id[t])
+                m = self.mark(50)
                 cur.execute(
-                    f"UPDATE {t} SET ver = {m + 10_000} + id - {start}, note = 'big2' "
-                    f"WHERE id >= {start} AND id < {start + 10_000}"
+                    f"UPDATE {t} SET ver = {m} + (id - {lo}), note = 'u{m}', "
+                    f"amount = amount + 1 WHERE id >= {lo} AND id < {lo + 20}"
                 )
-                cur.execute("COMMIT")
-                continue
-            cur.execute("BEGIN")
-            for _ in range(rng.randint(1, 4)):
-                op = rng.random()
-                if op < 0.35:
-                    n = rng.randint(1, 30)
-                    start = self.next_id[t]
-                    self.next_id[t] += n
-                    m = self.mark(n)
-                    values = ",".join(
-                        f"({i}, {m + i - start}, 'n{i}', {i % 1000}.5)"
-                        for i in range(start, start + n)
-                    )
-                    cur.execute(f"INSERT INTO {t} VALUES {values}")
-                elif op < 0.7:
-                    lo = rng.randint(1, self.next_id[t])
-                    m = self.mark(50)
-                    cur.execute(
-                        f"UPDATE {t} SET ver = {m} + (id - {lo}), note = 'u{m}', "
-                        f"amount = amount + 1 WHERE id >= {lo} AND id < {lo + 20}"
-                    )
-                elif op < 0.85:
-                    lo = rng.randint(1, self.next_id[t])
-                    cur.execute(f"DELETE FROM {t} WHERE id >= {lo} AND id < {lo + 3}")
-                else:
-                    old = rng.randint(1, self.next_id[t])
-                    new = self.next_id[t]
-                    self.next_id[t] += 1
-                    cur.execute(f"UPDATE {t} SET id = {new}, ver = {self.mark()} WHERE id = {old}")
-            cur.execute(f"INSERT INTO shop.ignored VALUES ({self.mark()}, 0, 'x', 0)")
-            cur.execute("COMMIT")
-            time.sleep(rng.uniform(0.0, 0.01))
-        conn.close()
+            elif op < 0.85:
+                lo = rng.randint(1, self.next_id[t])
+                cur.execute(f"DELETE FROM {t} WHERE id >= {lo} AND id < {lo + 3}")
+            else:
+                old = rng.randint(1, self.next_id[t])
+                new = self.next_id[t]
+                self.next_id[t] += 1
+                cur.execute(f"UPDATE {t} SET id = {new}, ver = {self.mark()} WHERE id = {old}")
+        cur.execute(f"INSERT INTO shop.ignored VALUES ({self.mark()}, 0, 'x', 0)")
 
 
 def test_sigkill_at_random_moments_keeps_the_tables_exact(tmp_path: Path, mariadb: MariaDB) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from canal_support import events, mariadb, pipeline, replay, table_rows
+from canal_support import events, mariadb, pipeline, replay, table_rows, transaction
 from cluster_support import Members, StoreProbe
 from mariadb import MariaDB
 from nats_support import NatsServer, private_nats
@@ -74,42 +74,42 @@ class Writer(threading.Thread):
         while not self.stopped.is_set():
             rounds += 1
             t = rng.choice(TABLES)
-            cur.execute("BEGIN")
-            if rounds % 400 == 0:
-                self.big += 1
-                start = self.next_id[t]
-                self.next_id[t] += 2000
-                values = ",".join(
-                    f"({i}, {self._ver()}, 'big')" for i in range(start, start + 2000)
-                )
-                cur.execute(f"INSERT INTO {t} VALUES {values}")
-            for _ in range(rng.randint(1, 3)):
-                op = rng.random()
-                if op < 0.4:
-                    start = self.next_id[t]
-                    n = rng.randint(1, 5)
-                    self.next_id[t] += n
-                    values = ",".join(
-                        f"({i}, {self._ver()}, 'n{i}')" for i in range(start, start + n)
-                    )
-                    cur.execute(f"INSERT INTO {t} VALUES {values}")
-                elif op < 0.75:
-                    lo = rng.randint(1, self.next_id[t])
-                    cur.execute(
-                        f"UPDATE {t} SET ver = {self._ver()} + id, note = 'u' "
-                        f"WHERE id >= {lo} AND id < {lo + 5}"
-                    )
-                    self.ver += 10_000
-                elif op < 0.9:
-                    lo = rng.randint(1, self.next_id[t])
-                    cur.execute(f"DELETE FROM {t} WHERE id >= {lo} AND id < {lo + 2}")
-                else:
-                    old, new = rng.randint(1, self.next_id[t]), self.next_id[t]
-                    self.next_id[t] += 1
-                    cur.execute(f"UPDATE {t} SET id = {new}, ver = {self._ver()} WHERE id = {old}")
-            cur.execute("COMMIT")
+            big = rounds % 400 == 0
+            transaction(cur, lambda cur, t=t, big=big: self._changes(cur, rng, t, big))
+            self.big += big
             time.sleep(rng.uniform(0.005, 0.02))
         conn.close()
+
+    def _changes(self, cur: Any, rng: random.Random, t: str, big: bool) -> None:
+        """One transaction's statements (run again, with new values, when InnoDB rolls it
+        back)."""
+        if big:
+            start = self.next_id[t]
+            self.next_id[t] += 2000
+            values = ",".join(f"({i}, {self._ver()}, 'big')" for i in range(start, start + 2000))
+            cur.execute(f"INSERT INTO {t} VALUES {values}")
+        for _ in range(rng.randint(1, 3)):
+            op = rng.random()
+            if op < 0.4:
+                start = self.next_id[t]
+                n = rng.randint(1, 5)
+                self.next_id[t] += n
+                values = ",".join(f"({i}, {self._ver()}, 'n{i}')" for i in range(start, start + n))
+                cur.execute(f"INSERT INTO {t} VALUES {values}")
+            elif op < 0.75:
+                lo = rng.randint(1, self.next_id[t])
+                cur.execute(
+                    f"UPDATE {t} SET ver = {self._ver()} + id, note = 'u' "
+                    f"WHERE id >= {lo} AND id < {lo + 5}"
+                )
+                self.ver += 10_000
+            elif op < 0.9:
+                lo = rng.randint(1, self.next_id[t])
+                cur.execute(f"DELETE FROM {t} WHERE id >= {lo} AND id < {lo + 2}")
+            else:
+                old, new = rng.randint(1, self.next_id[t]), self.next_id[t]
+                self.next_id[t] += 1
+                cur.execute(f"UPDATE {t} SET id = {new}, ver = {self._ver()} WHERE id = {old}")
 
     def _ver(self) -> int:
         self.ver += 1
