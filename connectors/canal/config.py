@@ -188,8 +188,9 @@ class CanalSourceConfig(ConnectorConfig):
             "`share`: each chunk SELECT is a locking read (`LOCK IN SHARE MODE`), which waits "
             "for transactions already in the binlog but not yet committed in InnoDB, so the "
             "hand-off is exact (MySQL 8 needs SELECT plus UPDATE, DELETE or LOCK TABLES for "
-            "it). `none`: plain consistent reads (read-only users; a change committing at that "
-            "very instant may be missed)."
+            "it); its shared locks can make InnoDB roll back an application's transaction as a "
+            "deadlock victim, to be retried (docs/cdc.md). `none`: plain consistent reads "
+            "(read-only users; a change committing at that very instant may be missed)."
         ),
     )
     batch_events: int = Field(
