@@ -90,12 +90,25 @@ pipelines:
 """
 
 
-async def tail_stays_in_budget(store: Any) -> None:
-    """What a store keeps of its own appends for in-process readers (``store._tail``, a
-    :class:`~meshconnect.mesh.tail.RecordTail` the caller made with a budget of 3,000 bytes and
-    two segments) stays within it whatever the records' count, reads are whole either way,
-    and what every reader has delivered (``consumed``) is dropped at once. Both Redis and NATS
-    kept the last 40,000 records of each topic before, whatever their size."""
+async def tail_stays_in_budget(make_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a store (``make_store()``) keeps of its own appends for in-process readers
+    (``store._tail``, a :class:`~meshconnect.mesh.tail.RecordTail`, here with a budget of 3,000
+    bytes and two segments) stays within it whatever the records' count, reads are whole
+    either way, and what every reader has delivered (``consumed``) is dropped at once. Both
+    Redis and NATS kept the last 40,000 records of each topic before, whatever their size."""
+    from meshconnect.mesh import tail as tail_module
+
+    monkeypatch.setattr(tail_module, "TAIL_BYTES", 3000)
+    monkeypatch.setattr(tail_module, "TAIL_SEGMENTS", 2)
+    store = make_store()
+    await store.open()
+    try:
+        await _check_tail(store)
+    finally:
+        await store.close()
+
+
+async def _check_tail(store: Any) -> None:
     from meshconnect.records import Record
 
     tail = store._tail

@@ -242,13 +242,4 @@ async def test_the_tail_of_own_appends_is_bounded_in_bytes_and_drops_what_reader
 ) -> None:
     from store_support import tail_stays_in_budget
 
-    from meshconnect.mesh import tail
-
-    monkeypatch.setattr(tail, "TAIL_BYTES", 3000)
-    monkeypatch.setattr(tail, "TAIL_SEGMENTS", 2)
-    store = RedisStore(redis_url)
-    await store.open()
-    try:
-        await tail_stays_in_budget(store)
-    finally:
-        await store.close()
+    await tail_stays_in_budget(lambda: RedisStore(redis_url), monkeypatch)
