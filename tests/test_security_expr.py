@@ -385,3 +385,45 @@ def test_a_hostile_zone_name_is_an_unknown_zone(zone: str) -> None:
 
     assert "unknown time zone '" in message
     assert "Errno" not in message and "site-packages" not in message
+
+
+_PATTERNS_FROM_RECORDS = """
+import random, resource, sys
+from meshconnect.expr import Compiler
+from meshconnect.records import Record
+
+matches = Compiler(record_patterns=True).expression("matches(data.s, data.p)", field="where")
+rng = random.Random(1)
+text = "".join(rng.choice("ab") for _ in range(200_000))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for i in range(int(sys.argv[1])):
+    # each one's DFA grows large on this text (2**(20..49) states; RE2 caches what it meets)
+    matches(Record({"s": text, "p": f"[ab]*a[ab]{{{20 + i % 30}}}c{i}"}))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_patterns_from_records_are_kept_within_a_memory_budget() -> None:
+    """Each compiled pattern keeps the DFA states its matches built. Records carrying 512
+    distinct patterns made the worker hold 1.6 GB (8 MiB each, 512 kept; 100 of them: 304 MB);
+    a pattern from a record now has 1 MiB and 64 are kept: 39 MB for 100 patterns, 50 MB for
+    512, ~64 MiB at most whatever the records carry."""
+    import subprocess
+    import sys
+
+    grown = subprocess.run(
+        [sys.executable, "-c", _PATTERNS_FROM_RECORDS, "100"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(grown.stdout) < 128, f"{grown.stdout} MB grown"
+
+
+def test_a_pattern_from_a_record_too_large_for_its_budget_is_a_data_error() -> None:
+    """``\\pL{200}`` compiles as a constant (8 MiB) but not from a record (1 MiB): the record
+    gets a DataError saying so, and the next one goes on."""
+    data = {"s": "abc", "p": r"\pL{200}"}
+    assert "pattern too large" in failure("matches(data.s, data.p)", data, record_patterns=True)
+    assert evaluate(r"matches(data.s, '\\pL{200}')", data) is False
+    assert evaluate("matches(data.s, data.p)", {"s": "abc", "p": "b"}, record_patterns=True)

@@ -17,7 +17,9 @@ on the common path (a comparison or a path lookup costs nothing extra):
   take integers of any size.
 * :data:`MAX_ROUND_DIGITS`: ``round(x, n)`` takes ``-MAX_ROUND_DIGITS <= n <= MAX_ROUND_DIGITS``.
 * :data:`MAX_PATTERN`: a regular expression has at most this many characters; patterns run on
-  RE2 (linear time in the text, memory capped by :data:`REGEX_MAX_MEMORY`).
+  RE2 (linear time in the text, memory capped by :data:`REGEX_MAX_MEMORY`, or for a pattern
+  taken from a record by :data:`RECORD_REGEX_MAX_MEMORY`, :data:`RECORD_PATTERNS_KEPT` of
+  them kept compiled).
 
 A check that fails raises :class:`BudgetError` (a ``ValueError``): the compiled expression turns
 it into a DataError naming the expression, so the record goes to the dead-letter topic with the
@@ -40,6 +42,13 @@ MAX_ROUND_DIGITS = 1_000
 MAX_PATTERN = 2_000
 #: Memory RE2 may use for one compiled pattern (bytes).
 REGEX_MAX_MEMORY = 8 << 20
+#: Memory RE2 may use for one pattern taken from a record (``record_patterns``), in bytes: such
+#: patterns are kept compiled (:data:`RECORD_PATTERNS_KEPT` of them), and each keeps the DFA
+#: states its matches built, up to two thirds of this. With the 8 MiB of a constant pattern,
+#: records carrying 512 distinct patterns such as ``[ab]*a[ab]{40}c1`` held 1.6 GB.
+RECORD_REGEX_MAX_MEMORY = 1 << 20
+#: Patterns taken from records kept compiled, the most recently used (at most ~64 MiB).
+RECORD_PATTERNS_KEPT = 64
 
 # 4,300 decimal digits in bits (log2(10) = 3.3219...), rounded up.
 _MAX_INT_BITS = 14_285

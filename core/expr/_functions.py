@@ -92,7 +92,7 @@ def _fn_matches(s: Any, pattern: Any) -> bool:
     if s is None:
         return False
     if pattern.__class__ is str:  # a constant pattern arrives compiled (see _translator)
-        pattern = _regex.compile_pattern(pattern)
+        pattern = _regex.record_pattern(pattern)
     elif not isinstance(pattern, _regex.re2._Regexp):
         raise TypeError(f"matches() needs a string pattern, not {_type_name(pattern)}")
     return _regex.search(pattern, _need_str("matches", s))
@@ -102,8 +102,8 @@ def _fn_replace_regex(s: Any, pattern: Any, replacement: Any) -> str | None:
     if s is None:
         return None
     text = _need_str("replace_regex", s)
-    if pattern.__class__ is str:
-        pattern = _regex.compile_pattern(pattern)
+    if pattern.__class__ is str:  # taken from the record
+        pattern = _regex.record_pattern(pattern)
     elif not isinstance(pattern, _regex.re2._Regexp):
         raise TypeError(f"replace_regex() needs a string pattern, not {_type_name(pattern)}")
     if replacement.__class__ is not _regex.Replacement:

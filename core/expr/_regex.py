@@ -20,7 +20,15 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from ._budget import MAX_PATTERN, MAX_SIZE, REGEX_MAX_MEMORY, BudgetError, too_big
+from ._budget import (
+    MAX_PATTERN,
+    MAX_SIZE,
+    RECORD_PATTERNS_KEPT,
+    RECORD_REGEX_MAX_MEMORY,
+    REGEX_MAX_MEMORY,
+    BudgetError,
+    too_big,
+)
 
 __all__ = [
     "Pattern",
@@ -28,6 +36,7 @@ __all__ = [
     "compile_pattern",
     "compile_re2",
     "compile_replacement",
+    "record_pattern",
     "replace",
     "replacement_for",
     "search",
@@ -39,20 +48,24 @@ Pattern = Any  # re2._Regexp: the binding ships no type information
 # compiled, or the first look-up of this module's ``re2`` attribute: most pipelines use no
 # regular expression.
 _OPTIONS: Any = None
+_RECORD_OPTIONS: Any = None
 _UNANCHORED: Any = None
 _NO_MATCH = -1
 
 
 def _load_re2() -> Any:
-    global _OPTIONS, _UNANCHORED
+    global _OPTIONS, _RECORD_OPTIONS, _UNANCHORED
     import re2
 
     if _OPTIONS is None:
         options = re2.Options()
         options.log_errors = False  # the reason goes into our message, not to stderr
         options.max_mem = REGEX_MAX_MEMORY
+        record = re2.Options()
+        record.log_errors = False
+        record.max_mem = RECORD_REGEX_MAX_MEMORY
         _UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
-        _OPTIONS = options
+        _OPTIONS, _RECORD_OPTIONS = options, record
         globals()["re2"] = re2
     return re2
 
@@ -65,14 +78,28 @@ def __getattr__(name: str) -> Any:
 
 @functools.lru_cache(maxsize=512)
 def compile_pattern(pattern: str) -> Pattern:
-    """A compiled RE2 pattern; ValueError naming the pattern and the reason when it is bad."""
+    """A compiled RE2 pattern of a pipeline file (a constant); ValueError
+    naming the pattern and the reason when it is bad."""
+    return _compile(pattern, False)
+
+
+@functools.lru_cache(maxsize=RECORD_PATTERNS_KEPT)
+def record_pattern(pattern: str) -> Pattern:
+    """A compiled RE2 pattern taken from a record (``record_patterns``): as
+    :func:`compile_pattern`, on the smaller memory budget of
+    :data:`~._budget.RECORD_REGEX_MAX_MEMORY`, and kept compiled for the next records, the
+    :data:`~._budget.RECORD_PATTERNS_KEPT` most recently used."""
+    return _compile(pattern, True)
+
+
+def _compile(pattern: str, from_record: bool) -> Pattern:
     if len(pattern) > MAX_PATTERN:
         raise BudgetError(
             f"regular expression longer than {MAX_PATTERN:,} characters ({len(pattern):,})"
         )
     re2 = _load_re2()
     try:
-        return re2.compile(pattern, _OPTIONS)
+        return re2.compile(pattern, _RECORD_OPTIONS if from_record else _OPTIONS)
     except re2.error as exc:
         raise ValueError(f"bad regular expression {pattern!r}: {_reason(exc)}") from None
 
@@ -176,8 +203,11 @@ def search(pattern: Pattern, text: str) -> bool:
 
 
 def replacement_for(pattern: Pattern, replacement: str) -> Replacement:
-    """:func:`compile_replacement` for a compiled ``pattern``."""
+    """:func:`compile_replacement` for a compiled ``pattern``. A replacement longer than a
+    pattern may be (one taken from a record can be a megabyte) is parsed each time, not kept."""
     names = tuple(sorted(pattern.groupindex.items()))
+    if len(replacement) > MAX_PATTERN:
+        return compile_replacement.__wrapped__(replacement, pattern.groups, names)
     return compile_replacement(replacement, pattern.groups, names)
 
 
