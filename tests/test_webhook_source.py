@@ -643,3 +643,20 @@ def test_rate_limit_takes_a_model_or_a_shorthand() -> None:
     assert rate({"requests_per_second": 3, "burst": 9}) == (3.0, 9)
     with pytest.raises(ValidationError, match="N/s, N/min or N/h"):
         rate("ten/s")
+
+
+def test_the_idempotency_window_keeps_a_fixed_size_key_per_event() -> None:
+    """The window holds up to a million events: it keeps a 16-byte digest of each source and
+    id, not the strings, which CloudEvents does not bound (ids of a megabyte held a megabyte
+    each for idempotency_window). Distinct pairs stay distinct, however they are split."""
+    from meshconnect.connectors.webhook.source import _event_key
+    from meshconnect.records import Record
+
+    def key(source: str, id: str) -> bytes:
+        return _event_key(Record(None, id=id, source=source))
+
+    big = key("/orders", "x" * 1_000_000)
+    assert len(big) == 16 and big == key("/orders", "x" * 1_000_000)
+    assert big != key("/orders", "x" * 999_999)
+    assert key("ab", "c") != key("a", "bc")
+    assert key("/a", "\udc80") != key("/a", "\udc81")  # lone surrogates are ids too

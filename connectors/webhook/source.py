@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import hmac
 import ipaddress
 import math
@@ -68,6 +69,15 @@ PARTITION = "webhook"
 _CE_REQUIRED = ("ce-specversion", "ce-id", "ce-source", "ce-type")
 
 
+def _event_key(record: Record) -> bytes:
+    """What identifies an event in the idempotency window: a 16-byte BLAKE2b digest of its
+    ``source`` and ``id`` (CloudEvents: the pair is unique per event). A digest, not the two
+    strings: the window holds up to a million events for ``idempotency_window``, and ids of a
+    megabyte each (CloudEvents sets no length) would have held terabytes."""
+    text = f"{len(record.source)}:{record.source}{record.id}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 @dataclass(slots=True)
 class _Request:
     """Events of one request waiting for the append, and the senders waiting for the answer:
@@ -75,7 +85,7 @@ class _Request:
     future of its own, so a sender that goes away (its task cancelled) cancels only that."""
 
     records: list[Record]
-    keys: list[tuple[str, str]] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     settled: bool = False
     error: BaseException | None = None
@@ -117,9 +127,9 @@ class WebhookSource(Source[WebhookConfig]):
         self.wake = asyncio.Event()
         self.stopping = False
         self.accepted = 0  # requests queued for the append so far
-        #: (source, id) -> monotonic time it was stored; oldest first
-        self.seen: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self.inflight: dict[tuple[str, str], _Request] = {}
+        #: event key (:func:`_event_key`) -> monotonic time it was stored; oldest first
+        self.seen: OrderedDict[bytes, float] = OrderedDict()
+        self.inflight: dict[bytes, _Request] = {}
         self.buckets: OrderedDict[str, list[float]] = OrderedDict()
         self.tokens: list[tuple[bytes, list[str]]] = []
         for item in config.bearer_tokens:
@@ -267,7 +277,7 @@ class WebhookSource(Source[WebhookConfig]):
                 raise Unavailable("the source is stopping")
             if self.waiting + len(fresh) > config.max_pending:
                 raise Unavailable(f"more than {config.max_pending} events wait to be stored")
-            pending = _Request(fresh, [(r.source, r.id) for r in fresh])
+            pending = _Request(fresh, [_event_key(r) for r in fresh])
             for key in pending.keys:
                 self.inflight[key] = pending
             self.queue.append(pending)
@@ -503,10 +513,10 @@ class WebhookSource(Source[WebhookConfig]):
             seen.popitem(last=False)
         fresh: list[Record] = []
         waits: list[_Request] = []
-        keys: set[tuple[str, str]] = set()
+        keys: set[bytes] = set()
         duplicates = 0
         for record in records:
-            key = (record.source, record.id)
+            key = _event_key(record)
             if key in seen or key in keys:
                 duplicates += 1
             elif key in self.inflight:
