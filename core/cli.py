@@ -669,15 +669,30 @@ def status(
     if not watch:
         console.print(table())
         return
+    import signal
     import time
 
+    # Ctrl-C ends the loop even when its KeyboardInterrupt is lost: raised while a finalizer
+    # runs (a response or socket collected between two updates), Python reports it as
+    # ignored, on the stderr that Live redirects, and the loop would run on (CI saw a watch
+    # outlive its SIGINT by a minute, once).
+    interrupted: list[bool] = []
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         with Live(table(), console=console, auto_refresh=False) as live:
-            while True:
+            while not interrupted:
                 time.sleep(interval)
-                live.update(table(), refresh=True)
+                if not interrupted:
+                    live.update(table(), refresh=True)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _cluster_status(options: _Options, name: str, as_json: bool) -> None:
