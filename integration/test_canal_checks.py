@@ -201,6 +201,71 @@ def test_a_killed_replication_connection_is_retried_without_loss(mariadb: MariaD
     assert ids == [1, 2, 3]
 
 
+def test_a_lost_binlog_connection_is_counted_in_canal_disconnects(mariadb: MariaDB) -> None:
+    """The fast reader raises a RetriableError when the server kills its dump thread; the
+    source drops the reader, counts the disconnect (metric ``canal_disconnects``, Debezium's
+    ``NumberOfDisconnects``) and the next poll reconnects, losing nothing."""
+    import asyncio
+    import logging
+
+    from meshconnect.api import ConnectorContext
+    from meshconnect.connectors.canal.config import CanalSourceConfig
+    from meshconnect.connectors.canal.source import CanalSource
+    from meshconnect.errors import RetriableError
+
+    mariadb.execute("CREATE DATABASE counted", "CREATE TABLE counted.t (id INT PRIMARY KEY)")
+    start = end_positions(mariadb)
+    context = ConnectorContext("test", "canal", logging.getLogger("canal-test"))
+    source = CanalSource(
+        CanalSourceConfig(
+            host=mariadb.host,
+            port=mariadb.port,
+            user=mariadb.user,
+            server_id=3002,
+            decoder="fast",
+            include=["counted\\..*"],
+            format="row",
+            heartbeat_interval=1,
+        ),
+        context,
+    )
+
+    async def go() -> tuple[list[int], int]:
+        await source.start(start)
+        ids: list[int] = []
+        errors = 0
+        try:
+            mariadb.execute("INSERT INTO counted.t VALUES (1)")
+            while not ids:
+                batch = await source.poll()
+                assert batch is not None
+                ids += [r.data["id"] for r in batch.records]
+            assert source.disconnects.value == 0
+            for (pid,) in mariadb.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'"
+            ):
+                mariadb.execute(f"KILL {pid}")
+            mariadb.execute("INSERT INTO counted.t VALUES (2)")
+            for _ in range(100):
+                try:
+                    batch = await source.poll()
+                except RetriableError:
+                    errors += 1
+                    continue
+                assert batch is not None
+                ids += [r.data["id"] for r in batch.records]
+                if len(ids) >= 2:
+                    break
+        finally:
+            await source.stop()
+        return ids, errors
+
+    ids, errors = asyncio.run(go())
+    assert ids == [1, 2]
+    assert errors >= 1 and source.disconnects.value == errors
+    assert "meshconnect_canal_disconnects_total" in context.metrics.registry.render()
+
+
 @pytest.mark.parametrize(
     ("variable", "bad"), [("binlog_format", "STATEMENT"), ("binlog_row_image", "MINIMAL")]
 )

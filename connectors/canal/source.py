@@ -150,7 +150,11 @@ class CanalSource(Source[CanalSourceConfig]):
         self.snapshot: Snapshot | None = None
         self._done = False
         self._last_position_only = float("-inf")
-        self._reconnects = 0
+        #: Binlog connections lost (each then opened again by the next poll), as Debezium's
+        #: ``NumberOfDisconnects``: the metric ``canal_disconnects``.
+        self.disconnects = context.metrics.counter(
+            "canal_disconnects", "Binlog connections lost (the next poll reconnects)"
+        )
         self._want = min(_FIRST_READ_EVENTS, config.batch_events)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -413,7 +417,7 @@ class CanalSource(Source[CanalSourceConfig]):
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
-        self._reconnects += 1
+            self.disconnects.inc()
 
     def hand_out(self, records: list[Record], force: bool = False) -> SourceBatch:
         """The batch of ``records`` with the current position (see the module docstring)."""
