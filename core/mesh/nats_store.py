@@ -103,7 +103,7 @@ from .codec import (
     encode_state,
 )
 from .store import FencedError, GroupInfo, Lease, MeshStore, Retention, TopicInfo
-from .tail import RecordTail
+from .tail import DecodedSegments, RecordTail
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -250,8 +250,9 @@ class NatsStore(MeshStore):
         self._ends: dict[str, tuple[int, int]] = {}
         #: Per topic, where this store's last read ended: (next offset, its message's sequence).
         self._cursors: dict[str, tuple[int, int]] = {}
-        #: Per topic, the last message decoded: (sequence, records).
-        self._decoded: dict[str, tuple[int, list[Record]]] = {}
+        #: Per topic, the last message decoded: (sequence, records), bounded in bytes for all
+        #: topics together.
+        self._decoded = DecodedSegments()
         self._appending = 0
         self._subject_prefix = f"mc.{self.prefix}"
         self._stream_prefix = f"MC_{self.prefix}_T_"
@@ -833,7 +834,7 @@ class NatsStore(MeshStore):
             return None
         first, _ = _first_n(msg.headers)
         records = decode_segment(msg.data or b"[]", topic, first)
-        self._decoded[topic] = (seq, records)
+        self._decoded.put(topic, seq, records, len(msg.data or b""))
         return records
 
     async def _below_start(self, topic: str, seq: int) -> bool:
@@ -1017,7 +1018,7 @@ class NatsStore(MeshStore):
         topic ends."""
         self._tail.forget(topic)
         self._cursors.pop(topic, None)
-        self._decoded.pop(topic, None)
+        self._decoded.forget(topic)
         js = self._jetstream()
         bounds = await self._call("retention", functools.partial(self._bounds, topic))
         if bounds is None:

@@ -93,7 +93,7 @@ from .codec import (
     encode_state,
 )
 from .store import FencedError, GroupInfo, Lease, MeshStore, Retention, TopicInfo
-from .tail import RecordTail
+from .tail import DecodedSegments, RecordTail
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -137,7 +137,8 @@ class RedisStore(MeshStore):
         #: Appends that failed with an unknown outcome: (records, token), newest last.
         self._unsettled: list[tuple[Sequence[Record], str]] = []
         self._tail = RecordTail()
-        self._decoded: dict[str, tuple[int, list[Record]]] = {}
+        #: Per topic, the last segment read in slices (bounded in bytes for all topics).
+        self._decoded = DecodedSegments()
         self._appending = 0
         tag = "{" + self.prefix + "}"
         self._k_end = f"{tag}:end"
@@ -387,7 +388,7 @@ class RedisStore(MeshStore):
                 records = decode_segment(body, topic, first)
                 if count > limit:  # read in slices: keep it for the next read
                     decoded = (first, records)
-                    self._decoded[topic] = decoded
+                    self._decoded.put(topic, first, records, len(body))
             begin = max(offset - first, 0)
             out.extend(records[begin : begin + limit - len(out)])
             if len(out) >= limit:
@@ -503,7 +504,7 @@ class RedisStore(MeshStore):
         """Like the SQLite store, but a batch that the count limit cuts through stays stored
         whole: the topic's start moves into it and reads skip what is below."""
         self._tail.forget(topic)
-        self._decoded.pop(topic, None)
+        self._decoded.forget(topic)
         client = self._redis()
         now = self._clock()
 
