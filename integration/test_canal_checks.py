@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -139,11 +140,19 @@ def test_a_filtered_stream_still_advances_its_position(mariadb: MariaDB) -> None
     assert (reached["binlog"]["file"], reached["binlog"]["pos"]) == (end["file"], end["pos"])
 
 
-def test_a_killed_replication_connection_is_retried_without_loss(mariadb: MariaDB) -> None:
-    """The server kills the binlog dump thread mid-stream. The library reader reconnects at
-    the event it had reached (or poll raises a RetriableError, which the worker retries, and
-    the next poll resumes at the last position handed out): either way nothing is lost or
-    repeated."""
+def _through_a_killed_dump(
+    mariadb: MariaDB,
+    database: str,
+    decoder: str,
+    server_id: int,
+    before: list[int],
+    after: list[int],
+    killing: Callable[[Any], None] = lambda source: None,
+) -> tuple[Any, list[int], int]:
+    """A canal source on ``database.t`` from the binlog's end: ``before``'s rows inserted and
+    polled, the server's binlog dump threads killed (``killing(source)`` called first), then
+    ``after``'s rows inserted and polled until they are in. The source, the ids read, and
+    how many polls raised a RetriableError."""
     import asyncio
     import logging
 
@@ -152,37 +161,43 @@ def test_a_killed_replication_connection_is_retried_without_loss(mariadb: MariaD
     from meshconnect.connectors.canal.source import CanalSource
     from meshconnect.errors import RetriableError
 
-    mariadb.execute("CREATE DATABASE lost", "CREATE TABLE lost.t (id INT PRIMARY KEY)")
+    mariadb.execute(
+        f"CREATE DATABASE {database}", f"CREATE TABLE {database}.t (id INT PRIMARY KEY)"
+    )
     start = end_positions(mariadb)
+    source = CanalSource(
+        CanalSourceConfig(
+            host=mariadb.host,
+            port=mariadb.port,
+            user=mariadb.user,
+            server_id=server_id,
+            decoder=decoder,
+            include=[f"{database}\\..*"],
+            format="row",
+            heartbeat_interval=1,
+        ),
+        ConnectorContext("test", "canal", logging.getLogger("canal-test")),
+    )
+
+    def insert(ids: list[int]) -> None:
+        mariadb.execute(f"INSERT INTO {database}.t VALUES " + ", ".join(f"({i})" for i in ids))
 
     async def go() -> tuple[list[int], int]:
-        source = CanalSource(
-            CanalSourceConfig(
-                host=mariadb.host,
-                port=mariadb.port,
-                user=mariadb.user,
-                server_id=3001,
-                decoder="library",
-                include=["lost\\..*"],
-                format="row",
-                heartbeat_interval=1,
-            ),
-            ConnectorContext("test", "canal", logging.getLogger("canal-test")),
-        )
         await source.start(start)
         ids: list[int] = []
         errors = 0
         try:
-            mariadb.execute("INSERT INTO lost.t VALUES (1), (2)")
-            while len(ids) < 2:
+            insert(before)
+            while len(ids) < len(before):
                 batch = await source.poll()
                 assert batch is not None
                 ids += [r.data["id"] for r in batch.records]
+            killing(source)
             for (pid,) in mariadb.execute(
                 "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'"
             ):
                 mariadb.execute(f"KILL {pid}")
-            mariadb.execute("INSERT INTO lost.t VALUES (3)")
+            insert(after)
             for _ in range(100):
                 try:
                     batch = await source.poll()
@@ -191,13 +206,22 @@ def test_a_killed_replication_connection_is_retried_without_loss(mariadb: MariaD
                     continue
                 assert batch is not None
                 ids += [r.data["id"] for r in batch.records]
-                if len(ids) >= 3:
+                if len(ids) >= len(before) + len(after):
                     break
         finally:
             await source.stop()
         return ids, errors
 
-    ids, _errors = asyncio.run(go())
+    ids, errors = asyncio.run(go())
+    return source, ids, errors
+
+
+def test_a_killed_replication_connection_is_retried_without_loss(mariadb: MariaDB) -> None:
+    """The server kills the binlog dump thread mid-stream. The library reader reconnects at
+    the event it had reached (or poll raises a RetriableError, which the worker retries, and
+    the next poll resumes at the last position handed out): either way nothing is lost or
+    repeated."""
+    _, ids, _errors = _through_a_killed_dump(mariadb, "lost", "library", 3001, [1, 2], [3])
     assert ids == [1, 2, 3]
 
 
@@ -205,65 +229,16 @@ def test_a_lost_binlog_connection_is_counted_in_canal_disconnects(mariadb: Maria
     """The fast reader raises a RetriableError when the server kills its dump thread; the
     source drops the reader, counts the disconnect (metric ``canal_disconnects``, Debezium's
     ``NumberOfDisconnects``) and the next poll reconnects, losing nothing."""
-    import asyncio
-    import logging
 
-    from meshconnect.api import ConnectorContext
-    from meshconnect.connectors.canal.config import CanalSourceConfig
-    from meshconnect.connectors.canal.source import CanalSource
-    from meshconnect.errors import RetriableError
+    def none_yet(source: Any) -> None:
+        assert source.disconnects.value == 0
 
-    mariadb.execute("CREATE DATABASE counted", "CREATE TABLE counted.t (id INT PRIMARY KEY)")
-    start = end_positions(mariadb)
-    context = ConnectorContext("test", "canal", logging.getLogger("canal-test"))
-    source = CanalSource(
-        CanalSourceConfig(
-            host=mariadb.host,
-            port=mariadb.port,
-            user=mariadb.user,
-            server_id=3002,
-            decoder="fast",
-            include=["counted\\..*"],
-            format="row",
-            heartbeat_interval=1,
-        ),
-        context,
+    source, ids, errors = _through_a_killed_dump(
+        mariadb, "counted", "fast", 3002, [1], [2], killing=none_yet
     )
-
-    async def go() -> tuple[list[int], int]:
-        await source.start(start)
-        ids: list[int] = []
-        errors = 0
-        try:
-            mariadb.execute("INSERT INTO counted.t VALUES (1)")
-            while not ids:
-                batch = await source.poll()
-                assert batch is not None
-                ids += [r.data["id"] for r in batch.records]
-            assert source.disconnects.value == 0
-            for (pid,) in mariadb.execute(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'"
-            ):
-                mariadb.execute(f"KILL {pid}")
-            mariadb.execute("INSERT INTO counted.t VALUES (2)")
-            for _ in range(100):
-                try:
-                    batch = await source.poll()
-                except RetriableError:
-                    errors += 1
-                    continue
-                assert batch is not None
-                ids += [r.data["id"] for r in batch.records]
-                if len(ids) >= 2:
-                    break
-        finally:
-            await source.stop()
-        return ids, errors
-
-    ids, errors = asyncio.run(go())
     assert ids == [1, 2]
     assert errors >= 1 and source.disconnects.value == errors
-    assert "meshconnect_canal_disconnects_total" in context.metrics.registry.render()
+    assert "meshconnect_canal_disconnects_total" in source.context.metrics.registry.render()
 
 
 @pytest.mark.parametrize(

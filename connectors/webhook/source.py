@@ -269,7 +269,7 @@ class WebhookSource(Source[WebhookConfig]):
             raise BadRequest(
                 403, "Forbidden", "this token may not publish these event types", types=denied
             )
-        fresh, waits, duplicates = self._deduplicate(records)
+        fresh, keys, waits, duplicates = self._deduplicate(records)
         for other in waits:  # the same event is being stored by another request
             await self._await(other)
         if fresh:
@@ -277,7 +277,7 @@ class WebhookSource(Source[WebhookConfig]):
                 raise Unavailable("the source is stopping")
             if self.waiting + len(fresh) > config.max_pending:
                 raise Unavailable(f"more than {config.max_pending} events wait to be stored")
-            pending = _Request(fresh, [_event_key(r) for r in fresh])
+            pending = _Request(fresh, keys)
             for key in pending.keys:
                 self.inflight[key] = pending
             self.queue.append(pending)
@@ -498,12 +498,14 @@ class WebhookSource(Source[WebhookConfig]):
                 invalid=[{"attribute": exc.attribute, "problem": str(exc)}],
             ) from None
 
-    def _deduplicate(self, records: list[Record]) -> tuple[list[Record], list[_Request], int]:
-        """The records to store, the appends of the same events by other requests to wait
-        for, and how many were duplicates."""
+    def _deduplicate(
+        self, records: list[Record]
+    ) -> tuple[list[Record], list[bytes], list[_Request], int]:
+        """The records to store and their keys (:func:`_event_key`), the appends of the same
+        events by other requests to wait for, and how many were duplicates."""
         window = self.config.idempotency_window
         if window <= 0:
-            return records, [], 0
+            return records, [_event_key(r) for r in records], [], 0
         now = time.monotonic()
         seen = self.seen
         while seen:
@@ -512,6 +514,7 @@ class WebhookSource(Source[WebhookConfig]):
                 break
             seen.popitem(last=False)
         fresh: list[Record] = []
+        fresh_keys: list[bytes] = []
         waits: list[_Request] = []
         keys: set[bytes] = set()
         duplicates = 0
@@ -525,7 +528,8 @@ class WebhookSource(Source[WebhookConfig]):
             else:
                 keys.add(key)
                 fresh.append(record)
-        return fresh, waits, duplicates
+                fresh_keys.append(key)
+        return fresh, fresh_keys, waits, duplicates
 
     def classify_error(self, exc: BaseException) -> Any:
         return DataError if isinstance(exc, BadRequest) else None

@@ -56,8 +56,6 @@ class RecordTail:
         in a segment of ``size`` stored bytes; a gap from what is kept (another process
         appended in between) starts the topic's tail again from ``group``. Then drop the
         oldest segments beyond the budget."""
-        if not group:
-            return
         first = group[0].offset
         assert first is not None
         entry = self.topics.get(topic)
