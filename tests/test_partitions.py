@@ -426,6 +426,34 @@ def test_meshconnect_test_shows_the_topic_and_the_partition(tmp_path: Path) -> N
     assert code == 1 and "partition" in output, output
 
 
+def test_an_extension_named_partition_does_not_stand_in_for_the_partition(
+    tmp_path: Path,
+) -> None:
+    """CloudEvents allows an extension named ``partition``; in a pipeline with
+    ``partitions:`` a case's ``partition`` is still the one the record's key puts it in."""
+    (tmp_path / "in.jsonl").touch()
+    (tmp_path / "p.yaml").write_text(PARTITIONED)
+    key = "c7"
+    part = partition_for(key, 3)
+    case = textwrap.dedent(
+        f"""
+        file: p.yaml
+        tests:
+          - name: an extension named partition
+            input:
+              - {{data: {{k: {key}}}, partition: "{part + 1}"}}
+            expect:
+              - {{topic: orders, partition: PART}}
+        """
+    )
+    (tmp_path / "p_test.yaml").write_text(case.replace("PART", str(part)))
+    code, output = _run(tmp_path, "test", str(tmp_path / "p_test.yaml"))
+    assert code == 0, output
+    (tmp_path / "p_test.yaml").write_text(case.replace("PART", f'"{part + 1}"'))
+    code, output = _run(tmp_path, "test", str(tmp_path / "p_test.yaml"))
+    assert code == 1 and "partition" in output, output
+
+
 def test_raising_the_count_is_refused_and_the_source_stores_nothing_with_it(
     tmp_path: Path,
 ) -> None:
@@ -458,6 +486,11 @@ def test_partitions_must_be_written_as_a_number(tmp_path: Path, monkeypatch: Any
         ("3.0", "3.0"),
         ("${env:NP}", '"${env:NP}"'),
         ("true", "true"),
+        ("1.5", "1.5"),
+        ("1e400", '"1e400"'),  # YAML 1.1: a string (no dot)
+        ("1.0e+400", "1.0E+400"),  # an exact decimal, as YAML numbers are read
+        (".inf", "inf"),
+        ('"abc"', '"abc"'),
     ]:
         path.write_text(PARTITIONED.replace("partitions: 3", f"partitions: {value}"))
         with pytest.raises(ValidationErrors) as caught:
@@ -465,6 +498,8 @@ def test_partitions_must_be_written_as_a_number(tmp_path: Path, monkeypatch: Any
         # The value as YAML has it, not a Python repr (Decimal('3.0'), True).
         want = f"pipelines[0].partitions: write partitions as a whole number, not {shown}:"
         assert want in str(caught.value), value
+        # One mistake, one problem: not pydantic's "should be a valid integer" beside it.
+        assert len(caught.value.problems) == 1, (value, str(caught.value))
 
 
 def test_sink_names_may_not_hold_the_partition_mark(tmp_path: Path) -> None:
