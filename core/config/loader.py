@@ -484,7 +484,7 @@ class _Session:
             shown = jsonvalue.dumps(value).decode()
         except TypeError:
             shown = repr(value)
-        file.report(
+        file.replace(  # pydantic's "should be a valid integer" says less
             ("pipelines", index, "partitions"),
             f"write partitions as a whole number, not {shown}: it decides which partition each "
             "record is stored in, so it must be the same in every run and on every cluster "

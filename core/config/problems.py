@@ -77,6 +77,19 @@ class FileReporter:
         message = f"{render_path(path)}: {detail}" if path else detail
         self.problems.append(Problem(location or self.doc.location(path, key=key), message))
 
+    def replace(self, path: YamlPath, detail: str) -> None:
+        """Report ``detail`` about ``path`` in place of what was reported about exactly that
+        path so far (pydantic's generic message for a value a check of ours explains
+        better): one mistake, one problem."""
+        prefix = f"{render_path(path)}: "
+        location = self.doc.location(path)
+        self.problems = [
+            p
+            for p in self.problems
+            if not (p.location == location and p.message.startswith(prefix))
+        ]
+        self.report(path, detail)
+
     def scrub(self, path: YamlPath, detail: str) -> str:
         for fragment in self.fragments:
             detail = detail.replace(fragment, MASK)
