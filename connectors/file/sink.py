@@ -358,8 +358,7 @@ class FileSink(Sink[FileSinkConfig]):
 
     @staticmethod
     def _write_to(file: IO[bytes], blobs: list[bytes], sync: bool) -> None:
-        if blobs:
-            file.write(blobs[0] if len(blobs) == 1 else b"".join(blobs))
+        file.writelines(blobs)  # not joined first: a copy of megabytes for bulk CDC batches
         file.flush()
         if sync:
             os.fsync(file.fileno())

@@ -245,10 +245,16 @@ def encode_segment(records: Sequence[Record]) -> bytes:
         nulls = [i for i, r in enumerate(records) if r.null_data and r.data is None]
         if nulls:
             parts += (b',"dn":', dumps(nulls))
-    parts += (b',"data":[', b",".join(encoded), b"]}")
     for r, e in zip(records, encoded, strict=True):
         r.encoded_data = e
-    return b"".join(parts)
+    # One copy of the data: the head and the end go onto the first and last encodings. A
+    # join of the data joined again copied it twice, and a bulk CDC batch of megabytes then
+    # paid for a fresh allocation of that size each time (page faults: ~1 ms a MB).
+    parts.append(b',"data":[')
+    items = list(encoded)
+    items[0] = b"".join((*parts, items[0]))
+    items[-1] += b"]}"
+    return b",".join(items)
 
 
 def _encode_data(records: Sequence[Record], classes: set[type]) -> list[bytes] | None:
