@@ -614,6 +614,42 @@ async def test_a_paused_pipeline_answers_503_once_max_pending_events_wait() -> N
         await source.context.http.listeners.close()
 
 
+async def test_bodies_waiting_for_the_store_are_bounded_in_bytes() -> None:
+    """Nothing polls the source: a first request larger than ``max_pending_bytes`` is taken
+    (nothing waits), the next is refused with 503 by its Content-Length before its body is
+    read; once the first is stored, requests are taken again."""
+    import logging
+
+    from meshconnect import ConnectorContext
+    from meshconnect.connectors.webhook.config import WebhookConfig
+    from meshconnect.connectors.webhook.source import WebhookSource
+
+    config = WebhookConfig(listen="127.0.0.1:0", max_pending_bytes=1000, retry_after=3)
+    source = WebhookSource(config, ConnectorContext("p", "webhook", logging.getLogger("t")))
+    await source.start({})
+    url = f"http://127.0.0.1:{source.route.port}/events"
+    try:
+        first = asyncio.create_task(request("POST", url, json={"pad": "x" * 2000}))
+        while source.waiting == 0:
+            await asyncio.sleep(0.01)
+        status, headers, body = await request("POST", url, json={"n": 2})
+        assert (status, headers["Retry-After"]) == (503, "3")
+        assert b"more than 1000 bytes of events wait" in body
+        batch = await source.poll()
+        assert batch is not None and batch.ack is not None
+        assert [r.data for r in batch.records] == [{"pad": "x" * 2000}]
+        batch.ack(None)  # stored: the first sender is answered, its bytes no longer wait
+        assert (await first)[0] == 202
+        third = asyncio.create_task(request("POST", url, json={"n": 3}))
+        while source.waiting == 0:
+            await asyncio.sleep(0.01)
+        assert source.waiting_bytes == len(b'{"n": 3}')
+        await source.stop()
+        assert (await third)[0] == 503
+    finally:
+        await source.context.http.listeners.close()
+
+
 def test_the_plugin_module_imports_neither_aiohttp_nor_the_sdk() -> None:
     """`meshconnect --help` and `plugins list` load the plugin: aiohttp and cloudevents are
     imported only when a pipeline uses the connectors."""

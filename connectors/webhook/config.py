@@ -185,6 +185,16 @@ class WebhookConfig(ConnectorConfig):
             "(the pipeline is not keeping up or is paused)."
         ),
     )
+    max_pending_bytes: ByteSize = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description=(
+            "Bytes of request bodies whose events are received and not yet stored (the "
+            "events take a few times that in memory); beyond it requests get 503 with "
+            "Retry-After, refused by their `Content-Length` before the body is read. A request "
+            "is taken whatever its size when nothing waits."
+        ),
+    )
     retry_after: Duration = Field(
         1.0, gt=0, description="The Retry-After of a 503 (seconds, rounded up)."
     )

@@ -21,7 +21,8 @@ worker is killed right after. Everything else gets a status that says what to do
       ``Content-Encoding`` other than gzip or deflate (400 when the body does not decode)
 429   over ``rate_limit`` for the client address (``Retry-After``)
 503   the store did not take the events (the append failed, the source is stopping, more than
-      ``max_pending`` events wait, or no ack within ``ack_timeout``), with ``Retry-After``;
+      ``max_pending`` events or ``max_pending_bytes`` of bodies wait, or no ack within
+      ``ack_timeout``), with ``Retry-After``;
       nothing was stored, or it was and a retry is a duplicate the idempotency window absorbs
 ====  ==========================================================================================
 
@@ -86,6 +87,8 @@ class _Request:
 
     records: list[Record]
     keys: list[bytes] = field(default_factory=list)
+    #: The request body's length, counted against ``max_pending_bytes`` while it waits.
+    size: int = 0
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     settled: bool = False
     error: BaseException | None = None
@@ -124,6 +127,7 @@ class WebhookSource(Source[WebhookConfig]):
         self.stored = int(positions.get(PARTITION, {}).get("stored", 0))
         self.queue: deque[_Request] = deque()
         self.waiting = 0  # events queued, not yet acked
+        self.waiting_bytes = 0  # their requests' body bytes
         self.wake = asyncio.Event()
         self.stopping = False
         self.accepted = 0  # requests queued for the append so far
@@ -197,6 +201,7 @@ class WebhookSource(Source[WebhookConfig]):
             now = time.monotonic()
             for request in taken:
                 self.waiting -= len(request.records)
+                self.waiting_bytes -= request.size
                 for key in request.keys:
                     self.inflight.pop(key, None)
                     if error is None and self.config.idempotency_window > 0:
@@ -256,6 +261,7 @@ class WebhookSource(Source[WebhookConfig]):
         if self.networks and not self._allowed(client):
             raise BadRequest(403, "Forbidden", "client address not allowed")
         self._rate_limit(client)
+        self._check_pending_bytes(request.content_length or 0)
         body = await self._read_body(request)
         patterns = self._authenticate(request)
         if config.hmac is not None:
@@ -277,11 +283,13 @@ class WebhookSource(Source[WebhookConfig]):
                 raise Unavailable("the source is stopping")
             if self.waiting + len(fresh) > config.max_pending:
                 raise Unavailable(f"more than {config.max_pending} events wait to be stored")
-            pending = _Request(fresh, keys)
+            self._check_pending_bytes(len(body))
+            pending = _Request(fresh, keys, size=len(body))
             for key in pending.keys:
                 self.inflight[key] = pending
             self.queue.append(pending)
             self.waiting += len(fresh)
+            self.waiting_bytes += pending.size
             self.accepted += 1
             self.wake.set()
             await self._await(pending)
@@ -294,6 +302,14 @@ class WebhookSource(Source[WebhookConfig]):
             answer["delivered"] = delivered
             return _json(answer, 200 if delivered else 202)
         return _json(answer, 202)
+
+    def _check_pending_bytes(self, size: int) -> None:
+        """Refuse (503) a body of ``size`` bytes that would take the bodies waiting for the
+        store past ``max_pending_bytes``; a request is taken whatever its size when none
+        waits, so a ``max_body_bytes`` above the limit still lets requests through."""
+        limit = self.config.max_pending_bytes
+        if self.waiting_bytes and self.waiting_bytes + size > limit:
+            raise Unavailable(f"more than {limit} bytes of events wait to be stored")
 
     async def _await(self, request: _Request) -> None:
         """Wait until ``request`` is stored; its error (an ``Unavailable``) when it was not."""
