@@ -144,6 +144,7 @@ def _rest_of(chain: TransformChain, stage: str) -> TransformChain:
 
 async def retry_transforms(
     chain: TransformChain,
+    out: list[Record],
     failures: list[Failure],
     policy: RetryPolicy,
     log: logging.Logger,
@@ -151,18 +152,24 @@ async def retry_transforms(
 ) -> tuple[list[Record], list[Failure]]:
     """Retry the records of ``failures`` whose transform raised a retriable error (one that
     looks something up, say): after a backoff, the chain runs again on them from the failing
-    transform on, up to ``policy.max_attempts`` in all. Returns the records that got through
-    (they go after the rest of their batch) and what failed for good, each error carrying
+    transform on, up to ``policy.max_attempts`` in all. ``out`` and ``failures`` are what
+    ``chain`` made of a batch; returns the same with what the retries made: each record that
+    got through in its place among ``out`` (:attr:`~meshconnect.transforms.Failure.at`),
+    whatever attempt it took, so the batch keeps its order (records of one key stay in
+    order), and what failed for good, in the batch's order, each error carrying
     ``attempts``. Built-in transforms never raise retriable errors; this is for plugins."""
-    still = [f for f in failures if not _retriable_failure(f)]
+    from .transforms import Failure
+
     pending = [f for f in failures if _retriable_failure(f)]
-    recovered: list[Record] = []
+    if not pending:
+        return out, failures
+    #: By ``id`` of a failure that was retried: what the retry made of its record.
+    instead: dict[int, list[Record | Failure]] = {}
     attempt = 1
     while pending:
         if attempt >= policy.max_attempts:
             for failure in pending:
                 failure.error.attempts = attempt  # type: ignore[attr-defined]
-            still.extend(pending)
             break
         delay = backoff_delay(policy, attempt)
         cause = pending[0].error.__cause__ or pending[0].error
@@ -179,20 +186,50 @@ async def retry_transforms(
         )
         await asyncio.sleep(delay)
         attempt += 1
-        by_stage: dict[str, list[Record]] = {}
+        by_stage: dict[str, list[Failure]] = {}
         for failure in pending:
-            by_stage.setdefault(failure.stage, []).append(failure.record)
+            by_stage.setdefault(failure.stage, []).append(failure)
         pending = []
-        for stage, records in by_stage.items():
-            out, more = await _rest_of(chain, stage).aprocess(records)
-            recovered.extend(out)
-            for failure in more:
-                if _retriable_failure(failure):
-                    pending.append(failure)
-                else:
-                    failure.error.attempts = attempt  # type: ignore[attr-defined]
-                    still.append(failure)
-    return recovered, still
+        for stage, retried in by_stage.items():
+            outcomes = await _rest_of(chain, stage).aprocess_each([f.record for f in retried])
+            for failure, outcome in zip(retried, outcomes, strict=True):
+                instead[id(failure)] = outcome
+                for item in outcome:
+                    if isinstance(item, Failure):
+                        if _retriable_failure(item):
+                            pending.append(item)
+                        else:
+                            item.error.attempts = attempt  # type: ignore[attr-defined]
+    return _in_place(out, failures, instead)
+
+
+def _in_place(
+    out: list[Record], failures: list[Failure], instead: dict[int, list[Record | Failure]]
+) -> tuple[list[Record], list[Failure]]:
+    """``out`` with each of ``failures`` at its place, and in place of each retried one
+    what its retry made (``instead``; retried again in turn): the records and the failures
+    left, both in the batch's order."""
+    from .transforms import Failure
+
+    records: list[Record] = []
+    left: list[Failure] = []
+    done = 0
+    stack: list[Record | Failure] = []
+    for failure in failures:
+        records.extend(out[done : failure.at])
+        done = failure.at
+        stack.append(failure)
+        while stack:
+            item = stack.pop()
+            if not isinstance(item, Failure):
+                records.append(item)
+            elif id(item) in instead:
+                stack.extend(reversed(instead[id(item)]))
+            else:
+                item.at = len(records)
+                left.append(item)
+    records.extend(out[done:])
+    return records, left
 
 
 def dead_letter_record(

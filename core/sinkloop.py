@@ -277,10 +277,9 @@ class SinkLoop:
         else:
             out, failures = chain.process(records)
         if failures:
-            more, failures = await retry_transforms(
-                chain, failures, self.loaded.errors.retry, log, f"sink {self.group}"
+            out, failures = await retry_transforms(
+                chain, out, failures, self.loaded.errors.retry, log, f"sink {self.group}"
             )
-            out.extend(more)
         problems: list[tuple[Record, BaseException, str]] = [
             (f.record, f.error, f.stage) for f in failures
         ]

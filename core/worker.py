@@ -632,14 +632,14 @@ class Worker:
         else:
             records, failures = chain.process(batch.records)
         if failures:
-            more, failures = await retry_transforms(
+            records, failures = await retry_transforms(
                 pipeline.chain,
+                records,
                 failures,
                 loaded.errors.retry,
                 log,
                 f"source {source_id(pipeline.name, loaded.name)}",
             )
-            records.extend(more)
         records, unroutable = route(pipeline, records)
         out = records
         problems: list[tuple[Record, BaseException, str]] = [

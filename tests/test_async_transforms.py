@@ -108,7 +108,7 @@ async def test_an_async_transforms_failures_are_dead_lettered_and_retriable_ones
     store_url = f"sqlite:///{tmp_path / 'mesh.db'}"
     config = write(tmp_path, 12)
     assert await run_pipelines([config], store_url, registry=registry_with(lookup)) == 0
-    assert [d["n"] for d in collect("out")] == [0, 1, 2, 3, 4, 6, 8, 10, 11, 9]
+    assert [d["n"] for d in collect("out")] == [0, 1, 2, 3, 4, 6, 8, 9, 10, 11]
     assert lookup.calls.count(9) == 2
     store = SqliteStore(store_url)
     await store.open()

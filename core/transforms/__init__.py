@@ -104,12 +104,18 @@ class Transform:
 
 @dataclass(slots=True)
 class Failure:
-    """A record a transform could not handle."""
+    """A record a transform could not handle.
+
+    A chain lists its failures in the order of the records they come from, and each knows its
+    place in the chain's output (:attr:`at`): what a retry makes of the record goes there, so
+    the batch keeps its order (:func:`meshconnect.errorpolicy.retry_transforms`)."""
 
     record: Record
     error: BaseException
     #: ``transforms[i]`` (or ``sinks[j].transforms[i]``) with the transform's type.
     stage: str
+    #: The record's place in the chain's output: how many output records come before it.
+    at: int = 0
 
 
 Step = Callable[["Record"], Any]
@@ -120,7 +126,7 @@ def _fuse(count: int) -> Callable[..., None]:
     goes through step 0, 1, … by direct calls, with no loop over the steps and no lookup of
     which step failed (``k`` counts them). A step that fans out hands its list to
     ``fan_out(list, next step, out, failures)``; an error goes to ``failed(record as it
-    entered the step, error, step, failures)``."""
+    entered the step, error, step, out, failures)``."""
     lines = [
         "def fused(records, append, steps, fan_out, failed, out, failures):",
         "    " + "".join(f"s{i}, " for i in range(count)) + "= steps",
@@ -142,7 +148,7 @@ def _fuse(count: int) -> Callable[..., None]:
     lines += [
         "            append(result)",
         "        except Exception as exc:",
-        "            failed(record, exc, k, failures)",
+        "            failed(record, exc, k, out, failures)",
     ]
     scope: dict[str, Any] = {}
     exec(compile("\n".join(lines) + "\n", f"<transform chain of {count}>", "exec"), scope)
@@ -207,7 +213,8 @@ class TransformChain:
 
         Each record goes through every step before the next record starts (no list per
         step). A record a step fans out into goes on through the rest of the chain, each copy
-        in turn. A record that fails is reported as it entered the failing step.
+        in turn. A record that fails is reported as it entered the failing step, with its
+        place in the output (:attr:`Failure.at`); failures are in the records' order.
 
         A chain with an ``async`` transform runs :meth:`aprocess` to completion here when no
         event loop runs in this thread (``meshconnect test``); inside one, await
@@ -236,8 +243,10 @@ class TransformChain:
         else:
             out.extend(result)
 
-    def _failed(self, record: Record, exc: Exception, step: int, failures: list[Failure]) -> None:
-        failures.append(self._failure(record, exc, self.stages[step]))
+    def _failed(
+        self, record: Record, exc: Exception, step: int, out: list[Record], failures: list[Failure]
+    ) -> None:
+        failures.append(self._failure(record, exc, self.stages[step], len(out)))
 
     def _run(
         self, records: list[Record], start: int, out: list[Record], failures: list[Failure]
@@ -261,29 +270,66 @@ class TransformChain:
             except Exception as exc:
                 # ``step`` is the one that raised (no index is kept: it costs every record).
                 stage = self.stages[start + _position(steps, step)]
-                failures.append(self._failure(record, exc, stage))
+                failures.append(self._failure(record, exc, stage, len(out)))
 
     async def aprocess(self, records: list[Record]) -> tuple[list[Record], list[Failure]]:
         """:meth:`process` for a chain that may hold ``async`` transforms.
 
         The chain runs in segments: a run of plain transforms as in :meth:`process`, then an
         async transform over the whole batch, up to its ``concurrency`` records at a time,
-        then the next segment. The output keeps the input's order (fan-outs in place)."""
+        then the next segment. The output keeps the input's order (fan-outs in place), and
+        the failures are in the records' order, each with its place in the output, whatever
+        order the async calls finish in."""
         if not self.is_async:
             return self.process(records)
+        out, holes = await self._segmented(records, [])
         failures: list[Failure] = []
-        current = records
+        for at, failure in holes:
+            assert failure is not None
+            failure.at = at
+            failures.append(failure)
+        return out, failures
+
+    async def aprocess_each(self, records: list[Record]) -> list[list[Record | Failure]]:
+        """What each of ``records`` became, one list per record in their order: the records
+        it came out as and its failures, in their order in the output (a fan-out's copies
+        may fail one by one). Runs as :meth:`aprocess` does, plain chains included: the
+        async transforms still see the whole batch at once, the plain ones record by record.
+        For retries, which put each record's outcome back in its place."""
+        out, holes = await self._segmented(records, [(i, None) for i in range(len(records))])
+        outcomes: list[list[Record | Failure]] = []
+        done = 0
+        for at, item in holes:
+            if outcomes:
+                outcomes[-1].extend(out[done:at])
+            done = at
+            if item is None:  # where the next record's outcome starts
+                outcomes.append([])
+            else:
+                item.at = at
+                outcomes[-1].append(item)
+        if outcomes:
+            outcomes[-1].extend(out[done:])
+        return outcomes
+
+    async def _segmented(
+        self, records: list[Record], holes: list[tuple[int, Failure | None]]
+    ) -> tuple[list[Record], list[tuple[int, Failure | None]]]:
+        """Run the chain segment by segment. ``holes`` are places in the list of records
+        (an index: before that record) that the segments keep apart from the records: a
+        failure, or ``None`` for a mark. Returns the output, and the holes (the failures of
+        the segments among them) at their places in it, in order."""
         if self._segments is None:
             self._segments = self._split()
+        current = records
         for index, part in self._segments:
             if not current:
                 break
             if part is None:
-                current = await self._run_async(index, current, failures)
+                current, holes = await self._run_async(index, current, holes)
             else:
-                current, more = part.process(current)
-                failures.extend(more)
-        return current, failures
+                current, holes = self._run_plain(part, current, holes)
+        return current, holes
 
     def _split(self) -> list[tuple[int, TransformChain | None]]:
         """The chain's segments: each async transform on its own, ``(index, None)``, and each
@@ -305,9 +351,36 @@ class TransformChain:
         plain(len(self.transforms))
         return segments
 
+    @staticmethod
+    def _run_plain(
+        part: TransformChain, records: list[Record], holes: list[tuple[int, Failure | None]]
+    ) -> tuple[list[Record], list[tuple[int, Failure | None]]]:
+        """A segment of plain transforms: the records between two holes in one go."""
+        if not holes:
+            processed, failures = part.process(records)
+            return processed, [(f.at, f) for f in failures]
+        out: list[Record] = []
+        placed: list[tuple[int, Failure | None]] = []
+        done = 0
+
+        def upto(end: int) -> None:
+            nonlocal done
+            if end > done:
+                more, failures = part.process(records[done:end])
+                placed.extend((len(out) + f.at, f) for f in failures)
+                out.extend(more)
+                done = end
+
+        for at, item in holes:
+            upto(at)
+            placed.append((len(out), item))
+        upto(len(records))
+        return out, placed
+
     async def _run_async(
-        self, index: int, records: list[Record], failures: list[Failure]
-    ) -> list[Record]:
+        self, index: int, records: list[Record], holes: list[tuple[int, Failure | None]]
+    ) -> tuple[list[Record], list[tuple[int, Failure | None]]]:
+        """An async transform over the batch; each record's result goes in its place."""
         transform = self.transforms[index]
         when = self.whens[index]
         stage = self.stages[index]
@@ -324,21 +397,30 @@ class TransformChain:
 
         results = await asyncio.gather(*(one(r) for r in records), return_exceptions=True)
         out: list[Record] = []
-        for record, result in zip(records, results, strict=True):
+        placed: list[tuple[int, Failure | None]] = []
+        waiting = iter(holes)
+        hole = next(waiting, None)
+        for i, (record, result) in enumerate(zip(records, results, strict=True)):
+            while hole is not None and hole[0] <= i:  # the holes before this record
+                placed.append((len(out), hole[1]))
+                hole = next(waiting, None)
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):
                     raise result  # cancellation and the like
-                failures.append(self._failure(record, result, stage))
+                placed.append((len(out), self._failure(record, result, stage)))
             elif result is None:
                 continue
             elif result.__class__ is list:
                 out.extend(result)
             else:
                 out.append(result)
-        return out
+        while hole is not None:
+            placed.append((len(out), hole[1]))
+            hole = next(waiting, None)
+        return out, placed
 
     @staticmethod
-    def _failure(record: Record, exc: BaseException, stage: str) -> Failure:
+    def _failure(record: Record, exc: BaseException, stage: str, at: int = 0) -> Failure:
         if isinstance(exc, ConfigError):
             # Not the record's fault (a rejected API key, say): no record can pass, so the
             # connector stops for good rather than dead-letter every record.
@@ -346,4 +428,4 @@ class TransformChain:
         error = exc if isinstance(exc, DataError) else DataError(f"{type(exc).__name__}: {exc}")
         if error is not exc:
             error.__cause__ = exc
-        return Failure(record, error, stage)
+        return Failure(record, error, stage, at)
