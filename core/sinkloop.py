@@ -249,8 +249,9 @@ class SinkLoop:
             tail = offsets[-left:] if left < len(offsets) else offsets
             left -= len(tail)
             kept.append((topic, tail))
-            if tail:
-                firsts[topic] = min(tail[0], firsts.get(topic, tail[0]))
+            if tail:  # the least, not the first: nothing here needs the offsets ascending
+                first = min(tail)
+                firsts[topic] = min(first, firsts.get(topic, first))
         if left > 0:
             raise PluginError(
                 f"sink {self.group}: flush() reported {pending} pending records, but only "

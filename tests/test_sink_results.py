@@ -233,3 +233,18 @@ class TestMemorySinkConformance(SinkConformance):
 
     def poison_record(self, i: int) -> Record:
         return Record({"n": i, "poison": True}, id="poison")
+
+
+def test_a_partial_flush_commits_below_every_pending_record_whatever_their_order() -> None:
+    """The records still pending after a flush are the newest written; the commit stops below
+    the least of their offsets, also when a batch was written out of offset order (a sink-side
+    chain that fans out or a plugin's transform), not below the first of them."""
+    from meshconnect.sinkloop import SinkLoop
+
+    loop = object.__new__(SinkLoop)
+    loop.group = "p/s"
+    loop.unflushed = [("t", [0, 1, 2]), ("u", [7]), ("t", [5, 4, 3])]
+    assert loop._first_pending(2) == {"t": 3}
+    assert loop.unflushed == [("t", [4, 3])]
+    loop.unflushed = [("t", [0, 1, 2]), ("u", [7]), ("t", [5, 4, 3])]
+    assert loop._first_pending(4) == {"t": 3, "u": 7}
