@@ -5,16 +5,20 @@ against a real endpoint is tested in integration/test_s3_*.py (moto_server)."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
 import subprocess
 import sys
 from decimal import Decimal
 
 import botocore.exceptions as bex
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from meshconnect import ConfigError, ConnectorContext, DataError, Record, RetriableError
+from meshconnect import ConfigError, ConnectorContext, DataError, Record, RetriableError, jsonvalue
 from meshconnect.connectors.s3 import formats
 from meshconnect.connectors.s3.client import classify_s3_error
 from meshconnect.connectors.s3.config import S3SinkConfig, S3SourceConfig
@@ -299,6 +303,192 @@ def test_a_line_of_two_values_fails_even_beside_a_blank_line(body: bytes, bad: i
     ((index, raw, problem),) = [item for item in items if item[2] is not None]
     assert index == bad and raw == body.split(b"\n")[bad].decode()
     assert f"line {bad + 1}" in str(problem)
+
+
+def test_a_last_line_of_whitespace_is_blank_and_a_form_feed_line_is_no_json() -> None:
+    """A last line of whitespace with no newline after it was not seen as blank, so beside a
+    line of two values the count came right and that line's values were records (found by
+    the property test below). A line of a form feed or a vertical tab (whitespace to Python,
+    not to JSON) was skipped as blank: it is a failure with its text."""
+    items = list(decode_object(b'{"a": 1} [1, 2]\n3\n ', "json"))
+    assert [(i, v) for i, v, problem in items if problem is not None] == [(0, '{"a": 1} [1, 2]')]
+    items = list(decode_object(b"1\n\x0c\n2\n\x0b", "json"))
+    assert [(i, v, problem is None) for i, v, problem in items] == [
+        (0, 1, True),
+        (1, "\x0c", False),
+        (2, 2, True),
+        (3, "\x0b", False),
+    ]
+
+
+def line_by_line(body: bytes) -> list[tuple[int, str, bool]]:
+    """What a JSON-lines object means, one line at a time: a line of JSON whitespace only is
+    skipped, a line that is exactly one JSON value is that value, any other line a failure
+    with its own text (its bytes when it is not UTF-8). Items as (index, the value's repr or
+    the raw text's, failed), for :func:`blocks_of`."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    lines = body.split(b"\n")
+    if body.endswith(b"\n"):
+        lines.pop()
+    items = []
+    for index, line in enumerate(lines):
+        if not line.strip(b" \t\r"):
+            continue
+        try:
+            items.append((index, repr(jsonvalue.loads(line)), False))
+        except (jsonvalue.JSONValueError, UnicodeDecodeError):
+            try:
+                raw: str | bytes = line.decode()
+            except UnicodeDecodeError:
+                raw = line
+            items.append((index, repr(raw), True))
+    return items
+
+
+def blocks_of(body: bytes) -> list[tuple[int, str, bool]]:
+    """The items ``decode_blocks`` makes of a JSON-lines ``body``, as :func:`line_by_line`;
+    a failure's problem must name its own line."""
+    items = []
+    for indexes, values, problems in formats.decode_blocks(body, "json"):
+        for index, value, problem in zip(
+            indexes, values, problems or [None] * len(values), strict=True
+        ):
+            assert problem is None or problem.startswith(f"line {index + 1}: ")
+            items.append((index, repr(value), problem is not None))
+    return items
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b'{"a":1} {"b":2}', b'{"c":', b"3}"],
+        [b"[1] [2]", b"[1", b",2]"],
+        [b'{"a":1} {"b":2}', b'{"a":1', b',"b":2}'],
+        [b"1 2", b'{"c":', b"3}"],
+        [b"1 2", b"[1", b",2]"],
+        [b'{"c":', b"3} 4"],  # no line of two whole values: the split one ends beside one
+        [b"1 2 3", b"[", b"1,", b"2]"],
+        [b"{}{}", b'{"s": "{[",', b'"t": 1}'],  # brackets in a string count for nothing
+    ],
+)
+@pytest.mark.parametrize("around", ["alone", "amid good lines", "after a blank line"])
+def test_a_value_over_lines_beside_a_line_of_more_values_is_no_record(
+    lines: list[bytes], around: str
+) -> None:
+    """A block's lines are decoded in one call, which reads a value over two lines and two
+    values on one line: as many values as lines passed for one value a line, and the bad
+    lines became records. A JSON line is one value on one line; any other line fails with its
+    own text, whatever its neighbours. After a blank line the block goes line by line, whose
+    chunks were decoded in one call too (the same fault)."""
+    good = [b'{"n": 1}']
+    if around == "amid good lines":
+        lines = [*good, *lines, *good]
+    elif around == "after a blank line":
+        lines = [b"", *lines]
+    body = b"\n".join(lines) + b"\n"
+    bad = [
+        (i, repr(line.decode()), True) for i, line in enumerate(lines) if line not in (b"", *good)
+    ]
+    assert [item for item in blocks_of(body) if item[2]] == bad
+    assert blocks_of(body) == line_by_line(body)
+
+
+#: Lines for the property test below: good ones (one value each, brackets in strings too),
+#: ones of several values, values split over lines at token boundaries (``|``), blank lines
+#: and bad ones (a form feed and a vertical tab are no JSON whitespace).
+_GOOD = [
+    b'{"a": 1}', b"[1, 2]", b"3", b'"s"', b'{"n": 2.50}', b"null", b"{}", b"[]", b"-0.5e3",
+    b'{"s": "}{][,:\\n"}', b'  {"pad": true}\t', b"[" * 128 + b"]" * 128,
+]  # fmt: skip
+_SPLIT = [
+    b'{"c":|3}', b"[1|,2]", b'{"a":1|,"b":2}', b"[|]", b'{"x": [1,|2],|"y": {|}}', b'{|"k"|:|"v"}',
+    b'[{"s": "]["}|,|3]', b"[|1|,|[|2|]|]", b'{|"a"|:|{|"b"|:|[|1|,|"x"|]|}|}', b"[|[|]|,|{|}|]",
+    b'[|{|}|,|"s,"|,|null|]',
+]  # fmt: skip
+_BAD = [
+    b"{oops", b"]", b",", b"\x0c", b"\x0b", b"1 x", b"\xff\xfe1", b"[" * 129 + b"]" * 129, b"}",
+]  # fmt: skip
+
+
+@st.composite
+def _json_lines_bodies(draw: st.DrawFn) -> bytes:
+    """Splices of the lines above, with \\n or \\r\\n line ends, a byte order mark or none."""
+    pieces: list[bytes] = []
+    for _ in range(draw(st.integers(1, 12))):
+        kind = draw(st.sampled_from(["good", "several", "split", "blank", "bad"]))
+        if kind == "good":
+            pieces.append(draw(st.sampled_from(_GOOD)))
+        elif kind == "several":
+            values = draw(st.lists(st.sampled_from(_GOOD[:10]), min_size=2, max_size=3))
+            pieces.append(draw(st.sampled_from([b" ", b"", b"\t"])).join(values))
+        elif kind == "split":
+            parts = draw(st.sampled_from(_SPLIT)).split(b"|")
+            at = draw(st.sets(st.integers(1, len(parts) - 1), min_size=1, max_size=3))
+            cut = st.sampled_from([b"\n", b" \n", b"\n\n", b"\r\n"])
+            pieces.append(
+                b"".join((draw(cut) if i in at else b"") + p for i, p in enumerate(parts))
+            )
+        elif kind == "blank":
+            pieces.append(draw(st.sampled_from([b"", b" ", b"\t", b"\r"])))
+        else:
+            pieces.append(draw(st.sampled_from(_BAD)))
+    body = draw(st.sampled_from([b"\n", b"\r\n"])).join(pieces)
+    return (
+        draw(st.sampled_from([b"", b"\xef\xbb\xbf"])) + body + draw(st.sampled_from([b"", b"\n"]))
+    )
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=_json_lines_bodies(), chunk_bytes=st.sampled_from([1, 16, 64, 1 << 18]))
+def test_blocks_of_json_lines_are_always_what_line_by_line_decoding_makes(
+    body: bytes, chunk_bytes: int
+) -> None:
+    """Whatever the splice of good, bad, blank lines, lines of several values and values
+    split over lines, and wherever the blocks end, the blocks hold exactly the items of
+    decoding one line at a time (the fast paths are only faster)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(formats, "_CHUNK_BYTES", chunk_bytes)
+        assert blocks_of(body) == line_by_line(body)
+
+
+def test_the_bracket_shortcut_never_passes_a_value_over_lines() -> None:
+    """_lines_of_brackets spares most blocks the look at the values' raw texts: it may say
+    no where no value goes on over lines, never yes where one does. Every value of _SPLIT
+    cut at every one or two of its token boundaries, alone and between lines of brackets.
+    The truth, for a text that decodes: no value goes on over lines exactly when each line
+    alone decodes (into whole values, none or more)."""
+    decode = msgspec.json.Decoder().decode_lines
+
+    def decodes(line: bytes) -> bool:
+        try:
+            decode(line)
+        except msgspec.DecodeError:
+            return False
+        return True
+
+    checked = 0
+    for value in _SPLIT:
+        parts = value.split(b"|")
+        boundaries = range(1, len(parts))
+        for at in [*itertools.combinations(boundaries, 1), *itertools.combinations(boundaries, 2)]:
+            for cut in (b"\n", b" \n", b"\n\n", b"\r\n"):
+                split = b"".join((cut if i in at else b"") + p for i, p in enumerate(parts))
+                for body in (split, b"{}\n" + split + b"\n[]\n", b"[1] " + split + b" {}"):
+                    over_lines = not all(decodes(line) for line in body.split(b"\n"))
+                    assert over_lines, body  # every cut is inside the value
+                    assert not formats._within_lines(body), body
+                    structure, counts = formats._structure(body)
+                    assert not formats._lines_of_brackets(structure, len(counts)), body
+                    checked += 1
+    assert checked > 2000
+    for line in _GOOD:  # and it says yes to lines of objects and arrays
+        body = b"{}\n" + line + b"\n[]"
+        structure, counts = formats._structure(body)
+        assert formats._within_lines(body)
+        assert formats._lines_of_brackets(structure, len(counts)) is line.strip().startswith(
+            (b"{", b"[")
+        )
 
 
 def test_lines_across_decoder_blocks_keep_their_numbers(monkeypatch: pytest.MonkeyPatch) -> None:

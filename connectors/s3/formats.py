@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from meshconnect import DataError, Record, jsonvalue
 
 __all__ = [
@@ -271,6 +273,9 @@ def _parquet(rows: list[dict[str, Any]], compression: str) -> bytes:
 #: msgspec's JSON-lines decoder behind :data:`meshconnect.jsonvalue.decode_unchecked` (the
 #: same numbers: Decimal from the exact text), one C call for many lines; None if absent.
 _decode_lines = getattr(getattr(jsonvalue.decode_unchecked, "__self__", None), "decode_lines", None)
+#: msgspec's JSON-lines decoder that builds no value: each value's raw text (``msgspec.Raw``, a
+#: view of the input from the value's first byte to its last), for :func:`_within_lines`.
+_decode_raw_lines = msgspec.json.Decoder(msgspec.Raw).decode_lines
 #: About this many bytes of whole lines are decoded in one call (a few hundred lines of the
 #: usual size; small enough to stay in the CPU's cache from the slice to the values).
 _CHUNK_BYTES = 1 << 18
@@ -278,44 +283,90 @@ _CHUNK = 1000
 _BOM = b"\xef\xbb\xbf"
 #: every byte but an opening bracket and the newline (deleted to count brackets per line)
 _NOT_OPENING = bytes(b for b in range(256) if b not in b"[{\n")
+#: every byte but JSON's structural ones and the newline; the brackets as ``(`` and ``)``
+_NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b"[]{},:\n")
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
 
 #: What :func:`decode_blocks` yields: the items' indexes (ascending), their values (or raw
 #: text), and per item its error text (None: good), or None when every item is good.
 Block = tuple[Sequence[int], list[Any], list[str | None] | None]
 
 
-#: a blank line (only JSON whitespace) ending in a newline
-_BLANK = re.compile(rb"(?:^|\n)[ \t\r]*\n")
+#: a blank line (only JSON whitespace), searched for up to a chunk's last newline (excluded):
+#: one ending in a newline, or the last line when nothing follows its whitespace
+_BLANK = re.compile(rb"(?:^|\n)[ \t\r]*(?:\n|\Z)")
 
 
-def _opening_brackets(chunk: bytes) -> list[int]:
-    """How many opening brackets each line of ``chunk`` holds (three C calls for the whole
-    chunk; as many counts as lines)."""
-    counts = list(map(len, chunk.translate(None, _NOT_OPENING).split(b"\n")))
+def _structure(chunk: bytes) -> tuple[bytes, list[int]]:
+    """``chunk``'s structure (its brackets, commas, colons and newlines, every bracket as
+    ``(`` or ``)``: the rest deleted) and how many opening brackets each of its lines holds
+    (four C calls for the whole chunk; as many counts as lines)."""
+    structure = chunk.translate(_BRACKETS, _NOT_STRUCTURAL)
+    counts = list(map(len, structure.translate(None, b"),:").split(b"\n")))
     if chunk.endswith(b"\n"):
         counts.pop()  # after the last newline: no line
-    return counts
+    return structure, counts
 
 
-def _one_value_a_line(chunk: bytes, values: list[Any], counts: list[int], limit: int) -> bool:
-    """Whether the ``values`` decoded from ``chunk`` (whose lines hold ``counts`` opening
-    brackets) are one a line, none nested deeper than ``limit``. One a line: as many values
-    as lines and no blank line (the decoder skips one, and a line of two values could make
-    up for it). Both show in the counts: a line of an object or an array has at least one
-    opening bracket (a line of a scalar, with none, makes a search for blank lines sure), a
-    line too deep more than ``limit``."""
+def _within_lines(text: bytes) -> bool:
+    """Whether no JSON value of ``text`` (which decodes as JSON lines) goes on past a newline.
+    A JSON string cannot hold a newline (the decoder refuses one), so a newline stands in a
+    value only between two of its tokens: a value's raw text (``msgspec.Raw``, its first
+    byte to its last; no value built) holds a newline exactly when the value goes on over
+    two lines."""
+    try:
+        return b"\n" not in b"".join(_decode_raw_lines(text))
+    except (ValueError, RecursionError):  # decoded once already; when not: not proven
+        return False
+
+
+def _lines_of_brackets(structure: bytes, lines: int) -> bool:
+    """A cheap sufficient check for :func:`_within_lines` of a chunk that decodes (of that
+    ``structure``, see :func:`_structure`, and ``lines`` lines): in the structure, every
+    newline but one at the chunk's very end stands between ``)`` and ``(`` (lines of objects
+    and arrays, the usual case). One C call.
+
+    Why it suffices: a newline inside a value stands between two of its tokens (no string
+    holds one), and then the token before it is ``[``, ``{``, ``,`` or ``:``, or the one
+    after it is ``]``, ``}``, ``,`` or ``:`` (in a container, a value or key is followed by
+    a comma, a colon or the container's end). Only whitespace stands between the newline and
+    those tokens, so in the structure the run of newlines holding it starts right after
+    ``(``, ``,`` or ``:``, or ends right before ``)``, ``,`` or ``:``: some newline of the
+    run is not between ``)`` and ``(``. A newline at the very end has nothing after it:
+    inside a value, the chunk would not decode."""
+    return structure.count(b")\n(") == lines - 1
+
+
+def _one_value_a_line(
+    chunk: bytes, values: list[Any], structure: bytes, counts: list[int], limit: int
+) -> bool:
+    """Whether the ``values`` decoded from ``chunk`` (of that ``structure``, whose lines hold
+    ``counts`` opening brackets) are one a line, none nested deeper than ``limit``. One a
+    line is three checks, each cheap, that together prove it: no value goes on over a
+    newline (:func:`_lines_of_brackets`, else :func:`_within_lines`), so every line holds a
+    whole number of values, none or more; no line holds none (is blank); and there are as
+    many values as lines, so no line holds two. Without the first, a line of two values
+    beside a value split over two lines
+    (``{"a":1} {"b":2}`` / ``{"c":`` / ``3}``) passed for three good lines. The counts show
+    a blank line and a line too deep: a line of an object or an array has at least one
+    opening bracket (a line of a scalar, with none, makes a search for blank lines sure),
+    and a value alone on its line nests at most as deep as that line's count."""
     if len(values) != len(counts) or max(counts) > limit:
         return False
-    return min(counts) > 0 or _BLANK.search(chunk) is None
+    if min(counts) == 0 and _BLANK.search(chunk, 0, len(chunk) - chunk.endswith(b"\n")):
+        return False
+    return _lines_of_brackets(structure, len(counts)) or _within_lines(chunk)
 
 
 def _json_blocks(body: bytes) -> Iterator[Block]:
     """JSON lines with the values of :func:`meshconnect.jsonvalue.loads` (exact numbers, the
     nesting limit), in blocks of the lines of about :data:`_CHUNK_BYTES`: a block's bytes are
     decoded in one decoder call and its items need no tuple each (most of the time per line
-    was the per-line Python around the decoder). A block holding a blank line, a bad line or
-    a line too deep is decoded again line by line (:func:`_json_lines_slow`), so only the
-    bad line becomes a failure with its text and the others are read."""
+    was the per-line Python around the decoder). A block whose lines are not each one value
+    (:func:`_one_value_a_line`: a blank line, a bad line, a line of two values, a value over
+    two lines) or that holds a line too deep is decoded again line by line
+    (:func:`_json_lines_slow`), so only a bad line becomes a failure with its text and the
+    others are read."""
     if body.startswith(_BOM):  # as Windows tools write it; not part of the first value
         body = body[len(_BOM) :]
     size = len(body)
@@ -333,9 +384,9 @@ def _json_blocks(body: bytes) -> Iterator[Block]:
             except (ValueError, RecursionError, ArithmeticError):  # JSONValueError included
                 values = None
         if values is not None:  # the counts give the lines too (no count of newlines)
-            counts = _opening_brackets(chunk)
+            structure, counts = _structure(chunk)
             lines = len(counts)
-            if not _one_value_a_line(chunk, values, counts, limit):
+            if not _one_value_a_line(chunk, values, structure, counts, limit):
                 values = None
         else:
             lines = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
@@ -349,8 +400,9 @@ def _json_blocks(body: bytes) -> Iterator[Block]:
 
 def _json_lines_slow(body: bytes, first: int) -> Iterator[Block]:
     """The lines of ``body`` (the first one's index ``first``) as blocks of up to ``_CHUNK``
-    lines: blank lines skipped, a chunk's lines decoded in one call when that gives one
-    value a line, else line by line (a bad line: a failure with its text)."""
+    lines: blank lines (nothing but JSON whitespace) skipped, a chunk's lines decoded in one
+    call when that gives one value a line (as many values as lines, none over a newline),
+    else line by line (a bad line: a failure with its text)."""
     loads = jsonvalue.loads
     limit = jsonvalue.MAX_DEPTH
     lines = body.split(b"\n")
@@ -358,7 +410,8 @@ def _json_lines_slow(body: bytes, first: int) -> Iterator[Block]:
         lines.pop()  # the text after the last newline: no line
     for start in range(0, len(lines), _CHUNK):
         chunk = [(i, line) for i, line in enumerate(lines[start : start + _CHUNK], first + start)]
-        chunk = [(i, line) for i, line in chunk if line.strip()]
+        # blank: JSON's whitespace only (a form feed or a vertical tab is no JSON: a failure)
+        chunk = [(i, line) for i, line in chunk if line.strip(b" \t\r")]
         if not chunk:
             continue
         indexes = [index for index, _ in chunk]
@@ -366,7 +419,7 @@ def _json_lines_slow(body: bytes, first: int) -> Iterator[Block]:
             try:
                 joined = b"\n".join(line for _, line in chunk)
                 values = _decode_lines(joined)
-                if len(values) == len(chunk):
+                if len(values) == len(chunk) and _within_lines(joined):
                     # some line has more opening brackets than the nesting limit: look
                     if max(map(len, joined.translate(None, _NOT_OPENING).split(b"\n"))) > limit:
                         for (_, line), value in zip(chunk, values, strict=True):
