@@ -206,6 +206,31 @@ async def test_parquet_reads_back_with_pyarrow_and_a_new_schema_starts_an_object
     assert second == evolved
 
 
+async def test_parquet_fields_in_another_order_stay_in_the_object(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """The same fields in another order started a new object of one row each time the order
+    changed, as they did for CSV: the object's columns are in its first record's order and
+    each row's values go to their columns by name; other fields still start a new object."""
+    bucket = moto.bucket()
+    rows = [{"a": 1, "b": "x"}, {"b": "y", "a": 2}, {"a": 3, "b": None}, {"b": "z", "a": 4}]
+    sink = {**connection(moto, bucket), "format": "parquet"}
+    assert await run(pipeline_file(tmp_path, [*rows, {"a": 5}], sink)) == 0
+    names = keys(moto, bucket)
+    assert names == [
+        "orders/orders+00000000000000000000.parquet",
+        "orders/orders+00000000000000000004.parquet",
+    ]
+    table = pq.read_table(io.BytesIO(body(moto, bucket, names[0])))
+    assert table.schema.names == ["a", "b"]
+    assert table.to_pylist() == [
+        {"a": 1, "b": "x"},
+        {"a": 2, "b": "y"},
+        {"a": 3, "b": None},
+        {"a": 4, "b": "z"},
+    ]
+
+
 async def test_a_large_object_goes_up_in_parts(moto: MotoServer, tmp_path: Path) -> None:
     bucket = moto.bucket()
     records = [{"n": n, "pad": "p" * 1000} for n in range(7000)]  # ~7.1 MB of lines

@@ -528,6 +528,44 @@ def test_a_garbage_parquet_object_keeps_its_raw_bytes_for_the_dead_letter() -> N
     assert (index, raw) == (0, body) and problem and "not a readable Parquet file" in problem
 
 
+async def test_parquet_fields_in_another_order_stay_in_the_object() -> None:
+    """The same fields in another order (JSON from another producer) started a new Parquet
+    object, as they did for CSV (c9e6dc4): the object's columns are in its first record's
+    order, and a later record's values go to their columns by name. Other fields, or a
+    value of another type, still start a new object (a null fits any type)."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from meshconnect.connectors.s3.sink import S3Sink
+
+    sink = S3Sink(
+        S3SinkConfig(bucket="bucket-1", format="parquet"),
+        ConnectorContext("t", "s3", logging.getLogger("t")),
+    )
+    rows = [
+        {"a": None, "b": "x"},
+        {"b": "y", "a": 2},  # the null's type is known now: an integer
+        {"b": None, "a": 3},
+        {"b": 4, "a": 5},  # b an integer: another schema
+        {"a": 6, "b": 7},
+        {"a": 8},  # a field fewer
+    ]
+    await sink.write([Record(row, topic="t", offset=i) for i, row in enumerate(rows)])
+    # the uploads of the closed objects would start in the background: nothing to upload to
+    for task in sink.inflight:
+        task.cancel()
+    objects = [*sink.inflight.values(), *sink.sealed, *sink.open_objects.values()]
+    assert [(o.first_offset, o.count) for o in objects] == [(0, 3), (3, 2), (5, 1)]
+    tables = [pq.read_table(io.BytesIO(o.body.build())) for o in objects[:2]]
+    assert [t.schema.names for t in tables] == [["a", "b"], ["b", "a"]]
+    assert [str(t.schema.field("b").type) for t in tables] == ["string", "int64"]
+    assert [t.to_pylist() for t in tables] == [
+        [{"a": None, "b": "x"}, {"a": 2, "b": "y"}, {"a": 3, "b": None}],
+        [{"b": 4, "a": 5}, {"b": 7, "a": 6}],
+    ]
+
+
 def test_rotate_bytes_null_needs_another_limit() -> None:
     with pytest.raises(ValidationError, match="rotate_bytes: null"):
         S3SinkConfig(bucket="b-1", rotate_bytes=None, rotate_interval=None)

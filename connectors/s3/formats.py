@@ -78,21 +78,22 @@ def _kind(value: Any) -> str:
 
 
 def schema_signature(fmt: str, data: Any) -> tuple[Any, ...]:
-    """What must stay the same within one CSV or Parquet object: the field names in any order
-    (CSV), or
-    the field names with their value kinds (Parquet; ``""`` for null, which fits any kind).
+    """What must stay the same within one CSV or Parquet object: the field names (CSV), or
+    the field names with their value kinds (Parquet; ``""`` for null, which fits any kind),
+    in name order: the order of a record's fields does not matter, its row is written in
+    the object's order (the CSV header's, the Parquet columns': its first record's).
     ``DataError`` when ``data`` is not an object."""
     if not isinstance(data, dict):
         raise DataError(f"format {fmt}: data must be an object, not {_kind(data) or 'null'}")
     if fmt == "csv":
-        # the names, not their order: a row is written in the header's order
         return tuple(sorted(data))
-    return tuple((k, _kind(v)) for k, v in data.items())
+    return tuple(sorted(zip(data, map(_kind, data.values()), strict=True)))
 
 
 def signatures_fit(current: list[tuple[str, str]], new: tuple[Any, ...]) -> bool:
-    """Whether a Parquet record of signature ``new`` fits an object of ``current``; fills the
-    null kinds of ``current`` that ``new`` makes known (in place)."""
+    """Whether a Parquet record of signature ``new`` fits an object of ``current`` (both in
+    name order: :func:`schema_signature`); fills the null kinds of ``current`` that ``new``
+    makes known (in place)."""
     if len(current) != len(new):
         return False
     for (name, kind), (new_name, new_kind) in zip(current, new, strict=True):
@@ -200,9 +201,11 @@ def _has_empty_struct(arrow_type: Any) -> bool:
 
 
 def _table(rows: list[dict[str, Any]]) -> Any:
-    """The Arrow table of ``rows``: nested values whose shapes differ between rows (or a list
-    of mixed kinds) are kept as JSON text; an empty object anywhere is written as JSON text
-    too. Raises what pyarrow raises when even that fails (see :func:`check_parquet_row`)."""
+    """The Arrow table of ``rows`` (which have the same fields, in any order): the columns in
+    the first row's order, each row's values taken by name (pyarrow's ``from_pylist``).
+    Nested values whose shapes differ between rows (or a list of mixed kinds) are kept as
+    JSON text; an empty object anywhere is written as JSON text too. Raises what pyarrow
+    raises when even that fails (see :func:`check_parquet_row`)."""
     import pyarrow as pa
 
     try:
