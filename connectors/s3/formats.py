@@ -284,8 +284,6 @@ _decode_raw_lines = msgspec.json.Decoder(msgspec.Raw).decode_lines
 _CHUNK_BYTES = 1 << 18
 _CHUNK = 1000
 _BOM = b"\xef\xbb\xbf"
-#: every byte but an opening bracket and the newline (deleted to count brackets per line)
-_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{\n")
 #: every byte but JSON's structural ones and the newline; the brackets as ``(`` and ``)``
 _NOT_STRUCTURAL = bytes(b for b in range(256) if b not in b"[]{},:\n")
 _BRACKETS = bytes.maketrans(b"[{]}", b"(())")
@@ -422,9 +420,12 @@ def _json_lines_slow(body: bytes, first: int) -> Iterator[Block]:
             try:
                 joined = b"\n".join(line for _, line in chunk)
                 values = _decode_lines(joined)
-                if len(values) == len(chunk) and _within_lines(joined):
+                structure, counts = _structure(joined)  # one count a line: no newline at the end
+                if len(values) == len(counts) and (
+                    _lines_of_brackets(structure, len(counts)) or _within_lines(joined)
+                ):
                     # some line has more opening brackets than the nesting limit: look
-                    if max(map(len, joined.translate(None, _NOT_OPENING).split(b"\n"))) > limit:
+                    if max(counts) > limit:
                         for (_, line), value in zip(chunk, values, strict=True):
                             if len(line) > 2 * limit:
                                 jsonvalue.check_depth(line, value, limit)
