@@ -286,6 +286,46 @@ def test_a_poll_that_fails_midway_is_read_again_whole_with_its_failures_once() -
     assert batch.positions["binlog"]["pos"] == 450
 
 
+@pytest.mark.parametrize("inside", [True, False])
+def test_a_failed_poll_leaves_the_stream_at_the_position_handed_out_last(inside: bool) -> None:
+    """After a poll that failed midway (its records thrown away), the stream state is the
+    position handed out last at once, not only once a new reader opens: a snapshot step
+    hands out a position without reading first, and one past the thrown-away events would
+    lose them. The failure (a schema lookup of ``docs`` losing its connection) comes inside
+    the transaction whose rows were handled, or in the next one."""
+    docs = RowsEvent("binlog.000001", 0, 1700000000, "insert", DOCS, [(9, "{}")])
+    if inside:
+        docs.log_pos = 420
+        events = [*TRANSACTION[:4], docs, TRANSACTION[4]]
+    else:
+        docs.log_pos = 550
+        events = [
+            *TRANSACTION,
+            GtidEvent("binlog.000001", 500, 1700000000, "0-1-8"),
+            docs,
+            XidEvent("binlog.000001", 600, 1700000000, 100),
+        ]
+    ListReader.EVENTS = events
+    src = source()
+    src._reader_cls = ListReader
+    handed = src.handed
+    lost = [RetriableError("canal: SELECT failed: connection lost")]
+
+    def table_schema(schema: str, table: str) -> None:
+        if table == "docs" and lost:
+            raise lost.pop()
+
+    src.server.table_schema = table_schema  # type: ignore[method-assign]
+    with pytest.raises(RetriableError):
+        src._poll()
+    assert src.position() == handed
+    batch = src.hand_out([], force=True)  # as a snapshot step hands one out
+    assert batch.positions["binlog"] == handed.to_dict()
+    batch = src._poll()
+    assert [r.data["id"] for r in batch.records] == [1, 2, 3, 4, 5, 9]
+    assert batch.positions["binlog"]["pos"] == events[-1].log_pos
+
+
 def test_rotate_and_ddl_move_the_position_and_ddl_is_a_record() -> None:
     src = source(include=["shop\\..*"])
     out: list[Any] = []

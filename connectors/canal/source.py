@@ -412,9 +412,13 @@ class CanalSource(Source[CanalSourceConfig]):
         return events
 
     def _lost(self) -> None:
-        """Drop the reader (and the unreported stream state): the next read reconnects at
-        the position handed out last."""
+        """Drop the reader and the unreported stream state: the next read reconnects at the
+        position handed out last, and until it does the stream state is that position's. A
+        poll that hands out a position without reading first (a snapshot step) must not
+        hand out one past events whose records the failed poll threw away."""
         reader, self._reader = self._reader, None
+        if self.handed is not None:
+            self._reset(self.handed)
         if reader is not None:
             reader.close()
             self.disconnects.inc()
