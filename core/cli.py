@@ -1214,4 +1214,25 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(args=list(argv) if argv is not None else None, prog_name="meshconnect")
+    """The ``meshconnect`` command. As click's standalone mode, except that Ctrl-C before a
+    command installs its own handling (while the config loads, the store opens) exits 130
+    (128 + SIGINT, as a shell reports it) without click's ``Aborted!``: nothing was done
+    that needs undoing, and an exit status of 1 would read as a failure of the command."""
+    args = list(argv) if argv is not None else None
+    try:
+        code = cli.main(args=args, prog_name="meshconnect", standalone_mode=False)
+    except click.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            sys.exit(130)
+        _echo("Aborted!", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:  # output piped into `head`: as click, quietly
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - flushed at exit
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        sys.exit(1)
+    sys.exit(code if type(code) is int else 0)
