@@ -1065,8 +1065,9 @@ def topics_tail(
 ) -> None:
     """Print a topic's records as CloudEvents JSON lines.
 
-    A topic that does not exist is an error (exit 1) naming it, except with --follow, which
-    waits for it to appear."""
+    A topic with partitions prints each of them (TOPIC#0, TOPIC#1, ...; -n counts in each);
+    'TOPIC#2' prints one. A topic that does not exist is an error (exit 1) naming it, except
+    with --follow, which waits for it to appear."""
     if from_beginning and follow and lines is not None:
         raise click.UsageError("-n with --from-beginning --follow: give one or the other")
     store = options.open_store(options.store_url())
@@ -1076,6 +1077,23 @@ def topics_tail(
         asyncio.run(_tail(store, topic, from_beginning, follow, lines))
     except KeyboardInterrupt:
         pass
+
+
+def _tail_parts(topic: str, names: Any) -> list[str]:
+    """The stored topics ``topics tail TOPIC`` prints: ``TOPIC`` itself and its partitions
+    ``TOPIC#0``, ``TOPIC#1``… in order (a sink naming ``TOPIC`` reads them all); only that
+    partition for ``TOPIC#k``."""
+    from .config.topics import PARTITION_MARK, partition_of
+
+    if partition_of(topic) != (topic, 0):  # a partition named: that one
+        return [topic] if topic in names else []
+    prefix = topic + PARTITION_MARK
+    parts = sorted(
+        (partition_of(name)[1], name)
+        for name in names
+        if name.startswith(prefix) and partition_of(name)[0] == topic
+    )
+    return ([topic] if topic in names else []) + [name for _, name in parts]
 
 
 async def _tail(
@@ -1089,36 +1107,49 @@ async def _tail(
     await store.open()
     try:
         infos = {t.name: t for t in await store.topics()}
-        if topic not in infos:
+        parts = _tail_parts(topic, infos)
+        if not parts:
             names = ", ".join(sorted(infos)) or "none"
             if not follow:
                 raise _Fail(f"no topic {topic!r} in {store.url} (topics: {names})")
             _echo(f"topic {topic!r} does not exist yet; waiting for it", err=True)
-            start = end = 0
-        else:
-            start, end = infos[topic].start, infos[topic].end
-        if from_beginning:
-            offset = start
-            stop = None if n is None else start + n
-        else:
-            offset = max(start, end - (10 if n is None else n))
-            stop = None
+        # Per stored topic (each partition): the next offset to print and where to stop.
+        offsets: dict[str, int] = {}
+        stops: dict[str, int | None] = {}
+        for name in parts:
+            start, end = infos[name].start, infos[name].end
+            if from_beginning:
+                offsets[name] = start
+                stops[name] = None if n is None else start + n
+            else:
+                offsets[name] = max(start, end - (10 if n is None else n))
+                stops[name] = None
         out = sys.stdout.buffer
         while True:
-            limit = 1000 if stop is None else min(1000, stop - offset)
-            records = await store.read(topic, offset, limit) if limit > 0 else []
-            for record in records:
-                line = jsonvalue.dumps(record.to_dict())
-                if not line.isascii():  # escape what a terminal would act on, JSON intact
-                    line = printable_json(line.decode()).encode()
-                out.write(line + b"\n")
-            out.flush()
-            if records:
-                offset = records[-1].offset + 1  # type: ignore[operator]
+            printed = False
+            for name, offset in offsets.items():
+                stop = stops[name]
+                limit = 1000 if stop is None else min(1000, stop - offset)
+                records = await store.read(name, offset, limit) if limit > 0 else []
+                for record in records:
+                    line = jsonvalue.dumps(record.to_dict())
+                    if not line.isascii():  # escape what a terminal would act on, JSON intact
+                        line = printable_json(line.decode()).encode()
+                    out.write(line + b"\n")
+                out.flush()
+                if records:
+                    offsets[name] = records[-1].offset + 1  # type: ignore[operator]
+                    printed = True
+            if printed:
                 continue
-            if not follow or (stop is not None and offset >= stop):
+            if not follow:
                 return
             await asyncio.wait([asyncio.ensure_future(store.data_changed())], timeout=1.0)
+            # A partition that appears meanwhile is new: all of it is printed.
+            infos = {t.name: t for t in await store.topics()}
+            for name in _tail_parts(topic, infos):
+                if name not in offsets:
+                    offsets[name], stops[name] = infos[name].start, None
     finally:
         await store.close()
 
