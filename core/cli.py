@@ -1184,8 +1184,8 @@ def topics_replay(
     stored with the records (atomically), so a second run replays only dead letters that
     arrived since, and a crash never replays one twice.
     """
-    from .errorpolicy import replay_dead_letters
     from .expr import Compiler, ExpressionError
+    from .replay import replay_dead_letters
 
     if to == dead_letter_topic:
         raise _Fail("--to must name another topic than the dead-letter topic")

@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from meshconnect.cli import cli
-from meshconnect.errorpolicy import ERROR_EXTENSIONS, replay_dead_letters
+from meshconnect.errorpolicy import ERROR_EXTENSIONS
 from meshconnect.errors import StoreError
 from meshconnect.mesh import open_store
 from meshconnect.mesh.memory import MemoryStore
 from meshconnect.records import Record
+from meshconnect.replay import replay_dead_letters
 from meshconnect.testing import MemorySink, collect, run_pipelines, test_registry
 
 PIPELINE = """
