@@ -1168,7 +1168,11 @@ async def _tail(
     is_flag=True,
     help="Start over: consider every stored dead letter, also those replayed before.",
 )
-@click.option("--dry-run", is_flag=True, help="Count what would be replayed; change nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Count what would be replayed, and to which partition; change nothing.",
+)
 @pass_options
 def topics_replay(
     options: _Options,
@@ -1180,17 +1184,26 @@ def topics_replay(
 ) -> None:
     """Publish the dead letters of DLQ_TOPIC again to --to TOPIC, once their cause is fixed.
 
-    Each record keeps its id, attributes and data; the error* extensions go. Progress is
-    stored with the records (atomically), so a second run replays only dead letters that
-    arrived since, and a crash never replays one twice.
+    Each record keeps its id, attributes and data; the error* extensions go. Into a
+    partitioned topic (a count recorded in the store), each record goes to the partition of
+    its partitionkey (none: partition 0), as the pipeline's router would put it; --to names
+    the topic, not a partition. Progress is stored with the records (atomically), so a second
+    run replays only dead letters that arrived since, and a crash never replays one twice.
     """
     from .expr import Compiler, ExpressionError
     from .replay import replay_dead_letters
 
     if to == dead_letter_topic:
         raise _Fail("--to must name another topic than the dead-letter topic")
-    from .config.topics import topic_problem
+    from .config.topics import partition_of, topic_problem
+    from .errors import ConfigError
 
+    base, number = partition_of(to)
+    if base != to:
+        raise _Fail(
+            f"--to {to!r} names partition {number} of topic {base!r}: give the topic "
+            f"(--to {base}) and each record goes to the partition of its partitionkey"
+        )
     if (problem := topic_problem(to)) is not None:
         raise _Fail(f"--to {to!r}: {problem}")
     predicate = None
@@ -1214,6 +1227,8 @@ def topics_replay(
                 from_beginning=from_beginning,
                 dry_run=dry_run,
             )
+        except ConfigError as exc:
+            raise _Fail(str(exc)) from None
         finally:
             await store.close()
 
@@ -1226,6 +1241,14 @@ def topics_replay(
         f"(offsets {summary.start}..{summary.end}); "
         f"{summary.skipped} skipped by --where, {summary.failed} where --where failed"
     )
+    target = summary.target
+    if target.partitions > 1:
+        _echo(
+            f"{to} has {target.partitions} partitions ({target.why}); by partitionkey, "
+            f"{'would go' if dry_run else 'went'}:"
+        )
+        for name, count in sorted(summary.topics.items(), key=lambda kv: partition_of(kv[0])):
+            _echo(f"  {name}: {count}")
     if summary.start > 0 and not from_beginning:
         _echo(
             f"offsets below {summary.start} were replayed to {to} before "

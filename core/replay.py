@@ -4,26 +4,148 @@
 ``error*`` extensions, to a topic, optionally filtered. Its progress is a source position
 ``replay/<dlq>-><topic>`` appended in the same store transaction as the records, so a crash
 never replays a dead letter twice and a second run only replays new ones.
+
+Into a partitioned topic (docs/scaleout.md#partitions), each record goes to the partition of
+its ``partitionkey``, as the router would have put it (:func:`replay_target` finds the count):
+a Kafka producer sends a replayed record by its key too, and a record in another partition
+than its key's would be written by another consumer, in no order with the key's records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .config.topics import PARTITION_MARK, partition_of
 from .errorpolicy import ERROR_ATTRIBUTES, ERROR_EXTENSIONS
+from .errors import ConfigError
+from .mesh.routing import partition_for, partition_topic
+from .offsets import partitions_id
 from .records import Record
 
 if TYPE_CHECKING:
     from .mesh.store import MeshStore
 
-__all__ = ["ReplaySummary", "replay_dead_letters", "replay_id", "revived"]
+__all__ = [
+    "ReplaySummary",
+    "ReplayTarget",
+    "replay_dead_letters",
+    "replay_id",
+    "replay_target",
+    "revived",
+]
 
 
 def replay_id(dead_letter_topic: str, to: str) -> str:
     """The id under which replay progress from ``dead_letter_topic`` to ``to`` is stored."""
     return f"replay/{dead_letter_topic}->{to}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTarget:
+    """Where a replay writes: ``topic``, in ``partitions`` partitions (1: the topic itself).
+    ``why`` says where the count came from, for the report."""
+
+    topic: str
+    partitions: int = 1
+    why: str = ""
+
+    def topic_of(self, record: Record) -> str:
+        """The store topic ``record`` goes to: its key's partition, as the router does
+        (:func:`~meshconnect.mesh.routing.partition_for`; no ``partitionkey``: ``T#0``)."""
+        if self.partitions <= 1:
+            return self.topic
+        key = record.extensions.get("partitionkey")
+        return partition_topic(self.topic, partition_for(key, self.partitions))
+
+
+async def replay_target(store: MeshStore, to: str) -> ReplayTarget:
+    """How ``to`` is split, from what the store records (docs/scaleout.md#partitions).
+
+    * The count recorded for the literal topic ``to`` (``partitions/topic:<to>``: every
+      pipeline whose ``topic:`` is ``to`` writes it with that count, and one with another
+      count is refused before it stores anything) is exact.
+    * Without one, partitions ``to#k`` in the store were written by a pipeline whose topic is a
+      template (``cdc.{data.table}``), and the store records each partitioned pipeline's count
+      (``partitions/<pipeline>``) but not which topics a template produced. When every
+      recorded count is the same, it is the count that wrote them; when they differ (or none
+      is recorded), which one wrote ``to`` is unknown, and the replay is refused.
+    * No count and no partitions: the unpartitioned topic, as before partitions.
+
+    Refused as well (a :class:`ConfigError` naming what was found; nothing is changed):
+    ``to`` naming a partition (``orders#2``); the unpartitioned topic ``to`` holding records
+    beside a count (its records are read by consumer 0 only, so whether a record belongs
+    there or in its key's partition is not for replay to guess); a partition ``to#k`` beyond
+    the count."""
+    base, number = partition_of(to)
+    if base != to:
+        raise ConfigError(
+            f"--to {to!r} names partition {number} of topic {base!r}: give the topic (--to {base}) "
+            "and each record goes to the partition of its partitionkey"
+        )
+    held = {t.name: t for t in await store.topics()}
+    parts = sorted(
+        k for name in held if PARTITION_MARK in name for b, k in [partition_of(name)] if b == to
+    )
+    recorded = (await store.positions(partitions_id(f"topic:{to}"))).get("count")
+    if recorded is not None:
+        n = int(recorded.get("n", 1))
+        why = f"the count recorded for topic {to!r} by the pipelines writing it"
+    elif parts:
+        counts: dict[int, list[str]] = {}
+        for ident in await store.source_ids():
+            if ident.startswith("partitions/") and not ident.startswith("partitions/topic:"):
+                count = (await store.positions(ident)).get("count")
+                if count is not None:
+                    counts.setdefault(int(count.get("n", 1)), []).append(
+                        ident.removeprefix("partitions/")
+                    )
+        found = f"the store holds its partitions {_names(to, parts)}"
+        if not counts:
+            raise ConfigError(
+                f"--to {to!r}: {found} but no partition count is recorded for it or for any "
+                "pipeline, so the partition of a record's key is unknown. Replay to a topic "
+                "of its own and add it to the fixed sink's topics:"
+            )
+        if len(counts) > 1:
+            described = "; ".join(
+                f"partitions: {n} ({', '.join(sorted(names))})"
+                for n, names in sorted(counts.items())
+            )
+            raise ConfigError(
+                f"--to {to!r}: {found}, written by a pipeline with a templated topic, and the "
+                f"partitioned pipelines in the store have different counts ({described}): "
+                "which one wrote it is not recorded, so the partition of a record's key is "
+                "unknown. Replay to a topic of its own and add it to the fixed sink's topics:"
+            )
+        ((n, names),) = counts.items()
+        why = f"the count of partitioned pipeline(s) {', '.join(sorted(names))}"
+    else:
+        return ReplayTarget(to)
+    n = max(n, 1)
+    if beyond := [k for k in parts if k >= n]:
+        raise ConfigError(
+            f"--to {to!r}: {why} is partitions: {n}, but the store holds its partitions "
+            f"{_names(to, beyond)} beyond it: two counts wrote this topic, so the partition "
+            "of a record's key is unknown. Replay to a topic of its own and add it to the "
+            "fixed sink's topics:"
+        )
+    whole = held.get(to)
+    if n > 1 and whole is not None and whole.end > 0:
+        raise ConfigError(
+            f"--to {to!r}: {why} is partitions: {n}, but the store also holds the "
+            f"unpartitioned topic {to!r} ({whole.end} record(s) written, read by consumer 0 "
+            "only): the topic is stored both ways, and replay does not guess which one a "
+            "record belongs to. Replay to a topic of its own and add it to the fixed sink's "
+            "topics:"
+        )
+    return ReplayTarget(to, n, why)
+
+
+def _names(topic: str, parts: list[int]) -> str:
+    shown = ", ".join(partition_topic(topic, k) for k in parts[:8])
+    return shown + (f" and {len(parts) - 8} more" if len(parts) > 8 else "")
 
 
 @dataclass(slots=True)
@@ -40,6 +162,9 @@ class ReplaySummary:
     #: Dead letters for which ``where`` failed (a data error); not replayed.
     failed: int = 0
     first_failure: str = ""
+    #: Where the records went (or would go): the target, and records by store topic.
+    target: ReplayTarget = field(default_factory=lambda: ReplayTarget(""))
+    topics: dict[str, int] = field(default_factory=dict)
 
 
 def revived(dead: Record, to: str) -> Record:
@@ -64,17 +189,21 @@ async def replay_dead_letters(
     batch_size: int = 1000,
 ) -> ReplaySummary:
     """Append the dead letters of ``dead_letter_topic`` (those ``where`` accepts; it sees the
-    dead letter, ``error*`` extensions included) to ``to``, as :func:`revived` makes them.
+    dead letter, ``error*`` extensions included) to ``to``, as :func:`revived` makes them;
+    into a partitioned ``to``, each to its key's partition (:func:`replay_target`, which
+    raises :class:`ConfigError` before anything is read when the count is ambiguous).
 
     Starts after what earlier replays to ``to`` did, or at the beginning with
     ``from_beginning``; stops at the end the topic had when it started (dead letters arriving
     meanwhile wait for the next replay). Each batch is appended with the replay's position in
     one store transaction. ``dry_run`` counts without appending or moving the position."""
+    target = await replay_target(store, to)
     ident = replay_id(dead_letter_topic, to)
     done = await store.positions(ident)
     offset = 0 if from_beginning else int(done.get(dead_letter_topic, {}).get("next", 0))
     end = (await store.end_offsets([dead_letter_topic]))[dead_letter_topic]
-    summary = ReplaySummary(start=offset, end=end)
+    summary = ReplaySummary(start=offset, end=end, target=target)
+    topics = summary.topics
     while offset < end:
         batch = await store.read(dead_letter_topic, offset, min(batch_size, end - offset))
         if not batch:
@@ -95,9 +224,12 @@ async def replay_dead_letters(
                 if not keep:
                     summary.skipped += 1
                     continue
-            out.append(revived(dead, to))
+            record = revived(dead, to)
+            record.topic = name = target.topic_of(record)
+            topics[name] = topics.get(name, 0) + 1
+            out.append(record)
         offset = int(batch[-1].offset) + 1  # type: ignore[arg-type]
-        if not dry_run:
+        if not dry_run:  # every partition's records and the position: one transaction
             await store.append(out, {(ident, dead_letter_topic): {"next": offset}})
         summary.replayed += len(out)
     summary.end = offset

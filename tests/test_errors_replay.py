@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from meshconnect.errorpolicy import ERROR_EXTENSIONS
 from meshconnect.errors import StoreError
 from meshconnect.mesh import open_store
 from meshconnect.mesh.memory import MemoryStore
+from meshconnect.mesh.routing import partition_for, partition_topic
+from meshconnect.offsets import partitions_id
 from meshconnect.records import Record
 from meshconnect.replay import replay_dead_letters
 from meshconnect.testing import MemorySink, collect, run_pipelines, test_registry
@@ -47,9 +50,15 @@ def clean_memory() -> None:
     MemorySink.outputs.clear()
 
 
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mesh.db'}"
+@pytest.fixture(params=["sqlite", "memory"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty mesh on each embedded store (integration/test_store_redis.py: on Redis)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mesh.db'}"
+        return
+    name = f"replay-{uuid.uuid4().hex[:12]}"
+    yield f"memory://{name}"
+    MemoryStore.discard(name)
 
 
 def run(tmp_path: Path, store_url: str, reject: str = "bad", source_dlq: bool = False) -> None:
@@ -206,3 +215,202 @@ async def test_a_replay_that_fails_midway_resumes_without_duplicates() -> None:
     assert (first.start, first.replayed) == (0, 5)
     assert [r.data["n"] for r in await store.read("to", 0, 100)] == [0, 1, 2, 3, 4]
     await store.close()
+
+
+# -- into a partitioned topic (docs/scaleout.md#partitions) ---------------------------------------
+
+PRODUCER = """
+pipelines:
+  - name: %s
+    source:
+      connector: memory
+      config:
+        records: [%s]
+    transforms:
+      - {type: set_key, fields: [data.k]}
+    topic: "%s"
+    partitions: %d
+"""
+
+
+def produce(
+    tmp_path: Path, store_url: str, topic: str, partitions: int, keys: Sequence[str], name: str
+) -> None:
+    """Run a partitioned pipeline without sinks that writes one record per key to ``topic``
+    (a literal or a template over ``data.t``): the store records its count."""
+    path = tmp_path / f"{name}.yaml"
+    rows = ", ".join(f"{{k: {k}, t: a, seq: {i}}}" for i, k in enumerate(keys))
+    path.write_text(textwrap.dedent(PRODUCER % (name, rows, topic, partitions)))
+    assert asyncio.run(run_pipelines([path], store_url)) == 0
+
+
+def dead_letters(store_url: str, keys: Sequence[str | None]) -> None:
+    """Dead letters in ``dlq``, one per key (None: a record without a partitionkey)."""
+    records = []
+    for i, key in enumerate(keys):
+        extensions: dict[str, Any] = {"errortype": "DataError", "errortopic": "orders"}
+        if key is not None:
+            extensions["partitionkey"] = key
+        records.append(Record({"n": i, "k": key}, extensions=extensions))
+    asyncio.run(_append(store_url, "dlq", records))
+
+
+def stored(store_url: str, topic: str, partitions: int) -> dict[str, list[Any]]:
+    """The data in each partition of ``topic``, and in the unpartitioned topic."""
+    names = [topic, *(partition_topic(topic, p) for p in range(partitions))]
+    return {name: [r.data for r in read(store_url, name)] for name in names}
+
+
+KEYS = [f"c{i}" for i in range(12)]
+
+
+def test_replay_into_a_partitioned_topic_sends_each_record_to_its_keys_partition(
+    tmp_path: Path, store_url: str
+) -> None:
+    """A replayed record of key K lands in K's partition, after K's earlier records (read by
+    the consumer that reads them, in order with them); one without a key in partition 0,
+    as the router puts it."""
+    produce(tmp_path, store_url, "orders", 4, KEYS, "orders")
+    dead_letters(store_url, ["c3", "c7", None, "c10"])
+    result = replay(store_url, "dlq", "--to", "orders")
+    assert result.exit_code == 0, result.output
+    assert "replayed 4 record(s) from dlq to orders (offsets 0..4)" in result.output
+    assert "orders has 4 partitions" in result.output
+    after = stored(store_url, "orders", 4)
+    assert after["orders"] == []  # nothing in the unpartitioned topic
+    for n, key in enumerate(["c3", "c7", None, "c10"]):
+        partition = after[partition_topic("orders", partition_for(key, 4))]
+        assert {"n": n, "k": key} in partition
+        if key is not None:  # after the key's own record, in the same partition
+            mine = [row for row in partition if row["k"] == key]
+            assert mine == [{"k": key, "t": "a", "seq": KEYS.index(key)}, {"n": n, "k": key}]
+    assert {"n": 2, "k": None} in after["orders#0"]
+    assert sum(len(rows) for rows in after.values()) == len(KEYS) + 4
+    # A topic with no recorded count is replayed to as before: unpartitioned.
+    assert replay(store_url, "dlq", "--to", "fixed").exit_code == 0
+    assert len(read(store_url, "fixed")) == 4
+    assert stored(store_url, "fixed", 1)["fixed#0"] == []
+
+
+def test_a_dry_run_says_how_many_would_go_to_each_partition(tmp_path: Path, store_url: str) -> None:
+    produce(tmp_path, store_url, "orders", 4, KEYS, "orders")
+    keys = ["c1", "c1", "c5", None, "c9", "c2"]
+    dead_letters(store_url, keys)
+    before = stored(store_url, "orders", 4)
+    result = replay(store_url, "dlq", "--to", "orders", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "would replay 6 record(s) from dlq to orders" in result.output
+    expected: dict[str, int] = {}
+    for key in keys:
+        name = partition_topic("orders", partition_for(key, 4))
+        expected[name] = expected.get(name, 0) + 1
+    lines = [line.strip() for line in result.output.splitlines() if line.startswith("  ")]
+    assert lines == [f"{name}: {count}" for name, count in sorted(expected.items())]
+    assert stored(store_url, "orders", 4) == before  # nothing written, nothing moved
+    assert "replayed 6 record(s) from dlq to orders (offsets 0..6)" in (
+        replay(store_url, "dlq", "--to", "orders").output
+    )
+
+
+def test_a_second_partitioned_replay_replays_nothing(tmp_path: Path, store_url: str) -> None:
+    """The position is appended with the records of every partition at once: a second run
+    finds nothing new, and the partitions hold each dead letter once."""
+    produce(tmp_path, store_url, "orders", 3, KEYS, "orders")
+    dead_letters(store_url, KEYS)
+    assert replay(store_url, "dlq", "--to", "orders").exit_code == 0
+    first = stored(store_url, "orders", 3)
+    again = replay(store_url, "dlq", "--to", "orders")
+    assert again.exit_code == 0, again.output
+    assert "replayed 0 record(s)" in again.output
+    assert stored(store_url, "orders", 3) == first
+    replayed = {row["n"]: name for name, rows in first.items() for row in rows if "n" in row}
+    assert replayed == {
+        n: partition_topic("orders", partition_for(k, 3)) for n, k in enumerate(KEYS)
+    }
+
+
+def test_a_templated_topic_takes_the_count_of_the_partitioned_pipelines(
+    tmp_path: Path, store_url: str
+) -> None:
+    """``cdc.{data.t}`` writes cdc.a#k; the store records the pipeline's count, not the topics
+    its template made: the one count of the store's partitioned pipelines is the count."""
+    produce(tmp_path, store_url, "cdc.{data.t}", 3, KEYS, "cdc")
+    dead_letters(store_url, ["c4", None])
+    result = replay(store_url, "dlq", "--to", "cdc.a")
+    assert result.exit_code == 0, result.output
+    assert "cdc.a has 3 partitions (the count of partitioned pipeline(s) cdc)" in result.output
+    after = stored(store_url, "cdc.a", 3)
+    assert {"n": 0, "k": "c4"} in after[partition_topic("cdc.a", partition_for("c4", 3))]
+    assert {"n": 1, "k": None} in after["cdc.a#0"]
+    # A topic the template has not written: unpartitioned, as before.
+    assert replay(store_url, "dlq", "--to", "cdc.b").exit_code == 0
+    assert len(read(store_url, "cdc.b")) == 2
+
+
+def test_an_ambiguous_partition_count_is_refused_and_nothing_changes(
+    tmp_path: Path, store_url: str
+) -> None:
+    produce(tmp_path, store_url, "cdc.{data.t}", 3, KEYS, "cdc")
+    produce(tmp_path, store_url, "orders", 4, KEYS, "orders")
+    dead_letters(store_url, ["c1", None])
+    # Two counts in the store, and which pipeline's template wrote cdc.a is not recorded.
+    two = replay(store_url, "dlq", "--to", "cdc.a")
+    assert two.exit_code == 1
+    assert "--to 'cdc.a': the store holds its partitions cdc.a#0" in two.output
+    assert "different counts (partitions: 3 (cdc); partitions: 4 (orders))" in two.output
+    # The topic stored both ways: records in the unpartitioned topic beside a count.
+    asyncio.run(_append(store_url, "orders", [Record({"old": True})]))
+    both = replay(store_url, "dlq", "--to", "orders", "--dry-run")
+    assert both.exit_code == 1
+    assert "is partitions: 4, but the store also holds the unpartitioned topic" in both.output
+    # A partition beyond the recorded count.
+    asyncio.run(_append(store_url, "cdc.b#5", [Record({"old": True})]))
+    produce(tmp_path, store_url, "cdc.b", 3, ["c1"], "cdcb")
+    beyond = replay(store_url, "dlq", "--to", "cdc.b")
+    assert beyond.exit_code == 1
+    assert "holds its partitions cdc.b#5 beyond it" in beyond.output
+    # An explicit partition: the topic is what --to names.
+    explicit = replay(store_url, "dlq", "--to", "orders#2")
+    assert explicit.exit_code == 1
+    assert "--to 'orders#2' names partition 2 of topic 'orders': give the topic" in (
+        explicit.output
+    )
+    # Nothing replayed anywhere, and no replay position stored.
+    assert [r.data for r in read(store_url, "orders")] == [{"old": True}]
+    for topic, count in [("orders", 4), ("cdc.a", 3)]:
+        rows = [row for rows in stored(store_url, topic, count).values() for row in rows]
+        assert not [row for row in rows if "n" in row]
+    assert not asyncio.run(_replay_positions(store_url))
+
+
+async def _replay_positions(store_url: str) -> list[str]:
+    store = open_store(store_url, test_registry())
+    await store.open()
+    try:
+        return [i for i in await store.source_ids() if i.startswith("replay/")]
+    finally:
+        await store.close()
+
+
+async def test_a_partitioned_replay_that_fails_midway_resumes_without_duplicates() -> None:
+    """The crash guarantee holds across partitions: a failed append keeps none of its
+    records in any partition, and the resumed replay writes each dead letter once."""
+    _FailingSecondAppend.appends = 0
+    store = _FailingSecondAppend("memory://replay-crash-partitioned")
+    await store.open()
+    await store.set_positions(partitions_id("topic:to"), {"count": {"n": 3}})
+    dead = [Record({"n": i}, extensions={"partitionkey": f"k{i}"}) for i in range(6)]
+    for r in dead:
+        r.topic = "dlq"
+    await store.append(dead)  # append 1: the dead letters
+    with pytest.raises(StoreError):
+        await replay_dead_letters(store, "dlq", "to", batch_size=2)  # 2 fails: nothing kept
+    first = await replay_dead_letters(store, "dlq", "to", batch_size=2)
+    assert (first.start, first.replayed) == (0, 6)
+    where = {
+        r.data["n"]: p for p in range(3) for r in await store.read(partition_topic("to", p), 0, 99)
+    }
+    assert where == {i: partition_for(f"k{i}", 3) for i in range(6)}
+    assert (await replay_dead_letters(store, "dlq", "to")).replayed == 0
+    await store.close()
+    MemoryStore.discard("replay-crash-partitioned")
