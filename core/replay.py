@@ -114,10 +114,11 @@ async def replay_target(store: MeshStore, to: str) -> ReplayTarget:
                 for n, names in sorted(counts.items())
             )
             raise ConfigError(
-                f"--to {to!r}: {found}, written by a pipeline with a templated topic, and the "
-                f"partitioned pipelines in the store have different counts ({described}): "
-                "which one wrote it is not recorded, so the partition of a record's key is "
-                "unknown. Replay to a topic of its own and add it to the fixed sink's topics:"
+                f"--to {to!r}: {found} but no count for the topic itself (a templated topic "
+                "wrote them), and the partitioned pipelines in the store have different "
+                f"counts ({described}): which one wrote it is not recorded, so the partition "
+                "of a record's key is unknown. Replay to a topic of its own and add it to the "
+                "fixed sink's topics:"
             )
         ((n, names),) = counts.items()
         why = f"the count of partitioned pipeline(s) {', '.join(sorted(names))}"

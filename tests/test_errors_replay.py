@@ -369,6 +369,14 @@ def test_an_ambiguous_partition_count_is_refused_and_nothing_changes(
     beyond = replay(store_url, "dlq", "--to", "cdc.b")
     assert beyond.exit_code == 1
     assert "holds its partitions cdc.b#5 beyond it" in beyond.output
+    # Partitions and no count recorded for them or any pipeline (another store's data).
+    asyncio.run(_append(store_url, "loose#1", [Record({"old": True})]))
+    asyncio.run(_set_positions(store_url, "partitions/cdc", None))
+    asyncio.run(_set_positions(store_url, "partitions/orders", None))
+    asyncio.run(_set_positions(store_url, "partitions/cdcb", None))
+    loose = replay(store_url, "dlq", "--to", "loose")
+    assert loose.exit_code == 1
+    assert "holds its partitions loose#1 but no partition count is recorded" in loose.output
     # An explicit partition: the topic is what --to names.
     explicit = replay(store_url, "dlq", "--to", "orders#2")
     assert explicit.exit_code == 1
@@ -381,6 +389,15 @@ def test_an_ambiguous_partition_count_is_refused_and_nothing_changes(
         rows = [row for rows in stored(store_url, topic, count).values() for row in rows]
         assert not [row for row in rows if "n" in row]
     assert not asyncio.run(_replay_positions(store_url))
+
+
+async def _set_positions(store_url: str, ident: str, positions: Any) -> None:
+    store = open_store(store_url, test_registry())
+    await store.open()
+    try:
+        await store.set_positions(ident, positions)
+    finally:
+        await store.close()
 
 
 async def _replay_positions(store_url: str) -> list[str]:
