@@ -74,10 +74,10 @@ async def replay_target(store: MeshStore, to: str) -> ReplayTarget:
     * No count and no partitions: the unpartitioned topic, as before partitions.
 
     Refused as well (a :class:`ConfigError` naming what was found; nothing is changed):
-    ``to`` naming a partition (``orders#2``); the unpartitioned topic ``to`` holding records
-    beside a count (its records are read by consumer 0 only, so whether a record belongs
-    there or in its key's partition is not for replay to guess); a partition ``to#k`` beyond
-    the count."""
+    ``to`` naming a partition (``orders#2``); a partition ``to#k`` beyond the count. Records
+    in the unpartitioned topic ``to`` beside a count were written before the pipeline had
+    ``partitions:`` (docs/scaleout.md#partitions); a replayed record goes by its key, as the
+    router puts the key's records now."""
     base, number = partition_of(to)
     if base != to:
         raise ConfigError(
@@ -132,15 +132,8 @@ async def replay_target(store: MeshStore, to: str) -> ReplayTarget:
             "of a record's key is unknown. Replay to a topic of its own and add it to the "
             "fixed sink's topics:"
         )
-    whole = held.get(to)
-    if n > 1 and whole is not None and whole.end > 0:
-        raise ConfigError(
-            f"--to {to!r}: {why} is partitions: {n}, but the store also holds the "
-            f"unpartitioned topic {to!r} ({whole.end} record(s) written, read by consumer 0 "
-            "only): the topic is stored both ways, and replay does not guess which one a "
-            "record belongs to. Replay to a topic of its own and add it to the fixed sink's "
-            "topics:"
-        )
+    # Records in the unpartitioned topic beside a count (a pipeline given ``partitions:``
+    # after it wrote) are earlier ones; the router puts a key's records in its partition now.
     return ReplayTarget(to, n, why)
 
 
