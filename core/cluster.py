@@ -18,6 +18,13 @@ of a Redis or NATS mesh store and split their work (docs/scaleout.md).
   units up to its fair share ``ceil(units / members)``, and gives back one unit over its
   share at a time (drained, flushed and committed, then released) for a newcomer to take:
   the other units never stop.
+* **Target states**: each pipeline's ``STARTED``, ``PAUSED`` or ``STOPPED``, set over any
+  member's admin API, lives in the store as the positions of ``cluster:NAME/targets`` (one
+  partition per pipeline: ``{"state", "by", "at"}``; none: ``STARTED``). Every member reads
+  them each round and applies them to the units it owns, and to every unit it takes later: a
+  paused pipeline's units are paused (the source does not poll, the sinks committed and wait),
+  a stopped pipeline's units are given back (drained, flushed, committed) and no member takes
+  them until it is resumed.
 * **Stepping down**: a unit writes (appends, sink writes and flushes) only while its lease is
   valid by this worker's clock (renewed less than ``failover_timeout / 2 - failover_timeout /
   10`` seconds ago) and the last renewal found it still its own. A worker that stalled past
@@ -55,6 +62,8 @@ __all__ = [
     "check_cluster_store",
     "cluster_report",
     "definitions_id",
+    "read_target_states",
+    "target_states_id",
     "timings",
     "unit_owner",
 ]
@@ -100,6 +109,26 @@ def over_share(mine: int, others: Sequence[int], units: int, coming: int) -> boo
 def definitions_id(cluster: str) -> str:
     """The pseudo-connector whose positions hold a cluster's pipeline definitions."""
     return f"cluster:{cluster}"
+
+
+def target_states_id(cluster: str) -> str:
+    """The pseudo-connector whose positions hold a cluster's target states, by pipeline."""
+    return f"cluster:{cluster}/targets"
+
+
+#: What the admin API may ask of a cluster's pipeline (Kafka Connect's target states).
+TARGET_STATES = ("STARTED", "PAUSED", "STOPPED")
+
+
+async def read_target_states(store: MeshStore, cluster: str) -> dict[str, dict[str, Any]]:
+    """Each pipeline's target state as stored (``{"state", "by", "at"}``); a pipeline left out
+    is ``STARTED``."""
+    stored = await store.positions(target_states_id(cluster))
+    return {name: doc for name, doc in stored.items() if doc.get("state") in TARGET_STATES}
+
+
+def target_state(states: dict[str, dict[str, Any]], pipeline: str) -> str:
+    return str((states.get(pipeline) or {}).get("state") or "STARTED")
 
 
 def member_prefix(cluster: str) -> str:
@@ -247,6 +276,11 @@ class ClusterMember:
         self._outside: set[str] = set()  # units held by workers outside the cluster
         self.failed_here: set[str] = set()  # units that failed for good on this member
         self._leaving: set[asyncio.Task[None]] = set()
+        #: Each pipeline's target state as last read from the store or set here (by name).
+        self.targets: dict[str, dict[str, Any]] = {}
+        #: When this member last set a target state (monotonic): a round's read of the store
+        #: that began before it may not show it yet, and is not applied.
+        self._target_set_at = 0.0
         #: Whether :meth:`join` is done (the admin API's ``/ready``).
         self.joined = False
 
@@ -383,6 +417,7 @@ class ClusterMember:
             await self.store.release_leases(self.owner)
             raise ClusterError("; ".join(raced))
         await self.refresh()
+        await self._read_targets()
         self.joined = True
         log.info(
             "cluster %s: joined as %s (failover timeout %gs: leases of %gs renewed every %gs)",
@@ -409,6 +444,7 @@ class ClusterMember:
         await self._renew(began, now)
         self._reap()
         await self.refresh()
+        await self._read_targets()
         leases = await self.store.leases()
         now = time.time()
         members = set(await self._members(now, leases))
@@ -423,7 +459,7 @@ class ClusterMember:
         ]
         if gone:
             await self.store.break_leases(gone)
-        units = self.all_units()
+        units = self.runnable_units()
         live = {
             lease.name: lease
             for lease in leases
@@ -673,11 +709,21 @@ class ClusterMember:
         unit = Unit(name, p.name, sink_name, view, slot, valid_until=began + self.ttl - self.every)
         self.units[name] = unit
         epoch = _epoch(self.store, name)
-        log.info("cluster %s: took %s (epoch %s)", self.name, name, epoch)
+        if self.target(p.name) == "PAUSED":
+            view.pause()  # before its first poll or read
+        log.info(
+            "cluster %s: took %s (epoch %s)%s",
+            self.name,
+            name,
+            epoch,
+            " paused" if view.paused else "",
+        )
         unit.task = self.worker.spawn_unit(p, sink, view, slot)
 
-    def _give_back(self, unit: Unit, why: str) -> None:
-        """Stop ``unit`` as SIGTERM would (drain, flush, commit), then release its lease."""
+    def _give_back(self, unit: Unit, why: str, *, rebalance: bool = True) -> None:
+        """Stop ``unit`` as SIGTERM would (drain, flush, commit), then release its lease;
+        ``rebalance``: for a member below its share to take (this member takes no new unit for
+        a few rounds), else because its pipeline was stopped."""
         if unit.leaving:
             return
         unit.leaving = True
@@ -689,12 +735,20 @@ class ClusterMember:
                 await asyncio.gather(unit.task, return_exceptions=True)
             status = self.worker.statuses.get(self._status_key(unit))
             if status is not None and status.state not in ("STOPPED", "FAILED"):
-                status.set("STOPPED", "taken over" if unit.lost else "given back to the cluster")
+                status.set(
+                    "STOPPED",
+                    "taken over"
+                    if unit.lost
+                    else "given back to the cluster"
+                    if rebalance
+                    else why,
+                )
             if self.units.get(unit.lease) is unit:
                 del self.units[unit.lease]
             if not unit.lost:
                 await self.store.break_leases([Lease(unit.lease, self.owner, 0)])
-                self._given_back[unit.lease] = self._rounds
+                if rebalance:
+                    self._given_back[unit.lease] = self._rounds
 
         task = asyncio.create_task(leave(), name=f"give back {unit.lease}")
         self._leaving.add(task)
@@ -730,6 +784,8 @@ class ClusterMember:
             if unit.sink is not None:
                 sink = next(s for s in p.sinks if s.name == unit.sink)
             unit.view = UnitState(self.worker.state, p.name, self, unit.lease)
+            if self.target(p.name) == "PAUSED":
+                unit.view.pause()  # the cluster's target state holds across a restart
             status = self.worker.statuses.get(self._status_key(unit))
             if status is not None:
                 status.set("STARTING")
@@ -738,6 +794,66 @@ class ClusterMember:
             return True
         finally:
             unit.restarting = False
+
+    # -- target states -------------------------------------------------------------------------
+
+    def target(self, pipeline: str) -> str:
+        """``pipeline``'s target state: STARTED, PAUSED or STOPPED."""
+        return target_state(self.targets, pipeline)
+
+    def runnable_units(self) -> dict[str, tuple[str, str | None, int | None]]:
+        """:meth:`all_units` but those of stopped pipelines (no member runs them)."""
+        return {n: w for n, w in self.all_units().items() if self.target(w[0]) != "STOPPED"}
+
+    async def _read_targets(self) -> None:
+        began = time.monotonic()
+        stored = await read_target_states(self.store, self.name)
+        if began < self._target_set_at:
+            return  # read before this member set one: the next round's read shows it
+        self.targets = stored
+        self._apply_targets()
+
+    def _apply_targets(self) -> None:
+        """Pause, resume or give back the units this member owns as their target states say."""
+        for unit in list(self.units.values()):
+            if unit.leaving or unit.lost:
+                continue
+            state = self.target(unit.pipeline)
+            if state == "STOPPED":
+                self._give_back(unit, "stopped over the admin API", rebalance=False)
+            elif state == "PAUSED" and not unit.view.paused:
+                log.info("cluster %s: pausing %s", self.name, unit.lease)
+                unit.view.pause()
+            elif state == "STARTED" and unit.view.paused:
+                log.info("cluster %s: resuming %s", self.name, unit.lease)
+                unit.view.resume()
+
+    async def set_target(self, pipeline: str, state: str) -> None:
+        """Store ``pipeline``'s target state for every member (each applies it at its next
+        round) and apply it to the units this member owns now."""
+        assert state in TARGET_STATES
+        at = time.time()
+        doc: dict[str, Any] = {"state": state, "by": self.owner, "at": at}
+        key = target_states_id(self.name)
+        self._target_set_at = time.monotonic()
+        for _ in range(5):
+            # Read first: a NATS store merges a position into those it read last (one KV
+            # value); another member's target set meanwhile is kept.
+            await self.store.positions(key)
+            await self.store.append([], {(key, pipeline): doc})
+            stored = (await self.store.positions(key)).get(pipeline) or {}
+            if float(stored.get("at", 0)) >= at:
+                break  # this one, or one set later
+            # Overwritten by a member that set another pipeline's at the same moment (NATS).
+        self._target_set_at = time.monotonic()
+        self.targets[pipeline] = doc
+        log.info(
+            "cluster %s: pipeline %s target state %s (over the admin API)",
+            self.name,
+            pipeline,
+            state,
+        )
+        self._apply_targets()
 
     def local_status_keys(self) -> dict[str, str]:
         """The worker status key (``source …``, ``sink …``) of every unit this worker runs,
@@ -790,8 +906,9 @@ def unit_owner(unit: str, lease: Lease | None, now: float) -> dict[str, Any]:
 
 
 async def cluster_report(store: MeshStore, cluster: str) -> dict[str, Any]:
-    """The whole cluster as the store shows it: members, pipelines (with their versions) and
-    which member owns each unit with its epoch (``meshconnect status --cluster``)."""
+    """The whole cluster as the store shows it: members, pipelines (with their versions and
+    target states) and which member owns each unit with its epoch (``meshconnect status
+    --cluster``)."""
     now = time.time()
     leases = await store.leases()
     prefix = member_prefix(cluster)
@@ -806,6 +923,7 @@ async def cluster_report(store: MeshStore, cluster: str) -> dict[str, Any]:
         if lease.name.startswith(prefix)
     ]
     stored = await store.positions(definitions_id(cluster))
+    targets = await read_target_states(store, cluster)
     by_name = {lease.name: lease for lease in leases}
     pipelines = []
     for name, doc in sorted(stored.items()):
@@ -829,6 +947,7 @@ async def cluster_report(store: MeshStore, cluster: str) -> dict[str, Any]:
             {
                 "name": name,
                 "version": doc.get("version"),
+                "target_state": target_state(targets, name),
                 "published_by": describe_owner(str(doc.get("by", ""))),
                 "file": doc.get("file"),
                 "units": owned,

@@ -21,6 +21,7 @@ from meshconnect.cluster import (
     cluster_report,
     definitions_id,
     over_share,
+    target_states_id,
 )
 from meshconnect.config.loader import LoadedConfig, load_pipeline_files
 from meshconnect.config.model import ClusterConfig, RetentionConfig
@@ -431,3 +432,28 @@ async def test_a_unit_that_failed_for_good_is_not_taken_again_by_its_member(
     await until(lambda: a.units() == {"group q/bad"})
     await until(lambda: a.worker.statuses["sink q/bad"].state == "RUNNING")
     assert await a.stop() == 0  # the restarted unit runs: its failure is forgotten
+
+
+async def test_a_target_state_overwritten_at_the_same_moment_is_set_again(
+    tmp_path: Path,
+) -> None:
+    """On NATS a cluster's target states are one KV value: another member that sets another
+    pipeline's at the same moment may write back the value it read, without this one."""
+    a = await Running(load(tmp_path, PIPELINE), "memory://cluster-target-race").start()
+    await until(lambda: a.units() == UNITS)
+    store = a.worker.store
+    key = target_states_id("c")
+    append = store.append
+    lost: list[Any] = []
+
+    async def racing(records: Any, positions: Any = None) -> list[int]:
+        if positions and any(k == key for k, _ in positions) and not lost:
+            lost.append(positions)  # the other member's write replaced this one
+            return []
+        return await append(records, positions)
+
+    store.append = racing  # type: ignore[method-assign]
+    await a.member.set_target("p", "PAUSED")
+    assert lost and (await store.positions(key))["p"]["state"] == "PAUSED"
+    assert all(u.view.paused for u in a.member.units.values())
+    assert await a.stop() == 0
