@@ -735,7 +735,8 @@ def _cluster_status(options: _Options, name: str, as_json: bool) -> None:
         click.echo(_table(["MEMBER", "STATE", "LEASE LEFT", "ID"], rows))
     units = [
         [
-            f"{p['name']} v{p['version']}",
+            f"{p['name']} v{p['version']}"
+            + ("" if p["target_state"] == "STARTED" else f" {p['target_state']}"),
             u["unit"],
             u["worker"] or "(no owner)",
             "" if u["epoch"] is None else str(u["epoch"]),

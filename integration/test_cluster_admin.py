@@ -1,7 +1,8 @@
 """Two ``meshconnect run --cluster --admin`` worker processes on a private Redis: each one's
 admin API shows the whole cluster (the members, who owns each unit with its epoch, as
 ``status --cluster --json`` does) and the tasks of the units it runs; a restart restarts the
-units of the worker asked, and a pause is refused with a 409 saying why."""
+units of the worker asked and leaves the other's alone (pause, resume and stop:
+test_cluster_targets.py)."""
 
 from __future__ import annotations
 
@@ -133,7 +134,7 @@ def test_each_members_admin_api_shows_the_whole_cluster(
                     for t in body["tasks"]} == local  # fmt: skip
             assert {u["unit"]: u["owner"] for u in body["cluster"]["units"]} == owners(view)
             assert call(urls[name], "GET", "/ready") == (200, {"status": "READY"})
-        # w1 restarts its own units; w2's keep running; a pause is refused with the reason.
+        # w1 restarts its own units; w2's keep running.
         before = {u["unit"]: u["epoch"] for u in views["w1"]["pipelines"][0]["units"]}
         status, body = call(urls["w1"], "POST", "/connectors/p/restart")
         assert status == 202, body
@@ -142,8 +143,6 @@ def test_each_members_admin_api_shows_the_whole_cluster(
         w1_units = {u for u, o in owners(views["w1"]).items() if o == ids["w1"]}
         for unit in w1_units:
             assert f"cluster adm: restarting {unit}" in log
-        status, problem = call(urls["w2"], "PUT", "/connectors/p/pause")
-        assert status == 409 and "cluster 'adm'" in problem["detail"], problem
         status, after = call(urls["w2"], "GET", "/cluster")
         assert owners(after) == owners(views["w1"])  # the same owners, the same epochs
         assert {u["unit"]: u["epoch"] for u in after["pipelines"][0]["units"]} == before

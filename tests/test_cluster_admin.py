@@ -1,7 +1,8 @@
 """The admin API of cluster members (``run --cluster --admin``), in one process on a shared
 memory store: every member shows the whole cluster and its own tasks, a restart restarts the
-units the member owns, and what cannot act on the whole cluster is refused with a 409
-(integration/test_cluster_admin.py runs worker processes on Redis)."""
+units the member owns, pause, resume and stop set a target state every member applies, and
+what cannot act on the whole cluster is refused with a 409 (integration/test_cluster_admin.py
+and test_cluster_targets.py run worker processes on Redis and NATS)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from test_cluster import PIPELINE, UNITS, Running, delivered, fileless, load, un
 
 from meshconnect.admin import AdminServer, Controller
 from meshconnect.admin.control import NotFound
+from meshconnect.cluster import cluster_report
 from meshconnect.config.loader import load_pipeline_files
 from meshconnect.mesh.memory import MemoryStore
 from meshconnect.testing import MemorySink, test_registry
@@ -186,9 +188,6 @@ async def test_what_cannot_act_on_the_whole_cluster_is_refused(
         ("PUT", "/connectors/p", {"source": {"connector": "memory"}}),
         ("PUT", "/connectors/new/config", {"source": {"connector": "memory"}}),
         ("DELETE", "/connectors/p", None),
-        ("PUT", "/connectors/p/pause", None),
-        ("PUT", "/connectors/p/resume", None),
-        ("PUT", "/connectors/p/stop", None),
         ("PATCH", "/connectors/p/offsets", {"sinks": {"s1": "beginning"}}),
         ("DELETE", "/connectors/p/offsets", None),
     ]
@@ -217,3 +216,110 @@ async def test_outside_a_cluster_there_is_no_cluster_to_show(tmp_path: Path) -> 
     with pytest.raises(NotFound, match="not a cluster member"):
         await controller.cluster_view()
     assert controller.origin("p") == f"file {path}"
+
+
+def paused(m: Member) -> bool:
+    """Whether ``m`` runs units and every one of them is paused."""
+    units = [u for u in m.member.units.values() if not u.leaving]
+    return bool(units) and all(u.view.paused for u in units)
+
+
+async def split(a: Member, b: Member) -> None:
+    await until(lambda: len(a.units()) == 2 and len(b.units()) == 2)
+
+
+async def test_a_pause_on_one_member_pauses_every_members_units_and_those_taken_over(
+    tmp_path: Path, members: list[Member]
+) -> None:
+    url = "memory://cluster-admin-pause"
+    a = await Member(load(tmp_path, PIPELINE), url).start()
+    members.append(a)
+    await until(lambda: a.units() == UNITS)
+    b = await Member(fileless(), url).start()
+    members.append(b)
+    await split(a, b)
+    await until(lambda: all(len(delivered(s)) == 50 for s in ("s1", "s2", "s3")))
+    status, body = await b.call("PUT", "/connectors/p/pause")
+    assert (status, body["state"]) == (202, "PAUSED")
+    assert paused(b)  # the member asked at once; the other at its next round
+    await until(lambda: paused(a))
+    for m in (a, b):
+        status, body = await m.call("GET", "/connectors/p/status")
+        assert (body["state"], body["cluster"]["target_state"]) == ("PAUSED", "PAUSED")
+        assert {t["state"] for t in body["tasks"]} == {"RUNNING"}  # the tasks' own states
+        status, view = await m.call("GET", "/cluster")
+        assert view["pipelines"][0]["target_state"] == "PAUSED"
+    # B leaves: A takes its units over, paused before they poll or read.
+    assert await b.stop() == 0
+    await until(lambda: a.units() == UNITS)
+    assert paused(a)
+    status, body = await a.call("PUT", "/connectors/p/resume")
+    assert status == 202 and body["state"] == "RUNNING"
+    assert not any(u.view.paused for u in a.member.units.values())
+    assert await a.stop() == 0
+    for s in ("s1", "s2", "s3"):
+        assert delivered(s) == list(range(50))
+
+
+async def test_a_stopped_pipeline_runs_on_no_member_until_it_is_resumed(
+    tmp_path: Path, members: list[Member]
+) -> None:
+    url = "memory://cluster-admin-stop"
+    a = await Member(load(tmp_path, PIPELINE), url).start()
+    members.append(a)
+    await until(lambda: a.units() == UNITS)
+    b = await Member(fileless(), url).start()
+    members.append(b)
+    await split(a, b)
+    await until(lambda: all(len(delivered(s)) == 50 for s in ("s1", "s2", "s3")))
+    status, body = await a.call("PUT", "/connectors/p/stop")
+    assert (status, body["state"]) == (202, "STOPPED")
+    await until(lambda: not a.member.units and not b.member.units)
+    for m in (a, b):  # the tasks each ran were drained, flushed and committed
+        assert {st.state for st in m.worker.statuses.values()} == {"STOPPED"}
+    rounds = b.member._rounds
+    await until(lambda: b.member._rounds >= rounds + 3 and a.member._rounds >= rounds + 3)
+    assert a.units() == b.units() == set()  # no member takes a stopped pipeline's units
+    report = await cluster_report(a.worker.store, "c")
+    assert not any(u["owner"] for u in report["pipelines"][0]["units"])
+    assert report["pipelines"][0]["target_state"] == "STOPPED"
+    for m in (a, b):
+        status, body = await m.call("GET", "/connectors/p/status")
+        assert (body["state"], body["cluster"]["target_state"], body["tasks"]) == (
+            "STOPPED",
+            "STOPPED",
+            [],
+        )
+    status, problem = await b.call("PUT", "/connectors/p/pause")
+    assert status == 409 and "resume it first" in problem["detail"]
+    status, problem = await b.call("POST", "/connectors/p/restart")
+    assert status == 409 and "is stopped" in problem["detail"]
+    status, body = await b.call("PUT", "/connectors/p/resume")
+    assert status == 202
+    await split(a, b)
+    assert await a.stop() == 0 and await b.stop() == 0
+    for s in ("s1", "s2", "s3"):  # stopped after committing: nothing twice
+        assert delivered(s) == list(range(50))
+
+
+async def test_a_restarted_member_honours_the_target_state(
+    tmp_path: Path, members: list[Member]
+) -> None:
+    url = "memory://cluster-admin-restart-member"
+    a = await Member(load(tmp_path, PIPELINE), url).start()
+    members.append(a)
+    await until(lambda: a.units() == UNITS)
+    await until(lambda: all(len(delivered(s)) == 50 for s in ("s1", "s2", "s3")))
+    status, _ = await a.call("PUT", "/connectors/p/pause")
+    assert status == 202 and paused(a)
+    assert await a.stop() == 0
+    again = await Member(load(tmp_path, PIPELINE), url).start()  # the same file
+    members.append(again)
+    await until(lambda: again.units() == UNITS)
+    assert paused(again)
+    tasks = {n: u.task for n, u in again.member.units.items()}
+    status, _ = await again.call("POST", "/connectors/p/restart")
+    assert status == 202
+    assert all(u.task is not tasks[n] for n, u in again.member.units.items())
+    assert paused(again)  # restarted units keep the cluster's target state
+    assert await again.stop() == 0

@@ -8,11 +8,12 @@ their offsets reset; only pipelines added over the API can be replaced or delete
 pipeline is changed by editing the file).
 
 In cluster mode (:mod:`meshconnect.cluster`) the connectors are the cluster's pipelines this
-worker can run; their statuses show this worker's tasks (the units it owns) and who owns every
-unit; :meth:`Controller.cluster_view` is the whole cluster. What cannot act on the whole
-cluster yet is refused (409) rather than done on this worker alone: adding, replacing and
-deleting pipelines, pause, resume, stop and offset changes. A restart restarts the units this
-worker owns.
+worker can run; their statuses show this worker's tasks (the units it owns), the pipeline's
+target state and who owns every unit; :meth:`Controller.cluster_view` is the whole cluster.
+Pause, resume and stop set the pipeline's target state in the store, which every member
+applies to the units it owns and takes later. A restart restarts the units this worker owns.
+What cannot act on the whole cluster yet is refused (409) rather than done on this worker
+alone: adding, replacing and deleting pipelines, and offset changes.
 """
 
 from __future__ import annotations
@@ -316,9 +317,25 @@ class Controller:
 
     # -- control -------------------------------------------------------------------------------
 
-    def pause(self, name: str) -> None:
+    async def _set_target(self, name: str, state: str) -> None:
+        """Cluster mode: set pipeline ``name``'s target state for every member."""
+        from ..cluster import read_target_states, target_state
+
+        self._running()
+        member = self.worker.member
+        stored = await read_target_states(self.worker.store, member.name)
+        if state == "PAUSED" and target_state(stored, name) == "STOPPED":
+            raise Refused(
+                f"connector {name!r} is stopped on cluster {self.cluster!r}: resume it first"
+            )
+        async with self._lock:
+            await member.set_target(name, state)
+
+    async def pause(self, name: str) -> None:
         self.get(name)
-        self._not_in_cluster(name, _CLUSTER_CONTROL)
+        if self.cluster is not None:
+            await self._set_target(name, "PAUSED")
+            return
         view = self.worker.pipeline_states.get(name)
         if view is None or view.halted:
             raise Refused(f"connector {name!r} is stopped: resume it first")
@@ -326,7 +343,9 @@ class Controller:
 
     async def resume(self, name: str) -> None:
         pipeline = self.get(name)
-        self._not_in_cluster(name, _CLUSTER_CONTROL)
+        if self.cluster is not None:
+            await self._set_target(name, "STARTED")
+            return
         view = self.worker.pipeline_states.get(name)
         if view is not None and view.halted:
             self._running()
@@ -340,7 +359,9 @@ class Controller:
 
     async def stop(self, name: str) -> None:
         self.get(name)
-        self._not_in_cluster(name, _CLUSTER_CONTROL)
+        if self.cluster is not None:
+            await self._set_target(name, "STOPPED")
+            return
         self._running()
         async with self._lock:
             await self.worker.halt(name)
@@ -364,6 +385,11 @@ class Controller:
             restarted = await self.worker.member.restart_units(pipeline.name)
         if restarted:
             return
+        if self.worker.member.target(pipeline.name) == "STOPPED":
+            raise Refused(
+                f"connector {pipeline.name!r} is stopped on cluster {self.cluster!r}: no member "
+                "runs its units; resume it"
+            )
         owners = sorted(
             {
                 f"{u['unit']} by {u['worker']}"
@@ -435,11 +461,21 @@ class Controller:
         rate_in, rate_out = self.rates(name)
         cluster = None
         if self.cluster is not None:
+            from ..cluster import read_target_states, target_state
+
             units = await self.unit_owners(pipeline)
-            if not tasks:  # this worker runs none of it: whether the cluster does
+            # From the store: set on another member a moment ago, this one shows it already.
+            target = target_state(await read_target_states(self.worker.store, self.cluster), name)
+            state = pipeline_state(target == "PAUSED", target == "STOPPED", tasks)
+            if not tasks and target == "STARTED":  # this worker runs none: whether the cluster does
                 state = "RUNNING" if any(u["owner"] for u in units) else "STOPPED"
             version = getattr(self.worker.member, "versions", {}).get(name)
-            cluster = {"name": self.cluster, "version": version, "units": units}
+            cluster = {
+                "name": self.cluster,
+                "version": version,
+                "target_state": target,
+                "units": units,
+            }
         out = {
             "name": name,
             "state": state,
@@ -598,11 +634,6 @@ def _lease_names(pipeline: LoadedPipeline, source_first: bool = False) -> list[s
 _CLUSTER_DEFINITIONS = (
     "a cluster's pipelines are published by its members' files (docs/scaleout.md); the admin "
     "API cannot add, replace or delete them yet"
-)
-_CLUSTER_CONTROL = (
-    "pause, resume and stop would act only on the units this worker owns while other members "
-    "run the rest, and are not available in cluster mode yet (restart restarts this worker's "
-    "units)"
 )
 _CLUSTER_OFFSETS = (
     "its offsets cannot be moved while members run its units (a unit running on another member "

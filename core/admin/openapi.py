@@ -86,6 +86,12 @@ _TASK = {
     },
 }
 
+_TARGET_STATE = {
+    "enum": ["STARTED", "PAUSED", "STOPPED"],
+    "description": "What pause, resume and stop on any member asked of the pipeline; every "
+    "member applies it to the units it owns.",
+}
+
 _CLUSTER_UNIT = {
     "type": "object",
     "description": "A unit of a cluster's pipeline (its source, or one sink's consumer group) "
@@ -185,10 +191,11 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "description": "Cluster mode only: the pipeline's version and who owns each of "
                 "its units.",
-                "required": ["name", "version", "units"],
+                "required": ["name", "version", "target_state", "units"],
                 "properties": {
                     "name": {"type": "string", "description": "The cluster."},
                     "version": {"type": ["integer", "null"]},
+                    "target_state": _TARGET_STATE,
                     "units": {"type": "array", "items": _ref("ClusterUnit")},
                 },
             },
@@ -230,10 +237,11 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["name", "version", "units", "loaded"],
+                    "required": ["name", "version", "target_state", "units", "loaded"],
                     "properties": {
                         "name": {"type": "string"},
                         "version": {"type": ["integer", "null"]},
+                        "target_state": _TARGET_STATE,
                         "published_by": {"type": "string"},
                         "file": {"type": ["string", "null"]},
                         "loaded": {
@@ -467,7 +475,8 @@ def document(version: str = "0") -> dict[str, Any]:
         },
         "/connectors/{name}/pause": {
             "put": _op(
-                "Pause: the source stops polling; sinks commit and wait (409 in cluster mode).",
+                "Pause: the source stops polling; sinks commit and wait (in cluster mode on "
+                "every member, and on units taken over later; 409 when stopped).",
                 _ACCEPTED,
                 404,
                 409,
@@ -477,7 +486,7 @@ def document(version: str = "0") -> dict[str, Any]:
         },
         "/connectors/{name}/resume": {
             "put": _op(
-                "Resume a paused or stopped connector (409 in cluster mode).",
+                "Resume a paused or stopped connector (in cluster mode on every member).",
                 _ACCEPTED,
                 404,
                 409,
@@ -487,8 +496,8 @@ def document(version: str = "0") -> dict[str, Any]:
         },
         "/connectors/{name}/stop": {
             "put": _op(
-                "Stop: drain the source, flush and commit the sinks, end the tasks (409 in "
-                "cluster mode).",
+                "Stop: drain the source, flush and commit the sinks, end the tasks (in cluster "
+                "mode on every member: no member runs them until resumed).",
                 _ACCEPTED,
                 404,
                 409,
@@ -499,7 +508,7 @@ def document(version: str = "0") -> dict[str, Any]:
         "/connectors/{name}/restart": {
             "post": _op(
                 "Stop the connector and start it again (unpaused); in cluster mode the units "
-                "this worker owns (409 when it owns none).",
+                "this worker owns, paused if the connector is (409 when it owns none).",
                 _ACCEPTED,
                 404,
                 409,

@@ -380,7 +380,7 @@ class AdminServer:
 
     async def pause(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        self.controller.pause(name)
+        await self.controller.pause(name)
         return await self._done(name)
 
     async def resume(self, request: web.Request) -> web.StreamResponse:
