@@ -490,7 +490,8 @@ class ClusterMember:
         self._given_back = {
             n: r for n, r in self._given_back.items() if self._rounds - r <= GIVEN_BACK_ROUNDS
         }
-        coming = sum(1 for u in self.units.values() if u.leaving) + sum(
+        # (A unit of a stopped pipeline that is draining goes to no one.)
+        coming = sum(1 for n, u in self.units.items() if u.leaving and n in units) + sum(
             1 for n in self._given_back if n in units and n not in live
         )
         if over_share(len(mine), others, len(units), coming):
