@@ -833,18 +833,17 @@ class ClusterMember:
         """Store ``pipeline``'s target state for every member (each applies it at its next
         round) and apply it to the units this member owns now."""
         assert state in TARGET_STATES
-        at = time.time()
-        doc: dict[str, Any] = {"state": state, "by": self.owner, "at": at}
+        doc: dict[str, Any] = {"state": state, "by": self.owner, "at": time.time()}
         key = target_states_id(self.name)
         self._target_set_at = time.monotonic()
         for _ in range(5):
             # Read first: a NATS store merges a position into those it read last (one KV
             # value); another member's target set meanwhile is kept.
-            await self.store.positions(key)
+            before = (await self.store.positions(key)).get(pipeline)
             await self.store.append([], {(key, pipeline): doc})
-            stored = (await self.store.positions(key)).get(pipeline) or {}
-            if float(stored.get("at", 0)) >= at:
-                break  # this one, or one set later
+            after = (await self.store.positions(key)).get(pipeline)
+            if after != before:
+                break  # this one, or one another member set since (by any clock)
             # Overwritten by a member that set another pipeline's at the same moment (NATS).
         self._target_set_at = time.monotonic()
         self.targets[pipeline] = doc
