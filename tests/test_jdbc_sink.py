@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,53 @@ async def test_an_offsets_table_without_the_failed_column_gets_it(tmp_path: Path
     await s.close()
     assert rows(tmp_path, "SELECT n FROM t") == [(1,)]
     assert rows(tmp_path, "SELECT next_offset, failed FROM meshconnect_sink_offsets") == [(2, None)]
+
+
+async def test_a_value_the_column_would_round_or_guess_at_is_a_dead_letter(
+    tmp_path: Path,
+) -> None:
+    """1.5 into an INTEGER, 1.239 into NUMERIC(10,2), "banana" into a BOOLEAN fail their
+    records (the databases rounded or guessed); 2.0 is an integer (SQLite could not bind it).
+    Plain records' lists go into text as JSON; a null into a JSON column is SQL NULL."""
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute(
+            "CREATE TABLE v (id INTEGER PRIMARY KEY, n INTEGER, b BOOLEAN, t TEXT, j JSON)"
+        )
+    s = sink(tmp_path, table="v")
+    await s.open(None)
+    with pytest.raises(BatchError) as err:
+        await s.write(
+            [
+                rec({"id": 1, "n": Decimal("2.0"), "b": "no", "t": ["a,b", "c"], "j": None}, 0),
+                rec({"id": 2, "n": Decimal("1.5")}, 1),
+                rec({"id": 3, "b": "banana"}, 2),
+                rec({"id": 4, "b": 2}, 3),
+                rec({"id": 5, "t": [{"x": 1}]}, 4),
+            ]
+        )
+    assert set(err.value.failures) == {1, 2, 3}
+    assert rows(tmp_path, "SELECT id, n, b, t, j IS NULL FROM v ORDER BY id") == [
+        (1, 2, 0, '["a,b","c"]', 1),
+        (5, None, None, '[{"x":1}]', 1),
+    ]
+    await s.close()
+
+
+def test_numeric_scale_and_offsets_are_kept_exactly() -> None:
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from meshconnect.connectors.jdbc.typemap import coercer
+
+    numeric = coercer(sa.Numeric(10, 2), False)
+    assert numeric is not None
+    assert numeric("1.500") == Decimal("1.500")
+    with pytest.raises(ValueError, match="scale"):
+        numeric(Decimal("1.239"))
+    naive = coercer(sa.DateTime(), False)
+    aware = coercer(sa.DateTime(timezone=True), False)
+    assert naive is not None and aware is not None
+    assert naive("2024-01-01T10:00:00+02:00") == dt.datetime(2024, 1, 1, 8)
+    assert naive("2024-01-01T08:00:00Z") == dt.datetime(2024, 1, 1, 8)
+    assert aware("2024-01-01 10:00:00+02:00") == dt.datetime(2024, 1, 1, 8, tzinfo=dt.UTC)

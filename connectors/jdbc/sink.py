@@ -43,7 +43,7 @@ from .cdc import Change, decode
 from .config import JdbcSinkConfig
 from .ddl import alter_actions
 from .engine import classify_db_error, make_engine, reflect
-from .typemap import ZeroDate, coercer, infer_type, sa_type_for_mysql
+from .typemap import ZeroDate, coercer, for_plain_records, infer_type, sa_type_for_mysql
 
 __all__ = ["JdbcSink"]
 
@@ -60,7 +60,7 @@ class _Skip(Exception):
 class _TableInfo:
     """A reflected target table with its per-column coercions."""
 
-    __slots__ = ("columns", "convs", "json_columns", "pk", "sql", "table")
+    __slots__ = ("columns", "convs", "json_columns", "pk", "plain_convs", "sql", "table")
 
     def __init__(self, table: Any, json_text: bool) -> None:
         import sqlalchemy as sa
@@ -73,7 +73,13 @@ class _TableInfo:
             jt: {c.name: f for c in table.columns if (f := coercer(c.type, jt)) is not None}
             for jt in (False, True)
         }
+        #: plain records' converters: an object or a list into a text column as JSON text
+        self.plain_convs = {n: for_plain_records(f) for n, f in self.convs[False].items()}
         self.json_columns = {c.name for c in table.columns if isinstance(c.type, sa.JSON)}
+        for c in table.columns:
+            if isinstance(c.type, sa.JSON):
+                # a null is SQL NULL, not the JSON text 'null' (as PostgreSQL's path writes it)
+                c.type.none_as_null = True
         #: PostgreSQL fast path: (op, key, columns) -> SQL text with positional parameters
         self.sql: dict[tuple[Any, ...], tuple[str, list[int]]] = {}
 
@@ -111,6 +117,8 @@ class JdbcSink(Sink[JdbcSinkConfig]):
     async def open(self, state: Mapping[str, Any] | None) -> None:
         self.engine = make_engine(self.config, self.context.base_dir)
         self.dialect = self.engine.dialect.name
+        if self.dialect in ("mysql", "mariadb"):
+            _utc_sessions(self.engine)
         await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> None:
@@ -306,7 +314,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
     def _values(self, info: _TableInfo, row: dict[str, Any], change: Change) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        convs = info.convs[change.json_text]
+        convs = info.convs[change.json_text] if change.cdc else info.plain_convs
         for name, value in row.items():
             conv = convs.get(name)
             if conv is not None and value is not None:
@@ -763,6 +771,19 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         if self.config.exactly_once:
             with self.engine.begin() as conn:
                 self._store_offsets(conn, records, upto, failures)
+
+
+def _utc_sessions(engine: Any) -> None:
+    """Give ``engine``'s MySQL sessions the time zone UTC: a TIMESTAMP value is UTC in the
+    records (and is sent without its offset), and MySQL reads a TIMESTAMP in the session's
+    time zone, the server's own by default: on a server in Europe/Berlin every TIMESTAMP
+    was stored an hour or two off."""
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET time_zone = '+00:00'")
 
 
 def _update_stmt(table: Any, key: list[str], rest: list[str]) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -21,6 +22,7 @@ __all__ = [
     "MYSQL_TYPES",
     "ZeroDate",
     "coercer",
+    "for_plain_records",
     "infer_type",
     "mapped",
     "parse_time",
@@ -243,17 +245,23 @@ def _is_zero_date(text: str) -> bool:
 
 
 def _datetime(v: Any, aware: bool) -> Any:
+    """A timestamp value for a column with (``aware``) or without a time zone. Text without
+    an offset is UTC (the canal source writes MySQL TIMESTAMP so), and text with one is
+    turned to UTC: into a column without a time zone the UTC wall time goes, on every
+    dialect (the offset was dropped by PyMySQL and SQLite, and applied in the session's time
+    zone by PostgreSQL), so ``10:00+02:00`` and ``08:00Z`` are the same value everywhere."""
     if isinstance(v, str):
         if _is_zero_date(v):
             raise ZeroDate(v)
         text = v.replace(" ", "T", 1)
-        tz = text.endswith("Z")
-        if tz:
-            text = text[:-1]
-        value = dt.datetime.fromisoformat(text)
-        if aware and value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)  # the canal source writes TIMESTAMP in UTC
-        return value
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        v = dt.datetime.fromisoformat(text)
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is None:
+            return v.replace(tzinfo=dt.UTC) if aware else v
+        utc = v.astimezone(dt.UTC)
+        return utc if aware else utc.replace(tzinfo=None)
     return v
 
 
@@ -266,20 +274,54 @@ def _date(v: Any) -> Any:
 
 
 def _int(v: Any) -> Any:
-    if isinstance(v, str):
-        return int(v)
+    """An integer, exactly: ``2.0`` and ``"7"`` are taken, ``1.5`` is refused (PostgreSQL and
+    MySQL would round it to 2 without a word, and SQLite cannot bind a Decimal at all)."""
     if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            v = _decimal(v)  # "2.0", "1e3"
+    if isinstance(v, float | Decimal):
+        if not (v.is_finite() if isinstance(v, Decimal) else math.isfinite(v)):
+            raise ValueError(f"not an integer: {v}")
+        if v != int(v):
+            raise ValueError(f"not an integer: {v} (the column takes whole numbers)")
         return int(v)
     return v
 
 
 def _decimal(v: Any) -> Any:
+    if isinstance(v, bool):
+        return Decimal(int(v))
     if isinstance(v, str | int | float):
         try:
-            return Decimal(str(v)) if not isinstance(v, str) else Decimal(v)
+            return Decimal(str(v)) if not isinstance(v, str) else Decimal(v.strip())
         except InvalidOperation:
             raise ValueError(f"not a number: {v!r}") from None
     return v
+
+
+def _scaled(scale: int) -> Callable[[Any], Any]:
+    """A value for a ``NUMERIC(p, scale)`` column, refused when it has more digits after
+    the point than ``scale`` (the databases would round ``1.239`` to ``1.24`` silently);
+    trailing zeros are no digits lost (``1.500`` fits ``NUMERIC(10,2)``)."""
+
+    def convert(v: Any) -> Any:
+        value = _decimal(v)
+        if isinstance(value, Decimal) and value.is_finite():
+            exponent = value.normalize().as_tuple().exponent
+            if isinstance(exponent, int) and -exponent > scale:
+                raise ValueError(
+                    f"{value} has more digits after the point than the column's scale "
+                    f"({scale}): it would be rounded"
+                )
+        return value
+
+    return convert
 
 
 def _float(v: Any) -> Any:
@@ -288,11 +330,24 @@ def _float(v: Any) -> Any:
     return v
 
 
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
 def _bool(v: Any) -> Any:
+    """A boolean from ``true``/``false``, 1/0 and their usual words; any other text or
+    number is refused (``"banana"`` was written as false, ``2`` as true)."""
+    if isinstance(v, bool):
+        return v
     if isinstance(v, str):
-        return v.strip().lower() in ("1", "true", "t", "yes", "y", "on")
-    if isinstance(v, int):
-        return bool(v)
+        word = v.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(f"not a boolean: {v!r}")
+    if isinstance(v, int | float | Decimal):
+        if v in (0, 1):
+            return bool(v)
+        raise ValueError(f"not a boolean: {v!r} (1 or 0, true or false)")
     return v
 
 
@@ -307,9 +362,10 @@ def _interval(v: Any) -> Any:
 
 
 def _text(v: Any) -> Any:
-    if isinstance(v, list):  # a SET in the row/debezium formats
-        return ",".join(str(x) for x in v if x != "") if v != [""] else ""
-    if isinstance(v, dict):
+    if isinstance(v, list) and all(isinstance(x, str) and "," not in x for x in v):
+        # a SET in the row/debezium formats (plain records: see text_json)
+        return ",".join(x for x in v if x != "")
+    if isinstance(v, dict | list):
         return jsonvalue.dumps(v).decode()
     if isinstance(v, Decimal):
         return format(v, "f")
@@ -318,6 +374,20 @@ def _text(v: Any) -> Any:
     if isinstance(v, int | float):
         return str(v)
     return v
+
+
+def for_plain_records(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``conv`` (from :func:`coercer`) as it applies to a plain record's values: into a text
+    column an object or a list goes as its JSON text (a list is a SET's members only in the
+    CDC formats: ``["a,b", "c"]`` and ``[{"x": 1}]`` were written as ``a,b,c`` and Python's
+    ``{'x': 1}``)."""
+    return _text_json if conv is _text else conv
+
+
+def _text_json(v: Any) -> Any:
+    if isinstance(v, dict | list):
+        return jsonvalue.dumps(v).decode()
+    return _text(v)
 
 
 def _json_column_text(v: Any) -> Any:
@@ -338,7 +408,8 @@ def coercer(sa_type: Any, json_text: bool) -> Callable[[Any], Any] | None:
     if isinstance(t, sa.Integer):
         return _int
     if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
-        return _decimal
+        scale = getattr(t, "scale", None)
+        return _scaled(scale) if isinstance(scale, int) else _decimal
     if isinstance(t, sa.Float):
         return _float
     if isinstance(t, sa.DateTime):
