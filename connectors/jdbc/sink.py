@@ -299,6 +299,12 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 out.append((index, op, info, key, self._values(info, row, change)))
             except DataError as exc:
                 failures[index] = exc
+            except Exception as exc:
+                # the database refusing this record's table or column while it is looked up,
+                # made or evolved (MariaDB: "Incorrect table name 't '"): this record's fault
+                if classify_db_error(exc) is not DataError or not _is_db_error(exc):
+                    raise
+                failures[index] = DataError(f"jdbc: {_db_message(exc)}")
         return out
 
     def _tombstone_key(self, change: Change, key: list[str]) -> dict[str, Any]:
@@ -347,12 +353,33 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
     # -- tables ----------------------------------------------------------------------------
 
+    def _check_names(self, names: Any, what: str) -> None:
+        """DataError for a name longer than the database takes: PostgreSQL cuts it to 63
+        bytes with only a NOTICE, so the table or column made is not the one asked for (the
+        sink then failed on SQLAlchemy's IdentifierError, or added the column again and
+        again); MySQL refuses more than 64 characters."""
+        if self.dialect in ("mysql", "mariadb"):
+            limit = 64  # SQLAlchemy's 255 is for its labels
+        elif self.dialect == "postgresql":
+            limit = self.engine.dialect.max_identifier_length or 63  # the server's, once known
+        else:
+            return
+        for name in names:
+            size = len(name.encode()) if self.dialect == "postgresql" else len(name)
+            if size > limit:
+                unit = "bytes" if self.dialect == "postgresql" else "characters"
+                raise DataError(
+                    f"jdbc: {what} name {name[:80]!r} is {size} {unit} long; {self.dialect} "
+                    f"takes at most {limit} (rename it with a transform, or set `table`)"
+                )
+
     def _table(self, name: str, change: Change) -> _TableInfo:
         info = self.tables.get(name)
         if info is not None:
             return info
         import sqlalchemy as sa
 
+        self._check_names([name], "table")
         try:
             table = reflect(name, self.engine, self.config.db_schema)
         except sa.exc.NoSuchTableError:
@@ -405,6 +432,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         missing = [k for k in key if k not in row]
         if missing:
             raise DataError(f"jdbc: cannot create {name!r}: key column(s) {missing} not in row")
+        self._check_names(row, "column")
         meta = sa.MetaData()
         table = sa.Table(name, meta, *cols, schema=self.config.db_schema)
         try:
@@ -425,6 +453,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         import sqlalchemy as sa
 
         row = change.row or {}
+        self._check_names(columns, "column")
         for col in columns:
             column = sa.Column(col, self._column_type(col, change, row[col], False))
             self._add_column_once(name, info.table, column)
@@ -846,6 +875,13 @@ def _field(record: Record, path: str) -> str:
     if value is None or isinstance(value, dict | list):
         raise DataError(f"jdbc: table template: {path} is {value!r}, not a name")
     return str(value)
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the database (not a bug of the sink's own)."""
+    from sqlalchemy import exc as sa_exc
+
+    return isinstance(exc, sa_exc.DBAPIError)
 
 
 def _db_message(exc: BaseException) -> str:
