@@ -313,3 +313,44 @@ async def test_every_record_has_an_ingestion_time(tmp_path: Path) -> None:
         for record in records:
             assert record.time is not None, cfg
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", record.time), cfg
+
+
+def test_config_mistakes_are_named_at_their_field_by_validate(tmp_path: Path) -> None:
+    """A URL whose driver is not installed failed the connector at every restart ("No
+    module named 'MySQLdb'"); a cursor column beside the default mode (bulk) read the table
+    once and never again; a `delay` in incrementing mode waited for nothing; `key: []` was
+    reported at `config`. Each is now a validate error at its own line."""
+    from cli_support import mc
+
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n"
+        "  - name: a\n"
+        "    source:\n"
+        "      connector: jdbc\n"
+        "      config:\n"
+        "        url: mysql://root:sekret@db/shop\n"  # line 6
+        "        table: t\n"
+        "        incrementing_column: id\n"  # line 8: mode is bulk
+        "    sinks:\n"
+        "      - connector: jdbc\n"
+        "        config:\n"
+        "          url: sqlite:///x.db\n"
+        "          key: []\n"  # line 13
+        "  - name: b\n"
+        "    source:\n"
+        "      connector: jdbc\n"
+        "      config:\n"
+        "        url: sqlite:///x.db\n"
+        "        table: t\n"
+        "        mode: incrementing\n"
+        "        incrementing_column: id\n"
+        "        delay: 5s\n"  # line 22
+    )
+    result = mc(tmp_path, "validate", "p.yaml")
+    assert result.returncode == 1
+    out = result.stdout + result.stderr
+    assert "p.yaml:6:" in out and "pipelines[0].source.config.url" in out
+    assert "mysql+pymysql" in out and "sekret" not in out
+    assert "p.yaml:8:" in out and "does not use incrementing_column" in out
+    assert "p.yaml:13:" in out and "pipelines[0].sinks[0].config.key" in out
+    assert "p.yaml:22:" in out and "does not use delay" in out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from meshconnect import ConnectorConfig, Duration
 
@@ -26,13 +26,53 @@ def masked_url(url: str) -> str:
     return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
 
 
+#: The drivers meshconnect's extras install, per dialect.
+_DRIVERS = {
+    "postgresql": ("postgresql+psycopg", "meshconnect[jdbc,postgres]"),
+    "mysql": ("mysql+pymysql", "meshconnect[jdbc]"),
+    "mariadb": ("mariadb+pymysql", "meshconnect[jdbc]"),
+}
+
+
 def _check_url(value: str) -> str:
     if not _URL.match(value):
         raise ValueError(
             "not an SQLAlchemy URL: expected e.g. postgresql+psycopg://user@host:5432/db, "
             "mysql+pymysql://user@host:3306/db or sqlite:///path/to/file.db"
         )
+    _check_driver(value)
     return value
+
+
+def _check_driver(value: str) -> None:
+    """ValueError when the URL's dialect is unknown or its driver is not installed: a
+    ``mysql://`` URL (SQLAlchemy's default driver for it is mysqlclient) passed validation and
+    then failed the connector at every restart with "No module named 'MySQLdb'"."""
+    try:
+        import sqlalchemy as sa
+        from sqlalchemy import exc as sa_exc
+    except ImportError:  # the connector reports its missing extra itself
+        return
+    try:
+        url = sa.make_url(value)
+    except sa_exc.ArgumentError:
+        raise ValueError("not an SQLAlchemy URL") from None
+    backend = url.get_backend_name()
+    better, extra = _DRIVERS.get(backend, (None, None))
+    try:
+        dialect = url.get_dialect()
+    except sa_exc.NoSuchModuleError:
+        raise ValueError(
+            f"unknown database dialect or driver {url.drivername!r}; use "
+            "postgresql+psycopg://, mysql+pymysql:// (MySQL and MariaDB) or sqlite:///"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        hint = f"; use {better}://… (pip install '{extra}')" if better else ""
+        raise ValueError(
+            f"the driver of {url.drivername}:// is not installed ({exc}){hint}"
+        ) from None
 
 
 class _Connection(ConnectorConfig):
@@ -149,11 +189,12 @@ class JdbcSinkConfig(_Connection):
         ),
     )
 
-    @model_validator(mode="after")
-    def _keys(self) -> JdbcSinkConfig:
-        if self.key is not None and not self.key:
-            raise ValueError("key: give at least one column, or leave it out")
-        return self
+    @field_validator("key")
+    @classmethod
+    def _keys(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("give at least one column, or leave `key` out")
+        return value
 
 
 class JdbcSourceConfig(_Connection):
@@ -233,6 +274,37 @@ class JdbcSourceConfig(_Connection):
             value = value[:-1].rstrip()
         if not value:
             raise ValueError("empty query")
+        return value
+
+    @field_validator("incrementing_column", "timestamp_column")
+    @classmethod
+    def _used_by_mode(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # a cursor column beside the default mode (bulk) read the table once and never again:
+        # the user meant an incremental mode and forgot to say so
+        # (timestamp mode orders rows tied on the timestamp by the incrementing column)
+        mode = info.data.get("mode")
+        timestamp = info.field_name == "timestamp_column"
+        if value is not None and (mode == "bulk" or (timestamp and mode == "incrementing")):
+            modes = (
+                "timestamp or timestamp+incrementing"
+                if timestamp
+                else "incrementing or timestamp+incrementing"
+            )
+            raise ValueError(
+                f"mode {mode} does not use {info.field_name}: set mode: {modes}, or leave it out"
+            )
+        return value
+
+    @field_validator("delay")
+    @classmethod
+    def _delay_by_mode(cls, value: float, info: ValidationInfo) -> float:
+        mode = info.data.get("mode")
+        if value and mode is not None and "timestamp" not in mode:
+            raise ValueError(
+                f"mode {mode} does not use delay (only the timestamp modes wait); "
+                "for ids allocated by transactions that commit out of order, use mode: "
+                "timestamp+incrementing with a delay"
+            )
         return value
 
     @model_validator(mode="after")
