@@ -56,8 +56,9 @@ def pg_database(port: int = PG_PORT, host: str = PG_HOST) -> Iterator[str]:
         admin.close()
 
 
-def my_database() -> Iterator[str]:
-    """A fresh database on the machine's MariaDB; yields its URL; dropped afterwards."""
+def my_database(charset: str = "utf8mb4") -> Iterator[str]:
+    """A fresh database on the machine's MariaDB (default character set ``charset``); yields
+    its URL; dropped afterwards."""
     import pymysql
 
     try:
@@ -68,7 +69,7 @@ def my_database() -> Iterator[str]:
         require_server(f"MariaDB on {MY_HOST}:{MY_PORT}", str(exc))
     name = _name("mc_jdbc")
     with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET {charset}")
     try:
         yield f"mysql+pymysql://root@{MY_HOST}:{MY_PORT}/{name}?charset=utf8mb4"
     finally:

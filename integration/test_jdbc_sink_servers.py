@@ -618,3 +618,22 @@ async def test_a_name_longer_than_the_database_takes_fails_its_record_alone(
     assert all("takes at most" in str(err.value.failures[i]) for i in (1, 2))
     assert q(url, f'SELECT id FROM "{t}" ORDER BY id') == [(1,), (4,)]
     await s.close()
+
+
+async def test_a_table_made_in_a_latin1_mariadb_database_takes_any_character(
+    tmp_path: Path,
+) -> None:
+    """auto_create makes utf8mb4 tables whatever the database's default: in a latin1
+    database (MariaDB's default before 11.6) the table took latin1 and refused an emoji."""
+    from jdbc_support import my_database
+
+    database = my_database(charset="latin1")
+    url = next(database)
+    try:
+        s = make(url, tmp_path, table="texts", key=["id"], auto_create=True)
+        await s.open(None)
+        await s.write([rec({"id": 1, "s": "emoji 😀 漢字"}, 0)])
+        await s.close()
+        assert query(url, "SELECT s FROM texts") == [("emoji 😀 漢字",)]
+    finally:
+        database.close()  # drops it

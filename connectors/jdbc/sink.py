@@ -434,7 +434,12 @@ class JdbcSink(Sink[JdbcSinkConfig]):
             raise DataError(f"jdbc: cannot create {name!r}: key column(s) {missing} not in row")
         self._check_names(row, "column")
         meta = sa.MetaData()
-        table = sa.Table(name, meta, *cols, schema=self.config.db_schema)
+        # MySQL/MariaDB: utf8mb4, whatever the database's default (latin1 before MariaDB
+        # 11.6): a table made in the default refused every emoji or CJK character
+        options: dict[str, Any] = (
+            {"mysql_charset": "utf8mb4"} if self.dialect in ("mysql", "mariadb") else {}
+        )
+        table = sa.Table(name, meta, *cols, schema=self.config.db_schema, **options)
         try:
             with self.engine.begin() as conn:
                 table.create(conn, checkfirst=True)
