@@ -354,3 +354,34 @@ def test_config_mistakes_are_named_at_their_field_by_validate(tmp_path: Path) ->
     assert "p.yaml:8:" in out and "does not use incrementing_column" in out
     assert "p.yaml:13:" in out and "pipelines[0].sinks[0].config.key" in out
     assert "p.yaml:22:" in out and "does not use delay" in out
+
+
+@pytest.mark.parametrize("mode", ["timestamp", "timestamp+incrementing"])
+async def test_sqlite_timestamps_in_any_text_form_are_read_once(tmp_path: Path, mode: str) -> None:
+    """SQLite compared the stored text with '2024-01-01 10:00:00.000000': rows written by
+    CURRENT_TIMESTAMP ('… 10:00:00') tied on a batch's edge were never read (a batch of them
+    stuck the source; in timestamp+incrementing the later ids were skipped), and a row
+    written with ISO's 'T' was read again at every poll."""
+    with sqlite3.connect(tmp_path / "in.db") as conn:
+        conn.execute("CREATE TABLE ev (id INTEGER PRIMARY KEY, ts TIMESTAMP)")
+        conn.executemany(
+            "INSERT INTO ev VALUES (?, ?)",
+            [(i, "2024-01-01 10:00:00") for i in (1, 2, 3)]
+            + [(4, "2024-01-01 10:00:01"), (5, "2024-01-01T10:00:02"), (6, None)],
+        )
+    cfg: dict[str, Any] = {"table": "ev", "mode": mode, "timestamp_column": "ts",
+                           "batch_size": 2}  # fmt: skip
+    if mode != "timestamp":
+        cfg["incrementing_column"] = "id"
+    s = source(tmp_path, **cfg)
+    await s.start({})
+    records, positions = await drain(s, polls=10)
+    await s.stop()
+    assert sorted(r.data["id"] for r in records) == [1, 2, 3, 4, 5]
+    with sqlite3.connect(tmp_path / "in.db") as conn:
+        conn.execute("INSERT INTO ev VALUES (7, '2024-01-01 10:00:03')")
+    again = source(tmp_path, **cfg)
+    await again.start(positions)
+    more, _ = await drain(again, polls=10)
+    await again.stop()
+    assert [r.data["id"] for r in more] == [7]

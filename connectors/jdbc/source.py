@@ -440,30 +440,41 @@ class JdbcSource(Source[JdbcSourceConfig]):
             else:
                 assert ts is not None
                 ts_type = ts.type if part.table is not None else sa.DateTime()
+                sqlite = self.engine.dialect.name == "sqlite"
+
+                def value(name: str, v: Any) -> Any:
+                    bound = sa.bindparam(name, v, type_=ts_type)
+                    return sa.func.strftime(_SQLITE_TS, bound) if sqlite else bound
+
+                # SQLite keeps a timestamp as text in whatever form it was written
+                # (CURRENT_TIMESTAMP's '2024-01-01 10:00:00', ISO's 'T'), and compared it as
+                # text with the bound '2024-01-01 10:00:00.000000': a row in another form was
+                # read again at every poll or never equal to itself (rows tied on it were
+                # lost, or a batch of them stuck the source). Both sides in one form.
+                key = sa.func.strftime(_SQLITE_TS, ts) if sqlite else ts
                 upper = self._db_now(conn) - dt.timedelta(seconds=c.delay)
                 if isinstance(upper, dt.datetime) and _aware(ts_type):
                     upper = upper.replace(tzinfo=None)
-                stmt = stmt.where(ts <= sa.bindparam("upper", upper, type_=ts_type))
+                stmt = stmt.where(key <= value("upper", upper))
                 last_ts = _parse_ts(pos.get("ts"))
                 if last_ts is not None:
-                    last = sa.bindparam("last_ts", last_ts, type_=ts_type)
+                    last = value("last_ts", last_ts)
                     if c.mode == "timestamp":
-                        stmt = stmt.where(ts > last)
+                        stmt = stmt.where(key > last)
                     else:
                         assert inc is not None
                         last_id = sa.bindparam("last_id", pos.get("id"), type_=inc.type)
-                        stmt = stmt.where(sa.or_(ts > last, sa.and_(ts == last, inc > last_id)))
-                stmt = stmt.order_by(ts, *([inc] if inc is not None else []))
+                        stmt = stmt.where(sa.or_(key > last, sa.and_(key == last, inc > last_id)))
+                stmt = stmt.order_by(key, *([inc] if inc is not None else []))
             rows = conn.execute(stmt.limit(limit)).mappings().all()
             if c.mode == "timestamp" and len(rows) == limit:
                 # Rows tied on the last timestamp may continue past the limit: keep them all
                 # in one batch (the position cannot say "half of this timestamp").
+                same = _same_ts_key(sqlite)
                 tail = rows[-1][c.timestamp_column]
-                head = [r for r in rows if r[c.timestamp_column] != tail]
+                head = [r for r in rows if same(r[c.timestamp_column]) != same(tail)]
                 rest = (
-                    conn.execute(
-                        self._select(part).where(ts == sa.bindparam("tie", tail, type_=ts_type))
-                    )
+                    conn.execute(self._select(part).where(key == value("tie", tail)))
                     .mappings()
                     .all()
                 )
@@ -498,6 +509,24 @@ def _close_part(part: _Part) -> None:
     if part.progress is not None:
         part.progress.close()
         part.progress = None
+
+
+#: SQLite: the one form both sides of a timestamp comparison are put in (milliseconds: what
+#: SQLite's date functions keep; rows within one millisecond are read together as ties).
+_SQLITE_TS = "%Y-%m-%d %H:%M:%f"
+
+
+def _same_ts_key(sqlite: bool) -> Any:
+    """What makes two timestamp values tied, as the database compares them."""
+    if not sqlite:
+        return lambda v: v
+
+    def key(v: Any) -> Any:
+        if isinstance(v, dt.datetime):
+            return v.replace(microsecond=v.microsecond // 1000 * 1000, tzinfo=None)
+        return v
+
+    return key
 
 
 def _aware(sa_type: Any) -> bool:
