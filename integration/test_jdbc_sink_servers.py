@@ -296,8 +296,22 @@ async def test_last_writer_wins(url: str, tmp_path: Path) -> None:
     await s.write(
         [rec({"id": 1, "note": "v4", "ver": 4}, 2), rec({"id": 2, "note": "v6", "ver": 6}, 3)]
     )
+    # an older version later in the same batch, on a new key and on a stored one: it loses
+    # (the batch's upserts of one key were cut to the last, which then won)
+    await s.write(
+        [
+            rec({"id": 3, "note": "v9", "ver": 9}, 4),
+            rec({"id": 3, "note": "v7", "ver": 7}, 5),
+            rec({"id": 2, "note": "v8", "ver": 8}, 6),
+            rec({"id": 2, "note": "v7", "ver": 7}, 7),
+        ]
+    )
     await s.close()
-    assert q(url, f'SELECT id, note, ver FROM "{t}" ORDER BY id') == [(1, "v5", 5), (2, "v6", 6)]
+    assert q(url, f'SELECT id, note, ver FROM "{t}" ORDER BY id') == [
+        (1, "v5", 5),
+        (2, "v8", 8),
+        (3, "v9", 9),
+    ]
 
 
 class _ServerConformance(SinkConformance):

@@ -367,3 +367,15 @@ def test_numeric_scale_and_offsets_are_kept_exactly() -> None:
     assert naive("2024-01-01T10:00:00+02:00") == dt.datetime(2024, 1, 1, 8)
     assert naive("2024-01-01T08:00:00Z") == dt.datetime(2024, 1, 1, 8)
     assert aware("2024-01-01 10:00:00+02:00") == dt.datetime(2024, 1, 1, 8, tzinfo=dt.UTC)
+
+
+async def test_last_writer_wins_holds_within_one_batch(tmp_path: Path) -> None:
+    """Upserts of one key in a batch were cut to the last before the database saw them, so
+    an older version later in the batch won over a newer one."""
+    s = sink(tmp_path, table="t", key=["id"], auto_create=True, last_writer_wins="ver")
+    await s.open(None)
+    await s.write(
+        [rec({"id": 1, "ver": 5, "v": "new"}, 0), rec({"id": 1, "ver": 3, "v": "old"}, 1)]
+    )
+    await s.close()
+    assert rows(tmp_path, "SELECT id, ver, v FROM t") == [(1, 5, "new")]

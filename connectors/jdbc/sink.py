@@ -548,19 +548,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 j += 1
             rows = [o[4] for o in ops[i:j]]
             if op == "upsert" and len(rows) > 1 and key:
-                last: dict[Any, dict[str, Any]] = {}
-                if len(key) == 1:
-                    k0 = key[0]
-                    for r in rows:
-                        last.pop(r[k0], None)
-                        last[r[k0]] = r
-                else:
-                    for r in rows:
-                        k = tuple(r[c] for c in key)
-                        last.pop(k, None)
-                        last[k] = r
-                if len(last) != len(rows):
-                    rows = list(last.values())
+                rows = self._last_per_key(key, rows)
             if op in ("update", "delete"):
                 rows = _synthetic(op, key, cols, rows)
             elif self.dialect == "postgresql" and conn.dialect.driver == "psycopg":
@@ -569,6 +557,26 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 continue
             conn.execute(self._statement(op, info, key, cols), rows)
             i = j
+
+    def _last_per_key(self, key: list[str], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of a run of upserts that would stand, one per key: the last of each key,
+        or with ``last_writer_wins`` the one with the greatest version (the last of equal
+        ones), as applying them one by one would leave it. Keeping the last alone let an
+        older version that came later in the batch overwrite a newer one."""
+        lww = self.config.last_writer_wins
+        if lww is not None and lww not in rows[0]:
+            lww = None
+        last: dict[Any, dict[str, Any]] = {}
+        k0 = key[0] if len(key) == 1 else None
+        for r in rows:
+            k = r[k0] if k0 is not None else tuple(r[c] for c in key)
+            if lww is not None:
+                old = last.get(k)
+                if old is not None and not _newer(r[lww], old[lww]):
+                    continue
+            last.pop(k, None)
+            last[k] = r
+        return list(last.values()) if len(last) != len(rows) else rows
 
     def _pg_executemany(
         self,
@@ -805,6 +813,17 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         if self.config.exactly_once:
             with self.engine.begin() as conn:
                 self._store_offsets(conn, records, upto, failures)
+
+
+def _newer(new: Any, old: Any) -> bool:
+    """Whether version ``new`` replaces ``old`` as the database's ``new > old`` decides it:
+    a tie or a NULL on either side keeps the row that is there."""
+    if new is None or old is None:
+        return False
+    try:
+        return bool(new > old)
+    except TypeError:
+        return True  # not comparable here: the later record, as before
 
 
 def _utc_sessions(engine: Any) -> None:
