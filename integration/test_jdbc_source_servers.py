@@ -202,3 +202,31 @@ async def test_postgresql_infinity_bc_dates_and_nan_floats_come_as_postgresql_wr
          "f": "Infinity"},
         {"id": 4, "d": "2024-03-01", "ts": "2024-03-01T00:00:00", "tz": None, "f": "-Infinity"},
     ]  # fmt: skip
+
+
+async def test_timezone_says_what_zone_a_timestamp_column_is_written_in(url: str) -> None:
+    """Values an application writes in UTC, read by a session whose time zone is
+    America/New_York (the server's, as many are): `delay` was measured on the session's
+    clock, five hours behind, so a row written a minute ago came five hours late (and east
+    of UTC rows came before their `delay`). With `timezone: UTC` it comes now."""
+    t = create(url)
+    my = url.startswith("mysql")
+    utc_now = "UTC_TIMESTAMP(6)" if my else "(now() AT TIME ZONE 'utc')"
+    minute = "INTERVAL 1 MINUTE" if my else "INTERVAL '1 minute'"
+    q = "`" if my else '"'
+    query(url, f"INSERT INTO {q}{t}{q} (name, ts) VALUES ('recent', {utc_now} - {minute})")
+    session = (
+        url + "&init_command=SET+time_zone%3D%27-05%3A00%27"
+        if my
+        else url + "?options=-c%20TimeZone%3DAmerica/New_York"
+    )
+    cfg = {"table": t, "mode": "timestamp", "timestamp_column": "ts", "delay": 10.0}
+    late = make(session, **cfg)
+    await late.start({})
+    assert (await drain(late))[0] == []  # the session's clock: not due for five hours
+    await late.stop()
+    s = make(session, timezone="UTC", **cfg)
+    await s.start({})
+    records, _ = await drain(s)
+    await s.stop()
+    assert [r.data["name"] for r in records] == ["recent"]

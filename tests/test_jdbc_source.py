@@ -385,3 +385,25 @@ async def test_sqlite_timestamps_in_any_text_form_are_read_once(tmp_path: Path, 
     more, _ = await drain(again, polls=10)
     await again.stop()
     assert [r.data["id"] for r in more] == [7]
+
+
+async def test_timezone_of_a_timestamp_column(tmp_path: Path) -> None:
+    """SQLite's clock is UTC: values written in Tokyo's wall time were nine hours in the
+    future to the source. `timezone` says the zone; a bad one is a config error."""
+    import datetime as dt
+    import zoneinfo
+
+    tokyo = dt.datetime.now(zoneinfo.ZoneInfo("Asia/Tokyo")).replace(tzinfo=None)
+    with sqlite3.connect(tmp_path / "in.db") as conn:
+        conn.execute("CREATE TABLE ev (id INTEGER PRIMARY KEY, ts TIMESTAMP)")
+        conn.execute(
+            "INSERT INTO ev VALUES (1, ?)", ((tokyo - dt.timedelta(minutes=1)).isoformat(" "),)
+        )
+    cfg: dict[str, Any] = {"table": "ev", "mode": "timestamp", "timestamp_column": "ts"}
+    s = source(tmp_path, timezone="Asia/Tokyo", **cfg)
+    await s.start({})
+    records, _ = await drain(s, polls=3)
+    await s.stop()
+    assert [r.data["id"] for r in records] == [1]
+    with pytest.raises(ValueError, match="unknown time zone"):
+        JdbcSourceConfig(url="sqlite:///in.db", timezone="Mars/Olympus", **cfg)

@@ -248,6 +248,16 @@ class JdbcSourceConfig(_Connection):
             "long are not skipped (Kafka Connect's `timestamp.delay.interval.ms`)."
         ),
     )
+    timezone: str | None = Field(
+        default=None,
+        description=(
+            "Timestamp modes, a `timestamp_column` without a time zone (PostgreSQL "
+            "`timestamp`, MySQL `DATETIME`): the time zone its values are written in, e.g. "
+            "`UTC` for values the application writes in UTC (Kafka Connect's `db.timezone`). "
+            "Default: the database session's own (PostgreSQL `TimeZone`, MySQL `time_zone`), "
+            "whose clock the `delay` is measured on."
+        ),
+    )
     poll_interval: Duration = Field(
         default=5.0, gt=0, description="Pause between polls once caught up (incremental modes)."
     )
@@ -293,6 +303,24 @@ class JdbcSourceConfig(_Connection):
             raise ValueError(
                 f"mode {mode} does not use {info.field_name}: set mode: {modes}, or leave it out"
             )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: an IANA name such as UTC or Europe/Berlin"
+            ) from None
+        mode = info.data.get("mode")
+        if mode is not None and "timestamp" not in mode:
+            raise ValueError(f"mode {mode} does not use timezone (only the timestamp modes)")
         return value
 
     @field_validator("delay")

@@ -410,9 +410,24 @@ class JdbcSource(Source[JdbcSourceConfig]):
         return sa.column(name)
 
     def _db_now(self, conn: Any) -> dt.datetime:
+        """The database's clock: the session's local time, or with ``timezone`` the time
+        in that zone (aware; a column without a time zone is compared with its wall time)."""
         import sqlalchemy as sa
 
         name = self.engine.dialect.name
+        zone = self.config.timezone
+        if zone is not None:
+            import zoneinfo
+
+            if name == "postgresql":
+                now = conn.execute(sa.text("SELECT now()")).scalar()
+            elif name in ("mysql", "mariadb"):
+                utc = conn.execute(sa.text("SELECT UTC_TIMESTAMP(6)")).scalar()
+                now = utc.replace(tzinfo=dt.UTC)
+            else:
+                text = conn.execute(sa.text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar()
+                now = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+            return now.astimezone(zoneinfo.ZoneInfo(zone))  # aware: see _poll_part
         if name == "postgresql":
             value = conn.execute(sa.text("SELECT LOCALTIMESTAMP")).scalar()
         elif name in ("mysql", "mariadb"):
@@ -453,8 +468,8 @@ class JdbcSource(Source[JdbcSourceConfig]):
                 # lost, or a batch of them stuck the source). Both sides in one form.
                 key = sa.func.strftime(_SQLITE_TS, ts) if sqlite else ts
                 upper = self._db_now(conn) - dt.timedelta(seconds=c.delay)
-                if isinstance(upper, dt.datetime) and _aware(ts_type):
-                    upper = upper.replace(tzinfo=None)
+                if upper.tzinfo is not None and not _aware(ts_type):
+                    upper = upper.replace(tzinfo=None)  # the wall time in `timezone`
                 stmt = stmt.where(key <= value("upper", upper))
                 last_ts = _parse_ts(pos.get("ts"))
                 if last_ts is not None:
