@@ -651,3 +651,29 @@ async def test_a_table_made_in_a_latin1_mariadb_database_takes_any_character(
         assert query(url, "SELECT s FROM texts") == [("emoji 😀 漢字",)]
     finally:
         database.close()  # drops it
+
+
+async def test_a_mariadb_server_without_strict_mode_changes_no_value(
+    my_url: str, tmp_path: Path
+) -> None:
+    """On a server whose sql_mode lacks strict mode (here the session's, set as the server's
+    would be), MariaDB cut 'abcdef' to 'abcd', stored an emoji in a utf8mb3 column as '?'
+    and 300 in a TINYINT as 127, with a warning only. The sink's sessions are strict: each
+    is a dead letter, the good record is written."""
+    t = table_name("lax")
+    query(my_url, f"CREATE TABLE `{t}` (id INT PRIMARY KEY, s VARCHAR(4) CHARACTER SET utf8mb3, "
+                  "n TINYINT)")  # fmt: skip
+    s = make(my_url + "&init_command=SET+sql_mode%3D%27%27", tmp_path, table=t)
+    await s.open(None)
+    with pytest.raises(BatchError) as err:
+        await s.write(
+            [
+                rec({"id": 1, "s": "abcdef"}, 0),
+                rec({"id": 2, "s": "😀"}, 1),
+                rec({"id": 3, "n": 300}, 2),
+                rec({"id": 4, "s": "ok", "n": 1}, 3),
+            ]
+        )
+    await s.close()
+    assert set(err.value.failures) == {0, 1, 2}
+    assert query(my_url, f"SELECT id, s, n FROM `{t}`") == [(4, "ok", 1)]

@@ -118,7 +118,7 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         self.engine = make_engine(self.config, self.context.base_dir)
         self.dialect = self.engine.dialect.name
         if self.dialect in ("mysql", "mariadb"):
-            _utc_sessions(self.engine)
+            _mysql_sessions(self.engine)
         await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> None:
@@ -826,17 +826,24 @@ def _newer(new: Any, old: Any) -> bool:
         return True  # not comparable here: the later record, as before
 
 
-def _utc_sessions(engine: Any) -> None:
-    """Give ``engine``'s MySQL sessions the time zone UTC: a TIMESTAMP value is UTC in the
-    records (and is sent without its offset), and MySQL reads a TIMESTAMP in the session's
-    time zone, the server's own by default: on a server in Europe/Berlin every TIMESTAMP
-    was stored an hour or two off."""
+def _mysql_sessions(engine: Any) -> None:
+    """Give ``engine``'s MySQL sessions the time zone UTC and strict mode.
+
+    A TIMESTAMP value is UTC in the records (and is sent without its offset), and MySQL
+    reads a TIMESTAMP in the session's time zone, the server's own by default: on a server
+    in Europe/Berlin every TIMESTAMP was stored an hour or two off. Without strict mode (a
+    server whose ``sql_mode`` lacks it) MySQL cuts text too long for its column, stores an
+    emoji in a ``utf8mb3`` column as ``?`` and an out-of-range number as the column's
+    limit, with only a warning: strict, each is an error, so the record is a dead letter."""
     import sqlalchemy as sa
 
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, record: Any) -> None:
         with dbapi_connection.cursor() as cursor:
-            cursor.execute("SET time_zone = '+00:00'")
+            cursor.execute(
+                "SET time_zone = '+00:00', "
+                "sql_mode = CONCAT_WS(',', NULLIF(@@sql_mode, ''), 'STRICT_ALL_TABLES')"
+            )
 
 
 def _update_stmt(table: Any, key: list[str], rest: list[str]) -> Any:
