@@ -379,3 +379,22 @@ async def test_last_writer_wins_holds_within_one_batch(tmp_path: Path) -> None:
     )
     await s.close()
     assert rows(tmp_path, "SELECT id, ver, v FROM t") == [(1, 5, "new")]
+
+
+@pytest.mark.parametrize("mode", ["upsert", "update"])
+async def test_a_keyless_table_in_a_keyed_mode_is_a_config_error(tmp_path: Path, mode: str) -> None:
+    """Every plain record went to the dead-letter topic and the run ended as a success: the
+    default mode (upsert) on a table without a primary key and no `key` is the config's
+    mistake, so the sink stops and says what to set."""
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute("CREATE TABLE nokey (id INTEGER, v TEXT)")
+    s = sink(tmp_path, table="nokey", mode=mode)
+    await s.open(None)
+    with pytest.raises(ConfigError, match="set key"):
+        await s.write([rec({"id": 1, "v": "a"}, 0)])
+    await s.close()
+    i = sink(tmp_path, table="nokey", mode="insert")  # insert needs no key
+    await i.open(None)
+    await i.write([rec({"id": 1, "v": "a"}, 0)])
+    await i.close()
+    assert rows(tmp_path, "SELECT id, v FROM nokey") == [(1, "a")]

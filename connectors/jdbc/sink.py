@@ -339,9 +339,18 @@ class JdbcSink(Sink[JdbcSinkConfig]):
     def _key(self, change: Change, info: _TableInfo) -> list[str]:
         key = self.config.key or change.pk or info.pk
         if not key and (
-            change.op in ("delete", "tombstone", "upsert")
+            change.op == "tombstone"
             or (change.op == "write" and self.config.mode in ("upsert", "update"))
         ):
+            # the same for every plain record: the config's mistake, not the record's (each
+            # record went to the dead-letter topic, the run ended "successfully")
+            need = "tombstones" if change.op == "tombstone" else f"mode {self.config.mode}"
+            raise ConfigError(
+                f"jdbc sink {self.context.name}: table {info.table.name!r} has no primary key "
+                f"and config.key is not set, and {need} needs a key: set key: [column, …] "
+                "(unique columns), give the table a primary key, or use mode: insert"
+            )
+        if not key and change.op in ("delete", "upsert"):
             raise DataError(
                 f"jdbc: no key for table {info.table.name!r}: it has no primary key and "
                 "config.key is not set"
