@@ -294,6 +294,16 @@ def _int(v: Any) -> Any:
     return v
 
 
+def _tinyint1(v: Any) -> Any:
+    """A MySQL ``TINYINT(1)`` (``BOOLEAN``): ``"true"``/``"no"`` as 1/0, numbers as
+    :func:`_int` takes them (the column holds -128…127)."""
+    if isinstance(v, str):
+        word = v.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return int(word in _TRUE)
+    return _int(v)
+
+
 def _decimal(v: Any) -> Any:
     if isinstance(v, bool):
         return Decimal(int(v))
@@ -406,7 +416,8 @@ def coercer(sa_type: Any, json_text: bool) -> Callable[[Any], Any] | None:
     if isinstance(t, sa.Boolean):
         return _bool
     if isinstance(t, sa.Integer):
-        return _int
+        # MySQL's BOOLEAN is a TINYINT(1): it takes the boolean words too
+        return _tinyint1 if getattr(t, "display_width", None) == 1 else _int
     if isinstance(t, sa.Numeric) and not isinstance(t, sa.Float):
         scale = getattr(t, "scale", None)
         return _scaled(scale) if isinstance(scale, int) else _decimal
