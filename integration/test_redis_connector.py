@@ -511,3 +511,37 @@ async def test_tls_rediss_url_with_a_ca_file(redis_server, tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+async def test_xadd_to_a_stream_template_appends_re_delivered_records_once(
+    redis_server, tmp_path
+) -> None:
+    """A stream named by a template (``ev:{data.k}``) is known only once a record names it.
+    The sink looked for re-delivered records only in the streams of its committed state and
+    a literal `stream`: records of a batch killed before its commit were appended twice to
+    every stream the state did not name yet (any stream before the first commit, a stream
+    first written in the lost batch after it)."""
+    p = prefix()
+    first_batch = [Record({"k": "a", "n": i}, id=f"a{i}") for i in range(3)]
+    lost_batch = [Record({"k": k, "n": i}, id=f"{k}{i}") for k in "ab" for i in range(3, 6)]
+
+    crashed = sink(redis_server, tmp_path, mode="xadd", stream=p + ":{data.k}")
+    await crashed.open(None)
+    await crashed.write(first_batch)  # killed before its first commit
+    await crashed.close()
+
+    again = sink(redis_server, tmp_path, mode="xadd", stream=p + ":{data.k}")
+    await again.open(None)
+    await again.write(first_batch)  # re-delivered
+    state = await again.flush()
+    await again.write(lost_batch)  # stream b is new here; killed before the commit
+    await again.close()
+
+    last = sink(redis_server, tmp_path, mode="xadd", stream=p + ":{data.k}")
+    await last.open(state)
+    await last.write(lost_batch)  # re-delivered
+    await last.close()
+
+    r = redis_server.client()
+    assert [f[b"ce_id"].decode() for _, f in r.xrange(p + ":a")] == [f"a{i}" for i in range(6)]
+    assert [f[b"ce_id"].decode() for _, f in r.xrange(p + ":b")] == [f"b{i}" for i in range(3, 6)]

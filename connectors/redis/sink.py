@@ -6,8 +6,9 @@
   key too; a tombstone (a record without data) deletes its key. Idempotent: after a crash
   the re-delivered records write the same values again.
 * ``xadd`` appends an entry to a stream, ``MAXLEN ~`` trimmed; each entry carries the record's
-  id (``id_field``), and ``open(state)`` reads the entries written since the last commit so
-  that re-delivered records are not appended twice.
+  id (``id_field``), and each stream's entries written since the last commit are read back
+  (in ``open(state)``, or before the first record a stream template names it for) so that
+  re-delivered records are not appended twice.
 * ``publish`` sends a message to a channel: at least once (a re-delivery publishes again).
 
 Each batch is one round trip (a pipeline, by default inside MULTI/EXEC). A record Redis
@@ -23,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from meshconnect import BatchError, DataError, MeshconnectError, Record, Sink
 from meshconnect.jsonvalue import dumps
 
@@ -34,8 +37,13 @@ from .template import Template, text_of
 __all__ = ["RedisSink", "flatten", "row_fields"]
 
 #: Entries read back from a stream's end to find re-delivered records when no state says
-#: where the last commit ended (a crash before the first commit).
+#: where the last commit ended (a crash before the first commit, a stream first written after
+#: it).
 DEDUPE_WINDOW = 10_000
+#: How far before the newest entry of the last commit (in any stream) a stream the state does
+#: not name is read back: entries written since that commit are newer, unless the server's
+#: clock went back (a failover to a server whose clock is behind) by more than this.
+CLOCK_MARGIN_MS = 10 * 60 * 1000
 
 
 def _scalar(value: Any) -> str | bytes:
@@ -123,9 +131,17 @@ class RedisSink(Sink[RedisSinkConfig]):
         #: last commit.
         self.seen: dict[str, dict[str, str]] = {}
         self.rescan = False
+        #: Streams whose entries since the last commit are in ``seen``: each stream is read
+        #: back once, before the first record for it is appended (a template names new ones).
+        self.scanned: set[str] = set()
+        #: Entry ids of a stream the state does not name are at least this (see _scan).
+        self.since: tuple[int, int] | None = None
         if c.mode == "xadd" and c.id_field:
             if state and isinstance(state.get("streams"), dict):
                 self.last_ids = {str(k): str(v) for k, v in state["streams"].items()}
+            if self.last_ids:
+                ms, _ = max(_entry_order(e) for e in self.last_ids.values())
+                self.since = (max(0, ms - CLOCK_MARGIN_MS), 0)
             names = set(self.last_ids)
             if self.stream is not None and self.stream.literal is not None:
                 names.add(self.stream.literal)
@@ -134,14 +150,22 @@ class RedisSink(Sink[RedisSinkConfig]):
 
     async def _scan(self, stream: str) -> None:
         """Collect the record ids of the entries after ``last_ids[stream]`` (or of the
-        stream's last :data:`DEDUPE_WINDOW` entries when none is known)."""
+        stream's last :data:`DEDUPE_WINDOW` entries when none is known, no older than the
+        newest entry of the last commit less :data:`CLOCK_MARGIN_MS`)."""
         field = self.config.id_field
         assert field is not None
+        self.scanned.add(stream)
         last = self.last_ids.get(stream)
         if last is None:
-            entries = await asyncio.to_thread(
-                self.client.xrevrange, stream, "+", "-", count=DEDUPE_WINDOW
-            )
+            low = "-" if self.since is None else f"{self.since[0]}-{self.since[1]}"
+            try:
+                entries = await asyncio.to_thread(
+                    self.client.xrevrange, stream, "+", low, count=DEDUPE_WINDOW
+                )
+            except ResponseError as exc:
+                if not str(exc).startswith("WRONGTYPE"):
+                    raise
+                return  # not a stream: its records fail alone (WRONGTYPE) when appended
         else:
             entries = []
             start = "(" + last
@@ -287,10 +311,12 @@ class RedisSink(Sink[RedisSinkConfig]):
         chunks, each prepared while the previous one is on the wire (they run one after
         the other, so a key written twice in a batch ends with the later record)."""
         failed = BatchError()
-        if self.rescan:
-            for name in list(self.last_ids):
+        if self.rescan:  # a batch whose reply was lost may be in any stream read back so far
+            for name in self.scanned | set(self.last_ids):
                 await self._scan(name)
             self.rescan = False
+        if self.config.mode == "xadd" and self.config.id_field:
+            await self._scan_new_streams(records)
         size = len(records) if self.config.atomic else max(128, (len(records) + 3) // 4)
         running: asyncio.Future[Any] | None = None
         previous: list[tuple[int, int, str | None]] = []
@@ -304,6 +330,22 @@ class RedisSink(Sink[RedisSinkConfig]):
             self._results(previous, await running, failed)
         if failed.failures:
             raise failed
+
+    async def _scan_new_streams(self, records: Sequence[Record]) -> None:
+        """Read back each stream a record of the batch names for the first time (a stream
+        template): its records re-delivered after a crash are found there, not appended
+        twice. A record whose stream has no value fails later, alone."""
+        assert self.stream is not None
+        if self.stream.literal is not None:
+            return
+        names: set[str] = set()
+        for record in records:
+            try:
+                names.add(self.stream.render(record))
+            except (DataError, ValueError, TypeError):
+                continue
+        for name in names - self.scanned:
+            await self._scan(name)
 
     def _prepare(
         self, records: Sequence[Record], start: int, end: int, failed: BatchError
