@@ -303,6 +303,36 @@ async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", record.time)
 
 
+async def test_pubsub_a_channel_name_that_is_not_utf8_is_spelled_in_the_subject(
+    redis_server, tmp_path
+) -> None:
+    """A pattern matches channel names of any bytes. A message on one that is not UTF-8
+    raised UnicodeDecodeError out of poll: the source restarted, and the messages published
+    meanwhile were lost (pub/sub keeps nothing for a subscriber that is away). Its bytes are
+    spelled ``\\udcXX`` in the subject, as an undecodable file name's are."""
+    p = prefix()
+    source = RedisSource(
+        RedisSourceConfig(url=redis_server.url, mode="pubsub", channels=[f"{p}.*"], block="2s"),
+        context(tmp_path),
+    )
+    await source.start({})
+    r = redis_server.client()
+    while r.pubsub_numpat() < 1:  # subscribed
+        await asyncio.sleep(0.01)
+    r.publish(p.encode() + b".\xff", '{"n": 1}')
+    r.publish(f"{p}.ok", '{"n": 2}')
+    got: list[Record] = []
+    while len(got) < 2:
+        batch = await source.poll()
+        assert batch is not None and not batch.failures
+        got.extend(batch.records)
+    await source.stop()
+    assert [(x.subject, x.data) for x in got] == [
+        (f"{p}.\\udcff", {"n": 1}),
+        (f"{p}.ok", {"n": 2}),
+    ]
+
+
 async def test_a_stream_key_holding_another_type_is_a_config_error(redis_server, tmp_path) -> None:
     key = prefix()
     redis_server.client().set(key, "not a stream")

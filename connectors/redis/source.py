@@ -63,6 +63,12 @@ def _sid(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _name(value: Any) -> str:
+    """A channel name Redis sent: its undecodable bytes (it is not UTF-8) as lone
+    surrogates, which :func:`_spelled` writes ``\\udcXX``, one to one."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+
+
 def _spelled(name: str) -> str:
     """A stream or channel name as a CloudEvents String (``subject`` and the start of
     ``id``): one holding a tab, a newline or a noncharacter spelled ``\\uXXXX``, backslashes
@@ -459,7 +465,8 @@ class RedisSource(Source[RedisSourceConfig]):
                 if records:
                     break
                 continue
-            channel = _spelled(_sid(message["channel"]))
+            # A pattern matches names of any bytes: undecodable ones spelled \\udcXX
+            channel = _spelled(_name(message["channel"]))
             payload = message["data"]
             now = _now_iso()  # ingestion time: a message carries no time of its own
             try:
