@@ -216,6 +216,16 @@ def test_the_described_server_holds_no_query_or_user_info() -> None:
         ({"key": "b:}x"}, "unbalanced"),
         ({"ttl": 0}, "ttl must be at least 1ms"),
         ({"ttl": 0.0001}, "ttl must be at least 1ms"),
+        ({"ttl": 1e19}, "ttl is beyond what Redis can expire at"),
+        ({"key": "k:{data.}"}, "empty field name"),
+        ({"key": "k:{data..id}"}, "empty field name"),
+        ({"value_field": ""}, "dotted path"),
+        ({"value_field": "a..b"}, "dotted path"),
+        ({"timeout": 0}, "greater than 0"),
+        ({"stream": "s"}, "stream applies to mode xadd only, and mode is set"),
+        ({"maxlen": 10}, "maxlen applies to mode xadd only"),
+        ({"channel": "c"}, "channel applies to mode publish only"),
+        ({"replace": False}, "replace applies to mode hset only"),
     ],
 )
 def test_broken_templates_and_ttls_are_refused_by_the_config(
@@ -227,3 +237,62 @@ def test_broken_templates_and_ttls_are_refused_by_the_config(
 
     with pytest.raises(ValueError, match=message):
         RedisSinkConfig(url="redis://127.0.0.1:6379/0", mode="set", **options)
+
+
+def test_a_key_set_for_another_mode_is_refused() -> None:
+    """A `ttl` on `xadd`, `channels` on a stream source: ignored silently, the user expected
+    an expiry or a subscription."""
+    with pytest.raises(ValueError, match="ttl applies to mode set and hset only, and mode is xadd"):
+        RedisSinkConfig(mode="xadd", stream="s", ttl="1h")
+    with pytest.raises(ValueError, match="key applies to mode set and hset only"):
+        RedisSinkConfig(mode="publish", channel="c", key="k")
+    with pytest.raises(ValueError, match="channels applies to mode pubsub only"):
+        RedisSourceConfig(stream="s", channels=["c"])
+    with pytest.raises(ValueError, match="group applies to mode stream only"):
+        RedisSourceConfig(mode="pubsub", channels=["c"], group="g")
+    with pytest.raises(ValueError, match="format applies to mode pubsub only"):
+        RedisSourceConfig(stream="s", format="text")
+    assert RedisSinkConfig(mode="hset", key="k", ttl="1h", replace=False).replace is False
+
+
+def test_validate_puts_each_config_mistake_at_its_own_line(tmp_path: Path) -> None:
+    """A ttl of 0 and a broken key template were reported at the `config:` mapping's first
+    line, as `config: key: …`; a key set for another mode and `timeout: 0` (never connects)
+    passed validation."""
+    from click.testing import CliRunner
+
+    from meshconnect.cli import cli
+
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "pipelines:\n"
+        "  - name: p\n"
+        "    sinks:\n"
+        "      - connector: redis\n"
+        "        topics: [t]\n"
+        "        config:\n"
+        "          mode: set\n"
+        "          ttl: 0\n"
+        '          key: "order:{data.id"\n'
+        "          stream: s\n"
+        "          timeout: 0\n"
+        "      - connector: redis\n"
+        "        name: other\n"
+        "        topics: [t]\n"
+        "        config:\n"
+        '          key: "{dta.id}"\n'
+    )
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert f"{path}:8:16: pipelines[0].sinks[0].config.ttl: ttl must be at least 1ms" in lines[0]
+    assert lines[1].startswith(
+        f"{path}:9:16: pipelines[0].sinks[0].config.key: unbalanced '{{' at character 7"
+    )
+    assert lines[2].startswith(
+        f"{path}:10:19: pipelines[0].sinks[0].config.stream: stream applies to mode xadd only"
+    )
+    assert lines[3].startswith(f"{path}:11:20: pipelines[0].sinks[0].config.timeout:")
+    assert lines[4].startswith(
+        f"{path}:16:16: pipelines[0].sinks[1].config.key: unknown placeholder 'dta.id'"
+    )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from meshconnect import ConnectorConfig, Duration
 
@@ -43,7 +44,7 @@ class RedisConnection(ConnectorConfig):
         None, description="CA bundle to verify a `rediss://` server with (default: system's)."
     )
     tls_verify: bool = Field(True, description="Verify the server's certificate (rediss://).")
-    timeout: Duration = Field(10.0, description="Connect and socket timeout.")
+    timeout: Duration = Field(10.0, gt=0, description="Connect and socket timeout.")
 
     @field_validator("url")
     @classmethod
@@ -72,6 +73,47 @@ class RedisConnection(ConnectorConfig):
             if not host or not port.isdigit():
                 raise ValueError(f"a Sentinel address is HOST:PORT, not {item!r}")
         return value
+
+
+#: Redis refuses an expiry past the largest 64-bit millisecond time (less now, with room).
+MAX_TTL_MS = 2**63 - 1 - 10**13
+
+#: Keys that mean something in some modes only: set in another, they would be ignored
+#: silently (a `ttl` on `xadd` expires nothing), so they are refused at their line.
+_SINK_MODE_KEYS: dict[str, tuple[str, ...]] = {
+    "key": ("set", "hset"),
+    "value_field": ("set",),
+    "ttl": ("set", "hset"),
+    "replace": ("hset",),
+    "stream": ("xadd",),
+    "maxlen": ("xadd",),
+    "id_field": ("xadd",),
+    "channel": ("publish",),
+    "cdc": ("set", "hset"),
+}
+_SOURCE_MODE_KEYS: dict[str, tuple[str, ...]] = {
+    "stream": ("stream",),
+    "streams": ("stream",),
+    "group": ("stream",),
+    "consumer": ("stream",),
+    "group_start": ("stream",),
+    "claim_idle": ("stream",),
+    "claim_interval": ("stream",),
+    "until_end": ("stream",),
+    "channels": ("pubsub",),
+    "format": ("pubsub",),
+}
+
+
+def _check_mode(info: ValidationInfo, modes_of: Mapping[str, tuple[str, ...]]) -> None:
+    """Refuse a key set for a mode it means nothing in (``mode`` is validated first: it is
+    declared before these keys; when it is itself wrong, nothing is said here)."""
+    mode = info.data.get("mode")
+    name = str(info.field_name)
+    modes = modes_of[name]
+    if mode is not None and mode not in modes:
+        where = " and ".join(modes)
+        raise ValueError(f"{name} applies to mode {where} only, and mode is {mode}: remove it")
 
 
 class RedisSinkConfig(RedisConnection):
@@ -138,22 +180,49 @@ class RedisSinkConfig(RedisConnection):
         ),
     )
 
-    @model_validator(mode="after")
-    def _mode_keys(self) -> RedisSinkConfig:
+    @field_validator("key", "stream", "channel")
+    @classmethod
+    def _template(cls, value: str | None, info: ValidationInfo) -> str | None:
         from .template import Template  # the templates' syntax, checked by `validate` too
 
-        for name in ("key", "stream", "channel"):
-            text = getattr(self, name)
-            if text:
-                try:
-                    Template(text, name)
-                except Exception as exc:
-                    raise ValueError(str(exc)) from None
-        if self.ttl is not None and self.ttl < 0.001:
+        if value is not None:
+            name = str(info.field_name)
+            try:
+                Template(value, name)
+            except Exception as exc:  # its message without the field's name: the path says it
+                raise ValueError(str(exc).removeprefix(f"{name}: ")) from None
+        return value
+
+    @field_validator("value_field")
+    @classmethod
+    def _value_field(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "" in value.split(".")):
+            raise ValueError("value_field is a dotted path of data such as total or a.b")
+        return value
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: float | None) -> float | None:
+        if value is not None and value < 0.001:
             raise ValueError(
                 "ttl must be at least 1ms (Redis expires in whole milliseconds); leave it out "
                 "for keys that never expire"
             )
+        if value is not None and value * 1000 > MAX_TTL_MS:
+            raise ValueError(
+                "ttl is beyond what Redis can expire at (about 292 million years); leave it "
+                "out for keys that never expire"
+            )
+        return value
+
+    @field_validator(*_SINK_MODE_KEYS)
+    @classmethod
+    def _for_mode(cls, value: object, info: ValidationInfo) -> object:
+        _check_mode(info, _SINK_MODE_KEYS)
+        return value
+
+    @model_validator(mode="after")
+    def _mode_keys(self) -> RedisSinkConfig:
         if self.mode == "xadd" and not self.stream:
             raise ValueError("mode xadd needs `stream` (the stream's key or a template)")
         if self.mode == "publish" and not self.channel:
@@ -224,6 +293,12 @@ class RedisSourceConfig(RedisConnection):
     def _group_start(cls, value: str) -> str:
         if value != "$" and not re.fullmatch(r"\d{1,20}(-\d{1,20})?", value):
             raise ValueError(f"group_start is 0, $ or an entry id (1700000000000-0), not {value!r}")
+        return value
+
+    @field_validator(*_SOURCE_MODE_KEYS)
+    @classmethod
+    def _for_mode(cls, value: object, info: ValidationInfo) -> object:
+        _check_mode(info, _SOURCE_MODE_KEYS)
         return value
 
     @model_validator(mode="after")

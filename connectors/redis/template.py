@@ -68,6 +68,11 @@ def _getter(name: str, field: str) -> Getter:
         return time_
     if name == "data" or name.startswith("data."):
         path = name.split(".")[1:]
+        if "" in path:
+            raise ConfigError(
+                f"{field}: placeholder {name!r} has an empty field name: write data.FIELD or "
+                "data.A.B"
+            )
 
         def data_(r: Record, row: Mapping[str, Any] | None) -> Any:
             value: Any = row if row is not None else r.data
@@ -81,7 +86,7 @@ def _getter(name: str, field: str) -> Getter:
     if re.fullmatch(r"[a-z0-9]+", name):
         return lambda r, row: r.extensions.get(name)
     raise ConfigError(
-        f"{field}: unknown placeholder {{{name}}}: use id, source, type, subject, topic, "
+        f"{field}: unknown placeholder {name!r}: use id, source, type, subject, topic, "
         "time:FORMAT, data.FIELD or an extension name such as partitionkey"
     )
 
@@ -102,7 +107,10 @@ class Template:
             if token in ("{{", "}}"):
                 parts.append(token[0])
             elif match.group(1) is None:
-                raise ConfigError(f"{field}: unbalanced {token!r} in template {text!r}")
+                raise ConfigError(
+                    f"{field}: unbalanced {token!r} at character {match.start() + 1} of the "
+                    "template (a literal brace is written {{ or }})"
+                )
             else:
                 name = match.group(1).strip()
                 parts.append((name, _getter(name, field)))
