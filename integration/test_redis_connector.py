@@ -208,6 +208,41 @@ async def test_per_record_errors_name_only_the_failed_records(redis_server, tmp_
     assert r.xlen(f"{p}:ok") == 1
 
 
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("set", {"key": "{data.k}"}),
+        ("hset", {"key": "{data.k}"}),
+        ("xadd", {"stream": "{data.k}"}),
+        ("publish", {"channel": "{data.k}"}),
+    ],
+)
+@pytest.mark.parametrize("atomic", [True, False])
+async def test_a_value_larger_than_the_server_takes_fails_alone(
+    redis_server, tmp_path, mode: str, options: dict[str, str], atomic: bool
+) -> None:
+    """A value past `proto-max-bulk-len` is a protocol error: the server dropped the
+    connection, the whole batch failed as if Redis were down ("Broken pipe"), was retried,
+    and its good records were dead-lettered with it."""
+    p = prefix()
+    r = redis_server.client()
+    r.config_set("proto-max-bulk-len", 1024 * 1024)
+    try:
+        s = sink(redis_server, tmp_path, mode=mode, atomic=atomic, **options)
+        await s.open(None)
+        big = {"k": f"{p}:big", "v": "é" * (600 * 1024)}  # 1.2 MB of UTF-8, 0.6 M characters
+        with pytest.raises(BatchError) as caught:
+            await s.write([Record({"k": f"{p}:a", "v": 1}), Record(big), Record({"k": f"{p}:b"})])
+        await s.close()
+    finally:
+        r.config_set("proto-max-bulk-len", 512 * 1024 * 1024)
+    assert list(caught.value.failures) == [1]
+    assert isinstance(caught.value.failures[1], DataError)
+    assert "proto-max-bulk-len 1048576" in str(caught.value.failures[1])
+    if mode != "publish":
+        assert r.exists(f"{p}:a", f"{p}:b", f"{p}:big") == 2
+
+
 # -- conformance --------------------------------------------------------------------------------
 
 

@@ -40,6 +40,8 @@ __all__ = ["RedisSink", "flatten", "row_fields"]
 #: where the last commit ended (a crash before the first commit, a stream first written after
 #: it).
 DEDUPE_WINDOW = 10_000
+#: Redis's default largest argument (``proto-max-bulk-len``), when ``CONFIG GET`` is refused.
+DEFAULT_MAX_ARGUMENT = 512 * 1024 * 1024
 #: How far before the newest entry of the last commit (in any stream) a stream the state does
 #: not name is read back: entries written since that commit are newer, unless the server's
 #: clock went back (a failover to a server whose clock is behind) by more than this.
@@ -124,7 +126,10 @@ class RedisSink(Sink[RedisSinkConfig]):
         self.plain_key = self.key or Template("{partitionkey}", "key")
         self.stream = Template(c.stream, "stream") if c.stream else None
         self.channel = Template(c.channel, "channel") if c.channel else None
-        self.ttl_ms = int(c.ttl * 1000) if c.ttl else None
+        # Every argument is text or bytes (numbers too): _check_size takes their lengths.
+        self.ttl_ms = str(int(c.ttl * 1000)) if c.ttl else None
+        self.maxlen = str(c.maxlen) if c.maxlen else None
+        self.max_argument = await asyncio.to_thread(self._limits)
         #: stream key -> id of the last entry this sink wrote there (committed in the state).
         self.last_ids: dict[str, str] = {}
         #: stream key -> {record id: entry id} of records already there, written after the
@@ -147,6 +152,17 @@ class RedisSink(Sink[RedisSinkConfig]):
                 names.add(self.stream.literal)
             for name in names:
                 await self._scan(name)
+
+    def _limits(self) -> int:
+        """The server's largest argument. A larger one is a protocol error: the server drops
+        the connection, and the whole batch would fail and be retried as if Redis were
+        down. Checked per record instead (:meth:`_check_size`)."""
+        try:
+            reply = self.client.config_get("proto-max-bulk-len")
+            value = int(next(iter(reply.values())))
+        except Exception:  # CONFIG refused (an ACL, a managed Redis): Redis's default
+            return DEFAULT_MAX_ARGUMENT
+        return value if value > 0 else DEFAULT_MAX_ARGUMENT
 
     async def _scan(self, stream: str) -> None:
         """Collect the record ids of the entries after ``last_ids[stream]`` (or of the
@@ -296,8 +312,8 @@ class RedisSink(Sink[RedisSinkConfig]):
         if not fields:
             raise DataError(f"xadd: record {record.id} has no field to append")
         command: list[Any] = ["XADD", stream]
-        if self.config.maxlen:
-            command += ["MAXLEN", "~", self.config.maxlen]
+        if self.maxlen:
+            command += ["MAXLEN", "~", self.maxlen]
         command.append("*")
         for name, value in fields.items():
             command.append(name)
@@ -356,6 +372,7 @@ class RedisSink(Sink[RedisSinkConfig]):
         for i in range(start, min(end, len(records))):
             try:
                 commands = self._commands(records[i])
+                self._check_size(records[i], commands)
             except (DataError, ValueError, TypeError) as exc:
                 failed.failed(i, exc if isinstance(exc, DataError) else DataError(str(exc)))
                 continue
@@ -363,6 +380,24 @@ class RedisSink(Sink[RedisSinkConfig]):
                 pipe.execute_command(*command)
             plan.append((i, len(commands), commands[0][1] if xadd and commands else None))
         return pipe, plan
+
+    def _check_size(self, record: Record, commands: list[tuple[Any, ...]]) -> None:
+        """``DataError`` for a record with a value larger than the server takes in one
+        argument: sent, it would break the connection and fail the whole batch."""
+        quarter = self.max_argument // 4  # UTF-8 takes up to 4 bytes a character
+        for command in commands:
+            if max(map(len, command)) > quarter:
+                for arg in command:
+                    self._check_argument(record, command[0], arg)
+
+    def _check_argument(self, record: Record, name: str, arg: str | bytes) -> None:
+        limit = self.max_argument
+        n = len(arg.encode("utf-8", "surrogatepass") if isinstance(arg, str) else arg)
+        if n > limit:
+            raise DataError(
+                f"{name} of record {record.id}: a value of {n} bytes is more than the server "
+                f"takes in one argument (proto-max-bulk-len {limit})"
+            )
 
     async def _execute(self, pipe: Any, plan: list[tuple[int, int, str | None]]) -> list[Any]:
         if not any(n for _, n, _ in plan):
