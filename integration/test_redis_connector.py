@@ -610,3 +610,36 @@ async def test_xadd_to_a_stream_template_appends_re_delivered_records_once(
     r = redis_server.client()
     assert [f[b"ce_id"].decode() for _, f in r.xrange(p + ":a")] == [f"a{i}" for i in range(6)]
     assert [f[b"ce_id"].decode() for _, f in r.xrange(p + ":b")] == [f"b{i}" for i in range(3, 6)]
+
+
+async def test_offsets_reset_to_end_reads_only_entries_added_afterwards(
+    redis_server, tmp_path
+) -> None:
+    """`meshconnect offsets reset --to end` said the redis source "cannot tell where its
+    input ends"; a stream's newest entry is where it ends."""
+    p = prefix()
+    r = redis_server.client()
+    r.xadd(p, {"n": "old"})
+    config = RedisSourceConfig(url=redis_server.url, streams=[p, p + ":none"], until_end=True)
+    end = await RedisSource(config, context(tmp_path)).end_positions()
+    assert end[p + ":none"] == {"last": "0-0", "inflight": [], "ids": []}
+    r.xadd(p, {"n": "new"})
+    source = RedisSource(config, context(tmp_path))
+    await source.start(end)
+    got: list[Any] = []
+    while (batch := await source.poll()) is not None:
+        got.extend(x.data for x in batch.records)
+        if batch.ack is not None:
+            await batch.ack(None)
+    await source.stop()
+    assert got == [{"n": "new"}]
+
+
+async def test_a_position_this_source_never_wrote_is_a_config_error(redis_server, tmp_path) -> None:
+    """A position set by hand (`offsets reset --to '{"s": {"last": "garbage"}}'`) made every
+    start fail with Redis's "Invalid stream ID", a retried error with a traceback."""
+    p = prefix()
+    source = RedisSource(RedisSourceConfig(url=redis_server.url, stream=p), context(tmp_path))
+    with pytest.raises(ConfigError, match=f"the position of stream '{p}' is not one"):
+        await source.start({p: {"last": "garbage"}})
+    await source.stop()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -145,8 +146,32 @@ class RedisSource(Source[RedisSourceConfig]):
             await self._start_stream(stream, positions.get(stream) or {})
         return self.started or None
 
+    async def end_positions(self) -> dict[str, Position]:
+        """Each stream at its newest entry (``offsets reset --to end``): the group resumes
+        after it when it has no other consumer. Pub/sub has no positions: it always reads
+        from now."""
+        c = self.config
+        if c.mode != "stream":
+            raise NotImplementedError
+        client: Any = connect(c)
+        out: dict[str, Position] = {}
+        try:
+            for stream in c.stream_names:
+                try:
+                    info = await client.xinfo_stream(stream)
+                    last = _sid(info["last-generated-id"])
+                except rx.ResponseError as exc:  # no such key: nothing to skip
+                    if "no such key" not in str(exc).lower():
+                        raise
+                    last = "0-0"
+                out[stream] = {"last": last, "inflight": [], "ids": []}
+        finally:
+            await client.aclose()
+        return out
+
     async def _start_stream(self, stream: str, position: Mapping[str, Any]) -> None:
         c = self.config
+        _check_position(stream, position)
         try:
             await self.client.xgroup_create(stream, c.group, id=c.group_start, mkstream=True)
         except rx.ResponseError as exc:
@@ -513,6 +538,34 @@ class RedisSource(Source[RedisSourceConfig]):
         client = getattr(self, "client", None)
         if client is not None:
             await client.aclose()
+
+
+_ENTRY_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+
+
+def _check_position(stream: str, position: Mapping[str, Any]) -> None:
+    """``ConfigError`` for a committed position that is not one this source writes (one
+    given to ``offsets reset --to``): Redis would refuse its ids at every start."""
+
+    def entry(value: Any) -> bool:
+        return isinstance(value, str) and _ENTRY_ID.fullmatch(value) is not None
+
+    inflight = position.get("inflight", [])
+    ids = position.get("ids", [])
+    last = position.get("last")
+    if (
+        not isinstance(position, Mapping)
+        or (last is not None and not entry(last))
+        or not isinstance(inflight, list)
+        or not all(isinstance(r, list) and len(r) == 2 and all(map(entry, r)) for r in inflight)
+        or not isinstance(ids, list)
+        or not all(map(entry, ids))
+    ):
+        raise ConfigError(
+            f"redis source: the position of stream {stream!r} is not one this source wrote "
+            '({"last": "ENTRY-ID"}, e.g. {"last": "1700000000000-0"}): set it again with '
+            "meshconnect offsets reset"
+        )
 
 
 def _now_iso() -> str:
