@@ -243,6 +243,33 @@ async def test_a_value_larger_than_the_server_takes_fails_alone(
         assert r.exists(f"{p}:a", f"{p}:b", f"{p}:big") == 2
 
 
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("set", {"key": "{type}:{data}"}),
+        ("xadd", {"stream": "{type}:{data}"}),
+        ("publish", {"channel": "{type}:{data}"}),
+    ],
+)
+async def test_a_name_made_of_binary_data_fails_alone(
+    redis_server, tmp_path, mode: str, options: dict[str, Any]
+) -> None:
+    """A template that puts binary data (bytes that are not UTF-8) into a key, stream or
+    channel name: redis-py could not encode it, and the UnicodeEncodeError failed the whole
+    batch."""
+    p = prefix()
+    s = sink(redis_server, tmp_path, mode=mode, **options)
+    await s.open(None)
+    good = Record({"n": 1}, type=p)
+    with pytest.raises(BatchError) as caught:
+        await s.write([good, Record(b"\xff\x00", type=p), Record("text", type=p)])
+    await s.close()
+    assert list(caught.value.failures) == [1]
+    assert "is not UTF-8 text" in str(caught.value.failures[1])
+    if mode != "publish":
+        assert redis_server.client().exists(p + ':{"n":1}') == 1
+
+
 # -- conformance --------------------------------------------------------------------------------
 
 

@@ -126,7 +126,7 @@ class RedisSink(Sink[RedisSinkConfig]):
         self.plain_key = self.key or Template("{partitionkey}", "key")
         self.stream = Template(c.stream, "stream") if c.stream else None
         self.channel = Template(c.channel, "channel") if c.channel else None
-        # Every argument is text or bytes (numbers too): _check_size takes their lengths.
+        # Every argument is text or bytes (numbers too): _check_commands takes their lengths.
         self.ttl_ms = str(int(c.ttl * 1000)) if c.ttl else None
         self.maxlen = str(c.maxlen) if c.maxlen else None
         self.max_argument = await asyncio.to_thread(self._limits)
@@ -156,7 +156,7 @@ class RedisSink(Sink[RedisSinkConfig]):
     def _limits(self) -> int:
         """The server's largest argument. A larger one is a protocol error: the server drops
         the connection, and the whole batch would fail and be retried as if Redis were
-        down. Checked per record instead (:meth:`_check_size`)."""
+        down. Checked per record instead (:meth:`_check_commands`)."""
         try:
             reply = self.client.config_get("proto-max-bulk-len")
             value = int(next(iter(reply.values())))
@@ -360,6 +360,7 @@ class RedisSink(Sink[RedisSinkConfig]):
                 names.add(self.stream.render(record))
             except (DataError, ValueError, TypeError):
                 continue
+        names = {name for name in names if _encodable(name)}  # others fail alone later
         for name in names - self.scanned:
             await self._scan(name)
 
@@ -372,7 +373,7 @@ class RedisSink(Sink[RedisSinkConfig]):
         for i in range(start, min(end, len(records))):
             try:
                 commands = self._commands(records[i])
-                self._check_size(records[i], commands)
+                self._check_commands(records[i], commands)
             except (DataError, ValueError, TypeError) as exc:
                 failed.failed(i, exc if isinstance(exc, DataError) else DataError(str(exc)))
                 continue
@@ -381,11 +382,20 @@ class RedisSink(Sink[RedisSinkConfig]):
             plan.append((i, len(commands), commands[0][1] if xadd and commands else None))
         return pipe, plan
 
-    def _check_size(self, record: Record, commands: list[tuple[Any, ...]]) -> None:
+    def _check_commands(self, record: Record, commands: list[tuple[Any, ...]]) -> None:
         """``DataError`` for a record with a value larger than the server takes in one
-        argument: sent, it would break the connection and fail the whole batch."""
+        argument (sent, it would break the connection and fail the whole batch), or a key,
+        stream or channel name that is not text (a template's value from binary data: it
+        could not be sent, and the whole batch would fail)."""
         quarter = self.max_argument // 4  # UTF-8 takes up to 4 bytes a character
         for command in commands:
+            name = command[1]
+            if not name.isascii() and not _encodable(name):
+                raise DataError(
+                    f"{command[0]} of record {record.id}: the name "
+                    f"{name.encode('utf-8', 'surrogateescape')!r} is not UTF-8 "
+                    "text (a template's placeholder holds binary data)"
+                )
             if max(map(len, command)) > quarter:
                 for arg in command:
                     self._check_argument(record, command[0], arg)
@@ -434,6 +444,15 @@ class RedisSink(Sink[RedisSinkConfig]):
         client = getattr(self, "client", None)
         if client is not None:
             await asyncio.to_thread(client.close)
+
+
+def _encodable(name: str) -> bool:
+    """Whether ``name`` is UTF-8 text (not undecodable bytes of binary data, ``\\udcff``)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text(value: Any) -> str:
