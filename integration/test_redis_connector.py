@@ -670,3 +670,35 @@ async def test_a_position_this_source_never_wrote_is_a_config_error(redis_server
     with pytest.raises(ConfigError, match=f"the position of stream '{p}' is not one"):
         await source.start({p: {"last": "garbage"}})
     await source.stop()
+
+
+@pytest.mark.parametrize("batch_size", [2, 4, 100])
+async def test_batch_size_holds_across_several_streams(
+    redis_server, tmp_path, batch_size: int
+) -> None:
+    """Redis applies XREADGROUP's COUNT to each stream: with three streams a batch held up to
+    three times `batch_size` entries (and as much memory)."""
+    p = prefix()
+    r = redis_server.client()
+    streams = [f"{p}:{x}" for x in "abc"]
+    for stream in streams:
+        for i in range(5):
+            r.xadd(stream, {"n": str(i)})
+    source = RedisSource(
+        RedisSourceConfig(
+            url=redis_server.url, streams=streams, batch_size=batch_size, until_end=True
+        ),
+        context(tmp_path),
+    )
+    await source.start({})
+    sizes: list[int] = []
+    ids: list[str] = []
+    while (batch := await source.poll()) is not None:
+        sizes.append(len(batch.records))
+        ids.extend(x.id for x in batch.records)
+        if batch.ack is not None:
+            await batch.ack(None)
+    await source.stop()
+    assert max(sizes) <= batch_size
+    assert sorted(ids) == sorted({f"{s}-{e.decode()}" for s in streams for e, _ in r.xrange(s)})
+    assert all(r.xpending(s, "meshconnect")["pending"] == 0 for s in streams)

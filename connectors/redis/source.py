@@ -302,27 +302,42 @@ class RedisSource(Source[RedisSourceConfig]):
         failures: list[tuple[Record, BaseException]],
         room: int,
     ) -> int:
+        """Read new entries (``>``), ``room`` at most in all. Redis applies ``COUNT`` to each
+        stream of an ``XREADGROUP``: the room is shared among the streams, and those that
+        filled their share are read again (without blocking) while room is left. An entry
+        past the room (more streams than room) is kept to be read first at the next poll."""
         block = None if self.bounded else max(1, int(self.config.block * 1000))
-        reply = await self.client.xreadgroup(
-            self.config.group,
-            self.consumer,
-            dict.fromkeys(self.streams, ">"),
-            count=room,
-            block=block,
-        )
-        for name, entries in reply or []:
-            stream = _sid(name)
-            if not entries:
-                continue
-            read = reads.setdefault(stream, _Read())
-            first = _sid(entries[0][0])
-            for entry_id, fields in entries:
-                eid = _sid(entry_id)
-                self._entry(stream, eid, fields, records, failures)
-                read.add(eid, fields)
-            read.ranges.append([first, read.all[-1]])
-            self.last[stream] = read.all[-1]
-            room -= len(entries)
+        want = list(self.streams)
+        while room and want:
+            count = max(1, room // len(want))
+            reply = await self.client.xreadgroup(
+                self.config.group,
+                self.consumer,
+                dict.fromkeys(want, ">"),
+                count=count,
+                block=block,
+            )
+            block = None  # only the first read waits for news
+            want = []
+            for name, entries in reply or []:
+                stream = _sid(name)
+                if not entries:
+                    continue
+                if len(entries) == count:
+                    want.append(stream)  # may hold more
+                taken, rest = entries[:room], entries[room:]
+                self.again[stream].extend((_sid(e), f) for e, f in rest)
+                if not taken:
+                    continue
+                read = reads.setdefault(stream, _Read())
+                first = _sid(taken[0][0])
+                for entry_id, fields in taken:
+                    eid = _sid(entry_id)
+                    self._entry(stream, eid, fields, records, failures)
+                    read.add(eid, fields)
+                read.ranges.append([first, read.all[-1]])
+                self.last[stream] = read.all[-1]
+                room -= len(taken)
         return room
 
     async def _claim(
