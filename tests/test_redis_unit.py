@@ -128,6 +128,8 @@ def test_hash_fields() -> None:
         (rx.AuthenticationError("bad"), ConfigError),
         (rx.NoPermissionError("NOPERM"), ConfigError),
         (rx.ResponseError("NOGROUP No such key"), RestartError),
+        (rx.ResponseError("UNBLOCKED the stream key no longer exists"), RestartError),
+        (rx.ResponseError("DB index is out of range"), ConfigError),
         (rx.ResponseError("WRONGTYPE Operation against a key"), DataError),
         (rx.ResponseError("BUSY Redis is busy running a script"), RetriableError),
         (ValueError("x"), None),
@@ -296,3 +298,41 @@ def test_validate_puts_each_config_mistake_at_its_own_line(tmp_path: Path) -> No
     assert lines[4].startswith(
         f"{path}:16:16: pipelines[0].sinks[1].config.key: unknown placeholder 'dta.id'"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://127.0.0.1:6379/abc", "path is the database number"),  # was database 0
+        ("redis:/127.0.0.1", "path is the database number"),  # was localhost:6379
+        ("redis:///2", "names no host"),
+        ("redis://127.0.0.1:99999/0", "port is not a number"),
+        ("redis://127.0.0.1:6379/0?foo=bar", "query parameter 'foo'"),  # a TypeError at start
+        ("redis://127.0.0.1:6379/0?protocol=3", "query parameter 'protocol'"),
+        ("redis://127.0.0.1:6379/0?db=3", "database twice"),
+        ("unix://", "socket's absolute path"),
+    ],
+)
+def test_urls_redis_py_would_read_otherwise_are_refused(url: str, message: str) -> None:
+    """Each passed `validate`: some then ran against another database or server than the
+    URL seems to name, the others failed at the first connection."""
+    with pytest.raises(ValueError, match=message):
+        RedisSourceConfig(url=url, stream="s")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1",
+        "redis://[::1]:6379/1",
+        "rediss://cache.internal:6380/0?socket_keepalive=true",
+        "unix:///run/redis.sock?db=2",
+    ],
+)
+def test_plain_urls_are_accepted(url: str) -> None:
+    assert RedisSourceConfig(url=url, stream="s").url == url
+
+
+def test_with_sentinels_the_url_needs_no_host() -> None:
+    config = RedisSinkConfig(url="redis:///2", sentinels=["10.0.0.5:26379"], key="k")
+    assert config.url == "redis:///2"

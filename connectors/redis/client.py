@@ -80,8 +80,9 @@ def classify_redis(exc: BaseException) -> type[MeshconnectError] | None:
       restart (``LOADING``), a replica that is read-only after a failover, ``TRYAGAIN``,
       ``MASTERDOWN``, ``BUSY``, ``OOM`` (memory may be freed): ``RetriableError``;
     * authentication or ACL refusals: ``ConfigError`` (fix `username`/`password`);
-    * ``NOGROUP`` (the group was deleted under a running source): ``RestartError``, the
-      source starts again and creates it;
+    * ``NOGROUP``, ``UNBLOCKED`` (the group or the stream was deleted under a running
+      source): ``RestartError``, the source starts again and creates it;
+    * a database number the server does not have: ``ConfigError``;
     * ``WRONGTYPE`` and other command errors on a record's key: ``DataError``.
     """
     if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError | rx.NoPermissionError):
@@ -99,8 +100,10 @@ def classify_redis(exc: BaseException) -> type[MeshconnectError] | None:
         return RetriableError
     if isinstance(exc, rx.ResponseError):
         text = str(exc)
-        if text.startswith("NOGROUP"):
+        if text.startswith(("NOGROUP", "UNBLOCKED")):  # the stream was deleted under a read
             return RestartError
+        if "DB index is out of range" in text:  # the URL's database: the server has fewer
+            return ConfigError
         if text.startswith(("BUSY", "LOADING", "MASTERDOWN", "READONLY", "TRYAGAIN")):
             return RetriableError
         if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
@@ -63,7 +63,16 @@ class RedisConnection(ConnectorConfig):
             )
         if "cluster" in (parts.query or ""):
             raise ValueError("Redis Cluster is not supported (docs/connectors/redis.md)")
+        _check_address(parts)
         return value
+
+    @model_validator(mode="after")
+    def _host(self) -> RedisConnection:
+        parts = urlsplit(self.url)
+        if parts.scheme != "unix" and not parts.hostname and not self.sentinels:
+            # redis-py would connect to localhost:6379 (`redis:/host` has no host either)
+            raise ValueError("url names no host: redis://HOST:PORT/DB")
+        return self
 
     @field_validator("sentinels")
     @classmethod
@@ -114,6 +123,53 @@ def _check_mode(info: ValidationInfo, modes_of: Mapping[str, tuple[str, ...]]) -
     if mode is not None and mode not in modes:
         where = " and ".join(modes)
         raise ValueError(f"{name} applies to mode {where} only, and mode is {mode}: remove it")
+
+
+#: Query parameters of a URL that redis-py takes (others fail at the first connection with a
+#: TypeError). ``protocol`` is left out: RESP3 replies have other shapes than the connector
+#: reads.
+_URL_OPTIONS = frozenset(
+    {
+        "db",
+        "health_check_interval",
+        "max_connections",
+        "retry_on_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_read_size",
+        "socket_timeout",
+        "ssl_check_hostname",
+        "timeout",
+    }
+)
+
+
+def _check_address(parts: SplitResult) -> None:
+    """Refuse a URL redis-py would read otherwise than it looks (``redis:/host`` connects to
+    localhost, ``/abc`` to database 0) or fail on at the first connection."""
+    if parts.scheme == "unix":
+        if not parts.path.strip("/"):
+            raise ValueError(
+                "a unix-socket URL needs the socket's absolute path after the scheme, such "
+                "as /run/redis.sock"
+            )
+    else:
+        try:
+            parts.port  # noqa: B018 (a ValueError when out of range)
+        except ValueError:
+            raise ValueError("the URL's port is not a number from 1 to 65535") from None
+        path = parts.path.strip("/")
+        if path and not path.isdigit():
+            raise ValueError("the URL's path is the database number (redis://HOST:PORT/0)")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    for name, _ in query:
+        if name not in _URL_OPTIONS:
+            raise ValueError(
+                f"the URL's query parameter {name!r} is not one the connector takes "
+                f"({', '.join(sorted(_URL_OPTIONS))}); TLS and timeouts have config keys"
+            )
+    if any(name == "db" for name, _ in query) and parts.scheme != "unix" and parts.path.strip("/"):
+        raise ValueError("the URL names the database twice (its path and ?db=)")
 
 
 class RedisSinkConfig(RedisConnection):
