@@ -336,3 +336,38 @@ def test_plain_urls_are_accepted(url: str) -> None:
 def test_with_sentinels_the_url_needs_no_host() -> None:
     config = RedisSinkConfig(url="redis:///2", sentinels=["10.0.0.5:26379"], key="k")
     assert config.url == "redis:///2"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"stream": "s", "type": ""}, "type is each record's CloudEvent type: it must be a non"),
+        ({"stream": "s", "type": "a\tb"}, "must not contain U\\+0009"),
+        ({"stream": "s", "group": ""}, "group is empty"),
+        ({"stream": "s", "consumer": ""}, "consumer is empty"),
+        ({"streams": ["a", "b", "a"]}, "streams names 'a' twice"),
+        ({"streams": ["a", ""]}, "streams holds an empty name"),
+        ({"mode": "pubsub", "channels": ["c", "c"]}, "channels names 'c' twice"),
+    ],
+)
+def test_source_names_a_record_or_redis_cannot_take_are_refused(
+    options: dict[str, object], message: str
+) -> None:
+    """`type: ""` made every record an invalid CloudEvent (an empty type); an empty group or
+    consumer name and a stream listed twice were taken as they were."""
+    with pytest.raises(ValueError, match=message):
+        RedisSourceConfig(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"key": ""}, "key is empty"),
+        ({"mode": "xadd", "stream": ""}, "stream is empty"),
+        ({"mode": "publish", "channel": ""}, "channel is empty"),
+        ({"mode": "xadd", "stream": "s", "id_field": ""}, "id_field is empty"),
+    ],
+)
+def test_empty_sink_names_are_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RedisSinkConfig(**options)

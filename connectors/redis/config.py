@@ -9,7 +9,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from meshconnect import ConnectorConfig, Duration
+from meshconnect import ConnectorConfig, Duration, eventrules
 
 __all__ = ["RedisConnection", "RedisSinkConfig", "RedisSourceConfig"]
 
@@ -243,10 +243,19 @@ class RedisSinkConfig(RedisConnection):
 
         if value is not None:
             name = str(info.field_name)
+            if not value:
+                raise ValueError(f"{name} is empty: give a name or a template")
             try:
                 Template(value, name)
             except Exception as exc:  # its message without the field's name: the path says it
                 raise ValueError(str(exc).removeprefix(f"{name}: ")) from None
+        return value
+
+    @field_validator("id_field")
+    @classmethod
+    def _id_field(cls, value: str | None) -> str | None:
+        if value == "":
+            raise ValueError("id_field is empty: a field name, or null for no such field")
         return value
 
     @field_validator("value_field")
@@ -355,6 +364,31 @@ class RedisSourceConfig(RedisConnection):
     @classmethod
     def _for_mode(cls, value: object, info: ValidationInfo) -> object:
         _check_mode(info, _SOURCE_MODE_KEYS)
+        return value
+
+    @field_validator("stream", "group", "consumer")
+    @classmethod
+    def _name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value == "":
+            raise ValueError(f"{info.field_name} is empty: leave it out or give a name")
+        return value
+
+    @field_validator("streams", "channels")
+    @classmethod
+    def _names(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if "" in value:
+            raise ValueError(f"{info.field_name} holds an empty name")
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"{info.field_name} names {', '.join(map(repr, twice))} twice")
+        return value
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        problem = eventrules.attribute_problem("type", value)
+        if problem is not None:  # every record would be an invalid CloudEvent
+            raise ValueError(f"type is each record's CloudEvent type: it {problem}")
         return value
 
     @model_validator(mode="after")
