@@ -371,3 +371,23 @@ def test_source_names_a_record_or_redis_cannot_take_are_refused(
 def test_empty_sink_names_are_refused(options: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RedisSinkConfig(**options)
+
+
+@pytest.mark.parametrize(
+    ("eid", "time"),
+    [
+        ("1-1", "1970-01-01T00:00:00.001Z"),
+        ("1700000000123-4", "2023-11-14T22:13:20.123Z"),
+        ("253402300799999-0", "9999-12-31T23:59:59.999Z"),
+        ("253402300800000-0", None),
+        ("18446744073709551615-0", None),
+    ],
+)
+def test_an_entry_id_past_year_9999_gives_no_time(eid: str, time: str | None) -> None:
+    """An explicit entry id past 9999 (XADD s 18446744073709551615-0 …) made the record's
+    time `584556019-04-03T14:25:51.615Z`, no RFC 3339 time: the event was invalid."""
+    from meshconnect import eventrules
+    from meshconnect.connectors.redis.source import _entry_time
+
+    assert _entry_time(eid) == time
+    assert time is None or eventrules.attribute_problem("time", time) is None

@@ -591,7 +591,14 @@ def _now_iso() -> str:
     )
 
 
-def _entry_time(eid: str) -> str:
-    """An entry id's milliseconds as the record's RFC 3339 time."""
+#: 10000-01-01T00:00:00Z in milliseconds: RFC 3339 writes years of four digits.
+_YEAR_10000_MS = 253_402_300_800_000
+
+
+def _entry_time(eid: str) -> str | None:
+    """An entry id's milliseconds as the record's RFC 3339 time; none for an id past the
+    year 9999 (an explicit id, such as ``18446744073709551615-0``: no time it could be)."""
     ms = _key(eid)[0]
+    if ms >= _YEAR_10000_MS:
+        return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
