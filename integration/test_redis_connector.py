@@ -702,3 +702,27 @@ async def test_batch_size_holds_across_several_streams(
     assert max(sizes) <= batch_size
     assert sorted(ids) == sorted({f"{s}-{e.decode()}" for s in streams for e, _ in r.xrange(s)})
     assert all(r.xpending(s, "meshconnect")["pending"] == 0 for s in streams)
+
+
+async def test_xadd_a_stream_with_ids_in_the_future_hides_no_re_delivery(
+    redis_server, tmp_path
+) -> None:
+    """A stream the state does not name is read back to ten minutes before the newest entry
+    of the last commit; an entry id in the future (a stream given explicit ids) must not
+    push that bound past the entries just written elsewhere."""
+    p = prefix()
+    r = redis_server.client()
+    r.xadd(p + ":future", {"x": "1"}, id="99999999999999-0")
+    first = sink(redis_server, tmp_path, mode="xadd", stream=p + ":{data.k}")
+    await first.open(None)
+    await first.write([Record({"k": "future"}, id="f0")])
+    state = await first.flush()
+    lost = [Record({"k": "now", "n": i}, id=f"n{i}") for i in range(3)]
+    await first.write(lost)  # killed before the commit
+    await first.close()
+
+    again = sink(redis_server, tmp_path, mode="xadd", stream=p + ":{data.k}")
+    await again.open(state)
+    await again.write(lost)
+    await again.close()
+    assert [f[b"ce_id"] for _, f in r.xrange(p + ":now")] == [b"n0", b"n1", b"n2"]

@@ -20,6 +20,7 @@ template has no value, ``hset`` of a non-object) is reported alone in a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -145,7 +146,8 @@ class RedisSink(Sink[RedisSinkConfig]):
             if state and isinstance(state.get("streams"), dict):
                 self.last_ids = {str(k): str(v) for k, v in state["streams"].items()}
             if self.last_ids:
-                ms, _ = max(_entry_order(e) for e in self.last_ids.values())
+                # not past now: a stream given explicit ids in the future says nothing of when
+                ms = min(max(_entry_order(e)[0] for e in self.last_ids.values()), _now_ms())
                 self.since = (max(0, ms - CLOCK_MARGIN_MS), 0)
             names = set(self.last_ids)
             if self.stream is not None and self.stream.literal is not None:
@@ -453,6 +455,10 @@ def _encodable(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _text(value: Any) -> str:
