@@ -43,10 +43,10 @@ __all__ = ["RedisSink", "flatten", "row_fields"]
 DEDUPE_WINDOW = 10_000
 #: Redis's default largest argument (``proto-max-bulk-len``), when ``CONFIG GET`` is refused.
 DEFAULT_MAX_ARGUMENT = 512 * 1024 * 1024
-#: How far before the newest entry of the last commit (in any stream) a stream the state does
-#: not name is read back: entries written since that commit are newer, unless the server's
-#: clock went back (a failover to a server whose clock is behind) by more than this.
-CLOCK_MARGIN_MS = 10 * 60 * 1000
+#: How far before the last commit's time (the server's clock) a stream the state does not
+#: name is read back: entries written since that commit are newer, unless the server's clock
+#: went back (a failover to a server whose clock is behind) by more than this.
+CLOCK_MARGIN_MS = 60 * 1000
 
 
 def _scalar(value: Any) -> str | bytes:
@@ -109,8 +109,9 @@ def _field(data: Any, path: str) -> Any:
 
 
 class RedisSink(Sink[RedisSinkConfig]):
-    """Writes records to Redis (module docstring). State: ``{"streams": {key: last id}}``
-    in ``xadd`` mode (where each stream was at the last commit), else none."""
+    """Writes records to Redis (module docstring). State in ``xadd`` mode:
+    ``{"streams": {key: last id}, "at": MS}``, the streams written since the previous commit
+    with their last entries, and the commit's time by the server's clock; else none."""
 
     @classmethod
     def partition_problem(cls, config: Any) -> str | None:
@@ -131,7 +132,8 @@ class RedisSink(Sink[RedisSinkConfig]):
         self.ttl_ms = str(int(c.ttl * 1000)) if c.ttl else None
         self.maxlen = str(c.maxlen) if c.maxlen else None
         self.max_argument = await asyncio.to_thread(self._limits)
-        #: stream key -> id of the last entry this sink wrote there (committed in the state).
+        #: stream key -> id of the last entry this sink wrote there since the last commit
+        #: (the next commit's state).
         self.last_ids: dict[str, str] = {}
         #: stream key -> {record id: entry id} of records already there, written after the
         #: last commit.
@@ -140,15 +142,18 @@ class RedisSink(Sink[RedisSinkConfig]):
         #: Streams whose entries since the last commit are in ``seen``: each stream is read
         #: back once, before the first record for it is appended (a template names new ones).
         self.scanned: set[str] = set()
-        #: Entry ids of a stream the state does not name are at least this (see _scan).
-        self.since: tuple[int, int] | None = None
+        #: Entries written since the last commit have at least this id (see _scan).
+        self.since: str | None = None
         if c.mode == "xadd" and c.id_field:
             if state and isinstance(state.get("streams"), dict):
                 self.last_ids = {str(k): str(v) for k, v in state["streams"].items()}
-            if self.last_ids:
+            at = state.get("at") if state else None
+            if isinstance(at, int) and not isinstance(at, bool):
+                self.since = f"{max(0, at - CLOCK_MARGIN_MS)}-0"
+            elif self.last_ids:  # a state of an older version: every stream written, no time
                 # not past now: a stream given explicit ids in the future says nothing of when
                 ms = min(max(_entry_order(e)[0] for e in self.last_ids.values()), _now_ms())
-                self.since = (max(0, ms - CLOCK_MARGIN_MS), 0)
+                self.since = f"{max(0, ms - 10 * CLOCK_MARGIN_MS)}-0"
             names = set(self.last_ids)
             if self.stream is not None and self.stream.literal is not None:
                 names.add(self.stream.literal)
@@ -167,38 +172,38 @@ class RedisSink(Sink[RedisSinkConfig]):
         return value if value > 0 else DEFAULT_MAX_ARGUMENT
 
     async def _scan(self, stream: str) -> None:
-        """Collect the record ids of the entries after ``last_ids[stream]`` (or of the
-        stream's last :data:`DEDUPE_WINDOW` entries when none is known, no older than the
-        newest entry of the last commit less :data:`CLOCK_MARGIN_MS`)."""
+        """Collect the record ids of the entries written since the last commit: after
+        ``last_ids[stream]`` when the state names the stream, else from :attr:`since` (the
+        last commit's time less :data:`CLOCK_MARGIN_MS`), else (no commit yet) the stream's
+        last :data:`DEDUPE_WINDOW` entries."""
         field = self.config.id_field
         assert field is not None
         self.scanned.add(stream)
         last = self.last_ids.get(stream)
-        if last is None:
-            low = "-" if self.since is None else f"{self.since[0]}-{self.since[1]}"
-            try:
-                entries = await asyncio.to_thread(
-                    self.client.xrevrange, stream, "+", low, count=DEDUPE_WINDOW
-                )
-            except ResponseError as exc:
-                if not str(exc).startswith("WRONGTYPE"):
-                    raise
-                return  # not a stream: its records fail alone (WRONGTYPE) when appended
-        else:
-            entries = []
-            start = "(" + last
-            while True:
-                page = await asyncio.to_thread(self.client.xrange, stream, start, "+", count=1000)
-                entries.extend(page)
-                if len(page) < 1000:
-                    break
-                start = "(" + _text(page[-1][0])
+        try:
+            entries = await asyncio.to_thread(self._entries_since, stream, last)
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            return  # not a stream: its records fail alone (WRONGTYPE) when appended
         ids = self.seen.setdefault(stream, {})
         key = field.encode()
         for entry, fields in entries:
             value = fields.get(key)
             if value is not None:
                 ids[value.decode("utf-8", "surrogateescape")] = _text(entry)
+
+    def _entries_since(self, stream: str, last: str | None) -> list[Any]:
+        if last is None and self.since is None:
+            return self.client.xrevrange(stream, "+", "-", count=DEDUPE_WINDOW)
+        entries: list[Any] = []
+        start = "(" + last if last is not None else self.since
+        while True:
+            page = self.client.xrange(stream, start, "+", count=1000)
+            entries.extend(page)
+            if len(page) < 1000:
+                return entries
+            start = "(" + _text(page[-1][0])
 
     # -- commands of one record ------------------------------------------------------------
 
@@ -435,9 +440,24 @@ class RedisSink(Sink[RedisSinkConfig]):
             at += n
 
     async def flush(self) -> dict[str, Any] | None:
+        """In ``xadd`` mode: the streams written since the last commit, each at its last
+        entry, and the time (the server's clock): after a crash, entries written since are
+        read back from there. Only those streams: with a stream template the state would
+        otherwise grow by every stream ever written, and be written whole at each commit."""
         if self.config.mode == "xadd" and self.config.id_field:
-            return {"streams": dict(self.last_ids)}
+            at = await asyncio.to_thread(self._server_ms)
+            state = {"streams": dict(self.last_ids), "at": at}
+            self.last_ids = {}
+            self.since = f"{max(0, at - CLOCK_MARGIN_MS)}-0"
+            return state
         return None
+
+    def _server_ms(self) -> int:
+        try:
+            seconds, micros = self.client.time()
+        except ResponseError:  # TIME refused (an ACL): this machine's clock
+            return _now_ms()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
         return classify_redis(exc)
