@@ -106,6 +106,25 @@ async def test_hset_merge_removes_fields_that_became_null(redis_server, tmp_path
     assert r.hgetall(f"{p}:1") == {b"kept": b"x", b"id": b"1", b"v": b"2"}
 
 
+async def test_hset_merge_of_only_null_fields_removes_only_those(redis_server, tmp_path) -> None:
+    """With `replace: false` a record whose fields are all null (or none) deleted the whole
+    hash, the fields it did not name too: a merge removes the null ones alone."""
+    p = prefix()
+    r = redis_server.client()
+    r.hset(f"{p}:1", mapping={"kept": "x", "note": "old"})
+    r.hset(f"{p}:2", mapping={"kept": "y"})
+    await write_all(
+        sink(redis_server, tmp_path, mode="hset", replace=False, ttl="10s"),
+        [
+            Record({"note": None}, extensions={"partitionkey": f"{p}:1"}),
+            Record({}, extensions={"partitionkey": f"{p}:2"}),
+        ],
+    )
+    assert r.hgetall(f"{p}:1") == {b"kept": b"x"}
+    assert r.hgetall(f"{p}:2") == {b"kept": b"y"}
+    assert 0 < r.pttl(f"{p}:1") <= 10_000
+
+
 async def test_hset_fields_that_flatten_to_one_name_fail_alone(redis_server, tmp_path) -> None:
     """`{"a": {"b": 2}, "a.b": 3}` would keep one value and drop the other silently: the record
     fails alone (a per-record result), the others are written (found by the redis trial)."""

@@ -265,18 +265,18 @@ class RedisSink(Sink[RedisSinkConfig]):
         """HSET of ``fields``; with ``replace: false`` the ``nulls`` (fields that are null
         now) are removed from the hash (HDEL), so a column set to NULL disappears."""
         commands: list[tuple[Any, ...]] = []
-        if self.config.replace or not fields:
-            commands.append(("DEL", key))
+        if self.config.replace:
+            commands.append(("DEL", key))  # no field left: no hash
         elif nulls:
-            commands.append(("HDEL", key, *nulls))
+            commands.append(("HDEL", key, *nulls))  # a merge removes only the null fields
         if fields:
             flat: list[Any] = ["HSET", key]
             for name, value in fields.items():
                 flat.append(name)
                 flat.append(value)
             commands.append(tuple(flat))
-            if self.ttl_ms:
-                commands.append(("PEXPIRE", key, self.ttl_ms))
+        if self.ttl_ms and (fields or (nulls and not self.config.replace)):
+            commands.append(("PEXPIRE", key, self.ttl_ms))
         return commands
 
     def _value(self, record: Record) -> Any:
