@@ -391,3 +391,11 @@ def test_an_entry_id_past_year_9999_gives_no_time(eid: str, time: str | None) ->
 
     assert _entry_time(eid) == time
     assert time is None or eventrules.attribute_problem("time", time) is None
+
+
+@pytest.mark.parametrize("block", [0, "0ms", 0.0005])
+def test_a_block_under_1ms_is_refused(block: object) -> None:
+    """`block: 0` (Redis's BLOCK 0 means forever) made the pub/sub source return at once
+    without reading: it spun a core, read no message and did not stop on SIGTERM."""
+    with pytest.raises(ValueError, match="block must be at least 1ms"):
+        RedisSourceConfig(mode="pubsub", channels=["c"], block=block)

@@ -335,7 +335,7 @@ class RedisSourceConfig(RedisConnection):
     )
     claim_interval: Duration = Field(5.0, description="`stream`: how often to look for them.")
     batch_size: int = Field(500, ge=1, description="Entries or messages per batch at most.")
-    block: Duration = Field(1.0, description="How long an idle read waits for news.")
+    block: Duration = Field(1.0, description="How long an idle read waits for news (at least 1ms).")
     until_end: bool = Field(
         False,
         description=("`stream`: bounded: end once nothing is left to read (for copies and tests)."),
@@ -381,6 +381,16 @@ class RedisSourceConfig(RedisConnection):
         twice = sorted({name for name in value if value.count(name) > 1})
         if twice:
             raise ValueError(f"{info.field_name} names {', '.join(map(repr, twice))} twice")
+        return value
+
+    @field_validator("block")
+    @classmethod
+    def _block(cls, value: float) -> float:
+        if value < 0.001:
+            raise ValueError(
+                "block must be at least 1ms: it is how long an idle read waits (Redis's BLOCK "
+                "0, wait forever, would keep the source from stopping; no wait spins a core)"
+            )
         return value
 
     @field_validator("type")

@@ -495,14 +495,13 @@ class RedisSource(Source[RedisSourceConfig]):
         failures: list[tuple[Record, BaseException]] = []
         deadline = time.monotonic() + self.config.block
         while len(records) + len(failures) < self.config.batch_size:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                break
+            # at least one look, however short the wait: a poll that never read spun
+            wait = max(0.0, deadline - time.monotonic())
             message = await self.pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=wait if not records else 0.0
             )
             if message is None:
-                if records:
+                if records or wait <= 0:
                     break
                 continue
             # A pattern matches names of any bytes: undecodable ones spelled \\udcXX
