@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis_support import private_redis
 
 from conftest import lines, meshconnect, start_worker
@@ -231,16 +232,20 @@ def test_redis_killed_and_restarted_mid_run_is_retried_and_nothing_is_lost(
         assert "claimed" not in text  # a lost XREADGROUP reply is re-read at once, not claimed
 
 
+@pytest.mark.parametrize("streams", [1, 3])
 def test_xadd_sink_across_sigkills_appends_each_record_once(
-    redis_server: Any, tmp_path: Path
+    redis_server: Any, tmp_path: Path, streams: int
 ) -> None:
     """XADD is not idempotent: the entries' record ids and the sink's committed stream
-    positions make a re-delivery after each SIGKILL append nothing twice."""
-    stream = f"xadd:{tmp_path.name}"
+    positions make a re-delivery after each SIGKILL append nothing twice. With a stream
+    template (3 streams) the state names only the streams of the last commit, and a stream
+    first named after it was not read back at all."""
+    name = f"xadd:{tmp_path.name}"
+    stream = name if streams == 1 else name + ":{data.s}"
     (tmp_path / "in").mkdir()
     total = 150_000
     with (tmp_path / "in" / "rows.jsonl").open("w") as f:
-        f.writelines(json.dumps({"n": i}) + "\n" for i in range(total))
+        f.writelines(json.dumps({"n": i, "s": i % streams}) + "\n" for i in range(total))
     config = pipeline_file(
         tmp_path,
         {
@@ -262,6 +267,7 @@ def test_xadd_sink_across_sigkills_appends_each_record_once(
         },
     )
     client = redis_server.client()
+    names = [name] if streams == 1 else [f"{name}:{i}" for i in range(streams)]
     state, log = tmp_path / "state", tmp_path / "worker.log"
     rng = random.Random(4)
     kills: list[int] = []
@@ -272,12 +278,12 @@ def test_xadd_sink_across_sigkills_appends_each_record_once(
             break
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        kills.append(client.xlen(stream))
+        kills.append(sum(client.xlen(k) for k in names))
         if len([k for k in kills if 0 < k < total]) >= 3:
             break
     final = subprocess.run(meshconnect(state, "run", str(config)), capture_output=True, text=True)
     assert final.returncode == 0, final.stderr[-3000:]
-    entries = client.xrange(stream)
-    got = [int(fields[b"n"]) for _, fields in entries]
-    assert got == list(range(total)), (len(got), len(set(got)), kills)
+    for i, key in enumerate(names):
+        got = [int(fields[b"n"]) for _, fields in client.xrange(key)]
+        assert got == list(range(i, total, streams)), (key, len(got), len(set(got)), kills)
     assert len([k for k in kills if 0 < k < total]) >= 3, kills
