@@ -274,6 +274,24 @@ async def test_invalid_structured_output_is_a_422_and_nothing_is_stored(
     assert (await running.post("Ada paid one"))[0] == 200
 
 
+@pytest.mark.parametrize("mode", ["chat", "parse"])
+async def test_an_answer_cut_at_the_token_limit_is_a_422_and_nothing_is_stored(
+    start: Any, openai: FakeOpenAI, mode: str
+) -> None:
+    """``finish_reason: length``: the model stopped at ``max_tokens``; the text so far (even
+    where it is valid JSON) is no answer to store."""
+    openai.finish_reason = "length"
+    openai.answer = lambda body: '{"amount": 1, "currency": "EUR", "payer": "Ada"}'
+    running = await start(f"mode: {mode}\nmax_tokens: 20")
+    status, body = await running.post("Ada paid one euro")
+    assert status == 422
+    assert body["errors"] == [
+        "answer: cut off at the token limit (finish_reason length, max_tokens 20): "
+        "raise max_tokens or ask for a shorter answer"
+    ]
+    assert await running.stored() == []
+
+
 async def test_rate_limits_are_waited_out_and_a_down_model_is_a_503(
     start: Any, openai: FakeOpenAI
 ) -> None:

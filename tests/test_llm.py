@@ -181,6 +181,37 @@ async def test_malformed_and_oversized_answers_are_dead_lettered(
     assert openai.received["small"] >= 3  # the first run, then two attempts
 
 
+@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize(
+    ("finish", "why"),
+    [
+        ("length", "cut off at the token limit (finish_reason length, max_tokens 5)"),
+        ("content_filter", "withheld or cut off by the server (finish_reason content_filter)"),
+    ],
+)
+async def test_an_unfinished_answer_is_dead_lettered_never_written(
+    tmp_path: Path, openai: FakeOpenAI, api: str, finish: str, why: str
+) -> None:
+    """A model stopped by ``max_tokens`` (or a content filter) still answers 200 with the
+    text so far: a summary cut mid-word, JSON cut mid-string. It is no answer."""
+    MemorySink.outputs.clear()
+    openai.finish_reason = finish
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        api: {api}
+        prompt: "{{data.text}}"
+        field: data.answer
+        max_tokens: 5
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "hi"}], step)) == 0
+    assert collect("llm") == []
+    [cut] = await dead(tmp_path)
+    assert cut.data == {"text": "hi"}
+    assert why in json.dumps(cut.extensions)
+    assert openai.received["hi"] == 1  # a data error: not asked again
+
+
 async def test_an_html_answer_is_retried_like_the_docs_say(
     tmp_path: Path, openai: FakeOpenAI
 ) -> None:

@@ -18,7 +18,9 @@ a body that is not JSON)
 (422), other ``4xx``
 =================================================  =====================================
 
-An answer is checked before anyone uses it: at most ``max_answer_bytes``; with a schema, JSON
+An answer is checked before anyone uses it: finished (not cut off at the token limit,
+``finish_reason: length`` or a Responses API ``status: incomplete``, nor withheld by a content
+filter); at most ``max_answer_bytes``; with a schema, JSON
 (read exactly: :mod:`meshconnect.jsonvalue`) that validates against it. A failed check is an
 :class:`InvalidAnswer` (a ``DataError``) that lists every problem.
 """
@@ -235,6 +237,28 @@ class ModelClient:
             )
         return Answer(text, value, model, usage, ident)
 
+    def _check_finished(self, finish: str | None, text: str) -> None:
+        """An InvalidAnswer when the model did not finish its answer: cut at the token limit
+        (``finish_reason: length``) or withheld by the server's filter (``content_filter``).
+        Such text is no answer, even where it happens to be valid JSON."""
+        if finish == "length":
+            limit = self.settings.max_tokens
+            raise InvalidAnswer(
+                f"{self.what}: the answer was cut off",
+                [
+                    "answer: cut off at the token limit (finish_reason length"
+                    + (f", max_tokens {limit}" if limit is not None else "")
+                    + "): raise max_tokens or ask for a shorter answer"
+                ],
+                text,
+            )
+        if finish in ("content_filter", "incomplete"):
+            raise InvalidAnswer(
+                f"{self.what}: the answer is incomplete",
+                [f"answer: withheld or cut off by the server (finish_reason {finish})"],
+                text,
+            )
+
     async def _chat(
         self, system: str | None, prompt: str, schema: dict[str, Any] | None, name: str
     ) -> tuple[str, str, dict[str, int], str]:
@@ -265,8 +289,11 @@ class ModelClient:
         if getattr(message, "refusal", None):
             raise InvalidAnswer(f"{self.what}: the model refused", [str(message.refusal)], "")
         text = message.content
+        finish = getattr(choices[0], "finish_reason", None)
+        self._check_finished(finish, text if isinstance(text, str) else "")
         if not isinstance(text, str):
-            raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: null"], "")
+            why = "answer: null" + (f" (finish_reason {finish})" if finish else "")
+            raise InvalidAnswer(f"{self.what}: the answer has no text", [why], "")
         usage = _usage(getattr(completion, "usage", None), "prompt_tokens", "completion_tokens")
         return text, str(completion.model or self.settings.model), usage, str(completion.id or "")
 
@@ -291,6 +318,14 @@ class ModelClient:
         if isinstance(response, str | bytes):
             raise RetriableError(f"{self.what}: {_UNREADABLE} (not labelled JSON)")
         text = response.output_text
+        if getattr(response, "status", None) == "incomplete":
+            reason = getattr(getattr(response, "incomplete_details", None), "reason", None)
+            self._check_finished(
+                {"max_output_tokens": "length", "content_filter": "content_filter"}.get(
+                    str(reason), "incomplete"
+                ),
+                text if isinstance(text, str) else "",
+            )
         if not isinstance(text, str) or (not text and not response.output):
             raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: empty"], "")
         usage = _usage(getattr(response, "usage", None), "input_tokens", "output_tokens")

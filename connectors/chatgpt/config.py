@@ -51,7 +51,10 @@ class ModelSettings(BaseModel):
         "server's `Retry-After` (else exponential backoff), by the openai SDK.",
     )
     max_tokens: int | None = Field(
-        default=None, ge=1, description="Upper bound of tokens in an answer (none: the model's)."
+        default=None,
+        ge=1,
+        description="Upper bound of tokens in an answer (none: the model's). An answer cut "
+        "off there (`finish_reason: length`) is refused as unfinished, never stored.",
     )
     temperature: float | None = Field(
         default=None, ge=0, le=2, description="Sampling temperature (none: the model's)."
