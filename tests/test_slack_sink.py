@@ -316,6 +316,65 @@ async def test_a_bad_token_stops_the_connector_without_showing_it(
     assert await dead_letters(tmp_path) == []
 
 
+@pytest.mark.parametrize("where", ["{root}", "{root}v1/", "{root}api/chat.postMessage/"])
+async def test_a_base_url_that_is_not_slacks_stops_the_connector(
+    tmp_path: Path, slack: FakeSlack, where: str
+) -> None:
+    """An HTTP 404 from a wrong ``base_url`` is no fault of the records: dead-lettering every
+    one of them hides the mistake. The connector stops, naming the field."""
+    root = slack.base_url.removesuffix("api/")
+    path = pipeline(
+        tmp_path,
+        [{"n": 0}, {"n": 1}],
+        f"""
+        base_url: {where.format(root=root)}
+        channel: C0OPS
+        text: "{{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 1
+    assert await dead_letters(tmp_path) == []
+    assert slack.messages == []
+
+
+async def test_a_proxys_200_page_is_retried_not_dead_lettered(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    slack.html_next = 2  # a captive portal's page, twice
+    path = pipeline(
+        tmp_path,
+        [{"n": 0}, {"n": 1}],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert await dead_letters(tmp_path) == []
+    assert slack.texts() == ["0", "1"]
+
+
+def test_slacks_error_codes_map_onto_the_taxonomy() -> None:
+    from meshconnect import ConfigError, DataError, RetriableError
+    from meshconnect.connectors.slack.sink import SlackCallError, slack_error_kind
+
+    def kind(code: str, status: int | None = 200) -> Any:
+        return slack_error_kind(SlackCallError("chat.postMessage", code, status))
+
+    for code in ("invalid_auth", "token_revoked", "missing_scope", "unknown_method"):
+        assert kind(code) is ConfigError, code
+    assert kind("http_404", 404) is ConfigError
+    assert kind("http_407", 407) is ConfigError
+    for code in ("channel_not_found", "not_in_channel", "msg_too_long", "invalid_blocks"):
+        assert kind(code) is DataError, code
+    assert kind("http_413", 413) is DataError
+    for code in ("ratelimited", "fatal_error", "team_added_to_org", "unexpected_response"):
+        assert kind(code) is RetriableError, code
+    assert kind("http_503", 503) is RetriableError
+    assert kind("http_408", 408) is RetriableError
+
+
 class TestSlackSinkConformance(SinkConformance):
     """The sink contract with ``exactly_once``: after a crash before the commit, what was
     posted is read back from the channel's history and not posted again."""

@@ -12,7 +12,10 @@ taxonomy (:func:`slack_error_kind`):
   a :class:`DataError` naming Slack's error code: that record goes to the dead-letter topic,
   the others are sent.
 * bad credentials (``invalid_auth``, ``not_authed``, ``token_revoked``, ...) are a
-  :class:`ConfigError`: the connector stops with a message saying to check ``config.token``.
+  :class:`ConfigError`: the connector stops with a message saying to check ``config.token``;
+  so are answers that are not the Web API's (``unknown_method``, an HTTP 404 or a proxy's
+  401/403/407 without Slack's ``error``): check ``config.base_url``. A ``200`` whose body is
+  not Slack's JSON (a proxy's page) is retriable, as a ``5xx`` is.
 * ``5xx``, connection errors and timeouts are retriable: the sink sends the message again
   itself for up to ``outage_wait`` (the later ones wait, not charged any attempt). Past it, or
   past ``max_rate_limit_wait`` of 429s, that record alone is handed back (a
@@ -82,6 +85,11 @@ AUTH_ERRORS = frozenset(
         "ekm_access_denied",
     }
 )
+#: Answers that are not the Slack Web API's (``unknown_method``; an HTTP 404, a proxy's 401,
+#: 403 or 407 without Slack's ``error``): ``base_url`` points elsewhere, the connector stops.
+ENDPOINT_ERRORS = frozenset(
+    {"unknown_method", "http_401", "http_403", "http_404", "http_405", "http_407", "http_410"}
+)
 #: The ``metadata.event_type`` of the messages this sink posts with ``exactly_once``.
 METADATA_TYPE = "meshconnect_record"
 #: Slack's answers when a key's remembered message is gone: the sink posts a new one.
@@ -98,6 +106,11 @@ TRANSIENT_ERRORS = frozenset(
         "request_timeout",
         "timeout",
         "connection_error",
+        # a 200 whose body is not Slack's JSON (a proxy's or captive portal's page), a 408
+        "unexpected_response",
+        "http_408",
+        # the workspace is migrating into an Enterprise Grid org: calls fail for a while
+        "team_added_to_org",
     }
 )
 
@@ -125,7 +138,7 @@ class SlackCallError(Exception):
 def slack_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
     """The taxonomy class of a Slack call's failure (see the module docstring)."""
     if isinstance(exc, SlackCallError):
-        if exc.code in AUTH_ERRORS:
+        if exc.code in AUTH_ERRORS or exc.code in ENDPOINT_ERRORS:
             return ConfigError
         if exc.code in TRANSIENT_ERRORS or (exc.status is not None and exc.status >= 500):
             return RetriableError
@@ -516,6 +529,14 @@ class SlackSink(Sink[SlackSinkConfig]):
                     detail = "check config.token: a bot token (xoxb-) with the chat:write scope"
                     if needed:
                         detail += f"; the call needs {needed}"
+                elif code in ENDPOINT_ERRORS:
+                    detail = (
+                        "check config.base_url: the answer is not the Slack Web API's "
+                        f"(calling {self.client.base_url}{method}; Slack's is "
+                        "https://slack.com/api/)"
+                    )
+                elif code == "unexpected_response":
+                    detail = "the answer is not Slack's JSON (a proxy's page?)"
                 raise SlackCallError(method, code, status, detail) from None
             data = response.data
             return data if isinstance(data, dict) else {}
