@@ -9,11 +9,13 @@ still fails is mapped by :func:`openai_error_kind`:
 
 =================================================  =====================================
 ``AuthenticationError`` (401), ``PermissionDenied``  ``ConfigError``: check ``api_key``
-(403), ``NotFoundError`` (404: no such model)        (the key itself is never shown)
+(403), ``NotFoundError`` (404: no such model),       and ``base_url`` (the key itself is
+405, 407 (a proxy), 410                              never shown)
 ``RateLimitError``, ``InternalServerError``,         ``RetriableError``
-``APIConnectionError``, ``APITimeoutError``, an
-unreadable answer (``APIResponseValidationError``,
-a body that is not JSON)
+``APIConnectionError``, ``APITimeoutError``, 408,
+409, an unreadable answer
+(``APIResponseValidationError``, a body that is
+not JSON)
 ``BadRequestError`` (400), ``UnprocessableEntity``   ``DataError``: the prompt is refused
 (422), other ``4xx``
 =================================================  =====================================
@@ -87,6 +89,11 @@ def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
     return errors
 
 
+#: Statuses that say the endpoint is not the API (a proxy's 407, a 405 or 410 for a path the
+#: server does not serve): a config error like 401/403/404, never the record's fault.
+_ENDPOINT_STATUSES = frozenset({405, 407, 410})
+
+
 def openai_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
     """The taxonomy class of an ``openai`` exception (table in the module docstring)."""
     try:
@@ -106,7 +113,11 @@ def openai_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
     ):
         return RetriableError
     if isinstance(exc, openai.APIStatusError):
-        return RetriableError if exc.status_code >= 500 else DataError
+        if exc.status_code in _ENDPOINT_STATUSES:  # not the API: a wrong base_url, a proxy
+            return ConfigError
+        if exc.status_code >= 500 or exc.status_code in (408, 409):  # what the SDK retries
+            return RetriableError
+        return DataError
     if isinstance(exc, json.JSONDecodeError):  # a 200 whose body is not JSON (an HTML page)
         return RetriableError
     return None
@@ -201,7 +212,14 @@ class ModelClient:
             kind = openai_error_kind(exc)
             if kind is None:
                 raise
-            hint = ": check api_key and model" if kind is ConfigError else ""
+            hint = ""
+            if kind is ConfigError:
+                status = getattr(exc, "status_code", None)
+                hint = (
+                    ": check base_url (a proxy or a path that is not the API answered)"
+                    if status in _ENDPOINT_STATUSES
+                    else ": check api_key and model"
+                )
             secret = self.settings.api_key.get_secret_value() or os.environ.get("OPENAI_API_KEY")
             raise kind(f"{self.what}: {_describe(exc, secret)}{hint}") from None
         return self.check(text, model, usage, ident, schema)
