@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
+from meshconnect.httplisten import check_listen, check_path
 
 __all__ = ["ChatGPTSourceConfig", "LlmOptions", "ModelSettings"]
 
@@ -24,6 +25,19 @@ def _check_schema(value: Any) -> Any:
         Draft202012Validator.check_schema(value)
     except SchemaError as exc:
         raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    return value
+
+
+def _check_base_url(value: str | None) -> str | None:
+    """An absolute ``http(s)`` URL: without its scheme the SDK fails each call with a
+    connection error (retried, then a 503 or a dead letter per record), never naming the field."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r}: expected an http:// or https:// URL")
     return value
 
 
@@ -64,6 +78,11 @@ class ModelSettings(BaseModel):
         gt=0,
         description="A longer answer is refused (a data error), never stored.",
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return _check_base_url(value)
 
 
 class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
@@ -119,6 +138,16 @@ class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
     @classmethod
     def _schema(cls, value: Any) -> Any:
         return _check_schema(value)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return check_listen(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_path(value)
 
 
 class LlmOptions(ModelSettings):

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
 from meshconnect.expr import Compiler, ExpressionError
+from meshconnect.httplisten import check_listen, check_path
 
 __all__ = ["SlackSinkConfig", "SlackSourceConfig", "compile_template", "slack_escape"]
 
@@ -31,6 +32,27 @@ def slack_escape(value: Any) -> Any:
 
         value = jsonvalue.dumps(value)
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def check_http_url(value: str | None) -> str | None:
+    """An absolute ``http(s)`` URL: without its scheme a client reports a connection error per
+    call (retried, then each record dead-lettered), never the field."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r}: expected an http:// or https:// URL")
+    return value
+
+
+def check_secret(value: SecretStr) -> SecretStr:
+    """A secret that is set: an empty one (``${env:NAME}`` of an empty variable) fails every
+    call or request later, so it is refused here (its value is never shown)."""
+    if not value.get_secret_value().strip():
+        raise ValueError("empty: give the secret (an environment variable that is set)")
+    return value
 
 
 #: Slack templates know one function more than the others: ``slack_escape``.
@@ -148,6 +170,24 @@ class SlackSinkConfig(ConnectorConfig):
             compile_template(value, info.field_name)
         return value
 
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty: give a channel ID (C0123…) or a template")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        return check_secret(value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        check_http_url(value)
+        return value
+
     @field_validator("blocks")
     @classmethod
     def _blocks(cls, value: Any) -> Any:
@@ -157,7 +197,7 @@ class SlackSinkConfig(ConnectorConfig):
 
     @model_validator(mode="after")
     def _something_to_send(self) -> SlackSinkConfig:
-        if self.text is None and self.blocks is None:
+        if not self.text and not self.blocks:
             raise ValueError("set text, blocks or both: the message would be empty")
         if self.thread_key is not None and self.update_key is not None:
             raise ValueError("thread_key and update_key exclude each other")
@@ -203,3 +243,18 @@ class SlackSourceConfig(ConnectorConfig):
     max_body_bytes: ByteSize = Field(
         default=1_048_576, gt=0, description="Larger requests are refused with `413`."
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return check_listen(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_path(value)
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        return check_secret(value)

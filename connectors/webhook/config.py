@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
+from meshconnect.httplisten import check_listen
 
 from ._templates import Template
 
@@ -253,14 +254,7 @@ class WebhookConfig(ConnectorConfig):
     def _listen(cls, value: str) -> str:
         """``HOST:PORT`` with a port of 0-65535 (``[::1]:8080`` for IPv6), as the shared
         listener reads it; refused here so ``validate`` names the line."""
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not port.isascii():
-            raise ValueError(f"{value!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
-        if int(port) > 65535:
-            raise ValueError(f"{value!r}: port {int(port)} is above 65535")
-        if host.startswith("[") != host.endswith("]") or (":" in host and host[0] != "["):
-            raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. [::1]:8080")
-        return value
+        return check_listen(value)
 
     @field_validator("path")
     @classmethod
