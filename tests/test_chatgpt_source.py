@@ -154,6 +154,23 @@ async def test_chat_mode_stores_prompt_answer_model_and_usage(
         assert line in metrics.splitlines(), metrics
 
 
+async def test_a_json_body_is_read_strictly(start: Any, openai: FakeOpenAI) -> None:
+    """A misspelt or ill-typed ``system`` was dropped without a word: the configured system
+    message was used instead of the caller's."""
+    running = await start("mode: chat\nsystem: Be brief.")
+    for body, why in [
+        ({"prompt": "hi", "sytem": "Be verbose."}, "unknown key(s) 'sytem'"),
+        ({"prompt": "hi", "system": ["Be verbose."]}, '"system" is a string'),
+        ({"prompt": 5}, '"prompt" string'),
+    ]:
+        status, text = await running.post(body, json_body=True)
+        assert (status, why in text) == (400, True), (body, text)
+    assert openai.requests == 0
+    status, event = await running.post({"prompt": "hi", "system": None}, json_body=True)
+    assert status == 200 and event["data"]["system"] is None
+    assert openai.bodies[-1]["messages"] == [{"role": "user", "content": "hi"}]
+
+
 async def test_parse_mode_stores_the_validated_structured_output_exactly(
     start: Any, openai: FakeOpenAI
 ) -> None:
