@@ -478,6 +478,36 @@ async def test_exactly_once_covers_records_sent_before_the_first_commit(
     assert slack.history_calls == 2  # each open read the channel back once
 
 
+@pytest.mark.parametrize("mode", ["update_key", "thread_key"])
+async def test_exactly_once_keeps_a_keys_message_found_in_the_history(
+    slack: FakeSlack, mode: str
+) -> None:
+    """A key's first message posted after the last commit, then a crash: the restart finds it
+    in the history and does not post it again, and must also take its ``ts`` as the key's,
+    or the key's next record starts a second message (or thread) for the key."""
+    records = [
+        Record({"n": 0, "k": "a"}, topic="alerts", offset=0),
+        Record({"n": 1, "k": "b"}, topic="alerts", offset=1),
+        Record({"n": 2, "k": "b"}, topic="alerts", offset=2),
+    ]
+    first = _sink(slack, **{mode: "{data.k}"})
+    await first.open(None)
+    await first.write(records[:1])
+    state = await first.flush()  # committed: record 0, and the channel's newest ts
+    await first.write(records[1:2])  # then a crash before the commit
+    second = _sink(slack, **{mode: "{data.k}"})
+    await second.open(state)
+    await second.write(records[1:])
+    assert [m.text for m in slack.messages] == (
+        ["n=0", "n=2"] if mode == "update_key" else ["n=0", "n=1", "n=2"]
+    )
+    if mode == "update_key":
+        assert slack.messages[1].updates == 1
+    else:
+        assert slack.messages[2].thread_ts == slack.messages[1].ts
+    assert (await second.flush() or {})["keys"]["b"] == slack.messages[1].ts
+
+
 async def test_exactly_once_checks_the_history_after_a_timeout(
     tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -212,8 +212,9 @@ class SlackSink(Sink[SlackSinkConfig]):
         self.keys = OrderedDict((state or {}).get("keys", {}))
         #: channel -> ts of the newest message posted there (committed at flush).
         self.last_ts: dict[str, str] = dict((state or {}).get("channels", {}))
-        #: "topic:offset" of records already posted after the last commit (exactly_once).
-        self.posted: set[str] = set()
+        #: "topic:offset" -> ts of records already posted after the last commit (exactly_once):
+        #: the ts is a key's message (update_key) or thread parent (thread_key) too.
+        self.posted: dict[str, str] = {}
         #: Channels whose history was read back since open (exactly_once).
         self.scanned: set[str] = set()
         #: "topic:offset" -> channel of records whose chat.postMessage had no answer (a
@@ -224,7 +225,7 @@ class SlackSink(Sink[SlackSinkConfig]):
         self.exhausted: set[str] = set()
         if self.config.exactly_once:
             for channel, ts in self.last_ts.items():
-                self.posted |= set(await self._posted_since(channel, ts))
+                self.posted.update(await self._posted_since(channel, ts))
                 self.scanned.add(channel)
 
     async def _posted_since(
@@ -280,15 +281,13 @@ class SlackSink(Sink[SlackSinkConfig]):
         timed out), else None. Reads a channel's history once per open, and again for each
         record whose post had no answer."""
         if mark in self.posted:
-            self.posted.discard(mark)
-            return ""
+            return self.posted.pop(mark)
         if channel not in self.scanned and channel not in self.last_ts:
             found = await self._posted_since(channel, None, record)
             self.scanned.add(channel)  # only once read: a failed look is made again
-            self.posted |= set(found)
+            self.posted.update(found)
             if mark in self.posted:
-                self.posted.discard(mark)
-                return found[mark]
+                return self.posted.pop(mark)
         where = self.uncertain.get(mark)
         if where is not None:
             found = await self._posted_since(where, self.last_ts.get(where), record)
