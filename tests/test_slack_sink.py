@@ -508,6 +508,42 @@ async def test_exactly_once_keeps_a_keys_message_found_in_the_history(
     assert (await second.flush() or {})["keys"]["b"] == slack.messages[1].ts
 
 
+@pytest.mark.parametrize("committed", [True, False])
+async def test_exactly_once_finds_thread_replies_posted_before_a_crash(
+    slack: FakeSlack, committed: bool
+) -> None:
+    """Slack's ``conversations.history`` holds a channel's top-level messages only, never the
+    replies in threads: replies posted after the last commit (or before any) are found in
+    their thread (``conversations.replies``), not posted twice."""
+    records = [Record({"n": i, "k": "a"}, topic="alerts", offset=i) for i in range(5)]
+    first = _sink(slack, thread_key="{data.k}")
+    await first.open(None)
+    await first.write(records[:1])
+    state = await first.flush() if committed else None
+    await first.write(records[1:3])  # two replies, then a crash before the commit
+    second = _sink(slack, thread_key="{data.k}")
+    await second.open(state)
+    await second.write(records[1:] if committed else records)  # redelivered after the commit
+    assert slack.texts() == [f"n={i}" for i in range(5)]
+    parent = slack.messages[0].ts
+    assert [m.thread_ts for m in slack.messages] == [None] + [parent] * 4
+    # one look at the thread after the restart; none while the first sink ran
+    assert [m for _, m, _ in slack.log].count("conversations.replies") == 1
+
+
+async def test_exactly_once_looks_in_the_thread_after_a_reply_timed_out(
+    slack: FakeSlack,
+) -> None:
+    parent = Record({"n": 0, "parent": None}, topic="alerts", offset=0)
+    sink = _sink(slack, thread_ts="{data.parent}", timeout=1)
+    await sink.open(None)
+    await sink.write([parent])
+    reply = Record({"n": 1, "parent": slack.messages[0].ts}, topic="alerts", offset=1)
+    slack.slow_next, slack.slow_seconds = 1, 1.5  # posted, answered after the timeout
+    await sink.write([reply])
+    assert slack.texts() == ["n=0", "n=1"]
+
+
 async def test_exactly_once_checks_the_history_after_a_timeout(
     tmp_path: Path, slack: FakeSlack, caplog: pytest.LogCaptureFixture
 ) -> None:

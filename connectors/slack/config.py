@@ -131,10 +131,12 @@ class SlackSinkConfig(ConnectorConfig):
     exactly_once: bool = Field(
         default=False,
         description="Tag each message with its mesh position (Slack message `metadata`) and "
-        "read back what may be posted already (`conversations.history`, which needs the "
+        "read back what may be posted already (`conversations.history`, and "
+        "`conversations.replies` for replies in threads, which need the "
         "`channels:history` / `groups:history` scope): after a crash, what came after the "
-        "last commit (or, for a channel nothing was committed for, its newest messages); "
-        "after a post that got no answer, that record. So no message is posted twice. "
+        "last commit (or, for a channel nothing was committed for, its newest messages), "
+        "and in each thread before the first reply to it; after a post that got no answer, "
+        "that record. So no message is posted twice. "
         "Off: at least once.",
     )
     base_url: str = Field(

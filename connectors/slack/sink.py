@@ -37,8 +37,12 @@ the sink reads history (``conversations.history``) before posting what may be th
 * a channel the state does not name (nothing committed for it yet: a crash during the first
   batch), once, newest first, back to a message of an earlier record of the same topic or at
   most :attr:`SlackSink.history_scan_limit` messages;
+* a thread (``thread_key``, ``thread_ts``) not started since ``open``, once, before the first
+  reply to it: the replies
+  after the channel's committed ``ts`` (``conversations.replies``; the channel's history
+  holds top-level messages only);
 * after a ``chat.postMessage`` that got no answer (``timeout``, a lost connection: Slack may
-  have posted it), before sending that record again.
+  have posted it), before sending that record again (in its thread, for a reply).
 
 Records found there are not posted again. Per-key thread and message ``ts``es (``thread_key``,
 ``update_key``) are in the state too.
@@ -217,9 +221,12 @@ class SlackSink(Sink[SlackSinkConfig]):
         self.posted: dict[str, str] = {}
         #: Channels whose history was read back since open (exactly_once).
         self.scanned: set[str] = set()
-        #: "topic:offset" -> channel of records whose chat.postMessage had no answer (a
-        #: timeout or a lost connection): Slack may have posted them (exactly_once).
-        self.uncertain: dict[str, str] = {}
+        #: Threads (channel, parent ts) whose replies were read back since open (exactly_once).
+        self.scanned_threads: set[tuple[str, str]] = set()
+        #: "topic:offset" -> (channel, thread parent ts or None) of records whose
+        #: chat.postMessage had no answer (a timeout or a lost connection): Slack may have
+        #: posted them (exactly_once).
+        self.uncertain: dict[str, tuple[str, str | None]] = {}
         #: "topic:offset" of records handed back after ``outage_wait`` (or a 429 wait past
         #: ``max_rate_limit_wait``): one attempt per later write, no more waiting here.
         self.exhausted: set[str] = set()
@@ -229,27 +236,38 @@ class SlackSink(Sink[SlackSinkConfig]):
                 self.scanned.add(channel)
 
     async def _posted_since(
-        self, channel: str, oldest: str | None, before: Record | None = None
+        self,
+        channel: str,
+        oldest: str | None,
+        before: Record | None = None,
+        thread: str | None = None,
     ) -> dict[str, str]:
         """The records this sink posted to ``channel`` after ``oldest`` (its history, newest
         first), "topic:offset" -> the message's ``ts``. With no ``oldest`` the reading stops
         at a message of an earlier record of ``before``'s topic (records are posted in order),
-        or after :attr:`history_scan_limit` messages."""
+        or after :attr:`history_scan_limit` messages. With ``thread`` (a parent's ``ts``),
+        the replies in that thread (``conversations.replies``: the channel's history holds
+        only top-level messages), oldest first."""
         found: dict[str, str] = {}
         cursor = None
         seen = 0
+        method = "conversations.history" if thread is None else "conversations.replies"
+        if thread is not None:
+            before = None  # oldest first: an earlier record's message says nothing
         while True:
             args: dict[str, Any] = {
                 "channel": channel,
                 "include_all_metadata": "true",
                 "limit": 200,
             }
+            if thread is not None:
+                args["ts"] = thread
             if oldest is not None:
                 args["oldest"] = oldest
                 args["inclusive"] = "false"
             if cursor:
                 args["cursor"] = cursor
-            response = await self._call("conversations.history", args, http_verb="GET")
+            response = await self._call(method, args, http_verb="GET")
             older = False
             for message in response.get("messages") or []:
                 seen += 1
@@ -275,11 +293,14 @@ class SlackSink(Sink[SlackSinkConfig]):
             if oldest is None and seen >= self.history_scan_limit:
                 return found
 
-    async def _already_posted(self, record: Record, mark: str, channel: str) -> str | None:
+    async def _already_posted(
+        self, record: Record, mark: str, channel: str, thread: str | None
+    ) -> str | None:
         """exactly_once: the ``ts`` of ``record``'s message if Slack holds it already (posted
         before a crash that came before any commit naming the channel, or by a call that
-        timed out), else None. Reads a channel's history once per open, and again for each
-        record whose post had no answer."""
+        timed out), else None. Reads a channel's history once per open, the replies of a
+        thread (``thread``: its parent's ``ts``) once per open before the first reply to it,
+        and either again for each record whose post had no answer."""
         if mark in self.posted:
             return self.posted.pop(mark)
         if channel not in self.scanned and channel not in self.last_ts:
@@ -288,9 +309,20 @@ class SlackSink(Sink[SlackSinkConfig]):
             self.posted.update(found)
             if mark in self.posted:
                 return self.posted.pop(mark)
-        where = self.uncertain.get(mark)
-        if where is not None:
-            found = await self._posted_since(where, self.last_ts.get(where), record)
+        if thread is not None and (channel, thread) not in self.scanned_threads:
+            # replies are not in the channel's history: read the thread (after the channel's
+            # last committed ts, which replies move too)
+            found = await self._posted_since(channel, self.last_ts.get(channel), thread=thread)
+            self.scanned_threads.add((channel, thread))
+            self.posted.update(found)
+            if mark in self.posted:
+                return self.posted.pop(mark)
+        place = self.uncertain.get(mark)
+        if place is not None:
+            where, in_thread = place
+            found = await self._posted_since(
+                where, self.last_ts.get(where), record, thread=in_thread
+            )
             del self.uncertain[mark]  # only once looked at: a failed look is made again
             if mark in found:
                 return found[mark]
@@ -368,7 +400,7 @@ class SlackSink(Sink[SlackSinkConfig]):
         exactly_once needs one); SlackCallError and the like when it fails."""
         if self.config.exactly_once and method == "chat.postMessage":
             # posted before a crash, or by a call whose answer was lost
-            ts = await self._already_posted(record, mark, args["channel"])
+            ts = await self._already_posted(record, mark, args["channel"], args.get("thread_ts"))
             if ts is not None:
                 if ts:
                     self.last_ts[args["channel"]] = ts
@@ -390,7 +422,7 @@ class SlackSink(Sink[SlackSinkConfig]):
                 response = await self._call(method, args, max_wait=max_wait)
         except SlackCallError as exc:
             if self.config.exactly_once and method == "chat.postMessage" and exc.unanswered:
-                self.uncertain[mark] = args["channel"]
+                self.uncertain[mark] = (args["channel"], args.get("thread_ts"))
             raise
         ts = response.get("ts")
         self.sent.inc()
@@ -400,6 +432,8 @@ class SlackSink(Sink[SlackSinkConfig]):
             channel = response.get("channel")
             if isinstance(channel, str) and method == "chat.postMessage":
                 self.last_ts[channel] = ts
+                # a thread started since open has no replies this sink does not know of
+                self.scanned_threads.add((channel, ts))
 
     async def flush(self) -> dict[str, Any] | None:
         state: dict[str, Any] = {}
