@@ -212,6 +212,27 @@ async def test_an_unfinished_answer_is_dead_lettered_never_written(
     assert openai.received["hi"] == 1  # a data error: not asked again
 
 
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_a_refusal_is_dead_lettered_by_either_api(
+    tmp_path: Path, openai: FakeOpenAI, api: str
+) -> None:
+    """The Responses API gives a refusal as a ``refusal`` content part: its ``output_text`` is
+    empty, and an empty answer was written as if the model had answered ""."""
+    MemorySink.outputs.clear()
+    openai.refusal = "I can't help with that."
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        api: {api}
+        prompt: "{{data.text}}"
+        field: data.answer
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "hi"}], step)) == 0
+    assert collect("llm") == []
+    [refused] = await dead(tmp_path)
+    assert "the model refused: I can't help with that." in json.dumps(refused.extensions)
+
+
 async def test_a_timeout_or_conflict_answer_is_retried_not_dead_lettered(
     tmp_path: Path, openai: FakeOpenAI
 ) -> None:

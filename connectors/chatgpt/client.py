@@ -344,7 +344,19 @@ class ModelClient:
                 ),
                 text if isinstance(text, str) else "",
             )
-        if not isinstance(text, str) or (not text and not response.output):
+        if not text:
+            parts = [
+                part
+                for item in response.output or []
+                if getattr(item, "type", None) == "message"
+                for part in getattr(item, "content", None) or []
+            ]
+            refusals = [str(p.refusal) for p in parts if getattr(p, "type", None) == "refusal"]
+            if refusals:
+                raise InvalidAnswer(f"{self.what}: the model refused", refusals, "")
+            if not parts:  # no message at all (tool calls only, reasoning only)
+                raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: empty"], "")
+        if not isinstance(text, str):
             raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: empty"], "")
         usage = _usage(getattr(response, "usage", None), "input_tokens", "output_tokens")
         return text, str(response.model or self.settings.model), usage, str(response.id or "")
