@@ -83,6 +83,14 @@ def test_validate_names_mistakes_a_run_would_only_meet_later(tmp_path: Path) -> 
                 source:
                   connector: chatgpt
                   config: {listen: "0.0.0.0:80800", path: ask, base_url: "api.openai.com/v1"}
+              - name: ask2
+                source:
+                  connector: chatgpt
+                  config: {bearer_tokens: [ok-token, "${env:UNSET_ASK_TOKEN:-}"]}
+              - name: hook
+                source:
+                  connector: webhook
+                  config: {bearer_tokens: [{token: "", types: ["*"]}]}
             """
         )
     )
@@ -101,6 +109,8 @@ def test_validate_names_mistakes_a_run_would_only_meet_later(tmp_path: Path) -> 
         ("20", "source.config.listen", "port 80800 is above 65535"),
         ("20", "source.config.path", "must start with '/'"),
         ("20", "source.config.base_url", "expected an http:// or https:// URL"),
+        ("24", "source.config.bearer_tokens", "[1] is empty"),
+        ("28", "source.config.bearer_tokens", "[0] is empty"),
     ]
     for line, field, why in expected:
         assert any(

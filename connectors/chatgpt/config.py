@@ -144,6 +144,16 @@ class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
     def _listen(cls, value: str) -> str:
         return check_listen(value)
 
+    @field_validator("bearer_tokens")
+    @classmethod
+    def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
+        """An empty token (``${env:NAME}`` of an empty variable) matches no request: with only
+        such tokens every request would be a 401."""
+        for i, token in enumerate(value):
+            if not token.get_secret_value().strip():
+                raise ValueError(f"[{i}] is empty: give the token (a variable that is set)")
+        return value
+
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:

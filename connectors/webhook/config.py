@@ -249,6 +249,17 @@ class WebhookConfig(ConnectorConfig):
     def _templates(cls, value: str | None) -> str | None:
         return _check_template(value)
 
+    @field_validator("bearer_tokens")
+    @classmethod
+    def _tokens(cls, value: list[SecretStr | BearerToken]) -> list[SecretStr | BearerToken]:
+        """An empty token (``${env:NAME}`` of an empty variable) matches no request: with only
+        such tokens every request would be a 401."""
+        for i, item in enumerate(value):
+            token = item.token if isinstance(item, BearerToken) else item
+            if not token.get_secret_value().strip():
+                raise ValueError(f"[{i}] is empty: give the token (a variable that is set)")
+        return value
+
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
