@@ -214,6 +214,27 @@ async def test_slack_escape_keeps_mentions_and_links_as_text(slack: FakeSlack) -
     assert slack.texts() == ["alert: &lt;!channel&gt; &amp; &lt;@U1&gt; &lt;http://x|y&gt; <!here>"]
 
 
+async def test_chat_post_messages_own_rate_limited_error_is_waited_out(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """``rate_limited`` (with an underscore: "Application has posted too many messages") is
+    a rate limit like a 429's ``ratelimited``, not a fault of the record."""
+    slack.posting_limited_next = 3
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(4)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "n={{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert await dead_letters(tmp_path) == []
+    assert slack.texts() == [f"n={i}" for i in range(4)]
+    assert slack.rate_limited == 3
+
+
 async def test_a_server_error_is_retried_in_order(tmp_path: Path, slack: FakeSlack) -> None:
     slack.fail_next = 2
     path = pipeline(
@@ -369,7 +390,13 @@ def test_slacks_error_codes_map_onto_the_taxonomy() -> None:
     for code in ("channel_not_found", "not_in_channel", "msg_too_long", "invalid_blocks"):
         assert kind(code) is DataError, code
     assert kind("http_413", 413) is DataError
-    for code in ("ratelimited", "fatal_error", "team_added_to_org", "unexpected_response"):
+    for code in (
+        "ratelimited",
+        "rate_limited",
+        "fatal_error",
+        "team_added_to_org",
+        "unexpected_response",
+    ):
         assert kind(code) is RetriableError, code
     assert kind("http_503", 503) is RetriableError
     assert kind("http_408", 408) is RetriableError

@@ -100,10 +100,13 @@ METADATA_TYPE = "meshconnect_record"
 GONE = frozenset(
     {"message_not_found", "thread_not_found", "cant_update_message", "edit_window_closed"}
 )
+#: A rate limit: ``429`` ``ratelimited`` (with ``Retry-After``), and chat.postMessage's
+#: ``rate_limited`` ("Application has posted too many messages", an ``ok: false`` answer).
+RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 #: Slack error codes worth sending again later.
 TRANSIENT_ERRORS = frozenset(
     {
-        "ratelimited",
+        *RATE_LIMITED,
         "service_unavailable",
         "fatal_error",
         "internal_error",
@@ -360,7 +363,7 @@ class SlackSink(Sink[SlackSinkConfig]):
                     if (
                         kind is RetriableError
                         and not once
-                        and not (isinstance(exc, SlackCallError) and exc.code == "ratelimited")
+                        and not (isinstance(exc, SlackCallError) and exc.code in RATE_LIMITED)
                         and waited + delay <= self.config.outage_wait
                     ):
                         self.context.logger.warning(
@@ -546,7 +549,7 @@ class SlackSink(Sink[SlackSinkConfig]):
                 ) from None
             except SlackApiError as exc:
                 status, code, retry_after = _failure(exc)
-                if status == 429 or code == "ratelimited":
+                if status == 429 or code in RATE_LIMITED:
                     if waited + retry_after > limit:
                         raise SlackCallError(
                             method, "ratelimited", status, f"waited {waited:.0f}s already"
