@@ -4,13 +4,17 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_support import mc
 
-from meshconnect.connectors.file.config import FileSinkConfig, sink_path
+from meshconnect.api import ConnectorContext, Position
+from meshconnect.connectors.file.config import FileSinkConfig, FileSourceConfig, sink_path
+from meshconnect.connectors.file.source import FileSource
 
 # -- sink path placeholders --------------------------------------------------------------------
 
@@ -56,3 +60,126 @@ def test_validate_names_the_line_of_a_sink_path_typo(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "p.yaml:6:" in result.stdout + result.stderr
     assert "pipelines[0].sinks[0].config.path" in result.stdout + result.stderr
+
+
+# -- lines over max_line_bytes -----------------------------------------------------------------
+
+LIMIT = 128 * 1024
+
+
+def _source(tmp_path: Path, **config: Any) -> FileSource:
+    config.setdefault("poll_interval", 0.01)
+    config.setdefault("max_line_bytes", LIMIT)
+    context = ConnectorContext(
+        pipeline="p", name="file", logger=logging.getLogger("test"), base_dir=str(tmp_path)
+    )
+    return FileSource(FileSourceConfig(**config), context)
+
+
+async def _read_all(source: FileSource) -> tuple[list[Any], list[Any], dict[str, Position]]:
+    records: list[Any] = []
+    failures: list[Any] = []
+    positions: dict[str, Position] = {}
+    while (batch := await source.poll()) is not None:
+        records += [r.data for r in batch.records]
+        failures += batch.failures
+        positions.update(batch.positions)
+        for tail in source._tails.values():  # never more than the limit (and a chunk) held
+            assert sum(map(len, tail.partial)) <= LIMIT + (1 << 17)
+    await source.stop()
+    return records, failures, positions
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "csv"])
+async def test_a_line_over_max_line_bytes_is_a_failure_with_its_size_and_head(
+    tmp_path: Path, fmt: str
+) -> None:
+    """A 100 MB line was read whole into memory (about five times its size at peak) and
+    stored: a file without newlines could exhaust the worker. Now it is skipped up to its
+    newline without being held, and the lines around it are read."""
+    header = b"v\n" if fmt == "csv" else b""
+    long = b'"' + b"x" * (3 * LIMIT) + b'"'
+    good = [b'"a"', b'"b"']
+    (tmp_path / "in").write_bytes(header + good[0] + b"\n" + long + b"\n" + good[1] + b"\n")
+    source = _source(tmp_path, path="in", format=fmt)
+    await source.start({})
+
+    records, failures, positions = await _read_all(source)
+
+    assert len(records) == 2
+    ((record, error),) = failures
+    line = 3 if fmt == "csv" else 2
+    assert f"in:{line}: a line of {len(long):,} bytes is longer than max_line_bytes" in str(error)
+    assert record.data == long[:1024].decode()
+    assert record.id.endswith(f"-{len(header) + len(good[0]) + 1}")
+    (position,) = positions.values()
+    assert position["offset"] == (tmp_path / "in").stat().st_size
+
+
+async def test_a_line_of_exactly_max_line_bytes_is_read(tmp_path: Path) -> None:
+    line = b'"' + b"y" * (LIMIT - 2) + b'"'
+    (tmp_path / "in").write_bytes(b"1\n" + line + b"\n" + line + b"x\n2\n")
+    source = _source(tmp_path, path="in", format="text")
+    await source.start({})
+
+    records, failures, _ = await _read_all(source)
+
+    assert records == ["1", line.decode(), "2"]
+    assert "a line of 131,073 bytes" in str(failures[0][1])
+
+
+async def test_a_long_line_written_while_followed_is_one_failure(tmp_path: Path) -> None:
+    path = tmp_path / "in"
+    path.write_bytes(b'{"n":1}\n{"s":"')
+    source = _source(tmp_path, path="in", follow=True)
+    await source.start({})
+    failures: list[Any] = []
+    records: list[Any] = []
+    for piece in [b"z" * LIMIT] * 4 + [b'"}\n{"n":2}\n']:
+        with path.open("ab") as f:
+            f.write(piece)
+        for _ in range(3):
+            batch = await source.poll()
+            assert batch is not None
+            records += [r.data for r in batch.records]
+            failures += batch.failures
+        (tail,) = source._tails.values()
+        assert sum(map(len, tail.partial)) <= LIMIT + (1 << 17)
+    await source.stop()
+
+    assert records == [{"n": 1}, {"n": 2}]
+    assert len(failures) == 1
+    assert f"a line of {4 * LIMIT + 8:,} bytes" in str(failures[0][1])
+
+
+async def test_an_unterminated_long_last_line_waits_for_its_newline(tmp_path: Path) -> None:
+    (tmp_path / "in").write_bytes(b'{"n":1}\n{"s":"' + b"z" * (2 * LIMIT))
+    source = _source(tmp_path, path="in")
+    await source.start({})
+
+    records, failures, positions = await _read_all(source)
+
+    assert records == [{"n": 1}]
+    assert failures == []
+    assert next(iter(positions.values()))["offset"] == 8
+
+
+def test_max_line_bytes_takes_the_size_syntax_and_has_a_floor() -> None:
+    assert FileSourceConfig(path="x", max_line_bytes="1MiB").max_line_bytes == 1 << 20
+    assert FileSourceConfig(path="x").max_line_bytes == 16 << 20
+    with pytest.raises(ValueError, match="max_line_bytes"):
+        FileSourceConfig(path="x", max_line_bytes="100KiB")
+
+
+async def test_a_long_last_line_ending_a_chunk_leaves_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "in").write_bytes(b"x" * (3 * (1 << 17) - 1) + b"\n")  # the newline ends a chunk
+    source = _source(tmp_path, path="in", format="text")
+    await source.start({})
+
+    records, failures, positions = await _read_all(source)
+
+    assert (records, len(failures)) == ([], 1)
+    assert next(iter(positions.values()))["offset"] == 3 * (1 << 17)
+    assert "without a newline" not in caplog.text

@@ -24,6 +24,7 @@ __all__ = [
     "BOM",
     "CHUNK",
     "FINGERPRINT",
+    "LONG_HEAD",
     "Failures",
     "Partitions",
     "Tail",
@@ -38,6 +39,8 @@ __all__ = [
 #: split from it stay in memory until handed out, and 1 MiB (~8,500 lines of 120 bytes)
 #: held ~3.5 MB more at peak for no measurable CPU (docs/benchmarks.md).
 CHUNK = 1 << 17
+#: How many bytes of a line longer than ``max_line_bytes`` its dead letter keeps.
+LONG_HEAD = 1024
 #: How many bytes from the start of a file make its content fingerprint.
 FINGERPRINT = 1024
 BOM = b"\xef\xbb\xbf"
@@ -88,6 +91,13 @@ class Tail:
     generation: int = 0
     #: The last element of ``lines`` has no newline and may still grow (bounded read).
     tentative: bool = False
+    #: A line longer than ``max_line_bytes`` being skipped: its first bytes (``None`` when
+    #: there is none), its size so far, how many lines it spans (a CSV record's), and whether
+    #: its newline was found (it is then handed out as a failure before ``lines``).
+    long_head: bytes | None = None
+    long_size: int = 0
+    long_lines: int = 1
+    long_done: bool = False
 
     def position(self) -> Position:
         return {

@@ -127,6 +127,17 @@ class FileSourceConfig(ConnectorConfig):
         "Batches of 1,000 keep the records in flight (memory) small; larger ones were "
         "not faster when measured (docs/benchmarks.md).",
     )
+    max_line_bytes: ByteSize = Field(
+        default=16 * 1024 * 1024,
+        ge=128 * 1024,
+        description=(
+            "The longest line read (its bytes, without the newline; `16MiB`, at least "
+            "`128KiB`). A longer line is never held in memory: it is skipped up to its "
+            "newline and becomes a failure (dead-lettered with `tolerance: all`) holding its "
+            "first 1,024 bytes and naming its size, so a file without newlines or a runaway "
+            "line cannot exhaust the worker's memory."
+        ),
+    )
     encoding: str = Field(
         default="utf-8",
         description=(
