@@ -110,7 +110,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         super().__init__(config, context)
         self.bounded = not config.follow
         self._log = context.logger
-        base = os.path.abspath(context.base_dir)
+        self._base = base = os.path.abspath(context.base_dir)
         self._patterns = [
             os.path.normpath(os.path.join(base, os.path.expanduser(p))) for p in config.patterns
         ]
