@@ -254,3 +254,22 @@ async def test_a_stored_position_of_the_wrong_type_is_a_config_error(tmp_path: P
 
     with pytest.raises(ConfigError, match=r"stored position of .*in is not usable: offset"):
         await source.start({str(tmp_path / "in"): {"offset": "x"}})
+
+
+# -- a directory as the path -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("follow", [False, True])
+async def test_a_directory_as_the_path_is_a_config_error_naming_a_glob(
+    tmp_path: Path, follow: bool
+) -> None:
+    """`path: logs` (the folder of the files): a bounded source said "no file matches
+    .../logs", and a following one waited for files forever, logging once that none matched."""
+    from meshconnect.errors import ConfigError
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.jsonl").write_text("{}\n")
+    source = _source(tmp_path, path="logs", follow=follow)
+
+    with pytest.raises(ConfigError, match=r"is a directory, not a file or glob: .*logs/\*"):
+        await source.start({})

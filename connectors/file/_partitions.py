@@ -231,6 +231,12 @@ class Partitions:
             if not any(os.path.isfile(p) for p in glob.iglob(pattern, recursive=True))
         ]
 
+    def _folders(self) -> list[str]:
+        """The patterns that name a directory (no glob characters): a mistake for files in
+        it, which a bounded source reported as "no file matches" and a following one waited
+        for forever."""
+        return [p for p in self._patterns if not glob.has_magic(p) and os.path.isdir(p)]
+
     def _matches(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self._patterns)
 

@@ -150,6 +150,15 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         :class:`~meshconnect.errors.ConfigError` when a pattern of ``path`` matches no file
         (after waiting up to ``wait_for_files`` for one)."""
         try:
+            folders = await asyncio.to_thread(self._folders)
+            if folders:
+                raise ConfigError(
+                    f"file source: path {', '.join(folders)} "
+                    + ("is a directory" if len(folders) == 1 else "are directories")
+                    + ", not a file or glob: match the files in it with a glob such as "
+                    + f"{os.path.join(folders[0], '*')} (or {os.path.join(folders[0], '**', '*')}"
+                    " for every depth)"
+                )
             if self.bounded:
                 deadline = time.monotonic() + self.config.wait_for_files
                 while (missing := await asyncio.to_thread(self._unmatched)) and (
