@@ -273,3 +273,22 @@ async def test_a_directory_as_the_path_is_a_config_error_naming_a_glob(
 
     with pytest.raises(ConfigError, match=r"is a directory, not a file or glob: .*logs/\*"):
         await source.start({})
+
+
+@pytest.mark.parametrize("if_exists", ["fail", "replace"])
+def test_a_directory_as_the_sink_path_is_named_as_one(tmp_path: Path, if_exists: str) -> None:
+    """It was taken for a 4,096-byte file the sink did not write, with advice to set
+    `if_exists: append` or `replace`."""
+    (tmp_path / "in.jsonl").write_text("{}\n")
+    (tmp_path / "out").mkdir()
+    p = tmp_path / "p.yaml"
+    p.write_text(
+        "pipelines:\n  - name: p\n    source: {connector: file, config: {path: in.jsonl}}\n"
+        f"    sinks: [{{connector: file, config: {{path: out, if_exists: {if_exists}}}}}]\n"
+    )
+
+    run = mc(tmp_path, "run", str(p))
+
+    assert run.returncode == 1
+    assert f"path {tmp_path / 'out'} is a directory, not the file to write" in run.stderr
+    assert "if_exists" not in run.stderr

@@ -235,6 +235,11 @@ class FileSink(Sink[FileSinkConfig]):
 
     def _open(self, state: Mapping[str, Any] | None) -> None:
         """Runs in a thread: truncate to the checkpoint in ``state`` and open for appending."""
+        if not self._rotating and os.path.isdir(self._path):  # not "N bytes exist, if_exists"
+            raise ConfigError(
+                f"file sink: path {self._path} is a directory, not the file to write: give a "
+                f"file name, e.g. {os.path.join(self._path, 'out.jsonl')}"
+            )
         if state is not None and "file" in state and not self._same_target(str(state["file"])):
             self._log.warning(
                 "file sink %s: the last commit was for %s, which is kept as it is; the new "
