@@ -6,7 +6,11 @@ The SDK decides the content mode (``is_binary``: a ``ce-specversion`` header; st
 (``to_binary``, ``from_http``). Where it falls short of the spec this module finishes the job:
 
 * header values are percent-encoded (section 3.1.3.2: space, ``"``, ``%``, controls and
-  non-ASCII as UTF-8 ``%XX``) and decoded on the way in; the SDK does neither;
+  non-ASCII as UTF-8 ``%XX``) and, on the way in, unquoted (double-quoted strings) and
+  decoded; the SDK does neither;
+* on the way in, a ``ce-`` header given twice, ``ce-data``/``ce-data_base64`` (the data is
+  the body) and ``ce-datacontenttype`` next to a ``Content-Type`` (section 3.1.1: it MUST
+  NOT be there) are refused: the SDK keeps one of them silently;
 * booleans in headers are ``true``/``false`` and integers their decimal text (the SDK puts
   the Python objects in the header dict);
 * the SDK's JSON reader and writer use floats and accept duplicate keys, so structured and
@@ -200,13 +204,32 @@ def event_from_binary(headers: Any, body: bytes) -> Record:
     attributes: dict[str, Any] = {}
     for name, value in headers.items():
         lower = name.lower()
-        if lower.startswith("ce-"):
-            try:
-                attributes[lower[3:]] = unquote(value, encoding="utf-8", errors="strict")
-            except UnicodeDecodeError:
-                raise BadRequest(
-                    400, "Invalid CloudEvent", f"header {name}: invalid percent-encoding"
-                ) from None
+        if not lower.startswith("ce-"):
+            continue
+        attribute = lower[3:]
+        problem = None
+        if attribute in attributes:  # which one would be the event's is anyone's guess
+            problem = "given more than once"
+        elif attribute in ("data", "data_base64"):
+            problem = "in binary mode the data is the body, not a header"
+        elif attribute == "datacontenttype" and "content-type" in {k.lower() for k in headers}:
+            problem = "with a Content-Type, which is the datacontenttype in binary mode"
+        if problem is not None:
+            raise BadRequest(
+                400,
+                "Invalid CloudEvent",
+                f"header {lower}: {problem}",
+                missing=[],
+                invalid=[{"attribute": attribute, "problem": f"header {lower}: {problem}"}],
+            )
+        try:
+            attributes[attribute] = unquote(
+                _unquote_string(value), encoding="utf-8", errors="strict"
+            )
+        except UnicodeDecodeError:
+            raise BadRequest(
+                400, "Invalid CloudEvent", f"header {name}: invalid percent-encoding"
+            ) from None
     missing = missing_attributes(attributes)
     if missing:
         raise BadRequest(
@@ -229,6 +252,35 @@ def event_from_binary(headers: Any, body: bytes) -> Record:
     if body:
         event["data"] = decode_data(body, event.get("datacontenttype"), binary_fallback=True)
     return _check(event)
+
+
+def _unquote_string(value: str) -> str:
+    """A header value with its double-quoted strings unescaped (RFC 7230 section 3.2.6:
+    the quotes dropped, ``\\X`` read as ``X``), as the binding's section 3.1.3.2 requires
+    before the percent-decoding (older senders quoted values with spaces). A quote that is
+    never closed is kept as it is."""
+    if '"' not in value:
+        return value
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char != '"':
+            out.append(char)
+            i += 1
+            continue
+        j, text = i + 1, []
+        while j < len(value) and value[j] != '"':
+            if value[j] == "\\" and j + 1 < len(value):
+                j += 1
+            text.append(value[j])
+            j += 1
+        if j >= len(value):  # never closed: not a quoted string
+            out.append(value[i:])
+            break
+        out.extend(text)
+        i = j + 1
+    return "".join(out)
 
 
 def _header_value(value: Any) -> str:
