@@ -5,11 +5,19 @@ its docstring) and the behaviour now."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import pytest
+from aiohttp import web
 from multidict import CIMultiDict
+from test_webhook_http_sink import serve
 from test_webhook_source import Hook, hook_fixture
-from webhook_support import request
+from webhook_support import free_port, request
+
+from meshconnect import BatchError, ConnectorContext, DataError, Record
+from meshconnect.connectors.webhook.config import HttpSinkConfig
+from meshconnect.connectors.webhook.sink import HttpSink
 
 hook = hook_fixture()
 
@@ -62,3 +70,50 @@ async def test_binary_mode_refuses_data_headers_and_ambiguous_headers(hook: Hook
         assert problem["title"] == "Invalid CloudEvent"
         assert problem["detail"].startswith("header ce-"), problem
     assert await hook.stored() == []
+
+
+async def test_the_http_sink_writes_text_in_the_charset_its_content_type_names() -> None:
+    """A record with ``datacontenttype: text/plain; charset=utf-16`` (the webhook stores one
+    as text when a sender posts UTF-16) went out as UTF-8 bytes under that label: a
+    receiver decoding the body as the binding says read garbage. Now the body is in the
+    named charset, in binary and data mode, JSON included; data that charset cannot write
+    is a data error (dead letter) naming the character, not a mislabelled body."""
+    bodies: list[tuple[str, bytes]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        bodies.append((request.headers["Content-Type"], await request.read()))
+        return web.Response(status=204)
+
+    port = free_port()
+    runner = await serve(receive, port)
+    sinks = [
+        HttpSink(
+            HttpSinkConfig(url=f"http://127.0.0.1:{port}/in", mode=mode),
+            ConnectorContext("t", "http", logging.getLogger("t")),
+        )
+        for mode in ("binary", "data")
+    ]
+    try:
+        for sink in sinks:
+            await sink.open(None)
+            await sink.write(
+                [
+                    Record("hé €", datacontenttype="text/plain; charset=utf-16"),
+                    Record("hé", datacontenttype="text/csv; charset=ISO-8859-1"),
+                    Record({"a": "é"}, datacontenttype="application/json; charset=utf-16"),
+                    Record("hé", datacontenttype="text/plain"),
+                ]
+            )
+            with pytest.raises(BatchError) as failed:
+                await sink.write([Record("€", datacontenttype="text/plain; charset=latin-1")])
+            assert isinstance(failed.value.failures[0], DataError)
+            assert "'€', which latin-1 cannot write" in str(failed.value.failures[0])
+    finally:
+        for sink in sinks:
+            await sink.close()
+        await runner.cleanup()
+    decoded = [
+        body.decode(ctype.split("charset=")[-1] if "charset" in ctype else "utf-8")
+        for ctype, body in bodies
+    ]
+    assert decoded == ["hé €", "hé", '{"a":"é"}', "hé"] * 2

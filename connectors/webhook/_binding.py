@@ -292,18 +292,46 @@ def _header_value(value: Any) -> str:
 
 
 def encode_data(record: Record) -> tuple[bytes, str | None]:
-    """``data`` as a body and its content type: bytes as they are, a string as UTF-8 text
-    unless the content type is JSON, anything else as JSON (:mod:`meshconnect.jsonvalue`)."""
+    """``data`` as a body and its content type: bytes as they are, a string as text unless
+    the content type is JSON, anything else as JSON (:mod:`meshconnect.jsonvalue`); text
+    and JSON in the content type's ``charset`` (UTF-8 when it names none)."""
     data = record.data
-    mime, _ = media_type(record.datacontenttype)
+    mime, params = media_type(record.datacontenttype)
     if isinstance(data, bytes | bytearray):
         return bytes(data), record.datacontenttype or "application/octet-stream"
     if data is None and not record.null_data:
         return b"", record.datacontenttype
+    charset = params.get("charset")
     if isinstance(data, str) and record.datacontenttype and not is_json_type(mime):
-        return data.encode("utf-8"), record.datacontenttype
+        return _encode_text(data, charset), record.datacontenttype
     encoded = record.encoded_data if record.encoded_data is not None else jsonvalue.dumps(data)
+    if charset is not None and _codec(charset) != "utf-8":
+        encoded = _encode_text(encoded.decode("utf-8"), charset)
     return encoded, record.datacontenttype or "application/json"
+
+
+def _codec(charset: str | None) -> str:
+    """The Python codec of a ``charset`` parameter (``utf-8`` when there is none);
+    ``ValueError`` for a charset Python does not know."""
+    if charset is None:
+        return "utf-8"
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        raise ValueError(f"datacontenttype: unknown charset {charset!r}") from None
+
+
+def _encode_text(text: str, charset: str | None) -> bytes:
+    """``text`` in the ``charset`` its content type declares (UTF-8 when none): a receiver
+    decodes the body in that charset (binding section 2.2); ``ValueError`` when the text
+    has a character the charset cannot write."""
+    codec = _codec(charset)
+    try:
+        return text.encode(codec)
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"datacontenttype: the data has {exc.object[exc.start]!r}, which {charset} cannot write"
+        ) from None
 
 
 def to_binary(record: Record) -> tuple[dict[str, str], bytes]:
