@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -117,3 +121,98 @@ async def test_the_http_sink_writes_text_in_the_charset_its_content_type_names()
         for ctype, body in bodies
     ]
     assert decoded == ["hé €", "hé", '{"a":"é"}', "hé"] * 2
+
+
+def test_validate_names_each_template_placeholder_and_header_nothing_could_fill(
+    tmp_path: Path,
+) -> None:
+    """``id: "{nope}"`` on the webhook (every request then got 400 "Missing value"), a sink
+    url with ``{dat.x}`` or a header with ``{Type}`` (every record dead-lettered), a header
+    name with a space and a header value with a line break (every request refused by aiohttp
+    as a "header injection") all passed ``validate``. Now each is a problem naming its
+    file, line and field; ``{dataschema}``, which the sink could never fill, now renders."""
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            pipelines:
+              - name: a
+                source:
+                  connector: webhook
+                  config:
+                    listen: 127.0.0.1:8080
+                    id: "{nope}"
+                    type: "com.example.{Header.X}"
+                    subject: "{header.X-Subject}/{query.kind}/{data.order.id}/{remote}"
+                sinks:
+                  - connector: http
+                    config:
+                      url: "http://h/x/{dat.x}"
+                      headers:
+                        X-Type: "{Type}"
+                        Bad Header: "v"
+                        X-Line: "a\\nb"
+                        X-Fine: "{dataschema} {partitionkey} {time:%Y} {data.a} {offset}"
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "meshconnect", "validate", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    problems = sorted(line for line in output.splitlines() if line.startswith(str(path)))
+    assert [p.split(": ")[0].split(":", 1)[1] for p in problems] == [
+        "13:16",  # url
+        "15:21",  # X-Type
+        "16:25",  # Bad Header
+        "17:21",  # X-Line
+        "7:13",  # id
+        "8:15",  # type
+    ], output
+    assert "config.headers['Bad Header']" in output
+    assert "config.headers.X-Line: a header value may not hold a line break" in output
+
+
+async def test_the_http_sink_sends_one_header_per_name_and_no_line_break() -> None:
+    """A ``headers: {Content-Type: ...}`` (or an ``hmac.header`` spelled in another case
+    than a configured header) sent both headers, the binding's and the user's: a receiver
+    took either. A value rendered with a line break was refused by aiohttp with a bare
+    ``ValueError`` ("header injection"). Now the configured header replaces the binding's,
+    and a value with a control character is a data error naming the header."""
+    seen: list[list[tuple[str, str]]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        seen.append([(k.lower(), v) for k, v in request.headers.items()])
+        return web.Response(status=204)
+
+    port = free_port()
+    runner = await serve(receive, port)
+    config = HttpSinkConfig(
+        url=f"http://127.0.0.1:{port}/in",
+        headers={
+            "Content-Type": "application/vnd.example+json",
+            "X-Note": "{data.note}",
+            "X-Schema": "{dataschema}",
+        },
+        hmac={"secret": "s", "header": "x-note"},
+    )
+    sink = HttpSink(config, ConnectorContext("t", "http", logging.getLogger("t")))
+    await sink.open(None)
+    try:
+        await sink.write([Record({"note": "fine"}, dataschema="https://example.com/s")])
+        with pytest.raises(BatchError) as failed:
+            await sink.write([Record({"note": "a\r\nX-Injected: 1"})])
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    names = [name for name, _ in seen[0]]
+    assert names.count("content-type") == 1 and names.count("x-note") == 1
+    assert dict(seen[0])["content-type"] == "application/vnd.example+json"
+    assert dict(seen[0])["x-note"] != "fine"  # the signature, set last
+    assert dict(seen[0])["x-schema"] == "https://example.com/s"
+    assert len(seen) == 1
+    error = failed.value.failures[0]
+    assert isinstance(error, DataError) and "headers.X-Note" in str(error)
