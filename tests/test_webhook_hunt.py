@@ -4,11 +4,13 @@ its docstring) and the behaviour now."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 from test_webhook_http_sink import serve
-from test_webhook_source import Hook, hook_fixture
+from test_webhook_source import Hook, hook_fixture, stripe
 from webhook_support import free_port, request
 
 from meshconnect import BatchError, ConnectorContext, DataError, Record
@@ -24,6 +26,12 @@ from meshconnect.connectors.webhook.config import HttpSinkConfig
 from meshconnect.connectors.webhook.sink import HttpSink
 
 hook = hook_fixture()
+hook_stripe = hook_fixture(
+    """
+        hmac: {secret: whsec, header: Stripe-Signature, scheme: timestamped, tolerance: 5m}
+        idempotency_window: 0
+    """
+)
 
 BINARY = {
     "ce-specversion": "1.0",
@@ -216,3 +224,52 @@ async def test_the_http_sink_sends_one_header_per_name_and_no_line_break() -> No
     assert len(seen) == 1
     error = failed.value.failures[0]
     assert isinstance(error, DataError) and "headers.X-Note" in str(error)
+
+
+async def test_a_replayed_timestamped_signature_is_not_stored_again(hook_stripe: Hook) -> None:
+    """``scheme: timestamped`` promises replay protection, but a captured request sent
+    again within ``tolerance`` of its timestamp was stored again: with plain bodies (fresh
+    ids) or the idempotency window off or shorter than twice the tolerance, the event was
+    stored twice. Now the same signature header again, once stored, is answered 202 as a
+    duplicate and not stored; a new signature (a sender's retry signs anew) is stored,
+    and a request that was not stored (here a 400) may be sent again."""
+    body = b'{"specversion":"1.0","id":"r-1","source":"/s","type":"com.example.x"}'
+    headers = {"Content-Type": "application/cloudevents+json"}
+    signed = {**headers, "Stripe-Signature": stripe(body, int(time.time()))}
+    answers = [await hook_stripe.post(body, signed) for _ in range(3)]
+    assert [(status, answer) for status, _, answer in answers] == [
+        (202, {"stored": 1, "duplicates": 0}),
+        (202, {"stored": 0, "duplicates": 1}),
+        (202, {"stored": 0, "duplicates": 1}),
+    ]
+    again = {**headers, "Stripe-Signature": stripe(body, int(time.time()) - 1)}
+    assert (await hook_stripe.post(body, again))[0] == 202
+    bad = b'{"specversion":"1.0","id":"r-2","source":"/s"}'
+    bad_signed = {**headers, "Stripe-Signature": stripe(bad, int(time.time()))}
+    assert [(await hook_stripe.post(bad, bad_signed))[0] for _ in range(2)] == [400, 400]
+    assert [e["id"] for e in await hook_stripe.stored()] == ["r-1", "r-1"]
+
+
+async def test_a_request_without_its_bearer_token_is_refused_before_its_body_is_read(
+    hook: Hook,
+) -> None:
+    """The body was read (and decompressed) before the token was checked: a client with no
+    token got 413 for a large ``Content-Length`` and held a connection for ``read_timeout``
+    with a body that never came, and was answered 408, not 401. Now it is 401 at once."""
+    status, _, _ = await request(
+        "POST",
+        hook.url,
+        data=b"x" * 5000,
+        headers={"Content-Type": "application/json", "Authorization": "Bearer wrong"},
+    )
+    assert status == 401  # max_body_bytes is 2KB here: it was a 413
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(hook.url.split(":")[2][:5]))
+    writer.write(
+        b"POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    await writer.drain()
+    async with asyncio.timeout(5):  # read_timeout is 10 s: it was a 408 after that
+        status_line = await reader.readline()
+    writer.close()
+    assert status_line.split()[1] == b"401"
