@@ -273,3 +273,37 @@ async def test_a_request_without_its_bearer_token_is_refused_before_its_body_is_
         status_line = await reader.readline()
     writer.close()
     assert status_line.split()[1] == b"401"
+
+
+async def test_template_errors_name_neither_the_query_nor_the_user_info_nor_a_header_value() -> (
+    None
+):
+    """The docs promise error messages name the URL without its user info and query string
+    (either may carry a secret), but a record without a value for a placeholder put the
+    whole url template in the dead letter's ``errormessage`` and the log: API key, password
+    and all; a header template was quoted whole too (``Authorization: Bearer TOKEN ...``).
+    Now the url is shown as the other errors show it, and a header by its name only."""
+    config = HttpSinkConfig(
+        url="http://user:pw-secret@127.0.0.1:1/x/{data.a}?api_key=key-secret&t={data.t}",
+        headers={"Authorization": "Bearer token-secret {data.t}"},
+    )
+    sink = HttpSink(config, ConnectorContext("t", "http", logging.getLogger("t")))
+    await sink.open(None)
+    messages = []
+    try:
+        for record in (
+            Record({"a": 1}),
+            Record({"a": "\ud800", "t": 1}),
+            Record({"a": 1, "t": "x\ny"}),
+        ):
+            with pytest.raises(BatchError) as failed:
+                await sink.write([record])
+            messages.append(str(failed.value.failures[0]))
+    finally:
+        await sink.close()
+    assert (
+        "url 'http://127.0.0.1:1/x/{data.a}': the record has no value for {data.t}" in (messages[0])
+    )
+    assert "headers.Authorization: a value holds a line break" in messages[2]
+    for secret in ("pw-secret", "key-secret", "token-secret"):
+        assert all(secret not in message for message in messages), messages

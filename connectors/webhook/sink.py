@@ -174,7 +174,9 @@ class HttpSink(Sink[HttpSinkConfig]):
         chunks: list[tuple[str, list[int]]] = []
         for index in indexes:
             try:
-                url = self._render(self.url, records[index], "url", url_escape)
+                url = self._render(
+                    self.url, records[index], f"url {_shown(self.config.url)!r}", url_escape
+                )
             except DataError as exc:
                 failures.failed(index, exc)
                 continue
@@ -209,12 +211,12 @@ class HttpSink(Sink[HttpSinkConfig]):
             return template.render(lookup, escape)
         except UnicodeEncodeError:
             raise DataError(
-                f"http sink {self.context.name}: {what} {template.text!r}: a value is not "
+                f"http sink {self.context.name}: {what}: a value is not "
                 "Unicode text that UTF-8 can encode"
             ) from None
         except KeyError as exc:
             raise DataError(
-                f"http sink {self.context.name}: {what} {template.text!r}: the record has no "
+                f"http sink {self.context.name}: {what}: the record has no "
                 f"value for {{{exc.args[0]}}}"
             ) from None
 
@@ -237,7 +239,7 @@ class HttpSink(Sink[HttpSinkConfig]):
             value = self._render(template, record, f"headers.{name}")
             if HEADER_CONTROL.search(value):  # a value must not start another header
                 raise DataError(
-                    f"http sink {self.context.name}: headers.{name} {template.text!r}: a value "
+                    f"http sink {self.context.name}: headers.{name}: a value "
                     "holds a line break or another control character"
                 )
             _put(headers, name, value)
