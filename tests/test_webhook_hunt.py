@@ -307,3 +307,18 @@ async def test_template_errors_name_neither_the_query_nor_the_user_info_nor_a_he
     assert "headers.Authorization: a value holds a line break" in messages[2]
     for secret in ("pw-secret", "key-secret", "token-secret"):
         assert all(secret not in message for message in messages), messages
+
+
+def test_hmac_header_names_and_success_codes_are_checked_by_validate() -> None:
+    """``hmac: {header: "X Sig"}`` (no request can carry it: every request was 401) or
+    ``header: ""`` on the sink (every send refused by aiohttp), and ``success_codes: [999]``
+    passed validation. Now they are config errors at their field."""
+    from pydantic import ValidationError
+
+    from meshconnect.connectors.webhook.config import HmacConfig
+
+    for header in ("X Sig", "", "X-Sig:"):
+        with pytest.raises(ValidationError, match="not a header name"):
+            HmacConfig(secret="s", header=header)
+    with pytest.raises(ValidationError, match=r"success_codes\.1"):
+        HttpSinkConfig(url="http://h/x", success_codes=[409, 999])

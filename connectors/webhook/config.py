@@ -108,7 +108,9 @@ class HmacConfig(_Part):
             "made with any of them; the sink signs with the first)."
         )
     )
-    header: str = Field("X-Signature-256", description="The header that carries the signature.")
+    header: HeaderName = Field(
+        "X-Signature-256", description="The header that carries the signature."
+    )
     algorithm: Literal["sha256", "sha1", "sha512"] = Field("sha256", description="The hash.")
     prefix: str = Field("", description='Text before the digest in the header, e.g. "sha256=".')
     encoding: Literal["hex", "base64"] = Field("hex", description="How the digest is written.")
@@ -402,7 +404,7 @@ class HttpSinkConfig(ConnectorConfig):
     max_retry_after: Duration = Field(
         60.0, gt=0, description="Cap on a server's Retry-After (seconds)."
     )
-    success_codes: list[int] = Field(
+    success_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=list,
         description="Statuses counted as delivered besides 2xx (e.g. 409 for a duplicate).",
     )
