@@ -323,3 +323,45 @@ def test_hmac_header_names_and_success_codes_are_checked_by_validate() -> None:
             HmacConfig(secret="s", header=header)
     with pytest.raises(ValidationError, match=r"success_codes\.1"):
         HttpSinkConfig(url="http://h/x", success_codes=[409, 999])
+
+
+@pytest.mark.parametrize("connector", ["webhook", "slack", "chatgpt"])
+def test_validate_refuses_a_path_or_address_no_request_can_reach(
+    tmp_path: Path, connector: str
+) -> None:
+    """``path: /events?x=1``, ``/e/{t}`` or ``/e/%41`` never matched a request (every request
+    404), ``/a b`` or ``/é`` made the webhook's default source, ``{path}``, no URI-reference
+    (every request 400), and the slack and chatgpt sources took a path without its leading
+    ``/`` or a ``listen`` of ``localhost:99999`` until the worker failed to serve it. Now
+    ``validate`` names each at its line."""
+    secrets = {
+        "webhook": "",
+        "slack": "signing_secret: s",
+        "chatgpt": "api_key: k\n                    base_url: http://127.0.0.1:1/v1",
+    }[connector]
+    bad = ["/events?x=1", "/e/{t}", "/e/%41", "/a b", "/é", "/e#f", "events"]
+    pipelines = "".join(
+        f"""
+              - name: p{n}
+                source:
+                  connector: {connector}
+                  config:
+                    listen: "{"localhost:99999" if n == 0 else "127.0.0.1:8080"}"
+                    path: "{path}"
+                    {secrets}
+            """
+        for n, path in enumerate(bad)
+    )
+    file = tmp_path / "p.yaml"
+    file.write_text(textwrap.dedent("pipelines:" + pipelines))
+    result = subprocess.run(
+        [sys.executable, "-m", "meshconnect", "validate", str(file)],
+        capture_output=True,
+        text=True,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    fields = [line.split(": ")[1] for line in output.splitlines() if line.startswith(str(file))]
+    assert fields == ["pipelines[0].source.config.listen"] + [
+        f"pipelines[{n}].source.config.path" for n in range(len(bad))
+    ], output

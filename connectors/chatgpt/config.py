@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
+from meshconnect.httpbody import check_listen, check_path
 
 __all__ = ["ChatGPTSourceConfig", "LlmOptions", "ModelSettings"]
 
@@ -69,7 +70,13 @@ class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
     listen: str = Field(
         default="0.0.0.0:8080", description="`HOST:PORT` of the shared HTTP listener."
     )
-    path: str = Field(default="/chatgpt", description="The endpoint's path.")
+    path: str = Field(
+        default="/chatgpt",
+        description=(
+            "The endpoint's path. Letters, digits and "
+            "`-._~!$&'()*+,;=:@/` (no query, `%`-escapes or braces)."
+        ),
+    )
     mode: Literal["chat", "parse"] = Field(
         default="chat",
         description="`chat`: the event's data holds the prompt, the answer, the model and the "
@@ -116,6 +123,16 @@ class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
     @classmethod
     def _schema(cls, value: Any) -> Any:
         return _check_schema(value)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return check_listen(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_path(value)
 
 
 class LlmOptions(ModelSettings):

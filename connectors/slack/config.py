@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
 from meshconnect.expr import Compiler, ExpressionError
+from meshconnect.httpbody import check_listen, check_path
 
 __all__ = ["SlackSinkConfig", "SlackSourceConfig", "compile_template", "slack_escape"]
 
@@ -170,7 +171,13 @@ class SlackSourceConfig(ConnectorConfig):
     listen: str = Field(
         default="0.0.0.0:3000", description="`HOST:PORT` of the shared HTTP listener."
     )
-    path: str = Field(default="/slack/events", description="The Request URL's path.")
+    path: str = Field(
+        default="/slack/events",
+        description=(
+            "The Request URL's path. Letters, digits and "
+            "`-._~!$&'()*+,;=:@/` (no query, `%`-escapes or braces)."
+        ),
+    )
     signing_secret: SecretStr = Field(
         description="The app's signing secret (Basic Information page), e.g. "
         "`${env:SLACK_SIGNING_SECRET}`. Every request's `X-Slack-Signature` is checked "
@@ -203,3 +210,13 @@ class SlackSourceConfig(ConnectorConfig):
     max_body_bytes: ByteSize = Field(
         default=1_048_576, gt=0, description="Larger requests are refused with `413`."
     )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return check_listen(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return check_path(value)

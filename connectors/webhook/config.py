@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
+from meshconnect.httpbody import check_listen, check_path
 
 from ._templates import Template
 
@@ -170,7 +171,13 @@ class WebhookConfig(ConnectorConfig):
             "address share one server, each on its own path)."
         )
     )
-    path: str = Field("/events", description="The URL path this pipeline receives on.")
+    path: str = Field(
+        "/events",
+        description=(
+            "The URL path this pipeline receives on. Letters, digits and "
+            "`-._~!$&'()*+,;=:@/` (no query, `%`-escapes or braces)."
+        ),
+    )
     bearer_tokens: list[SecretStr | BearerToken] = Field(
         default_factory=list,
         description=(
@@ -318,23 +325,12 @@ class WebhookConfig(ConnectorConfig):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        """``HOST:PORT`` with a port of 0-65535 (``[::1]:8080`` for IPv6), as the shared
-        listener reads it; refused here so ``validate`` names the line."""
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not port.isascii():
-            raise ValueError(f"{value!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
-        if int(port) > 65535:
-            raise ValueError(f"{value!r}: port {int(port)} is above 65535")
-        if host.startswith("[") != host.endswith("]") or (":" in host and host[0] != "["):
-            raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. [::1]:8080")
-        return value
+        return check_listen(value)
 
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        return value
+        return check_path(value)
 
     @field_validator("allow_ips")
     @classmethod
