@@ -365,3 +365,34 @@ def test_validate_refuses_a_path_or_address_no_request_can_reach(
     assert fields == ["pipelines[0].source.config.listen"] + [
         f"pipelines[{n}].source.config.path" for n in range(len(bad))
     ], output
+
+
+async def test_binary_mode_does_not_send_data_a_receiver_would_read_as_the_event() -> None:
+    """A record whose data is itself an event (``datacontenttype:
+    application/cloudevents+json``) went out in binary mode with that ``Content-Type``: the
+    binding has the receiver read it as structured mode, so the webhook stored the inner
+    event and dropped the record's own ``ce-`` attributes. Now it is a data error (dead
+    letter) naming the mode to use."""
+    sent: list[bytes] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        sent.append(await request.read())
+        return web.Response(status=204)
+
+    port = free_port()
+    runner = await serve(receive, port)
+    sink = HttpSink(
+        HttpSinkConfig(url=f"http://127.0.0.1:{port}/in"),
+        ConnectorContext("t", "http", logging.getLogger("t")),
+    )
+    await sink.open(None)
+    inner = {"specversion": "1.0", "id": "in", "source": "/i", "type": "t"}
+    try:
+        with pytest.raises(BatchError) as failed:
+            await sink.write([Record(inner, datacontenttype="application/cloudevents+json")])
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    assert sent == []
+    error = failed.value.failures[0]
+    assert isinstance(error, DataError) and "mode: structured" in str(error)

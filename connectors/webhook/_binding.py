@@ -340,6 +340,13 @@ def to_binary(record: Record) -> tuple[dict[str, str], bytes]:
     from cloudevents.http import CloudEvent
 
     body, content_type = encode_data(record)
+    if media_type(content_type)[0].startswith("application/cloudevents"):
+        # the binding (section 3) reads such a Content-Type as structured or batch mode:
+        # the receiver would take the data for the event and drop the ce- headers
+        raise ValueError(
+            f"datacontenttype {content_type!r} cannot go in binary mode: a receiver reads "
+            "the body as a structured event; send it with mode: structured"
+        )
     attributes = {k: v for k, v in record.to_dict().items() if k not in ("data", "data_base64")}
     event = CloudEvent(attributes, body)
     if record.time is None:
