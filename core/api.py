@@ -205,6 +205,14 @@ class Source(Generic[C]):
         ``NotImplementedError``, the default."""
         raise NotImplementedError
 
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Why ``position`` cannot be the position of ``partition`` (a partition this source
+        never reads, a field of the wrong type), or ``None``. ``meshconnect offsets reset
+        --to '{JSON}'`` asks it for each hand-written position before storing any, so a typo
+        is refused there instead of being ignored or failing the next run. Called on a fresh
+        instance (``start`` has not run); the default accepts any position."""
+        return None
+
 
 class Sink(Generic[C]):
     """A sink connector. Subclass it, set ``config_model``, implement ``write`` and ``flush``."""

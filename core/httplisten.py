@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,8 @@ __all__ = [
     "HttpListeners",
     "HttpRoutes",
     "Route",
+    "check_listen",
+    "check_path",
     "parse_listen",
 ]
 
@@ -67,12 +70,45 @@ Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 def parse_listen(listen: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) -> (host, port); a ConfigError otherwise."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not port.isdigit() or not port.isascii() or not host:
         raise ConfigError(f"listen {listen!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
     number = int(port)
     if number > 65535:
         raise ConfigError(f"listen {listen!r}: port {number} is above 65535")
     return host.strip("[]"), number
+
+
+def check_listen(value: str) -> str:
+    """A config validator: ``value`` when :func:`parse_listen` takes it, else a ValueError, so
+    that ``meshconnect validate`` names the line instead of the run failing at start."""
+    try:
+        parse_listen(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("listen ")) from None
+    host = value.rpartition(":")[0]
+    if host.startswith("[") != host.endswith("]") or (":" in host and host[0] != "["):
+        raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. [::1]:8080")
+    return value
+
+
+#: A route's path: RFC 3986 path characters (pchar and "/") without %-escapes.
+_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*\Z")
+
+
+def check_path(value: str) -> str:
+    """A config validator: a route's path starts with ``/`` (aiohttp refuses others) and
+    is one a request can reach: a query, fragment, brace or %-escape in it never matches a
+    request's path (every request 404), and a space or non-ASCII character makes no
+    URI-reference of it (the webhook's default CloudEvent ``source`` is the path: every
+    request 400)."""
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must start with '/'")
+    if not _PATH.match(value):
+        raise ValueError(
+            f"{value!r}: a URL path of letters, digits and -._~!$&'()*+,;=:@/ only (no query, "
+            "fragment, space, braces, %-escapes or non-ASCII)"
+        )
+    return value
 
 
 @dataclass(slots=True)

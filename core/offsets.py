@@ -236,6 +236,17 @@ async def reset_plan(
                 raise ConfigError(
                     '--to: a JSON object {"<partition>": {<position>}, ...}: ' + target
                 )
+            source = _fresh_source(pipeline)
+            problems = [
+                f"{key}: {problem}"
+                for key, position in new.items()
+                if (problem := source.position_problem(key, position))
+            ]
+            if problems:
+                raise ConfigError(
+                    f"--to: not a position of the {pipeline.source.connector!r} source: "
+                    + "; ".join(problems)
+                )
         describe = [
             f"source {ident}: positions {json.dumps(current)} -> "
             + ("(none: read from the beginning)" if new is None else json.dumps(new)),
@@ -338,8 +349,8 @@ async def _reset_group_plan(
     return new_offsets
 
 
-async def source_end(pipeline: LoadedPipeline) -> dict[str, Any]:
-    """Where the pipeline's source input ends now (the connector's ``end_positions``)."""
+def _fresh_source(pipeline: LoadedPipeline) -> Any:
+    """A fresh instance of the pipeline's source (not started)."""
     from .api import ConnectorContext
 
     loaded = pipeline.source
@@ -350,9 +361,16 @@ async def source_end(pipeline: LoadedPipeline) -> dict[str, Any]:
         logger=logging.getLogger(f"meshconnect.connector.{pipeline.name}.{loaded.name}"),
         base_dir=pipeline.base_dir,
     )
-    source = loaded.spec.load()(loaded.config, context)
+    return loaded.spec.load()(loaded.config, context)
+
+
+async def source_end(pipeline: LoadedPipeline) -> dict[str, Any]:
+    """Where the pipeline's source input ends now (the connector's ``end_positions``)."""
+    loaded = pipeline.source
+    assert loaded is not None
+    source = _fresh_source(pipeline)
     try:
-        return dict(await source.end_positions())  # type: ignore[union-attr]
+        return dict(await source.end_positions())
     except NotImplementedError:
         raise ConfigError(
             f"the {loaded.connector!r} source cannot tell where its input ends; "

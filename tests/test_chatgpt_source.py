@@ -154,6 +154,23 @@ async def test_chat_mode_stores_prompt_answer_model_and_usage(
         assert line in metrics.splitlines(), metrics
 
 
+async def test_a_json_body_is_read_strictly(start: Any, openai: FakeOpenAI) -> None:
+    """A misspelt or ill-typed ``system`` was dropped without a word: the configured system
+    message was used instead of the caller's."""
+    running = await start("mode: chat\nsystem: Be brief.")
+    for body, why in [
+        ({"prompt": "hi", "sytem": "Be verbose."}, "unknown key(s) 'sytem'"),
+        ({"prompt": "hi", "system": ["Be verbose."]}, '"system" is a string'),
+        ({"prompt": 5}, '"prompt" string'),
+    ]:
+        status, text = await running.post(body, json_body=True)
+        assert (status, why in text) == (400, True), (body, text)
+    assert openai.requests == 0
+    status, event = await running.post({"prompt": "hi", "system": None}, json_body=True)
+    assert status == 200 and event["data"]["system"] is None
+    assert openai.bodies[-1]["messages"] == [{"role": "user", "content": "hi"}]
+
+
 async def test_parse_mode_stores_the_validated_structured_output_exactly(
     start: Any, openai: FakeOpenAI
 ) -> None:
@@ -272,6 +289,24 @@ async def test_invalid_structured_output_is_a_422_and_nothing_is_stored(
     # the endpoint keeps working
     openai.answer = lambda body: '{"amount": 1, "currency": "EUR", "payer": "Ada"}'
     assert (await running.post("Ada paid one"))[0] == 200
+
+
+@pytest.mark.parametrize("mode", ["chat", "parse"])
+async def test_an_answer_cut_at_the_token_limit_is_a_422_and_nothing_is_stored(
+    start: Any, openai: FakeOpenAI, mode: str
+) -> None:
+    """``finish_reason: length``: the model stopped at ``max_tokens``; the text so far (even
+    where it is valid JSON) is no answer to store."""
+    openai.finish_reason = "length"
+    openai.answer = lambda body: '{"amount": 1, "currency": "EUR", "payer": "Ada"}'
+    running = await start(f"mode: {mode}\nmax_tokens: 20")
+    status, body = await running.post("Ada paid one euro")
+    assert status == 422
+    assert body["errors"] == [
+        "answer: cut off at the token limit (finish_reason length, max_tokens 20): "
+        "raise max_tokens or ask for a shorter answer"
+    ]
+    assert await running.stored() == []
 
 
 async def test_rate_limits_are_waited_out_and_a_down_model_is_a_503(

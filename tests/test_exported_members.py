@@ -21,6 +21,7 @@ PUBLIC_MODULES = {
     "meshconnect.expr",
     "meshconnect.transforms",
     "meshconnect.httpbody",
+    "meshconnect.httplisten",  # the shared listener connectors reach through context.http
 }
 
 

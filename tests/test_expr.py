@@ -704,3 +704,41 @@ def test_hash_function_from_a_plugin_sees_values() -> None:
     value = compiler.expression("sha(data.email)")(Record({"email": "a@b"}))
 
     assert value == hashlib.sha256(b"a@b").hexdigest()[:8]
+
+
+# -- {time:FORMAT} in templates ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("logs.{time:%Y.%m}", "logs.2024.03"),
+        ("{subject}/{time:%Y/%m/%d/%H}", "orders/2024/03/01/10"),
+        ("dt={time:%Y-%m-%d}-{data.n}", "dt=2024-03-01-7"),
+        ("{time:iso}", "2024-03-01T10:00:00Z"),
+    ],
+)
+def test_a_template_takes_the_records_time_through_strftime(text: str, expected: str) -> None:
+    """ARCHITECTURE.md 1.5: templates accept {time:STRFTIME}. The connectors' templates did
+    (s3, redis, http, slack); the expression templates (`topic:`, `route`, `insert_field`,
+    `template`) refused it as a syntax error."""
+    record = Record({"n": 7}, time="2024-03-01T12:00:00+02:00", subject="orders")
+
+    assert Compiler().template(text).render(record) == expected
+
+
+def test_time_alone_in_a_template_step_is_text() -> None:
+    from meshconnect.expr import sole_placeholder
+
+    assert sole_placeholder("{time:%Y}") is None
+    assert sole_placeholder("{time}") == "time"
+
+
+def test_a_record_without_time_fails_a_time_placeholder() -> None:
+    with pytest.raises(DataError, match="has no time attribute"):
+        Compiler().template("logs.{time:%Y}").render(Record({}))
+
+
+def test_a_time_placeholder_with_an_unknown_format_fails_to_compile() -> None:
+    with pytest.raises(ExpressionError, match="unknown time format 'Y'"):
+        Compiler().template("logs.{time:Y}", field="topic")

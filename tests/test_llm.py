@@ -181,6 +181,104 @@ async def test_malformed_and_oversized_answers_are_dead_lettered(
     assert openai.received["small"] >= 3  # the first run, then two attempts
 
 
+@pytest.mark.parametrize("api", ["chat", "responses"])
+@pytest.mark.parametrize(
+    ("finish", "why"),
+    [
+        ("length", "cut off at the token limit (finish_reason length, max_tokens 5)"),
+        ("content_filter", "withheld or cut off by the server (finish_reason content_filter)"),
+    ],
+)
+async def test_an_unfinished_answer_is_dead_lettered_never_written(
+    tmp_path: Path, openai: FakeOpenAI, api: str, finish: str, why: str
+) -> None:
+    """A model stopped by ``max_tokens`` (or a content filter) still answers 200 with the
+    text so far: a summary cut mid-word, JSON cut mid-string. It is no answer."""
+    MemorySink.outputs.clear()
+    openai.finish_reason = finish
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        api: {api}
+        prompt: "{{data.text}}"
+        field: data.answer
+        max_tokens: 5
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "hi"}], step)) == 0
+    assert collect("llm") == []
+    [cut] = await dead(tmp_path)
+    assert cut.data == {"text": "hi"}
+    assert why in json.dumps(cut.extensions)
+    assert openai.received["hi"] == 1  # a data error: not asked again
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_a_refusal_is_dead_lettered_by_either_api(
+    tmp_path: Path, openai: FakeOpenAI, api: str
+) -> None:
+    """The Responses API gives a refusal as a ``refusal`` content part: its ``output_text`` is
+    empty, and an empty answer was written as if the model had answered ""."""
+    MemorySink.outputs.clear()
+    openai.refusal = "I can't help with that."
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        api: {api}
+        prompt: "{{data.text}}"
+        field: data.answer
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "hi"}], step)) == 0
+    assert collect("llm") == []
+    [refused] = await dead(tmp_path)
+    assert "the model refused: I can't help with that." in json.dumps(refused.extensions)
+
+
+async def test_a_timeout_or_conflict_answer_is_retried_not_dead_lettered(
+    tmp_path: Path, openai: FakeOpenAI
+) -> None:
+    """408 and 409 are what the SDK itself retries: still failing after ``max_retries``, they
+    are retriable (the worker's ``errors.retry``), not the record's fault."""
+    MemorySink.outputs.clear()
+    openai.status_next = [408, 409]
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        prompt: "{{data.text}}"
+        field: data.answer
+        max_retries: 0
+        """
+    records = [{"text": "a"}, {"text": "b"}]
+    path = (
+        pipeline(tmp_path, records, step).read_text().replace("max_attempts: 2", "max_attempts: 3")
+    )
+    (tmp_path / "llm.yaml").write_text(path)
+    assert await run(tmp_path, tmp_path / "llm.yaml") == 0
+    assert collect("llm") == [
+        {"text": "a", "answer": "echo: a"},
+        {"text": "b", "answer": "echo: b"},
+    ]
+    assert await dead(tmp_path) == []
+
+
+async def test_a_proxy_asking_for_credentials_stops_the_pipeline(
+    tmp_path: Path, openai: FakeOpenAI
+) -> None:
+    """A 407 (or 405, 410) comes from something that is not the API: every record would fail
+    the same way, so none is dead-lettered; the error names base_url."""
+    MemorySink.outputs.clear()
+    openai.status_next = [407] * 5
+    step = f"""
+        api_key: {KEY}
+        base_url: {openai.base_url}
+        prompt: "{{data.text}}"
+        field: data.answer
+        max_retries: 0
+        """
+    assert await run(tmp_path, pipeline(tmp_path, [{"text": "a"}, {"text": "b"}], step)) == 1
+    assert await dead(tmp_path) == []
+    assert openai.requests <= 2  # the two asked at once (concurrency), no retries
+
+
 async def test_an_html_answer_is_retried_like_the_docs_say(
     tmp_path: Path, openai: FakeOpenAI
 ) -> None:

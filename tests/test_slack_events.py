@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import textwrap
 import time
@@ -306,3 +307,24 @@ async def test_odd_envelopes_give_valid_cloudevents_never_a_5xx(running: Running
     body = callback("Ev\x0017")
     status, text = await running.post(body, sign(body, int(time.time())))
     assert status == 400 and "id" in text
+
+
+async def test_app_rate_limited_is_answered_and_warned_about(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack stops sending an app's events for a while past 30,000 an hour and says so once
+    with ``app_rate_limited``: those events are lost, which only this notice tells."""
+    body = json.dumps(
+        {
+            "token": "Jhj5dZrVaK7ZwHHjRyZWjbDl",
+            "type": "app_rate_limited",
+            "team_id": "T0MESH",
+            "minute_rate_limited": 1518467820,
+            "api_app_id": "A0MESH",
+        }
+    ).encode()
+    with caplog.at_level(logging.WARNING):
+        status, text = await running.post(body, sign(body, int(time.time())))
+    assert (status, text) == (200, "ignored: app_rate_limited")
+    assert "app_rate_limited" in caplog.text and "T0MESH" in caplog.text
+    assert await running.stored() == []

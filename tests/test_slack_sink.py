@@ -214,6 +214,27 @@ async def test_slack_escape_keeps_mentions_and_links_as_text(slack: FakeSlack) -
     assert slack.texts() == ["alert: &lt;!channel&gt; &amp; &lt;@U1&gt; &lt;http://x|y&gt; <!here>"]
 
 
+async def test_chat_post_messages_own_rate_limited_error_is_waited_out(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    """``rate_limited`` (with an underscore: "Application has posted too many messages") is
+    a rate limit like a 429's ``ratelimited``, not a fault of the record."""
+    slack.posting_limited_next = 3
+    path = pipeline(
+        tmp_path,
+        [{"n": i} for i in range(4)],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "n={{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert await dead_letters(tmp_path) == []
+    assert slack.texts() == [f"n={i}" for i in range(4)]
+    assert slack.rate_limited == 3
+
+
 async def test_a_server_error_is_retried_in_order(tmp_path: Path, slack: FakeSlack) -> None:
     slack.fail_next = 2
     path = pipeline(
@@ -314,6 +335,71 @@ async def test_a_bad_token_stops_the_connector_without_showing_it(
     assert "slack chat.postMessage: invalid_auth (check config.token" in text
     assert wrong not in text
     assert await dead_letters(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", ["{root}", "{root}v1/", "{root}api/chat.postMessage/"])
+async def test_a_base_url_that_is_not_slacks_stops_the_connector(
+    tmp_path: Path, slack: FakeSlack, where: str
+) -> None:
+    """An HTTP 404 from a wrong ``base_url`` is no fault of the records: dead-lettering every
+    one of them hides the mistake. The connector stops, naming the field."""
+    root = slack.base_url.removesuffix("api/")
+    path = pipeline(
+        tmp_path,
+        [{"n": 0}, {"n": 1}],
+        f"""
+        base_url: {where.format(root=root)}
+        channel: C0OPS
+        text: "{{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 1
+    assert await dead_letters(tmp_path) == []
+    assert slack.messages == []
+
+
+async def test_a_proxys_200_page_is_retried_not_dead_lettered(
+    tmp_path: Path, slack: FakeSlack
+) -> None:
+    slack.html_next = 2  # a captive portal's page, twice
+    path = pipeline(
+        tmp_path,
+        [{"n": 0}, {"n": 1}],
+        f"""
+        base_url: {slack.base_url}
+        channel: C0OPS
+        text: "{{data.n}}"
+        """,
+    )
+    assert await run(tmp_path, path) == 0
+    assert await dead_letters(tmp_path) == []
+    assert slack.texts() == ["0", "1"]
+
+
+def test_slacks_error_codes_map_onto_the_taxonomy() -> None:
+    from meshconnect import ConfigError, DataError, RetriableError
+    from meshconnect.connectors.slack.sink import SlackCallError, slack_error_kind
+
+    def kind(code: str, status: int | None = 200) -> Any:
+        return slack_error_kind(SlackCallError("chat.postMessage", code, status))
+
+    for code in ("invalid_auth", "token_revoked", "missing_scope", "unknown_method"):
+        assert kind(code) is ConfigError, code
+    assert kind("http_404", 404) is ConfigError
+    assert kind("http_407", 407) is ConfigError
+    for code in ("channel_not_found", "not_in_channel", "msg_too_long", "invalid_blocks"):
+        assert kind(code) is DataError, code
+    assert kind("http_413", 413) is DataError
+    for code in (
+        "ratelimited",
+        "rate_limited",
+        "fatal_error",
+        "team_added_to_org",
+        "unexpected_response",
+    ):
+        assert kind(code) is RetriableError, code
+    assert kind("http_503", 503) is RetriableError
+    assert kind("http_408", 408) is RetriableError
 
 
 class TestSlackSinkConformance(SinkConformance):
@@ -417,6 +503,72 @@ async def test_exactly_once_covers_records_sent_before_the_first_commit(
     await second.write(records)
     assert slack.texts() == [f"n={i}" for i in range(10)]
     assert slack.history_calls == 2  # each open read the channel back once
+
+
+@pytest.mark.parametrize("mode", ["update_key", "thread_key"])
+async def test_exactly_once_keeps_a_keys_message_found_in_the_history(
+    slack: FakeSlack, mode: str
+) -> None:
+    """A key's first message posted after the last commit, then a crash: the restart finds it
+    in the history and does not post it again, and must also take its ``ts`` as the key's,
+    or the key's next record starts a second message (or thread) for the key."""
+    records = [
+        Record({"n": 0, "k": "a"}, topic="alerts", offset=0),
+        Record({"n": 1, "k": "b"}, topic="alerts", offset=1),
+        Record({"n": 2, "k": "b"}, topic="alerts", offset=2),
+    ]
+    first = _sink(slack, **{mode: "{data.k}"})
+    await first.open(None)
+    await first.write(records[:1])
+    state = await first.flush()  # committed: record 0, and the channel's newest ts
+    await first.write(records[1:2])  # then a crash before the commit
+    second = _sink(slack, **{mode: "{data.k}"})
+    await second.open(state)
+    await second.write(records[1:])
+    assert [m.text for m in slack.messages] == (
+        ["n=0", "n=2"] if mode == "update_key" else ["n=0", "n=1", "n=2"]
+    )
+    if mode == "update_key":
+        assert slack.messages[1].updates == 1
+    else:
+        assert slack.messages[2].thread_ts == slack.messages[1].ts
+    assert (await second.flush() or {})["keys"]["b"] == slack.messages[1].ts
+
+
+@pytest.mark.parametrize("committed", [True, False])
+async def test_exactly_once_finds_thread_replies_posted_before_a_crash(
+    slack: FakeSlack, committed: bool
+) -> None:
+    """Slack's ``conversations.history`` holds a channel's top-level messages only, never the
+    replies in threads: replies posted after the last commit (or before any) are found in
+    their thread (``conversations.replies``), not posted twice."""
+    records = [Record({"n": i, "k": "a"}, topic="alerts", offset=i) for i in range(5)]
+    first = _sink(slack, thread_key="{data.k}")
+    await first.open(None)
+    await first.write(records[:1])
+    state = await first.flush() if committed else None
+    await first.write(records[1:3])  # two replies, then a crash before the commit
+    second = _sink(slack, thread_key="{data.k}")
+    await second.open(state)
+    await second.write(records[1:] if committed else records)  # redelivered after the commit
+    assert slack.texts() == [f"n={i}" for i in range(5)]
+    parent = slack.messages[0].ts
+    assert [m.thread_ts for m in slack.messages] == [None] + [parent] * 4
+    # one look at the thread after the restart; none while the first sink ran
+    assert [m for _, m, _ in slack.log].count("conversations.replies") == 1
+
+
+async def test_exactly_once_looks_in_the_thread_after_a_reply_timed_out(
+    slack: FakeSlack,
+) -> None:
+    parent = Record({"n": 0, "parent": None}, topic="alerts", offset=0)
+    sink = _sink(slack, thread_ts="{data.parent}", timeout=1)
+    await sink.open(None)
+    await sink.write([parent])
+    reply = Record({"n": 1, "parent": slack.messages[0].ts}, topic="alerts", offset=1)
+    slack.slow_next, slack.slow_seconds = 1, 1.5  # posted, answered after the timeout
+    await sink.write([reply])
+    assert slack.texts() == ["n=0", "n=1"]
 
 
 async def test_exactly_once_checks_the_history_after_a_timeout(

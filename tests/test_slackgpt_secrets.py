@@ -56,6 +56,69 @@ def test_validate_names_mistakes_and_never_prints_a_secret(tmp_path: Path) -> No
     assert "field" in out and "give a path under data, such as data.summary" in out
 
 
+def test_validate_names_mistakes_a_run_would_only_meet_later(tmp_path: Path) -> None:
+    """Each of these passed ``validate`` and then failed the run at start (listen, path), failed
+    every call (an empty secret, a base_url without its scheme: connection errors, retried,
+    then every record dead-lettered) or every record (an empty channel or text)."""
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            pipelines:
+              - name: events
+                source:
+                  connector: slack
+                  config:
+                    listen: localhost
+                    path: slack/events
+                    signing_secret: "${env:UNSET_SIGNING_SECRET:-}"
+                transforms:
+                  - {type: llm, prompt: "{data.text}", field: data.x, base_url: "localhost:1/v1"}
+                sinks:
+                  - connector: slack
+                    config: {token: "", channel: " ", text: hi, base_url: slack.com/api/}
+                  - connector: slack
+                    config: {token: xoxb-1, channel: C1, text: ""}
+              - name: ask
+                source:
+                  connector: chatgpt
+                  config: {listen: "0.0.0.0:80800", path: ask, base_url: "api.openai.com/v1"}
+              - name: ask2
+                source:
+                  connector: chatgpt
+                  config: {bearer_tokens: [ok-token, "${env:UNSET_ASK_TOKEN:-}"]}
+              - name: hook
+                source:
+                  connector: webhook
+                  config: {bearer_tokens: [{token: "", types: ["*"]}]}
+            """
+        )
+    )
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 1
+    out = result.output
+    expected = [
+        ("7", "source.config.listen", "expected HOST:PORT"),
+        ("8", "source.config.path", "must start with '/'"),
+        ("9", "source.config.signing_secret", "empty"),
+        ("11", "transforms[0].base_url", "expected an http:// or https:// URL"),
+        ("14", "sinks[0].config.token", "empty"),
+        ("14", "sinks[0].config.channel", "empty"),
+        ("14", "sinks[0].config.base_url", "expected an http:// or https:// URL"),
+        ("16", "sinks[1].config", "the message would be empty"),
+        ("20", "source.config.listen", "port 80800 is above 65535"),
+        ("20", "source.config.path", "must start with '/'"),
+        ("20", "source.config.base_url", "expected an http:// or https:// URL"),
+        ("24", "source.config.bearer_tokens", "[1] is empty"),
+        ("28", "source.config.bearer_tokens", "[0] is empty"),
+    ]
+    for line, field, why in expected:
+        assert any(
+            row.startswith(f"{path}:{line}:") and field in row and why in row
+            for row in out.splitlines()
+        ), (line, field, why, out)
+
+
 def test_the_schema_marks_every_secret_write_only() -> None:
     result = CliRunner().invoke(cli, ["schema"])
     assert result.exit_code == 0, result.output

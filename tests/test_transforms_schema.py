@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from test_transforms import build, chain, fails_unchanged
 
 from meshconnect.config.loader import load_pipeline_files
-from meshconnect.errors import ConfigError, ValidationErrors
+from meshconnect.errors import ConfigError, DataError, ValidationErrors
 from meshconnect.plugins import load_registry
 from meshconnect.records import Record
 from meshconnect.transforms import BuildContext, Transform, building
@@ -215,3 +216,68 @@ def test_a_missing_schema_directory_is_a_located_validation_problem(tmp_path: Pa
         f"{tmp_path / 'p.yaml'}:6:9: pipelines[0].transforms[0]: directory: "
         f"{tmp_path / 'schemas'} is not a directory"
     ]
+
+
+# -- patterns run on RE2 ---------------------------------------------------------------------------
+
+REDOS = {
+    "type": "object",
+    "properties": {"p": {"type": "string", "pattern": "^(a+)+$"}},
+    "patternProperties": {"^(b+)+$": {"type": "integer"}},
+    "additionalProperties": {"type": "string"},
+}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"p": "a" * 25 + "!"}, r"does not match '\^\(a\+\)\+\$'"),
+        ({"b" * 25 + "!": 1}, "1 is not of type 'string'"),  # not a patternProperties key
+    ],
+)
+def test_a_schema_pattern_cannot_stall_the_worker(
+    tmp_path: Path, data: object, message: str
+) -> None:
+    """jsonschema searches with Python's backtracking `re`: `^(a+)+$` took seconds for 25
+    `a` and a `!` in a record, doubling with each further `a` (hours for 40). On RE2 it is
+    linear, like `matches` in expressions."""
+    import time
+
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "s.json").write_text(json.dumps(REDOS))
+    transform = make(tmp_path, schema="s.json")
+
+    started = time.monotonic()
+    with pytest.raises(DataError, match=message):
+        transform.apply(Record(data))
+
+    assert time.monotonic() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("schema", "where"),
+    [
+        ({"pattern": "(?<=a)b"}, "the pattern at pattern"),
+        ({"properties": {"x": {"pattern": "(a)\\1"}}}, "the pattern at properties/x/pattern"),
+        ({"items": {"patternProperties": {"(?=x)": {}}}}, "at items/patternProperties/(?=x)"),
+    ],
+)
+def test_a_pattern_re2_cannot_run_is_refused_at_load(
+    tmp_path: Path, schema: dict[str, object], where: str
+) -> None:
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "s.json").write_text(json.dumps(schema))
+
+    with building(BuildContext(tmp_path)), pytest.raises(ConfigError, match=re.escape(where)):
+        build("validate", directory="schemas", schema="s.json")
+
+
+def test_patterns_in_data_keywords_are_not_taken_for_regular_expressions(tmp_path: Path) -> None:
+    schema = {"const": {"pattern": "(?<=a)b"}, "properties": {"pattern": {"type": "string"}}}
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "s.json").write_text(json.dumps(schema))
+
+    transform = make(tmp_path, schema="s.json")
+
+    with pytest.raises(DataError, match="was expected"):
+        transform.apply(Record({"pattern": "x"}))

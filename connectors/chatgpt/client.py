@@ -9,16 +9,20 @@ still fails is mapped by :func:`openai_error_kind`:
 
 =================================================  =====================================
 ``AuthenticationError`` (401), ``PermissionDenied``  ``ConfigError``: check ``api_key``
-(403), ``NotFoundError`` (404: no such model)        (the key itself is never shown)
+(403), ``NotFoundError`` (404: no such model),       and ``base_url`` (the key itself is
+405, 407 (a proxy), 410                              never shown)
 ``RateLimitError``, ``InternalServerError``,         ``RetriableError``
-``APIConnectionError``, ``APITimeoutError``, an
-unreadable answer (``APIResponseValidationError``,
-a body that is not JSON)
+``APIConnectionError``, ``APITimeoutError``, 408,
+409, an unreadable answer
+(``APIResponseValidationError``, a body that is
+not JSON)
 ``BadRequestError`` (400), ``UnprocessableEntity``   ``DataError``: the prompt is refused
 (422), other ``4xx``
 =================================================  =====================================
 
-An answer is checked before anyone uses it: at most ``max_answer_bytes``; with a schema, JSON
+An answer is checked before anyone uses it: finished (not cut off at the token limit,
+``finish_reason: length`` or a Responses API ``status: incomplete``, nor withheld by a content
+filter); at most ``max_answer_bytes``; with a schema, JSON
 (read exactly: :mod:`meshconnect.jsonvalue`) that validates against it. A failed check is an
 :class:`InvalidAnswer` (a ``DataError``) that lists every problem.
 """
@@ -85,6 +89,11 @@ def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
     return errors
 
 
+#: Statuses that say the endpoint is not the API (a proxy's 407, a 405 or 410 for a path the
+#: server does not serve): a config error like 401/403/404, never the record's fault.
+_ENDPOINT_STATUSES = frozenset({405, 407, 410})
+
+
 def openai_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
     """The taxonomy class of an ``openai`` exception (table in the module docstring)."""
     try:
@@ -104,7 +113,11 @@ def openai_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
     ):
         return RetriableError
     if isinstance(exc, openai.APIStatusError):
-        return RetriableError if exc.status_code >= 500 else DataError
+        if exc.status_code in _ENDPOINT_STATUSES:  # not the API: a wrong base_url, a proxy
+            return ConfigError
+        if exc.status_code >= 500 or exc.status_code in (408, 409):  # what the SDK retries
+            return RetriableError
+        return DataError
     if isinstance(exc, json.JSONDecodeError):  # a 200 whose body is not JSON (an HTML page)
         return RetriableError
     return None
@@ -199,7 +212,14 @@ class ModelClient:
             kind = openai_error_kind(exc)
             if kind is None:
                 raise
-            hint = ": check api_key and model" if kind is ConfigError else ""
+            hint = ""
+            if kind is ConfigError:
+                status = getattr(exc, "status_code", None)
+                hint = (
+                    ": check base_url (a proxy or a path that is not the API answered)"
+                    if status in _ENDPOINT_STATUSES
+                    else ": check api_key and model"
+                )
             secret = self.settings.api_key.get_secret_value() or os.environ.get("OPENAI_API_KEY")
             raise kind(f"{self.what}: {_describe(exc, secret)}{hint}") from None
         return self.check(text, model, usage, ident, schema)
@@ -235,6 +255,28 @@ class ModelClient:
             )
         return Answer(text, value, model, usage, ident)
 
+    def _check_finished(self, finish: str | None, text: str) -> None:
+        """An InvalidAnswer when the model did not finish its answer: cut at the token limit
+        (``finish_reason: length``) or withheld by the server's filter (``content_filter``).
+        Such text is no answer, even where it happens to be valid JSON."""
+        if finish == "length":
+            limit = self.settings.max_tokens
+            raise InvalidAnswer(
+                f"{self.what}: the answer was cut off",
+                [
+                    "answer: cut off at the token limit (finish_reason length"
+                    + (f", max_tokens {limit}" if limit is not None else "")
+                    + "): raise max_tokens or ask for a shorter answer"
+                ],
+                text,
+            )
+        if finish in ("content_filter", "incomplete"):
+            raise InvalidAnswer(
+                f"{self.what}: the answer is incomplete",
+                [f"answer: withheld or cut off by the server (finish_reason {finish})"],
+                text,
+            )
+
     async def _chat(
         self, system: str | None, prompt: str, schema: dict[str, Any] | None, name: str
     ) -> tuple[str, str, dict[str, int], str]:
@@ -265,8 +307,11 @@ class ModelClient:
         if getattr(message, "refusal", None):
             raise InvalidAnswer(f"{self.what}: the model refused", [str(message.refusal)], "")
         text = message.content
+        finish = getattr(choices[0], "finish_reason", None)
+        self._check_finished(finish, text if isinstance(text, str) else "")
         if not isinstance(text, str):
-            raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: null"], "")
+            why = "answer: null" + (f" (finish_reason {finish})" if finish else "")
+            raise InvalidAnswer(f"{self.what}: the answer has no text", [why], "")
         usage = _usage(getattr(completion, "usage", None), "prompt_tokens", "completion_tokens")
         return text, str(completion.model or self.settings.model), usage, str(completion.id or "")
 
@@ -291,7 +336,27 @@ class ModelClient:
         if isinstance(response, str | bytes):
             raise RetriableError(f"{self.what}: {_UNREADABLE} (not labelled JSON)")
         text = response.output_text
-        if not isinstance(text, str) or (not text and not response.output):
+        if getattr(response, "status", None) == "incomplete":
+            reason = getattr(getattr(response, "incomplete_details", None), "reason", None)
+            self._check_finished(
+                {"max_output_tokens": "length", "content_filter": "content_filter"}.get(
+                    str(reason), "incomplete"
+                ),
+                text if isinstance(text, str) else "",
+            )
+        if not text:
+            parts = [
+                part
+                for item in response.output or []
+                if getattr(item, "type", None) == "message"
+                for part in getattr(item, "content", None) or []
+            ]
+            refusals = [str(p.refusal) for p in parts if getattr(p, "type", None) == "refusal"]
+            if refusals:
+                raise InvalidAnswer(f"{self.what}: the model refused", refusals, "")
+            if not parts:  # no message at all (tool calls only, reasoning only)
+                raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: empty"], "")
+        if not isinstance(text, str):
             raise InvalidAnswer(f"{self.what}: the answer has no text", ["answer: empty"], "")
         usage = _usage(getattr(response, "usage", None), "input_tokens", "output_tokens")
         return text, str(response.model or self.settings.model), usage, str(response.id or "")

@@ -2,7 +2,8 @@
 sent to a model, and the result becomes a CloudEvent.
 
 Request: ``POST {path}`` with the text as the body (``text/plain``), or a JSON object
-``{"prompt": "...", "system": "..."}`` (``system`` optional, overriding the configured one).
+``{"prompt": "...", "system": "..."}`` (``system`` optional, overriding the configured one;
+``null``: none; other keys are a ``400``).
 
 * ``mode: chat``: the event's ``data`` is ``{"prompt", "system", "answer", "model", "usage":
   {"prompt_tokens", "completion_tokens", "total_tokens"}}``.
@@ -168,7 +169,15 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
                 raise DataError(f"the body is not JSON: {exc}") from None
             if not isinstance(value, dict) or not isinstance(value.get("prompt"), str):
                 raise DataError('a JSON body is an object with a "prompt" string')
-            if isinstance(value.get("system"), str):
+            unknown = sorted(set(value) - {"prompt", "system"})
+            if unknown:  # a misspelt "system" would be a silent fallback to the configured one
+                raise DataError(
+                    f"unknown key(s) {', '.join(map(repr, unknown))}: a JSON body holds "
+                    '"prompt" and, optionally, "system"'
+                )
+            if "system" in value:
+                if value["system"] is not None and not isinstance(value["system"], str):
+                    raise DataError('"system" is a string (or null: no system message)')
                 system = value["system"]
             prompt = value["prompt"]
         else:

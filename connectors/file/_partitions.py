@@ -4,9 +4,11 @@ fingerprint, and finding and opening the files (``Partitions``, mixed into
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import glob
 import hashlib
+import json
 import logging
 import os
 import stat
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from meshconnect import Position, Record, eventrules
+from meshconnect import ConfigError, Position, Record, eventrules
 
 from .config import FileSourceConfig
 
@@ -24,6 +26,7 @@ __all__ = [
     "BOM",
     "CHUNK",
     "FINGERPRINT",
+    "LONG_HEAD",
     "Failures",
     "Partitions",
     "Tail",
@@ -31,6 +34,7 @@ __all__ = [
     "fingerprint",
     "last_line_start",
     "matches_fingerprint",
+    "position_fields_problem",
     "pread",
 ]
 
@@ -38,6 +42,8 @@ __all__ = [
 #: split from it stay in memory until handed out, and 1 MiB (~8,500 lines of 120 bytes)
 #: held ~3.5 MB more at peak for no measurable CPU (docs/benchmarks.md).
 CHUNK = 1 << 17
+#: How many bytes of a line longer than ``max_line_bytes`` its dead letter keeps.
+LONG_HEAD = 1024
 #: How many bytes from the start of a file make its content fingerprint.
 FINGERPRINT = 1024
 BOM = b"\xef\xbb\xbf"
@@ -88,6 +94,13 @@ class Tail:
     generation: int = 0
     #: The last element of ``lines`` has no newline and may still grow (bounded read).
     tentative: bool = False
+    #: A line longer than ``max_line_bytes`` being skipped: its first bytes (``None`` when
+    #: there is none), its size so far, how many lines it spans (a CSV record's), and whether
+    #: its newline was found (it is then handed out as a failure before ``lines``).
+    long_head: bytes | None = None
+    long_size: int = 0
+    long_lines: int = 1
+    long_done: bool = False
 
     def position(self) -> Position:
         return {
@@ -109,6 +122,28 @@ def fingerprint(head: bytes, size: int) -> str:
     content, to tell the same file from one rewritten in place or replaced (as Vector's and
     Fluent Bit's checksum fingerprints do; the inode alone cannot tell)."""
     return f"{size}:{hashlib.blake2b(head[:size], digest_size=8).hexdigest()}"
+
+
+_POSITION_FIELDS = ("path", "inode", "offset", "fingerprint", "generation")
+
+
+def position_fields_problem(position: Position) -> str | None:
+    """Why ``position`` is not a file source position: an unknown field (a typo such as
+    ``ofset``, which would be ignored and read the file from its beginning), or ``offset``,
+    ``inode`` or ``generation`` that is not a whole number of at least 0; or ``None``."""
+    for name in position:
+        if name not in _POSITION_FIELDS:
+            close = difflib.get_close_matches(name, _POSITION_FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"unknown field {name!r}{hint}; a position has {', '.join(_POSITION_FIELDS)}"
+    for name in ("offset", "inode", "generation"):
+        value = position.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            return f"{name} must be a whole number of at least 0, not {json.dumps(value)}"
+    for name in ("path", "fingerprint"):
+        if position.get(name) is not None and not isinstance(position[name], str):
+            return f"{name} must be a string, not {json.dumps(position[name])}"
+    return None
 
 
 def matches_fingerprint(fd: int, stored: object) -> bool | None:
@@ -164,6 +199,8 @@ class Partitions:
     thread): one partition per matching file, resumed at its stored position."""
 
     config: FileSourceConfig
+    #: The directory relative paths resolve against (the pipeline file's).
+    _base: str
     _patterns: list[str]
     _tails: dict[str, Tail]
     _owner: dict[int, str]
@@ -194,8 +231,31 @@ class Partitions:
             if not any(os.path.isfile(p) for p in glob.iglob(pattern, recursive=True))
         ]
 
+    def _folders(self) -> list[str]:
+        """The patterns that name a directory (no glob characters): a mistake for files in
+        it, which a bounded source reported as "no file matches" and a following one waited
+        for forever."""
+        return [p for p in self._patterns if not glob.has_magic(p) and os.path.isdir(p)]
+
     def _matches(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self._patterns)
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """A hand-written position (``offsets reset --to``): its partition is the absolute
+        path of a file the globs match, and its fields have their types (see
+        :func:`position_fields_problem`)."""
+        if not (os.path.isabs(partition) and self._matches(partition)):
+            absolute = os.path.normpath(os.path.join(self._base, partition))
+            hint = (
+                f"; did you mean {absolute!r}? (partitions are absolute paths)"
+                if self._matches(absolute)
+                else ""
+            )
+            return (
+                f"not a file this source reads (path: {', '.join(self._patterns)}){hint}; "
+                "`meshconnect offsets show FILE` lists the partitions"
+            )
+        return position_fields_problem(position)
 
     def _new_tail(self, key: str) -> Tail:
         return Tail(
@@ -218,6 +278,11 @@ class Partitions:
         stored: list[tuple[Tail, Position]] = []
         for key, position in sorted(positions.items()):
             if key in matched or self._matches(key):
+                if problem := position_fields_problem(position):
+                    raise ConfigError(
+                        f"file source: the stored position of {key} is not usable: {problem}; "
+                        "set it again with `meshconnect offsets reset FILE PIPELINE`"
+                    )
                 tail = self._new_tail(key)
                 self._tails[key] = tail
                 stored.append((tail, position))

@@ -3,13 +3,45 @@
 from __future__ import annotations
 
 import codecs
+import difflib
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
 
-__all__ = ["FileSinkConfig", "FileSourceConfig"]
+__all__ = ["FileSinkConfig", "FileSourceConfig", "sink_path"]
+
+#: ``{{`` and ``}}`` (literal braces), a ``{placeholder}``, or a brace left alone.
+_BRACES = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def sink_path(path: str, partition: int | None) -> str:
+    """The sink's ``path`` with ``{partition}`` replaced by ``partition`` (``None``: left as
+    it is) and ``{{``/``}}`` by literal braces; anything else in braces is a ``ValueError``."""
+
+    def one(match: re.Match[str]) -> str:
+        token, name = match.group(0), match.group(1)
+        if token in ("{{", "}}"):
+            return token[0]
+        if name == "partition":
+            return token if partition is None else str(partition)
+        if name is None:
+            raise ValueError(
+                f"a lone {token!r} in path: write {token * 2!r} for a literal brace "
+                "(only {partition} is replaced)"
+            )
+        hint = difflib.get_close_matches(name, ["partition"], n=1)
+        raise ValueError(
+            f"{token!r} in path is not a placeholder the file sink knows"
+            + (" (did you mean '{partition}'?)" if hint else "")
+            + ": the path names one file (one per partition), so only {partition} is replaced "
+            "and templates such as {topic} or {time:%Y} are not; write {{ and }} for literal "
+            "braces"
+        )
+
+    return _BRACES.sub(one, path)
 
 
 def _check_encoding(value: str, *, writing: bool) -> str:
@@ -94,6 +126,17 @@ class FileSourceConfig(ConnectorConfig):
         description="The most lines read into one batch (one transaction in the mesh store). "
         "Batches of 1,000 keep the records in flight (memory) small; larger ones were "
         "not faster when measured (docs/benchmarks.md).",
+    )
+    max_line_bytes: ByteSize = Field(
+        default=16 * 1024 * 1024,
+        ge=128 * 1024,
+        description=(
+            "The longest line read (its bytes, without the newline; `16MiB`, at least "
+            "`128KiB`). A longer line is never held in memory: it is skipped up to its "
+            "newline and becomes a failure (dead-lettered with `tolerance: all`) holding its "
+            "first 1,024 bytes and naming its size, so a file without newlines or a runaway "
+            "line cannot exhaust the worker's memory."
+        ),
     )
     encoding: str = Field(
         default="utf-8",
@@ -180,7 +223,9 @@ class FileSinkConfig(ConnectorConfig):
             "directory of the pipeline file. With `rotate_bytes`, files are named "
             "`<stem>-<seq>.<suffix>`, e.g. `out-00001.jsonl`. `{partition}` in it becomes the "
             "partition number of the sink's consumer in a pipeline with `partitions:` (a "
-            "file per partition; required there), `0` without."
+            "file per partition; required there), `0` without. It is the only placeholder: "
+            "any other `{...}` (a typo, a template such as `{topic}`) is refused; write `{{` "
+            "and `}}` for literal braces."
         ),
         min_length=1,
     )
@@ -235,3 +280,9 @@ class FileSinkConfig(ConnectorConfig):
     @classmethod
     def _encoding_exists(cls, value: str) -> str:
         return _check_encoding(value, writing=True)
+
+    @field_validator("path")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        sink_path(value, None)
+        return value

@@ -44,7 +44,7 @@ from typing import IO, Any
 
 from meshconnect import ConfigError, ConnectorContext, DataError, Record, Sink, jsonvalue
 
-from .config import FileSinkConfig
+from .config import FileSinkConfig, sink_path
 from .errors import io_error
 
 __all__ = ["FileSink"]
@@ -106,7 +106,7 @@ class FileSink(Sink[FileSinkConfig]):
     def partition_problem(cls, config: Any) -> str | None:
         """Consumers of a pipeline with ``partitions:`` each need a file of their own:
         ``{partition}`` in ``path``."""
-        if PARTITION_PLACEHOLDER in config.path:
+        if sink_path(config.path, 0) != sink_path(config.path, 1):
             return None
         return (
             f"the file sink's consumers would all write {config.path!r}: put "
@@ -117,7 +117,7 @@ class FileSink(Sink[FileSinkConfig]):
     def __init__(self, config: FileSinkConfig, context: ConnectorContext) -> None:
         super().__init__(config, context)
         self._log = context.logger
-        path = config.path.replace(PARTITION_PLACEHOLDER, str(context.partition or 0))
+        path = sink_path(config.path, context.partition or 0)
         self._path = os.path.normpath(
             os.path.join(os.path.abspath(context.base_dir), os.path.expanduser(path))
         )
@@ -235,6 +235,11 @@ class FileSink(Sink[FileSinkConfig]):
 
     def _open(self, state: Mapping[str, Any] | None) -> None:
         """Runs in a thread: truncate to the checkpoint in ``state`` and open for appending."""
+        if not self._rotating and os.path.isdir(self._path):  # not "N bytes exist, if_exists"
+            raise ConfigError(
+                f"file sink: path {self._path} is a directory, not the file to write: give a "
+                f"file name, e.g. {os.path.join(self._path, 'out.jsonl')}"
+            )
         if state is not None and "file" in state and not self._same_target(str(state["file"])):
             self._log.warning(
                 "file sink %s: the last commit was for %s, which is kept as it is; the new "

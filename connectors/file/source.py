@@ -9,7 +9,10 @@ Partitions and positions
     for JSON and CloudEvents lines that parse and do not end in a digit. Text and CSV lines,
     and CSV rows with an open quote, wait there for their newline; the source warns and the
     position stays before them, so a later run reads them whole (the rule per format, in
-    ``docs/connectors/file.md``). A UTF-8 byte order mark at offset 0 is skipped.
+    ``docs/connectors/file.md``). A UTF-8 byte order mark at offset 0 is skipped. A line
+    longer than ``max_line_bytes`` is not buffered: once the unterminated bytes held pass the
+    limit, only its first ``LONG_HEAD`` bytes are kept and the rest is counted and dropped up to
+    its newline; it is then handed out as a failure (checked per chunk, never per line).
 
 Records
     ``id`` is ``"<inode>-<byte offset of the line>"``, so reading a line again (after a crash,
@@ -78,6 +81,7 @@ from ._partitions import (
     BOM,
     CHUNK,
     FINGERPRINT,
+    LONG_HEAD,
     Failures,
     Partitions,
     Tail,
@@ -106,7 +110,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         super().__init__(config, context)
         self.bounded = not config.follow
         self._log = context.logger
-        base = os.path.abspath(context.base_dir)
+        self._base = base = os.path.abspath(context.base_dir)
         self._patterns = [
             os.path.normpath(os.path.join(base, os.path.expanduser(p))) for p in config.patterns
         ]
@@ -146,6 +150,15 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         :class:`~meshconnect.errors.ConfigError` when a pattern of ``path`` matches no file
         (after waiting up to ``wait_for_files`` for one)."""
         try:
+            folders = await asyncio.to_thread(self._folders)
+            if folders:
+                raise ConfigError(
+                    f"file source: path {', '.join(folders)} "
+                    + ("is a directory" if len(folders) == 1 else "are directories")
+                    + ", not a file or glob: match the files in it with a glob such as "
+                    + f"{os.path.join(folders[0], '*')} (or {os.path.join(folders[0], '**', '*')}"
+                    " for every depth)"
+                )
             if self.bounded:
                 deadline = time.monotonic() + self.config.wait_for_files
                 while (missing := await asyncio.to_thread(self._unmatched)) and (
@@ -242,6 +255,9 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         """Hand out up to ``budget`` lines of ``t``; the number of lines consumed."""
         used = 0
         while used < budget and t.fd >= 0 and not t.done:
+            if t.long_done:  # a line over max_line_bytes ended: it comes before ``lines``
+                used += self._skip_long(t, failures)
+                continue
             if t.li < len(t.lines) and (not t.stalled or t.final):
                 n = self._consume(t, budget - used, records, failures)
                 t.stalled = n == 0
@@ -257,6 +273,19 @@ class FileSource(Partitions, Source[FileSourceConfig]):
             if chunk:
                 self._feed(t, chunk)
             elif status == "eof":
+                if t.long_head is not None:  # a line over max_line_bytes with no newline
+                    if t.rotated:  # it will not grow: whole
+                        t.long_done = True
+                    else:
+                        self._log.warning(
+                            "file source: %s: the last %d byte(s) (from byte %d) end without "
+                            "a newline and are longer than max_line_bytes; they are skipped "
+                            "as one line on a later run once their newline is there",
+                            t.key,
+                            t.long_size,
+                            t.offset,
+                        )
+                        t.long_head = None
                 if t.partial:
                     last = b"".join(t.partial)
                     t.partial = []
@@ -310,13 +339,35 @@ class FileSource(Partitions, Source[FileSourceConfig]):
             t.head += chunk[: FINGERPRINT - t.read_pos]
         t.read_pos += len(chunk)
         t.stalled = False
+        if t.long_head is not None:  # skipping a line over max_line_bytes up to its newline
+            end = chunk.find(b"\n")
+            if end < 0:
+                t.long_size += len(chunk)
+                return
+            t.long_size += end
+            t.long_done = True
+            chunk = chunk[end + 1 :]
+            if not chunk:
+                return
         if b"\n" not in chunk:
             t.partial.append(chunk)
+            # Lines are checked against the limit only as they span chunks: one within a chunk
+            # is shorter than the least limit (CHUNK), so the hot path costs nothing more.
+            if len(t.partial) > 1 and sum(map(len, t.partial)) > self.config.max_line_bytes:
+                self._start_long(t, b"")
             return
         if t.partial:
-            t.partial.append(chunk)
-            chunk = b"".join(t.partial)
-            t.partial = []
+            end = chunk.find(b"\n")
+            if sum(map(len, t.partial)) + end > self.config.max_line_bytes:
+                self._start_long(t, chunk[:end])
+                t.long_done = True
+                chunk = chunk[end + 1 :]
+                if not chunk:
+                    return
+            else:
+                t.partial.append(chunk)
+                chunk = b"".join(t.partial)
+                t.partial = []
         lines = chunk.split(b"\n")
         last = lines.pop()
         if last:
@@ -325,6 +376,41 @@ class FileSource(Partitions, Source[FileSourceConfig]):
             lines = t.lines[t.li :] + lines
         t.lines = lines
         t.li = 0
+
+    def _start_long(self, t: Tail, more: bytes) -> None:
+        """The line at ``t.offset`` (``partial`` then ``more``; with the lines of a CSV record
+        still open before it) is over ``max_line_bytes``: keep its first bytes and its size,
+        and drop the rest, so memory stays bounded while it is skipped to its newline."""
+        pending = t.lines[t.li :]
+        pieces = [*pending, b"".join(t.partial) + more]
+        t.long_head = b"\n".join(pieces)[:LONG_HEAD]
+        t.long_size = sum(map(len, pieces)) + len(pending)
+        t.long_lines = len(pieces)
+        t.lines, t.li, t.partial = [], 0, []
+
+    def _skip_long(self, t: Tail, failures: Failures) -> int:
+        """Hand out the line over ``max_line_bytes`` that ended as a failure; 1 (one line)."""
+        head = t.long_head or b""
+        for end in range(len(head), max(len(head) - 4, 0), -1):  # not half a character
+            try:
+                head[:end].decode(self._encoding)
+            except UnicodeDecodeError:
+                continue
+            head = head[:end]
+            break
+        problem = (
+            f"a line of {t.long_size:,} bytes is longer than max_line_bytes "
+            f"({self.config.max_line_bytes:,}); it was skipped, and this record holds its "
+            f"first {len(head):,} bytes"
+        )
+        failures.append(self._failure(t, head, t.offset, 0, problem))
+        t.offset = min(t.offset + t.long_size + 1, t.read_pos)
+        if t.lineno is not None:
+            t.lineno += t.long_lines
+        t.long_head, t.long_size, t.long_lines, t.long_done = None, 0, 1, False
+        t.dirty = True
+        t.stalled = False
+        return 1
 
     def _consume(self, t: Tail, limit: int, records: list[Record], failures: Failures) -> int:
         end = min(len(t.lines), t.li + limit)
@@ -390,7 +476,8 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         t.li = 0
         t.partial = []
         t.lineno = 1 if offset == 0 else None
-        t.rotated = t.final = t.stalled = t.tentative = False
+        t.rotated = t.final = t.stalled = t.tentative = t.long_done = False
+        t.long_head, t.long_size, t.long_lines = None, 0, 1
         t.head = b"" if offset == 0 else pread(t.fd, min(offset, FINGERPRINT), 0)
         t.dirty = True
         if self.config.format == "csv":

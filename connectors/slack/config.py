@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
 from meshconnect.expr import Compiler, ExpressionError
-from meshconnect.httpbody import check_listen, check_path
+from meshconnect.httplisten import check_listen, check_path
 
 __all__ = ["SlackSinkConfig", "SlackSourceConfig", "compile_template", "slack_escape"]
 
@@ -32,6 +32,27 @@ def slack_escape(value: Any) -> Any:
 
         value = jsonvalue.dumps(value)
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def check_http_url(value: str | None) -> str | None:
+    """An absolute ``http(s)`` URL: without its scheme a client reports a connection error per
+    call (retried, then each record dead-lettered), never the field."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r}: expected an http:// or https:// URL")
+    return value
+
+
+def check_secret(value: SecretStr) -> SecretStr:
+    """A secret that is set: an empty one (``${env:NAME}`` of an empty variable) fails every
+    call or request later, so it is refused here (its value is never shown)."""
+    if not value.get_secret_value().strip():
+        raise ValueError("empty: give the secret (an environment variable that is set)")
+    return value
 
 
 #: Slack templates know one function more than the others: ``slack_escape``.
@@ -110,10 +131,12 @@ class SlackSinkConfig(ConnectorConfig):
     exactly_once: bool = Field(
         default=False,
         description="Tag each message with its mesh position (Slack message `metadata`) and "
-        "read back what may be posted already (`conversations.history`, which needs the "
+        "read back what may be posted already (`conversations.history`, and "
+        "`conversations.replies` for replies in threads, which need the "
         "`channels:history` / `groups:history` scope): after a crash, what came after the "
-        "last commit (or, for a channel nothing was committed for, its newest messages); "
-        "after a post that got no answer, that record. So no message is posted twice. "
+        "last commit (or, for a channel nothing was committed for, its newest messages), "
+        "and in each thread before the first reply to it; after a post that got no answer, "
+        "that record. So no message is posted twice. "
         "Off: at least once.",
     )
     base_url: str = Field(
@@ -149,6 +172,24 @@ class SlackSinkConfig(ConnectorConfig):
             compile_template(value, info.field_name)
         return value
 
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty: give a channel ID (C0123…) or a template")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        return check_secret(value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        check_http_url(value)
+        return value
+
     @field_validator("blocks")
     @classmethod
     def _blocks(cls, value: Any) -> Any:
@@ -158,7 +199,7 @@ class SlackSinkConfig(ConnectorConfig):
 
     @model_validator(mode="after")
     def _something_to_send(self) -> SlackSinkConfig:
-        if self.text is None and self.blocks is None:
+        if not self.text and not self.blocks:
             raise ValueError("set text, blocks or both: the message would be empty")
         if self.thread_key is not None and self.update_key is not None:
             raise ValueError("thread_key and update_key exclude each other")
@@ -220,3 +261,8 @@ class SlackSourceConfig(ConnectorConfig):
     @classmethod
     def _path(cls, value: str) -> str:
         return check_path(value)
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        return check_secret(value)

@@ -12,7 +12,10 @@ taxonomy (:func:`slack_error_kind`):
   a :class:`DataError` naming Slack's error code: that record goes to the dead-letter topic,
   the others are sent.
 * bad credentials (``invalid_auth``, ``not_authed``, ``token_revoked``, ...) are a
-  :class:`ConfigError`: the connector stops with a message saying to check ``config.token``.
+  :class:`ConfigError`: the connector stops with a message saying to check ``config.token``;
+  so are answers that are not the Web API's (``unknown_method``, an HTTP 404 or a proxy's
+  401/403/407 without Slack's ``error``): check ``config.base_url``. A ``200`` whose body is
+  not Slack's JSON (a proxy's page) is retriable, as a ``5xx`` is.
 * ``5xx``, connection errors and timeouts are retriable: the sink sends the message again
   itself for up to ``outage_wait`` (the later ones wait, not charged any attempt). Past it, or
   past ``max_rate_limit_wait`` of 429s, that record alone is handed back (a
@@ -34,8 +37,12 @@ the sink reads history (``conversations.history``) before posting what may be th
 * a channel the state does not name (nothing committed for it yet: a crash during the first
   batch), once, newest first, back to a message of an earlier record of the same topic or at
   most :attr:`SlackSink.history_scan_limit` messages;
+* a thread (``thread_key``, ``thread_ts``) not started since ``open``, once, before the first
+  reply to it: the replies
+  after the channel's committed ``ts`` (``conversations.replies``; the channel's history
+  holds top-level messages only);
 * after a ``chat.postMessage`` that got no answer (``timeout``, a lost connection: Slack may
-  have posted it), before sending that record again.
+  have posted it), before sending that record again (in its thread, for a reply).
 
 Records found there are not posted again. Per-key thread and message ``ts``es (``thread_key``,
 ``update_key``) are in the state too.
@@ -82,22 +89,35 @@ AUTH_ERRORS = frozenset(
         "ekm_access_denied",
     }
 )
+#: Answers that are not the Slack Web API's (``unknown_method``; an HTTP 404, a proxy's 401,
+#: 403 or 407 without Slack's ``error``): ``base_url`` points elsewhere, the connector stops.
+ENDPOINT_ERRORS = frozenset(
+    {"unknown_method", "http_401", "http_403", "http_404", "http_405", "http_407", "http_410"}
+)
 #: The ``metadata.event_type`` of the messages this sink posts with ``exactly_once``.
 METADATA_TYPE = "meshconnect_record"
 #: Slack's answers when a key's remembered message is gone: the sink posts a new one.
 GONE = frozenset(
     {"message_not_found", "thread_not_found", "cant_update_message", "edit_window_closed"}
 )
+#: A rate limit: ``429`` ``ratelimited`` (with ``Retry-After``), and chat.postMessage's
+#: ``rate_limited`` ("Application has posted too many messages", an ``ok: false`` answer).
+RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 #: Slack error codes worth sending again later.
 TRANSIENT_ERRORS = frozenset(
     {
-        "ratelimited",
+        *RATE_LIMITED,
         "service_unavailable",
         "fatal_error",
         "internal_error",
         "request_timeout",
         "timeout",
         "connection_error",
+        # a 200 whose body is not Slack's JSON (a proxy's or captive portal's page), a 408
+        "unexpected_response",
+        "http_408",
+        # the workspace is migrating into an Enterprise Grid org: calls fail for a while
+        "team_added_to_org",
     }
 )
 
@@ -125,7 +145,7 @@ class SlackCallError(Exception):
 def slack_error_kind(exc: BaseException) -> type[MeshconnectError] | None:
     """The taxonomy class of a Slack call's failure (see the module docstring)."""
     if isinstance(exc, SlackCallError):
-        if exc.code in AUTH_ERRORS:
+        if exc.code in AUTH_ERRORS or exc.code in ENDPOINT_ERRORS:
             return ConfigError
         if exc.code in TRANSIENT_ERRORS or (exc.status is not None and exc.status >= 500):
             return RetriableError
@@ -199,43 +219,58 @@ class SlackSink(Sink[SlackSinkConfig]):
         self.keys = OrderedDict((state or {}).get("keys", {}))
         #: channel -> ts of the newest message posted there (committed at flush).
         self.last_ts: dict[str, str] = dict((state or {}).get("channels", {}))
-        #: "topic:offset" of records already posted after the last commit (exactly_once).
-        self.posted: set[str] = set()
+        #: "topic:offset" -> ts of records already posted after the last commit (exactly_once):
+        #: the ts is a key's message (update_key) or thread parent (thread_key) too.
+        self.posted: dict[str, str] = {}
         #: Channels whose history was read back since open (exactly_once).
         self.scanned: set[str] = set()
-        #: "topic:offset" -> channel of records whose chat.postMessage had no answer (a
-        #: timeout or a lost connection): Slack may have posted them (exactly_once).
-        self.uncertain: dict[str, str] = {}
+        #: Threads (channel, parent ts) whose replies were read back since open (exactly_once).
+        self.scanned_threads: set[tuple[str, str]] = set()
+        #: "topic:offset" -> (channel, thread parent ts or None) of records whose
+        #: chat.postMessage had no answer (a timeout or a lost connection): Slack may have
+        #: posted them (exactly_once).
+        self.uncertain: dict[str, tuple[str, str | None]] = {}
         #: "topic:offset" of records handed back after ``outage_wait`` (or a 429 wait past
         #: ``max_rate_limit_wait``): one attempt per later write, no more waiting here.
         self.exhausted: set[str] = set()
         if self.config.exactly_once:
             for channel, ts in self.last_ts.items():
-                self.posted |= set(await self._posted_since(channel, ts))
+                self.posted.update(await self._posted_since(channel, ts))
                 self.scanned.add(channel)
 
     async def _posted_since(
-        self, channel: str, oldest: str | None, before: Record | None = None
+        self,
+        channel: str,
+        oldest: str | None,
+        before: Record | None = None,
+        thread: str | None = None,
     ) -> dict[str, str]:
         """The records this sink posted to ``channel`` after ``oldest`` (its history, newest
         first), "topic:offset" -> the message's ``ts``. With no ``oldest`` the reading stops
         at a message of an earlier record of ``before``'s topic (records are posted in order),
-        or after :attr:`history_scan_limit` messages."""
+        or after :attr:`history_scan_limit` messages. With ``thread`` (a parent's ``ts``),
+        the replies in that thread (``conversations.replies``: the channel's history holds
+        only top-level messages), oldest first."""
         found: dict[str, str] = {}
         cursor = None
         seen = 0
+        method = "conversations.history" if thread is None else "conversations.replies"
+        if thread is not None:
+            before = None  # oldest first: an earlier record's message says nothing
         while True:
             args: dict[str, Any] = {
                 "channel": channel,
                 "include_all_metadata": "true",
                 "limit": 200,
             }
+            if thread is not None:
+                args["ts"] = thread
             if oldest is not None:
                 args["oldest"] = oldest
                 args["inclusive"] = "false"
             if cursor:
                 args["cursor"] = cursor
-            response = await self._call("conversations.history", args, http_verb="GET")
+            response = await self._call(method, args, http_verb="GET")
             older = False
             for message in response.get("messages") or []:
                 seen += 1
@@ -261,24 +296,36 @@ class SlackSink(Sink[SlackSinkConfig]):
             if oldest is None and seen >= self.history_scan_limit:
                 return found
 
-    async def _already_posted(self, record: Record, mark: str, channel: str) -> str | None:
+    async def _already_posted(
+        self, record: Record, mark: str, channel: str, thread: str | None
+    ) -> str | None:
         """exactly_once: the ``ts`` of ``record``'s message if Slack holds it already (posted
         before a crash that came before any commit naming the channel, or by a call that
-        timed out), else None. Reads a channel's history once per open, and again for each
-        record whose post had no answer."""
+        timed out), else None. Reads a channel's history once per open, the replies of a
+        thread (``thread``: its parent's ``ts``) once per open before the first reply to it,
+        and either again for each record whose post had no answer."""
         if mark in self.posted:
-            self.posted.discard(mark)
-            return ""
+            return self.posted.pop(mark)
         if channel not in self.scanned and channel not in self.last_ts:
             found = await self._posted_since(channel, None, record)
             self.scanned.add(channel)  # only once read: a failed look is made again
-            self.posted |= set(found)
+            self.posted.update(found)
             if mark in self.posted:
-                self.posted.discard(mark)
-                return found[mark]
-        where = self.uncertain.get(mark)
-        if where is not None:
-            found = await self._posted_since(where, self.last_ts.get(where), record)
+                return self.posted.pop(mark)
+        if thread is not None and (channel, thread) not in self.scanned_threads:
+            # replies are not in the channel's history: read the thread (after the channel's
+            # last committed ts, which replies move too)
+            found = await self._posted_since(channel, self.last_ts.get(channel), thread=thread)
+            self.scanned_threads.add((channel, thread))
+            self.posted.update(found)
+            if mark in self.posted:
+                return self.posted.pop(mark)
+        place = self.uncertain.get(mark)
+        if place is not None:
+            where, in_thread = place
+            found = await self._posted_since(
+                where, self.last_ts.get(where), record, thread=in_thread
+            )
             del self.uncertain[mark]  # only once looked at: a failed look is made again
             if mark in found:
                 return found[mark]
@@ -316,7 +363,7 @@ class SlackSink(Sink[SlackSinkConfig]):
                     if (
                         kind is RetriableError
                         and not once
-                        and not (isinstance(exc, SlackCallError) and exc.code == "ratelimited")
+                        and not (isinstance(exc, SlackCallError) and exc.code in RATE_LIMITED)
                         and waited + delay <= self.config.outage_wait
                     ):
                         self.context.logger.warning(
@@ -356,7 +403,7 @@ class SlackSink(Sink[SlackSinkConfig]):
         exactly_once needs one); SlackCallError and the like when it fails."""
         if self.config.exactly_once and method == "chat.postMessage":
             # posted before a crash, or by a call whose answer was lost
-            ts = await self._already_posted(record, mark, args["channel"])
+            ts = await self._already_posted(record, mark, args["channel"], args.get("thread_ts"))
             if ts is not None:
                 if ts:
                     self.last_ts[args["channel"]] = ts
@@ -378,7 +425,7 @@ class SlackSink(Sink[SlackSinkConfig]):
                 response = await self._call(method, args, max_wait=max_wait)
         except SlackCallError as exc:
             if self.config.exactly_once and method == "chat.postMessage" and exc.unanswered:
-                self.uncertain[mark] = args["channel"]
+                self.uncertain[mark] = (args["channel"], args.get("thread_ts"))
             raise
         ts = response.get("ts")
         self.sent.inc()
@@ -388,6 +435,8 @@ class SlackSink(Sink[SlackSinkConfig]):
             channel = response.get("channel")
             if isinstance(channel, str) and method == "chat.postMessage":
                 self.last_ts[channel] = ts
+                # a thread started since open has no replies this sink does not know of
+                self.scanned_threads.add((channel, ts))
 
     async def flush(self) -> dict[str, Any] | None:
         state: dict[str, Any] = {}
@@ -500,7 +549,7 @@ class SlackSink(Sink[SlackSinkConfig]):
                 ) from None
             except SlackApiError as exc:
                 status, code, retry_after = _failure(exc)
-                if status == 429 or code == "ratelimited":
+                if status == 429 or code in RATE_LIMITED:
                     if waited + retry_after > limit:
                         raise SlackCallError(
                             method, "ratelimited", status, f"waited {waited:.0f}s already"
@@ -516,6 +565,14 @@ class SlackSink(Sink[SlackSinkConfig]):
                     detail = "check config.token: a bot token (xoxb-) with the chat:write scope"
                     if needed:
                         detail += f"; the call needs {needed}"
+                elif code in ENDPOINT_ERRORS:
+                    detail = (
+                        "check config.base_url: the answer is not the Slack Web API's "
+                        f"(calling {self.client.base_url}{method}; Slack's is "
+                        "https://slack.com/api/)"
+                    )
+                elif code == "unexpected_response":
+                    detail = "the answer is not Slack's JSON (a proxy's page?)"
                 raise SlackCallError(method, code, status, detail) from None
             data = response.data
             return data if isinstance(data, dict) else {}

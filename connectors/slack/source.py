@@ -101,6 +101,9 @@ class SlackEventsSource(Source[SlackSourceConfig]):
         self.rejected = context.metrics.counter(
             "slack_rejected", "Requests refused: bad or stale signature"
         )
+        self.app_rate_limited = context.metrics.counter(
+            "slack_app_rate_limited", "app_rate_limited notices: Slack dropped events"
+        )
         self.duplicates = context.metrics.counter(
             "slack_duplicates", "Retries of events already received, dropped"
         )
@@ -148,8 +151,20 @@ class SlackEventsSource(Source[SlackSourceConfig]):
         kind = envelope.get("type")
         if kind == "url_verification":
             return web.json_response({"challenge": envelope.get("challenge")})
+        if kind == "app_rate_limited":
+            # Slack drops this app's events for a while (more than 30,000 an hour for a
+            # workspace): they will never arrive, which nothing else would tell.
+            self.app_rate_limited.inc()
+            self.context.logger.warning(
+                "slack events: Slack is dropping this app's events for team %s "
+                "(app_rate_limited, minute %s): more than 30,000 events an hour; they are "
+                "lost, narrow the app's event subscriptions",
+                _text(envelope.get("team_id")),
+                _text(envelope.get("minute_rate_limited")),
+            )
+            return web.Response(status=200, text="ignored: app_rate_limited")
         if kind != "event_callback":
-            return web.Response(status=200, text=f"ignored: {kind}")  # e.g. app_rate_limited
+            return web.Response(status=200, text=f"ignored: {_text(kind)}")
         event = envelope.get("event")
         event_id = envelope.get("event_id")
         if not isinstance(event, dict) or not isinstance(event_id, str) or not event_id:
@@ -237,6 +252,11 @@ class SlackEventsSource(Source[SlackSourceConfig]):
             _, stored = inbox.get_nowait()
             if not stored.done():
                 stored.set_exception(ConnectionAbortedError("the source stopped"))
+
+
+def _text(value: Any) -> str:
+    """A value of the request for a log line or an answer: printable, short."""
+    return valid_string(str(value))[:100]
 
 
 def _part(value: Any) -> str:

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
-from meshconnect.httpbody import check_listen, check_path
+from meshconnect.httplisten import check_listen, check_path
 
 from ._templates import Template
 
@@ -322,9 +322,22 @@ class WebhookConfig(ConnectorConfig):
     def _templates(cls, value: str | None) -> str | None:
         return _check_template(value, _webhook_name, _WEBHOOK_NAMES)
 
+    @field_validator("bearer_tokens")
+    @classmethod
+    def _tokens(cls, value: list[SecretStr | BearerToken]) -> list[SecretStr | BearerToken]:
+        """An empty token (``${env:NAME}`` of an empty variable) matches no request: with only
+        such tokens every request would be a 401."""
+        for i, item in enumerate(value):
+            token = item.token if isinstance(item, BearerToken) else item
+            if not token.get_secret_value().strip():
+                raise ValueError(f"[{i}] is empty: give the token (a variable that is set)")
+        return value
+
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
+        """``HOST:PORT`` with a port of 0-65535 (``[::1]:8080`` for IPv6), as the shared
+        listener reads it; refused here so ``validate`` names the line."""
         return check_listen(value)
 
     @field_validator("path")

@@ -60,7 +60,10 @@ def _template_body(translator: _Translator, text: str) -> ast.expr:
             values.append(ast.Constant(piece))
             continue
         start, inner = piece
-        node = translator.translate(inner, start)
+        if inner.startswith("time:"):
+            node = _time_placeholder(translator, inner[5:], start)
+        else:
+            node = translator.translate(inner, start)
         if isinstance(node, ast.Constant):
             values.append(ast.Constant(render_value(node.value)))
             continue
@@ -80,6 +83,28 @@ def _template_body(translator: _Translator, text: str) -> ast.expr:
     return ast.JoinedStr(
         [v if isinstance(v, ast.Constant) else ast.FormattedValue(v, -1, None) for v in values]
     )
+
+
+def _time_placeholder(translator: _Translator, fmt: str, start: int) -> ast.expr:
+    """``{time:FORMAT}``: the record's ``time`` in UTC through ``strftime`` FORMAT, as in the
+    connectors' templates (``{time:%Y/%m/%d}``); a record without ``time`` is a data error."""
+    from .. import timefmt
+
+    try:
+        timefmt.check_format(fmt, parsing=False)
+    except ValueError as exc:
+        raise ExpressionError(f"{{time:...}}: {exc}", column=start) from None
+    call = translator.translate(f"formatTime(time, {fmt!r})", start)
+    translator.namespace["_need_time"] = _need_time
+    return ast.Call(ast.Name("_need_time", ast.Load()), [call], [])
+
+
+def _need_time(text: str | None) -> str:
+    if text is None:
+        from ..errors import DataError
+
+        raise DataError("{time:...}: the record has no time attribute")
+    return text
 
 
 def _checked(values: list[ast.expr]) -> ast.expr:
@@ -174,8 +199,8 @@ def template_pieces(text: str) -> list[str | tuple[int, str]]:
 def sole_placeholder(text: str) -> str | None:
     """The expression of ``text`` when it is one ``{expression}`` and nothing else (``{a}{b}``
     and ``{{x}}`` are not), else ``None``: a caller can then keep the value's type."""
-    if len(text) < 3 or text[0] != "{" or text.startswith("{{"):
-        return None
+    if len(text) < 3 or text[0] != "{" or text.startswith(("{{", "{time:")):
+        return None  # {time:FORMAT} is text: the template renders it
     return text[1:-1] if _placeholder_end(text, 1) == len(text) - 1 else None
 
 

@@ -23,6 +23,14 @@ Numbers
     ``integer`` where the dialect says so (draft 6 on, as for floats); ``multipleOf`` is
     decided exactly (``1.10`` is a multiple of ``0.01``; a binary float division would say
     no). Messages show numbers as JSON writes them (``0.09``, not ``Decimal('0.09')``).
+
+Patterns
+    ``pattern`` and ``patternProperties`` (and the ``additionalProperties`` and
+    ``unevaluatedProperties`` they affect) run on RE2, in time linear in the text, as the
+    expressions' ``matches`` does: jsonschema runs them with Python's backtracking ``re``,
+    where ``"pattern": "^(a+)+$"`` against 40 ``a`` and a ``b`` in a record ran for hours and
+    stalled the worker. A schema whose pattern RE2 cannot run (lookaround, backreferences) is
+    refused when the pipeline is loaded, naming the schema and where the pattern is.
 """
 
 from __future__ import annotations
@@ -163,9 +171,98 @@ def _exact_numbers(cls: Any) -> Any:
     )
 
 
+#: Keywords whose value is a schema, a list of schemas, or a map of names to schemas.
+_SUBSCHEMA = frozenset(
+    [
+        "items",
+        "additionalItems",
+        "contains",
+        "not",
+        "if",
+        "then",
+        "else",
+        "additionalProperties",
+        "propertyNames",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+    ]
+)
+_SUBSCHEMAS = frozenset(["allOf", "anyOf", "oneOf", "prefixItems", "items"])
+_NAMED_SUBSCHEMAS = frozenset(
+    ["properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"]
+)
+
+
+def _patterns(schema: Any, at: str = "") -> list[tuple[str, str]]:
+    """Every regular expression of ``schema`` (``pattern`` values, ``patternProperties``
+    keys), with where it is; data keywords (``const``, ``enum``, ``default``) are not read."""
+    if not isinstance(schema, dict):
+        return []
+    found: list[tuple[str, str]] = []
+    if isinstance(schema.get("pattern"), str):
+        found.append((schema["pattern"], f"{at}pattern"))
+    for key, value in schema.items():
+        if key == "patternProperties" and isinstance(value, dict):
+            found += [(name, f"{at}patternProperties/{name}") for name in value]
+        if key in _NAMED_SUBSCHEMAS and isinstance(value, dict):
+            for name, sub in value.items():
+                found += _patterns(sub, f"{at}{key}/{name}/")
+        elif key in _SUBSCHEMAS and isinstance(value, list):
+            for i, sub in enumerate(value):
+                found += _patterns(sub, f"{at}{key}/{i}/")
+        elif key in _SUBSCHEMA:
+            found += _patterns(value, f"{at}{key}/")
+    return found
+
+
+class _LinearRe:
+    """Stands in for the ``re`` module in jsonschema's keyword modules, whose only call is
+    ``re.search(pattern, text)``: the search runs on RE2 (linear time). A pattern RE2 cannot
+    run, which the ``validate`` transform refuses at load, keeps Python's ``re`` for whoever
+    else in the process uses jsonschema."""
+
+    def search(self, pattern: str, string: str, flags: int = 0) -> Any:
+        from ..expr._regex import compile_pattern
+
+        try:
+            compiled = compile_pattern(pattern)
+        except ValueError:
+            return re.search(pattern, string, flags)
+        return compiled.search(string)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(re, name)
+
+
+def _linear_patterns() -> None:
+    """Make jsonschema's pattern keywords search with RE2 (see :class:`_LinearRe`)."""
+    import importlib
+
+    for module_name in ("_keywords", "_legacy_keywords", "_utils"):
+        try:
+            module = importlib.import_module(f"jsonschema.{module_name}")
+        except ImportError:
+            continue
+        if getattr(module, "re", None) is re:
+            module.re = _LinearRe()  # type: ignore[attr-defined]
+
+
 def _compile(schemas: dict[str, Any], directory: Path, formats: bool) -> dict[str, Any]:
     """A validator for each schema, with every schema of the directory as a ``$ref`` target."""
     import jsonschema
+
+    from ..expr._regex import compile_pattern
+
+    _linear_patterns()
+    for name, schema in schemas.items():
+        for pattern, at in _patterns(schema):
+            try:
+                compile_pattern(pattern)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"schema {directory / name}: the pattern at {at} cannot run in linear "
+                    f"time on RE2 (no lookaround or backreferences): {exc}"
+                ) from None
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
 
