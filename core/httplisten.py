@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -90,10 +91,23 @@ def check_listen(value: str) -> str:
     return value
 
 
+#: A route's path: RFC 3986 path characters (pchar and "/") without %-escapes.
+_PATH = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*\Z")
+
+
 def check_path(value: str) -> str:
-    """A config validator: a route's path starts with ``/`` (aiohttp refuses others)."""
+    """A config validator: a route's path starts with ``/`` (aiohttp refuses others) and
+    is one a request can reach: a query, fragment, brace or %-escape in it never matches a
+    request's path (every request 404), and a space or non-ASCII character makes no
+    URI-reference of it (the webhook's default CloudEvent ``source`` is the path: every
+    request 400)."""
     if not value.startswith("/"):
         raise ValueError(f"{value!r} must start with '/'")
+    if not _PATH.match(value):
+        raise ValueError(
+            f"{value!r}: a URL path of letters, digits and -._~!$&'()*+,;=:@/ only (no query, "
+            "fragment, space, braces, %-escapes or non-ASCII)"
+        )
     return value
 
 

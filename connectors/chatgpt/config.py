@@ -91,7 +91,13 @@ class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
     listen: str = Field(
         default="0.0.0.0:8080", description="`HOST:PORT` of the shared HTTP listener."
     )
-    path: str = Field(default="/chatgpt", description="The endpoint's path.")
+    path: str = Field(
+        default="/chatgpt",
+        description=(
+            "The endpoint's path. Letters, digits and "
+            "`-._~!$&'()*+,;=:@/` (no query, `%`-escapes or braces)."
+        ),
+    )
     mode: Literal["chat", "parse"] = Field(
         default="chat",
         description="`chat`: the event's data holds the prompt, the answer, the model and the "

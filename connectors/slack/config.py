@@ -212,7 +212,13 @@ class SlackSourceConfig(ConnectorConfig):
     listen: str = Field(
         default="0.0.0.0:3000", description="`HOST:PORT` of the shared HTTP listener."
     )
-    path: str = Field(default="/slack/events", description="The Request URL's path.")
+    path: str = Field(
+        default="/slack/events",
+        description=(
+            "The Request URL's path. Letters, digits and "
+            "`-._~!$&'()*+,;=:@/` (no query, `%`-escapes or braces)."
+        ),
+    )
     signing_secret: SecretStr = Field(
         description="The app's signing secret (Basic Information page), e.g. "
         "`${env:SLACK_SIGNING_SECRET}`. Every request's `X-Slack-Signature` is checked "

@@ -6,7 +6,11 @@ The SDK decides the content mode (``is_binary``: a ``ce-specversion`` header; st
 (``to_binary``, ``from_http``). Where it falls short of the spec this module finishes the job:
 
 * header values are percent-encoded (section 3.1.3.2: space, ``"``, ``%``, controls and
-  non-ASCII as UTF-8 ``%XX``) and decoded on the way in; the SDK does neither;
+  non-ASCII as UTF-8 ``%XX``) and, on the way in, unquoted (double-quoted strings) and
+  decoded; the SDK does neither;
+* on the way in, a ``ce-`` header given twice, ``ce-data``/``ce-data_base64`` (the data is
+  the body) and ``ce-datacontenttype`` next to a ``Content-Type`` (section 3.1.1: it MUST
+  NOT be there) are refused: the SDK keeps one of them silently;
 * booleans in headers are ``true``/``false`` and integers their decimal text (the SDK puts
   the Python objects in the header dict);
 * the SDK's JSON reader and writer use floats and accept duplicate keys, so structured and
@@ -200,13 +204,32 @@ def event_from_binary(headers: Any, body: bytes) -> Record:
     attributes: dict[str, Any] = {}
     for name, value in headers.items():
         lower = name.lower()
-        if lower.startswith("ce-"):
-            try:
-                attributes[lower[3:]] = unquote(value, encoding="utf-8", errors="strict")
-            except UnicodeDecodeError:
-                raise BadRequest(
-                    400, "Invalid CloudEvent", f"header {name}: invalid percent-encoding"
-                ) from None
+        if not lower.startswith("ce-"):
+            continue
+        attribute = lower[3:]
+        problem = None
+        if attribute in attributes:  # which one would be the event's is anyone's guess
+            problem = "given more than once"
+        elif attribute in ("data", "data_base64"):
+            problem = "in binary mode the data is the body, not a header"
+        elif attribute == "datacontenttype" and "content-type" in {k.lower() for k in headers}:
+            problem = "with a Content-Type, which is the datacontenttype in binary mode"
+        if problem is not None:
+            raise BadRequest(
+                400,
+                "Invalid CloudEvent",
+                f"header {lower}: {problem}",
+                missing=[],
+                invalid=[{"attribute": attribute, "problem": f"header {lower}: {problem}"}],
+            )
+        try:
+            attributes[attribute] = unquote(
+                _unquote_string(value), encoding="utf-8", errors="strict"
+            )
+        except UnicodeDecodeError:
+            raise BadRequest(
+                400, "Invalid CloudEvent", f"header {name}: invalid percent-encoding"
+            ) from None
     missing = missing_attributes(attributes)
     if missing:
         raise BadRequest(
@@ -231,6 +254,35 @@ def event_from_binary(headers: Any, body: bytes) -> Record:
     return _check(event)
 
 
+def _unquote_string(value: str) -> str:
+    """A header value with its double-quoted strings unescaped (RFC 7230 section 3.2.6:
+    the quotes dropped, ``\\X`` read as ``X``), as the binding's section 3.1.3.2 requires
+    before the percent-decoding (older senders quoted values with spaces). A quote that is
+    never closed is kept as it is."""
+    if '"' not in value:
+        return value
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char != '"':
+            out.append(char)
+            i += 1
+            continue
+        j, text = i + 1, []
+        while j < len(value) and value[j] != '"':
+            if value[j] == "\\" and j + 1 < len(value):
+                j += 1
+            text.append(value[j])
+            j += 1
+        if j >= len(value):  # never closed: not a quoted string
+            out.append(value[i:])
+            break
+        out.extend(text)
+        i = j + 1
+    return "".join(out)
+
+
 def _header_value(value: Any) -> str:
     if value is True:
         return "true"
@@ -240,18 +292,46 @@ def _header_value(value: Any) -> str:
 
 
 def encode_data(record: Record) -> tuple[bytes, str | None]:
-    """``data`` as a body and its content type: bytes as they are, a string as UTF-8 text
-    unless the content type is JSON, anything else as JSON (:mod:`meshconnect.jsonvalue`)."""
+    """``data`` as a body and its content type: bytes as they are, a string as text unless
+    the content type is JSON, anything else as JSON (:mod:`meshconnect.jsonvalue`); text
+    and JSON in the content type's ``charset`` (UTF-8 when it names none)."""
     data = record.data
-    mime, _ = media_type(record.datacontenttype)
+    mime, params = media_type(record.datacontenttype)
     if isinstance(data, bytes | bytearray):
         return bytes(data), record.datacontenttype or "application/octet-stream"
     if data is None and not record.null_data:
         return b"", record.datacontenttype
+    charset = params.get("charset")
     if isinstance(data, str) and record.datacontenttype and not is_json_type(mime):
-        return data.encode("utf-8"), record.datacontenttype
+        return _encode_text(data, charset), record.datacontenttype
     encoded = record.encoded_data if record.encoded_data is not None else jsonvalue.dumps(data)
+    if charset is not None and _codec(charset) != "utf-8":
+        encoded = _encode_text(encoded.decode("utf-8"), charset)
     return encoded, record.datacontenttype or "application/json"
+
+
+def _codec(charset: str | None) -> str:
+    """The Python codec of a ``charset`` parameter (``utf-8`` when there is none);
+    ``ValueError`` for a charset Python does not know."""
+    if charset is None:
+        return "utf-8"
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        raise ValueError(f"datacontenttype: unknown charset {charset!r}") from None
+
+
+def _encode_text(text: str, charset: str | None) -> bytes:
+    """``text`` in the ``charset`` its content type declares (UTF-8 when none): a receiver
+    decodes the body in that charset (binding section 2.2); ``ValueError`` when the text
+    has a character the charset cannot write."""
+    codec = _codec(charset)
+    try:
+        return text.encode(codec)
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"datacontenttype: the data has {exc.object[exc.start]!r}, which {charset} cannot write"
+        ) from None
 
 
 def to_binary(record: Record) -> tuple[dict[str, str], bytes]:
@@ -260,6 +340,13 @@ def to_binary(record: Record) -> tuple[dict[str, str], bytes]:
     from cloudevents.http import CloudEvent
 
     body, content_type = encode_data(record)
+    if media_type(content_type)[0].startswith("application/cloudevents"):
+        # the binding (section 3) reads such a Content-Type as structured or batch mode:
+        # the receiver would take the data for the event and drop the ce- headers
+        raise ValueError(
+            f"datacontenttype {content_type!r} cannot go in binary mode: a receiver reads "
+            "the body as a structured event; send it with mode: structured"
+        )
     attributes = {k: v for k, v in record.to_dict().items() if k not in ("data", "data_base64")}
     event = CloudEvent(attributes, body)
     if record.time is None:

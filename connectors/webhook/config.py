@@ -4,12 +4,22 @@ these fields). Key names follow ARCHITECTURE.md section 1.5; secrets are ``Secre
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal
+import re
+from collections.abc import Callable
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
-from meshconnect.httplisten import check_listen
+from meshconnect.httplisten import check_listen, check_path
 
 from ._templates import Template
 
@@ -27,10 +37,65 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_template(value: str | None) -> str | None:
+def _check_template(
+    value: str | None, names: Callable[[str], bool] | None = None, hint: str = ""
+) -> str | None:
+    """``value`` as a template: ``ValueError`` with the position of a bad placeholder, or
+    naming one that ``names`` does not know (it would have no value for any request or
+    record, so each would be refused at run time)."""
     if value is not None:
-        Template(value)  # ValueError with the position of a bad placeholder
+        template = Template(value)
+        for name in template.names():
+            if names is not None and not names(name):
+                raise ValueError(f"{{{name}}} is not a placeholder here; use {hint}")
     return value
+
+
+def _webhook_name(name: str) -> bool:
+    kind, dot, rest = name.partition(".")
+    if dot:
+        return kind in ("header", "query", "data") and bool(rest)
+    return name in ("path", "method", "remote")
+
+
+_WEBHOOK_NAMES = "{header.NAME}, {query.NAME}, {data.PATH}, {path}, {method} or {remote}"
+_RECORD_ATTRIBUTES = (
+    "id", "source", "type", "specversion", "subject", "time", "datacontenttype", "dataschema",
+)  # fmt: skip
+_EXTENSION = re.compile(r"[a-z0-9]+\Z")
+
+
+def _record_name(name: str) -> bool:
+    if name.startswith(("data.", "time:")):
+        return len(name) > 5
+    return name in (*_RECORD_ATTRIBUTES, "topic", "offset") or bool(_EXTENSION.match(name))
+
+
+_RECORD_NAMES = (
+    "an attribute ({id}, {type}, {time}...), an extension by its name (a-z, 0-9), {data.PATH}, "
+    "{time:STRFTIME}, {topic} or {offset}"
+)
+#: A header name (RFC 9110 section 5.1: a token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: What a header value may not hold (RFC 9110 section 5.5): CR, LF, NUL and other controls.
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value):
+        raise ValueError(f"{value!r} is not a header name (letters, digits and !#$%&'*+-.^_`|~)")
+    return value
+
+
+def _header_template(value: str) -> str:
+    if HEADER_CONTROL.search(value):
+        raise ValueError("a header value may not hold a line break or another control character")
+    _check_template(value, _record_name, _RECORD_NAMES)
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderTemplate = Annotated[str, AfterValidator(_header_template)]
 
 
 class HmacConfig(_Part):
@@ -44,7 +109,9 @@ class HmacConfig(_Part):
             "made with any of them; the sink signs with the first)."
         )
     )
-    header: str = Field("X-Signature-256", description="The header that carries the signature.")
+    header: HeaderName = Field(
+        "X-Signature-256", description="The header that carries the signature."
+    )
     algorithm: Literal["sha256", "sha1", "sha512"] = Field("sha256", description="The hash.")
     prefix: str = Field("", description='Text before the digest in the header, e.g. "sha256=".')
     encoding: Literal["hex", "base64"] = Field("hex", description="How the digest is written.")
@@ -104,7 +171,13 @@ class WebhookConfig(ConnectorConfig):
             "address share one server, each on its own path)."
         )
     )
-    path: str = Field("/events", description="The URL path this pipeline receives on.")
+    path: str = Field(
+        "/events",
+        description=(
+            "The URL path this pipeline receives on. Letters, digits and "
+            "`-._~!$&'()*+,;=:@/` (no query, `%`-escapes or braces)."
+        ),
+    )
     bearer_tokens: list[SecretStr | BearerToken] = Field(
         default_factory=list,
         description=(
@@ -247,7 +320,7 @@ class WebhookConfig(ConnectorConfig):
     @field_validator("type", "source", "subject", "id")
     @classmethod
     def _templates(cls, value: str | None) -> str | None:
-        return _check_template(value)
+        return _check_template(value, _webhook_name, _WEBHOOK_NAMES)
 
     @field_validator("bearer_tokens")
     @classmethod
@@ -270,9 +343,7 @@ class WebhookConfig(ConnectorConfig):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        return value
+        return check_path(value)
 
     @field_validator("allow_ips")
     @classmethod
@@ -325,7 +396,7 @@ class HttpSinkConfig(ConnectorConfig):
         ),
     )
     batch_max: int = Field(100, ge=1, description="`mode: batch`: most events in one request.")
-    headers: dict[str, str] = Field(
+    headers: dict[HeaderName, HeaderTemplate] = Field(
         default_factory=dict, description="Extra request headers: name -> template."
     )
     timeout: Duration = Field(10.0, gt=0, description="Per request, connecting included.")
@@ -342,7 +413,7 @@ class HttpSinkConfig(ConnectorConfig):
     max_retry_after: Duration = Field(
         60.0, gt=0, description="Cap on a server's Retry-After (seconds)."
     )
-    success_codes: list[int] = Field(
+    success_codes: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=list,
         description="Statuses counted as delivered besides 2xx (e.g. 409 for a duplicate).",
     )
@@ -351,11 +422,5 @@ class HttpSinkConfig(ConnectorConfig):
     @classmethod
     def _url(cls, value: str) -> str:
         Template(value).check_url()  # ValueError: a bad placeholder, or one in the host part
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for template in value.values():
-            _check_template(template)
+        _check_template(value, _record_name, _RECORD_NAMES)
         return value

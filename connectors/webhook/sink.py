@@ -56,11 +56,14 @@ from meshconnect import (
 from . import _binding
 from ._signing import sign
 from ._templates import Template, data_path, url_escape, url_template
-from .config import HttpSinkConfig
+from .config import HEADER_CONTROL, HttpSinkConfig
 
 __all__ = ["HttpSink"]
 
 EXCERPT = 300
+_RECORD_ATTRIBUTES = frozenset(
+    ("id", "source", "type", "specversion", "subject", "time", "datacontenttype", "dataschema")
+)
 RETRIABLE_STATUS = {408, 425, 429}
 
 
@@ -171,7 +174,9 @@ class HttpSink(Sink[HttpSinkConfig]):
         chunks: list[tuple[str, list[int]]] = []
         for index in indexes:
             try:
-                url = self._render(self.url, records[index], "url", url_escape)
+                url = self._render(
+                    self.url, records[index], f"url {_shown(self.config.url)!r}", url_escape
+                )
             except DataError as exc:
                 failures.failed(index, exc)
                 continue
@@ -194,7 +199,7 @@ class HttpSink(Sink[HttpSinkConfig]):
             if name.startswith("data."):
                 value = data_path(record.data, name[5:])
                 return None if isinstance(value, dict | list) else value
-            if name in ("id", "source", "type", "subject", "time", "datacontenttype"):
+            if name in _RECORD_ATTRIBUTES:
                 return getattr(record, name)
             if name == "topic":
                 return record.topic
@@ -206,12 +211,12 @@ class HttpSink(Sink[HttpSinkConfig]):
             return template.render(lookup, escape)
         except UnicodeEncodeError:
             raise DataError(
-                f"http sink {self.context.name}: {what} {template.text!r}: a value is not "
+                f"http sink {self.context.name}: {what}: a value is not "
                 "Unicode text that UTF-8 can encode"
             ) from None
         except KeyError as exc:
             raise DataError(
-                f"http sink {self.context.name}: {what} {template.text!r}: the record has no "
+                f"http sink {self.context.name}: {what}: the record has no "
                 f"value for {{{exc.args[0]}}}"
             ) from None
 
@@ -231,9 +236,15 @@ class HttpSink(Sink[HttpSinkConfig]):
             headers = {"content-type": content_type} if content_type else {}
             headers.update(_binding.trace_headers(record))  # no CloudEvent to carry them
         for name, template in self.headers.items():
-            headers[name] = self._render(template, record, f"headers.{name}")
+            value = self._render(template, record, f"headers.{name}")
+            if HEADER_CONTROL.search(value):  # a value must not start another header
+                raise DataError(
+                    f"http sink {self.context.name}: headers.{name}: a value "
+                    "holds a line break or another control character"
+                )
+            _put(headers, name, value)
         if self.config.hmac is not None:
-            headers[self.config.hmac.header] = sign(body, self.config.hmac)
+            _put(headers, self.config.hmac.header, sign(body, self.config.hmac))
         return headers, body
 
     async def _send(self, url: str, records: list[Record]) -> BaseException | None:
@@ -248,7 +259,7 @@ class HttpSink(Sink[HttpSinkConfig]):
             if wait > 0:
                 await asyncio.sleep(wait)
             if self.config.oauth2 is not None:
-                headers["Authorization"] = f"Bearer {await self._token()}"
+                _put(headers, "Authorization", f"Bearer {await self._token()}")
             try:
                 async with (
                     self.gate,
@@ -370,6 +381,14 @@ class HeldBack(RetriableError):
     @attempts.setter
     def attempts(self, value: int) -> None:
         pass
+
+
+def _put(headers: dict[str, str], name: str, value: str) -> None:
+    """Set a header, replacing one of the same name in any case (HTTP names are
+    case-insensitive: both would be sent, and a receiver would take either)."""
+    for other in [k for k in headers if k.lower() == name.lower()]:
+        del headers[other]
+    headers[name] = value
 
 
 def _shown(url: str) -> str:

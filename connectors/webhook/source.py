@@ -6,11 +6,13 @@ worker is killed right after. Everything else gets a status that says what to do
 
 ====  ==========================================================================================
 202   stored (body ``{"stored": n, "duplicates": d}``); a repeated ``source``+``id`` within
-      ``idempotency_window`` counts as a duplicate and is stored once
+      ``idempotency_window`` counts as a duplicate and is stored once; so does a request
+      repeating a timestamped signature already stored (a replay)
 400   malformed JSON (unpaired surrogates included), data the store could not write, an
       invalid CloudEvent (``missing``/``invalid`` list the attributes), a
       plain-body template without a value
-401   missing or wrong bearer token (``WWW-Authenticate: Bearer`` with ``bearer_tokens``),
+401   missing or wrong bearer token (``WWW-Authenticate: Bearer`` with ``bearer_tokens``;
+      checked before the body is read),
       missing or wrong signature (hex in either case),
       a timestamped signature outside its tolerance
 403   client address outside ``allow_ips``; an event type outside the token's ``types``
@@ -134,6 +136,8 @@ class WebhookSource(Source[WebhookConfig]):
         #: event key (:func:`_event_key`) -> monotonic time it was stored; oldest first
         self.seen: OrderedDict[bytes, float] = OrderedDict()
         self.inflight: dict[bytes, _Request] = {}
+        #: signature digest -> monotonic time until which a repeat is a replay (timestamped)
+        self.replays: OrderedDict[bytes, float] = OrderedDict()
         self.buckets: OrderedDict[str, list[float]] = OrderedDict()
         self.tokens: list[tuple[bytes, list[str]]] = []
         for item in config.bearer_tokens:
@@ -261,13 +265,19 @@ class WebhookSource(Source[WebhookConfig]):
         if self.networks and not self._allowed(client):
             raise BadRequest(403, "Forbidden", "client address not allowed")
         self._rate_limit(client)
+        # the token before the body: a client without one is not read (nor decompressed)
+        patterns = self._authenticate(request)
         self._check_pending_bytes(request.content_length or 0)
         body = await self._read_body(request)
-        patterns = self._authenticate(request)
+        replay = None
         if config.hmac is not None:
             problem = verify(request.headers.get(config.hmac.header), body, config.hmac)
             if problem:
                 raise BadRequest(401, "Unauthorized", problem)
+            replay = self._replay_key(request.headers[config.hmac.header])
+            if replay is not None and self.replays.get(replay, 0.0) > time.monotonic():
+                self.duplicates.inc()
+                return _json({"stored": 0, "duplicates": 1}, 202)
         records = self._events(request, body, client)
         _check_storable(records)
         denied = sorted({r.type for r in records if not _type_allowed(r.type, patterns)})
@@ -293,6 +303,8 @@ class WebhookSource(Source[WebhookConfig]):
             self.accepted += 1
             self.wake.set()
             await self._await(pending)
+        if replay is not None:
+            self._remember_replay(replay)
         if duplicates:
             self.duplicates.inc(duplicates)
         answer: dict[str, Any] = {"stored": len(fresh), "duplicates": duplicates}
@@ -302,6 +314,28 @@ class WebhookSource(Source[WebhookConfig]):
             answer["delivered"] = delivered
             return _json(answer, 200 if delivered else 202)
         return _json(answer, 202)
+
+    def _replay_key(self, header: str) -> bytes | None:
+        """With ``scheme: timestamped``, a digest of a valid signature header: the same
+        header again is the same request replayed (its time and body are signed), which
+        ``tolerance`` alone lets through for as long as the time is near now."""
+        if self.config.hmac is None or self.config.hmac.scheme != "timestamped":
+            return None
+        return hashlib.blake2b(header.strip().encode("utf-8", "replace"), digest_size=16).digest()
+
+    def _remember_replay(self, key: bytes) -> None:
+        """Keep a stored request's signature until its timestamp is out of ``tolerance``
+        (at most twice the tolerance from now, whatever the sender's clock), a million at
+        most, oldest forgotten first."""
+        assert self.config.hmac is not None
+        now = time.monotonic()
+        replays = self.replays
+        while replays:
+            oldest, until = next(iter(replays.items()))
+            if until > now and len(replays) < 1_000_000:
+                break
+            del replays[oldest]
+        replays[key] = now + 2 * self.config.hmac.tolerance
 
     def _check_pending_bytes(self, size: int) -> None:
         """Refuse (503) a body of ``size`` bytes that would take the bodies waiting for the
