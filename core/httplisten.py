@@ -44,7 +44,7 @@ import asyncio
 import errno
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from pydantic import SecretStr
 
 __all__ = [
     "HEADER_TIMEOUT",
@@ -59,8 +60,11 @@ __all__ = [
     "HttpListeners",
     "HttpRoutes",
     "Route",
+    "check_http_url",
     "check_listen",
     "check_path",
+    "check_secret",
+    "check_tokens",
     "parse_listen",
 ]
 
@@ -109,6 +113,38 @@ def check_path(value: str) -> str:
             "fragment, space, braces, %-escapes or non-ASCII)"
         )
     return value
+
+
+def check_http_url(value: str | None) -> str | None:
+    """A config validator: an absolute ``http(s)`` URL (or None). Without its scheme a client
+    (slack-sdk, the openai SDK) reports a connection error per call, retried, then a 503 or a
+    dead letter per record, never naming the field."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r}: expected an http:// or https:// URL")
+    return value
+
+
+def check_secret(value: SecretStr) -> SecretStr:
+    """A config validator: a secret that is set. An empty one (``${env:NAME}`` of an empty
+    variable) fails every call or request later, so it is refused here (its value is never
+    shown)."""
+    if not value.get_secret_value().strip():
+        raise ValueError("empty: give the secret (an environment variable that is set)")
+    return value
+
+
+def check_tokens(tokens: Sequence[SecretStr]) -> None:
+    """A config validator's check of ``bearer_tokens``: an empty token (``${env:NAME}`` of an
+    empty variable) matches no request, and with only such tokens every request would be a
+    401. ValueError naming the token by its index."""
+    for i, token in enumerate(tokens):
+        if not token.get_secret_value().strip():
+            raise ValueError(f"[{i}] is empty: give the token (a variable that is set)")
 
 
 @dataclass(slots=True)

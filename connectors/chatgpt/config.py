@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
-from meshconnect.httplisten import check_listen, check_path
+from meshconnect.httplisten import check_http_url, check_listen, check_path, check_tokens
 
 __all__ = ["ChatGPTSourceConfig", "LlmOptions", "ModelSettings"]
 
@@ -25,19 +25,6 @@ def _check_schema(value: Any) -> Any:
         Draft202012Validator.check_schema(value)
     except SchemaError as exc:
         raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
-    return value
-
-
-def _check_base_url(value: str | None) -> str | None:
-    """An absolute ``http(s)`` URL: without its scheme the SDK fails each call with a
-    connection error (retried, then a 503 or a dead letter per record), never naming the field."""
-    from urllib.parse import urlsplit
-
-    if value is None:
-        return value
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{value!r}: expected an http:// or https:// URL")
     return value
 
 
@@ -82,7 +69,7 @@ class ModelSettings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
-        return _check_base_url(value)
+        return check_http_url(value)
 
 
 class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
@@ -153,11 +140,7 @@ class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
     @field_validator("bearer_tokens")
     @classmethod
     def _tokens(cls, value: list[SecretStr]) -> list[SecretStr]:
-        """An empty token (``${env:NAME}`` of an empty variable) matches no request: with only
-        such tokens every request would be a 401."""
-        for i, token in enumerate(value):
-            if not token.get_secret_value().strip():
-                raise ValueError(f"[{i}] is empty: give the token (a variable that is set)")
+        check_tokens(value)
         return value
 
     @field_validator("path")

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
 from meshconnect.expr import Compiler, ExpressionError
-from meshconnect.httplisten import check_listen, check_path
+from meshconnect.httplisten import check_http_url, check_listen, check_path, check_secret
 
 __all__ = ["SlackSinkConfig", "SlackSourceConfig", "compile_template", "slack_escape"]
 
@@ -32,27 +32,6 @@ def slack_escape(value: Any) -> Any:
 
         value = jsonvalue.dumps(value)
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def check_http_url(value: str | None) -> str | None:
-    """An absolute ``http(s)`` URL: without its scheme a client reports a connection error per
-    call (retried, then each record dead-lettered), never the field."""
-    from urllib.parse import urlsplit
-
-    if value is None:
-        return value
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{value!r}: expected an http:// or https:// URL")
-    return value
-
-
-def check_secret(value: SecretStr) -> SecretStr:
-    """A secret that is set: an empty one (``${env:NAME}`` of an empty variable) fails every
-    call or request later, so it is refused here (its value is never shown)."""
-    if not value.get_secret_value().strip():
-        raise ValueError("empty: give the secret (an environment variable that is set)")
-    return value
 
 
 #: Slack templates know one function more than the others: ``slack_escape``.

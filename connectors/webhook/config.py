@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from meshconnect import ByteSize, ConnectorConfig, Duration
-from meshconnect.httplisten import check_listen, check_path
+from meshconnect.httplisten import check_listen, check_path, check_tokens
 
 from ._templates import Template
 
@@ -325,12 +325,7 @@ class WebhookConfig(ConnectorConfig):
     @field_validator("bearer_tokens")
     @classmethod
     def _tokens(cls, value: list[SecretStr | BearerToken]) -> list[SecretStr | BearerToken]:
-        """An empty token (``${env:NAME}`` of an empty variable) matches no request: with only
-        such tokens every request would be a 401."""
-        for i, item in enumerate(value):
-            token = item.token if isinstance(item, BearerToken) else item
-            if not token.get_secret_value().strip():
-                raise ValueError(f"[{i}] is empty: give the token (a variable that is set)")
+        check_tokens([item.token if isinstance(item, BearerToken) else item for item in value])
         return value
 
     @field_validator("listen")
