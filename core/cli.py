@@ -1084,17 +1084,13 @@ def _tail_parts(topic: str, names: Any) -> list[str]:
     """The stored topics ``topics tail TOPIC`` prints: ``TOPIC`` itself and its partitions
     ``TOPIC#0``, ``TOPIC#1``… in order (a sink naming ``TOPIC`` reads them all); only that
     partition for ``TOPIC#k``."""
-    from .config.topics import PARTITION_MARK, partition_of
+    from .config.topics import partition_of, partitions_in
+    from .mesh.routing import partition_topic
 
     if partition_of(topic) != (topic, 0):  # a partition named: that one
         return [topic] if topic in names else []
-    prefix = topic + PARTITION_MARK
-    parts = sorted(
-        (partition_of(name)[1], name)
-        for name in names
-        if name.startswith(prefix) and partition_of(name)[0] == topic
-    )
-    return ([topic] if topic in names else []) + [name for _, name in parts]
+    parts = [partition_topic(topic, k) for k in partitions_in(topic, names)]
+    return ([topic] if topic in names else []) + parts
 
 
 async def _tail(

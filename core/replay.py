@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .config.topics import PARTITION_MARK, partition_of
+from .config.topics import partition_of, partitions_in
 from .errorpolicy import ERROR_ATTRIBUTES, ERROR_EXTENSIONS
 from .errors import ConfigError
 from .mesh.routing import partition_for, partition_topic
@@ -84,10 +84,7 @@ async def replay_target(store: MeshStore, to: str) -> ReplayTarget:
             f"--to {to!r} names partition {number} of topic {base!r}: give the topic (--to {base}) "
             "and each record goes to the partition of its partitionkey"
         )
-    held = {t.name: t for t in await store.topics()}
-    parts = sorted(
-        k for name in held if PARTITION_MARK in name for b, k in [partition_of(name)] if b == to
-    )
+    parts = partitions_in(to, [t.name for t in await store.topics()])
     recorded = (await store.positions(partitions_id(f"topic:{to}"))).get("count")
     if recorded is not None:
         n = int(recorded.get("n", 1))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "base_topic",
     "dead_letter_loops",
     "partition_of",
+    "partitions_in",
     "pattern_problem",
     "topic_problem",
 ]
@@ -54,6 +55,19 @@ def partition_of(topic: str) -> tuple[str, int]:
     if mark and number.isdigit() and number.isascii():
         return base, int(number)
     return topic, 0
+
+
+def partitions_in(topic: str, names: Iterable[str]) -> list[int]:
+    """The partitions of ``topic`` among stored topic ``names``, in order: ``[0, 3]`` for
+    ``orders#0`` and ``orders#3`` (``orders`` itself, unpartitioned, is not one of them)."""
+    prefix = topic + PARTITION_MARK
+    return sorted(
+        number
+        for name in names
+        if name.startswith(prefix)
+        for base, number in [partition_of(name)]
+        if base == topic
+    )
 
 
 def base_topic(topic: str | None) -> str | None:
