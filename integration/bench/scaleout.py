@@ -46,6 +46,8 @@ from nats_support import private_nats  # noqa: E402
 from redis_support import private_redis  # noqa: E402
 
 SINKS = 4
+#: --smoke: the figures of a few records are not checked for a settled cluster (see watch).
+SMOKE = False
 STEPS: list[dict[str, Any]] = [
     {"type": "insert_field", "field": "data.label", "template": "{data.customer}/{data.id}"},
     {"type": "insert_field", "field": "data.big", "value": True, "when": "data.total >= 150"},
@@ -130,6 +132,7 @@ async def watch(
     await store.open()
     try:
         settled: tuple[float, int, float, float] | None = None
+        first: tuple[float, int, float, float] | None = None
 
         def cpu() -> tuple[float, float]:
             used = sum(cpu_seconds(p.pid) for p in procs)
@@ -142,6 +145,8 @@ async def watch(
             for i in range(SINKS):
                 info = await store.group(f"bench/s{i}")
                 done += min(n, info.offsets.get("bench", 0))
+            if first is None:
+                first = (now, done, *cpu())
             if settled is None:
                 try:
                     held = [
@@ -157,9 +162,16 @@ async def watch(
             if done >= n * SINKS:
                 assert settled is not None
                 if now <= settled[0] or done - settled[1] < n:
-                    raise SystemExit(f"{url}: too little work after the cluster settled")
+                    if not SMOKE:
+                        raise SystemExit(f"{url}: too little work after the cluster settled")
+                    # A smoke run's few records can all be delivered before the poll sees the
+                    # cluster settled (a round is a second): it checks the bench runs, so its
+                    # figures are taken from the first sample instead.
+                    print(f"{url}: smoke: too little work after the cluster settled; "
+                          "measured from the start", file=sys.stderr)  # fmt: skip
+                    settled = first
                 used, engine_used = cpu()
-                count, seconds = done - settled[1], now - settled[0]
+                count, seconds = max(done - settled[1], 1), max(now - settled[0], 1e-9)
                 return (
                     count / seconds,
                     (used - settled[2]) * 1e6 / count,
@@ -230,6 +242,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
+    global SMOKE
+    SMOKE = args.smoke
     if args.smoke:
         args.records, args.repeat = 5_000, 1
     cases = [("sqlite", 1), ("redis", 1), ("redis", 2), ("nats", 1), ("nats", 2)]
