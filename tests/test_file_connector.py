@@ -893,3 +893,22 @@ def test_every_config_field_is_documented(model: type[Any]) -> None:
 def test_csv_without_header_needs_fieldnames() -> None:
     with pytest.raises(ValidationError, match="needs fieldnames"):
         FileSourceConfig(path="x.csv", format="csv", header=False)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "csv"])
+async def test_the_records_of_one_poll_share_one_ingestion_time(tmp_path: Path, fmt: str) -> None:
+    # A batch spans several reads (128 KiB each) and files; one `time` for all of it lets the
+    # mesh store keep the column once per segment instead of once per record.
+    lines = [
+        f'{{"n":{i},"pad":"{"x" * 200}"}}' if fmt == "json" else f"{i},{'x' * 200}"
+        for i in range(3000)
+    ]
+    header = "n,pad\n" if fmt == "csv" else ""
+    (tmp_path / "a.log").write_text(header + "\n".join(lines) + "\n")
+    (tmp_path / "b.log").write_text(header + "\n".join(lines[:10]) + "\n")
+    source = await started(tmp_path, path="*.log", format=fmt, batch_size=5000, follow=False)
+    batch = await source.poll()
+    assert batch is not None
+    assert len(batch.records) == 3010
+    assert len({r.time for r in batch.records}) == 1
+    await source.stop()

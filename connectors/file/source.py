@@ -124,6 +124,8 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         self._rescan = False
         self._last_scan = 0.0
         self._turn = 0
+        #: The ingestion time of the poll under way (``_ingested``); None between polls.
+        self._now: str | None = None
         self._type = config.type
         self._encoding = config.encoding
         #: None when lines are UTF-8, which the JSON decoder validates itself.
@@ -190,6 +192,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
 
     async def _poll(self) -> SourceBatch | None:
         config = self.config
+        self._now = None  # one ingestion time per batch (see _ingested)
         if self._rescan or (
             config.follow and time.monotonic() - self._last_scan >= config.poll_interval
         ):
@@ -517,6 +520,15 @@ class FileSource(Partitions, Source[FileSourceConfig]):
 
     # -- parsing: each consumes lines from ``t.offset`` on and returns how many ----------------
 
+    def _ingested(self) -> str:
+        """The ingestion time of the records of this poll: one value per batch, taken when
+        the first record is made (a JSON or text line has no event time the source knows).
+        One value per batch, not per read, lets the mesh store keep it once per segment
+        (docs/benchmarks.md, session speed29)."""
+        if self._now is None:
+            self._now = _now_iso()
+        return self._now
+
     def _failure(
         self, t: Tail, raw: bytes, offset: int, index: int, problem: str
     ) -> tuple[Record, BaseException]:
@@ -532,7 +544,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
             source=t.source,
             type=self._type,
             subject=t.subject,
-            time=_now_iso(),
+            time=self._ingested(),
             datacontenttype=content_type,
         )
         return record, DataError(f"{where}: {problem}")
@@ -562,7 +574,9 @@ class FileSource(Partitions, Source[FileSourceConfig]):
                 ids = map(t.id_prefix.__add__, map(str, offsets))
                 make = Record.fast
                 source, subject, type_, ct = t.source, t.subject, self._type, self._ct
-                now = _now_iso()  # ingestion time: a JSON line has no event time the source knows
+                now = (
+                    self._ingested()
+                )  # ingestion time: a JSON line has no event time the source knows
                 records += [
                     make(data, id_, source, type_, subject, ct, now)
                     for data, id_ in zip(datas, ids, strict=True)
@@ -583,7 +597,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         short = 2 * jsonvalue.MAX_DEPTH  # a line this long cannot nest too deep
         make = Record.fast
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
-        now = _now_iso()  # ingestion time: a JSON line has no event time the source knows
+        now = self._ingested()  # ingestion time: a JSON line has no event time the source knows
         offset = t.offset
         for i, line in enumerate(lines):
             try:
@@ -606,7 +620,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         encoding, append = self._encoding, records.append
         make = Record.fast
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
-        now = _now_iso()
+        now = self._ingested()
         offset = t.offset
         for i, line in enumerate(lines):
             try:
@@ -653,7 +667,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         newline (see ``_complete_last_line``)."""
         encoding, delimiter, append = self._encoding, self.config.delimiter, records.append
         source, subject, type_, ct, prefix = t.source, t.subject, self._type, self._ct, t.id_prefix
-        now = _now_iso()
+        now = self._ingested()
         offset = t.offset
         i, count = 0, len(lines)
         while i < count:
