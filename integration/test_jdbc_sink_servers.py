@@ -677,3 +677,45 @@ async def test_a_mariadb_server_without_strict_mode_changes_no_value(
     await s.close()
     assert set(err.value.failures) == {0, 1, 2}
     assert query(my_url, f"SELECT id, s, n FROM `{t}`") == [(4, "ok", 1)]
+
+
+async def test_a_postgresql_lock_wait_is_bounded_and_retriable(pg_url: str, tmp_path: Path) -> None:
+    # PostgreSQL waits for a lock for ever by default: a transaction left open elsewhere held
+    # the sink (and its stop) as long as it stayed open; with a lock_timeout, 55P03 was taken
+    # for a fault of the record's data and the record dead-lettered.
+    import psycopg
+    import sqlalchemy as sa
+
+    from meshconnect import RetriableError
+    from meshconnect.connectors.jdbc.engine import PG_LOCK_TIMEOUT
+
+    t = table_name("locked")
+    q(pg_url, f'CREATE TABLE "{t}" (id int PRIMARY KEY, v text)')
+    q(pg_url, f"INSERT INTO \"{t}\" VALUES (1, 'old')")
+    s = make(pg_url, tmp_path, table=t, key=["id"])
+    await s.open(None)
+    with s.engine.connect() as conn:  # a session without one gets InnoDB's default
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == PG_LOCK_TIMEOUT
+    await s.close()
+
+    dbname = sa.make_url(pg_url).database
+    dsn = sa.make_url(pg_url).set(drivername="postgresql").render_as_string()
+    with psycopg.connect(dsn, autocommit=True) as admin:  # a DBA's setting is kept
+        admin.execute(f"ALTER DATABASE \"{dbname}\" SET lock_timeout = '300ms'")
+    try:
+        s = make(pg_url, tmp_path, table=t, key=["id"])
+        await s.open(None)
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "300ms"
+        with psycopg.connect(dsn) as holder:
+            holder.execute(f"UPDATE \"{t}\" SET v = 'held' WHERE id = 1")  # row lock, open
+            with pytest.raises(Exception) as err:
+                await s.write([rec({"id": 1, "v": "new"}, 0)])
+            assert s.classify_error(err.value) is RetriableError, err.value
+            holder.rollback()
+        await s.write([rec({"id": 1, "v": "new"}, 0)])  # the retry, once the lock is gone
+        assert q(pg_url, f'SELECT v FROM "{t}"') == [("new",)]
+        await s.close()
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{dbname}" RESET lock_timeout')

@@ -19,10 +19,18 @@ __all__ = [
     "text_for_dates_out_of_range",
 ]
 
-#: PostgreSQL SQLSTATE classes worth a retry: connection exceptions, transaction rollbacks
-#: (serialization failures, deadlocks), insufficient resources, operator intervention
-#: (admin shutdown, cannot connect now), system errors.
-_PG_RETRIABLE = ("08", "40", "53", "57", "58")
+#: PostgreSQL SQLSTATEs worth a retry: the classes of connection exceptions, transaction
+#: rollbacks (serialization failures, deadlocks), insufficient resources, operator
+#: intervention (admin shutdown, cannot connect now, a statement timeout) and system errors,
+#: and ``55P03`` lock_not_available (a ``lock_timeout`` ran out, or ``NOWAIT``): the lock
+#: holder will let go, as MySQL's lock wait timeout (1205) below.
+_PG_RETRIABLE = ("08", "40", "53", "57", "58", "55P03")
+#: The ``lock_timeout`` of PostgreSQL sessions that have none (``0``, PostgreSQL's default:
+#: wait for ever): InnoDB's default ``innodb_lock_wait_timeout``, so a statement blocked by
+#: another transaction's lock fails after it (a retriable error) instead of holding the
+#: pipeline, and its stop, for as long as that transaction stays open. A ``lock_timeout`` the
+#: role, the database or the URL (``?options=-c lock_timeout=5s``) sets is kept.
+PG_LOCK_TIMEOUT = "50s"
 #: MySQL/MariaDB error numbers worth a retry: lock wait timeout, deadlock, connection errors,
 #: server gone away, lost connection, read-only during failover, too many connections.
 _MY_RETRIABLE = {1040, 1053, 1205, 1213, 1290, 2002, 2003, 2005, 2006, 2013, 2055}
@@ -56,6 +64,12 @@ def make_engine(config: Any, base_dir: str) -> Any:
         json_serializer=lambda v: jsonvalue.dumps(v).decode(),
         json_deserializer=jsonvalue.loads,
     )
+    if backend == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _lock_timeout(dbapi_connection: Any, record: Any) -> None:
+            _default_lock_timeout(dbapi_connection)
+
     if backend == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
@@ -67,6 +81,21 @@ def make_engine(config: Any, base_dir: str) -> Any:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _default_lock_timeout(dbapi_connection: Any) -> None:
+    """Set :data:`PG_LOCK_TIMEOUT` on a new PostgreSQL session whose ``lock_timeout`` is 0.
+    Committed at once: the pool rolls a returned connection back, which would undo a ``SET``
+    left inside the driver's implicit transaction."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT current_setting('lock_timeout')")
+        row = cursor.fetchone()
+        if row is not None and row[0] in ("0", "0ms"):
+            cursor.execute(f"SET lock_timeout = '{PG_LOCK_TIMEOUT}'")
+    finally:
+        cursor.close()
+    dbapi_connection.commit()
 
 
 def _make_directory(path: str) -> None:
