@@ -719,3 +719,37 @@ async def test_a_postgresql_lock_wait_is_bounded_and_retriable(pg_url: str, tmp_
     finally:
         with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{dbname}" RESET lock_timeout')
+
+
+async def test_a_read_only_postgresql_is_retried_not_a_data_error(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # A standby, or a primary demoted in a failover, refuses writes with 25006 until the pool
+    # reaches the new primary: every record of the batch was dead-lettered as bad data.
+    import psycopg
+    import sqlalchemy as sa
+
+    from meshconnect import RetriableError
+
+    t = table_name("readonly")
+    q(pg_url, f'CREATE TABLE "{t}" (id int PRIMARY KEY, v text)')
+    dbname = sa.make_url(pg_url).database
+    dsn = sa.make_url(pg_url).set(drivername="postgresql").render_as_string()
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+    try:
+        s = make(pg_url, tmp_path, table=t, key=["id"])
+        await s.open(None)
+        with pytest.raises(Exception) as err:
+            await s.write([rec({"id": 1, "v": "a"}, 0), rec({"id": 2, "v": "b"}, 1)])
+        assert s.classify_error(err.value) is RetriableError, err.value
+        await s.close()
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute("SET default_transaction_read_only = off")
+            admin.execute(f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')
+    s = make(pg_url, tmp_path, table=t, key=["id"])
+    await s.open(None)
+    await s.write([rec({"id": 1, "v": "a"}, 0), rec({"id": 2, "v": "b"}, 1)])
+    assert q(pg_url, f'SELECT id, v FROM "{t}" ORDER BY id') == [(1, "a"), (2, "b")]
+    await s.close()

@@ -22,9 +22,11 @@ __all__ = [
 #: PostgreSQL SQLSTATEs worth a retry: the classes of connection exceptions, transaction
 #: rollbacks (serialization failures, deadlocks), insufficient resources, operator
 #: intervention (admin shutdown, cannot connect now, a statement timeout) and system errors,
-#: and ``55P03`` lock_not_available (a ``lock_timeout`` ran out, or ``NOWAIT``): the lock
-#: holder will let go, as MySQL's lock wait timeout (1205) below.
-_PG_RETRIABLE = ("08", "40", "53", "57", "58", "55P03")
+#: ``55P03`` lock_not_available (a ``lock_timeout`` ran out, or ``NOWAIT``): the lock holder
+#: will let go, as MySQL's lock wait timeout (1205) below; and ``25006``
+#: read_only_sql_transaction (a standby, or a primary demoted in a failover, until the client
+#: reaches the new primary), as MySQL's ``--read-only`` (1290).
+_PG_RETRIABLE = ("08", "40", "53", "57", "58", "55P03", "25006")
 #: The ``lock_timeout`` of PostgreSQL sessions that have none (``0``, PostgreSQL's default:
 #: wait for ever): InnoDB's default ``innodb_lock_wait_timeout``, so a statement blocked by
 #: another transaction's lock fails after it (a retriable error) instead of holding the
