@@ -753,3 +753,88 @@ async def test_a_read_only_postgresql_is_retried_not_a_data_error(
     await s.write([rec({"id": 1, "v": "a"}, 0), rec({"id": 2, "v": "b"}, 1)])
     assert q(pg_url, f'SELECT id, v FROM "{t}" ORDER BY id') == [(1, "a"), (2, "b")]
     await s.close()
+
+
+@pytest.mark.parametrize("kill", ["QUERY", "CONNECTION"])
+async def test_a_mariadb_statement_killed_by_an_operator_is_retried(
+    my_url: str, tmp_path: Path, kill: str
+) -> None:
+    # KILL QUERY (1317) is an operator's intervention, as PostgreSQL's query_canceled (57014,
+    # retriable): every record of the batch was dead-lettered as bad data.
+    import asyncio
+
+    import pymysql
+
+    from meshconnect import RetriableError
+
+    t = table_name("killed")
+    q(my_url, f"CREATE TABLE `{t}` (id int PRIMARY KEY, v text)")
+    q(my_url, f"INSERT INTO `{t}` VALUES (1, 'old')")
+    s = make(my_url, tmp_path, table=t, key=["id"])
+    await s.open(None)
+    db = my_url.rsplit("/", 1)[1].split("?")[0]
+    holder = pymysql.connect(host="127.0.0.1", user="root", database=db)
+    admin = pymysql.connect(host="127.0.0.1", user="root", autocommit=True)
+    try:
+        with holder.cursor() as cur:  # a row lock, held
+            cur.execute(f"UPDATE `{t}` SET v = 'held' WHERE id = 1")
+        write = asyncio.create_task(s.write([rec({"id": 1, "v": "new"}, 0)]))
+        for _ in range(200):  # the sink's statement waits for the lock
+            with admin.cursor() as cur:
+                cur.execute(
+                    "SELECT id FROM information_schema.processlist "
+                    "WHERE id <> CONNECTION_ID() AND info LIKE %s",
+                    (f"%{t}%",),
+                )
+                row = cur.fetchone()
+            if row is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert row is not None, "the sink's statement never waited for the lock"
+        with admin.cursor() as cur:
+            cur.execute(f"KILL {kill} {int(row[0])}")
+        with pytest.raises(Exception) as err:
+            await asyncio.wait_for(write, 60)
+        assert s.classify_error(err.value) is RetriableError, getattr(
+            err.value, "failures", err.value
+        )
+        holder.rollback()
+        await s.write([rec({"id": 1, "v": "new"}, 0)])  # the retry
+        assert q(my_url, f"SELECT v FROM `{t}`") == [("new",)]
+    finally:
+        holder.close()
+        admin.close()
+        await s.close()
+
+
+async def test_a_mariadb_lock_wait_timeout_is_retried_not_a_data_error(
+    my_url: str, tmp_path: Path
+) -> None:
+    # PyMySQL gives 1205 the SQLSTATE HY000, which was read as PostgreSQL's: the blocked
+    # record went to the dead-letter topic instead of being retried.
+    import pymysql
+
+    from meshconnect import RetriableError
+
+    t = table_name("waited")
+    q(my_url, f"CREATE TABLE `{t}` (id int PRIMARY KEY, v text)")
+    q(my_url, f"INSERT INTO `{t}` VALUES (1, 'old')")
+    url = my_url + "&init_command=SET innodb_lock_wait_timeout = 1"
+    s = make(url, tmp_path, table=t, key=["id"])
+    await s.open(None)
+    db = my_url.rsplit("/", 1)[1].split("?")[0]
+    holder = pymysql.connect(host="127.0.0.1", user="root", database=db)
+    try:
+        with holder.cursor() as cur:  # a row lock, held
+            cur.execute(f"UPDATE `{t}` SET v = 'held' WHERE id = 1")
+        with pytest.raises(Exception) as err:
+            await s.write([rec({"id": 1, "v": "new"}, 0), rec({"id": 2, "v": "two"}, 1)])
+        assert s.classify_error(err.value) is RetriableError, getattr(
+            err.value, "failures", err.value
+        )
+        holder.rollback()
+        await s.write([rec({"id": 1, "v": "new"}, 0), rec({"id": 2, "v": "two"}, 1)])
+        assert q(my_url, f"SELECT id, v FROM `{t}` ORDER BY id") == [(1, "new"), (2, "two")]
+    finally:
+        holder.close()
+        await s.close()

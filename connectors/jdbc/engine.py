@@ -34,8 +34,27 @@ _PG_RETRIABLE = ("08", "40", "53", "57", "58", "55P03", "25006")
 #: role, the database or the URL (``?options=-c lock_timeout=5s``) sets is kept.
 PG_LOCK_TIMEOUT = "50s"
 #: MySQL/MariaDB error numbers worth a retry: lock wait timeout, deadlock, connection errors,
-#: server gone away, lost connection, read-only during failover, too many connections.
-_MY_RETRIABLE = {1040, 1053, 1205, 1213, 1290, 2002, 2003, 2005, 2006, 2013, 2055}
+#: server gone away, lost connection, read-only during failover, too many connections, and a
+#: statement an operator or a time limit stopped (``KILL QUERY`` 1317, a killed connection
+#: 1927, MariaDB's ``max_statement_time`` 1969, MySQL's ``max_execution_time`` 3024), as
+#: PostgreSQL's class 57 (query_canceled) above.
+_MY_RETRIABLE = {
+    1040,
+    1053,
+    1205,
+    1213,
+    1290,
+    1317,
+    1927,
+    1969,
+    2002,
+    2003,
+    2005,
+    2006,
+    2013,
+    2055,
+    3024,
+}
 
 
 def make_engine(config: Any, base_dir: str) -> Any:
@@ -193,15 +212,18 @@ def classify_db_error(exc: BaseException) -> type[MeshconnectError] | None:
         if exc.connection_invalidated:
             return RetriableError
         orig = exc.orig
+        args = getattr(orig, "args", ())
+        if args and isinstance(args[0], int):
+            # A MySQL driver's error number. PyMySQL 1.1.1+ also gives the SQLSTATE, which is
+            # MySQL's and not PostgreSQL's (a lock wait timeout is HY000): read by the
+            # PostgreSQL table below, 1205 and 1290 were data errors.
+            return RetriableError if args[0] in _MY_RETRIABLE else DataError
         state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
         if isinstance(state, str) and state:
             return RetriableError if state.startswith(_PG_RETRIABLE) else DataError
         code = getattr(orig, "sqlite_errorcode", None)
         if isinstance(code, int):  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
             return RetriableError if code & 0xFF in (5, 6) else DataError
-        args = getattr(orig, "args", ())
-        if args and isinstance(args[0], int):
-            return RetriableError if args[0] in _MY_RETRIABLE else DataError
         if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
             return RetriableError
         if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.ProgrammingError):
