@@ -374,3 +374,17 @@ def test_an_error_text_echoing_the_key_is_redacted() -> None:
     assert "invalid_api_key" in text and "HTTP 401" in text
     for leak in ("sk-WRONG", "zzzz9999", "4242", "zzzzSECRET"):
         assert leak not in text, text
+
+
+async def test_model_calls_at_once_are_bounded_by_concurrency(
+    start: Any, openai: FakeOpenAI
+) -> None:
+    # A burst of requests was as many parallel model calls (up to the listener's 512
+    # connections): the provider's rate limit and bill, whatever the user configured.
+    openai.latency = (0.05, 0.1)
+    running = await start("mode: chat\nconcurrency: 3")
+    await running.post("warm-up")  # the listener is up
+    answers = await asyncio.gather(*(running.post(f"prompt {i}") for i in range(24)))
+    assert [status for status, _ in answers] == [200] * 24
+    assert openai.max_in_flight == 3
+    assert len(await running.stored()) == 25

@@ -126,6 +126,15 @@ class ChatGPTSourceConfig(ConnectorConfig, ModelSettings):
         gt=0,
         description="Longest wait for the durable append before answering `503`.",
     )
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Model calls at once, whatever the number of requests (as the `llm` "
+        "transform's `concurrency`): a request beyond them waits for one to finish. Without "
+        "a bound, a burst of requests (up to the listener's 512 connections) was as many "
+        "parallel calls on `api_key`: the provider's rate limit, and its bill.",
+    )
 
     @field_validator("schema_")
     @classmethod

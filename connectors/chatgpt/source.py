@@ -94,9 +94,12 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
         )
         self.invalid = metrics.counter("openai_invalid_answers", "Answers refused (422)")
         self.fatal: ConfigError | None = None
+        #: Bounds the model calls at once (``concurrency``); made on the loop, in ``start``.
+        self._calls: asyncio.Semaphore | None = None
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         self.inbox: asyncio.Queue[tuple[Record, asyncio.Future[None]]] = asyncio.Queue()
+        self._calls = asyncio.Semaphore(self.config.concurrency)
         self.model.client()  # a missing key fails the start, not the first request
         await self.context.http.add_route(
             self.config.listen, "POST", self.config.path, self.on_request
@@ -196,7 +199,9 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
         schema = None
         if config.mode == "parse":
             schema = config.schema_ if config.schema_ is not None else EVENT_SCHEMA
-        answer = await self.model.ask(system, prompt, schema=schema, schema_name="event")
+        assert self._calls is not None
+        async with self._calls:
+            answer = await self.model.ask(system, prompt, schema=schema, schema_name="event")
         self.requests.inc()
         self.prompt_tokens.inc(answer.usage.get("prompt_tokens", 0))
         self.completion_tokens.inc(answer.usage.get("completion_tokens", 0))
