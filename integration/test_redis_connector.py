@@ -776,3 +776,38 @@ async def test_xadd_state_names_only_the_streams_written_since_the_last_commit(
         b"a2",
         b"a3",
     ]
+
+
+async def test_a_read_of_large_entries_is_bounded_in_bytes_not_only_entries(
+    redis_server, tmp_path
+) -> None:
+    """COUNT is entries: 40 entries of 1 MiB with batch_size 500 were one 40 MiB read (1,000
+    of them a gigabyte, several times that as records). A read asks for what fits in
+    READ_BYTES at the size of the last read's largest entry; small entries come back to
+    full batches."""
+    from meshconnect.connectors.redis.source import READ_BYTES
+
+    stream = f"large:{prefix()}"
+    r = redis_server.client()
+    big = "x" * (1024 * 1024)
+    for i in range(40):
+        r.xadd(stream, {"n": str(i), "pad": big})
+    for i in range(40, 1040):
+        r.xadd(stream, {"n": str(i)})
+    config = RedisSourceConfig(url=redis_server.url, stream=stream, batch_size=500, until_end=True)
+    source = RedisSource(config, context(tmp_path))
+    await source.start({})
+    seen: list[str] = []
+    sizes: list[int] = []
+    while (batch := await source.poll()) is not None:
+        if not batch.records:
+            continue
+        sizes.append(len(batch.records))
+        held = sum(len(str(x.data)) for x in batch.records)
+        assert held <= READ_BYTES + len(big) + 1024, (len(batch.records), held)
+        seen.extend(x.data["n"] for x in batch.records)
+        if batch.ack:
+            await batch.ack(None)
+    await source.stop()
+    assert seen == [str(i) for i in range(1040)]
+    assert max(sizes) == 500  # small entries fill the batch again
