@@ -292,3 +292,38 @@ def test_a_directory_as_the_sink_path_is_named_as_one(tmp_path: Path, if_exists:
     assert run.returncode == 1
     assert f"path {tmp_path / 'out'} is a directory, not the file to write" in run.stderr
     assert "if_exists" not in run.stderr
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+async def test_a_batch_of_long_lines_is_bounded_in_bytes_not_only_lines(
+    tmp_path: Path, fmt: str
+) -> None:
+    # batch_size counts lines, and a line may be up to max_line_bytes (16 MiB): 1,000 lines
+    # of 4 MB were one 4 GB batch, several times that as records.
+    from meshconnect.connectors.file.source import BATCH_BYTES
+
+    line = 2 * 1024 * 1024
+    with open(tmp_path / "big.jsonl", "w") as f:
+        for i in range(30):
+            f.write(f'{{"n":{i},"pad":"{"x" * line}"}}\n')
+        for i in range(30, 2030):
+            f.write(f'{{"n":{i}}}\n')
+    context = ConnectorContext(
+        pipeline="p", name="f", logger=logging.getLogger("t"), base_dir=str(tmp_path)
+    )
+    source = FileSource(
+        FileSourceConfig(path="big.jsonl", format=fmt, follow=False, batch_size=1000), context
+    )
+    await source.start({})
+    seen: list[Any] = []
+    sizes: list[int] = []
+    while (batch := await source.poll()) is not None:
+        if not batch.records:
+            continue
+        held = sum(len(str(r.data)) for r in batch.records)
+        assert held <= BATCH_BYTES + line + 64, (len(batch.records), held)
+        sizes.append(len(batch.records))
+        seen.extend(batch.records)
+    await source.stop()
+    assert len(seen) == 2030
+    assert max(sizes) == 1000  # short lines fill batches again

@@ -125,7 +125,9 @@ class FileSourceConfig(ConnectorConfig):
         ge=1,
         description="The most lines read into one batch (one transaction in the mesh store). "
         "Batches of 1,000 keep the records in flight (memory) small; larger ones were "
-        "not faster when measured (docs/benchmarks.md).",
+        "not faster when measured (docs/benchmarks.md). A batch also ends once it holds "
+        "16 MiB of input (the line that crosses it included), so long lines make shorter "
+        "batches.",
     )
     max_line_bytes: ByteSize = Field(
         default=16 * 1024 * 1024,

@@ -95,6 +95,10 @@ from .errors import io_error
 __all__ = ["FileSource"]
 
 _CONTENT_TYPES = {"json": "application/json", "csv": "application/json", "text": "text/plain"}
+#: Bytes of input one batch takes at most (and the line it is in): ``batch_size`` counts lines,
+#: and lines may be megabytes (up to ``max_line_bytes``): 1,000 lines of 4 MB were one batch
+#: of 4 GB, several times that as records.
+BATCH_BYTES = 16 * 1024 * 1024
 
 
 class FileSource(Partitions, Source[FileSourceConfig]):
@@ -126,6 +130,8 @@ class FileSource(Partitions, Source[FileSourceConfig]):
         self._turn = 0
         #: The ingestion time of the poll under way (``_ingested``); None between polls.
         self._now: str | None = None
+        #: Bytes of input the poll under way may still take (:data:`BATCH_BYTES`).
+        self._room = BATCH_BYTES
         self._type = config.type
         self._encoding = config.encoding
         #: None when lines are UTF-8, which the JSON decoder validates itself.
@@ -193,6 +199,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
     async def _poll(self) -> SourceBatch | None:
         config = self.config
         self._now = None  # one ingestion time per batch (see _ingested)
+        self._room = BATCH_BYTES  # bytes this batch may still take
         if self._rescan or (
             config.follow and time.monotonic() - self._last_scan >= config.poll_interval
         ):
@@ -208,7 +215,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
             self._turn += 1
             for tail in active[first:] + active[:first]:
                 budget -= await self._read(tail, budget, records, failures)
-                if budget <= 0:
+                if budget <= 0 or self._room <= 0:
                     break
         if self._rescan:  # hand rotated files over to their new partitions in this batch
             await asyncio.to_thread(self._scan)
@@ -257,12 +264,14 @@ class FileSource(Partitions, Source[FileSourceConfig]):
     async def _read(self, t: Tail, budget: int, records: list[Record], failures: Failures) -> int:
         """Hand out up to ``budget`` lines of ``t``; the number of lines consumed."""
         used = 0
-        while used < budget and t.fd >= 0 and not t.done:
+        while used < budget and self._room > 0 and t.fd >= 0 and not t.done:
             if t.long_done:  # a line over max_line_bytes ended: it comes before ``lines``
                 used += self._skip_long(t, failures)
                 continue
             if t.li < len(t.lines) and (not t.stalled or t.final):
+                before = t.offset
                 n = self._consume(t, budget - used, records, failures)
+                self._room -= max(0, t.offset - before)
                 t.stalled = n == 0
                 used += n
                 if n == 0 and t.final:  # an incomplete last record: left for a later run
