@@ -96,15 +96,37 @@ _decode = _decoder.decode
 decode_unchecked = _decoder.decode
 
 
-def error_text(exc: BaseException) -> str:
-    """Why :func:`decode_unchecked` (or a text decode before it) failed, for a message."""
+def error_text(exc: BaseException, text: str | bytes | bytearray | memoryview | None = None) -> str:
+    """Why :func:`decode_unchecked` (or a text decode before it) failed on ``text``, for a
+    message (give ``text`` when at hand: some reasons need it)."""
     if isinstance(exc, msgspec.ValidationError):  # an integer beyond the digit limit
         return f"{exc}: integers are limited to 4300 digits"
     if isinstance(exc, RecursionError):
         return f"nested deeper than {MAX_DEPTH} levels"
     if isinstance(exc, ArithmeticError):  # InvalidOperation: an exponent beyond Decimal's
         return "a number out of range"
+    if text is not None and str(exc) == "Input data was truncated" and _lone_surrogate(text):
+        return _LONE_SURROGATE
     return str(exc)
+
+
+_LONE_SURROGATE = (
+    "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udbff not followed by "
+    "\\udc00-\\udfff): it stands for no Unicode character"
+)
+
+
+def _lone_surrogate(text: str | bytes | bytearray | memoryview) -> bool:
+    """Whether ``text``, which msgspec called truncated, is whole JSON but for a lone
+    surrogate escape (msgspec says "Input data was truncated" for ``"\\ud800"``): Python's
+    own parser, which takes lone surrogates, reads it. Only on that error's path."""
+    import json
+
+    try:
+        json.loads(bytes(text) if isinstance(text, memoryview | bytearray) else text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def check_depth(
@@ -138,7 +160,7 @@ def loads(text: str | bytes | bytearray | memoryview, *, max_depth: int | None =
     except (ValueError, RecursionError, ArithmeticError) as exc:
         if isinstance(exc, RecursionError) and max_depth is None:
             raise JSONValueError("nested deeper than Python can read") from None
-        raise JSONValueError(error_text(exc)) from None
+        raise JSONValueError(error_text(exc, text)) from None
     if max_depth is not None:
         check_depth(text, value, max_depth)
     return value

@@ -912,3 +912,15 @@ async def test_the_records_of_one_poll_share_one_ingestion_time(tmp_path: Path, 
     assert len(batch.records) == 3010
     assert len({r.time for r in batch.records}) == 1
     await source.stop()
+
+
+async def test_a_line_with_a_lone_surrogate_escape_says_so(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_bytes(b'{"n":1}\n{"s":"\\ud800"}\n{"n":2}\n')
+    source = await started(tmp_path, path="in.jsonl", follow=False)
+    batch = await source.poll()
+    assert batch is not None
+    assert [r.data for r in batch.records] == [{"n": 1}, {"n": 2}]
+    [(record, error)] = batch.failures
+    assert "lone UTF-16 surrogate escape" in str(error), error
+    assert record.data == '{"s":"\\ud800"}'
+    await source.stop()

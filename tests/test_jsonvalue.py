@@ -360,3 +360,24 @@ def test_what_cannot_be_written_is_named_for_what_it_is() -> None:
     for value, message in cases:
         with pytest.raises(TypeError, match=message):
             jsonvalue.dumps({"v": value})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b'{"a":"\\ud800"}', b'"\\udbff"', b'{"\\ud800":1}', b'["x\\ud800y"]', '"\\ud800"'],
+)
+def test_a_lone_surrogate_escape_is_named_as_such(text: str | bytes) -> None:
+    # msgspec says "Input data was truncated" for a whole text holding "\ud800": the dead
+    # letter told the user to look for a cut-off line that was not there.
+    with pytest.raises(jsonvalue.JSONValueError, match="lone UTF-16 surrogate escape"):
+        jsonvalue.loads(text)
+
+
+@pytest.mark.parametrize("text", [b'{"a":1', b'"\\ud800', b'{"a":"\\\\ud800"'])
+def test_truncated_text_is_still_called_truncated(text: bytes) -> None:
+    with pytest.raises(jsonvalue.JSONValueError, match="truncated"):
+        jsonvalue.loads(text)
+
+
+def test_an_escaped_backslash_before_ud800_is_text() -> None:
+    assert jsonvalue.loads(b'{"a":"\\\\ud800"}') == {"a": "\\ud800"}

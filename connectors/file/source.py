@@ -615,7 +615,7 @@ class FileSource(Partitions, Source[FileSourceConfig]):
                     check(line, data)
             except (ValueError, RecursionError, ArithmeticError) as exc:  # and UnicodeDecodeError
                 if line.strip():
-                    problem = f"invalid JSON: {jsonvalue.error_text(exc)}"
+                    problem = f"invalid JSON: {jsonvalue.error_text(exc, line)}"
                     failures.append(self._failure(t, line, offset, i, problem))
             else:
                 append(make(data, prefix + str(offset), source, type_, subject, ct, now))

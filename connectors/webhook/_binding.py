@@ -148,7 +148,9 @@ def _json(body: bytes, what: str) -> Any:
     try:
         return loads_event(body)
     except (ValueError, RecursionError, ArithmeticError) as exc:
-        raise BadRequest(400, "Malformed JSON", f"{what}: {jsonvalue.error_text(exc)}") from None
+        raise BadRequest(
+            400, "Malformed JSON", f"{what}: {jsonvalue.error_text(exc, body)}"
+        ) from None
 
 
 def event_from_structured(body: bytes) -> Record:
