@@ -696,3 +696,51 @@ def test_the_idempotency_window_keeps_a_fixed_size_key_per_event() -> None:
     assert big != key("/orders", "x" * 999_999)
     assert key("ab", "c") != key("a", "bc")
     assert key("/a", "\udc80") != key("/a", "\udc81")  # lone surrogates are ids too
+
+
+hook_proxied = hook_fixture(
+    """
+        allow_ips: ["10.0.0.0/8"]
+        trust_forwarded: true
+    """
+)
+hook_two_proxies = hook_fixture(
+    """
+        allow_ips: ["10.0.0.0/8"]
+        trust_forwarded: 2
+    """
+)
+
+
+async def _post_from(hook: Hook, event_id: str, forwarded: list[str]) -> int:
+    body = json.dumps(ce(id=event_id)).encode()
+    headers = [("Content-Type", "application/cloudevents+json")]
+    headers += [("X-Forwarded-For", line) for line in forwarded]
+    status, _, _ = await request("POST", hook.url, data=body, headers=headers)
+    return status
+
+
+async def test_a_client_cannot_claim_an_allowed_address_through_an_appending_proxy(
+    hook_proxied: Hook,
+) -> None:
+    # nginx ($proxy_add_x_forwarded_for), HAProxy and cloud load balancers append the address
+    # they got the request from to what the client sent: the first entry is the client's word.
+    hook = hook_proxied
+    assert await _post_from(hook, "spoofed", ["10.1.2.3, 203.0.113.9"]) == 403
+    assert await _post_from(hook, "two-lines", ["10.1.2.3", "203.0.113.9"]) == 403
+    assert await _post_from(hook, "proxied", ["203.0.113.9, 10.1.2.3"]) == 202
+    assert await _post_from(hook, "overwritten", ["10.9.9.9"]) == 202
+    # no header: the connection's address (127.0.0.1, not in 10/8)
+    assert await _post_from(hook, "direct", []) == 403
+    assert [e["id"] for e in await hook.stored()] == ["proxied", "overwritten"]
+
+
+async def test_two_trusted_proxies_take_the_second_entry_from_the_right(
+    hook_two_proxies: Hook,
+) -> None:
+    hook = hook_two_proxies
+    # client -> load balancer (appends the client) -> nginx (appends the load balancer)
+    assert await _post_from(hook, "ok", ["192.0.2.1, 10.1.2.3, 172.16.0.2"]) == 202
+    assert await _post_from(hook, "spoofed", ["10.1.2.3, 203.0.113.9, 172.16.0.2"]) == 403
+    assert await _post_from(hook, "short", ["10.1.2.3"]) == 403  # fewer than 2: the socket's
+    assert [e["id"] for e in await hook.stored()] == ["ok"]

@@ -191,12 +191,17 @@ class WebhookConfig(ConnectorConfig):
         default_factory=list,
         description="Client addresses or networks (`10.0.0.0/8`) allowed; empty: any.",
     )
-    trust_forwarded: bool = Field(
+    trust_forwarded: bool | int = Field(
         False,
         description=(
-            "Take the client address from the first `X-Forwarded-For` entry (only behind a "
-            "proxy that sets it) for `allow_ips` and `rate_limit`."
+            "Behind reverse proxies: how many (`true`: one) append the address they got the "
+            "request from to `X-Forwarded-For`; the client address for `allow_ips` and "
+            "`rate_limit` is then that many entries from the right, the one the outermost "
+            "trusted proxy wrote (entries further left are the client's own word). A header "
+            "with fewer entries leaves the connection's address."
         ),
+        ge=0,
+        le=16,
     )
     tls_cert: str | None = Field(None, description="PEM certificate file: serve HTTPS.")
     tls_key: str | None = Field(None, description="PEM private key file of `tls_cert`.")

@@ -252,10 +252,21 @@ class WebhookSource(Source[WebhookConfig]):
             )
 
     def _client(self, request: web.Request) -> str:
-        if self.config.trust_forwarded:
-            forwarded = request.headers.get("X-Forwarded-For")
-            if forwarded:
-                return forwarded.split(",")[0].strip()
+        """The client address: the connection's, or behind ``trust_forwarded`` proxies the
+        ``X-Forwarded-For`` entry the outermost of them appended, counted from the right
+        (Werkzeug's ``ProxyFix(x_for=N)``, Express's ``trust proxy N``). Entries left of it
+        are whatever the client sent: the first entry, taken before, let any client claim an
+        allowed address through a proxy that appends (nginx, HAProxy, cloud load balancers)."""
+        proxies = int(self.config.trust_forwarded)
+        if proxies:
+            # Every header line, in order: a client's own line comes before the proxy's.
+            entries = [
+                entry.strip()
+                for line in request.headers.getall("X-Forwarded-For", ())
+                for entry in line.split(",")
+            ]
+            if len(entries) >= proxies and entries[-proxies]:
+                return entries[-proxies]
         return request.remote or ""
 
     async def _handle(self, request: web.Request, client: str) -> web.StreamResponse:
