@@ -78,6 +78,9 @@ class _EndWhenIdle:
     async def start(self, positions: Any) -> Any:
         return await self.inner.start(positions)
 
+    def position_problem(self, partition: str, position: Any) -> str | None:
+        return self.inner.position_problem(partition, position)
+
     async def poll(self) -> Any:
         self.inner.next_poll = 0
         batch = await self.inner.poll()
@@ -407,3 +410,4 @@ async def test_timezone_of_a_timestamp_column(tmp_path: Path) -> None:
     assert [r.data["id"] for r in records] == [1]
     with pytest.raises(ValueError, match="unknown time zone"):
         JdbcSourceConfig(url="sqlite:///in.db", timezone="Mars/Olympus", **cfg)
+
