@@ -37,6 +37,7 @@ import datetime as dt
 import fnmatch
 import ipaddress
 import math
+import re
 import time
 import urllib.parse
 import uuid
@@ -53,6 +54,7 @@ from meshconnect import (
     SourceBatch,
     eventrules,
 )
+from meshconnect.positioncheck import Check, boolean, fields_problem, partition_problem, whole
 
 from .config import JdbcSourceConfig
 from .engine import (
@@ -178,6 +180,27 @@ class JdbcSource(Source[JdbcSourceConfig]):
         self.dates_as_text = False  # PostgreSQL: see _out_of_range_dates
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """A table (``table``, one ``tables`` matches) or the ``query_name``, with the fields
+        of the mode (module docstring); a cursor value of the type the source writes."""
+        c = self.config
+        if c.query is not None:
+            problem = partition_problem(partition, [c.query_name], "config.query_name")
+        elif c.table is not None:
+            problem = partition_problem(partition, [c.table], "config.table")
+        elif not any(fnmatch.fnmatchcase(partition, p) for p in c.tables or []):
+            patterns = ", ".join(c.tables or [])
+            problem = f"not a table this source reads (tables: {patterns})"
+        else:
+            problem = None
+        if problem:
+            return problem
+        if c.mode == "bulk":
+            return fields_problem(position, {"rows": whole(), "done": boolean}, ["rows"])
+        fields = {"ts": _TS_CHECK, "id": _ID_CHECK}
+        needed = {"incrementing": ["id"], "timestamp": ["ts"]}.get(c.mode, ["ts", "id"])
+        return fields_problem(position, {k: fields[k] for k in needed}, needed)
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         self.engine = make_engine(self.config, self.context.base_dir)
@@ -556,6 +579,32 @@ def _ts_text(v: Any) -> Any:
     if isinstance(v, dt.datetime):
         return v.isoformat()
     return v if isinstance(v, str | int) else str(v)
+
+
+def _is_ts_text(v: str) -> bool:
+    """Whether ``v`` is a timestamp as :func:`_ts_text` writes one (ISO 8601, or a number's
+    text)."""
+    try:
+        dt.datetime.fromisoformat(v)
+    except ValueError:
+        return _NUMBER_TEXT.fullmatch(v) is not None
+    return True
+
+
+_NUMBER_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+#: ``id``: an integer column's value, or another type's text (:func:`_pos_value`).
+_ID_CHECK = Check(
+    "the incrementing column's last value (a whole number or a string)",
+    lambda v: type(v) is int or isinstance(v, str),
+)
+#: ``ts``: the timestamp column's last value (:func:`_ts_text`).
+_TS_CHECK = Check(
+    "the timestamp column's last value (an ISO 8601 date-time such as "
+    '"2024-05-01T10:00:00", or a whole number)',
+    lambda v: type(v) is int or (isinstance(v, str) and _is_ts_text(v)),
+)
 
 
 def _parse_ts(v: Any) -> Any:

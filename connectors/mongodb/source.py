@@ -43,6 +43,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from meshconnect import MeshconnectError, Position, Record, Source, SourceBatch, eventrules
 from meshconnect.jsonvalue import dumps
+from meshconnect.positioncheck import Check, boolean, fields_problem, partition_problem
 
 from .client import READ_JSON, classify_mongo, connect, to_json
 from .config import MongoSourceConfig
@@ -62,6 +63,32 @@ def _bson(value: Any) -> Any:
     return json_util.loads(json.dumps(value), json_options=READ_JSON)
 
 
+def _is_ejson(value: Any) -> bool:
+    """Whether ``value`` reads as Extended JSON (a ``{"$oid": ...}`` that is not one fails)."""
+    try:
+        _bson(value)
+    except Exception:  # bson raises TypeError, ValueError, InvalidId, json's errors...
+        return False
+    return True
+
+
+def _is_token(value: Any) -> bool:
+    """A resume token as the source stores it: ``{"_data": "82..."}`` (hex text)."""
+    data = value.get("_data") if isinstance(value, dict) else None
+    return isinstance(data, str) and data != "" and all(c in "0123456789abcdefABCDEF" for c in data)
+
+
+_TOKEN = Check('a resume token {"_data": "HEX"} (an event\'s _id)', _is_token)
+_COPY = Check(
+    '{"after": _id} (the last _id copied, Extended JSON, or null)',
+    lambda v: isinstance(v, dict) and set(v) == {"after"} and _is_ejson(v["after"]),
+)
+_AFTER = Check(
+    "[VALUE, _id]: the poll_field value and _id of the last document read (Extended JSON)",
+    lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_ejson, v)),
+)
+
+
 class MongoSource(Source[MongoSourceConfig]):
     """Reads a collection (module docstring)."""
 
@@ -73,6 +100,16 @@ class MongoSource(Source[MongoSourceConfig]):
         "change_stream: copies the collection, then streams from when the copy began; "
         "poll: reads every document"
     )
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Partition ``changes``: ``{"token": ..., "copy": ..., "invalidated": ...}`` in mode
+        change_stream, ``{"after": [VALUE, _id]}`` in mode poll (module docstring)."""
+        if problem := partition_problem(partition, [PARTITION]):
+            return problem
+        if self.config.mode == "poll":
+            return fields_problem(position, {"after": _AFTER}, ["after"])
+        fields = {"token": _TOKEN, "copy": _COPY, "invalidated": boolean}
+        return fields_problem(position, fields, ["token"])
 
     async def start(self, positions: Mapping[str, Position]) -> Mapping[str, Position] | None:
         c = self.config

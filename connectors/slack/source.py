@@ -47,6 +47,7 @@ from meshconnect import (
 )
 from meshconnect.eventrules import attribute_problems, valid_string
 from meshconnect.httpbody import read_body
+from meshconnect.positioncheck import fields_problem, list_of, partition_problem, text
 
 from .config import SlackSourceConfig
 
@@ -106,6 +107,14 @@ class SlackEventsSource(Source[SlackSourceConfig]):
         )
         self.duplicates = context.metrics.counter(
             "slack_duplicates", "Retries of events already received, dropped"
+        )
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Partition ``events``, ``{"seen": [EVENT_ID, ...]}`` (the ids to drop retries of)."""
+        event_id = text(test=bool)
+        seen = list_of(event_id, "a list of event ids (non-empty strings)")
+        return partition_problem(partition, [PARTITION]) or fields_problem(
+            position, {"seen": seen}, required=["seen"]
         )
 
     async def start(self, positions: Mapping[str, Position]) -> None:

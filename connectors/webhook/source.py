@@ -59,6 +59,7 @@ from aiohttp import web
 
 from meshconnect import DataError, Position, Record, Source, SourceBatch, jsonvalue
 from meshconnect.eventrules import InvalidEventError, parse_event
+from meshconnect.positioncheck import fields_problem, partition_problem, whole
 
 from . import _binding
 from ._binding import BATCH, STRUCTURED, BadRequest
@@ -123,6 +124,12 @@ class WebhookSource(Source[WebhookConfig]):
     empty_position = "no committed position: counts stored requests from 0"
     #: Seconds an idle ``poll`` waits for a request before it returns an empty batch.
     idle_wait = 1.0
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Partition ``webhook``, ``{"stored": n}`` (a count: a whole number, 0 or more)."""
+        return partition_problem(partition, [PARTITION]) or fields_problem(
+            position, {"stored": whole()}, required=["stored"]
+        )
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         config = self.config
