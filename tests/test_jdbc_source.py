@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from meshconnect import ConnectorContext
+from meshconnect import ConfigError, ConnectorContext
 from meshconnect.connectors.jdbc.config import JdbcSourceConfig
 from meshconnect.connectors.jdbc.source import JdbcSource
 from meshconnect.testing import SourceConformance
@@ -411,3 +411,20 @@ async def test_timezone_of_a_timestamp_column(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown time zone"):
         JdbcSourceConfig(url="sqlite:///in.db", timezone="Mars/Olympus", **cfg)
 
+
+async def test_a_text_id_for_an_integer_column_fails_the_start(tmp_path: Path) -> None:
+    """`offsets reset --to '{"items": {"id": "3"}}'` passes the position check (a text id is
+    right for a text column); against an integer column SQLite ordered the text after every
+    number and the source read nothing, ever. Only the start knows the column's type."""
+    seed(tmp_path, 5)
+    s = source(tmp_path, table="items", mode="incrementing", incrementing_column="id")
+    try:
+        with pytest.raises(ConfigError, match=r"table 'items' has id '3', but id is an integer"):
+            await s.start({"items": {"id": "3"}})
+    finally:
+        await s.stop()
+    ok = source(tmp_path, table="items", mode="incrementing", incrementing_column="id")
+    await ok.start({"items": {"id": 3}})
+    records, _ = await drain(ok)
+    await ok.stop()
+    assert [r.data["id"] for r in records] == [4, 5]

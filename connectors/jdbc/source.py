@@ -240,7 +240,29 @@ class JdbcSource(Source[JdbcSourceConfig]):
                         f"jdbc source {self.context.name}: table {name!r} has no column {col!r}"
                     )
             key = list(c.key or [col.name for col in table.primary_key.columns])
-            self.parts.append(_Part(name, table, key, positions.get(name, {})))
+            position = positions.get(name, {})
+            self._check_id(name, table, position)
+            self.parts.append(_Part(name, table, key, position))
+
+    def _check_id(self, name: str, table: Any, position: Position) -> None:
+        """``ConfigError`` for a stored ``id`` of another type than the incrementing column
+        writes: text for an integer column (set by hand) compared with every row as text,
+        which SQLite orders after every number (nothing was ever read again) and PostgreSQL
+        refuses at every poll."""
+        column = self.config.incrementing_column
+        last = position.get("id")
+        if column is None or last is None or type(last) is int:
+            return
+        try:
+            integer = table.c[column].type.python_type is int
+        except NotImplementedError:
+            return
+        if integer:
+            raise ConfigError(
+                f"jdbc source {self.context.name}: the stored position of table {name!r} has "
+                f"id {last!r}, but {column} is an integer column: set it again with "
+                f'`meshconnect offsets reset --to \'{{"{name}": {{"id": N}}}}\'`'
+            )
 
     def _match_tables(self) -> list[str]:
         import sqlalchemy as sa
