@@ -6,7 +6,7 @@ fields, each with a :class:`Check` (what the value must be, and a test), and ret
 :func:`fields_problem`'s answer: an unknown field (a typo, which the source would ignore and
 read again from its beginning), a missing one, or a value of the wrong type or range, named
 with the field and the value given. :func:`partition_problem` refuses a partition the source
-never reads.
+never reads. :func:`check_stored` applies the same check to the positions ``start`` is given.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
+
 __all__ = [
     "Check",
     "boolean",
+    "check_stored",
     "fields_problem",
     "list_of",
     "no_position",
@@ -104,3 +107,21 @@ def partition_problem(partition: str, partitions: Iterable[str], what: str = "")
 def no_position(why: str) -> str:
     """The problem of any position of a source that keeps none (``why`` it keeps none)."""
     return f"this source keeps no position ({why}); there is nothing to set"
+
+
+def check_stored(
+    source: Any, positions: Mapping[str, Any], partitions: Iterable[str], what: str
+) -> None:
+    """Raise :class:`~meshconnect.errors.ConfigError` for the stored position of one of
+    ``partitions`` (those the source reads now) that ``source.position_problem`` refuses: one
+    stored by another version, or through another door than ``offsets reset``. Named and never
+    retried, instead of failing every restart (``int("x")``) or being ignored (a re-read).
+    ``what`` names the source in the message (``"webhook source hooks"``)."""
+    for partition in partitions:
+        if partition in positions:
+            problem = source.position_problem(partition, positions[partition])
+            if problem:
+                raise ConfigError(
+                    f"{what}: the stored position of {partition!r} is not usable: {problem}; "
+                    "set it again with `meshconnect offsets reset`"
+                )

@@ -327,3 +327,30 @@ async def test_the_memory_test_source_checks_its_positions_too(tmp_path: Path) -
         assert plan.new == {"memory": {"next": 1}}
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "partition", "position", "message"),
+    [
+        ("webhook", "webhook", {"stored": "x"}, "stored must be a whole number of at least 0"),
+        ("slack", "events", {"seen": 5}, "seen must be a list of event ids"),
+        ("slack", "events", {"seen": "Ev01"}, "seen must be a list of event ids"),
+        ("s3", "s3://bkt/in/", {"index": "x"}, "index must be a whole number of at least 0"),
+        ("s3", "s3://bkt/in/", {"dirs": ["in/"]}, "dirs must be an object"),
+    ],
+)
+async def test_a_stored_position_the_source_never_writes_fails_its_start(
+    tmp_path: Path, kind: str, partition: str, position: Any, message: str
+) -> None:
+    """Stored through another door (another version, the store edited): a ConfigError naming
+    the partition and field, never retried. It was ``int("x")`` failing every restart of a
+    webhook source, a slack source dropping retries of ids "E", "v", "0", "1", an s3 source
+    failing its start with ValueError or AttributeError."""
+    source = _fresh_source(_pipeline(kind, tmp_path))
+    try:
+        with pytest.raises(ConfigError) as info:
+            await source.start({partition: position})
+    finally:
+        await source.stop()
+    assert f"the stored position of {partition!r} is not usable: {message}" in str(info.value)
+    assert "meshconnect offsets reset" in str(info.value)

@@ -43,6 +43,7 @@ from meshconnect import (
 from meshconnect.expr import compile_re2
 from meshconnect.positioncheck import (
     Check,
+    check_stored,
     fields_problem,
     nullable,
     partition_problem,
@@ -148,6 +149,7 @@ class S3Source(Source[S3SourceConfig]):
         ) or fields_problem(position, fields)
 
     async def start(self, positions: Mapping[str, Position]) -> None:
+        check_stored(self, positions, [self.partition], f"s3 source {self.context.name}")
         self.client = make_client(self.config)
         position = positions.get(self.partition) or {}
         self.after = str(position.get("after") or "")

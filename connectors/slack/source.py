@@ -47,7 +47,13 @@ from meshconnect import (
 )
 from meshconnect.eventrules import attribute_problems, valid_string
 from meshconnect.httpbody import read_body
-from meshconnect.positioncheck import fields_problem, list_of, partition_problem, text
+from meshconnect.positioncheck import (
+    check_stored,
+    fields_problem,
+    list_of,
+    partition_problem,
+    text,
+)
 
 from .config import SlackSourceConfig
 
@@ -119,6 +125,7 @@ class SlackEventsSource(Source[SlackSourceConfig]):
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         window = self.config.dedup_window
+        check_stored(self, positions, [PARTITION], f"slack source {self.context.name}")
         stored = [str(i) for i in positions.get(PARTITION, {}).get("seen", [])][-window:]
         #: ids in stored batches (newest last): the position.
         self.recent: deque[str] = deque(stored, maxlen=window)

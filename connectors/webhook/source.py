@@ -59,7 +59,7 @@ from aiohttp import web
 
 from meshconnect import DataError, Position, Record, Source, SourceBatch, jsonvalue
 from meshconnect.eventrules import InvalidEventError, parse_event
-from meshconnect.positioncheck import fields_problem, partition_problem, whole
+from meshconnect.positioncheck import check_stored, fields_problem, partition_problem, whole
 
 from . import _binding
 from ._binding import BATCH, STRUCTURED, BadRequest
@@ -133,6 +133,7 @@ class WebhookSource(Source[WebhookConfig]):
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         config = self.config
+        check_stored(self, positions, [PARTITION], f"webhook source {self.context.name}")
         self.stored = int(positions.get(PARTITION, {}).get("stored", 0))
         self.queue: deque[_Request] = deque()
         self.waiting = 0  # events queued, not yet acked
