@@ -81,6 +81,9 @@ class _EndWhenIdle:
     def position_problem(self, partition: str, position: Any) -> str | None:
         return self.inner.position_problem(partition, position)
 
+    async def end_positions(self) -> Any:
+        return await self.inner.end_positions()
+
     async def poll(self) -> Any:
         self.inner.next_poll = 0
         batch = await self.inner.poll()

@@ -14,8 +14,9 @@ What it checks, each against a full read of the input:
 * the source ends by itself (``poll`` returns ``None``);
 * started from the positions after any batch, it yields exactly the records after that batch;
 * a replay yields the same ids and data;
-* every position it writes (the batches', and ``start``'s "from now" ones) survives JSON, as
-  the store keeps it, and its :meth:`~meshconnect.Source.position_problem` accepts it (what
+* every position it writes (the batches', ``start``'s "from now" ones and, when it has
+  them, its ``end_positions`` for ``offsets reset --to end``) survives JSON, as the store
+  keeps it, and its :meth:`~meshconnect.Source.position_problem` accepts it (what
   ``offsets reset --to`` asks of a hand-written position);
 * acknowledgements: the worker acks a batch only after polling later ones (its queue), each
   exactly once; a failed ack (``ack(error)``) means the batch is not in the mesh, and a crash
@@ -114,6 +115,10 @@ class SourceConformance:
         finally:
             await source.stop()
         assert written, "the source wrote no position to test with"
+        try:
+            written += list((await self.make_source(tmp_path).end_positions()).items())
+        except NotImplementedError:
+            pass
         fresh = self.make_source(tmp_path)
         problems = [
             f"{partition}: {position}: {problem}"
