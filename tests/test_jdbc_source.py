@@ -422,7 +422,9 @@ async def test_a_text_id_for_an_integer_column_fails_the_start(tmp_path: Path) -
     seed(tmp_path, 5)
     s = source(tmp_path, table="items", mode="incrementing", incrementing_column="id")
     try:
-        with pytest.raises(ConfigError, match=r"table 'items' has id '3', but id is an integer"):
+        with pytest.raises(
+            ConfigError, match=r"table 'items' has id '3', but id is an integer col"
+        ):
             await s.start({"items": {"id": "3"}})
     finally:
         await s.stop()
@@ -431,3 +433,41 @@ async def test_a_text_id_for_an_integer_column_fails_the_start(tmp_path: Path) -
     records, _ = await drain(ok)
     await ok.stop()
     assert [r.data["id"] for r in records] == [4, 5]
+
+
+@pytest.mark.parametrize(
+    ("column", "position", "message"),
+    [
+        ("updated", {"ts": 5}, "has ts 5, but updated is a date-time column: ts must be an ISO"),
+        (
+            "n",
+            {"ts": "2024-01-01T00:00:01"},
+            "but n is an integer column: ts must be a whole number",
+        ),
+    ],
+)
+async def test_a_timestamp_of_another_type_than_its_column_fails_the_start(
+    tmp_path: Path, column: str, position: dict[str, Any], message: str
+) -> None:
+    """A number for a DATETIME column failed every poll (SQLite's DateTime takes only
+    datetimes); an ISO text for an integer timestamp column read nothing, ever."""
+    with sqlite3.connect(tmp_path / "in.db") as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, updated DATETIME, n INTEGER)")
+        conn.executemany(
+            "INSERT INTO items VALUES (?, ?, ?)",
+            [(i, f"2024-01-01 00:00:0{i}", i) for i in (1, 2, 3)],
+        )
+    cfg = {"table": "items", "mode": "timestamp", "timestamp_column": column, "delay": 0}
+    s = source(tmp_path, **cfg)
+    try:
+        with pytest.raises(ConfigError) as info:
+            await s.start({"items": position})
+    finally:
+        await s.stop()
+    assert message in str(info.value)
+    right = {"ts": 1} if column == "n" else {"ts": "2024-01-01T00:00:01"}
+    ok = source(tmp_path, **cfg)
+    await ok.start({"items": right})
+    records, _ = await drain(ok)
+    await ok.stop()
+    assert [r.data["id"] for r in records] == [2, 3]

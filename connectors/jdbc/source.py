@@ -241,27 +241,35 @@ class JdbcSource(Source[JdbcSourceConfig]):
                     )
             key = list(c.key or [col.name for col in table.primary_key.columns])
             position = positions.get(name, {})
-            self._check_id(name, table, position)
+            self._check_cursor(name, table, position)
             self.parts.append(_Part(name, table, key, position))
 
-    def _check_id(self, name: str, table: Any, position: Position) -> None:
-        """``ConfigError`` for a stored ``id`` of another type than the incrementing column
-        writes: text for an integer column (set by hand) compared with every row as text,
-        which SQLite orders after every number (nothing was ever read again) and PostgreSQL
-        refuses at every poll."""
-        column = self.config.incrementing_column
-        last = position.get("id")
-        if column is None or last is None or type(last) is int:
-            return
-        try:
-            integer = table.c[column].type.python_type is int
-        except NotImplementedError:
-            return
-        if integer:
+    def _check_cursor(self, name: str, table: Any, position: Position) -> None:
+        """``ConfigError`` for a stored ``id`` or ``ts`` of another type than the column's
+        values the source writes (set by hand: the position check cannot know the column's
+        type). Text for an integer column is compared with every row as text, which SQLite
+        orders after every number (nothing was ever read again) and PostgreSQL refuses at
+        every poll; a number for a date-time column failed every poll."""
+        c = self.config
+        checks = [("id", c.incrementing_column), ("ts", c.timestamp_column)]
+        for field, column in checks:
+            last = position.get(field)
+            if column is None or last is None:
+                continue
+            try:
+                kind = table.c[column].type.python_type
+            except NotImplementedError:
+                continue
+            if kind is int and type(last) is not int:
+                must = "a whole number"
+            elif field == "ts" and kind in (dt.datetime, dt.date) and not isinstance(last, str):
+                must = 'an ISO 8601 date-time such as "2024-05-01T10:00:00"'
+            else:
+                continue
             raise ConfigError(
                 f"jdbc source {self.context.name}: the stored position of table {name!r} has "
-                f"id {last!r}, but {column} is an integer column: set it again with "
-                f'`meshconnect offsets reset --to \'{{"{name}": {{"id": N}}}}\'`'
+                f"{field} {last!r}, but {column} is {_KIND_NAMES[kind]} column: {field} must be "
+                f"{must}; set it again with `meshconnect offsets reset`"
             )
 
     def _match_tables(self) -> list[str]:
@@ -601,6 +609,10 @@ def _ts_text(v: Any) -> Any:
     if isinstance(v, dt.datetime):
         return v.isoformat()
     return v if isinstance(v, str | int) else str(v)
+
+
+#: How a column of these Python types is named in messages.
+_KIND_NAMES = {int: "an integer", dt.datetime: "a date-time", dt.date: "a date"}
 
 
 def _is_ts_text(v: str) -> bool:
