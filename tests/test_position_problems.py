@@ -203,6 +203,7 @@ BAD: list[tuple[str, str, Any, str]] = [
     ("redis", "orders", {"last": 17}, 'last must be an entry id "MS-SEQ"'),
     ("redis", "orders", {"last": "18446744073709551616-0"}, "last must be an entry id"),
     ("redis", "orders", {"inflight": [["1-0"]]}, "inflight must be a list of [FIRST, LAST]"),
+    ("redis", "orders", {"inflight": [["2-0", "1-5"]]}, "FIRST up to LAST"),
     ("redis", "orders", {"ids": "1-0"}, "ids must be a list of entry ids"),
     ("redis-pubsub", "news", {"last": "1-0"}, "this source keeps no position (pub/sub"),
     ("mongodb", "change", {"token": TOKEN}, "(did you mean 'changes'?)"),

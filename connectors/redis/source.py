@@ -581,15 +581,22 @@ def _is_entry_id(value: Any) -> bool:
     return match is not None and all(int(n or 0) <= _U64 for n in match.groups())
 
 
+def _is_range(value: Any) -> bool:
+    """``[FIRST, LAST]``, entry ids in that order (one ``XREADGROUP``'s entries)."""
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(map(_is_entry_id, value))
+        and _key(value[0]) <= _key(value[1])
+    )
+
+
 _ENTRY = Check('an entry id "MS-SEQ" such as "1700000000000-0"', _is_entry_id)
 _POSITION_FIELDS = {
     "last": nullable(_ENTRY),
     "inflight": Check(
-        'a list of [FIRST, LAST] entry-id pairs such as [["1-0", "1-5"]]',
-        lambda v: (
-            isinstance(v, list)
-            and all(isinstance(r, list) and len(r) == 2 and all(map(_is_entry_id, r)) for r in v)
-        ),
+        'a list of [FIRST, LAST] entry-id pairs, FIRST up to LAST, such as [["1-0", "1-5"]]',
+        lambda v: isinstance(v, list) and all(map(_is_range, v)),
     ),
     "ids": list_of(_ENTRY, 'a list of entry ids such as ["1700000000000-0"]'),
 }
