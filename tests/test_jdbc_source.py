@@ -471,3 +471,37 @@ async def test_a_timestamp_of_another_type_than_its_column_fails_the_start(
     records, _ = await drain(ok)
     await ok.stop()
     assert [r.data["id"] for r in records] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("position", "message"),
+    [
+        ({"rows": "x"}, 'rows must be a whole number of at least 0, not "x"'),
+        ({"rows": -1}, "rows must be a whole number of at least 0, not -1"),
+        ({"rows": 2, "done": "no"}, 'done must be true or false, not "no"'),
+    ],
+)
+async def test_a_stored_bulk_position_the_source_never_writes_fails_the_start(
+    tmp_path: Path, position: dict[str, Any], message: str
+) -> None:
+    """{"rows": "x"} failed every start with ValueError; {"rows": -1} read the table again
+    (SQLite's OFFSET -1) or failed every poll (PostgreSQL)."""
+    seed(tmp_path, 3)
+    s = source(tmp_path, table="items")
+    try:
+        with pytest.raises(ConfigError) as info:
+            await s.start({"items": position})
+    finally:
+        await s.stop()
+    assert f"the stored position of 'items' is not usable: {message}" in str(info.value)
+
+
+async def test_a_position_of_another_mode_reads_from_the_beginning(tmp_path: Path) -> None:
+    """A pipeline switched from bulk to incrementing keeps its bulk position: ignored, as
+    before, not an error."""
+    seed(tmp_path, 3)
+    s = source(tmp_path, table="items", mode="incrementing", incrementing_column="id")
+    await s.start({"items": {"rows": 3, "done": True}})
+    records, _ = await drain(s)
+    await s.stop()
+    assert [r.data["id"] for r in records] == [1, 2, 3]

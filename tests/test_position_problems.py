@@ -338,6 +338,9 @@ async def test_the_memory_test_source_checks_its_positions_too(tmp_path: Path) -
         ("slack", "events", {"seen": "Ev01"}, "seen must be a list of event ids"),
         ("s3", "s3://bkt/in/", {"index": "x"}, "index must be a whole number of at least 0"),
         ("s3", "s3://bkt/in/", {"dirs": ["in/"]}, "dirs must be an object"),
+        ("jdbc-ts", "q", {"ts": "yesterday", "id": 1}, "ts must be the timestamp column's"),
+        ("mongodb", "changes", {"token": "8265"}, "token must be a resume token"),
+        ("mongodb-poll", "changes", {"after": [1]}, "after must be [VALUE, _id]"),
     ],
 )
 async def test_a_stored_position_the_source_never_writes_fails_its_start(
@@ -355,3 +358,13 @@ async def test_a_stored_position_the_source_never_writes_fails_its_start(
         await source.stop()
     assert f"the stored position of {partition!r} is not usable: {message}" in str(info.value)
     assert "meshconnect offsets reset" in str(info.value)
+
+
+async def test_a_mongodb_position_of_the_other_mode_is_left_alone(tmp_path: Path) -> None:
+    """A pipeline switched from change_stream to poll has a token stored: poll reads from
+    the beginning, as before (no server is needed to start polling)."""
+    source = _fresh_source(_pipeline("mongodb-poll", tmp_path))
+    try:
+        assert await source.start({"changes": {"token": TOKEN}}) is None
+    finally:
+        await source.stop()

@@ -196,11 +196,30 @@ class JdbcSource(Source[JdbcSourceConfig]):
             problem = None
         if problem:
             return problem
-        if c.mode == "bulk":
-            return fields_problem(position, {"rows": whole(), "done": boolean}, ["rows"])
+        fields, required = self._mode_fields()
+        return fields_problem(position, fields, required)
+
+    def _mode_fields(self) -> tuple[dict[str, Check], list[str]]:
+        """The fields of a position in this mode, and those it always has."""
+        mode = self.config.mode
+        if mode == "bulk":
+            return {"rows": whole(), "done": boolean}, ["rows"]
         fields = {"ts": _TS_CHECK, "id": _ID_CHECK}
-        needed = {"incrementing": ["id"], "timestamp": ["ts"]}.get(c.mode, ["ts", "id"])
-        return fields_problem(position, {k: fields[k] for k in needed}, needed)
+        needed = {"incrementing": ["id"], "timestamp": ["ts"]}.get(mode, ["ts", "id"])
+        return {k: fields[k] for k in needed}, needed
+
+    def _check_stored(self, name: str, position: Position) -> None:
+        """``ConfigError`` for a stored position whose fields of this mode have another type
+        than the source writes (``{"rows": "x"}`` failed every start with ValueError, a
+        negative ``rows`` read the table again or failed every poll). Fields of another mode
+        are left alone: a pipeline whose mode changed reads from the beginning, as before."""
+        fields, _ = self._mode_fields()
+        mine = {k: v for k, v in position.items() if k in fields}
+        if problem := fields_problem(mine, fields):
+            raise ConfigError(
+                f"jdbc source {self.context.name}: the stored position of {name!r} is not "
+                f"usable: {problem}; set it again with `meshconnect offsets reset`"
+            )
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         self.engine = make_engine(self.config, self.context.base_dir)
@@ -214,7 +233,9 @@ class JdbcSource(Source[JdbcSourceConfig]):
         c = self.config
         if c.query is not None:
             key = c.key or [x for x in (c.timestamp_column, c.incrementing_column) if x]
-            self.parts = [_Part(c.query_name, None, key, positions.get(c.query_name, {}))]
+            position = positions.get(c.query_name, {})
+            self._check_stored(c.query_name, position)
+            self.parts = [_Part(c.query_name, None, key, position)]
             return
         names = [c.table] if c.table is not None else self._match_tables()
         if not names:
@@ -241,6 +262,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
                     )
             key = list(c.key or [col.name for col in table.primary_key.columns])
             position = positions.get(name, {})
+            self._check_stored(name, position)
             self._check_cursor(name, table, position)
             self.parts.append(_Part(name, table, key, position))
 

@@ -41,7 +41,15 @@ from urllib.parse import quote
 from bson import Binary, DatetimeMS, Decimal128, Int64, ObjectId, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from meshconnect import MeshconnectError, Position, Record, Source, SourceBatch, eventrules
+from meshconnect import (
+    ConfigError,
+    MeshconnectError,
+    Position,
+    Record,
+    Source,
+    SourceBatch,
+    eventrules,
+)
 from meshconnect.jsonvalue import dumps
 from meshconnect.positioncheck import Check, boolean, fields_problem, partition_problem
 
@@ -106,13 +114,31 @@ class MongoSource(Source[MongoSourceConfig]):
         change_stream, ``{"after": [VALUE, _id]}`` in mode poll (module docstring)."""
         if problem := partition_problem(partition, [PARTITION]):
             return problem
+        fields, required = self._mode_fields()
+        return fields_problem(position, fields, required)
+
+    def _mode_fields(self) -> tuple[dict[str, Check], list[str]]:
+        """The fields of a position in this mode, and those it always has."""
         if self.config.mode == "poll":
-            return fields_problem(position, {"after": _AFTER}, ["after"])
-        fields = {"token": _TOKEN, "copy": _COPY, "invalidated": boolean}
-        return fields_problem(position, fields, ["token"])
+            return {"after": _AFTER}, ["after"]
+        return {"token": _TOKEN, "copy": _COPY, "invalidated": boolean}, ["token"]
+
+    def _check_stored(self, position: Mapping[str, Any]) -> None:
+        """``ConfigError`` for a stored position whose fields of this mode are not what the
+        source writes (a token that is not one failed every start with the driver's or the
+        server's error). Fields of the other mode are left alone: a pipeline whose mode
+        changed starts over (poll reads everything, a change stream copies first)."""
+        fields, _ = self._mode_fields()
+        mine = {k: v for k, v in position.items() if k in fields}
+        if problem := fields_problem(mine, fields):
+            raise ConfigError(
+                f"mongodb source {self.context.name}: the stored position of {PARTITION!r} is "
+                f"not usable: {problem}; set it again with `meshconnect offsets reset`"
+            )
 
     async def start(self, positions: Mapping[str, Position]) -> Mapping[str, Position] | None:
         c = self.config
+        self._check_stored(positions.get(PARTITION) or {})
         self.client = connect(c)
         self.collection = self.client[c.database][c.collection]
         # percent-encoded (a collection may be named `my orders`); names and keys spelled
