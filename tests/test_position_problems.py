@@ -368,3 +368,22 @@ async def test_a_mongodb_position_of_the_other_mode_is_left_alone(tmp_path: Path
         assert await source.start({"changes": {"token": TOKEN}}) is None
     finally:
         await source.stop()
+
+
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        ({"file": "b.000001", "pos": 4, "gtids": "junk"}, "gtids: 'junk' is not a MariaDB GTID"),
+        ({"file": "b.000001", "pos": 4, "evnets": 1}, "unknown field 'evnets'"),
+        ({"file": "b.000001", "pos": 4, "xa": {"x": ["b.000001", "4"]}}, "xa must be"),
+    ],
+)
+def test_a_stored_canal_position_of_another_shape_is_refused_by_from_dict(
+    stored: dict[str, Any], message: str
+) -> None:
+    """The canal start turns this ValueError into a ConfigError ("the stored position is
+    unusable"). A GTID set that does not parse was taken, then failed every start in GtidSet
+    with a bare ValueError; a misspelt field was ignored."""
+    with pytest.raises(ValueError, match="not a canal binlog position") as info:
+        BinlogPosition.from_dict(stored)
+    assert message in str(info.value)
