@@ -897,8 +897,9 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     "target",
     default="beginning",
     show_default=True,
-    help="beginning | end | a topic offset up to its end (sinks; each partition's, for a "
-    "partitioned topic) | a JSON position per partition (sources).",
+    help="beginning | end | a topic offset in digits, up to its end (sinks; each partition's, "
+    "for a partitioned topic) | a JSON position per partition, of the fields the source "
+    "writes (sources).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_options
@@ -910,7 +911,10 @@ def offsets_reset(
 
     Prints what moves and what happens to the output before asking: a sink keeps its output
     and state and goes on after what it committed (rewinding writes records again after the
-    existing output; moving forward skips records)."""
+    existing output; moving forward skips records). A JSON position the source could never
+    have written (a partition it does not read, an unknown or missing field, a value of the
+    wrong type or range) is refused, naming the partition and the field, and nothing is
+    reset."""
     config = options.load([file])
     matches = [p for p in config.pipelines if p.name == pipeline]
     if not matches:

@@ -299,12 +299,12 @@ async def _reset_group_plan(
     elif target == "end":
         new_offsets = dict(ends)
     else:
-        try:
-            value = int(target)
-        except ValueError:
-            raise ConfigError(f"--to: beginning, end or an offset: {target!r}") from None
-        if value < 0:
+        if target.startswith("-") and target[1:].isascii() and target[1:].isdigit():
             raise ConfigError(f"--to: an offset is 0 or more: {target!r}")
+        # Digits only: int() also took " 5", "+5", "1_000" and other scripts' digits ("٣").
+        if not (target.isascii() and target.isdigit()):
+            raise ConfigError(f"--to: beginning, end or an offset: {target!r}")
+        value = int(target)
         past = [t for t in topics if value > ends[t]]
         if past:
             # The records stored there later would be skipped without a word.

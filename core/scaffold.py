@@ -69,7 +69,8 @@ What is here, and what to change:
 - `src/$module/config.py`: the `config:` models. Field descriptions appear in
   `meshconnect schema`; declare secrets as `pydantic.SecretStr`.
 - `src/$module/source.py`: a bounded source counting to `count`; its position is the
-  next number.
+  next number, and `position_problem` refuses a hand-written one it never writes
+  (`meshconnect offsets reset --to`).
 - `src/$module/sink.py`: a sink appending JSON lines to a file. Its committed state is
   the file size and it truncates to it on open, so a crash neither loses nor duplicates.
 - `tests/test_conformance.py`: meshconnect's source and sink conformance suites, as the
@@ -149,6 +150,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from meshconnect import Position, Record, Source, SourceBatch
+from meshconnect.positioncheck import fields_problem, partition_problem, whole
 
 from .config import ${Class}SourceConfig
 
@@ -161,6 +163,13 @@ class ${Class}Source(Source[${Class}SourceConfig]):
 
     bounded = True
     empty_position = "counts from 0"
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """What ``meshconnect offsets reset --to`` refuses: a partition never read, a field
+        never written (a typo would be ignored), a value of the wrong type or range."""
+        return partition_problem(partition, [PARTITION]) or fields_problem(
+            position, {"next": whole()}, required=["next"]
+        )
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         self.next = int(positions.get(PARTITION, {}).get("next", 0))

@@ -209,3 +209,28 @@ def test_deep_and_huge_bodies_are_refused_not_a_server_error(tmp_path: Path) -> 
             assert huge.status == 413, (method, path, huge.status)
         assert w.call("GET", "/health").status == 200
         assert w.stop() == 0
+
+
+def test_a_source_position_the_source_never_writes_is_refused(tmp_path: Path) -> None:
+    """PATCH .../offsets {"source": {...}} stored any object for a source other than ``file``:
+    a webhook ``{"stored": "x"}`` then failed every restart of the source with
+    ``ValueError: invalid literal for int()``."""
+    webhook = {
+        "name": "hooks",
+        "source": {"connector": "webhook", "config": {"listen": f"127.0.0.1:{free_port()}"}},
+        "sinks": [{"connector": "file", "config": {"path": "./out.jsonl", "format": "json"}}],
+    }
+    files = [write_pipeline(tmp_path / "p.yaml", [webhook])]
+    with AdminWorker(tmp_path, files) as w:
+        for dry_run in ("?dry_run=true", ""):
+            body = {"source": {"webhook": {"stored": "x"}}}
+            reply = w.call("PATCH", f"/connectors/hooks/offsets{dry_run}", body)
+            assert reply.status == 400, reply.text
+            detail = reply.json["detail"]
+            assert 'webhook: stored must be a whole number of at least 0, not "x"' in detail
+            assert "--to" not in detail, detail
+        assert w.ok("GET", "/connectors/hooks/offsets")["sources"][0]["positions"] == {}
+        w.ok("PATCH", "/connectors/hooks/offsets", {"source": {"webhook": {"stored": 7}}})
+        positions = w.ok("GET", "/connectors/hooks/offsets")["sources"][0]["positions"]
+        assert positions == {"webhook": {"stored": 7}}
+        assert w.stop() == 0

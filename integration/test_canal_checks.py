@@ -257,3 +257,50 @@ def test_wrong_binlog_settings_are_refused_with_the_fix(
     message = str(info.value)
     assert f"{variable}={bad}" in message
     assert f"SET GLOBAL {variable} = '{good}'" in message
+
+
+def _check(position: dict[str, Any]) -> str | None:
+    import logging
+
+    from meshconnect.api import ConnectorContext
+    from meshconnect.connectors.canal.config import CanalSourceConfig
+    from meshconnect.connectors.canal.source import CanalSource
+
+    source = CanalSource(
+        CanalSourceConfig(host="127.0.0.1", user="root", server_id=2001),
+        ConnectorContext("test", "canal", logging.getLogger("canal-test")),
+    )
+    return source.position_problem("binlog", position)
+
+
+def test_positions_of_a_real_run_pass_the_hand_written_check(mariadb: MariaDB) -> None:
+    """What ``offsets reset --to`` refuses is never a position the source wrote: one of a
+    snapshot in progress, one after it, and the binlog's end (``--to end``)."""
+    mariadb.execute(
+        "CREATE DATABASE handmade",
+        "CREATE TABLE handmade.t (id INT PRIMARY KEY, doc JSON)",
+        "INSERT INTO handmade.t VALUES (1, '{}'), (2, '[]'), (3, 'null')",
+    )
+    config = {"include": ["handmade\\..*"], "format": "row", "chunk_size": 1}
+    _, during = run_source(mariadb, None, 1, snapshot="initial", **config)
+    _, after = run_source(mariadb, during, 2, snapshot="initial", **config)
+    mariadb.execute("INSERT INTO handmade.t VALUES (4, '{}')")
+    _, streamed = run_source(mariadb, after, 1, snapshot="initial", **config)
+    written = [during["binlog"], after["binlog"], streamed["binlog"]]
+    written.append(end_positions(mariadb)["binlog"])
+    assert any("snapshot" in p for p in written) and any("snapshot" not in p for p in written)
+    assert [_check(p) for p in written] == [None] * len(written)
+
+
+@pytest.mark.parametrize("pos", [10**9, 5])
+def test_a_position_the_server_cannot_send_from_fails_the_start(mariadb: MariaDB, pos: int) -> None:
+    """Past the file's end, or inside an event: the check cannot know (only the server
+    does); the server refuses the dump and the source fails with a ConfigError naming the
+    position, never retried as a lost connection."""
+    mariadb.execute("CREATE DATABASE IF NOT EXISTS nowhere")
+    end = end_positions(mariadb)["binlog"]
+    position = {"binlog": {"file": end["file"], "pos": pos}}
+    assert _check(position["binlog"]) is None
+    with pytest.raises(ConfigError) as info:
+        run_source(mariadb, position, 1, limit=30, include=["nowhere\\..*"], format="row")
+    assert f"{end['file']}:{pos}" in str(info.value), info.value

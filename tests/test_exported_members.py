@@ -22,6 +22,7 @@ PUBLIC_MODULES = {
     "meshconnect.transforms",
     "meshconnect.httpbody",
     "meshconnect.httplisten",  # the shared listener connectors reach through context.http
+    "meshconnect.positioncheck",  # a source's checks of hand-written positions
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from meshconnect import ConnectorContext
+from meshconnect import ConfigError, ConnectorContext
 from meshconnect.connectors.jdbc.config import JdbcSourceConfig
 from meshconnect.connectors.jdbc.source import JdbcSource
 from meshconnect.testing import SourceConformance
@@ -77,6 +77,12 @@ class _EndWhenIdle:
 
     async def start(self, positions: Any) -> Any:
         return await self.inner.start(positions)
+
+    def position_problem(self, partition: str, position: Any) -> str | None:
+        return self.inner.position_problem(partition, position)
+
+    async def end_positions(self) -> Any:
+        return await self.inner.end_positions()
 
     async def poll(self) -> Any:
         self.inner.next_poll = 0
@@ -407,3 +413,95 @@ async def test_timezone_of_a_timestamp_column(tmp_path: Path) -> None:
     assert [r.data["id"] for r in records] == [1]
     with pytest.raises(ValueError, match="unknown time zone"):
         JdbcSourceConfig(url="sqlite:///in.db", timezone="Mars/Olympus", **cfg)
+
+
+async def test_a_text_id_for_an_integer_column_fails_the_start(tmp_path: Path) -> None:
+    """`offsets reset --to '{"items": {"id": "3"}}'` passes the position check (a text id is
+    right for a text column); against an integer column SQLite ordered the text after every
+    number and the source read nothing, ever. Only the start knows the column's type."""
+    seed(tmp_path, 5)
+    s = source(tmp_path, table="items", mode="incrementing", incrementing_column="id")
+    try:
+        with pytest.raises(
+            ConfigError, match=r"table 'items' has id '3', but id is an integer col"
+        ):
+            await s.start({"items": {"id": "3"}})
+    finally:
+        await s.stop()
+    ok = source(tmp_path, table="items", mode="incrementing", incrementing_column="id")
+    await ok.start({"items": {"id": 3}})
+    records, _ = await drain(ok)
+    await ok.stop()
+    assert [r.data["id"] for r in records] == [4, 5]
+
+
+@pytest.mark.parametrize(
+    ("column", "position", "message"),
+    [
+        ("updated", {"ts": 5}, "has ts 5, but updated is a date-time column: ts must be an ISO"),
+        (
+            "n",
+            {"ts": "2024-01-01T00:00:01"},
+            "but n is an integer column: ts must be a whole number",
+        ),
+    ],
+)
+async def test_a_timestamp_of_another_type_than_its_column_fails_the_start(
+    tmp_path: Path, column: str, position: dict[str, Any], message: str
+) -> None:
+    """A number for a DATETIME column failed every poll (SQLite's DateTime takes only
+    datetimes); an ISO text for an integer timestamp column read nothing, ever."""
+    with sqlite3.connect(tmp_path / "in.db") as conn:
+        conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, updated DATETIME, n INTEGER)")
+        conn.executemany(
+            "INSERT INTO items VALUES (?, ?, ?)",
+            [(i, f"2024-01-01 00:00:0{i}", i) for i in (1, 2, 3)],
+        )
+    cfg = {"table": "items", "mode": "timestamp", "timestamp_column": column, "delay": 0}
+    s = source(tmp_path, **cfg)
+    try:
+        with pytest.raises(ConfigError) as info:
+            await s.start({"items": position})
+    finally:
+        await s.stop()
+    assert message in str(info.value)
+    right = {"ts": 1} if column == "n" else {"ts": "2024-01-01T00:00:01"}
+    ok = source(tmp_path, **cfg)
+    await ok.start({"items": right})
+    records, _ = await drain(ok)
+    await ok.stop()
+    assert [r.data["id"] for r in records] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("position", "message"),
+    [
+        ({"rows": "x"}, 'rows must be a whole number of at least 0, not "x"'),
+        ({"rows": -1}, "rows must be a whole number of at least 0, not -1"),
+        ({"rows": 2, "done": "no"}, 'done must be true or false, not "no"'),
+    ],
+)
+async def test_a_stored_bulk_position_the_source_never_writes_fails_the_start(
+    tmp_path: Path, position: dict[str, Any], message: str
+) -> None:
+    """{"rows": "x"} failed every start with ValueError; {"rows": -1} read the table again
+    (SQLite's OFFSET -1) or failed every poll (PostgreSQL)."""
+    seed(tmp_path, 3)
+    s = source(tmp_path, table="items")
+    try:
+        with pytest.raises(ConfigError) as info:
+            await s.start({"items": position})
+    finally:
+        await s.stop()
+    assert f"the stored position of 'items' is not usable: {message}" in str(info.value)
+
+
+async def test_a_position_of_another_mode_reads_from_the_beginning(tmp_path: Path) -> None:
+    """A pipeline switched from bulk to incrementing keeps its bulk position: ignored, as
+    before, not an error."""
+    seed(tmp_path, 3)
+    s = source(tmp_path, table="items", mode="incrementing", incrementing_column="id")
+    await s.start({"items": {"rows": 3, "done": True}})
+    records, _ = await drain(s)
+    await s.stop()
+    assert [r.data["id"] for r in records] == [1, 2, 3]

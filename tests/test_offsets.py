@@ -68,3 +68,39 @@ async def test_report_plan_and_reset_without_the_command_line(tmp_path: Path) ->
     finally:
         await store.close()
         MemoryStore.discard("offsets-module")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("-1", "--to: an offset is 0 or more: '-1'"),
+        (" 2", "--to: beginning, end or an offset: ' 2'"),
+        ("+2", "--to: beginning, end or an offset: '+2'"),
+        ("1_0", "--to: beginning, end or an offset: '1_0'"),
+        ("\u0662", "--to: beginning, end or an offset: '\u0662'"),  # ARABIC-INDIC DIGIT TWO
+        ("2.0", "--to: beginning, end or an offset: '2.0'"),
+        ("two", "--to: beginning, end or an offset: 'two'"),
+    ],
+)
+async def test_a_sink_offset_is_ascii_digits(tmp_path: Path, target: str, message: str) -> None:
+    """int() took " 2", "+2", "1_0" (10) and other scripts' digits as offsets."""
+    MemorySink.outputs.clear()
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "pipelines:\n  - name: p\n    source: {connector: memory, config: {records: [{n: 1}, "
+        "{n: 2}, {n: 3}]}}\n    topic: t\n    sinks:\n      - {name: out, connector: memory, "
+        "config: {name: out}}\n"
+    )
+    url = f"memory://offsets-digits-{tmp_path.name}"
+    assert await run_pipelines([path], url) == 0
+    config = load_pipeline_files([str(path)], test_registry())
+    store = MemoryStore(url)
+    await store.open()
+    try:
+        with pytest.raises(ConfigError) as info:
+            await reset_plan(store, config.pipelines[0], "out", target)
+        assert str(info.value) == message
+        assert (await reset_plan(store, config.pipelines[0], "out", "2")).new == {"t": 2}
+    finally:
+        await store.close()
+        MemoryStore.discard(f"offsets-digits-{tmp_path.name}")

@@ -47,3 +47,32 @@ def test_the_command_writes_the_package_and_refuses_to_overwrite(tmp_path: Path)
     second = runner.invoke(cli, ["new", "connector", "acme", "--dir", str(target)])
     assert second.exit_code != 0
     assert "not empty" in second.output
+
+
+def test_the_source_refuses_a_position_it_never_writes(tmp_path: Path) -> None:
+    """The template shows a third party how to answer ``offsets reset --to``; run as it is."""
+    import importlib.util
+    import logging
+    import sys
+
+    root = tmp_path / "pkg"
+    for path, text in files_for("acme_crm", "0.1.0").items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    sys.path.insert(0, str(root / "src"))
+    try:
+        from meshconnect import ConnectorContext
+
+        config = importlib.import_module("meshconnect_acme_crm.config")
+        source = importlib.import_module("meshconnect_acme_crm.source")
+        made = source.AcmeCrmSource(
+            config.AcmeCrmSourceConfig(), ConnectorContext("p", "s", logging.getLogger("t"))
+        )
+        assert made.position_problem("counter", {"next": 3}) is None
+        assert "unknown field 'nxt'" in made.position_problem("counter", {"nxt": 3})
+        assert "next must be a whole number" in made.position_problem("counter", {"next": -1})
+        assert "did you mean 'counter'" in made.position_problem("countr", {"next": 3})
+    finally:
+        sys.path.remove(str(root / "src"))
+        for name in [m for m in sys.modules if m.startswith("meshconnect_acme_crm")]:
+            del sys.modules[name]

@@ -135,6 +135,8 @@ class FastReader:
         self._heartbeat = heartbeat_period
         self._verify = verify_checksum
         self._file = log_file
+        #: Where the dump was asked to start, for the server's refusal of it.
+        self._from = f"{log_file}:{log_pos}"
         self._tables: dict[int, _Mapped] = {}
         self._shapes: dict[bytes, tuple[Table, RowDecoder | None]] = {}
         self._buf = b""
@@ -406,7 +408,10 @@ class FastReader:
         self.close()
         if code in _CONNECTION_ERRORS or code == 0:
             raise RetriableError(f"binlog stream ended: {code} {text}")
-        raise ConfigError(f"the server refused the binlog stream from {self._file}: {code} {text}")
+        # As the library decoder says it (binlog.py): the position the dump was asked for.
+        raise ConfigError(
+            f"canal: the server refused to send the binlog from {self._from}: {code} {text}"
+        )
 
 
 def _lenenc(buf: bytes, p: int) -> tuple[int, int]:

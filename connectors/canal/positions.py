@@ -26,10 +26,139 @@ kept so that a position can be checked against ``gtid_purged`` and shown to oper
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GtidSet", "Position", "binlog_order"]
+from meshconnect.positioncheck import Check, fields_problem, nullable, text, whole
+
+__all__ = ["GtidSet", "Position", "binlog_name_problem", "binlog_order", "position_problem"]
+
+_U32 = 2**32 - 1
+_U64 = 2**64 - 1
+#: A binlog file's name as SHOW BINARY LOGS lists it: a base name, a dot, a sequence number
+#: of at least six digits (``mysql-bin.000007``, ``mariadb-bin.1234567``); no directory.
+_BINLOG_NAME = re.compile(r"[^/\\\x00-\x1f]+\.[0-9]{6,}")
+_MARIA_GTID = re.compile(r"([0-9]{1,10})-([0-9]{1,10})-([0-9]{1,20})")
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+)
+_INTERVAL = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+
+
+def binlog_name_problem(name: str) -> str | None:
+    if _BINLOG_NAME.fullmatch(name):
+        return None
+    return f"{name!r} is not a binlog file name (BASENAME.NNNNNN, as SHOW BINARY LOGS lists)"
+
+
+def gtid_set_problem(value: str) -> str | None:
+    """Why ``value`` is not a GTID set as the servers write one (MariaDB ``D-S-N,...``, MySQL
+    ``UUID:A-B:C,...``), or None."""
+    for part in (p.strip() for p in value.replace("\n", "").split(",")):
+        if not part:
+            continue
+        if ":" in part:
+            uuid, *ranges = part.split(":")
+            if not _UUID.fullmatch(uuid) or not ranges:
+                return f"{part!r} is not a MySQL GTID interval list (UUID:A-B[:C-D...])"
+            for r in ranges:
+                m = _INTERVAL.fullmatch(r)
+                first = int(m.group(1)) if m else 0
+                last = int(m.group(2) or first) if m else 0
+                if not m or not 1 <= first <= last <= _U64:
+                    return f"{part!r}: {r!r} is not an interval A or A-B of 1 <= A <= B"
+        else:
+            m = _MARIA_GTID.fullmatch(part)
+            if not m or int(m.group(1)) > _U32 or int(m.group(2)) > _U32 or int(m.group(3)) > _U64:
+                return f"{part!r} is not a MariaDB GTID (DOMAIN-SERVER-SEQUENCE)"
+    return None
+
+
+def _is_snapshot(v: Any) -> bool:
+    """``{"tables": [[SCHEMA, TABLE], ...], "after": [KEY...] | null, "done": n}``."""
+    return (
+        isinstance(v, dict)
+        and set(v) <= {"tables", "after", "done"}
+        and isinstance(v.get("tables", []), list)
+        and all(
+            isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t)
+            for t in v.get("tables", [])
+        )
+        and (v.get("after") is None or isinstance(v["after"], list))
+        and type(v.get("done", 0)) is int
+        and v.get("done", 0) >= 0
+    )
+
+
+def _is_xa(v: Any) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(p, list)
+        and len(p) == 2
+        and isinstance(p[0], str)
+        and binlog_name_problem(p[0]) is None
+        and type(p[1]) is int
+        and 4 <= p[1] <= _U64
+        for p in v.values()
+    )
+
+
+def _is_json_history(v: Any) -> bool:
+    """The MariaDB JSON-column history (:meth:`.jsoncols.JsonColumns.to_json`)."""
+
+    def names(items: Any, n: int) -> bool:
+        return isinstance(items, list) and all(
+            isinstance(i, list) and len(i) == n and all(isinstance(x, str) for x in i[:2])
+            for i in items
+        )
+
+    return (
+        isinstance(v, dict)
+        and set(v) <= {"tables", "complete", "unknown", "followed"}
+        and names(v.get("tables", []), 3)
+        and all(
+            isinstance(t[2], list) and all(isinstance(c, str) for c in t[2])
+            for t in v.get("tables", [])
+        )
+        and type(v.get("complete", False)) is bool
+        and names(v.get("unknown", []), 2)
+        and names(v.get("followed", []), 2)
+    )
+
+
+_FIELDS = {
+    "file": text(
+        "a binlog file name (BASENAME.NNNNNN, as SHOW BINARY LOGS lists it)",
+        lambda v: binlog_name_problem(v) is None,
+    ),
+    "pos": whole(4, _U64),  # 4: the first event follows the file's magic number
+    "events": whole(),
+    "rows": whole(),
+    "gtids": text("a GTID set (MariaDB D-S-N,... or MySQL UUID:A-B,...)"),
+    "server_id": nullable(whole(0, _U32)),
+    "snapshot": nullable(
+        Check(
+            '{"tables": [[SCHEMA, TABLE], ...], "after": [KEY, ...] or null, "done": n}',
+            _is_snapshot,
+        )
+    ),
+    "xa": Check('an object {"XA ID": [BINLOG FILE, POS]}', _is_xa),
+    "json": nullable(
+        Check(
+            'the JSON-column history {"tables": [[SCHEMA, TABLE, [COLUMN...]]], ...}',
+            _is_json_history,
+        )
+    ),
+}
+
+
+def position_problem(data: dict[str, Any]) -> str | None:
+    """Why ``data`` is not a position this source writes (see the module docstring)."""
+    if problem := fields_problem(data, _FIELDS, ["file", "pos"]):
+        return problem
+    if isinstance(data.get("gtids"), str) and (problem := gtid_set_problem(data["gtids"])):
+        return f"gtids: {problem}"
+    return None
 
 
 class GtidSet:
@@ -130,6 +259,8 @@ class Position:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Position:
+        if problem := position_problem(data):
+            raise ValueError(f"not a canal binlog position: {problem}")
         try:
             return cls(
                 file=str(data["file"]),

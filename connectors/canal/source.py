@@ -45,6 +45,7 @@ from meshconnect import (
     Source,
     SourceBatch,
 )
+from meshconnect.positioncheck import partition_problem
 
 from .config import CanalSourceConfig
 from .ddl import parse_ddl
@@ -60,7 +61,7 @@ from .events import (
 )
 from .formats import Formatter, Shape, TxMeta
 from .jsoncols import JsonColumns
-from .positions import GtidSet, binlog_order
+from .positions import GtidSet, binlog_order, position_problem
 from .positions import Position as BinlogPosition
 from .server import Server
 from .snapshot import Snapshot
@@ -171,6 +172,11 @@ class CanalSource(Source[CanalSourceConfig]):
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._close)
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Partition ``binlog`` with a position as :mod:`.positions` describes it. Whether
+        the file is still on the server is only known at start: a purged file fails it."""
+        return partition_problem(partition, [PARTITION]) or position_problem(dict(position))
 
     async def end_positions(self) -> dict[str, Position]:
         def end() -> dict[str, Position]:

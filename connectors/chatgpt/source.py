@@ -48,6 +48,7 @@ from meshconnect import (
 )
 from meshconnect.eventrules import attribute_problems
 from meshconnect.httpbody import read_body
+from meshconnect.positioncheck import no_position
 
 from .client import InvalidAnswer, ModelClient
 from .config import ChatGPTSourceConfig
@@ -96,6 +97,9 @@ class ChatGPTSource(Source[ChatGPTSourceConfig]):
         self.fatal: ConfigError | None = None
         #: Bounds the model calls at once (``concurrency``); made on the loop, in ``start``.
         self._calls: asyncio.Semaphore | None = None
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        return no_position("it receives the prompts POSTed while it runs")
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         self.inbox: asyncio.Queue[tuple[Record, asyncio.Future[None]]] = asyncio.Queue()

@@ -37,6 +37,7 @@ import datetime as dt
 import fnmatch
 import ipaddress
 import math
+import re
 import time
 import urllib.parse
 import uuid
@@ -53,6 +54,7 @@ from meshconnect import (
     SourceBatch,
     eventrules,
 )
+from meshconnect.positioncheck import Check, boolean, fields_problem, partition_problem, whole
 
 from .config import JdbcSourceConfig
 from .engine import (
@@ -179,6 +181,46 @@ class JdbcSource(Source[JdbcSourceConfig]):
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """A table (``table``, one ``tables`` matches) or the ``query_name``, with the fields
+        of the mode (module docstring); a cursor value of the type the source writes."""
+        c = self.config
+        if c.query is not None:
+            problem = partition_problem(partition, [c.query_name], "config.query_name")
+        elif c.table is not None:
+            problem = partition_problem(partition, [c.table], "config.table")
+        elif not any(fnmatch.fnmatchcase(partition, p) for p in c.tables or []):
+            patterns = ", ".join(c.tables or [])
+            problem = f"not a table this source reads (tables: {patterns})"
+        else:
+            problem = None
+        if problem:
+            return problem
+        fields, required = self._mode_fields()
+        return fields_problem(position, fields, required)
+
+    def _mode_fields(self) -> tuple[dict[str, Check], list[str]]:
+        """The fields of a position in this mode, and those it always has."""
+        mode = self.config.mode
+        if mode == "bulk":
+            return {"rows": whole(), "done": boolean}, ["rows"]
+        fields = {"ts": _TS_CHECK, "id": _ID_CHECK}
+        needed = {"incrementing": ["id"], "timestamp": ["ts"]}.get(mode, ["ts", "id"])
+        return {k: fields[k] for k in needed}, needed
+
+    def _check_stored(self, name: str, position: Position) -> None:
+        """``ConfigError`` for a stored position whose fields of this mode have another type
+        than the source writes (``{"rows": "x"}`` failed every start with ValueError, a
+        negative ``rows`` read the table again or failed every poll). Fields of another mode
+        are left alone: a pipeline whose mode changed reads from the beginning, as before."""
+        fields, _ = self._mode_fields()
+        mine = {k: v for k, v in position.items() if k in fields}
+        if problem := fields_problem(mine, fields):
+            raise ConfigError(
+                f"jdbc source {self.context.name}: the stored position of {name!r} is not "
+                f"usable: {problem}; set it again with `meshconnect offsets reset`"
+            )
+
     async def start(self, positions: Mapping[str, Position]) -> None:
         self.engine = make_engine(self.config, self.context.base_dir)
         url = self.engine.url
@@ -191,7 +233,9 @@ class JdbcSource(Source[JdbcSourceConfig]):
         c = self.config
         if c.query is not None:
             key = c.key or [x for x in (c.timestamp_column, c.incrementing_column) if x]
-            self.parts = [_Part(c.query_name, None, key, positions.get(c.query_name, {}))]
+            position = positions.get(c.query_name, {})
+            self._check_stored(c.query_name, position)
+            self.parts = [_Part(c.query_name, None, key, position)]
             return
         names = [c.table] if c.table is not None else self._match_tables()
         if not names:
@@ -217,7 +261,38 @@ class JdbcSource(Source[JdbcSourceConfig]):
                         f"jdbc source {self.context.name}: table {name!r} has no column {col!r}"
                     )
             key = list(c.key or [col.name for col in table.primary_key.columns])
-            self.parts.append(_Part(name, table, key, positions.get(name, {})))
+            position = positions.get(name, {})
+            self._check_stored(name, position)
+            self._check_cursor(name, table, position)
+            self.parts.append(_Part(name, table, key, position))
+
+    def _check_cursor(self, name: str, table: Any, position: Position) -> None:
+        """``ConfigError`` for a stored ``id`` or ``ts`` of another type than the column's
+        values the source writes (set by hand: the position check cannot know the column's
+        type). Text for an integer column is compared with every row as text, which SQLite
+        orders after every number (nothing was ever read again) and PostgreSQL refuses at
+        every poll; a number for a date-time column failed every poll."""
+        c = self.config
+        checks = [("id", c.incrementing_column), ("ts", c.timestamp_column)]
+        for field, column in checks:
+            last = position.get(field)
+            if column is None or last is None:
+                continue
+            try:
+                kind = table.c[column].type.python_type
+            except NotImplementedError:
+                continue
+            if kind is int and type(last) is not int:
+                must = "a whole number"
+            elif field == "ts" and kind in (dt.datetime, dt.date) and not isinstance(last, str):
+                must = 'an ISO 8601 date-time such as "2024-05-01T10:00:00"'
+            else:
+                continue
+            raise ConfigError(
+                f"jdbc source {self.context.name}: the stored position of table {name!r} has "
+                f"{field} {last!r}, but {column} is {_KIND_NAMES[kind]} column: {field} must be "
+                f"{must}; set it again with `meshconnect offsets reset`"
+            )
 
     def _match_tables(self) -> list[str]:
         import sqlalchemy as sa
@@ -556,6 +631,36 @@ def _ts_text(v: Any) -> Any:
     if isinstance(v, dt.datetime):
         return v.isoformat()
     return v if isinstance(v, str | int) else str(v)
+
+
+#: How a column of these Python types is named in messages.
+_KIND_NAMES = {int: "an integer", dt.datetime: "a date-time", dt.date: "a date"}
+
+
+def _is_ts_text(v: str) -> bool:
+    """Whether ``v`` is a timestamp as :func:`_ts_text` writes one (ISO 8601, or a number's
+    text)."""
+    try:
+        dt.datetime.fromisoformat(v)
+    except ValueError:
+        return _NUMBER_TEXT.fullmatch(v) is not None
+    return True
+
+
+_NUMBER_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+#: ``id``: an integer column's value, or another type's text (:func:`_pos_value`).
+_ID_CHECK = Check(
+    "the incrementing column's last value (a whole number or a string)",
+    lambda v: type(v) is int or isinstance(v, str),
+)
+#: ``ts``: the timestamp column's last value (:func:`_ts_text`).
+_TS_CHECK = Check(
+    "the timestamp column's last value (an ISO 8601 date-time such as "
+    '"2024-05-01T10:00:00", or a whole number)',
+    lambda v: type(v) is int or (isinstance(v, str) and _is_ts_text(v)),
+)
 
 
 def _parse_ts(v: Any) -> Any:

@@ -41,8 +41,17 @@ from urllib.parse import quote
 from bson import Binary, DatetimeMS, Decimal128, Int64, ObjectId, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from meshconnect import MeshconnectError, Position, Record, Source, SourceBatch, eventrules
+from meshconnect import (
+    ConfigError,
+    MeshconnectError,
+    Position,
+    Record,
+    Source,
+    SourceBatch,
+    eventrules,
+)
 from meshconnect.jsonvalue import dumps
+from meshconnect.positioncheck import Check, boolean, fields_problem, partition_problem
 
 from .client import READ_JSON, classify_mongo, connect, to_json
 from .config import MongoSourceConfig
@@ -62,6 +71,32 @@ def _bson(value: Any) -> Any:
     return json_util.loads(json.dumps(value), json_options=READ_JSON)
 
 
+def _is_ejson(value: Any) -> bool:
+    """Whether ``value`` reads as Extended JSON (a ``{"$oid": ...}`` that is not one fails)."""
+    try:
+        _bson(value)
+    except Exception:  # bson raises TypeError, ValueError, InvalidId, json's errors...
+        return False
+    return True
+
+
+def _is_token(value: Any) -> bool:
+    """A resume token as the source stores it: ``{"_data": "82..."}`` (hex text)."""
+    data = value.get("_data") if isinstance(value, dict) else None
+    return isinstance(data, str) and data != "" and all(c in "0123456789abcdefABCDEF" for c in data)
+
+
+_TOKEN = Check('a resume token {"_data": "HEX"} (an event\'s _id)', _is_token)
+_COPY = Check(
+    '{"after": _id} (the last _id copied, Extended JSON, or null)',
+    lambda v: isinstance(v, dict) and set(v) == {"after"} and _is_ejson(v["after"]),
+)
+_AFTER = Check(
+    "[VALUE, _id]: the poll_field value and _id of the last document read (Extended JSON)",
+    lambda v: isinstance(v, list) and len(v) == 2 and all(map(_is_ejson, v)),
+)
+
+
 class MongoSource(Source[MongoSourceConfig]):
     """Reads a collection (module docstring)."""
 
@@ -74,8 +109,36 @@ class MongoSource(Source[MongoSourceConfig]):
         "poll: reads every document"
     )
 
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Partition ``changes``: ``{"token": ..., "copy": ..., "invalidated": ...}`` in mode
+        change_stream, ``{"after": [VALUE, _id]}`` in mode poll (module docstring)."""
+        if problem := partition_problem(partition, [PARTITION]):
+            return problem
+        fields, required = self._mode_fields()
+        return fields_problem(position, fields, required)
+
+    def _mode_fields(self) -> tuple[dict[str, Check], list[str]]:
+        """The fields of a position in this mode, and those it always has."""
+        if self.config.mode == "poll":
+            return {"after": _AFTER}, ["after"]
+        return {"token": _TOKEN, "copy": _COPY, "invalidated": boolean}, ["token"]
+
+    def _check_stored(self, position: Mapping[str, Any]) -> None:
+        """``ConfigError`` for a stored position whose fields of this mode are not what the
+        source writes (a token that is not one failed every start with the driver's or the
+        server's error). Fields of the other mode are left alone: a pipeline whose mode
+        changed starts over (poll reads everything, a change stream copies first)."""
+        fields, _ = self._mode_fields()
+        mine = {k: v for k, v in position.items() if k in fields}
+        if problem := fields_problem(mine, fields):
+            raise ConfigError(
+                f"mongodb source {self.context.name}: the stored position of {PARTITION!r} is "
+                f"not usable: {problem}; set it again with `meshconnect offsets reset`"
+            )
+
     async def start(self, positions: Mapping[str, Position]) -> Mapping[str, Position] | None:
         c = self.config
+        self._check_stored(positions.get(PARTITION) or {})
         self.client = connect(c)
         self.collection = self.client[c.database][c.collection]
         # percent-encoded (a collection may be named `my orders`); names and keys spelled

@@ -54,6 +54,14 @@ from meshconnect import (
     eventrules,
 )
 from meshconnect.jsonvalue import loads
+from meshconnect.positioncheck import (
+    Check,
+    fields_problem,
+    list_of,
+    no_position,
+    nullable,
+    partition_problem,
+)
 
 from .client import classify_redis, connect, describe
 from .config import RedisSourceConfig
@@ -149,6 +157,15 @@ class RedisSource(Source[RedisSourceConfig]):
         for stream in self.streams:
             await self._start_stream(stream, positions.get(stream) or {})
         return self.started or None
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """A stream of ``stream``/``streams`` with ``{"last": ID, "inflight": [[FIRST, LAST],
+        ...], "ids": [ID, ...]}`` (module docstring); pub/sub keeps none."""
+        if self.config.mode == "pubsub":
+            return no_position("pub/sub reads what is published while it runs")
+        return partition_problem(
+            partition, self.config.stream_names, "the streams of config.stream/streams"
+        ) or _position_problem(position)
 
     async def end_positions(self) -> dict[str, Position]:
         """Each stream at its newest entry (``offsets reset --to end``): the group resumes
@@ -583,31 +600,49 @@ def _entry_bytes(entry: tuple[Any, Any]) -> int:
     return sum(map(len, fields)) + sum(map(len, fields.values()))
 
 
-_ENTRY_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+_ENTRY_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+_U64 = 2**64 - 1
+
+
+def _is_entry_id(value: Any) -> bool:
+    """An entry id Redis accepts: ``MS-SEQ`` (or ``MS``), each at most 2**64-1."""
+    match = _ENTRY_ID.fullmatch(value) if isinstance(value, str) else None
+    return match is not None and all(int(n or 0) <= _U64 for n in match.groups())
+
+
+def _is_range(value: Any) -> bool:
+    """``[FIRST, LAST]``, entry ids in that order (one ``XREADGROUP``'s entries)."""
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(map(_is_entry_id, value))
+        and _key(value[0]) <= _key(value[1])
+    )
+
+
+_ENTRY = Check('an entry id "MS-SEQ" such as "1700000000000-0"', _is_entry_id)
+_POSITION_FIELDS = {
+    "last": nullable(_ENTRY),
+    "inflight": Check(
+        'a list of [FIRST, LAST] entry-id pairs, FIRST up to LAST, such as [["1-0", "1-5"]]',
+        lambda v: isinstance(v, list) and all(map(_is_range, v)),
+    ),
+    "ids": list_of(_ENTRY, 'a list of entry ids such as ["1700000000000-0"]'),
+}
+
+
+def _position_problem(position: Mapping[str, Any]) -> str | None:
+    return fields_problem(position, _POSITION_FIELDS)
 
 
 def _check_position(stream: str, position: Mapping[str, Any]) -> None:
     """``ConfigError`` for a committed position that is not one this source writes (one
-    given to ``offsets reset --to``): Redis would refuse its ids at every start."""
-
-    def entry(value: Any) -> bool:
-        return isinstance(value, str) and _ENTRY_ID.fullmatch(value) is not None
-
-    inflight = position.get("inflight", [])
-    ids = position.get("ids", [])
-    last = position.get("last")
-    if (
-        not isinstance(position, Mapping)
-        or (last is not None and not entry(last))
-        or not isinstance(inflight, list)
-        or not all(isinstance(r, list) and len(r) == 2 and all(map(entry, r)) for r in inflight)
-        or not isinstance(ids, list)
-        or not all(map(entry, ids))
-    ):
+    given to ``offsets reset --to`` by an older version): Redis would refuse its ids at every
+    start, and a typo'd field would be ignored."""
+    if not isinstance(position, Mapping) or (problem := _position_problem(position)):
         raise ConfigError(
             f"redis source: the position of stream {stream!r} is not one this source wrote "
-            '({"last": "ENTRY-ID"}, e.g. {"last": "1700000000000-0"}): set it again with '
-            "meshconnect offsets reset"
+            f"({problem or 'not an object'}): set it again with meshconnect offsets reset"
         )
 
 

@@ -41,6 +41,15 @@ from meshconnect import (
     eventrules,
 )
 from meshconnect.expr import compile_re2
+from meshconnect.positioncheck import (
+    Check,
+    check_stored,
+    fields_problem,
+    nullable,
+    partition_problem,
+    text,
+    whole,
+)
 
 from .client import classify_s3_error, error_code, make_client
 from .config import S3SourceConfig
@@ -111,7 +120,36 @@ class S3Source(Source[S3SourceConfig]):
     def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
         return classify_s3_error(exc)
 
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Partition ``s3://BUCKET/PREFIX``; keys under the prefix; ``dirs`` maps each
+        directory to a key in it (module docstring)."""
+        prefix = self.config.prefix
+
+        def under(key: str) -> bool:
+            return key == "" or key.startswith(prefix)
+
+        def dirs_ok(value: object) -> bool:
+            return isinstance(value, dict) and all(
+                isinstance(k, str) and under(k) and _directory(k) == d for d, k in value.items()
+            )
+
+        key = text(f"a key under the prefix {prefix!r}", under)
+        fields = {
+            "after": key,
+            "key": nullable(key),
+            "index": whole(),
+            "dirs": Check(
+                f'an object {{"DIRECTORY/": "DIRECTORY/LAST-KEY-READ"}} of keys under {prefix!r}',
+                dirs_ok,
+            ),
+            "floor": key,
+        }
+        return partition_problem(
+            partition, [self.partition], "s3://BUCKET/PREFIX of config.bucket and config.prefix"
+        ) or fields_problem(position, fields)
+
     async def start(self, positions: Mapping[str, Position]) -> None:
+        check_stored(self, positions, [self.partition], f"s3 source {self.context.name}")
         self.client = make_client(self.config)
         position = positions.get(self.partition) or {}
         self.after = str(position.get("after") or "")

@@ -47,6 +47,13 @@ from meshconnect import (
 )
 from meshconnect.eventrules import attribute_problems, valid_string
 from meshconnect.httpbody import read_body
+from meshconnect.positioncheck import (
+    check_stored,
+    fields_problem,
+    list_of,
+    partition_problem,
+    text,
+)
 
 from .config import SlackSourceConfig
 
@@ -108,8 +115,17 @@ class SlackEventsSource(Source[SlackSourceConfig]):
             "slack_duplicates", "Retries of events already received, dropped"
         )
 
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Partition ``events``, ``{"seen": [EVENT_ID, ...]}`` (the ids to drop retries of)."""
+        event_id = text(test=bool)
+        seen = list_of(event_id, "a list of event ids (non-empty strings)")
+        return partition_problem(partition, [PARTITION]) or fields_problem(
+            position, {"seen": seen}, required=["seen"]
+        )
+
     async def start(self, positions: Mapping[str, Position]) -> None:
         window = self.config.dedup_window
+        check_stored(self, positions, [PARTITION], f"slack source {self.context.name}")
         stored = [str(i) for i in positions.get(PARTITION, {}).get("seen", [])][-window:]
         #: ids in stored batches (newest last): the position.
         self.recent: deque[str] = deque(stored, maxlen=window)

@@ -59,6 +59,7 @@ from aiohttp import web
 
 from meshconnect import DataError, Position, Record, Source, SourceBatch, jsonvalue
 from meshconnect.eventrules import InvalidEventError, parse_event
+from meshconnect.positioncheck import check_stored, fields_problem, partition_problem, whole
 
 from . import _binding
 from ._binding import BATCH, STRUCTURED, BadRequest
@@ -124,8 +125,15 @@ class WebhookSource(Source[WebhookConfig]):
     #: Seconds an idle ``poll`` waits for a request before it returns an empty batch.
     idle_wait = 1.0
 
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Partition ``webhook``, ``{"stored": n}`` (a count: a whole number, 0 or more)."""
+        return partition_problem(partition, [PARTITION]) or fields_problem(
+            position, {"stored": whole()}, required=["stored"]
+        )
+
     async def start(self, positions: Mapping[str, Position]) -> None:
         config = self.config
+        check_stored(self, positions, [PARTITION], f"webhook source {self.context.name}")
         self.stored = int(positions.get(PARTITION, {}).get("stored", 0))
         self.queue: deque[_Request] = deque()
         self.waiting = 0  # events queued, not yet acked

@@ -27,9 +27,18 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from ..api import ConnectorConfig, ConnectorContext, ConnectorSpec, Sink, Source, SourceBatch
+from ..api import (
+    ConnectorConfig,
+    ConnectorContext,
+    ConnectorSpec,
+    Position,
+    Sink,
+    Source,
+    SourceBatch,
+)
 from ..errors import DataError, RetriableError
 from ..hookspecs import hookimpl
+from ..positioncheck import fields_problem, partition_problem, whole
 from ..records import Record
 
 __all__ = [
@@ -72,6 +81,11 @@ class MemorySource(Source[MemorySourceConfig]):
         super().__init__(config, context)
         self.bounded = not config.follow
         self.next = 0
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        return partition_problem(partition, ["memory"]) or fields_problem(
+            position, {"next": whole()}, required=["next"]
+        )
 
     async def start(self, positions: Mapping[str, Any]) -> None:
         self.next = int(positions.get("memory", {}).get("next", 0))

@@ -14,6 +14,10 @@ What it checks, each against a full read of the input:
 * the source ends by itself (``poll`` returns ``None``);
 * started from the positions after any batch, it yields exactly the records after that batch;
 * a replay yields the same ids and data;
+* every position it writes (the batches', ``start``'s "from now" ones and, when it has
+  them, its ``end_positions`` for ``offsets reset --to end``) survives JSON, as the store
+  keeps it, and its :meth:`~meshconnect.Source.position_problem` accepts it (what
+  ``offsets reset --to`` asks of a hand-written position);
 * acknowledgements: the worker acks a batch only after polling later ones (its queue), each
   exactly once; a failed ack (``ack(error)``) means the batch is not in the mesh, and a crash
   there (the suite picks a *sentinel record* in the middle of the input and crashes on the
@@ -24,6 +28,7 @@ What it checks, each against a full read of the input:
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +98,34 @@ class SourceConformance:
         first = await self._drain(self.make_source(tmp_path), {})
         second = await self._drain(self.make_source(tmp_path), {})
         assert self._keys(first) == self._keys(second)
+
+    async def test_every_position_it_writes_is_accepted_as_a_hand_written_one(
+        self, tmp_path: Path
+    ) -> None:
+        """``offsets reset --to`` refuses what ``position_problem`` finds fault with: never a
+        position the source itself wrote (here, stored as JSON and read back)."""
+        source = self.make_source(tmp_path)
+        written: list[tuple[str, Any]] = []
+        begun = await source.start({})
+        written += list((begun or {}).items())
+        try:
+            while (batch := await source.poll()) is not None:
+                await _ack(batch, None)
+                written += list(batch.positions.items())
+        finally:
+            await source.stop()
+        assert written, "the source wrote no position to test with"
+        try:
+            written += list((await self.make_source(tmp_path).end_positions()).items())
+        except NotImplementedError:
+            pass
+        fresh = self.make_source(tmp_path)
+        problems = [
+            f"{partition}: {position}: {problem}"
+            for partition, position in written
+            if (problem := fresh.position_problem(partition, json.loads(json.dumps(position))))
+        ]
+        assert problems == []
 
     async def test_acks_may_come_after_later_polls(self, tmp_path: Path) -> None:
         """The worker acks batch k after polling up to k + ACK_LAG: the source keeps going,
