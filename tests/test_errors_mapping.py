@@ -73,7 +73,7 @@ TABLE: list[tuple[BaseException, type[MeshconnectError] | None]] = [
     (PluginError("x"), PluginError),
     (RetriableError("x"), RetriableError),
     (DataError("x"), DataError),
-    (RecordEncodingError(0, Record({}), "a set is not JSON"), DataError),
+    (RecordEncodingError(0, Record({}, id="r1"), "a set is not JSON"), DataError),
     (StoreError("x"), StoreError),
     # a replaced owner: retrying or dead-lettering would be writes by a worker that lost the lease
     (FencedError("another worker took over group p/s"), RestartError),
