@@ -32,8 +32,13 @@ Every 4xx and 503 has an RFC 7807 ``application/problem+json`` body. Secrets (to
 secrets, signatures) are never logged or echoed: a rejection is logged at INFO with the
 client address, the status and the reason's kind only.
 
-Positions: ``{"webhook": {"stored": n}}``, the number of requests stored so far (a sender's
-view of progress; HTTP cannot be replayed by the receiver, the sender retries what got no 2xx).
+Positions: ``{"webhook": {"stored": n, "window": {...}, "replays": {...}}}``: the number of
+requests stored so far (a sender's view of progress; HTTP cannot be replayed by the receiver,
+the sender retries what got no 2xx), and what the idempotency window needs to survive a crash
+(:mod:`._window`): the digests of the events (``window``) and of the timestamped signatures
+(``replays``) of the last batches, committed with the batch's events. A worker killed after the
+commit and before the 2xx reached the sender seeds its window from them when it starts again,
+so the sender's retry is answered as a duplicate instead of being stored a second time.
 """
 
 from __future__ import annotations
@@ -57,10 +62,10 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from meshconnect import DataError, Position, Record, Source, SourceBatch, jsonvalue
+from meshconnect import ConfigError, DataError, Position, Record, Source, SourceBatch, jsonvalue
 from meshconnect.eventrules import InvalidEventError, parse_event
 
-from . import _binding
+from . import _binding, _window
 from ._binding import BATCH, STRUCTURED, BadRequest
 from ._signing import verify
 from ._templates import Template, data_path
@@ -91,6 +96,8 @@ class _Request:
     keys: list[bytes] = field(default_factory=list)
     #: The request body's length, counted against ``max_pending_bytes`` while it waits.
     size: int = 0
+    #: The digest of its timestamped signature (:meth:`WebhookSource._replay_key`), if any.
+    replay: bytes | None = None
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     settled: bool = False
     error: BaseException | None = None
@@ -126,7 +133,16 @@ class WebhookSource(Source[WebhookConfig]):
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         config = self.config
-        self.stored = int(positions.get(PARTITION, {}).get("stored", 0))
+        position = positions.get(PARTITION, {})
+        # not bounded by `max_batch`: a smaller one than when it was written just keeps fewer
+        problem = self._position_problem(PARTITION, position, None) if position else None
+        if problem is not None:
+            raise ConfigError(
+                f"the committed position of the webhook source is not one it wrote: {problem} "
+                f"(meshconnect offsets reset FILE.yaml {self.context.pipeline} --to beginning "
+                "forgets it)"
+            )
+        self.stored = int(position.get("stored", 0))
         self.queue: deque[_Request] = deque()
         self.waiting = 0  # events queued, not yet acked
         self.waiting_bytes = 0  # their requests' body bytes
@@ -138,6 +154,11 @@ class WebhookSource(Source[WebhookConfig]):
         self.inflight: dict[bytes, _Request] = {}
         #: signature digest -> monotonic time until which a repeat is a replay (timestamped)
         self.replays: OrderedDict[bytes, float] = OrderedDict()
+        #: The digests the position keeps (oldest first, with the wall-clock time their batch
+        #: was taken): of events, and of timestamped signatures.
+        self.kept: _window.Kept = _window.Kept(_window.unpack(position.get("window")))
+        self.kept_replays: _window.Kept = _window.Kept(_window.unpack(position.get("replays")))
+        self._seed()
         self.buckets: OrderedDict[str, list[float]] = OrderedDict()
         self.tokens: list[tuple[bytes, list[str]]] = []
         for item in config.bearer_tokens:
@@ -175,6 +196,42 @@ class WebhookSource(Source[WebhookConfig]):
             max_connections=config.max_connections,
         )
 
+    def _seed(self) -> None:
+        """The idempotency window and the replayed signatures after a restart: what the
+        committed position kept of them, each for the rest of its time."""
+        config = self.config
+        wall, now = time.time(), time.monotonic()
+        window = config.idempotency_window
+        _window.trim(self.kept, wall, window, _window.limit(config.max_batch))
+        for key, at in self.kept:
+            self.seen[key] = now - max(0.0, wall - at)
+        if config.hmac is None or config.hmac.scheme != "timestamped":
+            self.kept_replays.clear()
+            return
+        keep = 2 * config.hmac.tolerance
+        _window.trim(self.kept_replays, wall, keep, _window.limit(config.max_batch))
+        for key, at in self.kept_replays:
+            self.replays[key] = now - max(0.0, wall - at) + keep
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        return self._position_problem(partition, position, _window.limit(self.config.max_batch))
+
+    def _position_problem(self, partition: str, position: Position, most: int | None) -> str | None:
+        if partition != PARTITION:
+            return f"the webhook source has one partition, {PARTITION!r}"
+        unknown = sorted(set(position) - {"stored", "window", "replays"})
+        if unknown:
+            return f"unknown field(s) {', '.join(unknown)} (stored, window, replays)"
+        stored = position.get("stored", 0)
+        if isinstance(stored, bool) or not isinstance(stored, int) or stored < 0:
+            return f"'stored' is not a number of requests: {stored!r}"
+        for name in ("window", "replays"):
+            try:
+                _window.unpack(position.get(name), most)
+            except ValueError as exc:
+                return f"{name!r}: {exc}"
+        return None
+
     async def stop(self) -> None:
         self.stopping = True
         queue = getattr(self, "queue", None)
@@ -193,12 +250,35 @@ class WebhookSource(Source[WebhookConfig]):
                 return SourceBatch([])
         taken: list[_Request] = []
         records: list[Record] = []
-        while self.queue and len(records) < 10000:
+        most = _window.batch_events(self.config.max_batch)
+        # at most `most` events (one request of more alone): the position keeps two batches
+        while self.queue and (not records or len(records) + len(self.queue[0].records) <= most):
             request = self.queue.popleft()
             taken.append(request)
             records.extend(request.records)
         self.stored += len(taken)
-        return SourceBatch(records, {PARTITION: {"stored": self.stored}}, ack=self._acker(taken))
+        return SourceBatch(records, {PARTITION: self._position(taken)}, ack=self._acker(taken))
+
+    def _position(self, taken: list[_Request]) -> dict[str, Any]:
+        """The position committed with the batch of ``taken``: the requests stored, and the
+        digests of the last batches' events and signatures (these included) that are still
+        within their windows. Batches are committed in the order they are polled, so the
+        earlier ones are committed with it, or it is not committed either."""
+        config = self.config
+        now = time.time()
+        position: dict[str, Any] = {"stored": self.stored}
+        most = _window.limit(config.max_batch)
+        if config.idempotency_window > 0:
+            self.kept.extend((key, now) for request in taken for key in request.keys)
+            _window.trim(self.kept, now, config.idempotency_window, most)
+            if self.kept:
+                position["window"] = _window.pack(self.kept)
+        if config.hmac is not None and config.hmac.scheme == "timestamped":
+            self.kept_replays.extend((r.replay, now) for r in taken if r.replay is not None)
+            _window.trim(self.kept_replays, now, 2 * config.hmac.tolerance, most)
+            if self.kept_replays:
+                position["replays"] = _window.pack(self.kept_replays)
+        return position
 
     def _acker(self, taken: list[_Request]) -> Any:
         def ack(error: BaseException | None) -> None:
@@ -294,7 +374,7 @@ class WebhookSource(Source[WebhookConfig]):
             if self.waiting + len(fresh) > config.max_pending:
                 raise Unavailable(f"more than {config.max_pending} events wait to be stored")
             self._check_pending_bytes(len(body))
-            pending = _Request(fresh, keys, size=len(body))
+            pending = _Request(fresh, keys, size=len(body), replay=replay)
             for key in pending.keys:
                 self.inflight[key] = pending
             self.queue.append(pending)
