@@ -135,10 +135,12 @@ async def retry_all(url: str, requests: list[Request]) -> int:
 
 @pytest.fixture(params=["sqlite", "redis"])
 def store(request: pytest.FixtureRequest) -> list[str]:
-    """The ``--store`` option of the worker and the CLI (none: the default SQLite store)."""
+    """The ``--store`` option of the worker and the CLI (none: the default SQLite store). Not
+    NATS: its append sets the position after the records (core/mesh/nats_store.py), so a kill
+    between the two can store a retry again (docs/connectors/webhook.md)."""
     if request.param == "sqlite":
         return []
-    server = request.getfixturevalue("redis_server")
+    server = request.getfixturevalue(f"{request.param}_server")
     return ["--store", f"{server.url}?prefix=wi{time.time_ns()}"]
 
 

@@ -344,3 +344,16 @@ async def test_offsets_show_the_window_and_reset_to_the_beginning_empties_it(
         assert await post_once() == {"stored": 1, "duplicates": 0}  # an empty window
     finally:
         await store.close()
+
+
+async def test_a_window_time_after_now_counts_as_now(running: Any) -> None:
+    """A position written by a clock that was ahead (or by hand) keeps its digests for the
+    window from now, not until its own time plus the window."""
+    ahead = _window.pack([(_key("/orders", "a"), time.time() + 86_400 * 365)])
+    started = await running({"webhook": {"window": ahead}})
+    [(_, at)] = started.source.kept
+    assert at <= time.time()
+    assert await started.post(ce("a")) == (202, {"stored": 0, "duplicates": 1})
+    assert await started.post(ce("b")) == (202, {"stored": 1, "duplicates": 0})
+    window = started.positions["webhook"]["window"]
+    assert window["count"] == 2 and window["to"] < _window._stamp(round(time.time() * 1000) + 1)

@@ -201,17 +201,23 @@ class WebhookSource(Source[WebhookConfig]):
         committed position kept of them, each for the rest of its time."""
         config = self.config
         wall, now = time.time(), time.monotonic()
+        # a time after now (a clock set back, a hand-written position) counts as now: it
+        # would otherwise keep its digests past their window
+        for kept in (self.kept, self.kept_replays):
+            kept_now = [(key, min(at, wall)) for key, at in kept]
+            kept.clear()
+            kept.extend(kept_now)
         window = config.idempotency_window
         _window.trim(self.kept, wall, window, _window.limit(config.max_batch))
         for key, at in self.kept:
-            self.seen[key] = now - max(0.0, wall - at)
+            self.seen[key] = now - (wall - at)
         if config.hmac is None or config.hmac.scheme != "timestamped":
             self.kept_replays.clear()
             return
         keep = 2 * config.hmac.tolerance
         _window.trim(self.kept_replays, wall, keep, _window.limit(config.max_batch))
         for key, at in self.kept_replays:
-            self.replays[key] = now - max(0.0, wall - at) + keep
+            self.replays[key] = now - (wall - at) + keep
 
     def position_problem(self, partition: str, position: Position) -> str | None:
         return self._position_problem(partition, position, _window.limit(self.config.max_batch))
