@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from meshconnect import (
+    ConfigError,
     ConnectorContext,
     Position,
     Record,
@@ -108,9 +109,28 @@ class SlackEventsSource(Source[SlackSourceConfig]):
             "slack_duplicates", "Retries of events already received, dropped"
         )
 
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        if partition != PARTITION:
+            return f"the slack source has one partition, {PARTITION!r}"
+        unknown = sorted(set(position) - {"seen"})
+        if unknown:
+            return f"unknown field(s) {', '.join(unknown)} (seen)"
+        seen = position.get("seen", [])
+        if not isinstance(seen, list) or not all(isinstance(i, str) and i for i in seen):
+            return "'seen' is not a list of event ids (non-empty strings)"
+        return None
+
     async def start(self, positions: Mapping[str, Position]) -> None:
         window = self.config.dedup_window
-        stored = [str(i) for i in positions.get(PARTITION, {}).get("seen", [])][-window:]
+        position = positions.get(PARTITION, {})
+        problem = self.position_problem(PARTITION, position) if position else None
+        if problem is not None:
+            raise ConfigError(
+                f"the committed position of the slack source is not one it wrote: {problem} "
+                f"(meshconnect offsets reset FILE.yaml {self.context.pipeline} --to beginning "
+                "forgets it)"
+            )
+        stored = [str(i) for i in position.get("seen", [])][-window:]
         #: ids in stored batches (newest last): the position.
         self.recent: deque[str] = deque(stored, maxlen=window)
         #: id -> None (stored) or the future of its batch's ack.
