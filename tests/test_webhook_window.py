@@ -41,18 +41,31 @@ def test_pack_and_unpack_keep_each_digest_and_its_time_to_the_millisecond() -> N
         packed["from"] == "2025-11-30T21:48:02.600Z" and packed["to"] == "2025-11-30T21:53:02.500Z"
     )
     assert len(base64.b64decode(packed["digests"])) == 3 * 20  # 16 bytes + a 4-byte age each
+    assert base64.b64decode(packed["digests"])[:16] == digest(1)
     back = _window.unpack(json.loads(json.dumps(packed)))
     assert [d for d, _ in back] == [digest(1), digest(2), digest(3)]
     assert all(abs(t - at) <= 0.001 for (_, t), (_, at) in zip(back, kept, strict=True))
     assert _window.pack([]) is None and _window.unpack(None) == []
 
 
-def test_trim_keeps_only_the_window_and_at_most_the_limit() -> None:
-    kept = _window.Kept((digest(n), 1000.0 + n) for n in range(10))
-    _window.trim(kept, 1009.0, 5.0, 100)  # older than 5 s before 1009: 1000..1003
-    assert [at for _, at in kept] == [1004.0, 1005.0, 1006.0, 1007.0, 1008.0, 1009.0]
-    _window.trim(kept, 1009.0, 5.0, 2)  # the newest two
-    assert [at for _, at in kept] == [1008.0, 1009.0]
+def test_trim_keeps_the_window_the_last_two_batches_and_older_ones_up_to_the_floor() -> None:
+    kept = _window.Kept()
+    for n in range(10):  # batches of 1, 2, ... 10 digests, a second apart
+        kept.add(1000.0 + n, (digest(100 * n + i) for i in range(n + 1)))
+    kept.add(1010.0, [])  # an empty batch is none
+    assert len(kept.batches) == 10
+    kept.trim(1009.0, 5.0, floor=1000)  # older than 5 s before 1009: the batches 0..3
+    assert [at for at, _ in kept.batches] == [1004.0, 1005.0, 1006.0, 1007.0, 1008.0, 1009.0]
+    kept.trim(1009.0, 5.0, floor=30)  # 9 + 10 + 8 are within 30, 7 more are not
+    assert [len(b) for _, b in kept.batches] == [8, 9, 10]
+    kept.trim(1009.0, 5.0, floor=1)  # the last two batches, whatever the floor
+    assert [len(b) for _, b in kept.batches] == [9, 10]
+    assert len(kept) == 19 and kept.entries()[0] == (digest(800), 1008.0)
+    kept.trim(1020.0, 5.0)  # out of the window: even the last two go
+    assert not kept.batches and len(kept) == 0
+    # the packed form regroups the batches by their time
+    again = _window.Kept([(digest(1), 5.0), (digest(2), 5.0), (digest(3), 6.0)])
+    assert [(at, len(b)) for at, b in again.batches] == [(5.0, 2), (6.0, 1)]
     assert _window.limit(3) == 2000 and _window.limit(5000) == 10_000
 
 
@@ -198,7 +211,7 @@ async def test_the_window_is_not_seeded_past_its_time_nor_when_it_is_off(running
     positions = {"webhook": {"stored": 2, "window": packed}}
     source = (await running(positions)).source
     assert list(source.seen) == [_key("/orders", "b")]  # 301 s old: out of the 300 s window
-    assert list(source.kept) == [(_key("/orders", "b"), pytest.approx(time.time(), abs=5))]
+    assert source.kept.entries() == [(_key("/orders", "b"), pytest.approx(time.time(), abs=5))]
     off = (await running(positions, idempotency_window=0)).source
     assert not off.seen
     status, answer = await Running(off).post(ce("b"))
@@ -213,10 +226,10 @@ def _key(source: str, event_id: str) -> bytes:
     return _event_key(Record(None, id=event_id, source=source))
 
 
-async def test_the_position_keeps_at_most_two_batches_of_digests(running: Any) -> None:
-    """However many events come within the window, the position keeps at most
-    2 x max(1000, max_batch) digests (40 KB packed), and a batch takes at most 1000 events
-    (or one request of more) so the last two batches always fit."""
+async def test_the_position_keeps_the_last_two_batches_of_digests(running: Any) -> None:
+    """However many events come within the window, the position keeps the digests of the
+    last two batches, and a batch takes at most 1000 events (or one request of more): at most
+    2 x max(1000, max_batch) digests (40 KB packed)."""
     hook = await running(max_batch=600)
     batch = {"Content-Type": "application/cloudevents-batch+json"}
     tasks = [
@@ -238,13 +251,24 @@ async def test_the_position_keeps_at_most_two_batches_of_digests(running: Any) -
         status, _, _ = await asyncio.wait_for(task, 20)
         assert status == 202
     window = hook.positions["webhook"]["window"]
-    assert window["count"] == 2000
+    assert window["count"] == 1200
     assert len(json.dumps(hook.positions)) < 60_000
-    # the newest 2000 are kept: the last two batches whole
     kept = {d for d, _ in _window.unpack(window)}
-    assert {_key("/orders", f"4-{i}") for i in range(600)} <= kept
-    assert {_key("/orders", f"3-{i}") for i in range(600)} <= kept
-    assert _key("/orders", "0-0") not in kept
+    assert kept == {_key("/orders", f"{r}-{i}") for r in (3, 4) for i in range(600)}
+
+
+async def test_small_batches_keep_a_few_more_and_the_position_stays_small(running: Any) -> None:
+    """A batch of one request (light load) commits the digests of the last 32 events (the
+    floor) or the last two batches, whichever is more: a few kilobytes, not a full window."""
+    hook = await running()
+    for n in range(100):
+        assert await hook.post(ce(f"e{n}")) == (202, {"stored": 1, "duplicates": 0})
+    window = hook.positions["webhook"]["window"]
+    assert window["count"] == _window.FLOOR == 32
+    assert len(json.dumps(hook.positions)) < 1_100
+    assert {d for d, _ in _window.unpack(window)} == {
+        _key("/orders", f"e{n}") for n in range(68, 100)
+    }
 
 
 def stripe(body: bytes, stamp: int) -> str:
@@ -282,11 +306,11 @@ async def test_a_hand_written_position_is_checked_and_a_bad_stored_one_is_a_conf
     assert "'window': not an object" in (source.position_problem("webhook", {"window": 3}) or "")
     many = _window.pack([(digest(n), 100.0) for n in range(2001)])
     assert "more than the 2000" in (source.position_problem("webhook", {"window": many}) or "")
-    # written with a larger max_batch: kept whole in the store, trimmed when seeded
+    # written with a larger max_batch: it is still taken when the source starts
     started = await running(
         {"webhook": {"window": _window.pack([(digest(n), time.time()) for n in range(2001)])}}
     )
-    assert len(started.source.seen) == 2000
+    assert len(started.source.seen) == 2001
     with pytest.raises(ConfigError, match=r"'window': .*offsets reset FILE\.yaml p --to beginning"):
         await source.start({"webhook": {"stored": 1, "window": {"count": 1}}})
 
@@ -351,7 +375,7 @@ async def test_a_window_time_after_now_counts_as_now(running: Any) -> None:
     window from now, not until its own time plus the window."""
     ahead = _window.pack([(_key("/orders", "a"), time.time() + 86_400 * 365)])
     started = await running({"webhook": {"window": ahead}})
-    [(_, at)] = started.source.kept
+    [(_, at)] = started.source.kept.entries()
     assert at <= time.time()
     assert await started.post(ce("a")) == (202, {"stored": 0, "duplicates": 1})
     assert await started.post(ce("b")) == (202, {"stored": 1, "duplicates": 0})

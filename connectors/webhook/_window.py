@@ -7,12 +7,13 @@ signature) is kept with the wall-clock time its batch was taken for the store; t
 holds them packed, newest last, as::
 
     {"count": 3, "from": "2026-11-30T21:53:01.120Z", "to": "2026-11-30T21:53:02.004Z",
-     "digests": "<base64: per digest its 16 bytes, then 4 bytes (big-endian) of milliseconds
-                 before `to`>"}
+     "digests": "<base64: the 16 bytes of each digest, then for each digest in the same
+                 order 4 bytes (big-endian) of milliseconds before `to`>"}
 
-A position keeps at most :func:`limit` digests of each kind (at least the whole last two
-batches, since a batch takes at most :func:`batch_events` events), and none older than the
-window they belong to.
+Of the batches within the window they belong to, a position keeps the last two whole, and
+older ones while the digests stay within :data:`FLOOR`: so at most :func:`limit` digests of each
+kind (a batch takes at most :func:`batch_events` events), and a position in proportion to its
+batch (a batch of one request, as under light load, commits a few digests, not thousands).
 """
 
 from __future__ import annotations
@@ -25,18 +26,55 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["BATCH_EVENTS", "Kept", "batch_events", "limit", "pack", "unpack"]
+__all__ = ["BATCH_EVENTS", "FLOOR", "Kept", "batch_events", "limit", "pack", "unpack"]
 
 DIGEST = 16
 ENTRY = DIGEST + 4
 #: Events a batch takes from the queue (a single request of more, ``max_batch`` above it, is
 #: a batch of its own).
 BATCH_EVENTS = 1000
-_AGE = struct.Struct(">I")
+#: Digests kept beyond the last two batches when these are small.
+FLOOR = 32
 _FIELDS = {"count", "from", "to", "digests"}
 
-#: (digest, wall-clock seconds), oldest first.
-Kept = deque[tuple[bytes, float]]
+
+class Kept:
+    """The digests a position keeps, by batch: (wall-clock seconds, digests), oldest first."""
+
+    def __init__(self, entries: Iterable[tuple[bytes, float]] = ()) -> None:
+        self.batches: deque[tuple[float, list[bytes]]] = deque()
+        for digest, at in entries:  # a batch's digests share its time
+            if self.batches and self.batches[-1][0] == at:
+                self.batches[-1][1].append(digest)
+            else:
+                self.batches.append((at, [digest]))
+
+    def add(self, at: float, digests: Iterable[bytes]) -> None:
+        """The digests of a batch taken at ``at`` (none: nothing)."""
+        batch = list(digests)
+        if batch:
+            self.batches.append((at, batch))
+
+    def not_after(self, now: float) -> None:
+        """A time after ``now`` (a clock set back, a hand-written position) becomes ``now``."""
+        self.batches = deque((min(at, now), batch) for at, batch in self.batches)
+
+    def trim(self, now: float, seconds: float, floor: int = FLOOR) -> None:
+        """Forget the batches older than ``seconds`` before ``now``; of the others keep the
+        last two, and older ones while all the digests are at most ``floor``."""
+        batches = self.batches
+        while batches and now - batches[0][0] > seconds:
+            batches.popleft()
+        total = len(self)
+        while len(batches) > 2 and total > floor:
+            total -= len(batches.popleft()[1])
+
+    def entries(self) -> list[tuple[bytes, float]]:
+        """(digest, time) of each digest, oldest first."""
+        return [(digest, at) for at, batch in self.batches for digest in batch]
+
+    def __len__(self) -> int:
+        return sum(len(batch) for _, batch in self.batches)
 
 
 def batch_events(max_batch: int) -> int:
@@ -47,13 +85,6 @@ def batch_events(max_batch: int) -> int:
 def limit(max_batch: int) -> int:
     """The most digests of one kind a position keeps: two whole batches."""
     return 2 * batch_events(max_batch)
-
-
-def trim(kept: Kept, now: float, seconds: float, most: int) -> None:
-    """Forget the digests older than ``seconds`` before ``now``, and the oldest beyond
-    ``most``."""
-    while kept and (len(kept) > most or now - kept[0][1] > seconds):
-        kept.popleft()
 
 
 def _stamp(ms: int) -> str:
@@ -74,19 +105,25 @@ def _seconds(text: Any, name: str) -> float:
     return when.timestamp()
 
 
-def pack(kept: Iterable[tuple[bytes, float]]) -> dict[str, Any] | None:
+def pack(kept: Kept | Iterable[tuple[bytes, float]]) -> dict[str, Any] | None:
     """The position form of ``kept`` (module docstring); ``None`` when it is empty."""
-    entries = list(kept)
-    if not entries:
+    batches = (kept if isinstance(kept, Kept) else Kept(kept)).batches
+    if not batches:
         return None
-    newest = round(max(t for _, t in entries) * 1000)  # milliseconds
-    ages = [min(0xFFFFFFFF, max(0, newest - round(at * 1000))) for _, at in entries]
-    blob = b"".join(digest + _AGE.pack(age) for (digest, _), age in zip(entries, ages, strict=True))
+    newest = round(max(at for at, _ in batches) * 1000)  # milliseconds
+    digests: list[bytes] = []
+    ages: list[bytes] = []
+    oldest = 0
+    for at, batch in batches:  # one age a batch: its digests share its time
+        age = min(0xFFFFFFFF, max(0, newest - round(at * 1000)))
+        oldest = max(oldest, age)
+        digests.extend(batch)
+        ages.append(age.to_bytes(4, "big") * len(batch))
     return {
-        "count": len(entries),
-        "from": _stamp(newest - max(ages)),
+        "count": len(digests),
+        "from": _stamp(newest - oldest),
         "to": _stamp(newest),
-        "digests": base64.b64encode(blob).decode("ascii"),
+        "digests": base64.b64encode(b"".join(digests) + b"".join(ages)).decode("ascii"),
     }
 
 
@@ -130,7 +167,7 @@ def unpack(value: Any, most: int | None = None) -> list[tuple[bytes, float]]:
             f"'digests' holds {len(blob)} bytes, not {count} digests of {ENTRY} bytes each"
         )
     out: list[tuple[bytes, float]] = []
-    for start in range(0, len(blob), ENTRY):
-        (age,) = _AGE.unpack_from(blob, start + DIGEST)
-        out.append((blob[start : start + DIGEST], newest - age / 1000))
+    ages = struct.unpack_from(f">{count}I", blob, count * DIGEST)
+    for n, age in enumerate(ages):
+        out.append((blob[n * DIGEST : (n + 1) * DIGEST], newest - age / 1000))
     return out

@@ -36,7 +36,8 @@ Positions: ``{"webhook": {"stored": n, "window": {...}, "replays": {...}}}``: th
 requests stored so far (a sender's view of progress; HTTP cannot be replayed by the receiver,
 the sender retries what got no 2xx), and what the idempotency window needs to survive a crash
 (:mod:`._window`): the digests of the events (``window``) and of the timestamped signatures
-(``replays``) of the last batches, committed with the batch's events. A worker killed after the
+(``replays``) of the last two batches (more when they are small), committed with the batch's
+events. A worker killed after the
 commit and before the 2xx reached the sender seeds its window from them when it starts again,
 so the sender's retry is answered as a duplicate instead of being stored a second time.
 """
@@ -156,8 +157,8 @@ class WebhookSource(Source[WebhookConfig]):
         self.replays: OrderedDict[bytes, float] = OrderedDict()
         #: The digests the position keeps (oldest first, with the wall-clock time their batch
         #: was taken): of events, and of timestamped signatures.
-        self.kept: _window.Kept = _window.Kept(_window.unpack(position.get("window")))
-        self.kept_replays: _window.Kept = _window.Kept(_window.unpack(position.get("replays")))
+        self.kept = _window.Kept(_window.unpack(position.get("window")))
+        self.kept_replays = _window.Kept(_window.unpack(position.get("replays")))
         self._seed()
         self.buckets: OrderedDict[str, list[float]] = OrderedDict()
         self.tokens: list[tuple[bytes, list[str]]] = []
@@ -203,20 +204,17 @@ class WebhookSource(Source[WebhookConfig]):
         wall, now = time.time(), time.monotonic()
         # a time after now (a clock set back, a hand-written position) counts as now: it
         # would otherwise keep its digests past their window
-        for kept in (self.kept, self.kept_replays):
-            kept_now = [(key, min(at, wall)) for key, at in kept]
-            kept.clear()
-            kept.extend(kept_now)
-        window = config.idempotency_window
-        _window.trim(self.kept, wall, window, _window.limit(config.max_batch))
-        for key, at in self.kept:
+        self.kept.not_after(wall)
+        self.kept_replays.not_after(wall)
+        self.kept.trim(wall, config.idempotency_window)
+        for key, at in self.kept.entries():
             self.seen[key] = now - (wall - at)
         if config.hmac is None or config.hmac.scheme != "timestamped":
-            self.kept_replays.clear()
+            self.kept_replays.batches.clear()
             return
         keep = 2 * config.hmac.tolerance
-        _window.trim(self.kept_replays, wall, keep, _window.limit(config.max_batch))
-        for key, at in self.kept_replays:
+        self.kept_replays.trim(wall, keep)
+        for key, at in self.kept_replays.entries():
             self.replays[key] = now - (wall - at) + keep
 
     def position_problem(self, partition: str, position: Position) -> str | None:
@@ -267,22 +265,22 @@ class WebhookSource(Source[WebhookConfig]):
 
     def _position(self, taken: list[_Request]) -> dict[str, Any]:
         """The position committed with the batch of ``taken``: the requests stored, and the
-        digests of the last batches' events and signatures (these included) that are still
-        within their windows. Batches are committed in the order they are polled, so the
-        earlier ones are committed with it, or it is not committed either."""
+        digests of the events and signatures of the last two batches (this one included),
+        and of older ones up to :data:`._window.FLOOR` digests, that are within their windows.
+        Batches are committed in the order they are polled, so the earlier ones are committed
+        with it, or it is not committed either."""
         config = self.config
         now = time.time()
         position: dict[str, Any] = {"stored": self.stored}
-        most = _window.limit(config.max_batch)
         if config.idempotency_window > 0:
-            self.kept.extend((key, now) for request in taken for key in request.keys)
-            _window.trim(self.kept, now, config.idempotency_window, most)
-            if self.kept:
+            self.kept.add(now, (key for request in taken for key in request.keys))
+            self.kept.trim(now, config.idempotency_window)
+            if self.kept.batches:
                 position["window"] = _window.pack(self.kept)
         if config.hmac is not None and config.hmac.scheme == "timestamped":
-            self.kept_replays.extend((r.replay, now) for r in taken if r.replay is not None)
-            _window.trim(self.kept_replays, now, 2 * config.hmac.tolerance, most)
-            if self.kept_replays:
+            self.kept_replays.add(now, (r.replay for r in taken if r.replay is not None))
+            self.kept_replays.trim(now, 2 * config.hmac.tolerance)
+            if self.kept_replays.batches:
                 position["replays"] = _window.pack(self.kept_replays)
         return position
 
