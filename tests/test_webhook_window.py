@@ -365,6 +365,9 @@ async def test_offsets_show_the_window_and_reset_to_the_beginning_empties_it(
             await reset_plan(store, pipeline, None, '{"webhook": {"window": {"count": 1}}}')
         await apply_reset(store, await reset_plan(store, pipeline, None, "beginning"))
         assert await store.positions("hooks/webhook") == {}
+        # what `offsets show` prints after "no committed position:"
+        [source] = (await offsets_report(store, config))["sources"]
+        assert source["empty"] == "counts stored requests from 0, with an empty idempotency window"
         assert await post_once() == {"stored": 1, "duplicates": 0}  # an empty window
     finally:
         await store.close()

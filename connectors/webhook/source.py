@@ -128,7 +128,7 @@ class Unavailable(Exception):
 class WebhookSource(Source[WebhookConfig]):
     """Receives HTTP requests on the worker's shared listener (module docstring)."""
 
-    empty_position = "no committed position: counts stored requests from 0"
+    empty_position = "counts stored requests from 0, with an empty idempotency window"
     #: Seconds an idle ``poll`` waits for a request before it returns an empty batch.
     idle_wait = 1.0
 
