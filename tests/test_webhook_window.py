@@ -32,6 +32,7 @@ def digest(n: int) -> bytes:
 
 
 def test_pack_and_unpack_keep_each_digest_and_its_time_to_the_millisecond() -> None:
+    """The packed form holds each digest once, with the time of its newest batch."""
     now = 1_764_539_582.5
     kept = [(digest(1), now - 299.9), (digest(2), now - 1.25), (digest(3), now)]
     packed = _window.pack(kept)
@@ -46,6 +47,9 @@ def test_pack_and_unpack_keep_each_digest_and_its_time_to_the_millisecond() -> N
     assert [d for d, _ in back] == [digest(1), digest(2), digest(3)]
     assert all(abs(t - at) <= 0.001 for (_, t), (_, at) in zip(back, kept, strict=True))
     assert _window.pack([]) is None and _window.unpack(None) == []
+    twice = _window.pack([(digest(1), now - 5), (digest(2), now - 5), (digest(1), now)])
+    assert twice is not None and twice["count"] == 2
+    assert _window.unpack(twice) == [(digest(2), now - 5), (digest(1), now)]
 
 
 def test_trim_keeps_the_window_the_last_two_batches_and_older_ones_up_to_the_floor() -> None:
@@ -306,10 +310,10 @@ async def test_a_hand_written_position_is_checked_and_a_bad_stored_one_is_a_conf
     assert "'window': not an object" in (source.position_problem("webhook", {"window": 3}) or "")
     many = _window.pack([(digest(n), 100.0) for n in range(2001)])
     assert "more than the 2000" in (source.position_problem("webhook", {"window": many}) or "")
-    # written with a larger max_batch: it is still taken when the source starts
-    started = await running(
-        {"webhook": {"window": _window.pack([(digest(n), time.time()) for n in range(2001)])}}
-    )
+    # written with a larger max_batch (one batch: one time): still taken when it starts
+    now = time.time()
+    many_now = _window.pack([(digest(n), now) for n in range(2001)])
+    started = await running({"webhook": {"window": many_now}})
     assert len(started.source.seen) == 2001
     with pytest.raises(ConfigError, match=r"'window': .*offsets reset FILE\.yaml p --to beginning"):
         await source.start({"webhook": {"stored": 1, "window": {"count": 1}}})
@@ -384,3 +388,46 @@ async def test_a_window_time_after_now_counts_as_now(running: Any) -> None:
     assert await started.post(ce("b")) == (202, {"stored": 1, "duplicates": 0})
     window = started.positions["webhook"]["window"]
     assert window["count"] == 2 and window["to"] < _window._stamp(round(time.time() * 1000) + 1)
+
+
+async def test_a_request_repeating_an_older_event_is_a_duplicate_whole_after_a_restart(
+    running: Any,
+) -> None:
+    """A request of a new event and one stored long before (out of the last batches) stores
+    the new one; its batch keeps the digests of both, so its retry after a crash is all
+    duplicates, not the old event stored again."""
+    batch = {"Content-Type": "application/cloudevents-batch+json"}
+    first = await running()
+    assert await first.post(ce("old")) == (202, {"stored": 1, "duplicates": 0})
+    for n in range(40):  # more than the floor and two batches: "old" leaves the position
+        await first.post(ce(f"e{n}"))
+    assert _key("/orders", "old") not in {
+        d for d, _ in _window.unpack(first.positions["webhook"]["window"])
+    }
+    request = [ce("old"), ce("new"), ce("old")]
+    assert await first.post(request, batch) == (202, {"stored": 1, "duplicates": 2})
+    again = await running(first.positions)
+    assert await again.post(request, batch) == (202, {"stored": 0, "duplicates": 3})
+
+
+async def test_events_a_request_repeats_count_in_its_batch(running: Any) -> None:
+    """The digests of repeated events are kept too, so they count against a batch's 1000
+    events: the position stays within 2 x max(1000, max_batch) digests."""
+    hook = await running(max_batch=600)
+    batch = {"Content-Type": "application/cloudevents-batch+json"}
+    old = [ce(f"old{i}") for i in range(599)]
+    assert await hook.post(old, batch) == (202, {"stored": 599, "duplicates": 0})
+    tasks = [
+        asyncio.create_task(
+            request("POST", hook.url, data=json.dumps([*old, ce(f"new{r}")]), headers=batch)
+        )
+        for r in range(3)
+    ]
+    while len(hook.source.queue) < 3:
+        await asyncio.sleep(0.01)
+    assert [len((await hook.commit()).records) for _ in range(3)] == [1, 1, 1]
+    for task in tasks:
+        status, _, raw = await asyncio.wait_for(task, 20)
+        assert (status, jsonvalue.loads(raw)) == (202, {"stored": 1, "duplicates": 599})
+    assert len(hook.source.kept) == 1200  # the last two batches
+    assert hook.positions["webhook"]["window"]["count"] == 601  # each digest once

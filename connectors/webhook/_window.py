@@ -106,24 +106,32 @@ def _seconds(text: Any, name: str) -> float:
 
 
 def pack(kept: Kept | Iterable[tuple[bytes, float]]) -> dict[str, Any] | None:
-    """The position form of ``kept`` (module docstring); ``None`` when it is empty."""
+    """The position form of ``kept`` (module docstring), each digest once; ``None`` when it
+    is empty."""
     batches = (kept if isinstance(kept, Kept) else Kept(kept)).batches
     if not batches:
         return None
     newest = round(max(at for at, _ in batches) * 1000)  # milliseconds
-    digests: list[bytes] = []
+    digests: list[bytes] = []  # of each batch, newest first
     ages: list[bytes] = []
-    oldest = 0
-    for at, batch in batches:  # one age a batch: its digests share its time
-        age = min(0xFFFFFFFF, max(0, newest - round(at * 1000)))
+    oldest = count = 0
+    done: set[bytes] = set()
+    for at, batch in reversed(batches):  # a digest kept twice has its last time
+        fresh = [digest for digest in batch if digest not in done]
+        if not fresh:
+            continue
+        done.update(fresh)
+        age = min(0xFFFFFFFF, max(0, newest - round(at * 1000)))  # one a batch: its time
         oldest = max(oldest, age)
-        digests.extend(batch)
-        ages.append(age.to_bytes(4, "big") * len(batch))
+        count += len(fresh)
+        digests.append(b"".join(fresh))
+        ages.append(age.to_bytes(4, "big") * len(fresh))
+    blob = b"".join(reversed(digests)) + b"".join(reversed(ages))
     return {
-        "count": len(digests),
+        "count": count,
         "from": _stamp(newest - oldest),
         "to": _stamp(newest),
-        "digests": base64.b64encode(b"".join(digests) + b"".join(ages)).decode("ascii"),
+        "digests": base64.b64encode(blob).decode("ascii"),
     }
 
 

@@ -95,6 +95,9 @@ class _Request:
 
     records: list[Record]
     keys: list[bytes] = field(default_factory=list)
+    #: The keys of its events that were stored (or on their way) already: kept in the
+    #: position with its own, so a retry of the whole request is a duplicate after a crash.
+    repeated: list[bytes] = field(default_factory=list)
     #: The request body's length, counted against ``max_pending_bytes`` while it waits.
     size: int = 0
     #: The digest of its timestamped signature (:meth:`WebhookSource._replay_key`), if any.
@@ -102,6 +105,12 @@ class _Request:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     settled: bool = False
     error: BaseException | None = None
+
+    @property
+    def weight(self) -> int:
+        """Its share of a batch: the events it stores and those it repeats (the digests the
+        position keeps for it), at most ``max_batch``."""
+        return len(self.records) + len(self.repeated)
 
     def settle(self, error: BaseException | None) -> None:
         """Answer every waiting sender: stored (``None``) or not (``error``)."""
@@ -255,11 +264,14 @@ class WebhookSource(Source[WebhookConfig]):
         taken: list[_Request] = []
         records: list[Record] = []
         most = _window.batch_events(self.config.max_batch)
-        # at most `most` events (one request of more alone): the position keeps two batches
-        while self.queue and (not records or len(records) + len(self.queue[0].records) <= most):
+        # at most `most` events, those already stored that the requests repeat counted (one
+        # request of more alone): the position keeps the digests of two batches
+        weight = 0
+        while self.queue and (not taken or weight + self.queue[0].weight <= most):
             request = self.queue.popleft()
             taken.append(request)
             records.extend(request.records)
+            weight += request.weight
         self.stored += len(taken)
         return SourceBatch(records, {PARTITION: self._position(taken)}, ack=self._acker(taken))
 
@@ -273,7 +285,7 @@ class WebhookSource(Source[WebhookConfig]):
         now = time.time()
         position: dict[str, Any] = {"stored": self.stored}
         if config.idempotency_window > 0:
-            self.kept.add(now, (key for request in taken for key in request.keys))
+            self.kept.add(now, (k for r in taken for keys in (r.keys, r.repeated) for k in keys))
             self.kept.trim(now, config.idempotency_window)
             if self.kept.batches:
                 position["window"] = _window.pack(self.kept)
@@ -369,7 +381,7 @@ class WebhookSource(Source[WebhookConfig]):
             raise BadRequest(
                 403, "Forbidden", "this token may not publish these event types", types=denied
             )
-        fresh, keys, waits, duplicates = self._deduplicate(records)
+        fresh, keys, repeated, waits, duplicates = self._deduplicate(records)
         for other in waits:  # the same event is being stored by another request
             await self._await(other)
         if fresh:
@@ -378,7 +390,7 @@ class WebhookSource(Source[WebhookConfig]):
             if self.waiting + len(fresh) > config.max_pending:
                 raise Unavailable(f"more than {config.max_pending} events wait to be stored")
             self._check_pending_bytes(len(body))
-            pending = _Request(fresh, keys, size=len(body), replay=replay)
+            pending = _Request(fresh, keys, repeated, size=len(body), replay=replay)
             for key in pending.keys:
                 self.inflight[key] = pending
             self.queue.append(pending)
@@ -634,12 +646,13 @@ class WebhookSource(Source[WebhookConfig]):
 
     def _deduplicate(
         self, records: list[Record]
-    ) -> tuple[list[Record], list[bytes], list[_Request], int]:
-        """The records to store and their keys (:func:`_event_key`), the appends of the same
+    ) -> tuple[list[Record], list[bytes], list[bytes], list[_Request], int]:
+        """The records to store and their keys (:func:`_event_key`), the keys of the others
+        that were stored or are on their way already (each once), the appends of the same
         events by other requests to wait for, and how many were duplicates."""
         window = self.config.idempotency_window
         if window <= 0:
-            return records, [_event_key(r) for r in records], [], 0
+            return records, [_event_key(r) for r in records], [], [], 0
         now = time.monotonic()
         seen = self.seen
         while seen:
@@ -649,21 +662,27 @@ class WebhookSource(Source[WebhookConfig]):
             seen.popitem(last=False)
         fresh: list[Record] = []
         fresh_keys: list[bytes] = []
+        repeated: list[bytes] = []
         waits: list[_Request] = []
         keys: set[bytes] = set()
         duplicates = 0
         for record in records:
             key = _event_key(record)
-            if key in seen or key in keys:
+            if key in keys:
                 duplicates += 1
+                continue
+            keys.add(key)
+            if key in seen:
+                duplicates += 1
+                repeated.append(key)
             elif key in self.inflight:
                 duplicates += 1
+                repeated.append(key)
                 waits.append(self.inflight[key])
             else:
-                keys.add(key)
                 fresh.append(record)
                 fresh_keys.append(key)
-        return fresh, fresh_keys, waits, duplicates
+        return fresh, fresh_keys, repeated, waits, duplicates
 
     def classify_error(self, exc: BaseException) -> Any:
         return DataError if isinstance(exc, BadRequest) else None
