@@ -37,9 +37,9 @@ requests stored so far (a sender's view of progress; HTTP cannot be replayed by 
 the sender retries what got no 2xx), and what the idempotency window needs to survive a crash
 (:mod:`._window`): the digests of the events (``window``) and of the timestamped signatures
 (``replays``) of the last two batches (more when they are small), committed with the batch's
-events. A worker killed after the
-commit and before the 2xx reached the sender seeds its window from them when it starts again,
-so the sender's retry is answered as a duplicate instead of being stored a second time.
+events. A worker killed after the commit and before the 2xx reached the sender seeds its
+window from them when it starts again, so the sender's retry is answered as a duplicate
+instead of being stored a second time.
 """
 
 from __future__ import annotations
