@@ -328,3 +328,26 @@ async def test_app_rate_limited_is_answered_and_warned_about(
     assert (status, text) == (200, "ignored: app_rate_limited")
     assert "app_rate_limited" in caplog.text and "T0MESH" in caplog.text
     assert await running.stored() == []
+
+
+async def test_a_hand_written_position_is_checked_and_a_bad_stored_one_is_a_config_error() -> None:
+    """``offsets reset --to '{JSON}'`` asks the source: a ``seen`` that is not a list of event
+    ids is refused there; one in the store anyway fails the start with a ConfigError naming
+    the reset, not a TypeError (a number) or a window of single characters (a string)."""
+    from meshconnect import ConfigError, ConnectorContext
+    from meshconnect.connectors.slack.config import SlackSourceConfig
+    from meshconnect.connectors.slack.source import SlackEventsSource
+
+    source = SlackEventsSource(
+        SlackSourceConfig(listen="127.0.0.1:0", signing_secret=SECRET),
+        ConnectorContext("p", "slack", logging.getLogger("t")),
+    )
+    assert source.position_problem("events", {"seen": ["Ev01", "Ev02"]}) is None
+    assert "not a partition this source reads" in (
+        source.position_problem("event", {"seen": []}) or ""
+    )
+    assert "unknown field 'ids'" in (source.position_problem("events", {"ids": []}) or "")
+    for seen in (5, "Ev01", [1], [""]):
+        assert "seen must be a list" in (source.position_problem("events", {"seen": seen}) or "")
+        with pytest.raises(ConfigError, match=r"meshconnect offsets reset"):
+            await source.start({"events": {"seen": seen}})

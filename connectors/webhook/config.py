@@ -282,7 +282,9 @@ class WebhookConfig(ConnectorConfig):
         ge=0,
         description=(
             "A CloudEvent whose `source`+`id` was stored less than this ago is answered 2xx "
-            "and not stored again (0: off). Kept in memory: a restart forgets it."
+            "and not stored again (0: off). Kept in memory; the digests of the last batches' "
+            "events (at least two batches) are kept in the source position too, so a restart "
+            "or crash keeps those."
         ),
     )
     type: str = Field(

@@ -32,8 +32,14 @@ Every 4xx and 503 has an RFC 7807 ``application/problem+json`` body. Secrets (to
 secrets, signatures) are never logged or echoed: a rejection is logged at INFO with the
 client address, the status and the reason's kind only.
 
-Positions: ``{"webhook": {"stored": n}}``, the number of requests stored so far (a sender's
-view of progress; HTTP cannot be replayed by the receiver, the sender retries what got no 2xx).
+Positions: ``{"webhook": {"stored": n, "window": {...}, "replays": {...}}}``: the number of
+requests stored so far (a sender's view of progress; HTTP cannot be replayed by the receiver,
+the sender retries what got no 2xx), and what the idempotency window needs to survive a crash
+(:mod:`._window`): the digests of the events (``window``) and of the timestamped signatures
+(``replays``) of the last two batches (more when they are small), committed with the batch's
+events. A worker killed after the commit and before the 2xx reached the sender seeds its
+window from them when it starts again, so the sender's retry is answered as a duplicate
+instead of being stored a second time.
 """
 
 from __future__ import annotations
@@ -57,11 +63,11 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from meshconnect import DataError, Position, Record, Source, SourceBatch, jsonvalue
+from meshconnect import ConfigError, DataError, Position, Record, Source, SourceBatch, jsonvalue
 from meshconnect.eventrules import InvalidEventError, parse_event
-from meshconnect.positioncheck import check_stored, fields_problem, partition_problem, whole
+from meshconnect.positioncheck import Check, fields_problem, partition_problem, whole
 
-from . import _binding
+from . import _binding, _window
 from ._binding import BATCH, STRUCTURED, BadRequest
 from ._signing import verify
 from ._templates import Template, data_path
@@ -90,11 +96,22 @@ class _Request:
 
     records: list[Record]
     keys: list[bytes] = field(default_factory=list)
+    #: The keys of its events that were stored (or on their way) already: kept in the
+    #: position with its own, so a retry of the whole request is a duplicate after a crash.
+    repeated: list[bytes] = field(default_factory=list)
     #: The request body's length, counted against ``max_pending_bytes`` while it waits.
     size: int = 0
+    #: The digest of its timestamped signature (:meth:`WebhookSource._replay_key`), if any.
+    replay: bytes | None = None
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     settled: bool = False
     error: BaseException | None = None
+
+    @property
+    def weight(self) -> int:
+        """Its share of a batch: the events it stores and those it repeats (the digests the
+        position keeps for it), at most ``max_batch``."""
+        return len(self.records) + len(self.repeated)
 
     def settle(self, error: BaseException | None) -> None:
         """Answer every waiting sender: stored (``None``) or not (``error``)."""
@@ -118,23 +135,32 @@ class Unavailable(Exception):
         self.reason = reason
 
 
+#: The fields of the source's position; ``window`` and ``replays`` are checked whole by
+#: ``_window.unpack`` (``WebhookSource._position_problem``).
+_DIGESTS = Check("an object of idempotency digests (offsets show prints one)", lambda v: True)
+_POSITION_FIELDS = {"stored": whole(), "window": _DIGESTS, "replays": _DIGESTS}
+
+
 class WebhookSource(Source[WebhookConfig]):
     """Receives HTTP requests on the worker's shared listener (module docstring)."""
 
-    empty_position = "no committed position: counts stored requests from 0"
+    empty_position = "counts stored requests from 0, with an empty idempotency window"
     #: Seconds an idle ``poll`` waits for a request before it returns an empty batch.
     idle_wait = 1.0
 
-    def position_problem(self, partition: str, position: Position) -> str | None:
-        """Partition ``webhook``, ``{"stored": n}`` (a count: a whole number, 0 or more)."""
-        return partition_problem(partition, [PARTITION]) or fields_problem(
-            position, {"stored": whole()}, required=["stored"]
-        )
-
     async def start(self, positions: Mapping[str, Position]) -> None:
         config = self.config
-        check_stored(self, positions, [PARTITION], f"webhook source {self.context.name}")
-        self.stored = int(positions.get(PARTITION, {}).get("stored", 0))
+        position = positions.get(PARTITION, {})
+        # not bounded by `max_batch`: a smaller one than when it was written just keeps fewer
+        problem = self._position_problem(PARTITION, position, None) if position else None
+        if problem is not None:
+            raise ConfigError(
+                f"webhook source {self.context.name}: the stored position of {PARTITION!r} is "
+                f"not usable: {problem}; set it again with `meshconnect offsets reset` "
+                f"(`meshconnect offsets reset FILE.yaml {self.context.pipeline} --to beginning` "
+                "forgets it)"
+            )
+        self.stored = int(position.get("stored", 0))
         self.queue: deque[_Request] = deque()
         self.waiting = 0  # events queued, not yet acked
         self.waiting_bytes = 0  # their requests' body bytes
@@ -146,6 +172,11 @@ class WebhookSource(Source[WebhookConfig]):
         self.inflight: dict[bytes, _Request] = {}
         #: signature digest -> monotonic time until which a repeat is a replay (timestamped)
         self.replays: OrderedDict[bytes, float] = OrderedDict()
+        #: The digests the position keeps (oldest first, with the wall-clock time their batch
+        #: was taken): of events, and of timestamped signatures.
+        self.kept = _window.Kept(_window.unpack(position.get("window")))
+        self.kept_replays = _window.Kept(_window.unpack(position.get("replays")))
+        self._seed()
         self.buckets: OrderedDict[str, list[float]] = OrderedDict()
         self.tokens: list[tuple[bytes, list[str]]] = []
         for item in config.bearer_tokens:
@@ -183,6 +214,44 @@ class WebhookSource(Source[WebhookConfig]):
             max_connections=config.max_connections,
         )
 
+    def _seed(self) -> None:
+        """The idempotency window and the replayed signatures after a restart: what the
+        committed position kept of them, each for the rest of its time."""
+        config = self.config
+        wall, now = time.time(), time.monotonic()
+        # a time after now (a clock set back, a hand-written position) counts as now: it
+        # would otherwise keep its digests past their window
+        self.kept.not_after(wall)
+        self.kept_replays.not_after(wall)
+        self.kept.trim(wall, config.idempotency_window)
+        for key, at in self.kept.entries():
+            self.seen[key] = now - (wall - at)
+        if config.hmac is None or config.hmac.scheme != "timestamped":
+            self.kept_replays.batches.clear()
+            return
+        keep = 2 * config.hmac.tolerance
+        self.kept_replays.trim(wall, keep)
+        for key, at in self.kept_replays.entries():
+            self.replays[key] = now - (wall - at) + keep
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """Partition ``webhook``, ``{"stored": n, "window": ..., "replays": ...}``: a count of
+        requests (a whole number, 0 or more) and the idempotency digests (``_window``)."""
+        return self._position_problem(partition, position, _window.limit(self.config.max_batch))
+
+    def _position_problem(self, partition: str, position: Position, most: int | None) -> str | None:
+        problem = partition_problem(partition, [PARTITION]) or fields_problem(
+            position, _POSITION_FIELDS, required=["stored"]
+        )
+        if problem is not None:
+            return problem
+        for name in ("window", "replays"):
+            try:
+                _window.unpack(position.get(name), most)
+            except ValueError as exc:
+                return f"{name!r}: {exc}"
+        return None
+
     async def stop(self) -> None:
         self.stopping = True
         queue = getattr(self, "queue", None)
@@ -201,12 +270,38 @@ class WebhookSource(Source[WebhookConfig]):
                 return SourceBatch([])
         taken: list[_Request] = []
         records: list[Record] = []
-        while self.queue and len(records) < 10000:
+        most = _window.batch_events(self.config.max_batch)
+        # at most `most` events, those already stored that the requests repeat counted (one
+        # request of more alone): the position keeps the digests of two batches
+        weight = 0
+        while self.queue and (not taken or weight + self.queue[0].weight <= most):
             request = self.queue.popleft()
             taken.append(request)
             records.extend(request.records)
+            weight += request.weight
         self.stored += len(taken)
-        return SourceBatch(records, {PARTITION: {"stored": self.stored}}, ack=self._acker(taken))
+        return SourceBatch(records, {PARTITION: self._position(taken)}, ack=self._acker(taken))
+
+    def _position(self, taken: list[_Request]) -> dict[str, Any]:
+        """The position committed with the batch of ``taken``: the requests stored, and the
+        digests of the events and signatures of the last two batches (this one included),
+        and of older ones up to :data:`._window.FLOOR` digests, that are within their windows.
+        Batches are committed in the order they are polled, so the earlier ones are committed
+        with it, or it is not committed either."""
+        config = self.config
+        now = time.time()
+        position: dict[str, Any] = {"stored": self.stored}
+        if config.idempotency_window > 0:
+            self.kept.add(now, (k for r in taken for keys in (r.keys, r.repeated) for k in keys))
+            self.kept.trim(now, config.idempotency_window)
+            if self.kept.batches:
+                position["window"] = _window.pack(self.kept)
+        if config.hmac is not None and config.hmac.scheme == "timestamped":
+            self.kept_replays.add(now, (r.replay for r in taken if r.replay is not None))
+            self.kept_replays.trim(now, 2 * config.hmac.tolerance)
+            if self.kept_replays.batches:
+                position["replays"] = _window.pack(self.kept_replays)
+        return position
 
     def _acker(self, taken: list[_Request]) -> Any:
         def ack(error: BaseException | None) -> None:
@@ -304,7 +399,7 @@ class WebhookSource(Source[WebhookConfig]):
             raise BadRequest(
                 403, "Forbidden", "this token may not publish these event types", types=denied
             )
-        fresh, keys, waits, duplicates = self._deduplicate(records)
+        fresh, keys, repeated, waits, duplicates = self._deduplicate(records)
         for other in waits:  # the same event is being stored by another request
             await self._await(other)
         if fresh:
@@ -313,7 +408,7 @@ class WebhookSource(Source[WebhookConfig]):
             if self.waiting + len(fresh) > config.max_pending:
                 raise Unavailable(f"more than {config.max_pending} events wait to be stored")
             self._check_pending_bytes(len(body))
-            pending = _Request(fresh, keys, size=len(body))
+            pending = _Request(fresh, keys, repeated, size=len(body), replay=replay)
             for key in pending.keys:
                 self.inflight[key] = pending
             self.queue.append(pending)
@@ -569,12 +664,13 @@ class WebhookSource(Source[WebhookConfig]):
 
     def _deduplicate(
         self, records: list[Record]
-    ) -> tuple[list[Record], list[bytes], list[_Request], int]:
-        """The records to store and their keys (:func:`_event_key`), the appends of the same
+    ) -> tuple[list[Record], list[bytes], list[bytes], list[_Request], int]:
+        """The records to store and their keys (:func:`_event_key`), the keys of the others
+        that were stored or are on their way already (each once), the appends of the same
         events by other requests to wait for, and how many were duplicates."""
         window = self.config.idempotency_window
         if window <= 0:
-            return records, [_event_key(r) for r in records], [], 0
+            return records, [_event_key(r) for r in records], [], [], 0
         now = time.monotonic()
         seen = self.seen
         while seen:
@@ -584,21 +680,27 @@ class WebhookSource(Source[WebhookConfig]):
             seen.popitem(last=False)
         fresh: list[Record] = []
         fresh_keys: list[bytes] = []
+        repeated: list[bytes] = []
         waits: list[_Request] = []
         keys: set[bytes] = set()
         duplicates = 0
         for record in records:
             key = _event_key(record)
-            if key in seen or key in keys:
+            if key in keys:
                 duplicates += 1
+                continue
+            keys.add(key)
+            if key in seen:
+                duplicates += 1
+                repeated.append(key)
             elif key in self.inflight:
                 duplicates += 1
+                repeated.append(key)
                 waits.append(self.inflight[key])
             else:
-                keys.add(key)
                 fresh.append(record)
                 fresh_keys.append(key)
-        return fresh, fresh_keys, waits, duplicates
+        return fresh, fresh_keys, repeated, waits, duplicates
 
     def classify_error(self, exc: BaseException) -> Any:
         return DataError if isinstance(exc, BadRequest) else None
