@@ -49,15 +49,22 @@ class _Options:
         return self._registry
 
     def store_url(self, config: LoadedConfig | None = None) -> str:
+        from .config.interpolate import register_secrets
+        from .config.literals import url_secrets
         from .mesh import default_store_url
 
         if self.store:
-            return self.store
-        if config is not None and config.store:
-            return config.store
-        if os.environ.get("MESHCONNECT_STORE"):
-            return os.environ["MESHCONNECT_STORE"]
-        return default_store_url(self.state)
+            url = self.store
+        elif config is not None and config.store:
+            url = config.store
+        elif os.environ.get("MESHCONNECT_STORE"):
+            url = os.environ["MESHCONNECT_STORE"]
+        else:
+            return default_store_url(self.state)
+        # A password in a --store or $MESHCONNECT_STORE URL: masked in all this prints or
+        # logs, the store client's own errors included.
+        register_secrets(url_secrets(url))
+        return url
 
     def load(self, files: Sequence[str]) -> LoadedConfig:
         from .config.interpolate import register_secrets

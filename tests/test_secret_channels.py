@@ -1,0 +1,201 @@
+"""Secrets written as literals in a pipeline file (a URL's password, an ``Authorization``
+header, an API key in a query string, a ``SecretStr`` field) never leave the worker: not in
+its log at any level (client libraries' own debug lines included), not in dead letters, not
+in the admin API's view of a connector's config."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cli_support import mc
+
+from meshconnect.config.literals import pipeline_secrets, secret_str_values, shown_url
+
+#: Each literal secret of the pipelines below, distinct so a leak names its channel.
+SECRETS = [
+    "pw-SLURL-S3CR3T",
+    "xoxb-pw-SLACK-S3CR3T",
+    "pw-HTTP-S3CR3T",
+    "pw-QS-S3CR3T",
+    "pw-HDR-S3CR3T",
+    "pw-XKEY-S3CR3T",
+    "pw-JDBC-S3CR3T",
+]
+
+
+_MC = [sys.executable, "-m", "meshconnect"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _sinks(closed: int) -> str:
+    retry = "{retry: {max_attempts: 2, initial_backoff: 10ms}, tolerance: all, "
+    retry += "dead_letter_topic: dlq}"
+    return textwrap.dedent(
+        f"""\
+          - name: slack
+            connector: slack
+            config:
+              token: xoxb-pw-SLACK-S3CR3T
+              channel: C1
+              text: "{{data.text}}"
+              base_url: "http://u:pw-SLURL-S3CR3T@127.0.0.1:{closed}/api/"
+            errors: {retry}
+          - name: http
+            connector: http
+            config:
+              url: "http://al:pw-HTTP-S3CR3T@127.0.0.1:{closed}/x?api_key=pw-QS-S3CR3T"
+              headers: {{Authorization: "Bearer pw-HDR-S3CR3T", X-Api-Key: pw-XKEY-S3CR3T}}
+            errors: {retry}
+        """
+    )
+
+
+def _leaks(text: str) -> list[str]:
+    return [s for s in SECRETS if s in text]
+
+
+def test_literal_secrets_stay_out_of_debug_logs_and_dead_letters(tmp_path: Path) -> None:
+    """slack-sdk logs each request's URL at debug level: a ``base_url`` with a password in
+    its user info reached the worker's log as written."""
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "hi"}\n')
+    sinks = textwrap.indent(_sinks(_closed_port()), "    ")
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source:\n      connector: file\n"
+        "      config: {path: in.jsonl, format: json, follow: false}\n"
+        f"    sinks:\n{sinks}"
+    )
+    run = mc(tmp_path, "--log-level", "debug", "run", "p.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "chat.postMessage" in run.stderr  # the client's debug line is there ...
+    assert "u:**********@127.0.0.1" in run.stderr  # ... with the password masked
+    assert _leaks(run.stdout + run.stderr) == []
+    tail = mc(tmp_path, "topics", "tail", "dlq", "--from-beginning")
+    assert tail.returncode == 0, tail.stderr
+    assert len(tail.stdout.splitlines()) == 2  # one dead letter a sink
+    assert _leaks(tail.stdout + tail.stderr) == []
+
+
+def _get(url: str, token: str) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_the_admin_api_masks_literal_secrets_in_a_connectors_config(tmp_path: Path) -> None:
+    """GET /connectors/NAME/config showed an http sink's Authorization header, its URL's
+    password and api_key, and a jdbc URL's password as written (only ``${env:…}`` values and
+    ``SecretStr`` fields were masked)."""
+    closed = _closed_port()
+    admin, hook = _closed_port(), _closed_port()
+    sinks = textwrap.indent(_sinks(closed), "    ")
+    jdbc = f"postgresql+psycopg://bob:pw-JDBC-S3CR3T@127.0.0.1:{closed}/test"
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source:\n      connector: webhook\n"
+        f'      config: {{listen: "127.0.0.1:{hook}", path: /in}}\n'
+        f"    sinks:\n{sinks}"
+        f"    - {{name: pg, connector: jdbc, config: {{url: '{jdbc}', table: t}}}}\n"
+    )
+    env = {**os.environ, "MESHCONNECT_ADMIN_TOKEN": "tok-admin"}
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "meshconnect",
+            "--state",
+            str(tmp_path / "state"),
+            "run",
+            "--admin",
+            f"127.0.0.1:{admin}",
+            "p.yaml",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        answers: dict[str, str] = {}
+        for _ in range(300):  # bounded: the worker answers within seconds
+            try:
+                status, body = _get(f"http://127.0.0.1:{admin}/connectors/p/config", "tok-admin")
+            except OSError:
+                assert worker.poll() is None, worker.communicate(timeout=10)[0][-2000:]
+                time.sleep(0.1)
+                continue
+            assert status == 200, body
+            answers["config"] = body
+            break
+        assert "config" in answers, "the admin API never answered"
+        for path in ("/connectors/p", "/connectors?expand=info", "/metrics"):
+            answers[path] = _get(f"http://127.0.0.1:{admin}{path}", "tok-admin")[1]
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=60)[0]
+    for name, body in answers.items():
+        assert _leaks(body) == [], name
+    assert _leaks(output) == []
+    config = json.loads(answers["config"])
+    http = next(s for s in config["sinks"] if s["name"] == "http")["config"]
+    assert http["headers"] == {"Authorization": "**********", "X-Api-Key": "**********"}
+    assert http["url"] == f"http://al:**********@127.0.0.1:{closed}/x?api_key=**********"
+    pg = next(s for s in config["sinks"] if s["name"] == "pg")["config"]
+    assert pg["url"] == f"postgresql+psycopg://bob:**********@127.0.0.1:{closed}/test"
+
+
+def test_pipeline_secrets_finds_literals_where_secrets_are_written() -> None:
+    data = {
+        "store": "redis://:pw-store@127.0.0.1:6379/0",
+        "pipelines": [
+            {
+                "transforms": [
+                    {"type": "rename", "fields": {"data.token": "data.access_token"}},
+                    {"type": "llm", "api_key": "sk-llm", "base_url": "http://u:pw-llm@h/v1"},
+                ],
+                "sinks": [{"config": {"headers": {"Authorization": "Basic dXNlcg=="}}}],
+            }
+        ],
+    }
+    assert pipeline_secrets(data) == {
+        "pw-store", "sk-llm", "pw-llm", "Basic dXNlcg==", "dXNlcg==",
+    }  # fmt: skip
+
+
+def test_secret_str_values_walks_nested_models() -> None:
+    from pydantic import BaseModel, SecretStr
+
+    class Inner(BaseModel):
+        secret: SecretStr
+
+    class Outer(BaseModel):
+        token: SecretStr | None
+        items: list[Inner]
+        empty: SecretStr = SecretStr("")
+
+    model = Outer(token=SecretStr("tok-1"), items=[Inner(secret=SecretStr("sec-2"))])
+    assert secret_str_values(model) == {"tok-1", "sec-2"}
+
+
+def test_shown_url_masks_the_password_and_secret_query_values() -> None:
+    assert shown_url("postgresql://bob:pw@db:5432/app") == "postgresql://bob:**********@db:5432/app"
+    assert shown_url("redis://:pw@h:6379/0?prefix=x") == "redis://:**********@h:6379/0?prefix=x"
+    assert shown_url("https://h/x?api_key=k&a=1") == "https://h/x?api_key=**********&a=1"
+    assert shown_url("https://h/x") == "https://h/x"
+    assert shown_url("redis://[::1/0") == "(an invalid URL)"
