@@ -50,8 +50,8 @@ class _Options:
 
     def store_url(self, config: LoadedConfig | None = None) -> str:
         from .config.interpolate import register_secrets
-        from .config.literals import url_secrets
         from .mesh import default_store_url
+        from .secrets import url_secrets
 
         if self.store:
             url = self.store

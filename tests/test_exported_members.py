@@ -22,6 +22,7 @@ PUBLIC_MODULES = {
     "meshconnect.transforms",
     "meshconnect.httpbody",
     "meshconnect.httplisten",  # the shared listener connectors reach through context.http
+    "meshconnect.secrets",  # shown_url: a URL in a message, its password masked
 }
 
 

@@ -70,7 +70,7 @@ class Interpolated:
     errors: list[tuple[YamlPath, str]] = field(default_factory=list)
     #: Secrets written as literals in the data (a URL's password, an ``Authorization``
     #: header, a ``SecretStr`` field's value): the loader fills this in
-    #: (:mod:`.literals`); they are masked as the texts of references are.
+    #: (:mod:`meshconnect.secrets`); they are masked as the texts of references are.
     literal: set[str] = field(default_factory=set)
 
     def secret_values(self) -> set[str]:

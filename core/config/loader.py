@@ -36,9 +36,9 @@ from ..api import ConnectorConfig, ConnectorSpec
 from ..errors import ConfigError, Location, PluginError, Problem, ValidationErrors
 from ..expr import Compiler, ExpressionError, Template
 from ..plugins import Registry
+from ..secrets import pipeline_secrets, secret_str_values
 from ..transforms import BuildContext, Transform, TransformChain, building
 from .interpolate import Interpolated, Redactor, interpolate
-from .literals import pipeline_secrets, secret_str_values
 from .model import (
     ClusterConfig,
     ErrorPolicy,

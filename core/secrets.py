@@ -1,6 +1,6 @@
 """Secrets written as literals in a pipeline: the one place that says what they are.
 
-``${env:…}``/``${file:…}`` values are secrets by where they come from (:mod:`.interpolate`).
+``${env:…}``/``${file:…}`` values are secrets by where they come from (:mod:`.config.interpolate`).
 A pipeline file or a body sent to ``PUT /connectors/{name}`` may also hold secrets written as
 they are: a ``SecretStr`` field (``password: hunter2``), an ``Authorization`` header of an
 ``http`` sink, a password in a URL's user info (``postgresql://bob:pw@db/app``,
@@ -8,7 +8,7 @@ they are: a ``SecretStr`` field (``password: hunter2``), an ``Authorization`` he
 connector's config, a PUT body), :func:`pipeline_secrets` (a whole pipeline file),
 :func:`url_secrets` (a store URL given with ``--store``) and :func:`secret_str_values` (a
 validated config model) find them, so the run masks them (with
-:func:`.interpolate.register_secrets`) in every log line (a client library's own, tracebacks
+:func:`.config.interpolate.register_secrets`) in every log line (a client library's own, tracebacks
 included), error, dead letter, admin API answer and metric, and validation masks them in its
 messages. :func:`shown_url` is a URL as messages show it.
 """
@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from .interpolate import MASK
+from .config.interpolate import MASK
 
 __all__ = [
     "literal_secrets",
