@@ -16,6 +16,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+from cli_support import mc
+
 from meshconnect.secrets import pipeline_secrets, secret_str_values, shown_url
 
 #: Each literal secret of the pipelines below, distinct so a leak names its channel.
@@ -166,3 +169,29 @@ def test_shown_url_masks_the_password_and_secret_query_values() -> None:
     assert shown_url("https://h/x?api_key=k&a=1") == "https://h/x?api_key=**********&a=1"
     assert shown_url("https://h/x") == "https://h/x"
     assert shown_url("redis://[::1/0") == "(an invalid URL)"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis://:pw-STORE-S3CR3T@127.0.0.1:notaport/0", "Port could not be cast"),
+        ("redis://:pw-STORE-S3CR3T@[::1/0", "Invalid IPv6 URL"),
+        ("nats://u:pw-STORE-S3CR3T@127.0.0.1:notaport", "Port could not be cast"),
+        ("nats://u:pw-STORE-S3CR3T@[::1", "Invalid IPv6 URL"),
+    ],
+)
+def test_a_store_url_python_cannot_split_is_an_error_without_its_password(
+    tmp_path: Path, url: str, reason: str
+) -> None:
+    """A --store URL with a port that is not a number, or a broken IPv6 literal, crashed
+    ``run`` with a traceback from the client (or from the store's own message builder)."""
+    (tmp_path / "in.jsonl").write_text('{"id": 1}\n')
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source:\n      connector: file\n"
+        "      config: {path: in.jsonl, format: json, follow: false}\n"
+    )
+    run = mc(tmp_path, "--store", url, "run", "p.yaml", timeout=60)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "store URL" in run.stderr and reason in run.stderr
+    assert "pw-STORE-S3CR3T" not in run.stdout + run.stderr
