@@ -1293,4 +1293,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - flushed at exit
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         sys.exit(1)
+    except Exception as exc:  # a fault (ours, a plugin's): the traceback, secrets masked
+        import traceback
+
+        # Python's own report would print the exception's text as it is, and a client
+        # library's or a store plugin's message may hold a URL with its password.
+        _echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+        sys.exit(1)
     sys.exit(code if type(code) is int else 0)

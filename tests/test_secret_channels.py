@@ -195,3 +195,48 @@ def test_a_store_url_python_cannot_split_is_an_error_without_its_password(
     assert "Traceback" not in run.stderr, run.stderr[-2000:]
     assert "store URL" in run.stderr and reason in run.stderr
     assert "pw-STORE-S3CR3T" not in run.stdout + run.stderr
+
+
+_BOOM = '''
+from meshconnect import hookimpl
+from meshconnect.mesh import StoreSpec
+from meshconnect.mesh.memory import MemoryStore
+
+
+class BoomStore(MemoryStore):
+    """A store plugin whose unexpected error names its URL, password and all."""
+
+    def __init__(self, url):
+        super().__init__("memory://")
+        self.target = url
+
+    async def open(self):
+        raise RuntimeError(f"could not reach {self.target}")
+
+
+@hookimpl
+def meshconnect_stores():
+    return [StoreSpec("boom", BoomStore, "a store that cannot open")]
+'''
+
+
+@pytest.mark.parametrize(
+    "command", [["run", "p.yaml"], ["topics", "list"], ["offsets", "show", "p.yaml"]]
+)
+def test_a_crash_traceback_masks_the_store_urls_password(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """An unexpected error (a store plugin's) whose text holds the --store URL: Python's own
+    report printed it as it is (topics, offsets), and ``run`` logged it unmasked (the
+    password of a --store URL was not among the run's secrets)."""
+    (tmp_path / "boom.py").write_text(_BOOM)
+    (tmp_path / "plugins.toml").write_text('[plugins]\npaths = ["./boom.py"]\n')
+    (tmp_path / "in.jsonl").write_text('{"id": 1}\n')
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source:\n      connector: file\n"
+        "      config: {path: in.jsonl, format: json, follow: false}\n"
+    )
+    done = mc(tmp_path, "--store", "boom://u:pw-BOOM-S3CR3T@h/x", *command, timeout=60)
+    assert done.returncode == 1
+    assert "RuntimeError: could not reach boom://u:**********@h/x" in done.stderr, done.stderr
+    assert "pw-BOOM-S3CR3T" not in done.stdout + done.stderr
