@@ -240,3 +240,47 @@ def test_a_crash_traceback_masks_the_store_urls_password(
     assert done.returncode == 1
     assert "RuntimeError: could not reach boom://u:**********@h/x" in done.stderr, done.stderr
     assert "pw-BOOM-S3CR3T" not in done.stdout + done.stderr
+
+
+def test_the_metrics_endpoint_masks_secrets_in_labels_as_the_admin_api_does(
+    tmp_path: Path,
+) -> None:
+    """``run --metrics`` served label values (here a pipeline named from an environment
+    variable) unmasked, where the admin API's /metrics masked them."""
+    metrics, hook = _closed_port(), _closed_port()
+    (tmp_path / "p.yaml").write_text(
+        'pipelines:\n  - name: "orders-${env:TENANT_SECRET}"\n    source:\n'
+        f'      connector: webhook\n      config: {{listen: "127.0.0.1:{hook}", path: /in}}\n'
+    )
+    env = {**os.environ, "TENANT_SECRET": "pw-LABEL-S3CR3T"}
+    worker = subprocess.Popen(
+        [
+            *_MC,
+            "--state",
+            str(tmp_path / "state"),
+            "run",
+            "--metrics",
+            f"127.0.0.1:{metrics}",
+            "p.yaml",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    body = None
+    try:
+        for _ in range(300):  # bounded: the worker serves within seconds
+            try:
+                body = _get(f"http://127.0.0.1:{metrics}/metrics", "")[1]
+                break
+            except OSError:
+                assert worker.poll() is None, worker.communicate(timeout=10)[0][-2000:]
+                time.sleep(0.1)
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=60)[0]
+    assert body is not None, "the metrics endpoint never answered"
+    assert 'pipeline="orders-**********"' in body
+    assert "pw-LABEL-S3CR3T" not in body + output
