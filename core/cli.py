@@ -622,8 +622,13 @@ _admin_token = click.option(
 def _client(options: _Options, url: str, token: str | None) -> Any:
     from .admin.client import AdminClient
     from .admin.server import token_file
+    from .config.interpolate import register_secrets
+    from .secrets import url_secrets
 
-    return AdminClient(url, token, token_file(options.state))
+    client = AdminClient(url, token, token_file(options.state))
+    # The token and a password or token in the URL: masked in all this command prints.
+    register_secrets(url_secrets(url) | ({client.token} if client.token else set()))
+    return client
 
 
 @cli.command()

@@ -284,3 +284,24 @@ def test_the_metrics_endpoint_masks_secrets_in_labels_as_the_admin_api_does(
     assert body is not None, "the metrics endpoint never answered"
     assert 'pipeline="orders-**********"' in body
     assert "pw-LABEL-S3CR3T" not in body + output
+
+
+@pytest.mark.parametrize(
+    ("command", "url", "shown"),
+    [
+        (["status"], "http://u:pw-ADMIN-S3CR3T@127.0.0.1:{port}", "u:**********@127.0.0.1"),
+        (["connectors", "pause", "p"], "http://127.0.0.1:{port}/?token=pw-ADMIN-S3CR3T",
+         "?token=**********"),
+    ],
+)  # fmt: skip
+def test_an_admin_url_with_credentials_is_never_echoed(
+    tmp_path: Path, command: list[str], url: str, shown: str
+) -> None:
+    """``cannot reach the admin API at URL`` printed the --admin URL as given, password or
+    token query value included."""
+    admin = url.format(port=_closed_port())
+    done = mc(tmp_path, *command, "--admin", admin, "--token", "tok-S3CR3T-cli", timeout=60)
+    assert done.returncode == 1
+    assert "cannot reach the admin API" in done.stderr and shown in done.stderr, done.stderr
+    assert "pw-ADMIN-S3CR3T" not in done.stdout + done.stderr
+    assert "tok-S3CR3T-cli" not in done.stdout + done.stderr
