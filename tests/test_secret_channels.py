@@ -305,3 +305,43 @@ def test_an_admin_url_with_credentials_is_never_echoed(
     assert "cannot reach the admin API" in done.stderr and shown in done.stderr, done.stderr
     assert "pw-ADMIN-S3CR3T" not in done.stdout + done.stderr
     assert "tok-S3CR3T-cli" not in done.stdout + done.stderr
+
+
+def test_an_http_sink_refuses_url_credentials_next_to_another_authorization(
+    tmp_path: Path,
+) -> None:
+    """User info in an http sink's url is sent as Basic auth; next to an Authorization header
+    or oauth2, aiohttp refused every request at run time (each record failed). Validation
+    names the sink's config, never the URL's password."""
+    (tmp_path / "p.yaml").write_text(
+        textwrap.dedent(
+            """\
+            pipelines:
+              - name: p
+                source: {connector: webhook, config: {listen: "127.0.0.1:0", path: /in}}
+                sinks:
+                  - name: header
+                    connector: http
+                    config:
+                      url: "http://al:pw-URL-S3CR3T@127.0.0.1:9/x"
+                      headers: {authorization: "Bearer pw-HDR-S3CR3T"}
+                  - name: oauth
+                    connector: http
+                    config:
+                      url: "http://al:pw-URL-S3CR3T@127.0.0.1:9/{data.x}"
+                      oauth2: {token_url: "http://127.0.0.1:9/t", client_id: c,
+                               client_secret: pw-OAUTH-S3CR3T}
+                  - name: basic
+                    connector: http
+                    config: {url: "http://al:pw-URL-S3CR3T@127.0.0.1:9/x"}
+            """
+        )
+    )
+    done = mc(tmp_path, "validate", "p.yaml")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert [line.split(": ")[0] for line in lines[:-1]] == ["p.yaml:8:11", "p.yaml:13:11"]
+    assert "and an Authorization header cannot both" in lines[0]
+    assert "and oauth2 cannot both" in lines[1]
+    assert lines[-1] == "2 problem(s) found"  # user info alone is Basic auth: fine
+    assert "S3CR3T" not in done.stdout + done.stderr
