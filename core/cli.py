@@ -127,6 +127,9 @@ def _setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # A library's or plugin's warning goes through the same handler: Python would print it
+    # to stderr as it is (not masked, not escaped, not JSON with --log-format json).
+    logging.captureWarnings(True)
 
 
 def _clean(text: str) -> str:

@@ -345,3 +345,48 @@ def test_an_http_sink_refuses_url_credentials_next_to_another_authorization(
     assert "and oauth2 cannot both" in lines[1]
     assert lines[-1] == "2 problem(s) found"  # user info alone is Basic auth: fine
     assert "S3CR3T" not in done.stdout + done.stderr
+
+
+_WARNS = """
+import warnings
+
+from meshconnect import hookimpl
+from meshconnect.mesh import StoreSpec
+from meshconnect.mesh.memory import MemoryStore
+
+
+class WarnStore(MemoryStore):
+    \"\"\"A store plugin that warns about its URL, password and all.\"\"\"
+
+    def __init__(self, url):
+        warnings.warn(f"{url}: the legacy scheme is deprecated", UserWarning, stacklevel=1)
+        super().__init__("memory://")
+
+
+@hookimpl
+def meshconnect_stores():
+    return [StoreSpec("warn", WarnStore, "a store that warns")]
+"""
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_warning_goes_through_the_log_with_secrets_masked(
+    tmp_path: Path, log_format: str
+) -> None:
+    """Python printed a library's or plugin's warning to stderr as it is: a URL's password
+    in it was not masked (nor was it JSON under --log-format json)."""
+    (tmp_path / "warns.py").write_text(_WARNS)
+    (tmp_path / "plugins.toml").write_text('[plugins]\npaths = ["./warns.py"]\n')
+    (tmp_path / "in.jsonl").write_text('{"id": 1}\n')
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source:\n      connector: file\n"
+        "      config: {path: in.jsonl, format: json, follow: false}\n"
+    )
+    store = "warn://u:pw-WARN-S3CR3T@h/x"
+    done = mc(tmp_path, "--log-format", log_format, "--store", store, "run", "p.yaml")
+    assert done.returncode == 0, done.stderr
+    assert "warn://u:**********@h/x: the legacy scheme is deprecated" in done.stderr
+    assert "pw-WARN-S3CR3T" not in done.stdout + done.stderr
+    if log_format == "json":
+        lines = [json.loads(line) for line in done.stderr.splitlines()]
+        assert any(line["logger"] == "py.warnings" for line in lines)
