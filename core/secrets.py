@@ -40,6 +40,9 @@ _SECRET_KEY = re.compile(
 )
 #: ... unless the key names where a secret is found or sent, not the secret itself.
 _NOT_SECRET_KEY = re.compile(r"(url|uri|endpoint|header|path|file|type|types|field)s?$", re.I)
+#: A header name that carries a credential: besides the names above, any ``…-Key``
+#: (``Ocp-Apim-Subscription-Key``, ``X-Functions-Key``) or ``…Sig…`` header.
+_SECRET_HEADER = re.compile(r"key|sig", re.IGNORECASE)
 #: ``Bearer abc``: ``abc`` is masked alone as well, wherever it shows up without its scheme.
 _SCHEME = re.compile(r"^(bearer|basic|token|digest|apikey)\s+(\S+)$", re.IGNORECASE)
 
@@ -51,7 +54,10 @@ def literal_secrets(data: Any) -> set[str]:
 
 def _walk(value: Any, key: str | None) -> Iterator[str]:
     if isinstance(value, dict):
+        headers = key is not None and key.lower() == "headers"
         for k, v in value.items():
+            if headers and isinstance(v, str) and v.strip() and _SECRET_HEADER.search(str(k)):
+                yield v
             yield from _walk(v, str(k))
     elif isinstance(value, list):
         for item in value:

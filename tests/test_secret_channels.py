@@ -27,6 +27,7 @@ SECRETS = [
     "pw-QS-S3CR3T",
     "pw-HDR-S3CR3T",
     "pw-XKEY-S3CR3T",
+    "pw-SUBKEY-S3CR3T",
     "pw-JDBC-S3CR3T",
 ]
 
@@ -49,7 +50,13 @@ def _sinks(closed: int) -> str:
             connector: http
             config:
               url: "http://al:pw-HTTP-S3CR3T@127.0.0.1:{closed}/x?api_key=pw-QS-S3CR3T"
-              headers: {{Authorization: "Bearer pw-HDR-S3CR3T", X-Api-Key: pw-XKEY-S3CR3T}}
+            errors: {retry}
+          - name: http2
+            connector: http
+            config:
+              url: "http://127.0.0.1:{closed}/y"
+              headers: {{Authorization: "Bearer pw-HDR-S3CR3T", X-Api-Key: pw-XKEY-S3CR3T,
+                         Ocp-Apim-Subscription-Key: pw-SUBKEY-S3CR3T}}
             errors: {retry}
         """
     )
@@ -124,7 +131,10 @@ def test_the_admin_api_masks_literal_secrets_in_a_connectors_config(tmp_path: Pa
     assert _leaks(output) == []
     config = json.loads(answers["config"])
     http = next(s for s in config["sinks"] if s["name"] == "http")["config"]
-    assert http["headers"] == {"Authorization": "**********", "X-Api-Key": "**********"}
+    http2 = next(s for s in config["sinks"] if s["name"] == "http2")["config"]
+    assert http2["headers"] == dict.fromkeys(
+        ["Authorization", "X-Api-Key", "Ocp-Apim-Subscription-Key"], "**********"
+    )
     assert http["url"] == f"http://al:**********@127.0.0.1:{closed}/x?api_key=**********"
     pg = next(s for s in config["sinks"] if s["name"] == "pg")["config"]
     assert pg["url"] == f"postgresql+psycopg://bob:**********@127.0.0.1:{closed}/test"
@@ -139,12 +149,22 @@ def test_pipeline_secrets_finds_literals_where_secrets_are_written() -> None:
                     {"type": "rename", "fields": {"data.token": "data.access_token"}},
                     {"type": "llm", "api_key": "sk-llm", "base_url": "http://u:pw-llm@h/v1"},
                 ],
-                "sinks": [{"config": {"headers": {"Authorization": "Basic dXNlcg=="}}}],
+                "sinks": [
+                    {
+                        "config": {
+                            "headers": {
+                                "Authorization": "Basic dXNlcg==",
+                                "Ocp-Apim-Subscription-Key": "sub-key-1",
+                                "X-Request-Id": "{id}",
+                            }
+                        }
+                    }
+                ],
             }
         ],
     }
     assert pipeline_secrets(data) == {
-        "pw-store", "sk-llm", "pw-llm", "Basic dXNlcg==", "dXNlcg==",
+        "pw-store", "sk-llm", "pw-llm", "Basic dXNlcg==", "dXNlcg==", "sub-key-1",
     }  # fmt: skip
 
 
