@@ -5,6 +5,7 @@ the admin API's view of a connector's config, not in OpenTelemetry spans, not in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -410,3 +411,37 @@ def test_a_warning_goes_through_the_log_with_secrets_masked(
     if log_format == "json":
         lines = [json.loads(line) for line in done.stderr.splitlines()]
         assert any(line["logger"] == "py.warnings" for line in lines)
+
+
+async def test_an_embedded_worker_masks_the_files_secrets_in_dead_letters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only ``meshconnect run`` registered the files' secrets: a worker started by a program
+    (``meshconnect.testing.run_pipelines``, the Worker API) stored a failing cast's message
+    with the ``${env:…}`` value it quoted in the dead letter."""
+    from meshconnect.testing import MemorySink, run_pipelines
+
+    monkeypatch.setenv("EMBED_SECRET", "pw-EMBED-S3CR3T")
+    (tmp_path / "p.yaml").write_text(
+        textwrap.dedent(
+            """\
+            pipelines:
+              - name: p
+                source:
+                  connector: memory
+                  config: {records: [{n: 1}]}
+                  errors: {tolerance: all, dead_letter_topic: dlq}
+                transforms:
+                  - {type: insert_field, field: data.k, value: "${env:EMBED_SECRET}"}
+                  - {type: cast, fields: {data.k: int}}
+              - name: d
+                sinks:
+                  - {connector: memory, topics: [dlq], config: {name: embedded-dlq}}
+            """
+        )
+    )
+    MemorySink.outputs.pop("embedded-dlq", None)
+    assert await asyncio.wait_for(run_pipelines([tmp_path / "p.yaml"]), 60) == 0
+    (dead,) = MemorySink.outputs["embedded-dlq"]
+    message = str(dead.extensions["errormessage"])
+    assert message.startswith("cast: data.k: '**********' is not a number"), message
