@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
@@ -40,6 +40,8 @@ _SECRET_KEY = re.compile(
 )
 #: ... unless the key names where a secret is found or sent, not the secret itself.
 _NOT_SECRET_KEY = re.compile(r"(url|uri|endpoint|header|path|file|type|types|field)s?$", re.I)
+#: The password of a URL's user info, for a URL ``urlsplit`` refuses.
+_USERINFO = re.compile(r"://[^/@:]*:([^/@]*)@")
 #: A header name that carries a credential: besides the names above, any ``…-Key``
 #: (``Ocp-Apim-Subscription-Key``, ``X-Functions-Key``) or ``…Sig…`` header.
 _SECRET_HEADER = re.compile(r"key|sig", re.IGNORECASE)
@@ -166,27 +168,32 @@ def shown_url(url: str) -> str:
         host = netloc.rpartition("@")[2]
         user = netloc.rpartition("@")[0].partition(":")[0]
         netloc = f"{user}:{MASK}@{host}"
-    query = parts.query
-    if query:
-        pairs = [
-            (name, MASK if value and _SECRET_KEY.search(name) else value)
-            for name, value in parse_qsl(query, keep_blank_values=True)
-        ]
-        query = "&".join(f"{n}={v}" if v else n for n, v in pairs)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    pairs = []
+    for pair in parts.query.split("&") if parts.query else []:
+        name, sep, raw = pair.partition("=")
+        secret = sep and raw and _SECRET_KEY.search(unquote_plus(name))
+        pairs.append(f"{name}={MASK}" if secret else pair)
+    return urlunsplit(parts._replace(netloc=netloc, query="&".join(pairs)))
 
 
 def _url_secrets(text: str) -> Iterator[str]:
-    """A URL's password and the values of its query parameters with secret names."""
+    """A URL's password and the values of its query parameters with secret names, each as
+    written (``p%40ss``, what the URL shows) and decoded (``p@ss``, what a client may show)."""
     if "://" not in text:
         return
+    text = text.strip()
     try:
-        parts = urlsplit(text.strip())
-        password = parts.password
-    except ValueError:
-        return
+        parts = urlsplit(text)
+        password, query = parts.password, parts.query
+    except ValueError:  # a broken [IPv6] literal: the parts as the text has them
+        match = _USERINFO.search(text)
+        password = match.group(1) if match else None
+        query = text.partition("?")[2].partition("#")[0]
     if password:
         yield password
-    for name, val in parse_qsl(parts.query, keep_blank_values=False):
-        if val and _SECRET_KEY.search(name):
-            yield val
+        yield unquote(password)
+    for pair in query.split("&"):
+        name, sep, raw = pair.partition("=")
+        if sep and raw and _SECRET_KEY.search(unquote_plus(name)):
+            yield raw
+            yield unquote_plus(raw)

@@ -445,3 +445,16 @@ async def test_an_embedded_worker_masks_the_files_secrets_in_dead_letters(
     (dead,) = MemorySink.outputs["embedded-dlq"]
     message = str(dead.extensions["errormessage"])
     assert message.startswith("cast: data.k: '**********' is not a number"), message
+
+
+def test_url_secrets_are_found_as_written_and_decoded() -> None:
+    """A query value was found only decoded (``a/b``) while the URL, in the admin API's
+    config and in messages, shows it encoded (``a%2Fb``); a URL ``urlsplit`` refuses (a
+    broken IPv6 literal) gave no secret at all, though messages may still quote it."""
+    from meshconnect.secrets import url_secrets
+
+    assert url_secrets("postgresql://bob:p%40ss-1@h/db?api_key=a%2Fb-2&x=1") == {
+        "p%40ss-1", "p@ss-1", "a%2Fb-2", "a/b-2",
+    }  # fmt: skip
+    assert url_secrets("redis://:pw-broken@[::1/0?token=t-3") == {"pw-broken", "t-3"}
+    assert shown_url("https://h/x?api_key=a%2Fb-2") == "https://h/x?api_key=**********"
