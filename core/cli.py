@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,19 @@ def _setup_logging(level: str, fmt: str) -> None:
     # A library's or plugin's warning goes through the same handler: Python would print it
     # to stderr as it is (not masked, not escaped, not JSON with --log-format json).
     logging.captureWarnings(True)
+    # So does an exception that ends a library's or plugin's thread.
+    threading.excepthook = _log_thread_exception
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("meshconnect").error(
+        "thread %s stopped on an unexpected error",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )
 
 
 def _clean(text: str) -> str:

@@ -458,3 +458,48 @@ def test_url_secrets_are_found_as_written_and_decoded() -> None:
     }  # fmt: skip
     assert url_secrets("redis://:pw-broken@[::1/0?token=t-3") == {"pw-broken", "t-3"}
     assert shown_url("https://h/x?api_key=a%2Fb-2") == "https://h/x?api_key=**********"
+
+
+_THREADS = """
+import threading
+
+from meshconnect import hookimpl
+from meshconnect.mesh import StoreSpec
+from meshconnect.mesh.memory import MemoryStore
+
+
+def _lose(url):
+    raise RuntimeError(f"lost the connection to {url}")
+
+
+class ThreadStore(MemoryStore):
+    \"\"\"A store plugin whose background thread dies naming its URL, password and all.\"\"\"
+
+    def __init__(self, url):
+        super().__init__("memory://")
+        thread = threading.Thread(target=_lose, args=(url,), name="keepalive")
+        thread.start()
+        thread.join()
+
+
+@hookimpl
+def meshconnect_stores():
+    return [StoreSpec("thread", ThreadStore, "a store whose thread dies")]
+"""
+
+
+def test_a_thread_that_dies_is_logged_with_secrets_masked(tmp_path: Path) -> None:
+    """Python printed the traceback of an exception that ended a library's or plugin's
+    thread to stderr as it was, a URL's password in it included."""
+    (tmp_path / "threads.py").write_text(_THREADS)
+    (tmp_path / "plugins.toml").write_text('[plugins]\npaths = ["./threads.py"]\n')
+    (tmp_path / "in.jsonl").write_text('{"id": 1}\n')
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source:\n      connector: file\n"
+        "      config: {path: in.jsonl, format: json, follow: false}\n"
+    )
+    done = mc(tmp_path, "--store", "thread://u:pw-THREAD-S3CR3T@h/x", "run", "p.yaml")
+    assert done.returncode == 0, done.stderr
+    assert "thread keepalive stopped on an unexpected error" in done.stderr
+    assert "lost the connection to thread://u:**********@h/x" in done.stderr
+    assert "pw-THREAD-S3CR3T" not in done.stdout + done.stderr
