@@ -34,7 +34,9 @@ __all__ = [
 
 #: Keys whose string values (or the strings of a list under them) are secrets.
 _SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[-_]?key|apikey|auth(?!ors?\b)|credential|cookie|"
+    r"pass(word|wd|phrase)?|secret|token|api[-_]?key|apikey|"
+    # not mongodb's auth_source/authSource (a database name) or authMechanism (a method)
+    r"auth(?!ors?\b|_?source\b|_?mechanism\b)|credential|cookie|"
     r"private[-_]?key|signature|session",
     re.IGNORECASE,
 )

@@ -503,3 +503,26 @@ def test_a_thread_that_dies_is_logged_with_secrets_masked(tmp_path: Path) -> Non
     assert "thread keepalive stopped on an unexpected error" in done.stderr
     assert "lost the connection to thread://u:**********@h/x" in done.stderr
     assert "pw-THREAD-S3CR3T" not in done.stdout + done.stderr
+
+
+def test_names_of_settings_beside_a_secret_are_not_secrets() -> None:
+    """mongodb's ``auth_source: admin`` (and ``?authSource=admin``) was taken for a secret:
+    every ``admin`` the worker printed became ``**********`` ("********** API on …")."""
+    data = {
+        "pipelines": [
+            {
+                "sinks": [
+                    {
+                        "config": {
+                            "uri": "mongodb://h/?authSource=admin&authMechanism=SCRAM-SHA-256"
+                            "&authMechanismProperties=AWS_SESSION_TOKEN:tok-9",
+                            "auth_source": "admin",
+                            "username": "bob",
+                            "author": "ada",
+                        }
+                    }
+                ]
+            }
+        ]
+    }
+    assert pipeline_secrets(data) == {"AWS_SESSION_TOKEN:tok-9"}
