@@ -115,7 +115,7 @@ _HOME = {
 #: The public modules (tests/test_exported_members.py), which ``import meshconnect`` used to
 #: import along with the names above: ``meshconnect.jsonvalue`` still works without importing
 #: it first.
-_MODULES = {"eventrules", "expr", "httpbody", "jsonvalue", "transforms"}
+_MODULES = {"eventrules", "expr", "httpbody", "jsonvalue", "secrets", "transforms"}
 
 
 def __getattr__(name: str) -> _typing.Any:

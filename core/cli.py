@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,15 +50,22 @@ class _Options:
         return self._registry
 
     def store_url(self, config: LoadedConfig | None = None) -> str:
+        from .config.interpolate import register_secrets
         from .mesh import default_store_url
+        from .secrets import url_secrets
 
         if self.store:
-            return self.store
-        if config is not None and config.store:
-            return config.store
-        if os.environ.get("MESHCONNECT_STORE"):
-            return os.environ["MESHCONNECT_STORE"]
-        return default_store_url(self.state)
+            url = self.store
+        elif config is not None and config.store:
+            url = config.store
+        elif os.environ.get("MESHCONNECT_STORE"):
+            url = os.environ["MESHCONNECT_STORE"]
+        else:
+            return default_store_url(self.state)
+        # A password in a --store or $MESHCONNECT_STORE URL: masked in all this prints or
+        # logs, the store client's own errors included.
+        register_secrets(url_secrets(url))
+        return url
 
     def load(self, files: Sequence[str]) -> LoadedConfig:
         from .config.interpolate import register_secrets
@@ -120,6 +128,22 @@ def _setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # A library's or plugin's warning goes through the same handler: Python would print it
+    # to stderr as it is (not masked, not escaped, not JSON with --log-format json).
+    logging.captureWarnings(True)
+    # So does an exception that ends a library's or plugin's thread.
+    threading.excepthook = _log_thread_exception
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("meshconnect").error(
+        "thread %s stopped on an unexpected error",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+    )
 
 
 def _clean(text: str) -> str:
@@ -615,8 +639,13 @@ _admin_token = click.option(
 def _client(options: _Options, url: str, token: str | None) -> Any:
     from .admin.client import AdminClient
     from .admin.server import token_file
+    from .config.interpolate import register_secrets
+    from .secrets import url_secrets
 
-    return AdminClient(url, token, token_file(options.state))
+    client = AdminClient(url, token, token_file(options.state))
+    # The token and a password or token in the URL: masked in all this command prints.
+    register_secrets(url_secrets(url) | ({client.token} if client.token else set()))
+    return client
 
 
 @cli.command()
@@ -1289,5 +1318,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:  # output piped into `head`: as click, quietly
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - flushed at exit
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        sys.exit(1)
+    except Exception as exc:  # a fault (ours, a plugin's): the traceback, secrets masked
+        import traceback
+
+        # Python's own report would print the exception's text as it is, and a client
+        # library's or a store plugin's message may hold a URL with its password.
+        _echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
         sys.exit(1)
     sys.exit(code if type(code) is int else 0)

@@ -116,9 +116,9 @@ def check_path(value: str) -> str:
 
 
 def check_http_url(value: str | None) -> str | None:
-    """A config validator: an absolute ``http(s)`` URL (or None). Without its scheme a client
-    (slack-sdk, the openai SDK) reports a connection error per call, retried, then a 503 or a
-    dead letter per record, never naming the field."""
+    """A config validator: an absolute ``http(s)`` URL (or None) without user info. Without
+    its scheme a client (slack-sdk, the openai SDK) reports a connection error per call,
+    retried, then a 503 or a dead letter per record, never naming the field."""
     from urllib.parse import urlsplit
 
     if value is None:
@@ -126,6 +126,14 @@ def check_http_url(value: str | None) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{value!r}: expected an http:// or https:// URL")
+    if "@" in parts.netloc:
+        # slack-sdk's aiohttp refuses every call ("Cannot combine AUTHORIZATION header with
+        # ... credentials encoded in URL"); the openai SDK's httpx sends them as Basic auth in
+        # place of the API key; and the client's debug log prints the URL. Never echoed.
+        raise ValueError(
+            "credentials in the URL (user info before '@') are not sent as you mean: the "
+            "connector's token or api_key authenticates; give the URL without them"
+        )
     return value
 
 

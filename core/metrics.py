@@ -437,7 +437,11 @@ async def serve_metrics(listeners: HttpListeners, listen: str, registry: Metrics
     async def handler(request: web.Request) -> web.Response:
         from aiohttp import web
 
-        body = await registry.scrape()
+        from .config.interpolate import redact
+
+        # As the admin API's /metrics: a label (a pipeline's or topic's name, a connector's
+        # own label) may hold a secret of the run.
+        body = redact(await registry.scrape())
         return web.Response(body=body.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
 
     return await listeners.add_route(listen, "GET", "/metrics", handler, "the /metrics endpoint")

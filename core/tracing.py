@@ -92,10 +92,24 @@ class BatchTrace:
 
 
 def _fail(span: Any, error: BaseException) -> None:
+    """Mark ``span`` failed by ``error``, with the run's secrets masked in the exception
+    event's message and stack trace and in the status (spans leave the worker for an
+    exporter: a client library's message may hold a URL with its password)."""
+    import traceback
+
     from opentelemetry.trace import Status, StatusCode
 
-    span.record_exception(error)
-    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    from .config.interpolate import redact
+
+    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    span.record_exception(
+        error,
+        attributes={
+            "exception.message": redact(str(error)),
+            "exception.stacktrace": redact(stack),
+        },
+    )
+    span.set_status(Status(StatusCode.ERROR, redact(f"{type(error).__name__}: {error}")))
 
 
 class Tracing:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from .api import Ack, ConnectorContext, Flushed, Sink, Source, SourceBatch
+from .config.interpolate import register_secrets
 from .deliveries import Deliveries
 from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
 from .errors import Classifier, ConfigError, classify
@@ -106,6 +107,10 @@ class Worker:
         tracer_provider: Any = None,
     ) -> None:
         self.config = config
+        # The secrets of the pipelines (interpolated and literal) are masked in everything
+        # this process logs or stores, dead letters included, however the worker was started
+        # (``meshconnect run`` registers them too; an embedding program may not).
+        register_secrets(config.secrets)
         self.store = store
         self.queue_batches = queue_batches
         self.restart_backoff = restart_backoff

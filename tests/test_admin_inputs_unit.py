@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from meshconnect.admin.literals import literal_secrets
 from meshconnect.cli import _status_table
+from meshconnect.secrets import literal_secrets
 
 
 def test_literal_secrets_by_key_url_and_query() -> None:

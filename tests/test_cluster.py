@@ -228,7 +228,7 @@ def test_status_of_a_cluster_names_a_wrong_or_unreachable_store_without_a_traceb
     url = "redis://u:hunter2@127.0.0.1:1/0?reconnect_timeout=0.2"
     done = runner.invoke(cli, ["--store", url, "status", "--cluster", "c"])
     assert done.exit_code == 1, done.output
-    assert "Error: mesh store redis://u:***@127.0.0.1:1/0" in done.output
+    assert "Error: mesh store redis://u:**********@127.0.0.1:1/0" in done.output
     assert "unreachable" in done.output
     assert "Traceback" not in done.output and "hunter2" not in done.output
     assert isinstance(done.exception, SystemExit)

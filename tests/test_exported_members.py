@@ -23,6 +23,7 @@ PUBLIC_MODULES = {
     "meshconnect.httpbody",
     "meshconnect.httplisten",  # the shared listener connectors reach through context.http
     "meshconnect.positioncheck",  # a source's checks of hand-written positions
+    "meshconnect.secrets",  # shown_url: a URL in a message, its password masked
 }
 
 

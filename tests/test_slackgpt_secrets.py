@@ -141,3 +141,41 @@ def test_the_schema_marks_every_secret_write_only() -> None:
     secrets = walk(json.loads(text))
     assert {k for k, _ in secrets} == {"token", "signing_secret", "api_key"}
     assert all(v.get("format") == "password" and v.get("writeOnly") for _, v in secrets)
+
+
+def test_a_base_url_with_credentials_is_refused_by_its_field_without_echoing_them(
+    tmp_path: Path,
+) -> None:
+    """``base_url: http://u:PASSWORD@host/…`` passed validation; slack-sdk then refused every
+    call (aiohttp cannot send user info next to the token's Authorization header) after its
+    debug log had printed the URL, and the openai SDK sent it as Basic auth in place of the
+    API key."""
+    password = "pw-BASEURL-S3CR3T"
+    url = f"http://bob:{password}@127.0.0.1:9/v1"
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            pipelines:
+              - name: ask
+                source:
+                  connector: chatgpt
+                  config: {{api_key: {API_KEY}, base_url: "{url}"}}
+                transforms:
+                  - {{type: llm, api_key: {API_KEY}, prompt: "{{data.text}}",
+                      field: data.summary, base_url: "{url}"}}
+                sinks:
+                  - connector: slack
+                    config: {{token: {TOKEN}, channel: C1, text: hi, base_url: "{url}"}}
+            """
+        )
+    )
+    result = CliRunner().invoke(cli, ["validate", str(path)])
+    assert result.exit_code == 1
+    out = result.output
+    assert password not in out
+    problems = [line for line in out.splitlines() if "credentials in the URL" in line]
+    assert [line.split(":")[1] for line in problems] == ["6", "9", "12"]
+    assert "source.config.base_url" in problems[0]
+    assert "transforms[0].base_url" in problems[1]
+    assert "sinks[0].config.base_url" in problems[2]

@@ -122,6 +122,38 @@ async def test_a_failing_write_marks_its_spans_failed(tmp_path: Path) -> None:
     assert all(s.status.status_code is StatusCode.ERROR for s in spans if s.name == "sink batch")
 
 
+async def test_a_failed_spans_status_and_exception_event_mask_the_runs_secrets(
+    tmp_path: Path,
+) -> None:
+    """Spans leave the worker through an exporter, not the log: an error whose text holds a
+    secret (a client library's message with a URL's password) reached the span's status and
+    its exception event's message and stack trace unmasked."""
+    from meshconnect.config.interpolate import register_secrets
+
+    secret = "pw-OTEL-S3CR3T"
+    register_secrets({secret})  # as `meshconnect run` does with the files' secrets
+    code, spans = await run_traced(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: p
+            source: {{connector: memory, config: {{records: [{{n: 0, {secret}: true}}]}}}}
+            sinks:
+              - connector: memory
+                config: {{name: out, reject_when: {secret}}}
+        """,
+    )
+    assert code == 1
+    writes = [s for s in spans if s.name == "sink write"]
+    assert writes and "rejects" in (writes[0].status.description or "")
+    for span in spans:
+        shown = [span.status.description or ""]
+        shown += [str(dict(event.attributes or {})) for event in span.events]
+        assert not any(secret in text for text in shown), span.name
+    events = [e for s in writes for e in s.events if e.name == "exception"]
+    assert events and "**********" in str((events[0].attributes or {})["exception.message"])
+
+
 @pytest.mark.parametrize(
     "environ",
     [

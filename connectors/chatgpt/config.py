@@ -42,7 +42,7 @@ class ModelSettings(BaseModel):
     base_url: str | None = Field(
         default=None,
         description="Base URL of any OpenAI-compatible server (`http://localhost:11434/v1`); "
-        "default: OpenAI's.",
+        "default: OpenAI's. No user info (`user:password@`): `api_key` authenticates.",
     )
     timeout: Duration = Field(default=60.0, gt=0, description="Timeout of one model call.")
     max_retries: int = Field(

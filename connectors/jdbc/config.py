@@ -16,14 +16,9 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 
 from meshconnect import ConnectorConfig, Duration
 
-__all__ = ["JdbcSinkConfig", "JdbcSourceConfig", "masked_url"]
+__all__ = ["JdbcSinkConfig", "JdbcSourceConfig"]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+._-]*://")
-
-
-def masked_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for messages)."""
-    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
 
 
 #: The drivers meshconnect's extras install, per dialect.

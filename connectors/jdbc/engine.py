@@ -8,11 +8,8 @@ from typing import Any
 
 from meshconnect import ConfigError, DataError, MeshconnectError, RetriableError, jsonvalue
 
-from .config import masked_url
-
 __all__ = [
     "classify_db_error",
-    "describe",
     "is_date_out_of_range",
     "make_engine",
     "reflect",
@@ -178,11 +175,6 @@ def text_for_dates_out_of_range(engine: Any) -> None:
             dbapi_connection.adapters.register_loader(name, loader)
 
     engine.dispose()
-
-
-def describe(url: str) -> str:
-    """The URL for messages (no password)."""
-    return masked_url(url)
 
 
 def classify_db_error(exc: BaseException) -> type[MeshconnectError] | None:

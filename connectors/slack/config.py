@@ -120,7 +120,8 @@ class SlackSinkConfig(ConnectorConfig):
     )
     base_url: str = Field(
         default="https://slack.com/api/",
-        description="The Web API's base URL (a proxy, or a local server in tests).",
+        description="The Web API's base URL (a proxy, or a local server in tests); no user "
+        "info (`user:password@`): the token authenticates.",
     )
     timeout: Duration = Field(
         default=30.0, gt=0, description="Timeout of one Web API call (`30s`)."

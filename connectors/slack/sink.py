@@ -68,6 +68,7 @@ from meshconnect import (
     Sink,
     jsonvalue,
 )
+from meshconnect.secrets import shown_url
 
 from .blocks import block_kit_errors
 from .config import SlackSinkConfig, compile_template
@@ -568,7 +569,7 @@ class SlackSink(Sink[SlackSinkConfig]):
                 elif code in ENDPOINT_ERRORS:
                     detail = (
                         "check config.base_url: the answer is not the Slack Web API's "
-                        f"(calling {self.client.base_url}{method}; Slack's is "
+                        f"(calling {shown_url(self.client.base_url)}{method}; Slack's is "
                         "https://slack.com/api/)"
                     )
                 elif code == "unexpected_response":

@@ -7,6 +7,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -426,3 +427,22 @@ class HttpSinkConfig(ConnectorConfig):
         Template(value).check_url()  # ValueError: a bad placeholder, or one in the host part
         _check_template(value, _record_name, _RECORD_NAMES)
         return value
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpSinkConfig:
+        # aiohttp sends user info as Basic auth, and refuses every request that also has an
+        # Authorization header ("Cannot combine AUTHORIZATION header with ... credentials
+        # encoded in URL"): each record failed at run time. The URL is never echoed.
+        netloc = urlsplit(self.url).netloc
+        if "@" not in netloc:
+            return self
+        if self.oauth2 is not None:
+            other = "oauth2"
+        elif any(name.lower() == "authorization" for name in self.headers):
+            other = "an Authorization header"
+        else:
+            return self
+        raise ValueError(
+            f"url: credentials in the URL (user info before '@', sent as Basic auth) and "
+            f"{other} cannot both authenticate a request; keep one"
+        )

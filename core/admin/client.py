@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MeshconnectError
+from ..secrets import shown_url
 
 __all__ = ["DEFAULT_URL", "AdminClient", "AdminError"]
 
@@ -50,8 +51,8 @@ class AdminClient:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise AdminError(
-                f"cannot reach the admin API at {self.url}: {reason} (is the worker running "
-                "with --admin?)"
+                f"cannot reach the admin API at {shown_url(self.url)}: {reason} (is the worker "
+                "running with --admin?)"
             ) from None
         return json.loads(raw) if raw else None
 

@@ -32,7 +32,7 @@ from ..config.interpolate import register_secrets
 from ..config.loader import LoadedConfig, load_pipeline_files, redacted_config
 from ..errors import ConfigError, Problem, ValidationErrors
 from ..offsets import apply_reset, offsets_report, reset_plan, sink_groups, sink_lags, source_id
-from .literals import literal_secrets
+from ..secrets import literal_secrets
 
 if TYPE_CHECKING:
     from ..config.loader import LoadedPipeline

@@ -68,10 +68,16 @@ class Interpolated:
     rewritten: set[YamlPath] = field(default_factory=set)
     #: ``(path, message)`` for each reference that could not be resolved.
     errors: list[tuple[YamlPath, str]] = field(default_factory=list)
+    #: Secrets written as literals in the data (a URL's password, an ``Authorization``
+    #: header, a ``SecretStr`` field's value): the loader fills this in
+    #: (:mod:`meshconnect.secrets`); they are masked as the texts of references are.
+    literal: set[str] = field(default_factory=set)
 
     def secret_values(self) -> set[str]:
-        """Every text a reference took from the environment or a file (defaults excluded)."""
-        return {value for values in self.secrets.values() for value in values[1:]}
+        """Every text a reference took from the environment or a file (defaults excluded),
+        and every secret written as a literal."""
+        taken = {value for values in self.secrets.values() for value in values[1:]}
+        return taken | self.literal
 
 
 class Redactor:

@@ -36,6 +36,7 @@ from ..api import ConnectorConfig, ConnectorSpec
 from ..errors import ConfigError, Location, PluginError, Problem, ValidationErrors
 from ..expr import Compiler, ExpressionError, Template
 from ..plugins import Registry
+from ..secrets import pipeline_secrets, secret_str_values
 from ..transforms import BuildContext, Transform, TransformChain, building
 from .interpolate import Interpolated, Redactor, interpolate
 from .model import (
@@ -337,6 +338,7 @@ class _Session:
             )
             return
         interp = interpolate(doc.data, env=self.env, base_dir=base_dir)
+        interp.literal = pipeline_secrets(interp.data)
         file = _File(doc, interp, base_dir)
         self.files.append(file)
         for error_path, message in interp.errors:
@@ -562,6 +564,7 @@ class _Session:
             )
             return None
         model = file.validate(config_model, config, (*path, "config"))
+        self.secrets |= secret_str_values(model)
         return (spec, model) if model is not None else None
 
     def connector_message(self, name: str, kind: str, exc: PluginError) -> str:
@@ -627,6 +630,7 @@ class _Session:
                 ok = False
         if options is None:
             return None
+        self.secrets |= secret_str_values(options)
         context = BuildContext(file.base_dir, sink="sinks" in path)
         try:
             with building(context):

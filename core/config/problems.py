@@ -55,6 +55,7 @@ class FileReporter:
             for frag in frags
             for form in escaped_forms(frag)
         }
+        fragments |= {form for secret in interp.literal for form in escaped_forms(secret)}
         self.fragments = sorted(fragments, key=len, reverse=True)
 
     def report(

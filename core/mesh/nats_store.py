@@ -92,6 +92,7 @@ import orjson
 
 from ..errors import ConfigError, StoreError
 from ..records import Record
+from ..secrets import shown_url
 from .codec import (
     ChangeSignal,
     RecordEncodingError,
@@ -1204,10 +1205,14 @@ def _first_n(headers: Mapping[str, str] | None) -> tuple[int, int]:
 
 def _parse_url(url: str) -> tuple[list[str], str, str, float, float, int]:
     """``(servers, URL to show, prefix, duplicate window, reconnect timeout, replicas)``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:  # a bad port or IPv6 literal: a ConfigError, not a traceback
+        raise ConfigError(f"invalid nats store URL {shown_url(url)!r}: {exc}") from None
     if parts.scheme != "nats" or not parts.hostname or parts.path.strip("/"):
         raise ConfigError(
-            f"invalid nats store URL {_shown(url)!r}: use nats://HOST:PORT (options: "
+            f"invalid nats store URL {shown_url(url)!r}: use nats://HOST:PORT (options: "
             "?prefix=NAME&duplicate_window=SECONDS&reconnect_timeout=SECONDS&replicas=N)"
         )
     prefix, window, reconnect, replicas = "meshconnect", 600.0, 60.0, 1
@@ -1225,17 +1230,9 @@ def _parse_url(url: str) -> tuple[list[str], str, str, float, float, int]:
                 raise ValueError
         except ValueError:
             raise ConfigError(
-                f"invalid nats store URL {_shown(url)!r}: bad option {key}={value!r} (known: "
+                f"invalid nats store URL {shown_url(url)!r}: bad option {key}={value!r} (known: "
                 f"prefix=LETTERS_DIGITS-_ (at most {_MAX_PREFIX}), duplicate_window=SECONDS, "
                 "reconnect_timeout=SECONDS, replicas=1..5)"
             ) from None
     server = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-    return [server], _shown(url), prefix, window, reconnect, replicas
-
-
-def _shown(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
+    return [server], shown_url(url), prefix, window, reconnect, replicas

@@ -82,6 +82,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import ConfigError, StoreError
 from ..records import Record
+from ..secrets import shown_url
 from . import redis_scripts
 from .codec import (
     ChangeSignal,
@@ -643,15 +644,21 @@ def _lease(name: str, value: bytes | str) -> Lease:
 def _parse_url(url: str) -> tuple[str, str, str, float, float, bool]:
     """``(URL to connect to, URL to show, prefix, reconnect_timeout, socket_timeout,
     cluster)``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:  # a bad port or IPv6 literal: a ConfigError, not a traceback
+        raise ConfigError(f"invalid redis store URL {shown_url(url)!r}: {exc}") from None
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         raise ConfigError(
-            f"invalid redis store URL {_shown(url)!r}: use redis://HOST:PORT/DB "
+            f"invalid redis store URL {shown_url(url)!r}: use redis://HOST:PORT/DB "
             "(options: ?prefix=NAME&reconnect_timeout=SECONDS&socket_timeout=SECONDS)"
         )
     db = parts.path.strip("/")
     if db and not db.isdigit():
-        raise ConfigError(f"invalid redis store URL {_shown(url)!r}: the database must be a number")
+        raise ConfigError(
+            f"invalid redis store URL {shown_url(url)!r}: the database must be a number"
+        )
     prefix, reconnect, socket_timeout, cluster = "meshconnect", 60.0, 30.0, False
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         try:
@@ -667,21 +674,13 @@ def _parse_url(url: str) -> tuple[str, str, str, float, float, bool]:
                 raise ValueError
         except ValueError:
             raise ConfigError(
-                f"invalid redis store URL {_shown(url)!r}: bad option {key}={value!r} (known: "
+                f"invalid redis store URL {shown_url(url)!r}: bad option {key}={value!r} (known: "
                 "prefix=NAME without braces, reconnect_timeout=SECONDS, socket_timeout=SECONDS, "
                 "cluster=yes|no)"
             ) from None
     connect = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     if cluster and db not in ("", "0"):
-        raise ConfigError(f"invalid redis store URL {_shown(url)!r}: a cluster has database 0 only")
-    return connect, _shown(url), prefix, reconnect, socket_timeout, cluster
-
-
-def _shown(url: str) -> str:
-    """``url`` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        raise ConfigError(
+            f"invalid redis store URL {shown_url(url)!r}: a cluster has database 0 only"
+        )
+    return connect, shown_url(url), prefix, reconnect, socket_timeout, cluster
