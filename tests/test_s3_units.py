@@ -18,7 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from meshconnect import ConfigError, ConnectorContext, DataError, Record, RetriableError, jsonvalue
+from meshconnect import (
+    BatchError,
+    ConfigError,
+    ConnectorContext,
+    DataError,
+    Record,
+    RetriableError,
+    jsonvalue,
+)
 from meshconnect.connectors.s3 import formats
 from meshconnect.connectors.s3.client import classify_s3_error
 from meshconnect.connectors.s3.config import S3SinkConfig, S3SourceConfig
@@ -686,3 +694,39 @@ def test_cloudevents_lines_become_the_events_and_the_bad_ones_fail(
     assert records[0].source == "s" and records[0].data == {"n": Decimal("0.5")}
     assert [r.id.rsplit("#", 1)[1] for r, _ in failures] == ["7", "21"]
     assert "not a CloudEvent" in str(failures[1][1])
+
+
+async def test_an_unexpected_error_in_a_batch_takes_none_of_its_records() -> None:
+    """An exception out of ``write`` (not a record's data error) leaves the open objects as
+    they were: the worker retries the batch, which must not add its first records twice."""
+    from meshconnect.connectors.s3.sink import S3Sink
+
+    sink = S3Sink(
+        S3SinkConfig(bucket="bucket-1", key_template="{data.k}/"),
+        ConnectorContext("t", "s3", logging.getLogger("t")),
+    )
+
+    class Boom(dict[str, str]):  # a value whose rendering fails in an unforeseen way
+        def get(self, key: object, default: object = None) -> object:
+            raise RuntimeError("boom")
+
+    batch = [Record({"k": "a"}, topic="t", offset=0), Record({"k": "a"}, topic="t", offset=1)]
+    with pytest.raises(RuntimeError):
+        await sink.write([*batch, Record(Boom(k="a"), topic="t", offset=2)])
+    assert sink.open_objects == {} and sink.seq == 0
+    await sink.write(batch)
+    (obj,) = sink.open_objects.values()
+    assert obj.count == 2
+    # a time whose UTC is past year 9999: that record's data error, the others taken once
+    late = Record({"k": "b"}, topic="t", offset=3, time="9999-12-31T23:59:59-01:00")
+    timed = S3Sink(
+        S3SinkConfig(bucket="bucket-1", key_template="{time:%Y}/"),
+        ConnectorContext("t", "s3", logging.getLogger("t")),
+    )
+    with pytest.raises(BatchError) as raised:
+        await timed.write(
+            [Record({"k": "b"}, topic="t", offset=2, time="2024-01-01T00:00:00Z"), late]
+        )
+    assert list(raised.value.failures) == [1]
+    assert isinstance(raised.value.failures[1], DataError)
+    assert [o.count for o in timed.open_objects.values()] == [1]

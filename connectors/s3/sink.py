@@ -196,39 +196,24 @@ class S3Sink(Sink[S3SinkConfig]):
         # worker's retry of the batch writes it once.
         backlog = len(self.inflight) + len(self.sealed)
         await self._reap(block=backlog > 2 * self.config.upload_concurrency)
-        fmt = self.config.format
-        render = self.template.render
         failed = BatchError()
         seq = self.seq
+        # First every record's prefix and payload, the steps that can fail, with nothing
+        # taken yet: an error escaping here leaves the open objects as they were, so the
+        # worker's retry of the batch (or of its halves) cannot add a record twice.
+        prepared = [self._prepare(record, seq + index) for index, record in enumerate(records)]
         taken: list[tuple[str, int]] = []
         interval = self.config.rotate_interval
         now = time.monotonic()
-        for index, record in enumerate(records):
-            topic = record.topic if record.topic is not None else ""
-            offset = record.offset if record.offset is not None else seq + index
+        for index, (topic, offset, ready) in enumerate(prepared):
             taken.append((topic, offset))
             self.last_offset[topic] = offset
             if topic not in self.first_seen:
                 self.first_seen[topic] = offset
-            try:
-                prefix = render(record)
-                if (
-                    len(prefix.encode()) + len(object_name(topic, 0, self.extension))
-                    > MAX_KEY_BYTES
-                ):
-                    raise DataError(
-                        f"key_template: the key under {prefix[:100]!r}... would be longer than "
-                        f"S3's {MAX_KEY_BYTES} bytes"
-                    )
-                payload, size = encode_payload(fmt, record)
-                signature = (
-                    schema_signature(fmt, record.data) if fmt in ("csv", "parquet") else None
-                )
-                if fmt == "parquet":
-                    check_parquet_row(record.data)
-            except DataError as exc:
-                failed.failed(index, exc)
+            if isinstance(ready, DataError):
+                failed.failed(index, ready)
                 continue
+            prefix, payload, size, signature = ready
             marks = self.skip_below.get(topic)
             if marks is not None and offset < marks.get(prefix, -1):
                 continue  # in an object uploaded before the restart
@@ -241,7 +226,9 @@ class S3Sink(Sink[S3SinkConfig]):
                 obj = _Object(self, topic, prefix, offset, seq + index)
                 self.open_objects[part] = obj
                 if signature is not None:
-                    obj.signature = list(signature) if fmt == "parquet" else signature
+                    obj.signature = (
+                        list(signature) if self.config.format == "parquet" else signature
+                    )
             obj.body.parts.append(payload)
             obj.count += 1
             obj.size += size
@@ -253,6 +240,31 @@ class S3Sink(Sink[S3SinkConfig]):
         self._start_uploads()
         if failed.failures:
             raise failed
+
+    def _prepare(self, record: Record, seq: int) -> tuple[str, int, Any]:
+        """``(topic, offset, (prefix, payload, size, signature))`` of a record, or with its
+        ``DataError`` in place of the tuple. Any error of a value (a ``ValueError``,
+        ``TypeError`` or ``ArithmeticError`` of a conversion: a time whose UTC is past year
+        9999) is that record's data error, never one of the batch."""
+        topic = record.topic if record.topic is not None else ""
+        offset = record.offset if record.offset is not None else seq
+        fmt = self.config.format
+        try:
+            prefix = self.template.render(record)
+            if len(prefix.encode()) + len(object_name(topic, 0, self.extension)) > MAX_KEY_BYTES:
+                raise DataError(
+                    f"key_template: the key under {prefix[:100]!r}... would be longer than "
+                    f"S3's {MAX_KEY_BYTES} bytes"
+                )
+            payload, size = encode_payload(fmt, record)
+            signature = schema_signature(fmt, record.data) if fmt in ("csv", "parquet") else None
+            if fmt == "parquet":
+                check_parquet_row(record.data)
+        except DataError as exc:
+            return topic, offset, exc
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            return topic, offset, DataError(f"{type(exc).__name__}: {exc}")
+        return topic, offset, (prefix, payload, size, signature)
 
     def _must_rotate(
         self, obj: _Object, size: int, signature: Any, now: float, interval: float | None
