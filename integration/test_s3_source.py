@@ -472,3 +472,64 @@ async def test_a_key_a_string_cannot_hold_is_read_once_across_runs(
     assert len(MemorySink.outputs["twice"]) == 6
     assert await run_pipelines([path], store, registry=test_registry()) == 0
     assert len(MemorySink.outputs["twice"]) == 6
+
+
+async def test_an_archived_object_is_one_failure_and_the_others_are_read_and_moved(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """Objects in Glacier (GetObject and CopyObject answer InvalidObjectState until a restore)
+    stopped the source for good: five restarts on the same object, the objects after it never
+    read. Now each is one failure naming its key; the rest is read and moved."""
+    bucket = moto.bucket()
+    client = moto.client()
+    client.put_object(Bucket=bucket, Key="in/0001.jsonl", Body=b'{"n": 1}\n')
+    client.put_object(
+        Bucket=bucket, Key="in/0002.jsonl", Body=b'{"n": 2}\n', StorageClass="GLACIER"
+    )
+    client.put_object(Bucket=bucket, Key="in/0003.csv", Body=b"n\n3\n")
+    client.put_object(
+        Bucket=bucket, Key="in/0004.csv.gz", Body=gzip.compress(b"n\n4\n"), StorageClass="GLACIER"
+    )
+    MemorySink.outputs.pop("read", None)
+    MemorySink.outputs.pop("dead", None)
+    source = {**connection(moto, bucket), "prefix": "in/", "after_read": "move", "move_to": "done/"}
+    doc = {
+        "pipelines": [
+            {
+                "name": "load",
+                "source": {
+                    "connector": "s3",
+                    "config": source,
+                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
+                },
+                "topic": "loaded",
+                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
+            },
+            {
+                "name": "dead",
+                "sinks": [
+                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
+                ],
+            },
+        ]
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(doc))
+    store = f"sqlite:///{tmp_path / 'mesh.db'}"
+    assert await run_pipelines([path], store, registry=test_registry(), restart_backoff=0.05) == 0
+    assert [int(d["n"]) for d in collect("read")] == [1, 3]
+    dead = MemorySink.outputs["dead"]
+    assert sorted(r.subject for r in dead) == ["in/0002.jsonl", "in/0004.csv.gz"]
+    assert all("GLACIER" in str(r.extensions) for r in dead)
+    # the archived ones cannot be copied before a restore: they stay; the others moved
+    assert keys(moto, bucket) == [
+        "done/0001.jsonl",
+        "done/0003.csv",
+        "in/0002.jsonl",
+        "in/0004.csv.gz",
+    ]
+    # a second run retries the move of the last object read (archived: left in place, no
+    # failed start) and reads nothing again
+    MemorySink.outputs.pop("read", None)
+    assert await run_pipelines([path], store, registry=test_registry(), restart_backoff=0.05) == 0
+    assert collect("read") == []

@@ -49,6 +49,12 @@ from .formats import RAW_LIMIT, Block, decode_blocks, format_of_key, gunzip
 __all__ = ["S3Source"]
 
 
+#: GetObject's (and CopyObject's) answers for an object that is there but archived (Glacier,
+#: Deep Archive, the archive tiers of Intelligent-Tiering): unreadable until restored,
+#: whatever the retries.
+_ARCHIVED = ("InvalidObjectState", "ObjectNotInActiveTierError")
+
+
 def _directory(key: str) -> str:
     """The "directory" of a key: up to and including its last ``/`` (``""`` for none)."""
     return key[: key.rfind("/") + 1]
@@ -202,19 +208,31 @@ class S3Source(Source[S3SourceConfig]):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _fetch(self, key: str, gz: bool) -> tuple[bytes, bytes | None] | None:
-        """(the object's bytes, decompressed or None when the gzip is damaged), or None when
-        the key vanished. Runs in a worker thread (the download and zlib release the GIL)."""
+    def _fetch(self, key: str, gz: bool) -> tuple[bytes, bytes | None] | str | None:
+        """(the object's bytes, decompressed or None when the gzip is damaged), None when the
+        key vanished, or why the object cannot be read at all (archived: Glacier, Deep
+        Archive, an Intelligent-Tiering archive tier; no retry reads it before a restore).
+        Runs in a worker thread (the download and zlib release the GIL)."""
         try:
             answer = self.client.get_object(Bucket=self.config.bucket, Key=key)
             body = bytes(answer["Body"].read())
         except Exception as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
+            code = error_code(exc)
+            if code in ("NoSuchKey", "404"):
                 return None
+            if code in _ARCHIVED:
+                storage = exc.response.get("Error", {}).get("StorageClass")  # type: ignore[attr-defined]
+                where = f" (storage class {storage})" if storage else ""
+                return (
+                    f"the object is archived{where} and cannot be read until it is restored "
+                    f"(S3 answered {code})"
+                )
             raise
         return body, gunzip(body) if gz else body
 
-    def _prefetch(self, key: str, gz: bool) -> asyncio.Future[tuple[bytes, bytes | None] | None]:
+    def _prefetch(
+        self, key: str, gz: bool
+    ) -> asyncio.Future[tuple[bytes, bytes | None] | str | None]:
         """The download of ``key``, started now: the next object comes down while the
         current one is parsed."""
         task = self.fetching.get(key)
@@ -250,6 +268,9 @@ class S3Source(Source[S3SourceConfig]):
         if got is None:
             self.context.logger.warning("%s vanished between its listing and its download", key)
             return _Reading(key, size, when, iter(_NO_BLOCKS), 0)
+        if isinstance(got, str):  # archived: one failure, the other objects are read
+            unreadable: Block = ([0], [""], [got])
+            return _Reading(key, size, when, iter([unreadable]), self._resume_index(key))
         raw, plain = got
         self.m_bytes.inc(len(raw))
         if plain is None:  # a damaged gzip: the whole object is one failure, its raw bytes
@@ -432,6 +453,12 @@ class S3Source(Source[S3SourceConfig]):
                 )
             except Exception as exc:
                 if error_code(exc) in ("NoSuchKey", "404"):
+                    return
+                if error_code(exc) in _ARCHIVED:  # no copy before a restore: it stays
+                    self.context.logger.warning(
+                        "%s is archived and cannot be moved until it is restored: left in place",
+                        key,
+                    )
                     return
                 raise
         client.delete_object(Bucket=bucket, Key=key)
