@@ -533,3 +533,50 @@ async def test_an_archived_object_is_one_failure_and_the_others_are_read_and_mov
     MemorySink.outputs.pop("read", None)
     assert await run_pipelines([path], store, registry=test_registry(), restart_backoff=0.05) == 0
     assert collect("read") == []
+
+
+async def test_a_csv_row_over_the_field_limit_loses_none_of_the_rows_after_it(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """Plain and gzipped CSV: a field over csv.field_size_limit() mid-object was a failure
+    with no text and the rest of the object was never read; an unclosed quote at the end
+    swallowed the rows after it into one good-looking row."""
+    bucket = moto.bucket()
+    client = moto.client()
+    big = "x" * 200_000
+    body = f"n,v\n1,a\n2,{big}\n3,c\n".encode()
+    client.put_object(Bucket=bucket, Key="in/0001.csv", Body=body)
+    client.put_object(Bucket=bucket, Key="in/0002.csv.gz", Body=gzip.compress(body))
+    client.put_object(Bucket=bucket, Key="in/0003.csv", Body=b'n,v\n4,d\n5,"open\n6,f\n')
+    MemorySink.outputs.pop("read", None)
+    MemorySink.outputs.pop("dead", None)
+    doc = {
+        "pipelines": [
+            {
+                "name": "load",
+                "source": {
+                    "connector": "s3",
+                    "config": {**connection(moto, bucket), "prefix": "in/"},
+                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
+                },
+                "topic": "loaded",
+                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
+            },
+            {
+                "name": "dead",
+                "sinks": [
+                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
+                ],
+            },
+        ]
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(doc))
+    assert await run_pipelines([path], registry=test_registry()) == 0
+    assert [d["n"] for d in collect("read")] == ["1", "3", "1", "3", "4"]
+    dead = sorted((r.subject, r.data) for r in MemorySink.outputs["dead"])
+    assert dead == [
+        ("in/0001.csv", f"2,{big}"),
+        ("in/0002.csv.gz", f"2,{big}"),
+        ("in/0003.csv", '5,"open\n6,f'),
+    ]

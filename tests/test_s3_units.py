@@ -730,3 +730,23 @@ async def test_an_unexpected_error_in_a_batch_takes_none_of_its_records() -> Non
     assert list(raised.value.failures) == [1]
     assert isinstance(raised.value.failures[1], DataError)
     assert [o.count for o in timed.open_objects.values()] == [1]
+
+
+def test_a_csv_row_the_reader_refuses_is_one_failure_and_the_rows_after_it_are_read() -> None:
+    """A field over csv.field_size_limit() in the middle of an object ended the object there
+    (the rows after it lost, the failure's text empty); an object ending inside a quoted field
+    made one good row of everything after the quote."""
+    big = "x" * 200_000
+    body = f'a,b\n1,2\n3,{big}\n4,"{big}\n{big}",q\n5,6\n'.encode()
+    items = list(decode_object(body, "csv"))
+    assert [(i, v) for i, v, p in items if p is None] == [
+        (0, {"a": "1", "b": "2"}),
+        (3, {"a": "5", "b": "6"}),
+    ]
+    bad = [(i, v, p) for i, v, p in items if p is not None]
+    assert [(i, v) for i, v, _ in bad] == [(1, f"3,{big}"), (2, f'4,"{big}\n{big}",q')]
+    assert all("field larger than field limit" in str(p) for _, _, p in bad)
+    items = list(decode_object(b'a,b\n1,2\n3,"open\n5,6\n', "csv"))
+    assert items[0] == (0, {"a": "1", "b": "2"}, None)
+    assert items[1][:2] == (1, '3,"open\n5,6') and "not closed" in str(items[1][2])
+    assert len(items) == 2

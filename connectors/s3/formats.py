@@ -524,6 +524,89 @@ def _blocks_of(items: Iterator[Item]) -> Iterator[Block]:
         )
 
 
+#: The line :func:`_csv_rows` puts after an object's last: read as a row of its own, the
+#: last record ended; swallowed into a field, the object ended inside a quoted field.
+_CSV_END = "\x00meshconnect: end of object\x00"
+
+
+def _csv_rows(text: str, delimiter: str) -> Iterator[Item]:
+    """The rows of a CSV object's text after its header (see :func:`decode_object`). A row the
+    reader refuses (a field over ``csv.field_size_limit()``) is a failure with its raw text
+    (up to the line end where its quotes are balanced: a quoted field may hold newlines) and
+    the rows after it are read; an object that ends inside a quoted field makes its last row
+    a failure (``a,"b`` / ``1,2``: not one row ``b\n1,2``)."""
+    lines = io.StringIO(text, newline="").readlines()
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += "\n"
+    end = _CSV_END.replace(delimiter, "")
+    lines.append(end + "\n")
+    last = len(lines) - 1  # the end line's index
+
+    def read_from(line: int) -> Any:
+        return csv.reader(itertools.islice(lines, line, None), delimiter=delimiter)
+
+    def raw(start: int, stop: int) -> str:
+        text = "".join(lines[start:stop])
+        return text[:-2] if text.endswith("\r\n") else text.rstrip("\r\n")
+
+    reader = read_from(0)
+    base = 0  # the line the reader started at
+    taken = 0  # lines read, up to the end of the last row
+    header: list[str] | None = None
+    twice: list[str] = []
+    index = 0  # the rows after the header, good or bad (blank lines are none)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
+            if header is None:  # the header itself: the object is one failure
+                yield 0, text.encode("utf-8")[:RAW_LIMIT], f"row 1 (the header): {exc}"
+                return
+            # the row goes on to the first line end with its quotes balanced; read on after it
+            stop, quotes = taken, 0
+            while stop < last:
+                quotes += lines[stop].count('"')
+                stop += 1
+                if quotes % 2 == 0:
+                    break
+            yield index, raw(taken, stop)[:RAW_LIMIT], f"row {index + 1}: {exc}"
+            index += 1
+            taken = base = stop
+            reader = read_from(stop)
+            continue
+        at = base + reader.line_num
+        if at > last:  # the row took the end line
+            if row != [end]:
+                where = "row 1 (the header)" if header is None else f"row {index + 1}"
+                yield (
+                    index,
+                    raw(taken, last)[:RAW_LIMIT],
+                    f"{where}: a quoted field is not closed before the end of the object",
+                )
+            return
+        row_text = raw(taken, at)
+        taken = at
+        if not row:
+            continue  # a blank line is no row
+        if header is None:
+            header = row
+            twice = sorted({name for name in header if header.count(name) > 1})
+            continue
+        if twice:  # a dict would keep one of the columns: the others' values lost
+            yield index, row_text, f"row {index + 1}: the header names {twice} more than once"
+        elif len(row) != len(header):
+            yield (
+                index,
+                row_text,
+                f"row {index + 1}: {len(row)} fields, the header has {len(header)}",
+            )
+        else:
+            yield index, dict(zip(header, row, strict=True)), None
+        index += 1
+
+
 def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
     """The items of a CSV or Parquet object (see :func:`decode_object`)."""
     if fmt == "csv":
@@ -532,34 +615,7 @@ def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
         except UnicodeDecodeError as exc:
             yield 0, body[:RAW_LIMIT], f"not UTF-8 text: {exc}"  # its bytes, not U+FFFD
             return
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): one failure
-            yield 0, body[:RAW_LIMIT], f"row 1 (the header): {exc}"
-            return
-        twice = sorted({name for name in header if header.count(name) > 1})
-        index = -1
-        try:
-            for index, row in enumerate(r for r in reader if r):  # blank lines are no rows
-                if twice:  # a dict would keep one of the columns: the others' values lost
-                    yield (
-                        index,
-                        delimiter.join(row),
-                        f"row {index + 1}: the header names {twice} more than once",
-                    )
-                elif len(row) != len(header):
-                    yield (
-                        index,
-                        delimiter.join(row),
-                        f"row {index + 1}: {len(row)} fields, the header has {len(header)}",
-                    )
-                else:
-                    yield index, dict(zip(header, row, strict=True)), None
-        except csv.Error as exc:
-            yield index + 1, "", f"row {index + 2}: {exc}"
+        yield from _csv_rows(text, delimiter)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
