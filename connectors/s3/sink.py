@@ -34,7 +34,6 @@ from typing import Any
 
 from meshconnect import (
     BatchError,
-    ConfigError,
     DataError,
     Flushed,
     MeshconnectError,
@@ -42,7 +41,7 @@ from meshconnect import (
     Sink,
 )
 
-from .client import classify_s3_error, error_code, make_client
+from .client import classify_s3_error, error_code, explained, make_client
 from .config import S3SinkConfig
 from .formats import (
     ObjectBody,
@@ -129,7 +128,21 @@ class S3Sink(Sink[S3SinkConfig]):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _explained(self, exc: BaseException) -> BaseException:
+        """A configuration error of S3 (a missing bucket, refused credentials, another region)
+        as a ``ConfigError`` naming the key to check."""
+        return explained(exc, self.config, f"s3 sink {self.context.name}")
+
     async def open(self, state: Mapping[str, Any] | None) -> None:
+        try:
+            await self._open(state)
+        except Exception as exc:
+            error = self._explained(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _open(self, state: Mapping[str, Any] | None) -> None:
         self.client = make_client(self.config)
         done = dict((state or {}).get("done") or {})
         self.skip_below = {t: dict(marks) for t, marks in done.items()}
@@ -143,20 +156,18 @@ class S3Sink(Sink[S3SinkConfig]):
                 )
 
     def _check_bucket(self) -> None:
+        """The bucket is there and the credentials reach it; else the ``ConfigError`` naming
+        the key to check (:func:`~.client.config_problem`). HEAD answers carry no body (a
+        bare ``403`` for an unknown key id, a bad signature and a missing permission alike),
+        so a refused HEAD is asked again as a listing of one key, whose answer says which."""
         try:
             self.client.head_bucket(Bucket=self.config.bucket)
         except Exception as exc:
-            if error_code(exc) in ("404", "NoSuchBucket"):
-                raise ConfigError(
-                    f"s3 sink {self.context.name}: bucket {self.config.bucket!r} does not exist "
-                    f"(config.bucket)"
-                ) from None
-            if error_code(exc) in ("403", "AccessDenied"):
-                raise ConfigError(
-                    f"s3 sink {self.context.name}: access to bucket {self.config.bucket!r} "
-                    "denied: check the credentials (config.access_key_id)"
-                ) from None
-            raise
+            if error_code(exc) not in ("404", "403", "NoSuchBucket", "AccessDenied"):
+                raise
+            # raises the error that names the key to check; a listing that works means the
+            # bucket is there and reachable (a HEAD denied by a policy: the uploads will tell)
+            self.client.list_objects_v2(Bucket=self.config.bucket, MaxKeys=1)
 
     def _abort_orphan_uploads(self) -> int:
         """Abort the unfinished multipart uploads (a crash mid-upload left them) whose keys
@@ -318,6 +329,9 @@ class S3Sink(Sink[S3SinkConfig]):
                 error = error or exc
         if error is not None:
             self.sealed.sort(key=lambda o: o.first_seq)
+            explained = self._explained(error)
+            if explained is not error:
+                raise explained from error
             raise error
 
     async def _upload(self, obj: _Object) -> None:

@@ -42,7 +42,7 @@ from meshconnect import (
 )
 from meshconnect.expr import compile_re2
 
-from .client import classify_s3_error, error_code, make_client
+from .client import classify_s3_error, error_code, explained, make_client
 from .config import S3SourceConfig
 from .formats import RAW_LIMIT, Block, decode_blocks, format_of_key, gunzip
 
@@ -117,7 +117,21 @@ class S3Source(Source[S3SourceConfig]):
     def classify_error(self, exc: BaseException) -> type[MeshconnectError] | None:
         return classify_s3_error(exc)
 
+    def _explained(self, exc: BaseException) -> BaseException:
+        """A configuration error of S3 (a missing bucket, refused credentials, another region)
+        as a ``ConfigError`` naming the key to check."""
+        return explained(exc, self.config, f"s3 source {self.context.name}")
+
     async def start(self, positions: Mapping[str, Position]) -> None:
+        try:
+            await self._start(positions)
+        except Exception as exc:
+            error = self._explained(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _start(self, positions: Mapping[str, Position]) -> None:
         self.client = make_client(self.config)
         position = positions.get(self.partition) or {}
         self.after = str(position.get("after") or "")
@@ -143,7 +157,13 @@ class S3Source(Source[S3SourceConfig]):
 
     async def end_positions(self) -> dict[str, Position]:
         self.client = make_client(self.config)
-        keys = await asyncio.to_thread(self._list)
+        try:
+            keys = await asyncio.to_thread(self._list)
+        except Exception as exc:
+            error = self._explained(exc)
+            if error is exc:
+                raise
+            raise error from exc
         dirs: dict[str, str] = {}
         for key, _, _ in keys:
             dirs[_directory(key)] = key  # keys come in order: the last one wins
@@ -284,6 +304,15 @@ class S3Source(Source[S3SourceConfig]):
         return self.resume_index if key == self.resume_key else 0
 
     async def poll(self) -> SourceBatch | None:
+        try:
+            return await self._poll()
+        except Exception as exc:
+            error = self._explained(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _poll(self) -> SourceBatch | None:
         if self.reading is None:
             if not self.queue:
                 now = time.monotonic()
