@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 from decimal import Decimal
+from typing import Any
 
 import botocore.exceptions as bex
 import msgspec
@@ -750,3 +751,32 @@ def test_a_csv_row_the_reader_refuses_is_one_failure_and_the_rows_after_it_are_r
     assert items[0] == (0, {"a": "1", "b": "2"}, None)
     assert items[1][:2] == (1, '3,"open\n5,6') and "not closed" in str(items[1][2])
     assert len(items) == 2
+
+
+@pytest.mark.parametrize("model", [S3SinkConfig, S3SourceConfig])
+def test_an_endpoint_or_credential_mistake_is_found_by_validate(model: Any) -> None:
+    """An endpoint without its scheme passed validate and failed each start ("Invalid
+    endpoint", a restart loop); one with the bucket as its path listed the wrong place
+    (NoSuchKey); an empty secret (``${env:NAME}`` of an empty variable) failed every request."""
+    for url, why in [
+        ("127.0.0.1:9000", "http:// or https://"),
+        ("htp://127.0.0.1:9000", "http:// or https://"),
+        ("https://acct.r2.cloudflarestorage.com/archive", "without a path"),
+        ("http://127.0.0.1:9000?x=1", "without a path"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+    ]:
+        with pytest.raises(ValidationError, match="endpoint_url") as caught:
+            model(bucket="b-1", endpoint_url=url)
+        assert why in str(caught.value)
+    for url in (
+        "http://127.0.0.1:9000",
+        "https://acct.r2.cloudflarestorage.com/",
+        "http://[::1]:9",
+    ):
+        assert model(bucket="b-1", endpoint_url=url).endpoint_url == url
+    with pytest.raises(ValidationError, match="secret_access_key") as caught:
+        model(bucket="b-1", access_key_id="AKIA", secret_access_key=" ")
+    with pytest.raises(ValidationError, match="access_key_id"):
+        model(bucket="b-1", access_key_id="", secret_access_key=SECRET)
+    with pytest.raises(ValidationError, match="session_token"):
+        model(bucket="b-1", access_key_id="AKIA", secret_access_key=SECRET, session_token="")

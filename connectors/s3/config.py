@@ -28,7 +28,8 @@ class S3Connection(ConnectorConfig):
         default=None,
         description=(
             "An S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (MinIO) or "
-            "`https://<account>.r2.cloudflarestorage.com` (R2). Unset: AWS S3 for `region`."
+            "`https://<account>.r2.cloudflarestorage.com` (R2): scheme, host and port only "
+            "(the bucket goes in `bucket`, not in a path). Unset: AWS S3 for `region`."
         ),
     )
     region: str | None = Field(
@@ -62,6 +63,46 @@ class S3Connection(ConnectorConfig):
     read_timeout: Duration = Field(
         default=60.0, gt=0, description="Seconds to wait for a response once connected."
     )
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        """An ``http(s)://host[:port]`` URL: without a scheme boto3 failed each start with
+        "Invalid endpoint" (a restart loop, at ``run``), and a path (the bucket pasted into
+        the URL: ``https://ACCOUNT.r2.cloudflarestorage.com/archive``) sent every request
+        to the wrong place (NoSuchKey on a listing)."""
+        from urllib.parse import urlsplit
+
+        from meshconnect.httplisten import check_http_url
+
+        if value is None:
+            return value
+        check_http_url(value)
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (raises on a port that is no number or out of range)
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(
+                f"{value!r}: give the endpoint alone (scheme, host, port), without a path: "
+                "the bucket goes in `bucket`"
+            )
+        return value
+
+    @field_validator("access_key_id")
+    @classmethod
+    def _key_id_set(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty: give the key id (an environment variable that is set)")
+        return value
+
+    @field_validator("secret_access_key", "session_token")
+    @classmethod
+    def _secret_set(cls, value: SecretStr | None) -> SecretStr | None:
+        from meshconnect.httplisten import check_secret
+
+        return None if value is None else check_secret(value)
 
     @field_validator("bucket")
     @classmethod
