@@ -406,12 +406,20 @@ class S3Sink(Sink[S3SinkConfig]):
         )
         start = prefix + object_name(topic, threshold, "")
         lead = start[:-20]  # prefix + topic + "+"
+        quoted = lead[len(prefix) : -1]
         paginator = self.client.get_paginator("list_objects_v2")
         doomed: list[str] = []
         for page in paginator.paginate(Bucket=self.config.bucket, Prefix=lead, StartAfter=start):
             for item in page.get("Contents", []) or []:
                 parsed = parse_object_name(item["Key"][len(prefix) :])
-                if parsed is not None and parsed[1] >= threshold and "/" not in parsed[0]:
+                # only names this sink makes: its topic and its extension (a sink of another
+                # format under the same prefix keeps its objects)
+                if (
+                    parsed is not None
+                    and parsed[0] == quoted
+                    and parsed[1] >= threshold
+                    and parsed[2] == self.extension
+                ):
                     doomed.append(item["Key"])
         for i in range(0, len(doomed), 1000):
             chunk = doomed[i : i + 1000]
