@@ -580,3 +580,42 @@ async def test_a_csv_row_over_the_field_limit_loses_none_of_the_rows_after_it(
         ("in/0002.csv.gz", f"2,{big}"),
         ("in/0003.csv", '5,"open\n6,f'),
     ]
+
+
+async def test_a_source_configured_as_the_parquet_sink_reads_the_sinks_objects(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """The sink's `compression: gzip` is Parquet's column codec (names stay `.parquet`); a
+    source given the same `format: parquet, compression: gzip` gunzipped each object and
+    failed it as bad gzip."""
+    bucket = moto.bucket()
+    records = [{"n": n} for n in range(4)]
+    sink = {
+        **connection(moto, bucket),
+        "key_template": "p/",
+        "format": "parquet",
+        "compression": "gzip",
+    }
+    doc = {
+        "pipelines": [
+            {
+                "name": "write",
+                "source": {"connector": "memory", "config": {"records": records}},
+                "topic": "orders",
+                "sinks": [{"name": "archive", "connector": "s3", "config": sink}],
+            }
+        ]
+    }
+    path = tmp_path / "write.yaml"
+    path.write_text(json.dumps(doc))
+    assert await run_pipelines([path], registry=test_registry()) == 0
+    MemorySink.outputs.pop("back", None)
+    source = {
+        **connection(moto, bucket),
+        "prefix": "p/",
+        "format": "parquet",
+        "compression": "gzip",
+    }
+    read = pipeline(tmp_path, source, {"connector": "memory", "config": {"name": "back"}})
+    assert await run_pipelines([read], registry=test_registry()) == 0
+    assert [d["n"] for d in collect("back")] == [0, 1, 2, 3]

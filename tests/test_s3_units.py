@@ -780,3 +780,14 @@ def test_an_endpoint_or_credential_mistake_is_found_by_validate(model: Any) -> N
         model(bucket="b-1", access_key_id="", secret_access_key=SECRET)
     with pytest.raises(ValidationError, match="session_token"):
         model(bucket="b-1", access_key_id="AKIA", secret_access_key=SECRET, session_token="")
+
+
+def test_gzip_is_undone_but_for_a_parquet_file() -> None:
+    """`compression: gzip` of the source: gunzip, except a Parquet file (PAR1 at its start),
+    whose gzip is its column codec (the sink's `compression: gzip`)."""
+    assert formats.unpack(gzip.compress(b"a\n"), "json", True) == b"a\n"
+    assert formats.unpack(gzip.compress(b"a\n"), "csv", True) == b"a\n"
+    assert formats.unpack(b"PAR1rest", "parquet", True) == b"PAR1rest"
+    assert formats.unpack(gzip.compress(b"PAR1rest"), "parquet", True) == b"PAR1rest"
+    assert formats.unpack(b"not gzip", "json", True) is None
+    assert formats.unpack(b"PAR1", "json", False) == b"PAR1"

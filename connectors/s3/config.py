@@ -263,7 +263,11 @@ class S3SourceConfig(S3Connection):
     )
     compression: Literal["auto", "none", "gzip"] = Field(
         default="auto",
-        description="`auto`: gzip when the key ends in `.gz`; or `none`/`gzip` for every key.",
+        description=(
+            "`auto`: gzip when the key ends in `.gz`; or `none`/`gzip` for every key (a "
+            "Parquet file is read as it is: its gzip is the column codec, as the sink writes "
+            "it with `compression: gzip`)."
+        ),
     )
     follow: bool = Field(
         default=False,

@@ -26,7 +26,9 @@ __all__ = [
     "decode_object",
     "encode_payload",
     "format_of_key",
+    "gunzip",
     "schema_signature",
+    "unpack",
 ]
 
 #: The sink's extension per format (``.gz`` is appended for gzip JSON lines and CSV).
@@ -464,6 +466,16 @@ def format_of_key(key: str, fmt: str, compression: str) -> tuple[str, bool] | No
     if base.endswith(".parquet"):
         return "parquet", gz and not base.endswith(".parquet")
     return None
+
+
+def unpack(body: bytes, fmt: str, gz: bool) -> bytes | None:
+    """An object's bytes to decode: :func:`gunzip` when ``gz`` (None: damaged), but a Parquet
+    object (``PAR1`` at its start) as it is: the sink's ``compression: gzip`` is Parquet's
+    column codec, so a source configured as the sink was (``format: parquet``,
+    ``compression: gzip``) reads its objects instead of failing each as bad gzip."""
+    if not gz or (fmt == "parquet" and body[:4] == b"PAR1"):
+        return body
+    return gunzip(body)
 
 
 def gunzip(body: bytes) -> bytes | None:

@@ -44,7 +44,7 @@ from meshconnect.expr import compile_re2
 
 from .client import classify_s3_error, error_code, explained, make_client
 from .config import S3SourceConfig
-from .formats import RAW_LIMIT, Block, decode_blocks, format_of_key, gunzip
+from .formats import RAW_LIMIT, Block, decode_blocks, format_of_key, unpack
 
 __all__ = ["S3Source"]
 
@@ -228,7 +228,7 @@ class S3Source(Source[S3SourceConfig]):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _fetch(self, key: str, gz: bool) -> tuple[bytes, bytes | None] | str | None:
+    def _fetch(self, key: str, fmt: str, gz: bool) -> tuple[bytes, bytes | None] | str | None:
         """(the object's bytes, decompressed or None when the gzip is damaged), None when the
         key vanished, or why the object cannot be read at all (archived: Glacier, Deep
         Archive, an Intelligent-Tiering archive tier; no retry reads it before a restore).
@@ -248,16 +248,16 @@ class S3Source(Source[S3SourceConfig]):
                     f"(S3 answered {code})"
                 )
             raise
-        return body, gunzip(body) if gz else body
+        return body, unpack(body, fmt, gz)
 
     def _prefetch(
-        self, key: str, gz: bool
+        self, key: str, fmt: str, gz: bool
     ) -> asyncio.Future[tuple[bytes, bytes | None] | str | None]:
         """The download of ``key``, started now: the next object comes down while the
         current one is parsed."""
         task = self.fetching.get(key)
         if task is None:
-            task = asyncio.ensure_future(asyncio.to_thread(self._fetch, key, gz))
+            task = asyncio.ensure_future(asyncio.to_thread(self._fetch, key, fmt, gz))
             self.fetching[key] = task
         return task
 
@@ -274,7 +274,7 @@ class S3Source(Source[S3SourceConfig]):
             )
             return _Reading(key, size, when, iter(_NO_BLOCKS), 0)
         fmt, gz = kind
-        task = self._prefetch(key, gz)
+        task = self._prefetch(key, fmt, gz)
         try:
             got = await task
         finally:
@@ -284,7 +284,7 @@ class S3Source(Source[S3SourceConfig]):
             upcoming = self.queue[1][0]
             known = format_of_key(upcoming, self.config.format, self.config.compression)
             if known is not None:
-                self._prefetch(upcoming, known[1])
+                self._prefetch(upcoming, *known)
         if got is None:
             self.context.logger.warning("%s vanished between its listing and its download", key)
             return _Reading(key, size, when, iter(_NO_BLOCKS), 0)
