@@ -619,3 +619,49 @@ async def test_a_source_configured_as_the_parquet_sink_reads_the_sinks_objects(
     read = pipeline(tmp_path, source, {"connector": "memory", "config": {"name": "back"}})
     assert await run_pipelines([read], registry=test_registry()) == 0
     assert [d["n"] for d in collect("back")] == [0, 1, 2, 3]
+
+
+async def test_an_object_over_max_object_bytes_is_one_failure_and_a_gzip_bomb_is_not_inflated(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """The whole object is held in memory: a 200 KiB gzip object of zeros inflated to 200 MiB
+    (a few MiB of gzip to gigabytes), and a huge object was downloaded whole. Past
+    max_object_bytes either is one failure; the decompression stops at the limit."""
+    bucket = moto.bucket()
+    client = moto.client()
+    client.put_object(Bucket=bucket, Key="in/0001.jsonl", Body=b'{"n": 1}\n')
+    bomb = gzip.compress(b"\n" * (200 * 1024 * 1024))
+    client.put_object(Bucket=bucket, Key="in/0002.jsonl.gz", Body=bomb)
+    client.put_object(Bucket=bucket, Key="in/0003.csv", Body=b"n\n" + b"3\n" * 600_000)
+    client.put_object(Bucket=bucket, Key="in/0004.jsonl", Body=b'{"n": 4}\n')
+    MemorySink.outputs.pop("read", None)
+    MemorySink.outputs.pop("dead", None)
+    source = {**connection(moto, bucket), "prefix": "in/", "max_object_bytes": "1MiB"}
+    doc = {
+        "pipelines": [
+            {
+                "name": "load",
+                "source": {
+                    "connector": "s3",
+                    "config": source,
+                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
+                },
+                "topic": "loaded",
+                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
+            },
+            {
+                "name": "dead",
+                "sinks": [
+                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
+                ],
+            },
+        ]
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(doc))
+    assert await run_pipelines([path], registry=test_registry()) == 0
+    assert [d["n"] for d in collect("read")] == [1, 4]
+    dead = sorted(MemorySink.outputs["dead"], key=lambda r: r.subject or "")
+    assert [r.subject for r in dead] == ["in/0002.jsonl.gz", "in/0003.csv"]
+    assert "more than 1048576 bytes" in str(dead[0].extensions)
+    assert "over max_object_bytes" in str(dead[1].extensions)

@@ -791,3 +791,13 @@ def test_gzip_is_undone_but_for_a_parquet_file() -> None:
     assert formats.unpack(gzip.compress(b"PAR1rest"), "parquet", True) == b"PAR1rest"
     assert formats.unpack(b"not gzip", "json", True) is None
     assert formats.unpack(b"PAR1", "json", False) == b"PAR1"
+
+
+def test_gunzip_stops_at_its_limit() -> None:
+    body = gzip.compress(b"a" * 1000) + gzip.compress(b"b" * 10)  # two members
+    assert gunzip(body) == gunzip(body, 1010) == b"a" * 1000 + b"b" * 10
+    with pytest.raises(formats.TooLarge):
+        gunzip(body, 1009)
+    with pytest.raises(formats.TooLarge):
+        gunzip(gzip.compress(b"\0" * (64 * 1024 * 1024)), 1024 * 1024)
+    assert gunzip(body[:-5], 5000) is None

@@ -283,6 +283,15 @@ class S3SourceConfig(S3Connection):
     batch_size: int = Field(
         default=5000, ge=1, description="The most records in one batch (one store transaction)."
     )
+    max_object_bytes: ByteSize = Field(
+        default=1024 * 1024 * 1024,
+        gt=0,
+        description=(
+            "The largest object read, in bytes after decompression (the whole object is held "
+            "in memory): a larger one, or a gzip object that decompresses to more, is one "
+            "failure (the `errors:` policy) and not downloaded or decompressed further."
+        ),
+    )
     after_read: Literal["keep", "delete", "move"] = Field(
         default="keep",
         description=(

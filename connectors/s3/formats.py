@@ -21,6 +21,7 @@ __all__ = [
     "EXTENSIONS",
     "Block",
     "ObjectBody",
+    "TooLarge",
     "check_parquet_row",
     "decode_blocks",
     "decode_object",
@@ -468,29 +469,46 @@ def format_of_key(key: str, fmt: str, compression: str) -> tuple[str, bool] | No
     return None
 
 
-def unpack(body: bytes, fmt: str, gz: bool) -> bytes | None:
+def unpack(body: bytes, fmt: str, gz: bool, limit: int | None = None) -> bytes | None:
     """An object's bytes to decode: :func:`gunzip` when ``gz`` (None: damaged), but a Parquet
     object (``PAR1`` at its start) as it is: the sink's ``compression: gzip`` is Parquet's
     column codec, so a source configured as the sink was (``format: parquet``,
     ``compression: gzip``) reads its objects instead of failing each as bad gzip."""
     if not gz or (fmt == "parquet" and body[:4] == b"PAR1"):
         return body
-    return gunzip(body)
+    return gunzip(body, limit)
 
 
-def gunzip(body: bytes) -> bytes | None:
+class TooLarge(Exception):
+    """A gzip object decompresses to more than the source's ``max_object_bytes``."""
+
+
+def gunzip(body: bytes, limit: int | None = None) -> bytes | None:
     """The decompressed bytes of a gzip object (members may be concatenated), or None when
     it is damaged. Nothing of a damaged stream is used: deflate has no checksum before the
     end, so the text decoded ahead of the damage may already be garbage (back-references
-    copy earlier lines), and only the trailer's CRC would tell."""
+    copy earlier lines), and only the trailer's CRC would tell. :class:`TooLarge` when the
+    output would pass ``limit`` bytes (a few KiB of gzip can hold gigabytes of zeros): the
+    decompression stops there, so the memory stays bounded."""
     decompressor = zlib.decompressobj(31)
     out: list[bytes] = []
+    total = 0
+    data = body
     try:
-        out.append(decompressor.decompress(body))
-        while decompressor.eof and decompressor.unused_data:  # concatenated members
-            rest = decompressor.unused_data
-            decompressor = zlib.decompressobj(31)
-            out.append(decompressor.decompress(rest))
+        while True:
+            room = 0 if limit is None else limit - total + 1  # 0: no bound
+            chunk = decompressor.decompress(data, room)
+            total += len(chunk)
+            if limit is not None and total > limit:
+                raise TooLarge(f"decompresses to more than {limit} bytes")
+            out.append(chunk)
+            if decompressor.unconsumed_tail:
+                data = decompressor.unconsumed_tail
+            elif decompressor.eof and decompressor.unused_data:  # concatenated members
+                data = decompressor.unused_data
+                decompressor = zlib.decompressobj(31)
+            else:
+                break
         out.append(decompressor.flush())
     except zlib.error:
         return None

@@ -44,7 +44,7 @@ from meshconnect.expr import compile_re2
 
 from .client import classify_s3_error, error_code, explained, make_client
 from .config import S3SourceConfig
-from .formats import RAW_LIMIT, Block, decode_blocks, format_of_key, unpack
+from .formats import RAW_LIMIT, Block, TooLarge, decode_blocks, format_of_key, unpack
 
 __all__ = ["S3Source"]
 
@@ -248,7 +248,19 @@ class S3Source(Source[S3SourceConfig]):
                     f"(S3 answered {code})"
                 )
             raise
-        return body, unpack(body, fmt, gz)
+        limit = self.config.max_object_bytes
+        if len(body) > limit:  # grew past the limit between the listing and the download
+            return self._too_large(len(body))
+        try:
+            return body, unpack(body, fmt, gz, limit)
+        except TooLarge as exc:
+            return f"it {exc}: not read (max_object_bytes; the whole object is held in memory)"
+
+    def _too_large(self, size: int) -> str:
+        return (
+            f"the object is {size} bytes, over max_object_bytes ({self.config.max_object_bytes}): "
+            "not read (the whole object is held in memory; raise max_object_bytes to read it)"
+        )
 
     def _prefetch(
         self, key: str, fmt: str, gz: bool
@@ -274,6 +286,9 @@ class S3Source(Source[S3SourceConfig]):
             )
             return _Reading(key, size, when, iter(_NO_BLOCKS), 0)
         fmt, gz = kind
+        if size > self.config.max_object_bytes:  # not downloaded: one failure
+            problem: Block = ([0], [""], [self._too_large(size)])
+            return _Reading(key, size, when, iter([problem]), self._resume_index(key))
         task = self._prefetch(key, fmt, gz)
         try:
             got = await task
@@ -283,12 +298,12 @@ class S3Source(Source[S3SourceConfig]):
         if len(self.queue) > 1:
             upcoming = self.queue[1][0]
             known = format_of_key(upcoming, self.config.format, self.config.compression)
-            if known is not None:
+            if known is not None and self.queue[1][1] <= self.config.max_object_bytes:
                 self._prefetch(upcoming, *known)
         if got is None:
             self.context.logger.warning("%s vanished between its listing and its download", key)
             return _Reading(key, size, when, iter(_NO_BLOCKS), 0)
-        if isinstance(got, str):  # archived: one failure, the other objects are read
+        if isinstance(got, str):  # archived or too large: one failure, the others are read
             unreadable: Block = ([0], [""], [got])
             return _Reading(key, size, when, iter([unreadable]), self._resume_index(key))
         raw, plain = got
