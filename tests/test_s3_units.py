@@ -801,3 +801,12 @@ def test_gunzip_stops_at_its_limit() -> None:
     with pytest.raises(formats.TooLarge):
         gunzip(gzip.compress(b"\0" * (64 * 1024 * 1024)), 1024 * 1024)
     assert gunzip(body[:-5], 5000) is None
+
+
+def test_a_move_to_that_leads_back_under_the_prefix_is_refused() -> None:
+    """prefix data/in/ with move_to data/ moved data/in/in/a.jsonl to data/in/a.jsonl, under
+    the prefix again: read a second time (and moved on to data/a.jsonl)."""
+    with pytest.raises(ValidationError, match="starts with move_to 'data/'"):
+        S3SourceConfig(bucket="b-1", prefix="data/in/", after_read="move", move_to="data/")
+    ok = S3SourceConfig(bucket="b-1", prefix="data/in/", after_read="move", move_to="data/done/")
+    assert ok.move_to == "data/done/"

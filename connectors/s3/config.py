@@ -303,7 +303,8 @@ class S3SourceConfig(S3Connection):
         default=None,
         description=(
             "For `after_read: move`: the prefix that replaces `prefix` in the moved key "
-            "(e.g. `done/`). It must not start with `prefix`."
+            "(e.g. `done/`). Neither of `move_to` and `prefix` may start with the other (a "
+            "moved object would land under `prefix` again)."
         ),
     )
     type: str = Field(
@@ -336,5 +337,13 @@ class S3SourceConfig(S3Connection):
                 raise ValueError(
                     f"move_to {self.move_to!r} starts with prefix {self.prefix!r}: moved "
                     "objects would be read again"
+                )
+            if self.prefix.startswith(self.move_to):
+                # prefix data/in/, move_to data/: data/in/in/a.jsonl moves to data/in/a.jsonl,
+                # under the prefix again: read twice
+                raise ValueError(
+                    f"prefix {self.prefix!r} starts with move_to {self.move_to!r}: an object "
+                    f"under {self.prefix + self.prefix[len(self.move_to) :]!r} would move back "
+                    "under the prefix and be read again; move to a prefix outside it"
                 )
         return self
