@@ -399,3 +399,24 @@ async def test_a_record_whose_time_overflows_utc_is_dead_lettered_and_no_record_
     else:
         rows = pq.read_table(io.BytesIO(data)).to_pylist()
     assert [r["n"] for r in rows] == [0, 1, 3]
+
+
+async def test_binary_and_null_data_as_the_docs_say(moto: MotoServer, tmp_path: Path) -> None:
+    """JSON lines: binary data is its base64 text, no data a `null` line; CSV and Parquet
+    need an object (a data error each, the others written)."""
+    events = [
+        {"specversion": "1.0", "id": "b", "source": "t", "type": "t", "data_base64": "AP8="},
+        {"specversion": "1.0", "id": "n", "source": "t", "type": "t"},
+        {"specversion": "1.0", "id": "o", "source": "t", "type": "t", "data": {"a": 1}},
+    ]
+    bucket = moto.bucket()
+    sink = {**connection(moto, bucket), "key_template": "j/"}
+    assert await run(pipeline_file(tmp_path, events, sink)) == 0
+    (key,) = keys(moto, bucket)
+    assert body(moto, bucket, key) == b'"AP8="\nnull\n{"a":1}\n'
+    for fmt in ("csv", "parquet"):
+        bucket = moto.bucket()
+        sink = {**connection(moto, bucket), "key_template": "x/", "format": fmt}
+        errors = {"tolerance": "all", "dead_letter_topic": "dlq"}
+        assert await run(pipeline_file(tmp_path, events, sink, errors=errors)) == 0
+        assert keys(moto, bucket) == [f"x/orders+00000000000000000002.{fmt}"]
