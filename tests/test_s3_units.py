@@ -810,3 +810,19 @@ def test_a_move_to_that_leads_back_under_the_prefix_is_refused() -> None:
         S3SourceConfig(bucket="b-1", prefix="data/in/", after_read="move", move_to="data/")
     ok = S3SourceConfig(bucket="b-1", prefix="data/in/", after_read="move", move_to="data/done/")
     assert ok.move_to == "data/done/"
+
+
+def test_objects_s3_cannot_take_are_refused_by_validate_or_get_larger_parts() -> None:
+    """A multipart_threshold over 5GiB sent larger objects as one PUT, which S3 refuses
+    (EntityTooLarge) on every retry; an object over part_size x 10,000 needed a part S3
+    refuses (more than 10,000): either was an upload no retry could finish."""
+    with pytest.raises(ValidationError, match="multipart_threshold"):
+        S3SinkConfig(bucket="b-1", multipart_threshold="6GiB")
+    assert S3SinkConfig(bucket="b-1", multipart_threshold="5GiB").multipart_threshold == 5 * 1024**3
+    from meshconnect.connectors.s3.sink import part_step
+
+    mib = 1024 * 1024
+    assert part_step(100 * mib, 8 * mib) == 8 * mib
+    size = 8 * mib * 10_000 + 1  # one byte more than 10,000 parts of 8MiB
+    step = part_step(size, 8 * mib)
+    assert step > 8 * mib and -(-size // step) <= 10_000

@@ -18,6 +18,8 @@ __all__ = ["S3Connection", "S3SinkConfig", "S3SourceConfig"]
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part (all but the last)
+MAX_PUT = 5 * 1024 * 1024 * 1024  # S3's largest single PUT (and part)
+MAX_PARTS = 10_000  # S3's most parts of one multipart upload
 
 
 class S3Connection(ConnectorConfig):
@@ -182,16 +184,21 @@ class S3SinkConfig(S3Connection):
     multipart_threshold: ByteSize = Field(
         default=16 * 1024 * 1024,
         ge=MIN_PART,
+        le=MAX_PUT,
         description=(
             "Objects larger than this (after compression) are uploaded in parts "
-            "(multipart upload); smaller ones with one PUT. At least 5MiB."
+            "(multipart upload); smaller ones with one PUT. 5MiB to 5GiB (S3 refuses a larger "
+            "PUT)."
         ),
     )
     part_size: ByteSize = Field(
         default=8 * 1024 * 1024,
         ge=MIN_PART,
         le=5 * 1024 * 1024 * 1024,
-        description="The size of each part of a multipart upload (5MiB to 5GiB).",
+        description=(
+            "The size of each part of a multipart upload (5MiB to 5GiB); larger for an object "
+            "that would need more than S3's 10,000 parts."
+        ),
     )
     upload_concurrency: int = Field(
         default=4,

@@ -42,7 +42,7 @@ from meshconnect import (
 )
 
 from .client import classify_s3_error, error_code, explained, make_client
-from .config import S3SinkConfig
+from .config import MAX_PARTS, S3SinkConfig
 from .formats import (
     ObjectBody,
     check_parquet_row,
@@ -55,6 +55,13 @@ from .formats import (
 from .keys import MAX_KEY_BYTES, object_name, parse_object_name
 
 __all__ = ["S3Sink"]
+
+
+def part_step(size: int, part_size: int) -> int:
+    """The part size of a multipart upload of ``size`` bytes: ``part_size``, or larger when
+    that would make more than S3's 10,000 parts (S3 refuses part 10,001: the object could
+    never be uploaded, failing every retry)."""
+    return max(part_size, -(-size // MAX_PARTS))
 
 
 class _Object:
@@ -361,7 +368,7 @@ class S3Sink(Sink[S3SinkConfig]):
         upload_id = upload["UploadId"]
         try:
             parts = []
-            step = self.config.part_size
+            step = part_step(len(data), self.config.part_size)
             view = memoryview(data)
             for number, start in enumerate(range(0, len(data), step), start=1):
                 answer = self.client.upload_part(
