@@ -665,3 +665,83 @@ async def test_an_object_over_max_object_bytes_is_one_failure_and_a_gzip_bomb_is
     assert [r.subject for r in dead] == ["in/0002.jsonl.gz", "in/0003.csv"]
     assert "more than 1048576 bytes" in str(dead[0].extensions)
     assert "over max_object_bytes" in str(dead[1].extensions)
+
+
+async def test_deletes_that_failed_after_read_are_done_by_the_next_start(tmp_path: Path) -> None:
+    """after_read: delete without the permission to delete (a warning per object): the next
+    start, the permission granted, deleted only the last object read; the others stayed
+    forever (read, so never listed as new). The position now keeps every object committed
+    and not yet deleted. On a moto server that checks credentials (its first requests, the
+    setup, unchecked)."""
+    import boto3
+
+    setup = 13  # probe, bucket, 3 objects, admin (user, key, policy, attach), reader (same)
+    server = MotoServer(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": str(setup)})
+    try:
+        s3 = server.client()
+        s3.create_bucket(Bucket="guarded")
+        for n in range(3):
+            s3.put_object(Bucket="guarded", Key=f"in/{n}.jsonl", Body=b'{"n": %d}\n' % n)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+
+        def user(name: str, actions: list[str]) -> dict[str, str]:
+            iam.create_user(UserName=name)
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            doc = {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+            }
+            arn = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(doc))
+            iam.attach_user_policy(UserName=name, PolicyArn=arn["Policy"]["Arn"])
+            return {
+                "access_key_id": key["AccessKeyId"],
+                "secret_access_key": key["SecretAccessKey"],
+            }
+
+        admin = user("admin", ["*"])
+        reader = user("reader", ["s3:ListBucket", "s3:GetObject"])
+        as_admin = {"endpoint_url": server.url, "region_name": "us-east-1"}
+        admin_s3 = boto3.client(
+            "s3",
+            aws_access_key_id=admin["access_key_id"],
+            aws_secret_access_key=admin["secret_access_key"],
+            **as_admin,
+        )
+        source = {
+            **connection(server, "guarded"),
+            **reader,
+            "prefix": "in/",
+            "after_read": "delete",
+        }
+        MemorySink.outputs.pop("del", None)
+        path = pipeline(tmp_path, source, {"connector": "memory", "config": {"name": "del"}})
+        store = f"sqlite:///{tmp_path / 'mesh.db'}"
+        assert await run_pipelines([path], store, registry=test_registry()) == 0
+        assert sorted(d["n"] for d in collect("del")) == [0, 1, 2]
+        listed = admin_s3.list_objects_v2(Bucket="guarded")["Contents"]
+        assert [o["Key"] for o in listed] == ["in/0.jsonl", "in/1.jsonl", "in/2.jsonl"]
+        # the permission granted: the next start deletes all three, reading nothing again
+        admin_iam = boto3.client(
+            "iam",
+            aws_access_key_id=admin["access_key_id"],
+            aws_secret_access_key=admin["secret_access_key"],
+            **as_admin,
+        )
+        doc = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:DeleteObject"], "Resource": "*"}],
+        }
+        arn = admin_iam.create_policy(PolicyName="delete", PolicyDocument=json.dumps(doc))
+        admin_iam.attach_user_policy(UserName="reader", PolicyArn=arn["Policy"]["Arn"])
+        MemorySink.outputs.pop("del", None)
+        assert await run_pipelines([path], store, registry=test_registry()) == 0
+        assert collect("del") == []
+        assert admin_s3.list_objects_v2(Bucket="guarded").get("Contents", []) == []
+    finally:
+        server.stop()

@@ -109,6 +109,10 @@ class S3Source(Source[S3SourceConfig]):
         self.listed_once = False
         self.progress: Any = None
         self.fetching: dict[str, asyncio.Future[Any]] = {}
+        #: objects read to their end whose delete or move is not known done (after_read):
+        #: in the position, so a start after a crash or a failed delete finishes them all
+        self.unfinished: list[str] = []
+        self.failed_finish: set[str] = set()  # of those, committed and failed: retried
         metrics = context.metrics
         self.m_objects = metrics.counter("s3_objects_read", "Objects read to their end")
         self.m_bytes = metrics.counter("s3_bytes_read", "Bytes downloaded")
@@ -142,9 +146,14 @@ class S3Source(Source[S3SourceConfig]):
             self.floor = self.after
         self.resume_key = position.get("key")
         self.resume_index = int(position.get("index") or 0)
-        if self.config.after_read != "keep" and self.after:
-            # the last object read may have been committed without its delete or move
-            await asyncio.to_thread(self._finish_object, self.after, True)
+        self.unfinished = [str(k) for k in position.get("unfinished") or []]
+        if self.config.after_read != "keep":
+            # objects committed without their delete or move: the worker stopped between the
+            # commit and the ack, or the delete failed (the last one read: older positions)
+            for key in [*self.unfinished, *([self.after] if self.after else [])]:
+                await asyncio.to_thread(self._finish_object, key, True)
+                if key in self.unfinished:
+                    self.unfinished.remove(key)
         return None
 
     async def stop(self) -> None:
@@ -179,6 +188,8 @@ class S3Source(Source[S3SourceConfig]):
         }
         if self.floor:
             position["floor"] = self.floor
+        if self.unfinished:
+            position["unfinished"] = list(self.unfinished)
         return position
 
     def _is_read(self, key: str) -> bool:
@@ -206,8 +217,21 @@ class S3Source(Source[S3SourceConfig]):
                 found.append((key, int(item.get("Size", 0)), when))
         return found
 
+    async def _retry_finish(self) -> None:
+        """Try again the deletes or moves that failed (of committed objects only)."""
+        for key in sorted(self.failed_finish):
+            try:
+                await asyncio.to_thread(self._finish_object, key, False)
+            except Exception:
+                continue  # warned when it failed first; the next listing tries again
+            self.failed_finish.discard(key)
+            if key in self.unfinished:
+                self.unfinished.remove(key)
+
     async def _refill(self) -> bool:
         """List the prefix; queue the objects not read yet; True when some came."""
+        if self.failed_finish:
+            await self._retry_finish()
         present: set[str] = set()
         listed = await asyncio.to_thread(self._list, present)
         found = [i for i in listed if i[0] not in self.queued and not self._is_read(i[0])]
@@ -415,7 +439,11 @@ class S3Source(Source[S3SourceConfig]):
         self.queued.discard(name)
         self.reading = None
         self.resume_key = None
-        ack = self._after_read(name) if config.after_read != "keep" else None
+        ack = None
+        if config.after_read != "keep":
+            if name not in self.unfinished:
+                self.unfinished.append(name)
+            ack = self._after_read(name)
         return SourceBatch(records, {self.partition: self._position(None, 0)}, failures, ack)
 
     @staticmethod
@@ -474,7 +502,10 @@ class S3Source(Source[S3SourceConfig]):
             if error is None:
                 try:
                     await asyncio.to_thread(self._finish_object, key, False)
-                except Exception as exc:  # the object stays; the next start tries again
+                    if key in self.unfinished:
+                        self.unfinished.remove(key)
+                except Exception as exc:  # it stays; the next listing and start try again
+                    self.failed_finish.add(key)
                     self.context.logger.warning(
                         "could not %s %s after reading it: %s: %s",
                         self.config.after_read,
