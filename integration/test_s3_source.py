@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import os
 import random
 import signal
@@ -745,3 +746,19 @@ async def test_deletes_that_failed_after_read_are_done_by_the_next_start(tmp_pat
         assert admin_s3.list_objects_v2(Bucket="guarded").get("Contents", []) == []
     finally:
         server.stop()
+
+
+async def test_a_prefix_with_nothing_under_it_is_a_warning_naming_the_field(
+    moto: MotoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """prefix: /in/ (a file-system habit; keys have no leading '/') read nothing and the run
+    ended with status 0 and no word of why."""
+    bucket = moto.bucket()
+    moto.client().put_object(Bucket=bucket, Key="in/a.jsonl", Body=b'{"n": 1}\n')
+    MemorySink.outputs.pop("none", None)
+    source = {**connection(moto, bucket), "prefix": "/in/"}
+    path = pipeline(tmp_path, source, {"connector": "memory", "config": {"name": "none"}})
+    with caplog.at_level(logging.WARNING, logger="meshconnect"):
+        assert await run_pipelines([path], registry=test_registry()) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("config.prefix" in w and "did you mean 'in/'" in w for w in warned), warned

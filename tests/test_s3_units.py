@@ -826,3 +826,11 @@ def test_objects_s3_cannot_take_are_refused_by_validate_or_get_larger_parts() ->
     size = 8 * mib * 10_000 + 1  # one byte more than 10,000 parts of 8MiB
     step = part_step(size, 8 * mib)
     assert step > 8 * mib and -(-size // step) <= 10_000
+
+
+def test_a_prefix_given_as_an_s3_url_is_refused() -> None:
+    """prefix: s3://my-archive/orders/ listed keys starting with that text: none, a bounded
+    run that read nothing and ended with status 0."""
+    with pytest.raises(ValidationError, match="prefix"):
+        S3SourceConfig(bucket="my-archive", prefix="s3://my-archive/orders/")
+    assert S3SourceConfig(bucket="my-archive", prefix="orders/").prefix == "orders/"

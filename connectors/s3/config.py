@@ -248,7 +248,11 @@ class S3SourceConfig(S3Connection):
 
     prefix: str = Field(
         default="",
-        description="Read the objects whose keys start with this (e.g. `archive/orders/`).",
+        description=(
+            "Read the objects whose keys start with this (e.g. `archive/orders/`; a key "
+            "prefix, not an `s3://` URL). A first listing that finds nothing under it is a "
+            "warning."
+        ),
     )
     pattern: str | None = Field(
         default=None,
@@ -322,6 +326,16 @@ class S3SourceConfig(S3Connection):
     delimiter: str = Field(
         default=",", min_length=1, max_length=1, description="CSV only: the field delimiter."
     )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_key_prefix(cls, value: str) -> str:
+        if value.lower().startswith("s3://"):
+            raise ValueError(
+                f"{value!r} is a URL: give the key prefix alone (the bucket goes in `bucket`), "
+                "e.g. 'orders/2024/'"
+            )
+        return value
 
     @field_validator("pattern")
     @classmethod

@@ -228,12 +228,29 @@ class S3Source(Source[S3SourceConfig]):
             if key in self.unfinished:
                 self.unfinished.remove(key)
 
+    def _warn_empty(self) -> None:
+        """The first listing found no object at all under the prefix: say so, with the
+        likely mistake (a leading ``/``, which S3 keys seldom start with), instead of a
+        silent run that reads nothing."""
+        prefix = self.config.prefix
+        hint = ""
+        if prefix.startswith("/"):
+            hint = f" (S3 keys rarely start with '/': did you mean {prefix.lstrip('/')!r}?)"
+        self.context.logger.warning(
+            "no object under s3://%s/ with prefix %r (config.prefix)%s",
+            self.config.bucket,
+            prefix,
+            hint,
+        )
+
     async def _refill(self) -> bool:
         """List the prefix; queue the objects not read yet; True when some came."""
         if self.failed_finish:
             await self._retry_finish()
         present: set[str] = set()
         listed = await asyncio.to_thread(self._list, present)
+        if not present and not self.listed_once:
+            self._warn_empty()
         found = [i for i in listed if i[0] not in self.queued and not self._is_read(i[0])]
         for gone in [d for d in self.dirs if d not in present]:
             del self.dirs[gone]  # no object left there: its next object is a new one
