@@ -834,3 +834,14 @@ def test_a_prefix_given_as_an_s3_url_is_refused() -> None:
     with pytest.raises(ValidationError, match="prefix"):
         S3SourceConfig(bucket="my-archive", prefix="s3://my-archive/orders/")
     assert S3SourceConfig(bucket="my-archive", prefix="orders/").prefix == "orders/"
+
+
+def test_a_key_template_with_an_empty_level_or_a_url_is_refused() -> None:
+    """key_template: /archive/{topic}/ wrote keys starting with '/' (a folder without a name
+    in consoles; a source with prefix archive/ found none of them); 'a//{topic}/' an empty
+    level in the middle; s3://bucket/x/ a key starting with 's3:'."""
+    for text in ("/archive/{topic}/", "a//{topic}/", "{topic}//", "s3://b/x/"):
+        with pytest.raises(ValidationError, match="key_template"):
+            S3SinkConfig(bucket="b-1", key_template=text)
+    for text in ("", "{topic}/{data.x}/", "archive/{topic}/"):
+        S3SinkConfig(bucket="b-1", key_template=text)

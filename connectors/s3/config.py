@@ -231,7 +231,19 @@ class S3SinkConfig(S3Connection):
     @field_validator("key_template")
     @classmethod
     def _template_parses(cls, value: str) -> str:
-        KeyTemplate(value)  # raises ValueError naming the problem
+        template = KeyTemplate(value)  # raises ValueError naming the problem
+        literal = "".join(part if isinstance(part, str) else "x" for part in template.parts)
+        if value.lower().startswith("s3://"):
+            raise ValueError(
+                f"{value!r} is a URL: give the key prefix alone (the bucket goes in `bucket`)"
+            )
+        if literal.startswith("/") or "//" in literal:
+            # an empty level: consoles show a folder without a name, a source's prefix
+            # `orders/` does not find `/orders/...`
+            raise ValueError(
+                f"{value!r} makes keys with an empty level ('/' at the start or '//'): drop "
+                "the extra '/'"
+            )
         # A level of its own for the object names: `{topic}/{time:%H}` would otherwise make
         # `orders/14orders+….jsonl`, outside the `orders/14/` a reader lists.
         return value if value == "" or value.endswith("/") else value + "/"
