@@ -845,3 +845,46 @@ def test_a_key_template_with_an_empty_level_or_a_url_is_refused() -> None:
             S3SinkConfig(bucket="b-1", key_template=text)
     for text in ("", "{topic}/{data.x}/", "archive/{topic}/"):
         S3SinkConfig(bucket="b-1", key_template=text)
+
+
+async def test_an_open_parquet_or_csv_object_holds_about_its_rows_json_size() -> None:
+    """rotate_bytes (counted as the rows' JSON) bounds the memory of an open object: CSV and
+    Parquet objects held each row as a dict, ~10 times its JSON here (64MiB of rows took
+    over 600MiB per open object, per partition). The rest of the bound is the sink's
+    bookkeeping of each record's offset (~100 bytes a record until a flush passes it)."""
+    import gc
+    import tracemalloc
+
+    from meshconnect.connectors.s3.sink import S3Sink
+
+    for fmt in ("parquet", "csv"):
+        sink = S3Sink(
+            S3SinkConfig(bucket="bucket-1", format=fmt, key_template="p/"),
+            ConnectorContext("t", "s3", logging.getLogger("t")),
+        )
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for b in range(20):
+                batch = [
+                    Record(
+                        jsonvalue.loads(
+                            b'{"id":%d,"qty":%d,"price":12.50,"total":%d.25,"country":"DE","ok":true}'
+                            % (n, n % 7, n)
+                        ),
+                        topic="t",
+                        offset=n,
+                    )
+                    for n in range(b * 1000, (b + 1) * 1000)
+                ]
+                await sink.write(batch)
+                await sink.flush()  # nothing closed: the open object keeps its rows
+                del batch
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        (obj,) = sink.open_objects.values()
+        assert obj.count == 20_000
+        assert held < 5 * obj.size, (fmt, held, obj.size)
