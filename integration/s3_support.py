@@ -45,14 +45,19 @@ def _moto_server_command() -> list[str] | None:
 class MotoServer:
     """A running ``moto_server``; :meth:`client` gives a boto3 client pointed at it."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         command = _moto_server_command()
         if command is None:
             require_server("moto_server", "pip install 'moto[server]' (in the dev extra)")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "moto.log"
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            **(env or {}),
+        }
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*command, "-H", "127.0.0.1", "-p", str(self.port)],  # type: ignore[misc]

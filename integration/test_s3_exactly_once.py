@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from pathlib import Path
 from typing import Any
 
 from s3_support import MotoServer, body, connection, keys, moto
@@ -14,6 +15,7 @@ from s3_support import MotoServer, body, connection, keys, moto
 from meshconnect import ConnectorContext, Flushed, Record, jsonvalue
 from meshconnect.connectors.s3.config import S3SinkConfig
 from meshconnect.connectors.s3.sink import S3Sink
+from meshconnect.testing import run_pipelines, test_registry
 
 __all__ = ["moto"]
 
@@ -104,3 +106,42 @@ async def test_with_several_partitions_uploaded_records_are_not_written_twice(
         "k=1/t+00000000000000000000.jsonl"  # 0, 8, 16, 24, 32
     ]
     assert "k=0/t+00000000000000000018.jsonl" in keys(moto, bucket)  # after the skipped
+
+
+async def test_a_sink_of_another_format_under_the_same_prefix_keeps_the_others_objects(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """A JSON-lines sink added beside a Parquet sink of the same key_template: before its
+    first upload it deleted every object of its topic at or past its first offset, whatever
+    the extension: the Parquet archive was gone. Only its own names (this extension) are its
+    leftovers."""
+    bucket = moto.bucket()
+    records = [{"n": n} for n in range(6)]
+    base = {**connection(moto, bucket), "key_template": "arch/", "rotate_records": 3}
+    parquet = {"name": "pq", "connector": "s3", "config": {**base, "format": "parquet"}}
+    lines = {"name": "js", "connector": "s3", "config": {**base, "compression": "gzip"}}
+    store = f"sqlite:///{tmp_path / 'mesh.db'}"
+
+    def write(sinks: list[Any]) -> Path:
+        doc = {
+            "pipelines": [
+                {
+                    "name": "orders",
+                    "source": {"connector": "memory", "config": {"records": records}},
+                    "topic": "orders",
+                    "sinks": sinks,
+                }
+            ]
+        }
+        path = tmp_path / "pipeline.yaml"
+        path.write_bytes(jsonvalue.dumps(doc))
+        return path
+
+    assert await run_pipelines([write([parquet])], store, registry=test_registry()) == 0
+    assert await run_pipelines([write([parquet, lines])], store, registry=test_registry()) == 0
+    assert keys(moto, bucket) == [
+        "arch/orders+00000000000000000000.jsonl.gz",
+        "arch/orders+00000000000000000000.parquet",
+        "arch/orders+00000000000000000003.jsonl.gz",
+        "arch/orders+00000000000000000003.parquet",
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import os
 import random
 import signal
@@ -472,3 +473,292 @@ async def test_a_key_a_string_cannot_hold_is_read_once_across_runs(
     assert len(MemorySink.outputs["twice"]) == 6
     assert await run_pipelines([path], store, registry=test_registry()) == 0
     assert len(MemorySink.outputs["twice"]) == 6
+
+
+async def test_an_archived_object_is_one_failure_and_the_others_are_read_and_moved(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """Objects in Glacier (GetObject and CopyObject answer InvalidObjectState until a restore)
+    stopped the source for good: five restarts on the same object, the objects after it never
+    read. Now each is one failure naming its key; the rest is read and moved."""
+    bucket = moto.bucket()
+    client = moto.client()
+    client.put_object(Bucket=bucket, Key="in/0001.jsonl", Body=b'{"n": 1}\n')
+    client.put_object(
+        Bucket=bucket, Key="in/0002.jsonl", Body=b'{"n": 2}\n', StorageClass="GLACIER"
+    )
+    client.put_object(Bucket=bucket, Key="in/0003.csv", Body=b"n\n3\n")
+    client.put_object(
+        Bucket=bucket, Key="in/0004.csv.gz", Body=gzip.compress(b"n\n4\n"), StorageClass="GLACIER"
+    )
+    MemorySink.outputs.pop("read", None)
+    MemorySink.outputs.pop("dead", None)
+    source = {**connection(moto, bucket), "prefix": "in/", "after_read": "move", "move_to": "done/"}
+    doc = {
+        "pipelines": [
+            {
+                "name": "load",
+                "source": {
+                    "connector": "s3",
+                    "config": source,
+                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
+                },
+                "topic": "loaded",
+                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
+            },
+            {
+                "name": "dead",
+                "sinks": [
+                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
+                ],
+            },
+        ]
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(doc))
+    store = f"sqlite:///{tmp_path / 'mesh.db'}"
+    assert await run_pipelines([path], store, registry=test_registry(), restart_backoff=0.05) == 0
+    assert [int(d["n"]) for d in collect("read")] == [1, 3]
+    dead = MemorySink.outputs["dead"]
+    assert sorted(r.subject for r in dead) == ["in/0002.jsonl", "in/0004.csv.gz"]
+    assert all("GLACIER" in str(r.extensions) for r in dead)
+    # the archived ones cannot be copied before a restore: they stay; the others moved
+    assert keys(moto, bucket) == [
+        "done/0001.jsonl",
+        "done/0003.csv",
+        "in/0002.jsonl",
+        "in/0004.csv.gz",
+    ]
+    # a second run retries the move of the last object read (archived: left in place, no
+    # failed start) and reads nothing again
+    MemorySink.outputs.pop("read", None)
+    assert await run_pipelines([path], store, registry=test_registry(), restart_backoff=0.05) == 0
+    assert collect("read") == []
+
+
+async def test_a_csv_row_over_the_field_limit_loses_none_of_the_rows_after_it(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """Plain and gzipped CSV: a field over csv.field_size_limit() mid-object was a failure
+    with no text and the rest of the object was never read; an unclosed quote at the end
+    swallowed the rows after it into one good-looking row."""
+    bucket = moto.bucket()
+    client = moto.client()
+    big = "x" * 200_000
+    body = f"n,v\n1,a\n2,{big}\n3,c\n".encode()
+    client.put_object(Bucket=bucket, Key="in/0001.csv", Body=body)
+    client.put_object(Bucket=bucket, Key="in/0002.csv.gz", Body=gzip.compress(body))
+    client.put_object(Bucket=bucket, Key="in/0003.csv", Body=b'n,v\n4,d\n5,"open\n6,f\n')
+    MemorySink.outputs.pop("read", None)
+    MemorySink.outputs.pop("dead", None)
+    doc = {
+        "pipelines": [
+            {
+                "name": "load",
+                "source": {
+                    "connector": "s3",
+                    "config": {**connection(moto, bucket), "prefix": "in/"},
+                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
+                },
+                "topic": "loaded",
+                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
+            },
+            {
+                "name": "dead",
+                "sinks": [
+                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
+                ],
+            },
+        ]
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(doc))
+    assert await run_pipelines([path], registry=test_registry()) == 0
+    assert [d["n"] for d in collect("read")] == ["1", "3", "1", "3", "4"]
+    dead = sorted((r.subject, r.data) for r in MemorySink.outputs["dead"])
+    assert dead == [
+        ("in/0001.csv", f"2,{big}"),
+        ("in/0002.csv.gz", f"2,{big}"),
+        ("in/0003.csv", '5,"open\n6,f'),
+    ]
+
+
+async def test_a_source_configured_as_the_parquet_sink_reads_the_sinks_objects(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """The sink's `compression: gzip` is Parquet's column codec (names stay `.parquet`); a
+    source given the same `format: parquet, compression: gzip` gunzipped each object and
+    failed it as bad gzip."""
+    bucket = moto.bucket()
+    records = [{"n": n} for n in range(4)]
+    sink = {
+        **connection(moto, bucket),
+        "key_template": "p/",
+        "format": "parquet",
+        "compression": "gzip",
+    }
+    doc = {
+        "pipelines": [
+            {
+                "name": "write",
+                "source": {"connector": "memory", "config": {"records": records}},
+                "topic": "orders",
+                "sinks": [{"name": "archive", "connector": "s3", "config": sink}],
+            }
+        ]
+    }
+    path = tmp_path / "write.yaml"
+    path.write_text(json.dumps(doc))
+    assert await run_pipelines([path], registry=test_registry()) == 0
+    MemorySink.outputs.pop("back", None)
+    source = {
+        **connection(moto, bucket),
+        "prefix": "p/",
+        "format": "parquet",
+        "compression": "gzip",
+    }
+    read = pipeline(tmp_path, source, {"connector": "memory", "config": {"name": "back"}})
+    assert await run_pipelines([read], registry=test_registry()) == 0
+    assert [d["n"] for d in collect("back")] == [0, 1, 2, 3]
+
+
+async def test_an_object_over_max_object_bytes_is_one_failure_and_a_gzip_bomb_is_not_inflated(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """The whole object is held in memory: a 200 KiB gzip object of zeros inflated to 200 MiB
+    (a few MiB of gzip to gigabytes), and a huge object was downloaded whole. Past
+    max_object_bytes either is one failure; the decompression stops at the limit."""
+    bucket = moto.bucket()
+    client = moto.client()
+    client.put_object(Bucket=bucket, Key="in/0001.jsonl", Body=b'{"n": 1}\n')
+    bomb = gzip.compress(b"\n" * (200 * 1024 * 1024))
+    client.put_object(Bucket=bucket, Key="in/0002.jsonl.gz", Body=bomb)
+    client.put_object(Bucket=bucket, Key="in/0003.csv", Body=b"n\n" + b"3\n" * 600_000)
+    client.put_object(Bucket=bucket, Key="in/0004.jsonl", Body=b'{"n": 4}\n')
+    MemorySink.outputs.pop("read", None)
+    MemorySink.outputs.pop("dead", None)
+    source = {**connection(moto, bucket), "prefix": "in/", "max_object_bytes": "1MiB"}
+    doc = {
+        "pipelines": [
+            {
+                "name": "load",
+                "source": {
+                    "connector": "s3",
+                    "config": source,
+                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
+                },
+                "topic": "loaded",
+                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
+            },
+            {
+                "name": "dead",
+                "sinks": [
+                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
+                ],
+            },
+        ]
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(doc))
+    assert await run_pipelines([path], registry=test_registry()) == 0
+    assert [d["n"] for d in collect("read")] == [1, 4]
+    dead = sorted(MemorySink.outputs["dead"], key=lambda r: r.subject or "")
+    assert [r.subject for r in dead] == ["in/0002.jsonl.gz", "in/0003.csv"]
+    assert "more than 1048576 bytes" in str(dead[0].extensions)
+    assert "over max_object_bytes" in str(dead[1].extensions)
+
+
+async def test_deletes_that_failed_after_read_are_done_by_the_next_start(tmp_path: Path) -> None:
+    """after_read: delete without the permission to delete (a warning per object): the next
+    start, the permission granted, deleted only the last object read; the others stayed
+    forever (read, so never listed as new). The position now keeps every object committed
+    and not yet deleted. On a moto server that checks credentials (its first requests, the
+    setup, unchecked)."""
+    import boto3
+
+    setup = 13  # probe, bucket, 3 objects, admin (user, key, policy, attach), reader (same)
+    server = MotoServer(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": str(setup)})
+    try:
+        s3 = server.client()
+        s3.create_bucket(Bucket="guarded")
+        for n in range(3):
+            s3.put_object(Bucket="guarded", Key=f"in/{n}.jsonl", Body=b'{"n": %d}\n' % n)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+        )
+
+        def user(name: str, actions: list[str]) -> dict[str, str]:
+            iam.create_user(UserName=name)
+            key = iam.create_access_key(UserName=name)["AccessKey"]
+            doc = {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+            }
+            arn = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(doc))
+            iam.attach_user_policy(UserName=name, PolicyArn=arn["Policy"]["Arn"])
+            return {
+                "access_key_id": key["AccessKeyId"],
+                "secret_access_key": key["SecretAccessKey"],
+            }
+
+        admin = user("admin", ["*"])
+        reader = user("reader", ["s3:ListBucket", "s3:GetObject"])
+        as_admin = {"endpoint_url": server.url, "region_name": "us-east-1"}
+        admin_s3 = boto3.client(
+            "s3",
+            aws_access_key_id=admin["access_key_id"],
+            aws_secret_access_key=admin["secret_access_key"],
+            **as_admin,
+        )
+        source = {
+            **connection(server, "guarded"),
+            **reader,
+            "prefix": "in/",
+            "after_read": "delete",
+        }
+        MemorySink.outputs.pop("del", None)
+        path = pipeline(tmp_path, source, {"connector": "memory", "config": {"name": "del"}})
+        store = f"sqlite:///{tmp_path / 'mesh.db'}"
+        assert await run_pipelines([path], store, registry=test_registry()) == 0
+        assert sorted(d["n"] for d in collect("del")) == [0, 1, 2]
+        listed = admin_s3.list_objects_v2(Bucket="guarded")["Contents"]
+        assert [o["Key"] for o in listed] == ["in/0.jsonl", "in/1.jsonl", "in/2.jsonl"]
+        # the permission granted: the next start deletes all three, reading nothing again
+        admin_iam = boto3.client(
+            "iam",
+            aws_access_key_id=admin["access_key_id"],
+            aws_secret_access_key=admin["secret_access_key"],
+            **as_admin,
+        )
+        doc = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:DeleteObject"], "Resource": "*"}],
+        }
+        arn = admin_iam.create_policy(PolicyName="delete", PolicyDocument=json.dumps(doc))
+        admin_iam.attach_user_policy(UserName="reader", PolicyArn=arn["Policy"]["Arn"])
+        MemorySink.outputs.pop("del", None)
+        assert await run_pipelines([path], store, registry=test_registry()) == 0
+        assert collect("del") == []
+        assert admin_s3.list_objects_v2(Bucket="guarded").get("Contents", []) == []
+    finally:
+        server.stop()
+
+
+async def test_a_prefix_with_nothing_under_it_is_a_warning_naming_the_field(
+    moto: MotoServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """prefix: /in/ (a file-system habit; keys have no leading '/') read nothing and the run
+    ended with status 0 and no word of why."""
+    bucket = moto.bucket()
+    moto.client().put_object(Bucket=bucket, Key="in/a.jsonl", Body=b'{"n": 1}\n')
+    MemorySink.outputs.pop("none", None)
+    source = {**connection(moto, bucket), "prefix": "/in/"}
+    path = pipeline(tmp_path, source, {"connector": "memory", "config": {"name": "none"}})
+    with caplog.at_level(logging.WARNING, logger="meshconnect"):
+        assert await run_pipelines([path], registry=test_registry()) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("config.prefix" in w and "did you mean 'in/'" in w for w in warned), warned

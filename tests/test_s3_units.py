@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 from decimal import Decimal
+from typing import Any
 
 import botocore.exceptions as bex
 import msgspec
@@ -18,7 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from meshconnect import ConfigError, ConnectorContext, DataError, Record, RetriableError, jsonvalue
+from meshconnect import (
+    BatchError,
+    ConfigError,
+    ConnectorContext,
+    DataError,
+    Record,
+    RetriableError,
+    jsonvalue,
+)
 from meshconnect.connectors.s3 import formats
 from meshconnect.connectors.s3.client import classify_s3_error
 from meshconnect.connectors.s3.config import S3SinkConfig, S3SourceConfig
@@ -686,3 +695,196 @@ def test_cloudevents_lines_become_the_events_and_the_bad_ones_fail(
     assert records[0].source == "s" and records[0].data == {"n": Decimal("0.5")}
     assert [r.id.rsplit("#", 1)[1] for r, _ in failures] == ["7", "21"]
     assert "not a CloudEvent" in str(failures[1][1])
+
+
+async def test_an_unexpected_error_in_a_batch_takes_none_of_its_records() -> None:
+    """An exception out of ``write`` (not a record's data error) leaves the open objects as
+    they were: the worker retries the batch, which must not add its first records twice."""
+    from meshconnect.connectors.s3.sink import S3Sink
+
+    sink = S3Sink(
+        S3SinkConfig(bucket="bucket-1", key_template="{data.k}/"),
+        ConnectorContext("t", "s3", logging.getLogger("t")),
+    )
+
+    class Boom(dict[str, str]):  # a value whose rendering fails in an unforeseen way
+        def get(self, key: object, default: object = None) -> object:
+            raise RuntimeError("boom")
+
+    batch = [Record({"k": "a"}, topic="t", offset=0), Record({"k": "a"}, topic="t", offset=1)]
+    with pytest.raises(RuntimeError):
+        await sink.write([*batch, Record(Boom(k="a"), topic="t", offset=2)])
+    assert sink.open_objects == {} and sink.seq == 0
+    await sink.write(batch)
+    (obj,) = sink.open_objects.values()
+    assert obj.count == 2
+    # a time whose UTC is past year 9999: that record's data error, the others taken once
+    late = Record({"k": "b"}, topic="t", offset=3, time="9999-12-31T23:59:59-01:00")
+    timed = S3Sink(
+        S3SinkConfig(bucket="bucket-1", key_template="{time:%Y}/"),
+        ConnectorContext("t", "s3", logging.getLogger("t")),
+    )
+    with pytest.raises(BatchError) as raised:
+        await timed.write(
+            [Record({"k": "b"}, topic="t", offset=2, time="2024-01-01T00:00:00Z"), late]
+        )
+    assert list(raised.value.failures) == [1]
+    assert isinstance(raised.value.failures[1], DataError)
+    assert [o.count for o in timed.open_objects.values()] == [1]
+
+
+def test_a_csv_row_the_reader_refuses_is_one_failure_and_the_rows_after_it_are_read() -> None:
+    """A field over csv.field_size_limit() in the middle of an object ended the object there
+    (the rows after it lost, the failure's text empty); an object ending inside a quoted field
+    made one good row of everything after the quote."""
+    big = "x" * 200_000
+    body = f'a,b\n1,2\n3,{big}\n4,"{big}\n{big}",q\n5,6\n'.encode()
+    items = list(decode_object(body, "csv"))
+    assert [(i, v) for i, v, p in items if p is None] == [
+        (0, {"a": "1", "b": "2"}),
+        (3, {"a": "5", "b": "6"}),
+    ]
+    bad = [(i, v, p) for i, v, p in items if p is not None]
+    assert [(i, v) for i, v, _ in bad] == [(1, f"3,{big}"), (2, f'4,"{big}\n{big}",q')]
+    assert all("field larger than field limit" in str(p) for _, _, p in bad)
+    items = list(decode_object(b'a,b\n1,2\n3,"open\n5,6\n', "csv"))
+    assert items[0] == (0, {"a": "1", "b": "2"}, None)
+    assert items[1][:2] == (1, '3,"open\n5,6') and "not closed" in str(items[1][2])
+    assert len(items) == 2
+
+
+@pytest.mark.parametrize("model", [S3SinkConfig, S3SourceConfig])
+def test_an_endpoint_or_credential_mistake_is_found_by_validate(model: Any) -> None:
+    """An endpoint without its scheme passed validate and failed each start ("Invalid
+    endpoint", a restart loop); one with the bucket as its path listed the wrong place
+    (NoSuchKey); an empty secret (``${env:NAME}`` of an empty variable) failed every request."""
+    for url, why in [
+        ("127.0.0.1:9000", "http:// or https://"),
+        ("htp://127.0.0.1:9000", "http:// or https://"),
+        ("https://acct.r2.cloudflarestorage.com/archive", "without a path"),
+        ("http://127.0.0.1:9000?x=1", "without a path"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+    ]:
+        with pytest.raises(ValidationError, match="endpoint_url") as caught:
+            model(bucket="b-1", endpoint_url=url)
+        assert why in str(caught.value)
+    for url in (
+        "http://127.0.0.1:9000",
+        "https://acct.r2.cloudflarestorage.com/",
+        "http://[::1]:9",
+    ):
+        assert model(bucket="b-1", endpoint_url=url).endpoint_url == url
+    with pytest.raises(ValidationError, match="secret_access_key") as caught:
+        model(bucket="b-1", access_key_id="AKIA", secret_access_key=" ")
+    with pytest.raises(ValidationError, match="access_key_id"):
+        model(bucket="b-1", access_key_id="", secret_access_key=SECRET)
+    with pytest.raises(ValidationError, match="session_token"):
+        model(bucket="b-1", access_key_id="AKIA", secret_access_key=SECRET, session_token="")
+
+
+def test_gzip_is_undone_but_for_a_parquet_file() -> None:
+    """`compression: gzip` of the source: gunzip, except a Parquet file (PAR1 at its start),
+    whose gzip is its column codec (the sink's `compression: gzip`)."""
+    assert formats.unpack(gzip.compress(b"a\n"), "json", True) == b"a\n"
+    assert formats.unpack(gzip.compress(b"a\n"), "csv", True) == b"a\n"
+    assert formats.unpack(b"PAR1rest", "parquet", True) == b"PAR1rest"
+    assert formats.unpack(gzip.compress(b"PAR1rest"), "parquet", True) == b"PAR1rest"
+    assert formats.unpack(b"not gzip", "json", True) is None
+    assert formats.unpack(b"PAR1", "json", False) == b"PAR1"
+
+
+def test_gunzip_stops_at_its_limit() -> None:
+    body = gzip.compress(b"a" * 1000) + gzip.compress(b"b" * 10)  # two members
+    assert gunzip(body) == gunzip(body, 1010) == b"a" * 1000 + b"b" * 10
+    with pytest.raises(formats.TooLarge):
+        gunzip(body, 1009)
+    with pytest.raises(formats.TooLarge):
+        gunzip(gzip.compress(b"\0" * (64 * 1024 * 1024)), 1024 * 1024)
+    assert gunzip(body[:-5], 5000) is None
+
+
+def test_a_move_to_that_leads_back_under_the_prefix_is_refused() -> None:
+    """prefix data/in/ with move_to data/ moved data/in/in/a.jsonl to data/in/a.jsonl, under
+    the prefix again: read a second time (and moved on to data/a.jsonl)."""
+    with pytest.raises(ValidationError, match="starts with move_to 'data/'"):
+        S3SourceConfig(bucket="b-1", prefix="data/in/", after_read="move", move_to="data/")
+    ok = S3SourceConfig(bucket="b-1", prefix="data/in/", after_read="move", move_to="data/done/")
+    assert ok.move_to == "data/done/"
+
+
+def test_objects_s3_cannot_take_are_refused_by_validate_or_get_larger_parts() -> None:
+    """A multipart_threshold over 5GiB sent larger objects as one PUT, which S3 refuses
+    (EntityTooLarge) on every retry; an object over part_size x 10,000 needed a part S3
+    refuses (more than 10,000): either was an upload no retry could finish."""
+    with pytest.raises(ValidationError, match="multipart_threshold"):
+        S3SinkConfig(bucket="b-1", multipart_threshold="6GiB")
+    assert S3SinkConfig(bucket="b-1", multipart_threshold="5GiB").multipart_threshold == 5 * 1024**3
+    from meshconnect.connectors.s3.sink import part_step
+
+    mib = 1024 * 1024
+    assert part_step(100 * mib, 8 * mib) == 8 * mib
+    size = 8 * mib * 10_000 + 1  # one byte more than 10,000 parts of 8MiB
+    step = part_step(size, 8 * mib)
+    assert step > 8 * mib and -(-size // step) <= 10_000
+
+
+def test_a_prefix_given_as_an_s3_url_is_refused() -> None:
+    """prefix: s3://my-archive/orders/ listed keys starting with that text: none, a bounded
+    run that read nothing and ended with status 0."""
+    with pytest.raises(ValidationError, match="prefix"):
+        S3SourceConfig(bucket="my-archive", prefix="s3://my-archive/orders/")
+    assert S3SourceConfig(bucket="my-archive", prefix="orders/").prefix == "orders/"
+
+
+def test_a_key_template_with_an_empty_level_or_a_url_is_refused() -> None:
+    """key_template: /archive/{topic}/ wrote keys starting with '/' (a folder without a name
+    in consoles; a source with prefix archive/ found none of them); 'a//{topic}/' an empty
+    level in the middle; s3://bucket/x/ a key starting with 's3:'."""
+    for text in ("/archive/{topic}/", "a//{topic}/", "{topic}//", "s3://b/x/"):
+        with pytest.raises(ValidationError, match="key_template"):
+            S3SinkConfig(bucket="b-1", key_template=text)
+    for text in ("", "{topic}/{data.x}/", "archive/{topic}/"):
+        S3SinkConfig(bucket="b-1", key_template=text)
+
+
+async def test_an_open_parquet_or_csv_object_holds_about_its_rows_json_size() -> None:
+    """rotate_bytes (counted as the rows' JSON) bounds the memory of an open object: CSV and
+    Parquet objects held each row as a dict, ~10 times its JSON here (64MiB of rows took
+    over 600MiB per open object, per partition). The rest of the bound is the sink's
+    bookkeeping of each record's offset (~100 bytes a record until a flush passes it)."""
+    import gc
+    import tracemalloc
+
+    from meshconnect.connectors.s3.sink import S3Sink
+
+    for fmt in ("parquet", "csv"):
+        sink = S3Sink(
+            S3SinkConfig(bucket="bucket-1", format=fmt, key_template="p/"),
+            ConnectorContext("t", "s3", logging.getLogger("t")),
+        )
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for b in range(20):
+                batch = [
+                    Record(
+                        jsonvalue.loads(
+                            b'{"id":%d,"qty":%d,"price":12.50,"total":%d.25,"country":"DE","ok":true}'
+                            % (n, n % 7, n)
+                        ),
+                        topic="t",
+                        offset=n,
+                    )
+                    for n in range(b * 1000, (b + 1) * 1000)
+                ]
+                await sink.write(batch)
+                await sink.flush()  # nothing closed: the open object keeps its rows
+                del batch
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        (obj,) = sink.open_objects.values()
+        assert obj.count == 20_000
+        assert held < 5 * obj.size, (fmt, held, obj.size)

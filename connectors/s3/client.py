@@ -14,7 +14,7 @@ from meshconnect import ConfigError, DataError, MeshconnectError, RetriableError
 
 from .config import S3Connection
 
-__all__ = ["classify_s3_error", "make_client"]
+__all__ = ["classify_s3_error", "config_problem", "explained", "make_client"]
 
 #: S3 error codes that a later attempt may get past (throttling, a server's bad moment).
 _RETRIABLE_CODES = {
@@ -40,6 +40,9 @@ _CONFIG_CODES = {
     "InvalidBucketName",
     "PermanentRedirect",
     "AuthorizationHeaderMalformed",
+    "IllegalLocationConstraintException",
+    "ExpiredToken",
+    "InvalidToken",
     "403",
 }
 
@@ -132,3 +135,59 @@ def classify_s3_error(exc: BaseException) -> type[MeshconnectError] | None:
     if isinstance(exc, bex.BotoCoreError):
         return None
     return None
+
+
+def config_problem(exc: BaseException, config: S3Connection) -> str | None:
+    """What ``exc`` says is wrong in the configuration, naming the key to check (a missing
+    bucket: ``config.bucket``; an unknown key id: ``config.access_key_id``; a bad signature:
+    ``config.secret_access_key``; a bucket of another region: ``config.region``...), or None
+    when it is no configuration error. Never the secret itself."""
+    if isinstance(exc, bex.NoCredentialsError | bex.PartialCredentialsError):
+        return (
+            f"no credentials ({exc}): set config.access_key_id and config.secret_access_key, "
+            "or give them to boto3's chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, a "
+            "role)"
+        )
+    if not isinstance(exc, bex.ClientError):
+        return None
+    code = error_code(exc) or ""
+    message = str(exc.response.get("Error", {}).get("Message") or "")
+    said = f"{exc.operation_name} answered {code}" + (f": {message}" if message else "")
+    bucket = config.bucket
+    if code == "NoSuchBucket":
+        return f"bucket {bucket!r} does not exist (config.bucket; {said})"
+    if code == "InvalidBucketName":
+        return f"bucket {bucket!r} is not a bucket name the endpoint takes (config.bucket; {said})"
+    if code == "InvalidAccessKeyId":
+        return f"the endpoint does not know the access key id (config.access_key_id; {said})"
+    if code == "SignatureDoesNotMatch":
+        return (
+            f"the endpoint refused the request's signature: check config.secret_access_key ({said})"
+        )
+    if code in ("ExpiredToken", "InvalidToken"):
+        return f"the session token was refused (config.session_token; {said})"
+    if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "301"):
+        region = config.region or "unset"
+        return (
+            f"bucket {bucket!r} is not in region {region} or not at this endpoint: check "
+            f"config.region and config.endpoint_url ({said})"
+        )
+    if code == "IllegalLocationConstraintException":
+        return f"bucket {bucket!r} is in another region: check config.region ({said})"
+    if code in ("AccessDenied", "AllAccessDisabled", "403"):
+        return (
+            f"access to bucket {bucket!r} denied: check the permissions of the credentials "
+            f"(config.access_key_id) for {exc.operation_name} ({said})"
+        )
+    return None
+
+
+def explained(exc: BaseException, config: S3Connection, who: str) -> BaseException:
+    """``exc`` as a :class:`ConfigError` naming the key to check when it is a configuration
+    error (:func:`config_problem`); else ``exc`` itself."""
+    problem = config_problem(exc, config)
+    if problem is None:
+        return exc
+    error = ConfigError(f"{who}: {problem}")
+    error.__cause__ = exc
+    return error

@@ -18,6 +18,8 @@ __all__ = ["S3Connection", "S3SinkConfig", "S3SourceConfig"]
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part (all but the last)
+MAX_PUT = 5 * 1024 * 1024 * 1024  # S3's largest single PUT (and part)
+MAX_PARTS = 10_000  # S3's most parts of one multipart upload
 
 
 class S3Connection(ConnectorConfig):
@@ -28,7 +30,8 @@ class S3Connection(ConnectorConfig):
         default=None,
         description=(
             "An S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (MinIO) or "
-            "`https://<account>.r2.cloudflarestorage.com` (R2). Unset: AWS S3 for `region`."
+            "`https://<account>.r2.cloudflarestorage.com` (R2): scheme, host and port only "
+            "(the bucket goes in `bucket`, not in a path). Unset: AWS S3 for `region`."
         ),
     )
     region: str | None = Field(
@@ -62,6 +65,46 @@ class S3Connection(ConnectorConfig):
     read_timeout: Duration = Field(
         default=60.0, gt=0, description="Seconds to wait for a response once connected."
     )
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        """An ``http(s)://host[:port]`` URL: without a scheme boto3 failed each start with
+        "Invalid endpoint" (a restart loop, at ``run``), and a path (the bucket pasted into
+        the URL: ``https://ACCOUNT.r2.cloudflarestorage.com/archive``) sent every request
+        to the wrong place (NoSuchKey on a listing)."""
+        from urllib.parse import urlsplit
+
+        from meshconnect.httplisten import check_http_url
+
+        if value is None:
+            return value
+        check_http_url(value)
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (raises on a port that is no number or out of range)
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(
+                f"{value!r}: give the endpoint alone (scheme, host, port), without a path: "
+                "the bucket goes in `bucket`"
+            )
+        return value
+
+    @field_validator("access_key_id")
+    @classmethod
+    def _key_id_set(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty: give the key id (an environment variable that is set)")
+        return value
+
+    @field_validator("secret_access_key", "session_token")
+    @classmethod
+    def _secret_set(cls, value: SecretStr | None) -> SecretStr | None:
+        from meshconnect.httplisten import check_secret
+
+        return None if value is None else check_secret(value)
 
     @field_validator("bucket")
     @classmethod
@@ -141,16 +184,21 @@ class S3SinkConfig(S3Connection):
     multipart_threshold: ByteSize = Field(
         default=16 * 1024 * 1024,
         ge=MIN_PART,
+        le=MAX_PUT,
         description=(
             "Objects larger than this (after compression) are uploaded in parts "
-            "(multipart upload); smaller ones with one PUT. At least 5MiB."
+            "(multipart upload); smaller ones with one PUT. 5MiB to 5GiB (S3 refuses a larger "
+            "PUT)."
         ),
     )
     part_size: ByteSize = Field(
         default=8 * 1024 * 1024,
         ge=MIN_PART,
         le=5 * 1024 * 1024 * 1024,
-        description="The size of each part of a multipart upload (5MiB to 5GiB).",
+        description=(
+            "The size of each part of a multipart upload (5MiB to 5GiB); larger for an object "
+            "that would need more than S3's 10,000 parts."
+        ),
     )
     upload_concurrency: int = Field(
         default=4,
@@ -183,7 +231,19 @@ class S3SinkConfig(S3Connection):
     @field_validator("key_template")
     @classmethod
     def _template_parses(cls, value: str) -> str:
-        KeyTemplate(value)  # raises ValueError naming the problem
+        template = KeyTemplate(value)  # raises ValueError naming the problem
+        literal = "".join(part if isinstance(part, str) else "x" for part in template.parts)
+        if value.lower().startswith("s3://"):
+            raise ValueError(
+                f"{value!r} is a URL: give the key prefix alone (the bucket goes in `bucket`)"
+            )
+        if literal.startswith("/") or "//" in literal:
+            # an empty level: consoles show a folder without a name, a source's prefix
+            # `orders/` does not find `/orders/...`
+            raise ValueError(
+                f"{value!r} makes keys with an empty level ('/' at the start or '//'): drop "
+                "the extra '/'"
+            )
         # A level of its own for the object names: `{topic}/{time:%H}` would otherwise make
         # `orders/14orders+….jsonl`, outside the `orders/14/` a reader lists.
         return value if value == "" or value.endswith("/") else value + "/"
@@ -200,7 +260,11 @@ class S3SourceConfig(S3Connection):
 
     prefix: str = Field(
         default="",
-        description="Read the objects whose keys start with this (e.g. `archive/orders/`).",
+        description=(
+            "Read the objects whose keys start with this (e.g. `archive/orders/`; a key "
+            "prefix, not an `s3://` URL). A first listing that finds nothing under it is a "
+            "warning."
+        ),
     )
     pattern: str | None = Field(
         default=None,
@@ -222,7 +286,11 @@ class S3SourceConfig(S3Connection):
     )
     compression: Literal["auto", "none", "gzip"] = Field(
         default="auto",
-        description="`auto`: gzip when the key ends in `.gz`; or `none`/`gzip` for every key.",
+        description=(
+            "`auto`: gzip when the key ends in `.gz`; or `none`/`gzip` for every key (a "
+            "Parquet file is read as it is: its gzip is the column codec, as the sink writes "
+            "it with `compression: gzip`)."
+        ),
     )
     follow: bool = Field(
         default=False,
@@ -238,6 +306,15 @@ class S3SourceConfig(S3Connection):
     batch_size: int = Field(
         default=5000, ge=1, description="The most records in one batch (one store transaction)."
     )
+    max_object_bytes: ByteSize = Field(
+        default=1024 * 1024 * 1024,
+        gt=0,
+        description=(
+            "The largest object read, in bytes after decompression (the whole object is held "
+            "in memory): a larger one, or a gzip object that decompresses to more, is one "
+            "failure (the `errors:` policy) and not downloaded or decompressed further."
+        ),
+    )
     after_read: Literal["keep", "delete", "move"] = Field(
         default="keep",
         description=(
@@ -249,7 +326,8 @@ class S3SourceConfig(S3Connection):
         default=None,
         description=(
             "For `after_read: move`: the prefix that replaces `prefix` in the moved key "
-            "(e.g. `done/`). It must not start with `prefix`."
+            "(e.g. `done/`). Neither of `move_to` and `prefix` may start with the other (a "
+            "moved object would land under `prefix` again)."
         ),
     )
     type: str = Field(
@@ -260,6 +338,16 @@ class S3SourceConfig(S3Connection):
     delimiter: str = Field(
         default=",", min_length=1, max_length=1, description="CSV only: the field delimiter."
     )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_key_prefix(cls, value: str) -> str:
+        if value.lower().startswith("s3://"):
+            raise ValueError(
+                f"{value!r} is a URL: give the key prefix alone (the bucket goes in `bucket`), "
+                "e.g. 'orders/2024/'"
+            )
+        return value
 
     @field_validator("pattern")
     @classmethod
@@ -282,5 +370,13 @@ class S3SourceConfig(S3Connection):
                 raise ValueError(
                     f"move_to {self.move_to!r} starts with prefix {self.prefix!r}: moved "
                     "objects would be read again"
+                )
+            if self.prefix.startswith(self.move_to):
+                # prefix data/in/, move_to data/: data/in/in/a.jsonl moves to data/in/a.jsonl,
+                # under the prefix again: read twice
+                raise ValueError(
+                    f"prefix {self.prefix!r} starts with move_to {self.move_to!r}: an object "
+                    f"under {self.prefix + self.prefix[len(self.move_to) :]!r} would move back "
+                    "under the prefix and be read again; move to a prefix outside it"
                 )
         return self

@@ -21,12 +21,15 @@ __all__ = [
     "EXTENSIONS",
     "Block",
     "ObjectBody",
+    "TooLarge",
     "check_parquet_row",
     "decode_blocks",
     "decode_object",
     "encode_payload",
     "format_of_key",
+    "gunzip",
     "schema_signature",
+    "unpack",
 ]
 
 #: The sink's extension per format (``.gz`` is appended for gzip JSON lines and CSV).
@@ -125,9 +128,13 @@ def encode_payload(fmt: str, record: Record) -> tuple[bytes | dict[str, Any], in
         data = record.data
         if not isinstance(data, dict):
             raise DataError(f"format {fmt}: data must be an object, not {_kind(data) or 'null'}")
+        # the open object keeps the row as its JSON, decoded again when the object is built:
+        # a row as a dict takes ~10 times its JSON's size, so rotate_bytes (counted in JSON)
+        # would bound nothing like the memory it says (64MiB of rows: over 600MiB of dicts)
         encoded = record.encoded_data
-        size = len(encoded) if encoded is not None else len(jsonvalue.dumps(data))
-        return data, size
+        if encoded is None:
+            encoded = jsonvalue.dumps(data)
+        return bytes(encoded), len(encoded)
     except TypeError as exc:
         raise DataError(f"format {fmt}: {exc}") from None
 
@@ -155,19 +162,25 @@ class ObjectBody:
         self.compression = compression
         self.parts: list[Any] = []
 
+    def _rows(self) -> list[dict[str, Any]]:
+        """The CSV or Parquet rows: the parts are their JSON (see :func:`encode_payload`)."""
+        loads = jsonvalue.loads
+        return [p if isinstance(p, dict) else loads(p, max_depth=None) for p in self.parts]
+
     def build(self) -> bytes:
         fmt = self.fmt
         if fmt in ("json", "cloudevents"):
             raw = b"".join(self.parts)
         elif fmt == "csv":
+            rows = self._rows()
             out = io.StringIO()
             writer = csv.writer(out, lineterminator="\n")
-            header = list(self.parts[0])
+            header = list(rows[0])
             writer.writerow(header)
-            writer.writerows([_csv_text(row[k]) for k in header] for row in self.parts)
+            writer.writerows([_csv_text(row[k]) for k in header] for row in rows)
             raw = out.getvalue().encode("utf-8")
         else:
-            return _parquet(self.parts, self.compression)
+            return _parquet(self._rows(), self.compression)
         if self.compression == "gzip":
             compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
             return compressor.compress(raw) + compressor.flush()
@@ -466,19 +479,46 @@ def format_of_key(key: str, fmt: str, compression: str) -> tuple[str, bool] | No
     return None
 
 
-def gunzip(body: bytes) -> bytes | None:
+def unpack(body: bytes, fmt: str, gz: bool, limit: int | None = None) -> bytes | None:
+    """An object's bytes to decode: :func:`gunzip` when ``gz`` (None: damaged), but a Parquet
+    object (``PAR1`` at its start) as it is: the sink's ``compression: gzip`` is Parquet's
+    column codec, so a source configured as the sink was (``format: parquet``,
+    ``compression: gzip``) reads its objects instead of failing each as bad gzip."""
+    if not gz or (fmt == "parquet" and body[:4] == b"PAR1"):
+        return body
+    return gunzip(body, limit)
+
+
+class TooLarge(Exception):
+    """A gzip object decompresses to more than the source's ``max_object_bytes``."""
+
+
+def gunzip(body: bytes, limit: int | None = None) -> bytes | None:
     """The decompressed bytes of a gzip object (members may be concatenated), or None when
     it is damaged. Nothing of a damaged stream is used: deflate has no checksum before the
     end, so the text decoded ahead of the damage may already be garbage (back-references
-    copy earlier lines), and only the trailer's CRC would tell."""
+    copy earlier lines), and only the trailer's CRC would tell. :class:`TooLarge` when the
+    output would pass ``limit`` bytes (a few KiB of gzip can hold gigabytes of zeros): the
+    decompression stops there, so the memory stays bounded."""
     decompressor = zlib.decompressobj(31)
     out: list[bytes] = []
+    total = 0
+    data = body
     try:
-        out.append(decompressor.decompress(body))
-        while decompressor.eof and decompressor.unused_data:  # concatenated members
-            rest = decompressor.unused_data
-            decompressor = zlib.decompressobj(31)
-            out.append(decompressor.decompress(rest))
+        while True:
+            room = 0 if limit is None else limit - total + 1  # 0: no bound
+            chunk = decompressor.decompress(data, room)
+            total += len(chunk)
+            if limit is not None and total > limit:
+                raise TooLarge(f"decompresses to more than {limit} bytes")
+            out.append(chunk)
+            if decompressor.unconsumed_tail:
+                data = decompressor.unconsumed_tail
+            elif decompressor.eof and decompressor.unused_data:  # concatenated members
+                data = decompressor.unused_data
+                decompressor = zlib.decompressobj(31)
+            else:
+                break
         out.append(decompressor.flush())
     except zlib.error:
         return None
@@ -524,6 +564,89 @@ def _blocks_of(items: Iterator[Item]) -> Iterator[Block]:
         )
 
 
+#: The line :func:`_csv_rows` puts after an object's last: read as a row of its own, the
+#: last record ended; swallowed into a field, the object ended inside a quoted field.
+_CSV_END = "\x00meshconnect: end of object\x00"
+
+
+def _csv_rows(text: str, delimiter: str) -> Iterator[Item]:
+    """The rows of a CSV object's text after its header (see :func:`decode_object`). A row the
+    reader refuses (a field over ``csv.field_size_limit()``) is a failure with its raw text
+    (up to the line end where its quotes are balanced: a quoted field may hold newlines) and
+    the rows after it are read; an object that ends inside a quoted field makes its last row
+    a failure (``a,"b`` / ``1,2``: not one row ``b\n1,2``)."""
+    lines = io.StringIO(text, newline="").readlines()
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines[-1] += "\n"
+    end = _CSV_END.replace(delimiter, "")
+    lines.append(end + "\n")
+    last = len(lines) - 1  # the end line's index
+
+    def read_from(line: int) -> Any:
+        return csv.reader(itertools.islice(lines, line, None), delimiter=delimiter)
+
+    def raw(start: int, stop: int) -> str:
+        text = "".join(lines[start:stop])
+        return text[:-2] if text.endswith("\r\n") else text.rstrip("\r\n")
+
+    reader = read_from(0)
+    base = 0  # the line the reader started at
+    taken = 0  # lines read, up to the end of the last row
+    header: list[str] | None = None
+    twice: list[str] = []
+    index = 0  # the rows after the header, good or bad (blank lines are none)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over csv.field_size_limit()
+            if header is None:  # the header itself: the object is one failure
+                yield 0, text.encode("utf-8")[:RAW_LIMIT], f"row 1 (the header): {exc}"
+                return
+            # the row goes on to the first line end with its quotes balanced; read on after it
+            stop, quotes = taken, 0
+            while stop < last:
+                quotes += lines[stop].count('"')
+                stop += 1
+                if quotes % 2 == 0:
+                    break
+            yield index, raw(taken, stop)[:RAW_LIMIT], f"row {index + 1}: {exc}"
+            index += 1
+            taken = base = stop
+            reader = read_from(stop)
+            continue
+        at = base + reader.line_num
+        if at > last:  # the row took the end line
+            if row != [end]:
+                where = "row 1 (the header)" if header is None else f"row {index + 1}"
+                yield (
+                    index,
+                    raw(taken, last)[:RAW_LIMIT],
+                    f"{where}: a quoted field is not closed before the end of the object",
+                )
+            return
+        row_text = raw(taken, at)
+        taken = at
+        if not row:
+            continue  # a blank line is no row
+        if header is None:
+            header = row
+            twice = sorted({name for name in header if header.count(name) > 1})
+            continue
+        if twice:  # a dict would keep one of the columns: the others' values lost
+            yield index, row_text, f"row {index + 1}: the header names {twice} more than once"
+        elif len(row) != len(header):
+            yield (
+                index,
+                row_text,
+                f"row {index + 1}: {len(row)} fields, the header has {len(header)}",
+            )
+        else:
+            yield index, dict(zip(header, row, strict=True)), None
+        index += 1
+
+
 def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
     """The items of a CSV or Parquet object (see :func:`decode_object`)."""
     if fmt == "csv":
@@ -532,34 +655,7 @@ def _rows(body: bytes, fmt: str, delimiter: str) -> Iterator[Item]:
         except UnicodeDecodeError as exc:
             yield 0, body[:RAW_LIMIT], f"not UTF-8 text: {exc}"  # its bytes, not U+FFFD
             return
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:  # e.g. a field over csv.field_size_limit(): one failure
-            yield 0, body[:RAW_LIMIT], f"row 1 (the header): {exc}"
-            return
-        twice = sorted({name for name in header if header.count(name) > 1})
-        index = -1
-        try:
-            for index, row in enumerate(r for r in reader if r):  # blank lines are no rows
-                if twice:  # a dict would keep one of the columns: the others' values lost
-                    yield (
-                        index,
-                        delimiter.join(row),
-                        f"row {index + 1}: the header names {twice} more than once",
-                    )
-                elif len(row) != len(header):
-                    yield (
-                        index,
-                        delimiter.join(row),
-                        f"row {index + 1}: {len(row)} fields, the header has {len(header)}",
-                    )
-                else:
-                    yield index, dict(zip(header, row, strict=True)), None
-        except csv.Error as exc:
-            yield index + 1, "", f"row {index + 2}: {exc}"
+        yield from _csv_rows(text, delimiter)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq

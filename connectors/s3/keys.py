@@ -286,7 +286,7 @@ class KeyTemplate:
                 )
             try:
                 return _parse_time(record.time).strftime(fmt)
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:  # UTC past 9999 or before year 1
                 raise DataError(f"key_template: time {record.time!r}: {exc}") from None
 
         return render

@@ -34,7 +34,6 @@ from typing import Any
 
 from meshconnect import (
     BatchError,
-    ConfigError,
     DataError,
     Flushed,
     MeshconnectError,
@@ -42,8 +41,8 @@ from meshconnect import (
     Sink,
 )
 
-from .client import classify_s3_error, error_code, make_client
-from .config import S3SinkConfig
+from .client import classify_s3_error, error_code, explained, make_client
+from .config import MAX_PARTS, S3SinkConfig
 from .formats import (
     ObjectBody,
     check_parquet_row,
@@ -56,6 +55,13 @@ from .formats import (
 from .keys import MAX_KEY_BYTES, object_name, parse_object_name
 
 __all__ = ["S3Sink"]
+
+
+def part_step(size: int, part_size: int) -> int:
+    """The part size of a multipart upload of ``size`` bytes: ``part_size``, or larger when
+    that would make more than S3's 10,000 parts (S3 refuses part 10,001: the object could
+    never be uploaded, failing every retry)."""
+    return max(part_size, -(-size // MAX_PARTS))
 
 
 class _Object:
@@ -129,7 +135,21 @@ class S3Sink(Sink[S3SinkConfig]):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _explained(self, exc: BaseException) -> BaseException:
+        """A configuration error of S3 (a missing bucket, refused credentials, another region)
+        as a ``ConfigError`` naming the key to check."""
+        return explained(exc, self.config, f"s3 sink {self.context.name}")
+
     async def open(self, state: Mapping[str, Any] | None) -> None:
+        try:
+            await self._open(state)
+        except Exception as exc:
+            error = self._explained(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _open(self, state: Mapping[str, Any] | None) -> None:
         self.client = make_client(self.config)
         done = dict((state or {}).get("done") or {})
         self.skip_below = {t: dict(marks) for t, marks in done.items()}
@@ -143,20 +163,18 @@ class S3Sink(Sink[S3SinkConfig]):
                 )
 
     def _check_bucket(self) -> None:
+        """The bucket is there and the credentials reach it; else the ``ConfigError`` naming
+        the key to check (:func:`~.client.config_problem`). HEAD answers carry no body (a
+        bare ``403`` for an unknown key id, a bad signature and a missing permission alike),
+        so a refused HEAD is asked again as a listing of one key, whose answer says which."""
         try:
             self.client.head_bucket(Bucket=self.config.bucket)
         except Exception as exc:
-            if error_code(exc) in ("404", "NoSuchBucket"):
-                raise ConfigError(
-                    f"s3 sink {self.context.name}: bucket {self.config.bucket!r} does not exist "
-                    f"(config.bucket)"
-                ) from None
-            if error_code(exc) in ("403", "AccessDenied"):
-                raise ConfigError(
-                    f"s3 sink {self.context.name}: access to bucket {self.config.bucket!r} "
-                    "denied: check the credentials (config.access_key_id)"
-                ) from None
-            raise
+            if error_code(exc) not in ("404", "403", "NoSuchBucket", "AccessDenied"):
+                raise
+            # raises the error that names the key to check; a listing that works means the
+            # bucket is there and reachable (a HEAD denied by a policy: the uploads will tell)
+            self.client.list_objects_v2(Bucket=self.config.bucket, MaxKeys=1)
 
     def _abort_orphan_uploads(self) -> int:
         """Abort the unfinished multipart uploads (a crash mid-upload left them) whose keys
@@ -196,39 +214,24 @@ class S3Sink(Sink[S3SinkConfig]):
         # worker's retry of the batch writes it once.
         backlog = len(self.inflight) + len(self.sealed)
         await self._reap(block=backlog > 2 * self.config.upload_concurrency)
-        fmt = self.config.format
-        render = self.template.render
         failed = BatchError()
         seq = self.seq
+        # First every record's prefix and payload, the steps that can fail, with nothing
+        # taken yet: an error escaping here leaves the open objects as they were, so the
+        # worker's retry of the batch (or of its halves) cannot add a record twice.
+        prepared = [self._prepare(record, seq + index) for index, record in enumerate(records)]
         taken: list[tuple[str, int]] = []
         interval = self.config.rotate_interval
         now = time.monotonic()
-        for index, record in enumerate(records):
-            topic = record.topic if record.topic is not None else ""
-            offset = record.offset if record.offset is not None else seq + index
+        for index, (topic, offset, ready) in enumerate(prepared):
             taken.append((topic, offset))
             self.last_offset[topic] = offset
             if topic not in self.first_seen:
                 self.first_seen[topic] = offset
-            try:
-                prefix = render(record)
-                if (
-                    len(prefix.encode()) + len(object_name(topic, 0, self.extension))
-                    > MAX_KEY_BYTES
-                ):
-                    raise DataError(
-                        f"key_template: the key under {prefix[:100]!r}... would be longer than "
-                        f"S3's {MAX_KEY_BYTES} bytes"
-                    )
-                payload, size = encode_payload(fmt, record)
-                signature = (
-                    schema_signature(fmt, record.data) if fmt in ("csv", "parquet") else None
-                )
-                if fmt == "parquet":
-                    check_parquet_row(record.data)
-            except DataError as exc:
-                failed.failed(index, exc)
+            if isinstance(ready, DataError):
+                failed.failed(index, ready)
                 continue
+            prefix, payload, size, signature = ready
             marks = self.skip_below.get(topic)
             if marks is not None and offset < marks.get(prefix, -1):
                 continue  # in an object uploaded before the restart
@@ -241,7 +244,9 @@ class S3Sink(Sink[S3SinkConfig]):
                 obj = _Object(self, topic, prefix, offset, seq + index)
                 self.open_objects[part] = obj
                 if signature is not None:
-                    obj.signature = list(signature) if fmt == "parquet" else signature
+                    obj.signature = (
+                        list(signature) if self.config.format == "parquet" else signature
+                    )
             obj.body.parts.append(payload)
             obj.count += 1
             obj.size += size
@@ -253,6 +258,31 @@ class S3Sink(Sink[S3SinkConfig]):
         self._start_uploads()
         if failed.failures:
             raise failed
+
+    def _prepare(self, record: Record, seq: int) -> tuple[str, int, Any]:
+        """``(topic, offset, (prefix, payload, size, signature))`` of a record, or with its
+        ``DataError`` in place of the tuple. Any error of a value (a ``ValueError``,
+        ``TypeError`` or ``ArithmeticError`` of a conversion: a time whose UTC is past year
+        9999) is that record's data error, never one of the batch."""
+        topic = record.topic if record.topic is not None else ""
+        offset = record.offset if record.offset is not None else seq
+        fmt = self.config.format
+        try:
+            prefix = self.template.render(record)
+            if len(prefix.encode()) + len(object_name(topic, 0, self.extension)) > MAX_KEY_BYTES:
+                raise DataError(
+                    f"key_template: the key under {prefix[:100]!r}... would be longer than "
+                    f"S3's {MAX_KEY_BYTES} bytes"
+                )
+            payload, size = encode_payload(fmt, record)
+            signature = schema_signature(fmt, record.data) if fmt in ("csv", "parquet") else None
+            if fmt == "parquet":
+                check_parquet_row(record.data)
+        except DataError as exc:
+            return topic, offset, exc
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            return topic, offset, DataError(f"{type(exc).__name__}: {exc}")
+        return topic, offset, (prefix, payload, size, signature)
 
     def _must_rotate(
         self, obj: _Object, size: int, signature: Any, now: float, interval: float | None
@@ -306,6 +336,9 @@ class S3Sink(Sink[S3SinkConfig]):
                 error = error or exc
         if error is not None:
             self.sealed.sort(key=lambda o: o.first_seq)
+            explained = self._explained(error)
+            if explained is not error:
+                raise explained from error
             raise error
 
     async def _upload(self, obj: _Object) -> None:
@@ -335,7 +368,7 @@ class S3Sink(Sink[S3SinkConfig]):
         upload_id = upload["UploadId"]
         try:
             parts = []
-            step = self.config.part_size
+            step = part_step(len(data), self.config.part_size)
             view = memoryview(data)
             for number, start in enumerate(range(0, len(data), step), start=1):
                 answer = self.client.upload_part(
@@ -380,12 +413,20 @@ class S3Sink(Sink[S3SinkConfig]):
         )
         start = prefix + object_name(topic, threshold, "")
         lead = start[:-20]  # prefix + topic + "+"
+        quoted = lead[len(prefix) : -1]
         paginator = self.client.get_paginator("list_objects_v2")
         doomed: list[str] = []
         for page in paginator.paginate(Bucket=self.config.bucket, Prefix=lead, StartAfter=start):
             for item in page.get("Contents", []) or []:
                 parsed = parse_object_name(item["Key"][len(prefix) :])
-                if parsed is not None and parsed[1] >= threshold and "/" not in parsed[0]:
+                # only names this sink makes: its topic and its extension (a sink of another
+                # format under the same prefix keeps its objects)
+                if (
+                    parsed is not None
+                    and parsed[0] == quoted
+                    and parsed[1] >= threshold
+                    and parsed[2] == self.extension
+                ):
                     doomed.append(item["Key"])
         for i in range(0, len(doomed), 1000):
             chunk = doomed[i : i + 1000]

@@ -45,17 +45,24 @@ from meshconnect.positioncheck import (
     Check,
     check_stored,
     fields_problem,
+    list_of,
     nullable,
     partition_problem,
     text,
     whole,
 )
 
-from .client import classify_s3_error, error_code, make_client
+from .client import classify_s3_error, error_code, explained, make_client
 from .config import S3SourceConfig
-from .formats import RAW_LIMIT, Block, decode_blocks, format_of_key, gunzip
+from .formats import RAW_LIMIT, Block, TooLarge, decode_blocks, format_of_key, unpack
 
 __all__ = ["S3Source"]
+
+
+#: GetObject's (and CopyObject's) answers for an object that is there but archived (Glacier,
+#: Deep Archive, the archive tiers of Intelligent-Tiering): unreadable until restored,
+#: whatever the retries.
+_ARCHIVED = ("InvalidObjectState", "ObjectNotInActiveTierError")
 
 
 def _directory(key: str) -> str:
@@ -112,6 +119,10 @@ class S3Source(Source[S3SourceConfig]):
         self.listed_once = False
         self.progress: Any = None
         self.fetching: dict[str, asyncio.Future[Any]] = {}
+        #: objects read to their end whose delete or move is not known done (after_read):
+        #: in the position, so a start after a crash or a failed delete finishes them all
+        self.unfinished: list[str] = []
+        self.failed_finish: set[str] = set()  # of those, committed and failed: retried
         metrics = context.metrics
         self.m_objects = metrics.counter("s3_objects_read", "Objects read to their end")
         self.m_bytes = metrics.counter("s3_bytes_read", "Bytes downloaded")
@@ -143,12 +154,29 @@ class S3Source(Source[S3SourceConfig]):
                 dirs_ok,
             ),
             "floor": key,
+            "unfinished": list_of(
+                key, f"a list of keys under {prefix!r} (deletes or moves to finish)"
+            ),
         }
         return partition_problem(
             partition, [self.partition], "s3://BUCKET/PREFIX of config.bucket and config.prefix"
         ) or fields_problem(position, fields)
 
+    def _explained(self, exc: BaseException) -> BaseException:
+        """A configuration error of S3 (a missing bucket, refused credentials, another region)
+        as a ``ConfigError`` naming the key to check."""
+        return explained(exc, self.config, f"s3 source {self.context.name}")
+
     async def start(self, positions: Mapping[str, Position]) -> None:
+        try:
+            await self._start(positions)
+        except Exception as exc:
+            error = self._explained(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _start(self, positions: Mapping[str, Position]) -> None:
         check_stored(self, positions, [self.partition], f"s3 source {self.context.name}")
         self.client = make_client(self.config)
         position = positions.get(self.partition) or {}
@@ -160,9 +188,14 @@ class S3Source(Source[S3SourceConfig]):
             self.floor = self.after
         self.resume_key = position.get("key")
         self.resume_index = int(position.get("index") or 0)
-        if self.config.after_read != "keep" and self.after:
-            # the last object read may have been committed without its delete or move
-            await asyncio.to_thread(self._finish_object, self.after, True)
+        self.unfinished = [str(k) for k in position.get("unfinished") or []]
+        if self.config.after_read != "keep":
+            # objects committed without their delete or move: the worker stopped between the
+            # commit and the ack, or the delete failed (the last one read: older positions)
+            for key in [*self.unfinished, *([self.after] if self.after else [])]:
+                await asyncio.to_thread(self._finish_object, key, True)
+                if key in self.unfinished:
+                    self.unfinished.remove(key)
         return None
 
     async def stop(self) -> None:
@@ -175,7 +208,13 @@ class S3Source(Source[S3SourceConfig]):
 
     async def end_positions(self) -> dict[str, Position]:
         self.client = make_client(self.config)
-        keys = await asyncio.to_thread(self._list)
+        try:
+            keys = await asyncio.to_thread(self._list)
+        except Exception as exc:
+            error = self._explained(exc)
+            if error is exc:
+                raise
+            raise error from exc
         dirs: dict[str, str] = {}
         for key, _, _ in keys:
             dirs[_directory(key)] = key  # keys come in order: the last one wins
@@ -191,6 +230,8 @@ class S3Source(Source[S3SourceConfig]):
         }
         if self.floor:
             position["floor"] = self.floor
+        if self.unfinished:
+            position["unfinished"] = list(self.unfinished)
         return position
 
     def _is_read(self, key: str) -> bool:
@@ -218,10 +259,40 @@ class S3Source(Source[S3SourceConfig]):
                 found.append((key, int(item.get("Size", 0)), when))
         return found
 
+    async def _retry_finish(self) -> None:
+        """Try again the deletes or moves that failed (of committed objects only)."""
+        for key in sorted(self.failed_finish):
+            try:
+                await asyncio.to_thread(self._finish_object, key, False)
+            except Exception:
+                continue  # warned when it failed first; the next listing tries again
+            self.failed_finish.discard(key)
+            if key in self.unfinished:
+                self.unfinished.remove(key)
+
+    def _warn_empty(self) -> None:
+        """The first listing found no object at all under the prefix: say so, with the
+        likely mistake (a leading ``/``, which S3 keys seldom start with), instead of a
+        silent run that reads nothing."""
+        prefix = self.config.prefix
+        hint = ""
+        if prefix.startswith("/"):
+            hint = f" (S3 keys rarely start with '/': did you mean {prefix.lstrip('/')!r}?)"
+        self.context.logger.warning(
+            "no object under s3://%s/ with prefix %r (config.prefix)%s",
+            self.config.bucket,
+            prefix,
+            hint,
+        )
+
     async def _refill(self) -> bool:
         """List the prefix; queue the objects not read yet; True when some came."""
+        if self.failed_finish:
+            await self._retry_finish()
         present: set[str] = set()
         listed = await asyncio.to_thread(self._list, present)
+        if not present and not self.listed_once:
+            self._warn_empty()
         found = [i for i in listed if i[0] not in self.queued and not self._is_read(i[0])]
         for gone in [d for d in self.dirs if d not in present]:
             del self.dirs[gone]  # no object left there: its next object is a new one
@@ -240,24 +311,48 @@ class S3Source(Source[S3SourceConfig]):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _fetch(self, key: str, gz: bool) -> tuple[bytes, bytes | None] | None:
-        """(the object's bytes, decompressed or None when the gzip is damaged), or None when
-        the key vanished. Runs in a worker thread (the download and zlib release the GIL)."""
+    def _fetch(self, key: str, fmt: str, gz: bool) -> tuple[bytes, bytes | None] | str | None:
+        """(the object's bytes, decompressed or None when the gzip is damaged), None when the
+        key vanished, or why the object cannot be read at all (archived: Glacier, Deep
+        Archive, an Intelligent-Tiering archive tier; no retry reads it before a restore).
+        Runs in a worker thread (the download and zlib release the GIL)."""
         try:
             answer = self.client.get_object(Bucket=self.config.bucket, Key=key)
             body = bytes(answer["Body"].read())
         except Exception as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
+            code = error_code(exc)
+            if code in ("NoSuchKey", "404"):
                 return None
+            if code in _ARCHIVED:
+                storage = exc.response.get("Error", {}).get("StorageClass")  # type: ignore[attr-defined]
+                where = f" (storage class {storage})" if storage else ""
+                return (
+                    f"the object is archived{where} and cannot be read until it is restored "
+                    f"(S3 answered {code})"
+                )
             raise
-        return body, gunzip(body) if gz else body
+        limit = self.config.max_object_bytes
+        if len(body) > limit:  # grew past the limit between the listing and the download
+            return self._too_large(len(body))
+        try:
+            return body, unpack(body, fmt, gz, limit)
+        except TooLarge as exc:
+            return f"it {exc}: not read (max_object_bytes; the whole object is held in memory)"
 
-    def _prefetch(self, key: str, gz: bool) -> asyncio.Future[tuple[bytes, bytes | None] | None]:
+    def _too_large(self, size: int) -> str:
+        return (
+            f"the object is {size} bytes, over max_object_bytes ({self.config.max_object_bytes}): "
+            "not read (the whole object is held in memory; raise max_object_bytes to read it)"
+        )
+
+    def _prefetch(
+        self, key: str, fmt: str, gz: bool
+    ) -> asyncio.Future[tuple[bytes, bytes | None] | str | None]:
         """The download of ``key``, started now: the next object comes down while the
         current one is parsed."""
         task = self.fetching.get(key)
         if task is None:
-            task = asyncio.ensure_future(asyncio.to_thread(self._fetch, key, gz))
+            task = asyncio.ensure_future(asyncio.to_thread(self._fetch, key, fmt, gz))
             self.fetching[key] = task
         return task
 
@@ -274,7 +369,10 @@ class S3Source(Source[S3SourceConfig]):
             )
             return _Reading(key, size, when, iter(_NO_BLOCKS), 0)
         fmt, gz = kind
-        task = self._prefetch(key, gz)
+        if size > self.config.max_object_bytes:  # not downloaded: one failure
+            problem: Block = ([0], [""], [self._too_large(size)])
+            return _Reading(key, size, when, iter([problem]), self._resume_index(key))
+        task = self._prefetch(key, fmt, gz)
         try:
             got = await task
         finally:
@@ -283,11 +381,14 @@ class S3Source(Source[S3SourceConfig]):
         if len(self.queue) > 1:
             upcoming = self.queue[1][0]
             known = format_of_key(upcoming, self.config.format, self.config.compression)
-            if known is not None:
-                self._prefetch(upcoming, known[1])
+            if known is not None and self.queue[1][1] <= self.config.max_object_bytes:
+                self._prefetch(upcoming, *known)
         if got is None:
             self.context.logger.warning("%s vanished between its listing and its download", key)
             return _Reading(key, size, when, iter(_NO_BLOCKS), 0)
+        if isinstance(got, str):  # archived or too large: one failure, the others are read
+            unreadable: Block = ([0], [""], [got])
+            return _Reading(key, size, when, iter([unreadable]), self._resume_index(key))
         raw, plain = got
         self.m_bytes.inc(len(raw))
         if plain is None:  # a damaged gzip: the whole object is one failure, its raw bytes
@@ -301,6 +402,15 @@ class S3Source(Source[S3SourceConfig]):
         return self.resume_index if key == self.resume_key else 0
 
     async def poll(self) -> SourceBatch | None:
+        try:
+            return await self._poll()
+        except Exception as exc:
+            error = self._explained(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def _poll(self) -> SourceBatch | None:
         if self.reading is None:
             if not self.queue:
                 now = time.monotonic()
@@ -388,7 +498,11 @@ class S3Source(Source[S3SourceConfig]):
         self.queued.discard(name)
         self.reading = None
         self.resume_key = None
-        ack = self._after_read(name) if config.after_read != "keep" else None
+        ack = None
+        if config.after_read != "keep":
+            if name not in self.unfinished:
+                self.unfinished.append(name)
+            ack = self._after_read(name)
         return SourceBatch(records, {self.partition: self._position(None, 0)}, failures, ack)
 
     @staticmethod
@@ -447,7 +561,10 @@ class S3Source(Source[S3SourceConfig]):
             if error is None:
                 try:
                     await asyncio.to_thread(self._finish_object, key, False)
-                except Exception as exc:  # the object stays; the next start tries again
+                    if key in self.unfinished:
+                        self.unfinished.remove(key)
+                except Exception as exc:  # it stays; the next listing and start try again
+                    self.failed_finish.add(key)
                     self.context.logger.warning(
                         "could not %s %s after reading it: %s: %s",
                         self.config.after_read,
@@ -470,6 +587,12 @@ class S3Source(Source[S3SourceConfig]):
                 )
             except Exception as exc:
                 if error_code(exc) in ("NoSuchKey", "404"):
+                    return
+                if error_code(exc) in _ARCHIVED:  # no copy before a restore: it stays
+                    self.context.logger.warning(
+                        "%s is archived and cannot be moved until it is restored: left in place",
+                        key,
+                    )
                     return
                 raise
         client.delete_object(Bucket=bucket, Key=key)
