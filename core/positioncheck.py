@@ -23,11 +23,13 @@ __all__ = [
     "Check",
     "boolean",
     "check_stored",
+    "check_stored_fields",
     "fields_problem",
     "list_of",
     "no_position",
     "nullable",
     "partition_problem",
+    "stored_error",
     "text",
     "whole",
 ]
@@ -121,7 +123,23 @@ def check_stored(
         if partition in positions:
             problem = source.position_problem(partition, positions[partition])
             if problem:
-                raise ConfigError(
-                    f"{what}: the stored position of {partition!r} is not usable: {problem}; "
-                    "set it again with `meshconnect offsets reset`"
-                )
+                raise stored_error(what, partition, problem)
+
+
+def check_stored_fields(
+    what: str, partition: str, position: Mapping[str, Any], fields: Mapping[str, Check]
+) -> None:
+    """:func:`check_stored` for the ``fields`` of a source's current mode only, those of
+    ``position`` that it has: fields another mode wrote are left alone (a pipeline whose mode
+    changed starts over, as it did before)."""
+    mine = {k: v for k, v in position.items() if k in fields}
+    if problem := fields_problem(mine, fields):
+        raise stored_error(what, partition, problem)
+
+
+def stored_error(what: str, partition: str, problem: str) -> ConfigError:
+    """The error of a stored position the source cannot use (``what`` names the source)."""
+    return ConfigError(
+        f"{what}: the stored position of {partition!r} is not usable: {problem}; "
+        "set it again with `meshconnect offsets reset`"
+    )

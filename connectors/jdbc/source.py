@@ -54,7 +54,14 @@ from meshconnect import (
     SourceBatch,
     eventrules,
 )
-from meshconnect.positioncheck import Check, boolean, fields_problem, partition_problem, whole
+from meshconnect.positioncheck import (
+    Check,
+    boolean,
+    check_stored_fields,
+    fields_problem,
+    partition_problem,
+    whole,
+)
 
 from .config import JdbcSourceConfig
 from .engine import (
@@ -214,12 +221,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
         negative ``rows`` read the table again or failed every poll). Fields of another mode
         are left alone: a pipeline whose mode changed reads from the beginning, as before."""
         fields, _ = self._mode_fields()
-        mine = {k: v for k, v in position.items() if k in fields}
-        if problem := fields_problem(mine, fields):
-            raise ConfigError(
-                f"jdbc source {self.context.name}: the stored position of {name!r} is not "
-                f"usable: {problem}; set it again with `meshconnect offsets reset`"
-            )
+        check_stored_fields(f"jdbc source {self.context.name}", name, position, fields)
 
     async def start(self, positions: Mapping[str, Position]) -> None:
         self.engine = make_engine(self.config, self.context.base_dir)

@@ -42,7 +42,6 @@ from bson import Binary, DatetimeMS, Decimal128, Int64, ObjectId, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from meshconnect import (
-    ConfigError,
     MeshconnectError,
     Position,
     Record,
@@ -51,7 +50,13 @@ from meshconnect import (
     eventrules,
 )
 from meshconnect.jsonvalue import dumps
-from meshconnect.positioncheck import Check, boolean, fields_problem, partition_problem
+from meshconnect.positioncheck import (
+    Check,
+    boolean,
+    check_stored_fields,
+    fields_problem,
+    partition_problem,
+)
 
 from .client import READ_JSON, classify_mongo, connect, to_json
 from .config import MongoSourceConfig
@@ -129,12 +134,7 @@ class MongoSource(Source[MongoSourceConfig]):
         server's error). Fields of the other mode are left alone: a pipeline whose mode
         changed starts over (poll reads everything, a change stream copies first)."""
         fields, _ = self._mode_fields()
-        mine = {k: v for k, v in position.items() if k in fields}
-        if problem := fields_problem(mine, fields):
-            raise ConfigError(
-                f"mongodb source {self.context.name}: the stored position of {PARTITION!r} is "
-                f"not usable: {problem}; set it again with `meshconnect offsets reset`"
-            )
+        check_stored_fields(f"mongodb source {self.context.name}", PARTITION, position, fields)
 
     async def start(self, positions: Mapping[str, Position]) -> Mapping[str, Position] | None:
         c = self.config
