@@ -31,6 +31,7 @@ Snapshot
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -75,6 +76,26 @@ _READ_TIMEOUT = 0.5
 _FIRST_READ_EVENTS = 16
 #: The fewest events a read asks for.
 _MIN_READ_EVENTS = 16
+
+
+#: ``SAVEPOINT name`` / ``ROLLBACK TO name`` as the server writes them to the binlog (the name
+#: backquoted), or as a client spelled them: the verb and the name.
+_SAVEPOINT = re.compile(
+    r"(SAVEPOINT|ROLLBACK\s+(?:WORK\s+)?TO)\s+(?:SAVEPOINT\s+)?(`(?:[^`]|``)*`|[^\s;]+)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def savepoint(sql: str) -> tuple[str, str] | None:
+    """``("SAVEPOINT" | "ROLLBACK", name)`` for a savepoint statement, else ``None``. Names are
+    compared as the server compares them: case-insensitively."""
+    m = _SAVEPOINT.match(sql.strip())
+    if m is None:
+        return None
+    name = m.group(2)
+    if name.startswith("`"):
+        name = name[1:-1].replace("``", "`")
+    return ("SAVEPOINT" if m.group(1).upper() == "SAVEPOINT" else "ROLLBACK"), name.casefold()
 
 
 def _xa_key(start: list[Any]) -> tuple[str, int]:
@@ -139,6 +160,11 @@ class CanalSource(Source[CanalSourceConfig]):
         #: Whether the open transaction is an XA PREPARE group (its rows wait for XA COMMIT).
         self.txn_xa = False
         self._xa_rows: list[RowsEvent] = []
+        #: Rows events of the open transaction after its first ``SAVEPOINT``, held back until
+        #: it commits: a later ``ROLLBACK TO`` that savepoint undoes them (None: not holding).
+        self._held: list[RowsEvent] | None = None
+        #: The open transaction's savepoints: (name, where it is in the held rows events).
+        self._savepoints: list[tuple[str, int]] = []
         #: Prepared XA transactions: XA id -> [file, pos] of the PREPARE group (positioned).
         self.xa: dict[str, list[Any]] = {}
         #: Their row events, by (file, pos) (read again at start after a restart).
@@ -280,14 +306,21 @@ class CanalSource(Source[CanalSourceConfig]):
         )  # fmt: skip
         self._text_values(reader)
         rows: list[RowsEvent] = []
+        savepoints: list[tuple[str, int]] = []
         deadline = time.monotonic() + 60
         try:
             while time.monotonic() < deadline:
                 for event in reader.read(256, 1.0):
                     if isinstance(event, RowsEvent):
                         rows.append(event)
-                    elif isinstance(event, QueryEvent) and event.query.upper().startswith("XA END"):
-                        return rows
+                    elif isinstance(event, QueryEvent):
+                        if event.query.upper().startswith("XA END"):
+                            return rows
+                        mark = savepoint(event.query)
+                        if mark is not None:
+                            savepoints = undo_to_savepoint(
+                                *mark, rows, savepoints, self.server.transactional
+                            )
         finally:
             reader.close()
         raise RetriableError(f"canal: could not read the XA PREPARE group at {file}:{pos}")
@@ -304,6 +337,8 @@ class CanalSource(Source[CanalSourceConfig]):
             self.json_history = JsonColumns({}, complete=False)
         self.txn_xa = False
         self._xa_rows = []
+        self._held = None
+        self._savepoints = []
         self.in_txn = False
         self.txn_events = 0
         self.skip_events = position.events
@@ -476,6 +511,7 @@ class CanalSource(Source[CanalSourceConfig]):
         if isinstance(event, RowsEvent):
             self._rows(event, out)
         elif isinstance(event, XidEvent):
+            self._release(out)
             self._commit()
         elif isinstance(event, GtidEvent):
             self._begin(event.gtid)
@@ -500,6 +536,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_events = 0
         self.txn_xa = False
         self._xa_rows = []
+        self._held = None
+        self._savepoints = []
 
     def _commit(self) -> None:
         if self.txn_gtid:
@@ -509,6 +547,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_events = 0
         self.txn_xa = False
         self._xa_rows = []
+        self._held = None
+        self._savepoints = []
         self.skip_events = 0
         self.skip_rows = 0
         self._resume = None
@@ -524,10 +564,18 @@ class CanalSource(Source[CanalSourceConfig]):
         if head.startswith("XA "):
             self._xa(sql, event, out)
             return
-        if head.startswith(("COMMIT", "ROLLBACK")):
+        mark = savepoint(sql)
+        if mark is not None:
+            self._savepoint(*mark)
+            return
+        if head.startswith("COMMIT"):
+            self._release(out)
             self._commit()
             return
-        if head.startswith("SAVEPOINT") or head.startswith("RELEASE SAVEPOINT"):
+        if head.startswith("ROLLBACK"):
+            self._commit()
+            return
+        if head.startswith("RELEASE SAVEPOINT"):
             return
         # DDL (or another statement logged as a statement): a group of its own.
         ddl = parse_ddl(sql, event.schema, event.ansi_quotes)
@@ -552,6 +600,33 @@ class CanalSource(Source[CanalSourceConfig]):
             for schema, table in ddl.tables:
                 self.snapshot.ddl(schema, table)
         self._commit()
+
+    def _savepoint(self, verb: str, name: str) -> None:
+        """``SAVEPOINT name`` and ``ROLLBACK TO name`` inside a transaction. The server writes
+        ``ROLLBACK TO`` to the binlog (after the row changes it undoes) when the transaction
+        also changed a non-transactional table; so the rows events after a savepoint are held
+        back until the commit (:meth:`_release`), and a ``ROLLBACK TO`` drops those after its
+        savepoint, except changes of non-transactional tables (MyISAM, Aria, …), which the
+        server did not undo. In an XA PREPARE group the held rows are the group's own."""
+        if not self.in_txn:
+            self._begin(None)
+        if self.txn_xa:
+            held = self._xa_rows
+        else:
+            if self._held is None:
+                self._held = []
+            held = self._held
+        self._savepoints = undo_to_savepoint(
+            verb, name, held, self._savepoints, self.server.transactional
+        )
+
+    def _release(self, out: list[Record]) -> None:
+        """At a commit: the rows events held since the transaction's first savepoint."""
+        held, self._held = self._held, None
+        self._savepoints = []
+        if held:
+            for event in held:
+                self._rows(event, out)
 
     def _xa(self, sql: str, event: QueryEvent, out: list[Record]) -> None:
         """XA statements (MariaDB writes ``XA END X'…',X'…',1`` at the end of a PREPARE
@@ -646,6 +721,9 @@ class CanalSource(Source[CanalSourceConfig]):
         if self.txn_xa:  # held back until the XA COMMIT (see _xa)
             self._xa_rows.append(event)
             return
+        if self._held is not None:  # after a SAVEPOINT: held back until the commit
+            self._held.append(event)
+            return
         n = self.txn_events
         self.txn_events += 1
         first = 0
@@ -681,3 +759,28 @@ class CanalSource(Source[CanalSourceConfig]):
         if sys.stderr.isatty():
             sys.stderr.write("\r" + text[:120].ljust(120))
             sys.stderr.flush()
+
+
+def undo_to_savepoint(
+    verb: str,
+    name: str,
+    held: list[RowsEvent],
+    savepoints: list[tuple[str, int]],
+    transactional: Any,
+) -> list[tuple[str, int]]:
+    """Apply ``SAVEPOINT name`` (``verb`` ``SAVEPOINT``) or ``ROLLBACK TO name`` to the rows
+    events ``held`` since the transaction's first savepoint (changed in place); the
+    savepoints after it. A savepoint set again moves (the server drops the old one); a
+    rollback keeps its savepoint, drops the later ones, and drops the rows events after it
+    except those of tables ``transactional(schema, table)`` says cannot roll back. A
+    rollback to a savepoint not seen (none is before a transaction start) changes nothing."""
+    if verb == "SAVEPOINT":
+        return [*(s for s in savepoints if s[0] != name), (name, len(held))]
+    for i, (known, at) in enumerate(savepoints):
+        if known == name:
+            kept = [e for e in held[at:] if not transactional(e.table.schema, e.table.name)]
+            del held[at:]
+            held.extend(kept)
+            # What the server did not undo stays even if it rolls back to here again.
+            return [*savepoints[:i], (name, len(held))]
+    return savepoints
