@@ -142,7 +142,7 @@ def source(**config: Any) -> CanalSource:
     )
     src.server.table_schema = lambda schema, table: None  # type: ignore[method-assign]
     src.server.charset_maxlen = dict  # type: ignore[method-assign]
-    src._reset(Position("binlog.000001", 100))
+    src._reset(Position("binlog.000001", 100, filter=src.filter))
     return src
 
 

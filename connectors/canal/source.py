@@ -47,7 +47,7 @@ from meshconnect import (
     SourceBatch,
 )
 
-from .config import CanalSourceConfig
+from .config import CanalSourceConfig, TableMatcher
 from .ddl import parse_ddl
 from .events import (
     BinlogReader,
@@ -132,6 +132,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.bounded = config.snapshot == "initial_only"
         self.log = context.logger
         self.matcher = config.table_matcher()
+        #: The table filters, part of every position (see ``_new_tables``).
+        self.filter = {"include": list(config.include), "exclude": list(config.exclude)}
         self.columns = config.column_filter()
         self.server = Server(config)
         self.formatter = Formatter(
@@ -207,7 +209,9 @@ class CanalSource(Source[CanalSourceConfig]):
                 history = JsonColumns(server.json_columns()).to_json() if server.mariadb else None
             finally:
                 server.close()
-            end = BinlogPosition(file, pos, gtids=gtids, server_id=sid, json=history)
+            end = BinlogPosition(
+                file, pos, gtids=gtids, server_id=sid, json=history, filter=self.filter
+            )
             return {PARTITION: end.to_dict()}
 
         return await asyncio.to_thread(end)
@@ -254,10 +258,14 @@ class CanalSource(Source[CanalSourceConfig]):
                 self.log.info("canal: the snapshot was already taken (snapshot: initial_only)")
                 self._done = True
                 return None
+            else:
+                self._new_tables(position)
         fresh = position is None
         if position is None:
             file, pos, gtids = server.binary_log_status()
-            position = BinlogPosition(file, pos, gtids=gtids, server_id=self.server_id)
+            position = BinlogPosition(
+                file, pos, gtids=gtids, server_id=self.server_id, filter=self.filter
+            )
             if server.mariadb:  # "now" is the position: the present schema is its schema
                 position.json = JsonColumns(server.json_columns()).to_json()
             if mode != "never":
@@ -276,6 +284,47 @@ class CanalSource(Source[CanalSourceConfig]):
         if position.snapshot is not None:
             self.snapshot = Snapshot(self, position.snapshot)
         return {PARTITION: position.to_dict()} if fresh else None
+
+    def _new_tables(self, position: BinlogPosition) -> None:
+        """A restart with other ``include``/``exclude`` than the stored position's run: a
+        snapshot still running leaves out the tables no longer captured, and the tables
+        captured now but not then are snapshotted (``snapshot: never``: only streamed from
+        here), as Debezium's added-table snapshot: their rows from before would otherwise never
+        arrive. Changes to them meanwhile are reconciled as in any snapshot."""
+        old = position.filter
+        if old is None or old == self.filter:
+            return
+        snap = position.snapshot
+        if snap is not None:
+            tables = [list(t) for t in snap["tables"]]
+            kept = [t for t in tables if self.matcher(t[0], t[1])]
+            if kept[:1] != tables[:1]:  # the table being read is no longer captured
+                snap["after"] = None
+            snap["tables"] = kept
+        was = TableMatcher(old["include"], old["exclude"])
+        added = [
+            [s, t] for s, t in self.server.base_tables() if self.matcher(s, t) and not was(s, t)
+        ]
+        if not added:
+            return
+        names = ", ".join(f"{s}.{t}" for s, t in added)
+        if self.config.snapshot == "never":
+            self.log.warning(
+                "canal: %d table(s) captured now but not before (%s): streamed from here, "
+                "without a snapshot (snapshot: never)",
+                len(added),
+                names,
+            )
+            return
+        self.log.info(
+            "canal: %d table(s) captured now but not before: snapshotting them (%s)",
+            len(added),
+            names,
+        )
+        if snap is None:
+            position.snapshot = {"tables": added, "after": None, "done": 0}
+        else:
+            snap["tables"].extend(t for t in added if t not in snap["tables"])
 
     def _check_include(self) -> None:
         """An ``include`` that matches no table: a warning (tables created later are
@@ -366,6 +415,7 @@ class CanalSource(Source[CanalSourceConfig]):
                 snap,
                 {k: list(v) for k, v in self.xa.items()},
                 self._json(),
+                self.filter,
             )
         if self.in_txn:
             return BinlogPosition(
@@ -378,6 +428,7 @@ class CanalSource(Source[CanalSourceConfig]):
                 snap,
                 {k: list(v) for k, v in self.xa.items()},
                 self._json(),
+                self.filter,
             )
         return BinlogPosition(
             self.file,
@@ -389,6 +440,7 @@ class CanalSource(Source[CanalSourceConfig]):
             snap,
             {k: list(v) for k, v in self.xa.items()},
             self._json(),
+            self.filter,
         )
 
     def _json(self) -> dict[str, Any] | None:
