@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Ddl", "ddl_info", "parse_ddl", "tokens"]
 
@@ -30,11 +31,42 @@ _KINDS = {("CREATE", "TABLE"): "CREATE", ("ALTER", "TABLE"): "ALTER", ("DROP", "
 _LISTS = {"DROP", "RENAME", "ANALYZE", "OPTIMIZE", "REPAIR"}
 
 
+#: Row changes a session logged as statements (``binlog_format`` STATEMENT or MIXED).
+_DML = {"INSERT", "REPLACE", "UPDATE", "DELETE", "LOAD"}
+
+
+def _dml_tables(verb: str, words: list[str], name: Any, skip: Any, n: int) -> tuple[Any, ...]:
+    """The table a statement-logged change writes (``INSERT [INTO] t``, ``REPLACE t``,
+    ``UPDATE t SET``, ``DELETE FROM t``, ``LOAD DATA … INTO TABLE t``), or ``()`` when the
+    statement is not that simple (several tables, joins): it may write any table."""
+    if verb in ("INSERT", "REPLACE"):
+        i = skip(1, "LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "INTO")
+    elif verb == "UPDATE":
+        i = skip(1, "LOW_PRIORITY", "IGNORE")
+    elif verb == "DELETE":
+        i = skip(1, "LOW_PRIORITY", "QUICK", "IGNORE")
+        if i >= n or words[i] != "FROM":
+            return ()  # DELETE t1, t2 FROM …: several tables
+        i += 1
+    else:  # LOAD DATA|XML … INTO TABLE t
+        i = next((j + 2 for j in range(n - 1) if words[j : j + 2] == ["INTO", "TABLE"]), n)
+    table, j = name(i)
+    if table is None:
+        return ()
+    follows = words[j] if j < n else ""
+    if verb == "UPDATE" and follows != "SET":
+        return ()  # UPDATE a JOIN b / UPDATE a, b
+    if verb == "DELETE" and follows == "USING":
+        return ()
+    return (table,)
+
+
 @dataclass(frozen=True, slots=True)
 class Ddl:
     """What a statement logged as a QUERY event is about (:func:`parse_ddl`)."""
 
-    #: Canal's type: CREATE, ALTER, ERASE, RENAME, TRUNCATE, CINDEX, DINDEX or QUERY.
+    #: Canal's type: CREATE, ALTER, ERASE, RENAME, TRUNCATE, CINDEX, DINDEX or QUERY; ``DML``
+    #: for a row change logged as a statement (not DDL: never a record, see the source).
     kind: str
     #: The statement's leading keywords: ``CREATE TABLE``, ``CREATE TRIGGER``, ``GRANT``, …
     statement: str
@@ -97,6 +129,8 @@ def parse_ddl(sql: str, default_schema: str, ansi_quotes: bool = False) -> Ddl:
         return i
 
     verb = words[0] if n else ""
+    if verb in _DML:
+        return Ddl("DML", verb, _dml_tables(verb, words, name, skip, n))
     obj = ""
     i = 1
     for j in range(1, min(n, 16)):  # CREATE OR REPLACE DEFINER=… SQL SECURITY … VIEW

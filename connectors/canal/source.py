@@ -40,6 +40,7 @@ from typing import Any
 from meshconnect import (
     ConfigError,
     ConnectorContext,
+    DataError,
     Position,
     Record,
     RetriableError,
@@ -664,6 +665,9 @@ class CanalSource(Source[CanalSourceConfig]):
             return
         # DDL (or another statement logged as a statement): a group of its own.
         ddl = parse_ddl(sql, event.schema, event.ansi_quotes)
+        if ddl.kind == "DML":
+            self._statement_change(ddl, sql, event, out)
+            return
         if self.json_history is not None:
             self.json_history.apply(sql, event.schema, event.ansi_quotes)
         self.server.forget_schemas()
@@ -685,6 +689,34 @@ class CanalSource(Source[CanalSourceConfig]):
             for schema, table in ddl.tables:
                 self.snapshot.ddl(schema, table)
         self._commit()
+
+    def _statement_change(self, ddl: Any, sql: str, event: QueryEvent, out: list[Record]) -> None:
+        """A row change the session logged as a statement (``binlog_format`` STATEMENT, or
+        MIXED choosing it): its rows are not in the binlog, so it cannot be captured. One of
+        a captured table (or of tables it cannot tell) is a data error, by the source's
+        ``errors:`` policy (the dead letter holds the statement); one of another table is
+        skipped like that table's rows. Either way the transaction goes on."""
+        if not self.in_txn:
+            self._begin(None)
+        tables = [t for t in ddl.tables if self.matcher(*t)]
+        if ddl.tables and not tables:
+            return
+        schema, table = tables[0] if tables else (event.schema, "")
+        meta = self._meta(event)
+        record = self.formatter.ddl(sql, schema, "QUERY", table, meta, ddl.statement)
+        which = f"{schema}.{table}" if table else f"a table (from schema {schema or '(none)'})"
+        self.formatter.failures.append(
+            (
+                record,
+                DataError(
+                    f"canal: {ddl.statement} on {which} at {event.log_file}:{event.log_pos} "
+                    "was logged as a statement (the writing session had binlog_format "
+                    "STATEMENT or MIXED): its rows are not in the binlog and cannot be "
+                    "captured; set binlog_format = ROW globally and stop sessions from "
+                    "setting it (see docs/cdc.md, server settings): " + sql[:200]
+                ),
+            )
+        )
 
     def _savepoint(self, verb: str, name: str) -> None:
         """``SAVEPOINT name`` and ``ROLLBACK TO name`` inside a transaction. The server writes
