@@ -78,3 +78,20 @@ def test_an_added_table_is_not_snapshotted_with_snapshot_never(
         got, _ = run_source(mariadb, reached, 1, include=["fn\\..*"], **config)
     assert keys(got) == [("mysql.insert", "fn.b", "2")]
     assert "captured now but not before (fn.b): streamed from here" in caplog.text
+
+
+def test_an_initial_only_rerun_snapshots_the_tables_added_to_include(mariadb: MariaDB) -> None:
+    mariadb.execute(
+        "CREATE DATABASE fo",
+        "CREATE TABLE fo.a (id INT PRIMARY KEY)",
+        "CREATE TABLE fo.b (id INT PRIMARY KEY)",
+        "INSERT INTO fo.a VALUES (1)",
+        "INSERT INTO fo.b VALUES (1)",
+    )
+    config: dict[str, Any] = {"format": "row", "snapshot": "initial_only"}
+    first, reached = run_source(mariadb, None, 5, include=["fo\\.a"], **config)
+    assert keys(first) == [("mysql.read", "fo.a", "1")]
+    again, reached = run_source(mariadb, reached, 5, include=["fo\\..*"], **config)
+    assert keys(again) == [("mysql.read", "fo.b", "1")]
+    done, _ = run_source(mariadb, reached, 5, include=["fo\\..*"], **config)
+    assert done == []

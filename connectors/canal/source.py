@@ -288,12 +288,12 @@ class CanalSource(Source[CanalSourceConfig]):
                     server.where,
                 )
                 position = None
-            elif mode == "initial_only" and position.snapshot is None:
-                self.log.info("canal: the snapshot was already taken (snapshot: initial_only)")
-                self._done = True
-                return None
             else:
                 self._new_tables(position)
+                if mode == "initial_only" and position.snapshot is None:
+                    self.log.info("canal: the snapshot was already taken (snapshot: initial_only)")
+                    self._done = True
+                    return None
         fresh = position is None
         if position is None:
             file, pos, gtids = server.binary_log_status()
