@@ -31,6 +31,9 @@ _KINDS = {("CREATE", "TABLE"): "CREATE", ("ALTER", "TABLE"): "ALTER", ("DROP", "
 _LISTS = {"DROP", "RENAME", "ANALYZE", "OPTIMIZE", "REPAIR"}
 
 
+#: Objects that live in a schema (``CREATE VIEW d.v``): a statement on one belongs to ``d``.
+_IN_SCHEMA = {"VIEW", "PROCEDURE", "FUNCTION", "EVENT", "SEQUENCE", "TRIGGER", "PACKAGE"}
+
 #: Row changes a session logged as statements (``binlog_format`` STATEMENT or MIXED).
 _DML = {"INSERT", "REPLACE", "UPDATE", "DELETE", "LOAD"}
 
@@ -73,6 +76,9 @@ class Ddl:
     #: Every table it names, ``(schema, table)``, in order, each once (for RENAME the old
     #: and the new names, for ``DROP TABLE a, b`` both, for a trigger the table it is on).
     tables: tuple[tuple[str, str], ...]
+    #: The schema of a statement naming no table: the one its object is in (``CREATE VIEW
+    #: d.v``, ``DROP PROCEDURE d.p``, ``CREATE DATABASE d``), else the session's.
+    schema: str = ""
 
 
 def tokens(sql: str, ansi_quotes: bool = False) -> list[tuple[str, str]]:
@@ -181,7 +187,15 @@ def parse_ddl(sql: str, default_schema: str, ansi_quotes: bool = False) -> Ddl:
                 if t is not None:
                     tables.append(t)
                 break
-    return Ddl(kind, statement, tuple(dict.fromkeys(tables)))
+    schema = default_schema
+    if obj in ("DATABASE", "SCHEMA"):
+        named = ident(skip(i, "IF", "NOT", "EXISTS"))
+        schema = default_schema if named is None else named
+    elif obj in _IN_SCHEMA:
+        named_in, _ = name(skip(i, "IF", "NOT", "EXISTS"))
+        if named_in is not None:
+            schema = named_in[0]
+    return Ddl(kind, statement, tuple(dict.fromkeys(tables)), schema)
 
 
 def ddl_info(sql: str, default_schema: str) -> tuple[str, str, str]:

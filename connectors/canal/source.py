@@ -683,8 +683,8 @@ class CanalSource(Source[CanalSourceConfig]):
                     out.append(
                         self.formatter.ddl(sql, schema, ddl.kind, table, meta, ddl.statement, n)
                     )
-            elif mode == "all" and self.matcher(event.schema, ""):
-                out.append(self.formatter.ddl(sql, event.schema, ddl.kind, "", meta, ddl.statement))
+            elif mode == "all" and self.matcher(ddl.schema, ""):
+                out.append(self.formatter.ddl(sql, ddl.schema, ddl.kind, "", meta, ddl.statement))
         if self.snapshot is not None:
             for schema, table in ddl.tables:
                 self.snapshot.ddl(schema, table)
