@@ -18,6 +18,7 @@ def test_a_statement_on_an_object_of_another_schema_is_that_schemas(mariadb: Mar
         "CREATE DATABASE dother",
         "CREATE TABLE ds.t (id INT PRIMARY KEY)",
     )
+    mariadb.execute("CREATE USER 'cdcg'@'%'")
     start = end_positions(mariadb)
     mariadb.execute(
         "CREATE VIEW ds.v AS SELECT * FROM ds.t",  # captured, session schema dother
@@ -27,13 +28,15 @@ def test_a_statement_on_an_object_of_another_schema_is_that_schemas(mariadb: Mar
         "CREATE SEQUENCE ds.s",  # captured
         "DROP VIEW IF EXISTS ds.v",  # captured
         "CREATE DEFINER = CURRENT_USER FUNCTION ds.f() RETURNS INT DETERMINISTIC RETURN 1",
+        "GRANT SELECT ON ds.* TO 'cdcg'@'%'",  # captured
+        "GRANT SELECT ON dother.* TO 'cdcg'@'%'",  # not captured
         "INSERT INTO ds.t VALUES (1)",
         database="dother",
     )
     mariadb.execute("CREATE VIEW dother.w AS SELECT 1", database="ds")  # not captured
     mariadb.execute("INSERT INTO ds.t VALUES (2)")
     records, _ = run_source(
-        mariadb, start, 7, format="row", snapshot="never", include=["ds\\..*"], limit=20
+        mariadb, start, 8, format="row", snapshot="never", include=["ds\\..*"], limit=20
     )
     got = [
         (r.subject, r.extensions.get("statement"), r.extensions.get("partitionkey"))
@@ -45,7 +48,8 @@ def test_a_statement_on_an_object_of_another_schema_is_that_schemas(mariadb: Mar
         ("ds", "CREATE SEQUENCE", None),
         ("ds", "DROP VIEW", None),
         ("ds", "CREATE FUNCTION", None),
+        ("ds", "GRANT", None),
         ("ds.t", None, "1"),
         ("ds.t", None, "2"),
     ]
-    assert [r.data.get("database") for r in records[:5]] == ["ds"] * 5
+    assert [r.data.get("database") for r in records[:6]] == ["ds"] * 6

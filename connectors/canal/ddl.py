@@ -195,6 +195,11 @@ def parse_ddl(sql: str, default_schema: str, ansi_quotes: bool = False) -> Ddl:
         named_in, _ = name(skip(i, "IF", "NOT", "EXISTS"))
         if named_in is not None:
             schema = named_in[0]
+    elif verb in ("GRANT", "REVOKE") and "ON" in words:  # … ON [TABLE|PROCEDURE …] db.* …
+        j = skip(words.index("ON") + 1, "TABLE", "FUNCTION", "PROCEDURE", "PACKAGE", "BODY")
+        named = ident(j)
+        if named is not None and j + 1 < n and toks[j + 1] == ("p", "."):
+            schema = named
     return Ddl(kind, statement, tuple(dict.fromkeys(tables)), schema)
 
 
