@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,7 +143,7 @@ def source(**config: Any) -> CanalSource:
     )
     src.server.table_schema = lambda schema, table: None  # type: ignore[method-assign]
     src.server.charset_maxlen = dict  # type: ignore[method-assign]
-    src._reset(Position("binlog.000001", 100))
+    src._reset(Position("binlog.000001", 100, filter=src.filter))
     return src
 
 
@@ -804,3 +805,57 @@ def test_the_json_history_follows_ddl() -> None:
     partial = JsonColumns({}, complete=False)
     partial.apply("CREATE TABLE n (j JSON)", "s")
     assert partial.columns("s", "n") == {"j"} and partial.columns("s", "x") is None
+
+
+# -- offsets reset --to with a hand-written position (found trying the docs) -----------------
+
+
+@pytest.mark.parametrize(
+    ("to", "problem"),
+    [
+        ('{"binlog": {"pos": 4}}', "not a canal binlog position"),
+        ('{"binlog": {"file": "binlog.000001", "pos": "x"}}', "not a canal binlog position"),
+        ('{"binlog": {"file": "mysql-bin", "pos": 4}}', "is not a binlog file name"),
+        ('{"binlog": {"file": "binlog.000001", "pos": 0}}', "before the first event"),
+        ('{"binlog": {"file": "binlog.000001", "pos": 4, "events": -1}}', "0 or more"),
+        ('{"binlog.000001": {"file": "binlog.000001", "pos": 4}}', "one partition, 'binlog'"),
+        (
+            '{"binlog": {"file": "binlog.000001", "pos": 4, "snapshot": {"tables": ["t"]}}}',
+            'snapshot: {"tables"',
+        ),
+    ],
+)
+def test_offsets_reset_refuses_a_position_the_source_cannot_start_from(
+    tmp_path: Path, to: str, problem: str
+) -> None:
+    """``offsets reset --to '{JSON}'`` stored any JSON: the next run failed on it (a missing
+    file: "the stored position is unusable"; an offset inside the 4-byte file header: the
+    server's "binlog truncated in the middle of event")."""
+    import subprocess
+    import sys
+
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n"
+        "  - name: cdc\n"
+        "    source:\n"
+        "      connector: canal\n"
+        "      config: {host: 127.0.0.1, port: 1, user: cdc, server_id: 9}\n"
+        "    sinks:\n"
+        "      - connector: file\n"
+        "        config: {path: out.jsonl}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), "offsets",
+         "reset", "p.yaml", "cdc", "--to", to, "--yes"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "--to: not a position of the 'canal' source" in done.stderr
+    assert problem in done.stderr
+    good = '{"binlog": {"file": "binlog.000001", "pos": 4}}'
+    done = subprocess.run(
+        [sys.executable, "-m", "meshconnect", "--state", str(tmp_path / "state"), "offsets",
+         "reset", "p.yaml", "cdc", "--to", good, "--yes"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

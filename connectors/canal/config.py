@@ -141,7 +141,8 @@ class CanalSourceConfig(ConnectorConfig):
     snapshot: Literal["initial", "when_needed", "never", "initial_only"] = Field(
         default="initial",
         description=(
-            "`initial`: without a stored position, snapshot the captured tables, then stream. "
+            "`initial`: without a stored position, snapshot the captured tables, then stream; "
+            "a restart whose `include`/`exclude` capture more tables snapshots those. "
             "`when_needed`: like `initial`, and also snapshot again when the stored position's "
             "binlog file was purged from the server. `never`: stream from the current end of "
             "the binlog (no snapshot). `initial_only`: snapshot, then stop (a bounded source)."

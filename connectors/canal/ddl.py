@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Ddl", "ddl_info", "parse_ddl", "tokens"]
 
@@ -30,17 +31,54 @@ _KINDS = {("CREATE", "TABLE"): "CREATE", ("ALTER", "TABLE"): "ALTER", ("DROP", "
 _LISTS = {"DROP", "RENAME", "ANALYZE", "OPTIMIZE", "REPAIR"}
 
 
+#: Objects that live in a schema (``CREATE VIEW d.v``): a statement on one belongs to ``d``.
+_IN_SCHEMA = {"VIEW", "PROCEDURE", "FUNCTION", "EVENT", "SEQUENCE", "TRIGGER", "PACKAGE"}
+
+#: Row changes a session logged as statements (``binlog_format`` STATEMENT or MIXED).
+_DML = {"INSERT", "REPLACE", "UPDATE", "DELETE", "LOAD"}
+
+
+def _dml_tables(verb: str, words: list[str], name: Any, skip: Any, n: int) -> tuple[Any, ...]:
+    """The table a statement-logged change writes (``INSERT [INTO] t``, ``REPLACE t``,
+    ``UPDATE t SET``, ``DELETE FROM t``, ``LOAD DATA … INTO TABLE t``), or ``()`` when the
+    statement is not that simple (several tables, joins): it may write any table."""
+    if verb in ("INSERT", "REPLACE"):
+        i = skip(1, "LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "INTO")
+    elif verb == "UPDATE":
+        i = skip(1, "LOW_PRIORITY", "IGNORE")
+    elif verb == "DELETE":
+        i = skip(1, "LOW_PRIORITY", "QUICK", "IGNORE")
+        if i >= n or words[i] != "FROM":
+            return ()  # DELETE t1, t2 FROM …: several tables
+        i += 1
+    else:  # LOAD DATA|XML … INTO TABLE t
+        i = next((j + 2 for j in range(n - 1) if words[j : j + 2] == ["INTO", "TABLE"]), n)
+    table, j = name(i)
+    if table is None:
+        return ()
+    follows = words[j] if j < n else ""
+    if verb == "UPDATE" and follows != "SET":
+        return ()  # UPDATE a JOIN b / UPDATE a, b
+    if verb == "DELETE" and follows == "USING":
+        return ()
+    return (table,)
+
+
 @dataclass(frozen=True, slots=True)
 class Ddl:
     """What a statement logged as a QUERY event is about (:func:`parse_ddl`)."""
 
-    #: Canal's type: CREATE, ALTER, ERASE, RENAME, TRUNCATE, CINDEX, DINDEX or QUERY.
+    #: Canal's type: CREATE, ALTER, ERASE, RENAME, TRUNCATE, CINDEX, DINDEX or QUERY; ``DML``
+    #: for a row change logged as a statement (not DDL: never a record, see the source).
     kind: str
     #: The statement's leading keywords: ``CREATE TABLE``, ``CREATE TRIGGER``, ``GRANT``, …
     statement: str
     #: Every table it names, ``(schema, table)``, in order, each once (for RENAME the old
     #: and the new names, for ``DROP TABLE a, b`` both, for a trigger the table it is on).
     tables: tuple[tuple[str, str], ...]
+    #: The schema of a statement naming no table: the one its object is in (``CREATE VIEW
+    #: d.v``, ``DROP PROCEDURE d.p``, ``CREATE DATABASE d``), else the session's.
+    schema: str = ""
 
 
 def tokens(sql: str, ansi_quotes: bool = False) -> list[tuple[str, str]]:
@@ -97,6 +135,8 @@ def parse_ddl(sql: str, default_schema: str, ansi_quotes: bool = False) -> Ddl:
         return i
 
     verb = words[0] if n else ""
+    if verb in _DML:
+        return Ddl("DML", verb, _dml_tables(verb, words, name, skip, n))
     obj = ""
     i = 1
     for j in range(1, min(n, 16)):  # CREATE OR REPLACE DEFINER=… SQL SECURITY … VIEW
@@ -147,7 +187,20 @@ def parse_ddl(sql: str, default_schema: str, ansi_quotes: bool = False) -> Ddl:
                 if t is not None:
                     tables.append(t)
                 break
-    return Ddl(kind, statement, tuple(dict.fromkeys(tables)))
+    schema = default_schema
+    if obj in ("DATABASE", "SCHEMA"):
+        named = ident(skip(i, "IF", "NOT", "EXISTS"))
+        schema = default_schema if named is None else named
+    elif obj in _IN_SCHEMA:
+        named_in, _ = name(skip(i, "IF", "NOT", "EXISTS"))
+        if named_in is not None:
+            schema = named_in[0]
+    elif verb in ("GRANT", "REVOKE") and "ON" in words:  # … ON [TABLE|PROCEDURE …] db.* …
+        j = skip(words.index("ON") + 1, "TABLE", "FUNCTION", "PROCEDURE", "PACKAGE", "BODY")
+        named = ident(j)
+        if named is not None and j + 1 < n and toks[j + 1] == ("p", "."):
+            schema = named
+    return Ddl(kind, statement, tuple(dict.fromkeys(tables)), schema)
 
 
 def ddl_info(sql: str, default_schema: str) -> tuple[str, str, str]:

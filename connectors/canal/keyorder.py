@@ -22,6 +22,7 @@ remembered for the window).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -54,6 +55,29 @@ _BINARY_KINDS = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longb
 _CAST_KINDS = {"uuid": "UUID", "inet6": "INET6", "inet4": "INET4"}
 
 
+_TEMPORAL_KINDS = {"date", "datetime", "timestamp"}
+
+
+def temporal_text(v: Any) -> Any:
+    """A DATE/DATETIME/TIMESTAMP key value as fixed-width text (``YYYY-MM-DD``, or with
+    ``HH:MM:SS.ffffff``), whose text order is the server's order: a ``date``/``datetime``
+    (a TIMESTAMP's in UTC) and the text of a zero or invalid date (``0000-00-00 00:00:00.00``,
+    ``2024-00-00``) alike. ``None`` stays ``None``."""
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is not None:
+            v = v.astimezone(dt.UTC)
+        return (
+            f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+            f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+        )
+    if isinstance(v, dt.date):
+        return f"{v.year:04d}-{v.month:02d}-{v.day:02d}"
+    if isinstance(v, str) and len(v) > 10:
+        whole, _, fraction = v.partition(".")
+        return f"{whole}.{fraction.ljust(6, '0')[:6]}"
+    return v
+
+
 def members(column_type: str) -> tuple[str, ...]:
     """The members of ``enum('a','b''c')`` / ``set(…)`` as ``information_schema`` writes the
     type (a quote inside a member doubled)."""
@@ -63,13 +87,15 @@ def members(column_type: str) -> tuple[str, ...]:
 class _Column:
     """One key column: how its values become page parameters, Python sort values, and SQL."""
 
-    __slots__ = ("param", "python", "sql")
+    __slots__ = ("param", "python", "sort", "sql")
 
     def __init__(
         self, data_type: str, column_type: str, charset: str | None, collation: str | None
     ) -> None:
         kind = data_type.lower()
         self.param: Callable[[Any], Any] = lambda v: v
+        #: The value as Python compares it in the server's order (see :func:`temporal_text`).
+        self.sort: Callable[[Any], Any] = lambda v: v
         self.python = True
         self.sql = "%s"
         if kind == "enum":
@@ -86,6 +112,10 @@ class _Column:
                 return sum(bits.get(m, 0) for m in v)
 
             self.param = mask
+        elif kind in _TEMPORAL_KINDS:
+            # a zero or partly zero date is the text the server prints, the others are
+            # date/datetime objects: compare them all as the server's fixed-width text
+            self.sort = temporal_text
         elif kind in _CAST_KINDS:
             self.python = False
             self.sql = f"CAST(%s AS {_CAST_KINDS[kind]})"
@@ -119,6 +149,11 @@ class KeyOrder:
         """``key`` as the page query's parameters (an ENUM member as its index, …)."""
         return [c.param(v) for c, v in zip(self._columns, key, strict=True)]
 
+    def sort_key(self, key: Sequence[Any]) -> tuple[Any, ...]:
+        """``key`` as Python sorts keys of this table (the server's order where
+        :attr:`python`)."""
+        return tuple(c.sort(v) for c, v in zip(self._columns, key, strict=True))
+
     def forget(self) -> None:
         """Drop remembered comparisons (a new window has new bounds)."""
         self._known.clear()
@@ -126,8 +161,8 @@ class KeyOrder:
     def at_most(self, keys: Sequence[tuple[Any, ...]], bound: tuple[Any, ...]) -> list[bool]:
         """``key <= bound`` for each key, in the server's order."""
         if self.python:
-            b = tuple(self.params(bound))
-            return [tuple(self.params(k)) <= b for k in keys]
+            b = self.sort_key(self.params(bound))
+            return [self.sort_key(self.params(k)) <= b for k in keys]
         ask = [k for k in dict.fromkeys(keys) if (k, bound) not in self._known]
         row = "(" + ", ".join(c.sql for c in self._columns) + ")"
         for start in range(0, len(ask), _PER_QUERY):

@@ -239,6 +239,9 @@ class Position:
     xa: dict[str, list[Any]] = field(default_factory=dict)
     #: MariaDB: the JSON-column history as of this position (:mod:`.jsoncols`), or None.
     json: dict[str, Any] | None = None
+    #: The ``include``/``exclude`` of the run that wrote it (``{"include": [...], "exclude":
+    #: [...]}``): a restart whose filters capture more tables snapshots those. None: unknown.
+    filter: dict[str, list[str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -255,6 +258,8 @@ class Position:
             out["xa"] = {k: list(v) for k, v in self.xa.items()}
         if self.json is not None:
             out["json"] = self.json
+        if self.filter is not None:
+            out["filter"] = self.filter
         return out
 
     @classmethod
@@ -272,6 +277,7 @@ class Position:
                 snapshot=data.get("snapshot"),
                 xa={str(k): [str(v[0]), int(v[1])] for k, v in (data.get("xa") or {}).items()},
                 json=data.get("json"),
+                filter=_filter(data.get("filter")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a canal binlog position: {data!r} ({exc})") from None
@@ -279,6 +285,15 @@ class Position:
     def sort_key(self) -> tuple[int, int]:
         """Binlog order: the file's sequence number, then the offset."""
         return binlog_order(self.file, self.pos)
+
+
+def _filter(data: Any) -> dict[str, list[str]] | None:
+    if data is None:
+        return None
+    return {
+        "include": [str(p) for p in data["include"]],
+        "exclude": [str(p) for p in data["exclude"]],
+    }
 
 
 def binlog_order(file: str, pos: int) -> tuple[int, int]:

@@ -321,6 +321,18 @@ class Server:
     def forget_schemas(self) -> None:
         self._schemas.clear()
 
+    def transactional(self, schema: str, table: str) -> bool:
+        """Whether the table's engine rolls back (InnoDB: yes; MyISAM, Aria, MEMORY: no), as
+        ``information_schema.ENGINES.TRANSACTIONS`` says; a table that is gone counts as
+        transactional (its rolled-back changes are dropped)."""
+        rows = self.query(
+            "SELECT e.TRANSACTIONS FROM information_schema.TABLES t "
+            "JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+            "WHERE t.TABLE_SCHEMA=%s AND t.TABLE_NAME=%s",
+            (schema, table),
+        )
+        return not rows or str(rows[0][0]).upper() != "NO"
+
     def table_schema(self, schema: str, table: str) -> TableSchema | None:
         key = (schema, table)
         hit = self._schemas.get(key)

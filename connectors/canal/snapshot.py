@@ -272,7 +272,7 @@ class Snapshot:
         if self._multiset is not None:
             images = list(self._multiset.elements())
         else:
-            images = [self._buffer[k] for k in sorted(self._buffer)]
+            images = [self._buffer[k] for k in sorted(self._buffer, key=self._sort_key)]
         for n, image in enumerate(images):
             change("read", shape, None, image, meta, n, out)
         self.done += len(images)
@@ -351,6 +351,12 @@ class Snapshot:
         """A DDL statement went by (nothing to do: see the module docstring)."""
 
     # -- row changes inside a window -----------------------------------------------------------
+
+    def _sort_key(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A buffered key as Python sorts it in the server's order (a zero date's text
+        among dates: ``KeyOrder.sort_key``)."""
+        order = self._order
+        return key if order is None else order.sort_key(order.params(key))
 
     def _key_order(self, server: Server, schema: str, table: str, pk: list[str]) -> KeyOrder:
         """The order of ``schema.table``'s primary key, as the server sorts it."""

@@ -31,6 +31,7 @@ Snapshot
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -39,6 +40,7 @@ from typing import Any
 from meshconnect import (
     ConfigError,
     ConnectorContext,
+    DataError,
     Position,
     Record,
     RetriableError,
@@ -47,7 +49,7 @@ from meshconnect import (
 )
 from meshconnect.positioncheck import partition_problem
 
-from .config import CanalSourceConfig
+from .config import CanalSourceConfig, TableMatcher
 from .ddl import parse_ddl
 from .events import (
     BinlogReader,
@@ -76,6 +78,26 @@ _READ_TIMEOUT = 0.5
 _FIRST_READ_EVENTS = 16
 #: The fewest events a read asks for.
 _MIN_READ_EVENTS = 16
+
+
+#: ``SAVEPOINT name`` / ``ROLLBACK TO name`` as the server writes them to the binlog (the name
+#: backquoted), or as a client spelled them: the verb and the name.
+_SAVEPOINT = re.compile(
+    r"(SAVEPOINT|ROLLBACK\s+(?:WORK\s+)?TO)\s+(?:SAVEPOINT\s+)?(`(?:[^`]|``)*`|[^\s;]+)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def savepoint(sql: str) -> tuple[str, str] | None:
+    """``("SAVEPOINT" | "ROLLBACK", name)`` for a savepoint statement, else ``None``. Names are
+    compared as the server compares them: case-insensitively."""
+    m = _SAVEPOINT.match(sql.strip())
+    if m is None:
+        return None
+    name = m.group(2)
+    if name.startswith("`"):
+        name = name[1:-1].replace("``", "`")
+    return ("SAVEPOINT" if m.group(1).upper() == "SAVEPOINT" else "ROLLBACK"), name.casefold()
 
 
 def _xa_key(start: list[Any]) -> tuple[str, int]:
@@ -112,6 +134,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.bounded = config.snapshot == "initial_only"
         self.log = context.logger
         self.matcher = config.table_matcher()
+        #: The table filters, part of every position (see ``_new_tables``).
+        self.filter = {"include": list(config.include), "exclude": list(config.exclude)}
         self.columns = config.column_filter()
         self.server = Server(config)
         self.formatter = Formatter(
@@ -140,6 +164,11 @@ class CanalSource(Source[CanalSourceConfig]):
         #: Whether the open transaction is an XA PREPARE group (its rows wait for XA COMMIT).
         self.txn_xa = False
         self._xa_rows: list[RowsEvent] = []
+        #: Rows events of the open transaction after its first ``SAVEPOINT``, held back until
+        #: it commits: a later ``ROLLBACK TO`` that savepoint undoes them (None: not holding).
+        self._held: list[RowsEvent] | None = None
+        #: The open transaction's savepoints: (name, where it is in the held rows events).
+        self._savepoints: list[tuple[str, int]] = []
         #: Prepared XA transactions: XA id -> [file, pos] of the PREPARE group (positioned).
         self.xa: dict[str, list[Any]] = {}
         #: Their row events, by (file, pos) (read again at start after a restart).
@@ -187,10 +216,45 @@ class CanalSource(Source[CanalSourceConfig]):
                 history = JsonColumns(server.json_columns()).to_json() if server.mariadb else None
             finally:
                 server.close()
-            end = BinlogPosition(file, pos, gtids=gtids, server_id=sid, json=history)
+            end = BinlogPosition(
+                file, pos, gtids=gtids, server_id=sid, json=history, filter=self.filter
+            )
             return {PARTITION: end.to_dict()}
 
         return await asyncio.to_thread(end)
+
+    def position_problem(self, partition: str, position: Position) -> str | None:
+        """A hand-written position (``offsets reset --to``): the one partition, ``binlog``,
+        with a binlog file name and an offset in it (what ``offsets show`` prints; a
+        transaction start, as ``SHOW BINLOG EVENTS`` lists them)."""
+        example = '{"binlog": {"file": "binlog.000001", "pos": 4}}'
+        if partition != PARTITION:
+            return f"the canal source has one partition, {PARTITION!r}: e.g. {example}"
+        try:
+            pos = BinlogPosition.from_dict(dict(position))
+        except ValueError as exc:
+            return f"{exc}; e.g. {example}"
+        name, dot, seq = pos.file.rpartition(".")
+        if not (name and dot and seq.isascii() and seq.isdigit()):
+            return (
+                f"file {pos.file!r} is not a binlog file name (`base.NNNNNN`, as SHOW BINARY "
+                f"LOGS lists them); e.g. {example}"
+            )
+        if pos.pos < 4:
+            return f"pos {pos.pos} is before the first event of a binlog file (4)"
+        if pos.events < 0 or pos.rows < 0:
+            return "events and rows count what was delivered: 0 or more"
+        snap = pos.snapshot
+        if snap is not None and not (
+            isinstance(snap, dict)
+            and isinstance(snap.get("tables"), list)
+            and all(
+                isinstance(t, list) and len(t) == 2 and all(isinstance(n, str) for n in t)
+                for t in snap["tables"]
+            )
+        ):
+            return 'snapshot: {"tables": [["schema", "table"], ...], "after": null, "done": 0}'
+        return None
 
     def _close(self) -> None:
         reader, self._reader = self._reader, None
@@ -230,14 +294,18 @@ class CanalSource(Source[CanalSourceConfig]):
                     server.where,
                 )
                 position = None
-            elif mode == "initial_only" and position.snapshot is None:
-                self.log.info("canal: the snapshot was already taken (snapshot: initial_only)")
-                self._done = True
-                return None
+            else:
+                self._new_tables(position)
+                if mode == "initial_only" and position.snapshot is None:
+                    self.log.info("canal: the snapshot was already taken (snapshot: initial_only)")
+                    self._done = True
+                    return None
         fresh = position is None
         if position is None:
             file, pos, gtids = server.binary_log_status()
-            position = BinlogPosition(file, pos, gtids=gtids, server_id=self.server_id)
+            position = BinlogPosition(
+                file, pos, gtids=gtids, server_id=self.server_id, filter=self.filter
+            )
             if server.mariadb:  # "now" is the position: the present schema is its schema
                 position.json = JsonColumns(server.json_columns()).to_json()
             if mode != "never":
@@ -256,6 +324,47 @@ class CanalSource(Source[CanalSourceConfig]):
         if position.snapshot is not None:
             self.snapshot = Snapshot(self, position.snapshot)
         return {PARTITION: position.to_dict()} if fresh else None
+
+    def _new_tables(self, position: BinlogPosition) -> None:
+        """A restart with other ``include``/``exclude`` than the stored position's run: a
+        snapshot still running leaves out the tables no longer captured, and the tables
+        captured now but not then are snapshotted (``snapshot: never``: only streamed from
+        here), as Debezium's added-table snapshot: their rows from before would otherwise never
+        arrive. Changes to them meanwhile are reconciled as in any snapshot."""
+        old = position.filter
+        if old is None or old == self.filter:
+            return
+        snap = position.snapshot
+        if snap is not None:
+            tables = [list(t) for t in snap["tables"]]
+            kept = [t for t in tables if self.matcher(t[0], t[1])]
+            if kept[:1] != tables[:1]:  # the table being read is no longer captured
+                snap["after"] = None
+            snap["tables"] = kept
+        was = TableMatcher(old["include"], old["exclude"])
+        added = [
+            [s, t] for s, t in self.server.base_tables() if self.matcher(s, t) and not was(s, t)
+        ]
+        if not added:
+            return
+        names = ", ".join(f"{s}.{t}" for s, t in added)
+        if self.config.snapshot == "never":
+            self.log.warning(
+                "canal: %d table(s) captured now but not before (%s): streamed from here, "
+                "without a snapshot (snapshot: never)",
+                len(added),
+                names,
+            )
+            return
+        self.log.info(
+            "canal: %d table(s) captured now but not before: snapshotting them (%s)",
+            len(added),
+            names,
+        )
+        if snap is None:
+            position.snapshot = {"tables": added, "after": None, "done": 0}
+        else:
+            snap["tables"].extend(t for t in added if t not in snap["tables"])
 
     def _check_include(self) -> None:
         """An ``include`` that matches no table: a warning (tables created later are
@@ -286,14 +395,21 @@ class CanalSource(Source[CanalSourceConfig]):
         )  # fmt: skip
         self._text_values(reader)
         rows: list[RowsEvent] = []
+        savepoints: list[tuple[str, int]] = []
         deadline = time.monotonic() + 60
         try:
             while time.monotonic() < deadline:
                 for event in reader.read(256, 1.0):
                     if isinstance(event, RowsEvent):
                         rows.append(event)
-                    elif isinstance(event, QueryEvent) and event.query.upper().startswith("XA END"):
-                        return rows
+                    elif isinstance(event, QueryEvent):
+                        if event.query.upper().startswith("XA END"):
+                            return rows
+                        mark = savepoint(event.query)
+                        if mark is not None:
+                            savepoints = undo_to_savepoint(
+                                *mark, rows, savepoints, self.server.transactional
+                            )
         finally:
             reader.close()
         raise RetriableError(f"canal: could not read the XA PREPARE group at {file}:{pos}")
@@ -310,6 +426,8 @@ class CanalSource(Source[CanalSourceConfig]):
             self.json_history = JsonColumns({}, complete=False)
         self.txn_xa = False
         self._xa_rows = []
+        self._held = None
+        self._savepoints = []
         self.in_txn = False
         self.txn_events = 0
         self.skip_events = position.events
@@ -337,6 +455,7 @@ class CanalSource(Source[CanalSourceConfig]):
                 snap,
                 {k: list(v) for k, v in self.xa.items()},
                 self._json(),
+                self.filter,
             )
         if self.in_txn:
             return BinlogPosition(
@@ -349,6 +468,7 @@ class CanalSource(Source[CanalSourceConfig]):
                 snap,
                 {k: list(v) for k, v in self.xa.items()},
                 self._json(),
+                self.filter,
             )
         return BinlogPosition(
             self.file,
@@ -360,6 +480,7 @@ class CanalSource(Source[CanalSourceConfig]):
             snap,
             {k: list(v) for k, v in self.xa.items()},
             self._json(),
+            self.filter,
         )
 
     def _json(self) -> dict[str, Any] | None:
@@ -482,6 +603,7 @@ class CanalSource(Source[CanalSourceConfig]):
         if isinstance(event, RowsEvent):
             self._rows(event, out)
         elif isinstance(event, XidEvent):
+            self._release(out)
             self._commit()
         elif isinstance(event, GtidEvent):
             self._begin(event.gtid)
@@ -506,6 +628,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_events = 0
         self.txn_xa = False
         self._xa_rows = []
+        self._held = None
+        self._savepoints = []
 
     def _commit(self) -> None:
         if self.txn_gtid:
@@ -515,6 +639,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_events = 0
         self.txn_xa = False
         self._xa_rows = []
+        self._held = None
+        self._savepoints = []
         self.skip_events = 0
         self.skip_rows = 0
         self._resume = None
@@ -530,13 +656,24 @@ class CanalSource(Source[CanalSourceConfig]):
         if head.startswith("XA "):
             self._xa(sql, event, out)
             return
-        if head.startswith(("COMMIT", "ROLLBACK")):
+        mark = savepoint(sql)
+        if mark is not None:
+            self._savepoint(*mark)
+            return
+        if head.startswith("COMMIT"):
+            self._release(out)
             self._commit()
             return
-        if head.startswith("SAVEPOINT") or head.startswith("RELEASE SAVEPOINT"):
+        if head.startswith("ROLLBACK"):
+            self._commit()
+            return
+        if head.startswith("RELEASE SAVEPOINT"):
             return
         # DDL (or another statement logged as a statement): a group of its own.
         ddl = parse_ddl(sql, event.schema, event.ansi_quotes)
+        if ddl.kind == "DML":
+            self._statement_change(ddl, sql, event, out)
+            return
         if self.json_history is not None:
             self.json_history.apply(sql, event.schema, event.ansi_quotes)
         self.server.forget_schemas()
@@ -552,12 +689,67 @@ class CanalSource(Source[CanalSourceConfig]):
                     out.append(
                         self.formatter.ddl(sql, schema, ddl.kind, table, meta, ddl.statement, n)
                     )
-            elif mode == "all" and self.matcher(event.schema, ""):
-                out.append(self.formatter.ddl(sql, event.schema, ddl.kind, "", meta, ddl.statement))
+            elif mode == "all" and self.matcher(ddl.schema, ""):
+                out.append(self.formatter.ddl(sql, ddl.schema, ddl.kind, "", meta, ddl.statement))
         if self.snapshot is not None:
             for schema, table in ddl.tables:
                 self.snapshot.ddl(schema, table)
         self._commit()
+
+    def _statement_change(self, ddl: Any, sql: str, event: QueryEvent, out: list[Record]) -> None:
+        """A row change the session logged as a statement (``binlog_format`` STATEMENT, or
+        MIXED choosing it): its rows are not in the binlog, so it cannot be captured. One of
+        a captured table (or of tables it cannot tell) is a data error, by the source's
+        ``errors:`` policy (the dead letter holds the statement); one of another table is
+        skipped like that table's rows. Either way the transaction goes on."""
+        if not self.in_txn:
+            self._begin(None)
+        tables = [t for t in ddl.tables if self.matcher(*t)]
+        if ddl.tables and not tables:
+            return
+        schema, table = tables[0] if tables else (event.schema, "")
+        meta = self._meta(event)
+        record = self.formatter.ddl(sql, schema, "QUERY", table, meta, ddl.statement)
+        which = f"{schema}.{table}" if table else f"a table (from schema {schema or '(none)'})"
+        self.formatter.failures.append(
+            (
+                record,
+                DataError(
+                    f"canal: {ddl.statement} on {which} at {event.log_file}:{event.log_pos} "
+                    "was logged as a statement (the writing session had binlog_format "
+                    "STATEMENT or MIXED): its rows are not in the binlog and cannot be "
+                    "captured; set binlog_format = ROW globally and stop sessions from "
+                    "setting it (see docs/cdc.md, server settings): " + sql[:200]
+                ),
+            )
+        )
+
+    def _savepoint(self, verb: str, name: str) -> None:
+        """``SAVEPOINT name`` and ``ROLLBACK TO name`` inside a transaction. The server writes
+        ``ROLLBACK TO`` to the binlog (after the row changes it undoes) when the transaction
+        also changed a non-transactional table; so the rows events after a savepoint are held
+        back until the commit (:meth:`_release`), and a ``ROLLBACK TO`` drops those after its
+        savepoint, except changes of non-transactional tables (MyISAM, Aria, …), which the
+        server did not undo. In an XA PREPARE group the held rows are the group's own."""
+        if not self.in_txn:
+            self._begin(None)
+        if self.txn_xa:
+            held = self._xa_rows
+        else:
+            if self._held is None:
+                self._held = []
+            held = self._held
+        self._savepoints = undo_to_savepoint(
+            verb, name, held, self._savepoints, self.server.transactional
+        )
+
+    def _release(self, out: list[Record]) -> None:
+        """At a commit: the rows events held since the transaction's first savepoint."""
+        held, self._held = self._held, None
+        self._savepoints = []
+        if held:
+            for event in held:
+                self._rows(event, out)
 
     def _xa(self, sql: str, event: QueryEvent, out: list[Record]) -> None:
         """XA statements (MariaDB writes ``XA END X'…',X'…',1`` at the end of a PREPARE
@@ -652,6 +844,9 @@ class CanalSource(Source[CanalSourceConfig]):
         if self.txn_xa:  # held back until the XA COMMIT (see _xa)
             self._xa_rows.append(event)
             return
+        if self._held is not None:  # after a SAVEPOINT: held back until the commit
+            self._held.append(event)
+            return
         n = self.txn_events
         self.txn_events += 1
         first = 0
@@ -687,3 +882,28 @@ class CanalSource(Source[CanalSourceConfig]):
         if sys.stderr.isatty():
             sys.stderr.write("\r" + text[:120].ljust(120))
             sys.stderr.flush()
+
+
+def undo_to_savepoint(
+    verb: str,
+    name: str,
+    held: list[RowsEvent],
+    savepoints: list[tuple[str, int]],
+    transactional: Any,
+) -> list[tuple[str, int]]:
+    """Apply ``SAVEPOINT name`` (``verb`` ``SAVEPOINT``) or ``ROLLBACK TO name`` to the rows
+    events ``held`` since the transaction's first savepoint (changed in place); the
+    savepoints after it. A savepoint set again moves (the server drops the old one); a
+    rollback keeps its savepoint, drops the later ones, and drops the rows events after it
+    except those of tables ``transactional(schema, table)`` says cannot roll back. A
+    rollback to a savepoint not seen (none is before a transaction start) changes nothing."""
+    if verb == "SAVEPOINT":
+        return [*(s for s in savepoints if s[0] != name), (name, len(held))]
+    for i, (known, at) in enumerate(savepoints):
+        if known == name:
+            kept = [e for e in held[at:] if not transactional(e.table.schema, e.table.name)]
+            del held[at:]
+            held.extend(kept)
+            # What the server did not undo stays even if it rolls back to here again.
+            return [*savepoints[:i], (name, len(held))]
+    return savepoints
