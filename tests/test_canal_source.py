@@ -813,15 +813,15 @@ def test_the_json_history_follows_ddl() -> None:
 @pytest.mark.parametrize(
     ("to", "problem"),
     [
-        ('{"binlog": {"pos": 4}}', "not a canal binlog position"),
-        ('{"binlog": {"file": "binlog.000001", "pos": "x"}}', "not a canal binlog position"),
-        ('{"binlog": {"file": "mysql-bin", "pos": 4}}', "is not a binlog file name"),
-        ('{"binlog": {"file": "binlog.000001", "pos": 0}}', "before the first event"),
-        ('{"binlog": {"file": "binlog.000001", "pos": 4, "events": -1}}', "0 or more"),
-        ('{"binlog.000001": {"file": "binlog.000001", "pos": 4}}', "one partition, 'binlog'"),
+        ('{"binlog": {"pos": 4}}', "missing field 'file'"),
+        ('{"binlog": {"file": "binlog.000001", "pos": "x"}}', "pos must be a whole number"),
+        ('{"binlog": {"file": "mysql-bin", "pos": 4}}', "file must be a binlog file name"),
+        ('{"binlog": {"file": "binlog.000001", "pos": 0}}', "of at least 4"),
+        ('{"binlog": {"file": "binlog.000001", "pos": 4, "events": -1}}', "of at least 0"),
+        ('{"binlog.000001": {"file": "binlog.000001", "pos": 4}}', "its partitions: 'binlog'"),
         (
             '{"binlog": {"file": "binlog.000001", "pos": 4, "snapshot": {"tables": ["t"]}}}',
-            'snapshot: {"tables"',
+            'snapshot must be {"tables"',
         ),
     ],
 )
@@ -859,3 +859,17 @@ def test_offsets_reset_refuses_a_position_the_source_cannot_start_from(
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_a_position_with_its_table_filter_is_one_the_source_takes_back() -> None:
+    # Two changes met: positions record the include/exclude they were written with, and a
+    # stored position is checked field by field; without `filter` among the fields, every
+    # position the source wrote was refused at its next start.
+    from meshconnect.connectors.canal.positions import BinlogPosition, position_problem
+
+    written = BinlogPosition(
+        "binlog.000002", 1234, filter={"include": ["shop\\\\..*"], "exclude": []}
+    ).to_dict()
+    assert position_problem(written) is None
+    assert BinlogPosition.from_dict(written).filter == written["filter"]
+    assert "filter must be" in (position_problem({**written, "filter": {"include": "x"}}) or "")

@@ -149,7 +149,21 @@ _FIELDS = {
             _is_json_history,
         )
     ),
+    "filter": nullable(
+        Check(
+            'the table filter it was written with {"include": [REGEX, ...], "exclude": [...]}',
+            lambda v: _is_filter(v),
+        )
+    ),
 }
+
+
+def _is_filter(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == {"include", "exclude"}
+        and all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in value.values())
+    )
 
 
 def position_problem(data: dict[str, Any]) -> str | None:

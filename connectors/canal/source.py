@@ -202,11 +202,6 @@ class CanalSource(Source[CanalSourceConfig]):
     async def stop(self) -> None:
         await asyncio.to_thread(self._close)
 
-    def position_problem(self, partition: str, position: Position) -> str | None:
-        """Partition ``binlog`` with a position as :mod:`.positions` describes it. Whether
-        the file is still on the server is only known at start: a purged file fails it."""
-        return partition_problem(partition, [PARTITION]) or position_problem(dict(position))
-
     async def end_positions(self) -> dict[str, Position]:
         def end() -> dict[str, Position]:
             server = self.server
@@ -225,36 +220,13 @@ class CanalSource(Source[CanalSourceConfig]):
 
     def position_problem(self, partition: str, position: Position) -> str | None:
         """A hand-written position (``offsets reset --to``): the one partition, ``binlog``,
-        with a binlog file name and an offset in it (what ``offsets show`` prints; a
-        transaction start, as ``SHOW BINLOG EVENTS`` lists them)."""
+        with a position as :mod:`.positions` describes it: a binlog file name and an offset
+        in it (what ``offsets show`` prints; a transaction start, as ``SHOW BINLOG EVENTS``
+        lists them). Whether the file is still on the server is only known at start: a
+        purged file fails it."""
         example = '{"binlog": {"file": "binlog.000001", "pos": 4}}'
-        if partition != PARTITION:
-            return f"the canal source has one partition, {PARTITION!r}: e.g. {example}"
-        try:
-            pos = BinlogPosition.from_dict(dict(position))
-        except ValueError as exc:
-            return f"{exc}; e.g. {example}"
-        name, dot, seq = pos.file.rpartition(".")
-        if not (name and dot and seq.isascii() and seq.isdigit()):
-            return (
-                f"file {pos.file!r} is not a binlog file name (`base.NNNNNN`, as SHOW BINARY "
-                f"LOGS lists them); e.g. {example}"
-            )
-        if pos.pos < 4:
-            return f"pos {pos.pos} is before the first event of a binlog file (4)"
-        if pos.events < 0 or pos.rows < 0:
-            return "events and rows count what was delivered: 0 or more"
-        snap = pos.snapshot
-        if snap is not None and not (
-            isinstance(snap, dict)
-            and isinstance(snap.get("tables"), list)
-            and all(
-                isinstance(t, list) and len(t) == 2 and all(isinstance(n, str) for n in t)
-                for t in snap["tables"]
-            )
-        ):
-            return 'snapshot: {"tables": [["schema", "table"], ...], "after": null, "done": 0}'
-        return None
+        problem = partition_problem(partition, [PARTITION]) or position_problem(dict(position))
+        return f"{problem}; e.g. {example}" if problem else None
 
     def _close(self) -> None:
         reader, self._reader = self._reader, None
