@@ -865,7 +865,8 @@ def test_a_position_with_its_table_filter_is_one_the_source_takes_back() -> None
     # Two changes met: positions record the include/exclude they were written with, and a
     # stored position is checked field by field; without `filter` among the fields, every
     # position the source wrote was refused at its next start.
-    from meshconnect.connectors.canal.positions import BinlogPosition, position_problem
+    from meshconnect.connectors.canal.positions import Position as BinlogPosition
+    from meshconnect.connectors.canal.positions import position_problem
 
     written = BinlogPosition(
         "binlog.000002", 1234, filter={"include": ["shop\\\\..*"], "exclude": []}
