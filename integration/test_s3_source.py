@@ -73,6 +73,36 @@ def pipeline(tmp_path: Path, source: dict[str, Any], sink: dict[str, Any], **ext
     return path
 
 
+def load_with_dead_letters(tmp_path: Path, source: dict[str, Any]) -> Path:
+    """A pipeline file: the s3 source with ``source`` as its config (tolerance all) into the
+    memory sink ``read``, its dead letters into the memory sink ``dead`` (both emptied)."""
+    MemorySink.outputs.pop("read", None)
+    MemorySink.outputs.pop("dead", None)
+    doc = {
+        "pipelines": [
+            {
+                "name": "load",
+                "source": {
+                    "connector": "s3",
+                    "config": source,
+                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
+                },
+                "topic": "loaded",
+                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
+            },
+            {
+                "name": "dead",
+                "sinks": [
+                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
+                ],
+            },
+        ]
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(doc))
+    return path
+
+
 async def test_ten_thousand_records_in_twenty_mixed_objects_read_in_order(
     moto: MotoServer, tmp_path: Path
 ) -> None:
@@ -248,30 +278,7 @@ async def test_corrupt_objects_follow_the_errors_policy_and_the_rest_is_read(
     )
     client.put_object(Bucket=bucket, Key="in/0004.jsonl.gz", Body=b"this is not gzip at all")
     client.put_object(Bucket=bucket, Key="in/0005.jsonl", Body=b'{"n": 20002}\n')
-    MemorySink.outputs.pop("read", None)
-    MemorySink.outputs.pop("dead", None)
-    doc = {
-        "pipelines": [
-            {
-                "name": "load",
-                "source": {
-                    "connector": "s3",
-                    "config": {**connection(moto, bucket), "prefix": "in/"},
-                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
-                },
-                "topic": "loaded",
-                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
-            },
-            {
-                "name": "dead",
-                "sinks": [
-                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
-                ],
-            },
-        ]
-    }
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(json.dumps(doc))
+    path = load_with_dead_letters(tmp_path, {**connection(moto, bucket), "prefix": "in/"})
     assert await run_pipelines([path], registry=test_registry()) == 0
     read = [d["n"] for d in collect("read")]
     # the first object whole, nothing of the damaged gzip objects (a damaged deflate stream
@@ -491,31 +498,8 @@ async def test_an_archived_object_is_one_failure_and_the_others_are_read_and_mov
     client.put_object(
         Bucket=bucket, Key="in/0004.csv.gz", Body=gzip.compress(b"n\n4\n"), StorageClass="GLACIER"
     )
-    MemorySink.outputs.pop("read", None)
-    MemorySink.outputs.pop("dead", None)
     source = {**connection(moto, bucket), "prefix": "in/", "after_read": "move", "move_to": "done/"}
-    doc = {
-        "pipelines": [
-            {
-                "name": "load",
-                "source": {
-                    "connector": "s3",
-                    "config": source,
-                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
-                },
-                "topic": "loaded",
-                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
-            },
-            {
-                "name": "dead",
-                "sinks": [
-                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
-                ],
-            },
-        ]
-    }
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(json.dumps(doc))
+    path = load_with_dead_letters(tmp_path, source)
     store = f"sqlite:///{tmp_path / 'mesh.db'}"
     assert await run_pipelines([path], store, registry=test_registry(), restart_backoff=0.05) == 0
     assert [int(d["n"]) for d in collect("read")] == [1, 3]
@@ -549,30 +533,7 @@ async def test_a_csv_row_over_the_field_limit_loses_none_of_the_rows_after_it(
     client.put_object(Bucket=bucket, Key="in/0001.csv", Body=body)
     client.put_object(Bucket=bucket, Key="in/0002.csv.gz", Body=gzip.compress(body))
     client.put_object(Bucket=bucket, Key="in/0003.csv", Body=b'n,v\n4,d\n5,"open\n6,f\n')
-    MemorySink.outputs.pop("read", None)
-    MemorySink.outputs.pop("dead", None)
-    doc = {
-        "pipelines": [
-            {
-                "name": "load",
-                "source": {
-                    "connector": "s3",
-                    "config": {**connection(moto, bucket), "prefix": "in/"},
-                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
-                },
-                "topic": "loaded",
-                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
-            },
-            {
-                "name": "dead",
-                "sinks": [
-                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
-                ],
-            },
-        ]
-    }
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(json.dumps(doc))
+    path = load_with_dead_letters(tmp_path, {**connection(moto, bucket), "prefix": "in/"})
     assert await run_pipelines([path], registry=test_registry()) == 0
     assert [d["n"] for d in collect("read")] == ["1", "3", "1", "3", "4"]
     dead = sorted((r.subject, r.data) for r in MemorySink.outputs["dead"])
@@ -635,31 +596,8 @@ async def test_an_object_over_max_object_bytes_is_one_failure_and_a_gzip_bomb_is
     client.put_object(Bucket=bucket, Key="in/0002.jsonl.gz", Body=bomb)
     client.put_object(Bucket=bucket, Key="in/0003.csv", Body=b"n\n" + b"3\n" * 600_000)
     client.put_object(Bucket=bucket, Key="in/0004.jsonl", Body=b'{"n": 4}\n')
-    MemorySink.outputs.pop("read", None)
-    MemorySink.outputs.pop("dead", None)
     source = {**connection(moto, bucket), "prefix": "in/", "max_object_bytes": "1MiB"}
-    doc = {
-        "pipelines": [
-            {
-                "name": "load",
-                "source": {
-                    "connector": "s3",
-                    "config": source,
-                    "errors": {"tolerance": "all", "dead_letter_topic": "dlq.load"},
-                },
-                "topic": "loaded",
-                "sinks": [{"connector": "memory", "config": {"name": "read"}}],
-            },
-            {
-                "name": "dead",
-                "sinks": [
-                    {"connector": "memory", "topics": ["dlq.load"], "config": {"name": "dead"}}
-                ],
-            },
-        ]
-    }
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(json.dumps(doc))
+    path = load_with_dead_letters(tmp_path, source)
     assert await run_pipelines([path], registry=test_registry()) == 0
     assert [d["n"] for d in collect("read")] == [1, 4]
     dead = sorted(MemorySink.outputs["dead"], key=lambda r: r.subject or "")
