@@ -175,3 +175,48 @@ def test_savepoints_in_a_prepared_xa_transaction(mariadb: MariaDB, restart: bool
         conn.close()
     records, _ = run_source(mariadb, start, 2, **config)
     assert [r.extensions["partitionkey"] for r in records] == ["1", "8"]
+
+
+def test_an_innodb_transaction_with_a_savepoint_streams_instead_of_being_held(
+    mariadb: MariaDB,
+) -> None:
+    """ORMs set a savepoint for every nested transaction block (Django's atomic()), and the
+    server logs it for InnoDB-only transactions too, where a ROLLBACK TO leaves nothing it
+    undid in the binlog: holding such a transaction until its commit kept a bulk change in a
+    nested block in memory whole. The GTID event says which groups are transactional
+    (FL_TRANSACTIONAL); those stream in batches as any other transaction."""
+    mariadb.execute(
+        "CREATE DATABASE sp3", "CREATE TABLE sp3.i (id INT PRIMARY KEY, v INT) ENGINE=InnoDB"
+    )
+    start = end_positions(mariadb)
+    conn = pymysql.connect(**mariadb.connect_args())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO sp3.i VALUES (0, 0)")
+            cur.execute("SAVEPOINT nested")
+            cur.execute("INSERT INTO sp3.i VALUES (-1, -1)")
+            cur.execute("ROLLBACK TO SAVEPOINT nested")  # InnoDB: cut out of the binlog
+            cur.execute("SAVEPOINT nested")
+            for n in range(1, 61):
+                cur.execute(f"INSERT INTO sp3.i VALUES ({n}, {n})")
+            cur.execute("COMMIT")
+    finally:
+        conn.close()
+    config: dict[str, Any] = {
+        "format": "row",
+        "snapshot": "never",
+        "include": ["sp3\\.i"],
+        "batch_events": 5,
+    }
+    first, _ = run_source(mariadb, start, 5, **config)
+    assert 5 <= len(first) < 61, "the transaction was held back to its commit"
+    records, _ = run_source(mariadb, start, 61, **config)
+    assert [int(r.extensions["partitionkey"]) for r in records] == list(range(61))
+    # a restart from a position inside it (after the SAVEPOINTs) delivers the rest once
+    config["heartbeat_interval"] = 0.001  # every poll hands out its position
+    for polls in (2, 5, 9):
+        part, reached = run_source(mariadb, start, 61, polls=polls, **config)
+        assert reached["binlog"]["events"] > 0, polls  # inside the transaction
+        rest, _ = run_source(mariadb, reached, 61 - len(part), **config)
+        assert [r.id for r in part + rest] == [r.id for r in records], polls

@@ -441,7 +441,9 @@ class LibraryReader:
             return QueryEvent(log_file, pos, ts, schema, event.query, ansi)
         if isinstance(event, ev.MariadbGtidEvent):
             flags = event.flags
-            return GtidEvent(log_file, pos, ts, event.gtid, bool(flags & 1), bool(flags & 64))
+            return GtidEvent(
+                log_file, pos, ts, event.gtid, bool(flags & 1), bool(flags & 64), bool(flags & 4)
+            )
         if isinstance(event, ev.GtidEvent):
             return GtidEvent(log_file, pos, ts, event.gtid)
         if isinstance(event, ev.RotateEvent):

@@ -157,6 +157,10 @@ class GtidEvent(Event):
     #: then ``XA PREPARE``; flag ``FL_PREPARED_XA``). Its changes count only once a later
     #: ``XA COMMIT`` names it; ``XA ROLLBACK`` drops them.
     xa: bool = False
+    #: MariaDB: every change of the group is to a transactional table (flag
+    #: ``FL_TRANSACTIONAL``), so a ``ROLLBACK TO SAVEPOINT`` in it left nothing it undid in
+    #: the binlog: the server cut those changes out. False when unknown (MySQL).
+    transactional: bool = False
 
 
 @dataclass(slots=True)

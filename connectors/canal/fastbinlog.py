@@ -262,7 +262,17 @@ class FastReader:
             elif kind == MARIADB_GTID:
                 seq, domain, flags = struct.unpack_from("<QIB", buf, body)
                 gtid = f"{domain}-{server_id}-{seq}"
-                append(GtidEvent(self._file, log_pos, ts, gtid, bool(flags & 1), bool(flags & 64)))
+                append(
+                    GtidEvent(
+                        self._file,
+                        log_pos,
+                        ts,
+                        gtid,
+                        bool(flags & 1),
+                        bool(flags & 64),
+                        bool(flags & 4),
+                    )
+                )
             elif kind in (QUERY, QUERY_COMPRESSED):
                 append(self._query(buf, body, stop, ts, log_pos, kind == QUERY_COMPRESSED))
             elif kind == GTID_MYSQL:

@@ -163,6 +163,8 @@ class CanalSource(Source[CanalSourceConfig]):
         self.gtids = GtidSet()
         #: Whether the open transaction is an XA PREPARE group (its rows wait for XA COMMIT).
         self.txn_xa = False
+        #: Whether the open transaction is a MariaDB FL_TRANSACTIONAL group (``_savepoint``).
+        self.txn_transactional = False
         self._xa_rows: list[RowsEvent] = []
         #: Rows events of the open transaction after its first ``SAVEPOINT``, held back until
         #: it commits: a later ``ROLLBACK TO`` that savepoint undoes them (None: not holding).
@@ -580,6 +582,7 @@ class CanalSource(Source[CanalSourceConfig]):
         elif isinstance(event, GtidEvent):
             self._begin(event.gtid)
             self.txn_xa = event.xa
+            self.txn_transactional = event.transactional
         elif isinstance(event, QueryEvent):
             self._query(event, out)
         elif isinstance(event, RotateEvent):
@@ -599,6 +602,7 @@ class CanalSource(Source[CanalSourceConfig]):
         self.txn_gtid = gtid
         self.txn_events = 0
         self.txn_xa = False
+        self.txn_transactional = False
         self._xa_rows = []
         self._held = None
         self._savepoints = []
@@ -705,6 +709,11 @@ class CanalSource(Source[CanalSourceConfig]):
         server did not undo. In an XA PREPARE group the held rows are the group's own."""
         if not self.in_txn:
             self._begin(None)
+        if self.txn_transactional and not self.txn_xa:
+            # MariaDB's FL_TRANSACTIONAL group: what a ROLLBACK TO undid never reached the
+            # binlog, so nothing is held back (a large transaction in an ORM's nested block,
+            # Django's atomic(), streams as any other instead of being kept in memory).
+            return
         if self.txn_xa:
             held = self._xa_rows
         else:
