@@ -3,7 +3,9 @@ taxonomy (imported only when a pipeline uses the connector: it imports boto3).""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -191,3 +193,16 @@ def explained(exc: BaseException, config: S3Connection, who: str) -> BaseExcepti
     error = ConfigError(f"{who}: {problem}")
     error.__cause__ = exc
     return error
+
+
+@contextlib.contextmanager
+def explaining(config: S3Connection, who: str) -> Iterator[None]:
+    """Raise what the block raises as :func:`explained` has it (a configuration error of S3
+    as the ``ConfigError`` naming the key to check, chained to the original)."""
+    try:
+        yield
+    except Exception as exc:
+        error = explained(exc, config, who)
+        if error is exc:
+            raise
+        raise error from exc

@@ -27,6 +27,7 @@ startOffset``), with the cleanup making rotation by time and wall-clock partitio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -41,7 +42,7 @@ from meshconnect import (
     Sink,
 )
 
-from .client import classify_s3_error, error_code, explained, make_client
+from .client import classify_s3_error, error_code, explaining, make_client
 from .config import MAX_PARTS, S3SinkConfig
 from .formats import (
     ObjectBody,
@@ -135,19 +136,14 @@ class S3Sink(Sink[S3SinkConfig]):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _explained(self, exc: BaseException) -> BaseException:
+    def _explaining(self) -> contextlib.AbstractContextManager[None]:
         """A configuration error of S3 (a missing bucket, refused credentials, another region)
-        as a ``ConfigError`` naming the key to check."""
-        return explained(exc, self.config, f"s3 sink {self.context.name}")
+        raised as a ``ConfigError`` naming the key to check."""
+        return explaining(self.config, f"s3 sink {self.context.name}")
 
     async def open(self, state: Mapping[str, Any] | None) -> None:
-        try:
+        with self._explaining():
             await self._open(state)
-        except Exception as exc:
-            error = self._explained(exc)
-            if error is exc:
-                raise
-            raise error from exc
 
     async def _open(self, state: Mapping[str, Any] | None) -> None:
         self.client = make_client(self.config)
@@ -336,10 +332,8 @@ class S3Sink(Sink[S3SinkConfig]):
                 error = error or exc
         if error is not None:
             self.sealed.sort(key=lambda o: o.first_seq)
-            explained = self._explained(error)
-            if explained is not error:
-                raise explained from error
-            raise error
+            with self._explaining():
+                raise error
 
     async def _upload(self, obj: _Object) -> None:
         async with self.semaphore:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import gc
 import time
 from collections.abc import Iterator, Mapping
@@ -52,7 +53,7 @@ from meshconnect.positioncheck import (
     whole,
 )
 
-from .client import classify_s3_error, error_code, explained, make_client
+from .client import classify_s3_error, error_code, explaining, make_client
 from .config import S3SourceConfig
 from .formats import RAW_LIMIT, Block, TooLarge, decode_blocks, format_of_key, unpack
 
@@ -162,19 +163,14 @@ class S3Source(Source[S3SourceConfig]):
             partition, [self.partition], "s3://BUCKET/PREFIX of config.bucket and config.prefix"
         ) or fields_problem(position, fields)
 
-    def _explained(self, exc: BaseException) -> BaseException:
+    def _explaining(self) -> contextlib.AbstractContextManager[None]:
         """A configuration error of S3 (a missing bucket, refused credentials, another region)
-        as a ``ConfigError`` naming the key to check."""
-        return explained(exc, self.config, f"s3 source {self.context.name}")
+        raised as a ``ConfigError`` naming the key to check."""
+        return explaining(self.config, f"s3 source {self.context.name}")
 
     async def start(self, positions: Mapping[str, Position]) -> None:
-        try:
+        with self._explaining():
             await self._start(positions)
-        except Exception as exc:
-            error = self._explained(exc)
-            if error is exc:
-                raise
-            raise error from exc
 
     async def _start(self, positions: Mapping[str, Position]) -> None:
         check_stored(self, positions, [self.partition], f"s3 source {self.context.name}")
@@ -208,13 +204,8 @@ class S3Source(Source[S3SourceConfig]):
 
     async def end_positions(self) -> dict[str, Position]:
         self.client = make_client(self.config)
-        try:
+        with self._explaining():
             keys = await asyncio.to_thread(self._list)
-        except Exception as exc:
-            error = self._explained(exc)
-            if error is exc:
-                raise
-            raise error from exc
         dirs: dict[str, str] = {}
         for key, _, _ in keys:
             dirs[_directory(key)] = key  # keys come in order: the last one wins
@@ -402,13 +393,8 @@ class S3Source(Source[S3SourceConfig]):
         return self.resume_index if key == self.resume_key else 0
 
     async def poll(self) -> SourceBatch | None:
-        try:
+        with self._explaining():
             return await self._poll()
-        except Exception as exc:
-            error = self._explained(exc)
-            if error is exc:
-                raise
-            raise error from exc
 
     async def _poll(self) -> SourceBatch | None:
         if self.reading is None:
