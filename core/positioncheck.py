@@ -137,9 +137,17 @@ def check_stored_fields(
         raise stored_error(what, partition, problem)
 
 
-def stored_error(what: str, partition: str, problem: str) -> ConfigError:
-    """The error of a stored position the source cannot use (``what`` names the source)."""
+def stored_error(
+    what: str, partition: str, problem: str, pipeline: str | None = None
+) -> ConfigError:
+    """The error of a stored position the source cannot use (``what`` names the source; with
+    ``pipeline``, the message also gives the reset that forgets it)."""
+    forget = (
+        f" (`meshconnect offsets reset FILE.yaml {pipeline} --to beginning` forgets it)"
+        if pipeline is not None
+        else ""
+    )
     return ConfigError(
         f"{what}: the stored position of {partition!r} is not usable: {problem}; "
-        "set it again with `meshconnect offsets reset`"
+        f"set it again with `meshconnect offsets reset`{forget}"
     )

@@ -63,9 +63,9 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from meshconnect import ConfigError, DataError, Position, Record, Source, SourceBatch, jsonvalue
+from meshconnect import DataError, Position, Record, Source, SourceBatch, jsonvalue
 from meshconnect.eventrules import InvalidEventError, parse_event
-from meshconnect.positioncheck import Check, fields_problem, partition_problem, whole
+from meshconnect.positioncheck import Check, fields_problem, partition_problem, stored_error, whole
 
 from . import _binding, _window
 from ._binding import BATCH, STRUCTURED, BadRequest
@@ -154,12 +154,8 @@ class WebhookSource(Source[WebhookConfig]):
         # not bounded by `max_batch`: a smaller one than when it was written just keeps fewer
         problem = self._position_problem(PARTITION, position, None) if position else None
         if problem is not None:
-            raise ConfigError(
-                f"webhook source {self.context.name}: the stored position of {PARTITION!r} is "
-                f"not usable: {problem}; set it again with `meshconnect offsets reset` "
-                f"(`meshconnect offsets reset FILE.yaml {self.context.pipeline} --to beginning` "
-                "forgets it)"
-            )
+            what = f"webhook source {self.context.name}"
+            raise stored_error(what, PARTITION, problem, self.context.pipeline)
         self.stored = int(position.get("stored", 0))
         self.queue: deque[_Request] = deque()
         self.waiting = 0  # events queued, not yet acked
