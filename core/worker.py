@@ -447,11 +447,22 @@ class Worker:
                 )
                 status.restarts += 1
                 # A wrong config, path or permission: restarting cannot help (and the message
-                # says what to fix: no traceback for it).
-                fatal = classify(exc, self._classifiers.get(key)) is ConfigError
+                # says what to fix: no traceback for it). A failure the connector or the
+                # taxonomy knows as transient (a refused connection, a timeout) is one line
+                # per restart too: a database that is down for an hour must not fill the log
+                # with the same stack every minute. The traceback is kept for failures nobody
+                # classified (a connector's bug), and at DEBUG for the others.
+                kind = classify(exc, self._classifiers.get(key))
+                fatal = kind is ConfigError
                 log.error(
-                    "%s %s FAILED: %s", status.kind, ident, reason, exc_info=None if fatal else exc
+                    "%s %s FAILED: %s",
+                    status.kind,
+                    ident,
+                    reason,
+                    exc_info=exc if kind is None else None,
                 )
+                if kind is not None and not fatal:
+                    log.debug("%s %s failure in full", status.kind, ident, exc_info=exc)
                 if (
                     fatal
                     or (self.bounded and status.restarts > BOUNDED_MAX_RESTARTS)
