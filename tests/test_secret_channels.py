@@ -15,6 +15,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -526,3 +527,64 @@ def test_names_of_settings_beside_a_secret_are_not_secrets() -> None:
         ]
     }
     assert pipeline_secrets(data) == {"AWS_SESSION_TOKEN:tok-9"}
+
+
+def test_offsets_show_does_not_print_the_pipelines_the_admin_api_keeps(tmp_path: Path) -> None:
+    """`offsets show` without a file listed `admin/pipelines`, where the admin API keeps the
+    pipelines PUT to it as given, as a source: a literal bearer token in clear. The store
+    keeps a `${env:}` reference as the reference, never its value."""
+    literal, from_env = f"lit-{uuid.uuid4().hex[:12]}", f"env-{uuid.uuid4().hex[:12]}"
+    admin, hook = _closed_port(), _closed_port()
+    env = {**os.environ, "MESHCONNECT_ADMIN_TOKEN": "tok-admin", "HOOK_TOKEN": from_env}
+    worker = subprocess.Popen(
+        [*_MC, "--state", str(tmp_path / "state"), "run", "--admin", f"127.0.0.1:{admin}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    body = {
+        "source": {
+            "connector": "webhook",
+            "config": {
+                "listen": f"127.0.0.1:{hook}",
+                "path": "/in",
+                "bearer_tokens": [literal, "${env:HOOK_TOKEN}"],
+            },
+        },
+        "sinks": [{"connector": "file", "config": {"path": "out.jsonl"}}],
+    }
+    try:
+        for _ in range(300):  # bounded: the worker answers within seconds
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{admin}/connectors/hook/config",
+                data=json.dumps(body).encode(),
+                method="PUT",
+                headers={"Authorization": "Bearer tok-admin", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    assert answer.status == 201
+                    break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:  # 409: still starting
+                    raise AssertionError(exc.read().decode()) from None
+            except OSError:
+                assert worker.poll() is None, worker.communicate(timeout=10)[0][-2000:]
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the admin API never took the pipeline")
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=60)[0]
+    assert literal not in output and from_env not in output
+    shown = mc(tmp_path, "offsets", "show")
+    as_json = mc(tmp_path, "offsets", "show", "--json")
+    for result in (shown, as_json):
+        assert result.returncode == 0, result.stderr
+        out = result.stdout + result.stderr
+        assert literal not in out and from_env not in out and "HOOK_TOKEN" not in out, out
+    assert "sink hook/file" in shown.stdout and "admin/pipelines" not in shown.stdout
+    db = (tmp_path / "state" / "mesh.db").read_bytes()
+    assert b"${env:HOOK_TOKEN}" in db and from_env.encode() not in db
