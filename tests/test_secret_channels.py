@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from cli_support import mc
 
-from meshconnect.secrets import pipeline_secrets, secret_str_values, shown_url
+from meshconnect.secrets import pipeline_secrets, secret_str_values, shown_url, url_secrets
 
 #: Each literal secret of the pipelines below, distinct so a leak names its channel.
 SECRETS = [
@@ -191,6 +191,12 @@ def test_shown_url_masks_the_password_and_secret_query_values() -> None:
     assert shown_url("https://h/x?api_key=k&a=1") == "https://h/x?api_key=**********&a=1"
     assert shown_url("https://h/x") == "https://h/x"
     assert shown_url("redis://[::1/0") == "(an invalid URL)"
+    # A NATS URL's user info without a password is the token the client authenticates with.
+    assert shown_url("nats://tok-1@h:4222?prefix=x") == "nats://**********@h:4222?prefix=x"
+    assert url_secrets("nats://tok-1@h:4222") == {"tok-1"}
+    assert url_secrets("nats://tok-2@[::1:4222") == {"tok-2"}
+    assert shown_url("postgresql://bob@db/app") == "postgresql://bob@db/app"
+    assert url_secrets("postgresql://bob@db/app") == set()
 
 
 @pytest.mark.parametrize(
