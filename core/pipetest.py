@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config.interpolate import Interpolated, register_secrets
+from .config.interpolate import Interpolated, redact, register_secrets
 from .config.problems import FileReporter
 from .config.topics import PARTITION_MARK, partition_of
 from .config.yamlpos import Document, parse_yaml
@@ -138,7 +138,8 @@ class CaseResult:
     name: str
     location: Location
     passed: bool
-    #: A unified diff per mismatch (outputs, dead letters), empty when passed.
+    #: A unified diff per mismatch (outputs, dead letters), empty when passed; the pipeline's
+    #: secrets masked.
     diffs: list[str] = field(default_factory=list)
 
 
@@ -253,11 +254,11 @@ def run_test_file(test: TestFile) -> list[CaseResult]:
         try:
             outputs, dead = run_case(pipeline, sink, case.input)
         except Exception as exc:  # a transform that breaks its contract: report, go on
-            diff = f"the case raised {type(exc).__name__}: {exc}"
+            diff = redact(f"the case raised {type(exc).__name__}: {exc}")
             results.append(CaseResult(case.name, location, False, [diff]))
             continue
         diffs = [
-            d
+            redact(d)  # the records shown may hold the pipeline's secrets
             for d in (
                 _diff("records out", case.expect, outputs, _project_record),
                 _diff("dead letters", case.dead_letters, dead, _project_dead),

@@ -327,3 +327,45 @@ def test_secrets_are_masked_in_diffs_and_dead_letters_but_test_file_env_values_a
     assert '"token": "**********"' in out
     assert "cast: data.token: '**********' is not a number" in out
     assert '"label": "test"' in out and '"source": "meshconnect-test"' in out
+
+
+def test_the_diffs_run_test_file_gives_mask_the_pipelines_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program that runs test files (meshconnect.pipetest) and prints the diffs got the
+    records of a failed case with a `${env:}` value and a literal URL password in clear."""
+    from meshconnect.pipetest import load_test_files, run_test_file
+    from meshconnect.testing import test_registry
+
+    literal, from_env = f"lit-{uuid.uuid4().hex[:12]}", f"env-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("PIPETEST_API_TOKEN", from_env)
+    write(
+        tmp_path,
+        "a.yaml",
+        f"""
+        pipelines:
+          - name: a
+            source: {{connector: memory, config: {{}}}}
+            transforms:
+              - {{type: insert_field, field: data.token, value: "${{env:PIPETEST_API_TOKEN}}"}}
+            topic: t
+            sinks:
+              - {{connector: http, config: {{url: "http://al:{literal}@127.0.0.1:9/x"}}}}
+        """,
+    )
+    path = write(
+        tmp_path,
+        "a_test.yaml",
+        f"""
+        file: a.yaml
+        tests:
+          - name: a record echoed in a diff
+            input: [{{data: {{dsn: "postgresql://al:{literal}@db/app"}}}}]
+            expect: [{{data: {{}}}}]
+        """,
+    )
+    (test,) = load_test_files([str(path)], test_registry())
+    (result,) = run_test_file(test)
+    (diff,) = result.diffs
+    assert literal not in diff and from_env not in diff
+    assert '"token": "**********"' in diff and "al:**********@db" in diff
