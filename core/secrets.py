@@ -48,6 +48,13 @@ _USERINFO = re.compile(r"://[^/@:]*:([^/@]*)@")
 #: client sends ``nats://TOKEN@host`` as the token (and the store shows its URL).
 _TOKEN_USER_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
 _LONE_USER = re.compile(r"://([^/@:?#]+)@")
+#: The password as SQLAlchemy's URL parser reads it: from the user's ``:`` to the first ``@``,
+#: ``/``, ``?`` and ``#`` included (``postgresql://u:pa/ss@h/db`` connects with ``pa/ss``,
+#: where ``urlsplit`` sees no user info at all). Not in web URLs, whose clients split them as
+#: ``urlsplit`` does (``http://h:80/p:q@r`` is a port and a path), nor what reads as a port.
+_LENIENT_PASSWORD = re.compile(
+    r"^(?!(?:https?|wss?)://)[A-Za-z][\w+.-]*://[^:/@]*:(?!\d+(?:[/?#]|$))([^@]*)@", re.I
+)
 #: A header name that carries a credential: besides the names above, any ``…-Key``
 #: (``Ocp-Apim-Subscription-Key``, ``X-Functions-Key``) or ``…Sig…`` header.
 _SECRET_HEADER = re.compile(r"key|sig", re.IGNORECASE)
@@ -166,6 +173,9 @@ def shown_url(url: str) -> str:
     """``url`` as messages show it: its password and the values of its secret-named query
     parameters masked (``postgresql://bob:**********@db/app``), and the token a NATS URL gives
     as its user info (``nats://**********@host:4222``); the rest as written."""
+    lenient = _LENIENT_PASSWORD.match(url)
+    if lenient and set(lenient.group(1)) & set("/?#"):  # a password urlsplit would cut
+        url = url[: lenient.start(1)] + MASK + url[lenient.end(1) :]
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -207,6 +217,10 @@ def _url_secrets(text: str) -> Iterator[str]:
     if password:
         yield password
         yield unquote(password)
+    lenient = _LENIENT_PASSWORD.match(text)
+    if lenient and lenient.group(1) and lenient.group(1) != password:
+        yield lenient.group(1)
+        yield unquote(lenient.group(1))
     for pair in query.split("&"):
         name, sep, raw = pair.partition("=")
         if sep and raw and _SECRET_KEY.search(unquote_plus(name)):

@@ -196,6 +196,10 @@ def test_shown_url_masks_the_password_and_secret_query_values() -> None:
     assert url_secrets("nats://tok-1@h:4222") == {"tok-1"}
     assert url_secrets("nats://tok-2@[::1:4222") == {"tok-2"}
     assert shown_url("postgresql://bob@db/app") == "postgresql://bob@db/app"
+    # A password SQLAlchemy reads up to the '@' (urlsplit stops at '/', '?', '#').
+    assert shown_url("mysql://u:pa#ss@h/db") == "mysql://u:**********@h/db"
+    assert url_secrets("postgresql://u:pa/ss@h/db") == {"pa/ss"}
+    assert url_secrets("http://h:80/p:q@r") == url_secrets("postgresql://h:5432/a:b@c") == set()
     assert url_secrets("postgresql://bob@db/app") == set()
 
 
@@ -594,3 +598,53 @@ def test_offsets_show_does_not_print_the_pipelines_the_admin_api_keeps(tmp_path:
     assert "sink hook/file" in shown.stdout and "admin/pipelines" not in shown.stdout
     db = (tmp_path / "state" / "mesh.db").read_bytes()
     assert b"${env:HOOK_TOKEN}" in db and from_env.encode() not in db
+
+
+def test_a_database_password_that_urlsplit_cuts_is_masked_as_sqlalchemy_reads_it(
+    tmp_path: Path,
+) -> None:
+    """SQLAlchemy reads `postgresql://u:pa/ss@h/db` as the password `pa/ss` (so do `?` and
+    `#`), where `urlsplit` finds no user info at all: the admin API's view of the jdbc sink's
+    config showed it as written."""
+    secret = f"pa/ss?{uuid.uuid4().hex[:12]}"
+    admin, hook = _closed_port(), _closed_port()
+    url = f"postgresql+psycopg://postgres:{secret}@127.0.0.1:5432/test"
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source:\n      connector: webhook\n"
+        f'      config: {{listen: "127.0.0.1:{hook}", path: /in}}\n'
+        f"    sinks:\n    - {{name: pg, connector: jdbc, config: {{url: '{url}', table: t}}}}\n"
+    )
+    env = {**os.environ, "MESHCONNECT_ADMIN_TOKEN": "tok-admin"}
+    worker = subprocess.Popen(
+        [
+            *_MC,
+            "--state",
+            str(tmp_path / "state"),
+            "run",
+            "--admin",
+            f"127.0.0.1:{admin}",
+            "p.yaml",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(300):  # bounded: the worker answers within seconds
+            try:
+                status, body = _get(f"http://127.0.0.1:{admin}/connectors/p/config", "tok-admin")
+                break
+            except OSError:
+                assert worker.poll() is None, worker.communicate(timeout=10)[0][-2000:]
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the admin API never answered")
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=60)[0]
+    assert status == 200, body
+    assert secret not in body and secret not in output
+    pg = json.loads(body)["sinks"][0]["config"]
+    assert pg["url"] == "postgresql+psycopg://postgres:**********@127.0.0.1:5432/test"
