@@ -752,16 +752,16 @@ def _cluster_status(options: _Options, name: str, as_json: bool) -> None:
     except StoreError as exc:  # unreachable, refused credentials: no traceback
         raise _Fail(str(exc)) from None
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        _echo(json.dumps(data, indent=2))
         return
     alive = [m for m in data["members"] if m["alive"]]
-    click.echo(f"cluster {name} on {data['store']}: {len(alive)} live member(s)")
+    _echo(f"cluster {name} on {data['store']}: {len(alive)} live member(s)")
     rows = [
         [m["worker"], "alive" if m["alive"] else "gone", f"{m['lease_left']:.1f}s", m["id"]]
         for m in data["members"]
     ]
     if rows:
-        click.echo(_table(["MEMBER", "STATE", "LEASE LEFT", "ID"], rows))
+        _echo(_table(["MEMBER", "STATE", "LEASE LEFT", "ID"], rows))
     units = [
         [
             f"{p['name']} v{p['version']}"
@@ -773,8 +773,8 @@ def _cluster_status(options: _Options, name: str, as_json: bool) -> None:
         for p in data["pipelines"]
         for u in p["units"]
     ]
-    click.echo("")
-    click.echo(_table(["PIPELINE", "UNIT", "OWNER", "EPOCH"], units) if units else "no pipelines")
+    _echo("")
+    _echo(_table(["PIPELINE", "UNIT", "OWNER", "EPOCH"], units) if units else "no pipelines")
 
 
 def _status_table(data: dict[str, Any], width: int = 120) -> Any:

@@ -150,6 +150,19 @@ def dead_letter_id(group: str) -> str:
     return f"deadletter/{group}"
 
 
+#: The "source" whose positions are the pipelines added over the admin API, as given
+#: (:mod:`meshconnect.admin.control`).
+ADMIN_PIPELINES = "admin/pipelines"
+
+
+def _kept_config(ident: str) -> bool:
+    """Whether ``ident`` keeps configuration in the store rather than a source's positions:
+    a cluster's pipeline definitions (``cluster:NAME``, :mod:`meshconnect.cluster`), the
+    pipelines added over the admin API, the partition counts of pipelines. Not shown: the
+    pipelines, as written, may hold secrets, and they are not positions."""
+    return ident == ADMIN_PIPELINES or ident.startswith(("cluster:", "partitions/"))
+
+
 async def offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[str, Any]:
     """``{"store", "sources": [{"id", "positions"[, "empty"]}], "sinks": [{"group", "topics":
     [{"topic", "offset", "end", "lag"}], "state"}]}``: those of ``config``'s pipelines (sinks
@@ -163,10 +176,7 @@ async def offsets_report(store: MeshStore, config: LoadedConfig | None) -> dict[
             g for p in config.pipelines for s in p.sinks for g in sink_groups(p, s.name)
         }
     else:
-        # Not "cluster:NAME": a cluster's pipeline definitions (meshconnect.cluster).
-        source_ids = [
-            i for i in await store.source_ids() if not i.startswith(("cluster:", "partitions/"))
-        ]
+        source_ids = [i for i in await store.source_ids() if not _kept_config(i)]
         wanted_groups = None
     sources: list[dict[str, Any]] = [
         {"id": i, "positions": await store.positions(i)} for i in source_ids

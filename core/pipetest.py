@@ -33,6 +33,9 @@ prefix / a substring. Whatever the ``tolerance``, failed records are reported as
 :func:`load_test_files` reports problems in test files as ``FILE:LINE:COL: message`` (the same
 :class:`~meshconnect.errors.ValidationErrors` as ``validate``); :func:`run_test_file` runs the
 cases and gives, for each failure, a unified diff of the expected and actual records as JSON.
+The secrets of the pipelines loaded are masked as the worker masks them (in dead letters'
+``errormessage``, and in what the command prints); the values of a test file's ``env:`` are
+written in it, so they are not secrets.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config.interpolate import Interpolated
+from .config.interpolate import Interpolated, redact, register_secrets
 from .config.problems import FileReporter
 from .config.topics import PARTITION_MARK, partition_of
 from .config.yamlpos import Document, parse_yaml
@@ -136,7 +138,8 @@ class CaseResult:
     name: str
     location: Location
     passed: bool
-    #: A unified diff per mismatch (outputs, dead letters), empty when passed.
+    #: A unified diff per mismatch (outputs, dead letters), empty when passed; the pipeline's
+    #: secrets masked.
     diffs: list[str] = field(default_factory=list)
 
 
@@ -165,7 +168,9 @@ def load_test_files(paths: Sequence[str], registry: Registry) -> list[TestFile]:
             )
             continue
         try:
-            config = load_pipeline_files([target], registry, env={**os.environ, **spec.env})
+            # The test file's env: values are written in it, so they are not secrets (its
+            # output shows them); the real environment's and literal secrets are masked.
+            config = load_pipeline_files([target], registry, written_env=spec.env)
         except ValidationErrors as exc:
             problems.extend(exc.problems)
             continue
@@ -176,6 +181,9 @@ def load_test_files(paths: Sequence[str], registry: Registry) -> list[TestFile]:
         loaded.append(TestFile(name, spec, config, locations))
     if problems:
         raise ValidationErrors(problems)
+    # As the worker does: the pipelines' secrets are masked in the dead letters the cases make
+    # and in everything that reports them (diffs, errors).
+    register_secrets(secret for test in loaded for secret in test.config.secrets)
     return loaded
 
 
@@ -246,11 +254,11 @@ def run_test_file(test: TestFile) -> list[CaseResult]:
         try:
             outputs, dead = run_case(pipeline, sink, case.input)
         except Exception as exc:  # a transform that breaks its contract: report, go on
-            diff = f"the case raised {type(exc).__name__}: {exc}"
+            diff = redact(f"the case raised {type(exc).__name__}: {exc}")
             results.append(CaseResult(case.name, location, False, [diff]))
             continue
         diffs = [
-            d
+            redact(d)  # the records shown may hold the pipeline's secrets
             for d in (
                 _diff("records out", case.expect, outputs, _project_record),
                 _diff("dead letters", case.dead_letters, dead, _project_dead),

@@ -44,6 +44,17 @@ _SECRET_KEY = re.compile(
 _NOT_SECRET_KEY = re.compile(r"(url|uri|endpoint|header|path|file|type|types|field)s?$", re.I)
 #: The password of a URL's user info, for a URL ``urlsplit`` refuses.
 _USERINFO = re.compile(r"://[^/@:]*:([^/@]*)@")
+#: URL schemes whose user info without a password is itself the credential: the NATS
+#: client sends ``nats://TOKEN@host`` as the token (and the store shows its URL).
+_TOKEN_USER_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
+_LONE_USER = re.compile(r"://([^/@:?#]+)@")
+#: The password as SQLAlchemy's URL parser reads it: from the user's ``:`` to the first ``@``,
+#: ``/``, ``?`` and ``#`` included (``postgresql://u:pa/ss@h/db`` connects with ``pa/ss``,
+#: where ``urlsplit`` sees no user info at all). Not in web URLs, whose clients split them as
+#: ``urlsplit`` does (``http://h:80/p:q@r`` is a port and a path), nor what reads as a port.
+_LENIENT_PASSWORD = re.compile(
+    r"^(?!(?:https?|wss?)://)[A-Za-z][\w+.-]*://[^:/@]*:(?!\d+(?:[/?#]|$))([^@]*)@", re.I
+)
 #: A header name that carries a credential: besides the names above, any ``…-Key``
 #: (``Ocp-Apim-Subscription-Key``, ``X-Functions-Key``) or ``…Sig…`` header.
 _SECRET_HEADER = re.compile(r"key|sig", re.IGNORECASE)
@@ -81,7 +92,8 @@ def _walk(value: Any, key: str | None) -> Iterator[str]:
 
 
 def url_secrets(text: str) -> set[str]:
-    """The secrets of one URL: its password and its secret-named query parameters' values."""
+    """The secrets of one URL: its password (a NATS URL's token: ``nats://TOKEN@host``) and
+    its secret-named query parameters' values."""
     return set(_url_secrets(text))
 
 
@@ -159,7 +171,11 @@ def _secret_values(value: Any, found: set[str], depth: int) -> None:
 
 def shown_url(url: str) -> str:
     """``url`` as messages show it: its password and the values of its secret-named query
-    parameters masked (``postgresql://bob:**********@db/app``); the rest as written."""
+    parameters masked (``postgresql://bob:**********@db/app``), and the token a NATS URL gives
+    as its user info (``nats://**********@host:4222``); the rest as written."""
+    lenient = _LENIENT_PASSWORD.match(url)
+    if lenient and set(lenient.group(1)) & set("/?#"):  # a password urlsplit would cut
+        url = url[: lenient.start(1)] + MASK + url[lenient.end(1) :]
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -170,6 +186,8 @@ def shown_url(url: str) -> str:
         host = netloc.rpartition("@")[2]
         user = netloc.rpartition("@")[0].partition(":")[0]
         netloc = f"{user}:{MASK}@{host}"
+    elif "@" in netloc and parts.scheme.lower() in _TOKEN_USER_SCHEMES:
+        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
     pairs = []
     for pair in parts.query.split("&") if parts.query else []:
         name, sep, raw = pair.partition("=")
@@ -187,13 +205,22 @@ def _url_secrets(text: str) -> Iterator[str]:
     try:
         parts = urlsplit(text)
         password, query = parts.password, parts.query
+        if password is None and parts.scheme.lower() in _TOKEN_USER_SCHEMES:
+            password = parts.username
     except ValueError:  # a broken [IPv6] literal: the parts as the text has them
         match = _USERINFO.search(text)
         password = match.group(1) if match else None
+        if match is None and text.partition("://")[0].lower() in _TOKEN_USER_SCHEMES:
+            lone = _LONE_USER.search(text)
+            password = lone.group(1) if lone else None
         query = text.partition("?")[2].partition("#")[0]
     if password:
         yield password
         yield unquote(password)
+    lenient = _LENIENT_PASSWORD.match(text)
+    if lenient and lenient.group(1) and lenient.group(1) != password:
+        yield lenient.group(1)
+        yield unquote(lenient.group(1))
     for pair in query.split("&"):
         name, sep, raw = pair.partition("=")
         if sep and raw and _SECRET_KEY.search(unquote_plus(name)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,16 @@ def test_status_of_a_cluster_names_a_wrong_or_unreachable_store_without_a_traceb
     assert "unreachable" in done.output
     assert "Traceback" not in done.output and "hunter2" not in done.output
     assert isinstance(done.exception, SystemExit)
+
+
+def test_status_of_a_cluster_masks_the_token_of_a_nats_url(tmp_path: Path) -> None:
+    """`nats://TOKEN@host` authenticates with TOKEN: it was shown as written."""
+    token = f"tok-{uuid.uuid4().hex[:12]}"
+    url = f"nats://{token}@127.0.0.1:1?reconnect_timeout=0"
+    done = CliRunner().invoke(cli, ["--store", url, "status", "--cluster", "c"])
+    assert done.exit_code == 1, done.output
+    assert "Error: mesh store nats://**********@127.0.0.1:1" in done.output
+    assert token not in done.output
 
 
 async def test_a_dead_members_lease_is_forgotten_after_the_failover_timeout(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import textwrap
+import uuid
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from meshconnect.cli import cli
@@ -268,3 +270,102 @@ def test_numbers_are_compared_exactly_digits_and_scale(tmp_path: Path) -> None:
     assert result.output.splitlines()[-1] == "FAILED: 1 passed, 2 failed", result.output
     assert '-      "d": 169299987.35345113,\n    +      "d": 169299987.35345112,' in result.output
     assert '-      "s": 1.1\n    +      "s": 1.10' in result.output
+
+
+def test_secrets_are_masked_in_diffs_and_dead_letters_but_test_file_env_values_are_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`meshconnect test` printed a secret as `run` never does: a literal password of the
+    pipeline file in a record of a failure diff, and a `${env:}` value put in a record, in
+    that diff and in a dead letter's errormessage. The test file's own `env:` values are
+    written in it, so they are shown (`test` there is not masked in `meshconnect-test`)."""
+    literal, from_env = f"lit-{uuid.uuid4().hex[:12]}", f"env-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("PIPETEST_TOKEN", from_env)
+    write(
+        tmp_path,
+        "s.yaml",
+        f"""
+        pipelines:
+          - name: s
+            source:
+              connector: memory
+              config: {{}}
+              errors: {{tolerance: all, dead_letter_topic: dlq}}
+            transforms:
+              - {{type: insert_field, field: data.token, value: "${{env:PIPETEST_TOKEN}}"}}
+              - {{type: insert_field, field: data.label, value: "${{env:LABEL}}"}}
+              - {{type: cast, fields: {{data.token: int}}, when: "data.bad == true"}}
+            topic: t
+            sinks:
+              - name: out
+                connector: http
+                config: {{url: "http://al:{literal}@127.0.0.1:9/x"}}
+        """,
+    )
+    path = write(
+        tmp_path,
+        "s_test.yaml",
+        f"""
+        file: s.yaml
+        env: {{LABEL: test}}
+        tests:
+          - name: a record echoed in a diff
+            input:
+              - data: {{dsn: "postgresql://al:{literal}@db/app"}}
+            expect:
+              - data: {{}}
+          - name: a dead letter
+            input:
+              - data: {{bad: true}}
+        """,
+    )
+    result = CliRunner().invoke(cli, [*plugins(tmp_path), "test", str(path)])
+    assert result.exit_code == 1
+    out = result.output
+    assert literal not in out and from_env not in out, out
+    assert '"dsn": "postgresql://al:**********@db/app"' in out
+    assert '"token": "**********"' in out
+    assert "cast: data.token: '**********' is not a number" in out
+    assert '"label": "test"' in out and '"source": "meshconnect-test"' in out
+
+
+def test_the_diffs_run_test_file_gives_mask_the_pipelines_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program that runs test files (meshconnect.pipetest) and prints the diffs got the
+    records of a failed case with a `${env:}` value and a literal URL password in clear."""
+    from meshconnect.pipetest import load_test_files, run_test_file
+    from meshconnect.testing import test_registry
+
+    literal, from_env = f"lit-{uuid.uuid4().hex[:12]}", f"env-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("PIPETEST_API_TOKEN", from_env)
+    write(
+        tmp_path,
+        "a.yaml",
+        f"""
+        pipelines:
+          - name: a
+            source: {{connector: memory, config: {{}}}}
+            transforms:
+              - {{type: insert_field, field: data.token, value: "${{env:PIPETEST_API_TOKEN}}"}}
+            topic: t
+            sinks:
+              - {{connector: http, config: {{url: "http://al:{literal}@127.0.0.1:9/x"}}}}
+        """,
+    )
+    path = write(
+        tmp_path,
+        "a_test.yaml",
+        f"""
+        file: a.yaml
+        tests:
+          - name: a record echoed in a diff
+            input: [{{data: {{dsn: "postgresql://al:{literal}@db/app"}}}}]
+            expect: [{{data: {{}}}}]
+        """,
+    )
+    (test,) = load_test_files([str(path)], test_registry())
+    (result,) = run_test_file(test)
+    (diff,) = result.diffs
+    assert literal not in diff and from_env not in diff
+    assert '"token": "**********"' in diff and "al:**********@db" in diff

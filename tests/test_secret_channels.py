@@ -15,12 +15,13 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 from cli_support import mc
 
-from meshconnect.secrets import pipeline_secrets, secret_str_values, shown_url
+from meshconnect.secrets import pipeline_secrets, secret_str_values, shown_url, url_secrets
 
 #: Each literal secret of the pipelines below, distinct so a leak names its channel.
 SECRETS = [
@@ -190,6 +191,16 @@ def test_shown_url_masks_the_password_and_secret_query_values() -> None:
     assert shown_url("https://h/x?api_key=k&a=1") == "https://h/x?api_key=**********&a=1"
     assert shown_url("https://h/x") == "https://h/x"
     assert shown_url("redis://[::1/0") == "(an invalid URL)"
+    # A NATS URL's user info without a password is the token the client authenticates with.
+    assert shown_url("nats://tok-1@h:4222?prefix=x") == "nats://**********@h:4222?prefix=x"
+    assert url_secrets("nats://tok-1@h:4222") == {"tok-1"}
+    assert url_secrets("nats://tok-2@[::1:4222") == {"tok-2"}
+    assert shown_url("postgresql://bob@db/app") == "postgresql://bob@db/app"
+    # A password SQLAlchemy reads up to the '@' (urlsplit stops at '/', '?', '#').
+    assert shown_url("mysql://u:pa#ss@h/db") == "mysql://u:**********@h/db"
+    assert url_secrets("postgresql://u:pa/ss@h/db") == {"pa/ss"}
+    assert url_secrets("http://h:80/p:q@r") == url_secrets("postgresql://h:5432/a:b@c") == set()
+    assert url_secrets("postgresql://bob@db/app") == set()
 
 
 @pytest.mark.parametrize(
@@ -526,3 +537,114 @@ def test_names_of_settings_beside_a_secret_are_not_secrets() -> None:
         ]
     }
     assert pipeline_secrets(data) == {"AWS_SESSION_TOKEN:tok-9"}
+
+
+def test_offsets_show_does_not_print_the_pipelines_the_admin_api_keeps(tmp_path: Path) -> None:
+    """`offsets show` without a file listed `admin/pipelines`, where the admin API keeps the
+    pipelines PUT to it as given, as a source: a literal bearer token in clear. The store
+    keeps a `${env:}` reference as the reference, never its value."""
+    literal, from_env = f"lit-{uuid.uuid4().hex[:12]}", f"env-{uuid.uuid4().hex[:12]}"
+    admin, hook = _closed_port(), _closed_port()
+    env = {**os.environ, "MESHCONNECT_ADMIN_TOKEN": "tok-admin", "HOOK_TOKEN": from_env}
+    worker = subprocess.Popen(
+        [*_MC, "--state", str(tmp_path / "state"), "run", "--admin", f"127.0.0.1:{admin}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    body = {
+        "source": {
+            "connector": "webhook",
+            "config": {
+                "listen": f"127.0.0.1:{hook}",
+                "path": "/in",
+                "bearer_tokens": [literal, "${env:HOOK_TOKEN}"],
+            },
+        },
+        "sinks": [{"connector": "file", "config": {"path": "out.jsonl"}}],
+    }
+    try:
+        for _ in range(300):  # bounded: the worker answers within seconds
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{admin}/connectors/hook/config",
+                data=json.dumps(body).encode(),
+                method="PUT",
+                headers={"Authorization": "Bearer tok-admin", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    assert answer.status == 201
+                    break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 409:  # 409: still starting
+                    raise AssertionError(exc.read().decode()) from None
+            except OSError:
+                assert worker.poll() is None, worker.communicate(timeout=10)[0][-2000:]
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the admin API never took the pipeline")
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=60)[0]
+    assert literal not in output and from_env not in output
+    shown = mc(tmp_path, "offsets", "show")
+    as_json = mc(tmp_path, "offsets", "show", "--json")
+    for result in (shown, as_json):
+        assert result.returncode == 0, result.stderr
+        out = result.stdout + result.stderr
+        assert literal not in out and from_env not in out and "HOOK_TOKEN" not in out, out
+    assert "sink hook/file" in shown.stdout and "admin/pipelines" not in shown.stdout
+    db = (tmp_path / "state" / "mesh.db").read_bytes()
+    assert b"${env:HOOK_TOKEN}" in db and from_env.encode() not in db
+
+
+def test_a_database_password_that_urlsplit_cuts_is_masked_as_sqlalchemy_reads_it(
+    tmp_path: Path,
+) -> None:
+    """SQLAlchemy reads `postgresql://u:pa/ss@h/db` as the password `pa/ss` (so do `?` and
+    `#`), where `urlsplit` finds no user info at all: the admin API's view of the jdbc sink's
+    config showed it as written."""
+    secret = f"pa/ss?{uuid.uuid4().hex[:12]}"
+    admin, hook = _closed_port(), _closed_port()
+    url = f"postgresql+psycopg://postgres:{secret}@127.0.0.1:5432/test"
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source:\n      connector: webhook\n"
+        f'      config: {{listen: "127.0.0.1:{hook}", path: /in}}\n'
+        f"    sinks:\n    - {{name: pg, connector: jdbc, config: {{url: '{url}', table: t}}}}\n"
+    )
+    env = {**os.environ, "MESHCONNECT_ADMIN_TOKEN": "tok-admin"}
+    worker = subprocess.Popen(
+        [
+            *_MC,
+            "--state",
+            str(tmp_path / "state"),
+            "run",
+            "--admin",
+            f"127.0.0.1:{admin}",
+            "p.yaml",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(300):  # bounded: the worker answers within seconds
+            try:
+                status, body = _get(f"http://127.0.0.1:{admin}/connectors/p/config", "tok-admin")
+                break
+            except OSError:
+                assert worker.poll() is None, worker.communicate(timeout=10)[0][-2000:]
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the admin API never answered")
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=60)[0]
+    assert status == 200, body
+    assert secret not in body and secret not in output
+    pg = json.loads(body)["sinks"][0]["config"]
+    assert pg["url"] == "postgresql+psycopg://postgres:**********@127.0.0.1:5432/test"

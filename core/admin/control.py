@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 from ..config.interpolate import register_secrets
 from ..config.loader import LoadedConfig, load_pipeline_files, redacted_config
 from ..errors import ConfigError, Problem, ValidationErrors
-from ..offsets import apply_reset, offsets_report, reset_plan, sink_groups, sink_lags, source_id
+from ..offsets import (
+    ADMIN_PIPELINES,
+    apply_reset,
+    offsets_report,
+    reset_plan,
+    sink_groups,
+    sink_lags,
+    source_id,
+)
 from ..secrets import literal_secrets
 
 if TYPE_CHECKING:
@@ -46,7 +54,7 @@ log = logging.getLogger("meshconnect.admin")
 
 #: The store "source id" under which pipelines added over the API are kept (one partition per
 #: pipeline: ``{"config": <the pipeline as given>}``), so they survive a restart on any store.
-STORE_ID = "admin/pipelines"
+STORE_ID = ADMIN_PIPELINES
 #: Seconds of samples the throughput rates are computed over.
 RATE_WINDOW = 5.0
 

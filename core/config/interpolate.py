@@ -118,23 +118,31 @@ def escaped_forms(secret: str) -> set[str]:
 
 
 def interpolate(
-    data: Any, *, env: Mapping[str, str] | None = None, base_dir: str | os.PathLike[str] = "."
+    data: Any,
+    *,
+    env: Mapping[str, str] | None = None,
+    base_dir: str | os.PathLike[str] = ".",
+    written_env: Mapping[str, str] | None = None,
 ) -> Interpolated:
     """Replace references in every string of ``data`` (dicts and lists are rebuilt, not changed).
+
+    ``written_env`` are variables written down elsewhere (a test file's ``env:``): they come
+    before ``env`` and, like a ``:-default``, are not secrets.
 
     A value with an unresolvable reference keeps its original text (and its path is reported in
     ``errors``), so later checks can go on.
     """
-    resolver = _Resolver(os.environ if env is None else env, Path(base_dir))
+    resolver = _Resolver(os.environ if env is None else env, Path(base_dir), written_env or {})
     result = Interpolated(None)
     result.data = resolver.walk(data, (), result)
     return result
 
 
 class _Resolver:
-    def __init__(self, env: Mapping[str, str], base_dir: Path) -> None:
+    def __init__(self, env: Mapping[str, str], base_dir: Path, written: Mapping[str, str]) -> None:
         self.env = env
         self.base_dir = base_dir
+        self.written = written
 
     def walk(self, value: Any, path: YamlPath, out: Interpolated) -> Any:
         if isinstance(value, dict):
@@ -195,7 +203,7 @@ class _Resolver:
             name, has_default, default = arg.partition(":-")
             if not _ENV_NAME.match(name):
                 raise _Unresolved(f"invalid environment variable name in ${{env:…}} ({_SYNTAX})")
-            value = self.env.get(name)
+            value = self.written.get(name, self.env.get(name))
             if has_default and not value:
                 return default, False
             if value is None:
@@ -203,7 +211,7 @@ class _Resolver:
                     f"undefined environment variable {name} "
                     f"(set it, or write ${{env:{name}:-default}})"
                 )
-            return value, True
+            return value, name not in self.written
         if sep and kind == "file":
             return self.read(arg), True
         shown = f"${{{kind}:…}}" if sep else f"${{{body}}}"

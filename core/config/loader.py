@@ -163,18 +163,17 @@ def load_pipeline_files(
     registry: Registry,
     *,
     env: Mapping[str, str] | None = None,
+    written_env: Mapping[str, str] | None = None,
 ) -> LoadedConfig:
     """Load and validate ``paths``; raise :class:`ValidationErrors` listing every problem.
 
-    ``env`` replaces ``os.environ`` for ``${env:…}``. A file given twice is read once.
+    ``env`` replaces ``os.environ`` for ``${env:…}``; ``written_env`` (a test file's ``env:``)
+    comes before it, and its values are not secrets. A file given twice is read once.
     """
-    session = _Session(registry, os.environ if env is None else env)
+    session = _Session(registry, os.environ if env is None else env, written_env)
     for path in paths:
         session.load_file(path)
-    session.cross_checks()
-    if session.problems:
-        raise ValidationErrors(sort_problems(session.problems, session.file_names))
-    return session.result()
+    return session.finish()
 
 
 def load_pipeline_texts(
@@ -190,10 +189,7 @@ def load_pipeline_texts(
     for name, text, base_dir in texts:
         session.file_names.append(name)
         session.load_text(name, text, Path(base_dir))
-    session.cross_checks()
-    if session.problems:
-        raise ValidationErrors(sort_problems(session.problems, session.file_names))
-    return session.result()
+    return session.finish()
 
 
 def redacted_config(loaded: LoadedConfig) -> dict[str, Any]:
@@ -286,9 +282,15 @@ class _File(FileReporter):
 
 
 class _Session:
-    def __init__(self, registry: Registry, env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        env: Mapping[str, str],
+        written_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.registry = registry
         self.env = env
+        self.written_env = written_env
         self.compiler = Compiler(registry.functions)
         self.files: list[_File] = []
         self.file_names: list[str] = []
@@ -337,7 +339,9 @@ class _Session:
                 Problem(doc.location(()), f"{what}: expected a mapping with a 'pipelines:' list")
             )
             return
-        interp = interpolate(doc.data, env=self.env, base_dir=base_dir)
+        interp = interpolate(
+            doc.data, env=self.env, base_dir=base_dir, written_env=self.written_env
+        )
         interp.literal = pipeline_secrets(interp.data)
         file = _File(doc, interp, base_dir)
         self.files.append(file)
@@ -738,6 +742,13 @@ class _Session:
                     (key,),
                     f"this file names {what} than {where}; the files of one run share one",
                 )
+
+    def finish(self) -> LoadedConfig:
+        """The loaded config, or ValidationErrors listing every problem."""
+        self.cross_checks()
+        if self.problems:
+            raise ValidationErrors(sort_problems(self.problems, self.file_names))
+        return self.result()
 
     def result(self) -> LoadedConfig:
         store: str | None = None
