@@ -24,6 +24,7 @@ import asyncio
 import fnmatch
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import jsonvalue
@@ -55,6 +56,37 @@ if TYPE_CHECKING:
 __all__ = ["SinkLoop", "dead_letter_id", "sink_group"]
 
 log = logging.getLogger("meshconnect.worker")
+
+
+@dataclass(slots=True)
+class _Written:
+    """The offsets of one batch given to a sink's ``write``: ``count`` of them, from ``first``
+    on one by one when ``offsets`` is None (the common case: no transform dropped or added
+    records), else as listed. ``least`` is the smallest (nothing here needs them ascending)."""
+
+    topic: str
+    count: int
+    first: int
+    least: int
+    offsets: list[int] | None = None
+
+    @classmethod
+    def of(cls, topic: str, offsets: list[int]) -> _Written:
+        if not offsets:
+            return cls(topic, 0, 0, 0)
+        first = offsets[0]
+        if offsets[-1] - first == len(offsets) - 1 and offsets == list(
+            range(first, first + len(offsets))
+        ):
+            return cls(topic, len(offsets), first, first)
+        return cls(topic, len(offsets), first, min(offsets), offsets)
+
+    def tail(self, n: int) -> _Written:
+        """The last ``n`` (``0 < n < count``)."""
+        if self.offsets is None:
+            start = self.first + self.count - n
+            return _Written(self.topic, n, start, start)
+        return _Written.of(self.topic, self.offsets[-n:])
 
 
 class SinkLoop:
@@ -97,9 +129,10 @@ class SinkLoop:
         # re-deliveries by their committed state, as the redis xadd sink does, need it).
         self.last_commit = time.monotonic() if committed else float("-inf")
         self.committed_state: Any = object()  # unknown: the first commit always writes
-        #: (topic, offsets) of each batch written since the last full flush, oldest first:
-        #: what a partial flush's ``pending`` counts back from.
-        self.unflushed: list[tuple[str, list[int]]] = []
+        #: Each batch written since the last full flush, oldest first: what a partial
+        #: flush's ``pending`` counts back from (a sink may keep records pending for long: an
+        #: S3 object of a rare key stays open, so this is per batch, not per record).
+        self.unflushed: list[_Written] = []
         self.retry = loaded.errors.retry
         self.classifier = sink.classify_error
         self.last_tick = time.monotonic()
@@ -241,17 +274,17 @@ class SinkLoop:
         """Per topic, the offset of the first of the ``pending`` newest written records (what
         may be committed for it); drops what became durable from ``unflushed``."""
         firsts: dict[str, int] = {}
-        kept: list[tuple[str, list[int]]] = []
+        kept: list[_Written] = []
         left = pending
-        for topic, offsets in reversed(self.unflushed):
+        for written in reversed(self.unflushed):
             if left <= 0:
                 break
-            tail = offsets[-left:] if left < len(offsets) else offsets
-            left -= len(tail)
-            kept.append((topic, tail))
-            if tail:  # the least, not the first: nothing here needs the offsets ascending
-                first = min(tail)
-                firsts[topic] = min(first, firsts.get(topic, first))
+            tail = written.tail(left) if left < written.count else written
+            left -= tail.count
+            kept.append(tail)
+            if tail.count:
+                topic, least = tail.topic, tail.least
+                firsts[topic] = min(least, firsts.get(topic, least))
         if left > 0:
             raise PluginError(
                 f"sink {self.group}: flush() reported {pending} pending records, but only "
@@ -300,7 +333,7 @@ class SinkLoop:
                 trace.mark = time.time_ns()
                 trace.stage("transforms", begun, trace.mark)
             started = time.perf_counter()
-            self.unflushed.append((topic, [r.offset for r in out]))  # type: ignore[misc]
+            self.unflushed.append(_Written.of(topic, [r.offset for r in out]))  # type: ignore[misc]
             try:
                 rejected = await self._write(out)
             except BaseException as exc:

@@ -420,3 +420,63 @@ async def test_binary_and_null_data_as_the_docs_say(moto: MotoServer, tmp_path: 
         errors = {"tolerance": "all", "dead_letter_topic": "dlq"}
         assert await run(pipeline_file(tmp_path, events, sink, errors=errors)) == 0
         assert keys(moto, bucket) == [f"x/orders+00000000000000000002.{fmt}"]
+
+
+async def test_a_long_open_object_keeps_per_call_not_per_record_bookkeeping(
+    moto: MotoServer,
+) -> None:
+    """One record of a rare key opens an object that stays open while 150,000 records of
+    another key are written and uploaded: what the sink keeps until it closes (to say which
+    records are pending) is per write call. It was a (topic, offset) per record, and each
+    flush walked them all: 1M records took 21 s instead of 6 s and 195 MB instead of 106 MB."""
+    import logging
+    import tracemalloc
+
+    from meshconnect import ConnectorContext, Flushed, Record
+    from meshconnect.connectors.s3.config import S3SinkConfig
+    from meshconnect.connectors.s3.sink import S3Sink
+
+    bucket = moto.bucket()
+    config = S3SinkConfig.model_validate(
+        {**connection(moto, bucket), "key_template": "{data.k}/", "rotate_records": 5000}
+    )
+    sink = S3Sink(config, ConnectorContext("p", "s3", logging.getLogger("test")))
+    await sink.open(None)
+    calls, per_call = 150, 1000
+    tracemalloc.start(1)
+    try:
+        before = tracemalloc.take_snapshot()
+        for call in range(calls):
+            batch = [
+                Record(
+                    {"k": "rare" if call == n == 0 else "common", "n": call * per_call + n},
+                    topic="t",
+                    offset=call * per_call + n,
+                )
+                for n in range(per_call)
+            ]
+            await sink.write(batch)
+            if call % 10 == 9:
+                flushed = await sink.flush()
+                assert isinstance(flushed, Flushed)
+                assert flushed.pending == (call + 1) * per_call  # the rare object is open
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+        await sink.close()
+    kept = sum(
+        stat.size_diff
+        for stat in after.filter_traces([tracemalloc.Filter(True, "*/s3/sink.py")]).compare_to(
+            before.filter_traces([tracemalloc.Filter(True, "*/s3/sink.py")]), "filename"
+        )
+    )
+    assert kept < 2_000_000, kept  # a (topic, offset) per record: over 9 MB
+    # The common records in the 29 full objects are uploaded; 4,999 are in the open one.
+    uploaded = sorted(
+        n for key in keys(moto, bucket, "common/") for n in _numbers(moto, bucket, key)
+    )
+    assert uploaded == list(range(1, 145_001))
+
+
+def _numbers(server: MotoServer, bucket: str, key: str) -> list[int]:
+    return [json.loads(line)["n"] for line in body(server, bucket, key).splitlines()]

@@ -888,3 +888,37 @@ async def test_an_open_parquet_or_csv_object_holds_about_its_rows_json_size() ->
         (obj,) = sink.open_objects.values()
         assert obj.count == 20_000
         assert held < 5 * obj.size, (fmt, held, obj.size)
+
+
+@given(
+    st.lists(st.sampled_from("abc"), min_size=1, max_size=40),
+    st.sets(st.integers(0, 39), max_size=10),
+    st.integers(0, 10**6),
+)
+def test_an_objects_floor_is_each_topics_first_offset_from_its_first_record(
+    topics: list[str], opens: set[int], seq: int
+) -> None:
+    """What the sink keeps per write call instead of a (topic, offset) per record: for an
+    object opened at a record of the call, each topic's first offset from that record on."""
+    from meshconnect.connectors.s3.sink import S3Sink
+
+    taken = [(topic, 10 * i) for i, topic in enumerate(topics)]
+    opened = [object.__new__(_Opened) for _ in sorted(i for i in opens if i < len(taken))]
+    for obj, i in zip(opened, sorted(i for i in opens if i < len(taken)), strict=True):
+        obj.first_seq = seq + i
+    firsts = S3Sink._floors(seq, taken, opened)  # type: ignore[arg-type]
+
+    def naive(start: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for topic, offset in taken[start:]:
+            out.setdefault(topic, offset)
+        return out
+
+    assert firsts == naive(0)
+    for obj in opened:
+        assert obj.floor == naive(obj.first_seq - seq)
+
+
+class _Opened:
+    first_seq: int
+    floor: dict[str, int]

@@ -239,12 +239,35 @@ def test_a_partial_flush_commits_below_every_pending_record_whatever_their_order
     """The records still pending after a flush are the newest written; the commit stops below
     the least of their offsets, also when a batch was written out of offset order (a sink-side
     chain that fans out or a plugin's transform), not below the first of them."""
-    from meshconnect.sinkloop import SinkLoop
+    from meshconnect.sinkloop import SinkLoop, _Written
+
+    def written(*batches: tuple[str, list[int]]) -> list[_Written]:
+        return [_Written.of(topic, offsets) for topic, offsets in batches]
 
     loop = object.__new__(SinkLoop)
     loop.group = "p/s"
-    loop.unflushed = [("t", [0, 1, 2]), ("u", [7]), ("t", [5, 4, 3])]
+    loop.unflushed = written(("t", [0, 1, 2]), ("u", [7]), ("t", [5, 4, 3]))
     assert loop._first_pending(2) == {"t": 3}
-    assert loop.unflushed == [("t", [4, 3])]
-    loop.unflushed = [("t", [0, 1, 2]), ("u", [7]), ("t", [5, 4, 3])]
+    assert loop.unflushed == written(("t", [4, 3]))
+    loop.unflushed = written(("t", [0, 1, 2]), ("u", [7]), ("t", [5, 4, 3]))
     assert loop._first_pending(4) == {"t": 3, "u": 7}
+    # A transform dropped records (gaps), or fanned one out (an offset twice).
+    loop.unflushed = written(("t", [10, 12, 13]), ("t", [14, 14, 15]))
+    assert loop._first_pending(4) == {"t": 13}
+    assert loop.unflushed == written(("t", [13]), ("t", [14, 14, 15]))
+
+
+def test_what_a_long_pending_sink_keeps_is_per_batch() -> None:
+    """A sink may keep records pending for long (an S3 object of a rare key stays open while
+    the others are uploaded): the loop keeps, per batch since its last full flush, its topic
+    and offset range, not every record's offset, and counting back needs no copy of them."""
+    from meshconnect.sinkloop import SinkLoop, _Written
+
+    loop = object.__new__(SinkLoop)
+    loop.group = "p/s"
+    loop.unflushed = [_Written.of("t", list(range(i * 1000, (i + 1) * 1000))) for i in range(300)]
+    assert all(w.offsets is None for w in loop.unflushed)
+    assert loop._first_pending(300_000 - 1500) == {"t": 1500}
+    assert len(loop.unflushed) == 299
+    assert (loop.unflushed[0].first, loop.unflushed[0].count) == (1500, 500)
+    assert all(w.offsets is None for w in loop.unflushed)

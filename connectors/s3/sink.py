@@ -74,6 +74,7 @@ class _Object:
         "data",
         "first_offset",
         "first_seq",
+        "floor",
         "key",
         "last_offset",
         "opened",
@@ -89,6 +90,9 @@ class _Object:
         self.first_offset = offset
         self.last_offset = offset
         self.first_seq = seq
+        #: per topic, the offset of its first record at ``first_seq`` or after in the write
+        #: call that opened this object (set when that call ends)
+        self.floor: dict[str, int] = {}
         self.count = 0
         self.size = 0
         self.opened = time.monotonic()
@@ -118,8 +122,10 @@ class S3Sink(Sink[S3SinkConfig]):
         self.sealed: list[_Object] = []
         self.inflight: dict[asyncio.Task[None], _Object] = {}
         self.seq = 0  # records given to write (each accepted call), over the whole run
-        #: per accepted write call: (first seq, [(topic, offset), ...]), oldest first
-        self.written: deque[tuple[int, list[tuple[str, int]]]] = deque()
+        #: per accepted write call: (first seq, records, {topic: its first offset in the
+        #: call}), oldest first. Per call, not per record: an object that stays open for long
+        #: (a rare key of key_template) keeps every call since its first record here.
+        self.written: deque[tuple[int, int, dict[str, int]]] = deque()
         self.last_offset: dict[str, int] = {}
         self.skip_below: dict[str, dict[str, int]] = {}  # the committed ``done`` marks
         self.done: dict[str, dict[str, int]] = {}  # marks of what is uploaded (for the state)
@@ -217,6 +223,7 @@ class S3Sink(Sink[S3SinkConfig]):
         # worker's retry of the batch (or of its halves) cannot add a record twice.
         prepared = [self._prepare(record, seq + index) for index, record in enumerate(records)]
         taken: list[tuple[str, int]] = []
+        opened: list[_Object] = []
         interval = self.config.rotate_interval
         now = time.monotonic()
         for index, (topic, offset, ready) in enumerate(prepared):
@@ -239,6 +246,7 @@ class S3Sink(Sink[S3SinkConfig]):
             if obj is None:
                 obj = _Object(self, topic, prefix, offset, seq + index)
                 self.open_objects[part] = obj
+                opened.append(obj)
                 if signature is not None:
                     obj.signature = (
                         list(signature) if self.config.format == "parquet" else signature
@@ -250,10 +258,25 @@ class S3Sink(Sink[S3SinkConfig]):
             if self.config.rotate_records is not None and obj.count >= self.config.rotate_records:
                 self._seal(obj)
         self.seq = seq + len(records)
-        self.written.append((seq, taken))
+        self.written.append((seq, len(taken), self._floors(seq, taken, opened)))
         self._start_uploads()
         if failed.failures:
             raise failed
+
+    @staticmethod
+    def _floors(seq: int, taken: list[tuple[str, int]], opened: list[_Object]) -> dict[str, int]:
+        """Set each object ``opened`` in the write call whose records (``(topic, offset)``,
+        from ``seq`` on) are ``taken`` its ``floor``; return the call's own (its first offset
+        of each topic). One pass from the end: per topic, the first offset at or after it."""
+        after: dict[str, int] = {}
+        index = len(opened) - 1
+        for i in range(len(taken) - 1, -1, -1):
+            topic, offset = taken[i]
+            after[topic] = offset
+            while index >= 0 and opened[index].first_seq == seq + i:
+                opened[index].floor = dict(after)
+                index -= 1
+        return after
 
     def _prepare(self, record: Record, seq: int) -> tuple[str, int, Any]:
         """``(topic, offset, (prefix, payload, size, signature))`` of a record, or with its
@@ -444,15 +467,20 @@ class S3Sink(Sink[S3SinkConfig]):
         how many of the newest records are still in open objects."""
         self._start_uploads()
         await self._reap(block=True)
-        oldest = min((o.first_seq for o in self.open_objects.values()), default=self.seq)
+        first = min(self.open_objects.values(), key=lambda o: o.first_seq, default=None)
+        oldest = self.seq if first is None else first.first_seq
         pending = self.seq - oldest
-        while self.written and self.written[0][0] + len(self.written[0][1]) <= oldest:
+        while self.written and self.written[0][0] + self.written[0][1] <= oldest:
             self.written.popleft()
-        committed: dict[str, int] = {}
-        for start, taken in self.written:
-            for i, (topic, offset) in enumerate(taken):
-                if start + i >= oldest and topic not in committed:
-                    committed[topic] = offset
+        # Per topic, the offset of its first record from ``oldest`` on: where the worker
+        # delivers it again from after a restart (the ``pending`` records are not committed).
+        committed: dict[str, int] = {} if first is None else dict(first.floor)
+        for start, _, firsts in self.written:
+            if len(committed) == len(self.last_offset):
+                break
+            if start > oldest:  # the call holding ``oldest`` itself is in the floor
+                for topic, offset in firsts.items():
+                    committed.setdefault(topic, offset)
         for topic, last in self.last_offset.items():
             committed.setdefault(topic, last + 1)
         state: dict[str, Any] = {}
