@@ -273,10 +273,10 @@ class AdminServer:
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
+        from ..metrics import CONTENT_TYPE
+
         text = redact(await self.controller.worker.metrics.scrape())
-        return web.Response(
-            text=text, content_type="text/plain", headers={"X-Content-Version": "0.0.4"}
-        )
+        return web.Response(body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
 
     async def topics(self, request: web.Request) -> web.StreamResponse:
         store = self.controller.worker.store
