@@ -113,6 +113,12 @@ def test_auth(worker: AdminWorker) -> None:
             reply = worker.call(method, path, {}, token=token)
             assert reply.status == 401, (method, path, token, reply.text)
             assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+            # a wrong token is told apart from none (the CLI's --token or env var was wrong)
+            assert reply.json["detail"] == (
+                "this call needs Authorization: Bearer <token>"
+                if token is None
+                else "the bearer token given is not this worker's"
+            )
     # A token was given: reads need it too (the dashboard page itself holds no data).
     assert worker.call("GET", "/connectors", token=None).status == 401
     assert worker.call("GET", "/metrics", token=None).status == 401
@@ -129,8 +135,10 @@ def test_without_a_token_reads_are_open_changes_need_the_token_file(tmp_path: Pa
         rebound = w.call("GET", "/connectors", token=None, headers={"Host": "evil.example"})
         assert rebound.status == 403 and "loopback" in rebound.json["detail"]
         assert w.call("GET", "/health", headers={"Host": f"localhost:{w.port}"}).status == 200
-        assert w.call("PUT", "/connectors/orders/pause", token=None).status == 401
+        refused = w.call("PUT", "/connectors/orders/pause", token=None)
         token_file = tmp_path / "state" / "admin.token"
+        # the whole path: a client in another directory finds it
+        assert refused.status == 401 and refused.json["detail"].endswith(f"in {token_file})")
         assert token_file.stat().st_mode & 0o077 == 0  # only the owner reads it
         assert w.call("PUT", "/connectors/orders/pause", token=True).status == 202
         # The CLI finds the token in the state directory by itself.

@@ -166,13 +166,18 @@ class AdminServer:
             public = request.method == "GET" and request.path in ("/", "/dashboard.html")
             needs = request.method in _MUTATING or (self.token_given and not public)
             if needs and not self._authorized(request):
+                given = "Authorization" in request.headers
                 return problem(
                     401,
                     "Unauthorized",
-                    "this call needs Authorization: Bearer <token>"
-                    + ("" if self.token_given else f" (the token is in {self.token_path})"),
+                    # A wrong token is not a missing one; and the token file is named whole,
+                    # for a client run from another directory than the worker.
+                    ("the bearer token given is not this worker's" if given else
+                     "this call needs Authorization: Bearer <token>")
+                    + ("" if self.token_given or self.token_path is None else
+                       f" (the token is in {self.token_path.absolute()})"),
                     {"WWW-Authenticate": 'Bearer realm="meshconnect"'},
-                )
+                )  # fmt: skip
             try:
                 return await handler(request)
             except web.HTTPException as exc:
