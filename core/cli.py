@@ -691,11 +691,17 @@ def status(
         raise _Fail("meshconnect status needs rich: pip install 'meshconnect[admin]'") from None
     client = _client(options, admin_url, token)
 
-    def table() -> Any:
+    def table(watching: bool = False) -> Any:
         try:
             data = client.call("GET", "/connectors?expand=status")
         except AdminError as exc:
-            raise _Fail(str(exc)) from None
+            if not watching:
+                raise _Fail(str(exc)) from None
+            # A worker restarting (or gone for a moment) under a watch: say so and try again,
+            # rather than end the watch that the docs say runs until Ctrl-C.
+            from rich.text import Text
+
+            return Text(f"{exc}; trying again every {interval:g} s (Ctrl-C ends)")
         return _status_table(data, console.width)
 
     console = Console()
@@ -721,7 +727,7 @@ def status(
             while not interrupted:
                 time.sleep(interval)
                 if not interrupted:
-                    live.update(table(), refresh=True)
+                    live.update(table(watching=True), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:

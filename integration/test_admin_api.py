@@ -394,3 +394,35 @@ def test_cli_status_and_connectors(worker: AdminWorker, tmp_path: Path) -> None:
     stdout, stderr = watch.communicate(timeout=60)
     assert watch.returncode == 0, stderr
     assert "CONNECTOR" in stdout and "orders" in stdout and "RUNNING" in stdout
+
+
+def test_status_watch_outlives_a_worker_restart(tmp_path: Path) -> None:
+    # `status --watch` keeps the table up to date until Ctrl-C: a worker restarted under it
+    # (a deploy, a config change) showed why it was unreachable and ended the watch, exit 1.
+    (tmp_path / "in.jsonl").write_text("")
+    files = [write_pipeline(tmp_path / "p.yaml", [flowing("orders", "./in.jsonl", "./o.jsonl")])]
+    first = AdminWorker(tmp_path, files).start()
+    watch = subprocess.Popen(
+        meshconnect(tmp_path / "cli", "status", "--watch", "--interval", "0.2",
+                    "--admin", first.url, "--token", TOKEN),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)
+        assert first.stop() == 0
+        time.sleep(1)  # the watch finds no worker for a few rounds
+        assert watch.poll() is None, watch.communicate()
+        files = [write_pipeline(tmp_path / "q.yaml", [flowing("audit", "./in.jsonl", "./a.jsonl")])]
+        second = AdminWorker(tmp_path, files, listen=f"127.0.0.1:{first.port}").start()
+        time.sleep(2)  # and then the new one
+        watch.send_signal(signal.SIGINT)
+        stdout, stderr = watch.communicate(timeout=60)
+        assert second.stop() == 0
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, stderr
+    # the last table drawn is the new worker's
+    assert "audit" in stdout and "RUNNING" in stdout, stdout
