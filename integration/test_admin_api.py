@@ -245,6 +245,12 @@ def test_offsets_reset_while_running_with_a_dry_run(worker: AdminWorker, tmp_pat
     (plan,) = preview["plans"]
     assert plan["kind"] == "sink" and plan["new"] == {"orders": 3}
     assert "5 record(s) at offsets 3..7 are delivered again" in plan["describe"]
+    # A misspelt dry run is refused, not taken for a real change (it moved the offsets).
+    for query in ("dry-run=true", "dryrun=true", "dry_run=true&force=1"):
+        for method, body in (("PATCH", change), ("DELETE", None)):
+            typo = worker.call(method, f"/connectors/orders/offsets?{query}", body)
+            assert typo.status == 400, (method, query, typo.text)
+            assert "unknown query parameter" in typo.json["detail"]
     # A dry run changes nothing.
     sinks = worker.ok("GET", "/connectors/orders/offsets")["sinks"]
     assert sinks[0]["topics"][0]["offset"] == 8

@@ -407,6 +407,14 @@ class AdminServer:
         return reply(await self.controller.offsets(request.match_info["name"]))
 
     def _dry_run(self, request: web.Request) -> bool:
+        # An offsets change takes dry_run alone: a misspelt one (`?dry-run=true`, `?dryrun`)
+        # was ignored, and the look before the leap moved the offsets for real.
+        unknown = sorted(set(request.query) - {"dry_run"})
+        if unknown:
+            raise ConfigError(
+                f"unknown query parameter {unknown[0]!r}: this call takes dry_run "
+                "(true or false) only; nothing was changed"
+            )
         value = request.query.get("dry_run", "false").lower()
         if value not in ("true", "false", "1", "0"):
             raise ConfigError("dry_run: true or false")
