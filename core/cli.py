@@ -301,7 +301,7 @@ def run(
             _echo(f"error: {exc}", err=True)
             sys.exit(1)
     store = options.open_store(url)
-    from .errors import ConfigError
+    from .errors import ConfigError, StoreError
     from .mesh.ownership import OwnershipError
 
     admin_setup = None
@@ -312,6 +312,10 @@ def run(
 
         code = asyncio.run(_run(config, store, admin_setup, metrics_listen, options.registry()))
     except (OwnershipError, ConfigError) as exc:  # a --metrics address refused, a cluster
+        _echo(f"error: {exc}", err=True)
+        code = 1
+    except StoreError as exc:  # unreachable past reconnect_timeout, refused credentials
+        logging.getLogger("meshconnect").debug("the store failed", exc_info=True)
         _echo(f"error: {exc}", err=True)
         code = 1
     except Exception:  # logged (secrets masked) rather than a raw traceback on stderr
@@ -687,11 +691,17 @@ def status(
         raise _Fail("meshconnect status needs rich: pip install 'meshconnect[admin]'") from None
     client = _client(options, admin_url, token)
 
-    def table() -> Any:
+    def table(watching: bool = False) -> Any:
         try:
             data = client.call("GET", "/connectors?expand=status")
         except AdminError as exc:
-            raise _Fail(str(exc)) from None
+            if not watching:
+                raise _Fail(str(exc)) from None
+            # A worker restarting (or gone for a moment) under a watch: say so and try again,
+            # rather than end the watch that the docs say runs until Ctrl-C.
+            from rich.text import Text
+
+            return Text(f"{exc}; trying again every {interval:g} s (Ctrl-C ends)")
         return _status_table(data, console.width)
 
     console = Console()
@@ -717,7 +727,7 @@ def status(
             while not interrupted:
                 time.sleep(interval)
                 if not interrupted:
-                    live.update(table(), refresh=True)
+                    live.update(table(watching=True), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:
@@ -1302,6 +1312,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command installs its own handling (while the config loads, the store opens) exits 130
     (128 + SIGINT, as a shell reports it) without click's ``Aborted!``: nothing was done
     that needs undoing, and an exit status of 1 would read as a failure of the command."""
+    from .errors import StoreError
+
     args = list(argv) if argv is not None else None
     try:
         code = cli.main(args=args, prog_name="meshconnect", standalone_mode=False)
@@ -1315,6 +1327,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except StoreError as exc:  # unreachable past reconnect_timeout, refused credentials:
+        # the reason says what to fix (the URL, the server); a traceback adds nothing
+        _echo(f"Error: {exc}", err=True)
+        sys.exit(1)
     except BrokenPipeError:  # output piped into `head`: as click, quietly
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - flushed at exit
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115

@@ -383,8 +383,10 @@ async def source_end(pipeline: LoadedPipeline) -> dict[str, Any]:
         return dict(await source.end_positions())
     except NotImplementedError:
         raise ConfigError(
-            f"the {loaded.connector!r} source cannot tell where its input ends; "
-            "give a JSON position per partition with --to"
+            f"the {loaded.connector!r} source cannot tell where its input ends; give its "
+            "position per partition instead: `offsets reset --to "
+            """'{"PARTITION": {...}}'`, over the admin API {"source": {"PARTITION": {...}}} """
+            "(`offsets show` lists the partitions and what their positions hold)"
         ) from None
 
 

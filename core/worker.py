@@ -495,7 +495,10 @@ class Worker:
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(view.stopped(), delay)
-                if view.halted:  # this pipeline was stopped over the admin API
+                # Stopped over the admin API, or the run stops (SIGTERM) during the backoff: no
+                # start only to stop again. It was one more connect to what had just failed,
+                # whose timeout (a database that does not answer) held up the worker's exit.
+                if view.stopping:
                     status.set("STOPPED", status.reason)
                     return
 

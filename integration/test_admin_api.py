@@ -79,7 +79,10 @@ def test_every_read_endpoint_and_no_secret_anywhere(worker: AdminWorker, tmp_pat
     assert get("/health") == {"status": "UP"}
     assert get("/ready")["status"] == "READY"
     metrics = worker.call("GET", "/metrics")
-    assert metrics.status == 200 and metrics.headers["Content-Type"].startswith("text/plain")
+    # the exposition format's own media type, as `run --metrics` serves it (a scraper that
+    # negotiates by it, Prometheus 3 among them, is told which text format this is)
+    assert metrics.status == 200
+    assert metrics.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     bodies.append(metrics.text)
     spec = get("/openapi.json")
     assert spec["openapi"] == "3.1.0" and "/connectors/{name}/offsets" in spec["paths"]
@@ -110,6 +113,12 @@ def test_auth(worker: AdminWorker) -> None:
             reply = worker.call(method, path, {}, token=token)
             assert reply.status == 401, (method, path, token, reply.text)
             assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+            # a wrong token is told apart from none (the CLI's --token or env var was wrong)
+            assert reply.json["detail"] == (
+                "this call needs Authorization: Bearer <token>"
+                if token is None
+                else "the bearer token given is not this worker's"
+            )
     # A token was given: reads need it too (the dashboard page itself holds no data).
     assert worker.call("GET", "/connectors", token=None).status == 401
     assert worker.call("GET", "/metrics", token=None).status == 401
@@ -126,8 +135,10 @@ def test_without_a_token_reads_are_open_changes_need_the_token_file(tmp_path: Pa
         rebound = w.call("GET", "/connectors", token=None, headers={"Host": "evil.example"})
         assert rebound.status == 403 and "loopback" in rebound.json["detail"]
         assert w.call("GET", "/health", headers={"Host": f"localhost:{w.port}"}).status == 200
-        assert w.call("PUT", "/connectors/orders/pause", token=None).status == 401
+        refused = w.call("PUT", "/connectors/orders/pause", token=None)
         token_file = tmp_path / "state" / "admin.token"
+        # the whole path: a client in another directory finds it
+        assert refused.status == 401 and refused.json["detail"].endswith(f"in {token_file})")
         assert token_file.stat().st_mode & 0o077 == 0  # only the owner reads it
         assert w.call("PUT", "/connectors/orders/pause", token=True).status == 202
         # The CLI finds the token in the state directory by itself.
@@ -234,6 +245,12 @@ def test_offsets_reset_while_running_with_a_dry_run(worker: AdminWorker, tmp_pat
     (plan,) = preview["plans"]
     assert plan["kind"] == "sink" and plan["new"] == {"orders": 3}
     assert "5 record(s) at offsets 3..7 are delivered again" in plan["describe"]
+    # A misspelt dry run is refused, not taken for a real change (it moved the offsets).
+    for query in ("dry-run=true", "dryrun=true", "dry_run=true&force=1"):
+        for method, body in (("PATCH", change), ("DELETE", None)):
+            typo = worker.call(method, f"/connectors/orders/offsets?{query}", body)
+            assert typo.status == 400, (method, query, typo.text)
+            assert "unknown query parameter" in typo.json["detail"]
     # A dry run changes nothing.
     sinks = worker.ok("GET", "/connectors/orders/offsets")["sinks"]
     assert sinks[0]["topics"][0]["offset"] == 8
@@ -383,3 +400,35 @@ def test_cli_status_and_connectors(worker: AdminWorker, tmp_path: Path) -> None:
     stdout, stderr = watch.communicate(timeout=60)
     assert watch.returncode == 0, stderr
     assert "CONNECTOR" in stdout and "orders" in stdout and "RUNNING" in stdout
+
+
+def test_status_watch_outlives_a_worker_restart(tmp_path: Path) -> None:
+    # `status --watch` keeps the table up to date until Ctrl-C: a worker restarted under it
+    # (a deploy, a config change) showed why it was unreachable and ended the watch, exit 1.
+    (tmp_path / "in.jsonl").write_text("")
+    files = [write_pipeline(tmp_path / "p.yaml", [flowing("orders", "./in.jsonl", "./o.jsonl")])]
+    first = AdminWorker(tmp_path, files).start()
+    watch = subprocess.Popen(
+        meshconnect(tmp_path / "cli", "status", "--watch", "--interval", "0.2",
+                    "--admin", first.url, "--token", TOKEN),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)
+        assert first.stop() == 0
+        time.sleep(1)  # the watch finds no worker for a few rounds
+        assert watch.poll() is None, watch.communicate()
+        files = [write_pipeline(tmp_path / "q.yaml", [flowing("audit", "./in.jsonl", "./a.jsonl")])]
+        second = AdminWorker(tmp_path, files, listen=f"127.0.0.1:{first.port}").start()
+        time.sleep(2)  # and then the new one
+        watch.send_signal(signal.SIGINT)
+        stdout, stderr = watch.communicate(timeout=60)
+        assert second.stop() == 0
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, stderr
+    # the last table drawn is the new worker's
+    assert "audit" in stdout and "RUNNING" in stdout, stdout

@@ -63,3 +63,33 @@ def test_a_command_exit_status_is_kept(tmp_path: Path, capsys: pytest.CaptureFix
     )
     code, _, _ = _exit(capsys, ["validate", str(good)])
     assert code == 0
+
+
+@pytest.mark.parametrize(
+    "store",
+    [
+        "redis://:s3cretpw@127.0.0.1:1/0?reconnect_timeout=0.3",
+        "nats://u:s3cretpw@127.0.0.1:1?reconnect_timeout=0.3",
+    ],
+)
+@pytest.mark.parametrize("command", [["topics", "list"], ["offsets", "show"], ["run"]])
+def test_an_unreachable_store_is_one_line_naming_it_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store: str, command: list[str]
+) -> None:
+    # Nothing listens on port 1: the store gives up after reconnect_timeout. The reason names
+    # the store; a traceback (every command but `status --cluster` printed one, `run` under
+    # "the worker stopped on an unexpected error") only hid it.
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "pipelines:\n  - name: x\n    source:\n      connector: file\n"
+        f"      config: {{path: {tmp_path / 'in.jsonl'}, format: json, follow: true}}\n"
+        f"    sinks:\n      - connector: file\n        config: {{path: {tmp_path / 'o.jsonl'}}}\n"
+    )
+    argv = ["--state", str(tmp_path / "state"), "--store", store, *command]
+    code, _, err = _exit(capsys, [*argv, str(pipeline)] if command == ["run"] else argv)
+    assert code == 1
+    assert "unreachable for 0.3 s" in err and "127.0.0.1:1" in err
+    # ... and while it waits it says so (the NATS store waited in silence)
+    assert "waiting for " in err
+    assert "Traceback" not in err and "unexpected error" not in err
+    assert "s3cretpw" not in err

@@ -104,3 +104,29 @@ async def test_a_sink_offset_is_ascii_digits(tmp_path: Path, target: str, messag
     finally:
         await store.close()
         MemoryStore.discard(f"offsets-digits-{tmp_path.name}")
+
+
+async def test_end_for_a_source_that_cannot_tell_names_both_ways_to_give_a_position(
+    tmp_path: Path,
+) -> None:
+    # The admin API's PATCH …/offsets {"source": "end"} answered "give a JSON position per
+    # partition with --to": an option of the command line, not of the API asked.
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            pipelines:
+              - name: hooks
+                source: {connector: webhook, config: {listen: "127.0.0.1:0", path: /in}}
+                sinks: [{connector: file, config: {path: out.jsonl}}]
+            """
+        )
+    )
+    (pipeline,) = load_pipeline_files([str(path)], test_registry()).pipelines
+    store = MemoryStore("memory://")
+    await store.open()
+    with pytest.raises(ConfigError) as err:
+        await reset_plan(store, pipeline, None, "end")
+    message = str(err.value)
+    assert "the 'webhook' source cannot tell where its input ends" in message
+    assert "offsets reset --to" in message and '{"source": {"PARTITION": {...}}}' in message

@@ -744,3 +744,50 @@ async def test_two_trusted_proxies_take_the_second_entry_from_the_right(
     assert await _post_from(hook, "spoofed", ["10.1.2.3, 203.0.113.9, 172.16.0.2"]) == 403
     assert await _post_from(hook, "short", ["10.1.2.3"]) == 403  # fewer than 2: the socket's
     assert [e["id"] for e in await hook.stored()] == ["ok"]
+
+
+async def test_a_503_after_ack_timeout_while_paused_is_not_stored_later(tmp_path: Path) -> None:
+    """A paused pipeline (or a store that does not keep up) leaves requests queued; the one
+    answered 503 "not stored" after ``ack_timeout`` is withdrawn, not stored at the resume: its
+    sender retries it, and a plain body's retry has a new id, so it was stored twice."""
+    port = free_port()
+    store = FlakyStore("memory://")
+    await store.open()
+    worker = worker_for(
+        tmp_path,
+        f"""
+        pipelines:
+          - name: hooks
+            source:
+              connector: webhook
+              config: {{listen: "127.0.0.1:{port}", path: /events, ack_timeout: 0.3}}
+        """,
+        store,
+    )
+    run = asyncio.create_task(worker.run())
+    url = f"http://127.0.0.1:{port}/events"
+    plain = {"Content-Type": "application/json"}
+    try:
+        assert (await request("POST", url, data=b'{"n": 0}', headers=plain))[0] == 202
+        worker.pipeline_states["hooks"].pause()
+        # the poll in hand when the pause came may still take a request: post until one waits
+        accepted = [{"n": 0}]
+        for n in range(1, 20):
+            status, headers, body = await request(
+                "POST", url, data=json.dumps({"n": n}).encode(), headers=plain
+            )
+            if status != 202:
+                break
+            accepted.append({"n": n})
+        assert status == 503 and headers["Retry-After"] == "1"
+        assert b"not stored: no durable append within 0.3s" in body
+        worker.pipeline_states["hooks"].resume()
+        # the sender's retry, stored now; the request it retries is not stored besides
+        retry = json.dumps({"n": n}).encode()
+        assert (await request("POST", url, data=retry, headers=plain))[0] == 202
+        stored = [r.data for r in await store.read("hooks", 0, 100)]
+        assert stored == [*accepted, {"n": n}]
+    finally:
+        worker.stop()
+        assert await run == 0
+        await store.close()

@@ -24,6 +24,7 @@ fail again, not vanish behind the stored offset).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -119,6 +120,8 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         self.dialect = self.engine.dialect.name
         if self.dialect in ("mysql", "mariadb"):
             _mysql_sessions(self.engine)
+        if self.dialect == "postgresql":
+            _quiet_aborted_pipelines()
         await asyncio.to_thread(self._open_sync)
 
     def _open_sync(self) -> None:
@@ -928,3 +931,26 @@ def _db_message(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _AbortedPipelineFilter(logging.Filter):
+    """Drops psycopg's ``error ignored terminating <Pipeline>: pipeline aborted`` warning.
+
+    ``executemany`` runs in a psycopg pipeline; when the database rejects a row, psycopg
+    raises that error and, leaving the pipeline, logs the ``PipelineAborted`` that follows
+    from it as a WARNING of its own. The sink handles the error (the batch is rolled back and
+    applied record by record, the rejected ones reported), so the warning told an operator
+    of a failure that was none, on most batches holding a rejected record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != "error ignored terminating %r: %s" or not isinstance(record.args, tuple):
+            return True
+        from psycopg.errors import PipelineAborted
+
+        return not (len(record.args) == 2 and isinstance(record.args[1], PipelineAborted))
+
+
+def _quiet_aborted_pipelines() -> None:
+    logger = logging.getLogger("psycopg")
+    if not any(isinstance(f, _AbortedPipelineFilter) for f in logger.filters):
+        logger.addFilter(_AbortedPipelineFilter())

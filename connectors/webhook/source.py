@@ -471,6 +471,26 @@ class WebhookSource(Source[WebhookConfig]):
         finally:
             if not request.settled:  # timed out or cancelled: forget this sender
                 request.waiters.remove(waiter)
+                if not request.waiters:
+                    self._withdraw(request)
+
+    def _withdraw(self, request: _Request) -> None:
+        """Take ``request`` out of the queue when no sender waits for it any more (each was
+        answered 503, or went away) and the worker has not polled it yet (a paused pipeline, a
+        slow store): its 503 said "not stored", and so it stays. Stored later, it was a second
+        copy of every event its sender retried, under new ids for a plain body."""
+        for index, queued in enumerate(self.queue):
+            if queued is request:
+                del self.queue[index]
+                break
+        else:
+            return  # polled: the worker is appending it, its ack settles it
+        self.waiting -= len(request.records)
+        self.waiting_bytes -= request.size
+        for key in request.keys:
+            if self.inflight.get(key) is request:
+                del self.inflight[key]
+        request.settle(Unavailable("no sender waits for these events any more"))
 
     def _allowed(self, client: str) -> bool:
         try:

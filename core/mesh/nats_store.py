@@ -237,6 +237,8 @@ class NatsStore(MeshStore):
         self._poll_interval = poll_interval
         self._changes = ChangeSignal()
         self._nc: Client | None = None
+        #: Whether open() said it waits for the server (once: the client retries every 0.2 s).
+        self._said_waiting = False
         self._js: JetStreamContext | None = None
         self._kv: dict[str, KeyValue] = {}
         self._streams: set[str] = set()  # streams known to exist
@@ -362,6 +364,17 @@ class NatsStore(MeshStore):
                 pass
 
     async def _on_error(self, exc: Exception) -> None:
+        if self._nc is None and not self._said_waiting:
+            # The first connect is retried silently up to reconnect_timeout: say why nothing
+            # happens yet, as the Redis store does (a wrong URL otherwise looked like a hang).
+            self._said_waiting = True
+            log.warning(
+                "mesh store %s: connect: %r; waiting for NATS (up to %g s)",
+                self.url,
+                exc,
+                self.reconnect_timeout,
+            )
+            return
         log.debug("mesh store %s: %s", self.url, exc)
 
     async def _on_disconnected(self) -> None:
