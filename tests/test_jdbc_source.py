@@ -12,7 +12,7 @@ import pytest
 
 from meshconnect import ConfigError, ConnectorContext
 from meshconnect.connectors.jdbc.config import JdbcSourceConfig
-from meshconnect.connectors.jdbc.source import JdbcSource
+from meshconnect.connectors.jdbc.source import BATCH_BYTES, JdbcSource, fetch_bounded
 from meshconnect.testing import SourceConformance
 
 
@@ -505,3 +505,59 @@ async def test_a_position_of_another_mode_reads_from_the_beginning(tmp_path: Pat
     records, _ = await drain(s)
     await s.stop()
     assert [r.data["id"] for r in records] == [1, 2, 3]
+
+
+class _Rows:
+    """A streaming result over a list: what ``fetchmany`` was asked for is recorded."""
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.rows = rows
+        self.asked: list[int] = []
+
+    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
+        self.asked.append(n)
+        out, self.rows = self.rows[:n], self.rows[n:]
+        return out
+
+
+def test_rows_are_fetched_in_chunks_that_fit_the_byte_bound() -> None:
+    """A LIMIT 1000 result of 3 MB rows: no fetch asks the server for more rows than fit in
+    the 16 MiB left, so the rows in memory stay near the bound, not 3 GB."""
+    big = "x" * 3_000_000
+    result = _Rows([(i, big) for i in range(1000)])
+    rows, extra, why, biggest = fetch_bounded(result, 1000, BATCH_BYTES)
+    assert (len(rows), extra, why) == (6, [], "bytes")  # 5 rows below 16 MiB, the 6th crosses
+    assert sum(result.asked) == 6
+    assert biggest >= 3_000_000
+
+
+def test_rows_past_the_crossing_one_are_handed_back() -> None:
+    """Small rows, then large ones in the same chunk: the batch ends at the row that crosses
+    the bound; the rows fetched after it are returned apart (bulk hands them out next)."""
+    big = b"x" * 6_000_000
+    result = _Rows([(1, b"a"), (2, b"b"), (3, b"c")] + [(i, big) for i in range(4, 10)])
+    rows, extra, why, _ = fetch_bounded(result, 1000, BATCH_BYTES)
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r[0] for r in extra] == [7]
+    assert why == "bytes"
+
+
+async def test_a_bulk_batch_stops_at_the_byte_bound_and_loses_nothing(tmp_path: Path) -> None:
+    """Small rows then 6 MB ones: each batch holds at most the rows below 16 MiB and the
+    one that crosses it; every row arrives once, in order (rows fetched past a bound wait
+    for the next batch)."""
+    with sqlite3.connect(tmp_path / "in.db") as conn:
+        conn.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, data BLOB)")
+        rows = [(i, b"s") for i in range(1, 4)] + [(i, b"x" * 6_000_000) for i in range(4, 14)]
+        conn.executemany("INSERT INTO big VALUES (?, ?)", rows)
+    s = source(tmp_path, table="big")
+    await s.start({})
+    sizes, ids = [], []
+    while (batch := await s.poll()) is not None:
+        ids += [r.data["id"] for r in batch.records]
+        sizes.append(len(batch.records))
+        if batch.positions["big"].get("done"):
+            break
+    await s.stop()
+    assert ids == list(range(1, 14))
+    assert max(sizes) <= 3 + 3  # three tiny rows, two below the bound and the one crossing it

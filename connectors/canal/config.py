@@ -181,7 +181,10 @@ class CanalSourceConfig(ConnectorConfig):
         ),
     )
     chunk_size: int = Field(
-        default=5000, ge=1, description="Rows per snapshot chunk (one SELECT by primary key)."
+        default=5000,
+        ge=1,
+        description="Rows per snapshot chunk (one SELECT by primary key). A chunk also ends "
+        "once its rows' data reach 16 MiB (a fixed bound; the row that crosses it included).",
     )
     snapshot_locking: Literal["share", "none"] = Field(
         default="share",
@@ -195,7 +198,10 @@ class CanalSourceConfig(ConnectorConfig):
         ),
     )
     batch_events: int = Field(
-        default=5000, ge=1, description="The most binlog events turned into one batch."
+        default=5000,
+        ge=1,
+        description="The most binlog events turned into one batch. A batch also ends once "
+        "its events weigh 16 MiB (a fixed bound; the event that crosses it included).",
     )
     batch_rows: int = Field(
         default=10000,

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "BATCH_BYTES",
     "BinlogReader",
     "Column",
     "Event",
@@ -54,6 +55,8 @@ __all__ = [
     "Table",
     "TableFilter",
     "XidEvent",
+    "event_bytes",
+    "row_bytes",
 ]
 
 #: ``(schema, table) -> bool``: whether rows of this table are wanted. Rows of other tables are
@@ -123,6 +126,8 @@ class RowsEvent(Event):
     table: Table
     rows: list[tuple[Any, ...]]
     before: list[tuple[Any, ...]] | None = None
+    #: The event's bytes in the binlog: what its decoded rows weigh, about (``event_bytes``).
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -176,6 +181,32 @@ class HeartbeatEvent(Event):
     """Sent by the server while nothing is written (``heartbeat_period``)."""
 
 
+#: The events one read hands over at most, in bytes (``event_bytes``; the event that crosses
+#: the bound included), whatever ``max_events`` says: 5,000 rows events of an 8 MB BLOB row
+#: each were one read of 40 GB. A fixed bound, as the file and redis sources have.
+BATCH_BYTES = 16 * 1024 * 1024
+#: The bytes counted for an event that carries no rows or statement (GTID, XID, heartbeat …).
+_SMALL_EVENT = 64
+
+
+def event_bytes(event: Event) -> int:
+    """What an event weighs, cheaply: a rows event its size in the binlog, a statement its
+    text, any other a small fixed size."""
+    if isinstance(event, RowsEvent):
+        return event.size or _SMALL_EVENT
+    if isinstance(event, QueryEvent):
+        return len(event.query) + _SMALL_EVENT
+    return _SMALL_EVENT
+
+
+def row_bytes(values: Any) -> int:
+    """A row's values in bytes, cheaply: each text or bytes value its length, any other 8."""
+    n = 0
+    for v in values:
+        n += len(v) if isinstance(v, str | bytes | bytearray) else 8
+    return n
+
+
 class BinlogReader(Protocol):
     """Streams the binlog from a position (see the module docstring).
 
@@ -184,9 +215,10 @@ class BinlogReader(Protocol):
     and ``password``. They are used from one thread (the source runs them in a worker thread).
     """
 
-    def read(self, max_events: int, timeout: float) -> list[Event]:
-        """Up to ``max_events`` events; waits at most ``timeout`` seconds for the first one and
-        returns ``[]`` when none came. A lost connection raises
+    def read(self, max_events: int, timeout: float, max_bytes: int = BATCH_BYTES) -> list[Event]:
+        """Up to ``max_events`` events, and no more once they weigh ``max_bytes``
+        (:func:`event_bytes`; the event that crosses it included); waits at most ``timeout``
+        seconds for the first one and returns ``[]`` when none came. A lost connection raises
         :class:`~meshconnect.errors.RetriableError`; the caller makes a new reader at the last
         position it handled."""
         ...

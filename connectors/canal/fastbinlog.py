@@ -49,6 +49,7 @@ from meshconnect import ConfigError, RetriableError
 from meshconnect.connectors.canal._rowcodec import parse_table_map
 from meshconnect.connectors.canal._rowgen import RowDecoder
 from meshconnect.connectors.canal.events import (
+    BATCH_BYTES,
     Event,
     GtidEvent,
     HeartbeatEvent,
@@ -208,8 +209,9 @@ class FastReader:
 
     # ------------------------------------------------------------------ events
 
-    def read(self, max_events: int, timeout: float) -> list[Event]:
+    def read(self, max_events: int, timeout: float, max_bytes: int = BATCH_BYTES) -> list[Event]:
         events: list[Event] = []
+        weight = 0  # event_bytes of the events so far
         if self._pending is not None:
             pending, self._pending = self._pending, None
             raise pending
@@ -220,7 +222,7 @@ class FastReader:
         header = _HEADER.unpack_from
         rows_kinds = _ROWS
         verify = self._verify
-        while len(events) < max_events:
+        while len(events) < max_events and weight < max_bytes:
             buf, p = self._buf, self._pos
             have = len(buf) - p
             if have < 4 or have < 4 + (length := buf[p] | buf[p + 1] << 8 | buf[p + 2] << 16):
@@ -254,6 +256,8 @@ class FastReader:
             if rows_kind is not None:
                 event = self._rows(buf, body, stop, rows_kind, ts, log_pos)
                 if event is not None:
+                    event.size = size
+                    weight += size
                     append(event)
             elif kind == TABLE_MAP:
                 self._table_map(buf, body, stop)
@@ -275,6 +279,7 @@ class FastReader:
                 )
             elif kind in (QUERY, QUERY_COMPRESSED):
                 append(self._query(buf, body, stop, ts, log_pos, kind == QUERY_COMPRESSED))
+                weight += size
             elif kind == GTID_MYSQL:
                 sid = uuid.UUID(bytes=buf[body + 1 : body + 17])
                 gno = _U64(buf, body + 17)[0]

@@ -21,6 +21,7 @@ from typing import Any
 from meshconnect import ConfigError, RetriableError
 
 from .config import CanalSourceConfig
+from .events import row_bytes
 
 __all__ = ["ColumnSchema", "Server", "TableSchema", "sql_type"]
 
@@ -166,6 +167,33 @@ class Server:
             with conn.cursor() as cur:
                 cur.execute(sql, args)
                 return list(cur.fetchall())
+        except pymysql.err.MySQLError as exc:
+            if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
+                self.close()
+            raise _error(exc, sql.split()[0] + " failed on " + self.where) from exc
+
+    def query_bounded(
+        self, sql: str, args: Any, max_bytes: int
+    ) -> tuple[list[tuple[Any, ...]], bool]:
+        """The rows of ``sql`` read one at a time (an unbuffered cursor) until they weigh
+        ``max_bytes`` (:func:`.events.row_bytes`; the row that crosses it kept); whether the
+        bound cut them short. The rows after it are read off the connection and dropped, never
+        held (ask for no more than fit with ``LIMIT``)."""
+        import pymysql
+        import pymysql.cursors
+
+        conn = self.connect()
+        rows: list[tuple[Any, ...]] = []
+        weight = 0
+        try:
+            with conn.cursor(pymysql.cursors.SSCursor) as cur:
+                cur.execute(sql, args)
+                while (row := cur.fetchone()) is not None:
+                    rows.append(row)
+                    weight += row_bytes(row)
+                    if weight >= max_bytes:
+                        return rows, True
+            return rows, False
         except pymysql.err.MySQLError as exc:
             if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
                 self.close()

@@ -6,7 +6,10 @@ the end of the binlog when the snapshot begins). For each chunk:
 
 1. ``SELECT`` the next ``chunk_size`` rows by primary key after the last snapshotted key
    (one statement, hence one consistent read; with ``snapshot_locking: share`` a locking read
-   that waits for transactions already in the binlog but not yet committed in InnoDB).
+   that waits for transactions already in the binlog but not yet committed in InnoDB). The
+   rows are read one at a time, and the chunk ends at the row whose data reach
+   :data:`~.events.BATCH_BYTES` (its key is then the chunk's upper bound, as a full chunk's
+   last key is); the ``LIMIT`` asks for no more rows than fit, by the last chunk's largest.
 2. Take the high watermark H2, the binlog end after the SELECT.
 3. Read the binlog from H to H2 (or a little further) and sort each row change by key:
    keys of tables and key ranges already snapshotted are emitted as usual; keys in the new
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from meshconnect import Record, RetriableError
 
 from .config import TableMatcher
-from .events import RowsEvent
+from .events import BATCH_BYTES, RowsEvent, row_bytes
 from .formats import Shape, TxMeta
 from .keyorder import KeyOrder
 from .keyorder import members as key_members
@@ -164,6 +167,9 @@ class Snapshot:
         self._chunks = 0
         self._started = time.monotonic()
         self._estimate: dict[tuple[str, str], int] = {}
+        #: The largest row of the last chunk (``row_bytes``): the next one's LIMIT fits
+        #: BATCH_BYTES, so the rows past the bound a query must read and drop are few.
+        self._row_bytes = 0
         self._table_rows = 0
         self._catching_up = False
         self._catch_up_since: float | None = None
@@ -205,6 +211,8 @@ class Snapshot:
         names = [c.name for c in info.columns]
         pk = list(info.primary_key)
         chunk = src.config.chunk_size
+        if pk and self._row_bytes:  # no more rows than fit in BATCH_BYTES (see _select)
+            chunk = min(chunk, BATCH_BYTES // self._row_bytes + 1)
         select = ", ".join(_select_expr(c) for c in info.columns)
         sql = f"SELECT {select} FROM {_quote(schema)}.{_quote(table)}"
         args: list[Any] = []
@@ -226,14 +234,17 @@ class Snapshot:
         self._catch_up_since = None
         fixes = _normaliser(info)
         rows = []
-        for raw in self._select(server, sql, args):
+        selected, cut = self._select(server, sql, args, bounded=bool(pk))
+        if selected:
+            self._row_bytes = max(map(row_bytes, selected))
+        for raw in selected:
             row = list(raw)
             for i, fix in fixes:
                 if row[i] is not None:
                     row[i] = fix(row[i])
             rows.append(tuple(row))
         high_file, high_pos, _ = server.binary_log_status()
-        last = not pk or len(rows) < chunk
+        last = not pk or (not cut and len(rows) < chunk)
         pk_index = [names.index(n) for n in pk]
         # Open the window.
         self._current = (schema, table)
@@ -330,12 +341,18 @@ class Snapshot:
         return _Step(out)
 
     @staticmethod
-    def _select(server: Server, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
-        """The chunk query; a locking read that loses a deadlock (or times out waiting for a
-        lock) is tried again."""
+    def _select(
+        server: Server, sql: str, args: list[Any], bounded: bool
+    ) -> tuple[list[tuple[Any, ...]], bool]:
+        """The chunk query's rows, and whether :data:`BATCH_BYTES` cut them short (``bounded``:
+        the chunk then ends at the row that crossed it; a table without a key is read
+        whole); a locking read that loses a deadlock (or times out waiting for a lock) is
+        tried again."""
         for attempt in range(_SELECT_ATTEMPTS):
             try:
-                return server.query(sql, args or None)
+                if bounded:
+                    return server.query_bounded(sql, args or None, BATCH_BYTES)
+                return server.query(sql, args or None), False
             except RetriableError as exc:
                 code = getattr(exc.__cause__, "args", (None,))[0]
                 if code not in (1205, 1213) or attempt == _SELECT_ATTEMPTS - 1:
@@ -346,6 +363,7 @@ class Snapshot:
     def _next_table(self) -> None:
         self.tables.pop(0)
         self.after = None
+        self._row_bytes = 0
 
     def ddl(self, schema: str, table: str) -> None:
         """A DDL statement went by (nothing to do: see the module docstring)."""

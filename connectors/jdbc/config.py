@@ -257,7 +257,12 @@ class JdbcSourceConfig(_Connection):
         default=5.0, gt=0, description="Pause between polls once caught up (incremental modes)."
     )
     batch_size: int = Field(
-        default=1000, ge=1, le=1_000_000, description="Rows per batch (and per fetch)."
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="The most rows per batch. A batch also ends once its rows' data reach "
+        "16 MiB (a fixed bound; the row that crosses it included), so tables of large "
+        "BLOB/TEXT/BYTEA values make shorter batches.",
     )
     key: list[str] | None = Field(
         default=None,

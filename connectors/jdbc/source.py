@@ -27,6 +27,13 @@ one column's text as it is, several columns' texts escaped and joined by ``|``);
 ``<table>:<key text>`` (``<table>:<row number>`` in bulk mode without a key), the same on a
 replay; names and key texts spelled as CloudEvents Strings (``eventrules.spelled_string``);
 ``source`` ``jdbc:<dialect>://<host>/<database>``, percent-encoded.
+
+Batches: at most ``batch_size`` rows, and a batch stops growing once its rows' data reach
+:data:`BATCH_BYTES` (the row that crosses it is kept, so a poll always makes progress; one
+huge row alone is a batch). Rows are fetched through a server-side cursor in small chunks
+(``fetchmany``) sized from the largest row seen, so the rows in memory are bounded too, not
+only the batch: a ``LIMIT`` query's rows are not all loaded at once. The position is the last
+row returned, so a poll cut short by the bound continues right after it.
 """
 
 from __future__ import annotations
@@ -129,6 +136,58 @@ def json_safe(v: Any, in_json: bool = False) -> Any:
     return str(v)
 
 
+#: The data one batch takes at most (the row that crosses it included), whatever
+#: ``batch_size`` says: 1,000 rows holding an 8 MB BYTEA/LONGBLOB each were one batch of
+#: 8 GB, several times that as records. A fixed bound, as the file and redis sources have.
+BATCH_BYTES = 16 * 1024 * 1024
+#: The size counted for a value that is not text or bytes (a number, a date, …).
+_SMALL_VALUE = 8
+
+
+def _row_bytes(values: Any) -> int:
+    """A row's data in bytes, cheaply: the length of each text or bytes value, a small fixed
+    size for the others (JSON documents included: counted as one value)."""
+    n = 0
+    for v in values:
+        if isinstance(v, str | bytes | bytearray | memoryview):
+            n += len(v)
+        else:
+            n += _SMALL_VALUE
+    return n
+
+
+def fetch_bounded(
+    result: Any, limit: int, room: int, biggest: int = 0
+) -> tuple[list[Any], list[Any], str, int]:
+    """Rows of ``result`` (a streaming result: ``fetchmany`` reads from the server) until
+    ``limit`` rows, or until their data reach ``room`` bytes, the row that crosses it kept.
+    Chunks grow from one row and never ask for more rows than fit in what is left of
+    ``room`` at the size of the largest row seen (``biggest``, that of earlier reads at
+    first), so the rows held stay near ``room`` too. Returns the rows, the rows fetched after
+    the crossing one (to hand out later), why it stopped (``"end"``: ``result`` is
+    exhausted, ``"bytes"``: the bound, ``"limit"``) and the largest row's size."""
+    rows: list[Any] = []
+    size = 0
+    step = 1
+    while len(rows) < limit:
+        want = min(limit - len(rows), step)
+        if biggest:
+            want = min(want, max(1, (room - size) // biggest))
+        chunk = result.fetchmany(want)
+        for i, row in enumerate(chunk):
+            n = _row_bytes(row.values() if hasattr(row, "values") else row)
+            biggest = max(biggest, n)
+            size += n
+            if size >= room:
+                rows.extend(chunk[: i + 1])
+                return rows, list(chunk[i + 1 :]), "bytes", biggest
+        rows.extend(chunk)
+        if len(chunk) < want:
+            return rows, [], "end", biggest
+        step *= 2
+    return rows, [], "limit", biggest
+
+
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _PLAIN = frozenset({int, str, bool, type(None)})  # a float may be NaN: through json_safe
 _JSON = "application/json"
@@ -169,6 +228,10 @@ class _Part:
         self.result: Any = None  # bulk: the open streaming result
         self.conn: Any = None
         self.progress: Any = None
+        #: bulk: rows fetched past the last batch's byte bound, handed out first next time.
+        self.pending: list[Any] = []
+        #: The largest row (bytes, :func:`_row_bytes`) of the last poll: sizes the fetches.
+        self.row_bytes = 0
 
 
 class JdbcSource(Source[JdbcSourceConfig]):
@@ -445,10 +508,10 @@ class JdbcSource(Source[JdbcSourceConfig]):
                     yield_per=self.config.batch_size,
                 )
                 part.result = part.conn.execute(stmt)
-            rows = part.result.fetchmany(self.config.batch_size)
+            rows, exhausted = self._bulk_rows(part)
             records = self._rows(part, list(part.result.keys()), rows, done)
             done += len(records)
-            if len(records) < self.config.batch_size:
+            if exhausted and not part.pending:
                 part.position = {"rows": done, "done": True}
                 part.progress.update(done=done)
                 _close_part(part)
@@ -457,6 +520,28 @@ class JdbcSource(Source[JdbcSourceConfig]):
                 part.progress.advance(len(records))
             return SourceBatch(records, {part.name: dict(part.position)})
         return None
+
+    def _bulk_rows(self, part: _Part) -> tuple[list[Any], bool]:
+        """The next batch's rows: those left over by the last one first, then fetched, up to
+        ``batch_size`` rows and :data:`BATCH_BYTES`; whether the result is exhausted."""
+        limit = self.config.batch_size
+        rows: list[Any] = []
+        room = BATCH_BYTES
+        if part.pending:
+            pending = part.pending
+            for i, row in enumerate(pending):
+                if len(rows) == limit or room <= 0:
+                    part.pending = pending[i:]
+                    return rows, False
+                rows.append(row)
+                room -= _row_bytes(row)
+            part.pending = []
+            if len(rows) == limit or room <= 0:
+                return rows, False
+        more, part.pending, why, part.row_bytes = fetch_bounded(
+            part.result, limit - len(rows), room, part.row_bytes
+        )
+        return rows + more, why == "end"
 
     # -- incremental -----------------------------------------------------------------------
 
@@ -558,19 +643,35 @@ class JdbcSource(Source[JdbcSourceConfig]):
                         last_id = sa.bindparam("last_id", pos.get("id"), type_=inc.type)
                         stmt = stmt.where(sa.or_(key > last, sa.and_(key == last, inc > last_id)))
                 stmt = stmt.order_by(key, *([inc] if inc is not None else []))
-            rows = conn.execute(stmt.limit(limit)).mappings().all()
-            if c.mode == "timestamp" and len(rows) == limit:
+            if part.row_bytes:  # ask for no more rows than fit (PyMySQL reads the rest)
+                limit = min(limit, BATCH_BYTES // part.row_bytes + 1)
+            result = (
+                conn.execution_options(stream_results=True, max_row_buffer=limit)
+                .execute(stmt.limit(limit))
+                .mappings()
+            )
+            try:
+                rows, _, why, part.row_bytes = fetch_bounded(
+                    result, limit, BATCH_BYTES, part.row_bytes
+                )
+            finally:
+                result.close()
+            if c.mode == "timestamp" and rows and why != "end":
                 # Rows tied on the last timestamp may continue past the limit: keep them all
-                # in one batch (the position cannot say "half of this timestamp").
+                # in one batch (the position cannot say "half of this timestamp"), or, when
+                # the byte bound cut the batch, leave them all to the next poll.
                 same = _same_ts_key(sqlite)
                 tail = rows[-1][c.timestamp_column]
                 head = [r for r in rows if same(r[c.timestamp_column]) != same(tail)]
-                rest = (
-                    conn.execute(self._select(part).where(key == value("tie", tail)))
-                    .mappings()
-                    .all()
-                )
-                rows = head + list(rest)
+                if head and why == "bytes":
+                    rows = head
+                else:
+                    rest = (
+                        conn.execute(self._select(part).where(key == value("tie", tail)))
+                        .mappings()
+                        .all()
+                    )
+                    rows = head + list(rest)
         if not rows:
             return None
         last_row = rows[-1]
@@ -586,6 +687,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
 
 
 def _close_part(part: _Part) -> None:
+    part.pending = []
     if part.result is not None:
         try:
             part.result.close()
