@@ -24,6 +24,7 @@ PUBLIC_MODULES = {
     "meshconnect.httplisten",  # the shared listener connectors reach through context.http
     "meshconnect.positioncheck",  # a source's checks of hand-written positions
     "meshconnect.secrets",  # shown_url: a URL in a message, its password masked
+    "meshconnect.batchbytes",  # BATCH_BYTES and values_bytes: a source batch bounded in bytes
 }
 
 

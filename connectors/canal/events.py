@@ -42,6 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from meshconnect.batchbytes import BATCH_BYTES
+
 __all__ = [
     "BATCH_BYTES",
     "BinlogReader",
@@ -56,7 +58,6 @@ __all__ = [
     "TableFilter",
     "XidEvent",
     "event_bytes",
-    "row_bytes",
 ]
 
 #: ``(schema, table) -> bool``: whether rows of this table are wanted. Rows of other tables are
@@ -181,10 +182,6 @@ class HeartbeatEvent(Event):
     """Sent by the server while nothing is written (``heartbeat_period``)."""
 
 
-#: The events one read hands over at most, in bytes (``event_bytes``; the event that crosses
-#: the bound included), whatever ``max_events`` says: 5,000 rows events of an 8 MB BLOB row
-#: each were one read of 40 GB. A fixed bound, as the file and redis sources have.
-BATCH_BYTES = 16 * 1024 * 1024
 #: The bytes counted for an event that carries no rows or statement (GTID, XID, heartbeat …).
 _SMALL_EVENT = 64
 
@@ -197,14 +194,6 @@ def event_bytes(event: Event) -> int:
     if isinstance(event, QueryEvent):
         return len(event.query) + _SMALL_EVENT
     return _SMALL_EVENT
-
-
-def row_bytes(values: Any) -> int:
-    """A row's values in bytes, cheaply: each text or bytes value its length, any other 8."""
-    n = 0
-    for v in values:
-        n += len(v) if isinstance(v, str | bytes | bytearray) else 8
-    return n
 
 
 class BinlogReader(Protocol):

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshconnect import ConfigError, RetriableError
+from meshconnect.batchbytes import values_bytes
 
 from .config import CanalSourceConfig
-from .events import row_bytes
 
 __all__ = ["ColumnSchema", "Server", "TableSchema", "sql_type"]
 
@@ -176,9 +176,9 @@ class Server:
         self, sql: str, args: Any, max_bytes: int
     ) -> tuple[list[tuple[Any, ...]], bool]:
         """The rows of ``sql`` read one at a time (an unbuffered cursor) until they weigh
-        ``max_bytes`` (:func:`.events.row_bytes`; the row that crosses it kept); whether the
-        bound cut them short. The rows after it are read off the connection and dropped, never
-        held (ask for no more than fit with ``LIMIT``)."""
+        ``max_bytes`` (:func:`meshconnect.batchbytes.values_bytes`; the row that crosses it
+        kept); whether the bound cut them short. The rows after it are read off the connection
+        and dropped, never held (ask for no more than fit with ``LIMIT``)."""
         import pymysql
         import pymysql.cursors
 
@@ -190,7 +190,7 @@ class Server:
                 cur.execute(sql, args)
                 while (row := cur.fetchone()) is not None:
                     rows.append(row)
-                    weight += row_bytes(row)
+                    weight += values_bytes(row)
                     if weight >= max_bytes:
                         return rows, True
             return rows, False

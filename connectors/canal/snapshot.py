@@ -39,9 +39,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from meshconnect import Record, RetriableError
+from meshconnect.batchbytes import BATCH_BYTES, values_bytes
 
 from .config import TableMatcher
-from .events import BATCH_BYTES, RowsEvent, row_bytes
+from .events import RowsEvent
 from .formats import Shape, TxMeta
 from .keyorder import KeyOrder
 from .keyorder import members as key_members
@@ -167,7 +168,7 @@ class Snapshot:
         self._chunks = 0
         self._started = time.monotonic()
         self._estimate: dict[tuple[str, str], int] = {}
-        #: The largest row of the last chunk (``row_bytes``): the next one's LIMIT fits
+        #: The largest row of the last chunk (``values_bytes``): the next one's LIMIT fits
         #: BATCH_BYTES, so the rows past the bound a query must read and drop are few.
         self._row_bytes = 0
         self._table_rows = 0
@@ -236,7 +237,7 @@ class Snapshot:
         rows = []
         selected, cut = self._select(server, sql, args, bounded=bool(pk))
         if selected:
-            self._row_bytes = max(map(row_bytes, selected))
+            self._row_bytes = max(map(values_bytes, selected))
         for raw in selected:
             row = list(raw)
             for i, fix in fixes:

@@ -61,6 +61,7 @@ from meshconnect import (
     SourceBatch,
     eventrules,
 )
+from meshconnect.batchbytes import BATCH_BYTES, values_bytes
 from meshconnect.positioncheck import (
     Check,
     boolean,
@@ -136,46 +137,28 @@ def json_safe(v: Any, in_json: bool = False) -> Any:
     return str(v)
 
 
-#: The data one batch takes at most (the row that crosses it included), whatever
-#: ``batch_size`` says: 1,000 rows holding an 8 MB BYTEA/LONGBLOB each were one batch of
-#: 8 GB, several times that as records. A fixed bound, as the file and redis sources have.
-BATCH_BYTES = 16 * 1024 * 1024
-#: The size counted for a value that is not text or bytes (a number, a date, …).
-_SMALL_VALUE = 8
-
-
-def _row_bytes(values: Any) -> int:
-    """A row's data in bytes, cheaply: the length of each text or bytes value, a small fixed
-    size for the others (JSON documents included: counted as one value)."""
-    n = 0
-    for v in values:
-        if isinstance(v, str | bytes | bytearray | memoryview):
-            n += len(v)
-        else:
-            n += _SMALL_VALUE
-    return n
-
-
 def fetch_bounded(
     result: Any, limit: int, room: int, biggest: int = 0
 ) -> tuple[list[Any], list[Any], str, int]:
     """Rows of ``result`` (a streaming result: ``fetchmany`` reads from the server) until
     ``limit`` rows, or until their data reach ``room`` bytes, the row that crosses it kept.
-    Chunks grow from one row and never ask for more rows than fit in what is left of
-    ``room`` at the size of the largest row seen (``biggest``, that of earlier reads at
-    first), so the rows held stay near ``room`` too. Returns the rows, the rows fetched after
-    the crossing one (to hand out later), why it stopped (``"end"``: ``result`` is
-    exhausted, ``"bytes"``: the bound, ``"limit"``) and the largest row's size."""
+    Chunks grow from one row while no row size is known (``biggest``, the largest row of
+    earlier reads, 0 at first), then never ask for more rows than fit in what is left of
+    ``room`` at the largest size seen, so the rows held stay near ``room`` too. Returns the
+    rows, the rows fetched after the crossing one (to hand out later), why it stopped
+    (``"end"``: ``result`` is exhausted, ``"bytes"``: the bound, ``"limit"``) and the largest
+    row's size."""
     rows: list[Any] = []
     size = 0
-    step = 1
+    step = limit if biggest else 1  # row sizes known: one fetch of as many as fit
     while len(rows) < limit:
         want = min(limit - len(rows), step)
         if biggest:
             want = min(want, max(1, (room - size) // biggest))
         chunk = result.fetchmany(want)
+        mapping = bool(chunk) and isinstance(chunk[0], Mapping)  # once: hasattr on a Row is slow
         for i, row in enumerate(chunk):
-            n = _row_bytes(row.values() if hasattr(row, "values") else row)
+            n = values_bytes(row.values() if mapping else row)
             biggest = max(biggest, n)
             size += n
             if size >= room:
@@ -230,7 +213,7 @@ class _Part:
         self.progress: Any = None
         #: bulk: rows fetched past the last batch's byte bound, handed out first next time.
         self.pending: list[Any] = []
-        #: The largest row (bytes, :func:`_row_bytes`) of the last poll: sizes the fetches.
+        #: The largest row of the last poll (bytes, ``values_bytes``): sizes the fetches.
         self.row_bytes = 0
 
 
@@ -534,7 +517,7 @@ class JdbcSource(Source[JdbcSourceConfig]):
                     part.pending = pending[i:]
                     return rows, False
                 rows.append(row)
-                room -= _row_bytes(row)
+                room -= values_bytes(row.values() if isinstance(row, Mapping) else row)
             part.pending = []
             if len(rows) == limit or room <= 0:
                 return rows, False
