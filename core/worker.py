@@ -27,6 +27,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -68,6 +69,8 @@ log = logging.getLogger("meshconnect.worker")
 BOUNDED_MAX_RESTARTS = 5
 #: Cap of the supervisor's restart backoff.
 MAX_RESTART_BACKOFF = 60.0
+#: A line break and the blanks around it, in a failure's message (made one line).
+_LINE_BREAKS = re.compile(r"\s*[\r\n]\s*")
 #: Seconds between two retention passes.
 RETENTION_EVERY = 60.0
 #: Seconds between two refreshes of the metrics that need the store (consumer lag, store size).
@@ -440,7 +443,10 @@ class Worker:
                     status.set("STOPPED", f"fenced: {exc}")
                     self.member.fenced(key, exc)
                     return
-                reason = f"{type(exc).__name__}: {exc}"
+                # One line: a driver's message may span several (psycopg's "connection
+                # failed: …" then "\tIs the server running on that host …?"), and the reason
+                # goes into the status, the progress lines and the exit summary.
+                reason = _LINE_BREAKS.sub(" ", f"{type(exc).__name__}: {exc}").strip()
                 status.set("FAILED", reason)
                 status.failed_topic, status.failed_offset = getattr(
                     exc, "failed_record", (None, None)

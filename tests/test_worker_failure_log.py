@@ -37,7 +37,9 @@ class Failing(Source[Cfg]):
             raise ConnectionRefusedError(111, "Connection refused")
         except OSError as exc:
             if self.config.failure == "retriable":
-                raise RetriableError("failing: cannot connect to db:5432") from exc
+                raise RetriableError(
+                    "failing: cannot connect to db:5432:\n\tIs the server running on that host?"
+                ) from exc
             raise RuntimeError("failing: a bug in the connector") from exc
 
     async def poll(self) -> SourceBatch | None:
@@ -83,6 +85,8 @@ async def test_failure_log(
     failed = [r for r in caplog.records if "FAILED" in r.getMessage()]
     assert len(failed) >= 2, [r.getMessage() for r in caplog.records]
     assert all(r.levelno == logging.ERROR for r in failed)
+    # One line, whatever the driver's message spans (the status and progress lines show it).
+    assert all("\n" not in r.getMessage() and "\t" not in r.getMessage() for r in failed)
     assert all((r.exc_info is not None) is traceback for r in failed)
     in_full = [r for r in caplog.records if "failure in full" in r.getMessage()]
     # The traceback of a transient failure is still there, at DEBUG.
