@@ -86,10 +86,23 @@ class _Options:
             _echo(f"error: {exc}", err=True)
             sys.exit(1)
 
-    def open_store(self, url: str) -> MeshStore:
+    def open_store(self, url: str, existing: bool = False) -> MeshStore:
+        """The store of ``url``; with ``existing`` (a command that only reads it), an embedded
+        SQLite store whose file is not there is an error saying where it looked, rather than
+        a new, empty store made in the current directory (`topics list` run in the wrong
+        place created ``./.meshconnect/mesh.db`` and listed nothing)."""
         from .errors import MeshconnectError
         from .mesh import open_store
 
+        if existing and url.startswith("sqlite:///"):
+            from .mesh.sqlite import store_path
+
+            path = store_path(url)
+            if path is not None and not path.exists():
+                raise _Fail(
+                    f"no mesh store at {path}: a run keeps its store in its state directory "
+                    "(--state, default ./.meshconnect); give the run's --state or --store"
+                )
         try:
             return open_store(url, self.registry())
         except MeshconnectError as exc:
@@ -904,7 +917,7 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     """Source positions and sink offsets (with lag); only those of FILES' pipelines if given
     (then a source with nothing committed says what its first start reads)."""
     config = options.load(files) if files else None
-    store = options.open_store(options.store_url(config))
+    store = options.open_store(options.store_url(config), existing=True)
     import asyncio
 
     report = asyncio.run(_offsets_report(store, config))
@@ -1042,7 +1055,7 @@ def topics() -> None:
 @pass_options
 def topics_list(options: _Options, as_json: bool) -> None:
     """Every topic with its record count and each consumer group's lag."""
-    store = options.open_store(options.store_url())
+    store = options.open_store(options.store_url(), existing=True)
     import asyncio
 
     rows = asyncio.run(_topics_report(store))
@@ -1114,7 +1127,8 @@ def topics_tail(
     with --follow, which waits for it to appear."""
     if from_beginning and follow and lines is not None:
         raise click.UsageError("-n with --from-beginning --follow: give one or the other")
-    store = options.open_store(options.store_url())
+    # --follow waits for the topic, so also for the store a starting run is about to make.
+    store = options.open_store(options.store_url(), existing=not follow)
     import asyncio
 
     try:
@@ -1252,7 +1266,7 @@ def topics_replay(
             predicate = Compiler(options.registry().functions).predicate(where, field="--where")
         except ExpressionError as exc:
             raise _Fail(str(exc)) from None
-    store = options.open_store(options.store_url())
+    store = options.open_store(options.store_url(), existing=True)
 
     async def replay() -> Any:
         await store.open()

@@ -851,6 +851,14 @@ def _tighten(path: Path) -> None:
         os.chmod(path, 0o600)
 
 
+def store_path(url: str) -> Path | None:
+    """The database file a ``sqlite:///`` URL names, or None for a URL that is not one."""
+    try:
+        return _parse_url(url)[0]
+    except ConfigError:
+        return None
+
+
 def _parse_url(url: str) -> tuple[Path, str, int]:
     scheme, sep, rest = url.partition("://")
     if scheme != "sqlite" or not sep or not rest.startswith("/") or len(rest) < 2:
