@@ -39,7 +39,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -236,18 +236,25 @@ class MetricsRegistry:
         meters.counts = counts
         return meters
 
-    def forget(self, pipeline: str) -> None:
-        """Drop every series of ``pipeline`` (deleted over the admin API): a connector that is
-        gone leaves ``/metrics``, as Prometheus expects of a labelled child that is gone."""
-        for key in [k for k in self._connectors if k[1] == pipeline]:
+    def forget(self, pipeline: str, keep: Collection[str] = ()) -> None:
+        """Drop every series of ``pipeline`` (deleted over the admin API) but those of the
+        connectors named in ``keep`` (it was replaced: a sink renamed or removed is gone): a
+        connector that is gone leaves ``/metrics``, as Prometheus expects of a labelled child
+        that is gone. A partitioned sink's consumers (``NAME#k``) go and stay with ``NAME``."""
+
+        def gone(connector: str | None) -> bool:
+            return connector is None or connector.partition("#")[0] not in keep
+
+        for key in [k for k in self._connectors if k[1] == pipeline and gone(k[2])]:
             del self._connectors[key]
         for family in self._families.values():
             for labels in [lb for lb in family.series if ("pipeline", pipeline) in lb]:
-                del family.series[labels]
+                if gone(dict(labels).get("connector")):
+                    del family.series[labels]
         self.consumer_lag = {
             (topic, group): n
             for (topic, group), n in self.consumer_lag.items()
-            if not group.startswith(pipeline + "/")
+            if not (group.startswith(pipeline + "/") and gone(group[len(pipeline) + 1 :]))
         }
 
     def _get(

@@ -303,6 +303,29 @@ def test_put_validate_delete_and_kept_across_a_restart(tmp_path: Path) -> None:
         assert w.call("GET", "/connectors").json == []  # deleted for good
 
 
+def test_a_replaced_pipeline_leaves_no_trace_of_a_sink_it_no_longer_has(tmp_path: Path) -> None:
+    """PUT again with the sink renamed: the old sink's status and its /metrics series go (they
+    stayed until the worker stopped), the source's and the new sink's are there."""
+    (tmp_path / "in.jsonl").write_text("")
+    _append(tmp_path / "api-in.jsonl", range(3))
+    with AdminWorker(tmp_path, ()) as w:
+        body = flowing("api", "./api-in.jsonl", "./first.jsonl")
+        body["sinks"][0]["name"] = "first"
+        assert w.call("PUT", "/connectors/api/config", body).status == 201
+        w.wait_for(lambda: len(jsonl(tmp_path / "first.jsonl")) == 3, "3 records out")
+        assert 'connector="first"' in w.call("GET", "/metrics").text
+        body = flowing("api", "./api-in.jsonl", "./second.jsonl")
+        body["sinks"][0]["name"] = "second"
+        assert w.call("PUT", "/connectors/api/config", body).status == 200
+        w.wait_for(lambda: len(jsonl(tmp_path / "second.jsonl")) == 3, "3 records out")
+        scrape = w.call("GET", "/metrics").text
+        assert 'connector="second"' in scrape and 'connector="file"' in scrape, scrape
+        assert 'connector="first"' not in scrape, scrape
+        tasks = w.status("api")["tasks"]
+        assert [t["id"] for t in tasks if t["kind"] == "sink"] == ["api/second"], tasks
+        assert w.stop() == 0
+
+
 def test_a_files_pipeline_is_not_replaced_over_the_api(worker: AdminWorker) -> None:
     body = flowing("orders", "./in.jsonl", "./x.jsonl")
     reply = worker.call("PUT", "/connectors/orders/config", body)

@@ -253,6 +253,7 @@ class Controller:
             if existing is not None:
                 await self.worker.halt(name)
                 self.pipelines.remove(existing)
+                self._drop_gone(existing, pipeline)
             self.pipelines.append(pipeline)
             self.from_api.add(name)
             self.worker.add_delivery_groups(pipeline)
@@ -293,6 +294,23 @@ class Controller:
         if ownership is not None:  # its leases are no longer renewed: they expire
             gone = set(_lease_names(pipeline))
             ownership.names = [n for n in ownership.names if n not in gone]
+
+    def _drop_gone(self, old: LoadedPipeline, new: LoadedPipeline) -> None:
+        """What a replaced pipeline's connectors that the new version no longer has (a sink
+        renamed or removed, fewer partitions) leave behind: their status, delivery groups and
+        metric series (``/metrics`` showed a removed sink's series until the worker stopped)."""
+        kept = set(_status_keys(new))
+        for key in _status_keys(old):
+            if key not in kept:
+                self.worker.statuses.pop(key, None)
+                if key.startswith("sink "):
+                    group = key.removeprefix("sink ")
+                    self.worker.deliveries.remove_group(group)
+                    self.worker.state.sink_gave_up(group)
+        names = [s.name for s in new.sinks]
+        if new.source is not None:
+            names.append(new.source.name)
+        self.worker.metrics.forget(new.name, keep=names)
 
     async def _keep(self, name: str, raw: dict[str, Any]) -> None:
         kept = await self.worker.store.positions(STORE_ID)
