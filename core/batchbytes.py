@@ -42,15 +42,43 @@ _SMALL = frozenset(
 
 def values_bytes(values: Iterable[Any]) -> int:
     """The data of one row's ``values``, cheaply: the length of each text or bytes value
-    (subclasses too), :data:`SMALL_VALUE` for any other (a JSON document or an array counts as
-    one value). About 0.2 µs a row of five columns: it runs on every row a source reads."""
+    (subclasses too), :data:`SMALL_VALUE` for a number, a date or any other scalar, and a JSON
+    document or an array (a ``dict``, ``list`` or ``tuple``, as drivers give JSON and ARRAY
+    columns) the same measure of what it holds. About 0.2 µs a row of five scalar columns: it
+    runs on every row a source reads."""
     n = 0
     for v in values:
         kind = type(v)
         if kind in _SIZED:
             n += len(v)
-        elif kind in _SMALL or not isinstance(v, str | bytes | bytearray | memoryview):
+        elif kind in _SMALL:
             n += SMALL_VALUE
-        else:
+        elif isinstance(v, str | bytes | bytearray | memoryview):
             n += len(v)
+        elif isinstance(v, dict | list | tuple):
+            n += _nested_bytes(v)
+        else:
+            n += SMALL_VALUE
+    return n
+
+
+def _nested_bytes(value: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> int:
+    """:func:`values_bytes` of a JSON document or array: its keys and leaves, iteratively (a
+    document nested thousands of levels deep costs no recursion)."""
+    n = 0
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            n += SMALL_VALUE
+            for key, inner in item.items():
+                n += len(key) if isinstance(key, str) else SMALL_VALUE
+                stack.append(inner)
+        elif isinstance(item, list | tuple):
+            n += SMALL_VALUE
+            stack.extend(item)
+        elif isinstance(item, str | bytes | bytearray | memoryview):
+            n += len(item)
+        else:
+            n += SMALL_VALUE
     return n
