@@ -414,20 +414,24 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
         row = change.row or {}
         key = self.config.key or change.pk or []
-        if not key and (
-            change.op == "upsert" or (change.op == "write" and self.config.mode != "insert")
-        ):
+        if not key and change.op == "upsert":
+            # A CDC record of a source table without a primary key: that table's fault, not
+            # the config's. The pipeline's other tables are fine, so this is a dead letter of
+            # its own (it was a ConfigError that stopped the sink for every table, found by
+            # the cdctrial: a keyless `logs` table in a replicated schema).
+            raise DataError(
+                f"jdbc: cannot create table {name!r}: its {change.table or 'CDC'} records "
+                "carry no key names (the source table has no primary key); give the source "
+                "table a primary key, leave it out of the capture (the source's exclude), "
+                "set config.key, or create the target table with a primary key"
+            )
+        if not key and change.op == "write" and self.config.mode != "insert":
             # A table without a primary key could take no upsert or update: every record
             # would fail, and still after `key` is set, since the table would stay keyless.
-            what = (
-                f"mode {self.config.mode}"
-                if change.op == "write"
-                else f"{change.table or 'CDC'} records that carry no key names"
-            )
             raise ConfigError(
-                f"jdbc sink {self.context.name}: cannot create table {name!r} for {what}: "
-                "no key; set config.key (it becomes the table's primary key), or create the "
-                "table with a primary key"
+                f"jdbc sink {self.context.name}: cannot create table {name!r} for mode "
+                f"{self.config.mode}: no key; set config.key (it becomes the table's primary "
+                "key), or create the table with a primary key"
             )
         cols = [
             sa.Column(

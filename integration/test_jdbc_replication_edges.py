@@ -1,0 +1,145 @@
+"""MariaDB → PostgreSQL replication (docs/guides/mysql-to-postgresql.md) on the edges a real
+schema has, found by the cdctrial: a table without a primary key among keyed ones. Each runs
+the guide's pipeline (canal format, auto_create, exactly_once, tolerance all) in a worker
+until a last table arrives, then compares."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from canal_support import DECODER, mariadb
+from jdbc_support import pg_database
+from mariadb import MariaDB
+
+from conftest import meshconnect, run_cli
+
+__all__ = ["mariadb"]
+
+
+def _config(tmp_path: Path, server: MariaDB, db: str, url: str, server_id: int) -> Path:
+    config = tmp_path / "replicate.yaml"
+    pipeline = {
+        "name": "replicate",
+        "source": {
+            "connector": "canal",
+            "config": {
+                "host": server.host,
+                "port": server.port,
+                "user": server.user,
+                "server_id": server_id,
+                "decoder": DECODER,
+                "heartbeat_interval": 1,
+                "include": [f"{db}\\..*"],
+                "format": "canal",
+                "snapshot": "initial",
+                "ddl": "tables",
+            },
+        },
+        "topic": "cdc",
+        "sinks": [
+            {
+                "name": "pg",
+                "connector": "jdbc",
+                "config": {"url": url, "auto_create": True, "ddl": "apply", "exactly_once": True},
+                "errors": {"tolerance": "all", "dead_letter_topic": "dlq"},
+            }
+        ],
+    }
+    config.write_text(json.dumps({"pipelines": [pipeline]}))
+    return config
+
+
+def _pg_has(dsn: str, table: str) -> bool:
+    try:
+        with psycopg.connect(dsn) as conn:
+            return bool(conn.execute("SELECT to_regclass(%s)", (f'"{table}"',)).fetchone()[0])
+    except psycopg.Error:
+        return False
+
+
+def _replicate(
+    tmp_path: Path, config: Path, dsn: str, server: MariaDB, db: str, first: str, *changes: str
+) -> Path:
+    """Run the worker until table ``first`` is in PostgreSQL, then write ``changes`` and a
+    last table ``zz_end``, wait for that one too and stop the worker."""
+    state, log_path = tmp_path / "state", tmp_path / "worker.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(meshconnect(state, "run", str(config)), stdout=log, stderr=log)
+    try:
+        for table in (first, "zz_end"):
+            deadline = time.monotonic() + 45
+            while time.monotonic() < deadline and proc.poll() is None:
+                if _pg_has(dsn, table):
+                    break
+                time.sleep(0.3)
+            assert _pg_has(dsn, table), log_path.read_text()[-3000:]
+            if table == first:
+                server.execute(
+                    *changes,
+                    "CREATE TABLE zz_end (id INT PRIMARY KEY)",
+                    "INSERT INTO zz_end VALUES (1)",
+                    database=db,
+                )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    return state
+
+
+def _rows_my(server: MariaDB, db: str, table: str) -> list[tuple[Any, ...]]:
+    return sorted(server.execute(f"SELECT * FROM {table}", database=db))
+
+
+def _rows_pg(dsn: str, table: str, columns: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return sorted(conn.execute(f'SELECT {columns} FROM "{table}"').fetchall())
+
+
+def test_a_keyless_table_is_dead_lettered_and_the_other_tables_replicate(
+    tmp_path: Path, mariadb: MariaDB
+) -> None:
+    """The guide's `include: ["shop\\\\..*"]` over a schema with one table without a primary
+    key: the sink failed (a ConfigError, "cannot create table 'logs'") and replicated nothing
+    more of any table. Now the keyless table's records are dead letters naming the cause, as
+    docs/connectors/jdbc.md says, and the keyed tables go on."""
+    db = "edge_keyless"
+    mariadb.execute(f"CREATE DATABASE {db}")
+    mariadb.execute(
+        "CREATE TABLE logs (msg VARCHAR(20), level INT)",
+        "CREATE TABLE orders (id INT UNSIGNED PRIMARY KEY, total DECIMAL(10,2))",
+        "INSERT INTO logs VALUES ('a', 1), ('a', 1), (NULL, 2)",
+        "INSERT INTO orders VALUES (1, 1.50), (2, NULL)",
+        database=db,
+    )
+    gen = pg_database()
+    url = next(gen)
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        config = _config(tmp_path, mariadb, db, url, 1201)
+        state = _replicate(
+            tmp_path,
+            config,
+            dsn,
+            mariadb,
+            db,
+            "orders",
+            "INSERT INTO logs VALUES ('b', 3)",
+            "INSERT INTO orders VALUES (3, 7.25)",
+            "UPDATE orders SET total = 2.00 WHERE id = 1",
+        )
+        assert _rows_pg(dsn, "orders", "id, total") == _rows_my(mariadb, db, "orders")
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT to_regclass('logs')").fetchone()[0] is None
+        tail = run_cli(state, "topics", "tail", "dlq", "--from-beginning")
+        dead = [json.loads(line) for line in tail.stdout.splitlines() if line.startswith("{")]
+        assert len(dead) == 4, tail.stdout + tail.stderr
+        assert all(d["subject"] == f"{db}.logs" for d in dead)
+        assert all("no primary key" in d["errormessage"] for d in dead), dead[0]
+    finally:
+        gen.close()
