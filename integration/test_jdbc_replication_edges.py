@@ -1,7 +1,8 @@
 """MariaDB → PostgreSQL replication (docs/guides/mysql-to-postgresql.md) on the edges a real
-schema has, found by the cdctrial: a table without a primary key among keyed ones. Each runs
-the guide's pipeline (canal format, auto_create, exactly_once, tolerance all) in a worker
-until a last table arrives, then compares."""
+schema has, found by the cdctrial: a table without a primary key among keyed ones, and the
+forms of ``ALTER TABLE … ADD`` that ``ddl: apply`` carries over (``ADD COLUMN (a T, b T)``,
+unsigned types). Each runs the guide's pipeline (canal format, auto_create, exactly_once,
+tolerance all) in a worker until a last table arrives, then compares."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import signal
 import subprocess
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -141,5 +143,47 @@ def test_a_keyless_table_is_dead_lettered_and_the_other_tables_replicate(
         assert len(dead) == 4, tail.stdout + tail.stderr
         assert all(d["subject"] == f"{db}.logs" for d in dead)
         assert all("no primary key" in d["errormessage"] for d in dead), dead[0]
+    finally:
+        gen.close()
+
+
+def test_ddl_apply_carries_add_column_lists_and_unsigned_types(
+    tmp_path: Path, mariadb: MariaDB
+) -> None:
+    """`ADD COLUMN (a T, b T)` was skipped as a clause the sink does not know, and
+    `ADD COLUMN c BIGINT UNSIGNED` made a BIGINT (the type parse lost UNSIGNED), so every later
+    row using the columns was a dead letter (a value above 2^63 - 1 does not fit)."""
+    db = "edge_add"
+    mariadb.execute(f"CREATE DATABASE {db}")
+    mariadb.execute(
+        "CREATE TABLE t (id BIGINT PRIMARY KEY, v VARCHAR(10))",
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+        database=db,
+    )
+    gen = pg_database()
+    url = next(gen)
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        config = _config(tmp_path, mariadb, db, url, 1202)
+        state = _replicate(
+            tmp_path,
+            config,
+            dsn,
+            mariadb,
+            db,
+            "t",
+            "ALTER TABLE t ADD COLUMN (zip CHAR(5), `l at` DECIMAL(8,3) NOT NULL DEFAULT 0)",
+            "ALTER TABLE t ADD big BIGINT UNSIGNED, ADD COLUMN u INT(10) UNSIGNED NULL",
+            "INSERT INTO t VALUES (3, 'c', '12345', 1.125, 18446744073709551615, 4294967295)",
+            "UPDATE t SET zip = '00001', big = 9223372036854775808 WHERE id = 1",
+        )
+        want = _rows_my(mariadb, db, "t")
+        got = _rows_pg(dsn, "t", 'id, v, zip, "l at", big, u')
+        # row 2 existed before the ALTER: MariaDB wrote no row event for its DEFAULT
+        assert want[1] == (2, "b", None, Decimal("0.000"), None, None)
+        assert got[1] == (2, "b", None, None, None, None)
+        assert got[0] == want[0] and got[2] == want[2]
+        tail = run_cli(state, "topics", "list")
+        assert "dlq" not in tail.stdout, tail.stdout
     finally:
         gen.close()
