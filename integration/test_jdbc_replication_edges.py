@@ -187,3 +187,46 @@ def test_ddl_apply_carries_add_column_lists_and_unsigned_types(
         assert "dlq" not in tail.stdout, tail.stdout
     finally:
         gen.close()
+
+
+def test_a_json_null_stays_json_null_and_sql_null_stays_sql_null(
+    tmp_path: Path, mariadb: MariaDB
+) -> None:
+    """A JSON column holding the JSON value `null` became SQL NULL in PostgreSQL (the Canal
+    text 'null' was parsed to None, which the sink writes as SQL NULL), so `WHERE j IS NULL`
+    counted differently on the two sides. Small runs (executemany) and large ones (COPY)."""
+    db = "edge_json_null"
+    mariadb.execute(f"CREATE DATABASE {db}")
+    mariadb.execute(
+        "CREATE TABLE j (id INT PRIMARY KEY, v JSON NULL)",
+        "INSERT INTO j VALUES (1, 'null'), (2, NULL), (3, '\"s\"'), (4, '{\"a\": null}')",
+        database=db,
+    )
+    gen = pg_database()
+    url = next(gen)
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        config = _config(tmp_path, mariadb, db, url, 1203)
+        _replicate(
+            tmp_path,
+            config,
+            dsn,
+            mariadb,
+            db,
+            "j",
+            "INSERT INTO j SELECT seq, IF(seq % 2, 'null', NULL) FROM seq_10_to_2009",
+            "UPDATE j SET v = 'null' WHERE id = 2",
+            "UPDATE j SET v = NULL WHERE id = 1",
+            "INSERT INTO j VALUES (5, 'null')",
+        )
+        want = mariadb.execute("SELECT id, v IS NULL, JSON_TYPE(v) FROM j ORDER BY id", database=db)
+        with psycopg.connect(dsn) as conn:
+            got = conn.execute(
+                "SELECT id, v IS NULL, upper(jsonb_typeof(v)) FROM j ORDER BY id"
+            ).fetchall()
+        assert [(i, bool(n), t) for i, n, t in want] == [
+            (i, n, {"NUMBER": "INTEGER"}.get(t, t)) for i, n, t in got
+        ]
+        assert sum(1 for _, n, t in got if t == "NULL") == 1002
+    finally:
+        gen.close()

@@ -620,9 +620,13 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         json_cols = [k for k, c in enumerate(names) if c in info.json_columns]
         params = [[r[c] for c in names] for r in rows]
         if json_cols:
+            import sqlalchemy as sa
+
             for values in params:
                 for k in json_cols:
-                    if values[k] is not None:
+                    if values[k] is sa.JSON.NULL:  # JSON's null, not SQL NULL
+                        values[k] = "null"
+                    elif values[k] is not None:
                         values[k] = jsonvalue.dumps(values[k]).decode()
         if len(params) >= _COPY_MIN:
             self._pg_copy(conn, op, info, key, names, params)
