@@ -230,3 +230,42 @@ def test_a_json_null_stays_json_null_and_sql_null_stays_sql_null(
         assert sum(1 for _, n, t in got if t == "NULL") == 1002
     finally:
         gen.close()
+
+
+def test_truncate_empties_the_copy_too(tmp_path: Path, mariadb: MariaDB) -> None:
+    """`TRUNCATE TABLE` writes no row events: the sink logged it as not applied and the copy
+    kept every row the source had removed, without a dead letter. Rows written after it (in
+    the same batch and later) stay."""
+    db = "edge_truncate"
+    mariadb.execute(f"CREATE DATABASE {db}")
+    mariadb.execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))",
+        "CREATE TABLE keep (id INT PRIMARY KEY)",
+        "INSERT INTO t SELECT seq, 'old' FROM seq_1_to_50",
+        "INSERT INTO keep VALUES (1), (2)",
+        database=db,
+    )
+    gen = pg_database()
+    url = next(gen)
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        config = _config(tmp_path, mariadb, db, url, 1204)
+        _replicate(
+            tmp_path,
+            config,
+            dsn,
+            mariadb,
+            db,
+            "t",
+            "INSERT INTO t VALUES (100, 'before')",
+            "TRUNCATE TABLE t",
+            "INSERT INTO t VALUES (7, 'after'), (8, 'after')",
+            "TRUNCATE keep",
+            "INSERT INTO keep VALUES (3)",
+            "UPDATE t SET v = 'later' WHERE id = 8",
+        )
+        for table in ("t", "keep"):
+            assert _rows_pg(dsn, table, "*") == _rows_my(mariadb, db, table)
+        assert _rows_pg(dsn, "t", "*") == [(7, "after"), (8, "later")]
+    finally:
+        gen.close()

@@ -1,7 +1,8 @@
-"""The part of MySQL's ``ALTER TABLE`` the sink applies (``ddl: apply``): ``ADD [COLUMN]``
-and ``RENAME COLUMN``. :func:`alter_actions` splits a statement into its clauses; each is
-``("add", column, type_text)``, ``("rename", old, new)`` or ``("other", clause_text)``.
-Anything that is not an ``ALTER TABLE`` gives ``[("other", statement)]``."""
+"""The part of MySQL's DDL the sink applies (``ddl: apply``): ``ALTER TABLE … ADD [COLUMN]``
+and ``RENAME COLUMN``, and ``TRUNCATE TABLE``. :func:`alter_actions` splits a statement into
+its clauses; each is ``("add", column, type_text)``, ``("rename", old, new)``,
+``("truncate", "", "")`` or ``("other", clause_text)``. Anything else gives
+``[("other", statement)]``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ _IDENT = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
 _ALTER = re.compile(
     rf"^\s*ALTER\s+(?:ONLINE\s+|IGNORE\s+)*TABLE\s+(?:IF\s+EXISTS\s+)?{_IDENT}(?:\s*\.\s*{_IDENT})?\s*",
     re.IGNORECASE | re.DOTALL,
+)
+_TRUNCATE = re.compile(
+    rf"^\s*TRUNCATE\s+(?:TABLE\s+)?{_IDENT}(?:\s*\.\s*{_IDENT})?\s*$", re.IGNORECASE | re.DOTALL
 )
 _ADD = re.compile(
     rf"^ADD\s+(?:COLUMN\s+)?(?:IF\s+NOT\s+EXISTS\s+)?({_IDENT})\s+(.+)$", re.IGNORECASE | re.DOTALL
@@ -83,6 +87,8 @@ def _add(definition: str, clause: str) -> tuple[str, str, str]:
 def alter_actions(sql: str) -> list[tuple[str, str, str]]:
     """The clauses of an ``ALTER TABLE`` statement (see the module docstring)."""
     text = _strip_comments(sql).strip().rstrip(";")
+    if _TRUNCATE.match(text):
+        return [("truncate", "", "")]
     m = _ALTER.match(text)
     if not m:
         return [("other", sql.strip(), "")]

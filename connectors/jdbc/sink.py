@@ -518,6 +518,10 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
         actions = alter_actions(sql) if change.table else [("other", sql, "")]
         for kind, a, b in actions:
+            if kind == "truncate" and self.config.table is not None:
+                # `table` may gather several source tables into one (shards): emptying it for
+                # one of them would remove the others' rows
+                kind, a = "other", sql
             if kind == "other":
                 self.ddl_skipped.inc()
                 self.context.logger.warning("jdbc: DDL not applied to %s: %s", name, a[:200])
@@ -529,7 +533,14 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 return  # created later from the rows, with their columns
             names = {c.name for c in table.columns}
             with self.engine.begin() as conn:
-                if kind == "add" and a not in names:
+                if kind == "truncate":
+                    # MySQL writes no row events for the rows a TRUNCATE removes: without
+                    # this the copy kept them for ever. Replaying it is harmless: the rows
+                    # after it come again after it.
+                    target = conn.dialect.identifier_preparer.format_table(table)
+                    verb = "DELETE FROM" if self.dialect == "sqlite" else "TRUNCATE TABLE"
+                    conn.exec_driver_sql(f"{verb} {target}")
+                elif kind == "add" and a not in names:
                     column = sa.Column(a, sa_type_for_mysql(b, self.dialect))
                     self._add_column(conn, table, column)
                 elif kind == "rename" and a in names and b not in names:
