@@ -453,6 +453,8 @@ class SinkLoop:
                     for record in pending:  # find the bad ones
                         failed.extend(await self._write([record]))
                     return failed
+            if self.run_state.stopping:
+                self._stop_retrying(cause, pending)
             delay = backoff_delay(policy, attempt)
             log.warning(  # the format of retrying()'s lines (docs/errors.md#retries)
                 "sink %s write failed (attempt %d of %d): %s: %s; retrying in %.3fs",
@@ -463,9 +465,29 @@ class SinkLoop:
                 cause,
                 delay,
             )
-            await asyncio.sleep(delay)
+            try:  # a stop ends the wait: the target may stay down for the whole budget
+                await asyncio.wait_for(self.run_state.stopped(), delay)
+            except TimeoutError:
+                pass
+            if self.run_state.stopping:
+                self._stop_retrying(cause, pending)
             attempt += 1
             self.meters.retries += 1
+
+    def _stop_retrying(self, cause: BaseException, pending: list[Record]) -> None:
+        """The run is stopping while a write waits to be retried: give the batch up unwritten
+        and uncommitted (the next run delivers it again), never to the dead-letter topic. A
+        stop during an outage of the target waited for the whole retry budget (minutes with
+        `max_backoff: 30s`), or, under `tolerance: all`, dead-lettered the batch at its end."""
+        log.warning(
+            "sink %s: stopping while a write is retried (%s: %s): %d record(s) left for the "
+            "next run",
+            self.group,
+            type(cause).__name__,
+            cause,
+            len(pending),
+        )
+        raise cause
 
     def _classify(self, exc: BaseException) -> type[MeshconnectError] | None:
         return classify(exc, self.classifier)

@@ -354,3 +354,54 @@ def test_one_backoff_with_equal_jitter_for_retries_and_restarts(
     random.seed(7)
     assert backoff_delay(RetryPolicy(initial_backoff=1.0, max_backoff=60.0), 3) == first
     assert worker.backoff is backoff  # the supervisor's restarts use the same function
+
+
+async def test_a_stop_while_a_write_is_retried_leaves_the_batch_for_the_next_run(
+    tmp_path: Path, store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping a worker whose target was down (the cdctrial: PostgreSQL stopped under a
+    replication) waited out the whole retry budget (minutes with `max_backoff: 30s`) and then,
+    under `tolerance: all`, dead-lettered the batch: the copy missed those changes. A stop now
+    ends the retries at once; the batch is neither written, nor dead-lettered, nor committed,
+    and the next run delivers it."""
+    from meshconnect.config.loader import load_pipeline_files
+    from meshconnect.worker import Worker
+
+    text = """
+        pipelines:
+          - name: p
+            source: {connector: memory, config: {records: [{n: 0}, {n: 1}]}}
+            topic: t
+            sinks:
+              - name: out
+                connector: memory
+                config: {name: out, fail_for: FAIL}
+                errors:
+                  retry: {max_attempts: 3, initial_backoff: 500ms, max_backoff: 500ms}
+                  tolerance: all
+                  dead_letter_topic: dlq
+        """
+    config = pipeline(tmp_path, text.replace("FAIL", "600"))
+    store = open_store(store_url, test_registry())
+    await store.open()
+    worker = Worker(load_pipeline_files([str(config)], test_registry()), store)
+    with caplog.at_level(logging.WARNING, logger="meshconnect.worker"):
+        run = asyncio.ensure_future(worker.run())
+        for _ in range(3000):  # until the first retry is announced
+            if any("write failed (attempt 1 of 3)" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.01)
+        worker.stop()
+        code = await run
+    await store.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert code == 0
+    assert not any("attempt 2 of 3" in m for m in messages), messages
+    assert any("stopping while a write is retried" in m for m in messages), messages
+    assert collect("out") == []
+    assert await read_topic(store_url, "dlq") == []
+
+    config = pipeline(tmp_path, text.replace("FAIL", "0"))
+    assert await run_pipelines([config], store_url) == 0
+    assert collect("out") == [{"n": 0}, {"n": 1}]
+    assert await read_topic(store_url, "dlq") == []

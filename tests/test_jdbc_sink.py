@@ -181,6 +181,27 @@ def row_record(data: dict[str, Any], i: int) -> Record:
     return Record(data, id=f"r{i}", type="mysql.insert", subject="shop.items", topic="t", offset=i)
 
 
+@pytest.mark.parametrize("table", [None, "merged"])
+async def test_truncate_empties_the_table_unless_table_gathers_several(
+    tmp_path: Path, table: str | None
+) -> None:
+    """`TRUNCATE TABLE` writes no row events, so the copy kept the rows (found by the cdctrial);
+    `ddl: apply` now empties the target, in SQLite by DELETE. With `table` set the target may
+    hold several source tables' rows (shards merged): the statement is skipped, as before."""
+    target = table or "items"
+    with sqlite3.connect(tmp_path / "out.db") as conn:
+        conn.execute(f"CREATE TABLE {target} (id INTEGER PRIMARY KEY, a TEXT)")
+        conn.execute(f"INSERT INTO {target} VALUES (1, 'old'), (2, 'other shard')")
+    s = sink(tmp_path, table=table)
+    await s.open(None)
+    await s.write(
+        [ddl_record("TRUNCATE TABLE `shop`.`items`", 0), row_record({"id": 3, "a": "new"}, 1)]
+    )
+    await s.close()
+    left = [r[0] for r in rows(tmp_path, f"SELECT id FROM {target} ORDER BY id")]
+    assert left == ([3] if table is None else [1, 2, 3])
+
+
 @pytest.mark.parametrize("mode", ["apply", "ignore", "fail"])
 async def test_ddl_records_by_the_ddl_setting(tmp_path: Path, mode: str) -> None:
     """Issue 11 item 4: `apply` runs ADD COLUMN and RENAME COLUMN (twice is harmless: a replay),

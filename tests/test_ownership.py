@@ -104,6 +104,40 @@ async def test_a_dead_workers_lease_on_this_host_is_taken_over(store: MeshStore,
     assert [lease.owner for lease in await store.leases()] == [ours.owner]
 
 
+async def test_a_killed_worker_not_yet_reaped_is_taken_for_dead(store: MeshStore) -> None:
+    """A worker killed with SIGKILL whose parent has not reaped it yet is a zombie: its pid
+    answers ``kill(pid, 0)`` with the same start time, so a restart right after the kill was
+    refused until the lease expired (found by the cdctrial, restarting a worker run from a
+    shell script)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from meshconnect.mesh.ownership import _started
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = _started(child.pid)
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+        owner = f"{socket.gethostname()}:{child.pid}:{start}@{namespace}:t"
+        await store.acquire_leases(["group p/file"], owner, 3600, now=time.time())
+        assert [lease.owner for lease in await live_leases(store)] == [owner]  # alive
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the kernel has made it a zombie
+            with open(f"/proc/{child.pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.01)
+        ours = Ownership(store, ["group p/file"])
+        await ours.acquire()
+        assert [lease.owner for lease in await store.leases()] == [ours.owner]
+    finally:
+        child.kill()
+        child.wait()
+
+
 async def test_a_remote_workers_lease_waits_for_its_expiry(store: MeshStore) -> None:
     import time
 

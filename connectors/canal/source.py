@@ -55,6 +55,7 @@ from .events import (
     BinlogReader,
     Event,
     GtidEvent,
+    HeartbeatEvent,
     QueryEvent,
     RotateEvent,
     RowsEvent,
@@ -589,7 +590,17 @@ class CanalSource(Source[CanalSourceConfig]):
             self.file = event.next_file
             self.end = event.next_pos
             return
-        else:  # heartbeats and anything else: no state change
+        elif isinstance(event, HeartbeatEvent):
+            # The server sends one only when it has sent everything: between transactions,
+            # its position is where the binlog ends. A binlog rotated (FLUSH BINARY LOGS, a
+            # restart) begins with events that are no transaction (format description, GTID
+            # list, checkpoint) and move nothing here: without this the stream stayed at
+            # `file:4` while the binlog's end was `file:339`, and a snapshot chunk waiting
+            # for that end waited for the next write to the server (found by the cdctrial).
+            if not self.in_txn and event.log_pos > self.end and event.log_file == self.file:
+                self.end = event.log_pos
+            return
+        else:  # anything else: no state change
             return
         if event.log_pos > 0:
             self.file = event.log_file

@@ -146,8 +146,9 @@ class JdbcSinkConfig(_Connection):
     ddl: Literal["apply", "ignore", "fail"] = Field(
         default="apply",
         description=(
-            "DDL records of the `canal` source: `apply` runs `ADD COLUMN` and `RENAME COLUMN` "
-            "on the target (each other statement is logged and skipped), `ignore` skips all, "
+            "DDL records of the `canal` source: `apply` runs `ADD COLUMN`, `RENAME COLUMN` "
+            "and `TRUNCATE TABLE` on the target (each other statement is logged and skipped), "
+            "`ignore` skips all, "
             "`fail` stops the sink on any DDL record."
         ),
     )

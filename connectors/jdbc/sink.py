@@ -417,20 +417,24 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
         row = change.row or {}
         key = self.config.key or change.pk or []
-        if not key and (
-            change.op == "upsert" or (change.op == "write" and self.config.mode != "insert")
-        ):
+        if not key and change.op == "upsert":
+            # A CDC record of a source table without a primary key: that table's fault, not
+            # the config's. The pipeline's other tables are fine, so this is a dead letter of
+            # its own (it was a ConfigError that stopped the sink for every table, found by
+            # the cdctrial: a keyless `logs` table in a replicated schema).
+            raise DataError(
+                f"jdbc: cannot create table {name!r}: its {change.table or 'CDC'} records "
+                "carry no key names (the source table has no primary key); give the source "
+                "table a primary key, leave it out of the capture (the source's exclude), "
+                "set config.key, or create the target table with a primary key"
+            )
+        if not key and change.op == "write" and self.config.mode != "insert":
             # A table without a primary key could take no upsert or update: every record
             # would fail, and still after `key` is set, since the table would stay keyless.
-            what = (
-                f"mode {self.config.mode}"
-                if change.op == "write"
-                else f"{change.table or 'CDC'} records that carry no key names"
-            )
             raise ConfigError(
-                f"jdbc sink {self.context.name}: cannot create table {name!r} for {what}: "
-                "no key; set config.key (it becomes the table's primary key), or create the "
-                "table with a primary key"
+                f"jdbc sink {self.context.name}: cannot create table {name!r} for mode "
+                f"{self.config.mode}: no key; set config.key (it becomes the table's primary "
+                "key), or create the table with a primary key"
             )
         cols = [
             sa.Column(
@@ -517,6 +521,10 @@ class JdbcSink(Sink[JdbcSinkConfig]):
 
         actions = alter_actions(sql) if change.table else [("other", sql, "")]
         for kind, a, b in actions:
+            if kind == "truncate" and self.config.table is not None:
+                # `table` may gather several source tables into one (shards): emptying it for
+                # one of them would remove the others' rows
+                kind, a = "other", sql
             if kind == "other":
                 self.ddl_skipped.inc()
                 self.context.logger.warning("jdbc: DDL not applied to %s: %s", name, a[:200])
@@ -528,7 +536,14 @@ class JdbcSink(Sink[JdbcSinkConfig]):
                 return  # created later from the rows, with their columns
             names = {c.name for c in table.columns}
             with self.engine.begin() as conn:
-                if kind == "add" and a not in names:
+                if kind == "truncate":
+                    # MySQL writes no row events for the rows a TRUNCATE removes: without
+                    # this the copy kept them for ever. Replaying it is harmless: the rows
+                    # after it come again after it.
+                    target = conn.dialect.identifier_preparer.format_table(table)
+                    verb = "DELETE FROM" if self.dialect == "sqlite" else "TRUNCATE TABLE"
+                    conn.exec_driver_sql(f"{verb} {target}")
+                elif kind == "add" and a not in names:
                     column = sa.Column(a, sa_type_for_mysql(b, self.dialect))
                     self._add_column(conn, table, column)
                 elif kind == "rename" and a in names and b not in names:
@@ -619,9 +634,13 @@ class JdbcSink(Sink[JdbcSinkConfig]):
         json_cols = [k for k, c in enumerate(names) if c in info.json_columns]
         params = [[r[c] for c in names] for r in rows]
         if json_cols:
+            import sqlalchemy as sa
+
             for values in params:
                 for k in json_cols:
-                    if values[k] is not None:
+                    if values[k] is sa.JSON.NULL:  # JSON's null, not SQL NULL
+                        values[k] = "null"
+                    elif values[k] is not None:
                         values[k] = jsonvalue.dumps(values[k]).decode()
         if len(params) >= _COPY_MIN:
             self._pg_copy(conn, op, info, key, names, params)

@@ -406,6 +406,20 @@ def _json_column_text(v: Any) -> Any:
     return v if isinstance(v, str) else jsonvalue.dumps(v).decode()
 
 
+def _json_text(v: Any) -> Any:
+    """A JSON column's value given as JSON text (the ``canal`` format): its value, the JSON
+    ``null`` as ``sa.JSON.NULL`` so that it is stored as JSON ``null`` and not as SQL
+    ``NULL`` (which a record's own null is: MariaDB tells them apart, and so must the copy)."""
+    if not isinstance(v, str):
+        return v
+    value = jsonvalue.loads(v)
+    if value is None:
+        import sqlalchemy as sa
+
+        return sa.JSON.NULL
+    return value
+
+
 def coercer(sa_type: Any, json_text: bool) -> Callable[[Any], Any] | None:
     """A function turning a record value into the bind value for a column of ``sa_type``;
     None when values pass as they are. ``json_text``: JSON columns receive JSON *text* (the
@@ -432,7 +446,7 @@ def coercer(sa_type: Any, json_text: bool) -> Callable[[Any], Any] | None:
         return _interval
     if isinstance(t, sa.JSON):
         if json_text:
-            return lambda v: jsonvalue.loads(v) if isinstance(v, str) else v
+            return _json_text
         return None
     if getattr(t, "json_text_column", False):
         return _json_column_text

@@ -89,16 +89,27 @@ def _parts(owner: str) -> tuple[str, str, str]:
     return host, pid, start
 
 
-def _started(pid: int) -> str:
-    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc``), or ``""``."""
+def _stat(pid: int) -> list[bytes]:
+    """The fields of ``/proc/PID/stat`` after the command name (state first), or ``[]``."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return ""
+        return []
     # The command name (field 2) is in parentheses and may hold spaces: count after it.
-    fields = stat[stat.rfind(b")") + 2 :].split()
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def _started(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (Linux ``/proc``), or ``""``."""
+    fields = _stat(pid)
     return fields[19].decode() if len(fields) > 19 else ""
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and only waits for its parent to reap it (state ``Z``)."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] == b"Z"
 
 
 def describe_owner(owner: str) -> str:
@@ -143,6 +154,11 @@ def _dead_here(lease: Lease) -> bool:
         return True
     except PermissionError:  # alive, another user's
         pass
+    if _zombie(int(pid)):
+        # killed, not yet reaped by its parent (a shell or a container's init that reaps
+        # late): its pid still answers, but it renews nothing; a restart right after a
+        # SIGKILL was refused until the lease expired (found by the cdctrial)
+        return True
     return bool(start) and _started(int(pid)) not in ("", start)
 
 
