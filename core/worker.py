@@ -36,7 +36,7 @@ from .api import Ack, ConnectorContext, Flushed, Sink, Source, SourceBatch
 from .config.interpolate import register_secrets
 from .deliveries import Deliveries
 from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
-from .errors import Classifier, ConfigError, classify
+from .errors import Classifier, ConfigError, RetriableError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
 from .mesh.routing import route, subscription
@@ -460,13 +460,19 @@ class Worker:
                 # classified (a connector's bug), and at DEBUG for the others.
                 kind = classify(exc, self._classifiers.get(key))
                 fatal = kind is ConfigError
-                log.error(
-                    "%s %s FAILED: %s",
-                    status.kind,
-                    ident,
-                    reason,
-                    exc_info=exc if kind is None else None,
-                )
+                if view.stopping and kind is RetriableError:
+                    # Stopped while it waited out a transient failure (the target down): it
+                    # gave up what it had not written, and the next run starts from the last
+                    # commit. Nothing failed for good: no ERROR, and the exit status stays 0.
+                    log.warning("%s %s stopped while retrying: %s", status.kind, ident, reason)
+                else:
+                    log.error(
+                        "%s %s FAILED: %s",
+                        status.kind,
+                        ident,
+                        reason,
+                        exc_info=exc if kind is None else None,
+                    )
                 if kind is not None and not fatal:
                     log.debug("%s %s failure in full", status.kind, ident, exc_info=exc)
                 if (
