@@ -661,7 +661,7 @@ def test_a_quoted_key_may_start_with_one_underscore() -> None:
         ("data..a", "expected"),
         ("data[0", "expected"),
         ("data._secret", "names starting with '_'"),
-        ("data['__secret']", "names starting with '_'"),
+        ("data['__secret__']", "names starting with '_'"),
         ("_private", "names starting with '_'"),
         ("subject.x", "subject has no fields"),
         ("partitionKey", "lower-case letters and digits"),
@@ -686,11 +686,18 @@ def test_invalid_paths_are_config_errors(text: str, message: str) -> None:
         ("subject", (False, None)),
         ("type", (True, "meshconnect.record")),
         ("partitionkey", (True, "p")),
+        ("data['__deleted']", (True, "true")),  # Debezium's unwrap adds __deleted
     ],
 )
 def test_path_get(text: str, expected: tuple[bool, Any]) -> None:
     record = Record(
-        {"email": "ann@example.com", "nested": {}, "items": [1, 2], "nothing": None},
+        {
+            "email": "ann@example.com",
+            "nested": {},
+            "items": [1, 2],
+            "nothing": None,
+            "__deleted": "true",
+        },
         extensions={"partitionkey": "p"},
     )
 
