@@ -66,9 +66,12 @@ __all__ = [
     "FORMATS",
     "MAX_NS",
     "MIN_NS",
+    "READ_DIRECTIVES",
+    "WRITE_DIRECTIVES",
     "check_format",
     "format_time",
     "parse_time",
+    "pattern_problem",
     "read_instant",
     "shown",
     "write_instant",
@@ -164,11 +167,48 @@ def zone_hint(name: str) -> str:
     return "use an IANA name such as 'Europe/Berlin', or 'UTC'"
 
 
+#: The directives ``strptime`` reads (Python's own parser: no flags, no widths).
+READ_DIRECTIVES = frozenset("aAwdbBmyYHIpMSfzZjUWcxXGuV%")
+#: The directives a pattern may write: Python's, and the C library's that write the same
+#: fields (``%e``, ``%T``, …), with the flags ``-``, ``_``, ``0``, ``^`` and ``#``. Refused:
+#: ``%s`` (the C library takes the time as the worker's local time: silently wrong in any
+#: other zone; use ``epoch_s``), the ``%E``/``%O`` modifiers (``%Ez`` writes ``+0000`` in
+#: every zone), field widths (``%1000d``: a few characters writing a thousand) and letters
+#: that are no directive (``%Q``, written as they are).
+WRITE_DIRECTIVES = READ_DIRECTIVES | frozenset("CDeFghklnPrRtT")
+_DIRECTIVE = re.compile(r"%([-_0^#]*)(\d*)(.?)", re.DOTALL)
+
+
+def pattern_problem(fmt: str, *, parsing: bool) -> str | None:
+    """Why ``fmt`` is not a pattern ``strptime`` (``parsing``) or ``strftime`` can use."""
+    allowed = READ_DIRECTIVES if parsing else WRITE_DIRECTIVES
+    for match in _DIRECTIVE.finditer(fmt):
+        flags, width, code = match.groups()
+        directive = match.group()
+        if not code:
+            return "the pattern ends in a lone percent sign (write two for a literal one)"
+        if code == "s" and not parsing:
+            return "'%s' writes the time in the worker's local zone: use the format epoch_s"
+        if code not in allowed:
+            what = "read" if parsing else "written"
+            return f"{directive!r} is not a directive that can be {what}"
+        if width or (flags and (parsing or code == "%")):
+            return f"{directive!r}: flags and widths are not supported here"
+    return None
+
+
 def check_format(fmt: str, *, parsing: bool = True) -> str:
-    """``fmt`` if it is a named format (``auto`` only when ``parsing``) or contains a ``%``."""
+    """``fmt`` if it is a named format (``auto`` only when ``parsing``) or a strftime pattern
+    (with a ``%``) whose directives ``strptime`` reads (``parsing``) or ``strftime`` writes
+    correctly in every zone; ValueError saying which directive is not."""
     named = FORMATS if parsing else FORMATS[1:]
-    if fmt in named or "%" in fmt:
+    if fmt in named:
         return fmt
+    if "%" in fmt:
+        problem = pattern_problem(fmt, parsing=parsing)
+        if problem is None:
+            return fmt
+        raise ValueError(f"time format {shown(fmt)}: {problem}")
     raise ValueError(
         f"unknown time format {shown(fmt)}: use {', '.join(named)} or a strftime pattern"
     )

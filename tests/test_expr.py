@@ -525,6 +525,17 @@ def test_escapes_are_rejected_at_compile_time(text: str) -> None:
         Compiler().expression(text)
 
 
+def test_quoted_keys_starting_with_two_underscores_are_read() -> None:
+    # Debezium's ExtractNewRecordState adds __deleted, __op, __source_ts_ms: only special
+    # names (__class__) are refused, and a quoted key is only ever looked up in an object.
+    data = {"__deleted": "true", "__op": "d"}
+
+    assert evaluate("data['__deleted'] == 'true'", data) is True
+    assert evaluate('data["__op"]', data) == "d"
+    with pytest.raises(ExpressionError, match="'__init__'"):
+        Compiler().expression("data['__init__']")
+
+
 def test_underscore_names_are_refused_with_their_name(compiler: Compiler) -> None:
     with pytest.raises(
         ExpressionError, match="names starting with '_' are not allowed: '__class__'"

@@ -353,6 +353,18 @@ def test_a_time_format_from_the_record_is_within_the_budget() -> None:
     assert evaluate("len(formatTime(data.t, data.f))", {"t": 0, "f": "%c" * 40_000}) == 960_000
 
 
+def test_a_time_format_from_the_record_cannot_widen_a_directive() -> None:
+    """The budget counts 24 characters a directive: a field width ('%1200d', 6 characters
+    writing 1,200) in 78,000 characters built 15.6 million, 15 times the budget; '%s' wrote
+    a wrong epoch."""
+    big = failure("formatTime(data.t, data.f)", {"t": 0, "f": "%1200d" * 13_000})
+    local = failure("formatTime(data.t, data.f)", {"t": 0, "f": "%s"})
+
+    assert "'%1200d': flags and widths are not supported" in big
+    assert "'%s' writes the time in the worker's local zone: use the format epoch_s" in local
+    assert evaluate("formatTime(data.t, data.f)", {"t": 0, "f": "%-d.%-m."}) == "1.1."
+
+
 @pytest.mark.parametrize(
     ("text", "shown"),
     [

@@ -661,7 +661,7 @@ def test_a_quoted_key_may_start_with_one_underscore() -> None:
         ("data..a", "expected"),
         ("data[0", "expected"),
         ("data._secret", "names starting with '_'"),
-        ("data['__secret']", "names starting with '_'"),
+        ("data['__secret__']", "names starting with '_'"),
         ("_private", "names starting with '_'"),
         ("subject.x", "subject has no fields"),
         ("partitionKey", "lower-case letters and digits"),
@@ -686,11 +686,18 @@ def test_invalid_paths_are_config_errors(text: str, message: str) -> None:
         ("subject", (False, None)),
         ("type", (True, "meshconnect.record")),
         ("partitionkey", (True, "p")),
+        ("data['__deleted']", (True, "true")),  # Debezium's unwrap adds __deleted
     ],
 )
 def test_path_get(text: str, expected: tuple[bool, Any]) -> None:
     record = Record(
-        {"email": "ann@example.com", "nested": {}, "items": [1, 2], "nothing": None},
+        {
+            "email": "ann@example.com",
+            "nested": {},
+            "items": [1, 2],
+            "nothing": None,
+            "__deleted": "true",
+        },
         extensions={"partitionkey": "p"},
     )
 
@@ -934,3 +941,27 @@ def test_a_chain_runs_each_record_through_every_step_in_order(fan_at: int) -> No
     if fan_at < 2:
         expected.append(("transforms[2] (s2)", 62, after[: after.index("s2") + 1]))
     assert [(f.stage, f.record.data["n"], f.record.data["seen"]) for f in failures] == expected
+
+
+# -- a value an attribute refuses leaves the record as it came -----------------------------------
+
+
+def test_mask_refused_by_a_later_attribute_changes_nothing() -> None:
+    # The typed mask of partitionkey ('') was set before subject refused its '': the dead
+    # letter went out with partitionkey '' and data.a 0.
+    record = Record({"a": 5}, subject="s", extensions={"partitionkey": "pk"})
+    mask = build("mask", mode="typed", fields=["partitionkey", "data.a", "subject"])
+
+    fails_unchanged(mask, record, "cannot set subject")
+
+
+def test_set_attributes_refused_by_a_later_attribute_changes_nothing() -> None:
+    # subject (set first, in name order) was already 'new' when time refused 'yesterday'.
+    record = Record({"a": "new", "t": "yesterday"}, subject="orig", extensions={"k": "v"})
+    step = build(
+        "set_attributes",
+        attributes={"subject": "{data.a}", "time": "{data.t}"},
+        extensions={"k": "changed", "n": 7},
+    )
+
+    fails_unchanged(step, record, "cannot set time: it must be an RFC 3339")

@@ -272,11 +272,34 @@ def test_timestamp_convert_of_a_missing_field_is_a_data_error() -> None:
             "not a time format: use epoch_s, epoch_ms, epoch_us, .* iso_ns or a strftime",
         ),
         ({"from": "yyyy-MM-dd"}, "not a time format: use auto, epoch_s"),
+        # patterns whose directives strptime cannot read or strftime writes wrongly: each
+        # failed every record ('%Q' "does not match"), or wrote a wrong value silently ('%s'
+        # in the worker's local zone, '%Ez' as +0000, '%Q' and a trailing '%' as they are)
+        ({"from": "%d.%m.%Q"}, "not a time format: '%Q' is not a directive that can be read"),
+        ({"from": "%-d.%m.%Y"}, "'%-d': flags and widths are not supported"),
+        ({"to": "%s"}, "'%s' writes the time in the worker's local zone: use the format epoch_s"),
+        ({"to": "%Y %Ez"}, "'%E' is not a directive that can be written"),
+        ({"to": "%d.%m.%Q"}, "'%Q' is not a directive that can be written"),
+        ({"to": "%Y%"}, "the pattern ends in a lone percent sign"),
+        ({"to": "%1000000d"}, "'%1000000d': flags and widths are not supported"),
     ],
 )
 def test_timestamp_convert_options_are_checked(options: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         SPECS["timestamp_convert"].options_model(fields=["data.t"], **options)
+
+
+@pytest.mark.parametrize("to", ["%-d.%m.%Y", "%e %T %F %G-%V-%u %%s", "%Y-%m-%d %H:%M %Z"])
+def test_timestamp_convert_writes_the_c_library_directives_that_are_right(to: str) -> None:
+    record = Record({"t": "2023-11-04T22:13:20Z"})
+    build("timestamp_convert", fields=["data.t"], to=to, timezone="Asia/Tokyo").apply(record)
+
+    expected = {
+        "%-d.%m.%Y": "5.11.2023",
+        "%e %T %F %G-%V-%u %%s": " 5 07:13:20 2023-11-05 2023-44-7 %s",
+        "%Y-%m-%d %H:%M %Z": "2023-11-05 07:13 JST",
+    }
+    assert record.data == {"t": expected[to]}
 
 
 def test_timestamp_convert_to_epoch_refuses_an_attribute() -> None:

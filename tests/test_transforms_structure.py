@@ -67,6 +67,38 @@ def test_unflatten_conflict_is_a_data_error() -> None:
     fails_unchanged(build("unflatten"), Record({"a": 1, "a.b": 2}), "'a' is both a value")
 
 
+def _nest(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+def test_unflatten_stays_within_the_depth_a_payload_may_have() -> None:
+    # A key of thousands of separators made an object thousands of levels deep, on which the
+    # next flatten, filter, set_key, mask or copy failed with RecursionError or "nested too
+    # deep to write", and `meshconnect test` crashed printing it: at most 128 levels, as read.
+    deepest = Record({".".join(["a"] * 128): 1})
+    build("unflatten").apply(deepest)
+    assert deepest.data == _nest(128)
+    # a nested value counts too, and so do the levels above the field
+    with_value = Record({"a.a": _nest(126)})
+    build("unflatten").apply(with_value)
+    assert with_value.data == _nest(128)
+
+    for record, field in [
+        (Record({"id": 1, ".".join(["a"] * 129): 1}), "data"),
+        (Record({"id": 1, ".".join(["a"] * 20000): 1}), "data"),
+        (Record({"a.a": _nest(127)}), "data"),
+        (Record({"row": {".".join(["a"] * 128): 1}}), "data.row"),
+    ]:
+        fails_unchanged(
+            build("unflatten", field=field),
+            record,
+            rf"unflatten: {field}: the key 'a\.a[.a]*…?' would nest objects more than 128 levels",
+        )
+
+
 @pytest.mark.parametrize("name", ["flatten", "unflatten"])
 @pytest.mark.parametrize(
     ("data", "message"),

@@ -133,6 +133,7 @@ from ._runtime import render_value
 from ._templates import Template, sole_placeholder, template_pieces
 from ._translator import MAX_DEPTH as MAX_DEPTH  # the limits stay importable from here
 from ._translator import MAX_LENGTH as MAX_LENGTH
+from ._translator import is_special_name
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
@@ -142,6 +143,7 @@ __all__ = [
     "Predicate",
     "Template",
     "compile_re2",
+    "is_special_name",
     "render_value",
     "sole_placeholder",
     "template_pieces",

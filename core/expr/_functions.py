@@ -350,11 +350,15 @@ def _fn_parsetime(value: Any, fmt: Any = None, zone: Any = None) -> float | None
 _MOST_PER_DIRECTIVE = 24
 
 
+def _writing_format(fmt: Any) -> str:
+    return timefmt.check_format(_need_str("formatTime", fmt), parsing=False)
+
+
 def _fn_formattime(value: Any, fmt: Any = None, zone: Any = None) -> Any:
     if value is None:
         return None
     tz = timefmt.zone(_need_str("formatTime", zone)) if zone is not None else dt.UTC
-    fmt = "iso" if fmt is None else timefmt.check_format(_need_str("formatTime", fmt))
+    fmt = "iso" if fmt is None else _writing_format(fmt)
     if len(fmt) * _MOST_PER_DIRECTIVE // 2 > MAX_SIZE:  # a format taken from the record
         raise BudgetError(
             f"formatTime() format of {len(fmt):,} characters could build a value larger than "

@@ -54,6 +54,13 @@ _OPERATORS: dict[type[ast.AST], str] = {
 _ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 
 
+def is_special_name(key: str) -> bool:
+    """A Python special name (``__class__``, ``__globals__``): the only quoted keys that
+    expressions and field paths refuse. Other keys that start with ``_`` (``_id``,
+    Debezium's ``__deleted``) are only ever looked up in an object."""
+    return key.startswith("__") and key.endswith("__")
+
+
 def _never_null(node: ast.expr) -> bool:
     """Whether a translated node can be known not to evaluate to ``None``."""
     if isinstance(node, ast.Constant):
@@ -249,9 +256,10 @@ class _Translator:
             ]
             return ast.Call(ast.Name("_slice", ast.Load()), [container, *parts], [])
         if isinstance(index, ast.Constant) and isinstance(index.value, str):
-            # A quoted key is only ever looked up in an object, so '_id' is safe; dunder
-            # names stay refused all the same, as a second line of defence.
-            if index.value.startswith("__"):
+            # A quoted key is only ever looked up in an object, so '_id' and Debezium's
+            # '__deleted' are safe; special names ('__class__') stay refused all the same, as
+            # a second line of defence.
+            if is_special_name(index.value):
                 self.check_name(index.value, index)
             return self._lookup(container, index.value)
         return ast.Call(ast.Name("_item", ast.Load()), [container, self.visit(index)], [])

@@ -11,6 +11,8 @@
 * :func:`own` copies the objects on the way down nested paths in place, before a transform
   changes a value inside them: sinks share the objects inside stored records.
 * :func:`fresh_copy` copies a JSON value deeply (fast through orjson).
+* :func:`set_all` sets several values, attributes and extensions first, so that one that breaks
+  a CloudEvents rule leaves the record as it came in.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..records import kind_of
 from .paths import FieldPath, parse_path
 
@@ -44,6 +46,7 @@ __all__ = [
     "kind_of",
     "nested",
     "own",
+    "set_all",
 ]
 
 
@@ -188,3 +191,28 @@ def detach(data: Any, paths: Iterable[FieldPath], *, copy_root: bool = True) -> 
                 node[seg] = child
             node = child
     return root
+
+
+def set_all(record: Record, updates: list[tuple[FieldPath, Any]]) -> None:
+    """Set each ``(path, value)``; a value that an attribute or extension refuses (an empty
+    ``subject``, a ``time`` that is not RFC 3339, an extension beyond 32 bits) raises
+    DataError with the record as it came in. Attributes and extensions are set first and put
+    back on failure; data paths (which must exist: values found by ``get``) are set last."""
+    context = [(path, value) for path, value in updates if path.kind != "data"]
+    if context:
+        attributes = [
+            (p.name, getattr(record, p.name)) for p, _ in context if p.kind == "attribute"
+        ]
+        extensions = dict(record.extensions)
+        try:
+            for path, value in context:
+                path.set(record, value, create=False)
+        except DataError:
+            for name, old in attributes:
+                setattr(record, name, old)
+            record.extensions.clear()
+            record.extensions.update(extensions)
+            raise
+    for path, value in updates:
+        if path.kind == "data":
+            path.set(record, value, create=False)

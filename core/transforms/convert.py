@@ -37,7 +37,15 @@ from ..booleans import parse_bool
 from ..errors import ConfigError, DataError
 from ..expr import render_value
 from ..numparse import describe, parse_number, to_float, to_int
-from ..timefmt import FORMATS, check_format, read_instant, write_instant, zone, zone_hint
+from ..timefmt import (
+    FORMATS,
+    check_format,
+    pattern_problem,
+    read_instant,
+    write_instant,
+    zone,
+    zone_hint,
+)
 from . import Transform
 from ._common import Options, PathOption, nested, own
 from .paths import MISSING, FieldPath, parse_path
@@ -264,6 +272,9 @@ def _time_format(parsing: bool) -> Callable[[str], str]:
     named = ", ".join(FORMATS if parsing else FORMATS[1:])
 
     def check(text: str) -> str:
+        problem = pattern_problem(text, parsing=parsing) if "%" in text else None
+        if problem is not None:  # names the directive, not the whole pattern
+            raise ValueError(f"not a time format: {problem}")
         try:
             return check_format(text, parsing=parsing)
         except ValueError:

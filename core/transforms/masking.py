@@ -45,7 +45,7 @@ from ..api import TransformSpec
 from ..errors import DataError
 from ..numparse import parse_number
 from . import Transform
-from ._common import Options, PathOption, kind_of, nested, own
+from ._common import Options, PathOption, kind_of, nested, own, set_all
 from .paths import FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -348,8 +348,7 @@ class Mask(Transform):
                     updates.append((path, masker(value)))
                 except DataError as exc:
                     raise DataError(f"mask {path}: {exc}") from None
-        for path, masked in updates:
-            path.set(record, masked, create=False)
+        set_all(record, updates)  # a typed mask of subject ('') fails before anything changes
         return record
 
 

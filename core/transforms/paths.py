@@ -12,12 +12,13 @@ A field path names one value::
     partitionkey                any other bare name: an extension attribute
 
 Keys written after a dot are letters, digits, ``_`` and ``-``; names and dotted keys starting
-with ``_`` are refused, as in expressions: write ``data['_id']`` (quoted keys may start with one
-``_``, not two). Extension names are lower-case letters and digits, as CloudEvents requires.
-Only ``data`` paths go deeper than one name. ``topic`` is not part of the CloudEvent but the
-mesh topic of the record: in a sink's transforms the topic it was stored in, in a pipeline's
-transforms the one a ``route`` gave it (none before); it can be read (``insert_field`` with
-``from: topic``, as Kafka Connect's ``InsertField`` ``topic.field``), not changed.
+with ``_`` are refused, as in expressions: write ``data['_id']`` or ``data['__deleted']`` (a
+quoted key is refused only when it is a Python special name, ``__x__``). Extension names are
+lower-case letters and digits, as CloudEvents requires. Only ``data`` paths go deeper than one
+name. ``topic`` is not part of the CloudEvent but the mesh topic of the record: in a sink's
+transforms the topic it was stored in, in a pipeline's transforms the one a ``route`` gave it
+(none before); it can be read (``insert_field`` with ``from: topic``, as Kafka Connect's
+``InsertField`` ``topic.field``), not changed.
 
 :func:`parse_path` parses a path once into a :class:`FieldPath` whose ``get``, ``set`` and
 ``delete`` work on records without parsing again. Their contract:
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..config.topics import base_topic
 from ..errors import ConfigError, DataError
 from ..eventrules import attribute_problem, extension_value_problem
+from ..expr import is_special_name
 from ..records import CONTEXT_ATTRIBUTES
 from ..records import kind_of as _kind_of
 
@@ -560,9 +562,11 @@ def parse_path(text: str) -> FieldPath:
             expected = "'.key', '[index]' or \"['key']\""
             raise _bad(text, f"expected {expected}, found {source[pos:]!r}", pos)
         segment = segments[-1]
-        # A quoted key may start with one '_' (data['_id']), as in expressions.
-        refused = "__" if match.re is _QUOTED else "_"
-        if isinstance(segment, str) and segment.startswith(refused):
+        # A quoted key may start with '_' (data['_id'], Debezium's data['__deleted']), as in
+        # expressions; only special names (data['__class__']) are refused there.
+        if isinstance(segment, str) and (
+            is_special_name(segment) if match.re is _QUOTED else segment.startswith("_")
+        ):
             raise _bad(text, f"names starting with '_' are not allowed: {segment!r}", pos)
         if isinstance(segment, str) and not segment:
             raise _bad(text, "empty key", pos)

@@ -20,7 +20,7 @@ from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from ..expr import render_value
 from . import Transform, build_context
-from ._common import Options, ReadPathOption, fresh_copy
+from ._common import Options, ReadPathOption, fresh_copy, set_all
 from .paths import MISSING, FieldPath, parse_path
 
 if TYPE_CHECKING:
@@ -351,8 +351,7 @@ class SetAttributes(Transform):
                         f"set_attributes: {path} template {template.text!r} rendered ''"
                     )
             values.append((path, value))
-        for path, value in values:
-            path.set(record, value)
+        set_all(record, values)  # one value breaking a CloudEvents rule changes nothing
         return record
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from .. import jsonvalue
 from ..api import TransformSpec
 from ..errors import ConfigError, DataError
 from ..expr import sole_placeholder
@@ -124,7 +125,10 @@ class UnflattenOptions(Options):
 class Unflatten(Transform):
     """The inverse of ``flatten``: ``{"a.b": 1, "a.c": 2}`` becomes ``{"a": {"b": 1, "c": 2}}``.
 
-    A key that is both a value and an object (``{"a": 1, "a.b": 2}``) is a DataError.
+    A key that is both a value and an object (``{"a": 1, "a.b": 2}``) is a DataError. So is
+    a payload that would nest deeper than :data:`jsonvalue.MAX_DEPTH`: a key of a thousand
+    separators would otherwise make an object that no JSON reader, copy or check downstream
+    can take (every value a source reads is at most that deep).
     """
 
     copies_nested_objects = True
@@ -134,6 +138,8 @@ class Unflatten(Transform):
         self.path = path
         self.separator = separator
         self._nested = nested([path])
+        # How deep the unflattened object may be: the payload's limit less the levels above it.
+        self._max_depth = jsonvalue.MAX_DEPTH - len(path.segments)
 
     def apply(self, record: Record) -> Record:
         source = _object_at(self.path, record, "unflatten")
@@ -142,8 +148,13 @@ class Unflatten(Transform):
         sep = self.separator
         out: dict[str, Any] = {}
         made: set[int] = set()  # the objects this made (only those may take more keys)
+        deepest, deepest_key = 1, ""
         for key, value in source.items():
             parts = key.split(sep) if sep in key else [key]
+            if len(parts) > deepest:
+                deepest, deepest_key = len(parts), key
+                if deepest > self._max_depth:  # before making a thousand levels
+                    self._too_deep(deepest_key)
             node: Any = out
             for depth, part in enumerate(parts[:-1]):
                 child = node.get(part)
@@ -158,9 +169,19 @@ class Unflatten(Transform):
             if last in node:
                 raise DataError(f"unflatten: {key!r} is both a value and an object")
             node[last] = value
+        limit = self._max_depth
+        if deepest > 1 and jsonvalue.depth(out, limit) > limit:  # nested values count too
+            self._too_deep(deepest_key)
         own(record, self._nested)
         self.path.set(record, out, create=False)
         return record
+
+    def _too_deep(self, key: str) -> None:
+        shown = key if len(key) <= 60 else f"{key[:60]}…"
+        raise DataError(
+            f"unflatten: {self.path}: the key {shown!r} would nest objects more than "
+            f"{jsonvalue.MAX_DEPTH} levels deep in data"
+        )
 
 
 def _make_flatten(options: FlattenOptions, compiler: Compiler) -> Flatten:
