@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -18,10 +17,11 @@ from store_support import (
     output_numbers,
     private_redis_cluster,
     restart_the_engine,
+    restart_the_engine_empty,
     sigkill_the_worker,
 )
 
-from conftest import lines, meshconnect, run_cli, start_worker
+from conftest import run_cli
 from meshconnect.errors import ConfigError, StoreError, StoreLostError
 from meshconnect.mesh.redis_store import RedisStore
 from meshconnect.mesh.store import FencedError, GroupInfo, MeshStore
@@ -136,48 +136,22 @@ def test_a_worker_whose_redis_restarts_empty_stops_with_the_reason(
     the worker stops with exit 1 and says the mesh is gone, instead of storing the next lines
     from offset 0 (which its sink, at offset 2,000, would never read) with every position and
     offset forgotten."""
-    (tmp_path / "in").mkdir()
-    source = tmp_path / "in" / "events.jsonl"
-    source.write_text("".join(f'{{"n": {n}}}\n' for n in range(2000)))
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(
-        "pipelines:\n  - name: events\n    source:\n      connector: file\n"
-        "      config: {path: in/events.jsonl, format: json, follow: true, poll_interval: 0.05}\n"
-        "    topic: events\n    sinks:\n      - name: out\n        connector: file\n"
-        "        config: {path: out/events.jsonl, format: json}\n"
-    )
-    out = tmp_path / "out" / "events.jsonl"
-    log_path = tmp_path / "worker.log"
     with private_redis(tmp_path / "redis") as server:
-        url = f"{server.url}?prefix=lost&reconnect_timeout=30"
-        proc = start_worker(
-            meshconnect(tmp_path / "state", "--store", url, "run", *cluster, str(config)), log_path
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while len(lines(out)) < 2000 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert len(lines(out)) == 2000, log_path.read_text()[-3000:]
+
+        def restart_empty() -> None:
             server.stop()
             shutil.rmtree(tmp_path / "redis" / "appendonlydir")  # its data: gone
             server.start()
-            with source.open("a") as f:
-                f.write("".join(f'{{"n": {n}}}\n' for n in range(2000, 2100)))
-            code = proc.wait(timeout=90)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-        log = log_path.read_text()
-        assert code == 1, log[-3000:]
+
+        url = f"{server.url}?prefix=lost&reconnect_timeout=30"
+        log = restart_the_engine_empty(tmp_path, url, restart_empty, cluster)
+
         assert "the mesh this worker opened is gone from Redis" in log
-        assert "run failed" in log
         stored = subprocess.run(
             ["redis-cli", "-p", str(server.port), "--scan", "--pattern", "{lost}:s:*"],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         assert stored == ""  # nothing stored from offset 0 in the empty server
-    assert len(lines(out)) == 2000
 
 
 # -- leases and fencing ----------------------------------------------------------------------------
