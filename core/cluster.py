@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, StoreError, ValidationErrors
+from .errors import ConfigError, StoreError, StoreLostError, ValidationErrors
 from .mesh.ownership import _dead_here, describe_owner, worker_identity
 from .mesh.store import FencedError, Lease, MeshStore
 from .offsets import check_partitions, sink_group, source_id
@@ -301,6 +301,10 @@ class ClusterMember:
                     await self.round()
                 except (asyncio.CancelledError, KeyboardInterrupt):
                     raise
+                except StoreLostError as exc:  # the mesh is gone: nothing left to share
+                    log.error("cluster %s: %s: stopping", self.name, exc)
+                    worker.state.gave_up.append(str(exc))
+                    break
                 except Exception as exc:  # the store is away: the next round tries again
                     log.warning("cluster %s: %s: %s", self.name, type(exc).__name__, exc)
                 left = self.every - (time.monotonic() - began)

@@ -20,8 +20,11 @@
     │                          with its own error (one of the classes above); the others were
     │                          written. The sink loop retries or dead-letters exactly those.
     └── StoreError             the mesh store failed; retriable unless it says otherwise.
-        └── FencedError        another worker took this source's or group's lease: never
-                               retried nor dead-lettered (a restart; a cluster member stops).
+        ├── FencedError        another worker took this source's or group's lease: never
+        │                      retried nor dead-lettered (a restart; a cluster member stops).
+        └── StoreLostError     the store's data vanished under a running worker (a Redis
+                               restarted without persistence, or flushed): also a
+                               ``ConfigError``, so the connector gives up (the run exits 1).
 
 Connectors raise these, or let their client library's exceptions through and map them with
 :meth:`Source.classify_error <meshconnect.api.Source.classify_error>` /
@@ -86,6 +89,7 @@ __all__ = [
     "RestartError",
     "RetriableError",
     "StoreError",
+    "StoreLostError",
     "ValidationErrors",
     "classify",
 ]
@@ -126,6 +130,13 @@ class FencedError(StoreError):
     group has another owner or epoch now (or lapsed): another worker took over, and this one
     must stop. Retrying cannot help and a dead letter would be a write by a replaced owner, so
     :func:`classify` maps it to :class:`RestartError`."""
+
+
+class StoreLostError(StoreError, ConfigError):
+    """The mesh store no longer holds the mesh this worker opened: its data is gone (a Redis
+    restarted without persistence, a ``FLUSHALL``). Going on would store records again from
+    offset 0 under offsets sinks already committed past, and renew leases nobody fences, so it
+    is fatal like a :class:`ConfigError`: the connector gives up and the run exits 1."""
 
 
 class RestartError(MeshconnectError):

@@ -164,6 +164,18 @@ class SinkLoop:
                 if not records:
                     continue
                 progressed = True
+                first = records[0].offset
+                if first is not None and first > offset:  # offsets are dense: retention
+                    log.warning(
+                        "sink %s: retention deleted records %d..%d of topic %s before this "
+                        "sink read them (%d records skipped); it resumes at offset %d",
+                        self.group,
+                        offset,
+                        first - 1,
+                        topic,
+                        first - offset,
+                        first,
+                    )
                 try:
                     await self._deliver(topic, records)
                 except Exception as exc:  # the status shows the record it failed on

@@ -24,7 +24,12 @@ import pytest
 
 from conftest import lines, meshconnect, start_worker
 
-__all__ = ["STORE_TEST_MODULES", "import_store_tests", "tail_stays_in_budget"]
+__all__ = [
+    "STORE_TEST_MODULES",
+    "import_store_tests",
+    "restart_the_engine_empty",
+    "tail_stays_in_budget",
+]
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -239,6 +244,47 @@ def restart_the_engine(
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=60), progress
+
+
+def restart_the_engine_empty(
+    tmp_path: Path, store_url: str, restart_empty: Any, cluster: list[str]
+) -> str:
+    """A followed file -> file pipeline on ``store_url`` (``run`` with the options in
+    ``cluster``): once its 2,000 lines are delivered, the engine is started again without its
+    data (``restart_empty()``) and 100 lines more arrive. Checks that the worker exits 1 with
+    ``run failed`` and that the output still holds the 2,000 lines once each; returns the log."""
+    (tmp_path / "in").mkdir()
+    source = tmp_path / "in" / "events.jsonl"
+    source.write_text("".join(f'{{"n": {n}}}\n' for n in range(2000)))
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        "pipelines:\n  - name: events\n    source:\n      connector: file\n"
+        "      config: {path: in/events.jsonl, format: json, follow: true, poll_interval: 0.05}\n"
+        "    topic: events\n    sinks:\n      - name: out\n        connector: file\n"
+        "        config: {path: out/events.jsonl, format: json}\n"
+    )
+    out = tmp_path / "out" / "events.jsonl"
+    log_path = tmp_path / "worker.log"
+    command = meshconnect(tmp_path / "state", "--store", store_url, "run", *cluster, str(config))
+    proc = start_worker(command, log_path)
+    try:
+        deadline = time.monotonic() + 60
+        while len(lines(out)) < 2000 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(lines(out)) == 2000, log_path.read_text()[-3000:]
+        restart_empty()
+        with source.open("a") as f:
+            f.write("".join(f'{{"n": {n}}}\n' for n in range(2000, 2100)))
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    log = log_path.read_text()
+    assert code == 1, log[-3000:]
+    assert "run failed" in log
+    assert output_numbers(out) == list(range(2000))
+    return log
 
 
 # -- a private Redis Cluster -----------------------------------------------------------------------

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from nats_support import NatsServer, private_nats
-from store_support import expected, output_numbers, restart_the_engine, sigkill_the_worker
+from store_support import (
+    expected,
+    output_numbers,
+    restart_the_engine,
+    restart_the_engine_empty,
+    sigkill_the_worker,
+)
 
-from meshconnect.errors import ConfigError, DataError, StoreError
+from meshconnect.errors import ConfigError, DataError, StoreError, StoreLostError
 from meshconnect.mesh.nats_store import NatsStore
 from meshconnect.mesh.store import FencedError, GroupInfo, MeshStore
 from meshconnect.records import Record
@@ -253,6 +261,59 @@ def test_the_password_never_shows() -> None:
 def test_bad_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError, match="nats store URL"):
         NatsStore(url)
+
+
+# -- a server that lost the mesh (an empty storage directory, the streams deleted) ----------------
+
+
+async def test_a_store_whose_mesh_vanished_says_so_instead_of_waiting(nats_url: str) -> None:
+    """Every stream of the mesh deleted under an open store (what a nats-server restarted on an
+    empty storage directory shows): appends, commits and lease renewals fail with
+    StoreLostError at once, where they waited ``reconnect_timeout`` for a stream that would not
+    come back and then failed as "NATS unreachable", again and again."""
+    import nats
+
+    store = NatsStore(f"{nats_url}&reconnect_timeout=600")
+    await store.open()
+    assert await store.acquire_leases(["source p/c", "group p/s"], "me", 30, now=time.time()) == []
+    await store.append([Record({"n": i}, topic="t") for i in range(3)], {("p/c", "f"): {"o": 3}})
+    await store.commit("p/s", {"t": 3}, {"size": 3})
+    client = await nats.connect(nats_url.split("?")[0])
+    js = client.jetstream()
+    buckets = [f"KV_MC_{store.prefix}_{b}" for b in ("positions", "groups", "leases", "starts")]
+    for stream in [store._stream("t"), *buckets]:
+        await js.delete_stream(stream)
+    await client.close()
+
+    with pytest.raises(StoreLostError, match="gone from NATS"):
+        await asyncio.wait_for(store.append([Record({"n": 3}, topic="t")]), 60)
+    with pytest.raises(StoreLostError):
+        await asyncio.wait_for(store.commit("p/s", {"t": 4}, {"size": 4}), 60)
+    with pytest.raises(StoreLostError):
+        await asyncio.wait_for(
+            store.acquire_leases(["source p/c", "group p/s"], "me", 30, now=time.time()), 60
+        )
+    await store.close()
+
+
+@pytest.mark.parametrize("cluster", [[], ["--cluster", "lost"]], ids=["alone", "cluster"])
+def test_a_worker_whose_nats_restarts_empty_stops_with_the_reason(
+    tmp_path: Path, cluster: list[str]
+) -> None:
+    """nats-server restarted on an empty storage directory under a running worker (alone, or
+    a cluster member): the worker stops with exit 1 and says the mesh is gone, instead of
+    waiting for streams that will never come back, connector restart after restart."""
+    with private_nats(tmp_path / "nats") as server:
+
+        def restart_empty() -> None:
+            server.stop()
+            shutil.rmtree(tmp_path / "nats" / "jetstream")  # its data: gone
+            server.start()
+
+        url = f"{server.url}?prefix=lost&reconnect_timeout=30"
+        log = restart_the_engine_empty(tmp_path, url, restart_empty, cluster)
+
+    assert "the mesh this worker opened is gone from NATS" in log
 
 
 async def test_an_unreachable_server_is_a_store_error_after_the_reconnect_timeout() -> None:

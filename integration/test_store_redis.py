@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +17,12 @@ from store_support import (
     output_numbers,
     private_redis_cluster,
     restart_the_engine,
+    restart_the_engine_empty,
     sigkill_the_worker,
 )
 
 from conftest import run_cli
-from meshconnect.errors import ConfigError, StoreError
+from meshconnect.errors import ConfigError, StoreError, StoreLostError
 from meshconnect.mesh.redis_store import RedisStore
 from meshconnect.mesh.store import FencedError, GroupInfo, MeshStore
 from meshconnect.records import Record
@@ -87,6 +91,67 @@ def test_a_redis_restarted_mid_run_is_waited_out_and_nothing_is_lost(tmp_path: P
     assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
     assert len([n for n in progress if n > 0]) >= 2, progress
     assert output_numbers(tmp_path / "out" / "events.jsonl") == expected(20_000)
+
+
+# -- a server that lost the mesh (restarted without persistence, flushed) -------------------------
+
+
+async def test_a_store_whose_mesh_vanished_refuses_every_write_and_read(redis_url: str) -> None:
+    """Every key of the mesh deleted under an open store (what a FLUSHALL, or a restart of a
+    Redis without persistence, does): appends, commits, reads and lease renewals fail with
+    StoreLostError instead of appending from offset 0 again and renewing leases with the same
+    epoch, and a store opened afterwards (a new mesh) does not make the old one valid again."""
+    store = RedisStore(redis_url)
+    await store.open()
+    assert await store.acquire_leases(["source p/c", "group p/s"], "me", 30, now=time.time()) == []
+    await store.append([Record({"n": i}, topic="t") for i in range(3)], {("p/c", "f"): {"o": 3}})
+    await store.commit("p/s", {"t": 3}, {"size": 3})
+    client = store._redis()
+    keys = [key async for key in client.scan_iter(match=f"{store._tag}:*")]
+    await client.delete(*keys)
+
+    with pytest.raises(StoreLostError, match="gone from Redis"):
+        await store.append([Record({"n": 3}, topic="t")], {("p/c", "f"): {"o": 4}})
+    with pytest.raises(StoreLostError):
+        await store.commit("p/s", {"t": 4}, {"size": 4})
+    with pytest.raises(StoreLostError):
+        await store.read("t", 3, 10)
+    with pytest.raises(StoreLostError):
+        await store.acquire_leases(["source p/c", "group p/s"], "me", 30, now=time.time())
+    fresh = RedisStore(redis_url)
+    await fresh.open()
+    assert await fresh.append([Record({"n": 0}, topic="t")]) == [0]
+    with pytest.raises(StoreLostError):
+        await store.append([Record({"n": 3}, topic="t")])
+    assert await fresh.end_offsets(["t"]) == {"t": 1}
+    await fresh.close()
+    await store.close()
+
+
+@pytest.mark.parametrize("cluster", [[], ["--cluster", "lost"]], ids=["alone", "cluster"])
+def test_a_worker_whose_redis_restarts_empty_stops_with_the_reason(
+    tmp_path: Path, cluster: list[str]
+) -> None:
+    """A Redis restarted without its data under a running worker (alone, or a cluster member):
+    the worker stops with exit 1 and says the mesh is gone, instead of storing the next lines
+    from offset 0 (which its sink, at offset 2,000, would never read) with every position and
+    offset forgotten."""
+    with private_redis(tmp_path / "redis") as server:
+
+        def restart_empty() -> None:
+            server.stop()
+            shutil.rmtree(tmp_path / "redis" / "appendonlydir")  # its data: gone
+            server.start()
+
+        url = f"{server.url}?prefix=lost&reconnect_timeout=30"
+        log = restart_the_engine_empty(tmp_path, url, restart_empty, cluster)
+
+        assert "the mesh this worker opened is gone from Redis" in log
+        stored = subprocess.run(
+            ["redis-cli", "-p", str(server.port), "--scan", "--pattern", "{lost}:s:*"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert stored == ""  # nothing stored from offset 0 in the empty server
 
 
 # -- leases and fencing ----------------------------------------------------------------------------

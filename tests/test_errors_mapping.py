@@ -28,6 +28,7 @@ from meshconnect.errors import (
     RestartError,
     RetriableError,
     StoreError,
+    StoreLostError,
     ValidationErrors,
     classify,
 )
@@ -77,6 +78,7 @@ TABLE: list[tuple[BaseException, type[MeshconnectError] | None]] = [
     (StoreError("x"), StoreError),
     # a replaced owner: retrying or dead-lettering would be writes by a worker that lost the lease
     (FencedError("another worker took over group p/s"), RestartError),
+    (StoreLostError("the mesh is gone from Redis"), ConfigError),
     # network and timeouts
     (ConnectionResetError(), RetriableError),
     (ConnectionRefusedError(), RetriableError),

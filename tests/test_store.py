@@ -150,6 +150,51 @@ async def test_a_file_from_a_newer_schema_is_refused(tmp_path: Path) -> None:
         await SqliteStore(f"sqlite:///{path}").open()
 
 
+async def test_a_damaged_file_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A mesh.db whose pages were overwritten: the error says the file is damaged and what to
+    do, not only SQLite's "database disk image is malformed"."""
+    path = tmp_path / "mesh.db"
+    store = SqliteStore(f"sqlite:///{path}")
+    await store.open()
+    await store.append([Record({"n": i}, topic="t") for i in range(100)])
+    await store.close()
+    with path.open("r+b") as f:
+        f.seek(4096)
+        f.write(random.Random(1).randbytes(8192))
+
+    with pytest.raises(StoreError, match=r"malformed \(the file is damaged: restore it"):
+        await SqliteStore(f"sqlite:///{path}").open()
+
+
+def test_a_state_directory_on_a_read_only_file_system_is_named(tmp_path: Path) -> None:
+    """A store whose directory is on a read-only mount (a tmpfs remounted read-only; needs
+    the right to mount, as root has): the error names the directory and why, where SQLite
+    only says "unable to open database file"."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        url = f"sqlite:///{mount / 'state' / 'mesh.db'}"
+
+        async def open_close() -> None:
+            store = SqliteStore(url)
+            await store.open()
+            await store.close()
+
+        asyncio.run(open_close())
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+
+        with pytest.raises(StoreError, match="unable to open database file") as failure:
+            asyncio.run(open_close())
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert f"the directory {mount / 'state'} is on a read-only file system" in str(failure.value)
+
+
 def run_python(script: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script), *args],

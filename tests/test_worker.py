@@ -301,6 +301,38 @@ async def test_the_files_retention_is_applied_to_the_topics(tmp_path: Path, stor
     assert [r.data["n"] for r in kept] == list(range(90, 100))
 
 
+async def test_a_sink_that_retention_overtook_says_what_it_skipped(
+    tmp_path: Path, store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sink that had not read records retention deleted resumes at the oldest record still
+    stored, as the docs say, and logs which records it skipped: it was silent before."""
+    store = open_store(store_url, test_registry())
+    await store.open()
+    from meshconnect.records import Record
+
+    await store.append([Record({"n": i}, topic="p") for i in range(100)])
+    await store.close()
+    config = pipeline(
+        tmp_path,
+        """
+        retention: {max_records: 10}
+        pipelines:
+          - name: p
+            source: {connector: memory, config: {records: []}}
+            sinks:
+              - {connector: memory, config: {name: out}}
+        """,
+    )
+    with caplog.at_level(logging.WARNING, logger="meshconnect.worker"):
+        assert await run_pipelines([config], store_url) == 0
+
+    assert collect("out") == [{"n": i} for i in range(90, 100)]
+    assert (
+        "sink p/memory: retention deleted records 0..89 of topic p before this sink read "
+        "them (90 records skipped); it resumes at offset 90" in caplog.text
+    )
+
+
 async def test_long_runs_log_progress_per_connector(
     tmp_path: Path, store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -56,7 +56,10 @@ commits and position updates are single KV writes: atomic.
 
 **A lost connection** is waited out for up to ``reconnect_timeout`` seconds (nats-py
 reconnects by itself; each operation is retried meanwhile). A publish whose acknowledgement
-was lost is simply published again: the message id makes it idempotent.
+was lost is simply published again: the message id makes it idempotent. A stream that does
+not answer while JetStream answers that the positions bucket no longer exists means the server
+lost the mesh (an empty storage directory): :class:`~meshconnect.errors.StoreLostError`, fatal,
+instead of waiting for it.
 
 **Durability** is JetStream's: a SIGKILL of ``nats-server`` loses nothing acknowledged (the
 data is in the OS's page cache); a power loss may lose what was not yet synced (the server's
@@ -90,7 +93,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, StoreError, StoreLostError
 from ..records import Record
 from ..secrets import shown_url
 from .codec import (
@@ -419,6 +422,8 @@ class NatsStore(MeshStore):
                 ConnectionError,
                 OSError,
             ) as exc:
+                if isinstance(exc, je.NoStreamResponseError) and not opening:
+                    await self._check_not_lost(what)
                 if time.monotonic() + delay > deadline:
                     raise StoreError(
                         f"mesh store {self.url}: {what}: NATS unreachable for "
@@ -437,6 +442,30 @@ class NatsStore(MeshStore):
             delay = min(delay * 2, 1.0)
             if not opening:
                 self._jetstream()  # closed meanwhile: stop
+
+    async def _check_not_lost(self, what: str) -> None:
+        """Raise :class:`StoreLostError` when JetStream answers that the positions bucket this
+        store opened no longer exists: the server lost its storage (restarted on an empty
+        ``-sd``, the streams deleted), and every message and KV write would wait for a stream
+        that will not come back. Anything else (the server still away, JetStream not ready)
+        says nothing: the caller waits on."""
+        from nats.js.errors import NotFoundError
+
+        nc, js = self._nc, self._js
+        if nc is None or js is None or not nc.is_connected:
+            return
+        bucket = f"KV_MC_{self.prefix}_positions"
+        try:
+            await js.stream_info(bucket)
+        except NotFoundError:
+            raise StoreLostError(
+                f"mesh store {self.url}: {what}: the mesh this worker opened is gone from NATS "
+                f"(the stream {bucket} no longer exists): JetStream lost its storage or the "
+                "mesh was deleted; stopping instead of waiting for it. A new run starts a new, "
+                "empty mesh"
+            ) from None
+        except Exception:  # not answered: the server is still away or JetStream not ready
+            return
 
     # -- append --------------------------------------------------------------------------------
 
@@ -1196,6 +1225,8 @@ class NatsStore(MeshStore):
             return None, doc["leases"].get(name)
 
         current = await self._change_leases(check)
+        if current is None:  # no lease at all: taken and released, or the whole mesh gone
+            await self._check_not_lost(f"lease {name}")
         if current is None or current[0] != held[0] or current[2] != held[1]:
             raise FencedError(f"mesh store {self.url}: lease {name} is no longer held by {held[0]}")
 

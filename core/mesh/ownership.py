@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import MeshconnectError
+from ..errors import MeshconnectError, StoreLostError
 from .store import Lease, MeshStore
 
 if TYPE_CHECKING:
@@ -225,8 +225,8 @@ class Ownership:
         return conflicts
 
     def keep(self, lost: Callable[[str], None]) -> None:
-        """Renew the leases in the background; call ``lost(reason)`` if another owner took one
-        (this worker must then stop)."""
+        """Renew the leases in the background; call ``lost(reason)`` if another owner took one,
+        or the store lost the mesh (this worker must then stop)."""
         if not self.names or not self.supported:
             return
 
@@ -235,6 +235,9 @@ class Ownership:
                 await asyncio.sleep(RENEW_EVERY)
                 try:
                     conflicts = await self._take()
+                except StoreLostError as exc:  # the mesh is gone: nothing left to own
+                    lost(str(exc))
+                    return
                 except Exception as exc:  # a store hiccup: try again at the next round
                     log.warning("could not renew the pipeline leases: %s", exc)
                     continue

@@ -21,6 +21,20 @@ __all__ = [
     "TRIM",
 ]
 
+#: Every script starts with this check: its last key is ``{p}:mesh``, its last argument the id
+#: the store read there when it opened. A server that lost its data (restarted without
+#: persistence, flushed) has no such key, or another store's new one: the script refuses to
+#: run, instead of appending from offset 0 or renewing leases as if nothing happened.
+MESH_CHECK = """
+local mesh_key = table.remove(KEYS)
+local mesh_id = table.remove(ARGV)
+local mesh_now = redis.call('GET', mesh_key)
+if mesh_now ~= mesh_id then
+  if not mesh_now then mesh_now = 'no mesh' end
+  return redis.error_reply('LOST expected mesh ' .. mesh_id .. ', found ' .. mesh_now)
+end
+"""
+
 #: How long an append's token and result are kept (seconds).
 TOKEN_TTL = 3600
 #: Stream entries a read script returns at most (after the one holding the offset).

@@ -29,6 +29,7 @@ them)::
     {p}:epochs         hash   lease name -> fencing epoch (grows with each new owner)
     {p}:tok:TOKEN      string an append's result, kept an hour (see below)
     {p}:changed        channel a message per append, so sinks wake at once
+    {p}:mesh           string a random id set when the first store opened the mesh
 
 **Offsets** are dense per topic: the append script reads the topic's end, adds each batch as
 one stream entry whose ID is ``0-(first offset + 1)``, and moves the end. A read by offset is
@@ -53,6 +54,13 @@ and their source positions vanish together (the sources read them again), but a 
 commit survived may have committed offsets past the new end, and would skip the records
 stored again under those offsets. Run Redis with ``appendfsync always`` for the mesh
 (docs/stores.md).
+
+**A lost mesh.** :meth:`open` sets ``{p}:mesh`` to a random id unless it exists, and every
+script first checks that it still holds the id this store read then
+(:data:`~meshconnect.mesh.redis_scripts.MESH_CHECK`). A server that lost its data (restarted
+without persistence, flushed) fails every script with
+:class:`~meshconnect.errors.StoreLostError`, a fatal error, instead of appending from offset 0
+again and renewing leases under the same epochs.
 
 **Leases and fencing.** :meth:`acquire_leases` takes all named leases or none in one script
 (judging expiry by the caller's ``now``, as every backend does); a lease that changes owner
@@ -80,7 +88,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, StoreError, StoreLostError
 from ..records import Record
 from ..secrets import shown_url
 from . import redis_scripts
@@ -150,6 +158,9 @@ class RedisStore(MeshStore):
         self._k_leases = f"{tag}:leases"
         self._k_epochs = f"{tag}:epochs"
         self._channel = f"{tag}:changed"
+        self._k_mesh = f"{tag}:mesh"
+        #: The id in ``{p}:mesh`` when this store opened; every script checks it is still there.
+        self._mesh_id = ""
         self._tag = tag
 
     # -- keys ----------------------------------------------------------------------------------
@@ -189,7 +200,9 @@ class RedisStore(MeshStore):
             socket_connect_timeout=min(self.socket_timeout, 10.0),
         )
         self._scripts = {
-            name: client.register_script(getattr(redis_scripts, name.upper()))
+            name: client.register_script(
+                redis_scripts.MESH_CHECK + getattr(redis_scripts, name.upper())
+            )
             for name in (
                 "append",
                 "read",
@@ -205,6 +218,10 @@ class RedisStore(MeshStore):
         self._client = client
         try:
             await self._call("connect", client.ping)
+            mesh_id = uuid.uuid4().hex
+            await self._call("connect", lambda: client.set(self._k_mesh, mesh_id, nx=True))
+            found = await self._call("connect", lambda: client.get(self._k_mesh))
+            self._mesh_id = mesh_id if found is None else _text(found)
         except BaseException:
             await self.close()
             raise
@@ -257,6 +274,14 @@ class RedisStore(MeshStore):
                 text = str(exc)
                 if text.startswith("FENCED"):
                     raise FencedError(f"mesh store {self.url}: {what}: {text[7:]}") from exc
+                if text.startswith("LOST"):
+                    raise StoreLostError(
+                        f"mesh store {self.url}: {what}: the mesh this worker opened is gone "
+                        f"from Redis ({text[5:]}): the server restarted without persistence "
+                        "or was flushed; stopping instead of storing records again from offset "
+                        "0. Run Redis with appendonly yes (docs/stores.md); a new run starts "
+                        "a new, empty mesh"
+                    ) from exc
                 if text.startswith(("LOADING", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN")):
                     if time.monotonic() + delay > deadline:
                         raise StoreError(f"mesh store {self.url}: {what}: {text}") from exc
@@ -270,7 +295,9 @@ class RedisStore(MeshStore):
 
     async def _script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts[name]
-        return await self._call(name, lambda: script(keys=list(keys), args=list(args)))
+        keys = [*keys, self._k_mesh]  # redis_scripts.MESH_CHECK
+        args = [*args, self._mesh_id]
+        return await self._call(name, lambda: script(keys=keys, args=args))
 
     def _checks(self, names: Sequence[str]) -> list[Any]:
         """``[n, (lease, owner, epoch) * n]`` for the leases in ``names`` this store holds."""

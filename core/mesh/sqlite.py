@@ -297,6 +297,24 @@ class SqliteStore(MeshStore):
         self._topics = {}
         self._data_version = None
 
+    def _unwritable(self) -> str:
+        """Why SQLite cannot write the database, if the file system says: in WAL mode it must
+        create ``NAME-wal`` and ``NAME-shm`` beside the file, even to read it."""
+        for path in (self.path.parent, self.path):
+            if path.exists() and not os.access(path, os.W_OK):
+                try:
+                    readonly = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+                except OSError:
+                    readonly = False
+                why = "on a read-only file system" if readonly else "not writable by this user"
+                kind = "directory" if path.is_dir() else "file"
+                return (
+                    f" (the {kind} {path} is {why}: SQLite writes the database and creates "
+                    f"{self.path.name}-wal and {self.path.name}-shm beside it, even to read it; "
+                    "give --state or the store URL a writable place)"
+                )
+        return ""
+
     # -- plumbing ------------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -327,7 +345,15 @@ class SqliteStore(MeshStore):
 
     def _store_error(self, exc: sqlite3.Error) -> StoreError:
         hint = ""
-        if _busy(exc):
+        text = str(exc)
+        if "unable to open database file" in text or "readonly" in text:
+            hint = self._unwritable()
+        elif "malformed" in text or "not a database" in text:
+            hint = (
+                " (the file is damaged: restore it from a backup, or move it and its -wal file "
+                "away to start an empty mesh, in which sources read their inputs again)"
+            )
+        elif _busy(exc):
             hint = (
                 f" (another process held the write lock longer than busy_timeout="
                 f"{self.busy_timeout_ms} ms; retried later)"
