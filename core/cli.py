@@ -917,7 +917,8 @@ def offsets_show(options: _Options, files: tuple[str, ...], as_json: bool) -> No
     """Source positions and sink offsets (with lag); only those of FILES' pipelines if given
     (then a source with nothing committed says what its first start reads)."""
     config = options.load(files) if files else None
-    store = options.open_store(options.store_url(config), existing=True)
+    # With FILES it says what each pipeline's first start reads, also before any run.
+    store = options.open_store(options.store_url(config), existing=not files)
     import asyncio
 
     report = asyncio.run(_offsets_report(store, config))

@@ -57,3 +57,17 @@ def test_after_a_run_they_read_it(tmp_path: Path) -> None:
     assert mc(tmp_path, "run", "p.yaml").returncode == 0
     listed = mc(tmp_path, "topics", "list")
     assert listed.returncode == 0 and "events" in listed.stdout, listed
+
+
+def test_offsets_show_with_a_file_says_what_a_first_start_reads(tmp_path: Path) -> None:
+    """With pipeline files, `offsets show` reports what each one's first start reads, also
+    before any run made the store."""
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n"
+        "  - name: p\n"
+        "    source: {connector: file, config: {path: in.jsonl, format: json, follow: false}}\n"
+        "    topic: events\n"
+    )
+    shown = mc(tmp_path, "offsets", "show", "p.yaml")
+    assert shown.returncode == 0, shown
+    assert "source p/file" in shown.stdout and "no committed position" in shown.stdout
