@@ -374,7 +374,18 @@ class ConnectorSpec:
     def problem(self) -> str | None:
         """What is wrong with the spec's form, found without importing anything (a plugin
         with such a spec is listed as failed): ``config_model`` neither a class nor a
-        ``"module:Class"`` string, ``factory`` neither a class nor such a string."""
+        ``"module:Class"`` string, ``factory`` neither a class nor such a string, a
+        ``config_model`` class that is no :class:`ConnectorConfig`, a ``kind`` that is neither
+        ``"source"`` nor ``"sink"``."""
+        if self.kind not in ("source", "sink"):
+            return f'connector {self.name!r}: kind must be "source" or "sink", not {self.kind!r}'
+        if isinstance(self.config_model, type) and not issubclass(
+            self.config_model, ConnectorConfig
+        ):
+            return (
+                f"connector {self.name!r}: config_model {self.config_model.__name__} is not a "
+                "meshconnect.ConnectorConfig subclass"
+            )
         for field_name in ("config_model", "factory"):
             value = getattr(self, field_name)
             if isinstance(value, str):

@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -350,3 +351,246 @@ def test_a_missing_module_without_an_extra_gets_no_made_up_pip_command(plugin_di
     assert entry.reason == (
         "needs mcplug_no_such_client (not installed; see the connector's description)"
     )
+
+
+def _failed(registry: Any, plugin: str) -> list[str]:
+    return [e.reason for e in registry.entries if e.plugin == plugin and e.status == "failed"]
+
+
+def test_a_hook_returning_garbage_fails_its_plugin_and_nothing_else(plugin_dir: Path) -> None:
+    """A transform or store hook that returns something else than specs crashed the whole
+    loader with AttributeError (every command died); a lone spec gave a bare TypeError."""
+    make_module(
+        plugin_dir,
+        "mcplug_garbage",
+        """
+        from meshconnect import ConnectorConfig, ConnectorSpec, hookimpl
+
+        @hookimpl
+        def meshconnect_transforms():
+            return ["upper", None]
+
+        @hookimpl
+        def meshconnect_stores():
+            return [("x", None)]
+        """,
+    )
+    make_module(
+        plugin_dir,
+        "mcplug_lone",
+        """
+        from meshconnect import ConnectorConfig, ConnectorSpec, hookimpl
+
+        class C(ConnectorConfig):
+            pass
+
+        @hookimpl
+        def meshconnect_connectors():
+            return ConnectorSpec("lone", "sink", C, "x:Y")
+        """,
+    )
+    registry = load_registry(
+        entry_points=eps(("garbage", "mcplug_garbage"), ("lone", "mcplug_lone")), strict=False
+    )
+    assert _failed(registry, "garbage") == [
+        "not a TransformSpec: 'upper'",
+        "not a TransformSpec: None",
+        "not a StoreSpec: ('x', None)",
+    ]
+    [lone] = _failed(registry, "lone")
+    assert "meshconnect_connectors returned ConnectorSpec(name='lone'" in lone
+    assert lone.endswith("not a list")
+    assert registry.connectors[("file", "sink")].status == "loaded"
+    with pytest.raises(PluginError, match="not a TransformSpec"):
+        load_registry(entry_points=eps(("garbage", "mcplug_garbage")), strict=True)
+
+
+def test_a_hook_of_the_wrong_signature_or_a_module_named_twice_fails_only_that_plugin(
+    plugin_dir: Path,
+) -> None:
+    """pluggy's own errors escaped register(): one bad plugin crashed the loader."""
+    make_module(
+        plugin_dir,
+        "mcplug_args",
+        """
+        from meshconnect import hookimpl
+
+        @hookimpl
+        def meshconnect_transforms(registry):
+            return []
+        """,
+    )
+    make_module(plugin_dir, "mcplug_x", PLUGIN_SOURCE.format(name="xsink", requires="[]"))
+    registry = load_registry(
+        entry_points=eps(("args", "mcplug_args"), ("x", "mcplug_x"), ("x2", "mcplug_x")),
+        strict=False,
+    )
+    [args] = _failed(registry, "args")
+    assert args.startswith("PluginValidationError: Plugin 'args' for hook 'meshconnect_transforms'")
+    assert "\n" not in args and "{'registry'}" in args
+    assert _failed(registry, "x2") == [
+        "module mcplug_x is already loaded as plugin 'x': two entry points name the same module"
+    ]
+    assert registry.connectors[("xsink", "sink")].status == "loaded"
+
+
+def test_a_bad_expression_function_fails_its_plugin_not_every_pipeline(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    """A function that redefines a built-in, has a bad name, or is not callable was accepted
+    at load, and then every pipeline's compilation failed with a message naming no plugin;
+    a second plugin's function of the same name silently replaced the first's."""
+    for name, functions in {
+        "mcplug_builtin": "{'upper': str.upper}",
+        "mcplug_badname": "{'bad name': len}",
+        "mcplug_notcallable": "{'five': 5}",
+        "mcplug_double": "{'double': lambda x: x * 2}",
+        "mcplug_double2": "{'double': lambda x: x + x}",
+    }.items():
+        make_module(
+            plugin_dir,
+            name,
+            f"from meshconnect import hookimpl\n\n"
+            f"@hookimpl\ndef meshconnect_functions():\n    return {functions}\n",
+        )
+    names = ["builtin", "badname", "notcallable", "double", "double2"]
+    registry = load_registry(entry_points=eps(*((n, f"mcplug_{n}") for n in names)))
+    assert {n: _failed(registry, n) for n in names} == {
+        "builtin": ["PluginError: expression function 'upper': redefines a built-in function"],
+        "badname": ["PluginError: expression function 'bad name': not a valid function name"],
+        "notcallable": ["PluginError: expression function 'five': 5 is not callable"],
+        "double": [],
+        "double2": [
+            "PluginError: expression function 'double': name clash: already provided by 'double'"
+        ],
+    }
+    assert registry.functions["double"](3) == 6
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "pipelines:\n  - name: p\n    source: {connector: file, config: {path: in.jsonl}}\n"
+        "    transforms:\n      - {type: filter, where: 'double(data.n) > 2'}\n"
+        "    sinks:\n      - {connector: file, config: {path: out.jsonl}}\n"
+    )
+    from meshconnect.config.loader import load_pipeline_files
+
+    assert load_pipeline_files([pipeline], registry).pipelines[0].name == "p"
+
+
+def test_an_entry_point_name_taken_by_another_distribution_is_reported(plugin_dir: Path) -> None:
+    """A third-party entry point named like a built-in one (``file``) was silently skipped:
+    its connectors never appeared, and plugins list said nothing."""
+    make_module(plugin_dir, "mcplug_x", PLUGIN_SOURCE.format(name="xsink", requires="[]"))
+    registry = load_registry(entry_points=eps(("file", "mcplug_x")), strict=False)
+    assert ("xsink", "sink") not in registry.connectors
+    assert [e.reason for e in registry.entries if e.status == "failed"] == [
+        "entry point name clash: 'file' (mcplug_x) is already the entry point of meshconnect "
+        f"{importlib.metadata.version('meshconnect')} (meshconnect.connectors.file.plugin): "
+        "give the entry point another name"
+    ]
+    with pytest.raises(PluginError, match="entry point name clash"):
+        load_registry(entry_points=eps(("file", "mcplug_x")), strict=True)
+
+
+def test_a_hook_typo_or_an_entry_point_at_a_module_without_hooks_is_reported(
+    plugin_dir: Path,
+) -> None:
+    """pluggy ignores an @hookimpl of no hook, and a module with undecorated hooks or none
+    (the entry point names the package instead of its plugin module): the plugin loaded
+    'fine', provided nothing, and plugins list did not mention it."""
+    body = """
+        from meshconnect import ConnectorConfig, ConnectorSpec, hookimpl
+
+        class C(ConnectorConfig):
+            pass
+
+        {decorator}
+        def {hook}():
+            return [ConnectorSpec("quiet", "sink", C, "x:Y")]
+        """
+    make_module(
+        plugin_dir, "mcplug_typo", body.format(decorator="@hookimpl", hook="meshconnect_connector")
+    )
+    make_module(plugin_dir, "mcplug_bare", body.format(decorator="", hook="meshconnect_connectors"))
+    make_module(plugin_dir, "mcplug_empty", "VERSION = 1\n")
+    registry = load_registry(
+        entry_points=eps(
+            ("typo", "mcplug_typo"), ("bare", "mcplug_bare"), ("empty", "mcplug_empty")
+        )
+    )
+    assert {n: _failed(registry, n) for n in ("typo", "bare", "empty")} == {
+        "typo": [
+            "PluginError: @hookimpl 'meshconnect_connector' is not a meshconnect hook "
+            "(did you mean 'meshconnect_connectors'?)"
+        ],
+        "bare": [
+            "PluginError: module mcplug_bare provides nothing: meshconnect_connectors lacks the "
+            "@meshconnect.hookimpl decorator"
+        ],
+        "empty": [
+            "PluginError: module mcplug_empty provides nothing: it has no @meshconnect.hookimpl "
+            "function (meshconnect_connectors, meshconnect_functions, meshconnect_stores, "
+            "meshconnect_transforms); does the entry point name the module that holds the hooks?"
+        ],
+    }
+
+
+def test_a_connector_of_no_kind_or_with_a_model_that_is_no_connector_config_fails(
+    plugin_dir: Path,
+) -> None:
+    """kind="Sink" was loaded and then the connector was nowhere; a plain pydantic model as
+    config_model was loaded and failed only when a pipeline used it."""
+    make_module(
+        plugin_dir,
+        "mcplug_specs",
+        """
+        from pydantic import BaseModel, SecretStr
+        from meshconnect import ConnectorConfig, ConnectorSpec, hookimpl
+
+        class C(ConnectorConfig):
+            pass
+
+        class Plain(BaseModel):
+            password: SecretStr
+
+        @hookimpl
+        def meshconnect_connectors():
+            return [
+                ConnectorSpec("kindy", "Sink", C, "x:Y"),
+                ConnectorSpec("plain", "sink", Plain, "x:Y"),
+            ]
+        """,
+    )
+    registry = load_registry(entry_points=eps(("specs", "mcplug_specs")))
+    assert [(e.name, e.status, e.reason) for e in registry.entries if e.plugin == "specs"] == [
+        ("kindy", "failed", "connector 'kindy': kind must be \"source\" or \"sink\", not 'Sink'"),
+        (
+            "plain",
+            "failed",
+            "connector 'plain': config_model Plain is not a meshconnect.ConnectorConfig subclass",
+        ),
+    ]
+
+
+def test_an_entry_point_in_a_mistyped_group_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A distribution that declares [project.entry-points."meshconnect.plugins"] was never
+    seen: its connectors were 'unknown' with no hint why."""
+    info = tmp_path / "mcplug_group-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mcplug-group\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[meshconnect.plugins]\ngroup = mcplug_group.plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry(strict=False)
+    assert [
+        (e.name, e.distribution, e.reason) for e in registry.entries if e.status == "failed"
+    ] == [
+        (
+            "group",
+            "mcplug-group",
+            "entry point group = 'mcplug_group.plugin' is in the group 'meshconnect.plugins', "
+            "which meshconnect does not read: put it under [project.entry-points.meshconnect]",
+        )
+    ]
+    with pytest.raises(PluginError, match="meshconnect does not read"):
+        load_registry(strict=True)
