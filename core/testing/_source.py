@@ -2,12 +2,15 @@
 
 Subclass it in a test module and define ``make_source(self, tmp_path) -> Source`` returning a
 *fresh* instance over the same, bounded, input each call (the first call may create the
-input)::
+input). The input must span several batches (the resume checks need a boundary), and the
+source must end by itself: a read that does not (``idle_polls`` polls in a row without
+records, ``max_polls`` in all) fails::
 
     class TestGreetings(SourceConformance):
         def make_source(self, tmp_path):
             context = ConnectorContext("test", "greetings", logging.getLogger("test"))
-            return GreetingsSource(GreetingsConfig(names=["ada", "grace", "alan"]), context)
+            names = [f"name {i}" for i in range(250)]  # several batches
+            return GreetingsSource(GreetingsConfig(names=names), context)
 
 What it checks, each against a full read of the input:
 
@@ -53,17 +56,37 @@ class SourceConformance:
 
     #: At most this many batch boundaries are tried as resume points (spread evenly).
     resume_checks: int = 8
+    #: A read fails (instead of hanging) after this many polls in a row without records, or
+    #: this many polls in all: the input must be bounded and the source must end by itself.
+    idle_polls: int = 50
+    max_polls: int = 10_000
 
     def make_source(self, tmp_path: Path) -> Source[Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    @staticmethod
-    async def _drain(source: Source[Any], positions: Mapping[str, Any]) -> list[SourceBatch]:
+    async def _poll(self, source: Source[Any], counts: list[int]) -> SourceBatch | None:
+        """``source.poll()``, failing a read that does not end: ``counts`` is [polls, polls
+        in a row without records] of this read."""
+        batch = await source.poll()
+        counts[0] += 1
+        counts[1] = 0 if batch is None or batch.records else counts[1] + 1
+        assert counts[1] < self.idle_polls, (
+            f"the source did not end: {counts[1]} polls in a row gave no record and no None "
+            "(SourceConformance needs a bounded input: poll returns None once it is done)"
+        )
+        assert counts[0] < self.max_polls, (
+            f"the source did not end after {counts[0]} polls (does poll move past what it "
+            "returned? is the input bounded?)"
+        )
+        return batch
+
+    async def _drain(self, source: Source[Any], positions: Mapping[str, Any]) -> list[SourceBatch]:
         """Every non-empty batch, each acked (None) right after it was polled."""
         await source.start(positions)
         batches = []
+        counts = [0, 0]
         try:
-            while (batch := await source.poll()) is not None:
+            while (batch := await self._poll(source, counts)) is not None:
                 await _ack(batch, None)
                 if batch.records or batch.positions or batch.failures:
                     batches.append(batch)
@@ -83,6 +106,11 @@ class SourceConformance:
         """Resuming from the positions after batch k yields exactly the records after it."""
         full = await self._drain(self.make_source(tmp_path), {})
         everything = self._keys(full)
+        assert sum(1 for batch in full if batch.records) >= 2, (
+            "the records came in one batch: there is no batch boundary to resume from, so "
+            "resuming is not tested (make_source must give an input that spans several "
+            "batches: more items, or a smaller batch size)"
+        )
         step = max(1, (len(full) - 1) // self.resume_checks)
         positions: dict[str, Any] = {}
         seen = 0
@@ -108,8 +136,9 @@ class SourceConformance:
         written: list[tuple[str, Any]] = []
         begun = await source.start({})
         written += list((begun or {}).items())
+        counts = [0, 0]
         try:
-            while (batch := await source.poll()) is not None:
+            while (batch := await self._poll(source, counts)) is not None:
                 await _ack(batch, None)
                 written += list(batch.positions.items())
         finally:
@@ -135,8 +164,9 @@ class SourceConformance:
         await source.start({})
         unacked: list[SourceBatch] = []
         got: list[SourceBatch] = []
+        counts = [0, 0]
         try:
-            while (batch := await source.poll()) is not None:
+            while (batch := await self._poll(source, counts)) is not None:
                 unacked.append(batch)
                 got.append(batch)
                 if len(unacked) > ACK_LAG:
@@ -160,8 +190,9 @@ class SourceConformance:
         stored: list[Any] = []
         begun = await source.start({})
         committed.update(begun or {})  # "from now" positions the worker commits at once
+        counts = [0, 0]
         try:
-            while (batch := await source.poll()) is not None:
+            while (batch := await self._poll(source, counts)) is not None:
                 keys = self._keys([batch])
                 if sentinel in keys:
                     await _ack(batch, RuntimeError("simulated crash on the sentinel record"))
