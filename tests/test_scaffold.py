@@ -76,3 +76,17 @@ def test_the_source_refuses_a_position_it_never_writes(tmp_path: Path) -> None:
         sys.path.remove(str(root / "src"))
         for name in [m for m in sys.modules if m.startswith("meshconnect_acme_crm")]:
             del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    ("name", "user"), [("file", "the source connector of meshconnect"), ("stores", "entry point")]
+)
+def test_a_name_an_installed_plugin_uses_is_refused(tmp_path: Path, name: str, user: str) -> None:
+    """`new connector file` wrote a package whose entry point and connectors clash with the
+    built-in file connector: installed, it failed to load (or was silently skipped)."""
+    target = tmp_path / "pkg"
+    result = CliRunner().invoke(cli, ["new", "connector", name, "--dir", str(target)])
+    assert result.exit_code == 1
+    assert f"connector name {name!r} is taken: " in result.output
+    assert user in result.output and "choose another name" in result.output
+    assert not target.exists()
