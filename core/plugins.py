@@ -181,7 +181,16 @@ class Registry:
         what = "transform" if kind == "transform" else f"{kind} connector"
         hint = difflib.get_close_matches(name, names, n=1)
         maybe = f"did you mean {hint[0]!r}? " if hint else ""
-        return f"unknown {what} {name!r} ({maybe}installed: {', '.join(names) or 'none'})"
+        message = f"unknown {what} {name!r} ({maybe}installed: {', '.join(names) or 'none'})"
+        # A plugin that did not load provides nothing: it may be the one meant.
+        down = [e for e in self.entries if e.kind == "plugin" and e.status != "loaded"]
+        if down:
+            message += "; not loaded: " + "; ".join(
+                f"plugin {e.plugin!r} ({e.status}: {e.reason})" for e in down[:3]
+            )
+            if len(down) > 3:
+                message += f"; and {len(down) - 3} more (meshconnect plugins list)"
+        return message
 
     # -- registration --------------------------------------------------------------------------
 

@@ -594,3 +594,18 @@ def test_an_entry_point_in_a_mistyped_group_is_reported(
     ]
     with pytest.raises(PluginError, match="meshconnect does not read"):
         load_registry(strict=True)
+
+
+def test_an_unknown_connector_names_the_plugins_that_did_not_load(plugin_dir: Path) -> None:
+    """With its plugin failed (a pin, an import error) or disabled, a pipeline's connector
+    was only 'unknown', as if the package were not installed."""
+    make_module(plugin_dir, "mcplug_bad", "raise ImportError('no such library: frobnicate')")
+    make_module(plugin_dir, "mcplug_x", PLUGIN_SOURCE.format(name="xsink", requires="[]"))
+    policy = PluginPolicy(disabled=["x"])
+    registry = load_registry(policy, entry_points=eps(("bad", "mcplug_bad"), ("x", "mcplug_x")))
+    with pytest.raises(PluginError) as caught:
+        registry.connector("xsink", "sink")
+    assert str(caught.value).endswith(
+        "; not loaded: plugin 'bad' (failed: ImportError: no such library: frobnicate); "
+        "plugin 'x' (disabled: disabled in plugins.toml)"
+    )
