@@ -36,7 +36,7 @@ from .api import Ack, ConnectorContext, Flushed, Sink, Source, SourceBatch
 from .config.interpolate import register_secrets
 from .deliveries import Deliveries
 from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
-from .errors import Classifier, ConfigError, classify
+from .errors import Classifier, ConfigError, PluginLoadError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
 from .mesh.routing import route, subscription
@@ -541,7 +541,11 @@ class Worker:
         )
         cls = loaded.spec.load()
         source = cls(loaded.config, self._context(pipeline, loaded.name, source=True))
-        assert isinstance(source, Source)
+        if not isinstance(source, Source):
+            raise PluginLoadError(
+                f"source connector {loaded.connector!r}: its factory made {source!r}, not a "
+                "meshconnect.Source"
+            )
         self._classifiers[f"source {ident}"] = source.classify_error
         return source
 
@@ -773,7 +777,11 @@ class Worker:
         meters = self.metrics.connector("sink", pipeline.name, label, status)
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name, slot))
-        assert isinstance(sink, Sink)
+        if not isinstance(sink, Sink):
+            raise PluginLoadError(
+                f"sink connector {loaded.connector!r}: its factory made {sink!r}, not a "
+                "meshconnect.Sink"
+            )
         self._classifiers[f"sink {group}"] = sink.classify_error
         guarded = getattr(unit, "guarded", None)  # cluster mode: writes only while the owner
         if guarded is not None:

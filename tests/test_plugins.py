@@ -609,3 +609,55 @@ def test_an_unknown_connector_names_the_plugins_that_did_not_load(plugin_dir: Pa
         "; not loaded: plugin 'bad' (failed: ImportError: no such library: frobnicate); "
         "plugin 'x' (disabled: disabled in plugins.toml)"
     )
+
+
+def test_a_factory_that_makes_the_wrong_kind_of_connector_stops_run_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """A sink class given as a source's factory (or a class that is no connector, or a
+    function that returns something else) was loaded, and `run` ended on "the worker stopped
+    on an unexpected error" with a traceback of a bare AssertionError."""
+    import subprocess
+
+    (tmp_path / "mcplug_kinds.py").write_text(
+        "from meshconnect import ConnectorConfig, ConnectorSpec, Sink, hookimpl\n"
+        "class C(ConnectorConfig):\n    pass\n"
+        "class S(Sink[C]):\n    pass\n"
+        "def made(config, context):\n    return object()\n"
+        "@hookimpl\n"
+        "def meshconnect_connectors():\n"
+        "    return [ConnectorSpec('sinkclass', 'source', C, 'mcplug_kinds:S'),\n"
+        "            ConnectorSpec('direct', 'source', C, S),\n"
+        "            ConnectorSpec('fn', 'sink', C, 'mcplug_kinds:made')]\n"
+    )
+    (tmp_path / "plugins.toml").write_text('[plugins]\npaths = ["mcplug_kinds.py"]\n')
+    registry = load_registry(PluginPolicy.read(tmp_path / "plugins.toml"))
+    direct = registry.connectors[("direct", "source")]
+    assert (direct.status, direct.reason) == (
+        "failed",
+        "source connector 'direct': factory S is a Sink, not a meshconnect.Source subclass",
+    )
+    (tmp_path / "in.jsonl").write_text('{"a": 1}\n')
+    cases = {
+        "sinkclass": (
+            "{connector: sinkclass, config: {}}",
+            "file, config: {path: o.jsonl}",
+            "source connector 'sinkclass': factory S is a Sink, not a meshconnect.Source subclass",
+        ),
+        "fn": (
+            "{connector: file, config: {path: in.jsonl}}",
+            "fn, config: {}",
+            "sink connector 'fn': its factory made <object object at",
+        ),
+    }
+    for name, (source, sink, message) in cases.items():
+        (tmp_path / f"{name}.yaml").write_text(
+            f"pipelines:\n  - name: p\n    source: {source}\n    topic: t\n"
+            f"    sinks:\n      - {{name: o, connector: {sink}}}\n"
+        )
+        command = [sys.executable, "-m", "meshconnect", "--plugins", "plugins.toml"]
+        command += ["--state", f"state-{name}", "run", f"{name}.yaml"]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert message in done.stderr, done.stderr
