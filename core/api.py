@@ -463,3 +463,16 @@ class TransformSpec:
     factory: Callable[..., Any]
     description: str = ""
     examples: Sequence[str] = ()
+
+    def problem(self) -> str | None:
+        """What is wrong with the spec (a plugin with such a spec is listed as failed): an
+        ``options_model`` that is no pydantic model class, a ``factory`` that is not
+        callable."""
+        if not (isinstance(self.options_model, type) and issubclass(self.options_model, BaseModel)):
+            return (
+                f"transform {self.name!r}: options_model must be a pydantic BaseModel "
+                f"subclass, not {self.options_model!r}"
+            )
+        if not callable(self.factory):
+            return f"transform {self.name!r}: factory {self.factory!r} is not callable"
+        return None

@@ -239,7 +239,10 @@ class Registry:
             reason = ""
             if item_name in blocked:
                 status, reason = "disabled", "disabled in plugins.toml"
-            elif isinstance(spec, ConnectorSpec) and (problem := spec.problem()) is not None:
+            elif (
+                isinstance(spec, (ConnectorSpec, TransformSpec))
+                and (problem := spec.problem()) is not None
+            ):
                 status, reason = "failed", problem
             elif isinstance(spec, ConnectorSpec):
                 missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]

@@ -661,3 +661,43 @@ def test_a_factory_that_makes_the_wrong_kind_of_connector_stops_run_with_one_lin
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr, done.stderr
         assert message in done.stderr, done.stderr
+
+
+def test_a_transform_of_the_wrong_form_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    """A transform whose options_model is no pydantic model, or whose factory returns
+    something that is no Transform, was loaded, and `validate` of a pipeline using it died
+    with an AttributeError traceback."""
+    (tmp_path / "mcplug_tr.py").write_text(
+        "from pydantic import BaseModel\n"
+        "from meshconnect import TransformSpec, hookimpl\n"
+        "class O(BaseModel):\n    n: int = 1\n"
+        "def make(options, compiler):\n    return 42\n"
+        "@hookimpl\n"
+        "def meshconnect_transforms():\n"
+        "    return [TransformSpec('dictopts', dict, make), TransformSpec('nat', O, make)]\n"
+    )
+    (tmp_path / "plugins.toml").write_text('[plugins]\npaths = ["mcplug_tr.py"]\n')
+    registry = load_registry(PluginPolicy.read(tmp_path / "plugins.toml"))
+    entry = registry.transforms["dictopts"]
+    assert (entry.status, entry.reason) == (
+        "failed",
+        "transform 'dictopts': options_model must be a pydantic BaseModel subclass, "
+        "not <class 'dict'>",
+    )
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source: {connector: file, config: {path: in.jsonl}}\n"
+        "    transforms:\n      - {type: nat}\n"
+        "    sinks:\n      - {connector: file, config: {path: out.jsonl}}\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["--plugins", str(tmp_path / "plugins.toml"), "validate", str(tmp_path / "p.yaml")]
+    )
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert (
+        "p.yaml:5:16: pipelines[0].transforms[0].type: transform 'nat': its factory returned "
+        "42, not a meshconnect.Transform"
+    ) in result.output
+    schema = CliRunner().invoke(cli, ["--plugins", str(tmp_path / "plugins.toml"), "schema"])
+    assert schema.exit_code == 0, schema.output
+    assert '"const": "nat"' in schema.output and '"const": "dictopts"' not in schema.output
