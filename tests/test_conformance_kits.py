@@ -43,6 +43,9 @@ class CountSource(Source[CountConfig]):
         self.next = int(positions.get("n", {}).get("next", 0))
         if self.config.mistake == "ignores positions":
             self.next = 0
+        if self.config.mistake == "tuple cursor":  # a composite key, compared as a tuple
+            key = positions.get("n", {}).get("key", ("n", 0))
+            self.next = next(i for i in range(self.config.count + 1) if ("n", i) >= key)
         self.polls = 0
 
     async def poll(self) -> SourceBatch | None:
@@ -57,6 +60,8 @@ class CountSource(Source[CountConfig]):
         records = [Record({"n": i}, id=f"n-{i}") for i in range(self.next, end)]
         if self.config.mistake != "repeats":  # forgets to move its cursor
             self.next = end
+        if self.config.mistake == "tuple cursor":
+            return SourceBatch(records, {"n": {"key": ("n", end)}})
         return SourceBatch(records, {"n": {"next": end}})
 
 
@@ -89,6 +94,20 @@ async def test_a_source_that_ignores_stored_positions_fails_even_with_a_small_in
         await Kit(mistake="ignores positions", count=3).test_resume_from_every_batch_boundary(
             tmp_path
         )
+
+
+async def test_a_source_resumes_from_positions_as_the_store_gives_them_back(
+    tmp_path: Path,
+) -> None:
+    """The suite resumed from the very objects the source returned; the store gives back
+    JSON: a tuple cursor comes back a list, and the source that compares it with a tuple
+    fails on every restart. The suite passed it."""
+    with pytest.raises(TypeError, match="'>=' not supported between instances of 'tuple' and"):
+        await Kit(mistake="tuple cursor").test_resume_from_every_batch_boundary(tmp_path)
+    with pytest.raises(TypeError, match="'>=' not supported"):
+        await Kit(
+            mistake="tuple cursor"
+        ).test_a_crash_on_a_sentinel_record_resumes_with_nothing_lost_or_twice(tmp_path)
 
 
 async def test_a_source_that_never_ends_fails_instead_of_hanging(tmp_path: Path) -> None:
