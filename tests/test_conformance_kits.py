@@ -5,6 +5,7 @@ author writes by mistake."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -272,3 +273,43 @@ async def test_a_sink_that_loses_its_buffer_on_a_retried_flush_fails(tmp_path: P
                 await getattr(kit, name)(folder, True)
             else:
                 await getattr(kit, name)(folder)
+
+
+class StampConfig(ConnectorConfig):
+    pass
+
+
+class StampSink(Sink[StampConfig]):
+    """Idempotent rows; its state is the time of its last flush, a datetime: the store gives
+    it back as a string, and ``open`` breaks on every restart."""
+
+    async def open(self, state: Mapping[str, Any] | None) -> None:
+        self.since = state["at"].timestamp() if state else 0.0
+
+    async def write(self, records: Sequence[Record]) -> None:
+        Service.put(records)
+
+    async def flush(self) -> dict[str, Any]:
+        return {"at": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)}
+
+
+class StampKit(SinkConformance):
+    def __init__(self) -> None:
+        Service.rows = {}
+        Service.down = False
+
+    def make_sink(self, tmp_path: Path) -> StampSink:
+        context = ConnectorContext("test", "stamp", logging.getLogger("test"), str(tmp_path))
+        return StampSink(StampConfig(), context)
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        return sorted(data["n"] for data in Service.rows.values())
+
+
+async def test_a_sink_is_reopened_with_its_state_as_the_store_gives_it_back(
+    tmp_path: Path,
+) -> None:
+    """The suite reopened a sink with the very object its flush returned, so a state the
+    store turns into something else (a datetime into a string) passed."""
+    with pytest.raises(AttributeError, match="'str' object has no attribute 'timestamp'"):
+        await StampKit().test_redelivery_after_a_crash_before_the_commit(tmp_path, False)

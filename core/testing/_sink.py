@@ -27,7 +27,7 @@ only the records before them count as committed), ``tick(final=True)`` at the en
 * after a crash before the commit (before ``flush``, or after a ``flush`` whose commit never
   happened), a new sink opened with the last committed state and fed again from the
   committed offset ends with every record exactly once (truncate-to-checkpoint or
-  idempotence);
+  idempotence); the state it is opened with is the one the store gives back (JSON);
 * per-record failures: a poison record in a batch fails alone (a ``BatchError`` naming it, or
   a plain ``DataError`` with nothing of the batch written, after which the loop writes the
   records one by one), and every other record is in the destination exactly once;
@@ -52,6 +52,7 @@ import pytest
 
 from ..api import Flushed, Sink
 from ..errors import BatchError, DataError, RetriableError, StoreError, classify
+from ..mesh.codec import decode_json, encode_state
 from ..records import Record
 
 __all__ = ["SinkConformance"]
@@ -99,6 +100,12 @@ async def once_in_an_outage(sink: Sink[Any], operation: Any, *args: Any) -> list
             "not retriable: the worker would fail the sink instead of retrying"
         )
     return again
+
+
+def _as_stored(state: Any) -> Any:
+    """A sink state as ``open`` gets it back from the mesh store: encoded as the store
+    encodes it (a tuple comes back a list, a datetime a string) and decoded."""
+    return decode_json(encode_state("conformance", state))
 
 
 async def flush_like_the_loop(sink: Sink[Any]) -> tuple[Any, int]:
@@ -166,7 +173,7 @@ class SinkConformance:
         gc.collect()
 
         again = self.make_sink(tmp_path)
-        await again.open(state)
+        await again.open(_as_stored(state))
         assert await write_like_the_loop(again, records[committed:]) == []
         await self._finish(again)
         assert self.durable(tmp_path) == list(range(self.records))
@@ -204,7 +211,7 @@ class SinkConformance:
         gc.collect()
 
         again = self.make_sink(tmp_path)
-        await again.open(state)
+        await again.open(_as_stored(state))
         for start in range(committed, len(records), 7):
             assert await write_like_the_loop(again, records[start : start + 7]) == []
             await flush_like_the_loop(again)
