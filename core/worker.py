@@ -29,14 +29,14 @@ import inspect
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .api import Ack, ConnectorContext, Flushed, Sink, Source, SourceBatch
 from .config.interpolate import register_secrets
 from .deliveries import Deliveries
 from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
-from .errors import Classifier, ConfigError, PluginLoadError, classify
+from .errors import Classifier, ConfigError, PluginError, PluginLoadError, classify
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
 from .mesh.routing import route, subscription
@@ -572,6 +572,8 @@ class Worker:
             await check_partitions(self.store, pipeline)
             positions = await self.store.positions(ident)
             begun = await source.start(positions)
+            if begun is not None:
+                _check_positions(ident, "start", begun)
             if begun:  # "from now" made durable before the source counts as started
                 await self.store.append([], {(ident, p): dict(v) for p, v in begun.items()})
             status.set("RUNNING")
@@ -592,6 +594,7 @@ class Worker:
                 if batch is None:
                     meters.source_lag = 0.0
                     break
+                _check_batch(ident, batch)
                 if batch.records:
                     meters.lag_from(batch.records[-1].time)
                 else:  # caught up: nothing new at the source
@@ -876,6 +879,41 @@ async def _fail_queued(queue: asyncio.Queue[Any], appender: asyncio.Task[None]) 
         item = queue.get_nowait()
         if item is not _DONE:
             await settle_ack(item[2], _appender_error(appender))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80]}{'…' if len(text) > 80 else ''}"
+
+
+def _check_positions(ident: str, what: str, positions: Any) -> None:
+    """PluginError naming the source unless ``positions`` maps partitions to mappings."""
+    if not isinstance(positions, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Mapping) for k, v in positions.items()
+    ):
+        raise PluginError(
+            f"source {ident}: {what} returned positions {_short(positions)}: they must map "
+            "each partition name to a mapping (the position)"
+        )
+
+
+def _check_batch(ident: str, batch: Any) -> None:
+    """PluginError naming the source for a poll result that is not a SourceBatch of Records
+    (a plugin's mistake, which would otherwise fail deep in the worker with an
+    AttributeError). The records are checked at both ends only: this runs for every batch."""
+    if not isinstance(batch, SourceBatch):
+        raise PluginError(
+            f"source {ident}: poll returned {_short(batch)}, not a meshconnect.SourceBatch or None"
+        )
+    records = batch.records
+    if not isinstance(records, Sequence) or (
+        records and not (isinstance(records[0], Record) and isinstance(records[-1], Record))
+    ):
+        raise PluginError(
+            f"source {ident}: poll returned a SourceBatch whose records are {_short(records)}, "
+            "not a list of meshconnect.Record"
+        )
+    _check_positions(ident, "poll", batch.positions)
 
 
 async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None]) -> bool:
