@@ -52,7 +52,7 @@ from .offsets import (
 from .progress import ProgressReporter
 from .records import Record
 from .runstate import ConnectorStatus, PipelineRunState, RunState
-from .sinkloop import SinkLoop
+from .sinkloop import SinkLoop, check_flushed
 from .tracing import BatchTrace, Tracing
 from .tracing import from_environment as tracing_from_environment
 
@@ -799,6 +799,7 @@ class Worker:
                 # a file it would have to treat as someone else's (see the file sink).
                 flushed = await sink.flush()
                 state = flushed.state if isinstance(flushed, Flushed) else flushed
+                check_flushed(group, state)
                 if state is not None:
                     await self.store.commit(group, {}, state)
             status.set("RUNNING")

@@ -1,10 +1,11 @@
-"""A source that returns the wrong thing from poll or start fails with a PluginError that
-says what it returned, not an AttributeError from deep in the worker."""
+"""A source that returns the wrong thing from poll or start, or a sink from flush, fails with
+a PluginError that says what it returned, not an AttributeError from deep in the worker or
+a StoreError retried over and over."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ import pytest
 from meshconnect import (
     ConnectorConfig,
     ConnectorSpec,
+    Flushed,
     Position,
     Record,
+    Sink,
     Source,
     SourceBatch,
     hookimpl,
@@ -45,10 +48,25 @@ class GarbageSource(Source[GarbageConfig]):
         }[self.config.mode]
 
 
+class GarbageSink(Sink[GarbageConfig]):
+    async def write(self, records: Sequence[Record]) -> None:
+        pass
+
+    async def flush(self) -> Any:
+        return {
+            "list": [1, 2],
+            "set": {"seen": {1, 2}},
+            "pending": Flushed({}, pending=-1),
+        }[self.config.mode]
+
+
 class Plugin:
     @hookimpl
     def meshconnect_connectors(self) -> list[ConnectorSpec]:
-        return [ConnectorSpec("garbage", "source", GarbageConfig, GarbageSource)]
+        return [
+            ConnectorSpec("garbage", "source", GarbageConfig, GarbageSource),
+            ConnectorSpec("garbage", "sink", GarbageConfig, GarbageSink),
+        ]
 
 
 def registry() -> Any:
@@ -79,3 +97,27 @@ async def test_a_source_returning_garbage_fails_naming_what_it_returned(
     failures = [r.getMessage() for r in caplog.records if "FAILED" in r.getMessage()]
     assert failures
     assert all(f"PluginError: source p/garbage: {message}" in f for f in failures), failures
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("list", "flush returned a state of type list ([1, 2]), not a dict"),
+        ("set", "flush returned a state the store cannot keep: sink state of group 'p/garbage'"),
+        ("pending", "flush returned Flushed(pending=-1), not a count of records"),
+    ],
+)
+async def test_a_sink_flush_returning_garbage_fails_naming_what_it_returned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str, message: str
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"a": 1}\n')
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "pipelines:\n  - name: p\n    source: {connector: file, config: {path: in.jsonl}}\n"
+        f"    sinks:\n      - {{connector: garbage, config: {{mode: {mode}}}}}\n"
+    )
+    caplog.set_level(logging.ERROR, logger="meshconnect")
+    assert await run_pipelines([pipeline], registry=registry(), restart_backoff=0.01) == 1
+    failures = [r.getMessage() for r in caplog.records if "FAILED" in r.getMessage()]
+    assert failures
+    assert all(f"PluginError: sink p/garbage: {message}" in f for f in failures), failures
