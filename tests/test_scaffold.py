@@ -25,6 +25,11 @@ def test_the_package_files_parse_and_name_the_connector() -> None:
     assert project["name"] == "meshconnect-acme-crm"
     assert project["entry-points"]["meshconnect"] == {"acme_crm": "meshconnect_acme_crm.plugin"}
     assert project["dependencies"] == ["meshconnect>=0.1.0"]
+    # both set, or every run of the package's tests warns (PytestDeprecationWarning)
+    assert tomllib.loads(files["pyproject.toml"])["tool"]["pytest"]["ini_options"] == {
+        "asyncio_mode": "auto",
+        "asyncio_default_fixture_loop_scope": "function",
+    }
     plugin = files["src/meshconnect_acme_crm/plugin.py"]
     assert '"meshconnect_acme_crm.source:AcmeCrmSource"' in plugin
     assert '"meshconnect_acme_crm.sink:AcmeCrmSink"' in plugin
