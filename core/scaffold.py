@@ -276,6 +276,9 @@ class Test${Class}Source(SourceConformance):
         config = ${Class}SourceConfig(count=250, batch_size=40)
         return ${Class}Source(config, context(tmp_path, "source"))
 
+    def input_ids(self, tmp_path: Path) -> list[str]:  # the input: a full read gives these
+        return [f"${name}-{i}" for i in range(250)]
+
 
 class Test${Class}Sink(SinkConformance):
     def make_sink(self, tmp_path: Path) -> ${Class}Sink:

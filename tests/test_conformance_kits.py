@@ -63,6 +63,8 @@ class CountSource(Source[CountConfig]):
             self.next = end
         if self.config.mistake == "tuple cursor":
             return SourceBatch(records, {"n": {"key": ("n", end)}})
+        if self.config.mistake == "drops last":  # a byte bound that forgets the position
+            return SourceBatch(records[:-1], {"n": {"next": end}})
         return SourceBatch(records, {"n": {"next": end}})
 
 
@@ -75,6 +77,9 @@ class Kit(SourceConformance):
     def make_source(self, tmp_path: Path) -> CountSource:
         context = ConnectorContext("test", "count", logging.getLogger("test"), str(tmp_path))
         return CountSource(self.config, context)
+
+    def input_ids(self, tmp_path: Path) -> list[str]:
+        return [f"n-{i}" for i in range(self.config.count)]
 
 
 async def test_a_correct_source_passes_every_check(tmp_path: Path) -> None:
@@ -109,6 +114,17 @@ async def test_a_source_resumes_from_positions_as_the_store_gives_them_back(
         await Kit(
             mistake="tuple cursor"
         ).test_a_crash_on_a_sentinel_record_resumes_with_nothing_lost_or_twice(tmp_path)
+
+
+async def test_a_source_that_skips_records_fails_against_the_input(tmp_path: Path) -> None:
+    """Every other check compares the source with its own full read: one that drops the last
+    record of each batch (its position already past it) passed them all."""
+    kit = Kit(mistake="drops last")
+    for name in dir(kit):
+        if name.startswith("test_") and name != "test_a_full_read_is_the_whole_input":
+            await getattr(kit, name)(tmp_path)
+    with pytest.raises(AssertionError, match="n-39"):
+        await kit.test_a_full_read_is_the_whole_input(tmp_path)
 
 
 async def test_a_source_that_never_ends_fails_instead_of_hanging(tmp_path: Path) -> None:

@@ -146,5 +146,5 @@ def test_the_conformance_example_passes_under_pytest(examples: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (
-        "11 passed, 2 skipped" in result.stdout
+        "12 passed, 2 skipped" in result.stdout
     )  # poison and outage: it rejects nothing, no outage

@@ -15,6 +15,7 @@ records, ``max_polls`` in all) fails::
 What it checks, each against a full read of the input:
 
 * the source ends by itself (``poll`` returns ``None``);
+* when ``input_ids(tmp_path)`` is defined, a full read gives exactly those records, in order;
 * started from the positions after any batch, as the mesh store gives them back (encoded and
   decoded: a tuple comes back a list, a datetime a string), it yields exactly the records
   after that batch;
@@ -36,6 +37,8 @@ import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from ..api import Source, SourceBatch
 from ..mesh.codec import decode_json, encode_positions
@@ -74,6 +77,12 @@ class SourceConformance:
     def make_source(self, tmp_path: Path) -> Source[Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def input_ids(self, tmp_path: Path) -> list[str] | None:
+        """The id of every record the input holds, in order (after ``make_source`` made the
+        input), or ``None``: the other checks compare the source with itself, so only this
+        one finds a source that skips records (a position past what the batch returned)."""
+        return None
+
     async def _poll(self, source: Source[Any], counts: list[int]) -> SourceBatch | None:
         """``source.poll()``, failing a read that does not end: ``counts`` is [polls, polls
         in a row without records] of this read."""
@@ -111,6 +120,14 @@ class SourceConformance:
     async def test_bounded_source_ends(self, tmp_path: Path) -> None:
         batches = await self._drain(self.make_source(tmp_path), {})
         assert batches, "the source produced nothing to test with"
+
+    async def test_a_full_read_is_the_whole_input(self, tmp_path: Path) -> None:
+        source = self.make_source(tmp_path)
+        expected = self.input_ids(tmp_path)
+        if expected is None:
+            pytest.skip("input_ids is not defined: what the source skips is not checked")
+        got = [record.id for batch in await self._drain(source, {}) for record in batch.records]
+        assert got == expected
 
     async def test_resume_from_every_batch_boundary(self, tmp_path: Path) -> None:
         """Resuming from the positions after batch k yields exactly the records after it."""
