@@ -333,9 +333,33 @@ class ConnectorSpec:
         """The connector class (imports it when ``factory`` is a string); PluginError naming
         the connector and the string when it does not import (the import's error as its
         cause)."""
-        if isinstance(self.factory, str):
-            return self._resolve("factory", "class", self.factory)
-        return self.factory
+        factory: Any = self.factory
+        if isinstance(factory, str):
+            factory = self._resolve("factory", "class", factory)
+        problem = self._factory_problem(factory)
+        if problem is not None:
+            from .errors import PluginLoadError
+
+            raise PluginLoadError(problem)
+        return factory
+
+    def _factory_problem(self, factory: Any) -> str | None:
+        """Why a ``factory`` class cannot make this kind of connector: a sink's class given as
+        a source, a class that is no connector (a function factory is checked by what it
+        returns)."""
+        base = Source if self.kind == "source" else Sink
+        if isinstance(factory, type) and not issubclass(factory, base):
+            what = next(
+                (f"a {b.__name__}" for b in (Source, Sink) if issubclass(factory, b)),
+                "no connector class",
+            )
+            return (
+                f"{self.kind} connector {self.name!r}: factory {factory.__qualname__} is "
+                f"{what}, not a meshconnect.{base.__name__} subclass"
+            )
+        if not callable(factory):
+            return f"{self.kind} connector {self.name!r}: factory {factory!r} is not callable"
+        return None
 
     def model(self) -> type[ConnectorConfig]:
         """The config class (imports it when ``config_model`` is a string).
@@ -374,7 +398,22 @@ class ConnectorSpec:
     def problem(self) -> str | None:
         """What is wrong with the spec's form, found without importing anything (a plugin
         with such a spec is listed as failed): ``config_model`` neither a class nor a
-        ``"module:Class"`` string, ``factory`` neither a class nor such a string."""
+        ``"module:Class"`` string, ``factory`` neither a class nor such a string, a
+        ``config_model`` class that is no :class:`ConnectorConfig`, a ``kind`` that is neither
+        ``"source"`` nor ``"sink"``."""
+        if self.kind not in ("source", "sink"):
+            return f'connector {self.name!r}: kind must be "source" or "sink", not {self.kind!r}'
+        if isinstance(self.config_model, type) and not issubclass(
+            self.config_model, ConnectorConfig
+        ):
+            return (
+                f"connector {self.name!r}: config_model {self.config_model.__name__} is not a "
+                "meshconnect.ConnectorConfig subclass"
+            )
+        if isinstance(self.factory, type):
+            problem = self._factory_problem(self.factory)
+            if problem is not None:
+                return problem
         for field_name in ("config_model", "factory"):
             value = getattr(self, field_name)
             if isinstance(value, str):
@@ -424,3 +463,16 @@ class TransformSpec:
     factory: Callable[..., Any]
     description: str = ""
     examples: Sequence[str] = ()
+
+    def problem(self) -> str | None:
+        """What is wrong with the spec (a plugin with such a spec is listed as failed): an
+        ``options_model`` that is no pydantic model class, a ``factory`` that is not
+        callable."""
+        if not (isinstance(self.options_model, type) and issubclass(self.options_model, BaseModel)):
+            return (
+                f"transform {self.name!r}: options_model must be a pydantic BaseModel "
+                f"subclass, not {self.options_model!r}"
+            )
+        if not callable(self.factory):
+            return f"transform {self.name!r}: factory {self.factory!r} is not callable"
+        return None

@@ -625,12 +625,26 @@ def new_connector(name: str, directory: str | None) -> None:
 
     target = Path(directory or name)
     try:
-        written = write_package(name, target, __version__)
+        written = write_package(name, target, __version__, _names_in_use())
     except ConfigError as exc:
         raise _Fail(str(exc)) from None
     for path in written:
         _echo(str(path))
     _echo(f"next: meshconnect plugins install ./{target} && python -m pytest {target / 'tests'}")
+
+
+def _names_in_use() -> dict[str, str]:
+    """The connector and entry-point names the installed plugins use, each with its user."""
+    from .plugins import load_registry
+
+    registry = load_registry(strict=False)
+    taken: dict[str, str] = {}
+    for entry in registry.entries:
+        who = f"{entry.distribution or entry.plugin} {entry.version or ''}".strip()
+        if entry.kind in ("source", "sink"):
+            taken.setdefault(entry.name, f"the {entry.kind} connector of {who}")
+        taken.setdefault(entry.plugin, f"the entry point of {who}")
+    return taken
 
 
 # -- status / connectors (admin API clients) -------------------------------------------------

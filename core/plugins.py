@@ -137,6 +137,7 @@ class Registry:
         self.transforms: dict[str, PluginEntry] = {}
         self.stores: dict[str, PluginEntry] = {}
         self.functions: dict[str, Callable[..., Any]] = {}
+        self._function_owner: dict[str, str] = {}
 
     # -- lookup --------------------------------------------------------------------------------
 
@@ -180,7 +181,16 @@ class Registry:
         what = "transform" if kind == "transform" else f"{kind} connector"
         hint = difflib.get_close_matches(name, names, n=1)
         maybe = f"did you mean {hint[0]!r}? " if hint else ""
-        return f"unknown {what} {name!r} ({maybe}installed: {', '.join(names) or 'none'})"
+        message = f"unknown {what} {name!r} ({maybe}installed: {', '.join(names) or 'none'})"
+        # A plugin that did not load provides nothing: it may be the one meant.
+        down = [e for e in self.entries if e.kind == "plugin" and e.status != "loaded"]
+        if down:
+            message += "; not loaded: " + "; ".join(
+                f"plugin {e.plugin!r} ({e.status}: {e.reason})" for e in down[:3]
+            )
+            if len(down) > 3:
+                message += f"; and {len(down) - 3} more (meshconnect plugins list)"
+        return message
 
     # -- registration --------------------------------------------------------------------------
 
@@ -198,16 +208,27 @@ class Registry:
         A hook that raises marks this plugin failed; nothing it provided is kept.
         """
         blocked = set(disabled)
-        self.pm.register(plugin, name=name)
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # a hook of the wrong signature, a module registered twice
+            self._failed(name, distribution, version, self._register_problem(plugin, exc))
+            return
         caller = self.pm.subset_hook_caller  # call only this plugin's implementations
         others = [p for p in self.pm.get_plugins() if p is not plugin]
         try:
-            connectors = _flatten(caller("meshconnect_connectors", others)())
-            transforms = _flatten(caller("meshconnect_transforms", others)())
-            stores = _flatten(caller("meshconnect_stores", others)())
+            _check_hook_names(plugin)
+            connectors = _flatten(
+                "meshconnect_connectors", caller("meshconnect_connectors", others)()
+            )
+            transforms = _flatten(
+                "meshconnect_transforms", caller("meshconnect_transforms", others)()
+            )
+            stores = _flatten("meshconnect_stores", caller("meshconnect_stores", others)())
             functions: dict[str, Callable[..., Any]] = {}
             for mapping in caller("meshconnect_functions", others)():
-                functions.update(mapping)
+                functions.update(self._functions(mapping, functions))
+            if not (connectors or transforms or stores or functions):
+                raise PluginError(_nothing_provided(plugin))
         except Exception as exc:
             self.pm.unregister(plugin)
             self._failed(name, distribution, version, f"{type(exc).__name__}: {exc}")
@@ -218,7 +239,10 @@ class Registry:
             reason = ""
             if item_name in blocked:
                 status, reason = "disabled", "disabled in plugins.toml"
-            elif isinstance(spec, ConnectorSpec) and (problem := spec.problem()) is not None:
+            elif (
+                isinstance(spec, (ConnectorSpec, TransformSpec))
+                and (problem := spec.problem()) is not None
+            ):
                 status, reason = "failed", problem
             elif isinstance(spec, ConnectorSpec):
                 missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
@@ -238,12 +262,52 @@ class Registry:
             item = entry(spec.name, spec.kind, spec)
             self._add(self.connectors, (spec.name, spec.kind), item)
         for tspec in transforms:
+            if not isinstance(tspec, TransformSpec):
+                self._failed(name, distribution, version, f"not a TransformSpec: {tspec!r}")
+                continue
             item = entry(tspec.name, "transform", tspec)
             self._add(self.transforms, tspec.name, item)
         for sspec in stores:
+            if not isinstance(sspec, StoreSpec):
+                self._failed(name, distribution, version, f"not a StoreSpec: {sspec!r}")
+                continue
             item = entry(sspec.scheme, "store", sspec)
             self._add(self.stores, sspec.scheme, item)
         self.functions.update(functions)
+        self._function_owner.update(dict.fromkeys(functions, name))
+
+    def _register_problem(self, plugin: object, exc: Exception) -> str:
+        other = self.pm.get_name(plugin)
+        if other is not None:
+            return (
+                f"{_describe(plugin)} is already loaded as plugin {other!r}: two entry points "
+                "name the same module"
+            )
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return f"{type(exc).__name__}: {'; '.join(lines)}"
+
+    def _functions(
+        self, mapping: Any, earlier: dict[str, Callable[..., Any]]
+    ) -> dict[str, Callable[..., Any]]:
+        """A meshconnect_functions result, checked as the expression compiler would, so a bad
+        one fails its plugin here instead of every pipeline's compilation."""
+        if not isinstance(mapping, dict):
+            raise PluginError(f"meshconnect_functions returned {mapping!r}, not a dict")
+        from .expr._functions import BUILTIN_FUNCTIONS
+
+        for fname, function in mapping.items():
+            if not isinstance(fname, str) or not fname.isidentifier() or fname.startswith("_"):
+                raise PluginError(f"expression function {fname!r}: not a valid function name")
+            if fname in BUILTIN_FUNCTIONS:
+                raise PluginError(f"expression function {fname!r}: redefines a built-in function")
+            if not callable(function):
+                raise PluginError(f"expression function {fname!r}: {function!r} is not callable")
+            if fname in self.functions or fname in earlier:
+                raise PluginError(
+                    f"expression function {fname!r}: name clash: already provided by "
+                    f"{self._function_owner.get(fname, 'another plugin')!r}"
+                )
+        return dict(mapping)
 
     def _add(self, table: dict[Any, PluginEntry], key: Any, item: PluginEntry) -> None:
         existing = table.get(key)
@@ -260,11 +324,64 @@ class Registry:
         self.entries.append(PluginEntry(plugin, "plugin", plugin, dist, version, "failed", reason))
 
 
-def _flatten(results: Iterable[Any]) -> list[Any]:
+def _near_groups(
+    everything: Any,  # importlib.metadata.EntryPoints (typeshed: SelectableGroups before 3.12)
+) -> list[tuple[str, importlib.metadata.EntryPoint]]:
+    """Entry points in a group that is meant to be meshconnect's and is not (a typo such as
+    ``meshconnect.plugins`` or ``meshconnect_connectors``): the worker would never see them."""
+    found = []
+    for group in sorted(everything.groups):
+        normal = group.lower().replace("-", "_").replace(".", "_")
+        if group != ENTRY_POINT_GROUP and (
+            normal == "meshconnect" or normal.startswith("meshconnect_")
+        ):
+            found += [(group, ep) for ep in everything.select(group=group)]
+    return found
+
+
+def _describe(plugin: object) -> str:
+    name = getattr(plugin, "__name__", None)
+    return f"module {name}" if isinstance(plugin, ModuleType) else repr(plugin)
+
+
+def _check_hook_names(plugin: object) -> None:
+    """PluginError for a ``@hookimpl`` whose name is no hook (pluggy would ignore it)."""
+    import difflib
+
+    known = [n for n in dir(hookspecs) if n.startswith("meshconnect_")]
+    for attr in dir(plugin):
+        value = getattr(plugin, attr, None)
+        if attr in known or getattr(value, f"{hookspecs.PROJECT}_impl", None) is None:
+            continue
+        hint = difflib.get_close_matches(attr, known, n=1)
+        maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise PluginError(f"@hookimpl {attr!r} is not a meshconnect hook{maybe}")
+
+
+def _nothing_provided(plugin: object) -> str:
+    """Why a plugin gave nothing: hook functions without ``@hookimpl``, or none at all (the
+    entry point names the wrong module)."""
+    known = [n for n in dir(hookspecs) if n.startswith("meshconnect_")]
+    bare = [n for n in known if callable(getattr(plugin, n, None))]
+    if bare:
+        return (
+            f"{_describe(plugin)} provides nothing: {', '.join(bare)} "
+            "lacks the @meshconnect.hookimpl decorator"
+        )
+    return (
+        f"{_describe(plugin)} provides nothing: it has no @meshconnect.hookimpl function "
+        f"({', '.join(known)}); does the entry point name the module that holds the hooks?"
+    )
+
+
+def _flatten(hook: str, results: Iterable[Any]) -> list[Any]:
     out: list[Any] = []
     for result in results:
-        if result:
-            out.extend(result)
+        if result is None:
+            continue
+        if isinstance(result, (str, bytes, dict)) or not isinstance(result, Iterable):
+            raise PluginError(f"{hook} returned {result!r}, not a list")
+        out.extend(result)
     return out
 
 
@@ -309,15 +426,38 @@ def load_registry(
     registry = Registry()
     eps = entry_points
     if eps is None:
-        eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    seen: set[str] = set()
+        everything = importlib.metadata.entry_points()
+        eps = everything.select(group=ENTRY_POINT_GROUP)
+        for group, ep in _near_groups(everything):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            near = (
+                f"entry point {ep.name} = {ep.value!r} is in the group {group!r}, which "
+                "meshconnect does not read: put it under "
+                f"[project.entry-points.{ENTRY_POINT_GROUP}]"
+            )
+            if strict:
+                raise PluginError(f"plugin {ep.name!r} from {dist_name}: {near}")
+            registry._failed(ep.name, dist_name, dist.version if dist else None, near)
+    seen: dict[str, tuple[str, str | None, str | None]] = {}
     for ep in eps:
-        if ep.name in seen:
-            continue
-        seen.add(ep.name)
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else None
         version = dist.version if dist is not None else None
+        first = seen.get(ep.name)
+        if first is not None:
+            if first[:2] == (ep.value, dist_name):
+                continue  # the same distribution found twice on sys.path
+            clash = (
+                f"entry point name clash: {ep.name!r} ({ep.value}) is already the entry point "
+                f"of {first[1] or 'a plugin'} {first[2] or ''} ({first[0]}): give the entry "
+                "point another name"
+            ).replace("  ", " ")
+            if strict:
+                raise PluginError(f"plugin {ep.name!r} from {dist_name} {version}: {clash}")
+            registry._failed(ep.name, dist_name, version, clash)
+            continue
+        seen[ep.name] = (ep.value, dist_name, version)
         if ep.name in policy.disabled or (
             policy.load == "listed" and ep.name not in policy.enabled
         ):

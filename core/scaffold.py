@@ -11,6 +11,7 @@ the counting source and the JSON-lines sink with calls to their system's client.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from string import Template
 
@@ -47,6 +48,7 @@ where = ["src"]
 
 [tool.pytest.ini_options]
 asyncio_mode = "auto"
+asyncio_default_fixture_loop_scope = "function"
 """
 
 _README = """\
@@ -274,6 +276,9 @@ class Test${Class}Source(SourceConformance):
         config = ${Class}SourceConfig(count=250, batch_size=40)
         return ${Class}Source(config, context(tmp_path, "source"))
 
+    def input_ids(self, tmp_path: Path) -> list[str]:  # the input: a full read gives these
+        return [f"${name}-{i}" for i in range(250)]
+
 
 class Test${Class}Sink(SinkConformance):
     def make_sink(self, tmp_path: Path) -> ${Class}Sink:
@@ -358,11 +363,19 @@ def files_for(name: str, version: str) -> dict[str, str]:
     return {path: Template(text).substitute(values) for path, text in templates.items()}
 
 
-def new_connector(name: str, directory: Path, version: str) -> list[Path]:
+def new_connector(
+    name: str, directory: Path, version: str, taken: Mapping[str, str] | None = None
+) -> list[Path]:
     """Write the package for connector ``name`` into ``directory`` (created; it must not exist
-    or be empty) and return the files written. ``ConfigError`` for a bad name or a directory
-    that holds files."""
+    or be empty) and return the files written. ``ConfigError`` for a bad name, a name in
+    ``taken`` (the names installed plugins use, each with what uses it: the package would
+    clash with it once installed), or a directory that holds files."""
     files = files_for(name, version)
+    if taken and name in taken:
+        raise ConfigError(
+            f"connector name {name!r} is taken: {taken[name]} (installed, it would clash: "
+            "choose another name)"
+        )
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ConfigError(f"{directory} already exists and is not empty: choose another --dir")
     written = []

@@ -77,7 +77,7 @@ def _variants(registry: Registry, kind: str) -> list[dict[str, Any]]:
 def _transform_variants(registry: Registry) -> list[dict[str, Any]]:
     out = []
     for name, entry in sorted(registry.transforms.items()):
-        if entry.spec is None:
+        if entry.spec is None or entry.status == "failed":  # its options_model may be anything
             continue
         options = entry.spec.options_model.model_json_schema()
         props = dict(options.get("properties", {}))

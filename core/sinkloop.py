@@ -24,6 +24,7 @@ import asyncio
 import fnmatch
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from .errors import (
     StoreError,
     classify,
 )
+from .mesh.codec import encode_state
 from .mesh.routing import resolve_topics, subscription
 from .metrics import ConnectorMeters
 from .offsets import dead_letter_id, sink_group
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
     from .runstate import ConnectorStatus, RunState
     from .tracing import Tracing
 
-__all__ = ["SinkLoop", "dead_letter_id", "sink_group"]
+__all__ = ["SinkLoop", "check_flushed", "dead_letter_id", "sink_group"]
 
 log = logging.getLogger("meshconnect.worker")
 
@@ -264,6 +266,7 @@ class SinkLoop:
             state, pending = flushed.state, flushed.pending
         else:
             state = flushed
+        check_flushed(self.group, state, pending)
         offsets = dict(self.offsets)
         if pending:
             offsets.update(self._first_pending(pending))
@@ -514,6 +517,27 @@ class SinkLoop:
         if kind is DataError:
             return True
         return kind in (RetriableError, StoreError) and self.loaded.errors.tolerance == "all"
+
+
+def check_flushed(group: str, state: Any, pending: Any = 0) -> None:
+    """PluginError naming the sink for a flush result the store cannot commit: a state
+    that is not a JSON object (or ``None``), a ``pending`` that is not a count. Retrying
+    the commit could never help (a StoreError would be retried)."""
+    problem = None
+    if state is not None and not isinstance(state, Mapping):
+        problem = f"a state of type {type(state).__name__} ({state!r:.80}), not a dict"
+    elif type(pending) is not int or pending < 0:
+        problem = f"Flushed(pending={pending!r}), not a count of records"
+    else:
+        try:
+            encode_state(group, state)
+        except StoreError as exc:
+            problem = f"a state the store cannot keep: {exc}"
+    if problem is not None:
+        raise PluginError(
+            f"sink {group}: flush returned {problem}; it must return a JSON-able dict, "
+            "Flushed(state, pending) or None"
+        )
 
 
 def _blame(exc: BaseException, topic: str | None, offset: int | None) -> None:

@@ -29,14 +29,21 @@ import inspect
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .api import Ack, ConnectorContext, Flushed, Sink, Source, SourceBatch
 from .config.interpolate import register_secrets
 from .deliveries import Deliveries
 from .errorpolicy import backoff, dead_letters, retry_transforms, retrying
-from .errors import Classifier, ConfigError, RetriableError, classify
+from .errors import (
+    Classifier,
+    ConfigError,
+    PluginError,
+    PluginLoadError,
+    RetriableError,
+    classify,
+)
 from .httplisten import HttpListeners, HttpRoutes
 from .mesh.codec import RecordEncodingError
 from .mesh.routing import route, subscription
@@ -52,7 +59,7 @@ from .offsets import (
 from .progress import ProgressReporter
 from .records import Record
 from .runstate import ConnectorStatus, PipelineRunState, RunState
-from .sinkloop import SinkLoop
+from .sinkloop import SinkLoop, check_flushed
 from .tracing import BatchTrace, Tracing
 from .tracing import from_environment as tracing_from_environment
 
@@ -547,7 +554,11 @@ class Worker:
         )
         cls = loaded.spec.load()
         source = cls(loaded.config, self._context(pipeline, loaded.name, source=True))
-        assert isinstance(source, Source)
+        if not isinstance(source, Source):
+            raise PluginLoadError(
+                f"source connector {loaded.connector!r}: its factory made {source!r}, not a "
+                "meshconnect.Source"
+            )
         self._classifiers[f"source {ident}"] = source.classify_error
         return source
 
@@ -574,6 +585,8 @@ class Worker:
             await check_partitions(self.store, pipeline)
             positions = await self.store.positions(ident)
             begun = await source.start(positions)
+            if begun is not None:
+                _check_positions(ident, "start", begun)
             if begun:  # "from now" made durable before the source counts as started
                 await self.store.append([], {(ident, p): dict(v) for p, v in begun.items()})
             status.set("RUNNING")
@@ -594,6 +607,7 @@ class Worker:
                 if batch is None:
                     meters.source_lag = 0.0
                     break
+                _check_batch(ident, batch)
                 if batch.records:
                     meters.lag_from(batch.records[-1].time)
                 else:  # caught up: nothing new at the source
@@ -779,7 +793,11 @@ class Worker:
         meters = self.metrics.connector("sink", pipeline.name, label, status)
         cls = loaded.spec.load()
         sink = cls(loaded.config, self._context(pipeline, loaded.name, slot))
-        assert isinstance(sink, Sink)
+        if not isinstance(sink, Sink):
+            raise PluginLoadError(
+                f"sink connector {loaded.connector!r}: its factory made {sink!r}, not a "
+                "meshconnect.Sink"
+            )
         self._classifiers[f"sink {group}"] = sink.classify_error
         guarded = getattr(unit, "guarded", None)  # cluster mode: writes only while the owner
         if guarded is not None:
@@ -794,6 +812,7 @@ class Worker:
                 # a file it would have to treat as someone else's (see the file sink).
                 flushed = await sink.flush()
                 state = flushed.state if isinstance(flushed, Flushed) else flushed
+                check_flushed(group, state)
                 if state is not None:
                     await self.store.commit(group, {}, state)
             status.set("RUNNING")
@@ -874,6 +893,41 @@ async def _fail_queued(queue: asyncio.Queue[Any], appender: asyncio.Task[None]) 
         item = queue.get_nowait()
         if item is not _DONE:
             await settle_ack(item[2], _appender_error(appender))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80]}{'…' if len(text) > 80 else ''}"
+
+
+def _check_positions(ident: str, what: str, positions: Any) -> None:
+    """PluginError naming the source unless ``positions`` maps partitions to mappings."""
+    if not isinstance(positions, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Mapping) for k, v in positions.items()
+    ):
+        raise PluginError(
+            f"source {ident}: {what} returned positions {_short(positions)}: they must map "
+            "each partition name to a mapping (the position)"
+        )
+
+
+def _check_batch(ident: str, batch: Any) -> None:
+    """PluginError naming the source for a poll result that is not a SourceBatch of Records
+    (a plugin's mistake, which would otherwise fail deep in the worker with an
+    AttributeError). The records are checked at both ends only: this runs for every batch."""
+    if not isinstance(batch, SourceBatch):
+        raise PluginError(
+            f"source {ident}: poll returned {_short(batch)}, not a meshconnect.SourceBatch or None"
+        )
+    records = batch.records
+    if not isinstance(records, Sequence) or (
+        records and not (isinstance(records[0], Record) and isinstance(records[-1], Record))
+    ):
+        raise PluginError(
+            f"source {ident}: poll returned a SourceBatch whose records are {_short(records)}, "
+            "not a list of meshconnect.Record"
+        )
+    _check_positions(ident, "poll", batch.positions)
 
 
 async def _put(queue: asyncio.Queue[Any], item: Any, consumer: asyncio.Task[None]) -> bool:

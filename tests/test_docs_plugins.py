@@ -145,4 +145,6 @@ def test_the_conformance_example_passes_under_pytest(examples: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "11 passed, 1 skipped" in result.stdout  # the poison test: this sink rejects nothing
+    assert (
+        "12 passed, 2 skipped" in result.stdout
+    )  # poison and outage: it rejects nothing, no outage

@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -350,3 +351,353 @@ def test_a_missing_module_without_an_extra_gets_no_made_up_pip_command(plugin_di
     assert entry.reason == (
         "needs mcplug_no_such_client (not installed; see the connector's description)"
     )
+
+
+def _failed(registry: Any, plugin: str) -> list[str]:
+    return [e.reason for e in registry.entries if e.plugin == plugin and e.status == "failed"]
+
+
+def test_a_hook_returning_garbage_fails_its_plugin_and_nothing_else(plugin_dir: Path) -> None:
+    """A transform or store hook that returns something else than specs crashed the whole
+    loader with AttributeError (every command died); a lone spec gave a bare TypeError."""
+    make_module(
+        plugin_dir,
+        "mcplug_garbage",
+        """
+        from meshconnect import ConnectorConfig, ConnectorSpec, hookimpl
+
+        @hookimpl
+        def meshconnect_transforms():
+            return ["upper", None]
+
+        @hookimpl
+        def meshconnect_stores():
+            return [("x", None)]
+        """,
+    )
+    make_module(
+        plugin_dir,
+        "mcplug_lone",
+        """
+        from meshconnect import ConnectorConfig, ConnectorSpec, hookimpl
+
+        class C(ConnectorConfig):
+            pass
+
+        @hookimpl
+        def meshconnect_connectors():
+            return ConnectorSpec("lone", "sink", C, "x:Y")
+        """,
+    )
+    registry = load_registry(
+        entry_points=eps(("garbage", "mcplug_garbage"), ("lone", "mcplug_lone")), strict=False
+    )
+    assert _failed(registry, "garbage") == [
+        "not a TransformSpec: 'upper'",
+        "not a TransformSpec: None",
+        "not a StoreSpec: ('x', None)",
+    ]
+    [lone] = _failed(registry, "lone")
+    assert "meshconnect_connectors returned ConnectorSpec(name='lone'" in lone
+    assert lone.endswith("not a list")
+    assert registry.connectors[("file", "sink")].status == "loaded"
+    with pytest.raises(PluginError, match="not a TransformSpec"):
+        load_registry(entry_points=eps(("garbage", "mcplug_garbage")), strict=True)
+
+
+def test_a_hook_of_the_wrong_signature_or_a_module_named_twice_fails_only_that_plugin(
+    plugin_dir: Path,
+) -> None:
+    """pluggy's own errors escaped register(): one bad plugin crashed the loader."""
+    make_module(
+        plugin_dir,
+        "mcplug_args",
+        """
+        from meshconnect import hookimpl
+
+        @hookimpl
+        def meshconnect_transforms(registry):
+            return []
+        """,
+    )
+    make_module(plugin_dir, "mcplug_x", PLUGIN_SOURCE.format(name="xsink", requires="[]"))
+    registry = load_registry(
+        entry_points=eps(("args", "mcplug_args"), ("x", "mcplug_x"), ("x2", "mcplug_x")),
+        strict=False,
+    )
+    [args] = _failed(registry, "args")
+    assert args.startswith("PluginValidationError: Plugin 'args' for hook 'meshconnect_transforms'")
+    assert "\n" not in args and "{'registry'}" in args
+    assert _failed(registry, "x2") == [
+        "module mcplug_x is already loaded as plugin 'x': two entry points name the same module"
+    ]
+    assert registry.connectors[("xsink", "sink")].status == "loaded"
+
+
+def test_a_bad_expression_function_fails_its_plugin_not_every_pipeline(
+    plugin_dir: Path, tmp_path: Path
+) -> None:
+    """A function that redefines a built-in, has a bad name, or is not callable was accepted
+    at load, and then every pipeline's compilation failed with a message naming no plugin;
+    a second plugin's function of the same name silently replaced the first's."""
+    for name, functions in {
+        "mcplug_builtin": "{'upper': str.upper}",
+        "mcplug_badname": "{'bad name': len}",
+        "mcplug_notcallable": "{'five': 5}",
+        "mcplug_double": "{'double': lambda x: x * 2}",
+        "mcplug_double2": "{'double': lambda x: x + x}",
+    }.items():
+        make_module(
+            plugin_dir,
+            name,
+            f"from meshconnect import hookimpl\n\n"
+            f"@hookimpl\ndef meshconnect_functions():\n    return {functions}\n",
+        )
+    names = ["builtin", "badname", "notcallable", "double", "double2"]
+    registry = load_registry(entry_points=eps(*((n, f"mcplug_{n}") for n in names)))
+    assert {n: _failed(registry, n) for n in names} == {
+        "builtin": ["PluginError: expression function 'upper': redefines a built-in function"],
+        "badname": ["PluginError: expression function 'bad name': not a valid function name"],
+        "notcallable": ["PluginError: expression function 'five': 5 is not callable"],
+        "double": [],
+        "double2": [
+            "PluginError: expression function 'double': name clash: already provided by 'double'"
+        ],
+    }
+    assert registry.functions["double"](3) == 6
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        "pipelines:\n  - name: p\n    source: {connector: file, config: {path: in.jsonl}}\n"
+        "    transforms:\n      - {type: filter, where: 'double(data.n) > 2'}\n"
+        "    sinks:\n      - {connector: file, config: {path: out.jsonl}}\n"
+    )
+    from meshconnect.config.loader import load_pipeline_files
+
+    assert load_pipeline_files([pipeline], registry).pipelines[0].name == "p"
+
+
+def test_an_entry_point_name_taken_by_another_distribution_is_reported(plugin_dir: Path) -> None:
+    """A third-party entry point named like a built-in one (``file``) was silently skipped:
+    its connectors never appeared, and plugins list said nothing."""
+    make_module(plugin_dir, "mcplug_x", PLUGIN_SOURCE.format(name="xsink", requires="[]"))
+    registry = load_registry(entry_points=eps(("file", "mcplug_x")), strict=False)
+    assert ("xsink", "sink") not in registry.connectors
+    assert [e.reason for e in registry.entries if e.status == "failed"] == [
+        "entry point name clash: 'file' (mcplug_x) is already the entry point of meshconnect "
+        f"{importlib.metadata.version('meshconnect')} (meshconnect.connectors.file.plugin): "
+        "give the entry point another name"
+    ]
+    with pytest.raises(PluginError, match="entry point name clash"):
+        load_registry(entry_points=eps(("file", "mcplug_x")), strict=True)
+
+
+def test_a_hook_typo_or_an_entry_point_at_a_module_without_hooks_is_reported(
+    plugin_dir: Path,
+) -> None:
+    """pluggy ignores an @hookimpl of no hook, and a module with undecorated hooks or none
+    (the entry point names the package instead of its plugin module): the plugin loaded
+    'fine', provided nothing, and plugins list did not mention it."""
+    body = """
+        from meshconnect import ConnectorConfig, ConnectorSpec, hookimpl
+
+        class C(ConnectorConfig):
+            pass
+
+        {decorator}
+        def {hook}():
+            return [ConnectorSpec("quiet", "sink", C, "x:Y")]
+        """
+    make_module(
+        plugin_dir, "mcplug_typo", body.format(decorator="@hookimpl", hook="meshconnect_connector")
+    )
+    make_module(plugin_dir, "mcplug_bare", body.format(decorator="", hook="meshconnect_connectors"))
+    make_module(plugin_dir, "mcplug_empty", "VERSION = 1\n")
+    registry = load_registry(
+        entry_points=eps(
+            ("typo", "mcplug_typo"), ("bare", "mcplug_bare"), ("empty", "mcplug_empty")
+        )
+    )
+    assert {n: _failed(registry, n) for n in ("typo", "bare", "empty")} == {
+        "typo": [
+            "PluginError: @hookimpl 'meshconnect_connector' is not a meshconnect hook "
+            "(did you mean 'meshconnect_connectors'?)"
+        ],
+        "bare": [
+            "PluginError: module mcplug_bare provides nothing: meshconnect_connectors lacks the "
+            "@meshconnect.hookimpl decorator"
+        ],
+        "empty": [
+            "PluginError: module mcplug_empty provides nothing: it has no @meshconnect.hookimpl "
+            "function (meshconnect_connectors, meshconnect_functions, meshconnect_stores, "
+            "meshconnect_transforms); does the entry point name the module that holds the hooks?"
+        ],
+    }
+
+
+def test_a_connector_of_no_kind_or_with_a_model_that_is_no_connector_config_fails(
+    plugin_dir: Path,
+) -> None:
+    """kind="Sink" was loaded and then the connector was nowhere; a plain pydantic model as
+    config_model was loaded and failed only when a pipeline used it."""
+    make_module(
+        plugin_dir,
+        "mcplug_specs",
+        """
+        from pydantic import BaseModel, SecretStr
+        from meshconnect import ConnectorConfig, ConnectorSpec, hookimpl
+
+        class C(ConnectorConfig):
+            pass
+
+        class Plain(BaseModel):
+            password: SecretStr
+
+        @hookimpl
+        def meshconnect_connectors():
+            return [
+                ConnectorSpec("kindy", "Sink", C, "x:Y"),
+                ConnectorSpec("plain", "sink", Plain, "x:Y"),
+            ]
+        """,
+    )
+    registry = load_registry(entry_points=eps(("specs", "mcplug_specs")))
+    assert [(e.name, e.status, e.reason) for e in registry.entries if e.plugin == "specs"] == [
+        ("kindy", "failed", "connector 'kindy': kind must be \"source\" or \"sink\", not 'Sink'"),
+        (
+            "plain",
+            "failed",
+            "connector 'plain': config_model Plain is not a meshconnect.ConnectorConfig subclass",
+        ),
+    ]
+
+
+def test_an_entry_point_in_a_mistyped_group_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A distribution that declares [project.entry-points."meshconnect.plugins"] was never
+    seen: its connectors were 'unknown' with no hint why."""
+    info = tmp_path / "mcplug_group-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mcplug-group\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[meshconnect.plugins]\ngroup = mcplug_group.plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry(strict=False)
+    assert [
+        (e.name, e.distribution, e.reason) for e in registry.entries if e.status == "failed"
+    ] == [
+        (
+            "group",
+            "mcplug-group",
+            "entry point group = 'mcplug_group.plugin' is in the group 'meshconnect.plugins', "
+            "which meshconnect does not read: put it under [project.entry-points.meshconnect]",
+        )
+    ]
+    with pytest.raises(PluginError, match="meshconnect does not read"):
+        load_registry(strict=True)
+
+
+def test_an_unknown_connector_names_the_plugins_that_did_not_load(plugin_dir: Path) -> None:
+    """With its plugin failed (a pin, an import error) or disabled, a pipeline's connector
+    was only 'unknown', as if the package were not installed."""
+    make_module(plugin_dir, "mcplug_bad", "raise ImportError('no such library: frobnicate')")
+    make_module(plugin_dir, "mcplug_x", PLUGIN_SOURCE.format(name="xsink", requires="[]"))
+    policy = PluginPolicy(disabled=["x"])
+    registry = load_registry(policy, entry_points=eps(("bad", "mcplug_bad"), ("x", "mcplug_x")))
+    with pytest.raises(PluginError) as caught:
+        registry.connector("xsink", "sink")
+    assert str(caught.value).endswith(
+        "; not loaded: plugin 'bad' (failed: ImportError: no such library: frobnicate); "
+        "plugin 'x' (disabled: disabled in plugins.toml)"
+    )
+
+
+def test_a_factory_that_makes_the_wrong_kind_of_connector_stops_run_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """A sink class given as a source's factory (or a class that is no connector, or a
+    function that returns something else) was loaded, and `run` ended on "the worker stopped
+    on an unexpected error" with a traceback of a bare AssertionError."""
+    import subprocess
+
+    (tmp_path / "mcplug_kinds.py").write_text(
+        "from meshconnect import ConnectorConfig, ConnectorSpec, Sink, hookimpl\n"
+        "class C(ConnectorConfig):\n    pass\n"
+        "class S(Sink[C]):\n    pass\n"
+        "def made(config, context):\n    return object()\n"
+        "@hookimpl\n"
+        "def meshconnect_connectors():\n"
+        "    return [ConnectorSpec('sinkclass', 'source', C, 'mcplug_kinds:S'),\n"
+        "            ConnectorSpec('direct', 'source', C, S),\n"
+        "            ConnectorSpec('fn', 'sink', C, 'mcplug_kinds:made')]\n"
+    )
+    (tmp_path / "plugins.toml").write_text('[plugins]\npaths = ["mcplug_kinds.py"]\n')
+    registry = load_registry(PluginPolicy.read(tmp_path / "plugins.toml"))
+    direct = registry.connectors[("direct", "source")]
+    assert (direct.status, direct.reason) == (
+        "failed",
+        "source connector 'direct': factory S is a Sink, not a meshconnect.Source subclass",
+    )
+    (tmp_path / "in.jsonl").write_text('{"a": 1}\n')
+    cases = {
+        "sinkclass": (
+            "{connector: sinkclass, config: {}}",
+            "file, config: {path: o.jsonl}",
+            "source connector 'sinkclass': factory S is a Sink, not a meshconnect.Source subclass",
+        ),
+        "fn": (
+            "{connector: file, config: {path: in.jsonl}}",
+            "fn, config: {}",
+            "sink connector 'fn': its factory made <object object at",
+        ),
+    }
+    for name, (source, sink, message) in cases.items():
+        (tmp_path / f"{name}.yaml").write_text(
+            f"pipelines:\n  - name: p\n    source: {source}\n    topic: t\n"
+            f"    sinks:\n      - {{name: o, connector: {sink}}}\n"
+        )
+        command = [sys.executable, "-m", "meshconnect", "--plugins", "plugins.toml"]
+        command += ["--state", f"state-{name}", "run", f"{name}.yaml"]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        assert message in done.stderr, done.stderr
+
+
+def test_a_transform_of_the_wrong_form_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    """A transform whose options_model is no pydantic model, or whose factory returns
+    something that is no Transform, was loaded, and `validate` of a pipeline using it died
+    with an AttributeError traceback."""
+    (tmp_path / "mcplug_tr.py").write_text(
+        "from pydantic import BaseModel\n"
+        "from meshconnect import TransformSpec, hookimpl\n"
+        "class O(BaseModel):\n    n: int = 1\n"
+        "def make(options, compiler):\n    return 42\n"
+        "@hookimpl\n"
+        "def meshconnect_transforms():\n"
+        "    return [TransformSpec('dictopts', dict, make), TransformSpec('nat', O, make)]\n"
+    )
+    (tmp_path / "plugins.toml").write_text('[plugins]\npaths = ["mcplug_tr.py"]\n')
+    registry = load_registry(PluginPolicy.read(tmp_path / "plugins.toml"))
+    entry = registry.transforms["dictopts"]
+    assert (entry.status, entry.reason) == (
+        "failed",
+        "transform 'dictopts': options_model must be a pydantic BaseModel subclass, "
+        "not <class 'dict'>",
+    )
+    (tmp_path / "p.yaml").write_text(
+        "pipelines:\n  - name: p\n    source: {connector: file, config: {path: in.jsonl}}\n"
+        "    transforms:\n      - {type: nat}\n"
+        "    sinks:\n      - {connector: file, config: {path: out.jsonl}}\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["--plugins", str(tmp_path / "plugins.toml"), "validate", str(tmp_path / "p.yaml")]
+    )
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert (
+        "p.yaml:5:16: pipelines[0].transforms[0].type: transform 'nat': its factory returned "
+        "42, not a meshconnect.Transform"
+    ) in result.output
+    schema = CliRunner().invoke(cli, ["--plugins", str(tmp_path / "plugins.toml"), "schema"])
+    assert schema.exit_code == 0, schema.output
+    assert '"const": "nat"' in schema.output and '"const": "dictopts"' not in schema.output

@@ -25,6 +25,11 @@ def test_the_package_files_parse_and_name_the_connector() -> None:
     assert project["name"] == "meshconnect-acme-crm"
     assert project["entry-points"]["meshconnect"] == {"acme_crm": "meshconnect_acme_crm.plugin"}
     assert project["dependencies"] == ["meshconnect>=0.1.0"]
+    # both set, or every run of the package's tests warns (PytestDeprecationWarning)
+    assert tomllib.loads(files["pyproject.toml"])["tool"]["pytest"]["ini_options"] == {
+        "asyncio_mode": "auto",
+        "asyncio_default_fixture_loop_scope": "function",
+    }
     plugin = files["src/meshconnect_acme_crm/plugin.py"]
     assert '"meshconnect_acme_crm.source:AcmeCrmSource"' in plugin
     assert '"meshconnect_acme_crm.sink:AcmeCrmSink"' in plugin
@@ -76,3 +81,17 @@ def test_the_source_refuses_a_position_it_never_writes(tmp_path: Path) -> None:
         sys.path.remove(str(root / "src"))
         for name in [m for m in sys.modules if m.startswith("meshconnect_acme_crm")]:
             del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    ("name", "user"), [("file", "the source connector of meshconnect"), ("stores", "entry point")]
+)
+def test_a_name_an_installed_plugin_uses_is_refused(tmp_path: Path, name: str, user: str) -> None:
+    """`new connector file` wrote a package whose entry point and connectors clash with the
+    built-in file connector: installed, it failed to load (or was silently skipped)."""
+    target = tmp_path / "pkg"
+    result = CliRunner().invoke(cli, ["new", "connector", name, "--dir", str(target)])
+    assert result.exit_code == 1
+    assert f"connector name {name!r} is taken: " in result.output
+    assert user in result.output and "choose another name" in result.output
+    assert not target.exists()

@@ -651,6 +651,13 @@ class _Session:
                 f"transform {step.type!r} could not be built: {type(exc).__name__}: {exc}",
             )
             return None
+        if not isinstance(transform, Transform):
+            file.report(
+                (*path, "type"),
+                f"transform {step.type!r}: its factory returned {transform!r}, not a "
+                "meshconnect.Transform",
+            )
+            return None
         if not ok:
             return None
         transform.type_name = step.type

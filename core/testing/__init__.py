@@ -274,7 +274,13 @@ async def run_pipelines(
 
 def __getattr__(name: str) -> Any:
     """The suites that need pytest are imported on first use (``meshconnect.testing`` itself
-    works without pytest, e.g. for the ``memory`` connector in a subprocess)."""
+    works without pytest, e.g. for the ``memory`` connector in a subprocess).
+
+    Under pytest their ``assert`` statements are rewritten, as a test module's are: a failed
+    check shows the values it compared (which records are missing or twice), not a bare
+    ``AssertionError``."""
+    if name in ("StoreConformance", "FakeClock", "SourceConformance", "SinkConformance"):
+        _rewrite_asserts()
     if name in ("StoreConformance", "FakeClock"):
         from . import _store
 
@@ -288,3 +294,16 @@ def __getattr__(name: str) -> Any:
 
         return SinkConformance
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _rewrite_asserts() -> None:
+    """Ask pytest (when it runs) to rewrite the suites' asserts: only possible before they
+    are imported."""
+    import sys
+
+    pytest = sys.modules.get("pytest")
+    if pytest is None:
+        return
+    for module in ("_source", "_sink", "_store"):
+        if f"{__name__}.{module}" not in sys.modules:
+            pytest.register_assert_rewrite(f"{__name__}.{module}")

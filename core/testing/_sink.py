@@ -27,26 +27,32 @@ only the records before them count as committed), ``tick(final=True)`` at the en
 * after a crash before the commit (before ``flush``, or after a ``flush`` whose commit never
   happened), a new sink opened with the last committed state and fed again from the
   committed offset ends with every record exactly once (truncate-to-checkpoint or
-  idempotence);
+  idempotence); the state it is opened with is the one the store gives back (JSON);
 * per-record failures: a poison record in a batch fails alone (a ``BatchError`` naming it, or
   a plain ``DataError`` with nothing of the batch written, after which the loop writes the
   records one by one), and every other record is in the destination exactly once;
 * partial commits: with small batches and a flush after each, killed half-way and resumed
   from what the flushes reported durable, every record ends up there exactly once;
+* retries: when ``unavailable(tmp_path)`` is defined (a context manager during which the
+  destination refuses writes), a write and a flush in an outage raise retriable errors, and
+  called again once it is over they lose and repeat nothing;
 * ``close()`` without ``open()`` does not raise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ..api import Flushed, Sink
-from ..errors import BatchError, DataError, classify
+from ..errors import BatchError, DataError, RetriableError, StoreError, classify
+from ..mesh.codec import decode_json, encode_state
 from ..records import Record
 
 __all__ = ["SinkConformance"]
@@ -74,6 +80,34 @@ async def write_like_the_loop(sink: Sink[Any], records: Sequence[Record]) -> lis
         return one_by_one
 
 
+async def once_in_an_outage(sink: Sink[Any], operation: Any, *args: Any) -> list[Any]:
+    """Call ``operation`` once while the destination is down: ``[]`` when it worked, else
+    what the loop calls again (the records a write must write again, or ``[None]`` for a
+    flush). Its failure must be retriable, or the worker would not call again."""
+    try:
+        await operation(*args)
+        return []
+    except BatchError as exc:
+        errors = exc.failures
+        again = [args[0][i] for i in sorted(errors)]
+    except Exception as exc:
+        errors = {0: exc}
+        again = list(args[0]) if args else [None]
+    for error in errors.values():
+        kind = classify(error, sink.classify_error)
+        assert kind in (RetriableError, StoreError), (
+            f"{error!r} during an outage is classified {kind.__name__ if kind else 'unknown'}, "
+            "not retriable: the worker would fail the sink instead of retrying"
+        )
+    return again
+
+
+def _as_stored(state: Any) -> Any:
+    """A sink state as ``open`` gets it back from the mesh store: encoded as the store
+    encodes it (a tuple comes back a list, a datetime a string) and decoded."""
+    return decode_json(encode_state("conformance", state))
+
+
 async def flush_like_the_loop(sink: Sink[Any]) -> tuple[Any, int]:
     """Flush; returns (state to commit, how many of the newest written records are pending)."""
     flushed = await sink.flush()
@@ -98,6 +132,12 @@ class SinkConformance:
         return Record({"n": i}, id=f"conformance-{i}", topic="conformance", offset=i)
 
     def poison_record(self, i: int) -> Record | None:
+        return None
+
+    def unavailable(self, tmp_path: Path) -> AbstractContextManager[Any] | None:
+        """A context manager during which the destination refuses every write (its server
+        down, a table locked by another connection), or ``None`` when the test cannot make
+        it so: the outage test is then skipped with the reason."""
         return None
 
     async def _finish(self, sink: Sink[Any]) -> None:
@@ -133,7 +173,7 @@ class SinkConformance:
         gc.collect()
 
         again = self.make_sink(tmp_path)
-        await again.open(state)
+        await again.open(_as_stored(state))
         assert await write_like_the_loop(again, records[committed:]) == []
         await self._finish(again)
         assert self.durable(tmp_path) == list(range(self.records))
@@ -171,11 +211,33 @@ class SinkConformance:
         gc.collect()
 
         again = self.make_sink(tmp_path)
-        await again.open(state)
+        await again.open(_as_stored(state))
         for start in range(committed, len(records), 7):
             assert await write_like_the_loop(again, records[start : start + 7]) == []
             await flush_like_the_loop(again)
         await self._finish(again)
+        assert self.durable(tmp_path) == list(range(self.records))
+
+    async def test_a_retry_after_an_outage_loses_and_repeats_nothing(self, tmp_path: Path) -> None:
+        """A write or flush during an outage raises a retriable error; the loop calls it
+        again, with the same records, once the destination is back: nothing may be lost (a
+        flush that dropped its buffer before it failed) or written twice."""
+        if self.unavailable(tmp_path) is None:
+            pytest.skip("no outage to test with (define unavailable to test retries)")
+        records = [self.make_record(i) for i in range(self.records)]
+        half = len(records) // 2
+        sink = self.make_sink(tmp_path)
+        await sink.open(None)
+        assert await write_like_the_loop(sink, records[:half]) == []
+        await flush_like_the_loop(sink)
+        with self.unavailable(tmp_path) or contextlib.nullcontext():
+            rest = await once_in_an_outage(sink, sink.write, records[half:])
+            flushed = rest == [] and await once_in_an_outage(sink, sink.flush) == []
+        if rest:  # the loop writes the records that failed again
+            assert await write_like_the_loop(sink, rest) == []
+        if not flushed:
+            await flush_like_the_loop(sink)
+        await self._finish(sink)
         assert self.durable(tmp_path) == list(range(self.records))
 
     async def test_close_without_open(self, tmp_path: Path) -> None:
