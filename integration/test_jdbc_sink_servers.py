@@ -4,6 +4,7 @@ letters with the database's error, auto_create/auto_evolve, CDC records of each 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -328,7 +329,12 @@ class _ServerConformance(SinkConformance):
 
     def make_sink(self, tmp_path: Path) -> JdbcSink:
         t = self.table(tmp_path)
-        return make(self.url, tmp_path, table=t, mode="insert", auto_create=True,
+        # A lock wait of a second at most: the outage below is a lock held elsewhere.
+        if self.server == "pg_url":
+            url = self.url + "?options=-c%20lock_timeout%3D300ms"
+        else:
+            url = self.url + "&init_command=SET innodb_lock_wait_timeout = 1"
+        return make(url, tmp_path, table=t, mode="insert", auto_create=True,
                     exactly_once=True, offsets_table=f"{t}_offsets")  # fmt: skip
 
     def durable(self, tmp_path: Path) -> list[Any]:
@@ -342,6 +348,36 @@ class _ServerConformance(SinkConformance):
 
     def poison_record(self, i: int) -> Record | None:
         return Record({"n": i, "nope": 1}, id=f"c-{i}", topic="conformance", offset=i)
+
+    @contextlib.contextmanager
+    def _locked(self, tmp_path: Path) -> Iterator[None]:
+        """Another session holds the table's lock (no insert gets through) until the end."""
+        import sqlalchemy as sa
+
+        t = self.table(tmp_path)
+        if self.server == "pg_url":
+            import psycopg
+
+            dsn = sa.make_url(self.url).set(drivername="postgresql").render_as_string()
+            with psycopg.connect(dsn) as pg:
+                pg.execute(f'LOCK TABLE "{t}" IN EXCLUSIVE MODE')  # reads only
+                yield
+                pg.rollback()
+        else:
+            import pymysql
+
+            db = sa.make_url(self.url).database
+            my = pymysql.connect(host="127.0.0.1", user="root", database=db)
+            try:
+                with my.cursor() as cur:  # every row and the gap after the last, locked
+                    cur.execute(f"SELECT * FROM `{t}` FOR UPDATE")
+                yield
+                my.rollback()
+            finally:
+                my.close()
+
+    def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
+        return self._locked(tmp_path)
 
 
 class TestPostgresConformance(_ServerConformance):

@@ -4,10 +4,12 @@ source's positions and acknowledgements, the conformance suites."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import subprocess
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -312,6 +314,19 @@ class TestRedisXaddSinkConformance(SinkConformance):
     def poison_record(self, i: int) -> Record | None:
         return Record({"n": i}, id=f"poison-{i}")  # no `s`: the stream template has no value
 
+    @contextlib.contextmanager
+    def _stopped(self) -> Iterator[None]:
+        """An outage: the server stops (its append-only file keeps what it took) and starts
+        again on the same port at the end."""
+        self.server.stop()
+        try:
+            yield
+        finally:
+            self.server.start()
+
+    def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
+        return self._stopped()
+
 
 class TestRedisHsetSinkConformance(SinkConformance):
     @pytest.fixture(autouse=True)
@@ -328,6 +343,19 @@ class TestRedisHsetSinkConformance(SinkConformance):
 
     def poison_record(self, i: int) -> Record | None:
         return Record([1, 2], id=f"poison-{i}")  # hset needs an object
+
+    @contextlib.contextmanager
+    def _stopped(self) -> Iterator[None]:
+        """An outage: the server stops (its append-only file keeps what it took) and starts
+        again on the same port at the end."""
+        self.server.stop()
+        try:
+            yield
+        finally:
+            self.server.start()
+
+    def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
+        return self._stopped()
 
 
 class TestRedisStreamSourceConformance(SourceConformance):
@@ -348,6 +376,12 @@ class TestRedisStreamSourceConformance(SourceConformance):
             url=self.server.url, stream=stream, until_end=True, batch_size=97
         )
         return RedisSource(config, context(tmp_path))
+
+    def input_ids(self, tmp_path: Path) -> list[str]:
+        """``<stream>-<entry id>`` of every entry, as the server lists them."""
+        stream = f"src:{tmp_path.name}"
+        entries = self.server.client().xrange(stream)
+        return [f"{stream}-{eid.decode()}" for eid, _ in entries]
 
 
 async def test_pubsub_source_reads_json_and_text_messages(redis_server, tmp_path) -> None:

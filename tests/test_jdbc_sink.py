@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,18 @@ def sink(tmp_path: Path, **config: Any) -> JdbcSink:
     return JdbcSink(JdbcSinkConfig(**config), context(tmp_path))
 
 
+@contextlib.contextmanager
+def locked(tmp_path: Path) -> Iterator[None]:
+    """An outage: another connection holds out.db's exclusive lock until the block ends."""
+    conn = sqlite3.connect(tmp_path / "out.db", isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        yield
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
 def rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(tmp_path / "out.db") as conn:
         return conn.execute(sql).fetchall()
@@ -32,7 +46,14 @@ def rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
 
 class TestJdbcSinkConformance(SinkConformance):
     def make_sink(self, tmp_path: Path) -> JdbcSink:
-        return sink(tmp_path, table="t", mode="insert", auto_create=True, exactly_once=True)
+        return sink(
+            tmp_path,
+            table="t",
+            mode="insert",
+            auto_create=True,
+            exactly_once=True,
+            connect_timeout=0.2,  # SQLite's busy timeout: how long a write waits for a lock
+        )
 
     def durable(self, tmp_path: Path) -> list[Any]:
         if not (tmp_path / "out.db").exists():
@@ -48,10 +69,13 @@ class TestJdbcSinkConformance(SinkConformance):
     def poison_record(self, i: int) -> Record | None:
         return Record({"n": i, "nope": 1}, id=f"c-{i}", topic="conformance", offset=i)
 
+    def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
+        return locked(tmp_path)
+
 
 class TestJdbcSinkConformanceUpsert(SinkConformance):
     def make_sink(self, tmp_path: Path) -> JdbcSink:
-        return sink(tmp_path, table="t", key=["n"], auto_create=True)
+        return sink(tmp_path, table="t", key=["n"], auto_create=True, connect_timeout=0.2)
 
     def durable(self, tmp_path: Path) -> list[Any]:
         try:
@@ -61,6 +85,9 @@ class TestJdbcSinkConformanceUpsert(SinkConformance):
 
     def poison_record(self, i: int) -> Record | None:
         return Record({"n": i, "nope": 1}, id=f"c-{i}", topic="conformance", offset=i)
+
+    def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
+        return locked(tmp_path)
 
 
 def rec(data: Any, i: int = 0, **kw: Any) -> Record:

@@ -48,6 +48,10 @@ class TestBulkConformance(SourceConformance):
             seed(tmp_path)
         return source(tmp_path, tables=["*"], batch_size=4)
 
+    def input_ids(self, tmp_path: Path) -> list[str]:
+        """``<table>:<primary key>``: the tables in name order, each in key order."""
+        return [*(f"items:{i}" for i in range(1, 26)), "other:a|b", "other:c"]
+
 
 class TestIncrementingConformance(SourceConformance):
     def make_source(self, tmp_path: Path) -> JdbcSource:
@@ -63,6 +67,9 @@ class TestIncrementingConformance(SourceConformance):
         )
         s.bounded = True  # conformance needs an end: stop at the first empty poll
         return _EndWhenIdle(s)  # type: ignore[return-value]
+
+    def input_ids(self, tmp_path: Path) -> list[str]:
+        return [f"items:{i}" for i in range(1, 26)]
 
 
 class _EndWhenIdle:

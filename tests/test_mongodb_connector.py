@@ -284,6 +284,10 @@ class TestMongoPollSourceConformance(SourceConformance):
         )
         return MongoSource(config, context(tmp_path))
 
+    def input_ids(self, tmp_path: Path) -> list[str]:
+        """``<_id>@<poll_field as canonical extended JSON>``, in (seq, _id) order."""
+        return [f'{i}@{{"$numberInt":"{i // 3}"}}' for i in range(500)]
+
 
 async def test_poll_source_sees_new_documents_past_the_last(tmp_path: Path) -> None:
     db = db_name()

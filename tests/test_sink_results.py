@@ -4,6 +4,7 @@ multipart-like sink that holds an open part."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +235,33 @@ class TestMemorySinkConformance(SinkConformance):
 
     def poison_record(self, i: int) -> Record:
         return Record({"n": i, "poison": True}, id="poison")
+
+
+class TestMemorySinkOnFileConformance(TestMemorySinkConformance):
+    """With ``path``: the output is rewritten to a file on every flush, read back on open;
+    an outage is a full disk (the file's temporary copy is /dev/full: ENOSPC)."""
+
+    def make_sink(self, tmp_path: Path) -> MemorySink:
+        config = MemorySinkConfig(
+            name=f"conformance-{tmp_path.name}", reject_when="poison", path="mem.jsonl"
+        )
+        context = ConnectorContext("test", "mem", logging.getLogger("test"), str(tmp_path))
+        return MemorySink(config, context)
+
+    def durable(self, tmp_path: Path) -> list[Any]:
+        path = tmp_path / "mem.jsonl"
+        return [json.loads(line)["data"]["n"] for line in path.open()] if path.exists() else []
+
+    @contextlib.contextmanager
+    def _disk_full(self, tmp_path: Path) -> Iterator[None]:
+        (tmp_path / "mem.jsonl.tmp").symlink_to("/dev/full")
+        try:
+            yield
+        finally:
+            (tmp_path / "mem.jsonl.tmp").unlink()
+
+    def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
+        return self._disk_full(tmp_path)
 
 
 def test_a_partial_flush_commits_below_every_pending_record_whatever_their_order() -> None:

@@ -5,10 +5,12 @@ updates per key, and a bad token that stops the connector without showing it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +423,7 @@ class TestSlackSinkConformance(SinkConformance):
             text="{data.n}",
             exactly_once=True,
             base_url=self.server.base_url,
+            outage_wait=0.5,  # then an outage goes back to the worker (the retry test)
         )
         return SlackSink(config, ConnectorContext("test", "slack", logging.getLogger("test")))
 
@@ -429,6 +432,18 @@ class TestSlackSinkConformance(SinkConformance):
 
     def poison_record(self, i: int) -> Record:
         return Record({"n": "x" * 40_001}, id="poison", topic="conformance", offset=10_000)
+
+    @contextlib.contextmanager
+    def _down(self) -> Iterator[None]:
+        self.server.down_until = math.inf  # every call answered 503 (an HTML page)
+        try:
+            yield
+        finally:
+            self.server.down_until = 0.0
+
+    def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
+        """An outage: the Web API answers every call 503 until it ends."""
+        return self._down()
 
 
 async def test_exactly_once_reads_back_every_page_of_history(tmp_path: Path) -> None:

@@ -84,3 +84,6 @@ class TestWebhookSource(SourceConformance):
         config = WebhookConfig(listen="127.0.0.1:0")
         context = ConnectorContext("test", "webhook", logging.getLogger("test"))
         return SentWebhook(config, context)
+
+    def input_ids(self, tmp_path: Path) -> list[str]:
+        return [f"ev-{i}" for i in range(EVENTS)]  # the ids the sender's events carry

@@ -5,10 +5,12 @@ resets) with HMAC signatures checked, and OAuth2 client credentials."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -59,6 +61,20 @@ class Receiver(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """An outage: the server stops and closes its port (connections are refused), then
+        listens on the same port again, with the events it had."""
+        self.shutdown()
+        self.server_close()
+        try:
+            yield
+        finally:
+            self.socket = socket.socket(self.address_family, self.socket_type)
+            self.server_bind()
+            self.server_activate()
+            threading.Thread(target=self.serve_forever, daemon=True).start()
+
 
 class TestHttpSinkConformance(SinkConformance):
     receivers: dict[Path, Receiver] = {}
@@ -90,6 +106,9 @@ class TestHttpSinkConformance(SinkConformance):
 
     def poison_record(self, i: int) -> Record | None:
         return Record({"n": i, "poison": True}, id=f"poison-{i}", topic="conformance", offset=i)
+
+    def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
+        return self._receiver(tmp_path).down()
 
 
 # -- a server failing in scripted ways -------------------------------------------------------
