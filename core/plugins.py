@@ -339,6 +339,16 @@ def _near_groups(
     return found
 
 
+#: The hooks a plugin may implement (:mod:`meshconnect.hookspecs`).
+_HOOKS = [n for n in dir(hookspecs) if n.startswith("meshconnect_")]
+
+
+def _dist(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
+    """The name and version of the distribution that declares ``ep`` (None when unknown)."""
+    dist = getattr(ep, "dist", None)
+    return (dist.metadata["Name"], dist.version) if dist is not None else (None, None)
+
+
 def _describe(plugin: object) -> str:
     name = getattr(plugin, "__name__", None)
     return f"module {name}" if isinstance(plugin, ModuleType) else repr(plugin)
@@ -348,12 +358,11 @@ def _check_hook_names(plugin: object) -> None:
     """PluginError for a ``@hookimpl`` whose name is no hook (pluggy would ignore it)."""
     import difflib
 
-    known = [n for n in dir(hookspecs) if n.startswith("meshconnect_")]
     for attr in dir(plugin):
         value = getattr(plugin, attr, None)
-        if attr in known or getattr(value, f"{hookspecs.PROJECT}_impl", None) is None:
+        if attr in _HOOKS or getattr(value, f"{hookspecs.PROJECT}_impl", None) is None:
             continue
-        hint = difflib.get_close_matches(attr, known, n=1)
+        hint = difflib.get_close_matches(attr, _HOOKS, n=1)
         maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise PluginError(f"@hookimpl {attr!r} is not a meshconnect hook{maybe}")
 
@@ -361,8 +370,7 @@ def _check_hook_names(plugin: object) -> None:
 def _nothing_provided(plugin: object) -> str:
     """Why a plugin gave nothing: hook functions without ``@hookimpl``, or none at all (the
     entry point names the wrong module)."""
-    known = [n for n in dir(hookspecs) if n.startswith("meshconnect_")]
-    bare = [n for n in known if callable(getattr(plugin, n, None))]
+    bare = [n for n in _HOOKS if callable(getattr(plugin, n, None))]
     if bare:
         return (
             f"{_describe(plugin)} provides nothing: {', '.join(bare)} "
@@ -370,7 +378,7 @@ def _nothing_provided(plugin: object) -> str:
         )
     return (
         f"{_describe(plugin)} provides nothing: it has no @meshconnect.hookimpl function "
-        f"({', '.join(known)}); does the entry point name the module that holds the hooks?"
+        f"({', '.join(_HOOKS)}); does the entry point name the module that holds the hooks?"
     )
 
 
@@ -429,8 +437,7 @@ def load_registry(
         everything = importlib.metadata.entry_points()
         eps = everything.select(group=ENTRY_POINT_GROUP)
         for group, ep in _near_groups(everything):
-            dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else None
+            dist_name, dist_version = _dist(ep)
             near = (
                 f"entry point {ep.name} = {ep.value!r} is in the group {group!r}, which "
                 "meshconnect does not read: put it under "
@@ -438,12 +445,10 @@ def load_registry(
             )
             if strict:
                 raise PluginError(f"plugin {ep.name!r} from {dist_name}: {near}")
-            registry._failed(ep.name, dist_name, dist.version if dist else None, near)
+            registry._failed(ep.name, dist_name, dist_version, near)
     seen: dict[str, tuple[str, str | None, str | None]] = {}
     for ep in eps:
-        dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else None
-        version = dist.version if dist is not None else None
+        dist_name, version = _dist(ep)
         first = seen.get(ep.name)
         if first is not None:
             if first[:2] == (ep.value, dist_name):

@@ -56,6 +56,18 @@ def pg_database(port: int = PG_PORT, host: str = PG_HOST) -> Iterator[str]:
         admin.close()
 
 
+@contextlib.contextmanager
+def pg_replica() -> Iterator[tuple[str, str]]:
+    """A fresh PostgreSQL database (:func:`pg_database`) as a context: its SQLAlchemy URL (for
+    a jdbc sink's config) and its libpq DSN (for psycopg in the test); dropped afterwards."""
+    databases = pg_database()
+    url = next(databases)
+    try:
+        yield url, url.replace("postgresql+psycopg://", "postgresql://")
+    finally:
+        databases.close()
+
+
 def my_database(charset: str = "utf8mb4") -> Iterator[str]:
     """A fresh database on the machine's MariaDB (default character set ``charset``); yields
     its URL; dropped afterwards."""

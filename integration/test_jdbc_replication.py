@@ -26,7 +26,7 @@ import psycopg
 import pymysql
 import pytest
 from canal_support import DECODER, mariadb
-from jdbc_support import pg_database
+from jdbc_support import pg_replica
 from mariadb import MariaDB
 
 from conftest import meshconnect, start_worker
@@ -221,13 +221,8 @@ def pg_progress(dsn: str) -> int:
 def test_replication_survives_sigkills(tmp_path: Path, mariadb: MariaDB, fmt: str) -> None:
     db = f"rep_{fmt}"
     setup(mariadb, db)
-    gen = pg_database()
-    url = next(gen)
-    dsn = url.replace("postgresql+psycopg://", "postgresql://")
-    try:
+    with pg_replica() as (url, dsn):
         _run(tmp_path, mariadb, db, url, dsn, fmt)
-    finally:
-        gen.close()
 
 
 def _run(tmp_path: Path, server: MariaDB, db: str, url: str, dsn: str, fmt: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 from canal_support import DECODER, mariadb
-from jdbc_support import pg_database
+from jdbc_support import pg_replica
 from mariadb import MariaDB
 
 from conftest import meshconnect, run_cli
@@ -119,10 +119,7 @@ def test_a_keyless_table_is_dead_lettered_and_the_other_tables_replicate(
         "INSERT INTO orders VALUES (1, 1.50), (2, NULL)",
         database=db,
     )
-    gen = pg_database()
-    url = next(gen)
-    dsn = url.replace("postgresql+psycopg://", "postgresql://")
-    try:
+    with pg_replica() as (url, dsn):
         config = _config(tmp_path, mariadb, db, url, 1201)
         state = _replicate(
             tmp_path,
@@ -143,8 +140,6 @@ def test_a_keyless_table_is_dead_lettered_and_the_other_tables_replicate(
         assert len(dead) == 4, tail.stdout + tail.stderr
         assert all(d["subject"] == f"{db}.logs" for d in dead)
         assert all("no primary key" in d["errormessage"] for d in dead), dead[0]
-    finally:
-        gen.close()
 
 
 def test_ddl_apply_carries_add_column_lists_and_unsigned_types(
@@ -160,10 +155,7 @@ def test_ddl_apply_carries_add_column_lists_and_unsigned_types(
         "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
         database=db,
     )
-    gen = pg_database()
-    url = next(gen)
-    dsn = url.replace("postgresql+psycopg://", "postgresql://")
-    try:
+    with pg_replica() as (url, dsn):
         config = _config(tmp_path, mariadb, db, url, 1202)
         state = _replicate(
             tmp_path,
@@ -185,8 +177,6 @@ def test_ddl_apply_carries_add_column_lists_and_unsigned_types(
         assert got[0] == want[0] and got[2] == want[2]
         tail = run_cli(state, "topics", "list")
         assert "dlq" not in tail.stdout, tail.stdout
-    finally:
-        gen.close()
 
 
 def test_a_json_null_stays_json_null_and_sql_null_stays_sql_null(
@@ -202,10 +192,7 @@ def test_a_json_null_stays_json_null_and_sql_null_stays_sql_null(
         "INSERT INTO j VALUES (1, 'null'), (2, NULL), (3, '\"s\"'), (4, '{\"a\": null}')",
         database=db,
     )
-    gen = pg_database()
-    url = next(gen)
-    dsn = url.replace("postgresql+psycopg://", "postgresql://")
-    try:
+    with pg_replica() as (url, dsn):
         config = _config(tmp_path, mariadb, db, url, 1203)
         _replicate(
             tmp_path,
@@ -228,8 +215,6 @@ def test_a_json_null_stays_json_null_and_sql_null_stays_sql_null(
             (i, n, {"NUMBER": "INTEGER"}.get(t, t)) for i, n, t in got
         ]
         assert sum(1 for _, n, t in got if t == "NULL") == 1002
-    finally:
-        gen.close()
 
 
 def test_truncate_empties_the_copy_too(tmp_path: Path, mariadb: MariaDB) -> None:
@@ -245,10 +230,7 @@ def test_truncate_empties_the_copy_too(tmp_path: Path, mariadb: MariaDB) -> None
         "INSERT INTO keep VALUES (1), (2)",
         database=db,
     )
-    gen = pg_database()
-    url = next(gen)
-    dsn = url.replace("postgresql+psycopg://", "postgresql://")
-    try:
+    with pg_replica() as (url, dsn):
         config = _config(tmp_path, mariadb, db, url, 1204)
         _replicate(
             tmp_path,
@@ -267,5 +249,3 @@ def test_truncate_empties_the_copy_too(tmp_path: Path, mariadb: MariaDB) -> None
         for table in ("t", "keep"):
             assert _rows_pg(dsn, table, "*") == _rows_my(mariadb, db, table)
         assert _rows_pg(dsn, "t", "*") == [(7, "after"), (8, "later")]
-    finally:
-        gen.close()

@@ -294,6 +294,17 @@ async def test_a_name_made_of_binary_data_fails_alone(
 # -- conformance --------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _stopped(server: Any) -> Iterator[None]:
+    """An outage: the server stops (its append-only file keeps what it took) and starts again
+    on the same port at the end."""
+    server.stop()
+    try:
+        yield
+    finally:
+        server.start()
+
+
 class TestRedisXaddSinkConformance(SinkConformance):
     """XADD is not idempotent by itself: the entries' record ids make re-delivery exact."""
 
@@ -314,18 +325,8 @@ class TestRedisXaddSinkConformance(SinkConformance):
     def poison_record(self, i: int) -> Record | None:
         return Record({"n": i}, id=f"poison-{i}")  # no `s`: the stream template has no value
 
-    @contextlib.contextmanager
-    def _stopped(self) -> Iterator[None]:
-        """An outage: the server stops (its append-only file keeps what it took) and starts
-        again on the same port at the end."""
-        self.server.stop()
-        try:
-            yield
-        finally:
-            self.server.start()
-
     def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
-        return self._stopped()
+        return _stopped(self.server)
 
 
 class TestRedisHsetSinkConformance(SinkConformance):
@@ -344,18 +345,8 @@ class TestRedisHsetSinkConformance(SinkConformance):
     def poison_record(self, i: int) -> Record | None:
         return Record([1, 2], id=f"poison-{i}")  # hset needs an object
 
-    @contextlib.contextmanager
-    def _stopped(self) -> Iterator[None]:
-        """An outage: the server stops (its append-only file keeps what it took) and starts
-        again on the same port at the end."""
-        self.server.stop()
-        try:
-            yield
-        finally:
-            self.server.start()
-
     def unavailable(self, tmp_path: Path) -> contextlib.AbstractContextManager[None]:
-        return self._stopped()
+        return _stopped(self.server)
 
 
 class TestRedisStreamSourceConformance(SourceConformance):

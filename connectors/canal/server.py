@@ -14,7 +14,9 @@ after DDL.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,40 +162,43 @@ class Server:
                 pass
 
     def query(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
-        import pymysql
-
         conn = self.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, args)
-                return list(cur.fetchall())
-        except pymysql.err.MySQLError as exc:
-            if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
-                self.close()
-            raise _error(exc, sql.split()[0] + " failed on " + self.where) from exc
+        with self._failing(sql), conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
 
     def query_bounded(
         self, sql: str, args: Any, max_bytes: int
-    ) -> tuple[list[tuple[Any, ...]], bool]:
+    ) -> tuple[list[tuple[Any, ...]], bool, int]:
         """The rows of ``sql`` read one at a time (an unbuffered cursor) until they weigh
         ``max_bytes`` (:func:`meshconnect.batchbytes.values_bytes`; the row that crosses it
-        kept); whether the bound cut them short. The rows after it are read off the connection
-        and dropped, never held (ask for no more than fit with ``LIMIT``)."""
-        import pymysql
+        kept); whether the bound cut them short; the largest row's weight. The rows after it
+        are read off the connection and dropped, never held (ask for no more than fit with
+        ``LIMIT``)."""
         import pymysql.cursors
 
         conn = self.connect()
         rows: list[tuple[Any, ...]] = []
-        weight = 0
+        weight = largest = 0
+        with self._failing(sql), conn.cursor(pymysql.cursors.SSCursor) as cur:
+            cur.execute(sql, args)
+            while (row := cur.fetchone()) is not None:
+                rows.append(row)
+                size = values_bytes(row)
+                largest = max(largest, size)
+                weight += size
+                if weight >= max_bytes:
+                    return rows, True, largest
+        return rows, False, largest
+
+    @contextlib.contextmanager
+    def _failing(self, sql: str) -> Iterator[None]:
+        """A server error of the block as :func:`_error` has it, naming the statement; a lost
+        connection is closed, so the next query opens a new one."""
+        import pymysql
+
         try:
-            with conn.cursor(pymysql.cursors.SSCursor) as cur:
-                cur.execute(sql, args)
-                while (row := cur.fetchone()) is not None:
-                    rows.append(row)
-                    weight += values_bytes(row)
-                    if weight >= max_bytes:
-                        return rows, True
-            return rows, False
+            yield
         except pymysql.err.MySQLError as exc:
             if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
                 self.close()

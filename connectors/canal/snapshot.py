@@ -39,7 +39,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from meshconnect import Record, RetriableError
-from meshconnect.batchbytes import BATCH_BYTES, values_bytes
+from meshconnect.batchbytes import BATCH_BYTES
 
 from .config import TableMatcher
 from .events import RowsEvent
@@ -235,9 +235,7 @@ class Snapshot:
         self._catch_up_since = None
         fixes = _normaliser(info)
         rows = []
-        selected, cut = self._select(server, sql, args, bounded=bool(pk))
-        if selected:
-            self._row_bytes = max(map(values_bytes, selected))
+        selected, cut, self._row_bytes = self._select(server, sql, args, bounded=bool(pk))
         for raw in selected:
             row = list(raw)
             for i, fix in fixes:
@@ -344,16 +342,16 @@ class Snapshot:
     @staticmethod
     def _select(
         server: Server, sql: str, args: list[Any], bounded: bool
-    ) -> tuple[list[tuple[Any, ...]], bool]:
-        """The chunk query's rows, and whether :data:`BATCH_BYTES` cut them short (``bounded``:
+    ) -> tuple[list[tuple[Any, ...]], bool, int]:
+        """The chunk query's rows, whether :data:`BATCH_BYTES` cut them short (``bounded``:
         the chunk then ends at the row that crossed it; a table without a key is read
-        whole); a locking read that loses a deadlock (or times out waiting for a lock) is
-        tried again."""
+        whole, its rows not weighed) and the largest row's weight; a locking read that loses
+        a deadlock (or times out waiting for a lock) is tried again."""
         for attempt in range(_SELECT_ATTEMPTS):
             try:
                 if bounded:
                     return server.query_bounded(sql, args or None, BATCH_BYTES)
-                return server.query(sql, args or None), False
+                return server.query(sql, args or None), False, 0
             except RetriableError as exc:
                 code = getattr(exc.__cause__, "args", (None,))[0]
                 if code not in (1205, 1213) or attempt == _SELECT_ATTEMPTS - 1:

@@ -25,6 +25,7 @@ import logging
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -281,12 +282,7 @@ class Controller:
         await self.worker.store.set_positions(STORE_ID, kept or None)
         self.pipelines.remove(pipeline)
         self.from_api.discard(name)
-        for key in _status_keys(pipeline):
-            self.worker.statuses.pop(key, None)
-        for sink in pipeline.sinks:
-            for group in sink_groups(pipeline, sink.name):
-                self.worker.deliveries.remove_group(group)
-                self.worker.state.sink_gave_up(group)
+        self._drop_units(_status_keys(pipeline))
         self.worker.pipeline_states.pop(name, None)
         self.worker.tasks.pop(name, None)
         self._samples.pop(name, None)
@@ -300,17 +296,21 @@ class Controller:
         renamed or removed, fewer partitions) leave behind: their status, delivery groups and
         metric series (``/metrics`` showed a removed sink's series until the worker stopped)."""
         kept = set(_status_keys(new))
-        for key in _status_keys(old):
-            if key not in kept:
-                self.worker.statuses.pop(key, None)
-                if key.startswith("sink "):
-                    group = key.removeprefix("sink ")
-                    self.worker.deliveries.remove_group(group)
-                    self.worker.state.sink_gave_up(group)
+        self._drop_units(key for key in _status_keys(old) if key not in kept)
         names = [s.name for s in new.sinks]
         if new.source is not None:
             names.append(new.source.name)
         self.worker.metrics.forget(new.name, keep=names)
+
+    def _drop_units(self, keys: Iterable[str]) -> None:
+        """Forget the sources and sinks of ``keys`` (``_status_keys``): their status, and a
+        sink's delivery group, which no longer holds a bounded run open."""
+        for key in keys:
+            self.worker.statuses.pop(key, None)
+            if key.startswith("sink "):
+                group = key.removeprefix("sink ")
+                self.worker.deliveries.remove_group(group)
+                self.worker.state.sink_gave_up(group)
 
     async def _keep(self, name: str, raw: dict[str, Any]) -> None:
         kept = await self.worker.store.positions(STORE_ID)

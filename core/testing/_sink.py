@@ -41,7 +41,6 @@ only the records before them count as committed), ``tick(final=True)`` at the en
 
 from __future__ import annotations
 
-import contextlib
 import gc
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -222,7 +221,8 @@ class SinkConformance:
         """A write or flush during an outage raises a retriable error; the loop calls it
         again, with the same records, once the destination is back: nothing may be lost (a
         flush that dropped its buffer before it failed) or written twice."""
-        if self.unavailable(tmp_path) is None:
+        outage = self.unavailable(tmp_path)
+        if outage is None:
             pytest.skip("no outage to test with (define unavailable to test retries)")
         records = [self.make_record(i) for i in range(self.records)]
         half = len(records) // 2
@@ -230,7 +230,7 @@ class SinkConformance:
         await sink.open(None)
         assert await write_like_the_loop(sink, records[:half]) == []
         await flush_like_the_loop(sink)
-        with self.unavailable(tmp_path) or contextlib.nullcontext():
+        with outage:
             rest = await once_in_an_outage(sink, sink.write, records[half:])
             flushed = rest == [] and await once_in_an_outage(sink, sink.flush) == []
         if rest:  # the loop writes the records that failed again
